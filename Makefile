@@ -1,0 +1,47 @@
+# Ruta — the two commands a new user runs are `make demo` and `make test`.
+# Every target that needs the environment depends on `install`, which is a no-op when current.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROTOS := $(wildcard proto/ruta/v1/*.proto)
+GENERATED := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
+
+.PHONY: install proto test lint format demo bench clean
+
+install: .stamp-install proto
+
+.stamp-install: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[postgres,soap,dev]'
+	touch $@
+
+proto: .stamp-install .stamp-proto
+
+# Generated code lives in ruta/v1/ and is not committed (docs/adr/0001-generated-code.md).
+.stamp-proto: $(PROTOS) .stamp-install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto \
+	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy ruta registry security_server adapters gateway tests $(wildcard bench/*.py)
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: install
+	$(BIN)/python -m ruta.demo
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .stamp-* ruta/v1/*_pb2*.py ruta/v1/*_pb2*.pyi .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""The ``ruta`` command line.
+
+This module knows no part by name. Each part contributes a click command group through the
+``ruta.cli`` entry point group in its distribution metadata (``registry = "registry.cli:group"``),
+loaded only when that command is used, so ``ruta --help`` stays fast and one broken part cannot
+stop the others' commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from importlib.metadata import EntryPoint, entry_points
+
+import click
+
+from ruta import __version__
+from ruta.faults import RutaError
+
+__all__ = ["ENTRY_POINT_GROUP", "main"]
+
+ENTRY_POINT_GROUP = "ruta.cli"
+
+
+def _parts() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+class _PartsGroup(click.Group):
+    """A group whose sub-commands come from entry points, loaded on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_parts()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        own = super().get_command(ctx, cmd_name)
+        if own is not None:
+            return own
+        ep = _parts().get(cmd_name)
+        if ep is None:
+            return None
+        command = ep.load()
+        if not isinstance(command, click.Command):
+            raise click.ClickException(f"entry point {cmd_name!r} is not a click command")
+        return command
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except RutaError as exc:
+            # A deliberate refusal: print the fault code and text, never a traceback.
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_PartsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ruta")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+    envvar="RUTA_LOG_LEVEL",
+    help="Level of the log lines written to standard error.",
+)
+def main(log_level: str) -> None:
+    """Ruta: a secure data-exchange bus for public agencies.
+
+    Each agency runs a security server; a central registry keeps members, services and contracts;
+    every exchange is signed and logged where anyone can verify it.
+    """
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )

@@ -1,0 +1,212 @@
+"""The error root of Ruta and the stable fault codes every refusal carries.
+
+Every refusal on the bus is a gRPC status plus two trailing metadata entries: ``ruta-fault`` (a
+stable, lower-snake-case code prefixed by who refused, as in X-Road 7.8) and ``ruta-fault-id`` (a
+UUID that also appears in the refusing server's log line). This module owns the list of codes, the
+gRPC status each maps to, the :class:`RutaError` root that carries a code, and the helpers that turn
+an error into what goes on the wire and back.
+
+Fault texts say what was wrong and what to do. They must never carry keys, file paths, connection
+strings or stack traces: callers build them from domain values only.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+import grpc.aio
+
+__all__ = [
+    "FAULT_HEADER",
+    "FAULT_ID_HEADER",
+    "MAX_FAULT_TEXT_LENGTH",
+    "Fault",
+    "FaultReport",
+    "RutaError",
+    "abort",
+    "fault_from_rpc_error",
+    "report",
+    "status_of",
+]
+
+FAULT_HEADER = "ruta-fault"
+FAULT_ID_HEADER = "ruta-fault-id"
+#: Longest fault text put on the wire; longer texts are cut (bounds what a peer must read).
+MAX_FAULT_TEXT_LENGTH = 1024
+
+_log = logging.getLogger(__name__)
+
+
+class Fault(enum.StrEnum):
+    """Stable fault codes. Values are part of the public protocol: never rename one."""
+
+    # The caller's mistakes.
+    CLIENT_INVALID_IDENTIFIER = "client.invalid_identifier"
+    CLIENT_MISSING_HEADER = "client.missing_header"
+    CLIENT_INVALID_HEADER = "client.invalid_header"
+    CLIENT_MESSAGE_TOO_LARGE = "client.message_too_large"
+    CLIENT_UNKNOWN_SERVICE = "client.unknown_service"
+    CLIENT_UNAUTHENTICATED = "client.unauthenticated"
+    CLIENT_PERMISSION_DENIED = "client.permission_denied"
+    CLIENT_INVALID_REQUEST = "client.invalid_request"
+    CLIENT_NOT_FOUND = "client.not_found"
+    CLIENT_ALREADY_EXISTS = "client.already_exists"
+    CLIENT_INVALID_CONFIG = "client.invalid_config"
+
+    # Refusals by the consumer's security server.
+    SERVER_CONSUMER_ACCESS_DENIED = "server.consumer.access_denied"
+    SERVER_CONSUMER_OUTDATED_GLOBALCONF = "server.consumer.outdated_globalconf"
+    SERVER_CONSUMER_NETWORK_ERROR = "server.consumer.network_error"
+    SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE = "server.consumer.invalid_response_signature"
+    SERVER_CONSUMER_LOGGING_FAILED = "server.consumer.logging_failed"
+    SERVER_CONSUMER_WITNESS_UNAVAILABLE = "server.consumer.witness_unavailable"
+    SERVER_CONSUMER_INTERNAL_ERROR = "server.consumer.internal_error"
+
+    # Refusals by the provider's security server.
+    SERVER_PROVIDER_ACCESS_DENIED = "server.provider.access_denied"
+    SERVER_PROVIDER_INVALID_MESSAGE = "server.provider.invalid_message"
+    SERVER_PROVIDER_INVALID_SIGNATURE = "server.provider.invalid_signature"
+    SERVER_PROVIDER_CERT_REVOKED = "server.provider.cert_revoked"
+    SERVER_PROVIDER_CERT_INVALID = "server.provider.cert_invalid"
+    SERVER_PROVIDER_OCSP_INVALID = "server.provider.ocsp_invalid"
+    SERVER_PROVIDER_REPLAYED_MESSAGE = "server.provider.replayed_message"
+    SERVER_PROVIDER_STALE_MESSAGE = "server.provider.stale_message"
+    SERVER_PROVIDER_MESSAGE_TOO_LARGE = "server.provider.message_too_large"
+    SERVER_PROVIDER_UNKNOWN_SERVICE = "server.provider.unknown_service"
+    SERVER_PROVIDER_SERVICE_FAILED = "server.provider.service_failed"
+    SERVER_PROVIDER_OUTDATED_GLOBALCONF = "server.provider.outdated_globalconf"
+    SERVER_PROVIDER_LOGGING_FAILED = "server.provider.logging_failed"
+    SERVER_PROVIDER_WITNESS_UNAVAILABLE = "server.provider.witness_unavailable"
+    SERVER_PROVIDER_INTERNAL_ERROR = "server.provider.internal_error"
+
+    # Refusals by the registry (admin API, configuration, witness).
+    SERVER_REGISTRY_INVALID_CHECKPOINT = "server.registry.invalid_checkpoint"
+    SERVER_REGISTRY_INTERNAL_ERROR = "server.registry.internal_error"
+
+
+_STATUS: dict[Fault, grpc.StatusCode] = {
+    Fault.CLIENT_INVALID_IDENTIFIER: grpc.StatusCode.INVALID_ARGUMENT,
+    Fault.CLIENT_MISSING_HEADER: grpc.StatusCode.INVALID_ARGUMENT,
+    Fault.CLIENT_INVALID_HEADER: grpc.StatusCode.INVALID_ARGUMENT,
+    Fault.CLIENT_MESSAGE_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Fault.CLIENT_UNKNOWN_SERVICE: grpc.StatusCode.NOT_FOUND,
+    Fault.CLIENT_UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Fault.CLIENT_PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Fault.CLIENT_INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    Fault.CLIENT_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Fault.CLIENT_ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Fault.CLIENT_INVALID_CONFIG: grpc.StatusCode.INVALID_ARGUMENT,
+    Fault.SERVER_CONSUMER_ACCESS_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF: grpc.StatusCode.UNAVAILABLE,
+    Fault.SERVER_CONSUMER_NETWORK_ERROR: grpc.StatusCode.UNAVAILABLE,
+    Fault.SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE: grpc.StatusCode.INTERNAL,
+    Fault.SERVER_CONSUMER_LOGGING_FAILED: grpc.StatusCode.INTERNAL,
+    Fault.SERVER_CONSUMER_WITNESS_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Fault.SERVER_CONSUMER_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
+    Fault.SERVER_PROVIDER_ACCESS_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Fault.SERVER_PROVIDER_INVALID_MESSAGE: grpc.StatusCode.INVALID_ARGUMENT,
+    Fault.SERVER_PROVIDER_INVALID_SIGNATURE: grpc.StatusCode.UNAUTHENTICATED,
+    Fault.SERVER_PROVIDER_CERT_REVOKED: grpc.StatusCode.UNAUTHENTICATED,
+    Fault.SERVER_PROVIDER_CERT_INVALID: grpc.StatusCode.UNAUTHENTICATED,
+    Fault.SERVER_PROVIDER_OCSP_INVALID: grpc.StatusCode.UNAUTHENTICATED,
+    Fault.SERVER_PROVIDER_REPLAYED_MESSAGE: grpc.StatusCode.ALREADY_EXISTS,
+    Fault.SERVER_PROVIDER_STALE_MESSAGE: grpc.StatusCode.FAILED_PRECONDITION,
+    Fault.SERVER_PROVIDER_MESSAGE_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Fault.SERVER_PROVIDER_UNKNOWN_SERVICE: grpc.StatusCode.NOT_FOUND,
+    Fault.SERVER_PROVIDER_SERVICE_FAILED: grpc.StatusCode.UNAVAILABLE,
+    Fault.SERVER_PROVIDER_OUTDATED_GLOBALCONF: grpc.StatusCode.UNAVAILABLE,
+    Fault.SERVER_PROVIDER_LOGGING_FAILED: grpc.StatusCode.INTERNAL,
+    Fault.SERVER_PROVIDER_WITNESS_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Fault.SERVER_PROVIDER_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
+    Fault.SERVER_REGISTRY_INVALID_CHECKPOINT: grpc.StatusCode.FAILED_PRECONDITION,
+    Fault.SERVER_REGISTRY_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_of(fault: Fault) -> grpc.StatusCode:
+    """Return the gRPC status code a fault is sent with."""
+    return _STATUS[fault]
+
+
+class RutaError(Exception):
+    """Root of every error Ruta raises on purpose.
+
+    Each error carries a stable :class:`Fault` code. Subclasses set ``default_fault``; a raiser may
+    pass a more specific ``fault``. The message is what a caller reads: say what was wrong and what
+    to do, and never include secrets, paths or connection strings.
+    """
+
+    default_fault: Fault = Fault.SERVER_PROVIDER_INTERNAL_ERROR
+
+    def __init__(self, message: str, *, fault: Fault | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fault: Fault = fault if fault is not None else self.default_fault
+
+    def __str__(self) -> str:
+        return f"{self.fault}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class FaultReport:
+    """What a refusal puts on the wire: status, text and trailing metadata."""
+
+    fault: Fault
+    fault_id: str
+    status: grpc.StatusCode
+    details: str
+
+    @property
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((FAULT_HEADER, str(self.fault)), (FAULT_ID_HEADER, self.fault_id))
+
+
+def report(error: RutaError, *, fault_id: str | None = None) -> FaultReport:
+    """Turn ``error`` into a :class:`FaultReport` with a fresh fault id, and log it once.
+
+    The log line carries the fault id and code, so an operator can find it from what the caller saw.
+    """
+    fid = fault_id or str(uuid.uuid4())
+    details = error.message
+    if len(details) > MAX_FAULT_TEXT_LENGTH:
+        details = details[: MAX_FAULT_TEXT_LENGTH - 3] + "..."
+    _log.info("refused fault=%s fault_id=%s: %s", error.fault, fid, details)
+    return FaultReport(
+        fault=error.fault, fault_id=fid, status=status_of(error.fault), details=details
+    )
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: RutaError) -> NoReturn:
+    """Refuse the current call with ``error``: status, text, ``ruta-fault`` and ``ruta-fault-id``.
+
+    Never returns (grpc.aio raises to unwind the handler).
+    """
+    rep = report(error)
+    context.set_trailing_metadata(rep.trailing_metadata)
+    await context.abort(rep.status, rep.details)
+    raise AssertionError("unreachable: grpc.aio abort returned")  # pragma: no cover
+
+
+def fault_from_rpc_error(error: grpc.aio.AioRpcError) -> tuple[Fault | None, str | None]:
+    """Read the fault code and fault id a peer put in a refusal's trailing metadata.
+
+    Returns ``(None, None)`` for a status that carried no Ruta fault (for example a transport
+    failure), and a ``None`` code for a code this version does not know.
+    """
+    fault: Fault | None = None
+    fault_id: str | None = None
+    for key, value in error.trailing_metadata() or ():
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        if key == FAULT_HEADER:
+            try:
+                fault = Fault(text)
+            except ValueError:
+                fault = None
+        elif key == FAULT_ID_HEADER:
+            fault_id = text
+    return fault, fault_id

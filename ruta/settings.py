@@ -1,0 +1,116 @@
+"""Settings: pydantic-settings models read from a TOML file, overridden by ``RUTA_*`` variables.
+
+Each part subclasses :class:`RutaSettings` with its own fields and environment prefix (for example
+``RUTA_SS_`` for a security server). Precedence, highest first: environment variables, the TOML
+file, defaults. Nested fields are reached with ``__`` (``RUTA_SS_LOG__RETENTION_DAYS=30``).
+
+A file that cannot be read, is not valid TOML, or does not fit the model raises
+:class:`ConfigError` naming the file and the line or field; nothing is half-loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Final, Self
+
+from pydantic import ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from ruta.faults import Fault, RutaError
+
+__all__ = [
+    "MAX_CONFIG_FILE_BYTES",
+    "ConfigError",
+    "RutaSettings",
+    "describe_validation_error",
+    "read_toml",
+]
+
+#: Largest settings file read; a config file is hand-written and small.
+MAX_CONFIG_FILE_BYTES: Final = 1 << 20
+
+
+class ConfigError(RutaError):
+    """A settings file or environment variable is missing, unreadable or invalid."""
+
+    default_fault = Fault.CLIENT_INVALID_CONFIG
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Render a pydantic error as ``field.path: message`` lines (no input values: they may be
+    secrets)."""
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+class RutaSettings(BaseSettings):
+    """Base of every part's settings. Unknown keys are errors, so a typo is never ignored."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RUTA_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments (from_file); the environment wins over them.
+        return env_settings, init_settings, file_secret_settings
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str] | None) -> Self:
+        """Load settings from a TOML file (or none), then apply ``RUTA_*`` overrides.
+
+        Raises :class:`ConfigError` naming the file and the line (syntax) or field (schema).
+        Relative paths inside the file stay as written; parts resolve them against the file's
+        folder where that matters.
+        """
+        data: dict[str, Any] = {}
+        if path is not None:
+            data = read_toml(Path(path))
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            where = f"settings file {Path(path).name}" if path is not None else "settings"
+            raise ConfigError(f"{where} is invalid: {describe_validation_error(exc)}") from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file with a size bound; raise :class:`ConfigError` naming the file and line."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_FILE_BYTES:
+            raise ConfigError(
+                f"settings file {path.name} is {size} bytes; the limit is {MAX_CONFIG_FILE_BYTES}"
+            )
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"settings file {path.name} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"settings file {path.name} is a directory") from None
+    except PermissionError:
+        raise ConfigError(f"settings file {path.name} cannot be read (permission denied)") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"settings file {path.name} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"settings file {path.name} is not valid TOML: {exc}") from None
