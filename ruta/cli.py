@@ -8,22 +8,49 @@ stop the others' commands.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 import click
 
 from ruta import __version__
 from ruta.faults import RutaError
 
-__all__ = ["ENTRY_POINT_GROUP", "main"]
+__all__ = ["ENTRY_POINT_GROUP", "LazyGroup", "main"]
 
 ENTRY_POINT_GROUP = "ruta.cli"
 
 
 def _parts() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported only when used.
+
+    ``lazy_commands`` maps a command name to ``"module:attribute"``. Parts use it for their own
+    groups, so each concern keeps its commands in its own module and ``--help`` stays fast.
+    """
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        own = super().get_command(ctx, cmd_name)
+        if own is not None or cmd_name not in self.lazy_commands:
+            return own
+        module_name, _, attribute = self.lazy_commands[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise click.ClickException(f"{self.lazy_commands[cmd_name]} is not a click command")
+        return command
 
 
 class _PartsGroup(click.Group):

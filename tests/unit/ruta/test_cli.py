@@ -57,3 +57,24 @@ def test_parts_contribute_groups_through_entry_points(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert "client.not_found: no such thing" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_lazy_group_imports_a_command_only_when_used() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from ruta.cli import LazyGroup
+
+    group = LazyGroup(name="g", lazy_commands={"ver": "ruta.cli:main", "bad": "ruta:__version__"})
+    assert group.list_commands(click.Context(group)) == ["bad", "ver"]
+    ran = CliRunner().invoke(group, ["ver", "--version"])
+    assert ran.exit_code == 0
+    assert "ruta, version" in ran.output
+    assert CliRunner().invoke(group, ["bad"]).exit_code != 0
+
+
+def test_every_part_group_is_installed() -> None:
+    listed = _run("--help")
+    for part in ("registry", "ss", "adapter"):
+        assert part in listed.stdout
+        assert _run(part, "--help").returncode == 0

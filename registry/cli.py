@@ -1,0 +1,17 @@
+"""``ruta registry …``: the registry's command group.
+
+Each concern keeps its commands in its own module; they are listed here by name and imported only
+when used (:class:`ruta.cli.LazyGroup`).
+"""
+
+from __future__ import annotations
+
+from ruta.cli import LazyGroup
+
+group = LazyGroup(
+    name="registry",
+    help="Run and administer the central registry: members, services, contracts, CA, OCSP.",
+    lazy_commands={
+        # "name": "module:click_command",  one line per concern
+    },
+)
