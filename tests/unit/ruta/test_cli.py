@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
+from click.testing import CliRunner
+
 from ruta import __version__
+from ruta.cli import LazyGroup
 
 RUTA = Path(sys.executable).parent / "ruta"
 
@@ -60,11 +64,6 @@ def test_parts_contribute_groups_through_entry_points(tmp_path: Path) -> None:
 
 
 def test_lazy_group_imports_a_command_only_when_used() -> None:
-    import click
-    from click.testing import CliRunner
-
-    from ruta.cli import LazyGroup
-
     group = LazyGroup(name="g", lazy_commands={"ver": "ruta.cli:main", "bad": "ruta:__version__"})
     assert group.list_commands(click.Context(group)) == ["bad", "ver"]
     ran = CliRunner().invoke(group, ["ver", "--version"])
