@@ -57,6 +57,7 @@ class Fault(enum.StrEnum):
     CLIENT_NOT_FOUND = "client.not_found"
     CLIENT_ALREADY_EXISTS = "client.already_exists"
     CLIENT_INVALID_CONFIG = "client.invalid_config"
+    CLIENT_INVALID_PROOF = "client.invalid_proof"
 
     # Refusals by the consumer's security server.
     SERVER_CONSUMER_ACCESS_DENIED = "server.consumer.access_denied"
@@ -101,6 +102,7 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.CLIENT_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Fault.CLIENT_ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Fault.CLIENT_INVALID_CONFIG: grpc.StatusCode.INVALID_ARGUMENT,
+    Fault.CLIENT_INVALID_PROOF: grpc.StatusCode.INVALID_ARGUMENT,
     Fault.SERVER_CONSUMER_ACCESS_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF: grpc.StatusCode.UNAVAILABLE,
     Fault.SERVER_CONSUMER_NETWORK_ERROR: grpc.StatusCode.UNAVAILABLE,
