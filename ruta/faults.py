@@ -75,6 +75,7 @@ class Fault(enum.StrEnum):
     SERVER_PROVIDER_CERT_REVOKED = "server.provider.cert_revoked"
     SERVER_PROVIDER_CERT_INVALID = "server.provider.cert_invalid"
     SERVER_PROVIDER_OCSP_INVALID = "server.provider.ocsp_invalid"
+    SERVER_PROVIDER_SIGNER_MISMATCH = "server.provider.signer_mismatch"
     SERVER_PROVIDER_REPLAYED_MESSAGE = "server.provider.replayed_message"
     SERVER_PROVIDER_STALE_MESSAGE = "server.provider.stale_message"
     SERVER_PROVIDER_MESSAGE_TOO_LARGE = "server.provider.message_too_large"
@@ -116,6 +117,7 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.SERVER_PROVIDER_CERT_REVOKED: grpc.StatusCode.UNAUTHENTICATED,
     Fault.SERVER_PROVIDER_CERT_INVALID: grpc.StatusCode.UNAUTHENTICATED,
     Fault.SERVER_PROVIDER_OCSP_INVALID: grpc.StatusCode.UNAUTHENTICATED,
+    Fault.SERVER_PROVIDER_SIGNER_MISMATCH: grpc.StatusCode.UNAUTHENTICATED,
     Fault.SERVER_PROVIDER_REPLAYED_MESSAGE: grpc.StatusCode.ALREADY_EXISTS,
     Fault.SERVER_PROVIDER_STALE_MESSAGE: grpc.StatusCode.FAILED_PRECONDITION,
     Fault.SERVER_PROVIDER_MESSAGE_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
