@@ -90,6 +90,13 @@ class Fault(enum.StrEnum):
     SERVER_REGISTRY_INVALID_CHECKPOINT = "server.registry.invalid_checkpoint"
     SERVER_REGISTRY_INTERNAL_ERROR = "server.registry.internal_error"
 
+    # Refusals by an adapter in front of a legacy system.
+    SERVER_ADAPTER_LEGACY_UNAVAILABLE = "server.adapter.legacy_unavailable"
+    SERVER_ADAPTER_LEGACY_TIMEOUT = "server.adapter.legacy_timeout"
+    SERVER_ADAPTER_INVALID_LEGACY_ANSWER = "server.adapter.invalid_legacy_answer"
+    SERVER_ADAPTER_RESULT_TOO_LARGE = "server.adapter.result_too_large"
+    SERVER_ADAPTER_INTERNAL_ERROR = "server.adapter.internal_error"
+
 
 _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.CLIENT_INVALID_IDENTIFIER: grpc.StatusCode.INVALID_ARGUMENT,
@@ -129,6 +136,11 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.SERVER_PROVIDER_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
     Fault.SERVER_REGISTRY_INVALID_CHECKPOINT: grpc.StatusCode.FAILED_PRECONDITION,
     Fault.SERVER_REGISTRY_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
+    Fault.SERVER_ADAPTER_LEGACY_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Fault.SERVER_ADAPTER_LEGACY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Fault.SERVER_ADAPTER_INVALID_LEGACY_ANSWER: grpc.StatusCode.INTERNAL,
+    Fault.SERVER_ADAPTER_RESULT_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Fault.SERVER_ADAPTER_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
 }
 
 
