@@ -90,12 +90,11 @@ class Fault(enum.StrEnum):
     SERVER_REGISTRY_INVALID_CHECKPOINT = "server.registry.invalid_checkpoint"
     SERVER_REGISTRY_INTERNAL_ERROR = "server.registry.internal_error"
 
-    # Refusals by an adapter in front of a legacy system.
-    SERVER_ADAPTER_LEGACY_UNAVAILABLE = "server.adapter.legacy_unavailable"
-    SERVER_ADAPTER_LEGACY_TIMEOUT = "server.adapter.legacy_timeout"
-    SERVER_ADAPTER_INVALID_LEGACY_ANSWER = "server.adapter.invalid_legacy_answer"
-    SERVER_ADAPTER_RESULT_TOO_LARGE = "server.adapter.result_too_large"
-    SERVER_ADAPTER_INTERNAL_ERROR = "server.adapter.internal_error"
+    # Refusals by an adapter serving the provider from a legacy system.
+    SERVER_PROVIDER_LEGACY_UNAVAILABLE = "server.provider.legacy_unavailable"
+    SERVER_PROVIDER_LEGACY_TIMEOUT = "server.provider.legacy_timeout"
+    SERVER_PROVIDER_INVALID_LEGACY_ANSWER = "server.provider.invalid_legacy_answer"
+    SERVER_PROVIDER_RESULT_TOO_LARGE = "server.provider.result_too_large"
 
 
 _STATUS: dict[Fault, grpc.StatusCode] = {
@@ -136,11 +135,10 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.SERVER_PROVIDER_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
     Fault.SERVER_REGISTRY_INVALID_CHECKPOINT: grpc.StatusCode.FAILED_PRECONDITION,
     Fault.SERVER_REGISTRY_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
-    Fault.SERVER_ADAPTER_LEGACY_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    Fault.SERVER_ADAPTER_LEGACY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
-    Fault.SERVER_ADAPTER_INVALID_LEGACY_ANSWER: grpc.StatusCode.INTERNAL,
-    Fault.SERVER_ADAPTER_RESULT_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Fault.SERVER_ADAPTER_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
+    Fault.SERVER_PROVIDER_LEGACY_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Fault.SERVER_PROVIDER_LEGACY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Fault.SERVER_PROVIDER_INVALID_LEGACY_ANSWER: grpc.StatusCode.INTERNAL,
+    Fault.SERVER_PROVIDER_RESULT_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
