@@ -62,6 +62,7 @@ class Fault(enum.StrEnum):
     # Refusals by the consumer's security server.
     SERVER_CONSUMER_ACCESS_DENIED = "server.consumer.access_denied"
     SERVER_CONSUMER_OUTDATED_GLOBALCONF = "server.consumer.outdated_globalconf"
+    SERVER_CONSUMER_INVALID_GLOBALCONF = "server.consumer.invalid_globalconf"
     SERVER_CONSUMER_NETWORK_ERROR = "server.consumer.network_error"
     SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE = "server.consumer.invalid_response_signature"
     SERVER_CONSUMER_LOGGING_FAILED = "server.consumer.logging_failed"
@@ -89,6 +90,7 @@ class Fault(enum.StrEnum):
     # Refusals by the registry (admin API, configuration, witness).
     SERVER_REGISTRY_INVALID_CHECKPOINT = "server.registry.invalid_checkpoint"
     SERVER_REGISTRY_INTERNAL_ERROR = "server.registry.internal_error"
+    SERVER_REGISTRY_GLOBALCONF_UNAVAILABLE = "server.registry.globalconf_unavailable"
 
     # Refusals by an adapter serving the provider from a legacy system.
     SERVER_PROVIDER_LEGACY_UNAVAILABLE = "server.provider.legacy_unavailable"
@@ -112,6 +114,7 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.CLIENT_INVALID_PROOF: grpc.StatusCode.INVALID_ARGUMENT,
     Fault.SERVER_CONSUMER_ACCESS_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF: grpc.StatusCode.UNAVAILABLE,
+    Fault.SERVER_CONSUMER_INVALID_GLOBALCONF: grpc.StatusCode.UNAVAILABLE,
     Fault.SERVER_CONSUMER_NETWORK_ERROR: grpc.StatusCode.UNAVAILABLE,
     Fault.SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE: grpc.StatusCode.INTERNAL,
     Fault.SERVER_CONSUMER_LOGGING_FAILED: grpc.StatusCode.INTERNAL,
@@ -135,6 +138,7 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.SERVER_PROVIDER_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
     Fault.SERVER_REGISTRY_INVALID_CHECKPOINT: grpc.StatusCode.FAILED_PRECONDITION,
     Fault.SERVER_REGISTRY_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
+    Fault.SERVER_REGISTRY_GLOBALCONF_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Fault.SERVER_PROVIDER_LEGACY_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Fault.SERVER_PROVIDER_LEGACY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
     Fault.SERVER_PROVIDER_INVALID_LEGACY_ANSWER: grpc.StatusCode.INTERNAL,
