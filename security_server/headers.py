@@ -1,0 +1,380 @@
+"""The ``ruta-*`` call metadata a backend sends, and the :class:`MessageHeader` built from it.
+
+A consumer backend calls the provider's real method path (``/pkg.Service/Method``) on its own
+security server with ``ruta-*`` metadata (DESIGN.md "How one request travels", step 1). This
+module reads that metadata with named bounds into a :class:`CallMetadata`, builds the request
+:class:`~ruta.v1.transport_pb2.MessageHeader` and serialises it **once** (the bytes that are signed
+are the bytes that travel), parses received header bytes back with bounds, and writes the
+``ruta-*`` metadata the provider hands its backend.
+
+Every refusal is a :class:`HeaderError` carrying a stable fault code: a missing ``ruta-client`` or
+``ruta-service`` is ``client.missing_header``, an identifier that does not parse is
+``client.invalid_identifier``, anything else malformed is ``client.invalid_header``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from google.protobuf.message import DecodeError
+
+from ruta.faults import Fault, RutaError
+from ruta.ids import MAX_IDENTIFIER_LENGTH, IdentifierError, ServerId, ServiceId, SubsystemId
+from ruta.v1 import transport_pb2
+
+__all__ = [
+    "CLIENT_HEADER",
+    "DEFAULT_MAX_METADATA_BYTES",
+    "DEFAULT_MAX_METADATA_ENTRIES",
+    "MAX_HEADER_BYTES",
+    "MAX_METHOD_LENGTH",
+    "MAX_PATH_LENGTH",
+    "MAX_PURPOSE_LENGTH",
+    "MAX_SUBJECT_LENGTH",
+    "MAX_USER_ID_LENGTH",
+    "MESSAGE_ID_HEADER",
+    "PURPOSE_HEADER",
+    "REQUEST_HASH_HEADER",
+    "SERVICE_HEADER",
+    "SUBJECT_HEADER",
+    "USER_ID_HEADER",
+    "CallMetadata",
+    "HeaderError",
+    "MetadataBounds",
+    "MethodPath",
+    "build_request_header",
+    "build_response_header",
+    "created_at_of",
+    "metadata_for_backend",
+    "parse_call_metadata",
+    "parse_header",
+    "parse_method_path",
+    "request_hash",
+]
+
+CLIENT_HEADER: Final = "ruta-client"
+SERVICE_HEADER: Final = "ruta-service"
+PURPOSE_HEADER: Final = "ruta-purpose"
+USER_ID_HEADER: Final = "ruta-user-id"
+SUBJECT_HEADER: Final = "ruta-subject"
+MESSAGE_ID_HEADER: Final = "ruta-message-id"
+REQUEST_HASH_HEADER: Final = "ruta-request-hash"
+_RUTA_PREFIX: Final = "ruta-"
+_KNOWN: Final = frozenset(
+    {
+        CLIENT_HEADER,
+        SERVICE_HEADER,
+        PURPOSE_HEADER,
+        USER_ID_HEADER,
+        SUBJECT_HEADER,
+        MESSAGE_ID_HEADER,
+    }
+)
+
+#: Default bound on the number of metadata entries of one call (settings may change it).
+DEFAULT_MAX_METADATA_ENTRIES: Final = 64
+#: Default bound on the summed size of metadata keys and values of one call.
+DEFAULT_MAX_METADATA_BYTES: Final = 16 * 1024
+#: Longest purpose code (``ruta-purpose``).
+MAX_PURPOSE_LENGTH: Final = 128
+#: Longest acting-official identifier (``ruta-user-id``).
+MAX_USER_ID_LENGTH: Final = 256
+#: Longest data-subject identifier (``ruta-subject``).
+MAX_SUBJECT_LENGTH: Final = 256
+#: Longest gRPC method name.
+MAX_METHOD_LENGTH: Final = 128
+#: Longest method path ``/pkg.Service/Method`` read at all.
+MAX_PATH_LENGTH: Final = 256
+#: Largest serialised MessageHeader accepted from a peer (a real one is well under 2 KiB).
+MAX_HEADER_BYTES: Final = 8 * 1024
+
+_METHOD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Printable ASCII without controls; what gRPC ASCII metadata may carry anyway.
+_TEXT = re.compile(r"[\x20-\x7e]*")
+
+
+class HeaderError(RutaError):
+    """Call metadata or a message header is missing, malformed or out of bounds."""
+
+    default_fault = Fault.CLIENT_INVALID_HEADER
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataBounds:
+    """Bounds on the metadata of one call (from settings)."""
+
+    max_entries: int = DEFAULT_MAX_METADATA_ENTRIES
+    max_bytes: int = DEFAULT_MAX_METADATA_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class MethodPath:
+    """A gRPC method path ``/pkg.Service/Method`` split into its two names."""
+
+    service_name: str
+    method: str
+
+    def __str__(self) -> str:
+        return f"/{self.service_name}/{self.method}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallMetadata:
+    """What a consumer backend asked for, read from its method path and ``ruta-*`` metadata."""
+
+    client: SubsystemId
+    service: ServiceId
+    method: str
+    purpose: str
+    user_id: str
+    subject: str
+    message_id: str
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service.service_name}/{self.method}"
+
+
+def parse_method_path(path: str) -> MethodPath:
+    """Split ``/pkg.Service/Method``; raise :class:`HeaderError` (``client.invalid_header``)."""
+    if len(path) > MAX_PATH_LENGTH:
+        raise HeaderError(f"method path is longer than {MAX_PATH_LENGTH} characters")
+    parts = path.split("/")
+    if len(parts) != 3 or parts[0]:
+        raise HeaderError("method path must have the form /package.Service/Method")
+    _, service_name, method = parts
+    try:
+        # The service name follows the identifier part grammar (it is part of a ServiceId).
+        SubsystemId.parse("X/X/X/X").service(service_name)
+    except IdentifierError:
+        raise HeaderError(
+            f"service name {service_name[:80]!r} in the method path is not a valid service name"
+        ) from None
+    if len(method) > MAX_METHOD_LENGTH or not _METHOD.fullmatch(method):
+        raise HeaderError(f"method name {method[:80]!r} is not a valid gRPC method name")
+    return MethodPath(service_name=service_name, method=method)
+
+
+def _text(name: str, value: str | bytes, limit: int) -> str:
+    if isinstance(value, bytes):
+        raise HeaderError(f"{name} must be text metadata, not binary")
+    if len(value) > limit:
+        raise HeaderError(f"{name} is longer than {limit} characters")
+    if not _TEXT.fullmatch(value):
+        raise HeaderError(f"{name} may only contain printable ASCII characters")
+    return value
+
+
+def _message_id(value: str | bytes | None) -> str:
+    if value is None:
+        return str(uuid.uuid4())
+    text = _text(MESSAGE_ID_HEADER, value, 36)
+    try:
+        parsed = uuid.UUID(text)
+    except ValueError:
+        raise HeaderError(
+            f"{MESSAGE_ID_HEADER} must be a UUID such as {uuid.UUID(int=0)}"
+        ) from None
+    if str(parsed) != text.lower():
+        raise HeaderError(f"{MESSAGE_ID_HEADER} must be a UUID in its canonical 36-character form")
+    return str(parsed)
+
+
+def _client(value: str | bytes | None) -> SubsystemId:
+    if value is None:
+        raise HeaderError(
+            f"the {CLIENT_HEADER} metadata entry is required", fault=Fault.CLIENT_MISSING_HEADER
+        )
+    text = _text(CLIENT_HEADER, value, MAX_IDENTIFIER_LENGTH)
+    try:
+        return SubsystemId.parse(text)
+    except IdentifierError as exc:
+        raise IdentifierError(f"{CLIENT_HEADER}: {exc.message}") from None
+
+
+def _service(value: str | bytes | None, path: MethodPath) -> ServiceId:
+    """``ruta-service`` names the provider subsystem (the service name comes from the path); a
+    full service identifier is accepted too when its service name equals the path's."""
+    if value is None:
+        raise HeaderError(
+            f"the {SERVICE_HEADER} metadata entry is required", fault=Fault.CLIENT_MISSING_HEADER
+        )
+    text = _text(SERVICE_HEADER, value, MAX_IDENTIFIER_LENGTH)
+    try:
+        if text.count("/") == 4:
+            service = ServiceId.parse(text)
+            if service.service_name != path.service_name:
+                raise HeaderError(
+                    f"{SERVICE_HEADER} names service {service.service_name!r} but the call is "
+                    f"for {path.service_name!r}"
+                )
+            return service
+        return SubsystemId.parse(text).service(path.service_name)
+    except IdentifierError as exc:
+        raise IdentifierError(f"{SERVICE_HEADER}: {exc.message}") from None
+
+
+def parse_call_metadata(
+    path: str,
+    metadata: Iterable[tuple[str, str | bytes]],
+    *,
+    bounds: MetadataBounds = MetadataBounds(),
+) -> CallMetadata:
+    """Read the method path and the ``ruta-*`` metadata of one consumer call.
+
+    Unknown ``ruta-*`` keys and repeated ``ruta-*`` keys are refused (``client.invalid_header``);
+    other metadata is counted against the bounds and otherwise ignored. A missing
+    ``ruta-message-id`` gets a fresh UUID. Raises :class:`HeaderError` or
+    :class:`~ruta.ids.IdentifierError`; nothing else.
+    """
+    method_path = parse_method_path(path)
+    found: dict[str, str | bytes] = {}
+    entries = 0
+    size = 0
+    for key, value in metadata:
+        entries += 1
+        size += len(key) + len(value)
+        if entries > bounds.max_entries:
+            raise HeaderError(f"the call carries more than {bounds.max_entries} metadata entries")
+        if size > bounds.max_bytes:
+            raise HeaderError(f"the call's metadata is larger than {bounds.max_bytes} bytes")
+        if not key.startswith(_RUTA_PREFIX):
+            continue
+        if key not in _KNOWN:
+            raise HeaderError(f"unknown metadata entry {key[:64]!r}; known: {sorted(_KNOWN)}")
+        if key in found:
+            raise HeaderError(f"metadata entry {key} appears more than once")
+        found[key] = value
+    client = _client(found.get(CLIENT_HEADER))
+    service = _service(found.get(SERVICE_HEADER), method_path)
+    return CallMetadata(
+        client=client,
+        service=service,
+        method=method_path.method,
+        purpose=_text(PURPOSE_HEADER, found.get(PURPOSE_HEADER, ""), MAX_PURPOSE_LENGTH),
+        user_id=_text(USER_ID_HEADER, found.get(USER_ID_HEADER, ""), MAX_USER_ID_LENGTH),
+        subject=_text(SUBJECT_HEADER, found.get(SUBJECT_HEADER, ""), MAX_SUBJECT_LENGTH),
+        message_id=_message_id(found.get(MESSAGE_ID_HEADER)),
+    )
+
+
+def build_request_header(
+    call: CallMetadata,
+    *,
+    body: bytes,
+    sender: ServerId,
+    receiver: ServerId,
+    created_at: datetime,
+) -> tuple[transport_pb2.MessageHeader, bytes]:
+    """Build the request header and serialise it once; the returned bytes are what is signed,
+    sent and logged (never re-serialised)."""
+    header = transport_pb2.MessageHeader(
+        message_id=call.message_id,
+        kind=transport_pb2.MESSAGE_KIND_REQUEST,
+        client=call.client.to_proto(),
+        service=call.service.to_proto(),
+        method=call.method,
+        purpose=call.purpose,
+        user_id=call.user_id,
+        subject=call.subject,
+        body_sha256=hashlib.sha256(body).digest(),
+        sender=sender.to_proto(),
+        receiver=receiver.to_proto(),
+    )
+    header.created_at.FromDatetime(created_at.astimezone(UTC))
+    return header, header.SerializeToString(deterministic=True)
+
+
+def build_response_header(
+    request: transport_pb2.MessageHeader,
+    *,
+    request_digest: bytes,
+    body: bytes,
+    status_code: int,
+    fault: Fault | None,
+    created_at: datetime,
+) -> tuple[transport_pb2.MessageHeader, bytes]:
+    """Build the response header bound to ``request`` by ``request_digest`` (see
+    :func:`request_hash`); sender and receiver are the request's, swapped."""
+    header = transport_pb2.MessageHeader(
+        message_id=request.message_id,
+        kind=transport_pb2.MESSAGE_KIND_RESPONSE,
+        client=request.client,
+        service=request.service,
+        method=request.method,
+        purpose=request.purpose,
+        user_id=request.user_id,
+        subject=request.subject,
+        body_sha256=hashlib.sha256(body).digest(),
+        sender=request.receiver,
+        receiver=request.sender,
+        request_hash=request_digest,
+        status_code=status_code,
+        fault=str(fault) if fault is not None else "",
+    )
+    header.created_at.FromDatetime(created_at.astimezone(UTC))
+    return header, header.SerializeToString(deterministic=True)
+
+
+def request_hash(header_bytes: bytes, signature_value: bytes) -> bytes:
+    """SHA-256 of a signed request: its header bytes followed by its signature value."""
+    return hashlib.sha256(header_bytes + signature_value).digest()
+
+
+def parse_header(
+    header_bytes: bytes, *, fault: Fault = Fault.SERVER_PROVIDER_INVALID_MESSAGE
+) -> transport_pb2.MessageHeader:
+    """Parse received header bytes with a size bound and check that every identifier in it is
+    well formed; raise :class:`HeaderError` with ``fault`` otherwise."""
+    if len(header_bytes) > MAX_HEADER_BYTES:
+        raise HeaderError(f"message header is larger than {MAX_HEADER_BYTES} bytes", fault=fault)
+    header = transport_pb2.MessageHeader()
+    try:
+        header.ParseFromString(header_bytes)
+    except DecodeError:
+        raise HeaderError("message header is not a valid MessageHeader", fault=fault) from None
+    try:
+        SubsystemId.from_proto(header.client)
+        ServiceId.from_proto(header.service)
+        ServerId.from_proto(header.sender)
+        ServerId.from_proto(header.receiver)
+    except IdentifierError as exc:
+        raise HeaderError(f"message header: {exc.message}", fault=fault) from None
+    if not header.HasField("created_at"):
+        raise HeaderError("message header has no created_at", fault=fault)
+    if len(header.method) > MAX_METHOD_LENGTH or not _METHOD.fullmatch(header.method):
+        raise HeaderError("message header names no valid method", fault=fault)
+    try:
+        uuid.UUID(header.message_id)
+    except ValueError:
+        raise HeaderError("message header has no valid message id", fault=fault) from None
+    return header
+
+
+def created_at_of(header: transport_pb2.MessageHeader) -> datetime:
+    """The header's ``created_at`` as an aware UTC datetime."""
+    return header.created_at.ToDatetime(tzinfo=UTC)
+
+
+def metadata_for_backend(header: transport_pb2.MessageHeader) -> Sequence[tuple[str, str]]:
+    """The ``ruta-*`` metadata a provider hands its backend, taken from the verified header (so a
+    backend sees exactly what was signed)."""
+    service = ServiceId.from_proto(header.service)
+    entries = [
+        (CLIENT_HEADER, str(SubsystemId.from_proto(header.client))),
+        (SERVICE_HEADER, str(service.subsystem)),
+        (MESSAGE_ID_HEADER, header.message_id),
+    ]
+    if header.purpose:
+        entries.append((PURPOSE_HEADER, header.purpose))
+    if header.user_id:
+        entries.append((USER_ID_HEADER, header.user_id))
+    if header.subject:
+        entries.append((SUBJECT_HEADER, header.subject))
+    return tuple(entries)

@@ -1,0 +1,198 @@
+"""Reading ``ruta-*`` call metadata with bounds, and building/parsing message headers."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ruta.faults import Fault, RutaError
+from ruta.ids import ServerId, ServiceId, SubsystemId
+from ruta.v1 import transport_pb2
+from security_server.headers import (
+    MAX_HEADER_BYTES,
+    MAX_PURPOSE_LENGTH,
+    CallMetadata,
+    MetadataBounds,
+    build_request_header,
+    build_response_header,
+    metadata_for_backend,
+    parse_call_metadata,
+    parse_header,
+    request_hash,
+)
+
+PATH = "/population.v1.PopulationRegister/GetPerson"
+MID = "0b7f6c1e-6a52-4d43-9a3c-2d3c7f1a9b10"
+GOOD = (
+    ("ruta-client", "DEV/GOV/SOC/benefits"),
+    ("ruta-service", "DEV/GOV/POP/registry"),
+    ("ruta-purpose", "benefit-eligibility"),
+)
+
+
+def _fault_of(path: str, metadata: tuple[tuple[str, str | bytes], ...], **kw: int) -> Fault:
+    with pytest.raises(RutaError) as info:
+        parse_call_metadata(path, metadata, bounds=MetadataBounds(**kw))
+    return info.value.fault
+
+
+def test_good_call_parses() -> None:
+    call = parse_call_metadata(PATH, (*GOOD, ("ruta-message-id", MID), ("ruta-subject", "EE1")))
+    assert call.client == SubsystemId.parse("DEV/GOV/SOC/benefits")
+    assert call.service == ServiceId.parse("DEV/GOV/POP/registry/population.v1.PopulationRegister")
+    assert call.method == "GetPerson"
+    assert call.purpose == "benefit-eligibility"
+    assert call.subject == "EE1"
+    assert call.user_id == ""
+    assert call.message_id == MID
+    assert call.path == PATH
+
+
+def test_message_id_generated_when_absent() -> None:
+    first = parse_call_metadata(PATH, GOOD).message_id
+    second = parse_call_metadata(PATH, GOOD).message_id
+    assert str(uuid.UUID(first)) == first
+    assert first != second
+
+
+def test_full_service_identifier_accepted_when_it_matches_path() -> None:
+    metadata = (
+        ("ruta-client", "DEV/GOV/SOC/benefits"),
+        ("ruta-service", "DEV/GOV/POP/registry/population.v1.PopulationRegister"),
+    )
+    assert (
+        parse_call_metadata(PATH, metadata).service.service_name
+        == "population.v1.PopulationRegister"
+    )
+
+
+def test_foreign_metadata_ignored() -> None:
+    assert parse_call_metadata(PATH, (*GOOD, ("user-agent", "grpc-python"))).method == "GetPerson"
+
+
+@pytest.mark.parametrize(
+    ("path", "metadata", "fault"),
+    [
+        (PATH, GOOD[1:], Fault.CLIENT_MISSING_HEADER),
+        (PATH, (GOOD[0],), Fault.CLIENT_MISSING_HEADER),
+        (PATH, (("ruta-client", "DEV/GOV/SOC"), GOOD[1]), Fault.CLIENT_INVALID_IDENTIFIER),
+        (PATH, (("ruta-client", "DEV/GOV/SOC/.."), GOOD[1]), Fault.CLIENT_INVALID_IDENTIFIER),
+        (PATH, (GOOD[0], ("ruta-service", "DEV/GOV//registry")), Fault.CLIENT_INVALID_IDENTIFIER),
+        (
+            PATH,
+            (GOOD[0], ("ruta-service", "DEV/GOV/POP/registry/other.v1.Other")),
+            Fault.CLIENT_INVALID_HEADER,
+        ),
+        (PATH, (*GOOD, ("ruta-message-id", "not-a-uuid")), Fault.CLIENT_INVALID_HEADER),
+        (PATH, (*GOOD, ("ruta-message-id", "{" + MID + "}")), Fault.CLIENT_INVALID_HEADER),
+        (PATH, (*GOOD, ("ruta-purpose", "x")), Fault.CLIENT_INVALID_HEADER),
+        (PATH, (*GOOD, ("ruta-colour", "blue")), Fault.CLIENT_INVALID_HEADER),
+        (
+            PATH,
+            (*GOOD[:2], ("ruta-purpose", "p" * (MAX_PURPOSE_LENGTH + 1))),
+            Fault.CLIENT_INVALID_HEADER,
+        ),
+        (PATH, (*GOOD[:2], ("ruta-subject", "tab\there")), Fault.CLIENT_INVALID_HEADER),
+        (PATH, (*GOOD[:2], ("ruta-subject", b"binary")), Fault.CLIENT_INVALID_HEADER),
+        ("population.v1.PopulationRegister/GetPerson", GOOD, Fault.CLIENT_INVALID_HEADER),
+        ("/population.v1.PopulationRegister", GOOD, Fault.CLIENT_INVALID_HEADER),
+        ("/a/b/c", GOOD, Fault.CLIENT_INVALID_HEADER),
+        ("/population.v1.PopulationRegister/Get-Person", GOOD, Fault.CLIENT_INVALID_HEADER),
+        ("//GetPerson", GOOD, Fault.CLIENT_INVALID_HEADER),
+        ("/" + "s" * 300 + "/M", GOOD, Fault.CLIENT_INVALID_HEADER),
+    ],
+)
+def test_refusals(path: str, metadata: tuple[tuple[str, str | bytes], ...], fault: Fault) -> None:
+    assert _fault_of(path, metadata) is fault
+
+
+@pytest.mark.parametrize(
+    ("extra", "bounds"),
+    [
+        (tuple((f"x-{i}", "v") for i in range(10)), {"max_entries": 8}),
+        ((("x-big", "v" * 500),), {"max_bytes": 256}),
+    ],
+)
+def test_metadata_bounds(extra: tuple[tuple[str, str], ...], bounds: dict[str, int]) -> None:
+    assert _fault_of(PATH, (*GOOD, *extra), **bounds) is Fault.CLIENT_INVALID_HEADER
+
+
+def _call() -> CallMetadata:
+    return parse_call_metadata(PATH, (*GOOD, ("ruta-message-id", MID), ("ruta-user-id", "jdoe")))
+
+
+def test_request_header_round_trip_and_backend_metadata() -> None:
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    sender = ServerId.parse("DEV/GOV/SOC/ss1")
+    receiver = ServerId.parse("DEV/GOV/POP/ss1")
+    header, raw = build_request_header(
+        _call(), body=b"body", sender=sender, receiver=receiver, created_at=now
+    )
+    parsed = parse_header(raw)
+    assert parsed == header
+    assert parsed.kind == transport_pb2.MESSAGE_KIND_REQUEST
+    assert ServerId.from_proto(parsed.receiver) == receiver
+    assert dict(metadata_for_backend(parsed)) == {
+        "ruta-client": "DEV/GOV/SOC/benefits",
+        "ruta-service": "DEV/GOV/POP/registry",
+        "ruta-message-id": MID,
+        "ruta-purpose": "benefit-eligibility",
+        "ruta-user-id": "jdoe",
+    }
+    digest = request_hash(raw, b"sig")
+    response, response_raw = build_response_header(
+        parsed, request_digest=digest, body=b"", status_code=0, fault=None, created_at=now
+    )
+    assert parse_header(response_raw).request_hash == digest
+    assert ServerId.from_proto(response.sender) == receiver
+    assert response.kind == transport_pb2.MESSAGE_KIND_RESPONSE
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff\xff\xff",
+        b"x" * (MAX_HEADER_BYTES + 1),
+        b"",
+        transport_pb2.MessageHeader(method="M").SerializeToString(),
+    ],
+)
+def test_parse_header_refuses_garbage(raw: bytes) -> None:
+    with pytest.raises(RutaError) as info:
+        parse_header(raw)
+    assert info.value.fault is Fault.SERVER_PROVIDER_INVALID_MESSAGE
+
+
+@given(st.binary(max_size=300))
+def test_parse_header_is_total(raw: bytes) -> None:
+    with contextlib.suppress(RutaError):
+        parse_header(raw)
+
+
+@given(
+    st.text(max_size=80),
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "ruta-client",
+                    "ruta-service",
+                    "ruta-purpose",
+                    "ruta-subject",
+                    "ruta-message-id",
+                    "x",
+                ]
+            ),
+            st.text(max_size=80),
+        ),
+        max_size=8,
+    ),
+)
+def test_parse_call_metadata_is_total(path: str, metadata: list[tuple[str, str]]) -> None:
+    with contextlib.suppress(RutaError):
+        parse_call_metadata(path, metadata)
