@@ -1,0 +1,140 @@
+"""The security server's database: one engine by URL, SQLite or PostgreSQL, migrated at startup.
+
+SQLite (``sqlite+aiosqlite:///PATH``) is the embedded default: every connection runs in WAL mode
+with ``synchronous=FULL`` (a commit is on disk before it returns) and a busy timeout, set by a
+connect event so no connection escapes them. PostgreSQL (``postgresql+psycopg://...``) is the
+production backend; several nodes of one agency may share it. Both run the same SQLAlchemy Core
+code and the same Alembic migrations (``security_server/migrations``), applied by
+:func:`migrate` with the engine's own connection, so no ``alembic.ini`` is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ruta.faults import Fault, RutaError
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "VERSION_TABLE",
+    "WRITE_TRANSACTION",
+    "DatabaseError",
+    "create_engine",
+    "migrate",
+    "open_database",
+]
+
+#: How long a SQLite connection waits for another writer's lock before failing.
+SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
+#: Alembic's version table for the security server (its own name, so a database shared with
+#: another part never confuses their histories).
+VERSION_TABLE: Final = "ruta_ss_alembic_version"
+MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
+#: Execution option naming a connection that will write: on SQLite its transactions start with
+#: ``BEGIN IMMEDIATE``, so the write lock is taken up front and never upgraded mid-transaction.
+WRITE_TRANSACTION: Final = "ruta_write_transaction"
+#: Arbitrary constant key of the PostgreSQL advisory lock that serialises concurrent migrations.
+_MIGRATION_LOCK_KEY: Final = 0x52555441_5353  # "RUTA" "SS"
+
+
+class DatabaseError(RutaError):
+    """The database URL is unusable or the schema cannot be brought up to date."""
+
+    default_fault = Fault.SERVER_PROVIDER_INTERNAL_ERROR
+
+
+def create_engine(url: str | sa.URL, **engine_options: Any) -> AsyncEngine:
+    """Create the async engine for ``url`` with Ruta's connection settings.
+
+    SQLite connections get WAL, ``synchronous=FULL``, a busy timeout and foreign keys on every
+    connect, and Ruta emits the ``BEGIN`` itself (``BEGIN IMMEDIATE`` for connections carrying the
+    :data:`WRITE_TRANSACTION` execution option). Statement parameters are hidden from error
+    messages, so a failure never carries message bytes into a log line. Raises
+    :class:`DatabaseError` for a URL whose backend Ruta does not support.
+    """
+    parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseError(
+            f"database backend {backend!r} is not supported; use sqlite or postgresql"
+        )
+    engine = create_async_engine(parsed, hide_parameters=True, **engine_options)
+    if backend == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Ruta issues BEGIN itself (below); the driver's implicit transactions are switched off.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_MS)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(WRITE_TRANSACTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        # Several nodes may start at once against one database: one migrates, the others wait.
+        connection.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+        )
+    config = _alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the database schema up to ``revision`` in one transaction.
+
+    Safe to run at every start and from several nodes at once (PostgreSQL serialises them with
+    an advisory lock). On failure nothing is half-applied where the backend supports
+    transactional DDL (both supported backends do) and :class:`DatabaseError` is raised.
+    """
+    try:
+        async with engine.connect() as raw:
+            conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
+            async with conn.begin():
+                await conn.run_sync(_upgrade, revision)
+    except sa.exc.SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"the security server's database schema could not be migrated ({type(exc).__name__})"
+        ) from exc
+
+
+async def open_database(url: str | sa.URL, **engine_options: Any) -> AsyncEngine:
+    """Create the engine for ``url`` (see :func:`create_engine`) and migrate it to the latest
+    schema. The caller owns the engine and disposes it. Raises :class:`DatabaseError`."""
+    engine = create_engine(url, **engine_options)
+    try:
+        await migrate(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine

@@ -1,0 +1,139 @@
+"""Tables of the message log (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Times are integers: microseconds since the Unix epoch, UTC. They compare, index and round-trip
+exactly on both backends, with no driver's notion of time zones in between.
+
+Several nodes of one agency may share one PostgreSQL: each node keeps its own tree under its own
+``origin`` (the checkpoint origin line), so every log table is keyed by origin first.
+
+The migration ``security_server/migrations/versions/0001_message_log.py`` creates exactly these
+tables; a unit test compares the two.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import sqlalchemy as sa
+
+from ruta.ids import MAX_IDENTIFIER_LENGTH
+
+__all__ = [
+    "MAX_FINGERPRINT_LENGTH",
+    "MAX_KIND_LENGTH",
+    "MAX_MESSAGE_ID_LENGTH",
+    "MAX_METHOD_LENGTH",
+    "MAX_ORIGIN_LENGTH",
+    "MAX_SUBJECT_LENGTH",
+    "log_bodies",
+    "log_checkpoints",
+    "log_heads",
+    "log_leaves",
+    "log_nodes",
+    "metadata",
+    "seen_messages",
+]
+
+#: Longest log origin (the checkpoint origin line, e.g. ``ruta/DEV/GOV/POP/ss1``).
+MAX_ORIGIN_LENGTH: Final = 255
+#: Longest message id kept (a UUID is 36 characters).
+MAX_MESSAGE_ID_LENGTH: Final = 128
+#: Longest gRPC method name kept.
+MAX_METHOD_LENGTH: Final = 255
+#: Longest subject (the person the data is about) kept.
+MAX_SUBJECT_LENGTH: Final = 255
+#: Longest record kind ("request" / "response").
+MAX_KIND_LENGTH: Final = 16
+#: Longest certificate fingerprint (hex SHA-256 is 64).
+MAX_FINGERPRINT_LENGTH: Final = 128
+
+metadata = sa.MetaData()
+
+log_leaves = sa.Table(
+    "log_leaves",
+    metadata,
+    sa.Column("origin", sa.String(MAX_ORIGIN_LENGTH), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("direction", sa.SmallInteger, nullable=False),
+    sa.Column("logged_at", sa.BigInteger, nullable=False),
+    sa.Column("message_id", sa.String(MAX_MESSAGE_ID_LENGTH), nullable=False),
+    sa.Column("kind", sa.String(MAX_KIND_LENGTH), nullable=False),
+    sa.Column("client", sa.String(MAX_IDENTIFIER_LENGTH), nullable=False),
+    sa.Column("service", sa.String(MAX_IDENTIFIER_LENGTH), nullable=False),
+    sa.Column("method", sa.String(MAX_METHOD_LENGTH), nullable=False),
+    sa.Column("subject", sa.String(MAX_SUBJECT_LENGTH), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    # The serialised ruta.v1.LogRecord exactly as hashed, and its RFC 6962 leaf hash.
+    sa.Column("record", sa.LargeBinary, nullable=False),
+    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+    sa.Index("ix_log_leaves_message_id", "message_id"),
+    sa.Index("ix_log_leaves_origin_logged_at", "origin", "logged_at"),
+    sa.Index("ix_log_leaves_client", "origin", "client", "seq"),
+    sa.Index("ix_log_leaves_service", "origin", "service", "method", "seq"),
+    sa.Index("ix_log_leaves_subject", "subject"),
+)
+
+# Every complete subtree of each origin's tree: the subtree of 2**level leaves starting at leaf
+# index * 2**level. Level 0 holds the leaf hashes. Appends add O(1) amortised rows; any root or
+# proof needs O(log n) of them.
+log_nodes = sa.Table(
+    "log_nodes",
+    metadata,
+    sa.Column("origin", sa.String(MAX_ORIGIN_LENGTH), primary_key=True),
+    sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
+
+# The committed size and root of each origin's tree, written in the same transaction as the
+# leaves, so a restart can check the stored tree against it.
+log_heads = sa.Table(
+    "log_heads",
+    metadata,
+    sa.Column("origin", sa.String(MAX_ORIGIN_LENGTH), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("root", sa.LargeBinary(32), nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+# Bodies beside the tree, AES-256-GCM encrypted; the associated data binds origin and seq. A
+# purged body keeps its row (purged_at set, nonce and ciphertext cleared).
+log_bodies = sa.Table(
+    "log_bodies",
+    metadata,
+    sa.Column("origin", sa.String(MAX_ORIGIN_LENGTH), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("nonce", sa.LargeBinary(12), nullable=True),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=True),
+    sa.Column("purged_at", sa.BigInteger, nullable=True),
+    sa.ForeignKeyConstraint(
+        ["origin", "seq"],
+        ["log_leaves.origin", "log_leaves.seq"],
+        name="fk_log_bodies_leaf",
+    ),
+)
+
+# Message ids seen from each client, kept until the freshness window of the message has passed.
+seen_messages = sa.Table(
+    "seen_messages",
+    metadata,
+    sa.Column("client", sa.String(MAX_IDENTIFIER_LENGTH), primary_key=True),
+    sa.Column("message_id", sa.String(MAX_MESSAGE_ID_LENGTH), primary_key=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_seen_messages_expires_at", "expires_at"),
+)
+
+# Signed checkpoints of each origin's tree (C2SP tlog-checkpoint note text) and the witness's
+# cosignature once received.
+log_checkpoints = sa.Table(
+    "log_checkpoints",
+    metadata,
+    sa.Column("origin", sa.String(MAX_ORIGIN_LENGTH), primary_key=True),
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root", sa.LargeBinary(32), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("cosignature", sa.Text, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("cosigned_at", sa.BigInteger, nullable=True),
+)
