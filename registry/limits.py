@@ -1,0 +1,28 @@
+"""Named bounds on everything the registry accepts from a caller (admin API and CLI)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Most entries one list request returns (a page); callers page on with ``page_token``.
+MAX_PAGE_SIZE: Final = 500
+#: Page size when a request names none.
+DEFAULT_PAGE_SIZE: Final = 100
+#: Largest serialised FileDescriptorSet a service may carry.
+MAX_DESCRIPTOR_SET_BYTES: Final = 1 << 20
+#: Most methods one service (or one contract) may name.
+MAX_METHODS: Final = 256
+#: Longest method name.
+MAX_METHOD_NAME_LENGTH: Final = 128
+#: Longest free text (description, purpose, legal basis).
+MAX_TEXT_LENGTH: Final = 4096
+#: Longest member name.
+MAX_NAME_LENGTH: Final = 256
+#: Longest ``host:port`` address.
+MAX_ADDRESS_LENGTH: Final = 262
+#: Largest DER certificate or CSR accepted.
+MAX_CERTIFICATE_BYTES: Final = 16 * 1024
+#: Largest admin-API request message (the descriptor set plus some room).
+MAX_REQUEST_BYTES: Final = MAX_DESCRIPTOR_SET_BYTES + 64 * 1024
+#: Largest savings figure accepted (minutes or cost per call); keeps reports meaningful.
+MAX_SAVINGS_VALUE: Final = 1e9

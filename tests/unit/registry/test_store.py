@@ -1,0 +1,210 @@
+"""The registry store on SQLite and PostgreSQL: changes, their audit entries, refusals, pages."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from registry.errors import AlreadyExistsError, InvalidRequestError, NotFoundError
+from registry.model import ContractState, Savings
+from registry.store import RegistryStore, database_url
+from registry.store.store import PublishedConfiguration
+from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
+
+POP = MemberId.parse("LAC/GOV/POP")
+TAX = MemberId.parse("LAC/GOV/TAX")
+POP_REG = SubsystemId.parse("LAC/GOV/POP/registry")
+TAX_APP = SubsystemId.parse("LAC/GOV/TAX/app")
+PERSONS = ServiceId.parse("LAC/GOV/POP/registry/population.v1.PersonRegistry")
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return database_url(None, tmp_path)
+    pg: str = request.getfixturevalue("postgres_url")
+    return database_url(pg, tmp_path)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[RegistryStore]:
+    opened = await RegistryStore.open(store_url, clock=_Clock())
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def _populate(store: RegistryStore) -> None:
+    await store.add_member(POP, name="Population Registry", actor="admin")
+    await store.add_member(TAX, name="Tax Office", actor="admin")
+    await store.add_subsystem(POP_REG, actor="admin")
+    await store.add_subsystem(TAX_APP, actor="admin")
+    await store.add_service(
+        PERSONS,
+        methods=["GetPerson", "FindPeople"],
+        file_descriptor_set=b"\x0a\x00",
+        description="People by id",
+        savings=Savings(citizen_minutes=12.5, paper_forms=1, cost=3.0),
+        actor="admin",
+    )
+
+
+async def test_migrations_are_idempotent(store_url: str) -> None:
+    for _ in range(2):
+        opened = await RegistryStore.open(store_url)
+        await opened.close()
+
+
+async def test_each_change_is_audited_with_before_and_after(store: RegistryStore) -> None:
+    await _populate(store)
+    server = await store.add_server(
+        ServerId(POP, "ss1"), address="pop.example:8443", auth_cert_der=b"cert", actor="admin"
+    )
+    assert server.auth_cert_sha256 == hashlib.sha256(b"cert").hexdigest()
+    audit = await store.list_audit(limit=100)
+    assert [e.action for e in audit] == [
+        "member.add",
+        "member.add",
+        "subsystem.add",
+        "subsystem.add",
+        "service.add",
+        "server.add",
+    ]
+    assert [e.seq for e in audit] == sorted(e.seq for e in audit)
+    assert audit[0].before is None
+    assert audit[0].after is not None
+    assert audit[0].after["name"] == "Population Registry"
+    assert all(e.actor == "admin" for e in audit)
+    assert await store.change_seq() == audit[-1].seq
+
+
+async def test_contract_life_cycle(store: RegistryStore) -> None:
+    await _populate(store)
+    contract = await store.request_contract(
+        consumer=TAX_APP,
+        service=PERSONS,
+        methods=["GetPerson"],
+        purpose="tax-assessment",
+        legal_basis="Tax Act s. 12",
+        valid_from=T0,
+        valid_until=None,
+        actor="tax-admin",
+    )
+    assert contract.state is ContractState.REQUESTED
+    assert (await store.snapshot()).contracts == ()
+    approved = await store.approve_contract(contract.id, actor="pop-admin", expected=contract)
+    assert approved.state is ContractState.APPROVED
+    assert approved.approved_by == "pop-admin"
+    active = await store.activate_contract(contract.id, actor="registry")
+    assert active.state is ContractState.ACTIVE
+    assert active.activated_by == "registry"
+    snapshot = await store.snapshot()
+    assert [c.id for c in snapshot.contracts] == [contract.id]
+    revoked = await store.revoke_contract(contract.id, actor="registry")
+    assert revoked.state is ContractState.REVOKED
+    assert revoked.approved_by == "pop-admin"
+    assert (await store.snapshot()).contracts == ()
+    audit = await store.list_audit(after_seq=snapshot.change_seq - 3, limit=10)
+    assert [e.action for e in audit] == [
+        "contract.request",
+        "contract.approve",
+        "contract.activate",
+        "contract.revoke",
+    ]
+    assert audit[1].before is not None
+    assert audit[1].after is not None
+    assert (audit[1].before["state"], audit[1].after["state"]) == ("requested", "approved")
+    with pytest.raises(InvalidRequestError):
+        await store.approve_contract(contract.id, actor="pop-admin")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"consumer": SubsystemId.parse("LAC/GOV/TAX/none")}, NotFoundError),
+        ({"service": ServiceId.parse("LAC/GOV/POP/registry/x.Nothing")}, NotFoundError),
+        ({"methods": ["Delete"]}, InvalidRequestError),
+        ({"valid_until": T0}, InvalidRequestError),
+    ],
+)
+async def test_contract_request_refusals(
+    store: RegistryStore, kwargs: dict[str, object], error: type[Exception]
+) -> None:
+    await _populate(store)
+    before = await store.change_seq()
+    args: dict[str, object] = {
+        "consumer": TAX_APP,
+        "service": PERSONS,
+        "methods": ["GetPerson"],
+        "purpose": "p",
+        "legal_basis": "l",
+        "valid_from": T0,
+        "valid_until": None,
+        "actor": "a",
+    }
+    args.update(kwargs)
+    with pytest.raises(error):
+        await store.request_contract(**args)  # type: ignore[arg-type]
+    assert await store.change_seq() == before
+
+
+async def test_refused_changes_leave_no_trace(store: RegistryStore) -> None:
+    await _populate(store)
+    before = await store.change_seq()
+    with pytest.raises(AlreadyExistsError):
+        await store.add_member(POP, name="again", actor="admin")
+    with pytest.raises(NotFoundError):
+        await store.add_subsystem(SubsystemId.parse("LAC/GOV/NONE/x"), actor="admin")
+    await store.add_server(ServerId(POP, "ss1"), address="a:1", auth_cert_der=b"c", actor="x")
+    with pytest.raises(AlreadyExistsError):
+        await store.add_server(ServerId(TAX, "ss1"), address="a:1", auth_cert_der=b"c", actor="x")
+    assert await store.change_seq() == before + 1
+    assert [m.name for m in await store.list_members(limit=10)] == [
+        "Population Registry",
+        "Tax Office",
+    ]
+
+
+async def test_lists_page_in_identifier_order(store: RegistryStore) -> None:
+    for code in ("C", "A", "B"):
+        await store.add_member(MemberId("LAC", "GOV", code), name=code, actor="admin")
+    first = await store.list_members(limit=2)
+    assert [str(m.id) for m in first] == ["LAC/GOV/A", "LAC/GOV/B"]
+    rest = await store.list_members(after=str(first[-1].id), limit=2)
+    assert [str(m.id) for m in rest] == ["LAC/GOV/C"]
+    await _populate(store)
+    assert [str(s.id) for s in await store.list_subsystems(member=TAX, limit=10)] == [str(TAX_APP)]
+
+
+async def test_published_configurations_keep_serials_unique(store: RegistryStore) -> None:
+    assert await store.latest_configuration() is None
+    doc = PublishedConfiguration(
+        serial=1, change_seq=0, generated_at=T0, expires_at=T0, document=b"one"
+    )
+    assert await store.save_configuration(doc, keep=2)
+    assert not await store.save_configuration(doc, keep=2)
+    for serial in (2, 3):
+        await store.save_configuration(
+            PublishedConfiguration(
+                serial=serial, change_seq=0, generated_at=T0, expires_at=T0, document=b"n"
+            ),
+            keep=2,
+        )
+    latest = await store.latest_configuration()
+    assert latest is not None
+    assert latest.serial == 3
