@@ -1,0 +1,30 @@
+"""Named bounds on a global configuration, which every security server reads from the network.
+
+A registry refuses to sign a document over these bounds and a client refuses to read one, so a
+hostile or broken registry (or anything between it and a server) cannot make a server allocate
+without limit. The defaults leave room for a large instance: the benchmark in
+``bench/globalconf.py`` (10,000 members, 1,000 servers, 20,000 services, 100,000 contracts) fits.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "MAX_DESCRIPTOR_SET_BYTES",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_ENTRIES_PER_KIND",
+    "MAX_METHODS_PER_ENTRY",
+    "MAX_TEXT_LENGTH",
+]
+
+#: Largest signed document (``SignedGlobalConfiguration`` bytes) read from the network or disk.
+MAX_DOCUMENT_BYTES: Final = 128 * 1024 * 1024
+#: Most entries of one kind (members, subsystems, servers, services, contracts, certificates).
+MAX_ENTRIES_PER_KIND: Final = 500_000
+#: Largest ``FileDescriptorSet`` of one service.
+MAX_DESCRIPTOR_SET_BYTES: Final = 1024 * 1024
+#: Most method names a service or a contract lists.
+MAX_METHODS_PER_ENTRY: Final = 1024
+#: Longest free-text field (names, descriptions, purposes, legal bases, addresses, URLs).
+MAX_TEXT_LENGTH: Final = 4096

@@ -1,0 +1,514 @@
+"""The verified global configuration as a frozen view with indexes built once per document.
+
+A security server consults this view on every exchange (which server is at which address, which
+contract lets a client call a method), so every lookup is a dictionary access; the indexes are
+built once, when a document is read, and never change afterwards.
+
+:meth:`GlobalConf.from_proto` is the only way from wire form to view. It checks the named bounds
+of :mod:`ruta.globalconf.limits`, the identifier grammar, that no entry appears twice and that
+every reference (a server's member, a service's subsystem, a contract's consumer and service)
+points at an entry of the same document. :func:`ruta.globalconf.sign_configuration` runs the same
+checks before signing, so a registry never publishes what its servers would refuse.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from google.protobuf import timestamp_pb2
+
+from ruta.globalconf.errors import ConfigurationTooLargeError, InvalidConfigurationError
+from ruta.globalconf.limits import (
+    MAX_DESCRIPTOR_SET_BYTES,
+    MAX_ENTRIES_PER_KIND,
+    MAX_METHODS_PER_ENTRY,
+    MAX_TEXT_LENGTH,
+)
+from ruta.ids import IdentifierError, MemberId, ServerId, ServiceId, SubsystemId
+from ruta.v1 import globalconf_pb2, ids_pb2
+
+__all__ = [
+    "Contract",
+    "GlobalConf",
+    "Member",
+    "Savings",
+    "SecurityServer",
+    "Service",
+]
+
+_FINGERPRINT: Final = re.compile(r"[0-9a-f]{64}")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_T = TypeVar("_T")
+_K = TypeVar("_K")
+
+
+@dataclass(frozen=True, slots=True)
+class Savings:
+    """What one once-only call saves, as the provider declares it (zero when undeclared)."""
+
+    citizen_minutes: float = 0.0
+    paper_forms: int = 0
+    cost: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: MemberId
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityServer:
+    """A security server: where its transport listens and which auth certificate it presents."""
+
+    id: ServerId
+    #: ``host:port`` of the server-to-server transport.
+    address: str
+    #: Lowercase hex SHA-256 of the DER of its authentication certificate.
+    auth_cert_sha256: str
+    #: ``host:port`` of its audit API, or empty.
+    audit_address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    id: ServiceId
+    methods: frozenset[str]
+    #: Serialised ``google.protobuf.FileDescriptorSet`` (may be empty).
+    file_descriptor_set: bytes = b""
+    description: str = ""
+    savings: Savings = field(default_factory=Savings)
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """An active contract: ``consumer`` may call ``methods`` of ``service`` for ``purpose``."""
+
+    contract_id: str
+    consumer: SubsystemId
+    service: ServiceId
+    #: Allowed methods; empty means every method of the service.
+    methods: frozenset[str]
+    purpose: str
+    legal_basis: str
+    valid_from: datetime
+    #: ``None`` means no end date.
+    valid_until: datetime | None = None
+
+    def permits(self, method: str, purpose: str, at: datetime) -> bool:
+        """Whether this contract covers ``method`` for ``purpose`` at instant ``at``.
+
+        ``purpose`` matches the contract's purpose code or its contract id.
+        """
+        return (
+            (not self.methods or method in self.methods)
+            and (purpose in (self.purpose, self.contract_id))
+            and self.valid_from <= at
+            and (self.valid_until is None or at < self.valid_until)
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class GlobalConf:
+    """One verified global configuration, read-only, with lookups in O(1).
+
+    Build it with :meth:`from_proto` (or :func:`ruta.globalconf.verify_configuration`); the
+    constructor checks duplicates and references and raises
+    :class:`~ruta.globalconf.errors.InvalidConfigurationError` naming the first offending entry.
+    """
+
+    instance: str
+    serial: int
+    generated_at: datetime
+    expires_at: datetime
+    trust_anchors: tuple[x509.Certificate, ...]
+    ocsp_responder_certs: tuple[x509.Certificate, ...]
+    members: tuple[Member, ...]
+    subsystems: tuple[SubsystemId, ...]
+    servers: tuple[SecurityServer, ...]
+    services: tuple[Service, ...]
+    contracts: tuple[Contract, ...]
+    witness_public_key: bytes = b""
+    witness_url: str = ""
+    #: The ``SignedGlobalConfiguration`` bytes this view was verified from (empty when built
+    #: locally); what an evidence bundle stores as "the configuration in force".
+    signed: bytes = field(default=b"", compare=False)
+
+    _members: dict[MemberId, Member] = field(init=False, repr=False, compare=False)
+    _subsystems: frozenset[SubsystemId] = field(init=False, repr=False, compare=False)
+    _servers: dict[ServerId, SecurityServer] = field(init=False, repr=False, compare=False)
+    _servers_by_member: dict[MemberId, tuple[SecurityServer, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    _servers_by_cert: dict[str, SecurityServer] = field(init=False, repr=False, compare=False)
+    _services: dict[ServiceId, Service] = field(init=False, repr=False, compare=False)
+    _services_by_subsystem: dict[SubsystemId, tuple[Service, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    _contracts: dict[tuple[SubsystemId, ServiceId], tuple[Contract, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    _contracts_by_client: dict[SubsystemId, tuple[Contract, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        members = _unique("member", self.members, lambda m: m.id)
+        subsystems = frozenset(_unique("subsystem", self.subsystems, lambda s: s).keys())
+        for sub in self.subsystems:
+            if sub.member not in members:
+                raise InvalidConfigurationError(f"subsystem {sub} names an unlisted member")
+        servers = _unique("server", self.servers, lambda s: s.id)
+        by_member: dict[MemberId, list[SecurityServer]] = {}
+        by_cert: dict[str, SecurityServer] = {}
+        for server in self.servers:
+            if server.id.member not in members:
+                raise InvalidConfigurationError(f"server {server.id} names an unlisted member")
+            if not _FINGERPRINT.fullmatch(server.auth_cert_sha256):
+                raise InvalidConfigurationError(
+                    f"server {server.id} has an auth_cert_sha256 that is not 64 lowercase hex"
+                )
+            if by_cert.setdefault(server.auth_cert_sha256, server) is not server:
+                raise InvalidConfigurationError(
+                    f"server {server.id} shares its authentication certificate with another"
+                )
+            by_member.setdefault(server.id.member, []).append(server)
+        services = _unique("service", self.services, lambda s: s.id)
+        by_subsystem: dict[SubsystemId, list[Service]] = {}
+        for service in self.services:
+            if service.id.subsystem not in subsystems:
+                raise InvalidConfigurationError(f"service {service.id} names an unlisted subsystem")
+            by_subsystem.setdefault(service.id.subsystem, []).append(service)
+        _unique("contract", self.contracts, lambda c: c.contract_id)
+        contracts: dict[tuple[SubsystemId, ServiceId], list[Contract]] = {}
+        by_client: dict[SubsystemId, list[Contract]] = {}
+        for contract in self.contracts:
+            if contract.consumer not in subsystems:
+                raise InvalidConfigurationError(
+                    f"contract {contract.contract_id!r} names an unlisted consumer subsystem"
+                )
+            if contract.service not in services:
+                raise InvalidConfigurationError(
+                    f"contract {contract.contract_id!r} names an unlisted service"
+                )
+            contracts.setdefault((contract.consumer, contract.service), []).append(contract)
+            by_client.setdefault(contract.consumer, []).append(contract)
+        put = object.__setattr__
+        put(self, "_members", members)
+        put(self, "_subsystems", subsystems)
+        put(self, "_servers", servers)
+        put(self, "_servers_by_member", {k: tuple(v) for k, v in by_member.items()})
+        put(self, "_servers_by_cert", by_cert)
+        put(self, "_services", services)
+        put(self, "_services_by_subsystem", {k: tuple(v) for k, v in by_subsystem.items()})
+        put(self, "_contracts", {k: tuple(v) for k, v in contracts.items()})
+        put(self, "_contracts_by_client", {k: tuple(v) for k, v in by_client.items()})
+
+    def __repr__(self) -> str:
+        return (
+            f"GlobalConf(instance={self.instance!r}, serial={self.serial}, "
+            f"expires_at={self.expires_at.isoformat()}, members={len(self.members)}, "
+            f"servers={len(self.servers)}, services={len(self.services)}, "
+            f"contracts={len(self.contracts)})"
+        )
+
+    # -- lookups (hot path) ---------------------------------------------------------------
+
+    def member(self, member: MemberId) -> Member | None:
+        return self._members.get(member)
+
+    def has_subsystem(self, subsystem: SubsystemId) -> bool:
+        return subsystem in self._subsystems
+
+    def server(self, server: ServerId) -> SecurityServer | None:
+        """The listed server with this id, or ``None``."""
+        return self._servers.get(server)
+
+    def servers_of(self, member: MemberId) -> tuple[SecurityServer, ...]:
+        """The member's servers in document order (empty when it has none)."""
+        return self._servers_by_member.get(member, ())
+
+    def server_by_auth_cert(self, sha256_hex: str) -> SecurityServer | None:
+        """The server whose authentication certificate has this SHA-256 fingerprint, or ``None``."""
+        return self._servers_by_cert.get(sha256_hex.lower())
+
+    def service(self, service: ServiceId) -> Service | None:
+        """The listed service with this id, or ``None``."""
+        return self._services.get(service)
+
+    def services_of(self, subsystem: SubsystemId) -> tuple[Service, ...]:
+        return self._services_by_subsystem.get(subsystem, ())
+
+    def contracts_of(self, client: SubsystemId) -> tuple[Contract, ...]:
+        """Every active contract whose consumer is ``client``."""
+        return self._contracts_by_client.get(client, ())
+
+    def allows(
+        self, client: SubsystemId, service: ServiceId, method: str, purpose: str, at: datetime
+    ) -> Contract | None:
+        """The contract that lets ``client`` call ``service``/``method`` for ``purpose`` at ``at``.
+
+        Deny by default: ``None`` unless the service is listed, offers ``method`` (when it lists
+        its methods) and one of the client's contracts for it permits the call.
+        """
+        entry = self._services.get(service)
+        if entry is None or (entry.methods and method not in entry.methods):
+            return None
+        for contract in self._contracts.get((client, service), ()):
+            if contract.permits(method, purpose, at):
+                return contract
+        return None
+
+    def is_expired(self, now: datetime) -> bool:
+        """Whether the document must no longer be used at ``now`` (``now >= expires_at``)."""
+        return now >= self.expires_at
+
+    # -- wire form ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_proto(
+        cls, conf: globalconf_pb2.GlobalConfiguration, *, signed: bytes = b""
+    ) -> GlobalConf:
+        """Read a ``GlobalConfiguration`` message into a view.
+
+        Raises :class:`ConfigurationTooLargeError` over a bound and
+        :class:`InvalidConfigurationError` for anything malformed, naming the entry.
+        """
+        return _Reader().read(conf, signed)
+
+    def to_proto(self) -> globalconf_pb2.GlobalConfiguration:
+        """The document in canonical order (what a registry signs for this content)."""
+        conf = globalconf_pb2.GlobalConfiguration(
+            instance=self.instance,
+            serial=self.serial,
+            generated_at=_timestamp(self.generated_at),
+            expires_at=_timestamp(self.expires_at),
+            trust_anchors=sorted(_der(c) for c in self.trust_anchors),
+            ocsp_responder_certs=sorted(_der(c) for c in self.ocsp_responder_certs),
+            witness_public_key=self.witness_public_key,
+            witness_url=self.witness_url,
+        )
+        for m in sorted(self.members, key=lambda m: m.id):
+            conf.members.add(id=m.id.to_proto(), name=m.name)
+        for sub in sorted(self.subsystems):
+            conf.subsystems.add(id=sub.to_proto())
+        for s in sorted(self.servers, key=lambda s: s.id):
+            conf.servers.add(
+                id=s.id.to_proto(),
+                address=s.address,
+                auth_cert_sha256=s.auth_cert_sha256,
+                audit_address=s.audit_address,
+            )
+        for svc in sorted(self.services, key=lambda s: s.id):
+            conf.services.add(
+                id=svc.id.to_proto(),
+                methods=sorted(svc.methods),
+                file_descriptor_set=svc.file_descriptor_set,
+                description=svc.description,
+                savings=globalconf_pb2.Savings(
+                    citizen_minutes=svc.savings.citizen_minutes,
+                    paper_forms=svc.savings.paper_forms,
+                    cost=svc.savings.cost,
+                ),
+            )
+        for c in sorted(self.contracts, key=lambda c: c.contract_id):
+            entry = conf.contracts.add(
+                contract_id=c.contract_id,
+                consumer=c.consumer.to_proto(),
+                service=c.service.to_proto(),
+                methods=sorted(c.methods),
+                purpose=c.purpose,
+                legal_basis=c.legal_basis,
+                valid_from=_timestamp(c.valid_from),
+            )
+            if c.valid_until is not None:
+                entry.valid_until.CopyFrom(_timestamp(c.valid_until))
+        return conf
+
+
+def _unique(kind: str, items: Iterable[_T], key: Callable[[_T], _K]) -> dict[_K, _T]:
+    index: dict[_K, _T] = {}
+    for item in items:
+        k = key(item)
+        if index.setdefault(k, item) is not item:
+            raise InvalidConfigurationError(f"{kind} {k} is listed twice")
+    return index
+
+
+def _timestamp(at: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(Encoding.DER)
+
+
+class _Reader:
+    """Reads one document; interns identifiers so each distinct id is parsed once."""
+
+    def __init__(self) -> None:
+        self._members: dict[tuple[str, str, str], MemberId] = {}
+        self._subsystems: dict[tuple[str, str, str, str], SubsystemId] = {}
+        self._services: dict[tuple[str, str, str, str, str], ServiceId] = {}
+        self._where = ""
+
+    def read(self, conf: globalconf_pb2.GlobalConfiguration, signed: bytes) -> GlobalConf:
+        for kind in (
+            "trust_anchors",
+            "ocsp_responder_certs",
+            "members",
+            "subsystems",
+            "servers",
+            "services",
+            "contracts",
+        ):
+            count = len(getattr(conf, kind))
+            if count > MAX_ENTRIES_PER_KIND:
+                raise ConfigurationTooLargeError(
+                    f"the configuration lists {count} {kind}; the limit is {MAX_ENTRIES_PER_KIND}"
+                )
+        if not conf.HasField("generated_at") or not conf.HasField("expires_at"):
+            raise InvalidConfigurationError("the configuration has no generated_at or expires_at")
+        self._text("instance", conf.instance)
+        self._text("witness_url", conf.witness_url)
+        try:
+            return GlobalConf(
+                instance=conf.instance,
+                serial=conf.serial,
+                generated_at=_datetime(conf.generated_at),
+                expires_at=_datetime(conf.expires_at),
+                trust_anchors=self._certs("trust_anchors", conf.trust_anchors),
+                ocsp_responder_certs=self._certs("ocsp_responder_certs", conf.ocsp_responder_certs),
+                members=tuple(self._member(i, m) for i, m in enumerate(conf.members)),
+                subsystems=tuple(
+                    self._subsystem_entry(i, s) for i, s in enumerate(conf.subsystems)
+                ),
+                servers=tuple(self._server(i, s) for i, s in enumerate(conf.servers)),
+                services=tuple(self._service(i, s) for i, s in enumerate(conf.services)),
+                contracts=tuple(self._contract(i, c) for i, c in enumerate(conf.contracts)),
+                witness_public_key=conf.witness_public_key,
+                witness_url=conf.witness_url,
+                signed=signed,
+            )
+        except IdentifierError as exc:
+            raise InvalidConfigurationError(
+                f"{self._where} has an invalid identifier: {exc.message}"
+            ) from None
+        except (ValueError, OverflowError) as exc:
+            raise InvalidConfigurationError(f"{self._where} is malformed: {exc}") from None
+
+    # Identifiers, interned.
+
+    def _member_id(self, m: ids_pb2.MemberId) -> MemberId:
+        key = (m.instance, m.member_class, m.member_code)
+        found = self._members.get(key)
+        if found is None:
+            found = self._members[key] = MemberId(*key)
+        return found
+
+    def _subsystem_id(self, s: ids_pb2.SubsystemId) -> SubsystemId:
+        m = s.member
+        key = (m.instance, m.member_class, m.member_code, s.subsystem_code)
+        found = self._subsystems.get(key)
+        if found is None:
+            found = self._subsystems[key] = SubsystemId(self._member_id(m), s.subsystem_code)
+        return found
+
+    def _service_id(self, s: ids_pb2.ServiceId) -> ServiceId:
+        sub = s.subsystem
+        m = sub.member
+        key = (m.instance, m.member_class, m.member_code, sub.subsystem_code, s.service_name)
+        found = self._services.get(key)
+        if found is None:
+            found = self._services[key] = ServiceId(self._subsystem_id(sub), s.service_name)
+        return found
+
+    # Entries.
+
+    def _text(self, where: str, value: str) -> str:
+        if len(value) > MAX_TEXT_LENGTH:
+            raise ConfigurationTooLargeError(f"{where} is longer than {MAX_TEXT_LENGTH} characters")
+        return value
+
+    def _methods(self, where: str, methods: Iterable[str]) -> frozenset[str]:
+        names = list(methods)
+        if len(names) > MAX_METHODS_PER_ENTRY:
+            raise ConfigurationTooLargeError(
+                f"{where} lists {len(names)} methods; the limit is {MAX_METHODS_PER_ENTRY}"
+            )
+        for name in names:
+            self._text(where, name)
+        return frozenset(names)
+
+    def _certs(self, kind: str, ders: Iterable[bytes]) -> tuple[x509.Certificate, ...]:
+        certs = []
+        for i, der in enumerate(ders):
+            self._where = f"{kind}[{i}]"
+            try:
+                certs.append(x509.load_der_x509_certificate(der))
+            except ValueError:
+                raise InvalidConfigurationError(
+                    f"{kind}[{i}] is not a DER X.509 certificate"
+                ) from None
+        return tuple(certs)
+
+    def _member(self, i: int, m: globalconf_pb2.Member) -> Member:
+        self._where = f"members[{i}]"
+        return Member(id=self._member_id(m.id), name=self._text(self._where, m.name))
+
+    def _subsystem_entry(self, i: int, s: globalconf_pb2.Subsystem) -> SubsystemId:
+        self._where = f"subsystems[{i}]"
+        return self._subsystem_id(s.id)
+
+    def _server(self, i: int, s: globalconf_pb2.SecurityServer) -> SecurityServer:
+        self._where = where = f"servers[{i}]"
+        return SecurityServer(
+            id=ServerId(self._member_id(s.id.member), s.id.server_code),
+            address=self._text(where, s.address),
+            auth_cert_sha256=self._text(where, s.auth_cert_sha256),
+            audit_address=self._text(where, s.audit_address),
+        )
+
+    def _service(self, i: int, s: globalconf_pb2.Service) -> Service:
+        self._where = where = f"services[{i}]"
+        if len(s.file_descriptor_set) > MAX_DESCRIPTOR_SET_BYTES:
+            raise ConfigurationTooLargeError(
+                f"{where} has a descriptor set of {len(s.file_descriptor_set)} bytes; "
+                f"the limit is {MAX_DESCRIPTOR_SET_BYTES}"
+            )
+        return Service(
+            id=self._service_id(s.id),
+            methods=self._methods(where, s.methods),
+            file_descriptor_set=s.file_descriptor_set,
+            description=self._text(where, s.description),
+            savings=Savings(
+                citizen_minutes=s.savings.citizen_minutes,
+                paper_forms=s.savings.paper_forms,
+                cost=s.savings.cost,
+            ),
+        )
+
+    def _contract(self, i: int, c: globalconf_pb2.Contract) -> Contract:
+        self._where = where = f"contracts[{i}]"
+        return Contract(
+            contract_id=self._text(where, c.contract_id),
+            consumer=self._subsystem_id(c.consumer),
+            service=self._service_id(c.service),
+            methods=self._methods(where, c.methods),
+            purpose=self._text(where, c.purpose),
+            legal_basis=self._text(where, c.legal_basis),
+            valid_from=_datetime(c.valid_from) if c.HasField("valid_from") else _EPOCH,
+            valid_until=_datetime(c.valid_until) if c.HasField("valid_until") else None,
+        )
+
+
+def _datetime(ts: timestamp_pb2.Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
