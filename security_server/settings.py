@@ -1,0 +1,300 @@
+"""A security server's settings: one TOML file, overridden by ``RUTA_SS_*`` variables.
+
+The file (``ruta ss serve --config FILE``) names the server, its data directory, the three
+listening addresses, its keys and certificates, the configuration anchor, the backends that serve
+its own subsystems' services, and the bounds of every untrusted input. Relative paths in the file
+are resolved against the file's folder, so a server directory can be moved as a whole.
+``docs/operator/security-server-config.md`` shows a complete file.
+
+Nothing here is a secret: key files are referenced by path and read with their 0600 mode kept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Final, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
+from ruta.settings import ConfigError, RutaSettings
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "BackendSettings",
+    "ConsumerSettings",
+    "GlobalConfSettings",
+    "KeySettings",
+    "LimitSettings",
+    "ListenSettings",
+    "LogSettings",
+    "SecurityServerSettings",
+    "is_loopback_address",
+    "split_address",
+]
+
+#: Default largest request or response body (DESIGN.md: refused before anything is signed).
+DEFAULT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+#: Most backends one server maps.
+MAX_BACKENDS: Final = 1024
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6); raise ``ValueError`` when malformed."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"address {address!r} must have the form host:port")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port {port} of address {address!r} is out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+def is_loopback_address(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _address(value: str) -> str:
+    split_address(value)
+    return value
+
+
+Address = Annotated[str, Field(min_length=3, max_length=300)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenSettings(_Section):
+    """Where a listener binds. Port 0 picks a free port; ``DATA_DIR/ready.json`` tells which."""
+
+    listen: Address = "127.0.0.1:0"
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        return _address(value)
+
+
+class ConsumerSettings(ListenSettings):
+    """The consumer port, where the server's own backends call other agencies' services.
+
+    Backends authenticate with a client certificate that chains to ``client_ca`` and names their
+    subsystem in a SAN URI (``urn:ruta:subsystem:...``). Only when ``allow_plain_loopback`` is set
+    does the port speak plaintext instead; it must then bind a loopback address, and a caller may
+    claim only the subsystems listed in ``plain_loopback_subsystems``.
+    """
+
+    allow_plain_loopback: bool = False
+    plain_loopback_subsystems: tuple[str, ...] = ()
+    #: CA certificates (PEM) that issue the backends' client certificates.
+    client_ca: Path | None = None
+    #: Certificate (PEM, leaf first) and key the port presents; default: the auth cert and key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @field_validator("plain_loopback_subsystems")
+    @classmethod
+    def _check_subsystems(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            try:
+                SubsystemId.parse(text)
+            except IdentifierError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> Self:
+        host, _ = split_address(self.listen)
+        if self.allow_plain_loopback:
+            if not is_loopback_address(host):
+                raise ValueError("allow_plain_loopback needs a loopback listen address")
+            if not self.plain_loopback_subsystems:
+                raise ValueError("allow_plain_loopback needs plain_loopback_subsystems")
+        elif self.client_ca is None:
+            raise ValueError("client_ca is required unless allow_plain_loopback is set")
+        return self
+
+    @property
+    def plain_subsystems(self) -> frozenset[SubsystemId]:
+        return frozenset(SubsystemId.parse(text) for text in self.plain_loopback_subsystems)
+
+
+class KeySettings(_Section):
+    """Key and certificate files (PEM). Certificate files hold the leaf first, then any
+    intermediates; key files are 0600."""
+
+    auth_key: Path
+    auth_cert: Path
+    signing_key: Path
+    signing_cert: Path
+
+
+class GlobalConfSettings(_Section):
+    """Where the global configuration comes from and how often it is fetched."""
+
+    #: The configuration anchor file (registry URL + config-signing certificate).
+    anchor: Path
+    refresh_seconds: float = Field(default=60.0, gt=0, le=86_400)
+
+
+class BackendSettings(_Section):
+    """The backend that serves one of this server's subsystems' services."""
+
+    service: str
+    address: Address
+    #: Plaintext is allowed only to a loopback address.
+    tls: bool = False
+    #: With ``tls``: CA certificates (PEM) that issue the backend's certificate.
+    ca: Path | None = None
+    #: With ``tls``: an optional client certificate and key presented to the backend.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    @field_validator("service")
+    @classmethod
+    def _check_service(cls, value: str) -> str:
+        try:
+            ServiceId.parse(value)
+        except IdentifierError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        host, _ = split_address(self.address)
+        if self.tls and self.ca is None:
+            raise ValueError(f"backend {self.service}: tls needs ca")
+        if not self.tls and not is_loopback_address(host):
+            raise ValueError(f"backend {self.service}: plaintext is allowed only to loopback")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError(f"backend {self.service}: give both client_cert and client_key")
+        return self
+
+    @property
+    def service_id(self) -> ServiceId:
+        return ServiceId.parse(self.service)
+
+
+class LogSettings(_Section):
+    """The message log's database; empty ``url`` means SQLite at ``DATA_DIR/messagelog.db``."""
+
+    url: str = ""
+
+
+class LimitSettings(_Section):
+    """Bounds on everything that comes from outside, and the deadlines."""
+
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024, le=64 << 20)
+    max_metadata_entries: int = Field(default=64, ge=8, le=1024)
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=1024, le=1 << 20)
+    #: How far a request's created_at may be from this server's clock (either way).
+    freshness_seconds: float = Field(default=60.0, gt=0, le=3600)
+    #: Deadline used when a caller sets none; and the longest honoured.
+    default_deadline_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_deadline_seconds: float = Field(default=300.0, gt=0, le=3600)
+    #: Most concurrent calls a listener serves at once.
+    max_concurrent_calls: int = Field(default=1000, ge=1, le=100_000)
+    #: How long a stapled OCSP response of our signing certificate is fresh (X-Road: 3600 s).
+    ocsp_freshness_seconds: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+
+
+class SecurityServerSettings(RutaSettings):
+    """Everything one security server needs to run (``ruta ss serve --config FILE``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RUTA_SS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    server_id: str
+    data_dir: Path
+    keys: KeySettings
+    globalconf: GlobalConfSettings
+    consumer: ConsumerSettings
+    transport: ListenSettings = ListenSettings()
+    metrics: ListenSettings = ListenSettings()
+    backends: tuple[BackendSettings, ...] = Field(default=(), max_length=MAX_BACKENDS)
+    log: LogSettings = LogSettings()
+    limits: LimitSettings = LimitSettings()
+
+    @field_validator("server_id")
+    @classmethod
+    def _check_server_id(cls, value: str) -> str:
+        try:
+            ServerId.parse(value)
+        except IdentifierError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_backends(self) -> Self:
+        seen: set[str] = set()
+        server = ServerId.parse(self.server_id)
+        for backend in self.backends:
+            if backend.service in seen:
+                raise ValueError(f"backend for {backend.service} is given twice")
+            seen.add(backend.service)
+            if backend.service_id.member != server.member:
+                raise ValueError(f"backend {backend.service} is not a service of this member")
+        return self
+
+    @property
+    def server(self) -> ServerId:
+        return ServerId.parse(self.server_id)
+
+    @property
+    def log_url(self) -> str:
+        return self.log.url or f"sqlite+aiosqlite:///{self.data_dir / 'messagelog.db'}"
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str] | None) -> Self:
+        """Load the file (see :meth:`RutaSettings.from_file`), then resolve every relative path
+        against the file's folder. Raises :class:`ConfigError`."""
+        settings = super().from_file(path)
+        if path is None:
+            return settings
+        return settings.resolved(Path(path).resolve().parent)
+
+    def resolved(self, base: Path) -> Self:
+        """A copy with every relative path made absolute against ``base``."""
+
+        def fix(value: Path | None) -> Path | None:
+            if value is None or value.is_absolute():
+                return value
+            return base / value
+
+        def fix_all(section: BaseModel) -> dict[str, Path | None]:
+            return {
+                name: fix(getattr(section, name))
+                for name, value in section
+                if isinstance(value, Path)
+            }
+
+        try:
+            return self.model_copy(
+                update={
+                    "data_dir": fix(self.data_dir),
+                    "keys": self.keys.model_copy(update=fix_all(self.keys)),
+                    "globalconf": self.globalconf.model_copy(update=fix_all(self.globalconf)),
+                    "consumer": self.consumer.model_copy(update=fix_all(self.consumer)),
+                    "backends": tuple(b.model_copy(update=fix_all(b)) for b in self.backends),
+                }
+            )
+        except ValueError as exc:  # pragma: no cover - model_copy does not validate
+            raise ConfigError(f"settings are invalid: {exc}") from None
