@@ -24,7 +24,6 @@ from ruta.globalconf.limits import (
     MAX_TEXT_LENGTH,
 )
 from ruta.globalconf.signing import (
-    ConfigurationSigner,
     canonicalise,
     open_configuration,
     sign_configuration,
@@ -40,7 +39,6 @@ __all__ = [
     "MAX_TEXT_LENGTH",
     "ConfigurationAnchor",
     "ConfigurationSignatureError",
-    "ConfigurationSigner",
     "ConfigurationTooLargeError",
     "Contract",
     "GlobalConf",

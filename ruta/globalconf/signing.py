@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -36,25 +36,16 @@ from ruta.globalconf.errors import (
 )
 from ruta.globalconf.limits import MAX_DOCUMENT_BYTES
 from ruta.globalconf.view import GlobalConf
+from ruta.pki.keys import Signer
 from ruta.v1 import globalconf_pb2
 
 __all__ = [
-    "ConfigurationSigner",
     "canonicalise",
     "sign_configuration",
     "verify_configuration",
 ]
 
 _T = TypeVar("_T")
-
-
-class ConfigurationSigner(Protocol):
-    """What signs a configuration: ``ruta.pki.keys.Signer`` (or any object with ``sign``).
-
-    ``sign`` returns an ECDSA P-256/SHA-256 DER signature or an Ed25519 signature over ``data``.
-    """
-
-    def sign(self, data: bytes) -> bytes: ...
 
 
 def canonicalise(conf: globalconf_pb2.GlobalConfiguration) -> globalconf_pb2.GlobalConfiguration:
@@ -84,7 +75,7 @@ def canonicalise(conf: globalconf_pb2.GlobalConfiguration) -> globalconf_pb2.Glo
 def sign_configuration(
     conf: globalconf_pb2.GlobalConfiguration,
     *,
-    signer: ConfigurationSigner,
+    signer: Signer,
     certificate: x509.Certificate,
 ) -> bytes:
     """Sign ``conf`` and return the serialised ``SignedGlobalConfiguration``.
