@@ -7,6 +7,12 @@ publishes (``registry/publisher.py``). See ``docs/operator/global-configuration.
 from __future__ import annotations
 
 from ruta.globalconf.anchor import ConfigurationAnchor
+from ruta.globalconf.client import (
+    CONTENT_TYPE,
+    GlobalConfClient,
+    GlobalConfSettings,
+    etag_of,
+)
 from ruta.globalconf.errors import (
     ConfigurationSignatureError,
     ConfigurationTooLargeError,
@@ -32,6 +38,7 @@ from ruta.globalconf.signing import (
 from ruta.globalconf.view import Contract, GlobalConf, Member, Savings, SecurityServer, Service
 
 __all__ = [
+    "CONTENT_TYPE",
     "MAX_DESCRIPTOR_SET_BYTES",
     "MAX_DOCUMENT_BYTES",
     "MAX_ENTRIES_PER_KIND",
@@ -42,8 +49,10 @@ __all__ = [
     "ConfigurationTooLargeError",
     "Contract",
     "GlobalConf",
+    "GlobalConfClient",
     "GlobalConfError",
     "GlobalConfFetchError",
+    "GlobalConfSettings",
     "InvalidConfigurationError",
     "Member",
     "OutdatedGlobalConfError",
@@ -52,6 +61,7 @@ __all__ = [
     "SerialRegressionError",
     "Service",
     "canonicalise",
+    "etag_of",
     "open_configuration",
     "sign_configuration",
     "verify_configuration",
