@@ -1,1 +1,66 @@
-"""The security server's message log: a tamper-evident, durable record of every signed message."""
+"""The security server's message log: a tamper-evident, durable record of every signed message.
+
+Open the database with :func:`security_server.database.open_database`, then::
+
+    log = await MessageLog.open(engine, origin=ORIGIN, body_key=load_or_create_body_key(KEY_DIR))
+    guard = ReplayGuard(log)
+    await guard.check_and_record(client, message_id, created_at, freshness)
+    [record] = await log.append([entry], fault=Fault.SERVER_CONSUMER_LOGGING_FAILED)
+    proof = await log.inclusion_proof(record.seq)
+"""
+
+from security_server.log.bodies import BodyCipher
+from security_server.log.errors import (
+    LogError,
+    LogIntegrityError,
+    LogKeyError,
+    LogRangeError,
+    LogWriteError,
+    ReplayedMessageError,
+    StaleMessageError,
+)
+from security_server.log.keys import BodyKey, load_or_create_body_key
+from security_server.log.model import (
+    AppendedRecord,
+    BodyState,
+    Direction,
+    InvalidLogEntryError,
+    LogEntry,
+    MessageClaim,
+    RecordKind,
+    RecordPage,
+    StoredRecord,
+    TreeHead,
+    WriterStats,
+)
+from security_server.log.replay import MAX_FRESHNESS, ReplayGuard
+from security_server.log.store import MAX_APPEND_ENTRIES, MAX_PAGE_SIZE, MessageLog
+
+__all__ = [
+    "MAX_APPEND_ENTRIES",
+    "MAX_FRESHNESS",
+    "MAX_PAGE_SIZE",
+    "AppendedRecord",
+    "BodyCipher",
+    "BodyKey",
+    "BodyState",
+    "Direction",
+    "InvalidLogEntryError",
+    "LogEntry",
+    "LogError",
+    "LogIntegrityError",
+    "LogKeyError",
+    "LogRangeError",
+    "LogWriteError",
+    "MessageClaim",
+    "MessageLog",
+    "RecordKind",
+    "RecordPage",
+    "ReplayGuard",
+    "ReplayedMessageError",
+    "StaleMessageError",
+    "StoredRecord",
+    "TreeHead",
+    "WriterStats",
+    "load_or_create_body_key",
+]

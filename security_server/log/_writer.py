@@ -1,0 +1,449 @@
+"""The log's single writer: group commit of appends and replay claims, one transaction per group.
+
+Callers enqueue a job and await its future. One task drains the queue (up to a bound), writes
+every claim, leaf, new tree node and body of the group in one transaction, commits, and only then
+resolves the futures, so an acknowledged append is durable. While one group commits, the next
+one gathers, so the number of transactions falls as concurrency rises.
+
+If a group's transaction fails, every caller in it gets :class:`LogWriteError` with the fault it
+asked for, the in-memory tree is discarded and restored from the database before the next group,
+so the tree never runs ahead of what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ruta.faults import Fault
+from ruta.merkle import CompactRange, leaf_hash
+from ruta.v1 import log_pb2
+from security_server.database import WRITE_TRANSACTION
+from security_server.log.bodies import BodyCipher
+from security_server.log.errors import (
+    LogError,
+    LogIntegrityError,
+    LogWriteError,
+    ReplayedMessageError,
+)
+from security_server.log.model import (
+    AppendedRecord,
+    LogEntry,
+    MessageClaim,
+    TreeHead,
+    WriterStats,
+    from_micros,
+    to_micros,
+)
+from security_server.log.schema import (
+    log_bodies,
+    log_heads,
+    log_leaves,
+    log_nodes,
+    seen_messages,
+)
+
+__all__ = ["DEFAULT_MAX_GROUP_RECORDS", "GroupCommitWriter", "restore_frontier"]
+
+#: Most records (leaves plus claims) written in one group transaction; a single larger append
+#: still goes through, alone.
+DEFAULT_MAX_GROUP_RECORDS: Final = 512
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    entries: Sequence[LogEntry]
+    claim: MessageClaim | None
+    fault: Fault
+    future: asyncio.Future[list[AppendedRecord]]
+    weight: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.weight = len(self.entries) + (1 if self.claim is not None else 0)
+
+
+def _insert_for(dialect: str) -> Callable[[sa.Table], Any]:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+async def restore_frontier(conn: AsyncConnection, origin: str) -> CompactRange:
+    """Rebuild ``origin``'s frontier from stored nodes and check it against the stored head.
+
+    Reads O(log n) rows. Raises :class:`LogIntegrityError` if the head, the last leaf and the
+    frontier nodes do not agree (missing or extra leaves, a missing node, a different root).
+    """
+    head = (
+        await conn.execute(
+            sa.select(log_heads.c.size, log_heads.c.root).where(log_heads.c.origin == origin)
+        )
+    ).one_or_none()
+    last = (
+        await conn.execute(
+            sa.select(log_leaves.c.seq, log_leaves.c.record, log_leaves.c.leaf_hash)
+            .where(log_leaves.c.origin == origin)
+            .order_by(log_leaves.c.seq.desc())
+            .limit(1)
+        )
+    ).one_or_none()
+    if head is None:
+        if last is not None:
+            raise LogIntegrityError(f"log {origin!r} has leaves but no recorded tree head")
+        return CompactRange()
+    size, root = int(head.size), bytes(head.root)
+    stored_size = 0 if last is None else int(last.seq) + 1
+    if stored_size != size:
+        raise LogIntegrityError(
+            f"log {origin!r} records tree size {size} but its last leaf is number {stored_size - 1}"
+        )
+    if size == 0:
+        return CompactRange()
+    keys = CompactRange.frontier_keys(size)
+    wanted = (*keys, (0, size - 1))
+    rows = await conn.execute(
+        sa.select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(
+            log_nodes.c.origin == origin,
+            sa.tuple_(log_nodes.c.level, log_nodes.c.idx).in_(wanted),
+        )
+    )
+    nodes = {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
+    missing = [k for k in wanted if k not in nodes]
+    if missing:
+        raise LogIntegrityError(f"log {origin!r} lacks tree nodes {missing} of size {size}")
+    assert last is not None  # stored_size == size > 0
+    recomputed = leaf_hash(bytes(last.record))
+    if recomputed != bytes(last.leaf_hash) or recomputed != nodes[(0, size - 1)]:
+        raise LogIntegrityError(f"log {origin!r}: the last leaf's hash does not match its record")
+    frontier = CompactRange(size=size, hashes=[nodes[k] for k in keys])
+    if frontier.root() != root:
+        raise LogIntegrityError(f"log {origin!r}: the stored tree does not lead to its stored root")
+    return frontier
+
+
+class GroupCommitWriter:
+    """The one writer of one origin's tree. Not for direct use: :class:`MessageLog` owns it."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        origin: str,
+        cipher: BodyCipher,
+        clock: Callable[[], datetime],
+        frontier: CompactRange,
+        max_group_records: int,
+    ) -> None:
+        self._engine = engine
+        self._origin = origin
+        self._cipher = cipher
+        self._clock = clock
+        self._frontier = frontier
+        self._max_group = max_group_records
+        self._insert = _insert_for(engine.dialect.name)
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._needs_restore = False
+        self._last_logged_us = 0
+        self._transactions = 0
+        self._failed = 0
+        self._records = 0
+        self._claims = 0
+        self._largest_group = 0
+        self._task: asyncio.Task[None] | None = None
+
+    # --- state readers (committed state only) -------------------------------------------------
+
+    @property
+    def head(self) -> TreeHead:
+        """The committed size and root."""
+        return TreeHead(origin=self._origin, size=self._frontier.size, root=self._frontier.root())
+
+    @property
+    def stats(self) -> WriterStats:
+        return WriterStats(
+            transactions=self._transactions,
+            failed_transactions=self._failed,
+            records=self._records,
+            claims=self._claims,
+            largest_group=self._largest_group,
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer task on the running loop."""
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"ruta-log-writer:{self._origin}"
+        )
+
+    async def close(self) -> None:
+        """Write what is queued, then stop. Later submissions fail with :class:`LogWriteError`."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    # --- submission -----------------------------------------------------------------------------
+
+    def submit(
+        self, entries: Sequence[LogEntry], claim: MessageClaim | None, fault: Fault
+    ) -> asyncio.Future[list[AppendedRecord]]:
+        """Queue a job; its future resolves once the job's group has committed (or failed)."""
+        if self._closing or self._task is None or self._task.done():
+            raise LogWriteError("the message log is closed; nothing was logged", fault=fault)
+        future: asyncio.Future[list[AppendedRecord]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Job(entries=entries, claim=claim, fault=fault, future=future))
+        self._wakeup.set()
+        return future
+
+    # --- the writer task ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                group = [self._pending.popleft()]
+                weight = group[0].weight
+                while self._pending and weight + self._pending[0].weight <= self._max_group:
+                    job = self._pending.popleft()
+                    group.append(job)
+                    weight += job.weight
+                await self._commit_group(group)
+        finally:
+            # Cancelled or stopped: nobody may wait forever on a job that will never be written.
+            while self._pending:
+                job = self._pending.popleft()
+                _fail(
+                    job,
+                    LogWriteError("the message log stopped; nothing was logged", fault=job.fault),
+                )
+
+    async def _commit_group(self, group: list[_Job]) -> None:
+        try:
+            if self._needs_restore:
+                async with self._engine.connect() as conn:
+                    self._frontier = await restore_frontier(conn, self._origin)
+                self._needs_restore = False
+            frontier, results = await self._write(group)
+        except asyncio.CancelledError:
+            self._needs_restore = True
+            for job in group:
+                _fail(
+                    job,
+                    LogWriteError("the message log stopped; nothing was logged", fault=job.fault),
+                )
+            raise
+        except Exception as exc:  # noqa: BLE001 - every cause must reach every waiting caller
+            self._needs_restore = True
+            self._failed += 1
+            _log.error(
+                "message log write failed (%s); %d waiting callers refused",
+                type(exc).__name__,
+                len(group),
+                exc_info=not isinstance(exc, LogError),
+            )
+            for job in group:
+                _fail(
+                    job,
+                    LogWriteError(
+                        "the message log could not store the message durably; nothing was "
+                        "acknowledged, retry later",
+                        fault=job.fault,
+                    ),
+                )
+            return
+        self._frontier = frontier
+        self._transactions += 1
+        self._largest_group = max(self._largest_group, len(group))
+        for job, outcome in zip(group, results, strict=True):
+            if job.future.done():  # the caller gave up (deadline); its records stay logged
+                continue
+            if isinstance(outcome, LogError):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
+
+    async def _write(
+        self, group: list[_Job]
+    ) -> tuple[CompactRange, list[list[AppendedRecord] | LogError]]:
+        """Write one group in one transaction; return the new frontier and each job's outcome.
+
+        The in-memory frontier is untouched: the caller installs the returned one after commit.
+        """
+        now_us = max(to_micros(self._clock()), self._last_logged_us)
+        origin = self._origin
+        frontier = CompactRange(size=self._frontier.size, hashes=self._frontier.hashes)
+        outcomes: list[list[AppendedRecord] | LogError] = []
+        leaf_rows: list[dict[str, Any]] = []
+        node_rows: list[dict[str, Any]] = []
+        body_rows: list[dict[str, Any]] = []
+        claims_written = 0
+        async with self._engine.connect() as raw:
+            conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
+            async with conn.begin():
+                granted = await self._write_claims(conn, group, now_us)
+                holders: set[tuple[str, str]] = set()
+                for job in group:
+                    if job.claim is not None:
+                        key = _claim_key(job.claim)
+                        if key not in granted or key in holders:
+                            # Seen before, or claimed earlier in this same group.
+                            outcomes.append(_replayed(job.claim))
+                            continue
+                        holders.add(key)
+                        claims_written += 1
+                    appended: list[AppendedRecord] = []
+                    for entry in job.entries:
+                        seq = frontier.size
+                        record = _serialise_record(entry, seq, now_us)
+                        digest = leaf_hash(record)
+                        for level, idx, h in frontier.append(digest):
+                            node_rows.append(
+                                {"origin": origin, "level": level, "idx": idx, "hash": h}
+                            )
+                        leaf_rows.append(
+                            _leaf_row(
+                                origin=origin,
+                                seq=seq,
+                                entry=entry,
+                                logged_at_us=now_us,
+                                record=record,
+                                digest=digest,
+                            )
+                        )
+                        if entry.body is not None:
+                            sealed = self._cipher.seal(origin, seq, entry.body)
+                            body_rows.append(
+                                {
+                                    "origin": origin,
+                                    "seq": seq,
+                                    "key_id": sealed.key_id,
+                                    "nonce": sealed.nonce,
+                                    "ciphertext": sealed.ciphertext,
+                                    "purged_at": None,
+                                }
+                            )
+                        appended.append(
+                            AppendedRecord(
+                                origin=origin,
+                                seq=seq,
+                                leaf_hash=digest,
+                                logged_at=from_micros(now_us),
+                            )
+                        )
+                    outcomes.append(appended)
+                if leaf_rows:
+                    await conn.execute(sa.insert(log_leaves), leaf_rows)
+                    await conn.execute(sa.insert(log_nodes), node_rows)
+                    if body_rows:
+                        await conn.execute(sa.insert(log_bodies), body_rows)
+                    await self._write_head(conn, frontier, now_us)
+        self._last_logged_us = now_us
+        self._records += len(leaf_rows)
+        self._claims += claims_written
+        return frontier, outcomes
+
+    async def _write_claims(
+        self, conn: AsyncConnection, group: list[_Job], now_us: int
+    ) -> set[tuple[str, str]]:
+        """Insert the group's replay claims; return the keys that were new (or had expired)."""
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for job in group:
+            if job.claim is None:
+                continue
+            key = _claim_key(job.claim)
+            if key not in rows:
+                rows[key] = {
+                    "client": key[0],
+                    "message_id": key[1],
+                    "expires_at": to_micros(job.claim.expires_at),
+                }
+        if not rows:
+            return set()
+        stmt = self._insert(seen_messages).values(list(rows.values()))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[seen_messages.c.client, seen_messages.c.message_id],
+            set_={"expires_at": stmt.excluded.expires_at},
+            where=seen_messages.c.expires_at <= now_us,
+        ).returning(seen_messages.c.client, seen_messages.c.message_id)
+        result = await conn.execute(stmt)
+        return {(str(r.client), str(r.message_id)) for r in result}
+
+    async def _write_head(self, conn: AsyncConnection, frontier: CompactRange, now_us: int) -> None:
+        values = {
+            "origin": self._origin,
+            "size": frontier.size,
+            "root": frontier.root(),
+            "updated_at": now_us,
+        }
+        stmt = self._insert(log_heads).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[log_heads.c.origin],
+            set_={"size": stmt.excluded.size, "root": stmt.excluded.root, "updated_at": now_us},
+        )
+        await conn.execute(stmt)
+
+
+def _claim_key(claim: MessageClaim) -> tuple[str, str]:
+    return claim.client, claim.message_id
+
+
+def _replayed(claim: MessageClaim) -> ReplayedMessageError:
+    return ReplayedMessageError(
+        f"message {claim.message_id!r} of {claim.client} was already received; "
+        "send each message once, with a new id"
+    )
+
+
+def _fail(job: _Job, error: LogError) -> None:
+    if not job.future.done():
+        job.future.set_exception(error)
+
+
+def _serialise_record(entry: LogEntry, seq: int, logged_at_us: int) -> bytes:
+    record = log_pb2.LogRecord(
+        sequence=seq,
+        direction=int(entry.direction),  # type: ignore[arg-type]
+        header=entry.header,
+        signature=entry.signature,
+        certificate_fingerprint=entry.certificate_fingerprint,
+    )
+    record.logged_at.seconds, micros = divmod(logged_at_us, 1_000_000)
+    record.logged_at.nanos = micros * 1000
+    return record.SerializeToString(deterministic=True)
+
+
+def _leaf_row(
+    *, origin: str, seq: int, entry: LogEntry, logged_at_us: int, record: bytes, digest: bytes
+) -> dict[str, Any]:
+    return {
+        "origin": origin,
+        "seq": seq,
+        "direction": int(entry.direction),
+        "logged_at": logged_at_us,
+        "message_id": entry.message_id,
+        "kind": str(entry.kind),
+        "client": entry.client,
+        "service": entry.service,
+        "method": entry.method,
+        "subject": entry.subject or None,
+        "created_at": to_micros(entry.created_at),
+        "record": record,
+        "leaf_hash": digest,
+    }

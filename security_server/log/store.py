@@ -1,0 +1,469 @@
+"""The message log: durable group-committed appends, a Merkle tree kept in the database, proofs.
+
+One :class:`MessageLog` is one origin's tree (one security-server node). Appends go through its
+single writer (:mod:`security_server.log._writer`); readers run on their own connections and see
+only committed state. Every complete subtree hash is stored, so an append writes O(1) amortised
+nodes and any root or proof reads O(log n) of them in one query; nothing is ever rebuilt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Self
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ruta.faults import Fault
+from ruta.merkle import (
+    EMPTY_ROOT,
+    NodeKey,
+    ProofPlan,
+    consistency_proof_plan,
+    inclusion_proof_plan,
+    root_plan,
+)
+from security_server.database import WRITE_TRANSACTION
+from security_server.log._writer import (
+    DEFAULT_MAX_GROUP_RECORDS,
+    GroupCommitWriter,
+    restore_frontier,
+)
+from security_server.log.bodies import BodyCipher, SealedBody
+from security_server.log.errors import LogIntegrityError, LogRangeError
+from security_server.log.keys import BodyKey
+from security_server.log.model import (
+    AppendedRecord,
+    BodyState,
+    Direction,
+    InvalidLogEntryError,
+    LogEntry,
+    MessageClaim,
+    RecordKind,
+    RecordPage,
+    StoredRecord,
+    TreeHead,
+    WriterStats,
+    from_micros,
+    to_micros,
+)
+from security_server.log.schema import (
+    MAX_ORIGIN_LENGTH,
+    log_bodies,
+    log_leaves,
+    log_nodes,
+    seen_messages,
+)
+
+__all__ = [
+    "MAX_APPEND_ENTRIES",
+    "MAX_PAGE_SIZE",
+    "MAX_PURGE_CHUNK",
+    "MessageLog",
+]
+
+#: Most entries one append call may carry (an exchange logs one or two).
+MAX_APPEND_ENTRIES: Final = 64
+#: Most records one query page or one ``get_records`` call returns.
+MAX_PAGE_SIZE: Final = 1000
+#: Bodies purged per transaction, so retention never holds the write lock for long.
+MAX_PURGE_CHUNK: Final = 1000
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MessageLog:
+    """One origin's message log. Open with :meth:`open`; close with :meth:`close` (or
+    ``async with``). Safe for concurrent use by many tasks of one event loop."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        origin: str,
+        cipher: BodyCipher,
+        writer: GroupCommitWriter,
+        clock: Callable[[], datetime],
+    ) -> None:
+        """Internal: use :meth:`open`."""
+        self._engine = engine
+        self._origin = origin
+        self._cipher = cipher
+        self._writer = writer
+        self._clock = clock
+
+    @classmethod
+    async def open(
+        cls,
+        engine: AsyncEngine,
+        *,
+        origin: str,
+        body_key: BodyKey | BodyCipher,
+        clock: Callable[[], datetime] = _utc_now,
+        max_group_records: int = DEFAULT_MAX_GROUP_RECORDS,
+    ) -> Self:
+        """Open ``origin``'s log in a migrated database and start its writer.
+
+        Restores the tree's frontier from the stored nodes and checks it against the stored size
+        and root (O(log n) reads). The caller keeps owning ``engine``. Raises
+        :class:`LogIntegrityError` if the stored tree disagrees with itself, and
+        :class:`InvalidLogEntryError` for an empty or over-long origin.
+        """
+        if not origin or len(origin) > MAX_ORIGIN_LENGTH:
+            raise InvalidLogEntryError(f"a log origin is 1 to {MAX_ORIGIN_LENGTH} characters")
+        if max_group_records < 1:
+            raise InvalidLogEntryError("a log group holds at least one record")
+        cipher = body_key if isinstance(body_key, BodyCipher) else BodyCipher(body_key)
+        async with engine.connect() as conn:
+            frontier = await restore_frontier(conn, origin)
+        writer = GroupCommitWriter(
+            engine=engine,
+            origin=origin,
+            cipher=cipher,
+            clock=clock,
+            frontier=frontier,
+            max_group_records=max_group_records,
+        )
+        writer.start()
+        return cls(engine=engine, origin=origin, cipher=cipher, writer=writer, clock=clock)
+
+    async def close(self) -> None:
+        """Write every append already queued, then stop the writer. The engine stays open."""
+        await self._writer.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- writing --------------------------------------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        """The origin this log's tree and checkpoints are named by."""
+        return self._origin
+
+    async def append(
+        self,
+        entries: Sequence[LogEntry],
+        *,
+        claim: MessageClaim | None = None,
+        fault: Fault = Fault.SERVER_PROVIDER_LOGGING_FAILED,
+    ) -> list[AppendedRecord]:
+        """Append ``entries`` as consecutive leaves; return them once they are durable.
+
+        Concurrent calls are grouped into one transaction by the log's writer. With ``claim``
+        the append also records the claimed message id atomically: if the client used that id
+        before (within its freshness window) nothing is appended and
+        :class:`ReplayedMessageError` is raised. On any storage failure nothing of this call is
+        acknowledged and :class:`LogWriteError` carrying ``fault`` is raised (pass
+        ``server.consumer.logging_failed`` on the consumer side). Raises
+        :class:`InvalidLogEntryError` for more than :data:`MAX_APPEND_ENTRIES` entries.
+        """
+        if len(entries) > MAX_APPEND_ENTRIES:
+            raise InvalidLogEntryError(
+                f"one append carries at most {MAX_APPEND_ENTRIES} entries, not {len(entries)}"
+            )
+        if not entries and claim is None:
+            return []
+        return await self._writer.submit(tuple(entries), claim, fault)
+
+    async def record_claim(
+        self, claim: MessageClaim, *, fault: Fault = Fault.SERVER_PROVIDER_LOGGING_FAILED
+    ) -> None:
+        """Record ``claim`` durably through the writer's next group (no extra transaction).
+
+        Raises :class:`ReplayedMessageError` if the id is already claimed and unexpired, and
+        :class:`LogWriteError` carrying ``fault`` if it could not be stored.
+        """
+        await self._writer.submit((), claim, fault)
+
+    @property
+    def stats(self) -> WriterStats:
+        """Counters of the writer: transactions, failures, records, claims, largest group."""
+        return self._writer.stats
+
+    # --- tree -----------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Number of leaves committed (no I/O)."""
+        return self._writer.head.size
+
+    def head(self) -> TreeHead:
+        """The committed size and root, as one consistent pair (no I/O)."""
+        return self._writer.head
+
+    def _check_size(self, size: int | None) -> int:
+        current = self._writer.head.size
+        if size is None:
+            return current
+        if not 0 <= size <= current:
+            raise LogRangeError(f"tree size {size} is not between 0 and the log's size {current}")
+        return size
+
+    async def _fetch_nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
+        if not keys:
+            return {}
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(
+                    log_nodes.c.origin == self._origin,
+                    sa.tuple_(log_nodes.c.level, log_nodes.c.idx).in_(list(keys)),
+                )
+            )
+            return {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
+
+    async def _run_plan(self, plan: ProofPlan) -> list[bytes]:
+        nodes = await self._fetch_nodes(plan.keys)
+        missing = [k for k in plan.keys if k not in nodes]
+        if missing:
+            raise LogIntegrityError(f"log {self._origin!r} lacks tree nodes {missing}")
+        return plan.assemble(nodes)
+
+    async def root(self, size: int | None = None) -> bytes:
+        """Root of the tree of the first ``size`` leaves (default: the committed size).
+
+        Raises :class:`LogRangeError` for a size beyond the log.
+        """
+        head = self._writer.head
+        size = self._check_size(size)
+        if size == head.size:
+            return head.root
+        if size == 0:
+            return EMPTY_ROOT
+        return (await self._run_plan(root_plan(size)))[0]
+
+    async def inclusion_proof(self, seq: int, size: int | None = None) -> list[bytes]:
+        """RFC 9162 inclusion proof of leaf ``seq`` in the tree of ``size`` leaves (default: the
+        committed size), read in one query. Raises :class:`LogRangeError` unless
+        ``0 <= seq < size <= self.size()``."""
+        size = self._check_size(size)
+        if not 0 <= seq < size:
+            raise LogRangeError(f"record {seq} is not in the tree of size {size}")
+        return await self._run_plan(inclusion_proof_plan(seq, size))
+
+    async def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        """RFC 9162 consistency proof from ``size1`` to ``size2`` leaves (default: the committed
+        size), read in one query; empty when ``size1`` is 0 or equals ``size2``. Raises
+        :class:`LogRangeError` unless ``0 <= size1 <= size2 <= self.size()``."""
+        size2 = self._check_size(size2)
+        if not 0 <= size1 <= size2:
+            raise LogRangeError(f"size {size1} is not between 0 and {size2}")
+        return await self._run_plan(consistency_proof_plan(size1, size2))
+
+    # --- records --------------------------------------------------------------------------------
+
+    def _record_select(self) -> sa.Select[Any]:
+        body_state = sa.case(
+            (log_bodies.c.ciphertext.is_not(None), sa.literal(str(BodyState.STORED))),
+            (log_bodies.c.purged_at.is_not(None), sa.literal(str(BodyState.PURGED))),
+            else_=sa.literal(str(BodyState.ABSENT)),
+        ).label("body_state")
+        return sa.select(
+            log_leaves.c.origin,
+            log_leaves.c.seq,
+            log_leaves.c.direction,
+            log_leaves.c.logged_at,
+            log_leaves.c.message_id,
+            log_leaves.c.kind,
+            log_leaves.c.client,
+            log_leaves.c.service,
+            log_leaves.c.method,
+            log_leaves.c.subject,
+            log_leaves.c.created_at,
+            log_leaves.c.record,
+            log_leaves.c.leaf_hash,
+            body_state,
+        ).select_from(
+            log_leaves.outerjoin(
+                log_bodies,
+                sa.and_(
+                    log_bodies.c.origin == log_leaves.c.origin,
+                    log_bodies.c.seq == log_leaves.c.seq,
+                ),
+            )
+        )
+
+    async def get_records(self, seqs: Sequence[int]) -> list[StoredRecord]:
+        """The records with these sequence numbers, in the order asked.
+
+        Raises :class:`LogRangeError` for more than :data:`MAX_PAGE_SIZE` numbers or one that is
+        not a committed leaf, and :class:`LogIntegrityError` if a committed leaf is missing.
+        """
+        if len(seqs) > MAX_PAGE_SIZE:
+            raise LogRangeError(f"at most {MAX_PAGE_SIZE} records are read at once")
+        size = self._writer.head.size
+        for seq in seqs:
+            if not 0 <= seq < size:
+                raise LogRangeError(f"record {seq} is not in the log (size {size})")
+        if not seqs:
+            return []
+        stmt = self._record_select().where(
+            log_leaves.c.origin == self._origin, log_leaves.c.seq.in_(sorted(set(seqs)))
+        )
+        async with self._engine.connect() as conn:
+            found = {int(r.seq): _stored_record(r) for r in await conn.execute(stmt)}
+        missing = [s for s in seqs if s not in found]
+        if missing:
+            raise LogIntegrityError(f"log {self._origin!r} lacks committed records {missing[:10]}")
+        return [found[s] for s in seqs]
+
+    async def query(
+        self,
+        *,
+        message_id: str | None = None,
+        client: str | None = None,
+        service: str | None = None,
+        method: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> RecordPage:
+        """Records matching every given filter, in sequence order, one page at a time.
+
+        ``since`` is inclusive and ``until`` exclusive, on ``logged_at``. ``after`` is the
+        ``next_after`` of the previous page. Raises :class:`LogRangeError` for ``limit`` outside
+        1..:data:`MAX_PAGE_SIZE`.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise LogRangeError(f"a page holds 1 to {MAX_PAGE_SIZE} records, not {limit}")
+        size = self._writer.head.size
+        conditions: list[sa.ColumnElement[bool]] = [
+            log_leaves.c.origin == self._origin,
+            log_leaves.c.seq < size,  # only what the writer acknowledged
+        ]
+        for column, value in (
+            (log_leaves.c.message_id, message_id),
+            (log_leaves.c.client, client),
+            (log_leaves.c.service, service),
+            (log_leaves.c.method, method),
+            (log_leaves.c.subject, subject),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        if since is not None:
+            conditions.append(log_leaves.c.logged_at >= to_micros(since))
+        if until is not None:
+            conditions.append(log_leaves.c.logged_at < to_micros(until))
+        if after is not None:
+            conditions.append(log_leaves.c.seq > after)
+        stmt = self._record_select().where(*conditions).order_by(log_leaves.c.seq).limit(limit + 1)
+        async with self._engine.connect() as conn:
+            records = [_stored_record(r) for r in await conn.execute(stmt)]
+        more = len(records) > limit
+        records = records[:limit]
+        return RecordPage(
+            records=tuple(records), next_after=records[-1].seq if more and records else None
+        )
+
+    # --- bodies ---------------------------------------------------------------------------------
+
+    async def get_body(self, seq: int) -> bytes | None:
+        """The decrypted body of record ``seq``; ``None`` if it was purged or never stored.
+
+        Raises :class:`LogRangeError` for a seq not in the log and :class:`LogKeyError` if the
+        stored body does not authenticate (tampered, moved to another record, unknown key).
+        """
+        size = self._writer.head.size
+        if not 0 <= seq < size:
+            raise LogRangeError(f"record {seq} is not in the log (size {size})")
+        stmt = sa.select(log_bodies.c.key_id, log_bodies.c.nonce, log_bodies.c.ciphertext).where(
+            log_bodies.c.origin == self._origin, log_bodies.c.seq == seq
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).one_or_none()
+        if row is None or row.ciphertext is None or row.nonce is None:
+            return None
+        sealed = SealedBody(
+            key_id=str(row.key_id), nonce=bytes(row.nonce), ciphertext=bytes(row.ciphertext)
+        )
+        return self._cipher.open(self._origin, seq, sealed)
+
+    async def purge_bodies(self, older_than: datetime) -> int:
+        """Remove the bodies of records logged before ``older_than``; return how many.
+
+        The leaves, nodes and the headers' body digests stay, so every proof remains valid. Works
+        in chunks of :data:`MAX_PURGE_CHUNK` (one short transaction each); safe to run beside
+        appends and to interrupt (what is purged stays purged).
+        """
+        cutoff = to_micros(older_than)
+        now = to_micros(self._clock())
+        total = 0
+        while True:
+            chunk = (
+                sa.select(log_bodies.c.seq)
+                .join(
+                    log_leaves,
+                    sa.and_(
+                        log_leaves.c.origin == log_bodies.c.origin,
+                        log_leaves.c.seq == log_bodies.c.seq,
+                    ),
+                )
+                .where(
+                    log_bodies.c.origin == self._origin,
+                    log_bodies.c.purged_at.is_(None),
+                    log_leaves.c.logged_at < cutoff,
+                )
+                .order_by(log_bodies.c.seq)
+                .limit(MAX_PURGE_CHUNK)
+            )
+            async with self._engine.connect() as raw:
+                conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
+                async with conn.begin():
+                    seqs = [int(s) for s in (await conn.execute(chunk)).scalars()]
+                    if seqs:
+                        await conn.execute(
+                            sa.update(log_bodies)
+                            .where(log_bodies.c.origin == self._origin, log_bodies.c.seq.in_(seqs))
+                            .values(nonce=None, ciphertext=None, purged_at=now)
+                        )
+            total += len(seqs)
+            if len(seqs) < MAX_PURGE_CHUNK:
+                return total
+
+    # --- replay claims --------------------------------------------------------------------------
+
+    async def prune_claims(self, now: datetime | None = None) -> int:
+        """Delete replay claims that expired before ``now`` (default: the clock); return how many.
+
+        Claims are shared by every node of the database: any node may prune.
+        """
+        cutoff = to_micros(now if now is not None else self._clock())
+        async with self._engine.connect() as raw:
+            conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
+            async with conn.begin():
+                result = await conn.execute(
+                    sa.delete(seen_messages).where(seen_messages.c.expires_at < cutoff)
+                )
+        return int(result.rowcount)
+
+
+def _stored_record(row: sa.Row[Any]) -> StoredRecord:
+    return StoredRecord(
+        origin=str(row.origin),
+        seq=int(row.seq),
+        direction=Direction(int(row.direction)),
+        logged_at=from_micros(int(row.logged_at)),
+        message_id=str(row.message_id),
+        kind=RecordKind(str(row.kind)),
+        client=str(row.client),
+        service=str(row.service),
+        method=str(row.method),
+        subject=None if row.subject is None else str(row.subject),
+        created_at=from_micros(int(row.created_at)),
+        record=bytes(row.record),
+        leaf_hash=bytes(row.leaf_hash),
+        body_state=BodyState(str(row.body_state)),
+    )

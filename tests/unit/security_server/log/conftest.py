@@ -1,0 +1,52 @@
+"""Fixtures for the message log tests: one database URL per backend, a clock, entries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from security_server.database import open_database
+from security_server.log import BodyKey, MessageLog
+from tests.unit.security_server.log.support import ORIGIN, FakeClock
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same tests against a SQLite file and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def body_key() -> BodyKey:
+    return BodyKey.generate()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = await open_database(database_url)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+@pytest.fixture
+async def log(
+    engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
+) -> AsyncIterator[MessageLog]:
+    opened = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key, clock=clock)
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -1,0 +1,317 @@
+"""The message log against real SQLite files and real PostgreSQL: appends, group commit, proofs,
+restart, purge, write failures and integrity checks on open."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ruta.faults import Fault
+from ruta.merkle import leaf_hash, root_from_leaf_hashes, verify_consistency, verify_inclusion
+from ruta.v1 import log_pb2, transport_pb2
+from security_server.log import (
+    MAX_PAGE_SIZE,
+    BodyKey,
+    BodyState,
+    Direction,
+    LogIntegrityError,
+    LogKeyError,
+    LogRangeError,
+    LogWriteError,
+    MessageLog,
+    RecordKind,
+)
+from security_server.log.schema import log_bodies, log_heads, log_leaves
+from tests.unit.security_server.log.support import CLIENT, ORIGIN, SERVICE, FakeClock, make_entry
+
+
+async def _all_leaf_hashes(log: MessageLog) -> list[bytes]:
+    size = log.size()
+    hashes: list[bytes] = []
+    for start in range(0, size, MAX_PAGE_SIZE):
+        records = await log.get_records(list(range(start, min(size, start + MAX_PAGE_SIZE))))
+        hashes.extend(leaf_hash(r.record) for r in records)
+    return hashes
+
+
+async def test_append_and_read_back(log: MessageLog, clock: FakeClock) -> None:
+    with_body = make_entry(subject="EE38001085718", body=b"\x00payload")
+    metadata_only = make_entry(
+        body=None, kind=transport_pb2.MESSAGE_KIND_RESPONSE, direction=Direction.SENT
+    )
+    appended = await log.append([with_body, metadata_only])
+
+    assert [a.seq for a in appended] == [0, 1]
+    assert log.size() == 2
+    first, second = await log.get_records([0, 1])
+    assert first.leaf_hash == leaf_hash(first.record) == appended[0].leaf_hash
+    parsed = first.log_record()
+    assert parsed.sequence == 0
+    assert parsed.direction == log_pb2.LOG_DIRECTION_RECEIVED
+    assert parsed.header == with_body.header
+    assert parsed.signature == with_body.signature
+    assert parsed.certificate_fingerprint == with_body.certificate_fingerprint
+    assert parsed.logged_at.ToDatetime().replace(tzinfo=clock.now.tzinfo) == clock.now
+    assert (first.client, first.service, first.method) == (str(CLIENT), str(SERVICE), "GetPerson")
+    assert first.subject == "EE38001085718"
+    assert first.kind is RecordKind.REQUEST
+    assert first.body_state is BodyState.STORED
+    assert second.kind is RecordKind.RESPONSE
+    assert second.direction is Direction.SENT
+    assert second.body_state is BodyState.ABSENT
+    assert await log.get_body(0) == b"\x00payload"
+    assert await log.get_body(1) is None
+    assert log.head().root == root_from_leaf_hashes([first.leaf_hash, second.leaf_hash])
+
+
+async def test_body_is_encrypted_at_rest(log: MessageLog, engine: AsyncEngine) -> None:
+    secret = b"national id EE38001085718 lives at Tartu mnt 1"
+    await log.append([make_entry(body=secret)])
+    async with engine.connect() as conn:
+        stored = (await conn.execute(sa.select(log_bodies.c.ciphertext))).scalar_one()
+    assert secret not in bytes(stored)
+
+
+async def test_concurrent_appends_share_few_transactions(
+    log: MessageLog, database_url: str, body_key: BodyKey, engine: AsyncEngine
+) -> None:
+    before = log.stats.transactions
+    results = await asyncio.gather(*(log.append([make_entry()]) for _ in range(200)))
+
+    seqs = sorted(r[0].seq for r in results)
+    assert seqs == list(range(200))
+    transactions = log.stats.transactions - before
+    assert 1 <= transactions <= 5, transactions
+    assert log.stats.largest_group >= 40
+    # Durable: a second, independent log instance sees all of them.
+    await log.close()
+    reopened = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key)
+    try:
+        assert reopened.size() == 200
+        assert reopened.head() == log.head()
+        assert len(await reopened.get_records(list(range(200)))) == 200
+    finally:
+        await reopened.close()
+
+
+async def test_proofs_verify_against_roots(log: MessageLog) -> None:
+    for batch in (1, 2, 5, 13, 16):
+        await log.append([make_entry() for _ in range(batch)])
+    size = log.size()
+    hashes = await _all_leaf_hashes(log)
+    for tree_size in (1, 2, 3, 7, 8, 16, 17, 30, size):
+        root = await log.root(tree_size)
+        assert root == root_from_leaf_hashes(hashes[:tree_size])
+        for seq in {0, tree_size // 2, tree_size - 1}:
+            proof = await log.inclusion_proof(seq, tree_size)
+            verify_inclusion(hashes[seq], seq, tree_size, proof, root)
+    for size1, size2 in ((1, 2), (3, 7), (4, 8), (7, 16), (16, 37), (30, size)):
+        proof = await log.consistency_proof(size1, size2)
+        verify_consistency(size1, size2, proof, await log.root(size1), await log.root(size2))
+    assert await log.consistency_proof(size, size) == []
+
+
+@pytest.mark.parametrize(
+    ("call", "args"),
+    [
+        ("inclusion_proof", (5, 5)),
+        ("inclusion_proof", (0, 6)),
+        ("inclusion_proof", (-1, None)),
+        ("consistency_proof", (4, 3)),
+        ("consistency_proof", (1, 6)),
+        ("root", (6,)),
+        ("get_body", (5,)),
+    ],
+)
+async def test_requests_outside_the_tree_are_refused(
+    log: MessageLog, call: str, args: tuple[int | None, ...]
+) -> None:
+    await log.append([make_entry() for _ in range(5)])
+    with pytest.raises(LogRangeError) as info:
+        await getattr(log, call)(*args)
+    assert info.value.fault is Fault.CLIENT_INVALID_REQUEST
+
+
+async def test_restart_restores_the_tree_and_continues(
+    engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
+) -> None:
+    first = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key, clock=clock)
+    await first.append([make_entry() for _ in range(11)])
+    old_head = first.head()
+    await first.close()
+
+    second = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key, clock=clock)
+    try:
+        assert second.head() == old_head
+        appended = await second.append([make_entry() for _ in range(6)])
+        assert [a.seq for a in appended] == list(range(11, 17))
+        hashes = await _all_leaf_hashes(second)
+        assert second.head().root == root_from_leaf_hashes(hashes)
+        proof = await second.consistency_proof(11)
+        verify_consistency(11, 17, proof, old_head.root, second.head().root)
+        for seq in range(17):
+            verify_inclusion(
+                hashes[seq], seq, 17, await second.inclusion_proof(seq), second.head().root
+            )
+    finally:
+        await second.close()
+
+
+async def test_origins_keep_separate_trees(
+    engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
+) -> None:
+    node1 = await MessageLog.open(engine, origin="ruta.test/node1", body_key=body_key, clock=clock)
+    node2 = await MessageLog.open(engine, origin="ruta.test/node2", body_key=body_key, clock=clock)
+    try:
+        await asyncio.gather(
+            node1.append([make_entry() for _ in range(3)]),
+            node2.append([make_entry() for _ in range(5)]),
+        )
+        assert (node1.size(), node2.size()) == (3, 5)
+        assert (await node2.get_records([4]))[0].origin == "ruta.test/node2"
+        page = await node1.query()
+        assert [r.seq for r in page.records] == [0, 1, 2]
+    finally:
+        await node1.close()
+        await node2.close()
+
+
+async def test_purge_removes_bodies_and_keeps_proofs(log: MessageLog, clock: FakeClock) -> None:
+    await log.append([make_entry(body=f"old {i}".encode()) for i in range(4)])
+    clock.advance(3600)
+    cutoff = clock.now
+    await log.append([make_entry(body=b"new"), make_entry(body=None)])
+    root_before = log.head().root
+
+    assert await log.purge_bodies(cutoff) == 4
+    assert await log.purge_bodies(cutoff) == 0
+
+    for seq in range(4):
+        assert await log.get_body(seq) is None
+    assert await log.get_body(4) == b"new"
+    states = [r.body_state for r in await log.get_records(list(range(6)))]
+    assert states == [BodyState.PURGED] * 4 + [BodyState.STORED, BodyState.ABSENT]
+    assert log.head().root == root_before
+    hashes = await _all_leaf_hashes(log)
+    for seq in range(6):
+        verify_inclusion(hashes[seq], seq, 6, await log.inclusion_proof(seq), root_before)
+
+
+async def test_a_body_moved_to_another_record_does_not_open(
+    log: MessageLog, engine: AsyncEngine
+) -> None:
+    await log.append([make_entry(body=b"first"), make_entry(body=b"second")])
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(
+                sa.select(log_bodies.c.nonce, log_bodies.c.ciphertext).where(log_bodies.c.seq == 0)
+            )
+        ).one()
+        await conn.execute(
+            sa.update(log_bodies)
+            .where(log_bodies.c.seq == 1)
+            .values(nonce=row.nonce, ciphertext=row.ciphertext)
+        )
+    with pytest.raises(LogKeyError, match="does not authenticate"):
+        await log.get_body(1)
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.SERVER_CONSUMER_LOGGING_FAILED, Fault.SERVER_PROVIDER_LOGGING_FAILED]
+)
+async def test_a_failed_write_refuses_every_waiter_then_recovers(
+    log: MessageLog, engine: AsyncEngine, fault: Fault
+) -> None:
+    await log.append([make_entry() for _ in range(3)])
+    # Another writer took leaf 3 behind this log's back: the group's insert fails for real.
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(log_leaves).values(
+                origin=ORIGIN,
+                seq=3,
+                direction=1,
+                logged_at=0,
+                message_id="intruder",
+                kind="request",
+                client="x",
+                service="y",
+                method="z",
+                created_at=0,
+                record=b"x",
+                leaf_hash=b"\x00" * 32,
+            )
+        )
+    outcomes = await asyncio.gather(
+        *(log.append([make_entry()], fault=fault) for _ in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(o, LogWriteError) for o in outcomes), outcomes
+    assert {o.fault for o in outcomes if isinstance(o, LogWriteError)} == {fault}
+    assert log.stats.failed_transactions >= 1
+    assert log.size() == 3
+
+    async with engine.begin() as conn:
+        await conn.execute(sa.delete(log_leaves).where(log_leaves.c.seq == 3))
+    [record] = await log.append([make_entry()])
+    assert record.seq == 3
+    hashes = await _all_leaf_hashes(log)
+    assert log.head().root == root_from_leaf_hashes(hashes)
+
+
+@pytest.mark.parametrize("damage", ["root", "size", "extra_leaf"])
+async def test_open_refuses_a_stored_tree_that_disagrees(
+    engine: AsyncEngine, body_key: BodyKey, damage: str
+) -> None:
+    log = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key)
+    await log.append([make_entry() for _ in range(5)])
+    await log.close()
+    async with engine.begin() as conn:
+        if damage == "root":
+            await conn.execute(sa.update(log_heads).values(root=b"\x01" * 32))
+        elif damage == "size":
+            await conn.execute(sa.update(log_heads).values(size=4))
+        else:
+            record = (
+                (await conn.execute(sa.select(log_leaves).where(log_leaves.c.seq == 4)))
+                .one()
+                ._asdict()
+            )
+            await conn.execute(sa.insert(log_leaves).values({**record, "seq": 5}))
+    with pytest.raises(LogIntegrityError):
+        await MessageLog.open(engine, origin=ORIGIN, body_key=body_key)
+
+
+async def test_query_filters_and_pages(log: MessageLog, clock: FakeClock) -> None:
+    other = CLIENT.member.subsystem("other")
+    await log.append([make_entry(subject="P1") for _ in range(5)])
+    clock.advance(60)
+    middle = clock.now
+    await log.append([make_entry(client=other, method="ListPeople") for _ in range(4)])
+    clock.advance(60)
+    await log.append([make_entry(subject="P1", message_id="fixed-id")])
+
+    assert [r.seq for r in (await log.query(subject="P1")).records] == [0, 1, 2, 3, 4, 9]
+    assert [r.seq for r in (await log.query(client=str(other))).records] == [5, 6, 7, 8]
+    assert [r.seq for r in (await log.query(method="ListPeople")).records] == [5, 6, 7, 8]
+    assert [r.seq for r in (await log.query(service=str(SERVICE), limit=3)).records] == [0, 1, 2]
+    assert [r.seq for r in (await log.query(message_id="fixed-id")).records] == [9]
+    window = await log.query(since=middle, until=middle + timedelta(seconds=1))
+    assert [r.seq for r in window.records] == [5, 6, 7, 8]
+
+    seen: list[int] = []
+    after: int | None = None
+    while True:
+        page = await log.query(limit=4, after=after)
+        seen.extend(r.seq for r in page.records)
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert seen == list(range(10))
+
+    with pytest.raises(LogRangeError):
+        await log.query(limit=MAX_PAGE_SIZE + 1)
+    with pytest.raises(LogRangeError):
+        await log.get_records([10])
