@@ -13,5 +13,7 @@ group = LazyGroup(
     help="Run and administer the central registry: members, services, contracts, CA, OCSP.",
     lazy_commands={
         # "name": "module:click_command",  one line per concern
+        "ca": "registry.ca_cli:ca",
+        "ocsp": "registry.ca_cli:ocsp",
     },
 )
