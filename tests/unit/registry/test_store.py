@@ -8,11 +8,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, MetaData
 
 from registry.errors import AlreadyExistsError, InvalidRequestError, NotFoundError
 from registry.model import ContractState, Savings
-from registry.store import RegistryStore, database_url
+from registry.store import RegistryStore, database_url, tables
 from registry.store.store import PublishedConfiguration
+from registry.witness import TreeHead
+from registry.witness_store import SqlWitnessStateStore, witness_checkpoints
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 
 POP = MemberId.parse("LAC/GOV/POP")
@@ -208,3 +213,24 @@ async def test_published_configurations_keep_serials_unique(store: RegistryStore
     latest = await store.latest_configuration()
     assert latest is not None
     assert latest.serial == 3
+
+
+def _schema_differences(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(connection)
+    combined = MetaData()
+    for table in (*tables.metadata.tables.values(), witness_checkpoints):
+        table.to_metadata(combined)
+    return list(compare_metadata(context, combined))
+
+
+async def test_migrations_create_exactly_the_declared_tables(store: RegistryStore) -> None:
+    async with store.engine.connect() as conn:
+        differences = await conn.run_sync(_schema_differences)
+    assert [d for d in differences if "alembic_version" not in str(d)] == []
+
+
+async def test_witness_state_lives_in_the_registry_database(store: RegistryStore) -> None:
+    witness = SqlWitnessStateStore(store.engine)
+    head = TreeHead(3, b"\x01" * 32)
+    assert await witness.compare_and_set("example.org/log", None, head)
+    assert await witness.get("example.org/log") == head
