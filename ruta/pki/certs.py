@@ -62,6 +62,7 @@ __all__ = [
     "make_csr",
     "member_id_of",
     "member_uri",
+    "parse_role",
     "profile_names",
     "role_uri",
     "roles_of",
@@ -202,7 +203,9 @@ def subsystem_id_of(cert: x509.Certificate) -> SubsystemId:
         raise CertificateProfileError(f"certificate subsystem identifier: {exc.message}") from exc
 
 
-def _parse_role(text: str) -> Role:
+def parse_role(text: str) -> Role:
+    """Parse a role as written after ``urn:ruta:role:`` (``registry-admin``, ``auditor``,
+    ``member-admin:LAC/GOV/POP``); raise :class:`CertificateProfileError` if it does not."""
     name, _, member = text.partition(":")
     try:
         role_name = RoleName(name)
@@ -221,7 +224,7 @@ def roles_of(cert: x509.Certificate) -> frozenset[Role]:
     certificate is seen rather than silently granting less.
     """
     return frozenset(
-        _parse_role(u[len(_URN_ROLE) :]) for u in _uris(cert) if u.startswith(_URN_ROLE)
+        parse_role(u[len(_URN_ROLE) :]) for u in _uris(cert) if u.startswith(_URN_ROLE)
     )
 
 

@@ -43,6 +43,7 @@ from ruta.pki.certs import (
     profile_names,
 )
 from ruta.pki.keys import FileSigner, PrivateKey, generate_ec_key, save_private_key
+from ruta.pki.ocsp import CertStatus, build_ocsp_response, cert_id
 
 __all__ = ["DEFAULT_TEST_OCSP_URL", "Credential", "TestPki"]
 
@@ -237,6 +238,35 @@ class TestPki:
         """An admin/audit client certificate carrying one role."""
         mid = MemberId.parse(member) if isinstance(member, str) else member
         return self.issue(CertificateKind.ROLE, roles=(Role(RoleName(role), mid),))
+
+    # --- OCSP -------------------------------------------------------------------------------
+
+    def ocsp_response(
+        self,
+        cert: x509.Certificate,
+        *,
+        status: CertStatus = CertStatus.GOOD,
+        this_update: datetime.datetime | None = None,
+        revoked_at: datetime.datetime | None = None,
+        reason: x509.ReasonFlags | None = None,
+        responder: Credential | None = None,
+        issuer: Credential | None = None,
+    ) -> bytes:
+        """A DER OCSP response about ``cert`` signed by ``responder`` (default: this CA's
+        delegated OCSP responder). ``revoked_at`` implies status revoked."""
+        if revoked_at is not None:
+            status = CertStatus.REVOKED
+        responder = responder if responder is not None else self.ocsp_responder
+        issuer = issuer if issuer is not None else self.ca
+        return build_ocsp_response(
+            cert_id(cert, issuer.certificate),
+            status=status,
+            responder=responder.certificate,
+            responder_key=responder.key,
+            this_update=this_update if this_update is not None else _now(),
+            revocation_time=revoked_at if revoked_at is not None else _now(),
+            revocation_reason=reason,
+        )
 
     # --- files --------------------------------------------------------------------------------
 
