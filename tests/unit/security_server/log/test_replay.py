@@ -1,0 +1,133 @@
+"""The replay guard on real databases: atomic, durable across restarts, batched with appends."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ruta.faults import Fault
+from security_server.log import (
+    BodyKey,
+    InvalidLogEntryError,
+    LogWriteError,
+    MessageLog,
+    ReplayedMessageError,
+    ReplayGuard,
+    StaleMessageError,
+)
+from tests.unit.security_server.log.support import CLIENT, ORIGIN, FakeClock, make_entry
+
+FRESHNESS = timedelta(minutes=5)
+
+
+async def test_a_repeated_id_is_refused(log: MessageLog, clock: FakeClock) -> None:
+    guard = ReplayGuard(log, clock=clock)
+    await guard.check_and_record(str(CLIENT), "m-1", clock.now, FRESHNESS)
+    with pytest.raises(ReplayedMessageError) as info:
+        await guard.check_and_record(str(CLIENT), "m-1", clock.now, FRESHNESS)
+    assert info.value.fault is Fault.SERVER_PROVIDER_REPLAYED_MESSAGE
+    # The same id from another client is another message.
+    await guard.check_and_record(str(CLIENT.member.subsystem("other")), "m-1", clock.now, FRESHNESS)
+
+
+async def test_concurrent_claims_of_one_id_admit_exactly_one(
+    log: MessageLog, clock: FakeClock
+) -> None:
+    guard = ReplayGuard(log, clock=clock)
+    outcomes = await asyncio.gather(
+        *(guard.check_and_record(str(CLIENT), "same", clock.now, FRESHNESS) for _ in range(10)),
+        *(guard.check_and_record(str(CLIENT), f"id-{i}", clock.now, FRESHNESS) for i in range(50)),
+        return_exceptions=True,
+    )
+    same, distinct = outcomes[:10], outcomes[10:]
+    assert sum(o is None for o in same) == 1
+    assert all(isinstance(o, ReplayedMessageError) for o in same if o is not None)
+    assert all(o is None for o in distinct)
+    assert log.stats.transactions <= 3
+    assert log.stats.claims == 51
+
+
+async def test_the_guard_survives_a_restart(
+    engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
+) -> None:
+    first = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key, clock=clock)
+    await ReplayGuard(first, clock=clock).check_and_record(str(CLIENT), "m", clock.now, FRESHNESS)
+    await first.close()
+    second = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key, clock=clock)
+    try:
+        with pytest.raises(ReplayedMessageError):
+            await ReplayGuard(second, clock=clock).check_and_record(
+                str(CLIENT), "m", clock.now, FRESHNESS
+            )
+    finally:
+        await second.close()
+
+
+@pytest.mark.parametrize("offset", [-301, 301, -3600])
+async def test_stale_messages_are_refused(log: MessageLog, clock: FakeClock, offset: int) -> None:
+    guard = ReplayGuard(log, clock=clock)
+    with pytest.raises(StaleMessageError) as info:
+        await guard.check_and_record(
+            str(CLIENT), "m", clock.now + timedelta(seconds=offset), FRESHNESS
+        )
+    assert info.value.fault is Fault.SERVER_PROVIDER_STALE_MESSAGE
+
+
+@pytest.mark.parametrize(
+    ("message_id", "freshness"),
+    [("", FRESHNESS), ("x" * 129, FRESHNESS), ("m", timedelta(0)), ("m", timedelta(days=2))],
+)
+async def test_bad_claims_are_refused(
+    log: MessageLog, clock: FakeClock, message_id: str, freshness: timedelta
+) -> None:
+    with pytest.raises(InvalidLogEntryError):
+        await ReplayGuard(log, clock=clock).check_and_record(
+            str(CLIENT), message_id, clock.now, freshness
+        )
+
+
+async def test_prune_forgets_expired_ids_only(log: MessageLog, clock: FakeClock) -> None:
+    guard = ReplayGuard(log, clock=clock)
+    created = clock.now
+    await guard.check_and_record(str(CLIENT), "old", created, FRESHNESS)
+    clock.advance(200)
+    await guard.check_and_record(str(CLIENT), "young", clock.now, FRESHNESS)
+    clock.advance(200)  # "old" expired 100 s ago; "young" has 100 s left
+
+    assert await guard.prune() == 1
+    with pytest.raises(ReplayedMessageError):
+        await guard.check_and_record(
+            str(CLIENT), "young", clock.now - timedelta(seconds=200), FRESHNESS
+        )
+
+
+async def test_an_expired_unpruned_claim_can_be_reused(log: MessageLog, clock: FakeClock) -> None:
+    guard = ReplayGuard(log, clock=clock)
+    await guard.check_and_record(str(CLIENT), "m", clock.now, FRESHNESS)
+    clock.advance(FRESHNESS.total_seconds() + 1)
+    await guard.check_and_record(str(CLIENT), "m", clock.now, FRESHNESS)
+
+
+async def test_append_with_claim_is_atomic(log: MessageLog, clock: FakeClock) -> None:
+    guard = ReplayGuard(log, clock=clock)
+    claim = guard.claim_for(str(CLIENT), "m-1", clock.now, FRESHNESS)
+    [record] = await log.append([make_entry(message_id="m-1")], claim=claim)
+    assert record.seq == 0
+
+    with pytest.raises(ReplayedMessageError):
+        await log.append([make_entry(message_id="m-1")], claim=claim)
+    assert log.size() == 1
+    with pytest.raises(ReplayedMessageError):
+        await guard.check_and_record(str(CLIENT), "m-1", clock.now, FRESHNESS)
+
+
+async def test_a_closed_log_refuses_claims(log: MessageLog, clock: FakeClock) -> None:
+    await log.close()
+    with pytest.raises(LogWriteError) as info:
+        await ReplayGuard(log, clock=clock).check_and_record(
+            str(CLIENT), "m", clock.now, FRESHNESS, fault=Fault.SERVER_CONSUMER_LOGGING_FAILED
+        )
+    assert info.value.fault is Fault.SERVER_CONSUMER_LOGGING_FAILED
