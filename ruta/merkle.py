@@ -2,7 +2,7 @@
 
 A log stores the hash of every *complete* subtree, keyed by ``(level, index)``: the subtree of
 ``2**level`` leaves starting at leaf ``index * 2**level`` (level 0 holds the leaf hashes). A
-subtree is written once, when its last leaf is appended, and never changes (ADR 0003). From such a
+subtree is written once, when its last leaf is appended, and never changes (ADR 0002). From such a
 store every root and proof of any tree size is a function of at most ``O(log n)`` node hashes:
 
 - :class:`CompactRange` appends leaf hashes and returns the subtrees each append completes;
