@@ -1,0 +1,804 @@
+"""The registry's admin API (``ruta.v1.RegistryAdmin``), served with grpc.aio over mutual TLS.
+
+Who may do what comes from the caller's client certificate (its ``urn:ruta:role:`` SAN URIs):
+
+========================  ======================================================================
+role                      may
+========================  ======================================================================
+``registry-admin``        everything
+``member-admin:M``        request contracts for M's subsystems; approve (requested -> approved)
+                          contracts on M's services; list objects and M's contracts
+``auditor``               list everything, including the admin audit trail
+========================  ======================================================================
+
+Anything else is refused with ``client.permission_denied``. Every request is checked against the
+bounds in :mod:`registry.limits` before it reaches the store, and every refusal carries its fault
+code (:func:`ruta.faults.abort`). Each change calls ``on_change`` so the configuration is
+republished.
+"""
+
+# gRPC method names are CamelCase by protocol.
+# ruff: noqa: N802
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import grpc
+import grpc.aio
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from google.protobuf import descriptor_pb2, descriptor_pool, timestamp_pb2
+from google.protobuf.message import DecodeError
+
+from registry import limits
+from registry.errors import InvalidRequestError, PermissionDeniedError
+from registry.model import (
+    Administrator,
+    AdminRole,
+    AuditEntry,
+    Contract,
+    ContractState,
+    Member,
+    Savings,
+    SecurityServer,
+    Service,
+    Subsystem,
+)
+from registry.store import RegistryStore
+from ruta.faults import Fault, RutaError, abort
+from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
+from ruta.pki.certs import (
+    CertificateKind,
+    Role,
+    RoleName,
+    fingerprint,
+    load_certificate,
+    load_csr,
+    roles_of,
+)
+from ruta.pki.tls import peer_certificate
+from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
+
+__all__ = [
+    "Caller",
+    "CertificateIssuer",
+    "IssueRequest",
+    "IssuedCertificate",
+    "RegistryAdminServicer",
+    "caller_of",
+]
+
+_log = logging.getLogger(__name__)
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the client certificate's common name, fingerprint and roles."""
+
+    name: str
+    cert_sha256: str
+    roles: frozenset[Role]
+
+    @property
+    def actor(self) -> str:
+        """How the audit trail names this caller."""
+        return f"{self.name} (sha256:{self.cert_sha256[:16]})"
+
+    @property
+    def is_registry_admin(self) -> bool:
+        return any(r.name is RoleName.REGISTRY_ADMIN for r in self.roles)
+
+    @property
+    def is_auditor(self) -> bool:
+        return any(r.name is RoleName.AUDITOR for r in self.roles)
+
+    @property
+    def administered_members(self) -> frozenset[MemberId]:
+        return frozenset(
+            r.member for r in self.roles if r.name is RoleName.MEMBER_ADMIN and r.member is not None
+        )
+
+    def administers(self, member: MemberId) -> bool:
+        """True for a registry admin, or an administrator of ``member``."""
+        return self.is_registry_admin or member in self.administered_members
+
+
+def caller_of(certificate: x509.Certificate | None) -> Caller:
+    """The caller a client certificate describes.
+
+    Raises :class:`RutaError` ``client.unauthenticated`` without a certificate and
+    ``client.permission_denied`` when it carries no (valid) role.
+    """
+    if certificate is None:
+        raise RutaError(
+            "the admin API needs a client certificate", fault=Fault.CLIENT_UNAUTHENTICATED
+        )
+    try:
+        roles = roles_of(certificate)
+    except RutaError:
+        raise PermissionDeniedError("the client certificate carries a malformed role") from None
+    if not roles:
+        raise PermissionDeniedError("the client certificate carries no registry role")
+    name = _common_name(certificate.subject) or "(no common name)"
+    return Caller(name=name[:128], cert_sha256=fingerprint(certificate), roles=roles)
+
+
+def _common_name(subject: x509.Name) -> str:
+    names = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRequest:
+    """What the CA is asked to certify (exactly the identifier the profile needs is set)."""
+
+    csr: x509.CertificateSigningRequest
+    kind: CertificateKind
+    server: ServerId | None = None
+    member: MemberId | None = None
+    subsystem: SubsystemId | None = None
+    roles: tuple[Role, ...] = ()
+    dns_names: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+
+
+class CertificateIssuer(Protocol):
+    """The registry's CA as the admin API uses it (``registry/ca.py`` behind an adapter)."""
+
+    def issue(self, request: IssueRequest) -> IssuedCertificate:
+        """Issue a certificate; raise :class:`RutaError` for a request the CA refuses."""
+        ...
+
+
+# --- conversions ---------------------------------------------------------------------------
+
+
+def _ts(at: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
+def _member_record(m: Member) -> registry_pb2.MemberRecord:
+    return registry_pb2.MemberRecord(id=m.id.to_proto(), name=m.name, created_at=_ts(m.created_at))
+
+
+def _subsystem_record(s: Subsystem) -> registry_pb2.SubsystemRecord:
+    return registry_pb2.SubsystemRecord(id=s.id.to_proto(), created_at=_ts(s.created_at))
+
+
+def _server_record(s: SecurityServer) -> registry_pb2.ServerRecord:
+    return registry_pb2.ServerRecord(
+        id=s.id.to_proto(),
+        address=s.address,
+        auth_cert_sha256=s.auth_cert_sha256,
+        audit_address=s.audit_address,
+        created_at=_ts(s.created_at),
+    )
+
+
+def _service_record(s: Service) -> registry_pb2.ServiceRecord:
+    return registry_pb2.ServiceRecord(
+        id=s.id.to_proto(),
+        methods=list(s.methods),
+        description=s.description,
+        savings=globalconf_pb2.Savings(
+            citizen_minutes=s.savings.citizen_minutes,
+            paper_forms=s.savings.paper_forms,
+            cost=s.savings.cost,
+        ),
+        descriptor_sha256=s.descriptor_sha256,
+        descriptor_size=len(s.file_descriptor_set),
+        created_at=_ts(s.created_at),
+    )
+
+
+def _contract_record(c: Contract) -> registry_pb2.ContractRecord:
+    record = registry_pb2.ContractRecord(
+        contract_id=c.id,
+        consumer=c.consumer.to_proto(),
+        service=c.service.to_proto(),
+        methods=list(c.methods),
+        purpose=c.purpose,
+        legal_basis=c.legal_basis,
+        valid_from=_ts(c.valid_from),
+        state=str(c.state),
+        requested_by=c.requested_by,
+        requested_at=_ts(c.requested_at),
+        approved_by=c.approved_by or "",
+        activated_by=c.activated_by or "",
+        revoked_by=c.revoked_by or "",
+    )
+    for name, value in (
+        ("valid_until", c.valid_until),
+        ("approved_at", c.approved_at),
+        ("activated_at", c.activated_at),
+        ("revoked_at", c.revoked_at),
+    ):
+        if value is not None:
+            getattr(record, name).CopyFrom(_ts(value))
+    return record
+
+
+def _audit_record(e: AuditEntry) -> registry_pb2.AuditRecord:
+    return registry_pb2.AuditRecord(
+        seq=e.seq,
+        at=_ts(e.at),
+        actor=e.actor,
+        action=e.action,
+        object_id=e.object_id,
+        before_json="" if e.before is None else json.dumps(e.before, sort_keys=True),
+        after_json="" if e.after is None else json.dumps(e.after, sort_keys=True),
+    )
+
+
+# --- request validation ----------------------------------------------------------------------
+
+
+def _text(what: str, value: str, *, limit: int = limits.MAX_TEXT_LENGTH, empty: bool = True) -> str:
+    if len(value) > limit:
+        raise InvalidRequestError(f"{what} is longer than {limit} characters")
+    if not empty and not value.strip():
+        raise InvalidRequestError(f"{what} must not be empty")
+    if any(ord(ch) < 0x20 and ch not in "\n\t" for ch in value):
+        raise InvalidRequestError(f"{what} contains control characters")
+    return value
+
+
+def _address(what: str, value: str, *, required: bool) -> str:
+    if not value and not required:
+        return ""
+    _text(what, value, limit=limits.MAX_ADDRESS_LENGTH, empty=False)
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidRequestError(f"{what} must be host:port")
+    if any(ch.isspace() for ch in value):
+        raise InvalidRequestError(f"{what} must not contain spaces")
+    return value
+
+
+def _methods(what: str, names: Sequence[str]) -> list[str]:
+    if len(names) > limits.MAX_METHODS:
+        raise InvalidRequestError(
+            f"{what} names {len(names)} methods; the limit is {limits.MAX_METHODS}"
+        )
+    for name in names:
+        _text(f"a method name in {what}", name, limit=limits.MAX_METHOD_NAME_LENGTH, empty=False)
+        if not name.isidentifier():
+            raise InvalidRequestError(f"method name {name[:40]!r} is not a valid identifier")
+    return sorted(set(names))
+
+
+def _savings(msg: globalconf_pb2.Savings) -> Savings:
+    values = (msg.citizen_minutes, float(msg.paper_forms), msg.cost)
+    if any(not math.isfinite(v) or v < 0 or v > limits.MAX_SAVINGS_VALUE for v in values):
+        raise InvalidRequestError(
+            f"savings must be finite, not negative and at most {limits.MAX_SAVINGS_VALUE:g}"
+        )
+    return Savings(citizen_minutes=msg.citizen_minutes, paper_forms=msg.paper_forms, cost=msg.cost)
+
+
+def _page_size(requested: int) -> int:
+    if requested == 0:
+        return limits.DEFAULT_PAGE_SIZE
+    if requested > limits.MAX_PAGE_SIZE:
+        raise InvalidRequestError(f"page_size is {requested}; the limit is {limits.MAX_PAGE_SIZE}")
+    return requested
+
+
+def _page_token(token: str) -> str:
+    return _text("page_token", token, limit=limits.MAX_TEXT_LENGTH)
+
+
+def service_methods(file_descriptor_set: bytes, service_name: str) -> list[str]:
+    """The methods ``service_name`` declares in a serialised FileDescriptorSet.
+
+    Raises :class:`InvalidRequestError` when the set is over the size bound, does not parse,
+    does not build (missing imports), or does not declare the service.
+    """
+    if len(file_descriptor_set) > limits.MAX_DESCRIPTOR_SET_BYTES:
+        raise InvalidRequestError(
+            f"the descriptor set is {len(file_descriptor_set)} bytes; "
+            f"the limit is {limits.MAX_DESCRIPTOR_SET_BYTES}"
+        )
+    fds = descriptor_pb2.FileDescriptorSet()
+    try:
+        fds.ParseFromString(file_descriptor_set)
+    except DecodeError:
+        raise InvalidRequestError("the descriptor set is not a FileDescriptorSet") from None
+    pool = descriptor_pool.DescriptorPool()
+    try:
+        for file in fds.file:
+            pool.Add(file)
+        service = pool.FindServiceByName(service_name)
+    except KeyError:
+        raise InvalidRequestError(
+            f"the descriptor set does not declare service {service_name}"
+        ) from None
+    except (TypeError, ValueError):
+        raise InvalidRequestError(
+            "the descriptor set does not build (compile it with --include_imports)"
+        ) from None
+    return sorted(m.name for m in service.methods)
+
+
+def _id(kind: str, msg: Any, has: bool, parse: Callable[[Any], _Resp]) -> _Resp:
+    if not has:
+        raise InvalidRequestError(f"{kind} is missing")
+    return parse(msg)
+
+
+# --- the servicer -----------------------------------------------------------------------------
+
+
+def _handler(
+    method: Callable[[RegistryAdminServicer, _Req, Caller], Awaitable[_Resp]],
+) -> Callable[[RegistryAdminServicer, _Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[_Resp]]:
+    """Authenticate the caller, run ``method``, and turn every refusal into a Ruta fault."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: RegistryAdminServicer, request: _Req, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> _Resp:
+        try:
+            caller = caller_of(peer_certificate(context))
+            return await method(self, request, caller)
+        except RutaError as error:
+            await abort(context, error)
+        except Exception:  # noqa: BLE001 - last resort: logged with traceback, caller sees a fault
+            _log.exception("admin API %s failed", method.__name__)
+            await abort(
+                context,
+                RutaError(
+                    "the registry failed to handle the request; see its log",
+                    fault=Fault.SERVER_REGISTRY_INTERNAL_ERROR,
+                ),
+            )
+
+    return wrapper
+
+
+class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
+    """``RegistryAdmin`` over a :class:`RegistryStore`.
+
+    ``instance`` is the registry's instance: identifiers of other instances are refused.
+    ``issuer`` issues certificates (None: IssueCertificate is refused). ``on_change`` runs after
+    every committed change.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: RegistryStore,
+        instance: str,
+        issuer: CertificateIssuer | None = None,
+        on_change: Callable[[], None] = lambda: None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._instance = instance
+        self._issuer = issuer
+        self._on_change = on_change
+        self._clock = clock
+
+    def _own(self, member: MemberId) -> MemberId:
+        if member.instance != self._instance:
+            raise InvalidRequestError(
+                f"member {member} is not of instance {self._instance}; this registry serves "
+                f"only {self._instance}"
+            )
+        return member
+
+    @staticmethod
+    def _require_registry_admin(caller: Caller, what: str) -> None:
+        if not caller.is_registry_admin:
+            raise PermissionDeniedError(f"only a registry administrator may {what}")
+
+    @staticmethod
+    def _require_reader(caller: Caller) -> None:
+        if not (caller.is_registry_admin or caller.is_auditor or caller.administered_members):
+            raise PermissionDeniedError("the caller has no role that may read the registry")
+
+    def _member_filter(self, request: Any) -> MemberId | None:
+        if not request.HasField("member"):
+            return None
+        return MemberId.from_proto(request.member)
+
+    # -- members, subsystems, servers, services ---------------------------------------------
+
+    @_handler
+    async def AddMember(
+        self, request: registry_pb2.AddMemberRequest, caller: Caller
+    ) -> registry_pb2.MemberRecord:
+        self._require_registry_admin(caller, "add members")
+        member_id = self._own(
+            _id("member id", request.id, request.HasField("id"), MemberId.from_proto)
+        )
+        name = _text("member name", request.name, limit=limits.MAX_NAME_LENGTH, empty=False)
+        member = await self._store.add_member(member_id, name=name, actor=caller.actor)
+        self._on_change()
+        return _member_record(member)
+
+    @_handler
+    async def ListMembers(
+        self, request: registry_pb2.ListRequest, caller: Caller
+    ) -> registry_pb2.ListMembersResponse:
+        self._require_reader(caller)
+        size = _page_size(request.page_size)
+        members = await self._store.list_members(after=_page_token(request.page_token), limit=size)
+        member = self._member_filter(request)
+        if member is not None:
+            members = [m for m in members if m.id == member]
+        return registry_pb2.ListMembersResponse(
+            members=[_member_record(m) for m in members],
+            next_page_token=str(members[-1].id) if len(members) == size else "",
+        )
+
+    @_handler
+    async def AddSubsystem(
+        self, request: registry_pb2.AddSubsystemRequest, caller: Caller
+    ) -> registry_pb2.SubsystemRecord:
+        self._require_registry_admin(caller, "add subsystems")
+        subsystem_id = _id(
+            "subsystem id", request.id, request.HasField("id"), SubsystemId.from_proto
+        )
+        self._own(subsystem_id.member)
+        subsystem = await self._store.add_subsystem(subsystem_id, actor=caller.actor)
+        self._on_change()
+        return _subsystem_record(subsystem)
+
+    @_handler
+    async def ListSubsystems(
+        self, request: registry_pb2.ListRequest, caller: Caller
+    ) -> registry_pb2.ListSubsystemsResponse:
+        self._require_reader(caller)
+        size = _page_size(request.page_size)
+        items = await self._store.list_subsystems(
+            member=self._member_filter(request), after=_page_token(request.page_token), limit=size
+        )
+        return registry_pb2.ListSubsystemsResponse(
+            subsystems=[_subsystem_record(s) for s in items],
+            next_page_token=str(items[-1].id) if len(items) == size else "",
+        )
+
+    @_handler
+    async def AddServer(
+        self, request: registry_pb2.AddServerRequest, caller: Caller
+    ) -> registry_pb2.ServerRecord:
+        self._require_registry_admin(caller, "add security servers")
+        server_id = _id("server id", request.id, request.HasField("id"), ServerId.from_proto)
+        self._own(server_id.member)
+        address = _address("address", request.address, required=True)
+        audit_address = _address("audit_address", request.audit_address, required=False)
+        if not request.auth_certificate:
+            raise InvalidRequestError("the server's authentication certificate is missing")
+        if len(request.auth_certificate) > limits.MAX_CERTIFICATE_BYTES:
+            raise InvalidRequestError(
+                f"the authentication certificate is larger than {limits.MAX_CERTIFICATE_BYTES} "
+                "bytes"
+            )
+        try:
+            certificate = load_certificate(request.auth_certificate)
+        except RutaError:
+            raise InvalidRequestError(
+                "the authentication certificate is not a DER or PEM X.509 certificate"
+            ) from None
+        der = certificate.public_bytes(_DER)
+        server = await self._store.add_server(
+            server_id,
+            address=address,
+            audit_address=audit_address,
+            auth_cert_der=der,
+            actor=caller.actor,
+        )
+        self._on_change()
+        return _server_record(server)
+
+    @_handler
+    async def ListServers(
+        self, request: registry_pb2.ListRequest, caller: Caller
+    ) -> registry_pb2.ListServersResponse:
+        self._require_reader(caller)
+        size = _page_size(request.page_size)
+        items = await self._store.list_servers(
+            member=self._member_filter(request), after=_page_token(request.page_token), limit=size
+        )
+        return registry_pb2.ListServersResponse(
+            servers=[_server_record(s) for s in items],
+            next_page_token=str(items[-1].id) if len(items) == size else "",
+        )
+
+    @_handler
+    async def AddService(
+        self, request: registry_pb2.AddServiceRequest, caller: Caller
+    ) -> registry_pb2.ServiceRecord:
+        self._require_registry_admin(caller, "add services")
+        service_id = _id("service id", request.id, request.HasField("id"), ServiceId.from_proto)
+        self._own(service_id.member)
+        declared = service_methods(request.file_descriptor_set, service_id.service_name)
+        asked = _methods("the service", request.methods)
+        unknown = sorted(set(asked) - set(declared))
+        if unknown:
+            raise InvalidRequestError(
+                f"service {service_id.service_name} declares no method(s) {', '.join(unknown)}"
+            )
+        methods = asked or declared
+        if not methods:
+            raise InvalidRequestError(f"service {service_id.service_name} declares no methods")
+        service = await self._store.add_service(
+            service_id,
+            methods=methods,
+            file_descriptor_set=request.file_descriptor_set,
+            description=_text("description", request.description),
+            savings=_savings(request.savings),
+            actor=caller.actor,
+        )
+        self._on_change()
+        return _service_record(service)
+
+    @_handler
+    async def ListServices(
+        self, request: registry_pb2.ListRequest, caller: Caller
+    ) -> registry_pb2.ListServicesResponse:
+        self._require_reader(caller)
+        size = _page_size(request.page_size)
+        items = await self._store.list_services(
+            member=self._member_filter(request), after=_page_token(request.page_token), limit=size
+        )
+        return registry_pb2.ListServicesResponse(
+            services=[_service_record(s) for s in items],
+            next_page_token=str(items[-1].id) if len(items) == size else "",
+        )
+
+    # -- contracts ---------------------------------------------------------------------------
+
+    @_handler
+    async def RequestContract(
+        self, request: registry_pb2.RequestContractRequest, caller: Caller
+    ) -> registry_pb2.ContractRecord:
+        consumer = _id(
+            "consumer", request.consumer, request.HasField("consumer"), SubsystemId.from_proto
+        )
+        service = _id("service", request.service, request.HasField("service"), ServiceId.from_proto)
+        if not caller.administers(consumer.member):
+            raise PermissionDeniedError(
+                f"only an administrator of {consumer.member} may request contracts for {consumer}"
+            )
+        self._own(consumer.member)
+        self._own(service.member)
+        now = self._clock()
+        valid_from = (
+            request.valid_from.ToDatetime(tzinfo=UTC) if request.HasField("valid_from") else now
+        )
+        valid_until = (
+            request.valid_until.ToDatetime(tzinfo=UTC) if request.HasField("valid_until") else None
+        )
+        contract = await self._store.request_contract(
+            consumer=consumer,
+            service=service,
+            methods=_methods("the contract", request.methods),
+            purpose=_text("purpose", request.purpose, limit=limits.MAX_NAME_LENGTH, empty=False),
+            legal_basis=_text("legal basis", request.legal_basis, empty=False),
+            valid_from=valid_from,
+            valid_until=valid_until,
+            actor=caller.actor,
+        )
+        self._on_change()
+        return _contract_record(contract)
+
+    def _contract_id(self, request: registry_pb2.ContractRef) -> str:
+        return _text("contract_id", request.contract_id, limit=64, empty=False)
+
+    @_handler
+    async def ApproveContract(
+        self, request: registry_pb2.ContractRef, caller: Caller
+    ) -> registry_pb2.ContractRecord:
+        contract = await self._store.get_contract(self._contract_id(request))
+        if contract.state is ContractState.REQUESTED:
+            if not caller.administers(contract.service.member):
+                raise PermissionDeniedError(
+                    f"only an administrator of {contract.service.member} may approve contracts "
+                    f"on {contract.service}"
+                )
+            updated = await self._store.approve_contract(
+                contract.id, actor=caller.actor, expected=contract
+            )
+        elif contract.state is ContractState.APPROVED:
+            self._require_registry_admin(caller, "activate an approved contract")
+            updated = await self._store.activate_contract(
+                contract.id, actor=caller.actor, expected=contract
+            )
+        else:
+            if not (caller.is_registry_admin or caller.administers(contract.service.member)):
+                raise PermissionDeniedError(
+                    f"only an administrator of {contract.service.member} may approve contracts "
+                    f"on {contract.service}"
+                )
+            raise InvalidRequestError(
+                f"contract {contract.id} is {contract.state}; nothing to approve"
+            )
+        self._on_change()
+        return _contract_record(updated)
+
+    @_handler
+    async def RevokeContract(
+        self, request: registry_pb2.ContractRef, caller: Caller
+    ) -> registry_pb2.ContractRecord:
+        self._require_registry_admin(caller, "revoke contracts")
+        contract = await self._store.get_contract(self._contract_id(request))
+        updated = await self._store.revoke_contract(
+            contract.id, actor=caller.actor, expected=contract
+        )
+        self._on_change()
+        return _contract_record(updated)
+
+    @_handler
+    async def ListContracts(
+        self, request: registry_pb2.ListContractsRequest, caller: Caller
+    ) -> registry_pb2.ListContractsResponse:
+        self._require_reader(caller)
+        member = self._member_filter(request)
+        if not (caller.is_registry_admin or caller.is_auditor):
+            own = caller.administered_members
+            if member is None and len(own) == 1:
+                member = next(iter(own))
+            if member is None or member not in own:
+                raise PermissionDeniedError(
+                    "a member's administrator may only list that member's contracts; name it"
+                )
+        state: ContractState | None = None
+        if request.state:
+            try:
+                state = ContractState(request.state)
+            except ValueError:
+                raise InvalidRequestError(
+                    "state must be one of " + ", ".join(s.value for s in ContractState)
+                ) from None
+        size = _page_size(request.page_size)
+        items = await self._store.list_contracts(
+            member=member, state=state, after=_page_token(request.page_token), limit=size
+        )
+        return registry_pb2.ListContractsResponse(
+            contracts=[_contract_record(c) for c in items],
+            next_page_token=items[-1].id if len(items) == size else "",
+        )
+
+    # -- audit trail and certificates ---------------------------------------------------------
+
+    @_handler
+    async def ListAuditTrail(
+        self, request: registry_pb2.ListAuditRequest, caller: Caller
+    ) -> registry_pb2.ListAuditResponse:
+        if not (caller.is_registry_admin or caller.is_auditor):
+            raise PermissionDeniedError(
+                "only a registry administrator or an auditor may read the audit trail"
+            )
+        size = _page_size(request.page_size)
+        entries = await self._store.list_audit(after_seq=request.after_seq, limit=size)
+        return registry_pb2.ListAuditResponse(
+            entries=[_audit_record(e) for e in entries],
+            next_after_seq=entries[-1].seq if len(entries) == size else 0,
+        )
+
+    @_handler
+    async def IssueCertificate(
+        self, request: registry_pb2.IssueCertificateRequest, caller: Caller
+    ) -> registry_pb2.IssueCertificateResponse:
+        self._require_registry_admin(caller, "issue certificates")
+        if self._issuer is None:
+            raise InvalidRequestError("this registry runs no certificate authority")
+        issue = _issue_request(request, self._own)
+        issued = self._issuer.issue(issue)
+        cert = issued.certificate
+        if issue.kind is CertificateKind.ROLE:
+            # An admin certificate: recorded as an administrator (which is audited).
+            role = issue.roles[0]
+            await self._store.add_administrator(
+                Administrator(
+                    name=_common_name(issue.csr.subject) or cert.subject.rfc4514_string(),
+                    role=AdminRole(str(role.name)),
+                    member=role.member,
+                    cert_sha256=fingerprint(cert),
+                    created_at=self._clock(),
+                ),
+                actor=caller.actor,
+            )
+        else:
+            await self._store.record(
+                actor=caller.actor,
+                action="certificate.issue",
+                object_id=format(cert.serial_number, "x"),
+                after={
+                    "profile": str(issue.kind),
+                    "subject": cert.subject.rfc4514_string(),
+                    "sha256": fingerprint(cert),
+                    "not_after": cert.not_valid_after_utc.isoformat(),
+                },
+            )
+        return registry_pb2.IssueCertificateResponse(
+            certificate=cert.public_bytes(_DER),
+            chain=[c.public_bytes(_DER) for c in issued.chain],
+        )
+
+
+_DER = Encoding.DER
+
+_PROFILES = {
+    registry_pb2.CERTIFICATE_PROFILE_AUTH: CertificateKind.AUTH,
+    registry_pb2.CERTIFICATE_PROFILE_SIGN: CertificateKind.SIGN,
+    registry_pb2.CERTIFICATE_PROFILE_SUBSYSTEM: CertificateKind.SUBSYSTEM,
+    registry_pb2.CERTIFICATE_PROFILE_ROLE: CertificateKind.ROLE,
+}
+
+#: Most roles, DNS names or IP addresses one certificate request may name.
+MAX_CERTIFICATE_NAMES = 16
+
+
+def _parse_role(text: str, own: Callable[[MemberId], MemberId]) -> Role:
+    name, _, member = text.partition(":")
+    try:
+        role_name = RoleName(name)
+    except ValueError:
+        raise InvalidRequestError(
+            "roles are registry-admin, auditor or member-admin:INSTANCE/CLASS/CODE"
+        ) from None
+    member_id = own(MemberId.parse(member)) if member else None
+    try:
+        return Role(role_name, member_id)
+    except RutaError:
+        raise InvalidRequestError("member-admin, and only it, names a member") from None
+
+
+def _issue_request(
+    request: registry_pb2.IssueCertificateRequest, own: Callable[[MemberId], MemberId]
+) -> IssueRequest:
+    kind = _PROFILES.get(request.profile)
+    if kind is None:
+        raise InvalidRequestError("profile must be auth, sign, subsystem or role")
+    for what, values in (
+        ("roles", request.roles),
+        ("dns_names", request.dns_names),
+        ("ip_addresses", request.ip_addresses),
+    ):
+        if len(values) > MAX_CERTIFICATE_NAMES:
+            raise InvalidRequestError(f"at most {MAX_CERTIFICATE_NAMES} {what}")
+        for value in values:
+            _text(what, value, limit=limits.MAX_ADDRESS_LENGTH, empty=False)
+    try:
+        csr = load_csr(request.csr)
+    except RutaError:
+        raise InvalidRequestError(
+            "the CSR is not a valid PKCS#10 request (or is too large)"
+        ) from None
+    server = ServerId.from_proto(request.server) if request.HasField("server") else None
+    member = MemberId.from_proto(request.member) if request.HasField("member") else None
+    subsystem = SubsystemId.from_proto(request.subsystem) if request.HasField("subsystem") else None
+    for named in (server, member, subsystem):
+        if named is not None:
+            own(named if isinstance(named, MemberId) else named.member)
+    return IssueRequest(
+        csr=csr,
+        kind=kind,
+        server=server,
+        member=member,
+        subsystem=subsystem,
+        roles=tuple(_parse_role(r, own) for r in request.roles),
+        dns_names=tuple(request.dns_names),
+        ip_addresses=tuple(request.ip_addresses),
+    )

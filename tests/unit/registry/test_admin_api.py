@@ -1,0 +1,303 @@
+"""The admin API over real grpc.aio mutual TLS: roles from client certificates, faults, bounds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf import descriptor_pb2
+
+from registry.admin_api import RegistryAdminServicer
+from registry.limits import MAX_DESCRIPTOR_SET_BYTES
+from registry.store import RegistryStore, database_url
+from ruta.faults import Fault, fault_from_rpc_error
+from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
+from ruta.pki.testing import Credential, TestPki
+from ruta.pki.tls import channel_credentials, server_credentials
+from ruta.v1 import ids_pb2, registry_pb2, registry_pb2_grpc
+
+POP = MemberId.parse("LAC/GOV/POP")
+TAX = MemberId.parse("LAC/GOV/TAX")
+POP_REG = SubsystemId.parse("LAC/GOV/POP/registry")
+TAX_APP = SubsystemId.parse("LAC/GOV/TAX/app")
+PEOPLE = ServiceId.parse("LAC/GOV/POP/registry/pop.v1.People")
+
+
+def descriptor_set(package: str = "pop.v1", service: str = "People") -> bytes:
+    """A FileDescriptorSet declaring ``package.service`` with methods Get and Find."""
+    file = descriptor_pb2.FileDescriptorProto(name="people.proto", package=package, syntax="proto3")
+    file.message_type.add(name="Query").field.add(
+        name="id", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING
+    )
+    svc = file.service.add(name=service)
+    for method in ("Get", "Find"):
+        svc.method.add(name=method, input_type=f".{package}.Query", output_type=f".{package}.Query")
+    return descriptor_pb2.FileDescriptorSet(file=[file]).SerializeToString()
+
+
+@dataclass
+class Registry:
+    pki: TestPki
+    port: int
+    changes: list[int]
+    channels: list[grpc.aio.Channel]
+
+    def stub(self, credential: Credential) -> registry_pb2_grpc.RegistryAdminAsyncStub:
+        creds = channel_credentials(credential.key, credential.certificate, self.pki.trust_path)
+        channel = grpc.aio.secure_channel(f"localhost:{self.port}", creds)
+        self.channels.append(channel)
+        return registry_pb2_grpc.RegistryAdminStub(channel)
+
+
+@pytest.fixture
+async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
+    pki = TestPki(tmp_path / "pki")
+    store = await RegistryStore.open(database_url(None, tmp_path))
+    changes: list[int] = []
+    server = grpc.aio.server()
+    registry_pb2_grpc.add_RegistryAdminServicer_to_server(
+        RegistryAdminServicer(store=store, instance="LAC", on_change=lambda: changes.append(1)),
+        server,
+    )
+    tls = pki.auth("LAC/RUTA/REGISTRY/registry")
+    port = server.add_secure_port(
+        "127.0.0.1:0", server_credentials(tls.key, tls.certificate, pki.trust_path)
+    )
+    await server.start()
+    reg = Registry(pki=pki, port=port, changes=changes, channels=[])
+    try:
+        yield reg
+    finally:
+        for channel in reg.channels:
+            await channel.close()
+        await server.stop(None)
+        await store.close()
+
+
+async def _fault(call: Callable[[], object]) -> Fault | None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call()  # type: ignore[misc]
+    fault, fault_id = fault_from_rpc_error(info.value)
+    assert fault_id
+    return fault
+
+
+async def _populate(admin: registry_pb2_grpc.RegistryAdminAsyncStub) -> None:
+    for member, name in ((POP, "Population"), (TAX, "Tax")):
+        await admin.AddMember(registry_pb2.AddMemberRequest(id=member.to_proto(), name=name))
+    for sub in (POP_REG, TAX_APP):
+        await admin.AddSubsystem(registry_pb2.AddSubsystemRequest(id=sub.to_proto()))
+    await admin.AddService(
+        registry_pb2.AddServiceRequest(
+            id=PEOPLE.to_proto(), file_descriptor_set=descriptor_set(), description="people"
+        )
+    )
+
+
+async def test_registry_admin_builds_the_registry(registry: Registry) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    auth = registry.pki.auth("LAC/GOV/POP/ss1")
+    server = await admin.AddServer(
+        registry_pb2.AddServerRequest(
+            id=ServerId(POP, "ss1").to_proto(),
+            address="pop.example:8443",
+            auth_certificate=auth.der,
+        )
+    )
+    assert (
+        server.auth_cert_sha256
+        == auth.certificate.fingerprint(
+            __import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256()
+        ).hex()
+    )
+    services = await admin.ListServices(registry_pb2.ListRequest())
+    assert [list(s.methods) for s in services.services] == [["Find", "Get"]]
+    members = await admin.ListMembers(registry_pb2.ListRequest(page_size=1))
+    assert [m.name for m in members.members] == ["Population"]
+    assert members.next_page_token == str(POP)
+    assert len(registry.changes) == 6
+
+
+async def test_contract_needs_both_sides_and_the_registry(registry: Registry) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    tax = registry.stub(registry.pki.role("member-admin", TAX))
+    pop = registry.stub(registry.pki.role("member-admin", POP))
+    contract = await tax.RequestContract(
+        registry_pb2.RequestContractRequest(
+            consumer=TAX_APP.to_proto(),
+            service=PEOPLE.to_proto(),
+            methods=["Get"],
+            purpose="tax-assessment",
+            legal_basis="Tax Act s. 12",
+        )
+    )
+    assert contract.state == "requested"
+    ref = registry_pb2.ContractRef(contract_id=contract.contract_id)
+    # The consumer cannot approve its own request on someone else's service.
+    assert await _fault(lambda: tax.ApproveContract(ref)) is Fault.CLIENT_PERMISSION_DENIED
+    approved = await pop.ApproveContract(ref)
+    assert approved.state == "approved"
+    # Activation is the registry's step.
+    assert await _fault(lambda: pop.ApproveContract(ref)) is Fault.CLIENT_PERMISSION_DENIED
+    active = await admin.ApproveContract(ref)
+    assert active.state == "active"
+    assert active.approved_by.startswith("urn:ruta:role:member-admin:LAC/GOV/POP")
+    listed = await tax.ListContracts(registry_pb2.ListContractsRequest())
+    assert [c.contract_id for c in listed.contracts] == [contract.contract_id]
+    assert await _fault(lambda: tax.RevokeContract(ref)) is Fault.CLIENT_PERMISSION_DENIED
+    revoked = await admin.RevokeContract(ref)
+    assert revoked.state == "revoked"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "add_member",
+        "add_service",
+        "request_for_other_member",
+        "list_other_members_contracts",
+        "audit",
+    ],
+)
+async def test_member_admin_cannot_touch_other_objects(registry: Registry, call: str) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    tax = registry.stub(registry.pki.role("member-admin", TAX))
+    calls = {
+        "add_member": lambda: tax.AddMember(
+            registry_pb2.AddMemberRequest(id=MemberId("LAC", "GOV", "X").to_proto(), name="x")
+        ),
+        "add_service": lambda: tax.AddService(
+            registry_pb2.AddServiceRequest(
+                id=ServiceId(TAX_APP, "pop.v1.People").to_proto(),
+                file_descriptor_set=descriptor_set(),
+            )
+        ),
+        "request_for_other_member": lambda: tax.RequestContract(
+            registry_pb2.RequestContractRequest(
+                consumer=POP_REG.to_proto(),
+                service=PEOPLE.to_proto(),
+                purpose="p",
+                legal_basis="l",
+            )
+        ),
+        "list_other_members_contracts": lambda: tax.ListContracts(
+            registry_pb2.ListContractsRequest(member=POP.to_proto())
+        ),
+        "audit": lambda: tax.ListAuditTrail(registry_pb2.ListAuditRequest()),
+    }
+    before = len(registry.changes)
+    assert await _fault(calls[call]) is Fault.CLIENT_PERMISSION_DENIED
+    assert len(registry.changes) == before
+
+
+async def test_auditor_reads_the_audit_trail_but_changes_nothing(registry: Registry) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    auditor = registry.stub(registry.pki.role("auditor"))
+    trail = await auditor.ListAuditTrail(registry_pb2.ListAuditRequest(page_size=2))
+    assert [e.action for e in trail.entries] == ["member.add", "member.add"]
+    assert trail.entries[0].actor.startswith("urn:ruta:role:registry-admin (sha256:")
+    assert '"name": "Population"' in trail.entries[0].after_json
+    rest = await auditor.ListAuditTrail(
+        registry_pb2.ListAuditRequest(after_seq=trail.next_after_seq)
+    )
+    assert [e.action for e in rest.entries] == ["subsystem.add", "subsystem.add", "service.add"]
+    assert rest.next_after_seq == 0
+    assert (
+        await _fault(
+            lambda: auditor.AddMember(
+                registry_pb2.AddMemberRequest(id=MemberId("LAC", "GOV", "X").to_proto(), name="x")
+            )
+        )
+        is Fault.CLIENT_PERMISSION_DENIED
+    )
+
+
+async def test_certificates_without_a_role_are_refused(registry: Registry) -> None:
+    server_cert = registry.stub(registry.pki.auth("LAC/GOV/POP/ss1"))
+    fault = await _fault(lambda: server_cert.ListMembers(registry_pb2.ListRequest()))
+    assert fault is Fault.CLIENT_PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(
+    ("request_", "fault"),
+    [
+        (
+            registry_pb2.AddMemberRequest(id=MemberId("LAC", "GOV", "X").to_proto(), name=""),
+            Fault.CLIENT_INVALID_REQUEST,
+        ),
+        (
+            registry_pb2.AddMemberRequest(id=MemberId("XX", "GOV", "X").to_proto(), name="x"),
+            Fault.CLIENT_INVALID_REQUEST,
+        ),
+        (registry_pb2.AddMemberRequest(name="x"), Fault.CLIENT_INVALID_REQUEST),
+        (
+            registry_pb2.AddMemberRequest(
+                id=ids_pb2.MemberId(instance="LAC", member_class="G/V", member_code="X"),
+                name="x",
+            ),
+            Fault.CLIENT_INVALID_IDENTIFIER,
+        ),
+        (
+            registry_pb2.AddServiceRequest(
+                id=PEOPLE.to_proto(), file_descriptor_set=b"\x00" * (MAX_DESCRIPTOR_SET_BYTES + 1)
+            ),
+            Fault.CLIENT_INVALID_REQUEST,
+        ),
+        (
+            registry_pb2.AddServiceRequest(
+                id=PEOPLE.to_proto(), file_descriptor_set=descriptor_set(service="Other")
+            ),
+            Fault.CLIENT_INVALID_REQUEST,
+        ),
+        (
+            registry_pb2.AddServiceRequest(
+                id=PEOPLE.to_proto(), file_descriptor_set=descriptor_set(), methods=["Delete"]
+            ),
+            Fault.CLIENT_INVALID_REQUEST,
+        ),
+        (
+            registry_pb2.AddServerRequest(
+                id=ServerId(POP, "ss1").to_proto(), address="nohost", auth_certificate=b"x"
+            ),
+            Fault.CLIENT_INVALID_REQUEST,
+        ),
+        (
+            registry_pb2.AddServerRequest(
+                id=ServerId(POP, "ss1").to_proto(), address="h:1", auth_certificate=b"garbage"
+            ),
+            Fault.CLIENT_INVALID_REQUEST,
+        ),
+        (registry_pb2.ListRequest(page_size=100_000), Fault.CLIENT_INVALID_REQUEST),
+        (registry_pb2.ContractRef(contract_id="nope"), Fault.CLIENT_NOT_FOUND),
+        (
+            registry_pb2.AddSubsystemRequest(id=SubsystemId(POP, "again").to_proto()),
+            None,
+        ),
+    ],
+)
+async def test_bad_requests_get_their_fault(
+    registry: Registry, request_: object, fault: Fault | None
+) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    method = {
+        registry_pb2.AddMemberRequest: admin.AddMember,
+        registry_pb2.AddServiceRequest: admin.AddService,
+        registry_pb2.AddServerRequest: admin.AddServer,
+        registry_pb2.ListRequest: admin.ListMembers,
+        registry_pb2.ContractRef: admin.ApproveContract,
+        registry_pb2.AddSubsystemRequest: admin.AddSubsystem,
+    }[type(request_)]
+    if fault is None:
+        await method(request_)  # type: ignore[operator]
+        assert await _fault(lambda: method(request_)) is Fault.CLIENT_ALREADY_EXISTS  # type: ignore[operator]
+        return
+    assert await _fault(lambda: method(request_)) is fault  # type: ignore[operator]
