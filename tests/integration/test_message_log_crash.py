@@ -1,0 +1,99 @@
+"""SIGKILL during group-committed appends loses nothing acknowledged and leaves a consistent tree.
+
+A real child process appends with 16 concurrent callers and prints each acknowledged sequence
+number; it is killed mid-way with SIGKILL. Reopening the log (which checks the stored tree against
+its stored head) must find every acknowledged record with the hash the child was given, a root
+over all stored leaves, valid proofs, and must continue appending from the right place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from ruta.merkle import leaf_hash, root_from_leaf_hashes, verify_consistency, verify_inclusion
+from security_server.database import open_database
+from security_server.log import MessageLog, load_or_create_body_key
+from tests.unit.security_server.log.support import make_entry
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ORIGIN = "ruta.test/crash"
+#: Acknowledged appends to see before the kill (spread over many group commits).
+ACKNOWLEDGED_BEFORE_KILL = 400
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+async def _run_and_kill(database_url: str, key_dir: Path) -> dict[int, bytes]:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.message_log_child",
+        database_url,
+        str(key_dir),
+        ORIGIN,
+        "16",
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    acknowledged: dict[int, bytes] = {}
+    try:
+        assert (await asyncio.wait_for(child.stdout.readline(), 60)) == b"ready\n"
+        while len(acknowledged) < ACKNOWLEDGED_BEFORE_KILL:
+            line = await asyncio.wait_for(child.stdout.readline(), 60)
+            assert line, "the child stopped before it was killed"
+            seq, digest = line.split()
+            acknowledged[int(seq)] = bytes.fromhex(digest.decode())
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    assert child.returncode == -signal.SIGKILL
+    return acknowledged
+
+
+async def test_sigkill_loses_no_acknowledged_append(database_url: str, tmp_path: Path) -> None:
+    key_dir = tmp_path / "keys"
+    acknowledged = await _run_and_kill(database_url, key_dir)
+
+    engine = await open_database(database_url)
+    try:
+        log = await MessageLog.open(
+            engine, origin=ORIGIN, body_key=load_or_create_body_key(key_dir)
+        )
+        try:
+            size = log.size()
+            assert size >= max(acknowledged) + 1
+            records = []
+            for start in range(0, size, 1000):
+                records.extend(await log.get_records(list(range(start, min(size, start + 1000)))))
+            hashes = [leaf_hash(r.record) for r in records]
+            assert [r.seq for r in records] == list(range(size))
+            for seq, digest in acknowledged.items():
+                assert hashes[seq] == digest, f"acknowledged record {seq} differs"
+            head = log.head()
+            assert head.root == root_from_leaf_hashes(hashes)
+            for seq in (0, size // 2, size - 1):
+                verify_inclusion(hashes[seq], seq, size, await log.inclusion_proof(seq), head.root)
+            assert await log.get_body(size - 1) == b"body " * 20
+
+            [after] = await log.append([make_entry()])
+            assert after.seq == size
+            proof = await log.consistency_proof(size)
+            verify_consistency(size, size + 1, proof, head.root, log.head().root)
+        finally:
+            await log.close()
+    finally:
+        await engine.dispose()
