@@ -1,0 +1,353 @@
+"""The adapter: a gRPC server answering a ``.proto`` service's methods from legacy systems.
+
+:meth:`Adapter.load` reads the adapter file, builds the service's message classes from its
+descriptors, builds the backends and checks every method's mapping, all before anything listens.
+:func:`start_server` serves it with grpc.aio through a generic handler (raw bytes in and out, so
+sizes are checked before parsing and after serialising), next to the standard
+``grpc.health.v1.Health`` service.
+
+Each call: bound request size, parse, check and extract parameters, ask the legacy system within
+the smaller of the method's timeout and the caller's remaining deadline, shape the answer (one
+record or many), fill the response, bound its size. A refusal is a gRPC status with the
+``ruta-fault`` and ``ruta-fault-id`` trailers (:func:`ruta.faults.abort`); logs name the method,
+status and duration, never request or answer values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+from grpc_health.v1.health import aio as health_aio  # type: ignore[import-untyped]
+
+from adapters.backends import Backend, BoundCall, build_backend
+from adapters.descriptors import MethodModel, ServiceModel, load_service
+from adapters.errors import (
+    AdapterConfigError,
+    AdapterError,
+    InvalidLegacyAnswerError,
+    InvalidRequestError,
+    LegacyNotFoundError,
+    LegacyTimeoutError,
+    RequestTooLargeError,
+    ResultTooLargeError,
+)
+from adapters.mapping import (
+    RequestPlan,
+    ResponsePlan,
+    build_request_plan,
+    build_response_plan,
+    extract_params,
+    fill_message,
+    lookup,
+)
+from adapters.spec import LoadedAdapterFile, MethodSpec, ServerSpec, load_adapter_file, parse_listen
+from ruta.faults import RutaError, abort
+
+__all__ = ["Adapter", "BoundMethod", "RunningServer", "start_server"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundMethod:
+    """One served method: its descriptors, mapping plans and legacy call."""
+
+    name: str
+    model: MethodModel
+    spec: MethodSpec
+    backend: Backend
+    call: BoundCall
+    request_plan: RequestPlan
+    response_plan: ResponsePlan
+    timeout: float
+
+
+class Adapter:
+    """A loaded adapter file: the service, its backends and its bound methods."""
+
+    def __init__(
+        self,
+        *,
+        file: LoadedAdapterFile,
+        service: ServiceModel,
+        backends: Mapping[str, Backend],
+        methods: Mapping[str, BoundMethod],
+    ) -> None:
+        self.file = file
+        self.service = service
+        self.backends = dict(backends)
+        self.methods = dict(methods)
+
+    @property
+    def server_spec(self) -> ServerSpec:
+        return self.file.spec.server
+
+    @classmethod
+    def load(cls, path: str | Path) -> Adapter:
+        """Load and check the adapter file at ``path`` (no legacy system is contacted).
+
+        Raises :class:`AdapterConfigError` listing every problem found: file syntax and schema,
+        the ``.proto``, methods unknown or streaming, mappings that do not fit the messages,
+        queries that are not read-only, parameters that do not exist.
+        """
+        return cls.from_loaded(load_adapter_file(path))
+
+    @classmethod
+    def from_loaded(cls, file: LoadedAdapterFile) -> Adapter:
+        """Build the adapter from an already validated file (see :meth:`load`)."""
+        spec = file.spec
+        section = spec.adapter
+        service = load_service(
+            section.service,
+            proto=file.resolve(section.proto) if section.proto else None,
+            descriptor_set=file.resolve(section.descriptor_set) if section.descriptor_set else None,
+            include=[file.resolve(p) for p in section.include],
+        )
+        backends = {
+            name: build_backend(name, backend, file.base_dir)
+            for name, backend in spec.backends.items()
+        }
+        problems: list[str] = []
+        methods: dict[str, BoundMethod] = {}
+        for name, method in spec.methods.items():
+            try:
+                methods[name] = _bind(name, method, service, backends[method.backend])
+            except AdapterConfigError as exc:
+                problems.append(exc.message)
+        if problems:
+            raise AdapterConfigError(
+                f"{file.name} does not fit its service:\n  " + "\n  ".join(problems)
+            )
+        return cls(file=file, service=service, backends=backends, methods=methods)
+
+    async def answer(
+        self, method: BoundMethod, request: Message, remaining: float | None
+    ) -> Message:
+        """Answer one request from the legacy system.
+
+        ``remaining`` is the caller's remaining deadline in seconds (``None``: no deadline).
+        Raises :class:`AdapterError` subclasses only; nothing is kept between calls.
+        """
+        params = extract_params(method.request_plan, request)
+        timeout = method.timeout
+        if remaining is not None:
+            if remaining <= 0:
+                raise LegacyTimeoutError(f"the deadline for {method.name} had passed")
+            timeout = min(timeout, remaining)
+        try:
+            async with asyncio.timeout(timeout):
+                raw = await method.call.fetch(params, timeout)
+        except TimeoutError:
+            raise LegacyTimeoutError(
+                f"{method.backend.kind} backend {method.backend.name} did not answer "
+                f"{method.name} within {timeout:.1f}s"
+            ) from None
+        record = _shape(raw, method)
+        response = method.model.output_class()
+        fill_message(response, method.response_plan, record)
+        return response
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler serving every bound method (unknown methods: UNIMPLEMENTED)."""
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            name: grpc.unary_unary_rpc_method_handler(self._unary(method))
+            for name, method in self.methods.items()
+        }
+        return grpc.method_handlers_generic_handler(self.service.name, handlers)
+
+    def _unary(self, method: BoundMethod) -> Any:
+        limits = self.server_spec
+
+        async def unary(  # noqa: RET503  (abort never returns)
+            request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+        ) -> bytes:
+            started = time.monotonic()
+            error: RutaError
+            try:
+                data = await self._serve_one(method, request, context.time_remaining(), limits)
+            except AdapterError as exc:
+                error = exc
+            except Exception as exc:  # noqa: BLE001  (a refusal, never a traceback on the wire)
+                _log.error("method %s failed unexpectedly (%s)", method.name, type(exc).__name__)
+                error = AdapterError(f"the adapter failed answering {method.name}")
+            else:
+                _log.info("served %s status=OK ms=%d", method.model.path, _ms(started))
+                return data
+            _log.info("served %s fault=%s ms=%d", method.model.path, error.fault, _ms(started))
+            await abort(context, error)
+
+        return unary
+
+    async def _serve_one(
+        self, method: BoundMethod, request: bytes, remaining: float | None, limits: ServerSpec
+    ) -> bytes:
+        if len(request) > limits.max_request_bytes:
+            raise RequestTooLargeError(
+                f"request is {len(request)} bytes; the limit is {limits.max_request_bytes}"
+            )
+        try:
+            message = method.model.input_class.FromString(request)
+        except DecodeError:
+            raise InvalidRequestError(
+                f"request is not a valid {method.model.input.full_name}"
+            ) from None
+        response = await self.answer(method, message, remaining)
+        data = response.SerializeToString()
+        if len(data) > limits.max_response_bytes:
+            raise ResultTooLargeError(
+                f"the answer to {method.name} is over {limits.max_response_bytes} bytes"
+            )
+        return data
+
+    async def aclose(self) -> None:
+        """Close every backend (connections, sessions, threads)."""
+        for backend in self.backends.values():
+            await backend.aclose()
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _bind(name: str, spec: MethodSpec, service: ServiceModel, backend: Backend) -> BoundMethod:
+    model = service.methods.get(name)
+    where = f"methods.{name}"
+    if model is None:
+        raise AdapterConfigError(
+            f"{where}: {service.name} has no method {name} "
+            f"(methods: {', '.join(sorted(service.methods)) or 'none'})"
+        )
+    if not model.unary:
+        raise AdapterConfigError(f"{where}: streaming methods are not supported; only unary")
+    request_plan = build_request_plan(
+        model.input,
+        params=spec.params,
+        required=spec.required,
+        patterns=spec.patterns,
+        where=where,
+    )
+    response_plan = build_response_plan(
+        model.output, spec.fields, auto=spec.auto_fields, where=f"{where}.fields"
+    )
+    call = backend.bind(name, spec, request_plan.names)
+    return BoundMethod(
+        name=name,
+        model=model,
+        spec=spec,
+        backend=backend,
+        call=call,
+        request_plan=request_plan,
+        response_plan=response_plan,
+        timeout=spec.timeout_seconds or backend.timeout,
+    )
+
+
+def _shape(raw: Any, method: BoundMethod) -> Any:
+    """The record the response is filled from: one record, or ``{"rows": [...]}`` for many."""
+    spec = method.spec
+    answer = lookup(raw, spec.result_path.split(".")) if spec.result_path else raw
+    if spec.expect == "many":
+        if answer is None:
+            rows: list[Any] = []
+        elif isinstance(answer, list | tuple):
+            rows = list(answer)
+        else:
+            rows = [answer]
+        if not rows and spec.not_found_when_empty:
+            raise LegacyNotFoundError(f"no record found for {method.name}")
+        return {"rows": rows}
+    if isinstance(answer, list | tuple):
+        if not answer:
+            raise LegacyNotFoundError(f"no record found for {method.name}")
+        if len(answer) > 1:
+            raise InvalidLegacyAnswerError(
+                f"{method.backend.kind} backend {method.backend.name} returned more than one "
+                f"record for {method.name}, which expects one"
+            )
+        answer = answer[0]
+    if answer is None:
+        raise LegacyNotFoundError(f"no record found for {method.name}")
+    if not isinstance(answer, Mapping):
+        raise InvalidLegacyAnswerError(
+            f"{method.backend.kind} backend {method.backend.name} answered {method.name} with "
+            "something that is not a record"
+        )
+    return answer
+
+
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    """A started adapter server: the gRPC server, its bound port and its health service."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+
+    async def stop(self, grace: float | None) -> None:
+        """Report NOT_SERVING, then stop, letting calls in flight finish within ``grace``."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def _credentials(file: LoadedAdapterFile) -> grpc.ServerCredentials | None:
+    spec = file.spec.server
+    if spec.tls_cert is None or spec.tls_key is None:
+        return None
+    try:
+        cert = file.resolve(spec.tls_cert).read_bytes()
+        key = file.resolve(spec.tls_key).read_bytes()
+        ca = file.resolve(spec.tls_client_ca).read_bytes() if spec.tls_client_ca else None
+    except OSError:
+        raise AdapterConfigError("server TLS files cannot be read") from None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
+async def start_server(adapter: Adapter, listen: str | None = None) -> RunningServer:
+    """Start serving ``adapter`` (and the health service) on ``listen`` or the file's address.
+
+    Port 0 picks a free port (see :attr:`RunningServer.port`). Raises
+    :class:`AdapterConfigError` when the address cannot be bound.
+    """
+    spec = adapter.server_spec
+    address = listen or spec.listen
+    try:
+        parse_listen(address)
+    except ValueError as exc:
+        raise AdapterConfigError(f"--listen: {exc}") from None
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", spec.max_request_bytes),
+            ("grpc.max_send_message_length", spec.max_response_bytes),
+        ],
+        maximum_concurrent_rpcs=spec.max_concurrent_calls,
+    )
+    server.add_generic_rpc_handlers((adapter.handler(),))
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    credentials = _credentials(adapter.file)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        await server.stop(None)
+        raise AdapterConfigError(f"cannot listen on {address}")
+    await server.start()
+    for name in ("", adapter.service.name):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server=server, port=port, health=health)
