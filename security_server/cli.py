@@ -13,5 +13,6 @@ group = LazyGroup(
     help="Initialise, enrol and run an agency's security server.",
     lazy_commands={
         # "name": "module:click_command",  one line per concern
+        "serve": "security_server.serve_cli:serve",
     },
 )
