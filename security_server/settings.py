@@ -19,6 +19,7 @@ from typing import Annotated, Final, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from ruta.globalconf.client import GlobalConfSettings as ClientGlobalConfSettings
 from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.settings import ConfigError, RutaSettings
 
@@ -142,12 +143,12 @@ class KeySettings(_Section):
     signing_cert: Path
 
 
-class GlobalConfSettings(_Section):
-    """Where the global configuration comes from and how often it is fetched."""
+class GlobalConfSettings(ClientGlobalConfSettings):
+    """Where the global configuration comes from (the anchor file) and how the client fetches
+    it (``fetch_interval_seconds``, ``retry_*`` ... of :class:`ruta.globalconf.client`)."""
 
-    #: The configuration anchor file (registry URL + config-signing certificate).
+    #: The configuration anchor file (instance, registry URL, config-signing certificates).
     anchor: Path
-    refresh_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
 
 class BackendSettings(_Section):

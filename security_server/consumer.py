@@ -1,0 +1,399 @@
+"""The consumer proxy: where an agency's own backends call other agencies' services.
+
+It serves **any** method path ``/pkg.Service/Method`` through one generic bytes handler, so it
+never needs the provider's generated code (docs/adr/0003). For each call it: reads the ``ruta-*``
+metadata (bounded), refuses a body over the size limit before anything is signed, authenticates
+the backend (mTLS client certificate naming its subsystem, or plaintext loopback where the config
+allows it), checks the configuration in force (fails closed once expired) and the contract (fail
+fast; the provider enforces it), builds and signs the request header once, logs the signed
+request **before** sending it, sends it to the provider server's ``Transport.Exchange`` over
+pinned mTLS within the caller's deadline, verifies the signed response (signature, signer is the
+provider's member, bound to this request by ``request_hash``, same message id), logs it, and only
+then returns the body with trailing metadata ``ruta-message-id`` and ``ruta-request-hash``.
+
+A provider's refusal reaches the backend unchanged: same fault code, status and fault id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, Final, cast
+
+import grpc
+import grpc.aio
+
+from ruta.faults import Fault, RutaError, fault_from_rpc_error
+from ruta.globalconf import GlobalConf, SecurityServer
+from ruta.globalconf.errors import GlobalConfError
+from ruta.ids import ServerId, ServiceId
+from ruta.pki.certs import subsystem_id_of
+from ruta.pki.errors import PkiError
+from ruta.pki.tls import peer_certificate
+from ruta.v1 import transport_pb2
+from security_server.exchange import (
+    Clock,
+    ExchangeRecorder,
+    GlobalConfSource,
+    ProxyError,
+    SignatureChecker,
+    refuse,
+)
+from security_server.headers import (
+    MESSAGE_ID_HEADER,
+    REQUEST_HASH_HEADER,
+    CallMetadata,
+    HeaderError,
+    MetadataBounds,
+    build_request_header,
+    created_at_of,
+    parse_call_metadata,
+    parse_header,
+    request_hash,
+)
+from security_server.identity import ServerIdentity
+from security_server.log import Direction
+from security_server.metrics import ExchangeMetrics
+from security_server.settings import SecurityServerSettings
+from security_server.transport import EXCHANGE_PATH, PeerChannels
+
+__all__ = ["HEALTH_SERVICE_PREFIX", "MAX_STATUS_TEXT_BYTES", "ConsumerProxy"]
+
+_log = logging.getLogger(__name__)
+
+#: Paths the generic handler leaves to the health service registered on the same port.
+HEALTH_SERVICE_PREFIX: Final = "/grpc.health.v1.Health/"
+#: Longest status text passed on from a provider's backend.
+MAX_STATUS_TEXT_BYTES: Final = 1024
+_BAD_RESPONSE: Final = Fault.SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE
+
+
+def _peer_host(peer: str) -> str:
+    # grpc peer strings: "ipv4:127.0.0.1:5000", "ipv6:[::1]:5000", "unix:..."
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return ""
+
+
+def _is_loopback_peer(peer: str) -> bool:
+    host = _peer_host(peer)
+    return host.startswith("127.") or host == "::1"
+
+
+class ConsumerProxy:
+    """The consumer side of an exchange; :meth:`handler` plugs into a grpc.aio server."""
+
+    def __init__(
+        self,
+        *,
+        settings: SecurityServerSettings,
+        identity: ServerIdentity,
+        globalconf: GlobalConfSource,
+        recorder: ExchangeRecorder,
+        channels: PeerChannels,
+        checker: SignatureChecker,
+        metrics: ExchangeMetrics,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._limits = settings.limits
+        self._bounds = MetadataBounds(
+            max_entries=settings.limits.max_metadata_entries,
+            max_bytes=settings.limits.max_metadata_bytes,
+        )
+        self._plain = settings.consumer.allow_plain_loopback
+        self._plain_subsystems = settings.consumer.plain_subsystems
+        self._identity = identity
+        self._globalconf = globalconf
+        self._recorder = recorder
+        self._channels = channels
+        self._checker = checker
+        self._metrics = metrics
+        self._clock = clock
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """A generic handler that serves every method path except the health service's."""
+        proxy = self
+
+        class _Handler(grpc.GenericRpcHandler):
+            def service(
+                self, handler_call_details: grpc.HandlerCallDetails
+            ) -> grpc.RpcMethodHandler[Any, Any] | None:
+                path: str = handler_call_details.method
+                if path.startswith(HEALTH_SERVICE_PREFIX):
+                    return None
+                metadata = tuple(handler_call_details.invocation_metadata or ())
+
+                async def _call(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+                    return await proxy.exchange(path, metadata, body, context)
+
+                return grpc.unary_unary_rpc_method_handler(
+                    _call, request_deserializer=None, response_serializer=None
+                )
+
+        return _Handler()
+
+    async def exchange(
+        self,
+        path: str,
+        metadata: tuple[tuple[str, str | bytes], ...],
+        body: bytes,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> bytes:
+        """Carry one call to the provider and back (see the module docstring). Refusals abort
+        the call with a ``ruta-fault``; nothing else escapes."""
+        with self._metrics.exchange("consumer") as outcome:
+            try:
+                call = parse_call_metadata(path, metadata, bounds=self._bounds)
+                outcome.client = str(call.client)
+                outcome.service = str(call.service)
+                outcome.method = call.method
+                return await self._exchange(call, body, context)
+            except _PassThrough as passed:
+                if passed.plain:
+                    outcome.fault = f"status.{passed.status.name.lower()}"
+                    await context.abort(passed.status, passed.error.message)
+                outcome.fault = str(passed.error.fault)
+                await refuse(context, passed.error, fault_id=passed.fault_id, status=passed.status)
+            except RutaError as exc:
+                outcome.fault = str(exc.fault)
+                await refuse(context, exc)
+
+    async def _exchange(
+        self, call: CallMetadata, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        if len(body) > self._limits.max_message_bytes:
+            raise ProxyError(
+                f"the request body is {len(body)} bytes; the limit is "
+                f"{self._limits.max_message_bytes}",
+                fault=Fault.CLIENT_MESSAGE_TOO_LARGE,
+            )
+        self._authenticate(call, context)
+        try:
+            conf = self._globalconf.current()
+        except GlobalConfError as exc:
+            raise ProxyError(exc.message, fault=exc.fault) from None
+        provider = self._provider_server(conf, call)
+        now = self._clock()
+        if conf.allows(call.client, call.service, call.method, call.purpose, now) is None:
+            raise ProxyError(
+                f"no active contract lets {call.client} call {call.service}/{call.method} "
+                f"for purpose {call.purpose!r}; ask the provider for a contract",
+                fault=Fault.SERVER_CONSUMER_ACCESS_DENIED,
+            )
+        header, header_bytes = build_request_header(
+            call, body=body, sender=self._identity.server, receiver=provider.id, created_at=now
+        )
+        signature = await self._identity.sign(
+            header_bytes, anchors=conf.trust_anchors, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR
+        )
+        await self._recorder.record(
+            Direction.SENT,
+            header=header_bytes,
+            signature=signature,
+            certificate=self._identity.signing_certificate,
+            body=body,
+        )
+        digest = request_hash(header_bytes, signature.value)
+        response = await self._send(
+            provider,
+            conf,
+            transport_pb2.SignedMessage(header=header_bytes, body=body, signature=signature),
+            context,
+        )
+        response_header = self._check_response(response, header, digest, provider.id)
+        certificate = self._checker.verify(
+            conf,
+            response.header,
+            response.signature,
+            claimed_member=call.service.member,
+            signed_at=created_at_of(response_header),
+            fault=_BAD_RESPONSE,
+        )
+        await self._recorder.record(
+            Direction.RECEIVED,
+            header=response.header,
+            signature=response.signature,
+            certificate=certificate,
+            body=response.body,
+        )
+        if response_header.status_code != grpc.StatusCode.OK.value[0]:
+            raise self._backend_status(response_header, response.body, context)
+        context.set_trailing_metadata(
+            ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
+        )
+        return response.body
+
+    def _authenticate(
+        self, call: CallMetadata, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        if self._plain:
+            if not _is_loopback_peer(context.peer()):
+                raise ProxyError(
+                    "plaintext calls are accepted only from loopback",
+                    fault=Fault.CLIENT_UNAUTHENTICATED,
+                )
+            if call.client not in self._plain_subsystems:
+                raise ProxyError(
+                    f"a plaintext loopback caller may not act as {call.client}; use a client "
+                    "certificate",
+                    fault=Fault.CLIENT_PERMISSION_DENIED,
+                )
+            return
+        try:
+            cert = peer_certificate(context)
+            subsystem = subsystem_id_of(cert) if cert is not None else None
+        except PkiError:
+            subsystem = None
+        if subsystem is None:
+            raise ProxyError(
+                "the caller presented no client certificate naming a subsystem",
+                fault=Fault.CLIENT_UNAUTHENTICATED,
+            )
+        if subsystem != call.client:
+            raise ProxyError(
+                f"the caller's certificate names {subsystem}, not {call.client}",
+                fault=Fault.CLIENT_PERMISSION_DENIED,
+            )
+
+    def _provider_server(self, conf: GlobalConf, call: CallMetadata) -> SecurityServer:
+        if conf.service(call.service) is None:
+            raise ProxyError(
+                f"service {call.service} is not in the global configuration",
+                fault=Fault.CLIENT_UNKNOWN_SERVICE,
+            )
+        servers = conf.servers_of(call.service.member)
+        if not servers:
+            raise ProxyError(
+                f"member {call.service.member} lists no security server",
+                fault=Fault.CLIENT_UNKNOWN_SERVICE,
+            )
+        return servers[0]
+
+    def _timeout(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
+        # grpc returns None when the caller set no deadline (the stubs say float).
+        remaining = cast("float | None", context.time_remaining())
+        if remaining is None:
+            return self._limits.default_deadline_seconds
+        return max(0.0, min(remaining, self._limits.max_deadline_seconds))
+
+    async def _send(
+        self,
+        provider: SecurityServer,
+        conf: GlobalConf,
+        message: transport_pb2.SignedMessage,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> transport_pb2.SignedMessage:
+        channel = await self._channels.channel(provider, conf.trust_anchors)
+        exchange: grpc.aio.UnaryUnaryMultiCallable[
+            transport_pb2.SignedMessage, transport_pb2.SignedMessage
+        ] = channel.unary_unary(
+            EXCHANGE_PATH,
+            request_serializer=transport_pb2.SignedMessage.SerializeToString,
+            response_deserializer=transport_pb2.SignedMessage.FromString,
+        )
+        try:
+            response: transport_pb2.SignedMessage = await exchange(
+                message, timeout=self._timeout(context)
+            )
+        except grpc.aio.AioRpcError as exc:
+            fault, fault_id = fault_from_rpc_error(exc)
+            if fault is not None:
+                raise _PassThrough(
+                    RutaError((exc.details() or "")[:MAX_STATUS_TEXT_BYTES], fault=fault),
+                    fault_id=fault_id,
+                    status=exc.code(),
+                ) from None
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+                await self._channels.discard(provider)
+            if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise _PassThrough(
+                    RutaError(
+                        f"security server {provider.id} did not answer within the deadline",
+                        fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
+                    ),
+                    fault_id=None,
+                    status=grpc.StatusCode.DEADLINE_EXCEEDED,
+                ) from None
+            raise ProxyError(
+                f"security server {provider.id} could not be reached ({exc.code().name})",
+                fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
+            ) from None
+        return response
+
+    def _check_response(
+        self,
+        response: transport_pb2.SignedMessage,
+        request: transport_pb2.MessageHeader,
+        digest: bytes,
+        provider: ServerId,
+    ) -> transport_pb2.MessageHeader:
+        try:
+            header = parse_header(response.header, fault=_BAD_RESPONSE)
+        except HeaderError as exc:
+            raise ProxyError(
+                f"the provider's response is malformed: {exc.message}", fault=_BAD_RESPONSE
+            ) from None
+        problems = []
+        if header.kind != transport_pb2.MESSAGE_KIND_RESPONSE:
+            problems.append("it is not a response")
+        if header.message_id != request.message_id:
+            problems.append("it carries another message id")
+        if header.request_hash != digest:
+            problems.append("it is bound to another request (request_hash)")
+        if ServerId.from_proto(header.sender) != provider:
+            problems.append("another server sent it")
+        if ServiceId.from_proto(header.service) != ServiceId.from_proto(request.service):
+            problems.append("it names another service")
+        if hashlib.sha256(response.body).digest() != header.body_sha256:
+            problems.append("its body does not match the signed digest")
+        if len(response.body) > self._limits.max_message_bytes:
+            problems.append("its body is over the size limit")
+        if problems:
+            raise ProxyError(
+                "the provider's response is refused: " + "; ".join(problems), fault=_BAD_RESPONSE
+            )
+        return header
+
+    def _backend_status(
+        self,
+        header: transport_pb2.MessageHeader,
+        body: bytes,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> _PassThrough:
+        text = body[:MAX_STATUS_TEXT_BYTES].decode("utf-8", "replace")
+        status = _STATUS_BY_VALUE.get(header.status_code, grpc.StatusCode.UNKNOWN)
+        try:
+            fault = Fault(header.fault) if header.fault else None
+        except ValueError:
+            fault = None
+        if fault is not None:
+            return _PassThrough(RutaError(text, fault=fault), fault_id=None, status=status)
+        # The provider's backend answered with an application status: pass it on as it is.
+        return _PassThrough(_ApplicationStatusError(text), fault_id=None, status=status, plain=True)
+
+
+_STATUS_BY_VALUE: Final[dict[int, grpc.StatusCode]] = {s.value[0]: s for s in grpc.StatusCode}
+
+
+class _ApplicationStatusError(RutaError):
+    """A non-OK status the provider's backend returned (not a Ruta refusal)."""
+
+
+class _PassThrough(Exception):  # noqa: N818 - control flow, never escapes this module
+    def __init__(
+        self,
+        error: RutaError,
+        *,
+        fault_id: str | None,
+        status: grpc.StatusCode,
+        plain: bool = False,
+    ) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.fault_id = fault_id
+        self.status = status
+        self.plain = plain

@@ -1,0 +1,160 @@
+"""What the consumer and provider proxies share: the configuration source, signature checks
+against the configuration in force, message-log appends, and refusals that keep a peer's fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NoReturn, Protocol
+
+import grpc
+import grpc.aio
+from cryptography import x509
+from ruta.pki.signature import MessageVerifier
+
+from ruta.faults import Fault, RutaError, report
+from ruta.globalconf import GlobalConf
+from ruta.ids import MemberId
+from ruta.pki.certs import fingerprint
+from ruta.pki.errors import PkiError
+from ruta.v1 import transport_pb2
+from security_server.log import (
+    Direction,
+    LogEntry,
+    LogError,
+    MessageClaim,
+    MessageLog,
+)
+
+__all__ = [
+    "Clock",
+    "ExchangeRecorder",
+    "GlobalConfSource",
+    "ProxyError",
+    "SignatureChecker",
+    "refuse",
+]
+
+Clock = Callable[[], datetime]
+
+
+class GlobalConfSource(Protocol):
+    """Where the configuration in force comes from (``ruta.globalconf`` client in production)."""
+
+    def current(self) -> GlobalConf:
+        """The configuration in force; raises the outdated-configuration fault once expired."""
+        ...
+
+
+class ProxyError(RutaError):
+    """An exchange refused by one of the proxies; the fault says who and why."""
+
+    default_fault = Fault.SERVER_CONSUMER_INTERNAL_ERROR
+
+
+async def refuse(
+    context: grpc.aio.ServicerContext[Any, Any],
+    error: RutaError,
+    *,
+    fault_id: str | None = None,
+    status: grpc.StatusCode | None = None,
+) -> NoReturn:
+    """Refuse the call with ``error`` (``ruta-fault`` + ``ruta-fault-id``), logging one line.
+
+    ``fault_id``/``status`` keep a peer's id and status when a refusal is passed through.
+    """
+    rep = report(error, fault_id=fault_id)
+    context.set_trailing_metadata(rep.trailing_metadata)
+    await context.abort(status if status is not None else rep.status, rep.details)
+    raise AssertionError("unreachable: grpc.aio abort returned")  # pragma: no cover
+
+
+@dataclass
+class SignatureChecker:
+    """Verifies signed headers against the trust anchors of the configuration in force, with one
+    :class:`~ruta.pki.signature.MessageVerifier` (and its cache) per configuration serial."""
+
+    ocsp_freshness: timedelta
+    _verifiers: dict[tuple[str, int], MessageVerifier] = field(default_factory=dict)
+
+    def verify(
+        self,
+        conf: GlobalConf,
+        header_bytes: bytes,
+        signature: transport_pb2.Signature,
+        *,
+        claimed_member: MemberId,
+        signed_at: datetime,
+        fault: Fault | None = None,
+    ) -> x509.Certificate:
+        """The signer's certificate once the signature, chain, OCSP staple and member check out.
+
+        Raises the verifier's :class:`~ruta.pki.errors.SignatureError` (a ``server.provider.*``
+        fault), re-raised with ``fault`` when one is given (the consumer's own code).
+        """
+        key = (conf.instance, conf.serial)
+        verifier = self._verifiers.get(key)
+        if verifier is None:
+            verifier = MessageVerifier(
+                conf.trust_anchors,
+                ocsp_freshness=self.ocsp_freshness,
+                trusted_responders=conf.ocsp_responder_certs,
+            )
+            # Keep only the newest few configurations' verifiers.
+            if len(self._verifiers) >= 4:
+                self._verifiers.pop(next(iter(self._verifiers)))
+            self._verifiers[key] = verifier
+        try:
+            return verifier.verify(
+                header_bytes, signature, claimed_member=claimed_member, signed_at=signed_at
+            )
+        except PkiError as exc:
+            if fault is None:
+                raise
+            raise ProxyError(
+                f"the response's signature does not verify: {exc.message}", fault=fault
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeRecorder:
+    """Appends signed messages to this server's message log, durably, before they are
+    acknowledged; every failure becomes the side's ``logging_failed`` fault."""
+
+    log: MessageLog
+    fault: Fault
+
+    async def record(
+        self,
+        direction: Direction,
+        *,
+        header: bytes,
+        signature: transport_pb2.Signature,
+        certificate: x509.Certificate,
+        body: bytes,
+        claim: MessageClaim | None = None,
+    ) -> None:
+        """Append one signed message (with ``claim``, atomically refusing a replayed id).
+
+        Raises :class:`~security_server.log.ReplayedMessageError` for a replay and
+        :class:`ProxyError` (``logging_failed``) when the log cannot store it; nothing is
+        acknowledged then.
+        """
+        try:
+            entry = LogEntry.from_signed(
+                direction=direction,
+                header=header,
+                signature=signature.SerializeToString(deterministic=True),
+                certificate_fingerprint=fingerprint(certificate),
+                body=body,
+            )
+            await self.log.append([entry], claim=claim, fault=self.fault)
+        except LogError as exc:
+            if exc.fault in (Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,):
+                raise
+            raise ProxyError(
+                f"the message could not be written to the message log: {exc.message}",
+                fault=self.fault,
+            ) from None

@@ -1,0 +1,137 @@
+"""Prometheus metrics of one security server, and the HTTP endpoint that serves them.
+
+Each server owns a private :class:`~prometheus_client.CollectorRegistry` (several servers may run
+in one process in tests). Labels are identifiers and fault codes only: never bodies, subjects,
+user ids or anything secret. The endpoint (aiohttp) serves ``/metrics`` and ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+__all__ = ["LATENCY_BUCKETS", "NO_FAULT", "ExchangeMetrics", "Outcome", "metrics_app"]
+
+#: Seconds; from a loopback round trip to a slow backend.
+LATENCY_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+#: The fault label of an exchange that succeeded.
+NO_FAULT: Final = "none"
+#: Label value used before a call's client/service/method are known (e.g. bad metadata).
+UNKNOWN: Final = "unknown"
+
+
+@dataclass
+class Outcome:
+    """Labels of one exchange, filled in as the call is understood."""
+
+    client: str = UNKNOWN
+    service: str = UNKNOWN
+    method: str = UNKNOWN
+    fault: str = NO_FAULT
+
+
+@dataclass
+class ExchangeMetrics:
+    """Counters and histograms of the exchanges this server took part in, by role."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        labels = ("role", "client", "service", "method", "fault")
+        self.exchanges = Counter(
+            "ruta_exchanges",
+            "Exchanges handled, by role (consumer/provider), client, service, method and fault.",
+            labels,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ruta_exchange_seconds",
+            "Time to handle one exchange, by role, service and method.",
+            ("role", "service", "method"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.backend_latency = Histogram(
+            "ruta_backend_seconds",
+            "Time the provider's backend took to answer, by service and method.",
+            ("service", "method"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "ruta_exchanges_in_flight",
+            "Exchanges being handled now.",
+            ("role",),
+            registry=self.registry,
+        )
+        self.globalconf_serial = Gauge(
+            "ruta_globalconf_serial",
+            "Serial of the global configuration in use.",
+            registry=self.registry,
+        )
+        self.globalconf_expiry = Gauge(
+            "ruta_globalconf_expires_timestamp_seconds",
+            "When the global configuration in use expires (Unix time).",
+            registry=self.registry,
+        )
+
+    @contextmanager
+    def exchange(self, role: str) -> Iterator[Outcome]:
+        """Count and time one exchange; the caller fills in the yielded :class:`Outcome`."""
+        outcome = Outcome()
+        gauge = self.in_flight.labels(role)
+        gauge.inc()
+        start = time.perf_counter()
+        try:
+            yield outcome
+        finally:
+            gauge.dec()
+            self.latency.labels(role, outcome.service, outcome.method).observe(
+                time.perf_counter() - start
+            )
+            self.exchanges.labels(
+                role, outcome.client, outcome.service, outcome.method, outcome.fault
+            ).inc()
+
+    def render(self) -> bytes:
+        """The text exposition of every metric."""
+        data: bytes = generate_latest(self.registry)
+        return data
+
+
+def metrics_app(metrics: ExchangeMetrics) -> web.Application:
+    """An aiohttp app with ``GET /metrics`` (Prometheus text) and ``GET /healthz``."""
+
+    async def _metrics(_request: web.Request) -> web.Response:
+        response = web.Response(body=metrics.render())
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    async def _health(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "SERVING"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _health)
+    return app

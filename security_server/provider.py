@@ -1,0 +1,307 @@
+"""The provider proxy: receives signed requests from other security servers and answers them.
+
+For each ``Transport.Exchange`` call it checks, in this order (DESIGN.md step 4): the calling
+peer is a listed security server (its TLS certificate's fingerprint), the configuration in force
+(fails closed once expired), the size bound, the header (well formed, a request, addressed to this
+server, sent by the calling peer), the signature over the exact header bytes with the chain to a
+trust anchor and the stapled OCSP response at signing time and the signer being the client's
+member, the body digest, freshness (``created_at`` within the allowed skew), the contract, and
+uniqueness of the message id: the request is logged together with a durable claim on its id, so a
+replay is refused even across a restart. Then it forwards the raw body to the mapped backend with
+the original method path, ``ruta-*`` metadata taken from the signed header, and the remaining
+deadline; signs a response header bound to the request by ``request_hash`` carrying the
+backend's status; logs it; and returns it. A backend that cannot be reached gets a signed
+response with ``server.provider.service_failed``, so the consumer's log holds the outcome too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, Final, cast
+
+import grpc
+import grpc.aio
+
+from ruta.faults import Fault, RutaError
+from ruta.globalconf import GlobalConf
+from ruta.globalconf.errors import GlobalConfError
+from ruta.ids import ServerId, ServiceId, SubsystemId
+from ruta.pki.errors import PkiError
+from ruta.v1 import transport_pb2
+from security_server.exchange import (
+    Clock,
+    ExchangeRecorder,
+    GlobalConfSource,
+    ProxyError,
+    SignatureChecker,
+    refuse,
+)
+from security_server.headers import (
+    HeaderError,
+    build_response_header,
+    created_at_of,
+    metadata_for_backend,
+    parse_header,
+    request_hash,
+)
+from security_server.identity import ServerIdentity, SigningError
+from security_server.log import Direction, MessageClaim, ReplayedMessageError
+from security_server.metrics import ExchangeMetrics
+from security_server.settings import BackendSettings, SecurityServerSettings
+from security_server.transport import authenticate_peer, grpc_message_options
+
+__all__ = ["MAX_BACKEND_STATUS_TEXT", "BackendChannels", "ProviderProxy"]
+
+_log = logging.getLogger(__name__)
+
+#: Longest status text of a backend's refusal carried back in a signed response body.
+MAX_BACKEND_STATUS_TEXT: Final = 1024
+_INVALID: Final = Fault.SERVER_PROVIDER_INVALID_MESSAGE
+_OK: Final = grpc.StatusCode.OK.value[0]
+
+
+def _read(path: Any) -> bytes:
+    with open(path, "rb") as handle:
+        data: bytes = handle.read(1 << 20)
+        return data
+
+
+class BackendChannels:
+    """One channel per mapped backend, opened at start and shared by every call."""
+
+    def __init__(self, backends: tuple[BackendSettings, ...], *, max_message_bytes: int) -> None:
+        options = grpc_message_options(max_message_bytes)
+        self._channels: dict[ServiceId, grpc.aio.Channel] = {}
+        for backend in backends:
+            if backend.tls:
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=_read(backend.ca),
+                    private_key=_read(backend.client_key) if backend.client_key else None,
+                    certificate_chain=_read(backend.client_cert) if backend.client_cert else None,
+                )
+                channel = grpc.aio.secure_channel(backend.address, credentials, options=options)
+            else:
+                channel = grpc.aio.insecure_channel(backend.address, options=options)
+            self._channels[backend.service_id] = channel
+
+    def get(self, service: ServiceId) -> grpc.aio.Channel | None:
+        return self._channels.get(service)
+
+    @property
+    def services(self) -> Mapping[ServiceId, grpc.aio.Channel]:
+        return self._channels
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+
+class ProviderProxy:
+    """The provider side of an exchange; :meth:`exchange` is ``Transport.Exchange``."""
+
+    def __init__(
+        self,
+        *,
+        settings: SecurityServerSettings,
+        identity: ServerIdentity,
+        globalconf: GlobalConfSource,
+        recorder: ExchangeRecorder,
+        backends: BackendChannels,
+        checker: SignatureChecker,
+        metrics: ExchangeMetrics,
+        clock: Clock,
+    ) -> None:
+        self._limits = settings.limits
+        self._skew = timedelta(seconds=settings.limits.freshness_seconds)
+        self._identity = identity
+        self._globalconf = globalconf
+        self._recorder = recorder
+        self._backends = backends
+        self._checker = checker
+        self._metrics = metrics
+        self._clock = clock
+
+    async def exchange(
+        self, message: transport_pb2.SignedMessage, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> transport_pb2.SignedMessage:
+        """Verify, forward and answer one signed request; refusals abort with a ``ruta-fault``."""
+        with self._metrics.exchange("provider") as outcome:
+            try:
+                return await self._exchange(message, context, outcome)
+            except RutaError as exc:
+                outcome.fault = str(exc.fault)
+                await refuse(context, exc)
+
+    async def _exchange(
+        self,
+        message: transport_pb2.SignedMessage,
+        context: grpc.aio.ServicerContext[Any, Any],
+        outcome: Any,
+    ) -> transport_pb2.SignedMessage:
+        try:
+            conf = self._globalconf.current()
+        except GlobalConfError as exc:
+            fault = (
+                Fault.SERVER_PROVIDER_OUTDATED_GLOBALCONF
+                if exc.fault is Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF
+                else Fault.SERVER_PROVIDER_INTERNAL_ERROR
+            )
+            raise ProxyError(exc.message, fault=fault) from None
+        peer = authenticate_peer(context, conf)
+        if len(message.body) > self._limits.max_message_bytes:
+            raise ProxyError(
+                f"the request body is {len(message.body)} bytes; the limit is "
+                f"{self._limits.max_message_bytes}",
+                fault=Fault.SERVER_PROVIDER_MESSAGE_TOO_LARGE,
+            )
+        try:
+            header = parse_header(message.header, fault=_INVALID)
+        except HeaderError as exc:
+            raise ProxyError(exc.message, fault=exc.fault) from None
+        client = SubsystemId.from_proto(header.client)
+        service = ServiceId.from_proto(header.service)
+        outcome.client, outcome.service, outcome.method = str(client), str(service), header.method
+        if header.kind != transport_pb2.MESSAGE_KIND_REQUEST:
+            raise ProxyError("the message is not a request", fault=_INVALID)
+        if ServerId.from_proto(header.receiver) != self._identity.server:
+            raise ProxyError("the request is addressed to another security server", fault=_INVALID)
+        if ServerId.from_proto(header.sender) != peer.id:
+            raise ProxyError(
+                "the request names a sender other than the calling security server",
+                fault=_INVALID,
+            )
+        created_at = created_at_of(header)
+        certificate = self._checker.verify(
+            conf,
+            message.header,
+            message.signature,
+            claimed_member=client.member,
+            signed_at=created_at,
+        )
+        if hashlib.sha256(message.body).digest() != header.body_sha256:
+            raise ProxyError(
+                "the request body does not match the signed digest",
+                fault=Fault.SERVER_PROVIDER_INVALID_SIGNATURE,
+            )
+        now = self._clock()
+        if abs(now - created_at) > self._skew:
+            raise ProxyError(
+                f"the request was created at {created_at.isoformat()}, more than "
+                f"{self._skew.total_seconds():g} s from this server's clock; check both clocks",
+                fault=Fault.SERVER_PROVIDER_STALE_MESSAGE,
+            )
+        channel = self._backends.get(service)
+        if conf.service(service) is None or channel is None:
+            raise ProxyError(
+                f"service {service} is not served by this security server",
+                fault=Fault.SERVER_PROVIDER_UNKNOWN_SERVICE,
+            )
+        if conf.allows(client, service, header.method, header.purpose, now) is None:
+            raise ProxyError(
+                f"no active contract lets {client} call {service}/{header.method} for purpose "
+                f"{header.purpose!r}",
+                fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
+            )
+        claim = MessageClaim(
+            client=str(client),
+            message_id=header.message_id,
+            # A request older than created_at + skew is refused as stale, so the claim need not
+            # outlive that; twice the skew keeps a margin for clock steps.
+            expires_at=created_at + 2 * self._skew,
+        )
+        try:
+            await self._recorder.record(
+                Direction.RECEIVED,
+                header=message.header,
+                signature=message.signature,
+                certificate=certificate,
+                body=message.body,
+                claim=claim,
+            )
+        except ReplayedMessageError:
+            raise ProxyError(
+                f"message id {header.message_id} of {client} was already used",
+                fault=Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,
+            ) from None
+        body, status, failure = await self._forward(channel, header, message.body, context)
+        if failure is not None:
+            outcome.fault = str(failure)
+        return await self._answer(
+            conf, request=message, header=header, body=body, status=status, fault=failure
+        )
+
+    async def _forward(
+        self,
+        channel: grpc.aio.Channel,
+        header: transport_pb2.MessageHeader,
+        body: bytes,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> tuple[bytes, int, Fault | None]:
+        service = ServiceId.from_proto(header.service)
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            f"/{service.service_name}/{header.method}"
+        )
+        remaining = cast("float | None", context.time_remaining())
+        timeout = self._limits.default_deadline_seconds if remaining is None else remaining
+        try:
+            answer: bytes = await call(
+                body,
+                metadata=metadata_for_backend(header),
+                timeout=max(0.0, min(timeout, self._limits.max_deadline_seconds)),
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
+                _log.warning("backend for %s failed: %s", service, code.name)
+                text = f"the backend of {service} is unavailable ({code.name}); try again later"
+                return text.encode(), code.value[0], Fault.SERVER_PROVIDER_SERVICE_FAILED
+            details = (exc.details() or "")[:MAX_BACKEND_STATUS_TEXT]
+            return details.encode("utf-8", "replace"), code.value[0], None
+        if len(answer) > self._limits.max_message_bytes:
+            text = f"the backend's answer is over the {self._limits.max_message_bytes}-byte limit"
+            return (
+                text.encode(),
+                grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+                Fault.SERVER_PROVIDER_SERVICE_FAILED,
+            )
+        return answer, _OK, None
+
+    async def _answer(
+        self,
+        conf: GlobalConf,
+        *,
+        request: transport_pb2.SignedMessage,
+        header: transport_pb2.MessageHeader,
+        body: bytes,
+        status: int,
+        fault: Fault | None,
+    ) -> transport_pb2.SignedMessage:
+        digest = request_hash(request.header, request.signature.value)
+        _, response_bytes = build_response_header(
+            header,
+            request_digest=digest,
+            body=body,
+            status_code=status,
+            fault=fault,
+            created_at=self._clock(),
+        )
+        try:
+            signature = await self._identity.sign(
+                response_bytes,
+                anchors=conf.trust_anchors,
+                fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR,
+            )
+        except (SigningError, PkiError) as exc:
+            raise ProxyError(exc.message, fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR) from None
+        await self._recorder.record(
+            Direction.SENT,
+            header=response_bytes,
+            signature=signature,
+            certificate=self._identity.signing_certificate,
+            body=body,
+        )
+        return transport_pb2.SignedMessage(header=response_bytes, body=body, signature=signature)

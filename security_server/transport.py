@@ -1,0 +1,233 @@
+"""Server-to-server transport: mutual TLS with authentication certificates pinned to the global
+configuration, a channel pool per peer, and the ``Transport`` service's wiring.
+
+Consumer side: :class:`PeerChannels` keeps one gRPC channel per peer server (reused by every call,
+never opened per call). Before a channel is handed out the first time, the peer's certificate is
+fetched with a TLS handshake that presents this server's auth certificate, checked to chain to a
+trust anchor, and its SHA-256 fingerprint compared with the one the global configuration lists
+for that server; a mismatch refuses the exchange (``server.consumer.network_error``). gRPC itself
+then checks the chain and the address name on every connection. A channel whose call failed on
+the network is dropped, so the next call connects and pins again (docs/adr/0003).
+
+Provider side: the peer's client certificate is read from the call's auth context and its
+fingerprint looked up in the global configuration (:func:`authenticate_peer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+import grpc.aio
+from cryptography import x509
+
+from ruta.faults import Fault, RutaError
+from ruta.globalconf import GlobalConf, SecurityServer
+from ruta.pki.certs import certificate_pem, fingerprint
+from ruta.pki.errors import PkiError
+from ruta.pki.tls import channel_credentials, peer_certificate
+from ruta.v1 import transport_pb2, transport_pb2_grpc
+from security_server.settings import split_address
+
+__all__ = [
+    "EXCHANGE_PATH",
+    "PIN_CHECK_TIMEOUT_SECONDS",
+    "PeerChannels",
+    "TransportError",
+    "add_transport_service",
+    "authenticate_peer",
+    "grpc_message_options",
+]
+
+EXCHANGE_PATH: Final = "/ruta.v1.Transport/Exchange"
+#: How long the pinning handshake with a peer may take.
+PIN_CHECK_TIMEOUT_SECONDS: Final = 10.0
+#: Room for the header, signature, certificates and OCSP response around a body.
+_ENVELOPE_SLACK_BYTES: Final = 256 * 1024
+
+
+class TransportError(RutaError):
+    """A peer server could not be reached, or is not the server the configuration lists."""
+
+    default_fault = Fault.SERVER_CONSUMER_NETWORK_ERROR
+
+
+def grpc_message_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Channel/server options that let a message of ``max_message_bytes`` plus its envelope
+    through, so Ruta (not gRPC) refuses oversized bodies with its own fault."""
+    limit = max_message_bytes + _ENVELOPE_SLACK_BYTES
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+    ]
+
+
+def authenticate_peer(
+    context: grpc.aio.ServicerContext[Any, Any], conf: GlobalConf
+) -> SecurityServer:
+    """The listed security server whose authentication certificate the calling peer presented.
+
+    Raises :class:`TransportError` (``server.provider.access_denied``) for a peer that presented
+    no certificate or one the configuration does not list.
+    """
+    try:
+        cert = peer_certificate(context)
+    except PkiError:
+        cert = None
+    if cert is None:
+        raise TransportError(
+            "the calling peer presented no usable client certificate",
+            fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
+        )
+    server = conf.server_by_auth_cert(fingerprint(cert))
+    if server is None:
+        raise TransportError(
+            "the calling peer's certificate is not the authentication certificate of any "
+            "security server in the global configuration",
+            fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
+        )
+    return server
+
+
+def add_transport_service(
+    server: grpc.aio.Server,
+    exchange: Callable[
+        [transport_pb2.SignedMessage, grpc.aio.ServicerContext[Any, Any]],
+        Awaitable[transport_pb2.SignedMessage],
+    ],
+) -> None:
+    """Register ``exchange`` as ``ruta.v1.Transport/Exchange`` on ``server``."""
+
+    class _Servicer(transport_pb2_grpc.TransportServicer):
+        async def Exchange(  # noqa: N802 - gRPC method name
+            self,
+            request: transport_pb2.SignedMessage,
+            context: grpc.aio.ServicerContext[Any, Any],
+        ) -> transport_pb2.SignedMessage:
+            return await exchange(request, context)
+
+    transport_pb2_grpc.add_TransportServicer_to_server(_Servicer(), server)
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    server: str
+    address: str
+    fingerprint: str
+    anchors: str
+
+
+@dataclass
+class PeerChannels:
+    """One pinned mTLS channel per peer server, shared by every call to that peer.
+
+    ``key_path``/``cert_path`` are this server's auth key and certificate (PEM files).
+    """
+
+    key_path: Path
+    cert_path: Path
+    max_message_bytes: int
+    _channels: dict[_Key, grpc.aio.Channel] = field(default_factory=dict)
+    _pending: dict[_Key, asyncio.Future[grpc.aio.Channel]] = field(default_factory=dict)
+    _credentials: dict[str, grpc.ChannelCredentials] = field(default_factory=dict)
+
+    async def channel(
+        self, peer: SecurityServer, anchors: Sequence[x509.Certificate]
+    ) -> grpc.aio.Channel:
+        """The channel to ``peer``, opened and pinned on first use.
+
+        Raises :class:`TransportError` (``server.consumer.network_error``) when the peer cannot
+        be reached or presents a certificate other than the listed one.
+        """
+        anchors_pem = certificate_pem(*anchors)
+        key = _Key(
+            str(peer.id),
+            peer.address,
+            peer.auth_cert_sha256,
+            hashlib.sha256(anchors_pem).hexdigest(),
+        )
+        existing = self._channels.get(key)
+        if existing is not None:
+            return existing
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._pending[key] = pending
+            try:
+                channel = await self._open(peer, anchors_pem, key)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # mark retrieved; waiters re-raise it themselves
+                raise
+            else:
+                self._channels[key] = channel
+                pending.set_result(channel)
+                return channel
+            finally:
+                del self._pending[key]
+        return await asyncio.shield(pending)
+
+    async def _open(self, peer: SecurityServer, anchors_pem: bytes, key: _Key) -> grpc.aio.Channel:
+        await self._check_pin(peer, anchors_pem)
+        credentials = self._credentials.get(key.anchors)
+        if credentials is None:
+            try:
+                credentials = channel_credentials(self.key_path, self.cert_path, anchors_pem)
+            except PkiError as exc:
+                raise TransportError(
+                    f"this server's authentication credentials are unusable: {exc.message}",
+                    fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
+                ) from None
+            self._credentials[key.anchors] = credentials
+        return grpc.aio.secure_channel(
+            peer.address, credentials, options=grpc_message_options(self.max_message_bytes)
+        )
+
+    async def _check_pin(self, peer: SecurityServer, anchors_pem: bytes) -> None:
+        host, port = split_address(peer.address)
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=anchors_pem.decode())
+        # The name is checked by gRPC on the real connection; here the fingerprint is the check.
+        context.check_hostname = False
+        context.load_cert_chain(self.cert_path, self.key_path)
+        context.set_alpn_protocols(["h2"])
+        try:
+            async with asyncio.timeout(PIN_CHECK_TIMEOUT_SECONDS):
+                _reader, writer = await asyncio.open_connection(host, port, ssl=context)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise TransportError(
+                f"security server {peer.id} at {peer.address} cannot be reached over TLS "
+                f"({type(exc).__name__})"
+            ) from None
+        try:
+            ssl_object = writer.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        finally:
+            writer.close()
+            # The peer may drop a handshake-only connection abruptly.
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+        if der is None or hashlib.sha256(der).hexdigest() != peer.auth_cert_sha256:
+            raise TransportError(
+                f"security server {peer.id} at {peer.address} presented an authentication "
+                "certificate other than the one the global configuration lists"
+            )
+
+    async def discard(self, peer: SecurityServer) -> None:
+        """Close and forget every channel to ``peer`` (after a network failure)."""
+        for key in [k for k in self._channels if k.server == str(peer.id)]:
+            channel = self._channels.pop(key)
+            await channel.close()
+
+    async def close(self) -> None:
+        """Close every channel."""
+        channels = list(self._channels.values())
+        self._channels.clear()
+        for channel in channels:
+            await channel.close()
