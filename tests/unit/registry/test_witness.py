@@ -34,6 +34,12 @@ from ruta.checkpoint import (
 )
 from ruta.faults import FAULT_HEADER, Fault
 from ruta.merkle import EMPTY_ROOT, MemoryTree, leaf_hash
+from ruta.witness_client import (
+    WitnessClient,
+    WitnessClientError,
+    WitnessRefusedError,
+    WitnessSizeConflictError,
+)
 from tests.conftest import free_port
 
 ORIGIN = "ruta.example/LAC/GOV/POP/ss1"
@@ -283,3 +289,31 @@ async def test_http_add_checkpoint(log: Log, witness: Witness, witness_url: str)
         proof = log.tree.consistency_proof(3)
         async with session.post(url, data=_request(3, proof, log.checkpoint())) as resp:
             assert resp.status == 200
+
+
+async def test_witness_client_against_the_witness(
+    log: Log, witness: Witness, witness_url: str
+) -> None:
+    async with ClientSession() as session:
+        client = WitnessClient(url=witness_url, verifier=witness.verifier, session=session)
+        log.grow(4)
+        cosig = await client.add_checkpoint(0, [], log.checkpoint())
+        assert cosig.timestamp == NOW
+        verify_note(log.checkpoint() + cosig.line, [log.verifier, witness.verifier])
+        log.grow(3)
+        with pytest.raises(WitnessSizeConflictError) as info:
+            await client.add_checkpoint(0, [], log.checkpoint())
+        assert info.value.known_size == 4
+        with pytest.raises(WitnessRefusedError) as refused:
+            await client.add_checkpoint(4, [EMPTY_ROOT], log.checkpoint())
+        assert refused.value.status == 422
+        cosig = await client.add_checkpoint(4, log.tree.consistency_proof(4), log.checkpoint())
+        assert cosig.line.startswith("— " + WITNESS_NAME + " ")
+        # A client configured with another witness key does not believe the answer.
+        impostor = Verifier.for_key(
+            WITNESS_NAME, SignatureType.COSIGNATURE_V1, Ed25519PrivateKey.generate()
+        )
+        other = WitnessClient(url=witness_url, verifier=impostor, session=session)
+        with pytest.raises(WitnessClientError) as bad:
+            await other.add_checkpoint(7, [], log.checkpoint())
+        assert bad.value.fault is Fault.SERVER_PROVIDER_WITNESS_UNAVAILABLE
