@@ -13,5 +13,7 @@ group = LazyGroup(
     help="Serve a bus service from a legacy SQL, REST, SOAP or CSV system, from a file.",
     lazy_commands={
         # "name": "module:click_command",  one line per concern
+        "serve": "adapters.serve_cli:serve",
+        "check": "adapters.serve_cli:check",
     },
 )

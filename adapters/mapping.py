@@ -80,6 +80,7 @@ class _FieldPlan:
     date_format: str | None
     scale: Decimal | None
     nested: ResponsePlan | None
+    explicit: bool  # named in the file (not filled by auto_fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,20 +153,28 @@ def build_response_plan(
             raise AdapterConfigError(f"{here}: source {mapping!r} is not a dotted path")
         target = _resolve_target(descriptor, target_text, here)
         named.add(target[0].name)
-        plans.append(_field_plan(target, spec, here, auto=auto, depth=depth))
+        plans.append(_field_plan(target, spec, here, auto=auto, depth=depth, explicit=True))
     if auto:
         for fd in descriptor.fields:
             too_deep = _is_plain_message(fd) and depth + 1 > MAX_MAPPING_DEPTH
             if fd.name in named or _is_map(fd) or too_deep:
                 continue
             plans.append(
-                _field_plan((fd,), FieldSpec(), f"{where}.{fd.name}", auto=True, depth=depth)
+                _field_plan(
+                    (fd,), FieldSpec(), f"{where}.{fd.name}", auto=True, depth=depth, explicit=False
+                )
             )
     return ResponsePlan(descriptor=descriptor, fields=tuple(plans))
 
 
 def _field_plan(
-    target: tuple[FieldDescriptor, ...], spec: FieldSpec, where: str, *, auto: bool, depth: int
+    target: tuple[FieldDescriptor, ...],
+    spec: FieldSpec,
+    where: str,
+    *,
+    auto: bool,
+    depth: int,
+    explicit: bool,
 ) -> _FieldPlan:
     leaf = target[-1]
     nested: ResponsePlan | None = None
@@ -209,6 +218,7 @@ def _field_plan(
         date_format=spec.date_format,
         scale=Decimal(str(spec.scale)) if spec.scale is not None else None,
         nested=nested,
+        explicit=explicit,
     )
 
 

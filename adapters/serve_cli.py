@@ -1,0 +1,81 @@
+"""``ruta adapter serve FILE`` and ``ruta adapter check FILE``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from adapters.check import PROBE_TIMEOUT_SECONDS, check_adapter
+from adapters.server import Adapter, start_server
+
+__all__ = ["check", "serve"]
+
+_log = logging.getLogger(__name__)
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+async def _serve(file: Path, listen: str | None) -> None:
+    adapter = Adapter.load(file)
+    try:
+        running = await start_server(adapter, listen)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        address = (listen or adapter.server_spec.listen).rpartition(":")[0]
+        # One line on stdout that scripts (and tests) wait for: the service and the bound port.
+        click.echo(f"serving {adapter.service.name} on {address}:{running.port}")
+        sys.stdout.flush()
+        _log.info("adapter %s serving on port %d", adapter.service.name, running.port)
+        await stop.wait()
+        _log.info("adapter %s stopping", adapter.service.name)
+        await running.stop(adapter.server_spec.shutdown_grace_seconds)
+    finally:
+        await adapter.aclose()
+
+
+@click.command("serve")
+@click.argument("file", type=_FILE)
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Address to listen on (port 0: any free port); default: [server] listen in FILE.",
+)
+def serve(file: Path, listen: str | None) -> None:
+    """Serve the service described by the adapter FILE until SIGTERM or SIGINT.
+
+    The gRPC health service (grpc.health.v1.Health) answers on the same port. Prints one line,
+    "serving SERVICE on HOST:PORT", once it listens.
+    """
+    asyncio.run(_serve(file, listen))
+
+
+@click.command("check")
+@click.argument("file", type=_FILE)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Check the file and its .proto only; do not contact the legacy systems.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 300),
+    default=PROBE_TIMEOUT_SECONDS,
+    show_default=True,
+    help="Seconds to wait for each legacy system.",
+)
+def check(file: Path, offline: bool, timeout: float) -> None:
+    """Check the adapter FILE against its .proto and, unless --offline, its legacy systems.
+
+    Prints one line per finding; exits 1 when any problem was found.
+    """
+    report = asyncio.run(check_adapter(file, reach=not offline, probe_seconds=timeout))
+    click.echo(report.render())
+    if not report.ok:
+        sys.exit(1)
