@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import ClientSession, web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from registry.witness import (
     MAX_PROOF_LINES,
@@ -317,3 +319,24 @@ async def test_witness_client_against_the_witness(
         with pytest.raises(WitnessClientError) as bad:
             await other.add_checkpoint(7, [], log.checkpoint())
         assert bad.value.fault is Fault.SERVER_PROVIDER_WITNESS_UNAVAILABLE
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.lists(
+            st.sampled_from(
+                [b"old ", b"0", b"1", b"\n", b"\n\n", _B64.encode(), b"=", b"\xe2\x80\x94 "]
+            ),
+            max_size=40,
+        ).map(b"".join),
+    )
+)
+def test_request_parser_is_total(body: bytes) -> None:
+    try:
+        parsed = parse_add_checkpoint_request(body)
+    except WitnessRequestError:
+        return
+    assert parsed.old_size >= 0
+    assert all(len(h) == 32 for h in parsed.proof)
