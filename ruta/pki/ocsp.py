@@ -47,9 +47,11 @@ __all__ = [
     "OcspClient",
     "OcspFetchError",
     "OcspStatus",
+    "authenticate_ocsp_response",
     "build_ocsp_request",
     "build_ocsp_response",
     "cert_id",
+    "check_ocsp_freshness",
     "check_ocsp_response",
     "ocsp_url_of",
     "unsuccessful_ocsp_response",
@@ -260,23 +262,17 @@ def _responder_of(
     )
 
 
-def check_ocsp_response(
+def authenticate_ocsp_response(
     der: bytes,
     cert: x509.Certificate,
     issuer: x509.Certificate,
     *,
-    at: datetime.datetime,
-    freshness: datetime.timedelta = DEFAULT_OCSP_FRESHNESS,
     trusted_responders: Sequence[x509.Certificate] = (),
 ) -> OcspStatus:
-    """Check a DER OCSP response for ``cert`` (issued by ``issuer``) as of time ``at``.
-
-    Returns the status it states (good, revoked with time and reason) and never raises for a
-    revoked certificate: the caller compares the revocation time with its time of interest.
-    Raises :class:`OcspInvalidError` (fault ``server.provider.ocsp_invalid``) with a specific
-    :class:`~ruta.pki.errors.Reason` for a missing, oversized, malformed, unsuccessful, foreign,
-    untrusted, badly signed, stale, future-dated or ``unknown`` response.
-    """
+    """The time-independent half of :func:`check_ocsp_response`: parse, match the certificate,
+    authenticate the responder and the signature. The result may be cached per DER; pair it
+    with :func:`check_ocsp_freshness` for each time of interest. A delegated responder's
+    certificate must be valid when the response was produced."""
     if not der:
         raise _invalid(Reason.OCSP_MISSING, "no OCSP response was given")
     if len(der) > MAX_OCSP_RESPONSE_BYTES:
@@ -300,37 +296,71 @@ def check_ocsp_response(
             )
         ]
         produced_at = response.produced_at_utc
+        if len(matching) != 1:
+            raise _invalid(
+                Reason.OCSP_WRONG_CERTIFICATE, "OCSP response does not answer for this certificate"
+            )
+        single = matching[0]
+        responder = _responder_of(response, issuer, trusted_responders, produced_at)
+        if not _verify_response_signature(response, responder):
+            raise _invalid(Reason.OCSP_BAD_SIGNATURE, "OCSP response signature does not verify")
+        status = _FROM_OCSP[single.certificate_status]
+        result = OcspStatus(
+            status=status,
+            this_update=single.this_update_utc,
+            next_update=single.next_update_utc,
+            produced_at=produced_at,
+            revocation_time=single.revocation_time_utc,
+            revocation_reason=single.revocation_reason,
+            responder=responder,
+        )
     except (ValueError, TypeError, x509.UnsupportedGeneralNameType) as exc:
         raise _invalid(Reason.OCSP_MALFORMED, "OCSP response does not parse") from exc
-    if len(matching) != 1:
-        raise _invalid(
-            Reason.OCSP_WRONG_CERTIFICATE, "OCSP response does not answer for this certificate"
-        )
-    single = matching[0]
-    responder = _responder_of(response, issuer, trusted_responders, at)
-    if not _verify_response_signature(response, responder):
-        raise _invalid(Reason.OCSP_BAD_SIGNATURE, "OCSP response signature does not verify")
-    this_update = single.this_update_utc
-    if this_update > at + MAX_CLOCK_SKEW:
+    if status is CertStatus.UNKNOWN:
+        raise _invalid(Reason.OCSP_UNKNOWN_STATUS, "OCSP responder does not know the certificate")
+    return result
+
+
+def check_ocsp_freshness(
+    status: OcspStatus,
+    *,
+    at: datetime.datetime,
+    freshness: datetime.timedelta = DEFAULT_OCSP_FRESHNESS,
+) -> None:
+    """Refuse a response not fresh at ``at``: ``thisUpdate`` more than ``freshness`` before
+    ``at`` or past ``nextUpdate`` (stale), or more than :data:`MAX_CLOCK_SKEW` after ``at``."""
+    if status.this_update > at + MAX_CLOCK_SKEW:
         raise _invalid(Reason.OCSP_FROM_FUTURE, "OCSP response is dated after the time checked")
-    next_update = single.next_update_utc
-    if at - this_update > freshness or (next_update is not None and next_update < at):
+    if at - status.this_update > freshness or (
+        status.next_update is not None and status.next_update < at
+    ):
         raise _invalid(
             Reason.OCSP_STALE,
             f"OCSP response is older than the freshness bound ({int(freshness.total_seconds())} s)",
         )
-    status = _FROM_OCSP[single.certificate_status]
-    if status is CertStatus.UNKNOWN:
-        raise _invalid(Reason.OCSP_UNKNOWN_STATUS, "OCSP responder does not know the certificate")
-    return OcspStatus(
-        status=status,
-        this_update=this_update,
-        next_update=next_update,
-        produced_at=produced_at,
-        revocation_time=single.revocation_time_utc,
-        revocation_reason=single.revocation_reason,
-        responder=responder,
-    )
+
+
+def check_ocsp_response(
+    der: bytes,
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    *,
+    at: datetime.datetime,
+    freshness: datetime.timedelta = DEFAULT_OCSP_FRESHNESS,
+    trusted_responders: Sequence[x509.Certificate] = (),
+) -> OcspStatus:
+    """Check a DER OCSP response for ``cert`` (issued by ``issuer``) as of time ``at``.
+
+    Returns the status it states (good, or revoked with time and reason) and never raises for a
+    revoked certificate: the caller compares the revocation time with its time of interest
+    (:meth:`OcspStatus.revoked_at_or_before`). Raises :class:`OcspInvalidError` (fault
+    ``server.provider.ocsp_invalid``) with a specific :class:`~ruta.pki.errors.Reason` for a
+    missing, oversized, malformed, unsuccessful, foreign, untrusted, badly signed, stale,
+    future-dated or ``unknown`` response.
+    """
+    status = authenticate_ocsp_response(der, cert, issuer, trusted_responders=trusted_responders)
+    check_ocsp_freshness(status, at=at, freshness=freshness)
+    return status
 
 
 def ocsp_url_of(cert: x509.Certificate) -> str | None:

@@ -1,0 +1,395 @@
+"""Message signatures: sign the exact header bytes; verify everything about a signature.
+
+A sender serialises a ``MessageHeader`` once, signs those bytes with its member's signing key
+(ECDSA P-256/SHA-256) and sends a ``Signature`` with the signing certificate, any intermediates
+and the OCSP response it held when signing (stapled). :class:`MessageVerifier` checks, as of the
+signing time the header claims (docs/adr/0002-ca-state-and-signing-time.md):
+
+1. the algorithm and the sizes (:data:`MAX_SIGNATURE_BYTES`, certificate and chain bounds);
+2. the certificate parses, chains to a trust anchor, is valid at signing time and has the
+   signing profile (documentSigning EKU, digitalSignature/nonRepudiation, EC P-256 key);
+3. the signature over the header bytes;
+4. the certificate names the claimed member;
+5. the stapled OCSP response is authentic, fresh at signing time, and does not say the
+   certificate was revoked at or before signing.
+
+Each failure raises a :class:`~ruta.pki.errors.SignatureError` subclass with its own
+:class:`~ruta.pki.errors.Reason`. Chain validation and OCSP parsing are cached per DER digest in
+bounded LRUs, so a busy server pays for them once per certificate / response, not per message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import verification
+
+from ruta.faults import Fault
+from ruta.ids import MemberId
+from ruta.pki.certs import (
+    DOCUMENT_SIGNING,
+    MAX_CERTIFICATE_BYTES,
+    MAX_CHAIN_LENGTH,
+    CertificateProfileError,
+    member_id_of,
+)
+from ruta.pki.errors import (
+    CertificateInvalidError,
+    CertificateRevokedError,
+    InvalidSignatureError,
+    OcspInvalidError,
+    PkiError,
+    Reason,
+    SignatureError,
+    SignerMismatchError,
+)
+from ruta.pki.keys import SignatureAlgorithm, Signer
+from ruta.pki.ocsp import (
+    DEFAULT_OCSP_FRESHNESS,
+    OcspStatus,
+    authenticate_ocsp_response,
+    check_ocsp_freshness,
+)
+from ruta.v1 import transport_pb2
+
+__all__ = [
+    "MAX_SIGNATURE_BYTES",
+    "MAX_VERIFIER_CACHE_ENTRIES",
+    "MessageVerifier",
+    "VerifiedSigner",
+    "sign_message",
+]
+
+#: Largest signature value accepted (a DER ECDSA P-256 signature is at most 72 bytes).
+MAX_SIGNATURE_BYTES: Final = 128
+#: Entries kept in each of the verifier's caches (validated chains, authenticated OCSP).
+MAX_VERIFIER_CACHE_ENTRIES: Final = 4096
+
+_DER: Final = serialization.Encoding.DER
+_ALGORITHMS: Final = {
+    SignatureAlgorithm.ECDSA_P256_SHA256: transport_pb2.SIGNATURE_ALGORITHM_ECDSA_P256_SHA256,
+}
+
+
+def sign_message(
+    header_bytes: bytes,
+    *,
+    signer: Signer,
+    certificate: x509.Certificate,
+    chain: Sequence[x509.Certificate] = (),
+    ocsp_response: bytes,
+) -> transport_pb2.Signature:
+    """Sign ``header_bytes`` exactly as given and return the ``Signature`` to send with them.
+
+    ``certificate`` is the signer's signing certificate, ``chain`` any intermediates up to (not
+    including) the trust anchor, ``ocsp_response`` the DER OCSP response for ``certificate``
+    held now (see :class:`~ruta.pki.ocsp.OcspClient`). Raises :class:`PkiError` when the signer
+    is not ECDSA P-256 or its key does not belong to ``certificate``; nothing is signed then.
+    """
+    algorithm = _ALGORITHMS.get(signer.algorithm)
+    if algorithm is None:
+        raise PkiError(
+            f"message signatures use ECDSA P-256, not {signer.algorithm}",
+            fault=Fault.CLIENT_INVALID_CONFIG,
+        )
+    if signer.public_key() != certificate.public_key():
+        raise PkiError(
+            "the signing key does not belong to the signing certificate",
+            fault=Fault.CLIENT_INVALID_CONFIG,
+        )
+    return transport_pb2.Signature(
+        algorithm=algorithm,
+        value=signer.sign(header_bytes),
+        certificate=certificate.public_bytes(_DER),
+        chain=[c.public_bytes(_DER) for c in chain],
+        ocsp_response=ocsp_response,
+    )
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lru(Generic[K, V]):
+    """A bounded least-recently-used map (single event loop; no locking needed)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedSigner:
+    """A signing certificate whose chain and profile were checked (cached per DER digest).
+
+    ``valid_from``/``valid_until`` intersect the validity of every certificate in the chain, so a
+    cached entry is reused only for signing times inside it.
+    """
+
+    certificate: x509.Certificate
+    issuer: x509.Certificate
+    member: MemberId
+    public_key: ec.EllipticCurvePublicKey
+    valid_from: datetime.datetime
+    valid_until: datetime.datetime
+
+
+def _utc(at: datetime.datetime) -> datetime.datetime:
+    return at.replace(tzinfo=datetime.UTC) if at.tzinfo is None else at.astimezone(datetime.UTC)
+
+
+def _cert_invalid(reason: Reason, text: str) -> CertificateInvalidError:
+    return CertificateInvalidError(text, reason=reason)
+
+
+class MessageVerifier:
+    """Verifies message signatures against the trust anchors of an instance.
+
+    Build one per set of trust anchors (one per global configuration) and reuse it: its caches
+    make repeated verification cheap. ``trusted_responders`` pins OCSP responder certificates
+    beyond the ones each issuer delegates to. Not thread-safe (one event loop).
+    """
+
+    def __init__(
+        self,
+        trust_anchors: Sequence[x509.Certificate],
+        *,
+        ocsp_freshness: datetime.timedelta = DEFAULT_OCSP_FRESHNESS,
+        trusted_responders: Sequence[x509.Certificate] = (),
+        max_chain_length: int = MAX_CHAIN_LENGTH,
+        cache_size: int = MAX_VERIFIER_CACHE_ENTRIES,
+    ) -> None:
+        if not trust_anchors:
+            raise PkiError(
+                "a verifier needs at least one trust anchor", fault=Fault.CLIENT_INVALID_CONFIG
+            )
+        self._anchors = list(trust_anchors)
+        self._store = verification.Store(self._anchors)
+        self._freshness = ocsp_freshness
+        self._responders = tuple(trusted_responders)
+        self._max_chain_length = max_chain_length
+        self._signers: _Lru[bytes, VerifiedSigner] = _Lru(cache_size)
+        self._ocsp: _Lru[bytes, OcspStatus] = _Lru(cache_size)
+
+    @property
+    def trust_anchors(self) -> list[x509.Certificate]:
+        return list(self._anchors)
+
+    def verify(
+        self,
+        header_bytes: bytes,
+        signature: transport_pb2.Signature,
+        *,
+        claimed_member: MemberId,
+        signed_at: datetime.datetime,
+        fault: Fault | None = None,
+    ) -> x509.Certificate:
+        """Check ``signature`` over ``header_bytes`` as made by ``claimed_member`` at
+        ``signed_at`` (the header's ``created_at``); return the signing certificate.
+
+        Raises a :class:`SignatureError` subclass — :class:`InvalidSignatureError`,
+        :class:`CertificateInvalidError`, :class:`SignerMismatchError`,
+        :class:`OcspInvalidError`, :class:`CertificateRevokedError` — whose ``reason`` names the
+        failure. Its fault is the provider's code, or ``fault`` when given (a consumer passes
+        ``server.consumer.invalid_response_signature``). Never raises anything else for any
+        input. Whether ``signed_at`` is recent enough is the caller's check (stale_message).
+        """
+        try:
+            return self._verify(header_bytes, signature, claimed_member, _utc(signed_at))
+        except SignatureError as exc:
+            if fault is not None:
+                exc.fault = fault
+            raise
+
+    def _verify(
+        self,
+        header_bytes: bytes,
+        signature: transport_pb2.Signature,
+        claimed_member: MemberId,
+        signed_at: datetime.datetime,
+    ) -> x509.Certificate:
+        if signature.algorithm != transport_pb2.SIGNATURE_ALGORITHM_ECDSA_P256_SHA256:
+            raise InvalidSignatureError(
+                "unsupported signature algorithm; expected ECDSA P-256 SHA-256",
+                reason=Reason.UNSUPPORTED_ALGORITHM,
+            )
+        if signature.HasField("batch"):
+            raise InvalidSignatureError(
+                "batch signatures are not supported by this verifier",
+                reason=Reason.UNSUPPORTED_ALGORITHM,
+            )
+        if not signature.value or len(signature.value) > MAX_SIGNATURE_BYTES:
+            raise InvalidSignatureError(
+                "signature value is empty or too long", reason=Reason.MALFORMED_SIGNATURE
+            )
+        signer = self._signer(signature.certificate, list(signature.chain), signed_at)
+        try:
+            signer.public_key.verify(signature.value, header_bytes, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature as exc:
+            raise InvalidSignatureError(
+                "signature does not match the header and the signing certificate",
+                reason=Reason.SIGNATURE_MISMATCH,
+            ) from exc
+        if signer.member != claimed_member:
+            raise SignerMismatchError(
+                f"signing certificate belongs to {signer.member}, not to {claimed_member}",
+                reason=Reason.SIGNER_NOT_CLAIMED_MEMBER,
+            )
+        status = self._ocsp_status(signature.ocsp_response, signer)
+        check_ocsp_freshness(status, at=signed_at, freshness=self._freshness)
+        if status.revoked_at_or_before(signed_at):
+            raise CertificateRevokedError(
+                "signing certificate was revoked before the message was signed",
+                reason=Reason.REVOKED,
+            )
+        return signer.certificate
+
+    # --- certificate chain (cached) ---------------------------------------------------------
+
+    def _signer(
+        self, certificate_der: bytes, chain_der: list[bytes], signed_at: datetime.datetime
+    ) -> VerifiedSigner:
+        if not certificate_der:
+            raise _cert_invalid(Reason.MALFORMED_CERTIFICATE, "signature carries no certificate")
+        if len(chain_der) + 2 > self._max_chain_length:
+            raise _cert_invalid(
+                Reason.CHAIN_TOO_LONG,
+                f"certificate chain is longer than {self._max_chain_length}",
+            )
+        if any(len(d) > MAX_CERTIFICATE_BYTES for d in (certificate_der, *chain_der)):
+            raise _cert_invalid(
+                Reason.CERTIFICATE_TOO_LARGE,
+                f"a certificate is larger than {MAX_CERTIFICATE_BYTES} bytes",
+            )
+        digest = hashlib.sha256()
+        for der in (certificate_der, *chain_der):
+            digest.update(len(der).to_bytes(4, "big"))
+            digest.update(der)
+        key = digest.digest()
+        cached = self._signers.get(key)
+        if cached is not None and cached.valid_from <= signed_at <= cached.valid_until:
+            return cached
+        verified = self._validate(certificate_der, chain_der, signed_at)
+        self._signers.put(key, verified)
+        return verified
+
+    def _validate(
+        self, certificate_der: bytes, chain_der: list[bytes], signed_at: datetime.datetime
+    ) -> VerifiedSigner:
+        try:
+            leaf = x509.load_der_x509_certificate(certificate_der)
+            intermediates = [x509.load_der_x509_certificate(d) for d in chain_der]
+            not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+        except ValueError as exc:
+            raise _cert_invalid(
+                Reason.MALFORMED_CERTIFICATE, "signing certificate does not parse"
+            ) from exc
+        if signed_at < not_before:
+            raise _cert_invalid(
+                Reason.NOT_YET_VALID, "signing certificate was not yet valid at signing time"
+            )
+        if signed_at > not_after:
+            raise _cert_invalid(Reason.EXPIRED, "signing certificate had expired at signing time")
+        policy = (
+            verification.PolicyBuilder()
+            .store(self._store)
+            .time(signed_at)
+            .max_chain_depth(self._max_chain_length)
+            .extension_policies(
+                ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
+                ee_policy=verification.ExtensionPolicy.permit_all(),
+            )
+        )
+        try:
+            chain = policy.build_client_verifier().verify(leaf, intermediates).chain
+        except verification.VerificationError as exc:
+            raise _cert_invalid(
+                Reason.UNKNOWN_ISSUER,
+                "signing certificate does not chain to a trust anchor of this instance",
+            ) from exc
+        except ValueError as exc:
+            raise _cert_invalid(
+                Reason.MALFORMED_CERTIFICATE, "a certificate of the chain does not parse"
+            ) from exc
+        public_key, member = self._check_profile(leaf)
+        return VerifiedSigner(
+            certificate=leaf,
+            issuer=chain[1],
+            member=member,
+            public_key=public_key,
+            valid_from=max(c.not_valid_before_utc for c in chain),
+            valid_until=min(c.not_valid_after_utc for c in chain),
+        )
+
+    @staticmethod
+    def _check_profile(leaf: x509.Certificate) -> tuple[ec.EllipticCurvePublicKey, MemberId]:
+        try:
+            usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+            eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            public_key = leaf.public_key()
+        except x509.ExtensionNotFound as exc:
+            raise _cert_invalid(
+                Reason.WRONG_KEY_USAGE, "certificate is not a message-signing certificate"
+            ) from exc
+        except (ValueError, TypeError) as exc:
+            raise _cert_invalid(
+                Reason.MALFORMED_CERTIFICATE, "signing certificate extensions do not parse"
+            ) from exc
+        if DOCUMENT_SIGNING not in eku or not (usage.digital_signature or usage.content_commitment):
+            raise _cert_invalid(
+                Reason.WRONG_KEY_USAGE,
+                "certificate is not a message-signing certificate (key usage or EKU)",
+            )
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+            public_key.curve, ec.SECP256R1
+        ):
+            raise _cert_invalid(Reason.WRONG_KEY_TYPE, "signing certificate key is not EC P-256")
+        try:
+            member = member_id_of(leaf)
+        except (CertificateProfileError, PkiError) as exc:
+            raise _cert_invalid(
+                Reason.NO_MEMBER_IDENTIFIER, "signing certificate names no valid member"
+            ) from exc
+        return public_key, member
+
+    # --- OCSP (cached) ----------------------------------------------------------------------
+
+    def _ocsp_status(self, der: bytes, signer: VerifiedSigner) -> OcspStatus:
+        if not der:
+            raise OcspInvalidError(
+                "signature carries no OCSP response for its certificate",
+                reason=Reason.OCSP_MISSING,
+            )
+        key = hashlib.sha256(signer.certificate.public_bytes(_DER) + der).digest()
+        cached = self._ocsp.get(key)
+        if cached is not None:
+            return cached
+        status = authenticate_ocsp_response(
+            der, signer.certificate, signer.issuer, trusted_responders=self._responders
+        )
+        self._ocsp.put(key, status)
+        return status
