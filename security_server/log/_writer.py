@@ -52,7 +52,7 @@ from security_server.log.schema import (
     seen_messages,
 )
 
-__all__ = ["DEFAULT_MAX_GROUP_RECORDS", "GroupCommitWriter", "restore_frontier"]
+__all__ = ["DEFAULT_MAX_GROUP_RECORDS", "GroupCommitWriter", "nodes_where", "restore_frontier"]
 
 #: Most records (leaves plus claims) written in one group transaction; a single larger append
 #: still goes through, alone.
@@ -75,6 +75,21 @@ class _Job:
 
 def _insert_for(dialect: str) -> Callable[[sa.Table], Any]:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def nodes_where(origin: str, keys: Sequence[tuple[int, int]]) -> sa.ColumnElement[bool]:
+    """The condition selecting ``origin``'s nodes with these ``(level, index)`` keys.
+
+    Spelled as an OR of exact primary-key matches (not a row-value IN), so SQLite and
+    PostgreSQL both answer it with one index probe per key.
+    """
+    # The origin goes into every term: SQLite plans an OR only per fully-indexed term.
+    return sa.or_(
+        *(
+            sa.and_(log_nodes.c.origin == origin, log_nodes.c.level == lv, log_nodes.c.idx == ix)
+            for lv, ix in keys
+        )
+    )
 
 
 async def restore_frontier(conn: AsyncConnection, origin: str) -> CompactRange:
@@ -112,8 +127,7 @@ async def restore_frontier(conn: AsyncConnection, origin: str) -> CompactRange:
     wanted = (*keys, (0, size - 1))
     rows = await conn.execute(
         sa.select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(
-            log_nodes.c.origin == origin,
-            sa.tuple_(log_nodes.c.level, log_nodes.c.idx).in_(wanted),
+            nodes_where(origin, wanted)
         )
     )
     nodes = {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}

@@ -29,6 +29,7 @@ from security_server.database import WRITE_TRANSACTION
 from security_server.log._writer import (
     DEFAULT_MAX_GROUP_RECORDS,
     GroupCommitWriter,
+    nodes_where,
     restore_frontier,
 )
 from security_server.log.bodies import BodyCipher, SealedBody
@@ -217,8 +218,7 @@ class MessageLog:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 sa.select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(
-                    log_nodes.c.origin == self._origin,
-                    sa.tuple_(log_nodes.c.level, log_nodes.c.idx).in_(list(keys)),
+                    nodes_where(self._origin, keys)
                 )
             )
             return {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
