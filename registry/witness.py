@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +62,7 @@ MAX_WITNESS_TREE_SIZE: Final = 2**63 - 1
 #: Largest add-checkpoint request body: old size line, proof lines and the checkpoint note.
 MAX_ADD_CHECKPOINT_BODY: Final = MAX_NOTE_SIZE + 4096
 
+_log = logging.getLogger(__name__)
 _OLD_LINE = re.compile(r"old (0|[1-9][0-9]{0,18})")
 
 
@@ -256,7 +258,19 @@ class Witness:
                 f"old size {old_size} is not the last cosigned size {known} of this log",
                 known_size=known,
             )
-        self._check_consistency(state, old_size, consistency_proof, checkpoint)
+        try:
+            self._check_consistency(state, old_size, consistency_proof, checkpoint)
+        except (WitnessProofError, WitnessConflictError) as exc:
+            # Signed by the log yet inconsistent with what it showed before: possible evidence
+            # of misbehaviour (tlog-witness allows logging it), never cosigned.
+            _log.warning(
+                "witness: inconsistent checkpoint origin=%r old_size=%d size=%d: %s",
+                checkpoint.origin,
+                old_size,
+                checkpoint.size,
+                exc.message,
+            )
+            raise
         new = TreeHead(checkpoint.size, checkpoint.root)
         if not await self._store.compare_and_set(checkpoint.origin, state, new):
             latest = await self._store.get(checkpoint.origin)

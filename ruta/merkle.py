@@ -38,6 +38,7 @@ __all__ = [
     "MerkleError",
     "MerkleRangeError",
     "MerkleVerificationError",
+    "MissingSubtreeError",
     "NodeKey",
     "ProofPlan",
     "SubtreeHashGetter",
@@ -89,6 +90,12 @@ class MerkleRangeError(MerkleError):
     """A proof or root was asked for an index or size the tree cannot have (a caller's mistake)."""
 
     default_fault = Fault.CLIENT_INVALID_REQUEST
+
+
+class MissingSubtreeError(MerkleError):
+    """A store did not supply a subtree hash a proof needs (the store is behind or damaged)."""
+
+    default_fault = Fault.SERVER_PROVIDER_INTERNAL_ERROR
 
 
 # --- hashing -------------------------------------------------------------------------------------
@@ -296,8 +303,8 @@ class ProofPlan:
     def assemble(self, hashes: Mapping[NodeKey, bytes]) -> list[bytes]:
         """Return the proof hashes built from ``hashes``.
 
-        Raises :class:`MerkleRangeError` if a needed key is missing or a hash is not 32 bytes
-        (the store is behind or damaged).
+        Raises :class:`MissingSubtreeError` if a needed key is missing or a hash is not 32
+        bytes (the store is behind or damaged).
         """
         out: list[bytes] = []
         for part in self.parts:
@@ -305,10 +312,7 @@ class ProofPlan:
             for key in part:
                 h = hashes.get(key)
                 if h is None or len(h) != HASH_SIZE:
-                    raise MerkleRangeError(
-                        f"subtree {key} is not available",
-                        fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR,
-                    )
+                    raise MissingSubtreeError(f"subtree {key} is not available")
                 found.append(h)
             out.append(_fold_right(found))
         return out

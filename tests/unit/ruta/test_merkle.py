@@ -17,6 +17,7 @@ from ruta.merkle import (
     MemoryTree,
     MerkleRangeError,
     MerkleVerificationError,
+    MissingSubtreeError,
     NodeKey,
     consistency_proof_plan,
     fetch_plan,
@@ -171,16 +172,20 @@ def test_consistency_plan_keys(size1: int, size2: int, keys: list[NodeKey]) -> N
         (lambda: CompactRange(size=3, hashes=[EMPTY_ROOT]), Fault.CLIENT_INVALID_REQUEST),
         (lambda: CompactRange().append(b"short"), Fault.CLIENT_INVALID_REQUEST),
         (lambda: MemoryTree().root(1), Fault.CLIENT_INVALID_REQUEST),
-        (
-            lambda: inclusion_proof_plan(0, 2).assemble({}),
-            Fault.SERVER_PROVIDER_INTERNAL_ERROR,
-        ),
     ],
 )
 def test_bad_requests(call: Any, fault: Fault) -> None:
     with pytest.raises(MerkleRangeError) as info:
         call()
     assert info.value.fault is fault
+
+
+def test_missing_subtree() -> None:
+    with pytest.raises(MissingSubtreeError) as info:
+        inclusion_proof_plan(0, 2).assemble({})
+    assert info.value.fault is Fault.SERVER_PROVIDER_INTERNAL_ERROR
+    with pytest.raises(MissingSubtreeError):
+        inclusion_proof_plan(0, 2).assemble({(0, 1): b"short"})
 
 
 @pytest.mark.parametrize(
