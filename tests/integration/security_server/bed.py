@@ -1,0 +1,429 @@
+"""A whole small instance on loopback for security-server tests, with every part real.
+
+- a throwaway CA (:class:`ruta.pki.testing.TestPki`) whose certificates name a real OCSP
+  responder (aiohttp, answering from the CA);
+- a registry publisher (``registry.publisher``) serving a signed global configuration over HTTP;
+- the example population backend (gRPC);
+- security servers for ``DEV/GOV/POP`` (provider of ``population.v1.PopulationRegister``),
+  ``DEV/GOV/SOC`` (consumer with a contract) and ``DEV/GOV/TAX`` (consumer without one), each with
+  its own settings file, data directory and SQLite message log; run in-process
+  (:meth:`Bed.start_server`) or as ``ruta ss serve`` subprocesses (:meth:`Bed.spawn_server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+import grpc.aio
+import tomli_w
+from aiohttp import web
+from cryptography import x509
+from cryptography.x509 import ocsp
+
+from registry.publisher import ConfigurationPublisher, globalconf_app
+from ruta.examples.population import (
+    GET_PERSON_PATH,
+    SERVICE_NAME,
+    PopulationBackend,
+    file_descriptor_set,
+)
+from ruta.globalconf import ConfigurationAnchor
+from ruta.ids import MemberId, ServerId, SubsystemId
+from ruta.pki.certs import CertificateKind, certificate_der, fingerprint
+from ruta.pki.testing import Credential, TestPki
+from ruta.v1 import globalconf_pb2
+from security_server.server import READY_FILE, SecurityServerApp
+from security_server.settings import SecurityServerSettings
+
+INSTANCE: Final = "DEV"
+POP: Final = ServerId.parse("DEV/GOV/POP/ss1")
+SOC: Final = ServerId.parse("DEV/GOV/SOC/ss1")
+TAX: Final = ServerId.parse("DEV/GOV/TAX/ss1")
+REGISTRY_SUBSYSTEM: Final = SubsystemId.parse("DEV/GOV/POP/registry")
+BENEFITS: Final = SubsystemId.parse("DEV/GOV/SOC/benefits")
+INCOME: Final = SubsystemId.parse("DEV/GOV/TAX/income")
+SERVICE: Final = REGISTRY_SUBSYSTEM.service(SERVICE_NAME)
+PURPOSE: Final = "benefit-eligibility"
+#: Small so the oversized-message test stays cheap.
+TEST_MAX_MESSAGE_BYTES: Final = 64 * 1024
+_EPOCH: Final = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _ts(at: datetime.datetime) -> Any:
+    from google.protobuf import timestamp_pb2
+
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(at)
+    return stamp
+
+
+@dataclass
+class Agency:
+    """One agency's server: credentials, files, and how it runs."""
+
+    server: ServerId
+    subsystem: SubsystemId
+    auth: Credential
+    signing: Credential
+    backend_cert: Credential
+    directory: Path
+    config_path: Path = field(init=False)
+    app: SecurityServerApp | None = None
+    process: subprocess.Popen[bytes] | None = None
+    addresses: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+
+class OcspResponder:
+    """A real HTTP OCSP responder answering "good" for every certificate the CA issued here,
+    or "revoked" for those in :attr:`revoked`."""
+
+    def __init__(self) -> None:
+        self.pki: TestPki | None = None
+        self.certificates: dict[int, x509.Certificate] = {}
+        self.revoked: set[int] = set()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/ocsp", self._answer)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/ocsp"
+        return self.url
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        assert self.pki is not None
+        der = await request.read()
+        serial = ocsp.load_der_ocsp_request(der).serial_number
+        cert = self.certificates.get(serial)
+        if cert is None:
+            return web.Response(status=404)
+        revoked_at = _now() - datetime.timedelta(minutes=5) if serial in self.revoked else None
+        body = self.pki.ocsp_response(cert, revoked_at=revoked_at)
+        return web.Response(body=body, content_type="application/ocsp-response")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class Bed:
+    """The instance. Use :func:`bed` (an async context manager) to build and tear it down."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ocsp = OcspResponder()
+        self.backend = PopulationBackend()
+        self.agencies: dict[ServerId, Agency] = {}
+        self.contract_active = True
+        self._runners: list[web.AppRunner] = []
+        self._grpc: list[grpc.aio.Server] = []
+        self.registry_runner: web.AppRunner | None = None
+        self.backend_address = ""
+
+    # --- building ---------------------------------------------------------------------------
+
+    async def build(self, *, validity: datetime.timedelta = datetime.timedelta(minutes=10)) -> None:
+        url = await self.ocsp.start()
+        self.pki = TestPki(self.directory / "pki", ocsp_url=url)
+        self.ocsp.pki = self.pki
+        backend_server, self.backend_address = await self.backend.start()
+        self._grpc.append(backend_server)
+        for server, subsystem in ((POP, REGISTRY_SUBSYSTEM), (SOC, BENEFITS), (TAX, INCOME)):
+            folder = self.directory / server.member.member_code.lower()
+            auth = self._issue(self.pki.auth(server))
+            signing = self._issue(self.pki.sign(server.member))
+            backend_cert = self._issue(self.pki.subsystem(subsystem))
+            self.agencies[server] = Agency(server, subsystem, auth, signing, backend_cert, folder)
+        config_key = self.pki.issue(CertificateKind.OCSP, name="globalconf-signer")
+        self.publisher = ConfigurationPublisher(
+            signer=config_key.signer(), certificate=config_key.certificate, validity=validity
+        )
+        self.registry_runner = web.AppRunner(globalconf_app(self.publisher), access_log=None)
+        await self.registry_runner.setup()
+        site = web.TCPSite(self.registry_runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.registry_runner.addresses[0][1]
+        self.globalconf_url = f"http://127.0.0.1:{port}/globalconf"
+        self.anchor_path = self.directory / "anchor.toml"
+        self.anchor_path.write_text(
+            ConfigurationAnchor(
+                instance=INSTANCE,
+                globalconf_url=self.globalconf_url,
+                certificates=(config_key.certificate,),
+            ).to_toml()
+        )
+        for agency in self.agencies.values():
+            agency.directory.mkdir(parents=True, exist_ok=True)
+            agency.config_path = agency.directory / "ss.toml"
+        self.transport_ports = {server: _free_port() for server in self.agencies}
+        self.publish()
+
+    def _issue(self, credential: Credential) -> Credential:
+        self.ocsp.certificates[credential.certificate.serial_number] = credential.certificate
+        return credential
+
+    def configuration(self) -> globalconf_pb2.GlobalConfiguration:
+        """The instance's configuration as it stands (contract present or revoked)."""
+        conf = globalconf_pb2.GlobalConfiguration(
+            instance=INSTANCE,
+            trust_anchors=[certificate_der(c) for c in self.pki.trust_anchors],
+        )
+        for server, agency in self.agencies.items():
+            conf.members.add(id=server.member.to_proto(), name=server.member.member_code)
+            conf.subsystems.add(id=agency.subsystem.to_proto())
+            conf.servers.add(
+                id=server.to_proto(),
+                address=f"127.0.0.1:{self.transport_ports[server]}",
+                auth_cert_sha256=fingerprint(agency.auth.certificate),
+            )
+        conf.services.add(
+            id=SERVICE.to_proto(),
+            methods=["GetPerson"],
+            file_descriptor_set=file_descriptor_set(),
+            description="Population register: persons by national id",
+        )
+        if self.contract_active:
+            conf.contracts.add(
+                contract_id="C-1",
+                consumer=BENEFITS.to_proto(),
+                service=SERVICE.to_proto(),
+                methods=["GetPerson"],
+                purpose=PURPOSE,
+                legal_basis="Social Benefits Act s.12",
+                valid_from=_ts(_now() - datetime.timedelta(days=1)),
+            )
+        return conf
+
+    def publish(self) -> int:
+        """Sign and serve the current configuration; returns its serial."""
+        return self.publisher.publish(self.configuration()).serial
+
+    # --- settings -----------------------------------------------------------------------------
+
+    def settings_dict(self, server: ServerId, **limits: Any) -> dict[str, Any]:
+        agency = self.agencies[server]
+        data: dict[str, Any] = {
+            "server_id": str(server),
+            "data_dir": "data",
+            "keys": {
+                "auth_key": str(agency.auth.key_path),
+                "auth_cert": str(agency.auth.cert_path),
+                "signing_key": str(agency.signing.key_path),
+                "signing_cert": str(agency.signing.cert_path),
+            },
+            "globalconf": {
+                "anchor": str(self.anchor_path),
+                "fetch_interval_seconds": 0.2,
+                "retry_initial_seconds": 0.2,
+                "retry_max_seconds": 0.5,
+            },
+            "consumer": {"listen": "127.0.0.1:0", "client_ca": str(self.pki.trust_path)},
+            "transport": {"listen": f"127.0.0.1:{self.transport_ports[server]}"},
+            "metrics": {"listen": "127.0.0.1:0"},
+            "limits": {"max_message_bytes": TEST_MAX_MESSAGE_BYTES, **limits},
+        }
+        if server == POP:
+            data["backends"] = [{"service": str(SERVICE), "address": self.backend_address}]
+        return data
+
+    def write_settings(self, server: ServerId, data: dict[str, Any] | None = None) -> Path:
+        agency = self.agencies[server]
+        agency.config_path.write_text(tomli_w.dumps(data or self.settings_dict(server)))
+        return agency.config_path
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def start_server(
+        self, server: ServerId, *, clock: Any = None, data: dict[str, Any] | None = None
+    ) -> SecurityServerApp:
+        """Run ``server`` in this process (real ports, real TLS, real SQLite)."""
+        agency = self.agencies[server]
+        settings = SecurityServerSettings.from_file(self.write_settings(server, data))
+        kwargs = {"clock": clock} if clock is not None else {}
+        app = await SecurityServerApp.start(settings, **kwargs)
+        agency.app = app
+        agency.addresses = dict(app.addresses)
+        return app
+
+    async def spawn_server(self, server: ServerId) -> Agency:
+        """Run ``server`` as ``ruta ss serve --config FILE`` and wait for its ready.json."""
+        agency = self.agencies[server]
+        config = self.write_settings(server)
+        ready = agency.data_dir / READY_FILE
+        ready.unlink(missing_ok=True)
+        with open(agency.directory / "stderr.log", "ab") as stderr:
+            agency.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from ruta.cli import main; main()",
+                    "--log-level",
+                    "info",
+                    "ss",
+                    "serve",
+                    "--config",
+                    str(config),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        for _ in range(600):
+            if ready.exists():
+                agency.addresses = json.loads(ready.read_text())
+                return agency
+            if agency.process.poll() is not None:
+                raise AssertionError(
+                    f"{server} exited: {(agency.directory / 'stderr.log').read_text()[-3000:]}"
+                )
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{server} did not become ready")
+
+    async def stop_process(self, server: ServerId, sig: int = signal.SIGTERM) -> None:
+        agency = self.agencies[server]
+        process = agency.process
+        if process is None:
+            return
+        agency.process = None
+        if process.poll() is None:
+            process.send_signal(sig)
+            for _ in range(400):
+                if process.poll() is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                process.kill()
+        process.wait()
+
+    async def wait_for_serial(self, serial: int) -> None:
+        """Wait until every in-process server holds configuration ``serial`` or newer."""
+        for _ in range(400):
+            held = [
+                a.app.globalconf.held.serial
+                for a in self.agencies.values()
+                if a.app is not None and a.app.globalconf is not None and a.app.globalconf.held
+            ]
+            if held and min(held) >= serial:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("servers did not pick up the new configuration")
+
+    async def stop_registry(self) -> None:
+        if self.registry_runner is not None:
+            await self.registry_runner.cleanup()
+            self.registry_runner = None
+
+    async def close(self) -> None:
+        for agency in self.agencies.values():
+            if agency.app is not None:
+                await agency.app.stop()
+                agency.app = None
+            await self.stop_process(agency.server)
+        await self.stop_registry()
+        for server in self._grpc:
+            await server.stop(None)
+        await self.ocsp.stop()
+
+    # --- calling ------------------------------------------------------------------------------
+
+    def consumer_channel(
+        self, server: ServerId, *, as_subsystem: SubsystemId | None = None
+    ) -> grpc.aio.Channel:
+        """An mTLS channel from a backend (with its subsystem certificate) to ``server``'s
+        consumer port."""
+        agency = self.agencies[server]
+        cred = agency.backend_cert
+        if as_subsystem is not None:
+            cred = self._issue(self.pki.subsystem(as_subsystem))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.pki.trust_path.read_bytes(),
+            private_key=cred.key_path.read_bytes(),
+            certificate_chain=cred.cert_path.read_bytes(),
+        )
+        return grpc.aio.secure_channel(agency.addresses["consumer"], credentials)
+
+
+def get_person(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GET_PERSON_PATH)
+    return call
+
+
+def call_metadata(
+    client: SubsystemId = BENEFITS,
+    *,
+    purpose: str = PURPOSE,
+    extra: Sequence[tuple[str, str]] = (),
+) -> tuple[tuple[str, str], ...]:
+    return (
+        ("ruta-client", str(client)),
+        ("ruta-service", str(REGISTRY_SUBSYSTEM)),
+        ("ruta-purpose", purpose),
+        *extra,
+    )
+
+
+def fault_of(error: grpc.aio.AioRpcError) -> str | None:
+    for key, value in error.trailing_metadata() or ():
+        if key == "ruta-fault":
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+def _free_port() -> int:
+    from tests.conftest import free_port
+
+    return free_port()
+
+
+@contextlib.asynccontextmanager
+async def bed(directory: Path, **kwargs: Any) -> AsyncIterator[Bed]:
+    instance = Bed(directory)
+    try:
+        await instance.build(**kwargs)
+        yield instance
+    finally:
+        await instance.close()
+
+
+__all__ = [
+    "BENEFITS",
+    "INCOME",
+    "POP",
+    "PURPOSE",
+    "REGISTRY_SUBSYSTEM",
+    "SERVICE",
+    "SOC",
+    "TAX",
+    "TEST_MAX_MESSAGE_BYTES",
+    "Bed",
+    "MemberId",
+    "bed",
+    "call_metadata",
+    "fault_of",
+    "get_person",
+]

@@ -1,0 +1,51 @@
+"""The signed exchange end to end: backend -> consumer server -> provider server -> backend.
+
+Real gRPC over loopback with real mTLS, real SQLite message logs, a real registry publisher and
+OCSP responder (see bed.py). Servers run in this process here; test_processes.py runs them as
+``ruta ss serve`` subprocesses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from ruta.examples.population import decode_person, encode_get_person
+from tests.integration.security_server.bed import POP, SOC, bed, call_metadata, fault_of, get_person
+
+pytestmark = pytest.mark.integration
+
+
+async def test_happy_path(tmp_path: Path) -> None:
+    async with bed(tmp_path) as instance:
+        await instance.start_server(POP)
+        await instance.start_server(SOC)
+        async with instance.consumer_channel(SOC) as channel:
+            call = get_person(channel)(encode_get_person("38001010001"), metadata=call_metadata())
+            raw = await call
+            trailing = dict(await call.trailing_metadata() or ())
+        assert decode_person(raw)["family_name"] == "Pérez"
+        assert len(trailing["ruta-request-hash"]) == 64
+        seen = instance.backend.calls[-1]
+        assert seen["ruta-client"] == "DEV/GOV/SOC/benefits"
+        assert seen["ruta-message-id"] == trailing["ruta-message-id"]
+
+
+async def _logged(instance: object, server: object, message_id: str) -> list[str]:
+    app = instance.agencies[server].app  # type: ignore[attr-defined]
+    page = await app.log.query(message_id=message_id)
+    return [f"{r.direction.name}:{r.kind}" for r in page.records]
+
+
+async def test_both_logs_hold_request_and_response(tmp_path: Path) -> None:
+    async with bed(tmp_path) as instance:
+        await instance.start_server(POP)
+        await instance.start_server(SOC)
+        async with instance.consumer_channel(SOC) as channel:
+            call = get_person(channel)(encode_get_person("38001010001"), metadata=call_metadata())
+            await call
+            message_id = dict(await call.trailing_metadata() or ())["ruta-message-id"]
+        assert await _logged(instance, SOC, message_id) == ["SENT:request", "RECEIVED:response"]
+        assert await _logged(instance, POP, message_id) == ["RECEIVED:request", "SENT:response"]
