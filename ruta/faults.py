@@ -91,6 +91,7 @@ class Fault(enum.StrEnum):
     SERVER_REGISTRY_INVALID_CHECKPOINT = "server.registry.invalid_checkpoint"
     SERVER_REGISTRY_INTERNAL_ERROR = "server.registry.internal_error"
     SERVER_REGISTRY_GLOBALCONF_UNAVAILABLE = "server.registry.globalconf_unavailable"
+    SERVER_REGISTRY_UNAVAILABLE = "server.registry.unavailable"
 
     # Refusals by an adapter serving the provider from a legacy system.
     SERVER_PROVIDER_LEGACY_UNAVAILABLE = "server.provider.legacy_unavailable"
@@ -139,6 +140,7 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.SERVER_REGISTRY_INVALID_CHECKPOINT: grpc.StatusCode.FAILED_PRECONDITION,
     Fault.SERVER_REGISTRY_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
     Fault.SERVER_REGISTRY_GLOBALCONF_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Fault.SERVER_REGISTRY_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Fault.SERVER_PROVIDER_LEGACY_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Fault.SERVER_PROVIDER_LEGACY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
     Fault.SERVER_PROVIDER_INVALID_LEGACY_ANSWER: grpc.StatusCode.INTERNAL,
