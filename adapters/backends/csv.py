@@ -37,7 +37,7 @@ class CsvIndex:
 
     stamp: tuple[int, int] | None  # (mtime_ns, size) the copy was read at; None: do not reuse
     columns: tuple[str, ...]
-    rows: Mapping[str, tuple[Mapping[str, str], ...]]
+    rows: Mapping[str, tuple[Mapping[str, str | None], ...]]
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int]:
@@ -76,7 +76,7 @@ def load_index(path: Path, spec: CsvBackendSpec, name: str) -> CsvIndex:
         ) from None
     text = text.removeprefix("\ufeff")
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=spec.delimiter, strict=True)
-    rows: dict[str, list[Mapping[str, str]]] = {}
+    rows: dict[str, list[Mapping[str, str | None]]] = {}
     try:
         columns = tuple(reader.fieldnames or ())
         if spec.key not in columns:
@@ -89,7 +89,8 @@ def load_index(path: Path, spec: CsvBackendSpec, name: str) -> CsvIndex:
                     f"CSV backend {name}: line {reader.line_num} has more cells than the header"
                 )
             key = (row.get(spec.key) or "").strip()
-            rows.setdefault(key, []).append(row)
+            # A CSV cell cannot be null: an empty cell is a missing value (defaults apply).
+            rows.setdefault(key, []).append({k: (v if v != "" else None) for k, v in row.items()})
     except csv.Error:
         raise InvalidLegacyAnswerError(
             f"CSV backend {name}: line {reader.line_num} is not valid CSV"

@@ -1,0 +1,1 @@
+"""Example adapter: see adapters/examples/__init__.py."""
