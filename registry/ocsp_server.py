@@ -41,8 +41,9 @@ __all__ = [
 ]
 
 OCSP_RESPONSE_CONTENT_TYPE: Final = "application/ocsp-response"
-#: Longest base64 text of a GET request read (RFC 6960 A.1; 4/3 of the DER bound plus escapes).
-MAX_OCSP_GET_PATH_LENGTH: Final = 3 * MAX_OCSP_REQUEST_BYTES
+#: Longest URL-encoded base64 text of a GET request read (RFC 6960 A.1). Under aiohttp's own
+#: request-line limit (8190 bytes, answered with HTTP 400), and enough for any real request.
+MAX_OCSP_GET_PATH_LENGTH: Final = 6 * 1024
 
 _log = logging.getLogger(__name__)
 
