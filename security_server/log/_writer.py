@@ -92,9 +92,10 @@ def nodes_where(origin: str, keys: Sequence[tuple[int, int]]) -> sa.ColumnElemen
     )
 
 
-async def restore_frontier(conn: AsyncConnection, origin: str) -> CompactRange:
+async def restore_frontier(conn: AsyncConnection, origin: str) -> tuple[CompactRange, int]:
     """Rebuild ``origin``'s frontier from stored nodes and check it against the stored head.
 
+    Returns the frontier and the ``logged_at`` (microseconds) of the last leaf, 0 if none.
     Reads O(log n) rows. Raises :class:`LogIntegrityError` if the head, the last leaf and the
     frontier nodes do not agree (missing or extra leaves, a missing node, a different root).
     """
@@ -105,7 +106,12 @@ async def restore_frontier(conn: AsyncConnection, origin: str) -> CompactRange:
     ).one_or_none()
     last = (
         await conn.execute(
-            sa.select(log_leaves.c.seq, log_leaves.c.record, log_leaves.c.leaf_hash)
+            sa.select(
+                log_leaves.c.seq,
+                log_leaves.c.record,
+                log_leaves.c.leaf_hash,
+                log_leaves.c.logged_at,
+            )
             .where(log_leaves.c.origin == origin)
             .order_by(log_leaves.c.seq.desc())
             .limit(1)
@@ -114,15 +120,15 @@ async def restore_frontier(conn: AsyncConnection, origin: str) -> CompactRange:
     if head is None:
         if last is not None:
             raise LogIntegrityError(f"log {origin!r} has leaves but no recorded tree head")
-        return CompactRange()
+        return CompactRange(), 0
     size, root = int(head.size), bytes(head.root)
     stored_size = 0 if last is None else int(last.seq) + 1
     if stored_size != size:
         raise LogIntegrityError(
             f"log {origin!r} records tree size {size} but its last leaf is number {stored_size - 1}"
         )
-    if size == 0:
-        return CompactRange()
+    if last is None:
+        return CompactRange(), 0
     keys = CompactRange.frontier_keys(size)
     wanted = (*keys, (0, size - 1))
     rows = await conn.execute(
@@ -134,14 +140,13 @@ async def restore_frontier(conn: AsyncConnection, origin: str) -> CompactRange:
     missing = [k for k in wanted if k not in nodes]
     if missing:
         raise LogIntegrityError(f"log {origin!r} lacks tree nodes {missing} of size {size}")
-    assert last is not None  # stored_size == size > 0
     recomputed = leaf_hash(bytes(last.record))
     if recomputed != bytes(last.leaf_hash) or recomputed != nodes[(0, size - 1)]:
         raise LogIntegrityError(f"log {origin!r}: the last leaf's hash does not match its record")
     frontier = CompactRange(size=size, hashes=[nodes[k] for k in keys])
     if frontier.root() != root:
         raise LogIntegrityError(f"log {origin!r}: the stored tree does not lead to its stored root")
-    return frontier
+    return frontier, int(last.logged_at)
 
 
 class GroupCommitWriter:
@@ -155,6 +160,7 @@ class GroupCommitWriter:
         cipher: BodyCipher,
         clock: Callable[[], datetime],
         frontier: CompactRange,
+        last_logged_us: int,
         max_group_records: int,
     ) -> None:
         self._engine = engine
@@ -168,7 +174,8 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._needs_restore = False
-        self._last_logged_us = 0
+        # logged_at never decreases along the tree, even if the wall clock steps back.
+        self._last_logged_us = last_logged_us
         self._transactions = 0
         self._failed = 0
         self._records = 0
@@ -252,7 +259,9 @@ class GroupCommitWriter:
         try:
             if self._needs_restore:
                 async with self._engine.connect() as conn:
-                    self._frontier = await restore_frontier(conn, self._origin)
+                    self._frontier, self._last_logged_us = await restore_frontier(
+                        conn, self._origin
+                    )
                 self._needs_restore = False
             frontier, results = await self._write(group)
         except asyncio.CancelledError:

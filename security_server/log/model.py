@@ -32,6 +32,7 @@ __all__ = [
     "MessageClaim",
     "RecordKind",
     "RecordPage",
+    "StoredCheckpoint",
     "StoredRecord",
     "TreeHead",
     "WriterStats",
@@ -244,6 +245,20 @@ class TreeHead:
     origin: str
     size: int
     root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A signed checkpoint of the log's tree as stored, with the witness's cosignature once
+    received. ``note`` and ``cosignature`` are the C2SP texts exactly as signed."""
+
+    origin: str
+    size: int
+    root: bytes
+    note: str
+    created_at: datetime
+    cosignature: str | None
+    cosigned_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

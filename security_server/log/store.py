@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ruta.faults import Fault
 from ruta.merkle import (
@@ -44,6 +44,7 @@ from security_server.log.model import (
     MessageClaim,
     RecordKind,
     RecordPage,
+    StoredCheckpoint,
     StoredRecord,
     TreeHead,
     WriterStats,
@@ -53,6 +54,7 @@ from security_server.log.model import (
 from security_server.log.schema import (
     MAX_ORIGIN_LENGTH,
     log_bodies,
+    log_checkpoints,
     log_leaves,
     log_nodes,
     seen_messages,
@@ -60,6 +62,7 @@ from security_server.log.schema import (
 
 __all__ = [
     "MAX_APPEND_ENTRIES",
+    "MAX_CHECKPOINT_TEXT",
     "MAX_PAGE_SIZE",
     "MAX_PURGE_CHUNK",
     "MessageLog",
@@ -69,6 +72,8 @@ __all__ = [
 MAX_APPEND_ENTRIES: Final = 64
 #: Most records one query page or one ``get_records`` call returns.
 MAX_PAGE_SIZE: Final = 1000
+#: Longest checkpoint note or cosignature text stored (a signed note is a few hundred bytes).
+MAX_CHECKPOINT_TEXT: Final = 16 * 1024
 #: Bodies purged per transaction, so retention never holds the write lock for long.
 MAX_PURGE_CHUNK: Final = 1000
 
@@ -120,13 +125,14 @@ class MessageLog:
             raise InvalidLogEntryError("a log group holds at least one record")
         cipher = body_key if isinstance(body_key, BodyCipher) else BodyCipher(body_key)
         async with engine.connect() as conn:
-            frontier = await restore_frontier(conn, origin)
+            frontier, last_logged_us = await restore_frontier(conn, origin)
         writer = GroupCommitWriter(
             engine=engine,
             origin=origin,
             cipher=cipher,
             clock=clock,
             frontier=frontier,
+            last_logged_us=last_logged_us,
             max_group_records=max_group_records,
         )
         writer.start()
@@ -433,6 +439,83 @@ class MessageLog:
             if len(seqs) < MAX_PURGE_CHUNK:
                 return total
 
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    async def save_checkpoint(self, *, size: int, root: bytes, note: str) -> StoredCheckpoint:
+        """Store a signed checkpoint (C2SP note text) of this log's tree at ``size``.
+
+        Refuses a checkpoint the tree does not back: raises :class:`LogRangeError` for a size
+        beyond the log and :class:`LogIntegrityError` if ``root`` is not the tree's root at
+        ``size``. Storing the same size again keeps the first one and returns it.
+        """
+        if len(note) > MAX_CHECKPOINT_TEXT:
+            raise InvalidLogEntryError(f"a checkpoint note is at most {MAX_CHECKPOINT_TEXT} chars")
+        if await self.root(size) != root:
+            raise LogIntegrityError(f"checkpoint root for size {size} is not the log's root")
+        now = to_micros(self._clock())
+        async with self._engine.connect() as raw:
+            conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
+            async with conn.begin():
+                existing = await self._checkpoint_row(conn, size)
+                if existing is not None:
+                    return existing
+                await conn.execute(
+                    sa.insert(log_checkpoints).values(
+                        origin=self._origin, size=size, root=root, note=note, created_at=now
+                    )
+                )
+        return StoredCheckpoint(
+            origin=self._origin,
+            size=size,
+            root=root,
+            note=note,
+            created_at=from_micros(now),
+            cosignature=None,
+            cosigned_at=None,
+        )
+
+    async def save_cosignature(self, size: int, cosignature: str, cosigned_at: datetime) -> None:
+        """Attach the witness's cosignature (C2SP tlog-cosignature line) to the stored
+        checkpoint of ``size``. Raises :class:`LogRangeError` if no checkpoint of that size is
+        stored."""
+        if len(cosignature) > MAX_CHECKPOINT_TEXT:
+            raise InvalidLogEntryError(f"a cosignature is at most {MAX_CHECKPOINT_TEXT} chars")
+        async with self._engine.connect() as raw:
+            conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
+            async with conn.begin():
+                result = await conn.execute(
+                    sa.update(log_checkpoints)
+                    .where(log_checkpoints.c.origin == self._origin, log_checkpoints.c.size == size)
+                    .values(cosignature=cosignature, cosigned_at=to_micros(cosigned_at))
+                )
+        if result.rowcount != 1:
+            raise LogRangeError(f"no checkpoint of size {size} is stored")
+
+    async def get_checkpoint(self, size: int) -> StoredCheckpoint | None:
+        """The stored checkpoint of ``size``, or ``None``."""
+        async with self._engine.connect() as conn:
+            return await self._checkpoint_row(conn, size)
+
+    async def latest_checkpoint(self, *, cosigned: bool = False) -> StoredCheckpoint | None:
+        """The stored checkpoint of the largest size (only cosigned ones if ``cosigned``)."""
+        stmt = sa.select(log_checkpoints).where(log_checkpoints.c.origin == self._origin)
+        if cosigned:
+            stmt = stmt.where(log_checkpoints.c.cosignature.is_not(None))
+        stmt = stmt.order_by(log_checkpoints.c.size.desc()).limit(1)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).one_or_none()
+        return None if row is None else _stored_checkpoint(row)
+
+    async def _checkpoint_row(self, conn: AsyncConnection, size: int) -> StoredCheckpoint | None:
+        row = (
+            await conn.execute(
+                sa.select(log_checkpoints).where(
+                    log_checkpoints.c.origin == self._origin, log_checkpoints.c.size == size
+                )
+            )
+        ).one_or_none()
+        return None if row is None else _stored_checkpoint(row)
+
     # --- replay claims --------------------------------------------------------------------------
 
     async def prune_claims(self, now: datetime | None = None) -> int:
@@ -448,6 +531,18 @@ class MessageLog:
                     sa.delete(seen_messages).where(seen_messages.c.expires_at < cutoff)
                 )
         return int(result.rowcount)
+
+
+def _stored_checkpoint(row: sa.Row[Any]) -> StoredCheckpoint:
+    return StoredCheckpoint(
+        origin=str(row.origin),
+        size=int(row.size),
+        root=bytes(row.root),
+        note=str(row.note),
+        created_at=from_micros(int(row.created_at)),
+        cosignature=None if row.cosignature is None else str(row.cosignature),
+        cosigned_at=None if row.cosigned_at is None else from_micros(int(row.cosigned_at)),
+    )
 
 
 def _stored_record(row: sa.Row[Any]) -> StoredRecord:

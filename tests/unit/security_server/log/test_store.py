@@ -4,6 +4,7 @@ restart, purge, write failures and integrity checks on open."""
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import timedelta
 
 import pytest
@@ -11,7 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.faults import Fault
-from ruta.merkle import leaf_hash, root_from_leaf_hashes, verify_consistency, verify_inclusion
+from ruta.merkle import (
+    MerkleVerificationError,
+    leaf_hash,
+    root_from_leaf_hashes,
+    verify_consistency,
+    verify_inclusion,
+)
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.log import (
     MAX_PAGE_SIZE,
@@ -315,3 +322,75 @@ async def test_query_filters_and_pages(log: MessageLog, clock: FakeClock) -> Non
         await log.query(limit=MAX_PAGE_SIZE + 1)
     with pytest.raises(LogRangeError):
         await log.get_records([10])
+
+
+async def test_random_proofs_verify_and_any_flipped_bit_fails(log: MessageLog) -> None:
+    rng = random.Random(9162)
+    while log.size() < 300:
+        await asyncio.gather(*(log.append([make_entry()]) for _ in range(rng.randint(1, 40))))
+    hashes = await _all_leaf_hashes(log)
+    for _ in range(60):
+        size = rng.randint(1, log.size())
+        seq = rng.randrange(size)
+        root = await log.root(size)
+        proof = await log.inclusion_proof(seq, size)
+        verify_inclusion(hashes[seq], seq, size, proof, root)
+        if proof:
+            which, bit = rng.randrange(len(proof)), rng.randrange(256)
+            damaged = list(proof)
+            flipped = bytearray(damaged[which])
+            flipped[bit // 8] ^= 1 << (bit % 8)
+            damaged[which] = bytes(flipped)
+            with pytest.raises(MerkleVerificationError):
+                verify_inclusion(hashes[seq], seq, size, damaged, root)
+        size1 = rng.randint(1, size)
+        verify_consistency(
+            size1, size, await log.consistency_proof(size1, size), await log.root(size1), root
+        )
+
+
+async def test_logged_at_never_goes_back_across_a_restart(
+    engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
+) -> None:
+    first = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key, clock=clock)
+    [early] = await first.append([make_entry()])
+    await first.close()
+    clock.advance(-3600)  # the wall clock steps back an hour
+    second = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key, clock=clock)
+    try:
+        [late] = await second.append([make_entry()])
+    finally:
+        await second.close()
+    assert late.logged_at >= early.logged_at
+
+
+async def test_checkpoints_are_stored_and_cosigned(log: MessageLog, clock: FakeClock) -> None:
+    await log.append([make_entry() for _ in range(7)])
+    assert await log.latest_checkpoint() is None
+    root5 = await log.root(5)
+    saved = await log.save_checkpoint(size=5, root=root5, note="origin\n5\nroot\n\n— sig\n")
+    assert (saved.size, saved.root, saved.cosignature) == (5, root5, None)
+    again = await log.save_checkpoint(size=5, root=root5, note="a different note")
+    assert again.note == saved.note
+    await log.save_checkpoint(size=7, root=log.head().root, note="seven")
+
+    assert (await log.latest_checkpoint()) is not None
+    assert (await log.latest_checkpoint(cosigned=True)) is None
+    await log.save_cosignature(5, "— witness sig", clock.now)
+    cosigned = await log.latest_checkpoint(cosigned=True)
+    assert cosigned is not None
+    assert (cosigned.size, cosigned.cosignature, cosigned.cosigned_at) == (
+        5,
+        "— witness sig",
+        clock.now,
+    )
+    latest = await log.latest_checkpoint()
+    assert latest is not None
+    assert latest.size == 7
+
+    with pytest.raises(LogIntegrityError):
+        await log.save_checkpoint(size=6, root=root5, note="wrong root")
+    with pytest.raises(LogRangeError):
+        await log.save_checkpoint(size=8, root=root5, note="beyond the log")
+    with pytest.raises(LogRangeError):
+        await log.save_cosignature(6, "sig", clock.now)
