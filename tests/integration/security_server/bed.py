@@ -31,6 +31,7 @@ import tomli_w
 from aiohttp import web
 from cryptography import x509
 from cryptography.x509 import ocsp
+from google.protobuf import timestamp_pb2
 
 from registry.publisher import ConfigurationPublisher, globalconf_app
 from ruta.examples.population import (
@@ -46,6 +47,7 @@ from ruta.pki.testing import Credential, TestPki
 from ruta.v1 import globalconf_pb2
 from security_server.server import READY_FILE, SecurityServerApp
 from security_server.settings import SecurityServerSettings
+from tests.conftest import free_port
 
 INSTANCE: Final = "DEV"
 POP: Final = ServerId.parse("DEV/GOV/POP/ss1")
@@ -65,9 +67,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _ts(at: datetime.datetime) -> Any:
-    from google.protobuf import timestamp_pb2
-
+def _ts(at: datetime.datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(at)
     return stamp
@@ -180,7 +180,7 @@ class Bed:
         for agency in self.agencies.values():
             agency.directory.mkdir(parents=True, exist_ok=True)
             agency.config_path = agency.directory / "ss.toml"
-        self.transport_ports = {server: _free_port() for server in self.agencies}
+        self.transport_ports = {server: free_port() for server in self.agencies}
         self.publish()
 
     def _issue(self, credential: Credential) -> Credential:
@@ -276,8 +276,8 @@ class Bed:
         config = self.write_settings(server)
         ready = agency.data_dir / READY_FILE
         ready.unlink(missing_ok=True)
-        with open(agency.directory / "stderr.log", "ab") as stderr:
-            agency.process = subprocess.Popen(
+        with open(agency.directory / "stderr.log", "ab") as stderr:  # noqa: ASYNC230 - test setup
+            agency.process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, polled below
                 [
                     sys.executable,
                     "-c",
@@ -392,12 +392,6 @@ def fault_of(error: grpc.aio.AioRpcError) -> str | None:
         if key == "ruta-fault":
             return value if isinstance(value, str) else value.decode()
     return None
-
-
-def _free_port() -> int:
-    from tests.conftest import free_port
-
-    return free_port()
 
 
 @contextlib.asynccontextmanager

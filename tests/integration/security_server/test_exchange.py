@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
 import pytest
 
 from ruta.examples.population import decode_person, encode_get_person
-from tests.integration.security_server.bed import POP, SOC, bed, call_metadata, fault_of, get_person
+from tests.integration.security_server.bed import POP, SOC, bed, call_metadata, get_person
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +45,6 @@ async def test_both_logs_hold_request_and_response(tmp_path: Path) -> None:
         async with instance.consumer_channel(SOC) as channel:
             call = get_person(channel)(encode_get_person("38001010001"), metadata=call_metadata())
             await call
-            message_id = dict(await call.trailing_metadata() or ())["ruta-message-id"]
+            message_id = str(dict(await call.trailing_metadata() or ())["ruta-message-id"])
         assert await _logged(instance, SOC, message_id) == ["SENT:request", "RECEIVED:response"]
         assert await _logged(instance, POP, message_id) == ["RECEIVED:request", "SENT:response"]

@@ -1,0 +1,326 @@
+"""Each refusal of DESIGN.md "Faults", provoked for real through running security servers.
+
+Calls go through a real consumer server where a backend could cause the fault; forged, tampered,
+stale and replayed messages come from a test client that speaks directly to the provider's
+``Transport.Exchange`` over mTLS with a listed server's authentication certificate and a
+hand-made ``SignedMessage``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+
+from ruta.examples.population import SLOW_NATIONAL_ID, decode_person, encode_get_person
+from ruta.ids import ServerId, SubsystemId
+from ruta.pki.signature import sign_message
+from ruta.pki.testing import Credential
+from ruta.v1 import transport_pb2
+from security_server.headers import build_request_header, parse_call_metadata
+from tests.conftest import free_port
+from tests.integration.security_server.bed import (
+    BENEFITS,
+    INCOME,
+    POP,
+    SOC,
+    TAX,
+    TEST_MAX_MESSAGE_BYTES,
+    Bed,
+    bed,
+    call_metadata,
+    fault_of,
+    get_person,
+)
+
+pytestmark = pytest.mark.integration
+
+PERSON = encode_get_person("38001010001")
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Bed]:
+    async with bed(tmp_path) as instance:
+        await instance.start_server(POP)
+        await instance.start_server(SOC)
+        await instance.start_server(TAX)
+        yield instance
+
+
+async def _refusal(
+    instance: Bed,
+    *,
+    server: ServerId = SOC,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+    body: bytes = PERSON,
+    path: str | None = None,
+    as_subsystem: SubsystemId | None = None,
+    deadline: float | None = None,
+) -> tuple[grpc.StatusCode, str | None]:
+    async with instance.consumer_channel(server, as_subsystem=as_subsystem) as channel:
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = (
+            channel.unary_unary(path) if path else get_person(channel)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(body, metadata=metadata or call_metadata(), timeout=deadline)
+    return info.value.code(), fault_of(info.value)
+
+
+async def _ok(instance: Bed, metadata: tuple[tuple[str, str], ...] | None = None) -> dict[str, str]:
+    async with instance.consumer_channel(SOC) as channel:
+        return decode_person(
+            await get_person(channel)(PERSON, metadata=metadata or call_metadata())
+        )
+
+
+# --- refused by the consumer server ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "fault"),
+    [
+        ((("ruta-service", "DEV/GOV/POP/registry"),), "client.missing_header"),
+        ((("ruta-client", "DEV/GOV/SOC/benefits"),), "client.missing_header"),
+        (
+            (("ruta-client", "DEV/GOV/SOC"), ("ruta-service", "DEV/GOV/POP/registry")),
+            "client.invalid_identifier",
+        ),
+        (call_metadata(extra=(("ruta-message-id", "nope"),)), "client.invalid_header"),
+        (call_metadata(purpose="marketing"), "server.consumer.access_denied"),
+    ],
+)
+async def test_bad_call_metadata(
+    running: Bed, metadata: tuple[tuple[str, str], ...], fault: str
+) -> None:
+    code, got = await _refusal(running, metadata=metadata)
+    assert got == fault
+    assert code != grpc.StatusCode.OK
+
+
+async def test_no_contract(running: Bed) -> None:
+    code, fault = await _refusal(running, server=TAX, metadata=call_metadata(INCOME))
+    assert (code, fault) == (grpc.StatusCode.PERMISSION_DENIED, "server.consumer.access_denied")
+
+
+async def test_revoked_contract_applies_once_the_new_configuration_arrives(running: Bed) -> None:
+    assert (await _ok(running))["given_name"] == "Ana"
+    running.contract_active = False
+    await running.wait_for_serial(running.publish())
+    code, fault = await _refusal(running)
+    assert (code, fault) == (grpc.StatusCode.PERMISSION_DENIED, "server.consumer.access_denied")
+
+
+async def test_unknown_service(running: Bed) -> None:
+    code, fault = await _refusal(running, path="/other.v1.Other/Get")
+    assert (code, fault) == (grpc.StatusCode.NOT_FOUND, "client.unknown_service")
+
+
+async def test_oversized_message_refused_before_signing(running: Bed) -> None:
+    before = running.agencies[SOC].app.log.size()  # type: ignore[union-attr]
+    code, fault = await _refusal(running, body=b"\x0a" * (TEST_MAX_MESSAGE_BYTES + 1))
+    assert (code, fault) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "client.message_too_large")
+    assert running.agencies[SOC].app.log.size() == before  # type: ignore[union-attr]
+
+
+async def test_backend_certificate_must_name_the_claimed_subsystem(running: Bed) -> None:
+    other = SubsystemId.parse("DEV/GOV/SOC/other")
+    code, fault = await _refusal(running, as_subsystem=other)
+    assert (code, fault) == (grpc.StatusCode.PERMISSION_DENIED, "client.permission_denied")
+
+
+async def test_configuration_expired_fails_closed(tmp_path: Path) -> None:
+    async with bed(tmp_path) as instance:
+        await instance.start_server(POP)
+        late = datetime.timedelta(days=1)
+        await instance.start_server(SOC, clock=lambda: datetime.datetime.now(datetime.UTC) + late)
+        code, fault = await _refusal(instance)
+    assert (code, fault) == (grpc.StatusCode.UNAVAILABLE, "server.consumer.outdated_globalconf")
+
+
+async def test_registry_down_but_configuration_still_valid(running: Bed) -> None:
+    await running.stop_registry()
+    assert (await _ok(running))["national_id"] == "38001010001"
+
+
+async def test_provider_pinned_by_fingerprint(running: Bed) -> None:
+    # The configuration now lists another certificate for POP: the consumer must refuse to talk.
+    conf = running.configuration()
+    for server in conf.servers:
+        if ServerId.from_proto(server.id) == POP:
+            server.auth_cert_sha256 = "ab" * 32
+    serial = running.publisher.publish(conf).serial
+    await running.wait_for_serial(serial)
+    code, fault = await _refusal(running)
+    assert (code, fault) == (grpc.StatusCode.UNAVAILABLE, "server.consumer.network_error")
+
+
+# --- refused by the provider server, passed through the consumer unchanged --------------------
+
+
+async def test_replayed_message_id(running: Bed) -> None:
+    metadata = call_metadata(extra=(("ruta-message-id", str(uuid.uuid4())),))
+    await _ok(running, metadata)
+    code, fault = await _refusal(running, metadata=metadata)
+    assert (code, fault) == (grpc.StatusCode.ALREADY_EXISTS, "server.provider.replayed_message")
+
+
+async def test_backend_down(tmp_path: Path) -> None:
+    async with bed(tmp_path) as instance:
+        data = instance.settings_dict(POP)
+        data["backends"][0]["address"] = f"127.0.0.1:{free_port()}"
+        await instance.start_server(POP, data=data)
+        await instance.start_server(SOC)
+        code, fault = await _refusal(instance)
+    assert (code, fault) == (grpc.StatusCode.UNAVAILABLE, "server.provider.service_failed")
+
+
+async def test_backend_status_passes_through_without_fault(running: Bed) -> None:
+    code, fault = await _refusal(running, body=encode_get_person("00000000000"))
+    assert (code, fault) == (grpc.StatusCode.NOT_FOUND, None)
+
+
+async def test_client_deadline_propagates(running: Bed) -> None:
+    code, _ = await _refusal(running, body=encode_get_person(SLOW_NATIONAL_ID), deadline=1.0)
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# --- hand-made messages straight to the provider's transport -----------------------------------
+
+
+def _signed(
+    instance: Bed,
+    *,
+    sender: ServerId = SOC,
+    client: SubsystemId = BENEFITS,
+    signing: Credential | None = None,
+    created_at: datetime.datetime | None = None,
+    body: bytes = PERSON,
+    revoked: bool = False,
+) -> tuple[transport_pb2.MessageHeader, transport_pb2.SignedMessage]:
+    call = parse_call_metadata("/population.v1.PopulationRegister/GetPerson", call_metadata(client))
+    header, raw = build_request_header(
+        call,
+        body=body,
+        sender=sender,
+        receiver=POP,
+        created_at=created_at or datetime.datetime.now(datetime.UTC),
+    )
+    cred = signing or instance.agencies[sender].signing
+    staple = instance.pki.ocsp_response(
+        cred.certificate,
+        this_update=created_at,
+        revoked_at=datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+        if revoked
+        else None,
+    )
+    signature = sign_message(
+        raw, signer=cred.signer(), certificate=cred.certificate, ocsp_response=staple
+    )
+    return header, transport_pb2.SignedMessage(header=raw, body=body, signature=signature)
+
+
+async def _send(
+    instance: Bed, message: transport_pb2.SignedMessage, *, peer: ServerId = SOC
+) -> transport_pb2.SignedMessage:
+    auth = instance.agencies[peer].auth
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=instance.pki.trust_path.read_bytes(),
+        private_key=auth.key_path.read_bytes(),
+        certificate_chain=auth.cert_path.read_bytes(),
+    )
+    address = instance.agencies[POP].addresses["transport"]
+    async with grpc.aio.secure_channel(address, credentials) as channel:
+        exchange = channel.unary_unary(
+            "/ruta.v1.Transport/Exchange",
+            request_serializer=transport_pb2.SignedMessage.SerializeToString,
+            response_deserializer=transport_pb2.SignedMessage.FromString,
+        )
+        response: transport_pb2.SignedMessage = await exchange(message, timeout=10)
+        return response
+
+
+async def _provider_fault(
+    instance: Bed, message: transport_pb2.SignedMessage, *, peer: ServerId = SOC
+) -> str | None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _send(instance, message, peer=peer)
+    return fault_of(info.value)
+
+
+async def test_hand_made_message_is_answered(running: Bed) -> None:
+    _, message = _signed(running)
+    response = await _send(running, message)
+    assert decode_person(response.body)["given_name"] == "Ana"
+
+
+async def test_tampered_header(running: Bed) -> None:
+    header, message = _signed(running)
+    header.purpose = "something-else"
+    message.header = header.SerializeToString(deterministic=True)
+    assert await _provider_fault(running, message) == "server.provider.invalid_signature"
+
+
+async def test_tampered_body(running: Bed) -> None:
+    _, message = _signed(running)
+    message.body = encode_get_person("39202020002")
+    assert await _provider_fault(running, message) == "server.provider.invalid_signature"
+
+
+async def test_forged_signature_value(running: Bed) -> None:
+    _, message = _signed(running)
+    _, other = _signed(running)
+    message.signature.value = other.signature.value
+    assert await _provider_fault(running, message) == "server.provider.invalid_signature"
+
+
+async def test_signed_by_another_member(running: Bed) -> None:
+    _, message = _signed(running, signing=running.agencies[TAX].signing)
+    assert await _provider_fault(running, message) == "server.provider.signer_mismatch"
+
+
+async def test_signing_certificate_revoked(running: Bed) -> None:
+    _, message = _signed(running, revoked=True)
+    assert await _provider_fault(running, message) == "server.provider.cert_revoked"
+
+
+async def test_replayed_message(running: Bed) -> None:
+    _, message = _signed(running)
+    await _send(running, message)
+    assert await _provider_fault(running, message) == "server.provider.replayed_message"
+
+
+async def test_replay_refused_after_provider_restart(running: Bed) -> None:
+    _, message = _signed(running)
+    await _send(running, message)
+    app = running.agencies[POP].app
+    assert app is not None
+    await app.stop()
+    await running.start_server(POP)
+    assert await _provider_fault(running, message) == "server.provider.replayed_message"
+
+
+async def test_stale_message(running: Bed) -> None:
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=10)
+    _, message = _signed(running, created_at=old)
+    assert await _provider_fault(running, message) == "server.provider.stale_message"
+
+
+async def test_provider_enforces_the_contract(running: Bed) -> None:
+    _, message = _signed(running, sender=TAX, client=INCOME)
+    assert await _provider_fault(running, message, peer=TAX) == "server.provider.access_denied"
+
+
+async def test_sender_must_be_the_calling_server(running: Bed) -> None:
+    _, message = _signed(running)  # names SOC as sender, but TAX's server sends it
+    assert await _provider_fault(running, message, peer=TAX) == "server.provider.invalid_message"
+
+
+async def test_provider_refuses_oversized_message(running: Bed) -> None:
+    body = b"\x0a" * (TEST_MAX_MESSAGE_BYTES + 1)
+    _, message = _signed(running, body=body)
+    assert await _provider_fault(running, message) == "server.provider.message_too_large"
