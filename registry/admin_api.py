@@ -344,6 +344,10 @@ def _id(kind: str, msg: Any, has: bool, parse: Callable[[Any], _Resp]) -> _Resp:
     return parse(msg)
 
 
+async def _nothing() -> None:
+    return None
+
+
 # --- the servicer -----------------------------------------------------------------------------
 
 
@@ -388,13 +392,13 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         store: RegistryStore,
         instance: str,
         issuer: CertificateIssuer | None = None,
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._instance = instance
         self._issuer = issuer
-        self._on_change = on_change
+        self._on_change = on_change or _nothing
         self._clock = clock
 
     def _own(self, member: MemberId) -> MemberId:
@@ -432,7 +436,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         )
         name = _text("member name", request.name, limit=limits.MAX_NAME_LENGTH, empty=False)
         member = await self._store.add_member(member_id, name=name, actor=caller.actor)
-        self._on_change()
+        await self._on_change()
         return _member_record(member)
 
     @_handler
@@ -460,7 +464,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         )
         self._own(subsystem_id.member)
         subsystem = await self._store.add_subsystem(subsystem_id, actor=caller.actor)
-        self._on_change()
+        await self._on_change()
         return _subsystem_record(subsystem)
 
     @_handler
@@ -507,7 +511,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             auth_cert_der=der,
             actor=caller.actor,
         )
-        self._on_change()
+        await self._on_change()
         return _server_record(server)
 
     @_handler
@@ -549,7 +553,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             savings=_savings(request.savings),
             actor=caller.actor,
         )
-        self._on_change()
+        await self._on_change()
         return _service_record(service)
 
     @_handler
@@ -599,7 +603,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             valid_until=valid_until,
             actor=caller.actor,
         )
-        self._on_change()
+        await self._on_change()
         return _contract_record(contract)
 
     def _contract_id(self, request: registry_pb2.ContractRef) -> str:
@@ -633,7 +637,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             raise InvalidRequestError(
                 f"contract {contract.id} is {contract.state}; nothing to approve"
             )
-        self._on_change()
+        await self._on_change()
         return _contract_record(updated)
 
     @_handler
@@ -645,7 +649,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         updated = await self._store.revoke_contract(
             contract.id, actor=caller.actor, expected=contract
         )
-        self._on_change()
+        await self._on_change()
         return _contract_record(updated)
 
     @_handler

@@ -15,5 +15,13 @@ group = LazyGroup(
         # "name": "module:click_command",  one line per concern
         "ca": "registry.ca_cli:ca",
         "ocsp": "registry.ca_cli:ocsp",
+        "init": "registry.node_cli:init",
+        "serve": "registry.node_cli:serve",
+        "member": "registry.admin_cli:member",
+        "subsystem": "registry.admin_cli:subsystem",
+        "server": "registry.admin_cli:server",
+        "service": "registry.admin_cli:service",
+        "contract": "registry.admin_cli:contract",
+        "audit": "registry.admin_cli:audit",
     },
 )

@@ -58,9 +58,13 @@ async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
     pki = TestPki(tmp_path / "pki")
     store = await RegistryStore.open(database_url(None, tmp_path))
     changes: list[int] = []
+
+    async def changed() -> None:
+        changes.append(1)
+
     server = grpc.aio.server()
     registry_pb2_grpc.add_RegistryAdminServicer_to_server(
-        RegistryAdminServicer(store=store, instance="LAC", on_change=lambda: changes.append(1)),
+        RegistryAdminServicer(store=store, instance="LAC", on_change=changed),
         server,
     )
     tls = pki.auth("LAC/RUTA/REGISTRY/registry")

@@ -1,0 +1,688 @@
+"""``ruta registry member|subsystem|server|service|contract|audit …``: the admin commands.
+
+Each command makes one or more calls to the admin API over mutual TLS. Where to connect and with
+which credentials: ``--registry HOST:PORT --cert FILE --key FILE --ca FILE``; each defaults from the
+registry directory (``--dir``, or ``RUTA_REGISTRY_DIR``) for its local operator: the address a
+running ``serve`` wrote into ``registry.ready.json`` (else the settings' ``admin_listen``), and the
+registry-admin credential ``init`` made. ``--json`` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import json
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import click
+from google.protobuf import timestamp_pb2
+
+from registry import limits
+from registry.admin_client import admin_stub, call
+from registry.errors import InvalidRequestError
+from registry.settings import RegistryLayout, RegistrySettings
+from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
+from ruta.settings import ConfigError
+from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
+
+__all__ = ["audit", "contract", "member", "server", "service", "subsystem"]
+
+#: Most entries a list command prints unless ``--limit`` says otherwise.
+DEFAULT_LIST_LIMIT: Final = 1000
+#: Largest file a command reads (certificate, .proto, descriptor set).
+MAX_INPUT_FILE_BYTES: Final = limits.MAX_DESCRIPTOR_SET_BYTES
+
+_T = TypeVar("_T")
+if TYPE_CHECKING:
+    Stub = registry_pb2_grpc.RegistryAdminAsyncStub
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    address: str
+    key: Path
+    cert: Path
+    trust: Path
+    json_output: bool
+
+
+def _resolve_target(
+    *,
+    directory: Path,
+    registry: str | None,
+    cert: Path | None,
+    key: Path | None,
+    ca: Path | None,
+    json_output: bool,
+) -> _Target:
+    layout = RegistryLayout(directory)
+    address = registry
+    if address is None:
+        try:
+            ready = json.loads(layout.ready.read_text())
+            address = str(ready["admin"])
+        except (OSError, ValueError, KeyError):
+            try:
+                address = RegistrySettings.load(directory).admin_listen
+            except ConfigError:
+                raise click.UsageError(
+                    "give --registry HOST:PORT (or --dir of a registry directory)"
+                ) from None
+    return _Target(
+        address=address,
+        key=key or layout.admin_key,
+        cert=cert or layout.admin_cert,
+        trust=ca or layout.trust,
+        json_output=json_output,
+    )
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _connection(command: _F) -> _F:
+    """Add the connection options; the command receives ``target: _Target``."""
+    options = [
+        click.option(
+            "--dir",
+            "directory",
+            type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
+            default=".",
+            envvar="RUTA_REGISTRY_DIR",
+            show_default=True,
+            help="Registry directory whose local-operator defaults to use.",
+        ),
+        click.option("--registry", help="Admin API address HOST:PORT."),
+        click.option(
+            "--cert", type=click.Path(dir_okay=False, path_type=Path), help="Client cert (PEM)."
+        ),
+        click.option(
+            "--key", type=click.Path(dir_okay=False, path_type=Path), help="Client key (PEM)."
+        ),
+        click.option(
+            "--ca",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Trust anchor(s) for the registry's TLS certificate (PEM).",
+        ),
+        click.option("--json", "json_output", is_flag=True, help="Print JSON."),
+    ]
+
+    def wrapper(
+        *,
+        directory: Path,
+        registry: str | None,
+        cert: Path | None,
+        key: Path | None,
+        ca: Path | None,
+        json_output: bool,
+        **kwargs: Any,
+    ) -> Any:
+        target = _resolve_target(
+            directory=directory,
+            registry=registry,
+            cert=cert,
+            key=key,
+            ca=ca,
+            json_output=json_output,
+        )
+        return command(target=target, **kwargs)
+
+    wrapper.__name__ = command.__name__
+    wrapper.__doc__ = command.__doc__
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+def _run(target: _Target, action: Callable[[Stub], Awaitable[_T]]) -> _T:
+    async def main() -> _T:
+        async with admin_stub(
+            target.address, key=target.key, cert=target.cert, trust=target.trust
+        ) as stub:
+            return await action(stub)
+
+    return asyncio.run(main())
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_INPUT_FILE_BYTES:
+            raise InvalidRequestError(f"{what} file is larger than {MAX_INPUT_FILE_BYTES} bytes")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidRequestError(f"cannot read the {what} file ({exc.strerror})") from None
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def _iso(ts: timestamp_pb2.Timestamp, present: bool = True) -> str | None:
+    return ts.ToDatetime(tzinfo=UTC).isoformat() if present else None
+
+
+def _member_json(m: registry_pb2.MemberRecord) -> dict[str, Any]:
+    return {"id": str(MemberId.from_proto(m.id)), "name": m.name, "created_at": _iso(m.created_at)}
+
+
+def _subsystem_json(s: registry_pb2.SubsystemRecord) -> dict[str, Any]:
+    return {"id": str(SubsystemId.from_proto(s.id)), "created_at": _iso(s.created_at)}
+
+
+def _server_json(s: registry_pb2.ServerRecord) -> dict[str, Any]:
+    return {
+        "id": str(ServerId.from_proto(s.id)),
+        "address": s.address,
+        "audit_address": s.audit_address,
+        "auth_cert_sha256": s.auth_cert_sha256,
+        "created_at": _iso(s.created_at),
+    }
+
+
+def _service_json(s: registry_pb2.ServiceRecord) -> dict[str, Any]:
+    return {
+        "id": str(ServiceId.from_proto(s.id)),
+        "methods": list(s.methods),
+        "description": s.description,
+        "savings": {
+            "citizen_minutes": s.savings.citizen_minutes,
+            "paper_forms": s.savings.paper_forms,
+            "cost": s.savings.cost,
+        },
+        "descriptor_sha256": s.descriptor_sha256,
+        "descriptor_size": s.descriptor_size,
+        "created_at": _iso(s.created_at),
+    }
+
+
+def _contract_json(c: registry_pb2.ContractRecord) -> dict[str, Any]:
+    return {
+        "id": c.contract_id,
+        "consumer": str(SubsystemId.from_proto(c.consumer)),
+        "service": str(ServiceId.from_proto(c.service)),
+        "methods": list(c.methods),
+        "purpose": c.purpose,
+        "legal_basis": c.legal_basis,
+        "valid_from": _iso(c.valid_from),
+        "valid_until": _iso(c.valid_until, c.HasField("valid_until")),
+        "state": c.state,
+        "requested_by": c.requested_by,
+        "requested_at": _iso(c.requested_at),
+        "approved_by": c.approved_by or None,
+        "approved_at": _iso(c.approved_at, c.HasField("approved_at")),
+        "activated_by": c.activated_by or None,
+        "activated_at": _iso(c.activated_at, c.HasField("activated_at")),
+        "revoked_by": c.revoked_by or None,
+        "revoked_at": _iso(c.revoked_at, c.HasField("revoked_at")),
+    }
+
+
+def _audit_json(e: registry_pb2.AuditRecord) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "at": _iso(e.at),
+        "actor": e.actor,
+        "action": e.action,
+        "object_id": e.object_id,
+        "before": json.loads(e.before_json) if e.before_json else None,
+        "after": json.loads(e.after_json) if e.after_json else None,
+    }
+
+
+def _emit(
+    target: _Target, items: list[dict[str, Any]], columns: tuple[str, ...], *, one: bool
+) -> None:
+    if target.json_output:
+        click.echo(json.dumps(items[0] if one else items, indent=2, sort_keys=True))
+        return
+    for item in items:
+        cells = []
+        for column in columns:
+            value = item.get(column)
+            cells.append(",".join(value) if isinstance(value, list) else str(value or "-"))
+        click.echo("\t".join(cells))
+
+
+async def _pages(fetch: Callable[[str], Awaitable[tuple[list[_T], str]]], limit: int) -> list[_T]:
+    items: list[_T] = []
+    token = ""
+    while len(items) < limit:
+        page, token = await fetch(token)
+        items.extend(page)
+        if not token:
+            break
+    return items[:limit]
+
+
+def _page_size(limit: int) -> int:
+    return max(1, min(limit, limits.MAX_PAGE_SIZE))
+
+
+_LIMIT = click.option(
+    "--limit",
+    type=click.IntRange(1, 1_000_000),
+    default=DEFAULT_LIST_LIMIT,
+    show_default=True,
+    help="Most entries to print.",
+)
+_MEMBER_FILTER = click.option("--member", help="Only this member's (INSTANCE/CLASS/CODE).")
+
+
+def _member_filter(text: str | None) -> dict[str, Any]:
+    return {} if text is None else {"member": MemberId.parse(text).to_proto()}
+
+
+# --- members ---------------------------------------------------------------------------------
+
+
+@click.group()
+def member() -> None:
+    """Admit and list members."""
+
+
+@member.command("add")
+@click.argument("member_id")
+@click.option("--name", required=True, help="The organisation's name.")
+@_connection
+def member_add(target: _Target, member_id: str, name: str) -> None:
+    """Admit MEMBER_ID (INSTANCE/CLASS/CODE)."""
+    request = registry_pb2.AddMemberRequest(id=MemberId.parse(member_id).to_proto(), name=name)
+    record = _run(target, lambda stub: call(stub.AddMember(request)))
+    _emit(target, [_member_json(record)], ("id", "name"), one=True)
+
+
+@member.command("list")
+@_LIMIT
+@_connection
+def member_list(target: _Target, limit: int) -> None:
+    """List members."""
+
+    async def action(stub: Stub) -> list[registry_pb2.MemberRecord]:
+        async def fetch(token: str) -> tuple[list[registry_pb2.MemberRecord], str]:
+            r = await call(
+                stub.ListMembers(
+                    registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token)
+                )
+            )
+            return list(r.members), r.next_page_token
+
+        return await _pages(fetch, limit)
+
+    records = _run(target, action)
+    _emit(target, [_member_json(m) for m in records], ("id", "name"), one=False)
+
+
+# --- subsystems ------------------------------------------------------------------------------
+
+
+@click.group()
+def subsystem() -> None:
+    """Register and list subsystems."""
+
+
+@subsystem.command("add")
+@click.argument("subsystem_id")
+@_connection
+def subsystem_add(target: _Target, subsystem_id: str) -> None:
+    """Register SUBSYSTEM_ID (INSTANCE/CLASS/CODE/SUBSYSTEM)."""
+    request = registry_pb2.AddSubsystemRequest(id=SubsystemId.parse(subsystem_id).to_proto())
+    record = _run(target, lambda stub: call(stub.AddSubsystem(request)))
+    _emit(target, [_subsystem_json(record)], ("id",), one=True)
+
+
+@subsystem.command("list")
+@_MEMBER_FILTER
+@_LIMIT
+@_connection
+def subsystem_list(target: _Target, member: str | None, limit: int) -> None:
+    """List subsystems."""
+    extra = _member_filter(member)
+
+    async def action(stub: Stub) -> list[registry_pb2.SubsystemRecord]:
+        async def fetch(token: str) -> tuple[list[registry_pb2.SubsystemRecord], str]:
+            r = await call(
+                stub.ListSubsystems(
+                    registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token, **extra)
+                )
+            )
+            return list(r.subsystems), r.next_page_token
+
+        return await _pages(fetch, limit)
+
+    records = _run(target, action)
+    _emit(target, [_subsystem_json(s) for s in records], ("id",), one=False)
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+@click.group()
+def server() -> None:
+    """Register and list security servers."""
+
+
+@server.command("add")
+@click.argument("server_id")
+@click.option("--address", required=True, help="HOST:PORT of its server-to-server transport.")
+@click.option(
+    "--auth-cert",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Its authentication certificate (PEM or DER).",
+)
+@click.option("--audit-address", default="", help="HOST:PORT of its audit API (optional).")
+@_connection
+def server_add(
+    target: _Target, server_id: str, address: str, auth_cert: Path, audit_address: str
+) -> None:
+    """Register SERVER_ID (INSTANCE/CLASS/CODE/SERVER)."""
+    request = registry_pb2.AddServerRequest(
+        id=ServerId.parse(server_id).to_proto(),
+        address=address,
+        auth_certificate=_read_file(auth_cert, "certificate"),
+        audit_address=audit_address,
+    )
+    record = _run(target, lambda stub: call(stub.AddServer(request)))
+    _emit(target, [_server_json(record)], ("id", "address", "auth_cert_sha256"), one=True)
+
+
+@server.command("list")
+@_MEMBER_FILTER
+@_LIMIT
+@_connection
+def server_list(target: _Target, member: str | None, limit: int) -> None:
+    """List security servers."""
+    extra = _member_filter(member)
+
+    async def action(stub: Stub) -> list[registry_pb2.ServerRecord]:
+        async def fetch(token: str) -> tuple[list[registry_pb2.ServerRecord], str]:
+            r = await call(
+                stub.ListServers(
+                    registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token, **extra)
+                )
+            )
+            return list(r.servers), r.next_page_token
+
+        return await _pages(fetch, limit)
+
+    records = _run(target, action)
+    _emit(
+        target, [_server_json(s) for s in records], ("id", "address", "auth_cert_sha256"), one=False
+    )
+
+
+# --- services --------------------------------------------------------------------------------
+
+
+def compile_proto(proto: Path, include_paths: tuple[Path, ...]) -> bytes:
+    """Compile ``proto`` (and its imports) into a serialised FileDescriptorSet with protoc.
+
+    Raises :class:`InvalidRequestError` when grpcio-tools is missing or protoc fails (protoc
+    prints its messages to standard error).
+    """
+    try:
+        from grpc_tools import protoc  # type: ignore[import-untyped]  # noqa: PLC0415
+    except ImportError:
+        raise InvalidRequestError(
+            "compiling .proto files needs grpcio-tools; pass --descriptor-set instead"
+        ) from None
+    well_known = str(importlib.resources.files("grpc_tools") / "_proto")
+    includes = include_paths or (proto.parent,)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "descriptor_set.pb"
+        args = [
+            "protoc",
+            *(f"-I{p}" for p in includes),
+            f"-I{well_known}",
+            "--include_imports",
+            f"--descriptor_set_out={out}",
+            str(proto),
+        ]
+        if protoc.main(args) != 0 or not out.exists():
+            raise InvalidRequestError(f"protoc could not compile {proto.name} (see above)")
+        return _read_file(out, "descriptor set")
+
+
+@click.group()
+def service() -> None:
+    """Register and list services."""
+
+
+@service.command("add")
+@click.argument("service_id")
+@click.option(
+    "--proto",
+    "proto_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path, resolve_path=True),
+    help="The .proto declaring the service (compiled with its imports).",
+)
+@click.option(
+    "--proto-path",
+    "-I",
+    "proto_paths",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path, resolve_path=True),
+    help="Import path for --proto (repeatable; default: the file's folder).",
+)
+@click.option(
+    "--descriptor-set",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A serialised FileDescriptorSet (protoc --include_imports --descriptor_set_out).",
+)
+@click.option("--method", "methods", multiple=True, help="Offered method (default: all).")
+@click.option("--description", default="", help="What the service provides.")
+@click.option("--citizen-minutes", type=float, default=0.0, help="Citizen minutes saved per call.")
+@click.option(
+    "--paper-forms", type=click.IntRange(0), default=0, help="Paper forms saved per call."
+)
+@click.option("--cost", type=float, default=0.0, help="Agency cost saved per call.")
+@_connection
+def service_add(
+    *,
+    target: _Target,
+    service_id: str,
+    proto_file: Path | None,
+    proto_paths: tuple[Path, ...],
+    descriptor_set: Path | None,
+    methods: tuple[str, ...],
+    description: str,
+    citizen_minutes: float,
+    paper_forms: int,
+    cost: float,
+) -> None:
+    """Register SERVICE_ID (INSTANCE/CLASS/CODE/SUBSYSTEM/package.Service)."""
+    if (proto_file is None) == (descriptor_set is None):
+        raise click.UsageError("give exactly one of --proto and --descriptor-set")
+    fds = (
+        compile_proto(proto_file, proto_paths)
+        if proto_file is not None
+        else _read_file(descriptor_set, "descriptor set")  # type: ignore[arg-type]
+    )
+    request = registry_pb2.AddServiceRequest(
+        id=ServiceId.parse(service_id).to_proto(),
+        methods=list(methods),
+        file_descriptor_set=fds,
+        description=description,
+        savings=globalconf_pb2.Savings(
+            citizen_minutes=citizen_minutes, paper_forms=paper_forms, cost=cost
+        ),
+    )
+    record = _run(target, lambda stub: call(stub.AddService(request)))
+    _emit(target, [_service_json(record)], ("id", "methods", "descriptor_sha256"), one=True)
+
+
+@service.command("list")
+@_MEMBER_FILTER
+@_LIMIT
+@_connection
+def service_list(target: _Target, member: str | None, limit: int) -> None:
+    """List services."""
+    extra = _member_filter(member)
+
+    async def action(stub: Stub) -> list[registry_pb2.ServiceRecord]:
+        async def fetch(token: str) -> tuple[list[registry_pb2.ServiceRecord], str]:
+            r = await call(
+                stub.ListServices(
+                    registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token, **extra)
+                )
+            )
+            return list(r.services), r.next_page_token
+
+        return await _pages(fetch, limit)
+
+    records = _run(target, action)
+    _emit(target, [_service_json(s) for s in records], ("id", "methods", "description"), one=False)
+
+
+# --- contracts -------------------------------------------------------------------------------
+
+
+def _timestamp(text: str | None, what: str) -> timestamp_pb2.Timestamp | None:
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{what} must be an ISO 8601 instant") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
+_CONTRACT_COLUMNS: Final = ("id", "state", "consumer", "service", "methods", "purpose")
+
+
+@click.group()
+def contract() -> None:
+    """Request, approve, revoke and list contracts."""
+
+
+@contract.command("request")
+@click.option("--consumer", required=True, help="Consumer subsystem INSTANCE/CLASS/CODE/SUB.")
+@click.option("--service", "service_id", required=True, help="Service identifier.")
+@click.option("--method", "methods", multiple=True, help="Allowed method (default: all).")
+@click.option("--purpose", required=True, help="Purpose code callers state (ruta-purpose).")
+@click.option("--legal-basis", required=True, help="The legal basis, as text.")
+@click.option("--valid-from", help="ISO 8601 instant (default: now).")
+@click.option("--valid-until", help="ISO 8601 instant (default: no end).")
+@_connection
+def contract_request(
+    *,
+    target: _Target,
+    consumer: str,
+    service_id: str,
+    methods: tuple[str, ...],
+    purpose: str,
+    legal_basis: str,
+    valid_from: str | None,
+    valid_until: str | None,
+) -> None:
+    """Request a contract for a consumer subsystem to call a service."""
+    request = registry_pb2.RequestContractRequest(
+        consumer=SubsystemId.parse(consumer).to_proto(),
+        service=ServiceId.parse(service_id).to_proto(),
+        methods=list(methods),
+        purpose=purpose,
+        legal_basis=legal_basis,
+    )
+    start = _timestamp(valid_from, "--valid-from")
+    end = _timestamp(valid_until, "--valid-until")
+    if start is not None:
+        request.valid_from.CopyFrom(start)
+    if end is not None:
+        request.valid_until.CopyFrom(end)
+    record = _run(target, lambda stub: call(stub.RequestContract(request)))
+    _emit(target, [_contract_json(record)], _CONTRACT_COLUMNS, one=True)
+
+
+@contract.command("approve")
+@click.argument("contract_id")
+@_connection
+def contract_approve(target: _Target, contract_id: str) -> None:
+    """Approve CONTRACT_ID one step: requested -> approved (provider), approved -> active
+    (registry administrator)."""
+    request = registry_pb2.ContractRef(contract_id=contract_id)
+    record = _run(target, lambda stub: call(stub.ApproveContract(request)))
+    _emit(target, [_contract_json(record)], _CONTRACT_COLUMNS, one=True)
+
+
+@contract.command("revoke")
+@click.argument("contract_id")
+@_connection
+def contract_revoke(target: _Target, contract_id: str) -> None:
+    """Revoke CONTRACT_ID."""
+    request = registry_pb2.ContractRef(contract_id=contract_id)
+    record = _run(target, lambda stub: call(stub.RevokeContract(request)))
+    _emit(target, [_contract_json(record)], _CONTRACT_COLUMNS, one=True)
+
+
+@contract.command("list")
+@_MEMBER_FILTER
+@click.option(
+    "--state", type=click.Choice(["requested", "approved", "active", "revoked"]), default=None
+)
+@_LIMIT
+@_connection
+def contract_list(target: _Target, member: str | None, state: str | None, limit: int) -> None:
+    """List contracts (a member's administrator sees its member's)."""
+    extra = _member_filter(member)
+
+    async def action(stub: Stub) -> list[registry_pb2.ContractRecord]:
+        async def fetch(token: str) -> tuple[list[registry_pb2.ContractRecord], str]:
+            r = await call(
+                stub.ListContracts(
+                    registry_pb2.ListContractsRequest(
+                        page_size=_page_size(limit), page_token=token, state=state or "", **extra
+                    )
+                )
+            )
+            return list(r.contracts), r.next_page_token
+
+        return await _pages(fetch, limit)
+
+    records = _run(target, action)
+    _emit(target, [_contract_json(c) for c in records], _CONTRACT_COLUMNS, one=False)
+
+
+# --- audit trail -----------------------------------------------------------------------------
+
+
+@click.group()
+def audit() -> None:
+    """Read the admin audit trail."""
+
+
+@audit.command("list")
+@click.option("--after", type=click.IntRange(0), default=0, help="Entries after this seq.")
+@_LIMIT
+@_connection
+def audit_list(target: _Target, after: int, limit: int) -> None:
+    """List audit-trail entries in order (who, what, when, before/after)."""
+
+    async def action(stub: Stub) -> list[registry_pb2.AuditRecord]:
+        async def fetch(token: str) -> tuple[list[registry_pb2.AuditRecord], str]:
+            r = await call(
+                stub.ListAuditTrail(
+                    registry_pb2.ListAuditRequest(
+                        page_size=_page_size(limit), after_seq=int(token or after)
+                    )
+                )
+            )
+            return list(r.entries), str(r.next_after_seq) if r.next_after_seq else ""
+
+        return await _pages(fetch, limit)
+
+    records = _run(target, action)
+    _emit(
+        target,
+        [_audit_json(e) for e in records],
+        ("seq", "at", "action", "object_id", "actor"),
+        one=False,
+    )

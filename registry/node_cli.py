@@ -1,0 +1,86 @@
+"""``ruta registry init`` and ``ruta registry serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import click
+
+from registry.serve import serve_forever
+from registry.setup import initialise_registry
+
+__all__ = ["init", "serve"]
+
+_DIR = click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
+    help="The registry directory.",
+)
+
+
+@click.command()
+@_DIR
+@click.option("--instance", required=True, help="The instance identifier, e.g. LAC.")
+@click.option(
+    "--db",
+    "db_url",
+    help="SQLAlchemy URL of the store, e.g. postgresql://user@host/db "
+    "(default: SQLite registry.db in the directory).",
+)
+@click.option(
+    "--admin-listen", default="127.0.0.1:4470", show_default=True, help="Admin API HOST:PORT."
+)
+@click.option(
+    "--http-listen", default="127.0.0.1:4480", show_default=True, help="HTTP listener HOST:PORT."
+)
+@click.option(
+    "--public-url",
+    help="The HTTP listener's URL as security servers reach it (default: http://HTTP-LISTEN).",
+)
+@click.option("--json", "json_output", is_flag=True, help="Print JSON.")
+def init(
+    *,
+    directory: Path,
+    instance: str,
+    db_url: str | None,
+    admin_listen: str,
+    http_listen: str,
+    public_url: str | None,
+    json_output: bool,
+) -> None:
+    """Create a registry: store, CA, keys, settings and the local operator's admin credential."""
+    made = asyncio.run(
+        initialise_registry(
+            directory,
+            instance=instance,
+            db_url=db_url,
+            admin_listen=admin_listen,
+            http_listen=http_listen,
+            public_url=public_url,
+        )
+    )
+    summary = made.to_json()
+    if json_output:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    click.echo(f"registry for instance {instance} created in {directory}")
+    click.echo(f"  configuration anchor for security servers: {summary['anchor']}")
+    click.echo(f"  local operator's admin certificate: {summary['admin_cert']}")
+    click.echo(f"  start it with: ruta registry serve --dir {directory}")
+
+
+@click.command()
+@_DIR
+def serve(directory: Path) -> None:
+    """Run the registry: admin API, /globalconf, /ocsp and the witness, until SIGTERM."""
+    try:
+        import uvloop  # noqa: PLC0415
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is absent on some platforms
+        pass
+    asyncio.run(serve_forever(directory))

@@ -1,0 +1,333 @@
+"""``ruta registry serve``: one registry node.
+
+Two listeners:
+
+- the admin gRPC API (``ruta.v1.RegistryAdmin``), the configuration over gRPC
+  (``ruta.v1.GlobalConfService``) and the gRPC health service, over mutual TLS with the
+  registry's TLS certificate; callers present client certificates from the registry's CA;
+- HTTP: ``GET /globalconf`` (the signed configuration, ETag / If-None-Match), ``/ocsp`` (the CA's
+  OCSP responder), ``POST /witness/add-checkpoint`` (the checkpoint witness) and ``GET /healthz``.
+
+The configuration is rebuilt from the store, signed and published after every change the admin
+API commits (before the call returns), and re-signed periodically so it never expires while the
+node runs. Once listening, the node writes ``DIR/registry.ready.json`` with the bound addresses
+(ports may be 0 in the settings) and removes it on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+import grpc
+import grpc.aio
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+
+from registry import limits
+from registry.admin_api import IssuedCertificate, IssueRequest, RegistryAdminServicer
+from registry.ca import CertificateAuthority
+from registry.errors import InvalidRequestError, StoreError
+from registry.globalconf_build import build_configuration
+from registry.ocsp_server import add_ocsp_routes
+from registry.publisher import (
+    ConfigurationPublisher,
+    add_globalconf_routes,
+    add_globalconf_servicer,
+)
+from registry.settings import RegistryLayout, RegistrySettings, split_address
+from registry.store import PublishedConfiguration, RegistryStore, database_url
+from registry.witness import Witness
+from registry.witness_http import witness_routes
+from registry.witness_store import SqlWitnessStateStore
+from ruta.faults import RutaError
+from ruta.globalconf import MAX_DOCUMENT_BYTES
+from ruta.pki.certs import load_certificate
+from ruta.pki.keys import FileSigner, load_private_key
+from ruta.pki.tls import server_credentials
+from ruta.v1 import globalconf_pb2, registry_pb2_grpc
+
+__all__ = ["READY_FILE_VERSION", "RegistryNode", "serve_forever"]
+
+#: Version of the ready file's JSON shape.
+READY_FILE_VERSION: Final = 1
+#: Path prefix of the witness on the HTTP listener.
+WITNESS_PREFIX: Final = "/witness"
+#: Published configurations kept in the store (the newest serve; older ones are history).
+_KEEP_PUBLISHED: Final = 16
+#: Largest HTTP request body the listener reads (OCSP and witness bound theirs further).
+_MAX_HTTP_BODY: Final = 64 * 1024
+#: Seconds given to in-flight calls on shutdown.
+_GRACE_SECONDS: Final = 5.0
+
+_log = logging.getLogger(__name__)
+
+
+class _CaIssuer:
+    """The admin API's :class:`CertificateIssuer` over the registry's CA directory."""
+
+    def __init__(self, ca: CertificateAuthority) -> None:
+        self._ca = ca
+
+    def issue(self, request: IssueRequest) -> IssuedCertificate:
+        try:
+            certificate = self._ca.issue(
+                request.csr,
+                request.kind,
+                server=request.server,
+                member=request.member,
+                subsystem=request.subsystem,
+                roles=request.roles,
+                dns_names=request.dns_names,
+                ip_addresses=request.ip_addresses,
+            )
+        except RutaError as exc:
+            raise InvalidRequestError(f"the CA refused the request: {exc.message}") from None
+        return IssuedCertificate(
+            certificate=certificate, chain=(*self._ca.chain, self._ca.trust_anchor)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    admin: str
+    http: str
+
+
+class RegistryNode:
+    """Everything one ``ruta registry serve`` runs; :meth:`start` then :meth:`stop`."""
+
+    def __init__(self, directory: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+        self._layout = RegistryLayout(directory.resolve())
+        self._settings = RegistrySettings.load(self._layout.root)
+        self._clock = clock if clock is not None else (lambda: datetime.now(UTC))
+        self._store: RegistryStore | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._publisher: ConfigurationPublisher | None = None
+        self._publish_lock = asyncio.Lock()
+        self._base_url = ""
+        self._build: Callable[[], Awaitable[globalconf_pb2.GlobalConfiguration]] | None = None
+        self.bound: _Bound | None = None
+
+    @property
+    def layout(self) -> RegistryLayout:
+        return self._layout
+
+    async def start(self) -> None:
+        """Open the store (migrating it), publish a first configuration and start listening.
+
+        Raises :class:`ruta.settings.ConfigError`, :class:`StoreError` or a PKI error when the
+        directory is incomplete or the database unreachable; nothing keeps running then.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        settings, layout = self._settings, self._layout
+        self._store = store = await RegistryStore.open(
+            database_url(settings.database_url, layout.root)
+        )
+        ca = CertificateAuthority.open(layout.ca)
+        signer = FileSigner.from_file(layout.signing_key)
+        signing_cert = load_certificate(layout.signing_cert.read_bytes())
+        witness_key = load_private_key(layout.witness_key)
+        if not isinstance(witness_key, Ed25519PrivateKey):
+            raise StoreError("the witness key must be an Ed25519 key")
+        latest = await store.latest_configuration()
+        self._publisher = publisher = ConfigurationPublisher(
+            signer=signer,
+            certificate=signing_cert,
+            validity=timedelta(seconds=settings.globalconf_validity_seconds),
+            clock=self._clock,
+            serial_floor=latest.serial if latest is not None else 0,
+        )
+        witness = Witness(
+            name=settings.witness_name,
+            key=witness_key,
+            logs={},
+            store=SqlWitnessStateStore(store.engine),
+        )
+        trust_anchors = [ca.trust_anchor.public_bytes(Encoding.DER)]
+        ocsp_certs = [ca.ocsp_certificate.public_bytes(Encoding.DER)]
+        witness_vkey = witness.verifier.vkey().encode()
+
+        # HTTP first: its bound port completes the public URL the configuration names.
+        app = web.Application(client_max_size=_MAX_HTTP_BODY)
+        add_globalconf_routes(app, publisher)
+        add_ocsp_routes(app, ca, path="/ocsp")
+        app.add_routes(witness_routes(witness, prefix=WITNESS_PREFIX))
+        app.router.add_get("/healthz", _healthz)
+        self._runner = runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        http_host, http_port = split_address(settings.http_listen)
+        site = web.TCPSite(runner, http_host, http_port)
+        await site.start()
+        bound_http = _site_port(runner)
+        self._base_url = settings.base_url(bound_http)
+
+        async def build() -> globalconf_pb2.GlobalConfiguration:
+            snapshot = await store.snapshot()
+            now = self._clock()
+            return build_configuration(
+                snapshot,
+                instance=settings.instance,
+                serial=0,
+                generated_at=now,
+                expires_at=now + publisher.validity,
+                trust_anchors=trust_anchors,
+                ocsp_responder_certs=ocsp_certs,
+                witness_public_key=witness_vkey,
+                witness_url=f"{self._base_url}{WITNESS_PREFIX}",
+            )
+
+        self._build = build
+        await self._publish()
+        await publisher.start(
+            self._publish_build, interval=timedelta(seconds=settings.globalconf_republish_seconds)
+        )
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limits.MAX_REQUEST_BYTES),
+                ("grpc.max_send_message_length", MAX_DOCUMENT_BYTES),
+            ]
+        )
+        registry_pb2_grpc.add_RegistryAdminServicer_to_server(
+            RegistryAdminServicer(
+                store=store,
+                instance=settings.instance,
+                issuer=_CaIssuer(ca),
+                on_change=self._republish,
+                clock=self._clock,
+            ),
+            server,
+        )
+        add_globalconf_servicer(server, publisher)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        credentials = server_credentials(layout.tls_key, layout.tls_cert, layout.trust)
+        admin_port = server.add_secure_port(settings.admin_listen, credentials)
+        if admin_port == 0:
+            raise StoreError("the admin listener could not bind its address")
+        self._grpc = server
+        await server.start()
+        for name in ("", "ruta.v1.RegistryAdmin", "ruta.v1.GlobalConfService"):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        admin_host, _ = split_address(settings.admin_listen)
+        self.bound = _Bound(
+            admin=f"{_connectable(admin_host)}:{admin_port}",
+            http=f"http://{_connectable(http_host)}:{bound_http}",
+        )
+        self._write_ready()
+        _log.info(
+            "registry %s listening: admin %s, http %s",
+            settings.instance,
+            self.bound.admin,
+            self.bound.http,
+        )
+
+    async def _publish_build(self) -> globalconf_pb2.GlobalConfiguration:
+        assert self._build is not None
+        return await self._build()
+
+    async def _publish(self) -> None:
+        """Build, sign and serve a configuration now, and record it in the store."""
+        publisher, store = self._publisher, self._store
+        assert publisher is not None
+        assert store is not None
+        async with self._publish_lock:
+            change_seq = await store.change_seq()
+            published = await publisher.publish_from(self._publish_build)
+            await store.save_configuration(
+                PublishedConfiguration(
+                    serial=published.serial,
+                    change_seq=change_seq,
+                    generated_at=published.generated_at,
+                    expires_at=published.expires_at,
+                    document=published.signed,
+                ),
+                keep=_KEEP_PUBLISHED,
+            )
+
+    async def _republish(self) -> None:
+        """After a change: publish at once; a failure is logged (the periodic loop retries)."""
+        try:
+            await self._publish()
+        except Exception:  # noqa: BLE001 - the change is committed; the next cycle retries
+            _log.exception("publishing the global configuration after a change failed")
+
+    def _write_ready(self) -> None:
+        assert self.bound is not None
+        ready = {
+            "version": READY_FILE_VERSION,
+            "pid": os.getpid(),
+            "instance": self._settings.instance,
+            "admin": self.bound.admin,
+            "http": self.bound.http,
+            "globalconf_url": f"{self.bound.http}/globalconf",
+            "public_url": self._base_url,
+        }
+        tmp = self._layout.ready.with_name(f".{self._layout.ready.name}.tmp")
+        tmp.write_text(json.dumps(ready, indent=2) + "\n")
+        tmp.replace(self._layout.ready)
+
+    async def stop(self) -> None:
+        """Stop listening and close the store; safe to call more than once."""
+        with contextlib.suppress(FileNotFoundError):
+            if self.bound is not None:
+                self._layout.ready.unlink()
+        if self._grpc is not None:
+            await self._grpc.stop(_GRACE_SECONDS)
+            self._grpc = None
+        if self._publisher is not None:
+            await self._publisher.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+def _site_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    raise StoreError("the HTTP listener did not bind")
+
+
+def _connectable(host: str) -> str:
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104
+
+
+async def serve_forever(directory: Path) -> None:
+    """Run a node until SIGINT or SIGTERM, then shut down gracefully."""
+    node = RegistryNode(directory)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()

@@ -1,0 +1,143 @@
+"""The registry's settings file and the layout of a registry directory.
+
+``ruta registry init --dir DIR`` writes ``DIR/registry.toml``; ``ruta registry serve --dir DIR``
+reads it (``RUTA_REGISTRY_*`` environment variables override it, e.g.
+``RUTA_REGISTRY_DATABASE_URL``). Every other file has a fixed place in the directory
+(:class:`RegistryLayout`), so a registry directory can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Final, Self
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from ruta.settings import RutaSettings
+
+__all__ = ["SETTINGS_FILE", "RegistryLayout", "RegistrySettings", "split_address"]
+
+#: The settings file inside a registry directory.
+SETTINGS_FILE: Final = "registry.toml"
+
+_Instance = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split ``host:port``; raise ``ValueError`` when malformed (port 0 = any free port)."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"address {address!r} must have the form host:port")
+    return host.strip("[]"), int(port_text)
+
+
+class RegistrySettings(RutaSettings):
+    """What ``registry.toml`` holds. No secrets: keys live in 0600 files beside it; a database
+    password belongs in ``RUTA_REGISTRY_DATABASE_URL``, not in the file."""
+
+    model_config = SettingsConfigDict(env_prefix="RUTA_REGISTRY_")
+
+    instance: _Instance
+    #: SQLAlchemy URL of the store; unset means the SQLite file ``registry.db`` in the directory.
+    database_url: str | None = None
+    #: Where the admin gRPC API (mutual TLS) listens.
+    admin_listen: str = "127.0.0.1:4470"
+    #: Where the HTTP listener (``/globalconf``, ``/ocsp``, ``/witness``) listens.
+    http_listen: str = "127.0.0.1:4480"
+    #: The HTTP listener's URL as security servers reach it (used in certificates' OCSP URL, the
+    #: configuration anchor and the witness URL). Unset: ``http://`` + ``http_listen``.
+    public_url: str | None = None
+    #: How long each published configuration may be used (X-Road's default: 600 s).
+    globalconf_validity_seconds: int = Field(default=600, ge=30, le=7 * 24 * 3600)
+    #: How often the configuration is re-signed even without changes (well under the validity).
+    globalconf_republish_seconds: int = Field(default=150, ge=1, le=24 * 3600)
+    #: The witness's key name in its signed-note verifier key.
+    witness_name: str = Field(default="ruta-registry-witness", pattern=r"^[^\s+]{1,128}$")
+
+    @field_validator("admin_listen", "http_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return None if value is None else value.rstrip("/")
+
+    def base_url(self, http_port: int | None = None) -> str:
+        """The public base URL; ``http_port`` (the bound port) stands in for a port 0."""
+        if self.public_url is not None:
+            return self.public_url
+        host, port = split_address(self.http_listen)
+        if host in {"0.0.0.0", "::", ""}:  # noqa: S104 - naming the wildcard, not binding it
+            host = "127.0.0.1"
+        return f"http://{host}:{http_port if http_port is not None else port}"
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> Self:
+        """Read ``DIR/registry.toml`` (raises :class:`ruta.settings.ConfigError`)."""
+        return cls.from_file(Path(directory) / SETTINGS_FILE)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryLayout:
+    """Where each file of a registry directory lives."""
+
+    root: Path
+
+    @property
+    def settings(self) -> Path:
+        return self.root / SETTINGS_FILE
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "ca"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.root / "tls" / "registry.key"
+
+    @property
+    def tls_cert(self) -> Path:
+        return self.root / "tls" / "registry.pem"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.root / "globalconf" / "signing.key"
+
+    @property
+    def signing_cert(self) -> Path:
+        return self.root / "globalconf" / "signing.pem"
+
+    @property
+    def anchor(self) -> Path:
+        """The configuration anchor to hand to security servers."""
+        return self.root / "globalconf" / "anchor.toml"
+
+    @property
+    def witness_key(self) -> Path:
+        return self.root / "witness" / "witness.key"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.root / "admin" / "admin.key"
+
+    @property
+    def admin_cert(self) -> Path:
+        return self.root / "admin" / "admin.pem"
+
+    @property
+    def trust(self) -> Path:
+        """The CA's trust anchor (PEM): what admin clients trust the registry's TLS cert by."""
+        return self.ca / "anchor.pem"
+
+    @property
+    def ready(self) -> Path:
+        """Written by ``serve`` once listening: the bound addresses (JSON)."""
+        return self.root / "registry.ready.json"

@@ -1,0 +1,249 @@
+"""``ruta registry init``: create a registry directory with its store, CA and keys.
+
+What :func:`initialise_registry` creates in ``DIR`` (see :class:`registry.settings.RegistryLayout`):
+the settings file, the store (migrated; SQLite ``registry.db`` unless a URL is given), the CA (with
+its OCSP responder key), the admin listener's TLS key and certificate, the configuration-signing key
+and its self-signed certificate, the configuration anchor for security servers, the witness's
+Ed25519 key, and a registry-admin client key and certificate for the local operator. Private keys
+are 0600 files and are never printed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import tomli_w
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from registry.ca import CertificateAuthority
+from registry.errors import AlreadyExistsError, InvalidRequestError, StoreError
+from registry.model import Administrator, AdminRole
+from registry.settings import RegistryLayout, RegistrySettings, split_address
+from registry.store import RegistryStore, database_url
+from ruta.globalconf import ConfigurationAnchor
+from ruta.ids import MemberId, ServerId
+from ruta.pki.certs import (
+    CertificateKind,
+    Role,
+    RoleName,
+    certificate_pem,
+    fingerprint,
+    make_csr,
+)
+from ruta.pki.keys import generate_ec_key, generate_ed25519_key, save_private_key
+from ruta.settings import ConfigError
+
+__all__ = [
+    "CONFIG_SIGNING_VALIDITY",
+    "INIT_ACTOR",
+    "REGISTRY_SERVER_CODE",
+    "InitialisedRegistry",
+    "initialise_registry",
+    "registry_server_id",
+]
+
+#: Validity of the self-signed configuration-signing certificate (the anchor carries it).
+CONFIG_SIGNING_VALIDITY: Final = datetime.timedelta(days=10 * 365)
+#: Who the audit trail names for what ``init`` does.
+INIT_ACTOR: Final = "ruta registry init (local operator)"
+#: Server code in the registry's own TLS certificate (``INSTANCE/RUTA/REGISTRY/registry``).
+REGISTRY_SERVER_CODE: Final = "registry"
+
+
+def registry_server_id(instance: str) -> ServerId:
+    """The identifier the registry's own TLS certificate names."""
+    return ServerId(MemberId(instance, "RUTA", "REGISTRY"), REGISTRY_SERVER_CODE)
+
+
+@dataclass(frozen=True, slots=True)
+class InitialisedRegistry:
+    """What ``init`` made, for the operator (no secrets)."""
+
+    layout: RegistryLayout
+    settings: RegistrySettings
+    admin_cert_sha256: str
+    signing_cert_sha256: str
+
+    def to_json(self) -> dict[str, str]:
+        layout = self.layout
+        return {
+            "directory": str(layout.root),
+            "instance": self.settings.instance,
+            "admin_listen": self.settings.admin_listen,
+            "http_listen": self.settings.http_listen,
+            "public_url": self.settings.base_url(),
+            "anchor": str(layout.anchor),
+            "trust": str(layout.trust),
+            "admin_cert": str(layout.admin_cert),
+            "admin_key": str(layout.admin_key),
+            "admin_cert_sha256": self.admin_cert_sha256,
+            "signing_cert_sha256": self.signing_cert_sha256,
+        }
+
+
+def _self_signed_signing_certificate(
+    instance: str, key: object, now: datetime.datetime
+) -> x509.Certificate:
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, f"{instance} Ruta configuration signing")]
+    )
+    public_key = key.public_key()  # type: ignore[attr-defined]
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + CONFIG_SIGNING_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _tls_names(admin_listen: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    host, _ = split_address(admin_listen)
+    dns = {"localhost"}
+    ips = {"127.0.0.1"}
+    if host not in {"0.0.0.0", "::", ""}:  # noqa: S104 - naming the wildcard, not binding it
+        try:
+            ips.add(str(ipaddress.ip_address(host)))
+        except ValueError:
+            dns.add(host)
+    return tuple(sorted(dns)), tuple(sorted(ips))
+
+
+async def initialise_registry(
+    directory: Path,
+    *,
+    instance: str,
+    db_url: str | None = None,
+    admin_listen: str = "127.0.0.1:4470",
+    http_listen: str = "127.0.0.1:4480",
+    public_url: str | None = None,
+) -> InitialisedRegistry:
+    """Create a new registry in ``directory`` (an absolute path; created if missing).
+
+    Raises :class:`AlreadyExistsError` when the directory already holds a registry,
+    :class:`ruta.settings.ConfigError` for invalid settings, and :class:`StoreError` when the
+    store cannot be created. A failure part-way leaves a directory without ``registry.toml``
+    (``serve`` refuses it); remove it and run ``init`` again.
+    """
+    layout = RegistryLayout(directory)
+    if layout.settings.exists() or layout.ca.exists():
+        raise AlreadyExistsError("the directory already holds a registry")
+    values: dict[str, object] = {
+        "instance": instance,
+        "admin_listen": admin_listen,
+        "http_listen": http_listen,
+    }
+    if db_url is not None:
+        values["database_url"] = db_url
+    if public_url is not None:
+        values["public_url"] = public_url
+    try:
+        settings = RegistrySettings(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(f"registry settings are invalid: {exc}") from None
+    try:
+        layout.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the registry directory ({exc.strerror})") from None
+    if settings.public_url is None and split_address(settings.http_listen)[1] == 0:
+        raise InvalidRequestError(
+            "with an HTTP port of 0, give --public-url (certificates name the OCSP URL)"
+        )
+    base = settings.base_url()
+    now = datetime.datetime.now(datetime.UTC)
+
+    store = await RegistryStore.open(database_url(settings.database_url, layout.root))
+    try:
+        ca = CertificateAuthority.initialise(
+            layout.ca, common_name=f"{instance} Ruta CA", ocsp_url=f"{base}/ocsp"
+        )
+
+        tls_key = generate_ec_key()
+        dns_names, ip_addresses = _tls_names(settings.admin_listen)
+        tls_cert = ca.issue(
+            make_csr(tls_key, "registry"),
+            CertificateKind.AUTH,
+            server=registry_server_id(instance),
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+        )
+        layout.tls_key.parent.mkdir(parents=True, exist_ok=True)
+        save_private_key(layout.tls_key, tls_key)
+        _write_public(layout.tls_cert, certificate_pem(tls_cert, *ca.chain))
+
+        signing_key = generate_ec_key()
+        signing_cert = _self_signed_signing_certificate(instance, signing_key, now)
+        layout.signing_key.parent.mkdir(parents=True, exist_ok=True)
+        save_private_key(layout.signing_key, signing_key)
+        _write_public(layout.signing_cert, certificate_pem(signing_cert))
+        anchor = ConfigurationAnchor(
+            instance=instance, globalconf_url=f"{base}/globalconf", certificates=(signing_cert,)
+        )
+        _write_public(layout.anchor, anchor.to_toml().encode())
+
+        layout.witness_key.parent.mkdir(parents=True, exist_ok=True)
+        save_private_key(layout.witness_key, generate_ed25519_key())
+
+        admin_key = generate_ec_key()
+        admin_cert = ca.issue(
+            make_csr(admin_key, "local operator"),
+            CertificateKind.ROLE,
+            roles=(Role(RoleName.REGISTRY_ADMIN),),
+        )
+        layout.admin_key.parent.mkdir(parents=True, exist_ok=True)
+        save_private_key(layout.admin_key, admin_key)
+        _write_public(layout.admin_cert, certificate_pem(admin_cert, *ca.chain))
+        await store.add_administrator(
+            Administrator(
+                name="local operator",
+                role=AdminRole.REGISTRY_ADMIN,
+                member=None,
+                cert_sha256=fingerprint(admin_cert),
+                created_at=now,
+            ),
+            actor=INIT_ACTOR,
+        )
+    finally:
+        await store.close()
+
+    # Written last: its presence marks a complete registry directory.
+    data = settings.model_dump(exclude_none=True)
+    _write_public(layout.settings, tomli_w.dumps(data).encode())
+    return InitialisedRegistry(
+        layout=layout,
+        settings=settings,
+        admin_cert_sha256=fingerprint(admin_cert),
+        signing_cert_sha256=fingerprint(signing_cert),
+    )
