@@ -223,6 +223,20 @@ class FieldSpec(_Model):
     def _from(cls, value: str | None) -> str | None:
         return None if value is None else _check_path(value)
 
+    @field_validator("each")
+    @classmethod
+    def _each(cls, value: dict[str, str | FieldSpec] | None) -> dict[str, str | FieldSpec] | None:
+        return None if value is None else _check_field_map(value)
+
+
+def _check_field_map(value: dict[str, str | FieldSpec]) -> dict[str, str | FieldSpec]:
+    for target, source in value.items():
+        if not _PATH_RE.fullmatch(target):
+            raise ValueError(f"{target}: is not a dotted path of field names")
+        if isinstance(source, str) and not _PATH_RE.fullmatch(source):
+            raise ValueError(f"{target}: source is not a dotted path, like 'address.city'")
+    return value
+
 
 class MethodSpec(_Model):
     """``[methods.NAME]``: how one unary method is answered.
@@ -277,6 +291,11 @@ class MethodSpec(_Model):
                     raise ValueError(f"parameter name {name!r} is not a plain name")
                 _check_path(path)
         return value
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: dict[str, str | FieldSpec]) -> dict[str, str | FieldSpec]:
+        return _check_field_map(value)
 
     @field_validator("required")
     @classmethod
@@ -462,9 +481,13 @@ def _describe(error: ValidationError, text: str, name: str) -> str:
     for item in error.errors(include_url=False, include_input=False, include_context=False):
         loc = tuple(item["loc"])
         where = ".".join(str(p) for p in loc) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        key, sep, rest = message.partition(": ")
+        if loc and sep and item["type"] == "value_error" and _PATH_RE.fullmatch(key):
+            # A check over a whole table names the key it is about first: point at that key.
+            loc, where, message = (*loc, key), f"{where}.{key}", rest
         line = _line_of(text, loc) if loc else None
         prefix = f"line {line}: " if line else ""
-        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "value_error" and loc == ():
             # A whole-file check: its message already names the fields, one per '; '.
             lines.extend(_locate_named(part, text) for part in message.split("; "))
