@@ -1,6 +1,6 @@
 """The instance's certificate authority: a directory of keys, certificates and revocations.
 
-Layout of a CA directory (docs/adr/0002-ca-state-in-files.md)::
+Layout of a CA directory (docs/adr/0004-trust-ca-files-and-signing-time.md)::
 
     ca.json                 settings: OCSP responder URL, whether ca.key is encrypted
     ca.key   (0600)         the CA's private key, optionally passphrase-encrypted

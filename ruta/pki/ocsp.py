@@ -1,8 +1,9 @@
 """OCSP (RFC 6960): building responses, checking them, and a caching client.
 
 A security server fetches the OCSP response for each of its own certificates and staples it to
-what it signs; a verifier checks the stapled response *at signing time* (docs/adr/0002). The
-registry's responder builds its answers with :func:`build_ocsp_response`.
+what it signs; a verifier checks the stapled response *at signing time*
+(docs/adr/0004-trust-ca-files-and-signing-time.md). The registry's responder builds its answers
+with :func:`build_ocsp_response`.
 
 A response is accepted when it parses within :data:`MAX_OCSP_RESPONSE_BYTES`, is successful, has
 exactly one single response for the certificate in question, is signed either by the issuing CA

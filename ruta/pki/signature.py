@@ -3,7 +3,7 @@
 A sender serialises a ``MessageHeader`` once, signs those bytes with its member's signing key
 (ECDSA P-256/SHA-256) and sends a ``Signature`` with the signing certificate, any intermediates
 and the OCSP response it held when signing (stapled). :class:`MessageVerifier` checks, as of the
-signing time the header claims (docs/adr/0002-ca-state-and-signing-time.md):
+signing time the header claims (docs/adr/0004-trust-ca-files-and-signing-time.md):
 
 1. the algorithm and the sizes (:data:`MAX_SIGNATURE_BYTES`, certificate and chain bounds);
 2. the certificate parses, chains to a trust anchor, is valid at signing time and has the
