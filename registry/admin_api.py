@@ -27,9 +27,9 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -77,6 +77,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+#: Administrator names cached by certificate fingerprint (cleared when full).
+_MAX_CACHED_NAMES: Final = 1024
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
@@ -361,7 +363,7 @@ def _handler(
         self: RegistryAdminServicer, request: _Req, context: grpc.aio.ServicerContext[Any, Any]
     ) -> _Resp:
         try:
-            caller = caller_of(peer_certificate(context))
+            caller = await self._identify(caller_of(peer_certificate(context)))
             return await method(self, request, caller)
         except RutaError as error:
             await abort(context, error)
@@ -400,6 +402,19 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         self._issuer = issuer
         self._on_change = on_change or _nothing
         self._clock = clock
+        self._names: dict[str, str] = {}
+
+    async def _identify(self, caller: Caller) -> Caller:
+        """Name the caller as the administrators table records its certificate, if it does."""
+        name = self._names.get(caller.cert_sha256)
+        if name is None:
+            administrator = await self._store.administrator(caller.cert_sha256)
+            if administrator is None:
+                return caller
+            if len(self._names) >= _MAX_CACHED_NAMES:
+                self._names.clear()
+            name = self._names[caller.cert_sha256] = administrator.name[:128]
+        return replace(caller, name=name)
 
     def _own(self, member: MemberId) -> MemberId:
         if member.instance != self._instance:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
+from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf import timestamp_pb2
 
 from registry import limits
@@ -27,10 +28,12 @@ from registry.admin_client import admin_stub, call
 from registry.errors import InvalidRequestError
 from registry.settings import RegistryLayout, RegistrySettings
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
+from ruta.pki.certs import certificate_pem, fingerprint, load_certificate, make_csr
+from ruta.pki.keys import generate_ec_key, save_private_key
 from ruta.settings import ConfigError
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
 
-__all__ = ["audit", "contract", "member", "server", "service", "subsystem"]
+__all__ = ["audit", "certificate", "contract", "member", "server", "service", "subsystem"]
 
 #: Most entries a list command prints unless ``--limit`` says otherwise.
 DEFAULT_LIST_LIMIT: Final = 1000
@@ -686,3 +689,102 @@ def audit_list(target: _Target, after: int, limit: int) -> None:
         ("seq", "at", "action", "object_id", "actor"),
         one=False,
     )
+
+
+# --- certificates ----------------------------------------------------------------------------
+
+_PROFILES: Final = {
+    "auth": registry_pb2.CERTIFICATE_PROFILE_AUTH,
+    "sign": registry_pb2.CERTIFICATE_PROFILE_SIGN,
+    "subsystem": registry_pb2.CERTIFICATE_PROFILE_SUBSYSTEM,
+    "role": registry_pb2.CERTIFICATE_PROFILE_ROLE,
+}
+
+
+@click.group()
+def certificate() -> None:
+    """Have the registry's CA issue certificates (registry administrators only)."""
+
+
+@certificate.command("issue")
+@click.option("--profile", required=True, type=click.Choice(sorted(_PROFILES)))
+@click.option(
+    "--csr",
+    "csr_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PKCS#10 request (PEM or DER) whose key stays where it was made.",
+)
+@click.option(
+    "--new-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Instead of --csr: make an EC P-256 key here (mode 0600) and certify it.",
+)
+@click.option("--name", default="ruta", show_default=True, help="Common name for --new-key.")
+@click.option("--server", "server_id", help="Server INSTANCE/CLASS/CODE/SERVER (auth).")
+@click.option("--member", "member_id", help="Member INSTANCE/CLASS/CODE (sign).")
+@click.option("--subsystem", "subsystem_id", help="Subsystem (subsystem).")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="registry-admin, auditor or member-admin:INSTANCE/CLASS/CODE (role). Repeatable.",
+)
+@click.option("--dns", "dns_names", multiple=True, help="DNS name (auth). Repeatable.")
+@click.option("--ip", "ip_addresses", multiple=True, help="IP address (auth). Repeatable.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the certificate and its chain (PEM, leaf first).",
+)
+@_connection
+def certificate_issue(
+    *,
+    target: _Target,
+    profile: str,
+    csr_file: Path | None,
+    new_key: Path | None,
+    name: str,
+    server_id: str | None,
+    member_id: str | None,
+    subsystem_id: str | None,
+    roles: tuple[str, ...],
+    dns_names: tuple[str, ...],
+    ip_addresses: tuple[str, ...],
+    out: Path,
+) -> None:
+    """Issue a certificate of PROFILE from a CSR (or for a new key made here)."""
+    if (csr_file is None) == (new_key is None):
+        raise click.UsageError("give exactly one of --csr and --new-key")
+    if csr_file is not None:
+        csr = _read_file(csr_file, "CSR")
+    else:
+        key = generate_ec_key()
+        csr = make_csr(key, name).public_bytes(Encoding.DER)
+    request = registry_pb2.IssueCertificateRequest(
+        csr=csr,
+        profile=_PROFILES[profile],
+        roles=list(roles),
+        dns_names=list(dns_names),
+        ip_addresses=list(ip_addresses),
+    )
+    if server_id is not None:
+        request.server.CopyFrom(ServerId.parse(server_id).to_proto())
+    if member_id is not None:
+        request.member.CopyFrom(MemberId.parse(member_id).to_proto())
+    if subsystem_id is not None:
+        request.subsystem.CopyFrom(SubsystemId.parse(subsystem_id).to_proto())
+    issued = _run(target, lambda stub: call(stub.IssueCertificate(request)))
+    leaf = load_certificate(issued.certificate)
+    if new_key is not None:
+        save_private_key(new_key, key)
+    pem = certificate_pem(leaf, *(load_certificate(der) for der in issued.chain[:-1]))
+    out.write_bytes(pem)
+    summary = {
+        "serial": format(leaf.serial_number, "x"),
+        "sha256": fingerprint(leaf),
+        "subject": leaf.subject.rfc4514_string(),
+        "not_after": leaf.not_valid_after_utc.isoformat(),
+        "certificate": str(out),
+    }
+    _emit(target, [summary], ("serial", "sha256", "subject"), one=True)

@@ -23,5 +23,6 @@ group = LazyGroup(
         "service": "registry.admin_cli:service",
         "contract": "registry.admin_cli:contract",
         "audit": "registry.admin_cli:audit",
+        "certificate": "registry.admin_cli:certificate",
     },
 )

@@ -692,6 +692,15 @@ class RegistryStore:
                 after=administrator.to_json(),
             )
 
+    async def administrator(self, cert_sha256: str) -> Administrator | None:
+        """The administrator recorded for a certificate fingerprint, or None."""
+        async with self._read() as conn:
+            row = await self._one(
+                conn,
+                select(t.administrators).where(t.administrators.c.cert_sha256 == cert_sha256),
+            )
+        return None if row is None else _administrator(row)
+
     async def list_administrators(self, *, after: str = "", limit: int) -> list[Administrator]:
         statement = (
             select(t.administrators)
