@@ -263,7 +263,10 @@ class GlobalConfClient:
                 f"the configuration is {len(signed)} bytes; the limit is "
                 f"{self._settings.max_document_bytes}"
             )
-        view = open_configuration(signed, self._anchor, now=now)
+        held = self._held
+        view = open_configuration(
+            signed, self._anchor, now=now, previous=held.view if held is not None else None
+        )
         if not expired_ok and view.is_expired(now):
             raise OutdatedGlobalConfError(
                 f"the registry served configuration serial {view.serial}, which expired at "

@@ -15,6 +15,7 @@ signer using deterministic nonces (RFC 6979), the whole signed document is byte-
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -35,7 +36,7 @@ from ruta.globalconf.errors import (
     OutdatedGlobalConfError,
 )
 from ruta.globalconf.limits import MAX_DOCUMENT_BYTES
-from ruta.globalconf.view import GlobalConf
+from ruta.globalconf.view import GlobalConf, _datetime
 from ruta.pki.keys import Signer
 from ruta.v1 import globalconf_pb2
 
@@ -132,12 +133,18 @@ def verify_configuration(
 
 
 def open_configuration(
-    signed_bytes: bytes, anchor: ConfigurationAnchor, *, now: datetime
+    signed_bytes: bytes,
+    anchor: ConfigurationAnchor,
+    *,
+    now: datetime,
+    previous: GlobalConf | None = None,
 ) -> GlobalConf:
     """As :func:`verify_configuration` but accept an expired document.
 
     For reading the last good copy from disk: its serial still guards against rollback even
-    once it may no longer be used.
+    once it may no longer be used. When ``previous`` (a view this process verified earlier)
+    has the same content apart from serial and timestamps, as when the registry re-signs an
+    unchanged store, the result shares its indexes instead of rebuilding them.
     """
     if len(signed_bytes) > MAX_DOCUMENT_BYTES:
         raise ConfigurationTooLargeError(
@@ -167,7 +174,39 @@ def open_configuration(
             f"the configuration is for instance {conf.instance!r}, "
             f"the anchor for {anchor.instance!r}"
         )
-    return GlobalConf.from_proto(conf, signed=signed_bytes)
+    if not conf.HasField("generated_at") or not conf.HasField("expires_at"):
+        raise InvalidConfigurationError("the configuration has no generated_at or expires_at")
+    digest = content_digest(conf)
+    if previous is not None and previous.content_digest == digest:
+        return previous._restamped(
+            serial=conf.serial,
+            generated_at=_datetime(conf.generated_at),
+            expires_at=_datetime(conf.expires_at),
+            signed=signed_bytes,
+        )
+    return GlobalConf.from_proto(conf, signed=signed_bytes, content_digest=digest)
+
+
+def content_digest(conf: globalconf_pb2.GlobalConfiguration) -> bytes:
+    """SHA-256 of ``conf``'s deterministic serialisation without serial, generated_at and
+    expires_at: equal for two publications of the same content. ``conf`` is left as given."""
+    stamps = (
+        conf.serial,
+        conf.generated_at.SerializeToString(),
+        conf.expires_at.SerializeToString(),
+    )
+    had = (conf.HasField("generated_at"), conf.HasField("expires_at"))
+    conf.ClearField("serial")
+    conf.ClearField("generated_at")
+    conf.ClearField("expires_at")
+    try:
+        return hashlib.sha256(conf.SerializeToString(deterministic=True)).digest()
+    finally:
+        conf.serial = stamps[0]
+        if had[0]:
+            conf.generated_at.ParseFromString(stamps[1])
+        if had[1]:
+            conf.expires_at.ParseFromString(stamps[2])
 
 
 def _anchor_certificate(anchor: ConfigurationAnchor, der: bytes) -> x509.Certificate:

@@ -20,6 +20,7 @@ from ruta.globalconf import (
     InvalidConfigurationError,
     OutdatedGlobalConfError,
     canonicalise,
+    open_configuration,
     sign_configuration,
     verify_configuration,
 )
@@ -225,3 +226,27 @@ def test_registry_refuses_to_sign_what_clients_refuse(identity: RegistryIdentity
     conf.contracts[0].service.service_name = "missing.v1.S"
     with pytest.raises(InvalidConfigurationError):
         _sign(identity, conf)
+
+
+def test_resigned_unchanged_content_reuses_the_previous_indexes(
+    identity: RegistryIdentity,
+) -> None:
+    first = verify_configuration(
+        _sign(identity, sample_configuration(now=NOW, serial=1)), identity.anchor, now=NOW
+    )
+    later = NOW + timedelta(seconds=60)
+    again = sample_configuration(now=NOW, serial=2)
+    again.generated_at.FromDatetime(later)
+    again.expires_at.FromDatetime(later + timedelta(seconds=600))
+    resigned = _sign(identity, again)
+    second = open_configuration(resigned, identity.anchor, now=later, previous=first)
+    assert (second.serial, second.generated_at, second.signed) == (2, later, resigned)
+    assert second.expires_at == later + timedelta(seconds=600)
+    assert second.contracts is first.contracts  # shared, not rebuilt
+    assert second.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", PURPOSE, later)
+    assert (first.serial, first.generated_at) == (1, NOW)  # the previous view is unchanged
+
+    changed = _sign(identity, sample_configuration(now=later, serial=3, member_name="Other"))
+    third = open_configuration(changed, identity.anchor, now=later, previous=second)
+    assert third.contracts is not first.contracts
+    assert third.content_digest != first.content_digest
