@@ -16,7 +16,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Final
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -292,7 +292,7 @@ def _assign(target: Message, field: _FieldPlan, value: Any, label: str) -> None:
                     fill_message(container.add(), field.nested, item, where=f"{label}.{index}")
             elif _is_timestamp(leaf):
                 for item in items:
-                    container.add().CopyFrom(_coerce(item, leaf))
+                    _set_timestamp(container.add(), _coerce(item, leaf))
             else:
                 container.extend(_coerce(item, leaf) for item in items)
         elif field.nested is not None:
@@ -300,7 +300,7 @@ def _assign(target: Message, field: _FieldPlan, value: Any, label: str) -> None:
             sub.SetInParent()
             fill_message(sub, field.nested, value, where=label)
         elif _is_timestamp(leaf):
-            getattr(target, leaf.name).CopyFrom(_coerce(value, leaf))
+            _set_timestamp(getattr(target, leaf.name), _coerce(value, leaf))
         else:
             setattr(target, leaf.name, _coerce(value, leaf))
     except _ConversionError as exc:
@@ -412,10 +412,14 @@ def _coerce(value: Any, fd: FieldDescriptor) -> Any:  # noqa: PLR0911, PLR0912
     raise _ConversionError("field type is not supported")
 
 
-def _timestamp(value: Any, fd: FieldDescriptor) -> Message:
-    from google.protobuf.timestamp_pb2 import Timestamp  # noqa: PLC0415
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: Range of google.protobuf.Timestamp: 0001-01-01 to 9999-12-31.
+_MIN_SECONDS: Final = -62135596800
+_MAX_SECONDS: Final = 253402300799
 
-    stamp = Timestamp()
+
+def _timestamp(value: Any, fd: FieldDescriptor) -> tuple[int, int]:
+    """``(seconds, nanos)`` of a google.protobuf.Timestamp for ``value``."""
     if isinstance(value, dt.datetime):
         moment = value
     elif isinstance(value, dt.date):
@@ -426,13 +430,21 @@ def _timestamp(value: Any, fd: FieldDescriptor) -> Message:
         except ValueError:
             raise _ConversionError("not an ISO 8601 time") from None
     elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        moment = dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+        number = _decimal(value)
+        if not number.is_finite() or not _MIN_SECONDS <= number <= _MAX_SECONDS:
+            raise _ConversionError("time out of range")
+        seconds = int(number.to_integral_value(rounding=ROUND_FLOOR))
+        return seconds, int((number - seconds) * 1_000_000_000)
     else:
         raise _ConversionError("expected a time")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    stamp.FromDatetime(moment)
-    return stamp
+    delta = moment - _EPOCH
+    return delta.days * 86400 + delta.seconds, delta.microseconds * 1000
+
+
+def _set_timestamp(stamp: Message, value: tuple[int, int]) -> None:
+    stamp.seconds, stamp.nanos = value  # type: ignore[attr-defined]
 
 
 # --- request side -------------------------------------------------------------------------------
@@ -509,7 +521,7 @@ def _read(message: Message, field: _RequestField) -> Any:
 
 def _param_value(value: Any, fd: FieldDescriptor) -> Any:
     if _is_timestamp(fd):
-        return value.ToDatetime(tzinfo=dt.UTC)
+        return _EPOCH + dt.timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
     if fd.type == FieldDescriptor.TYPE_ENUM and fd.enum_type is not None:
         found = fd.enum_type.values_by_number.get(value)
         return found.name if found is not None else value
