@@ -156,6 +156,8 @@ class VerifiedSigner:
     public_key: ec.EllipticCurvePublicKey
     valid_from: datetime.datetime
     valid_until: datetime.datetime
+    #: SHA-256 over the certificate and chain DER, as they arrived (the cache key).
+    digest: bytes
 
 
 def _utc(at: datetime.datetime) -> datetime.datetime:
@@ -293,12 +295,16 @@ class MessageVerifier:
         cached = self._signers.get(key)
         if cached is not None and cached.valid_from <= signed_at <= cached.valid_until:
             return cached
-        verified = self._validate(certificate_der, chain_der, signed_at)
+        verified = self._validate(certificate_der, chain_der, signed_at, key)
         self._signers.put(key, verified)
         return verified
 
     def _validate(
-        self, certificate_der: bytes, chain_der: list[bytes], signed_at: datetime.datetime
+        self,
+        certificate_der: bytes,
+        chain_der: list[bytes],
+        signed_at: datetime.datetime,
+        digest: bytes,
     ) -> VerifiedSigner:
         try:
             leaf = x509.load_der_x509_certificate(certificate_der)
@@ -343,6 +349,7 @@ class MessageVerifier:
             public_key=public_key,
             valid_from=max(c.not_valid_before_utc for c in chain),
             valid_until=min(c.not_valid_after_utc for c in chain),
+            digest=digest,
         )
 
     @staticmethod
@@ -384,7 +391,7 @@ class MessageVerifier:
                 "signature carries no OCSP response for its certificate",
                 reason=Reason.OCSP_MISSING,
             )
-        key = hashlib.sha256(signer.certificate.public_bytes(_DER) + der).digest()
+        key = signer.digest + hashlib.sha256(der).digest()
         cached = self._ocsp.get(key)
         if cached is not None:
             return cached
