@@ -75,6 +75,8 @@ class SecurityServer:
     auth_cert_sha256: str
     #: ``host:port`` of its audit API, or empty.
     audit_address: str = ""
+    #: Its message-log Ed25519 verifier key (C2SP signed-note vkey text), or empty.
+    log_public_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +341,7 @@ class GlobalConf:
                 address=s.address,
                 auth_cert_sha256=s.auth_cert_sha256,
                 audit_address=s.audit_address,
+                log_public_key=s.log_public_key,
             )
         for svc in sorted(self.services, key=lambda s: s.id):
             conf.services.add(
@@ -526,6 +529,7 @@ class _Reader:
             address=self._text(s.address),
             auth_cert_sha256=self._text(s.auth_cert_sha256),
             audit_address=self._text(s.audit_address),
+            log_public_key=self._text(s.log_public_key),
         )
 
     def _service(self, i: int, s: globalconf_pb2.Service) -> Service:

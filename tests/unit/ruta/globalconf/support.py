@@ -105,6 +105,7 @@ def sample_configuration(
         address="127.0.0.1:5501",
         auth_cert_sha256=fingerprint_of("pop-ss1"),
         audit_address="127.0.0.1:5601",
+        log_public_key="LAC/GOV/POP/ss1+0a1b2c3d+AAAA",
     )
     conf.servers.add(
         id=TAX_SS1.to_proto(), address="127.0.0.1:5502", auth_cert_sha256=fingerprint_of("tax")

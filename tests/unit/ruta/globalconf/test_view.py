@@ -56,6 +56,7 @@ def test_lookups(view: GlobalConf) -> None:
     assert server is not None
     assert server.address == "127.0.0.1:5501"
     assert server.audit_address == "127.0.0.1:5601"
+    assert server.log_public_key == "LAC/GOV/POP/ss1+0a1b2c3d+AAAA"
     assert view.servers_of(POP) == (server,)
     assert view.servers_of(MemberId.parse("LAC/GOV/NONE")) == ()
     assert view.server_by_auth_cert(fingerprint_of("pop-ss1").upper()) == server
@@ -260,6 +261,7 @@ def _views(draw: st.DrawFn) -> GlobalConf:
                 address=draw(_text),
                 auth_cert_sha256=hashlib.sha256(str(sid).encode()).hexdigest(),
                 audit_address=draw(_text),
+                log_public_key=draw(_text),
             )
             for sid in server_ids
         ]
