@@ -1,0 +1,85 @@
+"""The ``ca`` command group in-process (the subprocess path is tests/integration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+
+from registry.ca_cli import ca
+from ruta.faults import RutaError
+from ruta.ids import MemberId
+from ruta.pki.certs import Role, RoleName, load_certificate, make_csr, roles_of
+from ruta.pki.keys import generate_ec_key
+
+
+@pytest.fixture
+def ca_dir(tmp_path: Path) -> Path:
+    result = CliRunner().invoke(
+        ca, ["init", "--dir", str(tmp_path / "ca"), "--ocsp-url", "http://127.0.0.1:9/ocsp"]
+    )
+    assert result.exit_code == 0, result.output
+    return tmp_path / "ca"
+
+
+def _csr(tmp_path: Path) -> Path:
+    path = tmp_path / "req.csr"
+    path.write_bytes(make_csr(generate_ec_key(), "x").public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_issue_role_certificates(ca_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "admin.pem"
+    result = CliRunner().invoke(
+        ca,
+        [
+            "issue", "--dir", str(ca_dir), "--csr", str(_csr(tmp_path)), "--kind", "role",
+            "--role", "member-admin", "--member", "LAC/GOV/POP", "--role", "auditor",
+            "--out", str(out),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cert = load_certificate(out.read_bytes())
+    assert format(cert.serial_number, "x") == result.output.strip()
+    assert roles_of(cert) == {
+        Role(RoleName.MEMBER_ADMIN, MemberId.parse("LAC/GOV/POP")),
+        Role(RoleName.AUDITOR),
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "fault"),
+    [
+        (["--kind", "sign", "--member", "not/a/member/id"], "client.invalid_identifier"),
+        (["--kind", "sign", "--role", "auditor"], "client.invalid_request"),
+        (["--kind", "sign", "--server", "LAC/GOV/POP/ss1"], "client.invalid_request"),
+        (["--kind", "role", "--role", "emperor"], "client.unauthenticated"),
+    ],
+)
+def test_issue_refusals_are_ruta_errors(
+    ca_dir: Path, tmp_path: Path, args: list[str], fault: str
+) -> None:
+    result = CliRunner().invoke(
+        ca,
+        ["issue", "--dir", str(ca_dir), "--csr", str(_csr(tmp_path)), "--out", "x.pem", *args],
+    )
+    assert isinstance(result.exception, RutaError)
+    assert str(result.exception.fault) == fault
+
+
+@pytest.mark.parametrize(
+    ("serial", "reason", "fault"),
+    [
+        ("zz", "unspecified", "client.invalid_request"),
+        ("ab", "unspecified", "client.not_found"),
+        ("ab", "bogus", "client.invalid_request"),
+    ],
+)
+def test_revoke_refusals(ca_dir: Path, serial: str, reason: str, fault: str) -> None:
+    result = CliRunner().invoke(
+        ca, ["revoke", "--dir", str(ca_dir), "--serial", serial, "--reason", reason]
+    )
+    assert isinstance(result.exception, RutaError)
+    assert str(result.exception.fault) == fault
