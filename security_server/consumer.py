@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from typing import Any, Final, cast
 
 import grpc
@@ -53,7 +54,7 @@ from security_server.headers import (
 )
 from security_server.identity import ServerIdentity
 from security_server.log import Direction
-from security_server.metrics import ExchangeMetrics
+from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.settings import SecurityServerSettings
 from security_server.transport import EXCHANGE_PATH, PeerChannels
 
@@ -148,10 +149,7 @@ class ConsumerProxy:
         with self._metrics.exchange("consumer") as outcome:
             try:
                 call = parse_call_metadata(path, metadata, bounds=self._bounds)
-                outcome.client = str(call.client)
-                outcome.service = str(call.service)
-                outcome.method = call.method
-                return await self._exchange(call, body, context)
+                return await self._exchange(call, body, context, outcome)
             except _PassThrough as passed:
                 if passed.plain:
                     outcome.fault = f"status.{passed.status.name.lower()}"
@@ -161,9 +159,25 @@ class ConsumerProxy:
             except RutaError as exc:
                 outcome.fault = str(exc.fault)
                 await refuse(context, exc)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
+                fault_id = str(uuid.uuid4())
+                _log.exception("consumer exchange failed unexpectedly fault_id=%s", fault_id)
+                outcome.fault = str(Fault.SERVER_CONSUMER_INTERNAL_ERROR)
+                error = ProxyError(
+                    "the security server failed unexpectedly; its operator can find the cause "
+                    "by the fault id",
+                    fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
+                )
+                await refuse(context, error, fault_id=fault_id)
 
     async def _exchange(
-        self, call: CallMetadata, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        call: CallMetadata,
+        body: bytes,
+        context: grpc.aio.ServicerContext[Any, Any],
+        outcome: Outcome,
     ) -> bytes:
         if len(body) > self._limits.max_message_bytes:
             raise ProxyError(
@@ -176,6 +190,7 @@ class ConsumerProxy:
             conf = self._globalconf.current()
         except GlobalConfError as exc:
             raise ProxyError(exc.message, fault=exc.fault) from None
+        outcome.identify(conf, call.client, call.service, call.method)
         provider = self._provider_server(conf, call)
         now = self._clock()
         if conf.allows(call.client, call.service, call.method, call.purpose, now) is None:
@@ -308,7 +323,7 @@ class ConsumerProxy:
                     status=exc.code(),
                 ) from None
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
-                await self._channels.discard(provider)
+                self._channels.discard(provider)
             if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise _PassThrough(
                     RutaError(

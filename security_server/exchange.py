@@ -12,13 +12,12 @@ from typing import Any, NoReturn, Protocol
 import grpc
 import grpc.aio
 from cryptography import x509
-from ruta.pki.signature import MessageVerifier
 
 from ruta.faults import Fault, RutaError, report
 from ruta.globalconf import GlobalConf
 from ruta.ids import MemberId
 from ruta.pki.certs import fingerprint
-from ruta.pki.errors import PkiError
+from ruta.pki.signature import MessageVerifier
 from ruta.v1 import transport_pb2
 from security_server.log import (
     Direction,
@@ -106,16 +105,13 @@ class SignatureChecker:
             if len(self._verifiers) >= 4:
                 self._verifiers.pop(next(iter(self._verifiers)))
             self._verifiers[key] = verifier
-        try:
-            return verifier.verify(
-                header_bytes, signature, claimed_member=claimed_member, signed_at=signed_at
-            )
-        except PkiError as exc:
-            if fault is None:
-                raise
-            raise ProxyError(
-                f"the response's signature does not verify: {exc.message}", fault=fault
-            ) from None
+        return verifier.verify(
+            header_bytes,
+            signature,
+            claimed_member=claimed_member,
+            signed_at=signed_at,
+            fault=fault,
+        )
 
 
 @dataclass(frozen=True, slots=True)

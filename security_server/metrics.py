@@ -17,6 +17,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from ruta.globalconf import GlobalConf
+from ruta.ids import ServiceId, SubsystemId
+
 __all__ = ["LATENCY_BUCKETS", "NO_FAULT", "ExchangeMetrics", "Outcome", "metrics_app"]
 
 #: Seconds; from a loopback round trip to a slow backend.
@@ -39,16 +42,34 @@ LATENCY_BUCKETS: Final = (
 NO_FAULT: Final = "none"
 #: Label value used before a call's client/service/method are known (e.g. bad metadata).
 UNKNOWN: Final = "unknown"
+#: Method label of a method the service does not list.
+OTHER_METHOD: Final = "other"
 
 
 @dataclass
 class Outcome:
-    """Labels of one exchange, filled in as the call is understood."""
+    """Labels of one exchange, filled in as the call is understood.
+
+    Labels come from untrusted input, so they are set only from values the global configuration
+    lists (:meth:`identify`): a caller cannot grow the number of series at will.
+    """
 
     client: str = UNKNOWN
     service: str = UNKNOWN
     method: str = UNKNOWN
     fault: str = NO_FAULT
+
+    def identify(
+        self, conf: GlobalConf, client: SubsystemId, service: ServiceId, method: str
+    ) -> None:
+        """Label with ``client``/``service``/``method`` where the configuration lists them
+        (``unknown``, or ``other`` for an unlisted method, otherwise)."""
+        if conf.has_subsystem(client):
+            self.client = str(client)
+        entry = conf.service(service)
+        if entry is not None:
+            self.service = str(service)
+            self.method = method if method in entry.methods else OTHER_METHOD
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Final, cast
@@ -49,9 +50,9 @@ from security_server.headers import (
 )
 from security_server.identity import ServerIdentity, SigningError
 from security_server.log import Direction, MessageClaim, ReplayedMessageError
-from security_server.metrics import ExchangeMetrics
+from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.settings import BackendSettings, SecurityServerSettings
-from security_server.transport import authenticate_peer, grpc_message_options
+from security_server.transport import PeerStatus, authenticate_peer, grpc_message_options
 
 __all__ = ["MAX_BACKEND_STATUS_TEXT", "BackendChannels", "ProviderProxy"]
 
@@ -112,6 +113,7 @@ class ProviderProxy:
         recorder: ExchangeRecorder,
         backends: BackendChannels,
         checker: SignatureChecker,
+        peer_status: PeerStatus,
         metrics: ExchangeMetrics,
         clock: Clock,
     ) -> None:
@@ -122,6 +124,7 @@ class ProviderProxy:
         self._recorder = recorder
         self._backends = backends
         self._checker = checker
+        self._peer_status = peer_status
         self._metrics = metrics
         self._clock = clock
 
@@ -135,12 +138,24 @@ class ProviderProxy:
             except RutaError as exc:
                 outcome.fault = str(exc.fault)
                 await refuse(context, exc)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:  # noqa: BLE001 - a bug must not leak its text to the peer
+                fault_id = str(uuid.uuid4())
+                _log.exception("provider exchange failed unexpectedly fault_id=%s", fault_id)
+                outcome.fault = str(Fault.SERVER_PROVIDER_INTERNAL_ERROR)
+                error = ProxyError(
+                    "the provider's security server failed unexpectedly; its operator can find "
+                    "the cause by the fault id",
+                    fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR,
+                )
+                await refuse(context, error, fault_id=fault_id)
 
     async def _exchange(
         self,
         message: transport_pb2.SignedMessage,
         context: grpc.aio.ServicerContext[Any, Any],
-        outcome: Any,
+        outcome: Outcome,
     ) -> transport_pb2.SignedMessage:
         try:
             conf = self._globalconf.current()
@@ -151,7 +166,7 @@ class ProviderProxy:
                 else Fault.SERVER_PROVIDER_INTERNAL_ERROR
             )
             raise ProxyError(exc.message, fault=fault) from None
-        peer = authenticate_peer(context, conf)
+        peer = await authenticate_peer(context, conf, self._peer_status)
         if len(message.body) > self._limits.max_message_bytes:
             raise ProxyError(
                 f"the request body is {len(message.body)} bytes; the limit is "
@@ -164,7 +179,6 @@ class ProviderProxy:
             raise ProxyError(exc.message, fault=exc.fault) from None
         client = SubsystemId.from_proto(header.client)
         service = ServiceId.from_proto(header.service)
-        outcome.client, outcome.service, outcome.method = str(client), str(service), header.method
         if header.kind != transport_pb2.MESSAGE_KIND_REQUEST:
             raise ProxyError("the message is not a request", fault=_INVALID)
         if ServerId.from_proto(header.receiver) != self._identity.server:
@@ -182,6 +196,7 @@ class ProviderProxy:
             claimed_member=client.member,
             signed_at=created_at,
         )
+        outcome.identify(conf, client, service, header.method)
         if hashlib.sha256(message.body).digest() != header.body_sha256:
             raise ProxyError(
                 "the request body does not match the signed digest",

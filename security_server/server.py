@@ -51,7 +51,12 @@ from security_server.log import MessageLog, load_or_create_body_key
 from security_server.metrics import ExchangeMetrics, metrics_app
 from security_server.provider import BackendChannels, ProviderProxy
 from security_server.settings import SecurityServerSettings, split_address
-from security_server.transport import PeerChannels, add_transport_service, grpc_message_options
+from security_server.transport import (
+    PeerChannels,
+    PeerStatus,
+    add_transport_service,
+    grpc_message_options,
+)
 
 __all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "SecurityServerApp"]
 
@@ -171,10 +176,12 @@ class SecurityServerApp:
         self.log = log
 
         checker = SignatureChecker(ocsp_freshness=timedelta(seconds=limits.ocsp_freshness_seconds))
+        peer_status = PeerStatus(ocsp)
         peers = PeerChannels(
             key_path=settings.keys.auth_key,
             cert_path=settings.keys.auth_cert,
             max_message_bytes=limits.max_message_bytes,
+            status=peer_status,
         )
         self._closers.append(peers.close)
         backends = BackendChannels(settings.backends, max_message_bytes=limits.max_message_bytes)
@@ -197,6 +204,7 @@ class SecurityServerApp:
             recorder=ExchangeRecorder(log, Fault.SERVER_PROVIDER_LOGGING_FAILED),
             backends=backends,
             checker=checker,
+            peer_status=peer_status,
             metrics=self.metrics,
             clock=clock,
         )

@@ -32,6 +32,7 @@ from ruta.faults import Fault, RutaError
 from ruta.globalconf import GlobalConf, SecurityServer
 from ruta.pki.certs import certificate_pem, fingerprint
 from ruta.pki.errors import PkiError
+from ruta.pki.ocsp import CertStatus, OcspClient
 from ruta.pki.tls import channel_credentials, peer_certificate
 from ruta.v1 import transport_pb2, transport_pb2_grpc
 from security_server.settings import split_address
@@ -40,6 +41,7 @@ __all__ = [
     "EXCHANGE_PATH",
     "PIN_CHECK_TIMEOUT_SECONDS",
     "PeerChannels",
+    "PeerStatus",
     "TransportError",
     "add_transport_service",
     "authenticate_peer",
@@ -49,6 +51,8 @@ __all__ = [
 EXCHANGE_PATH: Final = "/ruta.v1.Transport/Exchange"
 #: How long the pinning handshake with a peer may take.
 PIN_CHECK_TIMEOUT_SECONDS: Final = 10.0
+#: How long calls still running on a retired channel may take before it is closed.
+RETIRED_CHANNEL_GRACE_SECONDS: Final = 30.0
 #: Room for the header, signature, certificates and OCSP response around a body.
 _ENVELOPE_SLACK_BYTES: Final = 256 * 1024
 
@@ -69,13 +73,44 @@ def grpc_message_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
-def authenticate_peer(
-    context: grpc.aio.ServicerContext[Any, Any], conf: GlobalConf
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """Checks a peer's authentication certificate against OCSP (cached by the client)."""
+
+    ocsp: OcspClient
+
+    async def check(
+        self, cert: x509.Certificate, anchors: Sequence[x509.Certificate], *, fault: Fault
+    ) -> None:
+        """Raise :class:`TransportError` with ``fault`` when ``cert`` is revoked or its status
+        cannot be established. A certificate issued by an intermediate (the TLS layer checked
+        its chain, but its issuer is not at hand) is not asked about."""
+        issuer = next((a for a in anchors if a.subject == cert.issuer), None)
+        if issuer is None:
+            return
+        try:
+            status = await self.ocsp.status(cert, issuer)
+        except PkiError as exc:
+            raise TransportError(
+                f"the revocation status of the peer's authentication certificate cannot be "
+                f"established: {exc.message}",
+                fault=fault,
+            ) from None
+        if status.status is not CertStatus.GOOD:
+            raise TransportError(
+                f"the peer's authentication certificate is {status.status} according to OCSP",
+                fault=fault,
+            )
+
+
+async def authenticate_peer(
+    context: grpc.aio.ServicerContext[Any, Any], conf: GlobalConf, status: PeerStatus
 ) -> SecurityServer:
     """The listed security server whose authentication certificate the calling peer presented.
 
-    Raises :class:`TransportError` (``server.provider.access_denied``) for a peer that presented
-    no certificate or one the configuration does not list.
+    Raises :class:`TransportError`: ``server.provider.access_denied`` for a peer that presented
+    no certificate or one the configuration does not list, ``server.provider.cert_revoked`` for
+    one OCSP does not vouch for.
     """
     try:
         cert = peer_certificate(context)
@@ -93,6 +128,7 @@ def authenticate_peer(
             "security server in the global configuration",
             fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
         )
+    await status.check(cert, conf.trust_anchors, fault=Fault.SERVER_PROVIDER_CERT_REVOKED)
     return server
 
 
@@ -134,9 +170,11 @@ class PeerChannels:
     key_path: Path
     cert_path: Path
     max_message_bytes: int
+    status: PeerStatus
     _channels: dict[_Key, grpc.aio.Channel] = field(default_factory=dict)
     _pending: dict[_Key, asyncio.Future[grpc.aio.Channel]] = field(default_factory=dict)
     _credentials: dict[str, grpc.ChannelCredentials] = field(default_factory=dict)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def channel(
         self, peer: SecurityServer, anchors: Sequence[x509.Certificate]
@@ -161,7 +199,7 @@ class PeerChannels:
             pending = asyncio.get_running_loop().create_future()
             self._pending[key] = pending
             try:
-                channel = await self._open(peer, anchors_pem, key)
+                channel = await self._open(peer, anchors, anchors_pem, key)
             except BaseException as exc:
                 pending.set_exception(exc)
                 pending.exception()  # mark retrieved; waiters re-raise it themselves
@@ -174,8 +212,17 @@ class PeerChannels:
                 del self._pending[key]
         return await asyncio.shield(pending)
 
-    async def _open(self, peer: SecurityServer, anchors_pem: bytes, key: _Key) -> grpc.aio.Channel:
-        await self._check_pin(peer, anchors_pem)
+    async def _open(
+        self,
+        peer: SecurityServer,
+        anchors: Sequence[x509.Certificate],
+        anchors_pem: bytes,
+        key: _Key,
+    ) -> grpc.aio.Channel:
+        await self._check_pin(peer, anchors_pem, anchors)
+        # A peer's address, certificate or the anchors changed: its old channels are stale.
+        for old in [k for k in self._channels if k.server == key.server]:
+            self._retire(self._channels.pop(old))
         credentials = self._credentials.get(key.anchors)
         if credentials is None:
             try:
@@ -190,7 +237,9 @@ class PeerChannels:
             peer.address, credentials, options=grpc_message_options(self.max_message_bytes)
         )
 
-    async def _check_pin(self, peer: SecurityServer, anchors_pem: bytes) -> None:
+    async def _check_pin(
+        self, peer: SecurityServer, anchors_pem: bytes, anchors: Sequence[x509.Certificate]
+    ) -> None:
         host, port = split_address(peer.address)
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=anchors_pem.decode())
         # The name is checked by gRPC on the real connection; here the fingerprint is the check.
@@ -218,12 +267,21 @@ class PeerChannels:
                 f"security server {peer.id} at {peer.address} presented an authentication "
                 "certificate other than the one the global configuration lists"
             )
+        await self.status.check(
+            x509.load_der_x509_certificate(der), anchors, fault=Fault.SERVER_CONSUMER_NETWORK_ERROR
+        )
 
-    async def discard(self, peer: SecurityServer) -> None:
-        """Close and forget every channel to ``peer`` (after a network failure)."""
+    def _retire(self, channel: grpc.aio.Channel) -> None:
+        # Calls still running on it may finish; new calls get a fresh channel.
+        task = asyncio.create_task(channel.close(grace=RETIRED_CHANNEL_GRACE_SECONDS))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def discard(self, peer: SecurityServer) -> None:
+        """Forget every channel to ``peer`` (after a network failure); the next call connects
+        and pins again. Calls in flight on the old channels may finish."""
         for key in [k for k in self._channels if k.server == str(peer.id)]:
-            channel = self._channels.pop(key)
-            await channel.close()
+            self._retire(self._channels.pop(key))
 
     async def close(self) -> None:
         """Close every channel."""
@@ -231,3 +289,4 @@ class PeerChannels:
         self._channels.clear()
         for channel in channels:
             await channel.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)

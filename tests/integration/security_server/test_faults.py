@@ -324,3 +324,21 @@ async def test_provider_refuses_oversized_message(running: Bed) -> None:
     body = b"\x0a" * (TEST_MAX_MESSAGE_BYTES + 1)
     _, message = _signed(running, body=body)
     assert await _provider_fault(running, message) == "server.provider.message_too_large"
+
+
+async def test_peer_with_revoked_authentication_certificate(tmp_path: Path) -> None:
+    async with bed(tmp_path) as instance:
+        instance.ocsp.revoked.add(instance.agencies[SOC].auth.certificate.serial_number)
+        await instance.start_server(POP)
+        await instance.start_server(SOC)
+        code, fault = await _refusal(instance)
+    assert (code, fault) == (grpc.StatusCode.UNAUTHENTICATED, "server.provider.cert_revoked")
+
+
+async def test_provider_with_revoked_authentication_certificate(tmp_path: Path) -> None:
+    async with bed(tmp_path) as instance:
+        instance.ocsp.revoked.add(instance.agencies[POP].auth.certificate.serial_number)
+        await instance.start_server(POP)
+        await instance.start_server(SOC)
+        code, fault = await _refusal(instance)
+    assert (code, fault) == (grpc.StatusCode.UNAVAILABLE, "server.consumer.network_error")
