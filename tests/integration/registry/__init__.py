@@ -1,0 +1,1 @@
+"""Integration tests of the registry: real `ruta registry` processes."""

@@ -1,0 +1,288 @@
+"""Acceptance: a real ``ruta registry serve`` process administered through the real CLI.
+
+Each test runs on SQLite and on PostgreSQL (``postgres`` marker). Changes made with the CLI must
+appear in the next configuration served at ``/globalconf`` (verified with the configuration
+anchor ``init`` wrote), a member's administrator must be refused everything but its own side of
+a contract, and the audit trail must record each change.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ruta.globalconf import ConfigurationAnchor, GlobalConf, verify_configuration
+from ruta.ids import ServerId, ServiceId, SubsystemId
+from ruta.pki.certs import fingerprint, load_certificate
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+RUTA = str(Path(sys.executable).with_name("ruta"))
+PEOPLE = ServiceId.parse("LAC/GOV/POP/registry/population.v1.People")
+TAX_APP = SubsystemId.parse("LAC/GOV/TAX/app")
+POP_SS1 = ServerId.parse("LAC/GOV/POP/ss1")
+
+PEOPLE_PROTO = """\
+syntax = "proto3";
+package population.v1;
+import "google/protobuf/timestamp.proto";
+message PersonQuery { string person_id = 1; }
+message Person { string person_id = 1; string name = 2; google.protobuf.Timestamp born = 3; }
+service People {
+  rpc GetPerson(PersonQuery) returns (Person);
+  rpc FindPeople(PersonQuery) returns (Person);
+}
+"""
+
+#: Longest wait for the registry to start listening (a slow, shared CI machine).
+_READY_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass
+class Registry:
+    directory: Path
+    process: subprocess.Popen[bytes]
+    ready: dict[str, Any]
+
+    def ruta(
+        self, *args: str, identity: tuple[Path, Path] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``ruta registry ARGS`` as the local operator (or ``identity`` = (cert, key))."""
+        extra: list[str] = []
+        if identity is not None:
+            extra = ["--cert", str(identity[0]), "--key", str(identity[1])]
+        command, *rest = args
+        argv = [RUTA, "registry", command, *rest, "--dir", str(self.directory), *extra]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if check and result.returncode != 0:
+            pytest.fail(f"{' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def json(self, *args: str, identity: tuple[Path, Path] | None = None) -> Any:
+        return json.loads(self.ruta(*args, "--json", identity=identity).stdout)
+
+    def globalconf(self) -> GlobalConf:
+        """Fetch /globalconf and verify it against the anchor ``init`` wrote."""
+        with urllib.request.urlopen(self.ready["globalconf_url"], timeout=30) as response:
+            signed = response.read()
+        anchor = ConfigurationAnchor.from_file(self.directory / "globalconf" / "anchor.toml")
+        return verify_configuration(signed, anchor, now=datetime.now(UTC))
+
+    def member_admin(self, member: str, tmp: Path) -> tuple[Path, Path]:
+        """A member-admin client credential issued through the admin API."""
+        name = member.replace("/", "_")
+        cert, key = tmp / f"{name}.pem", tmp / f"{name}.key"
+        self.ruta(
+            "certificate", "issue", "--profile", "role", "--role", f"member-admin:{member}",
+            "--new-key", str(key), "--name", f"admin of {member}", "--out", str(cert),
+        )  # fmt: skip
+        return cert, key
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> str | None:
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def registry(tmp_path: Path, database: str | None) -> Iterator[Registry]:
+    directory = tmp_path / "registry"
+    init = [
+        RUTA, "registry", "init", "--dir", str(directory), "--instance", "LAC",
+        "--admin-listen", "127.0.0.1:0", "--http-listen", f"127.0.0.1:{free_port()}",
+    ]  # fmt: skip
+    if database is not None:
+        init += ["--db", database]
+    subprocess.run(init, check=True, capture_output=True, timeout=120)
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [RUTA, "--log-level", "info", "registry", "serve", "--dir", str(directory)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ready_file = directory / "registry.ready.json"
+        deadline = time.monotonic() + _READY_TIMEOUT_SECONDS
+        while not ready_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"registry did not start:\n{(tmp_path / 'serve.log').read_text()}")
+            time.sleep(0.05)
+        ready = json.loads(ready_file.read_text())
+        assert ready["pid"] == process.pid
+        yield Registry(directory=directory, process=process, ready=ready)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()
+    assert not (directory / "registry.ready.json").exists()
+
+
+def _populate(registry: Registry, tmp: Path) -> None:
+    registry.ruta("member", "add", "LAC/GOV/POP", "--name", "Population Registry")
+    registry.ruta("member", "add", "LAC/GOV/TAX", "--name", "Tax Office")
+    registry.ruta("subsystem", "add", "LAC/GOV/POP/registry")
+    registry.ruta("subsystem", "add", "LAC/GOV/TAX/app")
+    proto = tmp / "people.proto"
+    proto.write_text(PEOPLE_PROTO)
+    registry.ruta(
+        "service", "add", str(PEOPLE), "--proto", str(proto), "--description", "People by id",
+        "--citizen-minutes", "25", "--paper-forms", "1",
+    )  # fmt: skip
+
+
+def test_cli_changes_appear_in_the_next_served_configuration(
+    registry: Registry, tmp_path: Path
+) -> None:
+    empty = registry.globalconf()
+    assert empty.members == ()
+    _populate(registry, tmp_path)
+
+    # A security server enrols: its key stays here, the registry's CA certifies it.
+    auth_cert, auth_key = tmp_path / "ss1.pem", tmp_path / "ss1.key"
+    registry.ruta(
+        "certificate", "issue", "--profile", "auth", "--server", str(POP_SS1),
+        "--dns", "localhost", "--new-key", str(auth_key), "--out", str(auth_cert),
+    )  # fmt: skip
+    assert auth_key.stat().st_mode & 0o777 == 0o600
+    server = registry.json(
+        "server", "add", str(POP_SS1), "--address", "pop.example:8443", "--auth-cert",
+        str(auth_cert),
+    )  # fmt: skip
+    sha256 = fingerprint(load_certificate(auth_cert.read_bytes()))
+    assert server["auth_cert_sha256"] == sha256
+
+    before_contract = registry.globalconf()
+    assert before_contract.serial > empty.serial
+    assert [str(m.id) for m in before_contract.members] == ["LAC/GOV/POP", "LAC/GOV/TAX"]
+    published_server = before_contract.server(POP_SS1)
+    assert published_server is not None
+    assert published_server.address == "pop.example:8443"
+    assert published_server.auth_cert_sha256 == sha256
+    service = before_contract.service(PEOPLE)
+    assert service is not None
+    assert service.methods == frozenset({"GetPerson", "FindPeople"})
+    assert service.savings.citizen_minutes == 25
+    assert before_contract.allows(TAX_APP, PEOPLE, "GetPerson", "tax", datetime.now(UTC)) is None
+
+    contract = registry.json(
+        "contract", "request", "--consumer", str(TAX_APP), "--service", str(PEOPLE),
+        "--method", "GetPerson", "--purpose", "tax", "--legal-basis", "Tax Act s. 12",
+    )  # fmt: skip
+    assert contract["state"] == "requested"
+    assert registry.json("contract", "approve", contract["id"])["state"] == "approved"
+    assert (
+        registry.globalconf().allows(TAX_APP, PEOPLE, "GetPerson", "tax", datetime.now(UTC)) is None
+    )
+    assert registry.json("contract", "approve", contract["id"])["state"] == "active"
+
+    active = registry.globalconf()
+    now = datetime.now(UTC)
+    allowed = active.allows(TAX_APP, PEOPLE, "GetPerson", "tax", now)
+    assert allowed is not None
+    assert allowed.contract_id == contract["id"]
+    assert active.allows(TAX_APP, PEOPLE, "FindPeople", "tax", now) is None
+    assert active.witness_url.endswith("/witness")
+
+    registry.ruta("contract", "revoke", contract["id"])
+    assert registry.globalconf().allows(TAX_APP, PEOPLE, "GetPerson", "tax", now) is None
+
+
+def test_member_admin_cannot_touch_other_members_objects(
+    registry: Registry, tmp_path: Path
+) -> None:
+    _populate(registry, tmp_path)
+    tax = registry.member_admin("LAC/GOV/TAX", tmp_path)
+    pop = registry.member_admin("LAC/GOV/POP", tmp_path)
+    before = registry.json("audit", "list")
+
+    refused = [
+        ("member", "add", "LAC/GOV/EVIL", "--name", "Evil"),
+        ("subsystem", "add", "LAC/GOV/POP/other"),
+        ("contract", "request", "--consumer", "LAC/GOV/POP/registry", "--service", str(PEOPLE),
+         "--purpose", "p", "--legal-basis", "l"),
+        ("contract", "list", "--member", "LAC/GOV/POP"),
+        ("audit", "list"),
+    ]  # fmt: skip
+    for args in refused:
+        result = registry.ruta(*args, identity=tax, check=False)
+        assert result.returncode != 0, args
+        assert "client.permission_denied" in result.stderr, (args, result.stderr)
+
+    contract = registry.json(
+        "contract", "request", "--consumer", str(TAX_APP), "--service", str(PEOPLE),
+        "--purpose", "tax", "--legal-basis", "Tax Act", identity=tax,
+    )  # fmt: skip
+    # The consumer's administrator may not approve on the provider's behalf ...
+    result = registry.ruta("contract", "approve", contract["id"], identity=tax, check=False)
+    assert "client.permission_denied" in result.stderr
+    # ... the provider's may, but activation is the registry's step.
+    approved = registry.json("contract", "approve", contract["id"], identity=pop)
+    assert approved["state"] == "approved"
+    assert approved["approved_by"].startswith("admin of LAC/GOV/POP (sha256:")
+    result = registry.ruta("contract", "approve", contract["id"], identity=pop, check=False)
+    assert "client.permission_denied" in result.stderr
+    result = registry.ruta("contract", "revoke", contract["id"], identity=pop, check=False)
+    assert "client.permission_denied" in result.stderr
+
+    listed = registry.json("contract", "list", identity=tax)
+    assert [c["id"] for c in listed] == [contract["id"]]
+    after = registry.json("audit", "list")
+    assert [e["action"] for e in after[len(before) :]] == [
+        "contract.request",
+        "contract.approve",
+    ]
+
+
+def test_audit_trail_records_each_change(registry: Registry, tmp_path: Path) -> None:
+    _populate(registry, tmp_path)
+    contract = registry.json(
+        "contract", "request", "--consumer", str(TAX_APP), "--service", str(PEOPLE),
+        "--purpose", "tax", "--legal-basis", "Tax Act",
+    )  # fmt: skip
+    registry.ruta("contract", "approve", contract["id"])
+    entries = registry.json("audit", "list")
+    assert [(e["action"], e["object_id"]) for e in entries] == [
+        ("administrator.add", "local operator"),
+        ("member.add", "LAC/GOV/POP"),
+        ("member.add", "LAC/GOV/TAX"),
+        ("subsystem.add", "LAC/GOV/POP/registry"),
+        ("subsystem.add", "LAC/GOV/TAX/app"),
+        ("service.add", str(PEOPLE)),
+        ("contract.request", contract["id"]),
+        ("contract.approve", contract["id"]),
+    ]
+    assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)
+    assert all(e["actor"].startswith("local operator (sha256:") for e in entries[1:])
+    member = entries[1]
+    assert member["before"] is None
+    assert member["after"]["name"] == "Population Registry"
+    approval = entries[-1]
+    assert approval["before"]["state"] == "requested"
+    assert approval["after"]["state"] == "approved"
+    assert approval["after"]["approved_by"] == approval["actor"]
+    stamps = [datetime.fromisoformat(e["at"]) for e in entries]
+    assert stamps == sorted(stamps)
+    page = registry.json("audit", "list", "--after", str(entries[3]["seq"]), "--limit", "2")
+    assert [e["seq"] for e in page] == [entries[4]["seq"], entries[5]["seq"]]
