@@ -32,8 +32,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from ruta.faults import Fault
@@ -303,7 +305,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         valid = csr.is_signature_valid
     except ValueError as exc:
         raise MalformedCertificateError("CSR does not parse") from exc
-    except Exception as exc:  # an unsupported key or signature algorithm
+    except (UnsupportedAlgorithm, TypeError) as exc:
         raise MalformedCertificateError("CSR uses an unsupported algorithm") from exc
     if not valid:
         raise MalformedCertificateError("CSR signature does not verify")
@@ -326,7 +328,7 @@ def _hash_for(key: PrivateKey) -> hashes.SHA256 | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
-def _check_subject_key(kind: CertificateKind, key: object) -> None:
+def _check_subject_key(kind: CertificateKind, key: CertificatePublicKeyTypes) -> None:
     if isinstance(key, ec.EllipticCurvePublicKey):
         allowed = (ec.SECP256R1,) if kind is CertificateKind.SIGN else (ec.SECP256R1, ec.SECP384R1)
         if isinstance(key.curve, allowed):
@@ -443,7 +445,7 @@ def _name(common_name: str) -> x509.Name:
 def end_entity_certificate(
     kind: CertificateKind,
     *,
-    public_key: object,
+    public_key: CertificatePublicKeyTypes,
     common_name: str,
     names: Iterable[x509.GeneralName],
     issuer_certificate: x509.Certificate,
@@ -469,7 +471,7 @@ def end_entity_certificate(
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
         .issuer_name(issuer_certificate.subject)
-        .public_key(public_key)  # type: ignore[arg-type]
+        .public_key(public_key)
         .serial_number(serial if serial is not None else x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
@@ -478,7 +480,7 @@ def end_entity_certificate(
             _usage(signature=True, content_commitment=kind is CertificateKind.SIGN), critical=True
         )
         .add_extension(x509.ExtendedKeyUsage(_EKU[kind]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_certificate.public_key()),  # type: ignore[arg-type]
             critical=False,

@@ -392,8 +392,9 @@ class OcspClient:
     """Fetches and caches OCSP responses for certificates, from their AIA OCSP URL (HTTP POST).
 
     A cached response is reused until it is ``refresh_after`` old (default half of
-    ``freshness``); after that a new one is fetched, and if the responder cannot be reached the
-    cached one is still returned while it is within ``freshness``. Use as an async context
+    ``freshness``); after that a new one is fetched, and if the responder cannot be reached or
+    its answer does not check, the cached one is still returned while it is within
+    ``freshness``. Use as an async context
     manager, or call :meth:`close`; a ``session`` passed in is not closed.
     """
 
@@ -459,18 +460,19 @@ class OcspClient:
                 return cached
             try:
                 der = await self._fetch(cert, issuer)
-            except OcspFetchError:
+                status = check_ocsp_response(
+                    der,
+                    cert,
+                    issuer,
+                    at=self._clock(),
+                    freshness=self._freshness,
+                    trusted_responders=self._trusted,
+                )
+            except (OcspFetchError, OcspInvalidError):
+                # A responder that is down or answers tryLater: keep using a still-fresh answer.
                 if cached is not None and now - cached.status.this_update <= self._freshness:
                     return cached
                 raise
-            status = check_ocsp_response(
-                der,
-                cert,
-                issuer,
-                at=self._clock(),
-                freshness=self._freshness,
-                trusted_responders=self._trusted,
-            )
             entry = _Cached(der, status)
             self._cache[key] = entry
             self._cache.move_to_end(key)

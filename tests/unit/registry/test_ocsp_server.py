@@ -15,6 +15,8 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from registry.ca import CertificateAuthority
 from registry.ocsp_server import ocsp_app, respond
@@ -171,11 +173,27 @@ async def test_malformed_get(
     assert answer.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
 
-def test_respond_never_raises_for_bad_bytes(tmp_path: Path) -> None:
-    ca = CertificateAuthority.initialise(tmp_path / "ca", common_name="x", ocsp_url="http://x/")
+@pytest.fixture(scope="module")
+def quiet_ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
+    return CertificateAuthority.initialise(
+        tmp_path_factory.mktemp("ca") / "ca", common_name="x", ocsp_url="http://x/"
+    )
+
+
+def test_respond_never_raises_for_bad_bytes(quiet_ca: CertificateAuthority) -> None:
     for body in (b"", b"\x30\x00", b"\x30\x80" * 50, bytes(range(256))):
-        status = ocsp.load_der_ocsp_response(respond(ca, body)).response_status
+        status = ocsp.load_der_ocsp_response(respond(quiet_ca, body)).response_status
         assert status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=600))
+def test_respond_is_total(quiet_ca: CertificateAuthority, body: bytes) -> None:
+    answer = ocsp.load_der_ocsp_response(respond(quiet_ca, body))
+    assert answer.response_status in {
+        ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+        ocsp.OCSPResponseStatus.UNAUTHORIZED,
+    }
 
 
 async def test_client_caches_refreshes_and_falls_back(responder: Responder) -> None:
