@@ -1,7 +1,7 @@
 """The consumer proxy: where an agency's own backends call other agencies' services.
 
 It serves **any** method path ``/pkg.Service/Method`` through one generic bytes handler, so it
-never needs the provider's generated code (docs/adr/0003). For each call it: reads the ``ruta-*``
+never needs the provider's generated code (docs/adr/0005). For each call it: reads the ``ruta-*``
 metadata (bounded), refuses a body over the size limit before anything is signed, authenticates
 the backend (mTLS client certificate naming its subsystem, or plaintext loopback where the config
 allows it), checks the configuration in force (fails closed once expired) and the contract (fail

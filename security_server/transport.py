@@ -7,7 +7,7 @@ fetched with a TLS handshake that presents this server's auth certificate, check
 trust anchor, and its SHA-256 fingerprint compared with the one the global configuration lists
 for that server; a mismatch refuses the exchange (``server.consumer.network_error``). gRPC itself
 then checks the chain and the address name on every connection. A channel whose call failed on
-the network is dropped, so the next call connects and pins again (docs/adr/0003).
+the network is dropped, so the next call connects and pins again (docs/adr/0006).
 
 Provider side: the peer's client certificate is read from the call's auth context and its
 fingerprint looked up in the global configuration (:func:`authenticate_peer`).
