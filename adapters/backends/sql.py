@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
+from sqlalchemy import Select, false, literal_column, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import TextClause
@@ -209,8 +209,14 @@ class _SqlCall(BoundCall):
     ) -> None:
         self.backend = backend
         self.method = method
-        self.statement = statement
         self.binds = binds
+        # The query as a subquery, so the row bound is the database's LIMIT (or TOP, or FETCH
+        # FIRST: SQLAlchemy writes each dialect's form) and at most max_rows + 1 rows travel.
+        rows = statement.columns().subquery("ruta_rows")
+        everything: Select[Any] = select(literal_column("*")).select_from(rows)
+        self.limited: Select[Any] = everything.limit(backend.spec.max_rows + 1)
+        # For checks: the query's columns, no rows, no full scan.
+        self.empty: Select[Any] = everything.where(false())
 
     async def fetch(self, params: Mapping[str, Any], budget: float) -> Any:
         backend = self.backend
@@ -220,11 +226,8 @@ class _SqlCall(BoundCall):
         try:
             async with engine.connect() as conn:
                 await backend._begin_read_only(conn, budget)
-                result = await conn.stream(self.statement, values)
-                try:
-                    rows = await result.fetchmany(limit + 1)
-                finally:
-                    await result.close()
+                result = await conn.execute(self.limited, values)
+                rows = result.fetchall()
                 await conn.rollback()
         except (sa_exc.DBAPIError, sa_exc.InterfaceError, OSError) as exc:
             raise backend.failure(exc) from None
@@ -237,14 +240,12 @@ class _SqlCall(BoundCall):
 
     async def probe(self, budget: float) -> frozenset[str] | None:
         backend = self.backend
-        # The query as a subquery that matches nothing: its columns, no rows, no full scan.
-        empty = text(f"SELECT * FROM ({self.statement.text}) AS ruta_probe WHERE 1 = 0")  # noqa: S608
         values = dict.fromkeys(self.binds)
         engine = backend._engine_now()
         try:
             async with engine.connect() as conn:
                 await backend._begin_read_only(conn, budget)
-                result = await conn.execute(empty, values)
+                result = await conn.execute(self.empty, values)
                 columns = frozenset(result.keys())
                 await conn.rollback()
         except (sa_exc.DBAPIError, sa_exc.InterfaceError, OSError) as exc:
