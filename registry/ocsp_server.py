@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.x509 import ocsp
 
 from registry.ca import CertificateAuthority
@@ -76,7 +77,7 @@ def respond(
             ).value.nonce
         except x509.ExtensionNotFound:
             nonce = None
-    except (ValueError, TypeError, x509.UnsupportedGeneralNameType):
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.UnsupportedGeneralNameType):
         return unsuccessful_ocsp_response(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     # The issuer hashes of this CA under the request's hash algorithm (any certificate this CA
     # issued will do to compute them).

@@ -26,7 +26,7 @@ from typing import Final, Self
 
 import aiohttp
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -235,7 +235,7 @@ def _is_delegated_responder(
     try:
         candidate.verify_directly_issued_by(issuer)
         eku = candidate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+    except (ValueError, TypeError, UnsupportedAlgorithm, InvalidSignature, x509.ExtensionNotFound):
         return False
     return (
         ExtendedKeyUsageOID.OCSP_SIGNING in eku
@@ -315,7 +315,7 @@ def authenticate_ocsp_response(
             revocation_reason=single.revocation_reason,
             responder=responder,
         )
-    except (ValueError, TypeError, x509.UnsupportedGeneralNameType) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.UnsupportedGeneralNameType) as exc:
         raise _invalid(Reason.OCSP_MALFORMED, "OCSP response does not parse") from exc
     if status is CertStatus.UNKNOWN:
         raise _invalid(Reason.OCSP_UNKNOWN_STATUS, "OCSP responder does not know the certificate")

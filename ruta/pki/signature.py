@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
@@ -362,7 +362,7 @@ class MessageVerifier:
             raise _cert_invalid(
                 Reason.WRONG_KEY_USAGE, "certificate is not a message-signing certificate"
             ) from exc
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise _cert_invalid(
                 Reason.MALFORMED_CERTIFICATE, "signing certificate extensions do not parse"
             ) from exc

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp as x509_ocsp
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -176,6 +179,29 @@ def _wrong_eku(w: World) -> tuple[bytes, transport_pb2.Signature]:
     return w.header, sig
 
 
+def _wrong_key_type(w: World) -> tuple[bytes, transport_pb2.Signature]:
+    # The sign profile refuses P-384 keys; forge such a certificate with the CA's own key.
+    key = ec.generate_private_key(ec.SECP384R1())
+    template = w.pop.certificate
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(template.subject)
+        .issuer_name(template.issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(template.not_valid_before_utc)
+        .not_valid_after(template.not_valid_after_utc)
+    )
+    for extension in template.extensions:
+        if not isinstance(extension.value, x509.SubjectKeyIdentifier):
+            builder = builder.add_extension(extension.value, extension.critical)
+    cert = builder.sign(w.pki.ca.key, hashes.SHA256())
+    sig = w.sign(w.pop)
+    sig.certificate = cert.public_bytes(serialization.Encoding.DER)
+    sig.value = key.sign(w.header, ec.ECDSA(hashes.SHA256()))
+    return w.header, sig
+
+
 def _malformed_certificate(w: World) -> tuple[bytes, transport_pb2.Signature]:
     sig = w.sign(w.pop)
     sig.certificate = b"\x30\x82\x01\x00" + b"\x00" * 40
@@ -231,6 +257,7 @@ BAD: list[tuple[Case, type[SignatureError], Reason]] = [
     (_ocsp_malformed, OcspInvalidError, Reason.OCSP_MALFORMED),
     (_ocsp_unsuccessful, OcspInvalidError, Reason.OCSP_NOT_SUCCESSFUL),
     (_wrong_eku, CertificateInvalidError, Reason.WRONG_KEY_USAGE),
+    (_wrong_key_type, CertificateInvalidError, Reason.WRONG_KEY_TYPE),
     (_malformed_certificate, CertificateInvalidError, Reason.MALFORMED_CERTIFICATE),
     (_malformed_chain, CertificateInvalidError, Reason.MALFORMED_CERTIFICATE),
     (_chain_too_long, CertificateInvalidError, Reason.CHAIN_TOO_LONG),
