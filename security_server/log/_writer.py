@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,11 +53,13 @@ from security_server.log.schema import (
     seen_messages,
 )
 
-__all__ = ["DEFAULT_MAX_GROUP_RECORDS", "GroupCommitWriter", "nodes_where", "restore_frontier"]
+__all__ = ["DEFAULT_MAX_GROUP_RECORDS", "GroupCommitWriter", "fetch_nodes", "restore_frontier"]
 
 #: Most records (leaves plus claims) written in one group transaction; a single larger append
 #: still goes through, alone.
 DEFAULT_MAX_GROUP_RECORDS: Final = 512
+#: Most node keys one query names (a proof needs at most about 2 * 64; bounds the SQL text).
+_MAX_KEYS_PER_QUERY: Final = 256
 
 _log = logging.getLogger(__name__)
 
@@ -77,19 +80,30 @@ def _insert_for(dialect: str) -> Callable[[sa.Table], Any]:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
-def nodes_where(origin: str, keys: Sequence[tuple[int, int]]) -> sa.ColumnElement[bool]:
-    """The condition selecting ``origin``'s nodes with these ``(level, index)`` keys.
+@functools.lru_cache(maxsize=256)
+def _nodes_query(count: int) -> sa.TextClause:
+    # One exact primary-key match per key (not a row-value IN, for which SQLite plans a scan),
+    # with the origin in every term so SQLite plans one index probe per term. Cached per key
+    # count: a proof's query is text built once, not an expression tree rebuilt per call.
+    terms = " OR ".join(f"(origin = :o AND level = :l{i} AND idx = :i{i})" for i in range(count))
+    return sa.text(f"SELECT level, idx, hash FROM log_nodes WHERE {terms}")  # noqa: S608
 
-    Spelled as an OR of exact primary-key matches (not a row-value IN), so SQLite and
-    PostgreSQL both answer it with one index probe per key.
-    """
-    # The origin goes into every term: SQLite plans an OR only per fully-indexed term.
-    return sa.or_(
-        *(
-            sa.and_(log_nodes.c.origin == origin, log_nodes.c.level == lv, log_nodes.c.idx == ix)
-            for lv, ix in keys
-        )
-    )
+
+async def fetch_nodes(
+    conn: AsyncConnection, origin: str, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    """The stored hashes of ``origin``'s nodes with these ``(level, index)`` keys, in one query
+    (absent keys are simply missing from the result)."""
+    result: dict[tuple[int, int], bytes] = {}
+    for start in range(0, len(keys), _MAX_KEYS_PER_QUERY):
+        chunk = keys[start : start + _MAX_KEYS_PER_QUERY]
+        params: dict[str, Any] = {"o": origin}
+        for i, (level, idx) in enumerate(chunk):
+            params[f"l{i}"] = level
+            params[f"i{i}"] = idx
+        rows = await conn.execute(_nodes_query(len(chunk)), params)
+        result.update({(int(r.level), int(r.idx)): bytes(r.hash) for r in rows})
+    return result
 
 
 async def restore_frontier(conn: AsyncConnection, origin: str) -> tuple[CompactRange, int]:
@@ -131,12 +145,7 @@ async def restore_frontier(conn: AsyncConnection, origin: str) -> tuple[CompactR
         return CompactRange(), 0
     keys = CompactRange.frontier_keys(size)
     wanted = (*keys, (0, size - 1))
-    rows = await conn.execute(
-        sa.select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(
-            nodes_where(origin, wanted)
-        )
-    )
-    nodes = {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
+    nodes = await fetch_nodes(conn, origin, wanted)
     missing = [k for k in wanted if k not in nodes]
     if missing:
         raise LogIntegrityError(f"log {origin!r} lacks tree nodes {missing} of size {size}")

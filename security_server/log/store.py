@@ -29,7 +29,7 @@ from security_server.database import WRITE_TRANSACTION
 from security_server.log._writer import (
     DEFAULT_MAX_GROUP_RECORDS,
     GroupCommitWriter,
-    nodes_where,
+    fetch_nodes,
     restore_frontier,
 )
 from security_server.log.bodies import BodyCipher, SealedBody
@@ -56,7 +56,6 @@ from security_server.log.schema import (
     log_bodies,
     log_checkpoints,
     log_leaves,
-    log_nodes,
     seen_messages,
 )
 
@@ -222,12 +221,7 @@ class MessageLog:
         if not keys:
             return {}
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(
-                    nodes_where(self._origin, keys)
-                )
-            )
-            return {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
+            return await fetch_nodes(conn, self._origin, keys)
 
     async def _run_plan(self, plan: ProofPlan) -> list[bytes]:
         nodes = await self._fetch_nodes(plan.keys)
