@@ -227,20 +227,7 @@ class CertificateAuthority:
         if parents:
             _write_atomic(root / "parents.pem", certificate_pem(*parents))
 
-        ocsp_key = generate_ec_key()
-        ocsp_cert = end_entity_certificate(
-            CertificateKind.OCSP,
-            public_key=ocsp_key.public_key(),
-            common_name=f"{common_name} OCSP responder",
-            names=(),
-            issuer_certificate=cert,
-            issuer_key=key,
-            ocsp_url=None,
-            not_before=start,
-            not_after=min(start + DEFAULT_VALIDITY[CertificateKind.OCSP], cert.not_valid_after_utc),
-        )
-        save_private_key(root / "ocsp.key", ocsp_key)
-        _write_atomic(root / "ocsp.pem", certificate_pem(ocsp_cert))
+        _write_ocsp_responder(root, cert, key, start)
         settings = {"version": 1, "ocsp_url": ocsp_url, "key_encrypted": bool(passphrase)}
         _write_atomic(root / _SETTINGS, json.dumps(settings, indent=2).encode() + b"\n")
         ca = cls.open(root, passphrase=passphrase)
@@ -428,10 +415,43 @@ class CertificateAuthority:
                 tmp.unlink()
         return record
 
+    def renew_ocsp_responder(self, *, now: datetime.datetime | None = None) -> x509.Certificate:
+        """Replace the OCSP signing key and certificate (for example before the old one expires;
+        it is valid for a year). Needs the CA key. A running responder keeps the old pair until it
+        is restarted."""
+        start = (now or _now()) - BACKDATE
+        self.ocsp_certificate, self.ocsp_key = _write_ocsp_responder(
+            self.directory, self.certificate, self._ca_key(), start
+        )
+        return self.ocsp_certificate
+
     def _ca_key(self) -> PrivateKey:
         if self._key is None:
             self._key = load_private_key(self.directory / "ca.key", self._passphrase)
         return self._key
+
+
+def _write_ocsp_responder(
+    root: Path, ca_cert: x509.Certificate, ca_key: PrivateKey, start: datetime.datetime
+) -> tuple[x509.Certificate, PrivateKey]:
+    ocsp_key = generate_ec_key()
+    common_name = ca_cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    name = str(common_name[0].value) if common_name else "Ruta CA"
+    ocsp_cert = end_entity_certificate(
+        CertificateKind.OCSP,
+        public_key=ocsp_key.public_key(),
+        common_name=f"{name} OCSP responder",
+        names=(),
+        issuer_certificate=ca_cert,
+        issuer_key=ca_key,
+        ocsp_url=None,
+        not_before=start,
+        not_after=min(start + DEFAULT_VALIDITY[CertificateKind.OCSP], ca_cert.not_valid_after_utc),
+    )
+    # Key first: a reader that sees the new certificate also finds its key.
+    save_private_key(root / "ocsp.key", ocsp_key)
+    _write_atomic(root / "ocsp.pem", certificate_pem(ocsp_cert))
+    return ocsp_cert, ocsp_key
 
 
 def _one_cert(path: Path) -> x509.Certificate:

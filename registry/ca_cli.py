@@ -236,6 +236,32 @@ def revoke(directory: Path, serial: str, reason: str) -> None:
     click.echo(f"revoked {format(number, 'x')} at {record.revoked_at.isoformat()} ({reason})")
 
 
+@ca.command(name="renew-ocsp")
+@_DIR
+@_PASSPHRASE
+def renew_ocsp(directory: Path, passphrase_file: Path | None) -> None:
+    """Replace the OCSP responder's key and certificate; restart the responder afterwards."""
+    authority = CertificateAuthority.open(directory, passphrase=_passphrase(passphrase_file))
+    cert = authority.renew_ocsp_responder()
+    click.echo(f"new OCSP signing certificate valid until {cert.not_valid_after_utc.isoformat()}")
+
+
+@ca.command(name="list")
+@_DIR
+def list_issued(directory: Path) -> None:
+    """List issued certificates: serial, status, valid until, subject."""
+    authority = CertificateAuthority.open(directory)
+    for serial in sorted(authority.issued_serials()):
+        cert = authority.issued(serial)
+        if cert is None:
+            continue
+        status, _ = authority.status(serial)
+        click.echo(
+            f"{format(serial, 'x')}\t{status}\t{cert.not_valid_after_utc.date().isoformat()}"
+            f"\t{cert.subject.rfc4514_string()}"
+        )
+
+
 @click.group(name="ocsp")
 def ocsp() -> None:
     """The OCSP responder of a CA directory."""

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
+from registry.ca import CertificateAuthority
 from registry.ca_cli import ca
 from ruta.faults import RutaError
 from ruta.ids import MemberId
@@ -83,3 +84,28 @@ def test_revoke_refusals(ca_dir: Path, serial: str, reason: str, fault: str) -> 
     )
     assert isinstance(result.exception, RutaError)
     assert str(result.exception.fault) == fault
+
+
+def test_list_and_renew_ocsp(ca_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    issued = runner.invoke(
+        ca,
+        [
+            "issue", "--dir", str(ca_dir), "--csr", str(_csr(tmp_path)), "--kind", "sign",
+            "--member", "LAC/GOV/POP", "--out", str(tmp_path / "s.pem"),
+        ],
+    )  # fmt: skip
+    serial = issued.output.strip()
+    runner.invoke(ca, ["revoke", "--dir", str(ca_dir), "--serial", serial])
+    listed = runner.invoke(ca, ["list", "--dir", str(ca_dir)])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.startswith(f"{serial}\trevoked\t")
+    assert "CN=LAC/GOV/POP" in listed.output
+
+    before = (ca_dir / "ocsp.pem").read_bytes()
+    renewed = runner.invoke(ca, ["renew-ocsp", "--dir", str(ca_dir)])
+    assert renewed.exit_code == 0, renewed.output
+    assert (ca_dir / "ocsp.pem").read_bytes() != before
+    reopened = CertificateAuthority.open(ca_dir)
+    assert reopened.ocsp_certificate.public_key() == reopened.ocsp_key.public_key()
+    reopened.ocsp_certificate.verify_directly_issued_by(reopened.certificate)
