@@ -78,3 +78,19 @@ async def test_client_from_another_ca_is_refused(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await _call(server_port, creds)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_no_client_certificate_reads_as_none(pki: TestPki) -> None:
+    ss = pki.auth("LAC/GOV/POP/ss1")
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((_WhoAmI(),))
+    port = server.add_secure_port(
+        "127.0.0.1:0",
+        server_credentials(ss.key, [ss.certificate, *pki.chain], pki.trust_anchors, False),
+    )
+    await server.start()
+    try:
+        anonymous = grpc.ssl_channel_credentials(root_certificates=pki.root.pem)
+        assert await _call(port, anonymous) == b""
+    finally:
+        await server.stop(None)
