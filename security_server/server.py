@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2_grpc  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ruta.faults import Fault
+from ruta.faults import Fault, RutaError
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.globalconf.client import GlobalConfClient
 from ruta.pki.certs import certificate_pem
@@ -58,7 +58,7 @@ from security_server.transport import (
     grpc_message_options,
 )
 
-__all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "SecurityServerApp"]
+__all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "SecurityServerApp", "ServerStartError"]
 
 _log = logging.getLogger(__name__)
 
@@ -227,6 +227,8 @@ class SecurityServerApp:
         return [
             *grpc_message_options(self.settings.limits.max_message_bytes),
             ("grpc.max_metadata_size", _GRPC_MAX_METADATA_BYTES),
+            # Never share a port with another process: a second server must fail to start.
+            ("grpc.so_reuseport", 0),
         ]
 
     def _bind_consumer(self, consumer: ConsumerProxy) -> None:
@@ -235,17 +237,17 @@ class SecurityServerApp:
         consumer_server.add_generic_rpc_handlers((consumer.handler(),))
         listen = settings.consumer.listen
         if settings.consumer.allow_plain_loopback:
-            port = consumer_server.add_insecure_port(listen)
+            port = _add_port(listen, "consumer", lambda: consumer_server.add_insecure_port(listen))
         else:
             assert settings.consumer.client_ca is not None  # checked by the settings model
-            port = consumer_server.add_secure_port(
-                listen,
-                server_credentials(
-                    settings.consumer.tls_key or settings.keys.auth_key,
-                    settings.consumer.tls_cert or settings.keys.auth_cert,
-                    settings.consumer.client_ca,
-                    require_client_auth=True,
-                ),
+            credentials = server_credentials(
+                settings.consumer.tls_key or settings.keys.auth_key,
+                settings.consumer.tls_cert or settings.keys.auth_cert,
+                settings.consumer.client_ca,
+                require_client_auth=True,
+            )
+            port = _add_port(
+                listen, "consumer", lambda: consumer_server.add_secure_port(listen, credentials)
             )
         self.addresses["consumer"] = _bound(listen, port)
 
@@ -264,11 +266,11 @@ class SecurityServerApp:
         transport_server = self._grpc_server(self._options())
         add_transport_service(transport_server, provider.exchange)
         listen = settings.transport.listen
-        port = transport_server.add_secure_port(
-            listen,
-            grpc.dynamic_ssl_server_credentials(
-                trust.configuration(), trust.fetch, require_client_authentication=True
-            ),
+        credentials = grpc.dynamic_ssl_server_credentials(
+            trust.configuration(), trust.fetch, require_client_authentication=True
+        )
+        port = _add_port(
+            listen, "transport", lambda: transport_server.add_secure_port(listen, credentials)
         )
         self.addresses["transport"] = _bound(listen, port)
 
@@ -279,7 +281,12 @@ class SecurityServerApp:
         self._closers.append(runner.cleanup)
         host, port = split_address(settings.metrics.listen)
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ServerStartError(
+                f"cannot listen on {settings.metrics.listen} for the metrics port ({exc.strerror})"
+            ) from None
         bound = runner.addresses[0]
         self.addresses["metrics"] = f"http://{_hostport(host, bound[1])}/metrics"
 
@@ -330,6 +337,24 @@ class SecurityServerApp:
                 _log.exception("error while shutting down")
         (self.settings.data_dir / READY_FILE).unlink(missing_ok=True)
         self._stopped.set()
+
+
+class ServerStartError(RutaError):
+    """A listener cannot be bound (address in use, not local, no permission)."""
+
+    default_fault = Fault.CLIENT_INVALID_CONFIG
+
+
+def _add_port(listen: str, what: str, add: Callable[[], int]) -> int:
+    try:
+        port = add()
+    except RuntimeError:  # grpc's "failed to bind"
+        port = 0
+    if port == 0:
+        raise ServerStartError(
+            f"cannot listen on {listen} for the {what} port (address in use or not local)"
+        )
+    return port
 
 
 def _hostport(host: str, port: int) -> str:

@@ -4,6 +4,8 @@ plaintext-loopback mode of the consumer port."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 
 from ruta.examples.population import decode_person, encode_get_person
-from security_server.server import READY_FILE
+from security_server.server import READY_FILE, ServerStartError
 from tests.integration.security_server.bed import (
     BENEFITS,
     POP,
@@ -86,3 +88,35 @@ async def test_plain_loopback_consumer(tmp_path: Path) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await get_person(channel)(encode_get_person("38001010001"), metadata=other)
     assert fault_of(info.value) == "client.permission_denied"
+
+
+async def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    async with bed(tmp_path) as instance:
+        pop = await instance.start_server(POP)
+        data = instance.settings_dict(SOC)
+        data["transport"]["listen"] = pop.addresses["transport"]
+        with pytest.raises(ServerStartError, match="transport port"):
+            await instance.start_server(SOC, data=data)
+
+
+def test_serve_refuses_a_bad_settings_file(tmp_path: Path) -> None:
+    config = tmp_path / "ss.toml"
+    config.write_text('server_id = "nope"\n')
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ruta.cli import main; main()",
+            "ss",
+            "serve",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "client.invalid_config" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert str(tmp_path) not in result.stderr
