@@ -202,7 +202,11 @@ class GlobalConfClient:
 
     def on_update(self, callback: UpdateCallback) -> None:
         """Call ``callback(view)`` after each newly adopted configuration (also the saved copy
-        loaded at start). A callback that raises is logged and does not stop the others."""
+        loaded at start). A callback that raises is logged and does not stop the others.
+
+        Most adoptions are the registry re-signing unchanged content (new serial and validity
+        only): ``view.content_digest`` is then unchanged, so a subscriber that derives state
+        from the content can skip rebuilding it."""
         self._callbacks.append(callback)
 
     # -- fetching --------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ruta.faults import Fault
 from ruta.globalconf import (
@@ -17,6 +19,7 @@ from ruta.globalconf import (
     ConfigurationAnchor,
     ConfigurationSignatureError,
     ConfigurationTooLargeError,
+    GlobalConfError,
     InvalidConfigurationError,
     OutdatedGlobalConfError,
     canonicalise,
@@ -37,6 +40,8 @@ from tests.unit.ruta.globalconf.support import (
 )
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+#: One signed sample shared by the property test's examples (signing is randomised).
+_SIGNED_SAMPLE: dict[str, bytes] = {}
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +255,16 @@ def test_resigned_unchanged_content_reuses_the_previous_indexes(
     third = open_configuration(changed, identity.anchor, now=later, previous=second)
     assert third.contracts is not first.contracts
     assert third.content_digest != first.content_digest
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_every_single_byte_corruption_is_refused(
+    identity: RegistryIdentity, data: st.DataObject
+) -> None:
+    signed = _SIGNED_SAMPLE.setdefault("doc", _sign(identity, sample_configuration(now=NOW)))
+    index = data.draw(st.integers(0, len(signed) - 1))
+    flip = data.draw(st.integers(1, 255))
+    damaged = signed[:index] + bytes([signed[index] ^ flip]) + signed[index + 1 :]
+    with pytest.raises(GlobalConfError):
+        verify_configuration(damaged, identity.anchor, now=NOW)
