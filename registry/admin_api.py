@@ -40,6 +40,7 @@ from google.protobuf.message import DecodeError
 
 from registry import limits
 from registry.errors import InvalidRequestError, PermissionDeniedError
+from registry.log_keys import parse_vkey
 from registry.model import (
     Administrator,
     AdminRole,
@@ -53,6 +54,7 @@ from registry.model import (
     Subsystem,
 )
 from registry.store import RegistryStore
+from ruta.checkpoint import SignatureType
 from ruta.faults import Fault, RutaError, abort
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.certs import (
@@ -192,6 +194,7 @@ def _server_record(s: SecurityServer) -> registry_pb2.ServerRecord:
         auth_cert_sha256=s.auth_cert_sha256,
         audit_address=s.audit_address,
         created_at=_ts(s.created_at),
+        log_public_key=s.log_public_key,
     )
 
 
@@ -273,6 +276,32 @@ def _address(what: str, value: str, *, required: bool) -> str:
     if any(ch.isspace() for ch in value):
         raise InvalidRequestError(f"{what} must not contain spaces")
     return value
+
+
+def _log_key(text: str) -> str:
+    """A server's log verifier key: empty, or C2SP vkey text of an Ed25519 (type 0x01) key."""
+    if not text:
+        return ""
+    _text("log_public_key", text, limit=limits.MAX_LOG_KEY_LENGTH, empty=False)
+    parse_vkey(text, kind=SignatureType.ED25519)
+    return text.strip()
+
+
+def _auth_certificate(data: bytes) -> bytes:
+    """The DER of an authentication certificate given as DER or PEM."""
+    if not data:
+        raise InvalidRequestError("the server's authentication certificate is missing")
+    if len(data) > limits.MAX_CERTIFICATE_BYTES:
+        raise InvalidRequestError(
+            f"the authentication certificate is larger than {limits.MAX_CERTIFICATE_BYTES} bytes"
+        )
+    try:
+        certificate = load_certificate(data)
+    except RutaError:
+        raise InvalidRequestError(
+            "the authentication certificate is not a DER or PEM X.509 certificate"
+        ) from None
+    return certificate.public_bytes(_DER)
 
 
 def _methods(what: str, names: Sequence[str]) -> list[str]:
@@ -505,25 +534,44 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         self._own(server_id.member)
         address = _address("address", request.address, required=True)
         audit_address = _address("audit_address", request.audit_address, required=False)
-        if not request.auth_certificate:
-            raise InvalidRequestError("the server's authentication certificate is missing")
-        if len(request.auth_certificate) > limits.MAX_CERTIFICATE_BYTES:
-            raise InvalidRequestError(
-                f"the authentication certificate is larger than {limits.MAX_CERTIFICATE_BYTES} "
-                "bytes"
-            )
-        try:
-            certificate = load_certificate(request.auth_certificate)
-        except RutaError:
-            raise InvalidRequestError(
-                "the authentication certificate is not a DER or PEM X.509 certificate"
-            ) from None
-        der = certificate.public_bytes(_DER)
         server = await self._store.add_server(
             server_id,
             address=address,
             audit_address=audit_address,
-            auth_cert_der=der,
+            auth_cert_der=_auth_certificate(request.auth_certificate),
+            log_public_key=_log_key(request.log_public_key),
+            actor=caller.actor,
+        )
+        await self._on_change()
+        return _server_record(server)
+
+    @_handler
+    async def UpdateServer(
+        self, request: registry_pb2.UpdateServerRequest, caller: Caller
+    ) -> registry_pb2.ServerRecord:
+        self._require_registry_admin(caller, "change security servers")
+        server_id = _id("server id", request.id, request.HasField("id"), ServerId.from_proto)
+        self._own(server_id.member)
+        server = await self._store.update_server(
+            server_id,
+            address=(
+                _address("address", request.address, required=True)
+                if request.HasField("address")
+                else None
+            ),
+            auth_cert_der=(
+                _auth_certificate(request.auth_certificate)
+                if request.HasField("auth_certificate")
+                else None
+            ),
+            audit_address=(
+                _address("audit_address", request.audit_address, required=False)
+                if request.HasField("audit_address")
+                else None
+            ),
+            log_public_key=(
+                _log_key(request.log_public_key) if request.HasField("log_public_key") else None
+            ),
             actor=caller.actor,
         )
         await self._on_change()

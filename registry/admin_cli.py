@@ -183,6 +183,7 @@ def _server_json(s: registry_pb2.ServerRecord) -> dict[str, Any]:
         "address": s.address,
         "audit_address": s.audit_address,
         "auth_cert_sha256": s.auth_cert_sha256,
+        "log_public_key": s.log_public_key,
         "created_at": _iso(s.created_at),
     }
 
@@ -379,9 +380,16 @@ def server() -> None:
     help="Its authentication certificate (PEM or DER).",
 )
 @click.option("--audit-address", default="", help="HOST:PORT of its audit API (optional).")
+@click.option("--log-key", default="", help="Its message-log verifier key (C2SP vkey text).")
 @_connection
 def server_add(
-    target: _Target, server_id: str, address: str, auth_cert: Path, audit_address: str
+    *,
+    target: _Target,
+    server_id: str,
+    address: str,
+    auth_cert: Path,
+    audit_address: str,
+    log_key: str,
 ) -> None:
     """Register SERVER_ID (INSTANCE/CLASS/CODE/SERVER)."""
     request = registry_pb2.AddServerRequest(
@@ -389,8 +397,43 @@ def server_add(
         address=address,
         auth_certificate=_read_file(auth_cert, "certificate"),
         audit_address=audit_address,
+        log_public_key=log_key,
     )
     record = _run(target, lambda stub: call(stub.AddServer(request)))
+    _emit(target, [_server_json(record)], ("id", "address", "auth_cert_sha256"), one=True)
+
+
+@server.command("update")
+@click.argument("server_id")
+@click.option("--address", help="New HOST:PORT of its server-to-server transport.")
+@click.option(
+    "--auth-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Its renewed authentication certificate (PEM or DER).",
+)
+@click.option("--audit-address", help="HOST:PORT of its audit API ('' to clear).")
+@click.option("--log-key", help="Its message-log verifier key (C2SP vkey text).")
+@_connection
+def server_update(
+    *,
+    target: _Target,
+    server_id: str,
+    address: str | None,
+    auth_cert: Path | None,
+    audit_address: str | None,
+    log_key: str | None,
+) -> None:
+    """Change SERVER_ID's address, certificate, audit address or log key."""
+    request = registry_pb2.UpdateServerRequest(id=ServerId.parse(server_id).to_proto())
+    if address is not None:
+        request.address = address
+    if auth_cert is not None:
+        request.auth_certificate = _read_file(auth_cert, "certificate")
+    if audit_address is not None:
+        request.audit_address = audit_address
+    if log_key is not None:
+        request.log_public_key = log_key
+    record = _run(target, lambda stub: call(stub.UpdateServer(request)))
     _emit(target, [_server_json(record)], ("id", "address", "auth_cert_sha256"), one=True)
 
 

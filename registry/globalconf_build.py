@@ -71,6 +71,7 @@ def build_configuration(
             address=server.address,
             auth_cert_sha256=server.auth_cert_sha256,
             audit_address=server.audit_address,
+            log_public_key=server.log_public_key,
         )
     for service in sorted(snapshot.services, key=lambda s: s.id):
         conf.services.add(

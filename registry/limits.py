@@ -20,6 +20,8 @@ MAX_TEXT_LENGTH: Final = 4096
 MAX_NAME_LENGTH: Final = 256
 #: Longest ``host:port`` address.
 MAX_ADDRESS_LENGTH: Final = 262
+#: Longest log verifier key text (C2SP vkey: name + key ID + base64 key).
+MAX_LOG_KEY_LENGTH: Final = 512
 #: Largest DER certificate or CSR accepted.
 MAX_CERTIFICATE_BYTES: Final = 16 * 1024
 #: Largest admin-API request message (the descriptor set plus some room).

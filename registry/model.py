@@ -66,6 +66,9 @@ class SecurityServer:
     auth_cert_der: bytes
     audit_address: str
     created_at: datetime
+    #: The server's message-log verifier key (C2SP vkey text; its name is the log's origin), or
+    #: "" before it is registered.
+    log_public_key: str = ""
 
     @property
     def auth_cert_sha256(self) -> str:
@@ -78,6 +81,7 @@ class SecurityServer:
             "address": self.address,
             "audit_address": self.audit_address,
             "auth_cert_sha256": self.auth_cert_sha256,
+            "log_public_key": self.log_public_key,
             "created_at": _iso(self.created_at),
         }
 

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +40,8 @@ from registry.admin_api import IssuedCertificate, IssueRequest, RegistryAdminSer
 from registry.ca import CertificateAuthority
 from registry.errors import InvalidRequestError, StoreError
 from registry.globalconf_build import build_configuration
+from registry.log_keys import parse_vkey
+from registry.model import SecurityServer
 from registry.ocsp_server import add_ocsp_routes
 from registry.publisher import (
     ConfigurationPublisher,
@@ -51,6 +53,7 @@ from registry.store import PublishedConfiguration, RegistryStore, database_url
 from registry.witness import Witness
 from registry.witness_http import witness_routes
 from registry.witness_store import SqlWitnessStateStore
+from ruta.checkpoint import Verifier
 from ruta.faults import RutaError
 from ruta.globalconf import MAX_DOCUMENT_BYTES
 from ruta.pki.certs import load_certificate
@@ -182,6 +185,7 @@ class RegistryNode:
 
         async def build() -> globalconf_pb2.GlobalConfiguration:
             snapshot = await store.snapshot()
+            witness.set_logs(_witnessed_logs(snapshot.servers))
             now = self._clock()
             return build_configuration(
                 snapshot,
@@ -302,6 +306,21 @@ class RegistryNode:
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+
+def _witnessed_logs(servers: Iterable[SecurityServer]) -> dict[str, list[Verifier]]:
+    """The logs the witness cosigns: each registered log key, by its origin (the key's name)."""
+    logs: dict[str, list[Verifier]] = {}
+    for server in servers:
+        if not server.log_public_key:
+            continue
+        try:
+            verifier = parse_vkey(server.log_public_key)
+        except RutaError:
+            _log.warning("server %s has an unreadable log key; not witnessed", server.id)
+            continue
+        logs.setdefault(verifier.name, []).append(verifier)
+    return logs
 
 
 async def _healthz(_request: web.Request) -> web.Response:

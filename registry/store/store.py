@@ -93,6 +93,7 @@ def _server(row: Row[Any]) -> SecurityServer:
         audit_address=row.audit_address,
         auth_cert_der=bytes(row.auth_cert_der),
         created_at=_dt(row.created_at_us),
+        log_public_key=row.log_public_key,
     )
 
 
@@ -331,6 +332,7 @@ class RegistryStore:
         address: str,
         auth_cert_der: bytes,
         audit_address: str = "",
+        log_public_key: str = "",
         actor: str,
     ) -> SecurityServer:
         """Register a member's security server with its authentication certificate (DER).
@@ -344,6 +346,7 @@ class RegistryStore:
             audit_address=audit_address,
             auth_cert_der=auth_cert_der,
             created_at=now,
+            log_public_key=log_public_key,
         )
         async with self._write() as conn:
             await self._require_member(conn, server_id.member)
@@ -356,6 +359,7 @@ class RegistryStore:
                     audit_address=audit_address,
                     auth_cert_der=auth_cert_der,
                     auth_cert_sha256=server.auth_cert_sha256,
+                    log_public_key=log_public_key,
                     created_at_us=_us(now),
                 ),
                 f"server {server_id} (or its authentication certificate)",
@@ -370,6 +374,61 @@ class RegistryStore:
                 after=server.to_json(),
             )
         return server
+
+    async def update_server(
+        self,
+        server_id: ServerId,
+        *,
+        address: str | None = None,
+        auth_cert_der: bytes | None = None,
+        audit_address: str | None = None,
+        log_public_key: str | None = None,
+        actor: str,
+    ) -> SecurityServer:
+        """Change what is given (None keeps a value): a new address, a renewed authentication
+        certificate, the audit address or the log key. Raises NotFoundError for an unknown
+        server and AlreadyExistsError for a certificate another server holds."""
+        now = self._clock()
+        async with self._write() as conn:
+            row = await self._one(
+                conn, select(t.servers).where(t.servers.c.server_id == str(server_id))
+            )
+            if row is None:
+                raise NotFoundError(f"server {server_id} is not registered")
+            before = _server(row)
+            after = SecurityServer(
+                id=server_id,
+                address=before.address if address is None else address,
+                audit_address=before.audit_address if audit_address is None else audit_address,
+                auth_cert_der=before.auth_cert_der if auth_cert_der is None else auth_cert_der,
+                created_at=before.created_at,
+                log_public_key=(
+                    before.log_public_key if log_public_key is None else log_public_key
+                ),
+            )
+            await self._insert(
+                conn,
+                update(t.servers)
+                .where(t.servers.c.server_id == str(server_id))
+                .values(
+                    address=after.address,
+                    audit_address=after.audit_address,
+                    auth_cert_der=after.auth_cert_der,
+                    auth_cert_sha256=after.auth_cert_sha256,
+                    log_public_key=after.log_public_key,
+                ),
+                "that authentication certificate",
+            )
+            await self._audit(
+                conn,
+                at=now,
+                actor=actor,
+                action="server.update",
+                object_id=str(server_id),
+                before=before.to_json(),
+                after=after.to_json(),
+            )
+        return after
 
     async def list_servers(
         self, *, member: MemberId | None = None, after: str = "", limit: int

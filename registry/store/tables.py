@@ -65,6 +65,8 @@ servers = Table(
     Column("audit_address", Text, nullable=False),
     Column("auth_cert_der", LargeBinary, nullable=False),
     Column("auth_cert_sha256", String(64), nullable=False, unique=True),
+    # C2SP verifier-key text of the server's message-log key ("" until it is registered).
+    Column("log_public_key", Text, nullable=False, server_default=""),
     Column("created_at_us", BigInteger, nullable=False),
     Index("ix_servers_member", "member_id"),
 )

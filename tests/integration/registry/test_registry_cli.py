@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from registry.log_keys import parse_vkey
+from ruta.checkpoint import (
+    Checkpoint,
+    SignatureType,
+    Verifier,
+    sign_note,
+    verify_cosignature,
+)
 from ruta.globalconf import ConfigurationAnchor, GlobalConf, verify_configuration
 from ruta.ids import ServerId, ServiceId, SubsystemId
+from ruta.merkle import leaf_hash
 from ruta.pki.certs import fingerprint, load_certificate
 from tests.conftest import free_port
 
@@ -286,3 +297,51 @@ def test_audit_trail_records_each_change(registry: Registry, tmp_path: Path) -> 
     assert stamps == sorted(stamps)
     page = registry.json("audit", "list", "--after", str(entries[3]["seq"]), "--limit", "2")
     assert [e["seq"] for e in page] == [entries[4]["seq"], entries[5]["seq"]]
+
+
+def _add_checkpoint(registry: Registry, body: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(
+        registry.ready["http"] + "/witness/add-checkpoint", data=body, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode()
+
+
+def test_witness_cosigns_checkpoints_of_registered_log_keys(
+    registry: Registry, tmp_path: Path
+) -> None:
+    registry.ruta("member", "add", "LAC/GOV/POP", "--name", "Population Registry")
+    auth_cert, auth_key = tmp_path / "ss1.pem", tmp_path / "ss1.key"
+    registry.ruta(
+        "certificate", "issue", "--profile", "auth", "--server", str(POP_SS1),
+        "--new-key", str(auth_key), "--out", str(auth_cert),
+    )  # fmt: skip
+    registry.ruta(
+        "server", "add", str(POP_SS1), "--address", "pop.example:8443", "--auth-cert",
+        str(auth_cert),
+    )  # fmt: skip
+    origin = str(POP_SS1)
+    log_key = Ed25519PrivateKey.generate()
+    checkpoint = Checkpoint(origin, 1, leaf_hash(b"first message")).body()
+    body = b"old 0\n\n" + sign_note(checkpoint, origin, log_key).encode()
+    status, _ = _add_checkpoint(registry, body)
+    assert status == 404  # no log key registered for that origin yet
+
+    vkey = Verifier.for_key(origin, SignatureType.ED25519, log_key).vkey()
+    updated = registry.json("server", "update", str(POP_SS1), "--log-key", vkey)
+    assert updated["log_public_key"] == vkey
+    conf = registry.globalconf()
+    published = conf.server(POP_SS1)
+    assert published is not None
+    assert published.log_public_key == vkey
+
+    status, lines = _add_checkpoint(registry, body)
+    assert status == 200, lines
+    witness = parse_vkey(conf.witness_public_key.decode(), kind=SignatureType.COSIGNATURE_V1)
+    assert verify_cosignature(checkpoint, lines, witness) > 0
+    bad = registry.ruta("server", "update", str(POP_SS1), "--log-key", "not-a-key", check=False)
+    assert "client.invalid_request" in bad.stderr

@@ -234,3 +234,25 @@ async def test_witness_state_lives_in_the_registry_database(store: RegistryStore
     head = TreeHead(3, b"\x01" * 32)
     assert await witness.compare_and_set("example.org/log", None, head)
     assert await witness.get("example.org/log") == head
+
+
+async def test_server_update_is_audited_and_keeps_certificates_unique(store: RegistryStore) -> None:
+    await _populate(store)
+    ss1, ss2 = ServerId(POP, "ss1"), ServerId(POP, "ss2")
+    await store.add_server(ss1, address="a:1", auth_cert_der=b"one", actor="x")
+    await store.add_server(ss2, address="b:1", auth_cert_der=b"two", actor="x")
+    updated = await store.update_server(ss1, log_public_key="origin+abcd+key", actor="y")
+    assert (updated.address, updated.log_public_key) == ("a:1", "origin+abcd+key")
+    entry = (await store.list_audit(after_seq=await store.change_seq() - 1, limit=1))[0]
+    assert entry.action == "server.update"
+    assert entry.before is not None
+    assert entry.after is not None
+    assert (entry.before["log_public_key"], entry.after["log_public_key"]) == (
+        "",
+        "origin+abcd+key",
+    )
+    with pytest.raises(AlreadyExistsError):
+        await store.update_server(ss1, auth_cert_der=b"two", actor="y")
+    with pytest.raises(NotFoundError):
+        await store.update_server(ServerId(TAX, "none"), address="c:1", actor="y")
+    assert [s.log_public_key for s in (await store.snapshot()).servers] == ["origin+abcd+key", ""]
