@@ -104,8 +104,8 @@ def _utcnow() -> datetime:
 class ConfigurationPublisher:
     """Signs and holds the current global configuration of one registry node.
 
-    ``validity`` is how long each document may be used (settings:
-    ``globalconf.validity_seconds``). ``serial_floor`` is a serial already used (from the
+    ``validity`` is how long each document may be used (the registry's
+    ``globalconf_validity_seconds`` setting). ``serial_floor`` is a serial already used (from the
     store), so a restarted node never goes back. ``publish`` is thread-safe.
     """
 
