@@ -172,7 +172,10 @@ class PeerChannels:
     max_message_bytes: int
     status: PeerStatus
     _channels: dict[_Key, grpc.aio.Channel] = field(default_factory=dict)
-    _pending: dict[_Key, asyncio.Future[grpc.aio.Channel]] = field(default_factory=dict)
+    _pending: dict[_Key, asyncio.Task[grpc.aio.Channel]] = field(default_factory=dict)
+    _anchor_digests: dict[tuple[x509.Certificate, ...], tuple[bytes, str]] = field(
+        default_factory=dict
+    )
     _credentials: dict[str, grpc.ChannelCredentials] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -184,33 +187,30 @@ class PeerChannels:
         Raises :class:`TransportError` (``server.consumer.network_error``) when the peer cannot
         be reached or presents a certificate other than the listed one.
         """
-        anchors_pem = certificate_pem(*anchors)
-        key = _Key(
-            str(peer.id),
-            peer.address,
-            peer.auth_cert_sha256,
-            hashlib.sha256(anchors_pem).hexdigest(),
-        )
+        anchors = tuple(anchors)
+        known = self._anchor_digests.get(anchors)
+        if known is None:
+            anchors_pem = certificate_pem(*anchors)
+            known = (anchors_pem, hashlib.sha256(anchors_pem).hexdigest())
+            self._anchor_digests = {anchors: known}  # only the configuration in force
+        anchors_pem, anchors_digest = known
+        key = _Key(str(peer.id), peer.address, peer.auth_cert_sha256, anchors_digest)
         existing = self._channels.get(key)
         if existing is not None:
             return existing
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._pending[key] = pending
-            try:
-                channel = await self._open(peer, anchors, anchors_pem, key)
-            except BaseException as exc:
-                pending.set_exception(exc)
-                pending.exception()  # mark retrieved; waiters re-raise it themselves
-                raise
-            else:
-                self._channels[key] = channel
-                pending.set_result(channel)
-                return channel
-            finally:
-                del self._pending[key]
-        return await asyncio.shield(pending)
+        opening = self._pending.get(key)
+        if opening is None:
+            # Opened in its own task: a caller whose deadline expires does not cancel the
+            # opening for the others waiting on it.
+            opening = asyncio.create_task(self._open(peer, anchors, anchors_pem, key))
+            self._pending[key] = opening
+            opening.add_done_callback(lambda task: self._opened(key, task))
+        return await asyncio.shield(opening)
+
+    def _opened(self, key: _Key, task: asyncio.Task[grpc.aio.Channel]) -> None:
+        self._pending.pop(key, None)
+        if not task.cancelled() and task.exception() is None:
+            self._channels[key] = task.result()
 
     async def _open(
         self,
@@ -284,7 +284,10 @@ class PeerChannels:
             self._retire(self._channels.pop(key))
 
     async def close(self) -> None:
-        """Close every channel."""
+        """Close every channel (and stop any being opened)."""
+        for task in list(self._pending.values()):
+            task.cancel()
+        await asyncio.gather(*self._pending.values(), return_exceptions=True)
         channels = list(self._channels.values())
         self._channels.clear()
         for channel in channels:
