@@ -11,8 +11,9 @@ Two read paths, both cheap per request (everything is computed once per publicat
 - ``GET /globalconf`` (aiohttp): the ``SignedGlobalConfiguration`` bytes, strong ``ETag`` (hex
   SHA-256 of those bytes; ``-gzip`` suffixed for the gzip-coded variant), ``If-None-Match`` ->
   ``304``, ``Cache-Control: no-cache``; ``503`` until the first publication.
-- ``ruta.v1.GlobalConfService/Get`` (grpc.aio): the same document, or ``not_modified`` when the
-  caller already holds that serial. Clients must raise their receive limit for large instances.
+- ``ruta.v1.GlobalConfService/Get`` (grpc.aio): the same document (parsed once per publication),
+  or ``not_modified`` when the caller already holds that serial. Clients must raise their
+  receive limit (``grpc.max_receive_message_length``) for large instances.
 
 The serial is ``max(previous + 1, conf.serial, unix time in milliseconds)``: it survives a
 registry restart and stays roughly aligned across registry nodes without coordination.
@@ -83,8 +84,6 @@ class PublishedConfiguration:
     gzipped: bytes
     #: Hex SHA-256 of ``signed`` (the strong ETag, unquoted).
     etag: str
-    #: The gRPC answer, built once.
-    response: globalconf_pb2.GetGlobalConfResponse
 
 
 def _millis(at: datetime) -> int:
@@ -165,9 +164,6 @@ class ConfigurationPublisher:
                 signed=signed,
                 gzipped=gzip.compress(signed, compresslevel=6, mtime=0),
                 etag=etag_of(signed),
-                response=globalconf_pb2.GetGlobalConfResponse(
-                    signed=globalconf_pb2.SignedGlobalConfiguration.FromString(signed)
-                ),
             )
             self._last_serial = serial
             self._current = published
@@ -276,6 +272,9 @@ class GlobalConfServicer(globalconf_pb2_grpc.GlobalConfServiceServicer):
 
     def __init__(self, publisher: ConfigurationPublisher) -> None:
         self._publisher = publisher
+        # The answer for the current publication, parsed once (not per call).
+        self._answer: tuple[PublishedConfiguration, globalconf_pb2.GetGlobalConfResponse] | None
+        self._answer = None
 
     async def Get(  # noqa: N802 - gRPC method name
         self,
@@ -294,7 +293,11 @@ class GlobalConfServicer(globalconf_pb2_grpc.GlobalConfServiceServicer):
             )
         if request.known_serial == current.serial:
             return globalconf_pb2.GetGlobalConfResponse(not_modified=True)
-        return current.response
+        answer = self._answer
+        if answer is None or answer[0] is not current:
+            signed = globalconf_pb2.SignedGlobalConfiguration.FromString(current.signed)
+            answer = self._answer = (current, globalconf_pb2.GetGlobalConfResponse(signed=signed))
+        return answer[1]
 
 
 def add_globalconf_servicer(server: grpc.aio.Server, publisher: ConfigurationPublisher) -> None:
