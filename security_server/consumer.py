@@ -153,6 +153,7 @@ class ConsumerProxy:
             except _PassThrough as passed:
                 if passed.plain:
                     outcome.fault = f"status.{passed.status.name.lower()}"
+                    context.set_trailing_metadata(passed.metadata)
                     await context.abort(passed.status, passed.error.message)
                 outcome.fault = str(passed.error.fault)
                 await refuse(context, passed.error, fault_id=passed.fault_id, status=passed.status)
@@ -235,11 +236,10 @@ class ConsumerProxy:
             certificate=certificate,
             body=response.body,
         )
+        exchanged = ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
         if response_header.status_code != grpc.StatusCode.OK.value[0]:
-            raise self._backend_status(response_header, response.body, context)
-        context.set_trailing_metadata(
-            ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
-        )
+            raise self._backend_status(response_header, response.body, exchanged)
+        context.set_trailing_metadata(exchanged)
         return response.body
 
     def _authenticate(
@@ -377,7 +377,7 @@ class ConsumerProxy:
         self,
         header: transport_pb2.MessageHeader,
         body: bytes,
-        context: grpc.aio.ServicerContext[Any, Any],
+        exchanged: tuple[tuple[str, str], ...],
     ) -> _PassThrough:
         text = body[:MAX_STATUS_TEXT_BYTES].decode("utf-8", "replace")
         status = _STATUS_BY_VALUE.get(header.status_code, grpc.StatusCode.UNKNOWN)
@@ -388,7 +388,13 @@ class ConsumerProxy:
         if fault is not None:
             return _PassThrough(RutaError(text, fault=fault), fault_id=None, status=status)
         # The provider's backend answered with an application status: pass it on as it is.
-        return _PassThrough(_ApplicationStatusError(text), fault_id=None, status=status, plain=True)
+        return _PassThrough(
+            _ApplicationStatusError(text),
+            fault_id=None,
+            status=status,
+            plain=True,
+            metadata=exchanged,
+        )
 
 
 _STATUS_BY_VALUE: Final[dict[int, grpc.StatusCode]] = {s.value[0]: s for s in grpc.StatusCode}
@@ -406,9 +412,11 @@ class _PassThrough(Exception):  # noqa: N818 - control flow, never escapes this 
         fault_id: str | None,
         status: grpc.StatusCode,
         plain: bool = False,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(error.message)
         self.error = error
         self.fault_id = fault_id
         self.status = status
         self.plain = plain
+        self.metadata = metadata

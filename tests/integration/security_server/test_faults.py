@@ -180,8 +180,16 @@ async def test_backend_down(tmp_path: Path) -> None:
 
 
 async def test_backend_status_passes_through_without_fault(running: Bed) -> None:
-    code, fault = await _refusal(running, body=encode_get_person("00000000000"))
-    assert (code, fault) == (grpc.StatusCode.NOT_FOUND, None)
+    async with running.consumer_channel(SOC) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await get_person(channel)(encode_get_person("00000000000"), metadata=call_metadata())
+    assert (info.value.code(), fault_of(info.value)) == (grpc.StatusCode.NOT_FOUND, None)
+    assert info.value.details() == "no person with that national_id"
+    trailing = dict(info.value.trailing_metadata() or ())
+    assert len(str(trailing["ruta-request-hash"])) == 64
+    message_id = str(trailing["ruta-message-id"])
+    page = await running.agencies[SOC].app.log.query(message_id=message_id)  # type: ignore[union-attr]
+    assert len(page.records) == 2
 
 
 async def test_client_deadline_propagates(running: Bed) -> None:
