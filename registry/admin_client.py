@@ -7,6 +7,7 @@ the registry's fault code and fault id, so the CLI prints ``error: client.permis
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -54,9 +55,17 @@ async def admin_stub(
 
 
 async def call(rpc: Awaitable[_T]) -> _T:
-    """Await one admin RPC; raise :class:`RutaError` with the registry's fault on refusal."""
+    """Await one admin RPC for at most :data:`DEFAULT_TIMEOUT_SECONDS`; raise
+    :class:`RutaError` with the registry's fault on refusal, or ``server.registry.unavailable``
+    when it cannot be reached."""
     try:
-        return await rpc
+        async with asyncio.timeout(DEFAULT_TIMEOUT_SECONDS):
+            return await rpc
+    except TimeoutError:
+        raise RutaError(
+            f"the registry's admin API did not answer within {DEFAULT_TIMEOUT_SECONDS:g} s",
+            fault=Fault.SERVER_REGISTRY_UNAVAILABLE,
+        ) from None
     except grpc.aio.AioRpcError as error:
         fault, fault_id = fault_from_rpc_error(error)
         if fault is None:
