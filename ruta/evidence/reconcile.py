@@ -1,0 +1,98 @@
+"""Pair a consumer's and a provider's evidence of the same exchanges.
+
+Both servers log the request and the response of every exchange (one as sent, the other as
+received), with the same signed header bytes. :func:`reconcile` verifies both bundles, pairs
+their records by client and message id, and reports every exchange present on one side only and
+every one whose request or response differs between the sides.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from ruta.evidence.verify import RecordReport, VerificationReport
+
+__all__ = ["Discrepancy", "ReconcileReport", "reconcile"]
+
+
+@dataclass(frozen=True, slots=True)
+class Discrepancy:
+    """One exchange the two sides do not agree on."""
+
+    client: str
+    message_id: str
+    problem: str
+
+
+@dataclass
+class ReconcileReport:
+    """Outcome of :func:`reconcile`: both verifications, matched exchanges, discrepancies."""
+
+    a: VerificationReport
+    b: VerificationReport
+    matched: int = 0
+    discrepancies: list[Discrepancy] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.a.ok and self.b.ok and not self.discrepancies
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "ok": self.ok,
+                "a": {"source": self.a.source, "ok": self.a.ok, "failure": self.a.first_failure},
+                "b": {"source": self.b.source, "ok": self.b.ok, "failure": self.b.first_failure},
+                "matched": self.matched,
+                "discrepancies": [asdict(d) for d in self.discrepancies],
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    def text(self) -> str:
+        lines = []
+        for side in (self.a, self.b):
+            state = "verified" if side.ok else f"FAILED: {side.first_failure}"
+            lines.append(f"{side.source}: {side.server} {len(side.records)} records, {state}")
+        lines.append(f"exchanges on both sides and identical: {self.matched}")
+        lines.extend(f"  {d.client} {d.message_id}: {d.problem}" for d in self.discrepancies)
+        lines.append("RESULT: RECONCILED" if self.ok else "RESULT: DIFFERENCES FOUND")
+        return "\n".join(lines) + "\n"
+
+
+def _exchanges(report: VerificationReport) -> dict[tuple[str, str], dict[str, RecordReport]]:
+    out: dict[tuple[str, str], dict[str, RecordReport]] = {}
+    for record in report.records:
+        if record.message_id:
+            out.setdefault((record.client, record.message_id), {})[record.kind] = record
+    return out
+
+
+def reconcile(a: VerificationReport, b: VerificationReport) -> ReconcileReport:
+    """Pair the records of two verified bundles by (client, message id) and compare them."""
+    result = ReconcileReport(a=a, b=b)
+    left, right = _exchanges(a), _exchanges(b)
+    for key in sorted(left.keys() | right.keys()):
+        client, message_id = key
+        mine, theirs = left.get(key), right.get(key)
+        if mine is None or theirs is None:
+            side = b.source if mine is None else a.source
+            result.discrepancies.append(Discrepancy(client, message_id, f"present only in {side}"))
+            continue
+        problems = []
+        for kind in sorted(mine.keys() | theirs.keys()):
+            one, two = mine.get(kind), theirs.get(kind)
+            if one is None or two is None:
+                where = a.source if two is None else b.source
+                problems.append(f"the {kind} is only in {where}")
+            elif one.header_sha256 != two.header_sha256:
+                problems.append(f"the {kind} headers differ between the sides")
+            elif one.direction == two.direction:
+                problems.append(f"both sides claim to have {one.direction} the {kind}")
+        if problems:
+            result.discrepancies.append(Discrepancy(client, message_id, "; ".join(problems)))
+        else:
+            result.matched += 1
+    return result
