@@ -43,6 +43,9 @@ from adapters.spec import MethodSpec, SoapBackendSpec
 __all__ = ["MAX_WSDL_BYTES", "SoapBackend"]
 
 _log = logging.getLogger(__name__)
+# zeep logs whole SOAP payloads (debug) and the values it cannot parse (error, with traceback):
+# legacy answers carry personal data, so none of that may reach the adapter's log.
+logging.getLogger("zeep").setLevel(logging.CRITICAL)
 
 #: Largest WSDL document loaded.
 MAX_WSDL_BYTES: Final = 4 * 1024 * 1024
@@ -116,7 +119,7 @@ class SoapBackend(Backend):
     def bind(self, method: str, spec: MethodSpec, params: frozenset[str]) -> BoundCall:
         """Return the call of the method's operation (checked against the WSDL by a probe)."""
         assert spec.operation is not None  # guaranteed by AdapterFile validation
-        return _SoapCall(self, method, spec, spec.operation)
+        return _SoapCall(self, method, spec, spec.operation, params)
 
     def client(self) -> Any:
         """The zeep client, loading the WSDL on first use (in a worker thread)."""
@@ -165,6 +168,10 @@ class SoapBackend(Backend):
         if isinstance(exc, requests.RequestException | OSError):
             return LegacyUnavailableError(f"SOAP backend {name} cannot be reached")
         if isinstance(exc, zeep.exceptions.TransportError):
+            if 200 <= int(getattr(exc, "status_code", 0) or 0) < 300:
+                return InvalidLegacyAnswerError(
+                    f"SOAP backend {name} answered {what} with something that is not SOAP XML"
+                )
             return LegacyUnavailableError(f"SOAP backend {name} failed (HTTP error)")
         if isinstance(
             exc,
@@ -176,7 +183,16 @@ class SoapBackend(Backend):
                 f"SOAP backend {name} sent XML with a DTD, entities or external references "
                 f"for {what}; refused"
             )
-        if isinstance(exc, zeep.exceptions.Error | etree.Error | ValueError):
+        if isinstance(
+            exc,
+            zeep.exceptions.Error
+            | etree.Error
+            | ValueError
+            | TypeError
+            | AttributeError
+            | KeyError
+            | IndexError,
+        ):
             return InvalidLegacyAnswerError(
                 f"SOAP backend {name} answered {what} with XML that does not fit its WSDL"
             )
@@ -188,7 +204,7 @@ class SoapBackend(Backend):
         future = loop.run_in_executor(self._executor, work, *args)
         try:
             async with asyncio.timeout(budget):
-                return await asyncio.shield(future)
+                return await future
         except TimeoutError:
             raise LegacyTimeoutError(
                 f"SOAP backend {self.name} did not answer {what} within {budget:.1f}s"
@@ -207,20 +223,38 @@ class SoapBackend(Backend):
 
 
 class _SoapCall(BoundCall):
-    def __init__(self, backend: SoapBackend, method: str, spec: MethodSpec, operation: str) -> None:
+    def __init__(
+        self,
+        backend: SoapBackend,
+        method: str,
+        spec: MethodSpec,
+        operation: str,
+        params: frozenset[str],
+    ) -> None:
         self.backend = backend
+        self.params = params
         self.method = method
         self.operation = operation
         self.not_found = tuple(spec.not_found_faults)
 
-    def _call(self, params: Mapping[str, Any]) -> Any:
-        client = self.backend.client()
+    def _operation(self, client: Any, params: Mapping[str, Any]) -> Any:
         try:
             operation = getattr(client.service, self.operation)
         except AttributeError:
             raise LegacyUnavailableError(
-                f"SOAP backend {self.backend.name} has no operation {self.operation}"
+                f"SOAP backend {self.backend.name}: the WSDL has no operation {self.operation}"
             ) from None
+        try:
+            client.create_message(client.service, self.operation, **params)
+        except TypeError:
+            raise AdapterError(
+                f"SOAP operation {self.operation} does not take the parameters "
+                f"{', '.join(sorted(params)) or '(none)'}; fix the adapter's params"
+            ) from None
+        return operation
+
+    def _call(self, params: Mapping[str, Any]) -> Any:
+        operation = self._operation(self.backend.client(), params)
         try:
             result = operation(**params)
         except zeep.exceptions.Fault as fault:
@@ -236,23 +270,13 @@ class _SoapCall(BoundCall):
             raise LegacyUnavailableError(
                 f"SOAP backend {self.backend.name} failed {self.method} (SOAP fault)"
             ) from None
-        except TypeError:
-            raise InvalidRequestError(
-                f"SOAP operation {self.operation} does not take the request's parameters"
-            ) from None
         return zeep.helpers.serialize_object(result, dict)  # type: ignore[no-untyped-call]
 
     async def fetch(self, params: Mapping[str, Any], budget: float) -> Any:
         return await self.backend.run(self.method, budget, self._call, dict(params))
 
     def _probe(self) -> None:
-        client = self.backend.client()
-        try:
-            getattr(client.service, self.operation)
-        except AttributeError:
-            raise InvalidLegacyAnswerError(
-                f"SOAP backend {self.backend.name}: the WSDL has no operation {self.operation}"
-            ) from None
+        self._operation(self.backend.client(), dict.fromkeys(self.params))
 
     async def probe(self, budget: float) -> frozenset[str] | None:
         await self.backend.run(f"the WSDL for {self.method}", budget, self._probe)
