@@ -215,9 +215,10 @@ class GlobalConfClient:
         """Fetch once now. Returns ``True`` when a newer configuration was adopted.
 
         Raises :class:`GlobalConfFetchError` (unreachable, unexpected status),
-        :class:`ConfigurationTooLargeError`, :class:`SerialRegressionError` or another
-        :class:`GlobalConfError` for a refused document; the held configuration is unchanged
-        after any of them.
+        :class:`OutdatedGlobalConfError` (the registry serves an expired document, or still the
+        expired one held), :class:`ConfigurationTooLargeError`, :class:`SerialRegressionError`
+        or another :class:`GlobalConfError` for a refused document; the held configuration is
+        unchanged after any of them.
         """
         session = self._session
         if session is None:
@@ -230,7 +231,15 @@ class GlobalConfClient:
             try:
                 async with session.get(self._anchor.globalconf_url, headers=headers) as resp:
                     if resp.status == 304 and held is not None:
-                        self._last_contact = self._clock()
+                        now = self._clock()
+                        self._last_contact = now
+                        if held.view.is_expired(now):
+                            raise OutdatedGlobalConfError(
+                                f"the registry still serves configuration serial "
+                                f"{held.view.serial}, which expired at "
+                                f"{held.view.expires_at.isoformat()}; its publisher has stopped "
+                                "re-signing"
+                            )
                         return False
                     if resp.status != 200:
                         raise GlobalConfFetchError(

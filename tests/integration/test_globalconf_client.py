@@ -433,3 +433,19 @@ async def test_registry_error_status_is_a_fetch_error(
     await client.start()
     with pytest.raises(GlobalConfFetchError, match="HTTP 500"):
         await client.refresh()
+
+
+async def test_registry_still_serving_an_expired_document_is_reported(
+    registry: Registry,
+    publisher: ConfigurationPublisher,
+    client: GlobalConfClient,
+    clock: FakeClock,
+) -> None:
+    publisher.publish(sample_configuration(now=clock()))
+    await registry.serve(publisher)
+    await client.start()
+    clock.advance(601)  # the registry's publisher stopped re-signing
+    with pytest.raises(OutdatedGlobalConfError, match="still serves"):
+        await client.refresh()
+    fresh = publisher.publish(sample_configuration(now=clock()))
+    await eventually(_serial_is(client, fresh.serial))
