@@ -489,10 +489,12 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
     ) -> registry_pb2.ListMembersResponse:
         self._require_reader(caller)
         size = _page_size(request.page_size)
-        members = await self._store.list_members(after=_page_token(request.page_token), limit=size)
         member = self._member_filter(request)
         if member is not None:
-            members = [m for m in members if m.id == member]
+            return registry_pb2.ListMembersResponse(
+                members=[_member_record(await self._store.get_member(member))]
+            )
+        members = await self._store.list_members(after=_page_token(request.page_token), limit=size)
         return registry_pb2.ListMembersResponse(
             members=[_member_record(m) for m in members],
             next_page_token=str(members[-1].id) if len(members) == size else "",

@@ -1,0 +1,89 @@
+"""A registry node in process: init, start, health, publication after a change, clean stop."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import grpc
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+
+from registry.admin_client import admin_stub, call
+from registry.errors import AlreadyExistsError
+from registry.serve import RegistryNode
+from registry.setup import initialise_registry
+from ruta.faults import Fault, RutaError
+from ruta.globalconf import ConfigurationAnchor, open_configuration
+from ruta.ids import MemberId
+from ruta.pki.tls import channel_credentials
+from ruta.v1 import registry_pb2
+from tests.conftest import free_port
+
+
+async def test_node_serves_health_and_publishes_changes(tmp_path: Path) -> None:
+    directory = tmp_path / "registry"
+    made = await initialise_registry(
+        directory,
+        instance="LAC",
+        admin_listen="127.0.0.1:0",
+        http_listen=f"127.0.0.1:{free_port()}",
+    )
+    layout = made.layout
+    assert layout.admin_key.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(AlreadyExistsError):
+        await initialise_registry(directory, instance="LAC")
+
+    node = RegistryNode(directory)
+    await node.start()
+    try:
+        assert node.bound is not None
+        ready = json.loads(layout.ready.read_text())
+        assert ready["admin"] == node.bound.admin
+        creds = channel_credentials(layout.admin_key, layout.admin_cert, layout.trust)
+        async with grpc.aio.secure_channel(node.bound.admin, creds) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "ruta.v1.RegistryAdmin"):
+                answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+        anchor = ConfigurationAnchor.from_file(layout.anchor)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{node.bound.http}/healthz") as response:
+                assert response.status == 200
+            async with session.get(f"{node.bound.http}/globalconf") as response:
+                first = await response.read()
+            async with admin_stub(
+                node.bound.admin, key=layout.admin_key, cert=layout.admin_cert, trust=layout.trust
+            ) as stub:
+                await call(
+                    stub.AddMember(
+                        registry_pb2.AddMemberRequest(
+                            id=MemberId.parse("LAC/GOV/POP").to_proto(), name="Population"
+                        )
+                    )
+                )
+                with pytest.raises(RutaError) as refused:
+                    await call(
+                        stub.AddMember(
+                            registry_pb2.AddMemberRequest(
+                                id=MemberId.parse("LAC/GOV/POP").to_proto(), name="again"
+                            )
+                        )
+                    )
+                assert refused.value.fault is Fault.CLIENT_ALREADY_EXISTS
+            async with session.get(f"{node.bound.http}/globalconf") as response:
+                second = await response.read()
+        now = datetime.now(UTC)
+        before = open_configuration(first, anchor, now=now)
+        after = open_configuration(second, anchor, now=now)
+        assert before.members == ()
+        assert [str(m.id) for m in after.members] == ["LAC/GOV/POP"]
+        assert after.serial > before.serial
+    finally:
+        await node.stop()
+    assert not layout.ready.exists()
+    await node.stop()  # idempotent
