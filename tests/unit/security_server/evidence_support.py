@@ -1,0 +1,254 @@
+"""A consumer's and a provider's message logs holding real signed exchanges, witnessed
+checkpoints and a signed global configuration: what the evidence tests export and verify."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf import timestamp_pb2
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from registry.witness import MemoryWitnessStateStore, Witness
+from ruta.checkpoint import Checkpoint, sign_note
+from ruta.globalconf import ConfigurationAnchor, sign_configuration
+from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
+from ruta.pki.certs import certificate_der
+from ruta.pki.keys import generate_ed25519_key
+from ruta.pki.signature import sign_message
+from ruta.pki.testing import Credential, TestPki
+from ruta.v1 import globalconf_pb2, transport_pb2
+from security_server.checkpointer import log_verifier
+from security_server.database import open_database
+from security_server.evidence import EvidenceFilter, build_bundle
+from security_server.log import BodyKey, Direction, LogEntry, MessageLog
+
+INSTANCE = "DEV"
+SOC = MemberId.parse("DEV/GOV/SOC")
+POP = MemberId.parse("DEV/GOV/POP")
+REG = MemberId.parse("DEV/GOV/REG")
+CLIENT = SubsystemId(SOC, "benefits")
+PROVIDER = SubsystemId(POP, "registry")
+SERVICE = ServiceId(PROVIDER, "population.v1.PopulationRegister")
+SOC_SS = ServerId(SOC, "ss1")
+POP_SS = ServerId(POP, "ss1")
+
+
+def _ts(at: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
+@dataclass
+class Side:
+    """One security server's log, its log key and body key."""
+
+    server: ServerId
+    engine: AsyncEngine
+    log: MessageLog
+    key: Ed25519PrivateKey
+    body_key: BodyKey
+    db_path: Path
+
+    async def close(self) -> None:
+        await self.log.close()
+        await self.engine.dispose()
+
+
+@dataclass
+class Scenario:
+    """Two servers that exchanged messages, a witness, a PKI and the configuration in force."""
+
+    pki: TestPki
+    consumer: Side
+    provider: Side
+    witness: Witness
+    signed_globalconf: bytes
+    anchor: ConfigurationAnchor
+    soc_signer: Credential
+    pop_signer: Credential
+    message_ids: list[str] = field(default_factory=list)
+
+    async def exchange(self, subject: str = "person-1") -> str:
+        """One signed request and response, logged on both sides as the proxies do."""
+        message_id = str(uuid.uuid4())
+        now = datetime.now(UTC).replace(microsecond=0)
+        body = f"GetPerson({subject})".encode()
+        request = transport_pb2.MessageHeader(
+            message_id=message_id,
+            kind=transport_pb2.MESSAGE_KIND_REQUEST,
+            client=CLIENT.to_proto(),
+            service=SERVICE.to_proto(),
+            method="GetPerson",
+            purpose="benefit-eligibility",
+            subject=subject,
+            created_at=_ts(now),
+            body_sha256=hashlib.sha256(body).digest(),
+            sender=SOC_SS.to_proto(),
+            receiver=POP_SS.to_proto(),
+        ).SerializeToString(deterministic=True)
+        request_sig = self._sign(request, self.soc_signer)
+        answer = f"Person({subject})".encode()
+        response = transport_pb2.MessageHeader(
+            message_id=message_id,
+            kind=transport_pb2.MESSAGE_KIND_RESPONSE,
+            client=CLIENT.to_proto(),
+            service=SERVICE.to_proto(),
+            method="GetPerson",
+            purpose="benefit-eligibility",
+            subject=subject,
+            created_at=_ts(now),
+            body_sha256=hashlib.sha256(answer).digest(),
+            sender=POP_SS.to_proto(),
+            receiver=SOC_SS.to_proto(),
+            request_hash=hashlib.sha256(request + request_sig.value).digest(),
+        ).SerializeToString(deterministic=True)
+        response_sig = self._sign(response, self.pop_signer)
+        req = (request, request_sig, self.soc_signer, body)
+        resp = (response, response_sig, self.pop_signer, answer)
+        await self._log(self.consumer, Direction.SENT, *req)
+        await self._log(self.provider, Direction.RECEIVED, *req)
+        await self._log(self.provider, Direction.SENT, *resp)
+        await self._log(self.consumer, Direction.RECEIVED, *resp)
+        self.message_ids.append(message_id)
+        return message_id
+
+    def _sign(self, header: bytes, credential: Credential) -> transport_pb2.Signature:
+        return sign_message(
+            header,
+            signer=credential.signer(),
+            certificate=credential.certificate,
+            ocsp_response=self.pki.ocsp_response(credential.certificate),
+        )
+
+    @staticmethod
+    async def _log(
+        side: Side,
+        direction: Direction,
+        header: bytes,
+        signature: transport_pb2.Signature,
+        credential: Credential,
+        body: bytes,
+    ) -> None:
+        entry = LogEntry.from_signed(
+            direction=direction,
+            header=header,
+            signature=signature.SerializeToString(deterministic=True),
+            certificate_fingerprint=hashlib.sha256(credential.der).hexdigest(),
+            body=body,
+        )
+        await side.log.append([entry])
+
+    async def checkpoint(self) -> None:
+        """Checkpoint both logs and have the witness cosign them (in-process witness)."""
+        for side in (self.consumer, self.provider):
+            await cosign_head(side, self.witness)
+
+    async def export(self, side: Side, query: EvidenceFilter | None = None) -> bytes:
+        return await build_bundle(
+            log=side.log,
+            engine=side.engine,
+            server=str(side.server),
+            key=side.key,
+            globalconf=self.signed_globalconf,
+            query=query or EvidenceFilter(),
+            bodies_permitted=lambda _record: True,
+        )
+
+    async def close(self) -> None:
+        await self.consumer.close()
+        await self.provider.close()
+
+
+async def cosign_head(side: Side, witness: Witness) -> None:
+    """What the checkpointer does, in-process: sign the head, store, cosign, store."""
+    head = side.log.head()
+    origin = side.log.origin
+    note = sign_note(Checkpoint(origin, head.size, head.root).body(), origin, side.key)
+    await side.log.save_checkpoint(size=head.size, root=head.root, note=note)
+    last = await side.log.latest_checkpoint(cosigned=True)
+    old = last.size if last is not None else 0
+    proof = await side.log.consistency_proof(old, head.size) if old else []
+    lines = await witness.add_checkpoint(old, proof, note)
+    await side.log.save_cosignature(head.size, "".join(lines), datetime.now(UTC))
+
+
+async def _side(tmp_path: Path, server: ServerId) -> Side:
+    db = tmp_path / f"{server.code}-{server.member.member_code}.db"
+    engine = await open_database(f"sqlite+aiosqlite:///{db}")
+    body_key = BodyKey.generate()
+    log = await MessageLog.open(engine, origin=str(server), body_key=body_key)
+    return Side(server, engine, log, generate_ed25519_key(), body_key, db)
+
+
+@asynccontextmanager
+async def scenario(tmp_path: Path, *, exchanges: int = 3) -> AsyncIterator[Scenario]:
+    """Two servers with ``exchanges`` exchanges, checkpointed after the first and at the end."""
+    pki = TestPki(tmp_path / "pki")
+    consumer = await _side(tmp_path, SOC_SS)
+    provider = await _side(tmp_path, POP_SS)
+    witness_key = generate_ed25519_key()
+    witness = Witness(
+        name="registry.dev/witness",
+        key=witness_key,
+        logs={
+            side.log.origin: [log_verifier(side.log.origin, side.key)]
+            for side in (consumer, provider)
+        },
+        store=MemoryWitnessStateStore(),
+    )
+    registry = pki.sign(REG)
+    now = datetime.now(UTC).replace(microsecond=0)
+    conf = globalconf_pb2.GlobalConfiguration(
+        instance=INSTANCE,
+        serial=1,
+        generated_at=_ts(now),
+        expires_at=_ts(now + timedelta(hours=1)),
+        trust_anchors=[certificate_der(c) for c in pki.trust_anchors],
+        witness_public_key=witness.verifier.vkey().encode(),
+        witness_url="http://127.0.0.1:9/witness",
+    )
+    for member, name in ((SOC, "Social"), (POP, "Population"), (REG, "Registry")):
+        conf.members.add(id=member.to_proto(), name=name)
+    conf.subsystems.add(id=CLIENT.to_proto())
+    conf.subsystems.add(id=PROVIDER.to_proto())
+    for side in (consumer, provider):
+        conf.servers.add(
+            id=side.server.to_proto(),
+            address="127.0.0.1:1",
+            auth_cert_sha256=hashlib.sha256(str(side.server).encode()).hexdigest(),
+            log_public_key=log_verifier(side.log.origin, side.key).vkey(),
+        )
+    signed = sign_configuration(conf, signer=registry.signer(), certificate=registry.certificate)
+    anchor = ConfigurationAnchor(
+        instance=INSTANCE,
+        globalconf_url="http://127.0.0.1:9/globalconf",
+        certificates=(registry.certificate,),
+    )
+    built = Scenario(
+        pki=pki,
+        consumer=consumer,
+        provider=provider,
+        witness=witness,
+        signed_globalconf=signed,
+        anchor=anchor,
+        soc_signer=pki.sign(SOC),
+        pop_signer=pki.sign(POP),
+    )
+    try:
+        if exchanges:
+            await built.exchange("person-0")
+            await built.checkpoint()
+            for i in range(1, exchanges):
+                await built.exchange(f"person-{i}")
+            await built.checkpoint()
+        yield built
+    finally:
+        await built.close()
