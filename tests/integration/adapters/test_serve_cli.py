@@ -1,0 +1,161 @@
+"""``ruta adapter serve`` and ``ruta adapter check`` as real subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+
+from adapters.descriptors import load_service
+from adapters.examples.population.make_db import create_population_db
+from tests.conftest import free_port
+from tests.integration.adapters.support import EXAMPLES
+
+pytestmark = pytest.mark.integration
+
+RUTA = Path(sys.executable).parent / "ruta"
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(RUTA), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+async def test_serve_answers_grpc_and_health_then_stops_on_sigterm(tmp_path: Path) -> None:
+    database = tmp_path / "population.db"
+    create_population_db(database)
+    process = await asyncio.create_subprocess_exec(
+        str(RUTA),
+        "adapter",
+        "serve",
+        str(EXAMPLES / "population" / "adapter.toml"),
+        "--listen",
+        "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "RUTA_POPULATION_DB": str(database)},
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
+        match = re.fullmatch(
+            r"serving population\.v1\.PopulationRegister on 127\.0\.0\.1:(\d+)\n", line
+        )
+        assert match, line
+        target = f"127.0.0.1:{match.group(1)}"
+        # A client that knows the service only from its .proto, built at run time.
+        service = load_service(
+            "population.v1.PopulationRegister", proto=EXAMPLES / "population" / "population.proto"
+        )
+        method = service.methods["GetPerson"]
+        async with grpc.aio.insecure_channel(target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for name in ("", "population.v1.PopulationRegister"):
+                status = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
+                assert status.status == health_pb2.HealthCheckResponse.SERVING
+            get_person: grpc.aio.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
+                method.path,
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=method.output_class.FromString,
+            )
+            person = await get_person(
+                method.input_class(national_id="4410000025"),
+                metadata=(("ruta-message-id", "0f8c7a57-3c55-4c8a-9f43-2b8e53c1a0aa"),),
+                timeout=10,
+            )
+            assert json_format.MessageToDict(person, preserving_proto_field_name=True) == {
+                "national_id": "4410000025",
+                "given_name": "Mateo",
+                "family_name": "Fernández Rojas",
+                "birth_date": "1990-07-04",
+                "address": "Av. Central 455, dpto. 3, 15002 Villa Ruta",
+            }
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await get_person(method.input_class(national_id="4410009999"), timeout=10)
+            assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+            assert ("ruta-fault", "client.not_found") in tuple(
+                refused.value.trailing_metadata() or ()
+            )
+        process.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert b"Traceback" not in err
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
+
+
+def test_serve_refuses_a_bad_file_with_its_line(tmp_path: Path) -> None:
+    broken = tmp_path / "adapter.toml"
+    broken.write_text(
+        '[adapter]\nservice = "x.v1.S"\nproto = "x.proto"\n\n[backends.db]\nkind = "sql"\n'
+        'url = "sqlite+aiosqlite:///x.db"\ntimeout_seconds = 0\n\n[methods.Get]\nbackend = "db"\n'
+        'query = "SELECT 1"\n',
+        encoding="utf-8",
+    )
+    done = _run("adapter", "serve", str(broken), "--listen", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 2
+    assert "client.invalid_config" in done.stderr
+    assert "line 8: backends.db.sql.timeout_seconds" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_check_reports_ok_problems_and_unreachable_systems(tmp_path: Path) -> None:
+    ok = _run("adapter", "check", str(EXAMPLES / "land" / "adapter.toml"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "methods.GetHoldings (csv backend parcels): reachable" in ok.stdout
+    assert ok.stdout.strip().endswith("ok")
+
+    down = _run(
+        "adapter",
+        "check",
+        str(EXAMPLES / "tax" / "adapter.toml"),
+        env={"RUTA_TAX_URL": f"http://127.0.0.1:{free_port()}", "TAX_API_TOKEN": "secret-token"},
+    )
+    assert down.returncode == 1
+    assert (
+        "problem: methods.GetIncome (rest backend tax_api): REST backend tax_api cannot be reached"
+        in down.stdout
+    )
+
+    offline = _run("adapter", "check", "--offline", str(EXAMPLES / "tax" / "adapter.toml"))
+    assert offline.returncode == 0
+
+    # A mapping that names a column the CSV file does not have is found before serving.
+    folder = tmp_path / "land"
+    folder.mkdir()
+    for name in ("land.proto", "parcels.csv"):
+        (folder / name).write_bytes((EXAMPLES / "land" / name).read_bytes())
+    text = (EXAMPLES / "land" / "adapter.toml").read_text(encoding="utf-8")
+    (folder / "adapter.toml").write_text(
+        text.replace("each = { registered_on", 'each = { district = "county", registered_on'),
+        encoding="utf-8",
+    )
+    wrong = _run("adapter", "check", str(folder / "adapter.toml"))
+    assert wrong.returncode == 1
+    assert "the legacy system has no field county" in wrong.stdout
+
+    (folder / "adapter.toml").write_text(
+        text.replace('lookup = "national_id"', 'lookup = "nobody"'), encoding="utf-8"
+    )
+    unfit = _run("adapter", "check", str(folder / "adapter.toml"))
+    assert unfit.returncode == 1
+    assert "methods.GetHoldings.lookup: no request parameter 'nobody'" in unfit.stdout
