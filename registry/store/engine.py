@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -24,6 +24,9 @@ __all__ = ["DEFAULT_DATABASE_FILE", "create_engine", "database_url", "migrate"]
 DEFAULT_DATABASE_FILE: Final = "registry.db"
 #: How long a SQLite writer waits for the lock before failing (milliseconds).
 _SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
+
+#: PostgreSQL advisory-lock key serialising migrations of the registry schema ("ruta-reg").
+_MIGRATION_LOCK: Final = 0x727574612D726567
 
 _MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -64,6 +67,10 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Registry nodes sharing one database may start together: one migrates, the others wait
+        # (the lock is held until this transaction commits) and then find nothing to do.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection

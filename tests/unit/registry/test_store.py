@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -256,3 +257,15 @@ async def test_server_update_is_audited_and_keeps_certificates_unique(store: Reg
     with pytest.raises(NotFoundError):
         await store.update_server(ServerId(TAX, "none"), address="c:1", actor="y")
     assert [s.log_public_key for s in (await store.snapshot()).servers] == ["origin+abcd+key", ""]
+
+
+@pytest.mark.postgres
+async def test_nodes_starting_together_migrate_once(postgres_url: str, tmp_path: Path) -> None:
+    url = database_url(postgres_url, tmp_path)
+    stores = await asyncio.gather(*(RegistryStore.open(url) for _ in range(3)))
+    try:
+        await stores[0].add_member(POP, name="Population", actor="a")
+        assert [m.id for m in await stores[2].list_members(limit=5)] == [POP]
+    finally:
+        for opened in stores:
+            await opened.close()
