@@ -62,8 +62,9 @@ _READ_CHUNK: Final = 256 * 1024
 class GlobalConfSettings(BaseModel):
     """Settings of the global configuration, nested in a part's settings as ``globalconf``.
 
-    ``validity_seconds`` is read by the registry (how long a published document may be used);
-    the others by clients.
+    The fetch fields are the client's. ``validity_seconds`` is for a process that publishes from
+    these settings (``ConfigurationPublisher(validity=...)``); ``ruta registry serve`` reads its
+    own ``globalconf_validity_seconds`` with the same default.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
