@@ -42,6 +42,8 @@ from ruta.v1 import globalconf_pb2
 
 __all__ = [
     "canonicalise",
+    "content_digest",
+    "open_configuration",
     "sign_configuration",
     "verify_configuration",
 ]
