@@ -1,0 +1,355 @@
+"""The audit API (``ruta.v1.Audit``) of a security server, for auditors over mutual TLS.
+
+Every call needs a client certificate carrying ``urn:ruta:role:auditor`` (anything else is
+refused with ``client.unauthenticated`` or ``client.permission_denied``). Auditors search the
+message log, fetch records with inclusion proofs against the latest cosigned checkpoint, ask for
+consistency proofs, read that checkpoint, and export evidence bundles
+(:mod:`security_server.evidence`) streamed in chunks. Bodies leave the server only where
+:class:`AuditSettings` permits (``include_bodies``, not a metadata-only subsystem) and only while
+retention has kept them.
+
+Build with :class:`AuditServicer` and register with :func:`add_audit_service`;
+:func:`audit_server_credentials` makes the port's TLS credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+import grpc.aio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf import timestamp_pb2
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ruta.faults import Fault, RutaError, abort
+from ruta.ids import MAX_IDENTIFIER_LENGTH, IdentifierError, ServiceId, SubsystemId
+from ruta.pki.certs import Role, RoleName, roles_of
+from ruta.pki.tls import CertificateSource, KeySource, peer_certificate, server_credentials
+from ruta.v1 import audit_pb2, audit_pb2_grpc
+from security_server.evidence import EvidenceFilter, build_bundle, cosigned_note
+from security_server.log import (
+    MAX_PAGE_SIZE,
+    MessageLog,
+    StoredCheckpoint,
+    StoredRecord,
+)
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "EXPORT_CHUNK_BYTES",
+    "MAX_AUDIT_PAGE_SIZE",
+    "MAX_FILTER_TEXT",
+    "AuditError",
+    "AuditServicer",
+    "AuditSettings",
+    "add_audit_service",
+    "audit_server_credentials",
+]
+
+#: Records per query page when the caller asks for none.
+DEFAULT_PAGE_SIZE: Final = 100
+#: Most records per query page or per GetRecords call.
+MAX_AUDIT_PAGE_SIZE: Final = MAX_PAGE_SIZE
+#: Longest filter text (message id, identifiers, method, subject).
+MAX_FILTER_TEXT: Final = max(MAX_IDENTIFIER_LENGTH, 255)
+#: Size of one streamed piece of an evidence bundle.
+EXPORT_CHUNK_BYTES: Final = 64 * 1024
+
+_AUDITOR: Final = Role(RoleName.AUDITOR)
+
+
+class AuditSettings(BaseModel):
+    """The audit port and what it may hand out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: ``host:port`` of the audit port; empty: no audit port.
+    listen: str = Field(default="", max_length=300)
+    #: CA certificates (PEM) issuing auditor certificates; default: the instance's trust anchors.
+    client_ca: Path | None = None
+    #: Whether message bodies may leave the server at all (through records or bundles).
+    include_bodies: bool = True
+    #: Subsystems in metadata-only mode: their exchanges' bodies never leave the server.
+    metadata_only_subsystems: tuple[str, ...] = ()
+    #: Most records one query page returns.
+    max_page_size: int = Field(default=MAX_AUDIT_PAGE_SIZE, ge=1, le=MAX_AUDIT_PAGE_SIZE)
+
+
+class AuditError(RutaError):
+    """A refused audit call."""
+
+    default_fault = Fault.CLIENT_INVALID_REQUEST
+
+
+def audit_server_credentials(
+    key: KeySource, cert: CertificateSource, client_ca: CertificateSource
+) -> grpc.ServerCredentials:
+    """TLS credentials of the audit port: client certificates required, chaining to
+    ``client_ca`` (the role is checked per call)."""
+    return server_credentials(key, cert, client_ca, require_client_auth=True)
+
+
+def add_audit_service(server: grpc.aio.Server, servicer: AuditServicer) -> None:
+    """Register ``servicer`` on ``server``."""
+    audit_pb2_grpc.add_AuditServicer_to_server(servicer, server)
+
+
+def _ts(moment: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def _text(value: str, what: str) -> str | None:
+    if len(value) > MAX_FILTER_TEXT:
+        raise AuditError(f"the {what} filter is longer than {MAX_FILTER_TEXT} characters")
+    return value or None
+
+
+def _filter(
+    filt: audit_pb2.AuditFilter, *, from_seq: int = 0, to_seq: int | None = None
+) -> EvidenceFilter:
+    """The log query of a request filter; raises :class:`AuditError` for bad values."""
+    client = _text(filt.client, "client")
+    service = _text(filt.service, "service")
+    try:
+        if client is not None:
+            SubsystemId.parse(client)
+        if service is not None:
+            ServiceId.parse(service)
+    except IdentifierError as exc:
+        raise AuditError(exc.message, fault=Fault.CLIENT_INVALID_IDENTIFIER) from None
+    return EvidenceFilter(
+        message_id=_text(filt.message_id, "message id"),
+        client=client,
+        service=service,
+        method=_text(filt.method, "method"),
+        subject=_text(filt.subject, "subject"),
+        since=filt.since.ToDatetime(tzinfo=UTC) if filt.HasField("since") else None,
+        until=filt.until.ToDatetime(tzinfo=UTC) if filt.HasField("until") else None,
+        from_seq=from_seq,
+        to_seq=to_seq,
+    )
+
+
+def _record(record: StoredRecord) -> audit_pb2.AuditLogRecord:
+    return audit_pb2.AuditLogRecord(
+        sequence=record.seq,
+        record=record.record,
+        leaf_hash=record.leaf_hash,
+        body_state=str(record.body_state),
+        message_id=record.message_id,
+        kind=str(record.kind),
+        client=record.client,
+        service=record.service,
+        method=record.method,
+        subject=record.subject or "",
+        logged_at=_ts(record.logged_at),
+    )
+
+
+def _checkpoint(stored: StoredCheckpoint) -> audit_pb2.CosignedCheckpoint:
+    out = audit_pb2.CosignedCheckpoint(
+        size=stored.size, root=stored.root, note=cosigned_note(stored)
+    )
+    if stored.cosigned_at is not None:
+        out.cosigned_at.CopyFrom(_ts(stored.cosigned_at))
+    return out
+
+
+class AuditServicer(audit_pb2_grpc.AuditServicer):
+    """Serves one server's log to auditors (see the module docstring).
+
+    ``globalconf`` returns the signed configuration in force (its exact bytes), bundled with
+    every export; ``key`` is the log key that signs bundle manifests.
+    """
+
+    def __init__(
+        self,
+        *,
+        log: MessageLog,
+        engine: AsyncEngine,
+        server: str,
+        key: Ed25519PrivateKey,
+        globalconf: Callable[[], bytes],
+        settings: AuditSettings | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._log = log
+        self._engine = engine
+        self._server = server
+        self._key = key
+        self._globalconf = globalconf
+        self._settings = settings if settings is not None else AuditSettings()
+        self._metadata_only = frozenset(self._settings.metadata_only_subsystems)
+        self._clock = clock
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _authorise(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        try:
+            cert = peer_certificate(context)
+            roles = roles_of(cert) if cert is not None else frozenset()
+        except RutaError:
+            cert, roles = None, frozenset()
+        if cert is None:
+            await abort(
+                context,
+                AuditError(
+                    "the audit API needs an auditor client certificate",
+                    fault=Fault.CLIENT_UNAUTHENTICATED,
+                ),
+            )
+        if _AUDITOR not in roles:
+            await abort(
+                context,
+                AuditError(
+                    "the client certificate does not carry the auditor role",
+                    fault=Fault.CLIENT_PERMISSION_DENIED,
+                ),
+            )
+
+    def bodies_permitted(self, record: StoredRecord) -> bool:
+        """Whether ``record``'s body may leave the server (settings; retention acts itself)."""
+        if not self._settings.include_bodies:
+            return False
+        provider = str(ServiceId.parse(record.service).subsystem)
+        return record.client not in self._metadata_only and provider not in self._metadata_only
+
+    async def _cosigned(self, context: grpc.aio.ServicerContext[Any, Any]) -> StoredCheckpoint:
+        latest = await self._log.latest_checkpoint(cosigned=True)
+        if latest is None:
+            await abort(
+                context,
+                AuditError(
+                    "no checkpoint of this log is cosigned yet; retry shortly",
+                    fault=Fault.CLIENT_NOT_FOUND,
+                ),
+            )
+        return latest
+
+    # --- RPCs -----------------------------------------------------------------------------
+
+    async def Query(  # noqa: N802 - gRPC method name
+        self, request: audit_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.QueryResponse:
+        """One page of records matching the filter, in sequence order."""
+        await self._authorise(context)
+        try:
+            size = request.page_size or min(DEFAULT_PAGE_SIZE, self._settings.max_page_size)
+            if size > self._settings.max_page_size:
+                raise AuditError(f"a page holds at most {self._settings.max_page_size} records")
+            after: int | None = None
+            if request.page_token:
+                if not request.page_token.isdigit() or len(request.page_token) > 20:
+                    raise AuditError("the page token is not one this server gave")
+                after = int(request.page_token)
+            q = _filter(request.filter)
+            page = await self._log.query(
+                message_id=q.message_id,
+                client=q.client,
+                service=q.service,
+                method=q.method,
+                subject=q.subject,
+                since=q.since,
+                until=q.until,
+                after=after,
+                limit=size,
+            )
+        except RutaError as exc:
+            await abort(context, exc)
+        return audit_pb2.QueryResponse(
+            records=[_record(r) for r in page.records],
+            next_page_token="" if page.next_after is None else str(page.next_after),
+        )
+
+    async def GetRecords(  # noqa: N802 - gRPC method name
+        self, request: audit_pb2.GetRecordsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.GetRecordsResponse:
+        """Records with inclusion proofs against the latest cosigned checkpoint (records not
+        yet inside it are left out), bodies where asked and permitted."""
+        await self._authorise(context)
+        checkpoint = await self._cosigned(context)
+        try:
+            if len(request.sequences) > MAX_AUDIT_PAGE_SIZE:
+                raise AuditError(f"at most {MAX_AUDIT_PAGE_SIZE} records per call")
+            wanted = [s for s in request.sequences if s < checkpoint.size]
+            out = audit_pb2.GetRecordsResponse(checkpoint=_checkpoint(checkpoint))
+            for record in await self._log.get_records(wanted):
+                proven = out.records.add(
+                    record=_record(record),
+                    inclusion_proof=await self._log.inclusion_proof(record.seq, checkpoint.size),
+                )
+                if request.include_bodies and self.bodies_permitted(record):
+                    body = await self._log.get_body(record.seq)
+                    if body is not None:
+                        proven.body = body
+                        proven.body_included = True
+        except RutaError as exc:
+            await abort(context, exc)
+        return out
+
+    async def GetConsistencyProof(  # noqa: N802 - gRPC method name
+        self,
+        request: audit_pb2.ConsistencyProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.ConsistencyProofResponse:
+        """The consistency proof between two sizes up to the latest cosigned checkpoint."""
+        await self._authorise(context)
+        checkpoint = await self._cosigned(context)
+        to_size = request.to_size or checkpoint.size
+        try:
+            if not request.from_size <= to_size <= checkpoint.size:
+                raise AuditError(
+                    f"sizes must satisfy from <= to <= {checkpoint.size} (the cosigned size)"
+                )
+            proof = await self._log.consistency_proof(request.from_size, to_size)
+        except RutaError as exc:
+            await abort(context, exc)
+        return audit_pb2.ConsistencyProofResponse(
+            from_size=request.from_size, to_size=to_size, proof=proof
+        )
+
+    async def GetLatestCheckpoint(  # noqa: N802 - gRPC method name
+        self,
+        request: audit_pb2.LatestCheckpointRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.CosignedCheckpoint:
+        """The newest checkpoint the witness cosigned."""
+        await self._authorise(context)
+        return _checkpoint(await self._cosigned(context))
+
+    async def ExportEvidence(  # noqa: N802 - gRPC method name
+        self,
+        request: audit_pb2.ExportEvidenceRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[audit_pb2.EvidenceChunk]:
+        """An evidence bundle of the matching records, streamed in chunks."""
+        await self._authorise(context)
+        try:
+            query = _filter(
+                request.filter,
+                from_seq=request.from_sequence,
+                to_seq=request.to_sequence or None,
+            )
+            include = request.include_bodies
+            bundle = await build_bundle(
+                log=self._log,
+                engine=self._engine,
+                server=self._server,
+                key=self._key,
+                globalconf=self._globalconf(),
+                query=query,
+                bodies_permitted=lambda r: include and self.bodies_permitted(r),
+                clock=self._clock,
+            )
+        except RutaError as exc:
+            await abort(context, exc)
+        view = memoryview(bundle)
+        for start in range(0, len(bundle), EXPORT_CHUNK_BYTES):
+            yield audit_pb2.EvidenceChunk(data=bytes(view[start : start + EXPORT_CHUNK_BYTES]))

@@ -1,0 +1,174 @@
+"""The audit API over real mutual TLS on loopback: roles, paging, proofs, export, sandbox CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+from click.testing import CliRunner
+
+from ruta.checkpoint import open_checkpoint
+from ruta.evidence import verify_bundle
+from ruta.evidence.cli import group
+from ruta.faults import Fault, fault_from_rpc_error
+from ruta.merkle import leaf_hash, verify_consistency, verify_inclusion
+from ruta.pki.testing import Credential
+from ruta.pki.tls import channel_credentials
+from ruta.v1 import audit_pb2, audit_pb2_grpc
+from security_server.audit import (
+    AuditServicer,
+    AuditSettings,
+    add_audit_service,
+    audit_server_credentials,
+)
+from security_server.checkpointer import log_verifier
+from tests.unit.security_server.evidence_support import CLIENT, Scenario, scenario
+
+
+@dataclass
+class Api:
+    world: Scenario
+    address: str
+    auditor: Credential
+    admin: Credential
+
+    def channel(self, who: Credential) -> grpc.aio.Channel:
+        creds = channel_credentials(who.key_path, who.cert_path, self.world.pki.trust_path)
+        return grpc.aio.secure_channel(self.address, creds)
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    async with scenario(tmp_path, exchanges=3) as world:
+        side = world.provider
+        tls = world.pki.auth(side.server)
+        server = grpc.aio.server()
+        add_audit_service(
+            server,
+            AuditServicer(
+                log=side.log,
+                engine=side.engine,
+                server=str(side.server),
+                key=side.key,
+                globalconf=lambda: world.signed_globalconf,
+                settings=AuditSettings(max_page_size=4, metadata_only_subsystems=(str(CLIENT),)),
+            ),
+        )
+        port = server.add_secure_port(
+            "127.0.0.1:0",
+            audit_server_credentials(tls.key_path, tls.cert_path, world.pki.trust_path),
+        )
+        await server.start()
+        try:
+            yield Api(
+                world,
+                f"localhost:{port}",
+                world.pki.role("auditor"),
+                world.pki.role("registry-admin"),
+            )
+        finally:
+            await server.stop(None)
+
+
+async def test_only_auditors_may_call(api: Api) -> None:
+    async with api.channel(api.admin) as channel:
+        stub = audit_pb2_grpc.AuditStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest())
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+
+
+async def test_query_pages_records_proofs_and_consistency(api: Api) -> None:
+    side = api.world.provider
+    verifier = log_verifier(side.log.origin, side.key)
+    async with api.channel(api.auditor) as channel:
+        stub = audit_pb2_grpc.AuditStub(channel)
+        latest = await stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest())
+        checkpoint, _ = open_checkpoint(latest.note, verifier)
+        assert checkpoint.size == latest.size == 6
+
+        seen: list[int] = []
+        token = ""
+        while True:
+            page = await stub.Query(
+                audit_pb2.QueryRequest(
+                    filter=audit_pb2.AuditFilter(client=str(CLIENT)), page_size=4, page_token=token
+                )
+            )
+            seen += [r.sequence for r in page.records]
+            token = page.next_page_token
+            if not token:
+                break
+        assert seen == list(range(6))
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Query(audit_pb2.QueryRequest(page_size=5))
+        assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_INVALID_REQUEST
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Query(audit_pb2.QueryRequest(filter=audit_pb2.AuditFilter(client="x")))
+        assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_INVALID_IDENTIFIER
+
+        got = await stub.GetRecords(
+            audit_pb2.GetRecordsRequest(sequences=[1, 4], include_bodies=True)
+        )
+        for proven in got.records:
+            verify_inclusion(
+                leaf_hash(proven.record.record),
+                proven.record.sequence,
+                got.checkpoint.size,
+                list(proven.inclusion_proof),
+                checkpoint.root,
+            )
+            assert not proven.body_included  # the client is in metadata-only mode here
+
+        first = await side.log.get_checkpoint(2)
+        assert first is not None
+        proof = await stub.GetConsistencyProof(audit_pb2.ConsistencyProofRequest(from_size=2))
+        verify_consistency(2, proof.to_size, list(proof.proof), first.root, checkpoint.root)
+
+
+async def test_export_streams_a_bundle_that_verifies(api: Api) -> None:
+    async with api.channel(api.auditor) as channel:
+        stub = audit_pb2_grpc.AuditStub(channel)
+        data = b"".join(
+            [
+                chunk.data
+                async for chunk in stub.ExportEvidence(
+                    audit_pb2.ExportEvidenceRequest(include_bodies=True)
+                )
+            ]
+        )
+    report = verify_bundle(data)
+    assert report.ok, report.first_failure
+    assert {r.body for r in report.records} == {"withheld"}
+
+
+async def test_cli_export_with_sandbox_credentials(api: Api, tmp_path: Path) -> None:
+    server = str(api.world.provider.server)
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    (sandbox / "sandbox.json").write_text(
+        json.dumps(
+            {
+                "auditor": {
+                    "cert": str(api.auditor.cert_path),
+                    "key": str(api.auditor.key_path),
+                    "ca": str(api.world.pki.trust_path),
+                },
+                "servers": {server: {"audit": api.address}},
+            }
+        )
+    )
+    out = tmp_path / "pop.zip"
+    args = ["export", "--sandbox", str(sandbox), "--server", server, "--out", str(out)]
+    result = await asyncio.to_thread(CliRunner().invoke, group, args)
+    assert result.exit_code == 0, result.output
+    verified = await asyncio.to_thread(CliRunner().invoke, group, ["verify", str(out)])
+    assert verified.exit_code == 0, verified.output
