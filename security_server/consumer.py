@@ -38,6 +38,7 @@ from security_server.exchange import (
     GlobalConfSource,
     ProxyError,
     SignatureChecker,
+    WitnessGate,
     refuse,
 )
 from security_server.headers import (
@@ -98,6 +99,7 @@ class ConsumerProxy:
         checker: SignatureChecker,
         metrics: ExchangeMetrics,
         clock: Clock,
+        gate: WitnessGate | None = None,
     ) -> None:
         self._settings = settings
         self._limits = settings.limits
@@ -114,6 +116,7 @@ class ConsumerProxy:
         self._checker = checker
         self._metrics = metrics
         self._clock = clock
+        self._gate = gate
 
     def handler(self) -> grpc.GenericRpcHandler:
         """A generic handler that serves every method path except the health service's."""
@@ -200,6 +203,8 @@ class ConsumerProxy:
                 f"for purpose {call.purpose!r}; ask the provider for a contract",
                 fault=Fault.SERVER_CONSUMER_ACCESS_DENIED,
             )
+        if self._gate is not None:
+            self._gate(now, fault=Fault.SERVER_CONSUMER_WITNESS_UNAVAILABLE)
         header, header_bytes = build_request_header(
             call, body=body, sender=self._identity.server, receiver=provider.id, created_at=now
         )

@@ -33,10 +33,18 @@ __all__ = [
     "GlobalConfSource",
     "ProxyError",
     "SignatureChecker",
+    "WitnessGate",
     "refuse",
 ]
 
 Clock = Callable[[], datetime]
+
+
+class WitnessGate(Protocol):
+    """Refuses exchanges while the message log has no recent witness cosignature
+    (:meth:`security_server.checkpointer.Checkpointer.check_cosigned`)."""
+
+    def __call__(self, now: datetime | None = None, *, fault: Fault = ...) -> None: ...
 
 
 class GlobalConfSource(Protocol):

@@ -38,6 +38,7 @@ from security_server.exchange import (
     GlobalConfSource,
     ProxyError,
     SignatureChecker,
+    WitnessGate,
     refuse,
 )
 from security_server.headers import (
@@ -116,6 +117,7 @@ class ProviderProxy:
         peer_status: PeerStatus,
         metrics: ExchangeMetrics,
         clock: Clock,
+        gate: WitnessGate | None = None,
     ) -> None:
         self._limits = settings.limits
         self._skew = timedelta(seconds=settings.limits.freshness_seconds)
@@ -127,6 +129,7 @@ class ProviderProxy:
         self._peer_status = peer_status
         self._metrics = metrics
         self._clock = clock
+        self._gate = gate
 
     async def exchange(
         self, message: transport_pb2.SignedMessage, context: grpc.aio.ServicerContext[Any, Any]
@@ -157,37 +160,19 @@ class ProviderProxy:
         context: grpc.aio.ServicerContext[Any, Any],
         outcome: Outcome,
     ) -> transport_pb2.SignedMessage:
-        try:
-            conf = self._globalconf.current()
-        except GlobalConfError as exc:
-            fault = (
-                Fault.SERVER_PROVIDER_OUTDATED_GLOBALCONF
-                if exc.fault is Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF
-                else Fault.SERVER_PROVIDER_INTERNAL_ERROR
-            )
-            raise ProxyError(exc.message, fault=fault) from None
+        conf = self._configuration()
         peer = await authenticate_peer(context, conf, self._peer_status)
+        if self._gate is not None:
+            self._gate(self._clock(), fault=Fault.SERVER_PROVIDER_WITNESS_UNAVAILABLE)
         if len(message.body) > self._limits.max_message_bytes:
             raise ProxyError(
                 f"the request body is {len(message.body)} bytes; the limit is "
                 f"{self._limits.max_message_bytes}",
                 fault=Fault.SERVER_PROVIDER_MESSAGE_TOO_LARGE,
             )
-        try:
-            header = parse_header(message.header, fault=_INVALID)
-        except HeaderError as exc:
-            raise ProxyError(exc.message, fault=exc.fault) from None
+        header = self._request_header(message.header, peer.id)
         client = SubsystemId.from_proto(header.client)
         service = ServiceId.from_proto(header.service)
-        if header.kind != transport_pb2.MESSAGE_KIND_REQUEST:
-            raise ProxyError("the message is not a request", fault=_INVALID)
-        if ServerId.from_proto(header.receiver) != self._identity.server:
-            raise ProxyError("the request is addressed to another security server", fault=_INVALID)
-        if ServerId.from_proto(header.sender) != peer.id:
-            raise ProxyError(
-                "the request names a sender other than the calling security server",
-                fault=_INVALID,
-            )
         created_at = created_at_of(header)
         certificate = self._checker.verify(
             conf,
@@ -248,6 +233,34 @@ class ProviderProxy:
         return await self._answer(
             conf, request=message, header=header, body=body, status=status, fault=failure
         )
+
+    def _configuration(self) -> GlobalConf:
+        try:
+            return self._globalconf.current()
+        except GlobalConfError as exc:
+            fault = (
+                Fault.SERVER_PROVIDER_OUTDATED_GLOBALCONF
+                if exc.fault is Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF
+                else Fault.SERVER_PROVIDER_INTERNAL_ERROR
+            )
+            raise ProxyError(exc.message, fault=fault) from None
+
+    def _request_header(self, raw: bytes, peer: ServerId) -> transport_pb2.MessageHeader:
+        """The parsed request header, addressed to this server and sent by ``peer``."""
+        try:
+            header = parse_header(raw, fault=_INVALID)
+        except HeaderError as exc:
+            raise ProxyError(exc.message, fault=exc.fault) from None
+        if header.kind != transport_pb2.MESSAGE_KIND_REQUEST:
+            raise ProxyError("the message is not a request", fault=_INVALID)
+        if ServerId.from_proto(header.receiver) != self._identity.server:
+            raise ProxyError("the request is addressed to another security server", fault=_INVALID)
+        if ServerId.from_proto(header.sender) != peer:
+            raise ProxyError(
+                "the request names a sender other than the calling security server",
+                fault=_INVALID,
+            )
+        return header
 
     async def _forward(
         self,

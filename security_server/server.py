@@ -10,7 +10,11 @@ Once every port is bound, ``DATA_DIR/ready.json`` is written atomically with the
 (so a caller may configure port 0)::
 
     {"server_id": "DEV/GOV/POP/ss1", "pid": 1234, "consumer": "127.0.0.1:40001",
-     "transport": "127.0.0.1:40002", "metrics": "http://127.0.0.1:40003/metrics"}
+     "transport": "127.0.0.1:40002", "metrics": "http://127.0.0.1:40003/metrics",
+     "log_vkey": "DEV/GOV/POP/ss1+1a2b3c4d+AbC..."}
+
+``log_vkey`` is the message log's checkpoint verifier key, which the registry publishes for the
+server so its witness cosigns this log.
 
 :meth:`SecurityServerApp.stop` stops accepting calls, lets calls in flight finish within a grace
 period, flushes the message log and closes every resource; it removes ``ready.json``.
@@ -28,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 import grpc
 import grpc.aio
 from aiohttp import web
@@ -43,6 +48,12 @@ from ruta.pki.certs import certificate_pem
 from ruta.pki.keys import load_private_key
 from ruta.pki.ocsp import OcspClient
 from ruta.pki.tls import server_credentials
+from security_server.checkpointer import (
+    LOG_KEY_FILE,
+    Checkpointer,
+    load_or_create_log_key,
+    witness_target_of,
+)
 from security_server.consumer import ConsumerProxy
 from security_server.database import open_database
 from security_server.exchange import ExchangeRecorder, SignatureChecker
@@ -122,6 +133,7 @@ class SecurityServerApp:
         self._health: list[health.aio.HealthServicer] = []
         self.globalconf: GlobalConfClient | None = None
         self.log: MessageLog | None = None
+        self.checkpointer: Checkpointer | None = None
 
     @classmethod
     async def start(
@@ -175,6 +187,23 @@ class SecurityServerApp:
         self._closers.append(log.close)
         self.log = log
 
+        self._session = aiohttp.ClientSession()
+        self._closers.append(self._session.close)
+        log_key = load_or_create_log_key(
+            settings.checkpoints.log_key or data_dir / "keys" / LOG_KEY_FILE
+        )
+        checkpointer = await Checkpointer.open(
+            log=log,
+            key=log_key,
+            witness=lambda: witness_target_of(globalconf.held),
+            session=self._session,
+            settings=settings.checkpoints,
+            clock=clock,
+        )
+        checkpointer.start()
+        self._closers.append(checkpointer.stop)
+        self.checkpointer = checkpointer
+
         checker = SignatureChecker(ocsp_freshness=timedelta(seconds=limits.ocsp_freshness_seconds))
         peer_status = PeerStatus(ocsp)
         peers = PeerChannels(
@@ -194,6 +223,7 @@ class SecurityServerApp:
             recorder=ExchangeRecorder(log, Fault.SERVER_CONSUMER_LOGGING_FAILED),
             channels=peers,
             checker=checker,
+            gate=checkpointer.check_cosigned,
             metrics=self.metrics,
             clock=clock,
         )
@@ -205,6 +235,7 @@ class SecurityServerApp:
             backends=backends,
             checker=checker,
             peer_status=peer_status,
+            gate=checkpointer.check_cosigned,
             metrics=self.metrics,
             clock=clock,
         )
@@ -309,7 +340,12 @@ class SecurityServerApp:
         tmp = path.with_name(READY_FILE + ".tmp")
         tmp.write_text(
             json.dumps(
-                {"server_id": str(self.settings.server), "pid": os.getpid(), **self.addresses}
+                {
+                    "server_id": str(self.settings.server),
+                    "pid": os.getpid(),
+                    **self.addresses,
+                    "log_vkey": self.checkpointer.vkey if self.checkpointer else "",
+                }
             )
         )
         tmp.replace(path)

@@ -22,6 +22,7 @@ from pydantic_settings import SettingsConfigDict
 from ruta.globalconf.client import GlobalConfSettings as ClientGlobalConfSettings
 from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.settings import ConfigError, RutaSettings
+from security_server.checkpointer import CheckpointSettings
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -233,6 +234,8 @@ class SecurityServerSettings(RutaSettings):
     backends: tuple[BackendSettings, ...] = Field(default=(), max_length=MAX_BACKENDS)
     log: LogSettings = LogSettings()
     limits: LimitSettings = LimitSettings()
+    #: Witnessed checkpoints of the message log (interval, cosignature window, log key file).
+    checkpoints: CheckpointSettings = CheckpointSettings()
 
     @field_validator("server_id")
     @classmethod
@@ -294,6 +297,7 @@ class SecurityServerSettings(RutaSettings):
                     "keys": self.keys.model_copy(update=fix_all(self.keys)),
                     "globalconf": self.globalconf.model_copy(update=fix_all(self.globalconf)),
                     "consumer": self.consumer.model_copy(update=fix_all(self.consumer)),
+                    "checkpoints": self.checkpoints.model_copy(update=fix_all(self.checkpoints)),
                     "backends": tuple(b.model_copy(update=fix_all(b)) for b in self.backends),
                 }
             )

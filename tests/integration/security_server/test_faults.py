@@ -350,3 +350,21 @@ async def test_provider_with_revoked_authentication_certificate(tmp_path: Path) 
         await instance.start_server(SOC)
         code, fault = await _refusal(instance)
     assert (code, fault) == (grpc.StatusCode.UNAVAILABLE, "server.consumer.network_error")
+
+
+@pytest.mark.parametrize(
+    ("server", "fault"),
+    [(SOC, "server.consumer.witness_unavailable"), (POP, "server.provider.witness_unavailable")],
+)
+async def test_no_witness_cosignature_within_the_window(
+    tmp_path: Path, server: ServerId, fault: str
+) -> None:
+    # No witness is configured, so no cosignature ever comes; a tiny window has passed at once.
+    async with bed(tmp_path) as instance:
+        for each in (POP, SOC):
+            data = instance.settings_dict(each)
+            if each == server:
+                data["checkpoints"] = {"cosign_window_seconds": 0.001}
+            await instance.start_server(each, data=data)
+        code, got = await _refusal(instance)
+    assert (code, got) == (grpc.StatusCode.UNAVAILABLE, fault)
