@@ -392,7 +392,7 @@ def _handler(
         self: RegistryAdminServicer, request: _Req, context: grpc.aio.ServicerContext[Any, Any]
     ) -> _Resp:
         try:
-            caller = await self._identify(caller_of(peer_certificate(context)))
+            caller = await self._authenticate(context)
             return await method(self, request, caller)
         except RutaError as error:
             await abort(context, error)
@@ -413,6 +413,8 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
     """``RegistryAdmin`` over a :class:`RegistryStore`.
 
     ``instance`` is the registry's instance: identifiers of other instances are refused.
+    ``revoked`` says whether a (chain-verified) client certificate has been revoked; such callers
+    are refused with ``client.unauthenticated``.
     ``issuer`` issues certificates (None: IssueCertificate is refused). ``on_change`` runs after
     every committed change.
     """
@@ -425,6 +427,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         issuer: CertificateIssuer | None = None,
         on_change: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        revoked: Callable[[x509.Certificate], bool] = lambda _certificate: False,
     ) -> None:
         self._store = store
         self._instance = instance
@@ -432,6 +435,17 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         self._on_change = on_change or _nothing
         self._clock = clock
         self._names: dict[str, str] = {}
+        self._revoked = revoked
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        """The caller of this call; raises ``client.unauthenticated`` without a certificate or
+        with a revoked one, ``client.permission_denied`` without a role."""
+        certificate = peer_certificate(context)
+        if certificate is not None and self._revoked(certificate):
+            raise RutaError(
+                "the client certificate has been revoked", fault=Fault.CLIENT_UNAUTHENTICATED
+            )
+        return await self._identify(caller_of(certificate))
 
     async def _identify(self, caller: Caller) -> Caller:
         """Name the caller as the administrators table records its certificate, if it does."""

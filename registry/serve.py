@@ -58,6 +58,7 @@ from ruta.faults import RutaError
 from ruta.globalconf import MAX_DOCUMENT_BYTES
 from ruta.pki.certs import load_certificate
 from ruta.pki.keys import FileSigner, load_private_key
+from ruta.pki.ocsp import CertStatus
 from ruta.pki.tls import server_credentials
 from ruta.v1 import globalconf_pb2, registry_pb2_grpc
 
@@ -218,6 +219,9 @@ class RegistryNode:
                 issuer=_CaIssuer(ca),
                 on_change=self._republish,
                 clock=self._clock,
+                revoked=lambda certificate: (
+                    ca.status(certificate.serial_number)[0] is CertStatus.REVOKED
+                ),
             ),
             server,
         )

@@ -10,15 +10,19 @@ import aiohttp
 import grpc
 import grpc.aio
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 
 from registry.admin_client import admin_stub, call
+from registry.ca import CertificateAuthority
 from registry.errors import AlreadyExistsError
 from registry.serve import RegistryNode
 from registry.setup import initialise_registry
 from ruta.faults import Fault, RutaError
 from ruta.globalconf import ConfigurationAnchor, open_configuration
 from ruta.ids import MemberId
+from ruta.pki.certs import certificate_pem, load_certificate, make_csr
+from ruta.pki.keys import generate_ec_key, save_private_key
 from ruta.pki.tls import channel_credentials
 from ruta.v1 import registry_pb2
 from tests.conftest import free_port
@@ -75,6 +79,28 @@ async def test_node_serves_health_and_publishes_changes(tmp_path: Path) -> None:
                         )
                     )
                 assert refused.value.fault is Fault.CLIENT_ALREADY_EXISTS
+                auditor_key = generate_ec_key()
+                issued = await call(
+                    stub.IssueCertificate(
+                        registry_pb2.IssueCertificateRequest(
+                            csr=make_csr(auditor_key, "an auditor").public_bytes(Encoding.DER),
+                            profile=registry_pb2.CERTIFICATE_PROFILE_ROLE,
+                            roles=["auditor"],
+                        )
+                    )
+                )
+            auditor_cert = load_certificate(issued.certificate)
+            save_private_key(tmp_path / "auditor.key", auditor_key)
+            (tmp_path / "auditor.pem").write_bytes(certificate_pem(auditor_cert))
+            auditor = {"key": tmp_path / "auditor.key", "cert": tmp_path / "auditor.pem"}
+            async with admin_stub(node.bound.admin, trust=layout.trust, **auditor) as stub:
+                trail = await call(stub.ListAuditTrail(registry_pb2.ListAuditRequest()))
+                assert trail.entries[-1].action == "administrator.add"
+                assert trail.entries[-1].object_id == "an auditor"
+                CertificateAuthority.open(layout.ca).revoke(auditor_cert.serial_number)
+                with pytest.raises(RutaError) as revoked:
+                    await call(stub.ListMembers(registry_pb2.ListRequest()))
+                assert revoked.value.fault is Fault.CLIENT_UNAUTHENTICATED
             async with session.get(f"{node.bound.http}/globalconf") as response:
                 second = await response.read()
         now = datetime.now(UTC)
