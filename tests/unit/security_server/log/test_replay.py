@@ -131,3 +131,21 @@ async def test_a_closed_log_refuses_claims(log: MessageLog, clock: FakeClock) ->
             str(CLIENT), "m", clock.now, FRESHNESS, fault=Fault.SERVER_CONSUMER_LOGGING_FAILED
         )
     assert info.value.fault is Fault.SERVER_CONSUMER_LOGGING_FAILED
+
+
+async def test_nodes_sharing_a_database_refuse_each_others_replays(
+    engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
+) -> None:
+    node1 = await MessageLog.open(engine, origin="ruta.test/node1", body_key=body_key, clock=clock)
+    node2 = await MessageLog.open(engine, origin="ruta.test/node2", body_key=body_key, clock=clock)
+    try:
+        await ReplayGuard(node1, clock=clock).check_and_record(
+            str(CLIENT), "m", clock.now, FRESHNESS
+        )
+        with pytest.raises(ReplayedMessageError):
+            await ReplayGuard(node2, clock=clock).check_and_record(
+                str(CLIENT), "m", clock.now, FRESHNESS
+            )
+    finally:
+        await node1.close()
+        await node2.close()

@@ -21,10 +21,12 @@ from ruta.merkle import (
 )
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.log import (
+    MAX_APPEND_ENTRIES,
     MAX_PAGE_SIZE,
     BodyKey,
     BodyState,
     Direction,
+    InvalidLogEntryError,
     LogIntegrityError,
     LogKeyError,
     LogRangeError,
@@ -394,3 +396,36 @@ async def test_checkpoints_are_stored_and_cosigned(log: MessageLog, clock: FakeC
         await log.save_checkpoint(size=8, root=root5, note="beyond the log")
     with pytest.raises(LogRangeError):
         await log.save_cosignature(6, "sig", clock.now)
+
+
+async def test_groups_respect_their_bound(
+    engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
+) -> None:
+    log = await MessageLog.open(
+        engine, origin=ORIGIN, body_key=body_key, clock=clock, max_group_records=10
+    )
+    try:
+        await asyncio.gather(*(log.append([make_entry(body=None)]) for _ in range(35)))
+        assert log.stats.largest_group == 10
+        assert log.stats.transactions == 4
+        with pytest.raises(InvalidLogEntryError):
+            await log.append([make_entry() for _ in range(MAX_APPEND_ENTRIES + 1)])
+    finally:
+        await log.close()
+
+
+async def test_a_caller_that_gives_up_does_not_disturb_the_others(log: MessageLog) -> None:
+    impatient = asyncio.ensure_future(log.append([make_entry()]))
+    patient = asyncio.ensure_future(log.append([make_entry()]))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    [record] = await patient
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+    # The cancelled caller's record may be logged (it was already queued); the tree stays whole.
+    assert log.size() in (1, 2)
+    assert record.seq in (0, 1)
+    [later] = await log.append([make_entry()])
+    assert later.seq == log.size() - 1
+    hashes = await _all_leaf_hashes(log)
+    assert log.head().root == root_from_leaf_hashes(hashes)

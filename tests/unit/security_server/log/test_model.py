@@ -1,0 +1,82 @@
+"""Log entries: built from a signed header's exact bytes, bounded, refused when unreadable."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from ruta.v1 import transport_pb2
+from security_server.log import Direction, InvalidLogEntryError, LogEntry, RecordKind
+from security_server.log.model import from_micros, to_micros
+from tests.unit.security_server.log.support import CLIENT, SERVICE, make_entry
+
+
+def test_from_signed_reads_the_query_columns_from_the_header() -> None:
+    created = datetime(2026, 11, 26, 9, 30, 1, 250_000, tzinfo=UTC)
+    entry = make_entry(subject="P-1", created_at=created, message_id="m-1")
+    assert (entry.client, entry.service, entry.method) == (str(CLIENT), str(SERVICE), "GetPerson")
+    assert (entry.message_id, entry.subject, entry.created_at) == ("m-1", "P-1", created)
+    assert entry.kind is RecordKind.REQUEST
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\xff\xff\xff",  # not protobuf
+        transport_pb2.MessageHeader(message_id="m").SerializeToString(),  # no ids, no kind
+    ],
+    ids=["garbage", "empty-header"],
+)
+def test_unreadable_headers_are_refused(header: bytes) -> None:
+    with pytest.raises(InvalidLogEntryError):
+        LogEntry.from_signed(
+            direction=Direction.SENT,
+            header=header,
+            signature=b"",
+            certificate_fingerprint="00",
+            body=None,
+        )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("message_id", ""),
+        ("message_id", "m" * 129),
+        ("method", "M" * 256),
+        ("subject", "s" * 256),
+        ("header", b"h" * (64 * 1024 + 1)),
+        ("certificate_fingerprint", "f" * 129),
+        ("created_at", datetime(2026, 1, 1)),  # noqa: DTZ001 - naive on purpose
+    ],
+)
+def test_entries_outside_their_bounds_are_refused(field: str, value: object) -> None:
+    fields = {
+        "direction": Direction.SENT,
+        "header": b"h",
+        "signature": b"s",
+        "certificate_fingerprint": "00",
+        "message_id": "m",
+        "kind": RecordKind.REQUEST,
+        "client": str(CLIENT),
+        "service": str(SERVICE),
+        "method": "GetPerson",
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+        field: value,
+    }
+    with pytest.raises(InvalidLogEntryError):
+        LogEntry(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2026, 11, 26, 12, 0, 0, 1, tzinfo=UTC),
+        datetime(2026, 11, 26, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+        datetime(1960, 5, 5, 5, 5, 5, 5, tzinfo=UTC),
+    ],
+)
+def test_times_round_trip_through_microseconds(moment: datetime) -> None:
+    assert from_micros(to_micros(moment)) == moment
