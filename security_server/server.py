@@ -38,6 +38,7 @@ import grpc.aio
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health, health_pb2_grpc  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -48,6 +49,7 @@ from ruta.pki.certs import certificate_pem
 from ruta.pki.keys import load_private_key
 from ruta.pki.ocsp import OcspClient
 from ruta.pki.tls import server_credentials
+from security_server.audit import AuditServicer, add_audit_service, audit_server_credentials
 from security_server.checkpointer import (
     LOG_KEY_FILE,
     Checkpointer,
@@ -242,6 +244,8 @@ class SecurityServerApp:
 
         self._bind_consumer(consumer)
         self._bind_transport(provider, identity, globalconf)
+        if settings.audit.listen:
+            self._bind_audit(log, engine, log_key, globalconf)
         for server in self._grpc_servers:
             await server.start()
         await self._bind_metrics()
@@ -261,6 +265,42 @@ class SecurityServerApp:
             # Never share a port with another process: a second server must fail to start.
             ("grpc.so_reuseport", 0),
         ]
+
+    def _bind_audit(
+        self,
+        log: MessageLog,
+        engine: AsyncEngine,
+        log_key: Ed25519PrivateKey,
+        globalconf: GlobalConfClient,
+    ) -> None:
+        """The audit port: auditors over mTLS (docs/auditor-guide.md)."""
+        settings = self.settings
+        trust: Any = settings.audit.client_ca
+        if trust is None:
+            view = globalconf.held
+            if view is None or not view.trust_anchors:
+                raise ServerStartError(
+                    "the audit port needs audit.client_ca or a configuration with trust anchors"
+                )
+            trust = list(view.trust_anchors)
+        audit_server = self._grpc_server(self._options())
+        add_audit_service(
+            audit_server,
+            AuditServicer(
+                log=log,
+                engine=engine,
+                server=str(settings.server),
+                key=log_key,
+                globalconf=lambda: globalconf.held.signed if globalconf.held else b"",
+                settings=settings.audit,
+            ),
+        )
+        listen = settings.audit.listen
+        credentials = audit_server_credentials(
+            settings.keys.auth_key, settings.keys.auth_cert, trust
+        )
+        port = _add_port(listen, "audit", lambda: audit_server.add_secure_port(listen, credentials))
+        self.addresses["audit"] = _bound(listen, port)
 
     def _bind_consumer(self, consumer: ConsumerProxy) -> None:
         settings = self.settings

@@ -22,6 +22,7 @@ from pydantic_settings import SettingsConfigDict
 from ruta.globalconf.client import GlobalConfSettings as ClientGlobalConfSettings
 from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.settings import ConfigError, RutaSettings
+from security_server.audit import AuditSettings
 from security_server.checkpointer import CheckpointSettings
 
 __all__ = [
@@ -236,6 +237,8 @@ class SecurityServerSettings(RutaSettings):
     limits: LimitSettings = LimitSettings()
     #: Witnessed checkpoints of the message log (interval, cosignature window, log key file).
     checkpoints: CheckpointSettings = CheckpointSettings()
+    #: The audit API port (empty ``listen``: none) and what it may hand out.
+    audit: AuditSettings = AuditSettings()
 
     @field_validator("server_id")
     @classmethod
@@ -298,6 +301,7 @@ class SecurityServerSettings(RutaSettings):
                     "globalconf": self.globalconf.model_copy(update=fix_all(self.globalconf)),
                     "consumer": self.consumer.model_copy(update=fix_all(self.consumer)),
                     "checkpoints": self.checkpoints.model_copy(update=fix_all(self.checkpoints)),
+                    "audit": self.audit.model_copy(update=fix_all(self.audit)),
                     "backends": tuple(b.model_copy(update=fix_all(b)) for b in self.backends),
                 }
             )
