@@ -34,6 +34,8 @@ from cryptography.x509 import ocsp
 from google.protobuf import timestamp_pb2
 
 from registry.publisher import ConfigurationPublisher, globalconf_app
+from registry.witness import MemoryWitnessStateStore, Witness
+from registry.witness_http import witness_routes
 from ruta.examples.population import (
     GET_PERSON_PATH,
     SERVICE_NAME,
@@ -43,8 +45,15 @@ from ruta.examples.population import (
 from ruta.globalconf import ConfigurationAnchor
 from ruta.ids import MemberId, ServerId, SubsystemId
 from ruta.pki.certs import CertificateKind, certificate_der, fingerprint
+from ruta.pki.keys import generate_ed25519_key
 from ruta.pki.testing import Credential, TestPki
 from ruta.v1 import globalconf_pb2
+from security_server.checkpointer import (
+    LOG_KEY_FILE,
+    load_or_create_log_key,
+    log_verifier,
+    log_vkey,
+)
 from security_server.server import READY_FILE, SecurityServerApp
 from security_server.settings import SecurityServerSettings
 from tests.conftest import free_port
@@ -159,16 +168,29 @@ class Bed:
             signing = self._issue(self.pki.sign(server.member))
             backend_cert = self._issue(self.pki.subsystem(subsystem))
             self.agencies[server] = Agency(server, subsystem, auth, signing, backend_cert, folder)
+        self.log_keys = {
+            server: load_or_create_log_key(agency.data_dir / "keys" / LOG_KEY_FILE)
+            for server, agency in self.agencies.items()
+        }
+        self.witness = Witness(
+            name="witness.dev.example",
+            key=generate_ed25519_key(),
+            logs={str(s): [log_verifier(str(s), key)] for s, key in self.log_keys.items()},
+            store=MemoryWitnessStateStore(),
+        )
         config_key = self.pki.issue(CertificateKind.OCSP, name="globalconf-signer")
         self.publisher = ConfigurationPublisher(
             signer=config_key.signer(), certificate=config_key.certificate, validity=validity
         )
-        self.registry_runner = web.AppRunner(globalconf_app(self.publisher), access_log=None)
+        registry_app = globalconf_app(self.publisher)
+        registry_app.add_routes(witness_routes(self.witness))
+        self.registry_runner = web.AppRunner(registry_app, access_log=None)
         await self.registry_runner.setup()
         site = web.TCPSite(self.registry_runner, "127.0.0.1", 0)
         await site.start()
         port = self.registry_runner.addresses[0][1]
         self.globalconf_url = f"http://127.0.0.1:{port}/globalconf"
+        self.witness_url = f"http://127.0.0.1:{port}"
         self.anchor_path = self.directory / "anchor.toml"
         self.anchor_path.write_text(
             ConfigurationAnchor(
@@ -192,6 +214,8 @@ class Bed:
         conf = globalconf_pb2.GlobalConfiguration(
             instance=INSTANCE,
             trust_anchors=[certificate_der(c) for c in self.pki.trust_anchors],
+            witness_public_key=self.witness.verifier.vkey().encode(),
+            witness_url=self.witness_url,
         )
         for server, agency in self.agencies.items():
             conf.members.add(id=server.member.to_proto(), name=server.member.member_code)
@@ -200,6 +224,7 @@ class Bed:
                 id=server.to_proto(),
                 address=f"127.0.0.1:{self.transport_ports[server]}",
                 auth_cert_sha256=fingerprint(agency.auth.certificate),
+                log_public_key=log_vkey(str(server), self.log_keys[server]),
             )
         conf.services.add(
             id=SERVICE.to_proto(),

@@ -7,6 +7,7 @@ OCSP responder (see bed.py). Servers run in this process here; test_processes.py
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,26 @@ async def test_both_logs_hold_request_and_response(tmp_path: Path) -> None:
             message_id = str(dict(await call.trailing_metadata() or ())["ruta-message-id"])
         assert await _logged(instance, SOC, message_id) == ["SENT:request", "RECEIVED:response"]
         assert await _logged(instance, POP, message_id) == ["RECEIVED:request", "SENT:response"]
+
+
+async def test_logs_are_checkpointed_and_cosigned_by_the_witness(tmp_path: Path) -> None:
+    async with bed(tmp_path) as instance:
+        provider = await instance.start_server(POP)
+        consumer = await instance.start_server(SOC)
+        async with instance.consumer_channel(SOC) as channel:
+            for _ in range(3):
+                await get_person(channel)(
+                    encode_get_person("38001010001"), metadata=call_metadata()
+                )
+        for app in (provider, consumer):
+            assert app.log is not None
+            assert app.checkpointer is not None
+            size = app.log.size()
+            assert size == 6
+            for _ in range(200):
+                cosigned = app.checkpointer.cosigned
+                if cosigned is not None and cosigned.size == size:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"no cosigned checkpoint: {app.checkpointer.last_error}")
