@@ -14,5 +14,6 @@ group = LazyGroup(
     lazy_commands={
         # "name": "module:click_command",  one line per concern
         "serve": "security_server.serve_cli:serve",
+        "init": "security_server.init_cli:init",
     },
 )
