@@ -20,6 +20,7 @@ from security_server.log.errors import (
     StaleMessageError,
 )
 from security_server.log.keys import BodyKey, load_or_create_body_key
+from security_server.log.maintenance import LogMaintenance, MaintenanceRound
 from security_server.log.model import (
     AppendedRecord,
     BodyState,
@@ -51,8 +52,10 @@ __all__ = [
     "LogError",
     "LogIntegrityError",
     "LogKeyError",
+    "LogMaintenance",
     "LogRangeError",
     "LogWriteError",
+    "MaintenanceRound",
     "MessageClaim",
     "MessageLog",
     "RecordKind",

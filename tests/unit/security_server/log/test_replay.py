@@ -12,7 +12,9 @@ from ruta.faults import Fault
 from security_server.log import (
     BodyKey,
     InvalidLogEntryError,
+    LogMaintenance,
     LogWriteError,
+    MaintenanceRound,
     MessageLog,
     ReplayedMessageError,
     ReplayGuard,
@@ -149,3 +151,22 @@ async def test_nodes_sharing_a_database_refuse_each_others_replays(
     finally:
         await node1.close()
         await node2.close()
+
+
+async def test_maintenance_prunes_claims_and_purges_old_bodies(
+    log: MessageLog, clock: FakeClock
+) -> None:
+    guard = ReplayGuard(log, clock=clock)
+    await guard.check_and_record(str(CLIENT), "m", clock.now, FRESHNESS)
+    await log.append([make_entry(body=b"old")])
+    clock.advance(2 * 86_400)
+    await log.append([make_entry(body=b"new")])
+
+    keep_forever = LogMaintenance(log, clock=clock)
+    assert await keep_forever.run_once() == MaintenanceRound(claims_pruned=1, bodies_purged=0)
+    one_day = LogMaintenance(log, body_retention=timedelta(days=1), clock=clock)
+    assert await one_day.run_once() == MaintenanceRound(claims_pruned=0, bodies_purged=1)
+    assert (await log.get_body(0), await log.get_body(1)) == (None, b"new")
+
+    one_day.start()
+    await one_day.stop()
