@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Final, Self
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -277,6 +278,11 @@ class SecurityServerSettings(RutaSettings):
         if path is None:
             return settings
         return settings.resolved(Path(path).resolve().parent)
+
+    def to_toml(self) -> str:
+        """The settings as a file :meth:`from_file` reads back unchanged (what a sandbox or an
+        installer writes)."""
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
 
     def resolved(self, base: Path) -> Self:
         """A copy with every relative path made absolute against ``base``."""

@@ -157,3 +157,10 @@ def test_split_address_refuses(address: str) -> None:
 )
 def test_is_loopback_address(host: str, loopback: bool) -> None:
     assert is_loopback_address(host) is loopback
+
+
+def test_to_toml_round_trips(tmp_path: Path) -> None:
+    settings = SecurityServerSettings.from_file(_write(tmp_path, _minimal()))
+    again = tmp_path / "again.toml"
+    again.write_text(settings.to_toml())
+    assert SecurityServerSettings.from_file(again) == settings
