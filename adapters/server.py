@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -172,6 +173,7 @@ class Adapter:
             request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
         ) -> bytes:
             started = time.monotonic()
+            message_id = _message_id(context)
             error: RutaError
             try:
                 data = await self._serve_one(method, request, context.time_remaining(), limits)
@@ -181,9 +183,20 @@ class Adapter:
                 _log.error("method %s failed unexpectedly (%s)", method.name, type(exc).__name__)
                 error = AdapterError(f"the adapter failed answering {method.name}")
             else:
-                _log.info("served %s status=OK ms=%d", method.model.path, _ms(started))
+                _log.info(
+                    "served %s status=OK message_id=%s ms=%d",
+                    method.model.path,
+                    message_id,
+                    _ms(started),
+                )
                 return data
-            _log.info("served %s fault=%s ms=%d", method.model.path, error.fault, _ms(started))
+            _log.info(
+                "served %s fault=%s message_id=%s ms=%d",
+                method.model.path,
+                error.fault,
+                message_id,
+                _ms(started),
+            )
             await abort(context, error)
 
         return unary
@@ -213,6 +226,18 @@ class Adapter:
         """Close every backend (connections, sessions, threads)."""
         for backend in self.backends.values():
             await backend.aclose()
+
+
+_MESSAGE_ID_RE = re.compile(r"[0-9A-Fa-f-]{1,64}")
+
+
+def _message_id(context: grpc.aio.ServicerContext[bytes, bytes]) -> str:
+    """The caller's ``ruta-message-id`` (set by the provider security server), for the log line
+    that pairs this call with the signed exchange; ``-`` when absent or not an id."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "ruta-message-id" and isinstance(value, str) and _MESSAGE_ID_RE.fullmatch(value):
+            return value
+    return "-"
 
 
 def _ms(started: float) -> int:

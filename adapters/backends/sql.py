@@ -54,7 +54,8 @@ _TOKEN_RE = re.compile(
     r"(?P<line>--[^\n]*)|(?P<block>/\*.*?\*/)|(?P<str>'(?:[^']|'')*')|(?P<ident>\"(?:[^\"]|\"\")*\")",
     re.DOTALL,
 )
-_WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_WORD_RE = re.compile(r"(?<![A-Za-z0-9_$])[A-Za-z_][A-Za-z0-9_$]*")
+_FIRST_RE = re.compile(r"(SELECT|WITH)(?![A-Za-z0-9_$])", re.IGNORECASE)
 
 
 class ReadOnlyQueryError(ValueError):
@@ -101,7 +102,7 @@ def check_read_only(sql: str) -> str:
     if ";" in body:
         raise ReadOnlyQueryError("must be a single statement")
     words = [w.upper() for w in _WORD_RE.findall(body)]
-    if not words or words[0] not in {"SELECT", "WITH"}:
+    if not _FIRST_RE.match(body):
         raise ReadOnlyQueryError("must start with SELECT or WITH")
     bad = sorted(set(words) & _FORBIDDEN)
     if bad:

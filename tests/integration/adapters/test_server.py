@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,22 @@ async def _raw(channel: grpc.aio.Channel, path: str, body: bytes) -> grpc.aio.Ai
     return caught.value
 
 
-async def test_bounds_undecodable_requests_and_unmapped_methods(tmp_path: Path) -> None:
+async def test_bounds_undecodable_requests_and_unmapped_methods(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="adapters")
     path = _adapter(tmp_path, server="max_request_bytes = 64\nmax_response_bytes = 200")
     async with serving(path) as served:
         assert await served.call("Get", {"id": "1"}) == {"id": "1", "name": "Ana"}
+        method = served.adapter.methods["Get"].model
+        call: grpc.aio.UnaryUnaryMultiCallable[Any, Any] = served.channel.unary_unary(
+            method.path, request_serializer=lambda m: m.SerializeToString()
+        )
+        message_id = "6d1f0e52-9a43-4c7e-8f57-0d0c3b7f2a11"
+        await call(method.input_class(id="1"), metadata=(("ruta-message-id", message_id),))
+        lines = [r.getMessage() for r in caplog.records if r.name == "adapters.server"]
+        assert f"served /people.v1.People/Get status=OK message_id={message_id}" in lines[-1]
+        assert "Ana" not in "".join(lines)
         big = await served.refuse("Get", {"id": "2"})
         assert big.code is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert big.fault is Fault.SERVER_PROVIDER_RESULT_TOO_LARGE

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters.backends.sql import ReadOnlyQueryError, check_read_only
 
@@ -50,3 +54,39 @@ def test_other_statements_are_refused(query: str, reason: str | None) -> None:
         return
     with pytest.raises(ReadOnlyQueryError, match=reason):
         check_read_only(query)
+
+
+_SQLISH = st.lists(
+    st.sampled_from(
+        [
+            "SELECT",
+            "WITH",
+            "x",
+            "'",
+            '"',
+            ";",
+            "--",
+            "/*",
+            "*/",
+            "\n",
+            " ",
+            "$",
+            ":p",
+            "DROP",
+            "''",
+            "(",
+            "0",
+        ]
+    ),
+    max_size=30,
+).map("".join)
+
+
+@given(query=st.one_of(st.text(max_size=80), _SQLISH))
+def test_any_text_passes_or_is_refused_with_a_reason(query: str) -> None:
+    """The check is total: any text either passes as one SELECT/WITH statement or is refused."""
+    try:
+        kept = check_read_only(query)
+    except ReadOnlyQueryError:
+        return
+    assert re.match(r"(?i)(SELECT|WITH)(?![A-Za-z0-9_$])", kept)
