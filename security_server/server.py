@@ -245,7 +245,14 @@ class SecurityServerApp:
         self._bind_consumer(consumer)
         self._bind_transport(provider, identity, globalconf)
         if settings.audit.listen:
-            self._bind_audit(log, engine, log_key, globalconf)
+            self._bind_audit(
+                log=log,
+                engine=engine,
+                log_key=log_key,
+                globalconf=globalconf,
+                identity=identity,
+                clock=clock,
+            )
         for server in self._grpc_servers:
             await server.start()
         await self._bind_metrics()
@@ -268,21 +275,18 @@ class SecurityServerApp:
 
     def _bind_audit(
         self,
+        *,
         log: MessageLog,
         engine: AsyncEngine,
         log_key: Ed25519PrivateKey,
         globalconf: GlobalConfClient,
+        identity: ServerIdentity,
+        clock: Callable[[], datetime],
     ) -> None:
-        """The audit port: auditors over mTLS (docs/auditor-guide.md)."""
+        """The audit port: auditors over mTLS (docs/auditor-guide.md). Auditor certificates
+        chain to ``audit.client_ca``, or by default to the trust anchors of the configuration in
+        force (followed as it changes)."""
         settings = self.settings
-        trust: Any = settings.audit.client_ca
-        if trust is None:
-            view = globalconf.held
-            if view is None or not view.trust_anchors:
-                raise ServerStartError(
-                    "the audit port needs audit.client_ca or a configuration with trust anchors"
-                )
-            trust = list(view.trust_anchors)
         audit_server = self._grpc_server(self._options())
         add_audit_service(
             audit_server,
@@ -293,14 +297,33 @@ class SecurityServerApp:
                 key=log_key,
                 globalconf=lambda: globalconf.held.signed if globalconf.held else b"",
                 settings=settings.audit,
+                clock=clock,
             ),
         )
         listen = settings.audit.listen
-        credentials = audit_server_credentials(
-            settings.keys.auth_key, settings.keys.auth_cert, trust
-        )
+        if settings.audit.client_ca is not None:
+            credentials = audit_server_credentials(
+                settings.keys.auth_key, settings.keys.auth_cert, settings.audit.client_ca
+            )
+        else:
+            credentials = self._anchored_credentials(identity, globalconf)
         port = _add_port(listen, "audit", lambda: audit_server.add_secure_port(listen, credentials))
         self.addresses["audit"] = _bound(listen, port)
+
+    def _anchored_credentials(
+        self, identity: ServerIdentity, globalconf: GlobalConfClient
+    ) -> grpc.ServerCredentials:
+        """mTLS with the auth certificate, accepting client certificates that chain to the trust
+        anchors of the configuration in force (re-read before handshakes when they change)."""
+        trust = _TransportTrust(
+            key_pem=_key_pem(self.settings.keys.auth_key),
+            cert_pem=self.settings.keys.auth_cert.read_bytes(),
+            fallback=certificate_pem(identity.auth_certificate),
+            globalconf=globalconf,
+        )
+        return grpc.dynamic_ssl_server_credentials(
+            trust.configuration(), trust.fetch, require_client_authentication=True
+        )
 
     def _bind_consumer(self, consumer: ConsumerProxy) -> None:
         settings = self.settings
@@ -327,19 +350,10 @@ class SecurityServerApp:
     ) -> None:
         settings = self.settings
         # Transport port: client certificates must chain to the configuration's trust anchors.
-        cert_pem = settings.keys.auth_cert.read_bytes()
-        trust = _TransportTrust(
-            key_pem=_key_pem(settings.keys.auth_key),
-            cert_pem=cert_pem,
-            fallback=certificate_pem(identity.auth_certificate),
-            globalconf=globalconf,
-        )
         transport_server = self._grpc_server(self._options())
         add_transport_service(transport_server, provider.exchange)
         listen = settings.transport.listen
-        credentials = grpc.dynamic_ssl_server_credentials(
-            trust.configuration(), trust.fetch, require_client_authentication=True
-        )
+        credentials = self._anchored_credentials(identity, globalconf)
         port = _add_port(
             listen, "transport", lambda: transport_server.add_secure_port(listen, credentials)
         )
