@@ -248,7 +248,10 @@ def _emit(
         cells = []
         for column in columns:
             value = item.get(column)
-            cells.append(",".join(value) if isinstance(value, list) else str(value or "-"))
+            if isinstance(value, list):
+                cells.append(",".join(value) or "*")  # an empty method list means all methods
+            else:
+                cells.append("-" if value is None or value == "" else str(value))
         click.echo("\t".join(cells))
 
 
