@@ -36,7 +36,7 @@ from security_server.log.model import (
     WriterStats,
 )
 from security_server.log.replay import MAX_FRESHNESS, ReplayGuard
-from security_server.log.store import MAX_APPEND_ENTRIES, MAX_PAGE_SIZE, MessageLog
+from security_server.log.store import MAX_APPEND_ENTRIES, MAX_PAGE_SIZE, LogReader, MessageLog
 
 __all__ = [
     "MAX_APPEND_ENTRIES",
@@ -54,6 +54,7 @@ __all__ = [
     "LogKeyError",
     "LogMaintenance",
     "LogRangeError",
+    "LogReader",
     "LogWriteError",
     "MaintenanceRound",
     "MessageClaim",

@@ -64,6 +64,7 @@ __all__ = [
     "MAX_CHECKPOINT_TEXT",
     "MAX_PAGE_SIZE",
     "MAX_PURGE_CHUNK",
+    "LogReader",
     "MessageLog",
 ]
 
@@ -81,9 +82,19 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class MessageLog:
-    """One origin's message log. Open with :meth:`open`; close with :meth:`close` (or
-    ``async with``). Safe for concurrent use by many tasks of one event loop."""
+def _check_origin(origin: str) -> None:
+    if not origin or len(origin) > MAX_ORIGIN_LENGTH:
+        raise InvalidLogEntryError(f"a log origin is 1 to {MAX_ORIGIN_LENGTH} characters")
+
+
+class LogReader:
+    """Read access to one origin's log at its committed head: roots, proofs, records, bodies,
+    checkpoints.
+
+    :class:`MessageLog` is the reader of its own origin, always at its writer's head. To read
+    another node's log in a shared database (any node answers audits for all), open one with
+    :meth:`open` and :meth:`refresh` it when a newer head is wanted.
+    """
 
     def __init__(
         self,
@@ -91,126 +102,57 @@ class MessageLog:
         engine: AsyncEngine,
         origin: str,
         cipher: BodyCipher,
-        writer: GroupCommitWriter,
-        clock: Callable[[], datetime],
+        head: TreeHead,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        """Internal: use :meth:`open`."""
+        """Internal: use :meth:`open` (or :meth:`MessageLog.open`)."""
         self._engine = engine
         self._origin = origin
         self._cipher = cipher
-        self._writer = writer
+        self._snapshot = head
         self._clock = clock
 
     @classmethod
     async def open(
-        cls,
-        engine: AsyncEngine,
-        *,
-        origin: str,
-        body_key: BodyKey | BodyCipher,
-        clock: Callable[[], datetime] = _utc_now,
-        max_group_records: int = DEFAULT_MAX_GROUP_RECORDS,
-    ) -> Self:
-        """Open ``origin``'s log in a migrated database and start its writer.
+        cls, engine: AsyncEngine, *, origin: str, body_key: BodyKey | BodyCipher
+    ) -> LogReader:
+        """Open ``origin``'s log for reading at its stored head (checked as on a writer's open).
 
-        Restores the tree's frontier from the stored nodes and checks it against the stored size
-        and root (O(log n) reads). The caller keeps owning ``engine``. Raises
-        :class:`LogIntegrityError` if the stored tree disagrees with itself, and
-        :class:`InvalidLogEntryError` for an empty or over-long origin.
+        Raises :class:`LogIntegrityError` if the stored tree disagrees with itself.
         """
-        if not origin or len(origin) > MAX_ORIGIN_LENGTH:
-            raise InvalidLogEntryError(f"a log origin is 1 to {MAX_ORIGIN_LENGTH} characters")
-        if max_group_records < 1:
-            raise InvalidLogEntryError("a log group holds at least one record")
+        _check_origin(origin)
         cipher = body_key if isinstance(body_key, BodyCipher) else BodyCipher(body_key)
-        async with engine.connect() as conn:
-            frontier, last_logged_us = await restore_frontier(conn, origin)
-        writer = GroupCommitWriter(
-            engine=engine,
-            origin=origin,
-            cipher=cipher,
-            clock=clock,
-            frontier=frontier,
-            last_logged_us=last_logged_us,
-            max_group_records=max_group_records,
+        reader = cls(
+            engine=engine, origin=origin, cipher=cipher, head=TreeHead(origin, 0, EMPTY_ROOT)
         )
-        writer.start()
-        return cls(engine=engine, origin=origin, cipher=cipher, writer=writer, clock=clock)
+        await reader.refresh()
+        return reader
 
-    async def close(self) -> None:
-        """Write every append already queued, then stop the writer. The engine stays open."""
-        await self._writer.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    # --- writing --------------------------------------------------------------------------------
+    async def refresh(self) -> TreeHead:
+        """Move to the newest stored head (checked); return it. Raises
+        :class:`LogIntegrityError`."""
+        async with self._engine.connect() as conn:
+            frontier, _ = await restore_frontier(conn, self._origin)
+        self._snapshot = TreeHead(origin=self._origin, size=frontier.size, root=frontier.root())
+        return self._snapshot
 
     @property
     def origin(self) -> str:
         """The origin this log's tree and checkpoints are named by."""
         return self._origin
 
-    async def append(
-        self,
-        entries: Sequence[LogEntry],
-        *,
-        claim: MessageClaim | None = None,
-        fault: Fault = Fault.SERVER_PROVIDER_LOGGING_FAILED,
-    ) -> list[AppendedRecord]:
-        """Append ``entries`` as consecutive leaves; return them once they are durable.
+    def size(self) -> int:
+        """Number of leaves at the head this reader serves (no I/O)."""
+        return self.head().size
 
-        Concurrent calls are grouped into one transaction by the log's writer. With ``claim``
-        the append also records the claimed message id atomically: if the client used that id
-        before (within its freshness window) nothing is appended and
-        :class:`ReplayedMessageError` is raised. On any storage failure nothing of this call is
-        acknowledged and :class:`LogWriteError` carrying ``fault`` is raised (pass
-        ``server.consumer.logging_failed`` on the consumer side). Raises
-        :class:`InvalidLogEntryError` for more than :data:`MAX_APPEND_ENTRIES` entries.
-        """
-        if len(entries) > MAX_APPEND_ENTRIES:
-            raise InvalidLogEntryError(
-                f"one append carries at most {MAX_APPEND_ENTRIES} entries, not {len(entries)}"
-            )
-        if not entries and claim is None:
-            return []
-        return await self._writer.submit(tuple(entries), claim, fault)
-
-    async def record_claim(
-        self, claim: MessageClaim, *, fault: Fault = Fault.SERVER_PROVIDER_LOGGING_FAILED
-    ) -> None:
-        """Record ``claim`` durably through the writer's next group (no extra transaction).
-
-        Raises :class:`ReplayedMessageError` if the id is already claimed and unexpired, and
-        :class:`LogWriteError` carrying ``fault`` if it could not be stored.
-        """
-        await self._writer.submit((), claim, fault)
-
-    @property
-    def stats(self) -> WriterStats:
-        """Counters of the writer: transactions, failures, records, claims, largest group."""
-        return self._writer.stats
+    def head(self) -> TreeHead:
+        """The committed size and root this reader serves, as one consistent pair (no I/O)."""
+        return self._snapshot
 
     # --- tree -----------------------------------------------------------------------------------
 
-    def size(self) -> int:
-        """Number of leaves committed (no I/O)."""
-        return self._writer.head.size
-
-    def head(self) -> TreeHead:
-        """The committed size and root, as one consistent pair (no I/O)."""
-        return self._writer.head
-
     def _check_size(self, size: int | None) -> int:
-        current = self._writer.head.size
+        current = self.head().size
         if size is None:
             return current
         if not 0 <= size <= current:
@@ -235,7 +177,7 @@ class MessageLog:
 
         Raises :class:`LogRangeError` for a size beyond the log.
         """
-        head = self._writer.head
+        head = self.head()
         size = self._check_size(size)
         if size == head.size:
             return head.root
@@ -302,7 +244,7 @@ class MessageLog:
         """
         if len(seqs) > MAX_PAGE_SIZE:
             raise LogRangeError(f"at most {MAX_PAGE_SIZE} records are read at once")
-        size = self._writer.head.size
+        size = self.head().size
         for seq in seqs:
             if not 0 <= seq < size:
                 raise LogRangeError(f"record {seq} is not in the log (size {size})")
@@ -339,7 +281,7 @@ class MessageLog:
         """
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise LogRangeError(f"a page holds 1 to {MAX_PAGE_SIZE} records, not {limit}")
-        size = self._writer.head.size
+        size = self.head().size
         conditions: list[sa.ColumnElement[bool]] = [
             log_leaves.c.origin == self._origin,
             log_leaves.c.seq < size,  # only what the writer acknowledged
@@ -376,7 +318,7 @@ class MessageLog:
         Raises :class:`LogRangeError` for a seq not in the log and :class:`LogKeyError` if the
         stored body does not authenticate (tampered, moved to another record, unknown key).
         """
-        size = self._writer.head.size
+        size = self.head().size
         if not 0 <= seq < size:
             raise LogRangeError(f"record {seq} is not in the log (size {size})")
         stmt = sa.select(log_bodies.c.key_id, log_bodies.c.nonce, log_bodies.c.ciphertext).where(
@@ -390,6 +332,153 @@ class MessageLog:
             key_id=str(row.key_id), nonce=bytes(row.nonce), ciphertext=bytes(row.ciphertext)
         )
         return self._cipher.open(self._origin, seq, sealed)
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    async def get_checkpoint(self, size: int) -> StoredCheckpoint | None:
+        """The stored checkpoint of ``size``, or ``None``."""
+        async with self._engine.connect() as conn:
+            return await self._checkpoint_row(conn, size)
+
+    async def latest_checkpoint(self, *, cosigned: bool = False) -> StoredCheckpoint | None:
+        """The stored checkpoint of the largest size (only cosigned ones if ``cosigned``)."""
+        stmt = sa.select(log_checkpoints).where(log_checkpoints.c.origin == self._origin)
+        if cosigned:
+            stmt = stmt.where(log_checkpoints.c.cosignature.is_not(None))
+        stmt = stmt.order_by(log_checkpoints.c.size.desc()).limit(1)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).one_or_none()
+        return None if row is None else _stored_checkpoint(row)
+
+    async def _checkpoint_row(self, conn: AsyncConnection, size: int) -> StoredCheckpoint | None:
+        row = (
+            await conn.execute(
+                sa.select(log_checkpoints).where(
+                    log_checkpoints.c.origin == self._origin, log_checkpoints.c.size == size
+                )
+            )
+        ).one_or_none()
+        return None if row is None else _stored_checkpoint(row)
+
+
+class MessageLog(LogReader):
+    """One origin's message log, read and written. Open with :meth:`open`; close with
+    :meth:`close` (or ``async with``). Safe for concurrent use by many tasks of one event loop."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        origin: str,
+        cipher: BodyCipher,
+        writer: GroupCommitWriter,
+        clock: Callable[[], datetime],
+    ) -> None:
+        """Internal: use :meth:`open`."""
+        super().__init__(engine=engine, origin=origin, cipher=cipher, head=writer.head, clock=clock)
+        self._writer = writer
+
+    @classmethod
+    async def open(
+        cls,
+        engine: AsyncEngine,
+        *,
+        origin: str,
+        body_key: BodyKey | BodyCipher,
+        clock: Callable[[], datetime] = _utc_now,
+        max_group_records: int = DEFAULT_MAX_GROUP_RECORDS,
+    ) -> MessageLog:
+        """Open ``origin``'s log in a migrated database and start its writer.
+
+        Restores the tree's frontier from the stored nodes and checks it against the stored size
+        and root (O(log n) reads). The caller keeps owning ``engine``. Raises
+        :class:`LogIntegrityError` if the stored tree disagrees with itself, and
+        :class:`InvalidLogEntryError` for an empty or over-long origin.
+        """
+        _check_origin(origin)
+        if max_group_records < 1:
+            raise InvalidLogEntryError("a log group holds at least one record")
+        cipher = body_key if isinstance(body_key, BodyCipher) else BodyCipher(body_key)
+        async with engine.connect() as conn:
+            frontier, last_logged_us = await restore_frontier(conn, origin)
+        writer = GroupCommitWriter(
+            engine=engine,
+            origin=origin,
+            cipher=cipher,
+            clock=clock,
+            frontier=frontier,
+            last_logged_us=last_logged_us,
+            max_group_records=max_group_records,
+        )
+        writer.start()
+        return cls(engine=engine, origin=origin, cipher=cipher, writer=writer, clock=clock)
+
+    async def close(self) -> None:
+        """Write every append already queued, then stop the writer. The engine stays open."""
+        await self._writer.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- writing --------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        entries: Sequence[LogEntry],
+        *,
+        claim: MessageClaim | None = None,
+        fault: Fault = Fault.SERVER_PROVIDER_LOGGING_FAILED,
+    ) -> list[AppendedRecord]:
+        """Append ``entries`` as consecutive leaves; return them once they are durable.
+
+        Concurrent calls are grouped into one transaction by the log's writer. With ``claim``
+        the append also records the claimed message id atomically: if the client used that id
+        before (within its freshness window) nothing is appended and
+        :class:`ReplayedMessageError` is raised. On any storage failure nothing of this call is
+        acknowledged and :class:`LogWriteError` carrying ``fault`` is raised (pass
+        ``server.consumer.logging_failed`` on the consumer side). Raises
+        :class:`InvalidLogEntryError` for more than :data:`MAX_APPEND_ENTRIES` entries.
+        """
+        if len(entries) > MAX_APPEND_ENTRIES:
+            raise InvalidLogEntryError(
+                f"one append carries at most {MAX_APPEND_ENTRIES} entries, not {len(entries)}"
+            )
+        if not entries and claim is None:
+            return []
+        return await self._writer.submit(tuple(entries), claim, fault)
+
+    async def record_claim(
+        self, claim: MessageClaim, *, fault: Fault = Fault.SERVER_PROVIDER_LOGGING_FAILED
+    ) -> None:
+        """Record ``claim`` durably through the writer's next group (no extra transaction).
+
+        Raises :class:`ReplayedMessageError` if the id is already claimed and unexpired, and
+        :class:`LogWriteError` carrying ``fault`` if it could not be stored.
+        """
+        await self._writer.submit((), claim, fault)
+
+    @property
+    def stats(self) -> WriterStats:
+        """Counters of the writer: transactions, failures, records, claims, largest group."""
+        return self._writer.stats
+
+    def head(self) -> TreeHead:
+        """The writer's committed size and root, as one consistent pair (no I/O)."""
+        return self._writer.head
+
+    async def refresh(self) -> TreeHead:
+        """The writer's head (a writer's log is always current)."""
+        return self._writer.head
+
+    # --- retention ------------------------------------------------------------------------------
 
     async def purge_bodies(self, older_than: datetime) -> int:
         """Remove the bodies of records logged before ``older_than``; return how many.
@@ -433,7 +522,7 @@ class MessageLog:
             if len(seqs) < MAX_PURGE_CHUNK:
                 return total
 
-    # --- checkpoints ----------------------------------------------------------------------------
+    # --- checkpoints (written by the checkpointer) -----------------------------------------------
 
     async def save_checkpoint(self, *, size: int, root: bytes, note: str) -> StoredCheckpoint:
         """Store a signed checkpoint (C2SP note text) of this log's tree at ``size``.
@@ -484,31 +573,6 @@ class MessageLog:
                 )
         if result.rowcount != 1:
             raise LogRangeError(f"no checkpoint of size {size} is stored")
-
-    async def get_checkpoint(self, size: int) -> StoredCheckpoint | None:
-        """The stored checkpoint of ``size``, or ``None``."""
-        async with self._engine.connect() as conn:
-            return await self._checkpoint_row(conn, size)
-
-    async def latest_checkpoint(self, *, cosigned: bool = False) -> StoredCheckpoint | None:
-        """The stored checkpoint of the largest size (only cosigned ones if ``cosigned``)."""
-        stmt = sa.select(log_checkpoints).where(log_checkpoints.c.origin == self._origin)
-        if cosigned:
-            stmt = stmt.where(log_checkpoints.c.cosignature.is_not(None))
-        stmt = stmt.order_by(log_checkpoints.c.size.desc()).limit(1)
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(stmt)).one_or_none()
-        return None if row is None else _stored_checkpoint(row)
-
-    async def _checkpoint_row(self, conn: AsyncConnection, size: int) -> StoredCheckpoint | None:
-        row = (
-            await conn.execute(
-                sa.select(log_checkpoints).where(
-                    log_checkpoints.c.origin == self._origin, log_checkpoints.c.size == size
-                )
-            )
-        ).one_or_none()
-        return None if row is None else _stored_checkpoint(row)
 
     # --- replay claims --------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from security_server.log import (
     LogIntegrityError,
     LogKeyError,
     LogRangeError,
+    LogReader,
     LogWriteError,
     MessageLog,
     RecordKind,
@@ -429,3 +430,24 @@ async def test_a_caller_that_gives_up_does_not_disturb_the_others(log: MessageLo
     assert later.seq == log.size() - 1
     hashes = await _all_leaf_hashes(log)
     assert log.head().root == root_from_leaf_hashes(hashes)
+
+
+async def test_a_reader_serves_another_nodes_log(log: MessageLog, engine: AsyncEngine) -> None:
+    other_key = BodyKey.generate()  # bodies stay sealed to readers without the node's key
+    await log.append([make_entry(body=b"b") for _ in range(5)])
+    reader = await LogReader.open(engine, origin=ORIGIN, body_key=other_key)
+    assert reader.head() == log.head()
+    await log.append([make_entry() for _ in range(3)])
+    assert reader.size() == 5  # a fixed head until refreshed
+    hashes = await _all_leaf_hashes(log)
+    verify_inclusion(hashes[4], 4, 5, await reader.inclusion_proof(4), reader.head().root)
+    with pytest.raises(LogRangeError):
+        await reader.get_records([5])
+    with pytest.raises(LogKeyError):
+        await reader.get_body(0)
+
+    assert await reader.refresh() == log.head()
+    assert [r.seq for r in (await reader.query()).records] == list(range(8))
+    verify_consistency(
+        5, 8, await reader.consistency_proof(5), await reader.root(5), reader.head().root
+    )
