@@ -9,9 +9,10 @@ Two listeners:
   OCSP responder), ``POST /witness/add-checkpoint`` (the checkpoint witness) and ``GET /healthz``.
 
 The configuration is rebuilt from the store, signed and published after every change the admin
-API commits (before the call returns), and re-signed periodically so it never expires while the
-node runs. Once listening, the node writes ``DIR/registry.ready.json`` with the bound addresses
-(ports may be 0 in the settings) and removes it on shutdown.
+API commits (before the call returns), after any change another node committed to the same
+database (polled every ``change_poll_seconds``), and re-signed periodically so it never expires
+while the node runs. Once listening, the node writes ``DIR/registry.ready.json`` with the bound
+addresses (ports may be 0 in the settings) and removes it on shutdown.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ class RegistryNode:
         self._publisher: ConfigurationPublisher | None = None
         self._publish_lock = asyncio.Lock()
         self._base_url = ""
+        self._published_seq = 0
+        self._watcher: asyncio.Task[None] | None = None
         self._build: Callable[[], Awaitable[globalconf_pb2.GlobalConfiguration]] | None = None
         self.bound: _Bound | None = None
 
@@ -205,6 +208,9 @@ class RegistryNode:
         await publisher.start(
             self._publish_build, interval=timedelta(seconds=settings.globalconf_republish_seconds)
         )
+        self._watcher = asyncio.create_task(
+            self._watch_changes(settings.change_poll_seconds), name="registry-change-watcher"
+        )
 
         server = grpc.aio.server(
             options=[
@@ -261,6 +267,7 @@ class RegistryNode:
         async with self._publish_lock:
             change_seq = await store.change_seq()
             published = await publisher.publish_from(self._publish_build)
+            self._published_seq = change_seq
             await store.save_configuration(
                 PublishedConfiguration(
                     serial=published.serial,
@@ -271,6 +278,19 @@ class RegistryNode:
                 ),
                 keep=_KEEP_PUBLISHED,
             )
+
+    async def _watch_changes(self, interval: float) -> None:
+        """Republish when the store changed behind this node's back (another registry node on
+        the same database, or a change whose immediate publication failed)."""
+        store = self._store
+        assert store is not None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await store.change_seq() > self._published_seq:
+                    await self._publish()
+            except Exception:  # noqa: BLE001 - logged; the loop must survive a database outage
+                _log.exception("checking the store for changes failed")
 
     async def _republish(self) -> None:
         """After a change: publish at once; a failure is logged (the periodic loop retries)."""
@@ -302,6 +322,11 @@ class RegistryNode:
         if self._grpc is not None:
             await self._grpc.stop(_GRACE_SECONDS)
             self._grpc = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self._publisher is not None:
             await self._publisher.stop()
         if self._runner is not None:

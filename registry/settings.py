@@ -54,6 +54,8 @@ class RegistrySettings(RutaSettings):
     globalconf_validity_seconds: int = Field(default=600, ge=30, le=7 * 24 * 3600)
     #: How often the configuration is re-signed even without changes (well under the validity).
     globalconf_republish_seconds: int = Field(default=150, ge=1, le=24 * 3600)
+    #: How often the store is checked for changes made through other registry nodes.
+    change_poll_seconds: float = Field(default=2.0, gt=0, le=3600)
     #: The witness's key name in its signed-note verifier key.
     witness_name: str = Field(default="ruta-registry-witness", pattern=r"^[^\s+]{1,128}$")
 

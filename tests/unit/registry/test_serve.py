@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,3 +114,58 @@ async def test_node_serves_health_and_publishes_changes(tmp_path: Path) -> None:
         await node.stop()
     assert not layout.ready.exists()
     await node.stop()  # idempotent
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> str | None:
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+async def test_a_change_through_one_node_reaches_the_other(
+    tmp_path: Path, database: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUTA_REGISTRY_CHANGE_POLL_SECONDS", "0.05")
+    directory = tmp_path / "registry"
+    made = await initialise_registry(
+        directory,
+        instance="LAC",
+        db_url=database,
+        admin_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
+        public_url="http://registry.example",
+    )
+    layout = made.layout
+    first, second = RegistryNode(directory), RegistryNode(directory)
+    await first.start()
+    try:
+        await second.start()
+        try:
+            assert first.bound is not None
+            assert second.bound is not None
+            async with admin_stub(
+                first.bound.admin, key=layout.admin_key, cert=layout.admin_cert, trust=layout.trust
+            ) as stub:
+                await call(
+                    stub.AddMember(
+                        registry_pb2.AddMemberRequest(
+                            id=MemberId.parse("LAC/GOV/POP").to_proto(), name="Population"
+                        )
+                    )
+                )
+            anchor = ConfigurationAnchor.from_file(layout.anchor)
+            async with aiohttp.ClientSession() as session:
+                for _ in range(400):  # the second node polls every 0.05 s
+                    async with session.get(f"{second.bound.http}/globalconf") as response:
+                        signed = await response.read()
+                    view = open_configuration(signed, anchor, now=datetime.now(UTC))
+                    if view.members:
+                        break
+                    await asyncio.sleep(0.05)
+            assert [str(m.id) for m in view.members] == ["LAC/GOV/POP"]
+        finally:
+            await second.stop()
+    finally:
+        await first.stop()
