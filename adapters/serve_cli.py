@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 
 from adapters.check import PROBE_TIMEOUT_SECONDS, check_adapter
+from adapters.readiness import write_ready_file
 from adapters.server import Adapter, start_server
 
 __all__ = ["check", "serve"]
@@ -20,7 +22,7 @@ _log = logging.getLogger(__name__)
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
-async def _serve(file: Path, listen: str | None) -> None:
+async def _serve(file: Path, listen: str | None, ready_file: Path | None) -> None:
     adapter = Adapter.load(file)
     try:
         running = await start_server(adapter, listen)
@@ -32,6 +34,15 @@ async def _serve(file: Path, listen: str | None) -> None:
         # One line on stdout that scripts (and tests) wait for: the service and the bound port.
         click.echo(f"serving {adapter.service.name} on {address}:{running.port}")
         sys.stdout.flush()
+        if ready_file is not None:
+            write_ready_file(
+                ready_file,
+                {
+                    "address": f"{address}:{running.port}",
+                    "service": adapter.service.name,
+                    "pid": os.getpid(),
+                },
+            )
         _log.info("adapter %s serving on port %d", adapter.service.name, running.port)
         await stop.wait()
         _log.info("adapter %s stopping", adapter.service.name)
@@ -47,13 +58,18 @@ async def _serve(file: Path, listen: str | None) -> None:
     metavar="HOST:PORT",
     help="Address to listen on (port 0: any free port); default: [server] listen in FILE.",
 )
-def serve(file: Path, listen: str | None) -> None:
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='Once listening, write {"address": "HOST:PORT", "service": ..., "pid": ...} here.',
+)
+def serve(file: Path, listen: str | None, ready_file: Path | None) -> None:
     """Serve the service described by the adapter FILE until SIGTERM or SIGINT.
 
     The gRPC health service (grpc.health.v1.Health) answers on the same port. Prints one line,
     "serving SERVICE on HOST:PORT", once it listens.
     """
-    asyncio.run(_serve(file, listen))
+    asyncio.run(_serve(file, listen, ready_file))
 
 
 @click.command("check")

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 from lxml import etree  # type: ignore[import-untyped]
+
+from adapters.readiness import write_ready_file
 
 __all__ = ["COMPANIES", "KNOWN_OWNERS", "NAMESPACE", "main", "make_app", "wsdl"]
 
@@ -176,11 +180,18 @@ def make_app() -> web.Application:
     return app
 
 
-async def _run(host: str, port: int) -> None:
+async def _run(host: str, port: int, ready_file: Path | None) -> None:
     runner = web.AppRunner(make_app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    print(f"legacy business register listening on http://{host}:{port}/business", flush=True)  # noqa: T201
+    bound = runner.addresses[0][1]
+    url = f"http://{host}:{bound}/business"
+    print(f"legacy business register listening on {url}", flush=True)  # noqa: T201
+    if ready_file is not None:
+        write_ready_file(
+            ready_file,
+            {"address": f"{host}:{bound}", "url": url, "wsdl": f"{url}?wsdl", "pid": os.getpid()},
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -195,9 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: ``--listen HOST:PORT`` (default 127.0.0.1:8092)."""
     parser = argparse.ArgumentParser(description="Example legacy business-register SOAP service.")
     parser.add_argument("--listen", default="127.0.0.1:8092", metavar="HOST:PORT")
+    parser.add_argument(
+        "--ready-file", type=Path, default=None, help="once listening, write the address here"
+    )
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
-    asyncio.run(_run(host, int(port)))
+    asyncio.run(_run(host, int(port), args.ready_file))
     return 0
 
 

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import signal
 import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
+
+from adapters.readiness import write_ready_file
 
 __all__ = ["INCOMES", "main", "make_app"]
 
@@ -97,12 +101,16 @@ def make_app() -> web.Application:
     return app
 
 
-async def _run(host: str, port: int) -> None:
+async def _run(host: str, port: int, ready_file: Path | None) -> None:
     runner = web.AppRunner(make_app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    print(f"legacy tax service listening on http://{host}:{port}", flush=True)  # noqa: T201
+    bound = runner.addresses[0][1]
+    url = f"http://{host}:{bound}"
+    print(f"legacy tax service listening on {url}", flush=True)  # noqa: T201
+    if ready_file is not None:
+        write_ready_file(ready_file, {"address": f"{host}:{bound}", "url": url, "pid": os.getpid()})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -117,9 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: ``--listen HOST:PORT`` (default 127.0.0.1:8091)."""
     parser = argparse.ArgumentParser(description="Example legacy tax-agency HTTP service.")
     parser.add_argument("--listen", default="127.0.0.1:8091", metavar="HOST:PORT")
+    parser.add_argument(
+        "--ready-file", type=Path, default=None, help="once listening, write the address here"
+    )
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
-    asyncio.run(_run(host, int(port)))
+    asyncio.run(_run(host, int(port), args.ready_file))
     return 0
 
 

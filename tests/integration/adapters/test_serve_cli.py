@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import grpc.aio
 import pytest
@@ -159,3 +161,88 @@ def test_check_reports_ok_problems_and_unreachable_systems(tmp_path: Path) -> No
     unfit = _run("adapter", "check", str(folder / "adapter.toml"))
     assert unfit.returncode == 1
     assert "methods.GetHoldings.lookup: no request parameter 'nobody'" in unfit.stdout
+
+
+def _read_ready(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    content: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return content
+
+
+async def _wait_for_file(path: Path, process: asyncio.subprocess.Process) -> dict[str, Any]:
+    for _ in range(1200):
+        content = _read_ready(path)
+        if content is not None:
+            return content
+        assert process.returncode is None, "the process exited before it was ready"
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path.name} never appeared")
+
+
+async def _stop(process: asyncio.subprocess.Process) -> bytes:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    _out, err = await asyncio.wait_for(process.communicate(), 60)
+    return err
+
+
+@pytest.mark.parametrize(
+    ("module", "probe"),
+    [
+        ("adapters.examples.legacy_tax", "/api/v2/taxpayers/4410000017/income?year=2025"),
+        ("adapters.examples.legacy_business", "/business?wsdl"),
+    ],
+)
+async def test_legacy_services_and_adapters_report_ready_on_port_zero(
+    tmp_path: Path, module: str, probe: str
+) -> None:
+    """The example legacy services and ``ruta adapter serve`` start on port 0 and write where
+    they listen to a ready file, as the sandbox expects."""
+    legacy_ready = tmp_path / "legacy.json"
+    legacy = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        "--listen",
+        "127.0.0.1:0",
+        "--ready-file",
+        str(legacy_ready),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        ready = await _wait_for_file(legacy_ready, legacy)
+        assert ready["pid"] == legacy.pid
+        base = ready["url"].removesuffix("/business")
+        async with aiohttp.ClientSession() as session, session.get(base + probe) as response:
+            assert response.status == 200
+        kind, env = (
+            ("tax", {"RUTA_TAX_URL": ready["url"]})
+            if module.endswith("tax")
+            else ("business", {"RUTA_BUSINESS_WSDL": ready["wsdl"]})
+        )
+        adapter_ready = tmp_path / "adapter.json"
+        adapter = await asyncio.create_subprocess_exec(
+            str(RUTA),
+            "adapter",
+            "serve",
+            str(EXAMPLES / kind / "adapter.toml"),
+            "--listen",
+            "127.0.0.1:0",
+            "--ready-file",
+            str(adapter_ready),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **env},
+        )
+        try:
+            served = await _wait_for_file(adapter_ready, adapter)
+            assert served["service"] in {"tax.v1.TaxAgency", "business.v1.BusinessRegister"}
+            assert served["address"].startswith("127.0.0.1:")
+        finally:
+            err = await _stop(adapter)
+            assert adapter.returncode == 0, err.decode()
+    finally:
+        err = await _stop(legacy)
+        assert legacy.returncode == 0, err.decode()
