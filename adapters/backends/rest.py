@@ -11,6 +11,8 @@ call's time allows. Answers are read up to ``max_response_bytes`` and parsed as 
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime as dt
 import json
 import logging
 import string
@@ -133,7 +135,11 @@ class _RestCall(BoundCall):
     async def fetch(self, params: Mapping[str, Any], budget: float) -> Any:
         backend = self.backend
         deadline = time.monotonic() + budget
-        body = {k: params[v] for k, v in self.spec.body.items()} if self.spec.body else None
+        body = (
+            {k: _json_value(params[v]) for k, v in self.spec.body.items()}
+            if self.spec.body
+            else None
+        )
         url, query = self._url(params), self._query(params)
         last: Exception | None = None
         for attempt in range(self.attempts):
@@ -237,9 +243,22 @@ class _RestCall(BoundCall):
         return None
 
 
+def _json_value(value: Any) -> Any:
+    """A request value as JSON can carry it: bytes as base64, times as ISO 8601."""
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return value
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
     return str(value)
