@@ -8,9 +8,10 @@ user ids or anything secret. The endpoint (aiohttp) serves ``/metrics`` and ``/h
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Final
 
 from aiohttp import web
@@ -116,6 +117,39 @@ class ExchangeMetrics:
             "When the global configuration in use expires (Unix time).",
             registry=self.registry,
         )
+
+        self.log_size = Gauge(
+            "ruta_log_size", "Records in this server's message log.", registry=self.registry
+        )
+        self.cosignature_age = Gauge(
+            "ruta_checkpoint_cosignature_age_seconds",
+            "Time since the witness last cosigned a checkpoint of the message log.",
+            registry=self.registry,
+        )
+        self.certificate_expiry = Gauge(
+            "ruta_certificate_expires_timestamp_seconds",
+            "When this server's certificates expire (Unix time), by kind (auth, signing).",
+            ("kind",),
+            registry=self.registry,
+        )
+        self.globalconf_generated = Gauge(
+            "ruta_globalconf_generated_timestamp_seconds",
+            "When the global configuration in use was generated (Unix time).",
+            registry=self.registry,
+        )
+
+    def watch(
+        self,
+        *,
+        log_size: Callable[[], float],
+        cosignature_age: Callable[[], float],
+        certificates: Mapping[str, datetime],
+    ) -> None:
+        """Read the log size and cosignature age at scrape time; record certificate expiry."""
+        self.log_size.set_function(log_size)
+        self.cosignature_age.set_function(cosignature_age)
+        for kind, not_after in certificates.items():
+            self.certificate_expiry.labels(kind).set(not_after.timestamp())
 
     @contextmanager
     def exchange(self, role: str) -> Iterator[Outcome]:

@@ -205,6 +205,14 @@ class SecurityServerApp:
         checkpointer.start()
         self._closers.append(checkpointer.stop)
         self.checkpointer = checkpointer
+        self.metrics.watch(
+            log_size=log.size,
+            cosignature_age=lambda: checkpointer.cosignature_age().total_seconds(),
+            certificates={
+                "auth": identity.auth_certificate.not_valid_after_utc,
+                "signing": identity.signing_certificate.not_valid_after_utc,
+            },
+        )
 
         checker = SignatureChecker(ocsp_freshness=timedelta(seconds=limits.ocsp_freshness_seconds))
         peer_status = PeerStatus(ocsp)
@@ -387,6 +395,7 @@ class SecurityServerApp:
 
     def _on_configuration(self, view: GlobalConf) -> None:
         self.metrics.globalconf_serial.set(view.serial)
+        self.metrics.globalconf_generated.set(view.generated_at.timestamp())
         self.metrics.globalconf_expiry.set(view.expires_at.timestamp())
 
     def _write_ready(self) -> None:

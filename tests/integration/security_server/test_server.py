@@ -67,6 +67,13 @@ async def test_ready_file_health_and_metrics(tmp_path: Path) -> None:
     ) in text
     assert 'fault="server.consumer.access_denied"' in text
     assert "ruta_exchange_seconds_bucket" in text
+    for gauge in (
+        "ruta_log_size ",
+        "ruta_checkpoint_cosignature_age_seconds ",
+        'ruta_certificate_expires_timestamp_seconds{kind="signing"}',
+        "ruta_globalconf_serial ",
+    ):
+        assert gauge in text
 
 
 async def test_plain_loopback_consumer(tmp_path: Path) -> None:
