@@ -57,9 +57,9 @@ def create_engine(url: str | sa.URL, **engine_options: Any) -> AsyncEngine:
 
     SQLite connections get WAL, ``synchronous=FULL``, a busy timeout and foreign keys on every
     connect, and Ruta emits the ``BEGIN`` itself (``BEGIN IMMEDIATE`` for connections carrying the
-    :data:`WRITE_TRANSACTION` execution option). Statement parameters are hidden from error
-    messages, so a failure never carries message bytes into a log line. Raises
-    :class:`DatabaseError` for a URL whose backend Ruta does not support.
+    :data:`WRITE_TRANSACTION` execution option). PostgreSQL connections are checked at checkout.
+    Statement parameters are hidden from error messages, so a failure never carries message bytes
+    into a log line. Raises :class:`DatabaseError` for a URL whose backend Ruta does not support.
     """
     parsed = sa.make_url(url)
     backend = parsed.get_backend_name()
@@ -67,6 +67,10 @@ def create_engine(url: str | sa.URL, **engine_options: Any) -> AsyncEngine:
         raise DatabaseError(
             f"database backend {backend!r} is not supported; use sqlite or postgresql"
         )
+    if backend == "postgresql":
+        # A connection the server dropped (restart, failover) is replaced at checkout instead
+        # of failing the next group of appends.
+        engine_options.setdefault("pool_pre_ping", True)
     engine = create_async_engine(parsed, hide_parameters=True, **engine_options)
     if backend == "sqlite":
         _configure_sqlite(engine)

@@ -7,6 +7,7 @@ import asyncio
 import random
 from datetime import timedelta
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +21,7 @@ from ruta.merkle import (
     verify_inclusion,
 )
 from ruta.v1 import log_pb2, transport_pb2
+from security_server.database import open_database
 from security_server.log import (
     MAX_APPEND_ENTRIES,
     MAX_PAGE_SIZE,
@@ -36,6 +38,7 @@ from security_server.log import (
     RecordKind,
 )
 from security_server.log.schema import log_bodies, log_heads, log_leaves
+from tests.conftest import POSTGRES_ADMIN_URL
 from tests.unit.security_server.log.support import CLIENT, ORIGIN, SERVICE, FakeClock, make_entry
 
 
@@ -451,3 +454,27 @@ async def test_a_reader_serves_another_nodes_log(log: MessageLog, engine: AsyncE
     verify_consistency(
         5, 8, await reader.consistency_proof(5), await reader.root(5), reader.head().root
     )
+
+
+@pytest.mark.postgres
+async def test_appends_go_on_after_postgres_drops_every_connection(
+    postgres_url: str, body_key: BodyKey
+) -> None:
+    engine = await open_database(postgres_url)
+    try:
+        log = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key)
+        try:
+            await asyncio.gather(*(log.append([make_entry()]) for _ in range(8)))
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (sa.make_url(postgres_url).database,),
+                )
+            [record] = await log.append([make_entry()])
+            assert record.seq == 8
+            assert len(await log.get_records(list(range(9)))) == 9
+        finally:
+            await log.close()
+    finally:
+        await engine.dispose()
