@@ -1,0 +1,57 @@
+"""How ``ruta audit export --sandbox DIR --server ID`` finds the address and credentials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ruta.evidence.cli import sandbox_target
+from ruta.faults import RutaError
+
+SERVER = "DEV/GOV/POP/ss1"
+AUDITOR = {"cert": "clients/auditor/cert.pem", "key": "clients/auditor/key.pem", "ca": "ca.pem"}
+
+
+def _sandbox(tmp_path: Path, data: dict[str, Any]) -> Path:
+    (tmp_path / "sandbox.json").write_text(json.dumps(data))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "servers",
+    [
+        [{"id": SERVER, "audit": "127.0.0.1:7001"}],
+        {SERVER: {"audit_address": "127.0.0.1:7001"}},
+        [{"id": SERVER, "data_dir": "servers/pop/data"}],
+    ],
+)
+def test_sandbox_shapes(tmp_path: Path, servers: Any) -> None:
+    ready = tmp_path / "servers" / "pop" / "data"
+    ready.mkdir(parents=True)
+    (ready / "ready.json").write_text(json.dumps({"audit": "127.0.0.1:7001"}))
+    directory = _sandbox(tmp_path, {"servers": servers, "auditor": AUDITOR})
+    address, cert, key, ca = sandbox_target(directory, SERVER)
+    assert address == "127.0.0.1:7001"
+    assert (cert, key, ca) == tuple(tmp_path / AUDITOR[k] for k in ("cert", "key", "ca"))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"servers": [{"id": SERVER, "audit": "x:1"}]}, "auditor"),
+        ({"servers": [], "auditor": AUDITOR}, "no server"),
+        ({"servers": [{"id": SERVER}], "auditor": AUDITOR}, "no audit address"),
+    ],
+)
+def test_sandbox_refusals(tmp_path: Path, data: dict[str, Any], message: str) -> None:
+    with pytest.raises(RutaError) as caught:
+        sandbox_target(_sandbox(tmp_path, data), SERVER)
+    assert message in caught.value.message
+
+
+def test_no_sandbox_file(tmp_path: Path) -> None:
+    with pytest.raises(RutaError, match=r"sandbox\.json does not exist"):
+        sandbox_target(tmp_path, SERVER)
