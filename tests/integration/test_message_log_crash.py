@@ -1,5 +1,8 @@
 """SIGKILL during group-committed appends loses nothing acknowledged and leaves a consistent tree.
 
+Each append also claims its message id (the replay guard's hot path), so the test shows that an
+acknowledged claim survives the crash too.
+
 A real child process appends with 16 concurrent callers and prints each acknowledged sequence
 number; it is killed mid-way with SIGKILL. Reopening the log (which checks the stored tree against
 its stored head) must find every acknowledged record with the hash the child was given, a root
@@ -11,14 +14,20 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from ruta.merkle import leaf_hash, root_from_leaf_hashes, verify_consistency, verify_inclusion
 from security_server.database import open_database
-from security_server.log import MessageLog, load_or_create_body_key
-from tests.unit.security_server.log.support import make_entry
+from security_server.log import (
+    MessageLog,
+    ReplayedMessageError,
+    ReplayGuard,
+    load_or_create_body_key,
+)
+from tests.unit.security_server.log.support import CLIENT, make_entry
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +45,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-async def _run_and_kill(database_url: str, key_dir: Path) -> dict[int, bytes]:
+async def _run_and_kill(database_url: str, key_dir: Path) -> dict[int, tuple[bytes, str]]:
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -49,14 +58,14 @@ async def _run_and_kill(database_url: str, key_dir: Path) -> dict[int, bytes]:
         stdout=asyncio.subprocess.PIPE,
     )
     assert child.stdout is not None
-    acknowledged: dict[int, bytes] = {}
+    acknowledged: dict[int, tuple[bytes, str]] = {}
     try:
         assert (await asyncio.wait_for(child.stdout.readline(), 60)) == b"ready\n"
         while len(acknowledged) < ACKNOWLEDGED_BEFORE_KILL:
             line = await asyncio.wait_for(child.stdout.readline(), 60)
             assert line, "the child stopped before it was killed"
-            seq, digest = line.split()
-            acknowledged[int(seq)] = bytes.fromhex(digest.decode())
+            seq, digest, message_id = line.decode().split()
+            acknowledged[int(seq)] = (bytes.fromhex(digest), message_id)
     finally:
         child.send_signal(signal.SIGKILL)
         await child.wait()
@@ -81,13 +90,27 @@ async def test_sigkill_loses_no_acknowledged_append(database_url: str, tmp_path:
                 records.extend(await log.get_records(list(range(start, min(size, start + 1000)))))
             hashes = [leaf_hash(r.record) for r in records]
             assert [r.seq for r in records] == list(range(size))
-            for seq, digest in acknowledged.items():
+            for seq, (digest, message_id) in acknowledged.items():
                 assert hashes[seq] == digest, f"acknowledged record {seq} differs"
+                assert records[seq].message_id == message_id
             head = log.head()
             assert head.root == root_from_leaf_hashes(hashes)
             for seq in (0, size // 2, size - 1):
                 verify_inclusion(hashes[seq], seq, size, await log.inclusion_proof(seq), head.root)
             assert await log.get_body(size - 1) == b"body " * 20
+
+            # Every acknowledged message id stays claimed: a replay after the crash is refused.
+            guard = ReplayGuard(log)
+            replays = await asyncio.gather(
+                *(
+                    guard.check_and_record(
+                        str(CLIENT), message_id, datetime.now(UTC), timedelta(hours=1)
+                    )
+                    for _, message_id in acknowledged.values()
+                ),
+                return_exceptions=True,
+            )
+            assert all(isinstance(r, ReplayedMessageError) for r in replays)
 
             [after] = await log.append([make_entry()])
             assert after.seq == size
