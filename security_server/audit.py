@@ -338,12 +338,18 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                 to_seq=request.to_sequence or None,
             )
             include = request.include_bodies
+            signed_conf = self._globalconf()
+            if not signed_conf:
+                raise AuditError(
+                    "this server holds no global configuration to bundle yet; retry shortly",
+                    fault=Fault.CLIENT_NOT_FOUND,
+                )
             bundle = await build_bundle(
                 log=self._log,
                 engine=self._engine,
                 server=self._server,
                 key=self._key,
-                globalconf=self._globalconf(),
+                globalconf=signed_conf,
                 query=query,
                 bodies_permitted=lambda r: include and self.bodies_permitted(r),
                 clock=self._clock,
