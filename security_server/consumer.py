@@ -151,7 +151,9 @@ class ConsumerProxy:
         the call with a ``ruta-fault``; nothing else escapes."""
         with self._metrics.exchange("consumer") as outcome:
             try:
+                outcome.request_bytes = len(body)
                 call = parse_call_metadata(path, metadata, bounds=self._bounds)
+                outcome.message_id = call.message_id
                 return await self._exchange(call, body, context, outcome)
             except _PassThrough as passed:
                 if passed.plain:
@@ -241,6 +243,7 @@ class ConsumerProxy:
             certificate=certificate,
             body=response.body,
         )
+        outcome.response_bytes = len(response.body)
         exchanged = ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
         if response_header.status_code != grpc.StatusCode.OK.value[0]:
             raise self._backend_status(response_header, response.body, exchanged)

@@ -7,6 +7,7 @@ user ids or anything secret. The endpoint (aiohttp) serves ``/metrics`` and ``/h
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from ruta.globalconf import GlobalConf
 from ruta.ids import ServiceId, SubsystemId
 
 __all__ = ["LATENCY_BUCKETS", "NO_FAULT", "ExchangeMetrics", "Outcome", "metrics_app"]
+
+_log = logging.getLogger(__name__)
 
 #: Seconds; from a loopback round trip to a slow backend.
 LATENCY_BUCKETS: Final = (
@@ -59,6 +62,11 @@ class Outcome:
     service: str = UNKNOWN
     method: str = UNKNOWN
     fault: str = NO_FAULT
+    #: For the operational record (log line), not a label.
+    message_id: str = ""
+    request_bytes: int = 0
+    response_bytes: int = 0
+    backend_seconds: float | None = None
 
     def identify(
         self, conf: GlobalConf, client: SubsystemId, service: ServiceId, method: str
@@ -162,8 +170,27 @@ class ExchangeMetrics:
             yield outcome
         finally:
             gauge.dec()
-            self.latency.labels(role, outcome.service, outcome.method).observe(
-                time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.latency.labels(role, outcome.service, outcome.method).observe(elapsed)
+            if outcome.backend_seconds is not None:
+                self.backend_latency.labels(outcome.service, outcome.method).observe(
+                    outcome.backend_seconds
+                )
+            # The operational record of the exchange: identifiers, sizes, timings, fault; never
+            # bodies, subjects or user ids.
+            _log.info(
+                "exchange role=%s message_id=%s client=%s service=%s method=%s fault=%s "
+                "request_bytes=%d response_bytes=%d seconds=%.6f backend_seconds=%s",
+                role,
+                outcome.message_id or "-",
+                outcome.client,
+                outcome.service,
+                outcome.method,
+                outcome.fault,
+                outcome.request_bytes,
+                outcome.response_bytes,
+                elapsed,
+                "-" if outcome.backend_seconds is None else f"{outcome.backend_seconds:.6f}",
             )
             self.exchanges.labels(
                 role, outcome.client, outcome.service, outcome.method, outcome.fault

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
@@ -171,6 +172,8 @@ class ProviderProxy:
                 fault=Fault.SERVER_PROVIDER_MESSAGE_TOO_LARGE,
             )
         header = self._request_header(message.header, peer.id)
+        outcome.message_id = header.message_id
+        outcome.request_bytes = len(message.body)
         client = SubsystemId.from_proto(header.client)
         service = ServiceId.from_proto(header.service)
         created_at = created_at_of(header)
@@ -227,7 +230,10 @@ class ProviderProxy:
                 f"message id {header.message_id} of {client} was already used",
                 fault=Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,
             ) from None
+        started = time.perf_counter()
         body, status, failure = await self._forward(channel, header, message.body, context)
+        outcome.backend_seconds = time.perf_counter() - started
+        outcome.response_bytes = len(body)
         if failure is not None:
             outcome.fault = str(failure)
         return await self._answer(

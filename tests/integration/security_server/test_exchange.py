@@ -8,6 +8,7 @@ OCSP responder (see bed.py). Servers run in this process here; test_processes.py
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,20 @@ async def test_logs_are_checkpointed_and_cosigned_by_the_witness(tmp_path: Path)
                 await asyncio.sleep(0.05)
             else:
                 raise AssertionError(f"no cosigned checkpoint: {app.checkpointer.last_error}")
+
+
+async def test_operational_record_never_names_the_subject(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    subject = "SUBJECT-38001010001"
+    async with bed(tmp_path) as instance:
+        await instance.start_server(POP)
+        await instance.start_server(SOC)
+        async with instance.consumer_channel(SOC) as channel:
+            metadata = call_metadata(extra=(("ruta-subject", subject), ("ruta-user-id", "jdoe")))
+            await get_person(channel)(encode_get_person("38001010001"), metadata=metadata)
+    records = [r.getMessage() for r in caplog.records if r.name == "security_server.metrics"]
+    assert any(m.startswith("exchange role=consumer") and "fault=none" in m for m in records)
+    assert any(m.startswith("exchange role=provider") and "backend_seconds=0" in m for m in records)
+    assert not any(subject in r.getMessage() or "jdoe" in r.getMessage() for r in caplog.records)
