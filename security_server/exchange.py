@@ -84,7 +84,9 @@ class SignatureChecker:
     :class:`~ruta.pki.signature.MessageVerifier` (and its cache) per configuration serial."""
 
     ocsp_freshness: timedelta
-    _verifiers: dict[tuple[str, int], MessageVerifier] = field(default_factory=dict)
+    _verifiers: dict[
+        tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]], MessageVerifier
+    ] = field(default_factory=dict)
 
     def verify(
         self,
@@ -101,7 +103,9 @@ class SignatureChecker:
         Raises the verifier's :class:`~ruta.pki.errors.SignatureError` (a ``server.provider.*``
         fault), re-raised with ``fault`` when one is given (the consumer's own code).
         """
-        key = (conf.instance, conf.serial)
+        # Keyed by what a verifier depends on, so a re-published configuration with the same
+        # anchors keeps its warm caches.
+        key = (conf.trust_anchors, conf.ocsp_responder_certs)
         verifier = self._verifiers.get(key)
         if verifier is None:
             verifier = MessageVerifier(
