@@ -43,6 +43,9 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _SNAPSHOT_ATTEMPTS: Final = 5
 
 
+_STATES: Final = {state.value: state for state in ContractState}
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -76,14 +79,45 @@ class PublishedConfiguration:
     document: bytes
 
 
+class _Ids:
+    """Parses each identifier text (and method list) once per read: a snapshot of a large
+    instance names the same subsystems and services in many contracts."""
+
+    def __init__(self) -> None:
+        self._subsystems: dict[str, SubsystemId] = {}
+        self._services: dict[str, ServiceId] = {}
+        self._methods: dict[str, tuple[str, ...]] = {}
+
+    def subsystem(self, text: str) -> SubsystemId:
+        found = self._subsystems.get(text)
+        if found is None:
+            found = self._subsystems[text] = SubsystemId.parse(text)
+        return found
+
+    def service(self, text: str) -> ServiceId:
+        found = self._services.get(text)
+        if found is None:
+            subsystem, _, name = text.rpartition("/")
+            found = self._services[text] = ServiceId(self.subsystem(subsystem), name)
+        return found
+
+    def methods(self, text: str) -> tuple[str, ...]:
+        found = self._methods.get(text)
+        if found is None:
+            found = self._methods[text] = tuple(json.loads(text))
+        return found
+
+
 def _member(row: Row[Any]) -> Member:
     return Member(
         id=MemberId.parse(row.member_id), name=row.name, created_at=_dt(row.created_at_us)
     )
 
 
-def _subsystem(row: Row[Any]) -> Subsystem:
-    return Subsystem(id=SubsystemId.parse(row.subsystem_id), created_at=_dt(row.created_at_us))
+def _subsystem(row: Row[Any], ids: _Ids | None = None) -> Subsystem:
+    return Subsystem(
+        id=(ids or _Ids()).subsystem(row.subsystem_id), created_at=_dt(row.created_at_us)
+    )
 
 
 def _server(row: Row[Any]) -> SecurityServer:
@@ -97,10 +131,11 @@ def _server(row: Row[Any]) -> SecurityServer:
     )
 
 
-def _service(row: Row[Any]) -> Service:
+def _service(row: Row[Any], ids: _Ids | None = None) -> Service:
+    ids = ids or _Ids()
     return Service(
-        id=ServiceId.parse(row.service_id),
-        methods=tuple(json.loads(row.methods_json)),
+        id=ids.service(row.service_id),
+        methods=ids.methods(row.methods_json),
         file_descriptor_set=bytes(row.file_descriptor_set),
         description=row.description,
         savings=Savings(
@@ -112,17 +147,18 @@ def _service(row: Row[Any]) -> Service:
     )
 
 
-def _contract(row: Row[Any]) -> Contract:
+def _contract(row: Row[Any], ids: _Ids | None = None) -> Contract:
+    ids = ids or _Ids()
     return Contract(
         id=row.contract_id,
-        consumer=SubsystemId.parse(row.consumer_id),
-        service=ServiceId.parse(row.service_id),
-        methods=tuple(json.loads(row.methods_json)),
+        consumer=ids.subsystem(row.consumer_id),
+        service=ids.service(row.service_id),
+        methods=ids.methods(row.methods_json),
         purpose=row.purpose,
         legal_basis=row.legal_basis,
         valid_from=_dt(row.valid_from_us),
         valid_until=_opt_dt(row.valid_until_us),
-        state=ContractState(row.state),
+        state=_STATES[row.state],
         requested_by=row.requested_by,
         requested_at=_dt(row.requested_at_us),
         approved_by=row.approved_by,
@@ -821,6 +857,7 @@ class RegistryStore:
         own transaction); raises StoreError if changes keep landing.
         """
         for _ in range(_SNAPSHOT_ATTEMPTS):
+            ids = _Ids()
             async with self._read() as conn:
                 seq = await self._change_seq(conn)
                 members = tuple(
@@ -828,7 +865,7 @@ class RegistryStore:
                     for r in await conn.execute(select(t.members).order_by(t.members.c.member_id))
                 )
                 subsystems = tuple(
-                    _subsystem(r)
+                    _subsystem(r, ids)
                     for r in await conn.execute(
                         select(t.subsystems).order_by(t.subsystems.c.subsystem_id)
                     )
@@ -838,13 +875,13 @@ class RegistryStore:
                     for r in await conn.execute(select(t.servers).order_by(t.servers.c.server_id))
                 )
                 services = tuple(
-                    _service(r)
+                    _service(r, ids)
                     for r in await conn.execute(
                         select(t.services).order_by(t.services.c.service_id)
                     )
                 )
                 contracts = tuple(
-                    _contract(r)
+                    _contract(r, ids)
                     for r in await conn.execute(
                         select(t.contracts)
                         .where(t.contracts.c.state == str(ContractState.ACTIVE))
