@@ -468,6 +468,14 @@ class RequestPlan:
     def names(self) -> frozenset[str]:
         return frozenset(name for name, _ in self.params)
 
+    @property
+    def lists(self) -> Mapping[str, int]:
+        """The parameters that carry a list (repeated request fields), with the protobuf type
+        (``FieldDescriptor.TYPE_*``) of their elements."""
+        return {
+            name: field.path[-1].type for name, field in self.params if field.path[-1].is_repeated
+        }
+
 
 def _request_field(descriptor: Descriptor, path: str, where: str) -> _RequestField:
     target = _resolve_target(descriptor, path, where)

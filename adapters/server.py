@@ -264,7 +264,7 @@ def _bind(name: str, spec: MethodSpec, service: ServiceModel, backend: Backend) 
     response_plan = build_response_plan(
         model.output, spec.fields, auto=spec.auto_fields, where=f"{where}.fields"
     )
-    call = backend.bind(name, spec, request_plan.names)
+    call = backend.bind(name, spec, request_plan.names, lists=request_plan.lists)
     return BoundMethod(
         name=name,
         model=model,

@@ -59,11 +59,19 @@ class Backend(abc.ABC):
         self.timeout = timeout
 
     @abc.abstractmethod
-    def bind(self, method: str, spec: MethodSpec, params: frozenset[str]) -> BoundCall:
+    def bind(
+        self,
+        method: str,
+        spec: MethodSpec,
+        params: frozenset[str],
+        *,
+        lists: Mapping[str, int] | None = None,
+    ) -> BoundCall:
         """Check ``spec`` (the method's table) against this backend and return its call.
 
-        ``params`` are the names of the legacy parameters the request provides. Raises
-        :class:`~adapters.errors.AdapterConfigError` naming ``methods.<method>.<key>``.
+        ``params`` are the names of the legacy parameters the request provides; ``lists`` maps
+        those that carry a list (repeated request fields) to their elements' protobuf type.
+        Raises :class:`~adapters.errors.AdapterConfigError` naming ``methods.<method>.<key>``.
         """
 
     @abc.abstractmethod

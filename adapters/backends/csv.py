@@ -115,7 +115,14 @@ class CsvBackend(Backend):
         self._index: CsvIndex | None = None
         self._lock = asyncio.Lock()
 
-    def bind(self, method: str, spec: MethodSpec, params: frozenset[str]) -> BoundCall:
+    def bind(
+        self,
+        method: str,
+        spec: MethodSpec,
+        params: frozenset[str],
+        *,
+        lists: Mapping[str, int] | None = None,
+    ) -> BoundCall:
         """Return the lookup call; its key is ``lookup``, or the request's only parameter."""
         lookup = spec.lookup
         if lookup is None:

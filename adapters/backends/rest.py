@@ -73,7 +73,14 @@ class RestBackend(Backend):
             )
         return self._session
 
-    def bind(self, method: str, spec: MethodSpec, params: frozenset[str]) -> BoundCall:
+    def bind(
+        self,
+        method: str,
+        spec: MethodSpec,
+        params: frozenset[str],
+        *,
+        lists: Mapping[str, int] | None = None,
+    ) -> BoundCall:
         """Check the path template, query and body against the request parameters."""
         assert spec.path is not None  # guaranteed by AdapterFile validation
         if not spec.path.startswith("/"):

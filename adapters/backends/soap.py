@@ -116,7 +116,14 @@ class SoapBackend(Backend):
             max_workers=spec.threads, thread_name_prefix=f"ruta-soap-{name}"
         )
 
-    def bind(self, method: str, spec: MethodSpec, params: frozenset[str]) -> BoundCall:
+    def bind(
+        self,
+        method: str,
+        spec: MethodSpec,
+        params: frozenset[str],
+        *,
+        lists: Mapping[str, int] | None = None,
+    ) -> BoundCall:
         """Return the call of the method's operation (checked against the WSDL by a probe)."""
         assert spec.operation is not None  # guaranteed by AdapterFile validation
         return _SoapCall(self, method, spec, spec.operation, params)

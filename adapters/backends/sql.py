@@ -20,11 +20,25 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-from sqlalchemy import Select, false, literal_column, select, text
+from google.protobuf.descriptor import FieldDescriptor
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    LargeBinary,
+    Select,
+    String,
+    bindparam,
+    false,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.types import TypeEngine
 
 from adapters.backends import Backend, BoundCall
 from adapters.errors import (
@@ -145,8 +159,19 @@ class SqlBackend(Backend):
                 ) from None
         return self._engine
 
-    def bind(self, method: str, spec: MethodSpec, params: frozenset[str]) -> BoundCall:
-        """Check the method's query (read-only, parameters provided) and return its call."""
+    def bind(
+        self,
+        method: str,
+        spec: MethodSpec,
+        params: frozenset[str],
+        *,
+        lists: Mapping[str, int] | None = None,
+    ) -> BoundCall:
+        """Check the method's query (read-only, parameters provided) and return its call.
+
+        A parameter that carries a list (a repeated request field) binds as an expanding
+        parameter: ``WHERE id IN :ids`` receives one bound value per element.
+        """
         assert spec.query is not None  # guaranteed by AdapterFile validation
         try:
             query = check_read_only(spec.query)
@@ -159,6 +184,12 @@ class SqlBackend(Backend):
             raise AdapterConfigError(
                 f"methods.{method}.query: uses :{', :'.join(missing)} but the request provides "
                 f"no such parameter (parameters: {', '.join(sorted(params)) or 'none'})"
+            )
+        lists = lists or {}
+        expanding = sorted(binds & set(lists))
+        if expanding:
+            statement = statement.bindparams(
+                *(bindparam(n, expanding=True, type_=_sql_type(lists[n])) for n in expanding)
             )
         return _SqlCall(self, method, statement, binds)
 
@@ -190,6 +221,29 @@ class SqlBackend(Backend):
                 f"database backend {self.name} refused a request value (wrong type or format)"
             )
         return LegacyUnavailableError(f"database backend {self.name} is unavailable or failed")
+
+
+def _sql_type(proto_type: int) -> TypeEngine[Any]:
+    """The SQL type of a list element (typed, so an empty list still compiles everywhere)."""
+    if proto_type in _PROTO_INTEGERS:
+        return BigInteger()
+    if proto_type in {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}:
+        return Float()
+    if proto_type == FieldDescriptor.TYPE_BOOL:
+        return Boolean()
+    if proto_type == FieldDescriptor.TYPE_BYTES:
+        return LargeBinary()
+    return String()
+
+
+_PROTO_INTEGERS: Final = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED32, FieldDescriptor.TYPE_SFIXED64,
+    }
+)  # fmt: skip
 
 
 def _read_only_sqlite(url: URL, base_dir: Path) -> URL:

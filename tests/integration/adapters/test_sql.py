@@ -309,3 +309,64 @@ async def test_password_in_url_never_reaches_statuses_or_logs(
     for text in details + logged:
         assert SECRET not in text
         assert "5432" not in text
+
+
+BATCH_PROTO = """
+syntax = "proto3";
+package batch.v1;
+service Batch { rpc GetPeople(GetPeopleRequest) returns (People); }
+message GetPeopleRequest { repeated string national_ids = 1; }
+message Person { string national_id = 1; string given_name = 2; }
+message People { repeated Person people = 1; }
+"""
+
+
+def _batch(tmp_path: Path, url: str) -> Path:
+    (tmp_path / "batch.proto").write_text(BATCH_PROTO, encoding="utf-8")
+    path = tmp_path / "batch.toml"
+    path.write_text(
+        f"""
+[adapter]
+service = "batch.v1.Batch"
+proto = "batch.proto"
+
+[backends.db]
+kind = "sql"
+url = "{url}"
+
+[methods.GetPeople]
+backend = "db"
+params = {{ ids = "national_ids" }}
+expect = "many"
+query = "SELECT national_id, given_name FROM persons WHERE national_id IN :ids ORDER BY national_id"
+
+[methods.GetPeople.fields.people]
+from = "rows"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def test_repeated_request_field_binds_as_a_list(
+    tmp_path: Path, population_db: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        _fill_postgres(url)
+    else:
+        url = f"sqlite+aiosqlite:///{population_db}"
+    async with serving(_batch(tmp_path, url)) as served:
+        found = await served.call(
+            "GetPeople", {"national_ids": ["4410000033", "4410000017", "4410000017') OR ('1'='1"]}
+        )
+        assert found == {
+            "people": [
+                {"national_id": "4410000017", "given_name": "Ana Lucía"},
+                {"national_id": "4410000033", "given_name": "Valentina"},
+            ]
+        }
+        assert await served.call("GetPeople", {"national_ids": []}) == {}
