@@ -1,8 +1,8 @@
 """The provider proxy: receives signed requests from other security servers and answers them.
 
-For each ``Transport.Exchange`` call it checks, in this order (DESIGN.md step 4): the calling
-peer is a listed security server (its TLS certificate's fingerprint), the configuration in force
-(fails closed once expired), the size bound, the header (well formed, a request, addressed to this
+For each ``Transport.Exchange`` call it checks, in this order (DESIGN.md step 4): the
+configuration in force (fails closed once expired), the calling peer is a listed security server
+(its TLS certificate's fingerprint, not revoked), the witness cosignature window, the size bound, the header (well formed, a request, addressed to this
 server, sent by the calling peer), the signature over the exact header bytes with the chain to a
 trust anchor and the stapled OCSP response at signing time and the signer being the client's
 member, the body digest, freshness (``created_at`` within the allowed skew), the contract, and
