@@ -180,20 +180,25 @@ async def cosign_head(side: Side, witness: Witness) -> None:
     await side.log.save_cosignature(head.size, "".join(lines), datetime.now(UTC))
 
 
-async def _side(tmp_path: Path, server: ServerId) -> Side:
+async def _side(tmp_path: Path, server: ServerId, url: str | None) -> Side:
     db = tmp_path / f"{server.code}-{server.member.member_code}.db"
-    engine = await open_database(f"sqlite+aiosqlite:///{db}")
+    engine = await open_database(url or f"sqlite+aiosqlite:///{db}")
     body_key = BodyKey.generate()
     log = await MessageLog.open(engine, origin=str(server), body_key=body_key)
     return Side(server, engine, log, generate_ed25519_key(), body_key, db)
 
 
 @asynccontextmanager
-async def scenario(tmp_path: Path, *, exchanges: int = 3) -> AsyncIterator[Scenario]:
-    """Two servers with ``exchanges`` exchanges, checkpointed after the first and at the end."""
+async def scenario(
+    tmp_path: Path, *, exchanges: int = 3, url: str | None = None
+) -> AsyncIterator[Scenario]:
+    """Two servers with ``exchanges`` exchanges, checkpointed after the first and at the end.
+
+    Each side has its own SQLite file, or with ``url`` both share that database (one tree per
+    origin, as nodes sharing PostgreSQL do)."""
     pki = TestPki(tmp_path / "pki")
-    consumer = await _side(tmp_path, SOC_SS)
-    provider = await _side(tmp_path, POP_SS)
+    consumer = await _side(tmp_path, SOC_SS, url)
+    provider = await _side(tmp_path, POP_SS, url)
     witness_key = generate_ed25519_key()
     witness = Witness(
         name="registry.dev/witness",

@@ -154,3 +154,15 @@ async def test_reconcile_reports_an_exchange_missing_on_one_side(
     assert not result.ok
     assert [d.message_id for d in result.discrepancies] == [world.message_ids[3]]
     assert "only in soc" in result.discrepancies[0].problem
+
+
+@pytest.mark.postgres
+async def test_export_verifies_on_a_shared_postgresql_database(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with scenario(tmp_path, exchanges=3, url=postgres_url) as shared:
+        consumer = verify_bundle(await shared.export(shared.consumer), name="soc")
+        provider = verify_bundle(await shared.export(shared.provider), name="pop")
+        assert consumer.ok, consumer.first_failure
+        assert provider.ok, provider.first_failure
+        assert reconcile(consumer, provider).matched == 3
