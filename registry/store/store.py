@@ -859,6 +859,9 @@ class RegistryStore:
         for _ in range(_SNAPSHOT_ATTEMPTS):
             ids = _Ids()
             async with self._read() as conn:
+                if conn.dialect.name == "postgresql":
+                    # One MVCC snapshot for every table: the re-check below then always agrees.
+                    await conn.execution_options(isolation_level="REPEATABLE READ")
                 seq = await self._change_seq(conn)
                 members = tuple(
                     _member(r)
