@@ -86,7 +86,10 @@ class InitPlan:
     client_ca: Path | None = None
     plain_loopback: tuple[SubsystemId, ...] = ()
     backends: tuple[tuple[ServiceId, str], ...] = ()
-    audit_address: str = ""
+    #: The audit API's listen address (also registered as the server's audit address).
+    audit_listen: str = ""
+    #: How often the global configuration is fetched (None: the default).
+    fetch_interval_seconds: float | None = None
     register: bool = True
     force: bool = False
 
@@ -198,7 +201,7 @@ async def _enrol(
                         id=plan.server.to_proto(),
                         address=plan.transport_listen,
                         auth_certificate=auth.certificate,
-                        audit_address=plan.audit_address,
+                        audit_address=plan.audit_listen,
                         log_public_key=log_key_text,
                     )
                 )
@@ -219,7 +222,10 @@ def settings_document(plan: InitPlan) -> dict[str, Any]:
         consumer["plain_loopback_subsystems"] = [str(s) for s in plan.plain_loopback]
     else:
         consumer["client_ca"] = str((plan.client_ca or directory / "ca.pem").resolve())
-    return {
+    globalconf: dict[str, Any] = {"anchor": str(directory / "anchor.toml")}
+    if plan.fetch_interval_seconds is not None:
+        globalconf["fetch_interval_seconds"] = plan.fetch_interval_seconds
+    document: dict[str, Any] = {
         "server_id": str(plan.server),
         "data_dir": str(directory / "data"),
         "keys": {
@@ -228,7 +234,7 @@ def settings_document(plan: InitPlan) -> dict[str, Any]:
             "signing_key": str(keys / "sign.key"),
             "signing_cert": str(keys / "sign.pem"),
         },
-        "globalconf": {"anchor": str(directory / "anchor.toml")},
+        "globalconf": globalconf,
         "consumer": consumer,
         "transport": {"listen": plan.transport_listen},
         "metrics": {"listen": plan.metrics_listen},
@@ -236,6 +242,12 @@ def settings_document(plan: InitPlan) -> dict[str, Any]:
             {"service": str(service), "address": address} for service, address in plan.backends
         ],
     }
+    if plan.audit_listen:
+        document["audit"] = {
+            "listen": plan.audit_listen,
+            "client_ca": str((plan.client_ca or directory / "ca.pem").resolve()),
+        }
+    return document
 
 
 async def initialise(plan: InitPlan, target: RegistryTarget | None) -> Path:
@@ -367,7 +379,16 @@ _FilePath = click.Path(dir_okay=False, path_type=Path, resolve_path=True)
     multiple=True,
     help="SERVICE=HOST:PORT: the backend serving one of this member's services (repeatable).",
 )
-@click.option("--audit-address", default="", help="HOST:PORT of the audit API, if any.")
+@click.option(
+    "--audit-listen",
+    default="",
+    help="HOST:PORT of the audit API (auditors over mTLS); registered as its audit address.",
+)
+@click.option(
+    "--fetch-interval",
+    type=click.FloatRange(min=0.1, max=3600),
+    help="Seconds between global configuration fetches (default: the server's).",
+)
 @click.option(
     "--register/--no-register",
     default=True,
@@ -392,7 +413,8 @@ def init(
     client_ca: Path | None,
     plain_loopback: tuple[str, ...],
     backends: tuple[str, ...],
-    audit_address: str,
+    audit_listen: str,
+    fetch_interval: float | None,
     register: bool,
     offline: bool,
     force: bool,
@@ -407,6 +429,8 @@ def init(
         server = ServerId.parse(server_id)
         plain = tuple(SubsystemId.parse(s) for s in plain_loopback)
         split_address(transport_listen)
+        if audit_listen:
+            split_address(audit_listen)
     except (IdentifierError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     if registry_dir is not None:
@@ -436,7 +460,8 @@ def init(
         client_ca=client_ca,
         plain_loopback=plain,
         backends=tuple(_parse_backend(b) for b in backends),
-        audit_address=audit_address,
+        audit_listen=audit_listen,
+        fetch_interval_seconds=fetch_interval,
         register=register and not offline,
         force=force,
     )
