@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.errors import AdapterConfigError
 from adapters.spec import (
@@ -201,3 +204,32 @@ def test_parse_listen(listen: str, ok: bool) -> None:
     else:
         with pytest.raises(ValueError, match=r"listen address|out of range"):
             parse_listen(listen)
+
+
+_TOML_BITS = st.sampled_from(
+    [
+        "[adapter]\n",
+        'service = "a.B"\n',
+        'proto = "a.proto"\n',
+        "[backends.db]\n",
+        'kind = "sql"\n',
+        'kind = "csv"\n',
+        'url = "sqlite+aiosqlite:///x"\n',
+        "[methods.M]\n",
+        'backend = "db"\n',
+        'query = "SELECT 1"\n',
+        "fields = { a = 1 }\n",
+        'x = "${NOPE}"\n',
+        "[[methods]]\n",
+        "= broken\n",
+        "timeout_seconds = -1\n",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.lists(_TOML_BITS, max_size=14).map("".join), st.text(max_size=200)))
+def test_any_text_parses_or_is_refused_with_a_config_error(text: str) -> None:
+    """Whatever the file holds, loading it returns a model or raises AdapterConfigError."""
+    with contextlib.suppress(AdapterConfigError):
+        parse_adapter_text(text)
