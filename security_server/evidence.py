@@ -43,12 +43,16 @@ from security_server.log import (
 from security_server.log.schema import log_checkpoints
 
 __all__ = [
+    "MAX_BUNDLE_BODY_BYTES",
     "EvidenceError",
     "EvidenceFilter",
     "build_bundle",
     "cosigned_note",
 ]
 
+#: Most body bytes one bundle carries (the bundle is built in memory); beyond it the export is
+#: refused: narrow the query, or export without bodies.
+MAX_BUNDLE_BODY_BYTES: Final = 256 << 20
 #: Distinct checkpoints one bundle carries at most (one per record plus the tree's).
 _MAX_CHECKPOINTS: Final = MAX_BUNDLE_RECORDS + 1
 
@@ -222,6 +226,7 @@ async def build_bundle(
     certificates: dict[str, bytes] = {}
     ocsp_responses: dict[str, bytes] = {}
     exported: list[BundleRecord] = []
+    body_bytes = 0
     for record in records:
         if holder is None or record.seq >= holder.size:
             holder = await _first_cosigned_above(engine, log.origin, record.seq) or latest
@@ -238,6 +243,12 @@ async def build_bundle(
                     state = "unreadable"
                 if body is None and state == "stored":
                     state = "purged"
+                body_bytes += len(body or b"")
+                if body_bytes > MAX_BUNDLE_BODY_BYTES:
+                    raise EvidenceError(
+                        f"the matching bodies exceed {MAX_BUNDLE_BODY_BYTES} bytes; narrow the "
+                        "query or export without bodies"
+                    )
         exported.append(
             BundleRecord(
                 seq=record.seq,
