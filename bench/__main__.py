@@ -1,0 +1,98 @@
+"""``python -m bench`` (``make bench``): the exchange benchmark, then the micro-benchmarks.
+
+    python -m bench                 # everything; writes bench/results/latest.json and latest.md
+    python -m bench --micro         # only the micro-benchmarks (sign, verify, log, proof, lookup)
+    python -m bench --exchange      # only direct vs bus
+    python -m bench --quick         # tiny call counts: proves the harness works
+    python -m bench --profile DIR   # also cProfile both security servers into DIR/*.prof
+
+The older stand-alone scripts stay where they were: ``bench/globalconf.py`` (issue 4's full size),
+``bench/log_append.py`` and ``bench/log_proofs.py`` (the message log at 1M leaves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from bench.exchange import DEFAULT_CONCURRENCY, DEFAULT_PAYLOADS, BenchConfig, run_exchange_bench
+from bench.micro import run_micro
+from bench.report import markdown
+
+RESULTS: Final = Path(__file__).resolve().parent / "results"
+#: Call counts of ``--quick`` (per concurrency, 512 B; 64 KiB runs half).
+QUICK_CALLS: Final = {1: 20, 16: 64, 64: 128}
+QUICK_WARMUP: Final = {1: 5, 16: 16, 64: 64}
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--micro", action="store_true", help="only the micro-benchmarks")
+    what.add_argument("--exchange", action="store_true", help="only the exchange benchmark")
+    parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every call count")
+    parser.add_argument("--payload", type=int, nargs="+", default=list(DEFAULT_PAYLOADS))
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_CONCURRENCY))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep data files here")
+    parser.add_argument("--profile", type=Path, default=None, help="cProfile servers into DIR")
+    return parser.parse_args(argv)
+
+
+def _config(args: argparse.Namespace) -> BenchConfig:
+    base = BenchConfig()
+    calls = dict(QUICK_CALLS if args.quick else base.calls)
+    warmup = dict(QUICK_WARMUP if args.quick else base.warmup)
+    scale: float = args.scale
+    return BenchConfig(
+        payloads=tuple(args.payload),
+        concurrency=tuple(args.concurrency),
+        calls={c: max(1, int(n * scale)) for c, n in calls.items()},
+        warmup={c: max(1, int(n * scale)) for c, n in warmup.items()},
+        workdir=args.workdir,
+        profile_dir=args.profile,
+    )
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    task = asyncio.current_task()
+    assert task is not None
+    # SIGTERM (make killed, CI cancelled) unwinds like Ctrl-C: every child process is stopped.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {}
+    if not args.micro:
+        result = await run_exchange_bench(_config(args))
+    if not args.exchange:
+        result["micro"] = await run_micro(quick=args.quick)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run, print, and write ``latest.json`` and ``latest.md`` to ``--out``."""
+    args = _parse(argv)
+    try:
+        result = asyncio.run(_main(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; every process the benchmark started was stopped", file=sys.stderr)
+        return 130
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    name = "micro" if args.micro else "latest"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (out / f"{name}.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

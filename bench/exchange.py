@@ -1,0 +1,513 @@
+"""The price of trust: the echo service called directly, then through a consumer and a provider
+security server, by the same load generator, on this machine.
+
+Set-up (every part real, as in the security-server integration tests, whose test bed this
+reuses: ``tests/integration/security_server/bed.py``): a throwaway CA with a real OCSP responder,
+a registry publisher serving a signed global configuration, a witness, the echo backend
+(:mod:`bench.echo`, its own process) and two ``ruta ss serve`` processes, ``DEV/GOV/SOC/ss1``
+(consumer) and ``DEV/GOV/POP/ss1`` (provider of ``bench.v1.Echo``), each signing, verifying and
+logging every message durably (SQLite, WAL, ``synchronous=FULL``), with witness-cosigned
+checkpoints. The CA, OCSP responder, registry and witness run in this harness process.
+
+Each case (payload, concurrency) runs the load generator (:mod:`bench.loadgen`, its own process)
+twice, against the echo backend (direct) and against the consumer server's port (bus), and
+records throughput, latency percentiles, CPU seconds per exchange of every process (from
+``/proc/PID/stat`` around the measured calls only) and each server's peak memory (``VmHWM``).
+At the end the servers are stopped and their message logs counted: every bus call must be in
+both logs, twice (request and response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Final
+
+from bench.echo import ECHO_PATH, METHOD, SERVICE_NAME, file_descriptor_set
+from ruta.ids import ServerId
+from ruta.v1 import globalconf_pb2
+from security_server.server import READY_FILE
+from security_server.settings import DEFAULT_MAX_MESSAGE_BYTES
+from tests.integration.security_server.bed import BENEFITS, POP, REGISTRY_SUBSYSTEM, SOC, Bed
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_PAYLOADS",
+    "BenchConfig",
+    "run_exchange_bench",
+]
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+DEFAULT_PAYLOADS: Final = (512, 64 * 1024)
+DEFAULT_CONCURRENCY: Final = (1, 16, 64)
+ECHO_SERVICE: Final = REGISTRY_SUBSYSTEM.service(SERVICE_NAME)
+PURPOSE: Final = "benchmark"
+#: How long a process may take to write its ready file.
+READY_TIMEOUT_SECONDS: Final = 60.0
+#: How long one load-generator run may take before the harness gives up on it.
+RUN_TIMEOUT_SECONDS: Final = 300.0
+_CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run. ``calls``/``warmup`` map a concurrency to a call count for 512 B payloads;
+    larger payloads run ``large_fraction`` of them."""
+
+    payloads: Sequence[int] = DEFAULT_PAYLOADS
+    concurrency: Sequence[int] = DEFAULT_CONCURRENCY
+    calls: Mapping[int, int] = field(default_factory=lambda: {1: 1000, 16: 3000, 64: 4000})
+    warmup: Mapping[int, int] = field(default_factory=lambda: {1: 100, 16: 300, 64: 600})
+    large_fraction: float = 0.5
+    workdir: Path | None = None
+    #: Run each security server under cProfile and write ``<server>.prof`` here.
+    profile_dir: Path | None = None
+
+    def count(self, table: Mapping[int, int], payload: int, concurrency: int) -> int:
+        base = table.get(concurrency, max(table.values()))
+        if payload > 4096:
+            base = int(base * self.large_fraction)
+        return max(1, base)
+
+
+# --- /proc readings ------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds ``pid`` has used (all threads), from ``/proc/PID/stat``."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may contain spaces: split after its closing parenthesis.
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory of ``pid`` (``VmHWM``) in MiB; 0.0 if unknown."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def fsync_latency_ms(directory: Path, rounds: int = 50) -> float:
+    """Median time of one 4 KiB write + fsync in ``directory`` (what a durable commit waits on)."""
+    times = []
+    fd, name = tempfile.mkstemp(dir=directory)
+    try:
+        for _ in range(rounds):
+            os.write(fd, b"\0" * 4096)
+            start = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+    times.sort()
+    return times[len(times) // 2] * 1e3
+
+
+def machine_info(directory: Path) -> dict[str, Any]:
+    """CPU model, cores, load, versions: what a reader needs to judge the numbers."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+
+    def version(name: str) -> str:
+        try:
+            return importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            return ""
+
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "grpcio": version("grpcio"),
+        "protobuf": version("protobuf"),
+        "cryptography": version("cryptography"),
+        "sqlalchemy": version("sqlalchemy"),
+        "aiosqlite": version("aiosqlite"),
+        "uvloop": version("uvloop"),
+        "sqlite": sqlite3.sqlite_version,
+        "load_average_at_start": list(os.getloadavg()),
+        "fsync_p50_ms": round(fsync_latency_ms(directory), 3),
+    }
+
+
+# --- the instance --------------------------------------------------------------------------
+
+
+class BenchBed(Bed):
+    """The security-server test bed with the echo service published and mapped, production
+    defaults for sizes and configuration fetches, and the consumer port on plaintext loopback
+    (like the direct baseline's; server-to-server stays mutual TLS)."""
+
+    echo_address = ""
+
+    def configuration(self) -> globalconf_pb2.GlobalConfiguration:
+        conf = super().configuration()
+        conf.services.add(
+            id=ECHO_SERVICE.to_proto(),
+            methods=[METHOD],
+            file_descriptor_set=file_descriptor_set(),
+            description="Benchmark echo: answers with the request's bytes",
+        )
+        valid_from = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
+        contract = conf.contracts.add(
+            contract_id="C-BENCH",
+            consumer=BENEFITS.to_proto(),
+            service=ECHO_SERVICE.to_proto(),
+            methods=[METHOD],
+            purpose=PURPOSE,
+            legal_basis="Benchmark",
+        )
+        contract.valid_from.FromDatetime(valid_from)
+        return conf
+
+    def settings_dict(self, server: ServerId, **limits: Any) -> dict[str, Any]:
+        data = super().settings_dict(
+            server, **{"max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES, **limits}
+        )
+        data["globalconf"]["fetch_interval_seconds"] = 60.0
+        if server == SOC:
+            data["consumer"] = {
+                "listen": "127.0.0.1:0",
+                "allow_plain_loopback": True,
+                "plain_loopback_subsystems": [str(BENEFITS)],
+            }
+        if server == POP:
+            data["backends"] = [
+                *data.get("backends", []),
+                {"service": str(ECHO_SERVICE), "address": self.echo_address},
+            ]
+        return data
+
+    async def spawn(self, server: ServerId, *, profile: Path | None) -> dict[str, Any]:
+        """Run ``server`` as ``ruta ss serve`` (optionally under cProfile); wait until ready."""
+        agency = self.agencies[server]
+        config = self.write_settings(server)
+        ready = agency.data_dir / READY_FILE
+        ready.unlink(missing_ok=True)
+        prefix = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(agency.directory / "stderr.log", "ab") as stderr:  # noqa: ASYNC230 - setup
+            agency.process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
+                [
+                    sys.executable,
+                    *prefix,
+                    "-m",
+                    "ruta",
+                    "--log-level",
+                    "warning",
+                    "ss",
+                    "serve",
+                    "--config",
+                    str(config),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=env,
+                cwd=REPO_ROOT,
+            )
+        await _wait_ready(ready, agency.process, agency.directory / "stderr.log")
+        agency.addresses = json.loads(ready.read_text())
+        return agency.addresses
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+async def _wait_ready(ready: Path, process: subprocess.Popen[bytes], stderr: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while not os.path.exists(ready):  # noqa: ASYNC240 - a stat while polling a child
+        if process.poll() is not None:
+            tail = _tail(stderr)
+            raise RuntimeError(f"process {process.args!r} exited early:\n{tail}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {process.args!r} did not become ready")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _process_group(argv: Sequence[str], *, stderr: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``argv`` in its own process group; on exit SIGTERM the group, then SIGKILL it."""
+    with open(stderr, "ab") as err:
+        process = subprocess.Popen(
+            list(argv), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, cwd=REPO_ROOT
+        )
+    try:
+        yield process
+    finally:
+        _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+# --- one run of the load generator ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunResult:
+    load: dict[str, Any]
+    cpu_per_call_ms: dict[str, float]
+
+
+async def _run_load(
+    *,
+    target: str,
+    metadata: Sequence[tuple[str, str]],
+    payload: int,
+    concurrency: int,
+    calls: int,
+    warmup: int,
+    watched: Mapping[str, int],
+    stderr: Path,
+) -> RunResult:
+    """One load-generator process against ``target``; CPU of ``watched`` processes (and of the
+    generator itself) is read right before and right after the measured calls."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--target",
+        target,
+        "--path",
+        ECHO_PATH,
+        "--payload",
+        str(payload),
+        "--concurrency",
+        str(concurrency),
+        "--calls",
+        str(calls),
+        "--warmup",
+        str(warmup),
+    ]
+    for key, value in metadata:
+        argv += ["--metadata", f"{key}={value}"]
+    with open(stderr, "ab") as err:  # noqa: ASYNC230 - opening a log file for a child
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+    try:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        async with asyncio.timeout(RUN_TIMEOUT_SECONDS):
+            warm = json.loads(await _line(process.stdout))
+            if warm.get("event") != "warm":
+                raise RuntimeError(f"load generator said {warm!r}")
+            pids = {**watched, "loadgen": process.pid}
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            process.stdin.write(b"go\n")
+            await process.stdin.drain()
+            done = json.loads(await _line(process.stdout))
+            after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            await process.wait()
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    ok = max(1, int(done["ok"]))
+    cpu = {name: (after[name] - before[name]) / ok * 1e3 for name in pids}
+    return RunResult(load=done, cpu_per_call_ms=cpu)
+
+
+async def _line(stream: asyncio.StreamReader) -> str:
+    line = await stream.readline()
+    if not line:
+        raise RuntimeError("the load generator exited without a result (see loadgen.log)")
+    return line.decode()
+
+
+# --- the whole benchmark -------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _instance(directory: Path, config: BenchConfig) -> AsyncIterator[tuple[BenchBed, int]]:
+    """The bed with the echo backend and both servers running; yields the bed and the echo pid.
+    Stops every process it started, whatever happens."""
+    instance = BenchBed(directory)
+    try:
+        await instance.build()
+        ready = directory / "echo.ready.json"
+        with _process_group(
+            [sys.executable, "-m", "bench.echo", "--ready-file", str(ready)],
+            stderr=directory / "echo.log",
+        ) as echo:
+            await _wait_ready(ready, echo, directory / "echo.log")
+            instance.echo_address = json.loads(ready.read_text())["address"]
+            instance.publish()
+            for server in (POP, SOC):
+                profile = (
+                    config.profile_dir / f"{server.member.member_code.lower()}.prof"
+                    if config.profile_dir is not None
+                    else None
+                )
+                await instance.spawn(server, profile=profile)
+            yield instance, echo.pid
+    finally:
+        await instance.close()
+
+
+def _case_row(
+    payload: int, concurrency: int, direct: RunResult, bus: RunResult, memory: dict[str, float]
+) -> dict[str, Any]:
+    d, b = direct.load, bus.load
+    return {
+        "payload": payload,
+        "concurrency": concurrency,
+        "calls": b["calls"],
+        "direct_rps": round(d["rps"], 1),
+        "bus_rps": round(b["rps"], 1),
+        "ratio": round(b["rps"] / d["rps"], 3) if d["rps"] else 0.0,
+        "direct_p50_ms": round(d["p50_ms"], 3),
+        "bus_p50_ms": round(b["p50_ms"], 3),
+        "added_p50_ms": round(b["p50_ms"] - d["p50_ms"], 3),
+        "direct_p99_ms": round(d["p99_ms"], 3),
+        "bus_p99_ms": round(b["p99_ms"], 3),
+        "added_p99_ms": round(b["p99_ms"] - d["p99_ms"], 3),
+        "direct_errors": d["errors"],
+        "bus_errors": b["errors"],
+        "error_samples": [*d["error_samples"], *b["error_samples"]],
+        "cpu_ms_per_exchange": {
+            "direct": {k: round(v, 4) for k, v in direct.cpu_per_call_ms.items()},
+            "bus": {k: round(v, 4) for k, v in bus.cpu_per_call_ms.items()},
+        },
+        "peak_rss_mib": {k: round(v, 1) for k, v in memory.items()},
+    }
+
+
+def _count_logged(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        row = conn.execute("SELECT count(*) FROM log_leaves").fetchone()
+        return int(row[0])
+
+
+async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> dict[str, Any]:
+    """Run every case; return ``{"machine", "setup", "cases", "logged"}`` (see the README)."""
+    with contextlib.ExitStack() as stack:
+        if config.workdir is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ruta-bench-")))
+        else:
+            directory = config.workdir
+            directory.mkdir(parents=True, exist_ok=True)
+        machine = machine_info(directory)
+        cases: list[dict[str, Any]] = []
+        bus_calls = 0
+        started = time.monotonic()
+        async with _instance(directory, config) as (instance, echo_pid):
+            consumer = instance.agencies[SOC].addresses
+            provider = instance.agencies[POP].addresses
+            watched_direct = {"backend": echo_pid}
+            watched_bus = {
+                "backend": echo_pid,
+                "consumer_ss": int(consumer["pid"]),
+                "provider_ss": int(provider["pid"]),
+                "harness": os.getpid(),
+            }
+            metadata = (
+                ("ruta-client", str(BENEFITS)),
+                ("ruta-service", str(REGISTRY_SUBSYSTEM)),
+                ("ruta-purpose", PURPOSE),
+            )
+            for payload in config.payloads:
+                for concurrency in config.concurrency:
+                    calls = config.count(config.calls, payload, concurrency)
+                    warmup = config.count(config.warmup, payload, concurrency)
+                    log = directory / "loadgen.log"
+                    direct = await _run_load(
+                        target=instance.echo_address,
+                        metadata=(),
+                        watched=watched_direct,
+                        payload=payload,
+                        concurrency=concurrency,
+                        calls=calls,
+                        warmup=warmup,
+                        stderr=log,
+                    )
+                    bus = await _run_load(
+                        target=consumer["consumer"],
+                        metadata=metadata,
+                        watched=watched_bus,
+                        payload=payload,
+                        concurrency=concurrency,
+                        calls=calls,
+                        warmup=warmup,
+                        stderr=log,
+                    )
+                    bus_calls += calls + warmup
+                    memory = {
+                        name: peak_rss_mib(pid)
+                        for name, pid in watched_bus.items()
+                        if name != "harness"
+                    }
+                    row = _case_row(payload, concurrency, direct, bus, memory)
+                    cases.append(row)
+                    progress(
+                        f"payload {payload:>6} B  concurrency {concurrency:>3}: "
+                        f"direct {row['direct_rps']:>8.1f}/s p50 {row['direct_p50_ms']:.2f} ms   "
+                        f"bus {row['bus_rps']:>8.1f}/s p50 {row['bus_p50_ms']:.2f} ms   "
+                        f"ratio {row['ratio']:.2f}  added p50 {row['added_p50_ms']:.2f} ms"
+                        + (f"  ERRORS {row['error_samples']}" if row["error_samples"] else "")
+                    )
+        # The servers are stopped now (logs flushed): every bus call must be in both logs.
+        logged = {
+            str(server): _count_logged(instance.agencies[server].data_dir / "messagelog.db")
+            for server in (SOC, POP)
+        }
+        machine["load_average_at_end"] = list(os.getloadavg())
+        return {
+            "machine": machine,
+            "setup": {
+                "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "duration_s": round(time.monotonic() - started, 1),
+                "backend": f"bench.echo ({SERVICE_NAME}), its own process, plaintext loopback",
+                "load_generator": "bench.loadgen, its own process, grpc.aio, one channel",
+                "bus": (
+                    "consumer ss (plaintext loopback port) -> mTLS -> provider ss -> backend; "
+                    "ECDSA P-256 signatures with stapled OCSP, full verification, SQLite WAL "
+                    "synchronous=FULL message logs with group commit, witness cosigned checkpoints"
+                ),
+                "calls": dict(config.calls),
+                "warmup": dict(config.warmup),
+            },
+            "cases": cases,
+            "logged": {
+                "expected_per_log": 2 * bus_calls,
+                **logged,
+            },
+        }

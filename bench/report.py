@@ -1,0 +1,96 @@
+"""The Markdown form of a benchmark result (``bench/results/latest.md``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["markdown"]
+
+
+def _size(payload: int) -> str:
+    return f"{payload // 1024} KiB" if payload >= 1024 and payload % 1024 == 0 else f"{payload} B"
+
+
+def _cpu(row: dict[str, Any], mode: str, name: str) -> str:
+    value = row["cpu_ms_per_exchange"][mode].get(name)
+    return "" if value is None else f"{value:.2f}"
+
+
+def _exchange(result: dict[str, Any]) -> list[str]:
+    machine = result["machine"]
+    setup = result["setup"]
+    lines = [
+        "## Direct gRPC vs through the bus (consumer + provider security server)",
+        "",
+        f"Recorded {setup['recorded_at']} on {machine['cpu_model']} x {machine['cores']} cores, "
+        f"Python {machine['python']}, grpcio {machine['grpcio']}, SQLite {machine['sqlite']}; "
+        f"load average {machine['load_average_at_start'][0]:.2f} at start, "
+        f"{machine.get('load_average_at_end', [0.0])[0]:.2f} at end; fsync p50 "
+        f"{machine['fsync_p50_ms']} ms. Run took {setup['duration_s']} s.",
+        "",
+        "| payload | conc. | direct rps | bus rps | ratio | direct p50 ms | bus p50 ms "
+        "| added p50 ms | direct p99 ms | bus p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines.extend(
+        f"| {_size(row['payload'])} | {row['concurrency']} | {row['direct_rps']:.0f} "
+        f"| {row['bus_rps']:.0f} | {row['ratio']:.2f} | {row['direct_p50_ms']:.2f} "
+        f"| {row['bus_p50_ms']:.2f} | {row['added_p50_ms']:.2f} | {row['direct_p99_ms']:.2f} "
+        f"| {row['bus_p99_ms']:.2f} | {row['direct_errors'] + row['bus_errors']} |"
+        for row in result["cases"]
+    )
+    lines += [
+        "",
+        "CPU milliseconds per exchange (measured calls only) and peak RSS (MiB, since start):",
+        "",
+        "| payload | conc. | direct: backend | direct: loadgen | bus: consumer ss "
+        "| bus: provider ss | bus: backend | bus: loadgen | bus: harness | peak MiB consumer "
+        "/ provider / backend |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in result["cases"]:
+        mem = row["peak_rss_mib"]
+        lines.append(
+            f"| {_size(row['payload'])} | {row['concurrency']} "
+            f"| {_cpu(row, 'direct', 'backend')} | {_cpu(row, 'direct', 'loadgen')} "
+            f"| {_cpu(row, 'bus', 'consumer_ss')} | {_cpu(row, 'bus', 'provider_ss')} "
+            f"| {_cpu(row, 'bus', 'backend')} | {_cpu(row, 'bus', 'loadgen')} "
+            f"| {_cpu(row, 'bus', 'harness')} "
+            f"| {mem.get('consumer_ss', 0):.0f} / {mem.get('provider_ss', 0):.0f} "
+            f"/ {mem.get('backend', 0):.0f} |"
+        )
+    logged = result.get("logged", {})
+    if logged:
+        counts = ", ".join(f"{k}: {v}" for k, v in logged.items() if k != "expected_per_log")
+        lines += [
+            "",
+            f"Message logs after the run: {counts} records "
+            f"(expected {logged['expected_per_log']} in each: request and response of every "
+            "bus call, warm-up included).",
+        ]
+    return lines
+
+
+def _micro(micro: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Micro-benchmarks (one process, hot-path parts)",
+        "",
+        "| what | rate | per op |",
+        "|---|---:|---:|",
+    ]
+    for name, entry in micro.items():
+        rate = entry.get("per_second", 0.0)
+        per = entry.get("us_per_op", 0.0)
+        note = f" ({entry['note']})" if entry.get("note") else ""
+        lines.append(f"| {name}{note} | {rate:,.0f}/s | {per:,.1f} µs |")
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The tables of ``result`` (either part may be absent)."""
+    lines = ["# Ruta benchmark results", ""]
+    if "cases" in result:
+        lines += [*_exchange(result), ""]
+    if "micro" in result:
+        lines += [*_micro(result["micro"]), ""]
+    return "\n".join(lines)
