@@ -463,17 +463,27 @@ class _Verification:
         logged = parsed.logged_at.ToDatetime(tzinfo=UTC)
         record.logged_at = _iso(logged)
         try:
-            client = SubsystemId.from_proto(header.client)
-            service = ServiceId.from_proto(header.service)
-            record.client, record.service = str(client), str(service)
+            record.client = str(SubsystemId.from_proto(header.client))
+            record.service = str(ServiceId.from_proto(header.service))
         except IdentifierError:
             record.problems.append("its header names an invalid client or service")
             return None
+        self._endpoint(parsed.direction, header, record)
         if parsed.sequence != seq:
             record.problems.append(
                 f"its leaf says it is record {parsed.sequence} (records moved or reordered)"
             )
-        # Inclusion in the newest cosigned tree.
+        self._placement(entry, record, data, logged)
+        if verifier is not None:
+            self._signature(verifier, parsed, header, signature, record)
+        self._body(entry, record, header)
+        return _Leaf(report=record, header=parsed.header, parsed=header, signature=signature)
+
+    def _placement(
+        self, entry: Mapping[str, Any], record: RecordReport, data: bytes, logged: datetime
+    ) -> None:
+        """Inclusion in the newest cosigned tree, and the earliest cosignature holding it."""
+        seq = record.seq
         try:
             proof = decode_hashes(entry.get("inclusion", []), "an inclusion proof")
             verify_inclusion(
@@ -487,36 +497,57 @@ class _Verification:
             record.problems.append(
                 f"it is not in the log's cosigned tree at this position: {exc.message}"
             )
-        # Witnessed time: the earliest listed cosigned checkpoint holding the record.
         witnessed_by = int(entry.get("witnessed_by", -1))
         if witnessed_by not in self.cosigned_at or not seq < witnessed_by:
             record.problems.append("no cosigned checkpoint of the bundle holds it")
-        else:
-            record.witnessed_at = _iso(self.cosigned_at[witnessed_by])
-            if logged > self.cosigned_at[witnessed_by]:
-                self.report.warnings.append(
-                    f"{record.name()} is logged after the cosignature that holds it (clocks differ)"
-                )
-        # Signature and certificate status at signing time.
-        if verifier is not None:
-            claimed = (
-                client.member
-                if header.kind == transport_pb2.MESSAGE_KIND_REQUEST
-                else (service.member)
+            return
+        record.witnessed_at = _iso(self.cosigned_at[witnessed_by])
+        if logged > self.cosigned_at[witnessed_by]:
+            self.report.warnings.append(
+                f"{record.name()} is logged after the cosignature that holds it (clocks differ)"
             )
-            try:
-                verifier.verify(
-                    parsed.header,
-                    signature,
-                    claimed_member=claimed,
-                    signed_at=header.created_at.ToDatetime(tzinfo=UTC),
-                )
-            except RutaError as exc:
-                record.problems.append(f"its message signature fails: {exc.message}")
-            if sha256_hex(signature.certificate) != parsed.certificate_fingerprint:
-                record.problems.append("its certificate fingerprint is not its signer's")
-        self._body(entry, record, header)
-        return _Leaf(report=record, header=parsed.header, parsed=header, signature=signature)
+
+    @staticmethod
+    def _signature(
+        verifier: MessageVerifier,
+        parsed: log_pb2.LogRecord,
+        header: transport_pb2.MessageHeader,
+        signature: transport_pb2.Signature,
+        record: RecordReport,
+    ) -> None:
+        """The message signature, and the certificate's status at signing time (stapled OCSP);
+        a request is signed by the client's member, a response by the provider's."""
+        claimed = (
+            SubsystemId.from_proto(header.client).member
+            if header.kind == transport_pb2.MESSAGE_KIND_REQUEST
+            else ServiceId.from_proto(header.service).member
+        )
+        try:
+            verifier.verify(
+                parsed.header,
+                signature,
+                claimed_member=claimed,
+                signed_at=header.created_at.ToDatetime(tzinfo=UTC),
+            )
+        except RutaError as exc:
+            record.problems.append(f"its message signature fails: {exc.message}")
+        if sha256_hex(signature.certificate) != parsed.certificate_fingerprint:
+            record.problems.append("its certificate fingerprint is not its signer's")
+
+    def _endpoint(
+        self, direction: int, header: transport_pb2.MessageHeader, record: RecordReport
+    ) -> None:
+        """A sent message names this server as sender, a received one as receiver."""
+        field_name = "sender" if direction == log_pb2.LOG_DIRECTION_SENT else "receiver"
+        try:
+            named = str(ServerId.from_proto(getattr(header, field_name)))
+        except IdentifierError:
+            named = "nobody"
+        if named != self.report.server:
+            record.problems.append(
+                f"it was logged as {record.direction} by {self.report.server} but names "
+                f"{named} as its {field_name}"
+            )
 
     def _body(
         self, entry: Mapping[str, Any], record: RecordReport, header: transport_pb2.MessageHeader
