@@ -28,7 +28,7 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Final
 
 from cryptography import x509
@@ -502,7 +502,8 @@ class _Verification:
             record.problems.append("no cosigned checkpoint of the bundle holds it")
             return
         record.witnessed_at = _iso(self.cosigned_at[witnessed_by])
-        if logged > self.cosigned_at[witnessed_by]:
+        # Cosignature timestamps are whole seconds: allow the second they were cut to.
+        if logged >= self.cosigned_at[witnessed_by] + timedelta(seconds=1):
             self.report.warnings.append(
                 f"{record.name()} is logged after the cosignature that holds it (clocks differ)"
             )
