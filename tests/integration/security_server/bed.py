@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import grpc
 import grpc.aio
+import pytest
 import tomli_w
 from aiohttp import web
 from cryptography import x509
@@ -40,20 +41,23 @@ from ruta.examples.population import (
     GET_PERSON_PATH,
     SERVICE_NAME,
     PopulationBackend,
+    encode_get_person,
     file_descriptor_set,
 )
 from ruta.globalconf import ConfigurationAnchor
 from ruta.ids import MemberId, ServerId, SubsystemId
 from ruta.pki.certs import CertificateKind, certificate_der, fingerprint
 from ruta.pki.keys import generate_ed25519_key
+from ruta.pki.signature import sign_message
 from ruta.pki.testing import Credential, TestPki
-from ruta.v1 import globalconf_pb2
+from ruta.v1 import globalconf_pb2, transport_pb2
 from security_server.checkpointer import (
     LOG_KEY_FILE,
     load_or_create_log_key,
     log_verifier,
     log_vkey,
 )
+from security_server.headers import build_request_header, parse_call_metadata
 from security_server.server import READY_FILE, SecurityServerApp
 from security_server.settings import SecurityServerSettings
 from tests.conftest import free_port
@@ -67,6 +71,8 @@ BENEFITS: Final = SubsystemId.parse("DEV/GOV/SOC/benefits")
 INCOME: Final = SubsystemId.parse("DEV/GOV/TAX/income")
 SERVICE: Final = REGISTRY_SUBSYSTEM.service(SERVICE_NAME)
 PURPOSE: Final = "benefit-eligibility"
+#: The request body of GetPerson for a person the example register holds.
+PERSON_REQUEST: Final = encode_get_person("38001010001")
 #: Small so the oversized-message test stays cheap.
 TEST_MAX_MESSAGE_BYTES: Final = 64 * 1024
 _EPOCH: Final = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
@@ -358,6 +364,12 @@ class Bed:
             await asyncio.sleep(0.05)
         raise AssertionError("servers did not pick up the new configuration")
 
+    async def stop_backend(self) -> None:
+        """Stop the example backend (the provider's next call to it fails)."""
+        for server in self._grpc:
+            await server.stop(None)
+        self._grpc.clear()
+
     async def stop_registry(self) -> None:
         if self.registry_runner is not None:
             await self.registry_runner.cleanup()
@@ -391,6 +403,85 @@ class Bed:
             certificate_chain=cred.cert_path.read_bytes(),
         )
         return grpc.aio.secure_channel(agency.addresses["consumer"], credentials)
+
+
+async def consumer_refusal(
+    instance: Bed,
+    *,
+    server: ServerId = SOC,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+    body: bytes = PERSON_REQUEST,
+    path: str | None = None,
+    as_subsystem: SubsystemId | None = None,
+    deadline: float | None = None,
+) -> tuple[grpc.StatusCode, str | None]:
+    async with instance.consumer_channel(server, as_subsystem=as_subsystem) as channel:
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = (
+            channel.unary_unary(path) if path else get_person(channel)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(body, metadata=metadata or call_metadata(), timeout=deadline)
+    return info.value.code(), fault_of(info.value)
+
+
+def signed_request(
+    instance: Bed,
+    *,
+    sender: ServerId = SOC,
+    client: SubsystemId = BENEFITS,
+    signing: Credential | None = None,
+    created_at: datetime.datetime | None = None,
+    body: bytes = PERSON_REQUEST,
+    revoked: bool = False,
+) -> tuple[transport_pb2.MessageHeader, transport_pb2.SignedMessage]:
+    call = parse_call_metadata("/population.v1.PopulationRegister/GetPerson", call_metadata(client))
+    header, raw = build_request_header(
+        call,
+        body=body,
+        sender=sender,
+        receiver=POP,
+        created_at=created_at or datetime.datetime.now(datetime.UTC),
+    )
+    cred = signing or instance.agencies[sender].signing
+    staple = instance.pki.ocsp_response(
+        cred.certificate,
+        this_update=created_at,
+        revoked_at=datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+        if revoked
+        else None,
+    )
+    signature = sign_message(
+        raw, signer=cred.signer(), certificate=cred.certificate, ocsp_response=staple
+    )
+    return header, transport_pb2.SignedMessage(header=raw, body=body, signature=signature)
+
+
+async def send_to_provider(
+    instance: Bed, message: transport_pb2.SignedMessage, *, peer: ServerId = SOC
+) -> transport_pb2.SignedMessage:
+    auth = instance.agencies[peer].auth
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=instance.pki.trust_path.read_bytes(),
+        private_key=auth.key_path.read_bytes(),
+        certificate_chain=auth.cert_path.read_bytes(),
+    )
+    address = instance.agencies[POP].addresses["transport"]
+    async with grpc.aio.secure_channel(address, credentials) as channel:
+        exchange = channel.unary_unary(
+            "/ruta.v1.Transport/Exchange",
+            request_serializer=transport_pb2.SignedMessage.SerializeToString,
+            response_deserializer=transport_pb2.SignedMessage.FromString,
+        )
+        response: transport_pb2.SignedMessage = await exchange(message, timeout=10)
+        return response
+
+
+async def provider_fault(
+    instance: Bed, message: transport_pb2.SignedMessage, *, peer: ServerId = SOC
+) -> str | None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await send_to_provider(instance, message, peer=peer)
+    return fault_of(info.value)
 
 
 def get_person(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
@@ -443,6 +534,10 @@ __all__ = [
     "MemberId",
     "bed",
     "call_metadata",
+    "consumer_refusal",
     "fault_of",
     "get_person",
+    "provider_fault",
+    "send_to_provider",
+    "signed_request",
 ]

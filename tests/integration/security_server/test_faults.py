@@ -19,13 +19,8 @@ import pytest
 
 from ruta.examples.population import SLOW_NATIONAL_ID, decode_person, encode_get_person
 from ruta.ids import ServerId, SubsystemId
-from ruta.pki.signature import sign_message
-from ruta.pki.testing import Credential
-from ruta.v1 import transport_pb2
-from security_server.headers import build_request_header, parse_call_metadata
 from tests.conftest import free_port
 from tests.integration.security_server.bed import (
-    BENEFITS,
     INCOME,
     POP,
     SOC,
@@ -34,8 +29,12 @@ from tests.integration.security_server.bed import (
     Bed,
     bed,
     call_metadata,
+    consumer_refusal,
     fault_of,
     get_person,
+    provider_fault,
+    send_to_provider,
+    signed_request,
 )
 
 pytestmark = pytest.mark.integration
@@ -50,25 +49,6 @@ async def running(tmp_path: Path) -> AsyncIterator[Bed]:
         await instance.start_server(SOC)
         await instance.start_server(TAX)
         yield instance
-
-
-async def _refusal(
-    instance: Bed,
-    *,
-    server: ServerId = SOC,
-    metadata: tuple[tuple[str, str], ...] | None = None,
-    body: bytes = PERSON,
-    path: str | None = None,
-    as_subsystem: SubsystemId | None = None,
-    deadline: float | None = None,
-) -> tuple[grpc.StatusCode, str | None]:
-    async with instance.consumer_channel(server, as_subsystem=as_subsystem) as channel:
-        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = (
-            channel.unary_unary(path) if path else get_person(channel)
-        )
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await call(body, metadata=metadata or call_metadata(), timeout=deadline)
-    return info.value.code(), fault_of(info.value)
 
 
 async def _ok(instance: Bed, metadata: tuple[tuple[str, str], ...] | None = None) -> dict[str, str]:
@@ -97,13 +77,13 @@ async def _ok(instance: Bed, metadata: tuple[tuple[str, str], ...] | None = None
 async def test_bad_call_metadata(
     running: Bed, metadata: tuple[tuple[str, str], ...], fault: str
 ) -> None:
-    code, got = await _refusal(running, metadata=metadata)
+    code, got = await consumer_refusal(running, metadata=metadata)
     assert got == fault
     assert code != grpc.StatusCode.OK
 
 
 async def test_no_contract(running: Bed) -> None:
-    code, fault = await _refusal(running, server=TAX, metadata=call_metadata(INCOME))
+    code, fault = await consumer_refusal(running, server=TAX, metadata=call_metadata(INCOME))
     assert (code, fault) == (grpc.StatusCode.PERMISSION_DENIED, "server.consumer.access_denied")
 
 
@@ -111,25 +91,25 @@ async def test_revoked_contract_applies_once_the_new_configuration_arrives(runni
     assert (await _ok(running))["given_name"] == "Ana"
     running.contract_active = False
     await running.wait_for_serial(running.publish())
-    code, fault = await _refusal(running)
+    code, fault = await consumer_refusal(running)
     assert (code, fault) == (grpc.StatusCode.PERMISSION_DENIED, "server.consumer.access_denied")
 
 
 async def test_unknown_service(running: Bed) -> None:
-    code, fault = await _refusal(running, path="/other.v1.Other/Get")
+    code, fault = await consumer_refusal(running, path="/other.v1.Other/Get")
     assert (code, fault) == (grpc.StatusCode.NOT_FOUND, "client.unknown_service")
 
 
 async def test_oversized_message_refused_before_signing(running: Bed) -> None:
     before = running.agencies[SOC].app.log.size()  # type: ignore[union-attr]
-    code, fault = await _refusal(running, body=b"\x0a" * (TEST_MAX_MESSAGE_BYTES + 1))
+    code, fault = await consumer_refusal(running, body=b"\x0a" * (TEST_MAX_MESSAGE_BYTES + 1))
     assert (code, fault) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "client.message_too_large")
     assert running.agencies[SOC].app.log.size() == before  # type: ignore[union-attr]
 
 
 async def test_backend_certificate_must_name_the_claimed_subsystem(running: Bed) -> None:
     other = SubsystemId.parse("DEV/GOV/SOC/other")
-    code, fault = await _refusal(running, as_subsystem=other)
+    code, fault = await consumer_refusal(running, as_subsystem=other)
     assert (code, fault) == (grpc.StatusCode.PERMISSION_DENIED, "client.permission_denied")
 
 
@@ -138,7 +118,7 @@ async def test_configuration_expired_fails_closed(tmp_path: Path) -> None:
         await instance.start_server(POP)
         late = datetime.timedelta(days=1)
         await instance.start_server(SOC, clock=lambda: datetime.datetime.now(datetime.UTC) + late)
-        code, fault = await _refusal(instance)
+        code, fault = await consumer_refusal(instance)
     assert (code, fault) == (grpc.StatusCode.UNAVAILABLE, "server.consumer.outdated_globalconf")
 
 
@@ -155,7 +135,7 @@ async def test_provider_pinned_by_fingerprint(running: Bed) -> None:
             server.auth_cert_sha256 = "ab" * 32
     serial = running.publisher.publish(conf).serial
     await running.wait_for_serial(serial)
-    code, fault = await _refusal(running)
+    code, fault = await consumer_refusal(running)
     assert (code, fault) == (grpc.StatusCode.UNAVAILABLE, "server.consumer.network_error")
 
 
@@ -165,7 +145,7 @@ async def test_provider_pinned_by_fingerprint(running: Bed) -> None:
 async def test_replayed_message_id(running: Bed) -> None:
     metadata = call_metadata(extra=(("ruta-message-id", str(uuid.uuid4())),))
     await _ok(running, metadata)
-    code, fault = await _refusal(running, metadata=metadata)
+    code, fault = await consumer_refusal(running, metadata=metadata)
     assert (code, fault) == (grpc.StatusCode.ALREADY_EXISTS, "server.provider.replayed_message")
 
 
@@ -175,7 +155,7 @@ async def test_backend_down(tmp_path: Path) -> None:
         data["backends"][0]["address"] = f"127.0.0.1:{free_port()}"
         await instance.start_server(POP, data=data)
         await instance.start_server(SOC)
-        code, fault = await _refusal(instance)
+        code, fault = await consumer_refusal(instance)
     assert (code, fault) == (grpc.StatusCode.UNAVAILABLE, "server.provider.service_failed")
 
 
@@ -193,145 +173,87 @@ async def test_backend_status_passes_through_without_fault(running: Bed) -> None
 
 
 async def test_client_deadline_propagates(running: Bed) -> None:
-    code, _ = await _refusal(running, body=encode_get_person(SLOW_NATIONAL_ID), deadline=1.0)
+    code, _ = await consumer_refusal(
+        running, body=encode_get_person(SLOW_NATIONAL_ID), deadline=1.0
+    )
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 # --- hand-made messages straight to the provider's transport -----------------------------------
 
 
-def _signed(
-    instance: Bed,
-    *,
-    sender: ServerId = SOC,
-    client: SubsystemId = BENEFITS,
-    signing: Credential | None = None,
-    created_at: datetime.datetime | None = None,
-    body: bytes = PERSON,
-    revoked: bool = False,
-) -> tuple[transport_pb2.MessageHeader, transport_pb2.SignedMessage]:
-    call = parse_call_metadata("/population.v1.PopulationRegister/GetPerson", call_metadata(client))
-    header, raw = build_request_header(
-        call,
-        body=body,
-        sender=sender,
-        receiver=POP,
-        created_at=created_at or datetime.datetime.now(datetime.UTC),
-    )
-    cred = signing or instance.agencies[sender].signing
-    staple = instance.pki.ocsp_response(
-        cred.certificate,
-        this_update=created_at,
-        revoked_at=datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
-        if revoked
-        else None,
-    )
-    signature = sign_message(
-        raw, signer=cred.signer(), certificate=cred.certificate, ocsp_response=staple
-    )
-    return header, transport_pb2.SignedMessage(header=raw, body=body, signature=signature)
-
-
-async def _send(
-    instance: Bed, message: transport_pb2.SignedMessage, *, peer: ServerId = SOC
-) -> transport_pb2.SignedMessage:
-    auth = instance.agencies[peer].auth
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=instance.pki.trust_path.read_bytes(),
-        private_key=auth.key_path.read_bytes(),
-        certificate_chain=auth.cert_path.read_bytes(),
-    )
-    address = instance.agencies[POP].addresses["transport"]
-    async with grpc.aio.secure_channel(address, credentials) as channel:
-        exchange = channel.unary_unary(
-            "/ruta.v1.Transport/Exchange",
-            request_serializer=transport_pb2.SignedMessage.SerializeToString,
-            response_deserializer=transport_pb2.SignedMessage.FromString,
-        )
-        response: transport_pb2.SignedMessage = await exchange(message, timeout=10)
-        return response
-
-
-async def _provider_fault(
-    instance: Bed, message: transport_pb2.SignedMessage, *, peer: ServerId = SOC
-) -> str | None:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await _send(instance, message, peer=peer)
-    return fault_of(info.value)
-
-
 async def test_hand_made_message_is_answered(running: Bed) -> None:
-    _, message = _signed(running)
-    response = await _send(running, message)
+    _, message = signed_request(running)
+    response = await send_to_provider(running, message)
     assert decode_person(response.body)["given_name"] == "Ana"
 
 
 async def test_tampered_header(running: Bed) -> None:
-    header, message = _signed(running)
+    header, message = signed_request(running)
     header.purpose = "something-else"
     message.header = header.SerializeToString(deterministic=True)
-    assert await _provider_fault(running, message) == "server.provider.invalid_signature"
+    assert await provider_fault(running, message) == "server.provider.invalid_signature"
 
 
 async def test_tampered_body(running: Bed) -> None:
-    _, message = _signed(running)
+    _, message = signed_request(running)
     message.body = encode_get_person("39202020002")
-    assert await _provider_fault(running, message) == "server.provider.invalid_signature"
+    assert await provider_fault(running, message) == "server.provider.invalid_signature"
 
 
 async def test_forged_signature_value(running: Bed) -> None:
-    _, message = _signed(running)
-    _, other = _signed(running)
+    _, message = signed_request(running)
+    _, other = signed_request(running)
     message.signature.value = other.signature.value
-    assert await _provider_fault(running, message) == "server.provider.invalid_signature"
+    assert await provider_fault(running, message) == "server.provider.invalid_signature"
 
 
 async def test_signed_by_another_member(running: Bed) -> None:
-    _, message = _signed(running, signing=running.agencies[TAX].signing)
-    assert await _provider_fault(running, message) == "server.provider.signer_mismatch"
+    _, message = signed_request(running, signing=running.agencies[TAX].signing)
+    assert await provider_fault(running, message) == "server.provider.signer_mismatch"
 
 
 async def test_signing_certificate_revoked(running: Bed) -> None:
-    _, message = _signed(running, revoked=True)
-    assert await _provider_fault(running, message) == "server.provider.cert_revoked"
+    _, message = signed_request(running, revoked=True)
+    assert await provider_fault(running, message) == "server.provider.cert_revoked"
 
 
 async def test_replayed_message(running: Bed) -> None:
-    _, message = _signed(running)
-    await _send(running, message)
-    assert await _provider_fault(running, message) == "server.provider.replayed_message"
+    _, message = signed_request(running)
+    await send_to_provider(running, message)
+    assert await provider_fault(running, message) == "server.provider.replayed_message"
 
 
 async def test_replay_refused_after_provider_restart(running: Bed) -> None:
-    _, message = _signed(running)
-    await _send(running, message)
+    _, message = signed_request(running)
+    await send_to_provider(running, message)
     app = running.agencies[POP].app
     assert app is not None
     await app.stop()
     await running.start_server(POP)
-    assert await _provider_fault(running, message) == "server.provider.replayed_message"
+    assert await provider_fault(running, message) == "server.provider.replayed_message"
 
 
 async def test_stale_message(running: Bed) -> None:
     old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=10)
-    _, message = _signed(running, created_at=old)
-    assert await _provider_fault(running, message) == "server.provider.stale_message"
+    _, message = signed_request(running, created_at=old)
+    assert await provider_fault(running, message) == "server.provider.stale_message"
 
 
 async def test_provider_enforces_the_contract(running: Bed) -> None:
-    _, message = _signed(running, sender=TAX, client=INCOME)
-    assert await _provider_fault(running, message, peer=TAX) == "server.provider.access_denied"
+    _, message = signed_request(running, sender=TAX, client=INCOME)
+    assert await provider_fault(running, message, peer=TAX) == "server.provider.access_denied"
 
 
 async def test_sender_must_be_the_calling_server(running: Bed) -> None:
-    _, message = _signed(running)  # names SOC as sender, but TAX's server sends it
-    assert await _provider_fault(running, message, peer=TAX) == "server.provider.invalid_message"
+    _, message = signed_request(running)  # names SOC as sender, but TAX's server sends it
+    assert await provider_fault(running, message, peer=TAX) == "server.provider.invalid_message"
 
 
 async def test_provider_refuses_oversized_message(running: Bed) -> None:
     body = b"\x0a" * (TEST_MAX_MESSAGE_BYTES + 1)
-    _, message = _signed(running, body=body)
-    assert await _provider_fault(running, message) == "server.provider.message_too_large"
+    _, message = signed_request(running, body=body)
+    assert await provider_fault(running, message) == "server.provider.message_too_large"
 
 
 async def test_peer_with_revoked_authentication_certificate(tmp_path: Path) -> None:
@@ -339,7 +261,7 @@ async def test_peer_with_revoked_authentication_certificate(tmp_path: Path) -> N
         instance.ocsp.revoked.add(instance.agencies[SOC].auth.certificate.serial_number)
         await instance.start_server(POP)
         await instance.start_server(SOC)
-        code, fault = await _refusal(instance)
+        code, fault = await consumer_refusal(instance)
     assert (code, fault) == (grpc.StatusCode.UNAUTHENTICATED, "server.provider.cert_revoked")
 
 
@@ -348,7 +270,7 @@ async def test_provider_with_revoked_authentication_certificate(tmp_path: Path) 
         instance.ocsp.revoked.add(instance.agencies[POP].auth.certificate.serial_number)
         await instance.start_server(POP)
         await instance.start_server(SOC)
-        code, fault = await _refusal(instance)
+        code, fault = await consumer_refusal(instance)
     assert (code, fault) == (grpc.StatusCode.UNAVAILABLE, "server.consumer.network_error")
 
 
@@ -366,5 +288,5 @@ async def test_no_witness_cosignature_within_the_window(
             if each == server:
                 data["checkpoints"] = {"cosign_window_seconds": 0.001}
             await instance.start_server(each, data=data)
-        code, got = await _refusal(instance)
+        code, got = await consumer_refusal(instance)
     assert (code, got) == (grpc.StatusCode.UNAVAILABLE, fault)
