@@ -90,3 +90,18 @@ async def test_operational_record_never_names_the_subject(
     assert any(m.startswith("exchange role=consumer") and "fault=none" in m for m in records)
     assert any(m.startswith("exchange role=provider") and "backend_seconds=0" in m for m in records)
     assert not any(subject in r.getMessage() or "jdoe" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.postgres
+async def test_provider_log_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    async with bed(tmp_path) as instance:
+        data = instance.settings_dict(POP)
+        data["log"] = {"url": postgres_url}
+        provider = await instance.start_server(POP, data=data)
+        await instance.start_server(SOC)
+        async with instance.consumer_channel(SOC) as channel:
+            call = get_person(channel)(encode_get_person("38001010001"), metadata=call_metadata())
+            await call
+            message_id = str(dict(await call.trailing_metadata() or ())["ruta-message-id"])
+        assert provider.log is not None
+        assert await _logged(instance, POP, message_id) == ["RECEIVED:request", "SENT:response"]
