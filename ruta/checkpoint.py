@@ -335,7 +335,9 @@ class Verifier:
         """
         if len(text) > MAX_KEY_NAME_LENGTH + 80:
             raise MalformedNoteError("verifier key is too long")
-        parts = text.strip().split("+")
+        # Key names never contain "+", but base64 may: split at the first two only (as Go's
+        # note.NewVerifier does).
+        parts = text.strip().split("+", 2)
         if len(parts) != 3:
             raise MalformedNoteError("verifier key is not '<name>+<key ID>+<key>'")
         name, hex_id, encoded = parts

@@ -320,3 +320,18 @@ def test_vkey_parser_is_total(text: str) -> None:
 def test_checkpoint_round_trips(origin: str, size: int, root: bytes) -> None:
     cp = Checkpoint(origin=origin, size=size, root=root)
     assert Checkpoint.from_body(cp.body()) == cp
+
+
+def test_verifier_key_whose_base64_contains_plus_parses() -> None:
+    """Base64 may contain '+', the vkey field separator: only the first two '+' separate."""
+    for _ in range(200):
+        key = Ed25519PrivateKey.generate()
+        verifier = Verifier.for_key("example.org/log", SignatureType.ED25519, key)
+        text = verifier.vkey()
+        if "+" in text.split("+", 2)[2]:
+            break
+    else:  # pragma: no cover - probability about 2**-200
+        pytest.fail("no key with '+' in its base64 was generated")
+    parsed = Verifier.from_vkey(text)
+    assert parsed.key_id == verifier.key_id
+    assert parsed.vkey() == text
