@@ -17,6 +17,7 @@ A provider's refusal reaches the backend unchanged: same fault code, status and 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import uuid
 from typing import Any, Final, cast
@@ -59,7 +60,7 @@ from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.settings import SecurityServerSettings
 from security_server.transport import EXCHANGE_PATH, PeerChannels
 
-__all__ = ["HEALTH_SERVICE_PREFIX", "MAX_STATUS_TEXT_BYTES", "ConsumerProxy"]
+__all__ = ["HEALTH_SERVICE_PREFIX", "MAX_STATUS_TEXT_BYTES", "ConsumerProxy", "is_loopback_peer"]
 
 _log = logging.getLogger(__name__)
 
@@ -80,9 +81,16 @@ def _peer_host(peer: str) -> str:
     return ""
 
 
-def _is_loopback_peer(peer: str) -> bool:
-    host = _peer_host(peer)
-    return host.startswith("127.") or host == "::1"
+def is_loopback_peer(peer: str) -> bool:
+    """Whether a gRPC peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``) is a loopback
+    address; anything else, IPv4-mapped addresses included, is judged by the address itself."""
+    try:
+        address = ipaddress.ip_address(_peer_host(peer))
+    except ValueError:
+        return False  # unix sockets and anything unexpected: not loopback
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 class ConsumerProxy:
@@ -254,7 +262,7 @@ class ConsumerProxy:
         self, call: CallMetadata, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
         if self._plain:
-            if not _is_loopback_peer(context.peer()):
+            if not is_loopback_peer(context.peer()):
                 raise ProxyError(
                     "plaintext calls are accepted only from loopback",
                     fault=Fault.CLIENT_UNAUTHENTICATED,
