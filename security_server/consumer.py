@@ -5,9 +5,10 @@ never needs the provider's generated code (docs/adr/0005). For each call it: rea
 metadata (bounded), refuses a body over the size limit before anything is signed, authenticates
 the backend (mTLS client certificate naming its subsystem, or plaintext loopback where the config
 allows it), checks the configuration in force (fails closed once expired) and the contract (fail
-fast; the provider enforces it), builds and signs the request header once, logs the signed
-request **before** sending it, sends it to the provider server's ``Transport.Exchange`` over
-pinned mTLS within the caller's deadline, verifies the signed response (signature, signer is the
+fast; the provider enforces it), connects over pinned mTLS to the first reachable server the
+provider's member lists, builds and signs the request header once (naming that server), logs the
+signed request **before** sending it, sends it to that server's ``Transport.Exchange`` within
+the caller's deadline, verifies the signed response (signature, signer is the
 provider's member, bound to this request by ``request_hash``, same message id), logs it, and only
 then returns the body with trailing metadata ``ruta-message-id`` and ``ruta-request-hash``.
 
@@ -58,7 +59,7 @@ from security_server.identity import ServerIdentity
 from security_server.log import Direction
 from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.settings import SecurityServerSettings
-from security_server.transport import EXCHANGE_PATH, PeerChannels
+from security_server.transport import EXCHANGE_PATH, PeerChannels, TransportError
 
 __all__ = ["HEALTH_SERVICE_PREFIX", "MAX_STATUS_TEXT_BYTES", "ConsumerProxy", "is_loopback_peer"]
 
@@ -66,6 +67,8 @@ _log = logging.getLogger(__name__)
 
 #: Paths the generic handler leaves to the health service registered on the same port.
 HEALTH_SERVICE_PREFIX: Final = "/grpc.health.v1.Health/"
+#: Most of a provider member's listed servers tried when connecting (before signing).
+MAX_PROVIDER_SERVERS_TRIED: Final = 4
 #: Longest status text passed on from a provider's backend.
 MAX_STATUS_TEXT_BYTES: Final = 1024
 _BAD_RESPONSE: Final = Fault.SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE
@@ -205,7 +208,7 @@ class ConsumerProxy:
         except GlobalConfError as exc:
             raise ProxyError(exc.message, fault=exc.fault) from None
         outcome.identify(conf, call.client, call.service, call.method)
-        provider = self._provider_server(conf, call)
+        servers = self._provider_servers(conf, call)
         now = self._clock()
         if conf.allows(call.client, call.service, call.method, call.purpose, now) is None:
             raise ProxyError(
@@ -215,8 +218,13 @@ class ConsumerProxy:
             )
         if self._gate is not None:
             self._gate(now, fault=Fault.SERVER_CONSUMER_WITNESS_UNAVAILABLE)
+        provider, channel = await self._connect(conf, servers)
         header, header_bytes = build_request_header(
-            call, body=body, sender=self._identity.server, receiver=provider.id, created_at=now
+            call,
+            body=body,
+            sender=self._identity.server,
+            receiver=provider.id,
+            created_at=self._clock(),
         )
         signature = await self._identity.sign(
             header_bytes, anchors=conf.trust_anchors, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR
@@ -231,7 +239,7 @@ class ConsumerProxy:
         digest = request_hash(header_bytes, signature.value)
         response = await self._send(
             provider,
-            conf,
+            channel,
             transport_pb2.SignedMessage(header=header_bytes, body=body, signature=signature),
             context,
         )
@@ -290,7 +298,7 @@ class ConsumerProxy:
                 fault=Fault.CLIENT_PERMISSION_DENIED,
             )
 
-    def _provider_server(self, conf: GlobalConf, call: CallMetadata) -> SecurityServer:
+    def _provider_servers(self, conf: GlobalConf, call: CallMetadata) -> tuple[SecurityServer, ...]:
         if conf.service(call.service) is None:
             raise ProxyError(
                 f"service {call.service} is not in the global configuration",
@@ -302,7 +310,26 @@ class ConsumerProxy:
                 f"member {call.service.member} lists no security server",
                 fault=Fault.CLIENT_UNKNOWN_SERVICE,
             )
-        return servers[0]
+        return servers
+
+    async def _connect(
+        self, conf: GlobalConf, servers: tuple[SecurityServer, ...]
+    ) -> tuple[SecurityServer, grpc.aio.Channel]:
+        """A pinned channel to the first of the provider's servers that can be reached.
+
+        Done before anything is signed, so the request names the server it is sent to and a
+        provider that cannot be reached leaves nothing in the log. Raises the last
+        :class:`~security_server.transport.TransportError` when none can be reached.
+        """
+        failure: TransportError | None = None
+        for server in servers[:MAX_PROVIDER_SERVERS_TRIED]:
+            try:
+                return server, await self._channels.channel(server, conf.trust_anchors)
+            except TransportError as exc:
+                _log.warning("provider server %s unusable: %s", server.id, exc.message)
+                failure = exc
+        assert failure is not None  # servers is never empty here
+        raise failure
 
     def _timeout(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
         # grpc returns None when the caller set no deadline (the stubs say float).
@@ -314,11 +341,10 @@ class ConsumerProxy:
     async def _send(
         self,
         provider: SecurityServer,
-        conf: GlobalConf,
+        channel: grpc.aio.Channel,
         message: transport_pb2.SignedMessage,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> transport_pb2.SignedMessage:
-        channel = await self._channels.channel(provider, conf.trust_anchors)
         exchange: grpc.aio.UnaryUnaryMultiCallable[
             transport_pb2.SignedMessage, transport_pb2.SignedMessage
         ] = channel.unary_unary(

@@ -290,3 +290,26 @@ async def test_no_witness_cosignature_within_the_window(
             await instance.start_server(each, data=data)
         code, got = await consumer_refusal(instance)
     assert (code, got) == (grpc.StatusCode.UNAVAILABLE, fault)
+
+
+async def test_unreachable_provider_server_is_skipped_before_signing(running: Bed) -> None:
+    # POP now lists a first server nobody answers at; the consumer must use the next one.
+    conf = running.configuration()
+    conf.servers.add(
+        id=ServerId.parse("DEV/GOV/POP/ss0").to_proto(),
+        address=f"127.0.0.1:{free_port()}",
+        auth_cert_sha256="cd" * 32,
+    )
+    await running.wait_for_serial(running.publisher.publish(conf).serial)
+    async with running.consumer_channel(SOC) as channel:
+        call = get_person(channel)(PERSON, metadata=call_metadata())
+        await call
+        message_id = str(dict(await call.trailing_metadata() or ())["ruta-message-id"])
+    app = running.agencies[SOC].app
+    assert app is not None
+    assert app.log is not None
+    page = await app.log.query(message_id=message_id)
+    assert [(r.direction.name, str(r.kind)) for r in page.records] == [
+        ("SENT", "request"),
+        ("RECEIVED", "response"),
+    ]
