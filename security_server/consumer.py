@@ -218,6 +218,9 @@ class ConsumerProxy:
             )
         if self._gate is not None:
             self._gate(now, fault=Fault.SERVER_CONSUMER_WITNESS_UNAVAILABLE)
+        staple = await self._identity.staple(
+            conf.trust_anchors, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR
+        )
         provider, channel = await self._connect(conf, servers)
         header, header_bytes = build_request_header(
             call,
@@ -226,8 +229,8 @@ class ConsumerProxy:
             receiver=provider.id,
             created_at=self._clock(),
         )
-        signature = await self._identity.sign(
-            header_bytes, anchors=conf.trust_anchors, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR
+        signature = self._identity.sign(
+            header_bytes, staple=staple, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR
         )
         await self._recorder.record(
             Direction.SENT,

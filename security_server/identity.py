@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from ruta.pki.signature import sign_message
 
 from ruta.faults import Fault, RutaError
 from ruta.ids import MemberId, ServerId
@@ -21,6 +20,7 @@ from ruta.pki.certs import fingerprint, load_certificates, member_id_of, server_
 from ruta.pki.errors import PkiError
 from ruta.pki.keys import FileSigner, Signer
 from ruta.pki.ocsp import OcspClient, OcspFetchError
+from ruta.pki.signature import sign_message
 from ruta.v1 import transport_pb2
 
 __all__ = ["IdentityError", "ServerIdentity", "SigningError"]
@@ -112,36 +112,45 @@ class ServerIdentity:
             ocsp=ocsp,
         )
 
-    def _issuer(self, anchors: Sequence[x509.Certificate]) -> x509.Certificate:
+    def _issuer(self, anchors: Sequence[x509.Certificate], fault: Fault) -> x509.Certificate:
         issuer_name = self.signing_certificate.issuer
         for candidate in (*self.signing_chain, *anchors):
             if candidate.subject == issuer_name:
                 return candidate
         raise SigningError(
-            "the signing certificate's issuer is neither in its chain nor a trust anchor"
+            "the signing certificate's issuer is neither in its chain nor a trust anchor",
+            fault=fault,
         )
 
-    async def sign(
-        self, header_bytes: bytes, *, anchors: Sequence[x509.Certificate], fault: Fault
-    ) -> transport_pb2.Signature:
-        """Sign ``header_bytes`` with the member's key, stapling a fresh OCSP response.
+    async def staple(self, anchors: Sequence[x509.Certificate], *, fault: Fault) -> bytes:
+        """A fresh OCSP response for the signing certificate (cached by the OCSP client).
 
-        Raises :class:`SigningError` with ``fault`` when no fresh OCSP response can be had.
+        Raises :class:`SigningError` with ``fault`` when none can be had (the responder has been
+        unreachable for longer than the freshness bound, or answers something unusable).
         """
-        issuer = self._issuer(anchors)
+        issuer = self._issuer(anchors, fault)
         try:
-            staple = await self.ocsp.response_for(self.signing_certificate, issuer)
+            return await self.ocsp.response_for(self.signing_certificate, issuer)
         except (OcspFetchError, PkiError) as exc:
             raise SigningError(
                 f"no fresh OCSP response for this server's signing certificate: {exc.message}",
                 fault=fault,
             ) from None
-        # ECDSA P-256 signing takes well under a millisecond: done on the loop, no thread hop.
-        signature: transport_pb2.Signature = sign_message(
-            header_bytes,
-            signer=self.signer,
-            certificate=self.signing_certificate,
-            chain=list(self.signing_chain),
-            ocsp_response=staple,
-        )
+
+    def sign(self, header_bytes: bytes, *, staple: bytes, fault: Fault) -> transport_pb2.Signature:
+        """Sign ``header_bytes`` with the member's key, stapling ``staple`` (from :meth:`staple`).
+
+        Raises :class:`SigningError` with ``fault`` if the key does not fit the certificate.
+        """
+        try:
+            # ECDSA P-256 signing takes well under a millisecond: on the loop, no thread hop.
+            signature: transport_pb2.Signature = sign_message(
+                header_bytes,
+                signer=self.signer,
+                certificate=self.signing_certificate,
+                chain=list(self.signing_chain),
+                ocsp_response=staple,
+            )
+        except PkiError as exc:
+            raise SigningError(f"cannot sign: {exc.message}", fault=fault) from None
         return signature

@@ -32,7 +32,6 @@ from ruta.faults import Fault, RutaError
 from ruta.globalconf import GlobalConf
 from ruta.globalconf.errors import GlobalConfError
 from ruta.ids import ServerId, ServiceId, SubsystemId
-from ruta.pki.errors import PkiError
 from ruta.v1 import transport_pb2
 from security_server.exchange import (
     Clock,
@@ -51,7 +50,7 @@ from security_server.headers import (
     parse_header,
     request_hash,
 )
-from security_server.identity import ServerIdentity, SigningError
+from security_server.identity import ServerIdentity
 from security_server.log import Direction, MessageClaim, ReplayedMessageError
 from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.settings import BackendSettings, SecurityServerSettings
@@ -210,6 +209,11 @@ class ProviderProxy:
                 f"{header.purpose!r}",
                 fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
             )
+        # Fetched before the request is logged: a request this server could not answer with a
+        # signed response (no fresh OCSP response for its own certificate) is refused instead.
+        staple = await self._identity.staple(
+            conf.trust_anchors, fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR
+        )
         claim = MessageClaim(
             client=str(client),
             message_id=header.message_id,
@@ -238,7 +242,7 @@ class ProviderProxy:
         if failure is not None:
             outcome.fault = str(failure)
         return await self._answer(
-            conf, request=message, header=header, body=body, status=status, fault=failure
+            request=message, header=header, body=body, status=status, fault=failure, staple=staple
         )
 
     def _configuration(self) -> GlobalConf:
@@ -307,13 +311,13 @@ class ProviderProxy:
 
     async def _answer(
         self,
-        conf: GlobalConf,
         *,
         request: transport_pb2.SignedMessage,
         header: transport_pb2.MessageHeader,
         body: bytes,
         status: int,
         fault: Fault | None,
+        staple: bytes,
     ) -> transport_pb2.SignedMessage:
         digest = request_hash(request.header, request.signature.value)
         _, response_bytes = build_response_header(
@@ -324,14 +328,9 @@ class ProviderProxy:
             fault=fault,
             created_at=self._clock(),
         )
-        try:
-            signature = await self._identity.sign(
-                response_bytes,
-                anchors=conf.trust_anchors,
-                fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR,
-            )
-        except (SigningError, PkiError) as exc:
-            raise ProxyError(exc.message, fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR) from None
+        signature = self._identity.sign(
+            response_bytes, staple=staple, fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR
+        )
         await self._recorder.record(
             Direction.SENT,
             header=response_bytes,

@@ -313,3 +313,15 @@ async def test_unreachable_provider_server_is_skipped_before_signing(running: Be
         ("SENT", "request"),
         ("RECEIVED", "response"),
     ]
+
+
+async def test_provider_without_ocsp_for_its_signing_cert_refuses_before_logging(
+    running: Bed,
+) -> None:
+    del running.ocsp.certificates[running.agencies[POP].signing.certificate.serial_number]
+    app = running.agencies[POP].app
+    assert app is not None
+    assert app.log is not None
+    _, message = signed_request(running)
+    assert await provider_fault(running, message) == "server.provider.internal_error"
+    assert app.log.size() == 0
