@@ -31,6 +31,7 @@ __all__ = [
     "create_engine",
     "migrate",
     "open_database",
+    "sqlite_sync_engine",
 ]
 
 #: How long a SQLite connection waits for another writer's lock before failing.
@@ -73,12 +74,34 @@ def create_engine(url: str | sa.URL, **engine_options: Any) -> AsyncEngine:
         engine_options.setdefault("pool_pre_ping", True)
     engine = create_async_engine(parsed, hide_parameters=True, **engine_options)
     if backend == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine.sync_engine)
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def sqlite_sync_engine(url: str | sa.URL) -> sa.Engine | None:
+    """A synchronous engine (the standard library's ``sqlite3``) on the same SQLite file as
+    ``url``, with the same connection settings (WAL, ``synchronous=FULL``, busy timeout, Ruta's
+    own ``BEGIN``); ``None`` unless ``url`` names a SQLite file. For work that runs whole in a
+    worker thread (the log writer's group transaction: one thread hop instead of one per
+    statement). Use it from one thread only."""
+    parsed = sa.make_url(url)
+    database = parsed.database or ""
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or database in ("", ":memory:")
+        or database.startswith("file:")
+        or parsed.query.get("mode") == "memory"
+    ):
+        return None
+    engine = sa.create_engine(
+        parsed.set(drivername="sqlite+pysqlite"), hide_parameters=True, pool_size=1
+    )
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Ruta issues BEGIN itself (below); the driver's implicit transactions are switched off.
         dbapi_connection.isolation_level = None
@@ -91,7 +114,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         write = connection.get_execution_options().get(WRITE_TRANSACTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
