@@ -188,13 +188,7 @@ class Bed:
         self.publisher = ConfigurationPublisher(
             signer=config_key.signer(), certificate=config_key.certificate, validity=validity
         )
-        registry_app = globalconf_app(self.publisher)
-        registry_app.add_routes(witness_routes(self.witness))
-        self.registry_runner = web.AppRunner(registry_app, access_log=None)
-        await self.registry_runner.setup()
-        site = web.TCPSite(self.registry_runner, "127.0.0.1", 0)
-        await site.start()
-        port = self.registry_runner.addresses[0][1]
+        port = await self.start_registry()
         self.globalconf_url = f"http://127.0.0.1:{port}/globalconf"
         self.witness_url = f"http://127.0.0.1:{port}"
         self.anchor_path = self.directory / "anchor.toml"
@@ -355,9 +349,9 @@ class Bed:
         """Wait until every in-process server holds configuration ``serial`` or newer."""
         for _ in range(400):
             held = [
-                a.app.globalconf.held.serial
+                a.app.globalconf.held.serial if a.app.globalconf.held else 0
                 for a in self.agencies.values()
-                if a.app is not None and a.app.globalconf is not None and a.app.globalconf.held
+                if a.app is not None and a.app.globalconf is not None
             ]
             if held and min(held) >= serial:
                 return
@@ -369,6 +363,18 @@ class Bed:
         for server in self._grpc:
             await server.stop(None)
         self._grpc.clear()
+
+    async def start_registry(self, port: int = 0) -> int:
+        """Serve the configuration and the witness over HTTP (again, on ``port``)."""
+        registry_app = globalconf_app(self.publisher)
+        registry_app.add_routes(witness_routes(self.witness))
+        self.registry_runner = web.AppRunner(registry_app, access_log=None)
+        await self.registry_runner.setup()
+        site = web.TCPSite(self.registry_runner, "127.0.0.1", port)
+        await site.start()
+        bound: int = self.registry_runner.addresses[0][1]
+        self.registry_port = bound
+        return bound
 
     async def stop_registry(self) -> None:
         if self.registry_runner is not None:

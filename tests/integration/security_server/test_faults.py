@@ -325,3 +325,21 @@ async def test_provider_without_ocsp_for_its_signing_cert_refuses_before_logging
     _, message = signed_request(running)
     assert await provider_fault(running, message) == "server.provider.internal_error"
     assert app.log.size() == 0
+
+
+async def test_server_started_without_any_configuration_fails_closed_then_recovers(
+    tmp_path: Path,
+) -> None:
+    async with bed(tmp_path) as instance:
+        await instance.stop_registry()
+        # No configuration reachable, none saved: the provider's transport port cannot know the
+        # trust anchors yet, the consumer refuses; both recover once the registry answers.
+        await instance.start_server(POP)
+        await instance.start_server(SOC)
+        code, fault = await consumer_refusal(instance)
+        assert (code, fault) == (grpc.StatusCode.UNAVAILABLE, "server.consumer.outdated_globalconf")
+        await instance.start_registry(instance.registry_port)
+        await instance.wait_for_serial(instance.publisher.current.serial)  # type: ignore[union-attr]
+        async with instance.consumer_channel(SOC) as channel:
+            raw = await get_person(channel)(PERSON, metadata=call_metadata())
+        assert decode_person(raw)["given_name"] == "Ana"
