@@ -196,3 +196,46 @@ def test_parse_header_is_total(raw: bytes) -> None:
 def test_parse_call_metadata_is_total(path: str, metadata: list[tuple[str, str]]) -> None:
     with contextlib.suppress(RutaError):
         parse_call_metadata(path, metadata)
+
+
+_PART = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,10}", fullmatch=True)
+_TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+
+
+@given(
+    st.tuples(_PART, _PART, _PART, _PART),
+    st.tuples(_PART, _PART, _PART, _PART),
+    _PART,
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True),
+    _TEXT,
+    _TEXT,
+    st.binary(max_size=64),
+)
+def test_request_header_round_trips(
+    client: tuple[str, str, str, str],
+    provider: tuple[str, str, str, str],
+    service_name: str,
+    method: str,
+    purpose: str,
+    subject: str,
+    body: bytes,
+) -> None:
+    metadata = (
+        ("ruta-client", "/".join(client)),
+        ("ruta-service", "/".join(provider)),
+        ("ruta-purpose", purpose),
+        ("ruta-subject", subject),
+    )
+    call = parse_call_metadata(f"/{service_name}/{method}", metadata)
+    sender = ServerId(call.client.member, "ss1")
+    receiver = ServerId(call.service.member, "ss1")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    header, raw = build_request_header(
+        call, body=body, sender=sender, receiver=receiver, created_at=now
+    )
+    parsed = parse_header(raw)
+    assert parsed == header
+    assert parsed.purpose == purpose
+    assert str(SubsystemId.from_proto(parsed.client)) == "/".join(client)
+    assert ServiceId.from_proto(parsed.service).service_name == service_name
+    assert dict(metadata_for_backend(parsed))["ruta-client"] == "/".join(client)
