@@ -1,0 +1,31 @@
+"""``make demo`` on this checkout: ``python -m ruta.demo`` runs the once-only scenario through a
+fresh sandbox and exits 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_demo_runs_the_once_only_scenario_and_exits_0() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ruta.demo"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+        env={**os.environ, "PYTHONSAFEPATH": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    out = result.stdout
+    assert "=> ELIGIBLE" in out
+    assert "=> NOT ELIGIBLE" in out
+    assert "server.consumer.access_denied" in out
+    assert out.count("RESULT: VERIFIED") == 2
+    assert out.count("RESULT: RECONCILED") == 4
+    assert "Demo finished" in out

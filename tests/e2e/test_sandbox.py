@@ -1,0 +1,274 @@
+"""``ruta sandbox up|down`` as real processes: two sandboxes at once, calls through them, a server
+restarted from its own config file, and everything stopped by ``down``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ruta.ids import SubsystemId
+from ruta.sandbox.client import BusClient, CallResult
+from ruta.sandbox.layout import PURPOSE, SERVICES, examples_dir
+from ruta.sandbox.processes import ruta_command
+from ruta.sandbox.protos import MethodCodec, compile_descriptor_set, method_codec
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+UP_TIMEOUT_S = 240.0
+POPULATION = SERVICES[0]
+BENEFITS = SubsystemId.parse("DEV/GOV/SOC/benefits")
+INCOME = SubsystemId.parse("DEV/GOV/TAX/income")
+PERSON = "4410000017"
+
+
+@dataclass
+class Running:
+    directory: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    description: dict[str, Any]
+
+
+def _start(directory: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    log = directory.parent / f"{directory.name}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            ruta_command("sandbox", "up", "--dir", str(directory), "--quiet"),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONSAFEPATH": "1"},
+            start_new_session=True,
+        )
+    return process, log
+
+
+def _wait_up(directory: Path, process: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + UP_TIMEOUT_S
+    target = directory / "sandbox.json"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"sandbox exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        if target.exists():
+            try:
+                data: dict[str, Any] = json.loads(target.read_text())
+            except ValueError:
+                pass
+            else:
+                return data
+        time.sleep(0.1)
+    pytest.fail(f"sandbox not up in time:\n{log.read_text()[-3000:]}")
+
+
+def _down(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ruta_command("sandbox", "down", "--dir", str(directory)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def _gone(pid: int) -> bool:
+    """The process no longer runs (a zombie awaiting its parent counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+@pytest.fixture(scope="module")
+def sandboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Running]]:
+    """Two sandboxes started at the same time, each in its own directory."""
+    directories = [tmp_path_factory.mktemp(name) / "sandbox" for name in ("a", "b")]
+    started = [(d, *_start(d)) for d in directories]
+    try:
+        running = [
+            Running(d, process, log, _wait_up(d, process, log)) for d, process, log in started
+        ]
+        yield running
+    finally:
+        for directory, process, _log in started:
+            _down(directory)
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def codec() -> MethodCodec:
+    proto = examples_dir() / POPULATION.example / POPULATION.proto
+    return method_codec(
+        compile_descriptor_set(proto), POPULATION.service.service_name, POPULATION.method
+    )
+
+
+async def _get_person(
+    description: dict[str, Any], subsystem: SubsystemId, codec: MethodCodec
+) -> CallResult:
+    async with BusClient.for_sandbox(description, subsystem) as client:
+        return await client.call(
+            POPULATION.service, codec, {"national_id": PERSON}, purpose=PURPOSE, subject=PERSON
+        )
+
+
+def _is_absolute_file(text: Any) -> bool:
+    return isinstance(text, str) and Path(text).is_absolute() and Path(text).is_file()
+
+
+def _host_port(text: Any) -> bool:
+    if not isinstance(text, str):
+        return False
+    host, _, port = text.rpartition(":")
+    return host == "127.0.0.1" and port.isdigit() and int(port) > 0
+
+
+def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
+    data = sandboxes[0].description
+    assert set(data) == {"instance", "registry", "servers", "subsystems", "auditor"}
+    assert data["instance"] == "DEV"
+    assert set(data["registry"]) == {"address", "globalconf_url"}
+    assert _host_port(data["registry"]["address"])
+    assert data["registry"]["globalconf_url"].startswith("http://127.0.0.1:")
+    ids = {s["id"] for s in data["servers"]}
+    assert {"DEV/GOV/POP/ss1", "DEV/GOV/TAX/ss1", "DEV/GOV/SOC/ss1"} <= ids
+    for server in data["servers"]:
+        assert set(server) == {
+            "id",
+            "consumer",
+            "transport",
+            "audit",
+            "metrics",
+            "data_dir",
+            "config",
+            "pid",
+        }
+        for key in ("consumer", "transport", "audit"):
+            assert _host_port(server[key]), (key, server[key])
+        assert server["metrics"].startswith("http://127.0.0.1:")
+        assert Path(server["data_dir"]).is_absolute()
+        assert Path(server["data_dir"]).is_dir()
+        assert _is_absolute_file(server["config"])
+        assert isinstance(server["pid"], int)
+        assert not _gone(server["pid"])
+    subsystems = {s["id"]: s for s in data["subsystems"]}
+    assert {"DEV/GOV/POP/registry", "DEV/GOV/TAX/income", "DEV/GOV/SOC/benefits"} <= set(subsystems)
+    for entry in subsystems.values():
+        assert set(entry) == {"id", "server", "cert", "key", "ca"}
+        assert entry["server"] in ids
+        for key in ("cert", "key", "ca"):
+            assert entry[key] is None or _is_absolute_file(entry[key])
+        if entry["key"] is not None:
+            assert Path(entry["key"]).stat().st_mode & 0o077 == 0
+    assert set(data["auditor"]) == {"cert", "key", "ca"}
+    assert all(_is_absolute_file(data["auditor"][k]) for k in ("cert", "key", "ca"))
+
+
+def test_two_sandboxes_share_no_port(sandboxes: list[Running]) -> None:
+    def ports(data: dict[str, Any]) -> set[str]:
+        found = {data["registry"]["address"], data["registry"]["globalconf_url"]}
+        for server in data["servers"]:
+            found |= {server[k] for k in ("consumer", "transport", "audit", "metrics")}
+        return found
+
+    a, b = (s.description for s in sandboxes)
+    assert not ports(a) & ports(b)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+async def test_benefits_gets_a_person_through_both_servers(
+    sandboxes: list[Running], codec: MethodCodec, which: int
+) -> None:
+    result = await _get_person(sandboxes[which].description, BENEFITS, codec)
+    assert result.ok, result
+    assert result.response is not None
+    assert result.response["national_id"] == PERSON
+    assert result.response["family_name"] == "Quispe Mamani"
+    assert len(result.message_id) == 36
+    assert len(result.request_hash) == 64
+
+
+async def test_tax_without_a_contract_is_refused(
+    sandboxes: list[Running], codec: MethodCodec
+) -> None:
+    result = await _get_person(sandboxes[0].description, INCOME, codec)
+    assert not result.ok
+    assert result.status == "PERMISSION_DENIED"
+    assert result.fault in {"server.consumer.access_denied", "server.provider.access_denied"}
+    assert result.fault_id
+
+
+async def test_a_server_restarts_from_its_config_file(
+    sandboxes: list[Running], codec: MethodCodec
+) -> None:
+    running = sandboxes[0]
+    server = next(s for s in running.description["servers"] if s["id"] == "DEV/GOV/POP/ss1")
+    ready = Path(server["data_dir"]) / "ready.json"
+    os.kill(server["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while ready.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not ready.exists()
+    refused = await _get_person(running.description, BENEFITS, codec)
+    assert not refused.ok
+
+    log = running.directory / "restarted-pop.log"
+    with log.open("wb") as sink:
+        restarted = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, polled below
+            ruta_command("ss", "serve", "--config", server["config"]),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONSAFEPATH": "1"},
+            start_new_session=True,
+        )
+    try:
+        while not ready.exists():
+            assert restarted.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline + 60, "restarted server not ready"
+            await asyncio.sleep(0.05)
+        addresses = json.loads(ready.read_text())
+        assert addresses["transport"] == server["transport"]
+        assert addresses["consumer"] == server["consumer"]
+        result = await _get_person(running.description, BENEFITS, codec)
+        assert result.ok, result
+    finally:
+        # `ruta sandbox down` (next test) must stop the restarted server too.
+        running.description.setdefault("restarted", restarted.pid)
+        _RESTARTED.append(restarted)
+
+
+_RESTARTED: list[subprocess.Popen[bytes]] = []
+
+
+def test_down_stops_every_process(sandboxes: list[Running]) -> None:
+    for running in sandboxes:
+        pids = [s["pid"] for s in running.description["servers"]]
+        processes = json.loads((running.directory / "processes.json").read_text())
+        pids += list(processes.values())
+        restarted = running.description.get("restarted")
+        result = _down(running.directory)
+        assert result.returncode == 0, result.stderr
+        assert "stopped" in result.stdout
+        assert running.process.wait(timeout=60) == 0
+        assert all(_gone(pid) for pid in pids), [p for p in pids if not _gone(p)]
+        if restarted is not None:
+            popen = next(p for p in _RESTARTED if p.pid == restarted)
+            assert popen.wait(timeout=30) is not None
+        assert not (running.directory / "sandbox.json").exists()
+    for popen in _RESTARTED:
+        popen.wait(timeout=30)
