@@ -221,7 +221,8 @@ async def test_a_server_restarts_from_its_config_file(
     ready = Path(server["data_dir"]) / "ready.json"
     os.kill(server["pid"], signal.SIGTERM)
     deadline = time.monotonic() + 60
-    while ready.exists() and time.monotonic() < deadline:
+    while ready.exists():
+        assert time.monotonic() < deadline, "the server did not stop"
         await asyncio.sleep(0.05)
     assert not ready.exists()
     refused = await _get_person(running.description, BENEFITS, codec)
