@@ -61,6 +61,7 @@ READY_TIMEOUT_SECONDS: Final = 60.0
 #: How long one load-generator run may take before the harness gives up on it.
 RUN_TIMEOUT_SECONDS: Final = 300.0
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+_UVLOOP_MAIN: Final = "import uvloop; uvloop.install(); from ruta.cli import main; main()"
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class BenchConfig:
     workdir: Path | None = None
     #: Run each security server under cProfile and write ``<server>.prof`` here.
     profile_dir: Path | None = None
+    #: Install uvloop's policy in the security-server processes before ``ruta ss serve`` runs.
+    uvloop: bool = False
 
     def count(self, table: Mapping[int, int], payload: int, concurrency: int) -> int:
         base = table.get(concurrency, max(table.values()))
@@ -200,21 +203,23 @@ class BenchBed(Bed):
             ]
         return data
 
-    async def spawn(self, server: ServerId, *, profile: Path | None) -> dict[str, Any]:
+    async def spawn(
+        self, server: ServerId, *, profile: Path | None, uvloop: bool = False
+    ) -> dict[str, Any]:
         """Run ``server`` as ``ruta ss serve`` (optionally under cProfile); wait until ready."""
         agency = self.agencies[server]
         config = self.write_settings(server)
         ready = agency.data_dir / READY_FILE
         ready.unlink(missing_ok=True)
         prefix = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
+        main = ["-c", _UVLOOP_MAIN] if uvloop else ["-m", "ruta"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(agency.directory / "stderr.log", "ab") as stderr:  # noqa: ASYNC230 - setup
             agency.process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
                 [
                     sys.executable,
                     *prefix,
-                    "-m",
-                    "ruta",
+                    *main,
                     "--log-level",
                     "warning",
                     "ss",
@@ -377,7 +382,7 @@ async def _instance(directory: Path, config: BenchConfig) -> AsyncIterator[tuple
                     if config.profile_dir is not None
                     else None
                 )
-                await instance.spawn(server, profile=profile)
+                await instance.spawn(server, profile=profile, uvloop=config.uvloop)
             yield instance, echo.pid
     finally:
         await instance.close()
@@ -502,6 +507,9 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                     "ECDSA P-256 signatures with stapled OCSP, full verification, SQLite WAL "
                     "synchronous=FULL message logs with group commit, witness cosigned checkpoints"
                 ),
+                "ss_event_loop": "uvloop (installed by the harness)"
+                if config.uvloop
+                else "default",
                 "calls": dict(config.calls),
                 "warmup": dict(config.warmup),
             },

@@ -1,9 +1,237 @@
-"""Placeholder; replaced below."""
+"""Micro-benchmarks of the parts on an exchange's hot path, each alone in this process.
+
+- ``sign``: :func:`ruta.pki.signature.sign_message` over a real request header (ECDSA P-256), and
+  the bare key operation for comparison;
+- ``verify``: :class:`ruta.pki.signature.MessageVerifier` with its chain and OCSP caches warm (what
+  a server does for every message after the first from a signer);
+- ``log append``: durable appends to a SQLite message log (WAL, ``synchronous=FULL``) at
+  concurrency 1, 16 and 64: group commit turns many callers into few transactions
+  (the record is ``bench/log_append.py``'s);
+- ``inclusion proof``: proofs served from a log of ``PROOF_LEAVES`` leaves;
+- ``GlobalConf.allows``: contract lookups in a verified configuration (``bench/globalconf.py``'s
+  document at a tenth of issue 4's size).
+
+Results are rates; nothing is asserted.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import asyncio
+import datetime
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from bench import globalconf as globalconf_bench
+from bench.log_append import _entry as log_entry
+from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
+from ruta.pki.signature import MessageVerifier, sign_message
+from ruta.pki.testing import TestPki
+from ruta.v1 import transport_pb2
+from security_server.database import open_database
+from security_server.log import BodyKey, MessageLog
+
+__all__ = ["run_micro"]
+
+#: Leaves in the log proofs are served from.
+PROOF_LEAVES: Final = 10_000
+_MEMBER: Final = MemberId.parse("DEV/GOV/SOC")
+
+
+def _rate(ops: int, seconds: float, note: str = "") -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "ops": ops,
+        "seconds": round(seconds, 3),
+        "per_second": round(ops / seconds, 1) if seconds > 0 else 0.0,
+        "us_per_op": round(seconds / ops * 1e6, 2) if ops else 0.0,
+    }
+    if note:
+        entry["note"] = note
+    return entry
+
+
+def _loop(fn: Callable[[], object], seconds: float) -> dict[str, Any]:
+    """Call ``fn`` repeatedly for about ``seconds``; the rate."""
+    ops = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(50):
+            fn()
+        ops += 50
+        now = time.perf_counter()
+        if now >= deadline:
+            return _rate(ops, now - start)
+
+
+def _header() -> bytes:
+    header = transport_pb2.MessageHeader(
+        message_id=str(uuid.uuid4()),
+        kind=transport_pb2.MESSAGE_KIND_REQUEST,
+        client=SubsystemId.parse("DEV/GOV/SOC/benefits").to_proto(),
+        service=ServiceId.parse("DEV/GOV/POP/registry/population.v1.PopulationRegister").to_proto(),
+        method="GetPerson",
+        purpose="benefit-eligibility",
+        body_sha256=bytes(32),
+        sender=ServerId.parse("DEV/GOV/SOC/ss1").to_proto(),
+        receiver=ServerId.parse("DEV/GOV/POP/ss1").to_proto(),
+    )
+    header.created_at.FromDatetime(datetime.datetime.now(datetime.UTC))
+    return header.SerializeToString(deterministic=True)
+
+
+def _crypto(directory: Path, seconds: float) -> dict[str, Any]:
+    pki = TestPki(directory)
+    credential = pki.sign(_MEMBER)
+    signer = credential.signer()
+    staple = pki.ocsp_response(credential.certificate)
+    header = _header()
+    signature = sign_message(
+        header, signer=signer, certificate=credential.certificate, ocsp_response=staple
+    )
+    verifier = MessageVerifier(pki.trust_anchors)
+    now = datetime.datetime.now(datetime.UTC)
+    verifier.verify(header, signature, claimed_member=_MEMBER, signed_at=now)  # warms the caches
+    results = {
+        "sign (sign_message)": _loop(
+            lambda: sign_message(
+                header, signer=signer, certificate=credential.certificate, ocsp_response=staple
+            ),
+            seconds,
+        ),
+        "sign (bare ECDSA P-256)": _loop(lambda: signer.sign(header), seconds),
+        "verify (chain and OCSP cached)": _loop(
+            lambda: verifier.verify(header, signature, claimed_member=_MEMBER, signed_at=now),
+            seconds,
+        ),
+    }
+    cold = MessageVerifier(pki.trust_anchors, cache_size=1)
+    other = pki.sign(MemberId.parse("DEV/GOV/TAX"))
+    other_sig = sign_message(
+        header,
+        signer=other.signer(),
+        certificate=other.certificate,
+        ocsp_response=pki.ocsp_response(other.certificate),
+    )
+    tax = MemberId.parse("DEV/GOV/TAX")
+    flip = [(signature, _MEMBER), (other_sig, tax)]
+    count = 0
+
+    def uncached() -> None:
+        nonlocal count
+        sig, member = flip[count % 2]
+        count += 1
+        cold.verify(header, sig, claimed_member=member, signed_at=now)
+
+    results["verify (uncached: chain + OCSP checked each time)"] = _loop(uncached, seconds / 2)
+    return results
+
+
+async def _appends(url: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    engine = await open_database(url)
+    try:
+        log = await MessageLog.open(
+            engine, origin=f"bench/c{concurrency}", body_key=BodyKey.generate()
+        )
+        entries = [log_entry() for _ in range(500)]
+        done = 0
+        deadline = time.perf_counter() + seconds
+
+        async def caller(offset: int) -> None:
+            nonlocal done
+            i = offset
+            while time.perf_counter() < deadline:
+                await log.append([entries[i % len(entries)]])
+                done += 1
+                i += concurrency
+
+        before = log.stats.transactions
+        start = time.perf_counter()
+        await asyncio.gather(*(caller(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - start
+        transactions = log.stats.transactions - before
+        await log.close()
+    finally:
+        await engine.dispose()
+    return _rate(done, elapsed, f"{done / max(transactions, 1):.1f} appends per transaction")
+
+
+async def _proofs(url: str, leaves: int, seconds: float) -> dict[str, Any]:
+    engine = await open_database(url)
+    try:
+        log = await MessageLog.open(
+            engine, origin="bench/proofs", body_key=BodyKey.generate(), max_group_records=4096
+        )
+        entries = [log_entry() for _ in range(64)]
+        while log.size() < leaves:
+            missing = leaves - log.size()
+            batches = [
+                entries[: min(64, missing - i * 64)] for i in range(min(64, -(-missing // 64)))
+            ]
+            await asyncio.gather(*(log.append(b) for b in batches if b))
+        size = log.size()
+        rng = random.Random(6962)
+        served = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while time.perf_counter() < deadline:
+            await log.inclusion_proof(rng.randrange(size), size)
+            served += 1
+        elapsed = time.perf_counter() - start
+        await log.close()
+    finally:
+        await engine.dispose()
+    return _rate(served, elapsed, f"tree of {size} leaves, one reader")
+
+
+def _lookups(quick: bool) -> dict[str, Any]:
+    scale = 100 if quick else 10
+    args = argparse.Namespace(
+        members=10_000 // scale,
+        servers=1_000 // scale,
+        services=20_000 // scale,
+        contracts=100_000 // scale,
+        lookups=20_000 if quick else 200_000,
+    )
+    result = globalconf_bench.run(args)
+    note = (
+        f"{args.contracts} contracts, {args.services} services; "
+        f"{result['allows_over_dict_ratio']}x a bare dict lookup"
+    )
+    per_hit = result["allows_per_second_hit"]
+    per_miss = result["allows_per_second_denied"]
+    return {
+        "GlobalConf.allows (permitted)": {
+            "per_second": per_hit,
+            "us_per_op": round(1e6 / per_hit, 2),
+            "note": note,
+        },
+        "GlobalConf.allows (denied)": {
+            "per_second": per_miss,
+            "us_per_op": round(1e6 / per_miss, 2),
+        },
+    }
 
 
 async def run_micro(*, quick: bool = False) -> dict[str, Any]:
-    return {}
+    """Run every micro-benchmark (``quick``: a fraction of a second each); the rates by name."""
+    seconds = 0.2 if quick else 2.0
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="ruta-micro-") as tmp:
+        directory = Path(tmp)
+        results.update(_crypto(directory / "pki", seconds))
+        url = f"sqlite+aiosqlite:///{directory / 'log.db'}"
+        for concurrency in (1, 16, 64):
+            results[f"log append, concurrency {concurrency}"] = await _appends(
+                url, concurrency, seconds
+            )
+        results["inclusion proof"] = await _proofs(url, 500 if quick else PROOF_LEAVES, seconds)
+    results.update(_lookups(quick))
+    for name, entry in results.items():
+        print(f"{name:55s} {entry['per_second']:>12,.0f}/s  {entry['us_per_op']:>10,.1f} µs")
+    return results
