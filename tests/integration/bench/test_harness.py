@@ -1,0 +1,55 @@
+"""The benchmark harness runs end to end with tiny call counts: real echo backend, real
+``ruta ss serve`` processes, a separate load generator, results written. Asserts shape and
+completeness (every call answered, every bus call in both message logs), never a time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import main
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    code = main(
+        [
+            "--quick",
+            "--payload",
+            "512",
+            "--concurrency",
+            "1",
+            "4",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ]
+    )
+    assert code == 0
+    result = json.loads((out / "latest.json").read_text())
+    assert {"cpu_model", "cores", "python", "grpcio"} <= set(result["machine"])
+    cases = result["cases"]
+    assert [(c["payload"], c["concurrency"]) for c in cases] == [(512, 1), (512, 4)]
+    for case in cases:
+        assert case["direct_errors"] == 0
+        assert case["bus_errors"] == 0
+        assert case["direct_rps"] > 0
+        assert case["bus_rps"] > 0
+        for key in ("ratio", "direct_p50_ms", "bus_p50_ms", "added_p50_ms", "bus_p99_ms"):
+            assert key in case
+        assert {"consumer_ss", "provider_ss", "backend", "loadgen"} <= set(
+            case["cpu_ms_per_exchange"]["bus"]
+        )
+        assert case["peak_rss_mib"]["consumer_ss"] > 0
+    logged = result["logged"]
+    assert logged["DEV/GOV/SOC/ss1"] == logged["expected_per_log"]
+    assert logged["DEV/GOV/POP/ss1"] == logged["expected_per_log"]
+    assert "log append, concurrency 64" in result["micro"]
+    assert "GlobalConf.allows (permitted)" in result["micro"]
+    table = (out / "latest.md").read_text()
+    assert "| 512 B | 4 |" in table
