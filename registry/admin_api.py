@@ -22,6 +22,7 @@ republished.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -787,7 +788,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         if self._issuer is None:
             raise InvalidRequestError("this registry runs no certificate authority")
         issue = _issue_request(request, self._own)
-        issued = self._issuer.issue(issue)
+        issued = await asyncio.to_thread(self._issuer.issue, issue)
         cert = issued.certificate
         if issue.kind is CertificateKind.ROLE:
             # An admin certificate: recorded as an administrator (which is audited).

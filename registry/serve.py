@@ -61,6 +61,7 @@ from ruta.pki.certs import load_certificate
 from ruta.pki.keys import FileSigner, load_private_key
 from ruta.pki.ocsp import CertStatus
 from ruta.pki.tls import server_credentials
+from ruta.settings import ConfigError
 from ruta.v1 import globalconf_pb2, registry_pb2_grpc
 
 __all__ = ["READY_FILE_VERSION", "RegistryNode", "serve_forever"]
@@ -151,7 +152,13 @@ class RegistryNode:
         )
         ca = CertificateAuthority.open(layout.ca)
         signer = FileSigner.from_file(layout.signing_key)
-        signing_cert = load_certificate(layout.signing_cert.read_bytes())
+        try:
+            signing_cert = load_certificate(layout.signing_cert.read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"the registry directory has no readable configuration-signing certificate "
+                f"({exc.strerror})"
+            ) from None
         witness_key = load_private_key(layout.witness_key)
         if not isinstance(witness_key, Ed25519PrivateKey):
             raise StoreError("the witness key must be an Ed25519 key")
@@ -179,12 +186,7 @@ class RegistryNode:
         add_ocsp_routes(app, ca, path="/ocsp")
         app.add_routes(witness_routes(witness, prefix=WITNESS_PREFIX))
         app.router.add_get("/healthz", _healthz)
-        self._runner = runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        http_host, http_port = split_address(settings.http_listen)
-        site = web.TCPSite(runner, http_host, http_port)
-        await site.start()
-        bound_http = _site_port(runner)
+        http_host, bound_http = await self._listen_http(app)
         self._base_url = settings.base_url(bound_http)
 
         async def build() -> globalconf_pb2.GlobalConfiguration:
@@ -212,6 +214,38 @@ class RegistryNode:
             self._watch_changes(settings.change_poll_seconds), name="registry-change-watcher"
         )
 
+        admin_port = await self._listen_admin(store, ca, publisher)
+        admin_host, _ = split_address(settings.admin_listen)
+        self.bound = _Bound(
+            admin=f"{_connectable(admin_host)}:{admin_port}",
+            http=f"http://{_connectable(http_host)}:{bound_http}",
+        )
+        self._write_ready()
+        _log.info(
+            "registry %s listening: admin %s, http %s",
+            settings.instance,
+            self.bound.admin,
+            self.bound.http,
+        )
+
+    async def _listen_http(self, app: web.Application) -> tuple[str, int]:
+        """Serve ``app`` on the HTTP address; return the host and the bound port."""
+        self._runner = runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = split_address(self._settings.http_listen)
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {self._settings.http_listen} for HTTP ({exc.strerror})"
+            ) from None
+        return host, _site_port(runner)
+
+    async def _listen_admin(
+        self, store: RegistryStore, ca: CertificateAuthority, publisher: ConfigurationPublisher
+    ) -> int:
+        """Start the mutual-TLS gRPC server (admin API, configuration, health); return its port."""
+        settings, layout = self._settings, self._layout
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limits.MAX_REQUEST_BYTES),
@@ -235,25 +269,17 @@ class RegistryNode:
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         credentials = server_credentials(layout.tls_key, layout.tls_cert, layout.trust)
-        admin_port = server.add_secure_port(settings.admin_listen, credentials)
-        if admin_port == 0:
-            raise StoreError("the admin listener could not bind its address")
         self._grpc = server
+        try:
+            port = server.add_secure_port(settings.admin_listen, credentials)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise ConfigError(f"cannot listen on {settings.admin_listen} for the admin API")
         await server.start()
         for name in ("", "ruta.v1.RegistryAdmin", "ruta.v1.GlobalConfService"):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        admin_host, _ = split_address(settings.admin_listen)
-        self.bound = _Bound(
-            admin=f"{_connectable(admin_host)}:{admin_port}",
-            http=f"http://{_connectable(http_host)}:{bound_http}",
-        )
-        self._write_ready()
-        _log.info(
-            "registry %s listening: admin %s, http %s",
-            settings.instance,
-            self.bound.admin,
-            self.bound.http,
-        )
+        return int(port)
 
     async def _publish_build(self) -> globalconf_pb2.GlobalConfiguration:
         assert self._build is not None

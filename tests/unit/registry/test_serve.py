@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ruta.ids import MemberId
 from ruta.pki.certs import certificate_pem, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
 from ruta.pki.tls import channel_credentials
+from ruta.settings import ConfigError
 from ruta.v1 import registry_pb2
 from tests.conftest import free_port
 
@@ -169,3 +171,22 @@ async def test_a_change_through_one_node_reaches_the_other(
             await second.stop()
     finally:
         await first.stop()
+
+
+@pytest.mark.parametrize("listener", ["admin", "http"])
+async def test_a_busy_address_is_a_clear_error(tmp_path: Path, listener: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        await initialise_registry(
+            tmp_path / "registry",
+            instance="LAC",
+            admin_listen=taken if listener == "admin" else "127.0.0.1:0",
+            http_listen=taken if listener == "http" else f"127.0.0.1:{free_port()}",
+            public_url="http://registry.example",
+        )
+        node = RegistryNode(tmp_path / "registry")
+        with pytest.raises(ConfigError, match=f"cannot listen on {taken}"):
+            await node.start()
+    assert not node.layout.ready.exists()
