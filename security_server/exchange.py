@@ -5,7 +5,7 @@ against the configuration in force, message-log appends, and refusals that keep 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol
 
@@ -133,6 +133,8 @@ class ExchangeRecorder:
 
     log: MessageLog
     fault: Fault
+    #: Subsystems (text form) in metadata-only mode: their exchanges are logged without bodies.
+    metadata_only: frozenset[str] = frozenset()
 
     async def record(
         self,
@@ -158,6 +160,8 @@ class ExchangeRecorder:
                 certificate_fingerprint=fingerprint(certificate),
                 body=body,
             )
+            if self.metadata_only and self._metadata_only(entry):
+                entry = replace(entry, body=None)
             await self.log.append([entry], claim=claim, fault=self.fault)
         except LogError as exc:
             if exc.fault in (Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,):
@@ -166,3 +170,7 @@ class ExchangeRecorder:
                 f"the message could not be written to the message log: {exc.message}",
                 fault=self.fault,
             ) from None
+
+    def _metadata_only(self, entry: LogEntry) -> bool:
+        provider = entry.service.rsplit("/", 1)[0]
+        return entry.client in self.metadata_only or provider in self.metadata_only

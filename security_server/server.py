@@ -60,7 +60,7 @@ from security_server.consumer import ConsumerProxy
 from security_server.database import open_database
 from security_server.exchange import ExchangeRecorder, SignatureChecker
 from security_server.identity import ServerIdentity
-from security_server.log import MessageLog, load_or_create_body_key
+from security_server.log import LogMaintenance, MessageLog, load_or_create_body_key
 from security_server.metrics import ExchangeMetrics, metrics_app
 from security_server.provider import BackendChannels, ProviderProxy
 from security_server.settings import SecurityServerSettings, split_address
@@ -188,6 +188,16 @@ class SecurityServerApp:
         )
         self._closers.append(log.close)
         self.log = log
+        retention = settings.log.body_retention_days
+        maintenance = LogMaintenance(
+            log,
+            body_retention=timedelta(days=retention) if retention is not None else None,
+            interval=timedelta(seconds=settings.log.maintenance_interval_seconds),
+            clock=clock,
+        )
+        maintenance.start()
+        self._closers.append(maintenance.stop)
+        metadata_only = frozenset(settings.log.metadata_only_subsystems)
 
         self._session = aiohttp.ClientSession()
         self._closers.append(self._session.close)
@@ -230,7 +240,7 @@ class SecurityServerApp:
             settings=settings,
             identity=identity,
             globalconf=globalconf,
-            recorder=ExchangeRecorder(log, Fault.SERVER_CONSUMER_LOGGING_FAILED),
+            recorder=ExchangeRecorder(log, Fault.SERVER_CONSUMER_LOGGING_FAILED, metadata_only),
             channels=peers,
             checker=checker,
             gate=checkpointer.check_cosigned,
@@ -241,7 +251,7 @@ class SecurityServerApp:
             settings=settings,
             identity=identity,
             globalconf=globalconf,
-            recorder=ExchangeRecorder(log, Fault.SERVER_PROVIDER_LOGGING_FAILED),
+            recorder=ExchangeRecorder(log, Fault.SERVER_PROVIDER_LOGGING_FAILED, metadata_only),
             backends=backends,
             checker=checker,
             peer_status=peer_status,

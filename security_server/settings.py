@@ -192,10 +192,34 @@ class BackendSettings(_Section):
         return ServiceId.parse(self.service)
 
 
+#: Most subsystems one server may list in metadata-only mode.
+MAX_METADATA_ONLY_SUBSYSTEMS: Final = 1000
+
+
 class LogSettings(_Section):
-    """The message log's database; empty ``url`` means SQLite at ``DATA_DIR/messagelog.db``."""
+    """The message log's database (empty ``url``: SQLite at ``DATA_DIR/messagelog.db``), body
+    retention and metadata-only mode."""
 
     url: str = ""
+    #: Bodies of records logged longer ago than this are purged (every proof stays valid, since
+    #: headers carry the body digest); unset keeps bodies.
+    body_retention_days: float | None = Field(default=None, gt=0, le=36_500)
+    #: Exchanges whose client or provider subsystem is listed here are logged without bodies.
+    metadata_only_subsystems: tuple[str, ...] = Field(
+        default=(), max_length=MAX_METADATA_ONLY_SUBSYSTEMS
+    )
+    #: How often expired replay claims are pruned and bodies past retention purged.
+    maintenance_interval_seconds: float = Field(default=60.0, ge=1, le=86_400)
+
+    @field_validator("metadata_only_subsystems")
+    @classmethod
+    def _check_subsystems(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            try:
+                SubsystemId.parse(text)
+            except IdentifierError as exc:
+                raise ValueError(exc.message) from None
+        return value
 
 
 class LimitSettings(_Section):
