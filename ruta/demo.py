@@ -251,9 +251,16 @@ async def _audit_records(
         needed = 1 + max((r.sequence for r in records), default=-1)
         deadline = time.monotonic() + COSIGN_TIMEOUT_S
         while True:
-            latest = await stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest(), timeout=20)
-            if latest.size >= needed:
-                return records
+            try:
+                latest = await stub.GetLatestCheckpoint(
+                    audit_pb2.LatestCheckpointRequest(), timeout=20
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() is not grpc.StatusCode.NOT_FOUND:  # NOT_FOUND: none cosigned yet
+                    raise
+            else:
+                if latest.size >= needed:
+                    return records
             if time.monotonic() > deadline:
                 raise DemoError(f"the witness did not cosign {needed} records of {address} in time")
             await asyncio.sleep(0.2)
