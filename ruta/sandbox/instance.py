@@ -46,7 +46,7 @@ import grpc
 import grpc.aio
 from cryptography.hazmat.primitives import serialization
 
-from ruta.faults import fault_from_rpc_error
+from ruta.faults import RutaError, fault_from_rpc_error
 from ruta.ids import SubsystemId
 from ruta.pki.certs import certificate_pem, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
@@ -575,8 +575,11 @@ class Sandbox:
                     stopping.wait(0.5)
             except _Stop:
                 pass
-            except SandboxError as error:
+            except RutaError as error:
                 self._say(f"error: {error}")
+                status = 1
+            except OSError as error:
+                self._say(f"error: {error.strerror or error}")
                 status = 1
             finally:
                 stopping.set()
