@@ -27,7 +27,7 @@ from ruta.pki.certs import certificate_pem, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
 from ruta.pki.tls import channel_credentials
 from ruta.settings import ConfigError
-from ruta.v1 import registry_pb2
+from ruta.v1 import globalconf_pb2, globalconf_pb2_grpc, registry_pb2
 from tests.conftest import free_port
 
 
@@ -56,6 +56,12 @@ async def test_node_serves_health_and_publishes_changes(tmp_path: Path) -> None:
             for service in ("", "ruta.v1.RegistryAdmin"):
                 answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
                 assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            conf_service = globalconf_pb2_grpc.GlobalConfServiceStub(channel)
+            got = await conf_service.Get(globalconf_pb2.GetGlobalConfRequest())
+            assert got.signed.signature
+            serial = globalconf_pb2.GlobalConfiguration.FromString(got.signed.configuration).serial
+            again = await conf_service.Get(globalconf_pb2.GetGlobalConfRequest(known_serial=serial))
+            assert again.not_modified
 
         anchor = ConfigurationAnchor.from_file(layout.anchor)
         async with aiohttp.ClientSession() as session:
