@@ -6,10 +6,11 @@ plus the example legacy systems the adapters front. The registry is administered
 API (mutual TLS, the ``RegistryAdmin`` wire contract) with the credential ``registry init``
 made. Nothing of a part is imported.
 
-Ports: the registry's HTTP port (named in every certificate's OCSP URL) and each server's
-listeners are picked free up front and written into the self-contained settings files, so
-``ruta ss serve --config FILE`` restarts a server on the same addresses; everything else binds
-port 0 and reports its address. Two sandboxes never share a port.
+Ports: the registry's HTTP port (named in every certificate's OCSP URL), the legacy services'
+and each server's listeners are claimed up front (:mod:`ruta.sandbox.ports`: below the ephemeral
+range, one claim file per port, so concurrent sandboxes never pick the same one) and written into
+the self-contained settings files, so ``ruta ss serve --config FILE`` restarts a server on the
+same addresses; everything else binds port 0 and reports its address.
 
 Layout of DIR::
 
@@ -31,7 +32,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -62,6 +62,7 @@ from ruta.sandbox.layout import (
     ServiceSpec,
     examples_dir,
 )
+from ruta.sandbox.ports import PortClaims
 from ruta.sandbox.processes import (
     READY_TIMEOUT_S,
     STOP_TIMEOUT_S,
@@ -102,17 +103,6 @@ _CHILD_ENV: Final = {"PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
 
 class _Stop(BaseException):
     """Raised in the main thread by SIGTERM/SIGINT while the sandbox is being built."""
-
-
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (held open together while chosen)."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-        return ports
 
 
 def _python_module(module: str, *args: str) -> list[str]:
@@ -159,6 +149,7 @@ class Sandbox:
         self.registry_ready: dict[str, Any] = {}
         self.backend_addresses: dict[str, str] = {}
         self._echo = echo or (lambda _text: None)
+        self.ports = PortClaims()
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -234,7 +225,7 @@ class Sandbox:
         self.logs.mkdir(exist_ok=True)
         (self.directory / PID_FILE).write_text(f"{os.getpid()}\n")
         examples = examples_dir()
-        ports = iter(_free_ports(1 + 4 * len(AGENCIES)))
+        ports = iter(self.ports.take(1 + 4 * len(AGENCIES)))
 
         self._say("registry: init")
         registry_dir = self.directory / "registry"
@@ -304,7 +295,7 @@ class Sandbox:
         legacy = self.directory / "legacy"
         legacy.mkdir(exist_ok=True)
         self._say("legacy systems: population database, tax HTTP API, business SOAP service")
-        tax_port, business_port = _free_ports(2)
+        tax_port, business_port = self.ports.take(2)
         self._legacy_processes = [
             self._process(
                 "legacy-tax",
@@ -554,6 +545,7 @@ class Sandbox:
             process.stop()
         for name in (SANDBOX_FILE, PID_FILE, PROCESSES_FILE):
             (self.directory / name).unlink(missing_ok=True)
+        self.ports.release()
 
     def run(self) -> int:
         """Build, then stay up until SIGTERM or SIGINT; stop everything; return the exit status."""
