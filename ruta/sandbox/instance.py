@@ -150,6 +150,8 @@ class Sandbox:
         self.backend_addresses: dict[str, str] = {}
         self._echo = echo or (lambda _text: None)
         self.ports = PortClaims()
+        #: Short-lived commands running right now (stopped too if the sandbox stops meanwhile).
+        self._transient: list[subprocess.Popen[bytes]] = []
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -436,6 +438,7 @@ class Sandbox:
         self._say("security servers: ruta ss init (keys, CSRs, enrolment)")
         registry_dir = self.directory / "registry"
         running: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._transient = []
         for server in self.servers.values():
             argv = ruta_command(
                 "ss",
@@ -477,6 +480,7 @@ class Sandbox:
                 )
             finally:
                 log.close()
+            self._transient.append(running[-1][1])
         failed = []
         for name, popen in running:
             try:
@@ -541,6 +545,14 @@ class Sandbox:
             pid = _ready_pid(server.data_dir / "ready.json")
             if pid is not None and (server.process is None or pid != server.process.pid):
                 _stop_foreign(pid, timeout=STOP_TIMEOUT_S)
+        for popen in self._transient:
+            if popen.poll() is None:
+                popen.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=STOP_TIMEOUT_S)
+            if popen.poll() is None:
+                popen.kill()
+                popen.wait()
         for process in reversed(self.processes):
             process.stop()
         for name in (SANDBOX_FILE, PID_FILE, PROCESSES_FILE):
