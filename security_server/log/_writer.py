@@ -199,6 +199,18 @@ class GroupCommitWriter:
         self._largest_group = 0
         self._task: asyncio.Task[None] | None = None
         self._sqlite = _SqliteWorker.for_url(engine.url)
+        # Built once: constructing the upsert per group cost more than executing it.
+        head = self._insert(log_heads).values(
+            {c: sa.bindparam(c) for c in ("origin", "size", "root", "updated_at")}
+        )
+        self._head_upsert = head.on_conflict_do_update(
+            index_elements=[log_heads.c.origin],
+            set_={
+                "size": head.excluded.size,
+                "root": head.excluded.root,
+                "updated_at": head.excluded.updated_at,
+            },
+        )
 
     # --- state readers (committed state only) -------------------------------------------------
 
@@ -447,12 +459,7 @@ class GroupCommitWriter:
             "root": frontier.root(),
             "updated_at": now_us,
         }
-        stmt = self._insert(log_heads).values(values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[log_heads.c.origin],
-            set_={"size": stmt.excluded.size, "root": stmt.excluded.root, "updated_at": now_us},
-        )
-        conn.execute(stmt)
+        conn.execute(self._head_upsert, values)
 
 
 class _SqliteWorker:
