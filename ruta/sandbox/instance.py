@@ -70,6 +70,7 @@ from ruta.sandbox.processes import (
     SandboxError,
     process_alive,
     ruta_command,
+    stop_pid,
 )
 from ruta.sandbox.protos import compile_descriptor_set
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
@@ -544,7 +545,7 @@ class Sandbox:
         for server in self.servers.values():
             pid = _ready_pid(server.data_dir / "ready.json")
             if pid is not None and (server.process is None or pid != server.process.pid):
-                _stop_foreign(pid, timeout=STOP_TIMEOUT_S)
+                stop_pid(pid, timeout=STOP_TIMEOUT_S)
         for popen in self._transient:
             if popen.poll() is None:
                 popen.terminate()
@@ -673,30 +674,6 @@ def read_sandbox(directory: Path) -> dict[str, Any]:
     return data
 
 
-def _alive(pid: int) -> bool:
-    """Like :func:`process_alive`, but a zombie (exited, not yet reaped by a parent that is not
-    us) counts as gone."""
-    if not process_alive(pid):
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: trust the signal probe
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
-def _stop_foreign(pid: int, *, timeout: float) -> None:
-    """SIGTERM ``pid`` (not our child), wait up to ``timeout`` for it to go, then SIGKILL."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.05)
-
-
 def _pids(directory: Path) -> Iterator[int]:
     with contextlib.suppress(OSError, ValueError):
         data = _read_json(directory / PROCESSES_FILE)
@@ -717,13 +694,13 @@ def stop_sandbox(directory: Path, *, timeout: float = DOWN_TIMEOUT_S) -> bool:
     supervisor: int | None = None
     with contextlib.suppress(OSError, ValueError):
         supervisor = int((directory / PID_FILE).read_text().strip())
-    if supervisor is not None and supervisor != os.getpid() and _alive(supervisor):
+    if supervisor is not None and supervisor != os.getpid() and process_alive(supervisor):
         found = True
-        _stop_foreign(supervisor, timeout=timeout)
+        stop_pid(supervisor, timeout=timeout)
     for pid in list(_pids(directory)):
-        if _alive(pid):
+        if process_alive(pid):
             found = True
-            _stop_foreign(pid, timeout=STOP_TIMEOUT_S)
+            stop_pid(pid, timeout=STOP_TIMEOUT_S)
     for name in (SANDBOX_FILE, PID_FILE, PROCESSES_FILE):
         (directory / name).unlink(missing_ok=True)
     return found

@@ -45,12 +45,19 @@ class SandboxError(RutaError):
 
 
 def ruta_command(*args: str) -> list[str]:
-    """The argv that runs ``ruta ARGS`` with the interpreter running this process."""
-    return [sys.executable, "-m", "ruta", *args]
+    """The argv that runs ``ruta ARGS`` with the interpreter running this process.
+
+    ``-P`` keeps the working directory off ``sys.path``, so a folder named like a part (a
+    sandbox's ``registry/`` data folder, say) can never shadow the installed package.
+    """
+    return [sys.executable, "-P", "-m", "ruta", *args]
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists (and is not a zombie of ours)."""
+    """Whether a process with ``pid`` is running: a zombie (exited, not yet reaped) is not.
+
+    Reaps ``pid`` if it is our own exited child.
+    """
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
@@ -63,7 +70,16 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text("ascii", errors="replace")
+    except OSError:
+        return False  # no procfs (or gone): kill(0) already said it exists
+    # The state follows the parenthesised command name, which may itself contain ')'.
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def stop_pid(pid: int, *, timeout: float = STOP_TIMEOUT_S) -> None:
