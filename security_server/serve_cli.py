@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -12,6 +13,16 @@ from security_server.server import SecurityServerApp
 from security_server.settings import SecurityServerSettings
 
 __all__ = ["serve"]
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop where it is installed (every platform but Windows): cheaper loop iterations and
+    thread wake-ups, measured ~15% lower latency per exchange (bench/README.md)."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional: absent on Windows
+    except ImportError:  # pragma: no cover - platform dependent
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 async def _run(settings: SecurityServerSettings) -> None:
@@ -42,4 +53,5 @@ def serve(config: Path) -> None:
     Ctrl-C stops it cleanly (calls in flight finish, the message log is flushed).
     """
     settings = SecurityServerSettings.from_file(config)
-    asyncio.run(_run(settings))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_run(settings))

@@ -258,8 +258,10 @@ class PeerChannels:
             ssl_object = writer.get_extra_info("ssl_object")
             der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         finally:
-            writer.close()
-            # The peer may drop a handshake-only connection abruptly.
+            # A handshake-only probe: drop it without a TLS shutdown. (A graceful close waits for
+            # the peer's close_notify, which a gRPC server never sends: under uvloop that hung
+            # the first exchange for the whole deadline.)
+            writer.transport.abort()
             with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
         if der is None or hashlib.sha256(der).hexdigest() != peer.auth_cert_sha256:
