@@ -4,7 +4,7 @@
     python -m bench --micro         # only the micro-benchmarks (sign, verify, log, proof, lookup)
     python -m bench --exchange      # only direct vs bus
     python -m bench --quick         # tiny call counts: proves the harness works
-    python -m bench --profile DIR   # also cProfile both security servers into DIR/*.prof
+    python -m bench --profile DIR   # also sample both security servers with py-spy into DIR
 
 The older stand-alone scripts stay where they were: ``bench/globalconf.py`` (issue 4's full size),
 ``bench/log_append.py`` and ``bench/log_proofs.py`` (the message log at 1M leaves).
@@ -42,7 +42,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_CONCURRENCY))
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--workdir", type=Path, default=None, help="keep data files here")
-    parser.add_argument("--profile", type=Path, default=None, help="cProfile servers into DIR")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy the servers into DIR")
     parser.add_argument("--uvloop", action="store_true", help="force uvloop in the servers")
     return parser.parse_args(argv)
 

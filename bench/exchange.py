@@ -75,7 +75,8 @@ class BenchConfig:
     warmup: Mapping[int, int] = field(default_factory=lambda: {1: 100, 16: 300, 64: 600})
     large_fraction: float = 0.5
     workdir: Path | None = None
-    #: Run each security server under cProfile and write ``<server>.prof`` here.
+    #: Sample both security servers with py-spy during each measured bus run and write the
+    #: collapsed stacks here (``consumer_ss-512-c64.txt`` ...; ``python -m bench.flame``).
     profile_dir: Path | None = None
     #: Install uvloop's policy in the security-server processes before ``ruta ss serve`` runs.
     uvloop: bool = False
@@ -203,22 +204,18 @@ class BenchBed(Bed):
             ]
         return data
 
-    async def spawn(
-        self, server: ServerId, *, profile: Path | None, uvloop: bool = False
-    ) -> dict[str, Any]:
-        """Run ``server`` as ``ruta ss serve`` (optionally under cProfile); wait until ready."""
+    async def spawn(self, server: ServerId, *, uvloop: bool = False) -> dict[str, Any]:
+        """Run ``server`` as ``ruta ss serve``; wait until it is ready."""
         agency = self.agencies[server]
         config = self.write_settings(server)
         ready = agency.data_dir / READY_FILE
         ready.unlink(missing_ok=True)
-        prefix = ["-m", "cProfile", "-o", str(profile)] if profile is not None else []
         main = ["-c", _UVLOOP_MAIN] if uvloop else ["-m", "ruta"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(agency.directory / "stderr.log", "ab") as stderr:  # noqa: ASYNC230 - setup
             agency.process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
                 [
                     sys.executable,
-                    *prefix,
                     *main,
                     "--log-level",
                     "warning",
@@ -296,6 +293,7 @@ async def _run_load(
     warmup: int,
     watched: Mapping[str, int],
     stderr: Path,
+    sample: Mapping[str, Path] | None = None,
 ) -> RunResult:
     """One load-generator process against ``target``; CPU of ``watched`` processes (and of the
     generator itself) is read right before and right after the measured calls."""
@@ -327,6 +325,7 @@ async def _run_load(
             cwd=REPO_ROOT,
             start_new_session=True,
         )
+    samplers: list[asyncio.subprocess.Process] = []
     try:
         assert process.stdin is not None
         assert process.stdout is not None
@@ -335,6 +334,7 @@ async def _run_load(
             if warm.get("event") != "warm":
                 raise RuntimeError(f"load generator said {warm!r}")
             pids = {**watched, "loadgen": process.pid}
+            samplers += await _start_samplers(watched, sample or {}, stderr)
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             process.stdin.write(b"go\n")
             await process.stdin.drain()
@@ -342,13 +342,64 @@ async def _run_load(
             after = {name: cpu_seconds(pid) for name, pid in pids.items()}
             await process.wait()
     finally:
+        await _stop_samplers(samplers)
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
     ok = max(1, int(done["ok"]))
     cpu = {name: (after[name] - before[name]) / ok * 1e3 for name in pids}
+    done["warmup_ok"] = warm["ok"]
+    done["warmup_errors"] = warm["errors"]
+    done["error_samples"] = [*warm["error_samples"], *done["error_samples"]]
     return RunResult(load=done, cpu_per_call_ms=cpu)
+
+
+async def _start_samplers(
+    watched: Mapping[str, int], sample: Mapping[str, Path], stderr: Path
+) -> list[asyncio.subprocess.Process]:
+    """One ``py-spy record`` per process named in ``sample``, attached before the measured calls
+    (a SIGINT makes each write its collapsed stacks)."""
+    if not sample:
+        return []
+    py_spy = Path(sys.executable).with_name("py-spy")
+    samplers = []
+    for name, path in sample.items():
+        with open(stderr, "ab") as err:  # noqa: ASYNC230 - opening a log file for a child
+            samplers.append(
+                await asyncio.create_subprocess_exec(
+                    str(py_spy),
+                    "record",
+                    "--pid",
+                    str(watched[name]),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--threads",
+                    "--nonblocking",
+                    "--output",
+                    str(path),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=err,
+                    start_new_session=True,
+                )
+            )
+    await asyncio.sleep(1.0)  # py-spy needs a moment to attach
+    return samplers
+
+
+async def _stop_samplers(samplers: Sequence[asyncio.subprocess.Process]) -> None:
+    for sampler in samplers:
+        if sampler.returncode is None:
+            sampler.send_signal(signal.SIGINT)
+    for sampler in samplers:
+        try:
+            async with asyncio.timeout(30):
+                await sampler.wait()
+        except TimeoutError:
+            sampler.kill()
+            await sampler.wait()
 
 
 async def _line(stream: asyncio.StreamReader) -> str:
@@ -377,12 +428,7 @@ async def _instance(directory: Path, config: BenchConfig) -> AsyncIterator[tuple
             instance.echo_address = json.loads(ready.read_text())["address"]
             instance.publish()
             for server in (POP, SOC):
-                profile = (
-                    config.profile_dir / f"{server.member.member_code.lower()}.prof"
-                    if config.profile_dir is not None
-                    else None
-                )
-                await instance.spawn(server, profile=profile, uvloop=config.uvloop)
+                await instance.spawn(server, uvloop=config.uvloop)
             yield instance, echo.pid
     finally:
         await instance.close()
@@ -407,6 +453,7 @@ def _case_row(
         "added_p99_ms": round(b["p99_ms"] - d["p99_ms"], 3),
         "direct_errors": d["errors"],
         "bus_errors": b["errors"],
+        "warmup_errors": d["warmup_errors"] + b["warmup_errors"],
         "error_samples": [*d["error_samples"], *b["error_samples"]],
         "cpu_ms_per_exchange": {
             "direct": {k: round(v, 4) for k, v in direct.cpu_per_call_ms.items()},
@@ -464,17 +511,26 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                         warmup=warmup,
                         stderr=log,
                     )
+                    sample = (
+                        {
+                            name: config.profile_dir / f"{name}-{payload}-c{concurrency}.txt"
+                            for name in ("consumer_ss", "provider_ss")
+                        }
+                        if config.profile_dir is not None
+                        else None
+                    )
                     bus = await _run_load(
                         target=consumer["consumer"],
                         metadata=metadata,
                         watched=watched_bus,
+                        sample=sample,
                         payload=payload,
                         concurrency=concurrency,
                         calls=calls,
                         warmup=warmup,
                         stderr=log,
                     )
-                    bus_calls += calls + warmup
+                    bus_calls += bus.load["ok"] + bus.load["warmup_ok"]
                     memory = {
                         name: peak_rss_mib(pid)
                         for name, pid in watched_bus.items()

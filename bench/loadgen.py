@@ -93,8 +93,14 @@ async def run_load(
     ]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)
-        _, _, warm_errors = await _drive(call, payload, metadata, concurrency, warmup)
-        print(json.dumps({"event": "warm", "errors": warm_errors[:MAX_ERRORS_LISTED]}), flush=True)
+        _, warm_latencies, warm_errors = await _drive(call, payload, metadata, concurrency, warmup)
+        warm = {
+            "event": "warm",
+            "ok": len(warm_latencies),
+            "errors": len(warm_errors),
+            "error_samples": warm_errors[:MAX_ERRORS_LISTED],
+        }
+        print(json.dumps(warm), flush=True)
         if wait:
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         elapsed, latencies, errors = await _drive(call, payload, metadata, concurrency, calls)
