@@ -4,6 +4,7 @@ against the configuration in force, message-log appends, and refusals that keep 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -38,6 +39,11 @@ __all__ = [
 ]
 
 Clock = Callable[[], datetime]
+
+#: Signing certificates whose fingerprints are kept (ours and our peers' signers').
+MAX_CACHED_FINGERPRINTS = 256
+# Certificates are immutable and hash by their DER: each is encoded and hashed once.
+_fingerprint = functools.lru_cache(maxsize=MAX_CACHED_FINGERPRINTS)(fingerprint)
 
 
 class WitnessGate(Protocol):
@@ -157,7 +163,7 @@ class ExchangeRecorder:
                 direction=direction,
                 header=header,
                 signature=signature.SerializeToString(deterministic=True),
-                certificate_fingerprint=fingerprint(certificate),
+                certificate_fingerprint=_fingerprint(certificate),
                 body=body,
             )
             if self.metadata_only and self._metadata_only(entry):

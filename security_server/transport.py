@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,10 +31,10 @@ from cryptography import x509
 
 from ruta.faults import Fault, RutaError
 from ruta.globalconf import GlobalConf, SecurityServer
-from ruta.pki.certs import certificate_pem, fingerprint
+from ruta.pki.certs import certificate_pem, fingerprint, load_certificate
 from ruta.pki.errors import PkiError
 from ruta.pki.ocsp import CertStatus, OcspClient
-from ruta.pki.tls import channel_credentials, peer_certificate
+from ruta.pki.tls import channel_credentials
 from ruta.v1 import transport_pb2, transport_pb2_grpc
 from security_server.settings import split_address
 
@@ -53,6 +54,8 @@ EXCHANGE_PATH: Final = "/ruta.v1.Transport/Exchange"
 PIN_CHECK_TIMEOUT_SECONDS: Final = 10.0
 #: How long calls still running on a retired channel may take before it is closed.
 RETIRED_CHANNEL_GRACE_SECONDS: Final = 30.0
+#: Peer authentication certificates kept parsed and fingerprinted, by their PEM text.
+MAX_CACHED_PEER_CERTIFICATES: Final = 256
 #: Room for the header, signature, certificates and OCSP response around a body.
 _ENVELOPE_SLACK_BYTES: Final = 256 * 1024
 
@@ -112,16 +115,17 @@ async def authenticate_peer(
     no certificate or one the configuration does not list, ``server.provider.cert_revoked`` for
     one OCSP does not vouch for.
     """
+    pems = list(context.auth_context().get("x509_pem_cert") or ())
     try:
-        cert = peer_certificate(context)
+        cert, cert_fingerprint = _peer_certificate(pems[0]) if pems else (None, "")
     except PkiError:
-        cert = None
+        cert, cert_fingerprint = None, ""
     if cert is None:
         raise TransportError(
             "the calling peer presented no usable client certificate",
             fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
         )
-    server = conf.server_by_auth_cert(fingerprint(cert))
+    server = conf.server_by_auth_cert(cert_fingerprint)
     if server is None:
         raise TransportError(
             "the calling peer's certificate is not the authentication certificate of any "
@@ -130,6 +134,14 @@ async def authenticate_peer(
         )
     await status.check(cert, conf.trust_anchors, fault=Fault.SERVER_PROVIDER_CERT_REVOKED)
     return server
+
+
+@functools.lru_cache(maxsize=MAX_CACHED_PEER_CERTIFICATES)
+def _peer_certificate(pem: bytes) -> tuple[x509.Certificate, str]:
+    """A peer's certificate (as gRPC hands it over) parsed and fingerprinted once, not per call.
+    Raises :class:`~ruta.pki.errors.PkiError` (not cached) if it does not parse."""
+    cert = load_certificate(pem)
+    return cert, fingerprint(cert)
 
 
 def add_transport_service(
