@@ -43,7 +43,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--workdir", type=Path, default=None, help="keep data files here")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the servers into DIR")
-    parser.add_argument("--uvloop", action="store_true", help="force uvloop in the servers")
     return parser.parse_args(argv)
 
 
@@ -59,7 +58,6 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         warmup={c: max(1, int(n * scale)) for c, n in warmup.items()},
         workdir=args.workdir,
         profile_dir=args.profile,
-        uvloop=args.uvloop,
     )
 
 

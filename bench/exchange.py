@@ -61,7 +61,6 @@ READY_TIMEOUT_SECONDS: Final = 60.0
 #: How long one load-generator run may take before the harness gives up on it.
 RUN_TIMEOUT_SECONDS: Final = 300.0
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
-_UVLOOP_MAIN: Final = "import uvloop; uvloop.install(); from ruta.cli import main; main()"
 
 
 @dataclass(frozen=True)
@@ -78,8 +77,6 @@ class BenchConfig:
     #: Sample both security servers with py-spy during each measured bus run and write the
     #: collapsed stacks here (``consumer_ss-512-c64.txt`` ...; ``python -m bench.flame``).
     profile_dir: Path | None = None
-    #: Install uvloop's policy in the security-server processes before ``ruta ss serve`` runs.
-    uvloop: bool = False
 
     def count(self, table: Mapping[int, int], payload: int, concurrency: int) -> int:
         base = table.get(concurrency, max(table.values()))
@@ -204,19 +201,19 @@ class BenchBed(Bed):
             ]
         return data
 
-    async def spawn(self, server: ServerId, *, uvloop: bool = False) -> dict[str, Any]:
+    async def spawn(self, server: ServerId) -> dict[str, Any]:
         """Run ``server`` as ``ruta ss serve``; wait until it is ready."""
         agency = self.agencies[server]
         config = self.write_settings(server)
         ready = agency.data_dir / READY_FILE
         ready.unlink(missing_ok=True)
-        main = ["-c", _UVLOOP_MAIN] if uvloop else ["-m", "ruta"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(agency.directory / "stderr.log", "ab") as stderr:  # noqa: ASYNC230 - setup
             agency.process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
                 [
                     sys.executable,
-                    *main,
+                    "-m",
+                    "ruta",
                     "--log-level",
                     "warning",
                     "ss",
@@ -428,7 +425,7 @@ async def _instance(directory: Path, config: BenchConfig) -> AsyncIterator[tuple
             instance.echo_address = json.loads(ready.read_text())["address"]
             instance.publish()
             for server in (POP, SOC):
-                await instance.spawn(server, uvloop=config.uvloop)
+                await instance.spawn(server)
             yield instance, echo.pid
     finally:
         await instance.close()
@@ -563,9 +560,6 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                     "ECDSA P-256 signatures with stapled OCSP, full verification, SQLite WAL "
                     "synchronous=FULL message logs with group commit, witness cosigned checkpoints"
                 ),
-                "ss_event_loop": "uvloop (installed by the harness)"
-                if config.uvloop
-                else "default",
                 "calls": dict(config.calls),
                 "warmup": dict(config.warmup),
             },

@@ -65,8 +65,8 @@ def _exchange(result: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"Message logs after the run: {counts} records "
-            f"(expected {logged['expected_per_log']} in each: request and response of every answered "
-            "bus call, warm-up included).",
+            f"(expected {logged['expected_per_log']} in each: request and response of every "
+            "answered bus call, warm-up included).",
         ]
     return lines
 
