@@ -1,17 +1,12 @@
 """The served service's descriptors and message classes, built at run time from a ``.proto``.
 
-A ``.proto`` file is compiled with ``grpc_tools.protoc --descriptor_set_out --include_imports``
-(a child process, so its diagnostics can be reported); a ready ``FileDescriptorSet`` file is read
-as is. Message classes come from a private descriptor pool, so two adapters (or an adapter and
-Ruta's own generated code) never clash over a name.
+A ``.proto`` file is compiled with :func:`ruta.protos.compile_descriptor_set`; a ready
+``FileDescriptorSet`` file is read as is. Message classes come from a private descriptor pool,
+so two adapters (or an adapter and Ruta's own generated code) never clash over a name.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,24 +17,17 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDesc
 from google.protobuf.message import DecodeError, Message
 
 from adapters.errors import AdapterConfigError
+from ruta.protos import ProtoCompileError, compile_descriptor_set
 
 __all__ = [
     "MAX_DESCRIPTOR_SET_BYTES",
-    "MAX_PROTO_FILE_BYTES",
     "MethodModel",
     "ServiceModel",
-    "compile_proto",
     "load_service",
 ]
 
-#: Largest ``.proto`` file compiled.
-MAX_PROTO_FILE_BYTES: Final = 1024 * 1024
 #: Largest descriptor set read or produced.
 MAX_DESCRIPTOR_SET_BYTES: Final = 8 * 1024 * 1024
-#: Longest a protoc run may take.
-PROTOC_TIMEOUT_SECONDS: Final = 60.0
-#: Longest protoc diagnostic kept in an error.
-_MAX_DIAGNOSTIC_CHARS: Final = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,54 +57,6 @@ class ServiceModel:
     file_descriptor_set: bytes
 
 
-def compile_proto(proto: Path, include: Sequence[Path] = ()) -> bytes:
-    """Compile ``proto`` (and its imports) to a serialised ``FileDescriptorSet``.
-
-    The file's own folder is the first import path, then ``include``, then the well-known types
-    shipped with grpc_tools. Raises :class:`AdapterConfigError` with protoc's diagnostics (which
-    name files relative to their import path) when it does not compile.
-    """
-    try:
-        # Optional at run time: only .proto sources need it.
-        import grpc_tools  # type: ignore[import-untyped]  # noqa: PLC0415
-    except ImportError:
-        raise AdapterConfigError(
-            "compiling a .proto needs grpcio-tools; install it, or compile once with "
-            "'protoc --include_imports --descriptor_set_out=FILE' and set 'descriptor_set'"
-        ) from None
-    try:
-        size = proto.stat().st_size
-    except OSError:
-        raise AdapterConfigError(f"proto file {proto.name} cannot be read") from None
-    if size > MAX_PROTO_FILE_BYTES:
-        raise AdapterConfigError(
-            f"proto file {proto.name} is {size} bytes; the limit is {MAX_PROTO_FILE_BYTES}"
-        )
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
-    with tempfile.TemporaryDirectory(prefix="ruta-adapter-") as tmp:
-        out = Path(tmp) / "descriptors.pb"
-        args = [sys.executable, "-m", "grpc_tools.protoc", "-I."]
-        args += [f"-I{Path(p).resolve()}" for p in include]
-        args += [f"-I{well_known}", f"--descriptor_set_out={out}", "--include_imports", proto.name]
-        try:
-            done = subprocess.run(  # noqa: S603  (fixed interpreter and arguments, no shell)
-                args,
-                cwd=proto.resolve().parent,
-                capture_output=True,
-                text=True,
-                timeout=PROTOC_TIMEOUT_SECONDS,
-                check=False,
-                env={**os.environ, "PYTHONWARNINGS": "ignore"},
-            )
-        except subprocess.TimeoutExpired:
-            raise AdapterConfigError(f"compiling {proto.name} took too long") from None
-        if done.returncode != 0:
-            diagnostic = (done.stderr or done.stdout).strip()[:_MAX_DIAGNOSTIC_CHARS]
-            diagnostic = diagnostic.replace(str(proto.resolve().parent) + os.sep, "")
-            raise AdapterConfigError(f"proto file {proto.name} does not compile:\n{diagnostic}")
-        return out.read_bytes()
-
-
 def _read_descriptor_set(path: Path) -> bytes:
     try:
         size = path.stat().st_size
@@ -143,7 +83,11 @@ def load_service(
     define ``service``.
     """
     if proto is not None:
-        raw = compile_proto(proto, include)
+        try:
+            # The file's own folder first, then the adapter file's include paths.
+            raw = compile_descriptor_set(proto, (proto.resolve().parent, *include))
+        except ProtoCompileError as exc:
+            raise AdapterConfigError(exc.message) from None
     elif descriptor_set is not None:
         raw = _read_descriptor_set(descriptor_set)
     else:

@@ -10,9 +10,7 @@ registry-admin credential ``init`` made. ``--json`` prints machine-readable outp
 from __future__ import annotations
 
 import asyncio
-import importlib.resources
 import json
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +28,7 @@ from registry.settings import RegistryLayout, RegistrySettings
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
+from ruta.protos import ProtoCompileError, compile_descriptor_set
 from ruta.settings import ConfigError
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
 
@@ -471,30 +470,16 @@ def server_list(target: _Target, member: str | None, limit: int) -> None:
 def compile_proto(proto: Path, include_paths: tuple[Path, ...]) -> bytes:
     """Compile ``proto`` (and its imports) into a serialised FileDescriptorSet with protoc.
 
-    Raises :class:`InvalidRequestError` when grpcio-tools is missing or protoc fails (protoc
-    prints its messages to standard error).
+    Raises :class:`InvalidRequestError` with protoc's diagnostics when it cannot, or when the
+    result is over :data:`MAX_INPUT_FILE_BYTES`.
     """
     try:
-        from grpc_tools import protoc  # type: ignore[import-untyped]  # noqa: PLC0415
-    except ImportError:
-        raise InvalidRequestError(
-            "compiling .proto files needs grpcio-tools; pass --descriptor-set instead"
-        ) from None
-    well_known = str(importlib.resources.files("grpc_tools") / "_proto")
-    includes = include_paths or (proto.parent,)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "descriptor_set.pb"
-        args = [
-            "protoc",
-            *(f"-I{p}" for p in includes),
-            f"-I{well_known}",
-            "--include_imports",
-            f"--descriptor_set_out={out}",
-            str(proto),
-        ]
-        if protoc.main(args) != 0 or not out.exists():
-            raise InvalidRequestError(f"protoc could not compile {proto.name} (see above)")
-        return _read_file(out, "descriptor set")
+        compiled = compile_descriptor_set(proto, include_paths)
+    except ProtoCompileError as exc:
+        raise InvalidRequestError(exc.message) from None
+    if len(compiled) > MAX_INPUT_FILE_BYTES:
+        raise InvalidRequestError(f"descriptor set is larger than {MAX_INPUT_FILE_BYTES} bytes")
+    return compiled
 
 
 @click.group()

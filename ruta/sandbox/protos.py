@@ -6,58 +6,17 @@ build request and response messages at run time (no generated code), which is wh
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
+from ruta.protos import compile_descriptor_set
 from ruta.sandbox.processes import SandboxError
 
-__all__ = ["MAX_DESCRIPTOR_SET_BYTES", "MethodCodec", "compile_descriptor_set", "method_codec"]
-
-#: Largest FileDescriptorSet accepted.
-MAX_DESCRIPTOR_SET_BYTES: Final = 4 << 20
-#: Longest a protoc run may take.
-PROTOC_TIMEOUT_S: Final = 60.0
-
-
-def compile_descriptor_set(proto: Path) -> bytes:
-    """Compile ``proto`` (with its imports, searched beside it) into a FileDescriptorSet.
-
-    Runs ``grpc_tools.protoc`` in a child process; raises :class:`SandboxError` with protoc's
-    message when it fails.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "set.pb"
-        try:
-            result = subprocess.run(  # noqa: S603 - fixed argv
-                [
-                    sys.executable,
-                    "-m",
-                    "grpc_tools.protoc",
-                    f"-I{proto.parent}",
-                    "--include_imports",
-                    f"--descriptor_set_out={out}",
-                    proto.name,
-                ],
-                capture_output=True,
-                timeout=PROTOC_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise SandboxError(f"protoc did not finish compiling {proto.name}") from None
-        if result.returncode != 0:
-            message = result.stderr.decode("utf-8", "replace")[-1000:]
-            raise SandboxError(f"protoc cannot compile {proto.name}: {message}")
-        data = out.read_bytes()
-    if len(data) > MAX_DESCRIPTOR_SET_BYTES:
-        raise SandboxError(f"the descriptors of {proto.name} are too large")
-    return data
+# compile_descriptor_set is re-exported: the sandbox guide and the demo import it from here.
+__all__ = ["MethodCodec", "compile_descriptor_set", "method_codec"]
 
 
 @dataclass(frozen=True, slots=True)
