@@ -14,6 +14,7 @@ Every refusal is a :class:`HeaderError` carrying a stable fault code: a missing 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -141,6 +142,11 @@ class CallMetadata:
         return f"/{self.service.service_name}/{self.method}"
 
 
+#: Method paths remembered once checked (a server sees few distinct ones).
+MAX_CACHED_METHOD_PATHS: Final = 1024
+
+
+@functools.lru_cache(maxsize=MAX_CACHED_METHOD_PATHS)
 def parse_method_path(path: str) -> MethodPath:
     """Split ``/pkg.Service/Method``; raise :class:`HeaderError` (``client.invalid_header``)."""
     if len(path) > MAX_PATH_LENGTH:
