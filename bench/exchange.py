@@ -70,8 +70,8 @@ class BenchConfig:
 
     payloads: Sequence[int] = DEFAULT_PAYLOADS
     concurrency: Sequence[int] = DEFAULT_CONCURRENCY
-    calls: Mapping[int, int] = field(default_factory=lambda: {1: 1000, 16: 3000, 64: 4000})
-    warmup: Mapping[int, int] = field(default_factory=lambda: {1: 100, 16: 300, 64: 600})
+    calls: Mapping[int, int] = field(default_factory=lambda: {1: 1000, 16: 4000, 64: 8000})
+    warmup: Mapping[int, int] = field(default_factory=lambda: {1: 100, 16: 400, 64: 1000})
     large_fraction: float = 0.5
     workdir: Path | None = None
     #: Sample both security servers with py-spy during each measured bus run and write the
@@ -88,12 +88,17 @@ class BenchConfig:
 # --- /proc readings ------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds ``pid`` has used (all threads), from ``/proc/PID/stat``."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds ``pid`` has used (all threads), from ``/proc/PID/stat``."""
     text = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) may contain spaces: split after its closing parenthesis.
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds ``pid`` has used (all threads)."""
+    return sum(cpu_times(pid))
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -278,6 +283,7 @@ def _stop_group(process: subprocess.Popen[Any]) -> None:
 class RunResult:
     load: dict[str, Any]
     cpu_per_call_ms: dict[str, float]
+    sys_per_call_ms: dict[str, float]
 
 
 async def _run_load(
@@ -332,11 +338,11 @@ async def _run_load(
                 raise RuntimeError(f"load generator said {warm!r}")
             pids = {**watched, "loadgen": process.pid}
             samplers += await _start_samplers(watched, sample or {}, stderr)
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            before = {name: cpu_times(pid) for name, pid in pids.items()}
             process.stdin.write(b"go\n")
             await process.stdin.drain()
             done = json.loads(await _line(process.stdout))
-            after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            after = {name: cpu_times(pid) for name, pid in pids.items()}
             await process.wait()
     finally:
         await _stop_samplers(samplers)
@@ -345,11 +351,12 @@ async def _run_load(
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
     ok = max(1, int(done["ok"]))
-    cpu = {name: (after[name] - before[name]) / ok * 1e3 for name in pids}
+    cpu = {name: (sum(after[name]) - sum(before[name])) / ok * 1e3 for name in pids}
+    kernel = {name: (after[name][1] - before[name][1]) / ok * 1e3 for name in pids}
     done["warmup_ok"] = warm["ok"]
     done["warmup_errors"] = warm["errors"]
     done["error_samples"] = [*warm["error_samples"], *done["error_samples"]]
-    return RunResult(load=done, cpu_per_call_ms=cpu)
+    return RunResult(load=done, cpu_per_call_ms=cpu, sys_per_call_ms=kernel)
 
 
 async def _start_samplers(
@@ -455,6 +462,10 @@ def _case_row(
         "cpu_ms_per_exchange": {
             "direct": {k: round(v, 4) for k, v in direct.cpu_per_call_ms.items()},
             "bus": {k: round(v, 4) for k, v in bus.cpu_per_call_ms.items()},
+        },
+        "of_which_kernel_ms": {
+            "direct": {k: round(v, 4) for k, v in direct.sys_per_call_ms.items()},
+            "bus": {k: round(v, 4) for k, v in bus.sys_per_call_ms.items()},
         },
         "peak_rss_mib": {k: round(v, 1) for k, v in memory.items()},
     }

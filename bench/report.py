@@ -13,7 +13,10 @@ def _size(payload: int) -> str:
 
 def _cpu(row: dict[str, Any], mode: str, name: str) -> str:
     value = row["cpu_ms_per_exchange"][mode].get(name)
-    return "" if value is None else f"{value:.2f}"
+    if value is None:
+        return ""
+    kernel = row.get("of_which_kernel_ms", {}).get(mode, {}).get(name)
+    return f"{value:.2f}" if kernel is None else f"{value:.2f} ({kernel:.2f})"
 
 
 def _exchange(result: dict[str, Any]) -> list[str]:
@@ -41,7 +44,8 @@ def _exchange(result: dict[str, Any]) -> list[str]:
     )
     lines += [
         "",
-        "CPU milliseconds per exchange (measured calls only) and peak RSS (MiB, since start):",
+        "CPU milliseconds per exchange, user + kernel (kernel in brackets), measured calls "
+        "only; peak RSS in MiB since start:",
         "",
         "| payload | conc. | direct: backend | direct: loadgen | bus: consumer ss "
         "| bus: provider ss | bus: backend | bus: loadgen | bus: harness | peak MiB consumer "
