@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from adapters.check import PROBE_TIMEOUT_SECONDS, check_adapter
-from adapters.readiness import write_ready_file
 from adapters.server import Adapter, start_server
+from ruta.readiness import write_ready_file
 
 __all__ = ["check", "serve"]
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -61,6 +60,7 @@ from ruta.pki.certs import load_certificate
 from ruta.pki.keys import FileSigner, load_private_key
 from ruta.pki.ocsp import CertStatus
 from ruta.pki.tls import server_credentials
+from ruta.readiness import write_ready_file
 from ruta.settings import ConfigError
 from ruta.v1 import globalconf_pb2, registry_pb2_grpc
 
@@ -336,9 +336,7 @@ class RegistryNode:
             "globalconf_url": f"{self.bound.http}/globalconf",
             "public_url": self._base_url,
         }
-        tmp = self._layout.ready.with_name(f".{self._layout.ready.name}.tmp")
-        tmp.write_text(json.dumps(ready, indent=2) + "\n")
-        tmp.replace(self._layout.ready)
+        write_ready_file(self._layout.ready, ready)
 
     async def stop(self) -> None:
         """Stop listening and close the store; safe to call more than once."""

@@ -25,7 +25,7 @@ from typing import Final
 from aiohttp import web
 from lxml import etree  # type: ignore[import-untyped]
 
-from adapters.readiness import write_ready_file
+from ruta.readiness import write_ready_file
 
 __all__ = ["COMPANIES", "KNOWN_OWNERS", "NAMESPACE", "main", "make_app", "wsdl"]
 

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from adapters.readiness import write_ready_file
+from ruta.readiness import write_ready_file
 
 __all__ = ["INCOMES", "main", "make_app"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 from collections.abc import Mapping
@@ -24,6 +23,8 @@ import grpc
 import grpc.aio
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
+
+from ruta.readiness import write_ready_file
 
 __all__ = [
     "GET_PERSON_PATH",
@@ -191,9 +192,7 @@ async def _serve(listen: str, ready_file: Path | None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     if ready_file is not None:
-        tmp = ready_file.with_name(ready_file.name + ".tmp")
-        tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}))
-        tmp.replace(ready_file)
+        write_ready_file(ready_file, {"address": address, "pid": os.getpid()})
     await stop.wait()
     await server.stop(grace=1.0)
 
