@@ -20,6 +20,8 @@ import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from registry.ca import CertificateAuthority
 from registry.errors import AlreadyExistsError, InvalidRequestError, StoreError
@@ -122,6 +124,33 @@ def _self_signed_signing_certificate(
     )
 
 
+def _settings_file(settings: RegistrySettings) -> bytes:
+    """``registry.toml`` for ``settings``; a database URL with a password stays out of it (only
+    the environment can have given one, and ``serve`` reads it from there again)."""
+    data = settings.model_dump(exclude_none=True)
+    if settings.database_url is not None and _has_password(settings.database_url):
+        del data["database_url"]
+    return tomli_w.dumps(data).encode()
+
+
+def _refuse_password(db_url: str | None) -> None:
+    """Raise :class:`ConfigError` when ``--db-url`` carries a password (it would be written to
+    the settings file)."""
+    if db_url is not None and _has_password(db_url):
+        raise ConfigError(
+            "the database URL carries a password, which would be written to registry.toml; "
+            "give the URL without it and set the full URL in RUTA_REGISTRY_DATABASE_URL instead"
+        )
+
+
+def _has_password(url: str) -> bool:
+    """Whether the database URL carries a password (an unparsable one is refused later)."""
+    try:
+        return make_url(url).password is not None
+    except ArgumentError:
+        return False
+
+
 def _write_public(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -160,6 +189,7 @@ async def initialise_registry(
     layout = RegistryLayout(directory)
     if layout.settings.exists() or layout.ca.exists():
         raise AlreadyExistsError("the directory already holds a registry")
+    _refuse_password(db_url)
     values: dict[str, object] = {
         "instance": instance,
         "admin_listen": admin_listen,
@@ -239,8 +269,7 @@ async def initialise_registry(
         await store.close()
 
     # Written last: its presence marks a complete registry directory.
-    data = settings.model_dump(exclude_none=True)
-    _write_public(layout.settings, tomli_w.dumps(data).encode())
+    _write_public(layout.settings, _settings_file(settings))
     return InitialisedRegistry(
         layout=layout,
         settings=settings,
