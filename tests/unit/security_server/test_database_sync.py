@@ -1,0 +1,58 @@
+"""The synchronous SQLite engine the log writer's worker thread uses keeps Ruta's durability
+settings (WAL, synchronous=FULL, busy timeout, BEGIN IMMEDIATE for writers), and exists only for
+SQLite files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from security_server.database import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    WRITE_TRANSACTION,
+    open_database,
+    sqlite_sync_engine,
+)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+aiosqlite://",
+        "sqlite+aiosqlite:///:memory:",
+        "sqlite+aiosqlite:///file:x?mode=memory&uri=true",
+        "postgresql+psycopg://postgres@127.0.0.1/x",
+    ],
+)
+def test_no_sync_engine_but_for_a_sqlite_file(url: str) -> None:
+    assert sqlite_sync_engine(url) is None
+
+
+async def test_sync_engine_has_the_same_durability_settings(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}"
+    engine = await open_database(url)  # migrated; WAL set on the file
+    await engine.dispose()
+    sync = sqlite_sync_engine(url)
+    assert sync is not None
+    try:
+        with sync.connect() as raw:
+            conn = raw.execution_options(**{WRITE_TRANSACTION: True})
+            with conn.begin():
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+                timeout = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+                assert timeout == SQLITE_BUSY_TIMEOUT_MS
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+                # BEGIN IMMEDIATE took the write lock: another writer cannot start meanwhile.
+                other = sa.create_engine(
+                    f"sqlite:///{tmp_path / 'ss.db'}", connect_args={"timeout": 0}
+                )
+                try:
+                    with other.connect() as second, pytest.raises(sa.exc.OperationalError):
+                        second.exec_driver_sql("BEGIN IMMEDIATE")
+                finally:
+                    other.dispose()
+    finally:
+        sync.dispose()
