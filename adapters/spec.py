@@ -47,6 +47,7 @@ from pydantic import (
 )
 
 from adapters.errors import AdapterConfigError
+from ruta.addresses import split_address
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -385,13 +386,7 @@ class LoadedAdapterFile:
 
 def parse_listen(value: str) -> tuple[str, int]:
     """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) and check the port; raise ValueError."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError(f"listen address {value!r} is not HOST:PORT")
-    port = int(port_text)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range")
-    return host, port
+    return split_address(value, what="listen address")
 
 
 def _interpolate(value: Any, where: str, problems: list[str]) -> Any:

@@ -55,6 +55,7 @@ from registry.model import (
     Subsystem,
 )
 from registry.store import RegistryStore
+from ruta.addresses import split_address
 from ruta.checkpoint import SignatureType
 from ruta.faults import Fault, RutaError, abort
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
@@ -271,8 +272,11 @@ def _address(what: str, value: str, *, required: bool) -> str:
     if not value and not required:
         return ""
     _text(what, value, limit=limits.MAX_ADDRESS_LENGTH, empty=False)
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        _, port = split_address(value)
+    except ValueError:
+        raise InvalidRequestError(f"{what} must be host:port") from None
+    if port == 0:
         raise InvalidRequestError(f"{what} must be host:port")
     if any(ch.isspace() for ch in value):
         raise InvalidRequestError(f"{what} must not contain spaces")

@@ -14,6 +14,7 @@ from aiohttp import web
 from registry.ca import CertificateAuthority, parse_reason
 from registry.errors import InvalidRequestError
 from registry.ocsp_server import ocsp_app
+from ruta.addresses import split_address
 from ruta.ids import MemberId, ServerId, SubsystemId
 from ruta.pki.certs import (
     CertificateKind,
@@ -268,10 +269,13 @@ def ocsp() -> None:
 
 
 def _listen(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        host, port = split_address(text)
+    except ValueError:
+        raise InvalidRequestError("--listen must be HOST:PORT") from None
+    if port == 0:
         raise InvalidRequestError("--listen must be HOST:PORT")
-    return host.strip("[]"), int(port)
+    return host, port
 
 
 @ocsp.command(name="serve")

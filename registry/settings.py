@@ -16,6 +16,7 @@ from typing import Annotated, Final, Self
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from ruta.addresses import split_address
 from ruta.settings import RutaSettings
 
 __all__ = ["SETTINGS_FILE", "RegistryLayout", "RegistrySettings", "split_address"]
@@ -24,14 +25,6 @@ __all__ = ["SETTINGS_FILE", "RegistryLayout", "RegistrySettings", "split_address
 SETTINGS_FILE: Final = "registry.toml"
 
 _Instance = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """Split ``host:port``; raise ``ValueError`` when malformed (port 0 = any free port)."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"address {address!r} must have the form host:port")
-    return host.strip("[]"), int(port_text)
 
 
 class RegistrySettings(RutaSettings):

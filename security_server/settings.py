@@ -20,6 +20,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from ruta.addresses import split_address
 from ruta.globalconf.client import GlobalConfSettings as ClientGlobalConfSettings
 from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.settings import ConfigError, RutaSettings
@@ -44,19 +45,6 @@ __all__ = [
 DEFAULT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 #: Most backends one server maps.
 MAX_BACKENDS: Final = 1024
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6); raise ``ValueError`` when malformed."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError(f"address {address!r} must have the form host:port")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"port {port} of address {address!r} is out of range")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, port
 
 
 def is_loopback_address(host: str) -> bool:
