@@ -48,6 +48,7 @@ from pydantic import (
 
 from adapters.errors import AdapterConfigError
 from ruta.addresses import split_address
+from ruta.settings import ConfigError, read_text
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -508,21 +509,8 @@ def load_adapter_file(path: str | os.PathLike[str]) -> LoadedAdapterFile:
     file = Path(path)
     name = f"adapter file {file.name}"
     try:
-        size = file.stat().st_size
-        if size > MAX_ADAPTER_FILE_BYTES:
-            raise AdapterConfigError(
-                f"{name} is {size} bytes; the limit is {MAX_ADAPTER_FILE_BYTES}"
-            )
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise AdapterConfigError(f"{name} does not exist") from None
-    except IsADirectoryError:
-        raise AdapterConfigError(f"{name} is a directory") from None
-    except PermissionError:
-        raise AdapterConfigError(f"{name} cannot be read (permission denied)") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise AdapterConfigError(f"{name} is not UTF-8 text") from None
+        text = read_text(file, what="adapter file", limit=MAX_ADAPTER_FILE_BYTES)
+    except ConfigError as exc:
+        raise AdapterConfigError(exc.message) from None
     spec = parse_adapter_text(text, name=name)
     return LoadedAdapterFile(spec=spec, base_dir=file.resolve().parent, name=name)

@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "RutaSettings",
     "describe_validation_error",
+    "read_text",
     "read_toml",
 ]
 
@@ -93,24 +94,36 @@ class RutaSettings(BaseSettings):
             raise ConfigError(f"{where} is invalid: {describe_validation_error(exc)}") from None
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Read a TOML file with a size bound; raise :class:`ConfigError` naming the file and line."""
+def read_text(
+    path: Path, *, what: str = "settings file", limit: int = MAX_CONFIG_FILE_BYTES
+) -> str:
+    """Read the UTF-8 text file at ``path`` of at most ``limit`` bytes.
+
+    Raises :class:`ConfigError` naming it as ``what`` plus its file name (never its folder) when
+    it is missing, a directory, unreadable, over ``limit`` or not UTF-8.
+    """
+    name = f"{what} {path.name}"
     try:
         size = path.stat().st_size
-        if size > MAX_CONFIG_FILE_BYTES:
-            raise ConfigError(
-                f"settings file {path.name} is {size} bytes; the limit is {MAX_CONFIG_FILE_BYTES}"
-            )
+        if size > limit:
+            raise ConfigError(f"{name} is {size} bytes; the limit is {limit}")
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"settings file {path.name} does not exist") from None
+        raise ConfigError(f"{name} does not exist") from None
     except IsADirectoryError:
-        raise ConfigError(f"settings file {path.name} is a directory") from None
+        raise ConfigError(f"{name} is a directory") from None
     except PermissionError:
-        raise ConfigError(f"settings file {path.name} cannot be read (permission denied)") from None
+        raise ConfigError(f"{name} cannot be read (permission denied)") from None
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"settings file {path.name} is not UTF-8 text") from None
+        raise ConfigError(f"{name} is not UTF-8 text") from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file with a size bound; raise :class:`ConfigError` naming the file and line."""
+    text = read_text(path)
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"settings file {path.name} is not valid TOML: {exc}") from None
