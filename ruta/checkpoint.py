@@ -42,6 +42,7 @@ __all__ = [
     "MAX_NOTE_SIZE",
     "MAX_ORIGIN_LENGTH",
     "MAX_TIMESTAMP",
+    "MAX_VKEY_LENGTH",
     "Checkpoint",
     "CheckpointError",
     "MalformedNoteError",
@@ -70,6 +71,8 @@ MAX_NOTE_SIGNATURES: Final = 100
 MAX_ORIGIN_LENGTH: Final = 255
 #: Longest key name, in bytes.
 MAX_KEY_NAME_LENGTH: Final = 255
+#: Longest verifier-key text read (name, key ID and base64 of 33 bytes).
+MAX_VKEY_LENGTH: Final = MAX_KEY_NAME_LENGTH + 80
 #: Most extension lines after the root hash in a checkpoint body.
 MAX_EXTENSION_LINES: Final = 16
 #: Largest cosignature timestamp (tlog-cosignature: it MUST NOT exceed 2**63 - 1).
@@ -333,7 +336,7 @@ class Verifier:
         Raises :class:`MalformedNoteError` for bad syntax, an unknown signature type, a key
         that is not 32 bytes, or a key ID that does not match the name and key.
         """
-        if len(text) > MAX_KEY_NAME_LENGTH + 80:
+        if len(text) > MAX_VKEY_LENGTH:
             raise MalformedNoteError("verifier key is too long")
         # Key names never contain "+", but base64 may: split at the first two only (as Go's
         # note.NewVerifier does).

@@ -35,7 +35,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
 
 from ruta.checkpoint import Checkpoint, CheckpointError, SignatureType, Verifier, sign_note
-from ruta.evidence.keys import parse_vkey
 from ruta.faults import Fault, RutaError
 from ruta.globalconf import GlobalConf
 from ruta.pki.errors import KeyFileError
@@ -108,7 +107,7 @@ def witness_target_of(view: GlobalConf | None) -> WitnessTarget | None:
     if view is None or not view.witness_url or not view.witness_public_key:
         return None
     try:
-        verifier = parse_vkey(view.witness_public_key.decode("utf-8"))
+        verifier = Verifier.from_vkey(view.witness_public_key.decode("utf-8"))
     except (UnicodeDecodeError, CheckpointError):
         return None
     if verifier.kind is not SignatureType.COSIGNATURE_V1:

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import DecodeError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ruta.checkpoint import SignatureType, Verifier
 from ruta.evidence.bundle import (
     MAX_BUNDLE_RECORDS,
     BundleCheckpoint,
@@ -32,6 +31,7 @@ from ruta.evidence.bundle import (
 )
 from ruta.faults import Fault, RutaError
 from ruta.v1 import log_pb2, transport_pb2
+from security_server.checkpointer import log_vkey
 from security_server.log import (
     MAX_PAGE_SIZE,
     BodyState,
@@ -283,7 +283,7 @@ async def build_bundle(
         consistency=tuple(consistency),
         records=tuple(exported),
         globalconf=globalconf,
-        log_vkey=_vkey(log.origin, key),
+        log_vkey=log_vkey(log.origin, key),
         certificates=certificates,
         ocsp_responses=ocsp_responses,
         complete_range=complete,
@@ -291,7 +291,3 @@ async def build_bundle(
     out = io.BytesIO()
     write_bundle(contents, key, out)
     return out.getvalue()
-
-
-def _vkey(origin: str, key: Ed25519PrivateKey) -> str:
-    return Verifier.for_key(origin, SignatureType.ED25519, key).vkey()

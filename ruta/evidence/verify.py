@@ -55,7 +55,6 @@ from ruta.evidence.bundle import (
     read_bundle,
     sha256_hex,
 )
-from ruta.evidence.keys import parse_vkey
 from ruta.faults import RutaError
 from ruta.globalconf import ConfigurationAnchor, GlobalConf, open_configuration
 from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
@@ -330,7 +329,7 @@ class _Verification:
                 "the bundled log key is used"
             )
         try:
-            verifier = parse_vkey(published or bundled)
+            verifier = Verifier.from_vkey(published or bundled)
         except CheckpointError as exc:
             raise self.fail(f"log key: {exc.message}") from None
         if verifier.kind is not SignatureType.ED25519 or verifier.name != self.report.origin:
@@ -347,7 +346,7 @@ class _Verification:
 
     def _witness(self, conf: GlobalConf) -> Verifier:
         try:
-            verifier = parse_vkey(conf.witness_public_key.decode("utf-8"))
+            verifier = Verifier.from_vkey(conf.witness_public_key.decode("utf-8"))
         except (UnicodeDecodeError, CheckpointError):
             raise self.fail("the global configuration names no valid witness key") from None
         if verifier.kind is not SignatureType.COSIGNATURE_V1:

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from ruta.checkpoint import MalformedNoteError, SignatureType, Verifier, sign_note
 from ruta.evidence import BundleError, read_bundle, verify_bundle
 from ruta.evidence.bundle import MANIFEST_FILE, MANIFEST_SIGNATURE_FILE, manifest_note_text
-from ruta.evidence.keys import parse_vkey
 from tests.unit.security_server.evidence_support import scenario
 
 
@@ -115,11 +114,11 @@ def test_verify_bundle_never_raises_on_a_zip_with_junk(data: bytes) -> None:
 )
 def test_parse_vkey_round_trips_every_key(name: str, kind: SignatureType, seed: bytes) -> None:
     verifier = Verifier.for_key(name, kind, Ed25519PrivateKey.from_private_bytes(seed))
-    parsed = parse_vkey(verifier.vkey())
+    parsed = Verifier.from_vkey(verifier.vkey())
     assert parsed.vkey() == verifier.vkey()
 
 
 @given(st.text(max_size=400))
 def test_parse_vkey_is_total(text: str) -> None:
     with contextlib.suppress(MalformedNoteError):
-        parse_vkey(text)
+        Verifier.from_vkey(text)
