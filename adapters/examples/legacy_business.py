@@ -14,18 +14,13 @@ owned by the example population register's persons.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
-import signal
 import sys
-from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 from lxml import etree  # type: ignore[import-untyped]
 
-from ruta.readiness import write_ready_file
+from adapters.examples._legacy_http import run_legacy_service
 
 __all__ = ["COMPANIES", "KNOWN_OWNERS", "NAMESPACE", "main", "make_app", "wsdl"]
 
@@ -180,39 +175,17 @@ def make_app() -> web.Application:
     return app
 
 
-async def _run(host: str, port: int, ready_file: Path | None) -> None:
-    runner = web.AppRunner(make_app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    bound = runner.addresses[0][1]
-    url = f"http://{host}:{bound}/business"
-    print(f"legacy business register listening on {url}", flush=True)  # noqa: T201
-    if ready_file is not None:
-        write_ready_file(
-            ready_file,
-            {"address": f"{host}:{bound}", "url": url, "wsdl": f"{url}?wsdl", "pid": os.getpid()},
-        )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``--listen HOST:PORT`` (default 127.0.0.1:8092)."""
-    parser = argparse.ArgumentParser(description="Example legacy business-register SOAP service.")
-    parser.add_argument("--listen", default="127.0.0.1:8092", metavar="HOST:PORT")
-    parser.add_argument(
-        "--ready-file", type=Path, default=None, help="once listening, write the address here"
+    """Command line: ``--listen HOST:PORT`` (default 127.0.0.1:8092), ``--ready-file PATH``."""
+    return run_legacy_service(
+        argv,
+        make_app,
+        name="legacy business register",
+        description="Example legacy business-register SOAP service.",
+        default_listen="127.0.0.1:8092",
+        url_path="/business",
+        ready_extra=lambda url: {"wsdl": f"{url}?wsdl"},
     )
-    args = parser.parse_args(argv)
-    host, _, port = args.listen.rpartition(":")
-    asyncio.run(_run(host, int(port), args.ready_file))
-    return 0
 
 
 if __name__ == "__main__":

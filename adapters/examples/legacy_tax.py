@@ -13,19 +13,14 @@ The figures are fictional and match the example population register's national i
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
 import re
-import signal
 import sys
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
 
-from ruta.readiness import write_ready_file
+from adapters.examples._legacy_http import run_legacy_service
 
 __all__ = ["INCOMES", "main", "make_app"]
 
@@ -101,37 +96,15 @@ def make_app() -> web.Application:
     return app
 
 
-async def _run(host: str, port: int, ready_file: Path | None) -> None:
-    runner = web.AppRunner(make_app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0][1]
-    url = f"http://{host}:{bound}"
-    print(f"legacy tax service listening on {url}", flush=True)  # noqa: T201
-    if ready_file is not None:
-        write_ready_file(ready_file, {"address": f"{host}:{bound}", "url": url, "pid": os.getpid()})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``--listen HOST:PORT`` (default 127.0.0.1:8091)."""
-    parser = argparse.ArgumentParser(description="Example legacy tax-agency HTTP service.")
-    parser.add_argument("--listen", default="127.0.0.1:8091", metavar="HOST:PORT")
-    parser.add_argument(
-        "--ready-file", type=Path, default=None, help="once listening, write the address here"
+    """Command line: ``--listen HOST:PORT`` (default 127.0.0.1:8091), ``--ready-file PATH``."""
+    return run_legacy_service(
+        argv,
+        make_app,
+        name="legacy tax service",
+        description="Example legacy tax-agency HTTP service.",
+        default_listen="127.0.0.1:8091",
     )
-    args = parser.parse_args(argv)
-    host, _, port = args.listen.rpartition(":")
-    asyncio.run(_run(host, int(port), args.ready_file))
-    return 0
 
 
 if __name__ == "__main__":
