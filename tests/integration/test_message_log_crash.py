@@ -37,14 +37,6 @@ ORIGIN = "ruta.test/crash"
 ACKNOWLEDGED_BEFORE_KILL = 400
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 async def _run_and_kill(database_url: str, key_dir: Path) -> dict[int, tuple[bytes, str]]:
     child = await asyncio.create_subprocess_exec(
         sys.executable,

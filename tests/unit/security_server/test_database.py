@@ -19,14 +19,6 @@ from security_server.database import (
 from security_server.log.schema import metadata
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 def _differences(conn: sa.Connection) -> list[object]:
     context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
     return list(compare_metadata(context, metadata))
