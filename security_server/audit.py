@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import grpc
 import grpc.aio
@@ -111,6 +111,16 @@ def _text(value: str, what: str) -> str | None:
     return value or None
 
 
+def _instant(filt: audit_pb2.AuditFilter, name: Literal["since", "until"]) -> datetime | None:
+    if not filt.HasField(name):
+        return None
+    try:
+        moment: datetime = getattr(filt, name).ToDatetime(tzinfo=UTC)
+    except ValueError:  # seconds or nanos out of range
+        raise AuditError(f"the {name} filter is not a valid time") from None
+    return moment
+
+
 def _filter(
     filt: audit_pb2.AuditFilter, *, from_seq: int = 0, to_seq: int | None = None
 ) -> EvidenceFilter:
@@ -130,8 +140,8 @@ def _filter(
         service=service,
         method=_text(filt.method, "method"),
         subject=_text(filt.subject, "subject"),
-        since=filt.since.ToDatetime(tzinfo=UTC) if filt.HasField("since") else None,
-        until=filt.until.ToDatetime(tzinfo=UTC) if filt.HasField("until") else None,
+        since=_instant(filt, "since"),
+        until=_instant(filt, "until"),
         from_seq=from_seq,
         to_seq=to_seq,
     )

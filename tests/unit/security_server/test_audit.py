@@ -12,6 +12,7 @@ import grpc
 import grpc.aio
 import pytest
 from click.testing import CliRunner
+from google.protobuf import timestamp_pb2
 
 from ruta.checkpoint import open_checkpoint
 from ruta.evidence import verify_bundle
@@ -114,6 +115,12 @@ async def test_query_pages_records_proofs_and_consistency(api: Api) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Query(audit_pb2.QueryRequest(filter=audit_pb2.AuditFilter(client="x")))
         assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_INVALID_IDENTIFIER
+        out_of_range = timestamp_pb2.Timestamp(seconds=2**62)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Query(
+                audit_pb2.QueryRequest(filter=audit_pb2.AuditFilter(since=out_of_range))
+            )
+        assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_INVALID_REQUEST
 
         got = await stub.GetRecords(
             audit_pb2.GetRecordsRequest(sequences=[1, 4], include_bodies=True)
