@@ -64,8 +64,11 @@ def _config(args: argparse.Namespace) -> BenchConfig:
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     task = asyncio.current_task()
     assert task is not None
-    # SIGTERM (make killed, CI cancelled) unwinds like Ctrl-C: every child process is stopped.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    # Ctrl-C and SIGTERM (make killed, CI cancelled) unwind the run: every child is stopped.
+    # Installed here, not left to asyncio.run: a shell may start us with SIGINT ignored.
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}
