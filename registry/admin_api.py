@@ -181,6 +181,17 @@ def _ts(at: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
+def _instant(what: str, ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    """``ts`` as an aware datetime (``None`` when absent); :class:`InvalidRequestError` when its
+    seconds or nanos are out of range."""
+    if not present:
+        return None
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except ValueError:
+        raise InvalidRequestError(f"{what} is not a valid time") from None
+
+
 def _member_record(m: Member) -> registry_pb2.MemberRecord:
     return registry_pb2.MemberRecord(id=m.id.to_proto(), name=m.name, created_at=_ts(m.created_at))
 
@@ -670,20 +681,15 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             )
         self._own(consumer.member)
         self._own(service.member)
-        now = self._clock()
-        valid_from = (
-            request.valid_from.ToDatetime(tzinfo=UTC) if request.HasField("valid_from") else now
-        )
-        valid_until = (
-            request.valid_until.ToDatetime(tzinfo=UTC) if request.HasField("valid_until") else None
-        )
+        valid_from = _instant("valid_from", request.valid_from, request.HasField("valid_from"))
+        valid_until = _instant("valid_until", request.valid_until, request.HasField("valid_until"))
         contract = await self._store.request_contract(
             consumer=consumer,
             service=service,
             methods=_methods("the contract", request.methods),
             purpose=_text("purpose", request.purpose, limit=limits.MAX_NAME_LENGTH, empty=False),
             legal_basis=_text("legal basis", request.legal_basis, empty=False),
-            valid_from=valid_from,
+            valid_from=valid_from or self._clock(),
             valid_until=valid_until,
             actor=caller.actor,
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, timestamp_pb2
 
 from registry.admin_api import RegistryAdminServicer
 from registry.limits import MAX_DESCRIPTOR_SET_BYTES
@@ -280,6 +280,16 @@ async def test_certificates_without_a_role_are_refused(registry: Registry) -> No
             Fault.CLIENT_INVALID_REQUEST,
         ),
         (registry_pb2.ListRequest(page_size=100_000), Fault.CLIENT_INVALID_REQUEST),
+        (
+            registry_pb2.RequestContractRequest(
+                consumer=TAX_APP.to_proto(),
+                service=PEOPLE.to_proto(),
+                purpose="p",
+                legal_basis="b",
+                valid_until=timestamp_pb2.Timestamp(seconds=2**62),
+            ),
+            Fault.CLIENT_INVALID_REQUEST,
+        ),
         (registry_pb2.ContractRef(contract_id="nope"), Fault.CLIENT_NOT_FOUND),
         (
             registry_pb2.AddSubsystemRequest(id=SubsystemId(POP, "again").to_proto()),
@@ -299,6 +309,7 @@ async def test_bad_requests_get_their_fault(
         registry_pb2.ListRequest: admin.ListMembers,
         registry_pb2.ContractRef: admin.ApproveContract,
         registry_pb2.AddSubsystemRequest: admin.AddSubsystem,
+        registry_pb2.RequestContractRequest: admin.RequestContract,
     }[type(request_)]
     if fault is None:
         await method(request_)  # type: ignore[operator]
