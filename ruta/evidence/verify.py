@@ -459,7 +459,12 @@ class _Verification:
         record.direction = _DIRECTIONS.get(parsed.direction, "unknown")
         record.method = header.method
         record.header_sha256 = sha256_hex(parsed.header)
-        logged = parsed.logged_at.ToDatetime(tzinfo=UTC)
+        try:
+            logged = parsed.logged_at.ToDatetime(tzinfo=UTC)
+            header.created_at.ToDatetime(tzinfo=UTC)  # checked here, used by _signature
+        except ValueError:
+            record.problems.append("its leaf carries a time out of range")
+            return None
         record.logged_at = _iso(logged)
         try:
             record.client = str(SubsystemId.from_proto(header.client))

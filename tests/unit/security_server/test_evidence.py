@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from ruta.evidence import reconcile, verify_bundle
 from ruta.evidence.cli import group
+from ruta.v1 import log_pb2
 from security_server.evidence import EvidenceFilter
 from security_server.log import BodyCipher
 from tests.unit.security_server.evidence_support import Scenario, Side, scenario
@@ -80,6 +81,18 @@ def _flip_leaf_byte(db: sqlite3.Connection, origin: str, seq: int) -> None:
     )
 
 
+def _leaf_time_out_of_range(db: sqlite3.Connection, origin: str, seq: int) -> None:
+    (record,) = db.execute(
+        "SELECT record FROM log_leaves WHERE origin = ? AND seq = ?", (origin, seq)
+    ).fetchone()
+    parsed = log_pb2.LogRecord.FromString(record)
+    parsed.logged_at.seconds = 2**62
+    db.execute(
+        "UPDATE log_leaves SET record = ? WHERE origin = ? AND seq = ?",
+        (parsed.SerializeToString(), origin, seq),
+    )
+
+
 def _delete(db: sqlite3.Connection, origin: str, seq: int) -> None:
     db.execute("DELETE FROM log_bodies WHERE origin = ? AND seq = ?", (origin, seq))
     db.execute("DELETE FROM log_leaves WHERE origin = ? AND seq = ?", (origin, seq))
@@ -116,6 +129,10 @@ def _substitute_body(side: Side, db: sqlite3.Connection, seq: int) -> None:
 TAMPERS: dict[str, tuple[Callable[[Side, sqlite3.Connection], None], str]] = {
     "change one byte of a leaf": (
         lambda side, db: _flip_leaf_byte(db, side.log.origin, 3),
+        "record 3",
+    ),
+    "put a leaf's time out of range": (
+        lambda side, db: _leaf_time_out_of_range(db, side.log.origin, 3),
         "record 3",
     ),
     "delete a record": (lambda side, db: _delete(db, side.log.origin, 5), "record 5"),
