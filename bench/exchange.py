@@ -13,8 +13,8 @@ Each case (payload, concurrency) runs the load generator (:mod:`bench.loadgen`, 
 twice, against the echo backend (direct) and against the consumer server's port (bus), and
 records throughput, latency percentiles, CPU seconds per exchange of every process (from
 ``/proc/PID/stat`` around the measured calls only) and each server's peak memory (``VmHWM``).
-At the end the servers are stopped and their message logs counted: every bus call must be in
-both logs, twice (request and response).
+At the end the servers are stopped and their message logs counted: every answered bus call must
+be in both logs, twice (request and response).
 """
 
 from __future__ import annotations
