@@ -76,7 +76,9 @@ class CheckpointSettings(BaseModel):
     #: Resubmit the last checkpoint this often when the log is idle (fresh cosignature).
     refresh_seconds: float = Field(default=300.0, gt=0, le=86_400)
     #: Exchanges are refused once the last cosignature is older than this (default 4 h).
-    cosign_window_seconds: float = Field(default=4 * 3600.0, gt=0, le=30 * 86_400)
+    cosign_window_seconds: float = Field(
+        default=DEFAULT_COSIGN_WINDOW.total_seconds(), gt=0, le=30 * 86_400
+    )
     #: Deadline of one add-checkpoint call to the witness.
     witness_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     #: The Ed25519 log key; default ``DATA_DIR/keys/log-ed25519.key`` (created if absent).

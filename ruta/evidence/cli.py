@@ -24,14 +24,11 @@ from ruta.evidence.verify import verify_bundle
 from ruta.faults import RutaError, fault_from_rpc_error
 from ruta.globalconf import ConfigurationAnchor
 from ruta.pki.tls import channel_credentials
+from ruta.sandbox.layout import MAX_SANDBOX_FILE_BYTES, SANDBOX_FILE
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 
-__all__ = ["MAX_SANDBOX_FILE_BYTES", "SANDBOX_FILE", "group", "sandbox_target"]
+__all__ = ["group", "sandbox_target"]
 
-#: The file a sandbox directory describes itself with.
-SANDBOX_FILE: Final = "sandbox.json"
-#: Largest sandbox.json / ready.json read.
-MAX_SANDBOX_FILE_BYTES: Final = 1 << 20
 #: Largest bundle the export command accepts from a server.
 _MAX_EXPORT_BYTES: Final = 1 << 30
 

@@ -36,7 +36,6 @@ __all__ = [
     "decode_person",
     "encode_get_person",
     "file_descriptor_set",
-    "person_message",
     "request_message",
 ]
 
@@ -105,12 +104,6 @@ _PERSON: Final = message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"{
 def request_message(national_id: str) -> Message:
     """A ``GetPersonRequest``."""
     message: Message = _REQUEST(national_id=national_id)
-    return message
-
-
-def person_message(**fields: str) -> Message:
-    """A ``Person`` with the given fields."""
-    message: Message = _PERSON(**fields)
     return message
 
 

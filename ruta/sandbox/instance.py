@@ -56,7 +56,9 @@ from ruta.sandbox.layout import (
     CONTRACTS,
     INSTANCE,
     LEGAL_BASIS,
+    MAX_SANDBOX_FILE_BYTES,
     PURPOSE,
+    SANDBOX_FILE,
     SERVICES,
     Agency,
     ServiceSpec,
@@ -80,19 +82,15 @@ __all__ = [
     "PROCESSES_FILE",
     "SANDBOX_FILE",
     "Sandbox",
-    "read_sandbox",
     "stop_sandbox",
 ]
 
-SANDBOX_FILE: Final = "sandbox.json"
 PID_FILE: Final = "sandbox.pid"
 PROCESSES_FILE: Final = "processes.json"
 #: Deadline of one registry admin call.
 ADMIN_TIMEOUT_S: Final = 30.0
 #: How often servers fetch the global configuration (short: changes show up quickly).
 FETCH_INTERVAL_S: Final = 2.0
-#: Largest sandbox.json read.
-MAX_SANDBOX_FILE_BYTES: Final = 1 << 20
 #: How long ``down`` waits for the supervisor to stop everything.
 DOWN_TIMEOUT_S: Final = 90.0
 
@@ -659,19 +657,6 @@ def _ready_pid(path: Path) -> int | None:
     except (OSError, ValueError, AttributeError):
         return None
     return pid if isinstance(pid, int) and pid > 0 else None
-
-
-def read_sandbox(directory: Path) -> dict[str, Any]:
-    """The sandbox.json of a running sandbox; raises :class:`SandboxError` when there is none."""
-    try:
-        data = _read_json(directory / SANDBOX_FILE)
-    except FileNotFoundError:
-        raise SandboxError(f"no sandbox runs in {directory} (no {SANDBOX_FILE})") from None
-    except (OSError, ValueError):
-        raise SandboxError(f"{SANDBOX_FILE} cannot be read") from None
-    if not isinstance(data, dict):
-        raise SandboxError(f"{SANDBOX_FILE} is not a JSON object")
-    return data
 
 
 def _pids(directory: Path) -> Iterator[int]:

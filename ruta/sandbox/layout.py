@@ -21,7 +21,9 @@ __all__ = [
     "CONTRACTS",
     "INSTANCE",
     "LEGAL_BASIS",
+    "MAX_SANDBOX_FILE_BYTES",
     "PURPOSE",
+    "SANDBOX_FILE",
     "SERVER_CODE",
     "SERVICES",
     "Agency",
@@ -29,6 +31,11 @@ __all__ = [
     "ServiceSpec",
     "examples_dir",
 ]
+
+#: The file a sandbox directory describes itself with (read by ``ruta audit export --sandbox``).
+SANDBOX_FILE: Final = "sandbox.json"
+#: Largest sandbox.json / ready.json read.
+MAX_SANDBOX_FILE_BYTES: Final = 1 << 20
 
 INSTANCE: Final = "DEV"
 SERVER_CODE: Final = "ss1"
