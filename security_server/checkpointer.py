@@ -177,7 +177,6 @@ class Checkpointer:
         self._cosigned_at: datetime | None = None
         self._started_at = clock()
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._last_error: str | None = None
 
     @classmethod
@@ -265,10 +264,6 @@ class Checkpointer:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"checkpointer {self._origin}")
 
-    def poke(self) -> None:
-        """Ask for a checkpoint now rather than at the next interval."""
-        self._wake.set()
-
     async def stop(self) -> None:
         """Stop the background task; a submission in flight is cancelled (it is retried at the
         next start, nothing is lost)."""
@@ -286,9 +281,7 @@ class Checkpointer:
                 raise
             except Exception:  # noqa: BLE001 - the loop must outlive any single failure
                 _log.exception("checkpointer tick failed")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.interval_seconds)
+            await asyncio.sleep(self._settings.interval_seconds)
 
     async def tick(self) -> StoredCheckpoint | None:
         """One round: checkpoint the head if it grew, then submit the newest uncosigned
