@@ -83,7 +83,8 @@ def _is_zombie(pid: int) -> bool:
 
 
 def stop_pid(pid: int, *, timeout: float = STOP_TIMEOUT_S) -> None:
-    """Send SIGTERM to ``pid`` (its process group if it leads one), wait, then SIGKILL."""
+    """Send SIGTERM to ``pid``, wait up to ``timeout`` seconds, then SIGKILL it (not its
+    process group: sandbox children lead their own sessions and are stopped one by one)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
