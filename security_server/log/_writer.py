@@ -64,6 +64,8 @@ __all__ = ["DEFAULT_MAX_GROUP_RECORDS", "GroupCommitWriter", "fetch_nodes", "res
 #: Most records (leaves plus claims) written in one group transaction; a single larger append
 #: still goes through, alone.
 DEFAULT_MAX_GROUP_RECORDS: Final = 512
+#: Claim upserts kept built, one per number of claims in a group.
+_MAX_CACHED_CLAIM_UPSERTS: Final = 64
 #: Most node keys one query names (a proof needs at most about 2 * 64; bounds the SQL text).
 _MAX_KEYS_PER_QUERY: Final = 256
 
@@ -199,6 +201,7 @@ class GroupCommitWriter:
         self._largest_group = 0
         self._task: asyncio.Task[None] | None = None
         self._sqlite = _SqliteWorker.for_url(engine.url)
+        self._claim_upserts: dict[int, Any] = {}
         # Built once: constructing the upsert per group cost more than executing it.
         head = self._insert(log_heads).values(
             {c: sa.bindparam(c) for c in ("origin", "size", "root", "updated_at")}
@@ -443,14 +446,36 @@ class GroupCommitWriter:
                 }
         if not rows:
             return set()
-        stmt = self._insert(seen_messages).values(list(rows.values()))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[seen_messages.c.client, seen_messages.c.message_id],
-            set_={"expires_at": stmt.excluded.expires_at},
-            where=seen_messages.c.expires_at <= now_us,
-        ).returning(seen_messages.c.client, seen_messages.c.message_id)
-        result = conn.execute(stmt)
+        params: dict[str, Any] = {"now": now_us}
+        for i, row in enumerate(rows.values()):
+            params[f"c{i}"] = row["client"]
+            params[f"m{i}"] = row["message_id"]
+            params[f"e{i}"] = row["expires_at"]
+        result = conn.execute(self._claims_upsert(len(rows)), params)
         return {(str(r.client), str(r.message_id)) for r in result}
+
+    def _claims_upsert(self, count: int) -> Any:
+        """The upsert of ``count`` claims (bound parameters ``c<i>``, ``m<i>``, ``e<i>``,
+        ``now``), built once per count: building it per group cost more than running it."""
+        stmt = self._claim_upserts.get(count)
+        if stmt is None:
+            values: list[dict[str, Any]] = [
+                {
+                    "client": sa.bindparam(f"c{i}"),
+                    "message_id": sa.bindparam(f"m{i}"),
+                    "expires_at": sa.bindparam(f"e{i}"),
+                }
+                for i in range(count)
+            ]
+            insert = self._insert(seen_messages).values(values)
+            stmt = insert.on_conflict_do_update(
+                index_elements=[seen_messages.c.client, seen_messages.c.message_id],
+                set_={"expires_at": insert.excluded.expires_at},
+                where=seen_messages.c.expires_at <= sa.bindparam("now"),
+            ).returning(seen_messages.c.client, seen_messages.c.message_id)
+            if len(self._claim_upserts) < _MAX_CACHED_CLAIM_UPSERTS:
+                self._claim_upserts[count] = stmt
+        return stmt
 
     def _write_head(self, conn: sa.Connection, frontier: CompactRange, now_us: int) -> None:
         values = {
