@@ -7,7 +7,6 @@ the registry's fault code and fault id, so the CLI prints ``error: client.permis
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -17,14 +16,14 @@ import grpc
 import grpc.aio
 
 from registry import limits
-from ruta.faults import Fault, RutaError, fault_from_rpc_error
+from ruta.admin_rpc import ADMIN_CALL_TIMEOUT_SECONDS, admin_call
 from ruta.pki.tls import channel_credentials
 from ruta.v1 import registry_pb2_grpc
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "admin_stub", "call"]
 
 #: Deadline of one admin call.
-DEFAULT_TIMEOUT_SECONDS: Final = 30.0
+DEFAULT_TIMEOUT_SECONDS: Final = ADMIN_CALL_TIMEOUT_SECONDS
 
 _T = TypeVar("_T")
 
@@ -57,22 +56,5 @@ async def admin_stub(
 async def call(rpc: Awaitable[_T]) -> _T:
     """Await one admin RPC for at most :data:`DEFAULT_TIMEOUT_SECONDS`; raise
     :class:`RutaError` with the registry's fault on refusal, or ``server.registry.unavailable``
-    when it cannot be reached."""
-    try:
-        async with asyncio.timeout(DEFAULT_TIMEOUT_SECONDS):
-            return await rpc
-    except TimeoutError:
-        raise RutaError(
-            f"the registry's admin API did not answer within {DEFAULT_TIMEOUT_SECONDS:g} s",
-            fault=Fault.SERVER_REGISTRY_UNAVAILABLE,
-        ) from None
-    except grpc.aio.AioRpcError as error:
-        fault, fault_id = fault_from_rpc_error(error)
-        if fault is None:
-            raise RutaError(
-                f"cannot reach the registry's admin API ({error.code().name}: "
-                f"{(error.details() or '')[:200]})",
-                fault=Fault.SERVER_REGISTRY_UNAVAILABLE,
-            ) from None
-        suffix = f" (fault id {fault_id})" if fault_id else ""
-        raise RutaError(f"{error.details()}{suffix}", fault=fault) from None
+    when it cannot be reached (see :func:`ruta.admin_rpc.admin_call`)."""
+    return await admin_call(rpc)

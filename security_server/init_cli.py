@@ -36,7 +36,8 @@ import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ruta.faults import Fault, RutaError, fault_from_rpc_error
+from ruta.admin_rpc import admin_call
+from ruta.faults import Fault, RutaError
 from ruta.globalconf import ConfigurationAnchor
 from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.pki.certs import certificate_pem, load_certificate, make_csr
@@ -51,8 +52,6 @@ __all__ = ["SETTINGS_FILE", "InitError", "InitPlan", "init", "initialise"]
 
 #: The settings file ``init`` writes into the server directory.
 SETTINGS_FILE: Final = "ss.toml"
-#: Deadline of one call to the registry's admin API.
-ADMIN_TIMEOUT_SECONDS: Final = 30.0
 #: Largest certificate or anchor file read.
 MAX_INPUT_FILE_BYTES: Final = 1 << 20
 
@@ -139,27 +138,6 @@ def _host_sans(address: str) -> tuple[list[str], list[str]]:
 # --- registry wire -------------------------------------------------------------------------------
 
 
-async def _call(rpc: Any) -> Any:
-    try:
-        async with asyncio.timeout(ADMIN_TIMEOUT_SECONDS):
-            return await rpc
-    except TimeoutError:
-        raise InitError(
-            "the registry's admin API did not answer in time",
-            fault=Fault.SERVER_REGISTRY_UNAVAILABLE,
-        ) from None
-    except grpc.aio.AioRpcError as error:
-        fault, fault_id = fault_from_rpc_error(error)
-        if fault is None:
-            raise InitError(
-                f"cannot reach the registry's admin API ({error.code().name})",
-                fault=Fault.SERVER_REGISTRY_UNAVAILABLE,
-            ) from None
-        raise InitError(
-            f"the registry refused: {error.details()} (fault id {fault_id})", fault=fault
-        ) from None
-
-
 async def _enrol(
     plan: InitPlan,
     target: RegistryTarget,
@@ -172,7 +150,7 @@ async def _enrol(
     credentials = channel_credentials(target.key, target.cert, target.ca)
     async with grpc.aio.secure_channel(target.address, credentials) as channel:
         stub = registry_pb2_grpc.RegistryAdminStub(channel)
-        auth = await _call(
+        auth = await admin_call(
             stub.IssueCertificate(
                 registry_pb2.IssueCertificateRequest(
                     csr=auth_csr,
@@ -183,7 +161,7 @@ async def _enrol(
                 )
             )
         )
-        sign = await _call(
+        sign = await admin_call(
             stub.IssueCertificate(
                 registry_pb2.IssueCertificateRequest(
                     csr=sign_csr,
@@ -195,7 +173,7 @@ async def _enrol(
         auth_cert = load_certificate(auth.certificate)
         chain = [load_certificate(der) for der in auth.chain]
         if plan.register:
-            await _call(
+            await admin_call(
                 stub.AddServer(
                     registry_pb2.AddServerRequest(
                         id=plan.server.to_proto(),

@@ -46,7 +46,8 @@ import grpc
 import grpc.aio
 from cryptography.hazmat.primitives import serialization
 
-from ruta.faults import RutaError, fault_from_rpc_error
+from ruta.admin_rpc import admin_call
+from ruta.faults import RutaError
 from ruta.ids import SubsystemId
 from ruta.pki.certs import certificate_pem, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
@@ -87,8 +88,6 @@ __all__ = [
 
 PID_FILE: Final = "sandbox.pid"
 PROCESSES_FILE: Final = "processes.json"
-#: Deadline of one registry admin call.
-ADMIN_TIMEOUT_S: Final = 30.0
 #: How often servers fetch the global configuration (short: changes show up quickly).
 FETCH_INTERVAL_S: Final = 2.0
 #: How long ``down`` waits for the supervisor to stop everything.
@@ -366,19 +365,19 @@ class Sandbox:
             stub = registry_pb2_grpc.RegistryAdminStub(channel)
             self._say("registry: members, subsystems, services, contracts")
             for agency in AGENCIES:
-                await _admin(
+                await admin_call(
                     stub.AddMember(
                         registry_pb2.AddMemberRequest(id=agency.member.to_proto(), name=agency.name)
                     )
                 )
                 for code in agency.subsystems:
-                    await _admin(
+                    await admin_call(
                         stub.AddSubsystem(
                             registry_pb2.AddSubsystemRequest(id=agency.subsystem(code).to_proto())
                         )
                     )
             for spec in SERVICES:
-                await _admin(
+                await admin_call(
                     stub.AddService(
                         registry_pb2.AddServiceRequest(
                             id=spec.service.to_proto(),
@@ -392,7 +391,7 @@ class Sandbox:
                     )
                 )
             for contract in CONTRACTS:
-                record = await _admin(
+                record = await admin_call(
                     stub.RequestContract(
                         registry_pb2.RequestContractRequest(
                             consumer=contract.consumer.to_proto(),
@@ -403,8 +402,8 @@ class Sandbox:
                     )
                 )
                 ref = registry_pb2.ContractRef(contract_id=record.contract_id)
-                await _admin(stub.ApproveContract(ref))  # requested -> approved (provider)
-                await _admin(stub.ApproveContract(ref))  # approved -> active (registry)
+                await admin_call(stub.ApproveContract(ref))  # requested -> approved (provider)
+                await admin_call(stub.ApproveContract(ref))  # approved -> active (registry)
             self._say("registry: certificates for the backends and the auditor")
             clients = self.directory / "clients"
             for agency in AGENCIES:
@@ -603,20 +602,6 @@ def _agency_of(subsystem: SubsystemId) -> Agency:
     raise SandboxError(f"no agency for {subsystem}")  # pragma: no cover - layout is fixed
 
 
-async def _admin(rpc: Any) -> Any:
-    try:
-        async with asyncio.timeout(ADMIN_TIMEOUT_S):
-            return await rpc
-    except TimeoutError:
-        raise SandboxError("the registry's admin API did not answer in time") from None
-    except grpc.aio.AioRpcError as error:
-        fault, fault_id = fault_from_rpc_error(error)
-        raise SandboxError(
-            f"the registry refused ({fault or error.code().name}, fault id {fault_id}): "
-            f"{error.details()}"
-        ) from None
-
-
 async def _issue(
     stub: Any,
     folder: Path,
@@ -631,7 +616,7 @@ async def _issue(
     key_path = folder / "client.key"
     save_private_key(key_path, key)
     request.csr = make_csr(key, common_name).public_bytes(serialization.Encoding.DER)
-    answer = await _admin(stub.IssueCertificate(request))
+    answer = await admin_call(stub.IssueCertificate(request))
     chain = [load_certificate(der) for der in answer.chain]
     intermediates = [c for c in chain if c.issuer != c.subject]
     cert_path = folder / "client.pem"
