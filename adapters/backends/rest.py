@@ -129,7 +129,15 @@ class _RestCall(BoundCall):
     def _url(self, params: Mapping[str, Any]) -> str:
         assert self.spec.path is not None
         encoded = {name: quote(_text(value), safe="") for name, value in params.items()}
-        return self.backend.base_url + self.spec.path.format_map(encoded)
+        path = self.spec.path.format_map(encoded)
+        # quote() keeps dots, and URLs drop "." and ".." segments (even as %2E): a request
+        # value must not move the call to another path on the legacy host.
+        if any(segment in {".", ".."} for segment in path.split("?", 1)[0].split("/")):
+            raise InvalidRequestError(
+                f"a request value of {self.method} would form a '.' or '..' segment of the "
+                "legacy path; refused"
+            )
+        return self.backend.base_url + path
 
     def _query(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         query: list[tuple[str, str]] = []

@@ -266,3 +266,23 @@ async def test_secret_header_is_sent_but_never_logged(
     assert "credentials" in refusal.details
     text = json.dumps([r.getMessage() for r in caplog.records]) + refusal.details
     assert "tok-very-secret" not in text
+
+
+@pytest.mark.parametrize("value", ["..", "."])
+async def test_a_path_value_cannot_leave_its_segment(tmp_path: Path, value: str) -> None:
+    # "/x/.." would reach "/" on the legacy host (URLs drop dot segments): refused instead.
+    hits: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.json_response({"tin": "1", "total": "1"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", record)
+    async with running_app(app) as base_url:
+        path = _custom(tmp_path, _toml(base_url, path="/x/{national_id}/income"))
+        async with serving(path) as served:
+            refusal = await served.refuse("GetIncome", {"national_id": value, "year": 2025})
+            assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
+            assert refusal.fault is Fault.CLIENT_INVALID_REQUEST
+    assert hits == []
