@@ -1,0 +1,99 @@
+"""The benchmark harness's small parts: percentiles, /proc readings, the Markdown table, the
+py-spy summary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.exchange import cpu_times, peak_rss_mib
+from bench.flame import summarise
+from bench.loadgen import percentile
+from bench.report import markdown
+
+
+@pytest.mark.parametrize(
+    ("values", "fraction", "expected"),
+    [
+        ([], 0.5, 0.0),
+        ([1.0], 0.99, 1.0),
+        ([1.0, 2.0, 3.0, 4.0], 0.5, 2.0),
+        ([float(i) for i in range(1, 101)], 0.99, 99.0),
+        ([float(i) for i in range(1, 101)], 1.0, 100.0),
+        ([float(i) for i in range(1, 101)], 0.0, 1.0),
+    ],
+)
+def test_percentile_is_nearest_rank(values: list[float], fraction: float, expected: float) -> None:
+    assert percentile(values, fraction) == expected
+
+
+def test_proc_readings_of_this_process() -> None:
+    user, system = cpu_times(os.getpid())
+    assert user >= 0
+    assert system >= 0
+    assert peak_rss_mib(os.getpid()) > 1
+
+
+def _case(**overrides: Any) -> dict[str, Any]:
+    case: dict[str, Any] = {
+        "payload": 65536,
+        "concurrency": 64,
+        "calls": 10,
+        "direct_rps": 1000.0,
+        "bus_rps": 250.0,
+        "ratio": 0.25,
+        "direct_p50_ms": 1.0,
+        "bus_p50_ms": 3.0,
+        "added_p50_ms": 2.0,
+        "direct_p99_ms": 2.0,
+        "bus_p99_ms": 6.0,
+        "direct_errors": 0,
+        "bus_errors": 1,
+        "cpu_ms_per_exchange": {
+            "direct": {"backend": 0.2, "loadgen": 0.1},
+            "bus": {"backend": 0.2, "consumer_ss": 1.5, "provider_ss": 1.6, "loadgen": 0.1},
+        },
+        "of_which_kernel_ms": {"direct": {}, "bus": {"consumer_ss": 0.3}},
+        "peak_rss_mib": {"consumer_ss": 120.0, "provider_ss": 121.0, "backend": 40.0},
+    }
+    case.update(overrides)
+    return case
+
+
+def test_markdown_has_a_row_per_case() -> None:
+    result = {
+        "machine": {
+            "cpu_model": "Test CPU",
+            "cores": 2,
+            "python": "3.11",
+            "grpcio": "1.0",
+            "sqlite": "3",
+            "load_average_at_start": [0.5, 0.5, 0.5],
+            "fsync_p50_ms": 0.1,
+        },
+        "setup": {"recorded_at": "2026-01-01T00:00:00+00:00", "duration_s": 1.0},
+        "cases": [_case(), _case(payload=512, concurrency=1)],
+        "logged": {"expected_per_log": 4, "A": 4, "B": 4},
+        "micro": {"sign": {"per_second": 1000.0, "us_per_op": 1000.0, "note": "n"}},
+    }
+    text = markdown(result)
+    assert "| 64 KiB | 64 | 1000 | 250 | 0.25 |" in text
+    assert "| 512 B | 1 |" in text
+    assert "1.50 (0.30)" in text
+    assert "| sign (n) | 1,000/s |" in text
+
+
+def test_flame_summary_counts_threads_and_frames(tmp_path: Path) -> None:
+    stacks = tmp_path / "stacks.txt"
+    stacks.write_text(
+        "thread (1): Main;run (a.py:1);work (b.py:2) 3\n"
+        "thread (1): Main;run (a.py:1);work (b.py:7) 1\n"
+        "thread (2): Writer;commit (c.py:9) 4\n"
+    )
+    text = summarise(stacks)
+    assert "8 samples" in text
+    assert "      4  50.0%  work (b.py)" in text
+    assert "      4  50.0%  thread (2): Writer" in text
