@@ -25,6 +25,7 @@ from cryptography.x509 import ocsp
 
 from registry.ca import CertificateAuthority
 from ruta.faults import RutaError
+from ruta.http_body import read_bounded
 from ruta.pki.ocsp import (
     MAX_OCSP_REQUEST_BYTES,
     CertId,
@@ -125,8 +126,8 @@ def add_ocsp_routes(app: web.Application, ca: CertificateAuthority, *, path: str
     async def post(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_OCSP_REQUEST_BYTES:
             return _malformed()
-        body = await request.content.read(MAX_OCSP_REQUEST_BYTES + 1)
-        if len(body) > MAX_OCSP_REQUEST_BYTES:
+        body = await read_bounded(request.content, MAX_OCSP_REQUEST_BYTES)
+        if body is None:
             return _malformed()
         return _answer(await asyncio.to_thread(respond, ca, body))
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from registry.errors import StoreError
 from registry.witness import MAX_ADD_CHECKPOINT_BODY, Witness, WitnessConflictError, WitnessError
 from ruta.faults import FAULT_HEADER, Fault
+from ruta.http_body import read_bounded
 
 __all__ = ["ADD_CHECKPOINT_PATH", "SIZE_CONTENT_TYPE", "witness_app", "witness_routes"]
 
@@ -32,13 +33,7 @@ async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
     """The request body, or ``None`` when it is longer than ``limit`` bytes."""
     if request.content_length is not None and request.content_length > limit:
         return None
-    body = bytearray()
-    while len(body) <= limit:
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            return bytes(body)
-        body += chunk
-    return None
+    return await read_bounded(request.content, limit)
 
 
 def _refusal(status: int, fault: Fault, text: str) -> web.Response:

@@ -25,6 +25,7 @@ from ruta.checkpoint import (
     verify_cosignature,
 )
 from ruta.faults import Fault, RutaError
+from ruta.http_body import read_bounded
 
 __all__ = [
     "ADD_CHECKPOINT_PATH",
@@ -89,17 +90,6 @@ def format_add_checkpoint_request(
     return ("\n".join(lines) + "\n\n" + signed_checkpoint).encode("utf-8")
 
 
-async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """Up to ``limit`` bytes of ``stream`` (fewer only at its end)."""
-    data = bytearray()
-    while len(data) < limit:
-        chunk = await stream.read(limit - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data)
-
-
 class WitnessClient:
     """Submits checkpoints to one witness over HTTP (the caller owns ``session``).
 
@@ -145,10 +135,10 @@ class WitnessClient:
             ) as response:
                 status = response.status
                 content_type = response.headers.get("Content-Type", "")
-                raw = await _read_bounded(response.content, MAX_WITNESS_RESPONSE + 1)
+                raw = await read_bounded(response.content, MAX_WITNESS_RESPONSE)
         except (aiohttp.ClientError, TimeoutError):
             raise WitnessClientError("the witness could not be reached") from None
-        if len(raw) > MAX_WITNESS_RESPONSE:
+        if raw is None:
             raise WitnessClientError("the witness answered with an oversized response")
         text = raw.decode("utf-8", "replace")
         if status == 409:

@@ -34,6 +34,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from ruta.faults import Fault
+from ruta.http_body import read_bounded
 from ruta.pki.certs import fingerprint
 from ruta.pki.errors import OcspInvalidError, PkiError, Reason
 from ruta.pki.keys import PrivateKey
@@ -496,12 +497,12 @@ class OcspClient:
             ) as reply:
                 if reply.status != 200:
                     raise OcspFetchError(f"OCSP responder answered HTTP {reply.status}")
-                body = await reply.content.read(MAX_OCSP_RESPONSE_BYTES + 1)
+                body = await read_bounded(reply.content, MAX_OCSP_RESPONSE_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise OcspFetchError(
                 f"OCSP responder could not be reached ({type(exc).__name__})"
             ) from exc
-        if len(body) > MAX_OCSP_RESPONSE_BYTES:
+        if body is None:
             raise OcspInvalidError(
                 f"OCSP response is larger than {MAX_OCSP_RESPONSE_BYTES} bytes",
                 reason=Reason.OCSP_TOO_LARGE,
