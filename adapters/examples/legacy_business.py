@@ -21,6 +21,7 @@ from aiohttp import web
 from lxml import etree  # type: ignore[import-untyped]
 
 from adapters.examples._legacy_http import run_legacy_service
+from ruta.http_body import read_bounded
 
 __all__ = ["COMPANIES", "KNOWN_OWNERS", "NAMESPACE", "main", "make_app", "wsdl"]
 
@@ -152,8 +153,8 @@ async def _get_wsdl(request: web.Request) -> web.Response:
 
 
 async def _post(request: web.Request) -> web.Response:
-    raw = await request.content.read(MAX_REQUEST_BYTES + 1)
-    if len(raw) > MAX_REQUEST_BYTES:
+    raw = await read_bounded(request.content, MAX_REQUEST_BYTES)
+    if raw is None:
         return _fault("Client", "request too large")
     try:
         doc = etree.fromstring(raw, _parser())
