@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import click
 
 from adapters.check import PROBE_TIMEOUT_SECONDS, check_adapter
 from adapters.server import Adapter, start_server
-from ruta.readiness import write_ready_file
+from ruta.readiness import stop_event, write_ready_file
 
 __all__ = ["check", "serve"]
 
@@ -26,10 +25,7 @@ async def _serve(file: Path, listen: str | None, ready_file: Path | None) -> Non
     adapter = Adapter.load(file)
     try:
         running = await start_server(adapter, listen)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_event()
         address = (listen or adapter.server_spec.listen).rpartition(":")[0]
         # One line on stdout that scripts (and tests) wait for: the service and the bound port.
         click.echo(f"serving {adapter.service.name} on {address}:{running.port}")

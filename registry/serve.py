@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -60,7 +59,7 @@ from ruta.pki.certs import load_certificate
 from ruta.pki.keys import FileSigner, load_private_key
 from ruta.pki.ocsp import CertStatus
 from ruta.pki.tls import server_credentials
-from ruta.readiness import write_ready_file
+from ruta.readiness import stop_event, write_ready_file
 from ruta.settings import ConfigError
 from ruta.v1 import globalconf_pb2, registry_pb2_grpc
 
@@ -394,10 +393,7 @@ def _connectable(host: str) -> str:
 async def serve_forever(directory: Path) -> None:
     """Run a node until SIGINT or SIGTERM, then shut down gracefully."""
     node = RegistryNode(directory)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     await node.start()
     try:
         await stop.wait()

@@ -1,16 +1,19 @@
-"""Ready files: how a started process tells its supervisor (the sandbox, a test) where it listens.
+"""How a started process and its supervisor (the sandbox, a test) talk: ready files and stop
+signals.
 
 The process writes one small JSON object, ``{"address": "HOST:PORT", "pid": ..., ...}``, once
-every listener is bound, so it can be started on port 0. The registry, adapters and the example
-services write theirs through :func:`write_ready_file`.
+every listener is bound, so it can be started on port 0 (:func:`write_ready_file`), and runs
+until SIGTERM or SIGINT (:func:`stop_event`), then shuts down cleanly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 from pathlib import Path
 
-__all__ = ["write_ready_file"]
+__all__ = ["stop_event", "write_ready_file"]
 
 
 def write_ready_file(path: Path, content: dict[str, object]) -> None:
@@ -21,3 +24,14 @@ def write_ready_file(path: Path, content: dict[str, object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(content), encoding="utf-8")
     tmp.replace(path)
+
+
+def stop_event() -> asyncio.Event:
+    """An event set when SIGTERM or SIGINT arrives, from now on (the handlers are installed on
+    the running loop at once, so a signal during start-up is not lost). Raises
+    :class:`RuntimeError` outside a running loop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from ruta.readiness import stop_event
 from security_server.server import SecurityServerApp
 from security_server.settings import SecurityServerSettings
 
@@ -27,10 +27,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 async def _run(settings: SecurityServerSettings) -> None:
     app = await SecurityServerApp.start(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()
     try:
         await stop.wait()
     finally:

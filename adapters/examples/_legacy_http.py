@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from ruta.addresses import split_address
-from ruta.readiness import write_ready_file
+from ruta.readiness import stop_event, write_ready_file
 
 __all__ = ["run_legacy_service"]
 
@@ -38,11 +37,7 @@ async def _serve(
         if ready_file is not None:
             content: dict[str, object] = {"address": f"{host}:{bound}", "url": url}
             write_ready_file(ready_file, {**content, **ready_extra(url), "pid": os.getpid()})
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await stop_event().wait()
     finally:
         await runner.cleanup()
 

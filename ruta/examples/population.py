@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import grpc.aio
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
-from ruta.readiness import write_ready_file
+from ruta.readiness import stop_event, write_ready_file
 
 __all__ = [
     "GET_PERSON_PATH",
@@ -180,10 +179,7 @@ class PopulationBackend:
 
 async def _serve(listen: str, ready_file: Path | None) -> None:
     server, address = await PopulationBackend().start(listen)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()
     if ready_file is not None:
         write_ready_file(ready_file, {"address": address, "pid": os.getpid()})
     await stop.wait()
