@@ -69,6 +69,7 @@ from ruta.pki.certs import (
     roles_of,
 )
 from ruta.pki.tls import peer_certificate
+from ruta.timestamps import from_timestamp, to_timestamp
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
 
 __all__ = [
@@ -175,29 +176,25 @@ class CertificateIssuer(Protocol):
 # --- conversions ---------------------------------------------------------------------------
 
 
-def _ts(at: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(at)
-    return ts
-
-
 def _instant(what: str, ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
     """``ts`` as an aware datetime (``None`` when absent); :class:`InvalidRequestError` when its
     seconds or nanos are out of range."""
     if not present:
         return None
     try:
-        return ts.ToDatetime(tzinfo=UTC)
+        return from_timestamp(ts)
     except ValueError:
         raise InvalidRequestError(f"{what} is not a valid time") from None
 
 
 def _member_record(m: Member) -> registry_pb2.MemberRecord:
-    return registry_pb2.MemberRecord(id=m.id.to_proto(), name=m.name, created_at=_ts(m.created_at))
+    return registry_pb2.MemberRecord(
+        id=m.id.to_proto(), name=m.name, created_at=to_timestamp(m.created_at)
+    )
 
 
 def _subsystem_record(s: Subsystem) -> registry_pb2.SubsystemRecord:
-    return registry_pb2.SubsystemRecord(id=s.id.to_proto(), created_at=_ts(s.created_at))
+    return registry_pb2.SubsystemRecord(id=s.id.to_proto(), created_at=to_timestamp(s.created_at))
 
 
 def _server_record(s: SecurityServer) -> registry_pb2.ServerRecord:
@@ -206,7 +203,7 @@ def _server_record(s: SecurityServer) -> registry_pb2.ServerRecord:
         address=s.address,
         auth_cert_sha256=s.auth_cert_sha256,
         audit_address=s.audit_address,
-        created_at=_ts(s.created_at),
+        created_at=to_timestamp(s.created_at),
         log_public_key=s.log_public_key,
     )
 
@@ -223,7 +220,7 @@ def _service_record(s: Service) -> registry_pb2.ServiceRecord:
         ),
         descriptor_sha256=s.descriptor_sha256,
         descriptor_size=len(s.file_descriptor_set),
-        created_at=_ts(s.created_at),
+        created_at=to_timestamp(s.created_at),
     )
 
 
@@ -235,10 +232,10 @@ def _contract_record(c: Contract) -> registry_pb2.ContractRecord:
         methods=list(c.methods),
         purpose=c.purpose,
         legal_basis=c.legal_basis,
-        valid_from=_ts(c.valid_from),
+        valid_from=to_timestamp(c.valid_from),
         state=str(c.state),
         requested_by=c.requested_by,
-        requested_at=_ts(c.requested_at),
+        requested_at=to_timestamp(c.requested_at),
         approved_by=c.approved_by or "",
         activated_by=c.activated_by or "",
         revoked_by=c.revoked_by or "",
@@ -250,14 +247,14 @@ def _contract_record(c: Contract) -> registry_pb2.ContractRecord:
         ("revoked_at", c.revoked_at),
     ):
         if value is not None:
-            getattr(record, name).CopyFrom(_ts(value))
+            getattr(record, name).CopyFrom(to_timestamp(value))
     return record
 
 
 def _audit_record(e: AuditEntry) -> registry_pb2.AuditRecord:
     return registry_pb2.AuditRecord(
         seq=e.seq,
-        at=_ts(e.at),
+        at=to_timestamp(e.at),
         actor=e.actor,
         action=e.action,
         object_id=e.object_id,

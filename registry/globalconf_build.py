@@ -12,18 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from google.protobuf import timestamp_pb2
-
 from registry.model import Contract, ContractState, RegistrySnapshot
+from ruta.timestamps import to_timestamp
 from ruta.v1 import globalconf_pb2
 
 __all__ = ["build_configuration", "contract_published"]
-
-
-def _timestamp(at: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(at)
-    return ts
 
 
 def contract_published(contract: Contract, *, generated_at: datetime, expires_at: datetime) -> bool:
@@ -54,8 +47,8 @@ def build_configuration(
     conf = globalconf_pb2.GlobalConfiguration(
         instance=instance,
         serial=serial,
-        generated_at=_timestamp(generated_at),
-        expires_at=_timestamp(expires_at),
+        generated_at=to_timestamp(generated_at),
+        expires_at=to_timestamp(expires_at),
         trust_anchors=sorted(set(trust_anchors)),
         ocsp_responder_certs=sorted(set(ocsp_responder_certs)),
         witness_public_key=witness_public_key,
@@ -98,8 +91,8 @@ def build_configuration(
             methods=sorted(contract.methods),
             purpose=contract.purpose,
             legal_basis=contract.legal_basis,
-            valid_from=_timestamp(contract.valid_from),
+            valid_from=to_timestamp(contract.valid_from),
         )
         if contract.valid_until is not None:
-            entry.valid_until.CopyFrom(_timestamp(contract.valid_until))
+            entry.valid_until.CopyFrom(to_timestamp(contract.valid_until))
     return conf

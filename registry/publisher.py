@@ -35,11 +35,11 @@ import grpc
 import grpc.aio
 from aiohttp import web
 from cryptography import x509
-from google.protobuf import timestamp_pb2
 
 from ruta.faults import Fault, RutaError, abort
 from ruta.globalconf import CONTENT_TYPE, etag_of, sign_configuration
 from ruta.pki.keys import Signer
+from ruta.timestamps import to_timestamp
 from ruta.v1 import globalconf_pb2, globalconf_pb2_grpc
 
 __all__ = [
@@ -88,12 +88,6 @@ class PublishedConfiguration:
 
 def _millis(at: datetime) -> int:
     return int(at.timestamp() * 1000)
-
-
-def _timestamp(at: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(at)
-    return ts
 
 
 def _utcnow() -> datetime:
@@ -153,9 +147,9 @@ class ConfigurationPublisher:
             stamped = globalconf_pb2.GlobalConfiguration()
             stamped.CopyFrom(conf)
             stamped.serial = serial
-            stamped.generated_at.CopyFrom(_timestamp(at))
+            stamped.generated_at.CopyFrom(to_timestamp(at))
             expires_at = at + self._validity
-            stamped.expires_at.CopyFrom(_timestamp(expires_at))
+            stamped.expires_at.CopyFrom(to_timestamp(expires_at))
             signed = sign_configuration(stamped, signer=self._signer, certificate=self._certificate)
             published = PublishedConfiguration(
                 serial=serial,

@@ -22,7 +22,6 @@ from typing import Any, Final, Literal
 import grpc
 import grpc.aio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from google.protobuf import timestamp_pb2
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,6 +29,7 @@ from ruta.faults import Fault, RutaError, abort
 from ruta.ids import MAX_IDENTIFIER_LENGTH, IdentifierError, ServiceId, SubsystemId
 from ruta.pki.certs import Role, RoleName, roles_of
 from ruta.pki.tls import CertificateSource, KeySource, peer_certificate, server_credentials
+from ruta.timestamps import from_timestamp, to_timestamp
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 from security_server.evidence import EvidenceFilter, build_bundle, cosigned_note
 from security_server.log import (
@@ -99,12 +99,6 @@ def add_audit_service(server: grpc.aio.Server, servicer: AuditServicer) -> None:
     audit_pb2_grpc.add_AuditServicer_to_server(servicer, server)
 
 
-def _ts(moment: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(moment)
-    return ts
-
-
 def _text(value: str, what: str) -> str | None:
     if len(value) > MAX_FILTER_TEXT:
         raise AuditError(f"the {what} filter is longer than {MAX_FILTER_TEXT} characters")
@@ -115,7 +109,7 @@ def _instant(filt: audit_pb2.AuditFilter, name: Literal["since", "until"]) -> da
     if not filt.HasField(name):
         return None
     try:
-        moment: datetime = getattr(filt, name).ToDatetime(tzinfo=UTC)
+        moment = from_timestamp(getattr(filt, name))
     except ValueError:  # seconds or nanos out of range
         raise AuditError(f"the {name} filter is not a valid time") from None
     return moment
@@ -159,7 +153,7 @@ def _record(record: StoredRecord) -> audit_pb2.AuditLogRecord:
         service=record.service,
         method=record.method,
         subject=record.subject or "",
-        logged_at=_ts(record.logged_at),
+        logged_at=to_timestamp(record.logged_at),
     )
 
 
@@ -168,7 +162,7 @@ def _checkpoint(stored: StoredCheckpoint) -> audit_pb2.CosignedCheckpoint:
         size=stored.size, root=stored.root, note=cosigned_note(stored)
     )
     if stored.cosigned_at is not None:
-        out.cosigned_at.CopyFrom(_ts(stored.cosigned_at))
+        out.cosigned_at.CopyFrom(to_timestamp(stored.cosigned_at))
     return out
 
 
