@@ -53,6 +53,7 @@ __all__ = [
     "MAX_BUNDLE_RECORDS",
     "MAX_FILE_BYTES",
     "MAX_MANIFEST_BYTES",
+    "MAX_UNPACKED_BYTES",
     "BundleCheckpoint",
     "BundleConsistency",
     "BundleContents",
@@ -85,6 +86,9 @@ MAX_BUNDLE_BYTES: Final = 1 << 30
 MAX_FILE_BYTES: Final = 64 << 20
 #: Largest manifest read.
 MAX_MANIFEST_BYTES: Final = 64 << 20
+#: Most bytes a bundle's files hold together, uncompressed (a zip of a few MiB can otherwise
+#: unpack to far more than memory holds; an export carries at most 256 MiB of bodies).
+MAX_UNPACKED_BYTES: Final = MAX_BUNDLE_BYTES
 
 #: What a record's ``body_state`` may say: the body is in the bundle (``stored``), was removed on
 #: retention (``purged``), never kept (``absent``, metadata-only mode), left out of this export
@@ -272,7 +276,8 @@ def read_bundle(source: str | bytes | IO[bytes]) -> ReadBundle:
 
     Raises :class:`BundleError` for something that is not a zip, larger than
     :data:`MAX_BUNDLE_BYTES`, more than :data:`MAX_BUNDLE_FILES` entries, a file over
-    :data:`MAX_FILE_BYTES`, duplicate names, or a missing or unparsable manifest.
+    :data:`MAX_FILE_BYTES`, more than :data:`MAX_UNPACKED_BYTES` in all, duplicate names, or
+    a missing or unparsable manifest.
     """
     try:
         if isinstance(source, bytes):
@@ -305,6 +310,10 @@ def _read_zip(stream: IO[bytes]) -> ReadBundle:
         infos = archive.infolist()
         if len(infos) > MAX_BUNDLE_FILES:
             raise BundleError(f"the bundle holds more than {MAX_BUNDLE_FILES} files")
+        # zipfile never yields more than a member's declared size, so the declared total bounds
+        # what is unpacked below.
+        if sum(info.file_size for info in infos) > MAX_UNPACKED_BYTES:
+            raise BundleError(f"the bundle unpacks to more than {MAX_UNPACKED_BYTES} bytes")
         files: dict[str, bytes] = {}
         for info in infos:
             if info.is_dir():

@@ -122,3 +122,13 @@ def test_parse_vkey_round_trips_every_key(name: str, kind: SignatureType, seed: 
 def test_parse_vkey_is_total(text: str) -> None:
     with contextlib.suppress(MalformedNoteError):
         Verifier.from_vkey(text)
+
+
+def test_unpacked_size_is_bounded(bundle: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real export, and the bound set right at (then one byte under) what it unpacks to.
+    unpacked = sum(len(content) for content in _files(bundle).values())
+    monkeypatch.setattr("ruta.evidence.bundle.MAX_UNPACKED_BYTES", unpacked)
+    assert read_bundle(bundle).files
+    monkeypatch.setattr("ruta.evidence.bundle.MAX_UNPACKED_BYTES", unpacked - 1)
+    with pytest.raises(BundleError, match="unpacks to more than"):
+        read_bundle(bundle)
