@@ -60,17 +60,12 @@ _READ_CHUNK: Final = 256 * 1024
 
 
 class GlobalConfSettings(BaseModel):
-    """Settings of the global configuration, nested in a part's settings as ``globalconf``.
-
-    The fetch fields are the client's. ``validity_seconds`` is for a process that publishes from
-    these settings (``ConfigurationPublisher(validity=...)``); ``ruta registry serve`` reads its
-    own ``globalconf_validity_seconds`` with the same default.
-    """
+    """Settings of the global configuration client, nested in a part's settings as
+    ``globalconf``. (How long a document may be used is the registry's
+    ``globalconf_validity_seconds``.)"""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: How long after generation a document may be used (X-Road's default: 600 s).
-    validity_seconds: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
     #: How often a client asks the registry for a newer document.
     fetch_interval_seconds: float = Field(default=60.0, gt=0, le=24 * 3600)
     #: Bound on one fetch (connect + download).
