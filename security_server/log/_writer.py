@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,6 +66,8 @@ __all__ = ["DEFAULT_MAX_GROUP_RECORDS", "GroupCommitWriter", "fetch_nodes", "res
 #: Most records (leaves plus claims) written in one group transaction; a single larger append
 #: still goes through, alone.
 DEFAULT_MAX_GROUP_RECORDS: Final = 512
+#: Compiled statements the SQLite worker keeps (the writer builds a handful, once).
+_MAX_COMPILED_STATEMENTS: Final = 128
 #: Claim upserts kept built, one per number of claims in a group.
 _MAX_CACHED_CLAIM_UPSERTS: Final = 64
 #: Most node keys one query names (a proof needs at most about 2 * 64; bounds the SQL text).
@@ -359,7 +363,7 @@ class GroupCommitWriter:
         return frontier, outcomes
 
     def _write_group(
-        self, conn: sa.Connection, group: list[_Job], now_us: int
+        self, conn: _Conn, group: list[_Job], now_us: int
     ) -> tuple[CompactRange, list[list[AppendedRecord] | LogError], int, int]:
         """The group's statements inside the caller's transaction (synchronous: it runs in the
         SQLite worker thread, or under ``run_sync`` on the async engine). Touches no writer
@@ -429,9 +433,7 @@ class GroupCommitWriter:
             self._write_head(conn, frontier, now_us)
         return frontier, outcomes, len(leaf_rows), claims_written
 
-    def _write_claims(
-        self, conn: sa.Connection, group: list[_Job], now_us: int
-    ) -> set[tuple[str, str]]:
+    def _write_claims(self, conn: _Conn, group: list[_Job], now_us: int) -> set[tuple[str, str]]:
         """Insert the group's replay claims; return the keys that were new (or had expired)."""
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for job in group:
@@ -452,7 +454,8 @@ class GroupCommitWriter:
             params[f"m{i}"] = row["message_id"]
             params[f"e{i}"] = row["expires_at"]
         result = conn.execute(self._claims_upsert(len(rows)), params)
-        return {(str(r.client), str(r.message_id)) for r in result}
+        # RETURNING client, message_id (by position: rows of either connection kind).
+        return {(str(r[0]), str(r[1])) for r in result}
 
     def _claims_upsert(self, count: int) -> Any:
         """The upsert of ``count`` claims (bound parameters ``c<i>``, ``m<i>``, ``e<i>``,
@@ -477,7 +480,7 @@ class GroupCommitWriter:
                 self._claim_upserts[count] = stmt
         return stmt
 
-    def _write_head(self, conn: sa.Connection, frontier: CompactRange, now_us: int) -> None:
+    def _write_head(self, conn: _Conn, frontier: CompactRange, now_us: int) -> None:
         values = {
             "origin": self._origin,
             "size": frontier.size,
@@ -487,13 +490,50 @@ class GroupCommitWriter:
         conn.execute(self._head_upsert, values)
 
 
+class _RawSqlite:
+    """The few statement calls a group makes, on the worker's ``sqlite3`` connection directly:
+    each SQLAlchemy statement compiled once (SQLite dialect), then plain ``execute`` and
+    ``executemany``. SQLAlchemy's execution layer cost about as much CPU as SQLite itself per
+    group (bench/README.md)."""
+
+    def __init__(
+        self, dbapi: sqlite3.Connection, dialect: sa.Dialect, compiled: dict[Any, tuple[str, ...]]
+    ) -> None:
+        self._dbapi = dbapi
+        self.dialect = dialect
+        self._compiled = compiled
+
+    def execute(self, statement: Any, parameters: dict[str, Any]) -> list[Any]:
+        """Run one compiled statement with named ``parameters``; its rows (for RETURNING)."""
+        known = self._compiled.get(statement)
+        if known is None:
+            compiled = statement.compile(dialect=self.dialect)
+            known = (compiled.string, *(compiled.positiontup or ()))
+            # The writer's statements are built once; anything else is compiled each time.
+            if len(self._compiled) < _MAX_COMPILED_STATEMENTS:
+                self._compiled[statement] = known
+        sql, *order = known
+        cursor = self._dbapi.execute(sql, tuple(parameters[name] for name in order))
+        rows: list[Any] = cursor.fetchall()
+        return rows
+
+    def exec_driver_sql(self, sql: str, parameters: list[tuple[Any, ...]]) -> None:
+        self._dbapi.executemany(sql, parameters)
+
+
+_Conn = sa.Connection | _RawSqlite
+
+
 class _SqliteWorker:
-    """One thread with a synchronous connection to the log's SQLite file; runs a whole group
-    transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) per trip."""
+    """One thread with one ``sqlite3`` connection to the log's SQLite file (opened through a
+    synchronous engine carrying Ruta's settings); runs a whole group transaction
+    (``BEGIN IMMEDIATE`` ... ``COMMIT``) per trip."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ruta-log-sqlite")
+        self._connection: Any = None  # a pooled DBAPI connection, touched by the thread only
+        self._compiled: dict[Any, tuple[str, ...]] = {}
 
     @classmethod
     def for_url(cls, url: sa.URL) -> _SqliteWorker | None:
@@ -508,15 +548,33 @@ class _SqliteWorker:
         return await loop.run_in_executor(self._thread, functools.partial(self._run, fn, *args))
 
     def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        with self._engine.connect() as raw:
-            conn = raw.execution_options(**{WRITE_TRANSACTION: True})
-            with conn.begin():
-                return fn(conn, *args)
+        if self._connection is None:
+            self._connection = self._engine.raw_connection()
+        dbapi: sqlite3.Connection = self._connection.driver_connection
+        try:
+            dbapi.execute("BEGIN IMMEDIATE")
+            result = fn(_RawSqlite(dbapi, self._engine.dialect, self._compiled), *args)
+            dbapi.execute("COMMIT")
+        except BaseException:
+            # Whatever failed (a statement, the commit itself), nothing of the group stays; the
+            # connection is replaced so the next group starts clean.
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(sqlite3.Error):
+                dbapi.rollback()
+            connection.invalidate()
+            raise
+        return result
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self._engine.dispose()
 
     async def close(self) -> None:
         """Close the connection (in its own thread) and stop the thread."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._engine.dispose)
+        await loop.run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=True)
 
 
@@ -531,12 +589,12 @@ def _sqlite_insert(
     return compiled.string, tuple(order)
 
 
-def _insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+def _insert_rows(conn: _Conn, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` (dicts with the same keys) in one executemany. On SQLite the statement is
     compiled once per table and key set and the values (ints, text, bytes, None) go to the
     driver as they are: SQLAlchemy's per-row parameter processing was a quarter of the writer
     thread's time (bench/README.md). Other databases take the ordinary path."""
-    if conn.dialect.name != "sqlite":
+    if isinstance(conn, sa.Connection) and conn.dialect.name != "sqlite":
         conn.execute(sa.insert(table), rows)
         return
     sql, order = _sqlite_insert(table, tuple(rows[0]), conn.dialect)
