@@ -15,6 +15,8 @@ from security_server.database import (
     open_database,
     sqlite_sync_engine,
 )
+from security_server.log import BodyKey, MessageLog
+from tests.unit.security_server.log.support import make_entry
 
 
 @pytest.mark.parametrize(
@@ -56,3 +58,23 @@ async def test_sync_engine_has_the_same_durability_settings(tmp_path: Path) -> N
                     other.dispose()
     finally:
         sync.dispose()
+
+
+async def test_the_log_writers_own_connection_is_durable(tmp_path: Path) -> None:
+    # White-box on purpose: the writer's worker connection is where every append is committed,
+    # so its settings are the log's durability (WAL, synchronous=FULL).
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}")
+    try:
+        log = await MessageLog.open(engine, origin="DEV/GOV/SOC/ss1", body_key=BodyKey.generate())
+        try:
+            await log.append([make_entry()])
+            worker = log._writer._sqlite
+            assert worker is not None
+            dbapi = worker._connection.driver_connection
+            assert dbapi.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert dbapi.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+            assert dbapi.execute("PRAGMA busy_timeout").fetchone()[0] == SQLITE_BUSY_TIMEOUT_MS
+        finally:
+            await log.close()
+    finally:
+        await engine.dispose()
