@@ -22,7 +22,6 @@ registry restart and stays roughly aligned across registry nodes without coordin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import logging
 import threading
@@ -39,6 +38,7 @@ from cryptography import x509
 from ruta.faults import Fault, RutaError, abort
 from ruta.globalconf import CONTENT_TYPE, etag_of, sign_configuration
 from ruta.pki.keys import Signer
+from ruta.tasks import cancel_and_wait
 from ruta.timestamps import to_timestamp
 from ruta.v1 import globalconf_pb2, globalconf_pb2_grpc
 
@@ -188,10 +188,7 @@ class ConfigurationPublisher:
     async def stop(self) -> None:
         """Stop the periodic re-publication (the current document stays served)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self, build: ConfigurationBuilder, interval: float) -> None:
         while True:

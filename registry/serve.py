@@ -61,6 +61,7 @@ from ruta.pki.ocsp import CertStatus
 from ruta.pki.tls import server_credentials
 from ruta.readiness import stop_event, write_ready_file
 from ruta.settings import ConfigError
+from ruta.tasks import cancel_and_wait
 from ruta.v1 import globalconf_pb2, registry_pb2_grpc
 
 __all__ = ["READY_FILE_VERSION", "RegistryNode", "serve_forever"]
@@ -345,11 +346,8 @@ class RegistryNode:
         if self._grpc is not None:
             await self._grpc.stop(_GRACE_SECONDS)
             self._grpc = None
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        watcher, self._watcher = self._watcher, None
+        await cancel_and_wait(watcher)
         if self._publisher is not None:
             await self._publisher.stop()
         if self._runner is not None:

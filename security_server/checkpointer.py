@@ -22,7 +22,6 @@ publishes in the global configuration (``SecurityServer.log_public_key``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from ruta.faults import Fault, RutaError
 from ruta.globalconf import GlobalConf
 from ruta.pki.errors import KeyFileError
 from ruta.pki.keys import generate_ed25519_key, load_private_key, save_private_key
+from ruta.tasks import cancel_and_wait
 from ruta.witness_client import WitnessClient, WitnessClientError, WitnessSizeConflictError
 from security_server.log import LogError, MessageLog, StoredCheckpoint
 
@@ -268,10 +268,7 @@ class Checkpointer:
         """Stop the background task; a submission in flight is cancelled (it is retried at the
         next start, nothing is lost)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

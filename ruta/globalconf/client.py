@@ -38,6 +38,7 @@ from ruta.globalconf.errors import (
 from ruta.globalconf.limits import MAX_DOCUMENT_BYTES
 from ruta.globalconf.signing import open_configuration
 from ruta.globalconf.view import GlobalConf
+from ruta.tasks import cancel_and_wait
 from ruta.v1 import globalconf_pb2
 
 __all__ = [
@@ -142,10 +143,7 @@ class GlobalConfClient:
     async def stop(self) -> None:
         """Stop fetching and release the HTTP session. The saved copy stays on disk."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         session, self._session = self._session, None
         if session is not None:
             await session.close()

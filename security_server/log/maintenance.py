@@ -8,7 +8,6 @@ touches a leaf or a tree node, so every proof stays valid.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Final
 
 import sqlalchemy as sa
 
+from ruta.tasks import cancel_and_wait
 from security_server.log.errors import LogError
 from security_server.log.store import MessageLog
 
@@ -85,11 +85,8 @@ class LogMaintenance:
 
     async def stop(self) -> None:
         """Stop the rounds; a round in progress is cancelled between its transactions."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:
