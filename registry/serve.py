@@ -47,11 +47,12 @@ from registry.publisher import (
     add_globalconf_routes,
     add_globalconf_servicer,
 )
-from registry.settings import RegistryLayout, RegistrySettings, split_address
+from registry.settings import RegistryLayout, RegistrySettings, connectable_host, split_address
 from registry.store import PublishedConfiguration, RegistryStore, database_url
 from registry.witness import Witness
 from registry.witness_http import witness_routes
 from registry.witness_store import SqlWitnessStateStore
+from ruta.addresses import join_address
 from ruta.checkpoint import Verifier
 from ruta.faults import RutaError
 from ruta.globalconf import MAX_DOCUMENT_BYTES
@@ -217,8 +218,8 @@ class RegistryNode:
         admin_port = await self._listen_admin(store, ca, publisher)
         admin_host, _ = split_address(settings.admin_listen)
         self.bound = _Bound(
-            admin=f"{_connectable(admin_host)}:{admin_port}",
-            http=f"http://{_connectable(http_host)}:{bound_http}",
+            admin=join_address(connectable_host(admin_host), admin_port),
+            http=f"http://{join_address(connectable_host(http_host), bound_http)}",
         )
         self._write_ready()
         _log.info(
@@ -382,10 +383,6 @@ def _site_port(runner: web.AppRunner) -> int:
         if isinstance(address, tuple) and len(address) >= 2:
             return int(address[1])
     raise StoreError("the HTTP listener did not bind")
-
-
-def _connectable(host: str) -> str:
-    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104
 
 
 async def serve_forever(directory: Path) -> None:

@@ -16,15 +16,26 @@ from typing import Annotated, Final, Self
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from ruta.addresses import split_address
+from ruta.addresses import join_address, split_address
 from ruta.settings import RutaSettings
 
-__all__ = ["SETTINGS_FILE", "RegistryLayout", "RegistrySettings", "split_address"]
+__all__ = [
+    "SETTINGS_FILE",
+    "RegistryLayout",
+    "RegistrySettings",
+    "connectable_host",
+    "split_address",
+]
 
 #: The settings file inside a registry directory.
 SETTINGS_FILE: Final = "registry.toml"
 
 _Instance = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+def connectable_host(host: str) -> str:
+    """The host to reach a listener bound to ``host`` at: loopback for a wildcard address."""
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104 - not binding
 
 
 class RegistrySettings(RutaSettings):
@@ -70,9 +81,8 @@ class RegistrySettings(RutaSettings):
         if self.public_url is not None:
             return self.public_url
         host, port = split_address(self.http_listen)
-        if host in {"0.0.0.0", "::", ""}:  # noqa: S104 - naming the wildcard, not binding it
-            host = "127.0.0.1"
-        return f"http://{host}:{http_port if http_port is not None else port}"
+        bound = http_port if http_port is not None else port
+        return f"http://{join_address(connectable_host(host), bound)}"
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Self:

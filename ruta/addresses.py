@@ -7,7 +7,7 @@ the system for a free port where the address is bound).
 
 from __future__ import annotations
 
-__all__ = ["split_address"]
+__all__ = ["join_address", "split_address"]
 
 _MAX_PORT = 65535
 
@@ -29,3 +29,8 @@ def split_address(address: str, *, what: str = "address") -> tuple[str, int]:
             f"{what} {address!r} must have the form host:port; port {port} is out of range"
         )
     return host, port
+
+
+def join_address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets (the inverse of :func:`split_address`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

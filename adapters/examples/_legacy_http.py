@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ruta.addresses import split_address
+from ruta.addresses import join_address, split_address
 from ruta.readiness import stop_event, write_ready_file
 
 __all__ = ["run_legacy_service"]
@@ -32,10 +32,11 @@ async def _serve(
     try:
         await web.TCPSite(runner, host, port).start()
         bound = runner.addresses[0][1]
-        url = f"http://{host}:{bound}{url_path}"
+        address = join_address(host, bound)
+        url = f"http://{address}{url_path}"
         print(f"{name} listening on {url}", flush=True)  # noqa: T201
         if ready_file is not None:
-            content: dict[str, object] = {"address": f"{host}:{bound}", "url": url}
+            content: dict[str, object] = {"address": address, "url": url}
             write_ready_file(ready_file, {**content, **ready_extra(url), "pid": os.getpid()})
         await stop_event().wait()
     finally:

@@ -62,3 +62,19 @@ def test_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (tmp_path / "registry.toml").write_text('instance = "LAC"\ntypo = 1\n')
     with pytest.raises(ConfigError, match="typo"):
         RegistrySettings.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("http_listen", "bound", "expected"),
+    [
+        ("127.0.0.1:4480", None, "http://127.0.0.1:4480"),
+        ("0.0.0.0:0", 5555, "http://127.0.0.1:5555"),
+        ("[::1]:4480", None, "http://[::1]:4480"),
+        ("[::]:0", 5555, "http://127.0.0.1:5555"),
+    ],
+)
+def test_base_url_is_a_url_for_every_listen_address(
+    http_listen: str, bound: int | None, expected: str
+) -> None:
+    settings = RegistrySettings(instance="LAC", http_listen=http_listen)
+    assert settings.base_url(bound) == expected

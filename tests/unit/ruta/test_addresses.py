@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ruta.addresses import split_address
+from ruta.addresses import join_address, split_address
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,12 @@ def test_any_text_splits_or_is_refused_with_value_error(text: str) -> None:
         return
     assert host
     assert 0 <= port <= 65535
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [("127.0.0.1", 80, "127.0.0.1:80"), ("::1", 0, "[::1]:0"), ("h.example", 443, "h.example:443")],
+)
+def test_join_address_inverts_split(host: str, port: int, expected: str) -> None:
+    assert join_address(host, port) == expected
+    assert split_address(expected) == (host, port)
