@@ -85,6 +85,13 @@ class MemberId:
     member_code: str
 
     def __post_init__(self) -> None:
+        # Valid parts (nearly always): no error text is built. Identifiers are made per message.
+        if (
+            _PART.fullmatch(self.instance)
+            and _PART.fullmatch(self.member_class)
+            and _PART.fullmatch(self.member_code)
+        ):
+            return
         whole = f"{self.instance}/{self.member_class}/{self.member_code}"
         for name, value in zip(
             _MEMBER_PARTS, (self.instance, self.member_class, self.member_code), strict=True
@@ -127,7 +134,8 @@ class SubsystemId:
     code: str
 
     def __post_init__(self) -> None:
-        _check_part("subsystem", "subsystem code", self.code, f"{self.member}/{self.code}")
+        if not _PART.fullmatch(self.code):
+            _check_part("subsystem", "subsystem code", self.code, f"{self.member}/{self.code}")
 
     @classmethod
     def parse(cls, text: str) -> Self:
@@ -158,9 +166,13 @@ class ServiceId:
     service_name: str
 
     def __post_init__(self) -> None:
-        _check_part(
-            "service", "service name", self.service_name, f"{self.subsystem}/{self.service_name}"
-        )
+        if not _PART.fullmatch(self.service_name):
+            _check_part(
+                "service",
+                "service name",
+                self.service_name,
+                f"{self.subsystem}/{self.service_name}",
+            )
 
     @classmethod
     def parse(cls, text: str) -> Self:
@@ -196,7 +208,8 @@ class ServerId:
     code: str
 
     def __post_init__(self) -> None:
-        _check_part("server", "server code", self.code, f"{self.member}/{self.code}")
+        if not _PART.fullmatch(self.code):
+            _check_part("server", "server code", self.code, f"{self.member}/{self.code}")
 
     @classmethod
     def parse(cls, text: str) -> Self:
