@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError
 
 from ruta.faults import Fault
 from ruta.ids import IdentifierError, ServiceId, SubsystemId
+from ruta.timestamps import from_timestamp
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.log.errors import LogError
 from security_server.log.schema import (
@@ -176,6 +177,10 @@ class LogEntry:
         kind = _KIND_OF.get(parsed.kind)
         if kind is None:
             raise InvalidLogEntryError("the header to log has no message kind")
+        try:
+            created_at = from_timestamp(parsed.created_at)
+        except ValueError:
+            raise InvalidLogEntryError("the header to log has a created_at out of range") from None
         return cls(
             direction=direction,
             header=header,
@@ -186,7 +191,7 @@ class LogEntry:
             client=client,
             service=service,
             method=parsed.method,
-            created_at=parsed.created_at.ToDatetime(tzinfo=UTC),
+            created_at=created_at,
             subject=parsed.subject or None,
             body=body,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from google.protobuf import timestamp_pb2
 
 from ruta.v1 import transport_pb2
 from security_server.log import Direction, InvalidLogEntryError, LogEntry, RecordKind
@@ -25,8 +26,15 @@ def test_from_signed_reads_the_query_columns_from_the_header() -> None:
     [
         b"\xff\xff\xff",  # not protobuf
         transport_pb2.MessageHeader(message_id="m").SerializeToString(),  # no ids, no kind
+        transport_pb2.MessageHeader(
+            message_id="m",
+            kind=transport_pb2.MESSAGE_KIND_REQUEST,
+            client=CLIENT.to_proto(),
+            service=SERVICE.to_proto(),
+            created_at=timestamp_pb2.Timestamp(seconds=2**62),
+        ).SerializeToString(),
     ],
-    ids=["garbage", "empty-header"],
+    ids=["garbage", "empty-header", "time-out-of-range"],
 )
 def test_unreadable_headers_are_refused(header: bytes) -> None:
     with pytest.raises(InvalidLogEntryError):
