@@ -13,12 +13,13 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import click
 import grpc
 import grpc.aio
 
+from ruta.evidence.bundle import MAX_BUNDLE_BYTES
 from ruta.evidence.reconcile import reconcile
 from ruta.evidence.verify import verify_bundle
 from ruta.faults import RutaError, fault_from_rpc_error
@@ -28,9 +29,6 @@ from ruta.sandbox.layout import MAX_SANDBOX_FILE_BYTES, SANDBOX_FILE
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 
 __all__ = ["group", "sandbox_target"]
-
-#: Largest bundle the export command accepts from a server.
-_MAX_EXPORT_BYTES: Final = 1 << 30
 
 
 class _AuditCliError(RutaError):
@@ -163,8 +161,11 @@ async def _export(
                 try:
                     async for chunk in stub.ExportEvidence(request, timeout=600):
                         written += len(chunk.data)
-                        if written > _MAX_EXPORT_BYTES:
-                            raise _AuditCliError("the server sent a bundle over 1 GiB")
+                        if written > MAX_BUNDLE_BYTES:
+                            # Larger than any bundle ``verify`` reads.
+                            raise _AuditCliError(
+                                f"the server sent a bundle over {MAX_BUNDLE_BYTES} bytes"
+                            )
                         sink.write(chunk.data)
                 except grpc.aio.AioRpcError as exc:
                     fault, fault_id = fault_from_rpc_error(exc)
