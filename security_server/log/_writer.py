@@ -543,7 +543,11 @@ class _SqliteWorker:
 
     async def transaction(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(connection, *args)`` in one write transaction in the worker thread; the
-        transaction commits when ``fn`` returns and rolls back when it raises."""
+        transaction commits when ``fn`` returns and rolls back when it raises.
+
+        Cancelling the awaiting task does not stop the thread: the transaction still finishes
+        (commits or rolls back) there, like the records of a caller whose deadline passed; the
+        writer restores its tree from the database before its next group."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, functools.partial(self._run, fn, *args))
 
