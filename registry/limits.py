@@ -1,21 +1,27 @@
-"""Named bounds on everything the registry accepts from a caller (admin API and CLI)."""
+"""Named bounds on everything the registry accepts from a caller (admin API and CLI).
+
+What ends up in the global configuration is bounded by :mod:`ruta.globalconf.limits` too (every
+server refuses a document over them), so those bounds are taken from there, never set apart.
+"""
 
 from __future__ import annotations
 
 from typing import Final
+
+from ruta.globalconf import limits as _published
 
 #: Most entries one list request returns (a page); callers page on with ``page_token``.
 MAX_PAGE_SIZE: Final = 500
 #: Page size when a request names none.
 DEFAULT_PAGE_SIZE: Final = 100
 #: Largest serialised FileDescriptorSet a service may carry.
-MAX_DESCRIPTOR_SET_BYTES: Final = 1 << 20
+MAX_DESCRIPTOR_SET_BYTES: Final = _published.MAX_DESCRIPTOR_SET_BYTES
 #: Most methods one service (or one contract) may name.
 MAX_METHODS: Final = 256
 #: Longest method name.
 MAX_METHOD_NAME_LENGTH: Final = 128
 #: Longest free text (description, purpose, legal basis).
-MAX_TEXT_LENGTH: Final = 4096
+MAX_TEXT_LENGTH: Final = _published.MAX_TEXT_LENGTH
 #: Longest member name.
 MAX_NAME_LENGTH: Final = 256
 #: Longest ``host:port`` address.
