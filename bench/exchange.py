@@ -571,6 +571,7 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                     "ECDSA P-256 signatures with stapled OCSP, full verification, SQLite WAL "
                     "synchronous=FULL message logs with group commit, witness cosigned checkpoints"
                 ),
+                "ss_log_level": "warning (the CLI default; info adds a line per exchange)",
                 "calls": dict(config.calls),
                 "warmup": dict(config.warmup),
             },
