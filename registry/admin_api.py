@@ -213,11 +213,7 @@ def _service_record(s: Service) -> registry_pb2.ServiceRecord:
         id=s.id.to_proto(),
         methods=list(s.methods),
         description=s.description,
-        savings=globalconf_pb2.Savings(
-            citizen_minutes=s.savings.citizen_minutes,
-            paper_forms=s.savings.paper_forms,
-            cost=s.savings.cost,
-        ),
+        savings=s.savings.to_proto(),
         descriptor_sha256=s.descriptor_sha256,
         descriptor_size=len(s.file_descriptor_set),
         created_at=to_timestamp(s.created_at),

@@ -72,11 +72,7 @@ def build_configuration(
             methods=sorted(service.methods),
             file_descriptor_set=service.file_descriptor_set,
             description=service.description,
-            savings=globalconf_pb2.Savings(
-                citizen_minutes=service.savings.citizen_minutes,
-                paper_forms=service.savings.paper_forms,
-                cost=service.savings.cost,
-            ),
+            savings=service.savings.to_proto(),
         )
     published = (
         c
