@@ -59,23 +59,28 @@ class PortClaims:
 
     def _claim(self, port: int) -> bool:
         path = self.folder / str(port)
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
+        # The claim appears by link(2), already holding its owner: another sandbox never reads
+        # an empty claim (and takes it for a stale one) while this one is being written.
+        pending = self.folder / f".{port}.{os.getpid()}.tmp"
+        pending.write_text(f"{os.getpid()}\n")
+        try:
+            for _ in range(2):
                 try:
-                    owner = int(path.read_text().strip() or "0")
-                except (OSError, ValueError):
-                    owner = 0
-                if owner > 0 and process_alive(owner):
-                    return False
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()  # stale: its sandbox is gone
-                continue
-            with os.fdopen(fd, "w") as claim:
-                claim.write(f"{os.getpid()}\n")
-            return True
-        return False
+                    os.link(pending, path)
+                except FileExistsError:
+                    try:
+                        owner = int(path.read_text().strip() or "0")
+                    except (OSError, ValueError):
+                        owner = 0
+                    if owner > 0 and process_alive(owner):
+                        return False
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()  # stale: its sandbox is gone
+                    continue
+                return True
+            return False
+        finally:
+            pending.unlink(missing_ok=True)
 
     def take(self, count: int) -> list[int]:
         """``count`` free loopback ports, claimed; raises :class:`SandboxError` if it cannot."""
