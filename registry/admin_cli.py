@@ -467,7 +467,7 @@ def server_list(target: _Target, member: str | None, limit: int) -> None:
 # --- services --------------------------------------------------------------------------------
 
 
-def compile_proto(proto: Path, include_paths: tuple[Path, ...]) -> bytes:
+def _compile_proto(proto: Path, include_paths: tuple[Path, ...]) -> bytes:
     """Compile ``proto`` (and its imports) into a serialised FileDescriptorSet with protoc.
 
     Raises :class:`InvalidRequestError` with protoc's diagnostics when it cannot, or when the
@@ -533,7 +533,7 @@ def service_add(
     if (proto_file is None) == (descriptor_set is None):
         raise click.UsageError("give exactly one of --proto and --descriptor-set")
     fds = (
-        compile_proto(proto_file, proto_paths)
+        _compile_proto(proto_file, proto_paths)
         if proto_file is not None
         else _read_file(descriptor_set, "descriptor set")  # type: ignore[arg-type]
     )
