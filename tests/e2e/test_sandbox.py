@@ -19,7 +19,7 @@ import pytest
 from ruta.ids import SubsystemId
 from ruta.sandbox.client import BusClient, CallResult
 from ruta.sandbox.layout import PURPOSE, SERVICES, examples_dir
-from ruta.sandbox.processes import ruta_command
+from ruta.sandbox.processes import ManagedProcess, process_alive, ruta_command
 from ruta.sandbox.protos import MethodCodec, compile_descriptor_set, method_codec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,34 +39,15 @@ class Running:
     description: dict[str, Any]
 
 
-def _start(directory: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    log = directory.parent / f"{directory.name}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            ruta_command("sandbox", "up", "--dir", str(directory), "--quiet"),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONSAFEPATH": "1"},
-            start_new_session=True,
-        )
-    return process, log
-
-
-def _wait_up(directory: Path, process: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + UP_TIMEOUT_S
-    target = directory / "sandbox.json"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"sandbox exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        if target.exists():
-            try:
-                data: dict[str, Any] = json.loads(target.read_text())
-            except ValueError:
-                pass
-            else:
-                return data
-        time.sleep(0.1)
-    pytest.fail(f"sandbox not up in time:\n{log.read_text()[-3000:]}")
+def _sandbox(directory: Path) -> ManagedProcess:
+    """``ruta sandbox up`` in ``directory``, as the sandbox supervises its own children."""
+    return ManagedProcess(
+        name=f"sandbox {directory.parent.name}",
+        argv=ruta_command("sandbox", "up", "--dir", str(directory), "--quiet"),
+        log_path=directory.parent / f"{directory.name}.log",
+        ready_path=directory / "sandbox.json",
+        env={"PYTHONSAFEPATH": "1"},
+    )
 
 
 def _down(directory: Path) -> subprocess.CompletedProcess[str]:
@@ -79,35 +60,24 @@ def _down(directory: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _gone(pid: int) -> bool:
-    """The process no longer runs (a zombie awaiting its parent counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] == "Z"
-
-
 @pytest.fixture(scope="module")
 def sandboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Running]]:
     """Two sandboxes started at the same time, each in its own directory."""
     directories = [tmp_path_factory.mktemp(name) / "sandbox" for name in ("a", "b")]
-    started = [(d, *_start(d)) for d in directories]
+    started = [(d, _sandbox(d)) for d in directories]
+    for _, process in started:
+        process.start()
     try:
-        running = [
-            Running(d, process, log, _wait_up(d, process, log)) for d, process, log in started
-        ]
+        running = []
+        for directory, process in started:
+            description = process.wait_ready(timeout=UP_TIMEOUT_S)
+            assert process.popen is not None
+            running.append(Running(directory, process.popen, process.log_path, description))
         yield running
     finally:
-        for directory, process, _log in started:
+        for directory, process in started:
             _down(directory)
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-            process.wait()
+            process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +135,7 @@ def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
         assert Path(server["data_dir"]).is_dir()
         assert _is_absolute_file(server["config"])
         assert isinstance(server["pid"], int)
-        assert not _gone(server["pid"])
+        assert process_alive(server["pid"])
     subsystems = {s["id"]: s for s in data["subsystems"]}
     assert {"DEV/GOV/POP/registry", "DEV/GOV/TAX/income", "DEV/GOV/SOC/benefits"} <= set(subsystems)
     for entry in subsystems.values():
@@ -266,7 +236,7 @@ def test_down_stops_every_process(sandboxes: list[Running]) -> None:
         assert result.returncode == 0, result.stderr
         assert "stopped" in result.stdout
         assert running.process.wait(timeout=60) == 0
-        assert all(_gone(pid) for pid in pids), [p for p in pids if not _gone(p)]
+        assert all(not process_alive(pid) for pid in pids), [p for p in pids if process_alive(p)]
         if restarted is not None:
             popen = next(p for p in _RESTARTED if p.pid == restarted)
             assert popen.wait(timeout=30) is not None
