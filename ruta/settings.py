@@ -106,7 +106,7 @@ def read_text(
     try:
         size = path.stat().st_size
         if size > limit:
-            raise ConfigError(f"{name} is {size} bytes; the limit is {limit}")
+            raise ConfigError(f"{name} is {size} bytes, larger than allowed: the limit is {limit}")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{name} does not exist") from None
@@ -114,6 +114,8 @@ def read_text(
         raise ConfigError(f"{name} is a directory") from None
     except PermissionError:
         raise ConfigError(f"{name} cannot be read (permission denied)") from None
+    except OSError as exc:
+        raise ConfigError(f"{name} cannot be read ({exc.strerror or 'I/O error'})") from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

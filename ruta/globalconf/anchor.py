@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ruta.settings import ConfigError, describe_validation_error
+from ruta.settings import ConfigError, describe_validation_error, read_text
 
 __all__ = [
     "MAX_ANCHOR_CERTIFICATES",
@@ -93,17 +93,8 @@ class ConfigurationAnchor:
         problem; nothing is half-loaded.
         """
         file = Path(path)
-        try:
-            if file.stat().st_size > MAX_ANCHOR_FILE_BYTES:
-                raise ConfigError(
-                    f"anchor file {file.name} is larger than {MAX_ANCHOR_FILE_BYTES} bytes"
-                )
-            raw = file.read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(f"anchor file {file.name} does not exist") from None
-        except OSError as exc:
-            raise ConfigError(f"anchor file {file.name} cannot be read ({exc.strerror})") from None
-        return cls.from_text(raw, name=file.name, json_format=file.suffix.lower() == ".json")
+        text = read_text(file, what="anchor file", limit=MAX_ANCHOR_FILE_BYTES)
+        return cls.from_text(text, name=file.name, json_format=file.suffix.lower() == ".json")
 
     @classmethod
     def from_text(
