@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from adapters.errors import AdapterConfigError
-from ruta.protos import ProtoCompileError, compile_descriptor_set
+from ruta.protos import ProtoCompileError, compile_descriptor_set, service_descriptor
 
 __all__ = [
     "MAX_DESCRIPTOR_SET_BYTES",
@@ -103,29 +103,10 @@ def service_from_descriptor_set(service: str, raw: bytes) -> ServiceModel:
     """
     if len(raw) > MAX_DESCRIPTOR_SET_BYTES:
         raise AdapterConfigError("descriptor set is over the size limit")
-    fds = descriptor_pb2.FileDescriptorSet()
     try:
-        fds.ParseFromString(raw)
-    except DecodeError:
-        raise AdapterConfigError("descriptor set is not a valid FileDescriptorSet") from None
-    pool = descriptor_pool.DescriptorPool()
-    for file in fds.file:
-        try:
-            pool.Add(file)
-        except (TypeError, ValueError) as exc:
-            raise AdapterConfigError(
-                f"descriptor set cannot be loaded at {file.name}: {type(exc).__name__} "
-                "(compile with --include_imports)"
-            ) from None
-    try:
-        found: ServiceDescriptor = pool.FindServiceByName(service)
-    except KeyError:
-        names = sorted(
-            f"{f.package}.{s.name}" if f.package else s.name for f in fds.file for s in f.service
-        )
-        raise AdapterConfigError(
-            f"service {service} is not defined (defined: {', '.join(names) or 'none'})"
-        ) from None
+        found = service_descriptor(raw, service)
+    except ProtoCompileError as exc:
+        raise AdapterConfigError(exc.message) from None
     methods: dict[str, MethodModel] = {}
     for method in found.methods:
         methods[method.name] = _method_model(found, method)

@@ -1,4 +1,5 @@
-"""Compiling ``.proto`` files into serialised ``FileDescriptorSet`` bytes.
+"""Compiling ``.proto`` files into serialised ``FileDescriptorSet`` bytes, and finding a service
+in such a set.
 
 The registry (``service add --proto``), adapters (a ``proto`` source) and the sandbox all describe
 a service by its FileDescriptorSet; this is the one place that runs ``grpc_tools.protoc`` for
@@ -16,6 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
+
 from ruta.faults import Fault, RutaError
 
 __all__ = [
@@ -24,6 +29,7 @@ __all__ = [
     "PROTOC_TIMEOUT_SECONDS",
     "ProtoCompileError",
     "compile_descriptor_set",
+    "service_descriptor",
 ]
 
 #: Largest ``.proto`` file compiled.
@@ -97,3 +103,38 @@ def compile_descriptor_set(proto: Path, import_paths: Sequence[Path] = ()) -> by
     if len(data) > MAX_COMPILED_DESCRIPTOR_SET_BYTES:
         raise ProtoCompileError(f"the descriptors of {proto.name} are too large")
     return data
+
+
+def service_descriptor(descriptor_set: bytes, service: str) -> ServiceDescriptor:
+    """The descriptor of ``service`` (``package.Service``) in a serialised FileDescriptorSet.
+
+    The files go into a private pool, so names never clash with another set or with Ruta's own
+    generated code. Raises :class:`ProtoCompileError` when the bytes are not a
+    FileDescriptorSet, a file cannot be added (an import missing: compile with
+    ``--include_imports``), or the set does not define ``service`` (the message lists what it
+    defines).
+    """
+    files = descriptor_pb2.FileDescriptorSet()
+    try:
+        files.ParseFromString(descriptor_set)
+    except DecodeError:
+        raise ProtoCompileError("descriptor set is not a valid FileDescriptorSet") from None
+    pool = descriptor_pool.DescriptorPool()
+    for file in files.file:
+        try:
+            pool.Add(file)
+        except (TypeError, ValueError) as exc:
+            raise ProtoCompileError(
+                f"descriptor set cannot be loaded at {file.name}: {type(exc).__name__} "
+                "(compile with --include_imports)"
+            ) from None
+    try:
+        found: ServiceDescriptor = pool.FindServiceByName(service)
+    except KeyError:
+        names = sorted(
+            f"{f.package}.{s.name}" if f.package else s.name for f in files.file for s in f.service
+        )
+        raise ProtoCompileError(
+            f"service {service} is not defined (defined: {', '.join(names) or 'none'})"
+        ) from None
+    return found

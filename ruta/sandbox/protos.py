@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import json_format, message_factory
 from google.protobuf.message import Message
 
-from ruta.protos import compile_descriptor_set
+from ruta.protos import ProtoCompileError, compile_descriptor_set, service_descriptor
 from ruta.sandbox.processes import SandboxError
 
 # compile_descriptor_set is re-exported: the sandbox guide and the demo import it from here.
@@ -38,14 +38,10 @@ class MethodCodec:
 def method_codec(descriptor_set: bytes, service_name: str, method: str) -> MethodCodec:
     """The codec of ``service_name``'s ``method`` in ``descriptor_set`` (a fresh pool each time,
     so two services never clash). Raises :class:`SandboxError` when either is missing."""
-    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
-    pool = descriptor_pool.DescriptorPool()
-    for file in files.file:
-        pool.Add(file)
     try:
-        service = pool.FindServiceByName(service_name)
-    except KeyError:
-        raise SandboxError(f"the descriptors declare no service {service_name}") from None
+        service = service_descriptor(descriptor_set, service_name)
+    except ProtoCompileError as exc:
+        raise SandboxError(exc.message) from None
     found = service.methods_by_name.get(method)
     if found is None:
         raise SandboxError(f"{service_name} has no method {method}")

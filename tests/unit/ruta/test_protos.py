@@ -8,7 +8,12 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from ruta.faults import Fault
-from ruta.protos import MAX_PROTO_FILE_BYTES, ProtoCompileError, compile_descriptor_set
+from ruta.protos import (
+    MAX_PROTO_FILE_BYTES,
+    ProtoCompileError,
+    compile_descriptor_set,
+    service_descriptor,
+)
 
 _GOOD = """syntax = "proto3";
 package demo.v1;
@@ -62,3 +67,20 @@ def test_refusals_name_the_file_not_its_folder(tmp_path: Path, text: str, expect
 def test_a_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ProtoCompileError, match="cannot be read"):
         compile_descriptor_set(tmp_path / "absent.proto")
+
+
+def test_service_descriptor_finds_the_service_or_says_what_is_defined(tmp_path: Path) -> None:
+    (tmp_path / "common.proto").write_text(_COMMON)
+    proto = tmp_path / "demo.proto"
+    proto.write_text(_GOOD)
+    compiled = compile_descriptor_set(proto)
+    found = service_descriptor(compiled, "demo.v1.Demo")
+    assert [m.name for m in found.methods] == ["Get"]
+    with pytest.raises(ProtoCompileError, match=r"demo\.v1\.Nope is not defined \(defined: demo"):
+        service_descriptor(compiled, "demo.v1.Nope")
+    with pytest.raises(ProtoCompileError, match="not a valid FileDescriptorSet"):
+        service_descriptor(b"\xff\xff", "demo.v1.Demo")
+    only_demo = descriptor_pb2.FileDescriptorSet.FromString(compiled)
+    del only_demo.file[:-1]  # demo.proto without the files it imports
+    with pytest.raises(ProtoCompileError, match="--include_imports"):
+        service_descriptor(only_demo.SerializeToString(), "demo.v1.Demo")
