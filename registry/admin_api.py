@@ -36,8 +36,7 @@ import grpc
 import grpc.aio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from google.protobuf import descriptor_pb2, descriptor_pool, timestamp_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf import timestamp_pb2
 
 from registry import limits
 from registry.errors import InvalidRequestError, PermissionDeniedError
@@ -69,6 +68,7 @@ from ruta.pki.certs import (
     roles_of,
 )
 from ruta.pki.tls import peer_certificate
+from ruta.protos import ProtoCompileError, service_descriptor
 from ruta.timestamps import from_timestamp, to_timestamp
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
 
@@ -357,24 +357,10 @@ def service_methods(file_descriptor_set: bytes, service_name: str) -> list[str]:
             f"the descriptor set is {len(file_descriptor_set)} bytes; "
             f"the limit is {limits.MAX_DESCRIPTOR_SET_BYTES}"
         )
-    fds = descriptor_pb2.FileDescriptorSet()
     try:
-        fds.ParseFromString(file_descriptor_set)
-    except DecodeError:
-        raise InvalidRequestError("the descriptor set is not a FileDescriptorSet") from None
-    pool = descriptor_pool.DescriptorPool()
-    try:
-        for file in fds.file:
-            pool.Add(file)
-        service = pool.FindServiceByName(service_name)
-    except KeyError:
-        raise InvalidRequestError(
-            f"the descriptor set does not declare service {service_name}"
-        ) from None
-    except (TypeError, ValueError):
-        raise InvalidRequestError(
-            "the descriptor set does not build (compile it with --include_imports)"
-        ) from None
+        service = service_descriptor(file_descriptor_set, service_name)
+    except ProtoCompileError as exc:
+        raise InvalidRequestError(f"the descriptor set is refused: {exc.message}") from None
     return sorted(m.name for m in service.methods)
 
 
