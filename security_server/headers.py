@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 
 from ruta.faults import Fault, RutaError
 from ruta.ids import MAX_IDENTIFIER_LENGTH, IdentifierError, ServerId, ServiceId, SubsystemId
+from ruta.timestamps import from_timestamp
 from ruta.v1 import transport_pb2
 
 __all__ = [
@@ -360,12 +361,17 @@ def parse_header(
         uuid.UUID(header.message_id)
     except ValueError:
         raise HeaderError("message header has no valid message id", fault=fault) from None
+    try:
+        from_timestamp(header.created_at)
+    except ValueError:
+        raise HeaderError("message header's created_at is out of range", fault=fault) from None
     return header
 
 
 def created_at_of(header: transport_pb2.MessageHeader) -> datetime:
-    """The header's ``created_at`` as an aware UTC datetime."""
-    return header.created_at.ToDatetime(tzinfo=UTC)
+    """The header's ``created_at`` as an aware UTC datetime (in range for any header that
+    :func:`parse_header` accepted)."""
+    return from_timestamp(header.created_at)
 
 
 def metadata_for_backend(header: transport_pb2.MessageHeader) -> Sequence[tuple[str, str]]:

@@ -20,6 +20,7 @@ from security_server.headers import (
     MetadataBounds,
     build_request_header,
     build_response_header,
+    created_at_of,
     metadata_for_backend,
     parse_call_metadata,
     parse_header,
@@ -172,6 +173,27 @@ def test_parse_header_refuses_garbage(raw: bytes) -> None:
 def test_parse_header_is_total(raw: bytes) -> None:
     with contextlib.suppress(RutaError):
         parse_header(raw)
+        created_at_of(parse_header(raw))  # never raises for an accepted header
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(2**62, 0), (-(2**62), 0), (1_800_000_000, -1), (1_800_000_000, 10**9)],
+)
+def test_out_of_range_created_at_is_an_invalid_message(seconds: int, nanos: int) -> None:
+    """A peer's out-of-range timestamp is a refusal with a fault, not an internal error."""
+    header, _ = build_request_header(
+        _call(),
+        body=b"body",
+        sender=ServerId.parse("DEV/GOV/SOC/ss1"),
+        receiver=ServerId.parse("DEV/GOV/POP/ss1"),
+        created_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+    )
+    header.created_at.seconds = seconds
+    header.created_at.nanos = nanos
+    with pytest.raises(RutaError, match="created_at is out of range") as info:
+        parse_header(header.SerializeToString())
+    assert info.value.fault is Fault.SERVER_PROVIDER_INVALID_MESSAGE
 
 
 @given(
