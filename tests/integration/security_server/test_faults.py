@@ -281,8 +281,12 @@ async def test_provider_with_revoked_authentication_certificate(tmp_path: Path) 
 async def test_no_witness_cosignature_within_the_window(
     tmp_path: Path, server: ServerId, fault: str
 ) -> None:
-    # No witness is configured, so no cosignature ever comes; a tiny window has passed at once.
+    # The configuration names no witness, so no cosignature ever comes; a tiny window has passed
+    # at once. (With the bed's witness, a cosignature could land just before the check.)
     async with bed(tmp_path) as instance:
+        conf = instance.configuration()
+        conf.ClearField("witness_url")
+        instance.publisher.publish(conf)
         for each in (POP, SOC):
             data = instance.settings_dict(each)
             if each == server:
