@@ -36,6 +36,7 @@ import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ruta.addresses import split_address
 from ruta.admin_rpc import admin_call
 from ruta.faults import Fault, RutaError
 from ruta.globalconf import ConfigurationAnchor
@@ -46,7 +47,7 @@ from ruta.pki.tls import channel_credentials
 from ruta.v1 import registry_pb2, registry_pb2_grpc
 from security_server.checkpointer import LOG_KEY_FILE, load_or_create_log_key, log_vkey
 from security_server.log import load_or_create_body_key
-from security_server.settings import SecurityServerSettings, split_address
+from security_server.settings import SecurityServerSettings
 
 __all__ = ["SETTINGS_FILE", "InitError", "InitPlan", "init", "initialise"]
 

@@ -23,7 +23,6 @@ period, flushes the message log and closes every resource; it removes ``ready.js
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health, health_pb2_grpc  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ruta.addresses import join_address, split_address
 from ruta.faults import Fault, RutaError
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.globalconf.client import GlobalConfClient
@@ -49,6 +49,7 @@ from ruta.pki.certs import certificate_pem
 from ruta.pki.keys import load_private_key
 from ruta.pki.ocsp import OcspClient
 from ruta.pki.tls import server_credentials
+from ruta.readiness import write_ready_file
 from security_server.audit import AuditServicer, add_audit_service, audit_server_credentials
 from security_server.checkpointer import (
     LOG_KEY_FILE,
@@ -63,7 +64,7 @@ from security_server.identity import ServerIdentity
 from security_server.log import LogMaintenance, MessageLog, load_or_create_body_key
 from security_server.metrics import ExchangeMetrics, metrics_app
 from security_server.provider import BackendChannels, ProviderProxy
-from security_server.settings import SecurityServerSettings, split_address
+from security_server.settings import SecurityServerSettings
 from security_server.transport import (
     PeerChannels,
     PeerStatus,
@@ -391,7 +392,7 @@ class SecurityServerApp:
                 f"cannot listen on {settings.metrics.listen} for the metrics port ({exc.strerror})"
             ) from None
         bound = runner.addresses[0]
-        self.addresses["metrics"] = f"http://{_hostport(host, bound[1])}/metrics"
+        self.addresses["metrics"] = f"http://{join_address(host, bound[1])}/metrics"
 
     def _grpc_server(self, options: list[tuple[str, Any]]) -> grpc.aio.Server:
         server = grpc.aio.server(
@@ -409,19 +410,15 @@ class SecurityServerApp:
         self.metrics.globalconf_expiry.set(view.expires_at.timestamp())
 
     def _write_ready(self) -> None:
-        path = self.settings.data_dir / READY_FILE
-        tmp = path.with_name(READY_FILE + ".tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "server_id": str(self.settings.server),
-                    "pid": os.getpid(),
-                    **self.addresses,
-                    "log_vkey": self.checkpointer.vkey if self.checkpointer else "",
-                }
-            )
+        write_ready_file(
+            self.settings.data_dir / READY_FILE,
+            {
+                "server_id": str(self.settings.server),
+                "pid": os.getpid(),
+                **self.addresses,
+                "log_vkey": self.checkpointer.vkey if self.checkpointer else "",
+            },
         )
-        tmp.replace(path)
 
     async def wait_stopped(self) -> None:
         """Return once :meth:`stop` has finished."""
@@ -466,10 +463,6 @@ def _add_port(listen: str, what: str, add: Callable[[], int]) -> int:
     return port
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _bound(listen: str, port: int) -> str:
     host, _ = split_address(listen)
-    return _hostport(host, port)
+    return join_address(host, port)

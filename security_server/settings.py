@@ -38,7 +38,6 @@ __all__ = [
     "LogSettings",
     "SecurityServerSettings",
     "is_loopback_address",
-    "split_address",
 ]
 
 #: Default largest request or response body (DESIGN.md: refused before anything is signed).

@@ -29,6 +29,7 @@ import grpc
 import grpc.aio
 from cryptography import x509
 
+from ruta.addresses import split_address
 from ruta.faults import Fault, RutaError
 from ruta.globalconf import GlobalConf, SecurityServer
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate
@@ -36,7 +37,6 @@ from ruta.pki.errors import PkiError
 from ruta.pki.ocsp import CertStatus, OcspClient
 from ruta.pki.tls import channel_credentials
 from ruta.v1 import transport_pb2, transport_pb2_grpc
-from security_server.settings import split_address
 
 __all__ = [
     "EXCHANGE_PATH",

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 import tomli_w
 
+from ruta.addresses import split_address
 from ruta.faults import Fault
 from ruta.settings import ConfigError
 from security_server.settings import (
     DEFAULT_MAX_MESSAGE_BYTES,
     SecurityServerSettings,
     is_loopback_address,
-    split_address,
 )
 
 SERVICE = "DEV/GOV/POP/registry/population.v1.PopulationRegister"
