@@ -201,14 +201,21 @@ def report(error: RutaError, *, fault_id: str | None = None) -> FaultReport:
     )
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], error: RutaError) -> NoReturn:
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    error: RutaError,
+    *,
+    fault_id: str | None = None,
+    status: grpc.StatusCode | None = None,
+) -> NoReturn:
     """Refuse the current call with ``error``: status, text, ``ruta-fault`` and ``ruta-fault-id``.
 
-    Never returns (grpc.aio raises to unwind the handler).
+    ``fault_id`` and ``status`` keep a peer's fault id and status when its refusal is passed on
+    unchanged. Never returns (grpc.aio raises to unwind the handler).
     """
-    rep = report(error)
+    rep = report(error, fault_id=fault_id)
     context.set_trailing_metadata(rep.trailing_metadata)
-    await context.abort(rep.status, rep.details)
+    await context.abort(status if status is not None else rep.status, rep.details)
     raise AssertionError("unreachable: grpc.aio abort returned")  # pragma: no cover
 
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import uuid
 from typing import Any, Final, cast
 
 import grpc
 import grpc.aio
 
-from ruta.faults import Fault, RutaError, fault_from_rpc_error
+from ruta.faults import Fault, RutaError, abort, fault_from_rpc_error
 from ruta.globalconf import GlobalConf, SecurityServer
 from ruta.globalconf.errors import GlobalConfError
 from ruta.ids import ServerId, ServiceId
@@ -41,7 +40,7 @@ from security_server.exchange import (
     ProxyError,
     SignatureChecker,
     WitnessGate,
-    refuse,
+    refuse_unexpected,
 )
 from security_server.headers import (
     MESSAGE_ID_HEADER,
@@ -172,22 +171,17 @@ class ConsumerProxy:
                     context.set_trailing_metadata(passed.metadata)
                     await context.abort(passed.status, passed.error.message)
                 outcome.fault = str(passed.error.fault)
-                await refuse(context, passed.error, fault_id=passed.fault_id, status=passed.status)
+                await abort(context, passed.error, fault_id=passed.fault_id, status=passed.status)
             except RutaError as exc:
                 outcome.fault = str(exc.fault)
-                await refuse(context, exc)
+                await abort(context, exc)
             except grpc.aio.AbortError:
                 raise
             except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
-                fault_id = str(uuid.uuid4())
-                _log.exception("consumer exchange failed unexpectedly fault_id=%s", fault_id)
                 outcome.fault = str(Fault.SERVER_CONSUMER_INTERNAL_ERROR)
-                error = ProxyError(
-                    "the security server failed unexpectedly; its operator can find the cause "
-                    "by the fault id",
-                    fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
+                await refuse_unexpected(
+                    context, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR, who="consumer"
                 )
-                await refuse(context, error, fault_id=fault_id)
 
     async def _exchange(
         self,

@@ -5,6 +5,8 @@ against the configuration in force, message-log appends, and refusals that keep 
 from __future__ import annotations
 
 import functools
+import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -14,7 +16,7 @@ import grpc
 import grpc.aio
 from cryptography import x509
 
-from ruta.faults import Fault, RutaError, report
+from ruta.faults import Fault, RutaError, abort
 from ruta.globalconf import GlobalConf
 from ruta.ids import MemberId
 from ruta.pki.certs import fingerprint
@@ -35,8 +37,10 @@ __all__ = [
     "ProxyError",
     "SignatureChecker",
     "WitnessGate",
-    "refuse",
+    "refuse_unexpected",
 ]
+
+_log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -67,21 +71,19 @@ class ProxyError(RutaError):
     default_fault = Fault.SERVER_CONSUMER_INTERNAL_ERROR
 
 
-async def refuse(
-    context: grpc.aio.ServicerContext[Any, Any],
-    error: RutaError,
-    *,
-    fault_id: str | None = None,
-    status: grpc.StatusCode | None = None,
+async def refuse_unexpected(
+    context: grpc.aio.ServicerContext[Any, Any], *, fault: Fault, who: str
 ) -> NoReturn:
-    """Refuse the call with ``error`` (``ruta-fault`` + ``ruta-fault-id``), logging one line.
-
-    ``fault_id``/``status`` keep a peer's id and status when a refusal is passed through.
-    """
-    rep = report(error, fault_id=fault_id)
-    context.set_trailing_metadata(rep.trailing_metadata)
-    await context.abort(status if status is not None else rep.status, rep.details)
-    raise AssertionError("unreachable: grpc.aio abort returned")  # pragma: no cover
+    """Refuse a call that failed on a bug: the traceback goes to this server's log under a fresh
+    fault id, the caller gets ``fault`` and the id, never the exception text."""
+    fault_id = str(uuid.uuid4())
+    _log.exception("%s exchange failed unexpectedly fault_id=%s", who, fault_id)
+    error = ProxyError(
+        f"the {who}'s security server failed unexpectedly; its operator can find the cause by "
+        "the fault id",
+        fault=fault,
+    )
+    await abort(context, error, fault_id=fault_id)
 
 
 @dataclass

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Final, cast
@@ -28,7 +27,7 @@ from typing import Any, Final, cast
 import grpc
 import grpc.aio
 
-from ruta.faults import Fault, RutaError
+from ruta.faults import Fault, RutaError, abort
 from ruta.globalconf import GlobalConf
 from ruta.globalconf.errors import GlobalConfError
 from ruta.ids import ServerId, ServiceId, SubsystemId
@@ -40,7 +39,7 @@ from security_server.exchange import (
     ProxyError,
     SignatureChecker,
     WitnessGate,
-    refuse,
+    refuse_unexpected,
 )
 from security_server.headers import (
     HeaderError,
@@ -141,19 +140,14 @@ class ProviderProxy:
                 return await self._exchange(message, context, outcome)
             except RutaError as exc:
                 outcome.fault = str(exc.fault)
-                await refuse(context, exc)
+                await abort(context, exc)
             except grpc.aio.AbortError:
                 raise
-            except Exception:  # noqa: BLE001 - a bug must not leak its text to the peer
-                fault_id = str(uuid.uuid4())
-                _log.exception("provider exchange failed unexpectedly fault_id=%s", fault_id)
+            except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
                 outcome.fault = str(Fault.SERVER_PROVIDER_INTERNAL_ERROR)
-                error = ProxyError(
-                    "the provider's security server failed unexpectedly; its operator can find "
-                    "the cause by the fault id",
-                    fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR,
+                await refuse_unexpected(
+                    context, fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR, who="provider"
                 )
-                await refuse(context, error, fault_id=fault_id)
 
     async def _exchange(
         self,
