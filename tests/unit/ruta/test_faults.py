@@ -123,3 +123,37 @@ async def test_abort_puts_fault_on_the_wire(fault: Fault) -> None:
         assert uuid.UUID(fault_id)
     finally:
         await server.stop(None)
+
+
+async def test_abort_passes_a_peers_fault_id_and_status_on() -> None:
+    """A refusal relayed from a peer keeps the peer's fault id and gRPC status."""
+
+    async def handle(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await abort(
+            context,
+            RutaError("relayed", fault=Fault.SERVER_PROVIDER_ACCESS_DENIED),
+            fault_id="11111111-2222-3333-4444-555555555555",
+            status=grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
+
+    handler = grpc.method_handlers_generic_handler(
+        "test.Relay", {"Call": grpc.unary_unary_rpc_method_handler(handle)}
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                "/test.Relay/Call"
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(b"")
+        assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert fault_from_rpc_error(info.value) == (
+            Fault.SERVER_PROVIDER_ACCESS_DENIED,
+            "11111111-2222-3333-4444-555555555555",
+        )
+    finally:
+        await server.stop(None)
