@@ -254,15 +254,23 @@ def _emit(
         click.echo("\t".join(cells))
 
 
-async def _pages(fetch: Callable[[str], Awaitable[tuple[list[_T], str]]], limit: int) -> list[_T]:
-    items: list[_T] = []
-    token = ""
-    while len(items) < limit:
-        page, token = await fetch(token)
-        items.extend(page)
-        if not token:
-            break
-    return items[:limit]
+def _list(
+    target: _Target, limit: int, page: Callable[[Stub, str], Awaitable[tuple[list[_T], str]]]
+) -> list[_T]:
+    """Up to ``limit`` records of a paged List call; ``page(stub, token)`` fetches one page and
+    returns its records and the next page's token ("" after the last)."""
+
+    async def action(stub: Stub) -> list[_T]:
+        items: list[_T] = []
+        token = ""
+        while len(items) < limit:
+            records, token = await page(stub, token)
+            items.extend(records)
+            if not token:
+                break
+        return items[:limit]
+
+    return _run(target, action)
 
 
 def _page_size(limit: int) -> int:
@@ -308,18 +316,15 @@ def member_add(target: _Target, member_id: str, name: str) -> None:
 def member_list(target: _Target, limit: int) -> None:
     """List members."""
 
-    async def action(stub: Stub) -> list[registry_pb2.MemberRecord]:
-        async def fetch(token: str) -> tuple[list[registry_pb2.MemberRecord], str]:
-            r = await call(
-                stub.ListMembers(
-                    registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token)
-                )
+    async def page(stub: Stub, token: str) -> tuple[list[registry_pb2.MemberRecord], str]:
+        r = await call(
+            stub.ListMembers(
+                registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token)
             )
-            return list(r.members), r.next_page_token
+        )
+        return list(r.members), r.next_page_token
 
-        return await _pages(fetch, limit)
-
-    records = _run(target, action)
+    records = _list(target, limit, page)
     _emit(target, [_member_json(m) for m in records], ("id", "name"), one=False)
 
 
@@ -349,18 +354,15 @@ def subsystem_list(target: _Target, member: str | None, limit: int) -> None:
     """List subsystems."""
     extra = _member_filter(member)
 
-    async def action(stub: Stub) -> list[registry_pb2.SubsystemRecord]:
-        async def fetch(token: str) -> tuple[list[registry_pb2.SubsystemRecord], str]:
-            r = await call(
-                stub.ListSubsystems(
-                    registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token, **extra)
-                )
+    async def page(stub: Stub, token: str) -> tuple[list[registry_pb2.SubsystemRecord], str]:
+        r = await call(
+            stub.ListSubsystems(
+                registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token, **extra)
             )
-            return list(r.subsystems), r.next_page_token
+        )
+        return list(r.subsystems), r.next_page_token
 
-        return await _pages(fetch, limit)
-
-    records = _run(target, action)
+    records = _list(target, limit, page)
     _emit(target, [_subsystem_json(s) for s in records], ("id",), one=False)
 
 
@@ -447,18 +449,15 @@ def server_list(target: _Target, member: str | None, limit: int) -> None:
     """List security servers."""
     extra = _member_filter(member)
 
-    async def action(stub: Stub) -> list[registry_pb2.ServerRecord]:
-        async def fetch(token: str) -> tuple[list[registry_pb2.ServerRecord], str]:
-            r = await call(
-                stub.ListServers(
-                    registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token, **extra)
-                )
+    async def page(stub: Stub, token: str) -> tuple[list[registry_pb2.ServerRecord], str]:
+        r = await call(
+            stub.ListServers(
+                registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token, **extra)
             )
-            return list(r.servers), r.next_page_token
+        )
+        return list(r.servers), r.next_page_token
 
-        return await _pages(fetch, limit)
-
-    records = _run(target, action)
+    records = _list(target, limit, page)
     _emit(
         target, [_server_json(s) for s in records], ("id", "address", "auth_cert_sha256"), one=False
     )
@@ -558,18 +557,15 @@ def service_list(target: _Target, member: str | None, limit: int) -> None:
     """List services."""
     extra = _member_filter(member)
 
-    async def action(stub: Stub) -> list[registry_pb2.ServiceRecord]:
-        async def fetch(token: str) -> tuple[list[registry_pb2.ServiceRecord], str]:
-            r = await call(
-                stub.ListServices(
-                    registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token, **extra)
-                )
+    async def page(stub: Stub, token: str) -> tuple[list[registry_pb2.ServiceRecord], str]:
+        r = await call(
+            stub.ListServices(
+                registry_pb2.ListRequest(page_size=_page_size(limit), page_token=token, **extra)
             )
-            return list(r.services), r.next_page_token
+        )
+        return list(r.services), r.next_page_token
 
-        return await _pages(fetch, limit)
-
-    records = _run(target, action)
+    records = _list(target, limit, page)
     _emit(target, [_service_json(s) for s in records], ("id", "methods", "description"), one=False)
 
 
@@ -668,20 +664,17 @@ def contract_list(target: _Target, member: str | None, state: str | None, limit:
     """List contracts (a member's administrator sees its member's)."""
     extra = _member_filter(member)
 
-    async def action(stub: Stub) -> list[registry_pb2.ContractRecord]:
-        async def fetch(token: str) -> tuple[list[registry_pb2.ContractRecord], str]:
-            r = await call(
-                stub.ListContracts(
-                    registry_pb2.ListContractsRequest(
-                        page_size=_page_size(limit), page_token=token, state=state or "", **extra
-                    )
+    async def page(stub: Stub, token: str) -> tuple[list[registry_pb2.ContractRecord], str]:
+        r = await call(
+            stub.ListContracts(
+                registry_pb2.ListContractsRequest(
+                    page_size=_page_size(limit), page_token=token, state=state or "", **extra
                 )
             )
-            return list(r.contracts), r.next_page_token
+        )
+        return list(r.contracts), r.next_page_token
 
-        return await _pages(fetch, limit)
-
-    records = _run(target, action)
+    records = _list(target, limit, page)
     _emit(target, [_contract_json(c) for c in records], _CONTRACT_COLUMNS, one=False)
 
 
@@ -700,20 +693,17 @@ def audit() -> None:
 def audit_list(target: _Target, after: int, limit: int) -> None:
     """List audit-trail entries in order (who, what, when, before/after)."""
 
-    async def action(stub: Stub) -> list[registry_pb2.AuditRecord]:
-        async def fetch(token: str) -> tuple[list[registry_pb2.AuditRecord], str]:
-            r = await call(
-                stub.ListAuditTrail(
-                    registry_pb2.ListAuditRequest(
-                        page_size=_page_size(limit), after_seq=int(token or after)
-                    )
+    async def page(stub: Stub, token: str) -> tuple[list[registry_pb2.AuditRecord], str]:
+        r = await call(
+            stub.ListAuditTrail(
+                registry_pb2.ListAuditRequest(
+                    page_size=_page_size(limit), after_seq=int(token or after)
                 )
             )
-            return list(r.entries), str(r.next_after_seq) if r.next_after_seq else ""
+        )
+        return list(r.entries), str(r.next_after_seq) if r.next_after_seq else ""
 
-        return await _pages(fetch, limit)
-
-    records = _run(target, action)
+    records = _list(target, limit, page)
     _emit(
         target,
         [_audit_json(e) for e in records],
