@@ -6,17 +6,21 @@ metadata (bounded), refuses a body over the size limit before anything is signed
 the backend (mTLS client certificate naming its subsystem, or plaintext loopback where the config
 allows it), checks the configuration in force (fails closed once expired) and the contract (fail
 fast; the provider enforces it), connects over pinned mTLS to the first reachable server the
-provider's member lists, builds and signs the request header once (naming that server), logs the
-signed request **before** sending it, sends it to that server's ``Transport.Exchange`` within
-the caller's deadline, verifies the signed response (signature, signer is the
-provider's member, bound to this request by ``request_hash``, same message id), logs it, and only
-then returns the body with trailing metadata ``ruta-message-id`` and ``ruta-request-hash``.
+provider's member lists, builds and signs the request header once (naming that server), sends it
+to that server's ``Transport.Exchange`` within the caller's deadline, verifies the signed response
+(signature, signer is the provider's member, bound to this request by ``request_hash``, same
+message id), logs the request and the response together in one transaction, and only then
+returns the body with trailing metadata ``ruta-message-id`` and ``ruta-request-hash``. An
+exchange that ends any other way after the request was sent (refusal, network error, bad
+response, the caller's deadline) still logs the request, alone, before the refusal goes back
+(docs/adr/0009).
 
 A provider's refusal reaches the backend unchanged: same fault code, status and fault id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -226,7 +230,7 @@ class ConsumerProxy:
         signature = self._identity.sign(
             header_bytes, staple=staple, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR
         )
-        await self._recorder.record(
+        sent = self._recorder.entry(
             Direction.SENT,
             header=header_bytes,
             signature=signature,
@@ -234,28 +238,43 @@ class ConsumerProxy:
             body=body,
         )
         digest = request_hash(header_bytes, signature.value)
-        response = await self._send(
-            provider,
-            channel,
-            transport_pb2.SignedMessage(header=header_bytes, body=body, signature=signature),
-            context,
-        )
-        response_header = self._check_response(response, header, digest, provider.id)
-        certificate = self._checker.verify(
-            conf,
-            response.header,
-            response.signature,
-            claimed_member=call.service.member,
-            signed_at=created_at_of(response_header),
-            fault=_BAD_RESPONSE,
-        )
-        await self._recorder.record(
-            Direction.RECEIVED,
-            header=response.header,
-            signature=response.signature,
-            certificate=certificate,
-            body=response.body,
-        )
+        # The request is logged together with its response, in one transaction, once the
+        # response checks out (docs/adr/0009); when the exchange ends any other way after
+        # sending, it is logged alone before the refusal goes back.
+        answered = False
+        try:
+            response = await self._send(
+                provider,
+                channel,
+                transport_pb2.SignedMessage(header=header_bytes, body=body, signature=signature),
+                context,
+            )
+            response_header = self._check_response(response, header, digest, provider.id)
+            certificate = self._checker.verify(
+                conf,
+                response.header,
+                response.signature,
+                claimed_member=call.service.member,
+                signed_at=created_at_of(response_header),
+                fault=_BAD_RESPONSE,
+            )
+            received = self._recorder.entry(
+                Direction.RECEIVED,
+                header=response.header,
+                signature=response.signature,
+                certificate=certificate,
+                body=response.body,
+            )
+            answered = True
+            await self._recorder.append([sent, received])
+        except asyncio.CancelledError:
+            if not answered:
+                self._recorder.append_soon([sent])
+            raise
+        except Exception:
+            if not answered:
+                await self._recorder.append([sent])
+            raise
         outcome.response_bytes = len(response.body)
         exchanged = ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
         if response_header.status_code != grpc.StatusCode.OK.value[0]:

@@ -4,10 +4,11 @@ against the configuration in force, message-log appends, and refusals that keep 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol
@@ -143,6 +144,52 @@ class ExchangeRecorder:
     fault: Fault
     #: Subsystems (text form) in metadata-only mode: their exchanges are logged without bodies.
     metadata_only: frozenset[str] = frozenset()
+    #: Appends scheduled by :meth:`append_soon` and not yet finished (kept from the collector).
+    _pending: set[asyncio.Task[None]] = field(
+        default_factory=set, init=False, repr=False, compare=False
+    )
+
+    def entry(
+        self,
+        direction: Direction,
+        *,
+        header: bytes,
+        signature: transport_pb2.Signature,
+        certificate: x509.Certificate,
+        body: bytes,
+    ) -> LogEntry:
+        """The log entry of one signed message (without its body for a metadata-only
+        subsystem). Raises :class:`ProxyError` (``logging_failed``) if it cannot be logged."""
+        try:
+            entry = LogEntry.from_signed(
+                direction=direction,
+                header=header,
+                signature=signature.SerializeToString(deterministic=True),
+                certificate_fingerprint=_fingerprint(certificate),
+                body=body,
+            )
+        except LogError as exc:
+            raise self._failed(exc) from None
+        if self.metadata_only and self._metadata_only(entry):
+            entry = replace(entry, body=None)
+        return entry
+
+    async def append(
+        self, entries: Sequence[LogEntry], *, claim: MessageClaim | None = None
+    ) -> None:
+        """Append ``entries`` as consecutive leaves in one group transaction (with ``claim``,
+        atomically refusing a replayed id) and return once they are durable.
+
+        Raises :class:`~security_server.log.ReplayedMessageError` for a replay and
+        :class:`ProxyError` (``logging_failed``) when the log cannot store them; nothing is
+        acknowledged then.
+        """
+        try:
+            await self.log.append(entries, claim=claim, fault=self.fault)
+        except LogError as exc:
+            if exc.fault in (Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,):
+                raise
+            raise self._failed(exc) from None
 
     async def record(
         self,
@@ -154,30 +201,32 @@ class ExchangeRecorder:
         body: bytes,
         claim: MessageClaim | None = None,
     ) -> None:
-        """Append one signed message (with ``claim``, atomically refusing a replayed id).
+        """Append one signed message (with ``claim``, atomically refusing a replayed id); see
+        :meth:`append`."""
+        entry = self.entry(
+            direction, header=header, signature=signature, certificate=certificate, body=body
+        )
+        await self.append([entry], claim=claim)
 
-        Raises :class:`~security_server.log.ReplayedMessageError` for a replay and
-        :class:`ProxyError` (``logging_failed``) when the log cannot store it; nothing is
-        acknowledged then.
-        """
+    def append_soon(self, entries: Sequence[LogEntry]) -> None:
+        """Append ``entries`` without waiting: for a message already sent whose exchange ended
+        without an answer to log with it (the caller's deadline cancelled the handler). The
+        writer stores them with its next group; a failure is this server's log line."""
+        task = asyncio.get_running_loop().create_task(self._append_detached(entries))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _append_detached(self, entries: Sequence[LogEntry]) -> None:
         try:
-            entry = LogEntry.from_signed(
-                direction=direction,
-                header=header,
-                signature=signature.SerializeToString(deterministic=True),
-                certificate_fingerprint=_fingerprint(certificate),
-                body=body,
-            )
-            if self.metadata_only and self._metadata_only(entry):
-                entry = replace(entry, body=None)
-            await self.log.append([entry], claim=claim, fault=self.fault)
-        except LogError as exc:
-            if exc.fault in (Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,):
-                raise
-            raise ProxyError(
-                f"the message could not be written to the message log: {exc.message}",
-                fault=self.fault,
-            ) from None
+            await self.append(entries)
+        except RutaError as exc:
+            _log.error("a sent message could not be logged: %s", exc.message)
+
+    def _failed(self, exc: LogError) -> ProxyError:
+        return ProxyError(
+            f"the message could not be written to the message log: {exc.message}",
+            fault=self.fault,
+        )
 
     def _metadata_only(self, entry: LogEntry) -> bool:
         provider = entry.service.rsplit("/", 1)[0]

@@ -1,0 +1,110 @@
+"""What the consumer server's message log holds for each way an exchange can end (docs/adr/0009).
+
+An answered exchange: the request and the response, consecutive, written in one transaction
+before the answer goes back. An exchange that ends any other way after the request was sent (a
+provider refusal, the caller's deadline): the request alone. Real servers, real gRPC over mTLS,
+real SQLite logs (bed.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from ruta.examples.population import SLOW_NATIONAL_ID, encode_get_person
+from security_server.log import MessageLog
+from tests.integration.security_server.bed import (
+    POP,
+    SOC,
+    Bed,
+    bed,
+    call_metadata,
+    consumer_refusal,
+    get_person,
+)
+
+pytestmark = pytest.mark.integration
+
+PERSON = encode_get_person("38001010001")
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Bed]:
+    async with bed(tmp_path) as instance:
+        await instance.start_server(POP)
+        await instance.start_server(SOC)
+        yield instance
+
+
+def _log(instance: Bed) -> MessageLog:
+    app = instance.agencies[SOC].app
+    assert app is not None
+    assert app.log is not None
+    return app.log
+
+
+def _with_id(message_id: str) -> tuple[tuple[str, str], ...]:
+    return call_metadata(extra=(("ruta-message-id", message_id),))
+
+
+async def _logged(log: MessageLog, message_id: str) -> list[tuple[str, str, int, object]]:
+    page = await log.query(message_id=message_id)
+    return [(r.direction.name, str(r.kind), r.seq, r.logged_at) for r in page.records]
+
+
+async def test_answered_exchange_logs_request_and_response_in_one_transaction(
+    running: Bed,
+) -> None:
+    log = _log(running)
+    async with running.consumer_channel(SOC) as channel:
+        await get_person(channel)(PERSON, metadata=call_metadata())  # warm: channel, OCSP
+        before = log.stats.transactions
+        message_id = str(uuid.uuid4())
+        await get_person(channel)(PERSON, metadata=_with_id(message_id))
+        after = log.stats.transactions
+    records = await _logged(log, message_id)
+    assert [(direction, kind) for direction, kind, _, _ in records] == [
+        ("SENT", "request"),
+        ("RECEIVED", "response"),
+    ]
+    (_, _, request_seq, request_at), (_, _, response_seq, response_at) = records
+    assert response_seq == request_seq + 1
+    assert request_at == response_at  # one group: one logged_at
+    assert after - before == 1
+
+
+async def test_request_refused_by_the_provider_is_logged_alone(running: Bed) -> None:
+    log = _log(running)
+    message_id = str(uuid.uuid4())
+    async with running.consumer_channel(SOC) as channel:
+        await get_person(channel)(PERSON, metadata=_with_id(message_id))
+    code, fault = await consumer_refusal(running, metadata=_with_id(message_id))
+    assert (code, fault) == (grpc.StatusCode.ALREADY_EXISTS, "server.provider.replayed_message")
+    # The answered first use (request, response) and the refused replay (request only).
+    assert [(d, k) for d, k, _, _ in await _logged(log, message_id)] == [
+        ("SENT", "request"),
+        ("RECEIVED", "response"),
+        ("SENT", "request"),
+    ]
+
+
+async def test_request_whose_caller_gave_up_is_logged_alone(running: Bed) -> None:
+    log = _log(running)
+    message_id = str(uuid.uuid4())
+    code, _ = await consumer_refusal(
+        running,
+        body=encode_get_person(SLOW_NATIONAL_ID),
+        metadata=_with_id(message_id),
+        deadline=1.0,
+    )
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(100):  # the cancelled handler hands the append to the writer
+        if await _logged(log, message_id):
+            break
+        await asyncio.sleep(0.05)
+    assert [(d, k) for d, k, _, _ in await _logged(log, message_id)] == [("SENT", "request")]
