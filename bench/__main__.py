@@ -5,6 +5,7 @@
     python -m bench --exchange      # only direct vs bus
     python -m bench --quick         # tiny call counts: proves the harness works
     python -m bench --profile DIR   # also sample both security servers with py-spy into DIR
+    python -m bench --no-relay      # skip the relay floor (two bare relays, no trust)
 
 The older stand-alone scripts stay where they were: ``bench/globalconf.py`` (issue 4's full size),
 ``bench/log_append.py`` and ``bench/log_proofs.py`` (the message log at 1M leaves).
@@ -43,6 +44,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--workdir", type=Path, default=None, help="keep data files here")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the servers into DIR")
+    parser.add_argument(
+        "--no-relay",
+        dest="relay",
+        action="store_false",
+        help="skip the relay floor (two bare relays in place of the two servers)",
+    )
     return parser.parse_args(argv)
 
 
@@ -58,6 +65,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         warmup={c: max(1, int(n * scale)) for c, n in warmup.items()},
         workdir=args.workdir,
         profile_dir=args.profile,
+        relay=args.relay,
     )
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import signal
 from pathlib import Path
 from typing import Any, Final
 
 import grpc
 import grpc.aio
 from google.protobuf import descriptor_pb2
+
+from ruta.readiness import stop_event, write_ready_file
 
 __all__ = ["ECHO_PATH", "MAX_ECHO_BYTES", "METHOD", "SERVICE_NAME", "file_descriptor_set", "serve"]
 
@@ -68,19 +68,14 @@ async def serve(listen: str, ready_file: Path | None) -> None:
         ("grpc.max_receive_message_length", MAX_ECHO_BYTES),
         ("grpc.max_send_message_length", MAX_ECHO_BYTES),
     ]
+    stop = stop_event()
     server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((_handler(),))
     port = server.add_insecure_port(listen)
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     if ready_file is not None:
         host = listen.rpartition(":")[0]
-        tmp = ready_file.with_name(ready_file.name + ".tmp")
-        tmp.write_text(json.dumps({"address": f"{host}:{port}", "pid": os.getpid()}))
-        tmp.replace(ready_file)
+        write_ready_file(ready_file, {"address": f"{host}:{port}", "pid": os.getpid()})
     try:
         await stop.wait()
     finally:

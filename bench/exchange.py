@@ -9,10 +9,18 @@ a registry publisher serving a signed global configuration, a witness, the echo 
 logging every message durably (SQLite, WAL, ``synchronous=FULL``), with witness-cosigned
 checkpoints. The CA, OCSP responder, registry and witness run in this harness process.
 
+The relay floor: two bare pass-through relays (:mod:`bench.relay`, each its own process, no
+signing, no logging, no checks) chained like the two servers, load generator -> relay 1
+(plaintext loopback) -> mutual TLS -> relay 2 -> echo backend (plaintext loopback), with
+throwaway certificates of their own. What the bus costs beyond them is the price of trust; what
+they cost beyond direct is the price of the two extra hops.
+
 Each case (payload, concurrency) runs the load generator (:mod:`bench.loadgen`, its own process)
-twice, against the echo backend (direct) and against the consumer server's port (bus), and
-records throughput, latency percentiles, CPU seconds per exchange of every process (from
-``/proc/PID/stat`` around the measured calls only) and each server's peak memory (``VmHWM``).
+three times, against the echo backend (direct), against relay 1 (relay; skipped with
+``BenchConfig.relay`` false) and against the consumer server's port (bus), and records
+throughput, latency percentiles, CPU seconds per exchange of every process (from
+``/proc/PID/stat`` around the measured calls only) and each server's and relay's peak memory
+(``VmHWM``).
 At the end the servers are stopped and their message logs counted: every answered bus call must
 be in both logs, twice (request and response).
 """
@@ -39,6 +47,7 @@ from typing import Any, Final
 
 from bench.echo import ECHO_PATH, METHOD, SERVICE_NAME, file_descriptor_set
 from ruta.ids import ServerId
+from ruta.pki.testing import TestPki
 from ruta.v1 import globalconf_pb2
 from security_server.server import READY_FILE
 from security_server.settings import DEFAULT_MAX_MESSAGE_BYTES
@@ -77,6 +86,8 @@ class BenchConfig:
     #: Sample both security servers with py-spy during each measured bus run and write the
     #: collapsed stacks here (``consumer_ss-512-c64.txt`` ...; ``python -m bench.flame``).
     profile_dir: Path | None = None
+    #: Also run every case through two bare relays (the relay floor; ``bench/relay.py``).
+    relay: bool = True
 
     def count(self, table: Mapping[int, int], payload: int, concurrency: int) -> int:
         base = table.get(concurrency, max(table.values()))
@@ -417,9 +428,59 @@ async def _line(stream: asyncio.StreamReader) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _instance(directory: Path, config: BenchConfig) -> AsyncIterator[tuple[BenchBed, int]]:
-    """The bed with the echo backend and both servers running; yields the bed and the echo pid.
-    Stops every process it started, whatever happens."""
+async def _relays(directory: Path, echo_address: str) -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """Relay 2 (mutual TLS server, forwarding to the echo backend in plaintext) and relay 1
+    (plaintext loopback server, calling relay 2 with a client certificate), each in its own
+    process group; yields relay 1's address and both pids. Stops both, whatever happens."""
+    pki = TestPki(directory / "relay-pki")
+    first = pki.auth("DEV/GOV/SOC/relay1")
+    second = pki.auth("DEV/GOV/POP/relay2")
+    log = directory / "relay.log"
+    pids: dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        address = echo_address
+        for name, tls in (
+            (
+                "relay2",
+                [
+                    *("--tls-cert", str(second.cert_path), "--tls-key", str(second.key_path)),
+                    *("--tls-client-ca", str(pki.trust_path)),
+                ],
+            ),
+            (
+                "relay1",
+                [
+                    *("--target-ca", str(pki.trust_path), "--target-cert", str(first.cert_path)),
+                    *("--target-key", str(first.key_path)),
+                ],
+            ),
+        ):
+            ready = directory / f"{name}.ready.json"
+            ready.unlink(missing_ok=True)
+            argv = [sys.executable, "-m", "bench.relay", "--listen", "127.0.0.1:0"]
+            argv += ["--target", address, "--ready-file", str(ready), *tls]
+            process = stack.enter_context(_process_group(argv, stderr=log))
+            await _wait_ready(ready, process, log)
+            address = json.loads(ready.read_text())["address"]
+            pids[name] = process.pid
+        yield address, pids
+
+
+@dataclass(frozen=True)
+class Running:
+    """What :func:`_instance` started: the bed (with both servers), the echo backend's pid, and
+    relay 1's address and both relays' pids (empty without the relay floor)."""
+
+    bed: BenchBed
+    echo_pid: int
+    relay_address: str
+    relay_pids: dict[str, int]
+
+
+@contextlib.asynccontextmanager
+async def _instance(directory: Path, config: BenchConfig) -> AsyncIterator[Running]:
+    """The bed with the echo backend, the two relays (unless ``config.relay`` is false) and both
+    servers running. Stops every process it started, whatever happens."""
     instance = BenchBed(directory)
     try:
         await instance.build()
@@ -430,19 +491,48 @@ async def _instance(directory: Path, config: BenchConfig) -> AsyncIterator[tuple
         ) as echo:
             await _wait_ready(ready, echo, directory / "echo.log")
             instance.echo_address = json.loads(ready.read_text())["address"]
-            instance.publish()
-            for server in (POP, SOC):
-                await instance.spawn(server)
-            yield instance, echo.pid
+            async with contextlib.AsyncExitStack() as relays:
+                relay_address, relay_pids = (
+                    await relays.enter_async_context(_relays(directory, instance.echo_address))
+                    if config.relay
+                    else ("", {})
+                )
+                instance.publish()
+                for server in (POP, SOC):
+                    await instance.spawn(server)
+                yield Running(instance, echo.pid, relay_address, relay_pids)
     finally:
         await instance.close()
 
 
+def _relay_fields(direct: RunResult, relay: RunResult, bus: RunResult) -> dict[str, Any]:
+    """The relay floor's columns of a case row: the hops' price (relay vs direct) and trust's
+    price (bus vs relay)."""
+    d, r, b = direct.load, relay.load, bus.load
+    return {
+        "relay_rps": round(r["rps"], 1),
+        "relay_ratio": round(r["rps"] / d["rps"], 3) if d["rps"] else 0.0,
+        "relay_p50_ms": round(r["p50_ms"], 3),
+        "relay_added_p50_ms": round(r["p50_ms"] - d["p50_ms"], 3),
+        "relay_p99_ms": round(r["p99_ms"], 3),
+        "relay_errors": r["errors"],
+        "relay_warmup_errors": r["warmup_errors"],
+        "relay_error_samples": r["error_samples"],
+        "trust_ratio": round(b["rps"] / r["rps"], 3) if r["rps"] else 0.0,
+        "trust_added_p50_ms": round(b["p50_ms"] - r["p50_ms"], 3),
+    }
+
+
 def _case_row(
-    payload: int, concurrency: int, direct: RunResult, bus: RunResult, memory: dict[str, float]
+    payload: int,
+    concurrency: int,
+    direct: RunResult,
+    bus: RunResult,
+    memory: dict[str, float],
+    relay: RunResult | None = None,
 ) -> dict[str, Any]:
     d, b = direct.load, bus.load
-    return {
+    row = {
         "payload": payload,
         "concurrency": concurrency,
         "calls": b["calls"],
@@ -469,6 +559,15 @@ def _case_row(
         },
         "peak_rss_mib": {k: round(v, 1) for k, v in memory.items()},
     }
+    if relay is not None:
+        row.update(_relay_fields(direct, relay, bus))
+        row["cpu_ms_per_exchange"]["relay"] = {
+            k: round(v, 4) for k, v in relay.cpu_per_call_ms.items()
+        }
+        row["of_which_kernel_ms"]["relay"] = {
+            k: round(v, 4) for k, v in relay.sys_per_call_ms.items()
+        }
+    return row
 
 
 def _count_logged(db: Path) -> int:
@@ -489,7 +588,10 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
         cases: list[dict[str, Any]] = []
         bus_calls = 0
         started = time.monotonic()
-        async with _instance(directory, config) as (instance, echo_pid):
+        async with _instance(directory, config) as running:
+            instance, echo_pid = running.bed, running.echo_pid
+            relay_address, relay_pids = running.relay_address, running.relay_pids
+            watched_relay = {"backend": echo_pid, **relay_pids}
             consumer = instance.agencies[SOC].addresses
             provider = instance.agencies[POP].addresses
             watched_direct = {"backend": echo_pid}
@@ -519,6 +621,20 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                         warmup=warmup,
                         stderr=log,
                     )
+                    relay = (
+                        await _run_load(
+                            target=relay_address,
+                            metadata=(),
+                            watched=watched_relay,
+                            payload=payload,
+                            concurrency=concurrency,
+                            calls=calls,
+                            warmup=warmup,
+                            stderr=log,
+                        )
+                        if config.relay
+                        else None
+                    )
                     sample = (
                         {
                             name: config.profile_dir / f"{name}-{payload}-c{concurrency}.txt"
@@ -541,17 +657,29 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                     bus_calls += bus.load["ok"] + bus.load["warmup_ok"]
                     memory = {
                         name: peak_rss_mib(pid)
-                        for name, pid in watched_bus.items()
+                        for name, pid in {**watched_bus, **relay_pids}.items()
                         if name != "harness"
                     }
-                    row = _case_row(payload, concurrency, direct, bus, memory)
+                    row = _case_row(payload, concurrency, direct, bus, memory, relay)
                     cases.append(row)
+                    errors = [*row["error_samples"], *row.get("relay_error_samples", [])]
                     progress(
                         f"payload {payload:>6} B  concurrency {concurrency:>3}: "
                         f"direct {row['direct_rps']:>8.1f}/s p50 {row['direct_p50_ms']:.2f} ms   "
-                        f"bus {row['bus_rps']:>8.1f}/s p50 {row['bus_p50_ms']:.2f} ms   "
+                        + (
+                            f"relay {row['relay_rps']:>8.1f}/s p50 {row['relay_p50_ms']:.2f} ms   "
+                            if relay is not None
+                            else ""
+                        )
+                        + f"bus {row['bus_rps']:>8.1f}/s p50 {row['bus_p50_ms']:.2f} ms   "
                         f"ratio {row['ratio']:.2f}  added p50 {row['added_p50_ms']:.2f} ms"
-                        + (f"  ERRORS {row['error_samples']}" if row["error_samples"] else "")
+                        + (
+                            f"  relay ratio {row['relay_ratio']:.2f}  bus/relay "
+                            f"{row['trust_ratio']:.2f}"
+                            if relay is not None
+                            else ""
+                        )
+                        + (f"  ERRORS {errors}" if errors else "")
                     )
         # The servers are stopped now (logs flushed): every bus call must be in both logs.
         logged = {
@@ -570,6 +698,13 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                     "consumer ss (plaintext loopback port) -> mTLS -> provider ss -> backend; "
                     "ECDSA P-256 signatures with stapled OCSP, full verification, SQLite WAL "
                     "synchronous=FULL message logs with group commit, witness cosigned checkpoints"
+                ),
+                "relay": (
+                    "relay floor: relay1 (plaintext loopback port) -> mTLS -> relay2 -> "
+                    "backend; bench.relay, bare grpc.aio pass-through of raw bytes on uvloop, "
+                    "no signing, no logging, no checks"
+                    if config.relay
+                    else "not run (--no-relay)"
                 ),
                 "ss_log_level": "warning (the CLI default; info adds a line per exchange)",
                 "calls": dict(config.calls),

@@ -19,6 +19,40 @@ def _cpu(row: dict[str, Any], mode: str, name: str) -> str:
     return f"{value:.2f}" if kernel is None else f"{value:.2f} ({kernel:.2f})"
 
 
+def _relay_cpu(row: dict[str, Any]) -> str:
+    if "relay" not in row["cpu_ms_per_exchange"]:
+        return ""
+    return f"{_cpu(row, 'relay', 'relay1')} / {_cpu(row, 'relay', 'relay2')}"
+
+
+def _hops_vs_trust(cases: list[dict[str, Any]]) -> list[str]:
+    """The relay floor: what two bare hops cost (relay vs direct) and what trust costs on top
+    (bus vs relay). Empty when the run had no relay (``--no-relay``)."""
+    rows = [row for row in cases if "relay_rps" in row]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "The price of the hops vs the price of trust: the relay floor is two bare grpc.aio "
+        "pass-through relays in place of the two servers (plaintext loopback in and out, mutual "
+        "TLS between them; no signing, no logging, no checks):",
+        "",
+        "| payload | conc. | direct rps | relay rps | bus rps | relay / direct | bus / relay "
+        "| relay added p50 ms | bus added p50 ms | trust added p50 ms (bus - relay) "
+        "| relay p99 ms | relay errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines.extend(
+        f"| {_size(row['payload'])} | {row['concurrency']} | {row['direct_rps']:.0f} "
+        f"| {row['relay_rps']:.0f} | {row['bus_rps']:.0f} | {row['relay_ratio']:.2f} "
+        f"| {row['trust_ratio']:.2f} | {row['relay_added_p50_ms']:.2f} "
+        f"| {row['added_p50_ms']:.2f} | {row['trust_added_p50_ms']:.2f} "
+        f"| {row['relay_p99_ms']:.2f} | {row['relay_errors']} |"
+        for row in rows
+    )
+    return lines
+
+
 def _exchange(result: dict[str, Any]) -> list[str]:
     machine = result["machine"]
     setup = result["setup"]
@@ -42,15 +76,16 @@ def _exchange(result: dict[str, Any]) -> list[str]:
         f"| {row['bus_p99_ms']:.2f} | {row['direct_errors'] + row['bus_errors']} |"
         for row in result["cases"]
     )
+    lines += _hops_vs_trust(result["cases"])
     lines += [
         "",
         "CPU milliseconds per exchange, user + kernel (kernel in brackets), measured calls "
         "only; peak RSS in MiB since start:",
         "",
         "| payload | conc. | direct: backend | direct: loadgen | bus: consumer ss "
-        "| bus: provider ss | bus: backend | bus: loadgen | bus: harness | peak MiB consumer "
-        "/ provider / backend |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| bus: provider ss | bus: backend | bus: loadgen | bus: harness | relay: relay1 "
+        "/ relay2 | peak MiB consumer / provider / backend |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in result["cases"]:
         mem = row["peak_rss_mib"]
@@ -60,6 +95,7 @@ def _exchange(result: dict[str, Any]) -> list[str]:
             f"| {_cpu(row, 'bus', 'consumer_ss')} | {_cpu(row, 'bus', 'provider_ss')} "
             f"| {_cpu(row, 'bus', 'backend')} | {_cpu(row, 'bus', 'loadgen')} "
             f"| {_cpu(row, 'bus', 'harness')} "
+            f"| {_relay_cpu(row)} "
             f"| {mem.get('consumer_ss', 0):.0f} / {mem.get('provider_ss', 0):.0f} "
             f"/ {mem.get('backend', 0):.0f} |"
         )

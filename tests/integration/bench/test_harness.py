@@ -1,10 +1,12 @@
 """The benchmark harness runs end to end with tiny call counts: real echo backend, real
-``ruta ss serve`` processes, a separate load generator, results written. Asserts shape and
-completeness (every call answered, every bus call in both message logs), never a time."""
+``ruta ss serve`` processes, the two bare relays of the relay floor, a separate load generator,
+results written. Asserts shape and completeness (every call answered, every bus call in both
+message logs, no relay left running), never a time."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,17 @@ from bench.__main__ import main
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
+    work = tmp_path / "work"
     code = main(
         [
             "--quick",
@@ -27,10 +38,15 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
             "--out",
             str(out),
             "--workdir",
-            str(tmp_path / "work"),
+            str(work),
         ]
     )
     assert code == 0
+    relay_pids = [
+        json.loads((work / f"{name}.ready.json").read_text())["pid"]
+        for name in ("relay1", "relay2")
+    ]
+    assert not [pid for pid in relay_pids if _running(pid)]
     result = json.loads((out / "latest.json").read_text())
     assert {"cpu_model", "cores", "python", "grpcio"} <= set(result["machine"])
     cases = result["cases"]
@@ -46,6 +62,21 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
             case["cpu_ms_per_exchange"]["bus"]
         )
         assert case["peak_rss_mib"]["consumer_ss"] > 0
+        assert case["relay_errors"] == 0
+        assert case["relay_rps"] > 0
+        for key in (
+            "relay_ratio",
+            "relay_p50_ms",
+            "relay_added_p50_ms",
+            "relay_p99_ms",
+            "trust_ratio",
+            "trust_added_p50_ms",
+        ):
+            assert key in case
+        assert {"relay1", "relay2", "backend", "loadgen"} <= set(
+            case["cpu_ms_per_exchange"]["relay"]
+        )
+        assert case["peak_rss_mib"]["relay1"] > 0
     logged = result["logged"]
     assert logged["DEV/GOV/SOC/ss1"] == logged["expected_per_log"]
     assert logged["DEV/GOV/POP/ss1"] == logged["expected_per_log"]
@@ -53,3 +84,4 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
     assert "GlobalConf.allows (permitted)" in result["micro"]
     table = (out / "latest.md").read_text()
     assert "| 512 B | 4 |" in table
+    assert "relay / direct" in table
