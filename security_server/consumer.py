@@ -227,9 +227,7 @@ class ConsumerProxy:
             receiver=provider.id,
             created_at=self._clock(),
         )
-        signature = self._identity.sign(
-            header_bytes, staple=staple, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR
-        )
+        signature = self._identity.sign(header_bytes, staple=staple)
         sent = self._recorder.entry(
             Direction.SENT,
             header=header_bytes,

@@ -322,9 +322,7 @@ class ProviderProxy:
             fault=fault,
             created_at=self._clock(),
         )
-        signature = self._identity.sign(
-            response_bytes, staple=staple, fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR
-        )
+        signature = self._identity.sign(response_bytes, staple=staple)
         await self._recorder.record(
             Direction.SENT,
             header=response_bytes,

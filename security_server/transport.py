@@ -76,6 +76,14 @@ def grpc_message_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
+@functools.lru_cache(maxsize=MAX_CACHED_PEER_CERTIFICATES)
+def _anchor_issuing(
+    cert: x509.Certificate, anchors: tuple[x509.Certificate, ...]
+) -> x509.Certificate | None:
+    # Asked on every call from a peer; names compared once per certificate and anchor set.
+    return next((a for a in anchors if a.subject == cert.issuer), None)
+
+
 @dataclass(frozen=True, slots=True)
 class PeerStatus:
     """Checks a peer's authentication certificate against OCSP (cached by the client)."""
@@ -88,7 +96,7 @@ class PeerStatus:
         """Raise :class:`TransportError` with ``fault`` when ``cert`` is revoked or its status
         cannot be established. A certificate issued by an intermediate (the TLS layer checked
         its chain, but its issuer is not at hand) is not asked about."""
-        issuer = next((a for a in anchors if a.subject == cert.issuer), None)
+        issuer = _anchor_issuing(cert, tuple(anchors))
         if issuer is None:
             return
         try:

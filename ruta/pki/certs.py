@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -235,7 +234,7 @@ def roles_of(cert: x509.Certificate) -> frozenset[Role]:
 
 def fingerprint(cert: x509.Certificate) -> str:
     """Lowercase hex SHA-256 of the certificate's DER encoding."""
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return cert.fingerprint(hashes.SHA256()).hex()
 
 
 def certificate_der(cert: x509.Certificate) -> bytes:

@@ -452,6 +452,12 @@ class OcspClient:
 
     async def _entry(self, cert: x509.Certificate, issuer: x509.Certificate) -> _Cached:
         key = fingerprint(cert)
+        # The common case, a cached answer not yet due for refresh, needs no lock (every call of
+        # an exchange asks; one event loop, nothing awaited between the check and the return).
+        cached = self._cache.get(key)
+        if cached is not None and self._clock() - cached.status.this_update < self._refresh_after:
+            self._cache.move_to_end(key)
+            return cached
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             now = self._clock()

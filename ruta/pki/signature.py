@@ -64,6 +64,7 @@ from ruta.v1 import transport_pb2
 __all__ = [
     "MAX_SIGNATURE_BYTES",
     "MAX_VERIFIER_CACHE_ENTRIES",
+    "MessageSigner",
     "MessageVerifier",
     "VerifiedSigner",
     "sign_message",
@@ -80,6 +81,50 @@ _ALGORITHMS: Final = {
 }
 
 
+class MessageSigner:
+    """Signs header bytes for one signer and signing certificate, checked to belong together
+    once, with the certificate and chain encoded once (a server signs every message it sends
+    with the same pair).
+
+    Raises :class:`PkiError` when the signer is not ECDSA P-256 or its key does not belong to
+    ``certificate``.
+    """
+
+    def __init__(
+        self,
+        *,
+        signer: Signer,
+        certificate: x509.Certificate,
+        chain: Sequence[x509.Certificate] = (),
+    ) -> None:
+        algorithm = _ALGORITHMS.get(signer.algorithm)
+        if algorithm is None:
+            raise PkiError(
+                f"message signatures use ECDSA P-256, not {signer.algorithm}",
+                fault=Fault.CLIENT_INVALID_CONFIG,
+            )
+        if signer.public_key() != certificate.public_key():
+            raise PkiError(
+                "the signing key does not belong to the signing certificate",
+                fault=Fault.CLIENT_INVALID_CONFIG,
+            )
+        self._signer = signer
+        self._algorithm = algorithm
+        self._certificate = certificate.public_bytes(_DER)
+        self._chain = [c.public_bytes(_DER) for c in chain]
+
+    def sign(self, header_bytes: bytes, *, ocsp_response: bytes) -> transport_pb2.Signature:
+        """Sign ``header_bytes`` exactly as given, stapling ``ocsp_response`` (the DER OCSP
+        response for the certificate held now, see :class:`~ruta.pki.ocsp.OcspClient`)."""
+        return transport_pb2.Signature(
+            algorithm=self._algorithm,
+            value=self._signer.sign(header_bytes),
+            certificate=self._certificate,
+            chain=self._chain,
+            ocsp_response=ocsp_response,
+        )
+
+
 def sign_message(
     header_bytes: bytes,
     *,
@@ -94,24 +139,10 @@ def sign_message(
     including) the trust anchor, ``ocsp_response`` the DER OCSP response for ``certificate``
     held now (see :class:`~ruta.pki.ocsp.OcspClient`). Raises :class:`PkiError` when the signer
     is not ECDSA P-256 or its key does not belong to ``certificate``; nothing is signed then.
+    A sender that signs many messages keeps a :class:`MessageSigner` instead.
     """
-    algorithm = _ALGORITHMS.get(signer.algorithm)
-    if algorithm is None:
-        raise PkiError(
-            f"message signatures use ECDSA P-256, not {signer.algorithm}",
-            fault=Fault.CLIENT_INVALID_CONFIG,
-        )
-    if signer.public_key() != certificate.public_key():
-        raise PkiError(
-            "the signing key does not belong to the signing certificate",
-            fault=Fault.CLIENT_INVALID_CONFIG,
-        )
-    return transport_pb2.Signature(
-        algorithm=algorithm,
-        value=signer.sign(header_bytes),
-        certificate=certificate.public_bytes(_DER),
-        chain=[c.public_bytes(_DER) for c in chain],
-        ocsp_response=ocsp_response,
+    return MessageSigner(signer=signer, certificate=certificate, chain=chain).sign(
+        header_bytes, ocsp_response=ocsp_response
     )
 
 
