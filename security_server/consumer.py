@@ -21,6 +21,7 @@ A provider's refusal reaches the backend unchanged: same fault code, status and 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -90,8 +91,13 @@ def _peer_host(peer: str) -> str:
 def is_loopback_peer(peer: str) -> bool:
     """Whether a gRPC peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``) is a loopback
     address; anything else, IPv4-mapped addresses included, is judged by the address itself."""
+    return _is_loopback_host(_peer_host(peer))
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_loopback_host(host: str) -> bool:
     try:
-        address = ipaddress.ip_address(_peer_host(peer))
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False  # unix sockets and anything unexpected: not loopback
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

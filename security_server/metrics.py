@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -48,6 +48,10 @@ NO_FAULT: Final = "none"
 UNKNOWN: Final = "unknown"
 #: Method label of a method the service does not list.
 OTHER_METHOD: Final = "other"
+#: Label sets whose metric children are kept at hand (labels come from the configuration).
+MAX_CACHED_LABEL_SETS: Final = 4096
+
+_Labelled = Counter | Gauge | Histogram
 
 
 @dataclass
@@ -88,6 +92,7 @@ class ExchangeMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         labels = ("role", "client", "service", "method", "fault")
         self.exchanges = Counter(
             "ruta_exchanges",
@@ -163,7 +168,7 @@ class ExchangeMetrics:
     def exchange(self, role: str) -> Iterator[Outcome]:
         """Count and time one exchange; the caller fills in the yielded :class:`Outcome`."""
         outcome = Outcome()
-        gauge = self.in_flight.labels(role)
+        gauge = self._child(self.in_flight, (role,))
         gauge.inc()
         start = time.perf_counter()
         try:
@@ -171,30 +176,43 @@ class ExchangeMetrics:
         finally:
             gauge.dec()
             elapsed = time.perf_counter() - start
-            self.latency.labels(role, outcome.service, outcome.method).observe(elapsed)
+            self._child(self.latency, (role, outcome.service, outcome.method)).observe(elapsed)
             if outcome.backend_seconds is not None:
-                self.backend_latency.labels(outcome.service, outcome.method).observe(
+                self._child(self.backend_latency, (outcome.service, outcome.method)).observe(
                     outcome.backend_seconds
                 )
             # The operational record of the exchange: identifiers, sizes, timings, fault; never
             # bodies, subjects or user ids.
-            _log.info(
-                "exchange role=%s message_id=%s client=%s service=%s method=%s fault=%s "
-                "request_bytes=%d response_bytes=%d seconds=%.6f backend_seconds=%s",
-                role,
-                outcome.message_id or "-",
-                outcome.client,
-                outcome.service,
-                outcome.method,
-                outcome.fault,
-                outcome.request_bytes,
-                outcome.response_bytes,
-                elapsed,
-                "-" if outcome.backend_seconds is None else f"{outcome.backend_seconds:.6f}",
-            )
-            self.exchanges.labels(
-                role, outcome.client, outcome.service, outcome.method, outcome.fault
+            if _log.isEnabledFor(logging.INFO):
+                _log.info(
+                    "exchange role=%s message_id=%s client=%s service=%s method=%s fault=%s "
+                    "request_bytes=%d response_bytes=%d seconds=%.6f backend_seconds=%s",
+                    role,
+                    outcome.message_id or "-",
+                    outcome.client,
+                    outcome.service,
+                    outcome.method,
+                    outcome.fault,
+                    outcome.request_bytes,
+                    outcome.response_bytes,
+                    elapsed,
+                    "-" if outcome.backend_seconds is None else f"{outcome.backend_seconds:.6f}",
+                )
+            self._child(
+                self.exchanges,
+                (role, outcome.client, outcome.service, outcome.method, outcome.fault),
             ).inc()
+
+    def _child(self, metric: _Labelled, labels: tuple[str, ...]) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set (prometheus_client locks and
+        checks on every ``labels`` call; an exchange makes four)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            if len(self._children) < MAX_CACHED_LABEL_SETS:
+                self._children[key] = child
+        return child
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import enum
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ from ruta.http_body import read_bounded
 from ruta.pki.certs import fingerprint
 from ruta.pki.errors import OcspInvalidError, PkiError, Reason
 from ruta.pki.keys import PrivateKey
+
+# Asked on every exchange for the same few certificates (ours and our peers'); hashing a
+# certificate object is cheaper than digesting its DER again.
+_cache_key = functools.lru_cache(maxsize=1024)(fingerprint)
 
 __all__ = [
     "DEFAULT_OCSP_FRESHNESS",
@@ -451,7 +456,7 @@ class OcspClient:
         return (await self._entry(cert, issuer)).status
 
     async def _entry(self, cert: x509.Certificate, issuer: x509.Certificate) -> _Cached:
-        key = fingerprint(cert)
+        key = _cache_key(cert)
         # The common case, a cached answer not yet due for refresh, needs no lock (every call of
         # an exchange asks; one event loop, nothing awaited between the check and the return).
         cached = self._cache.get(key)
