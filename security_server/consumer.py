@@ -33,7 +33,7 @@ import grpc.aio
 from ruta.faults import Fault, RutaError, abort, fault_from_rpc_error
 from ruta.globalconf import GlobalConf, SecurityServer
 from ruta.globalconf.errors import GlobalConfError
-from ruta.ids import ServerId, ServiceId
+from ruta.ids import ServerId
 from ruta.pki.certs import subsystem_id_of
 from ruta.pki.errors import PkiError
 from ruta.pki.tls import peer_certificate
@@ -53,10 +53,10 @@ from security_server.headers import (
     CallMetadata,
     HeaderError,
     MetadataBounds,
+    ReadHeader,
     build_request_header,
-    created_at_of,
     parse_call_metadata,
-    parse_header,
+    read_header,
     request_hash,
 )
 from security_server.identity import ServerIdentity
@@ -73,6 +73,8 @@ _log = logging.getLogger(__name__)
 HEALTH_SERVICE_PREFIX: Final = "/grpc.health.v1.Health/"
 #: Most of a provider member's listed servers tried when connecting (before signing).
 MAX_PROVIDER_SERVERS_TRIED: Final = 4
+#: Peer channels whose Transport.Exchange callable is kept made.
+MAX_CACHED_PEER_CALLS: Final = 64
 #: Longest status text passed on from a provider's backend.
 MAX_STATUS_TEXT_BYTES: Final = 1024
 _BAD_RESPONSE: Final = Fault.SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE
@@ -137,6 +139,17 @@ class ConsumerProxy:
         self._metrics = metrics
         self._clock = clock
         self._gate = gate
+        # Transport.Exchange callables, made once per peer channel (by the channel's id; the
+        # channel is kept beside its callable so a reused id is never mistaken for it).
+        self._exchange_calls: dict[
+            int,
+            tuple[
+                grpc.aio.Channel,
+                grpc.aio.UnaryUnaryMultiCallable[
+                    transport_pb2.SignedMessage, transport_pb2.SignedMessage
+                ],
+            ],
+        ] = {}
 
     def handler(self) -> grpc.GenericRpcHandler:
         """A generic handler that serves every method path except the health service's."""
@@ -226,12 +239,13 @@ class ConsumerProxy:
             conf.trust_anchors, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR
         )
         provider, channel = await self._connect(conf, servers)
+        created_at = self._clock()
         header, header_bytes = build_request_header(
             call,
             body=body,
             sender=self._identity.server,
             receiver=provider.id,
-            created_at=self._clock(),
+            created_at=created_at,
         )
         signature = self._identity.sign(header_bytes, staple=staple)
         sent = self._recorder.entry(
@@ -240,6 +254,14 @@ class ConsumerProxy:
             signature=signature,
             certificate=self._identity.signing_certificate,
             body=body,
+            read=ReadHeader(
+                header=header,
+                client=call.client,
+                service=call.service,
+                sender=self._identity.server,
+                receiver=provider.id,
+                created_at=created_at,
+            ),
         )
         digest = request_hash(header_bytes, signature.value)
         # The request is logged together with its response, in one transaction, once the
@@ -253,13 +275,14 @@ class ConsumerProxy:
                 transport_pb2.SignedMessage(header=header_bytes, body=body, signature=signature),
                 context,
             )
-            response_header = self._check_response(response, header, digest, provider.id)
+            read = self._check_response(response, header, digest, provider.id)
+            response_header = read.header
             certificate = self._checker.verify(
                 conf,
                 response.header,
                 response.signature,
                 claimed_member=call.service.member,
-                signed_at=created_at_of(response_header),
+                signed_at=read.created_at,
                 fault=_BAD_RESPONSE,
             )
             received = self._recorder.entry(
@@ -268,6 +291,7 @@ class ConsumerProxy:
                 signature=response.signature,
                 certificate=certificate,
                 body=response.body,
+                read=read,
             )
             answered = True
             await self._recorder.append([sent, received])
@@ -365,13 +389,18 @@ class ConsumerProxy:
         message: transport_pb2.SignedMessage,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> transport_pb2.SignedMessage:
-        exchange: grpc.aio.UnaryUnaryMultiCallable[
-            transport_pb2.SignedMessage, transport_pb2.SignedMessage
-        ] = channel.unary_unary(
-            EXCHANGE_PATH,
-            request_serializer=transport_pb2.SignedMessage.SerializeToString,
-            response_deserializer=transport_pb2.SignedMessage.FromString,
-        )
+        made = self._exchange_calls.get(id(channel))
+        if made is not None and made[0] is channel:
+            exchange = made[1]
+        else:
+            exchange = channel.unary_unary(
+                EXCHANGE_PATH,
+                request_serializer=transport_pb2.SignedMessage.SerializeToString,
+                response_deserializer=transport_pb2.SignedMessage.FromString,
+            )
+            if len(self._exchange_calls) >= MAX_CACHED_PEER_CALLS:
+                self._exchange_calls.clear()  # channels replaced after failures: start over
+            self._exchange_calls[id(channel)] = (channel, exchange)
         try:
             response: transport_pb2.SignedMessage = await exchange(
                 message, timeout=self._timeout(context)
@@ -407,13 +436,14 @@ class ConsumerProxy:
         request: transport_pb2.MessageHeader,
         digest: bytes,
         provider: ServerId,
-    ) -> transport_pb2.MessageHeader:
+    ) -> ReadHeader:
         try:
-            header = parse_header(response.header, fault=_BAD_RESPONSE)
+            read = read_header(response.header, fault=_BAD_RESPONSE)
         except HeaderError as exc:
             raise ProxyError(
                 f"the provider's response is malformed: {exc.message}", fault=_BAD_RESPONSE
             ) from None
+        header = read.header
         problems = []
         if header.kind != transport_pb2.MESSAGE_KIND_RESPONSE:
             problems.append("it is not a response")
@@ -421,9 +451,9 @@ class ConsumerProxy:
             problems.append("it carries another message id")
         if header.request_hash != digest:
             problems.append("it is bound to another request (request_hash)")
-        if ServerId.from_proto(header.sender) != provider:
+        if read.sender != provider:
             problems.append("another server sent it")
-        if ServiceId.from_proto(header.service) != ServiceId.from_proto(request.service):
+        if header.service != request.service:
             problems.append("it names another service")
         if hashlib.sha256(response.body).digest() != header.body_sha256:
             problems.append("its body does not match the signed digest")
@@ -433,7 +463,7 @@ class ConsumerProxy:
             raise ProxyError(
                 "the provider's response is refused: " + "; ".join(problems), fault=_BAD_RESPONSE
             )
-        return header
+        return read
 
     def _backend_status(
         self,

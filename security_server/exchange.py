@@ -23,6 +23,7 @@ from ruta.ids import MemberId
 from ruta.pki.certs import fingerprint
 from ruta.pki.signature import MessageVerifier
 from ruta.v1 import transport_pb2
+from security_server.headers import ReadHeader
 from security_server.log import (
     Direction,
     LogEntry,
@@ -157,17 +158,32 @@ class ExchangeRecorder:
         signature: transport_pb2.Signature,
         certificate: x509.Certificate,
         body: bytes,
+        read: ReadHeader | None = None,
     ) -> LogEntry:
         """The log entry of one signed message (without its body for a metadata-only
-        subsystem). Raises :class:`ProxyError` (``logging_failed``) if it cannot be logged."""
+        subsystem); ``read`` is ``header`` already parsed (or built), so it is not parsed again.
+        Raises :class:`ProxyError` (``logging_failed``) if it cannot be logged."""
         try:
-            entry = LogEntry.from_signed(
-                direction=direction,
-                header=header,
-                signature=signature.SerializeToString(deterministic=True),
-                certificate_fingerprint=_fingerprint(certificate),
-                body=body,
-            )
+            if read is None:
+                entry = LogEntry.from_signed(
+                    direction=direction,
+                    header=header,
+                    signature=signature.SerializeToString(deterministic=True),
+                    certificate_fingerprint=_fingerprint(certificate),
+                    body=body,
+                )
+            else:
+                entry = LogEntry.from_parsed(
+                    direction=direction,
+                    header=header,
+                    parsed=read.header,
+                    client=read.client,
+                    service=read.service,
+                    created_at=read.created_at,
+                    signature=signature.SerializeToString(deterministic=True),
+                    certificate_fingerprint=_fingerprint(certificate),
+                    body=body,
+                )
         except LogError as exc:
             raise self._failed(exc) from None
         if self.metadata_only and self._metadata_only(entry):
@@ -200,11 +216,17 @@ class ExchangeRecorder:
         certificate: x509.Certificate,
         body: bytes,
         claim: MessageClaim | None = None,
+        read: ReadHeader | None = None,
     ) -> None:
         """Append one signed message (with ``claim``, atomically refusing a replayed id); see
-        :meth:`append`."""
+        :meth:`append` and :meth:`entry`."""
         entry = self.entry(
-            direction, header=header, signature=signature, certificate=certificate, body=body
+            direction,
+            header=header,
+            signature=signature,
+            certificate=certificate,
+            body=body,
+            read=read,
         )
         await self.append([entry], claim=claim)
 

@@ -50,6 +50,7 @@ __all__ = [
     "HeaderError",
     "MetadataBounds",
     "MethodPath",
+    "ReadHeader",
     "build_request_header",
     "build_response_header",
     "created_at_of",
@@ -57,6 +58,7 @@ __all__ = [
     "parse_call_metadata",
     "parse_header",
     "parse_method_path",
+    "read_header",
     "request_hash",
 ]
 
@@ -334,9 +336,22 @@ def request_hash(header_bytes: bytes, signature_value: bytes) -> bytes:
     return hashlib.sha256(header_bytes + signature_value).digest()
 
 
-def parse_header(
+@dataclass(frozen=True, slots=True)
+class ReadHeader:
+    """Received header bytes parsed and checked once, with the identifiers and the creation time
+    read out of them (so no later step parses them again)."""
+
+    header: transport_pb2.MessageHeader
+    client: SubsystemId
+    service: ServiceId
+    sender: ServerId
+    receiver: ServerId
+    created_at: datetime
+
+
+def read_header(
     header_bytes: bytes, *, fault: Fault = Fault.SERVER_PROVIDER_INVALID_MESSAGE
-) -> transport_pb2.MessageHeader:
+) -> ReadHeader:
     """Parse received header bytes with a size bound and check that every identifier in it is
     well formed; raise :class:`HeaderError` with ``fault`` otherwise."""
     if len(header_bytes) > MAX_HEADER_BYTES:
@@ -347,10 +362,10 @@ def parse_header(
     except DecodeError:
         raise HeaderError("message header is not a valid MessageHeader", fault=fault) from None
     try:
-        SubsystemId.from_proto(header.client)
-        ServiceId.from_proto(header.service)
-        ServerId.from_proto(header.sender)
-        ServerId.from_proto(header.receiver)
+        client = SubsystemId.from_proto(header.client)
+        service = ServiceId.from_proto(header.service)
+        sender = ServerId.from_proto(header.sender)
+        receiver = ServerId.from_proto(header.receiver)
     except IdentifierError as exc:
         raise HeaderError(f"message header: {exc.message}", fault=fault) from None
     if not header.HasField("created_at"):
@@ -362,10 +377,24 @@ def parse_header(
     except ValueError:
         raise HeaderError("message header has no valid message id", fault=fault) from None
     try:
-        from_timestamp(header.created_at)
+        created_at = from_timestamp(header.created_at)
     except ValueError:
         raise HeaderError("message header's created_at is out of range", fault=fault) from None
-    return header
+    return ReadHeader(
+        header=header,
+        client=client,
+        service=service,
+        sender=sender,
+        receiver=receiver,
+        created_at=created_at,
+    )
+
+
+def parse_header(
+    header_bytes: bytes, *, fault: Fault = Fault.SERVER_PROVIDER_INVALID_MESSAGE
+) -> transport_pb2.MessageHeader:
+    """:func:`read_header`'s parsed header alone."""
+    return read_header(header_bytes, fault=fault).header
 
 
 def created_at_of(header: transport_pb2.MessageHeader) -> datetime:
@@ -374,12 +403,21 @@ def created_at_of(header: transport_pb2.MessageHeader) -> datetime:
     return from_timestamp(header.created_at)
 
 
-def metadata_for_backend(header: transport_pb2.MessageHeader) -> Sequence[tuple[str, str]]:
+def metadata_for_backend(
+    header: transport_pb2.MessageHeader,
+    *,
+    client: SubsystemId | None = None,
+    service: ServiceId | None = None,
+) -> Sequence[tuple[str, str]]:
     """The ``ruta-*`` metadata a provider hands its backend, taken from the verified header (so a
-    backend sees exactly what was signed)."""
-    service = ServiceId.from_proto(header.service)
+    backend sees exactly what was signed); ``client`` and ``service`` when already read from it
+    (:class:`ReadHeader`)."""
+    if service is None:
+        service = ServiceId.from_proto(header.service)
+    if client is None:
+        client = SubsystemId.from_proto(header.client)
     entries = [
-        (CLIENT_HEADER, str(SubsystemId.from_proto(header.client))),
+        (CLIENT_HEADER, str(client)),
         (SERVICE_HEADER, str(service.subsystem)),
         (MESSAGE_ID_HEADER, header.message_id),
     ]

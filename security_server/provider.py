@@ -30,7 +30,7 @@ import grpc.aio
 from ruta.faults import Fault, RutaError, abort
 from ruta.globalconf import GlobalConf
 from ruta.globalconf.errors import GlobalConfError
-from ruta.ids import ServerId, ServiceId, SubsystemId
+from ruta.ids import ServerId, ServiceId
 from ruta.v1 import transport_pb2
 from security_server.exchange import (
     Clock,
@@ -43,10 +43,10 @@ from security_server.exchange import (
 )
 from security_server.headers import (
     HeaderError,
+    ReadHeader,
     build_response_header,
-    created_at_of,
     metadata_for_backend,
-    parse_header,
+    read_header,
     request_hash,
 )
 from security_server.identity import ServerIdentity
@@ -61,6 +61,8 @@ _log = logging.getLogger(__name__)
 
 #: Longest status text of a backend's refusal carried back in a signed response body.
 MAX_BACKEND_STATUS_TEXT: Final = 1024
+#: Backend method callables kept made (one per service method a contract allows).
+MAX_CACHED_BACKEND_METHODS: Final = 4096
 _INVALID: Final = Fault.SERVER_PROVIDER_INVALID_MESSAGE
 _OK: Final = grpc.StatusCode.OK.value[0]
 
@@ -77,6 +79,8 @@ class BackendChannels:
     def __init__(self, backends: tuple[BackendSettings, ...], *, max_message_bytes: int) -> None:
         options = grpc_message_options(max_message_bytes)
         self._channels: dict[ServiceId, grpc.aio.Channel] = {}
+        # Keyed by the channel's id: channels live as long as this object (closed together).
+        self._methods: dict[tuple[int, str], grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         for backend in backends:
             if backend.tls:
                 credentials = grpc.ssl_channel_credentials(
@@ -92,6 +96,19 @@ class BackendChannels:
     def get(self, service: ServiceId) -> grpc.aio.Channel | None:
         return self._channels.get(service)
 
+    def method(
+        self, channel: grpc.aio.Channel, path: str
+    ) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        """The bytes-in, bytes-out callable of ``path`` on ``channel``, made once per path (only
+        paths a contract allowed get here; bounded all the same)."""
+        key = (id(channel), path)
+        call = self._methods.get(key)
+        if call is None:
+            call = channel.unary_unary(path)
+            if len(self._methods) < MAX_CACHED_BACKEND_METHODS:
+                self._methods[key] = call
+        return call
+
     @property
     def services(self) -> Mapping[ServiceId, grpc.aio.Channel]:
         return self._channels
@@ -100,6 +117,7 @@ class BackendChannels:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        self._methods.clear()
 
 
 class ProviderProxy:
@@ -165,12 +183,13 @@ class ProviderProxy:
                 f"{self._limits.max_message_bytes}",
                 fault=Fault.SERVER_PROVIDER_MESSAGE_TOO_LARGE,
             )
-        header = self._request_header(message.header, peer.id)
+        read = self._request_header(message.header, peer.id)
+        header = read.header
         outcome.message_id = header.message_id
         outcome.request_bytes = len(message.body)
-        client = SubsystemId.from_proto(header.client)
-        service = ServiceId.from_proto(header.service)
-        created_at = created_at_of(header)
+        client = read.client
+        service = read.service
+        created_at = read.created_at
         certificate = self._checker.verify(
             conf,
             message.header,
@@ -223,6 +242,7 @@ class ProviderProxy:
                 certificate=certificate,
                 body=message.body,
                 claim=claim,
+                read=read,
             )
         except ReplayedMessageError:
             raise ProxyError(
@@ -230,13 +250,13 @@ class ProviderProxy:
                 fault=Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,
             ) from None
         started = time.perf_counter()
-        body, status, failure = await self._forward(channel, header, message.body, context)
+        body, status, failure = await self._forward(channel, read, message.body, context)
         outcome.backend_seconds = time.perf_counter() - started
         outcome.response_bytes = len(body)
         if failure is not None:
             outcome.fault = str(failure)
         return await self._answer(
-            request=message, header=header, body=body, status=status, fault=failure, staple=staple
+            request=message, read=read, body=body, status=status, fault=failure, staple=staple
         )
 
     def _configuration(self) -> GlobalConf:
@@ -250,40 +270,38 @@ class ProviderProxy:
             )
             raise ProxyError(exc.message, fault=fault) from None
 
-    def _request_header(self, raw: bytes, peer: ServerId) -> transport_pb2.MessageHeader:
+    def _request_header(self, raw: bytes, peer: ServerId) -> ReadHeader:
         """The parsed request header, addressed to this server and sent by ``peer``."""
         try:
-            header = parse_header(raw, fault=_INVALID)
+            read = read_header(raw, fault=_INVALID)
         except HeaderError as exc:
             raise ProxyError(exc.message, fault=exc.fault) from None
-        if header.kind != transport_pb2.MESSAGE_KIND_REQUEST:
+        if read.header.kind != transport_pb2.MESSAGE_KIND_REQUEST:
             raise ProxyError("the message is not a request", fault=_INVALID)
-        if ServerId.from_proto(header.receiver) != self._identity.server:
+        if read.receiver != self._identity.server:
             raise ProxyError("the request is addressed to another security server", fault=_INVALID)
-        if ServerId.from_proto(header.sender) != peer:
+        if read.sender != peer:
             raise ProxyError(
                 "the request names a sender other than the calling security server",
                 fault=_INVALID,
             )
-        return header
+        return read
 
     async def _forward(
         self,
         channel: grpc.aio.Channel,
-        header: transport_pb2.MessageHeader,
+        read: ReadHeader,
         body: bytes,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> tuple[bytes, int, Fault | None]:
-        service = ServiceId.from_proto(header.service)
-        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
-            f"/{service.service_name}/{header.method}"
-        )
+        header, service = read.header, read.service
+        call = self._backends.method(channel, f"/{service.service_name}/{header.method}")
         remaining = cast("float | None", context.time_remaining())
         timeout = self._limits.default_deadline_seconds if remaining is None else remaining
         try:
             answer: bytes = await call(
                 body,
-                metadata=metadata_for_backend(header),
+                metadata=metadata_for_backend(header, client=read.client, service=service),
                 timeout=max(0.0, min(timeout, self._limits.max_deadline_seconds)),
             )
         except grpc.aio.AioRpcError as exc:
@@ -307,20 +325,21 @@ class ProviderProxy:
         self,
         *,
         request: transport_pb2.SignedMessage,
-        header: transport_pb2.MessageHeader,
+        read: ReadHeader,
         body: bytes,
         status: int,
         fault: Fault | None,
         staple: bytes,
     ) -> transport_pb2.SignedMessage:
         digest = request_hash(request.header, request.signature.value)
-        _, response_bytes = build_response_header(
-            header,
+        created_at = self._clock()
+        response, response_bytes = build_response_header(
+            read.header,
             request_digest=digest,
             body=body,
             status_code=status,
             fault=fault,
-            created_at=self._clock(),
+            created_at=created_at,
         )
         signature = self._identity.sign(response_bytes, staple=staple)
         await self._recorder.record(
@@ -329,5 +348,13 @@ class ProviderProxy:
             signature=signature,
             certificate=self._identity.signing_certificate,
             body=body,
+            read=ReadHeader(
+                header=response,
+                client=read.client,
+                service=read.service,
+                sender=read.receiver,
+                receiver=read.sender,
+                created_at=created_at,
+            ),
         )
         return transport_pb2.SignedMessage(header=response_bytes, body=body, signature=signature)

@@ -170,17 +170,51 @@ class LogEntry:
         parsed = transport_pb2.MessageHeader()
         try:
             parsed.ParseFromString(header)
-            client = str(SubsystemId.from_proto(parsed.client))
-            service = str(ServiceId.from_proto(parsed.service))
+            client = SubsystemId.from_proto(parsed.client)
+            service = ServiceId.from_proto(parsed.service)
         except (DecodeError, IdentifierError) as exc:
             raise InvalidLogEntryError(f"the header to log cannot be read: {exc}") from None
-        kind = _KIND_OF.get(parsed.kind)
-        if kind is None:
-            raise InvalidLogEntryError("the header to log has no message kind")
         try:
             created_at = from_timestamp(parsed.created_at)
         except ValueError:
             raise InvalidLogEntryError("the header to log has a created_at out of range") from None
+        return cls.from_parsed(
+            direction=direction,
+            header=header,
+            parsed=parsed,
+            client=client,
+            service=service,
+            created_at=created_at,
+            signature=signature,
+            certificate_fingerprint=certificate_fingerprint,
+            body=body,
+        )
+
+    @classmethod
+    def from_parsed(
+        cls,
+        *,
+        direction: Direction,
+        header: bytes,
+        parsed: transport_pb2.MessageHeader,
+        client: SubsystemId,
+        service: ServiceId,
+        created_at: datetime,
+        signature: bytes,
+        certificate_fingerprint: str,
+        body: bytes | None,
+    ) -> LogEntry:
+        """:meth:`from_signed` for a header the caller already parsed from ``header`` (or built
+        and serialised into it), with its identifiers and creation time read: nothing is parsed
+        twice on the exchange path.
+
+        Raises :class:`InvalidLogEntryError` for a header of no known kind or over a bound.
+        """
+        kind = _KIND_OF.get(parsed.kind)
+        if kind is None:
+            raise InvalidLogEntryError("the header to log has no message kind")
+        if len(header) > MAX_HEADER_BYTES:
+            raise InvalidLogEntryError(f"the header to log exceeds {MAX_HEADER_BYTES} bytes")
         return cls(
             direction=direction,
             header=header,
@@ -188,8 +222,8 @@ class LogEntry:
             certificate_fingerprint=certificate_fingerprint,
             message_id=parsed.message_id,
             kind=kind,
-            client=client,
-            service=service,
+            client=str(client),
+            service=str(service),
             method=parsed.method,
             created_at=created_at,
             subject=parsed.subject or None,

@@ -8,6 +8,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from ruta.v1 import transport_pb2
+from security_server.headers import read_header
 from security_server.log import Direction, InvalidLogEntryError, LogEntry, RecordKind
 from security_server.log.model import from_micros, to_micros
 from tests.unit.security_server.log.support import CLIENT, SERVICE, make_entry
@@ -88,3 +89,40 @@ def test_entries_outside_their_bounds_are_refused(field: str, value: object) -> 
 )
 def test_times_round_trip_through_microseconds(moment: datetime) -> None:
     assert from_micros(to_micros(moment)) == moment
+
+
+def test_from_parsed_builds_the_same_entry_as_from_signed() -> None:
+    # The exchange path hands over the header it already parsed (read_header); the entry must be
+    # exactly what parsing the bytes again would give.
+    entry = make_entry(subject="P-1", message_id="7d8a0c0e-2f7b-4d1e-9a57-1f1b1f3f0c11")
+    read = read_header(entry.header)
+    again = LogEntry.from_parsed(
+        direction=entry.direction,
+        header=entry.header,
+        parsed=read.header,
+        client=read.client,
+        service=read.service,
+        created_at=read.created_at,
+        signature=entry.signature,
+        certificate_fingerprint=entry.certificate_fingerprint,
+        body=entry.body,
+    )
+    assert again == entry
+
+
+def test_from_parsed_refuses_a_header_of_no_kind() -> None:
+    entry = make_entry()
+    parsed = transport_pb2.MessageHeader.FromString(entry.header)
+    parsed.kind = transport_pb2.MESSAGE_KIND_UNSPECIFIED
+    with pytest.raises(InvalidLogEntryError, match="no message kind"):
+        LogEntry.from_parsed(
+            direction=entry.direction,
+            header=entry.header,
+            parsed=parsed,
+            client=CLIENT,
+            service=SERVICE,
+            created_at=entry.created_at,
+            signature=entry.signature,
+            certificate_fingerprint=entry.certificate_fingerprint,
+            body=None,
+        )
