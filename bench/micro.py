@@ -4,6 +4,8 @@
   the bare key operation for comparison;
 - ``verify``: :class:`ruta.pki.signature.MessageVerifier` with its chain and OCSP caches warm (what
   a server does for every message after the first from a signer);
+- batch signatures (docs/adr/0010): ``MessageSigner.sign_batch`` over 16 headers, and verifying
+  their messages with the batch's root cached, or with one ECDSA check per batch, per message;
 - ``log append``: durable appends to a SQLite message log (WAL, ``synchronous=FULL``) at
   concurrency 1, 16 and 64: group commit turns many callers into few transactions
   (the record is ``bench/log_append.py``'s);
@@ -30,8 +32,8 @@ from typing import Any, Final
 from bench import globalconf as globalconf_bench
 from bench.log_append import _entry as log_entry
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
-from ruta.pki.signature import MessageVerifier, sign_message
-from ruta.pki.testing import TestPki
+from ruta.pki.signature import MessageSigner, MessageVerifier, sign_message
+from ruta.pki.testing import Credential, TestPki
 from ruta.v1 import transport_pb2
 from security_server.database import open_database
 from security_server.log import BodyKey, MessageLog
@@ -40,6 +42,8 @@ __all__ = ["run_micro"]
 
 #: Leaves in the log proofs are served from.
 PROOF_LEAVES: Final = 10_000
+#: Headers per batch in the batch-signature rows.
+BATCH: Final = 16
 _MEMBER: Final = MemberId.parse("DEV/GOV/SOC")
 
 
@@ -129,7 +133,55 @@ def _crypto(directory: Path, seconds: float) -> dict[str, Any]:
         cold.verify(header, sig, claimed_member=member, signed_at=now)
 
     results["verify (uncached: chain + OCSP checked each time)"] = _loop(uncached, seconds / 2)
+    results.update(_batches(pki, credential, staple, now, seconds))
     return results
+
+
+def _per_message(entry: dict[str, Any], per_op: int) -> dict[str, Any]:
+    return _rate(entry["ops"] * per_op, entry["seconds"])
+
+
+def _batches(
+    pki: TestPki, credential: Credential, staple: bytes, now: datetime.datetime, seconds: float
+) -> dict[str, Any]:
+    """Batch signatures of :data:`BATCH` headers, per message."""
+    signer = MessageSigner(signer=credential.signer(), certificate=credential.certificate)
+    headers = [_header() for _ in range(BATCH)]
+    signed = signer.sign_batch(headers, ocsp_response=staple)
+    pairs = list(zip(headers, signed, strict=True))
+    warm = MessageVerifier(pki.trust_anchors)
+    count = 0
+
+    def cached() -> None:
+        nonlocal count
+        header, signature = pairs[count % BATCH]
+        count += 1
+        warm.verify(header, signature, claimed_member=_MEMBER, signed_at=now)
+
+    # Many batches and a verifier remembering one root: each batch's first message pays the
+    # ECDSA check, the other 15 hit the cache (chain and OCSP stay cached: one signer, one staple).
+    many: list[tuple[bytes, transport_pb2.Signature]] = []
+    for _ in range(64):
+        batch = [_header() for _ in range(BATCH)]
+        many.extend(zip(batch, signer.sign_batch(batch, ocsp_response=staple), strict=True))
+    one_root = MessageVerifier(pki.trust_anchors, cache_size=1)
+    turn = 0
+
+    def per_batch() -> None:
+        nonlocal turn
+        header, signature = many[turn % len(many)]
+        turn += 1
+        one_root.verify(header, signature, claimed_member=_MEMBER, signed_at=now)
+
+    return {
+        f"sign (batch of {BATCH}, per message)": _per_message(
+            _loop(lambda: signer.sign_batch(headers, ocsp_response=staple), seconds / 2), BATCH
+        ),
+        f"verify (batch of {BATCH}, per message, root cached)": _loop(cached, seconds / 2),
+        f"verify (batch of {BATCH}, per message, one ECDSA per batch)": _loop(
+            per_batch, seconds / 2
+        ),
+    }
 
 
 async def _appends(url: str, concurrency: int, seconds: float) -> dict[str, Any]:

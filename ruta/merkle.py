@@ -11,11 +11,13 @@ store every root and proof of any tree size is a function of at most ``O(log n)`
 - :func:`inclusion_proof_plan`, :func:`consistency_proof_plan` and :func:`root_plan` first name
   the keys, so a database store can fetch all of them in one query, then assemble the result.
 
-Verification (:func:`verify_inclusion`, :func:`verify_consistency`) follows RFC 9162 sections
-2.1.3.2 and 2.1.4.2 plus the rules the shared test vectors require: a leaf hash must be 32 bytes;
-a consistency check refuses ``size1 == 0`` and ``size2 < size1``, and for ``size1 == size2``
-accepts only an empty proof with equal roots. Every failure raises
-:class:`MerkleVerificationError`; nothing else escapes for well-typed input.
+:func:`root_and_inclusion_proofs` builds a small tree in memory with every leaf's proof at once
+(a batch signature). Verification (:func:`verify_inclusion`, :func:`root_from_inclusion`,
+:func:`verify_consistency`) follows RFC 9162 sections 2.1.3.2 and 2.1.4.2 plus the rules the
+shared test vectors require: a leaf hash must be 32 bytes; a consistency check refuses
+``size1 == 0`` and ``size2 < size1``, and for ``size1 == size2`` accepts only an empty proof with
+equal roots. Every failure raises :class:`MerkleVerificationError`; nothing else escapes for
+well-typed input.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ __all__ = [
     "inclusion_proof_plan",
     "leaf_hash",
     "node_hash",
+    "root_and_inclusion_proofs",
+    "root_from_inclusion",
     "root_from_leaf_hashes",
     "root_from_subtrees",
     "root_plan",
@@ -127,6 +131,37 @@ def root_from_leaf_hashes(leaf_hashes: Iterable[bytes]) -> bytes:
     return frontier.root()
 
 
+def root_and_inclusion_proofs(leaf_hashes: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """Return the tree head over ``leaf_hashes`` and the inclusion proof of every leaf, in one
+    pass over the levels (O(n log n) hashes copied, n - 1 hashes computed).
+
+    Building the tree bottom-up, pairing neighbours and carrying a level's odd last node up
+    unchanged, gives the RFC 6962 tree; a leaf's RFC 9162 inclusion proof is its sibling on
+    each level where it has one. For one leaf the root is its hash and the proof is empty.
+    Raises :class:`MerkleRangeError` for no leaves or a hash that is not 32 bytes.
+    """
+    if not leaf_hashes:
+        raise MerkleRangeError("a tree of no leaves has no inclusion proofs")
+    if any(len(h) != HASH_SIZE for h in leaf_hashes):
+        raise MerkleRangeError(f"every leaf hash is {HASH_SIZE} bytes")
+    proofs: list[list[bytes]] = [[] for _ in leaf_hashes]
+    level = list(leaf_hashes)
+    # positions[i]: leaf i's node index on the current level.
+    positions = list(range(len(level)))
+    while len(level) > 1:
+        last = len(level) - 1
+        for leaf, pos in enumerate(positions):
+            sibling = pos ^ 1
+            if sibling <= last:
+                proofs[leaf].append(level[sibling])
+            positions[leaf] = pos >> 1
+        paired = [node_hash(level[i], level[i + 1]) for i in range(0, last, 2)]
+        if len(level) & 1:
+            paired.append(level[last])
+        level = paired
+    return level[0], proofs
+
+
 # --- verification --------------------------------------------------------------------------------
 
 
@@ -151,14 +186,13 @@ def _same(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def verify_inclusion(
-    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
-) -> None:
-    """Check that ``leaf_hash`` is leaf ``index`` of the tree of ``size`` leaves with ``root``.
+def root_from_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
+    """Return the root that ``proof`` leads to from ``leaf_hash`` as leaf ``index`` of ``size``.
 
-    Returns nothing on success. Raises :class:`MerkleVerificationError` when the leaf hash is not
-    32 bytes, ``index >= size``, the proof has the wrong length or a malformed hash, or the
-    recomputed root differs from ``root``.
+    The walk of RFC 9162 section 2.1.3.2 without the final comparison: a caller that trusts a
+    root only through a signature over it (a batch signature) recomputes the root here and
+    checks the signature. Raises :class:`MerkleVerificationError` when the leaf hash is not 32
+    bytes, ``index >= size``, or the proof has the wrong length or a malformed hash.
     """
     if len(leaf_hash) != HASH_SIZE:
         raise MerkleVerificationError(
@@ -184,7 +218,19 @@ def verify_inclusion(
         sn >>= 1
     if sn != 0:
         raise MerkleVerificationError("inclusion proof is shorter than the tree is deep")
-    if not _same(result, root):
+    return result
+
+
+def verify_inclusion(
+    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> None:
+    """Check that ``leaf_hash`` is leaf ``index`` of the tree of ``size`` leaves with ``root``.
+
+    Returns nothing on success. Raises :class:`MerkleVerificationError` when the leaf hash is not
+    32 bytes, ``index >= size``, the proof has the wrong length or a malformed hash, or the
+    recomputed root differs from ``root``.
+    """
+    if not _same(root_from_inclusion(leaf_hash, index, size, proof), root):
         raise MerkleVerificationError(
             f"inclusion proof for leaf {index} does not lead to the root of tree size {size}"
         )

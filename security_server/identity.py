@@ -8,9 +8,10 @@ from the certificate's AIA URL, so a verifier can check revocation at signing ti
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -21,10 +22,10 @@ from ruta.pki.certs import fingerprint, load_certificates, member_id_of, server_
 from ruta.pki.errors import PkiError
 from ruta.pki.keys import FileSigner, Signer
 from ruta.pki.ocsp import OcspClient, OcspFetchError
-from ruta.pki.signature import MessageSigner
+from ruta.pki.signature import MAX_BATCH_SIZE, MessageSigner
 from ruta.v1 import transport_pb2
 
-__all__ = ["IdentityError", "ServerIdentity", "SigningError"]
+__all__ = ["BatchingSigner", "IdentityError", "ServerIdentity", "SigningError"]
 
 #: Most certificates read from a certificate file (leaf + intermediates).
 MAX_CERTIFICATE_FILE_CHAIN = 8
@@ -68,6 +69,71 @@ def _issuer_of(
     return None
 
 
+#: A header waiting for the flush: its bytes, the staple to sign with, the caller's future.
+_Waiter = tuple[bytes, bytes, asyncio.Future[transport_pb2.Signature]]
+
+
+class BatchingSigner:
+    """Signs the headers submitted in one turn of the event loop with one ECDSA operation.
+
+    The first :meth:`sign` after an idle moment schedules a flush with ``loop.call_soon``; every
+    header submitted before the flush runs joins the batch. The flush signs the batch with
+    :meth:`MessageSigner.sign_batch` (a batch of one is a plain signature; more than
+    :data:`~ruta.pki.signature.MAX_BATCH_SIZE` are split; headers stapling different OCSP
+    responses are signed apart) and resolves each caller's future. A signing failure fails every
+    caller of that batch with the same exception; a caller cancelled before the flush is left
+    out of it and the others are unaffected. Under no load a batch is one header: the cost is one
+    loop turn of latency, no extra signature. One event loop (not thread-safe).
+    """
+
+    __slots__ = ("_loop", "_pending", "_signer", "batches")
+
+    def __init__(self, signer: MessageSigner) -> None:
+        self._signer = signer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[_Waiter] = []
+        #: Signing operations made so far (one per batch signed).
+        self.batches = 0
+
+    async def sign(self, header_bytes: bytes, *, staple: bytes) -> transport_pb2.Signature:
+        """Sign ``header_bytes``, stapling ``staple``, in the batch of this loop turn."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[transport_pb2.Signature] = loop.create_future()
+        if self._loop is not loop:
+            # No flush is scheduled on this loop: start a batch (a batch left behind by a
+            # loop that stopped before flushing is dropped with it).
+            self._loop = loop
+            self._pending = []
+            loop.call_soon(self._flush)
+        self._pending.append((header_bytes, staple, future))
+        return await future
+
+    def _flush(self) -> None:
+        waiting = [w for w in self._pending if not w[2].done()]
+        self._loop = None
+        self._pending = []
+        by_staple: dict[bytes, list[_Waiter]] = {}
+        for waiter in waiting:
+            by_staple.setdefault(waiter[1], []).append(waiter)
+        for staple, group in by_staple.items():
+            for start in range(0, len(group), MAX_BATCH_SIZE):
+                self._sign(staple, group[start : start + MAX_BATCH_SIZE])
+
+    def _sign(self, staple: bytes, batch: list[_Waiter]) -> None:
+        try:
+            signatures = self._signer.sign_batch([w[0] for w in batch], ocsp_response=staple)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting caller, unchanged
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        finally:
+            self.batches += 1
+        for (_, _, future), signature in zip(batch, signatures, strict=True):
+            if not future.done():
+                future.set_result(signature)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerIdentity:
     """What this server is and how it signs. Build with :meth:`from_files`."""
@@ -83,6 +149,12 @@ class ServerIdentity:
     ocsp: OcspClient
     #: Signs with ``signer`` and ``signing_certificate`` (checked to belong together at load).
     message_signer: MessageSigner
+    #: Batches the headers signed in one loop turn under one signature (:meth:`sign_batched`).
+    batching_signer: BatchingSigner = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Frozen: the batcher is derived from message_signer, set once here.
+        object.__setattr__(self, "batching_signer", BatchingSigner(self.message_signer))
 
     @property
     def member(self) -> MemberId:
@@ -159,3 +231,10 @@ class ServerIdentity:
         the key was checked against the certificate when the identity was loaded."""
         # ECDSA P-256 signing takes well under a millisecond: on the loop, no thread hop.
         return self.message_signer.sign(header_bytes, ocsp_response=staple)
+
+    async def sign_batched(self, header_bytes: bytes, *, staple: bytes) -> transport_pb2.Signature:
+        """Like :meth:`sign`, but the headers signed in the same loop turn share one ECDSA
+        signature over the Merkle root of their hashes, each with its own inclusion path
+        (docs/adr/0010-batch-signatures.md); alone, a plain signature. Raises what
+        :meth:`sign` raises."""
+        return await self.batching_signer.sign(header_bytes, staple=staple)

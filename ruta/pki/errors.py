@@ -33,6 +33,8 @@ class Reason(enum.StrEnum):
     SIGNATURE_MISMATCH = "signature_mismatch"
     UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
     MALFORMED_SIGNATURE = "malformed_signature"
+    #: A batch signature's path has an impossible shape (size, index or proof length).
+    MALFORMED_BATCH = "malformed_batch"
     # The signer certificate and its chain.
     MALFORMED_CERTIFICATE = "malformed_certificate"
     CERTIFICATE_TOO_LARGE = "certificate_too_large"

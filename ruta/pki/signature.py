@@ -8,7 +8,8 @@ signing time the header claims (docs/adr/0004-trust-ca-files-and-signing-time.md
 1. the algorithm and the sizes (:data:`MAX_SIGNATURE_BYTES`, certificate and chain bounds);
 2. the certificate parses, chains to a trust anchor, is valid at signing time and has the
    signing profile (documentSigning EKU, digitalSignature/nonRepudiation, EC P-256 key);
-3. the signature over the header bytes;
+3. the signature over the header bytes (for a batch signature: over the root the message's
+   path leads to from its header bytes, see below);
 4. the certificate names the claimed member;
 5. the stapled OCSP response is authentic, fresh at signing time, and does not say the
    certificate was revoked at or before signing.
@@ -16,6 +17,37 @@ signing time the header claims (docs/adr/0004-trust-ca-files-and-signing-time.md
 Each failure raises a :class:`~ruta.pki.errors.SignatureError` subclass with its own
 :class:`~ruta.pki.errors.Reason`. Chain validation and OCSP parsing are cached per DER digest in
 bounded LRUs, so a busy server pays for them once per certificate / response, not per message.
+
+Batch signatures (docs/adr/0010-batch-signatures.md)
+----------------------------------------------------
+
+Under load a sender may sign ``n`` headers (``2 <= n <=`` :data:`MAX_BATCH_SIZE`) with one ECDSA
+P-256/SHA-256 signature over ``BATCH_SIGNATURE_CONTEXT || uint64be(n) || root``, where:
+
+- :data:`BATCH_SIGNATURE_CONTEXT` is ``b"\\x00ruta.v1.batch-signature\\x00"``. Its first byte
+  0x00 would be a protobuf tag of field number 0, which is invalid, so the signed data can never
+  be mistaken for a serialised ``MessageHeader`` (and a plain signature never over batch data:
+  neither side signs or accepts plain header bytes that start with the context);
+- ``uint64be(n)`` is the batch size as 8 big-endian bytes. Signing it binds the path's shape:
+  without it a path of the same directions in a batch of another size leads to the same root
+  (leaf 2 of 5 and of 6, say), and a ``BatchPath`` with a false size would still verify;
+- ``root`` is the RFC 6962 Merkle tree hash over the leaves ``leaf_hash(header_bytes)``
+  (``SHA-256(0x00 || header_bytes)``), in batch order.
+
+Each message's ``Signature`` carries that same ``value``, certificate, chain and OCSP response,
+plus ``batch = BatchPath(index=i, size=n, proof=...)`` with the RFC 9162 inclusion path of leaf
+``i``. A batch of one is a plain signature (no ``batch`` field); a ``batch`` with ``size < 2``,
+``size >`` :data:`MAX_BATCH_SIZE`, ``index >= size``, more than :data:`MAX_BATCH_PROOF_LENGTH`
+hashes, a hash that is not 32 bytes, or a path whose length is not the one ``index`` and
+``size`` determine is refused as :attr:`~ruta.pki.errors.Reason.MALFORMED_BATCH`. Otherwise
+the verifier recomputes the root from the message's own header bytes and its path and checks the
+signature over context, size and root (:attr:`~ruta.pki.errors.Reason.SIGNATURE_MISMATCH` when
+it fails: a tampered header, a wrong path, another batch's signature). Every message stays
+individually verifiable; everything else (algorithm, certificate and chain, member, OCSP at
+signing time, revocation) is checked per message exactly as for a plain signature. A verified
+``(signer, signed bytes, value)`` is remembered in a bounded LRU, so the other messages of the
+same batch cost the path hashing only, never a skipped check: another value, size or root misses
+the cache.
 """
 
 from __future__ import annotations
@@ -35,6 +67,12 @@ from cryptography.x509 import verification
 
 from ruta.faults import Fault
 from ruta.ids import MemberId
+from ruta.merkle import (
+    MerkleError,
+    leaf_hash,
+    root_and_inclusion_proofs,
+    root_from_inclusion,
+)
 from ruta.pki.certs import (
     DOCUMENT_SIGNING,
     MAX_CERTIFICATE_BYTES,
@@ -62,6 +100,9 @@ from ruta.pki.ocsp import (
 from ruta.v1 import transport_pb2
 
 __all__ = [
+    "BATCH_SIGNATURE_CONTEXT",
+    "MAX_BATCH_PROOF_LENGTH",
+    "MAX_BATCH_SIZE",
     "MAX_SIGNATURE_BYTES",
     "MAX_VERIFIER_CACHE_ENTRIES",
     "MessageSigner",
@@ -72,8 +113,16 @@ __all__ = [
 
 #: Largest signature value accepted (a DER ECDSA P-256 signature is at most 72 bytes).
 MAX_SIGNATURE_BYTES: Final = 128
-#: Entries kept in each of the verifier's caches (validated chains, authenticated OCSP).
+#: Entries kept in each of the verifier's caches (validated chains, authenticated OCSP, verified
+#: batch roots).
 MAX_VERIFIER_CACHE_ENTRIES: Final = 4096
+#: What a batch signature signs before the Merkle root; the leading 0x00 is never the first byte
+#: of a serialised protobuf message (field number 0 is invalid).
+BATCH_SIGNATURE_CONTEXT: Final = b"\x00ruta.v1.batch-signature\x00"
+#: Most headers under one batch signature (a sender splits larger batches).
+MAX_BATCH_SIZE: Final = 1024
+#: Longest inclusion path in a batch: the depth of a tree of :data:`MAX_BATCH_SIZE` leaves.
+MAX_BATCH_PROOF_LENGTH: Final = (MAX_BATCH_SIZE - 1).bit_length()
 
 _DER: Final = serialization.Encoding.DER
 _ALGORITHMS: Final = {
@@ -115,7 +164,15 @@ class MessageSigner:
 
     def sign(self, header_bytes: bytes, *, ocsp_response: bytes) -> transport_pb2.Signature:
         """Sign ``header_bytes`` exactly as given, stapling ``ocsp_response`` (the DER OCSP
-        response for the certificate held now, see :class:`~ruta.pki.ocsp.OcspClient`)."""
+        response for the certificate held now, see :class:`~ruta.pki.ocsp.OcspClient`).
+
+        Raises :class:`PkiError` for bytes that start with :data:`BATCH_SIGNATURE_CONTEXT`
+        (never a header; signing them would vouch for a batch root)."""
+        if header_bytes.startswith(BATCH_SIGNATURE_CONTEXT):
+            raise PkiError(
+                "header bytes start with the batch signature context; refusing to sign them",
+                fault=Fault.CLIENT_INVALID_REQUEST,
+            )
         return transport_pb2.Signature(
             algorithm=self._algorithm,
             value=self._signer.sign(header_bytes),
@@ -123,6 +180,35 @@ class MessageSigner:
             chain=self._chain,
             ocsp_response=ocsp_response,
         )
+
+    def sign_batch(
+        self, headers: Sequence[bytes], *, ocsp_response: bytes
+    ) -> list[transport_pb2.Signature]:
+        """Sign every header of ``headers`` with one ECDSA operation; one ``Signature`` each, in
+        order (see the module text for the format). One header gets a plain signature, no
+        headers an empty list. Raises :class:`PkiError` for more than :data:`MAX_BATCH_SIZE`
+        headers (the caller splits) and as :meth:`sign` does."""
+        if len(headers) <= 1:
+            return [self.sign(h, ocsp_response=ocsp_response) for h in headers]
+        if len(headers) > MAX_BATCH_SIZE:
+            raise PkiError(
+                f"a batch holds at most {MAX_BATCH_SIZE} headers, not {len(headers)}",
+                fault=Fault.CLIENT_INVALID_REQUEST,
+            )
+        root, proofs = root_and_inclusion_proofs([leaf_hash(h) for h in headers])
+        size = len(headers)
+        value = self._signer.sign(_batch_signed_data(size, root))
+        return [
+            transport_pb2.Signature(
+                algorithm=self._algorithm,
+                value=value,
+                certificate=self._certificate,
+                chain=self._chain,
+                ocsp_response=ocsp_response,
+                batch=transport_pb2.BatchPath(index=i, size=size, proof=proof),
+            )
+            for i, proof in enumerate(proofs)
+        ]
 
 
 def sign_message(
@@ -199,6 +285,42 @@ def _cert_invalid(reason: Reason, text: str) -> CertificateInvalidError:
     return CertificateInvalidError(text, reason=reason)
 
 
+def _check_ecdsa(signer: VerifiedSigner, value: bytes, data: bytes) -> None:
+    try:
+        signer.public_key.verify(value, data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature as exc:
+        raise InvalidSignatureError(
+            "signature does not match the header and the signing certificate",
+            reason=Reason.SIGNATURE_MISMATCH,
+        ) from exc
+
+
+def _batch_signed_data(size: int, root: bytes) -> bytes:
+    """What a batch signature signs: the context, the batch size (8 bytes) and the root."""
+    return BATCH_SIGNATURE_CONTEXT + size.to_bytes(8, "big") + root
+
+
+def _malformed_batch(text: str) -> InvalidSignatureError:
+    return InvalidSignatureError(text, reason=Reason.MALFORMED_BATCH)
+
+
+def _batch_root(header_bytes: bytes, batch: transport_pb2.BatchPath) -> bytes:
+    """The root a batch path leads to from ``header_bytes``; refuses impossible shapes."""
+    size, index, proof = batch.size, batch.index, batch.proof
+    if not 2 <= size <= MAX_BATCH_SIZE:
+        raise _malformed_batch(f"a batch holds 2 to {MAX_BATCH_SIZE} messages, not {size}")
+    if index >= size:
+        raise _malformed_batch(f"batch index {index} is not inside a batch of {size}")
+    if len(proof) > MAX_BATCH_PROOF_LENGTH:
+        raise _malformed_batch(
+            f"batch path has {len(proof)} hashes; at most {MAX_BATCH_PROOF_LENGTH} are possible"
+        )
+    try:
+        return root_from_inclusion(leaf_hash(header_bytes), index, size, proof)
+    except MerkleError as exc:
+        raise _malformed_batch(f"batch path does not fit its batch: {exc.message}") from None
+
+
 class MessageVerifier:
     """Verifies message signatures against the trust anchors of an instance.
 
@@ -227,6 +349,8 @@ class MessageVerifier:
         self._max_chain_length = max_chain_length
         self._signers: _Lru[bytes, VerifiedSigner] = _Lru(cache_size)
         self._ocsp: _Lru[bytes, OcspStatus] = _Lru(cache_size)
+        #: ``(signer digest, signed bytes, value)`` of batch signatures that verified.
+        self._roots: _Lru[tuple[bytes, bytes, bytes], bool] = _Lru(cache_size)
 
     @property
     def trust_anchors(self) -> list[x509.Certificate]:
@@ -270,23 +394,24 @@ class MessageVerifier:
                 "unsupported signature algorithm; expected ECDSA P-256 SHA-256",
                 reason=Reason.UNSUPPORTED_ALGORITHM,
             )
-        if signature.HasField("batch"):
-            raise InvalidSignatureError(
-                "batch signatures are not supported by this verifier",
-                reason=Reason.UNSUPPORTED_ALGORITHM,
-            )
         if not signature.value or len(signature.value) > MAX_SIGNATURE_BYTES:
             raise InvalidSignatureError(
                 "signature value is empty or too long", reason=Reason.MALFORMED_SIGNATURE
             )
-        signer = self._signer(signature.certificate, list(signature.chain), signed_at)
-        try:
-            signer.public_key.verify(signature.value, header_bytes, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature as exc:
-            raise InvalidSignatureError(
-                "signature does not match the header and the signing certificate",
-                reason=Reason.SIGNATURE_MISMATCH,
-            ) from exc
+        if signature.HasField("batch"):
+            signed = _batch_signed_data(
+                signature.batch.size, _batch_root(header_bytes, signature.batch)
+            )
+            signer = self._signer(signature.certificate, list(signature.chain), signed_at)
+            self._check_batch(signer, signed, signature.value)
+        else:
+            if header_bytes.startswith(BATCH_SIGNATURE_CONTEXT):
+                raise InvalidSignatureError(
+                    "header bytes start with the batch signature context",
+                    reason=Reason.SIGNATURE_MISMATCH,
+                )
+            signer = self._signer(signature.certificate, list(signature.chain), signed_at)
+            _check_ecdsa(signer, signature.value, header_bytes)
         if signer.member != claimed_member:
             raise SignerMismatchError(
                 f"signing certificate belongs to {signer.member}, not to {claimed_member}",
@@ -300,6 +425,15 @@ class MessageVerifier:
                 reason=Reason.REVOKED,
             )
         return signer.certificate
+
+    def _check_batch(self, signer: VerifiedSigner, signed: bytes, value: bytes) -> None:
+        # Keyed by everything the check depends on: the key (via the certificate and chain
+        # digest), the signed bytes (context, size, root) and the value.
+        key = (signer.digest, signed, value)
+        if self._roots.get(key):
+            return
+        _check_ecdsa(signer, value, signed)
+        self._roots.put(key, True)
 
     # --- certificate chain (cached) ---------------------------------------------------------
 

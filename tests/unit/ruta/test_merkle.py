@@ -24,6 +24,8 @@ from ruta.merkle import (
     inclusion_proof_plan,
     leaf_hash,
     node_hash,
+    root_and_inclusion_proofs,
+    root_from_inclusion,
     root_from_leaf_hashes,
     root_plan,
     verify_consistency,
@@ -383,3 +385,40 @@ def test_compact_range_restores_and_continues(size: int, more: int) -> None:
             assert tree.get_subtree_hash(level, idx) == h
     assert frontier.root() == tree.root()
     assert len(frontier.hashes) == frontier.size.bit_count()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, _MAX))
+def test_all_inclusion_proofs_at_once_match_the_reference(size: int) -> None:
+    """What a batch signature uses: the root and every leaf's proof from one bottom-up pass."""
+    leaves = _LEAVES[:size]
+    root, proofs = root_and_inclusion_proofs(leaves)
+    assert root == ref.mth(leaves)
+    for index in {0, size // 3, size // 2, size - 1}:
+        assert proofs[index] == ref.path(index, leaves)
+        assert root_from_inclusion(leaves[index], index, size, proofs[index]) == root
+
+
+def test_all_inclusion_proofs_refusals() -> None:
+    with pytest.raises(MerkleRangeError):
+        root_and_inclusion_proofs([])
+    with pytest.raises(MerkleRangeError):
+        root_and_inclusion_proofs([bytes(31)])
+    assert root_and_inclusion_proofs([_LEAVES[0]]) == (_LEAVES[0], [[]])
+
+
+@pytest.mark.parametrize(
+    ("index", "size", "proof"),
+    [
+        (0, 0, []),
+        (3, 3, [bytes(32)] * 2),
+        (0, 2, []),
+        (0, 2, [bytes(32)] * 2),
+        (0, 2, [bytes(31)]),
+    ],
+)
+def test_root_from_inclusion_refuses_impossible_paths(
+    index: int, size: int, proof: list[bytes]
+) -> None:
+    with pytest.raises(MerkleVerificationError):
+        root_from_inclusion(_LEAVES[0], index, size, proof)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,7 +21,7 @@ from ruta.globalconf import ConfigurationAnchor, sign_configuration
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.certs import certificate_der
 from ruta.pki.keys import generate_ed25519_key
-from ruta.pki.signature import sign_message
+from ruta.pki.signature import MessageSigner, sign_message
 from ruta.pki.testing import Credential, TestPki
 from ruta.v1 import globalconf_pb2, transport_pb2
 from security_server.checkpointer import log_verifier
@@ -44,6 +44,31 @@ def _ts(at: datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(at)
     return ts
+
+
+def _header(
+    message_id: str,
+    subject: str,
+    body: bytes,
+    now: datetime,
+    *,
+    request: bool,
+    request_hash: bytes = b"",
+) -> bytes:
+    return transport_pb2.MessageHeader(
+        message_id=message_id,
+        kind=transport_pb2.MESSAGE_KIND_REQUEST if request else transport_pb2.MESSAGE_KIND_RESPONSE,
+        client=CLIENT.to_proto(),
+        service=SERVICE.to_proto(),
+        method="GetPerson",
+        purpose="benefit-eligibility",
+        subject=subject,
+        created_at=_ts(now),
+        body_sha256=hashlib.sha256(body).digest(),
+        sender=(SOC_SS if request else POP_SS).to_proto(),
+        receiver=(POP_SS if request else SOC_SS).to_proto(),
+        request_hash=request_hash,
+    ).SerializeToString(deterministic=True)
 
 
 @dataclass
@@ -78,47 +103,53 @@ class Scenario:
 
     async def exchange(self, subject: str = "person-1") -> str:
         """One signed request and response, logged on both sides as the proxies do."""
-        message_id = str(uuid.uuid4())
+        return (await self.exchanges([subject]))[0]
+
+    async def exchanges(self, subjects: Sequence[str], *, batched: bool = False) -> list[str]:
+        """One exchange per subject, logged in order; ``batched``: the requests signed as one
+        batch and the responses as another (docs/adr/0010), else each signed alone."""
         now = datetime.now(UTC).replace(microsecond=0)
-        body = f"GetPerson({subject})".encode()
-        request = transport_pb2.MessageHeader(
-            message_id=message_id,
-            kind=transport_pb2.MESSAGE_KIND_REQUEST,
-            client=CLIENT.to_proto(),
-            service=SERVICE.to_proto(),
-            method="GetPerson",
-            purpose="benefit-eligibility",
-            subject=subject,
-            created_at=_ts(now),
-            body_sha256=hashlib.sha256(body).digest(),
-            sender=SOC_SS.to_proto(),
-            receiver=POP_SS.to_proto(),
-        ).SerializeToString(deterministic=True)
-        request_sig = self._sign(request, self.soc_signer)
-        answer = f"Person({subject})".encode()
-        response = transport_pb2.MessageHeader(
-            message_id=message_id,
-            kind=transport_pb2.MESSAGE_KIND_RESPONSE,
-            client=CLIENT.to_proto(),
-            service=SERVICE.to_proto(),
-            method="GetPerson",
-            purpose="benefit-eligibility",
-            subject=subject,
-            created_at=_ts(now),
-            body_sha256=hashlib.sha256(answer).digest(),
-            sender=POP_SS.to_proto(),
-            receiver=SOC_SS.to_proto(),
-            request_hash=hashlib.sha256(request + request_sig.value).digest(),
-        ).SerializeToString(deterministic=True)
-        response_sig = self._sign(response, self.pop_signer)
-        req = (request, request_sig, self.soc_signer, body)
-        resp = (response, response_sig, self.pop_signer, answer)
-        await self._log(self.consumer, Direction.SENT, *req)
-        await self._log(self.provider, Direction.RECEIVED, *req)
-        await self._log(self.provider, Direction.SENT, *resp)
-        await self._log(self.consumer, Direction.RECEIVED, *resp)
-        self.message_ids.append(message_id)
-        return message_id
+        message_ids = [str(uuid.uuid4()) for _ in subjects]
+        bodies = [f"GetPerson({subject})".encode() for subject in subjects]
+        requests = [
+            _header(message_id, subject, body, now, request=True)
+            for message_id, subject, body in zip(message_ids, subjects, bodies, strict=True)
+        ]
+        request_sigs = self._sign_all(requests, self.soc_signer, batched=batched)
+        answers = [f"Person({subject})".encode() for subject in subjects]
+        responses = [
+            _header(
+                message_id,
+                subject,
+                answer,
+                now,
+                request=False,
+                request_hash=hashlib.sha256(request + sig.value).digest(),
+            )
+            for message_id, subject, answer, request, sig in zip(
+                message_ids, subjects, answers, requests, request_sigs, strict=True
+            )
+        ]
+        response_sigs = self._sign_all(responses, self.pop_signer, batched=batched)
+        for i, message_id in enumerate(message_ids):
+            req = (requests[i], request_sigs[i], self.soc_signer, bodies[i])
+            resp = (responses[i], response_sigs[i], self.pop_signer, answers[i])
+            await self._log(self.consumer, Direction.SENT, *req)
+            await self._log(self.provider, Direction.RECEIVED, *req)
+            await self._log(self.provider, Direction.SENT, *resp)
+            await self._log(self.consumer, Direction.RECEIVED, *resp)
+            self.message_ids.append(message_id)
+        return message_ids
+
+    def _sign_all(
+        self, headers: list[bytes], credential: Credential, *, batched: bool
+    ) -> list[transport_pb2.Signature]:
+        if not batched:
+            return [self._sign(h, credential) for h in headers]
+        signer = MessageSigner(signer=credential.signer(), certificate=credential.certificate)
+        return signer.sign_batch(
+            headers, ocsp_response=self.pki.ocsp_response(credential.certificate)
+        )
 
     def _sign(self, header: bytes, credential: Credential) -> transport_pb2.Signature:
         return sign_message(
