@@ -47,6 +47,7 @@ from security_server.exchange import (
     WitnessGate,
     refuse_unexpected,
 )
+from security_server.frames import FrameLinks, FramesUnsupportedError
 from security_server.headers import (
     MESSAGE_ID_HEADER,
     REQUEST_HASH_HEADER,
@@ -139,6 +140,14 @@ class ConsumerProxy:
         self._metrics = metrics
         self._clock = clock
         self._gate = gate
+        # Several messages per frame to each provider server (docs/adr/0011), unless configured
+        # off; providers that do not offer it are remembered and called once per message.
+        self._links = (
+            FrameLinks(max_frame_bytes=settings.limits.max_message_bytes)
+            if settings.transport.frames
+            else None
+        )
+        self._unary_only: set[ServerId] = set()
         # Transport.Exchange callables, made once per peer channel (by the channel's id; the
         # channel is kept beside its callable so a reused id is never mistaken for it).
         self._exchange_calls: dict[
@@ -150,6 +159,11 @@ class ConsumerProxy:
                 ],
             ],
         ] = {}
+
+    async def close(self) -> None:
+        """End the frames streams to provider servers (calls still waiting get network_error)."""
+        if self._links is not None:
+            await self._links.close()
 
     def handler(self) -> grpc.GenericRpcHandler:
         """A generic handler that serves every method path except the health service's."""
@@ -247,7 +261,7 @@ class ConsumerProxy:
             receiver=provider.id,
             created_at=created_at,
         )
-        signature = self._identity.sign(header_bytes, staple=staple)
+        signature = await self._identity.sign_batched(header_bytes, staple=staple)
         sent = self._recorder.entry(
             Direction.SENT,
             header=header_bytes,
@@ -383,6 +397,65 @@ class ConsumerProxy:
         return max(0.0, min(remaining, self._limits.max_deadline_seconds))
 
     async def _send(
+        self,
+        provider: SecurityServer,
+        channel: grpc.aio.Channel,
+        message: transport_pb2.SignedMessage,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> transport_pb2.SignedMessage:
+        if self._links is not None and provider.id not in self._unary_only:
+            try:
+                return await self._send_framed(provider, channel, message, context)
+            except FramesUnsupportedError:
+                self._unary_only.add(provider.id)
+                _log.warning("provider server %s takes one call per message", provider.id)
+        return await self._send_unary(provider, channel, message, context)
+
+    async def _send_framed(
+        self,
+        provider: SecurityServer,
+        channel: grpc.aio.Channel,
+        message: transport_pb2.SignedMessage,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> transport_pb2.SignedMessage:
+        assert self._links is not None
+        link = self._links.link(channel)
+        try:
+            result = await link.exchange(message, seconds=self._timeout(context))
+        except TimeoutError:
+            raise _PassThrough(
+                RutaError(
+                    f"security server {provider.id} did not answer within the deadline",
+                    fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
+                ),
+                fault_id=None,
+                status=grpc.StatusCode.DEADLINE_EXCEEDED,
+            ) from None
+        except FramesUnsupportedError:
+            raise
+        except TransportError:
+            self._channels.discard(provider)
+            raise ProxyError(
+                f"security server {provider.id} could not be reached (the link failed)",
+                fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
+            ) from None
+        if result.HasField("response"):
+            return result.response
+        refusal = result.refusal
+        try:
+            fault = Fault(refusal.fault)
+        except ValueError:
+            raise ProxyError(
+                f"security server {provider.id} refused the request with an unknown fault",
+                fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
+            ) from None
+        raise _PassThrough(
+            RutaError(refusal.message[:MAX_STATUS_TEXT_BYTES], fault=fault),
+            fault_id=refusal.fault_id or None,
+            status=_STATUS_BY_VALUE.get(refusal.status_code, grpc.StatusCode.UNKNOWN),
+        )
+
+    async def _send_unary(
         self,
         provider: SecurityServer,
         channel: grpc.aio.Channel,

@@ -17,17 +17,19 @@ returns it. A backend that cannot be reached gets a signed response with
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any, Final, cast
 
 import grpc
 import grpc.aio
 
-from ruta.faults import Fault, RutaError, abort
+from ruta.faults import Fault, RutaError, abort, report
 from ruta.globalconf import GlobalConf
 from ruta.globalconf.errors import GlobalConfError
 from ruta.ids import ServerId, ServiceId
@@ -61,6 +63,10 @@ _log = logging.getLogger(__name__)
 
 #: Longest status text of a backend's refusal carried back in a signed response body.
 MAX_BACKEND_STATUS_TEXT: Final = 1024
+#: Most requests in one frame of ``Transport.ExchangeFrames``.
+MAX_FRAME_REQUESTS: Final = 1024
+#: Most framed requests one stream may have in flight here (reading waits beyond it).
+MAX_STREAM_IN_FLIGHT: Final = 1024
 #: Backend method callables kept made (one per service method a contract allows).
 MAX_CACHED_BACKEND_METHODS: Final = 4096
 _INVALID: Final = Fault.SERVER_PROVIDER_INVALID_MESSAGE
@@ -148,14 +154,22 @@ class ProviderProxy:
         self._metrics = metrics
         self._clock = clock
         self._gate = gate
+        self._draining = asyncio.Event()
+
+    def drain(self) -> None:
+        """The server is stopping: frames streams stop reading, finish the requests they carry,
+        and end (a consumer server's link then reconnects elsewhere or reports the outage)."""
+        self._draining.set()
 
     async def exchange(
         self, message: transport_pb2.SignedMessage, context: grpc.aio.ServicerContext[Any, Any]
     ) -> transport_pb2.SignedMessage:
         """Verify, forward and answer one signed request; refusals abort with a ``ruta-fault``."""
+        remaining = cast("float | None", context.time_remaining())
+        deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
         with self._metrics.exchange("provider") as outcome:
             try:
-                return await self._exchange(message, context, outcome)
+                return await self._exchange(message, context, deadline, outcome)
             except RutaError as exc:
                 outcome.fault = str(exc.fault)
                 await abort(context, exc)
@@ -167,10 +181,62 @@ class ProviderProxy:
                     context, fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR, who="provider"
                 )
 
+    async def exchange_frames(
+        self,
+        frames: AsyncIterator[transport_pb2.RequestFrame],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        """``Transport.ExchangeFrames``: every request of every frame is handled as
+        :meth:`exchange` handles one (same checks, same log records, same faults), concurrently;
+        each result goes back as soon as it is ready, with every other result ready at that
+        moment in the same frame. A refusal is a :class:`~ruta.v1.transport_pb2.Refusal` in its
+        result, not the stream's status. Bounds: :data:`MAX_FRAME_REQUESTS` per frame and
+        :data:`MAX_STREAM_IN_FLIGHT` requests in flight per stream (reading pauses at the bound).
+        """
+        stream = _FramesStream(self, frames, context, self._limits.max_message_bytes)
+        try:
+            await stream.run(self._draining)
+        except RutaError as exc:
+            await abort(context, exc)
+
+    async def framed(
+        self, item: transport_pb2.FramedRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> transport_pb2.FramedResult:
+        """One framed request handled as :meth:`exchange` handles one; a refusal becomes the
+        result's :class:`~ruta.v1.transport_pb2.Refusal` (fault code, fault id, status)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + item.timeout_ms / 1000 if item.timeout_ms else None
+        with self._metrics.exchange("provider") as outcome:
+            try:
+                response = await self._exchange(item.message, context, deadline, outcome)
+                return transport_pb2.FramedResult(tag=item.tag, response=response)
+            except RutaError as exc:
+                outcome.fault = str(exc.fault)
+                rep = report(exc)
+                refusal = transport_pb2.Refusal(
+                    status_code=rep.status.value[0],
+                    fault=str(rep.fault),
+                    fault_id=rep.fault_id,
+                    message=rep.details,
+                )
+            except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
+                outcome.fault = str(Fault.SERVER_PROVIDER_INTERNAL_ERROR)
+                fault_id = str(uuid.uuid4())
+                _log.exception("provider exchange failed unexpectedly fault_id=%s", fault_id)
+                refusal = transport_pb2.Refusal(
+                    status_code=grpc.StatusCode.INTERNAL.value[0],
+                    fault=str(Fault.SERVER_PROVIDER_INTERNAL_ERROR),
+                    fault_id=fault_id,
+                    message="the provider's security server failed unexpectedly; its operator "
+                    "can find the cause by the fault id",
+                )
+            return transport_pb2.FramedResult(tag=item.tag, refusal=refusal)
+
     async def _exchange(
         self,
         message: transport_pb2.SignedMessage,
         context: grpc.aio.ServicerContext[Any, Any],
+        deadline: float | None,
         outcome: Outcome,
     ) -> transport_pb2.SignedMessage:
         conf = self._configuration()
@@ -250,7 +316,7 @@ class ProviderProxy:
                 fault=Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,
             ) from None
         started = time.perf_counter()
-        body, status, failure = await self._forward(channel, read, message.body, context)
+        body, status, failure = await self._forward(channel, read, message.body, deadline)
         outcome.backend_seconds = time.perf_counter() - started
         outcome.response_bytes = len(body)
         if failure is not None:
@@ -292,12 +358,15 @@ class ProviderProxy:
         channel: grpc.aio.Channel,
         read: ReadHeader,
         body: bytes,
-        context: grpc.aio.ServicerContext[Any, Any],
+        deadline: float | None,
     ) -> tuple[bytes, int, Fault | None]:
         header, service = read.header, read.service
         call = self._backends.method(channel, f"/{service.service_name}/{header.method}")
-        remaining = cast("float | None", context.time_remaining())
-        timeout = self._limits.default_deadline_seconds if remaining is None else remaining
+        timeout = (
+            self._limits.default_deadline_seconds
+            if deadline is None
+            else deadline - asyncio.get_running_loop().time()
+        )
         try:
             answer: bytes = await call(
                 body,
@@ -341,7 +410,7 @@ class ProviderProxy:
             fault=fault,
             created_at=created_at,
         )
-        signature = self._identity.sign(response_bytes, staple=staple)
+        signature = await self._identity.sign_batched(response_bytes, staple=staple)
         await self._recorder.record(
             Direction.SENT,
             header=response_bytes,
@@ -358,3 +427,87 @@ class ProviderProxy:
             ),
         )
         return transport_pb2.SignedMessage(header=response_bytes, body=body, signature=signature)
+
+
+class _FramesStream:
+    """One ``ExchangeFrames`` call on the provider side: a reader task starts one task per
+    request, the call's own task writes results back in frames as they complete."""
+
+    def __init__(
+        self,
+        proxy: ProviderProxy,
+        frames: AsyncIterator[transport_pb2.RequestFrame],
+        context: grpc.aio.ServicerContext[Any, Any],
+        max_frame_bytes: int,
+    ) -> None:
+        self._proxy = proxy
+        self._frames = frames
+        self._context = context
+        self._max_frame_bytes = max_frame_bytes
+        # None: everything read has been answered; the stream may end.
+        self._results: asyncio.Queue[transport_pb2.FramedResult | None] = asyncio.Queue()
+        self._room = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._draining = False
+
+    async def run(self, draining: asyncio.Event) -> None:
+        """Serve the stream until the consumer ends it or ``draining`` is set (then finish what
+        was read); raises :class:`ProxyError` for a malformed frame."""
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._read())
+
+        def stop_reading(_: object) -> None:
+            self._draining = True
+            if not reader.done():
+                reader.cancel()
+
+        watcher = loop.create_task(draining.wait())
+        watcher.add_done_callback(stop_reading)
+        try:
+            while (first := await self._results.get()) is not None:
+                await self._context.write(self._frame(first))
+            await reader
+        finally:
+            for task in (watcher, reader, *self._tasks):
+                task.cancel()
+
+    def _frame(self, first: transport_pb2.FramedResult) -> transport_pb2.ResultFrame:
+        frame = transport_pb2.ResultFrame(results=[first])
+        size = first.ByteSize()
+        while not self._results.empty() and size < self._max_frame_bytes:
+            result = self._results.get_nowait()
+            if result is None:
+                self._results.put_nowait(None)  # ends the stream after this frame
+                break
+            frame.results.append(result)
+            size += result.ByteSize()
+        return frame
+
+    async def _read(self) -> None:
+        try:
+            try:
+                async for frame in self._frames:
+                    if len(frame.requests) > MAX_FRAME_REQUESTS:
+                        raise ProxyError(
+                            f"a frame carries at most {MAX_FRAME_REQUESTS} requests",
+                            fault=Fault.SERVER_PROVIDER_INVALID_MESSAGE,
+                        )
+                    for item in frame.requests:
+                        await self._room.acquire()
+                        task = asyncio.get_running_loop().create_task(self._answer(item))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+            except asyncio.CancelledError:
+                if not self._draining:
+                    raise
+                # The server is stopping: read no more, but answer what was read.
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+        finally:
+            self._results.put_nowait(None)
+
+    async def _answer(self, item: transport_pb2.FramedRequest) -> None:
+        try:
+            self._results.put_nowait(await self._proxy.framed(item, self._context))
+        finally:
+            self._room.release()

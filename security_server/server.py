@@ -134,6 +134,7 @@ class SecurityServerApp:
         self._grpc_servers: list[grpc.aio.Server] = []
         self._stopped = asyncio.Event()
         self._health: list[health.aio.HealthServicer] = []
+        self._draining: list[Callable[[], None]] = []
         self.globalconf: GlobalConfClient | None = None
         self.log: MessageLog | None = None
         self.checkpointer: Checkpointer | None = None
@@ -261,6 +262,8 @@ class SecurityServerApp:
             clock=clock,
         )
 
+        self._closers.append(consumer.close)  # before the peer channels close (reverse order)
+        self._draining.append(provider.drain)
         self._bind_consumer(consumer)
         self._bind_transport(provider, identity, globalconf)
         if settings.audit.listen:
@@ -370,7 +373,7 @@ class SecurityServerApp:
         settings = self.settings
         # Transport port: client certificates must chain to the configuration's trust anchors.
         transport_server = self._grpc_server(self._options())
-        add_transport_service(transport_server, provider.exchange)
+        add_transport_service(transport_server, provider.exchange, provider.exchange_frames)
         listen = settings.transport.listen
         credentials = self._anchored_credentials(identity, globalconf)
         port = _add_port(
@@ -431,6 +434,8 @@ class SecurityServerApp:
             return
         for servicer in self._health:
             await servicer.enter_graceful_shutdown()
+        for drain in self._draining:
+            drain()  # streams finish what they carry and end, instead of waiting out the grace
         servers, self._grpc_servers = self._grpc_servers, []
         await asyncio.gather(*(s.stop(SHUTDOWN_GRACE_SECONDS) for s in servers))
         closers, self._closers = self._closers, []

@@ -123,6 +123,16 @@ class ConsumerSettings(ListenSettings):
         return frozenset(SubsystemId.parse(text) for text in self.plain_loopback_subsystems)
 
 
+class TransportSettings(ListenSettings):
+    """The transport port, where other security servers send signed requests, and how this
+    server sends its own."""
+
+    #: Send requests to provider servers as several messages per frame on one stream
+    #: (``Transport.ExchangeFrames``; falls back to one call per message for a provider that does
+    #: not offer it). Off: one ``Transport.Exchange`` call per message.
+    frames: bool = True
+
+
 class KeySettings(_Section):
     """Key and certificate files (PEM). Certificate files hold the leaf first, then any
     intermediates; key files are 0600."""
@@ -242,7 +252,7 @@ class SecurityServerSettings(RutaSettings):
     keys: KeySettings
     globalconf: GlobalConfSettings
     consumer: ConsumerSettings
-    transport: ListenSettings = ListenSettings()
+    transport: TransportSettings = TransportSettings()
     metrics: ListenSettings = ListenSettings()
     backends: tuple[BackendSettings, ...] = Field(default=(), max_length=MAX_BACKENDS)
     log: LogSettings = LogSettings()

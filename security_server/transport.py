@@ -20,7 +20,7 @@ import contextlib
 import functools
 import hashlib
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -158,8 +158,13 @@ def add_transport_service(
         [transport_pb2.SignedMessage, grpc.aio.ServicerContext[Any, Any]],
         Awaitable[transport_pb2.SignedMessage],
     ],
+    exchange_frames: Callable[
+        [AsyncIterator[transport_pb2.RequestFrame], grpc.aio.ServicerContext[Any, Any]],
+        Awaitable[None],
+    ],
 ) -> None:
-    """Register ``exchange`` as ``ruta.v1.Transport/Exchange`` on ``server``."""
+    """Register ``exchange`` as ``ruta.v1.Transport/Exchange`` and ``exchange_frames`` as
+    ``ruta.v1.Transport/ExchangeFrames`` on ``server``."""
 
     class _Servicer(transport_pb2_grpc.TransportServicer):
         async def Exchange(  # noqa: N802 - gRPC method name
@@ -168,6 +173,15 @@ def add_transport_service(
             context: grpc.aio.ServicerContext[Any, Any],
         ) -> transport_pb2.SignedMessage:
             return await exchange(request, context)
+
+        # grpc.aio lets a streaming handler write through ``context.write`` and return None;
+        # the generated stub only knows the iterator form.
+        async def ExchangeFrames(  # type: ignore[override]  # noqa: N802 - gRPC method name
+            self,
+            request_iterator: AsyncIterator[transport_pb2.RequestFrame],
+            context: grpc.aio.ServicerContext[Any, Any],
+        ) -> None:
+            await exchange_frames(request_iterator, context)
 
     transport_pb2_grpc.add_TransportServicer_to_server(_Servicer(), server)
 

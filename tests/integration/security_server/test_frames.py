@@ -1,0 +1,139 @@
+"""Several messages per frame on the server-to-server link (``Transport.ExchangeFrames``).
+
+Real servers, real mTLS (bed.py). The consumer server sends over frames by default, so every
+other exchange test runs over them too; these tests look at the frames themselves: many requests
+share a frame, each result finds its caller, a refusal stays per message with its fault code
+and id, bounds hold, a provider without the method is called once per message, and turning
+frames off in the settings goes back to one call per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from ruta.examples.population import decode_person, encode_get_person
+from ruta.v1 import transport_pb2
+from security_server.frames import FrameLink, FramesUnsupportedError
+from tests.integration.security_server.bed import (
+    POP,
+    SOC,
+    Bed,
+    bed,
+    call_metadata,
+    get_person,
+    signed_request,
+)
+
+pytestmark = pytest.mark.integration
+
+PERSON = encode_get_person("38001010001")
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Bed]:
+    async with bed(tmp_path) as instance:
+        await instance.start_server(POP)
+        await instance.start_server(SOC)
+        yield instance
+
+
+def _provider_channel(instance: Bed) -> grpc.aio.Channel:
+    auth = instance.agencies[SOC].auth
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=instance.pki.trust_path.read_bytes(),
+        private_key=auth.key_path.read_bytes(),
+        certificate_chain=auth.cert_path.read_bytes(),
+    )
+    return grpc.aio.secure_channel(instance.agencies[POP].addresses["transport"], credentials)
+
+
+async def test_concurrent_exchanges_share_frames_and_each_gets_its_own_answer(
+    running: Bed,
+) -> None:
+    messages = [signed_request(running)[1] for _ in range(40)]
+    async with _provider_channel(running) as channel:
+        link = FrameLink(channel, max_frame_bytes=1 << 20)
+        try:
+            results = await asyncio.gather(*(link.exchange(m, seconds=10) for m in messages))
+        finally:
+            await link.close()
+    for message, result in zip(messages, results, strict=True):
+        assert result.HasField("response")
+        request = transport_pb2.MessageHeader.FromString(message.header)
+        response = transport_pb2.MessageHeader.FromString(result.response.header)
+        assert response.message_id == request.message_id
+        assert decode_person(result.response.body)["family_name"] == "Pérez"
+    assert link.requests_written == 40
+    assert link.frames_written < 40  # gathered in one loop iteration: shared frames
+
+
+async def test_a_refusal_stays_with_its_message(running: Bed) -> None:
+    _, good = signed_request(running)
+    _, replayed = signed_request(running)
+    async with _provider_channel(running) as channel:
+        link = FrameLink(channel, max_frame_bytes=1 << 20)
+        try:
+            first = await link.exchange(replayed, seconds=10)
+            again, fine = await asyncio.gather(
+                link.exchange(replayed, seconds=10), link.exchange(good, seconds=10)
+            )
+        finally:
+            await link.close()
+    assert first.HasField("response")
+    assert fine.HasField("response")
+    assert again.HasField("refusal")
+    assert again.refusal.fault == "server.provider.replayed_message"
+    assert again.refusal.status_code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+    uuid.UUID(again.refusal.fault_id)
+
+
+async def test_a_frame_over_the_bound_ends_the_stream_with_a_fault(running: Bed) -> None:
+    frame = transport_pb2.RequestFrame(
+        requests=[transport_pb2.FramedRequest(tag=i) for i in range(1025)]
+    )
+    async with _provider_channel(running) as channel:
+        call: Any = channel.stream_stream(
+            "/ruta.v1.Transport/ExchangeFrames",
+            request_serializer=transport_pb2.RequestFrame.SerializeToString,
+            response_deserializer=transport_pb2.ResultFrame.FromString,
+        )()
+        await call.write(frame)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in call:
+                pass
+    trailing = dict(info.value.trailing_metadata() or ())
+    assert trailing["ruta-fault"] == "server.provider.invalid_message"
+
+
+async def test_a_server_without_frames_is_reported_as_such(tmp_path: Path) -> None:
+    server = grpc.aio.server()  # no handlers: every method is UNIMPLEMENTED
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            link = FrameLink(channel, max_frame_bytes=1 << 20)
+            with pytest.raises(FramesUnsupportedError):
+                await link.exchange(transport_pb2.SignedMessage(), seconds=10)
+            assert not link.usable
+            await link.close()
+    finally:
+        await server.stop(None)
+
+
+async def test_frames_can_be_turned_off(tmp_path: Path) -> None:
+    async with bed(tmp_path) as instance:
+        await instance.start_server(POP)
+        data = instance.settings_dict(SOC)
+        data["transport"] = {**data.get("transport", {}), "frames": False}
+        await instance.start_server(SOC, data=data)
+        async with instance.consumer_channel(SOC) as channel:
+            person = decode_person(await get_person(channel)(PERSON, metadata=call_metadata()))
+        assert person["family_name"] == "Pérez"
