@@ -142,11 +142,7 @@ class ConsumerProxy:
         self._gate = gate
         # Several messages per frame to each provider server (docs/adr/0011), unless configured
         # off; providers that do not offer it are remembered and called once per message.
-        self._links = (
-            FrameLinks(max_frame_bytes=settings.limits.max_message_bytes)
-            if settings.transport.frames
-            else None
-        )
+        self._links = FrameLinks() if settings.transport.frames else None
         self._unary_only: set[ServerId] = set()
         # Transport.Exchange callables, made once per peer channel (by the channel's id; the
         # channel is kept beside its callable so a reused id is never mistaken for it).
@@ -403,7 +399,11 @@ class ConsumerProxy:
         message: transport_pb2.SignedMessage,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> transport_pb2.SignedMessage:
-        if self._links is not None and provider.id not in self._unary_only:
+        if (
+            self._links is not None
+            and provider.id not in self._unary_only
+            and self._links.fits(message)
+        ):
             try:
                 return await self._send_framed(provider, channel, message, context)
             except FramesUnsupportedError:

@@ -3,7 +3,9 @@
 A :class:`FrameLink` keeps one ``Transport.ExchangeFrames`` stream open on a pinned channel to one
 provider server. Every exchange puts its signed request in the link's outbox with a tag and
 waits for the result with that tag; one writer task sends everything waiting in the outbox as one
-frame (bounded by :data:`MAX_FRAME_REQUESTS` and the message size limit), one reader task hands
+frame (bounded by :data:`MAX_FRAME_REQUESTS` and
+:data:`~security_server.transport.MAX_FRAME_BYTES`; a larger message is not framed but sent over
+``Exchange``, so it is refused alone if it is too large for the provider), one reader task hands
 each result of each incoming frame to its waiter. Under load a frame carries many requests, so
 one gRPC write and one read serve many exchanges instead of one unary call each; alone, a request
 goes in a frame of its own at once. Nothing about a message changes: it is signed, verified and
@@ -29,7 +31,7 @@ import grpc.aio
 from ruta.faults import Fault
 from ruta.tasks import cancel_and_wait
 from ruta.v1 import transport_pb2
-from security_server.transport import TransportError
+from security_server.transport import MAX_FRAME_BYTES, TransportError
 
 __all__ = [
     "FRAMES_PATH",
@@ -44,6 +46,8 @@ _log = logging.getLogger(__name__)
 FRAMES_PATH: Final = "/ruta.v1.Transport/ExchangeFrames"
 #: Most requests written in one frame (the provider refuses more).
 MAX_FRAME_REQUESTS: Final = 1024
+#: Room for a framed request's tag and timeout around its message.
+FRAMED_OVERHEAD_BYTES: Final = 32
 #: Links kept, one per peer channel; replaced channels' links are dropped past this.
 MAX_LINKS: Final = 64
 _NETWORK: Final = Fault.SERVER_CONSUMER_NETWORK_ERROR
@@ -56,9 +60,8 @@ class FramesUnsupportedError(TransportError):
 class FrameLink:
     """One ``ExchangeFrames`` stream to one provider server (see the module docstring)."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, max_frame_bytes: int) -> None:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
         self._channel = channel
-        self._max_frame_bytes = max_frame_bytes
         open_stream: grpc.aio.StreamStreamMultiCallable[
             transport_pb2.RequestFrame, transport_pb2.ResultFrame
         ] = channel.stream_stream(
@@ -144,7 +147,7 @@ class FrameLink:
         while outbox and len(frame.requests) < MAX_FRAME_REQUESTS:
             item = outbox[0]
             item_size = item.ByteSize()
-            if frame.requests and size + item_size > self._max_frame_bytes:
+            if frame.requests and size + item_size > MAX_FRAME_BYTES:
                 break
             frame.requests.append(outbox.popleft())
             size += item_size
@@ -196,8 +199,12 @@ class FrameLink:
 class FrameLinks:
     """One :class:`FrameLink` per peer channel, made on first use and replaced once failed."""
 
-    def __init__(self, *, max_frame_bytes: int) -> None:
-        self._max_frame_bytes = max_frame_bytes
+    @staticmethod
+    def fits(message: transport_pb2.SignedMessage) -> bool:
+        """Whether ``message`` travels framed (no larger than a frame may be)."""
+        return message.ByteSize() <= MAX_FRAME_BYTES - FRAMED_OVERHEAD_BYTES
+
+    def __init__(self) -> None:
         # By the channel's id; the link holds its channel, so a reused id is never mistaken.
         self._links: dict[int, FrameLink] = {}
         self._retired: set[asyncio.Task[None]] = set()
@@ -212,7 +219,7 @@ class FrameLinks:
             for old in self._links.values():
                 self._retire(old)
             self._links.clear()
-        link = self._links[id(channel)] = FrameLink(channel, max_frame_bytes=self._max_frame_bytes)
+        link = self._links[id(channel)] = FrameLink(channel)
         return link
 
     def _retire(self, link: FrameLink) -> None:

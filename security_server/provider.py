@@ -55,7 +55,12 @@ from security_server.identity import ServerIdentity
 from security_server.log import Direction, MessageClaim, ReplayedMessageError
 from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.settings import BackendSettings, SecurityServerSettings
-from security_server.transport import PeerStatus, authenticate_peer, grpc_message_options
+from security_server.transport import (
+    MAX_FRAME_BYTES,
+    PeerStatus,
+    authenticate_peer,
+    grpc_message_options,
+)
 
 __all__ = ["MAX_BACKEND_STATUS_TEXT", "BackendChannels", "ProviderProxy"]
 
@@ -193,7 +198,7 @@ class ProviderProxy:
         result, not the stream's status. Bounds: :data:`MAX_FRAME_REQUESTS` per frame and
         :data:`MAX_STREAM_IN_FLIGHT` requests in flight per stream (reading pauses at the bound).
         """
-        stream = _FramesStream(self, frames, context, self._limits.max_message_bytes)
+        stream = _FramesStream(self, frames, context, MAX_FRAME_BYTES)
         try:
             await stream.run(self._draining)
         except RutaError as exc:

@@ -40,6 +40,8 @@ from ruta.v1 import transport_pb2, transport_pb2_grpc
 
 __all__ = [
     "EXCHANGE_PATH",
+    "MAX_FRAME_BYTES",
+    "MAX_PEER_RECEIVE_BYTES",
     "PIN_CHECK_TIMEOUT_SECONDS",
     "PeerChannels",
     "PeerStatus",
@@ -58,6 +60,16 @@ RETIRED_CHANNEL_GRACE_SECONDS: Final = 30.0
 MAX_CACHED_PEER_CERTIFICATES: Final = 256
 #: Room for the header, signature, certificates and OCSP response around a body.
 _ENVELOPE_SLACK_BYTES: Final = 256 * 1024
+#: Largest frame of ``Transport.ExchangeFrames`` either side writes, messages included (a single
+#: larger result goes alone). Under the envelope slack every server's gRPC limit includes, so a
+#: frame never breaks on another server's size limit: a message too large for one is refused
+#: alone, as over ``Exchange``.
+MAX_FRAME_BYTES: Final = 192 * 1024
+#: What a consumer server's channel to a provider server may receive in one gRPC message: the
+#: largest ``max_message_bytes`` any server may configure plus the envelope, so a framed result
+#: is never refused by gRPC for the whole stream; each response is then held to this server's own
+#: limit (``server.consumer.invalid_response_signature``).
+MAX_PEER_RECEIVE_BYTES: Final = (64 << 20) + _ENVELOPE_SLACK_BYTES
 
 
 class TransportError(RutaError):
@@ -267,9 +279,11 @@ class PeerChannels:
                     fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
                 ) from None
             self._credentials[key.anchors] = credentials
-        return grpc.aio.secure_channel(
-            peer.address, credentials, options=grpc_message_options(self.max_message_bytes)
-        )
+        options = [
+            *grpc_message_options(self.max_message_bytes),
+            ("grpc.max_receive_message_length", MAX_PEER_RECEIVE_BYTES),
+        ]
+        return grpc.aio.secure_channel(peer.address, credentials, options=options)
 
     async def _check_pin(
         self, peer: SecurityServer, anchors_pem: bytes, anchors: Sequence[x509.Certificate]

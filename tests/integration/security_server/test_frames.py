@@ -21,7 +21,8 @@ import pytest
 
 from ruta.examples.population import decode_person, encode_get_person
 from ruta.v1 import transport_pb2
-from security_server.frames import FrameLink, FramesUnsupportedError
+from security_server.frames import FrameLink, FrameLinks, FramesUnsupportedError
+from security_server.transport import MAX_FRAME_BYTES
 from tests.integration.security_server.bed import (
     POP,
     SOC,
@@ -60,7 +61,7 @@ async def test_concurrent_exchanges_share_frames_and_each_gets_its_own_answer(
 ) -> None:
     messages = [signed_request(running)[1] for _ in range(40)]
     async with _provider_channel(running) as channel:
-        link = FrameLink(channel, max_frame_bytes=1 << 20)
+        link = FrameLink(channel)
         try:
             results = await asyncio.gather(*(link.exchange(m, seconds=10) for m in messages))
         finally:
@@ -79,7 +80,7 @@ async def test_a_refusal_stays_with_its_message(running: Bed) -> None:
     _, good = signed_request(running)
     _, replayed = signed_request(running)
     async with _provider_channel(running) as channel:
-        link = FrameLink(channel, max_frame_bytes=1 << 20)
+        link = FrameLink(channel)
         try:
             first = await link.exchange(replayed, seconds=10)
             again, fine = await asyncio.gather(
@@ -119,7 +120,7 @@ async def test_a_server_without_frames_is_reported_as_such(tmp_path: Path) -> No
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            link = FrameLink(channel, max_frame_bytes=1 << 20)
+            link = FrameLink(channel)
             with pytest.raises(FramesUnsupportedError):
                 await link.exchange(transport_pb2.SignedMessage(), seconds=10)
             assert not link.usable
@@ -137,3 +138,38 @@ async def test_frames_can_be_turned_off(tmp_path: Path) -> None:
         async with instance.consumer_channel(SOC) as channel:
             person = decode_person(await get_person(channel)(PERSON, metadata=call_metadata()))
         assert person["family_name"] == "Pérez"
+
+
+def test_only_messages_that_fit_a_frame_travel_framed() -> None:
+    # A larger message goes over Exchange, where a provider whose limit it exceeds refuses it
+    # alone instead of the whole stream failing on gRPC's size limit.
+    small = transport_pb2.SignedMessage(body=b"x" * 1024)
+    large = transport_pb2.SignedMessage(body=b"x" * MAX_FRAME_BYTES)
+    assert FrameLinks.fits(small)
+    assert not FrameLinks.fits(large)
+
+
+async def test_a_result_frame_never_outgrows_the_bound(running: Bed) -> None:
+    # 40 answers of ~1 KiB each come back over several frames when they cannot all share one:
+    # every frame the provider writes stays within MAX_FRAME_BYTES (or is a single result).
+    messages = [signed_request(running)[1] for _ in range(40)]
+    async with _provider_channel(running) as channel:
+        call: Any = channel.stream_stream(
+            "/ruta.v1.Transport/ExchangeFrames",
+            request_serializer=transport_pb2.RequestFrame.SerializeToString,
+            response_deserializer=transport_pb2.ResultFrame.FromString,
+        )()
+        await call.write(
+            transport_pb2.RequestFrame(
+                requests=[
+                    transport_pb2.FramedRequest(tag=i, message=m, timeout_ms=10_000)
+                    for i, m in enumerate(messages)
+                ]
+            )
+        )
+        await call.done_writing()
+        tags: list[int] = []
+        async for frame in call:
+            assert len(frame.results) == 1 or frame.ByteSize() <= MAX_FRAME_BYTES
+            tags.extend(result.tag for result in frame.results)
+    assert sorted(tags) == list(range(40))
