@@ -59,8 +59,10 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url`` (as returned by :func:`database_url`); SQLite connections run
-    in WAL mode with foreign keys on. The caller disposes of it."""
-    engine = create_async_engine(url, pool_pre_ping=True)
+    in WAL mode with foreign keys on. Bound parameters are hidden from error messages, so a
+    failing statement never carries the values it bound (identifiers, certificates, audit
+    details) into a log line. The caller disposes of it."""
+    engine = create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
     return engine

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, MetaData
+from sqlalchemy import Connection, MetaData, text
+from sqlalchemy.exc import DBAPIError
 
 from registry.errors import AlreadyExistsError, InvalidRequestError, NotFoundError
 from registry.model import ContractState, Savings
 from registry.store import RegistryStore, database_url, tables
+from registry.store.engine import create_engine
 from registry.store.store import PublishedConfiguration
 from registry.witness import TreeHead
 from registry.witness_store import SqlWitnessStateStore, witness_checkpoints
@@ -269,3 +271,32 @@ async def test_nodes_starting_together_migrate_once(postgres_url: str, tmp_path:
     finally:
         for opened in stores:
             await opened.close()
+
+
+async def test_a_failing_statement_does_not_carry_its_bound_values(store_url: str) -> None:
+    # Database errors end up in log lines: the values a statement bound must not be in them.
+    marker = "bound-value-marker-4f1c9a"
+    engine = create_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE hide_parameters_probe (id TEXT PRIMARY KEY)"))
+            await conn.execute(
+                text("INSERT INTO hide_parameters_probe VALUES (:id)"), {"id": marker}
+            )
+        with pytest.raises(DBAPIError) as caught:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("INSERT INTO hide_parameters_probe VALUES (:id)"), {"id": marker}
+                )
+        error = caught.value
+        assert "parameters hidden" in str(error)
+        # SQLAlchemy's rendering (statement, parameters) withholds the value. PostgreSQL's own
+        # DETAIL line ("Key (id)=(...) already exists.") echoes key values whatever the engine
+        # options, so the whole text is checked only where the database does not echo them.
+        assert marker not in str(error).replace(str(error.orig), "")
+        if engine.dialect.name == "sqlite":
+            assert marker not in str(error)
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP TABLE IF EXISTS hide_parameters_probe"))
+        await engine.dispose()

@@ -55,3 +55,30 @@ async def test_sqlite_connections_are_durable(tmp_path: Path) -> None:
 def test_unsupported_backends_are_refused() -> None:
     with pytest.raises(DatabaseError, match="not supported"):
         create_engine("mysql+aiomysql://user:secret@host/db")
+
+
+async def test_a_failing_statement_does_not_carry_its_bound_values(database_url: str) -> None:
+    # Database errors reach log lines; in the message log the bound values are data subjects'
+    # identifiers and message bodies.
+    marker = "bound-value-marker-7d20e3"
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE hide_parameters_probe (id TEXT PRIMARY KEY)"))
+            await conn.execute(
+                sa.text("INSERT INTO hide_parameters_probe VALUES (:id)"), {"id": marker}
+            )
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text("INSERT INTO hide_parameters_probe VALUES (:id)"), {"id": marker}
+                )
+        error = caught.value
+        assert "parameters hidden" in str(error)
+        # PostgreSQL's own DETAIL line echoes key values whatever the engine options; SQLAlchemy's
+        # part of the text must not, and on SQLite nothing may.
+        assert marker not in str(error).replace(str(error.orig), "")
+        if engine.dialect.name == "sqlite":
+            assert marker not in str(error)
+    finally:
+        await engine.dispose()

@@ -78,3 +78,24 @@ async def test_the_log_writers_own_connection_is_durable(tmp_path: Path) -> None
             await log.close()
     finally:
         await engine.dispose()
+
+
+def test_a_failing_statement_does_not_carry_its_bound_values(tmp_path: Path) -> None:
+    marker = "bound-value-marker-c93a51"
+    sync = sqlite_sync_engine(f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}")
+    assert sync is not None
+    try:
+        with sync.connect() as conn:
+            with conn.begin():
+                conn.execute(sa.text("CREATE TABLE hide_parameters_probe (id TEXT PRIMARY KEY)"))
+                conn.execute(
+                    sa.text("INSERT INTO hide_parameters_probe VALUES (:id)"), {"id": marker}
+                )
+            with pytest.raises(sa.exc.IntegrityError) as caught, conn.begin():
+                conn.execute(
+                    sa.text("INSERT INTO hide_parameters_probe VALUES (:id)"), {"id": marker}
+                )
+        assert "parameters hidden" in str(caught.value)
+        assert marker not in str(caught.value)
+    finally:
+        sync.dispose()
