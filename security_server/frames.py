@@ -127,7 +127,7 @@ class FrameLink:
 
     async def _write(self) -> None:
         try:
-            while True:
+            while self._failure is None:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 while self._outbox:

@@ -196,7 +196,8 @@ class ProviderProxy:
         each result goes back as soon as it is ready, with every other result ready at that
         moment in the same frame. A refusal is a :class:`~ruta.v1.transport_pb2.Refusal` in its
         result, not the stream's status. Bounds: :data:`MAX_FRAME_REQUESTS` per frame and
-        :data:`MAX_STREAM_IN_FLIGHT` requests in flight per stream (reading pauses at the bound).
+        :data:`MAX_STREAM_IN_FLIGHT` requests per stream read and not yet answered on the wire
+        (reading pauses at the bound, also when the consumer stops reading results).
         """
         stream = _FramesStream(self, frames, context, MAX_FRAME_BYTES)
         try:
@@ -470,7 +471,10 @@ class _FramesStream:
         watcher.add_done_callback(stop_reading)
         try:
             while (first := await self._results.get()) is not None:
-                await self._context.write(self._frame(first))
+                frame = self._frame(first)
+                await self._context.write(frame)
+                for _ in frame.results:
+                    self._room.release()  # a request's room is free once its result is written
             await reader
         finally:
             for task in (watcher, reader, *self._tasks):
@@ -512,7 +516,4 @@ class _FramesStream:
             self._results.put_nowait(None)
 
     async def _answer(self, item: transport_pb2.FramedRequest) -> None:
-        try:
-            self._results.put_nowait(await self._proxy.framed(item, self._context))
-        finally:
-            self._room.release()
+        self._results.put_nowait(await self._proxy.framed(item, self._context))
