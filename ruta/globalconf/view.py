@@ -32,6 +32,7 @@ from ruta.globalconf.limits import (
     MAX_TEXT_LENGTH,
 )
 from ruta.ids import IdentifierError, MemberId, ServerId, ServiceId, SubsystemId
+from ruta.timestamps import to_timestamp
 from ruta.v1 import globalconf_pb2, ids_pb2
 
 __all__ = [
@@ -324,8 +325,8 @@ class GlobalConf:
         conf = globalconf_pb2.GlobalConfiguration(
             instance=self.instance,
             serial=self.serial,
-            generated_at=_timestamp(self.generated_at),
-            expires_at=_timestamp(self.expires_at),
+            generated_at=to_timestamp(self.generated_at),
+            expires_at=to_timestamp(self.expires_at),
             trust_anchors=sorted(_der(c) for c in self.trust_anchors),
             ocsp_responder_certs=sorted(_der(c) for c in self.ocsp_responder_certs),
             witness_public_key=self.witness_public_key,
@@ -363,10 +364,10 @@ class GlobalConf:
                 methods=sorted(c.methods),
                 purpose=c.purpose,
                 legal_basis=c.legal_basis,
-                valid_from=_timestamp(c.valid_from),
+                valid_from=to_timestamp(c.valid_from),
             )
             if c.valid_until is not None:
-                entry.valid_until.CopyFrom(_timestamp(c.valid_until))
+                entry.valid_until.CopyFrom(to_timestamp(c.valid_until))
         return conf
 
 
@@ -377,12 +378,6 @@ def _unique(kind: str, items: Iterable[_T], key: Callable[[_T], _K]) -> dict[_K,
         if index.setdefault(k, item) is not item:
             raise InvalidConfigurationError(f"{kind} {k} is listed twice")
     return index
-
-
-def _timestamp(at: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(at)
-    return ts
 
 
 def _der(cert: x509.Certificate) -> bytes:

@@ -25,6 +25,7 @@ from ruta.globalconf import (
     Service,
 )
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
+from ruta.timestamps import from_timestamp, to_timestamp
 from ruta.v1 import globalconf_pb2
 from tests.unit.ruta.globalconf.support import (
     PERSON_REGISTRY,
@@ -341,3 +342,18 @@ def test_round_trip_through_the_wire_form(view: GlobalConf) -> None:
         assert back.service(service.id) == service
     for contract in view.contracts:
         assert contract in back.contracts_of(contract.consumer)
+
+
+def test_wire_timestamps_are_the_shared_helpers_encoding() -> None:
+    # The view writes its instants with ruta.timestamps (one encoding for the whole code base),
+    # to the microsecond, and the shared reader gives the same instants back.
+    at = NOW + timedelta(microseconds=123_456)
+    conf = sample_configuration(now=at)
+    conf.contracts[0].valid_until.CopyFrom(to_timestamp(at + timedelta(days=1, microseconds=7)))
+    wire = GlobalConf.from_proto(conf).to_proto()
+    assert wire.generated_at == to_timestamp(at)
+    assert from_timestamp(wire.generated_at) == at
+    contract = GlobalConf.from_proto(conf).contracts[0]
+    assert wire.contracts[0].valid_from == to_timestamp(contract.valid_from)
+    assert wire.contracts[0].valid_until == to_timestamp(at + timedelta(days=1, microseconds=7))
+    assert from_timestamp(wire.expires_at) == GlobalConf.from_proto(conf).expires_at
