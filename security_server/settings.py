@@ -47,13 +47,24 @@ MAX_BACKENDS: Final = 1024
 
 
 def is_loopback_address(host: str) -> bool:
-    """Whether ``host`` is ``localhost`` or a loopback IP address."""
+    """Whether ``host`` is ``localhost`` or a loopback IP address.
+
+    IPv4 loopback is all of 127.0.0.0/8; IPv6 loopback is ``::1`` and the IPv4-mapped form of an
+    IPv4 loopback address (``::ffff:127.0.0.1``; Python before 3.13 does not count it by itself).
+    The one host name judged loopback is exactly ``localhost`` (the conventional name, as a
+    listen address or backend host in the settings); every other name, ``LOCALHOST`` and
+    ``localhost.`` included, is not, since nothing here resolves names. The unspecified
+    addresses (``0.0.0.0``, ``::``) are not loopback.
+    """
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _address(value: str) -> str:

@@ -147,12 +147,22 @@ def test_split_address_refuses(address: str) -> None:
     ("host", "loopback"),
     [
         ("127.0.0.1", True),
+        ("127.5.5.5", True),
         ("127.9.9.9", True),
         ("::1", True),
-        ("localhost", True),
+        ("::ffff:127.0.0.1", True),  # IPv4-mapped loopback
+        ("::ffff:7f05:505", True),  # the same, 127.5.5.5, in hex
+        ("localhost", True),  # the one name judged loopback, as before
         ("10.0.0.1", False),
-        ("example.org", False),
+        ("::ffff:10.0.0.1", False),
+        ("::ffff:0.0.0.0", False),
         ("0.0.0.0", False),
+        ("::", False),
+        ("LOCALHOST", False),  # names are not resolved nor case-folded
+        ("localhost.", False),
+        ("localhost.example.org", False),
+        ("example.org", False),
+        ("", False),
     ],
 )
 def test_is_loopback_address(host: str, loopback: bool) -> None:
