@@ -21,7 +21,7 @@ import enum
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final, Self
 
@@ -394,6 +394,14 @@ class _Cached:
     status: OcspStatus
 
 
+@dataclass(slots=True)
+class _KeyLock:
+    """A certificate's fetch lock and how many callers hold or await it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class OcspClient:
     """Fetches and caches OCSP responses for certificates, from their AIA OCSP URL (HTTP POST).
 
@@ -424,7 +432,10 @@ class OcspClient:
         self._max_entries = max_entries
         self._clock = clock
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One lock per certificate being fetched, so concurrent callers share one fetch; an
+        # entry lives only while some caller holds or awaits it, so the map is bounded by the
+        # callers in flight, whatever the fetches' outcomes.
+        self._locks: dict[str, _KeyLock] = {}
 
     async def __aenter__(self) -> Self:
         return self
@@ -463,35 +474,47 @@ class OcspClient:
         if cached is not None and self._clock() - cached.status.this_update < self._refresh_after:
             self._cache.move_to_end(key)
             return cached
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            now = self._clock()
-            cached = self._cache.get(key)
-            if cached is not None and now - cached.status.this_update < self._refresh_after:
-                self._cache.move_to_end(key)
-                return cached
-            try:
-                der = await self._fetch(cert, issuer)
-                status = check_ocsp_response(
-                    der,
-                    cert,
-                    issuer,
-                    at=self._clock(),
-                    freshness=self._freshness,
-                    trusted_responders=self._trusted,
-                )
-            except (OcspFetchError, OcspInvalidError):
-                # A responder that is down or answers tryLater: keep using a still-fresh answer.
-                if cached is not None and now - cached.status.this_update <= self._freshness:
-                    return cached
-                raise
-            entry = _Cached(der, status)
-            self._cache[key] = entry
+        held = self._locks.get(key)
+        if held is None:
+            held = self._locks[key] = _KeyLock()
+        held.users += 1
+        try:
+            async with held.lock:
+                return await self._refresh(key, cert, issuer)
+        finally:
+            held.users -= 1
+            if held.users == 0:
+                del self._locks[key]
+
+    async def _refresh(self, key: str, cert: x509.Certificate, issuer: x509.Certificate) -> _Cached:
+        """Under ``key``'s lock: the cached answer if another caller just refreshed it, else a
+        newly fetched and checked one (or the cached one while still fresh, if that fails)."""
+        now = self._clock()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached.status.this_update < self._refresh_after:
             self._cache.move_to_end(key)
-            while len(self._cache) > self._max_entries:
-                old, _ = self._cache.popitem(last=False)
-                self._locks.pop(old, None)
-            return entry
+            return cached
+        try:
+            der = await self._fetch(cert, issuer)
+            status = check_ocsp_response(
+                der,
+                cert,
+                issuer,
+                at=self._clock(),
+                freshness=self._freshness,
+                trusted_responders=self._trusted,
+            )
+        except (OcspFetchError, OcspInvalidError):
+            # A responder that is down or answers tryLater: keep using a still-fresh answer.
+            if cached is not None and now - cached.status.this_update <= self._freshness:
+                return cached
+            raise
+        entry = _Cached(der, status)
+        self._cache[key] = entry
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._max_entries:
+            self._cache.popitem(last=False)
+        return entry
 
     async def _fetch(self, cert: x509.Certificate, issuer: x509.Certificate) -> bytes:
         url = ocsp_url_of(cert)

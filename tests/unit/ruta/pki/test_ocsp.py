@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from cryptography import x509
 
+from ruta.ids import MemberId
+from ruta.pki.certs import CertificateKind
 from ruta.pki.errors import OcspInvalidError, Reason
+from ruta.pki.keys import generate_ec_key
 from ruta.pki.ocsp import (
     MAX_OCSP_RESPONSE_BYTES,
     CertStatus,
@@ -97,3 +102,63 @@ def test_ocsp_url_and_next_update(tmp_path: Path) -> None:
             at=NOW + datetime.timedelta(minutes=2),
             freshness=datetime.timedelta(minutes=1),
         )
+
+
+class _ScriptedClient(OcspClient):
+    """A client whose responder is a function: counts fetches, yields to the loop in each."""
+
+    def __init__(self, answer: bytes | None) -> None:
+        super().__init__()
+        self._answer = answer
+        self.fetches = 0
+        self.most_locks = 0
+
+    async def _fetch(self, cert: x509.Certificate, issuer: x509.Certificate) -> bytes:
+        self.fetches += 1
+        self.most_locks = max(self.most_locks, len(self._locks))
+        await asyncio.sleep(0.001)
+        if self._answer is not None:
+            return self._answer
+        raise OcspFetchError("OCSP responder could not be reached (test)")
+
+
+async def test_failing_certificates_leave_no_lock_behind(tmp_path: Path) -> None:
+    # A certificate whose status can never be fetched must not leave its lock in the client:
+    # the lock map is bounded by the callers in flight, not by every certificate ever asked.
+    pki = TestPki(tmp_path)
+    key = generate_ec_key()  # one key: only the certificates need to differ
+    certs = [
+        pki.issue(CertificateKind.SIGN, member=MemberId.parse(f"LAC/GOV/M{n}"), key=key)
+        for n in range(40)
+    ]
+    async with _ScriptedClient(None) as client:
+
+        async def ask(cert: x509.Certificate) -> None:
+            with pytest.raises(OcspFetchError):
+                await client.status(cert, pki.ca.certificate)
+
+        for _ in range(3):
+            # Several callers per certificate at once, then the same again one by one.
+            await asyncio.gather(*(ask(c.certificate) for c in certs for _ in range(3)))
+            assert client._locks == {}
+            for cred in certs:
+                await ask(cred.certificate)
+            assert client._locks == {}
+        assert 0 < client.most_locks <= len(certs)  # one lock per certificate in flight
+
+
+async def test_concurrent_callers_share_one_fetch_and_release_the_lock(tmp_path: Path) -> None:
+    pki = TestPki(tmp_path)
+    cred = pki.sign("LAC/GOV/POP")
+    der = pki.ocsp_response(cred.certificate, this_update=datetime.datetime.now(datetime.UTC))
+    async with _ScriptedClient(der) as client:
+        statuses = await asyncio.gather(
+            *(client.status(cred.certificate, pki.ca.certificate) for _ in range(10))
+        )
+        assert client.fetches == 1
+        assert {s.status for s in statuses} == {CertStatus.GOOD}
+        assert client._locks == {}
+        # A fresh cached answer is returned without the lock at all.
+        await client.status(cred.certificate, pki.ca.certificate)
+        assert client.fetches == 1
+        assert client._locks == {}
