@@ -52,6 +52,7 @@ from registry.model import (
     SecurityServer,
     Service,
     Subsystem,
+    admin_role_text,
 )
 from registry.store import RegistryStore
 from ruta.addresses import split_address
@@ -780,13 +781,14 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         issued = await asyncio.to_thread(self._issuer.issue, issue)
         cert = issued.certificate
         if issue.kind is CertificateKind.ROLE:
-            # An admin certificate: recorded as an administrator (which is audited).
-            role = issue.roles[0]
+            # An admin certificate: recorded as an administrator (which is audited), with every
+            # role it carries, since it grants them all.
             await self._store.add_administrator(
                 Administrator(
                     name=_common_name(issue.csr.subject) or cert.subject.rfc4514_string(),
-                    role=AdminRole(str(role.name)),
-                    member=role.member,
+                    roles=tuple(
+                        admin_role_text(AdminRole(str(r.name)), r.member) for r in issue.roles
+                    ),
                     cert_sha256=fingerprint(cert),
                     created_at=self._clock(),
                 ),

@@ -28,6 +28,7 @@ __all__ = [
     "SecurityServer",
     "Service",
     "Subsystem",
+    "admin_role_text",
 ]
 
 
@@ -207,21 +208,30 @@ class AdminRole(enum.StrEnum):
     AUDITOR = "auditor"
 
 
+def admin_role_text(role: AdminRole, member: MemberId | None = None) -> str:
+    """How an administrator's role is written (as in a certificate request): the role's name,
+    followed by ``:MEMBER`` for ``member-admin``."""
+    return str(role) if member is None else f"{role}:{member}"
+
+
 @dataclass(frozen=True, slots=True)
 class Administrator:
-    """A person or system holding an admin client certificate the registry issued."""
+    """A person or system holding an admin client certificate the registry issued.
+
+    ``roles`` are all the roles the certificate carries, in its order, each as the admin API
+    names it: ``registry-admin``, ``auditor`` or ``member-admin:INSTANCE/CLASS/CODE`` (see
+    :func:`admin_role_text`); the certificate grants every one of them.
+    """
 
     name: str
-    role: AdminRole
-    member: MemberId | None
+    roles: tuple[str, ...]
     cert_sha256: str
     created_at: datetime
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "role": str(self.role),
-            "member": None if self.member is None else str(self.member),
+            "roles": list(self.roles),
             "cert_sha256": self.cert_sha256,
             "created_at": _iso(self.created_at),
         }

@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError
 
 from registry.ca import CertificateAuthority
 from registry.errors import AlreadyExistsError, InvalidRequestError, StoreError
-from registry.model import Administrator, AdminRole
+from registry.model import Administrator, AdminRole, admin_role_text
 from registry.settings import RegistryLayout, RegistrySettings, split_address
 from registry.store import RegistryStore, database_url
 from ruta.globalconf import ConfigurationAnchor
@@ -258,8 +258,7 @@ async def initialise_registry(
         await store.add_administrator(
             Administrator(
                 name="local operator",
-                role=AdminRole.REGISTRY_ADMIN,
-                member=None,
+                roles=(admin_role_text(AdminRole.REGISTRY_ADMIN),),
                 cert_sha256=fingerprint(admin_cert),
                 created_at=now,
             ),

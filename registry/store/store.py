@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from registry.errors import AlreadyExistsError, InvalidRequestError, NotFoundError, StoreError
 from registry.model import (
     Administrator,
-    AdminRole,
     AuditEntry,
     Contract,
     ContractState,
@@ -173,8 +172,7 @@ def _contract(row: Row[Any], ids: _Ids | None = None) -> Contract:
 def _administrator(row: Row[Any]) -> Administrator:
     return Administrator(
         name=row.name,
-        role=AdminRole(row.role),
-        member=None if row.member_id is None else MemberId.parse(row.member_id),
+        roles=tuple(json.loads(row.roles)),
         cert_sha256=row.cert_sha256,
         created_at=_dt(row.created_at_us),
     )
@@ -764,15 +762,14 @@ class RegistryStore:
     # -- administrators and the audit trail ------------------------------------------------
 
     async def add_administrator(self, administrator: Administrator, *, actor: str) -> None:
-        """Record an administrator's certificate (issued by the CA) and its role."""
+        """Record an administrator's certificate (issued by the CA) and all its roles."""
         async with self._write() as conn:
             await self._insert(
                 conn,
                 insert(t.administrators).values(
                     cert_sha256=administrator.cert_sha256,
                     name=administrator.name,
-                    role=str(administrator.role),
-                    member_id=None if administrator.member is None else str(administrator.member),
+                    roles=json.dumps(list(administrator.roles)),
                     created_at_us=_us(administrator.created_at),
                 ),
                 f"administrator certificate {administrator.cert_sha256[:16]}",

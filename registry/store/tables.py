@@ -121,8 +121,8 @@ administrators = Table(
     metadata,
     Column("cert_sha256", String(64), primary_key=True),
     Column("name", Text, nullable=False),
-    Column("role", String(32), nullable=False),
-    Column("member_id", String(ID_LENGTH), nullable=True),
+    # Every role the certificate carries: a JSON list of role texts (Administrator.roles).
+    Column("roles", Text, nullable=False),
     Column("created_at_us", BigInteger, nullable=False),
 )
 

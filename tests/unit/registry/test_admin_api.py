@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,13 +10,16 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf import descriptor_pb2, timestamp_pb2
 
-from registry.admin_api import RegistryAdminServicer
+from registry.admin_api import IssuedCertificate, IssueRequest, RegistryAdminServicer
 from registry.limits import MAX_DESCRIPTOR_SET_BYTES
 from registry.store import RegistryStore, database_url
 from ruta.faults import Fault, fault_from_rpc_error
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
+from ruta.pki.certs import fingerprint, load_certificate, make_csr
+from ruta.pki.keys import generate_ec_key
 from ruta.pki.testing import Credential, TestPki
 from ruta.pki.tls import channel_credentials, server_credentials
 from ruta.v1 import ids_pb2, registry_pb2, registry_pb2_grpc
@@ -45,12 +49,30 @@ class Registry:
     port: int
     changes: list[int]
     channels: list[grpc.aio.Channel]
+    store: RegistryStore
 
     def stub(self, credential: Credential) -> registry_pb2_grpc.RegistryAdminAsyncStub:
         creds = channel_credentials(credential.key, credential.certificate, self.pki.trust_path)
         channel = grpc.aio.secure_channel(f"localhost:{self.port}", creds)
         self.channels.append(channel)
         return registry_pb2_grpc.RegistryAdminStub(channel)
+
+
+class _TestIssuer:
+    """The test PKI as the admin API's CA (a fresh key per certificate; the CSR's is unused)."""
+
+    def __init__(self, pki: TestPki) -> None:
+        self._pki = pki
+
+    def issue(self, request: IssueRequest) -> IssuedCertificate:
+        cred = self._pki.issue(
+            request.kind,
+            server=request.server,
+            member=request.member,
+            subsystem=request.subsystem,
+            roles=request.roles,
+        )
+        return IssuedCertificate(certificate=cred.certificate, chain=())
 
 
 @pytest.fixture
@@ -64,7 +86,9 @@ async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
 
     server = grpc.aio.server()
     registry_pb2_grpc.add_RegistryAdminServicer_to_server(
-        RegistryAdminServicer(store=store, instance="LAC", on_change=changed),
+        RegistryAdminServicer(
+            store=store, instance="LAC", on_change=changed, issuer=_TestIssuer(pki)
+        ),
         server,
     )
     tls = pki.auth("LAC/RUTA/REGISTRY/registry")
@@ -72,7 +96,7 @@ async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
         "127.0.0.1:0", server_credentials(tls.key, tls.certificate, pki.trust_path)
     )
     await server.start()
-    reg = Registry(pki=pki, port=port, changes=changes, channels=[])
+    reg = Registry(pki=pki, port=port, changes=changes, channels=[], store=store)
     try:
         yield reg
     finally:
@@ -316,3 +340,26 @@ async def test_bad_requests_get_their_fault(
         assert await _fault(lambda: method(request_)) is Fault.CLIENT_ALREADY_EXISTS  # type: ignore[operator]
         return
     assert await _fault(lambda: method(request_)) is fault  # type: ignore[operator]
+
+
+async def test_a_multi_role_certificate_is_recorded_with_all_its_roles(registry: Registry) -> None:
+    # The certificate grants every role it names, so the administrators table and the audit
+    # trail record every one of them, in the certificate's order, not only the first.
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    roles = ["member-admin:LAC/GOV/POP", "auditor", "member-admin:LAC/GOV/TAX"]
+    issued = await admin.IssueCertificate(
+        registry_pb2.IssueCertificateRequest(
+            csr=make_csr(generate_ec_key(), "ops team").public_bytes(Encoding.DER),
+            profile=registry_pb2.CERTIFICATE_PROFILE_ROLE,
+            roles=roles,
+        )
+    )
+    recorded = await registry.store.administrator(fingerprint(load_certificate(issued.certificate)))
+    assert recorded is not None
+    assert recorded.name == "ops team"
+    assert recorded.roles == tuple(roles)
+    trail = await admin.ListAuditTrail(registry_pb2.ListAuditRequest())
+    entry = trail.entries[-1]
+    assert entry.action == "administrator.add"
+    assert json.loads(entry.after_json)["roles"] == roles

@@ -9,11 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.exc import DBAPIError
 
+from registry import migrations
 from registry.errors import AlreadyExistsError, InvalidRequestError, NotFoundError
 from registry.model import ContractState, Savings
 from registry.store import RegistryStore, database_url, tables
@@ -299,4 +302,50 @@ async def test_a_failing_statement_does_not_carry_its_bound_values(store_url: st
     finally:
         async with engine.begin() as conn:
             await conn.execute(text("DROP TABLE IF EXISTS hide_parameters_probe"))
+        await engine.dispose()
+
+
+def _migrate_to(connection: Connection, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.attributes["connection"] = connection
+    if revision == "0003":
+        command.upgrade(config, revision)
+    else:
+        command.downgrade(config, revision)
+
+
+async def test_administrators_recorded_with_one_role_keep_it_as_a_list(store_url: str) -> None:
+    # Rows written before the administrators table held every role keep their one role.
+    engine = create_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate_to, "0003")
+            await conn.execute(
+                text(
+                    "INSERT INTO administrators (cert_sha256, name, role, member_id, created_at_us)"
+                    " VALUES ('aa', 'ops', 'member-admin', 'LAC/GOV/POP', 1),"
+                    " ('bb', 'root', 'registry-admin', NULL, 2)"
+                )
+            )
+        opened = await RegistryStore.open(store_url)
+        try:
+            pop = await opened.administrator("aa")
+            root = await opened.administrator("bb")
+        finally:
+            await opened.close()
+        assert pop is not None
+        assert pop.roles == ("member-admin:LAC/GOV/POP",)
+        assert root is not None
+        assert root.roles == ("registry-admin",)
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate_to, "-1")  # and back: the first role is kept
+            rows = await conn.execute(
+                text("SELECT cert_sha256, role, member_id FROM administrators ORDER BY 1")
+            )
+            assert [tuple(r) for r in rows] == [
+                ("aa", "member-admin", "LAC/GOV/POP"),
+                ("bb", "registry-admin", None),
+            ]
+    finally:
         await engine.dispose()
