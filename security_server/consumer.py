@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import ipaddress
 import logging
 from typing import Any, Final, cast
 
@@ -63,7 +62,7 @@ from security_server.headers import (
 from security_server.identity import ServerIdentity
 from security_server.log import Direction
 from security_server.metrics import ExchangeMetrics, Outcome
-from security_server.settings import SecurityServerSettings
+from security_server.settings import SecurityServerSettings, is_loopback_address
 from security_server.transport import EXCHANGE_PATH, PeerChannels, TransportError
 
 __all__ = ["HEALTH_SERVICE_PREFIX", "MAX_STATUS_TEXT_BYTES", "ConsumerProxy", "is_loopback_peer"]
@@ -97,15 +96,9 @@ def is_loopback_peer(peer: str) -> bool:
     return _is_loopback_host(_peer_host(peer))
 
 
-@functools.lru_cache(maxsize=1024)
-def _is_loopback_host(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # unix sockets and anything unexpected: not loopback
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
+# Judged once per peer host (the settings' rule: IPv4-mapped loopback counts; a gRPC peer
+# string always carries a numeric address, unix sockets none).
+_is_loopback_host = functools.lru_cache(maxsize=1024)(is_loopback_address)
 
 
 class ConsumerProxy:
