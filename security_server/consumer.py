@@ -149,6 +149,11 @@ class ConsumerProxy:
             ],
         ] = {}
 
+    @property
+    def frames(self) -> bool:
+        """Whether requests go to provider servers several per frame (``[transport] frames``)."""
+        return self._links is not None
+
     async def close(self) -> None:
         """End the frames streams to provider servers (calls still waiting get network_error)."""
         if self._links is not None:
@@ -416,14 +421,7 @@ class ConsumerProxy:
         try:
             result = await link.exchange(message, seconds=self._timeout(context))
         except TimeoutError:
-            raise _PassThrough(
-                RutaError(
-                    f"security server {provider.id} did not answer within the deadline",
-                    fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
-                ),
-                fault_id=None,
-                status=grpc.StatusCode.DEADLINE_EXCEEDED,
-            ) from None
+            raise _deadline_passed(provider) from None
         except FramesUnsupportedError:
             raise
         except TransportError:
@@ -482,14 +480,7 @@ class ConsumerProxy:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
                 self._channels.discard(provider)
             if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise _PassThrough(
-                    RutaError(
-                        f"security server {provider.id} did not answer within the deadline",
-                        fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
-                    ),
-                    fault_id=None,
-                    status=grpc.StatusCode.DEADLINE_EXCEEDED,
-                ) from None
+                raise _deadline_passed(provider) from None
             raise ProxyError(
                 f"security server {provider.id} could not be reached ({exc.code().name})",
                 fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
@@ -553,6 +544,17 @@ class ConsumerProxy:
             plain=True,
             metadata=exchanged,
         )
+
+
+def _deadline_passed(provider: SecurityServer) -> _PassThrough:
+    return _PassThrough(
+        RutaError(
+            f"security server {provider.id} did not answer within the deadline",
+            fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
+        ),
+        fault_id=None,
+        status=grpc.StatusCode.DEADLINE_EXCEEDED,
+    )
 
 
 _STATUS_BY_VALUE: Final[dict[int, grpc.StatusCode]] = {s.value[0]: s for s in grpc.StatusCode}

@@ -40,6 +40,7 @@ __all__ = [
     "SignatureChecker",
     "WitnessGate",
     "refuse_unexpected",
+    "unexpected_failure",
 ]
 
 _log = logging.getLogger(__name__)
@@ -73,11 +74,9 @@ class ProxyError(RutaError):
     default_fault = Fault.SERVER_CONSUMER_INTERNAL_ERROR
 
 
-async def refuse_unexpected(
-    context: grpc.aio.ServicerContext[Any, Any], *, fault: Fault, who: str
-) -> NoReturn:
-    """Refuse a call that failed on a bug: the traceback goes to this server's log under a fresh
-    fault id, the caller gets ``fault`` and the id, never the exception text."""
+def unexpected_failure(*, fault: Fault, who: str) -> tuple[ProxyError, str]:
+    """For an exchange that failed on a bug: log the traceback under a fresh fault id and return
+    the refusal the caller gets (``fault``, never the exception text) with that id."""
     fault_id = str(uuid.uuid4())
     _log.exception("%s exchange failed unexpectedly fault_id=%s", who, fault_id)
     error = ProxyError(
@@ -85,6 +84,14 @@ async def refuse_unexpected(
         "the fault id",
         fault=fault,
     )
+    return error, fault_id
+
+
+async def refuse_unexpected(
+    context: grpc.aio.ServicerContext[Any, Any], *, fault: Fault, who: str
+) -> NoReturn:
+    """Refuse a call that failed on a bug (:func:`unexpected_failure`)."""
+    error, fault_id = unexpected_failure(fault=fault, who=who)
     await abort(context, error, fault_id=fault_id)
 
 

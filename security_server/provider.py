@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any, Final, cast
@@ -42,6 +41,7 @@ from security_server.exchange import (
     SignatureChecker,
     WitnessGate,
     refuse_unexpected,
+    unexpected_failure,
 )
 from security_server.headers import (
     HeaderError,
@@ -218,24 +218,13 @@ class ProviderProxy:
                 return transport_pb2.FramedResult(tag=item.tag, response=response)
             except RutaError as exc:
                 outcome.fault = str(exc.fault)
-                rep = report(exc)
-                refusal = transport_pb2.Refusal(
-                    status_code=rep.status.value[0],
-                    fault=str(rep.fault),
-                    fault_id=rep.fault_id,
-                    message=rep.details,
-                )
+                refusal = _refusal(exc)
             except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
                 outcome.fault = str(Fault.SERVER_PROVIDER_INTERNAL_ERROR)
-                fault_id = str(uuid.uuid4())
-                _log.exception("provider exchange failed unexpectedly fault_id=%s", fault_id)
-                refusal = transport_pb2.Refusal(
-                    status_code=grpc.StatusCode.INTERNAL.value[0],
-                    fault=str(Fault.SERVER_PROVIDER_INTERNAL_ERROR),
-                    fault_id=fault_id,
-                    message="the provider's security server failed unexpectedly; its operator "
-                    "can find the cause by the fault id",
+                error, fault_id = unexpected_failure(
+                    fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR, who="provider"
                 )
+                refusal = _refusal(error, fault_id=fault_id)
             return transport_pb2.FramedResult(tag=item.tag, refusal=refusal)
 
     async def _exchange(
@@ -433,6 +422,17 @@ class ProviderProxy:
             ),
         )
         return transport_pb2.SignedMessage(header=response_bytes, body=body, signature=signature)
+
+
+def _refusal(error: RutaError, *, fault_id: str | None = None) -> transport_pb2.Refusal:
+    """What :func:`ruta.faults.abort` would send as a status, as a framed result's refusal."""
+    rep = report(error, fault_id=fault_id)
+    return transport_pb2.Refusal(
+        status_code=rep.status.value[0],
+        fault=str(rep.fault),
+        fault_id=rep.fault_id,
+        message=rep.details,
+    )
 
 
 class _FramesStream:

@@ -138,6 +138,7 @@ class SecurityServerApp:
         self.globalconf: GlobalConfClient | None = None
         self.log: MessageLog | None = None
         self.checkpointer: Checkpointer | None = None
+        self.consumer: ConsumerProxy | None = None
 
     @classmethod
     async def start(
@@ -262,8 +263,6 @@ class SecurityServerApp:
             clock=clock,
         )
 
-        self._closers.append(consumer.close)  # before the peer channels close (reverse order)
-        self._draining.append(provider.drain)
         self._bind_consumer(consumer)
         self._bind_transport(provider, identity, globalconf)
         if settings.audit.listen:
@@ -348,6 +347,8 @@ class SecurityServerApp:
         )
 
     def _bind_consumer(self, consumer: ConsumerProxy) -> None:
+        self.consumer = consumer
+        self._closers.append(consumer.close)  # before the peer channels close (reverse order)
         settings = self.settings
         consumer_server = self._grpc_server(self._options())
         consumer_server.add_generic_rpc_handlers((consumer.handler(),))
@@ -370,6 +371,7 @@ class SecurityServerApp:
     def _bind_transport(
         self, provider: ProviderProxy, identity: ServerIdentity, globalconf: GlobalConfClient
     ) -> None:
+        self._draining.append(provider.drain)  # streams end when the server stops
         settings = self.settings
         # Transport port: client certificates must chain to the configuration's trust anchors.
         transport_server = self._grpc_server(self._options())

@@ -56,6 +56,13 @@ def _provider_channel(instance: Bed) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(instance.agencies[POP].addresses["transport"], credentials)
 
 
+async def test_the_consumer_sends_over_frames_by_default(running: Bed) -> None:
+    app = running.agencies[SOC].app
+    assert app is not None
+    assert app.consumer is not None
+    assert app.consumer.frames
+
+
 async def test_concurrent_exchanges_share_frames_and_each_gets_its_own_answer(
     running: Bed,
 ) -> None:
@@ -134,7 +141,9 @@ async def test_frames_can_be_turned_off(tmp_path: Path) -> None:
         await instance.start_server(POP)
         data = instance.settings_dict(SOC)
         data["transport"] = {**data.get("transport", {}), "frames": False}
-        await instance.start_server(SOC, data=data)
+        app = await instance.start_server(SOC, data=data)
+        assert app.consumer is not None
+        assert not app.consumer.frames
         async with instance.consumer_channel(SOC) as channel:
             person = decode_person(await get_person(channel)(PERSON, metadata=call_metadata()))
         assert person["family_name"] == "Pérez"
