@@ -7,7 +7,9 @@ the backend (mTLS client certificate naming its subsystem, or plaintext loopback
 allows it), checks the configuration in force (fails closed once expired) and the contract (fail
 fast; the provider enforces it), connects over pinned mTLS to the first reachable server the
 provider's member lists, builds and signs the request header once (naming that server), sends it
-to that server's ``Transport.Exchange`` within the caller's deadline, verifies the signed response
+to that server within the caller's deadline (several messages per frame on one stream,
+``Transport.ExchangeFrames``, docs/adr/0011; ``Transport.Exchange`` for a message larger than a
+frame, a provider without frames, or with ``[transport] frames = false``), verifies the response
 (signature, signer is the provider's member, bound to this request by ``request_hash``, same
 message id), logs the request and the response together in one transaction, and only then
 returns the body with trailing metadata ``ruta-message-id`` and ``ruta-request-hash``. An

@@ -1,18 +1,22 @@
 """The provider proxy: receives signed requests from other security servers and answers them.
 
-For each ``Transport.Exchange`` call it checks, in this order (DESIGN.md step 4): the
-configuration in force (fails closed once expired); the calling peer is a listed security server
-(its TLS certificate's fingerprint, not revoked); the witness cosignature window; the size bound;
-the header (well formed, a request, addressed to this server, sent by the calling peer); the
-signature over the exact header bytes, with the chain to a trust anchor, the stapled OCSP
-response at signing time and the signer being the client's member; the body digest; freshness
-(``created_at`` within the allowed skew); the contract; and uniqueness of the message id: the
-request is logged together with a durable claim on its id, so a replay is refused even across a
-restart. Then it forwards the raw body to the mapped backend with the original method path,
-``ruta-*`` metadata taken from the signed header, and the remaining deadline; signs a response
-header bound to the request by ``request_hash`` carrying the backend's status; logs it; and
-returns it. A backend that cannot be reached gets a signed response with
-``server.provider.service_failed``, so the consumer's log holds the outcome too.
+For each request (a ``Transport.Exchange`` call, or one request of a frame) it checks, in this
+order (DESIGN.md step 4): the configuration in force (fails closed once expired); the calling
+peer is a listed security server (its TLS certificate's fingerprint, not revoked); the witness
+cosignature window; the size bound; the header (well formed, a request, addressed to this
+server, sent by the calling peer); the signature over the exact header bytes, with the chain to
+a trust anchor, the stapled OCSP response at signing time and the signer being the client's
+member; the body digest; freshness (``created_at`` within the allowed skew); the contract; and
+uniqueness of the message id: the request is logged together with a durable claim on its id, so
+a replay is refused even across a restart. Then it forwards the raw body to the mapped backend
+with the original method path, ``ruta-*`` metadata taken from the signed header, and the
+remaining deadline; signs a response header bound to the request by ``request_hash`` carrying
+the backend's status; logs it; and returns it. A backend that cannot be reached gets a signed
+response with ``server.provider.service_failed``, so the consumer's log holds the outcome too.
+
+``Transport.ExchangeFrames`` carries the same requests several per frame on one stream
+(docs/adr/0011): each framed request goes through exactly the same steps, concurrently, and its
+response or refusal goes back in a result frame as soon as it is ready.
 """
 
 from __future__ import annotations
