@@ -164,6 +164,7 @@ class ProviderProxy:
         self._clock = clock
         self._gate = gate
         self._draining = asyncio.Event()
+        self._framed_room = asyncio.Semaphore(settings.limits.max_concurrent_calls)
 
     def drain(self) -> None:
         """The server is stopping: frames streams stop reading, finish the requests they carry,
@@ -199,11 +200,12 @@ class ProviderProxy:
         :meth:`exchange` handles one (same checks, same log records, same faults), concurrently;
         each result goes back as soon as it is ready, with every other result ready at that
         moment in the same frame. A refusal is a :class:`~ruta.v1.transport_pb2.Refusal` in its
-        result, not the stream's status. Bounds: :data:`MAX_FRAME_REQUESTS` per frame and
-        :data:`MAX_STREAM_IN_FLIGHT` requests per stream read and not yet answered on the wire
-        (reading pauses at the bound, also when the consumer stops reading results).
+        result, not the stream's status. Bounds: :data:`MAX_FRAME_REQUESTS` per frame,
+        :data:`MAX_STREAM_IN_FLIGHT` requests per stream read and not yet answered on the wire,
+        and ``limits.max_concurrent_calls`` such requests on all streams together (reading pauses
+        at a bound, also when the consumer stops reading results).
         """
-        stream = _FramesStream(self, frames, context, MAX_FRAME_BYTES)
+        stream = _FramesStream(self, frames, context, MAX_FRAME_BYTES, self._framed_room)
         try:
             await stream.run(self._draining)
         except RutaError as exc:
@@ -449,8 +451,13 @@ class _FramesStream:
         frames: AsyncIterator[transport_pb2.RequestFrame],
         context: grpc.aio.ServicerContext[Any, Any],
         max_frame_bytes: int,
+        shared_room: asyncio.Semaphore,
     ) -> None:
         self._proxy = proxy
+        # Framed requests in flight on every stream of this server together (the transport
+        # port's max_concurrent_calls): many streams do not multiply the bound.
+        self._shared_room = shared_room
+        self._held = 0  # places taken in the shared room and not yet given back
         self._frames = frames
         self._context = context
         self._max_frame_bytes = max_frame_bytes
@@ -478,11 +485,17 @@ class _FramesStream:
                 frame = self._frame(first)
                 await self._context.write(frame)
                 for _ in frame.results:
-                    self._room.release()  # a request's room is free once its result is written
+                    # A request's place is free once its result is written.
+                    self._room.release()
+                    self._shared_room.release()
+                    self._held -= 1
             await reader
         finally:
             for task in (watcher, reader, *self._tasks):
                 task.cancel()
+            for _ in range(self._held):  # results never written: their places go back
+                self._shared_room.release()
+            self._held = 0
 
     def _frame(self, first: transport_pb2.FramedResult) -> transport_pb2.ResultFrame:
         frame = transport_pb2.ResultFrame(results=[first])
@@ -507,6 +520,8 @@ class _FramesStream:
                         )
                     for item in frame.requests:
                         await self._room.acquire()
+                        await self._shared_room.acquire()
+                        self._held += 1
                         task = asyncio.get_running_loop().create_task(self._answer(item))
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)

@@ -182,3 +182,33 @@ async def test_a_result_frame_never_outgrows_the_bound(running: Bed) -> None:
             assert len(frame.results) == 1 or frame.ByteSize() <= MAX_FRAME_BYTES
             tags.extend(result.tag for result in frame.results)
     assert sorted(tags) == list(range(40))
+
+
+async def test_framed_requests_share_the_servers_concurrency_bound(tmp_path: Path) -> None:
+    # max_concurrent_calls = 2 bounds framed requests across every stream: ten requests in two
+    # streams are all answered (places recycle as results are written), and a stream cut short
+    # gives its places back, so a later stream is served in full.
+    async with bed(tmp_path) as instance:
+        data = instance.settings_dict(POP)
+        data.setdefault("limits", {})["max_concurrent_calls"] = 2
+        await instance.start_server(POP, data=data)
+        await instance.start_server(SOC)
+        async with _provider_channel(instance) as channel:
+            first, second = FrameLink(channel), FrameLink(channel)
+            try:
+                results = await asyncio.gather(
+                    *(
+                        link.exchange(signed_request(instance)[1], seconds=10)
+                        for link in (first, second)
+                        for _ in range(5)
+                    )
+                )
+                assert all(r.HasField("response") for r in results)
+                await first.close()  # ends its stream
+                again = await asyncio.gather(
+                    *(second.exchange(signed_request(instance)[1], seconds=10) for _ in range(4))
+                )
+                assert all(r.HasField("response") for r in again)
+            finally:
+                await first.close()
+                await second.close()
