@@ -137,7 +137,11 @@ class ConsumerProxy:
         self._gate = gate
         # Several messages per frame to each provider server (docs/adr/0011), unless configured
         # off; providers that do not offer it are remembered and called once per message.
-        self._links = FrameLinks() if settings.transport.frames else None
+        self._links = (
+            FrameLinks(on_frame=lambda messages: metrics.frame_written("consumer", messages))
+            if settings.transport.frames
+            else None
+        )
         self._unary_only: set[ServerId] = set()
         # Transport.Exchange callables, made once per peer channel (by the channel's id; the
         # channel is kept beside its callable so a reused id is never mistaken for it).

@@ -23,6 +23,7 @@ import asyncio
 import collections
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Final
 
 import grpc
@@ -60,8 +61,11 @@ class FramesUnsupportedError(TransportError):
 class FrameLink:
     """One ``ExchangeFrames`` stream to one provider server (see the module docstring)."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, *, on_frame: Callable[[int], None] | None = None
+    ) -> None:
         self._channel = channel
+        self._on_frame = on_frame
         open_stream: grpc.aio.StreamStreamMultiCallable[
             transport_pb2.RequestFrame, transport_pb2.ResultFrame
         ] = channel.stream_stream(
@@ -135,6 +139,8 @@ class FrameLink:
                     await self._call.write(frame)
                     self.frames_written += 1
                     self.requests_written += len(frame.requests)
+                    if self._on_frame is not None:
+                        self._on_frame(len(frame.requests))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any write failure ends the link
@@ -204,7 +210,9 @@ class FrameLinks:
         """Whether ``message`` travels framed (no larger than a frame may be)."""
         return message.ByteSize() <= MAX_FRAME_BYTES - FRAMED_OVERHEAD_BYTES
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_frame: Callable[[int], None] | None = None) -> None:
+        #: Told the number of requests of every frame written (metrics).
+        self._on_frame = on_frame
         # By the channel's id; the link holds its channel, so a reused id is never mistaken.
         self._links: dict[int, FrameLink] = {}
         self._retired: set[asyncio.Task[None]] = set()
@@ -219,7 +227,7 @@ class FrameLinks:
             for old in self._links.values():
                 self._retire(old)
             self._links.clear()
-        link = self._links[id(channel)] = FrameLink(channel)
+        link = self._links[id(channel)] = FrameLink(channel, on_frame=self._on_frame)
         return link
 
     def _retire(self, link: FrameLink) -> None:

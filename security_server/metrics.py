@@ -120,6 +120,19 @@ class ExchangeMetrics:
             ("role",),
             registry=self.registry,
         )
+        self.frames = Counter(
+            "ruta_transport_frames",
+            "Frames written on server-to-server streams (Transport.ExchangeFrames), by role "
+            "(consumer: request frames, provider: result frames).",
+            ("role",),
+            registry=self.registry,
+        )
+        self.framed_messages = Counter(
+            "ruta_transport_framed_messages",
+            "Messages carried in those frames, by role (divided by the frames: how full they run).",
+            ("role",),
+            registry=self.registry,
+        )
         self.globalconf_serial = Gauge(
             "ruta_globalconf_serial",
             "Serial of the global configuration in use.",
@@ -213,6 +226,11 @@ class ExchangeMetrics:
             if len(self._children) < MAX_CACHED_LABEL_SETS:
                 self._children[key] = child
         return child
+
+    def frame_written(self, role: str, messages: int) -> None:
+        """Count one frame of ``messages`` written by the ``role`` side of a frames stream."""
+        self._child(self.frames, (role,)).inc()
+        self._child(self.framed_messages, (role,)).inc(messages)
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

@@ -166,6 +166,10 @@ class ProviderProxy:
         self._draining = asyncio.Event()
         self._framed_room = asyncio.Semaphore(settings.limits.max_concurrent_calls)
 
+    def frame_written(self, results: int) -> None:
+        """Count a result frame written on a frames stream (metrics)."""
+        self._metrics.frame_written("provider", results)
+
     def drain(self) -> None:
         """The server is stopping: frames streams stop reading, finish the requests they carry,
         and end (a consumer server's link then reconnects elsewhere or reports the outage)."""
@@ -484,6 +488,7 @@ class _FramesStream:
             while (first := await self._results.get()) is not None:
                 frame = self._frame(first)
                 await self._context.write(frame)
+                self._proxy.frame_written(len(frame.results))
                 for _ in frame.results:
                     # A request's place is free once its result is written.
                     self._room.release()

@@ -212,3 +212,25 @@ async def test_framed_requests_share_the_servers_concurrency_bound(tmp_path: Pat
             finally:
                 await first.close()
                 await second.close()
+
+
+def _sample(app: Any, name: str, role: str) -> float:
+    text = app.metrics.render().decode()
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{role="{role}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_frames_are_counted_in_the_metrics(running: Bed) -> None:
+    async with running.consumer_channel(SOC) as channel:
+        await asyncio.gather(
+            *(get_person(channel)(PERSON, metadata=call_metadata()) for _ in range(6))
+        )
+    consumer, provider = running.agencies[SOC].app, running.agencies[POP].app
+    for app, role in ((consumer, "consumer"), (provider, "provider")):
+        frames = _sample(app, "ruta_transport_frames_total", role)
+        messages = _sample(app, "ruta_transport_framed_messages_total", role)
+        assert frames >= 1
+        assert messages == 6  # every request (consumer) and every result (provider) once
+        assert frames <= messages
