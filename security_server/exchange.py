@@ -165,32 +165,23 @@ class ExchangeRecorder:
         signature: transport_pb2.Signature,
         certificate: x509.Certificate,
         body: bytes,
-        read: ReadHeader | None = None,
+        read: ReadHeader,
     ) -> LogEntry:
         """The log entry of one signed message (without its body for a metadata-only
-        subsystem); ``read`` is ``header`` already parsed (or built), so it is not parsed again.
-        Raises :class:`ProxyError` (``logging_failed``) if it cannot be logged."""
+        subsystem); ``read`` is ``header`` as already parsed (or built), so it is not parsed
+        again. Raises :class:`ProxyError` (``logging_failed``) if it cannot be logged."""
         try:
-            if read is None:
-                entry = LogEntry.from_signed(
-                    direction=direction,
-                    header=header,
-                    signature=signature.SerializeToString(deterministic=True),
-                    certificate_fingerprint=_fingerprint(certificate),
-                    body=body,
-                )
-            else:
-                entry = LogEntry.from_parsed(
-                    direction=direction,
-                    header=header,
-                    parsed=read.header,
-                    client=read.client,
-                    service=read.service,
-                    created_at=read.created_at,
-                    signature=signature.SerializeToString(deterministic=True),
-                    certificate_fingerprint=_fingerprint(certificate),
-                    body=body,
-                )
+            entry = LogEntry.from_parsed(
+                direction=direction,
+                header=header,
+                parsed=read.header,
+                client=read.client,
+                service=read.service,
+                created_at=read.created_at,
+                signature=signature.SerializeToString(deterministic=True),
+                certificate_fingerprint=_fingerprint(certificate),
+                body=body,
+            )
         except LogError as exc:
             raise self._failed(exc) from None
         if self.metadata_only and self._metadata_only(entry):
@@ -222,8 +213,8 @@ class ExchangeRecorder:
         signature: transport_pb2.Signature,
         certificate: x509.Certificate,
         body: bytes,
+        read: ReadHeader,
         claim: MessageClaim | None = None,
-        read: ReadHeader | None = None,
     ) -> None:
         """Append one signed message (with ``claim``, atomically refusing a replayed id); see
         :meth:`append` and :meth:`entry`."""

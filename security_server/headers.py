@@ -53,10 +53,8 @@ __all__ = [
     "ReadHeader",
     "build_request_header",
     "build_response_header",
-    "created_at_of",
     "metadata_for_backend",
     "parse_call_metadata",
-    "parse_header",
     "parse_method_path",
     "read_header",
     "request_hash",
@@ -390,35 +388,13 @@ def read_header(
     )
 
 
-def parse_header(
-    header_bytes: bytes, *, fault: Fault = Fault.SERVER_PROVIDER_INVALID_MESSAGE
-) -> transport_pb2.MessageHeader:
-    """:func:`read_header`'s parsed header alone."""
-    return read_header(header_bytes, fault=fault).header
-
-
-def created_at_of(header: transport_pb2.MessageHeader) -> datetime:
-    """The header's ``created_at`` as an aware UTC datetime (in range for any header that
-    :func:`parse_header` accepted)."""
-    return from_timestamp(header.created_at)
-
-
-def metadata_for_backend(
-    header: transport_pb2.MessageHeader,
-    *,
-    client: SubsystemId | None = None,
-    service: ServiceId | None = None,
-) -> Sequence[tuple[str, str]]:
+def metadata_for_backend(read: ReadHeader) -> Sequence[tuple[str, str]]:
     """The ``ruta-*`` metadata a provider hands its backend, taken from the verified header (so a
-    backend sees exactly what was signed); ``client`` and ``service`` when already read from it
-    (:class:`ReadHeader`)."""
-    if service is None:
-        service = ServiceId.from_proto(header.service)
-    if client is None:
-        client = SubsystemId.from_proto(header.client)
+    backend sees exactly what was signed)."""
+    header = read.header
     entries = [
-        (CLIENT_HEADER, str(client)),
-        (SERVICE_HEADER, str(service.subsystem)),
+        (CLIENT_HEADER, str(read.client)),
+        (SERVICE_HEADER, str(read.service.subsystem)),
         (MESSAGE_ID_HEADER, header.message_id),
     ]
     if header.purpose:

@@ -375,7 +375,7 @@ class ProviderProxy:
         try:
             answer: bytes = await call(
                 body,
-                metadata=metadata_for_backend(header, client=read.client, service=service),
+                metadata=metadata_for_backend(read),
                 timeout=max(0.0, min(timeout, self._limits.max_deadline_seconds)),
             )
         except grpc.aio.AioRpcError as exc:

@@ -11,6 +11,7 @@ from ruta.ids import MemberId
 from ruta.pki.testing import TestPki
 from ruta.v1 import transport_pb2
 from security_server.exchange import ExchangeRecorder
+from security_server.headers import read_header
 from security_server.log import Direction, MessageLog
 from security_server.settings import LogSettings
 from tests.unit.security_server.log.support import CLIENT, SERVICE, make_entry
@@ -39,6 +40,7 @@ async def test_recorder_drops_bodies_of_metadata_only_subsystems(
         signature=transport_pb2.Signature.FromString(entry.signature),
         certificate=credential.certificate,
         body=b"a body",
+        read=read_header(entry.header),
     )
 
     assert log.size() == 1
