@@ -462,17 +462,31 @@ def signed_request(
     return header, transport_pb2.SignedMessage(header=raw, body=body, signature=signature)
 
 
-async def send_to_provider(
-    instance: Bed, message: transport_pb2.SignedMessage, *, peer: ServerId = SOC
-) -> transport_pb2.SignedMessage:
+def provider_channel(instance: Bed, *, peer: ServerId = SOC) -> grpc.aio.Channel:
+    """A mutual-TLS channel to POP's transport port, presenting ``peer``'s auth certificate (the
+    test client that plays a listed security server)."""
     auth = instance.agencies[peer].auth
     credentials = grpc.ssl_channel_credentials(
         root_certificates=instance.pki.trust_path.read_bytes(),
         private_key=auth.key_path.read_bytes(),
         certificate_chain=auth.cert_path.read_bytes(),
     )
-    address = instance.agencies[POP].addresses["transport"]
-    async with grpc.aio.secure_channel(address, credentials) as channel:
+    return grpc.aio.secure_channel(instance.agencies[POP].addresses["transport"], credentials)
+
+
+@contextlib.asynccontextmanager
+async def provider_and_consumer(tmp_path: Path) -> AsyncIterator[Bed]:
+    """A bed with POP (provider) and SOC (consumer) serving in this process."""
+    async with bed(tmp_path) as instance:
+        await instance.start_server(POP)
+        await instance.start_server(SOC)
+        yield instance
+
+
+async def send_to_provider(
+    instance: Bed, message: transport_pb2.SignedMessage, *, peer: ServerId = SOC
+) -> transport_pb2.SignedMessage:
+    async with provider_channel(instance, peer=peer) as channel:
         exchange = channel.unary_unary(
             "/ruta.v1.Transport/Exchange",
             request_serializer=transport_pb2.SignedMessage.SerializeToString,

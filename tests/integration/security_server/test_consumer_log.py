@@ -19,13 +19,12 @@ import pytest
 from ruta.examples.population import SLOW_NATIONAL_ID, encode_get_person
 from security_server.log import MessageLog
 from tests.integration.security_server.bed import (
-    POP,
     SOC,
     Bed,
-    bed,
     call_metadata,
     consumer_refusal,
     get_person,
+    provider_and_consumer,
 )
 
 pytestmark = pytest.mark.integration
@@ -35,9 +34,7 @@ PERSON = encode_get_person("38001010001")
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Bed]:
-    async with bed(tmp_path) as instance:
-        await instance.start_server(POP)
-        await instance.start_server(SOC)
+    async with provider_and_consumer(tmp_path) as instance:
         yield instance
 
 

@@ -30,6 +30,8 @@ from tests.integration.security_server.bed import (
     bed,
     call_metadata,
     get_person,
+    provider_and_consumer,
+    provider_channel,
     signed_request,
 )
 
@@ -40,20 +42,8 @@ PERSON = encode_get_person("38001010001")
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Bed]:
-    async with bed(tmp_path) as instance:
-        await instance.start_server(POP)
-        await instance.start_server(SOC)
+    async with provider_and_consumer(tmp_path) as instance:
         yield instance
-
-
-def _provider_channel(instance: Bed) -> grpc.aio.Channel:
-    auth = instance.agencies[SOC].auth
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=instance.pki.trust_path.read_bytes(),
-        private_key=auth.key_path.read_bytes(),
-        certificate_chain=auth.cert_path.read_bytes(),
-    )
-    return grpc.aio.secure_channel(instance.agencies[POP].addresses["transport"], credentials)
 
 
 async def test_the_consumer_sends_over_frames_by_default(running: Bed) -> None:
@@ -67,7 +57,7 @@ async def test_concurrent_exchanges_share_frames_and_each_gets_its_own_answer(
     running: Bed,
 ) -> None:
     messages = [signed_request(running)[1] for _ in range(40)]
-    async with _provider_channel(running) as channel:
+    async with provider_channel(running) as channel:
         link = FrameLink(channel)
         try:
             results = await asyncio.gather(*(link.exchange(m, seconds=10) for m in messages))
@@ -86,7 +76,7 @@ async def test_concurrent_exchanges_share_frames_and_each_gets_its_own_answer(
 async def test_a_refusal_stays_with_its_message(running: Bed) -> None:
     _, good = signed_request(running)
     _, replayed = signed_request(running)
-    async with _provider_channel(running) as channel:
+    async with provider_channel(running) as channel:
         link = FrameLink(channel)
         try:
             first = await link.exchange(replayed, seconds=10)
@@ -107,7 +97,7 @@ async def test_a_frame_over_the_bound_ends_the_stream_with_a_fault(running: Bed)
     frame = transport_pb2.RequestFrame(
         requests=[transport_pb2.FramedRequest(tag=i) for i in range(1025)]
     )
-    async with _provider_channel(running) as channel:
+    async with provider_channel(running) as channel:
         call: Any = channel.stream_stream(
             "/ruta.v1.Transport/ExchangeFrames",
             request_serializer=transport_pb2.RequestFrame.SerializeToString,
@@ -162,7 +152,7 @@ async def test_a_result_frame_never_outgrows_the_bound(running: Bed) -> None:
     # 40 answers of ~1 KiB each come back over several frames when they cannot all share one:
     # every frame the provider writes stays within MAX_FRAME_BYTES (or is a single result).
     messages = [signed_request(running)[1] for _ in range(40)]
-    async with _provider_channel(running) as channel:
+    async with provider_channel(running) as channel:
         call: Any = channel.stream_stream(
             "/ruta.v1.Transport/ExchangeFrames",
             request_serializer=transport_pb2.RequestFrame.SerializeToString,
@@ -193,7 +183,7 @@ async def test_framed_requests_share_the_servers_concurrency_bound(tmp_path: Pat
         data.setdefault("limits", {})["max_concurrent_calls"] = 2
         await instance.start_server(POP, data=data)
         await instance.start_server(SOC)
-        async with _provider_channel(instance) as channel:
+        async with provider_channel(instance) as channel:
             first, second = FrameLink(channel), FrameLink(channel)
             try:
                 results = await asyncio.gather(
