@@ -8,7 +8,8 @@ role                      may
 ``registry-admin``        everything
 ``member-admin:M``        request contracts for M's subsystems; approve (requested -> approved)
                           contracts on M's services; list objects and M's contracts
-``auditor``               list everything, including the admin audit trail
+``auditor:M``             list objects and M's contracts
+``auditor-supervisor``    list everything, including the admin audit trail
 ========================  ======================================================================
 
 Anything else is refused with ``client.permission_denied``. Every request is checked against the
@@ -43,7 +44,6 @@ from registry.errors import InvalidRequestError, PermissionDeniedError
 from registry.log_keys import parse_vkey
 from registry.model import (
     Administrator,
-    AdminRole,
     AuditEntry,
     Contract,
     ContractState,
@@ -52,7 +52,6 @@ from registry.model import (
     SecurityServer,
     Service,
     Subsystem,
-    admin_role_text,
 )
 from registry.store import RegistryStore
 from ruta.addresses import split_address
@@ -108,13 +107,22 @@ class Caller:
 
     @property
     def is_auditor(self) -> bool:
-        return any(r.name is RoleName.AUDITOR for r in self.roles)
+        """The instance-wide (supervisory) auditor, who reads everything."""
+        return any(r.name is RoleName.AUDITOR_SUPERVISOR for r in self.roles)
 
     @property
     def administered_members(self) -> frozenset[MemberId]:
         return frozenset(
             r.member for r in self.roles if r.name is RoleName.MEMBER_ADMIN and r.member is not None
         )
+
+    @property
+    def read_members(self) -> frozenset[MemberId]:
+        """Members whose contracts the caller may list: those it administers or audits."""
+        audited = frozenset(
+            r.member for r in self.roles if r.name is RoleName.AUDITOR and r.member is not None
+        )
+        return self.administered_members | audited
 
     def administers(self, member: MemberId) -> bool:
         """True for a registry admin, or an administrator of ``member``."""
@@ -470,7 +478,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
 
     @staticmethod
     def _require_reader(caller: Caller) -> None:
-        if not (caller.is_registry_admin or caller.is_auditor or caller.administered_members):
+        if not (caller.is_registry_admin or caller.is_auditor or caller.read_members):
             raise PermissionDeniedError("the caller has no role that may read the registry")
 
     def _member_filter(self, request: Any) -> MemberId | None:
@@ -729,12 +737,13 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         self._require_reader(caller)
         member = self._member_filter(request)
         if not (caller.is_registry_admin or caller.is_auditor):
-            own = caller.administered_members
+            own = caller.read_members
             if member is None and len(own) == 1:
                 member = next(iter(own))
             if member is None or member not in own:
                 raise PermissionDeniedError(
-                    "a member's administrator may only list that member's contracts; name it"
+                    "a member's administrator or auditor may only list that member's contracts;"
+                    " name it"
                 )
         state: ContractState | None = None
         if request.state:
@@ -761,7 +770,8 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
     ) -> registry_pb2.ListAuditResponse:
         if not (caller.is_registry_admin or caller.is_auditor):
             raise PermissionDeniedError(
-                "only a registry administrator or an auditor may read the audit trail"
+                "only a registry administrator or a supervisory auditor (auditor-supervisor) may"
+                " read the audit trail"
             )
         size = _page_size(request.page_size)
         entries = await self._store.list_audit(after_seq=request.after_seq, limit=size)
@@ -786,9 +796,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             await self._store.add_administrator(
                 Administrator(
                     name=_common_name(issue.csr.subject) or cert.subject.rfc4514_string(),
-                    roles=tuple(
-                        admin_role_text(AdminRole(str(r.name)), r.member) for r in issue.roles
-                    ),
+                    roles=tuple(str(r) for r in issue.roles),
                     cert_sha256=fingerprint(cert),
                     created_at=self._clock(),
                 ),
@@ -831,13 +839,14 @@ def _parse_role(text: str, own: Callable[[MemberId], MemberId]) -> Role:
         role_name = RoleName(name)
     except ValueError:
         raise InvalidRequestError(
-            "roles are registry-admin, auditor or member-admin:INSTANCE/CLASS/CODE"
+            "roles are registry-admin, member-admin:MEMBER, auditor:MEMBER, auditor-supervisor"
+            " or auditor-bodies[:MEMBER]"
         ) from None
     member_id = own(MemberId.parse(member)) if member else None
     try:
         return Role(role_name, member_id)
-    except RutaError:
-        raise InvalidRequestError("member-admin, and only it, names a member") from None
+    except RutaError as exc:
+        raise InvalidRequestError(exc.message) from None
 
 
 def _issue_request(

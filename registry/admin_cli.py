@@ -748,7 +748,10 @@ def certificate() -> None:
     "--role",
     "roles",
     multiple=True,
-    help="registry-admin, auditor or member-admin:INSTANCE/CLASS/CODE (role). Repeatable.",
+    help=(
+        "registry-admin, member-admin:MEMBER, auditor:MEMBER, auditor-supervisor or "
+        "auditor-bodies[:MEMBER] (role; MEMBER is INSTANCE/CLASS/CODE). Repeatable."
+    ),
 )
 @click.option("--dns", "dns_names", multiple=True, help="DNS name (auth). Repeatable.")
 @click.option("--ip", "ip_addresses", multiple=True, help="IP address (auth). Repeatable.")

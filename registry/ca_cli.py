@@ -145,13 +145,18 @@ def init(
     help="Certificate profile.",
 )
 @click.option("--server", "server", help="Security server INSTANCE/CLASS/CODE/SERVER (auth).")
-@click.option("--member", "member", help="Member INSTANCE/CLASS/CODE (sign; member-admin role).")
+@click.option(
+    "--member", "member", help="Member INSTANCE/CLASS/CODE (sign; member-admin or auditor role)."
+)
 @click.option("--subsystem", "subsystem", help="Subsystem INSTANCE/CLASS/CODE/SUB (subsystem).")
 @click.option(
     "--role",
     "roles",
     multiple=True,
-    help="Role (role kind): registry-admin, auditor, member-admin (with --member). Repeatable.",
+    help=(
+        "Role (role kind): registry-admin, member-admin or auditor (with --member, or written "
+        "ROLE:MEMBER), auditor-supervisor, auditor-bodies[:MEMBER]. Repeatable."
+    ),
 )
 @click.option(
     "--dns", "dns_names", multiple=True, help="DNS name of the server (auth). Repeatable."
@@ -192,11 +197,11 @@ def issue(
     parsed_roles: list[Role] = []
     if profile is CertificateKind.ROLE:
         for text in roles:
-            if text == RoleName.MEMBER_ADMIN and member_id is not None:
-                parsed_roles.append(Role(RoleName.MEMBER_ADMIN, member_id))
+            if text in _MEMBER_SCOPED and member_id is not None:
+                parsed_roles.append(Role(RoleName(text), member_id))
             else:
                 parsed_roles.append(parse_role(text))
-        member_id = None  # --member only qualified the member-admin role
+        member_id = None  # --member only qualified the member-scoped roles
     elif roles:
         raise InvalidRequestError("--role is only for --kind role")
     authority = CertificateAuthority.open(directory, passphrase=_passphrase(passphrase_file))
@@ -214,6 +219,10 @@ def issue(
     if chain_out is not None:
         chain_out.write_bytes(certificate_pem(cert, *authority.chain, authority.trust_anchor))
     click.echo(format(cert.serial_number, "x"))
+
+
+#: Roles ``--member`` completes when written bare (``auditor-bodies`` bare means everywhere).
+_MEMBER_SCOPED: Final = frozenset({RoleName.MEMBER_ADMIN, RoleName.AUDITOR})
 
 
 @ca.command(name="revoke")

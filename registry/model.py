@@ -206,11 +206,14 @@ class AdminRole(enum.StrEnum):
     REGISTRY_ADMIN = "registry-admin"
     MEMBER_ADMIN = "member-admin"
     AUDITOR = "auditor"
+    AUDITOR_SUPERVISOR = "auditor-supervisor"
+    AUDITOR_BODIES = "auditor-bodies"
 
 
 def admin_role_text(role: AdminRole, member: MemberId | None = None) -> str:
     """How an administrator's role is written (as in a certificate request): the role's name,
-    followed by ``:MEMBER`` for ``member-admin``."""
+    followed by ``:MEMBER`` for a member-scoped role (``member-admin``, ``auditor``,
+    ``auditor-bodies``)."""
     return str(role) if member is None else f"{role}:{member}"
 
 
@@ -219,7 +222,8 @@ class Administrator:
     """A person or system holding an admin client certificate the registry issued.
 
     ``roles`` are all the roles the certificate carries, in its order, each as the admin API
-    names it: ``registry-admin``, ``auditor`` or ``member-admin:INSTANCE/CLASS/CODE`` (see
+    names it: ``registry-admin``, ``member-admin:INSTANCE/CLASS/CODE``,
+    ``auditor:INSTANCE/CLASS/CODE``, ``auditor-supervisor`` or ``auditor-bodies[:MEMBER]`` (see
     :func:`admin_role_text`); the certificate grants every one of them.
     """
 

@@ -1,12 +1,18 @@
 """The audit API (``ruta.v1.Audit``) of a security server, for auditors over mutual TLS.
 
-Every call needs a client certificate carrying ``urn:ruta:role:auditor`` (anything else is
-refused with ``client.unauthenticated`` or ``client.permission_denied``). Auditors search the
-message log, fetch records with inclusion proofs against the latest cosigned checkpoint, ask for
-consistency proofs, read that checkpoint, and export evidence bundles
-(:mod:`security_server.evidence`) streamed in chunks. Bodies leave the server only where
-:class:`AuditSettings` permits (``include_bodies``, not a metadata-only subsystem) and only while
-retention has kept them.
+Every call needs a client certificate with an auditor role that reads this server's log
+(docs/adr/0012): ``urn:ruta:role:auditor:MEMBER`` for the member that owns this server, or the
+instance-wide ``urn:ruta:role:auditor-supervisor``. Anything else is refused with
+``client.unauthenticated`` (no certificate) or ``client.permission_denied`` (an auditor of
+another member among them). Auditors search the message log, fetch records with inclusion proofs
+against the latest cosigned checkpoint, ask for consistency proofs, read that checkpoint, and
+export evidence bundles (:mod:`security_server.evidence`) streamed in chunks.
+
+Bodies leave the server only to a certificate that also carries the body privilege for this
+server (``auditor-bodies:MEMBER`` or ``auditor-bodies``), only where :class:`AuditSettings`
+permits (``include_bodies``, not a metadata-only subsystem) and only while retention has kept
+them. A stored body the caller may not have is reported as ``withheld`` in records and bundles.
+Every number a request carries is bounded (:data:`MAX_SEQUENCE`).
 
 Build with :class:`AuditServicer` and register with :func:`add_audit_service`;
 :func:`audit_server_credentials` makes the port's TLS credentials.
@@ -15,6 +21,7 @@ Build with :class:`AuditServicer` and register with :func:`add_audit_service`;
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -26,7 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.faults import Fault, RutaError, abort
-from ruta.ids import MAX_IDENTIFIER_LENGTH, IdentifierError, ServiceId, SubsystemId
+from ruta.ids import (
+    MAX_IDENTIFIER_LENGTH,
+    IdentifierError,
+    MemberId,
+    ServerId,
+    ServiceId,
+    SubsystemId,
+)
 from ruta.pki.certs import Role, RoleName, roles_of
 from ruta.pki.tls import CertificateSource, KeySource, peer_certificate, server_credentials
 from ruta.timestamps import from_timestamp, to_timestamp
@@ -34,6 +48,7 @@ from ruta.v1 import audit_pb2, audit_pb2_grpc
 from security_server.evidence import EvidenceFilter, build_bundle, cosigned_note
 from security_server.log import (
     MAX_PAGE_SIZE,
+    BodyState,
     MessageLog,
     StoredCheckpoint,
     StoredRecord,
@@ -44,10 +59,13 @@ __all__ = [
     "EXPORT_CHUNK_BYTES",
     "MAX_AUDIT_PAGE_SIZE",
     "MAX_FILTER_TEXT",
+    "MAX_SEQUENCE",
     "AuditError",
+    "AuditGrant",
     "AuditServicer",
     "AuditSettings",
     "add_audit_service",
+    "audit_grant",
     "audit_server_credentials",
 ]
 
@@ -59,8 +77,31 @@ MAX_AUDIT_PAGE_SIZE: Final = MAX_PAGE_SIZE
 MAX_FILTER_TEXT: Final = max(MAX_IDENTIFIER_LENGTH, 255)
 #: Size of one streamed piece of an evidence bundle.
 EXPORT_CHUNK_BYTES: Final = 64 * 1024
+#: Largest sequence number or tree size a request may name: the log stores them as signed
+#: 64-bit integers, so anything larger names nothing a log can hold.
+MAX_SEQUENCE: Final = 2**63 - 1
+#: Longest page token (the decimal sequence number this server handed out).
+_MAX_PAGE_TOKEN: Final = len(str(MAX_SEQUENCE))
 
-_AUDITOR: Final = Role(RoleName.AUDITOR)
+_SUPERVISOR: Final = Role(RoleName.AUDITOR_SUPERVISOR)
+_ALL_BODIES: Final = Role(RoleName.AUDITOR_BODIES)
+_WITHHELD: Final = "withheld"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditGrant:
+    """What one caller may read on this server: the log (always, once authorised) and, with
+    ``bodies``, the message bodies the settings let leave the server."""
+
+    bodies: bool
+
+
+def audit_grant(roles: frozenset[Role], member: MemberId) -> AuditGrant | None:
+    """What a certificate with ``roles`` may read on a server of ``member``; ``None`` when it
+    may not read that server's log at all."""
+    if _SUPERVISOR not in roles and Role(RoleName.AUDITOR, member) not in roles:
+        return None
+    return AuditGrant(bodies=_ALL_BODIES in roles or Role(RoleName.AUDITOR_BODIES, member) in roles)
 
 
 class AuditSettings(BaseModel):
@@ -97,6 +138,27 @@ def audit_server_credentials(
 def add_audit_service(server: grpc.aio.Server, servicer: AuditServicer) -> None:
     """Register ``servicer`` on ``server``."""
     audit_pb2_grpc.add_AuditServicer_to_server(servicer, server)
+
+
+def _sequence(value: int, what: str) -> int:
+    """``value`` when it is a sequence number or size a log can hold; raises
+    :class:`AuditError` otherwise."""
+    if not 0 <= value <= MAX_SEQUENCE:
+        raise AuditError(f"the {what} must be between 0 and {MAX_SEQUENCE}")
+    return value
+
+
+def _page_after(token: str) -> int | None:
+    """The sequence a page token continues after; raises :class:`AuditError` for a token this
+    server would not give."""
+    if not token:
+        return None
+    if len(token) > _MAX_PAGE_TOKEN or not token.isascii() or not token.isdigit():
+        raise AuditError("the page token is not one this server gave")
+    try:
+        return _sequence(int(token), "page token")
+    except AuditError:
+        raise AuditError("the page token is not one this server gave") from None
 
 
 def _text(value: str, what: str) -> str | None:
@@ -141,12 +203,17 @@ def _filter(
     )
 
 
-def _record(record: StoredRecord) -> audit_pb2.AuditLogRecord:
+def _record(record: StoredRecord, *, body_readable: bool) -> audit_pb2.AuditLogRecord:
+    """``record`` as the audit API shows it; a stored body the caller may not read is
+    ``withheld``."""
+    state = str(record.body_state)
+    if record.body_state is BodyState.STORED and not body_readable:
+        state = _WITHHELD
     return audit_pb2.AuditLogRecord(
         sequence=record.seq,
         record=record.record,
         leaf_hash=record.leaf_hash,
-        body_state=str(record.body_state),
+        body_state=state,
         message_id=record.message_id,
         kind=str(record.kind),
         client=record.client,
@@ -187,6 +254,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         self._log = log
         self._engine = engine
         self._server = server
+        self._member = ServerId.parse(server).member
         self._key = key
         self._globalconf = globalconf
         self._settings = settings if settings is not None else AuditSettings()
@@ -195,12 +263,12 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
 
     # --- helpers -----------------------------------------------------------------------------
 
-    async def _authorise(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def _authorise(self, context: grpc.aio.ServicerContext[Any, Any]) -> AuditGrant:
+        """What the caller's certificate may read here; refuses the call otherwise."""
         try:
             cert = peer_certificate(context)
-            roles = roles_of(cert) if cert is not None else frozenset()
         except RutaError:
-            cert, roles = None, frozenset()
+            cert = None
         if cert is None:
             await abort(
                 context,
@@ -209,18 +277,37 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                     fault=Fault.CLIENT_UNAUTHENTICATED,
                 ),
             )
-        if _AUDITOR not in roles:
+        try:
+            roles = roles_of(cert)
+        except RutaError as exc:
             await abort(
                 context,
                 AuditError(
-                    "the client certificate does not carry the auditor role",
+                    f"the client certificate carries a role this server does not grant: "
+                    f"{exc.message}",
                     fault=Fault.CLIENT_PERMISSION_DENIED,
                 ),
             )
+        grant = audit_grant(roles, self._member)
+        if grant is None:
+            scoped = sorted(str(r.member) for r in roles if r.name is RoleName.AUDITOR and r.member)
+            detail = (
+                f"it audits {', '.join(scoped)} only" if scoped else "it carries no auditor role"
+            )
+            await abort(
+                context,
+                AuditError(
+                    f"the client certificate may not read this server's log ({self._member}): "
+                    f"{detail}; ask for auditor:{self._member} or auditor-supervisor",
+                    fault=Fault.CLIENT_PERMISSION_DENIED,
+                ),
+            )
+        return grant
 
-    def bodies_permitted(self, record: StoredRecord) -> bool:
-        """Whether ``record``'s body may leave the server (settings; retention acts itself)."""
-        if not self._settings.include_bodies:
+    def bodies_permitted(self, record: StoredRecord, grant: AuditGrant) -> bool:
+        """Whether ``record``'s body may leave the server to a caller with ``grant`` (body
+        privilege and settings; retention acts itself)."""
+        if not grant.bodies or not self._settings.include_bodies:
             return False
         provider = str(ServiceId.parse(record.service).subsystem)
         return record.client not in self._metadata_only and provider not in self._metadata_only
@@ -243,16 +330,12 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         self, request: audit_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.QueryResponse:
         """One page of records matching the filter, in sequence order."""
-        await self._authorise(context)
+        grant = await self._authorise(context)
         try:
             size = request.page_size or min(DEFAULT_PAGE_SIZE, self._settings.max_page_size)
             if size > self._settings.max_page_size:
                 raise AuditError(f"a page holds at most {self._settings.max_page_size} records")
-            after: int | None = None
-            if request.page_token:
-                if not request.page_token.isdigit() or len(request.page_token) > 20:
-                    raise AuditError("the page token is not one this server gave")
-                after = int(request.page_token)
+            after = _page_after(request.page_token)
             q = _filter(request.filter)
             page = await self._log.query(
                 message_id=q.message_id,
@@ -268,7 +351,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         except RutaError as exc:
             await abort(context, exc)
         return audit_pb2.QueryResponse(
-            records=[_record(r) for r in page.records],
+            records=[
+                _record(r, body_readable=self.bodies_permitted(r, grant)) for r in page.records
+            ],
             next_page_token="" if page.next_after is None else str(page.next_after),
         )
 
@@ -277,19 +362,21 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     ) -> audit_pb2.GetRecordsResponse:
         """Records with inclusion proofs against the latest cosigned checkpoint (records not
         yet inside it are left out), bodies where asked and permitted."""
-        await self._authorise(context)
+        grant = await self._authorise(context)
         checkpoint = await self._cosigned(context)
         try:
             if len(request.sequences) > MAX_AUDIT_PAGE_SIZE:
                 raise AuditError(f"at most {MAX_AUDIT_PAGE_SIZE} records per call")
-            wanted = [s for s in request.sequences if s < checkpoint.size]
+            asked = [_sequence(s, "sequence") for s in request.sequences]
+            wanted = [s for s in asked if s < checkpoint.size]
             out = audit_pb2.GetRecordsResponse(checkpoint=_checkpoint(checkpoint))
             for record in await self._log.get_records(wanted):
+                readable = self.bodies_permitted(record, grant)
                 proven = out.records.add(
-                    record=_record(record),
+                    record=_record(record, body_readable=readable),
                     inclusion_proof=await self._log.inclusion_proof(record.seq, checkpoint.size),
                 )
-                if request.include_bodies and self.bodies_permitted(record):
+                if request.include_bodies and readable:
                     body = await self._log.get_body(record.seq)
                     if body is not None:
                         proven.body = body
@@ -306,8 +393,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         """The consistency proof between two sizes up to the latest cosigned checkpoint."""
         await self._authorise(context)
         checkpoint = await self._cosigned(context)
-        to_size = request.to_size or checkpoint.size
         try:
+            _sequence(request.from_size, "from size")
+            to_size = _sequence(request.to_size, "to size") or checkpoint.size
             if not request.from_size <= to_size <= checkpoint.size:
                 raise AuditError(
                     f"sizes must satisfy from <= to <= {checkpoint.size} (the cosigned size)"
@@ -334,12 +422,12 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[audit_pb2.EvidenceChunk]:
         """An evidence bundle of the matching records, streamed in chunks."""
-        await self._authorise(context)
+        grant = await self._authorise(context)
         try:
             query = _filter(
                 request.filter,
-                from_seq=request.from_sequence,
-                to_seq=request.to_sequence or None,
+                from_seq=_sequence(request.from_sequence, "from sequence"),
+                to_seq=_sequence(request.to_sequence, "to sequence") or None,
             )
             include = request.include_bodies
             signed_conf = self._globalconf()
@@ -355,7 +443,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                 key=self._key,
                 globalconf=signed_conf,
                 query=query,
-                bodies_permitted=lambda r: include and self.bodies_permitted(r),
+                bodies_permitted=lambda r: include and self.bodies_permitted(r, grant),
                 clock=self._clock,
             )
         except RutaError as exc:

@@ -12,7 +12,9 @@ kind           extended key usage / key usage        identifier (SAN URI)
 ``subsystem``  clientAuth / digitalSignature         ``urn:ruta:subsystem:INSTANCE/CLASS/CODE/SUB``
 ``role``       clientAuth / digitalSignature         ``urn:ruta:role:registry-admin``,
                                                      ``urn:ruta:role:member-admin:INSTANCE/CLASS/CODE``,
-                                                     ``urn:ruta:role:auditor``
+                                                     ``urn:ruta:role:auditor:INSTANCE/CLASS/CODE``,
+                                                     ``urn:ruta:role:auditor-supervisor``,
+                                                     ``urn:ruta:role:auditor-bodies[:MEMBER]``
 ``ocsp``       OCSPSigning / digitalSignature,       none (subject names the CA); OCSP no-check
 =============  ====================================  ===========================================
 
@@ -55,6 +57,7 @@ __all__ = [
     "ca_certificate",
     "certificate_der",
     "certificate_pem",
+    "check_role_set",
     "end_entity_certificate",
     "fingerprint",
     "load_certificate",
@@ -110,23 +113,67 @@ DEFAULT_VALIDITY: Final[dict[CertificateKind, datetime.timedelta]] = {
 
 
 class RoleName(enum.StrEnum):
-    """Roles an admin or audit client certificate can carry."""
+    """Roles an admin or audit client certificate can carry (docs/adr/0012)."""
 
     REGISTRY_ADMIN = "registry-admin"
     MEMBER_ADMIN = "member-admin"
+    #: Reads the message logs of one member's security servers (``auditor:MEMBER``).
     AUDITOR = "auditor"
+    #: Reads the message logs of every security server of the instance, and the registry.
+    AUDITOR_SUPERVISOR = "auditor-supervisor"
+    #: May read message bodies where the certificate's auditor role reads the log:
+    #: ``auditor-bodies:MEMBER`` on that member's servers, bare ``auditor-bodies`` everywhere.
+    AUDITOR_BODIES = "auditor-bodies"
+
+
+#: Roles that always name a member, and roles that may.
+_MEMBER_REQUIRED: Final = frozenset({RoleName.MEMBER_ADMIN, RoleName.AUDITOR})
+_MEMBER_OPTIONAL: Final = frozenset({RoleName.AUDITOR_BODIES})
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class Role:
-    """A role from a client certificate; ``member`` is set exactly for ``member-admin``."""
+    """A role from a client certificate; ``member`` is set for ``member-admin`` and
+    ``auditor``, may be set for ``auditor-bodies`` and is never set for the others."""
 
     name: RoleName
     member: MemberId | None = None
 
     def __post_init__(self) -> None:
-        if (self.name is RoleName.MEMBER_ADMIN) != (self.member is not None):
-            raise CertificateProfileError("the member-admin role, and only it, names a member")
+        if self.name in _MEMBER_REQUIRED and self.member is None:
+            hint = (
+                "; the instance-wide auditor is auditor-supervisor"
+                if self.name is RoleName.AUDITOR
+                else ""
+            )
+            raise CertificateProfileError(
+                f"the {self.name} role names a member ({self.name}:INSTANCE/CLASS/CODE){hint}"
+            )
+        if self.member is not None and self.name not in _MEMBER_REQUIRED | _MEMBER_OPTIONAL:
+            raise CertificateProfileError(f"the {self.name} role names no member")
+
+    def __str__(self) -> str:
+        """The role as written after ``urn:ruta:role:`` (``auditor:LAC/GOV/POP``)."""
+        return str(self.name) if self.member is None else f"{self.name}:{self.member}"
+
+
+def check_role_set(roles: Iterable[Role]) -> None:
+    """Refuse a set of roles one certificate cannot sensibly carry: a body privilege
+    (``auditor-bodies[:M]``) wider than the auditor roles beside it, since bodies are only read
+    where the log is. Raises :class:`CertificateProfileError` (``client.invalid_request``)."""
+    given = frozenset(roles)
+    supervisor = Role(RoleName.AUDITOR_SUPERVISOR) in given
+    for role in given:
+        if role.name is not RoleName.AUDITOR_BODIES or supervisor:
+            continue
+        if role.member is None or Role(RoleName.AUDITOR, role.member) not in given:
+            where = "every server" if role.member is None else f"{role.member}'s servers"
+            need = "auditor-supervisor" if role.member is None else f"auditor:{role.member}"
+            raise CertificateProfileError(
+                f"{role} lets its holder read bodies on {where} but the certificate does not "
+                f"read the log there; add {need}",
+                fault=Fault.CLIENT_INVALID_REQUEST,
+            )
 
 
 class CertificateProfileError(PkiError):
@@ -152,9 +199,7 @@ def subsystem_uri(subsystem: SubsystemId) -> str:
 
 
 def role_uri(role: Role) -> str:
-    if role.member is None:
-        return f"{_URN_ROLE}{role.name}"
-    return f"{_URN_ROLE}{role.name}:{role.member}"
+    return f"{_URN_ROLE}{role}"
 
 
 def _uris(cert: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:
@@ -205,8 +250,10 @@ def subsystem_id_of(cert: x509.Certificate) -> SubsystemId:
 
 
 def parse_role(text: str) -> Role:
-    """Parse a role as written after ``urn:ruta:role:`` (``registry-admin``, ``auditor``,
-    ``member-admin:LAC/GOV/POP``); raise :class:`CertificateProfileError` if it does not."""
+    """Parse a role as written after ``urn:ruta:role:`` (``registry-admin``,
+    ``member-admin:LAC/GOV/POP``, ``auditor:LAC/GOV/POP``, ``auditor-supervisor``,
+    ``auditor-bodies[:MEMBER]``); raise :class:`CertificateProfileError` if it does not (a bare
+    ``auditor``, which earlier versions issued instance-wide, among them)."""
     name, _, member = text.partition(":")
     try:
         role_name = RoleName(name)
@@ -398,7 +445,8 @@ def profile_names(
         common_name = str(subsystem)
         names.append(x509.UniformResourceIdentifier(subsystem_uri(subsystem)))
     else:
-        ordered = sorted(set(roles))
+        check_role_set(roles)
+        ordered = sorted(set(roles), key=str)
         common_name = role_uri(ordered[0])
         names.extend(x509.UniformResourceIdentifier(role_uri(r)) for r in ordered)
     names.extend(x509.DNSName(dns) for dns in dns_names)

@@ -40,6 +40,7 @@ from ruta.pki.certs import (
     certificate_der,
     certificate_pem,
     end_entity_certificate,
+    parse_role,
     profile_names,
 )
 from ruta.pki.keys import FileSigner, PrivateKey, generate_ec_key, save_private_key
@@ -238,6 +239,33 @@ class TestPki:
         """An admin/audit client certificate carrying one role."""
         mid = MemberId.parse(member) if isinstance(member, str) else member
         return self.issue(CertificateKind.ROLE, roles=(Role(RoleName(role), mid),))
+
+    def roles(self, *texts: str, name: str | None = None) -> Credential:
+        """An admin/audit client certificate carrying every role written in ``texts``, each as
+        after ``urn:ruta:role:`` (``"auditor:LAC/GOV/POP", "auditor-bodies:LAC/GOV/POP"``)."""
+        return self.issue(
+            CertificateKind.ROLE, name=name, roles=tuple(parse_role(t) for t in texts)
+        )
+
+    def unchecked_role(self, text: str) -> Credential:
+        """A role certificate whose SAN URI is ``urn:ruta:role:TEXT`` as given, without the
+        profile's checks: what an earlier version or a careless CA may have issued (for
+        example the bare ``auditor`` role)."""
+        key = generate_ec_key()
+        uri = f"urn:ruta:role:{text}"
+        cert = end_entity_certificate(
+            CertificateKind.ROLE,
+            public_key=key.public_key(),
+            common_name=uri,
+            names=[x509.UniformResourceIdentifier(uri)],
+            issuer_certificate=self.ca.certificate,
+            issuer_key=self.ca.key,
+            ocsp_url=self.ocsp_url,
+            not_before=_now() - _HOUR,
+            not_after=_now() + datetime.timedelta(days=30),
+        )
+        self._count += 1
+        return self._write(f"role-{self._count}", key, cert)
 
     # --- OCSP -------------------------------------------------------------------------------
 

@@ -424,7 +424,10 @@ class Sandbox:
                 clients / "auditor",
                 trust,
                 registry_pb2.IssueCertificateRequest(
-                    profile=registry_pb2.CERTIFICATE_PROFILE_ROLE, roles=["auditor"]
+                    # The sandbox's one auditor supervises every agency, bodies included
+                    # (docs/adr/0012); a real instance scopes auditors to members.
+                    profile=registry_pb2.CERTIFICATE_PROFILE_ROLE,
+                    roles=["auditor-supervisor", "auditor-bodies"],
                 ),
                 common_name="sandbox auditor",
             )

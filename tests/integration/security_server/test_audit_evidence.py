@@ -47,7 +47,7 @@ async def test_export_verify_and_reconcile_both_sides(tmp_path: Path) -> None:
                 await get_person(channel)(
                     encode_get_person("38001010001"), metadata=call_metadata()
                 )
-        auditor = instance.pki.role("auditor")
+        auditor = instance.pki.role("auditor-supervisor")
         bundles = {}
         for server, app in apps.items():
             await _cosigned(app, 2 * EXCHANGES)

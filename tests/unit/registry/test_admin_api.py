@@ -228,7 +228,7 @@ async def test_member_admin_cannot_touch_other_objects(registry: Registry, call:
 async def test_auditor_reads_the_audit_trail_but_changes_nothing(registry: Registry) -> None:
     admin = registry.stub(registry.pki.role("registry-admin"))
     await _populate(admin)
-    auditor = registry.stub(registry.pki.role("auditor"))
+    auditor = registry.stub(registry.pki.role("auditor-supervisor"))
     trail = await auditor.ListAuditTrail(registry_pb2.ListAuditRequest(page_size=2))
     assert [e.action for e in trail.entries] == ["member.add", "member.add"]
     assert trail.entries[0].actor.startswith("urn:ruta:role:registry-admin (sha256:")
@@ -246,6 +246,25 @@ async def test_auditor_reads_the_audit_trail_but_changes_nothing(registry: Regis
         )
         is Fault.CLIENT_PERMISSION_DENIED
     )
+
+
+async def test_a_member_scoped_auditor_reads_its_member_only(registry: Registry) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    auditor = registry.stub(registry.pki.role("auditor", TAX))
+    listed = await auditor.ListContracts(registry_pb2.ListContractsRequest())
+    assert list(listed.contracts) == []
+    members = await auditor.ListMembers(registry_pb2.ListRequest())
+    assert [m.name for m in members.members] == ["Population", "Tax"]
+    refused = [
+        lambda: auditor.ListContracts(registry_pb2.ListContractsRequest(member=POP.to_proto())),
+        lambda: auditor.ListAuditTrail(registry_pb2.ListAuditRequest()),
+        lambda: auditor.AddMember(
+            registry_pb2.AddMemberRequest(id=MemberId("LAC", "GOV", "X").to_proto(), name="x")
+        ),
+    ]
+    for call in refused:
+        assert await _fault(call) is Fault.CLIENT_PERMISSION_DENIED
 
 
 async def test_certificates_without_a_role_are_refused(registry: Registry) -> None:
@@ -347,7 +366,12 @@ async def test_a_multi_role_certificate_is_recorded_with_all_its_roles(registry:
     # trail record every one of them, in the certificate's order, not only the first.
     admin = registry.stub(registry.pki.role("registry-admin"))
     await _populate(admin)
-    roles = ["member-admin:LAC/GOV/POP", "auditor", "member-admin:LAC/GOV/TAX"]
+    roles = [
+        "member-admin:LAC/GOV/POP",
+        "auditor-supervisor",
+        "auditor:LAC/GOV/TAX",
+        "auditor-bodies:LAC/GOV/TAX",
+    ]
     issued = await admin.IssueCertificate(
         registry_pb2.IssueCertificateRequest(
             csr=make_csr(generate_ec_key(), "ops team").public_bytes(Encoding.DER),

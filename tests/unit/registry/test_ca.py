@@ -132,9 +132,9 @@ def test_issue_every_kind(ca: CertificateAuthority, der: bool) -> None:
     role = ca.issue(
         _csr(der),
         CertificateKind.ROLE,
-        roles=[Role(RoleName.AUDITOR), Role(RoleName.MEMBER_ADMIN, POP)],
+        roles=[Role(RoleName.AUDITOR_SUPERVISOR), Role(RoleName.MEMBER_ADMIN, POP)],
     )
-    assert roles_of(role) == {Role(RoleName.AUDITOR), Role(RoleName.MEMBER_ADMIN, POP)}
+    assert roles_of(role) == {Role(RoleName.AUDITOR_SUPERVISOR), Role(RoleName.MEMBER_ADMIN, POP)}
     for cert in (auth, sign, sub, role):
         cert.verify_directly_issued_by(ca.certificate)
         assert ocsp_url_of(cert) == OCSP_URL

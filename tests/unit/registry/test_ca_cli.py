@@ -38,6 +38,7 @@ def test_issue_role_certificates(ca_dir: Path, tmp_path: Path) -> None:
         [
             "issue", "--dir", str(ca_dir), "--csr", str(_csr(tmp_path)), "--kind", "role",
             "--role", "member-admin", "--member", "LAC/GOV/POP", "--role", "auditor",
+            "--role", "auditor-bodies:LAC/GOV/POP", "--role", "auditor-supervisor",
             "--out", str(out),
         ],
     )  # fmt: skip
@@ -46,7 +47,9 @@ def test_issue_role_certificates(ca_dir: Path, tmp_path: Path) -> None:
     assert format(cert.serial_number, "x") == result.output.strip()
     assert roles_of(cert) == {
         Role(RoleName.MEMBER_ADMIN, MemberId.parse("LAC/GOV/POP")),
-        Role(RoleName.AUDITOR),
+        Role(RoleName.AUDITOR, MemberId.parse("LAC/GOV/POP")),
+        Role(RoleName.AUDITOR_BODIES, MemberId.parse("LAC/GOV/POP")),
+        Role(RoleName.AUDITOR_SUPERVISOR),
     }
 
 
@@ -57,6 +60,22 @@ def test_issue_role_certificates(ca_dir: Path, tmp_path: Path) -> None:
         (["--kind", "sign", "--role", "auditor"], "client.invalid_request"),
         (["--kind", "sign", "--server", "LAC/GOV/POP/ss1"], "client.invalid_request"),
         (["--kind", "role", "--role", "emperor"], "client.unauthenticated"),
+        # The bare auditor role is gone (docs/adr/0012): it names a member or is the supervisor.
+        (["--kind", "role", "--role", "auditor"], "client.unauthenticated"),
+        # A body privilege wider than the log the certificate reads.
+        (
+            [
+                "--kind",
+                "role",
+                "--role",
+                "auditor",
+                "--role",
+                "auditor-bodies",
+                "--member",
+                "A/B/C",
+            ],
+            "client.invalid_request",
+        ),
     ],
 )
 def test_issue_refusals_are_ruta_errors(

@@ -94,7 +94,7 @@ async def test_node_serves_health_and_publishes_changes(tmp_path: Path) -> None:
                         registry_pb2.IssueCertificateRequest(
                             csr=make_csr(auditor_key, "an auditor").public_bytes(Encoding.DER),
                             profile=registry_pb2.CERTIFICATE_PROFILE_ROLE,
-                            roles=["auditor"],
+                            roles=["auditor-supervisor"],
                         )
                     )
                 )

@@ -70,7 +70,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
             yield Api(
                 world,
                 f"localhost:{port}",
-                world.pki.role("auditor"),
+                world.pki.roles("auditor-supervisor", "auditor-bodies"),
                 world.pki.role("registry-admin"),
             )
         finally:
@@ -84,6 +84,60 @@ async def test_only_auditors_may_call(api: Api) -> None:
             await stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest())
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+
+
+async def test_a_bare_auditor_certificate_is_refused_with_what_to_ask_for(api: Api) -> None:
+    # Earlier versions issued ``urn:ruta:role:auditor`` instance-wide (docs/adr/0012).
+    async with api.channel(api.world.pki.unchecked_role("auditor")) as channel:
+        stub = audit_pb2_grpc.AuditStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest())
+    assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+    assert "auditor-supervisor" in (caught.value.details() or "")
+
+
+async def _call(stub: audit_pb2_grpc.AuditAsyncStub, request_: object) -> None:
+    if isinstance(request_, audit_pb2.ExportEvidenceRequest):
+        async for _ in stub.ExportEvidence(request_):
+            pass
+    elif isinstance(request_, audit_pb2.GetRecordsRequest):
+        await stub.GetRecords(request_)
+    elif isinstance(request_, audit_pb2.ConsistencyProofRequest):
+        await stub.GetConsistencyProof(request_)
+    else:
+        assert isinstance(request_, audit_pb2.QueryRequest)
+        await stub.Query(request_)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        # The reviewed attack: 2**64 - 1 answered UNKNOWN with an OverflowError traceback.
+        audit_pb2.ExportEvidenceRequest(from_sequence=2**64 - 1),
+        audit_pb2.ExportEvidenceRequest(to_sequence=2**63),
+        audit_pb2.GetRecordsRequest(sequences=[0, 2**64 - 1]),
+        audit_pb2.ConsistencyProofRequest(from_size=2**64 - 1),
+        audit_pb2.ConsistencyProofRequest(to_size=2**63),
+        audit_pb2.QueryRequest(page_token="99999999999999999999"),
+        audit_pb2.QueryRequest(page_token="9223372036854775808"),
+        audit_pb2.QueryRequest(page_token="\u0661\u0662"),  # digits, but not ASCII ones
+        audit_pb2.QueryRequest(page_size=2**32 - 1),
+    ],
+    ids=lambda r: type(r).__name__,
+)
+async def test_numbers_out_of_bounds_are_refused_with_a_fault(api: Api, request_: object) -> None:
+    async with api.channel(api.auditor) as channel:
+        stub = audit_pb2_grpc.AuditStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _call(stub, request_)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_INVALID_REQUEST
+    assert "Traceback" not in (caught.value.details() or "")
+    assert "Error" not in (caught.value.details() or "")
+    # The server is still serving.
+    async with api.channel(api.auditor) as channel:
+        stub = audit_pb2_grpc.AuditStub(channel)
+        await stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest())
 
 
 async def test_query_pages_records_proofs_and_consistency(api: Api) -> None:

@@ -29,6 +29,7 @@ from ruta.pki.certs import (
     load_csr,
     make_csr,
     member_id_of,
+    parse_role,
     profile_names,
     roles_of,
     server_id_of,
@@ -87,7 +88,14 @@ def test_sign_subsystem_role_profiles(pki: TestPki) -> None:
 
     admin = pki.role("member-admin", "LAC/GOV/POP").certificate
     assert roles_of(admin) == {Role(RoleName.MEMBER_ADMIN, MemberId.parse("LAC/GOV/POP"))}
-    assert roles_of(pki.role("auditor").certificate) == {Role(RoleName.AUDITOR)}
+    assert roles_of(pki.role("auditor-supervisor").certificate) == {
+        Role(RoleName.AUDITOR_SUPERVISOR)
+    }
+    scoped = pki.roles("auditor:LAC/GOV/POP", "auditor-bodies:LAC/GOV/POP").certificate
+    assert roles_of(scoped) == {
+        Role(RoleName.AUDITOR, MemberId.parse("LAC/GOV/POP")),
+        Role(RoleName.AUDITOR_BODIES, MemberId.parse("LAC/GOV/POP")),
+    }
     assert roles_of(sub) == frozenset()
 
     ocsp = pki.ocsp_responder.certificate
@@ -124,11 +132,42 @@ def test_profile_names_refusals(
         profile_names(kind, **options)  # type: ignore[arg-type]
 
 
-def test_member_admin_role_needs_member() -> None:
-    with pytest.raises(CertificateProfileError):
-        Role(RoleName.MEMBER_ADMIN)
-    with pytest.raises(CertificateProfileError):
-        Role(RoleName.AUDITOR, MemberId.parse("A/B/C"))
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("member-admin", "names a member"),
+        ("auditor", "the instance-wide auditor is auditor-supervisor"),
+        ("registry-admin:A/B/C", "names no member"),
+        ("auditor-supervisor:A/B/C", "names no member"),
+        ("auditor-bodies:A/B", "member"),
+    ],
+)
+def test_roles_name_a_member_exactly_where_they_must(text: str, message: str) -> None:
+    with pytest.raises(CertificateProfileError, match=message):
+        parse_role(text)
+
+
+@pytest.mark.parametrize(
+    ("texts", "refused"),
+    [
+        (("auditor:A/B/C", "auditor-bodies:A/B/C"), False),
+        (("auditor-supervisor", "auditor-bodies"), False),
+        (("auditor-supervisor", "auditor-bodies:A/B/C"), False),
+        (("auditor-bodies:A/B/C",), True),
+        (("auditor:A/B/D", "auditor-bodies:A/B/C"), True),
+        (("auditor:A/B/C", "auditor-bodies"), True),
+        (("member-admin:A/B/C", "auditor-bodies:A/B/C"), True),
+    ],
+)
+def test_a_body_privilege_needs_a_reader_role_as_wide(
+    texts: tuple[str, ...], refused: bool
+) -> None:
+    roles = [parse_role(t) for t in texts]
+    if refused:
+        with pytest.raises(CertificateProfileError, match="does not read the log"):
+            profile_names(CertificateKind.ROLE, roles=roles)
+    else:
+        profile_names(CertificateKind.ROLE, roles=roles)
 
 
 def test_fingerprint_and_loaders(pki: TestPki) -> None:

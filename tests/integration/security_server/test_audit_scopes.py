@@ -1,0 +1,178 @@
+"""Auditor roles against running security servers (docs/adr/0012).
+
+Two real servers (POP provider, SOC consumer) exchange, the witness cosigns their logs, and
+auditors with different certificates call each server's audit port over mutual TLS: an auditor
+scoped to one member is refused on another member's server; an auditor without the body
+privilege gets no body from queries, records or exports (``withheld``), and its exports still
+verify; the supervisory auditor reads every server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+
+from ruta.evidence import verify_bundle
+from ruta.faults import Fault, fault_from_rpc_error
+from ruta.ids import ServerId
+from ruta.pki.testing import Credential
+from ruta.pki.tls import channel_credentials
+from ruta.v1 import audit_pb2, audit_pb2_grpc
+from security_server.server import SecurityServerApp
+from tests.integration.security_server.bed import (
+    PERSON_REQUEST,
+    POP,
+    SOC,
+    Bed,
+    bed,
+    call_metadata,
+    get_person,
+)
+
+pytestmark = pytest.mark.integration
+
+EXCHANGES = 2
+#: Records each server logs per exchange (request and response).
+RECORDS = 2 * EXCHANGES
+
+
+@dataclass
+class Running:
+    instance: Bed
+    apps: dict[ServerId, SecurityServerApp]
+
+    def stub(
+        self, server: ServerId, who: Credential
+    ) -> tuple[grpc.aio.Channel, audit_pb2_grpc.AuditAsyncStub]:
+        creds = channel_credentials(who.key_path, who.cert_path, self.instance.pki.trust_path)
+        channel = grpc.aio.secure_channel(self.apps[server].addresses["audit"], creds)
+        return channel, audit_pb2_grpc.AuditStub(channel)
+
+
+async def _cosigned(app: SecurityServerApp, size: int) -> None:
+    assert app.checkpointer is not None
+    for _ in range(200):
+        cosigned = app.checkpointer.cosigned
+        if cosigned is not None and cosigned.size >= size:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no cosigned checkpoint: {app.checkpointer.last_error}")
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    async with bed(tmp_path) as instance:
+        apps = {}
+        for server in (POP, SOC):
+            data = instance.settings_dict(server)
+            data["audit"] = {"listen": "127.0.0.1:0"}
+            apps[server] = await instance.start_server(server, data=data)
+        async with instance.consumer_channel(SOC) as channel:
+            for _ in range(EXCHANGES):
+                await get_person(channel)(PERSON_REQUEST, metadata=call_metadata(), timeout=10)
+        for app in apps.values():
+            await _cosigned(app, RECORDS)
+        yield Running(instance, apps)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What one auditor got from one server: body states from Query, GetRecords and the
+    export, the bodies GetRecords handed out, and the export's body files."""
+
+    query_states: set[str]
+    record_states: set[str]
+    bodies: int
+    bundle_states: set[str]
+    bundle_body_files: int
+
+
+async def _read_all(running: Running, server: ServerId, who: Credential) -> Seen:
+    channel, stub = running.stub(server, who)
+    async with channel:
+        page = await stub.Query(audit_pb2.QueryRequest(page_size=RECORDS), timeout=10)
+        got = await stub.GetRecords(
+            audit_pb2.GetRecordsRequest(sequences=range(RECORDS), include_bodies=True),
+            timeout=10,
+        )
+        data = b"".join(
+            [
+                chunk.data
+                async for chunk in stub.ExportEvidence(
+                    audit_pb2.ExportEvidenceRequest(include_bodies=True), timeout=30
+                )
+            ]
+        )
+    report = verify_bundle(data)
+    assert report.ok, report.first_failure
+    with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+        body_files = sum(1 for n in bundle.namelist() if n.startswith("bodies/"))
+    return Seen(
+        query_states={r.body_state for r in page.records},
+        record_states={p.record.body_state for p in got.records},
+        bodies=sum(1 for p in got.records if p.body_included and p.body),
+        bundle_states={r.body for r in report.records},
+        bundle_body_files=body_files,
+    )
+
+
+WITHHELD = Seen({"withheld"}, {"withheld"}, 0, {"withheld"}, 0)
+WITH_BODIES = Seen({"stored"}, {"stored"}, RECORDS, {"stored, digest ok"}, RECORDS)
+
+
+async def test_an_auditor_of_another_member_is_refused_on_every_call(running: Running) -> None:
+    soc_auditor = running.instance.pki.roles(
+        f"auditor:{SOC.member}", f"auditor-bodies:{SOC.member}"
+    )
+    channel, stub = running.stub(POP, soc_auditor)
+    async with channel:
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: stub.Query(audit_pb2.QueryRequest(), timeout=10),
+            lambda: stub.GetRecords(
+                audit_pb2.GetRecordsRequest(sequences=[0], include_bodies=True), timeout=10
+            ),
+            lambda: stub.GetConsistencyProof(audit_pb2.ConsistencyProofRequest(), timeout=10),
+            lambda: stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest(), timeout=10),
+        ]
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call()
+            assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+            assert f"audits {SOC.member} only" in (caught.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in stub.ExportEvidence(audit_pb2.ExportEvidenceRequest(), timeout=10):
+                pass
+        assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+    # Its own member's server it reads, bodies included.
+    assert await _read_all(running, SOC, soc_auditor) == WITH_BODIES
+
+
+async def test_without_the_body_privilege_no_body_leaves_the_server(running: Running) -> None:
+    pki = running.instance.pki
+    reader = pki.roles(f"auditor:{POP.member}")
+    assert await _read_all(running, POP, reader) == WITHHELD
+    privileged = pki.roles(f"auditor:{POP.member}", f"auditor-bodies:{POP.member}")
+    assert await _read_all(running, POP, privileged) == WITH_BODIES
+
+
+async def test_the_supervisory_auditor_reads_every_server(running: Running) -> None:
+    pki = running.instance.pki
+    supervisor = pki.roles("auditor-supervisor")
+    for server in (POP, SOC):
+        assert await _read_all(running, server, supervisor) == WITHHELD
+    with_all_bodies = pki.roles("auditor-supervisor", "auditor-bodies")
+    for server in (POP, SOC):
+        assert await _read_all(running, server, with_all_bodies) == WITH_BODIES
+    # A body privilege for one member opens that member's bodies only.
+    pop_bodies = pki.roles("auditor-supervisor", f"auditor-bodies:{POP.member}")
+    assert await _read_all(running, POP, pop_bodies) == WITH_BODIES
+    assert await _read_all(running, SOC, pop_bodies) == WITHHELD
