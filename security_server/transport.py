@@ -23,20 +23,21 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import grpc
 import grpc.aio
 from cryptography import x509
+from google.protobuf.message import DecodeError, Message
 
 from ruta.addresses import split_address
-from ruta.faults import Fault, RutaError
+from ruta.faults import Fault, RutaError, abort
 from ruta.globalconf import GlobalConf, SecurityServer
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate
 from ruta.pki.errors import PkiError
 from ruta.pki.ocsp import CertStatus, OcspClient
 from ruta.pki.tls import channel_credentials
-from ruta.v1 import transport_pb2, transport_pb2_grpc
+from ruta.v1 import transport_pb2
 
 __all__ = [
     "EXCHANGE_PATH",
@@ -51,7 +52,9 @@ __all__ = [
     "grpc_message_options",
 ]
 
-EXCHANGE_PATH: Final = "/ruta.v1.Transport/Exchange"
+_SERVICE: Final = "ruta.v1.Transport"
+_M = TypeVar("_M", bound=Message)
+EXCHANGE_PATH: Final = f"/{_SERVICE}/Exchange"
 #: How long the pinning handshake with a peer may take.
 PIN_CHECK_TIMEOUT_SECONDS: Final = 10.0
 #: How long calls still running on a retired channel may take before it is closed.
@@ -176,26 +179,60 @@ def add_transport_service(
     ],
 ) -> None:
     """Register ``exchange`` as ``ruta.v1.Transport/Exchange`` and ``exchange_frames`` as
-    ``ruta.v1.Transport/ExchangeFrames`` on ``server``."""
+    ``ruta.v1.Transport/ExchangeFrames`` on ``server``.
 
-    class _Servicer(transport_pb2_grpc.TransportServicer):
-        async def Exchange(  # noqa: N802 - gRPC method name
-            self,
-            request: transport_pb2.SignedMessage,
-            context: grpc.aio.ServicerContext[Any, Any],
-        ) -> transport_pb2.SignedMessage:
-            return await exchange(request, context)
+    Requests arrive as bytes and are parsed here, so bytes that are no ``SignedMessage`` or
+    ``RequestFrame`` are refused with ``server.provider.invalid_message`` (grpc's own
+    deserializer would answer ``UNKNOWN`` with no fault).
+    """
 
-        # grpc.aio lets a streaming handler write through ``context.write`` and return None;
-        # the generated stub only knows the iterator form.
-        async def ExchangeFrames(  # type: ignore[override]  # noqa: N802 - gRPC method name
-            self,
-            request_iterator: AsyncIterator[transport_pb2.RequestFrame],
-            context: grpc.aio.ServicerContext[Any, Any],
-        ) -> None:
-            await exchange_frames(request_iterator, context)
+    async def on_exchange(
+        request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> transport_pb2.SignedMessage:
+        try:
+            message = _parse(transport_pb2.SignedMessage, request, "signed message")
+        except TransportError as exc:
+            await abort(context, exc)
+        return await exchange(message, context)
 
-    transport_pb2_grpc.add_TransportServicer_to_server(_Servicer(), server)
+    async def frames_of(
+        requests: AsyncIterator[bytes],
+    ) -> AsyncIterator[transport_pb2.RequestFrame]:
+        async for request in requests:
+            yield _parse(transport_pb2.RequestFrame, request, "request frame")
+
+    # grpc.aio lets a streaming handler write through ``context.write`` and return None.
+    async def on_exchange_frames(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        try:
+            await exchange_frames(frames_of(requests), context)
+        except TransportError as exc:  # a malformed frame the handler let through
+            await abort(context, exc)
+
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "Exchange": grpc.unary_unary_rpc_method_handler(
+            on_exchange, response_serializer=transport_pb2.SignedMessage.SerializeToString
+        ),
+        "ExchangeFrames": grpc.stream_stream_rpc_method_handler(
+            on_exchange_frames, response_serializer=transport_pb2.ResultFrame.SerializeToString
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
+    server.add_registered_method_handlers(_SERVICE, handlers)
+
+
+def _parse(kind: type[_M], data: bytes, what: str) -> _M:
+    """``data`` parsed as ``kind``; raises :class:`TransportError`
+    (``server.provider.invalid_message``) when it is not one."""
+    try:
+        return kind.FromString(data)
+    except DecodeError:
+        raise TransportError(
+            f"the request is not a {what} (ruta.v1 transport protocol); send a serialised "
+            f"{kind.__name__}",
+            fault=Fault.SERVER_PROVIDER_INVALID_MESSAGE,
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
