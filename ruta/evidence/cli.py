@@ -2,7 +2,8 @@
 
 ``verify`` and ``reconcile`` need nothing but the bundles (and optionally the instance's
 configuration anchor to pin the registry's signer). ``export`` calls a server's audit API over
-mutual TLS with an auditor certificate (``urn:ruta:role:auditor``).
+mutual TLS with an auditor certificate (``urn:ruta:role:auditor:MEMBER`` or
+``urn:ruta:role:auditor-supervisor``; bodies need ``auditor-bodies`` besides, docs/adr/0012).
 """
 
 from __future__ import annotations
