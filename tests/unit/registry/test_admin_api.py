@@ -267,6 +267,32 @@ async def test_a_member_scoped_auditor_reads_its_member_only(registry: Registry)
         assert await _fault(call) is Fault.CLIENT_PERMISSION_DENIED
 
 
+@pytest.mark.parametrize(
+    ("roles", "text"),
+    [
+        (["auditor"], "auditor-supervisor"),
+        (["auditor-supervisor:LAC/GOV/POP"], "names no member"),
+        (["auditor:LAC/GOV/POP", "auditor-bodies"], "does not read the log"),
+        (["auditor:LAC/GOV/POP", "auditor-bodies:LAC/GOV/TAX"], "add auditor:LAC/GOV/TAX"),
+    ],
+)
+async def test_auditor_certificates_grant_no_more_than_they_say(
+    registry: Registry, roles: list[str], text: str
+) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await admin.IssueCertificate(
+            registry_pb2.IssueCertificateRequest(
+                csr=make_csr(generate_ec_key(), "an auditor").public_bytes(Encoding.DER),
+                profile=registry_pb2.CERTIFICATE_PROFILE_ROLE,
+                roles=roles,
+            )
+        )
+    assert fault_from_rpc_error(info.value)[0] is Fault.CLIENT_INVALID_REQUEST
+    assert text in (info.value.details() or "")
+
+
 async def test_certificates_without_a_role_are_refused(registry: Registry) -> None:
     server_cert = registry.stub(registry.pki.auth("LAC/GOV/POP/ss1"))
     fault = await _fault(lambda: server_cert.ListMembers(registry_pb2.ListRequest()))
