@@ -14,7 +14,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 import grpc
@@ -30,6 +30,10 @@ from ruta.sandbox.layout import MAX_SANDBOX_FILE_BYTES, SANDBOX_FILE
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 
 __all__ = ["group", "sandbox_target"]
+
+#: Largest sequence number ``export`` asks for: a server's log holds signed 64-bit sequences and
+#: refuses anything larger (``client.invalid_request``).
+MAX_SEQUENCE_OPTION: Final = 2**63 - 1
 
 
 class _AuditCliError(RutaError):
@@ -196,8 +200,13 @@ async def _export(
 @click.option("--subject")
 @click.option("--since", help="ISO 8601 time (inclusive).")
 @click.option("--until", help="ISO 8601 time (exclusive).")
-@click.option("--from-seq", type=click.IntRange(min=0), default=0)
-@click.option("--to-seq", type=click.IntRange(min=0), default=0, help="0: the latest.")
+@click.option("--from-seq", type=click.IntRange(min=0, max=MAX_SEQUENCE_OPTION), default=0)
+@click.option(
+    "--to-seq",
+    type=click.IntRange(min=0, max=MAX_SEQUENCE_OPTION),
+    default=0,
+    help="0: the latest.",
+)
 @click.option("--no-bodies", is_flag=True, help="Leave message bodies out.")
 def export_command(
     *,

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
-from ruta.evidence.cli import sandbox_target
+from ruta.evidence.cli import group, sandbox_target
 from ruta.faults import RutaError
 
 SERVER = "DEV/GOV/POP/ss1"
@@ -55,3 +56,15 @@ def test_sandbox_refusals(tmp_path: Path, data: dict[str, Any], message: str) ->
 def test_no_sandbox_file(tmp_path: Path) -> None:
     with pytest.raises(RutaError, match=r"sandbox\.json does not exist"):
         sandbox_target(tmp_path, SERVER)
+
+
+@pytest.mark.parametrize("option", ["--from-seq", "--to-seq"])
+def test_export_refuses_a_sequence_no_log_holds(tmp_path: Path, option: str) -> None:
+    # 2**64 - 1 once reached the server and came back as UNKNOWN: OverflowError.
+    existing = tmp_path / "x.pem"
+    existing.write_text("x")
+    args = ["export", "--out", str(tmp_path / "b.zip"), "--address", "127.0.0.1:9"]
+    args += ["--cert", str(existing), "--key", str(existing), "--ca", str(existing)]
+    result = CliRunner().invoke(group, [*args, option, str(2**64 - 1)])
+    assert result.exit_code == 2
+    assert "9223372036854775807" in result.output
