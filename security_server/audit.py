@@ -424,11 +424,11 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         """An evidence bundle of the matching records, streamed in chunks."""
         grant = await self._authorise(context)
         try:
-            query = _filter(
-                request.filter,
-                from_seq=_sequence(request.from_sequence, "from sequence"),
-                to_seq=_sequence(request.to_sequence, "to sequence") or None,
-            )
+            from_seq = _sequence(request.from_sequence, "from sequence")
+            to_seq = _sequence(request.to_sequence, "to sequence") or None
+            if to_seq is not None and from_seq > to_seq:
+                raise AuditError("the from sequence must not be above the to sequence")
+            query = _filter(request.filter, from_seq=from_seq, to_seq=to_seq)
             include = request.include_bodies
             signed_conf = self._globalconf()
             if not signed_conf:
