@@ -147,10 +147,13 @@ class Role:
                 else ""
             )
             raise CertificateProfileError(
-                f"the {self.name} role names a member ({self.name}:INSTANCE/CLASS/CODE){hint}"
+                f"the {self.name} role names a member ({self.name}:INSTANCE/CLASS/CODE){hint}",
+                fault=Fault.CLIENT_INVALID_REQUEST,
             )
         if self.member is not None and self.name not in _MEMBER_REQUIRED | _MEMBER_OPTIONAL:
-            raise CertificateProfileError(f"the {self.name} role names no member")
+            raise CertificateProfileError(
+                f"the {self.name} role names no member", fault=Fault.CLIENT_INVALID_REQUEST
+            )
 
     def __str__(self) -> str:
         """The role as written after ``urn:ruta:role:`` (``auditor:LAC/GOV/POP``)."""

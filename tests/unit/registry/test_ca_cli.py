@@ -61,7 +61,7 @@ def test_issue_role_certificates(ca_dir: Path, tmp_path: Path) -> None:
         (["--kind", "sign", "--server", "LAC/GOV/POP/ss1"], "client.invalid_request"),
         (["--kind", "role", "--role", "emperor"], "client.unauthenticated"),
         # The bare auditor role is gone (docs/adr/0012): it names a member or is the supervisor.
-        (["--kind", "role", "--role", "auditor"], "client.unauthenticated"),
+        (["--kind", "role", "--role", "auditor"], "client.invalid_request"),
         # A body privilege wider than the log the certificate reads.
         (
             [
