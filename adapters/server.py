@@ -47,6 +47,7 @@ from adapters.mapping import (
     ResponsePlan,
     build_request_plan,
     build_response_plan,
+    check_answer_shape,
     extract_params,
     fill_message,
     lookup,
@@ -265,6 +266,15 @@ def _bind(name: str, spec: MethodSpec, service: ServiceModel, backend: Backend) 
         model.output, spec.fields, auto=spec.auto_fields, where=f"{where}.fields"
     )
     call = backend.bind(name, spec, request_plan.names, lists=request_plan.lists)
+    problems = check_answer_shape(
+        response_plan,
+        many=spec.expect == "many",
+        answers_rows=backend.answers_rows,
+        text_cells=backend.text_cells,
+        where=f"{where}.fields",
+    )
+    if problems:
+        raise AdapterConfigError("\n  ".join(problems))
     return BoundMethod(
         name=name,
         model=model,

@@ -111,6 +111,8 @@ class CsvBackend(Backend):
     """A CSV file looked up by key, reloaded when it changes."""
 
     kind = "csv"
+    answers_rows = True
+    text_cells = True
 
     def __init__(self, name: str, spec: CsvBackendSpec, base_dir: Path) -> None:
         super().__init__(name, timeout=spec.timeout_seconds)

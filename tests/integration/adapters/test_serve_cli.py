@@ -163,6 +163,33 @@ def test_check_reports_ok_problems_and_unreachable_systems(tmp_path: Path) -> No
     assert "methods.GetHoldings.lookup: no request parameter 'nobody'" in unfit.stdout
 
 
+@pytest.mark.parametrize("offline", [False, True])
+def test_check_refuses_rows_without_expect_many(tmp_path: Path, offline: bool) -> None:
+    """A repeated field mapped from 'rows' while one record is expected cannot work (it answered
+    INTERNAL for an owner with two parcels, an empty list for an owner with one): check and serve
+    refuse it, naming the key."""
+    folder = tmp_path / "land"
+    folder.mkdir()
+    for name in ("land.proto", "parcels.csv"):
+        (folder / name).write_bytes((EXAMPLES / "land" / name).read_bytes())
+    text = (EXAMPLES / "land" / "adapter.toml").read_text(encoding="utf-8")
+    assert 'expect = "many"\n' in text
+    (folder / "adapter.toml").write_text(text.replace('expect = "many"\n', ""), encoding="utf-8")
+    found = _run(
+        "adapter", "check", *(["--offline"] if offline else []), str(folder / "adapter.toml")
+    )
+    assert found.returncode == 1, found.stdout
+    assert (
+        "methods.GetHoldings.fields.parcels: 'rows' is offered only with expect = \"many\""
+        in found.stdout
+    )
+    assert found.stdout.strip().endswith("1 problem(s)")
+    refused = _run("adapter", "serve", str(folder / "adapter.toml"), "--listen", "127.0.0.1:0")
+    assert refused.returncode == 2
+    assert "methods.GetHoldings.fields.parcels" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def _read_ready(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
