@@ -1,6 +1,8 @@
 """``ruta adapter check``: validate an adapter file against its ``.proto`` and its legacy systems.
 
-Loading the adapter checks the file, the ``.proto`` and every mapping (:meth:`Adapter.load`).
+Loading the adapter checks the file, the ``.proto`` and every mapping (:meth:`Adapter.load`):
+names, types, defaults, and the shape of the answer it is filled from (one record or ``rows``,
+text cells).
 Then, unless told not to, each method's legacy system is probed without changing anything: the
 database answers the query's columns, the CSV file its header, the SOAP WSDL its operations, the
 REST service any HTTP answer. Mapped record fields that the legacy system does not have are
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from adapters.errors import AdapterError
+from adapters.mapping import ROWS
 from adapters.server import Adapter, BoundMethod
 
 __all__ = ["PROBE_TIMEOUT_SECONDS", "CheckReport", "check_adapter"]
@@ -43,10 +46,17 @@ class CheckReport:
 def _missing_columns(method: BoundMethod, columns: frozenset[str]) -> list[str]:
     """Record fields the file names explicitly that the legacy system does not answer with."""
     plan = method.response_plan
-    wanted = {f.source[0] for f in plan.fields if f.explicit and f.source[0] != "rows"}
-    if method.spec.expect == "many":
+    if method.spec.expect != "many":
+        wanted = {f.source[0] for f in plan.fields if f.explicit}
+    else:
+        # The record is {"rows": [...]}: the columns are named inside 'each' or 'rows.N.NAME'.
+        wanted = set()
         for item in plan.fields:
-            if item.source[0] == "rows" and item.nested is not None:
+            if not item.explicit or item.source[0].casefold() != ROWS:
+                continue
+            if len(item.source) > 2:
+                wanted.add(item.source[2])
+            elif item.nested is not None:
                 wanted |= {f.source[0] for f in item.nested.fields if f.explicit}
     folded = {c.casefold() for c in columns}
     return sorted(w for w in wanted if w.casefold() not in folded)

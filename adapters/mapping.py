@@ -29,10 +29,12 @@ __all__ = [
     "MAX_MAPPING_DEPTH",
     "MAX_PARAM_CHARS",
     "MAX_REPEATED_ELEMENTS",
+    "ROWS",
     "RequestPlan",
     "ResponsePlan",
     "build_request_plan",
     "build_response_plan",
+    "check_answer_shape",
     "extract_params",
     "fill_message",
     "lookup",
@@ -44,6 +46,8 @@ MAX_MAPPING_DEPTH: Final = 8
 MAX_REPEATED_ELEMENTS: Final = 10_000
 #: Longest string a request parameter may carry to the legacy system.
 MAX_PARAM_CHARS: Final = 4096
+#: The record key under which a method with ``expect = "many"`` offers its list of records.
+ROWS: Final = "rows"
 
 _TIMESTAMP = "google.protobuf.Timestamp"
 _MISSING: Final = object()
@@ -220,6 +224,95 @@ def _field_plan(
         nested=nested,
         explicit=explicit,
     )
+
+
+def check_answer_shape(
+    plan: ResponsePlan, *, many: bool, answers_rows: bool, text_cells: bool, where: str
+) -> list[str]:
+    """What in ``plan`` cannot work with the record it will be filled from, one text per field.
+
+    ``many``: the method offers its answer as ``{"rows": [record, ...]}`` (``expect = "many"``).
+    ``answers_rows``: the backend always answers a list of records (sql, csv), so with one record
+    expected there is no ``rows`` to map from. ``text_cells``: every value of a record is text
+    (csv), so nothing reaches into a value and no message field is filled from one. Only fields
+    the file names are checked; each text starts with ``where.FIELD`` and says what to change.
+    """
+    problems: list[str] = []
+    for field in plan.fields:
+        if not field.explicit:
+            continue
+        here = f"{where}.{field.label}"
+        source = ".".join(field.source)
+        from_rows = field.source[0].casefold() == ROWS
+        if many:
+            if from_rows:
+                problems.extend(_rows_problems(field, here, text_cells=text_cells))
+            elif field.default is _MISSING:
+                problems.append(
+                    f"{here}: with expect = \"many\" the answer is the list '{ROWS}' and nothing "
+                    f"else, so '{source}' is never there; map from '{ROWS}' (every record with "
+                    f"'each', one record's value as '{ROWS}.0.NAME')"
+                )
+        elif answers_rows and from_rows:
+            problems.append(
+                f"{here}: '{ROWS}' is offered only with expect = \"many\", and this method "
+                "expects one record (more than one is refused, and one has no "
+                f"'{ROWS}'); set expect = \"many\" to map a list of records"
+            )
+        elif text_cells:
+            problems.extend(_cell_problems(field, field.source, here))
+    return problems
+
+
+def _all_rows_problems(field: _FieldPlan, here: str, *, text_cells: bool) -> list[str]:
+    """Problems of a field filled from the whole list of records."""
+    leaf = field.target[-1]
+    if not leaf.is_repeated or field.nested is None:
+        shape = "a repeated scalar" if leaf.is_repeated else "a single"
+        return [
+            f"{here}: '{ROWS}' is a list of records and {field.label} is {shape} field; map "
+            f"it onto a repeated message field (with 'each' for the record's values), or "
+            f"one record's value as '{ROWS}.0.NAME'"
+        ]
+    if not text_cells:
+        return []
+    return [
+        problem
+        for nested in field.nested.fields
+        if nested.explicit
+        for problem in _cell_problems(nested, nested.source, f"{here}.{nested.label}")
+    ]
+
+
+def _rows_problems(field: _FieldPlan, here: str, *, text_cells: bool) -> list[str]:
+    """Problems of a field filled from ``rows`` (all of it, or one record or value in it)."""
+    rest = field.source[1:]
+    if not rest:
+        return _all_rows_problems(field, here, text_cells=text_cells)
+    if not rest[0].isdigit():
+        return [
+            f"{here}: '{ROWS}' is a list; index it ('{ROWS}.0.{'.'.join(rest)}') or map every "
+            "record with 'each'"
+        ]
+    if len(rest) == 1:
+        if field.nested is None:
+            return [
+                f"{here}: '{ROWS}.{rest[0]}' is a record and {field.label} is not a message "
+                f"field; name one of its values ('{ROWS}.{rest[0]}.NAME')"
+            ]
+        return []
+    return _cell_problems(field, rest[1:], here) if text_cells else []
+
+
+def _cell_problems(field: _FieldPlan, source: Sequence[str], here: str) -> list[str]:
+    if len(source) > 1:
+        return [f"{here}: a CSV cell is text, so '{'.'.join(source)}' cannot reach into it"]
+    if field.nested is not None:
+        return [
+            f"{here}: a CSV cell is text and {field.label} is a message field; map its fields "
+            f"one by one ('{field.label}.NAME' = \"COLUMN\")"
+        ]
+    return []
 
 
 def lookup(record: Any, path: Sequence[str]) -> Any:

@@ -12,6 +12,7 @@ import click
 
 from adapters.check import PROBE_TIMEOUT_SECONDS, check_adapter
 from adapters.server import Adapter, start_server
+from ruta.cli import serve_at_info_unless_chosen
 from ruta.readiness import stop_event, write_ready_file
 
 __all__ = ["check", "serve"]
@@ -63,8 +64,11 @@ def serve(file: Path, listen: str | None, ready_file: Path | None) -> None:
     """Serve the service described by the adapter FILE until SIGTERM or SIGINT.
 
     The gRPC health service (grpc.health.v1.Health) answers on the same port. Prints one line,
-    "serving SERVICE on HOST:PORT", once it listens.
+    "serving SERVICE on HOST:PORT", once it listens. Logs one line per call (method, status,
+    fault, fault id, message id, duration) to standard error at info, the level it logs at
+    unless 'ruta --log-level' says otherwise; 'ruta --log-format json' writes them as JSON.
     """
+    serve_at_info_unless_chosen()
     asyncio.run(_serve(file, listen, ready_file))
 
 

@@ -9,8 +9,9 @@ sizes are checked before parsing and after serialising), next to the standard
 Each call: bound request size, parse, check and extract parameters, ask the legacy system within
 the smaller of the method's timeout and the caller's remaining deadline, shape the answer (one
 record or many), fill the response, bound its size. A refusal is a gRPC status with the
-``ruta-fault`` and ``ruta-fault-id`` trailers (:func:`ruta.faults.abort`); logs name the method,
-status and duration, never request or answer values.
+``ruta-fault`` and ``ruta-fault-id`` trailers (:func:`ruta.faults.abort`). Each call logs one
+``info`` line with its method, status, fault, fault id, message id and duration, never request
+or answer values.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import logging
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +49,13 @@ from adapters.mapping import (
     ResponsePlan,
     build_request_plan,
     build_response_plan,
+    check_answer_shape,
     extract_params,
     fill_message,
     lookup,
 )
 from adapters.spec import LoadedAdapterFile, MethodSpec, ServerSpec, load_adapter_file, parse_listen
-from ruta.faults import RutaError, abort
+from ruta.faults import RutaError, abort, status_of
 
 __all__ = ["Adapter", "BoundMethod", "RunningServer", "start_server"]
 
@@ -183,21 +186,25 @@ class Adapter:
                 _log.error("method %s failed unexpectedly (%s)", method.name, type(exc).__name__)
                 error = AdapterError(f"the adapter failed answering {method.name}")
             else:
-                _log.info(
-                    "served %s status=OK message_id=%s ms=%d",
-                    method.model.path,
-                    message_id,
-                    _ms(started),
+                _log_call(
+                    method,
+                    status=grpc.StatusCode.OK,
+                    error=None,
+                    fault_id=None,
+                    message_id=message_id,
+                    started=started,
                 )
                 return data
-            _log.info(
-                "served %s fault=%s message_id=%s ms=%d",
-                method.model.path,
-                error.fault,
-                message_id,
-                _ms(started),
+            fault_id = str(uuid.uuid4())
+            _log_call(
+                method,
+                status=status_of(error.fault),
+                error=error,
+                fault_id=fault_id,
+                message_id=message_id,
+                started=started,
             )
-            await abort(context, error)
+            await abort(context, error, fault_id=fault_id)
 
         return unary
 
@@ -240,8 +247,36 @@ def _message_id(context: grpc.aio.ServicerContext[bytes, bytes]) -> str:
     return "-"
 
 
-def _ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
+def _log_call(
+    method: BoundMethod,
+    *,
+    status: grpc.StatusCode,
+    error: RutaError | None,
+    fault_id: str | None,
+    message_id: str,
+    started: float,
+) -> None:
+    """The one ``info`` line per call: method, status, fault and fault id, message id, duration
+    (never request or answer values). With ``--log-format json`` the same fields are keys."""
+    ms = int((time.monotonic() - started) * 1000)
+    fault = str(error.fault) if error is not None else "none"
+    _log.info(
+        "call %s status=%s fault=%s fault_id=%s message_id=%s ms=%d",
+        method.model.path,
+        status.name,
+        fault,
+        fault_id or "-",
+        message_id,
+        ms,
+        extra={
+            "method": method.model.path,
+            "status": status.name,
+            "fault": None if error is None else fault,
+            "fault_id": fault_id,
+            "message_id": None if message_id == "-" else message_id,
+            "duration_ms": ms,
+        },
+    )
 
 
 def _bind(name: str, spec: MethodSpec, service: ServiceModel, backend: Backend) -> BoundMethod:
@@ -265,6 +300,15 @@ def _bind(name: str, spec: MethodSpec, service: ServiceModel, backend: Backend) 
         model.output, spec.fields, auto=spec.auto_fields, where=f"{where}.fields"
     )
     call = backend.bind(name, spec, request_plan.names, lists=request_plan.lists)
+    problems = check_answer_shape(
+        response_plan,
+        many=spec.expect == "many",
+        answers_rows=backend.answers_rows,
+        text_cells=backend.text_cells,
+        where=f"{where}.fields",
+    )
+    if problems:
+        raise AdapterConfigError("\n  ".join(problems))
     return BoundMethod(
         name=name,
         model=model,

@@ -185,11 +185,17 @@ class SoapBackendSpec(_Model):
 
 
 class CsvBackendSpec(_Model):
-    """A CSV file with a header row, indexed on one key column and reloaded when it changes."""
+    """A CSV file with a header row, indexed on one key column and reloaded when it changes.
+
+    A request's key matches a key cell exactly, as written in the file. ``trim_keys`` says that
+    the file's key cells carry padding to ignore (whitespace around them is removed when the file
+    is indexed); the request's value is never trimmed.
+    """
 
     kind: Literal["csv"]
     path: str = Field(min_length=1)
     key: str = Field(min_length=1, max_length=256)
+    trim_keys: bool = False
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     encoding: str = "utf-8"
     max_file_bytes: int = Field(default=64 * 1024 * 1024, gt=0, le=1024 * 1024 * 1024)
@@ -245,7 +251,8 @@ class MethodSpec(_Model):
 
     Common keys: ``backend``, ``params`` (legacy parameter name -> request field path; by default
     every top-level scalar request field under its own name), ``required`` and ``patterns``
-    (request checks), ``expect`` (``one`` record, or ``many`` offered to the mapping as ``rows``),
+    (request checks; a pattern must match the whole value as sent, nothing is trimmed first),
+    ``expect`` (``one`` record, or ``many`` offered to the mapping as ``rows``),
     ``result_path``, ``fields`` (response field path -> source) and ``auto_fields``.
 
     Per kind: sql ``query``; rest ``http_method``, ``path``, ``query_params``, ``body``,

@@ -96,8 +96,10 @@ def _connection(command: _F) -> _F:
             type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
             default=".",
             envvar="RUTA_REGISTRY_DIR",
+            show_envvar=True,
             show_default=True,
-            help="Registry directory whose local-operator defaults to use.",
+            help="Registry directory whose local-operator defaults to use (the admin address "
+            "in registry.ready.json, the registry-admin credential).",
         ),
         click.option("--registry", help="Admin API address HOST:PORT."),
         click.option(
@@ -240,18 +242,27 @@ def _audit_json(e: registry_pb2.AuditRecord) -> dict[str, Any]:
 def _emit(
     target: _Target, items: list[dict[str, Any]], columns: tuple[str, ...], *, one: bool
 ) -> None:
+    """Print ``items``: JSON with ``--json``, else a table whose first line names the columns
+    (``COLUMN`` in capitals), one row per item, columns aligned."""
     if target.json_output:
         click.echo(json.dumps(items[0] if one else items, indent=2, sort_keys=True))
         return
-    for item in items:
-        cells = []
-        for column in columns:
-            value = item.get(column)
-            if isinstance(value, list):
-                cells.append(",".join(value) or "*")  # an empty method list means all methods
-            else:
-                cells.append("-" if value is None or value == "" else str(value))
-        click.echo("\t".join(cells))
+    rows = [[column.upper() for column in columns]]
+    rows.extend([_cell(item.get(column)) for column in columns] for item in items)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo(line.rstrip())
+
+
+def _cell(value: Any) -> str:
+    """One table cell: a list joined by commas (empty: ``*``, all methods), ``-`` for none, and
+    no tab or line break that would break the row."""
+    if isinstance(value, list):
+        text = ",".join(value) or "*"
+    else:
+        text = "-" if value is None or value == "" else str(value)
+    return " ".join(text.split()) if any(c in text for c in "\t\r\n") else text
 
 
 def _list(
@@ -465,6 +476,9 @@ def server_list(target: _Target, member: str | None, limit: int) -> None:
 
 # --- services --------------------------------------------------------------------------------
 
+#: What ``service add`` and ``service list`` print, the same columns for both (``*``: all methods).
+_SERVICE_COLUMNS: Final = ("id", "methods", "descriptor_sha256", "description")
+
 
 def _compile_proto(proto: Path, include_paths: tuple[Path, ...]) -> bytes:
     """Compile ``proto`` (and its imports) into a serialised FileDescriptorSet with protoc.
@@ -546,7 +560,7 @@ def service_add(
         ),
     )
     record = _run(target, lambda stub: call(stub.AddService(request)))
-    _emit(target, [_service_json(record)], ("id", "methods", "descriptor_sha256"), one=True)
+    _emit(target, [_service_json(record)], _SERVICE_COLUMNS, one=True)
 
 
 @service.command("list")
@@ -566,7 +580,7 @@ def service_list(target: _Target, member: str | None, limit: int) -> None:
         return list(r.services), r.next_page_token
 
     records = _list(target, limit, page)
-    _emit(target, [_service_json(s) for s in records], ("id", "methods", "description"), one=False)
+    _emit(target, [_service_json(s) for s in records], _SERVICE_COLUMNS, one=False)
 
 
 # --- contracts -------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ _DIR = click.option(
     "directory",
     required=True,
     type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
+    envvar="RUTA_REGISTRY_DIR",
+    show_envvar=True,
     help="The registry directory.",
 )
 

@@ -9,8 +9,6 @@ stop the others' commands.
 from __future__ import annotations
 
 import importlib
-import logging
-import sys
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -18,8 +16,16 @@ import click
 
 from ruta import __version__
 from ruta.faults import RutaError
+from ruta.logs import (
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    configure_logging,
+    serve_at_info,
+)
 
-__all__ = ["ENTRY_POINT_GROUP", "LazyGroup", "main"]
+__all__ = ["ENTRY_POINT_GROUP", "LazyGroup", "main", "serve_at_info_unless_chosen"]
 
 ENTRY_POINT_GROUP = "ruta.cli"
 
@@ -84,20 +90,38 @@ class _PartsGroup(click.Group):
 @click.version_option(__version__, prog_name="ruta")
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    default="warning",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=DEFAULT_LOG_LEVEL,
     show_default=True,
     envvar="RUTA_LOG_LEVEL",
-    help="Level of the log lines written to standard error.",
+    help="Level of the log lines written to standard error (servers that log one line per "
+    "call, like 'adapter serve', default to info).",
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    default=DEFAULT_LOG_FORMAT,
+    show_default=True,
+    envvar="RUTA_LOG_FORMAT",
+    help="text for people; json: one JSON object per line, for log shippers.",
+)
+def main(log_level: str, log_format: str) -> None:
     """Ruta: a secure data-exchange bus for public agencies.
 
     Each agency runs a security server; a central registry keeps members, services and contracts;
     every exchange is signed and logged where anyone can verify it.
     """
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(level=log_level.lower(), log_format=log_format.lower())
+
+
+def serve_at_info_unless_chosen() -> None:
+    """For a server command that logs one line per call: log at ``info`` unless the operator
+    chose a level (``--log-level`` or ``RUTA_LOG_LEVEL``). Outside ``ruta`` it does nothing."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return
+    root = context.find_root()
+    if root.command is not main:
+        return
+    source = root.get_parameter_source("log_level")
+    serve_at_info(level_chosen=source not in (None, click.core.ParameterSource.DEFAULT))

@@ -52,6 +52,10 @@ class Backend(abc.ABC):
     """A client of one legacy system, shared by the methods that use it."""
 
     kind: str
+    #: Every answer is a list of records (sql rows, csv lines), never one record by itself.
+    answers_rows: bool = False
+    #: Every value of a record is text or missing (csv cells): nothing nests inside one.
+    text_cells: bool = False
 
     def __init__(self, name: str, *, timeout: float) -> None:
         self.name = name

@@ -1,5 +1,8 @@
 """The csv backend: a CSV file with a header row, indexed on one key column.
 
+A request's key matches a key cell exactly (``trim_keys`` removes padding from the file's key
+cells, never from the request).
+
 The file is read whole (up to ``max_file_bytes``) and indexed by the key column; each call first
 compares the file's modification time and size with the indexed copy's and reloads when either
 changed, so a file replaced in place is served as soon as it lands. Replace the file atomically
@@ -88,7 +91,9 @@ def load_index(path: Path, spec: CsvBackendSpec, name: str) -> CsvIndex:
                 raise InvalidLegacyAnswerError(
                     f"CSV backend {name}: line {reader.line_num} has more cells than the header"
                 )
-            key = (row.get(spec.key) or "").strip()
+            key = row.get(spec.key) or ""
+            if spec.trim_keys:
+                key = key.strip()
             # A CSV cell cannot be null: an empty cell is a missing value (defaults apply).
             rows.setdefault(key, []).append({k: (v if v != "" else None) for k, v in row.items()})
     except csv.Error:
@@ -106,6 +111,8 @@ class CsvBackend(Backend):
     """A CSV file looked up by key, reloaded when it changes."""
 
     kind = "csv"
+    answers_rows = True
+    text_cells = True
 
     def __init__(self, name: str, spec: CsvBackendSpec, base_dir: Path) -> None:
         super().__init__(name, timeout=spec.timeout_seconds)
@@ -170,7 +177,8 @@ class _CsvCall(BoundCall):
 
     async def fetch(self, params: Mapping[str, Any], budget: float) -> Any:
         index = await self.backend.index()
-        key = str(params[self.lookup]).strip()
+        # Exact: a padded request value is another key (it must not reach someone's record).
+        key = str(params[self.lookup])
         return [dict(row) for row in index.rows.get(key, ())]
 
     async def probe(self, budget: float) -> frozenset[str] | None:

@@ -130,6 +130,7 @@ class SqlBackend(Backend):
     """A database answering read-only queries."""
 
     kind = "sql"
+    answers_rows = True
 
     def __init__(self, name: str, spec: SqlBackendSpec, base_dir: Path) -> None:
         super().__init__(name, timeout=spec.timeout_seconds)

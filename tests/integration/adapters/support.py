@@ -28,6 +28,7 @@ class Refusal:
     code: grpc.StatusCode
     details: str
     fault: Fault | None
+    fault_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,10 @@ class Served:
         try:
             answer = await self.call(method, request, deadline=deadline)
         except grpc.aio.AioRpcError as error:
-            fault, _fault_id = fault_from_rpc_error(error)
-            return Refusal(code=error.code(), details=error.details() or "", fault=fault)
+            fault, fault_id = fault_from_rpc_error(error)
+            return Refusal(
+                code=error.code(), details=error.details() or "", fault=fault, fault_id=fault_id
+            )
         raise AssertionError(f"expected a refusal, got {answer}")
 
 

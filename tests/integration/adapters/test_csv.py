@@ -60,8 +60,8 @@ async def test_example_maps_holdings_with_dates_and_defaults(tmp_path: Path) -> 
         other = await served.call("GetHoldings", {"national_id": "4410000058"})
         assert other["parcels"][0]["share_percent"] == 100
         assert await served.call("GetHoldings", {"national_id": "4410000041"}) == {}
-        injected = await served.call("GetHoldings", {"national_id": "4410000033' OR '1'='1"})
-        assert injected == {}
+        injected = await served.refuse("GetHoldings", {"national_id": "4410000033' OR '1'='1"})
+        assert injected.fault is Fault.CLIENT_INVALID_REQUEST
 
 
 async def test_not_found_when_one_record_is_expected(tmp_path: Path) -> None:

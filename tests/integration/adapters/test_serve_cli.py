@@ -95,14 +95,99 @@ async def test_serve_answers_grpc_and_health_then_stops_on_sigterm(tmp_path: Pat
             assert ("ruta-fault", "client.not_found") in tuple(
                 refused.value.trailing_metadata() or ()
             )
+            fault_id = dict(refused.value.trailing_metadata() or ())["ruta-fault-id"]
         process.send_signal(signal.SIGTERM)
         _out, err = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 0, err.decode()
         assert b"Traceback" not in err
+        # At the default level, one line per call: method, status, fault, fault id, duration.
+        log = err.decode()
+        assert (
+            "INFO adapters.server call /population.v1.PopulationRegister/GetPerson status=OK "
+            "fault=none fault_id=- message_id=0f8c7a57-3c55-4c8a-9f43-2b8e53c1a0aa ms="
+        ) in log
+        assert (
+            "call /population.v1.PopulationRegister/GetPerson status=NOT_FOUND "
+            f"fault=client.not_found fault_id={fault_id} message_id=- ms="
+        ) in log
+        assert "Mateo" not in log
     finally:
         if process.returncode is None:
             process.kill()
             await process.communicate()
+
+
+async def _serve_two_calls(tmp_path: Path, *options: str) -> tuple[str, str]:
+    """Run ``ruta OPTIONS adapter serve`` on the population example, answer one call and refuse
+    one; return the standard error after SIGTERM and the refusal's fault id."""
+    database = tmp_path / "population.db"
+    create_population_db(database)
+    ready = tmp_path / "ready.json"
+    process = await asyncio.create_subprocess_exec(
+        str(RUTA),
+        *options,
+        "adapter",
+        "serve",
+        str(EXAMPLES / "population" / "adapter.toml"),
+        "--listen",
+        "127.0.0.1:0",
+        "--ready-file",
+        str(ready),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "RUTA_POPULATION_DB": str(database)},
+    )
+    try:
+        address = (await _wait_for_file(ready, process))["address"]
+        method = load_service(
+            "population.v1.PopulationRegister", proto=EXAMPLES / "population" / "population.proto"
+        ).methods["GetPerson"]
+        async with grpc.aio.insecure_channel(address) as channel:
+            get_person: grpc.aio.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
+                method.path, request_serializer=lambda m: m.SerializeToString()
+            )
+            await get_person(method.input_class(national_id="4410000025"), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await get_person(method.input_class(national_id=" 4410000025"), timeout=10)
+        fault_id = dict(refused.value.trailing_metadata() or ())["ruta-fault-id"]
+        err = await _stop(process)
+        assert process.returncode == 0, err.decode()
+        return err.decode(), str(fault_id)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
+
+
+async def test_serve_logs_json_lines_for_log_shippers(tmp_path: Path) -> None:
+    err, fault_id = await _serve_two_calls(tmp_path, "--log-format", "json")
+    entries = [json.loads(line) for line in err.splitlines()]
+    calls = [e for e in entries if e["message"].startswith("call ")]
+    assert [(e["status"], e["fault"], e["fault_id"]) for e in calls] == [
+        ("OK", None, None),
+        ("INVALID_ARGUMENT", "client.invalid_request", fault_id),
+    ]
+    for entry in calls:
+        assert entry["level"] == "info"
+        assert entry["logger"] == "adapters.server"
+        assert entry["method"] == "/population.v1.PopulationRegister/GetPerson"
+        assert isinstance(entry["duration_ms"], int)
+        assert entry["time"].endswith("+00:00")
+    assert "4410000025" not in err
+
+
+@pytest.mark.parametrize(
+    ("options", "env"),
+    [(("--log-level", "warning"), {}), ((), {"RUTA_LOG_LEVEL": "warning"})],
+)
+async def test_a_chosen_log_level_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: tuple[str, ...], env: dict[str, str]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    err, _fault_id = await _serve_two_calls(tmp_path, *options)
+    assert "call /population" not in err
+    assert "INFO" not in err
 
 
 def test_serve_refuses_a_bad_file_with_its_line(tmp_path: Path) -> None:
@@ -161,6 +246,33 @@ def test_check_reports_ok_problems_and_unreachable_systems(tmp_path: Path) -> No
     unfit = _run("adapter", "check", str(folder / "adapter.toml"))
     assert unfit.returncode == 1
     assert "methods.GetHoldings.lookup: no request parameter 'nobody'" in unfit.stdout
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_check_refuses_rows_without_expect_many(tmp_path: Path, offline: bool) -> None:
+    """A repeated field mapped from 'rows' while one record is expected cannot work (it answered
+    INTERNAL for an owner with two parcels, an empty list for an owner with one): check and serve
+    refuse it, naming the key."""
+    folder = tmp_path / "land"
+    folder.mkdir()
+    for name in ("land.proto", "parcels.csv"):
+        (folder / name).write_bytes((EXAMPLES / "land" / name).read_bytes())
+    text = (EXAMPLES / "land" / "adapter.toml").read_text(encoding="utf-8")
+    assert 'expect = "many"\n' in text
+    (folder / "adapter.toml").write_text(text.replace('expect = "many"\n', ""), encoding="utf-8")
+    found = _run(
+        "adapter", "check", *(["--offline"] if offline else []), str(folder / "adapter.toml")
+    )
+    assert found.returncode == 1, found.stdout
+    assert (
+        "methods.GetHoldings.fields.parcels: 'rows' is offered only with expect = \"many\""
+        in found.stdout
+    )
+    assert found.stdout.strip().endswith("1 problem(s)")
+    refused = _run("adapter", "serve", str(folder / "adapter.toml"), "--listen", "127.0.0.1:0")
+    assert refused.returncode == 2
+    assert "methods.GetHoldings.fields.parcels" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def _read_ready(path: Path) -> dict[str, Any] | None:

@@ -82,11 +82,22 @@ async def test_bounds_undecodable_requests_and_unmapped_methods(
         message_id = "6d1f0e52-9a43-4c7e-8f57-0d0c3b7f2a11"
         await call(method.input_class(id="1"), metadata=(("ruta-message-id", message_id),))
         lines = [r.getMessage() for r in caplog.records if r.name == "adapters.server"]
-        assert f"served /people.v1.People/Get status=OK message_id={message_id}" in lines[-1]
+        assert lines[-1].startswith(
+            f"call /people.v1.People/Get status=OK fault=none fault_id=- message_id={message_id} "
+        )
         assert "Ana" not in "".join(lines)
         big = await served.refuse("Get", {"id": "2"})
         assert big.code is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert big.fault is Fault.SERVER_PROVIDER_RESULT_TOO_LARGE
+        # The refusal's line names the status, fault and the fault id the caller received.
+        calls = [r for r in caplog.records if r.getMessage().startswith("call ")]
+        last = calls[-1].getMessage()
+        assert last.startswith(
+            "call /people.v1.People/Get status=RESOURCE_EXHAUSTED "
+            f"fault=server.provider.result_too_large fault_id={big.fault_id} message_id=- "
+        )
+        assert calls[-1].__dict__["fault_id"] == big.fault_id
+        assert calls[-1].__dict__["duration_ms"] >= 0
         too_long = await served.refuse("Get", {"id": "9" * 100})
         assert too_long.code is grpc.StatusCode.RESOURCE_EXHAUSTED
         garbage = await _raw(served.channel, "/people.v1.People/Get", b"\xff\xff\xff")

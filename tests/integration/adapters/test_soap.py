@@ -15,9 +15,11 @@ from tests.conftest import free_port
 from tests.integration.adapters.support import example, running_app, serving
 
 
-def _custom(tmp_path: Path, wsdl_url: str, *, method: str = "") -> Path:
+def _custom(tmp_path: Path, wsdl_url: str, *, method: str = "", patterns: bool = True) -> Path:
     path = example(tmp_path, "business")
     text = path.read_text(encoding="utf-8")
+    if not patterns:
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("patterns ="))
     text = text.replace("${RUTA_BUSINESS_WSDL:-http://127.0.0.1:8092/business?wsdl}", wsdl_url)
     text = text.replace(
         'operation = "FindCompaniesByOwner"', f'operation = "FindCompaniesByOwner"\n{method}'
@@ -60,6 +62,17 @@ async def test_example_maps_companies_enums_and_dates(
             assert unknown.fault is Fault.CLIENT_NOT_FOUND
             invalid = await served.refuse("ListCompaniesByOwner", {"national_id": "x' or 1=1"})
             assert invalid.code is grpc.StatusCode.INVALID_ARGUMENT
+            assert invalid.details == "request field national_id has an invalid format"
+
+
+async def test_legacy_client_fault_is_invalid_argument(tmp_path: Path) -> None:
+    """Without the example's pattern, the legacy service's own Client fault refuses the call."""
+    async with running_app(make_app()) as base_url:
+        path = _custom(tmp_path, f"{base_url}/business?wsdl", patterns=False)
+        async with serving(path) as served:
+            invalid = await served.refuse("ListCompaniesByOwner", {"national_id": "x' or 1=1"})
+            assert invalid.code is grpc.StatusCode.INVALID_ARGUMENT
+            assert invalid.fault is Fault.CLIENT_INVALID_REQUEST
             assert (
                 invalid.details
                 == "SOAP backend business_soap refused the request for ListCompaniesByOwner"

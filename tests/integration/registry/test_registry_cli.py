@@ -220,6 +220,50 @@ def test_cli_changes_appear_in_the_next_served_configuration(
     assert registry.globalconf().allows(TAX_APP, PEOPLE, "GetPerson", "tax", now) is None
 
 
+def test_service_add_and_list_print_the_same_labelled_columns(
+    registry: Registry, tmp_path: Path
+) -> None:
+    _populate(registry, tmp_path)
+    proto = tmp_path / "people.proto"
+    registry.ruta("subsystem", "add", "LAC/GOV/POP/other")
+    other = "LAC/GOV/POP/other/population.v1.People"
+    added = registry.ruta(
+        "service", "add", other, "--proto", str(proto),
+        "--method", "GetPerson", "--description", "One\tmethod\nonly",
+    ).stdout.splitlines()  # fmt: skip
+    listed = registry.ruta("service", "list").stdout.splitlines()
+    for table in (added, listed):
+        assert table[0].split() == ["ID", "METHODS", "DESCRIPTOR_SHA256", "DESCRIPTION"]
+    assert len(added) == 2
+    assert len(listed) == 3
+    # Columns line up under their labels; the description's tab and line break stay in its cell.
+    for header, *lines in (added, listed):
+        for line in lines:
+            assert line.index(line.split()[1]) == header.index("METHODS")
+            assert line.index(line.split()[2]) == header.index("DESCRIPTOR_SHA256")
+    by_id = {line.split()[0]: line for line in listed[1:]}
+    sha256 = registry.json("service", "list")[0]["descriptor_sha256"]
+    assert by_id[str(PEOPLE)].split(maxsplit=3)[1:] == [
+        "FindPeople,GetPerson",
+        sha256,
+        "People by id",
+    ]
+    assert by_id[other].split()[1:3] == added[1].split()[1:3] == ["GetPerson", sha256]
+    assert added[1].endswith("  One method only")
+
+
+def test_dir_help_names_its_environment_variable() -> None:
+    for command in (("service", "list"), ("serve",)):
+        result = subprocess.run(
+            [RUTA, "registry", *command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert "RUTA_REGISTRY_DIR" in " ".join(result.stdout.split()), command
+
+
 def test_member_admin_cannot_touch_other_members_objects(
     registry: Registry, tmp_path: Path
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from google.protobuf.descriptor import Descriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from adapters.descriptors import load_service
 from adapters.server import Adapter
@@ -52,3 +52,26 @@ def test_population_example_matches_the_shared_contract() -> None:
         assert method.path == other.path
         assert _shape(method.input) == _shape(other.input)
         assert _shape(method.output) == _shape(other.output)
+
+
+@pytest.mark.parametrize("name", ["population", "tax", "business", "land"])
+async def test_every_example_checks_the_format_of_each_text_parameter(name: str) -> None:
+    """Examples are what agencies copy: each text a request carries to the legacy system has a
+    pattern, so a padded or disguised identifier is refused before it can match a record."""
+    adapter = Adapter.load(EXAMPLES / name / "adapter.toml")
+    try:
+        for method in adapter.methods.values():
+            plan = method.request_plan
+            checked = {field.label for field, _ in plan.patterns}
+            texts = {
+                field.label
+                for _, field in plan.params
+                if field.path[-1].type == FieldDescriptor.TYPE_STRING
+            }
+            assert texts, f"{name}.{method.name} carries no text parameter"
+            assert texts <= checked, f"{name}.{method.name}: no pattern for {texts - checked}"
+            for _, pattern in plan.patterns:
+                for padded in (" 4410000033", "4410000033\n", "4410000033 "):
+                    assert pattern.fullmatch(padded) is None
+    finally:
+        await adapter.aclose()

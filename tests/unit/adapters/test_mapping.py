@@ -19,6 +19,7 @@ from adapters.mapping import (
     MAX_PARAM_CHARS,
     build_request_plan,
     build_response_plan,
+    check_answer_shape,
     extract_params,
     fill_message,
     lookup,
@@ -195,6 +196,78 @@ def test_mappings_that_cannot_work_fail_at_load(
 ) -> None:
     with pytest.raises(AdapterConfigError, match=message):
         _fill(service, fields, {})
+
+
+#: The kinds of answer a method's mapping is checked against: (many, answers_rows, text_cells).
+ONE_JSON = (False, False, False)
+ONE_SQL = (False, True, False)
+ONE_CSV = (False, True, True)
+MANY_SQL = (True, True, False)
+MANY_CSV = (True, True, True)
+
+
+@pytest.mark.parametrize(
+    ("shape", "fields", "problem"),
+    [
+        # The case: a repeated field from 'rows' without expect = "many".
+        (ONE_CSV, {"items": {"from": "rows"}}, "'rows' is offered only with expect = \"many\""),
+        (ONE_SQL, {"items": {"from": "rows", "each": {"name": "n"}}}, "expects one record"),
+        (ONE_SQL, {"name": "ROWS.0.n"}, "'rows' is offered only with expect"),
+        (MANY_SQL, {"name": "rows"}, "name is a single field; map it onto a repeated message"),
+        (MANY_SQL, {"tags": "rows"}, "tags is a repeated scalar field"),
+        (MANY_SQL, {"address": "rows"}, "address is a single field"),
+        (MANY_SQL, {"items": "rows.name"}, "'rows' is a list; index it ('rows.0.name')"),
+        (MANY_SQL, {"name": "rows.0"}, "'rows.0' is a record and name is not a message field"),
+        (MANY_SQL, {"name": "given_name"}, "'given_name' is never there; map from 'rows'"),
+        (MANY_SQL, {"items": {"each": {"name": "n"}}}, "'items' is never there"),
+        (MANY_CSV, {"items": {"from": "rows", "each": {"name": "a.b"}}}, "'a.b' cannot reach"),
+        (MANY_CSV, {"name": "rows.0.a.b"}, "a CSV cell is text, so 'a.b' cannot reach into it"),
+        (ONE_CSV, {"address": {"from": "addr", "each": {"city": "c"}}}, "address is a message"),
+        (ONE_CSV, {"name": "person.name"}, "'person.name' cannot reach into it"),
+    ],
+)
+def test_mappings_that_do_not_fit_the_answer_are_named(
+    service: ServiceModel, shape: tuple[bool, bool, bool], fields: dict[str, Any], problem: str
+) -> None:
+    many, answers_rows, text_cells = shape
+    specs = {
+        k: (FieldSpec.model_validate(v) if isinstance(v, dict) else v) for k, v in fields.items()
+    }
+    plan = build_response_plan(service.methods["Get"].output, specs, auto=True, where="m.fields")
+    problems = check_answer_shape(
+        plan, many=many, answers_rows=answers_rows, text_cells=text_cells, where="m.fields"
+    )
+    assert len(problems) == 1, problems
+    (target,) = fields
+    assert problems[0].startswith(f"m.fields.{target}")
+    assert problem in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("shape", "fields"),
+    [
+        (MANY_SQL, {"items": {"from": "rows", "each": {"name": "n", "amount_cents": "a"}}}),
+        (MANY_SQL, {"items": "rows", "name": "rows.0.n", "address": "rows.0"}),
+        (MANY_SQL, {"name": {"default": "none"}}),
+        (MANY_CSV, {"items": {"from": "rows", "each": {"name": "n"}}, "address.city": "rows.0.c"}),
+        (ONE_SQL, {"name": "given_name", "address": "addr", "tags": "t"}),
+        (ONE_CSV, {"name": "given_name", "address.city": "city", "tags": "t"}),
+        # A JSON answer may have a key of that name: it is a record key like any other.
+        (ONE_JSON, {"items": "rows", "address": "a.b"}),
+    ],
+)
+def test_mappings_that_fit_the_answer_pass(
+    service: ServiceModel, shape: tuple[bool, bool, bool], fields: dict[str, Any]
+) -> None:
+    many, answers_rows, text_cells = shape
+    specs = {
+        k: (FieldSpec.model_validate(v) if isinstance(v, dict) else v) for k, v in fields.items()
+    }
+    plan = build_response_plan(service.methods["Get"].output, specs, auto=True, where="m.fields")
+    problems = check_answer_shape(
+        plan, many=many, answers_rows=answers_rows, text_cells=text_cells, where="m.fields"
+    )
+    assert problems == []
 
 
 def test_request_params_checks_and_bounds(service: ServiceModel) -> None:

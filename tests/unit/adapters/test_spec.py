@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from adapters.errors import AdapterConfigError
 from adapters.spec import (
+    _KIND_KEYS,
     CsvBackendSpec,
     FieldSpec,
+    MethodSpec,
     SqlBackendSpec,
     load_adapter_file,
     parse_adapter_text,
@@ -233,3 +235,18 @@ def test_any_text_parses_or_is_refused_with_a_config_error(text: str) -> None:
     """Whatever the file holds, loading it returns a model or raises AdapterConfigError."""
     with contextlib.suppress(AdapterConfigError):
         parse_adapter_text(text)
+
+
+def test_the_guide_lists_every_method_key_with_its_kind() -> None:
+    """docs/guides/legacy-systems.md documents each method key: the common ones in one table,
+    each kind's own in another, so the guide cannot drift from the file's schema."""
+    guide = Path(__file__).resolve().parents[3] / "docs" / "guides" / "legacy-systems.md"
+    text = guide.read_text(encoding="utf-8")
+    for kind, keys in _KIND_KEYS.items():
+        for key in keys:
+            assert f"| {kind} | `{key}` |" in text, f"{kind} key {key} is not in the guide"
+    own = frozenset().union(*_KIND_KEYS.values())
+    for name, field in MethodSpec.model_fields.items():
+        key = field.alias or name
+        if key not in own:
+            assert f"| `{key}` |" in text, f"method key {key} is not in the guide"
