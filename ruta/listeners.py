@@ -12,7 +12,8 @@ NOT_SERVING, ``ruta_listener_up`` drops to 0, ``ruta_listener_restarts_total`` c
 server with the same services, credentials and options is bound to the same address and started,
 and health reports SERVING again. Calls in flight on the dead server keep the grace period to
 finish. If the address cannot be bound again after :data:`RESTART_ATTEMPTS` tries,
-:attr:`Listeners.failed` is set: the process exits non-zero for its supervisor.
+:attr:`Listeners.failed` is set: the process stops and exits with
+:data:`LISTENER_FAILED_EXIT_STATUS` for its supervisor (:meth:`Listeners.serve_until`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ruta.faults import Fault, RutaError
 from ruta.tasks import cancel_and_wait
 
 __all__ = [
+    "LISTENER_FAILED_EXIT_STATUS",
     "RESTART_ATTEMPTS",
     "RESTART_RETRY_SECONDS",
     "WATCH_INTERVAL_SECONDS",
@@ -50,6 +52,8 @@ WATCH_INTERVAL_SECONDS: Final = 0.25
 RESTART_ATTEMPTS: Final = 20
 #: Pause between those tries (another process may hold the port for a moment).
 RESTART_RETRY_SECONDS: Final = 0.5
+#: Exit status of a process that stopped because a listener could not be restarted.
+LISTENER_FAILED_EXIT_STATUS: Final = 3
 
 _SERVING: Final = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -68,16 +72,17 @@ class ListenerSpec:
     ``name`` labels the listener in logs and metrics (``consumer``, ``transport``, ``audit``,
     ``admin``, ``adapter``). ``add_services`` adds every service but health to a new server (it is
     called again on each restart, so it must only register handlers). ``health_names`` are the
-    service names the health service reports besides ``""``. ``credentials`` ``None`` listens in
-    plaintext. ``drain`` is called at shutdown once health reports NOT_SERVING, before the server
-    stops (to end long streams).
+    service names the health service reports besides ``""``. ``credentials`` makes the TLS
+    credentials of each new server (grpcio's dynamic credentials cannot serve a second server);
+    ``None`` listens in plaintext. ``drain`` is called at shutdown once health reports
+    NOT_SERVING, before the server stops (to end long streams).
     """
 
     name: str
     listen: str
     add_services: Callable[[grpc.aio.Server], None]
     health_names: tuple[str, ...] = ()
-    credentials: grpc.ServerCredentials | None = None
+    credentials: Callable[[], grpc.ServerCredentials] | None = None
     options: tuple[tuple[str, Any], ...] = ()
     max_concurrent_calls: int | None = None
     drain: Callable[[], None] | None = None
@@ -179,6 +184,18 @@ class Listeners:
                 asyncio.create_task(self._watch(listener), name=f"listener-{listener.spec.name}")
             )
 
+    async def serve_until(self, stop: asyncio.Event) -> bool:
+        """Wait until ``stop`` is set (True) or a listener could not be restarted (False: the
+        process should stop and exit with :data:`LISTENER_FAILED_EXIT_STATUS`)."""
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(self.failed.wait())
+        try:
+            await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            failed.cancel()
+        return not self.failed.is_set()
+
     async def stop(self, grace: float | None) -> None:
         """Report NOT_SERVING, drain, then stop every server (calls in flight get ``grace``
         seconds; ``None``: cancelled at once). Idempotent."""
@@ -209,13 +226,12 @@ class Listeners:
             if spec.credentials is None:
                 port = server.add_insecure_port(address)
             else:
-                port = server.add_secure_port(address, spec.credentials)
+                port = server.add_secure_port(address, spec.credentials())
         except RuntimeError:  # grpc's "failed to bind"
             port = 0
         if port == 0:
             raise ListenerError(
-                f"cannot listen on {spec.listen} for the {spec.name} port "
-                "(address in use or not local)"
+                f"cannot listen on {address} for the {spec.name} port (address in use or not local)"
             )
         return server, port, servicer
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from ruta.listeners import LISTENER_FAILED_EXIT_STATUS
 from ruta.readiness import stop_event
 from security_server.server import SecurityServerApp
 from security_server.settings import SecurityServerSettings
@@ -25,11 +27,12 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-async def _run(settings: SecurityServerSettings) -> None:
+async def _run(settings: SecurityServerSettings) -> bool:
+    """Serve until stopped (True) or a listener could not be restarted (False)."""
     app = await SecurityServerApp.start(settings)
     stop = stop_event()
     try:
-        await stop.wait()
+        return await app.listeners.serve_until(stop)
     finally:
         await app.stop()
 
@@ -47,8 +50,11 @@ def serve(config: Path) -> None:
     """Run the security server described by the settings file until stopped.
 
     Writes DATA_DIR/ready.json with the bound addresses once every port serves; SIGTERM or
-    Ctrl-C stops it cleanly (calls in flight finish, the message log is flushed).
+    Ctrl-C stops it cleanly (calls in flight finish, the message log is flushed). A gRPC port
+    whose server loop ends is restarted on the same address; if it cannot be, the server stops
+    and exits with status 3.
     """
     settings = SecurityServerSettings.from_file(config)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_run(settings))
+        if not runner.run(_run(settings)):
+            sys.exit(LISTENER_FAILED_EXIT_STATUS)

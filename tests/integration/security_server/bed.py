@@ -295,10 +295,11 @@ class Bed:
         agency.addresses = dict(app.addresses)
         return app
 
-    async def spawn_server(self, server: ServerId) -> Agency:
-        """Run ``server`` as ``ruta ss serve --config FILE`` and wait for its ready.json."""
+    async def spawn_server(self, server: ServerId, *, data: dict[str, Any] | None = None) -> Agency:
+        """Run ``server`` as ``ruta ss serve --config FILE`` (settings ``data``, or the bed's)
+        and wait for its ready.json."""
         agency = self.agencies[server]
-        config = self.write_settings(server)
+        config = self.write_settings(server, data)
         ready = agency.data_dir / READY_FILE
         ready.unlink(missing_ok=True)
         with open(agency.directory / "stderr.log", "ab") as stderr:  # noqa: ASYNC230 - test setup

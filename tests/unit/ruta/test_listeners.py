@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 from ruta.listeners import Listener, ListenerError, Listeners, ListenerSpec
 from ruta.pki.testing import TestPki
 from ruta.pki.tls import channel_credentials, server_credentials
-from tests.malformed_http2 import client_tls, send_invalid_path
+from tests.listener_attacks import client_tls, send_invalid_path
 
 _SLOW = "/ruta.test.Slow/Wait"
 #: Bound on every wait in these tests (none asserts a time).
@@ -168,8 +168,14 @@ async def test_mutual_tls_listener_recovers(listeners: Listeners, tmp_path: Path
     pki = TestPki(tmp_path / "pki")
     server = pki.auth("LAC/GOV/POP/ss1")
     client = pki.subsystem("LAC/GOV/POP/registry")
-    credentials = server_credentials(server.key_path, server.cert_path, pki.trust_path)
-    listener = listeners.bind(_spec("transport", credentials=credentials))
+    listener = listeners.bind(
+        _spec(
+            "transport",
+            credentials=lambda: server_credentials(
+                server.key_path, server.cert_path, pki.trust_path
+            ),
+        )
+    )
     await listeners.start()
 
     await _crash(

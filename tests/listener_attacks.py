@@ -1,27 +1,34 @@
-"""Raw HTTP/2 requests no gRPC client would send, for the tests of hostile input to listeners.
+"""Attacks on gRPC listeners, and how a test sees the listener watchdog repair them.
 
-:func:`send_invalid_path` sends one gRPC-shaped request whose ``:path`` is not valid UTF-8: it
-ends grpcio's asyncio server loop (docs/upstream/grpcio-aio-invalid-path.md), which Ruta's
-listener watchdog must notice and repair (docs/adr/0012-listener-watchdog.md).
+:func:`send_invalid_path` sends one raw HTTP/2, gRPC-shaped request whose ``:path`` is not valid
+UTF-8 (no gRPC client sends it): it ends grpcio's asyncio server loop
+(docs/upstream/grpcio-aio-invalid-path.md), which Ruta's listener watchdog must notice and repair
+(docs/adr/0012-listener-watchdog.md). :func:`crash_listener` sends it to a process and waits
+until the process's ``/metrics`` count the restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import ssl
 from pathlib import Path
 from typing import Final
 
+import aiohttp
 import h2.config
 import h2.connection
+from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["INVALID_PATH", "client_tls", "send_invalid_path"]
+__all__ = ["INVALID_PATH", "client_tls", "crash_listener", "restarts_of", "send_invalid_path"]
 
 #: A method path with a byte that is not UTF-8.
 INVALID_PATH: Final = b"/x.Y/Z\xff"
 #: How long to wait for the server's answer before giving up on it (it may answer nothing).
 _READ_SECONDS: Final = 2.0
+#: Bound on waiting for a restart to show in the metrics (the watchdog needs well under 1 s).
+_RESTART_WAIT_SECONDS: Final = 30.0
 
 
 def client_tls(
@@ -77,3 +84,41 @@ def send_invalid_path(
         with contextlib.suppress(OSError):  # a reset or a timeout ends the read the same way
             while sock.recv(65536):
                 pass
+
+
+async def restarts_of(metrics_url: str, listener: str) -> float:
+    """``ruta_listener_restarts_total{listener=...}`` as the process at ``metrics_url`` serves it
+    (0 when the series is absent)."""
+    timeout = aiohttp.ClientTimeout(total=_READ_SECONDS * 5)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(metrics_url) as response,
+    ):
+        response.raise_for_status()
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "ruta_listener_restarts_total"
+                and sample.labels.get("listener") == listener
+            ):
+                return float(sample.value)
+    return 0.0
+
+
+async def crash_listener(
+    address: str, *, metrics_url: str, listener: str, tls: ssl.SSLContext | None = None
+) -> None:
+    """Send the invalid-path request to ``address`` and wait (bounded) until the process counts
+    one more restart of ``listener``: proof that the request ended the server loop and that the
+    watchdog saw it. Raises :class:`TimeoutError` when no restart is counted."""
+    before = await restarts_of(metrics_url, listener)
+    await asyncio.to_thread(send_invalid_path, address, tls=tls)
+
+    async def counted() -> None:
+        while True:
+            if await restarts_of(metrics_url, listener) > before:
+                return
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(counted(), _RESTART_WAIT_SECONDS)
