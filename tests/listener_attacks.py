@@ -89,6 +89,10 @@ def send_invalid_path(
 async def restarts_of(metrics_url: str, listener: str) -> float:
     """``ruta_listener_restarts_total{listener=...}`` as the process at ``metrics_url`` serves it
     (0 when the series is absent)."""
+    return await _sample(metrics_url, "ruta_listener_restarts_total", listener)
+
+
+async def _sample(metrics_url: str, name: str, listener: str) -> float:
     timeout = aiohttp.ClientTimeout(total=_READ_SECONDS * 5)
     async with (
         aiohttp.ClientSession(timeout=timeout) as session,
@@ -98,10 +102,7 @@ async def restarts_of(metrics_url: str, listener: str) -> float:
         text = await response.text()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if (
-                sample.name == "ruta_listener_restarts_total"
-                and sample.labels.get("listener") == listener
-            ):
+            if sample.name == name and sample.labels.get("listener") == listener:
                 return float(sample.value)
     return 0.0
 
@@ -110,14 +111,17 @@ async def crash_listener(
     address: str, *, metrics_url: str, listener: str, tls: ssl.SSLContext | None = None
 ) -> None:
     """Send the invalid-path request to ``address`` and wait (bounded) until the process counts
-    one more restart of ``listener``: proof that the request ended the server loop and that the
-    watchdog saw it. Raises :class:`TimeoutError` when no restart is counted."""
+    one more restart of ``listener`` (proof that the request ended the server loop and that the
+    watchdog saw it) and reports it up again. Raises :class:`TimeoutError` otherwise."""
     before = await restarts_of(metrics_url, listener)
     await asyncio.to_thread(send_invalid_path, address, tls=tls)
 
     async def counted() -> None:
         while True:
-            if await restarts_of(metrics_url, listener) > before:
+            if (
+                await restarts_of(metrics_url, listener) > before
+                and await _sample(metrics_url, "ruta_listener_up", listener) == 1
+            ):
                 return
             await asyncio.sleep(0.1)
 
