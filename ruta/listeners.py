@@ -153,6 +153,7 @@ class Listeners:
 
     @property
     def listeners(self) -> tuple[Listener, ...]:
+        """Every bound listener, in the order bound."""
         return tuple(self._listeners)
 
     def bind(self, spec: ListenerSpec) -> Listener:
