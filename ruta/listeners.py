@@ -145,8 +145,8 @@ class Listeners:
         )
         self._restarts = Counter(
             "ruta_listener_restarts",
-            "Times the listener's gRPC server loop ended unexpectedly and was restarted "
-            "(docs/adr/0014-listener-watchdog.md).",
+            "Times the listener's gRPC server loop ended unexpectedly and the watchdog restarted "
+            "it, or tried to (docs/adr/0014-listener-watchdog.md).",
             ("listener",),
             registry=self.registry,
         )

@@ -211,6 +211,7 @@ async def test_a_listener_that_cannot_be_rebuilt_fails_the_process() -> None:
         await listeners.start()
         await _crash(listener)
         await asyncio.wait_for(listeners.failed.wait(), _WAIT)
+        assert not await listeners.serve_until(asyncio.Event())  # the process exits with 3
         assert builds == 3
         assert _metric(listeners, "ruta_listener_up", "consumer") == 0
     finally:
