@@ -32,6 +32,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy ruta registry security_server adapters gateway tests $(wildcard bench/*.py)
+	$(BIN)/lint-imports --no-logo
 
 format: install
 	$(BIN)/ruff format .
@@ -44,4 +45,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .stamp-* ruta/v1/*_pb2*.py ruta/v1/*_pb2*.pyi .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .stamp-* ruta/v1/*_pb2*.py ruta/v1/*_pb2*.pyi .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -50,6 +50,7 @@ from ruta.pki.keys import load_private_key
 from ruta.pki.ocsp import OcspClient
 from ruta.pki.tls import server_credentials
 from ruta.readiness import write_ready_file
+from ruta.settings import ConfigError
 from security_server.audit import AuditServicer, add_audit_service, audit_server_credentials
 from security_server.checkpointer import (
     LOG_KEY_FILE,
@@ -355,8 +356,9 @@ class SecurityServerApp:
         listen = settings.consumer.listen
         if settings.consumer.allow_plain_loopback:
             port = _add_port(listen, "consumer", lambda: consumer_server.add_insecure_port(listen))
+        elif settings.consumer.client_ca is None:  # the settings model refuses this already
+            raise ConfigError("consumer.client_ca is required unless allow_plain_loopback is set")
         else:
-            assert settings.consumer.client_ca is not None  # checked by the settings model
             credentials = server_credentials(
                 settings.consumer.tls_key or settings.keys.auth_key,
                 settings.consumer.tls_cert or settings.keys.auth_cert,

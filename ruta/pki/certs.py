@@ -541,8 +541,7 @@ def end_entity_certificate(
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
     if kind is CertificateKind.OCSP:
         builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
-    else:
-        assert ocsp_url is not None  # checked above
+    elif ocsp_url:  # required for every other kind (checked above)
         builder = builder.add_extension(
             x509.AuthorityInformationAccess(
                 [

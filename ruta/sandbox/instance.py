@@ -274,16 +274,17 @@ class Sandbox:
             line = self._wait_line(process, "serving ")
             self.backend_addresses[spec.key] = line.rsplit(" ", 1)[-1].strip()
         self._init_servers()
+        started: list[tuple[_Server, ManagedProcess]] = []
         for server in self.servers.values():
-            server.process = self._process(
+            server.process = process = self._process(
                 f"ss-{server.agency.key}",
                 ruta_command("--log-level", "info", "ss", "serve", "--config", str(server.config)),
                 ready=server.data_dir / "ready.json",
                 env=None,
             )
-        for server in self.servers.values():
-            assert server.process is not None
-            server.ready = server.process.wait_ready()
+            started.append((server, process))
+        for server, process in started:
+            server.ready = process.wait_ready()
             self._say(f"{server.agency.server}: up (consumer port {server.ready['consumer']})")
         description = self.description()
         _write_json(self.directory / SANDBOX_FILE, description)
@@ -500,7 +501,8 @@ class Sandbox:
 
     def description(self) -> dict[str, Any]:
         """The content of sandbox.json."""
-        assert self.auditor is not None
+        if self.auditor is None:
+            raise SandboxError("the sandbox has no auditor yet: describe it once it is up")
         return {
             "instance": INSTANCE,
             "registry": {
