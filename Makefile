@@ -31,7 +31,7 @@ test: install
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy ruta registry security_server adapters gateway tests $(wildcard bench/*.py)
+	$(BIN)/mypy ruta registry security_server adapters gateway sandbox tests $(wildcard bench/*.py)
 	$(BIN)/lint-imports --no-logo
 
 format: install
@@ -39,7 +39,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 demo: install
-	$(BIN)/python -m ruta.demo
+	$(BIN)/python -m sandbox.demo
 
 bench: install
 	$(BIN)/python -m bench

@@ -26,10 +26,15 @@ from ruta.evidence.verify import verify_bundle
 from ruta.faults import RutaError, fault_from_rpc_error
 from ruta.globalconf import ConfigurationAnchor
 from ruta.pki.tls import channel_credentials
-from ruta.sandbox.layout import MAX_SANDBOX_FILE_BYTES, SANDBOX_FILE
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 
-__all__ = ["group", "sandbox_target"]
+__all__ = ["MAX_SANDBOX_FILE_BYTES", "SANDBOX_FILE", "group", "sandbox_target"]
+
+#: The file a sandbox directory describes itself with (``export --sandbox DIR``). The dev kit
+#: (``sandbox/``) writes it and takes the name from here: production code never imports the kit.
+SANDBOX_FILE: Final = "sandbox.json"
+#: Largest sandbox.json / ready.json read.
+MAX_SANDBOX_FILE_BYTES: Final = 1 << 20
 
 #: Largest sequence number ``export`` asks for: a server's log holds signed 64-bit sequences and
 #: refuses anything larger (``client.invalid_request``).

@@ -4,8 +4,9 @@ Demos, the sandbox and tests put it behind a provider security server. Its contr
 ``proto/examples/population/v1/population.proto``; this module builds the same descriptor at run
 time (no generated code, no compiler needed) and a test checks that the two agree.
 
-Run it on its own with ``python -m ruta.examples.population --listen 127.0.0.1:0 --ready-file F``;
-it writes ``{"address": "127.0.0.1:PORT"}`` to ``F`` once it serves, and stops on SIGTERM/SIGINT.
+Run it on its own with
+``python -m sandbox.examples.population --listen 127.0.0.1:0 --ready-file F``; it writes
+``{"address": "127.0.0.1:PORT"}`` to ``F`` once it serves, and stops on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations

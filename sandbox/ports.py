@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from ruta.sandbox.processes import SandboxError, process_alive
+from sandbox.processes import SandboxError, process_alive
 
 __all__ = ["PortClaims"]
 

@@ -11,7 +11,7 @@ import grpc.aio
 import pytest
 from google.protobuf import descriptor_pb2
 
-from ruta.examples.population import (
+from sandbox.examples.population import (
     GET_PERSON_PATH,
     PopulationBackend,
     decode_person,

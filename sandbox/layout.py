@@ -9,11 +9,13 @@ public registries agency, with its own security server.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Final
 
+import adapters.examples
+from ruta.evidence.cli import MAX_SANDBOX_FILE_BYTES, SANDBOX_FILE
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 
 __all__ = [
@@ -32,10 +34,8 @@ __all__ = [
     "examples_dir",
 ]
 
-#: The file a sandbox directory describes itself with (read by ``ruta audit export --sandbox``).
-SANDBOX_FILE: Final = "sandbox.json"
-#: Largest sandbox.json / ready.json read.
-MAX_SANDBOX_FILE_BYTES: Final = 1 << 20
+# SANDBOX_FILE (sandbox.json) and its bound belong to its production reader, `ruta audit export
+# --sandbox`; re-exported here for the kit.
 
 INSTANCE: Final = "DEV"
 SERVER_CODE: Final = "ss1"
@@ -144,12 +144,14 @@ CONTRACTS: Final = tuple(ContractSpec(SOC.subsystem("benefits"), s.service) for 
 
 
 def examples_dir() -> Path:
-    """The adapters' examples folder (``adapters/examples``), found without importing it."""
-    spec = importlib.util.find_spec("adapters")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the adapters package is not installed")
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "examples"
-        if (candidate / "population" / "adapter.toml").exists():
-            return candidate
-    raise FileNotFoundError("the adapters' examples are not installed")
+    """The adapters' examples folder: the package :mod:`adapters.examples` (adapter files,
+    ``.proto`` files, the legacy systems they front), imported, so wherever it is installed.
+
+    Raises :class:`FileNotFoundError` when it is not a folder on disk or lacks its data files.
+    """
+    folder = resources.files(adapters.examples)
+    if not isinstance(folder, Path):
+        raise FileNotFoundError("the adapters' examples are not a folder on disk")
+    if not (folder / "population" / "adapter.toml").is_file():
+        raise FileNotFoundError("the adapters' examples are installed without their data files")
+    return folder

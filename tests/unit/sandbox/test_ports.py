@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ruta.sandbox.ports import LOWEST_PORT, PortClaims, _ephemeral_low
+from sandbox.ports import LOWEST_PORT, PortClaims, _ephemeral_low
 
 
 def test_claims_of_two_sandboxes_never_overlap(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_a_bound_port_is_not_handed_out(tmp_path: Path, monkeypatch: pytest.Monk
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        monkeypatch.setattr("ruta.sandbox.ports.random.randint", lambda _a, _b: port)
+        monkeypatch.setattr("sandbox.ports.random.randint", lambda _a, _b: port)
         claims = PortClaims(tmp_path)
         with pytest.raises(Exception, match="no free loopback port"):
             claims.take(1)

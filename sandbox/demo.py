@@ -1,4 +1,4 @@
-"""``make demo`` (``python -m ruta.demo``): the once-only principle on a whole Ruta instance.
+"""``make demo`` (``python -m sandbox.demo``): the once-only principle on a whole Ruta instance.
 
 Starts a sandbox (``ruta sandbox up``) in a temporary directory, then plays the social-benefits
 agency deciding housing-benefit applications: instead of asking each applicant for four
@@ -29,11 +29,11 @@ import grpc.aio
 
 from ruta.ids import ServiceId, SubsystemId
 from ruta.pki.tls import channel_credentials
-from ruta.sandbox.client import BusClient, CallResult
-from ruta.sandbox.layout import PURPOSE, SERVICES, SOC, TAX, ServiceSpec, examples_dir
-from ruta.sandbox.processes import ManagedProcess, SandboxError, ruta_command
-from ruta.sandbox.protos import MethodCodec, compile_descriptor_set, method_codec
 from ruta.v1 import audit_pb2, audit_pb2_grpc
+from sandbox.client import BusClient, CallResult
+from sandbox.layout import PURPOSE, SERVICES, SOC, TAX, ServiceSpec, examples_dir
+from sandbox.processes import ManagedProcess, SandboxError, ruta_command
+from sandbox.protos import MethodCodec, compile_descriptor_set, method_codec
 
 __all__ = ["main"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ruta.sandbox.processes import ManagedProcess, SandboxError, process_alive, stop_pid
+from sandbox.processes import ManagedProcess, SandboxError, process_alive, stop_pid
 
 
 def _python(code: str) -> list[str]:

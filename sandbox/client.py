@@ -3,7 +3,7 @@
 A backend calls the provider's method path on its own server's consumer port, over mutual TLS
 with its subsystem's client certificate, naming itself (``ruta-client``), the provider subsystem
 (``ruta-service``) and the purpose (``ruta-purpose``). Messages are built at run time from the
-service's descriptors (:mod:`ruta.sandbox.protos`), so no generated code is needed.
+service's descriptors (:mod:`sandbox.protos`), so no generated code is needed.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import grpc.aio
 from ruta.faults import fault_from_rpc_error
 from ruta.ids import ServiceId, SubsystemId
 from ruta.pki.tls import channel_credentials
-from ruta.sandbox.processes import SandboxError
-from ruta.sandbox.protos import MethodCodec
+from sandbox.processes import SandboxError
+from sandbox.protos import MethodCodec
 
 __all__ = ["CALL_TIMEOUT_S", "BusClient", "CallResult"]
 

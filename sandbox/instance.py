@@ -7,7 +7,7 @@ API (mutual TLS, the ``RegistryAdmin`` wire contract) with the credential ``regi
 made. Nothing of a part is imported.
 
 Ports: the registry's HTTP port (named in every certificate's OCSP URL), the legacy services'
-and each server's listeners are claimed up front (:mod:`ruta.sandbox.ports`: below the ephemeral
+and each server's listeners are claimed up front (:mod:`sandbox.ports`: below the ephemeral
 range, one claim file per port, so concurrent sandboxes never pick the same one) and written into
 the self-contained settings files, so ``ruta ss serve --config FILE`` restarts a server on the
 same addresses; everything else binds port 0 and reports its address.
@@ -52,7 +52,8 @@ from ruta.ids import SubsystemId
 from ruta.pki.certs import certificate_pem, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
 from ruta.pki.tls import channel_credentials
-from ruta.sandbox.layout import (
+from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
+from sandbox.layout import (
     AGENCIES,
     CONTRACTS,
     INSTANCE,
@@ -65,8 +66,8 @@ from ruta.sandbox.layout import (
     ServiceSpec,
     examples_dir,
 )
-from ruta.sandbox.ports import PortClaims
-from ruta.sandbox.processes import (
+from sandbox.ports import PortClaims
+from sandbox.processes import (
     READY_TIMEOUT_S,
     STOP_TIMEOUT_S,
     ManagedProcess,
@@ -75,8 +76,7 @@ from ruta.sandbox.processes import (
     ruta_command,
     stop_pid,
 )
-from ruta.sandbox.protos import compile_descriptor_set
-from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
+from sandbox.protos import compile_descriptor_set
 
 __all__ = [
     "PID_FILE",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ruta.sandbox.instance import Sandbox, stop_sandbox
-from ruta.sandbox.processes import SandboxError
+from sandbox.instance import Sandbox, stop_sandbox
+from sandbox.processes import SandboxError
 
 __all__ = ["group"]
 

@@ -13,7 +13,7 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.message import Message
 
 from ruta.protos import ProtoCompileError, compile_descriptor_set, service_descriptor
-from ruta.sandbox.processes import SandboxError
+from sandbox.processes import SandboxError
 
 # compile_descriptor_set is re-exported: the sandbox guide and the demo import it from here.
 __all__ = ["MethodCodec", "compile_descriptor_set", "method_codec"]
