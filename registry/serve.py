@@ -56,7 +56,8 @@ from ruta.addresses import join_address
 from ruta.checkpoint import Verifier
 from ruta.faults import RutaError
 from ruta.globalconf import MAX_DOCUMENT_BYTES
-from ruta.pki.certs import load_certificate
+from ruta.pki.certs import load_certificate, read_certificate_file
+from ruta.pki.errors import MalformedCertificateError
 from ruta.pki.keys import FileSigner, load_private_key
 from ruta.pki.ocsp import CertStatus
 from ruta.pki.tls import server_credentials
@@ -154,12 +155,13 @@ class RegistryNode:
         ca = CertificateAuthority.open(layout.ca)
         signer = FileSigner.from_file(layout.signing_key)
         try:
-            signing_cert = load_certificate(layout.signing_cert.read_bytes())
-        except OSError as exc:
+            signing_pem = read_certificate_file(layout.signing_cert, limit=1)
+        except MalformedCertificateError as exc:
             raise ConfigError(
                 f"the registry directory has no readable configuration-signing certificate "
-                f"({exc.strerror})"
+                f"({exc.message})"
             ) from None
+        signing_cert = load_certificate(signing_pem)
         witness_key = load_private_key(layout.witness_key)
         if not isinstance(witness_key, Ed25519PrivateKey):
             raise StoreError("the witness key must be an Ed25519 key")

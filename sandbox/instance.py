@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ruta.admin_rpc import admin_call
 from ruta.faults import RutaError
+from ruta.files import FileReadError, read_bounded, write_atomically
 from ruta.ids import SubsystemId
 from ruta.pki.certs import certificate_pem, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
@@ -87,6 +88,8 @@ __all__ = [
 ]
 
 PID_FILE: Final = "sandbox.pid"
+#: Largest sandbox.pid read (one process id).
+_MAX_PID_FILE_BYTES: Final = 64
 PROCESSES_FILE: Final = "processes.json"
 #: How often servers fetch the global configuration (short: changes show up quickly).
 FETCH_INTERVAL_S: Final = 2.0
@@ -223,7 +226,7 @@ class Sandbox:
         if (self.directory / "registry").exists():
             raise SandboxError(f"{self.directory} is not empty; give a fresh directory")
         self.logs.mkdir(exist_ok=True)
-        (self.directory / PID_FILE).write_text(f"{os.getpid()}\n")
+        write_atomically(self.directory / PID_FILE, f"{os.getpid()}\n".encode())
         examples = examples_dir()
         ports = iter(self.ports.take(1 + 4 * len(AGENCIES)))
 
@@ -625,32 +628,32 @@ async def _issue(
     chain = [load_certificate(der) for der in answer.chain]
     intermediates = [c for c in chain if c.issuer != c.subject]
     cert_path = folder / "client.pem"
-    cert_path.write_bytes(certificate_pem(load_certificate(answer.certificate), *intermediates))
+    write_atomically(
+        cert_path, certificate_pem(load_certificate(answer.certificate), *intermediates)
+    )
     return _ClientCredential(cert=cert_path, key=key_path, ca=trust)
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_atomically(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def _read_json(path: Path) -> Any:
-    if path.stat().st_size > MAX_SANDBOX_FILE_BYTES:
-        raise SandboxError(f"{path.name} is too large")
-    return json.loads(path.read_text("utf-8"))
+    """The JSON in ``path``: :class:`FileReadError` when it cannot be read or is over
+    :data:`MAX_SANDBOX_FILE_BYTES`, :class:`ValueError` when it is not JSON."""
+    return json.loads(read_bounded(path, MAX_SANDBOX_FILE_BYTES))
 
 
 def _ready_pid(path: Path) -> int | None:
     try:
         pid = _read_json(path).get("pid")
-    except (OSError, ValueError, AttributeError):
+    except (FileReadError, ValueError, AttributeError):
         return None
     return pid if isinstance(pid, int) and pid > 0 else None
 
 
 def _pids(directory: Path) -> Iterator[int]:
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(FileReadError, ValueError):
         data = _read_json(directory / PROCESSES_FILE)
         if isinstance(data, dict):
             yield from (pid for pid in data.values() if isinstance(pid, int) and pid > 0)
@@ -667,8 +670,8 @@ def stop_sandbox(directory: Path, *, timeout: float = DOWN_TIMEOUT_S) -> bool:
     directory = directory.resolve()
     found = False
     supervisor: int | None = None
-    with contextlib.suppress(OSError, ValueError):
-        supervisor = int((directory / PID_FILE).read_text().strip())
+    with contextlib.suppress(FileReadError, ValueError):
+        supervisor = int(read_bounded(directory / PID_FILE, _MAX_PID_FILE_BYTES).strip())
     if supervisor is not None and supervisor != os.getpid() and process_alive(supervisor):
         found = True
         stop_pid(supervisor, timeout=timeout)

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
+from ruta.files import FileReadError, read_bounded, write_atomically
 from sandbox.processes import SandboxError, process_alive
 
 __all__ = ["PortClaims"]
@@ -31,6 +32,8 @@ LOWEST_PORT: Final = 20000
 DEFAULT_EPHEMERAL_LOW: Final = 32768
 #: Most candidates tried per port before giving up.
 MAX_ATTEMPTS: Final = 200
+#: Largest claim file read (one process id).
+_MAX_CLAIM_BYTES: Final = 64
 
 
 def _ephemeral_low() -> int:
@@ -59,28 +62,23 @@ class PortClaims:
 
     def _claim(self, port: int) -> bool:
         path = self.folder / str(port)
-        # The claim appears by link(2), already holding its owner: another sandbox never reads
-        # an empty claim (and takes it for a stale one) while this one is being written.
-        pending = self.folder / f".{port}.{os.getpid()}.tmp"
-        pending.write_text(f"{os.getpid()}\n")
-        try:
-            for _ in range(2):
+        # The claim appears by link(2), already holding its owner (the atomic writer's exclusive
+        # mode): another sandbox never reads an empty claim (and takes it for a stale one).
+        for _ in range(2):
+            try:
+                write_atomically(path, f"{os.getpid()}\n".encode(), exclusive=True)
+            except FileExistsError:
                 try:
-                    os.link(pending, path)
-                except FileExistsError:
-                    try:
-                        owner = int(path.read_text().strip() or "0")
-                    except (OSError, ValueError):
-                        owner = 0
-                    if owner > 0 and process_alive(owner):
-                        return False
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()  # stale: its sandbox is gone
-                    continue
-                return True
-            return False
-        finally:
-            pending.unlink(missing_ok=True)
+                    owner = int(read_bounded(path, _MAX_CLAIM_BYTES).strip() or "0")
+                except (FileReadError, ValueError):
+                    owner = 0
+                if owner > 0 and process_alive(owner):
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()  # stale: its sandbox is gone
+                continue
+            return True
+        return False
 
     def take(self, count: int) -> list[int]:
         """``count`` free loopback ports, claimed; raises :class:`SandboxError` if it cannot."""
@@ -105,7 +103,7 @@ class PortClaims:
         """Remove this process's claims."""
         for port in self.ports:
             path = self.folder / str(port)
-            with contextlib.suppress(OSError, ValueError):
-                if int(path.read_text().strip()) == os.getpid():
+            with contextlib.suppress(FileReadError, OSError, ValueError):
+                if int(read_bounded(path, _MAX_CLAIM_BYTES).strip()) == os.getpid():
                     path.unlink()
         self.ports.clear()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ruta.faults import Fault, RutaError
+from ruta.files import FileProblem, FileReadError, read_bounded
 
 __all__ = [
     "READY_TIMEOUT_S",
@@ -36,6 +37,8 @@ __all__ = [
 READY_TIMEOUT_S: Final = 60.0
 #: How long a child may take to exit after SIGTERM before it is killed.
 STOP_TIMEOUT_S: Final = 15.0
+#: Largest ready file read (a small JSON object).
+MAX_READY_FILE_BYTES: Final = 1 << 20
 
 
 class SandboxError(RutaError):
@@ -147,9 +150,14 @@ class ManagedProcess:
                 )
             if self.ready_path.exists():
                 try:
-                    content: dict[str, Any] = json.loads(self.ready_path.read_text("utf-8"))
+                    content: dict[str, Any] = json.loads(
+                        read_bounded(self.ready_path, MAX_READY_FILE_BYTES, what="ready file")
+                    )
                 except (json.JSONDecodeError, UnicodeDecodeError):
-                    pass  # being written; try again
+                    pass  # not whole yet (a writer without the atomic writer); try again
+                except FileReadError as exc:
+                    if exc.problem is not FileProblem.MISSING:
+                        raise SandboxError(f"{self.name}: {exc.message}") from None
                 else:
                     return content
             time.sleep(0.05)

@@ -45,7 +45,7 @@ from ruta.addresses import join_address, split_address
 from ruta.faults import Fault, RutaError
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.globalconf.client import GlobalConfClient
-from ruta.pki.certs import certificate_pem
+from ruta.pki.certs import certificate_pem, read_certificate_file
 from ruta.pki.keys import load_private_key
 from ruta.pki.ocsp import OcspClient
 from ruta.pki.tls import server_credentials
@@ -61,7 +61,7 @@ from security_server.checkpointer import (
 from security_server.consumer import ConsumerProxy
 from security_server.database import open_database
 from security_server.exchange import ExchangeRecorder, SignatureChecker
-from security_server.identity import ServerIdentity
+from security_server.identity import MAX_CERTIFICATE_FILE_CHAIN, ServerIdentity
 from security_server.log import LogMaintenance, MessageLog, load_or_create_body_key
 from security_server.metrics import ExchangeMetrics, metrics_app
 from security_server.provider import BackendChannels, ProviderProxy
@@ -339,7 +339,9 @@ class SecurityServerApp:
         anchors of the configuration in force (re-read before handshakes when they change)."""
         trust = _TransportTrust(
             key_pem=_key_pem(self.settings.keys.auth_key),
-            cert_pem=self.settings.keys.auth_cert.read_bytes(),
+            cert_pem=read_certificate_file(
+                self.settings.keys.auth_cert, limit=MAX_CERTIFICATE_FILE_CHAIN
+            ),
             fallback=certificate_pem(identity.auth_certificate),
             globalconf=globalconf,
         )
