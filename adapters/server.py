@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import grpc
 import grpc.aio
@@ -58,12 +58,19 @@ from adapters.mapping import (
 from adapters.spec import LoadedAdapterFile, MethodSpec, ServerSpec, load_adapter_file, parse_listen
 from ruta.addresses import join_address
 from ruta.faults import RutaError, abort, status_of
+from ruta.files import FileReadError, read_bounded
 from ruta.listeners import ListenerError, Listeners, ListenerSpec
 from ruta.metrics_http import metrics_handler
+from ruta.pki.certs import read_certificate_file
+from ruta.pki.errors import MalformedCertificateError
+from ruta.pki.keys import MAX_KEY_FILE_BYTES
 
 __all__ = ["Adapter", "BoundMethod", "RunningServer", "start_server"]
 
 _log = logging.getLogger(__name__)
+
+#: Most certificates in the CA file that backends' client certificates must chain to.
+MAX_CLIENT_CA_CERTIFICATES: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,11 +389,19 @@ def _credentials(file: LoadedAdapterFile) -> Callable[[], grpc.ServerCredentials
     if spec.tls_cert is None or spec.tls_key is None:
         return None
     try:
-        cert = file.resolve(spec.tls_cert).read_bytes()
-        key = file.resolve(spec.tls_key).read_bytes()
-        ca = file.resolve(spec.tls_client_ca).read_bytes() if spec.tls_client_ca else None
-    except OSError:
-        raise AdapterConfigError("server TLS files cannot be read") from None
+        cert = read_certificate_file(file.resolve(spec.tls_cert), what="server.tls_cert")
+        key = read_bounded(file.resolve(spec.tls_key), MAX_KEY_FILE_BYTES, what="server.tls_key")
+        ca = (
+            read_certificate_file(
+                file.resolve(spec.tls_client_ca),
+                limit=MAX_CLIENT_CA_CERTIFICATES,
+                what="server.tls_client_ca",
+            )
+            if spec.tls_client_ca
+            else None
+        )
+    except (FileReadError, MalformedCertificateError) as exc:
+        raise AdapterConfigError(exc.message) from None
     return lambda: grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
     )

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from registry import limits
 from registry.admin_api import IssuedCertificate, IssueRequest, RegistryAdminServicer
 from registry.ca import CertificateAuthority
-from registry.errors import InvalidRequestError, StoreError
+from registry.errors import InvalidRequestError, RegistryError, StoreError
 from registry.globalconf_build import build_configuration
 from registry.log_keys import parse_vkey
 from registry.model import SecurityServer
@@ -63,7 +63,8 @@ from ruta.faults import RutaError
 from ruta.globalconf import MAX_DOCUMENT_BYTES
 from ruta.listeners import ListenerError, Listeners, ListenerSpec
 from ruta.metrics_http import metrics_handler
-from ruta.pki.certs import load_certificate
+from ruta.pki.certs import load_certificate, read_certificate_file
+from ruta.pki.errors import MalformedCertificateError
 from ruta.pki.keys import FileSigner, load_private_key
 from ruta.pki.ocsp import CertStatus
 from ruta.pki.tls import server_credentials
@@ -161,12 +162,13 @@ class RegistryNode:
         ca = CertificateAuthority.open(layout.ca)
         signer = FileSigner.from_file(layout.signing_key)
         try:
-            signing_cert = load_certificate(layout.signing_cert.read_bytes())
-        except OSError as exc:
+            signing_pem = read_certificate_file(layout.signing_cert, limit=1)
+        except MalformedCertificateError as exc:
             raise ConfigError(
                 f"the registry directory has no readable configuration-signing certificate "
-                f"({exc.strerror})"
+                f"({exc.message})"
             ) from None
+        signing_cert = load_certificate(signing_pem)
         witness_key = load_private_key(layout.witness_key)
         if not isinstance(witness_key, Ed25519PrivateKey):
             raise StoreError("the witness key must be an Ed25519 key")
@@ -220,21 +222,18 @@ class RegistryNode:
             self._publish_build, interval=timedelta(seconds=settings.globalconf_republish_seconds)
         )
         self._watcher = asyncio.create_task(
-            self._watch_changes(settings.change_poll_seconds), name="registry-change-watcher"
+            self._watch_changes(store, settings.change_poll_seconds), name="registry-change-watcher"
         )
 
         admin_port = await self._listen_admin(store, ca, publisher)
         admin_host, _ = split_address(settings.admin_listen)
-        self.bound = _Bound(
+        self.bound = bound = _Bound(
             admin=join_address(connectable_host(admin_host), admin_port),
             http=f"http://{join_address(connectable_host(http_host), bound_http)}",
         )
-        self._write_ready()
+        self._write_ready(bound)
         _log.info(
-            "registry %s listening: admin %s, http %s",
-            settings.instance,
-            self.bound.admin,
-            self.bound.http,
+            "registry %s listening: admin %s, http %s", settings.instance, bound.admin, bound.http
         )
 
     async def _listen_http(self, app: web.Application) -> tuple[str, int]:
@@ -295,14 +294,15 @@ class RegistryNode:
         return listener.port
 
     async def _publish_build(self) -> globalconf_pb2.GlobalConfiguration:
-        assert self._build is not None
+        if self._build is None:
+            raise RegistryError("the registry is not started: nothing to publish")
         return await self._build()
 
     async def _publish(self) -> None:
         """Build, sign and serve a configuration now, and record it in the store."""
         publisher, store = self._publisher, self._store
-        assert publisher is not None
-        assert store is not None
+        if publisher is None or store is None:
+            raise RegistryError("the registry is not started: nothing to publish")
         async with self._publish_lock:
             change_seq = await store.change_seq()
             published = await publisher.publish_from(self._publish_build)
@@ -318,11 +318,9 @@ class RegistryNode:
                 keep=_KEEP_PUBLISHED,
             )
 
-    async def _watch_changes(self, interval: float) -> None:
+    async def _watch_changes(self, store: RegistryStore, interval: float) -> None:
         """Republish when the store changed behind this node's back (another registry node on
         the same database, or a change whose immediate publication failed)."""
-        store = self._store
-        assert store is not None
         while True:
             await asyncio.sleep(interval)
             try:
@@ -338,15 +336,14 @@ class RegistryNode:
         except Exception:  # noqa: BLE001 - the change is committed; the next cycle retries
             _log.exception("publishing the global configuration after a change failed")
 
-    def _write_ready(self) -> None:
-        assert self.bound is not None
+    def _write_ready(self, bound: _Bound) -> None:
         ready = {
             "version": READY_FILE_VERSION,
             "pid": os.getpid(),
             "instance": self._settings.instance,
-            "admin": self.bound.admin,
-            "http": self.bound.http,
-            "globalconf_url": f"{self.bound.http}/globalconf",
+            "admin": bound.admin,
+            "http": bound.http,
+            "globalconf_url": f"{bound.http}/globalconf",
             "public_url": self._base_url,
         }
         write_ready_file(self._layout.ready, ready)

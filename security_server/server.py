@@ -48,11 +48,12 @@ from ruta.faults import Fault
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.globalconf.client import GlobalConfClient
 from ruta.listeners import ListenerError, Listeners, ListenerSpec
-from ruta.pki.certs import certificate_pem
+from ruta.pki.certs import certificate_pem, read_certificate_file
 from ruta.pki.keys import load_private_key
 from ruta.pki.ocsp import OcspClient
 from ruta.pki.tls import server_credentials
 from ruta.readiness import write_ready_file
+from ruta.settings import ConfigError
 from security_server.audit import AuditServicer, add_audit_service, audit_server_credentials
 from security_server.checkpointer import (
     LOG_KEY_FILE,
@@ -63,7 +64,7 @@ from security_server.checkpointer import (
 from security_server.consumer import ConsumerProxy
 from security_server.database import open_database
 from security_server.exchange import ExchangeRecorder, SignatureChecker
-from security_server.identity import ServerIdentity
+from security_server.identity import MAX_CERTIFICATE_FILE_CHAIN, ServerIdentity
 from security_server.log import LogMaintenance, MessageLog, load_or_create_body_key
 from security_server.metrics import ExchangeMetrics, metrics_app
 from security_server.provider import BackendChannels, ProviderProxy
@@ -367,7 +368,9 @@ class SecurityServerApp:
         anchors of the configuration in force (re-read before handshakes when they change)."""
         trust = _TransportTrust(
             key_pem=_key_pem(self.settings.keys.auth_key),
-            cert_pem=self.settings.keys.auth_cert.read_bytes(),
+            cert_pem=read_certificate_file(
+                self.settings.keys.auth_cert, limit=MAX_CERTIFICATE_FILE_CHAIN
+            ),
             fallback=certificate_pem(identity.auth_certificate),
             globalconf=globalconf,
         )
@@ -383,7 +386,10 @@ class SecurityServerApp:
         credentials: Callable[[], grpc.ServerCredentials] | None = None
         if not settings.consumer.allow_plain_loopback:
             client_ca = settings.consumer.client_ca
-            assert client_ca is not None  # checked by the settings model
+            if client_ca is None:  # the settings model refuses this already
+                raise ConfigError(
+                    "consumer.client_ca is required unless allow_plain_loopback is set"
+                )
             credentials = functools.partial(
                 server_credentials,
                 settings.consumer.tls_key or settings.keys.auth_key,

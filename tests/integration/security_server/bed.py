@@ -37,13 +37,6 @@ from google.protobuf import timestamp_pb2
 from registry.publisher import ConfigurationPublisher, globalconf_app
 from registry.witness import MemoryWitnessStateStore, Witness
 from registry.witness_http import witness_routes
-from ruta.examples.population import (
-    GET_PERSON_PATH,
-    SERVICE_NAME,
-    PopulationBackend,
-    encode_get_person,
-    file_descriptor_set,
-)
 from ruta.globalconf import ConfigurationAnchor
 from ruta.ids import MemberId, ServerId, SubsystemId
 from ruta.pki.certs import CertificateKind, certificate_der, fingerprint
@@ -51,6 +44,13 @@ from ruta.pki.keys import generate_ed25519_key
 from ruta.pki.signature import sign_message
 from ruta.pki.testing import Credential, TestPki
 from ruta.v1 import globalconf_pb2, transport_pb2
+from sandbox.examples.population import (
+    GET_PERSON_PATH,
+    SERVICE_NAME,
+    PopulationBackend,
+    encode_get_person,
+    file_descriptor_set,
+)
 from security_server.checkpointer import (
     LOG_KEY_FILE,
     load_or_create_log_key,

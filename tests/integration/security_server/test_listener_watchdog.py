@@ -12,8 +12,8 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 
-from ruta.examples.population import decode_person, encode_get_person
 from ruta.v1 import audit_pb2, audit_pb2_grpc
+from sandbox.examples.population import decode_person, encode_get_person
 from tests.integration.security_server.bed import (
     POP,
     SOC,
