@@ -8,7 +8,7 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol
@@ -151,7 +151,7 @@ class ExchangeRecorder:
     log: MessageLog
     fault: Fault
     #: Subsystems (text form) in metadata-only mode: their exchanges are logged without bodies.
-    metadata_only: frozenset[str] = frozenset()
+    metadata_only: Set[str] = frozenset()
     #: Appends scheduled by :meth:`append_soon` and not yet finished (kept from the collector).
     _pending: set[asyncio.Task[None]] = field(
         default_factory=set, init=False, repr=False, compare=False

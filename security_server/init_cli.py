@@ -33,7 +33,6 @@ from typing import Any, Final
 import click
 import grpc
 import grpc.aio
-import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -49,7 +48,7 @@ from ruta.pki.tls import channel_credentials
 from ruta.v1 import registry_pb2, registry_pb2_grpc
 from security_server.checkpointer import LOG_KEY_FILE, load_or_create_log_key, log_vkey
 from security_server.log import load_or_create_body_key
-from security_server.settings import SecurityServerSettings
+from security_server.settings import SecurityServerSettings, settings_toml
 
 __all__ = ["SETTINGS_FILE", "InitError", "InitPlan", "init", "initialise"]
 
@@ -274,7 +273,7 @@ async def initialise(plan: InitPlan, target: RegistryTarget | None) -> Path:
     elif not (directory / "ca.pem").exists() and plan.client_ca is None and not plan.plain_loopback:
         raise InitError("offline: put the CA trust anchor in ca.pem or give --client-ca")
 
-    text = tomli_w.dumps(settings_document(plan))
+    text = settings_toml(settings_document(plan))
     # What serve will read must load: checked before the file is put in place.
     SecurityServerSettings.from_data(tomllib.loads(text), where=f"settings file {SETTINGS_FILE}")
     write_atomically(settings_path, text.encode("utf-8"))

@@ -164,6 +164,13 @@ class ExchangeMetrics:
             "When the global configuration in use was generated (Unix time).",
             registry=self.registry,
         )
+        self.settings_reloads = Counter(
+            "ruta_settings_reloads",
+            "Settings reloads (SIGHUP, ruta ss reload), by outcome: applied, needs_restart "
+            "(applied, but a changed setting takes a restart), refused (old settings kept).",
+            ("outcome",),
+            registry=self.registry,
+        )
 
     def watch(
         self,

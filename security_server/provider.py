@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, Final, cast
 
@@ -35,8 +35,9 @@ import grpc.aio
 from ruta.faults import Fault, RutaError, abort, report
 from ruta.globalconf import GlobalConf
 from ruta.globalconf.errors import GlobalConfError
-from ruta.ids import ServerId, ServiceId
+from ruta.ids import ServerId
 from ruta.v1 import transport_pb2
+from security_server.backends import BackendChannels
 from security_server.exchange import (
     Clock,
     ExchangeRecorder,
@@ -58,12 +59,11 @@ from security_server.headers import (
 from security_server.identity import ServerIdentity
 from security_server.log import Direction, MessageClaim, ReplayedMessageError
 from security_server.metrics import ExchangeMetrics, Outcome
-from security_server.settings import BackendSettings, SecurityServerSettings
+from security_server.settings import SecurityServerSettings
 from security_server.transport import (
     MAX_FRAME_BYTES,
     PeerStatus,
     authenticate_peer,
-    grpc_message_options,
 )
 
 __all__ = ["MAX_BACKEND_STATUS_TEXT", "BackendChannels", "ProviderProxy"]
@@ -76,63 +76,8 @@ MAX_BACKEND_STATUS_TEXT: Final = 1024
 MAX_FRAME_REQUESTS: Final = 1024
 #: Most framed requests one stream may have in flight here (reading waits beyond it).
 MAX_STREAM_IN_FLIGHT: Final = 1024
-#: Backend method callables kept made (one per service method a contract allows).
-MAX_CACHED_BACKEND_METHODS: Final = 4096
 _INVALID: Final = Fault.SERVER_PROVIDER_INVALID_MESSAGE
 _OK: Final = grpc.StatusCode.OK.value[0]
-
-
-def _read(path: Any) -> bytes:
-    with open(path, "rb") as handle:
-        data: bytes = handle.read(1 << 20)
-        return data
-
-
-class BackendChannels:
-    """One channel per mapped backend, opened at start and shared by every call."""
-
-    def __init__(self, backends: tuple[BackendSettings, ...], *, max_message_bytes: int) -> None:
-        options = grpc_message_options(max_message_bytes)
-        self._channels: dict[ServiceId, grpc.aio.Channel] = {}
-        # Keyed by the channel's id: channels live as long as this object (closed together).
-        self._methods: dict[tuple[int, str], grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
-        for backend in backends:
-            if backend.tls:
-                credentials = grpc.ssl_channel_credentials(
-                    root_certificates=_read(backend.ca),
-                    private_key=_read(backend.client_key) if backend.client_key else None,
-                    certificate_chain=_read(backend.client_cert) if backend.client_cert else None,
-                )
-                channel = grpc.aio.secure_channel(backend.address, credentials, options=options)
-            else:
-                channel = grpc.aio.insecure_channel(backend.address, options=options)
-            self._channels[backend.service_id] = channel
-
-    def get(self, service: ServiceId) -> grpc.aio.Channel | None:
-        return self._channels.get(service)
-
-    def method(
-        self, channel: grpc.aio.Channel, path: str
-    ) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
-        """The bytes-in, bytes-out callable of ``path`` on ``channel``, made once per path (only
-        paths a contract allowed get here; bounded all the same)."""
-        key = (id(channel), path)
-        call = self._methods.get(key)
-        if call is None:
-            call = channel.unary_unary(path)
-            if len(self._methods) < MAX_CACHED_BACKEND_METHODS:
-                self._methods[key] = call
-        return call
-
-    @property
-    def services(self) -> Mapping[ServiceId, grpc.aio.Channel]:
-        return self._channels
-
-    async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
-        self._methods.clear()
 
 
 class ProviderProxy:

@@ -68,6 +68,7 @@ from security_server.identity import MAX_CERTIFICATE_FILE_CHAIN, ServerIdentity
 from security_server.log import LogMaintenance, MessageLog, load_or_create_body_key
 from security_server.metrics import ExchangeMetrics, metrics_app
 from security_server.provider import BackendChannels, ProviderProxy
+from security_server.reload import LiveSubsystems
 from security_server.settings import SecurityServerSettings
 from security_server.transport import (
     PeerChannels,
@@ -143,6 +144,8 @@ class SecurityServerApp:
         self.log: MessageLog | None = None
         self.checkpointer: Checkpointer | None = None
         self.consumer: ConsumerProxy | None = None
+        self.backends: BackendChannels | None = None
+        self.metadata_only: LiveSubsystems | None = None
 
     @classmethod
     async def start(
@@ -204,7 +207,8 @@ class SecurityServerApp:
         )
         maintenance.start()
         self._closers.append(maintenance.stop)
-        metadata_only = frozenset(settings.log.metadata_only_subsystems)
+        metadata_only = LiveSubsystems(settings.log.metadata_only_subsystems)
+        self.metadata_only = metadata_only  # a settings reload swaps its contents
 
         self._session = aiohttp.ClientSession()
         self._closers.append(self._session.close)
@@ -242,6 +246,7 @@ class SecurityServerApp:
         self._closers.append(peers.close)
         backends = BackendChannels(settings.backends, max_message_bytes=limits.max_message_bytes)
         self._closers.append(backends.close)
+        self.backends = backends  # a settings reload swaps its contents
 
         consumer = ConsumerProxy(
             settings=settings,
