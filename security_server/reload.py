@@ -257,4 +257,7 @@ async def serve_reloads(hangups: asyncio.Event, reloader: SettingsReloader) -> N
     while True:
         await hangups.wait()
         hangups.clear()
-        reloader.reload()
+        try:
+            reloader.reload()
+        except Exception:  # noqa: BLE001 - a bug in one reload must not end the next ones
+            _log.exception("settings reload failed unexpectedly; the old settings stay")

@@ -91,8 +91,12 @@ def _serving_pid(settings: SecurityServerSettings) -> int:
         raise ReloadError(f"{READY_FILE} in the data directory is not {settings.server_id}'s")
     started = _process_started_at(pid)
     if started is None and not Path("/proc").is_dir():
-        started = 0.0  # no /proc: the liveness check below is all there is
-    if started is None or started > ready_path.stat().st_mtime + _START_SLACK_SECONDS:
+        started = 0.0  # no /proc: the signal's own liveness check is all there is
+    try:
+        written = ready_path.stat().st_mtime
+    except OSError:
+        written = 0.0  # removed meanwhile: the server has stopped
+    if started is None or started > written + _START_SLACK_SECONDS:
         raise ReloadError(
             f"the server {settings.server_id} is not running ({READY_FILE} is left from a "
             "process that has ended)"

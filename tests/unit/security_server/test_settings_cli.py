@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -129,3 +131,16 @@ def test_reload_without_a_running_server_says_so(config: Path) -> None:
     result = CliRunner().invoke(reload, ["--config", str(config)])
     assert result.exit_code == 1
     assert "no running server for DEV/GOV/POP/ss1" in result.output
+
+
+def test_reload_does_not_signal_a_pid_left_in_a_stale_ready_file(config: Path) -> None:
+    """A ready.json written before the process with its pid started (the server died, the pid
+    was reused): refused, nothing signalled (the pid here is this test's own process)."""
+    data = config.parent / "data"
+    data.mkdir()
+    ready = data / "ready.json"
+    ready.write_text(json.dumps({"server_id": "DEV/GOV/POP/ss1", "pid": os.getpid()}))
+    os.utime(ready, (1_000_000_000, 1_000_000_000))
+    result = CliRunner().invoke(reload, ["--config", str(config)])
+    assert result.exit_code == 1
+    assert "is not running (ready.json is left from a process that has ended)" in result.output
