@@ -4,7 +4,7 @@ The provider proxy looks a service's channel up once per call (:meth:`BackendCha
 A settings reload (:mod:`security_server.reload`) swaps the whole map in one step with
 :meth:`BackendChannels.replace`: calls that start afterwards see the new map, while calls that
 already hold a channel keep it; a channel no longer mapped is closed only once every call that
-could hold it has ended (docs/adr/0013-settings-reload.md).
+could hold it has ended (docs/adr/0016-settings-reload.md).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ atomically to ``DATA_DIR/reload.json``, where ``ruta ss reload`` reads it back::
      "backends": {"added": ["DEV/GOV/REG/vehicles/vehicles.v1.Register"], "removed": [],
                   "changed": []}}
 
-docs/adr/0013-settings-reload.md says why a signal and a status file rather than an API.
+docs/adr/0016-settings-reload.md says why a signal and a status file rather than an API.
 """
 
 from __future__ import annotations
