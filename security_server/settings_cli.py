@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import click
-from pydantic import ValidationError
 
 from ruta.addresses import split_address
+from ruta.files import write_atomically
 from ruta.ids import IdentifierError, ServiceId
-from ruta.settings import ConfigError, describe_validation_error, read_text, read_toml
+from ruta.settings import ConfigError, read_text, read_toml
 from security_server.reload import RELOAD_FILE, ReloadOutcome
 from security_server.server import READY_FILE
 from security_server.settings import SecurityServerSettings, settings_toml
@@ -226,20 +226,8 @@ def edit_backends(config: Path, change: Callable[[Backends], Backends]) -> None:
         else:
             document.pop("backends", None)
         text = settings_toml(document)
-        try:
-            SecurityServerSettings(**document)
-        except ValidationError as exc:
-            raise ConfigError(
-                f"the edited settings would be invalid: {describe_validation_error(exc)}"
-            ) from None
-        tmp = config.with_name(f".{config.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        try:
-            os.chmod(tmp, config.stat().st_mode & 0o777)
-            tmp.replace(config)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
+        SecurityServerSettings.from_data(document, where="the settings after this edit")
+        write_atomically(config, text.encode("utf-8"), mode=config.stat().st_mode & 0o777)
 
 
 def _service(text: str) -> str:
@@ -254,6 +242,10 @@ def _apply(config: Path, change: Callable[[Backends], Backends], *, then_reload:
         edit_backends(config, change)
     except ConfigError as exc:
         raise click.ClickException(f"{exc.message}; the file is unchanged") from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"{config.name} cannot be written ({exc.strerror or 'I/O error'}); it is unchanged"
+        ) from None
     if then_reload:
         _report(signal_reload(_load(config), timeout=10.0))
 
