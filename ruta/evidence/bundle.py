@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
+import importlib.resources
 import io
 import json
 import re
@@ -40,6 +42,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any, Final, NamedTuple
 
+import jsonschema
+import jsonschema.exceptions
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ruta.checkpoint import MAX_NOTE_SIZE, sign_note
@@ -77,6 +81,7 @@ __all__ = [
     "checkpoint_path",
     "decode_hashes",
     "manifest_note_text",
+    "manifest_schema",
     "member_limit",
     "open_bundle",
     "parse_manifest",
@@ -119,6 +124,7 @@ MAX_UNPACKED_BYTES: Final = MAX_BUNDLE_BYTES
 #: Compression methods a member may use: stored or deflated (what the exporter writes). Others
 #: (bzip2, LZMA) are refused unread: zipfile inflates them without an output bound per call.
 ALLOWED_COMPRESSION: Final = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+_SCHEMA_FILE: Final = "manifest.schema.json"
 
 #: What a record's ``body_state`` may say: the body is in the bundle (``stored``), was removed on
 #: retention (``purged``), never kept (``absent``, metadata-only mode), left out of this export
@@ -205,9 +211,10 @@ class BundleConsistency:
 class BundleContents:
     """Everything an exporter puts in a bundle (the manifest is derived from it).
 
-    ``complete_range`` ``(start, end)`` claims that every record with ``start <= seq < end`` is
-    included (set only when the export had no filter other than a sequence range); the verifier
-    then names any missing record. ``tree_size`` is the size of the newest cosigned checkpoint,
+    ``complete_range`` ``(start, until)`` claims that every record with
+    ``start <= seq < until`` is included (half-open: ``until`` itself is not). It is set only
+    when the export had no filter other than a sequence range; the verifier then names any
+    missing record. ``tree_size`` is the size of the newest cosigned checkpoint,
     against which the inclusion proofs run.
     """
 
@@ -252,7 +259,9 @@ def _manifest(contents: BundleContents, files: Mapping[str, bytes]) -> dict[str,
         "origin": contents.origin,
         "exported_at": contents.exported_at.astimezone(UTC).isoformat(),
         "query": dict(contents.query),
-        "complete_range": None if start_end is None else {"from": start_end[0], "to": start_end[1]},
+        "complete_range": (
+            None if start_end is None else {"from": start_end[0], "until": start_end[1]}
+        ),
         "tree": {"size": contents.tree_size, "checkpoint": checkpoint_path(contents.tree_size)},
         "globalconf": GLOBALCONF_FILE,
         "log_key": LOG_KEY_FILE,
@@ -542,6 +551,14 @@ def _within_depth(data: bytes, depth: int) -> bool:
     return not brackets
 
 
+def _balanced(data: bytes) -> bool:
+    """Whether the JSON text opens as many arrays and objects as it closes."""
+    brackets = _JSON_STRING.sub(b"", data)
+    return brackets.count(b"[") == brackets.count(b"]") and brackets.count(b"{") == brackets.count(
+        b"}"
+    )
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -560,8 +577,8 @@ def _no_constant(name: str) -> Any:
 
 def parse_manifest(data: bytes) -> dict[str, Any]:
     """Parse manifest bytes strictly: UTF-8 JSON (RFC 8259: no ``NaN``/``Infinity``), an object,
-    at most :data:`MAX_MANIFEST_DEPTH` levels deep, no key twice in one object, and ``format``
-    ``ruta-evidence/v1``.
+    at most :data:`MAX_MANIFEST_DEPTH` levels deep, no key twice in one object, ``format``
+    ``ruta-evidence/v1``, and valid against :func:`manifest_schema`.
 
     Raises :class:`BundleError` naming the broken rule.
     """
@@ -570,6 +587,8 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise BundleError("the manifest is not UTF-8", rule=Rule.MANIFEST_NOT_JSON) from None
     if not _within_depth(data, MAX_MANIFEST_DEPTH):
+        if not _balanced(data):
+            raise BundleError("the manifest is not JSON", rule=Rule.MANIFEST_NOT_JSON)
         raise BundleError(
             f"the manifest is not JSON of at most {MAX_MANIFEST_DEPTH} nested levels",
             rule=Rule.MANIFEST_TOO_DEEP,
@@ -582,7 +601,30 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
         raise BundleError("the manifest is not JSON", rule=Rule.MANIFEST_NOT_JSON) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"the manifest is not a {FORMAT} manifest", rule=Rule.MANIFEST_FORMAT)
+    error = jsonschema.exceptions.best_match(_manifest_validator().iter_errors(manifest))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path)[:200] or "the top level"
+        raise BundleError(
+            f"the manifest does not follow its JSON Schema at {where}: {error.message[:300]}",
+            rule=Rule.MANIFEST_SCHEMA,
+        )
     return manifest
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of ``manifest.json`` (``ruta/evidence/manifest.schema.json``), which
+    :func:`parse_manifest` enforces."""
+    text = importlib.resources.files("ruta.evidence").joinpath(_SCHEMA_FILE).read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@functools.cache
+def _manifest_validator() -> jsonschema.protocols.Validator:
+    schema = manifest_schema()
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
 
 
 def decode_hashes(values: Sequence[Any], what: str) -> tuple[bytes, ...]:

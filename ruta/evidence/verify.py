@@ -23,6 +23,7 @@ What each check proves (docs/auditor-guide.md says it for auditors):
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
@@ -50,9 +51,12 @@ from ruta.evidence.bundle import (
     MAX_BUNDLE_RECORDS,
     BundleArchive,
     BundleError,
+    body_path,
+    checkpoint_path,
     decode_hashes,
     manifest_note_text,
     open_bundle,
+    record_path,
     sha256_hex,
 )
 from ruta.evidence.rules import Rule
@@ -136,6 +140,8 @@ class VerificationReport:
     tree_size: int = 0
     configuration: str = ""
     configuration_pinned: bool = False
+    #: The verification parameters applied, and where they came from.
+    parameters: str = ""
     witness: str = ""
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -191,6 +197,8 @@ class VerificationReport:
         if self.configuration:
             pin = "signer pinned by the anchor" if self.configuration_pinned else "NOT pinned"
             lines.append(f"  global configuration {self.configuration} ({pin})")
+        if self.parameters:
+            lines.append(f"  signature checks: {self.parameters}")
         if self.witness:
             lines.append(f"  witness {self.witness}")
         lines.extend(
@@ -279,6 +287,8 @@ class _Verification:
         #: Listed files a check has used (the rest are hashed at the end).
         self.used: set[str] = set()
         self.roots: dict[int, bytes] = {}
+        #: Checkpoint sizes of the bundle, increasing.
+        self.sizes: list[int] = []
         self.cosigned_at: dict[int, datetime] = {}
 
     def fail(self, rule: Rule, problem: str) -> _FailedError:
@@ -464,6 +474,11 @@ class _Verification:
         sizes: list[int] = []
         for entry in entries:
             size, path = int(entry["size"]), str(entry["file"])
+            if path != checkpoint_path(size):
+                raise self.fail(
+                    Rule.CHECKPOINT_INVALID,
+                    f"the checkpoint of size {size} is not at {checkpoint_path(size)}",
+                )
             note = self._load_or_fail(path)
             try:
                 checkpoint, _ = open_checkpoint(note, log_key)
@@ -482,20 +497,41 @@ class _Verification:
                 raise self.fail(
                     Rule.CHECKPOINT_ORDER, "the manifest lists checkpoints out of order"
                 )
+            cosigned_at = datetime.fromtimestamp(timestamp, UTC)
+            if sizes and cosigned_at < self.cosigned_at[sizes[-1]]:
+                raise self.fail(
+                    Rule.CHECKPOINT_TIME_BACKWARDS,
+                    f"the witness cosigned checkpoint {size} at {_iso(cosigned_at)}, before the "
+                    f"smaller checkpoint {sizes[-1]} ({_iso(self.cosigned_at[sizes[-1]])})",
+                )
             sizes.append(size)
             self.roots[size] = checkpoint.root
-            self.cosigned_at[size] = datetime.fromtimestamp(timestamp, UTC)
+            self.cosigned_at[size] = cosigned_at
             self.report.checkpoints.append(
                 {"size": size, "cosigned_at": _iso(self.cosigned_at[size])}
             )
         tree = self.manifest.get("tree", {})
         self.report.tree_size = int(tree.get("size", -1))
-        if self.report.tree_size != sizes[-1]:
+        if self.report.tree_size != sizes[-1] or tree.get("checkpoint") != checkpoint_path(
+            sizes[-1]
+        ):
             raise self.fail(Rule.TREE_NOT_NEWEST, "the bundle's tree is not its newest checkpoint")
-        proofs = {
-            (int(p["from"]), int(p["to"])): decode_hashes(p["proof"], "a consistency proof")
-            for p in self.manifest.get("consistency", [])
-        }
+        self.sizes = sizes
+        self._consistency(sizes)
+
+    def _consistency(self, sizes: list[int]) -> None:
+        """One consistency proof between each two consecutive checkpoints, and no other."""
+        consecutive = set(itertools.pairwise(sizes))
+        proofs: dict[tuple[int, int], tuple[bytes, ...]] = {}
+        for p in self.manifest.get("consistency", []):
+            pair = (int(p["from"]), int(p["to"]))
+            if pair not in consecutive or pair in proofs:
+                raise self.fail(
+                    Rule.CONSISTENCY_INVALID,
+                    f"a consistency proof from {pair[0]} to {pair[1]} is listed twice or is not "
+                    "between consecutive checkpoints of the bundle",
+                )
+            proofs[pair] = decode_hashes(p["proof"], "a consistency proof")
         for size1, size2 in itertools.pairwise(sizes):
             if size1 == 0:
                 continue
@@ -525,7 +561,16 @@ class _Verification:
         verifier: MessageVerifier | None = None
         try:
             verifier = MessageVerifier(
-                conf.trust_anchors, trusted_responders=conf.ocsp_responder_certs
+                conf.trust_anchors,
+                ocsp_freshness=conf.ocsp_freshness,
+                ocsp_clock_skew=conf.ocsp_clock_skew,
+                trusted_responders=conf.ocsp_responder_certs,
+            )
+            published = conf.ocsp_freshness_seconds or conf.ocsp_clock_skew_seconds
+            origin = "the configuration" if published else "defaults"
+            self.report.parameters = (
+                f"OCSP freshness {int(conf.ocsp_freshness.total_seconds())} s, clock skew "
+                f"{int(conf.ocsp_clock_skew.total_seconds())} s ({origin})"
             )
         except RutaError as exc:
             self.report.fail(
@@ -556,6 +601,13 @@ class _Verification:
     ) -> _Leaf | None:
         seq = record.seq
         path = str(entry.get("leaf", ""))
+        body = entry.get("body")
+        if path != record_path(seq) or body not in (None, body_path(seq)):
+            record.fail(
+                Rule.RECORD_LEAF_PATH,
+                f"its files are not at {record_path(seq)} and {body_path(seq)}",
+            )
+            return None
         data = self._load(path)
         if data is None:
             record.fail(*self.file_problems[path])
@@ -620,8 +672,12 @@ class _Verification:
                 f"it is not in the log's cosigned tree at this position: {exc.message}",
             )
         witnessed_by = int(entry.get("witnessed_by", -1))
-        if witnessed_by not in self.cosigned_at or not seq < witnessed_by:
-            record.fail(Rule.RECORD_WITNESSED_BY, "no cosigned checkpoint of the bundle holds it")
+        above = bisect.bisect_right(self.sizes, seq)
+        if above == len(self.sizes) or witnessed_by != self.sizes[above]:
+            record.fail(
+                Rule.RECORD_WITNESSED_BY,
+                "its witnessed_by is not the smallest checkpoint of the bundle that holds it",
+            )
             return
         record.witnessed_at = _iso(self.cosigned_at[witnessed_by])
         # Cosignature timestamps are whole seconds: allow the second they were cut to.
@@ -706,7 +762,7 @@ class _Verification:
         claim = self.manifest.get("complete_range")
         if not claim:
             return
-        start, end = int(claim["from"]), int(claim["to"])
+        start, end = int(claim["from"]), int(claim["until"])
         if not 0 <= start <= end <= self.report.tree_size:
             self.report.fail(
                 Rule.RANGE_INVALID, "the claimed complete range exceeds the cosigned tree"

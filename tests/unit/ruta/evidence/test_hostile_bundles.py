@@ -259,7 +259,7 @@ def test_deeply_nested_manifest_fails(exported: Exported, tmp_path: Path, manife
 def test_strings_do_not_count_as_nesting(exported: Exported) -> None:
     members = _members(exported.bundle)
     manifest = json.loads(members[MANIFEST_FILE])
-    manifest["query"] = {"subject": '[[[[[[[[[[[[{{{{{{{{{{\\"]]'}
+    manifest["query"]["subject"] = '[[[[[[[[[[[[{{{{{{{{{{\\"]]'
     members[MANIFEST_FILE] = json.dumps(manifest).encode()
     report = verify_bundle(_zip(members.items()))
     # Parsed fine; it fails only because the manifest no longer matches its signature.
