@@ -401,7 +401,12 @@ class _Verification:
                 ) from None
         else:
             self.report.configuration_pinned = True
-        generated = conf.generated_at.ToDatetime(tzinfo=UTC)
+        try:
+            generated = conf.generated_at.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            raise self.fail(
+                Rule.GLOBALCONF_INVALID, "the configuration's generated_at is out of range"
+            ) from None
         try:
             view = open_configuration(signed, anchor, now=generated)
         except RutaError as exc:
