@@ -39,11 +39,14 @@ def build_configuration(
     ocsp_responder_certs: Iterable[bytes] = (),
     witness_public_key: bytes = b"",
     witness_url: str = "",
+    verification: globalconf_pb2.VerificationParameters | None = None,
 ) -> globalconf_pb2.GlobalConfiguration:
     """The global configuration for ``snapshot`` (unsigned), canonical and deterministic.
 
-    ``trust_anchors`` and ``ocsp_responder_certs`` are DER certificates. Raises nothing of its
-    own; :func:`ruta.globalconf.sign_configuration` checks the bounds a client enforces.
+    ``trust_anchors`` and ``ocsp_responder_certs`` are DER certificates; ``verification`` the
+    OCSP freshness and clock skew every verifier applies (``None``: the defaults). Raises
+    nothing of its own; :func:`ruta.globalconf.sign_configuration` checks the bounds a client
+    enforces.
     """
     conf = globalconf_pb2.GlobalConfiguration(
         instance=instance,
@@ -55,6 +58,8 @@ def build_configuration(
         witness_public_key=witness_public_key,
         witness_url=witness_url,
     )
+    if verification is not None:
+        conf.verification.CopyFrom(verification)
     conf.members.extend(
         protomap.member_entry(m) for m in sorted(snapshot.members, key=lambda e: e.id)
     )

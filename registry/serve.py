@@ -214,6 +214,10 @@ class RegistryNode:
                 ocsp_responder_certs=ocsp_certs,
                 witness_public_key=witness_vkey,
                 witness_url=f"{self._base_url}{WITNESS_PREFIX}",
+                verification=globalconf_pb2.VerificationParameters(
+                    ocsp_freshness_seconds=settings.ocsp_freshness_seconds,
+                    ocsp_clock_skew_seconds=settings.ocsp_clock_skew_seconds,
+                ),
             )
 
         self._build = build

@@ -60,6 +60,11 @@ class RegistrySettings(RutaSettings):
     globalconf_republish_seconds: int = Field(default=150, ge=1, le=24 * 3600)
     #: How often the store is checked for changes made through other registry nodes.
     change_poll_seconds: float = Field(default=2.0, gt=0, le=3600)
+    #: How long a stapled OCSP response proves a certificate's status (published in the
+    #: configuration's ``VerificationParameters``; every verifier, offline ones too, applies it).
+    ocsp_freshness_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    #: How far after a signing time an OCSP response's thisUpdate may lie (published likewise).
+    ocsp_clock_skew_seconds: int = Field(default=300, ge=1, le=3600)
     #: The witness's key name in its signed-note verifier key.
     witness_name: str = Field(default="ruta-registry-witness", pattern=r"^[^\s+]{1,128}$")
 

@@ -200,7 +200,11 @@ class Witness:
 
     ``logs`` maps each log origin to the verifiers (type 0x01) of the keys trusted to sign it;
     :meth:`set_logs` replaces it when the registry's servers change. ``clock`` returns POSIX
-    seconds (the registry's clock is the trusted time of a cosignature).
+    seconds (the registry's clock is the trusted time of a cosignature). Cosignature times of
+    one log never go backwards while the process runs, even if the clock steps back: an
+    auditor's verifier refuses a larger checkpoint cosigned earlier (docs/evidence-format.md,
+    ``checkpoint.time_backwards``). Registry nodes sharing a store must keep their clocks
+    synchronised for the same to hold across nodes.
     """
 
     def __init__(
@@ -218,6 +222,8 @@ class Witness:
         self._store = store
         self._clock = clock
         self._logs: dict[str, tuple[Verifier, ...]] = {}
+        #: The last cosignature time given per log origin (monotonic within this process).
+        self._last_cosigned: dict[str, int] = {}
         self.set_logs(logs)
 
     @property
@@ -278,7 +284,8 @@ class Witness:
                 "another checkpoint of this log was cosigned at the same time; retry",
                 known_size=latest.size if latest is not None else 0,
             )
-        timestamp = int(self._clock())
+        timestamp = max(int(self._clock()), self._last_cosigned.get(checkpoint.origin, 0))
+        self._last_cosigned[checkpoint.origin] = timestamp
         return [cosign(checkpoint.body(), self._name, self._key, timestamp).line()]
 
     async def add_checkpoint_request(self, body: bytes) -> str:

@@ -178,7 +178,7 @@ def _instant(filt: audit_pb2.AuditFilter, name: Literal["since", "until"]) -> da
 
 
 def _filter(
-    filt: audit_pb2.AuditFilter, *, from_seq: int = 0, to_seq: int | None = None
+    filt: audit_pb2.AuditFilter, *, from_seq: int = 0, until_seq: int | None = None
 ) -> EvidenceFilter:
     """The log query of a request filter; raises :class:`AuditError` for bad values."""
     client = _text(filt.client, "client")
@@ -199,7 +199,7 @@ def _filter(
         since=_instant(filt, "since"),
         until=_instant(filt, "until"),
         from_seq=from_seq,
-        to_seq=to_seq,
+        until_seq=until_seq,
     )
 
 
@@ -425,10 +425,10 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         grant = await self._authorise(context)
         try:
             from_seq = _sequence(request.from_sequence, "from sequence")
-            to_seq = _sequence(request.to_sequence, "to sequence") or None
-            if to_seq is not None and from_seq > to_seq:
-                raise AuditError("the from sequence must not be above the to sequence")
-            query = _filter(request.filter, from_seq=from_seq, to_seq=to_seq)
+            until_seq = _sequence(request.until_sequence, "until sequence") or None
+            if until_seq is not None and from_seq > until_seq:
+                raise AuditError("the from sequence must not be above the until sequence")
+            query = _filter(request.filter, from_seq=from_seq, until_seq=until_seq)
             include = request.include_bodies
             signed_conf = self._globalconf()
             if not signed_conf:

@@ -66,7 +66,8 @@ class EvidenceError(RutaError):
 @dataclass(frozen=True, slots=True)
 class EvidenceFilter:
     """What to export: every given filter must match. With none set, the export is complete
-    over ``[from_seq, to_seq)`` (``to_seq`` ``None``: up to the latest cosigned checkpoint)."""
+    over the half-open range ``[from_seq, until_seq)``: ``from_seq`` included, ``until_seq``
+    not (``None``: up to the latest cosigned checkpoint)."""
 
     message_id: str | None = None
     client: str | None = None
@@ -76,7 +77,7 @@ class EvidenceFilter:
     since: datetime | None = None
     until: datetime | None = None
     from_seq: int = 0
-    to_seq: int | None = None
+    until_seq: int | None = None
 
     @property
     def is_range(self) -> bool:
@@ -106,8 +107,8 @@ class EvidenceFilter:
             if moment is not None:
                 out[name] = moment.astimezone(UTC).isoformat()
         out["from_sequence"] = self.from_seq
-        if self.to_seq is not None:
-            out["to_sequence"] = self.to_seq
+        if self.until_seq is not None:
+            out["until_sequence"] = self.until_seq
         return out
 
 
@@ -149,7 +150,7 @@ async def _first_cosigned_above(
 async def _select_records(
     log: MessageLog, query: EvidenceFilter, tree_size: int
 ) -> list[StoredRecord]:
-    end = tree_size if query.to_seq is None else min(query.to_seq, tree_size)
+    end = tree_size if query.until_seq is None else min(query.until_seq, tree_size)
     found: list[StoredRecord] = []
     after = query.from_seq - 1 if query.from_seq > 0 else None
     while True:
@@ -269,7 +270,7 @@ async def build_bundle(
     ]
     complete = None
     if query.is_range:
-        end = tree_size if query.to_seq is None else min(query.to_seq, tree_size)
+        end = tree_size if query.until_seq is None else min(query.until_seq, tree_size)
         complete = (min(query.from_seq, end), end)
     contents = BundleContents(
         server=server,

@@ -98,11 +98,16 @@ async def refuse_unexpected(
 @dataclass
 class SignatureChecker:
     """Verifies signed headers against the trust anchors of the configuration in force, with one
-    :class:`~ruta.pki.signature.MessageVerifier` (and its cache) per configuration serial."""
+    :class:`~ruta.pki.signature.MessageVerifier` (and its cache) per configuration serial.
+
+    OCSP freshness and clock skew are the configuration's ``VerificationParameters`` (what an
+    offline verifier of this server's evidence applies too); ``ocsp_freshness`` (the server's
+    setting) applies only while the configuration publishes none."""
 
     ocsp_freshness: timedelta
     _verifiers: dict[
-        tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]], MessageVerifier
+        tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...], timedelta, timedelta],
+        MessageVerifier,
     ] = field(default_factory=dict)
 
     def verify(
@@ -122,12 +127,14 @@ class SignatureChecker:
         """
         # Keyed by what a verifier depends on, so a re-published configuration with the same
         # anchors keeps its warm caches.
-        key = (conf.trust_anchors, conf.ocsp_responder_certs)
+        freshness = conf.ocsp_freshness if conf.ocsp_freshness_seconds else self.ocsp_freshness
+        key = (conf.trust_anchors, conf.ocsp_responder_certs, freshness, conf.ocsp_clock_skew)
         verifier = self._verifiers.get(key)
         if verifier is None:
             verifier = MessageVerifier(
                 conf.trust_anchors,
-                ocsp_freshness=self.ocsp_freshness,
+                ocsp_freshness=freshness,
+                ocsp_clock_skew=conf.ocsp_clock_skew,
                 trusted_responders=conf.ocsp_responder_certs,
             )
             # Keep only the newest few configurations' verifiers.

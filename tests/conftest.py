@@ -1,4 +1,5 @@
-"""Fixtures every test layer shares: free ports and real PostgreSQL databases.
+"""Fixtures every test layer shares: free ports, real PostgreSQL databases, and a check that
+every evidence bundle a test exports follows the manifest's JSON Schema.
 
 PostgreSQL tests carry the ``postgres`` marker and take the ``postgres_url`` fixture. They skip
 with the reason when no server can be reached, except under CI (``CI`` set), where an unreachable
@@ -7,19 +8,49 @@ server is an error: CI must not skip them.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import psycopg
 import pytest
+
+import ruta.evidence.bundle
 
 #: Admin connection used to create and drop one database per test.
 POSTGRES_ADMIN_URL = os.environ.get(
     "RUTA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+#: The JSON Schema of ``manifest.json`` as shipped (docs/evidence-format.md).
+MANIFEST_SCHEMA_PATH = (
+    Path(__file__).resolve().parents[1] / "ruta" / "evidence" / "manifest.schema.json"
+)
+_MANIFEST_VALIDATOR = jsonschema.Draft202012Validator(
+    json.loads(MANIFEST_SCHEMA_PATH.read_text("utf-8"))
+)
+
+
+@pytest.fixture(autouse=True)
+def exported_manifests_follow_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every bundle written in a test's process (by any exporter: the audit API, the evidence
+    helpers, the CLI against an in-process server) has its manifest validated against the
+    shipped JSON Schema with ``jsonschema``, independently of the verifier's own check; a
+    manifest that does not follow it fails the test that exported it."""
+    write_manifest = ruta.evidence.bundle._manifest
+
+    def checked(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        manifest = write_manifest(*args, **kwargs)
+        _MANIFEST_VALIDATOR.validate(json.loads(json.dumps(manifest)))
+        return manifest
+
+    monkeypatch.setattr(ruta.evidence.bundle, "_manifest", checked)
 
 
 def free_port() -> int:

@@ -15,10 +15,11 @@ from ruta.evidence.bundle import (
     BundleContents,
     BundleError,
     BundleRecord,
-    read_bundle,
+    open_bundle,
     write_bundle,
 )
 from ruta.evidence.reconcile import Discrepancy, ReconcileReport, reconcile
+from ruta.evidence.rules import Rule
 from ruta.evidence.verify import RecordReport, VerificationReport, request_hash, verify_bundle
 
 __all__ = [
@@ -32,8 +33,9 @@ __all__ = [
     "Discrepancy",
     "ReconcileReport",
     "RecordReport",
+    "Rule",
     "VerificationReport",
-    "read_bundle",
+    "open_bundle",
     "reconcile",
     "request_hash",
     "verify_bundle",

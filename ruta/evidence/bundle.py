@@ -21,50 +21,70 @@ consistency proofs between consecutive checkpoints. So every byte of the bundle 
 manifest by its signature, every other file by a digest in the manifest.
 
 This module writes bundles (:func:`write_bundle`) and reads them back with every bound checked
-(:func:`read_bundle`); :mod:`ruta.evidence.verify` decides whether what they say holds.
+(:func:`open_bundle`); :mod:`ruta.evidence.verify` decides whether what they say holds.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import hashlib
+import importlib.resources
 import io
 import json
+import re
 import zipfile
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any, Final
+from typing import IO, Any, Final, NamedTuple
 
+import jsonschema
+import jsonschema.exceptions
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ruta.checkpoint import sign_note
+from ruta.checkpoint import MAX_NOTE_SIZE, sign_note
+from ruta.evidence.rules import Rule
 from ruta.faults import Fault, RutaError
+from ruta.pki.certs import MAX_CERTIFICATE_BYTES
+from ruta.pki.ocsp import MAX_OCSP_RESPONSE_BYTES
 
 __all__ = [
+    "ALLOWED_COMPRESSION",
     "BODY_STATES",
     "FORMAT",
     "GLOBALCONF_FILE",
     "LOG_KEY_FILE",
     "MANIFEST_FILE",
     "MANIFEST_SIGNATURE_FILE",
+    "MAX_BODY_FILE_BYTES",
     "MAX_BUNDLE_BYTES",
     "MAX_BUNDLE_FILES",
     "MAX_BUNDLE_RECORDS",
     "MAX_FILE_BYTES",
+    "MAX_GLOBALCONF_BYTES",
+    "MAX_KEY_FILE_BYTES",
+    "MAX_LEAF_BYTES",
     "MAX_MANIFEST_BYTES",
+    "MAX_MANIFEST_DEPTH",
     "MAX_UNPACKED_BYTES",
+    "BundleArchive",
     "BundleCheckpoint",
     "BundleConsistency",
     "BundleContents",
     "BundleError",
     "BundleRecord",
-    "ReadBundle",
     "body_path",
     "checkpoint_path",
     "decode_hashes",
     "manifest_note_text",
-    "read_bundle",
+    "manifest_schema",
+    "member_limit",
+    "open_bundle",
+    "parse_manifest",
     "record_path",
     "sha256_hex",
     "write_bundle",
@@ -82,13 +102,29 @@ MAX_BUNDLE_RECORDS: Final = 10_000
 MAX_BUNDLE_FILES: Final = 4 * MAX_BUNDLE_RECORDS + 64
 #: Largest bundle read (zip file size).
 MAX_BUNDLE_BYTES: Final = 1 << 30
-#: Largest single file inside a bundle (uncompressed); a body is bounded far lower on the bus.
+#: Largest file of a kind without a bound of its own (never one a valid bundle holds).
 MAX_FILE_BYTES: Final = 64 << 20
-#: Largest manifest read.
+#: Largest manifest read (10,000 records with their proofs take a few MiB).
 MAX_MANIFEST_BYTES: Final = 64 << 20
-#: Most bytes a bundle's files hold together, uncompressed (a zip of a few MiB can otherwise
-#: unpack to far more than memory holds; an export carries at most 256 MiB of bodies).
+#: Deepest nesting of arrays and objects in a manifest (a valid one nests 4 levels).
+MAX_MANIFEST_DEPTH: Final = 8
+#: Largest ``globalconf.bin``.
+MAX_GLOBALCONF_BYTES: Final = 64 << 20
+#: Largest ``log-key.vkey`` (a vkey line is under 400 bytes).
+MAX_KEY_FILE_BYTES: Final = 1024
+#: Largest leaf file: a serialised LogRecord (header, signature with certificates and stapled
+#: OCSP response, batch path) is a few KiB.
+MAX_LEAF_BYTES: Final = 1 << 20
+#: Largest body file (the largest message a security server may be configured to carry).
+MAX_BODY_FILE_BYTES: Final = 64 << 20
+#: Most bytes a bundle's files hold together, unpacked, as the zip directory declares them;
+#: each file is also bounded by its kind (above), and zipfile never unpacks more than a member
+#: declares. Bodies and other files are hashed as streams, so memory stays far below this.
 MAX_UNPACKED_BYTES: Final = MAX_BUNDLE_BYTES
+#: Compression methods a member may use: stored or deflated (what the exporter writes). Others
+#: (bzip2, LZMA) are refused unread: zipfile inflates them without an output bound per call.
+ALLOWED_COMPRESSION: Final = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+_SCHEMA_FILE: Final = "manifest.schema.json"
 
 #: What a record's ``body_state`` may say: the body is in the bundle (``stored``), was removed on
 #: retention (``purged``), never kept (``absent``, metadata-only mode), left out of this export
@@ -97,9 +133,18 @@ BODY_STATES: Final = frozenset({"stored", "purged", "absent", "withheld", "unrea
 
 
 class BundleError(RutaError):
-    """A bundle cannot be written or read: malformed, over a bound, or not this format."""
+    """A bundle cannot be written or read: malformed, over a bound, or not this format.
+
+    ``rule`` names the rule of the specification the bundle breaks (docs/evidence-format.md).
+    """
 
     default_fault = Fault.CLIENT_INVALID_PROOF
+
+    def __init__(
+        self, message: str, *, rule: Rule = Rule.MANIFEST_SCHEMA, fault: Fault | None = None
+    ) -> None:
+        super().__init__(message, fault=fault)
+        self.rule = rule
 
 
 def sha256_hex(data: bytes) -> str:
@@ -166,9 +211,10 @@ class BundleConsistency:
 class BundleContents:
     """Everything an exporter puts in a bundle (the manifest is derived from it).
 
-    ``complete_range`` ``(start, end)`` claims that every record with ``start <= seq < end`` is
-    included (set only when the export had no filter other than a sequence range); the verifier
-    then names any missing record. ``tree_size`` is the size of the newest cosigned checkpoint,
+    ``complete_range`` ``(start, until)`` claims that every record with
+    ``start <= seq < until`` is included (half-open: ``until`` itself is not). It is set only
+    when the export had no filter other than a sequence range; the verifier then names any
+    missing record. ``tree_size`` is the size of the newest cosigned checkpoint,
     against which the inclusion proofs run.
     """
 
@@ -213,7 +259,9 @@ def _manifest(contents: BundleContents, files: Mapping[str, bytes]) -> dict[str,
         "origin": contents.origin,
         "exported_at": contents.exported_at.astimezone(UTC).isoformat(),
         "query": dict(contents.query),
-        "complete_range": None if start_end is None else {"from": start_end[0], "to": start_end[1]},
+        "complete_range": (
+            None if start_end is None else {"from": start_end[0], "until": start_end[1]}
+        ),
         "tree": {"size": contents.tree_size, "checkpoint": checkpoint_path(contents.tree_size)},
         "globalconf": GLOBALCONF_FILE,
         "log_key": LOG_KEY_FILE,
@@ -261,90 +309,322 @@ def write_bundle(contents: BundleContents, key: Ed25519PrivateKey, out: IO[bytes
             archive.writestr(name, data)
 
 
-@dataclass(frozen=True, slots=True)
-class ReadBundle:
-    """A bundle's raw parts, read within every bound; nothing is verified yet."""
-
-    manifest_bytes: bytes = field(repr=False)
-    manifest: Mapping[str, Any]
-    signature: str
-    files: Mapping[str, bytes] = field(repr=False)
+class _MemberKind(NamedTuple):
+    pattern: re.Pattern[str]
+    limit: int
 
 
-def read_bundle(source: str | bytes | IO[bytes]) -> ReadBundle:
-    """Read a bundle zip (a path, its bytes or a binary file) within every bound.
+#: Each file a bundle may hold, by name, and the most bytes it may unpack to.
+_MEMBER_KINDS: Final = (
+    _MemberKind(re.compile(re.escape(MANIFEST_FILE)), MAX_MANIFEST_BYTES),
+    _MemberKind(re.compile(re.escape(MANIFEST_SIGNATURE_FILE)), MAX_NOTE_SIZE),
+    _MemberKind(re.compile(re.escape(GLOBALCONF_FILE)), MAX_GLOBALCONF_BYTES),
+    _MemberKind(re.compile(re.escape(LOG_KEY_FILE)), MAX_KEY_FILE_BYTES),
+    _MemberKind(re.compile(r"records/[0-9]{20}\.leaf"), MAX_LEAF_BYTES),
+    _MemberKind(re.compile(r"bodies/[0-9]{20}\.body"), MAX_BODY_FILE_BYTES),
+    _MemberKind(re.compile(r"checkpoints/[0-9]{20}\.note"), MAX_NOTE_SIZE),
+    _MemberKind(re.compile(r"certificates/[0-9a-f]{64}\.der"), MAX_CERTIFICATE_BYTES),
+    _MemberKind(re.compile(r"ocsp/[0-9a-f]{64}\.der"), MAX_OCSP_RESPONSE_BYTES),
+)
+#: A member name a bundle may carry at all: relative, ``/``-separated, plain characters, no
+#: ``.`` or ``..`` segment (nothing an unzip tool could place outside its target directory).
+_SAFE_NAME: Final = re.compile(r"(?!.*(?:^|/)\.{1,2}(?:/|$))[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
+#: Bytes read from a member at a time while it is hashed as a stream.
+_READ_CHUNK: Final = 64 * 1024
 
-    Raises :class:`BundleError` for something that is not a zip, larger than
-    :data:`MAX_BUNDLE_BYTES`, more than :data:`MAX_BUNDLE_FILES` entries, a file over
-    :data:`MAX_FILE_BYTES`, more than :data:`MAX_UNPACKED_BYTES` in all, duplicate names, or
-    a missing or unparsable manifest.
+
+def member_limit(name: str) -> int | None:
+    """The most bytes the bundle file ``name`` may unpack to; ``None`` for a name that is no
+    file of the layout (such a file is never listed by a valid manifest)."""
+    for kind in _MEMBER_KINDS:
+        if kind.pattern.fullmatch(name):
+            return kind.limit
+    return None
+
+
+class BundleArchive:
+    """An opened bundle: its zip directory checked against every bound, its manifest read and
+    parsed strictly; every other file is unpacked only on demand (:meth:`read`,
+    :meth:`sha256`), each within its own bound. Nothing is verified yet.
+
+    Obtained from :func:`open_bundle`; valid until that context ends.
+    """
+
+    def __init__(
+        self,
+        *,
+        archive: zipfile.ZipFile,
+        members: Mapping[str, zipfile.ZipInfo],
+        manifest_bytes: bytes,
+        manifest: Mapping[str, Any],
+        signature: str,
+    ) -> None:
+        self._archive = archive
+        self._members = dict(members)
+        self.manifest_bytes = manifest_bytes
+        self.manifest = manifest
+        self.signature = signature
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Every file of the bundle except ``manifest.json`` and ``manifest.sig``."""
+        return frozenset(self._members)
+
+    def read(self, name: str) -> bytes:
+        """The unpacked bytes of file ``name`` (a file the caller checked is in :attr:`names`).
+
+        Raises :class:`BundleError` when the member does not unpack (corrupt data, CRC or size
+        mismatch) or would exceed its bound; nothing beyond the bound is ever unpacked.
+        """
+        return b"".join(self._chunks(name))
+
+    def sha256(self, name: str) -> bytes:
+        """SHA-256 of file ``name``, hashed as a stream (memory stays one chunk); raises as
+        :meth:`read` does."""
+        digest = hashlib.sha256()
+        for chunk in self._chunks(name):
+            digest.update(chunk)
+        return digest.digest()
+
+    def _chunks(self, name: str) -> Iterator[bytes]:
+        info = self._members[name]
+        yield from _member_chunks(self._archive, info, member_limit(name) or MAX_FILE_BYTES)
+
+
+def _corrupt(name: str) -> BundleError:
+    return BundleError(
+        f"{name!r} cannot be unpacked (corrupt compressed data, or its size or CRC is not the "
+        "one the zip directory declares)",
+        rule=Rule.BUNDLE_CORRUPT_MEMBER,
+    )
+
+
+def _member_chunks(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> Iterator[bytes]:
+    """The member's bytes in chunks; never more than ``limit`` (nor than its declared size:
+    zipfile stops there and checks the CRC at the end)."""
+    total = 0
+    try:
+        with archive.open(info) as member:
+            while chunk := member.read(_READ_CHUNK):
+                total += len(chunk)
+                if total > limit:
+                    raise BundleError(
+                        f"{info.filename!r} is larger than {limit} bytes",
+                        rule=Rule.BUNDLE_MEMBER_TOO_LARGE,
+                    )
+                yield chunk
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        OSError,
+        EOFError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+    ):
+        raise _corrupt(info.filename) from None
+
+
+@contextmanager
+def open_bundle(source: str | bytes | IO[bytes]) -> Iterator[BundleArchive]:
+    """Open a bundle zip (a path, its bytes or a binary file) and check its container.
+
+    Checked before any file but the manifest is unpacked, in this order: the zip is at most
+    :data:`MAX_BUNDLE_BYTES` and parses; at most :data:`MAX_BUNDLE_FILES` entries; every name is
+    safe (relative, no ``..``), no name twice, no directory entries; every member is stored or
+    deflated (:data:`ALLOWED_COMPRESSION`) and not encrypted; each declares at most the bound of
+    its kind and all together at most :data:`MAX_UNPACKED_BYTES`. Then ``manifest.json`` and
+    ``manifest.sig`` are read and the manifest parsed strictly (:func:`parse_manifest`).
+
+    Raises :class:`BundleError` naming the broken rule; nothing stays open then.
     """
     try:
-        if isinstance(source, bytes):
-            if len(source) > MAX_BUNDLE_BYTES:
-                raise BundleError(f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes")
-            stream: IO[bytes] = io.BytesIO(source)
-        elif isinstance(source, str):
-            stream = open(source, "rb")  # noqa: SIM115 - closed below
-        else:
-            stream = source
-        try:
+        with contextlib.ExitStack() as stack:
+            if isinstance(source, bytes):
+                stream: IO[bytes] = io.BytesIO(source)
+            elif isinstance(source, str):
+                stream = stack.enter_context(open(source, "rb"))
+            else:
+                stream = source
             stream.seek(0, io.SEEK_END)
             if stream.tell() > MAX_BUNDLE_BYTES:
-                raise BundleError(f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes")
+                raise BundleError(
+                    f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes",
+                    rule=Rule.BUNDLE_TOO_LARGE,
+                )
             stream.seek(0)
-            return _read_zip(stream)
-        finally:
-            if isinstance(source, str):
-                stream.close()
-    except OSError as exc:
-        raise BundleError(f"the bundle cannot be read ({exc.strerror or 'I/O error'})") from None
-
-
-def _read_zip(stream: IO[bytes]) -> ReadBundle:
-    try:
-        archive = zipfile.ZipFile(stream)
-    except (zipfile.BadZipFile, ValueError):
-        raise BundleError("the bundle is not a zip file") from None
-    with archive:
-        infos = archive.infolist()
-        if len(infos) > MAX_BUNDLE_FILES:
-            raise BundleError(f"the bundle holds more than {MAX_BUNDLE_FILES} files")
-        # zipfile never yields more than a member's declared size, so the declared total bounds
-        # what is unpacked below.
-        if sum(info.file_size for info in infos) > MAX_UNPACKED_BYTES:
-            raise BundleError(f"the bundle unpacks to more than {MAX_UNPACKED_BYTES} bytes")
-        files: dict[str, bytes] = {}
-        for info in infos:
-            if info.is_dir():
-                continue
-            if info.filename in files:
-                raise BundleError(f"the bundle holds {info.filename!r} twice")
-            limit = MAX_MANIFEST_BYTES if info.filename == MANIFEST_FILE else MAX_FILE_BYTES
-            if info.file_size > limit:
-                raise BundleError(f"{info.filename!r} is larger than {limit} bytes")
             try:
-                with archive.open(info) as member:
-                    data = member.read(limit + 1)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-                raise BundleError(f"{info.filename!r} cannot be read from the zip") from None
-            if len(data) > limit:
-                raise BundleError(f"{info.filename!r} is larger than {limit} bytes")
-            files[info.filename] = data
-    manifest_bytes = files.pop(MANIFEST_FILE, None)
-    signature = files.pop(MANIFEST_SIGNATURE_FILE, None)
-    if manifest_bytes is None or signature is None:
-        raise BundleError("the bundle has no manifest or no manifest signature")
+                archive = stack.enter_context(zipfile.ZipFile(stream))
+            except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):
+                raise BundleError(
+                    "the bundle is not a zip file", rule=Rule.BUNDLE_NOT_ZIP
+                ) from None
+            yield _open_archive(archive)
+    except OSError as exc:
+        raise BundleError(
+            f"the bundle cannot be read ({exc.strerror or 'I/O error'})",
+            rule=Rule.BUNDLE_UNREADABLE,
+        ) from None
+
+
+def _check_directory(infos: Sequence[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:
+    if len(infos) > MAX_BUNDLE_FILES:
+        raise BundleError(
+            f"the bundle holds more than {MAX_BUNDLE_FILES} files", rule=Rule.BUNDLE_TOO_MANY_FILES
+        )
+    members: dict[str, zipfile.ZipInfo] = {}
+    total = 0
+    for info in infos:
+        name = info.filename
+        if not _SAFE_NAME.fullmatch(name):
+            raise BundleError(
+                f"the bundle holds a file with an unsafe or unexpected name ({name[:100]!r})",
+                rule=Rule.BUNDLE_UNSAFE_NAME,
+            )
+        if name in members:
+            raise BundleError(
+                f"the bundle holds {name!r} twice (duplicate zip entries)",
+                rule=Rule.BUNDLE_DUPLICATE_ENTRY,
+            )
+        if info.compress_type not in ALLOWED_COMPRESSION or info.flag_bits & 0x1:
+            raise BundleError(
+                f"{name!r} is encrypted or compressed with a method other than stored or deflated",
+                rule=Rule.BUNDLE_COMPRESSION,
+            )
+        limit = member_limit(name) or MAX_FILE_BYTES
+        if info.file_size > limit:
+            raise BundleError(
+                f"{name!r} declares {info.file_size} bytes unpacked; at most {limit} are allowed",
+                rule=Rule.BUNDLE_MEMBER_TOO_LARGE,
+            )
+        total += info.file_size
+        members[name] = info
+    if total > MAX_UNPACKED_BYTES:
+        raise BundleError(
+            f"the bundle unpacks to more than {MAX_UNPACKED_BYTES} bytes",
+            rule=Rule.BUNDLE_UNPACKED_TOO_LARGE,
+        )
+    return members
+
+
+def _open_archive(archive: zipfile.ZipFile) -> BundleArchive:
+    members = _check_directory(archive.infolist())
+    manifest_info = members.pop(MANIFEST_FILE, None)
+    signature_info = members.pop(MANIFEST_SIGNATURE_FILE, None)
+    if manifest_info is None or signature_info is None:
+        raise BundleError(
+            "the bundle has no manifest or no manifest signature", rule=Rule.BUNDLE_NO_MANIFEST
+        )
+    manifest_bytes = b"".join(_member_chunks(archive, manifest_info, MAX_MANIFEST_BYTES))
+    signature = b"".join(_member_chunks(archive, signature_info, MAX_NOTE_SIZE))
+    manifest = parse_manifest(manifest_bytes)
     try:
-        manifest = json.loads(manifest_bytes)
         signature_text = signature.decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        raise BundleError("the manifest is not JSON or its signature is not text") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"the manifest is not a {FORMAT} manifest")
-    return ReadBundle(
-        manifest_bytes=manifest_bytes, manifest=manifest, signature=signature_text, files=files
+    except UnicodeDecodeError:
+        raise BundleError(
+            "the manifest signature is not UTF-8 text", rule=Rule.MANIFEST_SIGNATURE
+        ) from None
+    return BundleArchive(
+        archive=archive,
+        members=members,
+        manifest_bytes=manifest_bytes,
+        manifest=manifest,
+        signature=signature_text,
     )
+
+
+_JSON_STRING: Final = re.compile(rb'"(?:[^"\\]+|\\.)*"')
+_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _within_depth(data: bytes, depth: int) -> bool:
+    """Whether the JSON text nests at most ``depth`` arrays and objects (checked on the text,
+    before any parser recurses into it). Unbalanced text answers ``False`` too."""
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    for _ in range(depth):
+        if not brackets:
+            return True
+        shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if shorter == brackets:
+            return False
+        brackets = shorter
+    return not brackets
+
+
+def _balanced(data: bytes) -> bool:
+    """Whether the JSON text opens as many arrays and objects as it closes."""
+    brackets = _JSON_STRING.sub(b"", data)
+    return brackets.count(b"[") == brackets.count(b"]") and brackets.count(b"{") == brackets.count(
+        b"}"
+    )
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise BundleError(
+                f"the manifest gives the key {key[:64]!r} twice in one object",
+                rule=Rule.MANIFEST_DUPLICATE_KEY,
+            )
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_manifest(data: bytes) -> dict[str, Any]:
+    """Parse manifest bytes strictly: UTF-8 JSON (RFC 8259: no ``NaN``/``Infinity``), an object,
+    at most :data:`MAX_MANIFEST_DEPTH` levels deep, no key twice in one object, ``format``
+    ``ruta-evidence/v1``, and valid against :func:`manifest_schema`.
+
+    Raises :class:`BundleError` naming the broken rule.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError("the manifest is not UTF-8", rule=Rule.MANIFEST_NOT_JSON) from None
+    if not _within_depth(data, MAX_MANIFEST_DEPTH):
+        if not _balanced(data):
+            raise BundleError("the manifest is not JSON", rule=Rule.MANIFEST_NOT_JSON)
+        raise BundleError(
+            f"the manifest is not JSON of at most {MAX_MANIFEST_DEPTH} nested levels",
+            rule=Rule.MANIFEST_TOO_DEEP,
+        )
+    try:
+        manifest = json.loads(
+            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant
+        )
+    except (ValueError, RecursionError):
+        raise BundleError("the manifest is not JSON", rule=Rule.MANIFEST_NOT_JSON) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"the manifest is not a {FORMAT} manifest", rule=Rule.MANIFEST_FORMAT)
+    error = jsonschema.exceptions.best_match(_manifest_validator().iter_errors(manifest))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path)[:200] or "the top level"
+        raise BundleError(
+            f"the manifest does not follow its JSON Schema at {where}: {error.message[:300]}",
+            rule=Rule.MANIFEST_SCHEMA,
+        )
+    return manifest
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of ``manifest.json`` (``ruta/evidence/manifest.schema.json``), which
+    :func:`parse_manifest` enforces."""
+    text = importlib.resources.files("ruta.evidence").joinpath(_SCHEMA_FILE).read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@functools.cache
+def _manifest_validator() -> jsonschema.protocols.Validator:
+    schema = manifest_schema()
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
 
 
 def decode_hashes(values: Sequence[Any], what: str) -> tuple[bytes, ...]:

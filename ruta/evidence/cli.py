@@ -181,6 +181,15 @@ async def _export(
     return written
 
 
+def _renamed_to_seq(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``--to-seq`` was read as including its end; it is refused rather than guessed at."""
+    if value is not None:
+        raise click.UsageError(
+            "--to-seq was renamed --until-seq: the end is excluded (--from-seq 0 --until-seq "
+            "100 exports records 0 to 99); for records 0 to 100 give --until-seq 101"
+        )
+
+
 @group.command(name="export")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--address", help="host:port of the server's audit API.")
@@ -197,12 +206,25 @@ async def _export(
 @click.option("--subject")
 @click.option("--since", help="ISO 8601 time (inclusive).")
 @click.option("--until", help="ISO 8601 time (exclusive).")
-@click.option("--from-seq", type=click.IntRange(min=0, max=MAX_SEQUENCE_OPTION), default=0)
 @click.option(
-    "--to-seq",
+    "--from-seq",
     type=click.IntRange(min=0, max=MAX_SEQUENCE_OPTION),
     default=0,
-    help="0: the latest.",
+    help="First sequence number exported (included).",
+)
+@click.option(
+    "--until-seq",
+    type=click.IntRange(min=0, max=MAX_SEQUENCE_OPTION),
+    default=0,
+    help="First sequence number NOT exported (the end is excluded: --from-seq 0 --until-seq "
+    "100 exports records 0 to 99); 0: up to the latest cosigned checkpoint.",
+)
+@click.option(
+    "--to-seq",
+    hidden=True,
+    callback=_renamed_to_seq,
+    expose_value=False,
+    help="Renamed --until-seq.",
 )
 @click.option("--no-bodies", is_flag=True, help="Leave message bodies out.")
 def export_command(
@@ -223,10 +245,14 @@ def export_command(
     since: str | None,
     until: str | None,
     from_seq: int,
-    to_seq: int,
+    until_seq: int,
     no_bodies: bool,
 ) -> None:
-    """Write an evidence bundle from a security server's audit API to OUT."""
+    """Write an evidence bundle from a security server's audit API to OUT.
+
+    With no filter but the sequence range, the bundle claims to be complete over the half-open
+    range [--from-seq, --until-seq), and verification names any record missing from it.
+    """
     if sandbox is not None:
         if server is None:
             raise click.UsageError("--sandbox needs --server SERVER-ID")
@@ -248,7 +274,10 @@ def export_command(
     except ValueError:
         raise click.UsageError("--since/--until must be ISO 8601 times") from None
     request = audit_pb2.ExportEvidenceRequest(
-        filter=filt, from_sequence=from_seq, to_sequence=to_seq, include_bodies=not no_bodies
+        filter=filt,
+        from_sequence=from_seq,
+        until_sequence=until_seq,
+        include_bodies=not no_bodies,
     )
     written = asyncio.run(
         _export(address, channel_credentials(key, cert, ca), request, out, tls_name)

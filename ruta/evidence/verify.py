@@ -23,6 +23,7 @@ What each check proves (docs/auditor-guide.md says it for auditors):
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
@@ -48,13 +49,17 @@ from ruta.evidence.bundle import (
     GLOBALCONF_FILE,
     LOG_KEY_FILE,
     MAX_BUNDLE_RECORDS,
+    BundleArchive,
     BundleError,
-    ReadBundle,
+    body_path,
+    checkpoint_path,
     decode_hashes,
     manifest_note_text,
-    read_bundle,
+    open_bundle,
+    record_path,
     sha256_hex,
 )
+from ruta.evidence.rules import Rule
 from ruta.faults import RutaError
 from ruta.globalconf import ConfigurationAnchor, GlobalConf, open_configuration
 from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
@@ -106,10 +111,17 @@ class RecordReport:
     body: str = ""
     header_sha256: str = ""
     problems: list[str] = field(default_factory=list)
+    #: The rule each problem breaks (docs/evidence-format.md), in the order of ``problems``.
+    reasons: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def fail(self, rule: Rule, problem: str) -> None:
+        """Record ``problem``, a failure of ``rule``."""
+        self.problems.append(problem)
+        self.reasons.append(str(rule))
 
     def name(self) -> str:
         """How a report names this record: ``record 5 (message <id>)``."""
@@ -128,15 +140,34 @@ class VerificationReport:
     tree_size: int = 0
     configuration: str = ""
     configuration_pinned: bool = False
+    #: The verification parameters applied, and where they came from.
+    parameters: str = ""
     witness: str = ""
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: The rule each bundle-level problem breaks, in the order of ``problems``.
+    reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     records: list[RecordReport] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems and all(r.ok for r in self.records)
+
+    def fail(self, rule: Rule, problem: str) -> None:
+        """Record a bundle-level ``problem``, a failure of ``rule``."""
+        self.problems.append(problem)
+        self.reasons.append(str(rule))
+
+    @property
+    def first_reason(self) -> str | None:
+        """The rule :attr:`first_failure` breaks; ``None`` when verified."""
+        if self.problems:
+            return self.reasons[0] if self.reasons else ""
+        for record in self.records:
+            if record.problems:
+                return record.reasons[0] if record.reasons else ""
+        return None
 
     @property
     def first_failure(self) -> str | None:
@@ -153,6 +184,7 @@ class VerificationReport:
         data = asdict(self)
         data["ok"] = self.ok
         data["first_failure"] = self.first_failure
+        data["first_reason"] = self.first_reason
         for record, raw in zip(self.records, data["records"], strict=True):
             raw["ok"] = record.ok
         return json.dumps(data, indent=2, sort_keys=True)
@@ -165,6 +197,8 @@ class VerificationReport:
         if self.configuration:
             pin = "signer pinned by the anchor" if self.configuration_pinned else "NOT pinned"
             lines.append(f"  global configuration {self.configuration} ({pin})")
+        if self.parameters:
+            lines.append(f"  signature checks: {self.parameters}")
         if self.witness:
             lines.append(f"  witness {self.witness}")
         lines.extend(
@@ -179,11 +213,21 @@ class VerificationReport:
                 f"{r.client} -> {r.service}/{r.method} logged {r.logged_at} "
                 f"witnessed by {r.witnessed_at} body {r.body}"
             )
-            lines.extend(f"         - {p}" for p in r.problems)
+            lines.extend(
+                f"         - {p} [{rule}]"
+                for p, rule in itertools.zip_longest(r.problems, r.reasons, fillvalue="")
+            )
         lines.extend(f"  warning: {w}" for w in self.warnings)
-        lines.extend(f"  problem: {p}" for p in self.problems)
+        lines.extend(
+            f"  problem: {p} [{rule}]"
+            for p, rule in itertools.zip_longest(self.problems, self.reasons, fillvalue="")
+        )
         failure = self.first_failure
-        lines.append("RESULT: VERIFIED" if failure is None else f"RESULT: FAILED: {failure}")
+        lines.append(
+            "RESULT: VERIFIED"
+            if failure is None
+            else f"RESULT: FAILED: {failure} [{self.first_reason}]"
+        )
         return "\n".join(lines) + "\n"
 
 
@@ -209,36 +253,46 @@ def verify_bundle(
 
     ``anchor`` pins the registry's configuration-signing certificate; without it the bundled
     configuration is checked against the signer certificate it carries and the report says so.
+    Memory stays bounded whatever the bundle: files are unpacked one at a time within the
+    bounds of :mod:`ruta.evidence.bundle`, bodies and certificates hashed as streams.
     """
     report = VerificationReport(source=name or (source if isinstance(source, str) else "bundle"))
     try:
-        bundle = read_bundle(source)
+        with open_bundle(source) as bundle:
+            try:
+                _Verification(bundle, report, anchor).run()
+            except _FailedError:
+                pass
+            except (KeyError, TypeError, ValueError, AttributeError):
+                report.fail(
+                    Rule.MANIFEST_SCHEMA,
+                    "the manifest is malformed (a field is missing or mistyped)",
+                )
     except BundleError as exc:
-        report.problems.append(exc.message)
-        return report
-    try:
-        _Verification(bundle, report, anchor).run()
-    except _FailedError:
-        pass
-    except (KeyError, TypeError, ValueError, AttributeError):
-        report.problems.append("the manifest is malformed (a field is missing or mistyped)")
+        report.fail(exc.rule, exc.message)
     return report
 
 
 class _Verification:
     def __init__(
-        self, bundle: ReadBundle, report: VerificationReport, anchor: ConfigurationAnchor | None
+        self, bundle: BundleArchive, report: VerificationReport, anchor: ConfigurationAnchor | None
     ) -> None:
         self.bundle = bundle
         self.report = report
         self.anchor = anchor
         self.manifest = bundle.manifest
-        self.file_problems: dict[str, str] = {}
+        self.listed: dict[str, str] = {}
+        #: Files found wrong (missing, corrupt, not matching their digest), with the rule broken.
+        self.file_problems: dict[str, tuple[Rule, str]] = {}
+        #: Listed files a check has used (the rest are hashed at the end).
+        self.used: set[str] = set()
         self.roots: dict[int, bytes] = {}
+        #: Checkpoint sizes of the bundle, increasing.
+        self.sizes: list[int] = []
         self.cosigned_at: dict[int, datetime] = {}
 
-    def fail(self, problem: str) -> _FailedError:
-        self.report.problems.append(problem)
+    def fail(self, rule: Rule, problem: str) -> _FailedError:
+        self.report.fail(rule, problem)
         return _FailedError()
 
     def run(self) -> None:
@@ -247,39 +301,79 @@ class _Verification:
         report.server = str(m.get("server", ""))
         report.origin = str(m.get("origin", ""))
         report.exported_at = str(m.get("exported_at", ""))
-        self._check_files()
+        self._check_listing()
         conf, raw_conf = self._configuration()
         log_key = self._log_key(raw_conf)
         self._manifest_signature(log_key)
         witness = self._witness(conf)
         self._checkpoints(log_key, witness)
         self._records(conf)
+        self._remaining_files()
 
     # --- files and signatures ------------------------------------------------------------
 
-    def _check_files(self) -> None:
+    def _check_listing(self) -> None:
+        """Every file of the zip is listed in the manifest, before any is unpacked."""
         listed = self.manifest.get("files")
         if not isinstance(listed, dict):
-            raise self.fail("the manifest lists no files")
-        files = self.bundle.files
-        for path, digest in listed.items():
-            data = files.get(path)
-            if data is None:
-                self.file_problems[path] = f"file {path} listed in the manifest is missing"
-            elif sha256_hex(data) != digest:
-                self.file_problems[path] = f"file {path} does not match its manifest digest"
-        for path in files:
-            if path not in listed:
-                self.file_problems[path] = f"file {path} is not covered by the manifest"
-        for path in (GLOBALCONF_FILE, LOG_KEY_FILE):
-            if path in self.file_problems:
-                raise self.fail(self.file_problems[path])
-        for path, problem in self.file_problems.items():
-            if not path.startswith(("records/", "bodies/")):
-                self.report.problems.append(problem)
+            raise self.fail(Rule.MANIFEST_SCHEMA, "the manifest lists no files")
+        self.listed = {str(path): str(digest) for path, digest in listed.items()}
+        unlisted = sorted(self.bundle.names - self.listed.keys())
+        for path in unlisted:
+            self.report.fail(Rule.FILES_UNLISTED, f"file {path} is not covered by the manifest")
+        if unlisted:
+            raise _FailedError()
+
+    def _problem_of(self, path: str) -> tuple[Rule, str] | None:
+        """Why the listed file ``path`` cannot be used (``None``: it can)."""
+        if path not in self.listed:
+            return Rule.FILES_MISSING, f"file {path} is not listed in the manifest"
+        if path not in self.bundle.names:
+            return Rule.FILES_MISSING, f"file {path} listed in the manifest is missing"
+        return self.file_problems.get(path)
+
+    def _load(self, path: str, *, stream: bool = False) -> bytes | None:
+        """The bytes of listed file ``path`` (``stream``: only its SHA-256, hashed as a stream),
+        checked against the manifest's digest; ``None`` when missing or wrong, the reason kept in
+        :attr:`file_problems`."""
+        self.used.add(path)
+        problem = self._problem_of(path)
+        if problem is not None:
+            self.file_problems[path] = problem
+            return None
+        try:
+            data = b"" if stream else self.bundle.read(path)
+            digest = self.bundle.sha256(path) if stream else hashlib.sha256(data).digest()
+        except BundleError as exc:
+            self.file_problems[path] = (exc.rule, exc.message)
+            return None
+        if digest.hex() != self.listed[path]:
+            self.file_problems[path] = (
+                Rule.FILES_DIGEST,
+                f"file {path} does not match its manifest digest",
+            )
+            return None
+        return digest if stream else data
+
+    def _load_or_fail(self, path: str) -> bytes:
+        data = self._load(path)
+        if data is None:
+            raise self.fail(*self.file_problems[path])
+        return data
+
+    def _remaining_files(self) -> None:
+        """Listed files no check used (certificate and OCSP copies) still match their digests;
+        a leaf or body file no record refers to is refused."""
+        for path in sorted(self.listed.keys() - self.used):
+            if path.startswith(("records/", "bodies/")):
+                self.report.fail(
+                    Rule.FILES_UNREFERENCED, f"file {path} is listed but no record refers to it"
+                )
+            elif self._load(path, stream=True) is None:
+                self.report.fail(*self.file_problems[path])
 
     def _configuration(self) -> tuple[GlobalConf, globalconf_pb2.GlobalConfiguration]:
-        signed = self.bundle.files.get(GLOBALCONF_FILE, b"")
+        signed = self._load_or_fail(GLOBALCONF_FILE)
         envelope = globalconf_pb2.SignedGlobalConfiguration()
         conf = globalconf_pb2.GlobalConfiguration()
         try:
@@ -287,7 +381,9 @@ class _Verification:
             conf.ParseFromString(envelope.configuration)
             signer = x509.load_der_x509_certificate(envelope.signer_certificate)
         except (DecodeError, ValueError):
-            raise self.fail("the bundled global configuration does not parse") from None
+            raise self.fail(
+                Rule.GLOBALCONF_INVALID, "the bundled global configuration does not parse"
+            ) from None
         anchor = self.anchor
         if anchor is None:
             self.report.warnings.append(
@@ -300,14 +396,23 @@ class _Verification:
                     instance=conf.instance, globalconf_url=_UNPINNED_URL, certificates=(signer,)
                 )
             except RutaError as exc:
-                raise self.fail(f"global configuration: {exc.message}") from None
+                raise self.fail(
+                    Rule.GLOBALCONF_INVALID, f"global configuration: {exc.message}"
+                ) from None
         else:
             self.report.configuration_pinned = True
-        generated = conf.generated_at.ToDatetime(tzinfo=UTC)
+        try:
+            generated = conf.generated_at.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            raise self.fail(
+                Rule.GLOBALCONF_INVALID, "the configuration's generated_at is out of range"
+            ) from None
         try:
             view = open_configuration(signed, anchor, now=generated)
         except RutaError as exc:
-            raise self.fail(f"global configuration: {exc.message}") from None
+            raise self.fail(
+                Rule.GLOBALCONF_INVALID, f"global configuration: {exc.message}"
+            ) from None
         self.report.configuration = f"instance {view.instance} serial {view.serial}"
         return view, conf
 
@@ -320,9 +425,12 @@ class _Verification:
                     published = entry.log_public_key
             except IdentifierError:
                 continue
-        bundled = self.bundle.files.get(LOG_KEY_FILE, b"").decode("utf-8", "replace").strip()
+        bundled = self._load_or_fail(LOG_KEY_FILE).decode("utf-8", "replace").strip()
         if published and bundled and published != bundled:
-            raise self.fail("the bundled log key is not the one the global configuration lists")
+            raise self.fail(
+                Rule.LOG_KEY_MISMATCH,
+                "the bundled log key is not the one the global configuration lists",
+            )
         if not published:
             self.report.warnings.append(
                 f"the global configuration lists no log key for {server}; "
@@ -331,26 +439,34 @@ class _Verification:
         try:
             verifier = Verifier.from_vkey(published or bundled)
         except CheckpointError as exc:
-            raise self.fail(f"log key: {exc.message}") from None
+            raise self.fail(Rule.LOG_KEY_INVALID, f"log key: {exc.message}") from None
         if verifier.kind is not SignatureType.ED25519 or verifier.name != self.report.origin:
-            raise self.fail("the log key is not an Ed25519 key named by the log origin")
+            raise self.fail(
+                Rule.LOG_KEY_INVALID, "the log key is not an Ed25519 key named by the log origin"
+            )
         return verifier
 
     def _manifest_signature(self, log_key: Verifier) -> None:
         try:
             note = verify_note(self.bundle.signature, log_key)
         except CheckpointError as exc:
-            raise self.fail(f"manifest signature: {exc.message}") from None
+            raise self.fail(Rule.MANIFEST_SIGNATURE, f"manifest signature: {exc.message}") from None
         if note.text != manifest_note_text(self.report.origin, self.bundle.manifest_bytes):
-            raise self.fail("the manifest signature does not cover this manifest")
+            raise self.fail(
+                Rule.MANIFEST_SIGNATURE, "the manifest signature does not cover this manifest"
+            )
 
     def _witness(self, conf: GlobalConf) -> Verifier:
         try:
             verifier = Verifier.from_vkey(conf.witness_public_key.decode("utf-8"))
         except (UnicodeDecodeError, CheckpointError):
-            raise self.fail("the global configuration names no valid witness key") from None
+            raise self.fail(
+                Rule.WITNESS_KEY, "the global configuration names no valid witness key"
+            ) from None
         if verifier.kind is not SignatureType.COSIGNATURE_V1:
-            raise self.fail("the configuration's witness key is not a cosignature/v1 key")
+            raise self.fail(
+                Rule.WITNESS_KEY, "the configuration's witness key is not a cosignature/v1 key"
+            )
         self.report.witness = verifier.name
         return verifier
 
@@ -359,49 +475,83 @@ class _Verification:
     def _checkpoints(self, log_key: Verifier, witness: Verifier) -> None:
         entries = self.manifest.get("checkpoints")
         if not isinstance(entries, list) or not entries or len(entries) > MAX_BUNDLE_RECORDS + 1:
-            raise self.fail("the manifest lists no checkpoints")
+            raise self.fail(Rule.MANIFEST_SCHEMA, "the manifest lists no checkpoints")
         sizes: list[int] = []
         for entry in entries:
             size, path = int(entry["size"]), str(entry["file"])
-            note = self.bundle.files.get(path)
-            if note is None or path in self.file_problems:
-                raise self.fail(self.file_problems.get(path, f"checkpoint {path} is missing"))
+            if path != checkpoint_path(size):
+                raise self.fail(
+                    Rule.CHECKPOINT_INVALID,
+                    f"the checkpoint of size {size} is not at {checkpoint_path(size)}",
+                )
+            note = self._load_or_fail(path)
             try:
                 checkpoint, _ = open_checkpoint(note, log_key)
                 timestamp = verify_cosignature(
                     checkpoint.body(), parse_note(note).signatures, witness
                 )
             except CheckpointError as exc:
-                raise self.fail(f"checkpoint of size {size}: {exc.message}") from None
+                raise self.fail(
+                    Rule.CHECKPOINT_INVALID, f"checkpoint of size {size}: {exc.message}"
+                ) from None
             if checkpoint.origin != self.report.origin or checkpoint.size != size:
-                raise self.fail(f"checkpoint {path} is not of this log at size {size}")
+                raise self.fail(
+                    Rule.CHECKPOINT_INVALID, f"checkpoint {path} is not of this log at size {size}"
+                )
             if sizes and size <= sizes[-1]:
-                raise self.fail("the manifest lists checkpoints out of order")
+                raise self.fail(
+                    Rule.CHECKPOINT_ORDER, "the manifest lists checkpoints out of order"
+                )
+            cosigned_at = datetime.fromtimestamp(timestamp, UTC)
+            if sizes and cosigned_at < self.cosigned_at[sizes[-1]]:
+                raise self.fail(
+                    Rule.CHECKPOINT_TIME_BACKWARDS,
+                    f"the witness cosigned checkpoint {size} at {_iso(cosigned_at)}, before the "
+                    f"smaller checkpoint {sizes[-1]} ({_iso(self.cosigned_at[sizes[-1]])})",
+                )
             sizes.append(size)
             self.roots[size] = checkpoint.root
-            self.cosigned_at[size] = datetime.fromtimestamp(timestamp, UTC)
+            self.cosigned_at[size] = cosigned_at
             self.report.checkpoints.append(
                 {"size": size, "cosigned_at": _iso(self.cosigned_at[size])}
             )
         tree = self.manifest.get("tree", {})
         self.report.tree_size = int(tree.get("size", -1))
-        if self.report.tree_size != sizes[-1]:
-            raise self.fail("the bundle's tree is not its newest checkpoint")
-        proofs = {
-            (int(p["from"]), int(p["to"])): decode_hashes(p["proof"], "a consistency proof")
-            for p in self.manifest.get("consistency", [])
-        }
+        if self.report.tree_size != sizes[-1] or tree.get("checkpoint") != checkpoint_path(
+            sizes[-1]
+        ):
+            raise self.fail(Rule.TREE_NOT_NEWEST, "the bundle's tree is not its newest checkpoint")
+        self.sizes = sizes
+        self._consistency(sizes)
+
+    def _consistency(self, sizes: list[int]) -> None:
+        """One consistency proof between each two consecutive checkpoints, and no other."""
+        consecutive = set(itertools.pairwise(sizes))
+        proofs: dict[tuple[int, int], tuple[bytes, ...]] = {}
+        for p in self.manifest.get("consistency", []):
+            pair = (int(p["from"]), int(p["to"]))
+            if pair not in consecutive or pair in proofs:
+                raise self.fail(
+                    Rule.CONSISTENCY_INVALID,
+                    f"a consistency proof from {pair[0]} to {pair[1]} is listed twice or is not "
+                    "between consecutive checkpoints of the bundle",
+                )
+            proofs[pair] = decode_hashes(p["proof"], "a consistency proof")
         for size1, size2 in itertools.pairwise(sizes):
             if size1 == 0:
                 continue
             proof = proofs.get((size1, size2))
             if proof is None:
-                raise self.fail(f"no consistency proof from checkpoint {size1} to {size2}")
+                raise self.fail(
+                    Rule.CONSISTENCY_MISSING,
+                    f"no consistency proof from checkpoint {size1} to {size2}",
+                )
             try:
                 verify_consistency(size1, size2, proof, self.roots[size1], self.roots[size2])
             except MerkleError as exc:
                 raise self.fail(
-                    f"checkpoints {size1} and {size2} are not consistent: {exc.message}"
+                    Rule.CONSISTENCY_INVALID,
+                    f"checkpoints {size1} and {size2} are not consistent: {exc.message}",
                 ) from None
 
     # --- records -------------------------------------------------------------------------
@@ -409,14 +559,28 @@ class _Verification:
     def _records(self, conf: GlobalConf) -> None:
         entries = self.manifest.get("records")
         if not isinstance(entries, list) or len(entries) > MAX_BUNDLE_RECORDS:
-            raise self.fail(f"the manifest lists no records or more than {MAX_BUNDLE_RECORDS}")
+            raise self.fail(
+                Rule.MANIFEST_SCHEMA,
+                f"the manifest lists no records or more than {MAX_BUNDLE_RECORDS}",
+            )
         verifier: MessageVerifier | None = None
         try:
             verifier = MessageVerifier(
-                conf.trust_anchors, trusted_responders=conf.ocsp_responder_certs
+                conf.trust_anchors,
+                ocsp_freshness=conf.ocsp_freshness,
+                ocsp_clock_skew=conf.ocsp_clock_skew,
+                trusted_responders=conf.ocsp_responder_certs,
+            )
+            published = conf.ocsp_freshness_seconds or conf.ocsp_clock_skew_seconds
+            origin = "the configuration" if published else "defaults"
+            self.report.parameters = (
+                f"OCSP freshness {int(conf.ocsp_freshness.total_seconds())} s, clock skew "
+                f"{int(conf.ocsp_clock_skew.total_seconds())} s ({origin})"
             )
         except RutaError as exc:
-            self.report.problems.append(f"message signatures cannot be checked: {exc.message}")
+            self.report.fail(
+                Rule.GLOBALCONF_INVALID, f"message signatures cannot be checked: {exc.message}"
+            )
         leaves: dict[int, _Leaf] = {}
         seen: set[int] = set()
         previous = -1
@@ -425,9 +589,11 @@ class _Verification:
             record = RecordReport(seq=seq)
             self.report.records.append(record)
             if seq <= previous:
-                record.problems.append("listed out of sequence order (records reordered)")
+                record.fail(Rule.RECORD_ORDER, "listed out of sequence order (records reordered)")
             previous = max(previous, seq)
             seen.add(seq)
+            # The record's files count as referenced whether or not its checks get to them.
+            self.used.update(str(entry[key]) for key in ("leaf", "body") if entry.get(key))
             leaf = self._record(entry, record, verifier)
             if leaf is not None:
                 leaves[seq] = leaf
@@ -440,9 +606,16 @@ class _Verification:
     ) -> _Leaf | None:
         seq = record.seq
         path = str(entry.get("leaf", ""))
-        data = self.bundle.files.get(path)
-        if path in self.file_problems or data is None:
-            record.problems.append(self.file_problems.get(path, "its leaf file is missing"))
+        body = entry.get("body")
+        if path != record_path(seq) or body not in (None, body_path(seq)):
+            record.fail(
+                Rule.RECORD_LEAF_PATH,
+                f"its files are not at {record_path(seq)} and {body_path(seq)}",
+            )
+            return None
+        data = self._load(path)
+        if data is None:
+            record.fail(*self.file_problems[path])
             return None
         parsed = log_pb2.LogRecord()
         header = transport_pb2.MessageHeader()
@@ -452,7 +625,7 @@ class _Verification:
             header.ParseFromString(parsed.header)
             signature.ParseFromString(parsed.signature)
         except DecodeError:
-            record.problems.append("its leaf is not a readable LogRecord")
+            record.fail(Rule.RECORD_UNREADABLE, "its leaf is not a readable LogRecord")
             return None
         record.message_id = header.message_id
         record.kind = _KINDS.get(header.kind, "unknown")
@@ -463,19 +636,20 @@ class _Verification:
             logged = parsed.logged_at.ToDatetime(tzinfo=UTC)
             header.created_at.ToDatetime(tzinfo=UTC)  # checked here, used by _signature
         except ValueError:
-            record.problems.append("its leaf carries a time out of range")
+            record.fail(Rule.RECORD_TIME, "its leaf carries a time out of range")
             return None
         record.logged_at = _iso(logged)
         try:
             record.client = str(SubsystemId.from_proto(header.client))
             record.service = str(ServiceId.from_proto(header.service))
         except IdentifierError:
-            record.problems.append("its header names an invalid client or service")
+            record.fail(Rule.RECORD_IDENTIFIERS, "its header names an invalid client or service")
             return None
         self._endpoint(parsed.direction, header, record)
         if parsed.sequence != seq:
-            record.problems.append(
-                f"its leaf says it is record {parsed.sequence} (records moved or reordered)"
+            record.fail(
+                Rule.RECORD_SEQUENCE,
+                f"its leaf says it is record {parsed.sequence} (records moved or reordered)",
             )
         self._placement(entry, record, data, logged)
         if verifier is not None:
@@ -498,12 +672,17 @@ class _Verification:
                 self.roots[self.report.tree_size],
             )
         except (MerkleError, BundleError) as exc:
-            record.problems.append(
-                f"it is not in the log's cosigned tree at this position: {exc.message}"
+            record.fail(
+                Rule.RECORD_INCLUSION,
+                f"it is not in the log's cosigned tree at this position: {exc.message}",
             )
         witnessed_by = int(entry.get("witnessed_by", -1))
-        if witnessed_by not in self.cosigned_at or not seq < witnessed_by:
-            record.problems.append("no cosigned checkpoint of the bundle holds it")
+        above = bisect.bisect_right(self.sizes, seq)
+        if above == len(self.sizes) or witnessed_by != self.sizes[above]:
+            record.fail(
+                Rule.RECORD_WITNESSED_BY,
+                "its witnessed_by is not the smallest checkpoint of the bundle that holds it",
+            )
             return
         record.witnessed_at = _iso(self.cosigned_at[witnessed_by])
         # Cosignature timestamps are whole seconds: allow the second they were cut to.
@@ -535,9 +714,9 @@ class _Verification:
                 signed_at=header.created_at.ToDatetime(tzinfo=UTC),
             )
         except RutaError as exc:
-            record.problems.append(f"its message signature fails: {exc.message}")
+            record.fail(Rule.RECORD_SIGNATURE, f"its message signature fails: {exc.message}")
         if sha256_hex(signature.certificate) != parsed.certificate_fingerprint:
-            record.problems.append("its certificate fingerprint is not its signer's")
+            record.fail(Rule.RECORD_FINGERPRINT, "its certificate fingerprint is not its signer's")
 
     def _endpoint(
         self, direction: int, header: transport_pb2.MessageHeader, record: RecordReport
@@ -549,9 +728,10 @@ class _Verification:
         except IdentifierError:
             named = "nobody"
         if named != self.report.server:
-            record.problems.append(
+            record.fail(
+                Rule.RECORD_ENDPOINT,
                 f"it was logged as {record.direction} by {self.report.server} but names "
-                f"{named} as its {field_name}"
+                f"{named} as its {field_name}",
             )
 
     def _body(
@@ -559,23 +739,27 @@ class _Verification:
     ) -> None:
         state = str(entry.get("body_state", ""))
         if state not in BODY_STATES:
-            record.problems.append("its body state is unknown")
+            record.fail(Rule.RECORD_BODY_STATE, "its body state is unknown")
             return
         record.body = state
         path = entry.get("body")
         if state == "unreadable":
-            record.problems.append("its stored body did not authenticate on export")
+            record.fail(Rule.RECORD_BODY_STATE, "its stored body did not authenticate on export")
             return
         if state != "stored":
             if path is not None:
-                record.problems.append(f"a body file is given though the body is {state}")
+                record.fail(
+                    Rule.RECORD_BODY_STATE, f"a body file is given though the body is {state}"
+                )
             return
-        data = self.bundle.files.get(str(path))
-        if str(path) in self.file_problems or data is None:
-            record.problems.append(self.file_problems.get(str(path), "its body file is missing"))
+        digest = self._load(str(path), stream=True)
+        if digest is None:
+            record.fail(*self.file_problems[str(path)])
             return
-        if hashlib.sha256(data).digest() != header.body_sha256:
-            record.problems.append("its body does not match the digest in the signed header")
+        if digest != header.body_sha256:
+            record.fail(
+                Rule.RECORD_BODY_DIGEST, "its body does not match the digest in the signed header"
+            )
         else:
             record.body = "stored, digest ok"
 
@@ -583,9 +767,11 @@ class _Verification:
         claim = self.manifest.get("complete_range")
         if not claim:
             return
-        start, end = int(claim["from"]), int(claim["to"])
+        start, end = int(claim["from"]), int(claim["until"])
         if not 0 <= start <= end <= self.report.tree_size:
-            self.report.problems.append("the claimed complete range exceeds the cosigned tree")
+            self.report.fail(
+                Rule.RANGE_INVALID, "the claimed complete range exceeds the cosigned tree"
+            )
             return
         for seq in range(start, end):
             if seq not in seen:
@@ -596,6 +782,7 @@ class _Verification:
                             f"it is missing: the export claims every record from {start} to "
                             f"{end - 1} and the cosigned tree holds {self.report.tree_size}"
                         ],
+                        reasons=[str(Rule.RANGE_MISSING_RECORD)],
                     )
                 )
 
@@ -615,6 +802,7 @@ class _Verification:
                 continue
             expected = request_hash(request.header, request.signature.value)
             if leaf.parsed.request_hash != expected:
-                leaf.report.problems.append(
-                    f"it is not bound to request record {request.report.seq} (request_hash)"
+                leaf.report.fail(
+                    Rule.RECORD_BINDING,
+                    f"it is not bound to request record {request.report.seq} (request_hash)",
                 )

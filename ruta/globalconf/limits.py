@@ -15,6 +15,8 @@ __all__ = [
     "MAX_DOCUMENT_BYTES",
     "MAX_ENTRIES_PER_KIND",
     "MAX_METHODS_PER_ENTRY",
+    "MAX_OCSP_CLOCK_SKEW_SECONDS",
+    "MAX_OCSP_FRESHNESS_SECONDS",
     "MAX_TEXT_LENGTH",
 ]
 
@@ -28,3 +30,7 @@ MAX_DESCRIPTOR_SET_BYTES: Final = 1024 * 1024
 MAX_METHODS_PER_ENTRY: Final = 1024
 #: Longest free-text field (names, descriptions, purposes, legal bases, addresses, URLs).
 MAX_TEXT_LENGTH: Final = 4096
+#: Longest OCSP freshness a configuration may set (``VerificationParameters``).
+MAX_OCSP_FRESHNESS_SECONDS: Final = 7 * 24 * 3600
+#: Largest OCSP clock skew a configuration may set.
+MAX_OCSP_CLOCK_SKEW_SECONDS: Final = 3600

@@ -29,9 +29,12 @@ from ruta.globalconf.limits import (
     MAX_DESCRIPTOR_SET_BYTES,
     MAX_ENTRIES_PER_KIND,
     MAX_METHODS_PER_ENTRY,
+    MAX_OCSP_CLOCK_SKEW_SECONDS,
+    MAX_OCSP_FRESHNESS_SECONDS,
     MAX_TEXT_LENGTH,
 )
 from ruta.ids import IdentifierError, MemberId, ServerId, ServiceId, SubsystemId
+from ruta.pki.ocsp import DEFAULT_OCSP_FRESHNESS, MAX_CLOCK_SKEW
 from ruta.timestamps import to_timestamp
 from ruta.v1 import globalconf_pb2, ids_pb2
 
@@ -140,6 +143,9 @@ class GlobalConf:
     contracts: tuple[Contract, ...]
     witness_public_key: bytes = b""
     witness_url: str = ""
+    #: ``VerificationParameters`` as published (0: the default); see :attr:`ocsp_freshness`.
+    ocsp_freshness_seconds: int = 0
+    ocsp_clock_skew_seconds: int = 0
     #: The ``SignedGlobalConfiguration`` bytes this view was verified from (empty when built
     #: locally); what an evidence bundle stores as "the configuration in force".
     signed: bytes = field(default=b"", compare=False)
@@ -298,6 +304,20 @@ class GlobalConf:
                 return contract
         return None
 
+    @property
+    def ocsp_freshness(self) -> timedelta:
+        """How long a stapled OCSP response proves its certificate's status (default 1 h)."""
+        if not self.ocsp_freshness_seconds:
+            return DEFAULT_OCSP_FRESHNESS
+        return timedelta(seconds=self.ocsp_freshness_seconds)
+
+    @property
+    def ocsp_clock_skew(self) -> timedelta:
+        """How far after the signing time an OCSP thisUpdate may lie (default 5 min)."""
+        if not self.ocsp_clock_skew_seconds:
+            return MAX_CLOCK_SKEW
+        return timedelta(seconds=self.ocsp_clock_skew_seconds)
+
     def is_expired(self, now: datetime) -> bool:
         """Whether the document must no longer be used at ``now`` (``now >= expires_at``)."""
         return now >= self.expires_at
@@ -332,6 +352,9 @@ class GlobalConf:
             witness_public_key=self.witness_public_key,
             witness_url=self.witness_url,
         )
+        if self.ocsp_freshness_seconds or self.ocsp_clock_skew_seconds:
+            conf.verification.ocsp_freshness_seconds = self.ocsp_freshness_seconds
+            conf.verification.ocsp_clock_skew_seconds = self.ocsp_clock_skew_seconds
         for m in sorted(self.members, key=lambda m: m.id):
             conf.members.add(id=m.id.to_proto(), name=m.name)
         for sub in sorted(self.subsystems):
@@ -426,6 +449,13 @@ class _Reader:
         self._text(conf.instance)
         self._at("witness_url")
         self._text(conf.witness_url)
+        freshness = conf.verification.ocsp_freshness_seconds
+        skew = conf.verification.ocsp_clock_skew_seconds
+        if freshness > MAX_OCSP_FRESHNESS_SECONDS or skew > MAX_OCSP_CLOCK_SKEW_SECONDS:
+            raise InvalidConfigurationError(
+                f"the configuration's OCSP freshness ({freshness} s) or clock skew ({skew} s) is "
+                f"over its bound ({MAX_OCSP_FRESHNESS_SECONDS} s, {MAX_OCSP_CLOCK_SKEW_SECONDS} s)"
+            )
         try:
             return GlobalConf(
                 instance=conf.instance,
@@ -443,6 +473,8 @@ class _Reader:
                 contracts=self._contracts(conf.contracts),
                 witness_public_key=conf.witness_public_key,
                 witness_url=conf.witness_url,
+                ocsp_freshness_seconds=freshness,
+                ocsp_clock_skew_seconds=skew,
                 signed=signed,
                 content_digest=content_digest,
             )

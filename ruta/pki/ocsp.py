@@ -333,10 +333,11 @@ def check_ocsp_freshness(
     *,
     at: datetime.datetime,
     freshness: datetime.timedelta = DEFAULT_OCSP_FRESHNESS,
+    clock_skew: datetime.timedelta = MAX_CLOCK_SKEW,
 ) -> None:
     """Refuse a response not fresh at ``at``: ``thisUpdate`` more than ``freshness`` before
-    ``at`` or past ``nextUpdate`` (stale), or more than :data:`MAX_CLOCK_SKEW` after ``at``."""
-    if status.this_update > at + MAX_CLOCK_SKEW:
+    ``at`` or past ``nextUpdate`` (stale), or more than ``clock_skew`` after ``at``."""
+    if status.this_update > at + clock_skew:
         raise _invalid(Reason.OCSP_FROM_FUTURE, "OCSP response is dated after the time checked")
     if at - status.this_update > freshness or (
         status.next_update is not None and status.next_update < at

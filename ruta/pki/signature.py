@@ -93,6 +93,7 @@ from ruta.pki.errors import (
 from ruta.pki.keys import SignatureAlgorithm, Signer
 from ruta.pki.ocsp import (
     DEFAULT_OCSP_FRESHNESS,
+    MAX_CLOCK_SKEW,
     OcspStatus,
     authenticate_ocsp_response,
     check_ocsp_freshness,
@@ -326,7 +327,9 @@ class MessageVerifier:
 
     Build one per set of trust anchors (one per global configuration) and reuse it: its caches
     make repeated verification cheap. ``trusted_responders`` pins OCSP responder certificates
-    beyond the ones each issuer delegates to. Not thread-safe (one event loop).
+    beyond the ones each issuer delegates to; ``ocsp_freshness`` and ``ocsp_clock_skew`` come
+    from the configuration's ``VerificationParameters`` (:attr:`GlobalConf.ocsp_freshness`).
+    Not thread-safe (one event loop).
     """
 
     def __init__(
@@ -334,6 +337,7 @@ class MessageVerifier:
         trust_anchors: Sequence[x509.Certificate],
         *,
         ocsp_freshness: datetime.timedelta = DEFAULT_OCSP_FRESHNESS,
+        ocsp_clock_skew: datetime.timedelta = MAX_CLOCK_SKEW,
         trusted_responders: Sequence[x509.Certificate] = (),
         max_chain_length: int = MAX_CHAIN_LENGTH,
         cache_size: int = MAX_VERIFIER_CACHE_ENTRIES,
@@ -345,6 +349,7 @@ class MessageVerifier:
         self._anchors = list(trust_anchors)
         self._store = verification.Store(self._anchors)
         self._freshness = ocsp_freshness
+        self._clock_skew = ocsp_clock_skew
         self._responders = tuple(trusted_responders)
         self._max_chain_length = max_chain_length
         self._signers: _Lru[bytes, VerifiedSigner] = _Lru(cache_size)
@@ -418,7 +423,9 @@ class MessageVerifier:
                 reason=Reason.SIGNER_NOT_CLAIMED_MEMBER,
             )
         status = self._ocsp_status(signature.ocsp_response, signer)
-        check_ocsp_freshness(status, at=signed_at, freshness=self._freshness)
+        check_ocsp_freshness(
+            status, at=signed_at, freshness=self._freshness, clock_skew=self._clock_skew
+        )
         if status.revoked_at_or_before(signed_at):
             raise CertificateRevokedError(
                 "signing certificate was revoked before the message was signed",

@@ -215,6 +215,8 @@ def test_cli_changes_appear_in_the_next_served_configuration(
     assert allowed.contract_id == contract["id"]
     assert active.allows(TAX_APP, PEOPLE, "FindPeople", "tax", now) is None
     assert active.witness_url.endswith("/witness")
+    # The verification parameters every verifier applies travel in the signed document.
+    assert (active.ocsp_freshness_seconds, active.ocsp_clock_skew_seconds) == (3600, 300)
 
     registry.ruta("contract", "revoke", contract["id"])
     assert registry.globalconf().allows(TAX_APP, PEOPLE, "GetPerson", "tax", now) is None

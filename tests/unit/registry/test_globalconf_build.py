@@ -29,6 +29,7 @@ from ruta.globalconf import (
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.certs import CertificateKind
 from ruta.pki.testing import TestPki
+from ruta.v1 import globalconf_pb2
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=10)
@@ -173,3 +174,19 @@ def test_built_document_signs_and_verifies(tmp_path: Path) -> None:
     assert view.serial == 9
     assert view.service(ServiceId.parse("LAC/GOV/POP/reg/pop.v1.People")) is not None
     assert view.server(ServerId.parse("LAC/GOV/POP/ss1")) is not None
+
+
+def test_verification_parameters_are_published() -> None:
+    conf = build_configuration(
+        _snapshot(),
+        instance="LAC",
+        serial=1,
+        generated_at=NOW,
+        expires_at=LATER,
+        trust_anchors=[],
+        verification=globalconf_pb2.VerificationParameters(
+            ocsp_freshness_seconds=1800, ocsp_clock_skew_seconds=120
+        ),
+    )
+    assert conf.verification.ocsp_freshness_seconds == 1800
+    assert conf.verification.ocsp_clock_skew_seconds == 120

@@ -340,3 +340,26 @@ def test_request_parser_is_total(body: bytes) -> None:
         return
     assert parsed.old_size >= 0
     assert all(len(h) == 32 for h in parsed.proof)
+
+
+async def test_cosignature_times_of_a_log_never_go_backwards(
+    log: Log, store: MemoryWitnessStateStore
+) -> None:
+    """The registry's clock stepping back (NTP) does not make a larger checkpoint look older
+    than a smaller one: auditors' verifiers refuse that (checkpoint.time_backwards)."""
+    times = iter([NOW, NOW - 30])
+    witness = Witness(
+        name=WITNESS_NAME,
+        key=Ed25519PrivateKey.generate(),
+        logs={ORIGIN: [log.verifier]},
+        store=store,
+        clock=lambda: next(times),
+    )
+    log.grow(3)
+    first = await witness.add_checkpoint(0, [], log.checkpoint())
+    body = Checkpoint(origin=ORIGIN, size=3, root=log.tree.root()).body()
+    assert verify_cosignature(body, first[0], witness.verifier) == NOW
+    log.grow(2)
+    second = await witness.add_checkpoint(3, log.tree.consistency_proof(3), log.checkpoint())
+    body = Checkpoint(origin=ORIGIN, size=5, root=log.tree.root()).body()
+    assert verify_cosignature(body, second[0], witness.verifier) == NOW

@@ -99,6 +99,9 @@ class Scenario:
     anchor: ConfigurationAnchor
     soc_signer: Credential
     pop_signer: Credential
+    #: The registry's configuration signer and the witness's key (to build forgeries).
+    registry_signer: Credential
+    witness_key: Ed25519PrivateKey
     message_ids: list[str] = field(default_factory=list)
 
     async def exchange(self, subject: str = "person-1") -> str:
@@ -141,6 +144,54 @@ class Scenario:
             self.message_ids.append(message_id)
         return message_ids
 
+    async def provider_only_exchange(
+        self,
+        *,
+        request_signer: Credential | None = None,
+        ocsp_this_update: datetime | None = None,
+        fingerprint: str | None = None,
+        request_hash: bytes | None = None,
+    ) -> str:
+        """One exchange logged on the provider's side only, deviating from an honest one as
+        asked: the request signed by ``request_signer``, stapled OCSP responses issued at
+        ``ocsp_this_update``, the request logged with certificate ``fingerprint``, or the
+        response bound to ``request_hash``. What a verifier must catch (or, for an OCSP time
+        within the configuration's bounds, accept)."""
+        now = datetime.now(UTC).replace(microsecond=0)
+        message_id = str(uuid.uuid4())
+        body, answer = b"GetPerson(odd)", b"Person(odd)"
+        signer = request_signer or self.soc_signer
+        request = _header(message_id, "odd", body, now, request=True)
+        request_sig = sign_message(
+            request,
+            signer=signer.signer(),
+            certificate=signer.certificate,
+            ocsp_response=self.pki.ocsp_response(signer.certificate, this_update=ocsp_this_update),
+        )
+        bound = request_hash or hashlib.sha256(request + request_sig.value).digest()
+        response = _header(message_id, "odd", answer, now, request=False, request_hash=bound)
+        response_sig = sign_message(
+            response,
+            signer=self.pop_signer.signer(),
+            certificate=self.pop_signer.certificate,
+            ocsp_response=self.pki.ocsp_response(
+                self.pop_signer.certificate, this_update=ocsp_this_update
+            ),
+        )
+        await self._log(
+            self.provider,
+            Direction.RECEIVED,
+            request,
+            request_sig,
+            signer,
+            body,
+            fingerprint=fingerprint,
+        )
+        await self._log(
+            self.provider, Direction.SENT, response, response_sig, self.pop_signer, answer
+        )
+        return message_id
+
     def _sign_all(
         self, headers: list[bytes], credential: Credential, *, batched: bool
     ) -> list[transport_pb2.Signature]:
@@ -167,12 +218,14 @@ class Scenario:
         signature: transport_pb2.Signature,
         credential: Credential,
         body: bytes,
+        *,
+        fingerprint: str | None = None,
     ) -> None:
         entry = LogEntry.from_signed(
             direction=direction,
             header=header,
             signature=signature.SerializeToString(deterministic=True),
-            certificate_fingerprint=hashlib.sha256(credential.der).hexdigest(),
+            certificate_fingerprint=fingerprint or hashlib.sha256(credential.der).hexdigest(),
             body=body,
         )
         await side.log.append([entry])
@@ -277,6 +330,8 @@ async def scenario(
         anchor=anchor,
         soc_signer=pki.sign(SOC),
         pop_signer=pki.sign(POP),
+        registry_signer=registry,
+        witness_key=witness_key,
     )
     try:
         if exchanges:

@@ -114,8 +114,8 @@ async def _call(stub: audit_pb2_grpc.AuditAsyncStub, request_: object) -> None:
     [
         # The reviewed attack: 2**64 - 1 answered UNKNOWN with an OverflowError traceback.
         audit_pb2.ExportEvidenceRequest(from_sequence=2**64 - 1),
-        audit_pb2.ExportEvidenceRequest(to_sequence=2**63),
-        audit_pb2.ExportEvidenceRequest(from_sequence=3, to_sequence=2),
+        audit_pb2.ExportEvidenceRequest(until_sequence=2**63),
+        audit_pb2.ExportEvidenceRequest(from_sequence=3, until_sequence=2),
         audit_pb2.GetRecordsRequest(sequences=[0, 2**64 - 1]),
         audit_pb2.ConsistencyProofRequest(from_size=2**64 - 1),
         audit_pb2.ConsistencyProofRequest(to_size=2**63),

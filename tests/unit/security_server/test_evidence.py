@@ -197,7 +197,7 @@ async def test_reconcile_reports_an_exchange_missing_on_one_side(
     world: Scenario, tmp_path: Path
 ) -> None:
     consumer = await world.export(world.consumer)
-    provider = await world.export(world.provider, EvidenceFilter(from_seq=0, to_seq=6))
+    provider = await world.export(world.provider, EvidenceFilter(from_seq=0, until_seq=6))
     result = reconcile(verify_bundle(consumer, name="soc"), verify_bundle(provider, name="pop"))
     assert not result.ok
     assert [d.message_id for d in result.discrepancies] == [world.message_ids[3]]

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ruta.checkpoint import MalformedNoteError, SignatureType, Verifier, sign_note
-from ruta.evidence import BundleError, read_bundle, verify_bundle
+from ruta.evidence import BundleError, open_bundle, verify_bundle
 from ruta.evidence.bundle import MANIFEST_FILE, MANIFEST_SIGNATURE_FILE, manifest_note_text
 from tests.unit.security_server.evidence_support import scenario
 
@@ -92,9 +92,9 @@ def test_untouched_bundle_verifies(bundle: bytes) -> None:
 
 
 @given(st.binary(max_size=2048))
-def test_read_bundle_is_total(data: bytes) -> None:
-    with contextlib.suppress(BundleError):
-        read_bundle(data)
+def test_open_bundle_is_total(data: bytes) -> None:
+    with contextlib.suppress(BundleError), open_bundle(data) as opened:
+        assert opened.manifest
 
 
 @given(st.binary(max_size=512))
@@ -128,7 +128,8 @@ def test_unpacked_size_is_bounded(bundle: bytes, monkeypatch: pytest.MonkeyPatch
     # A real export, and the bound set right at (then one byte under) what it unpacks to.
     unpacked = sum(len(content) for content in _files(bundle).values())
     monkeypatch.setattr("ruta.evidence.bundle.MAX_UNPACKED_BYTES", unpacked)
-    assert read_bundle(bundle).files
+    with open_bundle(bundle) as opened:
+        assert opened.names
     monkeypatch.setattr("ruta.evidence.bundle.MAX_UNPACKED_BYTES", unpacked - 1)
-    with pytest.raises(BundleError, match="unpacks to more than"):
-        read_bundle(bundle)
+    with pytest.raises(BundleError, match="unpacks to more than"), open_bundle(bundle):
+        pass

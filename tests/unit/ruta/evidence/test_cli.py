@@ -58,7 +58,7 @@ def test_no_sandbox_file(tmp_path: Path) -> None:
         sandbox_target(tmp_path, SERVER)
 
 
-@pytest.mark.parametrize("option", ["--from-seq", "--to-seq"])
+@pytest.mark.parametrize("option", ["--from-seq", "--until-seq"])
 def test_export_refuses_a_sequence_no_log_holds(tmp_path: Path, option: str) -> None:
     # 2**64 - 1 once reached the server and came back as UNKNOWN: OverflowError.
     existing = tmp_path / "x.pem"
@@ -68,3 +68,20 @@ def test_export_refuses_a_sequence_no_log_holds(tmp_path: Path, option: str) -> 
     result = CliRunner().invoke(group, [*args, option, str(2**64 - 1)])
     assert result.exit_code == 2
     assert "9223372036854775807" in result.output
+
+
+def test_until_seq_says_the_end_is_excluded() -> None:
+    result = CliRunner().invoke(group, ["export", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "--until-seq" in text
+    assert "NOT exported (the end is excluded" in text
+    assert "--to-seq" not in text
+
+
+def test_the_old_to_seq_is_refused_with_the_new_name(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        group, ["export", "--out", str(tmp_path / "x.zip"), "--to-seq", "10"]
+    )
+    assert result.exit_code == 2
+    assert "--to-seq was renamed --until-seq" in result.output

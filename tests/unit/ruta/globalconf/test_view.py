@@ -357,3 +357,34 @@ def test_wire_timestamps_are_the_shared_helpers_encoding() -> None:
     assert wire.contracts[0].valid_from == to_timestamp(contract.valid_from)
     assert wire.contracts[0].valid_until == to_timestamp(at + timedelta(days=1, microseconds=7))
     assert from_timestamp(wire.expires_at) == GlobalConf.from_proto(conf).expires_at
+
+
+# -- verification parameters (docs/evidence-format.md, section 2) ---------------------------
+
+
+def test_verification_parameters_default_when_unpublished() -> None:
+    view = GlobalConf.from_proto(sample_configuration(now=NOW))
+    assert view.ocsp_freshness == timedelta(seconds=3600)
+    assert view.ocsp_clock_skew == timedelta(seconds=300)
+    assert not view.to_proto().HasField("verification")
+
+
+def test_verification_parameters_are_read_and_kept() -> None:
+    conf = sample_configuration(now=NOW)
+    conf.verification.ocsp_freshness_seconds = 7200
+    conf.verification.ocsp_clock_skew_seconds = 60
+    view = GlobalConf.from_proto(conf)
+    assert view.ocsp_freshness == timedelta(seconds=7200)
+    assert view.ocsp_clock_skew == timedelta(seconds=60)
+    assert view.to_proto().verification == conf.verification
+
+
+@pytest.mark.parametrize(
+    ("freshness", "skew"), [(7 * 24 * 3600 + 1, 0), (0, 3601), (2**32 - 1, 2**32 - 1)]
+)
+def test_verification_parameters_over_their_bounds_are_refused(freshness: int, skew: int) -> None:
+    conf = sample_configuration(now=NOW)
+    conf.verification.ocsp_freshness_seconds = freshness
+    conf.verification.ocsp_clock_skew_seconds = skew
+    with pytest.raises(InvalidConfigurationError, match="over its bound"):
+        GlobalConf.from_proto(conf)
