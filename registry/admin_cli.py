@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import click
 from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
-from registry import limits
+from registry import limits, protomap
 from registry.admin_client import admin_stub, call
 from registry.errors import InvalidRequestError
 from registry.settings import RegistryLayout, RegistrySettings
@@ -43,6 +44,8 @@ MAX_INPUT_FILE_BYTES: Final = limits.MAX_DESCRIPTOR_SET_BYTES
 MAX_READY_FILE_BYTES: Final = 64 * 1024
 
 _T = TypeVar("_T")
+#: An API record the CLI prints.
+_R = TypeVar("_R", bound=Message)
 if TYPE_CHECKING:
     Stub = registry_pb2_grpc.RegistryAdminAsyncStub
 
@@ -170,15 +173,15 @@ def _iso(ts: timestamp_pb2.Timestamp, present: bool = True) -> str | None:
     return ts.ToDatetime(tzinfo=UTC).isoformat() if present else None
 
 
-def _member_json(m: registry_pb2.MemberRecord) -> dict[str, Any]:
+def _member_row(m: registry_pb2.MemberRecord) -> dict[str, Any]:
     return {"id": str(MemberId.from_proto(m.id)), "name": m.name, "created_at": _iso(m.created_at)}
 
 
-def _subsystem_json(s: registry_pb2.SubsystemRecord) -> dict[str, Any]:
+def _subsystem_row(s: registry_pb2.SubsystemRecord) -> dict[str, Any]:
     return {"id": str(SubsystemId.from_proto(s.id)), "created_at": _iso(s.created_at)}
 
 
-def _server_json(s: registry_pb2.ServerRecord) -> dict[str, Any]:
+def _server_row(s: registry_pb2.ServerRecord) -> dict[str, Any]:
     return {
         "id": str(ServerId.from_proto(s.id)),
         "address": s.address,
@@ -189,7 +192,7 @@ def _server_json(s: registry_pb2.ServerRecord) -> dict[str, Any]:
     }
 
 
-def _service_json(s: registry_pb2.ServiceRecord) -> dict[str, Any]:
+def _service_row(s: registry_pb2.ServiceRecord) -> dict[str, Any]:
     return {
         "id": str(ServiceId.from_proto(s.id)),
         "methods": list(s.methods),
@@ -205,7 +208,7 @@ def _service_json(s: registry_pb2.ServiceRecord) -> dict[str, Any]:
     }
 
 
-def _contract_json(c: registry_pb2.ContractRecord) -> dict[str, Any]:
+def _contract_row(c: registry_pb2.ContractRecord) -> dict[str, Any]:
     return {
         "id": c.contract_id,
         "consumer": str(SubsystemId.from_proto(c.consumer)),
@@ -227,7 +230,7 @@ def _contract_json(c: registry_pb2.ContractRecord) -> dict[str, Any]:
     }
 
 
-def _audit_json(e: registry_pb2.AuditRecord) -> dict[str, Any]:
+def _audit_row(e: registry_pb2.AuditRecord) -> dict[str, Any]:
     return {
         "seq": e.seq,
         "at": _iso(e.at),
@@ -240,13 +243,26 @@ def _audit_json(e: registry_pb2.AuditRecord) -> dict[str, Any]:
 
 
 def _emit(
-    target: _Target, items: list[dict[str, Any]], columns: tuple[str, ...], *, one: bool
+    target: _Target,
+    records: Sequence[_R],
+    row: Callable[[_R], dict[str, Any]],
+    columns: tuple[str, ...],
+    *,
+    one: bool,
 ) -> None:
-    """Print ``items``: JSON with ``--json``, else a table whose first line names the columns
-    (``COLUMN`` in capitals), one row per item, columns aligned."""
+    """Print the API's ``records``: with ``--json`` as protobuf's JSON mapping gives them
+    (:func:`registry.protomap.record_json`, the shape the API has), else a table of ``columns``
+    of each record's ``row``."""
     if target.json_output:
-        click.echo(json.dumps(items[0] if one else items, indent=2, sort_keys=True))
+        data = [protomap.record_json(record) for record in records]
+        click.echo(json.dumps(data[0] if one else data, indent=2, sort_keys=True))
         return
+    _table([row(record) for record in records], columns)
+
+
+def _table(items: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    """A table whose first line names the columns (``COLUMN`` in capitals), one row per item,
+    columns aligned."""
     rows = [[column.upper() for column in columns]]
     rows.extend([_cell(item.get(column)) for column in columns] for item in items)
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
@@ -318,7 +334,7 @@ def member_add(target: _Target, member_id: str, name: str) -> None:
     """Admit MEMBER_ID (INSTANCE/CLASS/CODE)."""
     request = registry_pb2.AddMemberRequest(id=MemberId.parse(member_id).to_proto(), name=name)
     record = _run(target, lambda stub: call(stub.AddMember(request)))
-    _emit(target, [_member_json(record)], ("id", "name"), one=True)
+    _emit(target, [record], _member_row, ("id", "name"), one=True)
 
 
 @member.command("list")
@@ -336,7 +352,7 @@ def member_list(target: _Target, limit: int) -> None:
         return list(r.members), r.next_page_token
 
     records = _list(target, limit, page)
-    _emit(target, [_member_json(m) for m in records], ("id", "name"), one=False)
+    _emit(target, records, _member_row, ("id", "name"), one=False)
 
 
 # --- subsystems ------------------------------------------------------------------------------
@@ -354,7 +370,7 @@ def subsystem_add(target: _Target, subsystem_id: str) -> None:
     """Register SUBSYSTEM_ID (INSTANCE/CLASS/CODE/SUBSYSTEM)."""
     request = registry_pb2.AddSubsystemRequest(id=SubsystemId.parse(subsystem_id).to_proto())
     record = _run(target, lambda stub: call(stub.AddSubsystem(request)))
-    _emit(target, [_subsystem_json(record)], ("id",), one=True)
+    _emit(target, [record], _subsystem_row, ("id",), one=True)
 
 
 @subsystem.command("list")
@@ -374,7 +390,7 @@ def subsystem_list(target: _Target, member: str | None, limit: int) -> None:
         return list(r.subsystems), r.next_page_token
 
     records = _list(target, limit, page)
-    _emit(target, [_subsystem_json(s) for s in records], ("id",), one=False)
+    _emit(target, records, _subsystem_row, ("id",), one=False)
 
 
 # --- servers ---------------------------------------------------------------------------------
@@ -415,7 +431,7 @@ def server_add(
         log_public_key=log_key,
     )
     record = _run(target, lambda stub: call(stub.AddServer(request)))
-    _emit(target, [_server_json(record)], ("id", "address", "auth_cert_sha256"), one=True)
+    _emit(target, [record], _server_row, ("id", "address", "auth_cert_sha256"), one=True)
 
 
 @server.command("update")
@@ -449,7 +465,7 @@ def server_update(
     if log_key is not None:
         request.log_public_key = log_key
     record = _run(target, lambda stub: call(stub.UpdateServer(request)))
-    _emit(target, [_server_json(record)], ("id", "address", "auth_cert_sha256"), one=True)
+    _emit(target, [record], _server_row, ("id", "address", "auth_cert_sha256"), one=True)
 
 
 @server.command("list")
@@ -469,9 +485,7 @@ def server_list(target: _Target, member: str | None, limit: int) -> None:
         return list(r.servers), r.next_page_token
 
     records = _list(target, limit, page)
-    _emit(
-        target, [_server_json(s) for s in records], ("id", "address", "auth_cert_sha256"), one=False
-    )
+    _emit(target, records, _server_row, ("id", "address", "auth_cert_sha256"), one=False)
 
 
 # --- services --------------------------------------------------------------------------------
@@ -560,7 +574,7 @@ def service_add(
         ),
     )
     record = _run(target, lambda stub: call(stub.AddService(request)))
-    _emit(target, [_service_json(record)], _SERVICE_COLUMNS, one=True)
+    _emit(target, [record], _service_row, _SERVICE_COLUMNS, one=True)
 
 
 @service.command("list")
@@ -580,7 +594,7 @@ def service_list(target: _Target, member: str | None, limit: int) -> None:
         return list(r.services), r.next_page_token
 
     records = _list(target, limit, page)
-    _emit(target, [_service_json(s) for s in records], _SERVICE_COLUMNS, one=False)
+    _emit(target, records, _service_row, _SERVICE_COLUMNS, one=False)
 
 
 # --- contracts -------------------------------------------------------------------------------
@@ -643,7 +657,7 @@ def contract_request(
     if end is not None:
         request.valid_until.CopyFrom(end)
     record = _run(target, lambda stub: call(stub.RequestContract(request)))
-    _emit(target, [_contract_json(record)], _CONTRACT_COLUMNS, one=True)
+    _emit(target, [record], _contract_row, _CONTRACT_COLUMNS, one=True)
 
 
 @contract.command("approve")
@@ -654,7 +668,7 @@ def contract_approve(target: _Target, contract_id: str) -> None:
     (registry administrator)."""
     request = registry_pb2.ContractRef(contract_id=contract_id)
     record = _run(target, lambda stub: call(stub.ApproveContract(request)))
-    _emit(target, [_contract_json(record)], _CONTRACT_COLUMNS, one=True)
+    _emit(target, [record], _contract_row, _CONTRACT_COLUMNS, one=True)
 
 
 @contract.command("revoke")
@@ -664,7 +678,7 @@ def contract_revoke(target: _Target, contract_id: str) -> None:
     """Revoke CONTRACT_ID."""
     request = registry_pb2.ContractRef(contract_id=contract_id)
     record = _run(target, lambda stub: call(stub.RevokeContract(request)))
-    _emit(target, [_contract_json(record)], _CONTRACT_COLUMNS, one=True)
+    _emit(target, [record], _contract_row, _CONTRACT_COLUMNS, one=True)
 
 
 @contract.command("list")
@@ -689,7 +703,7 @@ def contract_list(target: _Target, member: str | None, state: str | None, limit:
         return list(r.contracts), r.next_page_token
 
     records = _list(target, limit, page)
-    _emit(target, [_contract_json(c) for c in records], _CONTRACT_COLUMNS, one=False)
+    _emit(target, records, _contract_row, _CONTRACT_COLUMNS, one=False)
 
 
 # --- audit trail -----------------------------------------------------------------------------
@@ -720,7 +734,8 @@ def audit_list(target: _Target, after: int, limit: int) -> None:
     records = _list(target, limit, page)
     _emit(
         target,
-        [_audit_json(e) for e in records],
+        records,
+        _audit_row,
         ("seq", "at", "action", "object_id", "actor"),
         one=False,
     )
@@ -825,4 +840,7 @@ def certificate_issue(
         "not_after": leaf.not_valid_after_utc.isoformat(),
         "certificate": str(out),
     }
-    _emit(target, [summary], ("serial", "sha256", "subject"), one=True)
+    if target.json_output:  # a summary of the certificate written, not an API record
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        _table([summary], ("serial", "sha256", "subject"))

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf import json_format
 
 from registry.log_keys import parse_vkey
 from ruta.checkpoint import (
@@ -36,6 +37,7 @@ from ruta.globalconf import ConfigurationAnchor, GlobalConf, verify_configuratio
 from ruta.ids import ServerId, ServiceId, SubsystemId
 from ruta.merkle import leaf_hash
 from ruta.pki.certs import fingerprint, load_certificate
+from ruta.v1 import registry_pb2
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -183,6 +185,9 @@ def test_cli_changes_appear_in_the_next_served_configuration(
     )  # fmt: skip
     sha256 = fingerprint(load_certificate(auth_cert.read_bytes()))
     assert server["auth_cert_sha256"] == sha256
+    # --json is the API's record in protobuf's JSON mapping: it parses back into the record.
+    record = json_format.ParseDict(server, registry_pb2.ServerRecord())
+    assert ServerId.from_proto(record.id) == POP_SS1
 
     before_contract = registry.globalconf()
     assert before_contract.serial > empty.serial
@@ -202,23 +207,23 @@ def test_cli_changes_appear_in_the_next_served_configuration(
         "--method", "GetPerson", "--purpose", "tax", "--legal-basis", "Tax Act s. 12",
     )  # fmt: skip
     assert contract["state"] == "requested"
-    assert registry.json("contract", "approve", contract["id"])["state"] == "approved"
+    assert registry.json("contract", "approve", contract["contract_id"])["state"] == "approved"
     assert (
         registry.globalconf().allows(TAX_APP, PEOPLE, "GetPerson", "tax", datetime.now(UTC)) is None
     )
-    assert registry.json("contract", "approve", contract["id"])["state"] == "active"
+    assert registry.json("contract", "approve", contract["contract_id"])["state"] == "active"
 
     active = registry.globalconf()
     now = datetime.now(UTC)
     allowed = active.allows(TAX_APP, PEOPLE, "GetPerson", "tax", now)
     assert allowed is not None
-    assert allowed.contract_id == contract["id"]
+    assert allowed.contract_id == contract["contract_id"]
     assert active.allows(TAX_APP, PEOPLE, "FindPeople", "tax", now) is None
     assert active.witness_url.endswith("/witness")
     # The verification parameters every verifier applies travel in the signed document.
     assert (active.ocsp_freshness_seconds, active.ocsp_clock_skew_seconds) == (3600, 300)
 
-    registry.ruta("contract", "revoke", contract["id"])
+    registry.ruta("contract", "revoke", contract["contract_id"])
     assert registry.globalconf().allows(TAX_APP, PEOPLE, "GetPerson", "tax", now) is None
 
 
@@ -292,19 +297,23 @@ def test_member_admin_cannot_touch_other_members_objects(
         "--purpose", "tax", "--legal-basis", "Tax Act", identity=tax,
     )  # fmt: skip
     # The consumer's administrator may not approve on the provider's behalf ...
-    result = registry.ruta("contract", "approve", contract["id"], identity=tax, check=False)
+    result = registry.ruta(
+        "contract", "approve", contract["contract_id"], identity=tax, check=False
+    )
     assert "client.permission_denied" in result.stderr
     # ... the provider's may, but activation is the registry's step.
-    approved = registry.json("contract", "approve", contract["id"], identity=pop)
+    approved = registry.json("contract", "approve", contract["contract_id"], identity=pop)
     assert approved["state"] == "approved"
     assert approved["approved_by"].startswith("admin of LAC/GOV/POP (sha256:")
-    result = registry.ruta("contract", "approve", contract["id"], identity=pop, check=False)
+    result = registry.ruta(
+        "contract", "approve", contract["contract_id"], identity=pop, check=False
+    )
     assert "client.permission_denied" in result.stderr
-    result = registry.ruta("contract", "revoke", contract["id"], identity=pop, check=False)
+    result = registry.ruta("contract", "revoke", contract["contract_id"], identity=pop, check=False)
     assert "client.permission_denied" in result.stderr
 
     listed = registry.json("contract", "list", identity=tax)
-    assert [c["id"] for c in listed] == [contract["id"]]
+    assert [c["contract_id"] for c in listed] == [contract["contract_id"]]
     after = registry.json("audit", "list")
     assert [e["action"] for e in after[len(before) :]] == [
         "contract.request",
@@ -318,7 +327,7 @@ def test_audit_trail_records_each_change(registry: Registry, tmp_path: Path) -> 
         "contract", "request", "--consumer", str(TAX_APP), "--service", str(PEOPLE),
         "--purpose", "tax", "--legal-basis", "Tax Act",
     )  # fmt: skip
-    registry.ruta("contract", "approve", contract["id"])
+    registry.ruta("contract", "approve", contract["contract_id"])
     entries = registry.json("audit", "list")
     assert [(e["action"], e["object_id"]) for e in entries] == [
         ("administrator.add", "local operator"),
@@ -327,18 +336,21 @@ def test_audit_trail_records_each_change(registry: Registry, tmp_path: Path) -> 
         ("subsystem.add", "LAC/GOV/POP/registry"),
         ("subsystem.add", "LAC/GOV/TAX/app"),
         ("service.add", str(PEOPLE)),
-        ("contract.request", contract["id"]),
-        ("contract.approve", contract["id"]),
+        ("contract.request", contract["contract_id"]),
+        ("contract.approve", contract["contract_id"]),
     ]
-    assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)
+    # --json prints the API's records through protobuf's JSON mapping: uint64 as text.
+    seqs = [int(e["seq"]) for e in entries]
+    assert seqs == sorted(seqs)
     assert all(e["actor"].startswith("local operator (sha256:") for e in entries[1:])
     member = entries[1]
-    assert member["before"] is None
-    assert member["after"]["name"] == "Population Registry"
+    assert member["before_json"] == ""
+    assert json.loads(member["after_json"])["name"] == "Population Registry"
     approval = entries[-1]
-    assert approval["before"]["state"] == "requested"
-    assert approval["after"]["state"] == "approved"
-    assert approval["after"]["approved_by"] == approval["actor"]
+    assert json.loads(approval["before_json"])["state"] == "requested"
+    after = json.loads(approval["after_json"])
+    assert after["state"] == "approved"
+    assert after["approved_by"] == approval["actor"]
     stamps = [datetime.fromisoformat(e["at"]) for e in entries]
     assert stamps == sorted(stamps)
     page = registry.json("audit", "list", "--after", str(entries[3]["seq"]), "--limit", "2")
