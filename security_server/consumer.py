@@ -1,21 +1,22 @@
 """The consumer proxy: where an agency's own backends call other agencies' services.
 
 It serves **any** method path ``/pkg.Service/Method`` through one generic bytes handler, so it
-never needs the provider's generated code (docs/adr/0005). For each call it: reads the ``ruta-*``
-metadata (bounded), refuses a body over the size limit before anything is signed, authenticates
-the backend (mTLS client certificate naming its subsystem, or plaintext loopback where the config
-allows it), checks the configuration in force (fails closed once expired) and the contract (fail
-fast; the provider enforces it), connects over pinned mTLS to the first reachable server the
-provider's member lists, builds and signs the request header once (naming that server), sends it
-to that server within the caller's deadline (several messages per frame on one stream,
-``Transport.ExchangeFrames``, docs/adr/0011; ``Transport.Exchange`` for a message larger than a
-frame, a provider without frames, or with ``[transport] frames = false``), verifies the response
-(signature, signer is the provider's member, bound to this request by ``request_hash``, same
-message id), logs the request and the response together in one transaction, and only then
-returns the body with trailing metadata ``ruta-message-id`` and ``ruta-request-hash``. An
-exchange that ends any other way after the request was sent (refusal, network error, bad
-response, the caller's deadline) still logs the request, alone, before the refusal goes back
-(docs/adr/0009).
+never needs the provider's generated code (docs/adr/0005). For each call it: reads the
+``ruta-*`` metadata (bounded), refuses a body over the size limit before anything is signed,
+authenticates the backend (mTLS client certificate naming its subsystem, or plaintext loopback
+where the config allows it) and refuses to act for any subsystem but its own member's that the
+configuration registers (it signs with its member's key), checks the configuration in force
+(fails closed once expired) and the contract (fail fast; the provider enforces it), connects
+over pinned mTLS to the first reachable server the provider's member lists, builds and signs the
+request header once (naming that server), sends it to that server within the caller's deadline
+(several messages per frame on one stream, ``Transport.ExchangeFrames``, docs/adr/0011;
+``Transport.Exchange`` for a message larger than a frame, a provider without frames, or with
+``[transport] frames = false``), verifies the response (signature, signer is the provider's
+member, bound to this request by ``request_hash``, same message id), logs the request and the
+response together in one transaction, and only then returns the body with trailing metadata
+``ruta-message-id`` and ``ruta-request-hash``. An exchange that ends any other way after the
+request was sent (refusal, network error, bad response, the caller's deadline) still logs the
+request, alone, before the refusal goes back (docs/adr/0009).
 
 A provider's refusal reaches the backend unchanged: same fault code, status and fault id.
 """
@@ -239,6 +240,12 @@ class ConsumerProxy:
         except GlobalConfError as exc:
             raise ProxyError(exc.message, fault=exc.fault) from None
         outcome.identify(conf, call.client, call.service, call.method)
+        if not conf.has_subsystem(call.client):
+            raise ProxyError(
+                f"subsystem {call.client} is not registered in the global configuration; ask "
+                "the registry to register it",
+                fault=Fault.CLIENT_PERMISSION_DENIED,
+            )
         servers = self._provider_servers(conf, call)
         now = self._clock()
         if conf.allows(call.client, call.service, call.method, call.purpose, now) is None:
@@ -327,6 +334,16 @@ class ConsumerProxy:
     def _authenticate(
         self, call: CallMetadata, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
+        """The caller may act as ``call.client``: a subsystem of this server's own member
+        (a server signs with its member's key, so it never acts for another member), proven by
+        its client certificate or allowed to plaintext loopback callers by the configuration."""
+        own = self._identity.server.member
+        if call.client.member != own:
+            raise ProxyError(
+                f"this security server acts only for subsystems of {own}; call as "
+                f"{call.client} through a security server of {call.client.member}",
+                fault=Fault.CLIENT_PERMISSION_DENIED,
+            )
         if self._plain:
             if not is_loopback_peer(context.peer()):
                 raise ProxyError(
