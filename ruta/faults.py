@@ -58,6 +58,7 @@ class Fault(enum.StrEnum):
     CLIENT_ALREADY_EXISTS = "client.already_exists"
     CLIENT_INVALID_CONFIG = "client.invalid_config"
     CLIENT_INVALID_PROOF = "client.invalid_proof"
+    CLIENT_REUSED_MESSAGE_ID = "client.reused_message_id"
 
     # Refusals by the consumer's security server.
     SERVER_CONSUMER_ACCESS_DENIED = "server.consumer.access_denied"
@@ -113,6 +114,7 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.CLIENT_ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Fault.CLIENT_INVALID_CONFIG: grpc.StatusCode.INVALID_ARGUMENT,
     Fault.CLIENT_INVALID_PROOF: grpc.StatusCode.INVALID_ARGUMENT,
+    Fault.CLIENT_REUSED_MESSAGE_ID: grpc.StatusCode.ALREADY_EXISTS,
     Fault.SERVER_CONSUMER_ACCESS_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF: grpc.StatusCode.UNAVAILABLE,
     Fault.SERVER_CONSUMER_INVALID_GLOBALCONF: grpc.StatusCode.UNAVAILABLE,

@@ -63,7 +63,7 @@ from security_server.headers import (
     request_hash,
 )
 from security_server.identity import ServerIdentity
-from security_server.log import Direction
+from security_server.log import Direction, LogEntry
 from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.settings import SecurityServerSettings, is_loopback_address
 from security_server.transport import EXCHANGE_PATH, PeerChannels, TransportError
@@ -144,6 +144,11 @@ class ConsumerProxy:
             else None
         )
         self._unary_only: set[ServerId] = set()
+        # (client, message id) of exchanges between their id check and their request being
+        # durable in the log (bounded by the calls in flight).
+        self._message_ids: set[tuple[str, str]] = set()
+        # Those of them whose request is being appended (given back when it is durable).
+        self._logging: set[tuple[str, str]] = set()
         # Transport.Exchange callables, made once per peer channel (by the channel's id; the
         # channel is kept beside its callable so a reused id is never mistaken for it).
         self._exchange_calls: dict[
@@ -256,6 +261,59 @@ class ConsumerProxy:
             )
         if self._gate is not None:
             self._gate(now, fault=Fault.SERVER_CONSUMER_WITNESS_UNAVAILABLE)
+        used = (str(call.client), call.message_id)
+        await self._claim_message_id(call, used)
+        try:
+            return await self._sign_and_send(
+                call, body, context, outcome, conf=conf, servers=servers, used=used
+            )
+        finally:
+            if used not in self._logging:
+                self._message_ids.discard(used)
+
+    def _log(self, entries: list[LogEntry], used: tuple[str, str]) -> asyncio.Task[None]:
+        """Append ``entries`` (the request, alone or with its response) in a task of the
+        recorder, which the server's stop awaits: a cancelled caller does not cancel it. The
+        message id ``used`` is given back once the append is done."""
+        self._logging.add(used)
+        task = self._recorder.append_soon(entries, detached=False)
+
+        def done(_: object) -> None:
+            self._logging.discard(used)
+            self._message_ids.discard(used)
+
+        task.add_done_callback(done)
+        return task
+
+    async def _claim_message_id(self, call: CallMetadata, used: tuple[str, str]) -> None:
+        """Take ``call``'s message id for this exchange, before anything is signed: refused
+        (``client.reused_message_id``) while another exchange of this server holds it or once
+        a request with it is in the log, so a message id names one request only."""
+        if used in self._message_ids:
+            raise _reused(call)
+        self._message_ids.add(used)
+        try:
+            taken = await self._recorder.used(call.client, call.message_id)
+        except BaseException:
+            self._message_ids.discard(used)
+            raise
+        if taken:
+            self._message_ids.discard(used)
+            raise _reused(call)
+
+    async def _sign_and_send(
+        self,
+        call: CallMetadata,
+        body: bytes,
+        context: grpc.aio.ServicerContext[Any, Any],
+        outcome: Outcome,
+        *,
+        conf: GlobalConf,
+        servers: tuple[SecurityServer, ...],
+        used: tuple[str, str],
+    ) -> bytes:
+        """Sign, send, check, log. Once the request is signed it is logged whatever happens
+        (:meth:`_log`), and the message id stays taken until it is durable."""
         staple = await self._identity.staple(
             conf.trust_anchors, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR
         )
@@ -287,8 +345,8 @@ class ConsumerProxy:
         digest = request_hash(header_bytes, signature.value)
         # The request is logged together with its response, in one transaction, once the
         # response checks out (docs/adr/0009); when the exchange ends any other way after
-        # sending, it is logged alone before the refusal goes back.
-        answered = False
+        # sending, it is logged alone before the refusal goes back (after it, when the caller
+        # left: the caller's deadline cancelled this handler).
         try:
             response = await self._send(
                 provider,
@@ -314,16 +372,13 @@ class ConsumerProxy:
                 body=response.body,
                 read=read,
             )
-            answered = True
-            await self._recorder.append([sent, received])
         except asyncio.CancelledError:
-            if not answered:
-                self._recorder.append_soon([sent])
+            self._log([sent], used)
             raise
         except Exception:
-            if not answered:
-                await self._recorder.append([sent])
+            await asyncio.shield(self._log([sent], used))
             raise
+        await asyncio.shield(self._log([sent, received], used))
         outcome.response_bytes = len(response.body)
         exchanged = ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
         if response_header.status_code != grpc.StatusCode.OK.value[0]:
@@ -567,6 +622,14 @@ class ConsumerProxy:
             plain=True,
             metadata=exchanged,
         )
+
+
+def _reused(call: CallMetadata) -> ProxyError:
+    return ProxyError(
+        f"message id {call.message_id} of {call.client} was already used; send each request "
+        "with a new message id (or none: one is generated)",
+        fault=Fault.CLIENT_REUSED_MESSAGE_ID,
+    )
 
 
 def _deadline_passed(provider: SecurityServer) -> _PassThrough:

@@ -16,10 +16,11 @@ from typing import Any, NoReturn, Protocol
 import grpc
 import grpc.aio
 from cryptography import x509
+from sqlalchemy.exc import SQLAlchemyError
 
 from ruta.faults import Fault, RutaError, abort
 from ruta.globalconf import GlobalConf
-from ruta.ids import MemberId
+from ruta.ids import MemberId, SubsystemId
 from ruta.pki.certs import fingerprint
 from ruta.pki.signature import MessageVerifier
 from ruta.v1 import transport_pb2
@@ -228,13 +229,35 @@ class ExchangeRecorder:
         )
         await self.append([entry], claim=claim)
 
-    def append_soon(self, entries: Sequence[LogEntry]) -> None:
-        """Append ``entries`` without waiting: for a message already sent whose exchange ended
-        without an answer to log with it (the caller's deadline cancelled the handler). The
-        writer stores them with its next group; a failure is this server's log line."""
-        task = asyncio.get_running_loop().create_task(self._append_detached(entries))
+    async def used(self, client: SubsystemId, message_id: str) -> bool:
+        """Whether this log holds a message of ``client`` with ``message_id`` (durable
+        appends only). Raises :class:`ProxyError` (``logging_failed``) if the log cannot be
+        read."""
+        try:
+            page = await self.log.query(client=str(client), message_id=message_id, limit=1)
+        except (LogError, SQLAlchemyError) as exc:
+            raise ProxyError(
+                f"the message log cannot be read: {type(exc).__name__}", fault=self.fault
+            ) from None
+        return bool(page.records)
+
+    def append_soon(
+        self, entries: Sequence[LogEntry], *, detached: bool = True
+    ) -> asyncio.Task[None]:
+        """Append ``entries`` in a task of this recorder (:meth:`settle` awaits it), so that
+        cancelling whoever waits for it does not lose them: for messages already sent. The
+        task raises as :meth:`append` does, or, ``detached``, makes a failure this server's
+        log line instead (nobody waits for it then)."""
+        append = self._append_detached(entries) if detached else self.append(entries)
+        task = asyncio.get_running_loop().create_task(append)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task
+
+    async def settle(self) -> None:
+        """Return once every append scheduled by :meth:`append_soon` is done (at stop)."""
+        while self._pending:
+            await asyncio.wait(set(self._pending))
 
     async def _append_detached(self, entries: Sequence[LogEntry]) -> None:
         try:

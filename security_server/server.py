@@ -239,11 +239,16 @@ class SecurityServerApp:
         backends = BackendChannels(settings.backends, max_message_bytes=limits.max_message_bytes)
         self._closers.append(backends.close)
 
+        consumer_recorder = ExchangeRecorder(
+            log, Fault.SERVER_CONSUMER_LOGGING_FAILED, metadata_only
+        )
+        # Closers run in reverse: requests still being logged are durable before the log closes.
+        self._closers.append(consumer_recorder.settle)
         consumer = ConsumerProxy(
             settings=settings,
             identity=identity,
             globalconf=globalconf,
-            recorder=ExchangeRecorder(log, Fault.SERVER_CONSUMER_LOGGING_FAILED, metadata_only),
+            recorder=consumer_recorder,
             channels=peers,
             checker=checker,
             gate=checkpointer.check_cosigned,

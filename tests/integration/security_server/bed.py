@@ -478,11 +478,17 @@ def provider_channel(instance: Bed, *, peer: ServerId = SOC) -> grpc.aio.Channel
 
 
 @contextlib.asynccontextmanager
-async def provider_and_consumer(tmp_path: Path) -> AsyncIterator[Bed]:
-    """A bed with POP (provider) and SOC (consumer) serving in this process."""
+async def provider_and_consumer(
+    tmp_path: Path, *, checkpoints: dict[str, Any] | None = None
+) -> AsyncIterator[Bed]:
+    """A bed with POP (provider) and SOC (consumer) serving in this process (with
+    ``checkpoints`` as both servers' ``[checkpoints]`` settings when given)."""
     async with bed(tmp_path) as instance:
-        await instance.start_server(POP)
-        await instance.start_server(SOC)
+        for server in (POP, SOC):
+            data = instance.settings_dict(server)
+            if checkpoints is not None:
+                data["checkpoints"] = checkpoints
+            await instance.start_server(server, data=data)
         yield instance
 
 

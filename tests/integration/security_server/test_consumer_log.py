@@ -19,8 +19,10 @@ import pytest
 from ruta.examples.population import SLOW_NATIONAL_ID, encode_get_person
 from security_server.log import MessageLog
 from tests.integration.security_server.bed import (
+    POP,
     SOC,
     Bed,
+    bed,
     call_metadata,
     consumer_refusal,
     get_person,
@@ -75,18 +77,29 @@ async def test_answered_exchange_logs_request_and_response_in_one_transaction(
     assert after - before == 1
 
 
-async def test_request_refused_by_the_provider_is_logged_alone(running: Bed) -> None:
+async def test_request_refused_by_the_provider_is_logged_alone(tmp_path: Path) -> None:
+    async with bed(tmp_path) as instance:
+        data = instance.settings_dict(POP)
+        data["backends"] = []  # POP serves nothing: it refuses the request after the checks
+        await instance.start_server(POP, data=data)
+        await instance.start_server(SOC)
+        log = _log(instance)
+        message_id = str(uuid.uuid4())
+        code, fault = await consumer_refusal(instance, metadata=_with_id(message_id))
+        assert (code, fault) == (grpc.StatusCode.NOT_FOUND, "server.provider.unknown_service")
+        assert [(d, k) for d, k, _, _ in await _logged(log, message_id)] == [("SENT", "request")]
+
+
+async def test_reused_message_id_is_refused_and_not_logged_again(running: Bed) -> None:
     log = _log(running)
     message_id = str(uuid.uuid4())
     async with running.consumer_channel(SOC) as channel:
         await get_person(channel)(PERSON, metadata=_with_id(message_id))
     code, fault = await consumer_refusal(running, metadata=_with_id(message_id))
-    assert (code, fault) == (grpc.StatusCode.ALREADY_EXISTS, "server.provider.replayed_message")
-    # The answered first use (request, response) and the refused replay (request only).
+    assert (code, fault) == (grpc.StatusCode.ALREADY_EXISTS, "client.reused_message_id")
     assert [(d, k) for d, k, _, _ in await _logged(log, message_id)] == [
         ("SENT", "request"),
         ("RECEIVED", "response"),
-        ("SENT", "request"),
     ]
 
 
