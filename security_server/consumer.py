@@ -34,27 +34,32 @@ import grpc.aio
 
 from ruta.faults import Fault, RutaError, abort, fault_from_rpc_error
 from ruta.globalconf import GlobalConf, SecurityServer
-from ruta.globalconf.errors import GlobalConfError
 from ruta.ids import ServerId
 from ruta.pki.certs import subsystem_id_of
 from ruta.pki.errors import PkiError
 from ruta.pki.tls import peer_certificate
 from ruta.v1 import transport_pb2
+from security_server.errors import (
+    FramesUnsupportedError,
+    MalformedMessageError,
+    ProxyError,
+    Side,
+    TransportError,
+)
 from security_server.exchange import (
     Clock,
     ExchangeRecorder,
     GlobalConfSource,
-    ProxyError,
     SignatureChecker,
     WitnessGate,
-    refuse_unexpected,
+    refusal,
+    unexpected_failure,
 )
-from security_server.frames import FrameLinks, FramesUnsupportedError
+from security_server.frames import FrameLinks
 from security_server.headers import (
     MESSAGE_ID_HEADER,
     REQUEST_HASH_HEADER,
     CallMetadata,
-    HeaderError,
     MetadataBounds,
     ReadHeader,
     build_request_header,
@@ -66,7 +71,7 @@ from security_server.identity import ServerIdentity
 from security_server.log import Direction, LogEntry
 from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.settings import SecurityServerSettings, is_loopback_address
-from security_server.transport import EXCHANGE_PATH, PeerChannels, TransportError
+from security_server.transport import EXCHANGE_PATH, PeerChannels
 
 __all__ = ["HEALTH_SERVICE_PREFIX", "MAX_STATUS_TEXT_BYTES", "ConsumerProxy", "is_loopback_peer"]
 
@@ -216,15 +221,15 @@ class ConsumerProxy:
                 outcome.fault = str(passed.error.fault)
                 await abort(context, passed.error, fault_id=passed.fault_id, status=passed.status)
             except RutaError as exc:
-                outcome.fault = str(exc.fault)
-                await abort(context, exc)
+                error = refusal(Side.CONSUMER, exc)
+                outcome.fault = str(error.fault)
+                await abort(context, error)
             except grpc.aio.AbortError:
                 raise
             except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
-                outcome.fault = str(Fault.SERVER_CONSUMER_INTERNAL_ERROR)
-                await refuse_unexpected(
-                    context, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR, who="consumer"
-                )
+                error, fault_id = unexpected_failure(Side.CONSUMER)
+                outcome.fault = str(error.fault)
+                await abort(context, error, fault_id=fault_id)
 
     async def _exchange(
         self,
@@ -240,10 +245,7 @@ class ConsumerProxy:
                 fault=Fault.CLIENT_MESSAGE_TOO_LARGE,
             )
         self._authenticate(call, context)
-        try:
-            conf = self._globalconf.current()
-        except GlobalConfError as exc:
-            raise ProxyError(exc.message, fault=exc.fault) from None
+        conf = self._globalconf.current()
         outcome.identify(conf, call.client, call.service, call.method)
         if not conf.has_subsystem(call.client):
             raise ProxyError(
@@ -260,7 +262,7 @@ class ConsumerProxy:
                 fault=Fault.SERVER_CONSUMER_ACCESS_DENIED,
             )
         if self._gate is not None:
-            self._gate(now, fault=Fault.SERVER_CONSUMER_WITNESS_UNAVAILABLE)
+            self._gate(now)
         used = (str(call.client), call.message_id)
         await self._claim_message_id(call, used)
         try:
@@ -314,9 +316,7 @@ class ConsumerProxy:
     ) -> bytes:
         """Sign, send, check, log. Once the request is signed it is logged whatever happens
         (:meth:`_log`), and the message id stays taken until it is durable."""
-        staple = await self._identity.staple(
-            conf.trust_anchors, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR
-        )
+        staple = await self._identity.staple(conf.trust_anchors)
         provider, channel = await self._connect(conf, servers)
         created_at = self._clock()
         header, header_bytes = build_request_header(
@@ -362,7 +362,6 @@ class ConsumerProxy:
                 response.signature,
                 claimed_member=call.service.member,
                 signed_at=read.created_at,
-                fault=_BAD_RESPONSE,
             )
             received = self._recorder.entry(
                 Direction.RECEIVED,
@@ -573,8 +572,8 @@ class ConsumerProxy:
         provider: ServerId,
     ) -> ReadHeader:
         try:
-            read = read_header(response.header, fault=_BAD_RESPONSE)
-        except HeaderError as exc:
+            read = read_header(response.header)
+        except MalformedMessageError as exc:
             raise ProxyError(
                 f"the provider's response is malformed: {exc.message}", fault=_BAD_RESPONSE
             ) from None

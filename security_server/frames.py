@@ -29,10 +29,10 @@ from typing import Final
 import grpc
 import grpc.aio
 
-from ruta.faults import Fault
 from ruta.tasks import cancel_and_wait
 from ruta.v1 import transport_pb2
-from security_server.transport import MAX_FRAME_BYTES, TransportError
+from security_server.errors import FramesUnsupportedError, TransportError
+from security_server.transport import MAX_FRAME_BYTES
 
 __all__ = [
     "FRAMES_PATH",
@@ -51,11 +51,6 @@ MAX_FRAME_REQUESTS: Final = 1024
 FRAMED_OVERHEAD_BYTES: Final = 32
 #: Links kept, one per peer channel; replaced channels' links are dropped past this.
 MAX_LINKS: Final = 64
-_NETWORK: Final = Fault.SERVER_CONSUMER_NETWORK_ERROR
-
-
-class FramesUnsupportedError(TransportError):
-    """The provider server does not offer ``Transport.ExchangeFrames``."""
 
 
 class FrameLink:
@@ -125,7 +120,7 @@ class FrameLink:
 
     async def close(self) -> None:
         """Fail whatever waits, end the stream, stop both tasks."""
-        self._fail(TransportError("the link to the provider server was closed", fault=_NETWORK))
+        self._fail(TransportError("the link to the provider server was closed"))
         await cancel_and_wait(self._writer)
         await cancel_and_wait(self._reader)
 
@@ -166,9 +161,7 @@ class FrameLink:
                     future = self._waiting.get(result.tag)
                     if future is not None and not future.done():
                         future.set_result(result)
-            self._fail(
-                TransportError("the provider server ended the frames stream", fault=_NETWORK)
-            )
+            self._fail(TransportError("the provider server ended the frames stream"))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any read failure ends the link
@@ -179,13 +172,12 @@ class FrameLink:
         if isinstance(exc, grpc.aio.AioRpcError):
             if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
                 return FramesUnsupportedError(
-                    "the provider server does not offer Transport.ExchangeFrames", fault=_NETWORK
+                    "the provider server does not offer Transport.ExchangeFrames"
                 )
             return TransportError(
-                f"the frames stream to the provider server failed ({exc.code().name})",
-                fault=_NETWORK,
+                f"the frames stream to the provider server failed ({exc.code().name})"
             )
-        return TransportError("the frames stream to the provider server failed", fault=_NETWORK)
+        return TransportError("the frames stream to the provider server failed")
 
     def _fail(self, error: TransportError) -> None:
         if self._failure is not None:

@@ -33,22 +33,19 @@ import grpc
 import grpc.aio
 
 from ruta.faults import Fault, RutaError, abort, report
-from ruta.globalconf import GlobalConf
-from ruta.globalconf.errors import GlobalConfError
 from ruta.ids import ServerId, ServiceId
 from ruta.v1 import transport_pb2
+from security_server.errors import ProxyError, Side
 from security_server.exchange import (
     Clock,
     ExchangeRecorder,
     GlobalConfSource,
-    ProxyError,
     SignatureChecker,
     WitnessGate,
-    refuse_unexpected,
+    refusal,
     unexpected_failure,
 )
 from security_server.headers import (
-    HeaderError,
     ReadHeader,
     build_response_header,
     metadata_for_backend,
@@ -185,15 +182,15 @@ class ProviderProxy:
             try:
                 return await self._exchange(message, context, deadline, outcome)
             except RutaError as exc:
-                outcome.fault = str(exc.fault)
-                await abort(context, exc)
+                error = refusal(Side.PROVIDER, exc)
+                outcome.fault = str(error.fault)
+                await abort(context, error)
             except grpc.aio.AbortError:
                 raise
             except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
-                outcome.fault = str(Fault.SERVER_PROVIDER_INTERNAL_ERROR)
-                await refuse_unexpected(
-                    context, fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR, who="provider"
-                )
+                error, fault_id = unexpected_failure(Side.PROVIDER)
+                outcome.fault = str(error.fault)
+                await abort(context, error, fault_id=fault_id)
 
     async def exchange_frames(
         self,
@@ -213,7 +210,7 @@ class ProviderProxy:
         try:
             await stream.run(self._draining)
         except RutaError as exc:
-            await abort(context, exc)
+            await abort(context, refusal(Side.PROVIDER, exc))
 
     async def framed(
         self, item: transport_pb2.FramedRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -227,15 +224,14 @@ class ProviderProxy:
                 response = await self._exchange(item.message, context, deadline, outcome)
                 return transport_pb2.FramedResult(tag=item.tag, response=response)
             except RutaError as exc:
-                outcome.fault = str(exc.fault)
-                refusal = _refusal(exc)
+                error = refusal(Side.PROVIDER, exc)
+                outcome.fault = str(error.fault)
+                refused = _refusal(error)
             except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
-                outcome.fault = str(Fault.SERVER_PROVIDER_INTERNAL_ERROR)
-                error, fault_id = unexpected_failure(
-                    fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR, who="provider"
-                )
-                refusal = _refusal(error, fault_id=fault_id)
-            return transport_pb2.FramedResult(tag=item.tag, refusal=refusal)
+                error, fault_id = unexpected_failure(Side.PROVIDER)
+                outcome.fault = str(error.fault)
+                refused = _refusal(error, fault_id=fault_id)
+            return transport_pb2.FramedResult(tag=item.tag, refusal=refused)
 
     async def _exchange(
         self,
@@ -244,10 +240,10 @@ class ProviderProxy:
         deadline: float | None,
         outcome: Outcome,
     ) -> transport_pb2.SignedMessage:
-        conf = self._configuration()
+        conf = self._globalconf.current()
         peer = await authenticate_peer(context, conf, self._peer_status)
         if self._gate is not None:
-            self._gate(self._clock(), fault=Fault.SERVER_PROVIDER_WITNESS_UNAVAILABLE)
+            self._gate(self._clock())
         if len(message.body) > self._limits.max_message_bytes:
             raise ProxyError(
                 f"the request body is {len(message.body)} bytes; the limit is "
@@ -295,9 +291,7 @@ class ProviderProxy:
             )
         # Fetched before the request is logged: a request this server could not answer with a
         # signed response (no fresh OCSP response for its own certificate) is refused instead.
-        staple = await self._identity.staple(
-            conf.trust_anchors, fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR
-        )
+        staple = await self._identity.staple(conf.trust_anchors)
         claim = MessageClaim(
             client=str(client),
             message_id=header.message_id,
@@ -330,23 +324,9 @@ class ProviderProxy:
             request=message, read=read, body=body, status=status, fault=failure, staple=staple
         )
 
-    def _configuration(self) -> GlobalConf:
-        try:
-            return self._globalconf.current()
-        except GlobalConfError as exc:
-            fault = (
-                Fault.SERVER_PROVIDER_OUTDATED_GLOBALCONF
-                if exc.fault is Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF
-                else Fault.SERVER_PROVIDER_INTERNAL_ERROR
-            )
-            raise ProxyError(exc.message, fault=fault) from None
-
     def _request_header(self, raw: bytes, peer: ServerId) -> ReadHeader:
         """The parsed request header, addressed to this server and sent by ``peer``."""
-        try:
-            read = read_header(raw, fault=_INVALID)
-        except HeaderError as exc:
-            raise ProxyError(exc.message, fault=exc.fault) from None
+        read = read_header(raw)
         if read.header.kind != transport_pb2.MESSAGE_KIND_REQUEST:
             raise ProxyError("the message is not a request", fault=_INVALID)
         if read.receiver != self._identity.server:

@@ -239,9 +239,7 @@ class SecurityServerApp:
         backends = BackendChannels(settings.backends, max_message_bytes=limits.max_message_bytes)
         self._closers.append(backends.close)
 
-        consumer_recorder = ExchangeRecorder(
-            log, Fault.SERVER_CONSUMER_LOGGING_FAILED, metadata_only
-        )
+        consumer_recorder = ExchangeRecorder(log, metadata_only)
         # Closers run in reverse: requests still being logged are durable before the log closes.
         self._closers.append(consumer_recorder.settle)
         consumer = ConsumerProxy(
@@ -259,7 +257,7 @@ class SecurityServerApp:
             settings=settings,
             identity=identity,
             globalconf=globalconf,
-            recorder=ExchangeRecorder(log, Fault.SERVER_PROVIDER_LOGGING_FAILED, metadata_only),
+            recorder=ExchangeRecorder(log, metadata_only),
             backends=backends,
             checker=checker,
             peer_status=peer_status,

@@ -31,13 +31,21 @@ from cryptography import x509
 from google.protobuf.message import DecodeError, Message
 
 from ruta.addresses import split_address
-from ruta.faults import Fault, RutaError, abort
+from ruta.faults import RutaError, abort
 from ruta.globalconf import GlobalConf, SecurityServer
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate
 from ruta.pki.errors import PkiError
 from ruta.pki.ocsp import CertStatus, OcspClient
 from ruta.pki.tls import channel_credentials
 from ruta.v1 import transport_pb2
+from security_server.errors import (
+    MalformedMessageError,
+    ProxyError,
+    Reason,
+    Side,
+    TransportError,
+    fault_for,
+)
 
 __all__ = [
     "EXCHANGE_PATH",
@@ -75,12 +83,6 @@ MAX_FRAME_BYTES: Final = 192 * 1024
 MAX_PEER_RECEIVE_BYTES: Final = (64 << 20) + _ENVELOPE_SLACK_BYTES
 
 
-class TransportError(RutaError):
-    """A peer server could not be reached, or is not the server the configuration lists."""
-
-    default_fault = Fault.SERVER_CONSUMER_NETWORK_ERROR
-
-
 def grpc_message_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     """Channel/server options that let a message of ``max_message_bytes`` plus its envelope
     through, so Ruta (not gRPC) refuses oversized bodies with its own fault."""
@@ -105,11 +107,9 @@ class PeerStatus:
 
     ocsp: OcspClient
 
-    async def check(
-        self, cert: x509.Certificate, anchors: Sequence[x509.Certificate], *, fault: Fault
-    ) -> None:
-        """Raise :class:`TransportError` with ``fault`` when ``cert`` is revoked or its status
-        cannot be established. A certificate issued by an intermediate (the TLS layer checked
+    async def check(self, cert: x509.Certificate, anchors: Sequence[x509.Certificate]) -> None:
+        """Raise :class:`TransportError` (``peer_revoked``) when ``cert`` is revoked or its
+        status cannot be established. A certificate issued by an intermediate (the TLS layer checked
         its chain, but its issuer is not at hand) is not asked about."""
         issuer = _anchor_issuing(cert, tuple(anchors))
         if issuer is None:
@@ -120,12 +120,12 @@ class PeerStatus:
             raise TransportError(
                 f"the revocation status of the peer's authentication certificate cannot be "
                 f"established: {exc.message}",
-                fault=fault,
+                reason=Reason.PEER_REVOKED,
             ) from None
         if status.status is not CertStatus.GOOD:
             raise TransportError(
                 f"the peer's authentication certificate is {status.status} according to OCSP",
-                fault=fault,
+                reason=Reason.PEER_REVOKED,
             )
 
 
@@ -134,9 +134,8 @@ async def authenticate_peer(
 ) -> SecurityServer:
     """The listed security server whose authentication certificate the calling peer presented.
 
-    Raises :class:`TransportError`: ``server.provider.access_denied`` for a peer that presented
-    no certificate or one the configuration does not list, ``server.provider.cert_revoked`` for
-    one OCSP does not vouch for.
+    Raises :class:`TransportError`: ``peer_unknown`` for a peer that presented no certificate or
+    one the configuration does not list, ``peer_revoked`` for one OCSP does not vouch for.
     """
     pems = list(context.auth_context().get("x509_pem_cert") or ())
     try:
@@ -146,16 +145,16 @@ async def authenticate_peer(
     if cert is None:
         raise TransportError(
             "the calling peer presented no usable client certificate",
-            fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
+            reason=Reason.PEER_UNKNOWN,
         )
     server = conf.server_by_auth_cert(cert_fingerprint)
     if server is None:
         raise TransportError(
             "the calling peer's certificate is not the authentication certificate of any "
             "security server in the global configuration",
-            fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
+            reason=Reason.PEER_UNKNOWN,
         )
-    await status.check(cert, conf.trust_anchors, fault=Fault.SERVER_PROVIDER_CERT_REVOKED)
+    await status.check(cert, conf.trust_anchors)
     return server
 
 
@@ -191,8 +190,8 @@ def add_transport_service(
     ) -> transport_pb2.SignedMessage:
         try:
             message = _parse(transport_pb2.SignedMessage, request, "signed message")
-        except TransportError as exc:
-            await abort(context, exc)
+        except MalformedMessageError as exc:
+            await abort(context, _provider_refusal(exc))
         return await exchange(message, context)
 
     async def frames_of(
@@ -207,8 +206,8 @@ def add_transport_service(
     ) -> None:
         try:
             await exchange_frames(frames_of(requests), context)
-        except TransportError as exc:  # a malformed frame the handler let through
-            await abort(context, exc)
+        except MalformedMessageError as exc:  # a malformed frame the handler let through
+            await abort(context, _provider_refusal(exc))
 
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Exchange": grpc.unary_unary_rpc_method_handler(
@@ -222,16 +221,19 @@ def add_transport_service(
     server.add_registered_method_handlers(_SERVICE, handlers)
 
 
+def _provider_refusal(error: MalformedMessageError) -> RutaError:
+    return ProxyError(error.message, fault=fault_for(Side.PROVIDER, error))
+
+
 def _parse(kind: type[_M], data: bytes, what: str) -> _M:
-    """``data`` parsed as ``kind``; raises :class:`TransportError`
-    (``server.provider.invalid_message``) when it is not one."""
+    """``data`` parsed as ``kind``; raises :class:`~security_server.errors.MalformedMessageError`
+    (the provider's ``server.provider.invalid_message``) when it is not one."""
     try:
         return kind.FromString(data)
     except DecodeError:
-        raise TransportError(
+        raise MalformedMessageError(
             f"the request is not a {what} (ruta.v1 transport protocol); send a serialised "
-            f"{kind.__name__}",
-            fault=Fault.SERVER_PROVIDER_INVALID_MESSAGE,
+            f"{kind.__name__}"
         ) from None
 
 
@@ -267,8 +269,8 @@ class PeerChannels:
     ) -> grpc.aio.Channel:
         """The channel to ``peer``, opened and pinned on first use.
 
-        Raises :class:`TransportError` (``server.consumer.network_error``) when the peer cannot
-        be reached or presents a certificate other than the listed one.
+        Raises :class:`TransportError` (``peer_unreachable``) when the peer cannot be reached
+        or presents a certificate other than the listed one.
         """
         anchors = tuple(anchors)
         known = self._anchor_digests.get(anchors)
@@ -313,7 +315,7 @@ class PeerChannels:
             except PkiError as exc:
                 raise TransportError(
                     f"this server's authentication credentials are unusable: {exc.message}",
-                    fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
+                    reason=Reason.OWN_CREDENTIALS,
                 ) from None
             self._credentials[key.anchors] = credentials
         options = [
@@ -354,9 +356,7 @@ class PeerChannels:
                 f"security server {peer.id} at {peer.address} presented an authentication "
                 "certificate other than the one the global configuration lists"
             )
-        await self.status.check(
-            x509.load_der_x509_certificate(der), anchors, fault=Fault.SERVER_CONSUMER_NETWORK_ERROR
-        )
+        await self.status.check(x509.load_der_x509_certificate(der), anchors)
 
     def _retire(self, channel: grpc.aio.Channel) -> None:
         # Calls still running on it may finish; new calls get a fresh channel.
