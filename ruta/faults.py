@@ -31,6 +31,7 @@ __all__ = [
     "abort",
     "fault_from_rpc_error",
     "report",
+    "status_from_code",
     "status_of",
 ]
 
@@ -153,6 +154,15 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
 def status_of(fault: Fault) -> grpc.StatusCode:
     """Return the gRPC status code a fault is sent with."""
     return _STATUS[fault]
+
+
+_STATUS_BY_CODE: dict[int, grpc.StatusCode] = {s.value[0]: s for s in grpc.StatusCode}
+
+
+def status_from_code(code: int) -> grpc.StatusCode:
+    """The gRPC status of a numeric code as it travels in a signed header or a framed refusal
+    (``UNKNOWN`` for a number that is no status)."""
+    return _STATUS_BY_CODE.get(code, grpc.StatusCode.UNKNOWN)
 
 
 class RutaError(Exception):

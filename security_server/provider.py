@@ -25,16 +25,17 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Final, cast
+from typing import Final
 
 import grpc
-import grpc.aio
 
-from ruta.faults import Fault, RutaError, abort, report
-from ruta.ids import ServerId, ServiceId
+from ruta.faults import Fault, RutaError, report
+from ruta.ids import ServerId
 from ruta.v1 import transport_pb2
+from security_server.backends import Backends
+from security_server.calls import CallInfo, Refused
 from security_server.errors import ProxyError, Side
 from security_server.exchange import (
     Clock,
@@ -55,81 +56,23 @@ from security_server.headers import (
 from security_server.identity import ServerIdentity
 from security_server.log import Direction, MessageClaim, ReplayedMessageError
 from security_server.metrics import ExchangeMetrics, Outcome
-from security_server.settings import BackendSettings, SecurityServerSettings
+from security_server.settings import SecurityServerSettings
 from security_server.transport import (
     MAX_FRAME_BYTES,
     PeerStatus,
     authenticate_peer,
-    grpc_message_options,
 )
 
-__all__ = ["MAX_BACKEND_STATUS_TEXT", "BackendChannels", "ProviderProxy"]
+__all__ = ["MAX_FRAME_REQUESTS", "MAX_STREAM_IN_FLIGHT", "ProviderProxy"]
 
 _log = logging.getLogger(__name__)
 
-#: Longest status text of a backend's refusal carried back in a signed response body.
-MAX_BACKEND_STATUS_TEXT: Final = 1024
 #: Most requests in one frame of ``Transport.ExchangeFrames``.
 MAX_FRAME_REQUESTS: Final = 1024
 #: Most framed requests one stream may have in flight here (reading waits beyond it).
 MAX_STREAM_IN_FLIGHT: Final = 1024
-#: Backend method callables kept made (one per service method a contract allows).
-MAX_CACHED_BACKEND_METHODS: Final = 4096
 _INVALID: Final = Fault.SERVER_PROVIDER_INVALID_MESSAGE
 _OK: Final = grpc.StatusCode.OK.value[0]
-
-
-def _read(path: Any) -> bytes:
-    with open(path, "rb") as handle:
-        data: bytes = handle.read(1 << 20)
-        return data
-
-
-class BackendChannels:
-    """One channel per mapped backend, opened at start and shared by every call."""
-
-    def __init__(self, backends: tuple[BackendSettings, ...], *, max_message_bytes: int) -> None:
-        options = grpc_message_options(max_message_bytes)
-        self._channels: dict[ServiceId, grpc.aio.Channel] = {}
-        # Keyed by the channel's id: channels live as long as this object (closed together).
-        self._methods: dict[tuple[int, str], grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
-        for backend in backends:
-            if backend.tls:
-                credentials = grpc.ssl_channel_credentials(
-                    root_certificates=_read(backend.ca),
-                    private_key=_read(backend.client_key) if backend.client_key else None,
-                    certificate_chain=_read(backend.client_cert) if backend.client_cert else None,
-                )
-                channel = grpc.aio.secure_channel(backend.address, credentials, options=options)
-            else:
-                channel = grpc.aio.insecure_channel(backend.address, options=options)
-            self._channels[backend.service_id] = channel
-
-    def get(self, service: ServiceId) -> grpc.aio.Channel | None:
-        return self._channels.get(service)
-
-    def method(
-        self, channel: grpc.aio.Channel, path: str
-    ) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
-        """The bytes-in, bytes-out callable of ``path`` on ``channel``, made once per path (only
-        paths a contract allowed get here; bounded all the same)."""
-        key = (id(channel), path)
-        call = self._methods.get(key)
-        if call is None:
-            call = channel.unary_unary(path)
-            if len(self._methods) < MAX_CACHED_BACKEND_METHODS:
-                self._methods[key] = call
-        return call
-
-    @property
-    def services(self) -> Mapping[ServiceId, grpc.aio.Channel]:
-        return self._channels
-
-    async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
-        self._methods.clear()
 
 
 class ProviderProxy:
@@ -142,7 +85,7 @@ class ProviderProxy:
         identity: ServerIdentity,
         globalconf: GlobalConfSource,
         recorder: ExchangeRecorder,
-        backends: BackendChannels,
+        backends: Backends,
         checker: SignatureChecker,
         peer_status: PeerStatus,
         metrics: ExchangeMetrics,
@@ -173,29 +116,27 @@ class ProviderProxy:
         self._draining.set()
 
     async def exchange(
-        self, message: transport_pb2.SignedMessage, context: grpc.aio.ServicerContext[Any, Any]
+        self, message: transport_pb2.SignedMessage, info: CallInfo
     ) -> transport_pb2.SignedMessage:
-        """Verify, forward and answer one signed request; refusals abort with a ``ruta-fault``."""
-        remaining = cast("float | None", context.time_remaining())
-        deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+        """Verify, forward and answer one signed request (``Transport.Exchange``); raises
+        :class:`~security_server.calls.Refused` (with a ``ruta-fault``) for every refusal."""
         with self._metrics.exchange("provider") as outcome:
             try:
-                return await self._exchange(message, context, deadline, outcome)
+                return await self._exchange(message, info, info.deadline, outcome)
             except RutaError as exc:
                 error = refusal(Side.PROVIDER, exc)
                 outcome.fault = str(error.fault)
-                await abort(context, error)
-            except grpc.aio.AbortError:
-                raise
+                raise Refused.from_error(error) from None
             except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
                 error, fault_id = unexpected_failure(Side.PROVIDER)
                 outcome.fault = str(error.fault)
-                await abort(context, error, fault_id=fault_id)
+                raise Refused.from_error(error, fault_id=fault_id) from None
 
     async def exchange_frames(
         self,
         frames: AsyncIterator[transport_pb2.RequestFrame],
-        context: grpc.aio.ServicerContext[Any, Any],
+        write: Callable[[transport_pb2.ResultFrame], Awaitable[None]],
+        info: CallInfo,
     ) -> None:
         """``Transport.ExchangeFrames``: every request of every frame is handled as
         :meth:`exchange` handles one (same checks, same log records, same faults), concurrently;
@@ -204,16 +145,25 @@ class ProviderProxy:
         result, not the stream's status. Bounds: :data:`MAX_FRAME_REQUESTS` per frame,
         :data:`MAX_STREAM_IN_FLIGHT` requests per stream read and not yet answered on the wire,
         and ``limits.max_concurrent_calls`` such requests on all streams together (reading pauses
-        at a bound, also when the consumer stops reading results).
+        at a bound, also when the consumer stops reading results). Result frames go out
+        through ``write``; a malformed frame ends the stream with
+        :class:`~security_server.calls.Refused`.
         """
-        stream = _FramesStream(self, frames, context, MAX_FRAME_BYTES, self._framed_room)
+        stream = _FramesStream(
+            self,
+            frames,
+            write,
+            info,
+            max_frame_bytes=MAX_FRAME_BYTES,
+            shared_room=self._framed_room,
+        )
         try:
             await stream.run(self._draining)
         except RutaError as exc:
-            await abort(context, refusal(Side.PROVIDER, exc))
+            raise Refused.from_error(refusal(Side.PROVIDER, exc)) from None
 
     async def framed(
-        self, item: transport_pb2.FramedRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, item: transport_pb2.FramedRequest, info: CallInfo
     ) -> transport_pb2.FramedResult:
         """One framed request handled as :meth:`exchange` handles one; a refusal becomes the
         result's :class:`~ruta.v1.transport_pb2.Refusal` (fault code, fault id, status)."""
@@ -221,7 +171,7 @@ class ProviderProxy:
         deadline = loop.time() + item.timeout_ms / 1000 if item.timeout_ms else None
         with self._metrics.exchange("provider") as outcome:
             try:
-                response = await self._exchange(item.message, context, deadline, outcome)
+                response = await self._exchange(item.message, info, deadline, outcome)
                 return transport_pb2.FramedResult(tag=item.tag, response=response)
             except RutaError as exc:
                 error = refusal(Side.PROVIDER, exc)
@@ -236,12 +186,12 @@ class ProviderProxy:
     async def _exchange(
         self,
         message: transport_pb2.SignedMessage,
-        context: grpc.aio.ServicerContext[Any, Any],
+        info: CallInfo,
         deadline: float | None,
         outcome: Outcome,
     ) -> transport_pb2.SignedMessage:
         conf = self._globalconf.current()
-        peer = await authenticate_peer(context, conf, self._peer_status)
+        peer = await authenticate_peer(info.peer_certificate_pem, conf, self._peer_status)
         if self._gate is not None:
             self._gate(self._clock())
         if len(message.body) > self._limits.max_message_bytes:
@@ -277,8 +227,7 @@ class ProviderProxy:
                 f"{self._skew.total_seconds():g} s from this server's clock; check both clocks",
                 fault=Fault.SERVER_PROVIDER_STALE_MESSAGE,
             )
-        channel = self._backends.get(service)
-        if conf.service(service) is None or channel is None:
+        if conf.service(service) is None or not self._backends.serves(service):
             raise ProxyError(
                 f"service {service} is not served by this security server",
                 fault=Fault.SERVER_PROVIDER_UNKNOWN_SERVICE,
@@ -315,7 +264,7 @@ class ProviderProxy:
                 fault=Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,
             ) from None
         started = time.perf_counter()
-        body, status, failure = await self._forward(channel, read, message.body, deadline)
+        body, status, failure = await self._forward(read, message.body, deadline)
         outcome.backend_seconds = time.perf_counter() - started
         outcome.response_bytes = len(body)
         if failure is not None:
@@ -339,41 +288,36 @@ class ProviderProxy:
         return read
 
     async def _forward(
-        self,
-        channel: grpc.aio.Channel,
-        read: ReadHeader,
-        body: bytes,
-        deadline: float | None,
+        self, read: ReadHeader, body: bytes, deadline: float | None
     ) -> tuple[bytes, int, Fault | None]:
         header, service = read.header, read.service
-        call = self._backends.method(channel, f"/{service.service_name}/{header.method}")
         timeout = (
             self._limits.default_deadline_seconds
             if deadline is None
             else deadline - asyncio.get_running_loop().time()
         )
-        try:
-            answer: bytes = await call(
-                body,
-                metadata=metadata_for_backend(read),
-                timeout=max(0.0, min(timeout, self._limits.max_deadline_seconds)),
-            )
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
-                _log.warning("backend for %s failed: %s", service, code.name)
-                text = f"the backend of {service} is unavailable ({code.name}); try again later"
-                return text.encode(), code.value[0], Fault.SERVER_PROVIDER_SERVICE_FAILED
-            details = (exc.details() or "")[:MAX_BACKEND_STATUS_TEXT]
-            return details.encode("utf-8", "replace"), code.value[0], None
-        if len(answer) > self._limits.max_message_bytes:
+        reply = await self._backends.call(
+            service,
+            f"/{service.service_name}/{header.method}",
+            body,
+            metadata=metadata_for_backend(read),
+            seconds=max(0.0, min(timeout, self._limits.max_deadline_seconds)),
+        )
+        code = reply.status
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
+            _log.warning("backend for %s failed: %s", service, code.name)
+            text = f"the backend of {service} is unavailable ({code.name}); try again later"
+            return text.encode(), code.value[0], Fault.SERVER_PROVIDER_SERVICE_FAILED
+        if code is not grpc.StatusCode.OK:
+            return reply.details.encode("utf-8", "replace"), code.value[0], None
+        if len(reply.body) > self._limits.max_message_bytes:
             text = f"the backend's answer is over the {self._limits.max_message_bytes}-byte limit"
             return (
                 text.encode(),
                 grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
                 Fault.SERVER_PROVIDER_SERVICE_FAILED,
             )
-        return answer, _OK, None
+        return reply.body, _OK, None
 
     async def _answer(
         self,
@@ -433,7 +377,9 @@ class _FramesStream:
         self,
         proxy: ProviderProxy,
         frames: AsyncIterator[transport_pb2.RequestFrame],
-        context: grpc.aio.ServicerContext[Any, Any],
+        write: Callable[[transport_pb2.ResultFrame], Awaitable[None]],
+        info: CallInfo,
+        *,
         max_frame_bytes: int,
         shared_room: asyncio.Semaphore,
     ) -> None:
@@ -443,7 +389,8 @@ class _FramesStream:
         self._shared_room = shared_room
         self._held = 0  # places taken in the shared room and not yet given back
         self._frames = frames
-        self._context = context
+        self._write = write
+        self._info = info
         self._max_frame_bytes = max_frame_bytes
         # None: everything read has been answered; the stream may end.
         self._results: asyncio.Queue[transport_pb2.FramedResult | None] = asyncio.Queue()
@@ -467,7 +414,7 @@ class _FramesStream:
         try:
             while (first := await self._results.get()) is not None:
                 frame = self._frame(first)
-                await self._context.write(frame)
+                await self._write(frame)
                 self._proxy.frame_written(len(frame.results))
                 for _ in frame.results:
                     # A request's place is free once its result is written.
@@ -520,4 +467,4 @@ class _FramesStream:
             self._results.put_nowait(None)
 
     async def _answer(self, item: transport_pb2.FramedRequest) -> None:
-        self._results.put_nowait(await self._proxy.framed(item, self._context))
+        self._results.put_nowait(await self._proxy.framed(item, self._info))

@@ -51,6 +51,7 @@ from ruta.pki.ocsp import OcspClient
 from ruta.pki.tls import server_credentials
 from ruta.readiness import write_ready_file
 from security_server.audit import AuditServicer, add_audit_service, audit_server_credentials
+from security_server.backends import GrpcBackends
 from security_server.checkpointer import (
     LOG_KEY_FILE,
     Checkpointer,
@@ -61,14 +62,15 @@ from security_server.consumer import ConsumerProxy
 from security_server.database import open_database
 from security_server.exchange import ExchangeRecorder, SignatureChecker
 from security_server.identity import ServerIdentity
+from security_server.links import GrpcPeerLinks
 from security_server.log import LogMaintenance, MessageLog, load_or_create_body_key
 from security_server.metrics import ExchangeMetrics, metrics_app
-from security_server.provider import BackendChannels, ProviderProxy
+from security_server.provider import ProviderProxy
+from security_server.rpc import add_transport_service, consumer_handler
 from security_server.settings import SecurityServerSettings
 from security_server.transport import (
     PeerChannels,
     PeerStatus,
-    add_transport_service,
     grpc_message_options,
 )
 
@@ -236,7 +238,7 @@ class SecurityServerApp:
             status=peer_status,
         )
         self._closers.append(peers.close)
-        backends = BackendChannels(settings.backends, max_message_bytes=limits.max_message_bytes)
+        backends = GrpcBackends(settings.backends, max_message_bytes=limits.max_message_bytes)
         self._closers.append(backends.close)
 
         consumer_recorder = ExchangeRecorder(log, metadata_only)
@@ -247,7 +249,11 @@ class SecurityServerApp:
             identity=identity,
             globalconf=globalconf,
             recorder=consumer_recorder,
-            channels=peers,
+            links=GrpcPeerLinks(
+                peers,
+                frames=settings.transport.frames,
+                on_frame=lambda messages: self.metrics.frame_written("consumer", messages),
+            ),
             checker=checker,
             gate=checkpointer.check_cosigned,
             metrics=self.metrics,
@@ -354,7 +360,7 @@ class SecurityServerApp:
         self._closers.append(consumer.close)  # before the peer channels close (reverse order)
         settings = self.settings
         consumer_server = self._grpc_server(self._options())
-        consumer_server.add_generic_rpc_handlers((consumer.handler(),))
+        consumer_server.add_generic_rpc_handlers((consumer_handler(consumer),))
         listen = settings.consumer.listen
         if settings.consumer.allow_plain_loopback:
             port = _add_port(listen, "consumer", lambda: consumer_server.add_insecure_port(listen))
@@ -378,7 +384,7 @@ class SecurityServerApp:
         settings = self.settings
         # Transport port: client certificates must chain to the configuration's trust anchors.
         transport_server = self._grpc_server(self._options())
-        add_transport_service(transport_server, provider.exchange, provider.exchange_frames)
+        add_transport_service(transport_server, provider)
         listen = settings.transport.listen
         credentials = self._anchored_credentials(identity, globalconf)
         port = _add_port(

@@ -20,31 +20,24 @@ import contextlib
 import functools
 import hashlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import grpc
 import grpc.aio
 from cryptography import x509
-from google.protobuf.message import DecodeError, Message
 
 from ruta.addresses import split_address
-from ruta.faults import RutaError, abort
 from ruta.globalconf import GlobalConf, SecurityServer
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate
 from ruta.pki.errors import PkiError
 from ruta.pki.ocsp import CertStatus, OcspClient
 from ruta.pki.tls import channel_credentials
-from ruta.v1 import transport_pb2
 from security_server.errors import (
-    MalformedMessageError,
-    ProxyError,
     Reason,
-    Side,
     TransportError,
-    fault_for,
 )
 
 __all__ = [
@@ -55,14 +48,11 @@ __all__ = [
     "PeerChannels",
     "PeerStatus",
     "TransportError",
-    "add_transport_service",
     "authenticate_peer",
     "grpc_message_options",
 ]
 
-_SERVICE: Final = "ruta.v1.Transport"
-_M = TypeVar("_M", bound=Message)
-EXCHANGE_PATH: Final = f"/{_SERVICE}/Exchange"
+EXCHANGE_PATH: Final = "/ruta.v1.Transport/Exchange"
 #: How long the pinning handshake with a peer may take.
 PIN_CHECK_TIMEOUT_SECONDS: Final = 10.0
 #: How long calls still running on a retired channel may take before it is closed.
@@ -130,16 +120,18 @@ class PeerStatus:
 
 
 async def authenticate_peer(
-    context: grpc.aio.ServicerContext[Any, Any], conf: GlobalConf, status: PeerStatus
+    certificate_pem: bytes | None, conf: GlobalConf, status: PeerStatus
 ) -> SecurityServer:
-    """The listed security server whose authentication certificate the calling peer presented.
+    """The listed security server whose authentication certificate (``certificate_pem``, as
+    the TLS layer handed it over) the calling peer presented.
 
     Raises :class:`TransportError`: ``peer_unknown`` for a peer that presented no certificate or
     one the configuration does not list, ``peer_revoked`` for one OCSP does not vouch for.
     """
-    pems = list(context.auth_context().get("x509_pem_cert") or ())
     try:
-        cert, cert_fingerprint = _peer_certificate(pems[0]) if pems else (None, "")
+        cert, cert_fingerprint = (
+            _peer_certificate(certificate_pem) if certificate_pem else (None, "")
+        )
     except PkiError:
         cert, cert_fingerprint = None, ""
     if cert is None:
@@ -164,77 +156,6 @@ def _peer_certificate(pem: bytes) -> tuple[x509.Certificate, str]:
     Raises :class:`~ruta.pki.errors.PkiError` (not cached) if it does not parse."""
     cert = load_certificate(pem)
     return cert, fingerprint(cert)
-
-
-def add_transport_service(
-    server: grpc.aio.Server,
-    exchange: Callable[
-        [transport_pb2.SignedMessage, grpc.aio.ServicerContext[Any, Any]],
-        Awaitable[transport_pb2.SignedMessage],
-    ],
-    exchange_frames: Callable[
-        [AsyncIterator[transport_pb2.RequestFrame], grpc.aio.ServicerContext[Any, Any]],
-        Awaitable[None],
-    ],
-) -> None:
-    """Register ``exchange`` as ``ruta.v1.Transport/Exchange`` and ``exchange_frames`` as
-    ``ruta.v1.Transport/ExchangeFrames`` on ``server``.
-
-    Requests arrive as bytes and are parsed here, so bytes that are no ``SignedMessage`` or
-    ``RequestFrame`` are refused with ``server.provider.invalid_message`` (grpc's own
-    deserializer would answer ``UNKNOWN`` with no fault).
-    """
-
-    async def on_exchange(
-        request: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> transport_pb2.SignedMessage:
-        try:
-            message = _parse(transport_pb2.SignedMessage, request, "signed message")
-        except MalformedMessageError as exc:
-            await abort(context, _provider_refusal(exc))
-        return await exchange(message, context)
-
-    async def frames_of(
-        requests: AsyncIterator[bytes],
-    ) -> AsyncIterator[transport_pb2.RequestFrame]:
-        async for request in requests:
-            yield _parse(transport_pb2.RequestFrame, request, "request frame")
-
-    # grpc.aio lets a streaming handler write through ``context.write`` and return None.
-    async def on_exchange_frames(
-        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        try:
-            await exchange_frames(frames_of(requests), context)
-        except MalformedMessageError as exc:  # a malformed frame the handler let through
-            await abort(context, _provider_refusal(exc))
-
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        "Exchange": grpc.unary_unary_rpc_method_handler(
-            on_exchange, response_serializer=transport_pb2.SignedMessage.SerializeToString
-        ),
-        "ExchangeFrames": grpc.stream_stream_rpc_method_handler(
-            on_exchange_frames, response_serializer=transport_pb2.ResultFrame.SerializeToString
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
-    server.add_registered_method_handlers(_SERVICE, handlers)
-
-
-def _provider_refusal(error: MalformedMessageError) -> RutaError:
-    return ProxyError(error.message, fault=fault_for(Side.PROVIDER, error))
-
-
-def _parse(kind: type[_M], data: bytes, what: str) -> _M:
-    """``data`` parsed as ``kind``; raises :class:`~security_server.errors.MalformedMessageError`
-    (the provider's ``server.provider.invalid_message``) when it is not one."""
-    try:
-        return kind.FromString(data)
-    except DecodeError:
-        raise MalformedMessageError(
-            f"the request is not a {what} (ruta.v1 transport protocol); send a serialised "
-            f"{kind.__name__}"
-        ) from None
 
 
 @dataclass(frozen=True, slots=True)
