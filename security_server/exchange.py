@@ -21,6 +21,7 @@ from ruta.globalconf import GlobalConf
 from ruta.ids import MemberId, SubsystemId
 from ruta.pki.certs import fingerprint
 from ruta.pki.signature import MessageVerifier
+from ruta.tasks import TaskOwner
 from ruta.v1 import transport_pb2
 from security_server.errors import ExchangeError, ProxyError, Reason, Side, fault_for
 from security_server.headers import ReadHeader
@@ -154,10 +155,8 @@ class ExchangeRecorder:
     log: MessageLog
     #: Subsystems (text form) in metadata-only mode: their exchanges are logged without bodies.
     metadata_only: frozenset[str] = frozenset()
-    #: Appends scheduled by :meth:`append_soon` and not yet finished (kept from the collector).
-    _pending: set[asyncio.Task[None]] = field(
-        default_factory=set, init=False, repr=False, compare=False
-    )
+    #: Appends scheduled by :meth:`append_soon` and not yet finished.
+    _pending: TaskOwner = field(default_factory=TaskOwner, init=False, repr=False, compare=False)
 
     def entry(
         self,
@@ -252,15 +251,12 @@ class ExchangeRecorder:
         task raises as :meth:`append` does, or, ``detached``, makes a failure this server's
         log line instead (nobody waits for it then)."""
         append = self._append_detached(entries) if detached else self.append(entries)
-        task = asyncio.get_running_loop().create_task(append)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-        return task
+        return self._pending.spawn(append, name="ruta-log-append")
 
     async def settle(self) -> None:
-        """Return once every append scheduled by :meth:`append_soon` is done (at stop)."""
-        while self._pending:
-            await asyncio.wait(set(self._pending))
+        """Return once every append scheduled by :meth:`append_soon` is done: a server's stop
+        awaits it before the log closes, so a request already sent is never lost."""
+        await self._pending.wait()
 
     async def _append_detached(self, entries: Sequence[LogEntry]) -> None:
         try:

@@ -29,7 +29,7 @@ from typing import Final
 import grpc
 import grpc.aio
 
-from ruta.tasks import cancel_and_wait
+from ruta.tasks import TaskOwner
 from ruta.v1 import transport_pb2
 from security_server.errors import FramesUnsupportedError, TransportError
 from security_server.transport import MAX_FRAME_BYTES
@@ -77,9 +77,10 @@ class FrameLink:
         #: Frames and requests written so far (how full the frames run).
         self.frames_written = 0
         self.requests_written = 0
-        loop = asyncio.get_running_loop()
-        self._writer = loop.create_task(self._write(), name="ruta-frames-writer")
-        self._reader = loop.create_task(self._read(), name="ruta-frames-reader")
+        # The link's two tasks, owned by it: closing the link ends both.
+        self._tasks = TaskOwner()
+        self._tasks.spawn(self._write(), name="ruta-frames-writer")
+        self._tasks.spawn(self._read(), name="ruta-frames-reader")
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -121,8 +122,7 @@ class FrameLink:
     async def close(self) -> None:
         """Fail whatever waits, end the stream, stop both tasks."""
         self._fail(TransportError("the link to the provider server was closed"))
-        await cancel_and_wait(self._writer)
-        await cancel_and_wait(self._reader)
+        await self._tasks.cancel()
 
     async def _write(self) -> None:
         try:
@@ -207,7 +207,8 @@ class FrameLinks:
         self._on_frame = on_frame
         # By the channel's id; the link holds its channel, so a reused id is never mistaken.
         self._links: dict[int, FrameLink] = {}
-        self._retired: set[asyncio.Task[None]] = set()
+        # Closing links that were replaced (a failed link's close, not waited for by a call).
+        self._retired = TaskOwner()
 
     def link(self, channel: grpc.aio.Channel) -> FrameLink:
         link = self._links.get(id(channel))
@@ -223,13 +224,10 @@ class FrameLinks:
         return link
 
     def _retire(self, link: FrameLink) -> None:
-        task = asyncio.get_running_loop().create_task(link.close())
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+        self._retired.spawn(link.close(), name="ruta-frames-link-close")
 
     async def close(self) -> None:
         links, self._links = list(self._links.values()), {}
         for link in links:
             await link.close()
-        for task in list(self._retired):
-            await task
+        await self._retired.wait()

@@ -33,6 +33,7 @@ import grpc
 
 from ruta.faults import Fault, RutaError, report
 from ruta.ids import ServerId
+from ruta.tasks import TaskOwner
 from ruta.v1 import transport_pb2
 from security_server.backends import Backends
 from security_server.calls import CallInfo, Refused
@@ -395,21 +396,23 @@ class _FramesStream:
         # None: everything read has been answered; the stream may end.
         self._results: asyncio.Queue[transport_pb2.FramedResult | None] = asyncio.Queue()
         self._room = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
-        self._tasks: set[asyncio.Task[None]] = set()
+        # The stream's own tasks (reader, drain watcher) and one task per request read: none
+        # outlives the stream.
+        self._own = TaskOwner()
+        self._requests = TaskOwner()
         self._draining = False
 
     async def run(self, draining: asyncio.Event) -> None:
         """Serve the stream until the consumer ends it or ``draining`` is set (then finish what
         was read); raises :class:`ProxyError` for a malformed frame."""
-        loop = asyncio.get_running_loop()
-        reader = loop.create_task(self._read())
+        reader = self._own.spawn(self._read(), name="ruta-frames-reader")
 
         def stop_reading(_: object) -> None:
             self._draining = True
             if not reader.done():
                 reader.cancel()
 
-        watcher = loop.create_task(draining.wait())
+        watcher = self._own.spawn(draining.wait(), name="ruta-frames-drain")
         watcher.add_done_callback(stop_reading)
         try:
             while (first := await self._results.get()) is not None:
@@ -423,8 +426,8 @@ class _FramesStream:
                     self._held -= 1
             await reader
         finally:
-            for task in (watcher, reader, *self._tasks):
-                task.cancel()
+            await self._own.cancel()
+            await self._requests.cancel()
             for _ in range(self._held):  # results never written: their places go back
                 self._shared_room.release()
             self._held = 0
@@ -454,15 +457,12 @@ class _FramesStream:
                         await self._room.acquire()
                         await self._shared_room.acquire()
                         self._held += 1
-                        task = asyncio.get_running_loop().create_task(self._answer(item))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                        self._requests.spawn(self._answer(item), name="ruta-framed-request")
             except asyncio.CancelledError:
                 if not self._draining:
                     raise
                 # The server is stopping: read no more, but answer what was read.
-            if self._tasks:
-                await asyncio.wait(set(self._tasks))
+            await self._requests.wait()
         finally:
             self._results.put_nowait(None)
 

@@ -17,7 +17,8 @@ import grpc
 import pytest
 
 from ruta.examples.population import SLOW_NATIONAL_ID, encode_get_person
-from security_server.log import MessageLog
+from security_server.database import open_database
+from security_server.log import MessageLog, load_or_create_body_key
 from tests.integration.security_server.bed import (
     POP,
     SOC,
@@ -118,3 +119,38 @@ async def test_request_whose_caller_gave_up_is_logged_alone(running: Bed) -> Non
             break
         await asyncio.sleep(0.05)
     assert [(d, k) for d, k, _, _ in await _logged(log, message_id)] == [("SENT", "request")]
+
+
+async def test_a_cancelled_calls_request_is_not_lost_when_the_server_stops_at_once(
+    tmp_path: Path,
+) -> None:
+    """The caller gives up, and the server stops right away: the stop awaits the append of the
+    request that was sent, so it is in the log when the log is opened again."""
+    async with provider_and_consumer(tmp_path) as instance:
+        app = instance.agencies[SOC].app
+        assert app is not None
+        message_id = str(uuid.uuid4())
+        code, _ = await consumer_refusal(
+            instance,
+            body=encode_get_person(SLOW_NATIONAL_ID),
+            metadata=_with_id(message_id),
+            deadline=0.5,
+        )
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        await app.stop()
+        instance.agencies[SOC].app = None
+        engine = await open_database(app.settings.log_url)
+        try:
+            log = await MessageLog.open(
+                engine,
+                origin=str(SOC),
+                body_key=load_or_create_body_key(app.settings.data_dir / "keys"),
+            )
+            try:
+                assert [(d, k) for d, k, _, _ in await _logged(log, message_id)] == [
+                    ("SENT", "request")
+                ]
+            finally:
+                await log.close()
+        finally:
+            await engine.dispose()

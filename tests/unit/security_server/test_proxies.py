@@ -5,6 +5,7 @@ what the refusal says."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import uuid
@@ -599,3 +600,30 @@ async def test_a_bug_is_internal_error_with_a_fault_id_and_no_text(tmp_path: Pat
     assert caught.value.fault == Fault.SERVER_PROVIDER_INTERNAL_ERROR
     assert "secret" not in caught.value.details
     assert dict(caught.value.trailing_metadata)["ruta-fault-id"]
+
+
+async def test_a_cancelled_calls_request_is_durable_once_the_recorder_settles(
+    tmp_path: Path,
+) -> None:
+    """The caller leaves while the provider's backend works: the request was sent, so it is
+    logged (in a task of the recorder, which a server's stop settles before the log closes)."""
+    async with world(tmp_path) as w:
+        answered, forwarded = asyncio.Event(), asyncio.Event()
+
+        async def slow(*args: object, **kwargs: object) -> BackendReply:
+            forwarded.set()  # the provider logged the request before forwarding it: it was sent
+            await answered.wait()
+            return BackendReply(grpc.StatusCode.OK, b"late")
+
+        w.backend.call = slow  # type: ignore[method-assign]
+        call = asyncio.create_task(w.consumer.exchange(PATH, PERSON, w.call_info()))
+        async with asyncio.timeout(10):
+            await forwarded.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await w.consumer_recorder.settle()
+        assert w.consumer_log.size() == 1
+        page = await w.consumer_log.query()
+        assert [str(r.kind) for r in page.records] == ["request"]
+        answered.set()

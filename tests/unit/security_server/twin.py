@@ -263,6 +263,8 @@ class World:
     provider_log: MessageLog
     consumer: ConsumerProxy = field(init=False)
     provider: ProviderProxy = field(init=False)
+    #: The consumer's recorder (a server's stop settles it before the log closes).
+    consumer_recorder: ExchangeRecorder = field(init=False)
     #: Rewrites the provider's response on its way back (a lying provider).
     tamper: Tamper | None = None
     #: Raised by the link instead of sending (a network failure after connecting).
@@ -424,11 +426,12 @@ async def world(directory: Path, **overrides: Any) -> AsyncIterator[World]:
         clock=instance.clock,
         gate=instance._provider_gate,
     )
+    instance.consumer_recorder = ExchangeRecorder(instance.consumer_log)
     instance.consumer = ConsumerProxy(
         settings=_settings(directory / "soc", SOC_SS),
         identity=identity(SOC_SS, soc_auth, instance.soc_sign),
         globalconf=instance.configuration,
-        recorder=ExchangeRecorder(instance.consumer_log),
+        recorder=instance.consumer_recorder,
         links=InProcessLinks(instance),
         checker=checker,
         metrics=ExchangeMetrics(),
@@ -439,6 +442,7 @@ async def world(directory: Path, **overrides: Any) -> AsyncIterator[World]:
         yield instance
     finally:
         await instance.consumer.close()
+        await instance.consumer_recorder.settle()
         for log in (consumer_log, provider_log):
             await log.close()
         for engine in (consumer_engine, provider_engine):
