@@ -33,7 +33,6 @@ import grpc
 
 from ruta.faults import Fault, RutaError, report
 from ruta.ids import ServerId
-from ruta.tasks import TaskOwner
 from ruta.v1 import transport_pb2
 from security_server.backends import Backends
 from security_server.calls import CallInfo, Refused
@@ -47,6 +46,7 @@ from security_server.exchange import (
     refusal,
     unexpected_failure,
 )
+from security_server.frames import FramesStream
 from security_server.headers import (
     ReadHeader,
     build_response_header,
@@ -64,14 +64,10 @@ from security_server.transport import (
     authenticate_peer,
 )
 
-__all__ = ["MAX_FRAME_REQUESTS", "MAX_STREAM_IN_FLIGHT", "ProviderProxy"]
+__all__ = ["ProviderProxy"]
 
 _log = logging.getLogger(__name__)
 
-#: Most requests in one frame of ``Transport.ExchangeFrames``.
-MAX_FRAME_REQUESTS: Final = 1024
-#: Most framed requests one stream may have in flight here (reading waits beyond it).
-MAX_STREAM_IN_FLIGHT: Final = 1024
 _INVALID: Final = Fault.SERVER_PROVIDER_INVALID_MESSAGE
 _OK: Final = grpc.StatusCode.OK.value[0]
 
@@ -139,22 +135,22 @@ class ProviderProxy:
         write: Callable[[transport_pb2.ResultFrame], Awaitable[None]],
         info: CallInfo,
     ) -> None:
-        """``Transport.ExchangeFrames``: every request of every frame is handled as
-        :meth:`exchange` handles one (same checks, same log records, same faults), concurrently;
-        each result goes back as soon as it is ready, with every other result ready at that
-        moment in the same frame. A refusal is a :class:`~ruta.v1.transport_pb2.Refusal` in its
-        result, not the stream's status. Bounds: :data:`MAX_FRAME_REQUESTS` per frame,
-        :data:`MAX_STREAM_IN_FLIGHT` requests per stream read and not yet answered on the wire,
-        and ``limits.max_concurrent_calls`` such requests on all streams together (reading pauses
-        at a bound, also when the consumer stops reading results). Result frames go out
-        through ``write``; a malformed frame ends the stream with
+        """``Transport.ExchangeFrames``: every request of every frame is handled as :meth:`exchange`
+        handles one (same checks, same log records, same faults), concurrently; each result goes
+        back as soon as it is ready, with every other result ready at that moment in the same
+        frame. A refusal is a :class:`~ruta.v1.transport_pb2.Refusal` in its result, not the
+        stream's status. Bounds: :data:`~security_server.frames.MAX_FRAME_REQUESTS` per frame,
+        :data:`~security_server.frames.MAX_STREAM_IN_FLIGHT` requests per stream read and not
+        yet answered on the wire, and ``limits.max_concurrent_calls`` such requests on all
+        streams together (reading pauses at a bound, also when the consumer stops reading
+        results). Result frames go out through ``write``; a malformed frame ends the stream with
         :class:`~security_server.calls.Refused`.
         """
-        stream = _FramesStream(
-            self,
+        stream = FramesStream(
             frames,
-            write,
-            info,
+            answer=lambda item: self.framed(item, info),
+            write=write,
+            on_frame=self.frame_written,
             max_frame_bytes=MAX_FRAME_BYTES,
             shared_room=self._framed_room,
         )
@@ -368,103 +364,3 @@ def _refusal(error: RutaError, *, fault_id: str | None = None) -> transport_pb2.
         fault_id=rep.fault_id,
         message=rep.details,
     )
-
-
-class _FramesStream:
-    """One ``ExchangeFrames`` call on the provider side: a reader task starts one task per
-    request, the call's own task writes results back in frames as they complete."""
-
-    def __init__(
-        self,
-        proxy: ProviderProxy,
-        frames: AsyncIterator[transport_pb2.RequestFrame],
-        write: Callable[[transport_pb2.ResultFrame], Awaitable[None]],
-        info: CallInfo,
-        *,
-        max_frame_bytes: int,
-        shared_room: asyncio.Semaphore,
-    ) -> None:
-        self._proxy = proxy
-        # Framed requests in flight on every stream of this server together (the transport
-        # port's max_concurrent_calls): many streams do not multiply the bound.
-        self._shared_room = shared_room
-        self._held = 0  # places taken in the shared room and not yet given back
-        self._frames = frames
-        self._write = write
-        self._info = info
-        self._max_frame_bytes = max_frame_bytes
-        # None: everything read has been answered; the stream may end.
-        self._results: asyncio.Queue[transport_pb2.FramedResult | None] = asyncio.Queue()
-        self._room = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
-        # The stream's own tasks (reader, drain watcher) and one task per request read: none
-        # outlives the stream.
-        self._own = TaskOwner()
-        self._requests = TaskOwner()
-        self._draining = False
-
-    async def run(self, draining: asyncio.Event) -> None:
-        """Serve the stream until the consumer ends it or ``draining`` is set (then finish what
-        was read); raises :class:`ProxyError` for a malformed frame."""
-        reader = self._own.spawn(self._read(), name="ruta-frames-reader")
-
-        def stop_reading(_: object) -> None:
-            self._draining = True
-            if not reader.done():
-                reader.cancel()
-
-        watcher = self._own.spawn(draining.wait(), name="ruta-frames-drain")
-        watcher.add_done_callback(stop_reading)
-        try:
-            while (first := await self._results.get()) is not None:
-                frame = self._frame(first)
-                await self._write(frame)
-                self._proxy.frame_written(len(frame.results))
-                for _ in frame.results:
-                    # A request's place is free once its result is written.
-                    self._room.release()
-                    self._shared_room.release()
-                    self._held -= 1
-            await reader
-        finally:
-            await self._own.cancel()
-            await self._requests.cancel()
-            for _ in range(self._held):  # results never written: their places go back
-                self._shared_room.release()
-            self._held = 0
-
-    def _frame(self, first: transport_pb2.FramedResult) -> transport_pb2.ResultFrame:
-        frame = transport_pb2.ResultFrame(results=[first])
-        size = first.ByteSize()
-        while not self._results.empty() and size < self._max_frame_bytes:
-            result = self._results.get_nowait()
-            if result is None:
-                self._results.put_nowait(None)  # ends the stream after this frame
-                break
-            frame.results.append(result)
-            size += result.ByteSize()
-        return frame
-
-    async def _read(self) -> None:
-        try:
-            try:
-                async for frame in self._frames:
-                    if len(frame.requests) > MAX_FRAME_REQUESTS:
-                        raise ProxyError(
-                            f"a frame carries at most {MAX_FRAME_REQUESTS} requests",
-                            fault=Fault.SERVER_PROVIDER_INVALID_MESSAGE,
-                        )
-                    for item in frame.requests:
-                        await self._room.acquire()
-                        await self._shared_room.acquire()
-                        self._held += 1
-                        self._requests.spawn(self._answer(item), name="ruta-framed-request")
-            except asyncio.CancelledError:
-                if not self._draining:
-                    raise
-                # The server is stopping: read no more, but answer what was read.
-            await self._requests.wait()
-        finally:
-            self._results.put_nowait(None)
-
-    async def _answer(self, item: transport_pb2.FramedRequest) -> None:
-        self._results.put_nowait(await self._proxy.framed(item, self._info))
