@@ -31,17 +31,18 @@ test: install
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy ruta registry security_server adapters gateway tests $(wildcard bench/*.py)
+	$(BIN)/mypy ruta registry security_server adapters gateway sandbox tests $(wildcard bench/*.py)
+	$(BIN)/lint-imports --no-logo
 
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 demo: install
-	$(BIN)/python -m ruta.demo
+	$(BIN)/python -m sandbox.demo
 
 bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .stamp-* ruta/v1/*_pb2*.py ruta/v1/*_pb2*.pyi .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .stamp-* ruta/v1/*_pb2*.py ruta/v1/*_pb2*.pyi .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -17,6 +17,7 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDesc
 from google.protobuf.message import Message
 
 from adapters.errors import AdapterConfigError
+from ruta.files import FileReadError, read_bounded
 from ruta.protos import ProtoCompileError, compile_descriptor_set, service_descriptor
 
 __all__ = [
@@ -59,15 +60,9 @@ class ServiceModel:
 
 def _read_descriptor_set(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_DESCRIPTOR_SET_BYTES:
-            raise AdapterConfigError(
-                f"descriptor set {path.name} is {size} bytes; the limit is "
-                f"{MAX_DESCRIPTOR_SET_BYTES}"
-            )
-        return path.read_bytes()
-    except OSError:
-        raise AdapterConfigError(f"descriptor set {path.name} cannot be read") from None
+        return read_bounded(path, MAX_DESCRIPTOR_SET_BYTES, what="descriptor set")
+    except FileReadError as exc:
+        raise AdapterConfigError(exc.message) from None
 
 
 def load_service(

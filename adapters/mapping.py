@@ -182,8 +182,7 @@ def _field_plan(
 ) -> _FieldPlan:
     leaf = target[-1]
     nested: ResponsePlan | None = None
-    if _is_plain_message(leaf):
-        assert leaf.message_type is not None
+    if leaf.message_type is not None and _is_plain_message(leaf):
         nested = build_response_plan(
             leaf.message_type, spec.each or {}, auto=auto, where=where, depth=depth + 1
         )
@@ -491,7 +490,8 @@ def _coerce(value: Any, fd: FieldDescriptor) -> Any:  # noqa: PLR0911, PLR0912
         raise _ConversionError("expected bytes or text")
     if kind == FieldDescriptor.TYPE_ENUM:
         enum = fd.enum_type
-        assert enum is not None
+        if enum is None:
+            raise _ConversionError("enum field without its enum type")
         if isinstance(value, str):
             found = enum.values_by_name.get(value) or enum.values_by_name.get(value.upper())
             if found is None:

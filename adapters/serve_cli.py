@@ -13,6 +13,7 @@ import click
 from adapters.check import PROBE_TIMEOUT_SECONDS, check_adapter
 from adapters.server import Adapter, start_server
 from ruta.cli import serve_at_info_unless_chosen
+from ruta.listeners import LISTENER_FAILED_EXIT_STATUS
 from ruta.readiness import stop_event, write_ready_file
 
 __all__ = ["check", "serve"]
@@ -22,7 +23,8 @@ _log = logging.getLogger(__name__)
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
-async def _serve(file: Path, listen: str | None, ready_file: Path | None) -> None:
+async def _serve(file: Path, listen: str | None, ready_file: Path | None) -> bool:
+    """Serve until stopped (True) or the listener could not be restarted (False)."""
     adapter = Adapter.load(file)
     try:
         running = await start_server(adapter, listen)
@@ -32,18 +34,19 @@ async def _serve(file: Path, listen: str | None, ready_file: Path | None) -> Non
         click.echo(f"serving {adapter.service.name} on {address}:{running.port}")
         sys.stdout.flush()
         if ready_file is not None:
-            write_ready_file(
-                ready_file,
-                {
-                    "address": f"{address}:{running.port}",
-                    "service": adapter.service.name,
-                    "pid": os.getpid(),
-                },
-            )
+            ready: dict[str, object] = {
+                "address": f"{address}:{running.port}",
+                "service": adapter.service.name,
+                "pid": os.getpid(),
+            }
+            if running.metrics_url is not None:
+                ready["metrics"] = running.metrics_url
+            write_ready_file(ready_file, ready)
         _log.info("adapter %s serving on port %d", adapter.service.name, running.port)
-        await stop.wait()
+        stopped = await running.listeners.serve_until(stop)
         _log.info("adapter %s stopping", adapter.service.name)
         await running.stop(adapter.server_spec.shutdown_grace_seconds)
+        return stopped
     finally:
         await adapter.aclose()
 
@@ -58,7 +61,8 @@ async def _serve(file: Path, listen: str | None, ready_file: Path | None) -> Non
 @click.option(
     "--ready-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help='Once listening, write {"address": "HOST:PORT", "service": ..., "pid": ...} here.',
+    help='Once listening, write {"address": "HOST:PORT", "service": ..., "pid": ...} here '
+    '(and "metrics": URL when the file sets metrics_listen).',
 )
 def serve(file: Path, listen: str | None, ready_file: Path | None) -> None:
     """Serve the service described by the adapter FILE until SIGTERM or SIGINT.
@@ -66,10 +70,13 @@ def serve(file: Path, listen: str | None, ready_file: Path | None) -> None:
     The gRPC health service (grpc.health.v1.Health) answers on the same port. Prints one line,
     "serving SERVICE on HOST:PORT", once it listens. Logs one line per call (method, status,
     fault, fault id, message id, duration) to standard error at info, the level it logs at
-    unless 'ruta --log-level' says otherwise; 'ruta --log-format json' writes them as JSON.
+    unless 'ruta --log-level' says otherwise; 'ruta --log-format json' writes them as JSON. If
+    the gRPC server loop ends, it is restarted on the same address; if it cannot be, the adapter
+    exits with status 3.
     """
     serve_at_info_unless_chosen()
-    asyncio.run(_serve(file, listen, ready_file))
+    if not asyncio.run(_serve(file, listen, ready_file)):
+        sys.exit(LISTENER_FAILED_EXIT_STATUS)
 
 
 @click.command("check")

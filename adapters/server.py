@@ -4,7 +4,9 @@
 descriptors, builds the backends and checks every method's mapping, all before anything listens.
 :func:`start_server` serves it with grpc.aio through a generic handler (raw bytes in and out, so
 sizes are checked before parsing and after serialising), next to the standard
-``grpc.health.v1.Health`` service.
+``grpc.health.v1.Health`` service, under the listener watchdog (:mod:`ruta.listeners`: a server
+loop that ends is reported NOT_SERVING and restarted on the same address), and, when the file sets
+``[server] metrics_listen``, Prometheus ``/metrics`` over HTTP.
 
 Each call: bound request size, parse, check and extract parameters, ask the legacy system within
 the smaller of the method's timeout and the caller's remaining deadline, shape the answer (one
@@ -21,16 +23,15 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import grpc
 import grpc.aio
+from aiohttp import web
 from google.protobuf.message import DecodeError, Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
-from grpc_health.v1.health import aio as health_aio  # type: ignore[import-untyped]
 
 from adapters.backends import Backend, BoundCall, build_backend
 from adapters.descriptors import MethodModel, ServiceModel, load_service
@@ -55,11 +56,21 @@ from adapters.mapping import (
     lookup,
 )
 from adapters.spec import LoadedAdapterFile, MethodSpec, ServerSpec, load_adapter_file, parse_listen
+from ruta.addresses import join_address
 from ruta.faults import RutaError, abort, status_of
+from ruta.files import FileReadError, read_bounded
+from ruta.listeners import ListenerError, Listeners, ListenerSpec
+from ruta.metrics_http import metrics_handler
+from ruta.pki.certs import read_certificate_file
+from ruta.pki.errors import MalformedCertificateError
+from ruta.pki.keys import MAX_KEY_FILE_BYTES
 
 __all__ = ["Adapter", "BoundMethod", "RunningServer", "start_server"]
 
 _log = logging.getLogger(__name__)
+
+#: Most certificates in the CA file that backends' client certificates must chain to.
+MAX_CLIENT_CA_CERTIFICATES: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,38 +367,71 @@ def _shape(raw: Any, method: BoundMethod) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class RunningServer:
-    """A started adapter server: the gRPC server, its bound port and its health service."""
+    """A started adapter: its watched gRPC listener, the bound port, and the metrics endpoint's
+    address (``None`` when the file sets no ``metrics_listen``)."""
 
-    server: grpc.aio.Server
+    listeners: Listeners
     port: int
-    health: health_aio.HealthServicer
+    metrics_url: str | None = None
+    metrics_runner: web.AppRunner | None = None
 
     async def stop(self, grace: float | None) -> None:
         """Report NOT_SERVING, then stop, letting calls in flight finish within ``grace``."""
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        await self.listeners.stop(grace)
+        if self.metrics_runner is not None:
+            await self.metrics_runner.cleanup()
 
 
-def _credentials(file: LoadedAdapterFile) -> grpc.ServerCredentials | None:
+def _credentials(file: LoadedAdapterFile) -> Callable[[], grpc.ServerCredentials] | None:
+    """What makes the server's TLS credentials (files read now, so an unreadable one fails the
+    start), or ``None`` for plaintext."""
     spec = file.spec.server
     if spec.tls_cert is None or spec.tls_key is None:
         return None
     try:
-        cert = file.resolve(spec.tls_cert).read_bytes()
-        key = file.resolve(spec.tls_key).read_bytes()
-        ca = file.resolve(spec.tls_client_ca).read_bytes() if spec.tls_client_ca else None
-    except OSError:
-        raise AdapterConfigError("server TLS files cannot be read") from None
-    return grpc.ssl_server_credentials(
+        cert = read_certificate_file(file.resolve(spec.tls_cert), what="server.tls_cert")
+        key = read_bounded(file.resolve(spec.tls_key), MAX_KEY_FILE_BYTES, what="server.tls_key")
+        ca = (
+            read_certificate_file(
+                file.resolve(spec.tls_client_ca),
+                limit=MAX_CLIENT_CA_CERTIFICATES,
+                what="server.tls_client_ca",
+            )
+            if spec.tls_client_ca
+            else None
+        )
+    except (FileReadError, MalformedCertificateError) as exc:
+        raise AdapterConfigError(exc.message) from None
+    return lambda: grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
     )
 
 
+async def _serve_metrics(listeners: Listeners, listen: str) -> tuple[web.AppRunner, str]:
+    """Serve ``/metrics`` on ``listen``; return the runner and the URL."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(listeners.registry))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = parse_listen(listen)
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise AdapterConfigError(
+            f"cannot listen on {listen} for metrics ({exc.strerror})"
+        ) from None
+    bound = runner.addresses[0][1]
+    return runner, f"http://{join_address(host, bound)}/metrics"
+
+
 async def start_server(adapter: Adapter, listen: str | None = None) -> RunningServer:
-    """Start serving ``adapter`` (and the health service) on ``listen`` or the file's address.
+    """Start serving ``adapter`` (and the health service) on ``listen`` or the file's address,
+    under the listener watchdog.
 
     Port 0 picks a free port (see :attr:`RunningServer.port`). Raises
-    :class:`AdapterConfigError` when the address cannot be bound.
+    :class:`AdapterConfigError` when the address (or ``metrics_listen``) cannot be bound; nothing
+    keeps listening then.
     """
     spec = adapter.server_spec
     address = listen or spec.listen
@@ -395,28 +439,36 @@ async def start_server(adapter: Adapter, listen: str | None = None) -> RunningSe
         parse_listen(address)
     except ValueError as exc:
         raise AdapterConfigError(f"--listen: {exc}") from None
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", spec.max_request_bytes),
-            ("grpc.max_send_message_length", spec.max_response_bytes),
-        ],
-        maximum_concurrent_rpcs=spec.max_concurrent_calls,
-    )
-    server.add_generic_rpc_handlers((adapter.handler(),))
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    credentials = _credentials(adapter.file)
+    listeners = Listeners(grace_seconds=spec.shutdown_grace_seconds)
+    handler = adapter.handler()
     try:
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
-    except RuntimeError:
-        port = 0
-    if port == 0:
-        await server.stop(None)
-        raise AdapterConfigError(f"cannot listen on {address}")
-    await server.start()
-    for name in ("", adapter.service.name):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server=server, port=port, health=health)
+        listener = listeners.bind(
+            ListenerSpec(
+                name="adapter",
+                listen=address,
+                add_services=lambda server: server.add_generic_rpc_handlers((handler,)),
+                health_names=(adapter.service.name,),
+                credentials=_credentials(adapter.file),
+                options=(
+                    ("grpc.max_receive_message_length", spec.max_request_bytes),
+                    ("grpc.max_send_message_length", spec.max_response_bytes),
+                ),
+                max_concurrent_calls=spec.max_concurrent_calls,
+            )
+        )
+    except ListenerError:
+        raise AdapterConfigError(f"cannot listen on {address}") from None
+    runner: web.AppRunner | None = None
+    metrics_url: str | None = None
+    try:
+        if spec.metrics_listen is not None:
+            runner, metrics_url = await _serve_metrics(listeners, spec.metrics_listen)
+        await listeners.start()
+    except BaseException:
+        await listeners.stop(None)
+        if runner is not None:
+            await runner.cleanup()
+        raise
+    return RunningServer(
+        listeners=listeners, port=listener.port, metrics_url=metrics_url, metrics_runner=runner
+    )

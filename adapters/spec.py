@@ -113,9 +113,14 @@ class AdapterSection(_Model):
 
 
 class ServerSpec(_Model):
-    """``[server]``: listening address and the bounds the gRPC server enforces."""
+    """``[server]``: listening address and the bounds the gRPC server enforces.
+
+    ``metrics_listen`` (optional) serves Prometheus ``GET /metrics`` over HTTP: the listener
+    watchdog's ``ruta_listener_up`` and ``ruta_listener_restarts_total``.
+    """
 
     listen: str = DEFAULT_LISTEN
+    metrics_listen: str | None = None
     max_request_bytes: int = Field(default=64 * 1024, gt=0, le=16 * 1024 * 1024)
     max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0, le=64 * 1024 * 1024)
     max_concurrent_calls: int = Field(default=64, gt=0, le=10_000)
@@ -124,10 +129,11 @@ class ServerSpec(_Model):
     tls_key: str | None = None
     tls_client_ca: str | None = None
 
-    @field_validator("listen")
+    @field_validator("listen", "metrics_listen")
     @classmethod
-    def _listen(cls, value: str) -> str:
-        parse_listen(value)
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
         return value
 
     @model_validator(mode="after")

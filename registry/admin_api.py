@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,19 +38,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf import timestamp_pb2
 
-from registry import limits
+from registry import limits, protomap
 from registry.errors import InvalidRequestError, PermissionDeniedError
 from registry.log_keys import parse_vkey
 from registry.model import (
     Administrator,
-    AuditEntry,
-    Contract,
     ContractState,
-    Member,
     Savings,
-    SecurityServer,
-    Service,
-    Subsystem,
 )
 from registry.store import RegistryStore
 from ruta.addresses import split_address
@@ -69,7 +62,7 @@ from ruta.pki.certs import (
 )
 from ruta.pki.tls import peer_certificate
 from ruta.protos import ProtoCompileError, service_descriptor
-from ruta.timestamps import from_timestamp, to_timestamp
+from ruta.timestamps import from_timestamp
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
 
 __all__ = [
@@ -196,78 +189,6 @@ def _instant(what: str, ts: timestamp_pb2.Timestamp, present: bool) -> datetime 
         raise InvalidRequestError(f"{what} is not a valid time") from None
 
 
-def _member_record(m: Member) -> registry_pb2.MemberRecord:
-    return registry_pb2.MemberRecord(
-        id=m.id.to_proto(), name=m.name, created_at=to_timestamp(m.created_at)
-    )
-
-
-def _subsystem_record(s: Subsystem) -> registry_pb2.SubsystemRecord:
-    return registry_pb2.SubsystemRecord(id=s.id.to_proto(), created_at=to_timestamp(s.created_at))
-
-
-def _server_record(s: SecurityServer) -> registry_pb2.ServerRecord:
-    return registry_pb2.ServerRecord(
-        id=s.id.to_proto(),
-        address=s.address,
-        auth_cert_sha256=s.auth_cert_sha256,
-        audit_address=s.audit_address,
-        created_at=to_timestamp(s.created_at),
-        log_public_key=s.log_public_key,
-    )
-
-
-def _service_record(s: Service) -> registry_pb2.ServiceRecord:
-    return registry_pb2.ServiceRecord(
-        id=s.id.to_proto(),
-        methods=list(s.methods),
-        description=s.description,
-        savings=s.savings.to_proto(),
-        descriptor_sha256=s.descriptor_sha256,
-        descriptor_size=len(s.file_descriptor_set),
-        created_at=to_timestamp(s.created_at),
-    )
-
-
-def _contract_record(c: Contract) -> registry_pb2.ContractRecord:
-    record = registry_pb2.ContractRecord(
-        contract_id=c.id,
-        consumer=c.consumer.to_proto(),
-        service=c.service.to_proto(),
-        methods=list(c.methods),
-        purpose=c.purpose,
-        legal_basis=c.legal_basis,
-        valid_from=to_timestamp(c.valid_from),
-        state=str(c.state),
-        requested_by=c.requested_by,
-        requested_at=to_timestamp(c.requested_at),
-        approved_by=c.approved_by or "",
-        activated_by=c.activated_by or "",
-        revoked_by=c.revoked_by or "",
-    )
-    for name, value in (
-        ("valid_until", c.valid_until),
-        ("approved_at", c.approved_at),
-        ("activated_at", c.activated_at),
-        ("revoked_at", c.revoked_at),
-    ):
-        if value is not None:
-            getattr(record, name).CopyFrom(to_timestamp(value))
-    return record
-
-
-def _audit_record(e: AuditEntry) -> registry_pb2.AuditRecord:
-    return registry_pb2.AuditRecord(
-        seq=e.seq,
-        at=to_timestamp(e.at),
-        actor=e.actor,
-        action=e.action,
-        object_id=e.object_id,
-        before_json="" if e.before is None else json.dumps(e.before, sort_keys=True),
-        after_json="" if e.after is None else json.dumps(e.after, sort_keys=True),
-    )
-
-
 # --- request validation ----------------------------------------------------------------------
 
 
@@ -340,7 +261,7 @@ def _savings(msg: globalconf_pb2.Savings) -> Savings:
         raise InvalidRequestError(
             f"savings must be finite, not negative and at most {limits.MAX_SAVINGS_VALUE:g}"
         )
-    return Savings(citizen_minutes=msg.citizen_minutes, paper_forms=msg.paper_forms, cost=msg.cost)
+    return protomap.savings_from_proto(msg)
 
 
 def _page_size(requested: int) -> int:
@@ -499,7 +420,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         name = _text("member name", request.name, limit=limits.MAX_NAME_LENGTH, empty=False)
         member = await self._store.add_member(member_id, name=name, actor=caller.actor)
         await self._on_change()
-        return _member_record(member)
+        return protomap.member_record(member)
 
     @_handler
     async def ListMembers(
@@ -510,11 +431,11 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         member = self._member_filter(request)
         if member is not None:
             return registry_pb2.ListMembersResponse(
-                members=[_member_record(await self._store.get_member(member))]
+                members=[protomap.member_record(await self._store.get_member(member))]
             )
         members = await self._store.list_members(after=_page_token(request.page_token), limit=size)
         return registry_pb2.ListMembersResponse(
-            members=[_member_record(m) for m in members],
+            members=[protomap.member_record(m) for m in members],
             next_page_token=str(members[-1].id) if len(members) == size else "",
         )
 
@@ -529,7 +450,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         self._own(subsystem_id.member)
         subsystem = await self._store.add_subsystem(subsystem_id, actor=caller.actor)
         await self._on_change()
-        return _subsystem_record(subsystem)
+        return protomap.subsystem_record(subsystem)
 
     @_handler
     async def ListSubsystems(
@@ -541,7 +462,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             member=self._member_filter(request), after=_page_token(request.page_token), limit=size
         )
         return registry_pb2.ListSubsystemsResponse(
-            subsystems=[_subsystem_record(s) for s in items],
+            subsystems=[protomap.subsystem_record(s) for s in items],
             next_page_token=str(items[-1].id) if len(items) == size else "",
         )
 
@@ -563,7 +484,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             actor=caller.actor,
         )
         await self._on_change()
-        return _server_record(server)
+        return protomap.server_record(server)
 
     @_handler
     async def UpdateServer(
@@ -595,7 +516,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             actor=caller.actor,
         )
         await self._on_change()
-        return _server_record(server)
+        return protomap.server_record(server)
 
     @_handler
     async def ListServers(
@@ -607,7 +528,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             member=self._member_filter(request), after=_page_token(request.page_token), limit=size
         )
         return registry_pb2.ListServersResponse(
-            servers=[_server_record(s) for s in items],
+            servers=[protomap.server_record(s) for s in items],
             next_page_token=str(items[-1].id) if len(items) == size else "",
         )
 
@@ -637,7 +558,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             actor=caller.actor,
         )
         await self._on_change()
-        return _service_record(service)
+        return protomap.service_record(service)
 
     @_handler
     async def ListServices(
@@ -649,7 +570,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             member=self._member_filter(request), after=_page_token(request.page_token), limit=size
         )
         return registry_pb2.ListServicesResponse(
-            services=[_service_record(s) for s in items],
+            services=[protomap.service_record(s) for s in items],
             next_page_token=str(items[-1].id) if len(items) == size else "",
         )
 
@@ -682,7 +603,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             actor=caller.actor,
         )
         await self._on_change()
-        return _contract_record(contract)
+        return protomap.contract_record(contract)
 
     def _contract_id(self, request: registry_pb2.ContractRef) -> str:
         return _text("contract_id", request.contract_id, limit=64, empty=False)
@@ -716,7 +637,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
                 f"contract {contract.id} is {contract.state}; nothing to approve"
             )
         await self._on_change()
-        return _contract_record(updated)
+        return protomap.contract_record(updated)
 
     @_handler
     async def RevokeContract(
@@ -728,7 +649,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             contract.id, actor=caller.actor, expected=contract
         )
         await self._on_change()
-        return _contract_record(updated)
+        return protomap.contract_record(updated)
 
     @_handler
     async def ListContracts(
@@ -758,7 +679,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             member=member, state=state, after=_page_token(request.page_token), limit=size
         )
         return registry_pb2.ListContractsResponse(
-            contracts=[_contract_record(c) for c in items],
+            contracts=[protomap.contract_record(c) for c in items],
             next_page_token=items[-1].id if len(items) == size else "",
         )
 
@@ -776,7 +697,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         size = _page_size(request.page_size)
         entries = await self._store.list_audit(after_seq=request.after_seq, limit=size)
         return registry_pb2.ListAuditResponse(
-            entries=[_audit_record(e) for e in entries],
+            entries=[protomap.audit_record(e) for e in entries],
             next_after_seq=entries[-1].seq if len(entries) == size else 0,
         )
 

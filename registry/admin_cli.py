@@ -25,6 +25,7 @@ from registry import limits
 from registry.admin_client import admin_stub, call
 from registry.errors import InvalidRequestError
 from registry.settings import RegistryLayout, RegistrySettings
+from ruta.files import FileReadError, read_bounded, write_atomically
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
@@ -38,6 +39,8 @@ __all__ = ["audit", "certificate", "contract", "member", "server", "service", "s
 DEFAULT_LIST_LIMIT: Final = 1000
 #: Largest file a command reads (certificate, .proto, descriptor set).
 MAX_INPUT_FILE_BYTES: Final = limits.MAX_DESCRIPTOR_SET_BYTES
+#: Largest registry ready file read (a small JSON object).
+MAX_READY_FILE_BYTES: Final = 64 * 1024
 
 _T = TypeVar("_T")
 if TYPE_CHECKING:
@@ -66,9 +69,9 @@ def _resolve_target(
     address = registry
     if address is None:
         try:
-            ready = json.loads(layout.ready.read_text())
+            ready = json.loads(read_bounded(layout.ready, MAX_READY_FILE_BYTES))
             address = str(ready["admin"])
-        except (OSError, ValueError, KeyError):
+        except (FileReadError, ValueError, KeyError):
             try:
                 address = RegistrySettings.load(directory).admin_listen
             except ConfigError:
@@ -155,12 +158,9 @@ def _run(target: _Target, action: Callable[[Stub], Awaitable[_T]]) -> _T:
 
 def _read_file(path: Path, what: str) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_INPUT_FILE_BYTES:
-            raise InvalidRequestError(f"{what} file is larger than {MAX_INPUT_FILE_BYTES} bytes")
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidRequestError(f"cannot read the {what} file ({exc.strerror})") from None
+        return read_bounded(path, MAX_INPUT_FILE_BYTES, what=f"{what} file")
+    except FileReadError as exc:
+        raise InvalidRequestError(exc.message) from None
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -817,7 +817,7 @@ def certificate_issue(
     if new_key is not None:
         save_private_key(new_key, key)
     pem = certificate_pem(leaf, *(load_certificate(der) for der in issued.chain[:-1]))
-    out.write_bytes(pem)
+    write_atomically(out, pem)
     summary = {
         "serial": format(leaf.serial_number, "x"),
         "sha256": fingerprint(leaf),

@@ -20,7 +20,6 @@ serial cannot both win.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -33,6 +32,7 @@ from typing import Any, Final, Self
 from cryptography import x509
 
 from registry.errors import AlreadyExistsError, InvalidRequestError, NotFoundError, StoreError
+from ruta.files import FileProblem, FileReadError, read_bounded, write_atomically
 from ruta.ids import MemberId, ServerId, SubsystemId
 from ruta.pki.certs import (
     DEFAULT_VALIDITY,
@@ -105,23 +105,27 @@ def _serial_hex(serial: int) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(path)
+        write_atomically(path, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise StoreError(f"cannot write the CA directory ({exc.strerror})") from exc
 
 
-def _read_bounded(path: Path, limit: int) -> bytes:
-    with path.open("rb") as source:
-        data = source.read(limit + 1)
-    if len(data) > limit:
-        raise StoreError("a CA file is larger than allowed")
+def _read_bounded(path: Path, limit: int) -> bytes | None:
+    """The CA file at ``path``, ``None`` when there is none; :class:`StoreError` when it cannot
+    be read or is over ``limit``."""
+    try:
+        return read_bounded(path, limit, what="CA file")
+    except FileReadError as exc:
+        if exc.problem is FileProblem.MISSING:
+            return None
+        raise StoreError(exc.message) from None
+
+
+def _read_required(path: Path, limit: int) -> bytes:
+    data = _read_bounded(path, limit)
+    if data is None:
+        raise NotFoundError("no certificate authority in that directory")
     return data
 
 
@@ -241,16 +245,12 @@ class CertificateAuthority:
         :class:`StoreError` when its files are damaged."""
         root = Path(directory)
         try:
-            settings: dict[str, Any] = json.loads(_read_bounded(root / _SETTINGS, 4096))
+            settings: dict[str, Any] = json.loads(_read_required(root / _SETTINGS, 4096))
             ocsp_url = str(settings["ocsp_url"])
             cert = _one_cert(root / "ca.pem")
             anchor = _one_cert(root / "anchor.pem")
-            parents_path = root / "parents.pem"
-            parents = (
-                load_certificates(_read_bounded(parents_path, MAX_CA_FILE_BYTES))
-                if parents_path.exists()
-                else []
-            )
+            parents_pem = _read_bounded(root / "parents.pem", MAX_CA_FILE_BYTES)
+            parents = load_certificates(parents_pem) if parents_pem is not None else []
             ocsp_cert = _one_cert(root / "ocsp.pem")
             ocsp_key = load_private_key(root / "ocsp.key")
         except FileNotFoundError as exc:
@@ -298,7 +298,10 @@ class CertificateAuthority:
         """The revocation of ``serial_number``, or ``None`` if it is not revoked."""
         path = self.directory / "revoked" / f"{_serial_hex(serial_number)}.json"
         try:
-            record = json.loads(_read_bounded(path, MAX_REVOCATION_RECORD_BYTES))
+            data = _read_bounded(path, MAX_REVOCATION_RECORD_BYTES)
+            if data is None:
+                return None
+            record = json.loads(data)
             return Revocation(
                 serial_number,
                 datetime.datetime.fromisoformat(record["revoked_at"]),
@@ -398,21 +401,15 @@ class CertificateAuthority:
         record = Revocation(serial_number, (at or _now()).astimezone(datetime.UTC), reason)
         path = self.directory / "revoked" / f"{_serial_hex(serial_number)}.json"
         body = {"revoked_at": record.revoked_at.isoformat(), "reason": reason.value}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_bytes(json.dumps(body).encode())
-            with tmp.open("rb") as written:
-                os.fsync(written.fileno())
-            os.link(tmp, path)  # exclusive: fails if another revocation won
+            # Exclusive: fails if another revocation won.
+            write_atomically(path, json.dumps(body).encode(), exclusive=True)
         except FileExistsError as exc:
             raise AlreadyExistsError(
                 f"certificate {_serial_hex(serial_number)} is already revoked"
             ) from exc
         except OSError as exc:
             raise StoreError(f"cannot write the revocation ({exc.strerror})") from exc
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
         return record
 
     def renew_ocsp_responder(self, *, now: datetime.datetime | None = None) -> x509.Certificate:
@@ -455,5 +452,5 @@ def _write_ocsp_responder(
 
 
 def _one_cert(path: Path) -> x509.Certificate:
-    certs = load_certificates(_read_bounded(path, MAX_CA_FILE_BYTES), limit=1)
+    certs = load_certificates(_read_required(path, MAX_CA_FILE_BYTES), limit=1)
     return certs[0]

@@ -15,6 +15,7 @@ from registry.ca import CertificateAuthority, parse_reason
 from registry.errors import InvalidRequestError
 from registry.ocsp_server import ocsp_app
 from ruta.addresses import split_address
+from ruta.files import FileReadError, read_bounded, write_atomically
 from ruta.ids import MemberId, ServerId, SubsystemId
 from ruta.pki.certs import (
     CertificateKind,
@@ -56,11 +57,10 @@ def _passphrase(path: Path | None) -> bytes | None:
 
 
 def _read(path: Path, limit: int) -> bytes:
-    with path.open("rb") as source:
-        data = source.read(limit + 1)
-    if len(data) > limit:
-        raise InvalidRequestError(f"input file is larger than {limit} bytes")
-    return data
+    try:
+        return read_bounded(path, limit, what="input file")
+    except FileReadError as exc:
+        raise InvalidRequestError(exc.message) from None
 
 
 @click.group(name="ca")
@@ -215,9 +215,9 @@ def issue(
         dns_names=dns_names,
         ip_addresses=ip_addresses,
     )
-    out.write_bytes(certificate_pem(cert))
+    write_atomically(out, certificate_pem(cert))
     if chain_out is not None:
-        chain_out.write_bytes(certificate_pem(cert, *authority.chain, authority.trust_anchor))
+        write_atomically(chain_out, certificate_pem(cert, *authority.chain, authority.trust_anchor))
     click.echo(format(cert.serial_number, "x"))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from registry import protomap
 from registry.model import Contract, ContractState, RegistrySnapshot
 from ruta.timestamps import to_timestamp
 from ruta.v1 import globalconf_pb2
@@ -54,41 +55,22 @@ def build_configuration(
         witness_public_key=witness_public_key,
         witness_url=witness_url,
     )
-    for member in sorted(snapshot.members, key=lambda m: m.id):
-        conf.members.add(id=member.id.to_proto(), name=member.name)
-    for subsystem in sorted(snapshot.subsystems, key=lambda s: s.id):
-        conf.subsystems.add(id=subsystem.id.to_proto())
-    for server in sorted(snapshot.servers, key=lambda s: s.id):
-        conf.servers.add(
-            id=server.id.to_proto(),
-            address=server.address,
-            auth_cert_sha256=server.auth_cert_sha256,
-            audit_address=server.audit_address,
-            log_public_key=server.log_public_key,
-        )
-    for service in sorted(snapshot.services, key=lambda s: s.id):
-        conf.services.add(
-            id=service.id.to_proto(),
-            methods=sorted(service.methods),
-            file_descriptor_set=service.file_descriptor_set,
-            description=service.description,
-            savings=service.savings.to_proto(),
-        )
+    conf.members.extend(
+        protomap.member_entry(m) for m in sorted(snapshot.members, key=lambda e: e.id)
+    )
+    conf.subsystems.extend(
+        protomap.subsystem_entry(s) for s in sorted(snapshot.subsystems, key=lambda e: e.id)
+    )
+    conf.servers.extend(
+        protomap.server_entry(s) for s in sorted(snapshot.servers, key=lambda e: e.id)
+    )
+    conf.services.extend(
+        protomap.service_entry(s) for s in sorted(snapshot.services, key=lambda e: e.id)
+    )
     published = (
         c
         for c in snapshot.contracts
         if contract_published(c, generated_at=generated_at, expires_at=expires_at)
     )
-    for contract in sorted(published, key=lambda c: c.id):
-        entry = conf.contracts.add(
-            contract_id=contract.id,
-            consumer=contract.consumer.to_proto(),
-            service=contract.service.to_proto(),
-            methods=sorted(contract.methods),
-            purpose=contract.purpose,
-            legal_basis=contract.legal_basis,
-            valid_from=to_timestamp(contract.valid_from),
-        )
-        if contract.valid_until is not None:
-            entry.valid_until.CopyFrom(to_timestamp(contract.valid_until))
+    conf.contracts.extend(protomap.contract_entry(c) for c in sorted(published, key=lambda c: c.id))
     return conf

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
-from ruta.v1 import globalconf_pb2
 
 __all__ = [
     "AdminRole",
@@ -102,12 +101,6 @@ class Savings:
             "paper_forms": self.paper_forms,
             "cost": self.cost,
         }
-
-    def to_proto(self) -> globalconf_pb2.Savings:
-        """The wire form (in service records and the global configuration)."""
-        return globalconf_pb2.Savings(
-            citizen_minutes=self.citizen_minutes, paper_forms=self.paper_forms, cost=self.cost
-        )
 
 
 @dataclass(frozen=True, slots=True)

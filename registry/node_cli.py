@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import click
 
 from registry.serve import serve_forever
 from registry.setup import initialise_registry
+from ruta.listeners import LISTENER_FAILED_EXIT_STATUS
 
 __all__ = ["init", "serve"]
 
@@ -78,11 +80,15 @@ def init(
 @click.command()
 @_DIR
 def serve(directory: Path) -> None:
-    """Run the registry: admin API, /globalconf, /ocsp and the witness, until SIGTERM."""
+    """Run the registry: admin API, /globalconf, /ocsp and the witness, until SIGTERM.
+
+    Exits with status 3 if the admin API's listener stopped and could not be restarted.
+    """
     try:
         import uvloop  # noqa: PLC0415
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is absent on some platforms
         pass
-    asyncio.run(serve_forever(directory))
+    if not asyncio.run(serve_forever(directory)):
+        sys.exit(LISTENER_FAILED_EXIT_STATUS)

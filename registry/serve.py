@@ -6,7 +6,13 @@ Two listeners:
   (``ruta.v1.GlobalConfService``) and the gRPC health service, over mutual TLS with the
   registry's TLS certificate; callers present client certificates from the registry's CA;
 - HTTP: ``GET /globalconf`` (the signed configuration, ETag / If-None-Match), ``/ocsp`` (the CA's
-  OCSP responder), ``POST /witness/add-checkpoint`` (the checkpoint witness) and ``GET /healthz``.
+  OCSP responder), ``POST /witness/add-checkpoint`` (the checkpoint witness), ``GET /healthz`` and
+  ``GET /metrics`` (Prometheus: the admin listener's ``ruta_listener_up`` and
+  ``ruta_listener_restarts_total``).
+
+The gRPC listener runs under the listener watchdog (:mod:`ruta.listeners`): if grpcio's server
+loop ends, it is reported NOT_SERVING and restarted on the same address; if it cannot be,
+:func:`serve_forever` stops the node and the command exits with status 3.
 
 The configuration is rebuilt from the store, signed and published after every change the admin
 API commits (before the call returns), after any change another node committed to the same
@@ -32,12 +38,11 @@ import grpc.aio
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 
 from registry import limits
 from registry.admin_api import IssuedCertificate, IssueRequest, RegistryAdminServicer
 from registry.ca import CertificateAuthority
-from registry.errors import InvalidRequestError, StoreError
+from registry.errors import InvalidRequestError, RegistryError, StoreError
 from registry.globalconf_build import build_configuration
 from registry.log_keys import parse_vkey
 from registry.model import SecurityServer
@@ -56,7 +61,10 @@ from ruta.addresses import join_address
 from ruta.checkpoint import Verifier
 from ruta.faults import RutaError
 from ruta.globalconf import MAX_DOCUMENT_BYTES
-from ruta.pki.certs import load_certificate
+from ruta.listeners import ListenerError, Listeners, ListenerSpec
+from ruta.metrics_http import metrics_handler
+from ruta.pki.certs import load_certificate, read_certificate_file
+from ruta.pki.errors import MalformedCertificateError
 from ruta.pki.keys import FileSigner, load_private_key
 from ruta.pki.ocsp import CertStatus
 from ruta.pki.tls import server_credentials
@@ -120,7 +128,7 @@ class RegistryNode:
         self._settings = RegistrySettings.load(self._layout.root)
         self._clock = clock if clock is not None else (lambda: datetime.now(UTC))
         self._store: RegistryStore | None = None
-        self._grpc: grpc.aio.Server | None = None
+        self.listeners = Listeners(grace_seconds=_GRACE_SECONDS)
         self._runner: web.AppRunner | None = None
         self._publisher: ConfigurationPublisher | None = None
         self._publish_lock = asyncio.Lock()
@@ -154,12 +162,13 @@ class RegistryNode:
         ca = CertificateAuthority.open(layout.ca)
         signer = FileSigner.from_file(layout.signing_key)
         try:
-            signing_cert = load_certificate(layout.signing_cert.read_bytes())
-        except OSError as exc:
+            signing_pem = read_certificate_file(layout.signing_cert, limit=1)
+        except MalformedCertificateError as exc:
             raise ConfigError(
                 f"the registry directory has no readable configuration-signing certificate "
-                f"({exc.strerror})"
+                f"({exc.message})"
             ) from None
+        signing_cert = load_certificate(signing_pem)
         witness_key = load_private_key(layout.witness_key)
         if not isinstance(witness_key, Ed25519PrivateKey):
             raise StoreError("the witness key must be an Ed25519 key")
@@ -187,6 +196,7 @@ class RegistryNode:
         add_ocsp_routes(app, ca, path="/ocsp")
         app.add_routes(witness_routes(witness, prefix=WITNESS_PREFIX))
         app.router.add_get("/healthz", _healthz)
+        app.router.add_get("/metrics", metrics_handler(self.listeners.registry))
         http_host, bound_http = await self._listen_http(app)
         self._base_url = settings.base_url(bound_http)
 
@@ -212,21 +222,18 @@ class RegistryNode:
             self._publish_build, interval=timedelta(seconds=settings.globalconf_republish_seconds)
         )
         self._watcher = asyncio.create_task(
-            self._watch_changes(settings.change_poll_seconds), name="registry-change-watcher"
+            self._watch_changes(store, settings.change_poll_seconds), name="registry-change-watcher"
         )
 
         admin_port = await self._listen_admin(store, ca, publisher)
         admin_host, _ = split_address(settings.admin_listen)
-        self.bound = _Bound(
+        self.bound = bound = _Bound(
             admin=join_address(connectable_host(admin_host), admin_port),
             http=f"http://{join_address(connectable_host(http_host), bound_http)}",
         )
-        self._write_ready()
+        self._write_ready(bound)
         _log.info(
-            "registry %s listening: admin %s, http %s",
-            settings.instance,
-            self.bound.admin,
-            self.bound.http,
+            "registry %s listening: admin %s, http %s", settings.instance, bound.admin, bound.http
         )
 
     async def _listen_http(self, app: web.Application) -> tuple[str, int]:
@@ -245,52 +252,57 @@ class RegistryNode:
     async def _listen_admin(
         self, store: RegistryStore, ca: CertificateAuthority, publisher: ConfigurationPublisher
     ) -> int:
-        """Start the mutual-TLS gRPC server (admin API, configuration, health); return its port."""
+        """Start the mutual-TLS gRPC server (admin API, configuration, health) under the
+        listener watchdog; return its port."""
         settings, layout = self._settings, self._layout
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limits.MAX_REQUEST_BYTES),
-                ("grpc.max_send_message_length", MAX_DOCUMENT_BYTES),
-            ]
-        )
-        registry_pb2_grpc.add_RegistryAdminServicer_to_server(
-            RegistryAdminServicer(
-                store=store,
-                instance=settings.instance,
-                issuer=_CaIssuer(ca),
-                on_change=self._republish,
-                clock=self._clock,
-                revoked=lambda certificate: (
-                    ca.status(certificate.serial_number)[0] is CertStatus.REVOKED
-                ),
+        admin = RegistryAdminServicer(
+            store=store,
+            instance=settings.instance,
+            issuer=_CaIssuer(ca),
+            on_change=self._republish,
+            clock=self._clock,
+            revoked=lambda certificate: (
+                ca.status(certificate.serial_number)[0] is CertStatus.REVOKED
             ),
-            server,
         )
-        add_globalconf_servicer(server, publisher)
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        credentials = server_credentials(layout.tls_key, layout.tls_cert, layout.trust)
-        self._grpc = server
+
+        def add_services(server: grpc.aio.Server) -> None:
+            registry_pb2_grpc.add_RegistryAdminServicer_to_server(admin, server)
+            add_globalconf_servicer(server, publisher)
+
         try:
-            port = server.add_secure_port(settings.admin_listen, credentials)
-        except RuntimeError:
-            port = 0
-        if port == 0:
-            raise ConfigError(f"cannot listen on {settings.admin_listen} for the admin API")
-        await server.start()
-        for name in ("", "ruta.v1.RegistryAdmin", "ruta.v1.GlobalConfService"):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        return int(port)
+            listener = self.listeners.bind(
+                ListenerSpec(
+                    name="admin",
+                    listen=settings.admin_listen,
+                    add_services=add_services,
+                    health_names=("ruta.v1.RegistryAdmin", "ruta.v1.GlobalConfService"),
+                    credentials=lambda: server_credentials(
+                        layout.tls_key, layout.tls_cert, layout.trust
+                    ),
+                    options=(
+                        ("grpc.max_receive_message_length", limits.MAX_REQUEST_BYTES),
+                        ("grpc.max_send_message_length", MAX_DOCUMENT_BYTES),
+                    ),
+                )
+            )
+        except ListenerError:
+            raise ConfigError(
+                f"cannot listen on {settings.admin_listen} for the admin API"
+            ) from None
+        await self.listeners.start()
+        return listener.port
 
     async def _publish_build(self) -> globalconf_pb2.GlobalConfiguration:
-        assert self._build is not None
+        if self._build is None:
+            raise RegistryError("the registry is not started: nothing to publish")
         return await self._build()
 
     async def _publish(self) -> None:
         """Build, sign and serve a configuration now, and record it in the store."""
         publisher, store = self._publisher, self._store
-        assert publisher is not None
-        assert store is not None
+        if publisher is None or store is None:
+            raise RegistryError("the registry is not started: nothing to publish")
         async with self._publish_lock:
             change_seq = await store.change_seq()
             published = await publisher.publish_from(self._publish_build)
@@ -306,11 +318,9 @@ class RegistryNode:
                 keep=_KEEP_PUBLISHED,
             )
 
-    async def _watch_changes(self, interval: float) -> None:
+    async def _watch_changes(self, store: RegistryStore, interval: float) -> None:
         """Republish when the store changed behind this node's back (another registry node on
         the same database, or a change whose immediate publication failed)."""
-        store = self._store
-        assert store is not None
         while True:
             await asyncio.sleep(interval)
             try:
@@ -326,15 +336,14 @@ class RegistryNode:
         except Exception:  # noqa: BLE001 - the change is committed; the next cycle retries
             _log.exception("publishing the global configuration after a change failed")
 
-    def _write_ready(self) -> None:
-        assert self.bound is not None
+    def _write_ready(self, bound: _Bound) -> None:
         ready = {
             "version": READY_FILE_VERSION,
             "pid": os.getpid(),
             "instance": self._settings.instance,
-            "admin": self.bound.admin,
-            "http": self.bound.http,
-            "globalconf_url": f"{self.bound.http}/globalconf",
+            "admin": bound.admin,
+            "http": bound.http,
+            "globalconf_url": f"{bound.http}/globalconf",
             "public_url": self._base_url,
         }
         write_ready_file(self._layout.ready, ready)
@@ -344,9 +353,7 @@ class RegistryNode:
         with contextlib.suppress(FileNotFoundError):
             if self.bound is not None:
                 self._layout.ready.unlink()
-        if self._grpc is not None:
-            await self._grpc.stop(_GRACE_SECONDS)
-            self._grpc = None
+        await self.listeners.stop(_GRACE_SECONDS)
         watcher, self._watcher = self._watcher, None
         await cancel_and_wait(watcher)
         if self._publisher is not None:
@@ -385,12 +392,14 @@ def _site_port(runner: web.AppRunner) -> int:
     raise StoreError("the HTTP listener did not bind")
 
 
-async def serve_forever(directory: Path) -> None:
-    """Run a node until SIGINT or SIGTERM, then shut down gracefully."""
+async def serve_forever(directory: Path) -> bool:
+    """Run a node until SIGINT or SIGTERM (True), or until its gRPC listener could not be
+    restarted (False: exit with :data:`ruta.listeners.LISTENER_FAILED_EXIT_STATUS`); then shut
+    down gracefully."""
     node = RegistryNode(directory)
     stop = stop_event()
     await node.start()
     try:
-        await stop.wait()
+        return await node.listeners.serve_until(stop)
     finally:
         await node.stop()

@@ -28,6 +28,7 @@ from registry.errors import AlreadyExistsError, InvalidRequestError, StoreError
 from registry.model import Administrator, AdminRole, admin_role_text
 from registry.settings import RegistryLayout, RegistrySettings, split_address
 from registry.store import RegistryStore, database_url
+from ruta.files import write_atomically
 from ruta.globalconf import ConfigurationAnchor
 from ruta.ids import MemberId, ServerId
 from ruta.pki.certs import (
@@ -153,9 +154,7 @@ def _has_password(url: str) -> bool:
 
 def _write_public(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomically(path, data)
 
 
 def _tls_names(admin_listen: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

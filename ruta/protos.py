@@ -22,6 +22,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
 from ruta.faults import Fault, RutaError
+from ruta.files import FileProblem, FileReadError, read_bounded
 
 __all__ = [
     "MAX_COMPILED_DESCRIPTOR_SET_BYTES",
@@ -99,10 +100,12 @@ def compile_descriptor_set(proto: Path, import_paths: Sequence[Path] = ()) -> by
             raise ProtoCompileError(
                 f"proto file {proto.name} does not compile:\n{diagnostic[:_MAX_DIAGNOSTIC_CHARS]}"
             )
-        data = out.read_bytes()
-    if len(data) > MAX_COMPILED_DESCRIPTOR_SET_BYTES:
-        raise ProtoCompileError(f"the descriptors of {proto.name} are too large")
-    return data
+        try:
+            return read_bounded(out, MAX_COMPILED_DESCRIPTOR_SET_BYTES)
+        except FileReadError as exc:
+            if exc.problem is FileProblem.TOO_LARGE:
+                raise ProtoCompileError(f"the descriptors of {proto.name} are too large") from None
+            raise ProtoCompileError(f"the descriptors of {proto.name} cannot be read") from None
 
 
 def service_descriptor(descriptor_set: bytes, service: str) -> ServiceDescriptor:

@@ -13,6 +13,8 @@ import json
 import signal
 from pathlib import Path
 
+from ruta.files import write_atomically
+
 __all__ = ["stop_event", "write_ready_file"]
 
 
@@ -21,9 +23,7 @@ def write_ready_file(path: Path, content: dict[str, object]) -> None:
 
     Raises :class:`OSError` when the folder is not writable; ``path`` is then left as it was.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content), encoding="utf-8")
-    tmp.replace(path)
+    write_atomically(path, json.dumps(content).encode("utf-8"))
 
 
 def stop_event() -> asyncio.Event:

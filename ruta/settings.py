@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from ruta.faults import Fault, RutaError
+from ruta.files import FileReadError, read_bounded
 
 __all__ = [
     "MAX_CONFIG_FILE_BYTES",
@@ -84,13 +85,17 @@ class RutaSettings(BaseSettings):
         Relative paths inside the file stay as written; parts resolve them against the file's
         folder where that matters.
         """
-        data: dict[str, Any] = {}
-        if path is not None:
-            data = read_toml(Path(path))
+        if path is None:
+            return cls.from_data({}, where="settings")
+        return cls.from_data(read_toml(Path(path)), where=f"settings file {Path(path).name}")
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], *, where: str) -> Self:
+        """Settings from a parsed document (as :meth:`from_file` reads), then ``RUTA_*``
+        overrides. Raises :class:`ConfigError` naming ``where`` and the field."""
         try:
             return cls(**data)
         except ValidationError as exc:
-            where = f"settings file {Path(path).name}" if path is not None else "settings"
             raise ConfigError(f"{where} is invalid: {describe_validation_error(exc)}") from None
 
 
@@ -102,24 +107,14 @@ def read_text(
     Raises :class:`ConfigError` naming it as ``what`` plus its file name (never its folder) when
     it is missing, a directory, unreadable, over ``limit`` or not UTF-8.
     """
-    name = f"{what} {path.name}"
     try:
-        size = path.stat().st_size
-        if size > limit:
-            raise ConfigError(f"{name} is {size} bytes, larger than allowed: the limit is {limit}")
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{name} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{name} is a directory") from None
-    except PermissionError:
-        raise ConfigError(f"{name} cannot be read (permission denied)") from None
-    except OSError as exc:
-        raise ConfigError(f"{name} cannot be read ({exc.strerror or 'I/O error'})") from None
+        raw = read_bounded(path, limit, what=what)
+    except FileReadError as exc:
+        raise ConfigError(exc.message) from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{name} is not UTF-8 text") from None
+        raise ConfigError(f"{what} {path.name} is not UTF-8 text") from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -1,20 +1,28 @@
-"""The provider's call to the backend that serves a service: the seam and its gRPC form.
+"""The provider's call to the backend that serves a service: the seam, and the backends in force
+(one gRPC channel per mapped service, replaceable while serving).
 
-:class:`Backends` is what the provider proxy calls through; :class:`GrpcBackends` is the real one
-(one channel per mapped backend, opened at start and shared by every call; the raw body goes to
-the backend's method path as bytes). Unit tests use an in-memory backend instead.
+:class:`Backends` is what the provider proxy calls through; :class:`BackendChannels` is the real
+one; unit tests use an in-memory backend (tests/unit/security_server/twin.py). The provider
+looks a service's channel up when it checks the service is served (:meth:`BackendChannels.get`).
+A settings reload (:mod:`security_server.reload`) swaps the whole map in one step with
+:meth:`BackendChannels.replace`: calls that start afterwards see the new map, while calls that
+already hold a channel keep it; a channel no longer mapped is closed only once every call that
+could hold it has ended (docs/adr/0016-settings-reload.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
 import grpc
 import grpc.aio
 
+from ruta.faults import Fault, RutaError
 from ruta.ids import ServiceId
 from security_server.settings import BackendSettings
 from security_server.transport import grpc_message_options
@@ -22,17 +30,23 @@ from security_server.transport import grpc_message_options
 __all__ = [
     "MAX_BACKEND_STATUS_TEXT",
     "MAX_CACHED_BACKEND_METHODS",
+    "BackendChange",
+    "BackendChannels",
+    "BackendError",
     "BackendReply",
     "Backends",
-    "GrpcBackends",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: Longest status text of a backend's refusal carried back in a signed response body.
 MAX_BACKEND_STATUS_TEXT: Final = 1024
 #: Backend method callables kept made (one per service method a contract allows).
 MAX_CACHED_BACKEND_METHODS: Final = 4096
-#: Largest TLS file (CA, key, certificate) read for a backend connection.
-MAX_BACKEND_TLS_FILE_BYTES: Final = 1 << 20
+#: Largest certificate or key file read for a backend's TLS.
+_MAX_CREDENTIAL_BYTES: Final = 1 << 20
+#: How long a retired channel's last calls may take once they are done with it (gRPC's grace).
+_CLOSE_GRACE_SECONDS: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +59,10 @@ class BackendReply:
 
 
 class Backends(Protocol):
-    """The backends this server maps its services to."""
+    """The backends this server maps its services to, as the provider proxy calls them."""
 
     def serves(self, service: ServiceId) -> bool:
-        """Whether a backend is mapped for ``service``."""
+        """Whether a backend is mapped for ``service`` now."""
         ...
 
     async def call(
@@ -60,50 +74,127 @@ class Backends(Protocol):
         metadata: Sequence[tuple[str, str]],
         seconds: float,
     ) -> BackendReply:
-        """Call method ``path`` of ``service``'s backend with the raw ``body`` and return its
-        reply within ``seconds`` (a failed call is a reply with its status; ``details`` at most
-        :data:`MAX_BACKEND_STATUS_TEXT` characters). Only called for a service it serves."""
+        """Call method ``path`` of ``service``'s backend with the raw ``body`` within
+        ``seconds`` and return its reply (a failed call is a reply with its status; ``details``
+        at most :data:`MAX_BACKEND_STATUS_TEXT` characters)."""
         ...
 
-    async def close(self) -> None: ...
+
+class BackendError(RutaError):
+    """A backend's channel cannot be made (a TLS file is missing or unreadable)."""
+
+    default_fault = Fault.CLIENT_INVALID_CONFIG
 
 
-def _read(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read(MAX_BACKEND_TLS_FILE_BYTES)
+@dataclass(frozen=True, slots=True)
+class BackendChange:
+    """What :meth:`BackendChannels.replace` changed, by service (text form, sorted)."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
 
 
-class GrpcBackends:
-    """One gRPC channel per mapped backend, opened at start and shared by every call."""
+def _read(path: Path, service: ServiceId, what: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(_MAX_CREDENTIAL_BYTES)
+    except OSError as exc:
+        raise BackendError(
+            f"backend {service}: its {what} file {path.name} cannot be read "
+            f"({exc.strerror or 'I/O error'})"
+        ) from None
+
+
+def _credentials(backend: BackendSettings) -> grpc.ChannelCredentials | None:
+    """TLS credentials of ``backend`` (``None``: plaintext), read now."""
+    if not backend.tls:
+        return None
+    service = backend.service_id
+    if backend.ca is None:  # pragma: no cover - the settings model requires ca with tls
+        raise BackendError(f"backend {service}: tls needs ca")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(backend.ca, service, "ca"),
+        private_key=_read(backend.client_key, service, "client_key")
+        if backend.client_key
+        else None,
+        certificate_chain=_read(backend.client_cert, service, "client_cert")
+        if backend.client_cert
+        else None,
+    )
+
+
+@dataclass(eq=False)
+class _Generation:
+    """One map of backends, and the calls that looked a channel up while it was in force."""
+
+    settings: dict[ServiceId, BackendSettings]
+    channels: dict[ServiceId, grpc.aio.Channel]
+    users: set[asyncio.Task[object]] = field(default_factory=set)
+
+
+class BackendChannels:
+    """One channel per mapped backend, shared by every call; replaced as a whole on reload."""
 
     def __init__(self, backends: tuple[BackendSettings, ...], *, max_message_bytes: int) -> None:
-        options = grpc_message_options(max_message_bytes)
-        self._channels: dict[ServiceId, grpc.aio.Channel] = {}
-        # Keyed by the channel's id: channels live as long as this object (closed together).
+        """Open a channel for each backend (channels connect lazily). Raises
+        :class:`BackendError` when a backend's TLS file cannot be read."""
+        self._options = grpc_message_options(max_message_bytes)
+        self._current = self._generation(backends, keep={})
+        # Keyed by the channel's id: an entry goes when its channel is closed.
         self._methods: dict[tuple[int, str], grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
-        for backend in backends:
-            if backend.tls:
-                credentials = grpc.ssl_channel_credentials(
-                    root_certificates=_read(backend.ca) if backend.ca else None,
-                    private_key=_read(backend.client_key) if backend.client_key else None,
-                    certificate_chain=_read(backend.client_cert) if backend.client_cert else None,
-                )
-                channel = grpc.aio.secure_channel(backend.address, credentials, options=options)
-            else:
-                channel = grpc.aio.insecure_channel(backend.address, options=options)
-            self._channels[backend.service_id] = channel
+        # Channels no longer mapped, by the task that closes them once their calls are done.
+        self._retiring: dict[asyncio.Task[None], list[grpc.aio.Channel]] = {}
 
-    def serves(self, service: ServiceId) -> bool:
-        return service in self._channels
+    def _generation(
+        self,
+        backends: tuple[BackendSettings, ...],
+        *,
+        keep: Mapping[ServiceId, tuple[BackendSettings, grpc.aio.Channel]],
+    ) -> _Generation:
+        settings = {backend.service_id: backend for backend in backends}
+        fresh = {
+            service: backend
+            for service, backend in settings.items()
+            if service not in keep or keep[service][0] != backend
+        }
+        # Every file is read before any channel opens: a failure leaves nothing to close.
+        credentials = {service: _credentials(backend) for service, backend in fresh.items()}
+        channels: dict[ServiceId, grpc.aio.Channel] = {}
+        for service, backend in settings.items():
+            if service not in fresh:
+                channels[service] = keep[service][1]
+                continue
+            secure = credentials[service]
+            channels[service] = (
+                grpc.aio.insecure_channel(backend.address, options=self._options)
+                if secure is None
+                else grpc.aio.secure_channel(backend.address, secure, options=self._options)
+            )
+        return _Generation(settings, channels)
 
-    @property
-    def services(self) -> Mapping[ServiceId, grpc.aio.Channel]:
-        return self._channels
+    def get(self, service: ServiceId) -> grpc.aio.Channel | None:
+        """The channel of ``service``'s backend in force now (``None``: not served here).
 
-    def _method(
+        The calling task holds the channel until it ends: a later :meth:`replace` does not
+        close it under the call."""
+        generation = self._current
+        channel = generation.channels.get(service)
+        if channel is not None:
+            task = asyncio.current_task()
+            if task is not None and task not in generation.users:
+                generation.users.add(task)
+                task.add_done_callback(generation.users.discard)
+        return channel
+
+    def method(
         self, channel: grpc.aio.Channel, path: str
     ) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
-        # Made once per path (only paths a contract allowed get here; bounded all the same).
+        """The bytes-in, bytes-out callable of ``path`` on ``channel``, made once per path (only
+        paths a contract allowed get here; bounded all the same)."""
         key = (id(channel), path)
         call = self._methods.get(key)
         if call is None:
@@ -112,6 +203,11 @@ class GrpcBackends:
                 self._methods[key] = call
         return call
 
+    def serves(self, service: ServiceId) -> bool:
+        """Whether ``service`` is mapped now; the calling task then holds its channel (see
+        :meth:`get`), so a reload does not close it under the call that follows."""
+        return self.get(service) is not None
+
     async def call(
         self,
         service: ServiceId,
@@ -121,17 +217,79 @@ class GrpcBackends:
         metadata: Sequence[tuple[str, str]],
         seconds: float,
     ) -> BackendReply:
-        call = self._method(self._channels[service], path)
+        channel = self.get(service)
+        if channel is None:  # unmapped by a reload since the call was checked
+            return BackendReply(grpc.StatusCode.UNAVAILABLE, details="the backend was unmapped")
         try:
-            answer: bytes = await call(body, metadata=tuple(metadata), timeout=seconds)
+            answer: bytes = await self.method(channel, path)(
+                body, metadata=tuple(metadata), timeout=seconds
+            )
         except grpc.aio.AioRpcError as exc:
             return BackendReply(
                 status=exc.code(), details=(exc.details() or "")[:MAX_BACKEND_STATUS_TEXT]
             )
         return BackendReply(status=grpc.StatusCode.OK, body=answer)
 
+    @property
+    def services(self) -> Mapping[ServiceId, grpc.aio.Channel]:
+        return self._current.channels
+
+    @property
+    def backends(self) -> tuple[BackendSettings, ...]:
+        """The backends in force, in the order they were given."""
+        return tuple(self._current.settings.values())
+
+    def replace(self, backends: tuple[BackendSettings, ...]) -> BackendChange:
+        """Put ``backends`` in force at once and say what changed.
+
+        A backend whose settings are unchanged keeps its channel. Calls that start afterwards
+        use the new map; calls that already looked a channel up finish on it, and a channel no
+        longer mapped is closed once they have all ended. Raises :class:`BackendError` (a TLS
+        file cannot be read) with nothing changed.
+        """
+        old = self._current
+        keep = {s: (b, old.channels[s]) for s, b in old.settings.items()}
+        new = self._generation(backends, keep=keep)
+        self._current = new  # the swap: one assignment, no await before or after it
+        kept = {id(c) for c in new.channels.values()}
+        retired = [c for c in old.channels.values() if id(c) not in kept]
+        if retired:
+            task = asyncio.get_running_loop().create_task(self._retire(old, retired))
+            self._retiring[task] = retired
+            task.add_done_callback(lambda done: self._retiring.pop(done, None))
+        return BackendChange(
+            added=tuple(sorted(str(s) for s in new.settings if s not in old.settings)),
+            removed=tuple(sorted(str(s) for s in old.settings if s not in new.settings)),
+            changed=tuple(
+                sorted(
+                    str(s)
+                    for s, b in new.settings.items()
+                    if s in old.settings and old.settings[s] != b
+                )
+            ),
+        )
+
+    async def _retire(self, old: _Generation, channels: list[grpc.aio.Channel]) -> None:
+        """Close ``channels`` once every call that looked one up in ``old`` has ended."""
+        users = set(old.users)
+        if users:
+            await asyncio.wait(users)
+        await self._close(channels)
+
+    async def _close(self, channels: list[grpc.aio.Channel]) -> None:
+        ids = {id(c) for c in channels}
+        for key in [k for k in self._methods if k[0] in ids]:
+            del self._methods[key]
+        for channel in channels:
+            await channel.close(_CLOSE_GRACE_SECONDS)
+
     async def close(self) -> None:
-        for channel in self._channels.values():
+        """Close every channel, those in force and those retiring (the server is stopping)."""
+        channels = list(self._current.channels.values())
+        for task, retired in list(self._retiring.items()):
+            task.cancel()
+            channels.extend(retired)
+        self._current = _Generation({}, {})
+        for channel in channels:
             await channel.close()
-        self._channels.clear()
         self._methods.clear()

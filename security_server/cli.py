@@ -15,5 +15,7 @@ group = LazyGroup(
         # "name": "module:click_command",  one line per concern
         "serve": "security_server.serve_cli:serve",
         "init": "security_server.init_cli:init",
+        "reload": "security_server.settings_cli:reload",
+        "backend": "security_server.settings_cli:backend",
     },
 )

@@ -8,7 +8,7 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final, Protocol
@@ -154,7 +154,7 @@ class ExchangeRecorder:
 
     log: MessageLog
     #: Subsystems (text form) in metadata-only mode: their exchanges are logged without bodies.
-    metadata_only: frozenset[str] = frozenset()
+    metadata_only: Set[str] = frozenset()
     #: Appends scheduled by :meth:`append_soon` and not yet finished.
     _pending: TaskOwner = field(default_factory=TaskOwner, init=False, repr=False, compare=False)
 

@@ -18,7 +18,13 @@ from cryptography import x509
 
 from ruta.faults import Fault, RutaError
 from ruta.ids import MemberId, ServerId
-from ruta.pki.certs import fingerprint, load_certificates, member_id_of, server_id_of
+from ruta.pki.certs import (
+    fingerprint,
+    load_certificates,
+    member_id_of,
+    read_certificate_file,
+    server_id_of,
+)
 from ruta.pki.errors import PkiError
 from ruta.pki.keys import FileSigner, Signer
 from ruta.pki.ocsp import OcspClient, OcspFetchError
@@ -40,11 +46,11 @@ class IdentityError(RutaError):
 
 def _read_chain(path: Path, what: str) -> list[x509.Certificate]:
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise IdentityError(
-            f"the {what} certificate file cannot be read ({exc.strerror})"
-        ) from None
+        data = read_certificate_file(
+            path, limit=MAX_CERTIFICATE_FILE_CHAIN, what=f"{what} certificate file"
+        )
+    except PkiError as exc:
+        raise IdentityError(exc.message) from None
     try:
         return load_certificates(data, limit=MAX_CERTIFICATE_FILE_CHAIN)
     except PkiError as exc:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import shutil
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,13 +33,13 @@ from typing import Any, Final
 import click
 import grpc
 import grpc.aio
-import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ruta.addresses import split_address
 from ruta.admin_rpc import admin_call
 from ruta.faults import Fault, RutaError
+from ruta.files import FileReadError, read_bounded, write_atomically
 from ruta.globalconf import ConfigurationAnchor
 from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.pki.certs import certificate_pem, load_certificate, make_csr
@@ -47,7 +48,7 @@ from ruta.pki.tls import channel_credentials
 from ruta.v1 import registry_pb2, registry_pb2_grpc
 from security_server.checkpointer import LOG_KEY_FILE, load_or_create_log_key, log_vkey
 from security_server.log import load_or_create_body_key
-from security_server.settings import SecurityServerSettings
+from security_server.settings import SecurityServerSettings, settings_toml
 
 __all__ = ["SETTINGS_FILE", "InitError", "InitPlan", "init", "initialise"]
 
@@ -99,11 +100,9 @@ class InitPlan:
 
 def _read_bounded(path: Path) -> bytes:
     try:
-        if path.stat().st_size > MAX_INPUT_FILE_BYTES:
-            raise InitError(f"{path.name} is larger than {MAX_INPUT_FILE_BYTES} bytes")
-        return path.read_bytes()
-    except OSError:
-        raise InitError(f"{path.name} cannot be read") from None
+        return read_bounded(path, MAX_INPUT_FILE_BYTES)
+    except FileReadError as exc:
+        raise InitError(exc.message) from None
 
 
 def _key_for(path: Path, *, force: bool) -> Any:
@@ -117,14 +116,14 @@ def _key_for(path: Path, *, force: bool) -> Any:
 
 def _write_csr(path: Path, key: Any, common_name: str) -> bytes:
     csr = make_csr(key, common_name)
-    path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    write_atomically(path, csr.public_bytes(serialization.Encoding.PEM))
     return csr.public_bytes(serialization.Encoding.DER)
 
 
 def _write_chain(path: Path, leaf: x509.Certificate, chain: list[x509.Certificate]) -> None:
     """Leaf first, then intermediates (a self-signed anchor is left out)."""
     intermediates = [c for c in chain if c.issuer != c.subject]
-    path.write_bytes(certificate_pem(leaf, *intermediates))
+    write_atomically(path, certificate_pem(leaf, *intermediates))
 
 
 def _host_sans(address: str) -> tuple[list[str], list[str]]:
@@ -259,7 +258,7 @@ async def initialise(plan: InitPlan, target: RegistryTarget | None) -> Path:
     log_key = load_or_create_log_key(data_keys / LOG_KEY_FILE)
     load_or_create_body_key(data_keys)
     vkey = log_vkey(str(plan.server), log_key)
-    (directory / "log.vkey").write_text(vkey + "\n")
+    write_atomically(directory / "log.vkey", f"{vkey}\n".encode())
 
     if target is not None:
         auth_cert, sign_cert, chain = await _enrol(
@@ -268,21 +267,16 @@ async def initialise(plan: InitPlan, target: RegistryTarget | None) -> Path:
         _write_chain(keys / "auth.pem", auth_cert, chain)
         _write_chain(keys / "sign.pem", sign_cert, chain)
         anchors = [c for c in chain if c.issuer == c.subject] or chain[-1:]
-        (directory / "ca.pem").write_bytes(certificate_pem(*anchors))
+        write_atomically(directory / "ca.pem", certificate_pem(*anchors))
     elif not ((keys / "auth.pem").exists() and (keys / "sign.pem").exists()):
         return keys / "auth.csr"
     elif not (directory / "ca.pem").exists() and plan.client_ca is None and not plan.plain_loopback:
         raise InitError("offline: put the CA trust anchor in ca.pem or give --client-ca")
 
-    document = settings_document(plan)
-    tmp = settings_path.with_name(SETTINGS_FILE + ".tmp")
-    tmp.write_text(tomli_w.dumps(document))
-    try:
-        SecurityServerSettings.from_file(tmp)  # what serve will read must load
-    except RutaError:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(settings_path)
+    text = settings_toml(settings_document(plan))
+    # What serve will read must load: checked before the file is put in place.
+    SecurityServerSettings.from_data(tomllib.loads(text), where=f"settings file {SETTINGS_FILE}")
+    write_atomically(settings_path, text.encode("utf-8"))
     return settings_path
 
 

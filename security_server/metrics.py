@@ -16,11 +16,12 @@ from datetime import datetime
 from typing import Any, Final
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from ruta.globalconf import GlobalConf
 from ruta.ids import ServiceId, SubsystemId
+from ruta.metrics_http import metrics_handler
 
 __all__ = ["LATENCY_BUCKETS", "NO_FAULT", "ExchangeMetrics", "Outcome", "metrics_app"]
 
@@ -163,6 +164,13 @@ class ExchangeMetrics:
             "When the global configuration in use was generated (Unix time).",
             registry=self.registry,
         )
+        self.settings_reloads = Counter(
+            "ruta_settings_reloads",
+            "Settings reloads (SIGHUP, ruta ss reload), by outcome: applied, needs_restart "
+            "(applied, but a changed setting takes a restart), refused (old settings kept).",
+            ("outcome",),
+            registry=self.registry,
+        )
 
     def watch(
         self,
@@ -241,15 +249,10 @@ class ExchangeMetrics:
 def metrics_app(metrics: ExchangeMetrics) -> web.Application:
     """An aiohttp app with ``GET /metrics`` (Prometheus text) and ``GET /healthz``."""
 
-    async def _metrics(_request: web.Request) -> web.Response:
-        response = web.Response(body=metrics.render())
-        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        return response
-
     async def _health(_request: web.Request) -> web.Response:
         return web.json_response({"status": "SERVING"})
 
     app = web.Application()
-    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/metrics", metrics_handler(metrics.registry))
     app.router.add_get("/healthz", _health)
     return app

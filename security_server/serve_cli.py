@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from ruta.listeners import LISTENER_FAILED_EXIT_STATUS
 from ruta.readiness import stop_event
+from security_server.reload import SettingsReloader, hangup_event, serve_reloads
 from security_server.server import SecurityServerApp
 from security_server.settings import SecurityServerSettings
 
@@ -25,12 +28,19 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-async def _run(settings: SecurityServerSettings) -> None:
+async def _run(settings: SecurityServerSettings, config: Path) -> bool:
+    """Serve until stopped (True) or a listener could not be restarted (False); reload the
+    settings file on each SIGHUP meanwhile."""
+    hangups = hangup_event()  # before start-up: an early SIGHUP must not end the process
     app = await SecurityServerApp.start(settings)
     stop = stop_event()
+    reloads = asyncio.get_running_loop().create_task(
+        serve_reloads(hangups, SettingsReloader.for_app(app, config))
+    )
     try:
-        await stop.wait()
+        return await app.listeners.serve_until(stop)
     finally:
+        reloads.cancel()
         await app.stop()
 
 
@@ -47,8 +57,13 @@ def serve(config: Path) -> None:
     """Run the security server described by the settings file until stopped.
 
     Writes DATA_DIR/ready.json with the bound addresses once every port serves; SIGTERM or
-    Ctrl-C stops it cleanly (calls in flight finish, the message log is flushed).
+    Ctrl-C stops it cleanly (calls in flight finish, the message log is flushed). A gRPC port
+    whose server loop ends is restarted on the same address; if it cannot be, the server stops
+    and exits with status 3. SIGHUP (or ``ruta ss reload``) reloads the file: backends and
+    metadata-only subsystems change at once, other changes are reported as needing a restart,
+    and an invalid file is refused.
     """
     settings = SecurityServerSettings.from_file(config)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_run(settings))
+        if not runner.run(_run(settings, config)):
+            sys.exit(LISTENER_FAILED_EXIT_STATUS)

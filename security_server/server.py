@@ -4,7 +4,9 @@ Three listeners: the **consumer** port (the agency's own backends; mTLS with sub
 certificates, or plaintext loopback where the settings allow it), the **transport** port (other
 security servers; mTLS with authentication certificates, client certificates checked against the
 trust anchors of the configuration in force and then pinned by fingerprint), and the **metrics**
-port (HTTP ``/metrics`` and ``/healthz``). Both gRPC ports also serve ``grpc.health.v1.Health``.
+port (HTTP ``/metrics`` and ``/healthz``). Every gRPC port also serves ``grpc.health.v1.Health``
+and runs under the listener watchdog (:mod:`ruta.listeners`): a port whose grpcio server loop
+ends is reported NOT_SERVING and restarted on the same address.
 
 Once every port is bound, ``DATA_DIR/ready.json`` is written atomically with the bound addresses
 (so a caller may configure port 0)::
@@ -23,6 +25,7 @@ period, flushes the message log and closes every resource; it removes ``ready.js
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -38,20 +41,20 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from grpc_health.v1 import health, health_pb2_grpc  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.addresses import join_address, split_address
-from ruta.faults import Fault, RutaError
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.globalconf.client import GlobalConfClient
-from ruta.pki.certs import certificate_pem
+from ruta.listeners import ListenerError, Listeners, ListenerSpec
+from ruta.pki.certs import certificate_pem, read_certificate_file
 from ruta.pki.keys import load_private_key
 from ruta.pki.ocsp import OcspClient
 from ruta.pki.tls import server_credentials
 from ruta.readiness import write_ready_file
+from ruta.settings import ConfigError
 from security_server.audit import AuditServicer, add_audit_service, audit_server_credentials
-from security_server.backends import GrpcBackends
+from security_server.backends import BackendChannels
 from security_server.checkpointer import (
     LOG_KEY_FILE,
     Checkpointer,
@@ -61,11 +64,12 @@ from security_server.checkpointer import (
 from security_server.consumer import ConsumerProxy
 from security_server.database import open_database
 from security_server.exchange import ExchangeRecorder, SignatureChecker
-from security_server.identity import ServerIdentity
+from security_server.identity import MAX_CERTIFICATE_FILE_CHAIN, ServerIdentity
 from security_server.links import GrpcPeerLinks
 from security_server.log import LogMaintenance, MessageLog, load_or_create_body_key
 from security_server.metrics import ExchangeMetrics, metrics_app
 from security_server.provider import ProviderProxy
+from security_server.reload import LiveSubsystems
 from security_server.rpc import add_transport_service, consumer_handler
 from security_server.settings import SecurityServerSettings
 from security_server.transport import (
@@ -133,14 +137,16 @@ class SecurityServerApp:
         self.metrics = ExchangeMetrics()
         self.addresses: dict[str, str] = {}
         self._closers: list[Callable[[], Any]] = []
-        self._grpc_servers: list[grpc.aio.Server] = []
+        self.listeners = Listeners(
+            registry=self.metrics.registry, grace_seconds=SHUTDOWN_GRACE_SECONDS
+        )
         self._stopped = asyncio.Event()
-        self._health: list[health.aio.HealthServicer] = []
-        self._draining: list[Callable[[], None]] = []
         self.globalconf: GlobalConfClient | None = None
         self.log: MessageLog | None = None
         self.checkpointer: Checkpointer | None = None
         self.consumer: ConsumerProxy | None = None
+        self.backends: BackendChannels | None = None
+        self.metadata_only: LiveSubsystems | None = None
 
     @classmethod
     async def start(
@@ -202,7 +208,8 @@ class SecurityServerApp:
         )
         maintenance.start()
         self._closers.append(maintenance.stop)
-        metadata_only = frozenset(settings.log.metadata_only_subsystems)
+        metadata_only = LiveSubsystems(settings.log.metadata_only_subsystems)
+        self.metadata_only = metadata_only  # a settings reload swaps its contents
 
         self._session = aiohttp.ClientSession()
         self._closers.append(self._session.close)
@@ -231,15 +238,9 @@ class SecurityServerApp:
 
         checker = SignatureChecker(ocsp_freshness=timedelta(seconds=limits.ocsp_freshness_seconds))
         peer_status = PeerStatus(ocsp)
-        peers = PeerChannels(
-            key_path=settings.keys.auth_key,
-            cert_path=settings.keys.auth_cert,
-            max_message_bytes=limits.max_message_bytes,
-            status=peer_status,
-        )
-        self._closers.append(peers.close)
-        backends = GrpcBackends(settings.backends, max_message_bytes=limits.max_message_bytes)
+        backends = BackendChannels(settings.backends, max_message_bytes=limits.max_message_bytes)
         self._closers.append(backends.close)
+        self.backends = backends  # a settings reload swaps its contents
 
         consumer_recorder = ExchangeRecorder(log, metadata_only)
         # Closers run in reverse: requests still being logged are durable before the log closes.
@@ -249,11 +250,7 @@ class SecurityServerApp:
             identity=identity,
             globalconf=globalconf,
             recorder=consumer_recorder,
-            links=GrpcPeerLinks(
-                peers,
-                frames=settings.transport.frames,
-                on_frame=lambda messages: self.metrics.frame_written("consumer", messages),
-            ),
+            links=self._peer_links(peer_status),
             checker=checker,
             gate=checkpointer.check_cosigned,
             metrics=self.metrics,
@@ -276,6 +273,7 @@ class SecurityServerApp:
         self._bind_transport(provider, identity, globalconf)
         if settings.audit.listen:
             self._bind_audit(
+                settings.audit.listen,
                 log=log,
                 engine=engine,
                 log_key=log_key,
@@ -283,8 +281,7 @@ class SecurityServerApp:
                 identity=identity,
                 clock=clock,
             )
-        for server in self._grpc_servers:
-            await server.start()
+        await self.listeners.start()
         await self._bind_metrics()
         self._write_ready()
         _log.info(
@@ -295,16 +292,39 @@ class SecurityServerApp:
             self.addresses["metrics"],
         )
 
-    def _options(self) -> list[tuple[str, Any]]:
-        return [
-            *grpc_message_options(self.settings.limits.max_message_bytes),
-            ("grpc.max_metadata_size", _GRPC_MAX_METADATA_BYTES),
-            # Never share a port with another process: a second server must fail to start.
-            ("grpc.so_reuseport", 0),
-        ]
+    def _listen(
+        self,
+        name: str,
+        listen: str,
+        add_services: Callable[[grpc.aio.Server], None],
+        credentials: Callable[[], grpc.ServerCredentials] | None,
+        *,
+        health_names: tuple[str, ...] = (),
+        drain: Callable[[], None] | None = None,
+    ) -> None:
+        """Bind one gRPC port under the watchdog and record its address as ``name``."""
+        listener = self.listeners.bind(
+            ListenerSpec(
+                name=name,
+                listen=listen,
+                add_services=add_services,
+                health_names=health_names,
+                credentials=credentials,
+                options=(
+                    *grpc_message_options(self.settings.limits.max_message_bytes),
+                    ("grpc.max_metadata_size", _GRPC_MAX_METADATA_BYTES),
+                    # Never share a port with another process: a second server must fail to start.
+                    ("grpc.so_reuseport", 0),
+                ),
+                max_concurrent_calls=self.settings.limits.max_concurrent_calls,
+                drain=drain,
+            )
+        )
+        self.addresses[name] = listener.address
 
     def _bind_audit(
         self,
+        listen: str,
         *,
         log: MessageLog,
         engine: AsyncEngine,
@@ -317,28 +337,31 @@ class SecurityServerApp:
         chain to ``audit.client_ca``, or by default to the trust anchors of the configuration in
         force (followed as it changes)."""
         settings = self.settings
-        audit_server = self._grpc_server(self._options())
-        add_audit_service(
-            audit_server,
-            AuditServicer(
-                log=log,
-                engine=engine,
-                server=str(settings.server),
-                key=log_key,
-                globalconf=lambda: globalconf.held.signed if globalconf.held else b"",
-                settings=settings.audit,
-                clock=clock,
-            ),
+        servicer = AuditServicer(
+            log=log,
+            engine=engine,
+            server=str(settings.server),
+            key=log_key,
+            globalconf=lambda: globalconf.held.signed if globalconf.held else b"",
+            settings=settings.audit,
+            clock=clock,
         )
-        listen = settings.audit.listen
-        if settings.audit.client_ca is not None:
-            credentials = audit_server_credentials(
-                settings.keys.auth_key, settings.keys.auth_cert, settings.audit.client_ca
-            )
-        else:
-            credentials = self._anchored_credentials(identity, globalconf)
-        port = _add_port(listen, "audit", lambda: audit_server.add_secure_port(listen, credentials))
-        self.addresses["audit"] = _bound(listen, port)
+        client_ca = settings.audit.client_ca
+
+        def credentials() -> grpc.ServerCredentials:
+            if client_ca is not None:
+                return audit_server_credentials(
+                    settings.keys.auth_key, settings.keys.auth_cert, client_ca
+                )
+            return self._anchored_credentials(identity, globalconf)
+
+        self._listen(
+            "audit",
+            listen,
+            lambda server: add_audit_service(server, servicer),
+            credentials,
+            health_names=("ruta.v1.Audit",),
+        )
 
     def _anchored_credentials(
         self, identity: ServerIdentity, globalconf: GlobalConfClient
@@ -347,7 +370,9 @@ class SecurityServerApp:
         anchors of the configuration in force (re-read before handshakes when they change)."""
         trust = _TransportTrust(
             key_pem=_key_pem(self.settings.keys.auth_key),
-            cert_pem=self.settings.keys.auth_cert.read_bytes(),
+            cert_pem=read_certificate_file(
+                self.settings.keys.auth_cert, limit=MAX_CERTIFICATE_FILE_CHAIN
+            ),
             fallback=certificate_pem(identity.auth_certificate),
             globalconf=globalconf,
         )
@@ -355,42 +380,61 @@ class SecurityServerApp:
             trust.configuration(), trust.fetch, require_client_authentication=True
         )
 
+    def _peer_links(self, status: PeerStatus) -> GrpcPeerLinks:
+        """The consumer's links to provider servers: one pinned channel per peer (closed at
+        stop), several messages per frame unless ``[transport] frames = false``."""
+        settings = self.settings
+        peers = PeerChannels(
+            key_path=settings.keys.auth_key,
+            cert_path=settings.keys.auth_cert,
+            max_message_bytes=settings.limits.max_message_bytes,
+            status=status,
+        )
+        self._closers.append(peers.close)
+        return GrpcPeerLinks(
+            peers,
+            frames=settings.transport.frames,
+            on_frame=lambda messages: self.metrics.frame_written("consumer", messages),
+        )
+
     def _bind_consumer(self, consumer: ConsumerProxy) -> None:
         self.consumer = consumer
         self._closers.append(consumer.close)  # before the peer channels close (reverse order)
         settings = self.settings
-        consumer_server = self._grpc_server(self._options())
-        consumer_server.add_generic_rpc_handlers((consumer_handler(consumer),))
-        listen = settings.consumer.listen
-        if settings.consumer.allow_plain_loopback:
-            port = _add_port(listen, "consumer", lambda: consumer_server.add_insecure_port(listen))
-        else:
-            assert settings.consumer.client_ca is not None  # checked by the settings model
-            credentials = server_credentials(
+        handler = consumer_handler(consumer)
+        credentials: Callable[[], grpc.ServerCredentials] | None = None
+        if not settings.consumer.allow_plain_loopback:
+            client_ca = settings.consumer.client_ca
+            if client_ca is None:  # the settings model refuses this already
+                raise ConfigError(
+                    "consumer.client_ca is required unless allow_plain_loopback is set"
+                )
+            credentials = functools.partial(
+                server_credentials,
                 settings.consumer.tls_key or settings.keys.auth_key,
                 settings.consumer.tls_cert or settings.keys.auth_cert,
-                settings.consumer.client_ca,
+                client_ca,
                 require_client_auth=True,
             )
-            port = _add_port(
-                listen, "consumer", lambda: consumer_server.add_secure_port(listen, credentials)
-            )
-        self.addresses["consumer"] = _bound(listen, port)
+        self._listen(
+            "consumer",
+            settings.consumer.listen,
+            lambda server: server.add_generic_rpc_handlers((handler,)),
+            credentials,
+        )
 
     def _bind_transport(
         self, provider: ProviderProxy, identity: ServerIdentity, globalconf: GlobalConfClient
     ) -> None:
-        self._draining.append(provider.drain)  # streams end when the server stops
-        settings = self.settings
         # Transport port: client certificates must chain to the configuration's trust anchors.
-        transport_server = self._grpc_server(self._options())
-        add_transport_service(transport_server, provider)
-        listen = settings.transport.listen
-        credentials = self._anchored_credentials(identity, globalconf)
-        port = _add_port(
-            listen, "transport", lambda: transport_server.add_secure_port(listen, credentials)
+        self._listen(
+            "transport",
+            self.settings.transport.listen,
+            lambda server: add_transport_service(server, provider),
+            lambda: self._anchored_credentials(identity, globalconf),
+            health_names=("ruta.v1.Transport",),
+            drain=provider.drain,  # streams end when the server stops
         )
-        self.addresses["transport"] = _bound(listen, port)
 
     async def _bind_metrics(self) -> None:
         settings = self.settings
@@ -407,16 +451,6 @@ class SecurityServerApp:
             ) from None
         bound = runner.addresses[0]
         self.addresses["metrics"] = f"http://{join_address(host, bound[1])}/metrics"
-
-    def _grpc_server(self, options: list[tuple[str, Any]]) -> grpc.aio.Server:
-        server = grpc.aio.server(
-            options=options, maximum_concurrent_rpcs=self.settings.limits.max_concurrent_calls
-        )
-        servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-        self._health.append(servicer)
-        self._grpc_servers.append(server)
-        return server
 
     def _on_configuration(self, view: GlobalConf) -> None:
         self.metrics.globalconf_serial.set(view.serial)
@@ -443,12 +477,8 @@ class SecurityServerApp:
         the database, the configuration client and every channel. Idempotent."""
         if self._stopped.is_set():
             return
-        for servicer in self._health:
-            await servicer.enter_graceful_shutdown()
-        for drain in self._draining:
-            drain()  # streams finish what they carry and end, instead of waiting out the grace
-        servers, self._grpc_servers = self._grpc_servers, []
-        await asyncio.gather(*(s.stop(SHUTDOWN_GRACE_SECONDS) for s in servers))
+        # Health NOT_SERVING, streams drained (they end instead of waiting out the grace), stop.
+        await self.listeners.stop(SHUTDOWN_GRACE_SECONDS)
         closers, self._closers = self._closers, []
         for close in reversed(closers):
             try:
@@ -461,24 +491,6 @@ class SecurityServerApp:
         self._stopped.set()
 
 
-class ServerStartError(RutaError):
-    """A listener cannot be bound (address in use, not local, no permission)."""
-
-    default_fault = Fault.CLIENT_INVALID_CONFIG
-
-
-def _add_port(listen: str, what: str, add: Callable[[], int]) -> int:
-    try:
-        port = add()
-    except RuntimeError:  # grpc's "failed to bind"
-        port = 0
-    if port == 0:
-        raise ServerStartError(
-            f"cannot listen on {listen} for the {what} port (address in use or not local)"
-        )
-    return port
-
-
-def _bound(listen: str, port: int) -> str:
-    host, _ = split_address(listen)
-    return join_address(host, port)
+#: A listener cannot be bound (address in use, not local, no permission): the gRPC ports raise it
+#: from :mod:`ruta.listeners`, the metrics port here.
+ServerStartError = ListenerError

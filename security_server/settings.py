@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Final, Self
+from typing import Annotated, Any, Final, Self
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -38,6 +39,7 @@ __all__ = [
     "LogSettings",
     "SecurityServerSettings",
     "is_loopback_address",
+    "settings_toml",
 ]
 
 #: Default largest request or response body (DESIGN.md: refused before anything is signed).
@@ -65,6 +67,17 @@ def is_loopback_address(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped.is_loopback
     return address.is_loopback
+
+
+def settings_toml(document: Mapping[str, Any]) -> str:
+    """A settings document as TOML text, each backend a ``[[backends]]`` table at the end (the
+    form the operator docs show, so a hand-appended ``[[backends]]`` table fits in).
+
+    Raises :class:`TypeError` for a value TOML cannot hold.
+    """
+    head = {key: value for key, value in document.items() if key != "backends"}
+    tables = ("\n[[backends]]\n" + tomli_w.dumps(dict(b)) for b in document.get("backends", ()))
+    return tomli_w.dumps(head) + "".join(tables)
 
 
 def _address(value: str) -> str:
@@ -314,7 +327,7 @@ class SecurityServerSettings(RutaSettings):
     def to_toml(self) -> str:
         """The settings as a file :meth:`from_file` reads back unchanged (what a sandbox or an
         installer writes)."""
-        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+        return settings_toml(self.model_dump(mode="json", exclude_none=True))
 
     def resolved(self, base: Path) -> Self:
         """A copy with every relative path made absolute against ``base``."""

@@ -82,7 +82,8 @@ class RestBackend(Backend):
         lists: Mapping[str, int] | None = None,
     ) -> BoundCall:
         """Check the path template, query and body against the request parameters."""
-        assert spec.path is not None  # guaranteed by AdapterFile validation
+        if spec.path is None:  # AdapterFile validation requires it; an API caller may not
+            raise AdapterConfigError(f"methods.{method}: a rest method needs a path")
         if not spec.path.startswith("/"):
             raise AdapterConfigError(f"methods.{method}.path: must start with '/'")
         try:
@@ -109,7 +110,7 @@ class RestBackend(Backend):
         idempotent = (
             spec.idempotent if spec.idempotent is not None else (spec.http_method in _IDEMPOTENT)
         )
-        return _RestCall(self, method, spec, idempotent=idempotent)
+        return _RestCall(self, method, spec, spec.path, idempotent=idempotent)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -119,17 +120,18 @@ class RestBackend(Backend):
 
 class _RestCall(BoundCall):
     def __init__(
-        self, backend: RestBackend, method: str, spec: MethodSpec, *, idempotent: bool
+        self, backend: RestBackend, method: str, spec: MethodSpec, path: str, *, idempotent: bool
     ) -> None:
         self.backend = backend
         self.method = method
         self.spec = spec
+        #: The method's path template (``spec.path``, checked by :meth:`RestBackend.bind`).
+        self.path = path
         self.attempts = 1 + (backend.spec.retries if idempotent else 0)
 
     def _url(self, params: Mapping[str, Any]) -> str:
-        assert self.spec.path is not None
         encoded = {name: quote(_text(value), safe="") for name, value in params.items()}
-        path = self.spec.path.format_map(encoded)
+        path = self.path.format_map(encoded)
         # quote() keeps dots, and URLs drop "." and ".." segments (even as %2E): a request
         # value must not move the call to another path on the legacy host.
         if any(segment in {".", ".."} for segment in path.split("?", 1)[0].split("/")):

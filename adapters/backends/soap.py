@@ -30,6 +30,7 @@ from lxml import etree  # type: ignore[import-untyped]
 
 from adapters.backends import Backend, BoundCall
 from adapters.errors import (
+    AdapterConfigError,
     AdapterError,
     InvalidLegacyAnswerError,
     InvalidRequestError,
@@ -125,7 +126,8 @@ class SoapBackend(Backend):
         lists: Mapping[str, int] | None = None,
     ) -> BoundCall:
         """Return the call of the method's operation (checked against the WSDL by a probe)."""
-        assert spec.operation is not None  # guaranteed by AdapterFile validation
+        if spec.operation is None:  # AdapterFile validation requires it; an API caller may not
+            raise AdapterConfigError(f"methods.{method}: a soap method needs an operation")
         return _SoapCall(self, method, spec, spec.operation, params)
 
     def client(self) -> Any:

@@ -173,7 +173,8 @@ class SqlBackend(Backend):
         A parameter that carries a list (a repeated request field) binds as an expanding
         parameter: ``WHERE id IN :ids`` receives one bound value per element.
         """
-        assert spec.query is not None  # guaranteed by AdapterFile validation
+        if spec.query is None:  # AdapterFile validation requires it; an API caller may not
+            raise AdapterConfigError(f"methods.{method}: a sql method needs a query")
         try:
             query = check_read_only(spec.query)
         except ReadOnlyQueryError as exc:

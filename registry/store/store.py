@@ -674,7 +674,8 @@ class RegistryStore:
             after_row = await self._one(
                 conn, select(t.contracts).where(t.contracts.c.contract_id == contract_id)
             )
-            assert after_row is not None
+            if after_row is None:
+                raise StoreError(f"contract {contract_id} vanished meanwhile; retry")
             after = _contract(after_row)
             await self._audit(
                 conn,
@@ -971,7 +972,8 @@ class _Write:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         conn = self._conn
-        assert conn is not None
+        if conn is None:  # __aenter__ failed: nothing to finish
+            return
         try:
             if exc_type is None:
                 await conn.commit()
@@ -1009,7 +1011,8 @@ class _Read:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         conn = self._conn
-        assert conn is not None
+        if conn is None:  # __aenter__ failed: nothing to finish
+            return
         try:
             await conn.rollback()
         finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,12 +23,18 @@ from ruta.evidence.bundle import MAX_BUNDLE_BYTES
 from ruta.evidence.reconcile import reconcile
 from ruta.evidence.verify import verify_bundle
 from ruta.faults import RutaError, fault_from_rpc_error
+from ruta.files import FileReadError, atomic_file, read_bounded
 from ruta.globalconf import ConfigurationAnchor
 from ruta.pki.tls import channel_credentials
-from ruta.sandbox.layout import MAX_SANDBOX_FILE_BYTES, SANDBOX_FILE
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 
-__all__ = ["group", "sandbox_target"]
+__all__ = ["MAX_SANDBOX_FILE_BYTES", "SANDBOX_FILE", "group", "sandbox_target"]
+
+#: The file a sandbox directory describes itself with (``export --sandbox DIR``). The dev kit
+#: (``sandbox/``) writes it and takes the name from here: production code never imports the kit.
+SANDBOX_FILE: Final = "sandbox.json"
+#: Largest sandbox.json / ready.json read.
+MAX_SANDBOX_FILE_BYTES: Final = 1 << 20
 
 #: Largest sequence number ``export`` asks for: a server's log holds signed 64-bit sequences and
 #: refuses anything larger (``client.invalid_request``).
@@ -87,12 +92,10 @@ def reconcile_command(a: Path, b: Path, anchor: Path | None, as_json: bool) -> N
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        if path.stat().st_size > MAX_SANDBOX_FILE_BYTES:
-            raise _AuditCliError(f"{path.name} is larger than {MAX_SANDBOX_FILE_BYTES} bytes")
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise _AuditCliError(f"{path.name} does not exist") from None
-    except (OSError, ValueError, UnicodeDecodeError):
+        data = json.loads(read_bounded(path, MAX_SANDBOX_FILE_BYTES, what="file"))
+    except FileReadError as exc:
+        raise _AuditCliError(exc.message) from None
+    except (ValueError, UnicodeDecodeError):
         raise _AuditCliError(f"{path.name} cannot be read as JSON") from None
     if not isinstance(data, dict):
         raise _AuditCliError(f"{path.name} is not a JSON object")
@@ -156,31 +159,25 @@ async def _export(
     server_name: str | None,
 ) -> int:
     options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-    tmp = out.with_name(f".{out.name}.part")
     written = 0
     async with grpc.aio.secure_channel(address, credentials, options=options) as channel:
         stub = audit_pb2_grpc.AuditStub(channel)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as sink:
-                try:
-                    async for chunk in stub.ExportEvidence(request, timeout=600):
-                        written += len(chunk.data)
-                        if written > MAX_BUNDLE_BYTES:
-                            # Larger than any bundle ``verify`` reads.
-                            raise _AuditCliError(
-                                f"the server sent a bundle over {MAX_BUNDLE_BYTES} bytes"
-                            )
-                        sink.write(chunk.data)
-                except grpc.aio.AioRpcError as exc:
-                    fault, fault_id = fault_from_rpc_error(exc)
-                    raise _AuditCliError(
-                        f"the server refused the export ({fault or exc.code().name}, "
-                        f"fault id {fault_id}): {exc.details()}"
-                    ) from None
-            tmp.replace(out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_file(out, mode=0o600) as sink:
+            try:
+                async for chunk in stub.ExportEvidence(request, timeout=600):
+                    written += len(chunk.data)
+                    if written > MAX_BUNDLE_BYTES:
+                        # Larger than any bundle ``verify`` reads.
+                        raise _AuditCliError(
+                            f"the server sent a bundle over {MAX_BUNDLE_BYTES} bytes"
+                        )
+                    sink.write(chunk.data)
+            except grpc.aio.AioRpcError as exc:
+                fault, fault_id = fault_from_rpc_error(exc)
+                raise _AuditCliError(
+                    f"the server refused the export ({fault or exc.code().name}, "
+                    f"fault id {fault_id}): {exc.details()}"
+                ) from None
     return written
 
 

@@ -11,7 +11,6 @@ once that document expires :meth:`GlobalConfClient.current` raises
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -27,6 +26,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from ruta.faults import RutaError
+from ruta.files import FileProblem, FileReadError, read_bounded, write_atomically
 from ruta.globalconf.anchor import ConfigurationAnchor
 from ruta.globalconf.errors import (
     ConfigurationTooLargeError,
@@ -302,7 +302,7 @@ class GlobalConfClient:
                     )
                 return False  # the same content (perhaps signed again): nothing to adopt
         try:
-            await asyncio.to_thread(_write_atomically, self._cache_path, candidate.view.signed)
+            await asyncio.to_thread(_save, self._cache_path, candidate.view.signed)
         except OSError as exc:
             # Serving the newer document beats serving an older one; the next start fetches again.
             _log.error(
@@ -329,12 +329,14 @@ class GlobalConfClient:
     async def _load_saved(self) -> None:
         try:
             signed = await asyncio.to_thread(
-                _read_bounded, self._cache_path, self._settings.max_document_bytes
+                read_bounded,
+                self._cache_path,
+                self._settings.max_document_bytes,
+                what="saved global configuration",
             )
-        except FileNotFoundError:
-            return
-        except (OSError, ConfigurationTooLargeError) as exc:
-            _log.warning("the saved global configuration cannot be read: %s", exc)
+        except FileReadError as exc:
+            if exc.problem is not FileProblem.MISSING:
+                _log.warning("the saved global configuration cannot be read: %s", exc.message)
             return
         try:
             held = await asyncio.to_thread(self._open, signed, self._clock(), expired_ok=True)
@@ -373,35 +375,7 @@ class GlobalConfClient:
                 _log.exception("global configuration fetch failed unexpectedly")
 
 
-def _read_bounded(path: Path, limit: int) -> bytes:
-    with path.open("rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > limit:
-            raise ConfigurationTooLargeError(f"the saved configuration is over {limit} bytes")
-        return f.read(limit + 1)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole."""
+def _save(path: Path, data: bytes) -> None:
+    """Replace the saved configuration so that a crash leaves the old or the new file, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, data)

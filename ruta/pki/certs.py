@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime
 import enum
 import ipaddress
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -40,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from ruta.faults import Fault
+from ruta.files import FileReadError, read_bounded
 from ruta.ids import IdentifierError, MemberId, ServerId, SubsystemId
 from ruta.pki.errors import MalformedCertificateError, PkiError
 from ruta.pki.keys import PrivateKey
@@ -68,6 +70,7 @@ __all__ = [
     "member_uri",
     "parse_role",
     "profile_names",
+    "read_certificate_file",
     "role_uri",
     "roles_of",
     "server_id_of",
@@ -308,6 +311,21 @@ def load_certificate(data: bytes) -> x509.Certificate:
     return certs[0]
 
 
+def read_certificate_file(
+    path: str | os.PathLike[str], *, limit: int = MAX_CHAIN_LENGTH, what: str = "certificate file"
+) -> bytes:
+    """The bytes of a PEM (or DER) file holding at most ``limit`` certificates, unparsed.
+
+    The file's bound is what :func:`load_certificates` accepts for ``limit`` certificates. Raises
+    :class:`MalformedCertificateError` naming it as ``what`` (and its file name, never its folder)
+    when it is missing, unreadable or over that bound.
+    """
+    try:
+        return read_bounded(path, 2 * MAX_CERTIFICATE_BYTES * limit, what=what)
+    except FileReadError as exc:
+        raise MalformedCertificateError(exc.message) from None
+
+
 def load_certificates(data: bytes, *, limit: int = MAX_CHAIN_LENGTH) -> list[x509.Certificate]:
     """Parse a PEM bundle (or a single DER certificate), in order, at most ``limit`` of them.
 
@@ -541,8 +559,7 @@ def end_entity_certificate(
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
     if kind is CertificateKind.OCSP:
         builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
-    else:
-        assert ocsp_url is not None  # checked above
+    elif ocsp_url:  # required for every other kind (checked above)
         builder = builder.add_extension(
             x509.AuthorityInformationAccess(
                 [

@@ -20,6 +20,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from ruta.files import FileReadError, read_bounded, write_atomically
 from ruta.pki.errors import KeyFileError
 
 __all__ = [
@@ -98,18 +99,9 @@ def save_private_key(
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-    tmp = target.with_name(f".{target.name}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(target)
+        write_atomically(target, pem, mode=0o600)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise KeyFileError(f"cannot write private key file ({exc.strerror})") from exc
 
 
@@ -127,9 +119,9 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
             raise KeyFileError(
                 "private key file is accessible to group or others; restrict it to mode 0600"
             )
-        if info.st_size > MAX_KEY_FILE_BYTES:
-            raise KeyFileError(f"private key file is larger than {MAX_KEY_FILE_BYTES} bytes")
-        data = target.read_bytes()
+        data = read_bounded(target, MAX_KEY_FILE_BYTES, what="private key file", show_name=False)
+    except FileReadError as exc:
+        raise KeyFileError(exc.message) from None
     except OSError as exc:
         raise KeyFileError(f"cannot read private key file ({exc.strerror})") from exc
     return private_key_from_pem(data, passphrase)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,10 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ruta.pki.certs import (
-    MAX_CERTIFICATE_BYTES,
     certificate_pem,
     load_certificate,
     load_certificates,
+    read_certificate_file,
 )
 from ruta.pki.errors import MalformedCertificateError
 from ruta.pki.keys import PrivateKey, load_private_key
@@ -61,16 +60,7 @@ def _certs(source: CertificateSource, limit: int) -> list[x509.Certificate]:
     if isinstance(source, bytes):
         return load_certificates(source, limit=limit)
     if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        try:
-            if path.stat().st_size > 2 * MAX_CERTIFICATE_BYTES * limit:
-                raise MalformedCertificateError("certificate file is too large")
-            data = path.read_bytes()
-        except OSError as exc:
-            raise MalformedCertificateError(
-                f"cannot read certificate file ({exc.strerror})"
-            ) from exc
-        return load_certificates(data, limit=limit)
+        return load_certificates(read_certificate_file(source, limit=limit), limit=limit)
     certs = list(source)
     if not certs:
         raise MalformedCertificateError("no certificate given")

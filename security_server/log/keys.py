@@ -8,7 +8,6 @@ rotation can keep opening bodies sealed under an older key.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import secrets
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from ruta.files import FileProblem, FileReadError, read_bounded, write_atomically
 from security_server.log.errors import LogKeyError
 
 __all__ = ["BODY_KEY_FILE", "BODY_KEY_SIZE", "BodyKey", "load_or_create_body_key"]
@@ -56,11 +56,18 @@ def _read_key(path: Path) -> BodyKey:
             raise LogKeyError(
                 f"the log body key file {BODY_KEY_FILE} is readable by others; make it mode 0600"
             )
-        if info.st_size != BODY_KEY_SIZE:
-            raise LogKeyError(f"the log body key file {BODY_KEY_FILE} is not {BODY_KEY_SIZE} bytes")
-        return BodyKey(path.read_bytes())
+        data = read_bounded(path, BODY_KEY_SIZE, what="the log body key file")
+    except FileReadError as exc:
+        if exc.problem is FileProblem.TOO_LARGE:
+            raise LogKeyError(
+                f"the log body key file {BODY_KEY_FILE} is not {BODY_KEY_SIZE} bytes"
+            ) from None
+        raise LogKeyError(f"the log body key file {BODY_KEY_FILE} cannot be read") from None
     except PermissionError:
         raise LogKeyError(f"the log body key file {BODY_KEY_FILE} cannot be read") from None
+    if len(data) != BODY_KEY_SIZE:
+        raise LogKeyError(f"the log body key file {BODY_KEY_FILE} is not {BODY_KEY_SIZE} bytes")
+    return BodyKey(data)
 
 
 def load_or_create_body_key(key_dir: str | os.PathLike[str]) -> BodyKey:
@@ -76,29 +83,14 @@ def load_or_create_body_key(key_dir: str | os.PathLike[str]) -> BodyKey:
     if path.exists():
         return _read_key(path)
     key = BodyKey.generate()
-    tmp = directory / f".{BODY_KEY_FILE}.{secrets.token_hex(8)}.tmp"
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, key.key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
+            write_atomically(path, key.key, mode=0o600, exclusive=True)
         except FileExistsError:
             return _read_key(path)  # another process created it first: use theirs
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     except OSError as exc:
         raise LogKeyError(
             f"the log body key file {BODY_KEY_FILE} cannot be created ({type(exc).__name__})"
         ) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     return key

@@ -1,4 +1,4 @@
-"""``make demo`` on this checkout: ``python -m ruta.demo`` runs the once-only scenario through a
+"""``make demo`` on this checkout: ``python -m sandbox.demo`` runs the once-only scenario through a
 fresh sandbox and exits 0."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_demo_runs_the_once_only_scenario_and_exits_0() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ruta.demo"],
+        [sys.executable, "-m", "sandbox.demo"],
         capture_output=True,
         text=True,
         timeout=280,

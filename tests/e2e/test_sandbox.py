@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from ruta.ids import SubsystemId
-from ruta.sandbox.client import BusClient, CallResult
-from ruta.sandbox.layout import PURPOSE, SERVICES, examples_dir
-from ruta.sandbox.processes import ManagedProcess, process_alive, ruta_command
-from ruta.sandbox.protos import MethodCodec, compile_descriptor_set, method_codec
+from sandbox.client import BusClient, CallResult
+from sandbox.layout import PURPOSE, SERVICES, examples_dir
+from sandbox.processes import ManagedProcess, process_alive, ruta_command
+from sandbox.protos import MethodCodec, compile_descriptor_set, method_codec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -38,13 +38,6 @@ from registry.publisher import ConfigurationPublisher, globalconf_app
 from registry.witness import MemoryWitnessStateStore, Witness
 from registry.witness_http import witness_routes
 from ruta.evidence import VerificationReport, verify_bundle
-from ruta.examples.population import (
-    GET_PERSON_PATH,
-    SERVICE_NAME,
-    PopulationBackend,
-    encode_get_person,
-    file_descriptor_set,
-)
 from ruta.globalconf import ConfigurationAnchor
 from ruta.ids import MemberId, ServerId, SubsystemId
 from ruta.pki.certs import CertificateKind, certificate_der, fingerprint
@@ -52,6 +45,13 @@ from ruta.pki.keys import generate_ed25519_key
 from ruta.pki.signature import sign_message
 from ruta.pki.testing import Credential, TestPki
 from ruta.v1 import globalconf_pb2, transport_pb2
+from sandbox.examples.population import (
+    GET_PERSON_PATH,
+    SERVICE_NAME,
+    PopulationBackend,
+    encode_get_person,
+    file_descriptor_set,
+)
 from security_server.checkpointer import (
     LOG_KEY_FILE,
     load_or_create_log_key,
@@ -298,10 +298,11 @@ class Bed:
         agency.addresses = dict(app.addresses)
         return app
 
-    async def spawn_server(self, server: ServerId) -> Agency:
-        """Run ``server`` as ``ruta ss serve --config FILE`` and wait for its ready.json."""
+    async def spawn_server(self, server: ServerId, *, data: dict[str, Any] | None = None) -> Agency:
+        """Run ``server`` as ``ruta ss serve --config FILE`` (settings ``data``, or the bed's)
+        and wait for its ready.json."""
         agency = self.agencies[server]
-        config = self.write_settings(server)
+        config = self.write_settings(server, data)
         ready = agency.data_dir / READY_FILE
         ready.unlink(missing_ok=True)
         with open(agency.directory / "stderr.log", "ab") as stderr:  # noqa: ASYNC230 - test setup

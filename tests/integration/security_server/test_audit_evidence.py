@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ruta.evidence.cli import group
-from ruta.examples.population import encode_get_person
+from sandbox.examples.population import encode_get_person
 from security_server.server import SecurityServerApp
 from tests.integration.security_server.bed import POP, SOC, bed, call_metadata, get_person
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from ruta.examples.population import SLOW_NATIONAL_ID, encode_get_person
+from sandbox.examples.population import SLOW_NATIONAL_ID, encode_get_person
 from security_server.database import open_database
 from security_server.log import MessageLog, load_or_create_body_key
 from tests.integration.security_server.bed import (

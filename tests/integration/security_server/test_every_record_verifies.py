@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from ruta.examples.population import SLOW_NATIONAL_ID, encode_get_person
+from sandbox.examples.population import SLOW_NATIONAL_ID, encode_get_person
 from tests.integration.security_server.bed import (
     POP,
     SOC,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ruta.examples.population import decode_person, encode_get_person
+from sandbox.examples.population import decode_person, encode_get_person
 from tests.integration.security_server.bed import POP, SOC, bed, call_metadata, get_person
 
 pytestmark = pytest.mark.integration

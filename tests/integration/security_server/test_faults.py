@@ -17,8 +17,8 @@ import grpc
 import grpc.aio
 import pytest
 
-from ruta.examples.population import SLOW_NATIONAL_ID, decode_person, encode_get_person
 from ruta.ids import ServerId, SubsystemId
+from sandbox.examples.population import SLOW_NATIONAL_ID, decode_person, encode_get_person
 from tests.conftest import free_port
 from tests.integration.security_server.bed import (
     INCOME,

@@ -19,8 +19,8 @@ import grpc
 import grpc.aio
 import pytest
 
-from ruta.examples.population import decode_person, encode_get_person
 from ruta.v1 import transport_pb2
+from sandbox.examples.population import decode_person, encode_get_person
 from security_server.frames import FrameLink, FrameLinks, FramesUnsupportedError
 from security_server.transport import MAX_FRAME_BYTES
 from tests.integration.security_server.bed import (

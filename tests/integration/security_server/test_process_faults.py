@@ -17,8 +17,8 @@ import aiohttp
 import grpc
 import pytest
 
-from ruta.examples.population import encode_get_person
 from ruta.ids import SubsystemId
+from sandbox.examples.population import encode_get_person
 from tests.integration.security_server.bed import (
     INCOME,
     POP,

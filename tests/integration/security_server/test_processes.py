@@ -17,8 +17,8 @@ import grpc
 import grpc.aio
 import pytest
 
-from ruta.examples.population import decode_person, encode_get_person
 from ruta.ids import ServerId
+from sandbox.examples.population import decode_person, encode_get_person
 from security_server.database import open_database
 from security_server.log import MessageLog, load_or_create_body_key
 from tests.integration.security_server.bed import (

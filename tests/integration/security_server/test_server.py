@@ -14,7 +14,7 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 
-from ruta.examples.population import decode_person, encode_get_person
+from sandbox.examples.population import decode_person, encode_get_person
 from security_server.server import READY_FILE, ServerStartError
 from tests.integration.security_server.bed import (
     BENEFITS,

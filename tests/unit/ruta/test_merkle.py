@@ -33,10 +33,8 @@ from ruta.merkle import (
 )
 from tests.unit.ruta import merkle_reference as ref
 
-#: The repository root (tests/unit/ruta/test_merkle.py -> parents[3]).
-REPO_ROOT = Path(__file__).resolve().parents[3]
-#: CI clones the repository with ``shared/`` beside it.
-VECTORS = REPO_ROOT / ".." / "shared" / "testdata" / "merkle"
+#: The transparency-dev/merkle vectors, vendored with their licence (see their README.md).
+VECTORS = Path(__file__).resolve().parents[2] / "testdata" / "merkle"
 
 
 def _vectors(kind: str) -> list[Any]:
@@ -54,7 +52,7 @@ def _b64(value: str | None) -> bytes:
 
 def _load(path: Path | None) -> dict[str, Any]:
     if path is None:
-        pytest.fail(f"Merkle test vectors not found at {VECTORS.resolve()} (clone shared/ beside)")
+        pytest.fail(f"Merkle test vectors not found at {VECTORS}")
     data: dict[str, Any] = json.loads(path.read_text())
     return data
 

@@ -104,6 +104,12 @@ def test_offline_makes_keys_and_csrs_then_settings(tmp_path: Path, pki: TestPki)
     for path in (settings.keys.auth_key, settings.globalconf.anchor, settings.data_dir):
         assert path.is_absolute()
         assert str(path) in text  # written absolute: the file is self-contained
+    # Backends as [[backends]] tables (the documented form): one appended by hand fits in.
+    assert "\n[[backends]]\nservice = " in text
+    settings_path.write_text(
+        text + '\n[[backends]]\nservice = "DEV/GOV/POP/registry/a.v1.B"\naddress = "127.0.0.1:9"\n'
+    )
+    assert len(SecurityServerSettings.from_file(settings_path).backends) == 2
 
 
 @pytest.mark.parametrize(

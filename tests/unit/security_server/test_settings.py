@@ -174,3 +174,4 @@ def test_to_toml_round_trips(tmp_path: Path) -> None:
     again = tmp_path / "again.toml"
     again.write_text(settings.to_toml())
     assert SecurityServerSettings.from_file(again) == settings
+    assert "\n[[backends]]\n" in again.read_text()  # the documented form, not an inline array

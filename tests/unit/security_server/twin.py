@@ -27,7 +27,6 @@ from cryptography import x509
 from google.protobuf import timestamp_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ruta.examples.population import SERVICE_NAME, encode_get_person, file_descriptor_set
 from ruta.faults import Fault, status_from_code
 from ruta.globalconf import GlobalConf, SecurityServer
 from ruta.globalconf.errors import OutdatedGlobalConfError
@@ -38,6 +37,7 @@ from ruta.pki.ocsp import OcspClient, OcspStatus, authenticate_ocsp_response
 from ruta.pki.signature import sign_message
 from ruta.pki.testing import Credential, TestPki
 from ruta.v1 import globalconf_pb2, transport_pb2
+from sandbox.examples.population import SERVICE_NAME, encode_get_person, file_descriptor_set
 from security_server.backends import BackendReply
 from security_server.calls import CallInfo, Refused
 from security_server.consumer import ConsumerProxy

@@ -1,0 +1,684 @@
+"""Build and run a whole Ruta instance on loopback: ``ruta sandbox up --dir DIR``.
+
+Every part runs as its own process, started through the ``ruta`` command line exactly as an
+operator would (``ruta registry init|serve``, ``ruta ss init|serve``, ``ruta adapter serve``),
+plus the example legacy systems the adapters front. The registry is administered over its admin
+API (mutual TLS, the ``RegistryAdmin`` wire contract) with the credential ``registry init``
+made. Nothing of a part is imported.
+
+Ports: the registry's HTTP port (named in every certificate's OCSP URL), the legacy services'
+and each server's listeners are claimed up front (:mod:`sandbox.ports`: below the ephemeral
+range, one claim file per port, so concurrent sandboxes never pick the same one) and written into
+the self-contained settings files, so ``ruta ss serve --config FILE`` restarts a server on the
+same addresses; everything else binds port 0 and reports its address.
+
+Layout of DIR::
+
+    sandbox.json          what the sandbox runs (the schema in docs/sandbox.md)
+    sandbox.pid           the supervising process (``ruta sandbox down`` signals it)
+    processes.json        every child's pid (for ``down`` if the supervisor is gone)
+    registry/             ``ruta registry init`` directory
+    servers/<agency>/     ``ruta ss init`` directory: ss.toml, keys/, data/ (message log ...)
+    clients/<subsystem>/  each backend's client certificate and key; auditor/ likewise
+    legacy/               the population database and the land registry's CSV export
+    logs/<process>.log    every child's output
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+import grpc
+import grpc.aio
+from cryptography.hazmat.primitives import serialization
+
+from ruta.admin_rpc import admin_call
+from ruta.faults import RutaError
+from ruta.files import FileReadError, read_bounded, write_atomically
+from ruta.ids import SubsystemId
+from ruta.pki.certs import certificate_pem, load_certificate, make_csr
+from ruta.pki.keys import generate_ec_key, save_private_key
+from ruta.pki.tls import channel_credentials
+from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
+from sandbox.layout import (
+    AGENCIES,
+    CONTRACTS,
+    INSTANCE,
+    LEGAL_BASIS,
+    MAX_SANDBOX_FILE_BYTES,
+    PURPOSE,
+    SANDBOX_FILE,
+    SERVICES,
+    Agency,
+    ServiceSpec,
+    examples_dir,
+)
+from sandbox.ports import PortClaims
+from sandbox.processes import (
+    READY_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    ManagedProcess,
+    SandboxError,
+    process_alive,
+    ruta_command,
+    stop_pid,
+)
+from sandbox.protos import compile_descriptor_set
+
+__all__ = [
+    "PID_FILE",
+    "PROCESSES_FILE",
+    "SANDBOX_FILE",
+    "Sandbox",
+    "stop_sandbox",
+]
+
+PID_FILE: Final = "sandbox.pid"
+#: Largest sandbox.pid read (one process id).
+_MAX_PID_FILE_BYTES: Final = 64
+PROCESSES_FILE: Final = "processes.json"
+#: How often servers fetch the global configuration (short: changes show up quickly).
+FETCH_INTERVAL_S: Final = 2.0
+#: How long ``down`` waits for the supervisor to stop everything.
+DOWN_TIMEOUT_S: Final = 90.0
+
+
+#: Children flush their output at once and never import from their working directory (the
+#: sandbox's ``registry/`` folder would shadow the ``registry`` package).
+_CHILD_ENV: Final = {"PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT while the sandbox is being built."""
+
+
+def _python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+@dataclass
+class _Server:
+    agency: Agency
+    directory: Path
+    transport: str
+    consumer: str
+    metrics: str
+    audit: str
+    process: ManagedProcess | None = None
+    ready: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "ss.toml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+
+@dataclass(frozen=True, slots=True)
+class _ClientCredential:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class Sandbox:
+    """One sandbox in ``directory``: :meth:`build` starts everything, :meth:`stop` ends it."""
+
+    def __init__(self, directory: Path, *, echo: Any = None) -> None:
+        self.directory = directory.resolve()
+        self.logs = self.directory / "logs"
+        self.processes: list[ManagedProcess] = []
+        self.servers: dict[str, _Server] = {}
+        self.clients: dict[SubsystemId, _ClientCredential] = {}
+        self.auditor: _ClientCredential | None = None
+        self.registry_ready: dict[str, Any] = {}
+        self.backend_addresses: dict[str, str] = {}
+        self._echo = echo or (lambda _text: None)
+        self.ports = PortClaims()
+        #: Short-lived commands running right now (stopped too if the sandbox stops meanwhile).
+        self._transient: list[subprocess.Popen[bytes]] = []
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _say(self, text: str) -> None:
+        self._echo(text)
+
+    def _process(
+        self, name: str, argv: list[str], *, ready: Path | None = None, env: dict[str, str] | None
+    ) -> ManagedProcess:
+        process = ManagedProcess(
+            name=name,
+            argv=argv,
+            log_path=self.logs / f"{name}.log",
+            ready_path=ready,
+            env={**_CHILD_ENV, **(env or {})},
+            cwd=self.directory,
+        )
+        process.start()
+        self.processes.append(process)
+        self._write_processes()
+        return process
+
+    def _write_processes(self) -> None:
+        pids = {p.name: p.pid for p in self.processes if p.popen is not None}
+        _write_json(self.directory / PROCESSES_FILE, pids)
+
+    def _run(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> str:
+        """Run a command to completion; return its stdout; raise naming it on failure."""
+        result = subprocess.run(  # noqa: S603 - argv built here
+            argv,
+            capture_output=True,
+            env={**os.environ, **_CHILD_ENV, **(env or {})},
+            cwd=self.directory,
+            timeout=READY_TIMEOUT_S,
+            check=False,
+        )
+        (self.logs / f"{name}.log").write_bytes(result.stdout + result.stderr)
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).decode("utf-8", "replace")[-2000:]
+            raise SandboxError(f"{name} failed (status {result.returncode}):\n{tail}")
+        return result.stdout.decode("utf-8", "replace")
+
+    @staticmethod
+    def _wait_line(process: ManagedProcess, marker: str, timeout: float = READY_TIMEOUT_S) -> str:
+        """Wait until ``process``'s log holds a line containing ``marker``; return that line."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.popen is not None and process.popen.poll() is not None:
+                raise SandboxError(
+                    f"{process.name} exited with status {process.popen.returncode}; its log "
+                    f"ends:\n{process.log_tail()}"
+                )
+            with contextlib.suppress(FileNotFoundError):
+                for line in process.log_path.read_text("utf-8", "replace").splitlines():
+                    if marker in line:
+                        return line
+            time.sleep(0.05)
+        raise SandboxError(f"{process.name} did not start; its log ends:\n{process.log_tail()}")
+
+    # --- building -----------------------------------------------------------------------------
+
+    def build(self) -> dict[str, Any]:
+        """Start the whole instance; return the sandbox description (also in sandbox.json).
+
+        Raises :class:`SandboxError` naming the step that failed (everything started so far
+        keeps running: call :meth:`stop`).
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if (self.directory / SANDBOX_FILE).exists():
+            raise SandboxError(f"{self.directory} holds a sandbox already (ruta sandbox down)")
+        if (self.directory / "registry").exists():
+            raise SandboxError(f"{self.directory} is not empty; give a fresh directory")
+        self.logs.mkdir(exist_ok=True)
+        write_atomically(self.directory / PID_FILE, f"{os.getpid()}\n".encode())
+        examples = examples_dir()
+        ports = iter(self.ports.take(1 + 4 * len(AGENCIES)))
+
+        self._say("registry: init")
+        registry_dir = self.directory / "registry"
+        http = f"127.0.0.1:{next(ports)}"
+        self._run(
+            "registry-init",
+            ruta_command(
+                "registry",
+                "init",
+                "--dir",
+                str(registry_dir),
+                "--instance",
+                INSTANCE,
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                http,
+            ),
+        )
+        registry = self._process(
+            "registry",
+            ruta_command("registry", "serve", "--dir", str(registry_dir)),
+            ready=registry_dir / "registry.ready.json",
+            env=None,
+        )
+        legacy = self._start_legacy(examples)
+        self.registry_ready = registry.wait_ready()
+        self._say(f"registry: serving admin API on {self.registry_ready['admin']}")
+
+        descriptor_sets = {
+            s.key: compile_descriptor_set(examples / s.example / s.proto) for s in SERVICES
+        }
+        asyncio.run(self._administer(descriptor_sets))
+        adapters = self._start_adapters(examples, legacy)
+
+        for agency in AGENCIES:
+            self.servers[agency.key] = _Server(
+                agency=agency,
+                directory=self.directory / "servers" / agency.key,
+                transport=f"127.0.0.1:{next(ports)}",
+                consumer=f"127.0.0.1:{next(ports)}",
+                metrics=f"127.0.0.1:{next(ports)}",
+                audit=f"127.0.0.1:{next(ports)}",
+            )
+        for spec, process in adapters.items():
+            line = self._wait_line(process, "serving ")
+            self.backend_addresses[spec.key] = line.rsplit(" ", 1)[-1].strip()
+        self._init_servers()
+        started: list[tuple[_Server, ManagedProcess]] = []
+        for server in self.servers.values():
+            server.process = process = self._process(
+                f"ss-{server.agency.key}",
+                ruta_command("--log-level", "info", "ss", "serve", "--config", str(server.config)),
+                ready=server.data_dir / "ready.json",
+                env=None,
+            )
+            started.append((server, process))
+        for server, process in started:
+            server.ready = process.wait_ready()
+            self._say(f"{server.agency.server}: up (consumer port {server.ready['consumer']})")
+        description = self.description()
+        _write_json(self.directory / SANDBOX_FILE, description)
+        return description
+
+    def _start_legacy(self, examples: Path) -> dict[str, str]:
+        """The legacy systems: the population database, the land registry's CSV export, and the
+        tax and business services (started; waited for by :meth:`_start_adapters`)."""
+        legacy = self.directory / "legacy"
+        legacy.mkdir(exist_ok=True)
+        self._say("legacy systems: population database, tax HTTP API, business SOAP service")
+        tax_port, business_port = self.ports.take(2)
+        self._legacy_processes = [
+            self._process(
+                "legacy-tax",
+                _python_module("adapters.examples.legacy_tax", "--listen", f"127.0.0.1:{tax_port}"),
+                env=None,
+            ),
+            self._process(
+                "legacy-business",
+                _python_module(
+                    "adapters.examples.legacy_business", "--listen", f"127.0.0.1:{business_port}"
+                ),
+                env=None,
+            ),
+        ]
+        database = legacy / "population.db"
+        self._run(
+            "population-db",
+            _python_module("adapters.examples.population.make_db", str(database)),
+        )
+        csv = legacy / "parcels.csv"
+        shutil.copyfile(examples / "land" / "parcels.csv", csv)
+        return {
+            "RUTA_POPULATION_DB": str(database),
+            "RUTA_TAX_URL": f"http://127.0.0.1:{tax_port}",
+            "RUTA_BUSINESS_WSDL": f"http://127.0.0.1:{business_port}/business?wsdl",
+            "RUTA_LAND_CSV": str(csv),
+        }
+
+    def _start_adapters(
+        self, examples: Path, env: dict[str, str]
+    ) -> dict[ServiceSpec, ManagedProcess]:
+        for process in self._legacy_processes:
+            self._wait_line(process, "listening on")
+        self._say("adapters: sql (population), rest (tax), soap (business), csv (land)")
+        return {
+            spec: self._process(
+                f"adapter-{spec.key}",
+                ruta_command(
+                    "adapter",
+                    "serve",
+                    str(examples / spec.example / "adapter.toml"),
+                    "--listen",
+                    "127.0.0.1:0",
+                ),
+                env=env,
+            )
+            for spec in SERVICES
+        }
+
+    # --- the registry's admin API -------------------------------------------------------------
+
+    def _admin_credentials(self) -> tuple[grpc.ChannelCredentials, Path]:
+        registry_dir = self.directory / "registry"
+        trust = registry_dir / "ca" / "anchor.pem"
+        return (
+            channel_credentials(
+                registry_dir / "admin" / "admin.key", registry_dir / "admin" / "admin.pem", trust
+            ),
+            trust,
+        )
+
+    async def _administer(self, descriptor_sets: dict[str, bytes]) -> None:
+        """Members, subsystems, services, contracts, and the backends' and auditor's
+        certificates, through the registry's admin API."""
+        credentials, trust = self._admin_credentials()
+        async with grpc.aio.secure_channel(self.registry_ready["admin"], credentials) as channel:
+            stub = registry_pb2_grpc.RegistryAdminStub(channel)
+            self._say("registry: members, subsystems, services, contracts")
+            for agency in AGENCIES:
+                await admin_call(
+                    stub.AddMember(
+                        registry_pb2.AddMemberRequest(id=agency.member.to_proto(), name=agency.name)
+                    )
+                )
+                for code in agency.subsystems:
+                    await admin_call(
+                        stub.AddSubsystem(
+                            registry_pb2.AddSubsystemRequest(id=agency.subsystem(code).to_proto())
+                        )
+                    )
+            for spec in SERVICES:
+                await admin_call(
+                    stub.AddService(
+                        registry_pb2.AddServiceRequest(
+                            id=spec.service.to_proto(),
+                            methods=[spec.method],
+                            file_descriptor_set=descriptor_sets[spec.key],
+                            description=spec.description,
+                            savings=globalconf_pb2.Savings(
+                                citizen_minutes=spec.citizen_minutes, paper_forms=spec.paper_forms
+                            ),
+                        )
+                    )
+                )
+            for contract in CONTRACTS:
+                record = await admin_call(
+                    stub.RequestContract(
+                        registry_pb2.RequestContractRequest(
+                            consumer=contract.consumer.to_proto(),
+                            service=contract.service.to_proto(),
+                            purpose=PURPOSE,
+                            legal_basis=LEGAL_BASIS,
+                        )
+                    )
+                )
+                ref = registry_pb2.ContractRef(contract_id=record.contract_id)
+                await admin_call(stub.ApproveContract(ref))  # requested -> approved (provider)
+                await admin_call(stub.ApproveContract(ref))  # approved -> active (registry)
+            self._say("registry: certificates for the backends and the auditor")
+            clients = self.directory / "clients"
+            for agency in AGENCIES:
+                for code in agency.subsystems:
+                    subsystem = agency.subsystem(code)
+                    self.clients[subsystem] = await _issue(
+                        stub,
+                        clients / f"{agency.key}-{code}",
+                        trust,
+                        registry_pb2.IssueCertificateRequest(
+                            profile=registry_pb2.CERTIFICATE_PROFILE_SUBSYSTEM,
+                            subsystem=subsystem.to_proto(),
+                        ),
+                        common_name=str(subsystem),
+                    )
+            self.auditor = await _issue(
+                stub,
+                clients / "auditor",
+                trust,
+                registry_pb2.IssueCertificateRequest(
+                    # The sandbox's one auditor supervises every agency, bodies included
+                    # (docs/adr/0012); a real instance scopes auditors to members.
+                    profile=registry_pb2.CERTIFICATE_PROFILE_ROLE,
+                    roles=["auditor-supervisor", "auditor-bodies"],
+                ),
+                common_name="sandbox auditor",
+            )
+
+    # --- security servers ---------------------------------------------------------------------
+
+    def _init_servers(self) -> None:
+        """``ruta ss init`` for every server, concurrently (each enrols itself)."""
+        self._say("security servers: ruta ss init (keys, CSRs, enrolment)")
+        registry_dir = self.directory / "registry"
+        running: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._transient = []
+        for server in self.servers.values():
+            argv = ruta_command(
+                "ss",
+                "init",
+                "--dir",
+                str(server.directory),
+                "--server-id",
+                str(server.agency.server),
+                "--registry-dir",
+                str(registry_dir),
+                "--transport-listen",
+                server.transport,
+                "--consumer-listen",
+                server.consumer,
+                "--metrics-listen",
+                server.metrics,
+                "--audit-listen",
+                server.audit,
+                "--fetch-interval",
+                str(FETCH_INTERVAL_S),
+            )
+            for spec in SERVICES:
+                if spec.service.member == server.agency.member:
+                    argv += ["--backend", f"{spec.service}={self.backend_addresses[spec.key]}"]
+            name = f"ss-init-{server.agency.key}"
+            log = (self.logs / f"{name}.log").open("wb")
+            try:
+                running.append(
+                    (
+                        name,
+                        subprocess.Popen(  # noqa: S603 - argv built here
+                            argv,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            cwd=self.directory,
+                            env={**os.environ, **_CHILD_ENV},
+                        ),
+                    )
+                )
+            finally:
+                log.close()
+            self._transient.append(running[-1][1])
+        failed = []
+        for name, popen in running:
+            try:
+                status = popen.wait(timeout=READY_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait()
+                status = -1
+            if status != 0:
+                tail = (self.logs / f"{name}.log").read_text("utf-8", "replace")[-1500:]
+                failed.append(f"{name} failed (status {status}):\n{tail}")
+        if failed:
+            raise SandboxError("\n".join(failed))
+
+    # --- description ----------------------------------------------------------------------------
+
+    def description(self) -> dict[str, Any]:
+        """The content of sandbox.json."""
+        if self.auditor is None:
+            raise SandboxError("the sandbox has no auditor yet: describe it once it is up")
+        return {
+            "instance": INSTANCE,
+            "registry": {
+                "address": self.registry_ready["admin"],
+                "globalconf_url": self.registry_ready["globalconf_url"],
+            },
+            "servers": [
+                {
+                    "id": str(server.agency.server),
+                    "consumer": server.ready.get("consumer", server.consumer),
+                    "transport": server.ready.get("transport", server.transport),
+                    "audit": server.ready.get("audit", server.audit),
+                    "metrics": server.ready.get("metrics", f"http://{server.metrics}/metrics"),
+                    "data_dir": str(server.data_dir),
+                    "config": str(server.config),
+                    "pid": server.ready.get("pid", server.process.pid if server.process else 0),
+                }
+                for server in self.servers.values()
+            ],
+            "subsystems": [
+                {
+                    "id": str(subsystem),
+                    "server": str(self.servers[_agency_of(subsystem).key].agency.server),
+                    "cert": str(credential.cert),
+                    "key": str(credential.key),
+                    "ca": str(credential.ca),
+                }
+                for subsystem, credential in self.clients.items()
+            ],
+            "auditor": {
+                "cert": str(self.auditor.cert),
+                "key": str(self.auditor.key),
+                "ca": str(self.auditor.ca),
+            },
+        }
+
+    # --- stopping -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop every child (servers first, the registry last) and any server restarted from
+        its config file by hand; remove sandbox.json and the pid files."""
+        for server in self.servers.values():
+            pid = _ready_pid(server.data_dir / "ready.json")
+            if pid is not None and (server.process is None or pid != server.process.pid):
+                stop_pid(pid, timeout=STOP_TIMEOUT_S)
+        for popen in self._transient:
+            if popen.poll() is None:
+                popen.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=STOP_TIMEOUT_S)
+            if popen.poll() is None:
+                popen.kill()
+                popen.wait()
+        for process in reversed(self.processes):
+            process.stop()
+        for name in (SANDBOX_FILE, PID_FILE, PROCESSES_FILE):
+            (self.directory / name).unlink(missing_ok=True)
+        self.ports.release()
+
+    def run(self) -> int:
+        """Build, then stay up until SIGTERM or SIGINT; stop everything; return the exit status."""
+        stopping = threading.Event()
+
+        def on_signal(_signum: int, _frame: FrameType | None) -> None:
+            if stopping.is_set():
+                return
+            stopping.set()
+            raise _Stop
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        status = 0
+        try:
+            try:
+                self.build()
+                self._say(f"sandbox {INSTANCE} is up: {self.directory / SANDBOX_FILE}")
+                while not stopping.is_set():
+                    stopping.wait(0.5)
+            except _Stop:
+                pass
+            except RutaError as error:
+                self._say(f"error: {error}")
+                status = 1
+            except OSError as error:
+                self._say(f"error: {error.strerror or error}")
+                status = 1
+            finally:
+                stopping.set()
+                for sig in previous:
+                    signal.signal(sig, signal.SIG_IGN)
+                self._say("stopping the sandbox")
+                self.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return status
+
+
+def _agency_of(subsystem: SubsystemId) -> Agency:
+    for agency in AGENCIES:
+        if agency.member == subsystem.member:
+            return agency
+    raise SandboxError(f"no agency for {subsystem}")  # pragma: no cover - layout is fixed
+
+
+async def _issue(
+    stub: Any,
+    folder: Path,
+    trust: Path,
+    request: registry_pb2.IssueCertificateRequest,
+    *,
+    common_name: str,
+) -> _ClientCredential:
+    """A key made here (0600), certified by the registry's CA from its CSR."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # noqa: ASYNC240 - small local files
+    key = generate_ec_key()
+    key_path = folder / "client.key"
+    save_private_key(key_path, key)
+    request.csr = make_csr(key, common_name).public_bytes(serialization.Encoding.DER)
+    answer = await admin_call(stub.IssueCertificate(request))
+    chain = [load_certificate(der) for der in answer.chain]
+    intermediates = [c for c in chain if c.issuer != c.subject]
+    cert_path = folder / "client.pem"
+    write_atomically(
+        cert_path, certificate_pem(load_certificate(answer.certificate), *intermediates)
+    )
+    return _ClientCredential(cert=cert_path, key=key_path, ca=trust)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    write_atomically(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in ``path``: :class:`FileReadError` when it cannot be read or is over
+    :data:`MAX_SANDBOX_FILE_BYTES`, :class:`ValueError` when it is not JSON."""
+    return json.loads(read_bounded(path, MAX_SANDBOX_FILE_BYTES))
+
+
+def _ready_pid(path: Path) -> int | None:
+    try:
+        pid = _read_json(path).get("pid")
+    except (FileReadError, ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) and pid > 0 else None
+
+
+def _pids(directory: Path) -> Iterator[int]:
+    with contextlib.suppress(FileReadError, ValueError):
+        data = _read_json(directory / PROCESSES_FILE)
+        if isinstance(data, dict):
+            yield from (pid for pid in data.values() if isinstance(pid, int) and pid > 0)
+    for ready in sorted(directory.glob("servers/*/data/ready.json")):
+        pid = _ready_pid(ready)
+        if pid is not None:
+            yield pid
+
+
+def stop_sandbox(directory: Path, *, timeout: float = DOWN_TIMEOUT_S) -> bool:
+    """Stop the sandbox running in ``directory``: signal its supervisor and wait until it has
+    stopped every child; if the supervisor is gone, stop the children it recorded. Returns
+    whether anything was running."""
+    directory = directory.resolve()
+    found = False
+    supervisor: int | None = None
+    with contextlib.suppress(FileReadError, ValueError):
+        supervisor = int(read_bounded(directory / PID_FILE, _MAX_PID_FILE_BYTES).strip())
+    if supervisor is not None and supervisor != os.getpid() and process_alive(supervisor):
+        found = True
+        stop_pid(supervisor, timeout=timeout)
+    for pid in list(_pids(directory)):
+        if process_alive(pid):
+            found = True
+            stop_pid(pid, timeout=STOP_TIMEOUT_S)
+    for name in (SANDBOX_FILE, PID_FILE, PROCESSES_FILE):
+        (directory / name).unlink(missing_ok=True)
+    return found

@@ -1,0 +1,85 @@
+"""Issue 12, finding 1, against a real ``ruta registry serve`` process: a request whose ``:path``
+is not UTF-8 ends grpcio's aio server loop of the admin API's listener; the listener is seen down,
+counted in ``/metrics`` and restarted, and the admin CLI works again
+(docs/adr/0014-listener-watchdog.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.listener_attacks import client_tls, crash_listener
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RUTA = str(Path(sys.executable).with_name("ruta"))
+#: Longest wait for the registry to start or stop, or a CLI call to finish (a shared machine).
+_PROCESS_SECONDS = 60.0
+
+
+def _ruta(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RUTA, *args], capture_output=True, text=True, timeout=_PROCESS_SECONDS, check=False
+    )
+
+
+async def test_the_admin_listener_survives_the_invalid_path(tmp_path: Path) -> None:
+    directory = tmp_path / "registry"
+    init = await asyncio.to_thread(
+        _ruta,
+        *("registry", "init", "--dir", str(directory), "--instance", "LAC"),
+        *("--admin-listen", "127.0.0.1:0", "--http-listen", f"127.0.0.1:{free_port()}"),
+    )
+    assert init.returncode == 0, init.stderr
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            *(RUTA, "--log-level", "info", "registry", "serve", "--dir", str(directory)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        ready_path = directory / "registry.ready.json"
+        async with asyncio.timeout(_PROCESS_SECONDS):
+            while not ready_path.exists():
+                assert process.returncode is None, log_path.read_text()
+                await asyncio.sleep(0.05)
+        ready = json.loads(ready_path.read_text())
+
+        # The TLS layer asks for a client certificate from the registry's CA: the local
+        # operator's will do (any member's administrator holds one too).
+        await crash_listener(
+            ready["admin"],
+            metrics_url=f"{ready['http']}/metrics",
+            listener="admin",
+            tls=client_tls(
+                ca=directory / "ca" / "anchor.pem",
+                cert=directory / "admin" / "admin.pem",
+                key=directory / "admin" / "admin.key",
+            ),
+        )
+
+        added = await asyncio.to_thread(
+            _ruta, "registry", "member", "add", "LAC/GOV/POP", "--name", "Population", "--dir",
+            str(directory),
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        listed = await asyncio.to_thread(
+            _ruta, "registry", "member", "list", "--json", "--dir", str(directory)
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "LAC/GOV/POP" in listed.stdout
+        assert process.returncode is None  # repaired in place, not restarted
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(_PROCESS_SECONDS):
+            code = await process.wait()
+    assert code == 0, log_path.read_text()
