@@ -1,4 +1,4 @@
-"""The security server's errors on the exchange path, and who a refusal belongs to.
+"""The security server's errors, and who a refusal on the exchange path belongs to.
 
 A fault belongs to the side that refuses (DESIGN.md, Faults). Code below the proxies (headers,
 signature checks, transport, identity, message log, witness gate) does not know which side
@@ -29,6 +29,8 @@ from security_server.log.errors import LogWriteError
 __all__ = [
     "ExchangeError",
     "FramesUnsupportedError",
+    "HeaderError",
+    "IdentityError",
     "MalformedMessageError",
     "ProxyError",
     "Reason",
@@ -97,6 +99,19 @@ class ProxyError(RutaError):
     """An exchange refused by one of the proxies; the fault says who and why."""
 
     default_fault = Fault.SERVER_CONSUMER_INTERNAL_ERROR
+
+
+class HeaderError(RutaError):
+    """A caller's call metadata is missing, malformed or out of bounds (a ``client.*`` fault,
+    the same on both sides)."""
+
+    default_fault = Fault.CLIENT_INVALID_HEADER
+
+
+class IdentityError(RutaError):
+    """This server's keys or certificates are unusable (startup refuses to run)."""
+
+    default_fault = Fault.CLIENT_INVALID_CONFIG
 
 
 class MalformedMessageError(ExchangeError):

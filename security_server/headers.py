@@ -25,11 +25,11 @@ from typing import Final
 
 from google.protobuf.message import DecodeError
 
-from ruta.faults import Fault, RutaError
+from ruta.faults import Fault
 from ruta.ids import MAX_IDENTIFIER_LENGTH, IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.timestamps import from_timestamp
 from ruta.v1 import transport_pb2
-from security_server.errors import MalformedMessageError
+from security_server.errors import HeaderError, MalformedMessageError
 
 __all__ = [
     "CLIENT_HEADER",
@@ -100,12 +100,6 @@ MAX_HEADER_BYTES: Final = 8 * 1024
 _METHOD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Printable ASCII without controls; what gRPC ASCII metadata may carry anyway.
 _TEXT = re.compile(r"[\x20-\x7e]*")
-
-
-class HeaderError(RutaError):
-    """Call metadata or a message header is missing, malformed or out of bounds."""
-
-    default_fault = Fault.CLIENT_INVALID_HEADER
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ruta.faults import Fault, RutaError
 from ruta.ids import MemberId, ServerId
 from ruta.pki.certs import (
     fingerprint,
@@ -30,18 +29,12 @@ from ruta.pki.keys import FileSigner, Signer
 from ruta.pki.ocsp import OcspClient, OcspFetchError
 from ruta.pki.signature import MAX_BATCH_SIZE, MessageSigner
 from ruta.v1 import transport_pb2
-from security_server.errors import SigningError
+from security_server.errors import IdentityError, SigningError
 
 __all__ = ["BatchingSigner", "IdentityError", "ServerIdentity", "SigningError"]
 
 #: Most certificates read from a certificate file (leaf + intermediates).
 MAX_CERTIFICATE_FILE_CHAIN = 8
-
-
-class IdentityError(RutaError):
-    """This server's keys or certificates are unusable (startup refuses to run)."""
-
-    default_fault = Fault.CLIENT_INVALID_CONFIG
 
 
 def _read_chain(path: Path, what: str) -> list[x509.Certificate]:
