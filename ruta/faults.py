@@ -31,6 +31,7 @@ __all__ = [
     "abort",
     "fault_from_rpc_error",
     "report",
+    "status_from_code",
     "status_of",
 ]
 
@@ -58,6 +59,7 @@ class Fault(enum.StrEnum):
     CLIENT_ALREADY_EXISTS = "client.already_exists"
     CLIENT_INVALID_CONFIG = "client.invalid_config"
     CLIENT_INVALID_PROOF = "client.invalid_proof"
+    CLIENT_REUSED_MESSAGE_ID = "client.reused_message_id"
 
     # Refusals by the consumer's security server.
     SERVER_CONSUMER_ACCESS_DENIED = "server.consumer.access_denied"
@@ -113,6 +115,7 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.CLIENT_ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Fault.CLIENT_INVALID_CONFIG: grpc.StatusCode.INVALID_ARGUMENT,
     Fault.CLIENT_INVALID_PROOF: grpc.StatusCode.INVALID_ARGUMENT,
+    Fault.CLIENT_REUSED_MESSAGE_ID: grpc.StatusCode.ALREADY_EXISTS,
     Fault.SERVER_CONSUMER_ACCESS_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF: grpc.StatusCode.UNAVAILABLE,
     Fault.SERVER_CONSUMER_INVALID_GLOBALCONF: grpc.StatusCode.UNAVAILABLE,
@@ -151,6 +154,15 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
 def status_of(fault: Fault) -> grpc.StatusCode:
     """Return the gRPC status code a fault is sent with."""
     return _STATUS[fault]
+
+
+_STATUS_BY_CODE: dict[int, grpc.StatusCode] = {s.value[0]: s for s in grpc.StatusCode}
+
+
+def status_from_code(code: int) -> grpc.StatusCode:
+    """The gRPC status of a numeric code as it travels in a signed header or a framed refusal
+    (``UNKNOWN`` for a number that is no status)."""
+    return _STATUS_BY_CODE.get(code, grpc.StatusCode.UNKNOWN)
 
 
 class RutaError(Exception):

@@ -4,7 +4,7 @@ grpcio's asyncio server ends its serving loop for good when a single request's `
 valid UTF-8 (``docs/upstream/grpcio-aio-invalid-path.md``): the port closes, the process stays up,
 and no handler or interceptor runs early enough to refuse the request. So no part creates a
 ``grpc.aio.Server`` itself: each describes a listener (:class:`ListenerSpec`) and
-:class:`Listeners` binds, starts, watches and stops it (``docs/adr/0018-listener-watchdog.md``).
+:class:`Listeners` binds, starts, watches and stops it (``docs/adr/0020-listener-watchdog.md``).
 
 Within :data:`WATCH_INTERVAL_SECONDS` of a server loop ending, the listener is marked down (its
 health services and the process-wide ``""`` health on every listener of the process report
@@ -146,7 +146,7 @@ class Listeners:
         self._restarts = Counter(
             "ruta_listener_restarts",
             "Times the listener's gRPC server loop ended unexpectedly and the watchdog restarted "
-            "it, or tried to (docs/adr/0018-listener-watchdog.md).",
+            "it, or tried to (docs/adr/0020-listener-watchdog.md).",
             ("listener",),
             registry=self.registry,
         )
@@ -335,6 +335,6 @@ def _serving_loop_running(server: grpc.aio.Server) -> bool:
     if not callable(running):
         raise RuntimeError(  # noqa: TRY004 - an unsupported grpcio, not a caller's wrong type
             f"grpcio {grpc.__version__} gives no way to see a server loop end; "
-            "the listener watchdog needs one (docs/adr/0018-listener-watchdog.md)"
+            "the listener watchdog needs one (docs/adr/0020-listener-watchdog.md)"
         )
     return bool(running())

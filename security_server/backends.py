@@ -1,6 +1,9 @@
-"""The backends in force: one gRPC channel per mapped service, replaceable while serving.
+"""The provider's call to the backend that serves a service: the seam, and the backends in force
+(one gRPC channel per mapped service, replaceable while serving).
 
-The provider proxy looks a service's channel up once per call (:meth:`BackendChannels.get`).
+:class:`Backends` is what the provider proxy calls through; :class:`BackendChannels` is the real
+one; unit tests use an in-memory backend (tests/unit/security_server/twin.py). The provider
+looks a service's channel up when it checks the service is served (:meth:`BackendChannels.get`).
 A settings reload (:mod:`security_server.reload`) swaps the whole map in one step with
 :meth:`BackendChannels.replace`: calls that start afterwards see the new map, while calls that
 already hold a channel keep it; a channel no longer mapped is closed only once every call that
@@ -11,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import grpc
 import grpc.aio
@@ -24,16 +27,57 @@ from ruta.ids import ServiceId
 from security_server.settings import BackendSettings
 from security_server.transport import grpc_message_options
 
-__all__ = ["MAX_CACHED_BACKEND_METHODS", "BackendChange", "BackendChannels", "BackendError"]
+__all__ = [
+    "MAX_BACKEND_STATUS_TEXT",
+    "MAX_CACHED_BACKEND_METHODS",
+    "BackendChange",
+    "BackendChannels",
+    "BackendError",
+    "BackendReply",
+    "Backends",
+]
 
 _log = logging.getLogger(__name__)
 
+#: Longest status text of a backend's refusal carried back in a signed response body.
+MAX_BACKEND_STATUS_TEXT: Final = 1024
 #: Backend method callables kept made (one per service method a contract allows).
 MAX_CACHED_BACKEND_METHODS: Final = 4096
 #: Largest certificate or key file read for a backend's TLS.
 _MAX_CREDENTIAL_BYTES: Final = 1 << 20
 #: How long a retired channel's last calls may take once they are done with it (gRPC's grace).
 _CLOSE_GRACE_SECONDS: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class BackendReply:
+    """What a backend answered: ``OK`` with its body, or another status with its text."""
+
+    status: grpc.StatusCode
+    body: bytes = b""
+    details: str = ""
+
+
+class Backends(Protocol):
+    """The backends this server maps its services to, as the provider proxy calls them."""
+
+    def serves(self, service: ServiceId) -> bool:
+        """Whether a backend is mapped for ``service`` now."""
+        ...
+
+    async def call(
+        self,
+        service: ServiceId,
+        path: str,
+        body: bytes,
+        *,
+        metadata: Sequence[tuple[str, str]],
+        seconds: float,
+    ) -> BackendReply:
+        """Call method ``path`` of ``service``'s backend with the raw ``body`` within
+        ``seconds`` and return its reply (a failed call is a reply with its status; ``details``
+        at most :data:`MAX_BACKEND_STATUS_TEXT` characters)."""
+        ...
 
 
 class BackendError(RutaError):
@@ -158,6 +202,33 @@ class BackendChannels:
             if len(self._methods) < MAX_CACHED_BACKEND_METHODS:
                 self._methods[key] = call
         return call
+
+    def serves(self, service: ServiceId) -> bool:
+        """Whether ``service`` is mapped now; the calling task then holds its channel (see
+        :meth:`get`), so a reload does not close it under the call that follows."""
+        return self.get(service) is not None
+
+    async def call(
+        self,
+        service: ServiceId,
+        path: str,
+        body: bytes,
+        *,
+        metadata: Sequence[tuple[str, str]],
+        seconds: float,
+    ) -> BackendReply:
+        channel = self.get(service)
+        if channel is None:  # unmapped by a reload since the call was checked
+            return BackendReply(grpc.StatusCode.UNAVAILABLE, details="the backend was unmapped")
+        try:
+            answer: bytes = await self.method(channel, path)(
+                body, metadata=tuple(metadata), timeout=seconds
+            )
+        except grpc.aio.AioRpcError as exc:
+            return BackendReply(
+                status=exc.code(), details=(exc.details() or "")[:MAX_BACKEND_STATUS_TEXT]
+            )
+        return BackendReply(status=grpc.StatusCode.OK, body=answer)
 
     @property
     def services(self) -> Mapping[ServiceId, grpc.aio.Channel]:

@@ -34,12 +34,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
 
 from ruta.checkpoint import Checkpoint, CheckpointError, SignatureType, Verifier, sign_note
-from ruta.faults import Fault, RutaError
 from ruta.globalconf import GlobalConf
 from ruta.pki.errors import KeyFileError
 from ruta.pki.keys import generate_ed25519_key, load_private_key, save_private_key
 from ruta.tasks import cancel_and_wait
 from ruta.witness_client import WitnessClient, WitnessClientError, WitnessSizeConflictError
+from security_server.errors import WitnessUnavailableError
 from security_server.log import LogError, MessageLog, StoredCheckpoint
 
 __all__ = [
@@ -83,12 +83,6 @@ class CheckpointSettings(BaseModel):
     witness_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     #: The Ed25519 log key; default ``DATA_DIR/keys/log-ed25519.key`` (created if absent).
     log_key: Path | None = None
-
-
-class WitnessUnavailableError(RutaError):
-    """No cosignature from the witness within the window: exchanges are refused until one comes."""
-
-    default_fault = Fault.SERVER_PROVIDER_WITNESS_UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,23 +232,17 @@ class Checkpointer:
         at = now if now is not None else self._clock()
         return at - (self._cosigned_at if self._cosigned_at is not None else self._started_at)
 
-    def check_cosigned(
-        self,
-        now: datetime | None = None,
-        *,
-        fault: Fault = Fault.SERVER_PROVIDER_WITNESS_UNAVAILABLE,
-    ) -> None:
+    def check_cosigned(self, now: datetime | None = None) -> None:
         """Return when the last cosignature is within the window; otherwise raise
-        :class:`WitnessUnavailableError` carrying ``fault`` (the consumer passes
-        ``server.consumer.witness_unavailable``). O(1), no I/O."""
+        :class:`~security_server.errors.WitnessUnavailableError` (side-neutral: each proxy
+        names its own witness_unavailable fault). O(1), no I/O."""
         window = timedelta(seconds=self._settings.cosign_window_seconds)
         age = self.cosignature_age(now)
         if age > window:
             raise WitnessUnavailableError(
                 f"this security server has had no witness cosignature of its message log for "
                 f"{int(age.total_seconds())} s (limit {int(window.total_seconds())} s); "
-                "exchanges resume as soon as the registry's witness cosigns again",
-                fault=fault,
+                "exchanges resume as soon as the registry's witness cosigns again"
             )
 
     # --- running -------------------------------------------------------------------------------

@@ -1,21 +1,22 @@
 """The consumer proxy: where an agency's own backends call other agencies' services.
 
 It serves **any** method path ``/pkg.Service/Method`` through one generic bytes handler, so it
-never needs the provider's generated code (docs/adr/0005). For each call it: reads the ``ruta-*``
-metadata (bounded), refuses a body over the size limit before anything is signed, authenticates
-the backend (mTLS client certificate naming its subsystem, or plaintext loopback where the config
-allows it), checks the configuration in force (fails closed once expired) and the contract (fail
-fast; the provider enforces it), connects over pinned mTLS to the first reachable server the
-provider's member lists, builds and signs the request header once (naming that server), sends it
-to that server within the caller's deadline (several messages per frame on one stream,
-``Transport.ExchangeFrames``, docs/adr/0011; ``Transport.Exchange`` for a message larger than a
-frame, a provider without frames, or with ``[transport] frames = false``), verifies the response
-(signature, signer is the provider's member, bound to this request by ``request_hash``, same
-message id), logs the request and the response together in one transaction, and only then
-returns the body with trailing metadata ``ruta-message-id`` and ``ruta-request-hash``. An
-exchange that ends any other way after the request was sent (refusal, network error, bad
-response, the caller's deadline) still logs the request, alone, before the refusal goes back
-(docs/adr/0009).
+never needs the provider's generated code (docs/adr/0005). For each call it: reads the
+``ruta-*`` metadata (bounded), refuses a body over the size limit before anything is signed,
+authenticates the backend (mTLS client certificate naming its subsystem, or plaintext loopback
+where the config allows it) and refuses to act for any subsystem but its own member's that the
+configuration registers (it signs with its member's key), checks the configuration in force
+(fails closed once expired) and the contract (fail fast; the provider enforces it), connects
+over pinned mTLS to the first reachable server the provider's member lists, builds and signs the
+request header once (naming that server), sends it to that server within the caller's deadline
+(several messages per frame on one stream, ``Transport.ExchangeFrames``, docs/adr/0011;
+``Transport.Exchange`` for a message larger than a frame, a provider without frames, or with
+``[transport] frames = false``), verifies the response (signature, signer is the provider's
+member, bound to this request by ``request_hash``, same message id), logs the request and the
+response together in one transaction, and only then returns the body with trailing metadata
+``ruta-message-id`` and ``ruta-request-hash``. An exchange that ends any other way after the
+request was sent (refusal, network error, bad response, the caller's deadline) still logs the
+request, alone, before the refusal goes back (docs/adr/0009).
 
 A provider's refusal reaches the backend unchanged: same fault code, status and fault id.
 """
@@ -26,34 +27,31 @@ import asyncio
 import functools
 import hashlib
 import logging
-from typing import Any, Final, cast
+from typing import Final
 
 import grpc
-import grpc.aio
 
-from ruta.faults import Fault, RutaError, abort, fault_from_rpc_error
+from ruta.faults import Fault, RutaError, status_from_code
 from ruta.globalconf import GlobalConf, SecurityServer
-from ruta.globalconf.errors import GlobalConfError
 from ruta.ids import ServerId
 from ruta.pki.certs import subsystem_id_of
 from ruta.pki.errors import PkiError
-from ruta.pki.tls import peer_certificate
 from ruta.v1 import transport_pb2
+from security_server.calls import Answer, CallInfo, Refused
+from security_server.errors import MalformedMessageError, ProxyError, Side, TransportError
 from security_server.exchange import (
     Clock,
     ExchangeRecorder,
     GlobalConfSource,
-    ProxyError,
     SignatureChecker,
     WitnessGate,
-    refuse_unexpected,
+    refusal,
+    unexpected_failure,
 )
-from security_server.frames import FrameLinks, FramesUnsupportedError
 from security_server.headers import (
     MESSAGE_ID_HEADER,
     REQUEST_HASH_HEADER,
     CallMetadata,
-    HeaderError,
     MetadataBounds,
     ReadHeader,
     build_request_header,
@@ -62,23 +60,15 @@ from security_server.headers import (
     request_hash,
 )
 from security_server.identity import ServerIdentity
-from security_server.log import Direction
+from security_server.links import MAX_STATUS_TEXT_BYTES, PeerLinks, PeerRefusal, ProviderLink
+from security_server.log import Direction, LogEntry
 from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.settings import SecurityServerSettings, is_loopback_address
-from security_server.transport import EXCHANGE_PATH, PeerChannels, TransportError
 
-__all__ = ["HEALTH_SERVICE_PREFIX", "MAX_STATUS_TEXT_BYTES", "ConsumerProxy", "is_loopback_peer"]
+__all__ = ["ConsumerProxy", "is_loopback_peer"]
 
 _log = logging.getLogger(__name__)
 
-#: Paths the generic handler leaves to the health service registered on the same port.
-HEALTH_SERVICE_PREFIX: Final = "/grpc.health.v1.Health/"
-#: Most of a provider member's listed servers tried when connecting (before signing).
-MAX_PROVIDER_SERVERS_TRIED: Final = 4
-#: Peer channels whose Transport.Exchange callable is kept made.
-MAX_CACHED_PEER_CALLS: Final = 64
-#: Longest status text passed on from a provider's backend.
-MAX_STATUS_TEXT_BYTES: Final = 1024
 _BAD_RESPONSE: Final = Fault.SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE
 
 
@@ -104,7 +94,7 @@ _is_loopback_host = functools.lru_cache(maxsize=1024)(is_loopback_address)
 
 
 class ConsumerProxy:
-    """The consumer side of an exchange; :meth:`handler` plugs into a grpc.aio server."""
+    """The consumer side of an exchange (served over gRPC by :mod:`security_server.rpc`)."""
 
     def __init__(
         self,
@@ -113,7 +103,7 @@ class ConsumerProxy:
         identity: ServerIdentity,
         globalconf: GlobalConfSource,
         recorder: ExchangeRecorder,
-        channels: PeerChannels,
+        links: PeerLinks,
         checker: SignatureChecker,
         metrics: ExchangeMetrics,
         clock: Clock,
@@ -130,115 +120,71 @@ class ConsumerProxy:
         self._identity = identity
         self._globalconf = globalconf
         self._recorder = recorder
-        self._channels = channels
+        self._peers = links
         self._checker = checker
         self._metrics = metrics
         self._clock = clock
         self._gate = gate
-        # Several messages per frame to each provider server (docs/adr/0011), unless configured
-        # off; providers that do not offer it are remembered and called once per message.
-        self._links = (
-            FrameLinks(on_frame=lambda messages: metrics.frame_written("consumer", messages))
-            if settings.transport.frames
-            else None
-        )
-        self._unary_only: set[ServerId] = set()
-        # Transport.Exchange callables, made once per peer channel (by the channel's id; the
-        # channel is kept beside its callable so a reused id is never mistaken for it).
-        self._exchange_calls: dict[
-            int,
-            tuple[
-                grpc.aio.Channel,
-                grpc.aio.UnaryUnaryMultiCallable[
-                    transport_pb2.SignedMessage, transport_pb2.SignedMessage
-                ],
-            ],
-        ] = {}
+        # (client, message id) of exchanges between their id check and their request being
+        # durable in the log (bounded by the calls in flight).
+        self._message_ids: set[tuple[str, str]] = set()
+        # Those of them whose request is being appended (given back when it is durable).
+        self._logging: set[tuple[str, str]] = set()
 
     @property
     def frames(self) -> bool:
         """Whether requests go to provider servers several per frame (``[transport] frames``)."""
-        return self._links is not None
+        return self._peers.frames
 
     async def close(self) -> None:
-        """End the frames streams to provider servers (calls still waiting get network_error)."""
-        if self._links is not None:
-            await self._links.close()
+        """End the links to provider servers (calls still waiting get network_error)."""
+        await self._peers.close()
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        """A generic handler that serves every method path except the health service's."""
-        proxy = self
-
-        class _Handler(grpc.GenericRpcHandler):
-            def service(
-                self, handler_call_details: grpc.HandlerCallDetails
-            ) -> grpc.RpcMethodHandler[Any, Any] | None:
-                path: str = handler_call_details.method
-                if path.startswith(HEALTH_SERVICE_PREFIX):
-                    return None
-                metadata = tuple(handler_call_details.invocation_metadata or ())
-
-                async def _call(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-                    return await proxy.exchange(path, metadata, body, context)
-
-                return grpc.unary_unary_rpc_method_handler(
-                    _call, request_deserializer=None, response_serializer=None
-                )
-
-        return _Handler()
-
-    async def exchange(
-        self,
-        path: str,
-        metadata: tuple[tuple[str, str | bytes], ...],
-        body: bytes,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> bytes:
-        """Carry one call to the provider and back (see the module docstring). Refusals abort
-        the call with a ``ruta-fault``; nothing else escapes."""
+    async def exchange(self, path: str, body: bytes, info: CallInfo) -> Answer:
+        """Carry one call of method ``path`` to the provider and back (see the module
+        docstring). Raises :class:`~security_server.calls.Refused` for every refusal (with
+        ``ruta-fault``, or a provider backend's own status passed on); nothing else escapes."""
         with self._metrics.exchange("consumer") as outcome:
             try:
                 outcome.request_bytes = len(body)
-                call = parse_call_metadata(path, metadata, bounds=self._bounds)
+                call = parse_call_metadata(path, info.metadata, bounds=self._bounds)
                 outcome.message_id = call.message_id
-                return await self._exchange(call, body, context, outcome)
+                return await self._exchange(call, body, info, outcome)
             except _PassThrough as passed:
                 if passed.plain:
                     outcome.fault = f"status.{passed.status.name.lower()}"
-                    context.set_trailing_metadata(passed.metadata)
-                    await context.abort(passed.status, passed.error.message)
+                    raise Refused(passed.status, passed.error.message, passed.metadata) from None
                 outcome.fault = str(passed.error.fault)
-                await abort(context, passed.error, fault_id=passed.fault_id, status=passed.status)
+                raise Refused.from_error(
+                    passed.error, fault_id=passed.fault_id, status=passed.status
+                ) from None
             except RutaError as exc:
-                outcome.fault = str(exc.fault)
-                await abort(context, exc)
-            except grpc.aio.AbortError:
-                raise
+                error = refusal(Side.CONSUMER, exc)
+                outcome.fault = str(error.fault)
+                raise Refused.from_error(error) from None
             except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
-                outcome.fault = str(Fault.SERVER_CONSUMER_INTERNAL_ERROR)
-                await refuse_unexpected(
-                    context, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR, who="consumer"
-                )
+                error, fault_id = unexpected_failure(Side.CONSUMER)
+                outcome.fault = str(error.fault)
+                raise Refused.from_error(error, fault_id=fault_id) from None
 
     async def _exchange(
-        self,
-        call: CallMetadata,
-        body: bytes,
-        context: grpc.aio.ServicerContext[Any, Any],
-        outcome: Outcome,
-    ) -> bytes:
+        self, call: CallMetadata, body: bytes, info: CallInfo, outcome: Outcome
+    ) -> Answer:
         if len(body) > self._limits.max_message_bytes:
             raise ProxyError(
                 f"the request body is {len(body)} bytes; the limit is "
                 f"{self._limits.max_message_bytes}",
                 fault=Fault.CLIENT_MESSAGE_TOO_LARGE,
             )
-        self._authenticate(call, context)
-        try:
-            conf = self._globalconf.current()
-        except GlobalConfError as exc:
-            raise ProxyError(exc.message, fault=exc.fault) from None
+        self._authenticate(call, info)
+        conf = self._globalconf.current()
         outcome.identify(conf, call.client, call.service, call.method)
+        if not conf.has_subsystem(call.client):
+            raise ProxyError(
+                f"subsystem {call.client} is not registered in the global configuration; ask "
+                "the registry to register it",
+                fault=Fault.CLIENT_PERMISSION_DENIED,
+            )
         servers = self._provider_servers(conf, call)
         now = self._clock()
         if conf.allows(call.client, call.service, call.method, call.purpose, now) is None:
@@ -248,11 +194,65 @@ class ConsumerProxy:
                 fault=Fault.SERVER_CONSUMER_ACCESS_DENIED,
             )
         if self._gate is not None:
-            self._gate(now, fault=Fault.SERVER_CONSUMER_WITNESS_UNAVAILABLE)
-        staple = await self._identity.staple(
-            conf.trust_anchors, fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR
-        )
-        provider, channel = await self._connect(conf, servers)
+            self._gate(now)
+        used = (str(call.client), call.message_id)
+        await self._claim_message_id(call, used)
+        try:
+            return await self._sign_and_send(
+                call, body, info, outcome, conf=conf, servers=servers, used=used
+            )
+        finally:
+            if used not in self._logging:
+                self._message_ids.discard(used)
+
+    def _log(self, entries: list[LogEntry], used: tuple[str, str]) -> asyncio.Task[None]:
+        """Append ``entries`` (the request, alone or with its response) in a task of the
+        recorder, which the server's stop awaits: a cancelled caller does not cancel it. The
+        message id ``used`` is given back once the append is done."""
+        self._logging.add(used)
+        task = self._recorder.append_soon(entries, detached=False)
+
+        def done(_: object) -> None:
+            self._logging.discard(used)
+            self._message_ids.discard(used)
+
+        task.add_done_callback(done)
+        return task
+
+    async def _claim_message_id(self, call: CallMetadata, used: tuple[str, str]) -> None:
+        """Take ``call``'s message id for this exchange, before anything is signed: refused
+        (``client.reused_message_id``) while another exchange of this server holds it or once
+        a request with it is in the log, so a message id names one request only."""
+        if used in self._message_ids:
+            raise _reused(call)
+        self._message_ids.add(used)
+        try:
+            taken = await self._recorder.used(call.client, call.message_id)
+        except BaseException:
+            self._message_ids.discard(used)
+            raise
+        if taken:
+            self._message_ids.discard(used)
+            raise _reused(call)
+
+    async def _sign_and_send(
+        self,
+        call: CallMetadata,
+        body: bytes,
+        info: CallInfo,
+        outcome: Outcome,
+        *,
+        conf: GlobalConf,
+        servers: tuple[SecurityServer, ...],
+        used: tuple[str, str],
+    ) -> Answer:
+        """Sign, send, check, log. Once the request is signed it is logged whatever happens
+        (:meth:`_log`), and the message id stays taken until it is durable."""
+        staple = await self._identity.staple(conf.trust_anchors)
+        # Connected before anything is signed, so the request names the server it is sent to
+        # and a provider that cannot be reached leaves nothing in the log.
+        link = await self._peers.connect(servers, conf.trust_anchors)
+        provider = link.server
         created_at = self._clock()
         header, header_bytes = build_request_header(
             call,
@@ -280,14 +280,13 @@ class ConsumerProxy:
         digest = request_hash(header_bytes, signature.value)
         # The request is logged together with its response, in one transaction, once the
         # response checks out (docs/adr/0009); when the exchange ends any other way after
-        # sending, it is logged alone before the refusal goes back.
-        answered = False
+        # sending, it is logged alone before the refusal goes back (after it, when the caller
+        # left: the caller's deadline cancelled this handler).
         try:
             response = await self._send(
-                provider,
-                channel,
+                link,
                 transport_pb2.SignedMessage(header=header_bytes, body=body, signature=signature),
-                context,
+                info,
             )
             read = self._check_response(response, header, digest, provider.id)
             response_header = read.header
@@ -297,7 +296,6 @@ class ConsumerProxy:
                 response.signature,
                 claimed_member=call.service.member,
                 signed_at=read.created_at,
-                fault=_BAD_RESPONSE,
             )
             received = self._recorder.entry(
                 Direction.RECEIVED,
@@ -307,28 +305,32 @@ class ConsumerProxy:
                 body=response.body,
                 read=read,
             )
-            answered = True
-            await self._recorder.append([sent, received])
         except asyncio.CancelledError:
-            if not answered:
-                self._recorder.append_soon([sent])
+            self._log([sent], used)
             raise
         except Exception:
-            if not answered:
-                await self._recorder.append([sent])
+            await asyncio.shield(self._log([sent], used))
             raise
+        await asyncio.shield(self._log([sent, received], used))
         outcome.response_bytes = len(response.body)
         exchanged = ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
         if response_header.status_code != grpc.StatusCode.OK.value[0]:
             raise self._backend_status(response_header, response.body, exchanged)
-        context.set_trailing_metadata(exchanged)
-        return response.body
+        return Answer(response.body, exchanged)
 
-    def _authenticate(
-        self, call: CallMetadata, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
+    def _authenticate(self, call: CallMetadata, info: CallInfo) -> None:
+        """The caller may act as ``call.client``: a subsystem of this server's own member
+        (a server signs with its member's key, so it never acts for another member), proven by
+        its client certificate or allowed to plaintext loopback callers by the configuration."""
+        own = self._identity.server.member
+        if call.client.member != own:
+            raise ProxyError(
+                f"this security server acts only for subsystems of {own}; call as "
+                f"{call.client} through a security server of {call.client.member}",
+                fault=Fault.CLIENT_PERMISSION_DENIED,
+            )
         if self._plain:
-            if not is_loopback_peer(context.peer()):
+            if not is_loopback_peer(info.peer):
                 raise ProxyError(
                     "plaintext calls are accepted only from loopback",
                     fault=Fault.CLIENT_UNAUTHENTICATED,
@@ -341,7 +343,7 @@ class ConsumerProxy:
                 )
             return
         try:
-            cert = peer_certificate(context)
+            cert = info.peer_certificate()
             subsystem = subsystem_id_of(cert) if cert is not None else None
         except PkiError:
             subsystem = None
@@ -370,128 +372,33 @@ class ConsumerProxy:
             )
         return servers
 
-    async def _connect(
-        self, conf: GlobalConf, servers: tuple[SecurityServer, ...]
-    ) -> tuple[SecurityServer, grpc.aio.Channel]:
-        """A pinned channel to the first of the provider's servers that can be reached.
-
-        Done before anything is signed, so the request names the server it is sent to and a
-        provider that cannot be reached leaves nothing in the log. Raises the last
-        :class:`~security_server.transport.TransportError` when none can be reached.
-        """
-        failure: TransportError | None = None
-        for server in servers[:MAX_PROVIDER_SERVERS_TRIED]:
-            try:
-                return server, await self._channels.channel(server, conf.trust_anchors)
-            except TransportError as exc:
-                _log.warning("provider server %s unusable: %s", server.id, exc.message)
-                failure = exc
-        assert failure is not None  # servers is never empty here
-        raise failure
-
-    def _timeout(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
-        # grpc returns None when the caller set no deadline (the stubs say float).
-        remaining = cast("float | None", context.time_remaining())
+    def _timeout(self, info: CallInfo) -> float:
+        remaining = info.time_remaining()
         if remaining is None:
             return self._limits.default_deadline_seconds
-        return max(0.0, min(remaining, self._limits.max_deadline_seconds))
+        return min(remaining, self._limits.max_deadline_seconds)
 
     async def _send(
-        self,
-        provider: SecurityServer,
-        channel: grpc.aio.Channel,
-        message: transport_pb2.SignedMessage,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, link: ProviderLink, message: transport_pb2.SignedMessage, info: CallInfo
     ) -> transport_pb2.SignedMessage:
-        if (
-            self._links is not None
-            and provider.id not in self._unary_only
-            and self._links.fits(message)
-        ):
-            try:
-                return await self._send_framed(provider, channel, message, context)
-            except FramesUnsupportedError:
-                self._unary_only.add(provider.id)
-                _log.warning("provider server %s takes one call per message", provider.id)
-        return await self._send_unary(provider, channel, message, context)
-
-    async def _send_framed(
-        self,
-        provider: SecurityServer,
-        channel: grpc.aio.Channel,
-        message: transport_pb2.SignedMessage,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> transport_pb2.SignedMessage:
-        assert self._links is not None
-        link = self._links.link(channel)
+        provider = link.server
         try:
-            result = await link.exchange(message, seconds=self._timeout(context))
+            return await link.exchange(message, seconds=self._timeout(info))
+        except PeerRefusal as refused:
+            if refused.fault is None:
+                raise ProxyError(
+                    f"security server {provider.id} refused the request with an unknown fault",
+                    fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
+                ) from None
+            raise _PassThrough(
+                RutaError(refused.message, fault=refused.fault),
+                fault_id=refused.fault_id,
+                status=refused.status,
+            ) from None
         except TimeoutError:
             raise _deadline_passed(provider) from None
-        except FramesUnsupportedError:
-            raise
-        except TransportError:
-            self._channels.discard(provider)
-            raise ProxyError(
-                f"security server {provider.id} could not be reached (the link failed)",
-                fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
-            ) from None
-        if result.HasField("response"):
-            return result.response
-        refusal = result.refusal
-        try:
-            fault = Fault(refusal.fault)
-        except ValueError:
-            raise ProxyError(
-                f"security server {provider.id} refused the request with an unknown fault",
-                fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
-            ) from None
-        raise _PassThrough(
-            RutaError(refusal.message[:MAX_STATUS_TEXT_BYTES], fault=fault),
-            fault_id=refusal.fault_id or None,
-            status=_STATUS_BY_VALUE.get(refusal.status_code, grpc.StatusCode.UNKNOWN),
-        )
-
-    async def _send_unary(
-        self,
-        provider: SecurityServer,
-        channel: grpc.aio.Channel,
-        message: transport_pb2.SignedMessage,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> transport_pb2.SignedMessage:
-        made = self._exchange_calls.get(id(channel))
-        if made is not None and made[0] is channel:
-            exchange = made[1]
-        else:
-            exchange = channel.unary_unary(
-                EXCHANGE_PATH,
-                request_serializer=transport_pb2.SignedMessage.SerializeToString,
-                response_deserializer=transport_pb2.SignedMessage.FromString,
-            )
-            if len(self._exchange_calls) >= MAX_CACHED_PEER_CALLS:
-                self._exchange_calls.clear()  # channels replaced after failures: start over
-            self._exchange_calls[id(channel)] = (channel, exchange)
-        try:
-            response: transport_pb2.SignedMessage = await exchange(
-                message, timeout=self._timeout(context)
-            )
-        except grpc.aio.AioRpcError as exc:
-            fault, fault_id = fault_from_rpc_error(exc)
-            if fault is not None:
-                raise _PassThrough(
-                    RutaError((exc.details() or "")[:MAX_STATUS_TEXT_BYTES], fault=fault),
-                    fault_id=fault_id,
-                    status=exc.code(),
-                ) from None
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
-                self._channels.discard(provider)
-            if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise _deadline_passed(provider) from None
-            raise ProxyError(
-                f"security server {provider.id} could not be reached ({exc.code().name})",
-                fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
-            ) from None
-        return response
+        except TransportError as exc:
+            raise ProxyError(exc.message, fault=Fault.SERVER_CONSUMER_NETWORK_ERROR) from None
 
     def _check_response(
         self,
@@ -501,8 +408,8 @@ class ConsumerProxy:
         provider: ServerId,
     ) -> ReadHeader:
         try:
-            read = read_header(response.header, fault=_BAD_RESPONSE)
-        except HeaderError as exc:
+            read = read_header(response.header)
+        except MalformedMessageError as exc:
             raise ProxyError(
                 f"the provider's response is malformed: {exc.message}", fault=_BAD_RESPONSE
             ) from None
@@ -535,7 +442,7 @@ class ConsumerProxy:
         exchanged: tuple[tuple[str, str], ...],
     ) -> _PassThrough:
         text = body[:MAX_STATUS_TEXT_BYTES].decode("utf-8", "replace")
-        status = _STATUS_BY_VALUE.get(header.status_code, grpc.StatusCode.UNKNOWN)
+        status = status_from_code(header.status_code)
         try:
             fault = Fault(header.fault) if header.fault else None
         except ValueError:
@@ -552,6 +459,14 @@ class ConsumerProxy:
         )
 
 
+def _reused(call: CallMetadata) -> ProxyError:
+    return ProxyError(
+        f"message id {call.message_id} of {call.client} was already used; send each request "
+        "with a new message id (or none: one is generated)",
+        fault=Fault.CLIENT_REUSED_MESSAGE_ID,
+    )
+
+
 def _deadline_passed(provider: SecurityServer) -> _PassThrough:
     return _PassThrough(
         RutaError(
@@ -561,9 +476,6 @@ def _deadline_passed(provider: SecurityServer) -> _PassThrough:
         fault_id=None,
         status=grpc.StatusCode.DEADLINE_EXCEEDED,
     )
-
-
-_STATUS_BY_VALUE: Final[dict[int, grpc.StatusCode]] = {s.value[0]: s for s in grpc.StatusCode}
 
 
 class _ApplicationStatusError(RutaError):

@@ -11,18 +11,19 @@ import uuid
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, Protocol
+from typing import Final, Protocol
 
-import grpc
-import grpc.aio
 from cryptography import x509
+from sqlalchemy.exc import SQLAlchemyError
 
-from ruta.faults import Fault, RutaError, abort
+from ruta.faults import Fault, RutaError
 from ruta.globalconf import GlobalConf
-from ruta.ids import MemberId
+from ruta.ids import MemberId, SubsystemId
 from ruta.pki.certs import fingerprint
 from ruta.pki.signature import MessageVerifier
+from ruta.tasks import TaskOwner
 from ruta.v1 import transport_pb2
+from security_server.errors import ExchangeError, ProxyError, Reason, Side, fault_for
 from security_server.headers import ReadHeader
 from security_server.log import (
     Direction,
@@ -30,6 +31,7 @@ from security_server.log import (
     LogError,
     MessageClaim,
     MessageLog,
+    ReplayedMessageError,
 )
 
 __all__ = [
@@ -39,7 +41,7 @@ __all__ = [
     "ProxyError",
     "SignatureChecker",
     "WitnessGate",
-    "refuse_unexpected",
+    "refusal",
     "unexpected_failure",
 ]
 
@@ -55,9 +57,10 @@ _fingerprint = functools.lru_cache(maxsize=MAX_CACHED_FINGERPRINTS)(fingerprint)
 
 class WitnessGate(Protocol):
     """Refuses exchanges while the message log has no recent witness cosignature
-    (:meth:`security_server.checkpointer.Checkpointer.check_cosigned`)."""
+    (:meth:`security_server.checkpointer.Checkpointer.check_cosigned`), with
+    :class:`~security_server.errors.WitnessUnavailableError`."""
 
-    def __call__(self, now: datetime | None = None, *, fault: Fault = ...) -> None: ...
+    def __call__(self, now: datetime | None = None) -> None: ...
 
 
 class GlobalConfSource(Protocol):
@@ -68,31 +71,33 @@ class GlobalConfSource(Protocol):
         ...
 
 
-class ProxyError(RutaError):
-    """An exchange refused by one of the proxies; the fault says who and why."""
+_INTERNAL: Final = {
+    Side.CONSUMER: Fault.SERVER_CONSUMER_INTERNAL_ERROR,
+    Side.PROVIDER: Fault.SERVER_PROVIDER_INTERNAL_ERROR,
+}
 
-    default_fault = Fault.SERVER_CONSUMER_INTERNAL_ERROR
 
-
-def unexpected_failure(*, fault: Fault, who: str) -> tuple[ProxyError, str]:
+def unexpected_failure(side: Side) -> tuple[ProxyError, str]:
     """For an exchange that failed on a bug: log the traceback under a fresh fault id and return
-    the refusal the caller gets (``fault``, never the exception text) with that id."""
+    the refusal the caller gets (``side``'s internal_error, never the exception text) with that
+    id."""
     fault_id = str(uuid.uuid4())
-    _log.exception("%s exchange failed unexpectedly fault_id=%s", who, fault_id)
+    _log.exception("%s exchange failed unexpectedly fault_id=%s", side, fault_id)
     error = ProxyError(
-        f"the {who}'s security server failed unexpectedly; its operator can find the cause by "
+        f"the {side}'s security server failed unexpectedly; its operator can find the cause by "
         "the fault id",
-        fault=fault,
+        fault=_INTERNAL[side],
     )
     return error, fault_id
 
 
-async def refuse_unexpected(
-    context: grpc.aio.ServicerContext[Any, Any], *, fault: Fault, who: str
-) -> NoReturn:
-    """Refuse a call that failed on a bug (:func:`unexpected_failure`)."""
-    error, fault_id = unexpected_failure(fault=fault, who=who)
-    await abort(context, error, fault_id=fault_id)
+def refusal(side: Side, error: RutaError) -> RutaError:
+    """``error`` as ``side`` refuses with it: an error from below the proxies gets the side's
+    fault (:func:`~security_server.errors.fault_for`), a proxy's own refusal stays as it is."""
+    fault = fault_for(side, error)
+    if fault is error.fault:
+        return error
+    return ProxyError(error.message, fault=fault)
 
 
 @dataclass
@@ -118,12 +123,11 @@ class SignatureChecker:
         *,
         claimed_member: MemberId,
         signed_at: datetime,
-        fault: Fault | None = None,
     ) -> x509.Certificate:
         """The signer's certificate once the signature, chain, OCSP staple and member check out.
 
-        Raises the verifier's :class:`~ruta.pki.errors.SignatureError` (a ``server.provider.*``
-        fault), re-raised with ``fault`` when one is given (the consumer's own code).
+        Raises the verifier's :class:`~ruta.pki.errors.SignatureError` (side-neutral: each proxy
+        maps it to its own fault).
         """
         # Keyed by what a verifier depends on, so a re-published configuration with the same
         # anchors keeps its warm caches.
@@ -146,23 +150,20 @@ class SignatureChecker:
             signature,
             claimed_member=claimed_member,
             signed_at=signed_at,
-            fault=fault,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class ExchangeRecorder:
     """Appends signed messages to this server's message log, durably, before they are
-    acknowledged; every failure becomes the side's ``logging_failed`` fault."""
+    acknowledged. Its failures are side-neutral (``logging_failed``): each proxy names its
+    fault."""
 
     log: MessageLog
-    fault: Fault
     #: Subsystems (text form) in metadata-only mode: their exchanges are logged without bodies.
     metadata_only: Set[str] = frozenset()
-    #: Appends scheduled by :meth:`append_soon` and not yet finished (kept from the collector).
-    _pending: set[asyncio.Task[None]] = field(
-        default_factory=set, init=False, repr=False, compare=False
-    )
+    #: Appends scheduled by :meth:`append_soon` and not yet finished.
+    _pending: TaskOwner = field(default_factory=TaskOwner, init=False, repr=False, compare=False)
 
     def entry(
         self,
@@ -176,7 +177,8 @@ class ExchangeRecorder:
     ) -> LogEntry:
         """The log entry of one signed message (without its body for a metadata-only
         subsystem); ``read`` is ``header`` as already parsed (or built), so it is not parsed
-        again. Raises :class:`ProxyError` (``logging_failed``) if it cannot be logged."""
+        again. Raises :class:`~security_server.errors.ExchangeError` (``logging_failed``) if it
+        cannot be logged."""
         try:
             entry = LogEntry.from_parsed(
                 direction=direction,
@@ -202,14 +204,14 @@ class ExchangeRecorder:
         atomically refusing a replayed id) and return once they are durable.
 
         Raises :class:`~security_server.log.ReplayedMessageError` for a replay and
-        :class:`ProxyError` (``logging_failed``) when the log cannot store them; nothing is
-        acknowledged then.
+        :class:`~security_server.errors.ExchangeError` (``logging_failed``) when the log cannot
+        store them; nothing is acknowledged then.
         """
         try:
-            await self.log.append(entries, claim=claim, fault=self.fault)
+            await self.log.append(entries, claim=claim)
+        except ReplayedMessageError:
+            raise
         except LogError as exc:
-            if exc.fault in (Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,):
-                raise
             raise self._failed(exc) from None
 
     async def record(
@@ -235,13 +237,33 @@ class ExchangeRecorder:
         )
         await self.append([entry], claim=claim)
 
-    def append_soon(self, entries: Sequence[LogEntry]) -> None:
-        """Append ``entries`` without waiting: for a message already sent whose exchange ended
-        without an answer to log with it (the caller's deadline cancelled the handler). The
-        writer stores them with its next group; a failure is this server's log line."""
-        task = asyncio.get_running_loop().create_task(self._append_detached(entries))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    async def used(self, client: SubsystemId, message_id: str) -> bool:
+        """Whether this log holds a message of ``client`` with ``message_id`` (durable
+        appends only). Raises :class:`~security_server.errors.ExchangeError`
+        (``logging_failed``) if the log cannot be read."""
+        try:
+            page = await self.log.query(client=str(client), message_id=message_id, limit=1)
+        except (LogError, SQLAlchemyError) as exc:
+            raise ExchangeError(
+                f"the message log cannot be read: {type(exc).__name__}",
+                reason=Reason.LOGGING_FAILED,
+            ) from None
+        return bool(page.records)
+
+    def append_soon(
+        self, entries: Sequence[LogEntry], *, detached: bool = True
+    ) -> asyncio.Task[None]:
+        """Append ``entries`` in a task of this recorder (:meth:`settle` awaits it), so that
+        cancelling whoever waits for it does not lose them: for messages already sent. The
+        task raises as :meth:`append` does, or, ``detached``, makes a failure this server's
+        log line instead (nobody waits for it then)."""
+        append = self._append_detached(entries) if detached else self.append(entries)
+        return self._pending.spawn(append, name="ruta-log-append")
+
+    async def settle(self) -> None:
+        """Return once every append scheduled by :meth:`append_soon` is done: a server's stop
+        awaits it before the log closes, so a request already sent is never lost."""
+        await self._pending.wait()
 
     async def _append_detached(self, entries: Sequence[LogEntry]) -> None:
         try:
@@ -249,10 +271,10 @@ class ExchangeRecorder:
         except RutaError as exc:
             _log.error("a sent message could not be logged: %s", exc.message)
 
-    def _failed(self, exc: LogError) -> ProxyError:
-        return ProxyError(
+    def _failed(self, exc: LogError) -> ExchangeError:
+        return ExchangeError(
             f"the message could not be written to the message log: {exc.message}",
-            fault=self.fault,
+            reason=Reason.LOGGING_FAILED,
         )
 
     def _metadata_only(self, entry: LogEntry) -> bool:

@@ -1,20 +1,26 @@
-"""Several messages per frame on the server-to-server link (DESIGN.md), consumer side.
+"""Several messages per frame on the server-to-server link (DESIGN.md): both ends.
 
-A :class:`FrameLink` keeps one ``Transport.ExchangeFrames`` stream open on a pinned channel to one
-provider server. Every exchange puts its signed request in the link's outbox with a tag and
-waits for the result with that tag; one writer task sends everything waiting in the outbox as one
-frame (bounded by :data:`MAX_FRAME_REQUESTS` and
+Consumer side: a :class:`FrameLink` keeps one ``Transport.ExchangeFrames`` stream open on a pinned
+channel to one provider server. Every exchange puts its signed request in the link's outbox with a
+tag and waits for the result with that tag; one writer task sends everything waiting in the outbox
+as one frame (bounded by :data:`MAX_FRAME_REQUESTS` and
 :data:`~security_server.transport.MAX_FRAME_BYTES`; a larger message is not framed but sent over
 ``Exchange``, so it is refused alone if it is too large for the provider), one reader task hands
-each result of each incoming frame to its waiter. Under load a frame carries many requests, so
-one gRPC write and one read serve many exchanges instead of one unary call each; alone, a request
-goes in a frame of its own at once. Nothing about a message changes: it is signed, verified and
-logged exactly as over ``Transport.Exchange`` (the provider runs the same code for each), and a
+each result of each incoming frame to its waiter. Under load a frame carries many requests, so one
+gRPC write and one read serve many exchanges instead of one unary call each; alone, a request goes
+in a frame of its own at once. Nothing about a message changes: it is signed, verified and logged
+exactly as over ``Transport.Exchange`` (the provider runs the same code for each), and a
 provider's refusal comes back per message with the same fault code, id and status.
 
 When the stream breaks (network, provider restart) every waiting exchange gets
 ``server.consumer.network_error`` and the link is replaced on the next call. A provider that does
 not offer ``ExchangeFrames`` (an older version) is remembered and called over ``Exchange``.
+
+Provider side: a :class:`FramesStream` serves one ``ExchangeFrames`` call. Each request it reads
+is handled exactly as one ``Transport.Exchange`` call (same checks, log records and faults), in a
+task of its own; results go back, several per frame, as they are ready. Reading pauses at
+:data:`MAX_STREAM_IN_FLIGHT` requests of the stream, and at the transport port's
+``max_concurrent_calls`` on all streams together.
 """
 
 from __future__ import annotations
@@ -23,22 +29,24 @@ import asyncio
 import collections
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 import grpc
 import grpc.aio
 
-from ruta.faults import Fault
-from ruta.tasks import cancel_and_wait
+from ruta.tasks import TaskOwner
 from ruta.v1 import transport_pb2
-from security_server.transport import MAX_FRAME_BYTES, TransportError
+from security_server.errors import FramesUnsupportedError, MalformedMessageError, TransportError
+from security_server.transport import MAX_FRAME_BYTES
 
 __all__ = [
     "FRAMES_PATH",
     "MAX_FRAME_REQUESTS",
+    "MAX_STREAM_IN_FLIGHT",
     "FrameLink",
     "FrameLinks",
+    "FramesStream",
     "FramesUnsupportedError",
 ]
 
@@ -47,15 +55,12 @@ _log = logging.getLogger(__name__)
 FRAMES_PATH: Final = "/ruta.v1.Transport/ExchangeFrames"
 #: Most requests written in one frame (the provider refuses more).
 MAX_FRAME_REQUESTS: Final = 1024
+#: Most framed requests one stream may have in flight on the provider (reading waits beyond it).
+MAX_STREAM_IN_FLIGHT: Final = 1024
 #: Room for a framed request's tag and timeout around its message.
 FRAMED_OVERHEAD_BYTES: Final = 32
 #: Links kept, one per peer channel; replaced channels' links are dropped past this.
 MAX_LINKS: Final = 64
-_NETWORK: Final = Fault.SERVER_CONSUMER_NETWORK_ERROR
-
-
-class FramesUnsupportedError(TransportError):
-    """The provider server does not offer ``Transport.ExchangeFrames``."""
 
 
 class FrameLink:
@@ -82,9 +87,10 @@ class FrameLink:
         #: Frames and requests written so far (how full the frames run).
         self.frames_written = 0
         self.requests_written = 0
-        loop = asyncio.get_running_loop()
-        self._writer = loop.create_task(self._write(), name="ruta-frames-writer")
-        self._reader = loop.create_task(self._read(), name="ruta-frames-reader")
+        # The link's two tasks, owned by it: closing the link ends both.
+        self._tasks = TaskOwner()
+        self._tasks.spawn(self._write(), name="ruta-frames-writer")
+        self._tasks.spawn(self._read(), name="ruta-frames-reader")
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -125,9 +131,8 @@ class FrameLink:
 
     async def close(self) -> None:
         """Fail whatever waits, end the stream, stop both tasks."""
-        self._fail(TransportError("the link to the provider server was closed", fault=_NETWORK))
-        await cancel_and_wait(self._writer)
-        await cancel_and_wait(self._reader)
+        self._fail(TransportError("the link to the provider server was closed"))
+        await self._tasks.cancel()
 
     async def _write(self) -> None:
         try:
@@ -166,9 +171,7 @@ class FrameLink:
                     future = self._waiting.get(result.tag)
                     if future is not None and not future.done():
                         future.set_result(result)
-            self._fail(
-                TransportError("the provider server ended the frames stream", fault=_NETWORK)
-            )
+            self._fail(TransportError("the provider server ended the frames stream"))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any read failure ends the link
@@ -179,13 +182,12 @@ class FrameLink:
         if isinstance(exc, grpc.aio.AioRpcError):
             if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
                 return FramesUnsupportedError(
-                    "the provider server does not offer Transport.ExchangeFrames", fault=_NETWORK
+                    "the provider server does not offer Transport.ExchangeFrames"
                 )
             return TransportError(
-                f"the frames stream to the provider server failed ({exc.code().name})",
-                fault=_NETWORK,
+                f"the frames stream to the provider server failed ({exc.code().name})"
             )
-        return TransportError("the frames stream to the provider server failed", fault=_NETWORK)
+        return TransportError("the frames stream to the provider server failed")
 
     def _fail(self, error: TransportError) -> None:
         if self._failure is not None:
@@ -215,7 +217,8 @@ class FrameLinks:
         self._on_frame = on_frame
         # By the channel's id; the link holds its channel, so a reused id is never mistaken.
         self._links: dict[int, FrameLink] = {}
-        self._retired: set[asyncio.Task[None]] = set()
+        # Closing links that were replaced (a failed link's close, not waited for by a call).
+        self._retired = TaskOwner()
 
     def link(self, channel: grpc.aio.Channel) -> FrameLink:
         link = self._links.get(id(channel))
@@ -231,13 +234,112 @@ class FrameLinks:
         return link
 
     def _retire(self, link: FrameLink) -> None:
-        task = asyncio.get_running_loop().create_task(link.close())
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+        self._retired.spawn(link.close(), name="ruta-frames-link-close")
 
     async def close(self) -> None:
         links, self._links = list(self._links.values()), {}
         for link in links:
             await link.close()
-        for task in list(self._retired):
-            await task
+        await self._retired.wait()
+
+
+class FramesStream:
+    """One ``ExchangeFrames`` call on the provider side: a reader task starts one task per
+    request (``answer`` handles it as ``Transport.Exchange`` would), the call's own task writes
+    results back in frames (``write``) as they complete; ``on_frame`` is told each frame's size.
+    """
+
+    def __init__(
+        self,
+        frames: AsyncIterator[transport_pb2.RequestFrame],
+        *,
+        answer: Callable[[transport_pb2.FramedRequest], Awaitable[transport_pb2.FramedResult]],
+        write: Callable[[transport_pb2.ResultFrame], Awaitable[None]],
+        on_frame: Callable[[int], None],
+        max_frame_bytes: int,
+        shared_room: asyncio.Semaphore,
+    ) -> None:
+        self._answer_one = answer
+        self._on_frame = on_frame
+        # Framed requests in flight on every stream of this server together (the transport
+        # port's max_concurrent_calls): many streams do not multiply the bound.
+        self._shared_room = shared_room
+        self._held = 0  # places taken in the shared room and not yet given back
+        self._frames = frames
+        self._write = write
+        self._max_frame_bytes = max_frame_bytes
+        # None: everything read has been answered; the stream may end.
+        self._results: asyncio.Queue[transport_pb2.FramedResult | None] = asyncio.Queue()
+        self._room = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
+        # The stream's own tasks (reader, drain watcher) and one task per request read: none
+        # outlives the stream.
+        self._own = TaskOwner()
+        self._requests = TaskOwner()
+        self._draining = False
+
+    async def run(self, draining: asyncio.Event) -> None:
+        """Serve the stream until the consumer ends it or ``draining`` is set (then finish what
+        was read); raises :class:`~security_server.errors.MalformedMessageError` for a
+        malformed frame."""
+        reader = self._own.spawn(self._read(), name="ruta-frames-reader")
+
+        def stop_reading(_: object) -> None:
+            self._draining = True
+            if not reader.done():
+                reader.cancel()
+
+        watcher = self._own.spawn(draining.wait(), name="ruta-frames-drain")
+        watcher.add_done_callback(stop_reading)
+        try:
+            while (first := await self._results.get()) is not None:
+                frame = self._frame(first)
+                await self._write(frame)
+                self._on_frame(len(frame.results))
+                for _ in frame.results:
+                    # A request's place is free once its result is written.
+                    self._room.release()
+                    self._shared_room.release()
+                    self._held -= 1
+            await reader
+        finally:
+            await self._own.cancel()
+            await self._requests.cancel()
+            for _ in range(self._held):  # results never written: their places go back
+                self._shared_room.release()
+            self._held = 0
+
+    def _frame(self, first: transport_pb2.FramedResult) -> transport_pb2.ResultFrame:
+        frame = transport_pb2.ResultFrame(results=[first])
+        size = first.ByteSize()
+        while not self._results.empty() and size < self._max_frame_bytes:
+            result = self._results.get_nowait()
+            if result is None:
+                self._results.put_nowait(None)  # ends the stream after this frame
+                break
+            frame.results.append(result)
+            size += result.ByteSize()
+        return frame
+
+    async def _read(self) -> None:
+        try:
+            try:
+                async for frame in self._frames:
+                    if len(frame.requests) > MAX_FRAME_REQUESTS:
+                        raise MalformedMessageError(
+                            f"a frame carries at most {MAX_FRAME_REQUESTS} requests"
+                        )
+                    for item in frame.requests:
+                        await self._room.acquire()
+                        await self._shared_room.acquire()
+                        self._held += 1
+                        self._requests.spawn(self._answer(item), name="ruta-framed-request")
+            except asyncio.CancelledError:
+                if not self._draining:
+                    raise
+                # The server is stopping: read no more, but answer what was read.
+            await self._requests.wait()
+        finally:
+            self._results.put_nowait(None)
+
+    async def _answer(self, item: transport_pb2.FramedRequest) -> None:
+        self._results.put_nowait(await self._answer_one(item))

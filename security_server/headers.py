@@ -25,10 +25,11 @@ from typing import Final
 
 from google.protobuf.message import DecodeError
 
-from ruta.faults import Fault, RutaError
+from ruta.faults import Fault
 from ruta.ids import MAX_IDENTIFIER_LENGTH, IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.timestamps import from_timestamp
 from ruta.v1 import transport_pb2
+from security_server.errors import HeaderError, MalformedMessageError
 
 __all__ = [
     "CLIENT_HEADER",
@@ -99,12 +100,6 @@ MAX_HEADER_BYTES: Final = 8 * 1024
 _METHOD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Printable ASCII without controls; what gRPC ASCII metadata may carry anyway.
 _TEXT = re.compile(r"[\x20-\x7e]*")
-
-
-class HeaderError(RutaError):
-    """Call metadata or a message header is missing, malformed or out of bounds."""
-
-    default_fault = Fault.CLIENT_INVALID_HEADER
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,37 +342,36 @@ class ReadHeader:
     created_at: datetime
 
 
-def read_header(
-    header_bytes: bytes, *, fault: Fault = Fault.SERVER_PROVIDER_INVALID_MESSAGE
-) -> ReadHeader:
+def read_header(header_bytes: bytes) -> ReadHeader:
     """Parse received header bytes with a size bound and check that every identifier in it is
-    well formed; raise :class:`HeaderError` with ``fault`` otherwise."""
+    well formed; raise :class:`~security_server.errors.MalformedMessageError` (side-neutral:
+    the receiving proxy names the fault) otherwise."""
     if len(header_bytes) > MAX_HEADER_BYTES:
-        raise HeaderError(f"message header is larger than {MAX_HEADER_BYTES} bytes", fault=fault)
+        raise MalformedMessageError(f"message header is larger than {MAX_HEADER_BYTES} bytes")
     header = transport_pb2.MessageHeader()
     try:
         header.ParseFromString(header_bytes)
     except DecodeError:
-        raise HeaderError("message header is not a valid MessageHeader", fault=fault) from None
+        raise MalformedMessageError("message header is not a valid MessageHeader") from None
     try:
         client = SubsystemId.from_proto(header.client)
         service = ServiceId.from_proto(header.service)
         sender = ServerId.from_proto(header.sender)
         receiver = ServerId.from_proto(header.receiver)
     except IdentifierError as exc:
-        raise HeaderError(f"message header: {exc.message}", fault=fault) from None
+        raise MalformedMessageError(f"message header: {exc.message}") from None
     if not header.HasField("created_at"):
-        raise HeaderError("message header has no created_at", fault=fault)
+        raise MalformedMessageError("message header has no created_at")
     if len(header.method) > MAX_METHOD_LENGTH or not _METHOD.fullmatch(header.method):
-        raise HeaderError("message header names no valid method", fault=fault)
+        raise MalformedMessageError("message header names no valid method")
     try:
         uuid.UUID(header.message_id)
     except ValueError:
-        raise HeaderError("message header has no valid message id", fault=fault) from None
+        raise MalformedMessageError("message header has no valid message id") from None
     try:
         created_at = from_timestamp(header.created_at)
     except ValueError:
-        raise HeaderError("message header's created_at is out of range", fault=fault) from None
+        raise MalformedMessageError("message header's created_at is out of range") from None
     return ReadHeader(
         header=header,
         client=client,

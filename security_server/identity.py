@@ -16,7 +16,6 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ruta.faults import Fault, RutaError
 from ruta.ids import MemberId, ServerId
 from ruta.pki.certs import (
     fingerprint,
@@ -30,23 +29,12 @@ from ruta.pki.keys import FileSigner, Signer
 from ruta.pki.ocsp import OcspClient, OcspFetchError
 from ruta.pki.signature import MAX_BATCH_SIZE, MessageSigner
 from ruta.v1 import transport_pb2
+from security_server.errors import IdentityError, SigningError
 
 __all__ = ["BatchingSigner", "IdentityError", "ServerIdentity", "SigningError"]
 
 #: Most certificates read from a certificate file (leaf + intermediates).
 MAX_CERTIFICATE_FILE_CHAIN = 8
-
-
-class IdentityError(RutaError):
-    """This server's keys or certificates are unusable (startup refuses to run)."""
-
-    default_fault = Fault.CLIENT_INVALID_CONFIG
-
-
-class SigningError(RutaError):
-    """A header could not be signed (for example no fresh OCSP response for the signing cert)."""
-
-    default_fault = Fault.SERVER_CONSUMER_INTERNAL_ERROR
 
 
 def _read_chain(path: Path, what: str) -> list[x509.Certificate]:
@@ -208,28 +196,27 @@ class ServerIdentity:
             message_signer=message_signer,
         )
 
-    def _issuer(self, anchors: Sequence[x509.Certificate], fault: Fault) -> x509.Certificate:
+    def _issuer(self, anchors: Sequence[x509.Certificate]) -> x509.Certificate:
         issuer = _issuer_of(self.signing_certificate, self.signing_chain, tuple(anchors))
         if issuer is None:
             raise SigningError(
-                "the signing certificate's issuer is neither in its chain nor a trust anchor",
-                fault=fault,
+                "the signing certificate's issuer is neither in its chain nor a trust anchor"
             )
         return issuer
 
-    async def staple(self, anchors: Sequence[x509.Certificate], *, fault: Fault) -> bytes:
+    async def staple(self, anchors: Sequence[x509.Certificate]) -> bytes:
         """A fresh OCSP response for the signing certificate (cached by the OCSP client).
 
-        Raises :class:`SigningError` with ``fault`` when none can be had (the responder has been
-        unreachable for longer than the freshness bound, or answers something unusable).
+        Raises :class:`~security_server.errors.SigningError` when none can be had (the
+        responder has been unreachable for longer than the freshness bound, or answers something
+        unusable).
         """
-        issuer = self._issuer(anchors, fault)
+        issuer = self._issuer(anchors)
         try:
             return await self.ocsp.response_for(self.signing_certificate, issuer)
         except (OcspFetchError, PkiError) as exc:
             raise SigningError(
-                f"no fresh OCSP response for this server's signing certificate: {exc.message}",
-                fault=fault,
+                f"no fresh OCSP response for this server's signing certificate: {exc.message}"
             ) from None
 
     def sign(self, header_bytes: bytes, *, staple: bytes) -> transport_pb2.Signature:

@@ -25,31 +25,29 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Final, cast
+from typing import Final
 
 import grpc
-import grpc.aio
 
-from ruta.faults import Fault, RutaError, abort, report
-from ruta.globalconf import GlobalConf
-from ruta.globalconf.errors import GlobalConfError
+from ruta.faults import Fault, RutaError, report
 from ruta.ids import ServerId
 from ruta.v1 import transport_pb2
-from security_server.backends import BackendChannels
+from security_server.backends import Backends
+from security_server.calls import CallInfo, Refused
+from security_server.errors import ProxyError, Side
 from security_server.exchange import (
     Clock,
     ExchangeRecorder,
     GlobalConfSource,
-    ProxyError,
     SignatureChecker,
     WitnessGate,
-    refuse_unexpected,
+    refusal,
     unexpected_failure,
 )
+from security_server.frames import FramesStream
 from security_server.headers import (
-    HeaderError,
     ReadHeader,
     build_response_header,
     metadata_for_backend,
@@ -66,16 +64,10 @@ from security_server.transport import (
     authenticate_peer,
 )
 
-__all__ = ["MAX_BACKEND_STATUS_TEXT", "BackendChannels", "ProviderProxy"]
+__all__ = ["ProviderProxy"]
 
 _log = logging.getLogger(__name__)
 
-#: Longest status text of a backend's refusal carried back in a signed response body.
-MAX_BACKEND_STATUS_TEXT: Final = 1024
-#: Most requests in one frame of ``Transport.ExchangeFrames``.
-MAX_FRAME_REQUESTS: Final = 1024
-#: Most framed requests one stream may have in flight here (reading waits beyond it).
-MAX_STREAM_IN_FLIGHT: Final = 1024
 _INVALID: Final = Fault.SERVER_PROVIDER_INVALID_MESSAGE
 _OK: Final = grpc.StatusCode.OK.value[0]
 
@@ -90,7 +82,7 @@ class ProviderProxy:
         identity: ServerIdentity,
         globalconf: GlobalConfSource,
         recorder: ExchangeRecorder,
-        backends: BackendChannels,
+        backends: Backends,
         checker: SignatureChecker,
         peer_status: PeerStatus,
         metrics: ExchangeMetrics,
@@ -121,47 +113,54 @@ class ProviderProxy:
         self._draining.set()
 
     async def exchange(
-        self, message: transport_pb2.SignedMessage, context: grpc.aio.ServicerContext[Any, Any]
+        self, message: transport_pb2.SignedMessage, info: CallInfo
     ) -> transport_pb2.SignedMessage:
-        """Verify, forward and answer one signed request; refusals abort with a ``ruta-fault``."""
-        remaining = cast("float | None", context.time_remaining())
-        deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+        """Verify, forward and answer one signed request (``Transport.Exchange``); raises
+        :class:`~security_server.calls.Refused` (with a ``ruta-fault``) for every refusal."""
         with self._metrics.exchange("provider") as outcome:
             try:
-                return await self._exchange(message, context, deadline, outcome)
+                return await self._exchange(message, info, info.deadline, outcome)
             except RutaError as exc:
-                outcome.fault = str(exc.fault)
-                await abort(context, exc)
-            except grpc.aio.AbortError:
-                raise
+                error = refusal(Side.PROVIDER, exc)
+                outcome.fault = str(error.fault)
+                raise Refused.from_error(error) from None
             except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
-                outcome.fault = str(Fault.SERVER_PROVIDER_INTERNAL_ERROR)
-                await refuse_unexpected(
-                    context, fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR, who="provider"
-                )
+                error, fault_id = unexpected_failure(Side.PROVIDER)
+                outcome.fault = str(error.fault)
+                raise Refused.from_error(error, fault_id=fault_id) from None
 
     async def exchange_frames(
         self,
         frames: AsyncIterator[transport_pb2.RequestFrame],
-        context: grpc.aio.ServicerContext[Any, Any],
+        write: Callable[[transport_pb2.ResultFrame], Awaitable[None]],
+        info: CallInfo,
     ) -> None:
-        """``Transport.ExchangeFrames``: every request of every frame is handled as
-        :meth:`exchange` handles one (same checks, same log records, same faults), concurrently;
-        each result goes back as soon as it is ready, with every other result ready at that
-        moment in the same frame. A refusal is a :class:`~ruta.v1.transport_pb2.Refusal` in its
-        result, not the stream's status. Bounds: :data:`MAX_FRAME_REQUESTS` per frame,
-        :data:`MAX_STREAM_IN_FLIGHT` requests per stream read and not yet answered on the wire,
-        and ``limits.max_concurrent_calls`` such requests on all streams together (reading pauses
-        at a bound, also when the consumer stops reading results).
+        """``Transport.ExchangeFrames``: every request of every frame is handled as :meth:`exchange`
+        handles one (same checks, same log records, same faults), concurrently; each result goes
+        back as soon as it is ready, with every other result ready at that moment in the same
+        frame. A refusal is a :class:`~ruta.v1.transport_pb2.Refusal` in its result, not the
+        stream's status. Bounds: :data:`~security_server.frames.MAX_FRAME_REQUESTS` per frame,
+        :data:`~security_server.frames.MAX_STREAM_IN_FLIGHT` requests per stream read and not
+        yet answered on the wire, and ``limits.max_concurrent_calls`` such requests on all
+        streams together (reading pauses at a bound, also when the consumer stops reading
+        results). Result frames go out through ``write``; a malformed frame ends the stream with
+        :class:`~security_server.calls.Refused`.
         """
-        stream = _FramesStream(self, frames, context, MAX_FRAME_BYTES, self._framed_room)
+        stream = FramesStream(
+            frames,
+            answer=lambda item: self.framed(item, info),
+            write=write,
+            on_frame=self.frame_written,
+            max_frame_bytes=MAX_FRAME_BYTES,
+            shared_room=self._framed_room,
+        )
         try:
             await stream.run(self._draining)
         except RutaError as exc:
-            await abort(context, exc)
+            raise Refused.from_error(refusal(Side.PROVIDER, exc)) from None
 
     async def framed(
-        self, item: transport_pb2.FramedRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, item: transport_pb2.FramedRequest, info: CallInfo
     ) -> transport_pb2.FramedResult:
         """One framed request handled as :meth:`exchange` handles one; a refusal becomes the
         result's :class:`~ruta.v1.transport_pb2.Refusal` (fault code, fault id, status)."""
@@ -169,30 +168,29 @@ class ProviderProxy:
         deadline = loop.time() + item.timeout_ms / 1000 if item.timeout_ms else None
         with self._metrics.exchange("provider") as outcome:
             try:
-                response = await self._exchange(item.message, context, deadline, outcome)
+                response = await self._exchange(item.message, info, deadline, outcome)
                 return transport_pb2.FramedResult(tag=item.tag, response=response)
             except RutaError as exc:
-                outcome.fault = str(exc.fault)
-                refusal = _refusal(exc)
+                error = refusal(Side.PROVIDER, exc)
+                outcome.fault = str(error.fault)
+                refused = _refusal(error)
             except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
-                outcome.fault = str(Fault.SERVER_PROVIDER_INTERNAL_ERROR)
-                error, fault_id = unexpected_failure(
-                    fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR, who="provider"
-                )
-                refusal = _refusal(error, fault_id=fault_id)
-            return transport_pb2.FramedResult(tag=item.tag, refusal=refusal)
+                error, fault_id = unexpected_failure(Side.PROVIDER)
+                outcome.fault = str(error.fault)
+                refused = _refusal(error, fault_id=fault_id)
+            return transport_pb2.FramedResult(tag=item.tag, refusal=refused)
 
     async def _exchange(
         self,
         message: transport_pb2.SignedMessage,
-        context: grpc.aio.ServicerContext[Any, Any],
+        info: CallInfo,
         deadline: float | None,
         outcome: Outcome,
     ) -> transport_pb2.SignedMessage:
-        conf = self._configuration()
-        peer = await authenticate_peer(context, conf, self._peer_status)
+        conf = self._globalconf.current()
+        peer = await authenticate_peer(info.peer_certificate_pem, conf, self._peer_status)
         if self._gate is not None:
-            self._gate(self._clock(), fault=Fault.SERVER_PROVIDER_WITNESS_UNAVAILABLE)
+            self._gate(self._clock())
         if len(message.body) > self._limits.max_message_bytes:
             raise ProxyError(
                 f"the request body is {len(message.body)} bytes; the limit is "
@@ -226,8 +224,7 @@ class ProviderProxy:
                 f"{self._skew.total_seconds():g} s from this server's clock; check both clocks",
                 fault=Fault.SERVER_PROVIDER_STALE_MESSAGE,
             )
-        channel = self._backends.get(service)
-        if conf.service(service) is None or channel is None:
+        if conf.service(service) is None or not self._backends.serves(service):
             raise ProxyError(
                 f"service {service} is not served by this security server",
                 fault=Fault.SERVER_PROVIDER_UNKNOWN_SERVICE,
@@ -240,9 +237,7 @@ class ProviderProxy:
             )
         # Fetched before the request is logged: a request this server could not answer with a
         # signed response (no fresh OCSP response for its own certificate) is refused instead.
-        staple = await self._identity.staple(
-            conf.trust_anchors, fault=Fault.SERVER_PROVIDER_INTERNAL_ERROR
-        )
+        staple = await self._identity.staple(conf.trust_anchors)
         claim = MessageClaim(
             client=str(client),
             message_id=header.message_id,
@@ -266,7 +261,7 @@ class ProviderProxy:
                 fault=Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,
             ) from None
         started = time.perf_counter()
-        body, status, failure = await self._forward(channel, read, message.body, deadline)
+        body, status, failure = await self._forward(read, message.body, deadline)
         outcome.backend_seconds = time.perf_counter() - started
         outcome.response_bytes = len(body)
         if failure is not None:
@@ -275,23 +270,9 @@ class ProviderProxy:
             request=message, read=read, body=body, status=status, fault=failure, staple=staple
         )
 
-    def _configuration(self) -> GlobalConf:
-        try:
-            return self._globalconf.current()
-        except GlobalConfError as exc:
-            fault = (
-                Fault.SERVER_PROVIDER_OUTDATED_GLOBALCONF
-                if exc.fault is Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF
-                else Fault.SERVER_PROVIDER_INTERNAL_ERROR
-            )
-            raise ProxyError(exc.message, fault=fault) from None
-
     def _request_header(self, raw: bytes, peer: ServerId) -> ReadHeader:
         """The parsed request header, addressed to this server and sent by ``peer``."""
-        try:
-            read = read_header(raw, fault=_INVALID)
-        except HeaderError as exc:
-            raise ProxyError(exc.message, fault=exc.fault) from None
+        read = read_header(raw)
         if read.header.kind != transport_pb2.MESSAGE_KIND_REQUEST:
             raise ProxyError("the message is not a request", fault=_INVALID)
         if read.receiver != self._identity.server:
@@ -304,41 +285,36 @@ class ProviderProxy:
         return read
 
     async def _forward(
-        self,
-        channel: grpc.aio.Channel,
-        read: ReadHeader,
-        body: bytes,
-        deadline: float | None,
+        self, read: ReadHeader, body: bytes, deadline: float | None
     ) -> tuple[bytes, int, Fault | None]:
         header, service = read.header, read.service
-        call = self._backends.method(channel, f"/{service.service_name}/{header.method}")
         timeout = (
             self._limits.default_deadline_seconds
             if deadline is None
             else deadline - asyncio.get_running_loop().time()
         )
-        try:
-            answer: bytes = await call(
-                body,
-                metadata=metadata_for_backend(read),
-                timeout=max(0.0, min(timeout, self._limits.max_deadline_seconds)),
-            )
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
-                _log.warning("backend for %s failed: %s", service, code.name)
-                text = f"the backend of {service} is unavailable ({code.name}); try again later"
-                return text.encode(), code.value[0], Fault.SERVER_PROVIDER_SERVICE_FAILED
-            details = (exc.details() or "")[:MAX_BACKEND_STATUS_TEXT]
-            return details.encode("utf-8", "replace"), code.value[0], None
-        if len(answer) > self._limits.max_message_bytes:
+        reply = await self._backends.call(
+            service,
+            f"/{service.service_name}/{header.method}",
+            body,
+            metadata=metadata_for_backend(read),
+            seconds=max(0.0, min(timeout, self._limits.max_deadline_seconds)),
+        )
+        code = reply.status
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
+            _log.warning("backend for %s failed: %s", service, code.name)
+            text = f"the backend of {service} is unavailable ({code.name}); try again later"
+            return text.encode(), code.value[0], Fault.SERVER_PROVIDER_SERVICE_FAILED
+        if code is not grpc.StatusCode.OK:
+            return reply.details.encode("utf-8", "replace"), code.value[0], None
+        if len(reply.body) > self._limits.max_message_bytes:
             text = f"the backend's answer is over the {self._limits.max_message_bytes}-byte limit"
             return (
                 text.encode(),
                 grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
                 Fault.SERVER_PROVIDER_SERVICE_FAILED,
             )
-        return answer, _OK, None
+        return reply.body, _OK, None
 
     async def _answer(
         self,
@@ -388,101 +364,3 @@ def _refusal(error: RutaError, *, fault_id: str | None = None) -> transport_pb2.
         fault_id=rep.fault_id,
         message=rep.details,
     )
-
-
-class _FramesStream:
-    """One ``ExchangeFrames`` call on the provider side: a reader task starts one task per
-    request, the call's own task writes results back in frames as they complete."""
-
-    def __init__(
-        self,
-        proxy: ProviderProxy,
-        frames: AsyncIterator[transport_pb2.RequestFrame],
-        context: grpc.aio.ServicerContext[Any, Any],
-        max_frame_bytes: int,
-        shared_room: asyncio.Semaphore,
-    ) -> None:
-        self._proxy = proxy
-        # Framed requests in flight on every stream of this server together (the transport
-        # port's max_concurrent_calls): many streams do not multiply the bound.
-        self._shared_room = shared_room
-        self._held = 0  # places taken in the shared room and not yet given back
-        self._frames = frames
-        self._context = context
-        self._max_frame_bytes = max_frame_bytes
-        # None: everything read has been answered; the stream may end.
-        self._results: asyncio.Queue[transport_pb2.FramedResult | None] = asyncio.Queue()
-        self._room = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._draining = False
-
-    async def run(self, draining: asyncio.Event) -> None:
-        """Serve the stream until the consumer ends it or ``draining`` is set (then finish what
-        was read); raises :class:`ProxyError` for a malformed frame."""
-        loop = asyncio.get_running_loop()
-        reader = loop.create_task(self._read())
-
-        def stop_reading(_: object) -> None:
-            self._draining = True
-            if not reader.done():
-                reader.cancel()
-
-        watcher = loop.create_task(draining.wait())
-        watcher.add_done_callback(stop_reading)
-        try:
-            while (first := await self._results.get()) is not None:
-                frame = self._frame(first)
-                await self._context.write(frame)
-                self._proxy.frame_written(len(frame.results))
-                for _ in frame.results:
-                    # A request's place is free once its result is written.
-                    self._room.release()
-                    self._shared_room.release()
-                    self._held -= 1
-            await reader
-        finally:
-            for task in (watcher, reader, *self._tasks):
-                task.cancel()
-            for _ in range(self._held):  # results never written: their places go back
-                self._shared_room.release()
-            self._held = 0
-
-    def _frame(self, first: transport_pb2.FramedResult) -> transport_pb2.ResultFrame:
-        frame = transport_pb2.ResultFrame(results=[first])
-        size = first.ByteSize()
-        while not self._results.empty() and size < self._max_frame_bytes:
-            result = self._results.get_nowait()
-            if result is None:
-                self._results.put_nowait(None)  # ends the stream after this frame
-                break
-            frame.results.append(result)
-            size += result.ByteSize()
-        return frame
-
-    async def _read(self) -> None:
-        try:
-            try:
-                async for frame in self._frames:
-                    if len(frame.requests) > MAX_FRAME_REQUESTS:
-                        raise ProxyError(
-                            f"a frame carries at most {MAX_FRAME_REQUESTS} requests",
-                            fault=Fault.SERVER_PROVIDER_INVALID_MESSAGE,
-                        )
-                    for item in frame.requests:
-                        await self._room.acquire()
-                        await self._shared_room.acquire()
-                        self._held += 1
-                        task = asyncio.get_running_loop().create_task(self._answer(item))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
-            except asyncio.CancelledError:
-                if not self._draining:
-                    raise
-                # The server is stopping: read no more, but answer what was read.
-            if self._tasks:
-                await asyncio.wait(set(self._tasks))
-        finally:
-            self._results.put_nowait(None)
-
-    async def _answer(self, item: transport_pb2.FramedRequest) -> None:
-        self._results.put_nowait(await self._proxy.framed(item, self._context))

@@ -44,7 +44,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.addresses import join_address, split_address
-from ruta.faults import Fault
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.globalconf.client import GlobalConfClient
 from ruta.listeners import ListenerError, Listeners, ListenerSpec
@@ -55,6 +54,7 @@ from ruta.pki.tls import server_credentials
 from ruta.readiness import write_ready_file
 from ruta.settings import ConfigError
 from security_server.audit import AuditServicer, add_audit_service, audit_server_credentials
+from security_server.backends import BackendChannels
 from security_server.checkpointer import (
     LOG_KEY_FILE,
     Checkpointer,
@@ -65,15 +65,16 @@ from security_server.consumer import ConsumerProxy
 from security_server.database import open_database
 from security_server.exchange import ExchangeRecorder, SignatureChecker
 from security_server.identity import MAX_CERTIFICATE_FILE_CHAIN, ServerIdentity
+from security_server.links import GrpcPeerLinks
 from security_server.log import LogMaintenance, MessageLog, load_or_create_body_key
 from security_server.metrics import ExchangeMetrics, metrics_app
-from security_server.provider import BackendChannels, ProviderProxy
+from security_server.provider import ProviderProxy
 from security_server.reload import LiveSubsystems
+from security_server.rpc import add_transport_service, consumer_handler
 from security_server.settings import SecurityServerSettings
 from security_server.transport import (
     PeerChannels,
     PeerStatus,
-    add_transport_service,
     grpc_message_options,
 )
 
@@ -237,23 +238,19 @@ class SecurityServerApp:
 
         checker = SignatureChecker(ocsp_freshness=timedelta(seconds=limits.ocsp_freshness_seconds))
         peer_status = PeerStatus(ocsp)
-        peers = PeerChannels(
-            key_path=settings.keys.auth_key,
-            cert_path=settings.keys.auth_cert,
-            max_message_bytes=limits.max_message_bytes,
-            status=peer_status,
-        )
-        self._closers.append(peers.close)
         backends = BackendChannels(settings.backends, max_message_bytes=limits.max_message_bytes)
         self._closers.append(backends.close)
         self.backends = backends  # a settings reload swaps its contents
 
+        consumer_recorder = ExchangeRecorder(log, metadata_only)
+        # Closers run in reverse: requests still being logged are durable before the log closes.
+        self._closers.append(consumer_recorder.settle)
         consumer = ConsumerProxy(
             settings=settings,
             identity=identity,
             globalconf=globalconf,
-            recorder=ExchangeRecorder(log, Fault.SERVER_CONSUMER_LOGGING_FAILED, metadata_only),
-            channels=peers,
+            recorder=consumer_recorder,
+            links=self._peer_links(peer_status),
             checker=checker,
             gate=checkpointer.check_cosigned,
             metrics=self.metrics,
@@ -263,7 +260,7 @@ class SecurityServerApp:
             settings=settings,
             identity=identity,
             globalconf=globalconf,
-            recorder=ExchangeRecorder(log, Fault.SERVER_PROVIDER_LOGGING_FAILED, metadata_only),
+            recorder=ExchangeRecorder(log, metadata_only),
             backends=backends,
             checker=checker,
             peer_status=peer_status,
@@ -383,11 +380,28 @@ class SecurityServerApp:
             trust.configuration(), trust.fetch, require_client_authentication=True
         )
 
+    def _peer_links(self, status: PeerStatus) -> GrpcPeerLinks:
+        """The consumer's links to provider servers: one pinned channel per peer (closed at
+        stop), several messages per frame unless ``[transport] frames = false``."""
+        settings = self.settings
+        peers = PeerChannels(
+            key_path=settings.keys.auth_key,
+            cert_path=settings.keys.auth_cert,
+            max_message_bytes=settings.limits.max_message_bytes,
+            status=status,
+        )
+        self._closers.append(peers.close)
+        return GrpcPeerLinks(
+            peers,
+            frames=settings.transport.frames,
+            on_frame=lambda messages: self.metrics.frame_written("consumer", messages),
+        )
+
     def _bind_consumer(self, consumer: ConsumerProxy) -> None:
         self.consumer = consumer
         self._closers.append(consumer.close)  # before the peer channels close (reverse order)
         settings = self.settings
-        handler = consumer.handler()
+        handler = consumer_handler(consumer)
         credentials: Callable[[], grpc.ServerCredentials] | None = None
         if not settings.consumer.allow_plain_loopback:
             client_ca = settings.consumer.client_ca
@@ -416,9 +430,7 @@ class SecurityServerApp:
         self._listen(
             "transport",
             self.settings.transport.listen,
-            lambda server: add_transport_service(
-                server, provider.exchange, provider.exchange_frames
-            ),
+            lambda server: add_transport_service(server, provider),
             lambda: self._anchored_credentials(identity, globalconf),
             health_names=("ruta.v1.Transport",),
             drain=provider.drain,  # streams end when the server stops

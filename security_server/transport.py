@@ -20,24 +20,25 @@ import contextlib
 import functools
 import hashlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import grpc
 import grpc.aio
 from cryptography import x509
-from google.protobuf.message import DecodeError, Message
 
 from ruta.addresses import split_address
-from ruta.faults import Fault, RutaError, abort
 from ruta.globalconf import GlobalConf, SecurityServer
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate
 from ruta.pki.errors import PkiError
 from ruta.pki.ocsp import CertStatus, OcspClient
 from ruta.pki.tls import channel_credentials
-from ruta.v1 import transport_pb2
+from security_server.errors import (
+    Reason,
+    TransportError,
+)
 
 __all__ = [
     "EXCHANGE_PATH",
@@ -47,14 +48,11 @@ __all__ = [
     "PeerChannels",
     "PeerStatus",
     "TransportError",
-    "add_transport_service",
     "authenticate_peer",
     "grpc_message_options",
 ]
 
-_SERVICE: Final = "ruta.v1.Transport"
-_M = TypeVar("_M", bound=Message)
-EXCHANGE_PATH: Final = f"/{_SERVICE}/Exchange"
+EXCHANGE_PATH: Final = "/ruta.v1.Transport/Exchange"
 #: How long the pinning handshake with a peer may take.
 PIN_CHECK_TIMEOUT_SECONDS: Final = 10.0
 #: How long calls still running on a retired channel may take before it is closed.
@@ -73,12 +71,6 @@ MAX_FRAME_BYTES: Final = 192 * 1024
 #: is never refused by gRPC for the whole stream; each response is then held to this server's own
 #: limit (``server.consumer.invalid_response_signature``).
 MAX_PEER_RECEIVE_BYTES: Final = (64 << 20) + _ENVELOPE_SLACK_BYTES
-
-
-class TransportError(RutaError):
-    """A peer server could not be reached, or is not the server the configuration lists."""
-
-    default_fault = Fault.SERVER_CONSUMER_NETWORK_ERROR
 
 
 def grpc_message_options(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -105,11 +97,9 @@ class PeerStatus:
 
     ocsp: OcspClient
 
-    async def check(
-        self, cert: x509.Certificate, anchors: Sequence[x509.Certificate], *, fault: Fault
-    ) -> None:
-        """Raise :class:`TransportError` with ``fault`` when ``cert`` is revoked or its status
-        cannot be established. A certificate issued by an intermediate (the TLS layer checked
+    async def check(self, cert: x509.Certificate, anchors: Sequence[x509.Certificate]) -> None:
+        """Raise :class:`TransportError` (``peer_revoked``) when ``cert`` is revoked or its
+        status cannot be established. A certificate issued by an intermediate (the TLS layer checked
         its chain, but its issuer is not at hand) is not asked about."""
         issuer = _anchor_issuing(cert, tuple(anchors))
         if issuer is None:
@@ -120,42 +110,43 @@ class PeerStatus:
             raise TransportError(
                 f"the revocation status of the peer's authentication certificate cannot be "
                 f"established: {exc.message}",
-                fault=fault,
+                reason=Reason.PEER_REVOKED,
             ) from None
         if status.status is not CertStatus.GOOD:
             raise TransportError(
                 f"the peer's authentication certificate is {status.status} according to OCSP",
-                fault=fault,
+                reason=Reason.PEER_REVOKED,
             )
 
 
 async def authenticate_peer(
-    context: grpc.aio.ServicerContext[Any, Any], conf: GlobalConf, status: PeerStatus
+    certificate_pem: bytes | None, conf: GlobalConf, status: PeerStatus
 ) -> SecurityServer:
-    """The listed security server whose authentication certificate the calling peer presented.
+    """The listed security server whose authentication certificate (``certificate_pem``, as
+    the TLS layer handed it over) the calling peer presented.
 
-    Raises :class:`TransportError`: ``server.provider.access_denied`` for a peer that presented
-    no certificate or one the configuration does not list, ``server.provider.cert_revoked`` for
-    one OCSP does not vouch for.
+    Raises :class:`TransportError`: ``peer_unknown`` for a peer that presented no certificate or
+    one the configuration does not list, ``peer_revoked`` for one OCSP does not vouch for.
     """
-    pems = list(context.auth_context().get("x509_pem_cert") or ())
     try:
-        cert, cert_fingerprint = _peer_certificate(pems[0]) if pems else (None, "")
+        cert, cert_fingerprint = (
+            _peer_certificate(certificate_pem) if certificate_pem else (None, "")
+        )
     except PkiError:
         cert, cert_fingerprint = None, ""
     if cert is None:
         raise TransportError(
             "the calling peer presented no usable client certificate",
-            fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
+            reason=Reason.PEER_UNKNOWN,
         )
     server = conf.server_by_auth_cert(cert_fingerprint)
     if server is None:
         raise TransportError(
             "the calling peer's certificate is not the authentication certificate of any "
             "security server in the global configuration",
-            fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
+            reason=Reason.PEER_UNKNOWN,
         )
-    await status.check(cert, conf.trust_anchors, fault=Fault.SERVER_PROVIDER_CERT_REVOKED)
+    await status.check(cert, conf.trust_anchors)
     return server
 
 
@@ -165,74 +156,6 @@ def _peer_certificate(pem: bytes) -> tuple[x509.Certificate, str]:
     Raises :class:`~ruta.pki.errors.PkiError` (not cached) if it does not parse."""
     cert = load_certificate(pem)
     return cert, fingerprint(cert)
-
-
-def add_transport_service(
-    server: grpc.aio.Server,
-    exchange: Callable[
-        [transport_pb2.SignedMessage, grpc.aio.ServicerContext[Any, Any]],
-        Awaitable[transport_pb2.SignedMessage],
-    ],
-    exchange_frames: Callable[
-        [AsyncIterator[transport_pb2.RequestFrame], grpc.aio.ServicerContext[Any, Any]],
-        Awaitable[None],
-    ],
-) -> None:
-    """Register ``exchange`` as ``ruta.v1.Transport/Exchange`` and ``exchange_frames`` as
-    ``ruta.v1.Transport/ExchangeFrames`` on ``server``.
-
-    Requests arrive as bytes and are parsed here, so bytes that are no ``SignedMessage`` or
-    ``RequestFrame`` are refused with ``server.provider.invalid_message`` (grpc's own
-    deserializer would answer ``UNKNOWN`` with no fault).
-    """
-
-    async def on_exchange(
-        request: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> transport_pb2.SignedMessage:
-        try:
-            message = _parse(transport_pb2.SignedMessage, request, "signed message")
-        except TransportError as exc:
-            await abort(context, exc)
-        return await exchange(message, context)
-
-    async def frames_of(
-        requests: AsyncIterator[bytes],
-    ) -> AsyncIterator[transport_pb2.RequestFrame]:
-        async for request in requests:
-            yield _parse(transport_pb2.RequestFrame, request, "request frame")
-
-    # grpc.aio lets a streaming handler write through ``context.write`` and return None.
-    async def on_exchange_frames(
-        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        try:
-            await exchange_frames(frames_of(requests), context)
-        except TransportError as exc:  # a malformed frame the handler let through
-            await abort(context, exc)
-
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        "Exchange": grpc.unary_unary_rpc_method_handler(
-            on_exchange, response_serializer=transport_pb2.SignedMessage.SerializeToString
-        ),
-        "ExchangeFrames": grpc.stream_stream_rpc_method_handler(
-            on_exchange_frames, response_serializer=transport_pb2.ResultFrame.SerializeToString
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
-    server.add_registered_method_handlers(_SERVICE, handlers)
-
-
-def _parse(kind: type[_M], data: bytes, what: str) -> _M:
-    """``data`` parsed as ``kind``; raises :class:`TransportError`
-    (``server.provider.invalid_message``) when it is not one."""
-    try:
-        return kind.FromString(data)
-    except DecodeError:
-        raise TransportError(
-            f"the request is not a {what} (ruta.v1 transport protocol); send a serialised "
-            f"{kind.__name__}",
-            fault=Fault.SERVER_PROVIDER_INVALID_MESSAGE,
-        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +190,8 @@ class PeerChannels:
     ) -> grpc.aio.Channel:
         """The channel to ``peer``, opened and pinned on first use.
 
-        Raises :class:`TransportError` (``server.consumer.network_error``) when the peer cannot
-        be reached or presents a certificate other than the listed one.
+        Raises :class:`TransportError` (``peer_unreachable``) when the peer cannot be reached
+        or presents a certificate other than the listed one.
         """
         anchors = tuple(anchors)
         known = self._anchor_digests.get(anchors)
@@ -313,7 +236,7 @@ class PeerChannels:
             except PkiError as exc:
                 raise TransportError(
                     f"this server's authentication credentials are unusable: {exc.message}",
-                    fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
+                    reason=Reason.OWN_CREDENTIALS,
                 ) from None
             self._credentials[key.anchors] = credentials
         options = [
@@ -354,9 +277,7 @@ class PeerChannels:
                 f"security server {peer.id} at {peer.address} presented an authentication "
                 "certificate other than the one the global configuration lists"
             )
-        await self.status.check(
-            x509.load_der_x509_certificate(der), anchors, fault=Fault.SERVER_CONSUMER_NETWORK_ERROR
-        )
+        await self.status.check(x509.load_der_x509_certificate(der), anchors)
 
     def _retire(self, channel: grpc.aio.Channel) -> None:
         # Calls still running on it may finish; new calls get a fresh channel.

@@ -3,7 +3,7 @@
 :func:`send_invalid_path` sends one raw HTTP/2, gRPC-shaped request whose ``:path`` is not valid
 UTF-8 (no gRPC client sends it): it ends grpcio's asyncio server loop
 (docs/upstream/grpcio-aio-invalid-path.md), which Ruta's listener watchdog must notice and repair
-(docs/adr/0018-listener-watchdog.md). :func:`crash_listener` sends it to a process and waits
+(docs/adr/0020-listener-watchdog.md). :func:`crash_listener` sends it to a process and waits
 until the process's ``/metrics`` count the restart.
 """
 

@@ -787,22 +787,29 @@ class _Verification:
                 )
 
     def _bindings(self, leaves: Mapping[int, _Leaf]) -> None:
-        requests: dict[tuple[str, str], _Leaf] = {}
+        # A response is bound to the request its request_hash names. A log may hold several
+        # requests of one client under one message id (a consumer that signed a reused id
+        # before it refused them; the provider refused the replay), so the pairing is by hash
+        # among the requests with the response's (client, message id).
+        requests: dict[tuple[str, str], dict[bytes, _Leaf]] = {}
         for leaf in leaves.values():
             if leaf.parsed.kind == transport_pb2.MESSAGE_KIND_REQUEST:
-                requests[(leaf.report.client, leaf.parsed.message_id)] = leaf
+                digest = request_hash(leaf.header, leaf.signature.value)
+                key = (leaf.report.client, leaf.parsed.message_id)
+                requests.setdefault(key, {})[digest] = leaf
         for leaf in leaves.values():
             if leaf.parsed.kind != transport_pb2.MESSAGE_KIND_RESPONSE:
                 continue
-            request = requests.get((leaf.report.client, leaf.parsed.message_id))
-            if request is None:
+            candidates = requests.get((leaf.report.client, leaf.parsed.message_id))
+            if not candidates:
                 self.report.warnings.append(
                     f"{leaf.report.name()}: its request is not in this bundle"
                 )
                 continue
-            expected = request_hash(request.header, request.signature.value)
-            if leaf.parsed.request_hash != expected:
+            if leaf.parsed.request_hash not in candidates:
+                seqs = ", ".join(str(r.report.seq) for r in candidates.values())
+                noun = "record" if len(candidates) == 1 else "records"
                 leaf.report.fail(
                     Rule.RECORD_BINDING,
-                    f"it is not bound to request record {request.report.seq} (request_hash)",
+                    f"it is not bound to request {noun} {seqs} (request_hash)",
                 )

@@ -165,9 +165,8 @@ class GlobalConfClient:
     def current(self, now: datetime | None = None) -> GlobalConf:
         """The held configuration, if it may be used at ``now`` (default: the clock).
 
-        Raises :class:`OutdatedGlobalConfError` (``server.consumer.outdated_globalconf``) when
-        none is held or it has expired; a provider-side caller re-raises with the
-        ``server.provider.outdated_globalconf`` fault.
+        Raises :class:`OutdatedGlobalConfError` when none is held or it has expired (each
+        proxy refuses with its own side's ``outdated_globalconf``).
         """
         held = self._held
         if held is None:

@@ -46,8 +46,8 @@ class GlobalConfFetchError(GlobalConfError):
 class OutdatedGlobalConfError(GlobalConfError):
     """No valid global configuration is held, or the one held has expired (fail closed).
 
-    Raised with ``server.consumer.outdated_globalconf``; a provider-side caller re-raises with
-    ``server.provider.outdated_globalconf``.
+    Carries ``server.consumer.outdated_globalconf``; a security server's proxy maps it to its
+    own side's ``outdated_globalconf`` (``security_server.errors.fault_for``).
     """
 
     default_fault = Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF

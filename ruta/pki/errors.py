@@ -79,44 +79,33 @@ class MalformedCertificateError(PkiError):
 class SignatureError(PkiError):
     """A message signature does not verify. ``reason`` names exactly why.
 
-    The fault is the provider's code (``server.provider.*``); a consumer verifying a response
-    re-raises with ``server.consumer.invalid_response_signature``.
+    Side-neutral: the class says what failed (signature, signer, certificate, revocation, OCSP)
+    and the security server that verified maps it to its own fault code at its boundary. The
+    fault it carries itself (``client.invalid_request``) is for callers outside the exchange path.
     """
 
-    default_fault = Fault.SERVER_PROVIDER_INVALID_SIGNATURE
-
-    def __init__(self, message: str, *, reason: Reason, fault: Fault | None = None) -> None:
-        super().__init__(message, fault=fault)
+    def __init__(self, message: str, *, reason: Reason) -> None:
+        super().__init__(message)
         self.reason = reason
 
 
 class InvalidSignatureError(SignatureError):
     """The signature value does not match the header bytes and the certificate's key."""
 
-    default_fault = Fault.SERVER_PROVIDER_INVALID_SIGNATURE
-
 
 class SignerMismatchError(SignatureError):
     """The certificate is valid but names another member than the one claimed as signer."""
-
-    default_fault = Fault.SERVER_PROVIDER_SIGNER_MISMATCH
 
 
 class CertificateInvalidError(SignatureError):
     """The signer certificate is malformed, outside its validity, has the wrong profile, or does
     not chain to a trust anchor."""
 
-    default_fault = Fault.SERVER_PROVIDER_CERT_INVALID
-
 
 class CertificateRevokedError(SignatureError):
     """The signer certificate was revoked at or before signing time."""
-
-    default_fault = Fault.SERVER_PROVIDER_CERT_REVOKED
 
 
 class OcspInvalidError(SignatureError):
     """The OCSP response is missing, malformed, stale, for another certificate, or not signed by
     a responder trusted for the certificate's issuer."""
-
-    default_fault = Fault.SERVER_PROVIDER_OCSP_INVALID

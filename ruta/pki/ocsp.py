@@ -361,8 +361,8 @@ def check_ocsp_response(
 
     Returns the status it states (good, or revoked with time and reason) and never raises for a
     revoked certificate: the caller compares the revocation time with its time of interest
-    (:meth:`OcspStatus.revoked_at_or_before`). Raises :class:`OcspInvalidError` (fault
-    ``server.provider.ocsp_invalid``) with a specific :class:`~ruta.pki.errors.Reason` for a
+    (:meth:`OcspStatus.revoked_at_or_before`). Raises :class:`OcspInvalidError` (side-neutral)
+    with a specific :class:`~ruta.pki.errors.Reason` for a
     missing, oversized, malformed, unsuccessful, foreign, untrusted, badly signed, stale,
     future-dated or ``unknown`` response.
     """

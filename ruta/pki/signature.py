@@ -87,7 +87,6 @@ from ruta.pki.errors import (
     OcspInvalidError,
     PkiError,
     Reason,
-    SignatureError,
     SignerMismatchError,
 )
 from ruta.pki.keys import SignatureAlgorithm, Signer
@@ -368,7 +367,6 @@ class MessageVerifier:
         *,
         claimed_member: MemberId,
         signed_at: datetime.datetime,
-        fault: Fault | None = None,
     ) -> x509.Certificate:
         """Check ``signature`` over ``header_bytes`` as made by ``claimed_member`` at
         ``signed_at`` (the header's ``created_at``); return the signing certificate.
@@ -376,16 +374,11 @@ class MessageVerifier:
         Raises a :class:`SignatureError` subclass — :class:`InvalidSignatureError`,
         :class:`CertificateInvalidError`, :class:`SignerMismatchError`,
         :class:`OcspInvalidError`, :class:`CertificateRevokedError` — whose ``reason`` names the
-        failure. Its fault is the provider's code, or ``fault`` when given (a consumer passes
-        ``server.consumer.invalid_response_signature``). Never raises anything else for any
-        input. Whether ``signed_at`` is recent enough is the caller's check (stale_message).
+        failure (side-neutral: the verifying server maps it to its fault). Never raises
+        anything else for any input. Whether ``signed_at`` is recent enough is the caller's
+        check (stale_message).
         """
-        try:
-            return self._verify(header_bytes, signature, claimed_member, _utc(signed_at))
-        except SignatureError as exc:
-            if fault is not None:
-                exc.fault = fault
-            raise
+        return self._verify(header_bytes, signature, claimed_member, _utc(signed_at))
 
     def _verify(
         self,

@@ -5,7 +5,7 @@ Open the database with :func:`security_server.database.open_database`, then::
     log = await MessageLog.open(engine, origin=ORIGIN, body_key=load_or_create_body_key(KEY_DIR))
     guard = ReplayGuard(log)
     await guard.check_and_record(client, message_id, created_at, freshness)
-    [record] = await log.append([entry], fault=Fault.SERVER_CONSUMER_LOGGING_FAILED)
+    [record] = await log.append([entry])
     proof = await log.inclusion_proof(record.seq)
 """
 

@@ -5,9 +5,9 @@ every claim, leaf, new tree node and body of the group in one transaction, commi
 resolves the futures, so an acknowledged append is durable. While one group commits, the next
 one gathers, so the number of transactions falls as concurrency rises.
 
-If a group's transaction fails, every caller in it gets :class:`LogWriteError` with the fault it
-asked for, the in-memory tree is discarded and restored from the database before the next group,
-so the tree never runs ahead of what is stored.
+If a group's transaction fails, every caller in it gets :class:`LogWriteError` (side-neutral:
+the calling proxy names its fault), the in-memory tree is discarded and restored from the
+database before the next group, so the tree never runs ahead of what is stored.
 
 On a SQLite file the whole group transaction runs in one trip to a worker thread of its own
 (a synchronous ``sqlite3`` connection with the same settings): one thread hop per group instead of
@@ -33,7 +33,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ruta.faults import Fault
 from ruta.merkle import CompactRange, leaf_hash
 from ruta.v1 import log_pb2
 from security_server.database import WRITE_TRANSACTION, sqlite_sync_engine
@@ -81,7 +80,6 @@ _T = TypeVar("_T")
 class _Job:
     entries: Sequence[LogEntry]
     claim: MessageClaim | None
-    fault: Fault
     future: asyncio.Future[list[AppendedRecord]]
     weight: int = field(init=False)
 
@@ -257,13 +255,13 @@ class GroupCommitWriter:
     # --- submission -----------------------------------------------------------------------------
 
     def submit(
-        self, entries: Sequence[LogEntry], claim: MessageClaim | None, fault: Fault
+        self, entries: Sequence[LogEntry], claim: MessageClaim | None
     ) -> asyncio.Future[list[AppendedRecord]]:
         """Queue a job; its future resolves once the job's group has committed (or failed)."""
         if self._closing or self._task is None or self._task.done():
-            raise LogWriteError("the message log is closed; nothing was logged", fault=fault)
+            raise LogWriteError("the message log is closed; nothing was logged")
         future: asyncio.Future[list[AppendedRecord]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(entries=entries, claim=claim, fault=fault, future=future))
+        self._pending.append(_Job(entries=entries, claim=claim, future=future))
         self._wakeup.set()
         return future
 
@@ -291,7 +289,7 @@ class GroupCommitWriter:
                 job = self._pending.popleft()
                 _fail(
                     job,
-                    LogWriteError("the message log stopped; nothing was logged", fault=job.fault),
+                    LogWriteError("the message log stopped; nothing was logged"),
                 )
 
     async def _commit_group(self, group: list[_Job]) -> None:
@@ -308,7 +306,7 @@ class GroupCommitWriter:
             for job in group:
                 _fail(
                     job,
-                    LogWriteError("the message log stopped; nothing was logged", fault=job.fault),
+                    LogWriteError("the message log stopped; nothing was logged"),
                 )
             raise
         except Exception as exc:  # noqa: BLE001 - every cause must reach every waiting caller
@@ -325,8 +323,7 @@ class GroupCommitWriter:
                     job,
                     LogWriteError(
                         "the message log could not store the message durably; nothing was "
-                        "acknowledged, retry later",
-                        fault=job.fault,
+                        "acknowledged, retry later"
                     ),
                 )
             return

@@ -24,8 +24,8 @@ class LogError(RutaError):
 class LogWriteError(LogError):
     """An append or a replay claim was not made durable; nothing of it is acknowledged.
 
-    The fault is the one the caller passed (``server.consumer.logging_failed`` or
-    ``server.provider.logging_failed``), so a proxy can refuse the exchange with it as it is.
+    Side-neutral: the proxy that appended maps it to its own ``logging_failed`` fault
+    (:func:`security_server.errors.fault_for`).
     """
 
     default_fault = Fault.SERVER_PROVIDER_LOGGING_FAILED

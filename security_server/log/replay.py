@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from ruta.faults import Fault
 from security_server.log.errors import StaleMessageError
 from security_server.log.model import InvalidLogEntryError, MessageClaim
 from security_server.log.store import MessageLog
@@ -68,18 +67,16 @@ class ReplayGuard:
         message_id: str,
         created_at: datetime,
         freshness: timedelta,
-        *,
-        fault: Fault = Fault.SERVER_PROVIDER_LOGGING_FAILED,
     ) -> None:
         """Refuse a stale or repeated message id; otherwise remember it durably, then return.
 
         Atomic across concurrent callers and across nodes sharing the database: of two claims of
         one id exactly one succeeds. Raises :class:`StaleMessageError` (outside the window),
-        :class:`ReplayedMessageError` (seen before), or :class:`LogWriteError` carrying ``fault``
+        :class:`ReplayedMessageError` (seen before), or :class:`LogWriteError`
         (not stored; the message must be refused).
         """
         claim = self.claim_for(client, message_id, created_at, freshness)
-        await self._log.record_claim(claim, fault=fault)
+        await self._log.record_claim(claim)
 
     async def prune(self, now: datetime | None = None) -> int:
         """Forget ids whose window ended before ``now`` (default: the clock); return how many."""

@@ -16,7 +16,6 @@ from typing import Any, Final, Self
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ruta.faults import Fault
 from ruta.merkle import (
     EMPTY_ROOT,
     NodeKey,
@@ -431,11 +430,7 @@ class MessageLog(LogReader):
     # --- writing --------------------------------------------------------------------------------
 
     async def append(
-        self,
-        entries: Sequence[LogEntry],
-        *,
-        claim: MessageClaim | None = None,
-        fault: Fault = Fault.SERVER_PROVIDER_LOGGING_FAILED,
+        self, entries: Sequence[LogEntry], *, claim: MessageClaim | None = None
     ) -> list[AppendedRecord]:
         """Append ``entries`` as consecutive leaves; return them once they are durable.
 
@@ -443,9 +438,10 @@ class MessageLog(LogReader):
         the append also records the claimed message id atomically: if the client used that id
         before (within its freshness window) nothing is appended and
         :class:`ReplayedMessageError` is raised. On any storage failure nothing of this call is
-        acknowledged and :class:`LogWriteError` carrying ``fault`` is raised (pass
-        ``server.consumer.logging_failed`` on the consumer side). Raises
-        :class:`InvalidLogEntryError` for more than :data:`MAX_APPEND_ENTRIES` entries.
+        acknowledged and :class:`LogWriteError` is raised (side-neutral: each proxy maps it to
+        its own ``logging_failed``). Raises :class:`InvalidLogEntryError` for more than
+        :data:`MAX_APPEND_ENTRIES` entries. Once called, the entries are queued: cancelling the
+        caller does not withdraw them.
         """
         if len(entries) > MAX_APPEND_ENTRIES:
             raise InvalidLogEntryError(
@@ -453,17 +449,15 @@ class MessageLog(LogReader):
             )
         if not entries and claim is None:
             return []
-        return await self._writer.submit(tuple(entries), claim, fault)
+        return await self._writer.submit(tuple(entries), claim)
 
-    async def record_claim(
-        self, claim: MessageClaim, *, fault: Fault = Fault.SERVER_PROVIDER_LOGGING_FAILED
-    ) -> None:
+    async def record_claim(self, claim: MessageClaim) -> None:
         """Record ``claim`` durably through the writer's next group (no extra transaction).
 
         Raises :class:`ReplayedMessageError` if the id is already claimed and unexpired, and
-        :class:`LogWriteError` carrying ``fault`` if it could not be stored.
+        :class:`LogWriteError` if it could not be stored.
         """
-        await self._writer.submit((), claim, fault)
+        await self._writer.submit((), claim)
 
     @property
     def stats(self) -> WriterStats:

@@ -1,7 +1,7 @@
 """Issue 12, finding 1, against a real ``ruta adapter serve`` process: a request whose ``:path``
 is not UTF-8, sent without any credential, ends grpcio's aio server loop; the adapter's listener
 is seen down, counted in ``/metrics`` and restarted, and a valid call succeeds again
-(docs/adr/0018-listener-watchdog.md)."""
+(docs/adr/0020-listener-watchdog.md)."""
 
 from __future__ import annotations
 

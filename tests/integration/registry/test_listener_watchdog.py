@@ -1,7 +1,7 @@
 """Issue 12, finding 1, against a real ``ruta registry serve`` process: a request whose ``:path``
 is not UTF-8 ends grpcio's aio server loop of the admin API's listener; the listener is seen down,
 counted in ``/metrics`` and restarted, and the admin CLI works again
-(docs/adr/0018-listener-watchdog.md)."""
+(docs/adr/0020-listener-watchdog.md)."""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ from google.protobuf import timestamp_pb2
 from registry.publisher import ConfigurationPublisher, globalconf_app
 from registry.witness import MemoryWitnessStateStore, Witness
 from registry.witness_http import witness_routes
+from ruta.evidence import VerificationReport, verify_bundle
 from ruta.globalconf import ConfigurationAnchor
 from ruta.ids import MemberId, ServerId, SubsystemId
 from ruta.pki.certs import CertificateKind, certificate_der, fingerprint
@@ -57,6 +58,8 @@ from security_server.checkpointer import (
     log_verifier,
     log_vkey,
 )
+from security_server.database import open_database
+from security_server.evidence import EvidenceFilter, build_bundle
 from security_server.headers import build_request_header, parse_call_metadata
 from security_server.server import READY_FILE, SecurityServerApp
 from security_server.settings import SecurityServerSettings
@@ -476,11 +479,17 @@ def provider_channel(instance: Bed, *, peer: ServerId = SOC) -> grpc.aio.Channel
 
 
 @contextlib.asynccontextmanager
-async def provider_and_consumer(tmp_path: Path) -> AsyncIterator[Bed]:
-    """A bed with POP (provider) and SOC (consumer) serving in this process."""
+async def provider_and_consumer(
+    tmp_path: Path, *, checkpoints: dict[str, Any] | None = None
+) -> AsyncIterator[Bed]:
+    """A bed with POP (provider) and SOC (consumer) serving in this process (with
+    ``checkpoints`` as both servers' ``[checkpoints]`` settings when given)."""
     async with bed(tmp_path) as instance:
-        await instance.start_server(POP)
-        await instance.start_server(SOC)
+        for server in (POP, SOC):
+            data = instance.settings_dict(server)
+            if checkpoints is not None:
+                data["checkpoints"] = checkpoints
+            await instance.start_server(server, data=data)
         yield instance
 
 
@@ -531,6 +540,40 @@ def fault_of(error: grpc.aio.AioRpcError) -> str | None:
     return None
 
 
+async def full_export(instance: Bed, server: ServerId) -> VerificationReport:
+    """Export every record of in-process ``server``'s log (as ``ExportEvidence`` from sequence
+    0 does) once the witness cosigned all of it, and verify the bundle offline against the
+    instance's anchor."""
+    app = instance.agencies[server].app
+    assert app is not None
+    assert app.log is not None
+    assert app.checkpointer is not None
+    assert app.globalconf is not None
+    assert app.globalconf.held is not None
+    size = app.log.size()
+    for _ in range(400):
+        cosigned = app.checkpointer.cosigned
+        if cosigned is not None and cosigned.size >= size:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"no cosigned checkpoint: {app.checkpointer.last_error}")
+    engine = await open_database(app.settings.log_url)
+    try:
+        bundle = await build_bundle(
+            log=app.log,
+            engine=engine,
+            server=str(server),
+            key=instance.log_keys[server],
+            globalconf=app.globalconf.held.signed,
+            query=EvidenceFilter(from_seq=0),
+            bodies_permitted=lambda _: True,
+        )
+    finally:
+        await engine.dispose()
+    return verify_bundle(bundle, anchor=ConfigurationAnchor.from_file(instance.anchor_path))
+
+
 @contextlib.asynccontextmanager
 async def bed(directory: Path, **kwargs: Any) -> AsyncIterator[Bed]:
     instance = Bed(directory)
@@ -557,6 +600,7 @@ __all__ = [
     "call_metadata",
     "consumer_refusal",
     "fault_of",
+    "full_export",
     "get_person",
     "provider_fault",
     "send_to_provider",

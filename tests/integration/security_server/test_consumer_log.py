@@ -17,10 +17,13 @@ import grpc
 import pytest
 
 from sandbox.examples.population import SLOW_NATIONAL_ID, encode_get_person
-from security_server.log import MessageLog
+from security_server.database import open_database
+from security_server.log import MessageLog, load_or_create_body_key
 from tests.integration.security_server.bed import (
+    POP,
     SOC,
     Bed,
+    bed,
     call_metadata,
     consumer_refusal,
     get_person,
@@ -75,18 +78,29 @@ async def test_answered_exchange_logs_request_and_response_in_one_transaction(
     assert after - before == 1
 
 
-async def test_request_refused_by_the_provider_is_logged_alone(running: Bed) -> None:
+async def test_request_refused_by_the_provider_is_logged_alone(tmp_path: Path) -> None:
+    async with bed(tmp_path) as instance:
+        data = instance.settings_dict(POP)
+        data["backends"] = []  # POP serves nothing: it refuses the request after the checks
+        await instance.start_server(POP, data=data)
+        await instance.start_server(SOC)
+        log = _log(instance)
+        message_id = str(uuid.uuid4())
+        code, fault = await consumer_refusal(instance, metadata=_with_id(message_id))
+        assert (code, fault) == (grpc.StatusCode.NOT_FOUND, "server.provider.unknown_service")
+        assert [(d, k) for d, k, _, _ in await _logged(log, message_id)] == [("SENT", "request")]
+
+
+async def test_reused_message_id_is_refused_and_not_logged_again(running: Bed) -> None:
     log = _log(running)
     message_id = str(uuid.uuid4())
     async with running.consumer_channel(SOC) as channel:
         await get_person(channel)(PERSON, metadata=_with_id(message_id))
     code, fault = await consumer_refusal(running, metadata=_with_id(message_id))
-    assert (code, fault) == (grpc.StatusCode.ALREADY_EXISTS, "server.provider.replayed_message")
-    # The answered first use (request, response) and the refused replay (request only).
+    assert (code, fault) == (grpc.StatusCode.ALREADY_EXISTS, "client.reused_message_id")
     assert [(d, k) for d, k, _, _ in await _logged(log, message_id)] == [
         ("SENT", "request"),
         ("RECEIVED", "response"),
-        ("SENT", "request"),
     ]
 
 
@@ -105,3 +119,38 @@ async def test_request_whose_caller_gave_up_is_logged_alone(running: Bed) -> Non
             break
         await asyncio.sleep(0.05)
     assert [(d, k) for d, k, _, _ in await _logged(log, message_id)] == [("SENT", "request")]
+
+
+async def test_a_cancelled_calls_request_is_not_lost_when_the_server_stops_at_once(
+    tmp_path: Path,
+) -> None:
+    """The caller gives up, and the server stops right away: the stop awaits the append of the
+    request that was sent, so it is in the log when the log is opened again."""
+    async with provider_and_consumer(tmp_path) as instance:
+        app = instance.agencies[SOC].app
+        assert app is not None
+        message_id = str(uuid.uuid4())
+        code, _ = await consumer_refusal(
+            instance,
+            body=encode_get_person(SLOW_NATIONAL_ID),
+            metadata=_with_id(message_id),
+            deadline=0.5,
+        )
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        await app.stop()
+        instance.agencies[SOC].app = None
+        engine = await open_database(app.settings.log_url)
+        try:
+            log = await MessageLog.open(
+                engine,
+                origin=str(SOC),
+                body_key=load_or_create_body_key(app.settings.data_dir / "keys"),
+            )
+            try:
+                assert [(d, k) for d, k, _, _ in await _logged(log, message_id)] == [
+                    ("SENT", "request")
+                ]
+            finally:
+                await log.close()
+        finally:
+            await engine.dispose()

@@ -142,11 +142,13 @@ async def test_provider_pinned_by_fingerprint(running: Bed) -> None:
 # --- refused by the provider server, passed through the consumer unchanged --------------------
 
 
-async def test_replayed_message_id(running: Bed) -> None:
+async def test_reused_message_id(running: Bed) -> None:
+    # Refused by the consumer before signing (a replay reaching the provider is
+    # test_replayed_message below).
     metadata = call_metadata(extra=(("ruta-message-id", str(uuid.uuid4())),))
     await _ok(running, metadata)
     code, fault = await consumer_refusal(running, metadata=metadata)
-    assert (code, fault) == (grpc.StatusCode.ALREADY_EXISTS, "server.provider.replayed_message")
+    assert (code, fault) == (grpc.StatusCode.ALREADY_EXISTS, "client.reused_message_id")
 
 
 async def test_backend_down(tmp_path: Path) -> None:

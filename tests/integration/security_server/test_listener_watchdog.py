@@ -1,7 +1,7 @@
 """Issue 12, finding 1, against real ``ruta ss serve`` processes: a request whose ``:path`` is not
 UTF-8 ends grpcio's aio server loop of the consumer, transport or audit port; each port is seen
 down, counted in ``ruta_listener_restarts_total`` and restarted, and a valid call succeeds again
-(docs/adr/0018-listener-watchdog.md)."""
+(docs/adr/0020-listener-watchdog.md)."""
 
 from __future__ import annotations
 

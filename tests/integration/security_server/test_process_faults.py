@@ -83,11 +83,10 @@ async def test_each_fault_against_server_processes(tmp_path: Path) -> None:
         assert await refused(as_subsystem=SubsystemId.parse("DEV/GOV/SOC/other")) == (
             "client.permission_denied"
         )
-        # Refused by the provider server, passed through the consumer unchanged.
         repeated = call_metadata(extra=(("ruta-message-id", str(uuid.uuid4())),))
         async with instance.consumer_channel(SOC) as channel:
             await get_person(channel)(encode_get_person("38001010001"), metadata=repeated)
-        assert await refused(metadata=repeated) == "server.provider.replayed_message"
+        assert await refused(metadata=repeated) == "client.reused_message_id"
         # Hand-made messages straight to the provider's transport.
         header, message = signed_request(instance)
         header.purpose = "tampered"

@@ -413,3 +413,17 @@ async def test_a_multi_role_certificate_is_recorded_with_all_its_roles(registry:
     entry = trail.entries[-1]
     assert entry.action == "administrator.add"
     assert json.loads(entry.after_json)["roles"] == roles
+
+
+async def test_a_failure_of_the_registry_itself_is_internal_error_without_its_text(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("database password is hunter2")
+
+    monkeypatch.setattr(registry.store, "list_members", broken)
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await admin.ListMembers(registry_pb2.ListRequest())
+    assert fault_from_rpc_error(info.value)[0] is Fault.SERVER_REGISTRY_INTERNAL_ERROR
+    assert "hunter2" not in (info.value.details() or "")

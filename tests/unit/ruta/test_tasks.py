@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ruta.tasks import cancel_and_wait
+from ruta.tasks import TaskOwner, cancel_and_wait
 
 
 async def test_the_task_is_cancelled_and_finished() -> None:
@@ -60,3 +60,40 @@ async def test_the_callers_cancellation_propagates() -> None:
     with pytest.raises(asyncio.CancelledError):
         await outer
     assert outer.cancelled()
+
+
+async def test_a_task_owner_cancels_and_awaits_every_task_it_started() -> None:
+    owner = TaskOwner()
+    finished: list[str] = []
+
+    async def forever(name: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            finished.append(name)
+
+    async def failing() -> None:
+        raise RuntimeError("boom")
+
+    owner.spawn(forever("a"))
+    owner.spawn(forever("b"))
+    owner.spawn(failing())
+    await asyncio.sleep(0)
+    await owner.cancel()
+    assert sorted(finished) == ["a", "b"]
+    assert len(owner) == 0
+
+
+async def test_a_task_owner_waits_for_tasks_started_while_it_waits() -> None:
+    owner = TaskOwner()
+    done: list[int] = []
+
+    async def step(n: int) -> None:
+        await asyncio.sleep(0)
+        if n < 3:
+            owner.spawn(step(n + 1))
+        done.append(n)
+
+    owner.spawn(step(0))
+    await owner.wait()
+    assert done == [0, 1, 2, 3]

@@ -192,6 +192,16 @@ class Scenario:
         )
         return message_id
 
+    async def repeated_request(self, message_id: str, subject: str = "person-1") -> None:
+        """A second request under a message id already used, signed and logged by the consumer
+        alone (the provider refused it as a replay): what a consumer did before it refused
+        reused ids itself."""
+        now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        body = f"GetPerson({subject})".encode()
+        header = _header(message_id, subject, body, now, request=True)
+        signature = self._sign(header, self.soc_signer)
+        await self._log(self.consumer, Direction.SENT, header, signature, self.soc_signer, body)
+
     def _sign_all(
         self, headers: list[bytes], credential: Credential, *, batched: bool
     ) -> list[transport_pb2.Signature]:

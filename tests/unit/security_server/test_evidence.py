@@ -71,6 +71,23 @@ async def test_filtered_export_verifies(world: Scenario) -> None:
     assert [r.kind for r in report.records] == ["request", "response"]
 
 
+async def test_a_second_request_under_a_used_message_id_still_verifies(world: Scenario) -> None:
+    """Issue 12, finding 3: a consumer log holding two requests with one message id (the second
+    refused by the provider as a replay) verifies: a response is bound to the request its
+    ``request_hash`` names, not to whichever request last carried its message id."""
+    message_id = world.message_ids[0]
+    await world.repeated_request(message_id)
+    await world.exchange("person-after")
+    await world.checkpoint()
+    report = verify_bundle(await world.export(world.consumer))
+    assert report.ok, report.text()
+    assert [r.kind for r in report.records if r.message_id == message_id] == [
+        "request",
+        "response",
+        "request",
+    ]
+
+
 async def test_batch_signed_records_verify(world: Scenario, tmp_path: Path) -> None:
     """Records whose messages were signed in batches (one signature over a Merkle root, each
     record carrying its path) verify offline like plainly signed ones."""

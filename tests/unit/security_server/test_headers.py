@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ruta.faults import Fault, RutaError
 from ruta.ids import ServerId, ServiceId, SubsystemId
 from ruta.v1 import transport_pb2
+from security_server.errors import MalformedMessageError, Side, fault_for
 from security_server.headers import (
     MAX_HEADER_BYTES,
     MAX_PURPOSE_LENGTH,
@@ -165,9 +166,10 @@ def test_request_header_round_trip_and_backend_metadata() -> None:
     ],
 )
 def test_read_header_refuses_garbage(raw: bytes) -> None:
-    with pytest.raises(RutaError) as info:
+    with pytest.raises(MalformedMessageError) as info:
         read_header(raw)
-    assert info.value.fault is Fault.SERVER_PROVIDER_INVALID_MESSAGE
+    assert fault_for(Side.PROVIDER, info.value) is Fault.SERVER_PROVIDER_INVALID_MESSAGE
+    assert fault_for(Side.CONSUMER, info.value) is Fault.SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE
 
 
 @given(st.binary(max_size=300))
@@ -191,9 +193,9 @@ def test_out_of_range_created_at_is_an_invalid_message(seconds: int, nanos: int)
     )
     header.created_at.seconds = seconds
     header.created_at.nanos = nanos
-    with pytest.raises(RutaError, match="created_at is out of range") as info:
+    with pytest.raises(MalformedMessageError, match="created_at is out of range") as info:
         read_header(header.SerializeToString())
-    assert info.value.fault is Fault.SERVER_PROVIDER_INVALID_MESSAGE
+    assert fault_for(Side.PROVIDER, info.value) is Fault.SERVER_PROVIDER_INVALID_MESSAGE
 
 
 @given(

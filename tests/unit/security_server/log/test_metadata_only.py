@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from ruta.faults import Fault
 from ruta.ids import MemberId
 from ruta.pki.testing import TestPki
 from ruta.v1 import transport_pb2
@@ -32,7 +31,7 @@ async def test_recorder_drops_bodies_of_metadata_only_subsystems(
     pki = TestPki(tmp_path / "pki")
     credential = pki.sign(MemberId.parse("DEV/GOV/SOC"))
     entry = make_entry(body=b"a body")
-    recorder = ExchangeRecorder(log, Fault.SERVER_CONSUMER_LOGGING_FAILED, metadata_only)
+    recorder = ExchangeRecorder(log, metadata_only)
 
     await recorder.record(
         Direction.SENT,

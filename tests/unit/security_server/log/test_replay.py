@@ -129,10 +129,8 @@ async def test_append_with_claim_is_atomic(log: MessageLog, clock: FakeClock) ->
 async def test_a_closed_log_refuses_claims(log: MessageLog, clock: FakeClock) -> None:
     await log.close()
     with pytest.raises(LogWriteError) as info:
-        await ReplayGuard(log, clock=clock).check_and_record(
-            str(CLIENT), "m", clock.now, FRESHNESS, fault=Fault.SERVER_CONSUMER_LOGGING_FAILED
-        )
-    assert info.value.fault is Fault.SERVER_CONSUMER_LOGGING_FAILED
+        await ReplayGuard(log, clock=clock).check_and_record(str(CLIENT), "m", clock.now, FRESHNESS)
+    assert "closed" in info.value.message
 
 
 async def test_nodes_sharing_a_database_refuse_each_others_replays(

@@ -22,6 +22,7 @@ from ruta.merkle import (
 )
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.database import open_database
+from security_server.errors import Side, fault_for
 from security_server.log import (
     MAX_APPEND_ENTRIES,
     MAX_PAGE_SIZE,
@@ -234,10 +235,14 @@ async def test_a_body_moved_to_another_record_does_not_open(
 
 
 @pytest.mark.parametrize(
-    "fault", [Fault.SERVER_CONSUMER_LOGGING_FAILED, Fault.SERVER_PROVIDER_LOGGING_FAILED]
+    ("side", "fault"),
+    [
+        (Side.CONSUMER, Fault.SERVER_CONSUMER_LOGGING_FAILED),
+        (Side.PROVIDER, Fault.SERVER_PROVIDER_LOGGING_FAILED),
+    ],
 )
 async def test_a_failed_write_refuses_every_waiter_then_recovers(
-    log: MessageLog, engine: AsyncEngine, fault: Fault
+    log: MessageLog, engine: AsyncEngine, side: Side, fault: Fault
 ) -> None:
     await log.append([make_entry() for _ in range(3)])
     # Another writer took leaf 3 behind this log's back: the group's insert fails for real.
@@ -259,10 +264,11 @@ async def test_a_failed_write_refuses_every_waiter_then_recovers(
             )
         )
     outcomes = await asyncio.gather(
-        *(log.append([make_entry()], fault=fault) for _ in range(20)), return_exceptions=True
+        *(log.append([make_entry()]) for _ in range(20)), return_exceptions=True
     )
     assert all(isinstance(o, LogWriteError) for o in outcomes), outcomes
-    assert {o.fault for o in outcomes if isinstance(o, LogWriteError)} == {fault}
+    # Side-neutral: each proxy names its own logging_failed.
+    assert {fault_for(side, o) for o in outcomes if isinstance(o, LogWriteError)} == {fault}
     assert log.stats.failed_transactions >= 1
     assert log.size() == 3
 

@@ -1,0 +1,258 @@
+"""The consumer's link to provider servers: "send this signed message to that server".
+
+:class:`PeerLinks` is the seam the consumer proxy calls through. :class:`GrpcPeerLinks` is the real
+one: pinned mutual-TLS channels (:class:`~security_server.transport.PeerChannels`), several
+messages per frame on one ``Transport.ExchangeFrames`` stream per server
+(:mod:`security_server.frames`, docs/adr/0011), ``Transport.Exchange`` for a message larger than
+a frame, a provider without frames, or with ``[transport] frames = false``. Unit tests use an
+in-memory twin that hands each message to a real :class:`~security_server.provider.ProviderProxy`
+in the same process (tests/unit/security_server/twin.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol
+
+import grpc
+import grpc.aio
+from cryptography import x509
+
+from ruta.faults import Fault, fault_from_rpc_error, status_from_code
+from ruta.globalconf import SecurityServer
+from ruta.ids import ServerId
+from ruta.v1 import transport_pb2
+from security_server.errors import FramesUnsupportedError, TransportError
+from security_server.frames import FrameLinks
+from security_server.transport import EXCHANGE_PATH, PeerChannels
+
+__all__ = [
+    "MAX_PROVIDER_SERVERS_TRIED",
+    "MAX_STATUS_TEXT_BYTES",
+    "GrpcPeerLinks",
+    "PeerLinks",
+    "PeerRefusal",
+    "ProviderLink",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Most of a provider member's listed servers tried when connecting (before signing).
+MAX_PROVIDER_SERVERS_TRIED: Final = 4
+#: Peer channels whose Transport.Exchange callable is kept made.
+MAX_CACHED_PEER_CALLS: Final = 64
+#: Longest status text passed on from a provider server's refusal.
+MAX_STATUS_TEXT_BYTES: Final = 1024
+
+
+class PeerRefusal(Exception):  # noqa: N818 - a peer's answer, passed on unchanged
+    """The provider server refused the message: its fault (None: an unknown code), fault id,
+    status and text, to be passed on to the caller unchanged."""
+
+    def __init__(
+        self, message: str, *, fault: Fault | None, fault_id: str | None, status: grpc.StatusCode
+    ) -> None:
+        super().__init__(message)
+        self.message = message[:MAX_STATUS_TEXT_BYTES]
+        self.fault = fault
+        self.fault_id = fault_id
+        self.status = status
+
+
+class ProviderLink(Protocol):
+    """A connection to one provider server, made before anything is signed."""
+
+    @property
+    def server(self) -> SecurityServer:
+        """The server the link reaches (the request names it as receiver)."""
+        ...
+
+    async def exchange(
+        self, message: transport_pb2.SignedMessage, *, seconds: float
+    ) -> transport_pb2.SignedMessage:
+        """Send ``message`` and return the server's signed response (not yet checked).
+
+        Raises :class:`PeerRefusal` when the server refused it, :class:`TimeoutError` when
+        ``seconds`` pass first, and :class:`~security_server.errors.TransportError` when it
+        could not be reached (the message may or may not have arrived).
+        """
+        ...
+
+
+class PeerLinks(Protocol):
+    """How the consumer reaches provider servers."""
+
+    @property
+    def frames(self) -> bool:
+        """Whether messages travel several per frame."""
+        ...
+
+    async def connect(
+        self, servers: Sequence[SecurityServer], anchors: Sequence[x509.Certificate]
+    ) -> ProviderLink:
+        """A link to the first of ``servers`` that can be reached (at most
+        :data:`MAX_PROVIDER_SERVERS_TRIED` are tried), its identity pinned to the configuration.
+        Raises the last :class:`~security_server.errors.TransportError` when none can be."""
+        ...
+
+    async def close(self) -> None:
+        """End every link (exchanges still waiting get a TransportError)."""
+        ...
+
+
+class GrpcPeerLinks:
+    """The real links: gRPC over pinned mutual TLS (see the module docstring)."""
+
+    def __init__(
+        self,
+        channels: PeerChannels,
+        *,
+        frames: bool,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> None:
+        self._channels = channels
+        self._links = FrameLinks(on_frame=on_frame) if frames else None
+        # Providers that do not offer frames, remembered and called once per message.
+        self._unary_only: set[ServerId] = set()
+        # Transport.Exchange callables, made once per peer channel (by the channel's id; the
+        # channel is kept beside its callable so a reused id is never mistaken for it).
+        self._exchange_calls: dict[
+            int,
+            tuple[
+                grpc.aio.Channel,
+                grpc.aio.UnaryUnaryMultiCallable[
+                    transport_pb2.SignedMessage, transport_pb2.SignedMessage
+                ],
+            ],
+        ] = {}
+
+    @property
+    def frames(self) -> bool:
+        return self._links is not None
+
+    async def connect(
+        self, servers: Sequence[SecurityServer], anchors: Sequence[x509.Certificate]
+    ) -> ProviderLink:
+        failure = TransportError("the provider's member lists no security server")
+        for server in servers[:MAX_PROVIDER_SERVERS_TRIED]:
+            try:
+                channel = await self._channels.channel(server, anchors)
+            except TransportError as exc:
+                _log.warning("provider server %s unusable: %s", server.id, exc.message)
+                failure = exc
+                continue
+            return _GrpcProviderLink(self, server, channel)
+        raise failure
+
+    async def close(self) -> None:
+        if self._links is not None:
+            await self._links.close()
+
+    async def _exchange(
+        self,
+        server: SecurityServer,
+        channel: grpc.aio.Channel,
+        message: transport_pb2.SignedMessage,
+        seconds: float,
+    ) -> transport_pb2.SignedMessage:
+        if (
+            self._links is not None
+            and server.id not in self._unary_only
+            and self._links.fits(message)
+        ):
+            try:
+                return await self._framed(server, channel, message, seconds)
+            except FramesUnsupportedError:
+                self._unary_only.add(server.id)
+                _log.warning("provider server %s takes one call per message", server.id)
+        return await self._unary(server, channel, message, seconds)
+
+    async def _framed(
+        self,
+        server: SecurityServer,
+        channel: grpc.aio.Channel,
+        message: transport_pb2.SignedMessage,
+        seconds: float,
+    ) -> transport_pb2.SignedMessage:
+        if self._links is None:  # pragma: no cover - only called with frames on
+            raise FramesUnsupportedError("frames are off")
+        link = self._links.link(channel)
+        try:
+            result = await link.exchange(message, seconds=seconds)
+        except FramesUnsupportedError:
+            raise
+        except TransportError:
+            self._channels.discard(server)
+            raise TransportError(
+                f"security server {server.id} could not be reached (the link failed)"
+            ) from None
+        if result.HasField("response"):
+            return result.response
+        refusal = result.refusal
+        try:
+            fault: Fault | None = Fault(refusal.fault)
+        except ValueError:
+            raise TransportError(
+                f"security server {server.id} refused the request with an unknown fault"
+            ) from None
+        raise PeerRefusal(
+            refusal.message,
+            fault=fault,
+            fault_id=refusal.fault_id or None,
+            status=status_from_code(refusal.status_code),
+        )
+
+    async def _unary(
+        self,
+        server: SecurityServer,
+        channel: grpc.aio.Channel,
+        message: transport_pb2.SignedMessage,
+        seconds: float,
+    ) -> transport_pb2.SignedMessage:
+        made = self._exchange_calls.get(id(channel))
+        if made is not None and made[0] is channel:
+            exchange = made[1]
+        else:
+            exchange = channel.unary_unary(
+                EXCHANGE_PATH,
+                request_serializer=transport_pb2.SignedMessage.SerializeToString,
+                response_deserializer=transport_pb2.SignedMessage.FromString,
+            )
+            if len(self._exchange_calls) >= MAX_CACHED_PEER_CALLS:
+                self._exchange_calls.clear()  # channels replaced after failures: start over
+            self._exchange_calls[id(channel)] = (channel, exchange)
+        try:
+            response: transport_pb2.SignedMessage = await exchange(message, timeout=seconds)
+        except grpc.aio.AioRpcError as exc:
+            fault, fault_id = fault_from_rpc_error(exc)
+            if fault is not None:
+                raise PeerRefusal(
+                    exc.details() or "", fault=fault, fault_id=fault_id, status=exc.code()
+                ) from None
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+                self._channels.discard(server)
+            if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise TimeoutError from None
+            raise TransportError(
+                f"security server {server.id} could not be reached ({exc.code().name})"
+            ) from None
+        return response
+
+
+class _GrpcProviderLink:
+    def __init__(
+        self, owner: GrpcPeerLinks, server: SecurityServer, channel: grpc.aio.Channel
+    ) -> None:
+        self._owner = owner
+        self._server = server
+        self._channel = channel
+
+    @property
+    def server(self) -> SecurityServer:
+        return self._server
+
+    async def exchange(
+        self, message: transport_pb2.SignedMessage, *, seconds: float
+    ) -> transport_pb2.SignedMessage:
+        return await self._owner._exchange(self._server, self._channel, message, seconds)
