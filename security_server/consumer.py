@@ -30,11 +30,12 @@ import logging
 from typing import Final
 
 import grpc
+from cryptography import x509
 
 from ruta.faults import Fault, RutaError, status_from_code
 from ruta.globalconf import GlobalConf, SecurityServer
-from ruta.ids import ServerId
-from ruta.pki.certs import subsystem_id_of
+from ruta.ids import MemberId, ServerId
+from ruta.pki.certs import gateway_member_of, subsystem_id_of
 from ruta.pki.errors import PkiError
 from ruta.v1 import transport_pb2
 from security_server.calls import Answer, CallInfo, Refused
@@ -344,6 +345,19 @@ class ConsumerProxy:
             return
         try:
             cert = info.peer_certificate()
+        except PkiError:
+            cert = None
+        # A member's HTTP gateway acts for this member's subsystems (the member was checked
+        # above), and only at the member's own servers (docs/adr/0021-gateway.md).
+        gateway = _gateway_member(cert)
+        if gateway is not None:
+            if gateway == own:
+                return
+            raise ProxyError(
+                f"the gateway of {gateway} may not act as {call.client} at this server",
+                fault=Fault.CLIENT_PERMISSION_DENIED,
+            )
+        try:
             subsystem = subsystem_id_of(cert) if cert is not None else None
         except PkiError:
             subsystem = None
@@ -465,6 +479,16 @@ def _reused(call: CallMetadata) -> ProxyError:
         "with a new message id (or none: one is generated)",
         fault=Fault.CLIENT_REUSED_MESSAGE_ID,
     )
+
+
+def _gateway_member(cert: x509.Certificate | None) -> MemberId | None:
+    """The member whose gateway a client certificate names, or ``None``."""
+    if cert is None:
+        return None
+    try:
+        return gateway_member_of(cert)
+    except PkiError:
+        return None
 
 
 def _deadline_passed(provider: SecurityServer) -> _PassThrough:

@@ -10,6 +10,10 @@ kind           extended key usage / key usage        identifier (SAN URI)
 ``sign``       documentSigning (RFC 9336) /          ``urn:ruta:member:INSTANCE/CLASS/CODE``
                digitalSignature + nonRepudiation
 ``subsystem``  clientAuth / digitalSignature         ``urn:ruta:subsystem:INSTANCE/CLASS/CODE/SUB``
+``gateway``    clientAuth / digitalSignature         ``urn:ruta:gateway:INSTANCE/CLASS/CODE``: the
+                                                     member's HTTP gateway, which its own security
+                                                     server lets act for any of that member's
+                                                     subsystems (docs/adr/0012-gateway.md)
 ``role``       clientAuth / digitalSignature         ``urn:ruta:role:registry-admin``,
                                                      ``urn:ruta:role:member-admin:INSTANCE/CLASS/CODE``,
                                                      ``urn:ruta:role:auditor:INSTANCE/CLASS/CODE``,
@@ -62,6 +66,8 @@ __all__ = [
     "check_role_set",
     "end_entity_certificate",
     "fingerprint",
+    "gateway_member_of",
+    "gateway_uri",
     "load_certificate",
     "load_certificates",
     "load_csr",
@@ -93,6 +99,7 @@ _URN_SERVER: Final = "urn:ruta:server:"
 _URN_MEMBER: Final = "urn:ruta:member:"
 _URN_SUBSYSTEM: Final = "urn:ruta:subsystem:"
 _URN_ROLE: Final = "urn:ruta:role:"
+_URN_GATEWAY: Final = "urn:ruta:gateway:"
 
 
 class CertificateKind(enum.StrEnum):
@@ -101,6 +108,7 @@ class CertificateKind(enum.StrEnum):
     AUTH = "auth"
     SIGN = "sign"
     SUBSYSTEM = "subsystem"
+    GATEWAY = "gateway"
     ROLE = "role"
     OCSP = "ocsp"
 
@@ -110,6 +118,7 @@ DEFAULT_VALIDITY: Final[dict[CertificateKind, datetime.timedelta]] = {
     CertificateKind.AUTH: datetime.timedelta(days=730),
     CertificateKind.SIGN: datetime.timedelta(days=730),
     CertificateKind.SUBSYSTEM: datetime.timedelta(days=365),
+    CertificateKind.GATEWAY: datetime.timedelta(days=365),
     CertificateKind.ROLE: datetime.timedelta(days=365),
     CertificateKind.OCSP: datetime.timedelta(days=365),
 }
@@ -204,6 +213,10 @@ def subsystem_uri(subsystem: SubsystemId) -> str:
     return f"{_URN_SUBSYSTEM}{subsystem}"
 
 
+def gateway_uri(member: MemberId) -> str:
+    return f"{_URN_GATEWAY}{member}"
+
+
 def role_uri(role: Role) -> str:
     return f"{_URN_ROLE}{role}"
 
@@ -253,6 +266,21 @@ def subsystem_id_of(cert: x509.Certificate) -> SubsystemId:
         return SubsystemId.parse(_single(cert, _URN_SUBSYSTEM, "subsystem"))
     except IdentifierError as exc:
         raise CertificateProfileError(f"certificate subsystem identifier: {exc.message}") from exc
+
+
+def gateway_member_of(cert: x509.Certificate) -> MemberId | None:
+    """The member whose HTTP gateway a client certificate names (``urn:ruta:gateway:...``), or
+    ``None`` when it names none. Raises :class:`CertificateProfileError` for more than one, or
+    one that does not parse."""
+    found = [u[len(_URN_GATEWAY) :] for u in _uris(cert) if u.startswith(_URN_GATEWAY)]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise CertificateProfileError("certificate carries more than one gateway identifier")
+    try:
+        return MemberId.parse(found[0])
+    except IdentifierError as exc:
+        raise CertificateProfileError(f"certificate gateway identifier: {exc.message}") from exc
 
 
 def parse_role(text: str) -> Role:
@@ -442,6 +470,7 @@ def profile_names(
         CertificateKind.AUTH: "server",
         CertificateKind.SIGN: "member",
         CertificateKind.SUBSYSTEM: "subsystem",
+        CertificateKind.GATEWAY: "member",
         CertificateKind.ROLE: "role",
     }.get(kind)
     extra = sorted(k for k, v in given.items() if v and k != needed)
@@ -461,7 +490,8 @@ def profile_names(
         names.append(x509.UniformResourceIdentifier(server_uri(server)))
     elif member is not None:
         common_name = str(member)
-        names.append(x509.UniformResourceIdentifier(member_uri(member)))
+        uri = gateway_uri(member) if kind is CertificateKind.GATEWAY else member_uri(member)
+        names.append(x509.UniformResourceIdentifier(uri))
     elif subsystem is not None:
         common_name = str(subsystem)
         names.append(x509.UniformResourceIdentifier(subsystem_uri(subsystem)))
@@ -501,6 +531,7 @@ _EKU: Final[dict[CertificateKind, list[x509.ObjectIdentifier]]] = {
     CertificateKind.AUTH: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
     CertificateKind.SIGN: [DOCUMENT_SIGNING],
     CertificateKind.SUBSYSTEM: [ExtendedKeyUsageOID.CLIENT_AUTH],
+    CertificateKind.GATEWAY: [ExtendedKeyUsageOID.CLIENT_AUTH],
     CertificateKind.ROLE: [ExtendedKeyUsageOID.CLIENT_AUTH],
     CertificateKind.OCSP: [ExtendedKeyUsageOID.OCSP_SIGNING],
 }

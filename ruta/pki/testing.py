@@ -235,6 +235,11 @@ class TestPki:
         sub = subsystem if isinstance(subsystem, SubsystemId) else SubsystemId.parse(subsystem)
         return self.issue(CertificateKind.SUBSYSTEM, subsystem=sub)
 
+    def gateway(self, member: MemberId | str) -> Credential:
+        """A member's HTTP gateway client certificate for its own security server."""
+        mid = member if isinstance(member, MemberId) else MemberId.parse(member)
+        return self.issue(CertificateKind.GATEWAY, member=mid)
+
     def role(self, role: RoleName | str, member: MemberId | str | None = None) -> Credential:
         """An admin/audit client certificate carrying one role."""
         mid = MemberId.parse(member) if isinstance(member, str) else member

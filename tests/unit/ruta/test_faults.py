@@ -15,6 +15,7 @@ from ruta.faults import (
     RutaError,
     abort,
     fault_from_rpc_error,
+    http_status_of,
     report,
     status_of,
 )
@@ -157,3 +158,45 @@ async def test_abort_passes_a_peers_fault_id_and_status_on() -> None:
         )
     finally:
         await server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("fault", "http"),
+    [
+        (Fault.CLIENT_INVALID_IDENTIFIER, 400),
+        (Fault.CLIENT_MISSING_HEADER, 400),
+        (Fault.CLIENT_INVALID_REQUEST, 400),
+        (Fault.CLIENT_UNAUTHENTICATED, 401),
+        (Fault.CLIENT_PERMISSION_DENIED, 403),
+        (Fault.SERVER_CONSUMER_ACCESS_DENIED, 403),
+        (Fault.SERVER_PROVIDER_ACCESS_DENIED, 403),
+        (Fault.CLIENT_UNKNOWN_SERVICE, 404),
+        (Fault.SERVER_PROVIDER_UNKNOWN_SERVICE, 404),
+        (Fault.CLIENT_MESSAGE_TOO_LARGE, 413),
+        (Fault.SERVER_PROVIDER_SERVICE_FAILED, 502),
+        (Fault.SERVER_CONSUMER_NETWORK_ERROR, 502),
+        (Fault.SERVER_PROVIDER_LEGACY_TIMEOUT, 504),
+        (Fault.SERVER_CONSUMER_OUTDATED_GLOBALCONF, 503),
+        (Fault.SERVER_CONSUMER_INTERNAL_ERROR, 500),
+    ],
+)
+def test_http_status_per_fault(fault: Fault, http: int) -> None:
+    assert http_status_of(fault) == http
+
+
+def test_every_fault_has_an_http_status_in_the_error_range() -> None:
+    for fault in Fault:
+        assert 400 <= http_status_of(fault) <= 599, fault
+
+
+def test_a_deadline_that_passed_is_504_whatever_the_code() -> None:
+    assert (
+        http_status_of(
+            Fault.SERVER_CONSUMER_NETWORK_ERROR, status=grpc.StatusCode.DEADLINE_EXCEEDED
+        )
+        == 504
+    )
+    assert (
+        http_status_of(Fault.SERVER_PROVIDER_SERVICE_FAILED, status=grpc.StatusCode.UNAVAILABLE)
+        == 502
+    )

@@ -24,6 +24,7 @@ from ruta.pki.certs import (
     RoleName,
     certificate_pem,
     fingerprint,
+    gateway_member_of,
     load_certificate,
     load_certificates,
     load_csr,
@@ -101,6 +102,18 @@ def test_sign_subsystem_role_profiles(pki: TestPki) -> None:
     ocsp = pki.ocsp_responder.certificate
     assert _eku(ocsp) == [ExtendedKeyUsageOID.OCSP_SIGNING]
     ocsp.extensions.get_extension_for_class(x509.OCSPNoCheck)
+
+
+def test_gateway_profile_names_a_member_and_nothing_else(pki: TestPki) -> None:
+    gateway = pki.gateway("LAC/GOV/POP").certificate
+    assert gateway_member_of(gateway) == MemberId.parse("LAC/GOV/POP")
+    assert _eku(gateway) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    # Not a subsystem, not a signer: the consumer port treats it only as the member's gateway.
+    with pytest.raises(CertificateProfileError):
+        subsystem_id_of(gateway)
+    with pytest.raises(CertificateProfileError):
+        member_id_of(gateway)
+    assert gateway_member_of(pki.subsystem("LAC/GOV/POP/registry").certificate) is None
 
 
 def test_intermediate_chain(pki: TestPki) -> None:
