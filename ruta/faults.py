@@ -31,6 +31,7 @@ __all__ = [
     "abort",
     "fault_from_rpc_error",
     "http_status_of",
+    "http_status_of_grpc",
     "report",
     "status_from_code",
     "status_of",
@@ -227,7 +228,15 @@ def http_status_of(fault: Fault, *, status: grpc.StatusCode | None = None) -> in
     found = _HTTP_STATUS.get(fault)
     if found is not None:
         return found
-    return _HTTP_BY_GRPC.get(_STATUS.get(fault, grpc.StatusCode.INTERNAL), 500)
+    return http_status_of_grpc(_STATUS.get(fault, grpc.StatusCode.INTERNAL))
+
+
+def http_status_of_grpc(status: grpc.StatusCode) -> int:
+    """The HTTP status of a plain gRPC status that carried no Ruta fault (a provider backend's
+    own answer, such as ``NOT_FOUND``): 200 for ``OK``, 500 for what has no closer match."""
+    if status is grpc.StatusCode.OK:
+        return 200
+    return _HTTP_BY_GRPC.get(status, 500)
 
 
 class RutaError(Exception):

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_METHODS_PER_ENTRY",
     "MAX_OCSP_CLOCK_SKEW_SECONDS",
     "MAX_OCSP_FRESHNESS_SECONDS",
+    "MAX_OPENAPI_BYTES",
     "MAX_TEXT_LENGTH",
 ]
 
@@ -26,6 +27,8 @@ MAX_DOCUMENT_BYTES: Final = 128 * 1024 * 1024
 MAX_ENTRIES_PER_KIND: Final = 500_000
 #: Largest ``FileDescriptorSet`` of one service.
 MAX_DESCRIPTOR_SET_BYTES: Final = 1024 * 1024
+#: Largest OpenAPI description (JSON) of one REST service.
+MAX_OPENAPI_BYTES: Final = 512 * 1024
 #: Most method names a service or a contract lists.
 MAX_METHODS_PER_ENTRY: Final = 1024
 #: Longest free-text field (names, descriptions, purposes, legal bases, addresses, URLs).

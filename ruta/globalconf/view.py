@@ -31,6 +31,7 @@ from ruta.globalconf.limits import (
     MAX_METHODS_PER_ENTRY,
     MAX_OCSP_CLOCK_SKEW_SECONDS,
     MAX_OCSP_FRESHNESS_SECONDS,
+    MAX_OPENAPI_BYTES,
     MAX_TEXT_LENGTH,
 )
 from ruta.ids import IdentifierError, MemberId, ServerId, ServiceId, SubsystemId
@@ -91,6 +92,13 @@ class Service:
     file_descriptor_set: bytes = b""
     description: str = ""
     savings: Savings = field(default_factory=Savings)
+    #: A REST service's OpenAPI 3 description (JSON); empty for a gRPC service.
+    openapi: bytes = b""
+
+    @property
+    def is_rest(self) -> bool:
+        """Whether this is a REST service (called through the fixed method ``Call``)."""
+        return bool(self.openapi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +380,7 @@ class GlobalConf:
                 id=svc.id.to_proto(),
                 methods=sorted(svc.methods),
                 file_descriptor_set=svc.file_descriptor_set,
+                openapi=svc.openapi,
                 description=svc.description,
                 savings=globalconf_pb2.Savings(
                     citizen_minutes=svc.savings.citizen_minutes,
@@ -566,10 +575,16 @@ class _Reader:
                 f"{self._where} has a descriptor set of {len(s.file_descriptor_set)} bytes; "
                 f"the limit is {MAX_DESCRIPTOR_SET_BYTES}"
             )
+        if len(s.openapi) > MAX_OPENAPI_BYTES:
+            raise ConfigurationTooLargeError(
+                f"{self._where} has an OpenAPI description of {len(s.openapi)} bytes; "
+                f"the limit is {MAX_OPENAPI_BYTES}"
+            )
         return Service(
             id=self._service_id(s.id),
             methods=self._methods(s.methods),
             file_descriptor_set=s.file_descriptor_set,
+            openapi=s.openapi,
             description=self._text(s.description),
             savings=Savings(
                 citizen_minutes=s.savings.citizen_minutes,

@@ -1,0 +1,161 @@
+"""A running gateway: the HTTP port (service access and directory services), the client of its
+member's consumer port, the global-configuration client and, when configured, the provider-side
+back end. ``DATA_DIR/ready.json`` names the bound addresses once everything serves."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Final, Self
+
+from aiohttp import web
+
+from gateway.access import ServiceAccess
+from gateway.backend import BackEnd
+from gateway.bus import BusClient
+from gateway.callers import Callers
+from gateway.directory import Directory
+from gateway.http_faults import GatewayError, fault_response, json_response
+from gateway.openapi import gateway_openapi
+from gateway.settings import GatewaySettings
+from gateway.transcode import ServiceCodecs
+from ruta.faults import Fault
+from ruta.globalconf import ConfigurationAnchor, GlobalConf
+from ruta.globalconf.client import GlobalConfClient
+from ruta.readiness import write_ready_file
+
+__all__ = ["READY_FILE", "GatewayApp", "build_app"]
+
+READY_FILE: Final = "ready.json"
+_R1: Final = "/r1/{instance}/{member_class}/{member_code}/{subsystem}"
+
+
+def build_app(
+    settings: GatewaySettings, *, conf: Callable[[], GlobalConf], bus: BusClient
+) -> web.Application:
+    """The aiohttp application (routes only; no listener)."""
+    callers = Callers(settings.http, member=settings.member_id)
+    codecs = ServiceCodecs()
+    directory = Directory(conf=conf, callers=callers, codecs=codecs)
+    access = ServiceAccess(
+        conf=conf, bus=bus, callers=callers, codecs=codecs, limits=settings.limits
+    )
+    # Bodies are read by the handlers with their own bound; aiohttp's is set just above it so
+    # its 413 never pre-empts the JSON refusal.
+    app = web.Application(
+        client_max_size=settings.limits.max_body_bytes + 1, middlewares=[_faults_middleware]
+    )
+    document = gateway_openapi()
+
+    async def openapi(_: web.Request) -> web.Response:
+        return json_response(document)
+
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/listClients", directory.list_clients)
+    app.router.add_get(f"{_R1}/listMethods", directory.list_methods)
+    app.router.add_get(f"{_R1}/allowedMethods", directory.allowed_methods)
+    app.router.add_get(f"{_R1}/getOpenAPI", directory.get_openapi)
+    app.router.add_route("*", f"{_R1}/{{service}}", access.handle)
+    app.router.add_route("*", f"{_R1}/{{service}}/{{tail:.*}}", access.handle)
+    return app
+
+
+@web.middleware
+async def _faults_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Routing refusals (unknown path, wrong method) as JSON faults too."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return fault_response(
+            GatewayError("no such path on this gateway", fault=Fault.CLIENT_UNKNOWN_SERVICE)
+        )
+    except web.HTTPMethodNotAllowed:
+        return fault_response(
+            GatewayError("method not allowed here", fault=Fault.CLIENT_INVALID_REQUEST),
+            http_status=405,
+        )
+    except web.HTTPRequestEntityTooLarge:
+        return fault_response(
+            GatewayError("the request body is too large", fault=Fault.CLIENT_MESSAGE_TOO_LARGE)
+        )
+
+
+class GatewayApp:
+    """Start with :meth:`start`, stop with :meth:`stop`."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.addresses: dict[str, str] = {}
+        self.globalconf: GlobalConfClient | None = None
+        self.back_end: BackEnd | None = None
+        self._bus: BusClient | None = None
+        self._runner: web.AppRunner | None = None
+
+    @classmethod
+    async def start(cls, settings: GatewaySettings) -> Self:
+        """Start everything; on failure close what was opened and raise."""
+        app = cls(settings)
+        try:
+            await app._start()
+        except BaseException:
+            await app.stop()
+            raise
+        return app
+
+    async def _start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.globalconf = GlobalConfClient(
+            anchor=ConfigurationAnchor.from_file(settings.globalconf.anchor),
+            cache_path=settings.data_dir / "globalconf.bin",
+            settings=settings.globalconf,
+        )
+        await self.globalconf.start()
+        self._bus = BusClient(settings.consumer, max_message_bytes=settings.limits.max_body_bytes)
+        if settings.backend is not None:
+            self.back_end = BackEnd(settings.backend, limits=settings.limits)
+            self.addresses["backend"] = await self.back_end.start()
+        globalconf = self.globalconf
+        app = build_app(settings, conf=globalconf.current, bus=self._bus)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, _, port = settings.http.listen.rpartition(":")
+        site = web.TCPSite(
+            self._runner, host.strip("[]"), int(port), ssl_context=self._ssl_context()
+        )
+        await site.start()
+        bound = self._runner.addresses[0]
+        scheme = "https" if settings.http.tls else "http"
+        self.addresses["http"] = f"{scheme}://{host}:{bound[1]}"
+        write_ready_file(settings.data_dir / READY_FILE, dict(self.addresses))
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        http = self.settings.http
+        if not http.tls or http.tls_cert is None or http.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(http.tls_cert, http.tls_key)
+        if http.client_ca is not None:
+            context.load_verify_locations(cafile=str(http.client_ca))
+        # Directory services answer without a certificate; service access requires one.
+        context.verify_mode = ssl.CERT_OPTIONAL
+        return context
+
+    async def stop(self) -> None:
+        """Stop serving and close every resource; safe to call twice."""
+        (self.settings.data_dir / READY_FILE).unlink(missing_ok=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.back_end is not None:
+            await self.back_end.stop()
+            self.back_end = None
+        if self._bus is not None:
+            await self._bus.close()
+            self._bus = None
+        if self.globalconf is not None:
+            await self.globalconf.stop()
+            self.globalconf = None

@@ -1,0 +1,49 @@
+"""``ruta gateway …``: the HTTP gateway's command group."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from ruta.readiness import stop_event
+
+__all__ = ["group", "serve"]
+
+
+async def _run(config: Path) -> None:
+    from gateway.app import GatewayApp  # noqa: PLC0415 - keep `ruta --help` fast
+    from gateway.settings import GatewaySettings  # noqa: PLC0415
+
+    app = await GatewayApp.start(GatewaySettings.load(config))
+    stop = stop_event()
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
+
+
+@click.command("serve")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    envvar="RUTA_GW_CONFIG",
+    help="The gateway's settings file (TOML); RUTA_GW_* variables override it.",
+)
+def serve(config: Path) -> None:
+    """Run the gateway described by the settings file until stopped.
+
+    Writes DATA_DIR/ready.json with the bound addresses once it serves; SIGTERM or Ctrl-C stops it.
+    """
+    asyncio.run(_run(config))
+
+
+@click.group("gateway")
+def group() -> None:
+    """The HTTP gateway: REST/JSON service access and directory services."""
+
+
+group.add_command(serve)

@@ -1,0 +1,284 @@
+"""A gateway's settings: one TOML file (``ruta gateway serve --config FILE``), overridden by
+``RUTA_GW_*`` variables.
+
+The file names the member the gateway serves, where it listens for HTTP callers and how it
+authenticates them, how it reaches its member's security server (the consumer port, with the
+gateway certificate), the configuration anchor, the REST backends it serves on the provider side
+(the *back end*, a gRPC port its security server routes REST services to), and the bounds of every
+untrusted input. Relative paths are resolved against the file's folder. ``docs/guides/rest.md``
+shows a complete file. Nothing here is a secret: key files are referenced by path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Final, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from ruta.addresses import split_address
+from ruta.globalconf.client import GlobalConfSettings as ClientGlobalConfSettings
+from ruta.ids import IdentifierError, MemberId, ServiceId, SubsystemId
+from ruta.settings import RutaSettings
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "BackEndSettings",
+    "ConsumerPortSettings",
+    "GatewaySettings",
+    "HttpSettings",
+    "LimitSettings",
+    "RestBackendSettings",
+    "is_loopback_address",
+]
+
+#: Default largest HTTP request or response body the gateway carries.
+DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+#: Most REST backends one gateway serves.
+MAX_REST_BACKENDS: Final = 1024
+#: Request headers a REST call carries to the provider by default (besides none else).
+DEFAULT_REQUEST_HEADERS: Final = ("accept", "accept-language", "content-type")
+#: Response headers a REST backend's answer carries back by default.
+DEFAULT_RESPONSE_HEADERS: Final = ("content-type", "content-language", "etag", "last-modified")
+
+Address = Annotated[str, Field(min_length=3, max_length=300)]
+
+
+def is_loopback_address(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP address (IPv4-mapped included)."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _subsystems(value: tuple[str, ...]) -> tuple[str, ...]:
+    for text in value:
+        try:
+            SubsystemId.parse(text)
+        except IdentifierError as exc:
+            raise ValueError(exc.message) from None
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Section):
+    """The HTTP port callers use (``/r1/...`` and the directory services).
+
+    With ``tls_cert``/``tls_key`` it speaks HTTPS and a caller authenticates with a client
+    certificate chaining to ``client_ca`` that names its subsystem. Without them it speaks plain
+    HTTP, must bind a loopback address, and a caller may claim only the subsystems in
+    ``plain_loopback_subsystems``.
+    """
+
+    listen: Address = "127.0.0.1:0"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    plain_loopback_subsystems: tuple[str, ...] = ()
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+    @field_validator("plain_loopback_subsystems")
+    @classmethod
+    def _check_subsystems(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _subsystems(value)
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        if self.tls:
+            if self.client_ca is None:
+                raise ValueError("HTTPS needs client_ca (the CA of the callers' certificates)")
+        elif not is_loopback_address(split_address(self.listen)[0]):
+            raise ValueError("plain HTTP needs a loopback listen address; configure tls_cert")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def plain_subsystems(self) -> frozenset[SubsystemId]:
+        return frozenset(SubsystemId.parse(text) for text in self.plain_loopback_subsystems)
+
+
+class ConsumerPortSettings(_Section):
+    """How the gateway reaches its security server's consumer port.
+
+    Over mutual TLS with the gateway certificate (``cert``/``key``, profile ``gateway``, naming
+    this member) and ``ca`` (the CA of the port's certificate); or plaintext to a loopback port
+    (``plaintext = true``) that lists the callers' subsystems as plain loopback subsystems.
+    """
+
+    address: Address
+    plaintext: bool = False
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> Self:
+        host, _ = split_address(self.address)
+        if self.plaintext:
+            if not is_loopback_address(host):
+                raise ValueError("plaintext to the consumer port is allowed only to loopback")
+        elif self.ca is None or self.cert is None or self.key is None:
+            raise ValueError("the consumer port needs ca, cert and key (the gateway certificate)")
+        return self
+
+
+class RestBackendSettings(_Section):
+    """A REST service of this member and the base URL of the HTTP backend that serves it."""
+
+    service: str
+    base_url: Annotated[str, Field(min_length=8, max_length=2000)]
+    #: Longest the backend may take to answer one call.
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("service")
+    @classmethod
+    def _check_service(cls, value: str) -> str:
+        try:
+            ServiceId.parse(value)
+        except IdentifierError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def service_id(self) -> ServiceId:
+        return ServiceId.parse(self.service)
+
+
+class BackEndSettings(_Section):
+    """The provider-side back end: a gRPC port (plaintext, loopback) that this member's security
+    server lists as the backend of its REST services, and the HTTP backends behind it."""
+
+    listen: Address = "127.0.0.1:0"
+    rest: tuple[RestBackendSettings, ...] = Field(default=(), max_length=MAX_REST_BACKENDS)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, _ = split_address(value)
+        if not is_loopback_address(host):
+            raise ValueError("the back end listens on loopback only, next to its server")
+        return value
+
+
+class LimitSettings(_Section):
+    """Bounds on what callers and backends send."""
+
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0, le=64 * 1024 * 1024)
+    #: Deadline of one call through the bus.
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    #: Request headers a REST call carries to the provider (lower case).
+    request_headers: tuple[str, ...] = DEFAULT_REQUEST_HEADERS
+    #: Response headers a REST answer carries back (lower case).
+    response_headers: tuple[str, ...] = DEFAULT_RESPONSE_HEADERS
+    #: Most headers carried each way, and their total size.
+    max_headers: int = Field(default=32, gt=0, le=256)
+    max_header_bytes: int = Field(default=8 * 1024, gt=0, le=64 * 1024)
+
+
+class GlobalConfSettings(ClientGlobalConfSettings):
+    """Where the global configuration comes from (the anchor file)."""
+
+    anchor: Path
+
+
+class GatewaySettings(RutaSettings):
+    """Everything a gateway needs; see the module docstring."""
+
+    model_config = SettingsConfigDict(env_prefix="RUTA_GW_")
+
+    #: The member whose gateway this is (``INSTANCE/CLASS/CODE``).
+    member: str
+    data_dir: Path = Path("data")
+    http: HttpSettings = HttpSettings()
+    consumer: ConsumerPortSettings
+    globalconf: GlobalConfSettings
+    backend: BackEndSettings | None = None
+    limits: LimitSettings = LimitSettings()
+
+    @field_validator("member")
+    @classmethod
+    def _check_member(cls, value: str) -> str:
+        try:
+            MemberId.parse(value)
+        except IdentifierError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_own(self) -> Self:
+        member = MemberId.parse(self.member)
+        for sub in self.http.plain_subsystems:
+            if sub.member != member:
+                raise ValueError(f"plain loopback subsystem {sub} is not a subsystem of {member}")
+        for rest in self.backend.rest if self.backend else ():
+            if rest.service_id.subsystem.member != member:
+                raise ValueError(f"REST service {rest.service} is not a service of {member}")
+        return self
+
+    @property
+    def member_id(self) -> MemberId:
+        return MemberId.parse(self.member)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Self:
+        """:meth:`from_file`, with relative paths resolved against the file's folder."""
+        settings = cls.from_file(path)
+        return settings.resolved(Path(path).resolve().parent)
+
+    def resolved(self, base: Path) -> Self:
+        """These settings with every relative path made absolute against ``base``."""
+
+        def fix(value: Path | None) -> Path | None:
+            return value if value is None or value.is_absolute() else base / value
+
+        return self.model_copy(
+            update={
+                "data_dir": fix(self.data_dir),
+                "http": self.http.model_copy(
+                    update={
+                        "tls_cert": fix(self.http.tls_cert),
+                        "tls_key": fix(self.http.tls_key),
+                        "client_ca": fix(self.http.client_ca),
+                    }
+                ),
+                "consumer": self.consumer.model_copy(
+                    update={
+                        "ca": fix(self.consumer.ca),
+                        "cert": fix(self.consumer.cert),
+                        "key": fix(self.consumer.key),
+                    }
+                ),
+                "globalconf": self.globalconf.model_copy(
+                    update={"anchor": fix(self.globalconf.anchor)}
+                ),
+            }
+        )
