@@ -60,6 +60,7 @@ class LegacyRest:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self._runner: web.AppRunner | None = None
+        self._release = asyncio.Event()
         self.url = ""
 
     async def start(self) -> str:
@@ -75,6 +76,7 @@ class LegacyRest:
         return self.url
 
     async def stop(self) -> None:
+        self._release.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -107,7 +109,8 @@ class LegacyRest:
 
     async def _slow(self, request: web.Request) -> web.Response:
         self._record(request, b"")
-        await asyncio.sleep(30)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._release.wait(), timeout=30)
         return web.json_response({})
 
 
@@ -210,14 +213,18 @@ def _timestamp(at: datetime.datetime) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def gateway_bed(directory: Path) -> AsyncIterator[GatewayBed]:
-    """POP and SOC serving in this process, with their gateways and the REST backend."""
+async def gateway_bed(directory: Path, *, audit: bool = False) -> AsyncIterator[GatewayBed]:
+    """POP and SOC serving in this process (with their audit APIs when ``audit``), with their
+    gateways and the REST backend."""
     instance = GatewayBed(directory)
     try:
         await instance.rest.start()
         await instance.build()
-        await instance.start_server(POP)
-        await instance.start_server(SOC)
+        for server in (POP, SOC):
+            data = instance.settings_dict(server)
+            if audit:
+                data["audit"] = {"listen": "127.0.0.1:0"}
+            await instance.start_server(server, data=data)
         await instance.start_gateway(POP)
         await instance.start_gateway(SOC)
         yield instance
