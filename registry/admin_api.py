@@ -46,6 +46,7 @@ from registry.model import (
     ContractState,
     Savings,
 )
+from registry.openapi import REST_METHOD, canonical_openapi
 from registry.store import RegistryStore
 from ruta.addresses import split_address
 from ruta.checkpoint import SignatureType
@@ -539,6 +540,23 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         self._require_registry_admin(caller, "add services")
         service_id = _id("service id", request.id, request.HasField("id"), ServiceId.from_proto)
         self._own(service_id.member)
+        if request.openapi:
+            if request.file_descriptor_set or request.methods:
+                raise InvalidRequestError(
+                    "a REST service (with an OpenAPI description) has no descriptor set and no "
+                    f"methods: it is called through the fixed method {REST_METHOD}"
+                )
+            service = await self._store.add_service(
+                service_id,
+                methods=(REST_METHOD,),
+                file_descriptor_set=b"",
+                openapi=canonical_openapi(request.openapi),
+                description=_text("description", request.description),
+                savings=_savings(request.savings),
+                actor=caller.actor,
+            )
+            await self._on_change()
+            return protomap.service_record(service)
         declared = service_methods(request.file_descriptor_set, service_id.service_name)
         asked = _methods("the service", request.methods)
         unknown = sorted(set(asked) - set(declared))

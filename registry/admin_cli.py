@@ -25,8 +25,10 @@ from google.protobuf.message import Message
 from registry import limits, protomap
 from registry.admin_client import admin_stub, call
 from registry.errors import InvalidRequestError
+from registry.openapi import canonical_openapi
 from registry.settings import RegistryLayout, RegistrySettings
 from ruta.files import FileReadError, read_bounded, write_atomically
+from ruta.globalconf.limits import MAX_OPENAPI_BYTES
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
@@ -159,9 +161,9 @@ def _run(target: _Target, action: Callable[[Stub], Awaitable[_T]]) -> _T:
     return asyncio.run(main())
 
 
-def _read_file(path: Path, what: str) -> bytes:
+def _read_file(path: Path, what: str, *, limit: int = MAX_INPUT_FILE_BYTES) -> bytes:
     try:
-        return read_bounded(path, MAX_INPUT_FILE_BYTES, what=f"{what} file")
+        return read_bounded(path, limit, what=f"{what} file")
     except FileReadError as exc:
         raise InvalidRequestError(exc.message) from None
 
@@ -204,6 +206,7 @@ def _service_row(s: registry_pb2.ServiceRecord) -> dict[str, Any]:
         },
         "descriptor_sha256": s.descriptor_sha256,
         "descriptor_size": s.descriptor_size,
+        "openapi_size": s.openapi_size,
         "created_at": _iso(s.created_at),
     }
 
@@ -535,6 +538,13 @@ def service() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="A serialised FileDescriptorSet (protoc --include_imports --descriptor_set_out).",
 )
+@click.option(
+    "--openapi",
+    "openapi_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A REST service instead: its OpenAPI 3 description (JSON or YAML), validated here and "
+    "by the registry; the service is called through the fixed method Call.",
+)
 @click.option("--method", "methods", multiple=True, help="Offered method (default: all).")
 @click.option("--description", default="", help="What the service provides.")
 @click.option("--citizen-minutes", type=float, default=0.0, help="Citizen minutes saved per call.")
@@ -550,24 +560,38 @@ def service_add(
     proto_file: Path | None,
     proto_paths: tuple[Path, ...],
     descriptor_set: Path | None,
+    openapi_file: Path | None,
     methods: tuple[str, ...],
     description: str,
     citizen_minutes: float,
     paper_forms: int,
     cost: float,
 ) -> None:
-    """Register SERVICE_ID (INSTANCE/CLASS/CODE/SUBSYSTEM/package.Service)."""
-    if (proto_file is None) == (descriptor_set is None):
-        raise click.UsageError("give exactly one of --proto and --descriptor-set")
-    fds = (
-        _compile_proto(proto_file, proto_paths)
-        if proto_file is not None
-        else _read_file(descriptor_set, "descriptor set")  # type: ignore[arg-type]
-    )
+    """Register SERVICE_ID (INSTANCE/CLASS/CODE/SUBSYSTEM/package.Service for a gRPC service,
+    INSTANCE/CLASS/CODE/SUBSYSTEM/CODE for a REST service with --openapi)."""
+    given = [p for p in (proto_file, descriptor_set, openapi_file) if p is not None]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --proto, --descriptor-set and --openapi")
+    fds = b""
+    openapi = b""
+    if openapi_file is not None:
+        if methods:
+            raise click.UsageError("a REST service (--openapi) takes no --method")
+        try:
+            openapi = canonical_openapi(
+                _read_file(openapi_file, "OpenAPI description", limit=MAX_OPENAPI_BYTES)
+            )
+        except InvalidRequestError as exc:
+            raise click.ClickException(exc.message) from None
+    elif proto_file is not None:
+        fds = _compile_proto(proto_file, proto_paths)
+    else:
+        fds = _read_file(descriptor_set, "descriptor set")  # type: ignore[arg-type]
     request = registry_pb2.AddServiceRequest(
         id=ServiceId.parse(service_id).to_proto(),
         methods=list(methods),
         file_descriptor_set=fds,
+        openapi=openapi,
         description=description,
         savings=globalconf_pb2.Savings(
             citizen_minutes=citizen_minutes, paper_forms=paper_forms, cost=cost

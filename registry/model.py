@@ -105,7 +105,8 @@ class Savings:
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    """A gRPC service a subsystem offers, with the descriptors that describe its messages."""
+    """A service a subsystem offers: a gRPC service with the descriptors that describe its
+    messages, or a REST service with its OpenAPI description (``openapi``)."""
 
     id: ServiceId
     methods: tuple[str, ...]
@@ -113,6 +114,7 @@ class Service:
     description: str
     savings: Savings
     created_at: datetime
+    openapi: bytes = b""
 
     @property
     def descriptor_sha256(self) -> str:
@@ -125,6 +127,7 @@ class Service:
             "description": self.description,
             "descriptor_sha256": self.descriptor_sha256,
             "descriptor_size": len(self.file_descriptor_set),
+            "openapi_size": len(self.openapi),
             "savings": self.savings.to_json(),
             "created_at": _iso(self.created_at),
         }

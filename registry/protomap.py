@@ -95,6 +95,7 @@ def service_record(s: Service) -> registry_pb2.ServiceRecord:
         descriptor_sha256=s.descriptor_sha256,
         descriptor_size=len(s.file_descriptor_set),
         created_at=to_timestamp(s.created_at),
+        openapi_size=len(s.openapi),
     )
 
 
@@ -163,6 +164,7 @@ def service_entry(s: Service) -> globalconf_pb2.Service:
         id=s.id.to_proto(),
         methods=sorted(s.methods),
         file_descriptor_set=s.file_descriptor_set,
+        openapi=s.openapi,
         description=s.description,
         savings=savings_proto(s.savings),
     )

@@ -136,6 +136,7 @@ def _service(row: Row[Any], ids: _Ids | None = None) -> Service:
         id=ids.service(row.service_id),
         methods=ids.methods(row.methods_json),
         file_descriptor_set=bytes(row.file_descriptor_set),
+        openapi=bytes(row.openapi) if row.openapi else b"",
         description=row.description,
         savings=Savings(
             citizen_minutes=float(row.savings_citizen_minutes),
@@ -485,8 +486,10 @@ class RegistryStore:
         description: str,
         savings: Savings,
         actor: str,
+        openapi: bytes = b"",
     ) -> Service:
-        """Register a service of an existing subsystem with its descriptors."""
+        """Register a service of an existing subsystem with its descriptors (a gRPC service) or
+        its OpenAPI description (a REST service)."""
         now = self._clock()
         service = Service(
             id=service_id,
@@ -495,6 +498,7 @@ class RegistryStore:
             description=description,
             savings=savings,
             created_at=now,
+            openapi=openapi,
         )
         async with self._write() as conn:
             await self._require_subsystem(conn, service_id.subsystem)
@@ -506,6 +510,7 @@ class RegistryStore:
                     member_id=str(service_id.member),
                     methods_json=_json(list(service.methods)),
                     file_descriptor_set=file_descriptor_set,
+                    openapi=openapi,
                     description=description,
                     savings_citizen_minutes=savings.citizen_minutes,
                     savings_paper_forms=savings.paper_forms,

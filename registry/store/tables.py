@@ -81,6 +81,7 @@ services = Table(
     Column("member_id", String(ID_LENGTH), ForeignKey("members.member_id"), nullable=False),
     Column("methods_json", Text, nullable=False),
     Column("file_descriptor_set", LargeBinary, nullable=False),
+    Column("openapi", LargeBinary, nullable=True),
     Column("description", Text, nullable=False),
     Column("savings_citizen_minutes", Float, nullable=False),
     Column("savings_paper_forms", Integer, nullable=False),

@@ -17,6 +17,7 @@ from registry.admin_api import IssuedCertificate, IssueRequest, RegistryAdminSer
 from registry.limits import MAX_DESCRIPTOR_SET_BYTES
 from registry.store import RegistryStore, database_url
 from ruta.faults import Fault, fault_from_rpc_error
+from ruta.globalconf.limits import MAX_OPENAPI_BYTES
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.certs import fingerprint, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key
@@ -427,3 +428,75 @@ async def test_a_failure_of_the_registry_itself_is_internal_error_without_its_te
         await admin.ListMembers(registry_pb2.ListRequest())
     assert fault_from_rpc_error(info.value)[0] is Fault.SERVER_REGISTRY_INTERNAL_ERROR
     assert "hunter2" not in (info.value.details() or "")
+
+
+PERSONS_API = json.dumps(
+    {
+        "openapi": "3.0.3",
+        "info": {"title": "persons", "version": "1"},
+        "paths": {
+            "/persons/{id}": {
+                "get": {
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {"200": {"description": "a person"}},
+                }
+            }
+        },
+    }
+).encode()
+
+
+async def test_a_rest_service_is_registered_with_its_openapi_description(
+    registry: Registry,
+) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    rest = SubsystemId(POP, "registry").service("persons")
+    record = await admin.AddService(
+        registry_pb2.AddServiceRequest(id=rest.to_proto(), openapi=PERSONS_API)
+    )
+    assert list(record.methods) == ["Call"]
+    assert record.openapi_size > 0
+    stored = {s.id: s for s in await registry.store.list_services(limit=10)}[rest]
+    assert json.loads(stored.openapi) == json.loads(PERSONS_API)
+    assert stored.file_descriptor_set == b""
+
+
+@pytest.mark.parametrize(
+    "openapi",
+    [
+        b"{not: [json",
+        json.dumps({"swagger": "2.0", "info": {}, "paths": {}}).encode(),
+        json.dumps({"openapi": "3.0.3", "info": {"title": "x"}, "paths": {}}).encode(),
+        json.dumps({"openapi": "3.0.3", "paths": {"/x": {"get": {"responses": 5}}}}).encode(),
+        b"x" * (MAX_OPENAPI_BYTES + 1),
+        ("[" * 200 + "]" * 200).encode(),
+    ],
+    ids=["not-yaml", "swagger-2", "info-without-version", "bad-responses", "too-large", "deep"],
+)
+async def test_an_invalid_openapi_description_is_refused(
+    registry: Registry, openapi: bytes
+) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    rest = SubsystemId(POP, "registry").service("persons")
+    fault = await _fault(
+        lambda: admin.AddService(
+            registry_pb2.AddServiceRequest(id=rest.to_proto(), openapi=openapi)
+        )
+    )
+    assert fault is Fault.CLIENT_INVALID_REQUEST
+
+
+async def test_a_rest_service_takes_no_descriptors_or_methods(registry: Registry) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    rest = SubsystemId(POP, "registry").service("persons")
+    fault = await _fault(
+        lambda: admin.AddService(
+            registry_pb2.AddServiceRequest(id=rest.to_proto(), openapi=PERSONS_API, methods=["X"])
+        )
+    )
+    assert fault is Fault.CLIENT_INVALID_REQUEST

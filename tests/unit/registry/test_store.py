@@ -305,14 +305,14 @@ async def test_a_failing_statement_does_not_carry_its_bound_values(store_url: st
         await engine.dispose()
 
 
-def _migrate_to(connection: Connection, revision: str) -> None:
+def _migrate_to(connection: Connection, revision: str, down: bool = False) -> None:
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     config.attributes["connection"] = connection
-    if revision == "0003":
-        command.upgrade(config, revision)
-    else:
+    if down:
         command.downgrade(config, revision)
+    else:
+        command.upgrade(config, revision)
 
 
 async def test_administrators_recorded_with_one_role_keep_it_as_a_list(store_url: str) -> None:
@@ -339,7 +339,7 @@ async def test_administrators_recorded_with_one_role_keep_it_as_a_list(store_url
         assert root is not None
         assert root.roles == ("registry-admin",)
         async with engine.begin() as conn:
-            await conn.run_sync(_migrate_to, "-1")  # and back: the first role is kept
+            await conn.run_sync(_migrate_to, "0003", True)  # and back: the first role is kept
             rows = await conn.execute(
                 text("SELECT cert_sha256, role, member_id FROM administrators ORDER BY 1")
             )
