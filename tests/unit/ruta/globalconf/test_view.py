@@ -24,6 +24,7 @@ from ruta.globalconf import (
     SecurityServer,
     Service,
 )
+from ruta.globalconf.limits import MAX_OPENAPI_BYTES
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.timestamps import from_timestamp, to_timestamp
 from ruta.v1 import globalconf_pb2
@@ -204,6 +205,10 @@ def _big_descriptor(c: globalconf_pb2.GlobalConfiguration) -> None:
     c.services[0].file_descriptor_set = b"\0" * (MAX_DESCRIPTOR_SET_BYTES + 1)
 
 
+def _big_openapi(c: globalconf_pb2.GlobalConfiguration) -> None:
+    c.services[0].openapi = b"{" + b" " * MAX_OPENAPI_BYTES + b"}"
+
+
 def _many_methods(c: globalconf_pb2.GlobalConfiguration) -> None:
     c.services[0].methods.extend(f"M{i}" for i in range(MAX_METHODS_PER_ENTRY))
 
@@ -216,7 +221,9 @@ def _long_purpose(c: globalconf_pb2.GlobalConfiguration) -> None:
     c.contracts[0].purpose = "p" * (MAX_TEXT_LENGTH + 1)
 
 
-@pytest.mark.parametrize("damage", [_big_descriptor, _many_methods, _long_name, _long_purpose])
+@pytest.mark.parametrize(
+    "damage", [_big_descriptor, _big_openapi, _many_methods, _long_name, _long_purpose]
+)
 def test_bounds(damage: Callable[[globalconf_pb2.GlobalConfiguration], None]) -> None:
     conf = sample_configuration(now=NOW)
     damage(conf)
@@ -388,3 +395,14 @@ def test_verification_parameters_over_their_bounds_are_refused(freshness: int, s
     conf.verification.ocsp_clock_skew_seconds = skew
     with pytest.raises(InvalidConfigurationError, match="over its bound"):
         GlobalConf.from_proto(conf)
+
+
+def test_a_rest_services_openapi_description_round_trips() -> None:
+    conf = sample_configuration(now=NOW)
+    conf.services[0].openapi = b'{"openapi":"3.0.3"}'
+    view = GlobalConf.from_proto(conf)
+    service = view.services[0]
+    assert service.is_rest
+    assert service.openapi == b'{"openapi":"3.0.3"}'
+    assert view.to_proto().services[0].openapi == b'{"openapi":"3.0.3"}'
+    assert not GlobalConf.from_proto(sample_configuration(now=NOW)).services[0].is_rest
