@@ -3,6 +3,7 @@
     python -m bench                 # everything; writes bench/results/latest.json and latest.md
     python -m bench --micro         # only the micro-benchmarks (sign, verify, log, proof, lookup)
     python -m bench --exchange      # only direct vs bus
+    python -m bench --gateway       # only REST/JSON through the gateway vs gRPC through the bus
     python -m bench --quick         # tiny call counts: proves the harness works
     python -m bench --profile DIR   # also sample both security servers with py-spy into DIR
     python -m bench --no-relay      # skip the relay floor (two bare relays, no trust)
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.exchange import DEFAULT_CONCURRENCY, DEFAULT_PAYLOADS, BenchConfig, run_exchange_bench
+from bench.gateway import gateway_markdown, run_gateway_bench
 from bench.micro import run_micro
 from bench.report import markdown
 
@@ -37,6 +39,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--micro", action="store_true", help="only the micro-benchmarks")
     what.add_argument("--exchange", action="store_true", help="only the exchange benchmark")
+    what.add_argument("--gateway", action="store_true", help="only the gateway benchmark")
     parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every call count")
     parser.add_argument("--payload", type=int, nargs="+", default=list(DEFAULT_PAYLOADS))
@@ -80,9 +83,13 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}
-    if not args.micro:
+    if not args.micro and not args.gateway:
         result = await run_exchange_bench(_config(args))
-    if not args.exchange:
+    if not args.micro and not args.exchange:
+        result["gateway"] = await run_gateway_bench(
+            quick=args.quick, concurrency=tuple(args.concurrency)
+        )
+    if not args.exchange and not args.gateway:
         result["micro"] = await run_micro(quick=args.quick)
     return result
 
@@ -97,9 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    name = "micro" if args.micro else "latest"
+    name = "micro" if args.micro else "gateway" if args.gateway else "latest"
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
+    table = "" if args.gateway else markdown(result)
+    if "gateway" in result:
+        table += "\n" + gateway_markdown(result["gateway"])
     (out / f"{name}.md").write_text(table)
     print(table)
     return 0

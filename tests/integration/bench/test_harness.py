@@ -1,6 +1,7 @@
 """The benchmark harness runs end to end with tiny call counts: real echo backend, real
 ``ruta ss serve`` processes, the two bare relays of the relay floor, a separate load generator,
-results written. Asserts shape and completeness (every call answered, every bus call in both
+the gateway benchmark (two ``ruta gateway serve`` processes, the REST echo backend), results
+written. Asserts shape and completeness (every call answered, every bus call in both
 message logs, no relay left running), never a time."""
 
 from __future__ import annotations
@@ -82,6 +83,16 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
     assert logged["DEV/GOV/POP/ss1"] == logged["expected_per_log"]
     assert "log append, concurrency 64" in result["micro"]
     assert "GlobalConf.allows (permitted)" in result["micro"]
+    gateway = result["gateway"]["cases"]
+    assert [c["concurrency"] for c in gateway] == [1, 4]
+    for case in gateway:
+        for name in ("rest_direct", "rest_bus", "grpc_bus", "json_bus"):
+            assert case[f"{name}_errors"] == 0, case
+            assert case[f"{name}_rps"] > 0
+        assert {"consumer_gw", "provider_gw", "consumer_ss", "provider_ss"} <= set(
+            case["rest_bus_cpu_ms"]
+        )
     table = (out / "latest.md").read_text()
     assert "| 512 B | 4 |" in table
     assert "relay / direct" in table
+    assert "JSON bus / gRPC bus" in table
