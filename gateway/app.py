@@ -22,11 +22,14 @@ from gateway.transcode import ServiceCodecs
 from ruta.faults import Fault
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.globalconf.client import GlobalConfClient
+from ruta.listeners import Listeners
 from ruta.readiness import write_ready_file
 
-__all__ = ["READY_FILE", "GatewayApp", "build_app"]
+__all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "GatewayApp", "build_app"]
 
 READY_FILE: Final = "ready.json"
+#: What calls in flight on the back end get to finish at shutdown.
+SHUTDOWN_GRACE_SECONDS: Final = 5.0
 _R1: Final = "/r1/{instance}/{member_class}/{member_code}/{subsystem}"
 
 
@@ -90,6 +93,8 @@ class GatewayApp:
         self.addresses: dict[str, str] = {}
         self.globalconf: GlobalConfClient | None = None
         self.back_end: BackEnd | None = None
+        #: The process's watched gRPC listeners (the back end's, when configured).
+        self.listeners = Listeners()
         self._bus: BusClient | None = None
         self._runner: web.AppRunner | None = None
 
@@ -116,7 +121,8 @@ class GatewayApp:
         self._bus = BusClient(settings.consumer, max_message_bytes=settings.limits.max_body_bytes)
         if settings.backend is not None:
             self.back_end = BackEnd(settings.backend, limits=settings.limits)
-            self.addresses["backend"] = await self.back_end.start()
+            self.addresses["backend"] = self.back_end.bind(self.listeners)
+            await self.listeners.start()
         globalconf = self.globalconf
         app = build_app(settings, conf=globalconf.current, bus=self._bus)
         self._runner = web.AppRunner(app, access_log=None)
@@ -150,8 +156,9 @@ class GatewayApp:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.listeners.stop(SHUTDOWN_GRACE_SECONDS)
         if self.back_end is not None:
-            await self.back_end.stop()
+            await self.back_end.close()
             self.back_end = None
         if self._bus is not None:
             await self._bus.close()

@@ -24,6 +24,7 @@ from yarl import URL
 from gateway.settings import BackEndSettings, LimitSettings, RestBackendSettings
 from ruta.http_body import read_bounded
 from ruta.ids import IdentifierError, ServiceId, SubsystemId
+from ruta.listeners import Listeners, ListenerSpec
 from ruta.v1 import http_pb2
 
 __all__ = ["REST_METHOD", "BackEnd"]
@@ -37,7 +38,7 @@ _log = logging.getLogger(__name__)
 
 
 class BackEnd:
-    """The back end's gRPC handler and its HTTP client; :meth:`start` serves it."""
+    """The back end's gRPC handler and its HTTP client; :meth:`bind` adds its listener."""
 
     def __init__(self, settings: BackEndSettings, *, limits: LimitSettings) -> None:
         self._settings = settings
@@ -46,34 +47,34 @@ class BackEnd:
         self._request_headers = frozenset(h.lower() for h in limits.request_headers)
         self._response_headers = frozenset(h.lower() for h in limits.response_headers)
         self._session: aiohttp.ClientSession | None = None
-        self._server: grpc.aio.Server | None = None
         self.address = ""
 
-    async def start(self) -> str:
-        """Serve on the configured address; returns the bound ``host:port``."""
+    def bind(self, listeners: Listeners) -> str:
+        """Bind the back end's listener in ``listeners`` (the process's watched gRPC listeners,
+        started with the others); returns the bound ``host:port``. Raises
+        :class:`~ruta.listeners.ListenerError` when the address cannot be bound."""
         self._session = aiohttp.ClientSession(
             auto_decompress=False, connector=aiohttp.TCPConnector(limit=256)
         )
         # Room for the gRPC envelope and the HttpRequest fields around a body at the limit.
         room = self._limits.max_body_bytes + self._limits.max_header_bytes + 64 * 1024
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", room),
-                ("grpc.max_send_message_length", room),
-            ]
+        handler = self._handler()
+        listener = listeners.bind(
+            ListenerSpec(
+                name="gateway-backend",
+                listen=self._settings.listen,
+                add_services=lambda server: server.add_generic_rpc_handlers((handler,)),
+                options=(
+                    ("grpc.max_receive_message_length", room),
+                    ("grpc.max_send_message_length", room),
+                ),
+            )
         )
-        server.add_generic_rpc_handlers((self._handler(),))
-        host = self._settings.listen.rpartition(":")[0]
-        port = server.add_insecure_port(self._settings.listen)
-        await server.start()
-        self._server = server
-        self.address = f"{host}:{port}"
+        self.address = listener.address
         return self.address
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.stop(5)
-            self._server = None
+    async def close(self) -> None:
+        """Close the HTTP client (the listener is stopped with the others)."""
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import click
 
+from ruta.listeners import LISTENER_FAILED_EXIT_STATUS
 from ruta.readiness import stop_event
 
 __all__ = ["group", "serve"]
 
 
-async def _run(config: Path) -> None:
+async def _run(config: Path) -> bool:
     from gateway.app import GatewayApp  # noqa: PLC0415 - keep `ruta --help` fast
     from gateway.settings import GatewaySettings  # noqa: PLC0415
 
     app = await GatewayApp.start(GatewaySettings.load(config))
     stop = stop_event()
     try:
-        await stop.wait()
+        return await app.listeners.serve_until(stop)
     finally:
         await app.stop()
 
@@ -37,8 +39,10 @@ def serve(config: Path) -> None:
     """Run the gateway described by the settings file until stopped.
 
     Writes DATA_DIR/ready.json with the bound addresses once it serves; SIGTERM or Ctrl-C stops it.
+    If the back end's gRPC server loop ends and cannot be restarted, it exits with status 3.
     """
-    asyncio.run(_run(config))
+    if not asyncio.run(_run(config)):
+        sys.exit(LISTENER_FAILED_EXIT_STATUS)
 
 
 @click.group("gateway")

@@ -146,7 +146,9 @@ def init(
 )
 @click.option("--server", "server", help="Security server INSTANCE/CLASS/CODE/SERVER (auth).")
 @click.option(
-    "--member", "member", help="Member INSTANCE/CLASS/CODE (sign, gateway; member-admin or auditor role)."
+    "--member",
+    "member",
+    help="Member INSTANCE/CLASS/CODE (sign, gateway; member-admin or auditor role).",
 )
 @click.option("--subsystem", "subsystem", help="Subsystem INSTANCE/CLASS/CODE/SUB (subsystem).")
 @click.option(

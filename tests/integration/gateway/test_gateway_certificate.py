@@ -1,5 +1,5 @@
 """The consumer port accepts a member's gateway certificate for that member's subsystems only
-(docs/adr/0014-gateway.md), over real mTLS."""
+(docs/adr/0016-gateway.md), over real mTLS."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import grpc
 import grpc.aio
 import pytest
 
-from ruta.examples.population import decode_person
 from ruta.ids import MemberId, SubsystemId
+from sandbox.examples.population import decode_person
 from tests.integration.security_server.bed import (
     BENEFITS,
     INCOME,

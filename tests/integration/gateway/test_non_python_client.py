@@ -65,7 +65,7 @@ async def test_node_fetch_rest_and_json_grpc_logged_and_verified(tmp_path: Path)
         message_ids = {answers["rest"]["messageId"], answers["grpc"]["messageId"]}
         assert len(message_ids) == 2
 
-        auditor = instance.pki.role("auditor")
+        auditor = instance.pki.role("auditor-supervisor")
         bundles = {}
         for server in (POP, SOC):
             app = instance.agencies[server].app
