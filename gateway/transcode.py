@@ -88,7 +88,9 @@ class MethodCodec:
                 f"the provider's answer is not a {self.output.DESCRIPTOR.full_name}",
                 fault=Fault.SERVER_PROVIDER_SERVICE_FAILED,
             ) from None
-        text = json_format.MessageToJson(message, preserving_proto_field_name=False, indent=None)
+        text = json_format.MessageToJson(
+            message, preserving_proto_field_name=False, indent=None, ensure_ascii=False
+        )
         return text.encode("utf-8")
 
 

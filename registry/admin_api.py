@@ -766,6 +766,7 @@ _PROFILES = {
     registry_pb2.CERTIFICATE_PROFILE_SIGN: CertificateKind.SIGN,
     registry_pb2.CERTIFICATE_PROFILE_SUBSYSTEM: CertificateKind.SUBSYSTEM,
     registry_pb2.CERTIFICATE_PROFILE_ROLE: CertificateKind.ROLE,
+    registry_pb2.CERTIFICATE_PROFILE_GATEWAY: CertificateKind.GATEWAY,
 }
 
 #: Most roles, DNS names or IP addresses one certificate request may name.
@@ -793,7 +794,7 @@ def _issue_request(
 ) -> IssueRequest:
     kind = _PROFILES.get(request.profile)
     if kind is None:
-        raise InvalidRequestError("profile must be auth, sign, subsystem or role")
+        raise InvalidRequestError("profile must be auth, sign, subsystem, role or gateway")
     for what, values in (
         ("roles", request.roles),
         ("dns_names", request.dns_names),

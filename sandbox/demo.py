@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 import grpc
 import grpc.aio
 
@@ -31,7 +32,15 @@ from ruta.ids import ServiceId, SubsystemId
 from ruta.pki.tls import channel_credentials
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 from sandbox.client import BusClient, CallResult
-from sandbox.layout import PURPOSE, SERVICES, SOC, TAX, ServiceSpec, examples_dir
+from sandbox.layout import (
+    PURPOSE,
+    REST_SERVICES,
+    SERVICES,
+    SOC,
+    TAX,
+    ServiceSpec,
+    examples_dir,
+)
 from sandbox.processes import ManagedProcess, SandboxError, ruta_command
 from sandbox.protos import MethodCodec, compile_descriptor_set, method_codec
 
@@ -47,7 +56,9 @@ AUDIT_TIMEOUT_S: Final = 120.0
 FISCAL_YEAR: Final = 2025
 #: Housing benefit (an invented rule set): yearly income below this, in cents.
 INCOME_LIMIT_CENTS: Final = 20_000_00
-TOTAL_STEPS: Final = 6
+TOTAL_STEPS: Final = 7
+#: Deadline of one HTTP call through a gateway.
+GATEWAY_TIMEOUT_S: Final = 30.0
 CLIENT: Final = SOC.subsystem("benefits")
 CASEWORKER: Final = "caseworker-17"
 
@@ -450,11 +461,61 @@ async def _exchange(sandbox: dict[str, Any]) -> bool:
     _say(f"refused: gRPC {refused.status}, fault {refused.fault}, fault id {refused.fault_id}", 8)
     _say(f'"{refused.details}"', 8)
 
-    _heading(5, total, "What both sides logged (read through the audit API, auditor role)")
-    logs = await _read_logs(sandbox, [str(SOC.server), _provider(population)])
+    _heading(5, total, f"The same bus over HTTP: {CLIENT} calls through its agency's gateway")
+    over_http = await _through_gateway(sandbox)
+    if over_http is None:
+        return False
+
+    _heading(6, total, "What both sides logged (read through the audit API, auditor role)")
+    logs = await _read_logs(sandbox, [str(SOC.server), _provider(population), str(TAX.server)])
     for server, records in logs.items():
         _show_log(server, records)
+    seen = {r.message_id for records in logs.values() for r in records}
+    missing = [m for m in over_http if m not in seen]
+    if missing:
+        _say(f"the gateway's exchanges {missing} are not in the logs", 6)
+        return False
+    _say(f"the two calls over HTTP are the records with message ids {', '.join(over_http)}", 6)
     return True
+
+
+async def _through_gateway(sandbox: dict[str, Any]) -> list[str] | None:
+    """One REST call (the tax agency's legacy API, offered as a REST service) and one JSON call
+    of a gRPC method (the population register) through SOC's gateway; their message ids, or
+    ``None`` when either failed."""
+    gateway = next(g for g in sandbox["gateways"] if g["member"] == str(SOC.member))
+    headers = {"X-Road-Client": str(CLIENT), "Ruta-Purpose": PURPOSE}
+    rest = REST_SERVICES[0]
+    population = SERVICES[0]
+    applicant = APPLICANTS[0].national_id
+    calls = [
+        (
+            "GET",
+            f"/r1/{rest.service}/api/v2/taxpayers/{applicant}/income?year={FISCAL_YEAR}",
+            None,
+        ),
+        (
+            "POST",
+            f"/r1/{population.service}/{population.method}",
+            {"nationalId": applicant},
+        ),
+    ]
+    message_ids = []
+    timeout = aiohttp.ClientTimeout(total=GATEWAY_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for method, path, body in calls:
+            _say(f"curl -X {method} {gateway['url']}{path}", 6)
+            async with session.request(
+                method, gateway["url"] + path, json=body, headers=headers
+            ) as response:
+                answer = await response.text()
+                message_id = response.headers.get("X-Road-Id", "")
+            _say(f"HTTP {response.status}, X-Road-Id {message_id}", 8)
+            _say(textwrap.shorten(answer, 160), 8)
+            if response.status != 200 or not message_id:
+                return None
+            message_ids.append(message_id)
+    return message_ids
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -486,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             ok = asyncio.run(_exchange(sandbox))
             if ok:
-                _heading(6, TOTAL_STEPS, "The evidence, exported from both sides, checked offline")
+                _heading(7, TOTAL_STEPS, "The evidence, exported from both sides, checked offline")
                 ok = _evidence(directory, evidence)
         except (SandboxError, DemoError, grpc.aio.AioRpcError) as error:
             _say(f"error: {error}")

@@ -18,7 +18,8 @@ Layout of DIR::
     sandbox.pid           the supervising process (``ruta sandbox down`` signals it)
     processes.json        every child's pid (for ``down`` if the supervisor is gone)
     registry/             ``ruta registry init`` directory
-    servers/<agency>/     ``ruta ss init`` directory: ss.toml, keys/, data/ (message log ...)
+    servers/<agency>/     ``ruta ss init`` directory: ss.toml, keys/, data/ (message log ...),
+                          gateway/ (``ruta gateway serve``: gateway.toml, its certificate, data/)
     clients/<subsystem>/  each backend's client certificate and key; auditor/ likewise
     legacy/               the population database and the land registry's CSV export
     logs/<process>.log    every child's output
@@ -44,6 +45,7 @@ from typing import Any, Final
 
 import grpc
 import grpc.aio
+import tomli_w
 from cryptography.hazmat.primitives import serialization
 
 from ruta.admin_rpc import admin_call
@@ -61,6 +63,7 @@ from sandbox.layout import (
     LEGAL_BASIS,
     MAX_SANDBOX_FILE_BYTES,
     PURPOSE,
+    REST_SERVICES,
     SANDBOX_FILE,
     SERVICES,
     Agency,
@@ -118,8 +121,11 @@ class _Server:
     consumer: str
     metrics: str
     audit: str
+    gateway_http: str = ""
+    gateway_backend: str = ""
     process: ManagedProcess | None = None
     ready: dict[str, Any] = field(default_factory=dict)
+    gateway_ready: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> Path:
@@ -149,6 +155,8 @@ class Sandbox:
         self.auditor: _ClientCredential | None = None
         self.registry_ready: dict[str, Any] = {}
         self.backend_addresses: dict[str, str] = {}
+        self.gateway_credentials: dict[str, _ClientCredential] = {}
+        self.legacy_urls: dict[str, str] = {}
         self._echo = echo or (lambda _text: None)
         self.ports = PortClaims()
         #: Short-lived commands running right now (stopped too if the sandbox stops meanwhile).
@@ -228,7 +236,8 @@ class Sandbox:
         self.logs.mkdir(exist_ok=True)
         write_atomically(self.directory / PID_FILE, f"{os.getpid()}\n".encode())
         examples = examples_dir()
-        ports = iter(self.ports.take(1 + 4 * len(AGENCIES)))
+        # Per agency: transport, consumer, metrics, audit, gateway HTTP, gateway back end.
+        ports = iter(self.ports.take(1 + 6 * len(AGENCIES)))
 
         self._say("registry: init")
         registry_dir = self.directory / "registry"
@@ -272,6 +281,8 @@ class Sandbox:
                 consumer=f"127.0.0.1:{next(ports)}",
                 metrics=f"127.0.0.1:{next(ports)}",
                 audit=f"127.0.0.1:{next(ports)}",
+                gateway_http=f"127.0.0.1:{next(ports)}",
+                gateway_backend=f"127.0.0.1:{next(ports)}",
             )
         for spec, process in adapters.items():
             line = self._wait_line(process, "serving ")
@@ -289,6 +300,7 @@ class Sandbox:
         for server, process in started:
             server.ready = process.wait_ready()
             self._say(f"{server.agency.server}: up (consumer port {server.ready['consumer']})")
+        self._start_gateways()
         description = self.description()
         _write_json(self.directory / SANDBOX_FILE, description)
         return description
@@ -321,6 +333,7 @@ class Sandbox:
         )
         csv = legacy / "parcels.csv"
         shutil.copyfile(examples / "land" / "parcels.csv", csv)
+        self.legacy_urls = {"tax": f"http://127.0.0.1:{tax_port}"}
         return {
             "RUTA_POPULATION_DB": str(database),
             "RUTA_TAX_URL": f"http://127.0.0.1:{tax_port}",
@@ -394,6 +407,16 @@ class Sandbox:
                         )
                     )
                 )
+            for rest in REST_SERVICES:
+                await admin_call(
+                    stub.AddService(
+                        registry_pb2.AddServiceRequest(
+                            id=rest.service.to_proto(),
+                            openapi=json.dumps(rest.openapi).encode("utf-8"),
+                            description=rest.description,
+                        )
+                    )
+                )
             for contract in CONTRACTS:
                 record = await admin_call(
                     stub.RequestContract(
@@ -423,6 +446,17 @@ class Sandbox:
                         ),
                         common_name=str(subsystem),
                     )
+            for agency in AGENCIES:
+                self.gateway_credentials[agency.key] = await _issue(
+                    stub,
+                    self.directory / "servers" / agency.key / "gateway" / "cert",
+                    trust,
+                    registry_pb2.IssueCertificateRequest(
+                        profile=registry_pb2.CERTIFICATE_PROFILE_GATEWAY,
+                        member=agency.member.to_proto(),
+                    ),
+                    common_name=f"{agency.member} gateway",
+                )
             self.auditor = await _issue(
                 stub,
                 clients / "auditor",
@@ -468,6 +502,10 @@ class Sandbox:
             for spec in SERVICES:
                 if spec.service.member == server.agency.member:
                     argv += ["--backend", f"{spec.service}={self.backend_addresses[spec.key]}"]
+            for rest in REST_SERVICES:
+                if rest.service.member == server.agency.member:
+                    # A REST service's backend is its member's gateway back end.
+                    argv += ["--backend", f"{rest.service}={server.gateway_backend}"]
             name = f"ss-init-{server.agency.key}"
             log = (self.logs / f"{name}.log").open("wb")
             try:
@@ -499,6 +537,61 @@ class Sandbox:
                 failed.append(f"{name} failed (status {status}):\n{tail}")
         if failed:
             raise SandboxError("\n".join(failed))
+
+    # --- gateways -------------------------------------------------------------------------------
+
+    def _start_gateways(self) -> None:
+        """One ``ruta gateway serve`` per agency, in front of its server's consumer port (its
+        subsystems call over plain loopback HTTP); the tax agency's also serves its legacy REST
+        API to the bus (the back end)."""
+        self._say("gateways: one per agency (REST/JSON on the bus, directory services)")
+        started: list[tuple[_Server, ManagedProcess]] = []
+        trust = self.directory / "registry" / "ca" / "anchor.pem"
+        for server in self.servers.values():
+            agency = server.agency
+            folder = server.directory / "gateway"
+            cred = self.gateway_credentials[agency.key]
+            settings: dict[str, Any] = {
+                "member": str(agency.member),
+                "data_dir": "data",
+                "http": {
+                    "listen": server.gateway_http,
+                    "plain_loopback_subsystems": [
+                        str(agency.subsystem(code)) for code in agency.subsystems
+                    ],
+                },
+                "consumer": {
+                    "address": server.ready.get("consumer", server.consumer),
+                    "ca": str(trust),
+                    "cert": str(cred.cert),
+                    "key": str(cred.key),
+                },
+                "globalconf": {
+                    "anchor": str(server.directory / "anchor.toml"),
+                    "fetch_interval_seconds": FETCH_INTERVAL_S,
+                },
+            }
+            rest = [r for r in REST_SERVICES if r.service.member == agency.member]
+            if rest:
+                settings["backend"] = {
+                    "listen": server.gateway_backend,
+                    "rest": [
+                        {"service": str(r.service), "base_url": self.legacy_urls[r.legacy]}
+                        for r in rest
+                    ],
+                }
+            config = folder / "gateway.toml"
+            write_atomically(config, tomli_w.dumps(settings).encode("utf-8"))
+            process = self._process(
+                f"gateway-{agency.key}",
+                ruta_command("--log-level", "info", "gateway", "serve", "--config", str(config)),
+                ready=folder / "data" / "ready.json",
+                env=None,
+            )
+            started.append((server, process))
+        for server, process in started:
+            server.gateway_ready = process.wait_ready()
+            self._say(f"{server.agency.member} gateway: {server.gateway_ready['http']}")
 
     # --- description ----------------------------------------------------------------------------
 
@@ -534,6 +627,19 @@ class Sandbox:
                     "ca": str(credential.ca),
                 }
                 for subsystem, credential in self.clients.items()
+            ],
+            "gateways": [
+                {
+                    "id": f"{server.agency.member}/gateway",
+                    "member": str(server.agency.member),
+                    "url": server.gateway_ready.get("http", f"http://{server.gateway_http}"),
+                    "backend": server.gateway_ready.get("backend", ""),
+                    "subsystems": [
+                        str(server.agency.subsystem(code)) for code in server.agency.subsystems
+                    ],
+                    "config": str(server.directory / "gateway" / "gateway.toml"),
+                }
+                for server in self.servers.values()
             ],
             "auditor": {
                 "cert": str(self.auditor.cert),

@@ -25,11 +25,14 @@ __all__ = [
     "LEGAL_BASIS",
     "MAX_SANDBOX_FILE_BYTES",
     "PURPOSE",
+    "REST_SERVICES",
     "SANDBOX_FILE",
     "SERVER_CODE",
     "SERVICES",
+    "TAX_REST_OPENAPI",
     "Agency",
     "ContractSpec",
+    "RestServiceSpec",
     "ServiceSpec",
     "examples_dir",
 ]
@@ -139,8 +142,62 @@ SERVICES: Final = (
     ),
 )
 
+
+@dataclass(frozen=True, slots=True)
+class RestServiceSpec:
+    """A legacy REST system offered on the bus as a REST service, through its member's gateway
+    (docs/guides/rest.md): no adapter, the HTTP request itself is the signed message."""
+
+    key: str
+    service: ServiceId
+    description: str
+    #: The OpenAPI 3 description registered for it.
+    openapi: dict[str, object]
+    #: Which legacy system serves it (a key of the sandbox's legacy URLs).
+    legacy: str
+
+
+#: The legacy tax API (adapters/examples/legacy_tax.py) as its own OpenAPI description.
+TAX_REST_OPENAPI: Final[dict[str, object]] = {
+    "openapi": "3.0.3",
+    "info": {"title": "Tax agency legacy API", "version": "2"},
+    "paths": {
+        "/api/v2/taxpayers/{tin}/income": {
+            "get": {
+                "operationId": "getIncome",
+                "parameters": [
+                    {"name": "tin", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "year",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "integer"},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "The taxpayer's assessed income for the year"},
+                    "400": {"description": "A malformed year"},
+                    "404": {"description": "Unknown taxpayer or no assessment"},
+                },
+            }
+        }
+    },
+}
+
+REST_SERVICES: Final = (
+    RestServiceSpec(
+        "tax-rest",
+        TAX.subsystem("income").service("tax-rest"),
+        "The legacy tax API itself, offered as a REST service through the tax agency's gateway",
+        TAX_REST_OPENAPI,
+        "tax",
+    ),
+)
+
 #: SOC's benefits subsystem may call every service for PURPOSE; nobody else has a contract.
-CONTRACTS: Final = tuple(ContractSpec(SOC.subsystem("benefits"), s.service) for s in SERVICES)
+CONTRACTS: Final = tuple(
+    ContractSpec(SOC.subsystem("benefits"), s.service) for s in (*SERVICES, *REST_SERVICES)
+)
 
 
 def examples_dir() -> Path:

@@ -9,12 +9,16 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from jsonschema import Draft202012Validator
 
 from ruta.ids import SubsystemId
 from sandbox.client import BusClient, CallResult
@@ -110,7 +114,7 @@ def _host_port(text: Any) -> bool:
 
 def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
     data = sandboxes[0].description
-    assert set(data) == {"instance", "registry", "servers", "subsystems", "auditor"}
+    assert set(data) == {"instance", "registry", "servers", "subsystems", "gateways", "auditor"}
     assert data["instance"] == "DEV"
     assert set(data["registry"]) == {"address", "globalconf_url"}
     assert _host_port(data["registry"]["address"])
@@ -147,6 +151,13 @@ def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
             assert Path(entry["key"]).stat().st_mode & 0o077 == 0
     assert set(data["auditor"]) == {"cert", "key", "ca"}
     assert all(_is_absolute_file(data["auditor"][k]) for k in ("cert", "key", "ca"))
+    gateways = {g["member"]: g for g in data["gateways"]}
+    assert set(gateways) == {"DEV/GOV/POP", "DEV/GOV/TAX", "DEV/GOV/SOC", "DEV/GOV/REG"}
+    for gateway in gateways.values():
+        assert set(gateway) == {"id", "member", "url", "backend", "subsystems", "config"}
+        assert gateway["url"].startswith("http://127.0.0.1:")
+        assert _is_absolute_file(gateway["config"])
+    assert _host_port(gateways["DEV/GOV/TAX"]["backend"])  # serves the legacy REST API
 
 
 def test_two_sandboxes_share_no_port(sandboxes: list[Running]) -> None:
@@ -154,6 +165,8 @@ def test_two_sandboxes_share_no_port(sandboxes: list[Running]) -> None:
         found = {data["registry"]["address"], data["registry"]["globalconf_url"]}
         for server in data["servers"]:
             found |= {server[k] for k in ("consumer", "transport", "audit", "metrics")}
+        for gateway in data["gateways"]:
+            found |= {gateway["url"], gateway["backend"]} - {""}
         return found
 
     a, b = (s.description for s in sandboxes)
@@ -224,6 +237,72 @@ async def test_a_server_restarts_from_its_config_file(
 
 
 _RESTARTED: list[subprocess.Popen[bytes]] = []
+
+
+def _gateway_get(url: str, client: str | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={"X-Road-Client": client} if client else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_directory_services_of_the_sandbox(sandboxes: list[Running]) -> None:
+    """Directory answers validate against the GovStack IM spec, for the sandbox's members and
+    contracts, for a caller with contracts (SOC's benefits) and one without (TAX's income)."""
+    spec = yaml.safe_load(
+        (Path(__file__).parents[1] / "data" / "govstack-im" / "directory-services.yaml").read_text()
+    )
+
+    def valid(body: Any, name: str) -> None:
+        schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+        Draft202012Validator(schema).validate(body)
+
+    gateways = {g["member"]: g["url"] for g in sandboxes[0].description["gateways"]}
+    soc, tax = gateways["DEV/GOV/SOC"], gateways["DEV/GOV/TAX"]
+    status, clients = _gateway_get(f"{soc}/listClients")
+    assert status == 200
+    valid(clients, "restClientDetailsListType")
+    assert len(clients["member"]) == 4 + 5  # members, then subsystems
+    for provider, code in (
+        ("DEV/GOV/POP/registry", POPULATION.service.service_name),
+        ("DEV/GOV/TAX/income", "tax-rest"),
+    ):
+        status, methods = _gateway_get(f"{soc}/r1/{provider}/listMethods")
+        assert status == 200
+        valid(methods, "restServiceDetailsListType")
+        assert code in {s["serviceCode"] for s in methods["member"]}
+        status, allowed = _gateway_get(f"{soc}/r1/{provider}/allowedMethods", str(BENEFITS))
+        assert status == 200
+        valid(allowed, "restServiceDetailsListType")
+        assert code in {s["serviceCode"] for s in allowed["member"]}
+        status, none = _gateway_get(f"{tax}/r1/{provider}/allowedMethods", str(INCOME))
+        assert (status, none) == (200, {"member": []})
+    status, described = _gateway_get(f"{soc}/r1/DEV/GOV/TAX/income/getOpenAPI?serviceCode=tax-rest")
+    assert status == 200
+    assert "/api/v2/taxpayers/{tin}/income" in described["paths"]
+
+
+def test_a_rest_call_and_a_json_call_through_the_gateway(sandboxes: list[Running]) -> None:
+    soc = next(g for g in sandboxes[0].description["gateways"] if g["member"] == "DEV/GOV/SOC")
+    headers = {"X-Road-Client": str(BENEFITS), "Ruta-Purpose": PURPOSE}
+    rest = urllib.request.Request(
+        f"{soc['url']}/r1/DEV/GOV/TAX/income/tax-rest/api/v2/taxpayers/{PERSON}/income?year=2025",
+        headers=headers,
+    )
+    with urllib.request.urlopen(rest, timeout=30) as response:
+        assert response.status == 200
+        assert len(response.headers["X-Road-Id"]) == 36
+        assert json.loads(response.read())["taxpayer"]["tin"] == PERSON
+    grpc_json = urllib.request.Request(
+        f"{soc['url']}/r1/{POPULATION.service}/{POPULATION.method}",
+        data=json.dumps({"nationalId": PERSON}).encode(),
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(grpc_json, timeout=30) as response:
+        assert response.status == 200
+        assert json.loads(response.read())["nationalId"] == PERSON
 
 
 def test_down_stops_every_process(sandboxes: list[Running]) -> None:
