@@ -1,0 +1,140 @@
+"""The gateway's small parts: settings, the REST back end's target URLs, JSON transcoding and the
+OpenAPI it generates, endpoint listing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from openapi_spec_validator import validate as validate_openapi
+from pydantic import ValidationError
+
+from gateway.backend import _target
+from gateway.directory import grpc_openapi, rest_endpoints
+from gateway.openapi import gateway_openapi
+from gateway.settings import GatewaySettings
+from gateway.transcode import MAX_JSON_DEPTH, ServiceCodecs, TranscodeError
+from ruta.globalconf import Service
+from ruta.ids import ServiceId
+from ruta.v1 import http_pb2
+from sandbox.examples.population import file_descriptor_set
+
+SERVICE = Service(
+    id=ServiceId.parse("DEV/GOV/POP/registry/population.v1.PopulationRegister"),
+    methods=frozenset({"GetPerson"}),
+    file_descriptor_set=file_descriptor_set(),
+)
+
+
+def _settings(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "member": "DEV/GOV/SOC",
+        "consumer": {"address": "127.0.0.1:9001", "plaintext": True},
+        "globalconf": {"anchor": "anchor.toml"},
+        "http": {"plain_loopback_subsystems": ["DEV/GOV/SOC/benefits"]},
+    }
+    data.update(changes)
+    return data
+
+
+def test_settings_resolve_relative_paths(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        'member = "DEV/GOV/SOC"\n[consumer]\naddress = "127.0.0.1:1"\nplaintext = true\n'
+        '[globalconf]\nanchor = "anchor.toml"\n'
+    )
+    settings = GatewaySettings.load(config)
+    assert settings.globalconf.anchor == tmp_path / "anchor.toml"
+    assert settings.data_dir == tmp_path / "data"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"member": "DEV/GOV"},
+        {"http": {"listen": "0.0.0.0:8080"}},  # plain HTTP off loopback
+        {"http": {"plain_loopback_subsystems": ["DEV/GOV/TAX/income"]}},  # another member's
+        {"consumer": {"address": "10.0.0.1:9001", "plaintext": True}},
+        {"consumer": {"address": "127.0.0.1:9001"}},  # TLS without the gateway certificate
+        {
+            "backend": {
+                "listen": "127.0.0.1:0",
+                "rest": [{"service": "DEV/GOV/TAX/income/x", "base_url": "http://127.0.0.1:1"}],
+            }
+        },
+        {
+            "backend": {
+                "listen": "127.0.0.1:0",
+                "rest": [{"service": "DEV/GOV/SOC/benefits/x", "base_url": "ftp://host/x"}],
+            }
+        },
+        {"http": {"tls_cert": "a.pem"}},  # a certificate without its key
+    ],
+)
+def test_settings_refuse_what_cannot_be_safe(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        GatewaySettings(**_settings(**changes))
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "expected"),
+    [
+        ("/persons/1", "", "http://127.0.0.1:1/api/persons/1"),
+        ("/persons/1", "lang=es&x=%20", "http://127.0.0.1:1/api/persons/1?lang=es&x=%20"),
+        ("/", "", "http://127.0.0.1:1/api/"),
+        ("/a/../../etc", "", None),
+        ("/./x", "", None),
+        ("persons", "", None),
+        ("/x?y", "", None),
+        ("/x#y", "", None),
+        ("/x\\..\\y", "", None),
+    ],
+)
+def test_rest_targets_never_leave_the_base_url(path: str, query: str, expected: str | None) -> None:
+    url = _target("http://127.0.0.1:1/api", http_pb2.HttpRequest(path=path, query=query))
+    assert (str(url) if url is not None else None) == expected
+
+
+@given(st.text(max_size=200))
+def test_a_rest_target_is_under_the_base_or_refused(path: str) -> None:
+    url = _target("http://127.0.0.1:1/api", http_pb2.HttpRequest(path="/" + path))
+    if url is not None:
+        assert str(url).startswith("http://127.0.0.1:1/api/")
+        assert ".." not in url.path.split("/")
+
+
+def test_json_round_trip_and_refusals() -> None:
+    codec = ServiceCodecs().method(SERVICE, "GetPerson")
+    wire = codec.request_from_json(b'{"nationalId": "38001010001"}')
+    assert wire == codec.input(national_id="38001010001").SerializeToString()
+    assert codec.request_from_json(b"") == b""
+    for bad in (b'{"nationalIdx": "1"}', b"[1]", b"\xff", b'{"nationalId": 1}'):
+        with pytest.raises(TranscodeError):
+            codec.request_from_json(bad)
+    deep = b'{"a":' * (MAX_JSON_DEPTH + 1) + b"1" + b"}" * (MAX_JSON_DEPTH + 1)
+    with pytest.raises(TranscodeError, match="deeper"):
+        codec.request_from_json(deep)
+    with pytest.raises(TranscodeError) as info:
+        ServiceCodecs().method(SERVICE, "Nope")
+    assert info.value.fault == "client.unknown_service"
+
+
+def test_generated_openapi_validates() -> None:
+    document = grpc_openapi(SERVICE, ServiceCodecs())
+    validate_openapi(document)
+    assert "/GetPerson" in document["paths"]
+    validate_openapi(gateway_openapi())
+
+
+def test_rest_endpoints_from_an_openapi_description() -> None:
+    document = {"openapi": "3.0.3", "paths": {"/a": {"get": {}, "post": {}, "x-ext": {}}}}
+    assert rest_endpoints(json.dumps(document).encode()) == [
+        {"method": "GET", "path": "/a"},
+        {"method": "POST", "path": "/a"},
+    ]
+    assert rest_endpoints(b"not json") == []
+    assert rest_endpoints(b"[]") == []
