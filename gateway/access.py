@@ -242,8 +242,17 @@ def _exchanged_headers(message_id: str, request_hash: str) -> dict[str, str]:
 def _allowed(
     headers: Mapping[str, str], allowed: frozenset[str], limits: LimitSettings
 ) -> list[http_pb2.HttpHeader]:
-    pairs = [http_pb2.HttpHeader(name=name.lower(), value=value) for name, value in headers.items()]
-    return _allowed_pairs(pairs, allowed, limits)
+    kept: list[http_pb2.HttpHeader] = []
+    size = 0
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower not in allowed:
+            continue
+        size += len(lower) + len(value)
+        if len(kept) >= limits.max_headers or size > limits.max_header_bytes:
+            break
+        kept.append(http_pb2.HttpHeader(name=lower, value=value))
+    return kept
 
 
 def _allowed_pairs(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -12,6 +13,15 @@ from ruta.listeners import LISTENER_FAILED_EXIT_STATUS
 from ruta.readiness import stop_event
 
 __all__ = ["group", "serve"]
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop where it is installed (every platform but Windows), as the security server uses."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional: absent on Windows
+    except ImportError:  # pragma: no cover - platform dependent
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 async def _run(config: Path) -> bool:
@@ -41,7 +51,9 @@ def serve(config: Path) -> None:
     Writes DATA_DIR/ready.json with the bound addresses once it serves; SIGTERM or Ctrl-C stops it.
     If the back end's gRPC server loop ends and cannot be restarted, it exits with status 3.
     """
-    if not asyncio.run(_run(config)):
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        served = runner.run(_run(config))
+    if not served:
         sys.exit(LISTENER_FAILED_EXIT_STATUS)
 
 

@@ -120,6 +120,9 @@ class ServiceCodecs:
 
     def __init__(self) -> None:
         self._cache: OrderedDict[tuple[str, bytes], ServiceDescriptor] = OrderedDict()
+        # Method codecs by (service, method), valid while the service's descriptor set is the
+        # one they were built from (checked by identity of the bytes, then by value).
+        self._methods: dict[tuple[str, str], tuple[bytes, MethodCodec]] = {}
 
     def descriptor(self, service: Service) -> ServiceDescriptor:
         """The service's descriptor. Raises :class:`TranscodeError` (unknown service) when the
@@ -144,17 +147,27 @@ class ServiceCodecs:
     def method(self, service: Service, name: str) -> MethodCodec:
         """The codec of ``name``; raises :class:`TranscodeError` (``client.unknown_service``)
         when the service has no such method."""
+        key = (str(service.id), name)
+        cached = self._methods.get(key)
+        if cached is not None and (
+            cached[0] is service.file_descriptor_set or cached[0] == service.file_descriptor_set
+        ):
+            return cached[1]
         descriptor = self.descriptor(service)
         method = descriptor.methods_by_name.get(name)
         if method is None:
             raise TranscodeError(
                 f"service {service.id} has no method {name!r}", fault=Fault.CLIENT_UNKNOWN_SERVICE
             )
-        return MethodCodec(
+        codec = MethodCodec(
             name=name,
             input=message_factory.GetMessageClass(method.input_type),
             output=message_factory.GetMessageClass(method.output_type),
         )
+        if len(self._methods) >= MAX_CACHED_CODECS * 16:
+            self._methods.clear()
+        self._methods[key] = (service.file_descriptor_set, codec)
+        return codec
 
 
 _SCALARS: Final[dict[int, dict[str, Any]]] = {
