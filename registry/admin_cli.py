@@ -772,6 +772,7 @@ _PROFILES: Final = {
     "sign": registry_pb2.CERTIFICATE_PROFILE_SIGN,
     "subsystem": registry_pb2.CERTIFICATE_PROFILE_SUBSYSTEM,
     "role": registry_pb2.CERTIFICATE_PROFILE_ROLE,
+    "gateway": registry_pb2.CERTIFICATE_PROFILE_GATEWAY,
 }
 
 
@@ -795,7 +796,7 @@ def certificate() -> None:
 )
 @click.option("--name", default="ruta", show_default=True, help="Common name for --new-key.")
 @click.option("--server", "server_id", help="Server INSTANCE/CLASS/CODE/SERVER (auth).")
-@click.option("--member", "member_id", help="Member INSTANCE/CLASS/CODE (sign).")
+@click.option("--member", "member_id", help="Member INSTANCE/CLASS/CODE (sign, gateway).")
 @click.option("--subsystem", "subsystem_id", help="Subsystem (subsystem).")
 @click.option(
     "--role",

@@ -34,9 +34,9 @@ from ruta.checkpoint import (
     verify_cosignature,
 )
 from ruta.globalconf import ConfigurationAnchor, GlobalConf, verify_configuration
-from ruta.ids import ServerId, ServiceId, SubsystemId
+from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.merkle import leaf_hash
-from ruta.pki.certs import fingerprint, load_certificate
+from ruta.pki.certs import fingerprint, gateway_member_of, load_certificate
 from ruta.v1 import registry_pb2
 from tests.conftest import free_port
 
@@ -257,6 +257,33 @@ def test_service_add_and_list_print_the_same_labelled_columns(
     ]
     assert by_id[other].split()[1:3] == added[1].split()[1:3] == ["GetPerson", sha256]
     assert added[1].endswith("  One method only")
+
+
+def test_a_rest_service_and_a_gateway_certificate(registry: Registry, tmp_path: Path) -> None:
+    _populate(registry, tmp_path)
+    openapi = tmp_path / "persons.yaml"
+    openapi.write_text(
+        "openapi: 3.0.3\ninfo: {title: persons, version: '1'}\n"
+        "paths:\n  /persons:\n    get:\n      responses: {'200': {description: all}}\n"
+    )
+    rest = "LAC/GOV/POP/registry/persons"
+    added = registry.json("service", "add", rest, "--openapi", str(openapi))
+    assert added["methods"] == ["Call"]
+    published = registry.globalconf().service(ServiceId.parse(rest))
+    assert published is not None
+    assert published.is_rest
+    assert json.loads(published.openapi)["paths"]["/persons"]["get"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("openapi: 3.0.3\npaths: {}\n")
+    refused = registry.ruta("service", "add", f"{rest}2", "--openapi", str(bad), check=False)
+    assert refused.returncode != 0
+    assert "invalid" in refused.stderr
+    cert, key = tmp_path / "gateway.pem", tmp_path / "gateway.key"
+    registry.ruta(
+        "certificate", "issue", "--profile", "gateway", "--member", "LAC/GOV/POP",
+        "--new-key", str(key), "--out", str(cert),
+    )  # fmt: skip
+    assert gateway_member_of(load_certificate(cert.read_bytes())) == MemberId.parse("LAC/GOV/POP")
 
 
 def test_dir_help_names_its_environment_variable() -> None:
