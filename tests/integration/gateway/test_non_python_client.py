@@ -5,6 +5,7 @@ the auditor's evidence from each server verifies offline and reconciles."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import zipfile
@@ -14,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from ruta.evidence.cli import group
-from ruta.v1 import log_pb2, transport_pb2
+from ruta.v1 import http_pb2, log_pb2, transport_pb2
 from security_server.server import SecurityServerApp
 from tests.integration.gateway.gwbed import REST_SERVICE, gateway_bed, gateway_url
 from tests.integration.security_server.bed import BENEFITS, POP, PURPOSE, SERVICE, SOC
@@ -65,7 +66,7 @@ async def test_node_fetch_rest_and_json_grpc_logged_and_verified(tmp_path: Path)
         message_ids = {answers["rest"]["messageId"], answers["grpc"]["messageId"]}
         assert len(message_ids) == 2
 
-        auditor = instance.pki.role("auditor-supervisor")
+        auditor = instance.pki.roles("auditor-supervisor", "auditor-bodies")
         bundles = {}
         for server in (POP, SOC):
             app = instance.agencies[server].app
@@ -95,6 +96,11 @@ async def test_node_fetch_rest_and_json_grpc_logged_and_verified(tmp_path: Path)
         assert "identical: 2" in output
         for bundle in bundles.values():
             assert _logged_message_ids(bundle) >= message_ids
+        # The REST request as signed: the body whose digest the signed header carries is the
+        # whole HTTP request (method, path, query, allowed headers, body).
+        signed = _signed_rest_request(bundles[POP], answers["rest"]["messageId"])
+        assert signed.method == "GET"
+        assert signed.path == "/persons/38001010001"
 
 
 def _logged_message_ids(bundle: Path) -> set[str]:
@@ -107,3 +113,21 @@ def _logged_message_ids(bundle: Path) -> set[str]:
             record = log_pb2.LogRecord.FromString(archive.read(name))
             found.add(transport_pb2.MessageHeader.FromString(record.header).message_id)
     return found
+
+
+def _signed_rest_request(bundle: Path, message_id: str) -> http_pb2.HttpRequest:
+    """The provider's logged REST request with ``message_id``, its body checked against the
+    digest in the signed header."""
+    with zipfile.ZipFile(bundle) as archive:
+        for name in archive.namelist():
+            if not name.startswith("records/"):
+                continue
+            record = log_pb2.LogRecord.FromString(archive.read(name))
+            header = transport_pb2.MessageHeader.FromString(record.header)
+            if header.message_id != message_id or header.kind != transport_pb2.MESSAGE_KIND_REQUEST:
+                continue
+            seq = name.removeprefix("records/").removesuffix(".leaf")
+            body = archive.read(f"bodies/{seq}.body")
+            assert hashlib.sha256(body).digest() == header.body_sha256
+            return http_pb2.HttpRequest.FromString(body)
+    raise AssertionError(f"no request {message_id} in {bundle.name}")

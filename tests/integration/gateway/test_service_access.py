@@ -56,7 +56,11 @@ def _assert_fault(status: int, body: Any, want_status: int, want_type: str) -> N
 async def test_json_to_grpc_through_two_security_servers(tmp_path: Path) -> None:
     async with gateway_bed(tmp_path) as instance:
         base = gateway_url(instance)
-        status, headers, body = await _call(base + GET_PERSON, body={"nationalId": "38001010001"})
+        status, headers, body = await _call(
+            base + GET_PERSON,
+            body={"nationalId": "38001010001"},
+            headers={**HEADERS, "X-Road-UserId": "caseworker-17", "Ruta-Subject": "38001010001"},
+        )
         assert status == 200, body
         assert body["givenName"] == "Ana"
         assert headers["Content-Type"].startswith("application/json")
@@ -67,6 +71,8 @@ async def test_json_to_grpc_through_two_security_servers(tmp_path: Path) -> None
         assert seen["ruta-client"] == str(BENEFITS)
         assert seen["ruta-purpose"] == PURPOSE
         assert seen["ruta-message-id"] == headers["X-Road-Id"]
+        assert seen["ruta-user-id"] == "caseworker-17"
+        assert seen["ruta-subject"] == "38001010001"
         # The doubled form .../{package.Service}/{package.Service}/{Method} is the same call.
         status, _, body = await _call(
             f"{base}/r1/{SERVICE}/{SERVICE.service_name}/GetPerson",
