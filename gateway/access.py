@@ -48,6 +48,8 @@ MESSAGE_ID_HEADER: Final = "X-Road-Id"
 REQUEST_HASH_HEADER: Final = "X-Road-Request-Hash"
 #: Longest path below a service carried to a REST backend.
 MAX_REST_PATH_LENGTH: Final = 2048
+#: Index of the service code among the "/"-separated segments of /r1/I/C/M/S/SERVICE/...
+_SERVICE_SEGMENT: Final = 6
 
 _log = logging.getLogger(__name__)
 
@@ -182,7 +184,10 @@ class ServiceAccess:
         tail: str,
         body: bytes,
     ) -> web.StreamResponse:
-        path = "/" + tail.lstrip("/")
+        # The path below the service as the caller encoded it (match_info holds it decoded,
+        # which would turn an encoded "/" or "?" into structure).
+        raw = request.rel_url.raw_path.split("/")
+        path = "/" + "/".join(raw[_SERVICE_SEGMENT + 1 :])
         if len(path) > MAX_REST_PATH_LENGTH:
             raise GatewayError(
                 f"the path is longer than {MAX_REST_PATH_LENGTH} characters",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Final, NoReturn
+from urllib.parse import unquote
 
 import aiohttp
 import grpc
@@ -187,10 +188,12 @@ def _target(base_url: str, request: http_pb2.HttpRequest) -> URL | None:
     """``base_url`` + the request's path and query, or ``None`` for a path that could leave the
     base (``.`` or ``..`` segments, or not starting with ``/``)."""
     path = request.path
-    if not path.startswith("/") or any(seg in (".", "..") for seg in path.split("/")):
+    if not path.startswith("/") or "#" in path or "?" in path:
         return None
-    if "\\" in path or "#" in path or "?" in path:
-        return None
+    # Judged decoded too: a REST backend may decode "%2e%2e" or "%2F" before routing.
+    for form in (path, unquote(path)):
+        if "\\" in form or any(seg in (".", "..") for seg in form.split("/")):
+            return None
     try:
         url = URL(base_url + path, encoded=True)
         if request.query:

@@ -92,6 +92,10 @@ def test_settings_refuse_what_cannot_be_safe(changes: dict[str, Any]) -> None:
         ("/x?y", "", None),
         ("/x#y", "", None),
         ("/x\\..\\y", "", None),
+        ("/%2e%2e/admin", "", None),
+        ("/a%2F..%2Fb", "", None),
+        ("/a%5c..", "", None),
+        ("/a%20b/c%3Fd", "", "http://127.0.0.1:1/api/a%20b/c%3Fd"),
     ],
 )
 def test_rest_targets_never_leave_the_base_url(path: str, query: str, expected: str | None) -> None:
