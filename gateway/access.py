@@ -3,7 +3,7 @@
 - A **REST service** (its configuration entry carries an OpenAPI description): the whole HTTP
   request becomes one ``ruta.v1.HttpRequest``, the signed body of a call to the fixed method
   ``Call``; the provider's gateway back end makes the real HTTP call and its ``HttpResponse``
-  becomes the answer (docs/adr/0020-gateway.md).
+  becomes the answer (docs/adr/0021-gateway.md).
 - A **gRPC service called with JSON**: ``POST .../{package.Service}/{Method}`` (or
   ``.../{package.Service}/{package.Service}/{Method}``); the JSON body is transcoded with the
   service's descriptor set and carried as the ordinary gRPC exchange, and the answer back.
@@ -42,7 +42,7 @@ __all__ = [
     "provider_subsystem",
 ]
 
-#: The fixed bus method of every REST service (docs/adr/0020-gateway.md).
+#: The fixed bus method of every REST service (docs/adr/0021-gateway.md).
 REST_METHOD: Final = "Call"
 MESSAGE_ID_HEADER: Final = "X-Road-Id"
 REQUEST_HASH_HEADER: Final = "X-Road-Request-Hash"

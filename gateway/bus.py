@@ -1,7 +1,7 @@
 """The gateway's one way onto the bus: a call to its security server's consumer port.
 
 The gateway calls the consumer port exactly as a backend does (the ``ruta-*`` metadata of
-DESIGN.md, the body as bytes), with its gateway certificate (docs/adr/0020-gateway.md). What comes
+DESIGN.md, the body as bytes), with its gateway certificate (docs/adr/0021-gateway.md). What comes
 back is the provider's answer with the message id and request hash of the exchange, or a
 :class:`BusRefusedError` carrying the fault code, fault id and gRPC status the refusing side sent.
 """

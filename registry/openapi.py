@@ -1,6 +1,6 @@
 """OpenAPI descriptions of REST services: read, validated and stored in one canonical form.
 
-A REST service is registered with an OpenAPI 3 description (docs/adr/0020-gateway.md), checked by
+A REST service is registered with an OpenAPI 3 description (docs/adr/0021-gateway.md), checked by
 a maintained validator (``openapi-spec-validator``) and carried in the global configuration as
 compact JSON within :data:`ruta.globalconf.limits.MAX_OPENAPI_BYTES`, so every gateway reads the
 same bytes. YAML is accepted on the way in (the CLI reads files in either form).

@@ -13,7 +13,7 @@ kind           extended key usage / key usage        identifier (SAN URI)
 ``gateway``    clientAuth / digitalSignature         ``urn:ruta:gateway:INSTANCE/CLASS/CODE``: the
                                                      member's HTTP gateway, which its own security
                                                      server lets act for any of that member's
-                                                     subsystems (docs/adr/0020-gateway.md)
+                                                     subsystems (docs/adr/0021-gateway.md)
 ``role``       clientAuth / digitalSignature         ``urn:ruta:role:registry-admin``,
                                                      ``urn:ruta:role:member-admin:INSTANCE/CLASS/CODE``,
                                                      ``urn:ruta:role:auditor:INSTANCE/CLASS/CODE``,

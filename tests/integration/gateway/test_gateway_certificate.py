@@ -1,5 +1,5 @@
 """The consumer port accepts a member's gateway certificate for that member's subsystems only
-(docs/adr/0020-gateway.md), over real mTLS."""
+(docs/adr/0021-gateway.md), over real mTLS."""
 
 from __future__ import annotations
 
