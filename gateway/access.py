@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 from gateway.bus import BusClient, BusRefusedError, CallerContext
 from gateway.callers import Callers
 from gateway.http_faults import JSON_TYPE, GatewayError, fault_response
+from gateway.metrics import KIND_KEY
 from gateway.settings import LimitSettings
 from gateway.transcode import ServiceCodecs, TranscodeError
 from ruta.faults import Fault, RutaError, http_status_of_grpc
@@ -112,6 +113,7 @@ class ServiceAccess:
                 f"service {service_id} is not listed in the global configuration",
                 fault=Fault.CLIENT_UNKNOWN_SERVICE,
             )
+        request[KIND_KEY] = "rest" if service.is_rest else "json"
         body = await self._body(request)
         tail = request.match_info.get("tail", "")
         if service.is_rest:

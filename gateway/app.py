@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final, Self
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from gateway.access import ServiceAccess
 from gateway.backend import BackEnd
@@ -16,6 +17,7 @@ from gateway.bus import BusClient
 from gateway.callers import Callers
 from gateway.directory import Directory
 from gateway.http_faults import GatewayError, fault_response, json_response
+from gateway.metrics import GatewayMetrics
 from gateway.openapi import gateway_openapi
 from gateway.settings import GatewaySettings
 from gateway.transcode import ServiceCodecs
@@ -34,7 +36,11 @@ _R1: Final = "/r1/{instance}/{member_class}/{member_code}/{subsystem}"
 
 
 def build_app(
-    settings: GatewaySettings, *, conf: Callable[[], GlobalConf], bus: BusClient
+    settings: GatewaySettings,
+    *,
+    conf: Callable[[], GlobalConf],
+    bus: BusClient,
+    metrics: GatewayMetrics | None = None,
 ) -> web.Application:
     """The aiohttp application (routes only; no listener)."""
     callers = Callers(settings.http, member=settings.member_id)
@@ -45,8 +51,11 @@ def build_app(
     )
     # Bodies are read by the handlers with their own bound; aiohttp's is set just above it so
     # its 413 never pre-empts the JSON refusal.
+    middlewares = [_faults_middleware]
+    if metrics is not None:
+        middlewares.insert(0, metrics.middleware)
     app = web.Application(
-        client_max_size=settings.limits.max_body_bytes + 1, middlewares=[_faults_middleware]
+        client_max_size=settings.limits.max_body_bytes + 1, middlewares=middlewares
     )
     document = gateway_openapi()
 
@@ -93,8 +102,10 @@ class GatewayApp:
         self.addresses: dict[str, str] = {}
         self.globalconf: GlobalConfClient | None = None
         self.back_end: BackEnd | None = None
+        self.metrics = GatewayMetrics(CollectorRegistry())
         #: The process's watched gRPC listeners (the back end's, when configured).
-        self.listeners = Listeners()
+        self.listeners = Listeners(registry=self.metrics.registry)
+        self._metrics_runner: web.AppRunner | None = None
         self._bus: BusClient | None = None
         self._runner: web.AppRunner | None = None
 
@@ -124,7 +135,9 @@ class GatewayApp:
             self.addresses["backend"] = self.back_end.bind(self.listeners)
             await self.listeners.start()
         globalconf = self.globalconf
-        app = build_app(settings, conf=globalconf.current, bus=self._bus)
+        app = build_app(settings, conf=globalconf.current, bus=self._bus, metrics=self.metrics)
+        if settings.metrics is not None:
+            self.addresses["metrics"] = await self._serve_metrics(settings.metrics.listen)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, _, port = settings.http.listen.rpartition(":")
@@ -136,6 +149,15 @@ class GatewayApp:
         scheme = "https" if settings.http.tls else "http"
         self.addresses["http"] = f"{scheme}://{host}:{bound[1]}"
         write_ready_file(settings.data_dir / READY_FILE, dict(self.addresses))
+
+    async def _serve_metrics(self, listen: str) -> str:
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics.serve)
+        self._metrics_runner = web.AppRunner(app, access_log=None)
+        await self._metrics_runner.setup()
+        host, _, port = listen.rpartition(":")
+        await web.TCPSite(self._metrics_runner, host.strip("[]"), int(port)).start()
+        return f"http://{host}:{self._metrics_runner.addresses[0][1]}/metrics"
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         http = self.settings.http
@@ -156,6 +178,9 @@ class GatewayApp:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
         await self.listeners.stop(SHUTDOWN_GRACE_SECONDS)
         if self.back_end is not None:
             await self.back_end.close()

@@ -31,6 +31,7 @@ __all__ = [
     "GatewaySettings",
     "HttpSettings",
     "LimitSettings",
+    "MetricsSettings",
     "RestBackendSettings",
     "is_loopback_address",
 ]
@@ -189,6 +190,18 @@ class BackEndSettings(_Section):
         return value
 
 
+class MetricsSettings(_Section):
+    """Where ``GET /metrics`` (Prometheus) is served, apart from the callers' port."""
+
+    listen: Address = "127.0.0.1:0"
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+
 class LimitSettings(_Section):
     """Bounds on what callers and backends send."""
 
@@ -222,6 +235,7 @@ class GatewaySettings(RutaSettings):
     consumer: ConsumerPortSettings
     globalconf: GlobalConfSettings
     backend: BackEndSettings | None = None
+    metrics: MetricsSettings | None = None
     limits: LimitSettings = LimitSettings()
 
     @field_validator("member")

@@ -108,3 +108,22 @@ async def test_rest_through_two_security_servers(tmp_path: Path) -> None:
         status, _, body = await _call(f"{base}/r1/{REST_SERVICE}/persons/0", method="GET")
         assert status == 404
         assert body == {"error": "not found"}
+
+
+async def test_metrics_count_requests_by_kind_and_status(tmp_path: Path) -> None:
+    async with gateway_bed(tmp_path) as instance:
+        await instance.gateways.pop("DEV/GOV/SOC/ss1").stop()
+        from tests.integration.security_server.bed import SOC  # noqa: PLC0415
+
+        app = await instance.start_gateway(SOC, metrics={"listen": "127.0.0.1:0"})
+        base = app.addresses["http"]
+        assert (await _call(base + GET_PERSON, body={"nationalId": "38001010001"}))[0] == 200
+        assert (await _call(base + "/listClients", method="GET", headers={}))[0] == 200
+        assert (await _call(base + GET_PERSON, body={"x": 1}))[0] == 400
+        async with aiohttp.ClientSession() as session, session.get(app.addresses["metrics"]) as r:
+            text = await r.text()
+        assert 'ruta_gateway_requests_total{kind="json",status="200"} 1.0' in text
+        assert 'ruta_gateway_requests_total{kind="json",status="400"} 1.0' in text
+        assert 'ruta_gateway_requests_total{kind="directory",status="200"} 1.0' in text
+        assert "ruta_gateway_request_seconds_bucket" in text
+        assert "38001010001" not in text
