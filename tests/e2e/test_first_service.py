@@ -159,6 +159,10 @@ def test_the_tutorial_runs_as_written(folder: Path) -> None:
     node = output_of("node vehicles_client.js sandbox 4410000017")
     assert "ABC-123 Toyota Hilux 2015 2015-05-12" in node
     assert re.search(r"message id: [0-9a-f-]{36}", node)
+    verified = output_of("ruta audit verify")
+    assert "RESULT: VERIFIED" in verified
+    assert re.search(r"responses: .*\d+ status OK", verified)
+    assert "status INVALID_ARGUMENT" in verified
     assert "sandbox stopped" in output_of("ruta sandbox down")
     adapter_log = backgrounds[1].log.read_text()
     assert "ListVehiclesByOwner status=OK" in adapter_log
