@@ -163,6 +163,8 @@ def test_the_tutorial_runs_as_written(folder: Path) -> None:
     assert "RESULT: VERIFIED" in verified
     assert re.search(r"responses: .*\d+ status OK", verified)
     assert "status INVALID_ARGUMENT" in verified
+    # SOC's server kept the refusal of the malformed id it passed back to its backend.
+    assert "INVALID_ARGUMENT" in output_of("ruta ss refusals")
     assert "sandbox stopped" in output_of("ruta sandbox down")
     adapter_log = backgrounds[1].log.read_text()
     assert "ListVehiclesByOwner status=OK" in adapter_log
