@@ -9,7 +9,7 @@ GENERATED := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
 .PHONY: install proto test lint format demo bench clean
 
-install: .stamp-install proto
+install: .stamp-install proto .stamp-node
 
 .stamp-install: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,15 @@ install: .stamp-install proto
 	touch $@
 
 proto: .stamp-install .stamp-proto
+
+# The first-service tutorial's Node.js client (docs/guides/first-service.md, run by
+# tests/e2e/test_first_service.py): Node.js and npm from Debian where missing, and the npm
+# packages the tutorial installs, fetched once into npm's cache (the test installs them from it).
+NODE_PACKAGES := @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1
+.stamp-node: Makefile
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	npm install --prefix $(VENV)/node-cache --no-audit --no-fund --no-save --silent $(NODE_PACKAGES)
+	touch $@
 
 # Generated code lives in ruta/v1/ and is not committed (docs/adr/0001-generated-code.md).
 .stamp-proto: $(PROTOS) .stamp-install

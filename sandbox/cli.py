@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from sandbox.instance import Sandbox, stop_sandbox
+from sandbox.control import request_restart
+from sandbox.instance import PID_FILE, Sandbox, stop_sandbox
 from sandbox.processes import SandboxError
 
 __all__ = ["group"]
@@ -30,7 +31,7 @@ def up(directory: Path, quiet: bool) -> None:
     SIGTERM or Ctrl-C, then stop every process and exit 0."""
 
     def echo(text: str) -> None:
-        if not quiet or text.startswith(("error", "sandbox ")):
+        if not quiet or text.startswith(("error", "warning", "sandbox ")):
             click.echo(text, err=text.startswith("error"))
 
     sys.exit(Sandbox(directory, echo=echo).run())
@@ -45,3 +46,19 @@ def down(directory: Path) -> None:
     except SandboxError as error:
         raise click.ClickException(error.message) from None
     click.echo("sandbox stopped" if found else f"no sandbox was running in {directory}")
+
+
+@group.command(name="restart")
+@click.option("--dir", "directory", required=True, type=_DIR, help="The sandbox's directory.")
+@click.argument("server")
+def restart(directory: Path, server: str) -> None:
+    """Restart one security server of the sandbox running in DIR, in place: the sandbox stops
+    it (or a copy restarted by hand from its settings file) and starts it again as its own
+    child, with the same settings file (re-read, so edits to ss.toml take effect), log file
+    (DIR/logs/ss-AGENCY.log, appended to) and log level; sandbox.json names the new pid.
+    SERVER is the server's id (DEV/GOV/REG/ss1) or its agency's folder name (reg)."""
+    try:
+        answer = request_restart(directory, server, pid_file=PID_FILE)
+    except SandboxError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"{answer.get('server')} restarted (pid {answer.get('pid')})")

@@ -56,6 +56,7 @@ from ruta.pki.certs import certificate_pem, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
 from ruta.pki.tls import channel_credentials
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
+from sandbox.control import CONTROL_DIR, answer_restart, take_restart_requests
 from sandbox.layout import (
     AGENCIES,
     CONTRACTS,
@@ -99,6 +100,12 @@ FETCH_INTERVAL_S: Final = 2.0
 #: How long ``down`` waits for the supervisor to stop everything.
 DOWN_TIMEOUT_S: Final = 90.0
 
+
+#: The security servers' log level (``ruta --log-level``): info shows every exchange's outcome.
+SERVER_LOG_LEVEL: Final = "info"
+#: How often the supervisor reaps exited children, rereads the servers' ready files and looks
+#: for ``ruta sandbox restart`` requests.
+SUPERVISE_INTERVAL_S: Final = 0.5
 
 #: Children flush their output at once and never import from their working directory (the
 #: sandbox's ``registry/`` folder would shadow the ``registry`` package).
@@ -182,6 +189,20 @@ class Sandbox:
         self.processes.append(process)
         self._write_processes()
         return process
+
+    def _server_process(self, server: _Server) -> ManagedProcess:
+        """The (not yet started) ``ruta ss serve`` process of ``server``: the same argv, log file
+        and level every time, so a restart in place is indistinguishable from the first start."""
+        return ManagedProcess(
+            name=f"ss-{server.agency.key}",
+            argv=ruta_command(
+                "--log-level", SERVER_LOG_LEVEL, "ss", "serve", "--config", str(server.config)
+            ),
+            log_path=self.logs / f"ss-{server.agency.key}.log",
+            ready_path=server.data_dir / "ready.json",
+            env=dict(_CHILD_ENV),
+            cwd=self.directory,
+        )
 
     def _write_processes(self) -> None:
         pids = {p.name: p.pid for p in self.processes if p.popen is not None}
@@ -290,12 +311,10 @@ class Sandbox:
         self._init_servers()
         started: list[tuple[_Server, ManagedProcess]] = []
         for server in self.servers.values():
-            server.process = process = self._process(
-                f"ss-{server.agency.key}",
-                ruta_command("--log-level", "info", "ss", "serve", "--config", str(server.config)),
-                ready=server.data_dir / "ready.json",
-                env=None,
-            )
+            server.process = process = self._server_process(server)
+            process.start()
+            self.processes.append(process)
+            self._write_processes()
             started.append((server, process))
         for server, process in started:
             server.ready = process.wait_ready()
@@ -648,6 +667,91 @@ class Sandbox:
             },
         }
 
+    # --- supervising --------------------------------------------------------------------------
+
+    def supervise(self) -> None:
+        """One round of looking after a running sandbox: reap children that exited (saying so
+        once), notice a server restarted by hand (its ready file names a new live pid) and carry
+        out ``ruta sandbox restart`` requests; rewrite processes.json and sandbox.json when a
+        pid changed."""
+        changed = False
+        for process in self.processes:
+            popen = process.popen
+            if popen is not None and popen.returncode is None and popen.poll() is not None:
+                self._say(
+                    f"warning: {process.name} (pid {popen.pid}) exited with status "
+                    f"{popen.returncode}"
+                    + (
+                        f"; ruta sandbox restart --dir {self.directory} {process.name[3:]} "
+                        "starts it again"
+                        if process.name.startswith("ss-")
+                        else ""
+                    )
+                )
+        for server in self.servers.values():
+            ready = server.data_dir / "ready.json"
+            pid = _ready_pid(ready)
+            if pid is not None and pid != server.ready.get("pid") and process_alive(pid):
+                with contextlib.suppress(FileReadError, ValueError):
+                    content = _read_json(ready)
+                    if isinstance(content, dict):
+                        server.ready = content
+                        changed = True
+                        self._say(f"warning: {server.agency.server} now runs as pid {pid}")
+        for request in take_restart_requests(self.directory):
+            try:
+                server = self._server_named(request.server)
+                self.restart(server)
+            except SandboxError as error:
+                answer_restart(self.directory, request, error=error.message)
+            else:
+                answer_restart(
+                    self.directory,
+                    request,
+                    server=str(server.agency.server),
+                    pid=int(server.ready.get("pid", 0)),
+                )
+                changed = True
+        if changed:
+            self._write_processes()
+            _write_json(self.directory / SANDBOX_FILE, self.description())
+
+    def _server_named(self, name: str) -> _Server:
+        for server in self.servers.values():
+            if name in (server.agency.key, str(server.agency.server)):
+                return server
+        known = ", ".join(
+            f"{server.agency.server} ({server.agency.key})" for server in self.servers.values()
+        )
+        raise SandboxError(f"this sandbox has no server {name!r}; it has {known}")
+
+    def restart(self, server: _Server) -> None:
+        """Stop ``server`` (the process the sandbox started, or one restarted by hand from its
+        settings file) and start it again as the sandbox's child, with the same settings file,
+        log file (appended to) and log level; wait until it is ready.
+
+        Raises :class:`SandboxError` with the tail of its log if it does not come back; the
+        sandbox then runs without it (``ruta sandbox restart`` can try again).
+        """
+        by_hand = _ready_pid(server.data_dir / "ready.json")
+        if server.process is not None:
+            server.process.stop()
+        if by_hand is not None and process_alive(by_hand):
+            stop_pid(by_hand, timeout=STOP_TIMEOUT_S)
+        process = self._server_process(server)
+        with process.log_path.open("a", encoding="utf-8") as log:
+            log.write(f"--- sandbox: restarting {server.agency.server} (ruta sandbox restart)\n")
+        process.start()
+        if server.process in self.processes:
+            self.processes[self.processes.index(server.process)] = process
+        else:
+            self.processes.append(process)
+        server.process = process
+        self._write_processes()
+        self._say(f"{server.agency.server}: restarting (pid {process.pid})")
+        server.ready = process.wait_ready()
+        self._say(f"{server.agency.server}: up again (pid {server.ready.get('pid')})")
+
     # --- stopping -----------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -669,6 +773,7 @@ class Sandbox:
             process.stop()
         for name in (SANDBOX_FILE, PID_FILE, PROCESSES_FILE):
             (self.directory / name).unlink(missing_ok=True)
+        shutil.rmtree(self.directory / CONTROL_DIR, ignore_errors=True)
         self.ports.release()
 
     def run(self) -> int:
@@ -688,7 +793,8 @@ class Sandbox:
                 self.build()
                 self._say(f"sandbox {INSTANCE} is up: {self.directory / SANDBOX_FILE}")
                 while not stopping.is_set():
-                    stopping.wait(0.5)
+                    self.supervise()
+                    stopping.wait(SUPERVISE_INTERVAL_S)
             except _Stop:
                 pass
             except RutaError as error:

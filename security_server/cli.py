@@ -17,5 +17,6 @@ group = LazyGroup(
         "init": "security_server.init_cli:init",
         "reload": "security_server.settings_cli:reload",
         "backend": "security_server.settings_cli:backend",
+        "refusals": "security_server.refusals_cli:refusals",
     },
 )

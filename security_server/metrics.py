@@ -12,16 +12,19 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from ruta.faults import FAULT_HEADER, FAULT_ID_HEADER
 from ruta.globalconf import GlobalConf
 from ruta.ids import ServiceId, SubsystemId
 from ruta.metrics_http import metrics_handler
+from security_server.calls import Refused
+from security_server.refusals import RefusalLog, RefusalRecord
 
 __all__ = ["LATENCY_BUCKETS", "NO_FAULT", "ExchangeMetrics", "Outcome", "metrics_app"]
 
@@ -91,6 +94,8 @@ class ExchangeMetrics:
     """Counters and histograms of the exchanges this server took part in, by role."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: Where refused exchanges are kept as operational records (``None``: nowhere).
+    refusals: RefusalLog | None = None
 
     def __post_init__(self) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -185,6 +190,26 @@ class ExchangeMetrics:
         for kind, not_after in certificates.items():
             self.certificate_expiry.labels(kind).set(not_after.timestamp())
 
+    def _keep_refusal(self, role: str, outcome: Outcome, refused: Refused) -> None:
+        """The operational record of a refused exchange (docs/auditor-guide.md): what the
+        caller was told (fault, fault id, status) and what the call was, never its content."""
+        if self.refusals is None:
+            return
+        metadata = dict(refused.trailing_metadata)
+        self.refusals.add(
+            RefusalRecord(
+                at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                role=role,
+                fault=metadata.get(FAULT_HEADER, outcome.fault),
+                fault_id=metadata.get(FAULT_ID_HEADER, "-"),
+                status=refused.status.name,
+                client=outcome.client,
+                service=outcome.service,
+                method=outcome.method,
+                message_id=outcome.message_id or "-",
+            )
+        )
+
     @contextmanager
     def exchange(self, role: str) -> Iterator[Outcome]:
         """Count and time one exchange; the caller fills in the yielded :class:`Outcome`."""
@@ -192,8 +217,12 @@ class ExchangeMetrics:
         gauge = self._child(self.in_flight, (role,))
         gauge.inc()
         start = time.perf_counter()
+        refused: Refused | None = None
         try:
             yield outcome
+        except Refused as refusal:
+            refused = refusal
+            raise
         finally:
             gauge.dec()
             elapsed = time.perf_counter() - start
@@ -223,6 +252,8 @@ class ExchangeMetrics:
                 self.exchanges,
                 (role, outcome.client, outcome.service, outcome.method, outcome.fault),
             ).inc()
+            if refused is not None and self.refusals is not None:
+                self._keep_refusal(role, outcome, refused)
 
     def _child(self, metric: _Labelled, labels: tuple[str, ...]) -> Any:
         """``metric.labels(*labels)``, looked up once per label set (prometheus_client locks and

@@ -69,6 +69,7 @@ from security_server.links import GrpcPeerLinks
 from security_server.log import LogMaintenance, MessageLog, load_or_create_body_key
 from security_server.metrics import ExchangeMetrics, metrics_app
 from security_server.provider import ProviderProxy
+from security_server.refusals import REFUSALS_FILE, RefusalLog
 from security_server.reload import LiveSubsystems
 from security_server.rpc import add_transport_service, consumer_handler
 from security_server.settings import SecurityServerSettings
@@ -134,7 +135,9 @@ class SecurityServerApp:
 
     def __init__(self, settings: SecurityServerSettings) -> None:
         self.settings = settings
-        self.metrics = ExchangeMetrics()
+        # Refused exchanges kept as operational records (the file opens at the first one).
+        self.refusals = RefusalLog(settings.data_dir / REFUSALS_FILE)
+        self.metrics = ExchangeMetrics(refusals=self.refusals)
         self.addresses: dict[str, str] = {}
         self._closers: list[Callable[[], Any]] = []
         self.listeners = Listeners(
@@ -487,6 +490,7 @@ class SecurityServerApp:
                     await result
             except Exception:  # noqa: BLE001 - a failing closer must not keep the others open
                 _log.exception("error while shutting down")
+        self.refusals.close()
         (self.settings.data_dir / READY_FILE).unlink(missing_ok=True)
         self._stopped.set()
 

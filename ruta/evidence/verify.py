@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Final
 
+import grpc
 from cryptography import x509
 from google.protobuf.message import DecodeError
 
@@ -86,6 +87,19 @@ _DIRECTIONS: Final = {
 }
 
 
+#: gRPC status code -> name, for the status a response header carries.
+_STATUS_NAMES: Final = {code.value[0]: code.name for code in grpc.StatusCode}
+#: Longest header text (method, purpose, fault) a report prints; the rest is cut.
+MAX_REPORTED_TEXT: Final = 200
+
+
+def _printable(text: str) -> str:
+    """Header text as a report line may carry it: control and other unprintable characters
+    escaped (a signer cannot add lines to the report), at most :data:`MAX_REPORTED_TEXT`."""
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text[:MAX_REPORTED_TEXT])
+    return shown + ("…" if len(text) > MAX_REPORTED_TEXT else "")
+
+
 def request_hash(header: bytes, signature_value: bytes) -> bytes:
     """SHA-256(request header bytes || request signature value): what a response binds to."""
     return hashlib.sha256(header + signature_value).digest()
@@ -110,6 +124,12 @@ class RecordReport:
     witnessed_at: str | None = None
     body: str = ""
     header_sha256: str = ""
+    #: The purpose the client stated (signed in the header of requests and responses alike).
+    purpose: str = ""
+    #: Responses only: the gRPC status the provider answered with (``OK``, ``INVALID_ARGUMENT``
+    #: ...) and the fault code it signed with a refusal (empty for a success).
+    status: str = ""
+    fault: str = ""
     problems: list[str] = field(default_factory=list)
     #: The rule each problem breaks (docs/evidence-format.md), in the order of ``problems``.
     reasons: list[str] = field(default_factory=list)
@@ -122,6 +142,18 @@ class RecordReport:
         """Record ``problem``, a failure of ``rule``."""
         self.problems.append(problem)
         self.reasons.append(str(rule))
+
+    @property
+    def refused(self) -> bool:
+        """A response that is not a success: the provider or its backend refused the call."""
+        return self.kind == "response" and bool(self.status) and self.status != "OK"
+
+    def outcome(self) -> str:
+        """The response's outcome as the report prints it: ``status OK``, or ``status
+        INVALID_ARGUMENT fault client.invalid_request``; empty for a request."""
+        if self.kind != "response" or not self.status:
+            return ""
+        return f"status {self.status}" + (f" fault {self.fault}" if self.fault else "")
 
     def name(self) -> str:
         """How a report names this record: ``record 5 (message <id>)``."""
@@ -179,6 +211,17 @@ class VerificationReport:
                 return f"{record.name()}: {record.problems[0]}"
         return None
 
+    def outcomes(self) -> dict[str, int]:
+        """How many responses ended how (``status OK``, ``status NOT_FOUND fault
+        client.not_found``, ...), most frequent first: a refusal is signed like a success, and
+        is told apart only by these."""
+        counts: dict[str, int] = {}
+        for record in self.records:
+            outcome = record.outcome()
+            if outcome:
+                counts[outcome] = counts.get(outcome, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
     def to_json(self) -> str:
         """The report as JSON (``ok``, ``first_failure`` and every finding)."""
         data = asdict(self)
@@ -206,11 +249,19 @@ class VerificationReport:
             for cp in self.checkpoints
         )
         lines.append(f"  records: {len(self.records)}, tree size {self.tree_size}")
+        outcomes = self.outcomes()
+        if outcomes:
+            lines.append(
+                "  responses: "
+                + ", ".join(f"{count} {outcome}" for outcome, count in outcomes.items())
+            )
         for r in self.records:
             mark = "ok  " if r.ok else "FAIL"
+            outcome = f" {r.outcome()}" if r.outcome() else ""
+            purpose = f" purpose {r.purpose}" if r.purpose else ""
             lines.append(
                 f"  {mark} #{r.seq} {r.kind} {r.direction} {r.message_id} "
-                f"{r.client} -> {r.service}/{r.method} logged {r.logged_at} "
+                f"{r.client} -> {r.service}/{r.method}{outcome}{purpose} logged {r.logged_at} "
                 f"witnessed by {r.witnessed_at} body {r.body}"
             )
             lines.extend(
@@ -630,7 +681,11 @@ class _Verification:
         record.message_id = header.message_id
         record.kind = _KINDS.get(header.kind, "unknown")
         record.direction = _DIRECTIONS.get(parsed.direction, "unknown")
-        record.method = header.method
+        record.method = _printable(header.method)
+        record.purpose = _printable(header.purpose)
+        if header.kind == transport_pb2.MESSAGE_KIND_RESPONSE:
+            record.status = _STATUS_NAMES.get(header.status_code, f"code {header.status_code}")
+            record.fault = _printable(header.fault)
         record.header_sha256 = sha256_hex(parsed.header)
         try:
             logged = parsed.logged_at.ToDatetime(tzinfo=UTC)

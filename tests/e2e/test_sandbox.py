@@ -1,18 +1,20 @@
-"""``ruta sandbox up|down`` as real processes: two sandboxes at once, calls through them, a server
-restarted from its own config file, and everything stopped by ``down``."""
+"""``ruta sandbox up|down|restart`` as real processes: two sandboxes at once, calls through them, a
+server restarted by hand from its own config file (reaped and noticed by the sandbox), then
+restarted in place by ``ruta sandbox restart``, and everything stopped by ``down``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from sandbox.client import BusClient, CallResult
 from sandbox.layout import PURPOSE, SERVICES, examples_dir
 from sandbox.processes import ManagedProcess, process_alive, ruta_command
 from sandbox.protos import MethodCodec, compile_descriptor_set, method_codec
+from tests.markdown import code_blocks, run_commands, section
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -196,6 +199,33 @@ async def test_tax_without_a_contract_is_refused(
     assert result.fault_id
 
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def test_the_docs_plain_grpc_example_runs_as_written(
+    sandboxes: list[Running], tmp_path: Path
+) -> None:
+    """docs/sandbox.md, "Calling through it": generate the stubs and run the client, as shown."""
+    text = section(
+        (REPOSITORY / "docs" / "sandbox.md").read_text("utf-8"),
+        "### Calling through it",
+        until="The evidence of a sandbox",
+    )
+    (tmp_path / "adapters").symlink_to(REPOSITORY / "adapters")
+    outputs = []
+    for block in code_blocks(text):
+        if block.file is not None:
+            (tmp_path / block.file).write_text(block.text)
+        elif block.language == "sh":
+            commands = re.sub(r"\bDIR\b", str(sandboxes[1].directory), block.text)
+            outputs.append(run_commands(replace(block, text=commands), cwd=tmp_path).stdout)
+    assert len(outputs) == 2
+    assert (tmp_path / "population_pb2_grpc.py").is_file()
+    name, message = outputs[-1].splitlines()
+    assert name == "Ana Lucía Quispe Mamani 1985-03-12"
+    assert re.fullmatch(r"message id [0-9a-f-]{36}", message)
+
+
 async def test_a_server_restarts_from_its_config_file(
     sandboxes: list[Running], codec: MethodCodec
 ) -> None:
@@ -230,9 +260,14 @@ async def test_a_server_restarts_from_its_config_file(
         assert addresses["consumer"] == server["consumer"]
         result = await _get_person(running.description, BENEFITS, codec)
         assert result.ok, result
+        # The sandbox reaped the process it had started and names the new one in sandbox.json.
+        while (
+            not _gone(server["pid"])
+            or _server_entry(running, "DEV/GOV/POP/ss1")["pid"] != restarted.pid
+        ):
+            assert time.monotonic() < deadline + 90, "the sandbox did not notice the restart"
+            await asyncio.sleep(0.1)
     finally:
-        # `ruta sandbox down` (next test) must stop the restarted server too.
-        running.description.setdefault("restarted", restarted.pid)
         _RESTARTED.append(restarted)
 
 
@@ -252,7 +287,9 @@ def test_directory_services_of_the_sandbox(sandboxes: list[Running]) -> None:
     """Directory answers validate against the GovStack IM spec, for the sandbox's members and
     contracts, for a caller with contracts (SOC's benefits) and one without (TAX's income)."""
     spec = yaml.safe_load(
-        (Path(__file__).parents[1] / "data" / "govstack-im" / "directory-services.yaml").read_text()
+        (
+            Path(__file__).parents[1] / "testdata" / "govstack-im" / "directory-services.yaml"
+        ).read_text()
     )
 
     def valid(body: Any, name: str) -> None:
@@ -305,20 +342,86 @@ def test_a_rest_call_and_a_json_call_through_the_gateway(sandboxes: list[Running
         assert json.loads(response.read())["nationalId"] == PERSON
 
 
+def _gone(pid: int) -> bool:
+    """Neither running nor a zombie waiting to be reaped."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def _server_entry(running: Running, server_id: str) -> dict[str, Any]:
+    description = json.loads((running.directory / "sandbox.json").read_text())
+    return next(s for s in description["servers"] if s["id"] == server_id)
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def _restart(running: Running, server: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ruta_command("sandbox", "restart", "--dir", str(running.directory), server),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+async def test_sandbox_restart_restarts_a_server_in_place(
+    sandboxes: list[Running], codec: MethodCodec
+) -> None:
+    """After the hand restart above: ``ruta sandbox restart`` stops that copy and starts the
+    server again as the sandbox's child, same log file and level, sandbox.json updated."""
+    running = sandboxes[0]
+    by_hand = _RESTARTED[-1]
+    log = running.directory / "logs" / "ss-pop.log"
+    before = log.read_text()
+
+    result = _restart(running, "DEV/GOV/POP/ss1")
+    assert result.returncode == 0, result.stderr
+    entry = _server_entry(running, "DEV/GOV/POP/ss1")
+    assert f"DEV/GOV/POP/ss1 restarted (pid {entry['pid']})" in result.stdout
+    assert by_hand.wait(timeout=30) is not None
+    assert entry["pid"] != by_hand.pid
+    assert _parent(entry["pid"]) == running.process.pid
+    processes = json.loads((running.directory / "processes.json").read_text())
+    assert processes["ss-pop"] == entry["pid"]
+    after = log.read_text()
+    assert after.startswith(before)
+    restarted_part = after[len(before) :]
+    assert "sandbox: restarting DEV/GOV/POP/ss1" in restarted_part
+    # The sandbox's level (info): the start line is there, as it was the first time.
+    assert "security server DEV/GOV/POP/ss1 serving" in restarted_part
+    assert (await _get_person(running.description, BENEFITS, codec)).ok
+
+    # By its folder name too; the old child is reaped, not left a zombie.
+    result = _restart(running, "pop")
+    assert result.returncode == 0, result.stderr
+    assert _gone(entry["pid"])
+    assert _server_entry(running, "DEV/GOV/POP/ss1")["pid"] != entry["pid"]
+    assert (await _get_person(running.description, BENEFITS, codec)).ok
+
+    refused = _restart(running, "DEV/GOV/XYZ/ss1")
+    assert refused.returncode == 1
+    assert "no server 'DEV/GOV/XYZ/ss1'" in refused.stderr
+    assert "DEV/GOV/POP/ss1 (pop)" in refused.stderr
+
+
 def test_down_stops_every_process(sandboxes: list[Running]) -> None:
     for running in sandboxes:
         pids = [s["pid"] for s in running.description["servers"]]
         processes = json.loads((running.directory / "processes.json").read_text())
         pids += list(processes.values())
-        restarted = running.description.get("restarted")
+        current = [
+            s["pid"]
+            for s in json.loads((running.directory / "sandbox.json").read_text())["servers"]
+        ]
         result = _down(running.directory)
         assert result.returncode == 0, result.stderr
         assert "stopped" in result.stdout
         assert running.process.wait(timeout=60) == 0
+        pids += current
         assert all(not process_alive(pid) for pid in pids), [p for p in pids if process_alive(p)]
-        if restarted is not None:
-            popen = next(p for p in _RESTARTED if p.pid == restarted)
-            assert popen.wait(timeout=30) is not None
         assert not (running.directory / "sandbox.json").exists()
     for popen in _RESTARTED:
         popen.wait(timeout=30)

@@ -1,4 +1,4 @@
-"""Directory services answer per the GovStack IM spec (tests/data/govstack-im), validated with
+"""Directory services answer per the GovStack IM spec (tests/testdata/govstack-im), validated with
 jsonschema against the spec's schemas, for a caller with contracts and one without."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.integration.security_server.bed import BENEFITS, REGISTRY_SUBSYSTEM, 
 pytestmark = pytest.mark.integration
 
 SPEC: Final = yaml.safe_load(
-    (Path(__file__).parents[2] / "data" / "govstack-im" / "directory-services.yaml").read_text()
+    (Path(__file__).parents[2] / "testdata" / "govstack-im" / "directory-services.yaml").read_text()
 )
 #: A subsystem of SOC with no contract, allowed on the gateway's plain loopback port.
 NO_CONTRACTS: Final = "DEV/GOV/SOC/other"

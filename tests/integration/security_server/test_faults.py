@@ -9,6 +9,7 @@ hand-made ``SignedMessage``.
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,9 +17,12 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+from click.testing import CliRunner
 
 from ruta.ids import ServerId, SubsystemId
 from sandbox.examples.population import SLOW_NATIONAL_ID, decode_person, encode_get_person
+from security_server.refusals import REFUSALS_FILE, read_refusals
+from security_server.refusals_cli import refusals
 from tests.conftest import free_port
 from tests.integration.security_server.bed import (
     INCOME,
@@ -40,6 +44,7 @@ from tests.integration.security_server.bed import (
 pytestmark = pytest.mark.integration
 
 PERSON = encode_get_person("38001010001")
+BENEFITS_TEXT = "DEV/GOV/SOC/benefits"
 
 
 @pytest.fixture
@@ -85,6 +90,44 @@ async def test_bad_call_metadata(
 async def test_no_contract(running: Bed) -> None:
     code, fault = await consumer_refusal(running, server=TAX, metadata=call_metadata(INCOME))
     assert (code, fault) == (grpc.StatusCode.PERMISSION_DENIED, "server.consumer.access_denied")
+
+
+async def test_refusals_are_kept_as_operational_records(running: Bed) -> None:
+    """Refusals decided before anything is signed are in no message log: the server keeps each
+    as an operational record (fault, fault id, status, client, service; never the body), which
+    ``ruta ss refusals`` reads (issue 19, item 5)."""
+    soc = running.agencies[SOC]
+    log_size = soc.app.log.size()  # type: ignore[union-attr]
+    trailers = {}
+    for metadata in (call_metadata(purpose="marketing"), (("ruta-client", BENEFITS_TEXT),)):
+        async with running.consumer_channel(SOC) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await get_person(channel)(PERSON, metadata=metadata)
+        found = dict(info.value.trailing_metadata() or ())
+        trailers[found["ruta-fault"]] = found["ruta-fault-id"]
+    assert soc.app.log.size() == log_size  # type: ignore[union-attr]
+    records = {r.fault: r for r in read_refusals(soc.data_dir / REFUSALS_FILE)}
+    denied = records["server.consumer.access_denied"]
+    assert denied.fault_id == trailers["server.consumer.access_denied"]
+    assert (denied.role, denied.status) == ("consumer", "PERMISSION_DENIED")
+    assert denied.client == BENEFITS_TEXT
+    assert denied.service == "DEV/GOV/POP/registry/population.v1.PopulationRegister"
+    assert denied.message_id != "-"
+    missing = records["client.missing_header"]
+    assert missing.fault_id == trailers["client.missing_header"]
+    assert "38001010001" not in (soc.data_dir / REFUSALS_FILE).read_text()
+
+    listed = CliRunner().invoke(
+        refusals, ["--config", str(soc.config_path), "--fault", "server.consumer.access_denied"]
+    )
+    assert listed.exit_code == 0, listed.output
+    assert trailers["server.consumer.access_denied"] in listed.output
+    assert trailers["client.missing_header"] not in listed.output
+    counted = CliRunner().invoke(refusals, ["--config", str(soc.config_path), "--count", "--json"])
+    assert counted.exit_code == 0, counted.output
+    assert {"role": "consumer", "fault": "client.missing_header", "count": 1} in json.loads(
+        counted.output
+    )
 
 
 async def test_revoked_contract_applies_once_the_new_configuration_arrives(running: Bed) -> None:

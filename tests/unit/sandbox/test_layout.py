@@ -15,7 +15,7 @@ def test_the_sandbox_group_is_the_entry_point() -> None:
     (entry,) = (e for e in metadata.entry_points(group="ruta.cli") if e.name == "sandbox")
     assert entry.value == "sandbox.cli:group"
     assert entry.load() is cli.group
-    assert set(cli.group.commands) == {"up", "down"}
+    assert set(cli.group.commands) == {"up", "down", "restart"}
 
 
 def test_examples_dir_is_the_adapters_examples_package() -> None:

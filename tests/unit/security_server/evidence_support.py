@@ -54,6 +54,8 @@ def _header(
     *,
     request: bool,
     request_hash: bytes = b"",
+    status_code: int = 0,
+    fault: str = "",
 ) -> bytes:
     return transport_pb2.MessageHeader(
         message_id=message_id,
@@ -68,6 +70,8 @@ def _header(
         sender=(SOC_SS if request else POP_SS).to_proto(),
         receiver=(POP_SS if request else SOC_SS).to_proto(),
         request_hash=request_hash,
+        status_code=status_code,
+        fault=fault,
     ).SerializeToString(deterministic=True)
 
 
@@ -104,11 +108,21 @@ class Scenario:
     witness_key: Ed25519PrivateKey
     message_ids: list[str] = field(default_factory=list)
 
-    async def exchange(self, subject: str = "person-1") -> str:
-        """One signed request and response, logged on both sides as the proxies do."""
-        return (await self.exchanges([subject]))[0]
+    async def exchange(
+        self, subject: str = "person-1", *, status_code: int = 0, fault: str = ""
+    ) -> str:
+        """One signed request and response, logged on both sides as the proxies do; the
+        response carries ``status_code`` and ``fault`` (a refusal by the backend, say)."""
+        return (await self.exchanges([subject], status_code=status_code, fault=fault))[0]
 
-    async def exchanges(self, subjects: Sequence[str], *, batched: bool = False) -> list[str]:
+    async def exchanges(
+        self,
+        subjects: Sequence[str],
+        *,
+        batched: bool = False,
+        status_code: int = 0,
+        fault: str = "",
+    ) -> list[str]:
         """One exchange per subject, logged in order; ``batched``: the requests signed as one
         batch and the responses as another (docs/adr/0010), else each signed alone."""
         now = datetime.now(UTC).replace(microsecond=0)
@@ -128,6 +142,8 @@ class Scenario:
                 now,
                 request=False,
                 request_hash=hashlib.sha256(request + sig.value).digest(),
+                status_code=status_code,
+                fault=fault,
             )
             for message_id, subject, answer, request, sig in zip(
                 message_ids, subjects, answers, requests, request_sigs, strict=True
