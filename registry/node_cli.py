@@ -1,4 +1,4 @@
-"""``ruta registry init`` and ``ruta registry serve``."""
+"""``ruta registry init``, ``ruta registry serve`` and ``ruta registry node add``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from registry.serve import serve_forever
-from registry.setup import initialise_registry
+from registry.setup import add_registry_node, initialise_registry
 from ruta.listeners import LISTENER_FAILED_EXIT_STATUS
 
-__all__ = ["init", "serve"]
+__all__ = ["init", "node", "serve"]
 
 _DIR = click.option(
     "--dir",
@@ -92,3 +92,67 @@ def serve(directory: Path) -> None:
         pass
     if not asyncio.run(serve_forever(directory)):
         sys.exit(LISTENER_FAILED_EXIT_STATUS)
+
+
+@click.group()
+def node() -> None:
+    """Further registry nodes on the same PostgreSQL database."""
+
+
+@node.command("add")
+@_DIR
+@click.option(
+    "--node-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
+    help="The new node's directory (created; copy it to the new node's host).",
+)
+@click.option(
+    "--admin-listen",
+    default="127.0.0.1:4470",
+    show_default=True,
+    help="The new node's gRPC listener HOST:PORT.",
+)
+@click.option(
+    "--http-listen",
+    default="127.0.0.1:4480",
+    show_default=True,
+    help="The new node's HTTP listener HOST:PORT.",
+)
+@click.option(
+    "--public-url",
+    help="The new node's HTTP listener URL as security servers reach it "
+    "(default: http://HTTP-LISTEN).",
+)
+@click.option("--json", "json_output", is_flag=True, help="Print JSON.")
+def add(
+    *,
+    directory: Path,
+    node_dir: Path,
+    admin_listen: str,
+    http_listen: str,
+    public_url: str | None,
+    json_output: bool,
+) -> None:
+    """Make a directory for a further registry node (run where the CA node's --dir is).
+
+    The new node gets its own configuration-signing and TLS keys; the anchor in --dir is
+    extended with its URL and certificate: give the new anchor to every security server.
+    """
+    made = add_registry_node(
+        directory,
+        node_dir,
+        admin_listen=admin_listen,
+        http_listen=http_listen,
+        public_url=public_url,
+    )
+    summary = made.to_json()
+    if json_output:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    click.echo(f"registry node created in {node_dir}")
+    click.echo(f"  configuration URLs: {', '.join(made.anchor.globalconf_urls)}")
+    click.echo(
+        f"  new configuration anchor (give it to every security server): {summary['anchor']}"
+    )
+    click.echo(f"  start it with: ruta registry serve --dir {node_dir}")

@@ -19,6 +19,10 @@ API commits (before the call returns), after any change another node committed t
 database (polled every ``change_poll_seconds``), and re-signed periodically so it never expires
 while the node runs. Once listening, the node writes ``DIR/registry.ready.json`` with the bound
 addresses (ports may be 0 in the settings) and removes it on shutdown.
+
+A node made by ``ruta registry node add`` holds no CA (docs/adr/0013): it publishes the same
+configuration, signed with its own key, and serves the witness and the gRPC configuration
+service, but neither the admin API nor ``/ocsp``; those stay with the node that holds the CA.
 """
 
 from __future__ import annotations
@@ -159,7 +163,7 @@ class RegistryNode:
         self._store = store = await RegistryStore.open(
             database_url(settings.database_url, layout.root)
         )
-        ca = CertificateAuthority.open(layout.ca)
+        ca = CertificateAuthority.open(layout.ca) if layout.holds_ca else None
         signer = FileSigner.from_file(layout.signing_key)
         try:
             signing_pem = read_certificate_file(layout.signing_cert, limit=1)
@@ -186,14 +190,14 @@ class RegistryNode:
             logs={},
             store=SqlWitnessStateStore(store.engine),
         )
-        trust_anchors = [ca.trust_anchor.public_bytes(Encoding.DER)]
-        ocsp_certs = [ca.ocsp_certificate.public_bytes(Encoding.DER)]
+        trust_anchors, ocsp_certs = _published_ca_certificates(layout, ca)
         witness_vkey = witness.verifier.vkey().encode()
 
         # HTTP first: its bound port completes the public URL the configuration names.
         app = web.Application(client_max_size=_MAX_HTTP_BODY)
         add_globalconf_routes(app, publisher)
-        add_ocsp_routes(app, ca, path="/ocsp")
+        if ca is not None:
+            add_ocsp_routes(app, ca, path="/ocsp")
         app.add_routes(witness_routes(witness, prefix=WITNESS_PREFIX))
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/metrics", metrics_handler(self.listeners.registry))
@@ -213,7 +217,7 @@ class RegistryNode:
                 trust_anchors=trust_anchors,
                 ocsp_responder_certs=ocsp_certs,
                 witness_public_key=witness_vkey,
-                witness_url=f"{self._base_url}{WITNESS_PREFIX}",
+                witness_url=settings.witness_url or f"{self._base_url}{WITNESS_PREFIX}",
                 verification=globalconf_pb2.VerificationParameters(
                     ocsp_freshness_seconds=settings.ocsp_freshness_seconds,
                     ocsp_clock_skew_seconds=settings.ocsp_clock_skew_seconds,
@@ -254,33 +258,31 @@ class RegistryNode:
         return host, _site_port(runner)
 
     async def _listen_admin(
-        self, store: RegistryStore, ca: CertificateAuthority, publisher: ConfigurationPublisher
+        self,
+        store: RegistryStore,
+        ca: CertificateAuthority | None,
+        publisher: ConfigurationPublisher,
     ) -> int:
-        """Start the mutual-TLS gRPC server (admin API, configuration, health) under the
-        listener watchdog; return its port."""
+        """Start the mutual-TLS gRPC server (admin API where the node holds the CA,
+        configuration, health) under the listener watchdog; return its port."""
         settings, layout = self._settings, self._layout
-        admin = RegistryAdminServicer(
-            store=store,
-            instance=settings.instance,
-            issuer=_CaIssuer(ca),
-            on_change=self._republish,
-            clock=self._clock,
-            revoked=lambda certificate: (
-                ca.status(certificate.serial_number)[0] is CertStatus.REVOKED
-            ),
-        )
+        admin = self._admin_servicer(store, ca) if ca is not None else None
 
         def add_services(server: grpc.aio.Server) -> None:
-            registry_pb2_grpc.add_RegistryAdminServicer_to_server(admin, server)
+            if admin is not None:
+                registry_pb2_grpc.add_RegistryAdminServicer_to_server(admin, server)
             add_globalconf_servicer(server, publisher)
 
+        health_names: tuple[str, ...] = ("ruta.v1.GlobalConfService",)
+        if admin is not None:
+            health_names = ("ruta.v1.RegistryAdmin", *health_names)
         try:
             listener = self.listeners.bind(
                 ListenerSpec(
                     name="admin",
                     listen=settings.admin_listen,
                     add_services=add_services,
-                    health_names=("ruta.v1.RegistryAdmin", "ruta.v1.GlobalConfService"),
+                    health_names=health_names,
                     credentials=lambda: server_credentials(
                         layout.tls_key, layout.tls_cert, layout.trust
                     ),
@@ -296,6 +298,20 @@ class RegistryNode:
             ) from None
         await self.listeners.start()
         return listener.port
+
+    def _admin_servicer(
+        self, store: RegistryStore, ca: CertificateAuthority
+    ) -> RegistryAdminServicer:
+        return RegistryAdminServicer(
+            store=store,
+            instance=self._settings.instance,
+            issuer=_CaIssuer(ca),
+            on_change=self._republish,
+            clock=self._clock,
+            revoked=lambda certificate: (
+                ca.status(certificate.serial_number)[0] is CertStatus.REVOKED
+            ),
+        )
 
     async def _publish_build(self) -> globalconf_pb2.GlobalConfiguration:
         if self._build is None:
@@ -368,6 +384,26 @@ class RegistryNode:
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+
+def _published_ca_certificates(
+    layout: RegistryLayout, ca: CertificateAuthority | None
+) -> tuple[list[bytes], list[bytes]]:
+    """The CA's trust anchor and OCSP responder certificate (DER) the configuration lists: from
+    the CA, or from the public copies a node without the CA holds."""
+    if ca is not None:
+        return (
+            [ca.trust_anchor.public_bytes(Encoding.DER)],
+            [ca.ocsp_certificate.public_bytes(Encoding.DER)],
+        )
+    try:
+        anchor = load_certificate(layout.trust.read_bytes())
+        ocsp = load_certificate(layout.ocsp_cert.read_bytes())
+    except OSError as exc:
+        raise ConfigError(
+            f"the registry directory lacks the CA's public certificates ({exc.strerror})"
+        ) from None
+    return [anchor.public_bytes(Encoding.DER)], [ocsp.public_bytes(Encoding.DER)]
 
 
 def _witnessed_logs(servers: Iterable[SecurityServer]) -> dict[str, list[Verifier]]:

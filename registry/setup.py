@@ -1,4 +1,4 @@
-"""``ruta registry init``: create a registry directory with its store, CA and keys.
+"""``ruta registry init`` and ``ruta registry node add``: create registry directories.
 
 What :func:`initialise_registry` creates in ``DIR`` (see :class:`registry.settings.RegistryLayout`):
 the settings file, the store (migrated; SQLite ``registry.db`` unless a URL is given), the CA (with
@@ -6,6 +6,13 @@ its OCSP responder key), the admin listener's TLS key and certificate, the confi
 and its self-signed certificate, the configuration anchor for security servers, the witness's
 Ed25519 key, and a registry-admin client key and certificate for the local operator. Private keys
 are 0600 files and are never printed.
+
+What :func:`add_registry_node` creates in a new directory for a further node on the same
+PostgreSQL database (docs/adr/0013-registry-nodes-sign-with-their-own-keys.md): its own
+configuration-signing key and certificate, its own admin-listener TLS key (certificate issued by
+the CA), a copy of the witness key, the CA's public certificates (never its keys: issuing and OCSP
+stay with the node that holds the CA), its settings, and the anchor extended by the new node, which
+is written back to the first node too.
 """
 
 from __future__ import annotations
@@ -39,16 +46,25 @@ from ruta.pki.certs import (
     fingerprint,
     make_csr,
 )
-from ruta.pki.keys import generate_ec_key, generate_ed25519_key, save_private_key
+from ruta.pki.keys import (
+    generate_ec_key,
+    generate_ed25519_key,
+    load_private_key,
+    save_private_key,
+)
 from ruta.settings import ConfigError
 
 __all__ = [
     "CONFIG_SIGNING_VALIDITY",
     "INIT_ACTOR",
+    "PUBLIC_CA_FILES",
     "REGISTRY_SERVER_CODE",
+    "AddedNode",
     "InitialisedRegistry",
+    "add_registry_node",
     "initialise_registry",
     "registry_server_id",
+    "self_signed_signing_certificate",
 ]
 
 #: Validity of the self-signed configuration-signing certificate (the anchor carries it).
@@ -90,7 +106,7 @@ class InitialisedRegistry:
         }
 
 
-def _self_signed_signing_certificate(
+def self_signed_signing_certificate(
     instance: str, key: object, now: datetime.datetime
 ) -> x509.Certificate:
     name = x509.Name(
@@ -233,7 +249,7 @@ async def initialise_registry(
         _write_public(layout.tls_cert, certificate_pem(tls_cert, *ca.chain))
 
         signing_key = generate_ec_key()
-        signing_cert = _self_signed_signing_certificate(instance, signing_key, now)
+        signing_cert = self_signed_signing_certificate(instance, signing_key, now)
         layout.signing_key.parent.mkdir(parents=True, exist_ok=True)
         save_private_key(layout.signing_key, signing_key)
         _write_public(layout.signing_cert, certificate_pem(signing_cert))
@@ -272,5 +288,141 @@ async def initialise_registry(
         layout=layout,
         settings=settings,
         admin_cert_sha256=fingerprint(admin_cert),
+        signing_cert_sha256=fingerprint(signing_cert),
+    )
+
+
+#: Public files of the CA directory a further node needs (what it publishes in the configuration
+#: and trusts admin clients by); never ``ca.key``, ``ocsp.key`` or the CA's records.
+PUBLIC_CA_FILES: Final = ("ca.pem", "anchor.pem", "parents.pem", "ocsp.pem")
+
+
+@dataclass(frozen=True, slots=True)
+class AddedNode:
+    """What ``node add`` made, for the operator (no secrets)."""
+
+    layout: RegistryLayout
+    settings: RegistrySettings
+    anchor: ConfigurationAnchor
+    signing_cert_sha256: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "directory": str(self.layout.root),
+            "instance": self.settings.instance,
+            "admin_listen": self.settings.admin_listen,
+            "http_listen": self.settings.http_listen,
+            "public_url": self.settings.base_url(),
+            "anchor": str(self.layout.anchor),
+            "globalconf_urls": list(self.anchor.globalconf_urls),
+            "signing_cert_sha256": self.signing_cert_sha256,
+        }
+
+
+def _is_postgresql(url: str | None) -> bool:
+    if url is None:
+        return False
+    try:
+        return make_url(url).get_backend_name() == "postgresql"
+    except ArgumentError:
+        return False
+
+
+def add_registry_node(
+    source: Path,
+    node: Path,
+    *,
+    admin_listen: str = "127.0.0.1:4470",
+    http_listen: str = "127.0.0.1:4480",
+    public_url: str | None = None,
+) -> AddedNode:
+    """Create the directory ``node`` for a further registry node of the registry in ``source``
+    (a directory made by ``init``, holding the CA; run this where that directory is).
+
+    The new node shares the source's PostgreSQL database and settings, except where it listens
+    and its public URL. It gets keys of its own; ``source``'s anchor is rewritten to list the new
+    node's configuration URL and signing certificate (hand the new anchor to every security
+    server). Raises :class:`AlreadyExistsError` when ``node`` already holds a registry,
+    :class:`InvalidRequestError` when the store is not PostgreSQL or the anchor is full, and
+    :class:`ruta.settings.ConfigError` for a source that is not a registry or invalid settings.
+    A failure part-way leaves ``node`` without ``registry.toml`` and ``source`` unchanged.
+    """
+    origin = RegistryLayout(source)
+    layout = RegistryLayout(node)
+    if layout.settings.exists() or layout.ca.exists():
+        raise AlreadyExistsError("the node directory already holds a registry")
+    first = RegistrySettings.load(origin.root)
+    if not _is_postgresql(first.database_url):
+        raise InvalidRequestError(
+            "registry nodes share one PostgreSQL database; this registry's store is not "
+            "PostgreSQL (give --db postgresql://... to init)"
+        )
+    if not origin.holds_ca:
+        raise InvalidRequestError(
+            "run node add on the node that holds the CA (the directory init created)"
+        )
+    try:
+        settings = RegistrySettings(
+            **(
+                first.model_dump(exclude_none=True)
+                | {
+                    "admin_listen": admin_listen,
+                    "http_listen": http_listen,
+                    "public_url": public_url,
+                    # One witness URL for every node: the configuration's content is the same.
+                    "witness_url": first.witness_url or f"{first.base_url()}/witness",
+                }
+            )
+        )
+    except ValueError as exc:
+        raise ConfigError(f"node settings are invalid: {exc}") from None
+    if settings.public_url is None and split_address(settings.http_listen)[1] == 0:
+        raise InvalidRequestError("with an HTTP port of 0, give --public-url")
+    url = f"{settings.base_url()}/globalconf"
+    anchor_before = ConfigurationAnchor.from_file(origin.anchor)
+    now = datetime.datetime.now(datetime.UTC)
+    signing_key = generate_ec_key()
+    signing_cert = self_signed_signing_certificate(settings.instance, signing_key, now)
+    anchor = anchor_before.with_node(url=url, certificate=signing_cert)
+
+    ca = CertificateAuthority.open(origin.ca)
+    try:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        layout.ca.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the node directory ({exc.strerror})") from None
+    for name in PUBLIC_CA_FILES:
+        if (origin.ca / name).exists():
+            _write_public(layout.ca / name, (origin.ca / name).read_bytes())
+
+    tls_key = generate_ec_key()
+    dns_names, ip_addresses = _tls_names(settings.admin_listen)
+    tls_cert = ca.issue(
+        make_csr(tls_key, "registry"),
+        CertificateKind.AUTH,
+        server=registry_server_id(settings.instance),
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
+    )
+    layout.tls_key.parent.mkdir(parents=True, exist_ok=True)
+    save_private_key(layout.tls_key, tls_key)
+    _write_public(layout.tls_cert, certificate_pem(tls_cert, *ca.chain))
+
+    layout.signing_key.parent.mkdir(parents=True, exist_ok=True)
+    save_private_key(layout.signing_key, signing_key)
+    _write_public(layout.signing_cert, certificate_pem(signing_cert))
+
+    # The configuration names one witness key, so every node holds the same one.
+    layout.witness_key.parent.mkdir(parents=True, exist_ok=True)
+    save_private_key(layout.witness_key, load_private_key(origin.witness_key))
+
+    _write_public(layout.anchor, anchor.to_toml().encode())
+    _write_public(layout.settings, _settings_file(settings))
+    # Last: the first node's anchor lists the new node only once the node is complete.
+    _write_public(origin.anchor, anchor.to_toml().encode())
+    return AddedNode(
+        layout=layout,
+        settings=settings,
+        anchor=anchor,
         signing_cert_sha256=fingerprint(signing_cert),
     )
