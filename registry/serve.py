@@ -20,9 +20,9 @@ database (polled every ``change_poll_seconds``), and re-signed periodically so i
 while the node runs. Once listening, the node writes ``DIR/registry.ready.json`` with the bound
 addresses (ports may be 0 in the settings) and removes it on shutdown.
 
-A node made by ``ruta registry node add`` holds no CA (docs/adr/0013): it publishes the same
-configuration, signed with its own key, and serves the witness and the gRPC configuration
-service, but neither the admin API nor ``/ocsp``; those stay with the node that holds the CA.
+A node made by ``ruta registry node init`` and ``node add`` holds neither the CA nor the witness
+key (docs/adr/0013): it publishes the same configuration, signed with its own key, over HTTP and
+gRPC, but serves neither the admin API, ``/ocsp`` nor the witness; those stay with the first node.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from registry.witness import Witness
 from registry.witness_http import witness_routes
 from registry.witness_store import SqlWitnessStateStore
 from ruta.addresses import join_address
-from ruta.checkpoint import Verifier
+from ruta.checkpoint import SignatureType, Verifier
 from ruta.faults import RutaError
 from ruta.globalconf import MAX_DOCUMENT_BYTES
 from ruta.listeners import ListenerError, Listeners, ListenerSpec
@@ -73,7 +73,7 @@ from ruta.pki.keys import FileSigner, load_private_key
 from ruta.pki.ocsp import CertStatus
 from ruta.pki.tls import server_credentials
 from ruta.readiness import stop_event, write_ready_file
-from ruta.settings import ConfigError
+from ruta.settings import ConfigError, read_text
 from ruta.tasks import cancel_and_wait
 from ruta.v1 import globalconf_pb2, registry_pb2_grpc
 
@@ -173,9 +173,6 @@ class RegistryNode:
                 f"({exc.message})"
             ) from None
         signing_cert = load_certificate(signing_pem)
-        witness_key = load_private_key(layout.witness_key)
-        if not isinstance(witness_key, Ed25519PrivateKey):
-            raise StoreError("the witness key must be an Ed25519 key")
         latest = await store.latest_configuration()
         self._publisher = publisher = ConfigurationPublisher(
             signer=signer,
@@ -184,21 +181,16 @@ class RegistryNode:
             clock=self._clock,
             serial_floor=latest.serial if latest is not None else 0,
         )
-        witness = Witness(
-            name=settings.witness_name,
-            key=witness_key,
-            logs={},
-            store=SqlWitnessStateStore(store.engine),
-        )
+        witness, witness_vkey = _open_witness(layout, settings, store)
         trust_anchors, ocsp_certs = _published_ca_certificates(layout, ca)
-        witness_vkey = witness.verifier.vkey().encode()
 
         # HTTP first: its bound port completes the public URL the configuration names.
         app = web.Application(client_max_size=_MAX_HTTP_BODY)
         add_globalconf_routes(app, publisher)
         if ca is not None:
             add_ocsp_routes(app, ca, path="/ocsp")
-        app.add_routes(witness_routes(witness, prefix=WITNESS_PREFIX))
+        if witness is not None:
+            app.add_routes(witness_routes(witness, prefix=WITNESS_PREFIX))
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/metrics", metrics_handler(self.listeners.registry))
         http_host, bound_http = await self._listen_http(app)
@@ -206,7 +198,8 @@ class RegistryNode:
 
         async def build() -> globalconf_pb2.GlobalConfiguration:
             snapshot = await store.snapshot()
-            witness.set_logs(_witnessed_logs(snapshot.servers))
+            if witness is not None:
+                witness.set_logs(_witnessed_logs(snapshot.servers))
             now = self._clock()
             return build_configuration(
                 snapshot,
@@ -384,6 +377,32 @@ class RegistryNode:
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+
+def _open_witness(
+    layout: RegistryLayout, settings: RegistrySettings, store: RegistryStore
+) -> tuple[Witness | None, bytes]:
+    """The witness this node runs (``None`` on a node without its key) and the witness's
+    verifier key the configuration names."""
+    if not layout.witness_key.exists():
+        try:
+            vkey = parse_vkey(
+                read_text(layout.witness_vkey, what="witness key", limit=limits.MAX_LOG_KEY_LENGTH),
+                kind=SignatureType.COSIGNATURE_V1,
+            )
+        except RutaError as exc:
+            raise ConfigError(f"the witness's verifier key is unusable: {exc.message}") from None
+        return None, vkey.vkey().encode()
+    witness_key = load_private_key(layout.witness_key)
+    if not isinstance(witness_key, Ed25519PrivateKey):
+        raise StoreError("the witness key must be an Ed25519 key")
+    witness = Witness(
+        name=settings.witness_name,
+        key=witness_key,
+        logs={},
+        store=SqlWitnessStateStore(store.engine),
+    )
+    return witness, witness.verifier.vkey().encode()
 
 
 def _published_ca_certificates(

@@ -115,8 +115,8 @@ class RegistryLayout:
     @property
     def holds_ca(self) -> bool:
         """Whether this node holds the CA (its keys and records: it issues certificates, answers
-        OCSP and serves the admin API); a node made by ``node add`` holds only its public
-        certificates."""
+        OCSP and serves the admin API); a node made by ``node init`` and ``node add`` holds only
+        its public certificates."""
         return (self.ca / "ca.json").exists()
 
     @property
@@ -148,6 +148,11 @@ class RegistryLayout:
     @property
     def witness_key(self) -> Path:
         return self.root / "witness" / "witness.key"
+
+    @property
+    def witness_vkey(self) -> Path:
+        """The witness's verifier key (text), on a node that does not run the witness."""
+        return self.root / "witness" / "witness.vkey"
 
     @property
     def admin_key(self) -> Path:

@@ -7,12 +7,14 @@ and its self-signed certificate, the configuration anchor for security servers, 
 Ed25519 key, and a registry-admin client key and certificate for the local operator. Private keys
 are 0600 files and are never printed.
 
-What :func:`add_registry_node` creates in a new directory for a further node on the same
-PostgreSQL database (docs/adr/0013-registry-nodes-sign-with-their-own-keys.md): its own
-configuration-signing key and certificate, its own admin-listener TLS key (certificate issued by
-the CA), a copy of the witness key, the CA's public certificates (never its keys: issuing and OCSP
-stay with the node that holds the CA), its settings, and the anchor extended by the new node, which
-is written back to the first node too.
+A further node on the same PostgreSQL database
+(docs/adr/0013-registry-nodes-sign-with-their-own-keys.md) is made in two steps, so that its keys
+are generated where they are used: :func:`prepare_registry_node` (``node init``, on the new host)
+creates its own configuration-signing key and certificate and TLS key, and a request with their
+public halves; :func:`add_registry_node` (``node add``, where the CA is) issues its TLS
+certificate, extends the anchor, and writes a grant of public files (settings, certificates,
+the witness's verifier key, the anchor) to copy into the new node's directory. Issuing, OCSP, the
+admin API and the witness stay with the node that holds the CA.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import datetime
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -35,6 +40,8 @@ from registry.errors import AlreadyExistsError, InvalidRequestError, StoreError
 from registry.model import Administrator, AdminRole, admin_role_text
 from registry.settings import RegistryLayout, RegistrySettings, split_address
 from registry.store import RegistryStore, database_url
+from ruta.checkpoint import SignatureType, Verifier
+from ruta.faults import RutaError
 from ruta.files import write_atomically
 from ruta.globalconf import ConfigurationAnchor
 from ruta.ids import MemberId, ServerId
@@ -44,6 +51,8 @@ from ruta.pki.certs import (
     RoleName,
     certificate_pem,
     fingerprint,
+    load_certificate,
+    load_csr,
     make_csr,
 )
 from ruta.pki.keys import (
@@ -52,17 +61,21 @@ from ruta.pki.keys import (
     load_private_key,
     save_private_key,
 )
-from ruta.settings import ConfigError
+from ruta.settings import ConfigError, describe_validation_error, read_text
 
 __all__ = [
     "CONFIG_SIGNING_VALIDITY",
     "INIT_ACTOR",
+    "MAX_NODE_REQUEST_BYTES",
+    "NODE_REQUEST_FILE",
     "PUBLIC_CA_FILES",
     "REGISTRY_SERVER_CODE",
     "AddedNode",
     "InitialisedRegistry",
+    "PreparedNode",
     "add_registry_node",
     "initialise_registry",
+    "prepare_registry_node",
     "registry_server_id",
     "self_signed_signing_certificate",
 ]
@@ -295,27 +308,57 @@ async def initialise_registry(
 #: Public files of the CA directory a further node needs (what it publishes in the configuration
 #: and trusts admin clients by); never ``ca.key``, ``ocsp.key`` or the CA's records.
 PUBLIC_CA_FILES: Final = ("ca.pem", "anchor.pem", "parents.pem", "ocsp.pem")
+#: What ``node init`` writes for ``node add``: public material only.
+NODE_REQUEST_FILE: Final = "node-request.json"
+#: Largest node request read.
+MAX_NODE_REQUEST_BYTES: Final = 64 * 1024
+_NODE_REQUEST_VERSION: Final = 1
+
+
+class _NodeRequest(BaseModel):
+    """``node-request.json``: what a new node asks the CA node for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1]
+    instance: str = Field(max_length=64)
+    admin_listen: str = Field(max_length=300)
+    http_listen: str = Field(max_length=300)
+    public_url: str | None = Field(default=None, max_length=2048)
+    signing_certificate: str = Field(max_length=16 * 1024)
+    tls_csr: str = Field(max_length=16 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedNode:
+    """What ``node init`` made (no secrets)."""
+
+    layout: RegistryLayout
+    request: Path
+    signing_cert_sha256: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "directory": str(self.layout.root),
+            "request": str(self.request),
+            "signing_cert_sha256": self.signing_cert_sha256,
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class AddedNode:
     """What ``node add`` made, for the operator (no secrets)."""
 
-    layout: RegistryLayout
+    grant: Path
     settings: RegistrySettings
     anchor: ConfigurationAnchor
-    signing_cert_sha256: str
 
     def to_json(self) -> dict[str, object]:
         return {
-            "directory": str(self.layout.root),
+            "grant": str(self.grant),
             "instance": self.settings.instance,
-            "admin_listen": self.settings.admin_listen,
-            "http_listen": self.settings.http_listen,
             "public_url": self.settings.base_url(),
-            "anchor": str(self.layout.anchor),
             "globalconf_urls": list(self.anchor.globalconf_urls),
-            "signing_cert_sha256": self.signing_cert_sha256,
         }
 
 
@@ -328,29 +371,89 @@ def _is_postgresql(url: str | None) -> bool:
         return False
 
 
-def add_registry_node(
-    source: Path,
+def prepare_registry_node(
     node: Path,
     *,
+    instance: str,
     admin_listen: str = "127.0.0.1:4470",
     http_listen: str = "127.0.0.1:4480",
     public_url: str | None = None,
-) -> AddedNode:
-    """Create the directory ``node`` for a further registry node of the registry in ``source``
-    (a directory made by ``init``, holding the CA; run this where that directory is).
+) -> PreparedNode:
+    """Start a further registry node in ``node`` (on the host that will run it): its own
+    configuration-signing key and certificate, its own TLS key, and ``node-request.json`` with
+    the public half of both for ``node add``. The private keys never leave ``node``.
 
-    The new node shares the source's PostgreSQL database and settings, except where it listens
-    and its public URL. It gets keys of its own; ``source``'s anchor is rewritten to list the new
-    node's configuration URL and signing certificate (hand the new anchor to every security
-    server). Raises :class:`AlreadyExistsError` when ``node`` already holds a registry,
-    :class:`InvalidRequestError` when the store is not PostgreSQL or the anchor is full, and
-    :class:`ruta.settings.ConfigError` for a source that is not a registry or invalid settings.
-    A failure part-way leaves ``node`` without ``registry.toml`` and ``source`` unchanged.
+    Raises :class:`AlreadyExistsError` when ``node`` already holds a registry or a request and
+    :class:`ruta.settings.ConfigError` for invalid listeners or URL. The directory is not a
+    registry (``serve`` refuses it) until the grant from ``node add`` is copied in.
+    """
+    layout = RegistryLayout(node)
+    request_path = layout.root / NODE_REQUEST_FILE
+    if layout.settings.exists() or layout.ca.exists() or request_path.exists():
+        raise AlreadyExistsError("the node directory already holds a registry or a request")
+    try:
+        RegistrySettings(
+            instance=instance,
+            admin_listen=admin_listen,
+            http_listen=http_listen,
+            public_url=public_url,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"node settings are invalid: {exc}") from None
+    if public_url is None and split_address(http_listen)[1] == 0:
+        raise InvalidRequestError("with an HTTP port of 0, give --public-url")
+    try:
+        layout.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the node directory ({exc.strerror})") from None
+    now = datetime.datetime.now(datetime.UTC)
+    signing_key = generate_ec_key()
+    signing_cert = self_signed_signing_certificate(instance, signing_key, now)
+    layout.signing_key.parent.mkdir(parents=True, exist_ok=True)
+    save_private_key(layout.signing_key, signing_key)
+    _write_public(layout.signing_cert, certificate_pem(signing_cert))
+    tls_key = generate_ec_key()
+    layout.tls_key.parent.mkdir(parents=True, exist_ok=True)
+    save_private_key(layout.tls_key, tls_key)
+    request = _NodeRequest(
+        version=_NODE_REQUEST_VERSION,
+        instance=instance,
+        admin_listen=admin_listen,
+        http_listen=http_listen,
+        public_url=public_url,
+        signing_certificate=certificate_pem(signing_cert).decode("ascii"),
+        tls_csr=make_csr(tls_key, "registry").public_bytes(Encoding.PEM).decode("ascii"),
+    )
+    _write_public(request_path, request.model_dump_json(indent=2).encode() + b"\n")
+    return PreparedNode(
+        layout=layout, request=request_path, signing_cert_sha256=fingerprint(signing_cert)
+    )
+
+
+def _read_request(path: Path) -> _NodeRequest:
+    text = read_text(path, what="node request", limit=MAX_NODE_REQUEST_BYTES)
+    try:
+        return _NodeRequest.model_validate_json(text)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"node request {path.name} is invalid: {describe_validation_error(exc)}"
+        ) from None
+
+
+def add_registry_node(source: Path, request_path: Path, grant: Path) -> AddedNode:
+    """Admit the node that wrote ``request_path`` to the registry in ``source`` (the directory
+    ``init`` made, holding the CA; run this where it is), and write into ``grant`` what the new
+    node needs besides its own keys: its settings, its TLS certificate (issued by the CA), the
+    CA's public certificates, the witness's verifier key and the anchor extended by the new
+    node's configuration URL and signing certificate. ``source``'s anchor is rewritten to the
+    extended one: hand it to every security server. Nothing secret is written to ``grant``.
+
+    Raises :class:`InvalidRequestError` when the store is not PostgreSQL, the request is for
+    another instance, or the anchor is full; :class:`ruta.settings.ConfigError` for an unreadable
+    request; :class:`AlreadyExistsError` when ``grant`` exists. A failure leaves ``source``
+    unchanged.
     """
     origin = RegistryLayout(source)
-    layout = RegistryLayout(node)
-    if layout.settings.exists() or layout.ca.exists():
-        raise AlreadyExistsError("the node directory already holds a registry")
     first = RegistrySettings.load(origin.root)
     if not _is_postgresql(first.database_url):
         raise InvalidRequestError(
@@ -361,68 +464,65 @@ def add_registry_node(
         raise InvalidRequestError(
             "run node add on the node that holds the CA (the directory init created)"
         )
+    request = _read_request(request_path)
+    if request.instance != first.instance:
+        raise InvalidRequestError("the node request is for another instance")
     try:
         settings = RegistrySettings(
             **(
                 first.model_dump(exclude_none=True)
                 | {
-                    "admin_listen": admin_listen,
-                    "http_listen": http_listen,
-                    "public_url": public_url,
-                    # One witness URL for every node: the configuration's content is the same.
+                    "admin_listen": request.admin_listen,
+                    "http_listen": request.http_listen,
+                    "public_url": request.public_url,
+                    # One witness for every node: the configuration's content is the same.
                     "witness_url": first.witness_url or f"{first.base_url()}/witness",
                 }
             )
         )
     except ValueError as exc:
         raise ConfigError(f"node settings are invalid: {exc}") from None
-    if settings.public_url is None and split_address(settings.http_listen)[1] == 0:
-        raise InvalidRequestError("with an HTTP port of 0, give --public-url")
-    url = f"{settings.base_url()}/globalconf"
-    anchor_before = ConfigurationAnchor.from_file(origin.anchor)
-    now = datetime.datetime.now(datetime.UTC)
-    signing_key = generate_ec_key()
-    signing_cert = self_signed_signing_certificate(settings.instance, signing_key, now)
-    anchor = anchor_before.with_node(url=url, certificate=signing_cert)
-
-    ca = CertificateAuthority.open(origin.ca)
     try:
-        layout.root.mkdir(parents=True, exist_ok=True)
-        layout.ca.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create the node directory ({exc.strerror})") from None
-    for name in PUBLIC_CA_FILES:
-        if (origin.ca / name).exists():
-            _write_public(layout.ca / name, (origin.ca / name).read_bytes())
-
-    tls_key = generate_ec_key()
+        signing_cert = load_certificate(request.signing_certificate.encode())
+        csr = load_csr(request.tls_csr.encode())
+    except RutaError as exc:
+        raise InvalidRequestError(f"the node request is unreadable: {exc.message}") from None
+    now = datetime.datetime.now(datetime.UTC)
+    if not signing_cert.not_valid_before_utc <= now < signing_cert.not_valid_after_utc:
+        raise InvalidRequestError("the node's signing certificate is not valid now")
+    anchor = ConfigurationAnchor.from_file(origin.anchor).with_node(
+        url=f"{settings.base_url()}/globalconf", certificate=signing_cert
+    )
+    witness_key = load_private_key(origin.witness_key)
+    if not isinstance(witness_key, Ed25519PrivateKey):
+        raise StoreError("the witness key must be an Ed25519 key")
+    witness_vkey = Verifier.for_key(
+        settings.witness_name, SignatureType.COSIGNATURE_V1, witness_key
+    ).vkey()
+    ca = CertificateAuthority.open(origin.ca)
     dns_names, ip_addresses = _tls_names(settings.admin_listen)
     tls_cert = ca.issue(
-        make_csr(tls_key, "registry"),
+        csr,
         CertificateKind.AUTH,
         server=registry_server_id(settings.instance),
         dns_names=dns_names,
         ip_addresses=ip_addresses,
     )
-    layout.tls_key.parent.mkdir(parents=True, exist_ok=True)
-    save_private_key(layout.tls_key, tls_key)
-    _write_public(layout.tls_cert, certificate_pem(tls_cert, *ca.chain))
 
-    layout.signing_key.parent.mkdir(parents=True, exist_ok=True)
-    save_private_key(layout.signing_key, signing_key)
-    _write_public(layout.signing_cert, certificate_pem(signing_cert))
-
-    # The configuration names one witness key, so every node holds the same one.
-    layout.witness_key.parent.mkdir(parents=True, exist_ok=True)
-    save_private_key(layout.witness_key, load_private_key(origin.witness_key))
-
-    _write_public(layout.anchor, anchor.to_toml().encode())
-    _write_public(layout.settings, _settings_file(settings))
-    # Last: the first node's anchor lists the new node only once the node is complete.
+    out = RegistryLayout(grant)
+    try:
+        out.root.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise AlreadyExistsError("the grant directory exists already") from None
+    except OSError as exc:
+        raise StoreError(f"cannot create the grant directory ({exc.strerror})") from None
+    for name in PUBLIC_CA_FILES:
+        if (origin.ca / name).exists():
+            _write_public(out.ca / name, (origin.ca / name).read_bytes())
+    _write_public(out.tls_cert, certificate_pem(tls_cert, *ca.chain))
+    _write_public(out.witness_vkey, witness_vkey.encode() + b"\n")
+    _write_public(out.anchor, anchor.to_toml().encode())
+    _write_public(out.settings, _settings_file(settings))
+    # Last: the first node's anchor lists the new node only once the grant is complete.
     _write_public(origin.anchor, anchor.to_toml().encode())
-    return AddedNode(
-        layout=layout,
-        settings=settings,
-        anchor=anchor,
-        signing_cert_sha256=fingerprint(signing_cert),
-    )
+    return AddedNode(grant=out.root, settings=settings, anchor=anchor)

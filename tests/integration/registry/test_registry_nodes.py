@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -67,6 +68,13 @@ async def nodes(
         _run, "init", "--dir", str(first_dir), "--instance", "LAC", "--db", postgres_url,
         "--admin-listen", f"127.0.0.1:{free_port()}", "--http-listen", f"127.0.0.1:{http[0]}",
     )  # fmt: skip
+    # On the new node's host: its keys and a request (public halves only).
+    await asyncio.to_thread(
+        _run, "node", "init", "--dir", str(second_dir), "--instance", "LAC",
+        "--admin-listen", f"127.0.0.1:{free_port()}", "--http-listen", f"127.0.0.1:{http[1]}",
+    )  # fmt: skip
+    # Where the CA is: the grant; then copied into the new node's directory.
+    grant = tmp_path / "grant"
     added = json.loads(
         await asyncio.to_thread(
             _run,
@@ -74,15 +82,15 @@ async def nodes(
             "add",
             "--dir",
             str(first_dir),
-            "--node-dir",
-            str(second_dir),
-            "--admin-listen",
-            f"127.0.0.1:{free_port()}",
-            "--http-listen",
-            f"127.0.0.1:{http[1]}",
+            "--request",
+            str(second_dir / "node-request.json"),
+            "--out",
+            str(grant),
             "--json",
         )
     )
+    assert not list(grant.rglob("*.key"))  # nothing secret travels
+    shutil.copytree(grant, second_dir, dirs_exist_ok=True)
     urls = (f"http://127.0.0.1:{http[0]}/globalconf", f"http://127.0.0.1:{http[1]}/globalconf")
     assert added["globalconf_urls"] == list(urls)
     first = RegistryProcess(first_dir, tmp_path / "node1.log")
@@ -105,20 +113,23 @@ def _fetch(url: str) -> bytes | int:
         return exc.code
 
 
-def test_node_add_sets_up_keys_of_its_own_and_no_ca_secrets(tmp_path: Path) -> None:
-    """(Without a database: a registry on SQLite is refused, nothing is created.)"""
-    source = tmp_path / "reg"
+def test_node_add_refuses_a_registry_on_sqlite(tmp_path: Path) -> None:
+    """(Needs no database: nodes share PostgreSQL, so a SQLite registry is refused.)"""
+    source, node = tmp_path / "reg", tmp_path / "node"
     _run("init", "--dir", str(source), "--instance", "LAC", "--http-listen", "127.0.0.1:4999")
+    _run("node", "init", "--dir", str(node), "--instance", "LAC")
+    assert (node / "globalconf" / "signing.key").stat().st_mode & 0o077 == 0
+    assert not (node / "registry.toml").exists()  # not a registry until the grant is in
+    anchor_before = (source / "globalconf" / "anchor.toml").read_bytes()
     done = subprocess.run(
-        [RUTA, "registry", "node", "add", "--dir", str(source), "--node-dir", str(tmp_path / "n")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+        [RUTA, "registry", "node", "add", "--dir", str(source),
+         "--request", str(node / "node-request.json"), "--out", str(tmp_path / "grant")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
     assert done.returncode != 0
     assert "PostgreSQL" in done.stderr
-    assert not (tmp_path / "n" / "registry.toml").exists()
+    assert not (tmp_path / "grant").exists()
+    assert (source / "globalconf" / "anchor.toml").read_bytes() == anchor_before
 
 
 async def test_two_nodes_serve_the_same_configuration_and_servers_fail_over(
@@ -132,6 +143,7 @@ async def test_two_nodes_serve_the_same_configuration_and_servers_fail_over(
     assert (second_dir / "tls" / "registry.key").exists()
     for secret in ("ca.key", "ocsp.key", "ca.json", "issued", "revoked"):
         assert not (second_dir / "ca" / secret).exists()
+    assert not (second_dir / "witness" / "witness.key").exists()
     assert (second_dir / "globalconf" / "signing.key").stat().st_mode & 0o077 == 0
     # Both nodes hand out the same anchor: both URLs, both signing certificates.
     anchor = ConfigurationAnchor.from_file(second_dir / "globalconf" / "anchor.toml")
@@ -156,8 +168,11 @@ async def test_two_nodes_serve_the_same_configuration_and_servers_fail_over(
     }
     assert len(digests) == 1
     assert views[0].witness_url == views[1].witness_url
-    # The second node holds no CA: no OCSP responder there.
-    assert await asyncio.to_thread(_fetch, nodes.urls[1].replace("/globalconf", "/ocsp")) == 404
+    assert views[1].witness_url == nodes.urls[0].replace("/globalconf", "/witness")
+    # The second node holds neither the CA nor the witness: no OCSP responder, no witness.
+    second_base = nodes.urls[1].removesuffix("/globalconf")
+    assert await asyncio.to_thread(_fetch, f"{second_base}/ocsp") == 404
+    assert await asyncio.to_thread(_fetch, f"{second_base}/witness/add-checkpoint") == 404
 
     client = GlobalConfClient(
         anchor=anchor, cache_path=tmp_path / "ss" / "globalconf.bin", settings=_FAST,
