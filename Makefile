@@ -9,7 +9,7 @@ GENERATED := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
 .PHONY: install proto test lint format demo bench clean
 
-install: .stamp-install proto
+install: .stamp-install proto .stamp-debian
 
 .stamp-install: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,15 @@ install: .stamp-install proto
 	touch $@
 
 proto: .stamp-install .stamp-proto
+
+# Debian packages the tests need: systemd-analyze checks deploy/systemd (tests/deploy). Installed
+# only when missing (a no-op where it is present); without root it says what to install.
+.stamp-debian:
+	@command -v systemd-analyze >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd; \
+	    else echo "make install: install the Debian package systemd (systemd-analyze) for tests/deploy"; fi; }
+	touch $@
 
 # Generated code lives in ruta/v1/ and is not committed (docs/adr/0001-generated-code.md).
 .stamp-proto: $(PROTOS) .stamp-install
