@@ -1,7 +1,10 @@
-"""deploy/kubernetes: every overlay renders (tests/deploy/kustomize.py) to resources that pass the
-Kubernetes schemas shipped by kubernetes-validate (no network), and the rendered security server
-has what the operator guide promises: a StatefulSet, keys from a Secret, probes, resources, a
-PodDisruptionBudget, and NetworkPolicies that let only the transport port in from outside."""
+"""deploy/kubernetes: every kustomization (the security server's base and overlays, the
+registry) renders (tests/deploy/kustomize.py) to resources that pass the Kubernetes schemas
+shipped by kubernetes-validate (no network), and has what the operator guide promises: workloads
+that run non-root on a read-only root with probes, requests and limits, a PodDisruptionBudget,
+NetworkPolicies that let one port only in from outside the namespace (the security server's
+transport port, the registry's HTTP port), and for the security server a StatefulSet with its
+keys from a Secret."""
 
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ KUBERNETES = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 #: The Kubernetes version whose schemas the manifests are checked against.
 KUBERNETES_VERSION = "1.37.0"
 OVERLAYS = sorted(p.name for p in (KUBERNETES / "overlays").iterdir() if p.is_dir())
-TRANSPORT_PORT = 5500
+SECURITY_SERVER = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
+#: Each kustomization, and the one port it opens to other namespaces.
+KUSTOMIZATIONS = {**dict.fromkeys(SECURITY_SERVER, 5500), "registry": 4480}
 
 Resource = dict[str, Any]
 
@@ -28,20 +33,58 @@ def _one(resources: list[Resource], kind: str, name: str = "ruta-security-server
     return found[0]
 
 
-@pytest.fixture(scope="module", params=["base", *OVERLAYS])
-def rendered(request: pytest.FixtureRequest) -> list[Resource]:
+@pytest.fixture(scope="module", params=list(KUSTOMIZATIONS))
+def kustomization(request: pytest.FixtureRequest) -> str:
     name: str = request.param
-    return render(KUBERNETES / "base" if name == "base" else KUBERNETES / "overlays" / name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def every(kustomization: str) -> list[Resource]:
+    return render(KUBERNETES / kustomization)
+
+
+@pytest.fixture(scope="module", params=SECURITY_SERVER)
+def rendered(request: pytest.FixtureRequest) -> list[Resource]:
+    return render(KUBERNETES / request.param)
 
 
 def test_there_are_overlays() -> None:
     assert {"small", "production"} <= set(OVERLAYS)
+    found = {
+        str(path.parent.relative_to(KUBERNETES)) for path in KUBERNETES.rglob("kustomization.yaml")
+    }
+    assert found == set(KUSTOMIZATIONS)  # every kustomization is checked
 
 
-def test_every_resource_passes_the_kubernetes_schema(rendered: list[Resource]) -> None:
-    for resource in rendered:
+def test_every_resource_passes_the_kubernetes_schema(every: list[Resource]) -> None:
+    for resource in every:
         # strict: unknown fields are errors too.
         kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+
+
+def _workloads(resources: list[Resource]) -> list[Resource]:
+    return [r for r in resources if r["kind"] in {"StatefulSet", "Deployment", "DaemonSet"}]
+
+
+def test_workloads_are_locked_down(every: list[Resource]) -> None:
+    assert _workloads(every)
+    for workload in _workloads(every):
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod["automountServiceAccountToken"] is False
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert {"requests", "limits"} <= set(container["resources"])
+        for container in pod["containers"]:
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert probe in container, (workload["metadata"]["name"], probe)
+            assert container["readinessProbe"]["exec"]["command"][:2] == ["ruta", "health"]
 
 
 def test_the_schema_check_catches_mistakes(rendered: list[Resource]) -> None:
@@ -57,42 +100,32 @@ def test_the_schema_check_catches_mistakes(rendered: list[Resource]) -> None:
 def test_security_server_pod(rendered: list[Resource]) -> None:
     server = _one(rendered, "StatefulSet")
     pod = server["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] != 0
-    assert pod["automountServiceAccountToken"] is False
-    (container,) = pod["containers"]
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    assert {"requests", "limits"} <= set(container["resources"])
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert probe in container
-    assert container["readinessProbe"]["exec"]["command"][:2] == ["ruta", "health"]
     keys = [v for v in pod["volumes"] if "secret" in v]
     assert [v["secret"]["secretName"] for v in keys] == ["ruta-security-server-keys"]
     assert server["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
 
 
-def test_disruption_budget(rendered: list[Resource]) -> None:
-    budget = _one(rendered, "PodDisruptionBudget")["spec"]
-    assert len({"minAvailable", "maxUnavailable"} & set(budget)) == 1
-    assert budget["selector"] == _one(rendered, "StatefulSet")["spec"]["selector"]
+def test_disruption_budget(every: list[Resource]) -> None:
+    budgets = [r["spec"] for r in every if r["kind"] == "PodDisruptionBudget"]
+    assert [b["selector"] for b in budgets] == [w["spec"]["selector"] for w in _workloads(every)]
+    for budget in budgets:
+        assert len({"minAvailable", "maxUnavailable"} & set(budget)) == 1
 
 
-def _port_numbers(rule: Resource, server: Resource) -> set[int]:
+def _port_numbers(rule: Resource, resources: list[Resource]) -> set[int]:
     named = {
         port["name"]: port["containerPort"]
-        for container in server["spec"]["template"]["spec"]["containers"]
+        for workload in _workloads(resources)
+        for container in workload["spec"]["template"]["spec"]["containers"]
         for port in container.get("ports", [])
     }
     return {p["port"] if isinstance(p["port"], int) else named[p["port"]] for p in rule["ports"]}
 
 
-def test_only_the_transport_port_is_open_from_outside_the_namespace(
-    rendered: list[Resource],
+def test_one_port_only_is_open_from_outside_the_namespace(
+    kustomization: str, every: list[Resource]
 ) -> None:
-    policies = [r for r in rendered if r["kind"] == "NetworkPolicy"]
-    server = _one(rendered, "StatefulSet")
+    policies = [r for r in every if r["kind"] == "NetworkPolicy"]
     # Ingress is denied unless allowed: a policy selects every pod for ingress with no rule.
     assert any(
         p["spec"]["podSelector"] == {} and "ingress" not in p["spec"]
@@ -103,8 +136,8 @@ def test_only_the_transport_port_is_open_from_outside_the_namespace(
         for rule in policy["spec"].get("ingress", []):
             sources = rule.get("from")
             if sources is None:
-                # Open to any source: only ever the transport port.
-                assert _port_numbers(rule, server) == {TRANSPORT_PORT}, policy["metadata"]
+                # Open to any source: only ever the one public port.
+                assert _port_numbers(rule, every) == {KUSTOMIZATIONS[kustomization]}
             else:
                 # Otherwise sources are pods of this namespace only.
                 assert all(set(source) == {"podSelector"} for source in sources)
