@@ -32,7 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy.engine import make_url
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from registry.ca import CertificateAuthority
@@ -362,6 +363,39 @@ class AddedNode:
         }
 
 
+class _NodeSettings(RegistrySettings):
+    """A new node's settings exactly as its grant writes them: this host's ``RUTA_REGISTRY_*``
+    environment (the first node's overrides) does not apply to another node."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _without_password(url: str | None) -> str | None:
+    """``url`` with any password removed (``None`` stays ``None``)."""
+    if url is None:
+        return None
+    parsed = make_url(url)
+    if parsed.password is None:
+        return url
+    return URL.create(
+        parsed.drivername,
+        username=parsed.username,
+        host=parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+        query=parsed.query,
+    ).render_as_string(hide_password=False)
+
+
 def _is_postgresql(url: str | None) -> bool:
     if url is None:
         return False
@@ -440,6 +474,39 @@ def _read_request(path: Path) -> _NodeRequest:
         ) from None
 
 
+def _node_settings(first: RegistrySettings, request: _NodeRequest) -> _NodeSettings:
+    """The new node's settings: the first node's, with the request's listeners and URL."""
+    values = first.model_dump(exclude_none=True) | {
+        "admin_listen": request.admin_listen,
+        "http_listen": request.http_listen,
+        "public_url": request.public_url,
+        # The same database; a password stays out of the grant (the new node reads the full URL
+        # from RUTA_REGISTRY_DATABASE_URL, as the first one does).
+        "database_url": _without_password(first.database_url),
+        # One witness for every node: the configuration's content is the same.
+        "witness_url": first.witness_url or f"{first.base_url()}/witness",
+    }
+    try:
+        return _NodeSettings(**{key: v for key, v in values.items() if v is not None})
+    except ValueError as exc:
+        raise ConfigError(f"node settings are invalid: {exc}") from None
+
+
+def _node_public_keys(
+    request: _NodeRequest,
+) -> tuple[x509.Certificate, x509.CertificateSigningRequest]:
+    """The request's signing certificate (valid now) and TLS CSR (self-signature checked)."""
+    try:
+        signing_cert = load_certificate(request.signing_certificate.encode())
+        csr = load_csr(request.tls_csr.encode())
+    except RutaError as exc:
+        raise InvalidRequestError(f"the node request is unreadable: {exc.message}") from None
+    now = datetime.datetime.now(datetime.UTC)
+    if not signing_cert.not_valid_before_utc <= now < signing_cert.not_valid_after_utc:
+        raise InvalidRequestError("the node's signing certificate is not valid now")
+    return signing_cert, csr
+
+
 def add_registry_node(source: Path, request_path: Path, grant: Path) -> AddedNode:
     """Admit the node that wrote ``request_path`` to the registry in ``source`` (the directory
     ``init`` made, holding the CA; run this where it is), and write into ``grant`` what the new
@@ -449,11 +516,14 @@ def add_registry_node(source: Path, request_path: Path, grant: Path) -> AddedNod
     extended one: hand it to every security server. Nothing secret is written to ``grant``.
 
     Raises :class:`InvalidRequestError` when the store is not PostgreSQL, the request is for
-    another instance, or the anchor is full; :class:`ruta.settings.ConfigError` for an unreadable
+    another instance, or the anchor is full or lists its URL already;
+    :class:`ruta.settings.ConfigError` for an unreadable
     request; :class:`AlreadyExistsError` when ``grant`` exists. A failure leaves ``source``
     unchanged.
     """
     origin = RegistryLayout(source)
+    if grant.exists():
+        raise AlreadyExistsError("the grant directory exists already")
     first = RegistrySettings.load(origin.root)
     if not _is_postgresql(first.database_url):
         raise InvalidRequestError(
@@ -467,32 +537,15 @@ def add_registry_node(source: Path, request_path: Path, grant: Path) -> AddedNod
     request = _read_request(request_path)
     if request.instance != first.instance:
         raise InvalidRequestError("the node request is for another instance")
-    try:
-        settings = RegistrySettings(
-            **(
-                first.model_dump(exclude_none=True)
-                | {
-                    "admin_listen": request.admin_listen,
-                    "http_listen": request.http_listen,
-                    "public_url": request.public_url,
-                    # One witness for every node: the configuration's content is the same.
-                    "witness_url": first.witness_url or f"{first.base_url()}/witness",
-                }
-            )
+    settings = _node_settings(first, request)
+    signing_cert, csr = _node_public_keys(request)
+    url = f"{settings.base_url()}/globalconf"
+    listed = ConfigurationAnchor.from_file(origin.anchor)
+    if url in listed.globalconf_urls:
+        raise InvalidRequestError(
+            f"the anchor already lists {url}: give the new node its own --public-url"
         )
-    except ValueError as exc:
-        raise ConfigError(f"node settings are invalid: {exc}") from None
-    try:
-        signing_cert = load_certificate(request.signing_certificate.encode())
-        csr = load_csr(request.tls_csr.encode())
-    except RutaError as exc:
-        raise InvalidRequestError(f"the node request is unreadable: {exc.message}") from None
-    now = datetime.datetime.now(datetime.UTC)
-    if not signing_cert.not_valid_before_utc <= now < signing_cert.not_valid_after_utc:
-        raise InvalidRequestError("the node's signing certificate is not valid now")
-    anchor = ConfigurationAnchor.from_file(origin.anchor).with_node(
-        url=f"{settings.base_url()}/globalconf", certificate=signing_cert
-    )
+    anchor = listed.with_node(url=url, certificate=signing_cert)
     witness_key = load_private_key(origin.witness_key)
     if not isinstance(witness_key, Ed25519PrivateKey):
         raise StoreError("the witness key must be an Ed25519 key")

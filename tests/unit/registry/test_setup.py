@@ -110,6 +110,7 @@ def test_node_add_writes_a_grant_of_public_files_and_extends_the_anchor(
         ({"tls_csr": "not a csr"}, "unreadable"),
         ({"signing_certificate": "not a certificate"}, "unreadable"),
         ({"version": 2}, "invalid"),
+        ({"http_listen": "127.0.0.1:4480"}, "already lists"),
         ({"extra": 1}, "invalid"),
     ],
 )
@@ -124,3 +125,27 @@ def test_node_add_refuses_a_bad_request_and_changes_nothing(
         add_registry_node(on_postgres, prepared.request, tmp_path / "grant")
     assert not (tmp_path / "grant").exists()
     assert (on_postgres / "globalconf" / "anchor.toml").read_bytes() == anchor
+
+
+def test_node_add_keeps_the_database_password_out_of_the_grant(
+    on_postgres: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "RUTA_REGISTRY_DATABASE_URL", f"postgresql+psycopg://ruta:{_SECRET}@db.example/ruta"
+    )
+    # The first node's own overrides do not leak into the new node's settings.
+    monkeypatch.setenv("RUTA_REGISTRY_PUBLIC_URL", "http://first.example:4480")
+    prepared = prepare_registry_node(
+        tmp_path / "node", instance="LAC", http_listen="127.0.0.1:4481"
+    )
+    added = add_registry_node(on_postgres, prepared.request, tmp_path / "grant")
+    assert added.anchor.fallback_urls == ("http://127.0.0.1:4481/globalconf",)
+    assert added.settings.witness_url == "http://first.example:4480/witness"
+    for path in added.grant.rglob("*"):
+        if path.is_file():
+            assert _SECRET not in path.read_text()
+    monkeypatch.delenv("RUTA_REGISTRY_DATABASE_URL")
+    monkeypatch.delenv("RUTA_REGISTRY_PUBLIC_URL")
+    # The new node names the same database; its password comes from the environment again.
+    settings = RegistrySettings.load(added.grant)
+    assert settings.database_url == "postgresql+psycopg://ruta@db.example/ruta"
