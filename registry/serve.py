@@ -21,7 +21,7 @@ while the node runs. Once listening, the node writes ``DIR/registry.ready.json``
 addresses (ports may be 0 in the settings) and removes it on shutdown.
 
 A node made by ``ruta registry node init`` and ``node add`` holds neither the CA nor the witness
-key (docs/adr/0020): it publishes the same configuration, signed with its own key, over HTTP and
+key (docs/adr/0021): it publishes the same configuration, signed with its own key, over HTTP and
 gRPC, but serves neither the admin API, ``/ocsp`` nor the witness; those stay with the first node.
 """
 

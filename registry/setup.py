@@ -8,7 +8,7 @@ Ed25519 key, and a registry-admin client key and certificate for the local opera
 are 0600 files and are never printed.
 
 A further node on the same PostgreSQL database
-(docs/adr/0020-registry-nodes-sign-with-their-own-keys.md) is made in two steps, so that its keys
+(docs/adr/0021-registry-nodes-sign-with-their-own-keys.md) is made in two steps, so that its keys
 are generated where they are used: :func:`prepare_registry_node` (``node init``, on the new host)
 creates its own configuration-signing key and certificate and TLS key, and a request with their
 public halves; :func:`add_registry_node` (``node add``, where the CA is) issues its TLS

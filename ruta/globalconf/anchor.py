@@ -13,7 +13,7 @@ registry's configuration-signing certificate(s). It is TOML (or JSON, when the f
     '''
 
 Several certificates may be listed: one per registry node (each node signs with its own key,
-docs/adr/0020-registry-nodes-sign-with-their-own-keys.md) and, while a node rolls its key over,
+docs/adr/0021-registry-nodes-sign-with-their-own-keys.md) and, while a node rolls its key over,
 the old and the new one. Where several registry nodes publish the configuration, the anchor lists
 all their URLs instead of one, in the order a server tries them::
 
