@@ -9,7 +9,7 @@ GENERATED := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
 .PHONY: install proto test lint format demo bench clean
 
-install: .stamp-install proto .stamp-node
+install: .stamp-install proto .stamp-node .stamp-debian
 
 .stamp-install: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +26,15 @@ NODE_PACKAGES := @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1
 .stamp-node: Makefile
 	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
 	npm install --prefix $(VENV)/node-cache --no-audit --no-fund --no-save --silent $(NODE_PACKAGES)
+	touch $@
+
+# Debian packages the tests need: systemd-analyze checks deploy/systemd (tests/deploy). Installed
+# only when missing (a no-op where it is present); without root it says what to install.
+.stamp-debian:
+	@command -v systemd-analyze >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd; \
+	    else echo "make install: install the Debian package systemd (systemd-analyze) for tests/deploy"; fi; }
 	touch $@
 
 # Generated code lives in ruta/v1/ and is not committed (docs/adr/0001-generated-code.md).

@@ -17,6 +17,7 @@ group = LazyGroup(
         "ocsp": "registry.ca_cli:ocsp",
         "init": "registry.node_cli:init",
         "serve": "registry.node_cli:serve",
+        "node": "registry.node_cli:node",
         "member": "registry.admin_cli:member",
         "subsystem": "registry.admin_cli:subsystem",
         "server": "registry.admin_cli:server",

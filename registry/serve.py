@@ -19,6 +19,10 @@ API commits (before the call returns), after any change another node committed t
 database (polled every ``change_poll_seconds``), and re-signed periodically so it never expires
 while the node runs. Once listening, the node writes ``DIR/registry.ready.json`` with the bound
 addresses (ports may be 0 in the settings) and removes it on shutdown.
+
+A node made by ``ruta registry node init`` and ``node add`` holds neither the CA nor the witness
+key (docs/adr/0025): it publishes the same configuration, signed with its own key, over HTTP and
+gRPC, but serves neither the admin API, ``/ocsp`` nor the witness; those stay with the first node.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from registry.witness import Witness
 from registry.witness_http import witness_routes
 from registry.witness_store import SqlWitnessStateStore
 from ruta.addresses import join_address
-from ruta.checkpoint import Verifier
+from ruta.checkpoint import SignatureType, Verifier
 from ruta.faults import RutaError
 from ruta.globalconf import MAX_DOCUMENT_BYTES
 from ruta.listeners import ListenerError, Listeners, ListenerSpec
@@ -69,7 +73,7 @@ from ruta.pki.keys import FileSigner, load_private_key
 from ruta.pki.ocsp import CertStatus
 from ruta.pki.tls import server_credentials
 from ruta.readiness import stop_event, write_ready_file
-from ruta.settings import ConfigError
+from ruta.settings import ConfigError, read_text
 from ruta.tasks import cancel_and_wait
 from ruta.v1 import globalconf_pb2, registry_pb2_grpc
 
@@ -159,7 +163,7 @@ class RegistryNode:
         self._store = store = await RegistryStore.open(
             database_url(settings.database_url, layout.root)
         )
-        ca = CertificateAuthority.open(layout.ca)
+        ca = CertificateAuthority.open(layout.ca) if layout.holds_ca else None
         signer = FileSigner.from_file(layout.signing_key)
         try:
             signing_pem = read_certificate_file(layout.signing_cert, limit=1)
@@ -169,9 +173,6 @@ class RegistryNode:
                 f"({exc.message})"
             ) from None
         signing_cert = load_certificate(signing_pem)
-        witness_key = load_private_key(layout.witness_key)
-        if not isinstance(witness_key, Ed25519PrivateKey):
-            raise StoreError("the witness key must be an Ed25519 key")
         latest = await store.latest_configuration()
         self._publisher = publisher = ConfigurationPublisher(
             signer=signer,
@@ -180,21 +181,16 @@ class RegistryNode:
             clock=self._clock,
             serial_floor=latest.serial if latest is not None else 0,
         )
-        witness = Witness(
-            name=settings.witness_name,
-            key=witness_key,
-            logs={},
-            store=SqlWitnessStateStore(store.engine),
-        )
-        trust_anchors = [ca.trust_anchor.public_bytes(Encoding.DER)]
-        ocsp_certs = [ca.ocsp_certificate.public_bytes(Encoding.DER)]
-        witness_vkey = witness.verifier.vkey().encode()
+        witness, witness_vkey = _open_witness(layout, settings, store)
+        trust_anchors, ocsp_certs = _published_ca_certificates(layout, ca)
 
         # HTTP first: its bound port completes the public URL the configuration names.
         app = web.Application(client_max_size=_MAX_HTTP_BODY)
         add_globalconf_routes(app, publisher)
-        add_ocsp_routes(app, ca, path="/ocsp")
-        app.add_routes(witness_routes(witness, prefix=WITNESS_PREFIX))
+        if ca is not None:
+            add_ocsp_routes(app, ca, path="/ocsp")
+        if witness is not None:
+            app.add_routes(witness_routes(witness, prefix=WITNESS_PREFIX))
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/metrics", metrics_handler(self.listeners.registry))
         http_host, bound_http = await self._listen_http(app)
@@ -202,7 +198,8 @@ class RegistryNode:
 
         async def build() -> globalconf_pb2.GlobalConfiguration:
             snapshot = await store.snapshot()
-            witness.set_logs(_witnessed_logs(snapshot.servers))
+            if witness is not None:
+                witness.set_logs(_witnessed_logs(snapshot.servers))
             now = self._clock()
             return build_configuration(
                 snapshot,
@@ -213,7 +210,7 @@ class RegistryNode:
                 trust_anchors=trust_anchors,
                 ocsp_responder_certs=ocsp_certs,
                 witness_public_key=witness_vkey,
-                witness_url=f"{self._base_url}{WITNESS_PREFIX}",
+                witness_url=settings.witness_url or f"{self._base_url}{WITNESS_PREFIX}",
                 verification=globalconf_pb2.VerificationParameters(
                     ocsp_freshness_seconds=settings.ocsp_freshness_seconds,
                     ocsp_clock_skew_seconds=settings.ocsp_clock_skew_seconds,
@@ -254,33 +251,31 @@ class RegistryNode:
         return host, _site_port(runner)
 
     async def _listen_admin(
-        self, store: RegistryStore, ca: CertificateAuthority, publisher: ConfigurationPublisher
+        self,
+        store: RegistryStore,
+        ca: CertificateAuthority | None,
+        publisher: ConfigurationPublisher,
     ) -> int:
-        """Start the mutual-TLS gRPC server (admin API, configuration, health) under the
-        listener watchdog; return its port."""
+        """Start the mutual-TLS gRPC server (admin API where the node holds the CA,
+        configuration, health) under the listener watchdog; return its port."""
         settings, layout = self._settings, self._layout
-        admin = RegistryAdminServicer(
-            store=store,
-            instance=settings.instance,
-            issuer=_CaIssuer(ca),
-            on_change=self._republish,
-            clock=self._clock,
-            revoked=lambda certificate: (
-                ca.status(certificate.serial_number)[0] is CertStatus.REVOKED
-            ),
-        )
+        admin = self._admin_servicer(store, ca) if ca is not None else None
 
         def add_services(server: grpc.aio.Server) -> None:
-            registry_pb2_grpc.add_RegistryAdminServicer_to_server(admin, server)
+            if admin is not None:
+                registry_pb2_grpc.add_RegistryAdminServicer_to_server(admin, server)
             add_globalconf_servicer(server, publisher)
 
+        health_names: tuple[str, ...] = ("ruta.v1.GlobalConfService",)
+        if admin is not None:
+            health_names = ("ruta.v1.RegistryAdmin", *health_names)
         try:
             listener = self.listeners.bind(
                 ListenerSpec(
                     name="admin",
                     listen=settings.admin_listen,
                     add_services=add_services,
-                    health_names=("ruta.v1.RegistryAdmin", "ruta.v1.GlobalConfService"),
+                    health_names=health_names,
                     credentials=lambda: server_credentials(
                         layout.tls_key, layout.tls_cert, layout.trust
                     ),
@@ -296,6 +291,20 @@ class RegistryNode:
             ) from None
         await self.listeners.start()
         return listener.port
+
+    def _admin_servicer(
+        self, store: RegistryStore, ca: CertificateAuthority
+    ) -> RegistryAdminServicer:
+        return RegistryAdminServicer(
+            store=store,
+            instance=self._settings.instance,
+            issuer=_CaIssuer(ca),
+            on_change=self._republish,
+            clock=self._clock,
+            revoked=lambda certificate: (
+                ca.status(certificate.serial_number)[0] is CertStatus.REVOKED
+            ),
+        )
 
     async def _publish_build(self) -> globalconf_pb2.GlobalConfiguration:
         if self._build is None:
@@ -368,6 +377,52 @@ class RegistryNode:
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+
+def _open_witness(
+    layout: RegistryLayout, settings: RegistrySettings, store: RegistryStore
+) -> tuple[Witness | None, bytes]:
+    """The witness this node runs (``None`` on a node without its key) and the witness's
+    verifier key the configuration names."""
+    if not layout.witness_key.exists():
+        try:
+            vkey = parse_vkey(
+                read_text(layout.witness_vkey, what="witness key", limit=limits.MAX_LOG_KEY_LENGTH),
+                kind=SignatureType.COSIGNATURE_V1,
+            )
+        except RutaError as exc:
+            raise ConfigError(f"the witness's verifier key is unusable: {exc.message}") from None
+        return None, vkey.vkey().encode()
+    witness_key = load_private_key(layout.witness_key)
+    if not isinstance(witness_key, Ed25519PrivateKey):
+        raise StoreError("the witness key must be an Ed25519 key")
+    witness = Witness(
+        name=settings.witness_name,
+        key=witness_key,
+        logs={},
+        store=SqlWitnessStateStore(store.engine),
+    )
+    return witness, witness.verifier.vkey().encode()
+
+
+def _published_ca_certificates(
+    layout: RegistryLayout, ca: CertificateAuthority | None
+) -> tuple[list[bytes], list[bytes]]:
+    """The CA's trust anchor and OCSP responder certificate (DER) the configuration lists: from
+    the CA, or from the public copies a node without the CA holds."""
+    if ca is not None:
+        return (
+            [ca.trust_anchor.public_bytes(Encoding.DER)],
+            [ca.ocsp_certificate.public_bytes(Encoding.DER)],
+        )
+    try:
+        anchor = load_certificate(layout.trust.read_bytes())
+        ocsp = load_certificate(layout.ocsp_cert.read_bytes())
+    except OSError as exc:
+        raise ConfigError(
+            f"the registry directory lacks the CA's public certificates ({exc.strerror})"
+        ) from None
+    return [anchor.public_bytes(Encoding.DER)], [ocsp.public_bytes(Encoding.DER)]
 
 
 def _witnessed_logs(servers: Iterable[SecurityServer]) -> dict[str, list[Verifier]]:

@@ -65,6 +65,9 @@ class RegistrySettings(RutaSettings):
     ocsp_freshness_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     #: How far after a signing time an OCSP response's thisUpdate may lie (published likewise).
     ocsp_clock_skew_seconds: int = Field(default=300, ge=1, le=3600)
+    #: The witness URL the configuration names. Unset: ``public_url`` + ``/witness``. Every node
+    #: of one registry names the same URL (``node add`` writes the first node's).
+    witness_url: str | None = None
     #: The witness's key name in its signed-note verifier key.
     witness_name: str = Field(default="ruta-registry-witness", pattern=r"^[^\s+]{1,128}$")
 
@@ -74,7 +77,7 @@ class RegistrySettings(RutaSettings):
         split_address(value)
         return value
 
-    @field_validator("public_url")
+    @field_validator("public_url", "witness_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -110,6 +113,18 @@ class RegistryLayout:
         return self.root / "ca"
 
     @property
+    def holds_ca(self) -> bool:
+        """Whether this node holds the CA (its keys and records: it issues certificates, answers
+        OCSP and serves the admin API); a node made by ``node init`` and ``node add`` holds only
+        its public certificates."""
+        return (self.ca / "ca.json").exists()
+
+    @property
+    def ocsp_cert(self) -> Path:
+        """The CA's OCSP responder certificate (PEM), on every node."""
+        return self.ca / "ocsp.pem"
+
+    @property
     def tls_key(self) -> Path:
         return self.root / "tls" / "registry.key"
 
@@ -133,6 +148,11 @@ class RegistryLayout:
     @property
     def witness_key(self) -> Path:
         return self.root / "witness" / "witness.key"
+
+    @property
+    def witness_vkey(self) -> Path:
+        """The witness's verifier key (text), on a node that does not run the witness."""
+        return self.root / "witness" / "witness.vkey"
 
     @property
     def admin_key(self) -> Path:

@@ -7,7 +7,7 @@ authenticates the backend (mTLS client certificate naming its subsystem, or plai
 where the config allows it) and refuses to act for any subsystem but its own member's that the
 configuration registers (it signs with its member's key), checks the configuration in force
 (fails closed once expired) and the contract (fail fast; the provider enforces it), connects
-over pinned mTLS to the first reachable server the provider's member lists, builds and signs the
+over pinned mTLS to a reachable server of the provider's member (balance.py), builds and signs the
 request header once (naming that server), sends it to that server within the caller's deadline
 (several messages per frame on one stream, ``Transport.ExchangeFrames``, docs/adr/0011;
 ``Transport.Exchange`` for a message larger than a frame, a provider without frames, or with

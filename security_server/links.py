@@ -91,9 +91,10 @@ class PeerLinks(Protocol):
     async def connect(
         self, servers: Sequence[SecurityServer], anchors: Sequence[x509.Certificate]
     ) -> ProviderLink:
-        """A link to the first of ``servers`` that can be reached (at most
-        :data:`MAX_PROVIDER_SERVERS_TRIED` are tried), its identity pinned to the configuration.
-        Raises the last :class:`~security_server.errors.TransportError` when none can be."""
+        """A link to one of ``servers`` (one member's) that can be reached, its identity pinned
+        to the configuration: the first that answers, in an order that spreads calls over them
+        (at most :data:`MAX_PROVIDER_SERVERS_TRIED` are tried). Raises the last
+        :class:`~security_server.errors.TransportError` when none can be reached."""
         ...
 
     async def close(self) -> None:
@@ -135,7 +136,8 @@ class GrpcPeerLinks:
         self, servers: Sequence[SecurityServer], anchors: Sequence[x509.Certificate]
     ) -> ProviderLink:
         failure = TransportError("the provider's member lists no security server")
-        for server in servers[:MAX_PROVIDER_SERVERS_TRIED]:
+        # Round robin over the member's servers, those that failed lately last (balance.py).
+        for server in self._channels.order(servers)[:MAX_PROVIDER_SERVERS_TRIED]:
             try:
                 channel = await self._channels.channel(server, anchors)
             except TransportError as exc:

@@ -2,12 +2,14 @@
 configuration, a channel pool per peer, and the ``Transport`` service's wiring.
 
 Consumer side: :class:`PeerChannels` keeps one gRPC channel per peer server (reused by every call,
-never opened per call). Before a channel is handed out the first time, the peer's certificate is
-fetched with a TLS handshake that presents this server's auth certificate, checked to chain to a
-trust anchor, and its SHA-256 fingerprint compared with the one the global configuration lists
-for that server; a mismatch refuses the exchange (``server.consumer.network_error``). gRPC itself
-then checks the chain and the address name on every connection. A channel whose call failed on
-the network is dropped, so the next call connects and pins again (docs/adr/0006).
+never opened per call), and orders a member's servers for each call (round robin over those that
+answer, back-off for those that failed: :mod:`security_server.balance`). Before a channel is handed
+out the first time, the peer's certificate is fetched with a TLS handshake that presents this
+server's auth certificate, checked to chain to a trust anchor, and its SHA-256 fingerprint compared
+with the one the global configuration lists for that server; a mismatch refuses the exchange
+(``server.consumer.network_error``). gRPC itself then checks the chain and the address name on every
+connection. A channel whose call failed on the network is dropped, so the next call connects and
+pins again (docs/adr/0006).
 
 Provider side: the peer's client certificate is read from the call's auth context and its
 fingerprint looked up in the global configuration (:func:`authenticate_peer`).
@@ -35,6 +37,7 @@ from ruta.pki.certs import certificate_pem, fingerprint, load_certificate
 from ruta.pki.errors import PkiError
 from ruta.pki.ocsp import CertStatus, OcspClient
 from ruta.pki.tls import channel_credentials
+from security_server.balance import ServerRotation
 from security_server.errors import (
     Reason,
     TransportError,
@@ -184,6 +187,8 @@ class PeerChannels:
     )
     _credentials: dict[str, grpc.ChannelCredentials] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Which server of a member the next call tries first (round robin, back-off on failure).
+    rotation: ServerRotation = field(default_factory=ServerRotation)
 
     async def channel(
         self, peer: SecurityServer, anchors: Sequence[x509.Certificate]
@@ -210,13 +215,26 @@ class PeerChannels:
             # opening for the others waiting on it.
             opening = asyncio.create_task(self._open(peer, anchors, anchors_pem, key))
             self._pending[key] = opening
-            opening.add_done_callback(lambda task: self._opened(key, task))
+            opening.add_done_callback(lambda task: self._opened(peer, key, task))
         return await asyncio.shield(opening)
 
-    def _opened(self, key: _Key, task: asyncio.Task[grpc.aio.Channel]) -> None:
+    def order(self, servers: Sequence[SecurityServer]) -> list[SecurityServer]:
+        """One member's ``servers`` in the order to try them for the next call: round robin
+        over those that answer, the ones that failed lately last
+        (:mod:`security_server.balance`)."""
+        return self.rotation.order(servers)
+
+    def _opened(
+        self, peer: SecurityServer, key: _Key, task: asyncio.Task[grpc.aio.Channel]
+    ) -> None:
         self._pending.pop(key, None)
-        if not task.cancelled() and task.exception() is None:
+        if task.cancelled():
+            return
+        if task.exception() is None:
             self._channels[key] = task.result()
+            self.rotation.reached(peer.id)
+        else:
+            self.rotation.failed(peer.id)
 
     async def _open(
         self,
@@ -287,7 +305,9 @@ class PeerChannels:
 
     def discard(self, peer: SecurityServer) -> None:
         """Forget every channel to ``peer`` (after a network failure); the next call connects
-        and pins again. Calls in flight on the old channels may finish."""
+        and pins again, and until then ``peer`` backs off (:meth:`order` puts it last). Calls in
+        flight on the old channels may finish."""
+        self.rotation.failed(peer.id)
         for key in [k for k in self._channels if k.server == str(peer.id)]:
             self._retire(self._channels.pop(key))
 

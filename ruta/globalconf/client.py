@@ -2,8 +2,11 @@
 
 It starts from a :class:`ConfigurationAnchor`, loads the last good copy from disk, then fetches
 the registry's document every interval (a conditional GET: ``If-None-Match`` with the held
-document's ETag), verifies it, and adopts it only when its serial is newer. While the registry is
-unreachable it keeps serving what it holds, retrying with exponential back-off and jitter;
+document's ETag), verifies it, and adopts it only when its serial is newer. When the anchor lists
+several registry nodes, a fetch that fails at one node (unreachable, an error status, a refused
+document) goes on to the next in the same attempt, and the node that last answered is asked first
+next time. While no node can be used it keeps serving what it holds, retrying with exponential
+back-off and jitter;
 once that document expires :meth:`GlobalConfClient.current` raises
 :class:`OutdatedGlobalConfError` (fail closed) until a fresh document arrives.
 """
@@ -122,6 +125,8 @@ class GlobalConfClient:
         self._lock = asyncio.Lock()
         self._failures = 0
         self._last_contact: datetime | None = None
+        #: Index in the anchor's URLs of the node asked first (the one that last answered).
+        self._source = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -193,6 +198,11 @@ class GlobalConfClient:
         """When the registry last answered a fetch successfully (200 or 304)."""
         return self._last_contact
 
+    @property
+    def source_url(self) -> str:
+        """The configuration URL asked first: the registry node that answered last."""
+        return self._anchor.globalconf_urls[self._source]
+
     def on_update(self, callback: UpdateCallback) -> None:
         """Call ``callback(view)`` after each newly adopted configuration (also the saved copy
         loaded at start). A callback that raises is logged and does not stop the others.
@@ -205,9 +215,12 @@ class GlobalConfClient:
     # -- fetching --------------------------------------------------------------------------------
 
     async def refresh(self) -> bool:
-        """Fetch once now. Returns ``True`` when a newer configuration was adopted.
+        """Fetch once now, from the first registry node that gives a usable answer. Returns
+        ``True`` when a newer configuration was adopted.
 
-        Raises :class:`GlobalConfFetchError` (unreachable, unexpected status),
+        Nodes are asked in the anchor's order, starting at the one that answered last; a node
+        that fails is skipped for the next. When every node fails, raises the first node's
+        error: :class:`GlobalConfFetchError` (unreachable, unexpected status),
         :class:`OutdatedGlobalConfError` (the registry serves an expired document, or still the
         expired one held), :class:`ConfigurationTooLargeError`, :class:`SerialRegressionError`
         or another :class:`GlobalConfError` for a refused document; the held configuration is
@@ -216,36 +229,55 @@ class GlobalConfClient:
         session = self._session
         if session is None:
             raise GlobalConfFetchError("the global configuration client is not started")
+        urls = self._anchor.globalconf_urls
+        errors: list[GlobalConfError] = []
         async with self._lock:
-            held = self._held
-            headers = {"Accept": CONTENT_TYPE}
-            if held is not None:
-                headers["If-None-Match"] = f'"{held.etag}"'
-            try:
-                async with session.get(self._anchor.globalconf_url, headers=headers) as resp:
-                    if resp.status == 304 and held is not None:
-                        now = self._clock()
-                        self._last_contact = now
-                        if held.view.is_expired(now):
-                            raise OutdatedGlobalConfError(
-                                f"the registry still serves configuration serial "
-                                f"{held.view.serial}, which expired at "
-                                f"{held.view.expires_at.isoformat()}; its publisher has stopped "
-                                "re-signing"
-                            )
-                        return False
-                    if resp.status != 200:
-                        raise GlobalConfFetchError(
-                            f"the registry answered HTTP {resp.status} for the global configuration"
+            for step in range(len(urls)):
+                index = (self._source + step) % len(urls)
+                try:
+                    adopted = await self._fetch_from(session, urls[index])
+                except GlobalConfError as exc:
+                    if len(urls) > 1:
+                        _log.info("registry node %d of %d failed: %s", index + 1, len(urls), exc)
+                    errors.append(exc)
+                    continue
+                self._source = index
+                return adopted
+        if not errors:
+            raise GlobalConfFetchError("the configuration anchor lists no configuration URL")
+        raise errors[0]
+
+    async def _fetch_from(self, session: aiohttp.ClientSession, url: str) -> bool:
+        """One conditional GET at ``url``; adopts what it returns. Raises as :meth:`refresh`."""
+        held = self._held
+        headers = {"Accept": CONTENT_TYPE}
+        if held is not None:
+            headers["If-None-Match"] = f'"{held.etag}"'
+        try:
+            async with session.get(url, headers=headers) as resp:
+                if resp.status == 304 and held is not None:
+                    now = self._clock()
+                    self._last_contact = now
+                    if held.view.is_expired(now):
+                        raise OutdatedGlobalConfError(
+                            f"the registry still serves configuration serial "
+                            f"{held.view.serial}, which expired at "
+                            f"{held.view.expires_at.isoformat()}; its publisher has stopped "
+                            "re-signing"
                         )
-                    body = await self._read_body(resp)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise GlobalConfFetchError(
-                    f"the registry could not be reached ({type(exc).__name__})"
-                ) from None
-            self._last_contact = self._clock()
-            candidate = await asyncio.to_thread(self._open, body, self._clock(), expired_ok=False)
-            return await self._adopt(candidate)
+                    return False
+                if resp.status != 200:
+                    raise GlobalConfFetchError(
+                        f"the registry answered HTTP {resp.status} for the global configuration"
+                    )
+                body = await self._read_body(resp)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GlobalConfFetchError(
+                f"the registry could not be reached ({type(exc).__name__})"
+            ) from None
+        self._last_contact = self._clock()
+        candidate = await asyncio.to_thread(self._open, body, self._clock(), expired_ok=False)
+        return await self._adopt(candidate)
 
     async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
         limit = self._settings.max_document_bytes

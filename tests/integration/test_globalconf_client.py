@@ -19,6 +19,7 @@ from aiohttp import web
 from registry.publisher import ConfigurationPublisher, globalconf_app
 from ruta.faults import Fault
 from ruta.globalconf import (
+    ConfigurationAnchor,
     ConfigurationSignatureError,
     ConfigurationTooLargeError,
     GlobalConf,
@@ -449,3 +450,75 @@ async def test_registry_still_serving_an_expired_document_is_reported(
         await client.refresh()
     fresh = publisher.publish(sample_configuration(now=clock()))
     await eventually(_serial_is(client, fresh.serial))
+
+
+async def test_fails_over_between_registry_nodes_each_with_its_own_key(
+    registry: Registry, identity: RegistryIdentity, pki: TestPki, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Two registry nodes sign with their own keys; the anchor lists both URLs and both
+    certificates. A node that is down, or serves something refused, is passed over for the next,
+    and the node that answered is asked first from then on."""
+    second = Registry()
+    second_identity = registry_identity(pki, second.url, code="REG2")
+    anchor = identity.anchor.with_node(url=second.url, certificate=second_identity.certificate)
+    first_node = _publisher(identity, clock)
+    second_node = _publisher(second_identity, clock)
+    gc = GlobalConfClient(
+        anchor=anchor, cache_path=tmp_path / "ss" / "globalconf.bin", settings=FAST, clock=clock
+    )
+    try:
+        first_doc = first_node.publish(sample_configuration(now=clock()))
+        await registry.serve_raw(_tampered(first_doc.signed))  # the first node misbehaves
+        clock.advance(1)
+        second_doc = second_node.publish(sample_configuration(now=clock()))
+        await second.serve(second_node)
+        await gc.start()
+        assert gc.current().serial == second_doc.serial
+        assert gc.source_url == second.url
+        assert await gc.refresh() is False  # asks the second node first now: not modified
+        assert second.statuses[-1] == 304
+
+        # The second node stops; the first is sound again and has published since.
+        await second.down()
+        await registry.serve(first_node)
+        clock.advance(1)
+        third_doc = first_node.publish(sample_configuration(now=clock()))
+        await eventually(_serial_is(gc, third_doc.serial))
+        assert gc.source_url == registry.url
+
+        # Every node down: the error of the node asked first, the held document kept.
+        await registry.down()
+        with pytest.raises(GlobalConfFetchError):
+            await gc.refresh()
+        assert gc.current().serial == third_doc.serial
+    finally:
+        await gc.stop()
+        await second.down()
+
+
+async def test_a_document_signed_by_a_key_the_anchor_does_not_list_is_refused_at_every_node(
+    registry: Registry, identity: RegistryIdentity, pki: TestPki, clock: FakeClock, tmp_path: Path
+) -> None:
+    second = Registry()
+    stranger = registry_identity(pki, second.url, code="REG2")
+    # The anchor lists the second URL but only the first node's certificate.
+    anchor = ConfigurationAnchor(
+        instance=identity.anchor.instance,
+        globalconf_url=registry.url,
+        fallback_urls=(second.url,),
+        certificates=identity.anchor.certificates,
+    )
+    node = _publisher(stranger, clock)
+    node.publish(sample_configuration(now=clock()))
+    gc = GlobalConfClient(
+        anchor=anchor, cache_path=tmp_path / "ss" / "globalconf.bin", settings=FAST, clock=clock
+    )
+    try:
+        await second.serve(node)
+        await gc.start()
+        with pytest.raises(GlobalConfFetchError):  # the first node's error: unreachable
+            await gc.refresh()
+        assert gc.held is None
+    finally:
+        await gc.stop()
+        await second.down()

@@ -75,7 +75,9 @@ async def test_the_admin_listener_survives_the_invalid_path(tmp_path: Path) -> N
             _ruta, "registry", "member", "list", "--json", "--dir", str(directory)
         )
         assert listed.returncode == 0, listed.stderr
-        assert "LAC/GOV/POP" in listed.stdout
+        # The CLI's JSON is protobuf's JSON mapping: identifiers are objects of their parts.
+        [member] = json.loads(listed.stdout)
+        assert (member["id"]["instance"], member["id"]["member_code"]) == ("LAC", "POP")
         assert process.returncode is None  # repaired in place, not restarted
     finally:
         if process.returncode is None:

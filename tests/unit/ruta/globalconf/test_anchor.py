@@ -79,3 +79,75 @@ def test_unreadable_files(tmp_path: Path, name: str, content: bytes, words: str)
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         ConfigurationAnchor.from_file(tmp_path / "nowhere.toml")
+
+
+@pytest.fixture(scope="module")
+def two_nodes(
+    anchor: ConfigurationAnchor, tmp_path_factory: pytest.TempPathFactory
+) -> ConfigurationAnchor:
+    pki = TestPki(tmp_path_factory.mktemp("second"))
+    return anchor.with_node(
+        url="https://registry2.lac.example:8443/globalconf",
+        certificate=pki.sign("LAC/GOV/REG2").certificate,
+    )
+
+
+def test_with_node_adds_the_url_and_the_certificate(
+    anchor: ConfigurationAnchor, two_nodes: ConfigurationAnchor
+) -> None:
+    assert two_nodes.globalconf_urls == (
+        anchor.globalconf_url,
+        "https://registry2.lac.example:8443/globalconf",
+    )
+    assert two_nodes.certificates[:2] == anchor.certificates
+    assert len(two_nodes.certificates) == len(anchor.certificates) + 1
+    # Adding a node that is already listed changes nothing.
+    again = two_nodes.with_node(
+        url=two_nodes.fallback_urls[0], certificate=two_nodes.certificates[-1]
+    )
+    assert again == two_nodes
+
+
+@pytest.mark.parametrize(("suffix", "render"), [(".toml", "to_toml"), (".json", "to_json")])
+def test_several_urls_round_trip(
+    two_nodes: ConfigurationAnchor, tmp_path: Path, suffix: str, render: str
+) -> None:
+    path = tmp_path / f"anchor{suffix}"
+    text = getattr(two_nodes, render)()
+    path.write_text(text)
+    assert "globalconf_urls" in text
+    assert ConfigurationAnchor.from_file(path) == two_nodes
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"globalconf_urls": ["https://a/globalconf"]}, "exactly one"),
+        ({"globalconf_url": None}, "exactly one"),
+        ({"globalconf_url": None, "globalconf_urls": []}, "1 to 8"),
+        ({"globalconf_url": None, "globalconf_urls": ["https://a/g"] * 2}, "twice"),
+        (
+            {"globalconf_url": None, "globalconf_urls": [f"https://r{i}/g" for i in range(9)]},
+            "1 to 8",
+        ),
+        ({"globalconf_url": None, "globalconf_urls": ["https://a/g", "file:///g"]}, "http"),
+    ],
+)
+def test_invalid_url_lists(
+    anchor: ConfigurationAnchor, tmp_path: Path, change: dict[str, object], words: str
+) -> None:
+    data = {key: value for key, value in (_fields(anchor) | change).items() if value is not None}
+    path = tmp_path / "anchor.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=words):
+        ConfigurationAnchor.from_file(path)
+
+
+def test_too_many_urls_in_code(anchor: ConfigurationAnchor) -> None:
+    with pytest.raises(ConfigError, match="at most 8 URLs"):
+        ConfigurationAnchor(
+            instance="LAC",
+            globalconf_url="https://r0/g",
+            fallback_urls=tuple(f"https://r{i}/g" for i in range(1, 9)),
+            certificates=anchor.certificates,
+        )
