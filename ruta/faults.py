@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -22,13 +23,16 @@ import grpc
 import grpc.aio
 
 __all__ = [
+    "BACKEND_FAULT_PREFIX",
     "FAULT_HEADER",
     "FAULT_ID_HEADER",
+    "MAX_BACKEND_FAULT_LENGTH",
     "MAX_FAULT_TEXT_LENGTH",
     "Fault",
     "FaultReport",
     "RutaError",
     "abort",
+    "backend_fault_code",
     "fault_from_rpc_error",
     "http_status_of",
     "http_status_of_grpc",
@@ -41,6 +45,13 @@ FAULT_HEADER = "ruta-fault"
 FAULT_ID_HEADER = "ruta-fault-id"
 #: Longest fault text put on the wire; longer texts are cut (bounds what a peer must read).
 MAX_FAULT_TEXT_LENGTH = 1024
+#: What a provider backend's own fault code is prefixed with on its way to the caller: the
+#: backend's claim, never a code of the security servers (docs/adr/0024).
+BACKEND_FAULT_PREFIX = "backend."
+#: Longest fault code a provider's backend may give (without :data:`BACKEND_FAULT_PREFIX`).
+MAX_BACKEND_FAULT_LENGTH = 64
+# Lower snake case segments joined by dots: the shape of every code below.
+_FAULT_CODE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
 
 _log = logging.getLogger(__name__)
 
@@ -303,6 +314,16 @@ async def abort(
     context.set_trailing_metadata(rep.trailing_metadata)
     await context.abort(status if status is not None else rep.status, rep.details)
     raise AssertionError("unreachable: grpc.aio abort returned")  # pragma: no cover
+
+
+def backend_fault_code(code: str) -> str | None:
+    """``code`` if it may stand as a provider backend's fault code: the shape of a fault code
+    (lower snake case, dotted), at most :data:`MAX_BACKEND_FAULT_LENGTH` characters; else None.
+    Any such code is accepted (a backend may have codes of its own); it reaches callers only
+    under :data:`BACKEND_FAULT_PREFIX`, so it cannot pass for a security server's fault."""
+    if len(code) > MAX_BACKEND_FAULT_LENGTH or not _FAULT_CODE.fullmatch(code):
+        return None
+    return code
 
 
 def fault_from_rpc_error(error: grpc.aio.AioRpcError) -> tuple[Fault | None, str | None]:

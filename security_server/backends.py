@@ -22,7 +22,13 @@ from typing import Final, Protocol
 import grpc
 import grpc.aio
 
-from ruta.faults import Fault, RutaError
+from ruta.faults import (
+    FAULT_HEADER,
+    FAULT_ID_HEADER,
+    MAX_BACKEND_FAULT_LENGTH,
+    Fault,
+    RutaError,
+)
 from ruta.ids import ServiceId
 from security_server.settings import BackendSettings
 from security_server.transport import grpc_message_options
@@ -45,17 +51,23 @@ MAX_BACKEND_STATUS_TEXT: Final = 1024
 MAX_CACHED_BACKEND_METHODS: Final = 4096
 #: Largest certificate or key file read for a backend's TLS.
 _MAX_CREDENTIAL_BYTES: Final = 1 << 20
+#: Characters of a backend's ``ruta-fault-id`` read (a UUID has 36).
+_MAX_FAULT_ID_READ: Final = 64
 #: How long a retired channel's last calls may take once they are done with it (gRPC's grace).
 _CLOSE_GRACE_SECONDS: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class BackendReply:
-    """What a backend answered: ``OK`` with its body, or another status with its text."""
+    """What a backend answered: ``OK`` with its body, or another status with its text and the
+    ``ruta-fault`` and ``ruta-fault-id`` it gave (empty: none; as the backend sent them,
+    unchecked: the provider proxy checks them, docs/adr/0024)."""
 
     status: grpc.StatusCode
     body: bytes = b""
     details: str = ""
+    fault: str = ""
+    fault_id: str = ""
 
 
 class Backends(Protocol):
@@ -78,6 +90,20 @@ class Backends(Protocol):
         ``seconds`` and return its reply (a failed call is a reply with its status; ``details``
         at most :data:`MAX_BACKEND_STATUS_TEXT` characters)."""
         ...
+
+
+def _fault_of(error: grpc.aio.AioRpcError) -> tuple[str, str]:
+    """The ``ruta-fault`` and ``ruta-fault-id`` a backend's refusal carried (text values, cut
+    just past what the provider accepts, so an over-long one stays over-long)."""
+    fault = fault_id = ""
+    for key, value in error.trailing_metadata() or ():
+        if not isinstance(value, str):
+            continue
+        if key == FAULT_HEADER:
+            fault = value[: MAX_BACKEND_FAULT_LENGTH + 1]
+        elif key == FAULT_ID_HEADER:
+            fault_id = value[:_MAX_FAULT_ID_READ]
+    return fault, fault_id
 
 
 class BackendError(RutaError):
@@ -225,8 +251,12 @@ class BackendChannels:
                 body, metadata=tuple(metadata), timeout=seconds
             )
         except grpc.aio.AioRpcError as exc:
+            fault, fault_id = _fault_of(exc)
             return BackendReply(
-                status=exc.code(), details=(exc.details() or "")[:MAX_BACKEND_STATUS_TEXT]
+                status=exc.code(),
+                details=(exc.details() or "")[:MAX_BACKEND_STATUS_TEXT],
+                fault=fault,
+                fault_id=fault_id,
             )
         return BackendReply(status=grpc.StatusCode.OK, body=answer)
 

@@ -18,7 +18,10 @@ response together in one transaction, and only then returns the body with traili
 request was sent (refusal, network error, bad response, the caller's deadline) still logs the
 request, alone, before the refusal goes back (docs/adr/0009).
 
-A provider's refusal reaches the backend unchanged: same fault code, status and fault id.
+A provider's refusal reaches the backend unchanged: same fault code, status and fault id. A
+refusal by the provider's backend reaches it with the backend's status and text, and, when the
+backend gave one, its fault code as ``ruta-fault: backend.<code>`` with its fault id
+(docs/adr/0024).
 """
 
 from __future__ import annotations
@@ -32,7 +35,15 @@ from typing import Final
 import grpc
 from cryptography import x509
 
-from ruta.faults import Fault, RutaError, status_from_code
+from ruta.faults import (
+    BACKEND_FAULT_PREFIX,
+    FAULT_HEADER,
+    FAULT_ID_HEADER,
+    Fault,
+    RutaError,
+    backend_fault_code,
+    status_from_code,
+)
 from ruta.globalconf import GlobalConf, SecurityServer
 from ruta.ids import MemberId, ServerId
 from ruta.pki.certs import gateway_member_of, subsystem_id_of
@@ -56,6 +67,7 @@ from security_server.headers import (
     MetadataBounds,
     ReadHeader,
     build_request_header,
+    canonical_uuid,
     parse_call_metadata,
     read_header,
     request_hash,
@@ -443,6 +455,8 @@ class ConsumerProxy:
             problems.append("its body does not match the signed digest")
         if len(response.body) > self._limits.max_message_bytes:
             problems.append("its body is over the size limit")
+        if header.backend_fault or header.backend_fault_id:
+            problems.extend(_backend_fault_problems(header))
         if problems:
             raise ProxyError(
                 "the provider's response is refused: " + "; ".join(problems), fault=_BAD_RESPONSE
@@ -463,6 +477,22 @@ class ConsumerProxy:
             fault = None
         if fault is not None:
             return _PassThrough(RutaError(text, fault=fault), fault_id=None, status=status)
+        if header.backend_fault:
+            # The backend's own refusal: its code, under the prefix that keeps it apart from the
+            # security servers' codes, and its fault id (docs/adr/0024). Both are in the signed
+            # header, so both logs hold them.
+            code = BACKEND_FAULT_PREFIX + header.backend_fault
+            _log.info(
+                "passed on a refusal of the backend of %s: fault=%s fault_id=%s",
+                header.service.service_name,
+                code,
+                header.backend_fault_id,
+            )
+            exchanged = (
+                (FAULT_HEADER, code),
+                (FAULT_ID_HEADER, header.backend_fault_id),
+                *exchanged,
+            )
         # The provider's backend answered with an application status: pass it on as it is.
         return _PassThrough(
             _ApplicationStatusError(text),
@@ -471,6 +501,19 @@ class ConsumerProxy:
             plain=True,
             metadata=exchanged,
         )
+
+
+def _backend_fault_problems(header: transport_pb2.MessageHeader) -> list[str]:
+    """What is wrong with a response's backend fault: the provider server checks what its
+    backend gave (docs/adr/0024), so a signed header that breaks the rule is a provider's lie."""
+    problems = []
+    if header.status_code == grpc.StatusCode.OK.value[0]:
+        problems.append("it carries a backend fault with status OK")
+    if backend_fault_code(header.backend_fault) is None:
+        problems.append("its backend fault is not a fault code")
+    if canonical_uuid(header.backend_fault_id) is None:
+        problems.append("its backend fault id is not a UUID")
+    return problems
 
 
 def _reused(call: CallMetadata) -> ProxyError:

@@ -7,9 +7,9 @@ module reads that metadata with named bounds into a :class:`CallMetadata`, build
 are the bytes that travel), parses received header bytes back with bounds, and writes the
 ``ruta-*`` metadata the provider hands its backend.
 
-Every refusal is a :class:`HeaderError` carrying a stable fault code: a missing ``ruta-client`` or
-``ruta-service`` is ``client.missing_header``, an identifier that does not parse is
-``client.invalid_identifier``, anything else malformed is ``client.invalid_header``.
+Every refusal is a :class:`HeaderError` carrying a stable fault code: a missing ``ruta-client``,
+``ruta-service`` or ``ruta-purpose`` is ``client.missing_header``, an identifier that does not
+parse is ``client.invalid_identifier``, anything else malformed is ``client.invalid_header``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ __all__ = [
     "ReadHeader",
     "build_request_header",
     "build_response_header",
+    "canonical_uuid",
     "metadata_for_backend",
     "parse_call_metadata",
     "parse_method_path",
@@ -94,6 +95,7 @@ MAX_SUBJECT_LENGTH: Final = 256
 MAX_METHOD_LENGTH: Final = 128
 #: Longest method path ``/pkg.Service/Method`` read at all.
 MAX_PATH_LENGTH: Final = 256
+_UUID_LENGTH: Final = 36
 #: Largest serialised MessageHeader accepted from a peer (a real one is well under 2 KiB).
 MAX_HEADER_BYTES: Final = 8 * 1024
 
@@ -173,19 +175,43 @@ def _text(name: str, value: str | bytes, limit: int) -> str:
     return value
 
 
+def canonical_uuid(text: str) -> str | None:
+    """``text`` as a UUID in its canonical 36-character form (lower case), or None when it is
+    not one in that form (any case)."""
+    if len(text) != _UUID_LENGTH:
+        return None
+    try:
+        parsed = str(uuid.UUID(text))
+    except ValueError:
+        return None
+    return parsed if parsed == text.lower() else None
+
+
 def _message_id(value: str | bytes | None) -> str:
     if value is None:
         return str(uuid.uuid4())
-    text = _text(MESSAGE_ID_HEADER, value, 36)
+    text = _text(MESSAGE_ID_HEADER, value, _UUID_LENGTH)
     try:
-        parsed = uuid.UUID(text)
+        uuid.UUID(text)
     except ValueError:
         raise HeaderError(
             f"{MESSAGE_ID_HEADER} must be a UUID such as {uuid.UUID(int=0)}"
         ) from None
-    if str(parsed) != text.lower():
+    parsed = canonical_uuid(text)
+    if parsed is None:
         raise HeaderError(f"{MESSAGE_ID_HEADER} must be a UUID in its canonical 36-character form")
-    return str(parsed)
+    return parsed
+
+
+def _purpose(value: str | bytes | None) -> str:
+    """Every contract names a purpose (the registry refuses one without), so a call without one
+    could only be refused by the contract check: say what is missing instead."""
+    if value is None or value == "":
+        raise HeaderError(
+            f"{PURPOSE_HEADER} is required: name the contract's purpose (or its contract id)",
+            fault=Fault.CLIENT_MISSING_HEADER,
+        )
+    return _text(PURPOSE_HEADER, value, MAX_PURPOSE_LENGTH)
 
 
 def _client(value: str | bytes | None) -> SubsystemId:
@@ -259,7 +285,7 @@ def parse_call_metadata(
         client=client,
         service=service,
         method=method_path.method,
-        purpose=_text(PURPOSE_HEADER, found.get(PURPOSE_HEADER, ""), MAX_PURPOSE_LENGTH),
+        purpose=_purpose(found.get(PURPOSE_HEADER)),
         user_id=_text(USER_ID_HEADER, found.get(USER_ID_HEADER, ""), MAX_USER_ID_LENGTH),
         subject=_text(SUBJECT_HEADER, found.get(SUBJECT_HEADER, ""), MAX_SUBJECT_LENGTH),
         message_id=_message_id(found.get(MESSAGE_ID_HEADER)),
@@ -301,9 +327,12 @@ def build_response_header(
     status_code: int,
     fault: Fault | None,
     created_at: datetime,
+    backend_fault: str = "",
+    backend_fault_id: str = "",
 ) -> tuple[transport_pb2.MessageHeader, bytes]:
     """Build the response header bound to ``request`` by ``request_digest`` (see
-    :func:`request_hash`); sender and receiver are the request's, swapped."""
+    :func:`request_hash`); sender and receiver are the request's, swapped. ``backend_fault``
+    and ``backend_fault_id`` are a backend's checked fault code and id (docs/adr/0024)."""
     header = transport_pb2.MessageHeader(
         message_id=request.message_id,
         kind=transport_pb2.MESSAGE_KIND_RESPONSE,
@@ -319,6 +348,8 @@ def build_response_header(
         request_hash=request_digest,
         status_code=status_code,
         fault=str(fault) if fault is not None else "",
+        backend_fault=backend_fault,
+        backend_fault_id=backend_fault_id,
     )
     header.created_at.FromDatetime(created_at.astimezone(UTC))
     return header, header.SerializeToString(deterministic=True)

@@ -11,8 +11,9 @@ uniqueness of the message id: the request is logged together with a durable clai
 a replay is refused even across a restart. Then it forwards the raw body to the mapped backend
 with the original method path, ``ruta-*`` metadata taken from the signed header, and the
 remaining deadline; signs a response header bound to the request by ``request_hash`` carrying
-the backend's status; logs it; and returns it. A backend that cannot be reached gets a signed
-response with ``server.provider.service_failed``, so the consumer's log holds the outcome too.
+the backend's status (and, for a refusal, the fault code and fault id the backend gave, checked:
+docs/adr/0024); logs it; and returns it. A backend that cannot be reached gets a signed response
+with ``server.provider.service_failed``, so the consumer's log holds the outcome too.
 
 ``Transport.ExchangeFrames`` carries the same requests several per frame on one stream
 (docs/adr/0011): each framed request goes through exactly the same steps, concurrently, and its
@@ -25,16 +26,18 @@ import asyncio
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
 import grpc
 
-from ruta.faults import Fault, RutaError, report
-from ruta.ids import ServerId
+from ruta.faults import Fault, RutaError, backend_fault_code, report
+from ruta.ids import ServerId, ServiceId
 from ruta.v1 import transport_pb2
-from security_server.backends import Backends
+from security_server.backends import BackendReply, Backends
 from security_server.calls import CallInfo, Refused
 from security_server.errors import ProxyError, Side
 from security_server.exchange import (
@@ -50,6 +53,7 @@ from security_server.frames import FramesStream
 from security_server.headers import (
     ReadHeader,
     build_response_header,
+    canonical_uuid,
     metadata_for_backend,
     read_header,
     request_hash,
@@ -230,9 +234,13 @@ class ProviderProxy:
                 fault=Fault.SERVER_PROVIDER_UNKNOWN_SERVICE,
             )
         if conf.allows(client, service, header.method, header.purpose, now) is None:
+            purpose = (
+                f"purpose {header.purpose!r}"
+                if header.purpose
+                else "no purpose (the request names none: ruta-purpose is required)"
+            )
             raise ProxyError(
-                f"no active contract lets {client} call {service}/{header.method} for purpose "
-                f"{header.purpose!r}",
+                f"no active contract lets {client} call {service}/{header.method} for {purpose}",
                 fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
             )
         # Fetched before the request is logged: a request this server could not answer with a
@@ -261,14 +269,12 @@ class ProviderProxy:
                 fault=Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,
             ) from None
         started = time.perf_counter()
-        body, status, failure = await self._forward(read, message.body, deadline)
+        forwarded = await self._forward(read, message.body, deadline)
         outcome.backend_seconds = time.perf_counter() - started
-        outcome.response_bytes = len(body)
-        if failure is not None:
-            outcome.fault = str(failure)
-        return await self._answer(
-            request=message, read=read, body=body, status=status, fault=failure, staple=staple
-        )
+        outcome.response_bytes = len(forwarded.body)
+        if forwarded.fault is not None:
+            outcome.fault = str(forwarded.fault)
+        return await self._answer(request=message, read=read, forwarded=forwarded, staple=staple)
 
     def _request_header(self, raw: bytes, peer: ServerId) -> ReadHeader:
         """The parsed request header, addressed to this server and sent by ``peer``."""
@@ -284,9 +290,7 @@ class ProviderProxy:
             )
         return read
 
-    async def _forward(
-        self, read: ReadHeader, body: bytes, deadline: float | None
-    ) -> tuple[bytes, int, Fault | None]:
+    async def _forward(self, read: ReadHeader, body: bytes, deadline: float | None) -> _Forwarded:
         header, service = read.header, read.service
         timeout = (
             self._limits.default_deadline_seconds
@@ -301,39 +305,53 @@ class ProviderProxy:
             seconds=max(0.0, min(timeout, self._limits.max_deadline_seconds)),
         )
         code = reply.status
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
+        if code is grpc.StatusCode.OK:
+            if len(reply.body) > self._limits.max_message_bytes:
+                text = (
+                    f"the backend's answer is over the {self._limits.max_message_bytes}-byte limit"
+                )
+                return _Forwarded(
+                    text.encode(),
+                    grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+                    Fault.SERVER_PROVIDER_SERVICE_FAILED,
+                )
+            return _Forwarded(reply.body, _OK)
+        claimed = _backend_fault(service, reply)
+        if claimed is None and code in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.UNIMPLEMENTED,
+        ):
+            # No Ruta fault with it: the backend was not reached (or serves no such method).
             _log.warning("backend for %s failed: %s", service, code.name)
             text = f"the backend of {service} is unavailable ({code.name}); try again later"
-            return text.encode(), code.value[0], Fault.SERVER_PROVIDER_SERVICE_FAILED
-        if code is not grpc.StatusCode.OK:
-            return reply.details.encode("utf-8", "replace"), code.value[0], None
-        if len(reply.body) > self._limits.max_message_bytes:
-            text = f"the backend's answer is over the {self._limits.max_message_bytes}-byte limit"
-            return (
-                text.encode(),
-                grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
-                Fault.SERVER_PROVIDER_SERVICE_FAILED,
-            )
-        return reply.body, _OK, None
+            return _Forwarded(text.encode(), code.value[0], Fault.SERVER_PROVIDER_SERVICE_FAILED)
+        fault, fault_id = claimed if claimed is not None else ("", "")
+        return _Forwarded(
+            reply.details.encode("utf-8", "replace"),
+            code.value[0],
+            backend_fault=fault,
+            backend_fault_id=fault_id,
+        )
 
     async def _answer(
         self,
         *,
         request: transport_pb2.SignedMessage,
         read: ReadHeader,
-        body: bytes,
-        status: int,
-        fault: Fault | None,
+        forwarded: _Forwarded,
         staple: bytes,
     ) -> transport_pb2.SignedMessage:
+        body = forwarded.body
         digest = request_hash(request.header, request.signature.value)
         created_at = self._clock()
         response, response_bytes = build_response_header(
             read.header,
             request_digest=digest,
             body=body,
-            status_code=status,
-            fault=fault,
+            status_code=forwarded.status,
+            fault=forwarded.fault,
+            backend_fault=forwarded.backend_fault,
+            backend_fault_id=forwarded.backend_fault_id,
             created_at=created_at,
         )
         signature = await self._identity.sign_batched(response_bytes, staple=staple)
@@ -353,6 +371,48 @@ class ProviderProxy:
             ),
         )
         return transport_pb2.SignedMessage(header=response_bytes, body=body, signature=signature)
+
+
+@dataclass(frozen=True, slots=True)
+class _Forwarded:
+    """What goes into the signed response: the body (or a refusal's text), the status, the
+    provider's own fault, and the fault code and id the backend gave with its refusal."""
+
+    body: bytes
+    status: int
+    fault: Fault | None = None
+    backend_fault: str = ""
+    backend_fault_id: str = ""
+
+
+def _backend_fault(service: ServiceId, reply: BackendReply) -> tuple[str, str] | None:
+    """The fault code and id a backend's refusal carries, checked (docs/adr/0024): a code of
+    another shape, or over :data:`~ruta.faults.MAX_BACKEND_FAULT_LENGTH`, is not carried (the
+    status and text still are); a missing or malformed fault id is replaced by a fresh one,
+    logged here so the caller's id leads to this server's log."""
+    if not reply.fault:
+        return None
+    code = backend_fault_code(reply.fault)
+    if code is None:
+        _log.warning(
+            "backend for %s refused with a fault code that is not one (%d characters); "
+            "passing its status on without it",
+            service,
+            len(reply.fault),
+        )
+        return None
+    fault_id = canonical_uuid(reply.fault_id)
+    if fault_id is None:
+        fault_id = str(uuid.uuid4())
+        _log.info(
+            "backend for %s refused fault=%s with no usable fault id; fault_id=%s",
+            service,
+            code,
+            fault_id,
+        )
+    else:
+        _log.info("backend for %s refused fault=%s fault_id=%s", service, code, fault_id)
+    return code, fault_id
 
 
 def _refusal(error: RutaError, *, fault_id: str | None = None) -> transport_pb2.Refusal:

@@ -14,6 +14,7 @@ from ruta.faults import (
     Fault,
     RutaError,
     abort,
+    backend_fault_code,
     fault_from_rpc_error,
     http_status_of,
     report,
@@ -200,3 +201,26 @@ def test_a_deadline_that_passed_is_504_whatever_the_code() -> None:
         http_status_of(Fault.SERVER_PROVIDER_SERVICE_FAILED, status=grpc.StatusCode.UNAVAILABLE)
         == 502
     )
+
+
+@pytest.mark.parametrize(
+    ("code", "kept"),
+    [
+        ("client.invalid_request", True),
+        ("server.provider.legacy_unavailable", True),
+        ("agency_x.register_closed2", True),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("", False),
+        ("Client.Invalid", False),
+        ("client..invalid", False),
+        (".client", False),
+        ("client.", False),
+        ("client invalid", False),
+        ("1client", False),
+        ("client.é", False),
+    ],
+)
+def test_backend_fault_code_takes_only_the_shape_of_a_fault_code(code: str, kept: bool) -> None:
+    assert (backend_fault_code(code) == code) is kept
+    assert kept or backend_fault_code(code) is None

@@ -65,11 +65,18 @@ def test_full_service_identifier_accepted_when_it_matches_path() -> None:
     metadata = (
         ("ruta-client", "DEV/GOV/SOC/benefits"),
         ("ruta-service", "DEV/GOV/POP/registry/population.v1.PopulationRegister"),
+        ("ruta-purpose", "benefit-eligibility"),
     )
     assert (
         parse_call_metadata(PATH, metadata).service.service_name
         == "population.v1.PopulationRegister"
     )
+
+
+def test_missing_purpose_names_the_metadata() -> None:
+    with pytest.raises(RutaError) as info:
+        parse_call_metadata(PATH, GOOD[:2])
+    assert "ruta-purpose is required" in info.value.message
 
 
 def test_foreign_metadata_ignored() -> None:
@@ -98,8 +105,11 @@ def test_foreign_metadata_ignored() -> None:
             (*GOOD[:2], ("ruta-purpose", "p" * (MAX_PURPOSE_LENGTH + 1))),
             Fault.CLIENT_INVALID_HEADER,
         ),
-        (PATH, (*GOOD[:2], ("ruta-subject", "tab\there")), Fault.CLIENT_INVALID_HEADER),
-        (PATH, (*GOOD[:2], ("ruta-subject", b"binary")), Fault.CLIENT_INVALID_HEADER),
+        (PATH, (*GOOD, ("ruta-subject", "tab\there")), Fault.CLIENT_INVALID_HEADER),
+        (PATH, (*GOOD, ("ruta-subject", b"binary")), Fault.CLIENT_INVALID_HEADER),
+        (PATH, GOOD[:2], Fault.CLIENT_MISSING_HEADER),
+        (PATH, (*GOOD[:2], ("ruta-purpose", "")), Fault.CLIENT_MISSING_HEADER),
+        (PATH, (*GOOD[:2], ("ruta-purpose", b"binary")), Fault.CLIENT_INVALID_HEADER),
         ("population.v1.PopulationRegister/GetPerson", GOOD, Fault.CLIENT_INVALID_HEADER),
         ("/population.v1.PopulationRegister", GOOD, Fault.CLIENT_INVALID_HEADER),
         ("/a/b/c", GOOD, Fault.CLIENT_INVALID_HEADER),
@@ -231,7 +241,7 @@ _TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), 
     st.tuples(_PART, _PART, _PART, _PART),
     _PART,
     st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True),
-    _TEXT,
+    _TEXT.filter(bool),
     _TEXT,
     st.binary(max_size=64),
 )

@@ -64,6 +64,18 @@ async def _no_client_header(w: World) -> tuple[str, bytes, CallInfo]:
     return PATH, PERSON, dataclasses.replace(info, metadata=info.metadata[1:])
 
 
+async def _no_purpose_header(w: World) -> tuple[str, bytes, CallInfo]:
+    info = w.call_info()
+    kept = tuple(entry for entry in info.metadata if entry[0] != "ruta-purpose")
+    return PATH, PERSON, dataclasses.replace(info, metadata=kept)
+
+
+async def _empty_purpose_header(w: World) -> tuple[str, bytes, CallInfo]:
+    info = w.call_info()
+    kept = tuple(e if e[0] != "ruta-purpose" else (e[0], "") for e in info.metadata)
+    return PATH, PERSON, dataclasses.replace(info, metadata=kept)
+
+
 async def _too_large(w: World) -> tuple[str, bytes, CallInfo]:
     return PATH, b"\x0a" * (MAX_MESSAGE_BYTES + 1), w.call_info()
 
@@ -140,6 +152,8 @@ async def _log_cannot_store(w: World) -> tuple[str, bytes, CallInfo]:
 
 CONSUMER_CHECKS: list[tuple[ConsumerCase, Fault, str]] = [
     (_no_client_header, Fault.CLIENT_MISSING_HEADER, "ruta-client"),
+    (_no_purpose_header, Fault.CLIENT_MISSING_HEADER, "ruta-purpose is required"),
+    (_empty_purpose_header, Fault.CLIENT_MISSING_HEADER, "ruta-purpose is required"),
     (_too_large, Fault.CLIENT_MESSAGE_TOO_LARGE, "the limit is"),
     (_other_members_subsystem, Fault.CLIENT_PERMISSION_DENIED, "only for subsystems of"),
     (_no_client_certificate, Fault.CLIENT_UNAUTHENTICATED, "no client certificate"),
@@ -289,6 +303,23 @@ def _revoked_staple(
     return tamper
 
 
+def _backend_fault_with_ok(w: World, header: transport_pb2.MessageHeader) -> None:
+    header.backend_fault = "client.not_found"
+    header.backend_fault_id = str(uuid.uuid4())
+
+
+def _backend_fault_not_a_code(w: World, header: transport_pb2.MessageHeader) -> None:
+    header.status_code = grpc.StatusCode.NOT_FOUND.value[0]
+    header.backend_fault = "Not Found!"
+    header.backend_fault_id = str(uuid.uuid4())
+
+
+def _backend_fault_id_not_a_uuid(w: World, header: transport_pb2.MessageHeader) -> None:
+    header.status_code = grpc.StatusCode.NOT_FOUND.value[0]
+    header.backend_fault = "client.not_found"
+    header.backend_fault_id = "42"
+
+
 LIES: list[tuple[str, Callable[[World], Callable[..., transport_pb2.SignedMessage]], str]] = [
     ("garbage_header", _garbage_header, "malformed"),
     ("wrong_kind", _lie(_wrong_kind), "it is not a response"),
@@ -301,6 +332,9 @@ LIES: list[tuple[str, Callable[[World], Callable[..., transport_pb2.SignedMessag
     ("signed_by_another_member", _signed_by(lambda w: w.tax_sign), "DEV/GOV/TAX"),
     ("expired_signing_certificate", _signed_by(_expired_signing_certificate), "expired"),
     ("revoked_signing_certificate", _revoked_staple, "revoked"),
+    ("backend_fault_with_ok", _lie(_backend_fault_with_ok), "a backend fault with status OK"),
+    ("backend_fault_not_a_code", _lie(_backend_fault_not_a_code), "is not a fault code"),
+    ("backend_fault_id_not_a_uuid", _lie(_backend_fault_id_not_a_uuid), "is not a UUID"),
 ]
 
 
@@ -481,6 +515,15 @@ async def _no_contract_at_the_provider(w: World) -> tuple[transport_pb2.SignedMe
     return _request(w), w.peer_info()
 
 
+async def _request_without_purpose(w: World) -> tuple[transport_pb2.SignedMessage, CallInfo]:
+    """A consumer server of another make sends no purpose: the provider names what is missing."""
+
+    def no_purpose(header: transport_pb2.MessageHeader) -> None:
+        header.purpose = ""
+
+    return _request(w, change=no_purpose), w.peer_info()
+
+
 async def _provider_cannot_staple(w: World) -> tuple[transport_pb2.SignedMessage, CallInfo]:
     w.ocsp.failing_for.add(w.pop_sign.certificate.serial_number)
     return _request(w), w.peer_info()
@@ -517,6 +560,7 @@ PROVIDER_CHECKS: list[tuple[ProviderCase, Fault, str]] = [
     (_stale_request, Fault.SERVER_PROVIDER_STALE_MESSAGE, "check both clocks"),
     (_service_not_served, Fault.SERVER_PROVIDER_UNKNOWN_SERVICE, "not served"),
     (_no_contract_at_the_provider, Fault.SERVER_PROVIDER_ACCESS_DENIED, "no active contract"),
+    (_request_without_purpose, Fault.SERVER_PROVIDER_ACCESS_DENIED, "ruta-purpose is required"),
     (_provider_cannot_staple, Fault.SERVER_PROVIDER_INTERNAL_ERROR, "OCSP"),
     (_replayed_request, Fault.SERVER_PROVIDER_REPLAYED_MESSAGE, "already used"),
     (_provider_log_cannot_store, Fault.SERVER_PROVIDER_LOGGING_FAILED, "message log"),
@@ -586,6 +630,105 @@ async def test_a_failing_backend_is_answered_with_a_signed_response(
         assert w.provider_log.size() == 2
     assert refused.status is status
     assert refused.fault == (str(fault) if fault is not None else None)
+
+
+async def _response_headers(w: World) -> list[transport_pb2.MessageHeader]:
+    """The signed response header in each log (consumer's, then provider's)."""
+    headers = []
+    for log in (w.consumer_log, w.provider_log):
+        page = await log.query()
+        (response,) = [r for r in page.records if str(r.kind) == "response"]
+        headers.append(read_header(response.log_record().header).header)
+    return headers
+
+
+@pytest.mark.parametrize("framed", [False, True], ids=["unary", "framed"])
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, "client.invalid_request"),
+        (grpc.StatusCode.NOT_FOUND, "client.not_found"),
+        # An adapter's legacy system is down: the backend answered, so it is its fault, not
+        # the provider server's service_failed.
+        (grpc.StatusCode.UNAVAILABLE, "server.provider.legacy_unavailable"),
+        # A backend cannot pass for a security server: its code keeps the backend prefix.
+        (grpc.StatusCode.PERMISSION_DENIED, "server.consumer.access_denied"),
+        (grpc.StatusCode.FAILED_PRECONDITION, "agency.register_closed"),
+    ],
+)
+async def test_a_backends_fault_reaches_the_caller_and_both_logs(
+    tmp_path: Path, framed: bool, status: grpc.StatusCode, code: str
+) -> None:
+    fault_id = str(uuid.uuid4())
+    async with world(tmp_path, framed=framed) as w:
+        w.backend.reply = BackendReply(
+            status, details="national_id must be 11 digits", fault=code, fault_id=fault_id
+        )
+        refused = await _refused(w, PATH, PERSON, w.call_info())
+        headers = await _response_headers(w)
+    trailing = dict(refused.trailing_metadata)
+    assert refused.status is status
+    assert refused.details == "national_id must be 11 digits"
+    assert trailing["ruta-fault"] == f"backend.{code}"
+    assert trailing["ruta-fault-id"] == fault_id
+    assert trailing["ruta-message-id"]
+    assert trailing["ruta-request-hash"]
+    for header in headers:
+        assert header.status_code == status.value[0]
+        assert header.fault == ""
+        assert (header.backend_fault, header.backend_fault_id) == (code, fault_id)
+
+
+@pytest.mark.parametrize(
+    "fault_id", ["", "not-a-uuid", "x" * 4096], ids=["none", "not_a_uuid", "huge"]
+)
+async def test_a_backend_fault_without_a_usable_id_gets_one(tmp_path: Path, fault_id: str) -> None:
+    async with world(tmp_path) as w:
+        w.backend.reply = BackendReply(
+            grpc.StatusCode.NOT_FOUND,
+            details="no person",
+            fault="client.not_found",
+            fault_id=fault_id,
+        )
+        refused = await _refused(w, PATH, PERSON, w.call_info())
+        consumer, provider = await _response_headers(w)
+    given = dict(refused.trailing_metadata)["ruta-fault-id"]
+    assert str(uuid.UUID(given)) == given
+    assert consumer.backend_fault_id == provider.backend_fault_id == given
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["Client.Invalid", "client invalid", "client..invalid", ".client", "a" * 65, "client.é"],
+)
+async def test_a_backend_fault_that_is_no_fault_code_is_not_carried(
+    tmp_path: Path, code: str
+) -> None:
+    """Status and text still pass; the malformed claim reaches neither the caller nor a log."""
+    async with world(tmp_path) as w:
+        w.backend.reply = BackendReply(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            details="bad national_id",
+            fault=code,
+            fault_id=str(uuid.uuid4()),
+        )
+        refused = await _refused(w, PATH, PERSON, w.call_info())
+        headers = await _response_headers(w)
+    assert refused.status is grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.fault is None
+    assert "ruta-fault-id" not in dict(refused.trailing_metadata)
+    assert all(not h.backend_fault and not h.backend_fault_id for h in headers)
+
+
+async def test_an_unreachable_backend_is_still_service_failed(tmp_path: Path) -> None:
+    """UNAVAILABLE with no Ruta fault: the backend was not reached; the provider server says so
+    with its own fault, and a malformed code does not turn that into a backend's answer."""
+    async with world(tmp_path) as w:
+        w.backend.reply = BackendReply(
+            grpc.StatusCode.UNAVAILABLE, details="connection refused", fault="Not A Code"
+        )
+        refused = await _refused(w, PATH, PERSON, w.call_info())
+    assert refused.fault == Fault.SERVER_PROVIDER_SERVICE_FAILED
 
 
 async def test_a_bug_is_internal_error_with_a_fault_id_and_no_text(tmp_path: Path) -> None:
