@@ -14,7 +14,7 @@ from typing import Any, Final, Self
 import grpc
 import grpc.aio
 
-from ruta.faults import fault_from_rpc_error
+from ruta.faults import FAULT_HEADER, fault_from_rpc_error
 from ruta.ids import ServiceId, SubsystemId
 from ruta.pki.tls import channel_credentials
 from sandbox.processes import SandboxError
@@ -112,15 +112,17 @@ class BusClient:
         try:
             answer = await call
         except grpc.aio.AioRpcError as error:
-            fault, fault_id = fault_from_rpc_error(error)
+            _, fault_id = fault_from_rpc_error(error)
             trailing = error.trailing_metadata()
+            # Read as text: a provider backend's code (``backend.…``, docs/adr/0024) is no Fault.
+            fault = _metadata_value(trailing, FAULT_HEADER) or None
             return CallResult(
                 service=service,
                 method=name,
                 response=None,
                 message_id=_metadata_value(trailing, "ruta-message-id"),
                 status=error.code().name,
-                fault=fault.value if fault is not None else None,
+                fault=fault,
                 fault_id=fault_id,
                 details=error.details() or "",
             )
