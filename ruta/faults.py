@@ -33,6 +33,7 @@ __all__ = [
     "RutaError",
     "abort",
     "backend_fault_code",
+    "caller_fault_code",
     "fault_from_rpc_error",
     "http_status_of",
     "http_status_of_grpc",
@@ -162,6 +163,9 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.SERVER_PROVIDER_INVALID_LEGACY_ANSWER: grpc.StatusCode.INTERNAL,
     Fault.SERVER_PROVIDER_RESULT_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+
+
+_FAULT_VALUES: frozenset[str] = frozenset(f.value for f in Fault)
 
 
 def status_of(fault: Fault) -> grpc.StatusCode:
@@ -326,11 +330,24 @@ def backend_fault_code(code: str) -> str | None:
     return code
 
 
+def caller_fault_code(code: str) -> str | None:
+    """``code`` (a ``ruta-fault`` value a caller received) if it is one a caller may be given:
+    a :class:`Fault` value, or :data:`BACKEND_FAULT_PREFIX` followed by a provider backend's code
+    of the right shape; else None. What an edge (the gateway, a client) passes on as it is."""
+    if code in _FAULT_VALUES:
+        return code
+    if code.startswith(BACKEND_FAULT_PREFIX):
+        claimed = backend_fault_code(code[len(BACKEND_FAULT_PREFIX) :])
+        return None if claimed is None else code
+    return None
+
+
 def fault_from_rpc_error(error: grpc.aio.AioRpcError) -> tuple[Fault | None, str | None]:
     """Read the fault code and fault id a peer put in a refusal's trailing metadata.
 
     Returns ``(None, None)`` for a status that carried no Ruta fault (for example a transport
-    failure), and a ``None`` code for a code this version does not know.
+    failure), and a ``None`` code for a code this version does not know, a provider backend's
+    ``backend.*`` code included (read that one with :func:`caller_fault_code`).
     """
     fault: Fault | None = None
     fault_id: str | None = None

@@ -14,7 +14,7 @@ from typing import Any, Final, Self
 import grpc
 import grpc.aio
 
-from ruta.faults import FAULT_HEADER, fault_from_rpc_error
+from ruta.faults import FAULT_HEADER, caller_fault_code, fault_from_rpc_error
 from ruta.ids import ServiceId, SubsystemId
 from ruta.pki.tls import channel_credentials
 from sandbox.processes import SandboxError
@@ -115,7 +115,7 @@ class BusClient:
             _, fault_id = fault_from_rpc_error(error)
             trailing = error.trailing_metadata()
             # Read as text: a provider backend's code (``backend.…``, docs/adr/0024) is no Fault.
-            fault = _metadata_value(trailing, FAULT_HEADER) or None
+            fault = caller_fault_code(_metadata_value(trailing, FAULT_HEADER))
             return CallResult(
                 service=service,
                 method=name,

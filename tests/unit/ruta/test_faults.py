@@ -15,6 +15,7 @@ from ruta.faults import (
     RutaError,
     abort,
     backend_fault_code,
+    caller_fault_code,
     fault_from_rpc_error,
     http_status_of,
     report,
@@ -224,3 +225,23 @@ def test_a_deadline_that_passed_is_504_whatever_the_code() -> None:
 def test_backend_fault_code_takes_only_the_shape_of_a_fault_code(code: str, kept: bool) -> None:
     assert (backend_fault_code(code) == code) is kept
     assert kept or backend_fault_code(code) is None
+
+
+@pytest.mark.parametrize(
+    ("code", "kept"),
+    [
+        ("server.provider.access_denied", True),
+        ("backend.client.invalid_request", True),
+        ("backend.server.consumer.access_denied", True),
+        ("backend.agency.closed", True),
+        ("server.provider.made_up", False),
+        ("backend.", False),
+        ("backend.Bad Code", False),
+        ("backend." + "a" * 65, False),
+        ("", False),
+    ],
+)
+def test_caller_fault_code_passes_bus_codes_and_prefixed_backend_codes(
+    code: str, kept: bool
+) -> None:
+    assert caller_fault_code(code) == (code if kept else None)
