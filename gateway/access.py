@@ -281,12 +281,13 @@ def _allowed_pairs(
 def _refusal_response(refusal: BusRefusedError) -> web.Response:
     exchanged = _exchanged_headers(refusal.message_id, refusal.request_hash)
     if refusal.application:
-        # The provider's backend answered with its own status: pass it on.
+        # The provider's backend answered with its own status (and perhaps its own fault code,
+        # docs/adr/0024): pass it on.
         return fault_response(
             refusal,
             fault_id=refusal.fault_id,
             http_status=http_status_of_grpc(refusal.status),
-            fault_type=f"application.{refusal.status.name.lower()}",
+            fault_type=refusal.backend_fault or f"application.{refusal.status.name.lower()}",
             headers=exchanged,
             grpc_status=refusal.status,
         )

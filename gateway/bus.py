@@ -16,7 +16,14 @@ import grpc
 import grpc.aio
 
 from gateway.settings import ConsumerPortSettings
-from ruta.faults import Fault, RutaError, fault_from_rpc_error
+from ruta.faults import (
+    BACKEND_FAULT_PREFIX,
+    FAULT_HEADER,
+    Fault,
+    RutaError,
+    caller_fault_code,
+    fault_from_rpc_error,
+)
 from ruta.ids import ServiceId, SubsystemId
 
 __all__ = [
@@ -62,7 +69,8 @@ class BusAnswer:
 
 class BusRefusedError(RutaError):
     """The exchange was refused or failed. ``fault`` is ``None`` for a plain application status
-    of the provider's backend (``status`` then says which)."""
+    of the provider's backend (``status`` then says which); ``backend_fault`` is the backend's own
+    code as the caller got it (``backend.client.not_found``, docs/adr/0024), or empty."""
 
     def __init__(
         self,
@@ -73,9 +81,11 @@ class BusRefusedError(RutaError):
         status: grpc.StatusCode,
         message_id: str = "",
         request_hash: str = "",
+        backend_fault: str = "",
     ) -> None:
         super().__init__(message, fault=fault or Fault.SERVER_PROVIDER_SERVICE_FAILED)
         self.application = fault is None
+        self.backend_fault = backend_fault
         self.fault_id = fault_id
         self.status = status
         self.message_id = message_id
@@ -157,6 +167,7 @@ class BusClient:
                 status=exc.code(),
                 message_id=found[0],
                 request_hash=found[1],
+                backend_fault=_backend_fault(exc.trailing_metadata()) if fault is None else "",
             ) from None
         message_id, request_hash = _exchanged(trailing)
         return BusAnswer(body=answer, message_id=message_id, request_hash=request_hash)
@@ -165,6 +176,16 @@ class BusClient:
 _TRANSPORT_FAILURES: Final = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN}
 )
+
+
+def _backend_fault(metadata: object) -> str:
+    """The provider backend's ``backend.*`` code in a refusal's ``ruta-fault``, or empty."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == FAULT_HEADER and isinstance(value, str):
+            code = caller_fault_code(value)
+            if code is not None and code.startswith(BACKEND_FAULT_PREFIX):
+                return code
+    return ""
 
 
 def _exchanged(metadata: object) -> tuple[str, str]:

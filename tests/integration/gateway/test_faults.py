@@ -9,9 +9,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.gateway.gwbed import REST_SERVICE, gateway_bed, gateway_url
+from adapters.examples.population.make_db import create_population_db
+from tests.integration.adapters.support import example, serving
+from tests.integration.gateway.gwbed import REST_SERVICE, GatewayBed, gateway_bed, gateway_url
 from tests.integration.gateway.test_service_access import HEADERS, _call
-from tests.integration.security_server.bed import BENEFITS, INCOME, PURPOSE, SERVICE
+from tests.integration.security_server.bed import BENEFITS, INCOME, POP, PURPOSE, SERVICE, SOC
 
 pytestmark = pytest.mark.integration
 
@@ -231,3 +233,30 @@ async def test_security_server_unreachable_is_502(tmp_path: Path) -> None:
         instance.agencies[SOC].app = None
         status, _, body = await _call(gateway_url(instance) + GET_PERSON, body=PERSON)
         _assert_fault(status, body, 502, "server.consumer.network_error")
+
+
+async def test_an_adapters_own_fault_is_the_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider backend that gives a fault code of its own (the population SQL adapter
+    refusing a malformed national_id): the type is that code under ``backend.`` and the detail
+    is the adapter's fault id (docs/adr/0024)."""
+    database = tmp_path / "population.db"
+    create_population_db(database)
+    monkeypatch.setenv("RUTA_POPULATION_DB", str(database))
+    async with serving(example(tmp_path, "population")) as adapter:
+        instance = GatewayBed(tmp_path / "bed")
+        try:
+            await instance.rest.start()
+            await instance.build()
+            instance.backend_address = f"127.0.0.1:{adapter.port}"
+            for server in (POP, SOC):
+                await instance.start_server(server)
+            await instance.start_gateway(SOC)
+            status, _, body = await _call(
+                gateway_url(instance) + GET_PERSON, body={"nationalId": "12-34"}
+            )
+        finally:
+            await instance.close()
+    _assert_fault(status, body, 400, "backend.client.invalid_request")
+    assert body["message"] == "request field national_id has an invalid format"
