@@ -61,7 +61,7 @@ from ruta.evidence.bundle import (
     sha256_hex,
 )
 from ruta.evidence.rules import Rule
-from ruta.faults import RutaError
+from ruta.faults import BACKEND_FAULT_PREFIX, RutaError
 from ruta.globalconf import ConfigurationAnchor, GlobalConf, open_configuration
 from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.merkle import MerkleError, leaf_hash, verify_consistency, verify_inclusion
@@ -127,9 +127,12 @@ class RecordReport:
     #: The purpose the client stated (signed in the header of requests and responses alike).
     purpose: str = ""
     #: Responses only: the gRPC status the provider answered with (``OK``, ``INVALID_ARGUMENT``
-    #: ...) and the fault code it signed with a refusal (empty for a success).
+    #: ...) and the fault code it signed with a refusal (empty for a success): the provider
+    #: server's own, or its backend's as the caller got it (``backend.client.invalid_request``,
+    #: docs/adr/0024), with the backend's fault id.
     status: str = ""
     fault: str = ""
+    fault_id: str = ""
     problems: list[str] = field(default_factory=list)
     #: The rule each problem breaks (docs/evidence-format.md), in the order of ``problems``.
     reasons: list[str] = field(default_factory=list)
@@ -258,6 +261,8 @@ class VerificationReport:
         for r in self.records:
             mark = "ok  " if r.ok else "FAIL"
             outcome = f" {r.outcome()}" if r.outcome() else ""
+            if r.fault_id:
+                outcome += f" fault_id {r.fault_id}"
             purpose = f" purpose {r.purpose}" if r.purpose else ""
             lines.append(
                 f"  {mark} #{r.seq} {r.kind} {r.direction} {r.message_id} "
@@ -685,7 +690,11 @@ class _Verification:
         record.purpose = _printable(header.purpose)
         if header.kind == transport_pb2.MESSAGE_KIND_RESPONSE:
             record.status = _STATUS_NAMES.get(header.status_code, f"code {header.status_code}")
-            record.fault = _printable(header.fault)
+            if header.fault or not header.backend_fault:
+                record.fault = _printable(header.fault)
+            else:
+                record.fault = _printable(BACKEND_FAULT_PREFIX + header.backend_fault)
+                record.fault_id = _printable(header.backend_fault_id)
         record.header_sha256 = sha256_hex(parsed.header)
         try:
             logged = parsed.logged_at.ToDatetime(tzinfo=UTC)

@@ -155,6 +155,9 @@ def test_the_tutorial_runs_as_written(folder: Path) -> None:
     assert "LMN-456" not in python
     assert len(re.findall(r"message id: [0-9a-f-]{36}", python)) == 2
     assert "refused: INVALID_ARGUMENT" in python
+    # The adapter's own code and fault id reach the caller (docs/adr/0024).
+    refused_with = re.search(r"fault: backend\.client\.invalid_request ([0-9a-f-]{36})", python)
+    assert refused_with is not None, python
     assert "refused, as it should be" in python
     node = output_of("node vehicles_client.js sandbox 4410000017")
     assert "ABC-123 Toyota Hilux 2015 2015-05-12" in node
@@ -169,6 +172,8 @@ def test_the_tutorial_runs_as_written(folder: Path) -> None:
     adapter_log = backgrounds[1].log.read_text()
     assert "ListVehiclesByOwner status=OK" in adapter_log
     assert "status=INVALID_ARGUMENT fault=client.invalid_request" in adapter_log
+    assert f"fault_id={refused_with.group(1)}" in adapter_log
+    assert "fault backend.client.invalid_request" in verified
 
 
 def test_the_npm_packages_are_the_ones_make_install_fetches() -> None:

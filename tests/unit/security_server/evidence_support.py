@@ -56,6 +56,8 @@ def _header(
     request_hash: bytes = b"",
     status_code: int = 0,
     fault: str = "",
+    backend_fault: str = "",
+    backend_fault_id: str = "",
 ) -> bytes:
     return transport_pb2.MessageHeader(
         message_id=message_id,
@@ -72,6 +74,8 @@ def _header(
         request_hash=request_hash,
         status_code=status_code,
         fault=fault,
+        backend_fault=backend_fault,
+        backend_fault_id=backend_fault_id,
     ).SerializeToString(deterministic=True)
 
 
@@ -109,11 +113,26 @@ class Scenario:
     message_ids: list[str] = field(default_factory=list)
 
     async def exchange(
-        self, subject: str = "person-1", *, status_code: int = 0, fault: str = ""
+        self,
+        subject: str = "person-1",
+        *,
+        status_code: int = 0,
+        fault: str = "",
+        backend_fault: str = "",
+        backend_fault_id: str = "",
     ) -> str:
         """One signed request and response, logged on both sides as the proxies do; the
-        response carries ``status_code`` and ``fault`` (a refusal by the backend, say)."""
-        return (await self.exchanges([subject], status_code=status_code, fault=fault))[0]
+        response carries ``status_code`` and ``fault`` (the provider server's refusal, say), or
+        ``backend_fault`` and ``backend_fault_id`` (its backend's, docs/adr/0024)."""
+        return (
+            await self.exchanges(
+                [subject],
+                status_code=status_code,
+                fault=fault,
+                backend_fault=backend_fault,
+                backend_fault_id=backend_fault_id,
+            )
+        )[0]
 
     async def exchanges(
         self,
@@ -122,6 +141,8 @@ class Scenario:
         batched: bool = False,
         status_code: int = 0,
         fault: str = "",
+        backend_fault: str = "",
+        backend_fault_id: str = "",
     ) -> list[str]:
         """One exchange per subject, logged in order; ``batched``: the requests signed as one
         batch and the responses as another (docs/adr/0010), else each signed alone."""
@@ -144,6 +165,8 @@ class Scenario:
                 request_hash=hashlib.sha256(request + sig.value).digest(),
                 status_code=status_code,
                 fault=fault,
+                backend_fault=backend_fault,
+                backend_fault_id=backend_fault_id,
             )
             for message_id, subject, answer, request, sig in zip(
                 message_ids, subjects, answers, requests, request_sigs, strict=True

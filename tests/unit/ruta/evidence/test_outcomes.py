@@ -56,6 +56,38 @@ async def test_a_refused_exchange_is_reported_with_its_status_and_fault(tmp_path
     assert by_id[(refused, "request")]["purpose"] == "benefit-eligibility"
 
 
+async def test_a_backends_own_fault_is_reported_with_its_fault_id(tmp_path: Path) -> None:
+    """A refusal by the provider's backend (docs/adr/0024): its code under ``backend.`` and the
+    fault id the caller got, from the signed header."""
+    fault_id = "5b0e51c4-7c1e-4f0a-9d55-0c1f8a3b2d11"
+    async with scenario(tmp_path, exchanges=0) as world:
+        refused = await world.exchange(
+            "person-9",
+            status_code=INVALID_ARGUMENT,
+            backend_fault="client.invalid_request",
+            backend_fault_id=fault_id,
+        )
+        await world.checkpoint()
+        bundle = await world.export(world.consumer)
+        anchor = world.anchor
+
+    report = verify_bundle(bundle, anchor=anchor, name="soc.zip")
+    assert report.ok, report.first_failure
+    (response,) = [r for r in report.records if r.kind == "response"]
+    assert response.message_id == refused
+    assert (response.status, response.fault, response.fault_id) == (
+        "INVALID_ARGUMENT",
+        "backend.client.invalid_request",
+        fault_id,
+    )
+    assert report.outcomes() == {"status INVALID_ARGUMENT fault backend.client.invalid_request": 1}
+    line = next(
+        line for line in report.text().splitlines() if "response" in line and refused in line
+    )
+    assert f"fault backend.client.invalid_request fault_id {fault_id}" in line
+    assert json.loads(report.to_json())["records"][1]["fault_id"] == fault_id
+
+
 def test_the_cli_prints_the_outcomes(tmp_path: Path) -> None:
     """``ruta audit verify`` (unpinned: the report says so) prints the counted outcomes."""
 
