@@ -21,6 +21,7 @@ from ruta.v1 import transport_pb2
 from sandbox.examples.population import encode_get_person
 from security_server.headers import read_header
 from security_server.log import MessageLog
+from security_server.refusals import REFUSALS_FILE, read_refusals
 from tests.integration.adapters.support import example, serving
 from tests.integration.security_server.bed import (
     POP,
@@ -83,6 +84,20 @@ async def test_an_adapters_refusal_reaches_the_caller_and_both_logs(
         assert any(
             f"fault=client.invalid_request fault_id={fault_id}" in line for line in adapter_lines
         ), adapter_lines
+
+        # SOC's operational record of the refusal it passed back holds what its caller got.
+        soc = instance.agencies[SOC].app
+        assert soc is not None
+        kept = [
+            (r.role, r.fault, r.fault_id, r.status)
+            for r in read_refusals(soc.settings.data_dir / REFUSALS_FILE)
+        ]
+        assert (
+            "consumer",
+            "backend.client.invalid_request",
+            fault_id,
+            "INVALID_ARGUMENT",
+        ) in kept
 
         for server in (SOC, POP):
             app = instance.agencies[server].app
