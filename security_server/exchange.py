@@ -242,13 +242,12 @@ class ExchangeRecorder:
         appends only). Raises :class:`~security_server.errors.ExchangeError`
         (``logging_failed``) if the log cannot be read."""
         try:
-            page = await self.log.query(client=str(client), message_id=message_id, limit=1)
+            return await self.log.holds_message(client=str(client), message_id=message_id)
         except (LogError, SQLAlchemyError) as exc:
             raise ExchangeError(
                 f"the message log cannot be read: {type(exc).__name__}",
                 reason=Reason.LOGGING_FAILED,
             ) from None
-        return bool(page.records)
 
     def append_soon(
         self, entries: Sequence[LogEntry], *, detached: bool = True

@@ -259,6 +259,21 @@ class LogReader:
             raise LogIntegrityError(f"log {self._origin!r} lacks committed records {missing[:10]}")
         return [found[s] for s in seqs]
 
+    async def holds_message(self, *, client: str, message_id: str) -> bool:
+        """Whether a committed record of ``client`` carries ``message_id``.
+
+        Looked up through the message-id index alone (origin and client are checked on the
+        few rows one id has): the consumer asks this before it signs every request, so the
+        cost must not grow with the records one client has in the log, as a query ordered by
+        sequence on the client index does."""
+        size = self.head().size
+        stmt = sa.select(log_leaves.c.origin, log_leaves.c.client, log_leaves.c.seq).where(
+            log_leaves.c.message_id == message_id
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return any(r.origin == self._origin and r.client == client and r.seq < size for r in rows)
+
     async def query(
         self,
         *,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -334,6 +335,51 @@ async def test_query_filters_and_pages(log: MessageLog, clock: FakeClock) -> Non
         await log.query(limit=MAX_PAGE_SIZE + 1)
     with pytest.raises(LogRangeError):
         await log.get_records([10])
+
+
+async def test_holds_message_by_client_and_id(
+    log: MessageLog, engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
+) -> None:
+    other = CLIENT.member.subsystem("other")
+    await log.append([make_entry() for _ in range(20)])
+    await log.append([make_entry(message_id="taken"), make_entry(client=other, message_id="x")])
+
+    assert await log.holds_message(client=str(CLIENT), message_id="taken")
+    assert not await log.holds_message(client=str(other), message_id="taken")
+    assert await log.holds_message(client=str(other), message_id="x")
+    assert not await log.holds_message(client=str(CLIENT), message_id="x")
+    assert not await log.holds_message(client=str(CLIENT), message_id="never")
+    node2 = await MessageLog.open(engine, origin="ruta.test/node2", body_key=body_key, clock=clock)
+    try:
+        assert not await node2.holds_message(client=str(CLIENT), message_id="taken")
+    finally:
+        await node2.close()
+
+
+async def test_holds_message_reads_through_the_message_id_index(
+    log: MessageLog, engine: AsyncEngine
+) -> None:
+    """The consumer asks before signing every request: the lookup must go through the message
+    id's index, not walk one client's records (a cost that grows with the log)."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the plan checked is SQLite's; PostgreSQL plans from its own statistics")
+    await log.append([make_entry() for _ in range(5)])
+    executed: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "message_id" in statement:
+            executed.append((statement, parameters))
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert not await log.holds_message(client=str(CLIENT), message_id="m")
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
+    [(statement, parameters)] = executed
+    async with engine.connect() as conn:
+        plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        details = " ".join(str(row[-1]) for row in plan)
+    assert "ix_log_leaves_message_id" in details, details
 
 
 async def test_random_proofs_verify_and_any_flipped_bit_fails(log: MessageLog) -> None:
