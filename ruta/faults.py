@@ -184,80 +184,6 @@ def status_of(fault: Fault) -> grpc.StatusCode:
     return _STATUS[fault]
 
 
-# Over HTTP (the gateway) a fault travels as a JSON body with the status below: 400 the caller's
-# mistake, 401/403 authentication and contracts, 404 unknown, 413 too large, 429 rate limited,
-# 502/504 the provider side failing or not answering, 503 this side unable to serve now, 500 a
-# bug. Most follow from the gRPC status; the overrides say where the side that refused matters.
-_HTTP_BY_GRPC: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-}
-_HTTP_STATUS: dict[Fault, int] = {
-    Fault.CLIENT_MESSAGE_TOO_LARGE: 413,
-    Fault.SERVER_PROVIDER_MESSAGE_TOO_LARGE: 413,
-    # The provider's own refusals of a well-formed signed request are failures of the far side
-    # as far as an HTTP caller is concerned (its own mistakes are named by client.* codes).
-    Fault.SERVER_PROVIDER_INVALID_MESSAGE: 502,
-    Fault.SERVER_PROVIDER_INVALID_SIGNATURE: 502,
-    Fault.SERVER_PROVIDER_CERT_REVOKED: 502,
-    Fault.SERVER_PROVIDER_CERT_INVALID: 502,
-    Fault.SERVER_PROVIDER_OCSP_INVALID: 502,
-    Fault.SERVER_PROVIDER_SIGNER_MISMATCH: 502,
-    Fault.SERVER_PROVIDER_REPLAYED_MESSAGE: 409,
-    Fault.SERVER_PROVIDER_STALE_MESSAGE: 502,
-    Fault.SERVER_PROVIDER_UNKNOWN_SERVICE: 404,
-    Fault.SERVER_PROVIDER_SERVICE_FAILED: 502,
-    Fault.SERVER_PROVIDER_OUTDATED_GLOBALCONF: 502,
-    Fault.SERVER_PROVIDER_LOGGING_FAILED: 502,
-    Fault.SERVER_PROVIDER_WITNESS_UNAVAILABLE: 502,
-    Fault.SERVER_PROVIDER_INTERNAL_ERROR: 502,
-    Fault.SERVER_PROVIDER_LEGACY_UNAVAILABLE: 502,
-    Fault.SERVER_PROVIDER_LEGACY_TIMEOUT: 504,
-    Fault.SERVER_PROVIDER_INVALID_LEGACY_ANSWER: 502,
-    Fault.SERVER_PROVIDER_RESULT_TOO_LARGE: 502,
-    Fault.SERVER_CONSUMER_NETWORK_ERROR: 502,
-    Fault.SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE: 502,
-    Fault.SERVER_CONSUMER_LOGGING_FAILED: 500,
-    Fault.SERVER_CONSUMER_INTERNAL_ERROR: 500,
-    # Over a load limit: the caller may retry after the hint (``Retry-After`` over HTTP).
-    Fault.SERVER_PROVIDER_RATE_LIMITED: 429,
-}
-
-
-def http_status_of(fault: Fault, *, status: grpc.StatusCode | None = None) -> int:
-    """The HTTP status a fault travels with over HTTP (the gateway), one mapping for all.
-
-    ``status`` is the gRPC status the refusal actually came with, when known: a deadline that
-    passed on the way (``DEADLINE_EXCEEDED``) is 504 whatever the code, so a caller can tell a
-    far side that did not answer from one that failed.
-    """
-    if status is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return 504
-    found = _HTTP_STATUS.get(fault)
-    if found is not None:
-        return found
-    return http_status_of_grpc(_STATUS.get(fault, grpc.StatusCode.INTERNAL))
-
-
-def http_status_of_grpc(status: grpc.StatusCode) -> int:
-    """The HTTP status of a plain gRPC status that carried no Ruta fault (a provider backend's
-    own answer, such as ``NOT_FOUND``): 200 for ``OK``, 500 for what has no closer match."""
-    if status is grpc.StatusCode.OK:
-        return 200
-    return _HTTP_BY_GRPC.get(status, 500)
-
-
 _STATUS_BY_CODE: dict[int, grpc.StatusCode] = {s.value[0]: s for s in grpc.StatusCode}
 
 
@@ -313,6 +239,8 @@ _HTTP_STATUS: dict[Fault, int] = {
     Fault.SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE: 502,
     Fault.SERVER_CONSUMER_LOGGING_FAILED: 500,
     Fault.SERVER_CONSUMER_INTERNAL_ERROR: 500,
+    # Over a load limit: the caller may retry after the hint (``Retry-After`` over HTTP).
+    Fault.SERVER_PROVIDER_RATE_LIMITED: 429,
 }
 
 

@@ -160,6 +160,10 @@ class KeepaliveSettings(_Section):
     timeout_seconds: float = Field(default=10.0, ge=1, le=600)
     #: Ping also while no call is open (keeps a frames stream's idle connection known alive).
     permit_without_calls: bool = True
+    #: The transport listener accepts a peer's pings this often at most while no data flows
+    #: (more often: gRPC closes the connection with GOAWAY "too_many_pings"). Keep it at or
+    #: below every peer's ``time_seconds``.
+    min_ping_interval_seconds: float = Field(default=5.0, ge=1, le=3600)
 
 
 class TransportSettings(ListenSettings):

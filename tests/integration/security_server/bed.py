@@ -162,6 +162,8 @@ class Bed:
         self.more_contracts: list[SubsystemId] = []
         #: Calls per minute each client's contract allows (absent: no limit).
         self.rate_limits: dict[SubsystemId, int] = {}
+        #: Transport addresses the configuration lists instead of the servers' own (a proxy's).
+        self.advertised: dict[ServerId, str] = {}
         self._runners: list[web.AppRunner] = []
         self._grpc: list[grpc.aio.Server] = []
         self.registry_runner: web.AppRunner | None = None
@@ -229,7 +231,7 @@ class Bed:
             conf.subsystems.add(id=agency.subsystem.to_proto())
             conf.servers.add(
                 id=server.to_proto(),
-                address=f"127.0.0.1:{self.transport_ports[server]}",
+                address=self.advertised.get(server, f"127.0.0.1:{self.transport_ports[server]}"),
                 auth_cert_sha256=fingerprint(agency.auth.certificate),
                 log_public_key=log_vkey(str(server), self.log_keys[server]),
             )
