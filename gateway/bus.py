@@ -23,6 +23,7 @@ from ruta.faults import (
     RutaError,
     caller_fault_code,
     fault_from_rpc_error,
+    retry_after_of,
 )
 from ruta.ids import ServiceId, SubsystemId
 
@@ -82,8 +83,13 @@ class BusRefusedError(RutaError):
         message_id: str = "",
         request_hash: str = "",
         backend_fault: str = "",
+        retry_after_ms: int | None = None,
     ) -> None:
-        super().__init__(message, fault=fault or Fault.SERVER_PROVIDER_SERVICE_FAILED)
+        super().__init__(
+            message,
+            fault=fault or Fault.SERVER_PROVIDER_SERVICE_FAILED,
+            retry_after_ms=retry_after_ms,
+        )
         self.application = fault is None
         self.backend_fault = backend_fault
         self.fault_id = fault_id
@@ -168,6 +174,7 @@ class BusClient:
                 message_id=found[0],
                 request_hash=found[1],
                 backend_fault=_backend_fault(exc.trailing_metadata()) if fault is None else "",
+                retry_after_ms=retry_after_of(exc.trailing_metadata()),
             ) from None
         message_id, request_hash = _exchanged(trailing)
         return BusAnswer(body=answer, message_id=message_id, request_hash=request_hash)

@@ -43,8 +43,12 @@ def fault_response(
     fault_type: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    """The JSON refusal for ``error``, logged once under its fault id (a peer's when given)."""
+    """The JSON refusal for ``error``, logged once under its fault id (a peer's when given).
+    A load limit's retry-after hint (``ruta-retry-after-ms``) becomes ``Retry-After`` (seconds,
+    rounded up)."""
     rep = report(error, fault_id=fault_id)
+    if rep.retry_after_ms is not None:
+        headers = {**(headers or {}), "Retry-After": str(max(1, -(-rep.retry_after_ms // 1000)))}
     status = (
         http_status if http_status is not None else http_status_of(error.fault, status=grpc_status)
     )

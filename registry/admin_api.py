@@ -619,6 +619,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             valid_from=valid_from or self._clock(),
             valid_until=valid_until,
             actor=caller.actor,
+            rate_limit_per_minute=request.rate_limit_per_minute,
         )
         await self._on_change()
         return protomap.contract_record(contract)
@@ -638,7 +639,14 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
                     f"on {contract.service}"
                 )
             updated = await self._store.approve_contract(
-                contract.id, actor=caller.actor, expected=contract
+                contract.id,
+                actor=caller.actor,
+                expected=contract,
+                rate_limit_per_minute=(
+                    request.rate_limit_per_minute
+                    if request.HasField("rate_limit_per_minute")
+                    else None
+                ),
             )
         elif contract.state is ContractState.APPROVED:
             self._require_registry_admin(caller, "activate an approved contract")

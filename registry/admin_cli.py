@@ -221,6 +221,7 @@ def _contract_row(c: registry_pb2.ContractRecord) -> dict[str, Any]:
         "legal_basis": c.legal_basis,
         "valid_from": _iso(c.valid_from),
         "valid_until": _iso(c.valid_until, c.HasField("valid_until")),
+        "rate_limit_per_minute": c.rate_limit_per_minute or None,
         "state": c.state,
         "requested_by": c.requested_by,
         "requested_at": _iso(c.requested_at),
@@ -639,6 +640,18 @@ def _timestamp(text: str | None, what: str) -> timestamp_pb2.Timestamp | None:
 
 
 _CONTRACT_COLUMNS: Final = ("id", "state", "consumer", "service", "methods", "purpose")
+_PER: Final = {"s": 60, "min": 1}
+
+
+def _per_minute(text: str) -> int:
+    """A rate limit given as ``N/s`` or ``N/min`` (or ``none``), in calls per minute."""
+    if text.strip().lower() in ("none", "0"):
+        return 0
+    count, _, unit = text.strip().partition("/")
+    factor = _PER.get(unit.strip().lower())
+    if factor is None or not count.strip().isdigit() or len(count.strip()) > 9:
+        raise click.BadParameter("--rate-limit must be N/s or N/min (or none)")
+    return int(count) * factor
 
 
 @click.group()
@@ -654,6 +667,12 @@ def contract() -> None:
 @click.option("--legal-basis", required=True, help="The legal basis, as text.")
 @click.option("--valid-from", help="ISO 8601 instant (default: now).")
 @click.option("--valid-until", help="ISO 8601 instant (default: no end).")
+@click.option(
+    "--rate-limit",
+    "rate_limit",
+    default=None,
+    help="Most calls asked for, as N/s or N/min (default: no limit).",
+)
 @_connection
 def contract_request(
     *,
@@ -665,6 +684,7 @@ def contract_request(
     legal_basis: str,
     valid_from: str | None,
     valid_until: str | None,
+    rate_limit: str | None,
 ) -> None:
     """Request a contract for a consumer subsystem to call a service."""
     request = registry_pb2.RequestContractRequest(
@@ -673,6 +693,7 @@ def contract_request(
         methods=list(methods),
         purpose=purpose,
         legal_basis=legal_basis,
+        rate_limit_per_minute=0 if rate_limit is None else _per_minute(rate_limit),
     )
     start = _timestamp(valid_from, "--valid-from")
     end = _timestamp(valid_until, "--valid-until")
@@ -686,11 +707,20 @@ def contract_request(
 
 @contract.command("approve")
 @click.argument("contract_id")
+@click.option(
+    "--rate-limit",
+    "rate_limit",
+    default=None,
+    help="On the provider's approval: the rate limit granted, as N/s or N/min, or "
+    "'none' (default: the one requested).",
+)
 @_connection
-def contract_approve(target: _Target, contract_id: str) -> None:
+def contract_approve(target: _Target, contract_id: str, rate_limit: str | None) -> None:
     """Approve CONTRACT_ID one step: requested -> approved (provider), approved -> active
     (registry administrator)."""
     request = registry_pb2.ContractRef(contract_id=contract_id)
+    if rate_limit is not None:
+        request.rate_limit_per_minute = _per_minute(rate_limit)
     record = _run(target, lambda stub: call(stub.ApproveContract(request)))
     _emit(target, [record], _contract_row, _CONTRACT_COLUMNS, one=True)
 

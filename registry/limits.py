@@ -34,3 +34,5 @@ MAX_CERTIFICATE_BYTES: Final = 16 * 1024
 MAX_REQUEST_BYTES: Final = MAX_DESCRIPTOR_SET_BYTES + 64 * 1024
 #: Largest savings figure accepted (minutes or cost per call); keeps reports meaningful.
 MAX_SAVINGS_VALUE: Final = 1e9
+#: Highest rate limit a contract may carry (calls per minute; 0 means none): 100,000 a second.
+MAX_RATE_LIMIT_PER_MINUTE: Final = 6_000_000

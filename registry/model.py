@@ -167,6 +167,8 @@ class Contract:
     activated_at: datetime | None = None
     revoked_by: str | None = None
     revoked_at: datetime | None = None
+    #: Most calls per minute under this contract (0: no limit), enforced by the provider.
+    rate_limit_per_minute: int = 0
 
     def in_force(self, at: datetime) -> bool:
         """True when the contract is active and ``at`` lies within [valid_from, valid_until)."""
@@ -193,6 +195,7 @@ class Contract:
             "activated_at": _iso(self.activated_at),
             "revoked_by": self.revoked_by,
             "revoked_at": _iso(self.revoked_at),
+            "rate_limit_per_minute": self.rate_limit_per_minute,
         }
 
 

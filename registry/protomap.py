@@ -114,6 +114,7 @@ def contract_record(c: Contract) -> registry_pb2.ContractRecord:
         approved_by=c.approved_by or "",
         activated_by=c.activated_by or "",
         revoked_by=c.revoked_by or "",
+        rate_limit_per_minute=c.rate_limit_per_minute,
     )
     for name, value in (
         ("valid_until", c.valid_until),
@@ -179,6 +180,7 @@ def contract_entry(c: Contract) -> globalconf_pb2.Contract:
         purpose=c.purpose,
         legal_basis=c.legal_basis,
         valid_from=to_timestamp(c.valid_from),
+        rate_limit_per_minute=c.rate_limit_per_minute,
     )
     if c.valid_until is not None:
         entry.valid_until.CopyFrom(to_timestamp(c.valid_until))

@@ -16,6 +16,7 @@ import enum
 import logging
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -28,6 +29,8 @@ __all__ = [
     "FAULT_ID_HEADER",
     "MAX_BACKEND_FAULT_LENGTH",
     "MAX_FAULT_TEXT_LENGTH",
+    "MAX_RETRY_AFTER_MS",
+    "RETRY_AFTER_HEADER",
     "Fault",
     "FaultReport",
     "RutaError",
@@ -38,12 +41,17 @@ __all__ = [
     "http_status_of",
     "http_status_of_grpc",
     "report",
+    "retry_after_of",
     "status_from_code",
     "status_of",
 ]
 
 FAULT_HEADER = "ruta-fault"
 FAULT_ID_HEADER = "ruta-fault-id"
+#: Trailing metadata of a refusal over a load limit: milliseconds after which a retry may pass.
+RETRY_AFTER_HEADER = "ruta-retry-after-ms"
+#: Longest retry-after hint put on the wire or read from a peer (an hour).
+MAX_RETRY_AFTER_MS = 3_600_000
 #: Longest fault text put on the wire; longer texts are cut (bounds what a peer must read).
 MAX_FAULT_TEXT_LENGTH = 1024
 #: What a provider backend's own fault code is prefixed with on its way to the caller: the
@@ -102,6 +110,8 @@ class Fault(enum.StrEnum):
     SERVER_PROVIDER_LOGGING_FAILED = "server.provider.logging_failed"
     SERVER_PROVIDER_WITNESS_UNAVAILABLE = "server.provider.witness_unavailable"
     SERVER_PROVIDER_INTERNAL_ERROR = "server.provider.internal_error"
+    #: Over the contract's rate limit (or the provider's local one); retry after the hint.
+    SERVER_PROVIDER_RATE_LIMITED = "server.provider.rate_limited"
 
     # Refusals by the registry (admin API, configuration, witness).
     SERVER_REGISTRY_INVALID_CHECKPOINT = "server.registry.invalid_checkpoint"
@@ -154,6 +164,7 @@ _STATUS: dict[Fault, grpc.StatusCode] = {
     Fault.SERVER_PROVIDER_LOGGING_FAILED: grpc.StatusCode.INTERNAL,
     Fault.SERVER_PROVIDER_WITNESS_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Fault.SERVER_PROVIDER_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
+    Fault.SERVER_PROVIDER_RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Fault.SERVER_REGISTRY_INVALID_CHECKPOINT: grpc.StatusCode.FAILED_PRECONDITION,
     Fault.SERVER_REGISTRY_INTERNAL_ERROR: grpc.StatusCode.INTERNAL,
     Fault.SERVER_REGISTRY_GLOBALCONF_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
@@ -228,6 +239,8 @@ _HTTP_STATUS: dict[Fault, int] = {
     Fault.SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE: 502,
     Fault.SERVER_CONSUMER_LOGGING_FAILED: 500,
     Fault.SERVER_CONSUMER_INTERNAL_ERROR: 500,
+    # Over a load limit: the caller may retry after the hint (``Retry-After`` over HTTP).
+    Fault.SERVER_PROVIDER_RATE_LIMITED: 429,
 }
 
 
@@ -264,10 +277,14 @@ class RutaError(Exception):
 
     default_fault: Fault = Fault.SERVER_PROVIDER_INTERNAL_ERROR
 
-    def __init__(self, message: str, *, fault: Fault | None = None) -> None:
+    def __init__(
+        self, message: str, *, fault: Fault | None = None, retry_after_ms: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.fault: Fault = fault if fault is not None else self.default_fault
+        #: A load limit's hint: milliseconds after which the same call may pass (None: none).
+        self.retry_after_ms = retry_after_ms
 
     def __str__(self) -> str:
         return f"{self.fault}: {self.message}"
@@ -281,10 +298,14 @@ class FaultReport:
     fault_id: str
     status: grpc.StatusCode
     details: str
+    retry_after_ms: int | None = None
 
     @property
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((FAULT_HEADER, str(self.fault)), (FAULT_ID_HEADER, self.fault_id))
+        entries = ((FAULT_HEADER, str(self.fault)), (FAULT_ID_HEADER, self.fault_id))
+        if self.retry_after_ms is None:
+            return entries
+        return (*entries, (RETRY_AFTER_HEADER, str(self.retry_after_ms)))
 
 
 def report(error: RutaError, *, fault_id: str | None = None) -> FaultReport:
@@ -297,8 +318,13 @@ def report(error: RutaError, *, fault_id: str | None = None) -> FaultReport:
     if len(details) > MAX_FAULT_TEXT_LENGTH:
         details = details[: MAX_FAULT_TEXT_LENGTH - 3] + "..."
     _log.info("refused fault=%s fault_id=%s: %s", error.fault, fid, details)
+    retry = error.retry_after_ms
     return FaultReport(
-        fault=error.fault, fault_id=fid, status=status_of(error.fault), details=details
+        fault=error.fault,
+        fault_id=fid,
+        status=status_of(error.fault),
+        details=details,
+        retry_after_ms=None if retry is None else min(max(0, retry), MAX_RETRY_AFTER_MS),
     )
 
 
@@ -361,3 +387,17 @@ def fault_from_rpc_error(error: grpc.aio.AioRpcError) -> tuple[Fault | None, str
         elif key == FAULT_ID_HEADER:
             fault_id = text
     return fault, fault_id
+
+
+def retry_after_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> int | None:
+    """The retry-after hint (``ruta-retry-after-ms``) in a refusal's trailing metadata, in
+    milliseconds and bounded by :data:`MAX_RETRY_AFTER_MS`; None when there is none or it is not
+    a number."""
+    for key, value in metadata or ():
+        if key != RETRY_AFTER_HEADER:
+            continue
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        if not text.isdigit() or len(text) > len(str(MAX_RETRY_AFTER_MS)):
+            return None
+        return min(int(text), MAX_RETRY_AFTER_MS)
+    return None

@@ -18,10 +18,10 @@ response together in one transaction, and only then returns the body with traili
 request was sent (refusal, network error, bad response, the caller's deadline) still logs the
 request, alone, before the refusal goes back (docs/adr/0009).
 
-A provider's refusal reaches the backend unchanged: same fault code, status and fault id. A
-refusal by the provider's backend reaches it with the backend's status and text, and, when the
-backend gave one, its fault code as ``ruta-fault: backend.<code>`` with its fault id
-(docs/adr/0024).
+A provider's refusal reaches the backend unchanged: same fault code, status and fault id (and
+the ``ruta-retry-after-ms`` hint of ``server.provider.rate_limited``). A refusal by the
+provider's backend reaches it with the backend's status and text, and, when the backend gave
+one, its fault code as ``ruta-fault: backend.<code>`` with its fault id (docs/adr/0024).
 """
 
 from __future__ import annotations
@@ -417,7 +417,9 @@ class ConsumerProxy:
                     fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
                 ) from None
             raise _PassThrough(
-                RutaError(refused.message, fault=refused.fault),
+                RutaError(
+                    refused.message, fault=refused.fault, retry_after_ms=refused.retry_after_ms
+                ),
                 fault_id=refused.fault_id,
                 status=refused.status,
             ) from None

@@ -19,7 +19,13 @@ import grpc
 import grpc.aio
 from cryptography import x509
 
-from ruta.faults import Fault, fault_from_rpc_error, status_from_code
+from ruta.faults import (
+    MAX_RETRY_AFTER_MS,
+    Fault,
+    fault_from_rpc_error,
+    retry_after_of,
+    status_from_code,
+)
 from ruta.globalconf import SecurityServer
 from ruta.ids import ServerId
 from ruta.v1 import transport_pb2
@@ -48,16 +54,24 @@ MAX_STATUS_TEXT_BYTES: Final = 1024
 
 class PeerRefusal(Exception):  # noqa: N818 - a peer's answer, passed on unchanged
     """The provider server refused the message: its fault (None: an unknown code), fault id,
-    status and text, to be passed on to the caller unchanged."""
+    status, text and retry-after hint (``server.provider.rate_limited``), to be passed on to the
+    caller unchanged."""
 
     def __init__(
-        self, message: str, *, fault: Fault | None, fault_id: str | None, status: grpc.StatusCode
+        self,
+        message: str,
+        *,
+        fault: Fault | None,
+        fault_id: str | None,
+        status: grpc.StatusCode,
+        retry_after_ms: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message[:MAX_STATUS_TEXT_BYTES]
         self.fault = fault
         self.fault_id = fault_id
         self.status = status
+        self.retry_after_ms = retry_after_ms
 
 
 class ProviderLink(Protocol):
@@ -203,6 +217,7 @@ class GrpcPeerLinks:
             fault=fault,
             fault_id=refusal.fault_id or None,
             status=status_from_code(refusal.status_code),
+            retry_after_ms=min(refusal.retry_after_ms, MAX_RETRY_AFTER_MS) or None,
         )
 
     async def _unary(
@@ -230,7 +245,11 @@ class GrpcPeerLinks:
             fault, fault_id = fault_from_rpc_error(exc)
             if fault is not None:
                 raise PeerRefusal(
-                    exc.details() or "", fault=fault, fault_id=fault_id, status=exc.code()
+                    exc.details() or "",
+                    fault=fault,
+                    fault_id=fault_id,
+                    status=exc.code(),
+                    retry_after_ms=retry_after_of(exc.trailing_metadata()),
                 ) from None
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
                 self._channels.discard(server)

@@ -6,7 +6,9 @@ peer is a listed security server (its TLS certificate's fingerprint, not revoked
 cosignature window; the size bound; the header (well formed, a request, addressed to this
 server, sent by the calling peer); the signature over the exact header bytes, with the chain to
 a trust anchor, the stapled OCSP response at signing time and the signer being the client's
-member; the body digest; freshness (``created_at`` within the allowed skew); the contract; and
+member; the body digest; freshness (``created_at`` within the allowed skew); the contract; the
+contract's rate limit, lowered by this server's own (:mod:`security_server.ratelimit`; refused
+with ``server.provider.rate_limited`` and a ``ruta-retry-after-ms`` hint, nothing logged); and
 uniqueness of the message id: the request is logged together with a durable claim on its id, so
 a replay is refused even across a restart. Then it forwards the raw body to the mapped backend
 with the original method path, ``ruta-*`` metadata taken from the signed header, and the
@@ -61,6 +63,7 @@ from security_server.headers import (
 from security_server.identity import ServerIdentity
 from security_server.log import Direction, MessageClaim, ReplayedMessageError
 from security_server.metrics import ExchangeMetrics, Outcome
+from security_server.ratelimit import RateLimiter
 from security_server.settings import SecurityServerSettings
 from security_server.transport import (
     MAX_FRAME_BYTES,
@@ -106,6 +109,12 @@ class ProviderProxy:
         self._gate = gate
         self._draining = asyncio.Event()
         self._framed_room = asyncio.Semaphore(settings.limits.max_concurrent_calls)
+        rates = settings.rate_limits
+        self._rates = RateLimiter(
+            max_per_minute=rates.max_per_minute,
+            service_per_minute=rates.service_per_minute,
+            max_buckets=rates.max_buckets,
+        )
 
     def frame_written(self, results: int) -> None:
         """Count a result frame written on a frames stream (metrics)."""
@@ -233,7 +242,8 @@ class ProviderProxy:
                 f"service {service} is not served by this security server",
                 fault=Fault.SERVER_PROVIDER_UNKNOWN_SERVICE,
             )
-        if conf.allows(client, service, header.method, header.purpose, now) is None:
+        contract = conf.allows(client, service, header.method, header.purpose, now)
+        if contract is None:
             purpose = (
                 f"purpose {header.purpose!r}"
                 if header.purpose
@@ -242,6 +252,13 @@ class ProviderProxy:
             raise ProxyError(
                 f"no active contract lets {client} call {service}/{header.method} for {purpose}",
                 fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
+            )
+        wait_ms = self._rates.take(str(client), str(service), contract.rate_limit_per_minute)
+        if wait_ms is not None:
+            raise ProxyError(
+                f"{client} is over its rate limit on {service}; retry after {wait_ms} ms",
+                fault=Fault.SERVER_PROVIDER_RATE_LIMITED,
+                retry_after_ms=wait_ms,
             )
         # Fetched before the request is logged: a request this server could not answer with a
         # signed response (no fresh OCSP response for its own certificate) is refused instead.
@@ -423,4 +440,5 @@ def _refusal(error: RutaError, *, fault_id: str | None = None) -> transport_pb2.
         fault=str(rep.fault),
         fault_id=rep.fault_id,
         message=rep.details,
+        retry_after_ms=rep.retry_after_ms or 0,
     )

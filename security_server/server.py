@@ -72,11 +72,13 @@ from security_server.provider import ProviderProxy
 from security_server.refusals import REFUSALS_FILE, RefusalLog
 from security_server.reload import LiveSubsystems
 from security_server.rpc import add_transport_service, consumer_handler
-from security_server.settings import SecurityServerSettings
+from security_server.settings import KeepaliveSettings, SecurityServerSettings
 from security_server.transport import (
     PeerChannels,
     PeerStatus,
     grpc_message_options,
+    keepalive_options,
+    ping_policy_options,
 )
 
 __all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "SecurityServerApp", "ServerStartError"]
@@ -306,6 +308,7 @@ class SecurityServerApp:
         drain: Callable[[], None] | None = None,
     ) -> None:
         """Bind one gRPC port under the watchdog and record its address as ``name``."""
+        keepalive = self.settings.transport.keepalive
         listener = self.listeners.bind(
             ListenerSpec(
                 name=name,
@@ -318,6 +321,11 @@ class SecurityServerApp:
                     ("grpc.max_metadata_size", _GRPC_MAX_METADATA_BYTES),
                     # Never share a port with another process: a second server must fail to start.
                     ("grpc.so_reuseport", 0),
+                    # Peers' keepalive pings are accepted (not answered with GOAWAY), and this
+                    # server pings callers too, so a dead caller's streams end.
+                    *ping_policy_options(keepalive.min_ping_interval_seconds),
+                    ("grpc.keepalive_time_ms", int(keepalive.time_seconds * 1000)),
+                    ("grpc.keepalive_timeout_ms", int(keepalive.timeout_seconds * 1000)),
                 ),
                 max_concurrent_calls=self.settings.limits.max_concurrent_calls,
                 drain=drain,
@@ -392,6 +400,7 @@ class SecurityServerApp:
             cert_path=settings.keys.auth_cert,
             max_message_bytes=settings.limits.max_message_bytes,
             status=status,
+            keepalive=tuple(_keepalive(settings.transport.keepalive)),
         )
         self._closers.append(peers.close)
         return GrpcPeerLinks(
@@ -498,3 +507,11 @@ class SecurityServerApp:
 #: A listener cannot be bound (address in use, not local, no permission): the gRPC ports raise it
 #: from :mod:`ruta.listeners`, the metrics port here.
 ServerStartError = ListenerError
+
+
+def _keepalive(settings: KeepaliveSettings) -> list[tuple[str, Any]]:
+    return keepalive_options(
+        time_seconds=settings.time_seconds,
+        timeout_seconds=settings.timeout_seconds,
+        permit_without_calls=settings.permit_without_calls,
+    )

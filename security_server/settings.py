@@ -27,16 +27,19 @@ from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.settings import ConfigError, RutaSettings
 from security_server.audit import AuditSettings
 from security_server.checkpointer import CheckpointSettings
+from security_server.ratelimit import DEFAULT_MAX_RATE_BUCKETS
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "BackendSettings",
     "ConsumerSettings",
     "GlobalConfSettings",
+    "KeepaliveSettings",
     "KeySettings",
     "LimitSettings",
     "ListenSettings",
     "LogSettings",
+    "RateLimitSettings",
     "SecurityServerSettings",
     "is_loopback_address",
     "settings_toml",
@@ -147,6 +150,22 @@ class ConsumerSettings(ListenSettings):
         return frozenset(SubsystemId.parse(text) for text in self.plain_loopback_subsystems)
 
 
+class KeepaliveSettings(_Section):
+    """gRPC keepalive on the links between security servers, so a silently dead connection is
+    noticed and replaced before the next call waits out its deadline."""
+
+    #: Seconds between HTTP/2 pings a consumer server sends on an idle peer channel.
+    time_seconds: float = Field(default=20.0, ge=1, le=3600)
+    #: Seconds to wait for a ping's answer before the connection is closed as dead.
+    timeout_seconds: float = Field(default=10.0, ge=1, le=600)
+    #: Ping also while no call is open (keeps a frames stream's idle connection known alive).
+    permit_without_calls: bool = True
+    #: The transport listener accepts a peer's pings this often at most while no data flows
+    #: (more often: gRPC closes the connection with GOAWAY "too_many_pings"). Keep it at or
+    #: below every peer's ``time_seconds``.
+    min_ping_interval_seconds: float = Field(default=5.0, ge=1, le=3600)
+
+
 class TransportSettings(ListenSettings):
     """The transport port, where other security servers send signed requests, and how this
     server sends its own."""
@@ -155,6 +174,8 @@ class TransportSettings(ListenSettings):
     #: (``Transport.ExchangeFrames``; falls back to one call per message for a provider that does
     #: not offer it). Off: one ``Transport.Exchange`` call per message.
     frames: bool = True
+    #: Keepalive pings on the channels to provider servers (and what this listener accepts).
+    keepalive: KeepaliveSettings = KeepaliveSettings()
 
 
 class KeySettings(_Section):
@@ -260,6 +281,23 @@ class LimitSettings(_Section):
     ocsp_freshness_seconds: float = Field(default=3600.0, gt=0, le=7 * 86_400)
 
 
+#: Highest local rate limit (calls per minute): 100,000 a second, the registry's bound too.
+MAX_RATE_LIMIT_PER_MINUTE: Final = 6_000_000
+
+
+class RateLimitSettings(_Section):
+    """This server's own rate limits as a provider (docs/adr/0023). The contract's limit, set
+    centrally, applies per (client subsystem, service); these can only lower it."""
+
+    #: Most calls per minute of one client subsystem to one service, whatever its contract
+    #: allows (0: the contract's limit alone).
+    max_per_minute: int = Field(default=0, ge=0, le=MAX_RATE_LIMIT_PER_MINUTE)
+    #: Most calls per minute to one service from all clients together (0: none).
+    service_per_minute: int = Field(default=0, ge=0, le=MAX_RATE_LIMIT_PER_MINUTE)
+    #: Most token buckets kept (the least recently used are evicted first).
+    max_buckets: int = Field(default=DEFAULT_MAX_RATE_BUCKETS, ge=16, le=1_000_000)
+
+
 class SecurityServerSettings(RutaSettings):
     """Everything one security server needs to run (``ruta ss serve --config FILE``)."""
 
@@ -281,6 +319,8 @@ class SecurityServerSettings(RutaSettings):
     backends: tuple[BackendSettings, ...] = Field(default=(), max_length=MAX_BACKENDS)
     log: LogSettings = LogSettings()
     limits: LimitSettings = LimitSettings()
+    #: This server's own rate limits as a provider (lower than the contracts' only).
+    rate_limits: RateLimitSettings = RateLimitSettings()
     #: Witnessed checkpoints of the message log (interval, cosignature window, log key file).
     checkpoints: CheckpointSettings = CheckpointSettings()
     #: The audit API port (empty ``listen``: none) and what it may hand out.

@@ -53,6 +53,8 @@ __all__ = [
     "TransportError",
     "authenticate_peer",
     "grpc_message_options",
+    "keepalive_options",
+    "ping_policy_options",
 ]
 
 EXCHANGE_PATH: Final = "/ruta.v1.Transport/Exchange"
@@ -74,6 +76,34 @@ MAX_FRAME_BYTES: Final = 192 * 1024
 #: is never refused by gRPC for the whole stream; each response is then held to this server's own
 #: limit (``server.consumer.invalid_response_signature``).
 MAX_PEER_RECEIVE_BYTES: Final = (64 << 20) + _ENVELOPE_SLACK_BYTES
+
+
+def keepalive_options(
+    *, time_seconds: float, timeout_seconds: float, permit_without_calls: bool
+) -> list[tuple[str, Any]]:
+    """gRPC options for HTTP/2 keepalive pings every ``time_seconds``, a connection whose ping
+    is not answered within ``timeout_seconds`` closed as dead (its calls fail UNAVAILABLE and the
+    next call connects anew), pinging also without open calls when ``permit_without_calls``."""
+    return [
+        ("grpc.keepalive_time_ms", int(time_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(timeout_seconds * 1000)),
+        # gRPC core waits for a ping's ack the shorter of this and the keepalive timeout
+        # (default one minute): without it an unanswered keepalive ping waits a minute.
+        ("grpc.http2.ping_timeout_ms", int(timeout_seconds * 1000)),
+        ("grpc.keepalive_permit_without_calls", int(permit_without_calls)),
+        # Unlimited pings while no data flows (gRPC's default stops after two).
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def ping_policy_options(min_ping_interval_seconds: float) -> list[tuple[str, Any]]:
+    """A listener's enforcement of peers' keepalive pings: accepted without calls, and as often
+    as every ``min_ping_interval_seconds`` while no data flows (gRPC's default, 5 min, would
+    close a pinging peer's connection with GOAWAY "too_many_pings")."""
+    return [
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(min_ping_interval_seconds * 1000)),
+    ]
 
 
 def grpc_message_options(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -180,6 +210,8 @@ class PeerChannels:
     cert_path: Path
     max_message_bytes: int
     status: PeerStatus
+    #: gRPC keepalive options for every peer channel (:func:`keepalive_options`).
+    keepalive: tuple[tuple[str, Any], ...] = ()
     _channels: dict[_Key, grpc.aio.Channel] = field(default_factory=dict)
     _pending: dict[_Key, asyncio.Task[grpc.aio.Channel]] = field(default_factory=dict)
     _anchor_digests: dict[tuple[x509.Certificate, ...], tuple[bytes, str]] = field(
@@ -260,6 +292,7 @@ class PeerChannels:
         options = [
             *grpc_message_options(self.max_message_bytes),
             ("grpc.max_receive_message_length", MAX_PEER_RECEIVE_BYTES),
+            *self.keepalive,
         ]
         return grpc.aio.secure_channel(peer.address, credentials, options=options)
 

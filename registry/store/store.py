@@ -18,6 +18,7 @@ from sqlalchemy import Row, and_, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from registry import limits
 from registry.errors import AlreadyExistsError, InvalidRequestError, NotFoundError, StoreError
 from registry.model import (
     Administrator,
@@ -167,7 +168,16 @@ def _contract(row: Row[Any], ids: _Ids | None = None) -> Contract:
         activated_at=_opt_dt(row.activated_at_us),
         revoked_by=row.revoked_by,
         revoked_at=_opt_dt(row.revoked_at_us),
+        rate_limit_per_minute=row.rate_limit_per_minute,
     )
+
+
+def _check_rate_limit(per_minute: int) -> None:
+    if not 0 <= per_minute <= limits.MAX_RATE_LIMIT_PER_MINUTE:
+        raise InvalidRequestError(
+            "the rate limit must be 0 (none) to "
+            f"{limits.MAX_RATE_LIMIT_PER_MINUTE} calls per minute"
+        )
 
 
 def _administrator(row: Row[Any]) -> Administrator:
@@ -562,15 +572,18 @@ class RegistryStore:
         valid_from: datetime,
         valid_until: datetime | None,
         actor: str,
+        rate_limit_per_minute: int = 0,
     ) -> Contract:
         """Record a consumer's request to call ``service``; the contract starts ``requested``.
+        ``rate_limit_per_minute`` (0: none) is the most calls per minute asked for.
 
         Raises NotFoundError for an unknown consumer or service, InvalidRequestError for methods
-        the service does not offer or an empty validity window.
+        the service does not offer, an empty validity window or a rate limit out of bounds.
         """
         now = self._clock()
         if valid_until is not None and valid_until <= valid_from:
             raise InvalidRequestError("valid_until must be later than valid_from")
+        _check_rate_limit(rate_limit_per_minute)
         contract = Contract(
             id=str(uuid.uuid4()),
             consumer=consumer,
@@ -583,6 +596,7 @@ class RegistryStore:
             state=ContractState.REQUESTED,
             requested_by=actor,
             requested_at=now,
+            rate_limit_per_minute=rate_limit_per_minute,
         )
         async with self._write() as conn:
             await self._require_subsystem(conn, consumer)
@@ -613,6 +627,7 @@ class RegistryStore:
                     state=str(ContractState.REQUESTED),
                     requested_by=actor,
                     requested_at_us=_us(now),
+                    rate_limit_per_minute=rate_limit_per_minute,
                 )
             )
             await self._audit(
@@ -646,6 +661,7 @@ class RegistryStore:
         by_column: str,
         at_column: str,
         expected: Contract | None,
+        changes: dict[str, Any] | None = None,
     ) -> Contract:
         now = self._clock()
         async with self._write() as conn:
@@ -672,7 +688,9 @@ class RegistryStore:
                         t.contracts.c.state == str(before.state),
                     )
                 )
-                .values({"state": str(to), by_column: actor, at_column: _us(now)})
+                .values(
+                    {"state": str(to), by_column: actor, at_column: _us(now), **(changes or {})}
+                )
             )
             if result.rowcount != 1:
                 raise InvalidRequestError(f"contract {contract_id} changed meanwhile; retry")
@@ -694,13 +712,23 @@ class RegistryStore:
         return after
 
     async def approve_contract(
-        self, contract_id: str, *, actor: str, expected: Contract | None = None
+        self,
+        contract_id: str,
+        *,
+        actor: str,
+        expected: Contract | None = None,
+        rate_limit_per_minute: int | None = None,
     ) -> Contract:
         """Provider's approval: ``requested`` -> ``approved``.
 
         ``expected`` (as read by the caller for its permission check) guards against the state
-        changing between that check and this step.
+        changing between that check and this step. ``rate_limit_per_minute`` (None: keep the
+        requested one; 0: none) is the limit the provider grants.
         """
+        changes: dict[str, Any] = {}
+        if rate_limit_per_minute is not None:
+            _check_rate_limit(rate_limit_per_minute)
+            changes["rate_limit_per_minute"] = rate_limit_per_minute
         return await self._step(
             contract_id,
             actor=actor,
@@ -710,6 +738,7 @@ class RegistryStore:
             by_column="approved_by",
             at_column="approved_at_us",
             expected=expected,
+            changes=changes,
         )
 
     async def activate_contract(

@@ -112,6 +112,8 @@ contracts = Table(
     Column("activated_at_us", BigInteger, nullable=True),
     Column("revoked_by", Text, nullable=True),
     Column("revoked_at_us", BigInteger, nullable=True),
+    # Most calls per minute under the contract (0: no limit); migration 0006.
+    Column("rate_limit_per_minute", BigInteger, nullable=False, server_default="0"),
     Index("ix_contracts_consumer_member", "consumer_member_id"),
     Index("ix_contracts_provider_member", "provider_member_id"),
     Index("ix_contracts_state", "state"),

@@ -115,6 +115,8 @@ class Contract:
     valid_from: datetime
     #: ``None`` means no end date.
     valid_until: datetime | None = None
+    #: Most calls per minute under this contract, per (consumer, service); 0 means no limit.
+    rate_limit_per_minute: int = 0
 
     def permits(self, method: str, purpose: str, at: datetime) -> bool:
         """Whether this contract covers ``method`` for ``purpose`` at instant ``at``.
@@ -605,6 +607,7 @@ class _Reader:
             legal_basis=text(c.legal_basis),
             valid_from=_datetime(c.valid_from) if c.HasField("valid_from") else _EPOCH,
             valid_until=_datetime(c.valid_until) if c.HasField("valid_until") else None,
+            rate_limit_per_minute=c.rate_limit_per_minute,
         )
 
     def _contracts(self, contracts: Sequence[globalconf_pb2.Contract]) -> tuple[Contract, ...]:

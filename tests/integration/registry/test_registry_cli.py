@@ -205,9 +205,16 @@ def test_cli_changes_appear_in_the_next_served_configuration(
     contract = registry.json(
         "contract", "request", "--consumer", str(TAX_APP), "--service", str(PEOPLE),
         "--method", "GetPerson", "--purpose", "tax", "--legal-basis", "Tax Act s. 12",
+        "--rate-limit", "5/s",
     )  # fmt: skip
     assert contract["state"] == "requested"
-    assert registry.json("contract", "approve", contract["contract_id"])["state"] == "approved"
+    assert contract["rate_limit_per_minute"] == 300
+    # The provider grants less than asked: what it approves is what the contract carries.
+    approved = registry.json(
+        "contract", "approve", contract["contract_id"], "--rate-limit", "120/min"
+    )
+    assert approved["state"] == "approved"
+    assert approved["rate_limit_per_minute"] == 120
     assert (
         registry.globalconf().allows(TAX_APP, PEOPLE, "GetPerson", "tax", datetime.now(UTC)) is None
     )
@@ -218,6 +225,7 @@ def test_cli_changes_appear_in_the_next_served_configuration(
     allowed = active.allows(TAX_APP, PEOPLE, "GetPerson", "tax", now)
     assert allowed is not None
     assert allowed.contract_id == contract["contract_id"]
+    assert allowed.rate_limit_per_minute == 120
     assert active.allows(TAX_APP, PEOPLE, "FindPeople", "tax", now) is None
     assert active.witness_url.endswith("/witness")
     # The verification parameters every verifier applies travel in the signed document.

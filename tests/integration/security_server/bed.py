@@ -158,6 +158,12 @@ class Bed:
         self.backend = PopulationBackend()
         self.agencies: dict[ServerId, Agency] = {}
         self.contract_active = True
+        #: Consumer subsystems given a contract like BENEFITS's (C-2, C-3, ...), when active.
+        self.more_contracts: list[SubsystemId] = []
+        #: Calls per minute each client's contract allows (absent: no limit).
+        self.rate_limits: dict[SubsystemId, int] = {}
+        #: Transport addresses the configuration lists instead of the servers' own (a proxy's).
+        self.advertised: dict[ServerId, str] = {}
         self._runners: list[web.AppRunner] = []
         self._grpc: list[grpc.aio.Server] = []
         self.registry_runner: web.AppRunner | None = None
@@ -225,7 +231,7 @@ class Bed:
             conf.subsystems.add(id=agency.subsystem.to_proto())
             conf.servers.add(
                 id=server.to_proto(),
-                address=f"127.0.0.1:{self.transport_ports[server]}",
+                address=self.advertised.get(server, f"127.0.0.1:{self.transport_ports[server]}"),
                 auth_cert_sha256=fingerprint(agency.auth.certificate),
                 log_public_key=log_vkey(str(server), self.log_keys[server]),
             )
@@ -236,15 +242,17 @@ class Bed:
             description="Population register: persons by national id",
         )
         if self.contract_active:
-            conf.contracts.add(
-                contract_id="C-1",
-                consumer=BENEFITS.to_proto(),
-                service=SERVICE.to_proto(),
-                methods=["GetPerson"],
-                purpose=PURPOSE,
-                legal_basis="Social Benefits Act s.12",
-                valid_from=_ts(_now() - datetime.timedelta(days=1)),
-            )
+            for number, client in enumerate([BENEFITS, *self.more_contracts], start=1):
+                conf.contracts.add(
+                    contract_id=f"C-{number}",
+                    consumer=client.to_proto(),
+                    service=SERVICE.to_proto(),
+                    methods=["GetPerson"],
+                    purpose=PURPOSE,
+                    legal_basis="Social Benefits Act s.12",
+                    valid_from=_ts(_now() - datetime.timedelta(days=1)),
+                    rate_limit_per_minute=self.rate_limits.get(client, 0),
+                )
         return conf
 
     def publish(self) -> int:

@@ -184,6 +184,33 @@ async def test_contract_needs_both_sides_and_the_registry(registry: Registry) ->
     assert revoked.state == "revoked"
 
 
+async def test_a_contract_carries_the_rate_limit_the_provider_grants(registry: Registry) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    tax = registry.stub(registry.pki.role("member-admin", TAX))
+    pop = registry.stub(registry.pki.role("member-admin", POP))
+    asked = registry_pb2.RequestContractRequest(
+        consumer=TAX_APP.to_proto(),
+        service=PEOPLE.to_proto(),
+        purpose="tax-assessment",
+        legal_basis="Tax Act s. 12",
+        rate_limit_per_minute=600,
+    )
+    contract = await tax.RequestContract(asked)
+    assert contract.rate_limit_per_minute == 600
+    too_many = registry_pb2.RequestContractRequest()
+    too_many.CopyFrom(asked)
+    too_many.rate_limit_per_minute = 4_000_000_000
+    assert await _fault(lambda: tax.RequestContract(too_many)) is Fault.CLIENT_INVALID_REQUEST
+    approved = await pop.ApproveContract(
+        registry_pb2.ContractRef(contract_id=contract.contract_id, rate_limit_per_minute=60)
+    )
+    assert approved.rate_limit_per_minute == 60
+    # Activation keeps it (no rate limit named: the approved one stands).
+    active = await admin.ApproveContract(registry_pb2.ContractRef(contract_id=contract.contract_id))
+    assert active.rate_limit_per_minute == 60
+
+
 @pytest.mark.parametrize(
     "call",
     [

@@ -16,7 +16,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.exc import DBAPIError
 
-from registry import migrations
+from registry import migrations, protomap
 from registry.errors import AlreadyExistsError, InvalidRequestError, NotFoundError
 from registry.model import ContractState, Savings
 from registry.store import RegistryStore, database_url, tables
@@ -144,6 +144,32 @@ async def test_contract_life_cycle(store: RegistryStore) -> None:
         await store.approve_contract(contract.id, actor="pop-admin")
 
 
+async def test_a_contracts_rate_limit_is_kept_and_published(store: RegistryStore) -> None:
+    await _populate(store)
+    contract = await store.request_contract(
+        consumer=TAX_APP,
+        service=PERSONS,
+        methods=[],
+        purpose="tax-assessment",
+        legal_basis="Tax Act s. 12",
+        valid_from=T0,
+        valid_until=None,
+        actor="tax-admin",
+        rate_limit_per_minute=600,
+    )
+    assert contract.rate_limit_per_minute == 600
+    approved = await store.approve_contract(contract.id, actor="pop", rate_limit_per_minute=120)
+    assert approved.rate_limit_per_minute == 120
+    await store.activate_contract(contract.id, actor="registry")
+    (published,) = (await store.snapshot()).contracts
+    assert published.rate_limit_per_minute == 120
+    assert protomap.contract_entry(published).rate_limit_per_minute == 120
+    audit = await store.list_audit(after_seq=0, limit=100)
+    approval = next(e for e in audit if e.action == "contract.approve")
+    assert approval.after is not None
+    assert approval.after["rate_limit_per_minute"] == 120
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
@@ -151,6 +177,8 @@ async def test_contract_life_cycle(store: RegistryStore) -> None:
         ({"service": ServiceId.parse("LAC/GOV/POP/registry/x.Nothing")}, NotFoundError),
         ({"methods": ["Delete"]}, InvalidRequestError),
         ({"valid_until": T0}, InvalidRequestError),
+        ({"rate_limit_per_minute": -1}, InvalidRequestError),
+        ({"rate_limit_per_minute": 6_000_001}, InvalidRequestError),
     ],
 )
 async def test_contract_request_refusals(

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from ruta.faults import Fault, status_of
+from ruta.faults import Fault, retry_after_of, status_of
 from ruta.ids import ServerId, SubsystemId
 from ruta.pki.testing import Credential
 from ruta.v1 import transport_pb2
@@ -524,6 +524,19 @@ async def _request_without_purpose(w: World) -> tuple[transport_pb2.SignedMessag
     return _request(w, change=no_purpose), w.peer_info()
 
 
+def _limit_contracts(w: World, per_minute: int) -> None:
+    for contract in w.conf_proto.contracts:
+        contract.rate_limit_per_minute = per_minute
+    w.republish()
+
+
+async def _over_the_rate_limit(w: World) -> tuple[transport_pb2.SignedMessage, CallInfo]:
+    # One call a minute: a bucket of one call, refilled in 60 s; the first call takes it.
+    _limit_contracts(w, 1)
+    await w.provider.exchange(_request(w), w.peer_info())
+    return _request(w), w.peer_info()
+
+
 async def _provider_cannot_staple(w: World) -> tuple[transport_pb2.SignedMessage, CallInfo]:
     w.ocsp.failing_for.add(w.pop_sign.certificate.serial_number)
     return _request(w), w.peer_info()
@@ -561,6 +574,7 @@ PROVIDER_CHECKS: list[tuple[ProviderCase, Fault, str]] = [
     (_service_not_served, Fault.SERVER_PROVIDER_UNKNOWN_SERVICE, "not served"),
     (_no_contract_at_the_provider, Fault.SERVER_PROVIDER_ACCESS_DENIED, "no active contract"),
     (_request_without_purpose, Fault.SERVER_PROVIDER_ACCESS_DENIED, "ruta-purpose is required"),
+    (_over_the_rate_limit, Fault.SERVER_PROVIDER_RATE_LIMITED, "over its rate limit"),
     (_provider_cannot_staple, Fault.SERVER_PROVIDER_INTERNAL_ERROR, "OCSP"),
     (_replayed_request, Fault.SERVER_PROVIDER_REPLAYED_MESSAGE, "already used"),
     (_provider_log_cannot_store, Fault.SERVER_PROVIDER_LOGGING_FAILED, "message log"),
@@ -770,3 +784,40 @@ async def test_a_cancelled_calls_request_is_durable_once_the_recorder_settles(
         page = await w.consumer_log.query()
         assert [str(r.kind) for r in page.records] == ["request"]
         answered.set()
+
+
+@pytest.mark.parametrize("framed", [False, True], ids=["unary", "framed"])
+async def test_a_rate_limited_call_gets_a_retry_after_hint_through_the_consumer(
+    tmp_path: Path, framed: bool
+) -> None:
+    async with world(tmp_path, framed=framed) as w:
+        _limit_contracts(w, 1)
+        await w.consumer.exchange(PATH, PERSON, w.call_info())
+        refused = await _refused(w, PATH, PERSON, w.call_info())
+        # The second request was sent and refused: the consumer logs it alone; the provider
+        # refused it before its log.
+        assert w.consumer_log.size() == 3
+        assert w.provider_log.size() == 2
+    assert refused.fault == Fault.SERVER_PROVIDER_RATE_LIMITED
+    assert refused.status is grpc.StatusCode.RESOURCE_EXHAUSTED
+    hint = retry_after_of(refused.trailing_metadata)
+    assert hint is not None
+    assert 0 < hint <= 60_000
+    assert str(hint) in refused.details
+
+
+async def test_the_providers_own_limit_only_lowers_the_contracts(tmp_path: Path) -> None:
+    local = {"rate_limits": {"max_per_minute": 1}}
+    async with world(tmp_path, provider_settings=local) as w:
+        _limit_contracts(w, 6000)  # the contract allows 100 a second; this server, one a minute
+        await w.provider.exchange(_request(w), w.peer_info())
+        with pytest.raises(Refused) as caught:
+            await w.provider.exchange(_request(w), w.peer_info())
+    assert caught.value.fault == Fault.SERVER_PROVIDER_RATE_LIMITED
+    lower = {"rate_limits": {"max_per_minute": 6000}}
+    async with world(tmp_path / "again", provider_settings=lower) as w:
+        _limit_contracts(w, 1)  # the contract's one a minute stands
+        await w.provider.exchange(_request(w), w.peer_info())
+        with pytest.raises(Refused) as caught:
+            await w.provider.exchange(_request(w), w.peer_info())
+    assert caught.value.fault == Fault.SERVER_PROVIDER_RATE_LIMITED

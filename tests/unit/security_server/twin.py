@@ -27,7 +27,7 @@ from cryptography import x509
 from google.protobuf import timestamp_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ruta.faults import Fault, status_from_code
+from ruta.faults import RETRY_AFTER_HEADER, Fault, retry_after_of, status_from_code
 from ruta.globalconf import GlobalConf, SecurityServer
 from ruta.globalconf.errors import OutdatedGlobalConfError
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
@@ -190,16 +190,18 @@ class _Link:
                 fault=Fault(trailing["ruta-fault"]),
                 fault_id=trailing.get("ruta-fault-id"),
                 status=refused.status,
+                retry_after_ms=retry_after_of(refused.trailing_metadata),
             ) from None
         world.sent.append(message)
         return world.tamper(response) if world.tamper is not None else response
 
 
 def _passed_on(refusal: transport_pb2.Refusal) -> Refused:
+    retry = ((RETRY_AFTER_HEADER, str(refusal.retry_after_ms)),) if refusal.retry_after_ms else ()
     return Refused(
         status_from_code(refusal.status_code),
         refusal.message,
-        (("ruta-fault", refusal.fault), ("ruta-fault-id", refusal.fault_id)),
+        (("ruta-fault", refusal.fault), ("ruta-fault-id", refusal.fault_id), *retry),
     )
 
 
@@ -225,9 +227,12 @@ class InProcessLinks:
         return None
 
 
-def _settings(directory: Path, server: ServerId) -> SecurityServerSettings:
+def _settings(
+    directory: Path, server: ServerId, extra: dict[str, Any] | None = None
+) -> SecurityServerSettings:
     return SecurityServerSettings.model_validate(
         {
+            **(extra or {}),
             "server_id": str(server),
             "data_dir": str(directory),
             "keys": {
@@ -277,6 +282,8 @@ class World:
     consumer_gate_error: Exception | None = None
     provider_gate_error: Exception | None = None
     clock_offset: datetime.timedelta = datetime.timedelta(0)
+    #: Settings sections the provider's server is given on top of the twin's.
+    provider_settings: dict[str, Any] = field(default_factory=dict)
     #: Messages the consumer handed to the link and that came back with a response.
     sent: list[transport_pb2.SignedMessage] = field(default_factory=list)
 
@@ -415,7 +422,7 @@ async def world(directory: Path, **overrides: Any) -> AsyncIterator[World]:
         )
 
     instance.provider = ProviderProxy(
-        settings=_settings(directory / "pop", POP_SS),
+        settings=_settings(directory / "pop", POP_SS, instance.provider_settings),
         identity=identity(POP_SS, pop_auth, instance.pop_sign),
         globalconf=instance.configuration,
         recorder=ExchangeRecorder(instance.provider_log),
