@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 import grpc
 import grpc.aio
 import pytest
@@ -361,6 +363,22 @@ class Bed:
                 return
             await asyncio.sleep(0.05)
         raise AssertionError("servers did not pick up the new configuration")
+
+    async def process_serial(self, server: ServerId) -> int:
+        """The configuration serial a ``ruta ss serve`` process holds (from its metrics)."""
+        url = self.agencies[server].addresses["metrics"]
+        async with aiohttp.ClientSession() as session, session.get(url) as reply:
+            text = await reply.text()
+        found = re.search(r"^ruta_globalconf_serial (\S+)$", text, re.MULTILINE)
+        return int(float(found.group(1))) if found else 0
+
+    async def wait_for_process_serial(self, serial: int, *servers: ServerId) -> None:
+        """Wait until each of ``servers`` (processes) holds configuration ``serial`` or newer."""
+        for _ in range(400):
+            if all([await self.process_serial(s) >= serial for s in servers]):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the servers did not pick up the new configuration")
 
     async def stop_backend(self) -> None:
         """Stop the example backend (the provider's next call to it fails)."""
