@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import uuid
@@ -25,6 +26,7 @@ from typing import Final
 
 import grpc
 import grpc.aio
+import psycopg
 import sqlalchemy as sa
 
 from ruta.checkpoint import Verifier, open_checkpoint, verify_cosignature
@@ -399,3 +401,86 @@ def reported(outcome: Outcome) -> Iterator[None]:
             )
         )
         raise
+
+
+# --- a private PostgreSQL cluster -----------------------------------------------------------------
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+def private_postgres_problem() -> str | None:
+    """Why a private PostgreSQL cluster cannot be made here (None when it can)."""
+    if _postgres_bin() is None:
+        return "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin"
+    if os.geteuid() != 0:
+        return "starting a private PostgreSQL cluster needs root (to run initdb as postgres)"
+    return None
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own (initdb into a temporary folder, run as the
+    ``postgres`` user on a free loopback port), so restarting it touches no one else's tests."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+
+    def _run(self, *args: str, timeout: float = 120) -> None:
+        done = subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"{Path(args[0]).name} failed: {done.stderr[-2000:]}")
+
+    def _pg_ctl(self, *args: str) -> None:
+        binary = _postgres_bin()
+        assert binary is not None
+        self._run(str(binary / "pg_ctl"), "-D", str(self.directory / "data"), *args)
+
+    def init(self) -> None:
+        binary = _postgres_bin()
+        assert binary is not None
+        self.directory.mkdir(parents=True)
+        for folder in (self.directory.parent, self.directory):
+            folder.chmod(0o755)  # the postgres user walks into it
+        shutil.chown(self.directory, "postgres", "postgres")
+        self._run(
+            str(binary / "initdb"),
+            "-D",
+            str(self.directory / "data"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        )
+        self.start()
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
+        self._pg_ctl("-o", options, "-l", str(self.directory / "server.log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            self.stop("immediate")
+        shutil.rmtree(self.directory, ignore_errors=True)
