@@ -48,7 +48,7 @@ RETRY_WINDOW_SECONDS: Final = 20.0
 #: Pause between two attempts of one logical call.
 RETRY_PAUSE_SECONDS: Final = 0.5
 
-# --- load ----------------------------------------------------------------------------------------
+# --- load -----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -70,20 +70,25 @@ async def call_once(channel: grpc.aio.Channel, message_id: str) -> None:
         raise AssertionError("answered with another person")
 
 
-async def logical_call(channel: grpc.aio.Channel, outcome: Outcome) -> None:
-    """Call with a fresh message id, retrying the *same* id as a careful client does after a
-    failure it cannot judge (so a retry is where a backend could act twice)."""
+async def logical_call(
+    channel: grpc.aio.Channel, outcome: Outcome, *, retry_window: float = RETRY_WINDOW_SECONDS
+) -> None:
+    """Call with a fresh message id, retrying the *same* id for ``retry_window`` seconds as a
+    careful client does after a failure it cannot judge (so a retry is where a backend could act
+    twice)."""
     message_id = str(uuid.uuid4())
     loop = asyncio.get_running_loop()
-    give_up = loop.time() + RETRY_WINDOW_SECONDS
-    while loop.time() < give_up:
+    give_up = loop.time() + retry_window
+    while True:
         try:
             await call_once(channel, message_id)
         except grpc.aio.AioRpcError as error:
             fault = fault_of(error) or f"grpc.{error.code().name.lower()}"
             outcome.faults[fault] += 1
-            if fault == "server.provider.replayed_message":
-                break  # the provider holds the id already: the first attempt reached it
+            # After replayed_message the provider holds the id already (an earlier attempt
+            # reached it): retrying cannot help.
+            if fault == "server.provider.replayed_message" or loop.time() >= give_up:
+                break
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
             continue
         outcome.acknowledged.append(message_id)
@@ -92,14 +97,19 @@ async def logical_call(channel: grpc.aio.Channel, outcome: Outcome) -> None:
 
 
 async def run_load(
-    channel: grpc.aio.Channel, *, calls: int, concurrency: int, outcome: Outcome
+    channel: grpc.aio.Channel,
+    *,
+    calls: int,
+    concurrency: int,
+    outcome: Outcome,
+    retry_window: float = RETRY_WINDOW_SECONDS,
 ) -> None:
     """``calls`` logical calls from ``concurrency`` workers."""
     queue = iter(range(calls))
 
     async def worker() -> None:
         for _ in queue:
-            await logical_call(channel, outcome)
+            await logical_call(channel, outcome, retry_window=retry_window)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -120,7 +130,7 @@ def seeded(name: str) -> random.Random:
     return random.Random(f"{seed}:{name}")
 
 
-# --- a backend process that counts --------------------------------------------------------------
+# --- a backend process that counts ----------------------------------------------------------------
 
 
 @dataclass
@@ -178,7 +188,7 @@ class CountingBackend:
         return collections.Counter(self.acted_file.read_text().split())
 
 
-# --- reading a log after the fact ---------------------------------------------------------------
+# --- reading a log after the fact -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -484,3 +494,49 @@ class PrivatePostgres:
         with contextlib.suppress(subprocess.SubprocessError):
             self.stop("immediate")
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# --- a small filesystem ---------------------------------------------------------------------------
+
+
+def small_filesystem_problem() -> str | None:
+    """Why a small filesystem cannot be mounted here (None when it can)."""
+    if os.geteuid() != 0:
+        return "mounting a small filesystem needs root"
+    return None
+
+
+@contextlib.contextmanager
+def small_filesystem(mountpoint: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (e.g. ``8m``) mounted at ``mountpoint`` for the block; always
+    unmounted after (lazily, should a process still hold a file there)."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mountpoint)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False, timeout=30)
+
+
+def fill(ballast: Path) -> int:
+    """Write ``ballast`` until the filesystem is full; returns the bytes written."""
+    written = 0
+    chunk = b"\0" * 65536
+    with open(ballast, "wb", buffering=0) as out:
+        while True:
+            try:
+                written += out.write(chunk) or 0
+            except OSError:
+                break
+    while True:  # the last bytes a whole chunk did not fit
+        try:
+            with open(ballast, "ab", buffering=0) as out:
+                out.write(b"\0" * 512)
+                written += 512
+        except OSError:
+            return written
