@@ -60,11 +60,13 @@ class Outcome:
     abandoned: list[str] = field(default_factory=list)
 
 
-async def call_once(channel: grpc.aio.Channel, message_id: str) -> None:
+async def call_once(
+    channel: grpc.aio.Channel, message_id: str, *, deadline: float = CALL_DEADLINE_SECONDS
+) -> None:
     """One GetPerson attempt carrying ``message_id``; raises the call's error."""
     metadata = call_metadata(extra=(("ruta-message-id", message_id),))
     raw = await get_person(channel)(
-        encode_get_person("38001010001"), metadata=metadata, timeout=CALL_DEADLINE_SECONDS
+        encode_get_person("38001010001"), metadata=metadata, timeout=deadline
     )
     if decode_person(raw)["given_name"] != "Ana":
         raise AssertionError("answered with another person")
