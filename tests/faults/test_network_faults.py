@@ -49,11 +49,14 @@ HANG_MARGIN: Final = 15.0
 
 
 @contextlib.asynccontextmanager
-async def _two_hosts(tmp_path: Path) -> AsyncIterator[tuple[Bed, Link]]:
+async def _two_hosts(tmp_path: Path, *, netem: bool = False) -> AsyncIterator[tuple[Bed, Link]]:
     problem = netns_problem()
     if problem is not None:
         pytest.skip(f"network namespaces cannot be made here: {problem}")
     with link() as net:
+        problem = netem_problem(net.consumer_ns, net.consumer_dev) if netem else None
+        if problem is not None:
+            pytest.skip(problem)
         async with (
             forwarders() as fwd,
             bed(tmp_path, auth_ip_addresses=(net.consumer_ip, net.provider_ip)) as instance,
@@ -164,10 +167,7 @@ async def test_partition_faults_within_deadline_then_streams_recover(tmp_path: P
 @pytest.mark.timeout(240)
 async def test_delay_and_loss_answer_or_fault_within_deadline(tmp_path: Path) -> None:
     outcome = Outcome()
-    async with _two_hosts(tmp_path) as (instance, net):
-        problem = netem_problem(net.consumer_ns, net.consumer_dev)
-        if problem is not None:
-            pytest.skip(problem)
+    async with _two_hosts(tmp_path, netem=True) as (instance, net):
         with reported(outcome):
             async with instance.consumer_channel(SOC) as channel:
                 net.shape("delay", "200ms", "50ms")
