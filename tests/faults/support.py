@@ -30,9 +30,9 @@ import psycopg
 import sqlalchemy as sa
 
 from ruta.checkpoint import Verifier, open_checkpoint, verify_cosignature
-from sandbox.examples.population import decode_person, encode_get_person
 from ruta.ids import ServerId
 from ruta.merkle import root_from_leaf_hashes, verify_consistency
+from sandbox.examples.population import decode_person, encode_get_person
 from security_server.checkpointer import log_verifier
 from security_server.database import open_database
 from security_server.log import MessageLog, StoredRecord, load_or_create_body_key
