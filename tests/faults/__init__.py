@@ -8,8 +8,8 @@ kept by reading both security servers' message logs back afterwards (never by tr
 - ``test_registry_outage``: registry down until the configuration expires, then back;
 - ``test_postgres_restart``: a private PostgreSQL cluster stopped hard under load;
 - ``test_log_volume_full``: the log on a small tmpfs of its own, filled up, then freed;
-- ``test_network_faults``: the two servers in network namespaces, a partition (and, where the
-  kernel has netem, delay and loss).
+- ``test_network_faults``: the two servers in network namespaces: a partition; delay and stalls
+  through a userspace link shaper; and, where the kernel has netem, delay and loss with tc.
 
 The last four need root (``mount``, ``ip netns``, ``initdb`` as ``postgres``) and skip with the
 reason where that is missing. Shared pieces live in :mod:`tests.faults.support` (load, a counting

@@ -9,7 +9,10 @@ filesystem) to the test's process, which connects to the real port. The consumer
 the other way round.
 
 Run as a child: ``python -m tests.faults.netns RULE...`` where a rule is ``tcp:PORT=unix:PATH``
-(listen on 127.0.0.1:PORT, forward to PATH) or ``unix:PATH=tcp:PORT``.
+(listen on 127.0.0.1:PORT, forward to PATH), ``unix:PATH=tcp:PORT``, or
+``shaped:HOST:PORT=tcp:PORT2@CONTROL`` (listen on HOST:PORT, forward to 127.0.0.1:PORT2, shaping
+each chunk as the CONTROL file says: ``DELAY_SECONDS STALL_PROBABILITY STALL_SECONDS``, read
+again whenever it changes; a userspace stand-in for ``tc netem`` where the kernel has none).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -175,9 +179,37 @@ def _check(done: subprocess.CompletedProcess[str]) -> None:
 # --- forwarding ----------------------------------------------------------------------------------
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+@dataclass
+class Shaping:
+    """Delay and stalls applied to each chunk, as a control file says (see the docstring)."""
+
+    control: Path
+    _seen: float = -1.0
+    _now: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def current(self) -> tuple[float, float, float]:
+        with contextlib.suppress(OSError, ValueError):
+            changed = self.control.stat().st_mtime
+            if changed != self._seen:
+                delay, probability, stall = (float(x) for x in self.control.read_text().split())
+                self._seen, self._now = changed, (delay, probability, stall)
+        return self._now
+
+    async def apply(self) -> None:
+        delay, probability, stall = self.current()
+        if probability and random.random() < probability:
+            delay += stall
+        if delay:
+            await asyncio.sleep(delay)
+
+
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, shaping: Shaping | None = None
+) -> None:
     try:
         while data := await reader.read(_CHUNK):
+            if shaping is not None:
+                await shaping.apply()
             writer.write(data)
             await writer.drain()
     except OSError:
@@ -187,14 +219,17 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _forward(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connect: Connect
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    connect: Connect,
+    shaping: Shaping | None = None,
 ) -> None:
     try:
         far_reader, far_writer = await connect()
     except OSError:
         writer.close()
         return
-    await asyncio.gather(_pipe(reader, far_writer), _pipe(far_reader, writer))
+    await asyncio.gather(_pipe(reader, far_writer, shaping), _pipe(far_reader, writer, shaping))
 
 
 def _tcp(port: int) -> Connect:
@@ -208,13 +243,18 @@ def _unix(path: str) -> Connect:
 async def serve_rule(rule: str) -> asyncio.Server:
     """Start forwarding for one rule (see the module's docstring)."""
     source, target = rule.split("=", 1)
+    target, _, control = target.partition("@")
     kind, where = target.split(":", 1)
     connect = _tcp(int(where)) if kind == "tcp" else _unix(where)
+    shaping = Shaping(Path(control)) if control else None
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _forward(reader, writer, connect)
+        await _forward(reader, writer, connect, shaping)
 
     kind, where = source.split(":", 1)
+    if kind == "shaped":
+        host, port = where.rsplit(":", 1)
+        return await asyncio.start_server(handle, host, int(port))
     if kind == "tcp":
         return await asyncio.start_server(handle, "127.0.0.1", int(where))
     return await asyncio.start_unix_server(handle, where)

@@ -6,6 +6,8 @@ namespaces of their own, joined by a veth pair on private addresses of the test'
   recovers and calls are answered again, with no restart.
 - Delay and loss (``tc netem``): calls are answered or refused with a fault, within their
   deadlines. Skipped where the kernel offers no netem.
+- The same through a userspace link shaper on the provider's side (each chunk delayed, some held
+  back for seconds as a lost segment is), which runs wherever namespaces can be made.
 
 Both logs are read back afterwards: every call a caller saw answered is in both.
 """
@@ -49,7 +51,11 @@ HANG_MARGIN: Final = 15.0
 
 
 @contextlib.asynccontextmanager
-async def _two_hosts(tmp_path: Path, *, netem: bool = False) -> AsyncIterator[tuple[Bed, Link]]:
+async def _two_hosts(
+    tmp_path: Path, *, netem: bool = False, shaping: Path | None = None
+) -> AsyncIterator[tuple[Bed, Link]]:
+    """The bed with SOC and POP in namespaces of their own; with ``shaping``, POP's transport is
+    reached through a userspace link shaper in its namespace that the file controls."""
     problem = netns_problem()
     if problem is not None:
         pytest.skip(f"network namespaces cannot be made here: {problem}")
@@ -67,7 +73,16 @@ async def _two_hosts(tmp_path: Path, *, netem: bool = False) -> AsyncIterator[tu
             consumer_port = free_port()
             data = instance.settings_dict(SOC)
             data["consumer"] = {**data["consumer"], "listen": f"127.0.0.1:{consumer_port}"}
-            await instance.spawn_server(POP, prefix=net.exec_prefix(net.provider_ns))
+            pop = instance.settings_dict(POP)
+            port = instance.transport_ports[POP]
+            if shaping is not None:
+                pop["transport"] = {"listen": f"127.0.0.1:{port}"}
+            await instance.spawn_server(POP, data=pop, prefix=net.exec_prefix(net.provider_ns))
+            if shaping is not None:
+                await fwd.inside(
+                    net.exec_prefix(net.provider_ns),
+                    [f"shaped:{net.provider_ip}:{port}=tcp:{port}@{shaping}"],
+                )
             await instance.spawn_server(SOC, data=data, prefix=net.exec_prefix(net.consumer_ns))
             # The test's callers reach the consumer port from outside its namespace.
             await fwd.inside(
@@ -178,4 +193,28 @@ async def test_delay_and_loss_answer_or_fault_within_deadline(tmp_path: Path) ->
                 assert set(refusals) <= LINK_FAULTS, dict(refusals)
                 net.unshape()
                 await _answered_again(channel, outcome)
+            await _check_logs(instance, outcome)
+
+
+@pytest.mark.timeout(240)
+async def test_slow_and_stalling_link_answer_or_fault_within_deadline(tmp_path: Path) -> None:
+    outcome = Outcome()
+    control = tmp_path / "shaping"
+    control.write_text("0 0 0")
+    async with _two_hosts(tmp_path / "bed", shaping=control) as (instance, _):
+        with reported(outcome):
+            async with instance.consumer_channel(SOC) as channel:
+                await run_load(channel, calls=20, concurrency=4, outcome=outcome)
+                assert len(outcome.acknowledged) == 20, outcome.faults
+                control.write_text("0.02 0 0")  # every chunk 20 ms late, each way
+                refusals = await _bounded_calls(channel, 16, outcome)
+                assert not refusals, dict(refusals)  # slow, but within the deadline
+                control.write_text("0.005 0.2 2.5")  # a fifth of chunks held back 2.5 s
+                refusals = await _bounded_calls(channel, 16, outcome)
+                assert set(refusals) <= LINK_FAULTS, dict(refusals)
+                control.write_text("0 0 0")
+                await _answered_again(channel, outcome)
+                before = len(outcome.acknowledged)
+                await run_load(channel, calls=20, concurrency=4, outcome=outcome)
+                assert len(outcome.acknowledged) == before + 20, outcome.faults
             await _check_logs(instance, outcome)
