@@ -8,7 +8,7 @@ code); never anything else.
 
 The CI run is short (``max_examples`` = :data:`EXAMPLES`, 60 by default). A longer run::
 
-    RUTA_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest -m fuzz tests/fuzz -p no:timeout
+    RUTA_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest -m fuzz tests/fuzz --timeout=0
 
 Hypothesis keeps failing examples in ``.hypothesis/``; turn each into an ``@example`` in the
 test (a regression test) along with the fix.
