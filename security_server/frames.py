@@ -222,7 +222,7 @@ class FrameLinks:
 
     def link(self, channel: grpc.aio.Channel) -> FrameLink:
         """The usable link on ``channel``, opened if need be. Raises :class:`TransportError`
-        (``server.consumer.network_error``) when the channel was closed meanwhile."""
+        (peer unreachable) when the channel was closed meanwhile."""
         link = self._links.get(id(channel))
         if link is not None and link.channel is channel and link.usable:
             return link
@@ -236,9 +236,7 @@ class FrameLinks:
             link = FrameLink(channel, on_frame=self._on_frame)
         except grpc.aio.UsageError:
             # Another call saw this peer's link fail and closed the channel under this one.
-            raise TransportError(
-                "the link to the provider server was closed; retry", fault=_NETWORK
-            ) from None
+            raise TransportError("the link to the provider server was closed; retry") from None
         self._links[id(channel)] = link
         return link
 

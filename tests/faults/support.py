@@ -45,6 +45,8 @@ REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 CALL_DEADLINE_SECONDS: Final = 10.0
 #: How long a caller keeps retrying one logical call (same message id) before it gives up.
 RETRY_WINDOW_SECONDS: Final = 20.0
+#: Refusals saying an earlier attempt with the message id got through (docs/adr/0017).
+ID_TAKEN: Final = frozenset({"client.reused_message_id", "server.provider.replayed_message"})
 #: Pause between two attempts of one logical call.
 RETRY_PAUSE_SECONDS: Final = 0.5
 
@@ -87,9 +89,9 @@ async def logical_call(
         except grpc.aio.AioRpcError as error:
             fault = fault_of(error) or f"grpc.{error.code().name.lower()}"
             outcome.faults[fault] += 1
-            # After replayed_message the provider holds the id already (an earlier attempt
-            # reached it): retrying cannot help.
-            if fault == "server.provider.replayed_message" or loop.time() >= give_up:
+            # The id is taken already (an earlier attempt was logged by the consumer, or reached
+            # the provider): retrying it cannot help.
+            if fault in ID_TAKEN or loop.time() >= give_up:
                 break
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
             continue

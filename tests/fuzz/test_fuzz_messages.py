@@ -28,7 +28,7 @@ from security_server.headers import (
     parse_call_metadata,
     read_header,
 )
-from security_server.transport import _parse
+from security_server.rpc import _parse
 from tests.fuzz.support import bytes_or_mutation, fuzz_settings, mutated, text_or_mutation
 
 pytestmark = pytest.mark.fuzz

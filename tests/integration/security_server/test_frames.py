@@ -19,9 +19,9 @@ import grpc
 import grpc.aio
 import pytest
 
-from ruta.faults import Fault
 from ruta.v1 import transport_pb2
 from sandbox.examples.population import decode_person, encode_get_person
+from security_server.errors import Reason
 from security_server.frames import FrameLink, FrameLinks, FramesUnsupportedError
 from security_server.transport import MAX_FRAME_BYTES, TransportError
 from tests.integration.security_server.bed import (
@@ -236,5 +236,5 @@ async def test_a_link_on_a_channel_closed_meanwhile_is_a_network_error() -> None
     links = FrameLinks()
     with pytest.raises(TransportError) as info:
         links.link(channel)
-    assert info.value.fault is Fault.SERVER_CONSUMER_NETWORK_ERROR
+    assert info.value.reason is Reason.PEER_UNREACHABLE
     await links.close()

@@ -225,7 +225,7 @@ async def test_reconcile_names_a_retried_request_and_pairs_the_rest(world: Scena
     """A retried message id (the consumer logged a second request the provider refused) is
     reported as one more request on the consumer's side, not as headers that differ."""
     retried = world.message_ids[0]
-    await world.resend_request(retried)
+    await world.repeated_request(retried)
     await world.checkpoint()
     consumer = verify_bundle(await world.export(world.consumer), name="soc")
     provider = verify_bundle(await world.export(world.provider), name="pop")
