@@ -8,6 +8,7 @@ checkpoint taken before the restart.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Final
@@ -41,9 +42,9 @@ async def test_postgres_restart_under_load_loses_nothing_acknowledged(tmp_path: 
     rng = seeded("postgres-restart")
     # Not under tmp_path: the postgres user must be able to reach the cluster's folder.
     cluster = PrivatePostgres(Path(tempfile.mkdtemp(prefix="ruta-faults-pg-")) / "cluster")
-    await asyncio.to_thread(cluster.init)
     outcome = Outcome()
     try:
+        await asyncio.to_thread(cluster.init)
         urls = {POP: cluster.create_database("ruta_pop"), SOC: cluster.create_database("ruta_soc")}
         async with bed(tmp_path) as instance:
             for server in (POP, SOC):
@@ -73,4 +74,4 @@ async def test_postgres_restart_under_load_loses_nothing_acknowledged(tmp_path: 
                 assert_acknowledged_in_both(outcome.acknowledged, consumer, provider)
     finally:
         await asyncio.to_thread(cluster.destroy)
-        cluster.directory.parent.rmdir()
+        shutil.rmtree(cluster.directory.parent, ignore_errors=True)
