@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PROTOS := $(wildcard proto/ruta/v1/*.proto)
 GENERATED := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
-.PHONY: install proto test lint format demo bench clean
+.PHONY: install proto test lint format demo bench soak clean
 
 install: .stamp-install proto .stamp-node .stamp-debian
 
@@ -61,6 +61,11 @@ demo: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Not in CI: the two-server bed at moderate load for SOAK_SECONDS (default 600); a table on stdout,
+# samples.csv and soak.svg in SOAK_OUT (default soak-report/). See tests/faults/soak.py.
+soak: install
+	$(BIN)/python -m tests.faults.soak
 
 clean:
 	rm -rf $(VENV) .stamp-* ruta/v1/*_pb2*.py ruta/v1/*_pb2*.pyi .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

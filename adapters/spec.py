@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -325,8 +326,12 @@ class MethodSpec(_Model):
         for path, pattern in value.items():
             _check_path(path)
             try:
-                re.compile(pattern)
-            except re.error as exc:
+                # A pattern whose meaning a later Python changes (``[[``, ``--`` and the like in
+                # a set draw a FutureWarning) is refused rather than read two ways.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", FutureWarning)
+                    re.compile(pattern)
+            except (re.error, FutureWarning) as exc:
                 raise ValueError(
                     f"pattern for {path!r} is not a regular expression: {exc}"
                 ) from None

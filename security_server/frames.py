@@ -221,6 +221,8 @@ class FrameLinks:
         self._retired = TaskOwner()
 
     def link(self, channel: grpc.aio.Channel) -> FrameLink:
+        """The usable link on ``channel``, opened if need be. Raises :class:`TransportError`
+        (peer unreachable) when the channel was closed meanwhile."""
         link = self._links.get(id(channel))
         if link is not None and link.channel is channel and link.usable:
             return link
@@ -230,7 +232,12 @@ class FrameLinks:
             for old in self._links.values():
                 self._retire(old)
             self._links.clear()
-        link = self._links[id(channel)] = FrameLink(channel, on_frame=self._on_frame)
+        try:
+            link = FrameLink(channel, on_frame=self._on_frame)
+        except grpc.aio.UsageError:
+            # Another call saw this peer's link fail and closed the channel under this one.
+            raise TransportError("the link to the provider server was closed; retry") from None
+        self._links[id(channel)] = link
         return link
 
     def _retire(self, link: FrameLink) -> None:

@@ -62,12 +62,44 @@ class ReconcileReport:
         return "\n".join(lines) + "\n"
 
 
-def _exchanges(report: VerificationReport) -> dict[tuple[str, str], dict[str, RecordReport]]:
-    out: dict[tuple[str, str], dict[str, RecordReport]] = {}
+def _exchanges(
+    report: VerificationReport,
+) -> dict[tuple[str, str], dict[str, dict[str, RecordReport]]]:
+    """(client, message id) -> kind -> header digest -> record. A message id may carry several
+    requests: a caller that retried it after a failure it could not judge (the provider then
+    refused the retry as replayed, so only the sender logged it)."""
+    out: dict[tuple[str, str], dict[str, dict[str, RecordReport]]] = {}
     for record in report.records:
         if record.message_id:
-            out.setdefault((record.client, record.message_id), {})[record.kind] = record
+            kinds = out.setdefault((record.client, record.message_id), {})
+            kinds.setdefault(record.kind, {})[record.header_sha256] = record
     return out
+
+
+def _compare(
+    kind: str,
+    one: dict[str, RecordReport],
+    two: dict[str, RecordReport],
+    a: VerificationReport,
+    b: VerificationReport,
+) -> list[str]:
+    if not one or not two:
+        return [f"the {kind} is only in {a.source if not two else b.source}"]
+    common = one.keys() & two.keys()
+    if not common:
+        return [f"the {kind} headers differ between the sides"]
+    problems = [
+        f"both sides claim to have {one[digest].direction} the {kind}"
+        for digest in sorted(common)
+        if one[digest].direction == two[digest].direction
+    ]
+    for extra, side in ((one.keys() - common, a.source), (two.keys() - common, b.source)):
+        if extra:
+            problems.append(
+                f"{len(extra)} more {kind} with this message id only in {side} (a retry the "
+                "other side refused?)"
+            )
+    return problems
 
 
 def reconcile(a: VerificationReport, b: VerificationReport) -> ReconcileReport:
@@ -81,16 +113,11 @@ def reconcile(a: VerificationReport, b: VerificationReport) -> ReconcileReport:
             side = b.source if mine is None else a.source
             result.discrepancies.append(Discrepancy(client, message_id, f"present only in {side}"))
             continue
-        problems = []
-        for kind in sorted(mine.keys() | theirs.keys()):
-            one, two = mine.get(kind), theirs.get(kind)
-            if one is None or two is None:
-                where = a.source if two is None else b.source
-                problems.append(f"the {kind} is only in {where}")
-            elif one.header_sha256 != two.header_sha256:
-                problems.append(f"the {kind} headers differ between the sides")
-            elif one.direction == two.direction:
-                problems.append(f"both sides claim to have {one.direction} the {kind}")
+        problems = [
+            problem
+            for kind in sorted(mine.keys() | theirs.keys())
+            for problem in _compare(kind, mine.get(kind, {}), theirs.get(kind, {}), a, b)
+        ]
         if problems:
             result.discrepancies.append(Discrepancy(client, message_id, "; ".join(problems)))
         else:

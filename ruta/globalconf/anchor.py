@@ -39,6 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from ruta.pki.certs import parse_pem_certificates
 from ruta.settings import ConfigError, describe_validation_error, read_text
 
 __all__ = [
@@ -197,7 +198,7 @@ class ConfigurationAnchor:
         except ValueError as exc:
             raise ConfigError(f"anchor file {name} is invalid: {exc}") from None
         try:
-            certs = tuple(x509.load_pem_x509_certificates(model.signing_certificates.encode()))
+            certs = tuple(parse_pem_certificates(model.signing_certificates.encode()))
         except ValueError:
             raise ConfigError(
                 f"anchor file {name}: signing_certificates is not PEM certificate text"

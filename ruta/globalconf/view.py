@@ -35,6 +35,7 @@ from ruta.globalconf.limits import (
     MAX_TEXT_LENGTH,
 )
 from ruta.ids import IdentifierError, MemberId, ServerId, ServiceId, SubsystemId
+from ruta.pki.certs import parse_der_certificate
 from ruta.pki.ocsp import DEFAULT_OCSP_FRESHNESS, MAX_CLOCK_SKEW
 from ruta.timestamps import to_timestamp
 from ruta.v1 import globalconf_pb2, ids_pb2
@@ -545,7 +546,7 @@ class _Reader:
         for i, der in enumerate(ders):
             self._at(kind, i)
             try:
-                certs.append(x509.load_der_x509_certificate(der))
+                certs.append(parse_der_certificate(der))
             except ValueError:
                 raise InvalidConfigurationError(
                     f"{kind}[{i}] is not a DER X.509 certificate"

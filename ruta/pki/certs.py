@@ -33,6 +33,7 @@ import datetime
 import enum
 import ipaddress
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -42,6 +43,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from ruta.faults import Fault
@@ -74,6 +76,8 @@ __all__ = [
     "make_csr",
     "member_id_of",
     "member_uri",
+    "parse_der_certificate",
+    "parse_pem_certificates",
     "parse_role",
     "profile_names",
     "read_certificate_file",
@@ -327,6 +331,33 @@ def certificate_pem(*certs: x509.Certificate) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
+def parse_der_certificate(der: bytes) -> x509.Certificate:
+    """One DER certificate, parsed as cryptography's coming releases will: what it only warns
+    about today (a serial number that is not positive, against RFC 5280) is refused now.
+
+    Raises :class:`ValueError` for bytes that are not a certificate or break such a rule.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        try:
+            return x509.load_der_x509_certificate(der)
+        except CryptographyDeprecationWarning as exc:
+            raise ValueError(f"the certificate breaks RFC 5280: {exc}") from None
+
+
+def parse_pem_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every certificate of PEM text, parsed as :func:`parse_der_certificate` parses one.
+
+    Raises :class:`ValueError` for text that holds none or one that breaks such a rule.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        try:
+            return x509.load_pem_x509_certificates(data)
+        except CryptographyDeprecationWarning as exc:
+            raise ValueError(f"a certificate breaks RFC 5280: {exc}") from None
+
+
 def load_certificate(data: bytes) -> x509.Certificate:
     """Parse one certificate from PEM or DER bytes.
 
@@ -367,11 +398,11 @@ def load_certificates(data: bytes, *, limit: int = MAX_CHAIN_LENGTH) -> list[x50
         raise MalformedCertificateError("certificate data is too large")
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
-            certs = x509.load_pem_x509_certificates(data)
+            certs = parse_pem_certificates(data)
         else:
             if len(data) > MAX_CERTIFICATE_BYTES:
                 raise MalformedCertificateError("certificate is too large")
-            certs = [x509.load_der_x509_certificate(data)]
+            certs = [parse_der_certificate(data)]
     except ValueError as exc:
         raise MalformedCertificateError("certificate data does not parse") from exc
     if not certs:

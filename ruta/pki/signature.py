@@ -79,6 +79,7 @@ from ruta.pki.certs import (
     MAX_CHAIN_LENGTH,
     CertificateProfileError,
     member_id_of,
+    parse_der_certificate,
 )
 from ruta.pki.errors import (
     CertificateInvalidError,
@@ -472,8 +473,8 @@ class MessageVerifier:
         digest: bytes,
     ) -> VerifiedSigner:
         try:
-            leaf = x509.load_der_x509_certificate(certificate_der)
-            intermediates = [x509.load_der_x509_certificate(d) for d in chain_der]
+            leaf = parse_der_certificate(certificate_der)
+            intermediates = [parse_der_certificate(d) for d in chain_der]
             not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
         except ValueError as exc:
             raise _cert_invalid(

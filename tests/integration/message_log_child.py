@@ -2,18 +2,27 @@
 with a replay claim on its message id, and prints ``SEQ LEAF_HASH_HEX MESSAGE_ID`` for each
 append the log acknowledged, until it is killed.
 
-Usage: ``python -m tests.integration.message_log_child DATABASE_URL KEY_DIR ORIGIN CONCURRENCY``
+Usage: ``python -m tests.integration.message_log_child DATABASE_URL KEY_DIR ORIGIN CONCURRENCY
+[KILL_IN_COMMIT_AFTER]``
+
+With ``KILL_IN_COMMIT_AFTER`` = N the child kills itself (SIGKILL) in the middle of a group commit:
+inside the transaction of the first group of several appends after N groups, once every row of the
+group and the new head are written and before the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from security_server.database import open_database
 from security_server.log import MessageLog, ReplayGuard, load_or_create_body_key
+from security_server.log._writer import GroupCommitWriter
 from tests.unit.security_server.log.support import CLIENT, make_entry
 
 
@@ -37,5 +46,22 @@ async def _main(url: str, key_dir: str, origin: str, concurrency: int) -> None:
     await asyncio.gather(*(_appender(log) for _ in range(concurrency)))
 
 
+def _kill_in_commit(after_groups: int) -> None:
+    """Make the writer die inside the transaction of a group of several appends."""
+    write_head = GroupCommitWriter._write_head
+    groups = 0
+
+    def dying(self: GroupCommitWriter, conn: Any, frontier: Any, now_us: int) -> None:
+        nonlocal groups
+        write_head(self, conn, frontier, now_us)
+        groups += 1
+        if groups > after_groups and frontier.size - self._frontier.size > 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    GroupCommitWriter._write_head = dying  # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 5:
+        _kill_in_commit(int(sys.argv[5]))
     asyncio.run(_main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))

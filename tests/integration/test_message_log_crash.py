@@ -37,7 +37,14 @@ ORIGIN = "ruta.test/crash"
 ACKNOWLEDGED_BEFORE_KILL = 400
 
 
-async def _run_and_kill(database_url: str, key_dir: Path) -> dict[int, tuple[bytes, str]]:
+async def run_and_kill(
+    database_url: str, key_dir: Path, *, kill_in_commit_after: int | None = None
+) -> dict[int, tuple[bytes, str]]:
+    """Run the appending child and SIGKILL it: from here once it acknowledged
+    :data:`ACKNOWLEDGED_BEFORE_KILL` appends, or, with ``kill_in_commit_after``, by itself inside
+    a group commit's transaction. Returns seq -> (leaf hash, message id) of every acknowledged
+    append."""
+    extra = () if kill_in_commit_after is None else (str(kill_in_commit_after),)
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -46,6 +53,7 @@ async def _run_and_kill(database_url: str, key_dir: Path) -> dict[int, tuple[byt
         str(key_dir),
         ORIGIN,
         "16",
+        *extra,
         cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -53,22 +61,33 @@ async def _run_and_kill(database_url: str, key_dir: Path) -> dict[int, tuple[byt
     acknowledged: dict[int, tuple[bytes, str]] = {}
     try:
         assert (await asyncio.wait_for(child.stdout.readline(), 60)) == b"ready\n"
-        while len(acknowledged) < ACKNOWLEDGED_BEFORE_KILL:
+        while kill_in_commit_after is not None or len(acknowledged) < ACKNOWLEDGED_BEFORE_KILL:
             line = await asyncio.wait_for(child.stdout.readline(), 60)
+            if not line and kill_in_commit_after is not None:
+                break  # it killed itself in a commit
             assert line, "the child stopped before it was killed"
             seq, digest, message_id = line.decode().split()
             acknowledged[int(seq)] = (bytes.fromhex(digest), message_id)
     finally:
-        child.send_signal(signal.SIGKILL)
-        await child.wait()
+        if child.returncode is None and kill_in_commit_after is None:
+            child.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(child.wait(), 60)
     assert child.returncode == -signal.SIGKILL
     return acknowledged
 
 
 async def test_sigkill_loses_no_acknowledged_append(database_url: str, tmp_path: Path) -> None:
     key_dir = tmp_path / "keys"
-    acknowledged = await _run_and_kill(database_url, key_dir)
+    acknowledged = await run_and_kill(database_url, key_dir)
+    await verify_after_crash(database_url, key_dir, acknowledged)
 
+
+async def verify_after_crash(
+    database_url: str, key_dir: Path, acknowledged: dict[int, tuple[bytes, str]]
+) -> None:
+    """Reopen the crashed log and check it: every acknowledged append is there unchanged, the
+    tree is the root of the stored leaves and proves, every acknowledged message id stays
+    claimed, and appending continues from the right place."""
     engine = await open_database(database_url)
     try:
         log = await MessageLog.open(
@@ -76,7 +95,7 @@ async def test_sigkill_loses_no_acknowledged_append(database_url: str, tmp_path:
         )
         try:
             size = log.size()
-            assert size >= max(acknowledged) + 1
+            assert size >= max(acknowledged, default=-1) + 1
             records = []
             for start in range(0, size, 1000):
                 records.extend(await log.get_records(list(range(start, min(size, start + 1000)))))
@@ -87,9 +106,10 @@ async def test_sigkill_loses_no_acknowledged_append(database_url: str, tmp_path:
                 assert records[seq].message_id == message_id
             head = log.head()
             assert head.root == root_from_leaf_hashes(hashes)
-            for seq in (0, size // 2, size - 1):
+            for seq in sorted({0, size // 2, size - 1}) if size else ():
                 verify_inclusion(hashes[seq], seq, size, await log.inclusion_proof(seq), head.root)
-            assert await log.get_body(size - 1) == b"body " * 20
+            if size:
+                assert await log.get_body(size - 1) == b"body " * 20
 
             # Every acknowledged message id stays claimed: a replay after the crash is refused.
             guard = ReplayGuard(log)
@@ -106,8 +126,9 @@ async def test_sigkill_loses_no_acknowledged_append(database_url: str, tmp_path:
 
             [after] = await log.append([make_entry()])
             assert after.seq == size
-            proof = await log.consistency_proof(size)
-            verify_consistency(size, size + 1, proof, head.root, log.head().root)
+            if size:
+                proof = await log.consistency_proof(size)
+                verify_consistency(size, size + 1, proof, head.root, log.head().root)
         finally:
             await log.close()
     finally:

@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 import grpc
 import grpc.aio
 import pytest
@@ -168,10 +170,19 @@ class Bed:
         self._grpc: list[grpc.aio.Server] = []
         self.registry_runner: web.AppRunner | None = None
         self.backend_address = ""
+        #: Transport host of a server other than 127.0.0.1 (a server in a network namespace).
+        self.server_hosts: dict[ServerId, str] = {}
 
     # --- building ---------------------------------------------------------------------------
 
-    async def build(self, *, validity: datetime.timedelta = datetime.timedelta(minutes=10)) -> None:
+    async def build(
+        self,
+        *,
+        validity: datetime.timedelta = datetime.timedelta(minutes=10),
+        auth_ip_addresses: tuple[str, ...] = (),
+    ) -> None:
+        """Issue every credential and publish the configuration; ``auth_ip_addresses``: more
+        addresses the servers' TLS certificates name besides 127.0.0.1."""
         url = await self.ocsp.start()
         self.pki = TestPki(self.directory / "pki", ocsp_url=url)
         self.ocsp.pki = self.pki
@@ -179,7 +190,9 @@ class Bed:
         self._grpc.append(backend_server)
         for server, subsystem in ((POP, REGISTRY_SUBSYSTEM), (SOC, BENEFITS), (TAX, INCOME)):
             folder = self.directory / server.member.member_code.lower()
-            auth = self._issue(self.pki.auth(server))
+            auth = self._issue(
+                self.pki.auth(server, ip_addresses=("127.0.0.1", *auth_ip_addresses))
+            )
             signing = self._issue(self.pki.sign(server.member))
             backend_cert = self._issue(self.pki.subsystem(subsystem))
             self.agencies[server] = Agency(server, subsystem, auth, signing, backend_cert, folder)
@@ -218,6 +231,10 @@ class Bed:
         self.ocsp.certificates[credential.certificate.serial_number] = credential.certificate
         return credential
 
+    def transport_address(self, server: ServerId) -> str:
+        """Where ``server``'s transport port listens."""
+        return f"{self.server_hosts.get(server, '127.0.0.1')}:{self.transport_ports[server]}"
+
     def configuration(self) -> globalconf_pb2.GlobalConfiguration:
         """The instance's configuration as it stands (contract present or revoked)."""
         conf = globalconf_pb2.GlobalConfiguration(
@@ -231,7 +248,7 @@ class Bed:
             conf.subsystems.add(id=agency.subsystem.to_proto())
             conf.servers.add(
                 id=server.to_proto(),
-                address=self.advertised.get(server, f"127.0.0.1:{self.transport_ports[server]}"),
+                address=self.advertised.get(server, self.transport_address(server)),
                 auth_cert_sha256=fingerprint(agency.auth.certificate),
                 log_public_key=log_vkey(str(server), self.log_keys[server]),
             )
@@ -279,7 +296,7 @@ class Bed:
                 "retry_max_seconds": 0.5,
             },
             "consumer": {"listen": "127.0.0.1:0", "client_ca": str(self.pki.trust_path)},
-            "transport": {"listen": f"127.0.0.1:{self.transport_ports[server]}"},
+            "transport": {"listen": self.transport_address(server)},
             "metrics": {"listen": "127.0.0.1:0"},
             "limits": {"max_message_bytes": TEST_MAX_MESSAGE_BYTES, **limits},
         }
@@ -306,9 +323,16 @@ class Bed:
         agency.addresses = dict(app.addresses)
         return app
 
-    async def spawn_server(self, server: ServerId, *, data: dict[str, Any] | None = None) -> Agency:
-        """Run ``server`` as ``ruta ss serve --config FILE`` (settings ``data``, or the bed's)
-        and wait for its ready.json."""
+    async def spawn_server(
+        self,
+        server: ServerId,
+        *,
+        data: dict[str, Any] | None = None,
+        prefix: Sequence[str] = (),
+    ) -> Agency:
+        """Run ``server`` as ``ruta ss serve --config FILE`` (from ``data``, default
+        :meth:`settings_dict`; the command after ``prefix``, e.g. ``ip netns exec NS``) and wait
+        for its ready.json."""
         agency = self.agencies[server]
         config = self.write_settings(server, data)
         ready = agency.data_dir / READY_FILE
@@ -316,6 +340,7 @@ class Bed:
         with open(agency.directory / "stderr.log", "ab") as stderr:  # noqa: ASYNC230 - test setup
             agency.process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, polled below
                 [
+                    *prefix,
                     sys.executable,
                     "-c",
                     "from ruta.cli import main; main()",
@@ -369,6 +394,22 @@ class Bed:
                 return
             await asyncio.sleep(0.05)
         raise AssertionError("servers did not pick up the new configuration")
+
+    async def process_serial(self, server: ServerId) -> int:
+        """The configuration serial a ``ruta ss serve`` process holds (from its metrics)."""
+        url = self.agencies[server].addresses["metrics"]
+        async with aiohttp.ClientSession() as session, session.get(url) as reply:
+            text = await reply.text()
+        found = re.search(r"^ruta_globalconf_serial (\S+)$", text, re.MULTILINE)
+        return int(float(found.group(1))) if found else 0
+
+    async def wait_for_process_serial(self, serial: int, *servers: ServerId) -> None:
+        """Wait until each of ``servers`` (processes) holds configuration ``serial`` or newer."""
+        for _ in range(400):
+            if all([await self.process_serial(s) >= serial for s in servers]):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the servers did not pick up the new configuration")
 
     async def stop_backend(self) -> None:
         """Stop the example backend (the provider's next call to it fails)."""

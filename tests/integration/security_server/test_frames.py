@@ -21,8 +21,9 @@ import pytest
 
 from ruta.v1 import transport_pb2
 from sandbox.examples.population import decode_person, encode_get_person
+from security_server.errors import Reason
 from security_server.frames import FrameLink, FrameLinks, FramesUnsupportedError
-from security_server.transport import MAX_FRAME_BYTES
+from security_server.transport import MAX_FRAME_BYTES, TransportError
 from tests.integration.security_server.bed import (
     POP,
     SOC,
@@ -224,3 +225,16 @@ async def test_frames_are_counted_in_the_metrics(running: Bed) -> None:
         assert frames >= 1
         assert messages == 6  # every request (consumer) and every result (provider) once
         assert frames <= messages
+
+
+async def test_a_link_on_a_channel_closed_meanwhile_is_a_network_error() -> None:
+    """Found by the fault suite: a call that still held a peer's channel after another call
+    closed it (its link had failed) opened a frames link on the closed channel, and grpc's
+    UsageError came out as ``server.consumer.internal_error``."""
+    channel = grpc.aio.insecure_channel("127.0.0.1:9")
+    await channel.close()
+    links = FrameLinks()
+    with pytest.raises(TransportError) as info:
+        links.link(channel)
+    assert info.value.reason is Reason.PEER_UNREACHABLE
+    await links.close()

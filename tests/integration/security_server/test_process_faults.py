@@ -7,14 +7,10 @@ machine's load low; each check names the fault it provokes.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import re
 import uuid
 from pathlib import Path
 
-import aiohttp
-import grpc
 import pytest
 
 from ruta.ids import SubsystemId
@@ -36,22 +32,6 @@ from tests.integration.security_server.bed import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-async def _serial(instance: Bed, server: object) -> int:
-    url = instance.agencies[server].addresses["metrics"]  # type: ignore[index]
-    async with aiohttp.ClientSession() as session, session.get(url) as reply:
-        text = await reply.text()
-    found = re.search(r"^ruta_globalconf_serial (\S+)$", text, re.MULTILINE)
-    return int(float(found.group(1))) if found else 0
-
-
-async def _wait_for_serial(instance: Bed, serial: int, *servers: object) -> None:
-    for _ in range(400):
-        if all([await _serial(instance, s) >= serial for s in servers]):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the servers did not pick up the new configuration")
 
 
 async def _ok(instance: Bed) -> None:
@@ -110,33 +90,13 @@ async def test_each_fault_against_server_processes(tmp_path: Path) -> None:
         assert await provider_fault(instance, message) == "server.provider.replayed_message"
         # Revoked contract: a new configuration without it reaches both servers.
         instance.contract_active = False
-        await _wait_for_serial(instance, instance.publish(), SOC, POP)
+        await instance.wait_for_process_serial(instance.publish(), SOC, POP)
         assert await refused() == "server.consumer.access_denied"
         _, message = signed_request(instance)
         assert await provider_fault(instance, message) == "server.provider.access_denied"
         # Backend down.
         instance.contract_active = True
-        await _wait_for_serial(instance, instance.publish(), SOC, POP)
+        await instance.wait_for_process_serial(instance.publish(), SOC, POP)
         await _ok(instance)
         await instance.stop_backend()
         assert await refused() == "server.provider.service_failed"
-
-
-async def test_registry_down_then_configuration_expired(tmp_path: Path) -> None:
-    async with bed(tmp_path) as instance:
-        await instance.spawn_server(POP)
-        await instance.spawn_server(SOC)
-        # A document that expires a few seconds from now (stamped as generated earlier); the
-        # registry then goes away. The margin covers both servers picking it up and one call on
-        # a loaded 2-core machine; the test asserts no time, it only waits for the expiry.
-        now = datetime.datetime.now(datetime.UTC)
-        stamped = now - instance.publisher.validity + datetime.timedelta(seconds=10)
-        published = instance.publisher.publish(instance.configuration(), now=stamped)
-        expires = published.expires_at
-        await _wait_for_serial(instance, published.serial, SOC, POP)
-        await instance.stop_registry()
-        await _ok(instance)  # registry down, configuration still valid
-        left = expires - datetime.datetime.now(datetime.UTC)
-        await asyncio.sleep(max(0.0, left.total_seconds()) + 0.2)  # until it has expired
-        code, fault = await consumer_refusal(instance)
-    assert (code, fault) == (grpc.StatusCode.UNAVAILABLE, "server.consumer.outdated_globalconf")

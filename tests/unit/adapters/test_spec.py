@@ -250,3 +250,15 @@ def test_the_guide_lists_every_method_key_with_its_kind() -> None:
         key = field.alias or name
         if key not in own:
             assert f"| `{key}` |" in text, f"method key {key} is not in the guide"
+
+
+@pytest.mark.parametrize("pattern", ["[[a]", "[a--b]", "[a&&b]", "[a||b]", "[a~~b]"])
+def test_an_ambiguous_pattern_is_refused(pattern: str) -> None:
+    """Found by fuzzing: a set that a later Python reads differently made re.compile warn
+    (FutureWarning), which escaped the parser instead of its AdapterConfigError."""
+    text = VALID.replace(
+        'backend = "db"\n', f'backend = "db"\npatterns = {{ national_id = "{pattern}" }}\n'
+    )
+    with pytest.raises(AdapterConfigError) as info:
+        parse_adapter_text(text)
+    assert "not a regular expression" in info.value.message

@@ -221,6 +221,22 @@ async def test_reconcile_reports_an_exchange_missing_on_one_side(
     assert "only in soc" in result.discrepancies[0].problem
 
 
+async def test_reconcile_names_a_retried_request_and_pairs_the_rest(world: Scenario) -> None:
+    """A retried message id (the consumer logged a second request the provider refused) is
+    reported as one more request on the consumer's side, not as headers that differ."""
+    retried = world.message_ids[0]
+    await world.repeated_request(retried)
+    await world.checkpoint()
+    consumer = verify_bundle(await world.export(world.consumer), name="soc")
+    provider = verify_bundle(await world.export(world.provider), name="pop")
+    result = reconcile(consumer, provider)
+    assert [d.message_id for d in result.discrepancies] == [retried]
+    assert result.discrepancies[0].problem.startswith(
+        "1 more request with this message id only in soc"
+    )
+    assert result.matched == len(world.message_ids) - 1
+
+
 @pytest.mark.postgres
 async def test_export_verifies_on_a_shared_postgresql_database(
     tmp_path: Path, postgres_url: str
