@@ -357,29 +357,38 @@ async def test_holds_message_by_client_and_id(
 
 
 async def test_holds_message_reads_through_the_message_id_index(
-    log: MessageLog, engine: AsyncEngine
+    log: MessageLog, engine: AsyncEngine, body_key: BodyKey
 ) -> None:
     """The consumer asks before signing every request: the lookup must go through the message
-    id's index, not walk one client's records (a cost that grows with the log)."""
+    id's index, not walk one client's records (a cost that grows with the log). Checked for
+    the writer's own SQLite connection and for a reader's trip through the async engine."""
     if engine.dialect.name != "sqlite":
         pytest.skip("the plan checked is SQLite's; PostgreSQL plans from its own statistics")
     await log.append([make_entry() for _ in range(5)])
-    executed: list[tuple[str, Any]] = []
+    executed: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if "message_id" in statement:
-            executed.append((statement, parameters))
+            executed.append(statement)
 
+    lookup = log._lookup  # the writer's own connection (SQLite files only)
+    assert lookup is not None
+    lookup._connection.set_trace_callback(executed.append)
+    assert not await log.holds_message(client=str(CLIENT), message_id="m")
+    lookup._connection.set_trace_callback(None)
+    reader = await LogReader.open(engine, origin=ORIGIN, body_key=body_key)
     sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:
-        assert not await log.holds_message(client=str(CLIENT), message_id="m")
+        assert not await reader.holds_message(client=str(CLIENT), message_id="m")
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
-    [(statement, parameters)] = executed
+    assert len(executed) == 2
     async with engine.connect() as conn:
-        plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-        details = " ".join(str(row[-1]) for row in plan)
-    assert "ix_log_leaves_message_id" in details, details
+        for statement in executed:
+            sql = statement.replace("'m'", "?")  # the trace shows the bound value
+            plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", ("m",))
+            details = " ".join(str(row[-1]) for row in plan)
+            assert "ix_log_leaves_message_id" in details, details
 
 
 async def test_random_proofs_verify_and_any_flipped_bit_fails(log: MessageLog) -> None:
