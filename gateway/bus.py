@@ -16,6 +16,15 @@ import grpc
 import grpc.aio
 
 from gateway.settings import ConsumerPortSettings
+from ruta.call_metadata import (
+    CLIENT_HEADER,
+    MESSAGE_ID_HEADER,
+    PURPOSE_HEADER,
+    REQUEST_HASH_HEADER,
+    SERVICE_HEADER,
+    SUBJECT_HEADER,
+    USER_ID_HEADER,
+)
 from ruta.faults import (
     BACKEND_FAULT_PREFIX,
     FAULT_HEADER,
@@ -28,27 +37,11 @@ from ruta.faults import (
 from ruta.ids import ServiceId, SubsystemId
 
 __all__ = [
-    "CLIENT_HEADER",
-    "MESSAGE_ID_HEADER",
-    "PURPOSE_HEADER",
-    "REQUEST_HASH_HEADER",
-    "SERVICE_HEADER",
-    "SUBJECT_HEADER",
-    "USER_ID_HEADER",
     "BusAnswer",
     "BusClient",
     "BusRefusedError",
     "CallerContext",
 ]
-
-# The call metadata of DESIGN.md "How one request travels" (the wire protocol).
-CLIENT_HEADER: Final = "ruta-client"
-SERVICE_HEADER: Final = "ruta-service"
-PURPOSE_HEADER: Final = "ruta-purpose"
-USER_ID_HEADER: Final = "ruta-user-id"
-SUBJECT_HEADER: Final = "ruta-subject"
-MESSAGE_ID_HEADER: Final = "ruta-message-id"
-REQUEST_HASH_HEADER: Final = "ruta-request-hash"
 
 
 @dataclass(frozen=True, slots=True)
