@@ -9,7 +9,6 @@ back is the provider's answer with the message id and request hash of the exchan
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import grpc
@@ -35,6 +34,7 @@ from ruta.faults import (
     retry_after_of,
 )
 from ruta.ids import ServiceId, SubsystemId
+from ruta.pki.tls import channel_credentials
 
 __all__ = [
     "BusAnswer",
@@ -91,10 +91,6 @@ class BusRefusedError(RutaError):
         self.request_hash = request_hash
 
 
-def _read(path: Path | None) -> bytes | None:
-    return path.read_bytes() if path is not None else None
-
-
 class BusClient:
     """One channel to the consumer port, opened at start and shared by every call."""
 
@@ -106,12 +102,13 @@ class BusClient:
         ]
         if settings.plaintext:
             self._channel = grpc.aio.insecure_channel(settings.address, options=options)
-        else:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read(settings.ca),
-                private_key=_read(settings.key),
-                certificate_chain=_read(settings.cert),
+        elif settings.key is None or settings.cert is None or settings.ca is None:
+            # The settings model requires all three without plaintext.
+            raise RutaError(  # pragma: no cover
+                "the consumer port needs ca, cert and key", fault=Fault.CLIENT_INVALID_CONFIG
             )
+        else:
+            credentials = channel_credentials(settings.key, settings.cert, settings.ca)
             self._channel = grpc.aio.secure_channel(settings.address, credentials, options=options)
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
 
