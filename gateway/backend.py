@@ -22,7 +22,12 @@ import grpc.aio
 from google.protobuf.message import DecodeError
 from yarl import URL
 
-from gateway.settings import BackEndSettings, LimitSettings, RestBackendSettings
+from gateway.settings import (
+    GRPC_ENVELOPE_BYTES,
+    BackEndSettings,
+    LimitSettings,
+    RestBackendSettings,
+)
 from ruta.call_metadata import SERVICE_HEADER
 from ruta.http_body import read_bounded
 from ruta.ids import IdentifierError, ServiceId, SubsystemId
@@ -58,7 +63,7 @@ class BackEnd:
             auto_decompress=False, connector=aiohttp.TCPConnector(limit=256)
         )
         # Room for the gRPC envelope and the HttpRequest fields around a body at the limit.
-        room = self._limits.max_body_bytes + self._limits.max_header_bytes + 64 * 1024
+        room = self._limits.max_body_bytes + self._limits.max_header_bytes + GRPC_ENVELOPE_BYTES
         handler = self._handler()
         listener = listeners.bind(
             ListenerSpec(

@@ -14,7 +14,7 @@ from typing import Final
 import grpc
 import grpc.aio
 
-from gateway.settings import ConsumerPortSettings
+from gateway.settings import GRPC_ENVELOPE_BYTES, ConsumerPortSettings
 from ruta.call_metadata import (
     CLIENT_HEADER,
     MESSAGE_ID_HEADER,
@@ -97,8 +97,8 @@ class BusClient:
     def __init__(self, settings: ConsumerPortSettings, *, max_message_bytes: int) -> None:
         # Room for the gRPC envelope around a body at the limit.
         options = [
-            ("grpc.max_send_message_length", max_message_bytes + 64 * 1024),
-            ("grpc.max_receive_message_length", max_message_bytes + 64 * 1024),
+            ("grpc.max_send_message_length", max_message_bytes + GRPC_ENVELOPE_BYTES),
+            ("grpc.max_receive_message_length", max_message_bytes + GRPC_ENVELOPE_BYTES),
         ]
         if settings.plaintext:
             self._channel = grpc.aio.insecure_channel(settings.address, options=options)
