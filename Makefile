@@ -37,7 +37,7 @@ NODE_PACKAGES := @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1
 	    else echo "make install: install the Debian package systemd (systemd-analyze) for tests/deploy"; fi; }
 	touch $@
 
-# Generated code lives in ruta/v1/ and is not committed (docs/adr/0001-generated-code.md).
+# Generated code lives in ruta/v1/ and is not committed (docs/adr/0001-generated-code-at-install.md).
 .stamp-proto: $(PROTOS) .stamp-install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto \
 	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)

@@ -57,6 +57,7 @@ from adapters.mapping import (
 )
 from adapters.spec import LoadedAdapterFile, MethodSpec, ServerSpec, load_adapter_file, parse_listen
 from ruta.addresses import join_address
+from ruta.call_metadata import MESSAGE_ID_HEADER
 from ruta.faults import RutaError, abort, status_of
 from ruta.files import FileReadError, read_bounded
 from ruta.listeners import ListenerError, Listeners, ListenerSpec
@@ -253,7 +254,7 @@ def _message_id(context: grpc.aio.ServicerContext[bytes, bytes]) -> str:
     """The caller's ``ruta-message-id`` (set by the provider security server), for the log line
     that pairs this call with the signed exchange; ``-`` when absent or not an id."""
     for key, value in context.invocation_metadata() or ():
-        if key == "ruta-message-id" and isinstance(value, str) and _MESSAGE_ID_RE.fullmatch(value):
+        if key == MESSAGE_ID_HEADER and isinstance(value, str) and _MESSAGE_ID_RE.fullmatch(value):
             return value
     return "-"
 

@@ -15,7 +15,7 @@ exchange happened; every refusal is the JSON fault body of :mod:`gateway.http_fa
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from aiohttp import web
@@ -199,7 +199,7 @@ class ServiceAccess:
             method=request.method.upper(),
             path=path,
             query=request.query_string,
-            headers=_allowed(request.headers, self._request_headers, self._limits),
+            headers=_allowed(request.headers.items(), self._request_headers, self._limits),
             body=body,
         )
         answer = await self._bus.call(
@@ -231,7 +231,9 @@ class ServiceAccess:
             )
         headers = CIMultiDict(
             (h.name, h.value)
-            for h in _allowed_pairs(response.headers, self._response_headers, self._limits)
+            for h in _allowed(
+                ((h.name, h.value) for h in response.headers), self._response_headers, self._limits
+            )
         )
         headers.update(exchanged)
         return web.Response(body=response.body, status=response.status, headers=headers)
@@ -247,11 +249,13 @@ def _exchanged_headers(message_id: str, request_hash: str) -> dict[str, str]:
 
 
 def _allowed(
-    headers: Mapping[str, str], allowed: frozenset[str], limits: LimitSettings
+    headers: Iterable[tuple[str, str]], allowed: frozenset[str], limits: LimitSettings
 ) -> list[http_pb2.HttpHeader]:
+    """The ``(name, value)`` pairs whose lower-cased name is ``allowed``, in order, as far as
+    ``limits.max_headers`` and ``limits.max_header_bytes`` reach (the rest are dropped)."""
     kept: list[http_pb2.HttpHeader] = []
     size = 0
-    for name, value in headers.items():
+    for name, value in headers:
         lower = name.lower()
         if lower not in allowed:
             continue
@@ -259,22 +263,6 @@ def _allowed(
         if len(kept) >= limits.max_headers or size > limits.max_header_bytes:
             break
         kept.append(http_pb2.HttpHeader(name=lower, value=value))
-    return kept
-
-
-def _allowed_pairs(
-    headers: Iterable[http_pb2.HttpHeader], allowed: frozenset[str], limits: LimitSettings
-) -> list[http_pb2.HttpHeader]:
-    kept: list[http_pb2.HttpHeader] = []
-    size = 0
-    for header in headers:
-        name = header.name.lower()
-        if name not in allowed:
-            continue
-        size += len(name) + len(header.value)
-        if len(kept) >= limits.max_headers or size > limits.max_header_bytes:
-            break
-        kept.append(http_pb2.HttpHeader(name=name, value=header.value))
     return kept
 
 

@@ -22,7 +22,13 @@ import grpc.aio
 from google.protobuf.message import DecodeError
 from yarl import URL
 
-from gateway.settings import BackEndSettings, LimitSettings, RestBackendSettings
+from gateway.settings import (
+    GRPC_ENVELOPE_BYTES,
+    BackEndSettings,
+    LimitSettings,
+    RestBackendSettings,
+)
+from ruta.call_metadata import SERVICE_HEADER
 from ruta.http_body import read_bounded
 from ruta.ids import IdentifierError, ServiceId, SubsystemId
 from ruta.listeners import Listeners, ListenerSpec
@@ -31,7 +37,6 @@ from ruta.v1 import http_pb2
 __all__ = ["REST_METHOD", "BackEnd"]
 
 REST_METHOD: Final = "Call"
-_SERVICE_HEADER: Final = "ruta-service"
 #: Methods forwarded to a REST backend.
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -58,7 +63,7 @@ class BackEnd:
             auto_decompress=False, connector=aiohttp.TCPConnector(limit=256)
         )
         # Room for the gRPC envelope and the HttpRequest fields around a body at the limit.
-        room = self._limits.max_body_bytes + self._limits.max_header_bytes + 64 * 1024
+        room = self._limits.max_body_bytes + self._limits.max_header_bytes + GRPC_ENVELOPE_BYTES
         handler = self._handler()
         listener = listeners.bind(
             ListenerSpec(
@@ -167,7 +172,7 @@ class BackEnd:
     def _backend(
         self, service_name: str, metadata: tuple[tuple[str, str | bytes], ...]
     ) -> RestBackendSettings | None:
-        subsystem = next((v for k, v in metadata if k == _SERVICE_HEADER), None)
+        subsystem = next((v for k, v in metadata if k == SERVICE_HEADER), None)
         if not isinstance(subsystem, str):
             return None
         try:

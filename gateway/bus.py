@@ -9,13 +9,21 @@ back is the provider's answer with the message id and request hash of the exchan
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import grpc
 import grpc.aio
 
-from gateway.settings import ConsumerPortSettings
+from gateway.settings import GRPC_ENVELOPE_BYTES, ConsumerPortSettings
+from ruta.call_metadata import (
+    CLIENT_HEADER,
+    MESSAGE_ID_HEADER,
+    PURPOSE_HEADER,
+    REQUEST_HASH_HEADER,
+    SERVICE_HEADER,
+    SUBJECT_HEADER,
+    USER_ID_HEADER,
+)
 from ruta.faults import (
     BACKEND_FAULT_PREFIX,
     FAULT_HEADER,
@@ -26,29 +34,14 @@ from ruta.faults import (
     retry_after_of,
 )
 from ruta.ids import ServiceId, SubsystemId
+from ruta.pki.tls import channel_credentials
 
 __all__ = [
-    "CLIENT_HEADER",
-    "MESSAGE_ID_HEADER",
-    "PURPOSE_HEADER",
-    "REQUEST_HASH_HEADER",
-    "SERVICE_HEADER",
-    "SUBJECT_HEADER",
-    "USER_ID_HEADER",
     "BusAnswer",
     "BusClient",
     "BusRefusedError",
     "CallerContext",
 ]
-
-# The call metadata of DESIGN.md "How one request travels" (the wire protocol).
-CLIENT_HEADER: Final = "ruta-client"
-SERVICE_HEADER: Final = "ruta-service"
-PURPOSE_HEADER: Final = "ruta-purpose"
-USER_ID_HEADER: Final = "ruta-user-id"
-SUBJECT_HEADER: Final = "ruta-subject"
-MESSAGE_ID_HEADER: Final = "ruta-message-id"
-REQUEST_HASH_HEADER: Final = "ruta-request-hash"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,27 +91,24 @@ class BusRefusedError(RutaError):
         self.request_hash = request_hash
 
 
-def _read(path: Path | None) -> bytes | None:
-    return path.read_bytes() if path is not None else None
-
-
 class BusClient:
     """One channel to the consumer port, opened at start and shared by every call."""
 
     def __init__(self, settings: ConsumerPortSettings, *, max_message_bytes: int) -> None:
         # Room for the gRPC envelope around a body at the limit.
         options = [
-            ("grpc.max_send_message_length", max_message_bytes + 64 * 1024),
-            ("grpc.max_receive_message_length", max_message_bytes + 64 * 1024),
+            ("grpc.max_send_message_length", max_message_bytes + GRPC_ENVELOPE_BYTES),
+            ("grpc.max_receive_message_length", max_message_bytes + GRPC_ENVELOPE_BYTES),
         ]
         if settings.plaintext:
             self._channel = grpc.aio.insecure_channel(settings.address, options=options)
-        else:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read(settings.ca),
-                private_key=_read(settings.key),
-                certificate_chain=_read(settings.cert),
+        elif settings.key is None or settings.cert is None or settings.ca is None:
+            # The settings model requires all three without plaintext.
+            raise RutaError(  # pragma: no cover
+                "the consumer port needs ca, cert and key", fault=Fault.CLIENT_INVALID_CONFIG
             )
+        else:
+            credentials = channel_credentials(settings.key, settings.cert, settings.ca)
             self._channel = grpc.aio.secure_channel(settings.address, credentials, options=options)
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
 

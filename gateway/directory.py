@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway.access import provider_subsystem
 from gateway.callers import Callers
 from gateway.http_faults import GatewayError, fault_response, json_response
+from gateway.openapi import FAULT_RESPONSE, FAULT_SCHEMA
 from gateway.transcode import ServiceCodecs, json_schema_of
 from ruta.faults import Fault, RutaError
 from ruta.globalconf import GlobalConf, Service
@@ -243,24 +244,11 @@ def grpc_openapi(service: Service, codecs: ServiceCodecs) -> dict[str, Any]:
                             }
                         },
                     },
-                    "default": {
-                        "description": "A refusal",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Fault"}}
-                        },
-                    },
+                    "default": FAULT_RESPONSE,
                 },
             }
         }
-    schemas["Fault"] = {
-        "type": "object",
-        "required": ["type", "message", "detail"],
-        "properties": {
-            "type": {"type": "string"},
-            "message": {"type": "string"},
-            "detail": {"type": "string"},
-        },
-    }
+    schemas["Fault"] = FAULT_SCHEMA
     return {
         "openapi": "3.0.3",
         "info": {"title": str(service.id), "version": "1", "description": service.description},

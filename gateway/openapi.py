@@ -5,7 +5,24 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["gateway_openapi"]
+__all__ = ["FAULT_RESPONSE", "FAULT_SCHEMA", "gateway_openapi"]
+
+#: The JSON Schema of a refusal's body (gateway/http_faults.py writes it), for every OpenAPI
+#: document the gateway serves (as ``#/components/schemas/Fault``).
+FAULT_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["type", "message", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "message": {"type": "string"},
+        "detail": {"type": "string"},
+    },
+}
+#: A refusal as an OpenAPI response object.
+FAULT_RESPONSE: Final[dict[str, Any]] = {
+    "description": "A refusal",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Fault"}}},
+}
 
 _FAULT: Final = {"$ref": "#/components/responses/Fault"}
 
@@ -144,24 +161,9 @@ def gateway_openapi() -> dict[str, Any]:
             },
         },
         "components": {
-            "responses": {
-                "Fault": {
-                    "description": "A refusal",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Fault"}}
-                    },
-                }
-            },
+            "responses": {"Fault": FAULT_RESPONSE},
             "schemas": {
-                "Fault": {
-                    "type": "object",
-                    "required": ["type", "message", "detail"],
-                    "properties": {
-                        "type": {"type": "string"},
-                        "message": {"type": "string"},
-                        "detail": {"type": "string"},
-                    },
-                },
+                "Fault": FAULT_SCHEMA,
                 "restClientDetailsListType": {"type": "object"},
                 "restServiceDetailsListType": {"type": "object"},
             },

@@ -26,6 +26,7 @@ from ruta.settings import RutaSettings
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
+    "GRPC_ENVELOPE_BYTES",
     "BackEndSettings",
     "ConsumerPortSettings",
     "GatewaySettings",
@@ -38,6 +39,9 @@ __all__ = [
 
 #: Default largest HTTP request or response body the gateway carries.
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+#: Room gRPC messages get beyond the body bound, for their envelope (and an HttpRequest's other
+#: fields), so the gateway's own bounds refuse an oversized body, not gRPC's.
+GRPC_ENVELOPE_BYTES: Final = 64 * 1024
 #: Most REST backends one gateway serves.
 MAX_REST_BACKENDS: Final = 1024
 #: Request headers a REST call carries to the provider by default (besides none else).

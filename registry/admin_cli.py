@@ -33,6 +33,7 @@ from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
 from ruta.protos import ProtoCompileError, compile_descriptor_set
+from ruta.readiness import read_ready_file
 from ruta.settings import ConfigError
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
 
@@ -42,8 +43,6 @@ __all__ = ["audit", "certificate", "contract", "member", "server", "service", "s
 DEFAULT_LIST_LIMIT: Final = 1000
 #: Largest file a command reads (certificate, .proto, descriptor set).
 MAX_INPUT_FILE_BYTES: Final = limits.MAX_DESCRIPTOR_SET_BYTES
-#: Largest registry ready file read (a small JSON object).
-MAX_READY_FILE_BYTES: Final = 64 * 1024
 
 _T = TypeVar("_T")
 #: An API record the CLI prints.
@@ -73,10 +72,10 @@ def _resolve_target(
     layout = RegistryLayout(directory)
     address = registry
     if address is None:
-        try:
-            ready = json.loads(read_bounded(layout.ready, MAX_READY_FILE_BYTES))
+        ready = read_ready_file(layout.ready) or {}
+        if "admin" in ready:
             address = str(ready["admin"])
-        except (FileReadError, ValueError, KeyError):
+        else:
             try:
                 address = RegistrySettings.load(directory).admin_listen
             except ConfigError:

@@ -14,6 +14,15 @@ from typing import Any, Final, Self
 import grpc
 import grpc.aio
 
+from ruta.call_metadata import (
+    CLIENT_HEADER,
+    MESSAGE_ID_HEADER,
+    PURPOSE_HEADER,
+    REQUEST_HASH_HEADER,
+    SERVICE_HEADER,
+    SUBJECT_HEADER,
+    USER_ID_HEADER,
+)
 from ruta.faults import FAULT_HEADER, caller_fault_code, fault_from_rpc_error
 from ruta.ids import ServiceId, SubsystemId
 from ruta.pki.tls import channel_credentials
@@ -96,14 +105,14 @@ class BusClient:
     ) -> CallResult:
         """Call ``service``'s method through the bus; a refusal is returned, not raised."""
         metadata = [
-            ("ruta-client", str(self.subsystem)),
-            ("ruta-service", str(service.subsystem)),
-            ("ruta-purpose", purpose),
+            (CLIENT_HEADER, str(self.subsystem)),
+            (SERVICE_HEADER, str(service.subsystem)),
+            (PURPOSE_HEADER, purpose),
         ]
         if subject:
-            metadata.append(("ruta-subject", subject))
+            metadata.append((SUBJECT_HEADER, subject))
         if user:
-            metadata.append(("ruta-user-id", user))
+            metadata.append((USER_ID_HEADER, user))
         method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
             codec.path
         )
@@ -120,7 +129,7 @@ class BusClient:
                 service=service,
                 method=name,
                 response=None,
-                message_id=_metadata_value(trailing, "ruta-message-id"),
+                message_id=_metadata_value(trailing, MESSAGE_ID_HEADER),
                 status=error.code().name,
                 fault=fault,
                 fault_id=fault_id,
@@ -131,6 +140,6 @@ class BusClient:
             service=service,
             method=name,
             response=codec.decode(answer),
-            message_id=_metadata_value(trailing, "ruta-message-id"),
-            request_hash=_metadata_value(trailing, "ruta-request-hash"),
+            message_id=_metadata_value(trailing, MESSAGE_ID_HEADER),
+            request_hash=_metadata_value(trailing, REQUEST_HASH_HEADER),
         )

@@ -55,6 +55,7 @@ from ruta.ids import SubsystemId
 from ruta.pki.certs import certificate_pem, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
 from ruta.pki.tls import channel_credentials
+from ruta.readiness import read_ready_file
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
 from sandbox.control import CONTROL_DIR, answer_restart, take_restart_requests
 from sandbox.layout import (
@@ -857,10 +858,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _ready_pid(path: Path) -> int | None:
-    try:
-        pid = _read_json(path).get("pid")
-    except (FileReadError, ValueError, AttributeError):
-        return None
+    pid = (read_ready_file(path) or {}).get("pid")
     return pid if isinstance(pid, int) and pid > 0 else None
 
 

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from ruta.faults import Fault, RutaError
 from ruta.files import FileProblem, FileReadError, read_bounded
+from ruta.readiness import MAX_READY_FILE_BYTES
 
 __all__ = [
     "READY_TIMEOUT_S",
@@ -37,8 +38,6 @@ __all__ = [
 READY_TIMEOUT_S: Final = 60.0
 #: How long a child may take to exit after SIGTERM before it is killed.
 STOP_TIMEOUT_S: Final = 15.0
-#: Largest ready file read (a small JSON object).
-MAX_READY_FILE_BYTES: Final = 1 << 20
 
 
 class SandboxError(RutaError):

@@ -29,6 +29,7 @@ from ruta.faults import (
     Fault,
     RutaError,
 )
+from ruta.files import FileReadError, read_bounded
 from ruta.ids import ServiceId
 from security_server.settings import BackendSettings
 from security_server.transport import grpc_message_options
@@ -125,13 +126,13 @@ class BackendChange:
 
 
 def _read(path: Path, service: ServiceId, what: str) -> bytes:
+    """The whole file (never cut at the bound: a larger one is refused)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(_MAX_CREDENTIAL_BYTES)
-    except OSError as exc:
+        return read_bounded(path, _MAX_CREDENTIAL_BYTES, what=what)
+    except FileReadError as exc:
+        reason = exc.problem.value.replace("_", " ")
         raise BackendError(
-            f"backend {service}: its {what} file {path.name} cannot be read "
-            f"({exc.strerror or 'I/O error'})"
+            f"backend {service}: its {what} file {path.name} cannot be read ({reason})"
         ) from None
 
 

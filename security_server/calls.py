@@ -16,7 +16,7 @@ from typing import Final
 import grpc
 from cryptography import x509
 
-from ruta.faults import RutaError, report
+from ruta.faults import FAULT_HEADER, RutaError, report
 from ruta.pki.certs import load_certificate
 from ruta.pki.errors import PkiError
 
@@ -97,4 +97,4 @@ class Refused(Exception):  # noqa: N818 - a refusal, not a failure of the proxy
     @property
     def fault(self) -> str | None:
         """The ``ruta-fault`` code it carries (None for a status passed on without one)."""
-        return dict(self.trailing_metadata).get("ruta-fault")
+        return dict(self.trailing_metadata).get(FAULT_HEADER)

@@ -25,6 +25,15 @@ from typing import Final
 
 from google.protobuf.message import DecodeError
 
+from ruta.call_metadata import (
+    CLIENT_HEADER,
+    MESSAGE_ID_HEADER,
+    PURPOSE_HEADER,
+    REQUEST_HASH_HEADER,
+    SERVICE_HEADER,
+    SUBJECT_HEADER,
+    USER_ID_HEADER,
+)
 from ruta.faults import Fault
 from ruta.ids import MAX_IDENTIFIER_LENGTH, IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.timestamps import from_timestamp
@@ -62,13 +71,6 @@ __all__ = [
     "request_hash",
 ]
 
-CLIENT_HEADER: Final = "ruta-client"
-SERVICE_HEADER: Final = "ruta-service"
-PURPOSE_HEADER: Final = "ruta-purpose"
-USER_ID_HEADER: Final = "ruta-user-id"
-SUBJECT_HEADER: Final = "ruta-subject"
-MESSAGE_ID_HEADER: Final = "ruta-message-id"
-REQUEST_HASH_HEADER: Final = "ruta-request-hash"
 _RUTA_PREFIX: Final = "ruta-"
 _KNOWN: Final = frozenset(
     {

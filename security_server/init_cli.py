@@ -45,6 +45,7 @@ from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.pki.certs import certificate_pem, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, load_private_key, save_private_key
 from ruta.pki.tls import channel_credentials
+from ruta.readiness import read_ready_file
 from ruta.v1 import registry_pb2, registry_pb2_grpc
 from security_server.checkpointer import LOG_KEY_FILE, load_or_create_log_key, log_vkey
 from security_server.log import load_or_create_body_key
@@ -297,15 +298,8 @@ def _parse_backend(text: str) -> tuple[ServiceId, str]:
 def _paths_from_registry_dir(directory: Path) -> tuple[str | None, Path, Path, Path, Path]:
     """Defaults from a local registry directory: admin address (from its ready file), admin
     cert/key, TLS trust and configuration anchor."""
-    import json  # noqa: PLC0415 - only for this option
-
-    address: str | None = None
-    ready = directory / "registry.ready.json"
-    if ready.exists():
-        try:
-            address = str(json.loads(_read_bounded(ready))["admin"])
-        except (ValueError, KeyError):
-            address = None
+    ready = read_ready_file(directory / "registry.ready.json") or {}
+    address = str(ready["admin"]) if "admin" in ready else None
     return (
         address,
         directory / "admin" / "admin.pem",

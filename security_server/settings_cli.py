@@ -23,6 +23,7 @@ import click
 from ruta.addresses import split_address
 from ruta.files import write_atomically
 from ruta.ids import IdentifierError, ServiceId
+from ruta.readiness import read_ready_file
 from ruta.settings import ConfigError, read_text, read_toml
 from security_server.reload import RELOAD_FILE, ReloadOutcome
 from security_server.server import READY_FILE
@@ -80,7 +81,7 @@ def _serving_pid(settings: SecurityServerSettings) -> int:
     """The pid of the process serving ``settings`` (from its ready.json), checked to be alive
     and to have started before it wrote that file (not a later process given the same pid)."""
     ready_path = settings.data_dir / READY_FILE
-    ready = _read_json(ready_path, "ready file")
+    ready = read_ready_file(ready_path)
     if ready is None:
         raise ReloadError(
             f"no running server for {settings.server_id}: {READY_FILE} is missing or unreadable "

@@ -28,6 +28,7 @@ from sandbox.layout import PURPOSE, SERVICES, examples_dir
 from sandbox.processes import ManagedProcess, process_alive, ruta_command
 from sandbox.protos import MethodCodec, compile_descriptor_set, method_codec
 from tests.markdown import code_blocks, run_commands, section
+from tests.processes import ready_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -202,6 +203,10 @@ async def test_tax_without_a_contract_is_refused(
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
+#: How long the restarted server gets to write its ready file.
+_RESTART_READY_SECONDS = 120.0
+
+
 def test_the_docs_plain_grpc_example_runs_as_written(
     sandboxes: list[Running], tmp_path: Path
 ) -> None:
@@ -251,11 +256,7 @@ async def test_a_server_restarts_from_its_config_file(
             start_new_session=True,
         )
     try:
-        while not ready.exists():
-            assert restarted.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline + 60, "restarted server not ready"
-            await asyncio.sleep(0.05)
-        addresses = json.loads(ready.read_text())
+        addresses = await ready_file(ready, restarted, seconds=_RESTART_READY_SECONDS, log=log)
         assert addresses["transport"] == server["transport"]
         assert addresses["consumer"] == server["consumer"]
         result = await _get_person(running.description, BENEFITS, codec)

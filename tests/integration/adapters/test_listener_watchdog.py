@@ -6,7 +6,6 @@ is seen down, counted in ``/metrics`` and restarted, and a valid call succeeds a
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from adapters.descriptors import load_service
 from tests.integration.adapters.support import EXAMPLES
 from tests.listener_attacks import crash_listener
+from tests.processes import ready_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,11 +59,7 @@ async def test_the_adapter_survives_the_invalid_path(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        async with asyncio.timeout(_SECONDS):
-            while not ready_path.exists():
-                assert process.returncode is None, "the adapter exited before it was ready"
-                await asyncio.sleep(0.05)
-        ready = json.loads(ready_path.read_text(encoding="utf-8"))
+        ready = await ready_file(ready_path, process, seconds=_SECONDS)
         assert await _holdings(ready["address"], folder / "land.proto") == 2
 
         await crash_listener(ready["address"], metrics_url=ready["metrics"], listener="adapter")

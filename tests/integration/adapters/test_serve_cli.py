@@ -23,6 +23,7 @@ from adapters.descriptors import load_service
 from adapters.examples.population.make_db import create_population_db
 from tests.conftest import free_port
 from tests.integration.adapters.support import EXAMPLES
+from tests.processes import ready_file
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +139,7 @@ async def _serve_two_calls(tmp_path: Path, *options: str) -> tuple[str, str]:
         env={**os.environ, "RUTA_POPULATION_DB": str(database)},
     )
     try:
-        address = (await _wait_for_file(ready, process))["address"]
+        address = (await ready_file(ready, process))["address"]
         method = load_service(
             "population.v1.PopulationRegister", proto=EXAMPLES / "population" / "population.proto"
         ).methods["GetPerson"]
@@ -275,23 +276,6 @@ def test_check_refuses_rows_without_expect_many(tmp_path: Path, offline: bool) -
     assert "Traceback" not in refused.stderr
 
 
-def _read_ready(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    content: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return content
-
-
-async def _wait_for_file(path: Path, process: asyncio.subprocess.Process) -> dict[str, Any]:
-    for _ in range(1200):
-        content = _read_ready(path)
-        if content is not None:
-            return content
-        assert process.returncode is None, "the process exited before it was ready"
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path.name} never appeared")
-
-
 async def _stop(process: asyncio.subprocess.Process) -> bytes:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
@@ -324,7 +308,7 @@ async def test_legacy_services_and_adapters_report_ready_on_port_zero(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        ready = await _wait_for_file(legacy_ready, legacy)
+        ready = await ready_file(legacy_ready, legacy)
         assert ready["pid"] == legacy.pid
         base = ready["url"].removesuffix("/business")
         async with aiohttp.ClientSession() as session, session.get(base + probe) as response:
@@ -349,7 +333,7 @@ async def test_legacy_services_and_adapters_report_ready_on_port_zero(
             env={**os.environ, **env},
         )
         try:
-            served = await _wait_for_file(adapter_ready, adapter)
+            served = await ready_file(adapter_ready, adapter)
             assert served["service"] in {"tax.v1.TaxAgency", "business.v1.BusinessRegister"}
             assert served["address"].startswith("127.0.0.1:")
         finally:

@@ -4,7 +4,6 @@ through the bus, and stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -16,6 +15,7 @@ import tomli_w
 from tests.integration.gateway.gwbed import gateway_bed
 from tests.integration.gateway.test_service_access import _call
 from tests.integration.security_server.bed import SERVICE, SOC
+from tests.processes import ready_file
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +40,7 @@ async def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
-            for _ in range(400):
-                if ready.exists() or process.returncode is not None:
-                    break
-                await asyncio.sleep(0.05)
-            assert ready.exists(), "the gateway did not become ready"
-            base = json.loads(ready.read_text())["http"]
+            base = (await ready_file(ready, process))["http"]
             status, _, body = await _call(
                 f"{base}/r1/{SERVICE}/GetPerson", body={"nationalId": "38001010001"}
             )

@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.listener_attacks import client_tls, crash_listener
+from tests.processes import ready_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,11 +48,7 @@ async def test_the_admin_listener_survives_the_invalid_path(tmp_path: Path) -> N
         )
     try:
         ready_path = directory / "registry.ready.json"
-        async with asyncio.timeout(_PROCESS_SECONDS):
-            while not ready_path.exists():
-                assert process.returncode is None, log_path.read_text()
-                await asyncio.sleep(0.05)
-        ready = json.loads(ready_path.read_text())
+        ready = await ready_file(ready_path, process, seconds=_PROCESS_SECONDS, log=log_path)
 
         # The TLS layer asks for a client certificate from the registry's CA: the local
         # operator's will do (any member's administrator holds one too).
