@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import Final, Self
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from gateway.access import ServiceAccess
 from gateway.backend import BackEnd
@@ -25,6 +24,7 @@ from ruta.faults import Fault
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.globalconf.client import GlobalConfClient
 from ruta.listeners import Listeners
+from ruta.metrics_http import new_registry
 from ruta.readiness import write_ready_file
 
 __all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "GatewayApp", "build_app"]
@@ -102,7 +102,7 @@ class GatewayApp:
         self.addresses: dict[str, str] = {}
         self.globalconf: GlobalConfClient | None = None
         self.back_end: BackEnd | None = None
-        self.metrics = GatewayMetrics(CollectorRegistry())
+        self.metrics = GatewayMetrics(new_registry())
         #: The process's watched gRPC listeners (the back end's, when configured).
         self.listeners = Listeners(registry=self.metrics.registry)
         self._metrics_runner: web.AppRunner | None = None
