@@ -14,6 +14,7 @@ from gateway.access import ServiceAccess
 from gateway.backend import BackEnd
 from gateway.bus import BusClient
 from gateway.callers import Callers
+from gateway.console import add_console_routes
 from gateway.directory import Directory
 from gateway.http_faults import GatewayError, fault_response, json_response
 from gateway.metrics import GatewayMetrics
@@ -63,6 +64,7 @@ def build_app(
         return json_response(document)
 
     app.router.add_get("/openapi.json", openapi)
+    add_console_routes(app, conf=conf)
     app.router.add_get("/listClients", directory.list_clients)
     app.router.add_get(f"{_R1}/listMethods", directory.list_methods)
     app.router.add_get(f"{_R1}/allowedMethods", directory.allowed_methods)

@@ -1,0 +1,12 @@
+"""The gateway's web pages (docs/adr/0026-console-stack.md): Jinja2 templates with autoescape,
+messages in gettext catalogues (Spanish, Portuguese, English), a strict Content-Security-Policy.
+
+The first page is the public service catalogue (``GET /catalogue``); the static files the pages
+use are served under ``/console/static/``.
+"""
+
+from __future__ import annotations
+
+from gateway.console.pages import add_console_routes
+
+__all__ = ["add_console_routes"]
