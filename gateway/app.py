@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
 from typing import Final, Self
 
 from aiohttp import web
@@ -14,7 +16,7 @@ from gateway.access import ServiceAccess
 from gateway.backend import BackEnd
 from gateway.bus import BusClient
 from gateway.callers import Callers
-from gateway.console import add_console_routes
+from gateway.console.pages import add_console_routes
 from gateway.directory import Directory
 from gateway.http_faults import GatewayError, fault_response, json_response
 from gateway.metrics import GatewayMetrics
@@ -25,7 +27,8 @@ from ruta.faults import Fault
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.globalconf.client import GlobalConfClient
 from ruta.listeners import Listeners
-from ruta.metrics_http import new_registry
+from ruta.metrics_http import certificate_expiry, new_registry
+from ruta.pki.certs import load_certificate, read_certificate_file
 from ruta.readiness import write_ready_file
 
 __all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "GatewayApp", "build_app"]
@@ -96,6 +99,12 @@ async def _faults_middleware(
         )
 
 
+def _expiry_of(path: Path) -> Callable[[], datetime]:
+    """When the certificate in ``path`` (read now) expires."""
+    not_after = load_certificate(read_certificate_file(path, limit=1)).not_valid_after_utc
+    return lambda: not_after
+
+
 class GatewayApp:
     """Start with :meth:`start`, stop with :meth:`stop`."""
 
@@ -131,6 +140,7 @@ class GatewayApp:
             settings=settings.globalconf,
         )
         await self.globalconf.start()
+        self._watch_certificates()
         self._bus = BusClient(settings.consumer, max_message_bytes=settings.limits.max_body_bytes)
         if settings.backend is not None:
             self.back_end = BackEnd(settings.backend, limits=settings.limits)
@@ -151,6 +161,16 @@ class GatewayApp:
         scheme = "https" if settings.http.tls else "http"
         self.addresses["http"] = f"{scheme}://{host}:{bound[1]}"
         write_ready_file(settings.data_dir / READY_FILE, dict(self.addresses))
+
+    def _watch_certificates(self) -> None:
+        """``ruta_certificate_expires_timestamp_seconds{kind}``: the gateway certificate it
+        presents to its consumer port (``gateway``) and its HTTPS certificate (``tls``)."""
+        files = {"gateway": self.settings.consumer.cert, "tls": self.settings.http.tls_cert}
+        certificates: dict[str, Callable[[], datetime]] = {}
+        for kind, path in files.items():
+            if path is not None:
+                certificates[kind] = _expiry_of(path)
+        certificate_expiry(self.metrics.registry, certificates)
 
     async def _serve_metrics(self, listen: str) -> str:
         app = web.Application()

@@ -2,11 +2,6 @@
 messages in gettext catalogues (Spanish, Portuguese, English), a strict Content-Security-Policy.
 
 The first page is the public service catalogue (``GET /catalogue``); the static files the pages
-use are served under ``/console/static/``.
+use are served under ``/console/static/`` (:mod:`gateway.console.paths`); the routes are added by
+:func:`gateway.console.pages.add_console_routes`.
 """
-
-from __future__ import annotations
-
-from gateway.console.pages import add_console_routes
-
-__all__ = ["add_console_routes"]

@@ -16,6 +16,7 @@ from babel.numbers import format_decimal
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from gateway.console.i18n import LANGUAGES, choose_language, language_name, translations
+from gateway.console.paths import CATALOGUE_PATH, STATIC_PREFIX
 from gateway.directory import rest_endpoints
 from ruta.globalconf import GlobalConf, Service
 from ruta.globalconf.errors import GlobalConfError
@@ -31,8 +32,6 @@ __all__ = [
     "render",
 ]
 
-CATALOGUE_PATH: Final = "/catalogue"
-STATIC_PREFIX: Final = "/console/static"
 _HERE: Final = Path(__file__).parent
 #: No script at all, styles and images from this origin only, no framing, forms only to here.
 CONTENT_SECURITY_POLICY: Final = (

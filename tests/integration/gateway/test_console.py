@@ -19,6 +19,7 @@ from tests.integration.gateway.consolebed import (
     ShowcaseBed,
 )
 from tests.integration.gateway.gwbed import gateway_bed, gateway_url
+from tests.integration.security_server.bed import SOC
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,8 @@ async def _get(url: str, **headers: str) -> tuple[int, dict[str, str], str]:
 
 async def test_the_catalogue_lists_the_services_in_the_language_asked_for(tmp_path: Path) -> None:
     async with gateway_bed(tmp_path, bed=ShowcaseBed) as instance:
+        await instance.gateways.pop(str(SOC)).stop()
+        app = await instance.start_gateway(SOC, metrics={"listen": "127.0.0.1:0"})
         url = gateway_url(instance) + "/catalogue"
         status, headers, page = await _get(url, **{"Accept-Language": "pt-BR,pt;q=0.9"})
         assert status == 200
@@ -67,6 +70,8 @@ async def test_the_catalogue_lists_the_services_in_the_language_asked_for(tmp_pa
         status, headers, _css = await _get(gateway_url(instance) + "/console/static/console.css")
         assert status == 200
         assert headers["Content-Type"].startswith("text/css")
+        _, _, metrics = await _get(app.addresses["metrics"])
+        assert 'ruta_gateway_requests_total{kind="console",status="200"} 4.0' in metrics
 
 
 async def test_markup_from_the_registry_is_shown_as_text(tmp_path: Path) -> None:
