@@ -20,7 +20,7 @@ from gateway.console.paths import CATALOGUE_PATH, STATIC_PREFIX
 from gateway.directory import rest_endpoints
 from ruta.globalconf import GlobalConf, Service
 from ruta.globalconf.errors import GlobalConfError
-from ruta.ids import SubsystemId
+from ruta.ids import MemberId, SubsystemId
 
 __all__ = [
     "CATALOGUE_PATH",
@@ -104,7 +104,7 @@ def _service(service: Service) -> ServiceEntry:
 
 def catalogue_of(conf: GlobalConf) -> Catalogue:
     """Members (by name), their subsystems and the services each offers."""
-    by_member: dict[Any, list[SubsystemId]] = {}
+    by_member: dict[MemberId, list[SubsystemId]] = {}
     for subsystem in sorted(conf.subsystems):
         by_member.setdefault(subsystem.member, []).append(subsystem)
     members = tuple(
@@ -162,6 +162,7 @@ def render(template: str, language: str, **context: Any) -> str:
 
 
 def page(body: str, language: str, *, status: int = 200) -> web.Response:
+    """An HTML page in ``language`` under the security headers."""
     response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
     response.headers.update(SECURITY_HEADERS)
     response.headers["Content-Language"] = language
