@@ -22,19 +22,28 @@ proto: .stamp-install .stamp-proto
 # The first-service tutorial's Node.js client (docs/guides/first-service.md, run by
 # tests/e2e/test_first_service.py): Node.js and npm from Debian where missing, and the npm
 # packages the tutorial installs, fetched once into npm's cache (the test installs them from it).
+# The browser tests' accessibility check (tests/browser.py) injects axe-core from BROWSER_JS.
 NODE_PACKAGES := @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1
+BROWSER_NODE_PACKAGES := axe-core@4.14.1
+BROWSER_JS := $(VENV)/browser-js
 .stamp-node: Makefile
 	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
 	npm install --prefix $(VENV)/node-cache --no-audit --no-fund --no-save --silent $(NODE_PACKAGES)
+	npm install --prefix $(BROWSER_JS) --no-audit --no-fund --no-save --silent $(BROWSER_NODE_PACKAGES)
 	touch $@
 
-# Debian packages the tests need: systemd-analyze checks deploy/systemd (tests/deploy). Installed
-# only when missing (a no-op where it is present); without root it says what to install.
-.stamp-debian:
-	@command -v systemd-analyze >/dev/null || \
-	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	      apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd; \
-	    else echo "make install: install the Debian package systemd (systemd-analyze) for tests/deploy"; fi; }
+# Debian packages the tests need, as command:package: systemd-analyze checks deploy/systemd
+# (tests/deploy); chromium is the browser Playwright drives in the console tests (tests/browser.py;
+# Playwright downloads no browser of its own). Installed only when missing (a no-op where they are
+# present); without root it says what to install.
+DEBIAN_NEEDS := systemd-analyze:systemd chromium:chromium
+.stamp-debian: Makefile
+	@missing=""; for need in $(DEBIAN_NEEDS); do \
+	  command -v $${need%%:*} >/dev/null || missing="$$missing $${need#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "make install: install the Debian packages$$missing for the tests"; fi; fi
 	touch $@
 
 # Generated code lives in ruta/v1/ and is not committed (docs/adr/0001-generated-code-at-install.md).

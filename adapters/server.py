@@ -6,7 +6,8 @@ descriptors, builds the backends and checks every method's mapping, all before a
 sizes are checked before parsing and after serialising), next to the standard
 ``grpc.health.v1.Health`` service, under the listener watchdog (:mod:`ruta.listeners`: a server
 loop that ends is reported NOT_SERVING and restarted on the same address), and, when the file sets
-``[server] metrics_listen``, Prometheus ``/metrics`` over HTTP.
+``[server] metrics_listen``, Prometheus ``/metrics`` over HTTP (the listener, the process collector
+and, with TLS, the expiry of the server certificate).
 
 Each call: bound request size, parse, check and extract parameters, ask the legacy system within
 the smaller of the method's timeout and the caller's remaining deadline, shape the answer (one
@@ -23,8 +24,9 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -61,8 +63,8 @@ from ruta.call_metadata import MESSAGE_ID_HEADER
 from ruta.faults import RutaError, abort, status_of
 from ruta.files import FileReadError, read_bounded
 from ruta.listeners import ListenerError, Listeners, ListenerSpec
-from ruta.metrics_http import metrics_handler
-from ruta.pki.certs import read_certificate_file
+from ruta.metrics_http import certificate_expiry, metrics_handler
+from ruta.pki.certs import load_certificate, read_certificate_file
 from ruta.pki.errors import MalformedCertificateError
 from ruta.pki.keys import MAX_KEY_FILE_BYTES
 
@@ -383,9 +385,28 @@ class RunningServer:
             await self.metrics_runner.cleanup()
 
 
-def _credentials(file: LoadedAdapterFile) -> Callable[[], grpc.ServerCredentials] | None:
-    """What makes the server's TLS credentials (files read now, so an unreadable one fails the
-    start), or ``None`` for plaintext."""
+@dataclass(frozen=True, slots=True)
+class _Tls:
+    """The server's TLS files as read at start."""
+
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key, self.cert)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+    def not_after(self) -> datetime:
+        return load_certificate(self.cert).not_valid_after_utc
+
+
+def _tls(file: LoadedAdapterFile) -> _Tls | None:
+    """The server's TLS files (read now, so an unreadable one fails the start), or ``None`` for
+    plaintext."""
     spec = file.spec.server
     if spec.tls_cert is None or spec.tls_key is None:
         return None
@@ -401,11 +422,11 @@ def _credentials(file: LoadedAdapterFile) -> Callable[[], grpc.ServerCredentials
             if spec.tls_client_ca
             else None
         )
+        tls = _Tls(cert=cert, key=key, client_ca=ca)
+        tls.not_after()
     except (FileReadError, MalformedCertificateError) as exc:
         raise AdapterConfigError(exc.message) from None
-    return lambda: grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
-    )
+    return tls
 
 
 async def _serve_metrics(listeners: Listeners, listen: str) -> tuple[web.AppRunner, str]:
@@ -441,6 +462,9 @@ async def start_server(adapter: Adapter, listen: str | None = None) -> RunningSe
     except ValueError as exc:
         raise AdapterConfigError(f"--listen: {exc}") from None
     listeners = Listeners(grace_seconds=spec.shutdown_grace_seconds)
+    tls = _tls(adapter.file)
+    if tls is not None:
+        certificate_expiry(listeners.registry, {"tls": tls.not_after})
     handler = adapter.handler()
     try:
         listener = listeners.bind(
@@ -449,7 +473,7 @@ async def start_server(adapter: Adapter, listen: str | None = None) -> RunningSe
                 listen=address,
                 add_services=lambda server: server.add_generic_rpc_handlers((handler,)),
                 health_names=(adapter.service.name,),
-                credentials=_credentials(adapter.file),
+                credentials=None if tls is None else tls.credentials,
                 options=(
                     ("grpc.max_receive_message_length", spec.max_request_bytes),
                     ("grpc.max_send_message_length", spec.max_response_bytes),

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
 from typing import Final, Self
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from gateway.access import ServiceAccess
 from gateway.backend import BackEnd
 from gateway.bus import BusClient
 from gateway.callers import Callers
+from gateway.console.pages import add_console_routes
 from gateway.directory import Directory
 from gateway.http_faults import GatewayError, fault_response, json_response
 from gateway.metrics import GatewayMetrics
@@ -25,6 +27,8 @@ from ruta.faults import Fault
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.globalconf.client import GlobalConfClient
 from ruta.listeners import Listeners
+from ruta.metrics_http import certificate_expiry, new_registry
+from ruta.pki.certs import load_certificate, read_certificate_file
 from ruta.readiness import write_ready_file
 
 __all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "GatewayApp", "build_app"]
@@ -63,6 +67,7 @@ def build_app(
         return json_response(document)
 
     app.router.add_get("/openapi.json", openapi)
+    add_console_routes(app, conf=conf)
     app.router.add_get("/listClients", directory.list_clients)
     app.router.add_get(f"{_R1}/listMethods", directory.list_methods)
     app.router.add_get(f"{_R1}/allowedMethods", directory.allowed_methods)
@@ -94,6 +99,12 @@ async def _faults_middleware(
         )
 
 
+def _expiry_of(path: Path) -> Callable[[], datetime]:
+    """When the certificate in ``path`` (read now) expires."""
+    not_after = load_certificate(read_certificate_file(path, limit=1)).not_valid_after_utc
+    return lambda: not_after
+
+
 class GatewayApp:
     """Start with :meth:`start`, stop with :meth:`stop`."""
 
@@ -102,7 +113,7 @@ class GatewayApp:
         self.addresses: dict[str, str] = {}
         self.globalconf: GlobalConfClient | None = None
         self.back_end: BackEnd | None = None
-        self.metrics = GatewayMetrics(CollectorRegistry())
+        self.metrics = GatewayMetrics(new_registry())
         #: The process's watched gRPC listeners (the back end's, when configured).
         self.listeners = Listeners(registry=self.metrics.registry)
         self._metrics_runner: web.AppRunner | None = None
@@ -129,6 +140,7 @@ class GatewayApp:
             settings=settings.globalconf,
         )
         await self.globalconf.start()
+        self._watch_certificates()
         self._bus = BusClient(settings.consumer, max_message_bytes=settings.limits.max_body_bytes)
         if settings.backend is not None:
             self.back_end = BackEnd(settings.backend, limits=settings.limits)
@@ -149,6 +161,16 @@ class GatewayApp:
         scheme = "https" if settings.http.tls else "http"
         self.addresses["http"] = f"{scheme}://{host}:{bound[1]}"
         write_ready_file(settings.data_dir / READY_FILE, dict(self.addresses))
+
+    def _watch_certificates(self) -> None:
+        """``ruta_certificate_expires_timestamp_seconds{kind}``: the gateway certificate it
+        presents to its consumer port (``gateway``) and its HTTPS certificate (``tls``)."""
+        files = {"gateway": self.settings.consumer.cert, "tls": self.settings.http.tls_cert}
+        certificates: dict[str, Callable[[], datetime]] = {}
+        for kind, path in files.items():
+            if path is not None:
+                certificates[kind] = _expiry_of(path)
+        certificate_expiry(self.metrics.registry, certificates)
 
     async def _serve_metrics(self, listen: str) -> str:
         app = web.Application()

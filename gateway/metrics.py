@@ -1,7 +1,7 @@
 """The gateway's Prometheus metrics (``[metrics] listen``: ``GET /metrics``).
 
 ``ruta_gateway_requests_total{kind, status}`` counts HTTP requests by what they were (``rest``,
-``json``, ``directory``, ``other``) and the HTTP status answered;
+``json``, ``directory``, ``console`` (the web pages), ``other``) and the HTTP status answered;
 ``ruta_gateway_request_seconds{kind}`` is their latency. The back end's listener reports
 ``ruta_listener_up`` and ``ruta_listener_restarts_total`` in the same registry. Labels never
 carry identifiers, paths or bodies: cardinality stays bounded and nothing personal is exported.
@@ -16,6 +16,8 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.console.paths import CATALOGUE_PATH, STATIC_PREFIX
 
 __all__ = ["KIND_KEY", "GatewayMetrics"]
 
@@ -35,6 +37,8 @@ def _kind(request: web.Request) -> str:
     if path.startswith("/r1/"):
         kind: str = request.get(KIND_KEY, "other")
         return kind
+    if path == CATALOGUE_PATH or path.startswith(f"{STATIC_PREFIX}/"):
+        return "console"
     return "other"
 
 

@@ -8,7 +8,9 @@ Two listeners:
 - HTTP: ``GET /globalconf`` (the signed configuration, ETag / If-None-Match), ``/ocsp`` (the CA's
   OCSP responder), ``POST /witness/add-checkpoint`` (the checkpoint witness), ``GET /healthz`` and
   ``GET /metrics`` (Prometheus: the admin listener's ``ruta_listener_up`` and
-  ``ruta_listener_restarts_total``).
+  ``ruta_listener_restarts_total``, ``ruta_certificate_expires_timestamp_seconds{kind}`` of the
+  CA, OCSP, TLS and configuration-signing certificates, and the process collector's
+  ``process_*``).
 
 The gRPC listener runs under the listener watchdog (:mod:`ruta.listeners`): if grpcio's server
 loop ends, it is reported NOT_SERVING and restarted on the same address; if it cannot be,
@@ -40,6 +42,7 @@ from typing import Final
 import grpc
 import grpc.aio
 from aiohttp import web
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -66,7 +69,7 @@ from ruta.checkpoint import SignatureType, Verifier
 from ruta.faults import RutaError
 from ruta.globalconf import MAX_DOCUMENT_BYTES
 from ruta.listeners import ListenerError, Listeners, ListenerSpec
-from ruta.metrics_http import metrics_handler
+from ruta.metrics_http import certificate_expiry, metrics_handler
 from ruta.pki.certs import load_certificate, read_certificate_file
 from ruta.pki.errors import MalformedCertificateError
 from ruta.pki.keys import FileSigner, load_private_key
@@ -183,6 +186,7 @@ class RegistryNode:
         )
         witness, witness_vkey = _open_witness(layout, settings, store)
         trust_anchors, ocsp_certs = _published_ca_certificates(layout, ca)
+        self._watch_certificates(ca, signing_cert)
 
         # HTTP first: its bound port completes the public URL the configuration names.
         app = web.Application(client_max_size=_MAX_HTTP_BODY)
@@ -236,6 +240,27 @@ class RegistryNode:
         _log.info(
             "registry %s listening: admin %s, http %s", settings.instance, bound.admin, bound.http
         )
+
+    def _watch_certificates(
+        self, ca: CertificateAuthority | None, signing_cert: x509.Certificate
+    ) -> None:
+        """``ruta_certificate_expires_timestamp_seconds{kind}`` of the node's certificates: the
+        CA's and its OCSP responder's (read at scrape time: a renewed responder shows), the
+        TLS certificate and the configuration-signing certificate."""
+        try:
+            tls_cert = load_certificate(read_certificate_file(self._layout.tls_cert, limit=1))
+        except MalformedCertificateError as exc:
+            raise ConfigError(
+                f"the registry directory has no readable TLS certificate ({exc.message})"
+            ) from None
+        certificates: dict[str, Callable[[], datetime]] = {
+            "tls": lambda: tls_cert.not_valid_after_utc,
+            "globalconf_signing": lambda: signing_cert.not_valid_after_utc,
+        }
+        if ca is not None:
+            certificates["ca"] = lambda: ca.certificate.not_valid_after_utc
+            certificates["ocsp"] = lambda: ca.ocsp_certificate.not_valid_after_utc
+        certificate_expiry(self.listeners.registry, certificates)
 
     async def _listen_http(self, app: web.Application) -> tuple[str, int]:
         """Serve ``app`` on the HTTP address; return the host and the bound port."""

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ruta.addresses import join_address, split_address
 from ruta.faults import Fault, RutaError
+from ruta.metrics_http import new_registry
 from ruta.tasks import cancel_and_wait
 
 __all__ = [
@@ -126,7 +127,7 @@ class Listeners:
         restart_delay_seconds: float = 0.0,
         restart_attempts: int = RESTART_ATTEMPTS,
     ) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry = registry if registry is not None else new_registry()
         #: Set when a listener could not be restarted: the process should exit non-zero.
         self.failed = asyncio.Event()
         self._grace = grace_seconds

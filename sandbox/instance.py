@@ -611,7 +611,8 @@ class Sandbox:
             started.append((server, process))
         for server, process in started:
             server.gateway_ready = process.wait_ready()
-            self._say(f"{server.agency.member} gateway: {server.gateway_ready['http']}")
+            url = server.gateway_ready["http"]
+            self._say(f"{server.agency.member} gateway: {url} (service catalogue: {url}/catalogue)")
 
     # --- description ----------------------------------------------------------------------------
 

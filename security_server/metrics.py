@@ -22,7 +22,7 @@ from prometheus_client.exposition import generate_latest
 from ruta.faults import FAULT_HEADER, FAULT_ID_HEADER
 from ruta.globalconf import GlobalConf
 from ruta.ids import ServiceId, SubsystemId
-from ruta.metrics_http import metrics_handler
+from ruta.metrics_http import certificate_expiry, metrics_handler, new_registry
 from security_server.calls import Refused
 from security_server.refusals import RefusalLog, RefusalRecord
 
@@ -93,7 +93,7 @@ class Outcome:
 class ExchangeMetrics:
     """Counters and histograms of the exchanges this server took part in, by role."""
 
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    registry: CollectorRegistry = field(default_factory=new_registry)
     #: Where refused exchanges are kept as operational records (``None``: nowhere).
     refusals: RefusalLog | None = None
 
@@ -158,12 +158,7 @@ class ExchangeMetrics:
             "Time since the witness last cosigned a checkpoint of the message log.",
             registry=self.registry,
         )
-        self.certificate_expiry = Gauge(
-            "ruta_certificate_expires_timestamp_seconds",
-            "When this server's certificates expire (Unix time), by kind (auth, signing).",
-            ("kind",),
-            registry=self.registry,
-        )
+        self.certificate_expiry = certificate_expiry(self.registry)
         self.globalconf_generated = Gauge(
             "ruta_globalconf_generated_timestamp_seconds",
             "When the global configuration in use was generated (Unix time).",

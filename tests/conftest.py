@@ -12,15 +12,17 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import psycopg
 import pytest
+from playwright.async_api import Browser
 
 import ruta.evidence.bundle
+from tests.browser import chromium
 
 #: Admin connection used to create and drop one database per test.
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -95,3 +97,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Debian chromium under Playwright (tests/browser.py); skips where chromium cannot
+    be found, fails instead under CI."""
+    async with chromium() as launched:
+        yield launched

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import grpc.aio
 import pytest
@@ -64,6 +65,8 @@ async def test_the_adapter_survives_the_invalid_path(tmp_path: Path) -> None:
 
         await crash_listener(ready["address"], metrics_url=ready["metrics"], listener="adapter")
         assert await _holdings(ready["address"], folder / "land.proto") == 2
+        async with aiohttp.ClientSession() as session, session.get(ready["metrics"]) as reply:
+            assert "process_resident_memory_bytes " in await reply.text()
         running = process.returncode is None  # repaired in place, not restarted
         assert running
 

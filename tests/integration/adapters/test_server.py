@@ -199,6 +199,11 @@ async def test_mutual_tls(tmp_path: Path) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await call(b"", timeout=10)
             assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        # Its expiry is a metric.
+        expiry = running.listeners.registry.get_sample_value(
+            "ruta_certificate_expires_timestamp_seconds", {"kind": "tls"}
+        )
+        assert expiry == server.not_valid_after_utc.timestamp()
     finally:
         await running.stop(None)
         await adapter.aclose()

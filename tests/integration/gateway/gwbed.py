@@ -213,10 +213,12 @@ def _timestamp(at: datetime.datetime) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def gateway_bed(directory: Path, *, audit: bool = False) -> AsyncIterator[GatewayBed]:
+async def gateway_bed(
+    directory: Path, *, audit: bool = False, bed: type[GatewayBed] = GatewayBed
+) -> AsyncIterator[GatewayBed]:
     """POP and SOC serving in this process (with their audit APIs when ``audit``), with their
-    gateways and the REST backend."""
-    instance = GatewayBed(directory)
+    gateways and the REST backend; ``bed`` may be a subclass that lists more."""
+    instance = bed(directory)
     try:
         await instance.rest.start()
         await instance.build()

@@ -126,4 +126,6 @@ async def test_metrics_count_requests_by_kind_and_status(tmp_path: Path) -> None
         assert 'ruta_gateway_requests_total{kind="json",status="400"} 1.0' in text
         assert 'ruta_gateway_requests_total{kind="directory",status="200"} 1.0' in text
         assert "ruta_gateway_request_seconds_bucket" in text
+        assert "process_resident_memory_bytes " in text
+        assert 'ruta_certificate_expires_timestamp_seconds{kind="gateway"}' in text
         assert "38001010001" not in text

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.conftest import free_port
@@ -49,6 +50,14 @@ async def test_the_admin_listener_survives_the_invalid_path(tmp_path: Path) -> N
     try:
         ready_path = directory / "registry.ready.json"
         ready = await ready_file(ready_path, process, seconds=_PROCESS_SECONDS, log=log_path)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{ready['http']}/metrics") as reply,
+        ):
+            metrics = await reply.text()
+        for kind in ("ca", "ocsp", "tls", "globalconf_signing"):
+            assert f'ruta_certificate_expires_timestamp_seconds{{kind="{kind}"}}' in metrics
+        assert "process_resident_memory_bytes " in metrics
 
         # The TLS layer asks for a client certificate from the registry's CA: the local
         # operator's will do (any member's administrator holds one too).

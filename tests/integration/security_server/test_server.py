@@ -71,7 +71,10 @@ async def test_ready_file_health_and_metrics(tmp_path: Path) -> None:
         "ruta_log_size ",
         "ruta_checkpoint_cosignature_age_seconds ",
         'ruta_certificate_expires_timestamp_seconds{kind="signing"}',
+        'ruta_certificate_expires_timestamp_seconds{kind="auth"}',
         "ruta_globalconf_serial ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
     ):
         assert gauge in text
 

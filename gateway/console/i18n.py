@@ -1,0 +1,88 @@
+"""The consoles' languages: which one a request gets, and its message catalogue.
+
+The language is the page's ``lang`` query parameter when it names a supported one (the switcher
+on every page), else the best supported match of ``Accept-Language``, else English. Catalogues
+are the committed ``locale/<lang>/LC_MESSAGES/messages.po`` files, compiled in memory with Babel
+when first used: nothing generated is installed or committed, and a catalogue cannot go stale
+against its ``.po``.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+from typing import Final
+
+from babel import Locale
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
+
+__all__ = [
+    "DEFAULT_LANGUAGE",
+    "LANGUAGES",
+    "LOCALE_DIR",
+    "MAX_ACCEPT_LANGUAGE_CHARS",
+    "MAX_ACCEPT_LANGUAGE_ENTRIES",
+    "choose_language",
+    "language_name",
+    "translations",
+]
+
+#: The languages every page speaks; English is the source language of the messages.
+LANGUAGES: Final = ("es", "pt", "en")
+DEFAULT_LANGUAGE: Final = "en"
+LOCALE_DIR: Final = Path(__file__).with_name("locale")
+#: Longest ``Accept-Language`` header read (the rest is ignored), and most entries weighed.
+MAX_ACCEPT_LANGUAGE_CHARS: Final = 512
+MAX_ACCEPT_LANGUAGE_ENTRIES: Final = 16
+
+
+def _weighted(header: str) -> list[tuple[float, int, str]]:
+    ranges: list[tuple[float, int, str]] = []
+    for index, entry in enumerate(header[:MAX_ACCEPT_LANGUAGE_CHARS].split(",")):
+        if index >= MAX_ACCEPT_LANGUAGE_ENTRIES:
+            break
+        tag, _, parameters = entry.strip().partition(";")
+        quality = 1.0
+        name, _, value = parameters.strip().partition("=")
+        if name.strip() == "q":
+            try:
+                quality = float(value)
+            except ValueError:
+                quality = 0.0
+        if tag and 0.0 < quality <= 1.0:
+            ranges.append((-quality, index, tag.strip().lower()))
+    return sorted(ranges)
+
+
+def choose_language(chosen: str | None, accept_language: str | None) -> str:
+    """The language of one response (see the module's description)."""
+    if chosen in LANGUAGES:
+        return chosen
+    for _quality, _index, tag in _weighted(accept_language or ""):
+        primary = tag.split("-", 1)[0]
+        if primary in LANGUAGES:
+            return primary
+    return DEFAULT_LANGUAGE
+
+
+@functools.cache
+def translations(language: str) -> NullTranslations:
+    """The compiled catalogue of ``language`` (English: the messages as written)."""
+    path = LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"
+    if language == DEFAULT_LANGUAGE or not path.exists():
+        return NullTranslations()
+    with path.open("rb") as po:
+        catalog = read_po(po, locale=language)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return Translations(compiled)
+
+
+def language_name(language: str) -> str:
+    """The language's name in itself ("español", "português", "English"), for the switcher."""
+    name = Locale.parse(language).get_display_name(language) or language
+    return name[:1].upper() + name[1:]

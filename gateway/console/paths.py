@@ -1,0 +1,10 @@
+"""Where the console pages are on the gateway's HTTP port."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["CATALOGUE_PATH", "STATIC_PREFIX"]
+
+CATALOGUE_PATH: Final = "/catalogue"
+STATIC_PREFIX: Final = "/console/static"
