@@ -8,9 +8,9 @@ server is an error: CI must not skip them.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +22,7 @@ import pytest
 from playwright.async_api import Browser
 
 import ruta.evidence.bundle
+from sandbox.ports import PortClaims
 from tests.browser import chromium
 
 #: Admin connection used to create and drop one database per test.
@@ -55,12 +56,18 @@ def exported_manifests_follow_the_schema(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(ruta.evidence.bundle, "_manifest", checked)
 
 
+#: Ports handed out by :func:`free_port` in this test process (released when it ends).
+_PORT_CLAIMS = PortClaims()
+atexit.register(_PORT_CLAIMS.release)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1, free now and claimed for this test process: chosen below the
+    kernel's ephemeral range (where port-0 binds and outgoing connections never land) and
+    claimed as the sandbox claims its ports, so nothing else on the machine takes it between
+    choosing and binding (a port-0 probe's port was once taken by an outgoing connection)."""
+    [port] = _PORT_CLAIMS.take(1)
+    return port
 
 
 def _postgres_reachable() -> str | None:
