@@ -235,7 +235,10 @@ class ConsumerProxy:
     async def _claim_message_id(self, call: CallMetadata, used: tuple[str, str]) -> None:
         """Take ``call``'s message id for this exchange, before anything is signed: refused
         (``client.reused_message_id``) while another exchange of this server holds it or once
-        a request with it is in the log, so a message id names one request only."""
+        a request with it is in the log, so a message id names one request only. An id this
+        server made (a random UUID) is new by construction: only a caller's id is looked up."""
+        if not call.message_id_from_caller:
+            return
         if used in self._message_ids:
             raise _reused(call)
         self._message_ids.add(used)

@@ -136,6 +136,9 @@ class CallMetadata:
     user_id: str
     subject: str
     message_id: str
+    #: Whether the caller named the message id (``ruta-message-id``); otherwise this server
+    #: made it, a random UUID that no earlier request can carry.
+    message_id_from_caller: bool = False
 
     @property
     def path(self) -> str:
@@ -291,6 +294,7 @@ def parse_call_metadata(
         user_id=_text(USER_ID_HEADER, found.get(USER_ID_HEADER, ""), MAX_USER_ID_LENGTH),
         subject=_text(SUBJECT_HEADER, found.get(SUBJECT_HEADER, ""), MAX_SUBJECT_LENGTH),
         message_id=_message_id(found.get(MESSAGE_ID_HEADER)),
+        message_id_from_caller=MESSAGE_ID_HEADER in found,
     )
 
 

@@ -51,14 +51,17 @@ def test_good_call_parses() -> None:
     assert call.subject == "EE1"
     assert call.user_id == ""
     assert call.message_id == MID
+    assert call.message_id_from_caller
     assert call.path == PATH
 
 
 def test_message_id_generated_when_absent() -> None:
-    first = parse_call_metadata(PATH, GOOD).message_id
-    second = parse_call_metadata(PATH, GOOD).message_id
+    call = parse_call_metadata(PATH, GOOD)
+    first, second = call.message_id, parse_call_metadata(PATH, GOOD).message_id
     assert str(uuid.UUID(first)) == first
     assert first != second
+    # Made here, so the consumer does not look it up in its log (a random UUID is new).
+    assert not call.message_id_from_caller
 
 
 def test_full_service_identifier_accepted_when_it_matches_path() -> None:
