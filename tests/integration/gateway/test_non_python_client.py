@@ -12,33 +12,23 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from ruta.evidence.cli import group
 from ruta.v1 import http_pb2, log_pb2, transport_pb2
-from security_server.server import SecurityServerApp
 from tests.integration.gateway.gwbed import REST_SERVICE, gateway_bed, gateway_url
-from tests.integration.security_server.bed import BENEFITS, POP, PURPOSE, SERVICE, SOC
+from tests.integration.security_server.bed import (
+    BENEFITS,
+    POP,
+    PURPOSE,
+    SERVICE,
+    SOC,
+    audit_cli,
+    wait_cosigned,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NODE = shutil.which("node")
 SCRIPT = Path(__file__).parent / "clients" / "fetch.mjs"
-
-
-async def _cosigned(app: SecurityServerApp, size: int) -> None:
-    assert app.checkpointer is not None
-    for _ in range(200):
-        cosigned = app.checkpointer.cosigned
-        if cosigned is not None and cosigned.size >= size:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no cosigned checkpoint: {app.checkpointer.last_error}")
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(group, list(args))
-    return result.exit_code, result.output
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed")
@@ -71,10 +61,10 @@ async def test_node_fetch_rest_and_json_grpc_logged_and_verified(tmp_path: Path)
         for server in (POP, SOC):
             app = instance.agencies[server].app
             assert app is not None
-            await _cosigned(app, 4)  # request + response of each exchange
+            await wait_cosigned(app, 4)  # request + response of each exchange
             bundle = tmp_path / f"{server.member.member_code}.zip"
             code, output = await asyncio.to_thread(
-                _cli,
+                audit_cli,
                 "export",
                 "--address",
                 app.addresses["audit"],
@@ -88,10 +78,10 @@ async def test_node_fetch_rest_and_json_grpc_logged_and_verified(tmp_path: Path)
                 str(bundle),
             )
             assert code == 0, output
-            code, output = _cli("verify", str(bundle), "--anchor", str(instance.anchor_path))
+            code, output = audit_cli("verify", str(bundle), "--anchor", str(instance.anchor_path))
             assert code == 0, output
             bundles[server] = bundle
-        code, output = _cli("reconcile", str(bundles[SOC]), str(bundles[POP]))
+        code, output = audit_cli("reconcile", str(bundles[SOC]), str(bundles[POP]))
         assert code == 0, output
         assert "identical: 2" in output
         for bundle in bundles.values():

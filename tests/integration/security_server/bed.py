@@ -32,6 +32,7 @@ import grpc.aio
 import pytest
 import tomli_w
 from aiohttp import web
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.x509 import ocsp
 from google.protobuf import timestamp_pb2
@@ -40,6 +41,7 @@ from registry.publisher import ConfigurationPublisher, globalconf_app
 from registry.witness import MemoryWitnessStateStore, Witness
 from registry.witness_http import witness_routes
 from ruta.evidence import VerificationReport, verify_bundle
+from ruta.evidence.cli import group as audit_group
 from ruta.globalconf import ConfigurationAnchor
 from ruta.ids import MemberId, ServerId, SubsystemId
 from ruta.pki.certs import CertificateKind, certificate_der, fingerprint
@@ -655,3 +657,20 @@ __all__ = [
     "send_to_provider",
     "signed_request",
 ]
+
+
+async def wait_cosigned(app: SecurityServerApp, size: int) -> None:
+    """Wait (bounded) until ``app``'s log has a cosigned checkpoint of at least ``size``."""
+    assert app.checkpointer is not None
+    for _ in range(200):
+        cosigned = app.checkpointer.cosigned
+        if cosigned is not None and cosigned.size >= size:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no cosigned checkpoint: {app.checkpointer.last_error}")
+
+
+def audit_cli(*args: str) -> tuple[int, str]:
+    """``ruta audit ARGS`` in process: its exit code and output."""
+    result = CliRunner().invoke(audit_group, list(args))
+    return result.exit_code, result.output

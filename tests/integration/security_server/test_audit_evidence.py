@@ -8,31 +8,21 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from ruta.evidence.cli import group
 from sandbox.examples.population import encode_get_person
-from security_server.server import SecurityServerApp
-from tests.integration.security_server.bed import POP, SOC, bed, call_metadata, get_person
+from tests.integration.security_server.bed import (
+    POP,
+    SOC,
+    audit_cli,
+    bed,
+    call_metadata,
+    get_person,
+    wait_cosigned,
+)
 
 pytestmark = pytest.mark.integration
 
 EXCHANGES = 3
-
-
-async def _cosigned(app: SecurityServerApp, size: int) -> None:
-    assert app.checkpointer is not None
-    for _ in range(200):
-        cosigned = app.checkpointer.cosigned
-        if cosigned is not None and cosigned.size >= size:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no cosigned checkpoint: {app.checkpointer.last_error}")
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(group, list(args))
-    return result.exit_code, result.output
 
 
 async def test_export_verify_and_reconcile_both_sides(tmp_path: Path) -> None:
@@ -50,7 +40,7 @@ async def test_export_verify_and_reconcile_both_sides(tmp_path: Path) -> None:
         auditor = instance.pki.role("auditor-supervisor")
         bundles = {}
         for server, app in apps.items():
-            await _cosigned(app, 2 * EXCHANGES)
+            await wait_cosigned(app, 2 * EXCHANGES)
             out = tmp_path / f"{server.member.member_code}.zip"
             args = [
                 "export",
@@ -65,12 +55,12 @@ async def test_export_verify_and_reconcile_both_sides(tmp_path: Path) -> None:
                 "--out",
                 str(out),
             ]
-            code, output = await asyncio.to_thread(_cli, *args)
+            code, output = await asyncio.to_thread(audit_cli, *args)
             assert code == 0, output
-            code, output = _cli("verify", str(out), "--anchor", str(instance.anchor_path))
+            code, output = audit_cli("verify", str(out), "--anchor", str(instance.anchor_path))
             assert code == 0, output
             assert "signer pinned by the anchor" in output
             bundles[server] = out
-        code, output = _cli("reconcile", str(bundles[SOC]), str(bundles[POP]))
+        code, output = audit_cli("reconcile", str(bundles[SOC]), str(bundles[POP]))
         assert code == 0, output
         assert f"identical: {EXCHANGES}" in output

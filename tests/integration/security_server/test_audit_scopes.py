@@ -9,7 +9,6 @@ verify; the supervisory auditor reads every server.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +34,7 @@ from tests.integration.security_server.bed import (
     bed,
     call_metadata,
     get_person,
+    wait_cosigned,
 )
 
 pytestmark = pytest.mark.integration
@@ -57,16 +57,6 @@ class Running:
         return channel, audit_pb2_grpc.AuditStub(channel)
 
 
-async def _cosigned(app: SecurityServerApp, size: int) -> None:
-    assert app.checkpointer is not None
-    for _ in range(200):
-        cosigned = app.checkpointer.cosigned
-        if cosigned is not None and cosigned.size >= size:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no cosigned checkpoint: {app.checkpointer.last_error}")
-
-
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
     async with bed(tmp_path) as instance:
@@ -79,7 +69,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
             for _ in range(EXCHANGES):
                 await get_person(channel)(PERSON_REQUEST, metadata=call_metadata(), timeout=10)
         for app in apps.values():
-            await _cosigned(app, RECORDS)
+            await wait_cosigned(app, RECORDS)
         yield Running(instance, apps)
 
 
