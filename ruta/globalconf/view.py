@@ -400,6 +400,7 @@ class GlobalConf:
                 purpose=c.purpose,
                 legal_basis=c.legal_basis,
                 valid_from=to_timestamp(c.valid_from),
+                rate_limit_per_minute=c.rate_limit_per_minute,
             )
             if c.valid_until is not None:
                 entry.valid_until.CopyFrom(to_timestamp(c.valid_until))

@@ -406,3 +406,11 @@ def test_a_rest_services_openapi_description_round_trips() -> None:
     assert service.openapi == b'{"openapi":"3.0.3"}'
     assert view.to_proto().services[0].openapi == b'{"openapi":"3.0.3"}'
     assert not GlobalConf.from_proto(sample_configuration(now=NOW)).services[0].is_rest
+
+
+def test_a_contracts_rate_limit_round_trips() -> None:
+    conf = sample_configuration(now=NOW)
+    conf.contracts[0].rate_limit_per_minute = 600
+    view = GlobalConf.from_proto(conf)
+    assert view.contracts[0].rate_limit_per_minute == 600
+    assert view.to_proto().contracts[0].rate_limit_per_minute == 600
