@@ -207,6 +207,8 @@ class AdminRole(enum.StrEnum):
     AUDITOR = "auditor"
     AUDITOR_SUPERVISOR = "auditor-supervisor"
     AUDITOR_BODIES = "auditor-bodies"
+    CITIZEN_SERVICE = "citizen-service"
+    STATISTICS = "statistics"
 
 
 def admin_role_text(role: AdminRole, member: MemberId | None = None) -> str:

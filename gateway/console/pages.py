@@ -3,28 +3,25 @@ the i18n extension with that language's catalogue), security headers on every pa
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
-from babel.dates import format_datetime
-from babel.numbers import format_decimal
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from gateway.console.i18n import LANGUAGES, choose_language, language_name, translations
-from gateway.console.paths import CATALOGUE_PATH, STATIC_PREFIX
+from gateway.console.paths import CATALOGUE_PATH
 from gateway.directory import rest_endpoints
 from ruta.globalconf import GlobalConf, Service
 from ruta.globalconf.errors import GlobalConfError
 from ruta.ids import MemberId, SubsystemId
+from ruta.web import CONTENT_SECURITY_POLICY, STATIC_PREFIX, Pages, add_static_routes
 
 __all__ = [
     "CATALOGUE_PATH",
     "CONTENT_SECURITY_POLICY",
+    "PAGES",
     "STATIC_PREFIX",
     "Catalogue",
     "add_console_routes",
@@ -33,17 +30,6 @@ __all__ = [
 ]
 
 _HERE: Final = Path(__file__).parent
-#: No script at all, styles and images from this origin only, no framing, forms only to here.
-CONTENT_SECURITY_POLICY: Final = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
-SECURITY_HEADERS: Final = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
 #: Most methods or endpoints listed for one service on a page.
 MAX_METHODS_SHOWN: Final = 256
 
@@ -133,61 +119,23 @@ def catalogue_of(conf: GlobalConf) -> Catalogue:
     )
 
 
-@functools.cache
-def _environment(language: str) -> Environment:
-    environment = Environment(
-        loader=FileSystemLoader(_HERE / "templates"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        extensions=["jinja2.ext.i18n"],
-    )
-    environment.install_gettext_translations(  # type: ignore[attr-defined]
-        translations(language), newstyle=True
-    )
-    environment.filters["datetime"] = lambda at: format_datetime(
-        at, format="long", tzinfo=UTC, locale=language
-    )
-    environment.filters["number"] = lambda value: format_decimal(value, locale=language)
-    return environment
+PAGES: Final = Pages(templates=_HERE / "templates", locale=_HERE / "locale")
 
 
 def render(template: str, language: str, **context: Any) -> str:
     """``template`` in ``language`` with ``context`` (every value escaped by autoescape)."""
-    languages = [(code, language_name(code)) for code in LANGUAGES]
-    return (
-        _environment(language)
-        .get_template(template)
-        .render(language=language, languages=languages, **context)
-    )
-
-
-def page(body: str, language: str, *, status: int = 200) -> web.Response:
-    """An HTML page in ``language`` under the security headers."""
-    response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
-    response.headers.update(SECURITY_HEADERS)
-    response.headers["Content-Language"] = language
-    response.headers["Vary"] = "Accept-Language"
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    return PAGES.render(template, language, **context)
 
 
 def add_console_routes(app: web.Application, *, conf: Callable[[], GlobalConf]) -> None:
     """``GET /catalogue`` and the pages' static files."""
 
     async def catalogue(request: web.Request) -> web.Response:
-        language = choose_language(
-            request.query.get("lang"), request.headers.get("Accept-Language")
-        )
         try:
             current = conf()
         except GlobalConfError:
-            return page(
-                render("unavailable.html", language, path=CATALOGUE_PATH), language, status=503
-            )
-        body = render(
-            "catalogue.html", language, path=CATALOGUE_PATH, catalogue=catalogue_of(current)
-        )
-        return page(body, language)
+            return PAGES.respond(request, "unavailable.html", status=503)
+        return PAGES.respond(request, "catalogue.html", catalogue=catalogue_of(current))
 
     app.router.add_get(CATALOGUE_PATH, catalogue)
-    app.router.add_static(STATIC_PREFIX, _HERE / "static", append_version=False)
+    add_static_routes(app)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from ruta.web import STATIC_PREFIX
+
 __all__ = ["CATALOGUE_PATH", "STATIC_PREFIX"]
 
 CATALOGUE_PATH: Final = "/catalogue"
-STATIC_PREFIX: Final = "/console/static"

@@ -140,6 +140,11 @@ class RoleName(enum.StrEnum):
     #: May read message bodies where the certificate's auditor role reads the log:
     #: ``auditor-bodies:MEMBER`` on that member's servers, bare ``auditor-bodies`` everywhere.
     AUDITOR_BODIES = "auditor-bodies"
+    #: The citizen service: reads who accessed data about a subject (never bodies), on every
+    #: security server, one subject per query (the citizen's record of access).
+    CITIZEN_SERVICE = "citizen-service"
+    #: Reads a server's monthly counts of answered exchanges per service (open data), nothing else.
+    STATISTICS = "statistics"
 
 
 #: Roles that always name a member, and roles that may.

@@ -1,10 +1,11 @@
-"""The consoles' languages: which one a request gets, and its message catalogue.
+"""The consoles' languages: which one a request gets, and its message catalogues.
 
 The language is the page's ``lang`` query parameter when it names a supported one (the switcher
 on every page), else the best supported match of ``Accept-Language``, else English. Catalogues
-are the committed ``locale/<lang>/LC_MESSAGES/messages.po`` files, compiled in memory with Babel
-when first used: nothing generated is installed or committed, and a catalogue cannot go stale
-against its ``.po``.
+are committed ``<locale dir>/<lang>/LC_MESSAGES/messages.po`` files: this kit's own (the shared
+page frame and error pages, :data:`LOCALE_DIR`) and each part's (its pages), compiled in memory
+with Babel when first used and merged: nothing generated is installed or committed, and a
+catalogue cannot go stale against its ``.po``.
 """
 
 from __future__ import annotations
@@ -68,18 +69,29 @@ def choose_language(chosen: str | None, accept_language: str | None) -> str:
     return DEFAULT_LANGUAGE
 
 
-@functools.cache
-def translations(language: str) -> NullTranslations:
-    """The compiled catalogue of ``language`` (English: the messages as written)."""
-    path = LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"
-    if language == DEFAULT_LANGUAGE or not path.exists():
-        return NullTranslations()
+def _compiled(path: Path, language: str) -> Translations:
     with path.open("rb") as po:
         catalog = read_po(po, locale=language)
     compiled = io.BytesIO()
     write_mo(compiled, catalog)
     compiled.seek(0)
     return Translations(compiled)
+
+
+@functools.cache
+def translations(language: str, *locale_dirs: Path) -> NullTranslations:
+    """The compiled catalogues of ``language``: this kit's, merged with those in ``locale_dirs``
+    (a later one wins on a message both translate). English: the messages as written."""
+    if language == DEFAULT_LANGUAGE:
+        return NullTranslations()
+    merged: Translations | None = None
+    for directory in (LOCALE_DIR, *locale_dirs):
+        path = directory / language / "LC_MESSAGES" / "messages.po"
+        if not path.exists():
+            continue
+        catalogue = _compiled(path, language)
+        merged = catalogue if merged is None else merged.merge(catalogue)
+    return merged if merged is not None else NullTranslations()
 
 
 def language_name(language: str) -> str:
