@@ -108,7 +108,7 @@ class _Formats:
 
     def ticks(self, values: Sequence[float | None]) -> list[str]:
         top = scale_top(values)
-        return [self.number(top * f) for f in _TICKS]
+        return [format_decimal(top * f, format="#,##0.##", locale=self.language) for f in _TICKS]
 
     def row(
         self,
