@@ -310,3 +310,32 @@ async def test_the_page_and_documents_are_served(
     assert "<svg" in page
     assert record["dct:publisher"]["foaf:name"] == "Population <b>Register</b>"
     assert record["dcat:dataset"][0]["dcat:landingPage"] == {"@id": "https://gw.example/open-data"}
+
+
+def test_the_settings_section_is_bounded_and_resolved(tmp_path: Path) -> None:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from gateway.settings import GatewaySettings  # noqa: PLC0415
+
+    base: dict[str, Any] = {
+        "member": "DEV/GOV/SOC",
+        "consumer": {"address": "127.0.0.1:1", "ca": "ca.pem", "cert": "g.pem", "key": "g.key"},
+        "globalconf": {"anchor": "anchor.toml"},
+    }
+    settings = GatewaySettings(
+        **base, open_data={"cert": "s.pem", "key": "s.key", "ca": "ca.pem"}
+    ).resolved(tmp_path)
+    assert settings.open_data is not None
+    assert settings.open_data.cert == tmp_path / "s.pem"
+    assert settings.open_data.ca == tmp_path / "ca.pem"
+    assert GatewaySettings(**base).open_data is None
+    for bad in (
+        {"months": 0},
+        {"months": 37},
+        {"currency": "eur"},
+        {"refresh_seconds": 0},
+        {"public_url": "javascript:alert(1)"},
+        {"public_url": "https://gw.example/path"},
+    ):
+        with pytest.raises(ValidationError):
+            OpenDataSettings(cert=tmp_path / "c", key=tmp_path / "k", **bad)
