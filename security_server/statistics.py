@@ -26,7 +26,14 @@ from security_server.log import Direction, LogReader, RecordKind
 from security_server.log.model import from_micros, to_micros
 from security_server.log.schema import log_leaves
 
-__all__ = ["MAX_COUNT_ROWS", "MAX_MONTHS", "MonthlyCount", "MonthlyCounts", "count_answered"]
+__all__ = [
+    "MAX_COUNT_ROWS",
+    "MAX_MONTHS",
+    "MonthlyCount",
+    "MonthlyCounts",
+    "count_answered",
+    "months_between",
+]
 
 #: Most months one request spans (three years of monthly figures).
 MAX_MONTHS: Final = 36
