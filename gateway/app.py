@@ -16,6 +16,7 @@ from gateway.access import ServiceAccess
 from gateway.backend import BackEnd
 from gateway.bus import BusClient
 from gateway.callers import Callers
+from gateway.console.counts import GrpcCounts, OpenData
 from gateway.console.pages import add_console_routes
 from gateway.directory import Directory
 from gateway.http_faults import GatewayError, fault_response, json_response
@@ -45,6 +46,7 @@ def build_app(
     conf: Callable[[], GlobalConf],
     bus: BusClient,
     metrics: GatewayMetrics | None = None,
+    open_data: OpenData | None = None,
 ) -> web.Application:
     """The aiohttp application (routes only; no listener)."""
     callers = Callers(settings.http, member=settings.member_id)
@@ -67,7 +69,7 @@ def build_app(
         return json_response(document)
 
     app.router.add_get("/openapi.json", openapi)
-    add_console_routes(app, conf=conf)
+    add_console_routes(app, conf=conf, open_data=open_data, member=settings.member_id)
     app.router.add_get("/listClients", directory.list_clients)
     app.router.add_get(f"{_R1}/listMethods", directory.list_methods)
     app.router.add_get(f"{_R1}/allowedMethods", directory.allowed_methods)
@@ -147,7 +149,20 @@ class GatewayApp:
             self.addresses["backend"] = self.back_end.bind(self.listeners)
             await self.listeners.start()
         globalconf = self.globalconf
-        app = build_app(settings, conf=globalconf.current, bus=self._bus, metrics=self.metrics)
+        open_data = None
+        if settings.open_data is not None:
+            open_data = OpenData(
+                settings.open_data,
+                conf=globalconf.current,
+                source=GrpcCounts.from_settings(settings.open_data, globalconf.current),
+            )
+        app = build_app(
+            settings,
+            conf=globalconf.current,
+            bus=self._bus,
+            metrics=self.metrics,
+            open_data=open_data,
+        )
         if settings.metrics is not None:
             self.addresses["metrics"] = await self._serve_metrics(settings.metrics.listen)
         self._runner = web.AppRunner(app, access_log=None)

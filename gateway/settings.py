@@ -33,6 +33,7 @@ __all__ = [
     "HttpSettings",
     "LimitSettings",
     "MetricsSettings",
+    "OpenDataSettings",
     "RestBackendSettings",
     "is_loopback_address",
 ]
@@ -221,6 +222,32 @@ class LimitSettings(_Section):
     max_header_bytes: int = Field(default=8 * 1024, gt=0, le=64 * 1024)
 
 
+class OpenDataSettings(_Section):
+    """The open-data report (docs/adr/0907-open-data.md): the ``statistics`` role certificate
+    the gateway reads each security server's monthly counts with, and how it publishes them."""
+
+    #: The gateway's client certificate with the ``statistics`` role, and its key.
+    cert: Path
+    key: Path
+    #: CA certificates (PEM) of the servers' audit ports; default: the configuration's anchors.
+    ca: Path | None = None
+    #: Months published, the current one included.
+    months: int = Field(default=12, ge=1, le=36)
+    #: How long gathered counts are served before they are gathered again.
+    refresh_seconds: float = Field(default=600.0, ge=1, le=86_400)
+    #: Deadline of one server's answer; a server past it is named on the page as not reached.
+    deadline_seconds: float = Field(default=10.0, gt=0, le=120)
+    #: ISO 4217 code of the agencies' declared cost per call.
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    #: The published data's licence (dct:license).
+    license: str = Field(
+        default="http://creativecommons.org/licenses/by/4.0/", min_length=8, max_length=500
+    )
+    #: The URL the gateway is reached at by the public (for the DCAT-AP links); default: the
+    #: scheme and host of each request.
+    public_url: str = Field(default="", max_length=500, pattern=r"^(https?://[^\s/]+)?$")
+
+
 class GlobalConfSettings(ClientGlobalConfSettings):
     """Where the global configuration comes from (the anchor file)."""
 
@@ -241,6 +268,8 @@ class GatewaySettings(RutaSettings):
     backend: BackEndSettings | None = None
     metrics: MetricsSettings | None = None
     limits: LimitSettings = LimitSettings()
+    #: The public open-data report; ``None``: not served.
+    open_data: OpenDataSettings | None = None
 
     @field_validator("member")
     @classmethod
@@ -297,6 +326,15 @@ class GatewaySettings(RutaSettings):
                 ),
                 "globalconf": self.globalconf.model_copy(
                     update={"anchor": fix(self.globalconf.anchor)}
+                ),
+                "open_data": None
+                if self.open_data is None
+                else self.open_data.model_copy(
+                    update={
+                        "cert": fix(self.open_data.cert),
+                        "key": fix(self.open_data.key),
+                        "ca": fix(self.open_data.ca),
+                    }
                 ),
             }
         )

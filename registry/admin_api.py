@@ -787,8 +787,8 @@ def _parse_role(text: str, own: Callable[[MemberId], MemberId]) -> Role:
         role_name = RoleName(name)
     except ValueError:
         raise InvalidRequestError(
-            "roles are registry-admin, member-admin:MEMBER, auditor:MEMBER, auditor-supervisor"
-            " or auditor-bodies[:MEMBER]"
+            "roles are registry-admin, member-admin:MEMBER, auditor:MEMBER, auditor-supervisor,"
+            " auditor-bodies[:MEMBER], citizen-service or statistics"
         ) from None
     member_id = own(MemberId.parse(member)) if member else None
     try:

@@ -56,7 +56,7 @@ AUDIT_TIMEOUT_S: Final = 120.0
 FISCAL_YEAR: Final = 2025
 #: Housing benefit (an invented rule set): yearly income below this, in cents.
 INCOME_LIMIT_CENTS: Final = 20_000_00
-TOTAL_STEPS: Final = 7
+TOTAL_STEPS: Final = 8
 #: Deadline of one HTTP call through a gateway.
 GATEWAY_TIMEOUT_S: Final = 30.0
 CLIENT: Final = SOC.subsystem("benefits")
@@ -518,6 +518,44 @@ async def _through_gateway(sandbox: dict[str, Any]) -> list[str] | None:
     return message_ids
 
 
+async def _open_data(sandbox: dict[str, Any]) -> bool:
+    """This month's open-data figures as the publishing gateway serves them (counted by each
+    provider's server, small counts withheld); whether they could be read."""
+    gateway = next((g for g in sandbox["gateways"] if g.get("open_data")), None)
+    if gateway is None:
+        _say("no gateway publishes open data", 6)
+        return False
+    page = gateway["open_data"]
+    timeout = aiohttp.ClientTimeout(total=GATEWAY_TIMEOUT_S)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(page + "/exchanges.json") as response,
+    ):
+        if response.status != 200:
+            _say(f"HTTP {response.status} from {page}/exchanges.json", 6)
+            return False
+        document = await response.json()
+    month = document["months"][-1]
+    _say(f"{page}  (and exchanges.csv, exchanges.json, catalog.jsonld)", 6)
+    _say(f"{month}: exchanges answered, citizen hours saved, paper forms avoided, agency cost", 6)
+    for row in document["rows"]:
+        if row["month"] != month:
+            continue
+        if row["suppressed"]:
+            figures = "<5"
+        else:
+            figures = (
+                f"{row['answered']}, {row['citizen_hours_saved']} h, "
+                f"{row['paper_forms_avoided']} forms, "
+                f"{row['agency_cost_saved']} {document['currency']}"
+            )
+        _say(f"{ServiceId.parse(row['service']).service_name:<36} {figures}", 8)
+    _say("(a count below 5 is published as <5, and nothing derived from it)", 6)
+    for server in document["servers_not_reached"]:
+        _say(f"not reached: {server}", 8)
+    return not document["servers_not_reached"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; return the exit status (0: every step did what it should)."""
     del argv
@@ -549,6 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if ok:
                 _heading(7, TOTAL_STEPS, "The evidence, exported from both sides, checked offline")
                 ok = _evidence(directory, evidence)
+            if ok:
+                _heading(8, TOTAL_STEPS, "This month's open data, published by a gateway")
+                ok = asyncio.run(_open_data(sandbox))
         except (SandboxError, DemoError, grpc.aio.AioRpcError) as error:
             _say(f"error: {error}")
             ok = False

@@ -64,6 +64,7 @@ from sandbox.layout import (
     INSTANCE,
     LEGAL_BASIS,
     MAX_SANDBOX_FILE_BYTES,
+    OPEN_DATA_AGENCY,
     PURPOSE,
     REST_SERVICES,
     SANDBOX_FILE,
@@ -98,6 +99,8 @@ _MAX_PID_FILE_BYTES: Final = 64
 PROCESSES_FILE: Final = "processes.json"
 #: How often servers fetch the global configuration (short: changes show up quickly).
 FETCH_INTERVAL_S: Final = 2.0
+#: How long the open-data gateway serves gathered counts (short: the demo reads them at once).
+OPEN_DATA_REFRESH_S: Final = 2.0
 #: How long ``down`` waits for the supervisor to stop everything.
 DOWN_TIMEOUT_S: Final = 90.0
 
@@ -161,6 +164,8 @@ class Sandbox:
         self.servers: dict[str, _Server] = {}
         self.clients: dict[SubsystemId, _ClientCredential] = {}
         self.auditor: _ClientCredential | None = None
+        #: The open-data gateway's ``statistics`` role certificate (docs/adr/0907-open-data.md).
+        self.statistics: _ClientCredential | None = None
         self.registry_ready: dict[str, Any] = {}
         self.backend_addresses: dict[str, str] = {}
         self.gateway_credentials: dict[str, _ClientCredential] = {}
@@ -422,7 +427,9 @@ class Sandbox:
                             file_descriptor_set=descriptor_sets[spec.key],
                             description=spec.description,
                             savings=globalconf_pb2.Savings(
-                                citizen_minutes=spec.citizen_minutes, paper_forms=spec.paper_forms
+                                citizen_minutes=spec.citizen_minutes,
+                                paper_forms=spec.paper_forms,
+                                cost=spec.cost,
                             ),
                         )
                     )
@@ -488,6 +495,15 @@ class Sandbox:
                     roles=["auditor-supervisor", "auditor-bodies"],
                 ),
                 common_name="sandbox auditor",
+            )
+            self.statistics = await _issue(
+                stub,
+                clients / "statistics",
+                trust,
+                registry_pb2.IssueCertificateRequest(
+                    profile=registry_pb2.CERTIFICATE_PROFILE_ROLE, roles=["statistics"]
+                ),
+                common_name=f"{OPEN_DATA_AGENCY.member} gateway, open data",
             )
 
     # --- security servers ---------------------------------------------------------------------
@@ -600,6 +616,14 @@ class Sandbox:
                         for r in rest
                     ],
                 }
+            if agency == OPEN_DATA_AGENCY and self.statistics is not None:
+                # Reads every server's monthly counts (statistics role) and publishes them.
+                settings["open_data"] = {
+                    "cert": str(self.statistics.cert),
+                    "key": str(self.statistics.key),
+                    "ca": str(trust),
+                    "refresh_seconds": OPEN_DATA_REFRESH_S,
+                }
             config = folder / "gateway.toml"
             write_atomically(config, tomli_w.dumps(settings).encode("utf-8"))
             process = self._process(
@@ -613,6 +637,8 @@ class Sandbox:
             server.gateway_ready = process.wait_ready()
             url = server.gateway_ready["http"]
             self._say(f"{server.agency.member} gateway: {url} (service catalogue: {url}/catalogue)")
+            if server.agency == OPEN_DATA_AGENCY:
+                self._say(f"open data: {url}/open-data (CSV, JSON and DCAT-AP beside it)")
 
     # --- description ----------------------------------------------------------------------------
 
@@ -659,6 +685,12 @@ class Sandbox:
                         str(server.agency.subsystem(code)) for code in server.agency.subsystems
                     ],
                     "config": str(server.directory / "gateway" / "gateway.toml"),
+                    "open_data": (
+                        server.gateway_ready.get("http", f"http://{server.gateway_http}")
+                        + "/open-data"
+                        if server.agency == OPEN_DATA_AGENCY
+                        else ""
+                    ),
                 }
                 for server in self.servers.values()
             ],

@@ -24,6 +24,7 @@ __all__ = [
     "INSTANCE",
     "LEGAL_BASIS",
     "MAX_SANDBOX_FILE_BYTES",
+    "OPEN_DATA_AGENCY",
     "PURPOSE",
     "REST_SERVICES",
     "SANDBOX_FILE",
@@ -74,9 +75,10 @@ class ServiceSpec:
     proto: str
     description: str
     method: str
-    #: Savings per call recorded in the registry (citizen minutes, paper forms).
+    #: Savings per call recorded in the registry (citizen minutes, paper forms, agency cost).
     citizen_minutes: float
     paper_forms: int
+    cost: float = 0.0
 
     @property
     def method_path(self) -> str:
@@ -98,6 +100,8 @@ TAX: Final = Agency("tax", _member("TAX"), "Tax Agency", ("income",))
 SOC: Final = Agency("soc", _member("SOC"), "Social Benefits Agency", ("benefits",))
 REG: Final = Agency("reg", _member("REG"), "Public Registries Agency", ("business", "land"))
 AGENCIES: Final = (POP, TAX, SOC, REG)
+#: The agency whose gateway publishes the instance's open data (docs/adr/0907-open-data.md).
+OPEN_DATA_AGENCY: Final = SOC
 
 SERVICES: Final = (
     ServiceSpec(
@@ -109,6 +113,7 @@ SERVICES: Final = (
         "GetPerson",
         20.0,
         1,
+        cost=4.0,
     ),
     ServiceSpec(
         "tax",
@@ -119,6 +124,7 @@ SERVICES: Final = (
         "GetIncome",
         45.0,
         1,
+        cost=9.5,
     ),
     ServiceSpec(
         "business",
@@ -129,6 +135,7 @@ SERVICES: Final = (
         "ListCompaniesByOwner",
         30.0,
         1,
+        cost=6.0,
     ),
     ServiceSpec(
         "land",
@@ -139,6 +146,7 @@ SERVICES: Final = (
         "GetHoldings",
         30.0,
         1,
+        cost=6.0,
     ),
 )
 

@@ -8,6 +8,10 @@ another member among them). Auditors search the message log, fetch records with 
 against the latest cosigned checkpoint, ask for consistency proofs, read that checkpoint, and
 export evidence bundles (:mod:`security_server.evidence`) streamed in chunks.
 
+``MonthlyCounts`` (open data, :mod:`security_server.statistics`) is the one call for a
+certificate with the ``statistics`` role, and the only one that role may make: counts of
+exchanges answered per service, method and month, never records.
+
 Bodies leave the server only to a certificate that also carries the body privilege for this
 server (``auditor-bodies:MEMBER`` or ``auditor-bodies``), only where :class:`AuditSettings`
 permits (``include_bodies``, not a metadata-only subsystem) and only while retention has kept
@@ -53,6 +57,7 @@ from security_server.log import (
     StoredCheckpoint,
     StoredRecord,
 )
+from security_server.statistics import count_answered, months_between
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -85,6 +90,7 @@ _MAX_PAGE_TOKEN: Final = len(str(MAX_SEQUENCE))
 
 _SUPERVISOR: Final = Role(RoleName.AUDITOR_SUPERVISOR)
 _ALL_BODIES: Final = Role(RoleName.AUDITOR_BODIES)
+_STATISTICS: Final = Role(RoleName.STATISTICS)
 _WITHHELD: Final = "withheld"
 
 
@@ -324,6 +330,27 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             )
         return latest
 
+    async def _authorise_statistics(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Refuses the call unless the caller's certificate carries the ``statistics`` role."""
+        try:
+            cert = peer_certificate(context)
+        except RutaError:
+            cert = None
+        try:
+            roles = frozenset() if cert is None else roles_of(cert)
+        except RutaError:  # a role this server does not know: not the statistics role
+            roles = frozenset()
+        if _STATISTICS not in roles:
+            await abort(
+                context,
+                AuditError(
+                    "monthly counts are for a client certificate with the statistics role",
+                    fault=Fault.CLIENT_UNAUTHENTICATED
+                    if cert is None
+                    else Fault.CLIENT_PERMISSION_DENIED,
+                ),
+            )
+
     # --- RPCs -----------------------------------------------------------------------------
 
     async def Query(  # noqa: N802 - gRPC method name
@@ -451,3 +478,26 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         view = memoryview(bundle)
         for start in range(0, len(bundle), EXPORT_CHUNK_BYTES):
             yield audit_pb2.EvidenceChunk(data=bytes(view[start : start + EXPORT_CHUNK_BYTES]))
+
+    async def MonthlyCounts(  # noqa: N802 - gRPC method name
+        self,
+        request: audit_pb2.MonthlyCountsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.MonthlyCountsResponse:
+        """Exchanges this server answered as provider, per month, service and method
+        (statistics role only; see :mod:`security_server.statistics`)."""
+        await self._authorise_statistics(context)
+        try:
+            first, last = months_between(request.first_month, request.last_month)
+            counted = await count_answered(self._engine, self._log, first, last)
+        except RutaError as exc:
+            await abort(context, exc)
+        return audit_pb2.MonthlyCountsResponse(
+            counts=[
+                audit_pb2.MonthlyCount(
+                    month=str(c.month), service=c.service, method=c.method, answered=c.answered
+                )
+                for c in counted.counts
+            ],
+            truncated=counted.truncated,
+        )

@@ -11,6 +11,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from gateway.console.counts import OpenData
+from gateway.console.opendata_pages import add_open_data_routes
 from gateway.console.paths import CATALOGUE_PATH
 from gateway.directory import rest_endpoints
 from ruta.globalconf import GlobalConf, Service
@@ -127,8 +129,15 @@ def render(template: str, language: str, **context: Any) -> str:
     return PAGES.render(template, language, **context)
 
 
-def add_console_routes(app: web.Application, *, conf: Callable[[], GlobalConf]) -> None:
-    """``GET /catalogue`` and the pages' static files."""
+def add_console_routes(
+    app: web.Application,
+    *,
+    conf: Callable[[], GlobalConf],
+    open_data: OpenData | None = None,
+    member: MemberId | None = None,
+) -> None:
+    """``GET /catalogue``, the pages' static files and, with ``open_data``, the open-data
+    pages published by ``member`` (:mod:`gateway.console.opendata_pages`)."""
 
     async def catalogue(request: web.Request) -> web.Response:
         try:
@@ -138,4 +147,6 @@ def add_console_routes(app: web.Application, *, conf: Callable[[], GlobalConf]) 
         return PAGES.respond(request, "catalogue.html", catalogue=catalogue_of(current))
 
     app.router.add_get(CATALOGUE_PATH, catalogue)
+    if open_data is not None and member is not None:
+        add_open_data_routes(app, pages=PAGES, conf=conf, open_data=open_data, publisher=member)
     add_static_routes(app)

@@ -28,4 +28,8 @@ def test_demo_runs_the_once_only_scenario_and_exits_0() -> None:
     assert "server.consumer.access_denied" in out
     assert out.count("RESULT: VERIFIED") == 2
     assert out.count("RESULT: RECONCILED") == 4
+    assert "This month's open data" in out
+    open_data = out[out.index("This month's open data") :]
+    assert "population.v1.PopulationRegister" in open_data
+    assert "not reached" not in open_data
     assert "Demo finished" in out

@@ -158,10 +158,21 @@ def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
     gateways = {g["member"]: g for g in data["gateways"]}
     assert set(gateways) == {"DEV/GOV/POP", "DEV/GOV/TAX", "DEV/GOV/SOC", "DEV/GOV/REG"}
     for gateway in gateways.values():
-        assert set(gateway) == {"id", "member", "url", "backend", "subsystems", "config"}
+        assert set(gateway) == {
+            "id",
+            "member",
+            "url",
+            "backend",
+            "subsystems",
+            "config",
+            "open_data",
+        }
         assert gateway["url"].startswith("http://127.0.0.1:")
         assert _is_absolute_file(gateway["config"])
     assert _host_port(gateways["DEV/GOV/TAX"]["backend"])  # serves the legacy REST API
+    # SOC's gateway publishes the instance's open data; no other does.
+    assert gateways["DEV/GOV/SOC"]["open_data"] == gateways["DEV/GOV/SOC"]["url"] + "/open-data"
+    assert [m for m, g in gateways.items() if g["open_data"]] == ["DEV/GOV/SOC"]
 
 
 def test_two_sandboxes_share_no_port(sandboxes: list[Running]) -> None:

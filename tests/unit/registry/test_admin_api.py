@@ -19,7 +19,7 @@ from registry.store import RegistryStore, database_url
 from ruta.faults import Fault, fault_from_rpc_error
 from ruta.globalconf.limits import MAX_OPENAPI_BYTES
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
-from ruta.pki.certs import fingerprint, load_certificate, make_csr
+from ruta.pki.certs import Role, RoleName, fingerprint, load_certificate, make_csr, roles_of
 from ruta.pki.keys import generate_ec_key
 from ruta.pki.testing import Credential, TestPki
 from ruta.pki.tls import channel_credentials, server_credentials
@@ -319,6 +319,29 @@ async def test_auditor_certificates_grant_no_more_than_they_say(
         )
     assert fault_from_rpc_error(info.value)[0] is Fault.CLIENT_INVALID_REQUEST
     assert text in (info.value.details() or "")
+
+
+async def test_the_ca_issues_the_statistics_role_alone(registry: Registry) -> None:
+    # The open-data gateway's certificate (docs/adr/0907-open-data.md): no member, nothing else.
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    issued = await admin.IssueCertificate(
+        registry_pb2.IssueCertificateRequest(
+            csr=make_csr(generate_ec_key(), "open data").public_bytes(Encoding.DER),
+            profile=registry_pb2.CERTIFICATE_PROFILE_ROLE,
+            roles=["statistics"],
+        )
+    )
+    assert roles_of(load_certificate(issued.certificate)) == {Role(RoleName.STATISTICS)}
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await admin.IssueCertificate(
+            registry_pb2.IssueCertificateRequest(
+                csr=make_csr(generate_ec_key(), "open data").public_bytes(Encoding.DER),
+                profile=registry_pb2.CERTIFICATE_PROFILE_ROLE,
+                roles=["statistics:LAC/GOV/POP"],
+            )
+        )
+    assert fault_from_rpc_error(info.value)[0] is Fault.CLIENT_INVALID_REQUEST
 
 
 async def test_certificates_without_a_role_are_refused(registry: Registry) -> None:
