@@ -223,7 +223,7 @@ class LimitSettings(_Section):
 
 
 class OpenDataSettings(_Section):
-    """The open-data report (docs/adr/0907-open-data.md): the ``statistics`` role certificate
+    """The open-data report (docs/adr/0028-open-data.md): the ``statistics`` role certificate
     the gateway reads each security server's monthly counts with, and how it publishes them."""
 
     #: The gateway's client certificate with the ``statistics`` role, and its key.

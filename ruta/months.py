@@ -1,5 +1,5 @@
 """Calendar months in UTC, written ``YYYY-MM``: the unit of the open-data counts
-(docs/adr/0907-open-data.md), shared by the security servers that count and the gateway that
+(docs/adr/0028-open-data.md), shared by the security servers that count and the gateway that
 publishes."""
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ class Sandbox:
         self.servers: dict[str, _Server] = {}
         self.clients: dict[SubsystemId, _ClientCredential] = {}
         self.auditor: _ClientCredential | None = None
-        #: The open-data gateway's ``statistics`` role certificate (docs/adr/0907-open-data.md).
+        #: The open-data gateway's ``statistics`` role certificate (docs/adr/0028-open-data.md).
         self.statistics: _ClientCredential | None = None
         self.registry_ready: dict[str, Any] = {}
         self.backend_addresses: dict[str, str] = {}

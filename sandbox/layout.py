@@ -100,7 +100,7 @@ TAX: Final = Agency("tax", _member("TAX"), "Tax Agency", ("income",))
 SOC: Final = Agency("soc", _member("SOC"), "Social Benefits Agency", ("benefits",))
 REG: Final = Agency("reg", _member("REG"), "Public Registries Agency", ("business", "land"))
 AGENCIES: Final = (POP, TAX, SOC, REG)
-#: The agency whose gateway publishes the instance's open data (docs/adr/0907-open-data.md).
+#: The agency whose gateway publishes the instance's open data (docs/adr/0028-open-data.md).
 OPEN_DATA_AGENCY: Final = SOC
 
 SERVICES: Final = (

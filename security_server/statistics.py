@@ -1,4 +1,4 @@
-"""Open-data counts of one security server (docs/adr/0907-open-data.md): how many once-only
+"""Open-data counts of one security server (docs/adr/0028-open-data.md): how many once-only
 exchanges it answered as provider, per service, method and UTC month.
 
 An exchange is counted where it was answered, so it is counted once across the instance: a

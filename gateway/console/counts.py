@@ -1,4 +1,4 @@
-"""Gathering the open-data counts (docs/adr/0907-open-data.md): every security server of the
+"""Gathering the open-data counts (docs/adr/0028-open-data.md): every security server of the
 configuration in force that lists an audit address is asked, concurrently and under a deadline,
 for its monthly counts of exchanges answered, with the gateway's ``statistics`` role
 certificate over mutual TLS. The gathered report is served until the refresh interval has

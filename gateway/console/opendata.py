@@ -1,4 +1,4 @@
-"""The open-data report (docs/adr/0907-open-data.md): per service and month, the once-only
+"""The open-data report (docs/adr/0028-open-data.md): per service and month, the once-only
 exchanges answered and what they saved (citizen time, paper forms, agency cost), from the counts
 the security servers give the ``statistics`` role and the savings each service declares in the
 global configuration; with its CSV and JSON forms and its DCAT-AP catalogue record.

@@ -1,4 +1,4 @@
-"""The public open-data pages (docs/adr/0907-open-data.md): ``GET /open-data`` (tables and
+"""The public open-data pages (docs/adr/0028-open-data.md): ``GET /open-data`` (tables and
 inline SVG charts, in the page's language), ``/open-data/exchanges.csv``,
 ``/open-data/exchanges.json`` and ``/open-data/catalog.jsonld`` (DCAT-AP). No certificate."""
 

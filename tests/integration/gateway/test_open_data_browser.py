@@ -1,4 +1,4 @@
-"""Open data in Debian's chromium (docs/adr/0907-open-data.md): real POP and SOC servers
+"""Open data in Debian's chromium (docs/adr/0028-open-data.md): real POP and SOC servers
 exchange (six answered gRPC calls, one the backend refuses, two REST calls through the
 gateways); POP's gateway gathers every server's monthly counts with its ``statistics``
 certificate; the page and the CSV show counts equal to the exchanges in the provider's log (read

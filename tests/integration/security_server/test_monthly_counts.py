@@ -1,4 +1,4 @@
-"""Open-data counts on running security servers (docs/adr/0907-open-data.md).
+"""Open-data counts on running security servers (docs/adr/0028-open-data.md).
 
 Two real servers (POP provider, SOC consumer) exchange: six answered calls and one the backend
 refuses. ``MonthlyCounts`` over the audit port's mutual TLS gives the ``statistics`` role the

@@ -322,7 +322,7 @@ async def test_auditor_certificates_grant_no_more_than_they_say(
 
 
 async def test_the_ca_issues_the_statistics_role_alone(registry: Registry) -> None:
-    # The open-data gateway's certificate (docs/adr/0907-open-data.md): no member, nothing else.
+    # The open-data gateway's certificate (docs/adr/0028-open-data.md): no member, nothing else.
     admin = registry.stub(registry.pki.role("registry-admin"))
     await _populate(admin)
     issued = await admin.IssueCertificate(
