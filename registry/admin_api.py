@@ -16,6 +16,10 @@ Anything else is refused with ``client.permission_denied``. Every request is che
 bounds in :mod:`registry.limits` before it reaches the store, and every refusal carries its fault
 code (:func:`ruta.faults.abort`). Each change calls ``on_change`` so the configuration is
 republished.
+
+The operations live in :class:`RegistryAdmin` (one per RPC, taking the request message and the
+authenticated :class:`Caller`); :class:`RegistryAdminServicer` is its gRPC face, and the registry
+console (``registry/console/``) calls the same object (docs/adr/0904).
 """
 
 # gRPC method names are CamelCase by protocol.
