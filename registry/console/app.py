@@ -332,6 +332,8 @@ class _Console:
             return PAGES.forbidden(
                 request, role=refusal.role or READER_ROLES, subject=visitor.certificate.subject
             )
+        except RutaError:
+            return _not_shown(request, error)
 
     def page(self, path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         show = self._pages[path]
@@ -347,7 +349,7 @@ class _Console:
                     request, role=error.role or READER_ROLES, subject=visitor.certificate.subject
                 )
             except RutaError as error:
-                return await show(request, visitor, error=error.message, status=_status(error))
+                return _not_shown(request, error)
 
         return handle
 
@@ -539,10 +541,16 @@ class _Console:
         query = registry_pb2.ListContractsRequest(
             page_size=PAGE_SIZE, page_token=request.query.get("after", "")[:256]
         )
+        caller = visitor.caller
+        # Whose contracts a member's administrator or auditor sees (the service lists one
+        # member's at a time for them): the asked one, else the first they may read.
+        own = sorted(str(m) for m in caller.read_members)
         member = request.query.get("member", "")[:256]
+        if not member and own and not (caller.is_registry_admin or caller.is_auditor):
+            member = own[0]
         if member:
             query.member.CopyFrom(MemberId.parse(member).to_proto())
-        listed = await self._admin.ListContracts(query, visitor.caller)
+        listed = await self._admin.ListContracts(query, caller)
         return self._render(
             request,
             visitor,
@@ -550,9 +558,9 @@ class _Console:
             contracts=[_contract_row(c) for c in listed.contracts],
             next_page=listed.next_page_token,
             member=member,
-            may_request=visitor.caller.is_registry_admin
-            or bool(visitor.caller.administered_members),
-            may_revoke=visitor.caller.is_registry_admin,
+            own_members=own if len(own) > 1 else [],
+            may_request=caller.is_registry_admin or bool(caller.administered_members),
+            may_revoke=caller.is_registry_admin,
             **shown,
         )
 
@@ -672,7 +680,7 @@ class _Console:
                 request, role=error.role or READER_ROLES, subject=visitor.certificate.subject
             )
         except RutaError as error:
-            return await self._certificates(request, visitor, error=error.message, status=404)
+            return _not_shown(request, error)
         serial = format(certificate.serial_number, "x")
         return web.Response(
             body=certificate_pem(certificate),
@@ -718,6 +726,17 @@ def _status(error: RutaError) -> int:
         Fault.CLIENT_ALREADY_EXISTS: 409,
         Fault.CLIENT_MESSAGE_TOO_LARGE: 413,
     }.get(error.fault, 400 if str(error.fault).startswith("client.") else 500)
+
+
+def _not_shown(request: web.Request, error: RutaError) -> web.Response:
+    """The kit's error page with the registry's reason (a page's own query was refused)."""
+    return PAGES.error(
+        request,
+        status=_status(error),
+        heading=messages.NOT_SHOWN,
+        explanation=messages.NOT_SHOWN_EXPLANATION,
+        reason=error.message,
+    )
 
 
 def _too_large(request: web.Request) -> web.Response:

@@ -37,3 +37,5 @@ REVOKED_EXPLANATION: Final = N_(
     "administrator for a new one."
 )
 REFUSED: Final = N_("The registry refused the request:")
+NOT_SHOWN: Final = N_("The page could not be shown")
+NOT_SHOWN_EXPLANATION: Final = N_("The registry refused the request: %(reason)s")

@@ -300,3 +300,29 @@ async def test_a_refused_request_reshows_the_page_with_the_reason(console: Conso
     assert response.status == 400
     assert "The registry refused the request:" in body
     assert await console.store.list_members(limit=10) == []
+
+
+async def test_a_refused_query_shows_the_reason_not_a_crash(console: Console) -> None:
+    credential = console.pki.role("registry-admin")
+    async with (
+        console.session(credential) as session,
+        session.get(console.url + "/contracts?member=<script>") as response,
+    ):
+        body = await response.text()
+    assert response.status == 400
+    assert "The page could not be shown" in body
+    assert "<script>" not in body
+
+
+async def test_a_member_admin_of_two_members_sees_one_at_a_time(console: Console) -> None:
+    await _populate(console)
+    credential = console.pki.roles("member-admin:LAC/GOV/TAX", "member-admin:LAC/GOV/POP")
+    async with console.session(credential) as session:
+        async with session.get(console.url + "/contracts") as response:
+            first = await response.text()
+        async with session.get(console.url + "/contracts?member=LAC/GOV/TAX") as response:
+            second = await response.text()
+    assert response.status == 200
+    assert "Contracts of LAC/GOV/POP" in first
+    assert "Contracts of LAC/GOV/TAX" in second
+    assert 'href="/contracts?member=LAC/GOV/TAX' in first
