@@ -5,14 +5,17 @@ escaped, and actions that go through the admin API's service and its audit trail
 from __future__ import annotations
 
 import io
+import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from registry.admin_api import RegistryAdmin
 from registry.console import MAX_FORM_BYTES, console_app
@@ -20,7 +23,8 @@ from registry.console.app import MAX_CSR_BYTES
 from registry.model import ContractState
 from registry.store import RegistryStore, database_url
 from ruta.ids import MemberId, ServiceId, SubsystemId
-from ruta.pki.certs import fingerprint
+from ruta.pki.certs import fingerprint, load_certificate, make_csr
+from ruta.pki.keys import generate_ec_key
 from ruta.pki.testing import Credential, TestPki
 from ruta.v1 import registry_pb2
 from ruta.web import CONTENT_SECURITY_POLICY, CSRF_FIELD, CsrfTokens, console_tls_context
@@ -326,3 +330,103 @@ async def test_a_member_admin_of_two_members_sees_one_at_a_time(console: Console
     assert "Contracts of LAC/GOV/POP" in first
     assert "Contracts of LAC/GOV/TAX" in second
     assert 'href="/contracts?member=LAC/GOV/TAX' in first
+
+
+def _upload(credential_token: str, fields: dict[str, str], files: dict[str, bytes]) -> Any:
+    form = aiohttp.FormData()
+    form.add_field(CSRF_FIELD, credential_token)
+    for name, value in fields.items():
+        form.add_field(name, value)
+    for name, data in files.items():
+        form.add_field(name, io.BytesIO(data), filename=f"{name}.bin")
+    return form
+
+
+async def test_services_are_registered_from_a_descriptor_set_or_an_openapi_file(
+    console: Console,
+) -> None:
+    await _populate(console)
+    credential = console.pki.role("registry-admin")
+    token = console.token(credential)
+    openapi = json.dumps(
+        {
+            "openapi": "3.0.3",
+            "info": {"title": "persons", "version": "1"},
+            "paths": {"/persons": {"get": {"responses": {"200": {"description": "all"}}}}},
+        }
+    ).encode()
+    async with console.session(credential) as session:
+        async with session.post(
+            console.url + "/services",
+            data=_upload(
+                token,
+                {"id": "LAC/GOV/POP/registry/pop.v2.People", "kind": "grpc", "methods": "Get"},
+                {"description_file": descriptor_set("pop.v2")},
+            ),
+        ) as response:
+            assert response.status == 200
+            assert "The service was registered." in await response.text()
+        async with session.post(
+            console.url + "/services",
+            data=_upload(
+                token,
+                {"id": "LAC/GOV/POP/registry/persons", "kind": "openapi", "citizen_minutes": "2,5"},
+                {"description_file": openapi},
+            ),
+        ) as response:
+            page = await response.text()
+            assert response.status == 200
+    assert "pop.v2.People" in page
+    assert "REST" in page
+    services = {str(s.id): s for s in await console.store.list_services(limit=10)}
+    assert services["LAC/GOV/POP/registry/pop.v2.People"].methods == ("Get",)
+    assert services["LAC/GOV/POP/registry/persons"].savings.citizen_minutes == 2.5
+
+
+async def test_a_server_is_added_with_its_uploaded_certificate(console: Console) -> None:
+    await _populate(console)
+    credential = console.pki.role("registry-admin")
+    auth = console.pki.auth("LAC/GOV/POP/ss1")
+    async with (
+        console.session(credential) as session,
+        session.post(
+            console.url + "/servers",
+            data=_upload(
+                console.token(credential),
+                {"id": "LAC/GOV/POP/ss1", "address": "ss1.pop.example:8443"},
+                {"auth_certificate": auth.pem},
+            ),
+        ) as response,
+    ):
+        page = await response.text()
+    assert response.status == 200
+    assert fingerprint(auth.certificate) in page
+
+
+async def test_a_certificate_is_issued_from_a_csr_downloaded_and_revoked(
+    console: Console,
+) -> None:
+    credential = console.pki.role("registry-admin")
+    token = console.token(credential)
+    csr = make_csr(generate_ec_key(), "Ana").public_bytes(Encoding.PEM)
+    async with console.session(credential) as session:
+        async with session.post(
+            console.url + "/certificates",
+            data=_upload(token, {"profile": "role", "roles": "auditor-supervisor"}, {"csr": csr}),
+        ) as response:
+            page = await response.text()
+            assert response.status == 200
+        serial = response.url.query["serial"]
+        assert f"/certificates/{serial}.pem" in page
+        async with session.get(f"{console.url}/certificates/{serial}.pem") as download:
+            pem = await download.read()
+            assert download.status == 200
+        assert format(load_certificate(pem).serial_number, "x") == serial
+        async with session.post(
+            console.url + "/certificates/revoke",
+            data={CSRF_FIELD: token, "serial": serial, "reason": "keyCompromise"},
+        ) as response:
+            assert response.status == 200
+            assert "The certificate was revoked" in await response.text()
+    trail = await console.store.list_audit(limit=100)
+    assert [e.action for e in trail[-2:]] == ["administrator.add", "certificate.revoke"]
