@@ -35,6 +35,7 @@ from ruta.timestamps import from_timestamp
 from ruta.v1 import globalconf_pb2, registry_pb2
 from ruta.web import (
     CSRF_FIELD,
+    SECURITY_HEADERS,
     ClientCertificate,
     CsrfTokens,
     Pages,
@@ -686,9 +687,9 @@ class _Console:
             body=certificate_pem(certificate),
             content_type="application/x-pem-file",
             headers={
+                **SECURITY_HEADERS,
                 "Content-Disposition": f'attachment; filename="{serial}.pem"',
                 "Cache-Control": "no-store",
-                "X-Content-Type-Options": "nosniff",
             },
         )
 

@@ -421,6 +421,7 @@ async def test_a_certificate_is_issued_from_a_csr_downloaded_and_revoked(
         async with session.get(f"{console.url}/certificates/{serial}.pem") as download:
             pem = await download.read()
             assert download.status == 200
+            assert download.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
         assert format(load_certificate(pem).serial_number, "x") == serial
         async with session.post(
             console.url + "/certificates/revoke",
