@@ -431,3 +431,28 @@ async def test_a_certificate_is_issued_from_a_csr_downloaded_and_revoked(
             assert "The certificate was revoked" in await response.text()
     trail = await console.store.list_audit(limit=100)
     assert [e.action for e in trail[-2:]] == ["administrator.add", "certificate.revoke"]
+
+
+async def test_a_revoked_certificate_gets_a_page_saying_so(tmp_path: Path) -> None:
+    pki = TestPki(tmp_path / "pki")
+    store = await RegistryStore.open(database_url(None, tmp_path))
+    admin = RegistryAdmin(store=store, instance="LAC", revoked=lambda _certificate: True)
+    tls = pki.auth("LAC/RUTA/REGISTRY/registry")
+    runner = web.AppRunner(console_app(admin=admin, configuration=lambda: None), access_log=None)
+    await runner.setup()
+    context = console_tls_context(cert=tls.cert_path, key=tls.key_path, client_ca=pki.trust_path)
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    revoked = Console(
+        f"https://localhost:{runner.addresses[0][1]}", pki, store, admin, CsrfTokens()
+    )
+    try:
+        async with (
+            revoked.session(pki.role("registry-admin")) as session,
+            session.get(revoked.url + "/members?lang=pt") as response,
+        ):
+            body = await response.text()
+    finally:
+        await runner.cleanup()
+        await store.close()
+    assert response.status == 403
+    assert "O seu certificado foi revogado" in body
