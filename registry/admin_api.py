@@ -16,6 +16,10 @@ Anything else is refused with ``client.permission_denied``. Every request is che
 bounds in :mod:`registry.limits` before it reaches the store, and every refusal carries its fault
 code (:func:`ruta.faults.abort`). Each change calls ``on_change`` so the configuration is
 republished.
+
+The operations live in :class:`RegistryAdmin` (one per RPC, taking the request message and the
+authenticated :class:`Caller`); :class:`RegistryAdminServicer` is its gRPC face, and the registry
+console (``registry/console/``) calls the same object (docs/adr/0904).
 """
 
 # gRPC method names are CamelCase by protocol.
@@ -39,7 +43,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf import timestamp_pb2
 
 from registry import limits, protomap
-from registry.errors import InvalidRequestError, PermissionDeniedError
+from registry.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from registry.log_keys import parse_vkey
 from registry.model import (
     Administrator,
@@ -67,10 +71,13 @@ from ruta.timestamps import from_timestamp
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
 
 __all__ = [
+    "READER_ROLES",
+    "REGISTRY_ADMIN",
     "Caller",
     "CertificateIssuer",
     "IssueRequest",
     "IssuedCertificate",
+    "RegistryAdmin",
     "RegistryAdminServicer",
     "caller_of",
 ]
@@ -173,6 +180,15 @@ class CertificateIssuer(Protocol):
 
     def issue(self, request: IssueRequest) -> IssuedCertificate:
         """Issue a certificate; raise :class:`RutaError` for a request the CA refuses."""
+        ...
+
+    def revoke(self, serial_number: int, reason: x509.ReasonFlags) -> datetime:
+        """Revoke a certificate it issued and return when; raise :class:`RutaError` for a serial
+        it never issued or one already revoked (the first revocation stands)."""
+        ...
+
+    def issued(self, serial_number: int) -> x509.Certificate | None:
+        """The certificate it issued with ``serial_number``, or None."""
         ...
 
 
@@ -305,43 +321,28 @@ async def _nothing() -> None:
     return None
 
 
-# --- the servicer -----------------------------------------------------------------------------
+# --- the service ------------------------------------------------------------------------------
+
+#: The role names a refusal cites (see the module's table).
+REGISTRY_ADMIN: Final = str(RoleName.REGISTRY_ADMIN)
+READER_ROLES: Final = (
+    f"{RoleName.REGISTRY_ADMIN}, {RoleName.AUDITOR_SUPERVISOR}, "
+    f"{RoleName.MEMBER_ADMIN}:MEMBER, {RoleName.AUDITOR}:MEMBER"
+)
 
 
-def _handler(
-    method: Callable[[RegistryAdminServicer, _Req, Caller], Awaitable[_Resp]],
-) -> Callable[[RegistryAdminServicer, _Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[_Resp]]:
-    """Authenticate the caller, run ``method``, and turn every refusal into a Ruta fault."""
-
-    @functools.wraps(method)
-    async def wrapper(
-        self: RegistryAdminServicer, request: _Req, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> _Resp:
-        try:
-            caller = await self._authenticate(context)
-            return await method(self, request, caller)
-        except RutaError as error:
-            await abort(context, error)
-        except Exception:  # noqa: BLE001 - last resort: logged with traceback, caller sees a fault
-            _log.exception("admin API %s failed", method.__name__)
-            await abort(
-                context,
-                RutaError(
-                    "the registry failed to handle the request; see its log",
-                    fault=Fault.SERVER_REGISTRY_INTERNAL_ERROR,
-                ),
-            )
-
-    return wrapper
-
-
-class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
-    """``RegistryAdmin`` over a :class:`RegistryStore`.
+class RegistryAdmin:
+    """The admin API's operations over a :class:`RegistryStore`, one per ``RegistryAdmin`` RPC
+    and named like it, each taking the RPC's request message and the authenticated
+    :class:`Caller`. The gRPC servicer (:class:`RegistryAdminServicer`) and the registry's web
+    console (``registry/console/``) both call these, so both check the same roles, bounds and
+    states and write the same audit trail. Every refusal is a :class:`RutaError` with its fault
+    code; a refused call changes nothing.
 
     ``instance`` is the registry's instance: identifiers of other instances are refused.
     ``revoked`` says whether a (chain-verified) client certificate has been revoked; such callers
     are refused with ``client.unauthenticated``.
-    ``issuer`` issues certificates (None: IssueCertificate is refused). ``on_change`` runs after
+    ``issuer`` issues and revokes certificates (None: both are refused). ``on_change`` runs after
     every committed change.
     """
 
@@ -363,10 +364,14 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         self._names: dict[str, str] = {}
         self._revoked = revoked
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
-        """The caller of this call; raises ``client.unauthenticated`` without a certificate or
-        with a revoked one, ``client.permission_denied`` without a role."""
-        certificate = peer_certificate(context)
+    @property
+    def instance(self) -> str:
+        return self._instance
+
+    async def authenticate(self, certificate: x509.Certificate | None) -> Caller:
+        """The caller a verified client certificate describes; raises ``client.unauthenticated``
+        without a certificate or with a revoked one, ``client.permission_denied`` without a
+        role."""
         if certificate is not None and self._revoked(certificate):
             raise RutaError(
                 "the client certificate has been revoked", fault=Fault.CLIENT_UNAUTHENTICATED
@@ -396,12 +401,16 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
     @staticmethod
     def _require_registry_admin(caller: Caller, what: str) -> None:
         if not caller.is_registry_admin:
-            raise PermissionDeniedError(f"only a registry administrator may {what}")
+            raise PermissionDeniedError(
+                f"only a registry administrator may {what}", role=REGISTRY_ADMIN
+            )
 
     @staticmethod
     def _require_reader(caller: Caller) -> None:
         if not (caller.is_registry_admin or caller.is_auditor or caller.read_members):
-            raise PermissionDeniedError("the caller has no role that may read the registry")
+            raise PermissionDeniedError(
+                "the caller has no role that may read the registry", role=READER_ROLES
+            )
 
     def _member_filter(self, request: Any) -> MemberId | None:
         if not request.HasField("member"):
@@ -410,7 +419,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
 
     # -- members, subsystems, servers, services ---------------------------------------------
 
-    @_handler
     async def AddMember(
         self, request: registry_pb2.AddMemberRequest, caller: Caller
     ) -> registry_pb2.MemberRecord:
@@ -423,7 +431,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         await self._on_change()
         return protomap.member_record(member)
 
-    @_handler
     async def ListMembers(
         self, request: registry_pb2.ListRequest, caller: Caller
     ) -> registry_pb2.ListMembersResponse:
@@ -440,7 +447,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             next_page_token=str(members[-1].id) if len(members) == size else "",
         )
 
-    @_handler
     async def AddSubsystem(
         self, request: registry_pb2.AddSubsystemRequest, caller: Caller
     ) -> registry_pb2.SubsystemRecord:
@@ -453,7 +459,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         await self._on_change()
         return protomap.subsystem_record(subsystem)
 
-    @_handler
     async def ListSubsystems(
         self, request: registry_pb2.ListRequest, caller: Caller
     ) -> registry_pb2.ListSubsystemsResponse:
@@ -467,7 +472,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             next_page_token=str(items[-1].id) if len(items) == size else "",
         )
 
-    @_handler
     async def AddServer(
         self, request: registry_pb2.AddServerRequest, caller: Caller
     ) -> registry_pb2.ServerRecord:
@@ -487,7 +491,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         await self._on_change()
         return protomap.server_record(server)
 
-    @_handler
     async def UpdateServer(
         self, request: registry_pb2.UpdateServerRequest, caller: Caller
     ) -> registry_pb2.ServerRecord:
@@ -519,7 +522,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         await self._on_change()
         return protomap.server_record(server)
 
-    @_handler
     async def ListServers(
         self, request: registry_pb2.ListRequest, caller: Caller
     ) -> registry_pb2.ListServersResponse:
@@ -533,7 +535,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             next_page_token=str(items[-1].id) if len(items) == size else "",
         )
 
-    @_handler
     async def AddService(
         self, request: registry_pb2.AddServiceRequest, caller: Caller
     ) -> registry_pb2.ServiceRecord:
@@ -578,7 +579,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         await self._on_change()
         return protomap.service_record(service)
 
-    @_handler
     async def ListServices(
         self, request: registry_pb2.ListRequest, caller: Caller
     ) -> registry_pb2.ListServicesResponse:
@@ -594,7 +594,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
 
     # -- contracts ---------------------------------------------------------------------------
 
-    @_handler
     async def RequestContract(
         self, request: registry_pb2.RequestContractRequest, caller: Caller
     ) -> registry_pb2.ContractRecord:
@@ -604,7 +603,8 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         service = _id("service", request.service, request.HasField("service"), ServiceId.from_proto)
         if not caller.administers(consumer.member):
             raise PermissionDeniedError(
-                f"only an administrator of {consumer.member} may request contracts for {consumer}"
+                f"only an administrator of {consumer.member} may request contracts for {consumer}",
+                role=f"{RoleName.MEMBER_ADMIN}:{consumer.member}",
             )
         self._own(consumer.member)
         self._own(service.member)
@@ -627,7 +627,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
     def _contract_id(self, request: registry_pb2.ContractRef) -> str:
         return _text("contract_id", request.contract_id, limit=64, empty=False)
 
-    @_handler
     async def ApproveContract(
         self, request: registry_pb2.ContractRef, caller: Caller
     ) -> registry_pb2.ContractRecord:
@@ -636,7 +635,8 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             if not caller.administers(contract.service.member):
                 raise PermissionDeniedError(
                     f"only an administrator of {contract.service.member} may approve contracts "
-                    f"on {contract.service}"
+                    f"on {contract.service}",
+                    role=f"{RoleName.MEMBER_ADMIN}:{contract.service.member}",
                 )
             updated = await self._store.approve_contract(
                 contract.id,
@@ -657,7 +657,8 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             if not (caller.is_registry_admin or caller.administers(contract.service.member)):
                 raise PermissionDeniedError(
                     f"only an administrator of {contract.service.member} may approve contracts "
-                    f"on {contract.service}"
+                    f"on {contract.service}",
+                    role=f"{RoleName.MEMBER_ADMIN}:{contract.service.member}",
                 )
             raise InvalidRequestError(
                 f"contract {contract.id} is {contract.state}; nothing to approve"
@@ -665,7 +666,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         await self._on_change()
         return protomap.contract_record(updated)
 
-    @_handler
     async def RevokeContract(
         self, request: registry_pb2.ContractRef, caller: Caller
     ) -> registry_pb2.ContractRecord:
@@ -677,7 +677,6 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         await self._on_change()
         return protomap.contract_record(updated)
 
-    @_handler
     async def ListContracts(
         self, request: registry_pb2.ListContractsRequest, caller: Caller
     ) -> registry_pb2.ListContractsResponse:
@@ -690,7 +689,8 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             if member is None or member not in own:
                 raise PermissionDeniedError(
                     "a member's administrator or auditor may only list that member's contracts;"
-                    " name it"
+                    " name it",
+                    role=READER_ROLES,
                 )
         state: ContractState | None = None
         if request.state:
@@ -711,14 +711,14 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
 
     # -- audit trail and certificates ---------------------------------------------------------
 
-    @_handler
     async def ListAuditTrail(
         self, request: registry_pb2.ListAuditRequest, caller: Caller
     ) -> registry_pb2.ListAuditResponse:
         if not (caller.is_registry_admin or caller.is_auditor):
             raise PermissionDeniedError(
                 "only a registry administrator or a supervisory auditor (auditor-supervisor) may"
-                " read the audit trail"
+                " read the audit trail",
+                role=f"{RoleName.REGISTRY_ADMIN}, {RoleName.AUDITOR_SUPERVISOR}",
             )
         size = _page_size(request.page_size)
         entries = await self._store.list_audit(after_seq=request.after_seq, limit=size)
@@ -727,15 +727,13 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             next_after_seq=entries[-1].seq if len(entries) == size else 0,
         )
 
-    @_handler
     async def IssueCertificate(
         self, request: registry_pb2.IssueCertificateRequest, caller: Caller
     ) -> registry_pb2.IssueCertificateResponse:
         self._require_registry_admin(caller, "issue certificates")
-        if self._issuer is None:
-            raise InvalidRequestError("this registry runs no certificate authority")
+        issuer = self._require_issuer()
         issue = _issue_request(request, self._own)
-        issued = await asyncio.to_thread(self._issuer.issue, issue)
+        issued = await asyncio.to_thread(issuer.issue, issue)
         cert = issued.certificate
         if issue.kind is CertificateKind.ROLE:
             # An admin certificate: recorded as an administrator (which is audited), with every
@@ -765,6 +763,141 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
             certificate=cert.public_bytes(_DER),
             chain=[c.public_bytes(_DER) for c in issued.chain],
         )
+
+    async def RevokeCertificate(
+        self, request: registry_pb2.RevokeCertificateRequest, caller: Caller
+    ) -> registry_pb2.RevokeCertificateResponse:
+        self._require_registry_admin(caller, "revoke certificates")
+        issuer = self._require_issuer()
+        serial = _serial_number(request.serial)
+        reason = _revocation_reason(request.reason)
+        revoked_at = await asyncio.to_thread(issuer.revoke, serial, reason)
+        await self._store.record(
+            actor=caller.actor,
+            action="certificate.revoke",
+            object_id=format(serial, "x"),
+            after={"reason": reason.value, "revoked_at": revoked_at.isoformat()},
+        )
+        response = registry_pb2.RevokeCertificateResponse(serial=format(serial, "x"))
+        response.revoked_at.FromDatetime(revoked_at)
+        return response
+
+    async def issued_certificate(self, serial: str, caller: Caller) -> x509.Certificate:
+        """The certificate the CA issued with hex ``serial`` (for a registry administrator to
+        download what was just issued). Raises ``client.permission_denied``,
+        ``client.invalid_request`` for a malformed serial, ``client.not_found`` for an unknown one.
+        """
+        self._require_registry_admin(caller, "read issued certificates")
+        issuer = self._require_issuer()
+        certificate = await asyncio.to_thread(issuer.issued, _serial_number(serial))
+        if certificate is None:
+            raise NotFoundError(f"no certificate with serial {serial[:40]} was issued here")
+        return certificate
+
+    def _require_issuer(self) -> CertificateIssuer:
+        if self._issuer is None:
+            raise InvalidRequestError("this registry runs no certificate authority")
+        return self._issuer
+
+
+#: Longest certificate serial accepted, in hex digits (RFC 5280: at most 20 octets).
+MAX_SERIAL_HEX_DIGITS: Final = 40
+
+
+def _serial_number(text: str) -> int:
+    digits = text.strip().lower().removeprefix("0x").replace(":", "")
+    if not digits or len(digits) > MAX_SERIAL_HEX_DIGITS:
+        raise InvalidRequestError("the serial must be a hexadecimal number of at most 20 octets")
+    try:
+        return int(digits, 16)
+    except ValueError:
+        raise InvalidRequestError("the serial must be a hexadecimal number") from None
+
+
+def _revocation_reason(text: str) -> x509.ReasonFlags:
+    if not text:
+        return x509.ReasonFlags.unspecified
+    _text("reason", text, limit=64, empty=False)
+    for flag in x509.ReasonFlags:
+        if text in (flag.value, flag.name) and flag is not x509.ReasonFlags.remove_from_crl:
+            return flag
+    raise InvalidRequestError(
+        "unknown revocation reason; use one of: "
+        + ", ".join(f.value for f in x509.ReasonFlags if f is not x509.ReasonFlags.remove_from_crl)
+    )
+
+
+# --- the gRPC servicer ---------------------------------------------------------------------------
+
+
+def _rpc(operation: Callable[[RegistryAdmin, _Req, Caller], Awaitable[_Resp]]) -> Any:
+    """The RPC handler of ``operation``: authenticate the caller by its TLS client certificate,
+    run the operation, and turn every refusal into a Ruta fault. (Typed ``Any``: the generated
+    base class declares its methods over grpc's untyped context.)"""
+
+    @functools.wraps(operation)
+    async def handler(
+        self: RegistryAdminServicer, request: _Req, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> _Resp:
+        try:
+            caller = await self.admin.authenticate(peer_certificate(context))
+            return await operation(self.admin, request, caller)
+        except RutaError as error:
+            await abort(context, error)
+        except Exception:  # noqa: BLE001 - last resort: logged with traceback, caller sees a fault
+            _log.exception("admin API %s failed", operation.__name__)
+            await abort(
+                context,
+                RutaError(
+                    "the registry failed to handle the request; see its log",
+                    fault=Fault.SERVER_REGISTRY_INTERNAL_ERROR,
+                ),
+            )
+
+    return handler
+
+
+class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
+    """``RegistryAdmin`` over gRPC: each RPC is the :class:`RegistryAdmin` operation of its
+    name, called with the caller its client certificate describes. Takes
+    :class:`RegistryAdmin`'s arguments; :attr:`admin` is the service, for the console to share.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: RegistryStore,
+        instance: str,
+        issuer: CertificateIssuer | None = None,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        revoked: Callable[[x509.Certificate], bool] = lambda _certificate: False,
+    ) -> None:
+        self.admin = RegistryAdmin(
+            store=store,
+            instance=instance,
+            issuer=issuer,
+            on_change=on_change,
+            clock=clock,
+            revoked=revoked,
+        )
+
+    AddMember = _rpc(RegistryAdmin.AddMember)
+    ListMembers = _rpc(RegistryAdmin.ListMembers)
+    AddSubsystem = _rpc(RegistryAdmin.AddSubsystem)
+    ListSubsystems = _rpc(RegistryAdmin.ListSubsystems)
+    AddServer = _rpc(RegistryAdmin.AddServer)
+    UpdateServer = _rpc(RegistryAdmin.UpdateServer)
+    ListServers = _rpc(RegistryAdmin.ListServers)
+    AddService = _rpc(RegistryAdmin.AddService)
+    ListServices = _rpc(RegistryAdmin.ListServices)
+    RequestContract = _rpc(RegistryAdmin.RequestContract)
+    ApproveContract = _rpc(RegistryAdmin.ApproveContract)
+    RevokeContract = _rpc(RegistryAdmin.RevokeContract)
+    ListContracts = _rpc(RegistryAdmin.ListContracts)
+    ListAuditTrail = _rpc(RegistryAdmin.ListAuditTrail)
+    IssueCertificate = _rpc(RegistryAdmin.IssueCertificate)
+    RevokeCertificate = _rpc(RegistryAdmin.RevokeCertificate)
 
 
 _DER = Encoding.DER

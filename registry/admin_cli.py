@@ -898,3 +898,23 @@ def certificate_issue(
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
         _table([summary], ("serial", "sha256", "subject"))
+
+
+@certificate.command("revoke")
+@click.option("--serial", required=True, help="Serial number of the certificate, hex.")
+@click.option(
+    "--reason",
+    default="unspecified",
+    show_default=True,
+    help="RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, ...",
+)
+@_connection
+def certificate_revoke(*, target: _Target, serial: str, reason: str) -> None:
+    """Revoke a certificate the registry's CA issued (audited; OCSP reports it at once)."""
+    request = registry_pb2.RevokeCertificateRequest(serial=serial, reason=reason)
+    revoked = _run(target, lambda stub: call(stub.RevokeCertificate(request)))
+    summary = {"serial": revoked.serial, "revoked_at": revoked.revoked_at.ToJsonString()}
+    if target.json_output:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        _table([summary], ("serial", "revoked_at"))

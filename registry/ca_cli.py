@@ -27,6 +27,7 @@ from ruta.pki.certs import (
     parse_role,
 )
 from ruta.pki.keys import load_private_key
+from ruta.pki.pkcs12 import pkcs12_bundle
 
 __all__ = ["ca", "ocsp"]
 
@@ -246,6 +247,57 @@ def revoke(directory: Path, serial: str, reason: str) -> None:
     authority = CertificateAuthority.open(directory)
     record = authority.revoke(number, parse_reason(reason))
     click.echo(f"revoked {format(number, 'x')} at {record.revoked_at.isoformat()} ({reason})")
+
+
+@ca.command(name="p12")
+@click.option(
+    "--key",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The private key (PEM, 0600) the certificate was issued for.",
+)
+@click.option(
+    "--cert",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The certificate (PEM or DER), e.g. what `ca issue` or the console issued.",
+)
+@click.option(
+    "--chain",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Its issuers up to the anchor (PEM), e.g. the CA directory's anchor.pem.",
+)
+@click.option(
+    "--p12-passphrase-file",
+    "passphrase_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="File whose first line is the passphrase that will protect the .p12 (8+ characters).",
+)
+@click.option("--name", default="Ruta administrator", show_default=True, help="Friendly name.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the .p12 (mode 0600).",
+)
+def p12(
+    *, key: Path, cert: Path, chain: Path | None, passphrase_file: Path, name: str, out: Path
+) -> None:
+    """Write a key and its certificate as a passphrase-protected PKCS#12 file, the form a
+    browser imports (docs/operator/console-certificates.md). The passphrase is never printed."""
+    passphrase = _passphrase(passphrase_file)
+    if passphrase is None:
+        raise InvalidRequestError("the passphrase file is empty")
+    bundle = pkcs12_bundle(
+        key=load_private_key(key),
+        certificate=load_certificate(_read(cert, MAX_INPUT_FILE_BYTES)),
+        chain=load_certificates(_read(chain, MAX_INPUT_FILE_BYTES)) if chain else (),
+        passphrase=passphrase,
+        name=name,
+    )
+    write_atomically(out, bundle, mode=0o600)
+    click.echo(f"wrote {out} (PKCS#12, key and certificate; import it into a browser)")
 
 
 @ca.command(name="renew-ocsp")

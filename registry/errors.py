@@ -39,9 +39,15 @@ class InvalidRequestError(RegistryError):
 
 
 class PermissionDeniedError(RegistryError):
-    """The caller's role does not allow this request on this object."""
+    """The caller's role does not allow this request on this object. ``role`` names the role
+    that would (``registry-admin``, ``member-admin:LAC/GOV/POP``, ...), for a page that says so;
+    empty when no single role is meant."""
 
     default_fault = Fault.CLIENT_PERMISSION_DENIED
+
+    def __init__(self, message: str, *, role: str = "") -> None:
+        super().__init__(message)
+        self.role = role
 
 
 class StoreError(RegistryError):

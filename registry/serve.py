@@ -1,10 +1,13 @@
 """``ruta registry serve``: one registry node.
 
-Two listeners:
+Two listeners, and a third where the console is configured:
 
 - the admin gRPC API (``ruta.v1.RegistryAdmin``), the configuration over gRPC
   (``ruta.v1.GlobalConfService``) and the gRPC health service, over mutual TLS with the
   registry's TLS certificate; callers present client certificates from the registry's CA;
+- the registry console (optional: ``[console] listen``), HTTPS pages over the same service as
+  the admin API for browsers with a client certificate from the instance's CA
+  (:mod:`registry.console`);
 - HTTP: ``GET /globalconf`` (the signed configuration, ETag / If-None-Match), ``/ocsp`` (the CA's
   OCSP responder), ``POST /witness/add-checkpoint`` (the checkpoint witness), ``GET /healthz`` and
   ``GET /metrics`` (Prometheus: the admin listener's ``ruta_listener_up`` and
@@ -49,6 +52,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from registry import limits
 from registry.admin_api import IssuedCertificate, IssueRequest, RegistryAdminServicer
 from registry.ca import CertificateAuthority
+from registry.console import ConfigurationInForce, console_app
 from registry.errors import InvalidRequestError, RegistryError, StoreError
 from registry.globalconf_build import build_configuration
 from registry.log_keys import parse_vkey
@@ -67,7 +71,7 @@ from registry.witness_store import SqlWitnessStateStore
 from ruta.addresses import join_address
 from ruta.checkpoint import SignatureType, Verifier
 from ruta.faults import RutaError
-from ruta.globalconf import MAX_DOCUMENT_BYTES
+from ruta.globalconf import MAX_DOCUMENT_BYTES, ConfigurationAnchor
 from ruta.listeners import ListenerError, Listeners, ListenerSpec
 from ruta.metrics_http import certificate_expiry, metrics_handler
 from ruta.pki.certs import load_certificate, read_certificate_file
@@ -79,6 +83,7 @@ from ruta.readiness import stop_event, write_ready_file
 from ruta.settings import ConfigError, read_text
 from ruta.tasks import cancel_and_wait
 from ruta.v1 import globalconf_pb2, registry_pb2_grpc
+from ruta.web import console_tls_context
 
 __all__ = ["READY_FILE_VERSION", "RegistryNode", "serve_forever"]
 
@@ -120,11 +125,19 @@ class _CaIssuer:
             certificate=certificate, chain=(*self._ca.chain, self._ca.trust_anchor)
         )
 
+    def revoke(self, serial_number: int, reason: x509.ReasonFlags) -> datetime:
+        return self._ca.revoke(serial_number, reason).revoked_at
+
+    def issued(self, serial_number: int) -> x509.Certificate | None:
+        return self._ca.issued(serial_number)
+
 
 @dataclass(frozen=True, slots=True)
 class _Bound:
     admin: str
     http: str
+    #: The console's URL ("" when it is off).
+    console: str = ""
 
 
 class RegistryNode:
@@ -137,6 +150,7 @@ class RegistryNode:
         self._store: RegistryStore | None = None
         self.listeners = Listeners(grace_seconds=_GRACE_SECONDS)
         self._runner: web.AppRunner | None = None
+        self._console_runner: web.AppRunner | None = None
         self._publisher: ConfigurationPublisher | None = None
         self._publish_lock = asyncio.Lock()
         self._base_url = ""
@@ -230,11 +244,16 @@ class RegistryNode:
             self._watch_changes(store, settings.change_poll_seconds), name="registry-change-watcher"
         )
 
-        admin_port = await self._listen_admin(store, ca, publisher)
+        admin = self._admin_servicer(store, ca) if ca is not None else None
+        admin_port = await self._listen_admin(admin, publisher)
         admin_host, _ = split_address(settings.admin_listen)
+        console_url = ""
+        if admin is not None and settings.console.listen is not None:
+            console_url = await self._listen_console(admin, publisher)
         self.bound = bound = _Bound(
             admin=join_address(connectable_host(admin_host), admin_port),
             http=f"http://{join_address(connectable_host(http_host), bound_http)}",
+            console=console_url,
         )
         self._write_ready(bound)
         _log.info(
@@ -275,16 +294,59 @@ class RegistryNode:
             ) from None
         return host, _site_port(runner)
 
+    async def _listen_console(
+        self, admin: RegistryAdminServicer, publisher: ConfigurationPublisher
+    ) -> str:
+        """Serve the registry console over HTTPS on ``[console] listen``, with the admin API's
+        service; return its URL."""
+        console, layout = self._settings.console, self._layout
+        assert console.listen is not None  # noqa: S101 - the caller checked
+        cert = console.tls_cert or layout.tls_cert
+        key = console.tls_key or layout.tls_key
+        try:
+            context = console_tls_context(
+                cert=layout.root / cert, key=layout.root / key, client_ca=layout.trust
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"the console's TLS certificate or key is unusable ({exc})") from None
+
+        def configuration() -> ConfigurationInForce | None:
+            current = publisher.current
+            if current is None:
+                return None
+            try:
+                nodes = ConfigurationAnchor.from_file(layout.anchor).globalconf_urls
+            except ConfigError:
+                nodes = ()
+            return ConfigurationInForce(
+                serial=current.serial,
+                generated_at=current.generated_at,
+                expires_at=current.expires_at,
+                size=len(current.signed),
+                sha256=current.etag,
+                nodes=nodes,
+                this_node=f"{self._base_url}/globalconf",
+            )
+
+        self._console_runner = runner = web.AppRunner(
+            console_app(admin=admin.admin, configuration=configuration), access_log=None
+        )
+        await runner.setup()
+        host, port = split_address(console.listen)
+        try:
+            await web.TCPSite(runner, host, port, ssl_context=context).start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {console.listen} for the console ({exc.strerror})"
+            ) from None
+        return f"https://{join_address(connectable_host(host), _site_port(runner))}"
+
     async def _listen_admin(
-        self,
-        store: RegistryStore,
-        ca: CertificateAuthority | None,
-        publisher: ConfigurationPublisher,
+        self, admin: RegistryAdminServicer | None, publisher: ConfigurationPublisher
     ) -> int:
         """Start the mutual-TLS gRPC server (admin API where the node holds the CA,
         configuration, health) under the listener watchdog; return its port."""
         settings, layout = self._settings, self._layout
-        admin = self._admin_servicer(store, ca) if ca is not None else None
 
         def add_services(server: grpc.aio.Server) -> None:
             if admin is not None:
@@ -384,6 +446,8 @@ class RegistryNode:
             "globalconf_url": f"{bound.http}/globalconf",
             "public_url": self._base_url,
         }
+        if bound.console:
+            ready["console"] = bound.console
         write_ready_file(self._layout.ready, ready)
 
     async def stop(self) -> None:
@@ -396,6 +460,9 @@ class RegistryNode:
         await cancel_and_wait(watcher)
         if self._publisher is not None:
             await self._publisher.stop()
+        if self._console_runner is not None:
+            await self._console_runner.cleanup()
+            self._console_runner = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Final, Self
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from ruta.addresses import join_address, split_address
@@ -21,6 +21,7 @@ from ruta.settings import RutaSettings
 
 __all__ = [
     "SETTINGS_FILE",
+    "ConsoleSettings",
     "RegistryLayout",
     "RegistrySettings",
     "connectable_host",
@@ -36,6 +37,27 @@ _Instance = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 def connectable_host(host: str) -> str:
     """The host to reach a listener bound to ``host`` at: loopback for a wildcard address."""
     return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104 - not binding
+
+
+class ConsoleSettings(BaseModel):
+    """The registry console (``[console]``, docs/operator/console-certificates.md): HTTPS pages
+    for administrators, whose browsers present a client certificate from the instance's CA."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Where the console listens (HTTPS); unset: no console.
+    listen: str | None = None
+    #: The page's TLS certificate and key (PEM). Unset: the registry's own TLS pair
+    #: (``tls/registry.pem``, ``tls/registry.key``), which names localhost and the admin host.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_address(value)
+        return value
 
 
 class RegistrySettings(RutaSettings):
@@ -70,6 +92,8 @@ class RegistrySettings(RutaSettings):
     witness_url: str | None = None
     #: The witness's key name in its signed-note verifier key.
     witness_name: str = Field(default="ruta-registry-witness", pattern=r"^[^\s+]{1,128}$")
+    #: The web console (off unless ``[console] listen`` is set).
+    console: ConsoleSettings = ConsoleSettings()
 
     @field_validator("admin_listen", "http_listen")
     @classmethod

@@ -161,6 +161,10 @@ def _settings_file(settings: RegistrySettings) -> bytes:
     data = settings.model_dump(exclude_none=True)
     if settings.database_url is not None and _has_password(settings.database_url):
         del data["database_url"]
+    console = settings.console.model_dump(mode="json", exclude_none=True)
+    data.pop("console", None)
+    if console:
+        data["console"] = console
     return tomli_w.dumps(data).encode()
 
 
@@ -476,7 +480,8 @@ def _read_request(path: Path) -> _NodeRequest:
 
 def _node_settings(first: RegistrySettings, request: _NodeRequest) -> _NodeSettings:
     """The new node's settings: the first node's, with the request's listeners and URL."""
-    values = first.model_dump(exclude_none=True) | {
+    # A node without the CA serves no admin API, so no console either.
+    values = first.model_dump(exclude_none=True, exclude={"console"}) | {
         "admin_listen": request.admin_listen,
         "http_listen": request.http_listen,
         "public_url": request.public_url,

@@ -20,7 +20,8 @@ Layout of DIR::
     registry/             ``ruta registry init`` directory
     servers/<agency>/     ``ruta ss init`` directory: ss.toml, keys/, data/ (message log ...),
                           gateway/ (``ruta gateway serve``: gateway.toml, its certificate, data/)
-    clients/<subsystem>/  each backend's client certificate and key; auditor/ likewise
+    clients/<subsystem>/  each backend's client certificate and key; auditor/ likewise;
+                          administrator/admin.p12 the registry console's browser certificate
     legacy/               the population database and the land registry's CSV export
     logs/<process>.log    every child's output
 """
@@ -31,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -105,6 +107,9 @@ OPEN_DATA_REFRESH_S: Final = 2.0
 DOWN_TIMEOUT_S: Final = 90.0
 
 
+#: Where the registry console listens (loopback, a free port).
+CONSOLE_LISTEN: Final = "127.0.0.1:0"
+
 #: The security servers' log level (``ruta --log-level``): info shows every exchange's outcome.
 SERVER_LOG_LEVEL: Final = "info"
 #: How often the supervisor reaps exited children, rereads the servers' ready files and looks
@@ -166,6 +171,8 @@ class Sandbox:
         self.auditor: _ClientCredential | None = None
         #: The open-data gateway's ``statistics`` role certificate (docs/adr/0028-open-data.md).
         self.statistics: _ClientCredential | None = None
+        #: The registry console's administrator certificate as a browser imports it.
+        self.administrator: dict[str, str] = {}
         self.registry_ready: dict[str, Any] = {}
         self.backend_addresses: dict[str, str] = {}
         self.gateway_credentials: dict[str, _ClientCredential] = {}
@@ -288,11 +295,13 @@ class Sandbox:
             "registry",
             ruta_command("registry", "serve", "--dir", str(registry_dir)),
             ready=registry_dir / "registry.ready.json",
-            env=None,
+            # The registry console on a free loopback port (its URL is in the ready file).
+            env={"RUTA_REGISTRY_CONSOLE__LISTEN": CONSOLE_LISTEN},
         )
         legacy = self._start_legacy(examples)
         self.registry_ready = registry.wait_ready()
         self._say(f"registry: serving admin API on {self.registry_ready['admin']}")
+        self._administrator_p12(registry_dir)
 
         descriptor_sets = {
             s.key: compile_descriptor_set(examples / s.example / s.proto) for s in SERVICES
@@ -386,6 +395,46 @@ class Sandbox:
             )
             for spec in SERVICES
         }
+
+    def _administrator_p12(self, registry_dir: Path) -> None:
+        """The registry-admin credential ``registry init`` made, as a PKCS#12 file a browser
+        imports (``ruta registry ca p12``), under a random passphrase kept in a 0600 file."""
+        folder = self.directory / "clients" / "administrator"
+        folder.mkdir(parents=True, exist_ok=True)
+        passphrase = folder / "admin.p12.passphrase"
+        write_atomically(passphrase, secrets.token_urlsafe(18).encode() + b"\n", mode=0o600)
+        p12 = folder / "admin.p12"
+        self._run(
+            "administrator-p12",
+            ruta_command(
+                "registry",
+                "ca",
+                "p12",
+                "--key",
+                str(registry_dir / "admin" / "admin.key"),
+                "--cert",
+                str(registry_dir / "admin" / "admin.pem"),
+                "--chain",
+                str(registry_dir / "ca" / "anchor.pem"),
+                "--p12-passphrase-file",
+                str(passphrase),
+                "--name",
+                "Ruta sandbox administrator",
+                "--out",
+                str(p12),
+            ),
+        )
+        self.administrator = {
+            "p12": str(p12),
+            "p12_passphrase_file": str(passphrase),
+            "cert": str(registry_dir / "admin" / "admin.pem"),
+            "key": str(registry_dir / "admin" / "admin.key"),
+            "ca": str(registry_dir / "ca" / "anchor.pem"),
+        }
+        self._say(
+            f"registry console: {self.registry_ready.get('console', '')} (administrator "
+            f"certificate for the browser: {p12}, its passphrase in {passphrase})"
+        )
 
     # --- the registry's admin API -------------------------------------------------------------
 
@@ -651,6 +700,7 @@ class Sandbox:
             "registry": {
                 "address": self.registry_ready["admin"],
                 "globalconf_url": self.registry_ready["globalconf_url"],
+                "console": self.registry_ready.get("console", ""),
             },
             "servers": [
                 {
@@ -694,6 +744,7 @@ class Sandbox:
                 }
                 for server in self.servers.values()
             ],
+            "administrator": self.administrator,
             "auditor": {
                 "cert": str(self.auditor.cert),
                 "key": str(self.auditor.key),

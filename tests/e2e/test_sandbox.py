@@ -118,9 +118,20 @@ def _host_port(text: Any) -> bool:
 
 def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
     data = sandboxes[0].description
-    assert set(data) == {"instance", "registry", "servers", "subsystems", "gateways", "auditor"}
+    assert set(data) == {
+        "instance",
+        "registry",
+        "servers",
+        "subsystems",
+        "gateways",
+        "administrator",
+        "auditor",
+    }
     assert data["instance"] == "DEV"
-    assert set(data["registry"]) == {"address", "globalconf_url"}
+    assert set(data["registry"]) == {"address", "globalconf_url", "console"}
+    assert data["registry"]["console"].startswith("https://127.0.0.1:")
+    assert set(data["administrator"]) == {"p12", "p12_passphrase_file", "cert", "key", "ca"}
+    assert all(_is_absolute_file(path) for path in data["administrator"].values())
     assert _host_port(data["registry"]["address"])
     assert data["registry"]["globalconf_url"].startswith("http://127.0.0.1:")
     ids = {s["id"] for s in data["servers"]}

@@ -294,6 +294,27 @@ def test_a_rest_service_and_a_gateway_certificate(registry: Registry, tmp_path: 
     assert gateway_member_of(load_certificate(cert.read_bytes())) == MemberId.parse("LAC/GOV/POP")
 
 
+def test_a_certificate_is_revoked_through_the_admin_api(registry: Registry, tmp_path: Path) -> None:
+    _populate(registry, tmp_path)
+    cert, key = tmp_path / "gateway.pem", tmp_path / "gateway.key"
+    issued = registry.json(
+        "certificate", "issue", "--profile", "gateway", "--member", "LAC/GOV/POP",
+        "--new-key", str(key), "--out", str(cert),
+    )  # fmt: skip
+    revoked = registry.json(
+        "certificate", "revoke", "--serial", issued["serial"], "--reason", "keyCompromise"
+    )
+    assert revoked["serial"] == issued["serial"]
+    trail = registry.json("audit", "list")
+    assert trail[-1]["action"] == "certificate.revoke"
+    assert trail[-1]["object_id"] == issued["serial"]
+    again = registry.ruta("certificate", "revoke", "--serial", issued["serial"], check=False)
+    assert again.returncode != 0
+    assert "client.already_exists" in again.stderr
+    unknown = registry.ruta("certificate", "revoke", "--serial", "abc123", check=False)
+    assert "client.not_found" in unknown.stderr
+
+
 def test_dir_help_names_its_environment_variable() -> None:
     for command in (("service", "list"), ("serve",)):
         result = subprocess.run(

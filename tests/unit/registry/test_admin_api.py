@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -10,10 +11,12 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from google.protobuf import descriptor_pb2, timestamp_pb2
 
 from registry.admin_api import IssuedCertificate, IssueRequest, RegistryAdminServicer
+from registry.errors import NotFoundError
 from registry.limits import MAX_DESCRIPTOR_SET_BYTES
 from registry.store import RegistryStore, database_url
 from ruta.faults import Fault, fault_from_rpc_error
@@ -64,6 +67,7 @@ class _TestIssuer:
 
     def __init__(self, pki: TestPki) -> None:
         self._pki = pki
+        self.issued_certificates: dict[int, x509.Certificate] = {}
 
     def issue(self, request: IssueRequest) -> IssuedCertificate:
         cred = self._pki.issue(
@@ -73,7 +77,16 @@ class _TestIssuer:
             subsystem=request.subsystem,
             roles=request.roles,
         )
+        self.issued_certificates[cred.certificate.serial_number] = cred.certificate
         return IssuedCertificate(certificate=cred.certificate, chain=())
+
+    def revoke(self, serial_number: int, reason: x509.ReasonFlags) -> datetime.datetime:
+        if serial_number not in self.issued_certificates:
+            raise NotFoundError("never issued")
+        return datetime.datetime.now(datetime.UTC)
+
+    def issued(self, serial_number: int) -> x509.Certificate | None:
+        return self.issued_certificates.get(serial_number)
 
 
 @pytest.fixture

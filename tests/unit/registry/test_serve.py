@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -196,3 +197,60 @@ async def test_a_busy_address_is_a_clear_error(tmp_path: Path, listener: str) ->
         with pytest.raises(ConfigError, match=f"cannot listen on {taken}"):
             await node.start()
     assert not node.layout.ready.exists()
+
+
+async def test_the_console_starts_and_stops_with_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "registry"
+    made = await initialise_registry(
+        directory,
+        instance="LAC",
+        admin_listen="127.0.0.1:0",
+        http_listen=f"127.0.0.1:{free_port()}",
+    )
+    layout = made.layout
+    monkeypatch.setenv("RUTA_REGISTRY_CONSOLE__LISTEN", "127.0.0.1:0")
+    node = RegistryNode(directory)
+    await node.start()
+    context = ssl.create_default_context(cafile=str(layout.trust))
+    context.load_cert_chain(layout.admin_cert, layout.admin_key)
+    try:
+        assert node.bound is not None
+        console = node.bound.console
+        assert console.startswith("https://127.0.0.1:")
+        assert json.loads(layout.ready.read_text())["console"] == console
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+            session.get(console + "/configuration") as response,
+        ):
+            body = await response.text()
+        assert response.status == 200
+        assert "Configuration in force" in body
+        assert "/globalconf" in body
+    finally:
+        await node.stop()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+            session.get(console + "/members"),
+        ):
+            pass
+
+
+async def test_without_console_settings_there_is_no_console(tmp_path: Path) -> None:
+    directory = tmp_path / "registry"
+    made = await initialise_registry(
+        directory,
+        instance="LAC",
+        admin_listen="127.0.0.1:0",
+        http_listen=f"127.0.0.1:{free_port()}",
+    )
+    node = RegistryNode(directory)
+    await node.start()
+    try:
+        assert node.bound is not None
+        assert node.bound.console == ""
+        assert "console" not in json.loads(made.layout.ready.read_text())
+    finally:
+        await node.stop()
