@@ -19,7 +19,7 @@ republished.
 
 The operations live in :class:`RegistryAdmin` (one per RPC, taking the request message and the
 authenticated :class:`Caller`); :class:`RegistryAdminServicer` is its gRPC face, and the registry
-console (``registry/console/``) calls the same object (docs/adr/0904).
+console (``registry/console/``) calls the same object (docs/adr/0029).
 """
 
 # gRPC method names are CamelCase by protocol.
