@@ -16,6 +16,14 @@ from ruta.web.csrf import MAX_CSRF_TOKEN_CHARS
 from ruta.web.pages import TEMPLATES_DIR
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_csrf_token_belongs_to_its_session_only() -> None:
     tokens = CsrfTokens()
     token = tokens.issue("session-a")
@@ -25,14 +33,17 @@ def test_a_csrf_token_belongs_to_its_session_only() -> None:
     assert not tokens.check("session-a", "")
     assert not tokens.check("session-a", token + "0" * MAX_CSRF_TOKEN_CHARS)
     assert not CsrfTokens().check("session-a", token)  # another process's key
+    assert not tokens.check("session-a", "zz." + token.partition(".")[2])
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+def test_a_csrf_token_expires() -> None:
+    clock = _Clock()
+    tokens = CsrfTokens(lifetime_seconds=600, clock=clock)
+    token = tokens.issue("s")
+    clock.now += 599
+    assert tokens.check("s", token)
+    clock.now += 2
+    assert not tokens.check("s", token)
 
 
 def _request_with(cookie: str | None) -> web.Request:
