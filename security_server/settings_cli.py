@@ -88,7 +88,11 @@ def _serving_pid(settings: SecurityServerSettings) -> int:
             "in its data directory (start it with ruta ss serve)"
         )
     pid = ready.get("pid")
-    if ready.get("server_id") != str(settings.server) or not isinstance(pid, int) or pid <= 1:
+    if (
+        ready.get("server_id") != str(settings.server_identifier)
+        or not isinstance(pid, int)
+        or pid <= 1
+    ):
         raise ReloadError(f"{READY_FILE} in the data directory is not {settings.server_id}'s")
     started = _process_started_at(pid)
     if started is None and not Path("/proc").is_dir():

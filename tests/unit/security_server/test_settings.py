@@ -44,7 +44,7 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
 
 def test_minimal_file_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> None:
     settings = SecurityServerSettings.from_file(_write(tmp_path, _minimal()))
-    assert str(settings.server) == "DEV/GOV/POP/ss1"
+    assert str(settings.server_identifier) == "DEV/GOV/POP/ss1"
     assert settings.data_dir == tmp_path / "data"
     assert settings.keys.auth_key == tmp_path / "keys/auth.key"
     assert settings.keys.signing_cert == Path("/abs/sign.pem")
