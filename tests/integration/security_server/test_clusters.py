@@ -1,0 +1,288 @@
+"""Security-server clusters on one PostgreSQL (docs/operator/clusters.md), as real processes.
+
+- Two provider servers of one member (``ruta ss serve`` processes) share a fresh database; a
+  consumer calls them under load and one is killed (SIGKILL): calls go on through the other,
+  every call answered OK is in the consumer's log and in a provider's log, and both providers'
+  trees export complete evidence that ``ruta audit verify`` accepts.
+- One node with ``[server] workers = 2``: both workers serve calls on the same ports, a message
+  id claimed on one worker is refused on the other, and the audit API exports complete, verified
+  evidence of both workers' trees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import sqlalchemy as sa
+
+from ruta.evidence import VerificationReport, verify_bundle
+from ruta.globalconf import ConfigurationAnchor
+from ruta.readiness import read_ready_file
+from ruta.v1 import audit_pb2, audit_pb2_grpc
+from tests.integration.security_server.bed import (
+    PERSON_REQUEST,
+    POP,
+    SOC,
+    Bed,
+    audit_cli,
+    bed,
+    call_metadata,
+    fault_of,
+    get_person,
+    send_to_provider,
+    signed_request,
+)
+from tests.integration.security_server.test_provider_servers import POP2, TwoProviderServers
+
+pytestmark = pytest.mark.integration
+
+#: Concurrent callers of the load.
+CALLERS = 4
+#: Calls answered OK before the kill, and after it.
+OK_BEFORE = 12
+OK_AFTER = 12
+
+
+def _sync_url(url: str) -> sa.Engine:
+    sync = sa.make_url(url)
+    if sync.get_backend_name() == "sqlite":
+        sync = sync.set(drivername="sqlite")
+    return sa.create_engine(sync, poolclass=sa.pool.NullPool)
+
+
+def _log_sizes(url: str) -> dict[str, tuple[int, int]]:
+    """Each origin's committed size and largest cosigned checkpoint size."""
+    engine = _sync_url(url)
+    try:
+        with engine.connect() as conn:
+            heads: dict[str, int] = dict(
+                conn.execute(sa.text("SELECT origin, size FROM log_heads")).all()
+            )
+            cosigned: dict[str, int | None] = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT origin, max(size) FROM log_checkpoints "
+                        "WHERE cosignature IS NOT NULL GROUP BY origin"
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    return {o: (int(s), int(cosigned.get(o) or 0)) for o, s in heads.items()}
+
+
+async def _wait_all_cosigned(url: str, origins: set[str]) -> dict[str, int]:
+    """Wait until each of ``origins`` has a cosigned checkpoint of its whole tree."""
+    sizes: dict[str, tuple[int, int]] = {}
+    for _ in range(600):
+        sizes = await asyncio.to_thread(_log_sizes, url)
+        if origins <= set(sizes) and all(sizes[o][1] >= sizes[o][0] > 0 for o in origins):
+            return {o: sizes[o][0] for o in origins}
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"trees not cosigned: {sizes}")
+
+
+async def _list_logs(instance: Bed, audit_address: str) -> dict[str, bool]:
+    """The member's logs an audit API lists: origin -> exportable there."""
+    auditor = instance.pki.role("auditor-supervisor")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=instance.pki.trust_path.read_bytes(),
+        private_key=auditor.key_path.read_bytes(),
+        certificate_chain=auditor.cert_path.read_bytes(),
+    )
+    async with grpc.aio.secure_channel(audit_address, credentials) as channel:
+        reply = await audit_pb2_grpc.AuditStub(channel).ListLogs(
+            audit_pb2.ListLogsRequest(), timeout=30
+        )
+    return {log.origin: log.exportable for log in reply.logs}
+
+
+async def _export_and_verify(
+    instance: Bed, audit_address: str, origin: str, out: Path
+) -> VerificationReport:
+    """Export the complete evidence of ``origin`` through an audit API and verify it with
+    ``ruta audit verify`` (and in process, for the report)."""
+    auditor = instance.pki.role("auditor-supervisor")
+    args = [
+        "export",
+        "--address",
+        audit_address,
+        "--cert",
+        str(auditor.cert_path),
+        "--key",
+        str(auditor.key_path),
+        "--ca",
+        str(instance.pki.trust_path),
+        "--out",
+        str(out),
+        "--origin",
+        origin,
+    ]
+    code, output = await asyncio.to_thread(audit_cli, *args)
+    assert code == 0, output
+    code, output = audit_cli("verify", str(out), "--anchor", str(instance.anchor_path))
+    assert code == 0, output
+    report = verify_bundle(
+        await asyncio.to_thread(out.read_bytes),
+        anchor=ConfigurationAnchor.from_file(instance.anchor_path),
+    )
+    assert report.ok
+    assert report.origin == origin
+    assert [r.seq for r in report.records] == list(range(report.tree_size))  # complete
+    return report
+
+
+def _provider_data(instance: Bed, server: Any, url: str, **server_section: Any) -> dict[str, Any]:
+    data = instance.settings_dict(server)
+    data["log"] = {"url": url}
+    data["audit"] = {"listen": "127.0.0.1:0"}
+    data["checkpoints"] = {"interval_seconds": 0.2}
+    if server_section:
+        data["server"] = server_section
+    return data
+
+
+@pytest.mark.postgres
+async def test_a_provider_node_killed_under_load(tmp_path: Path, postgres_url: str) -> None:
+    instance = TwoProviderServers(tmp_path)
+    try:
+        await instance.build()
+        for server in (POP, POP2):
+            await instance.spawn_server(server, data=_provider_data(instance, server, postgres_url))
+        soc = await instance.start_server(SOC)
+        await instance.wait_for_serial(instance.publish())
+
+        answered: list[str] = []
+        faults: list[str | None] = []
+        killed = asyncio.Event()
+        done = asyncio.Event()
+
+        async with instance.consumer_channel(SOC) as channel:
+            call = get_person(channel)
+
+            async def caller() -> None:
+                while not done.is_set():
+                    message_id = str(uuid.uuid4())
+                    metadata = call_metadata(extra=[("ruta-message-id", message_id)])
+                    try:
+                        await call(PERSON_REQUEST, metadata=metadata, timeout=30)
+                    except grpc.aio.AioRpcError as exc:
+                        faults.append(fault_of(exc))
+                        continue
+                    answered.append(message_id)
+                    if len(answered) >= OK_BEFORE and not killed.is_set():
+                        killed.set()
+                        await instance.stop_process(POP, signal.SIGKILL)
+                    if killed.is_set() and len(answered) >= OK_BEFORE + OK_AFTER + CALLERS:
+                        done.set()
+
+            await asyncio.wait_for(asyncio.gather(*(caller() for _ in range(CALLERS))), 120)
+
+        # Calls went on through ss2: only calls already on their way to ss1 failed, and only
+        # as a network error (nothing else was refused).
+        assert set(faults) <= {"server.consumer.network_error"}, faults
+        assert len(faults) <= 2 * CALLERS, faults
+
+        # While ss1 is down, ss2's audit API answers for both of the member's trees (it can
+        # export only its own: ss1's log key signs ss1's evidence).
+        listed = await _list_logs(instance, instance.agencies[POP2].addresses["audit"])
+        assert listed == {str(POP): False, str(POP2): True}
+
+        # ss1 comes back (its tree restored from the database) and gets it cosigned.
+        await instance.spawn_server(POP, data=_provider_data(instance, POP, postgres_url))
+        await _wait_all_cosigned(postgres_url, {str(POP), str(POP2)})
+        provided: collections.Counter[str] = collections.Counter()
+        for server in (POP, POP2):
+            report = await _export_and_verify(
+                instance,
+                instance.agencies[server].addresses["audit"],
+                str(server),
+                tmp_path / f"{server.code}.zip",
+            )
+            provided.update(r.message_id for r in report.records)
+
+        # Nothing acknowledged is lost: each OK call is in the consumer's log (request and
+        # response) and in one provider's verified evidence.
+        assert soc.log is not None
+        for message_id in answered:
+            page = await soc.log.query(message_id=message_id)
+            assert len(page.records) == 2, message_id
+        assert all(provided[message_id] == 2 for message_id in answered)  # request, response
+    finally:
+        await instance.close()
+
+
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The node's log database: a fresh PostgreSQL database, or one SQLite file that both
+    workers write (docs/adr/0903)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'messagelog.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+async def test_two_workers_on_one_node(tmp_path: Path, shared_url: str) -> None:
+    async with bed(tmp_path) as instance:
+        agency = await instance.spawn_server(
+            POP, data=_provider_data(instance, POP, shared_url, workers=2)
+        )
+        ready: dict[str, Any] = read_ready_file(agency.data_dir / "ready.json") or {}
+        workers: list[dict[str, Any]] = ready["workers"]
+        assert [w["origin"] for w in workers] == [str(POP), f"{POP}/w1"]
+        assert len({w["pid"] for w in workers}) == 2
+        origins = {w["origin"] for w in workers}
+
+        # Each new connection lands on either worker (SO_REUSEPORT): call until both served.
+        sizes: dict[str, tuple[int, int]] = {}
+        for _ in range(40):
+            _, message = signed_request(instance)
+            await send_to_provider(instance, message)
+            sizes = await asyncio.to_thread(_log_sizes, shared_url)
+            if origins <= set(sizes) and all(sizes[o][0] > 0 for o in origins):
+                break
+        else:
+            raise AssertionError(f"one worker served every connection: {sizes}")
+
+        # A message id claimed on one worker is refused on every other (shared claims).
+        _, message = signed_request(instance)
+        await send_to_provider(instance, message)
+        for _ in range(6):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await send_to_provider(instance, message)
+            assert fault_of(info.value) == "server.provider.replayed_message"
+
+        # The consumer path works too, through whichever worker its connection reached.
+        soc = await instance.start_server(SOC)
+        await instance.wait_for_serial(instance.publish())
+        async with instance.consumer_channel(SOC) as channel:
+            for _ in range(3):
+                await get_person(channel)(PERSON_REQUEST, metadata=call_metadata(), timeout=30)
+        assert soc.log is not None
+
+        # Evidence of both trees, exported through the one audit port (either worker answers).
+        final = await _wait_all_cosigned(shared_url, origins)
+        assert await _list_logs(instance, ready["audit"]) == dict.fromkeys(origins, True)
+        for origin in origins:
+            report = await _export_and_verify(
+                instance, ready["audit"], origin, tmp_path / f"{origin.replace('/', '_')}.zip"
+            )
+            assert report.tree_size >= final[origin]
+
+        # Stopping the node stops both workers, their pending appends written.
+        process = agency.process
+        assert process is not None
+        await instance.stop_process(POP)
+        assert process.returncode == 0
+        for worker in workers:
+            with pytest.raises(ProcessLookupError):
+                os.kill(worker["pid"], 0)
+        assert not (agency.data_dir / "ready.json").exists()
