@@ -214,7 +214,10 @@ async def supervise(
         status = 0
         if exited.done():
             worker = exited.result()
-            status = worker.process.returncode or _START_FAILED_STATUS
+            code = worker.process.returncode
+            # A worker's own failure status (3: a listener that could not be restarted), or 1
+            # for a worker that was killed or ended cleanly by itself.
+            status = code if code is not None and code > 0 else _START_FAILED_STATUS
             _log.error(
                 "worker %d of %s exited with status %s; stopping the node",
                 worker.index,

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import re
 import signal
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,29 @@ CALLERS = 4
 #: Calls answered OK before the kill, and after it.
 OK_BEFORE = 12
 OK_AFTER = 12
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text: str = response.read().decode()
+    return text
+
+
+def _records_of(url: str, message_ids: list[str]) -> dict[str, int]:
+    """How many records each message id has, over every tree in the database."""
+    engine = _sync_url(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT message_id, count(*) FROM log_leaves "
+                    "WHERE message_id IN :ids GROUP BY message_id"
+                ).bindparams(sa.bindparam("ids", expanding=True)),
+                {"ids": message_ids},
+            ).all()
+    finally:
+        engine.dispose()
+    return {str(m): int(c) for m, c in rows}
 
 
 def _sync_url(url: str) -> sa.Engine:
@@ -252,6 +277,13 @@ async def test_two_workers_on_one_node(tmp_path: Path, shared_url: str) -> None:
         else:
             raise AssertionError(f"one worker served every connection: {sizes}")
 
+        # Each worker serves its own metrics, counting its own tree.
+        for worker in workers:
+            text = await asyncio.to_thread(_fetch, worker["metrics"])
+            size = re.search(r"^ruta_log_size (\S+)$", text, re.MULTILINE)
+            assert size is not None
+            assert float(size.group(1)) >= 1
+
         # A message id claimed on one worker is refused on every other (shared claims).
         _, message = signed_request(instance)
         await send_to_provider(instance, message)
@@ -277,12 +309,57 @@ async def test_two_workers_on_one_node(tmp_path: Path, shared_url: str) -> None:
             )
             assert report.tree_size >= final[origin]
 
-        # Stopping the node stops both workers, their pending appends written.
+        # Stopping the node under load stops both workers, their pending appends written:
+        # every call answered OK has its request and response in a worker's tree.
         process = agency.process
         assert process is not None
+        answered: list[str] = []
+        stopping = asyncio.Event()
+        under_load = asyncio.Event()
+
+        async def sender() -> None:
+            while not stopping.is_set():
+                header, message = signed_request(instance)
+                try:
+                    await send_to_provider(instance, message)
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.05)
+                    continue
+                answered.append(header.message_id)
+                if len(answered) >= 2 * CALLERS:
+                    under_load.set()
+
+        senders = [asyncio.create_task(sender()) for _ in range(CALLERS)]
+        await asyncio.wait_for(under_load.wait(), 60)
         await instance.stop_process(POP)
+        stopping.set()
+        await asyncio.gather(*senders)
         assert process.returncode == 0
+        counts = await asyncio.to_thread(_records_of, shared_url, answered)
+        assert all(counts.get(m) == 2 for m in answered), counts
         for worker in workers:
             with pytest.raises(ProcessLookupError):
                 os.kill(worker["pid"], 0)
+        assert not (agency.data_dir / "ready.json").exists()
+
+
+async def test_a_worker_that_dies_stops_its_node(tmp_path: Path) -> None:
+    """A worker ending by itself (here: killed) takes the node down as a whole, so systemd or
+    Kubernetes restarts it whole; the supervisor's status says it failed."""
+    async with bed(tmp_path) as instance:
+        data = instance.settings_dict(POP)
+        data["server"] = {"workers": 2}
+        agency = await instance.spawn_server(POP, data=data)
+        ready = read_ready_file(agency.data_dir / "ready.json") or {}
+        workers: list[dict[str, Any]] = ready["workers"]
+        os.kill(workers[1]["pid"], signal.SIGKILL)
+        process = agency.process
+        assert process is not None
+        for _ in range(600):
+            if process.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert process.returncode not in (None, 0)
+        with pytest.raises(ProcessLookupError):
+            os.kill(workers[0]["pid"], 0)
         assert not (agency.data_dir / "ready.json").exists()
