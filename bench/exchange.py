@@ -696,11 +696,13 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                         stderr=log,
                     )
                     bus_calls += bus.load["ok"] + bus.load["warmup_ok"]
-                    memory = {
-                        name: peak_rss_mib(pid)
-                        for name, pid in {**watched_bus, **relay_pids}.items()
-                        if name != "harness"
-                    }
+                    memory = _with_totals(
+                        {
+                            name: peak_rss_mib(pid)
+                            for name, pid in {**watched_bus, **relay_pids}.items()
+                            if name != "harness"
+                        }
+                    )
                     row = _case_row(payload, concurrency, direct, bus, memory, relay)
                     cases.append(row)
                     errors = [*row["error_samples"], *row.get("relay_error_samples", [])]
