@@ -10,11 +10,12 @@ log and its node logs (``exportable``); another server's log is exported by that
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Final
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ruta.faults import Fault, RutaError
 from ruta.ids import IdentifierError, ServerId
@@ -22,10 +23,75 @@ from ruta.node_logs import split_node_log_origin
 from security_server.log import BodyKey, LogReader, MessageLog
 from security_server.log.schema import MAX_ORIGIN_LENGTH, log_heads
 
-__all__ = ["MAX_MEMBER_LOGS", "MemberLog", "MemberLogError", "MemberLogs"]
+__all__ = [
+    "MAX_MEMBER_LOGS",
+    "MemberLog",
+    "MemberLogError",
+    "MemberLogs",
+    "OriginInUseError",
+    "OriginLock",
+]
 
 #: Most logs one listing returns (nodes times workers of one member; far above any real one).
 MAX_MEMBER_LOGS: Final = 1000
+
+
+class OriginInUseError(RutaError):
+    """Another running process already writes this log tree in the shared database."""
+
+    default_fault = Fault.SERVER_PROVIDER_INTERNAL_ERROR
+
+
+class OriginLock:
+    """Held for as long as a process writes one origin's tree in a shared PostgreSQL, so two
+    nodes given the same name (``[server] node``) cannot both append to one tree: the second
+    refuses to start. A session advisory lock on a connection of its own; released by
+    :meth:`release` or when the process ends. Other databases need none (SQLite is one node's
+    file, and its workers' origins differ by construction)."""
+
+    def __init__(self, connection: AsyncConnection | None, key: int = 0) -> None:
+        """Internal: use :meth:`acquire`."""
+        self._connection = connection
+        self._key = key
+
+    @classmethod
+    async def acquire(cls, engine: AsyncEngine, origin: str) -> OriginLock:
+        """Take ``origin``'s lock. Raises :class:`OriginInUseError` if another session holds
+        it."""
+        if engine.dialect.name != "postgresql":
+            return cls(None)
+        digest = hashlib.sha256(b"ruta-log:" + origin.encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        connection = await engine.connect()
+        try:
+            taken = await connection.scalar(
+                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}
+            )
+            await connection.commit()
+        except BaseException:
+            await connection.close()
+            raise
+        if not taken:
+            await connection.close()
+            raise OriginInUseError(
+                f"another running process already writes the log {origin!r} in this database; "
+                "give each node of the server its own [server] node name"
+            )
+        return cls(connection, key)
+
+    async def release(self) -> None:
+        """Give the lock up. Idempotent. The connection goes back to the pool unlocked, or is
+        discarded (ending its session, and the lock with it) when the unlock fails."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            await connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+            await connection.commit()
+        except sa.exc.SQLAlchemyError:
+            await connection.invalidate()
+        finally:
+            await connection.close()
 
 
 class MemberLogError(RutaError):

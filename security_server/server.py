@@ -62,7 +62,7 @@ from security_server.checkpointer import (
     log_vkey,
     witness_target_of,
 )
-from security_server.cluster import MemberLogs
+from security_server.cluster import MemberLogs, OriginLock
 from security_server.consumer import ConsumerProxy
 from security_server.database import open_database
 from security_server.exchange import ExchangeRecorder, SignatureChecker
@@ -329,8 +329,13 @@ class SecurityServerApp:
         )
 
     async def _open_log(self, engine: AsyncEngine) -> tuple[MessageLog, BodyKey]:
-        """This process's log tree (its own origin) and the node's body key; closed at stop."""
+        """This process's log tree (its own origin) and the node's body key; closed at stop.
+        Raises :class:`~security_server.cluster.OriginInUseError` if another process writes
+        that tree in the same PostgreSQL database."""
         body_key = load_or_create_body_key(self.settings.data_dir / "keys")
+        # No two processes append to one tree (two nodes given the same [server] node name).
+        lock = await OriginLock.acquire(engine, self.origin)
+        self._closers.append(lock.release)  # after the log closes (closers run in reverse)
         log = await MessageLog.open(engine, origin=self.origin, body_key=body_key)
         self._closers.append(log.close)
         self.log = log

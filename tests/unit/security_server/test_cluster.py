@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.faults import Fault
 from ruta.ids import ServerId
-from security_server.cluster import MemberLog, MemberLogError, MemberLogs
+from security_server.cluster import (
+    MemberLog,
+    MemberLogError,
+    MemberLogs,
+    OriginInUseError,
+    OriginLock,
+)
 from security_server.database import open_database
 from security_server.log import BodyKey, MessageLog
 from tests.unit.security_server.log.support import make_entry
@@ -57,3 +63,20 @@ async def test_member_logs(engine: AsyncEngine) -> None:
     finally:
         for log in logs:
             await log.close()
+
+
+async def test_one_process_per_tree(engine: AsyncEngine) -> None:
+    """Two nodes given the same name would append to one tree: on PostgreSQL the second is
+    refused at start (SQLite holds one node's trees, named apart by construction)."""
+    first = await OriginLock.acquire(engine, "DEV/GOV/POP/ss1/a")
+    try:
+        other = await OriginLock.acquire(engine, "DEV/GOV/POP/ss1/b")
+        await other.release()
+        if engine.dialect.name == "postgresql":
+            with pytest.raises(OriginInUseError):
+                await OriginLock.acquire(engine, "DEV/GOV/POP/ss1/a")
+    finally:
+        await first.release()
+        await first.release()  # idempotent
+    again = await OriginLock.acquire(engine, "DEV/GOV/POP/ss1/a")
+    await again.release()
