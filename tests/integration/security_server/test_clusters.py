@@ -29,6 +29,8 @@ from ruta.evidence import VerificationReport, verify_bundle
 from ruta.globalconf import ConfigurationAnchor
 from ruta.readiness import read_ready_file
 from ruta.v1 import audit_pb2, audit_pb2_grpc
+from security_server.settings import SecurityServerSettings
+from security_server.settings_cli import signal_reload
 from tests.integration.security_server.bed import (
     PERSON_REQUEST,
     POP,
@@ -308,6 +310,12 @@ async def test_two_workers_on_one_node(tmp_path: Path, shared_url: str) -> None:
                 instance, ready["audit"], origin, tmp_path / f"{origin.replace('/', '_')}.zip"
             )
             assert report.tree_size >= final[origin]
+
+        # `ruta ss reload` signals the supervisor, which passes it on; each worker reports.
+        settings = SecurityServerSettings.from_file(agency.config_path)
+        status = await asyncio.to_thread(signal_reload, settings, timeout=30)
+        assert status["outcome"] == "applied"
+        assert status["pid"] in {w["pid"] for w in workers}
 
         # Stopping the node under load stops both workers, their pending appends written:
         # every call answered OK has its request and response in a worker's tree.
