@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import re
 import signal
@@ -24,11 +25,13 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from ruta.evidence import VerificationReport, verify_bundle
 from ruta.globalconf import ConfigurationAnchor
 from ruta.readiness import read_ready_file
 from ruta.v1 import audit_pb2, audit_pb2_grpc
+from security_server.refusals_cli import refusals
 from security_server.settings import SecurityServerSettings
 from security_server.settings_cli import signal_reload
 from tests.integration.security_server.bed import (
@@ -293,6 +296,15 @@ async def test_two_workers_on_one_node(tmp_path: Path, shared_url: str) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await send_to_provider(instance, message)
             assert fault_of(info.value) == "server.provider.replayed_message"
+        # Each worker keeps its refusals; `ruta ss refusals` reads the node's together.
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            refusals,
+            ["--config", str(agency.config_path), "--count", "--json"],
+        )
+        assert result.exit_code == 0, result.output
+        counts = {row["fault"]: row["count"] for row in json.loads(result.output)}
+        assert counts["server.provider.replayed_message"] == 6
 
         # The consumer path works too, through whichever worker its connection reached.
         soc = await instance.start_server(SOC)
