@@ -18,6 +18,11 @@ permits (``include_bodies``, not a metadata-only subsystem) and only while reten
 them. A stored body the caller may not have is reported as ``withheld`` in records and bundles.
 Every number a request carries is bounded (:data:`MAX_SEQUENCE`).
 
+Nodes of the member sharing this server's database are answered for too
+(:mod:`security_server.cluster`): ``ListLogs`` lists the member's trees, each request's
+``origin`` picks one (empty: this process's own), and evidence is exported of the trees this
+server's log key signs.
+
 Build with :class:`AuditServicer` and register with :func:`add_audit_service`;
 :func:`audit_server_credentials` makes the port's TLS credentials.
 """

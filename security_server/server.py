@@ -16,7 +16,12 @@ Once every port is bound, ``DATA_DIR/ready.json`` is written atomically with the
      "log_vkey": "DEV/GOV/POP/ss1+1a2b3c4d+AbC..."}
 
 ``log_vkey`` is the message log's checkpoint verifier key, which the registry publishes for the
-server so its witness cosigns this log.
+server so its witness cosigns this log. The process appends to its own tree, named by ``origin``
+(also in ``ready.json``): the server's identifier, or a node log of it for a named node or a
+worker (``[server]`` settings, :mod:`ruta.node_logs`, docs/operator/clusters.md). Run as worker
+``i`` of a node (:mod:`security_server.workers`), the process shares the node's ports with its
+siblings and keeps its ready file, configuration cache and refusals under
+``DATA_DIR/workers/w<i>/``.
 
 :meth:`SecurityServerApp.stop` stops accepting calls, lets calls in flight finish within a grace
 period, flushes the message log and closes every resource; it removes ``ready.json``.
