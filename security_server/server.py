@@ -326,8 +326,9 @@ class SecurityServerApp:
         await self._bind_metrics()
         self._write_ready()
         _log.info(
-            "security server %s serving: consumer %s, transport %s, metrics %s",
+            "security server %s (log %s) serving: consumer %s, transport %s, metrics %s",
             settings.server_identifier,
+            self.origin,
             self.addresses["consumer"],
             self.addresses["transport"],
             self.addresses["metrics"],
