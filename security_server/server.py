@@ -326,12 +326,12 @@ class SecurityServerApp:
         await self._bind_metrics()
         self._write_ready()
         _log.info(
-            "security server %s (log %s) serving: consumer %s, transport %s, metrics %s",
+            "security server %s serving: consumer %s, transport %s, metrics %s, log %s",
             settings.server_identifier,
-            self.origin,
             self.addresses["consumer"],
             self.addresses["transport"],
             self.addresses["metrics"],
+            self.origin,
         )
 
     async def _open_log(self, engine: AsyncEngine) -> tuple[MessageLog, BodyKey]:
