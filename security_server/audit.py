@@ -507,7 +507,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         await self._authorise_statistics(context)
         try:
             first, last = months_between(request.first_month, request.last_month)
-            counted = await count_answered(self._engine, self._log, first, last)
+            counted = await count_answered(
+                self._engine, self._log, first, last, server=self._server
+            )
         except RutaError as exc:
             await abort(context, exc)
         return audit_pb2.MonthlyCountsResponse(

@@ -19,6 +19,7 @@ import re
 import signal
 import urllib.request
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from click.testing import CliRunner
 
 from ruta.evidence import VerificationReport, verify_bundle
 from ruta.globalconf import ConfigurationAnchor
+from ruta.months import Month
+from ruta.pki.tls import channel_credentials
 from ruta.readiness import read_ready_file
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 from security_server.refusals_cli import refusals
@@ -133,6 +136,18 @@ async def _list_logs(instance: Bed, audit_address: str) -> dict[str, bool]:
             audit_pb2.ListLogsRequest(), timeout=30
         )
     return {log.origin: log.exportable for log in reply.logs}
+
+
+async def _monthly_answered(instance: Bed, audit_address: str) -> int:
+    """What the statistics role's MonthlyCounts says the server answered, this month and the
+    last."""
+    who = instance.pki.roles("statistics")
+    month = Month.of(datetime.now(UTC))
+    request = audit_pb2.MonthlyCountsRequest(first_month=str(month.plus(-1)), last_month=str(month))
+    credentials = channel_credentials(who.key_path, who.cert_path, instance.pki.trust_path)
+    async with grpc.aio.secure_channel(audit_address, credentials) as channel:
+        reply = await audit_pb2_grpc.AuditStub(channel).MonthlyCounts(request, timeout=30)
+    return sum(row.answered for row in reply.counts)
 
 
 async def _export_and_verify(
@@ -273,9 +288,11 @@ async def test_two_workers_on_one_node(tmp_path: Path, shared_url: str) -> None:
 
         # Each new connection lands on either worker (SO_REUSEPORT): call until both served.
         sizes: dict[str, tuple[int, int]] = {}
+        answered_here = 0
         for _ in range(40):
             _, message = signed_request(instance)
             await send_to_provider(instance, message)
+            answered_here += 1
             sizes = await asyncio.to_thread(_log_sizes, shared_url)
             if origins <= set(sizes) and all(sizes[o][0] > 0 for o in origins):
                 break
@@ -292,6 +309,7 @@ async def test_two_workers_on_one_node(tmp_path: Path, shared_url: str) -> None:
         # A message id claimed on one worker is refused on every other (shared claims).
         _, message = signed_request(instance)
         await send_to_provider(instance, message)
+        answered_here += 1
         for _ in range(6):
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await send_to_provider(instance, message)
@@ -312,7 +330,11 @@ async def test_two_workers_on_one_node(tmp_path: Path, shared_url: str) -> None:
         async with instance.consumer_channel(SOC) as channel:
             for _ in range(3):
                 await get_person(channel)(PERSON_REQUEST, metadata=call_metadata(), timeout=30)
+                answered_here += 1
         assert soc.log is not None
+
+        # Open data counts what the node answered, over both workers' trees, whichever answers.
+        assert await _monthly_answered(instance, ready["audit"]) == answered_here
 
         # Evidence of both trees, exported through the one audit port (either worker answers).
         final = await _wait_all_cosigned(shared_url, origins)
