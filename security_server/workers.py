@@ -204,6 +204,9 @@ async def supervise(
             _log.error("security server %s did not start: %s", settings.server_id, exc)
             await supervisor.stop()
             return _START_FAILED_STATUS
+        except BaseException:
+            await supervisor.stop()  # no worker outlives a start that failed otherwise
+            raise
         _log.info(
             "security server %s serving with %d workers", settings.server_id, supervisor.count
         )

@@ -405,3 +405,32 @@ async def test_a_worker_that_dies_stops_its_node(tmp_path: Path) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(workers[0]["pid"], 0)
         assert not (agency.data_dir / "ready.json").exists()
+
+
+async def test_workers_end_with_their_supervisor(tmp_path: Path) -> None:
+    """A supervisor killed outright (no chance to stop its workers) still leaves no worker
+    serving: the kernel sends each SIGTERM (Linux), and each stops cleanly."""
+    async with bed(tmp_path) as instance:
+        data = instance.settings_dict(POP)
+        data["server"] = {"workers": 2}
+        agency = await instance.spawn_server(POP, data=data)
+        ready = read_ready_file(agency.data_dir / "ready.json") or {}
+        pids = [int(w["pid"]) for w in ready["workers"]]
+        await instance.stop_process(POP, signal.SIGKILL)
+        for _ in range(600):
+            alive = [pid for pid in pids if _alive(pid)]
+            if not alive:
+                break
+            await asyncio.sleep(0.05)
+        assert not alive
+        for index in range(2):
+            assert not (agency.data_dir / "workers" / f"w{index}" / "ready.json").exists()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped by init, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
