@@ -4,9 +4,13 @@
   consumer calls them under load and one is killed (SIGKILL): calls go on through the other,
   every call answered OK is in the consumer's log and in a provider's log, and both providers'
   trees export complete evidence that ``ruta audit verify`` accepts.
-- One node with ``[server] workers = 2``: both workers serve calls on the same ports, a message
-  id claimed on one worker is refused on the other, and the audit API exports complete, verified
-  evidence of both workers' trees.
+- One node with ``[server] workers = 2`` (PostgreSQL, and one SQLite file): both workers serve
+  calls on the same ports, a message id claimed on one worker is refused on the other, metrics,
+  refusals, reload and open-data counts work per node, the audit API exports complete, verified
+  evidence of both workers' trees, and stopping the node under load keeps every answered call.
+- A worker that dies stops its node; workers end with a supervisor that was killed.
+- Two nodes of one server (``[server] node``): replays refused across nodes, a second process
+  with a name in use refused at start, either node exports both trees.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import collections
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import urllib.request
 import uuid
 from datetime import UTC, datetime
@@ -26,6 +33,7 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
+import tomli_w
 from click.testing import CliRunner
 
 from ruta.evidence import VerificationReport, verify_bundle
@@ -33,7 +41,7 @@ from ruta.globalconf import ConfigurationAnchor
 from ruta.months import Month
 from ruta.pki.tls import channel_credentials
 from ruta.readiness import read_ready_file
-from ruta.v1 import audit_pb2, audit_pb2_grpc
+from ruta.v1 import audit_pb2, audit_pb2_grpc, transport_pb2
 from security_server.refusals_cli import refusals
 from security_server.settings import SecurityServerSettings
 from security_server.settings_cli import signal_reload
@@ -434,3 +442,106 @@ def _alive(pid: int) -> bool:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def _spawn_node(
+    directory: Path, data: dict[str, Any]
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Run one more node of a server from ``directory`` (its own settings file and data
+    directory, keys copied there); return the process and its ready file, or raise with the
+    process's error output if it ends first."""
+    config = directory / "ss.toml"
+    config.write_text(tomli_w.dumps(data))
+    stderr_path = directory / "stderr.log"
+    with open(stderr_path, "ab") as stderr:  # noqa: ASYNC230 - test setup
+        process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, polled below
+            [sys.executable, "-m", "ruta", "ss", "serve", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    for _ in range(600):
+        ready = read_ready_file(directory / "data" / "ready.json")
+        if ready is not None:
+            return process, ready
+        if process.poll() is not None:
+            raise NodeExitedError(stderr_path.read_text())
+        await asyncio.sleep(0.05)
+    process.kill()
+    raise AssertionError("the node did not become ready")
+
+
+class NodeExitedError(AssertionError):
+    """A node process ended before it was ready (its error output is the message)."""
+
+
+async def _send_to(instance: Bed, address: str, message: transport_pb2.SignedMessage) -> None:
+    """``message`` to the transport port at ``address``, as SOC's server (mutual TLS)."""
+    auth = instance.agencies[SOC].auth
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=instance.pki.trust_path.read_bytes(),
+        private_key=auth.key_path.read_bytes(),
+        certificate_chain=auth.cert_path.read_bytes(),
+    )
+    async with grpc.aio.secure_channel(address, credentials) as channel:
+        exchange = channel.unary_unary(
+            "/ruta.v1.Transport/Exchange",
+            request_serializer=transport_pb2.SignedMessage.SerializeToString,
+            response_deserializer=transport_pb2.SignedMessage.FromString,
+        )
+        await exchange(message, timeout=30)
+
+
+@pytest.mark.postgres
+async def test_two_nodes_of_one_server(tmp_path: Path, postgres_url: str) -> None:
+    """Two nodes of POP's one server (``[server] node``) on one PostgreSQL: a message id taken on
+    one is refused on the other, a third process with a name in use refuses to start, and
+    either node exports verified evidence of both trees (one server key signs both)."""
+    async with bed(tmp_path) as instance:
+        node_a = await instance.spawn_server(
+            POP, data=_provider_data(instance, POP, postgres_url, node="a")
+        )
+        nodes: list[subprocess.Popen[bytes]] = []
+        try:
+            # Node b: its own folder and ports, the server's keys (log key, body key) copied.
+            b_dir = tmp_path / "pop-b"
+            shutil.copytree(node_a.data_dir / "keys", b_dir / "data" / "keys")
+            data_b = _provider_data(instance, POP, postgres_url, node="b")
+            data_b["transport"] = {"listen": "127.0.0.1:0"}
+            process_b, ready_b = await _spawn_node(b_dir, data_b)
+            nodes.append(process_b)
+            assert ready_b["origin"] == f"{POP}/b"
+
+            # The same node name again: refused at start, the tree left alone.
+            c_dir = tmp_path / "pop-c"
+            shutil.copytree(node_a.data_dir / "keys", c_dir / "data" / "keys")
+            data_c = _provider_data(instance, POP, postgres_url, node="a")
+            data_c["transport"] = {"listen": "127.0.0.1:0"}
+            with pytest.raises(NodeExitedError, match="already writes the log"):
+                nodes.append((await _spawn_node(c_dir, data_c))[0])
+
+            # A message taken on node a is a replay on node b.
+            _, message = signed_request(instance)
+            await _send_to(instance, node_a.addresses["transport"], message)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await _send_to(instance, ready_b["transport"], message)
+            assert fault_of(info.value) == "server.provider.replayed_message"
+            for _ in range(3):
+                await _send_to(instance, ready_b["transport"], signed_request(instance)[1])
+
+            origins = {f"{POP}/a", f"{POP}/b"}
+            await _wait_all_cosigned(postgres_url, origins)
+            listed = await _list_logs(instance, node_a.addresses["audit"])
+            assert listed == dict.fromkeys(origins, True)
+            for origin in origins:
+                report = await _export_and_verify(
+                    instance,
+                    node_a.addresses["audit"],
+                    origin,
+                    tmp_path / f"{origin.replace('/', '_')}.zip",
+                )
+                assert len(report.records) == (2 if origin.endswith("/a") else 6)
+        finally:
+            for process in nodes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+                    await asyncio.to_thread(process.wait, 30)
