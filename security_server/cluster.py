@@ -34,6 +34,8 @@ __all__ = [
 
 #: Most logs one listing returns (nodes times workers of one member; far above any real one).
 MAX_MEMBER_LOGS: Final = 1000
+#: Most trees read from the database for one listing (other members' too, if they share it).
+_MAX_TREES_READ: Final = 10 * MAX_MEMBER_LOGS
 
 
 class OriginInUseError(RutaError):
@@ -154,7 +156,7 @@ class MemberLogs:
         stmt = (
             sa.select(log_heads.c.origin, log_heads.c.size)
             .order_by(log_heads.c.origin)
-            .limit(MAX_MEMBER_LOGS * 4)
+            .limit(_MAX_TREES_READ)
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
