@@ -48,6 +48,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="keep data files here")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the servers into DIR")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes per security server ([server] workers; see bench/README.md)",
+    )
+    parser.add_argument(
         "--no-relay",
         dest="relay",
         action="store_false",
@@ -69,6 +75,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         workdir=args.workdir,
         profile_dir=args.profile,
         relay=args.relay,
+        workers=args.workers,
     )
 
 

@@ -70,6 +70,9 @@ READY_TIMEOUT_SECONDS: Final = 60.0
 #: How long one load-generator run may take before the harness gives up on it.
 RUN_TIMEOUT_SECONDS: Final = 300.0
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+#: Load-generator connections per consumer worker when the servers run several workers
+#: (SO_REUSEPORT spreads connections, not calls, over the workers).
+CHANNELS_PER_WORKER: Final = 4
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class BenchConfig:
     profile_dir: Path | None = None
     #: Also run every case through two bare relays (the relay floor; ``bench/relay.py``).
     relay: bool = True
+    #: Worker processes per security server (``[server] workers``); above 1 the load generator
+    #: opens :data:`CHANNELS_PER_WORKER` connections per worker, so the kernel spreads them.
+    workers: int = 1
 
     def count(self, table: Mapping[int, int], payload: int, concurrency: int) -> int:
         base = table.get(concurrency, max(table.values()))
@@ -178,6 +184,8 @@ class BenchBed(Bed):
     (like the direct baseline's; server-to-server stays mutual TLS)."""
 
     echo_address = ""
+    #: Worker processes per security server (``[server] workers``).
+    workers = 1
 
     def configuration(self) -> globalconf_pb2.GlobalConfiguration:
         conf = super().configuration()
@@ -204,6 +212,8 @@ class BenchBed(Bed):
             server, **{"max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES, **limits}
         )
         data["globalconf"]["fetch_interval_seconds"] = 60.0
+        if self.workers > 1:
+            data["server"] = {"workers": self.workers}
         if server == SOC:
             data["consumer"] = {
                 "listen": "127.0.0.1:0",
@@ -245,6 +255,29 @@ class BenchBed(Bed):
         await _wait_ready(ready, agency.process, agency.directory / "stderr.log")
         agency.addresses = json.loads(ready.read_text())
         return agency.addresses
+
+
+def _server_pids(name: str, ready: Mapping[str, Any]) -> dict[str, int]:
+    """The processes of one server to watch: the server itself, or its supervisor and each
+    worker (``NAME/w<i>``; :func:`_run_load` adds them up under ``NAME``)."""
+    workers = ready.get("workers")
+    if not workers:
+        return {name: int(ready["pid"])}
+    return {
+        f"{name}/supervisor": int(ready["pid"]),
+        **{f"{name}/w{i}": int(w["pid"]) for i, w in enumerate(workers)},
+    }
+
+
+def _with_totals(per_process: dict[str, float]) -> dict[str, float]:
+    """``per_process`` plus, for each server run as workers (``NAME/...``), their sum as
+    ``NAME``: CPU per exchange of the node as a whole."""
+    out = dict(per_process)
+    for name, value in per_process.items():
+        if "/" in name:
+            server = name.split("/", 1)[0]
+            out[server] = out.get(server, 0.0) + value
+    return out
 
 
 def _tail(path: Path) -> str:
@@ -308,6 +341,7 @@ async def _run_load(
     watched: Mapping[str, int],
     stderr: Path,
     sample: Mapping[str, Path] | None = None,
+    channels: int = 1,
 ) -> RunResult:
     """One load-generator process against ``target``; CPU of ``watched`` processes (and of the
     generator itself) is read right before and right after the measured calls."""
@@ -327,6 +361,8 @@ async def _run_load(
         str(calls),
         "--warmup",
         str(warmup),
+        "--channels",
+        str(channels),
     ]
     for key, value in metadata:
         argv += ["--metadata", f"{key}={value}"]
@@ -362,8 +398,8 @@ async def _run_load(
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
     ok = max(1, int(done["ok"]))
-    cpu = {name: (sum(after[name]) - sum(before[name])) / ok * 1e3 for name in pids}
-    kernel = {name: (after[name][1] - before[name][1]) / ok * 1e3 for name in pids}
+    cpu = _with_totals({name: (sum(after[name]) - sum(before[name])) / ok * 1e3 for name in pids})
+    kernel = _with_totals({name: (after[name][1] - before[name][1]) / ok * 1e3 for name in pids})
     done["warmup_ok"] = warm["ok"]
     done["warmup_errors"] = warm["errors"]
     done["error_samples"] = [*warm["error_samples"], *done["error_samples"]]
@@ -482,6 +518,7 @@ async def _instance(directory: Path, config: BenchConfig) -> AsyncIterator[Runni
     """The bed with the echo backend, the two relays (unless ``config.relay`` is false) and both
     servers running. Stops every process it started, whatever happens."""
     instance = BenchBed(directory)
+    instance.workers = config.workers
     try:
         await instance.build()
         ready = directory / "echo.ready.json"
@@ -597,8 +634,8 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
             watched_direct = {"backend": echo_pid}
             watched_bus = {
                 "backend": echo_pid,
-                "consumer_ss": int(consumer["pid"]),
-                "provider_ss": int(provider["pid"]),
+                **_server_pids("consumer_ss", consumer),
+                **_server_pids("provider_ss", provider),
                 "harness": os.getpid(),
             }
             metadata = (
@@ -637,13 +674,17 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                     )
                     sample = (
                         {
-                            name: config.profile_dir / f"{name}-{payload}-c{concurrency}.txt"
-                            for name in ("consumer_ss", "provider_ss")
+                            name: config.profile_dir
+                            / f"{name.replace('/', '-')}-{payload}-c{concurrency}.txt"
+                            for name in watched_bus
+                            if name.split("/")[0] in ("consumer_ss", "provider_ss")
+                            and not name.endswith("/supervisor")
                         }
                         if config.profile_dir is not None
                         else None
                     )
                     bus = await _run_load(
+                        channels=CHANNELS_PER_WORKER * config.workers if config.workers > 1 else 1,
                         target=consumer["consumer"],
                         metadata=metadata,
                         watched=watched_bus,
@@ -655,11 +696,13 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                         stderr=log,
                     )
                     bus_calls += bus.load["ok"] + bus.load["warmup_ok"]
-                    memory = {
-                        name: peak_rss_mib(pid)
-                        for name, pid in {**watched_bus, **relay_pids}.items()
-                        if name != "harness"
-                    }
+                    memory = _with_totals(
+                        {
+                            name: peak_rss_mib(pid)
+                            for name, pid in {**watched_bus, **relay_pids}.items()
+                            if name != "harness"
+                        }
+                    )
                     row = _case_row(payload, concurrency, direct, bus, memory, relay)
                     cases.append(row)
                     errors = [*row["error_samples"], *row.get("relay_error_samples", [])]
@@ -707,6 +750,7 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                     else "not run (--no-relay)"
                 ),
                 "ss_log_level": "warning (the CLI default; info adds a line per exchange)",
+                "workers": config.workers,
                 "calls": dict(config.calls),
                 "warmup": dict(config.warmup),
             },

@@ -3,7 +3,8 @@
     python -m bench.loadgen --target 127.0.0.1:PORT --path /bench.v1.Echo/Echo --payload 512 \
         --concurrency 64 --calls 2000 --warmup 200 [--metadata key=value ...]
 
-It opens one channel, runs ``--warmup`` calls, prints ``{"event": "warm"}`` and waits for one
+It opens one channel (``--channels N``: N, each its own connection, the callers spread over
+them in turn), runs ``--warmup`` calls, prints ``{"event": "warm"}`` and waits for one
 line on stdin (so the caller can read every process's CPU counters exactly around the measured
 part; ``--no-wait`` skips the wait), runs ``--calls`` calls with ``--concurrency`` callers in
 flight, and prints one JSON line with the elapsed time, the latency percentiles and the errors.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -45,7 +47,7 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
 
 
 async def _drive(
-    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes],
+    stubs: Sequence[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]],
     payload: bytes,
     metadata: tuple[tuple[str, str], ...],
     concurrency: int,
@@ -55,7 +57,7 @@ async def _drive(
     errors: list[str] = []
     remaining = calls
 
-    async def caller() -> None:
+    async def caller(call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]) -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
@@ -70,7 +72,7 @@ async def _drive(
                 errors.append(f"answer of {len(answer)} bytes for {len(payload)}")
 
     start = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    await asyncio.gather(*(caller(stubs[i % len(stubs)]) for i in range(concurrency)))
     return time.perf_counter() - start, latencies, errors
 
 
@@ -84,15 +86,22 @@ async def run_load(
     warmup: int,
     metadata: tuple[tuple[str, str], ...] = (),
     wait: bool = True,
+    channels: int = 1,
 ) -> LoadResult:
     """Warm up, report ``warm``, wait for the go line (``wait``), measure; return the result."""
     payload = os.urandom(payload_bytes)
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # Each channel its own connection (so a server's workers each get a share).
+        ("grpc.use_local_subchannel_pool", 1),
     ]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
-        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)
+    async with contextlib.AsyncExitStack() as stack:
+        call: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = []
+        for _ in range(max(1, channels)):
+            channel = grpc.aio.insecure_channel(target, options=options)
+            await stack.enter_async_context(channel)
+            call.append(channel.unary_unary(path))
         _, warm_latencies, warm_errors = await _drive(call, payload, metadata, concurrency, warmup)
         warm = {
             "event": "warm",
@@ -143,6 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--metadata", action="append", default=[])
     parser.add_argument("--no-wait", action="store_true")
+    parser.add_argument(
+        "--channels", type=int, default=1, help="connections, callers spread over them in turn"
+    )
     args = parser.parse_args(argv)
     result = asyncio.run(
         run_load(
@@ -154,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
             warmup=args.warmup,
             metadata=_metadata(args.metadata),
             wait=not args.no_wait,
+            channels=args.channels,
         )
     )
     print(json.dumps(result), flush=True)

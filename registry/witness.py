@@ -6,6 +6,9 @@ the size it last cosigned for that origin, verifies consistency, records the new
 atomic compare-and-set, and only then returns a timestamped cosignature (cosignature/v1). So a log
 can never show two auditors two histories that both carry the registry's cosignature.
 
+A server's nodes and workers keep node logs (``<server origin>/<name>``, :mod:`ruta.node_logs`),
+signed with the server's registered log key: the witness trusts each as its server's own.
+
 State lives behind the narrow :class:`WitnessStateStore` protocol: :class:`MemoryWitnessStateStore`
 here for unit tests, :class:`registry.witness_store.SqlWitnessStateStore` for the registry.
 """
@@ -36,6 +39,7 @@ from ruta.checkpoint import (
 )
 from ruta.faults import Fault, RutaError
 from ruta.merkle import EMPTY_ROOT, HASH_SIZE, MerkleVerificationError, verify_consistency
+from ruta.node_logs import node_log_verifier, split_node_log_origin
 
 __all__ = [
     "MAX_ADD_CHECKPOINT_BODY",
@@ -305,7 +309,7 @@ class Witness:
             raise WitnessRequestError(f"malformed checkpoint: {exc.message}") from None
         if checkpoint.size > MAX_WITNESS_TREE_SIZE:
             raise WitnessRequestError("checkpoint size is larger than the witness records")
-        trusted = self._logs.get(checkpoint.origin)
+        trusted = self._trusted(checkpoint.origin)
         if not trusted:
             raise UnknownLogError(f"log origin {checkpoint.origin[:80]!r} is not known here")
         try:
@@ -315,6 +319,19 @@ class Witness:
                 "no signature on the checkpoint verifies with a trusted key of its log"
             ) from None
         return checkpoint
+
+    def _trusted(self, origin: str) -> tuple[Verifier, ...]:
+        """The keys trusted to sign log ``origin``: its own registered keys, or for a node log
+        of a registered server (``<server origin>/<name>``, docs/adr/0903) the server's keys
+        named by that origin."""
+        own = self._logs.get(origin)
+        if own:
+            return own
+        split = split_node_log_origin(origin)
+        if split is None:
+            return ()
+        derived = (node_log_verifier(v, origin) for v in self._logs.get(split[0], ()))
+        return tuple(v for v in derived if v is not None)
 
     @staticmethod
     def _check_consistency(

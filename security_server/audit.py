@@ -18,6 +18,11 @@ permits (``include_bodies``, not a metadata-only subsystem) and only while reten
 them. A stored body the caller may not have is reported as ``withheld`` in records and bundles.
 Every number a request carries is bounded (:data:`MAX_SEQUENCE`).
 
+Nodes of the member sharing this server's database are answered for too
+(:mod:`security_server.cluster`): ``ListLogs`` lists the member's trees, each request's
+``origin`` picks one (empty: this process's own), and evidence is exported of the trees this
+server's log key signs.
+
 Build with :class:`AuditServicer` and register with :func:`add_audit_service`;
 :func:`audit_server_credentials` makes the port's TLS credentials.
 """
@@ -49,10 +54,12 @@ from ruta.pki.certs import Role, RoleName, roles_of
 from ruta.pki.tls import CertificateSource, KeySource, peer_certificate, server_credentials
 from ruta.timestamps import from_timestamp, to_timestamp
 from ruta.v1 import audit_pb2, audit_pb2_grpc
+from security_server.cluster import MemberLogError, MemberLogs
 from security_server.evidence import EvidenceFilter, build_bundle, cosigned_note
 from security_server.log import (
     MAX_PAGE_SIZE,
     BodyState,
+    LogReader,
     MessageLog,
     StoredCheckpoint,
     StoredRecord,
@@ -227,6 +234,7 @@ def _record(record: StoredRecord, *, body_readable: bool) -> audit_pb2.AuditLogR
         method=record.method,
         subject=record.subject or "",
         logged_at=to_timestamp(record.logged_at),
+        origin=record.origin,
     )
 
 
@@ -256,8 +264,11 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         globalconf: Callable[[], bytes],
         settings: AuditSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        logs: MemberLogs | None = None,
     ) -> None:
         self._log = log
+        #: The member's other nodes' logs in the shared database (none: this log alone).
+        self._logs = logs
         self._engine = engine
         self._server = server
         self._member = ServerId.parse(server).member
@@ -318,8 +329,10 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         provider = str(ServiceId.parse(record.service).subsystem)
         return record.client not in self._metadata_only and provider not in self._metadata_only
 
-    async def _cosigned(self, context: grpc.aio.ServicerContext[Any, Any]) -> StoredCheckpoint:
-        latest = await self._log.latest_checkpoint(cosigned=True)
+    async def _cosigned(
+        self, context: grpc.aio.ServicerContext[Any, Any], log: LogReader
+    ) -> StoredCheckpoint:
+        latest = await log.latest_checkpoint(cosigned=True)
         if latest is None:
             await abort(
                 context,
@@ -364,7 +377,8 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                 raise AuditError(f"a page holds at most {self._settings.max_page_size} records")
             after = _page_after(request.page_token)
             q = _filter(request.filter)
-            page = await self._log.query(
+            log = await self._log_of(request.origin)
+            page = await log.query(
                 message_id=q.message_id,
                 client=q.client,
                 service=q.service,
@@ -390,21 +404,22 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         """Records with inclusion proofs against the latest cosigned checkpoint (records not
         yet inside it are left out), bodies where asked and permitted."""
         grant = await self._authorise(context)
-        checkpoint = await self._cosigned(context)
+        log = await self._log_or_abort(request.origin, context)
+        checkpoint = await self._cosigned(context, log)
         try:
             if len(request.sequences) > MAX_AUDIT_PAGE_SIZE:
                 raise AuditError(f"at most {MAX_AUDIT_PAGE_SIZE} records per call")
             asked = [_sequence(s, "sequence") for s in request.sequences]
             wanted = [s for s in asked if s < checkpoint.size]
             out = audit_pb2.GetRecordsResponse(checkpoint=_checkpoint(checkpoint))
-            for record in await self._log.get_records(wanted):
+            for record in await log.get_records(wanted):
                 readable = self.bodies_permitted(record, grant)
                 proven = out.records.add(
                     record=_record(record, body_readable=readable),
-                    inclusion_proof=await self._log.inclusion_proof(record.seq, checkpoint.size),
+                    inclusion_proof=await log.inclusion_proof(record.seq, checkpoint.size),
                 )
                 if request.include_bodies and readable:
-                    body = await self._log.get_body(record.seq)
+                    body = await log.get_body(record.seq)
                     if body is not None:
                         proven.body = body
                         proven.body_included = True
@@ -419,7 +434,8 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     ) -> audit_pb2.ConsistencyProofResponse:
         """The consistency proof between two sizes up to the latest cosigned checkpoint."""
         await self._authorise(context)
-        checkpoint = await self._cosigned(context)
+        log = await self._log_or_abort(request.origin, context)
+        checkpoint = await self._cosigned(context, log)
         try:
             _sequence(request.from_size, "from size")
             to_size = _sequence(request.to_size, "to size") or checkpoint.size
@@ -427,7 +443,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                 raise AuditError(
                     f"sizes must satisfy from <= to <= {checkpoint.size} (the cosigned size)"
                 )
-            proof = await self._log.consistency_proof(request.from_size, to_size)
+            proof = await log.consistency_proof(request.from_size, to_size)
         except RutaError as exc:
             await abort(context, exc)
         return audit_pb2.ConsistencyProofResponse(
@@ -441,7 +457,8 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     ) -> audit_pb2.CosignedCheckpoint:
         """The newest checkpoint the witness cosigned."""
         await self._authorise(context)
-        return _checkpoint(await self._cosigned(context))
+        log = await self._log_or_abort(request.origin, context)
+        return _checkpoint(await self._cosigned(context, log))
 
     async def ExportEvidence(  # noqa: N802 - gRPC method name
         self,
@@ -463,8 +480,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                     "this server holds no global configuration to bundle yet; retry shortly",
                     fault=Fault.CLIENT_NOT_FOUND,
                 )
+            log = await self._log_of(request.origin, export=True)
             bundle = await build_bundle(
-                log=self._log,
+                log=log,
                 engine=self._engine,
                 server=self._server,
                 key=self._key,
@@ -489,7 +507,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         await self._authorise_statistics(context)
         try:
             first, last = months_between(request.first_month, request.last_month)
-            counted = await count_answered(self._engine, self._log, first, last)
+            counted = await count_answered(
+                self._engine, self._log, first, last, server=self._server
+            )
         except RutaError as exc:
             await abort(context, exc)
         return audit_pb2.MonthlyCountsResponse(
@@ -501,3 +521,39 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             ],
             truncated=counted.truncated,
         )
+
+    async def ListLogs(  # noqa: N802 - gRPC method name
+        self, request: audit_pb2.ListLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.ListLogsResponse:
+        """The member's logs in this server's database: every node's and worker's tree."""
+        await self._authorise(context)
+        if self._logs is None:
+            head = self._log.head()
+            return audit_pb2.ListLogsResponse(
+                logs=[audit_pb2.MemberLog(origin=head.origin, size=head.size, exportable=True)]
+            )
+        return audit_pb2.ListLogsResponse(
+            logs=[
+                audit_pb2.MemberLog(origin=m.origin, size=m.size, exportable=m.exportable)
+                for m in await self._logs.list()
+            ]
+        )
+
+    # --- the member's logs (docs/operator/clusters.md) ------------------------------------
+
+    async def _log_of(self, origin: str, *, export: bool = False) -> LogReader:
+        """The log a request names by ``origin`` (empty: this server's own). Raises
+        :class:`~security_server.cluster.MemberLogError` for a log not kept here."""
+        if not origin or origin == self._log.origin:
+            return self._log
+        if self._logs is None:
+            raise MemberLogError(f"this server keeps no log {origin[:80]!r}")
+        return await self._logs.reader(origin, export=export)
+
+    async def _log_or_abort(
+        self, origin: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> LogReader:
+        try:
+            return await self._log_of(origin)
+        except RutaError as exc:
+            await abort(context, exc)

@@ -36,7 +36,7 @@ from security_server.log import (
     MAX_PAGE_SIZE,
     BodyState,
     LogKeyError,
-    MessageLog,
+    LogReader,
     StoredCheckpoint,
     StoredRecord,
 )
@@ -148,7 +148,7 @@ async def _first_cosigned_above(
 
 
 async def _select_records(
-    log: MessageLog, query: EvidenceFilter, tree_size: int
+    log: LogReader, query: EvidenceFilter, tree_size: int
 ) -> list[StoredRecord]:
     end = tree_size if query.until_seq is None else min(query.until_seq, tree_size)
     found: list[StoredRecord] = []
@@ -199,7 +199,7 @@ def _certificates_of(
 
 async def build_bundle(
     *,
-    log: MessageLog,
+    log: LogReader,
     engine: AsyncEngine,
     server: str,
     key: Ed25519PrivateKey,

@@ -12,6 +12,7 @@ import click
 
 from ruta.settings import ConfigError
 from security_server.refusals import REFUSALS_FILE, RefusalRecord, read_refusals
+from security_server.server import worker_dir
 from security_server.settings import SecurityServerSettings
 
 __all__ = ["refusals"]
@@ -89,11 +90,19 @@ def refusals(
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
     moment = _since(since)
-    found = [
-        r
-        for r in read_refusals(settings.data_dir / REFUSALS_FILE)
-        if _matches(r, since=moment, fault=fault, client=client, service=service)
-    ]
+    # A node run as workers keeps one file per worker (docs/operator/clusters.md).
+    folders = [settings.data_dir]
+    if settings.server.workers > 1:
+        folders = [worker_dir(settings.data_dir, i) for i in range(settings.server.workers)]
+    found = sorted(
+        (
+            r
+            for folder in folders
+            for r in read_refusals(folder / REFUSALS_FILE)
+            if _matches(r, since=moment, fault=fault, client=client, service=service)
+        ),
+        key=lambda r: r.at,
+    )
     if count_only:
         counts = Counter((r.role, r.fault) for r in found)
         rows = [

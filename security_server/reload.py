@@ -138,8 +138,11 @@ class SettingsReloader:
         backends: BackendChannels,
         metadata_only: LiveSubsystems,
         metrics: ExchangeMetrics,
+        status_dir: Path | None = None,
     ) -> None:
         self._path = path
+        #: Where ``reload.json`` goes: the data directory, or a worker's own folder.
+        self._status_dir = status_dir
         #: The settings in force: as started, with every reload's applied settings.
         self.settings = settings
         self._backends = backends
@@ -158,6 +161,7 @@ class SettingsReloader:
             backends=app.backends,
             metadata_only=app.metadata_only,
             metrics=app.metrics,
+            status_dir=app.run_dir,
         )
 
     def reload(self) -> ReloadResult:
@@ -177,7 +181,8 @@ class SettingsReloader:
         else:
             _log.info("settings reloaded: %s", result.message)
         try:
-            write_ready_file(self.settings.data_dir / RELOAD_FILE, result.to_json())
+            status_dir = self._status_dir or self.settings.data_dir
+            write_ready_file(status_dir / RELOAD_FILE, result.to_json())
         except OSError as exc:
             _log.error("cannot write %s: %s", RELOAD_FILE, exc.strerror or "I/O error")
         return result

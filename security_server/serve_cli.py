@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,10 +11,12 @@ from pathlib import Path
 import click
 
 from ruta.listeners import LISTENER_FAILED_EXIT_STATUS
+from ruta.node_logs import MAX_WORKERS
 from ruta.readiness import stop_event
 from security_server.reload import SettingsReloader, hangup_event, serve_reloads
 from security_server.server import SecurityServerApp
 from security_server.settings import SecurityServerSettings
+from security_server.workers import supervise
 
 __all__ = ["serve"]
 
@@ -28,11 +31,11 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-async def _run(settings: SecurityServerSettings, config: Path) -> bool:
+async def _run(settings: SecurityServerSettings, config: Path, worker: int | None) -> bool:
     """Serve until stopped (True) or a listener could not be restarted (False); reload the
     settings file on each SIGHUP meanwhile."""
     hangups = hangup_event()  # before start-up: an early SIGHUP must not end the process
-    app = await SecurityServerApp.start(settings)
+    app = await SecurityServerApp.start(settings, worker=worker)
     stop = stop_event()
     reloads = asyncio.get_running_loop().create_task(
         serve_reloads(hangups, SettingsReloader.for_app(app, config))
@@ -53,7 +56,14 @@ async def _run(settings: SecurityServerSettings, config: Path) -> bool:
     envvar="RUTA_SS_CONFIG",
     help="The server's settings file (TOML); RUTA_SS_* variables override it.",
 )
-def serve(config: Path) -> None:
+@click.option(
+    "--worker",
+    type=click.IntRange(0, MAX_WORKERS - 1),
+    default=None,
+    hidden=True,
+    help="Run as this worker of the node (set by the supervisor of [server] workers).",
+)
+def serve(config: Path, worker: int | None) -> None:
     """Run the security server described by the settings file until stopped.
 
     Writes DATA_DIR/ready.json with the bound addresses once every port serves; SIGTERM or
@@ -62,8 +72,32 @@ def serve(config: Path) -> None:
     and exits with status 3. SIGHUP (or ``ruta ss reload``) reloads the file: backends and
     metadata-only subsystems change at once, other changes are reported as needing a restart,
     and an invalid file is refused.
+
+    With ``[server] workers = N`` above 1 this process supervises N worker processes that
+    share the ports, each with its own log tree (docs/operator/clusters.md); signals reach
+    every worker and the node stops as a whole.
     """
     settings = SecurityServerSettings.from_file(config)
+    if worker is None and settings.server.workers > 1:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            status = runner.run(supervise(settings, config, env=_worker_env()))
+        if status:
+            sys.exit(status)
+        return
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        if not runner.run(_run(settings, config)):
+        if not runner.run(_run(settings, config, worker)):
             sys.exit(LISTENER_FAILED_EXIT_STATUS)
+
+
+def _worker_env() -> dict[str, str]:
+    """This process's environment, plus the log level and format it was given on the command
+    line, so the workers log as the supervisor does."""
+    env = dict(os.environ)
+    context = click.get_current_context(silent=True)
+    root = context.find_root() if context is not None else None
+    if root is not None:
+        for param, variable in (("log_level", "RUTA_LOG_LEVEL"), ("log_format", "RUTA_LOG_FORMAT")):
+            value = root.params.get(param)
+            if isinstance(value, str):
+                env[variable] = value
+    return env

@@ -16,7 +16,12 @@ Once every port is bound, ``DATA_DIR/ready.json`` is written atomically with the
      "log_vkey": "DEV/GOV/POP/ss1+1a2b3c4d+AbC..."}
 
 ``log_vkey`` is the message log's checkpoint verifier key, which the registry publishes for the
-server so its witness cosigns this log.
+server so its witness cosigns this log. The process appends to its own tree, named by ``origin``
+(also in ``ready.json``): the server's identifier, or a node log of it for a named node or a
+worker (``[server]`` settings, :mod:`ruta.node_logs`, docs/operator/clusters.md). Run as worker
+``i`` of a node (:mod:`security_server.workers`), the process shares the node's ports with its
+siblings and keeps its ready file, configuration cache and refusals under
+``DATA_DIR/workers/w<i>/``.
 
 :meth:`SecurityServerApp.stop` stops accepting calls, lets calls in flight finish within a grace
 period, flushes the message log and closes every resource; it removes ``ready.json``.
@@ -59,14 +64,16 @@ from security_server.checkpointer import (
     LOG_KEY_FILE,
     Checkpointer,
     load_or_create_log_key,
+    log_vkey,
     witness_target_of,
 )
+from security_server.cluster import MemberLogs, OriginLock
 from security_server.consumer import ConsumerProxy
 from security_server.database import open_database
 from security_server.exchange import ExchangeRecorder, SignatureChecker
 from security_server.identity import MAX_CERTIFICATE_FILE_CHAIN, ServerIdentity
 from security_server.links import GrpcPeerLinks
-from security_server.log import LogMaintenance, MessageLog, load_or_create_body_key
+from security_server.log import BodyKey, LogMaintenance, MessageLog, load_or_create_body_key
 from security_server.metrics import ExchangeMetrics, metrics_app
 from security_server.provider import ProviderProxy
 from security_server.refusals import REFUSALS_FILE, RefusalLog
@@ -81,12 +88,21 @@ from security_server.transport import (
     ping_policy_options,
 )
 
-__all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "SecurityServerApp", "ServerStartError"]
+__all__ = [
+    "READY_FILE",
+    "SHUTDOWN_GRACE_SECONDS",
+    "WORKERS_DIR",
+    "SecurityServerApp",
+    "ServerStartError",
+    "worker_dir",
+]
 
 _log = logging.getLogger(__name__)
 
 #: Name of the file in the data directory that tells the bound addresses.
 READY_FILE: Final = "ready.json"
+#: Folder of the data directory that holds each worker's own files (``w0``, ``w1``, ...).
+WORKERS_DIR: Final = "workers"
 #: How long calls in flight may take to finish at shutdown.
 SHUTDOWN_GRACE_SECONDS: Final = 5.0
 #: Largest metadata gRPC accepts on a listener (Ruta's own bound is checked per call).
@@ -95,6 +111,12 @@ _GRPC_MAX_METADATA_BYTES: Final = 64 * 1024
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def worker_dir(data_dir: Path, worker: int | None) -> Path:
+    """Where a process keeps its own files: ``data_dir`` itself for a server run alone, and
+    ``data_dir/workers/w<i>`` for worker ``i`` under a supervisor."""
+    return data_dir if worker is None else data_dir / WORKERS_DIR / f"w{worker}"
 
 
 def _key_pem(path: Path) -> bytes:
@@ -135,10 +157,17 @@ class _TransportTrust:
 class SecurityServerApp:
     """A started security server. Build with :meth:`start`; always :meth:`stop` it."""
 
-    def __init__(self, settings: SecurityServerSettings) -> None:
+    def __init__(self, settings: SecurityServerSettings, *, worker: int | None = None) -> None:
         self.settings = settings
+        #: This process's worker index under a supervisor (``[server] workers``), else ``None``.
+        self.worker = worker
+        #: Where this process keeps its own files (ready file, configuration cache, refusals):
+        #: the data directory, or a worker's folder inside it.
+        self.run_dir = worker_dir(settings.data_dir, worker)
+        #: The origin of this process's message-log tree (:mod:`ruta.node_logs`).
+        self.origin = settings.log_origin(worker or 0)
         # Refused exchanges kept as operational records (the file opens at the first one).
-        self.refusals = RefusalLog(settings.data_dir / REFUSALS_FILE)
+        self.refusals = RefusalLog(self.run_dir / REFUSALS_FILE)
         self.metrics = ExchangeMetrics(refusals=self.refusals)
         self.addresses: dict[str, str] = {}
         self._closers: list[Callable[[], Any]] = []
@@ -152,15 +181,24 @@ class SecurityServerApp:
         self.consumer: ConsumerProxy | None = None
         self.backends: BackendChannels | None = None
         self.metadata_only: LiveSubsystems | None = None
+        self._log_key: Ed25519PrivateKey | None = None
 
     @classmethod
     async def start(
-        cls, settings: SecurityServerSettings, *, clock: Callable[[], datetime] = _utc_now
+        cls,
+        settings: SecurityServerSettings,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        worker: int | None = None,
     ) -> SecurityServerApp:
         """Load credentials, open the log, fetch the configuration, bind every port and write
         ``ready.json``. On any failure everything already opened is closed again and the error
-        (a :class:`~ruta.faults.RutaError` naming what is wrong, never a secret) propagates."""
-        app = cls(settings)
+        (a :class:`~ruta.faults.RutaError` naming what is wrong, never a secret) propagates.
+
+        ``worker`` is this process's index among the node's workers when a supervisor runs it
+        (:mod:`security_server.workers`): its log tree, ready file, configuration cache and
+        refusals are its own, and its ports are shared with its siblings (SO_REUSEPORT)."""
+        app = cls(settings, worker=worker)
         try:
             await app._start(clock)
         except BaseException:
@@ -171,13 +209,14 @@ class SecurityServerApp:
     async def _start(self, clock: Callable[[], datetime]) -> None:
         settings = self.settings
         data_dir = settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for folder in (data_dir, self.run_dir):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         limits = settings.limits
 
         ocsp = OcspClient(freshness=timedelta(seconds=limits.ocsp_freshness_seconds))
         self._closers.append(ocsp.close)
         identity = ServerIdentity.from_files(
-            server=settings.server,
+            server=settings.server_identifier,
             auth_cert=settings.keys.auth_cert,
             signing_key=settings.keys.signing_key,
             signing_cert=settings.keys.signing_cert,
@@ -186,7 +225,7 @@ class SecurityServerApp:
 
         globalconf = GlobalConfClient(
             anchor=ConfigurationAnchor.from_file(settings.globalconf.anchor),
-            cache_path=data_dir / "globalconf.bin",
+            cache_path=self.run_dir / "globalconf.bin",
             settings=settings.globalconf,
             clock=clock,
         )
@@ -199,11 +238,7 @@ class SecurityServerApp:
 
         engine: AsyncEngine = await open_database(settings.log_url)
         self._closers.append(engine.dispose)
-        log = await MessageLog.open(
-            engine, origin=str(settings.server), body_key=load_or_create_body_key(data_dir / "keys")
-        )
-        self._closers.append(log.close)
-        self.log = log
+        log, body_key = await self._open_log(engine)
         retention = settings.log.body_retention_days
         maintenance = LogMaintenance(
             log,
@@ -218,7 +253,7 @@ class SecurityServerApp:
 
         self._session = aiohttp.ClientSession()
         self._closers.append(self._session.close)
-        log_key = load_or_create_log_key(
+        self._log_key = log_key = load_or_create_log_key(
             settings.checkpoints.log_key or data_dir / "keys" / LOG_KEY_FILE
         )
         checkpointer = await Checkpointer.open(
@@ -282,6 +317,7 @@ class SecurityServerApp:
                 log=log,
                 engine=engine,
                 log_key=log_key,
+                body_key=body_key,
                 globalconf=globalconf,
                 identity=identity,
                 clock=clock,
@@ -290,12 +326,26 @@ class SecurityServerApp:
         await self._bind_metrics()
         self._write_ready()
         _log.info(
-            "security server %s serving: consumer %s, transport %s, metrics %s",
-            settings.server,
+            "security server %s serving: consumer %s, transport %s, metrics %s, log %s",
+            settings.server_identifier,
             self.addresses["consumer"],
             self.addresses["transport"],
             self.addresses["metrics"],
+            self.origin,
         )
+
+    async def _open_log(self, engine: AsyncEngine) -> tuple[MessageLog, BodyKey]:
+        """This process's log tree (its own origin) and the node's body key; closed at stop.
+        Raises :class:`~security_server.cluster.OriginInUseError` if another process writes
+        that tree in the same PostgreSQL database."""
+        body_key = load_or_create_body_key(self.settings.data_dir / "keys")
+        # No two processes append to one tree (two nodes given the same [server] node name).
+        lock = await OriginLock.acquire(engine, self.origin)
+        self._closers.append(lock.release)  # after the log closes (closers run in reverse)
+        log = await MessageLog.open(engine, origin=self.origin, body_key=body_key)
+        self._closers.append(log.close)
+        self.log = log
+        return log, body_key
 
     def _listen(
         self,
@@ -319,8 +369,9 @@ class SecurityServerApp:
                 options=(
                     *grpc_message_options(self.settings.limits.max_message_bytes),
                     ("grpc.max_metadata_size", _GRPC_MAX_METADATA_BYTES),
-                    # Never share a port with another process: a second server must fail to start.
-                    ("grpc.so_reuseport", 0),
+                    # Never share a port with another process (a second server must fail to
+                    # start), except with this node's own workers (``[server] workers``).
+                    ("grpc.so_reuseport", 1 if self.settings.server.workers > 1 else 0),
                     # Peers' keepalive pings are accepted (not answered with GOAWAY), and this
                     # server pings callers too, so a dead caller's streams end.
                     *ping_policy_options(keepalive.min_ping_interval_seconds),
@@ -340,6 +391,7 @@ class SecurityServerApp:
         log: MessageLog,
         engine: AsyncEngine,
         log_key: Ed25519PrivateKey,
+        body_key: BodyKey,
         globalconf: GlobalConfClient,
         identity: ServerIdentity,
         clock: Callable[[], datetime],
@@ -351,11 +403,14 @@ class SecurityServerApp:
         servicer = AuditServicer(
             log=log,
             engine=engine,
-            server=str(settings.server),
+            server=str(settings.server_identifier),
             key=log_key,
             globalconf=lambda: globalconf.held.signed if globalconf.held else b"",
             settings=settings.audit,
             clock=clock,
+            logs=MemberLogs(
+                engine=engine, own=log, server=settings.server_identifier, body_key=body_key
+            ),
         )
         client_ca = settings.audit.client_ca
 
@@ -471,12 +526,17 @@ class SecurityServerApp:
 
     def _write_ready(self) -> None:
         write_ready_file(
-            self.settings.data_dir / READY_FILE,
+            self.run_dir / READY_FILE,
             {
-                "server_id": str(self.settings.server),
+                "server_id": str(self.settings.server_identifier),
                 "pid": os.getpid(),
+                "origin": self.origin,
                 **self.addresses,
-                "log_vkey": self.checkpointer.vkey if self.checkpointer else "",
+                # The server's key, named by the server's origin (what the registry publishes),
+                # whichever node log this process writes.
+                "log_vkey": log_vkey(str(self.settings.server_identifier), self._log_key)
+                if self._log_key is not None
+                else "",
             },
         )
 
@@ -500,7 +560,7 @@ class SecurityServerApp:
             except Exception:  # noqa: BLE001 - a failing closer must not keep the others open
                 _log.exception("error while shutting down")
         self.refusals.close()
-        (self.settings.data_dir / READY_FILE).unlink(missing_ok=True)
+        (self.run_dir / READY_FILE).unlink(missing_ok=True)
         self._stopped.set()
 
 

@@ -24,6 +24,13 @@ from pydantic_settings import SettingsConfigDict
 from ruta.addresses import split_address
 from ruta.globalconf.client import GlobalConfSettings as ClientGlobalConfSettings
 from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
+from ruta.node_logs import (
+    MAX_NODE_LOG_NAME_LENGTH,
+    MAX_WORKERS,
+    NodeLogNameError,
+    node_log_name,
+    node_log_origin,
+)
 from ruta.settings import ConfigError, RutaSettings
 from security_server.audit import AuditSettings
 from security_server.checkpointer import CheckpointSettings
@@ -41,6 +48,7 @@ __all__ = [
     "LogSettings",
     "RateLimitSettings",
     "SecurityServerSettings",
+    "ServerSettings",
     "is_loopback_address",
     "settings_toml",
 ]
@@ -281,6 +289,31 @@ class LimitSettings(_Section):
     ocsp_freshness_seconds: float = Field(default=3600.0, gt=0, le=7 * 86_400)
 
 
+class ServerSettings(_Section):
+    """How this node runs: its name within a cluster of the server's nodes and how many worker
+    processes it runs (docs/operator/clusters.md, docs/adr/0903).
+
+    Each worker of each node keeps its own message-log tree, a node log of the server named
+    ``<server id>/<node>[.w<i>]`` (:mod:`ruta.node_logs`); worker 0 of the unnamed node keeps
+    the server's own log, as a server without clusters does."""
+
+    #: This node's name among the server's nodes sharing one database (empty: the only node,
+    #: or the first). Every node of one server needs a name of its own.
+    node: str = Field(default="", max_length=MAX_NODE_LOG_NAME_LENGTH)
+    #: Worker processes on this node, sharing its ports (SO_REUSEPORT); one per core.
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
+
+    @field_validator("node")
+    @classmethod
+    def _check_node(cls, value: str) -> str:
+        if value:
+            try:
+                node_log_name(value, MAX_WORKERS - 1)
+            except NodeLogNameError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
 #: Highest local rate limit (calls per minute): 100,000 a second, the registry's bound too.
 MAX_RATE_LIMIT_PER_MINUTE: Final = 6_000_000
 
@@ -325,6 +358,8 @@ class SecurityServerSettings(RutaSettings):
     checkpoints: CheckpointSettings = CheckpointSettings()
     #: The audit API port (empty ``listen``: none) and what it may hand out.
     audit: AuditSettings = AuditSettings()
+    #: This node's name in a cluster and its worker processes.
+    server: ServerSettings = ServerSettings()
 
     @field_validator("server_id")
     @classmethod
@@ -348,8 +383,13 @@ class SecurityServerSettings(RutaSettings):
         return self
 
     @property
-    def server(self) -> ServerId:
+    def server_identifier(self) -> ServerId:
+        """The server this node is (``server_id`` parsed)."""
         return ServerId.parse(self.server_id)
+
+    def log_origin(self, worker: int = 0) -> str:
+        """The origin of ``worker``'s message-log tree on this node (:mod:`ruta.node_logs`)."""
+        return node_log_origin(self.server_id, node_log_name(self.server.node, worker))
 
     @property
     def log_url(self) -> str:

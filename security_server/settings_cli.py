@@ -23,10 +23,11 @@ import click
 from ruta.addresses import split_address
 from ruta.files import write_atomically
 from ruta.ids import IdentifierError, ServiceId
+from ruta.node_logs import MAX_WORKERS
 from ruta.readiness import read_ready_file
 from ruta.settings import ConfigError, read_text, read_toml
 from security_server.reload import RELOAD_FILE, ReloadOutcome
-from security_server.server import READY_FILE
+from security_server.server import READY_FILE, worker_dir
 from security_server.settings import SecurityServerSettings, settings_toml
 
 __all__ = ["ReloadError", "backend", "edit_backends", "reload", "signal_reload"]
@@ -77,9 +78,11 @@ def _process_started_at(pid: int) -> float | None:
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _serving_pid(settings: SecurityServerSettings) -> int:
+def _serving_pid(settings: SecurityServerSettings) -> tuple[int, list[tuple[int, Path]]]:
     """The pid of the process serving ``settings`` (from its ready.json), checked to be alive
-    and to have started before it wrote that file (not a later process given the same pid)."""
+    and to have started before it wrote that file (not a later process given the same pid);
+    and, for a node run as workers, each worker's pid and ``reload.json`` (else the process's
+    own)."""
     ready_path = settings.data_dir / READY_FILE
     ready = read_ready_file(ready_path)
     if ready is None:
@@ -88,7 +91,11 @@ def _serving_pid(settings: SecurityServerSettings) -> int:
             "in its data directory (start it with ruta ss serve)"
         )
     pid = ready.get("pid")
-    if ready.get("server_id") != str(settings.server) or not isinstance(pid, int) or pid <= 1:
+    if (
+        ready.get("server_id") != str(settings.server_identifier)
+        or not isinstance(pid, int)
+        or pid <= 1
+    ):
         raise ReloadError(f"{READY_FILE} in the data directory is not {settings.server_id}'s")
     started = _process_started_at(pid)
     if started is None and not Path("/proc").is_dir():
@@ -102,7 +109,15 @@ def _serving_pid(settings: SecurityServerSettings) -> int:
             f"the server {settings.server_id} is not running ({READY_FILE} is left from a "
             "process that has ended)"
         )
-    return pid
+    workers = ready.get("workers")
+    if not isinstance(workers, list) or not workers:
+        return pid, [(pid, settings.data_dir / RELOAD_FILE)]
+    reporters = [
+        (int(w.get("pid", 0)), worker_dir(settings.data_dir, i) / RELOAD_FILE)
+        for i, w in enumerate(workers[:MAX_WORKERS])
+        if isinstance(w, dict)
+    ]
+    return pid, reporters
 
 
 def _reload_mark(path: Path) -> tuple[object, object]:
@@ -114,9 +129,8 @@ def signal_reload(settings: SecurityServerSettings, *, timeout: float) -> dict[s
     """Send SIGHUP to the server that serves ``settings`` and return its reload's outcome
     (the content of ``DATA_DIR/reload.json``). Raises :class:`ReloadError` when no server runs
     or it does not answer within ``timeout`` seconds."""
-    pid = _serving_pid(settings)
-    status_path = settings.data_dir / RELOAD_FILE
-    before = _reload_mark(status_path)
+    pid, reporters = _serving_pid(settings)
+    before = {path: _reload_mark(path) for _, path in reporters}
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
@@ -125,17 +139,31 @@ def signal_reload(settings: SecurityServerSettings, *, timeout: float) -> dict[s
         raise ReloadError(
             f"not allowed to signal the server {settings.server_id} (run as its user)"
         ) from None
+    # A supervisor passes the signal to its workers; each reports in its own folder, and the
+    # least favourable outcome is the node's.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        mark = _reload_mark(status_path)
-        if mark != before and mark[0] == pid:
-            status = _read_json(status_path, "reload file")
-            if status is not None:
-                return status
+        statuses = []
+        for reporter, path in reporters:
+            mark = _reload_mark(path)
+            status = _read_json(path, "reload file") if mark != before[path] else None
+            if status is None or mark[0] != reporter:
+                break
+            statuses.append(status)
+        else:
+            return max(statuses, key=lambda s: _OUTCOME_RANK.get(str(s.get("outcome")), 3))
         time.sleep(_POLL_SECONDS)
     raise ReloadError(
         f"the server {settings.server_id} did not report a reload within {timeout:g} s; see its log"
     )
+
+
+#: Outcomes from best to worst (a node of workers reports its worst worker's).
+_OUTCOME_RANK: Final[dict[str, int]] = {
+    str(ReloadOutcome.APPLIED): 0,
+    str(ReloadOutcome.NEEDS_RESTART): 1,
+    str(ReloadOutcome.REFUSED): 2,
+}
 
 
 def _load(config: Path) -> SecurityServerSettings:

@@ -81,19 +81,36 @@ def _answered(record: bytes) -> bool:
 
 
 async def count_answered(
-    engine: AsyncEngine, log: LogReader, first: Month, last: Month
+    engine: AsyncEngine,
+    log: LogReader,
+    first: Month,
+    last: Month,
+    *,
+    server: str | None = None,
 ) -> MonthlyCounts:
     """The responses ``log``'s server answered with status OK in months ``first``..``last``
     (give a span checked by :func:`months_between`), per month, service and method, at the
-    log's committed head. Reads only; leaves nothing behind."""
+    log's committed head. With ``server``, every tree of that server in the database counts
+    (its own and its nodes' and workers', docs/operator/clusters.md), so a node run as workers
+    answers for all of them. Reads only; leaves nothing behind."""
     size = log.head().size
+    same_tree = log_leaves.c.origin == log.origin
+    trees = (
+        sa.or_(
+            log_leaves.c.origin == server,
+            log_leaves.c.origin.startswith(server + "/", autoescape=True),
+        )
+        if server
+        else same_tree
+    )
     stmt = (
         sa.select(
             log_leaves.c.logged_at, log_leaves.c.service, log_leaves.c.method, log_leaves.c.record
         )
         .where(
-            log_leaves.c.origin == log.origin,
-            log_leaves.c.seq < size,
+            trees,
+            # Another tree's visible rows are committed; this one's up to its head.
+            sa.or_(~same_tree, log_leaves.c.seq < size),
             log_leaves.c.logged_at >= to_micros(first.start),
             log_leaves.c.logged_at < to_micros(last.end),
             log_leaves.c.direction == int(Direction.SENT),

@@ -227,6 +227,12 @@ def _renamed_to_seq(_ctx: click.Context, _param: click.Parameter, value: str | N
     help="Renamed --until-seq.",
 )
 @click.option("--no-bodies", is_flag=True, help="Leave message bodies out.")
+@click.option(
+    "--origin",
+    default="",
+    help="Which of the member's logs kept in the server's database (a node's or worker's tree, "
+    "docs/operator/clusters.md); default: the answering server's own.",
+)
 def export_command(
     *,
     out: Path,
@@ -247,6 +253,7 @@ def export_command(
     from_seq: int,
     until_seq: int,
     no_bodies: bool,
+    origin: str,
 ) -> None:
     """Write an evidence bundle from a security server's audit API to OUT.
 
@@ -278,6 +285,7 @@ def export_command(
         from_sequence=from_seq,
         until_sequence=until_seq,
         include_bodies=not no_bodies,
+        origin=origin,
     )
     written = asyncio.run(
         _export(address, channel_credentials(key, cert, ca), request, out, tls_name)

@@ -65,6 +65,7 @@ from ruta.faults import BACKEND_FAULT_PREFIX, RutaError
 from ruta.globalconf import ConfigurationAnchor, GlobalConf, open_configuration
 from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
 from ruta.merkle import MerkleError, leaf_hash, verify_consistency, verify_inclusion
+from ruta.node_logs import node_log_verifier
 from ruta.pki.signature import MessageVerifier
 from ruta.v1 import globalconf_pb2, log_pb2, transport_pb2
 
@@ -482,6 +483,7 @@ class _Verification:
             except IdentifierError:
                 continue
         bundled = self._load_or_fail(LOG_KEY_FILE).decode("utf-8", "replace").strip()
+        published = self._node_log_key(published)
         if published and bundled and published != bundled:
             raise self.fail(
                 Rule.LOG_KEY_MISMATCH,
@@ -501,6 +503,18 @@ class _Verification:
                 Rule.LOG_KEY_INVALID, "the log key is not an Ed25519 key named by the log origin"
             )
         return verifier
+
+    def _node_log_key(self, published: str) -> str:
+        """The published key's text for the bundle's log: itself, or, for a node log of the
+        server (docs/adr/0903), the same key named by the node log's origin."""
+        if not published:
+            return published
+        try:
+            verifier = Verifier.from_vkey(published)
+        except CheckpointError:
+            return published  # reported as invalid below
+        derived = node_log_verifier(verifier, self.report.origin)
+        return published if derived is None else derived.vkey()
 
     def _manifest_signature(self, log_key: Verifier) -> None:
         try:

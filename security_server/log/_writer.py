@@ -446,7 +446,11 @@ class GroupCommitWriter:
         if not rows:
             return set()
         params: dict[str, Any] = {"now": now_us}
-        for i, row in enumerate(rows.values()):
+        # In key order: two nodes' groups claiming overlapping ids on one PostgreSQL lock them
+        # in the same order, so they queue instead of deadlocking.
+        for i, row in enumerate(
+            sorted(rows.values(), key=lambda r: (r["client"], r["message_id"]))
+        ):
             params[f"c{i}"] = row["client"]
             params[f"m{i}"] = row["message_id"]
             params[f"e{i}"] = row["expires_at"]

@@ -269,7 +269,8 @@ class LogReader:
         return [found[s] for s in seqs]
 
     async def holds_message(self, *, client: str, message_id: str) -> bool:
-        """Whether a committed record of ``client`` carries ``message_id``.
+        """Whether a committed record of ``client`` carries ``message_id``, in this log or in
+        any other log sharing its database (the member's other nodes and workers).
 
         Looked up through the message-id index alone (origin and client are checked on the
         few rows one id has): the consumer asks this before it signs every request, so the
@@ -281,10 +282,11 @@ class LogReader:
 
     def _holds(self, rows: Sequence[Any], client: str) -> bool:
         """Whether one of ``rows`` (origin, client, seq) is a committed record of ``client``
-        in this origin's log."""
+        in this origin's log or in another log of the same database (another node or worker
+        of the member: a row of another origin is visible only once its writer committed)."""
         size = self.head().size
         return any(
-            origin == self._origin and holder == client and seq < size
+            holder == client and (origin != self._origin or seq < size)
             for origin, holder, seq in rows
         )
 

@@ -169,6 +169,30 @@ async def test_set_logs_replaces_known_origins(log: Log, witness: Witness) -> No
     await witness.add_checkpoint(0, [], log.checkpoint())
 
 
+async def test_node_logs_of_a_server_are_witnessed_with_its_key(
+    log: Log, witness: Witness, store: MemoryWitnessStateStore
+) -> None:
+    """A server's nodes and workers keep node logs ``<origin>/<name>`` signed with the server's
+    registered key under the node log's name (ruta.node_logs): each is witnessed on its own."""
+    node = Log(key=log.key, tree=MemoryTree(), origin=f"{ORIGIN}/w1")
+    node.grow(3)
+    await witness.add_checkpoint(0, [], node.checkpoint())
+    assert await store.get(f"{ORIGIN}/w1") == TreeHead(3, node.tree.root())
+    assert await store.get(ORIGIN) is None  # the server's own tree is another tree
+    # Signed by another key, or under the server's own name: not trusted.
+    stranger = Log(key=Ed25519PrivateKey.generate(), tree=node.tree, origin=f"{ORIGIN}/b")
+    with pytest.raises(WitnessSignatureError):
+        await witness.add_checkpoint(0, [], stranger.checkpoint())
+    body = Checkpoint(origin=f"{ORIGIN}/b", size=3, root=node.tree.root()).body()
+    with pytest.raises(WitnessSignatureError):
+        await witness.add_checkpoint(0, [], sign_note(body, ORIGIN, log.key))
+    # Not a node log name, or a node log of an unknown server.
+    for origin in (f"{ORIGIN}/", f"{ORIGIN}/.w1", "elsewhere.example/x/w1"):
+        odd = Log(key=log.key, tree=node.tree, origin=origin)
+        with pytest.raises((UnknownLogError, WitnessRequestError)):
+            await witness.add_checkpoint(0, [], odd.checkpoint())
+
+
 class _InterleavingStore(MemoryWitnessStateStore):
     """The in-memory store with a scheduling point in ``get``, so requests interleave."""
 

@@ -4,6 +4,7 @@ is caught and the failing record named."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sqlite3
@@ -18,8 +19,8 @@ from ruta.evidence import reconcile, verify_bundle
 from ruta.evidence.cli import group
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.evidence import EvidenceFilter
-from security_server.log import BodyCipher
-from tests.unit.security_server.evidence_support import Scenario, Side, scenario
+from security_server.log import BodyCipher, MessageLog
+from tests.unit.security_server.evidence_support import Scenario, Side, cosign_head, scenario
 
 # 4 exchanges: each side logs 8 records (request and response per exchange).
 EXCHANGES = 4
@@ -247,3 +248,33 @@ async def test_export_verifies_on_a_shared_postgresql_database(
         assert consumer.ok, consumer.first_failure
         assert provider.ok, provider.first_failure
         assert reconcile(consumer, provider).matched == 3
+
+
+async def test_a_node_log_verifies_against_its_servers_published_key(
+    world: Scenario, tmp_path: Path
+) -> None:
+    """A worker's (or node's) tree ``<server>/w1`` is signed with the server's log key under its
+    own name; the verifier derives that key from the one the configuration publishes for the
+    server, and refuses the tree under any other server."""
+    node_log = await MessageLog.open(
+        world.provider.engine,
+        origin=f"{world.provider.server}/w1",
+        body_key=world.provider.body_key,
+    )
+    node = dataclasses.replace(world.provider, log=node_log)
+    server_side, world.provider = world.provider, node
+    try:
+        await world.exchange("person-node")
+        await cosign_head(node, world.witness)
+        bundle = await world.export(node)
+        report = verify_bundle(bundle, anchor=world.anchor)
+        assert report.ok, report.problems
+        assert report.origin == f"{server_side.server}/w1"
+        assert len(report.records) == 2
+        # The same tree claimed for another server (whose published key is not its signer).
+        elsewhere = dataclasses.replace(node, server=world.consumer.server)
+        refused = verify_bundle(await world.export(elsewhere), anchor=world.anchor)
+        assert refused.first_reason in ("log_key.mismatch", "log_key.invalid"), refused.problems
+    finally:
+        world.provider = server_side
+        await node_log.close()

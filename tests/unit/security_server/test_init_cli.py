@@ -96,7 +96,7 @@ def test_offline_makes_keys_and_csrs_then_settings(tmp_path: Path, pki: TestPki)
     assert settings_path == directory / "ss.toml"
     assert (keys / "auth.key").read_bytes() == before  # keys are kept
     settings = SecurityServerSettings.from_file(settings_path)
-    assert settings.server == SERVER
+    assert settings.server_identifier == SERVER
     assert settings.transport.listen == "127.0.0.1:5500"
     assert settings.audit.listen == "127.0.0.1:5501"
     assert [b.service for b in settings.backends] == [SERVICE]

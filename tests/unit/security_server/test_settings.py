@@ -44,7 +44,7 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
 
 def test_minimal_file_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> None:
     settings = SecurityServerSettings.from_file(_write(tmp_path, _minimal()))
-    assert str(settings.server) == "DEV/GOV/POP/ss1"
+    assert str(settings.server_identifier) == "DEV/GOV/POP/ss1"
     assert settings.data_dir == tmp_path / "data"
     assert settings.keys.auth_key == tmp_path / "keys/auth.key"
     assert settings.keys.signing_cert == Path("/abs/sign.pem")
@@ -175,3 +175,34 @@ def test_to_toml_round_trips(tmp_path: Path) -> None:
     again.write_text(settings.to_toml())
     assert SecurityServerSettings.from_file(again) == settings
     assert "\n[[backends]]\n" in again.read_text()  # the documented form, not an inline array
+
+
+def test_server_section_names_the_nodes_log_trees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = SecurityServerSettings.from_file(_write(tmp_path, _minimal()))
+    assert plain.server.workers == 1
+    assert plain.log_origin() == "DEV/GOV/POP/ss1"  # the server's own log, as before clusters
+    data = {**_minimal(), "server": {"workers": 4, "node": "b"}}
+    settings = SecurityServerSettings.from_file(_write(tmp_path, data))
+    assert [settings.log_origin(i) for i in (0, 3)] == [
+        "DEV/GOV/POP/ss1/b",
+        "DEV/GOV/POP/ss1/b.w3",
+    ]
+    again = tmp_path / "again.toml"
+    again.write_text(settings.to_toml())
+    assert SecurityServerSettings.from_file(again) == settings
+    # A worker's port override (how the supervisor starts workers 1..N-1) keeps the section.
+    monkeypatch.setenv("RUTA_SS_CONSUMER__LISTEN", "127.0.0.1:4500")
+    moved = SecurityServerSettings.from_file(_write(tmp_path, data))
+    assert moved.consumer.listen == "127.0.0.1:4500"
+    assert moved.consumer.client_ca == settings.consumer.client_ca
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("workers", 0), ("workers", 65), ("node", ".hidden"), ("node", "a/b"), ("node", "x" * 65)],
+)
+def test_server_section_refused(tmp_path: Path, field: str, value: Any) -> None:
+    with pytest.raises(ConfigError):
+        SecurityServerSettings.from_file(_write(tmp_path, {**_minimal(), "server": {field: value}}))

@@ -151,6 +151,31 @@ async def test_nodes_sharing_a_database_refuse_each_others_replays(
         await node2.close()
 
 
+async def test_nodes_claiming_the_same_ids_at_once_admit_each_exactly_once(
+    engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
+) -> None:
+    """Two nodes' writers claim overlapping ids in opposite orders at the same time: each id is
+    granted to exactly one of them and no group fails (on PostgreSQL their transactions lock
+    the claims in one order, so they queue instead of deadlocking)."""
+    node1 = await MessageLog.open(engine, origin="ruta.test/node1", body_key=body_key, clock=clock)
+    node2 = await MessageLog.open(engine, origin="ruta.test/node2", body_key=body_key, clock=clock)
+    ids = [f"m-{i:02d}" for i in range(24)]
+    try:
+        attempts = [
+            ReplayGuard(node, clock=clock).check_and_record(str(CLIENT), m, clock.now, FRESHNESS)
+            for node, order in ((node1, ids), (node2, ids[::-1]))
+            for m in order
+        ]
+        outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+    finally:
+        await node1.close()
+        await node2.close()
+    first, second = outcomes[: len(ids)], outcomes[len(ids) :][::-1]
+    for mine, theirs in zip(first, second, strict=True):
+        assert [o is None for o in (mine, theirs)].count(True) == 1, (mine, theirs)
+        assert all(o is None or isinstance(o, ReplayedMessageError) for o in (mine, theirs))
+
+
 async def test_maintenance_prunes_claims_and_purges_old_bodies(
     log: MessageLog, clock: FakeClock
 ) -> None:

@@ -349,9 +349,14 @@ async def test_holds_message_by_client_and_id(
     assert await log.holds_message(client=str(other), message_id="x")
     assert not await log.holds_message(client=str(CLIENT), message_id="x")
     assert not await log.holds_message(client=str(CLIENT), message_id="never")
+    # Another node (or worker) of the member sharing the database: an id used on one is used
+    # on all, so the consumer's reuse check holds across the cluster.
     node2 = await MessageLog.open(engine, origin="ruta.test/node2", body_key=body_key, clock=clock)
     try:
-        assert not await node2.holds_message(client=str(CLIENT), message_id="taken")
+        assert await node2.holds_message(client=str(CLIENT), message_id="taken")
+        assert not await node2.holds_message(client=str(other), message_id="taken")
+        await node2.append([make_entry(message_id="on-node2")])
+        assert await log.holds_message(client=str(CLIENT), message_id="on-node2")
     finally:
         await node2.close()
 
