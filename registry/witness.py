@@ -322,7 +322,7 @@ class Witness:
 
     def _trusted(self, origin: str) -> tuple[Verifier, ...]:
         """The keys trusted to sign log ``origin``: its own registered keys, or for a node log
-        of a registered server (``<server origin>/<name>``, docs/adr/0903) the server's keys
+        of a registered server (``<server origin>/<name>``, docs/adr/0030) the server's keys
         named by that origin."""
         own = self._logs.get(origin)
         if own:

@@ -1,4 +1,4 @@
-"""Names of the message logs of one security server's nodes and workers (docs/adr/0903).
+"""Names of the message logs of one security server's nodes and workers (docs/adr/0030).
 
 A security server's log is named by its origin, the server identifier (``DEV/GOV/POP/ss1``), and
 signed with the server's Ed25519 log key, whose verifier key the registry publishes under that

@@ -291,7 +291,7 @@ class LimitSettings(_Section):
 
 class ServerSettings(_Section):
     """How this node runs: its name within a cluster of the server's nodes and how many worker
-    processes it runs (docs/operator/clusters.md, docs/adr/0903).
+    processes it runs (docs/operator/clusters.md, docs/adr/0030).
 
     Each worker of each node keeps its own message-log tree, a node log of the server named
     ``<server id>/<node>[.w<i>]`` (:mod:`ruta.node_logs`); worker 0 of the unnamed node keeps

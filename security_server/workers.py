@@ -1,5 +1,5 @@
 """A node's worker processes: ``[server] workers = N`` runs N ``ruta ss serve`` processes that
-share the node's ports, so one node uses N cores (docs/adr/0903).
+share the node's ports, so one node uses N cores (docs/adr/0030).
 
 The supervisor (the process the operator starts) runs no server itself. It starts worker 0 with
 the settings as they are and waits for its ready file; the others then get worker 0's bound

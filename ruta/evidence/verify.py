@@ -506,7 +506,7 @@ class _Verification:
 
     def _node_log_key(self, published: str) -> str:
         """The published key's text for the bundle's log: itself, or, for a node log of the
-        server (docs/adr/0903), the same key named by the node log's origin."""
+        server (docs/adr/0030), the same key named by the node log's origin."""
         if not published:
             return published
         try:

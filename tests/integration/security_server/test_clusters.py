@@ -276,7 +276,7 @@ async def test_a_provider_node_killed_under_load(tmp_path: Path, postgres_url: s
 @pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The node's log database: a fresh PostgreSQL database, or one SQLite file that both
-    workers write (docs/adr/0903)."""
+    workers write (docs/adr/0030)."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'messagelog.db'}"
     url: str = request.getfixturevalue("postgres_url")
