@@ -75,6 +75,11 @@ ISSUER_UNAVAILABLE_EXPLANATION: Final = N_(
 )
 
 
+def _forget(response: web.StreamResponse, cookie: str) -> None:
+    """Expire ``cookie`` in the browser (a ``__Host-`` cookie only yields to a Secure one)."""
+    response.del_cookie(cookie, path="/", secure=True, httponly=True)
+
+
 @dataclass(slots=True)
 class _PendingSignIns:
     """Sign-ins in progress, by their cookie's random handle, bounded in number and age."""
@@ -169,7 +174,7 @@ class CitizenConsole:
             expired = SESSION_COOKIE in request.cookies
             response = self._pages.respond(request, "citizen_sign_in.html", expired=expired)
             if expired:
-                response.del_cookie(SESSION_COOKIE, path="/")
+                _forget(response, SESSION_COOKIE)
             return response
         try:
             conf = self._conf()
@@ -188,7 +193,7 @@ class CitizenConsole:
             sign_out=SIGN_OUT_PATH,
         )
 
-    async def sign_in(self, request: web.Request) -> web.StreamResponse:
+    async def sign_in(self, request: web.Request) -> web.Response:
         """Start a sign-in: a fresh state, nonce and PKCE verifier bound to this browser."""
         handle, pending = self._pending.start()
         try:
@@ -196,7 +201,7 @@ class CitizenConsole:
         except IssuerUnavailableError as exc:
             _log.warning("citizen sign-in: %s", exc.message)
             return self._issuer_unavailable(request)
-        response = web.HTTPSeeOther(target)
+        response = web.Response(status=303, headers={"Location": target})
         response.set_cookie(
             SIGN_IN_COOKIE,
             handle,
@@ -227,7 +232,7 @@ class CitizenConsole:
         response = self._pages.respond(request, "citizen_signed_in.html", target=CITIZEN_PATH)
         self._sessions.end(request, response)  # never reuse a session from before sign-in
         self._sessions.start(response, **{_SUBJECT: identity.subject, _NAME: identity.name})
-        response.del_cookie(SIGN_IN_COOKIE, path="/")
+        _forget(response, SIGN_IN_COOKIE)
         return response
 
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
@@ -252,7 +257,7 @@ class CitizenConsole:
             heading=SIGN_IN_FAILED,
             explanation=SIGN_IN_FAILED_EXPLANATION,
         )
-        response.del_cookie(SIGN_IN_COOKIE, path="/")
+        _forget(response, SIGN_IN_COOKIE)
         return response
 
     def _issuer_unavailable(self, request: web.Request) -> web.Response:
