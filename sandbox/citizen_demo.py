@@ -40,7 +40,7 @@ class _Table(HTMLParser):
             self._cell = []
         elif tag == "p" and ("role", "status") in attrs:
             self._notice = []
-        elif tag == "br" and self._cell is not None:
+        elif tag == "span" and ("class", "basis") in attrs and self._cell is not None:
             self._cell.append(" · ")
 
     def handle_endtag(self, tag: str) -> None:
