@@ -268,3 +268,29 @@ async def test_a_callback_without_this_browsers_sign_in_is_refused(console: Cons
     response = await console.client.get("/citizen/callback?code=c&state=s")
     assert response.status == 401
     assert SESSION_COOKIE not in response.cookies
+
+
+@pytest.mark.parametrize(
+    ("field_", "value"),
+    [
+        ("issuer", "http://id.example.gov"),  # plain HTTP off loopback
+        ("issuer", "ftp://id.example.gov"),
+        ("public_url", "https://gw.example.gov/?next=x"),
+        ("public_url", "gw.example.gov"),
+        ("deadline_seconds", 0),
+    ],
+)
+def test_citizen_settings_refuse_what_cannot_work(field_: str, value: object) -> None:
+    good = {
+        "issuer": "https://id.example.gov",
+        "client_id": "ruta",
+        "client_secret_file": "secret",
+        "public_url": "https://gw.example.gov",
+        "cert": "c.pem",
+        "key": "k.pem",
+        "ca": "ca.pem",
+    }
+    CitizenSettings(**good)
+    CitizenSettings(**{**good, "issuer": "http://127.0.0.1:9000"})
+    with pytest.raises(ValueError, match=field_):
+        CitizenSettings(**{**good, field_: value})

@@ -7,15 +7,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
+import sqlalchemy as sa
 
 from ruta.faults import Fault, fault_from_rpc_error
 from ruta.pki.testing import Credential
 from ruta.pki.tls import channel_credentials
 from ruta.v1 import audit_pb2, audit_pb2_grpc
+from security_server.access_records import access_records
 from security_server.audit import (
     AuditServicer,
     AuditSettings,
@@ -161,3 +164,31 @@ async def test_bad_requests_are_refused_plainly(
             await stub.AccessRecords(request_)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_INVALID_REQUEST
+
+
+async def test_a_subjects_records_are_read_through_the_subject_index(tmp_path: Path) -> None:
+    """A citizen's record must not walk the whole log (a cost that grows with it): on SQLite
+    the query goes through ``(origin, subject, seq)``, in the order asked, without sorting."""
+    async with scenario(tmp_path, exchanges=3) as world:
+        engine = world.provider.engine
+        executed: list[tuple[str, Any]] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+            if "subject" in statement:
+                executed.append((statement, parameters))
+
+        sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+        try:
+            await access_records(
+                world.provider.log,
+                audit_pb2.AccessRecordsRequest(subject="person-1"),
+                max_page_size=10,
+            )
+        finally:
+            sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
+        [(statement, parameters)] = executed
+        async with engine.connect() as conn:
+            plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            details = " ".join(str(row[-1]) for row in plan)
+        assert "ix_log_leaves_origin_subject" in details, details
+        assert "TEMP B-TREE" not in details, details
