@@ -249,6 +249,7 @@ class AccessRecordReader:
         ``conf`` with an audit address. Never raises for a server that fails: it is named in
         :attr:`AccessRecord.unreachable`."""
         targets = audit_targets(conf)
+        await self._forget_channels_but({t.address for t in targets})
         until = time.monotonic() + self._deadline
         results = await asyncio.gather(
             *(self._read_one(t, subject, until) for t in targets), return_exceptions=True
@@ -269,6 +270,11 @@ class AccessRecordReader:
             unreachable=tuple(sorted(unreachable, key=str.casefold)),
             truncated=truncated,
         )
+
+    async def _forget_channels_but(self, addresses: set[str]) -> None:
+        """Close the channels to servers the configuration no longer lists."""
+        for address in [a for a in self._channels if a not in addresses]:
+            await self._channels.pop(address).close()
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}

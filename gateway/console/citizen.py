@@ -69,6 +69,11 @@ SIGN_IN_FAILED_EXPLANATION: Final = N_(
     "The sign-in service's answer could not be checked, or the sign-in took too long or was "
     "started in another window. Nothing about you was shown. Start again from the sign-in page."
 )
+RECORD_UNAVAILABLE: Final = N_("Your record cannot be read just now")
+RECORD_UNAVAILABLE_EXPLANATION: Final = N_(
+    "This service does not yet hold the list of the agencies' servers to ask. Please try again "
+    "in a minute."
+)
 ISSUER_UNAVAILABLE: Final = N_("The sign-in service cannot be reached")
 ISSUER_UNAVAILABLE_EXPLANATION: Final = N_(
     "We could not reach the service you sign in with. Please try again in a few minutes."
@@ -179,7 +184,12 @@ class CitizenConsole:
         try:
             conf = self._conf()
         except GlobalConfError:
-            return self._pages.respond(request, "unavailable.html", status=503)
+            return self._pages.error(
+                request,
+                status=503,
+                heading=RECORD_UNAVAILABLE,
+                explanation=RECORD_UNAVAILABLE_EXPLANATION,
+            )
         subject = session.values[_SUBJECT]
         found = await self._reader.read(conf, subject)
         return self._pages.respond(
