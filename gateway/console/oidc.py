@@ -13,6 +13,7 @@ Every document read from the issuer is bounded in size.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -167,6 +168,7 @@ class JwksCache:
         self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched: float | None = None
+        self._lock = asyncio.Lock()
 
     async def _refresh(self) -> None:
         document = await self._fetch()
@@ -188,11 +190,12 @@ class JwksCache:
     async def key(self, kid: str) -> jwt.PyJWK:
         """The key named ``kid`` (``""`` when the token names none and the set holds one
         unnamed key); raises :class:`SignInError` when the issuer does not publish it."""
-        now = self._clock()
-        stale = self._fetched is None or now - self._fetched > self._max_age
-        rotated = self._fetched is not None and now - self._fetched > self._min_refresh
-        if stale or (kid not in self._keys and rotated):
-            await self._refresh()
+        async with self._lock:  # concurrent sign-ins share one fetch
+            now = self._clock()
+            stale = self._fetched is None or now - self._fetched > self._max_age
+            rotated = self._fetched is not None and now - self._fetched > self._min_refresh
+            if stale or (kid not in self._keys and rotated):
+                await self._refresh()
         key = self._keys.get(kid)
         if key is None:
             raise SignInError("the ID token is signed with a key the issuer does not publish")

@@ -3,6 +3,7 @@ with a key of its JWKS, for this client, in date, carrying this sign-in's nonce,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -200,3 +201,10 @@ def test_a_pending_sign_in_matches_only_its_own_state() -> None:
     assert first.verifier != second.verifier
     assert "=" not in first.challenge
     assert len(first.challenge) == 43
+
+
+async def test_concurrent_sign_ins_share_one_jwks_fetch() -> None:
+    issuer = Issuer()
+    check = verifier(issuer)
+    await asyncio.gather(*(check.verify(issuer.token(), nonce=NONCE) for _ in range(20)))
+    assert issuer.fetches == 1
