@@ -113,7 +113,13 @@ async def test_the_citizen_service_reads_one_subjects_records_newest_first(api: 
 
 @pytest.mark.parametrize(
     "roles",
-    [("auditor-supervisor", "auditor-bodies"), ("auditor:DEV/GOV/POP",), ("registry-admin",), ()],
+    [
+        ("auditor-supervisor", "auditor-bodies"),
+        ("auditor:DEV/GOV/POP",),
+        ("registry-admin",),
+        ("statistics",),
+        (),
+    ],
 )
 async def test_auditors_and_others_may_not_read_a_record_of_access(
     api: Api, roles: tuple[str, ...]
@@ -135,6 +141,9 @@ async def test_the_citizen_service_may_not_search_fetch_or_export(api: Api) -> N
             stub.Query(audit_pb2.QueryRequest(filter=audit_pb2.AuditFilter(subject="person-1"))),
             stub.GetRecords(audit_pb2.GetRecordsRequest(sequences=[0], include_bodies=True)),
             stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest()),
+            stub.MonthlyCounts(
+                audit_pb2.MonthlyCountsRequest(first_month="2026-01", last_month="2026-12")
+            ),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await call
