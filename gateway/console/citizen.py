@@ -32,7 +32,15 @@ from gateway.console.oidc import (
 from gateway.settings import CitizenSettings
 from ruta.globalconf import GlobalConf
 from ruta.globalconf.errors import GlobalConfError
-from ruta.web import CSRF_FIELD, SESSION_COOKIE, CsrfTokens, Pages, Sessions
+from ruta.web import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    CsrfTokens,
+    Pages,
+    Sessions,
+    language_of,
+    page,
+)
 from ruta.web.csrf import MAX_CSRF_TOKEN_CHARS
 from ruta.web.messages import N_
 
@@ -89,27 +97,28 @@ def _forget(response: web.StreamResponse, cookie: str) -> None:
 class _PendingSignIns:
     """Sign-ins in progress, by their cookie's random handle, bounded in number and age."""
 
-    sessions: OrderedDict[str, PendingSignIn]
+    sessions: OrderedDict[str, tuple[PendingSignIn, str]]
     clock: Callable[[], float]
 
-    def start(self) -> tuple[str, PendingSignIn]:
+    def start(self, language: str) -> tuple[str, PendingSignIn]:
+        """A new sign-in, started from a page in ``language``; its cookie handle."""
         now = self.clock()
         handle = secrets.token_urlsafe(32)
         pending = PendingSignIn.new(now=now)
-        self.sessions[handle] = pending
+        self.sessions[handle] = (pending, language)
         while len(self.sessions) > MAX_PENDING_SIGN_INS:
             self.sessions.popitem(last=False)
         return handle, pending
 
-    def take(self, handle: str | None) -> PendingSignIn | None:
-        """The sign-in of ``handle``, removed (a callback is used once); None when unknown or
-        older than :data:`SIGN_IN_SECONDS`."""
+    def take(self, handle: str | None) -> tuple[PendingSignIn, str] | None:
+        """The sign-in of ``handle`` and its page's language, removed (a callback is used
+        once); None when unknown or older than :data:`SIGN_IN_SECONDS`."""
         if not handle or len(handle) > _MAX_COOKIE_CHARS:
             return None
-        pending = self.sessions.pop(handle, None)
-        if pending is None or self.clock() - pending.started > SIGN_IN_SECONDS:
+        found = self.sessions.pop(handle, None)
+        if found is None or self.clock() - found[0].started > SIGN_IN_SECONDS:
             return None
-        return pending
+        return found
 
 
 class CitizenConsole:
@@ -205,7 +214,7 @@ class CitizenConsole:
 
     async def sign_in(self, request: web.Request) -> web.Response:
         """Start a sign-in: a fresh state, nonce and PKCE verifier bound to this browser."""
-        handle, pending = self._pending.start()
+        handle, pending = self._pending.start(language_of(request))
         try:
             target = await self._oidc.authorization_url(pending)
         except IssuerUnavailableError as exc:
@@ -226,11 +235,12 @@ class CitizenConsole:
 
     async def callback(self, request: web.Request) -> web.StreamResponse:
         """The issuer's answer: redeem the code of this browser's sign-in, start the session."""
-        pending = self._pending.take(request.cookies.get(SIGN_IN_COOKIE))
+        found = self._pending.take(request.cookies.get(SIGN_IN_COOKIE))
         state = request.query.get("state", "")[:_MAX_CALLBACK_VALUE]
         code = request.query.get("code", "")[:_MAX_CALLBACK_VALUE]
-        if pending is None or not pending.matches(state) or "error" in request.query:
+        if found is None or not found[0].matches(state) or "error" in request.query:
             return self._sign_in_failed(request)
+        pending, language = found
         try:
             identity = await self._oidc.redeem(code, pending)
         except SignInError as exc:
@@ -239,7 +249,14 @@ class CitizenConsole:
         except IssuerUnavailableError as exc:
             _log.warning("citizen sign-in: %s", exc.message)
             return self._issuer_unavailable(request)
-        response = self._pages.respond(request, "citizen_signed_in.html", target=CITIZEN_PATH)
+        # The sign-in goes on in the language of the page it was started from.
+        target = f"{CITIZEN_PATH}?lang={language}"
+        response = page(
+            self._pages.render(
+                "citizen_signed_in.html", language, path=CITIZEN_PATH, target=target
+            ),
+            language,
+        )
         self._sessions.end(request, response)  # never reuse a session from before sign-in
         self._sessions.start(response, **{_SUBJECT: identity.subject, _NAME: identity.name})
         _forget(response, SIGN_IN_COOKIE)

@@ -23,13 +23,22 @@ IMAGES: Final = Path(__file__).resolve().parents[3] / "docs" / "images"
 _TIMEOUT_MS: Final = 15_000
 
 
-async def _sign_in(page: Page, bed: CitizenBed, citizen: str) -> None:
+async def _sign_in(
+    page: Page,
+    bed: CitizenBed,
+    citizen: str,
+    *,
+    link: str = "Sign in",
+    heading: str = "Who read my data",
+    sign_out: str = "Sign out",
+) -> None:
     await page.goto(bed.url + "/citizen")
-    await page.get_by_role("link", name="Sign in").click()
+    await page.get_by_role("link", name=link).click()
     # The development issuer's page: pick the test citizen.
     await page.get_by_role("button", name=f"({citizen})").click()
-    await page.get_by_role("heading", name="Who read my data", level=1).wait_for()
-    await page.get_by_role("button", name="Sign out").wait_for()
+    # Back in the language of the page the sign-in started from.
+    await page.get_by_role("heading", name=heading, level=1).wait_for()
+    await page.get_by_role("button", name=sign_out).wait_for()
     # The sign-in's own cookie is gone; the session cookie is host-only, Secure, Strict.
     cookies = {c["name"]: c for c in await page.context.cookies()}
     assert "__Host-ruta-sign-in" not in cookies
@@ -81,14 +90,22 @@ async def test_a_citizen_sees_exactly_the_accesses_to_their_own_id(
         assert await page.locator("table").count() == 0
         await context.close()
 
-        # Another citizen, in a fresh browser: only her one exchange.
-        context = await browser.new_context(locale="en")
+        # Another citizen, in a fresh browser set to Portuguese: only her one exchange.
+        context = await browser.new_context(locale="pt-BR")
         page = await context.new_page()
         page.set_default_timeout(_TIMEOUT_MS)
-        await page.goto(bed.url + "/citizen?lang=en")
-        await _sign_in(page, bed, VALENTINA)
+        await _sign_in(
+            page,
+            bed,
+            VALENTINA,
+            link="Entrar",
+            heading="Quem consultou os meus dados",
+            sign_out="Sair",
+        )
+        assert await page.get_attribute("html", "lang") == "pt"
         assert await page.locator("tbody tr").count() == bed.exchanges[VALENTINA]
         assert ANA not in await page.content()
+        assert serious_violations(await axe_violations(page)) == []
         await context.close()
 
 

@@ -227,7 +227,7 @@ async def test_without_a_session_the_page_asks_to_sign_in_and_reads_nothing(
     response = await console.client.get("/citizen?subject=4410000017")
     text = await response.text()
     assert response.status == 200
-    assert 'href="/citizen/sign-in"' in text
+    assert 'href="/citizen/sign-in?lang=' in text
     assert console.reader.asked == []
     assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
@@ -244,7 +244,7 @@ async def test_sessions_expire(console: Console, idle: bool, advance: float) -> 
     response = await console.client.get("/citizen", headers={"Cookie": cookie})
     text = await response.text()
     assert "You were signed out after a while without activity" in text
-    assert 'href="/citizen/sign-in"' in text
+    assert 'href="/citizen/sign-in?lang=' in text
     assert len(console.reader.asked) == (0 if idle else 12)
 
 
@@ -261,7 +261,7 @@ async def test_sign_out_needs_the_forms_token(console: Console) -> None:
     )
     assert signed_out.status == 200
     again = await (await console.client.get("/citizen", headers={"Cookie": cookie})).text()
-    assert 'href="/citizen/sign-in"' in again
+    assert 'href="/citizen/sign-in?lang=' in again
 
 
 async def test_a_callback_without_this_browsers_sign_in_is_refused(console: Console) -> None:
