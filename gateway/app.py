@@ -16,8 +16,9 @@ from gateway.access import ServiceAccess
 from gateway.backend import BackEnd
 from gateway.bus import BusClient
 from gateway.callers import Callers
+from gateway.console.citizen import CitizenConsole
 from gateway.console.counts import GrpcCounts, OpenData
-from gateway.console.pages import add_console_routes
+from gateway.console.pages import PAGES, add_console_routes
 from gateway.directory import Directory
 from gateway.http_faults import GatewayError, fault_response, json_response
 from gateway.metrics import GatewayMetrics
@@ -47,8 +48,10 @@ def build_app(
     bus: BusClient,
     metrics: GatewayMetrics | None = None,
     open_data: OpenData | None = None,
+    citizen: CitizenConsole | None = None,
 ) -> web.Application:
-    """The aiohttp application (routes only; no listener)."""
+    """The aiohttp application (routes only; no listener); with ``citizen``, the citizen's
+    record of access too."""
     callers = Callers(settings.http, member=settings.member_id)
     codecs = ServiceCodecs()
     directory = Directory(conf=conf, callers=callers, codecs=codecs)
@@ -70,6 +73,8 @@ def build_app(
 
     app.router.add_get("/openapi.json", openapi)
     add_console_routes(app, conf=conf, open_data=open_data, member=settings.member_id)
+    if citizen is not None:
+        citizen.add_routes(app)
     app.router.add_get("/listClients", directory.list_clients)
     app.router.add_get(f"{_R1}/listMethods", directory.list_methods)
     app.router.add_get(f"{_R1}/allowedMethods", directory.allowed_methods)
@@ -120,6 +125,7 @@ class GatewayApp:
         self.listeners = Listeners(registry=self.metrics.registry)
         self._metrics_runner: web.AppRunner | None = None
         self._bus: BusClient | None = None
+        self._citizen: CitizenConsole | None = None
         self._runner: web.AppRunner | None = None
 
     @classmethod
@@ -156,12 +162,17 @@ class GatewayApp:
                 conf=globalconf.current,
                 source=GrpcCounts.from_settings(settings.open_data, globalconf.current),
             )
+        if settings.citizen is not None:
+            self._citizen = CitizenConsole.from_settings(
+                settings.citizen, pages=PAGES, conf=globalconf.current
+            )
         app = build_app(
             settings,
             conf=globalconf.current,
             bus=self._bus,
             metrics=self.metrics,
             open_data=open_data,
+            citizen=self._citizen,
         )
         if settings.metrics is not None:
             self.addresses["metrics"] = await self._serve_metrics(settings.metrics.listen)
@@ -181,6 +192,8 @@ class GatewayApp:
         """``ruta_certificate_expires_timestamp_seconds{kind}``: the gateway certificate it
         presents to its consumer port (``gateway``) and its HTTPS certificate (``tls``)."""
         files = {"gateway": self.settings.consumer.cert, "tls": self.settings.http.tls_cert}
+        if self.settings.citizen is not None:
+            files["citizen-service"] = self.settings.citizen.cert
         certificates: dict[str, Callable[[], datetime]] = {}
         for kind, path in files.items():
             if path is not None:
@@ -225,6 +238,9 @@ class GatewayApp:
         if self._bus is not None:
             await self._bus.close()
             self._bus = None
+        if self._citizen is not None:
+            await self._citizen.close()
+            self._citizen = None
         if self.globalconf is not None:
             await self.globalconf.stop()
             self.globalconf = None

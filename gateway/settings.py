@@ -15,6 +15,7 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Final, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "GRPC_ENVELOPE_BYTES",
     "BackEndSettings",
+    "CitizenSettings",
     "ConsumerPortSettings",
     "GatewaySettings",
     "HttpSettings",
@@ -35,6 +37,7 @@ __all__ = [
     "MetricsSettings",
     "OpenDataSettings",
     "RestBackendSettings",
+    "check_issuer_url",
     "is_loopback_address",
 ]
 
@@ -64,6 +67,18 @@ def is_loopback_address(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped.is_loopback
     return address.is_loopback
+
+
+def check_issuer_url(url: str) -> str:
+    """``url`` when it may name an OpenID Connect issuer or one of its endpoints: ``https``, or
+    ``http`` on a loopback host only (the sandbox's development issuer). Raises
+    :class:`ValueError` otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname and is_loopback_address(parts.hostname):
+        return url
+    raise ValueError("an issuer URL is https (http only on a loopback host)")
 
 
 def _subsystems(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -248,6 +263,45 @@ class OpenDataSettings(_Section):
     public_url: str = Field(default="", max_length=500, pattern=r"^(https?://[^\s/]+)?$")
 
 
+class CitizenSettings(_Section):
+    """The citizen's record of access (``/citizen``, docs/adr/0031-citizen-sign-in.md).
+
+    Citizens sign in at ``issuer`` (OpenID Connect, authorization code flow) as client
+    ``client_id``, whose secret is read from ``client_secret_file``; ``subject_claim`` names the
+    ID token claim holding the citizen's id (what the logs record as the subject).
+    ``public_url`` is the gateway's address as browsers reach it (the redirect URI is
+    ``public_url`` + ``/citizen/callback``). The gateway reads each security server's audit API
+    with the citizen-service certificate ``cert``/``key``, trusting servers through ``ca``.
+    """
+
+    issuer: Annotated[str, Field(min_length=8, max_length=2000)]
+    client_id: Annotated[str, Field(min_length=1, max_length=255)]
+    client_secret_file: Path
+    subject_claim: Annotated[str, Field(min_length=1, max_length=64)] = "sub"
+    public_url: Annotated[str, Field(min_length=8, max_length=2000)]
+    cert: Path
+    key: Path
+    ca: Path
+    #: Time the whole record (every server) gets.
+    deadline_seconds: float = Field(default=5.0, gt=0, le=60)
+    #: A session ends after this long without a request, and after ``session_max_minutes``.
+    session_idle_minutes: float = Field(default=15, gt=0, le=24 * 60)
+    session_max_minutes: float = Field(default=8 * 60, gt=0, le=7 * 24 * 60)
+
+    @field_validator("issuer")
+    @classmethod
+    def _check_issuer(cls, value: str) -> str:
+        return check_issuer_url(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ValueError("public_url is the gateway's http(s) address, without a query")
+        return value.rstrip("/")
+
+
 class GlobalConfSettings(ClientGlobalConfSettings):
     """Where the global configuration comes from (the anchor file)."""
 
@@ -270,6 +324,8 @@ class GatewaySettings(RutaSettings):
     limits: LimitSettings = LimitSettings()
     #: The public open-data report; ``None``: not served.
     open_data: OpenDataSettings | None = None
+    #: The citizen's record of access; ``None``: not served.
+    citizen: CitizenSettings | None = None
 
     @field_validator("member")
     @classmethod
@@ -334,6 +390,16 @@ class GatewaySettings(RutaSettings):
                         "cert": fix(self.open_data.cert),
                         "key": fix(self.open_data.key),
                         "ca": fix(self.open_data.ca),
+                    }
+                ),
+                "citizen": None
+                if self.citizen is None
+                else self.citizen.model_copy(
+                    update={
+                        "client_secret_file": fix(self.citizen.client_secret_file),
+                        "cert": fix(self.citizen.cert),
+                        "key": fix(self.citizen.key),
+                        "ca": fix(self.citizen.ca),
                     }
                 ),
             }

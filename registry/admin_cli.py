@@ -832,8 +832,9 @@ def certificate() -> None:
     "roles",
     multiple=True,
     help=(
-        "registry-admin, member-admin:MEMBER, auditor:MEMBER, auditor-supervisor or "
-        "auditor-bodies[:MEMBER] (role; MEMBER is INSTANCE/CLASS/CODE). Repeatable."
+        "registry-admin, member-admin:MEMBER, auditor:MEMBER, auditor-supervisor, "
+        "auditor-bodies[:MEMBER], citizen-service or statistics (role; MEMBER is "
+        "INSTANCE/CLASS/CODE). Repeatable."
     ),
 )
 @click.option("--dns", "dns_names", multiple=True, help="DNS name (auth). Repeatable.")

@@ -31,6 +31,7 @@ import grpc.aio
 from ruta.ids import ServiceId, SubsystemId
 from ruta.pki.tls import channel_credentials
 from ruta.v1 import audit_pb2, audit_pb2_grpc
+from sandbox.citizen_demo import citizen_record
 from sandbox.client import BusClient, CallResult
 from sandbox.layout import (
     PURPOSE,
@@ -56,7 +57,7 @@ AUDIT_TIMEOUT_S: Final = 120.0
 FISCAL_YEAR: Final = 2025
 #: Housing benefit (an invented rule set): yearly income below this, in cents.
 INCOME_LIMIT_CENTS: Final = 20_000_00
-TOTAL_STEPS: Final = 8
+TOTAL_STEPS: Final = 9
 #: Deadline of one HTTP call through a gateway.
 GATEWAY_TIMEOUT_S: Final = 30.0
 CLIENT: Final = SOC.subsystem("benefits")
@@ -401,6 +402,23 @@ def _provider(spec: ServiceSpec) -> str:
     return str(spec.service.member.server("ss1"))
 
 
+async def _citizen(sandbox: dict[str, Any]) -> bool:
+    """Step 9: the first applicant signs in at the citizen's page and sees who read her data."""
+    applicant = APPLICANTS[0].national_id
+    _heading(9, TOTAL_STEPS, f"What citizen {applicant} sees: who read my data")
+    _say(f"{sandbox['citizen']['url']}, signed in through the development issuer", 6)
+    rows = await citizen_record(sandbox, applicant, _say)
+    if rows is None:
+        return False
+    for when, agency, what, why, result in (row[:5] for row in rows):
+        _say(f"{when}  {agency}: {what}", 6)
+        _say(f"for {why}: {result}", 8)
+    if len(rows) != len(SERVICES):  # the four facts asked about her in step 2, nothing else
+        _say(f"expected {len(SERVICES)} accesses, the page shows {len(rows)}", 6)
+        return False
+    return True
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 
@@ -590,6 +608,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if ok:
                 _heading(8, TOTAL_STEPS, "This month's open data, published by a gateway")
                 ok = asyncio.run(_open_data(sandbox))
+            if ok:
+                ok = asyncio.run(_citizen(sandbox))
         except (SandboxError, DemoError, grpc.aio.AioRpcError) as error:
             _say(f"error: {error}")
             ok = False

@@ -20,8 +20,9 @@ Layout of DIR::
     registry/             ``ruta registry init`` directory
     servers/<agency>/     ``ruta ss init`` directory: ss.toml, keys/, data/ (message log ...),
                           gateway/ (``ruta gateway serve``: gateway.toml, its certificate, data/)
-    clients/<subsystem>/  each backend's client certificate and key; auditor/ likewise;
-                          administrator/admin.p12 the registry console's browser certificate
+    clients/<subsystem>/  each backend's client certificate and key; auditor/ and
+                          citizen-service/ likewise; administrator/admin.p12 the registry
+                          console's browser certificate
     legacy/               the population database and the land registry's CSV export
     logs/<process>.log    every child's output
 """
@@ -112,6 +113,8 @@ CONSOLE_LISTEN: Final = "127.0.0.1:0"
 
 #: The security servers' log level (``ruta --log-level``): info shows every exchange's outcome.
 SERVER_LOG_LEVEL: Final = "info"
+#: The client id of the citizen's record of access at the development issuer.
+CITIZEN_CLIENT_ID: Final = "ruta-citizen"
 #: How often the supervisor reaps exited children, rereads the servers' ready files and looks
 #: for ``ruta sandbox restart`` requests.
 SUPERVISE_INTERVAL_S: Final = 0.5
@@ -173,6 +176,9 @@ class Sandbox:
         self.statistics: _ClientCredential | None = None
         #: The registry console's administrator certificate as a browser imports it.
         self.administrator: dict[str, str] = {}
+        self.citizen_service: _ClientCredential | None = None
+        #: The development OpenID Connect issuer's URL and the gateway serving /citizen.
+        self.citizen: dict[str, str] = {}
         self.registry_ready: dict[str, Any] = {}
         self.backend_addresses: dict[str, str] = {}
         self.gateway_credentials: dict[str, _ClientCredential] = {}
@@ -554,6 +560,17 @@ class Sandbox:
                 ),
                 common_name=f"{OPEN_DATA_AGENCY.member} gateway, open data",
             )
+            # The citizen's record of access (docs/adr/0027): the gateway reads each server's
+            # audit API with this role, one subject at a time, never bodies.
+            self.citizen_service = await _issue(
+                stub,
+                clients / "citizen-service",
+                trust,
+                registry_pb2.IssueCertificateRequest(
+                    profile=registry_pb2.CERTIFICATE_PROFILE_ROLE, roles=["citizen-service"]
+                ),
+                common_name="sandbox citizen service",
+            )
 
     # --- security servers ---------------------------------------------------------------------
 
@@ -632,6 +649,8 @@ class Sandbox:
         self._say("gateways: one per agency (REST/JSON on the bus, directory services)")
         started: list[tuple[_Server, ManagedProcess]] = []
         trust = self.directory / "registry" / "ca" / "anchor.pem"
+        citizen_gateway = next(iter(self.servers.values()))
+        citizen = self._start_citizen_issuer(citizen_gateway, trust)
         for server in self.servers.values():
             agency = server.agency
             folder = server.directory / "gateway"
@@ -656,6 +675,8 @@ class Sandbox:
                     "fetch_interval_seconds": FETCH_INTERVAL_S,
                 },
             }
+            if server is citizen_gateway:
+                settings["citizen"] = citizen
             rest = [r for r in REST_SERVICES if r.service.member == agency.member]
             if rest:
                 settings["backend"] = {
@@ -688,6 +709,52 @@ class Sandbox:
             self._say(f"{server.agency.member} gateway: {url} (service catalogue: {url}/catalogue)")
             if server.agency == OPEN_DATA_AGENCY:
                 self._say(f"open data: {url}/open-data (CSV, JSON and DCAT-AP beside it)")
+        self.citizen["url"] = f"{citizen['public_url']}/citizen"
+        self._say(
+            f"citizen's record of access: {self.citizen['url']} (sign in as a test citizen at "
+            f"the development issuer {self.citizen['issuer']})"
+        )
+
+    def _start_citizen_issuer(self, server: _Server, trust: Path) -> dict[str, Any]:
+        """Start the development OpenID Connect issuer (sandbox/oidc.py) for ``server``'s
+        gateway; return that gateway's ``[citizen]`` settings."""
+        if self.citizen_service is None:
+            raise SandboxError("the sandbox has no citizen-service certificate yet")
+        folder = server.directory / "gateway" / "citizen"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret = folder / "client-secret"
+        write_atomically(secret, (secrets.token_urlsafe(32) + "\n").encode())
+        secret.chmod(0o600)
+        public_url = "http://localhost:" + server.gateway_http.rpartition(":")[2]
+        [port] = self.ports.take(1)
+        process = self._process(
+            "oidc-issuer",
+            _python_module(
+                "sandbox.oidc",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--issuer",
+                f"http://localhost:{port}",
+                "--client-id",
+                CITIZEN_CLIENT_ID,
+                "--client-secret-file",
+                str(secret),
+                "--redirect-uri",
+                f"{public_url}/citizen/callback",
+            ),
+            env=None,
+        )
+        issuer = self._wait_line(process, "serving ").rsplit(" ", 1)[-1].strip()
+        self.citizen = {"issuer": issuer, "gateway": str(server.agency.member)}
+        return {
+            "issuer": issuer,
+            "client_id": CITIZEN_CLIENT_ID,
+            "client_secret_file": str(secret),
+            "public_url": public_url,
+            "cert": str(self.citizen_service.cert),
+            "key": str(self.citizen_service.key),
+            "ca": str(trust),
+        }
 
     # --- description ----------------------------------------------------------------------------
 
@@ -745,6 +812,7 @@ class Sandbox:
                 for server in self.servers.values()
             ],
             "administrator": self.administrator,
+            "citizen": dict(self.citizen),
             "auditor": {
                 "cert": str(self.auditor.cert),
                 "key": str(self.auditor.key),

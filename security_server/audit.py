@@ -10,7 +10,9 @@ export evidence bundles (:mod:`security_server.evidence`) streamed in chunks.
 
 ``MonthlyCounts`` (open data, :mod:`security_server.statistics`) is the one call for a
 certificate with the ``statistics`` role, and the only one that role may make: counts of
-exchanges answered per service, method and month, never records.
+exchanges answered per service, method and month, never records. ``AccessRecords`` (the
+citizen's record of access, :mod:`security_server.access_records`) is likewise the one call for
+the ``citizen-service`` role: one subject's records, metadata only.
 
 Bodies leave the server only to a certificate that also carries the body privilege for this
 server (``auditor-bodies:MEMBER`` or ``auditor-bodies``), only where :class:`AuditSettings`
@@ -54,6 +56,7 @@ from ruta.pki.certs import Role, RoleName, roles_of
 from ruta.pki.tls import CertificateSource, KeySource, peer_certificate, server_credentials
 from ruta.timestamps import from_timestamp, to_timestamp
 from ruta.v1 import audit_pb2, audit_pb2_grpc
+from security_server.access_records import access_records, authorise_citizen_service
 from security_server.cluster import MemberLogError, MemberLogs
 from security_server.evidence import EvidenceFilter, build_bundle, cosigned_note
 from security_server.log import (
@@ -521,6 +524,21 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             ],
             truncated=counted.truncated,
         )
+
+    async def AccessRecords(  # noqa: N802 - gRPC method name
+        self,
+        request: audit_pb2.AccessRecordsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.AccessRecordsResponse:
+        """The citizen service's call: one subject's records, metadata only
+        (:mod:`security_server.access_records`)."""
+        await authorise_citizen_service(context)
+        try:
+            return await access_records(
+                self._log, request, max_page_size=self._settings.max_page_size
+            )
+        except RutaError as exc:
+            await abort(context, exc)
 
     async def ListLogs(  # noqa: N802 - gRPC method name
         self, request: audit_pb2.ListLogsRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -100,4 +100,5 @@ class Sessions:
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             self._sessions.pop(cookie, None)
-        response.del_cookie(SESSION_COOKIE, path="/")
+        # A ``__Host-`` cookie is only replaced (here: expired) by one that is Secure too.
+        response.del_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Strict")

@@ -6,8 +6,8 @@ exactly on both backends, with no driver's notion of time zones in between.
 Several nodes of one agency may share one PostgreSQL: each node keeps its own tree under its own
 ``origin`` (the checkpoint origin line), so every log table is keyed by origin first.
 
-The migration ``security_server/migrations/versions/0001_message_log.py`` creates exactly these
-tables; a unit test compares the two.
+The migrations in ``security_server/migrations/versions/`` create exactly these tables; a unit
+test compares the two.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ log_leaves = sa.Table(
     sa.Index("ix_log_leaves_origin_logged_at", "origin", "logged_at"),
     sa.Index("ix_log_leaves_client", "origin", "client", "seq"),
     sa.Index("ix_log_leaves_service", "origin", "service", "method", "seq"),
-    sa.Index("ix_log_leaves_subject", "subject"),
+    sa.Index("ix_log_leaves_origin_subject", "origin", "subject", "seq"),
 )
 
 # Every complete subtree of each origin's tree: the subtree of 2**level leaves starting at leaf

@@ -302,12 +302,14 @@ class LogReader:
         until: datetime | None = None,
         after: int | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> RecordPage:
-        """Records matching every given filter, in sequence order, one page at a time.
+        """Records matching every given filter, in sequence order (descending with
+        ``newest_first``), one page at a time.
 
         ``since`` is inclusive and ``until`` exclusive, on ``logged_at``. ``after`` is the
-        ``next_after`` of the previous page. Raises :class:`LogRangeError` for ``limit`` outside
-        1..:data:`MAX_PAGE_SIZE`.
+        ``next_after`` of the previous page (the page goes on past it, in the page's order).
+        Raises :class:`LogRangeError` for ``limit`` outside 1..:data:`MAX_PAGE_SIZE`.
         """
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise LogRangeError(f"a page holds 1 to {MAX_PAGE_SIZE} records, not {limit}")
@@ -330,8 +332,11 @@ class LogReader:
         if until is not None:
             conditions.append(log_leaves.c.logged_at < to_micros(until))
         if after is not None:
-            conditions.append(log_leaves.c.seq > after)
-        stmt = self._record_select().where(*conditions).order_by(log_leaves.c.seq).limit(limit + 1)
+            conditions.append(
+                log_leaves.c.seq < after if newest_first else log_leaves.c.seq > after
+            )
+        order = log_leaves.c.seq.desc() if newest_first else log_leaves.c.seq
+        stmt = self._record_select().where(*conditions).order_by(order).limit(limit + 1)
         async with self._engine.connect() as conn:
             records = [_stored_record(r) for r in await conn.execute(stmt)]
         more = len(records) > limit

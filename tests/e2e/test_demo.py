@@ -32,4 +32,8 @@ def test_demo_runs_the_once_only_scenario_and_exits_0() -> None:
     open_data = out[out.index("This month's open data") :]
     assert "population.v1.PopulationRegister" in open_data
     assert "not reached" not in open_data
+    # The last step: the first applicant's record of access, her four facts, each answered.
+    record = out.split("What citizen 4410000017 sees", 1)[1]
+    assert record.count("Social Benefits Agency: ") == 4
+    assert record.count("for benefit-eligibility") == 4
     assert "Demo finished" in out

@@ -126,6 +126,7 @@ def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
         "gateways",
         "administrator",
         "auditor",
+        "citizen",
     }
     assert data["instance"] == "DEV"
     assert set(data["registry"]) == {"address", "globalconf_url", "console"}
@@ -166,6 +167,10 @@ def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
             assert Path(entry["key"]).stat().st_mode & 0o077 == 0
     assert set(data["auditor"]) == {"cert", "key", "ca"}
     assert all(_is_absolute_file(data["auditor"][k]) for k in ("cert", "key", "ca"))
+    assert set(data["citizen"]) == {"url", "issuer", "gateway"}
+    assert data["citizen"]["url"].startswith("http://localhost:")
+    assert data["citizen"]["url"].endswith("/citizen")
+    assert data["citizen"]["issuer"].startswith("http://localhost:")
     gateways = {g["member"]: g for g in data["gateways"]}
     assert set(gateways) == {"DEV/GOV/POP", "DEV/GOV/TAX", "DEV/GOV/SOC", "DEV/GOV/REG"}
     for gateway in gateways.values():

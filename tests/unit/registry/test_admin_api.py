@@ -563,3 +563,27 @@ async def test_a_rest_service_takes_no_descriptors_or_methods(registry: Registry
         )
     )
     assert fault is Fault.CLIENT_INVALID_REQUEST
+
+
+async def test_the_ca_issues_the_citizen_service_role_and_it_names_no_member(
+    registry: Registry,
+) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    await _populate(admin)
+    issued = await admin.IssueCertificate(
+        registry_pb2.IssueCertificateRequest(
+            csr=make_csr(generate_ec_key(), "citizen service").public_bytes(Encoding.DER),
+            profile=registry_pb2.CERTIFICATE_PROFILE_ROLE,
+            roles=["citizen-service"],
+        )
+    )
+    assert roles_of(load_certificate(issued.certificate)) == {Role(RoleName.CITIZEN_SERVICE)}
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await admin.IssueCertificate(
+            registry_pb2.IssueCertificateRequest(
+                csr=make_csr(generate_ec_key(), "citizen service").public_bytes(Encoding.DER),
+                profile=registry_pb2.CERTIFICATE_PROFILE_ROLE,
+                roles=["citizen-service:LAC/GOV/POP"],
+            )
+        )
+    assert "names no member" in (info.value.details() or "")
