@@ -1,4 +1,4 @@
-"""The citizen's record of access on the gateway (``/citizen``; docs/adr/0027, 0906).
+"""The citizen's record of access on the gateway (``/citizen``; docs/adr/0027, 0031).
 
 A citizen signs in with OpenID Connect (:mod:`gateway.console.oidc`): ``/citizen/sign-in``
 starts a sign-in bound to a short-lived ``__Host-`` cookie (SameSite=Lax, so it survives the
