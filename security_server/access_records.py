@@ -11,6 +11,7 @@ when, and (for a response) its status. Never a body, never the signature or the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import grpc.aio
@@ -21,7 +22,7 @@ from ruta.pki.certs import Role, RoleName, roles_of
 from ruta.pki.tls import peer_certificate
 from ruta.timestamps import to_timestamp
 from ruta.v1 import audit_pb2, log_pb2, transport_pb2
-from security_server.log import MessageLog, StoredRecord
+from security_server.log import LogReader, StoredRecord
 from security_server.log.schema import MAX_SUBJECT_LENGTH
 
 __all__ = [
@@ -33,8 +34,8 @@ __all__ = [
 
 #: Records per page when the caller asks for none.
 DEFAULT_ACCESS_PAGE_SIZE: Final = 100
-#: Longest page token (the decimal sequence number this server handed out).
-_MAX_PAGE_TOKEN: Final = len(str(2**63 - 1))
+#: Longest page token (``LOG.SEQUENCE``: which of this server's logs, and where in it).
+_MAX_PAGE_TOKEN: Final = 2 * len(str(2**63 - 1)) + 1
 _CITIZEN_SERVICE: Final = Role(RoleName.CITIZEN_SERVICE)
 
 
@@ -74,12 +75,20 @@ async def authorise_citizen_service(context: grpc.aio.ServicerContext[Any, Any])
         )
 
 
-def _page_after(token: str) -> int | None:
+def _page_cursor(token: str, logs: int) -> tuple[int, int | None]:
+    """Which log a page token points into and after which sequence (None: from its newest)."""
     if not token:
-        return None
-    if len(token) > _MAX_PAGE_TOKEN or not token.isascii() or not token.isdigit():
+        return 0, None
+    index, _, after = token.partition(".")
+    if (
+        len(token) > _MAX_PAGE_TOKEN
+        or not token.isascii()
+        or not index.isdigit()
+        or not (after == "" or after.isdigit())
+        or int(index) >= logs
+    ):
         raise AccessRecordsError("the page token is not one this server gave")
-    return int(token)
+    return int(index), (int(after) if after else None)
 
 
 def _access_record(stored: StoredRecord) -> audit_pb2.AccessRecord:
@@ -106,9 +115,11 @@ def _access_record(stored: StoredRecord) -> audit_pb2.AccessRecord:
 
 
 async def access_records(
-    log: MessageLog, request: audit_pb2.AccessRecordsRequest, *, max_page_size: int
+    logs: Sequence[LogReader], request: audit_pb2.AccessRecordsRequest, *, max_page_size: int
 ) -> audit_pb2.AccessRecordsResponse:
-    """One page (newest first) of the records whose subject is ``request.subject``.
+    """One page of the records whose subject is ``request.subject`` in this server's ``logs``
+    (its own, and its other nodes' and workers' trees), log by log, newest first in each; a
+    page token names the log and the place in it where the next page starts.
 
     Raises :class:`AccessRecordsError` for a missing or overlong subject, a page size above
     ``max_page_size`` or a page token this server did not give."""
@@ -120,10 +131,21 @@ async def access_records(
     size = request.page_size or min(DEFAULT_ACCESS_PAGE_SIZE, max_page_size)
     if size > max_page_size:
         raise AccessRecordsError(f"a page holds at most {max_page_size} records")
-    page = await log.query(
-        subject=subject, after=_page_after(request.page_token), limit=size, newest_first=True
-    )
+    index, after = _page_cursor(request.page_token, len(logs))
+    records: list[StoredRecord] = []
+    next_token = ""
+    while index < len(logs):
+        page = await logs[index].query(
+            subject=subject, after=after, limit=size - len(records), newest_first=True
+        )
+        records.extend(page.records)
+        if page.next_after is not None:
+            next_token = f"{index}.{page.next_after}"
+            break
+        index, after = index + 1, None
+        if len(records) >= size:
+            next_token = f"{index}." if index < len(logs) else ""
+            break
     return audit_pb2.AccessRecordsResponse(
-        records=[_access_record(r) for r in page.records],
-        next_page_token="" if page.next_after is None else str(page.next_after),
+        records=[_access_record(r) for r in records], next_page_token=next_token
     )

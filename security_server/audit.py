@@ -535,7 +535,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         await authorise_citizen_service(context)
         try:
             return await access_records(
-                self._log, request, max_page_size=self._settings.max_page_size
+                await self._own_logs(), request, max_page_size=self._settings.max_page_size
             )
         except RutaError as exc:
             await abort(context, exc)
@@ -558,6 +558,18 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         )
 
     # --- the member's logs (docs/operator/clusters.md) ------------------------------------
+
+    async def _own_logs(self) -> list[LogReader]:
+        """This server's logs: its own first, then its other nodes' and workers' trees (not
+        other servers' of the member: those answer for themselves)."""
+        if self._logs is None:
+            return [self._log]
+        others = [
+            await self._logs.reader(m.origin)
+            for m in await self._logs.list()
+            if m.exportable and m.origin != self._log.origin
+        ]
+        return [self._log, *others]
 
     async def _log_of(self, origin: str, *, export: bool = False) -> LogReader:
         """The log a request names by ``origin`` (empty: this server's own). Raises

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ from ruta.faults import Fault, fault_from_rpc_error
 from ruta.pki.testing import Credential
 from ruta.pki.tls import channel_credentials
 from ruta.v1 import audit_pb2, audit_pb2_grpc
-from security_server.access_records import access_records
+from security_server.access_records import AccessRecordsError, access_records
 from security_server.audit import (
     AuditServicer,
     AuditSettings,
     add_audit_service,
     audit_server_credentials,
 )
+from security_server.log import BodyState, Direction, RecordKind, RecordPage, StoredRecord
 from tests.unit.security_server.evidence_support import CLIENT, SERVICE, Scenario, scenario
 
 
@@ -189,7 +191,7 @@ async def test_a_subjects_records_are_read_through_the_subject_index(tmp_path: P
         sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
         try:
             await access_records(
-                world.provider.log,
+                [world.provider.log],
                 audit_pb2.AccessRecordsRequest(subject="person-1"),
                 max_page_size=10,
             )
@@ -201,3 +203,70 @@ async def test_a_subjects_records_are_read_through_the_subject_index(tmp_path: P
             details = " ".join(str(row[-1]) for row in plan)
         assert "ix_log_leaves_origin_subject" in details, details
         assert "TEMP B-TREE" not in details, details
+
+
+class _Tree:
+    """A stand-in for one of a server's logs (a worker's tree): sequences, newest first."""
+
+    def __init__(self, origin: str, sequences: range) -> None:
+        self.origin = origin
+        self._records = [
+            StoredRecord(
+                origin=origin,
+                seq=seq,
+                direction=Direction.RECEIVED,
+                logged_at=datetime.fromtimestamp(seq, UTC),
+                message_id=f"{origin}-{seq}",
+                kind=RecordKind.REQUEST,
+                client=str(CLIENT),
+                service=str(SERVICE),
+                method="GetPerson",
+                subject="person-1",
+                created_at=datetime.fromtimestamp(seq, UTC),
+                record=b"",
+                leaf_hash=b"\0" * 32,
+                body_state=BodyState.ABSENT,
+            )
+            for seq in reversed(sequences)
+        ]
+
+    async def query(
+        self, *, subject: str, after: int | None, limit: int, newest_first: bool
+    ) -> RecordPage:
+        assert newest_first
+        assert subject == "person-1"
+        rest = [r for r in self._records if after is None or r.seq < after]
+        page = rest[:limit]
+        more = len(rest) > limit
+        return RecordPage(records=tuple(page), next_after=page[-1].seq if more else None)
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3, 5, 7, 100])
+async def test_pages_cover_every_tree_of_the_server_once(page_size: int) -> None:
+    """With workers or nodes, a server's records of a subject are in several trees: paging
+    through ``AccessRecords`` reads each record of each tree exactly once."""
+    trees: Any = [_Tree("own", range(5)), _Tree("own/w1", range(0)), _Tree("own/w2", range(3))]
+    seen: list[str] = []
+    token = ""
+    for _ in range(20):
+        reply = await access_records(
+            trees,
+            audit_pb2.AccessRecordsRequest(
+                subject="person-1", page_size=page_size, page_token=token
+            ),
+            max_page_size=100,
+        )
+        assert len(reply.records) <= page_size
+        seen.extend(r.message_id for r in reply.records)
+        token = reply.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(
+        [f"own-{s}" for s in range(5)] + [f"own/w2-{s}" for s in range(3)]
+    )
+    with pytest.raises(AccessRecordsError):
+        await access_records(
+            trees,
+            audit_pb2.AccessRecordsRequest(subject="person-1", page_token="9."),
+            max_page_size=100,
+        )
