@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -48,14 +49,16 @@ from typing import Any, Final
 import grpc
 import grpc.aio
 import tomli_w
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ruta.admin_rpc import admin_call
 from ruta.faults import RutaError
 from ruta.files import FileReadError, read_bounded, write_atomically
 from ruta.ids import SubsystemId
 from ruta.pki.certs import certificate_pem, load_certificate, make_csr
-from ruta.pki.keys import generate_ec_key, save_private_key
+from ruta.pki.keys import generate_ec_key, load_private_key, save_private_key
 from ruta.pki.tls import channel_credentials
 from ruta.readiness import read_ready_file
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
@@ -119,6 +122,10 @@ SUPERVISE_INTERVAL_S: Final = 0.5
 #: Children flush their output at once and never import from their working directory (the
 #: sandbox's ``registry/`` folder would shadow the ``registry`` package).
 _CHILD_ENV: Final = {"PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+#: The auditor's certificate and key for a browser (PKCS#12), and its import password: a
+#: throwaway sandbox credential, so the password is fixed and documented (docs/sandbox.md).
+AUDITOR_P12_FILE: Final = "auditor.p12"
+AUDITOR_P12_PASSWORD: Final = "ruta-sandbox"  # noqa: S105 - a documented throwaway
 
 
 class _Stop(BaseException):
@@ -157,6 +164,8 @@ class _ClientCredential:
     cert: Path
     key: Path
     ca: Path
+    #: The same key and certificate as PKCS#12, for a browser (the auditor's only).
+    p12: Path | None = None
 
 
 class Sandbox:
@@ -334,6 +343,13 @@ class Sandbox:
         for server, process in started:
             server.ready = process.wait_ready()
             self._say(f"{server.agency.server}: up (consumer port {server.ready['consumer']})")
+        for server in self.servers.values():
+            self._say(f"{server.agency.server} auditor console: {server.ready.get('console', '')}")
+        if self.auditor is not None and self.auditor.p12 is not None:
+            self._say(
+                f"auditor certificate for a browser: {self.auditor.p12} "
+                f"(import password {AUDITOR_P12_PASSWORD})"
+            )
         self._start_gateways()
         description = self.description()
         _write_json(self.directory / SANDBOX_FILE, description)
@@ -554,6 +570,9 @@ class Sandbox:
                 ),
                 common_name=f"{OPEN_DATA_AGENCY.member} gateway, open data",
             )
+            self.auditor = dataclasses.replace(
+                self.auditor, p12=_write_p12(self.auditor, "sandbox auditor")
+            )
 
     # --- security servers ---------------------------------------------------------------------
 
@@ -581,6 +600,8 @@ class Sandbox:
                 server.metrics,
                 "--audit-listen",
                 server.audit,
+                "--console-listen",
+                "127.0.0.1:0",
                 "--fetch-interval",
                 str(FETCH_INTERVAL_S),
             )
@@ -708,6 +729,7 @@ class Sandbox:
                     "consumer": server.ready.get("consumer", server.consumer),
                     "transport": server.ready.get("transport", server.transport),
                     "audit": server.ready.get("audit", server.audit),
+                    "console": server.ready.get("console", ""),
                     "metrics": server.ready.get("metrics", f"http://{server.metrics}/metrics"),
                     "data_dir": str(server.data_dir),
                     "config": str(server.config),
@@ -749,6 +771,7 @@ class Sandbox:
                 "cert": str(self.auditor.cert),
                 "key": str(self.auditor.key),
                 "ca": str(self.auditor.ca),
+                "p12": str(self.auditor.p12 or ""),
             },
         }
 
@@ -929,6 +952,23 @@ async def _issue(
         cert_path, certificate_pem(load_certificate(answer.certificate), *intermediates)
     )
     return _ClientCredential(cert=cert_path, key=key_path, ca=trust)
+
+
+def _write_p12(credential: _ClientCredential, name: str) -> Path:
+    """``credential``'s key and certificate chain as a PKCS#12 file a browser imports (0600,
+    encrypted under :data:`AUDITOR_P12_PASSWORD`)."""
+    chain = x509.load_pem_x509_certificates(credential.cert.read_bytes())
+    key = load_private_key(credential.key)
+    data = pkcs12.serialize_key_and_certificates(
+        name.encode(),
+        key,
+        chain[0],
+        chain[1:] or None,
+        serialization.BestAvailableEncryption(AUDITOR_P12_PASSWORD.encode()),
+    )
+    path = credential.cert.with_name(AUDITOR_P12_FILE)
+    write_atomically(path, data, mode=0o600)
+    return path
 
 
 def _write_json(path: Path, data: Any) -> None:
