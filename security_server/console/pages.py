@@ -51,6 +51,10 @@ CONSOLE_PAGE_SIZE: Final = 50
 MAX_UPLOAD_BYTES: Final = 64 << 20
 #: Largest whole request body (two bundles and the form's small fields).
 MAX_REQUEST_BYTES: Final = 2 * MAX_UPLOAD_BYTES + 64 * 1024
+#: Largest form without files (the export form: filters and the CSRF token).
+MAX_FORM_BYTES: Final = 64 * 1024
+#: Most fields and files one multipart form may carry.
+MAX_FORM_PARTS: Final = 16
 #: Longest small form field read (filters, the CSRF token).
 MAX_FORM_FIELD_CHARS: Final = 1024
 #: Uploaded bundles verified at once (each on a worker thread); more wait their turn.
@@ -153,15 +157,20 @@ async def _read_form(
     """The fields and uploaded files of a POST form, once its CSRF token (which every form
     sends first) matches the certificate's; a refusal page otherwise. Raises
     :class:`UploadTooLargeError` for a file over :data:`MAX_UPLOAD_BYTES`."""
-    if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
+    multipart = request.content_type == "multipart/form-data"
+    # Browsers send the length of every form; a body without one is not read at all.
+    limit = MAX_REQUEST_BYTES if multipart else MAX_FORM_BYTES
+    if request.content_length is None or request.content_length > limit:
         raise UploadTooLargeError(f"an upload is at most {MAX_UPLOAD_BYTES // (1 << 20)} MiB")
     values: dict[str, str] = {}
     files: dict[str, tuple[str, bytes]] = {}
     checked = False
-    if request.content_type == "multipart/form-data":
+    if multipart:
         reader = await request.multipart()
+        parts = 0
         while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
+            parts += 1
+            if not isinstance(part, BodyPartReader) or part.name is None or parts > MAX_FORM_PARTS:
                 return PAGES.form_expired(request)
             if not checked and part.name != CSRF_FIELD:
                 return PAGES.form_expired(request)

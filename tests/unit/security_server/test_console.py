@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
 from ruta.evidence import verify_bundle
 from ruta.globalconf import open_configuration
@@ -25,7 +26,7 @@ from ruta.pki.testing import Credential
 from ruta.v1 import transport_pb2
 from ruta.web import CONTENT_SECURITY_POLICY, CSRF_FIELD, console_tls_context
 from security_server.audit import AuditServicer, AuditSettings
-from security_server.console import AuditConsole, console_app
+from security_server.console import AuditConsole, ConsoleSettings, console_app
 from security_server.console import pages as console_pages
 from security_server.log import Direction
 from tests.unit.security_server.evidence_support import (
@@ -278,3 +279,20 @@ async def test_an_oversized_upload_is_refused(
         async with http.post(console.url + "/verify", data=form) as response:
             assert response.status == 413
             assert "at most" in await response.text()
+
+
+async def test_a_form_over_its_bound_is_refused_unread(console: Console) -> None:
+    auditor = console.world.pki.roles("auditor:DEV/GOV/POP")
+    async with console.session(auditor) as http:
+        async with http.get(console.url + "/verify") as response:
+            token = _token(await response.text())
+        data = {CSRF_FIELD: token, "subject": "x" * (console_pages.MAX_FORM_BYTES + 1)}
+        async with http.post(console.url + "/export", data=data) as response:
+            assert response.status == 413
+
+
+@pytest.mark.parametrize("listen", ["nowhere", "127.0.0.1:99999", ":80"])
+def test_a_console_address_must_be_host_and_port(listen: str) -> None:
+    with pytest.raises(ValidationError):
+        ConsoleSettings(listen=listen)
+    assert ConsoleSettings().listen == ""  # off unless configured
