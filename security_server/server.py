@@ -70,7 +70,7 @@ from security_server.checkpointer import (
 from security_server.cluster import MemberLogs, OriginLock
 from security_server.console import AuditConsole, ConsoleListener
 from security_server.consumer import ConsumerProxy
-from security_server.database import open_database
+from security_server.database import PlannerStatistics, open_database
 from security_server.exchange import ExchangeRecorder, SignatureChecker
 from security_server.identity import MAX_CERTIFICATE_FILE_CHAIN, ServerIdentity
 from security_server.links import GrpcPeerLinks
@@ -398,8 +398,13 @@ class SecurityServerApp:
         globalconf: GlobalConfClient,
         clock: Callable[[], datetime],
     ) -> AuditServicer:
-        """The audit service layer (the audit port and the console call it)."""
+        """The audit service layer (the audit port and the console call it), and the planner
+        statistics its searches need to stay fast as the log grows (kept fresh while the
+        server runs)."""
         settings = self.settings
+        statistics = PlannerStatistics(engine)
+        statistics.start()
+        self._closers.append(statistics.stop)
         return AuditServicer(
             log=log,
             engine=engine,
