@@ -98,16 +98,21 @@ class AuditConsole:
         view = self.conf()
         if view is None:
             return None, None
-        log_key = witness = None
         entry = view.server(self.server)
-        try:
-            if entry is not None and entry.log_public_key:
-                log_key = Verifier.from_vkey(entry.log_public_key)
-            if view.witness_public_key:
-                witness = Verifier.from_vkey(view.witness_public_key.decode("utf-8"))
-        except (CheckpointError, UnicodeDecodeError):
-            pass
+        log_key = _verifier(entry.log_public_key) if entry is not None else None
+        witness = _verifier(view.witness_public_key.decode("utf-8", "replace"))
         return log_key, witness
+
+
+def _verifier(vkey: str) -> Verifier | None:
+    """The signed-note verifier of ``vkey`` text; None when there is none or it does not parse
+    (the record page then says the key is missing: nothing is verified against it)."""
+    if not vkey:
+        return None
+    try:
+        return Verifier.from_vkey(vkey)
+    except CheckpointError:
+        return None
 
 
 def _context(auditor: Auditor, console: AuditConsole) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from the log shown as text, and the same verdicts as the audit API and ``ruta au
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import re
@@ -18,16 +19,20 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from ruta.evidence import verify_bundle
 from ruta.globalconf import open_configuration
-from ruta.pki.testing import Credential
-from ruta.v1 import transport_pb2
+from ruta.pki.certs import Role, RoleName
+from ruta.pki.testing import Credential, TestPki
+from ruta.v1 import audit_pb2, transport_pb2
 from ruta.web import CONTENT_SECURITY_POLICY, CSRF_FIELD, console_tls_context
 from security_server.audit import AuditServicer, AuditSettings
-from security_server.console import AuditConsole, ConsoleSettings, console_app
+from security_server.checkpointer import log_verifier
+from security_server.console import AuditConsole, ConsoleListener, ConsoleSettings, console_app
 from security_server.console import pages as console_pages
+from security_server.console.records import check_inclusion, decode_record
 from security_server.log import Direction
 from tests.unit.security_server.evidence_support import (
     CLIENT,
@@ -296,3 +301,87 @@ def test_a_console_address_must_be_host_and_port(listen: str) -> None:
     with pytest.raises(ValidationError):
         ConsoleSettings(listen=listen)
     assert ConsoleSettings().listen == ""  # off unless configured
+
+
+async def test_the_listener_follows_the_anchors_of_the_configuration_in_force(
+    tmp_path: Path,
+) -> None:
+    async with scenario(tmp_path / "world", exchanges=1) as world:
+        side = world.provider
+        view = open_configuration(world.signed_globalconf, world.anchor, now=datetime.now(UTC))
+        servicer = AuditServicer(
+            log=side.log,
+            engine=side.engine,
+            server=str(side.server),
+            key=side.key,
+            globalconf=lambda: world.signed_globalconf,
+        )
+        tls = world.pki.auth(side.server)
+        listener = await ConsoleListener.start(
+            AuditConsole(servicer=servicer, server=side.server, conf=lambda: view),
+            settings=ConsoleSettings(listen="127.0.0.1:0"),
+            auth_cert=tls.cert_path,
+            auth_key=tls.key_path,
+            data_dir=tmp_path,
+            view=view,
+        )
+        try:
+            console = Console(world, listener.url.rstrip("/"))
+            other = TestPki(tmp_path / "other")  # a CA a new configuration adds
+            newcomer = other.roles("auditor-supervisor")
+            with pytest.raises(aiohttp.ClientError):
+                async with console.session(newcomer) as http, http.get(console.url) as response:
+                    await response.read()
+            listener.configuration_changed(
+                dataclasses.replace(view, trust_anchors=(*view.trust_anchors, *other.trust_anchors))
+            )
+            async with console.session(newcomer) as http, http.get(console.url) as response:
+                assert response.status == 200
+        finally:
+            await listener.stop()
+
+
+async def test_a_proof_is_verified_only_against_the_published_keys(tmp_path: Path) -> None:
+    async with scenario(tmp_path, exchanges=2) as world:
+        side = world.provider
+        servicer = AuditServicer(
+            log=side.log,
+            engine=side.engine,
+            server=str(side.server),
+            key=side.key,
+            globalconf=lambda: world.signed_globalconf,
+        )
+        grant = servicer.grant_for(frozenset({Role(RoleName.AUDITOR_SUPERVISOR)}))
+        answer = await servicer.proven_records(grant, [1], include_bodies=False)
+        proven, checkpoint = answer.records[0], answer.checkpoint
+        log_key = log_verifier(side.log.origin, side.key)
+        witness = world.witness.verifier
+        good = check_inclusion(
+            proven.record, proven.inclusion_proof, checkpoint, log_key=log_key, witness=witness
+        )
+        assert good.verified, good.problem
+        assert good.size == checkpoint.size
+        assert good.witness == witness.name
+        stranger = log_verifier(side.log.origin, Ed25519PrivateKey.generate())
+        wrong_node = [bytes(32), *proven.inclusion_proof[1:]]
+        tampered = audit_pb2.AuditLogRecord()
+        tampered.CopyFrom(proven.record)
+        tampered.record = proven.record.record + b"\0"
+        for record, proof, keys, problem in (
+            (proven.record, proven.inclusion_proof, (None, witness), "publishes no log key"),
+            (proven.record, proven.inclusion_proof, (log_key, None), "names no witness key"),
+            (proven.record, proven.inclusion_proof, (stranger, witness), "does not verify"),
+            (proven.record, proven.inclusion_proof, (log_key, log_key), "does not verify"),
+            (proven.record, wrong_node, (log_key, witness), "inclusion proof"),
+            (tampered, proven.inclusion_proof, (log_key, witness), "leaf hash"),
+        ):
+            check = check_inclusion(record, proof, checkpoint, log_key=keys[0], witness=keys[1])
+            assert not check.verified
+            assert problem in check.problem
+
+
+def test_a_record_that_does_not_decode_is_named_not_raised() -> None:
+    assert decode_record(b"\xff\xff").problem
+    decoded = decode_record(b"")
+    assert decoded.problem == ""
+    assert dict(decoded.header_fields)["message_id"] == ""
