@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import secrets
@@ -49,16 +48,14 @@ from typing import Any, Final
 import grpc
 import grpc.aio
 import tomli_w
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ruta.admin_rpc import admin_call
 from ruta.faults import RutaError
 from ruta.files import FileReadError, read_bounded, write_atomically
 from ruta.ids import SubsystemId
 from ruta.pki.certs import certificate_pem, load_certificate, make_csr
-from ruta.pki.keys import generate_ec_key, load_private_key, save_private_key
+from ruta.pki.keys import generate_ec_key, save_private_key
 from ruta.pki.tls import channel_credentials
 from ruta.readiness import read_ready_file
 from ruta.v1 import globalconf_pb2, registry_pb2, registry_pb2_grpc
@@ -122,10 +119,6 @@ SUPERVISE_INTERVAL_S: Final = 0.5
 #: Children flush their output at once and never import from their working directory (the
 #: sandbox's ``registry/`` folder would shadow the ``registry`` package).
 _CHILD_ENV: Final = {"PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
-#: The auditor's certificate and key for a browser (PKCS#12), and its import password: a
-#: throwaway sandbox credential, so the password is fixed and documented (docs/sandbox.md).
-AUDITOR_P12_FILE: Final = "auditor.p12"
-AUDITOR_P12_PASSWORD: Final = "ruta-sandbox"  # noqa: S105 - a documented throwaway
 
 
 class _Stop(BaseException):
@@ -164,8 +157,6 @@ class _ClientCredential:
     cert: Path
     key: Path
     ca: Path
-    #: The same key and certificate as PKCS#12, for a browser (the auditor's only).
-    p12: Path | None = None
 
 
 class Sandbox:
@@ -182,6 +173,8 @@ class Sandbox:
         self.statistics: _ClientCredential | None = None
         #: The registry console's administrator certificate as a browser imports it.
         self.administrator: dict[str, str] = {}
+        #: The auditor certificate as a browser imports it (the auditor consoles').
+        self.auditor_p12: dict[str, str] = {}
         self.registry_ready: dict[str, Any] = {}
         self.backend_addresses: dict[str, str] = {}
         self.gateway_credentials: dict[str, _ClientCredential] = {}
@@ -316,6 +309,7 @@ class Sandbox:
             s.key: compile_descriptor_set(examples / s.example / s.proto) for s in SERVICES
         }
         asyncio.run(self._administer(descriptor_sets))
+        self._auditor_p12()
         adapters = self._start_adapters(examples, legacy)
 
         for agency in AGENCIES:
@@ -345,10 +339,10 @@ class Sandbox:
             self._say(f"{server.agency.server}: up (consumer port {server.ready['consumer']})")
         for server in self.servers.values():
             self._say(f"{server.agency.server} auditor console: {server.ready.get('console', '')}")
-        if self.auditor is not None and self.auditor.p12 is not None:
+        if self.auditor_p12:
             self._say(
-                f"auditor certificate for a browser: {self.auditor.p12} "
-                f"(import password {AUDITOR_P12_PASSWORD})"
+                f"auditor certificate for the browser: {self.auditor_p12['p12']}, its passphrase "
+                f"in {self.auditor_p12['p12_passphrase_file']}"
             )
         self._start_gateways()
         description = self.description()
@@ -451,6 +445,37 @@ class Sandbox:
             f"registry console: {self.registry_ready.get('console', '')} (administrator "
             f"certificate for the browser: {p12}, its passphrase in {passphrase})"
         )
+
+    def _auditor_p12(self) -> None:
+        """The auditor's credential as a PKCS#12 file a browser imports (``ruta registry ca
+        p12``, as for the administrator), under a random passphrase kept in a 0600 file."""
+        if self.auditor is None:
+            raise SandboxError("the sandbox has no auditor certificate yet")
+        folder = self.auditor.cert.parent
+        passphrase = folder / "auditor.p12.passphrase"
+        write_atomically(passphrase, secrets.token_urlsafe(18).encode() + b"\n", mode=0o600)
+        p12 = folder / "auditor.p12"
+        self._run(
+            "auditor-p12",
+            ruta_command(
+                "registry",
+                "ca",
+                "p12",
+                "--key",
+                str(self.auditor.key),
+                "--cert",
+                str(self.auditor.cert),
+                "--chain",
+                str(self.auditor.ca),
+                "--p12-passphrase-file",
+                str(passphrase),
+                "--name",
+                "Ruta sandbox auditor",
+                "--out",
+                str(p12),
+            ),
+        )
+        self.auditor_p12 = {"p12": str(p12), "p12_passphrase_file": str(passphrase)}
 
     # --- the registry's admin API -------------------------------------------------------------
 
@@ -569,9 +594,6 @@ class Sandbox:
                     profile=registry_pb2.CERTIFICATE_PROFILE_ROLE, roles=["statistics"]
                 ),
                 common_name=f"{OPEN_DATA_AGENCY.member} gateway, open data",
-            )
-            self.auditor = dataclasses.replace(
-                self.auditor, p12=_write_p12(self.auditor, "sandbox auditor")
             )
 
     # --- security servers ---------------------------------------------------------------------
@@ -771,7 +793,7 @@ class Sandbox:
                 "cert": str(self.auditor.cert),
                 "key": str(self.auditor.key),
                 "ca": str(self.auditor.ca),
-                "p12": str(self.auditor.p12 or ""),
+                **self.auditor_p12,
             },
         }
 
@@ -952,23 +974,6 @@ async def _issue(
         cert_path, certificate_pem(load_certificate(answer.certificate), *intermediates)
     )
     return _ClientCredential(cert=cert_path, key=key_path, ca=trust)
-
-
-def _write_p12(credential: _ClientCredential, name: str) -> Path:
-    """``credential``'s key and certificate chain as a PKCS#12 file a browser imports (0600,
-    encrypted under :data:`AUDITOR_P12_PASSWORD`)."""
-    chain = x509.load_pem_x509_certificates(credential.cert.read_bytes())
-    key = load_private_key(credential.key)
-    data = pkcs12.serialize_key_and_certificates(
-        name.encode(),
-        key,
-        chain[0],
-        chain[1:] or None,
-        serialization.BestAvailableEncryption(AUDITOR_P12_PASSWORD.encode()),
-    )
-    path = credential.cert.with_name(AUDITOR_P12_FILE)
-    write_atomically(path, data, mode=0o600)
-    return path
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -26,7 +26,6 @@ from jsonschema import Draft202012Validator
 
 from ruta.ids import SubsystemId
 from sandbox.client import BusClient, CallResult
-from sandbox.instance import AUDITOR_P12_PASSWORD
 from sandbox.layout import PURPOSE, SERVICES, examples_dir
 from sandbox.processes import ManagedProcess, process_alive, ruta_command
 from sandbox.protos import MethodCodec, compile_descriptor_set, method_codec
@@ -169,8 +168,8 @@ def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
             assert entry[key] is None or _is_absolute_file(entry[key])
         if entry["key"] is not None:
             assert Path(entry["key"]).stat().st_mode & 0o077 == 0
-    assert set(data["auditor"]) == {"cert", "key", "ca", "p12"}
-    assert all(_is_absolute_file(data["auditor"][k]) for k in ("cert", "key", "ca", "p12"))
+    assert set(data["auditor"]) == {"cert", "key", "ca", "p12", "p12_passphrase_file"}
+    assert all(_is_absolute_file(path) for path in data["auditor"].values())
     gateways = {g["member"]: g for g in data["gateways"]}
     assert set(gateways) == {"DEV/GOV/POP", "DEV/GOV/TAX", "DEV/GOV/SOC", "DEV/GOV/REG"}
     for gateway in gateways.values():
@@ -210,11 +209,12 @@ def test_the_auditor_opens_each_servers_console_with_the_printed_certificate(
     data = sandboxes[0].description
     auditor = data["auditor"]
     key, certificate, _ = pkcs12.load_key_and_certificates(
-        Path(auditor["p12"]).read_bytes(), AUDITOR_P12_PASSWORD.encode()
+        Path(auditor["p12"]).read_bytes(),
+        Path(auditor["p12_passphrase_file"]).read_text().strip().encode(),
     )
     assert key is not None
     assert certificate is not None
-    assert Path(auditor["p12"]).stat().st_mode & 0o077 == 0
+    assert Path(auditor["p12_passphrase_file"]).stat().st_mode & 0o077 == 0
     with_cert = ssl.create_default_context(cafile=auditor["ca"])
     with_cert.check_hostname = False  # the console presents the server's auth certificate
     with_cert.load_cert_chain(auditor["cert"], auditor["key"])

@@ -119,7 +119,7 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
 
 
 def _token(page: str) -> str:
-    found = re.search(rf'name="{CSRF_FIELD}" value="([0-9a-f]+)"', page)
+    found = re.search(rf'name="{CSRF_FIELD}" value="([0-9a-f.]+)"', page)
     assert found is not None, page
     return found.group(1)
 
