@@ -169,6 +169,7 @@ async def run_audit_search(
             result["refresh_statistics_ms"] = round((time.perf_counter() - start) * 1000, 1)
             result.update(await _searches(log, engine, records, message_ids))
             await _drop_statistics(engine)  # a kept file starts the next run as new
+            result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
             result["records"] = log.size()
             result["fill_seconds"] = round(fill_seconds, 1)
             result["database"] = "SQLite (WAL) file, one reader"
