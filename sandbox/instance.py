@@ -179,6 +179,8 @@ class Sandbox:
         self.citizen_service: _ClientCredential | None = None
         #: The development OpenID Connect issuer's URL and the gateway serving /citizen.
         self.citizen: dict[str, str] = {}
+        #: The auditor certificate as a browser imports it (the auditor consoles').
+        self.auditor_p12: dict[str, str] = {}
         self.registry_ready: dict[str, Any] = {}
         self.backend_addresses: dict[str, str] = {}
         self.gateway_credentials: dict[str, _ClientCredential] = {}
@@ -313,6 +315,7 @@ class Sandbox:
             s.key: compile_descriptor_set(examples / s.example / s.proto) for s in SERVICES
         }
         asyncio.run(self._administer(descriptor_sets))
+        self._auditor_p12()
         adapters = self._start_adapters(examples, legacy)
 
         for agency in AGENCIES:
@@ -340,6 +343,13 @@ class Sandbox:
         for server, process in started:
             server.ready = process.wait_ready()
             self._say(f"{server.agency.server}: up (consumer port {server.ready['consumer']})")
+        for server in self.servers.values():
+            self._say(f"{server.agency.server} auditor console: {server.ready.get('console', '')}")
+        if self.auditor_p12:
+            self._say(
+                f"auditor certificate for the browser: {self.auditor_p12['p12']}, its passphrase "
+                f"in {self.auditor_p12['p12_passphrase_file']}"
+            )
         self._start_gateways()
         description = self.description()
         _write_json(self.directory / SANDBOX_FILE, description)
@@ -441,6 +451,37 @@ class Sandbox:
             f"registry console: {self.registry_ready.get('console', '')} (administrator "
             f"certificate for the browser: {p12}, its passphrase in {passphrase})"
         )
+
+    def _auditor_p12(self) -> None:
+        """The auditor's credential as a PKCS#12 file a browser imports (``ruta registry ca
+        p12``, as for the administrator), under a random passphrase kept in a 0600 file."""
+        if self.auditor is None:
+            raise SandboxError("the sandbox has no auditor certificate yet")
+        folder = self.auditor.cert.parent
+        passphrase = folder / "auditor.p12.passphrase"
+        write_atomically(passphrase, secrets.token_urlsafe(18).encode() + b"\n", mode=0o600)
+        p12 = folder / "auditor.p12"
+        self._run(
+            "auditor-p12",
+            ruta_command(
+                "registry",
+                "ca",
+                "p12",
+                "--key",
+                str(self.auditor.key),
+                "--cert",
+                str(self.auditor.cert),
+                "--chain",
+                str(self.auditor.ca),
+                "--p12-passphrase-file",
+                str(passphrase),
+                "--name",
+                "Ruta sandbox auditor",
+                "--out",
+                str(p12),
+            ),
+        )
+        self.auditor_p12 = {"p12": str(p12), "p12_passphrase_file": str(passphrase)}
 
     # --- the registry's admin API -------------------------------------------------------------
 
@@ -598,6 +639,8 @@ class Sandbox:
                 server.metrics,
                 "--audit-listen",
                 server.audit,
+                "--console-listen",
+                "127.0.0.1:0",
                 "--fetch-interval",
                 str(FETCH_INTERVAL_S),
             )
@@ -775,6 +818,7 @@ class Sandbox:
                     "consumer": server.ready.get("consumer", server.consumer),
                     "transport": server.ready.get("transport", server.transport),
                     "audit": server.ready.get("audit", server.audit),
+                    "console": server.ready.get("console", ""),
                     "metrics": server.ready.get("metrics", f"http://{server.metrics}/metrics"),
                     "data_dir": str(server.data_dir),
                     "config": str(server.config),
@@ -817,6 +861,7 @@ class Sandbox:
                 "cert": str(self.auditor.cert),
                 "key": str(self.auditor.key),
                 "ca": str(self.auditor.ca),
+                **self.auditor_p12,
             },
         }
 

@@ -31,7 +31,7 @@ Build with :class:`AuditServicer` and register with :func:`add_audit_service`;
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -308,19 +308,36 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                     fault=Fault.CLIENT_PERMISSION_DENIED,
                 ),
             )
+        try:
+            return self.grant_for(roles)
+        except AuditError as exc:
+            await abort(context, exc)
+
+    # --- the service layer (the gRPC methods below and the auditor console call these) ------
+
+    @property
+    def member(self) -> MemberId:
+        """The member whose server's log this serves."""
+        return self._member
+
+    @property
+    def roles_needed(self) -> str:
+        """The roles that read this server's log, as an auditor would ask for them."""
+        return f"auditor:{self._member} / auditor-supervisor"
+
+    def grant_for(self, roles: frozenset[Role]) -> AuditGrant:
+        """What a certificate with ``roles`` may read here; raises :class:`AuditError`
+        (``client.permission_denied``, naming the roles needed) when it may not read this log."""
         grant = audit_grant(roles, self._member)
         if grant is None:
             scoped = sorted(str(r.member) for r in roles if r.name is RoleName.AUDITOR and r.member)
             detail = (
                 f"it audits {', '.join(scoped)} only" if scoped else "it carries no auditor role"
             )
-            await abort(
-                context,
-                AuditError(
-                    f"the client certificate may not read this server's log ({self._member}): "
-                    f"{detail}; ask for auditor:{self._member} or auditor-supervisor",
-                    fault=Fault.CLIENT_PERMISSION_DENIED,
-                ),
+            raise AuditError(
+                f"the client certificate may not read this server's log ({self._member}): "
+                f"{detail}; ask for auditor:{self._member} or auditor-supervisor",
+                fault=Fault.CLIENT_PERMISSION_DENIED,
             )
         return grant
 
@@ -332,19 +349,116 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         provider = str(ServiceId.parse(record.service).subsystem)
         return record.client not in self._metadata_only and provider not in self._metadata_only
 
+    @staticmethod
+    async def _latest_cosigned(log: LogReader) -> StoredCheckpoint:
+        latest = await log.latest_checkpoint(cosigned=True)
+        if latest is None:
+            raise AuditError(
+                "no checkpoint of this log is cosigned yet; retry shortly",
+                fault=Fault.CLIENT_NOT_FOUND,
+            )
+        return latest
+
     async def _cosigned(
         self, context: grpc.aio.ServicerContext[Any, Any], log: LogReader
     ) -> StoredCheckpoint:
-        latest = await log.latest_checkpoint(cosigned=True)
-        if latest is None:
-            await abort(
-                context,
-                AuditError(
-                    "no checkpoint of this log is cosigned yet; retry shortly",
-                    fault=Fault.CLIENT_NOT_FOUND,
-                ),
+        try:
+            return await self._latest_cosigned(log)
+        except AuditError as exc:
+            await abort(context, exc)
+
+    async def query(
+        self,
+        grant: AuditGrant,
+        filt: audit_pb2.AuditFilter,
+        *,
+        page_size: int,
+        page_token: str,
+        origin: str = "",
+    ) -> audit_pb2.QueryResponse:
+        """One page of records of log ``origin`` (empty: this server's own) matching ``filt``,
+        in sequence order (``page_size`` 0: the default); raises :class:`RutaError` for a bad
+        filter, size, token or origin."""
+        size = page_size or min(DEFAULT_PAGE_SIZE, self._settings.max_page_size)
+        if size > self._settings.max_page_size:
+            raise AuditError(f"a page holds at most {self._settings.max_page_size} records")
+        after = _page_after(page_token)
+        q = _filter(filt)
+        log = await self._log_of(origin)
+        page = await log.query(
+            message_id=q.message_id,
+            client=q.client,
+            service=q.service,
+            method=q.method,
+            subject=q.subject,
+            since=q.since,
+            until=q.until,
+            after=after,
+            limit=size,
+        )
+        return audit_pb2.QueryResponse(
+            records=[
+                _record(r, body_readable=self.bodies_permitted(r, grant)) for r in page.records
+            ],
+            next_page_token="" if page.next_after is None else str(page.next_after),
+        )
+
+    async def proven_records(
+        self,
+        grant: AuditGrant,
+        sequences: Sequence[int],
+        *,
+        include_bodies: bool,
+        origin: str = "",
+    ) -> audit_pb2.GetRecordsResponse:
+        """Records of log ``origin`` with inclusion proofs against its latest cosigned
+        checkpoint (records not yet inside it are left out); raises :class:`RutaError`."""
+        log = await self._log_of(origin)
+        checkpoint = await self._latest_cosigned(log)
+        if len(sequences) > MAX_AUDIT_PAGE_SIZE:
+            raise AuditError(f"at most {MAX_AUDIT_PAGE_SIZE} records per call")
+        asked = [_sequence(s, "sequence") for s in sequences]
+        wanted = [s for s in asked if s < checkpoint.size]
+        out = audit_pb2.GetRecordsResponse(checkpoint=_checkpoint(checkpoint))
+        for record in await log.get_records(wanted):
+            readable = self.bodies_permitted(record, grant)
+            proven = out.records.add(
+                record=_record(record, body_readable=readable),
+                inclusion_proof=await log.inclusion_proof(record.seq, checkpoint.size),
             )
-        return latest
+            if include_bodies and readable:
+                body = await log.get_body(record.seq)
+                if body is not None:
+                    proven.body = body
+                    proven.body_included = True
+        return out
+
+    async def export(self, grant: AuditGrant, request: audit_pb2.ExportEvidenceRequest) -> bytes:
+        """An evidence bundle (zip bytes) of the records ``request`` selects; raises
+        :class:`RutaError`."""
+        from_seq = _sequence(request.from_sequence, "from sequence")
+        until_seq = _sequence(request.until_sequence, "until sequence") or None
+        if until_seq is not None and from_seq > until_seq:
+            raise AuditError("the from sequence must not be above the until sequence")
+        query = _filter(request.filter, from_seq=from_seq, until_seq=until_seq)
+        include = request.include_bodies
+        signed_conf = self._globalconf()
+        if not signed_conf:
+            raise AuditError(
+                "this server holds no global configuration to bundle yet; retry shortly",
+                fault=Fault.CLIENT_NOT_FOUND,
+            )
+        log = await self._log_of(request.origin, export=True)
+        return await build_bundle(
+            log=log,
+            engine=self._engine,
+            server=self._server,
+            key=self._key,
+            globalconf=signed_conf,
+            query=query,
+            bodies_permitted=lambda r: include and self.bodies_permitted(r, grant),
+            clock=self._clock,
+        )
 
     async def _authorise_statistics(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Refuses the call unless the caller's certificate carries the ``statistics`` role."""
@@ -375,31 +489,15 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         """One page of records matching the filter, in sequence order."""
         grant = await self._authorise(context)
         try:
-            size = request.page_size or min(DEFAULT_PAGE_SIZE, self._settings.max_page_size)
-            if size > self._settings.max_page_size:
-                raise AuditError(f"a page holds at most {self._settings.max_page_size} records")
-            after = _page_after(request.page_token)
-            q = _filter(request.filter)
-            log = await self._log_of(request.origin)
-            page = await log.query(
-                message_id=q.message_id,
-                client=q.client,
-                service=q.service,
-                method=q.method,
-                subject=q.subject,
-                since=q.since,
-                until=q.until,
-                after=after,
-                limit=size,
+            return await self.query(
+                grant,
+                request.filter,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                origin=request.origin,
             )
         except RutaError as exc:
             await abort(context, exc)
-        return audit_pb2.QueryResponse(
-            records=[
-                _record(r, body_readable=self.bodies_permitted(r, grant)) for r in page.records
-            ],
-            next_page_token="" if page.next_after is None else str(page.next_after),
-        )
 
     async def GetRecords(  # noqa: N802 - gRPC method name
         self, request: audit_pb2.GetRecordsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -407,28 +505,15 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         """Records with inclusion proofs against the latest cosigned checkpoint (records not
         yet inside it are left out), bodies where asked and permitted."""
         grant = await self._authorise(context)
-        log = await self._log_or_abort(request.origin, context)
-        checkpoint = await self._cosigned(context, log)
         try:
-            if len(request.sequences) > MAX_AUDIT_PAGE_SIZE:
-                raise AuditError(f"at most {MAX_AUDIT_PAGE_SIZE} records per call")
-            asked = [_sequence(s, "sequence") for s in request.sequences]
-            wanted = [s for s in asked if s < checkpoint.size]
-            out = audit_pb2.GetRecordsResponse(checkpoint=_checkpoint(checkpoint))
-            for record in await log.get_records(wanted):
-                readable = self.bodies_permitted(record, grant)
-                proven = out.records.add(
-                    record=_record(record, body_readable=readable),
-                    inclusion_proof=await log.inclusion_proof(record.seq, checkpoint.size),
-                )
-                if request.include_bodies and readable:
-                    body = await log.get_body(record.seq)
-                    if body is not None:
-                        proven.body = body
-                        proven.body_included = True
+            return await self.proven_records(
+                grant,
+                request.sequences,
+                include_bodies=request.include_bodies,
+                origin=request.origin,
+            )
         except RutaError as exc:
             await abort(context, exc)
-        return out
 
     async def GetConsistencyProof(  # noqa: N802 - gRPC method name
         self,
@@ -471,29 +556,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         """An evidence bundle of the matching records, streamed in chunks."""
         grant = await self._authorise(context)
         try:
-            from_seq = _sequence(request.from_sequence, "from sequence")
-            until_seq = _sequence(request.until_sequence, "until sequence") or None
-            if until_seq is not None and from_seq > until_seq:
-                raise AuditError("the from sequence must not be above the until sequence")
-            query = _filter(request.filter, from_seq=from_seq, until_seq=until_seq)
-            include = request.include_bodies
-            signed_conf = self._globalconf()
-            if not signed_conf:
-                raise AuditError(
-                    "this server holds no global configuration to bundle yet; retry shortly",
-                    fault=Fault.CLIENT_NOT_FOUND,
-                )
-            log = await self._log_of(request.origin, export=True)
-            bundle = await build_bundle(
-                log=log,
-                engine=self._engine,
-                server=self._server,
-                key=self._key,
-                globalconf=signed_conf,
-                query=query,
-                bodies_permitted=lambda r: include and self.bodies_permitted(r, grant),
-                clock=self._clock,
-            )
+            bundle = await self.export(grant, request)
         except RutaError as exc:
             await abort(context, exc)
         view = memoryview(bundle)

@@ -10,6 +10,9 @@ code and the same Alembic migrations (``security_server/migrations``), applied b
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,15 +27,21 @@ from ruta.faults import Fault, RutaError
 
 __all__ = [
     "MIGRATIONS_DIR",
+    "PLANNER_STATISTICS_INTERVAL_SECONDS",
+    "SQLITE_ANALYSIS_LIMIT",
     "SQLITE_BUSY_TIMEOUT_MS",
     "VERSION_TABLE",
     "WRITE_TRANSACTION",
     "DatabaseError",
+    "PlannerStatistics",
     "create_engine",
     "migrate",
     "open_database",
+    "refresh_planner_statistics",
     "sqlite_sync_engine",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: How long a SQLite connection waits for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
@@ -43,6 +52,12 @@ MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 #: Execution option naming a connection that will write: on SQLite its transactions start with
 #: ``BEGIN IMMEDIATE``, so the write lock is taken up front and never upgraded mid-transaction.
 WRITE_TRANSACTION: Final = "ruta_write_transaction"
+#: Rows SQLite reads per index when it refreshes the query planner's statistics
+#: (``PRAGMA analysis_limit``): enough to tell a selective index from a scan, tens of
+#: milliseconds at a million records.
+SQLITE_ANALYSIS_LIMIT: Final = 1000
+#: How often a running server refreshes them (the log grows; the first refresh is at start).
+PLANNER_STATISTICS_INTERVAL_SECONDS: Final = 600.0
 #: Arbitrary constant key of the PostgreSQL advisory lock that serialises concurrent migrations.
 _MIGRATION_LOCK_KEY: Final = 0x52555441_5353  # "RUTA" "SS"
 
@@ -165,3 +180,57 @@ async def open_database(url: str | sa.URL, **engine_options: Any) -> AsyncEngine
         await engine.dispose()
         raise
     return engine
+
+
+async def refresh_planner_statistics(engine: AsyncEngine) -> None:
+    """Refresh the query planner's statistics: on SQLite ``ANALYZE``, reading at most
+    :data:`SQLITE_ANALYSIS_LIMIT` rows per index; on PostgreSQL nothing (autovacuum analyses).
+
+    Without statistics SQLite answers an audit search by subject or message id by walking the
+    whole log in sequence order, over a second at a million records, instead of through its
+    index in milliseconds (bench/README.md, "Audit search"). Raises :class:`DatabaseError`;
+    a failure leaves the previous statistics in place.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    try:
+        async with engine.connect() as raw:
+            conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
+            async with conn.begin():
+                await conn.exec_driver_sql(f"PRAGMA analysis_limit={int(SQLITE_ANALYSIS_LIMIT)}")
+                await conn.exec_driver_sql("ANALYZE")
+    except sa.exc.SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"the planner statistics could not be refreshed ({type(exc).__name__})"
+        ) from exc
+
+
+class PlannerStatistics:
+    """Refreshes :func:`refresh_planner_statistics` at :meth:`start` and every ``interval``
+    seconds until :meth:`stop`; a failed refresh is logged and retried at the next one."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, interval: float = PLANNER_STATISTICS_INTERVAL_SECONDS
+    ) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="planner-statistics")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await refresh_planner_statistics(self._engine)
+            except DatabaseError as exc:
+                _log.warning("%s; retrying in %.0f s", exc.message, self._interval)
+            await asyncio.sleep(self._interval)

@@ -90,6 +90,8 @@ class InitPlan:
     backends: tuple[tuple[ServiceId, str], ...] = ()
     #: The audit API's listen address (also registered as the server's audit address).
     audit_listen: str = ""
+    #: The auditor console's listen address (HTTPS; empty: none).
+    console_listen: str = ""
     #: How often the global configuration is fetched (None: the default).
     fetch_interval_seconds: float | None = None
     register: bool = True
@@ -226,6 +228,9 @@ def settings_document(plan: InitPlan) -> dict[str, Any]:
             "listen": plan.audit_listen,
             "client_ca": str((plan.client_ca or directory / "ca.pem").resolve()),
         }
+    if plan.console_listen:
+        # Browsers' certificates chain to the trust anchors of the configuration in force.
+        document["console"] = {"listen": plan.console_listen}
     return document
 
 
@@ -352,6 +357,11 @@ _FilePath = click.Path(dir_okay=False, path_type=Path, resolve_path=True)
     help="HOST:PORT of the audit API (auditors over mTLS); registered as its audit address.",
 )
 @click.option(
+    "--console-listen",
+    default="",
+    help="HOST:PORT of the auditor console (HTTPS, auditors' browser certificates).",
+)
+@click.option(
     "--fetch-interval",
     type=click.FloatRange(min=0.1, max=3600),
     help="Seconds between global configuration fetches (default: the server's).",
@@ -381,6 +391,7 @@ def init(
     plain_loopback: tuple[str, ...],
     backends: tuple[str, ...],
     audit_listen: str,
+    console_listen: str,
     fetch_interval: float | None,
     register: bool,
     offline: bool,
@@ -396,8 +407,9 @@ def init(
         server = ServerId.parse(server_id)
         plain = tuple(SubsystemId.parse(s) for s in plain_loopback)
         split_address(transport_listen)
-        if audit_listen:
-            split_address(audit_listen)
+        for optional in (audit_listen, console_listen):
+            if optional:
+                split_address(optional)
     except (IdentifierError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     if registry_dir is not None:
@@ -428,6 +440,7 @@ def init(
         plain_loopback=plain,
         backends=tuple(_parse_backend(b) for b in backends),
         audit_listen=audit_listen,
+        console_listen=console_listen,
         fetch_interval_seconds=fetch_interval,
         register=register and not offline,
         force=force,

@@ -68,8 +68,9 @@ from security_server.checkpointer import (
     witness_target_of,
 )
 from security_server.cluster import MemberLogs, OriginLock
+from security_server.console import AuditConsole, ConsoleListener
 from security_server.consumer import ConsumerProxy
-from security_server.database import open_database
+from security_server.database import PlannerStatistics, open_database
 from security_server.exchange import ExchangeRecorder, SignatureChecker
 from security_server.identity import MAX_CERTIFICATE_FILE_CHAIN, ServerIdentity
 from security_server.links import GrpcPeerLinks
@@ -182,6 +183,7 @@ class SecurityServerApp:
         self.backends: BackendChannels | None = None
         self.metadata_only: LiveSubsystems | None = None
         self._log_key: Ed25519PrivateKey | None = None
+        self.console: ConsoleListener | None = None
 
     @classmethod
     async def start(
@@ -311,19 +313,21 @@ class SecurityServerApp:
 
         self._bind_consumer(consumer)
         self._bind_transport(provider, identity, globalconf)
-        if settings.audit.listen:
-            self._bind_audit(
-                settings.audit.listen,
+        audit = self._bind_audit(
+            self._audit_service(
                 log=log,
                 engine=engine,
                 log_key=log_key,
                 body_key=body_key,
                 globalconf=globalconf,
-                identity=identity,
                 clock=clock,
-            )
+            ),
+            globalconf=globalconf,
+            identity=identity,
+        )
         await self.listeners.start()
         await self._bind_metrics()
+        await self._start_console(audit, globalconf)
         self._write_ready()
         _log.info(
             "security server %s serving: consumer %s, transport %s, metrics %s, log %s",
@@ -384,23 +388,24 @@ class SecurityServerApp:
         )
         self.addresses[name] = listener.address
 
-    def _bind_audit(
+    def _audit_service(
         self,
-        listen: str,
         *,
         log: MessageLog,
         engine: AsyncEngine,
         log_key: Ed25519PrivateKey,
         body_key: BodyKey,
         globalconf: GlobalConfClient,
-        identity: ServerIdentity,
         clock: Callable[[], datetime],
-    ) -> None:
-        """The audit port: auditors over mTLS (docs/auditor-guide.md). Auditor certificates
-        chain to ``audit.client_ca``, or by default to the trust anchors of the configuration in
-        force (followed as it changes)."""
+    ) -> AuditServicer:
+        """The audit service layer (the audit port and the console call it), and the planner
+        statistics its searches need to stay fast as the log grows (kept fresh while the
+        server runs)."""
         settings = self.settings
-        servicer = AuditServicer(
+        statistics = PlannerStatistics(engine)
+        statistics.start()
+        self._closers.append(statistics.stop)
+        return AuditServicer(
             log=log,
             engine=engine,
             server=str(settings.server_identifier),
@@ -412,6 +417,22 @@ class SecurityServerApp:
                 engine=engine, own=log, server=settings.server_identifier, body_key=body_key
             ),
         )
+
+    def _bind_audit(
+        self,
+        servicer: AuditServicer,
+        *,
+        globalconf: GlobalConfClient,
+        identity: ServerIdentity,
+    ) -> AuditServicer:
+        """The audit port, where ``[audit] listen`` asks for one: auditors over mTLS
+        (docs/auditor-guide.md). Auditor certificates chain to ``audit.client_ca``, or by
+        default to the trust anchors of the configuration in force (followed as it changes).
+        Returns ``servicer`` (the console uses it too)."""
+        settings = self.settings
+        listen = settings.audit.listen
+        if not listen:
+            return servicer
         client_ca = settings.audit.client_ca
 
         def credentials() -> grpc.ServerCredentials:
@@ -428,6 +449,34 @@ class SecurityServerApp:
             credentials,
             health_names=("ruta.v1.Audit",),
         )
+        return servicer
+
+    async def _start_console(self, audit: AuditServicer, globalconf: GlobalConfClient) -> None:
+        """The auditor console (HTTPS, docs/adr/0027): the audit service layer behind pages, for
+        browsers whose certificates chain to ``console.client_ca`` or the trust anchors; only
+        where ``[console] listen`` asks for it, and under a node of workers in worker 0 alone
+        (a console's forms are bound to the process that showed them)."""
+        settings = self.settings
+        if not settings.console.listen or (self.worker or 0) > 0:
+            return
+        console = AuditConsole(
+            servicer=audit,
+            server=settings.server_identifier,
+            conf=lambda: globalconf.held,
+            anchor=ConfigurationAnchor.from_file(settings.globalconf.anchor),
+        )
+        listener = await ConsoleListener.start(
+            console,
+            settings=settings.console,
+            auth_cert=settings.keys.auth_cert,
+            auth_key=settings.keys.auth_key,
+            data_dir=self.run_dir,
+            view=globalconf.held,
+        )
+        self._closers.append(listener.stop)
+        globalconf.on_update(listener.configuration_changed)
+        self.console = listener
+        self.addresses["console"] = listener.url
 
     def _anchored_credentials(
         self, identity: ServerIdentity, globalconf: GlobalConfClient

@@ -34,6 +34,7 @@ from ruta.node_logs import (
 from ruta.settings import ConfigError, RutaSettings
 from security_server.audit import AuditSettings
 from security_server.checkpointer import CheckpointSettings
+from security_server.console.settings import ConsoleSettings
 from security_server.ratelimit import DEFAULT_MAX_RATE_BUCKETS
 
 __all__ = [
@@ -360,6 +361,8 @@ class SecurityServerSettings(RutaSettings):
     audit: AuditSettings = AuditSettings()
     #: This node's name in a cluster and its worker processes.
     server: ServerSettings = ServerSettings()
+    #: The auditor console (HTTPS; empty ``listen``: none), docs/adr/0027.
+    console: ConsoleSettings = ConsoleSettings()
 
     @field_validator("server_id")
     @classmethod
@@ -433,6 +436,7 @@ class SecurityServerSettings(RutaSettings):
                     "consumer": self.consumer.model_copy(update=fix_all(self.consumer)),
                     "checkpoints": self.checkpoints.model_copy(update=fix_all(self.checkpoints)),
                     "audit": self.audit.model_copy(update=fix_all(self.audit)),
+                    "console": self.console.model_copy(update=fix_all(self.console)),
                     "backends": tuple(b.model_copy(update=fix_all(b)) for b in self.backends),
                 }
             )

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.serialization import pkcs12
 from jsonschema import Draft202012Validator
 
 from ruta.ids import SubsystemId
@@ -143,6 +145,7 @@ def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
             "consumer",
             "transport",
             "audit",
+            "console",
             "metrics",
             "data_dir",
             "config",
@@ -150,6 +153,7 @@ def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
         }
         for key in ("consumer", "transport", "audit"):
             assert _host_port(server[key]), (key, server[key])
+        assert server["console"].startswith("https://127.0.0.1:")
         assert server["metrics"].startswith("http://127.0.0.1:")
         assert Path(server["data_dir"]).is_absolute()
         assert Path(server["data_dir"]).is_dir()
@@ -165,8 +169,8 @@ def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
             assert entry[key] is None or _is_absolute_file(entry[key])
         if entry["key"] is not None:
             assert Path(entry["key"]).stat().st_mode & 0o077 == 0
-    assert set(data["auditor"]) == {"cert", "key", "ca"}
-    assert all(_is_absolute_file(data["auditor"][k]) for k in ("cert", "key", "ca"))
+    assert set(data["auditor"]) == {"cert", "key", "ca", "p12", "p12_passphrase_file"}
+    assert all(_is_absolute_file(path) for path in data["auditor"].values())
     assert set(data["citizen"]) == {"url", "issuer", "gateway"}
     assert data["citizen"]["url"].startswith("http://localhost:")
     assert data["citizen"]["url"].endswith("/citizen")
@@ -195,13 +199,39 @@ def test_two_sandboxes_share_no_port(sandboxes: list[Running]) -> None:
     def ports(data: dict[str, Any]) -> set[str]:
         found = {data["registry"]["address"], data["registry"]["globalconf_url"]}
         for server in data["servers"]:
-            found |= {server[k] for k in ("consumer", "transport", "audit", "metrics")}
+            found |= {server[k] for k in ("consumer", "transport", "audit", "console", "metrics")}
         for gateway in data["gateways"]:
             found |= {gateway["url"], gateway["backend"]} - {""}
         return found
 
     a, b = (s.description for s in sandboxes)
     assert not ports(a) & ports(b)
+
+
+def test_the_auditor_opens_each_servers_console_with_the_printed_certificate(
+    sandboxes: list[Running],
+) -> None:
+    data = sandboxes[0].description
+    auditor = data["auditor"]
+    key, certificate, _ = pkcs12.load_key_and_certificates(
+        Path(auditor["p12"]).read_bytes(),
+        Path(auditor["p12_passphrase_file"]).read_text().strip().encode(),
+    )
+    assert key is not None
+    assert certificate is not None
+    assert Path(auditor["p12_passphrase_file"]).stat().st_mode & 0o077 == 0
+    with_cert = ssl.create_default_context(cafile=auditor["ca"])
+    with_cert.check_hostname = False  # the console presents the server's auth certificate
+    with_cert.load_cert_chain(auditor["cert"], auditor["key"])
+    without = ssl.create_default_context(cafile=auditor["ca"])
+    without.check_hostname = False
+    for server in data["servers"]:
+        with urllib.request.urlopen(server["console"], context=with_cert, timeout=30) as page:
+            assert "Message log" in page.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server["console"], context=without, timeout=30)
+        assert refused.value.code == 401
+        refused.value.close()
 
 
 @pytest.mark.parametrize("which", [0, 1])

@@ -45,7 +45,9 @@ def test_languages_name_themselves() -> None:
     assert [language_name(code) for code in LANGUAGES] == ["Español", "Português", "English"]
 
 
-@pytest.mark.parametrize("part", ["ruta/web", "gateway/console", "registry/console"])
+@pytest.mark.parametrize(
+    "part", ["ruta/web", "gateway/console", "registry/console", "security_server/console"]
+)
 @pytest.mark.parametrize("language", [code for code in LANGUAGES if code != "en"])
 def test_every_message_is_translated(part: str, language: str) -> None:
     assert len(extracted(part)) > 5
