@@ -11,7 +11,8 @@
     python -m bench --no-relay      # skip the relay floor (two bare relays, no trust)
 
 The older stand-alone scripts stay where they were: ``bench/globalconf.py`` (issue 4's full size),
-``bench/log_append.py`` and ``bench/log_proofs.py`` (the message log at 1M leaves).
+``bench/log_append.py`` and ``bench/log_proofs.py`` (the message log at 1M leaves), and
+``bench/log_proofs_scale.py`` (proofs at 10M leaves; its field of ``latest.json`` is kept here).
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ RESULTS: Final = Path(__file__).resolve().parent / "results"
 #: Call counts of ``--quick`` (per concurrency, 512 B; 64 KiB runs half).
 QUICK_CALLS: Final = {1: 20, 16: 64, 64: 128}
 QUICK_WARMUP: Final = {1: 5, 16: 16, 64: 64}
+#: Fields of ``latest.json`` measured by stand-alone scripts (too long for ``make bench``),
+#: carried over from the previous file when a run rewrites it.
+CARRIED: Final = (
+    "audit_search",  # python -m bench --audit-search
+    "proof_serving_at_scale",  # bench/log_proofs_scale.py
+)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -137,11 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = "micro" if args.micro else "gateway" if args.gateway else "latest"
     previous = out / "latest.json"
     if name == "latest" and previous.exists():
-        # The audit search is run on its own (--audit-search); a full run keeps its last
-        # result, which says when it was measured.
-        kept = json.loads(previous.read_text()).get("audit_search")
-        if kept is not None:
-            result["audit_search"] = kept
+        # Fields measured on their own (CARRIED) keep their last result, which says when it
+        # was measured.
+        kept = json.loads(previous.read_text())
+        result.update({k: kept[k] for k in CARRIED if k in kept and k not in result})
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = "" if args.gateway else markdown(result)
     if "gateway" in result:
