@@ -124,6 +124,16 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def carry_over(result: dict[str, Any], previous: Path) -> None:
+    """Copy the :data:`CARRIED` fields of the ``previous`` results file (if any) into
+    ``result`` where this run did not measure them: fields measured on their own keep their
+    last result, which says when it was measured."""
+    if not previous.exists():
+        return
+    kept = json.loads(previous.read_text())
+    result.update({k: kept[k] for k in CARRIED if k in kept and k not in result})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run, print, and write ``latest.json`` and ``latest.md`` to ``--out``."""
     args = _parse(argv)
@@ -142,12 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         latest.write_text(json.dumps(recorded, indent=2) + "\n")
         return 0
     name = "micro" if args.micro else "gateway" if args.gateway else "latest"
-    previous = out / "latest.json"
-    if name == "latest" and previous.exists():
-        # Fields measured on their own (CARRIED) keep their last result, which says when it
-        # was measured.
-        kept = json.loads(previous.read_text())
-        result.update({k: kept[k] for k in CARRIED if k in kept and k not in result})
+    if name == "latest":
+        carry_over(result, out / "latest.json")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = "" if args.gateway else markdown(result)
     if "gateway" in result:
