@@ -127,7 +127,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build or reuse the log, verify a sample, time the proof kinds; the result entry."""
     load_start = list(os.getloadavg())
     built = await cached_log(args.leaves, data_dir=args.data_dir, progress=True)
-    if built.build_seconds is not None:
+    if not built.reused:
         print(f"built {built.size:,} leaves in {built.build_seconds:.0f} s", flush=True)
     warm_seconds: float | None = None
     if args.warm:
@@ -195,7 +195,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "leaves": size,
         "root": built.root.hex(),
         "database_bytes": built.path.stat().st_size,
-        "build_seconds": None if built.build_seconds is None else round(built.build_seconds, 1),
+        "build_seconds": built.build_seconds,
+        "build_load_average": built.build_load_average,
+        "build_reused": built.reused,
         "open_seconds": round(open_seconds, 3),
         "log_nodes_warmed_seconds": warm_seconds,
         "verified_sample": verified,
@@ -213,7 +215,12 @@ def _record(entry: dict[str, Any], out: Path) -> None:
     document: dict[str, Any] = json.loads(latest.read_text()) if latest.exists() else {}
     document[FIELD] = entry
     latest.write_text(json.dumps(document, indent=2) + "\n")
-    lines = [f"# {entry['recorded']}, python -m bench.log_proofs_scale --leaves {entry['leaves']}"]
+    warmed = "" if entry["log_nodes_warmed_seconds"] is not None else " --no-warm"
+    lines = [
+        f"# {entry['recorded']}, python -m bench.log_proofs_scale --leaves {entry['leaves']} "
+        f"--seconds {entry['seconds_per_measure']}{warmed}; load average "
+        f"{entry['machine']['load_average_at_start'][0]:.1f} at start"
+    ]
     for name in KINDS:
         one, many = entry[name]["one_caller"], entry[name]["concurrent"]
         lines.append(

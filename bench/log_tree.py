@@ -18,13 +18,15 @@ them directly into a migrated SQLite file, chunk by chunk, each chunk one large 
 :func:`cached_log` keeps the built file in a data directory (``bench/data/`` by default, ignored
 by git) under a name that carries the leaf count, the schema's migration head and
 :data:`BUILDER_VERSION`, and builds into ``*.building`` renamed only when complete, so a rerun
-reuses a finished file and never an interrupted one. ``tests/unit/bench/test_log_tree.py`` checks
+reuses a finished file and never an interrupted one (``*.build.json`` beside it keeps the build
+time and load average). ``tests/unit/bench/test_log_tree.py`` checks
 that the builder's tree equals the one ``ruta.merkle.MemoryTree`` builds by appending.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import time
@@ -69,13 +71,15 @@ _NodeRow = tuple[str, int, int, bytes]
 
 @dataclass(frozen=True, slots=True)
 class BuiltLog:
-    """A built log file: its path, tree size and root, and how long building took (``None``
-    when the file was reused from the cache)."""
+    """A built log file: its path, tree size and root, whether it came from the cache, and how
+    long building it took with the load average before and after (``None`` when not known)."""
 
     path: Path
     size: int
     root: bytes
+    reused: bool
     build_seconds: float | None
+    build_load_average: tuple[float, float] | None
 
 
 def _leaf_rows(start: int, stop: int) -> list[_LeafRow]:
@@ -256,6 +260,11 @@ def _schema_head() -> str:
     return max(p.stem.split("_", 1)[0] for p in versions.glob("[0-9]*.py"))
 
 
+def _build_note(path: Path) -> Path:
+    """Beside a built file: how long it took, so a reused file still reports it."""
+    return path.with_name(path.name + ".build.json")
+
+
 def _reused(data_dir: Path, leaves: int) -> tuple[Path, BuiltLog | None]:
     """The cache path for ``leaves``, and the finished log there if there is one; clears an
     interrupted build's files."""
@@ -269,7 +278,17 @@ def _reused(data_dir: Path, leaves: int) -> tuple[Path, BuiltLog | None]:
             ).fetchone()
         finally:
             conn.close()
-        return path, BuiltLog(path=path, size=int(size), root=bytes(root), build_seconds=None)
+        note = _build_note(path)
+        built = json.loads(note.read_text()) if note.exists() else {}
+        load = built.get("load_average")
+        return path, BuiltLog(
+            path=path,
+            size=int(size),
+            root=bytes(root),
+            reused=True,
+            build_seconds=built.get("seconds"),
+            build_load_average=None if load is None else (float(load[0]), float(load[1])),
+        )
     for suffix in ("", "-wal", "-shm", "-journal"):
         path.with_name(path.name + ".building" + suffix).unlink(missing_ok=True)
     return path, None
@@ -286,8 +305,19 @@ async def cached_log(leaves: int, *, data_dir: Path = DATA_DIR, progress: bool =
     if reused is not None:
         return reused
     partial = path.with_name(path.name + ".building")
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     root = await build_log(partial, leaves, progress=progress)
-    took = time.perf_counter() - started
+    took = round(time.perf_counter() - started, 1)
+    load = (round(load_before, 2), round(os.getloadavg()[0], 2))
+    note = json.dumps({"seconds": took, "load_average": load})
+    await asyncio.to_thread(_build_note(path).write_text, note)
     await asyncio.to_thread(partial.rename, path)
-    return BuiltLog(path=path, size=leaves, root=root, build_seconds=took)
+    return BuiltLog(
+        path=path,
+        size=leaves,
+        root=root,
+        reused=False,
+        build_seconds=took,
+        build_load_average=load,
+    )

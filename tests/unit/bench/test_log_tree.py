@@ -81,10 +81,15 @@ async def test_built_tree_is_the_appended_tree(
 async def test_cached_log_is_reused(tmp_path: Path) -> None:
     first = await cached_log(300, data_dir=tmp_path)
     again = await cached_log(300, data_dir=tmp_path)
+    assert (first.reused, again.reused) == (False, True)
     assert first.build_seconds is not None
-    assert again.build_seconds is None
-    assert (again.path, again.size, again.root) == (first.path, first.size, first.root)
-    assert _names(tmp_path) == [first.path.name]
+    assert (again.path, again.size, again.root, again.build_seconds) == (
+        first.path,
+        first.size,
+        first.root,
+        first.build_seconds,
+    )
+    assert _names(tmp_path) == [first.path.name, first.path.name + ".build.json"]
 
 
 def _names(folder: Path) -> list[str]:
