@@ -151,9 +151,10 @@ def chunk_nodes(
 
 def _write_rows(conn: sqlite3.Connection, leaves: list[_LeafRow], nodes: list[_NodeRow]) -> None:
     """THE ONLY PLACE THAT WRITES TREE ROWS: adapt it (and BUILDER_VERSION) when the log's schema
-    changes. It writes exactly what ``security_server/log``'s writer would for these leaves:
-    ``log_leaves`` rows and the ``log_nodes`` of every complete subtree, level 0 included (a
-    schema that reads level 0 from ``log_leaves.leaf_hash`` instead would drop level-0 rows here).
+    changes. It writes the rows ``security_server/log``'s writer would for these leaves (they
+    carry no bodies): ``log_leaves`` rows and the ``log_nodes`` of every complete subtree, level 0
+    included (a schema that reads level 0 from ``log_leaves.leaf_hash`` instead would drop the
+    level-0 rows here, and :func:`_stored_root` would read level-0 keys from ``log_leaves``).
     """
     conn.executemany(
         "INSERT INTO log_leaves (origin, seq, direction, logged_at, message_id, kind, client, "
