@@ -11,7 +11,8 @@
     python -m bench --no-relay      # skip the relay floor (two bare relays, no trust)
 
 The older stand-alone scripts stay where they were: ``bench/globalconf.py`` (issue 4's full size),
-``bench/log_append.py`` and ``bench/log_proofs.py`` (the message log at 1M leaves).
+``bench/log_append.py`` and ``bench/log_proofs.py`` (the message log at 1M leaves), and
+``bench/log_proofs_scale.py`` (proofs at 10M leaves; its field of ``latest.json`` is kept here).
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ RESULTS: Final = Path(__file__).resolve().parent / "results"
 #: Call counts of ``--quick`` (per concurrency, 512 B; 64 KiB runs half).
 QUICK_CALLS: Final = {1: 20, 16: 64, 64: 128}
 QUICK_WARMUP: Final = {1: 5, 16: 16, 64: 64}
+#: Fields of ``latest.json`` measured by stand-alone scripts (too long for ``make bench``),
+#: carried over from the previous file when a run rewrites it.
+CARRIED: Final = (
+    "audit_search",  # python -m bench --audit-search
+    "proof_serving_at_scale",  # bench/log_proofs_scale.py
+)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -117,6 +124,16 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def carry_over(result: dict[str, Any], previous: Path) -> None:
+    """Copy the :data:`CARRIED` fields of the ``previous`` results file (if any) into
+    ``result`` where this run did not measure them: fields measured on their own keep their
+    last result, which says when it was measured."""
+    if not previous.exists():
+        return
+    kept = json.loads(previous.read_text())
+    result.update({k: kept[k] for k in CARRIED if k in kept and k not in result})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run, print, and write ``latest.json`` and ``latest.md`` to ``--out``."""
     args = _parse(argv)
@@ -135,13 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         latest.write_text(json.dumps(recorded, indent=2) + "\n")
         return 0
     name = "micro" if args.micro else "gateway" if args.gateway else "latest"
-    previous = out / "latest.json"
-    if name == "latest" and previous.exists():
-        # The audit search is run on its own (--audit-search); a full run keeps its last
-        # result, which says when it was measured.
-        kept = json.loads(previous.read_text()).get("audit_search")
-        if kept is not None:
-            result["audit_search"] = kept
+    if name == "latest":
+        carry_over(result, out / "latest.json")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = "" if args.gateway else markdown(result)
     if "gateway" in result:

@@ -3,12 +3,14 @@ py-spy summary."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.__main__ import carry_over
 from bench.exchange import cpu_times, peak_rss_mib
 from bench.flame import summarise
 from bench.loadgen import percentile
@@ -97,3 +99,14 @@ def test_flame_summary_counts_threads_and_frames(tmp_path: Path) -> None:
     assert "8 samples" in text
     assert "      4  50.0%  work (b.py)" in text
     assert "      4  50.0%  thread (2): Writer" in text
+
+
+def test_stand_alone_fields_survive_a_new_run(tmp_path: Path) -> None:
+    previous = tmp_path / "latest.json"
+    previous.write_text(json.dumps({"cases": ["old"], "proof_serving_at_scale": {"leaves": 7}}))
+    result: dict[str, Any] = {"cases": ["new"]}
+    carry_over(result, previous)
+    assert result == {"cases": ["new"], "proof_serving_at_scale": {"leaves": 7}}
+    fresh: dict[str, Any] = {"cases": []}
+    carry_over(fresh, tmp_path / "absent.json")
+    assert fresh == {"cases": []}
