@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ruta.evidence.attachments import AttachmentKind, attach_signature
 from ruta.faults import Fault
 from ruta.merkle import (
     MerkleVerificationError,
@@ -68,8 +69,16 @@ async def test_append_and_read_back(log: MessageLog, clock: FakeClock) -> None:
     assert parsed.sequence == 0
     assert parsed.direction == log_pb2.LOG_DIRECTION_RECEIVED
     assert parsed.header == with_body.header
-    assert parsed.signature == with_body.signature
-    assert parsed.certificate_fingerprint == with_body.certificate_fingerprint
+    # Format 2: the leaf names the certificate by digest; the log keeps it once, beside.
+    assert parsed.signature == b""
+    assert parsed.certificate_fingerprint == ""
+    original = transport_pb2.Signature.FromString(with_body.signature)
+    stored = await log.get_attachments([parsed.signature_ref.certificate_sha256])
+    restored = attach_signature(
+        parsed.signature_ref, lambda kind, digest: stored[digest][1] if digest in stored else None
+    )
+    assert restored == original
+    assert stored[parsed.signature_ref.certificate_sha256][0] is AttachmentKind.CERTIFICATE
     assert parsed.logged_at.ToDatetime().replace(tzinfo=clock.now.tzinfo) == clock.now
     assert (first.client, first.service, first.method) == (str(CLIENT), str(SERVICE), "GetPerson")
     assert first.subject == "EE38001085718"

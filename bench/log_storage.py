@@ -1,0 +1,46 @@
+"""What a SQLite message log file costs per record: the file's bytes over its records, bodies
+excluded (``python -m bench`` reports it for both servers' logs; bench/log_export.py too).
+
+Bodies are the payload, sized by the caller and purged on retention; everything else (leaves,
+their indexes, tree nodes, attachments, replay claims, checkpoints) is what the log adds. The
+pages of ``log_bodies`` and its key are counted with SQLite's ``dbstat`` table and taken out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+__all__ = ["measure_log_storage"]
+
+
+def measure_log_storage(db: Path) -> dict[str, Any]:
+    """Records, file size, body pages and bytes per record (body excluded) of the SQLite log
+    file ``db``, and what a million records take. Reads the file only (after a checkpoint of
+    its WAL, so the file holds every page)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        records = int(conn.execute("SELECT count(*) FROM log_leaves").fetchone()[0])
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        by_table = {
+            str(name): int(size)
+            for name, size in conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")
+        }
+    file_bytes = page_size * pages
+    body_bytes = sum(
+        size for name, size in by_table.items() if name == "log_bodies" or "log_bodies" in name
+    )
+    without_bodies = file_bytes - body_bytes - free * page_size
+    per_record = without_bodies / records if records else 0.0
+    return {
+        "records": records,
+        "file_bytes": file_bytes,
+        "body_bytes": body_bytes,
+        "bytes_per_record": round(per_record, 1),
+        "bytes_per_million_records": round(per_record * 1_000_000),
+        "by_table_bytes": dict(sorted(by_table.items(), key=lambda kv: -kv[1])),
+    }
