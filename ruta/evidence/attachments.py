@@ -18,8 +18,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -56,8 +55,7 @@ class AttachmentKind(enum.IntEnum):
     OCSP_RESPONSE = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Attachment:
+class Attachment(NamedTuple):
     """One certificate or OCSP response a leaf names by its SHA-256."""
 
     digest: bytes
@@ -71,12 +69,16 @@ def attachment_path(kind: AttachmentKind, digest: bytes) -> str:
     return f"{folder}/{digest.hex()}.der"
 
 
-def detach_signature(signature: bytes) -> tuple[log_pb2.LoggedSignature, tuple[Attachment, ...]]:
-    """Split a serialised ``Signature`` into the ``LoggedSignature`` a v2 leaf keeps and the
-    attachments it names (certificate, each chain certificate, the OCSP response if stapled).
+def detach_signature(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
+    """Split a serialised ``Signature`` into the serialised ``LoggedSignature`` a v2 leaf keeps
+    and the attachments it names (certificate, each chain certificate, the OCSP response if
+    stapled), in that order.
 
-    Raises :class:`AttachmentError` if ``signature`` is not a readable ``Signature`` or its
-    chain is longer than :data:`ruta.pki.certs.MAX_CHAIN_LENGTH`.
+    The two messages share field numbers and types, so the signature is parsed once, each DER
+    is replaced by its digest in place and the result serialised: the bytes are exactly those of
+    the equivalent ``LoggedSignature`` (unknown fields are dropped). Raises
+    :class:`AttachmentError` if ``signature`` is not a readable ``Signature`` or its chain is
+    longer than :data:`ruta.pki.certs.MAX_CHAIN_LENGTH`.
     """
     parsed = transport_pb2.Signature()
     try:
@@ -87,29 +89,27 @@ def detach_signature(signature: bytes) -> tuple[log_pb2.LoggedSignature, tuple[A
         raise AttachmentError(
             f"the signature carries more than {MAX_CHAIN_LENGTH} chain certificates"
         )
+    parsed.DiscardUnknownFields()
     attachments: list[Attachment] = []
-
-    def digest_of(content: bytes, kind: AttachmentKind) -> bytes:
-        digest = hashlib.sha256(content).digest()
-        attachments.append(Attachment(digest=digest, kind=kind, content=content))
-        return digest
-
-    logged = log_pb2.LoggedSignature(
-        algorithm=parsed.algorithm,
-        value=parsed.value,
-        certificate_sha256=(
-            digest_of(parsed.certificate, AttachmentKind.CERTIFICATE) if parsed.certificate else b""
-        ),
-        chain_sha256=[digest_of(der, AttachmentKind.CERTIFICATE) for der in parsed.chain],
-        ocsp_response_sha256=(
-            digest_of(parsed.ocsp_response, AttachmentKind.OCSP_RESPONSE)
-            if parsed.ocsp_response
-            else b""
-        ),
-    )
-    if parsed.HasField("batch"):
-        logged.batch.CopyFrom(parsed.batch)
-    return logged, tuple(attachments)
+    certificate = parsed.certificate
+    if certificate:
+        digest = hashlib.sha256(certificate).digest()
+        attachments.append(Attachment(digest, AttachmentKind.CERTIFICATE, certificate))
+        parsed.certificate = digest
+    if parsed.chain:
+        chain = list(parsed.chain)
+        digests = [hashlib.sha256(der).digest() for der in chain]
+        attachments.extend(
+            Attachment(d, AttachmentKind.CERTIFICATE, der)
+            for d, der in zip(digests, chain, strict=True)
+        )
+        parsed.chain[:] = digests
+    response = parsed.ocsp_response
+    if response:
+        digest = hashlib.sha256(response).digest()
+        attachments.append(Attachment(digest, AttachmentKind.OCSP_RESPONSE, response))
+        parsed.ocsp_response = digest
+    return parsed.SerializeToString(deterministic=True), tuple(attachments)
 
 
 def referenced_attachments(

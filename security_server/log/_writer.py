@@ -93,8 +93,9 @@ class _Job:
     entries: Sequence[LogEntry]
     claim: MessageClaim | None
     future: asyncio.Future[list[AppendedRecord]]
-    #: Each entry's signature as its leaf keeps it, and the attachments that names.
-    signatures: Sequence[tuple[log_pb2.LoggedSignature, tuple[Attachment, ...]]]
+    #: Each entry's serialised ``LoggedSignature`` (as its leaf keeps it) and the attachments
+    #: that names.
+    signatures: Sequence[tuple[bytes, tuple[Attachment, ...]]]
     weight: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -468,14 +469,15 @@ class GroupCommitWriter:
         origin = self._origin
         frontier = CompactRange(size=self._frontier.size, hashes=self._frontier.hashes)
         outcomes: list[list[AppendedRecord] | LogError] = []
-        leaf_rows: list[dict[str, Any]] = []
-        node_rows: list[dict[str, Any]] = []
-        body_rows: list[dict[str, Any]] = []
+        leaf_rows: list[tuple[Any, ...]] = []
+        node_rows: list[tuple[Any, ...]] = []
+        bodies: list[tuple[int, bytes]] = []
         attachment_rows: dict[bytes, dict[str, Any]] = {}
         known = self._known_attachments
         claims_written = 0
         granted = self._write_claims(conn, group, now_us)
         holders: set[tuple[str, str]] = set()
+        logged_at = from_micros(now_us)
         for job in group:
             if job.claim is not None:
                 key = _claim_key(job.claim)
@@ -491,48 +493,33 @@ class GroupCommitWriter:
                 record = _serialise_record(entry, logged, seq, now_us)
                 _offer_attachments(attachments, known, attachment_rows)
                 digest = leaf_hash(record)
-                for level, idx, h in frontier.append(digest):
-                    if level > 0:  # level 0 is the leaf hash, kept in the leaf's row
-                        node_rows.append({"origin": origin, "level": level, "idx": idx, "hash": h})
+                # Level 0 is the leaf hash, kept in the leaf's row.
+                node_rows.extend(
+                    (origin, level, idx, h) for level, idx, h in frontier.append(digest) if level
+                )
                 leaf_rows.append(
-                    _leaf_row(
-                        origin=origin,
-                        seq=seq,
-                        entry=entry,
-                        logged_at_us=now_us,
-                        record=record,
-                        digest=digest,
-                    )
+                    _leaf_row(origin, seq, entry, logged_at_us=now_us, record=record, digest=digest)
                 )
                 if entry.body is not None:
-                    sealed = self._cipher.seal(origin, seq, entry.body)
-                    body_rows.append(
-                        {
-                            "origin": origin,
-                            "seq": seq,
-                            "key_id": sealed.key_id,
-                            "nonce": sealed.nonce,
-                            "ciphertext": sealed.ciphertext,
-                            "purged_at": None,
-                        }
-                    )
+                    bodies.append((seq, entry.body))
                 appended.append(
-                    AppendedRecord(
-                        origin=origin,
-                        seq=seq,
-                        leaf_hash=digest,
-                        logged_at=from_micros(now_us),
-                    )
+                    AppendedRecord(origin=origin, seq=seq, leaf_hash=digest, logged_at=logged_at)
                 )
             outcomes.append(appended)
         if leaf_rows:
             if attachment_rows:
                 _insert_attachments(conn, list(attachment_rows.values()))
-            _insert_rows(conn, log_leaves, leaf_rows)
+            _insert_rows(conn, log_leaves, _LEAF_COLUMNS, leaf_rows)
             if node_rows:
-                _insert_rows(conn, log_nodes, node_rows)
-            if body_rows:
-                _insert_rows(conn, log_bodies, body_rows)
+                _insert_rows(conn, log_nodes, _NODE_COLUMNS, node_rows)
+            if bodies:
+                body_rows = [
+                    (origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext, None)
+                    for (seq, _), sealed in zip(
+                        bodies, self._cipher.seal_many(origin, bodies), strict=True
+                    )
+                ]
+                _insert_rows(conn, log_bodies, _BODY_COLUMNS, body_rows)
             self._write_head(conn, frontier, now_us)
         return frontier, outcomes, len(leaf_rows), claims_written, list(attachment_rows)
 
@@ -624,7 +611,7 @@ class _RawSqlite:
         rows: list[Any] = cursor.fetchall()
         return rows
 
-    def exec_driver_sql(self, sql: str, parameters: list[tuple[Any, ...]]) -> None:
+    def exec_driver_sql(self, sql: str, parameters: Sequence[tuple[Any, ...]]) -> None:
         self._dbapi.executemany(sql, parameters)
 
 
@@ -689,27 +676,43 @@ class _SqliteWorker:
         self._thread.shutdown(wait=True)
 
 
+#: Column order of the rows the writer builds (tuples: no dict per row on the hot path).
+_LEAF_COLUMNS: Final = (
+    "origin",
+    "seq",
+    "direction",
+    "logged_at",
+    "message_id",
+    "kind",
+    "client",
+    "service",
+    "method",
+    "subject",
+    "created_at",
+    "record",
+    "leaf_hash",
+)
+_NODE_COLUMNS: Final = ("origin", "level", "idx", "hash")
+_BODY_COLUMNS: Final = ("origin", "seq", "key_id", "nonce", "ciphertext", "purged_at")
+
+
 @functools.lru_cache(maxsize=32)
-def _sqlite_insert(
-    table: sa.Table, keys: tuple[str, ...], dialect: sa.Dialect
-) -> tuple[str, tuple[str, ...]]:
-    compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(keys))
-    order = compiled.positiontup
-    if order is None:  # pragma: no cover - the SQLite dialect is positional (qmark)
-        raise LogWriteError("the SQLite dialect compiled a non-positional insert")
-    return compiled.string, tuple(order)
+def _sqlite_insert(table: str, columns: tuple[str, ...]) -> str:
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
 
 
-def _insert_rows(conn: _Conn, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) in one executemany. On SQLite the statement is
-    compiled once per table and key set and the values (ints, text, bytes, None) go to the
-    driver as they are: SQLAlchemy's per-row parameter processing was a quarter of the writer
-    thread's time (bench/README.md). Other databases take the ordinary path."""
+def _insert_rows(
+    conn: _Conn, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` (tuples in the order of ``columns``) in one executemany. On SQLite the
+    statement is plain text built once per table and the values (ints, text, bytes, None) go
+    to the driver as they are: SQLAlchemy's per-row parameter processing was a quarter of the
+    writer thread's time (bench/README.md). Other databases take the ordinary path."""
     if isinstance(conn, sa.Connection) and conn.dialect.name != "sqlite":
-        conn.execute(sa.insert(table), rows)
+        conn.execute(sa.insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
         return
-    sql, order = _sqlite_insert(table, tuple(rows[0]), conn.dialect)
-    conn.exec_driver_sql(sql, [tuple(row[key] for key in order) for row in rows])
+    conn.exec_driver_sql(_sqlite_insert(table.name, columns), rows)
 
 
 #: Stores an attachment unless its digest is there already (the same text on both backends).
@@ -766,37 +769,55 @@ def _fail(job: _Job, error: LogError) -> None:
         job.future.set_exception(error)
 
 
-def _serialise_record(
-    entry: LogEntry, logged: log_pb2.LoggedSignature, seq: int, logged_at_us: int
-) -> bytes:
-    """The format-2 leaf of ``entry``: its signature as ``logged`` (certificates and OCSP
-    response named by digest)."""
+#: The tag of ``LogRecord.signature_ref`` (field 7, length-delimited).
+_SIGNATURE_REF_TAG: Final = bytes([7 << 3 | 2])
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _serialise_record(entry: LogEntry, logged: bytes, seq: int, logged_at_us: int) -> bytes:
+    """The format-2 leaf of ``entry``, its signature the serialised ``LoggedSignature``
+    ``logged``: the record's other fields serialised, then field 7 appended. Fields are written
+    in number order and 7 is the last, so these are exactly the bytes of the record with
+    ``signature_ref`` set, serialised deterministically (a unit test holds them to it)."""
     record = log_pb2.LogRecord(
         sequence=seq,
         direction=int(entry.direction),  # type: ignore[arg-type]
         header=entry.header,
-        signature_ref=logged,
     )
     record.logged_at.seconds, micros = divmod(logged_at_us, 1_000_000)
     record.logged_at.nanos = micros * 1000
-    return record.SerializeToString(deterministic=True)
+    return (
+        record.SerializeToString(deterministic=True)
+        + _SIGNATURE_REF_TAG
+        + _varint(len(logged))
+        + logged
+    )
 
 
 def _leaf_row(
-    *, origin: str, seq: int, entry: LogEntry, logged_at_us: int, record: bytes, digest: bytes
-) -> dict[str, Any]:
-    return {
-        "origin": origin,
-        "seq": seq,
-        "direction": int(entry.direction),
-        "logged_at": logged_at_us,
-        "message_id": entry.message_id,
-        "kind": str(entry.kind),
-        "client": entry.client,
-        "service": entry.service,
-        "method": entry.method,
-        "subject": entry.subject or None,
-        "created_at": to_micros(entry.created_at),
-        "record": record,
-        "leaf_hash": digest,
-    }
+    origin: str, seq: int, entry: LogEntry, *, logged_at_us: int, record: bytes, digest: bytes
+) -> tuple[Any, ...]:
+    """The ``log_leaves`` row of ``entry``, in the order of :data:`_LEAF_COLUMNS`."""
+    return (
+        origin,
+        seq,
+        int(entry.direction),
+        logged_at_us,
+        entry.message_id,
+        str(entry.kind),
+        entry.client,
+        entry.service,
+        entry.method,
+        entry.subject or None,
+        to_micros(entry.created_at),
+        record,
+        digest,
+    )

@@ -7,8 +7,8 @@ Several nodes of one agency may share one PostgreSQL: each node keeps its own tr
 ``origin`` (the checkpoint origin line), so every log table is keyed by origin first.
 
 The migrations in ``security_server/migrations/versions/`` create exactly these tables; a unit
-test compares the two. On SQLite the small, key-only tables (tree nodes, attachments, replay
-claims) are ``WITHOUT ROWID``: each row is stored once, in its primary key's tree, instead of
+test compares the two. On SQLite the small, key-only tables (tree nodes, heads, replay claims)
+are ``WITHOUT ROWID``: each row is stored once, in its primary key's tree, instead of
 in a table and again in the key's index.
 """
 
@@ -114,6 +114,7 @@ log_heads = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("root", sa.LargeBinary(32), nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # Bodies beside the tree, AES-256-GCM encrypted; the associated data binds origin and seq. A

@@ -4,7 +4,10 @@ restart, purge, write failures and integrity checks on open."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
+import secrets
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -40,7 +43,7 @@ from security_server.log import (
     MessageLog,
     RecordKind,
 )
-from security_server.log.schema import log_bodies, log_heads, log_leaves
+from security_server.log.schema import log_attachments, log_bodies, log_heads, log_leaves
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.unit.security_server.log.support import CLIENT, ORIGIN, SERVICE, FakeClock, make_entry
 
@@ -553,3 +556,30 @@ async def test_appends_go_on_after_postgres_drops_every_connection(
             await log.close()
     finally:
         await engine.dispose()
+
+
+async def test_a_certificate_shared_by_many_records_is_stored_once(
+    log: MessageLog, engine: AsyncEngine
+) -> None:
+    first = make_entry()
+    shared = transport_pb2.Signature.FromString(first.signature)
+    entries = []
+    for _ in range(20):
+        signature = transport_pb2.Signature.FromString(first.signature)
+        signature.value = secrets.token_bytes(72)
+        entries.append(replace(make_entry(), signature=signature.SerializeToString()))
+    await asyncio.gather(*(log.append([e]) for e in entries))
+    await log.append(entries[:3])
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.select(log_attachments.c.digest))).all()
+    assert [bytes(r.digest) for r in rows] == [hashlib.sha256(shared.certificate).digest()]
+
+
+async def test_an_unreadable_signature_is_refused_alone(log: MessageLog) -> None:
+    bad = replace(make_entry(), signature=b"\xff\xff")
+    good = log.append([make_entry()])
+    with pytest.raises(InvalidLogEntryError, match="signature"):
+        await log.append([bad])
+    [appended] = await good
+    assert appended.seq == 0
+    assert log.size() == 1
