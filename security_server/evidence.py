@@ -244,14 +244,39 @@ def _attachments_of(
         ocsp_responses[digest] = bytes(signature.ocsp_response)
 
 
+#: Body bytes read in one query at most (a page of bodies is also at most MAX_BODIES_PER_READ).
+_BODY_BYTES_PER_READ: Final = 16 << 20
+
+
 async def _bodies(
     log: MessageLog, records: list[StoredRecord], permitted: Callable[[StoredRecord], bool]
 ) -> dict[int, bytes | LogKeyError]:
-    """The bodies of the stored, permitted records, read a page at a time."""
+    """The bodies of the stored, permitted records, in pages bounded by count and bytes.
+
+    Their sizes are read first: more than :data:`MAX_BUNDLE_BODY_BYTES` in all is refused
+    (:class:`EvidenceError`) before any body is read."""
     wanted = [r.seq for r in records if r.body_state is BodyState.STORED and permitted(r)]
+    sizes: dict[int, int] = {}
+    for start in range(0, len(wanted), MAX_PAGE_SIZE):
+        sizes.update(await log.body_sizes(wanted[start : start + MAX_PAGE_SIZE]))
+    if sum(sizes.values()) > MAX_BUNDLE_BODY_BYTES:
+        raise EvidenceError(
+            f"the matching bodies exceed {MAX_BUNDLE_BODY_BYTES} bytes; narrow the query or "
+            "export without bodies"
+        )
     found: dict[int, bytes | LogKeyError] = {}
-    for start in range(0, len(wanted), MAX_BODIES_PER_READ):
-        found.update(await log.get_bodies(wanted[start : start + MAX_BODIES_PER_READ]))
+    page: list[int] = []
+    page_bytes = 0
+    for seq in [s for s in wanted if s in sizes]:
+        if page and (
+            len(page) == MAX_BODIES_PER_READ or page_bytes + sizes[seq] > _BODY_BYTES_PER_READ
+        ):
+            found.update(await log.get_bodies(page))
+            page, page_bytes = [], 0
+        page.append(seq)
+        page_bytes += sizes[seq]
+    if page:
+        found.update(await log.get_bodies(page))
     return found
 
 

@@ -18,10 +18,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from security_server.log.errors import LogKeyError
 from security_server.log.keys import BodyKey
 
-__all__ = ["NONCE_SIZE", "BodyCipher", "SealedBody"]
+__all__ = ["NONCE_SIZE", "TAG_SIZE", "BodyCipher", "SealedBody"]
 
 #: AES-GCM nonce size in bytes (random per body).
 NONCE_SIZE: Final = 12
+#: AES-GCM tag size in bytes: a sealed body's ciphertext is this much longer than the body.
+TAG_SIZE: Final = 16
 _AAD_CONTEXT: Final = b"ruta log body v1\x00"
 
 

@@ -35,7 +35,7 @@ from security_server.log._writer import (
     fetch_nodes,
     restore_frontier,
 )
-from security_server.log.bodies import BodyCipher, SealedBody
+from security_server.log.bodies import TAG_SIZE, BodyCipher, SealedBody
 from security_server.log.errors import LogError, LogIntegrityError, LogKeyError, LogRangeError
 from security_server.log.keys import BodyKey
 from security_server.log.model import (
@@ -444,6 +444,25 @@ class LogReader:
             key_id=str(row.key_id), nonce=bytes(row.nonce), ciphertext=bytes(row.ciphertext)
         )
         return self._cipher.open(self._origin, seq, sealed)
+
+    async def body_sizes(self, seqs: Sequence[int]) -> dict[int, int]:
+        """The size of each stored body of these records, read without reading the bodies (a
+        record whose body was purged or never stored is absent). Raises :class:`LogRangeError`
+        for more than :data:`MAX_PAGE_SIZE` records."""
+        if len(seqs) > MAX_PAGE_SIZE:
+            raise LogRangeError(f"at most {MAX_PAGE_SIZE} body sizes are read at once")
+        if not seqs:
+            return {}
+        stmt = sa.select(
+            log_bodies.c.seq, sa.func.length(log_bodies.c.ciphertext).label("size")
+        ).where(
+            log_bodies.c.origin == self._origin,
+            log_bodies.c.seq.in_(sorted(set(seqs))),
+            log_bodies.c.ciphertext.is_not(None),
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {int(row.seq): max(0, int(row.size) - TAG_SIZE) for row in rows}
 
     async def get_bodies(self, seqs: Sequence[int]) -> dict[int, bytes | LogKeyError]:
         """The decrypted bodies of these records in one read: by sequence number, the body, or

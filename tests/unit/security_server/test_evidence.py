@@ -9,7 +9,7 @@ import io
 import json
 import sqlite3
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from ruta.evidence import reconcile, verify_bundle
 from ruta.evidence.cli import group
 from ruta.v1 import log_pb2
-from security_server.evidence import EvidenceFilter
-from security_server.log import BodyCipher, MessageLog
+from security_server import evidence
+from security_server.evidence import EvidenceError, EvidenceFilter
+from security_server.log import BodyCipher, LogKeyError, MessageLog
 from tests.unit.security_server.evidence_support import Scenario, Side, cosign_head, scenario
 
 # 4 exchanges: each side logs 8 records (request and response per exchange).
@@ -70,6 +71,26 @@ async def test_filtered_export_verifies(world: Scenario) -> None:
     assert report.ok, report.first_failure
     assert [r.message_id for r in report.records] == [message_id, message_id]
     assert [r.kind for r in report.records] == ["request", "response"]
+
+
+async def test_bodies_over_the_bundle_bound_are_refused_before_they_are_read(
+    world: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[int] = []
+    real = MessageLog.get_bodies
+
+    async def counting(self: MessageLog, seqs: Sequence[int]) -> dict[int, bytes | LogKeyError]:
+        read.extend(seqs)
+        return await real(self, seqs)
+
+    monkeypatch.setattr(MessageLog, "get_bodies", counting)
+    monkeypatch.setattr(evidence, "MAX_BUNDLE_BODY_BYTES", 10)
+    with pytest.raises(EvidenceError, match="bodies exceed 10 bytes"):
+        await world.export(world.provider)
+    assert read == []
+    monkeypatch.setattr(evidence, "MAX_BUNDLE_BODY_BYTES", 1 << 20)
+    assert verify_bundle(await world.export(world.provider)).ok
+    assert read
 
 
 async def test_a_second_request_under_a_used_message_id_still_verifies(world: Scenario) -> None:
