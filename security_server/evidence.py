@@ -249,7 +249,7 @@ _BODY_BYTES_PER_READ: Final = 16 << 20
 
 
 async def _bodies(
-    log: MessageLog, records: list[StoredRecord], permitted: Callable[[StoredRecord], bool]
+    log: LogReader, records: list[StoredRecord], permitted: Callable[[StoredRecord], bool]
 ) -> dict[int, bytes | LogKeyError]:
     """The bodies of the stored, permitted records, in pages bounded by count and bytes.
 
@@ -299,7 +299,7 @@ def _body_of(
 
 
 async def _add_attachments(
-    log: MessageLog,
+    log: LogReader,
     named: set[tuple[AttachmentKind, bytes]],
     certificates: dict[str, bytes],
     ocsp_responses: dict[str, bytes],

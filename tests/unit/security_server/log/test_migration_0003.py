@@ -1,4 +1,4 @@
-"""Migrations 0002 and 0003 (compact log) on a database written under 0001, SQLite and PostgreSQL: the
+"""Migrations 0002 and 0003 on a database written under 0001, SQLite and PostgreSQL: the
 records, tree and replay claims written before stay exactly as they were, the log opens and
 keeps appending (format-2 leaves after format-1 ones), and every proof still verifies."""
 
