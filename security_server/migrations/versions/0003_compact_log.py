@@ -3,9 +3,9 @@
 - ``log_attachments``: the certificates and OCSP responses that format-2 leaves name by SHA-256
   (evidence format ``ruta-evidence/v2``). Leaves written before stay as they are (their bytes
   are hashed into the tree) and keep carrying their attachments inline.
-- The secondary indexes of ``log_leaves`` no longer repeat the origin (one index per audit
-  lookup stays: message id, time, client, service and method; the subject's, which 0002 made
-  ``(origin, subject, seq)``, is kept as it is).
+- The client and service indexes of ``log_leaves`` no longer repeat the origin (one index per
+  audit lookup stays: message id, time, client, service and method, subject; the time's
+  ``(origin, logged_at)`` and the subject's ``(origin, subject, seq)`` from 0002 are kept).
 - ``log_nodes`` no longer holds level 0 of the tree: each leaf hash is read from its record's
   ``leaf_hash`` (always equal; the log checked it on every open).
 - On SQLite, ``log_nodes``, ``log_heads`` and ``seen_messages`` are rebuilt ``WITHOUT ROWID``:
@@ -35,12 +35,10 @@ _IDENTIFIER = 324  # ruta.ids.MAX_IDENTIFIER_LENGTH at the time of writing
 _MESSAGE_ID = 128
 
 _OLD_INDEXES = (
-    ("ix_log_leaves_origin_logged_at", ["origin", "logged_at"]),
     ("ix_log_leaves_client", ["origin", "client", "seq"]),
     ("ix_log_leaves_service", ["origin", "service", "method", "seq"]),
 )
 _NEW_INDEXES = (
-    ("ix_log_leaves_logged_at", ["logged_at"]),
     ("ix_log_leaves_client_seq", ["client", "seq"]),
     ("ix_log_leaves_service_seq", ["service", "method", "seq"]),
 )

@@ -97,7 +97,7 @@ async def test_a_log_written_under_0001_migrates_and_keeps_working(
             claims = (await conn.execute(sa.text("SELECT message_id FROM seen_messages"))).all()
         assert {
             "ix_log_leaves_message_id",
-            "ix_log_leaves_logged_at",
+            "ix_log_leaves_origin_logged_at",
             "ix_log_leaves_client_seq",
             "ix_log_leaves_service_seq",
             "ix_log_leaves_origin_subject",
