@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.echo import ECHO_PATH, METHOD, SERVICE_NAME, file_descriptor_set
+from bench.log_storage import exchange_log_storage
 from ruta.ids import ServerId
 from ruta.pki.testing import TestPki
 from ruta.v1 import globalconf_pb2
@@ -729,6 +730,11 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
             str(server): _count_logged(instance.agencies[server].data_dir / "messagelog.db")
             for server in (SOC, POP)
         }
+        # What each log costs per record and per million exchanges, bodies excluded.
+        log_storage = {
+            name: exchange_log_storage(instance.agencies[server].data_dir / "messagelog.db")
+            for name, server in (("consumer_ss", SOC), ("provider_ss", POP))
+        }
         machine["load_average_at_end"] = list(os.getloadavg())
         return {
             "machine": machine,
@@ -759,4 +765,5 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                 "expected_per_log": 2 * bus_calls,
                 **logged,
             },
+            "log_storage": log_storage,
         }

@@ -91,7 +91,8 @@ def _rows(
                 digest,
             )
         )
-        nodes.extend((ORIGIN, level, idx, h) for level, idx, h in frontier.append(digest))
+        # Level 0 is the leaf's own leaf_hash (ADR 0901): log_nodes holds the levels above.
+        nodes.extend((ORIGIN, level, idx, h) for level, idx, h in frontier.append(digest) if level)
     return leaves, nodes
 
 
@@ -165,8 +166,8 @@ async def _main(args: argparse.Namespace) -> list[str]:
                 await conn.execute(
                     sa.select(log_nodes.c.hash).where(
                         log_nodes.c.origin == ORIGIN,
-                        log_nodes.c.level == 0,
-                        log_nodes.c.idx == rng.randrange(size),
+                        log_nodes.c.level == 1,
+                        log_nodes.c.idx == rng.randrange(size // 2),
                     )
                 )
 

@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the rows written change, so cached files of an older builder are not reused.
-BUILDER_VERSION: Final = 1
+BUILDER_VERSION: Final = 2
 #: Leaves per chunk (and per transaction) are ``2**CHUNK_LEVEL``.
 CHUNK_LEVEL: Final = 16
 #: Where built logs are kept between runs (override with ``RUTA_BENCH_DATA``); not committed.
@@ -152,9 +152,9 @@ def chunk_nodes(
 def _write_rows(conn: sqlite3.Connection, leaves: list[_LeafRow], nodes: list[_NodeRow]) -> None:
     """THE ONLY PLACE THAT WRITES TREE ROWS: adapt it (and BUILDER_VERSION) when the log's schema
     changes. It writes the rows ``security_server/log``'s writer would for these leaves (they
-    carry no bodies): ``log_leaves`` rows and the ``log_nodes`` of every complete subtree, level 0
-    included (a schema that reads level 0 from ``log_leaves.leaf_hash`` instead would drop the
-    level-0 rows here, and :func:`_stored_root` would read level-0 keys from ``log_leaves``).
+    carry no bodies): ``log_leaves`` rows and the ``log_nodes`` of every complete subtree above
+    the leaves (level 0 is each leaf's ``leaf_hash``, ADR 0901: its rows are dropped here, and
+    :func:`_stored_root` reads level-0 keys from ``log_leaves``).
     """
     conn.executemany(
         "INSERT INTO log_leaves (origin, seq, direction, logged_at, message_id, kind, client, "
@@ -162,7 +162,10 @@ def _write_rows(conn: sqlite3.Connection, leaves: list[_LeafRow], nodes: list[_N
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         leaves,
     )
-    conn.executemany("INSERT INTO log_nodes (origin, level, idx, hash) VALUES (?,?,?,?)", nodes)
+    conn.executemany(
+        "INSERT INTO log_nodes (origin, level, idx, hash) VALUES (?,?,?,?)",
+        [node for node in nodes if node[1] > 0],
+    )
 
 
 def _write_head(conn: sqlite3.Connection, size: int, root: bytes) -> None:
@@ -178,10 +181,16 @@ def _stored_root(conn: sqlite3.Connection, size: int) -> bytes:
     plan = root_plan(size)
     found: dict[tuple[int, int], bytes] = {}
     for level, idx in plan.keys:
-        row = conn.execute(
-            "SELECT hash FROM log_nodes WHERE origin = ? AND level = ? AND idx = ?",
-            (ORIGIN, level, idx),
-        ).fetchone()
+        row = (
+            conn.execute(
+                "SELECT leaf_hash FROM log_leaves WHERE origin = ? AND seq = ?", (ORIGIN, idx)
+            ).fetchone()
+            if level == 0
+            else conn.execute(
+                "SELECT hash FROM log_nodes WHERE origin = ? AND level = ? AND idx = ?",
+                (ORIGIN, level, idx),
+            ).fetchone()
+        )
         if row is not None:
             found[(level, idx)] = bytes(row[0])
     return plan.assemble(found)[0]

@@ -108,6 +108,15 @@ def _exchange(result: dict[str, Any]) -> list[str]:
             f"(expected {logged['expected_per_log']} in each: request and response of every "
             "answered bus call, warm-up included).",
         ]
+    storage = result.get("log_storage", {})
+    if storage:
+        sizes = "; ".join(
+            f"{name} {entry['bytes_per_record']:.0f} B per record "
+            f"({entry.get('bytes_per_record_without_claims', 0):.0f} B without replay claims), "
+            f"{entry['bytes_per_million_exchanges'] / 1e9:.2f} GB per million exchanges"
+            for name, entry in storage.items()
+        )
+        lines += ["", f"Log storage, bodies excluded (file size minus body pages): {sizes}."]
     return lines
 
 

@@ -8,6 +8,7 @@ verified (``ruta audit verify``).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import itertools
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import DecodeError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ruta.evidence.attachments import AttachmentKind, referenced_attachments
 from ruta.evidence.bundle import (
     MAX_BUNDLE_RECORDS,
     BundleCheckpoint,
@@ -33,6 +35,7 @@ from ruta.faults import Fault, RutaError
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.checkpointer import log_vkey
 from security_server.log import (
+    MAX_BODIES_PER_READ,
     MAX_PAGE_SIZE,
     BodyState,
     LogKeyError,
@@ -118,33 +121,66 @@ def cosigned_note(checkpoint: StoredCheckpoint) -> str:
     return checkpoint.note + (checkpoint.cosignature or "")
 
 
-async def _first_cosigned_above(
-    engine: AsyncEngine, origin: str, seq: int
-) -> StoredCheckpoint | None:
-    """The smallest cosigned checkpoint whose tree holds record ``seq``."""
-    stmt = (
-        sa.select(log_checkpoints)
-        .where(
-            log_checkpoints.c.origin == origin,
-            log_checkpoints.c.size > seq,
-            log_checkpoints.c.cosignature.is_not(None),
+#: Cosigned checkpoints read at once when looking for the ones that hold the exported records.
+_CHECKPOINTS_PER_READ: Final = 1000
+
+
+class _Holders:
+    """The smallest cosigned checkpoint holding each record, for records asked in increasing
+    sequence order: cosigned checkpoints are read a window at a time, so an export of a
+    contiguous range reads them in one or two queries, and a sparse one in at most one per
+    record (as before)."""
+
+    def __init__(self, engine: AsyncEngine, origin: str, latest: StoredCheckpoint) -> None:
+        self._engine = engine
+        self._origin = origin
+        self._latest = latest
+        self._window: list[StoredCheckpoint] = []
+        self._sizes: list[int] = []
+
+    async def holder_of(self, seq: int) -> StoredCheckpoint:
+        """The smallest cosigned checkpoint whose tree holds record ``seq`` (the latest one if
+        none smaller is stored)."""
+        at = bisect.bisect_right(self._sizes, seq)
+        if at == len(self._sizes):
+            await self._read_window(seq)
+            at = bisect.bisect_right(self._sizes, seq)
+            if at == len(self._sizes):
+                return self._latest
+        return self._window[at]
+
+    async def _read_window(self, seq: int) -> None:
+        stmt = (
+            sa.select(
+                log_checkpoints.c.size,
+                log_checkpoints.c.root,
+                log_checkpoints.c.note,
+                log_checkpoints.c.cosignature,
+            )
+            .where(
+                log_checkpoints.c.origin == self._origin,
+                log_checkpoints.c.size > seq,
+                log_checkpoints.c.size <= self._latest.size,
+                log_checkpoints.c.cosignature.is_not(None),
+            )
+            .order_by(log_checkpoints.c.size)
+            .limit(_CHECKPOINTS_PER_READ)
         )
-        .order_by(log_checkpoints.c.size)
-        .limit(1)
-    )
-    async with engine.connect() as conn:
-        row = (await conn.execute(stmt)).one_or_none()
-    if row is None:
-        return None
-    return StoredCheckpoint(
-        origin=str(row.origin),
-        size=int(row.size),
-        root=bytes(row.root),
-        note=str(row.note),
-        created_at=datetime.fromtimestamp(0, UTC),
-        cosignature=None if row.cosignature is None else str(row.cosignature),
-        cosigned_at=None,
-    )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        self._window = [
+            StoredCheckpoint(
+                origin=self._origin,
+                size=int(row.size),
+                root=bytes(row.root),
+                note=str(row.note),
+                created_at=datetime.fromtimestamp(0, UTC),
+                cosignature=None if row.cosignature is None else str(row.cosignature),
+                cosigned_at=None,
+            )
+            for row in rows
+        ]
+        self._sizes = [c.size for c in self._window]
 
 
 async def _select_records(
@@ -179,22 +215,103 @@ async def _select_records(
         after = page.next_after
 
 
-def _certificates_of(
-    leaf: bytes, certificates: dict[str, bytes], ocsp_responses: dict[str, bytes]
+def _attachments_of(
+    leaf: bytes,
+    named: set[tuple[AttachmentKind, bytes]],
+    certificates: dict[str, bytes],
+    ocsp_responses: dict[str, bytes],
 ) -> None:
+    """Collect what ``leaf``'s signature names by digest (format 2) into ``named``, or, for a
+    leaf written before, copy its inline certificates and OCSP response (informative copies)."""
     record = log_pb2.LogRecord()
-    signature = transport_pb2.Signature()
     try:
         record.ParseFromString(leaf)
-        signature.ParseFromString(record.signature)
     except DecodeError:
         return  # the verifier names the unreadable leaf
+    if record.HasField("signature_ref"):
+        named.update(referenced_attachments(record.signature_ref))
+        return
+    signature = transport_pb2.Signature()
+    try:
+        signature.ParseFromString(record.signature)
+    except DecodeError:
+        return
     for der in (signature.certificate, *signature.chain):
         if der:
             certificates[hashlib.sha256(der).hexdigest()] = bytes(der)
     if signature.ocsp_response:
         digest = hashlib.sha256(signature.ocsp_response).hexdigest()
         ocsp_responses[digest] = bytes(signature.ocsp_response)
+
+
+#: Body bytes read in one query at most (a page of bodies is also at most MAX_BODIES_PER_READ).
+_BODY_BYTES_PER_READ: Final = 16 << 20
+
+
+async def _bodies(
+    log: LogReader, records: list[StoredRecord], permitted: Callable[[StoredRecord], bool]
+) -> dict[int, bytes | LogKeyError]:
+    """The bodies of the stored, permitted records, in pages bounded by count and bytes.
+
+    Their sizes are read first: more than :data:`MAX_BUNDLE_BODY_BYTES` in all is refused
+    (:class:`EvidenceError`) before any body is read."""
+    wanted = [r.seq for r in records if r.body_state is BodyState.STORED and permitted(r)]
+    sizes: dict[int, int] = {}
+    for start in range(0, len(wanted), MAX_PAGE_SIZE):
+        sizes.update(await log.body_sizes(wanted[start : start + MAX_PAGE_SIZE]))
+    if sum(sizes.values()) > MAX_BUNDLE_BODY_BYTES:
+        raise EvidenceError(
+            f"the matching bodies exceed {MAX_BUNDLE_BODY_BYTES} bytes; narrow the query or "
+            "export without bodies"
+        )
+    found: dict[int, bytes | LogKeyError] = {}
+    page: list[int] = []
+    page_bytes = 0
+    for seq in [s for s in wanted if s in sizes]:
+        if page and (
+            len(page) == MAX_BODIES_PER_READ or page_bytes + sizes[seq] > _BODY_BYTES_PER_READ
+        ):
+            found.update(await log.get_bodies(page))
+            page, page_bytes = [], 0
+        page.append(seq)
+        page_bytes += sizes[seq]
+    if page:
+        found.update(await log.get_bodies(page))
+    return found
+
+
+def _body_of(
+    record: StoredRecord,
+    bodies: dict[int, bytes | LogKeyError],
+    permitted: Callable[[StoredRecord], bool],
+) -> tuple[bytes | None, str]:
+    """The body a record exports with and its ``body_state`` in the manifest."""
+    if record.body_state is not BodyState.STORED:
+        return None, str(record.body_state)
+    if not permitted(record):
+        return None, "withheld"
+    opened = bodies.get(record.seq)
+    if isinstance(opened, LogKeyError):
+        return None, "unreadable"
+    if opened is None:
+        return None, "purged"
+    return opened, "stored"
+
+
+async def _add_attachments(
+    log: LogReader,
+    named: set[tuple[AttachmentKind, bytes]],
+    certificates: dict[str, bytes],
+    ocsp_responses: dict[str, bytes],
+) -> None:
+    """Add the stored attachments the leaves name, each once. One the log lacks is left out,
+    never repaired: the verifier names the records that need it."""
+    stored = await log.get_attachments({digest for _, digest in named})
+    for kind, digest in named:
+        found = stored.get(digest)
+        if found is not None:
+            target = certificates if kind is AttachmentKind.CERTIFICATE else ocsp_responses
+            target[digest.hex()] = found[1]
 
 
 async def build_bundle(
@@ -223,44 +340,36 @@ async def build_bundle(
     tree_size = latest.size
     records = await _select_records(log, query, tree_size)
     checkpoints: dict[int, StoredCheckpoint] = {tree_size: latest}
-    holder: StoredCheckpoint | None = None
+    holders = _Holders(engine, log.origin, latest)
     certificates: dict[str, bytes] = {}
     ocsp_responses: dict[str, bytes] = {}
+    named: set[tuple[AttachmentKind, bytes]] = set()
+    bodies = await _bodies(log, records, bodies_permitted)
+    proofs = await log.inclusion_proofs([r.seq for r in records], tree_size, strict=False)
     exported: list[BundleRecord] = []
     body_bytes = 0
-    for record in records:
-        if holder is None or record.seq >= holder.size:
-            holder = await _first_cosigned_above(engine, log.origin, record.seq) or latest
-            checkpoints.setdefault(holder.size, holder)
-        body: bytes | None = None
-        state = str(record.body_state)
-        if record.body_state is BodyState.STORED:
-            if not bodies_permitted(record):
-                state = "withheld"
-            else:
-                try:
-                    body = await log.get_body(record.seq)
-                except LogKeyError:
-                    state = "unreadable"
-                if body is None and state == "stored":
-                    state = "purged"
-                body_bytes += len(body or b"")
-                if body_bytes > MAX_BUNDLE_BODY_BYTES:
-                    raise EvidenceError(
-                        f"the matching bodies exceed {MAX_BUNDLE_BODY_BYTES} bytes; narrow the "
-                        "query or export without bodies"
-                    )
+    for record, proof in zip(records, proofs, strict=True):
+        holder = await holders.holder_of(record.seq)
+        checkpoints.setdefault(holder.size, holder)
+        body, state = _body_of(record, bodies, bodies_permitted)
+        body_bytes += len(body or b"")
+        if body_bytes > MAX_BUNDLE_BODY_BYTES:
+            raise EvidenceError(
+                f"the matching bodies exceed {MAX_BUNDLE_BODY_BYTES} bytes; narrow the "
+                "query or export without bodies"
+            )
         exported.append(
             BundleRecord(
                 seq=record.seq,
                 leaf=record.record,
                 body=body,
                 body_state=state,
-                inclusion_proof=tuple(await log.inclusion_proof(record.seq, tree_size)),
+                inclusion_proof=tuple(proof),
                 witnessed_by=holder.size,
             )
         )
-        _certificates_of(record.record, certificates, ocsp_responses)
+        _attachments_of(record.record, named, certificates, ocsp_responses)
+    await _add_attachments(log, named, certificates, ocsp_responses)
     if len(checkpoints) > _MAX_CHECKPOINTS:  # pragma: no cover - bounded by the records
         raise EvidenceError("too many checkpoints for one bundle")
     sizes = sorted(checkpoints)

@@ -1,4 +1,4 @@
-"""The evidence bundle format (``ruta-evidence/v1``): one zip an auditor verifies offline.
+"""The evidence bundle format (``ruta-evidence/v2``): one zip an auditor verifies offline.
 
 Layout::
 
@@ -11,8 +11,15 @@ Layout::
     records/<seq>.leaf              the exact leaf bytes (serialised ruta.v1.LogRecord)
     bodies/<seq>.body               message bodies, where retention and mode permit
     checkpoints/<size>.note         signed checkpoints with the witness's cosignature line
-    certificates/<sha256>.der       signing certificates and chains the records carry
+    certificates/<sha256>.der       signing certificates and chains the records name
     ocsp/<sha256>.der               the OCSP responses stapled to those signatures
+
+Format 2 (``ruta-evidence/v2``) differs from format 1 in one point: a leaf written since then
+names its signer's certificates and OCSP response by SHA-256 (``LogRecord.signature_ref``,
+:mod:`ruta.evidence.attachments`) and the bundle carries each distinct one once, under
+``certificates/`` and ``ocsp/``; the verifier checks them against the digests. Leaves written
+before keep them inline (``LogRecord.signature``) and stay valid in a v2 bundle. A v1 bundle
+(only inline leaves) still verifies.
 
 The manifest lists inclusion proofs of every record against the newest cosigned checkpoint
 (``tree``), the earliest cosigned checkpoint that contains each record (``witnessed_by``: its
@@ -56,6 +63,8 @@ __all__ = [
     "ALLOWED_COMPRESSION",
     "BODY_STATES",
     "FORMAT",
+    "FORMATS",
+    "FORMAT_V1",
     "GLOBALCONF_FILE",
     "LOG_KEY_FILE",
     "MANIFEST_FILE",
@@ -90,7 +99,12 @@ __all__ = [
     "write_bundle",
 ]
 
-FORMAT: Final = "ruta-evidence/v1"
+#: The format this module writes.
+FORMAT: Final = "ruta-evidence/v2"
+#: The first format: every leaf carries its certificates and OCSP response inline.
+FORMAT_V1: Final = "ruta-evidence/v1"
+#: The formats a bundle may declare (what :func:`parse_manifest` accepts).
+FORMATS: Final = frozenset({FORMAT_V1, FORMAT})
 MANIFEST_FILE: Final = "manifest.json"
 MANIFEST_SIGNATURE_FILE: Final = "manifest.sig"
 GLOBALCONF_FILE: Final = "globalconf.bin"
@@ -171,10 +185,10 @@ def checkpoint_path(size: int) -> str:
     return f"checkpoints/{size:020d}.note"
 
 
-def manifest_note_text(origin: str, manifest: bytes) -> str:
+def manifest_note_text(origin: str, manifest: bytes, bundle_format: str = FORMAT) -> str:
     """The signed-note text of a manifest: format line, origin, base64 SHA-256 of the manifest."""
     digest = _b64(hashlib.sha256(manifest).digest())
-    return f"{FORMAT}\n{origin}\n{digest}\n"
+    return f"{bundle_format}\n{origin}\n{digest}\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,13 +314,25 @@ def write_bundle(contents: BundleContents, key: Ed25519PrivateKey, out: IO[bytes
         if record.body_state not in BODY_STATES:
             raise BundleError(f"record {record.seq} has an unknown body state")
     files = _files_of(contents)
-    manifest = json.dumps(_manifest(contents, files), indent=1, sort_keys=True).encode("utf-8")
+    # One line, by the C encoder (an indented manifest is encoded in pure Python: a second for
+    # 10,000 records); pretty-print it to read it.
+    manifest = json.dumps(_manifest(contents, files), sort_keys=True).encode("utf-8")
     signature = sign_note(manifest_note_text(contents.origin, manifest), contents.origin, key)
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(MANIFEST_FILE, manifest)
         archive.writestr(MANIFEST_SIGNATURE_FILE, signature.encode("utf-8"))
         for name, data in files.items():
-            archive.writestr(name, data)
+            archive.writestr(name, data, compress_type=_compression_of(name))
+
+
+#: Members stored as they are: one per record (leaves, bodies) or DER. A deflate stream per
+#: small member cost more than the rest of an export together (bench/README.md), for little:
+#: bodies are often compressed or encrypted already, leaves are a few hundred bytes.
+_STORED_PREFIXES: Final = ("records/", "bodies/", "certificates/", "ocsp/")
+
+
+def _compression_of(name: str) -> int:
+    return zipfile.ZIP_STORED if name.startswith(_STORED_PREFIXES) else zipfile.ZIP_DEFLATED
 
 
 class _MemberKind(NamedTuple):
@@ -577,8 +603,8 @@ def _no_constant(name: str) -> Any:
 
 def parse_manifest(data: bytes) -> dict[str, Any]:
     """Parse manifest bytes strictly: UTF-8 JSON (RFC 8259: no ``NaN``/``Infinity``), an object,
-    at most :data:`MAX_MANIFEST_DEPTH` levels deep, no key twice in one object, ``format``
-    ``ruta-evidence/v1``, and valid against :func:`manifest_schema`.
+    at most :data:`MAX_MANIFEST_DEPTH` levels deep, no key twice in one object, ``format`` one
+    of :data:`FORMATS`, and valid against :func:`manifest_schema`.
 
     Raises :class:`BundleError` naming the broken rule.
     """
@@ -599,8 +625,10 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
         )
     except (ValueError, RecursionError):
         raise BundleError("the manifest is not JSON", rule=Rule.MANIFEST_NOT_JSON) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"the manifest is not a {FORMAT} manifest", rule=Rule.MANIFEST_FORMAT)
+    if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
+        raise BundleError(
+            f"the manifest is not a {FORMAT} (or {FORMAT_V1}) manifest", rule=Rule.MANIFEST_FORMAT
+        )
     error = jsonschema.exceptions.best_match(_manifest_validator().iter_errors(manifest))
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path)[:200] or "the top level"

@@ -1,4 +1,4 @@
-"""The named rules of ``ruta-evidence/v1`` verification (docs/evidence-format.md, section 7).
+"""The named rules of ``ruta-evidence`` v2 and v1 verification (docs/evidence-format.md, 7).
 
 Every failure ``ruta audit verify`` reports carries one of these names, next to a sentence for
 people. The names are stable: a script, another verifier or a test may rely on them. They are

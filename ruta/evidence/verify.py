@@ -45,8 +45,15 @@ from ruta.checkpoint import (
     verify_cosignature,
     verify_note,
 )
+from ruta.evidence.attachments import (
+    AttachmentError,
+    AttachmentKind,
+    attach_signature,
+    attachment_path,
+)
 from ruta.evidence.bundle import (
     BODY_STATES,
+    FORMAT_V1,
     GLOBALCONF_FILE,
     LOG_KEY_FILE,
     MAX_BUNDLE_RECORDS,
@@ -288,12 +295,31 @@ class VerificationReport:
         return "\n".join(lines) + "\n"
 
 
+def _describe(
+    record: RecordReport, parsed: log_pb2.LogRecord, header: transport_pb2.MessageHeader
+) -> None:
+    """Fill in what the report shows of a record from its leaf and header."""
+    record.message_id = header.message_id
+    record.kind = _KINDS.get(header.kind, "unknown")
+    record.direction = _DIRECTIONS.get(parsed.direction, "unknown")
+    record.method = _printable(header.method)
+    record.purpose = _printable(header.purpose)
+    if header.kind == transport_pb2.MESSAGE_KIND_RESPONSE:
+        record.status = _STATUS_NAMES.get(header.status_code, f"code {header.status_code}")
+        if header.fault or not header.backend_fault:
+            record.fault = _printable(header.fault)
+        else:
+            record.fault = _printable(BACKEND_FAULT_PREFIX + header.backend_fault)
+            record.fault_id = _printable(header.backend_fault_id)
+
+
 @dataclass
 class _Leaf:
     report: RecordReport
     header: bytes
     parsed: transport_pb2.MessageHeader
-    signature: transport_pb2.Signature
+    #: The signature value (what a response's request hash binds).
+    signature_value: bytes
 
 
 class _FailedError(Exception):
@@ -347,6 +373,9 @@ class _Verification:
         #: Checkpoint sizes of the bundle, increasing.
         self.sizes: list[int] = []
         self.cosigned_at: dict[int, datetime] = {}
+        #: Attachments (certificates, OCSP responses) read so far, by digest; ``None``: not
+        #: usable (the reason in :attr:`file_problems`).
+        self.attachments: dict[bytes, bytes | None] = {}
 
     def fail(self, rule: Rule, problem: str) -> _FailedError:
         self.report.fail(rule, problem)
@@ -521,7 +550,9 @@ class _Verification:
             note = verify_note(self.bundle.signature, log_key)
         except CheckpointError as exc:
             raise self.fail(Rule.MANIFEST_SIGNATURE, f"manifest signature: {exc.message}") from None
-        if note.text != manifest_note_text(self.report.origin, self.bundle.manifest_bytes):
+        if note.text != manifest_note_text(
+            self.report.origin, self.bundle.manifest_bytes, str(self.manifest.get("format"))
+        ):
             raise self.fail(
                 Rule.MANIFEST_SIGNATURE, "the manifest signature does not cover this manifest"
             )
@@ -694,21 +725,16 @@ class _Verification:
             parsed.ParseFromString(data)
             header.ParseFromString(parsed.header)
             signature.ParseFromString(parsed.signature)
+            unreadable = self._form_problem(parsed)
         except DecodeError:
-            record.fail(Rule.RECORD_UNREADABLE, "its leaf is not a readable LogRecord")
+            unreadable = "its leaf is not a readable LogRecord"
+        if unreadable is not None:
+            record.fail(Rule.RECORD_UNREADABLE, unreadable)
             return None
-        record.message_id = header.message_id
-        record.kind = _KINDS.get(header.kind, "unknown")
-        record.direction = _DIRECTIONS.get(parsed.direction, "unknown")
-        record.method = _printable(header.method)
-        record.purpose = _printable(header.purpose)
-        if header.kind == transport_pb2.MESSAGE_KIND_RESPONSE:
-            record.status = _STATUS_NAMES.get(header.status_code, f"code {header.status_code}")
-            if header.fault or not header.backend_fault:
-                record.fault = _printable(header.fault)
-            else:
-                record.fault = _printable(BACKEND_FAULT_PREFIX + header.backend_fault)
-                record.fault_id = _printable(header.backend_fault_id)
+        signature_value = (
+            parsed.signature_ref.value if parsed.HasField("signature_ref") else signature.value
+        )
+        _describe(record, parsed, header)
         record.header_sha256 = sha256_hex(parsed.header)
         try:
             logged = parsed.logged_at.ToDatetime(tzinfo=UTC)
@@ -733,7 +759,19 @@ class _Verification:
         if verifier is not None:
             self._signature(verifier, parsed, header, signature, record)
         self._body(entry, record, header)
-        return _Leaf(report=record, header=parsed.header, parsed=header, signature=signature)
+        return _Leaf(
+            report=record, header=parsed.header, parsed=header, signature_value=signature_value
+        )
+
+    def _form_problem(self, parsed: log_pb2.LogRecord) -> str | None:
+        """Why a leaf's signature is in neither form of section 6.3 (``None``: it is)."""
+        if not parsed.HasField("signature_ref"):
+            return None
+        if parsed.signature or parsed.certificate_fingerprint:
+            return "its leaf names its attachments by digest but also carries them inline"
+        if self.manifest.get("format") == FORMAT_V1:
+            return f"its leaf names its attachments by digest, which a {FORMAT_V1} bundle cannot"
+        return None
 
     def _placement(
         self, entry: Mapping[str, Any], record: RecordReport, data: bytes, logged: datetime
@@ -769,8 +807,38 @@ class _Verification:
                 f"{record.name()} is logged after the cosignature that holds it (clocks differ)"
             )
 
-    @staticmethod
+    def _attachment(self, kind: AttachmentKind, digest: bytes) -> bytes | None:
+        """The bundle's copy of an attachment a leaf names (read once, checked against the
+        manifest's digest); ``None`` if missing or wrong (the reason in :attr:`file_problems`)."""
+        if digest not in self.attachments:
+            self.attachments[digest] = self._load(attachment_path(kind, digest))
+        return self.attachments[digest]
+
+    def _attached(
+        self, logged: log_pb2.LoggedSignature, record: RecordReport
+    ) -> transport_pb2.Signature | None:
+        """The full signature of a format-2 leaf, its attachments taken from the bundle and
+        checked against the digests the leaf names them by (``None``: failed, recorded)."""
+        try:
+            return attach_signature(logged, self._attachment)
+        except AttachmentError as exc:
+            problems = [
+                self.file_problems[path]
+                for path in (
+                    attachment_path(AttachmentKind.CERTIFICATE, logged.certificate_sha256),
+                    attachment_path(AttachmentKind.OCSP_RESPONSE, logged.ocsp_response_sha256),
+                    *(attachment_path(AttachmentKind.CERTIFICATE, d) for d in logged.chain_sha256),
+                )
+                if path in self.file_problems
+            ]
+            if problems:
+                record.fail(*problems[0])
+            else:
+                record.fail(Rule.RECORD_FINGERPRINT, f"its signature: {exc.message}")
+            return None
+
     def _signature(
+        self,
         verifier: MessageVerifier,
         parsed: log_pb2.LogRecord,
         header: transport_pb2.MessageHeader,
@@ -778,7 +846,14 @@ class _Verification:
         record: RecordReport,
     ) -> None:
         """The message signature, and the certificate's status at signing time (stapled OCSP);
-        a request is signed by the client's member, a response by the provider's."""
+        a request is signed by the client's member, a response by the provider's. A format-2
+        leaf's certificates and OCSP response come from the bundle, each matching the digest
+        the leaf names it by."""
+        if parsed.HasField("signature_ref"):
+            attached = self._attached(parsed.signature_ref, record)
+            if attached is None:
+                return
+            signature = attached
         claimed = (
             SubsystemId.from_proto(header.client).member
             if header.kind == transport_pb2.MESSAGE_KIND_REQUEST
@@ -793,7 +868,8 @@ class _Verification:
             )
         except RutaError as exc:
             record.fail(Rule.RECORD_SIGNATURE, f"its message signature fails: {exc.message}")
-        if sha256_hex(signature.certificate) != parsed.certificate_fingerprint:
+        inline = not parsed.HasField("signature_ref")
+        if inline and sha256_hex(signature.certificate) != parsed.certificate_fingerprint:
             record.fail(Rule.RECORD_FINGERPRINT, "its certificate fingerprint is not its signer's")
 
     def _endpoint(
@@ -872,7 +948,7 @@ class _Verification:
         requests: dict[tuple[str, str], dict[bytes, _Leaf]] = {}
         for leaf in leaves.values():
             if leaf.parsed.kind == transport_pb2.MESSAGE_KIND_REQUEST:
-                digest = request_hash(leaf.header, leaf.signature.value)
+                digest = request_hash(leaf.header, leaf.signature_value)
                 key = (leaf.report.client, leaf.parsed.message_id)
                 requests.setdefault(key, {})[digest] = leaf
         for leaf in leaves.values():

@@ -36,10 +36,19 @@ from security_server.log.model import (
     WriterStats,
 )
 from security_server.log.replay import MAX_FRESHNESS, ReplayGuard
-from security_server.log.store import MAX_APPEND_ENTRIES, MAX_PAGE_SIZE, LogReader, MessageLog
+from security_server.log.store import (
+    MAX_APPEND_ENTRIES,
+    MAX_ATTACHMENTS_PER_READ,
+    MAX_BODIES_PER_READ,
+    MAX_PAGE_SIZE,
+    LogReader,
+    MessageLog,
+)
 
 __all__ = [
     "MAX_APPEND_ENTRIES",
+    "MAX_ATTACHMENTS_PER_READ",
+    "MAX_BODIES_PER_READ",
     "MAX_FRESHNESS",
     "MAX_PAGE_SIZE",
     "AppendedRecord",

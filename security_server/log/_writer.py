@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ruta.evidence.attachments import Attachment, AttachmentError, detach_signature
 from ruta.merkle import CompactRange, leaf_hash
 from ruta.v1 import log_pb2
 from security_server.database import WRITE_TRANSACTION, sqlite_sync_engine
@@ -45,6 +46,7 @@ from security_server.log.errors import (
 )
 from security_server.log.model import (
     AppendedRecord,
+    InvalidLogEntryError,
     LogEntry,
     MessageClaim,
     TreeHead,
@@ -53,6 +55,7 @@ from security_server.log.model import (
     to_micros,
 )
 from security_server.log.schema import (
+    log_attachments,
     log_bodies,
     log_heads,
     log_leaves,
@@ -60,7 +63,13 @@ from security_server.log.schema import (
     seen_messages,
 )
 
-__all__ = ["DEFAULT_MAX_GROUP_RECORDS", "GroupCommitWriter", "fetch_nodes", "restore_frontier"]
+__all__ = [
+    "DEFAULT_MAX_GROUP_RECORDS",
+    "GroupCommitWriter",
+    "fetch_many_nodes",
+    "fetch_nodes",
+    "restore_frontier",
+]
 
 #: Most records (leaves plus claims) written in one group transaction; a single larger append
 #: still goes through, alone.
@@ -69,6 +78,9 @@ DEFAULT_MAX_GROUP_RECORDS: Final = 512
 _MAX_COMPILED_STATEMENTS: Final = 128
 #: Claim upserts kept built, one per number of claims in a group.
 _MAX_CACHED_CLAIM_UPSERTS: Final = 64
+#: Attachment digests the writer remembers as stored (beyond it, it forgets them all and
+#: re-offers each once more: the insert ignores what is there).
+_MAX_KNOWN_ATTACHMENTS: Final = 4096
 #: Most node keys one query names (a proof needs at most about 2 * 64; bounds the SQL text).
 _MAX_KEYS_PER_QUERY: Final = 256
 
@@ -81,6 +93,9 @@ class _Job:
     entries: Sequence[LogEntry]
     claim: MessageClaim | None
     future: asyncio.Future[list[AppendedRecord]]
+    #: Each entry's serialised ``LoggedSignature`` (as its leaf keeps it) and the attachments
+    #: that names.
+    signatures: Sequence[tuple[bytes, tuple[Attachment, ...]]]
     weight: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,20 +115,91 @@ def _nodes_query(count: int) -> sa.TextClause:
     return sa.text(f"SELECT level, idx, hash FROM log_nodes WHERE {terms}")  # noqa: S608
 
 
+#: Leaf hashes (level 0 of the tree) read in one query at most.
+_MAX_LEAVES_PER_QUERY: Final = 500
+
+
+async def _fetch_leaf_hashes(
+    conn: AsyncConnection, origin: str, seqs: Sequence[int]
+) -> dict[tuple[int, int], bytes]:
+    """Level 0 of the tree: the leaf hashes kept beside each record in ``log_leaves``."""
+    result: dict[tuple[int, int], bytes] = {}
+    wanted = sorted(set(seqs))
+    for start in range(0, len(wanted), _MAX_LEAVES_PER_QUERY):
+        chunk = wanted[start : start + _MAX_LEAVES_PER_QUERY]
+        rows = await conn.execute(
+            sa.select(log_leaves.c.seq, log_leaves.c.leaf_hash).where(
+                log_leaves.c.origin == origin, log_leaves.c.seq.in_(chunk)
+            )
+        )
+        result.update({(0, int(r.seq)): bytes(r.leaf_hash) for r in rows})
+    return result
+
+
 async def fetch_nodes(
     conn: AsyncConnection, origin: str, keys: Sequence[tuple[int, int]]
 ) -> dict[tuple[int, int], bytes]:
     """The stored hashes of ``origin``'s nodes with these ``(level, index)`` keys, in one query
-    (absent keys are simply missing from the result)."""
+    per level kind (absent keys are simply missing from the result). Level 0 is each record's
+    leaf hash in ``log_leaves``; higher levels are ``log_nodes`` rows."""
     result: dict[tuple[int, int], bytes] = {}
-    for start in range(0, len(keys), _MAX_KEYS_PER_QUERY):
-        chunk = keys[start : start + _MAX_KEYS_PER_QUERY]
+    leaves = [idx for level, idx in keys if level == 0]
+    inner = [key for key in keys if key[0] > 0]
+    if leaves:
+        result.update(await _fetch_leaf_hashes(conn, origin, leaves))
+    for start in range(0, len(inner), _MAX_KEYS_PER_QUERY):
+        chunk = inner[start : start + _MAX_KEYS_PER_QUERY]
         params: dict[str, Any] = {"o": origin}
         for i, (level, idx) in enumerate(chunk):
             params[f"l{i}"] = level
             params[f"i{i}"] = idx
         rows = await conn.execute(_nodes_query(len(chunk)), params)
         result.update({(int(r.level), int(r.idx)): bytes(r.hash) for r in rows})
+    return result
+
+
+#: Node indexes of one level at most this far apart are read in one range (the few between
+#: come along unasked: cheaper than another query).
+_RANGE_GAP: Final = 32
+#: Ranges of at least this many indexes are read as ranges; shorter ones by key.
+_MIN_RANGE: Final = 8
+
+_NODE_RANGE: Final = sa.text(
+    "SELECT level, idx, hash FROM log_nodes "
+    "WHERE origin = :o AND level = :l AND idx >= :a AND idx <= :b"
+)
+_LEAF_RANGE: Final = sa.text(
+    "SELECT 0 AS level, seq AS idx, leaf_hash AS hash FROM log_leaves "
+    "WHERE origin = :o AND seq >= :a AND seq <= :b"
+)
+
+
+async def fetch_many_nodes(
+    conn: AsyncConnection, origin: str, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    """As :func:`fetch_nodes`, for the thousands of keys of many proofs at once (an export):
+    runs of nearby indexes on one level are read as one index range each, the scattered rest
+    by key, so the number of queries follows the shape of the keys, not their count."""
+    by_level: dict[int, list[int]] = {}
+    for level, idx in set(keys):
+        by_level.setdefault(level, []).append(idx)
+    result: dict[tuple[int, int], bytes] = {}
+    scattered: list[tuple[int, int]] = []
+    for level, indexes in by_level.items():
+        indexes.sort()
+        first = 0
+        for last in range(len(indexes)):
+            if last + 1 < len(indexes) and indexes[last + 1] - indexes[last] <= _RANGE_GAP:
+                continue
+            if last - first + 1 >= _MIN_RANGE:
+                params = {"o": origin, "l": level, "a": indexes[first], "b": indexes[last]}
+                rows = await conn.execute(_LEAF_RANGE if level == 0 else _NODE_RANGE, params)
+                result.update({(int(r.level), int(r.idx)): bytes(r.hash) for r in rows})
+            else:
+                scattered.extend((level, i) for i in indexes[first : last + 1])
+            first = last + 1
+    if scattered:
+        result.update(await fetch_nodes(conn, origin, scattered))
     return result
 
 
@@ -204,6 +290,8 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._sqlite = _SqliteWorker.for_url(engine.url)
         self._claim_upserts: dict[int, Any] = {}
+        # Digests of attachments committed to log_attachments (only after their commit).
+        self._known_attachments: set[bytes] = set()
         # Built once: constructing the upsert per group cost more than executing it.
         head = self._insert(log_heads).values(
             {c: sa.bindparam(c) for c in ("origin", "size", "root", "updated_at")}
@@ -257,11 +345,20 @@ class GroupCommitWriter:
     def submit(
         self, entries: Sequence[LogEntry], claim: MessageClaim | None
     ) -> asyncio.Future[list[AppendedRecord]]:
-        """Queue a job; its future resolves once the job's group has committed (or failed)."""
+        """Queue a job; its future resolves once the job's group has committed (or failed).
+
+        Raises :class:`InvalidLogEntryError` (nothing queued) if an entry's signature is not a
+        readable ``Signature``: only this caller is refused, never its group."""
         if self._closing or self._task is None or self._task.done():
             raise LogWriteError("the message log is closed; nothing was logged")
+        try:
+            signatures = [detach_signature(entry.signature) for entry in entries]
+        except AttachmentError as exc:
+            raise InvalidLogEntryError(f"the signature to log: {exc.message}") from None
         future: asyncio.Future[list[AppendedRecord]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(entries=entries, claim=claim, future=future))
+        self._pending.append(
+            _Job(entries=entries, claim=claim, future=future, signatures=signatures)
+        )
         self._wakeup.set()
         return future
 
@@ -353,7 +450,10 @@ class GroupCommitWriter:
                 conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
                 async with conn.begin():
                     written = await conn.run_sync(self._write_group, group, now_us)
-        frontier, outcomes, records, claims = written
+        frontier, outcomes, records, claims, attached = written
+        if len(self._known_attachments) + len(attached) > _MAX_KNOWN_ATTACHMENTS:
+            self._known_attachments.clear()
+        self._known_attachments.update(attached)
         self._last_logged_us = now_us
         self._records += records
         self._claims += claims
@@ -361,20 +461,23 @@ class GroupCommitWriter:
 
     def _write_group(
         self, conn: _Conn, group: list[_Job], now_us: int
-    ) -> tuple[CompactRange, list[list[AppendedRecord] | LogError], int, int]:
+    ) -> tuple[CompactRange, list[list[AppendedRecord] | LogError], int, int, list[bytes]]:
         """The group's statements inside the caller's transaction (synchronous: it runs in the
         SQLite worker thread, or under ``run_sync`` on the async engine). Touches no writer
-        state; returns the new frontier, each job's outcome, and the records and claims
-        written."""
+        state; returns the new frontier, each job's outcome, the records and claims written,
+        and the digests of the attachments offered to ``log_attachments``."""
         origin = self._origin
         frontier = CompactRange(size=self._frontier.size, hashes=self._frontier.hashes)
         outcomes: list[list[AppendedRecord] | LogError] = []
-        leaf_rows: list[dict[str, Any]] = []
-        node_rows: list[dict[str, Any]] = []
-        body_rows: list[dict[str, Any]] = []
+        leaf_rows: list[tuple[Any, ...]] = []
+        node_rows: list[tuple[Any, ...]] = []
+        bodies: list[tuple[int, bytes]] = []
+        attachment_rows: dict[bytes, dict[str, Any]] = {}
+        known = self._known_attachments
         claims_written = 0
         granted = self._write_claims(conn, group, now_us)
         holders: set[tuple[str, str]] = set()
+        logged_at = from_micros(now_us)
         for job in group:
             if job.claim is not None:
                 key = _claim_key(job.claim)
@@ -385,50 +488,40 @@ class GroupCommitWriter:
                 holders.add(key)
                 claims_written += 1
             appended: list[AppendedRecord] = []
-            for entry in job.entries:
+            for entry, (logged, attachments) in zip(job.entries, job.signatures, strict=True):
                 seq = frontier.size
-                record = _serialise_record(entry, seq, now_us)
+                record = _serialise_record(entry, logged, seq, now_us)
+                _offer_attachments(attachments, known, attachment_rows)
                 digest = leaf_hash(record)
-                for level, idx, h in frontier.append(digest):
-                    node_rows.append({"origin": origin, "level": level, "idx": idx, "hash": h})
+                # Level 0 is the leaf hash, kept in the leaf's row.
+                node_rows.extend(
+                    (origin, level, idx, h) for level, idx, h in frontier.append(digest) if level
+                )
                 leaf_rows.append(
-                    _leaf_row(
-                        origin=origin,
-                        seq=seq,
-                        entry=entry,
-                        logged_at_us=now_us,
-                        record=record,
-                        digest=digest,
-                    )
+                    _leaf_row(origin, seq, entry, logged_at_us=now_us, record=record, digest=digest)
                 )
                 if entry.body is not None:
-                    sealed = self._cipher.seal(origin, seq, entry.body)
-                    body_rows.append(
-                        {
-                            "origin": origin,
-                            "seq": seq,
-                            "key_id": sealed.key_id,
-                            "nonce": sealed.nonce,
-                            "ciphertext": sealed.ciphertext,
-                            "purged_at": None,
-                        }
-                    )
+                    bodies.append((seq, entry.body))
                 appended.append(
-                    AppendedRecord(
-                        origin=origin,
-                        seq=seq,
-                        leaf_hash=digest,
-                        logged_at=from_micros(now_us),
-                    )
+                    AppendedRecord(origin=origin, seq=seq, leaf_hash=digest, logged_at=logged_at)
                 )
             outcomes.append(appended)
         if leaf_rows:
-            _insert_rows(conn, log_leaves, leaf_rows)
-            _insert_rows(conn, log_nodes, node_rows)
-            if body_rows:
-                _insert_rows(conn, log_bodies, body_rows)
+            if attachment_rows:
+                _insert_attachments(conn, list(attachment_rows.values()))
+            _insert_rows(conn, log_leaves, _LEAF_COLUMNS, leaf_rows)
+            if node_rows:
+                _insert_rows(conn, log_nodes, _NODE_COLUMNS, node_rows)
+            if bodies:
+                body_rows = [
+                    (origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext, None)
+                    for (seq, _), sealed in zip(
+                        bodies, self._cipher.seal_many(origin, bodies), strict=True
+                    )
+                ]
+                _insert_rows(conn, log_bodies, _BODY_COLUMNS, body_rows)
             self._write_head(conn, frontier, now_us)
-        return frontier, outcomes, len(leaf_rows), claims_written
+        return frontier, outcomes, len(leaf_rows), claims_written, list(attachment_rows)
 
     def _write_claims(self, conn: _Conn, group: list[_Job], now_us: int) -> set[tuple[str, str]]:
         """Insert the group's replay claims; return the keys that were new (or had expired)."""
@@ -518,7 +611,7 @@ class _RawSqlite:
         rows: list[Any] = cursor.fetchall()
         return rows
 
-    def exec_driver_sql(self, sql: str, parameters: list[tuple[Any, ...]]) -> None:
+    def exec_driver_sql(self, sql: str, parameters: Sequence[tuple[Any, ...]]) -> None:
         self._dbapi.executemany(sql, parameters)
 
 
@@ -583,27 +676,81 @@ class _SqliteWorker:
         self._thread.shutdown(wait=True)
 
 
+#: Column order of the rows the writer builds (tuples: no dict per row on the hot path).
+_LEAF_COLUMNS: Final = (
+    "origin",
+    "seq",
+    "direction",
+    "logged_at",
+    "message_id",
+    "kind",
+    "client",
+    "service",
+    "method",
+    "subject",
+    "created_at",
+    "record",
+    "leaf_hash",
+)
+_NODE_COLUMNS: Final = ("origin", "level", "idx", "hash")
+_BODY_COLUMNS: Final = ("origin", "seq", "key_id", "nonce", "ciphertext", "purged_at")
+
+
 @functools.lru_cache(maxsize=32)
-def _sqlite_insert(
-    table: sa.Table, keys: tuple[str, ...], dialect: sa.Dialect
-) -> tuple[str, tuple[str, ...]]:
-    compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(keys))
-    order = compiled.positiontup
-    if order is None:  # pragma: no cover - the SQLite dialect is positional (qmark)
-        raise LogWriteError("the SQLite dialect compiled a non-positional insert")
-    return compiled.string, tuple(order)
+def _sqlite_insert(table: str, columns: tuple[str, ...]) -> str:
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
 
 
-def _insert_rows(conn: _Conn, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) in one executemany. On SQLite the statement is
-    compiled once per table and key set and the values (ints, text, bytes, None) go to the
-    driver as they are: SQLAlchemy's per-row parameter processing was a quarter of the writer
-    thread's time (bench/README.md). Other databases take the ordinary path."""
+def _insert_rows(
+    conn: _Conn, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` (tuples in the order of ``columns``) in one executemany. On SQLite the
+    statement is plain text built once per table and the values (ints, text, bytes, None) go
+    to the driver as they are: SQLAlchemy's per-row parameter processing was a quarter of the
+    writer thread's time (bench/README.md). Other databases take the ordinary path."""
     if isinstance(conn, sa.Connection) and conn.dialect.name != "sqlite":
-        conn.execute(sa.insert(table), rows)
+        conn.execute(sa.insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
         return
-    sql, order = _sqlite_insert(table, tuple(rows[0]), conn.dialect)
-    conn.exec_driver_sql(sql, [tuple(row[key] for key in order) for row in rows])
+    conn.exec_driver_sql(_sqlite_insert(table.name, columns), rows)
+
+
+#: Stores an attachment unless its digest is there already (the same text on both backends).
+_INSERT_ATTACHMENT: Final = (
+    "INSERT INTO log_attachments (digest, kind, content) VALUES ({}, {}, {}) "
+    "ON CONFLICT (digest) DO NOTHING"
+)
+_INSERT_ATTACHMENT_QMARK: Final = _INSERT_ATTACHMENT.format("?", "?", "?")
+_INSERT_ATTACHMENT_NAMED: Final = sa.text(
+    _INSERT_ATTACHMENT.format(":digest", ":kind", ":content")
+).bindparams(
+    sa.bindparam("digest", type_=log_attachments.c.digest.type),
+    sa.bindparam("content", type_=log_attachments.c.content.type),
+)
+
+
+def _offer_attachments(
+    attachments: Sequence[Attachment], known: set[bytes], rows: dict[bytes, dict[str, Any]]
+) -> None:
+    """Add to ``rows`` each attachment not known to be stored yet."""
+    for attachment in attachments:
+        if attachment.digest not in known:
+            rows[attachment.digest] = {
+                "digest": attachment.digest,
+                "kind": int(attachment.kind),
+                "content": attachment.content,
+            }
+
+
+def _insert_attachments(conn: _Conn, rows: list[dict[str, Any]]) -> None:
+    """Store each attachment of ``rows`` not stored yet (content-addressed: a digest present
+    already names the same bytes)."""
+    if isinstance(conn, sa.Connection) and conn.dialect.name != "sqlite":
+        conn.execute(_INSERT_ATTACHMENT_NAMED, rows)
+        return
+    conn.exec_driver_sql(
+        _INSERT_ATTACHMENT_QMARK, [(r["digest"], r["kind"], r["content"]) for r in rows]
+    )
 
 
 def _claim_key(claim: MessageClaim) -> tuple[str, str]:
@@ -622,34 +769,55 @@ def _fail(job: _Job, error: LogError) -> None:
         job.future.set_exception(error)
 
 
-def _serialise_record(entry: LogEntry, seq: int, logged_at_us: int) -> bytes:
+#: The tag of ``LogRecord.signature_ref`` (field 7, length-delimited).
+_SIGNATURE_REF_TAG: Final = bytes([7 << 3 | 2])
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _serialise_record(entry: LogEntry, logged: bytes, seq: int, logged_at_us: int) -> bytes:
+    """The format-2 leaf of ``entry``, its signature the serialised ``LoggedSignature``
+    ``logged``: the record's other fields serialised, then field 7 appended. Fields are written
+    in number order and 7 is the last, so these are exactly the bytes of the record with
+    ``signature_ref`` set, serialised deterministically (a unit test holds them to it)."""
     record = log_pb2.LogRecord(
         sequence=seq,
         direction=int(entry.direction),  # type: ignore[arg-type]
         header=entry.header,
-        signature=entry.signature,
-        certificate_fingerprint=entry.certificate_fingerprint,
     )
     record.logged_at.seconds, micros = divmod(logged_at_us, 1_000_000)
     record.logged_at.nanos = micros * 1000
-    return record.SerializeToString(deterministic=True)
+    return (
+        record.SerializeToString(deterministic=True)
+        + _SIGNATURE_REF_TAG
+        + _varint(len(logged))
+        + logged
+    )
 
 
 def _leaf_row(
-    *, origin: str, seq: int, entry: LogEntry, logged_at_us: int, record: bytes, digest: bytes
-) -> dict[str, Any]:
-    return {
-        "origin": origin,
-        "seq": seq,
-        "direction": int(entry.direction),
-        "logged_at": logged_at_us,
-        "message_id": entry.message_id,
-        "kind": str(entry.kind),
-        "client": entry.client,
-        "service": entry.service,
-        "method": entry.method,
-        "subject": entry.subject or None,
-        "created_at": to_micros(entry.created_at),
-        "record": record,
-        "leaf_hash": digest,
-    }
+    origin: str, seq: int, entry: LogEntry, *, logged_at_us: int, record: bytes, digest: bytes
+) -> tuple[Any, ...]:
+    """The ``log_leaves`` row of ``entry``, in the order of :data:`_LEAF_COLUMNS`."""
+    return (
+        origin,
+        seq,
+        int(entry.direction),
+        logged_at_us,
+        entry.message_id,
+        str(entry.kind),
+        entry.client,
+        entry.service,
+        entry.method,
+        entry.subject or None,
+        to_micros(entry.created_at),
+        record,
+        digest,
+    )

@@ -109,9 +109,12 @@ class LogEntry:
     """One signed message to log: the leaf's parts, the query columns and the body.
 
     ``header`` and ``signature`` are the exact bytes that travelled (a serialised
-    ``MessageHeader`` and a serialised ``Signature``); the log stores them inside the leaf record
-    without re-encoding. The query columns repeat what the header says so the log can be searched
-    without parsing every leaf; build them with :meth:`from_signed`. ``body`` is ``None`` in
+    ``MessageHeader`` and a serialised ``Signature``). The leaf keeps the header as it is and the
+    signature as a ``LoggedSignature`` (evidence format v2): its certificates and OCSP response
+    named by SHA-256 and stored once beside the tree, so ``certificate_fingerprint`` is checked
+    for its bound but not stored (the leaf's certificate digest is the same fingerprint). The
+    query columns repeat what the header says so the log can be searched without parsing every
+    leaf; build them with :meth:`from_signed`. ``body`` is ``None`` in
     metadata-only mode. The log assigns the sequence number and ``logged_at``.
 
     Raises :class:`InvalidLogEntryError` if a field exceeds its bound or a time is naive.

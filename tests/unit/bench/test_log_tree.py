@@ -53,9 +53,10 @@ async def test_built_tree_is_the_appended_tree(
         assert record.sequence == seq
         appended.append_data(data)
     assert root == appended.root()
-    # Exactly the complete subtrees appending writes, with the same hashes.
+    # Exactly the complete subtrees above the leaves appending writes, with the same hashes
+    # (level 0 is each leaf's own leaf_hash, ADR 0901).
     assert nodes == {k: appended.get_subtree_hash(*k) for k in nodes}
-    assert len(nodes) == sum(leaves >> level for level in range(leaves.bit_length()))
+    assert len(nodes) == sum(leaves >> level for level in range(1, leaves.bit_length()))
 
     engine = await open_database(f"sqlite+aiosqlite:///{path}")
     try:

@@ -9,7 +9,7 @@ import io
 import json
 import sqlite3
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,9 +17,10 @@ from click.testing import CliRunner
 
 from ruta.evidence import reconcile, verify_bundle
 from ruta.evidence.cli import group
-from ruta.v1 import log_pb2, transport_pb2
-from security_server.evidence import EvidenceFilter
-from security_server.log import BodyCipher, MessageLog
+from ruta.v1 import log_pb2
+from security_server import evidence
+from security_server.evidence import EvidenceError, EvidenceFilter
+from security_server.log import BodyCipher, LogKeyError, MessageLog
 from tests.unit.security_server.evidence_support import Scenario, Side, cosign_head, scenario
 
 # 4 exchanges: each side logs 8 records (request and response per exchange).
@@ -72,6 +73,26 @@ async def test_filtered_export_verifies(world: Scenario) -> None:
     assert [r.kind for r in report.records] == ["request", "response"]
 
 
+async def test_bodies_over_the_bundle_bound_are_refused_before_they_are_read(
+    world: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[int] = []
+    real = MessageLog.get_bodies
+
+    async def counting(self: MessageLog, seqs: Sequence[int]) -> dict[int, bytes | LogKeyError]:
+        read.extend(seqs)
+        return await real(self, seqs)
+
+    monkeypatch.setattr(MessageLog, "get_bodies", counting)
+    monkeypatch.setattr(evidence, "MAX_BUNDLE_BODY_BYTES", 10)
+    with pytest.raises(EvidenceError, match="bodies exceed 10 bytes"):
+        await world.export(world.provider)
+    assert read == []
+    monkeypatch.setattr(evidence, "MAX_BUNDLE_BODY_BYTES", 1 << 20)
+    assert verify_bundle(await world.export(world.provider)).ok
+    assert read
+
+
 async def test_a_second_request_under_a_used_message_id_still_verifies(world: Scenario) -> None:
     """Issue 12, finding 3: a consumer log holding two requests with one message id (the second
     refused by the provider as a replay) verifies: a response is bound to the request its
@@ -102,15 +123,20 @@ async def test_batch_signed_records_verify(world: Scenario, tmp_path: Path) -> N
     report = verify_bundle(bundle)
     assert report.ok, report.first_failure
     assert [r.message_id for r in report.records] == [batched[1], batched[1]]
-    # The records hold the batch signatures as sent: one value, each with its own path.
+    # The records hold the batch signatures as sent: one value, each with its own path; the
+    # certificate and OCSP response by digest, each carried once in the bundle.
     paths = []
     with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
-        for name in archive.namelist():
+        names = archive.namelist()
+        for name in names:
             if name.startswith("records/"):
                 record = log_pb2.LogRecord.FromString(archive.read(name))
-                signature = transport_pb2.Signature.FromString(record.signature)
+                assert not record.signature
+                signature = record.signature_ref
                 assert signature.HasField("batch")
                 paths.append((signature.batch.index, signature.batch.size))
+                assert f"certificates/{signature.certificate_sha256.hex()}.der" in names
+                assert f"ocsp/{signature.ocsp_response_sha256.hex()}.der" in names
     assert paths == [(1, 3), (1, 3)]
     consumer = _write(tmp_path / "soc.zip", await world.export(world.consumer))
     code, out = _run("verify", consumer)
@@ -184,11 +210,14 @@ TAMPERS: dict[str, tuple[Callable[[Side, sqlite3.Connection], None], str]] = {
         lambda side, db: _leaf_time_out_of_range(db, side.log.origin, 3),
         "record 3",
     ),
-    "delete a record": (lambda side, db: _delete(db, side.log.origin, 5), "record 5"),
+    # The deleted record's leaf hash goes with it: its neighbour's proof cannot be built, so
+    # the bundle names the neighbour first (and the deleted record as missing, below).
+    "delete a record": (lambda side, db: _delete(db, side.log.origin, 5), "record 4"),
     "reorder two records": (lambda side, db: _swap(db, side.log.origin, 2, 6), "record 2"),
+    # As above: the first record cut off was the sibling of the one before it.
     "truncate the tail": (
         lambda side, db: _truncate(db, side.log.origin, 2 * EXCHANGES, 2 * EXCHANGES - 3),
-        f"record {2 * EXCHANGES - 3}",
+        f"record {2 * EXCHANGES - 4}",
     ),
     "substitute a body": (lambda side, db: _substitute_body(side, db, 4), "record 4"),
 }
@@ -209,6 +238,8 @@ async def test_tampered_database_fails_naming_the_record(
     code, out = _run("verify", bundle, "--json")
     assert code == 1
     assert json.loads(out)["first_failure"].startswith(named)
+    if tamper == "delete a record":
+        assert "range.missing_record" in out
 
 
 async def test_reconcile_reports_an_exchange_missing_on_one_side(

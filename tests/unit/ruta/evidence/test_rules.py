@@ -187,6 +187,17 @@ def _without_files(
     return bed.resigned(drop, {k: v for k, v in bed.files.items() if k not in names})
 
 
+def _attachment_swapped(bed: Bed) -> bytes:
+    """Record 0's signing certificate replaced, under its digest's name, by the other
+    certificate of the bundle (listed with its true digest: only the leaf's digest catches it)."""
+    files = dict(bed.files)
+    named = log_pb2.LogRecord.FromString(files[record_path(0)]).signature_ref.certificate_sha256
+    target = f"certificates/{named.hex()}.der"
+    [other] = [n for n in files if n.startswith("certificates/") and n != target]
+    files[target] = files[other]
+    return bed.resigned(files=files)
+
+
 def _drop_record(bed: Bed) -> bytes:
     return _without_files(
         bed,
@@ -282,7 +293,7 @@ CASES: dict[Rule, Case] = {
     Rule.MANIFEST_NOT_JSON: lambda bed: bed.zipped({**bed.files, MANIFEST_FILE: b"{not json"}),
     Rule.MANIFEST_TOO_DEEP: _deep,
     Rule.MANIFEST_DUPLICATE_KEY: _duplicate_key,
-    Rule.MANIFEST_FORMAT: lambda bed: bed.resigned(_set("format", "ruta-evidence/v2")),
+    Rule.MANIFEST_FORMAT: lambda bed: bed.resigned(_set("format", "ruta-evidence/v3")),
     Rule.MANIFEST_SCHEMA: lambda bed: bed.resigned(_set("exported_at", "yesterday")),
     Rule.FILES_UNLISTED: lambda bed: _extra(bed, record_path(99), b"x", listed=False),
     Rule.FILES_MISSING: lambda bed: bed.zipped(
@@ -342,7 +353,7 @@ CASES: dict[Rule, Case] = {
     ),
     Rule.RECORD_WITNESSED_BY: lambda bed: bed.resigned(_set("records/0/witnessed_by", 4)),
     Rule.RECORD_SIGNATURE: lambda bed: _provider_only(bed, request_signer=bed.world.pop_signer),
-    Rule.RECORD_FINGERPRINT: lambda bed: _provider_only(bed, fingerprint="0" * 64),
+    Rule.RECORD_FINGERPRINT: _attachment_swapped,
     Rule.RECORD_BODY_STATE: _body_unreadable,
     Rule.RECORD_BODY_DIGEST: lambda bed: bed.resigned(
         files={**bed.files, "bodies/00000000000000000001.body": b"Person(someone-else)"}

@@ -4,7 +4,10 @@ restart, purge, write failures and integrity checks on open."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
+import secrets
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ruta.evidence.attachments import AttachmentKind, attach_signature
 from ruta.faults import Fault
 from ruta.merkle import (
     MerkleVerificationError,
@@ -39,7 +43,7 @@ from security_server.log import (
     MessageLog,
     RecordKind,
 )
-from security_server.log.schema import log_bodies, log_heads, log_leaves
+from security_server.log.schema import log_attachments, log_bodies, log_heads, log_leaves
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.unit.security_server.log.support import CLIENT, ORIGIN, SERVICE, FakeClock, make_entry
 
@@ -68,8 +72,16 @@ async def test_append_and_read_back(log: MessageLog, clock: FakeClock) -> None:
     assert parsed.sequence == 0
     assert parsed.direction == log_pb2.LOG_DIRECTION_RECEIVED
     assert parsed.header == with_body.header
-    assert parsed.signature == with_body.signature
-    assert parsed.certificate_fingerprint == with_body.certificate_fingerprint
+    # Format 2: the leaf names the certificate by digest; the log keeps it once, beside.
+    assert parsed.signature == b""
+    assert parsed.certificate_fingerprint == ""
+    original = transport_pb2.Signature.FromString(with_body.signature)
+    stored = await log.get_attachments([parsed.signature_ref.certificate_sha256])
+    restored = attach_signature(
+        parsed.signature_ref, lambda kind, digest: stored[digest][1] if digest in stored else None
+    )
+    assert restored == original
+    assert stored[parsed.signature_ref.certificate_sha256][0] is AttachmentKind.CERTIFICATE
     assert parsed.logged_at.ToDatetime().replace(tzinfo=clock.now.tzinfo) == clock.now
     assert (first.client, first.service, first.method) == (str(CLIENT), str(SERVICE), "GetPerson")
     assert first.subject == "EE38001085718"
@@ -544,3 +556,30 @@ async def test_appends_go_on_after_postgres_drops_every_connection(
             await log.close()
     finally:
         await engine.dispose()
+
+
+async def test_a_certificate_shared_by_many_records_is_stored_once(
+    log: MessageLog, engine: AsyncEngine
+) -> None:
+    first = make_entry()
+    shared = transport_pb2.Signature.FromString(first.signature)
+    entries = []
+    for _ in range(20):
+        signature = transport_pb2.Signature.FromString(first.signature)
+        signature.value = secrets.token_bytes(72)
+        entries.append(replace(make_entry(), signature=signature.SerializeToString()))
+    await asyncio.gather(*(log.append([e]) for e in entries))
+    await log.append(entries[:3])
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.select(log_attachments.c.digest))).all()
+    assert [bytes(r.digest) for r in rows] == [hashlib.sha256(shared.certificate).digest()]
+
+
+async def test_an_unreadable_signature_is_refused_alone(log: MessageLog) -> None:
+    bad = replace(make_entry(), signature=b"\xff\xff")
+    good = log.append([make_entry()])
+    with pytest.raises(InvalidLogEntryError, match="signature"):
+        await log.append([bad])
+    [appended] = await good
+    assert appended.seq == 0
+    assert log.size() == 1

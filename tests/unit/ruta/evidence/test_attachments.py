@@ -1,0 +1,93 @@
+"""Signatures detached into a format-2 leaf and attached again: exact bytes, digests checked."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ruta.evidence.attachments import (
+    AttachmentError,
+    AttachmentKind,
+    attach_signature,
+    attachment_path,
+    detach_signature,
+    referenced_attachments,
+)
+from ruta.v1 import log_pb2, transport_pb2
+
+
+def _signature(*, chain: int = 1, ocsp: bool = True, batch: bool = True) -> transport_pb2.Signature:
+    signature = transport_pb2.Signature(
+        algorithm=transport_pb2.SIGNATURE_ALGORITHM_ECDSA_P256_SHA256,
+        value=secrets.token_bytes(71),
+        certificate=secrets.token_bytes(528),
+        chain=[secrets.token_bytes(400) for _ in range(chain)],
+        ocsp_response=secrets.token_bytes(737) if ocsp else b"",
+    )
+    if batch:
+        signature.batch.index = 3
+        signature.batch.size = 8
+        signature.batch.proof.extend(secrets.token_bytes(32) for _ in range(3))
+    return signature
+
+
+@given(chain=st.integers(0, 4), ocsp=st.booleans(), batch=st.booleans())
+def test_detach_then_attach_gives_the_signature_back(chain: int, ocsp: bool, batch: bool) -> None:
+    original = _signature(chain=chain, ocsp=ocsp, batch=batch)
+    logged_bytes, attachments = detach_signature(original.SerializeToString())
+    logged = log_pb2.LoggedSignature.FromString(logged_bytes)
+    # The bytes are those of the equivalent LoggedSignature, serialised deterministically.
+    assert logged.SerializeToString(deterministic=True) == logged_bytes
+    assert logged.certificate_sha256 == hashlib.sha256(original.certificate).digest()
+    assert list(logged.chain_sha256) == [hashlib.sha256(d).digest() for d in original.chain]
+    content = {a.digest: a.content for a in attachments}
+    assert [(k, d) for k, d in referenced_attachments(logged)] == [
+        (a.kind, a.digest) for a in attachments
+    ]
+    restored = attach_signature(logged, lambda _kind, digest: content.get(digest))
+    assert restored == original
+
+
+def test_the_leaf_bytes_are_those_of_the_record_with_signature_ref_set() -> None:
+    from security_server.log._writer import _serialise_record  # noqa: PLC0415
+    from tests.unit.security_server.log.support import make_entry  # noqa: PLC0415
+
+    entry = make_entry()
+    logged_bytes, _ = detach_signature(entry.signature)
+    leaf = _serialise_record(entry, logged_bytes, 300, 1_764_158_400_123_456)
+    record = log_pb2.LogRecord.FromString(leaf)
+    assert record.SerializeToString(deterministic=True) == leaf
+    assert record.signature_ref == log_pb2.LoggedSignature.FromString(logged_bytes)
+    assert (record.sequence, record.header) == (300, entry.header)
+
+
+def test_a_missing_or_different_attachment_is_refused() -> None:
+    original = _signature()
+    logged_bytes, attachments = detach_signature(original.SerializeToString())
+    logged = log_pb2.LoggedSignature.FromString(logged_bytes)
+    content = {a.digest: a.content for a in attachments}
+    certificate = logged.certificate_sha256
+    with pytest.raises(AttachmentError, match="is missing"):
+        attach_signature(logged, lambda _k, d: None if d == certificate else content[d])
+    with pytest.raises(AttachmentError, match="does not match its digest"):
+        attach_signature(logged, lambda _k, d: b"other" if d == certificate else content[d])
+    logged.ocsp_response_sha256 = b"short"
+    with pytest.raises(AttachmentError, match="not a SHA-256"):
+        attach_signature(logged, lambda _k, d: content.get(d))
+
+
+def test_an_unreadable_signature_or_long_chain_is_refused() -> None:
+    with pytest.raises(AttachmentError, match="not a readable"):
+        detach_signature(b"\xff\xff")
+    with pytest.raises(AttachmentError, match="chain certificates"):
+        detach_signature(_signature(chain=5).SerializeToString())
+
+
+def test_attachment_paths() -> None:
+    digest = bytes(range(32))
+    assert attachment_path(AttachmentKind.CERTIFICATE, digest) == f"certificates/{digest.hex()}.der"
+    assert attachment_path(AttachmentKind.OCSP_RESPONSE, digest) == f"ocsp/{digest.hex()}.der"
