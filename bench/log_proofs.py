@@ -91,7 +91,7 @@ def _rows(
                 digest,
             )
         )
-        # Level 0 is the leaf's own leaf_hash (ADR 0901): log_nodes holds the levels above.
+        # Level 0 is the leaf's own leaf_hash (ADR 0033): log_nodes holds the levels above.
         nodes.extend((ORIGIN, level, idx, h) for level, idx, h in frontier.append(digest) if level)
     return leaves, nodes
 

@@ -153,7 +153,7 @@ def _write_rows(conn: sqlite3.Connection, leaves: list[_LeafRow], nodes: list[_N
     """THE ONLY PLACE THAT WRITES TREE ROWS: adapt it (and BUILDER_VERSION) when the log's schema
     changes. It writes the rows ``security_server/log``'s writer would for these leaves (they
     carry no bodies): ``log_leaves`` rows and the ``log_nodes`` of every complete subtree above
-    the leaves (level 0 is each leaf's ``leaf_hash``, ADR 0901: its rows are dropped here, and
+    the leaves (level 0 is each leaf's ``leaf_hash``, ADR 0033: its rows are dropped here, and
     :func:`_stored_root` reads level-0 keys from ``log_leaves``).
     """
     conn.executemany(

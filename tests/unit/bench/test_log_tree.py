@@ -54,7 +54,7 @@ async def test_built_tree_is_the_appended_tree(
         appended.append_data(data)
     assert root == appended.root()
     # Exactly the complete subtrees above the leaves appending writes, with the same hashes
-    # (level 0 is each leaf's own leaf_hash, ADR 0901).
+    # (level 0 is each leaf's own leaf_hash, ADR 0033).
     assert nodes == {k: appended.get_subtree_hash(*k) for k in nodes}
     assert len(nodes) == sum(leaves >> level for level in range(1, leaves.bit_length()))
 
