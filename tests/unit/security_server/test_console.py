@@ -23,6 +23,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
+from ruta.checkpoint import Checkpoint, cosign, sign_note
 from ruta.evidence import verify_bundle
 from ruta.globalconf import open_configuration
 from ruta.pki.certs import Role, RoleName
@@ -45,6 +46,7 @@ from tests.unit.security_server.evidence_support import (
     cosign_head,
     scenario,
 )
+from tests.unit.security_server.log.support import make_entry
 
 #: Markup in a logged subject and user id: the console must show it as text.
 HOSTILE_SUBJECT = '<script>alert("subject")</script>'
@@ -129,17 +131,24 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
 
 #: The provider's second tree, as its worker 1 keeps it in the same database (docs/adr/0030).
 WORKER_LOG = f"{POP_SS}/w1"
+#: A tree of another server of the provider's member sharing the database (not exportable here).
+OTHER_SERVER_LOG = "DEV/GOV/POP/ss2"
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Console]:
-    """The provider's console over its own tree and a worker's: one exchange in the worker's
-    tree (subject ``person-worker``), cosigned by the witness like any other."""
+    """The provider's console over its own tree, a worker's and another server's: one exchange
+    in the worker's tree (subject ``person-worker``), cosigned by the witness like any other,
+    and one record in the other server's."""
     async with scenario(tmp_path, exchanges=2) as world:
         side = world.provider
         worker_log = await MessageLog.open(side.engine, origin=WORKER_LOG, body_key=side.body_key)
+        other_log = await MessageLog.open(
+            side.engine, origin=OTHER_SERVER_LOG, body_key=side.body_key
+        )
         worker = dataclasses.replace(side, log=worker_log)
         try:
+            await other_log.append([make_entry(subject="person-other")])
             world.provider = worker
             try:
                 await world.exchange("person-worker")
@@ -153,6 +162,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Console]:
                 yield served
         finally:
             await worker_log.close()
+            await other_log.close()
 
 
 def _token(page: str) -> str:
@@ -399,6 +409,16 @@ async def test_a_proof_is_verified_only_against_the_published_keys(tmp_path: Pat
         assert good.verified, good.problem
         assert good.size == checkpoint.size
         assert good.witness == witness.name
+        # A checkpoint of another log, signed by this log's key name and cosigned.
+        body = Checkpoint(f"{side.log.origin}/w9", checkpoint.size, checkpoint.root).body()
+        cosigned = cosign(body, witness.name, world.witness_key, 1_700_000_000)
+        foreign = audit_pb2.CosignedCheckpoint()
+        foreign.CopyFrom(checkpoint)
+        foreign.note = sign_note(body, side.log.origin, side.key) + cosigned.line()
+        misnamed = check_inclusion(
+            proven.record, proven.inclusion_proof, foreign, log_key=log_key, witness=witness
+        )
+        assert "the checkpoint is of log" in misnamed.problem
         stranger = log_verifier(side.log.origin, Ed25519PrivateKey.generate())
         wrong_node = [bytes(32), *proven.inclusion_proof[1:]]
         tampered = audit_pb2.AuditLogRecord()
@@ -439,7 +459,25 @@ async def test_the_log_select_lists_every_tree_own_first(cluster: Console) -> No
     select = re.search(r'<select id="f-log" name="log">(.*?)</select>', page, re.S)
     assert select is not None, page
     options = re.findall(r'<option value="([^"]+)"( selected)?>', select.group(1))
-    assert options == [(str(POP_SS), " selected"), (WORKER_LOG, "")]
+    assert options == [(str(POP_SS), " selected"), (WORKER_LOG, ""), (OTHER_SERVER_LOG, "")]
+
+
+async def test_another_servers_tree_is_read_but_not_exported_here(cluster: Console) -> None:
+    auditor = cluster.world.pki.roles("auditor:DEV/GOV/POP")
+    async with cluster.session(auditor) as http:
+        params = {"search": "1", "log": OTHER_SERVER_LOG}
+        async with http.get(cluster.url + "/", params=params) as response:
+            assert response.status == 200
+            page = await response.text()
+        assert "person-other" in page
+        assert "export it from that server's console" in page
+        assert 'action="/export' not in page
+        async with http.get(cluster.url + "/verify") as response:
+            token = _token(await response.text())
+        data = {CSRF_FIELD: token, "log": OTHER_SERVER_LOG}
+        async with http.post(cluster.url + "/export", data=data) as response:
+            assert response.status == 400
+            assert "signed with another server&#39;s key" in await response.text()
 
 
 async def test_a_search_in_a_workers_tree_finds_its_record_proven(cluster: Console) -> None:
