@@ -57,7 +57,7 @@ from ruta.pki.tls import CertificateSource, KeySource, peer_certificate, server_
 from ruta.timestamps import from_timestamp, to_timestamp
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 from security_server.access_records import access_records, authorise_citizen_service
-from security_server.cluster import MemberLogError, MemberLogs
+from security_server.cluster import MemberLog, MemberLogError, MemberLogs
 from security_server.evidence import EvidenceFilter, build_bundle, cosigned_note
 from security_server.log import (
     MAX_PAGE_SIZE,
@@ -433,6 +433,20 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                     proven.body_included = True
         return out
 
+    @property
+    def origin(self) -> str:
+        """The origin of this process's own log (what an empty ``origin`` names)."""
+        return self._log.origin
+
+    async def list_logs(self) -> list[MemberLog]:
+        """The member's logs in this server's database, by origin (what ``ListLogs`` answers):
+        every node's and worker's tree, and the member's other servers' sharing it; this
+        process's own alone when it shares none."""
+        if self._logs is None:
+            head = self._log.head()
+            return [MemberLog(origin=head.origin, size=head.size, exportable=True)]
+        return await self._logs.list()
+
     async def export(self, grant: AuditGrant, request: audit_pb2.ExportEvidenceRequest) -> bytes:
         """An evidence bundle (zip bytes) of the records ``request`` selects; raises
         :class:`RutaError`."""
@@ -608,15 +622,10 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     ) -> audit_pb2.ListLogsResponse:
         """The member's logs in this server's database: every node's and worker's tree."""
         await self._authorise(context)
-        if self._logs is None:
-            head = self._log.head()
-            return audit_pb2.ListLogsResponse(
-                logs=[audit_pb2.MemberLog(origin=head.origin, size=head.size, exportable=True)]
-            )
         return audit_pb2.ListLogsResponse(
             logs=[
                 audit_pb2.MemberLog(origin=m.origin, size=m.size, exportable=m.exportable)
-                for m in await self._logs.list()
+                for m in await self.list_logs()
             ]
         )
 

@@ -30,6 +30,7 @@ __all__ = [
     "MemberLogs",
     "OriginInUseError",
     "OriginLock",
+    "log_server",
 ]
 
 #: Most logs one listing returns (nodes times workers of one member; far above any real one).
@@ -113,8 +114,9 @@ class MemberLog:
     exportable: bool
 
 
-def _server_of(origin: str) -> ServerId | None:
-    """The server whose log (or node log) ``origin`` is, if it names one."""
+def log_server(origin: str) -> ServerId | None:
+    """The server whose log (or node log, :mod:`ruta.node_logs`) ``origin`` is, if it names
+    one: the server whose published log key signs its checkpoints."""
     for candidate in (origin, (split_node_log_origin(origin) or ("", ""))[0]):
         try:
             return ServerId.parse(candidate)
@@ -143,13 +145,13 @@ class MemberLogs:
 
     def is_member_log(self, origin: str) -> bool:
         """Whether ``origin`` names a log of a server of this member."""
-        server = _server_of(origin)
+        server = log_server(origin)
         return server is not None and server.member == self._server.member
 
     def is_exportable(self, origin: str) -> bool:
         """Whether this server's log key signs ``origin``'s checkpoints (its own log or one of
         its node logs), so it can sign an evidence bundle of it."""
-        return origin == str(self._server) or _server_of(origin) == self._server
+        return origin == str(self._server) or log_server(origin) == self._server
 
     async def list(self) -> list[MemberLog]:
         """The member's logs in the database, by origin (at most :data:`MAX_MEMBER_LOGS`)."""

@@ -1,6 +1,13 @@
 """The auditor console's pages (docs/adr/0027): search the message log, a record's signed
 header and its proof, export an evidence bundle, verify an uploaded bundle, reconcile two.
 
+Every log of the server is covered (docs/adr/0030): a server run as several nodes or workers
+keeps one tree per node and worker, and the audit API lists them (``ListLogs``,
+:meth:`AuditServicer.list_logs`). The search picks one by its origin (``log``, this process's
+own by default), the record page proves inclusion against that log's own cosigned checkpoint,
+and export covers it when this server's key signs it. A ``log`` a link or form names is
+accepted only if it is one the listing returns.
+
 Every page needs a browser certificate whose roles read this server's log, checked by the same
 service layer as the audit gRPC API (:class:`security_server.audit.AuditServicer`): without a
 certificate a page says how to get one (401); with one that lacks the role, a 403 page names
@@ -12,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,19 +32,25 @@ from ruta.evidence import ReconcileReport, reconcile, verify_bundle
 from ruta.faults import RutaError
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.ids import ServerId
+from ruta.node_logs import node_log_verifier
 from ruta.timestamps import to_timestamp
 from ruta.v1 import audit_pb2
 from ruta.web import CSRF_FIELD, ClientCertificate, CsrfTokens, Pages, add_static_routes
 from ruta.web import client_certificate as certificate_of
 from security_server.audit import MAX_FILTER_TEXT, AuditError, AuditGrant, AuditServicer
+from security_server.cluster import MemberLog, log_server
 from security_server.console.records import check_inclusion, decode_record
 
 __all__ = [
     "CONSOLE_PAGE_SIZE",
+    "LOG_FIELD",
     "MAX_CONCURRENT_VERIFICATIONS",
+    "MAX_LOG_ORIGIN_CHARS",
     "MAX_UPLOAD_BYTES",
     "PAGES",
     "AuditConsole",
+    "ChosenLog",
+    "UnknownLogError",
     "console_app",
 ]
 
@@ -61,12 +74,33 @@ MAX_FORM_FIELD_CHARS: Final = 1024
 MAX_CONCURRENT_VERIFICATIONS: Final = 2
 #: The search filters a form or link may carry.
 FILTER_FIELDS: Final = ("message_id", "client", "service", "method", "subject", "since", "until")
+#: The field (query parameter or form field) naming the log, by origin.
+LOG_FIELD: Final = "log"
+#: Longest log origin a link or form may name (a server identifier and a node log name).
+MAX_LOG_ORIGIN_CHARS: Final = 512
 _READ_CHUNK: Final = 64 * 1024
 _UNSAFE_FILENAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class UploadTooLargeError(AuditError):
     """An uploaded bundle over :data:`MAX_UPLOAD_BYTES`."""
+
+
+class UnknownLogError(AuditError):
+    """A ``log`` that is not one of the logs the audit API lists for this server."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChosenLog:
+    """The log a page reads (``chosen``) among the server's logs (``logs``, own first)."""
+
+    chosen: MemberLog
+    logs: tuple[MemberLog, ...]
+
+    @property
+    def origin(self) -> str:
+        """The chosen log's origin."""
+        return self.chosen.origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +127,41 @@ class AuditConsole:
 
     # --- keys ------------------------------------------------------------------------------
 
-    def keys(self) -> tuple[Verifier | None, Verifier | None]:
-        """The log's published checkpoint key and the witness key of the configuration."""
+    def keys(self, origin: str = "") -> tuple[Verifier | None, Verifier | None]:
+        """The checkpoint key of log ``origin`` (empty: this server's own) as the configuration
+        in force publishes it, and the configuration's witness key.
+
+        A server's log is verified with the key the registry publishes for the server; a node
+        or worker log (``<server>/<name>``, :mod:`ruta.node_logs`) with that same key under the
+        log's own name, as the witness and ``ruta audit verify`` derive it. No key (None) for
+        an origin that names no published server."""
         view = self.conf()
         if view is None:
             return None, None
-        entry = view.server(self.server)
-        log_key = _verifier(entry.log_public_key) if entry is not None else None
+        origin = origin or self.servicer.origin
+        server = log_server(origin)
+        entry = view.server(server) if server is not None else None
+        published = _verifier(entry.log_public_key) if entry is not None else None
+        log_key = node_log_verifier(published, origin) if published is not None else None
         witness = _verifier(view.witness_public_key.decode("utf-8", "replace"))
         return log_key, witness
+
+    async def choose_log(self, asked: str) -> ChosenLog:
+        """The log named ``asked`` (empty: this process's own) among the logs the audit API
+        lists. Raises :class:`UnknownLogError` for any other name."""
+        own = self.servicer.origin
+        listed = await self.servicer.list_logs()
+        first = [m for m in listed if m.origin == own] or [MemberLog(own, 0, exportable=True)]
+        logs = (*first, *(m for m in listed if m.origin != own))
+        wanted = asked or own
+        if len(wanted) <= MAX_LOG_ORIGIN_CHARS:
+            for log in logs:
+                if log.origin == wanted:
+                    return ChosenLog(log, logs)
+        raise UnknownLogError(
+            f"log {wanted[:80]!r} is not one of this server's logs; choose one from the search "
+            "form's list"
+        )
 
 
 def _verifier(vkey: str) -> Verifier | None:
@@ -113,6 +173,12 @@ def _verifier(vkey: str) -> Verifier | None:
         return Verifier.from_vkey(vkey)
     except CheckpointError:
         return None
+
+
+def _asked_log(values: Mapping[str, str]) -> str:
+    """The ``log`` a link or form names, cut to one character over its bound (so an overlong
+    name is refused, not truncated into another)."""
+    return values.get(LOG_FIELD, "")[: MAX_LOG_ORIGIN_CHARS + 1]
 
 
 def _context(auditor: Auditor, console: AuditConsole) -> dict[str, Any]:
@@ -240,17 +306,27 @@ def _as_auditor(
 
 async def _search(request: web.Request, console: AuditConsole, auditor: Auditor) -> web.Response:
     values = _query_values(request)
+    log = await console.choose_log(_asked_log(request.query))
     after = request.query.get("after", "")[:MAX_FORM_FIELD_CHARS]
     searched = any(values.values()) or "search" in request.query
     records: list[audit_pb2.AuditLogRecord] = []
     next_token = ""
     if searched:
         page = await console.servicer.query(
-            auditor.grant, _filter_of(values), page_size=CONSOLE_PAGE_SIZE, page_token=after
+            auditor.grant,
+            _filter_of(values),
+            page_size=CONSOLE_PAGE_SIZE,
+            page_token=after,
+            origin=log.origin,
         )
         records = list(page.records)
         next_token = page.next_page_token
-    next_query = {**{k: v for k, v in values.items() if v}, "search": "1", "after": next_token}
+    next_query = {
+        **{k: v for k, v in values.items() if v},
+        LOG_FIELD: log.origin,
+        "search": "1",
+        "after": next_token,
+    }
     return PAGES.respond(
         request,
         "search.html",
@@ -260,6 +336,8 @@ async def _search(request: web.Request, console: AuditConsole, auditor: Auditor)
         records=[(r, r.logged_at.ToDatetime(tzinfo=UTC)) for r in records],
         next_query=next_query if next_token else None,
         page_size=CONSOLE_PAGE_SIZE,
+        log=log,
+        log_field=LOG_FIELD,
     )
 
 
@@ -268,7 +346,10 @@ async def _record(request: web.Request, console: AuditConsole, auditor: Auditor)
     if not text.isascii() or not text.isdigit() or len(text) > 19:
         raise AuditError("a record is named by its sequence number")
     seq = int(text)
-    response = await console.servicer.proven_records(auditor.grant, [seq], include_bodies=False)
+    log = await console.choose_log(_asked_log(request.query))
+    response = await console.servicer.proven_records(
+        auditor.grant, [seq], include_bodies=False, origin=log.origin
+    )
     if not response.records:
         return PAGES.respond(
             request,
@@ -277,9 +358,10 @@ async def _record(request: web.Request, console: AuditConsole, auditor: Auditor)
             **_context(auditor, console),
             sequence=seq,
             size=response.checkpoint.size,
+            log=log,
         )
     proven = response.records[0]
-    log_key, witness = console.keys()
+    log_key, witness = console.keys(log.origin)
     check = check_inclusion(
         proven.record,
         list(proven.inclusion_proof),
@@ -294,6 +376,7 @@ async def _record(request: web.Request, console: AuditConsole, auditor: Auditor)
         record=proven.record,
         decoded=decode_record(proven.record.record),
         check=check,
+        log=log,
     )
 
 
@@ -304,12 +387,18 @@ async def _export(
     if isinstance(form, web.Response):
         return form
     values, _ = form
+    log = await console.choose_log(_asked_log(values))
+    if not log.chosen.exportable:
+        raise AuditError(
+            f"log {log.origin!r} is signed with another server's key; export it from that "
+            "server's console"
+        )
     export = audit_pb2.ExportEvidenceRequest(
-        filter=_filter_of(values), include_bodies=auditor.grant.bodies
+        filter=_filter_of(values), include_bodies=auditor.grant.bodies, origin=log.origin
     )
     bundle = await console.servicer.export(auditor.grant, export)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = _UNSAFE_FILENAME.sub("-", f"evidence-{console.server}-{stamp}.zip")
+    name = _UNSAFE_FILENAME.sub("-", f"evidence-{log.origin}-{stamp}.zip")
     response = web.Response(body=bundle, content_type="application/zip")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     response.headers["Cache-Control"] = "no-store"

@@ -134,7 +134,9 @@ def check_inclusion(  # noqa: PLR0911 - one return per step that can fail, in or
 ) -> InclusionCheck:
     """Check ``record`` (with its inclusion ``proof``) against ``checkpoint``, trusting only
     ``log_key`` (the log's checkpoint key) and ``witness`` (the witness's cosignature key).
-    Never raises: a failed step is named in ``problem``."""
+    ``log_key`` is named by the log's origin (a node or worker log's key is its server's under
+    the log's name, :func:`ruta.node_logs.node_log_verifier`), and the checkpoint must be of that
+    log. Never raises: a failed step is named in ``problem``."""
     witness_name = witness.name if witness is not None else ""
 
     def outcome(problem: str = "", cosigned_at: datetime | None = None) -> InclusionCheck:
@@ -160,6 +162,10 @@ def check_inclusion(  # noqa: PLR0911 - one return per step that can fail, in or
     except CheckpointError as exc:
         return outcome(f"the checkpoint does not verify: {exc.message}")
     cosigned_at = datetime.fromtimestamp(timestamp, UTC)
+    if signed.origin != log_key.name:
+        return outcome(
+            f"the checkpoint is of log {signed.origin!r}, not of {log_key.name!r}", cosigned_at
+        )
     if signed.size != checkpoint.size or signed.root != checkpoint.root:
         return outcome("the signed checkpoint is not the one the proof was made for", cosigned_at)
     if leaf_hash(record.record) != record.leaf_hash:

@@ -12,6 +12,7 @@ import ssl
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
+from ruta.checkpoint import Checkpoint, cosign, sign_note
 from ruta.evidence import verify_bundle
 from ruta.globalconf import open_configuration
 from ruta.pki.certs import Role, RoleName
@@ -30,18 +32,21 @@ from ruta.v1 import audit_pb2, transport_pb2
 from ruta.web import CONTENT_SECURITY_POLICY, CSRF_FIELD, console_tls_context
 from security_server.audit import AuditServicer, AuditSettings
 from security_server.checkpointer import log_verifier
+from security_server.cluster import MemberLogs
 from security_server.console import AuditConsole, ConsoleListener, ConsoleSettings, console_app
 from security_server.console import pages as console_pages
 from security_server.console.records import check_inclusion, decode_record
-from security_server.log import Direction
+from security_server.log import Direction, MessageLog
 from tests.unit.security_server.evidence_support import (
     CLIENT,
     POP_SS,
     SERVICE,
     SOC_SS,
     Scenario,
+    cosign_head,
     scenario,
 )
+from tests.unit.security_server.log.support import make_entry
 
 #: Markup in a logged subject and user id: the console must show it as text.
 HOSTILE_SUBJECT = '<script>alert("subject")</script>'
@@ -85,37 +90,79 @@ async def _log_hostile_exchange(world: Scenario) -> str:
     return message_id
 
 
+@asynccontextmanager
+async def _serve(world: Scenario, logs: MemberLogs | None = None) -> AsyncIterator[Console]:
+    """The provider's console on loopback; with ``logs``, over every tree of its database."""
+    side = world.provider
+    view = open_configuration(world.signed_globalconf, world.anchor, now=datetime.now(UTC))
+    servicer = AuditServicer(
+        log=side.log,
+        engine=side.engine,
+        server=str(side.server),
+        key=side.key,
+        globalconf=lambda: world.signed_globalconf,
+        settings=AuditSettings(),
+        logs=logs,
+    )
+    app = console_app(
+        AuditConsole(servicer=servicer, server=side.server, conf=lambda: view, anchor=world.anchor)
+    )
+    tls = world.pki.auth(side.server)
+    context = console_tls_context(
+        cert=tls.cert_path, key=tls.key_path, client_ca=world.pki.trust_path
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    try:
+        yield Console(world, f"https://127.0.0.1:{runner.addresses[0][1]}")
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def console(tmp_path: Path) -> AsyncIterator[Console]:
     async with scenario(tmp_path, exchanges=3) as world:
         await _log_hostile_exchange(world)
         await world.checkpoint()
+        async with _serve(world) as served:
+            yield served
+
+
+#: The provider's second tree, as its worker 1 keeps it in the same database (docs/adr/0030).
+WORKER_LOG = f"{POP_SS}/w1"
+#: A tree of another server of the provider's member sharing the database (not exportable here).
+OTHER_SERVER_LOG = "DEV/GOV/POP/ss2"
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Console]:
+    """The provider's console over its own tree, a worker's and another server's: one exchange
+    in the worker's tree (subject ``person-worker``), cosigned by the witness like any other,
+    and one record in the other server's."""
+    async with scenario(tmp_path, exchanges=2) as world:
         side = world.provider
-        view = open_configuration(world.signed_globalconf, world.anchor, now=datetime.now(UTC))
-        servicer = AuditServicer(
-            log=side.log,
-            engine=side.engine,
-            server=str(side.server),
-            key=side.key,
-            globalconf=lambda: world.signed_globalconf,
-            settings=AuditSettings(),
+        worker_log = await MessageLog.open(side.engine, origin=WORKER_LOG, body_key=side.body_key)
+        other_log = await MessageLog.open(
+            side.engine, origin=OTHER_SERVER_LOG, body_key=side.body_key
         )
-        app = console_app(
-            AuditConsole(
-                servicer=servicer, server=side.server, conf=lambda: view, anchor=world.anchor
-            )
-        )
-        tls = world.pki.auth(side.server)
-        context = console_tls_context(
-            cert=tls.cert_path, key=tls.key_path, client_ca=world.pki.trust_path
-        )
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+        worker = dataclasses.replace(side, log=worker_log)
         try:
-            yield Console(world, f"https://127.0.0.1:{runner.addresses[0][1]}")
+            await other_log.append([make_entry(subject="person-other")])
+            world.provider = worker
+            try:
+                await world.exchange("person-worker")
+                await cosign_head(worker, world.witness)
+            finally:
+                world.provider = side
+            logs = MemberLogs(
+                engine=side.engine, own=side.log, server=side.server, body_key=side.body_key
+            )
+            async with _serve(world, logs) as served:
+                yield served
         finally:
-            await runner.cleanup()
+            await worker_log.close()
+            await other_log.close()
 
 
 def _token(page: str) -> str:
@@ -362,6 +409,16 @@ async def test_a_proof_is_verified_only_against_the_published_keys(tmp_path: Pat
         assert good.verified, good.problem
         assert good.size == checkpoint.size
         assert good.witness == witness.name
+        # A checkpoint of another log, signed by this log's key name and cosigned.
+        body = Checkpoint(f"{side.log.origin}/w9", checkpoint.size, checkpoint.root).body()
+        cosigned = cosign(body, witness.name, world.witness_key, 1_700_000_000)
+        foreign = audit_pb2.CosignedCheckpoint()
+        foreign.CopyFrom(checkpoint)
+        foreign.note = sign_note(body, side.log.origin, side.key) + cosigned.line()
+        misnamed = check_inclusion(
+            proven.record, proven.inclusion_proof, foreign, log_key=log_key, witness=witness
+        )
+        assert "the checkpoint is of log" in misnamed.problem
         stranger = log_verifier(side.log.origin, Ed25519PrivateKey.generate())
         wrong_node = [bytes(32), *proven.inclusion_proof[1:]]
         tampered = audit_pb2.AuditLogRecord()
@@ -385,3 +442,111 @@ def test_a_record_that_does_not_decode_is_named_not_raised() -> None:
     decoded = decode_record(b"")
     assert decoded.problem == ""
     assert dict(decoded.header_fields)["message_id"] == ""
+
+
+async def test_one_log_shows_no_log_select(console: Console) -> None:
+    auditor = console.world.pki.roles("auditor:DEV/GOV/POP")
+    async with console.session(auditor) as http, http.get(console.url + "/") as response:
+        page = await response.text()
+    assert "<select" not in page
+
+
+async def test_the_log_select_lists_every_tree_own_first(cluster: Console) -> None:
+    auditor = cluster.world.pki.roles("auditor:DEV/GOV/POP")
+    async with cluster.session(auditor) as http, http.get(cluster.url + "/") as response:
+        assert response.status == 200
+        page = await response.text()
+    select = re.search(r'<select id="f-log" name="log">(.*?)</select>', page, re.S)
+    assert select is not None, page
+    options = re.findall(r'<option value="([^"]+)"( selected)?>', select.group(1))
+    assert options == [(str(POP_SS), " selected"), (WORKER_LOG, ""), (OTHER_SERVER_LOG, "")]
+
+
+async def test_another_servers_tree_is_read_but_not_exported_here(cluster: Console) -> None:
+    auditor = cluster.world.pki.roles("auditor:DEV/GOV/POP")
+    async with cluster.session(auditor) as http:
+        params = {"search": "1", "log": OTHER_SERVER_LOG}
+        async with http.get(cluster.url + "/", params=params) as response:
+            assert response.status == 200
+            page = await response.text()
+        assert "person-other" in page
+        assert "export it from that server's console" in page
+        assert 'action="/export' not in page
+        async with http.get(cluster.url + "/verify") as response:
+            token = _token(await response.text())
+        data = {CSRF_FIELD: token, "log": OTHER_SERVER_LOG}
+        async with http.post(cluster.url + "/export", data=data) as response:
+            assert response.status == 400
+            assert "signed with another server&#39;s key" in await response.text()
+
+
+async def test_a_search_in_a_workers_tree_finds_its_record_proven(cluster: Console) -> None:
+    auditor = cluster.world.pki.roles("auditor:DEV/GOV/POP")
+    async with cluster.session(auditor) as http:
+        async with http.get(cluster.url + "/", params={"subject": "person-worker"}) as response:
+            assert "No record matches this search." in await response.text()  # not in its own
+        params = {"subject": "person-worker", "log": WORKER_LOG}
+        async with http.get(cluster.url + "/", params=params) as response:
+            assert response.status == 200
+            page = await response.text()
+        assert f'<option value="{WORKER_LOG}" selected>' in page
+        assert f'name="log" value="{WORKER_LOG}"' in page  # the export form carries it
+        link = re.search(r'href="(/records/0\?[^"]+)"', page)
+        assert link is not None, page
+        assert "log=DEV%2FGOV%2FPOP%2Fss1%2Fw1" in link.group(1)
+        async with http.get(cluster.url + link.group(1).replace("&amp;", "&")) as response:
+            assert response.status == 200
+            record = await response.text()
+        assert "Proof verified" in record, record
+        assert "person-worker" in record
+        assert WORKER_LOG in record
+        # The same sequence number in the server's own tree is another record.
+        async with http.get(cluster.url + "/records/0") as response:
+            own = await response.text()
+        assert "Proof verified" in own
+        assert "person-worker" not in own
+        assert "<script" not in page + record + own
+
+
+async def test_a_workers_tree_exports_a_bundle_that_verifies(cluster: Console) -> None:
+    auditor = cluster.world.pki.roles("auditor:DEV/GOV/POP")
+    async with cluster.session(auditor) as http:
+        async with http.get(cluster.url + "/verify") as response:
+            token = _token(await response.text())
+        data = {CSRF_FIELD: token, "subject": "person-worker", "log": WORKER_LOG}
+        async with http.post(cluster.url + "/export", data=data) as response:
+            assert response.status == 200
+            assert "ss1-w1" in response.headers["Content-Disposition"]
+            bundle = await response.read()
+    report = verify_bundle(bundle, anchor=cluster.world.anchor)
+    assert report.ok, report.text()
+    assert report.origin == WORKER_LOG
+    assert len(report.records) == 2  # the request and its response
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        "DEV/GOV/POP/ss1/w2",  # the shape of a worker's tree, but none is kept
+        "DEV/GOV/TAX/ss1",  # another member's server
+        "<script>alert(1)</script>",
+        "DEV/GOV/POP/ss1/w1" + "x" * 5000,
+    ],
+)
+async def test_a_log_not_in_the_list_is_refused(cluster: Console, log: str) -> None:
+    auditor = cluster.world.pki.roles("auditor-supervisor")
+    async with cluster.session(auditor) as http:
+        async with http.get(cluster.url + "/", params={"log": log}) as response:
+            assert response.status == 400
+            page = await response.text()
+        assert "is not one of this server&#39;s logs" in page
+        assert "<script" not in page
+        async with http.get(cluster.url + "/records/0", params={"log": log}) as response:
+            assert response.status == 400
+        async with http.get(cluster.url + "/verify") as response:
+            token = _token(await response.text())
+        async with http.post(
+            cluster.url + "/export", data={CSRF_FIELD: token, "log": log}
+        ) as response:
+            assert response.status == 400
+            assert "is not one of this server&#39;s logs" in await response.text()
