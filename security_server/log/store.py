@@ -90,6 +90,11 @@ MAX_BODIES_PER_READ: Final = MAX_PAGE_SIZE
 MAX_ATTACHMENTS_PER_READ: Final = 4096
 #: Digests named in one query (bounds the statement's parameters).
 _ATTACHMENTS_PER_QUERY: Final = 500
+#: A search by service without a method first reads up to this many matching sequence numbers
+#: through the service index: a service with no more records is answered from them (a rare
+#: service's records are scattered, and walking the log in sequence order to find a page of them
+#: would read it all); a more common one is found quickly in sequence order.
+_RARE_SERVICE_PROBE: Final = 2000
 #: Longest the consumer's message-id lookup waits on a busy SQLite file (it runs on the loop).
 _LOOKUP_BUSY_MS: Final = 200
 
@@ -387,12 +392,43 @@ class LogReader:
         order = log_leaves.c.seq.desc() if newest_first else log_leaves.c.seq
         stmt = self._record_select().where(*conditions).order_by(order).limit(limit + 1)
         async with self._engine.connect() as conn:
-            records = [_stored_record(r) for r in await conn.execute(stmt)]
+            rare = None
+            if service is not None and method is None and message_id is None and subject is None:
+                rare = await self._rare_service_page(conn, conditions, limit, newest_first)
+            if rare is not None:
+                records = rare
+            else:
+                records = [_stored_record(r) for r in await conn.execute(stmt)]
         more = len(records) > limit
         records = records[:limit]
         return RecordPage(
             records=tuple(records), next_after=records[-1].seq if more and records else None
         )
+
+    async def _rare_service_page(
+        self,
+        conn: AsyncConnection,
+        conditions: Sequence[sa.ColumnElement[bool]],
+        limit: int,
+        newest_first: bool,
+    ) -> list[StoredRecord] | None:
+        """Up to ``limit + 1`` records matching ``conditions`` (which name a service), in page
+        order, when the service has at most :data:`_RARE_SERVICE_PROBE` matching records; None
+        when it has more (then a walk in sequence order finds a page quickly)."""
+        probe = sa.select(log_leaves.c.seq).where(*conditions).limit(_RARE_SERVICE_PROBE + 1)
+        sequences = [int(row.seq) for row in await conn.execute(probe)]
+        if len(sequences) > _RARE_SERVICE_PROBE:
+            return None
+        page = sorted(sequences, reverse=newest_first)[: limit + 1]
+        if not page:
+            return []
+        rows = await conn.execute(
+            self._record_select().where(
+                log_leaves.c.origin == self._origin, log_leaves.c.seq.in_(page)
+            )
+        )
+        by_seq = {record.seq: record for record in map(_stored_record, rows)}
+        return [by_seq[seq] for seq in page]
 
     # --- attachments ----------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ class FakeClock:
 def make_entry(
     *,
     client: SubsystemId = CLIENT,
+    service: ServiceId = SERVICE,
     method: str = "GetPerson",
     subject: str = "",
     body: bytes | None = b"body",
@@ -46,7 +47,7 @@ def make_entry(
         message_id=message_id or str(uuid.uuid4()),
         kind=kind,  # type: ignore[arg-type]
         client=client.to_proto(),
-        service=SERVICE.to_proto(),
+        service=service.to_proto(),
         method=method,
         purpose="benefit-eligibility",
         subject=subject,

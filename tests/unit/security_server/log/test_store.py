@@ -43,6 +43,7 @@ from security_server.log import (
     MessageLog,
     RecordKind,
 )
+from security_server.log import store as store_module
 from security_server.log.schema import log_attachments, log_bodies, log_heads, log_leaves
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.unit.security_server.log.support import CLIENT, ORIGIN, SERVICE, FakeClock, make_entry
@@ -583,3 +584,33 @@ async def test_an_unreadable_signature_is_refused_alone(log: MessageLog) -> None
     [appended] = await good
     assert appended.seq == 0
     assert log.size() == 1
+
+
+@pytest.mark.parametrize("probe", [1, 3, 2000])
+@pytest.mark.parametrize("newest_first", [False, True])
+async def test_a_search_by_service_alone_pages_alike_for_rare_and_common_services(
+    log: MessageLog, monkeypatch: pytest.MonkeyPatch, probe: int, newest_first: bool
+) -> None:
+    """A service with few records is read through the service index, one with many in
+    sequence order: either way the pages hold the same records in the same order."""
+    monkeypatch.setattr(store_module, "_RARE_SERVICE_PROBE", probe)
+    rare = SERVICE.subsystem.service("rare.v1.Rare")
+    entries = [make_entry(service=rare if i % 4 == 1 else SERVICE) for i in range(14)]
+    await log.append(entries)
+    for service, expected in (
+        (rare, [i for i in range(14) if i % 4 == 1]),
+        (SERVICE, [i for i in range(14) if i % 4 != 1]),
+        (SERVICE.subsystem.service("none.v1.None"), []),
+    ):
+        seen: list[int] = []
+        after: int | None = None
+        while True:
+            page = await log.query(
+                service=str(service), limit=2, after=after, newest_first=newest_first
+            )
+            seen.extend(r.seq for r in page.records)
+            assert all(r.service == str(service) for r in page.records)
+            if page.next_after is None:
+                break
+            after = page.next_after
+        assert seen == sorted(expected, reverse=newest_first)
