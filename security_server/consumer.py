@@ -149,6 +149,12 @@ class ConsumerProxy:
         self._load = Load()
 
     @property
+    def reads_peer_certificate(self) -> bool:
+        """Whether callers are authenticated by their client certificate (false on a port that
+        takes plaintext loopback callers only: :meth:`_authenticate` never reads one there)."""
+        return not self._plain
+
+    @property
     def frames(self) -> bool:
         """Whether requests go to provider servers several per frame (``[transport] frames``)."""
         return self._peers.frames
