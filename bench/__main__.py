@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name == "latest":
         carry_over(result, out / "latest.json")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = "" if args.gateway or args.instructions else markdown(result)
+    table = "" if args.gateway else markdown(result)
     if "gateway" in result:
         table += "\n" + gateway_markdown(result["gateway"])
     (out / f"{name}.md").write_text(table)
