@@ -693,8 +693,11 @@ def _count_logged(db: Path) -> int:
 async def _frames(metrics_url: str) -> dict[str, float]:
     """The frames counters a server's ``/metrics`` shows, by ``ROLE_frames`` and
     ``ROLE_messages`` (requests or results carried)."""
-    async with aiohttp.ClientSession() as session, session.get(metrics_url) as reply:
-        text = await reply.text()
+    try:
+        async with aiohttp.ClientSession() as session, session.get(metrics_url) as reply:
+            text = await reply.text()
+    except (aiohttp.ClientError, OSError):
+        return {}  # a figure missing from the row, not a failed run
     found: dict[str, float] = {}
     for kind, role, value in _FRAMES.findall(text):
         found[f"{role}_{'frames' if kind == 'frames' else 'messages'}"] = float(value)
