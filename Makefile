@@ -34,9 +34,10 @@ BROWSER_JS := $(VENV)/browser-js
 
 # Debian packages the tests need, as command:package: systemd-analyze checks deploy/systemd
 # (tests/deploy); chromium is the browser Playwright drives in the console tests (tests/browser.py;
-# Playwright downloads no browser of its own). Installed only when missing (a no-op where they are
+# Playwright downloads no browser of its own); valgrind's callgrind counts the benchmark's
+# instructions per exchange (python -m bench --instructions). Installed only when missing (a no-op where they are
 # present); without root it says what to install.
-DEBIAN_NEEDS := systemd-analyze:systemd chromium:chromium
+DEBIAN_NEEDS := systemd-analyze:systemd chromium:chromium valgrind:valgrind
 .stamp-debian: Makefile
 	@missing=""; for need in $(DEBIAN_NEEDS); do \
 	  command -v $${need%%:*} >/dev/null || missing="$$missing $${need#*:}"; done; \

@@ -9,6 +9,8 @@
     python -m bench --quick         # tiny call counts: proves the harness works
     python -m bench --profile DIR   # also sample both security servers with py-spy into DIR
     python -m bench --no-relay      # skip the relay floor (two bare relays, no trust)
+    python -m bench --no-scale-case # skip the scale case (512 B with 1,000 callers in flight)
+    python -m bench --instructions  # only the instruction count (both servers under callgrind)
 
 The older stand-alone scripts stay where they were: ``bench/globalconf.py`` (issue 4's full size),
 ``bench/log_append.py`` and ``bench/log_proofs.py`` (the message log at 1M leaves), and
@@ -27,7 +29,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.audit_search import DEFAULT_RECORDS, run_audit_search
-from bench.exchange import DEFAULT_CONCURRENCY, DEFAULT_PAYLOADS, BenchConfig, run_exchange_bench
+from bench.exchange import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_PAYLOADS,
+    SCALE_CONCURRENCY,
+    BenchConfig,
+    run_exchange_bench,
+    run_instruction_count,
+)
 from bench.gateway import gateway_markdown, run_gateway_bench
 from bench.micro import run_micro
 from bench.report import markdown
@@ -55,6 +64,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only the audit searches over a large log (merged into latest.json)",
     )
+    what.add_argument(
+        "--instructions",
+        action="store_true",
+        help="only the instruction count per exchange (both servers under callgrind)",
+    )
     parser.add_argument(
         "--records", type=int, default=DEFAULT_RECORDS, help="records in the audit-search log"
     )
@@ -77,6 +91,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_false",
         help="skip the relay floor (two bare relays in place of the two servers)",
     )
+    parser.add_argument(
+        "--no-scale-case",
+        dest="scale_case",
+        action="store_false",
+        help="skip the scale case (512 B, 1,000 callers in flight; never run with --quick)",
+    )
     return parser.parse_args(argv)
 
 
@@ -94,6 +114,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         profile_dir=args.profile,
         relay=args.relay,
         workers=args.workers,
+        scale_concurrency=SCALE_CONCURRENCY if args.scale_case and not args.quick else (),
     )
 
 
@@ -108,7 +129,9 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}
-    everything = not (args.micro or args.exchange or args.gateway or args.audit_search)
+    everything = not (
+        args.micro or args.exchange or args.gateway or args.audit_search or args.instructions
+    )
     if everything or args.exchange:
         result = await run_exchange_bench(_config(args))
     if everything or args.gateway:
@@ -121,6 +144,10 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         result["audit_search"] = await run_audit_search(
             records=args.records, workdir=args.workdir, quick=args.quick
         )
+    # Under callgrind the servers run ~30x slower: not part of a --quick run.
+    if args.instructions or (everything and not args.quick):
+        result["instructions"] = await run_instruction_count()
+        print(f"instructions per exchange: {result['instructions']['instructions_per_exchange']}")
     return result
 
 
@@ -151,7 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         recorded["audit_search"] = result["audit_search"]
         latest.write_text(json.dumps(recorded, indent=2) + "\n")
         return 0
-    name = "micro" if args.micro else "gateway" if args.gateway else "latest"
+    name = (
+        "micro"
+        if args.micro
+        else "gateway"
+        if args.gateway
+        else "instructions"
+        if args.instructions
+        else "latest"
+    )
     if name == "latest":
         carry_over(result, out / "latest.json")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

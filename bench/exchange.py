@@ -33,6 +33,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import signal
 import sqlite3
 import subprocess
@@ -44,6 +45,8 @@ from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Final
+
+import aiohttp
 
 from bench.echo import ECHO_PATH, METHOD, SERVICE_NAME, file_descriptor_set
 from bench.log_storage import exchange_log_storage
@@ -74,6 +77,25 @@ _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 #: Load-generator connections per consumer worker when the servers run several workers
 #: (SO_REUSEPORT spreads connections, not calls, over the workers).
 CHANNELS_PER_WORKER: Final = 4
+#: The scale figure's callers in flight (issue 17: p99 at 1,000 concurrent callers).
+SCALE_CONCURRENCY: Final = (1000,)
+#: Calls of one scale case (as many again to warm up).
+SCALE_CALLS: Final = 4000
+#: Payload of the scale cases.
+SCALE_PAYLOAD: Final = 512
+#: The instruction count's fixed small run: 512 B, one caller, these calls after a warm-up.
+INSTRUCTIONS_CALLS: Final = 200
+INSTRUCTIONS_WARMUP: Final = 50
+#: Checkpoints of the instruction count's run: once a minute (the most the setting allows),
+#: so that work done per second of a slow run under callgrind is not counted per exchange.
+INSTRUCTIONS_CHECKPOINT_INTERVAL_SECONDS: Final = 60.0
+#: Servers under callgrind start ~30x slower.
+INSTRUCTIONS_READY_TIMEOUT_SECONDS: Final = 600.0
+#: Metrics of the server-to-server frames (per role: frames written, messages they carried).
+_FRAMES: Final = re.compile(
+    r'^ruta_transport_(frames|framed_messages)_total\{role="(consumer|provider)"\} (\S+)$',
+    re.MULTILINE,
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,10 @@ class BenchConfig:
     #: Worker processes per security server (``[server] workers``); above 1 the load generator
     #: opens :data:`CHANNELS_PER_WORKER` connections per worker, so the kernel spreads them.
     workers: int = 1
+    #: Concurrencies of the scale cases (512 B, bus and direct): p99 with many callers.
+    scale_concurrency: Sequence[int] = ()
+    #: Calls (and warm-up calls) of each scale case.
+    scale_calls: int = SCALE_CALLS
 
     def count(self, table: Mapping[int, int], payload: int, concurrency: int) -> int:
         base = table.get(concurrency, max(table.values()))
@@ -187,6 +213,12 @@ class BenchBed(Bed):
     echo_address = ""
     #: Worker processes per security server (``[server] workers``).
     workers = 1
+    #: Run each server under this command (``valgrind ...`` for the instruction count).
+    wrapper: tuple[str, ...] = ()
+    #: How long a server may take to write its ready file.
+    ready_timeout: float = READY_TIMEOUT_SECONDS
+    #: ``[checkpoints] interval_seconds`` (None: the default, every second while the log grows).
+    checkpoint_interval: float | None = None
 
     def configuration(self) -> globalconf_pb2.GlobalConfiguration:
         conf = super().configuration()
@@ -215,6 +247,11 @@ class BenchBed(Bed):
         data["globalconf"]["fetch_interval_seconds"] = 60.0
         if self.workers > 1:
             data["server"] = {"workers": self.workers}
+        if self.checkpoint_interval is not None:
+            data["checkpoints"] = {
+                **data.get("checkpoints", {}),
+                "interval_seconds": self.checkpoint_interval,
+            }
         if server == SOC:
             data["consumer"] = {
                 "listen": "127.0.0.1:0",
@@ -238,6 +275,7 @@ class BenchBed(Bed):
         with open(agency.directory / "stderr.log", "ab") as stderr:  # noqa: ASYNC230 - setup
             agency.process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
                 [
+                    *self.wrapper,
                     sys.executable,
                     "-m",
                     "ruta",
@@ -253,7 +291,9 @@ class BenchBed(Bed):
                 env=env,
                 cwd=REPO_ROOT,
             )
-        await _wait_ready(ready, agency.process, agency.directory / "stderr.log")
+        await _wait_ready(
+            ready, agency.process, agency.directory / "stderr.log", within=self.ready_timeout
+        )
         agency.addresses = json.loads(ready.read_text())
         return agency.addresses
 
@@ -285,8 +325,14 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
-async def _wait_ready(ready: Path, process: subprocess.Popen[bytes], stderr: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+async def _wait_ready(
+    ready: Path,
+    process: subprocess.Popen[bytes],
+    stderr: Path,
+    *,
+    within: float = READY_TIMEOUT_SECONDS,
+) -> None:
+    deadline = time.monotonic() + within
     while not os.path.exists(ready):  # noqa: ASYNC240 - a stat while polling a child
         if process.poll() is not None:
             tail = _tail(stderr)
@@ -343,9 +389,12 @@ async def _run_load(
     stderr: Path,
     sample: Mapping[str, Path] | None = None,
     channels: int = 1,
+    count_instructions: Sequence[int] = (),
 ) -> RunResult:
     """One load-generator process against ``target``; CPU of ``watched`` processes (and of the
-    generator itself) is read right before and right after the measured calls."""
+    generator itself) is read right before and right after the measured calls. Processes running
+    under callgrind whose pids are in ``count_instructions`` count instructions only during the
+    measured calls."""
     argv = [
         sys.executable,
         "-m",
@@ -386,11 +435,13 @@ async def _run_load(
                 raise RuntimeError(f"load generator said {warm!r}")
             pids = {**watched, "loadgen": process.pid}
             samplers += await _start_samplers(watched, sample or {}, stderr)
+            await _callgrind("--instr=on", count_instructions)
             before = {name: cpu_times(pid) for name, pid in pids.items()}
             process.stdin.write(b"go\n")
             await process.stdin.drain()
             done = json.loads(await _line(process.stdout))
             after = {name: cpu_times(pid) for name, pid in pids.items()}
+            await _callgrind("--instr=off", count_instructions)
             await process.wait()
     finally:
         await _stop_samplers(samplers)
@@ -405,6 +456,20 @@ async def _run_load(
     done["warmup_errors"] = warm["errors"]
     done["error_samples"] = [*warm["error_samples"], *done["error_samples"]]
     return RunResult(load=done, cpu_per_call_ms=cpu, sys_per_call_ms=kernel)
+
+
+async def _callgrind(option: str, pids: Sequence[int]) -> None:
+    """``callgrind_control OPTION PID`` for each of ``pids`` (processes under callgrind)."""
+    for pid in pids:
+        control = await asyncio.create_subprocess_exec(
+            "callgrind_control",
+            option,
+            str(pid),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        if await control.wait() != 0:
+            raise RuntimeError(f"callgrind_control {option} {pid} failed")
 
 
 async def _start_samplers(
@@ -515,11 +580,19 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def _instance(directory: Path, config: BenchConfig) -> AsyncIterator[Running]:
+async def _instance(
+    directory: Path, config: BenchConfig, *, wrapper: Sequence[str] = ()
+) -> AsyncIterator[Running]:
     """The bed with the echo backend, the two relays (unless ``config.relay`` is false) and both
-    servers running. Stops every process it started, whatever happens."""
+    servers running (each under ``wrapper``, if any). Stops every process it started, whatever
+    happens."""
     instance = BenchBed(directory)
     instance.workers = config.workers
+    if wrapper:
+        instance.wrapper = tuple(wrapper)
+        instance.ready_timeout = INSTRUCTIONS_READY_TIMEOUT_SECONDS
+        # Work done per second, not per exchange, would be counted by how slow the run was.
+        instance.checkpoint_interval = INSTRUCTIONS_CHECKPOINT_INTERVAL_SECONDS
     try:
         await instance.build()
         ready = directory / "echo.ready.json"
@@ -588,6 +661,9 @@ def _case_row(
         "warmup_errors": d["warmup_errors"] + b["warmup_errors"],
         "error_samples": [*d["error_samples"], *b["error_samples"]],
         "cpu_ms_per_exchange": {
+            # Each security server under a stable name (issue 17), as in "bus".
+            "consumer_ss": round(bus.cpu_per_call_ms["consumer_ss"], 4),
+            "provider_ss": round(bus.cpu_per_call_ms["provider_ss"], 4),
             "direct": {k: round(v, 4) for k, v in direct.cpu_per_call_ms.items()},
             "bus": {k: round(v, 4) for k, v in bus.cpu_per_call_ms.items()},
         },
@@ -614,8 +690,38 @@ def _count_logged(db: Path) -> int:
         return int(row[0])
 
 
+async def _frames(metrics_url: str) -> dict[str, float]:
+    """The frames counters a server's ``/metrics`` shows, by ``ROLE_frames`` and
+    ``ROLE_messages`` (requests or results carried)."""
+    try:
+        async with aiohttp.ClientSession() as session, session.get(metrics_url) as reply:
+            text = await reply.text()
+    except (aiohttp.ClientError, OSError):
+        return {}  # a figure missing from the row, not a failed run
+    found: dict[str, float] = {}
+    for kind, role, value in _FRAMES.findall(text):
+        found[f"{role}_{'frames' if kind == 'frames' else 'messages'}"] = float(value)
+    return found
+
+
+async def _frames_of(*servers: Mapping[str, Any]) -> dict[str, float]:
+    """:func:`_frames` of each server that serves metrics (its ready file's ``metrics``)."""
+    found: dict[str, float] = {}
+    for server in servers:
+        if "metrics" in server:
+            found.update(await _frames(server["metrics"]))
+    return found
+
+
+def _per_frame(before: Mapping[str, float], after: Mapping[str, float], role: str) -> float:
+    frames = after.get(f"{role}_frames", 0.0) - before.get(f"{role}_frames", 0.0)
+    messages = after.get(f"{role}_messages", 0.0) - before.get(f"{role}_messages", 0.0)
+    return round(messages / frames, 2) if frames else 0.0
+
+
 async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> dict[str, Any]:
-    """Run every case; return ``{"machine", "setup", "cases", "logged"}`` (see the README)."""
+    """Run every case, then the scale cases; return ``{"machine", "setup", "cases", "scale",
+    "logged"}`` (see the README)."""
     with contextlib.ExitStack() as stack:
         if config.workdir is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ruta-bench-")))
@@ -624,6 +730,7 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
             directory.mkdir(parents=True, exist_ok=True)
         machine = machine_info(directory)
         cases: list[dict[str, Any]] = []
+        scale: list[dict[str, Any]] = []
         bus_calls = 0
         started = time.monotonic()
         async with _instance(directory, config) as running:
@@ -644,87 +751,111 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                 ("ruta-service", str(REGISTRY_SUBSYSTEM)),
                 ("ruta-purpose", PURPOSE),
             )
-            for payload in config.payloads:
-                for concurrency in config.concurrency:
-                    calls = config.count(config.calls, payload, concurrency)
-                    warmup = config.count(config.warmup, payload, concurrency)
-                    log = directory / "loadgen.log"
-                    direct = await _run_load(
-                        target=instance.echo_address,
+            # The cases, then the scale cases (direct and bus only, many callers).
+            runs = [
+                (
+                    cases,
+                    payload,
+                    concurrency,
+                    config.count(config.calls, payload, concurrency),
+                    config.count(config.warmup, payload, concurrency),
+                    config.relay,
+                )
+                for payload in config.payloads
+                for concurrency in config.concurrency
+            ] + [
+                (scale, SCALE_PAYLOAD, concurrency, config.scale_calls, config.scale_calls, False)
+                for concurrency in config.scale_concurrency
+            ]
+            for rows, payload, concurrency, calls, warmup, relayed in runs:
+                log = directory / "loadgen.log"
+                direct = await _run_load(
+                    target=instance.echo_address,
+                    metadata=(),
+                    watched=watched_direct,
+                    payload=payload,
+                    concurrency=concurrency,
+                    calls=calls,
+                    warmup=warmup,
+                    stderr=log,
+                )
+                relay = (
+                    await _run_load(
+                        target=relay_address,
                         metadata=(),
-                        watched=watched_direct,
+                        watched=watched_relay,
                         payload=payload,
                         concurrency=concurrency,
                         calls=calls,
                         warmup=warmup,
                         stderr=log,
                     )
-                    relay = (
-                        await _run_load(
-                            target=relay_address,
-                            metadata=(),
-                            watched=watched_relay,
-                            payload=payload,
-                            concurrency=concurrency,
-                            calls=calls,
-                            warmup=warmup,
-                            stderr=log,
-                        )
-                        if config.relay
-                        else None
+                    if relayed
+                    else None
+                )
+                sample = (
+                    {
+                        name: config.profile_dir
+                        / f"{name.replace('/', '-')}-{payload}-c{concurrency}.txt"
+                        for name in watched_bus
+                        if name.split("/")[0] in ("consumer_ss", "provider_ss")
+                        and not name.endswith("/supervisor")
+                    }
+                    if config.profile_dir is not None
+                    else None
+                )
+                frames_before = await _frames_of(consumer, provider)
+                bus = await _run_load(
+                    channels=CHANNELS_PER_WORKER * config.workers if config.workers > 1 else 1,
+                    target=consumer["consumer"],
+                    metadata=metadata,
+                    watched=watched_bus,
+                    sample=sample,
+                    payload=payload,
+                    concurrency=concurrency,
+                    calls=calls,
+                    warmup=warmup,
+                    stderr=log,
+                )
+                frames_after = await _frames_of(consumer, provider)
+                bus_calls += bus.load["ok"] + bus.load["warmup_ok"]
+                memory = _with_totals(
+                    {
+                        name: peak_rss_mib(pid)
+                        for name, pid in {**watched_bus, **relay_pids}.items()
+                        if name != "harness"
+                    }
+                )
+                row = _case_row(payload, concurrency, direct, bus, memory, relay)
+                # How full the server-to-server frames ran (warm-up included): requests per
+                # frame written by the consumer, results per frame written by the provider.
+                row["messages_per_frame"] = {
+                    role: _per_frame(frames_before, frames_after, role)
+                    for role in ("consumer", "provider")
+                }
+                rows.append(row)
+                errors = [*row["error_samples"], *row.get("relay_error_samples", [])]
+                progress(
+                    f"payload {payload:>6} B  concurrency {concurrency:>3}: "
+                    f"direct {row['direct_rps']:>8.1f}/s p50 {row['direct_p50_ms']:.2f} ms   "
+                    + (
+                        f"relay {row['relay_rps']:>8.1f}/s p50 {row['relay_p50_ms']:.2f} ms   "
+                        if relay is not None
+                        else ""
                     )
-                    sample = (
-                        {
-                            name: config.profile_dir
-                            / f"{name.replace('/', '-')}-{payload}-c{concurrency}.txt"
-                            for name in watched_bus
-                            if name.split("/")[0] in ("consumer_ss", "provider_ss")
-                            and not name.endswith("/supervisor")
-                        }
-                        if config.profile_dir is not None
-                        else None
+                    + f"bus {row['bus_rps']:>8.1f}/s p50 {row['bus_p50_ms']:.2f} ms "
+                    f"p99 {row['bus_p99_ms']:.2f} ms   "
+                    f"ratio {row['ratio']:.2f}  added p50 {row['added_p50_ms']:.2f} ms"
+                    + (
+                        f"  relay ratio {row['relay_ratio']:.2f}  bus/relay "
+                        f"{row['trust_ratio']:.2f}"
+                        if relay is not None
+                        else ""
                     )
-                    bus = await _run_load(
-                        channels=CHANNELS_PER_WORKER * config.workers if config.workers > 1 else 1,
-                        target=consumer["consumer"],
-                        metadata=metadata,
-                        watched=watched_bus,
-                        sample=sample,
-                        payload=payload,
-                        concurrency=concurrency,
-                        calls=calls,
-                        warmup=warmup,
-                        stderr=log,
-                    )
-                    bus_calls += bus.load["ok"] + bus.load["warmup_ok"]
-                    memory = _with_totals(
-                        {
-                            name: peak_rss_mib(pid)
-                            for name, pid in {**watched_bus, **relay_pids}.items()
-                            if name != "harness"
-                        }
-                    )
-                    row = _case_row(payload, concurrency, direct, bus, memory, relay)
-                    cases.append(row)
-                    errors = [*row["error_samples"], *row.get("relay_error_samples", [])]
-                    progress(
-                        f"payload {payload:>6} B  concurrency {concurrency:>3}: "
-                        f"direct {row['direct_rps']:>8.1f}/s p50 {row['direct_p50_ms']:.2f} ms   "
-                        + (
-                            f"relay {row['relay_rps']:>8.1f}/s p50 {row['relay_p50_ms']:.2f} ms   "
-                            if relay is not None
-                            else ""
-                        )
-                        + f"bus {row['bus_rps']:>8.1f}/s p50 {row['bus_p50_ms']:.2f} ms   "
-                        f"ratio {row['ratio']:.2f}  added p50 {row['added_p50_ms']:.2f} ms"
-                        + (
-                            f"  relay ratio {row['relay_ratio']:.2f}  bus/relay "
-                            f"{row['trust_ratio']:.2f}"
-                            if relay is not None
-                            else ""
-                        )
-                        + (f"  ERRORS {errors}" if errors else "")
-                    )
+                    + f"  cpu ms consumer_ss {row['cpu_ms_per_exchange']['consumer_ss']:.3f} "
+                    f"provider_ss {row['cpu_ms_per_exchange']['provider_ss']:.3f}"
+                    + (f"  ERRORS {errors}" if errors else "")
+                )
         # The servers are stopped now (logs flushed): every bus call must be in both logs.
         logged = {
             str(server): _count_logged(instance.agencies[server].data_dir / "messagelog.db")
@@ -761,9 +892,97 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                 "warmup": dict(config.warmup),
             },
             "cases": cases,
+            "scale": scale,
             "logged": {
                 "expected_per_log": 2 * bus_calls,
                 **logged,
             },
             "log_storage": log_storage,
         }
+
+
+def _callgrind_total(path: Path) -> int:
+    """The instructions (``Ir``) a callgrind dump counted (its ``totals:`` line)."""
+    for line in path.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in the callgrind dump {path.name}")
+
+
+async def run_instruction_count(
+    *,
+    calls: int = INSTRUCTIONS_CALLS,
+    warmup: int = INSTRUCTIONS_WARMUP,
+    payload: int = 512,
+    concurrency: int = 1,
+    workdir: Path | None = None,
+) -> dict[str, Any]:
+    """Instructions per exchange of each security server on a fixed small run: both servers
+    under ``valgrind --tool=callgrind`` (instrumentation off until the warm-up is done, off
+    again after the measured calls), ``calls`` bus calls of ``payload`` bytes with
+    ``concurrency`` in flight. Counts instructions, not time: the same code gives the same figure
+    (within ~1%) whatever else runs on the machine."""
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ruta-bench-")))
+        else:
+            directory = workdir
+            directory.mkdir(parents=True, exist_ok=True)
+        out = directory / "callgrind"
+        out.mkdir(exist_ok=True)
+        wrapper = (
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}/callgrind.%p",
+        )
+        config = BenchConfig(relay=False)
+        started = time.monotonic()
+        async with _instance(directory, config, wrapper=wrapper) as running:
+            instance = running.bed
+            consumer = instance.agencies[SOC].addresses
+            pids = {
+                "consumer_ss": int(consumer["pid"]),
+                "provider_ss": int(instance.agencies[POP].addresses["pid"]),
+            }
+            bus = await _run_load(
+                target=consumer["consumer"],
+                metadata=(
+                    ("ruta-client", str(BENEFITS)),
+                    ("ruta-service", str(REGISTRY_SUBSYSTEM)),
+                    ("ruta-purpose", PURPOSE),
+                ),
+                watched=pids,
+                payload=payload,
+                concurrency=concurrency,
+                calls=calls,
+                warmup=warmup,
+                stderr=directory / "loadgen.log",
+                count_instructions=tuple(pids.values()),
+            )
+            await _callgrind("--dump", tuple(pids.values()))
+        ok = max(1, int(bus.load["ok"]))
+        per_exchange = {
+            name: round(_callgrind_total(out / f"callgrind.{pid}.1") / ok)
+            for name, pid in pids.items()
+        }
+        return {
+            "tool": _valgrind_version(),
+            "payload": payload,
+            "concurrency": concurrency,
+            "calls": calls,
+            "ok": bus.load["ok"],
+            "errors": bus.load["errors"],
+            "error_samples": bus.load["error_samples"],
+            "instructions_per_exchange": per_exchange,
+            "duration_s": round(time.monotonic() - started, 1),
+        }
+
+
+def _valgrind_version() -> str:
+    try:
+        return subprocess.run(
+            ["valgrind", "--version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "valgrind"

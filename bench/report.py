@@ -135,11 +135,44 @@ def _micro(micro: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _scale(rows: list[dict[str, Any]]) -> list[str]:
+    """The scale cases: many callers in flight, direct and through the bus."""
+    lines = [
+        "Scale: many callers in flight (512 B; CPU milliseconds per exchange of each server):",
+        "",
+        "| callers | direct rps | bus rps | bus p50 ms | bus p99 ms | bus errors "
+        "| consumer ss | provider ss |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines.extend(
+        f"| {row['concurrency']} | {row['direct_rps']:.0f} | {row['bus_rps']:.0f} "
+        f"| {row['bus_p50_ms']:.1f} | {row['bus_p99_ms']:.1f} | {row['bus_errors']} "
+        f"| {row['cpu_ms_per_exchange']['consumer_ss']:.2f} "
+        f"| {row['cpu_ms_per_exchange']['provider_ss']:.2f} |"
+        for row in rows
+    )
+    return lines
+
+
+def _instructions(count: dict[str, Any]) -> list[str]:
+    """The noise-free figure: instructions per exchange of each server (callgrind)."""
+    per = count["instructions_per_exchange"]
+    return [
+        f"Instructions per exchange ({count['tool']}, {count['calls']} calls of "
+        f"{count['payload']} B at concurrency {count['concurrency']}, {count['errors']} errors): "
+        f"consumer ss {per['consumer_ss']:,}, provider ss {per['provider_ss']:,}.",
+    ]
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """The tables of ``result`` (either part may be absent)."""
+    """The tables of ``result`` (any part may be absent)."""
     lines = ["# Ruta benchmark results", ""]
     if "cases" in result:
         lines += [*_exchange(result), ""]
+    if result.get("scale"):
+        lines += [*_scale(result["scale"]), ""]
+    if "instructions" in result:
+        lines += [*_instructions(result["instructions"]), ""]
     if "micro" in result:
         lines += [*_micro(result["micro"]), ""]
     return "\n".join(lines)

@@ -50,6 +50,7 @@ from ruta.pki.certs import gateway_member_of, subsystem_id_of
 from ruta.pki.errors import PkiError
 from ruta.v1 import transport_pb2
 from security_server.calls import Answer, CallInfo, Refused
+from security_server.coalesce import Load
 from security_server.errors import MalformedMessageError, ProxyError, Side, TransportError
 from security_server.exchange import (
     Clock,
@@ -143,6 +144,15 @@ class ConsumerProxy:
         self._message_ids: set[tuple[str, str]] = set()
         # Those of them whose request is being appended (given back when it is durable).
         self._logging: set[tuple[str, str]] = set()
+        # Exchanges being handled now: under load signing batches stay open a moment
+        # (security_server.coalesce), so a burst of calls shares one signature and one frame.
+        self._load = Load()
+
+    @property
+    def reads_peer_certificate(self) -> bool:
+        """Whether callers are authenticated by their client certificate (false on a port that
+        takes plaintext loopback callers only: :meth:`_authenticate` never reads one there)."""
+        return not self._plain
 
     @property
     def frames(self) -> bool:
@@ -157,28 +167,34 @@ class ConsumerProxy:
         """Carry one call of method ``path`` to the provider and back (see the module
         docstring). Raises :class:`~security_server.calls.Refused` for every refusal (with
         ``ruta-fault``, or a provider backend's own status passed on); nothing else escapes."""
-        with self._metrics.exchange("consumer") as outcome:
-            try:
-                outcome.request_bytes = len(body)
-                call = parse_call_metadata(path, info.metadata, bounds=self._bounds)
-                outcome.message_id = call.message_id
-                return await self._exchange(call, body, info, outcome)
-            except _PassThrough as passed:
-                if passed.plain:
-                    outcome.fault = f"status.{passed.status.name.lower()}"
-                    raise Refused(passed.status, passed.error.message, passed.metadata) from None
-                outcome.fault = str(passed.error.fault)
-                raise Refused.from_error(
-                    passed.error, fault_id=passed.fault_id, status=passed.status
-                ) from None
-            except RutaError as exc:
-                error = refusal(Side.CONSUMER, exc)
-                outcome.fault = str(error.fault)
-                raise Refused.from_error(error) from None
-            except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
-                error, fault_id = unexpected_failure(Side.CONSUMER)
-                outcome.fault = str(error.fault)
-                raise Refused.from_error(error, fault_id=fault_id) from None
+        started = self._load.start()
+        try:
+            with self._metrics.exchange("consumer") as outcome:
+                try:
+                    outcome.request_bytes = len(body)
+                    call = parse_call_metadata(path, info.metadata, bounds=self._bounds)
+                    outcome.message_id = call.message_id
+                    return await self._exchange(call, body, info, outcome)
+                except _PassThrough as passed:
+                    if passed.plain:
+                        outcome.fault = f"status.{passed.status.name.lower()}"
+                        raise Refused(
+                            passed.status, passed.error.message, passed.metadata
+                        ) from None
+                    outcome.fault = str(passed.error.fault)
+                    raise Refused.from_error(
+                        passed.error, fault_id=passed.fault_id, status=passed.status
+                    ) from None
+                except RutaError as exc:
+                    error = refusal(Side.CONSUMER, exc)
+                    outcome.fault = str(error.fault)
+                    raise Refused.from_error(error) from None
+                except Exception:  # noqa: BLE001 - a bug must not leak its text to the caller
+                    error, fault_id = unexpected_failure(Side.CONSUMER)
+                    outcome.fault = str(error.fault)
+                    raise Refused.from_error(error, fault_id=fault_id) from None
+        finally:
+            self._load.end(started)
 
     async def _exchange(
         self, call: CallMetadata, body: bytes, info: CallInfo, outcome: Outcome
@@ -277,7 +293,9 @@ class ConsumerProxy:
             receiver=provider.id,
             created_at=created_at,
         )
-        signature = await self._identity.sign_batched(header_bytes, staple=staple)
+        signature = await self._identity.sign_batched(
+            header_bytes, staple=staple, hold=self._load.hold()
+        )
         sent = self._recorder.entry(
             Direction.SENT,
             header=header_bytes,
@@ -327,7 +345,13 @@ class ConsumerProxy:
         except Exception:
             await asyncio.shield(self._log([sent], used))
             raise
-        await asyncio.shield(self._log([sent, received], used))
+        if call.message_id_from_caller:
+            await asyncio.shield(self._log([sent, received], used))
+        else:
+            # An id this server made is held by nobody, so nothing waits to be given back, and
+            # the append is queued as soon as it is called (MessageLog.append): a caller
+            # cancelled now loses no record. No task of its own, then (one per exchange).
+            await self._recorder.append([sent, received])
         outcome.response_bytes = len(response.body)
         exchanged = ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
         if response_header.status_code != grpc.StatusCode.OK.value[0]:

@@ -68,29 +68,38 @@ _Waiter = tuple[bytes, bytes, asyncio.Future[transport_pb2.Signature]]
 
 
 class BatchingSigner:
-    """Signs the headers submitted in one turn of the event loop with one ECDSA operation.
+    """Signs the headers submitted together with one ECDSA operation.
 
-    The first :meth:`sign` after an idle moment schedules a flush with ``loop.call_soon``; every
-    header submitted before the flush runs joins the batch. The flush signs the batch with
+    The first :meth:`sign` after an idle moment schedules a flush: with ``loop.call_soon``
+    (the headers submitted in the same loop turn join), or, when that caller passes ``hold``
+    (a server under load: :meth:`security_server.coalesce.Load.hold`), that many seconds later,
+    so the headers of exchanges arriving meanwhile join too. The flush signs the batch with
     :meth:`MessageSigner.sign_batch` (a batch of one is a plain signature; more than
-    :data:`~ruta.pki.signature.MAX_BATCH_SIZE` are split; headers stapling different OCSP
-    responses are signed apart) and resolves each caller's future. A signing failure fails every
-    caller of that batch with the same exception; a caller cancelled before the flush is left
-    out of it and the others are unaffected. Under no load a batch is one header: the cost is one
-    loop turn of latency, no extra signature. One event loop (not thread-safe).
+    :data:`~ruta.pki.signature.MAX_BATCH_SIZE` are split, and a batch that reaches that size is
+    flushed at once; headers stapling different OCSP responses are signed apart) and resolves
+    each caller's future. A signing failure fails every caller of that batch with the same
+    exception; a caller cancelled before the flush is left out of it and the others are
+    unaffected. Under no load a batch is one header: the cost is one loop turn of latency, no
+    extra signature. One event loop (not thread-safe).
     """
 
-    __slots__ = ("_loop", "_pending", "_signer", "batches")
+    __slots__ = ("_handle", "_loop", "_pending", "_signer", "batches", "signed")
 
     def __init__(self, signer: MessageSigner) -> None:
         self._signer = signer
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.Handle | None = None
         self._pending: list[_Waiter] = []
         #: Signing operations made so far (one per batch signed).
         self.batches = 0
+        #: Headers signed so far (divided by ``batches``: how full the batches run).
+        self.signed = 0
 
-    async def sign(self, header_bytes: bytes, *, staple: bytes) -> transport_pb2.Signature:
-        """Sign ``header_bytes``, stapling ``staple``, in the batch of this loop turn."""
+    async def sign(
+        self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0
+    ) -> transport_pb2.Signature:
+        """Sign ``header_bytes``, stapling ``staple``, in the current batch; a caller that
+        starts a batch with ``hold`` > 0 keeps it open that many seconds."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[transport_pb2.Signature] = loop.create_future()
         if self._loop is not loop:
@@ -98,13 +107,20 @@ class BatchingSigner:
             # loop that stopped before flushing is dropped with it).
             self._loop = loop
             self._pending = []
-            loop.call_soon(self._flush)
+            self._handle = (
+                loop.call_later(hold, self._flush) if hold > 0 else loop.call_soon(self._flush)
+            )
         self._pending.append((header_bytes, staple, future))
+        if len(self._pending) >= MAX_BATCH_SIZE and self._handle is not None:
+            # Full: sign now rather than wait out the hold.
+            self._handle.cancel()
+            self._handle = loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
         waiting = [w for w in self._pending if not w[2].done()]
         self._loop = None
+        self._handle = None
         self._pending = []
         by_staple: dict[bytes, list[_Waiter]] = {}
         for waiter in waiting:
@@ -123,6 +139,7 @@ class BatchingSigner:
             return
         finally:
             self.batches += 1
+            self.signed += len(batch)
         for (_, _, future), signature in zip(batch, signatures, strict=True):
             if not future.done():
                 future.set_result(signature)
@@ -225,9 +242,12 @@ class ServerIdentity:
         # ECDSA P-256 signing takes well under a millisecond: on the loop, no thread hop.
         return self.message_signer.sign(header_bytes, ocsp_response=staple)
 
-    async def sign_batched(self, header_bytes: bytes, *, staple: bytes) -> transport_pb2.Signature:
-        """Like :meth:`sign`, but the headers signed in the same loop turn share one ECDSA
-        signature over the Merkle root of their hashes, each with its own inclusion path
+    async def sign_batched(
+        self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0
+    ) -> transport_pb2.Signature:
+        """Like :meth:`sign`, but the headers signed in the same loop turn (or, when the batch's
+        first caller passes ``hold``, within that many seconds) share one ECDSA signature over
+        the Merkle root of their hashes, each with its own inclusion path
         (docs/adr/0010-batch-signatures.md); alone, a plain signature. Raises what
         :meth:`sign` raises."""
-        return await self.batching_signer.sign(header_bytes, staple=staple)
+        return await self.batching_signer.sign(header_bytes, staple=staple, hold=hold)

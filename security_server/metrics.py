@@ -99,6 +99,9 @@ class ExchangeMetrics:
 
     def __post_init__(self) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # Exchanges in flight by role: plain counts, read by the gauge at scrape time (no
+        # locked gauge update per exchange).
+        self._in_flight: dict[str, int] = {}
         labels = ("role", "client", "service", "method", "fault")
         self.exchanges = Counter(
             "ruta_exchanges",
@@ -207,10 +210,15 @@ class ExchangeMetrics:
 
     @contextmanager
     def exchange(self, role: str) -> Iterator[Outcome]:
-        """Count and time one exchange; the caller fills in the yielded :class:`Outcome`."""
+        """Count and time one exchange; the caller fills in the yielded :class:`Outcome`.
+        Two observations per exchange (its latency and its count by fault; the provider's
+        backend time too): the in-flight gauge reads a plain count when scraped."""
         outcome = Outcome()
-        gauge = self._child(self.in_flight, (role,))
-        gauge.inc()
+        in_flight = self._in_flight
+        if role not in in_flight:
+            in_flight[role] = 0
+            self.in_flight.labels(role).set_function(lambda: in_flight[role])
+        in_flight[role] += 1
         start = time.perf_counter()
         refused: Refused | None = None
         try:
@@ -219,7 +227,7 @@ class ExchangeMetrics:
             refused = refusal
             raise
         finally:
-            gauge.dec()
+            in_flight[role] -= 1
             elapsed = time.perf_counter() - start
             self._child(self.latency, (role, outcome.service, outcome.method)).observe(elapsed)
             if outcome.backend_seconds is not None:

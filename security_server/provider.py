@@ -41,6 +41,7 @@ from ruta.ids import ServerId, ServiceId
 from ruta.v1 import transport_pb2
 from security_server.backends import BackendReply, Backends
 from security_server.calls import CallInfo, Refused
+from security_server.coalesce import Load
 from security_server.errors import ProxyError, Side
 from security_server.exchange import (
     Clock,
@@ -108,6 +109,9 @@ class ProviderProxy:
         self._clock = clock
         self._gate = gate
         self._draining = asyncio.Event()
+        # Requests being handled now: under load response signing batches stay open a moment
+        # (security_server.coalesce), so responses ready together share one signature.
+        self._load = Load()
         self._framed_room = asyncio.Semaphore(settings.limits.max_concurrent_calls)
         rates = settings.rate_limits
         self._rates = RateLimiter(
@@ -194,6 +198,19 @@ class ProviderProxy:
             return transport_pb2.FramedResult(tag=item.tag, refusal=refused)
 
     async def _exchange(
+        self,
+        message: transport_pb2.SignedMessage,
+        info: CallInfo,
+        deadline: float | None,
+        outcome: Outcome,
+    ) -> transport_pb2.SignedMessage:
+        started = self._load.start()
+        try:
+            return await self._checked_exchange(message, info, deadline, outcome)
+        finally:
+            self._load.end(started)
+
+    async def _checked_exchange(
         self,
         message: transport_pb2.SignedMessage,
         info: CallInfo,
@@ -371,7 +388,9 @@ class ProviderProxy:
             backend_fault_id=forwarded.backend_fault_id,
             created_at=created_at,
         )
-        signature = await self._identity.sign_batched(response_bytes, staple=staple)
+        signature = await self._identity.sign_batched(
+            response_bytes, staple=staple, hold=self._load.hold()
+        )
         await self._recorder.record(
             Direction.SENT,
             header=response_bytes,

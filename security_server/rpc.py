@@ -30,9 +30,15 @@ _SERVICE: Final = "ruta.v1.Transport"
 _M = TypeVar("_M", bound=Message)
 
 
-def call_info(context: grpc.aio.ServicerContext[Any, Any], metadata: Metadata = ()) -> CallInfo:
-    """What the proxies need to know of the call ``context`` serves."""
-    pems = context.auth_context().get("x509_pem_cert") or ()
+def call_info(
+    context: grpc.aio.ServicerContext[Any, Any],
+    metadata: Metadata = (),
+    *,
+    certificate: bool = True,
+) -> CallInfo:
+    """What the proxies need to know of the call ``context`` serves (without the peer's
+    certificate when ``certificate`` is false: a port that reads none)."""
+    pems = (context.auth_context().get("x509_pem_cert") or ()) if certificate else ()
     # grpc returns None when the caller set no deadline (the stubs say float).
     remaining = cast("float | None", context.time_remaining())
     return CallInfo(
@@ -52,6 +58,8 @@ async def _refuse(context: grpc.aio.ServicerContext[Any, Any], refused: Refused)
 def consumer_handler(proxy: ConsumerProxy) -> grpc.GenericRpcHandler:
     """A generic handler serving every method path but the health service's through
     ``proxy``."""
+    # A plaintext loopback port has no client certificates to read (auth_context per call).
+    certificates = proxy.reads_peer_certificate
 
     class _Handler(grpc.GenericRpcHandler):
         def service(
@@ -64,7 +72,8 @@ def consumer_handler(proxy: ConsumerProxy) -> grpc.GenericRpcHandler:
 
             async def _call(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
                 try:
-                    answer = await proxy.exchange(path, body, call_info(context, metadata))
+                    info = call_info(context, metadata, certificate=certificates)
+                    answer = await proxy.exchange(path, body, info)
                 except Refused as refused:
                     await _refuse(context, refused)
                 context.set_trailing_metadata(answer.trailing_metadata)

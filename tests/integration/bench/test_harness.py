@@ -62,6 +62,10 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
         assert {"consumer_ss", "provider_ss", "backend", "loadgen"} <= set(
             case["cpu_ms_per_exchange"]["bus"]
         )
+        # Each security server's CPU per exchange under a stable name (issue 17).
+        assert case["cpu_ms_per_exchange"]["consumer_ss"] > 0
+        assert case["cpu_ms_per_exchange"]["provider_ss"] > 0
+        assert set(case["messages_per_frame"]) == {"consumer", "provider"}
         assert case["peak_rss_mib"]["consumer_ss"] > 0
         assert case["relay_errors"] == 0
         assert case["relay_rps"] > 0
@@ -78,6 +82,7 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
             case["cpu_ms_per_exchange"]["relay"]
         )
         assert case["peak_rss_mib"]["relay1"] > 0
+    assert result["scale"] == []  # not run with --quick
     logged = result["logged"]
     assert logged["DEV/GOV/SOC/ss1"] == logged["expected_per_log"]
     assert logged["DEV/GOV/POP/ss1"] == logged["expected_per_log"]

@@ -189,3 +189,33 @@ async def test_headers_with_different_staples_are_signed_apart(world: World) -> 
 def test_the_identity_stays_a_value(world: World) -> None:
     assert "batching_signer" not in repr(world.identity)
     assert world.identity == world.identity
+
+
+async def test_a_held_batch_gathers_callers_of_later_loop_turns(world: World) -> None:
+    # Under load the first caller holds the batch open: callers arriving in later loop turns,
+    # before the hold ends, join it; each message still verifies on its own.
+    first = asyncio.create_task(
+        world.identity.sign_batched(header(0), staple=world.staple, hold=0.05)
+    )
+    await asyncio.sleep(0)
+    await asyncio.sleep(0.005)
+    later = asyncio.create_task(world.identity.sign_batched(header(1), staple=world.staple))
+    signatures = await asyncio.gather(first, later)
+    assert len(world.signed) == 1
+    for i, sig in enumerate(signatures):
+        assert (sig.batch.index, sig.batch.size) == (i, 2)
+        world.check(header(i), sig)
+
+
+async def test_a_full_held_batch_is_signed_without_waiting_out_the_hold(world: World) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    headers = [header(i) for i in range(MAX_BATCH_SIZE)]
+    signatures = await asyncio.gather(
+        world.identity.sign_batched(headers[0], staple=world.staple, hold=30.0),
+        *(world.identity.sign_batched(h, staple=world.staple) for h in headers[1:]),
+    )
+    assert loop.time() - started < 30.0  # the hold did not have to pass
+    assert len(world.signed) == 1
+    assert world.identity.batching_signer.signed == MAX_BATCH_SIZE
+    world.check(headers[-1], signatures[-1])
