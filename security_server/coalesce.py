@@ -1,4 +1,4 @@
-"""Adaptive coalescing under load (docs/adr/0902-adaptive-coalescing.md).
+"""Adaptive coalescing under load (docs/adr/0034-adaptive-coalescing.md).
 
 A proxy keeps one :class:`Load` of the exchanges it is handling. While few are in flight a
 signing batch closes at the end of the loop turn, as before: no latency is added. Under load a

@@ -1,4 +1,4 @@
-"""Adaptive coalescing (docs/adr/0902-adaptive-coalescing.md): no hold with few exchanges in
+"""Adaptive coalescing (docs/adr/0034-adaptive-coalescing.md): no hold with few exchanges in
 flight, a hold proportional to the recent exchange time under load, never over the cap."""
 
 from __future__ import annotations
