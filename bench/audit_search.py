@@ -37,8 +37,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ruta.ids import ServerId, ServiceId, SubsystemId
 from ruta.v1 import audit_pb2, transport_pb2
 from security_server.audit import AuditGrant, AuditServicer
+from security_server.cluster import MemberLog
 from security_server.console import CONSOLE_PAGE_SIZE
-from security_server.console.pages import PAGES
+from security_server.console.pages import LOG_FIELD, PAGES, ChosenLog
 from security_server.database import open_database, refresh_planner_statistics
 from security_server.log import MAX_APPEND_ENTRIES, BodyKey, Direction, LogEntry, MessageLog
 
@@ -54,6 +55,10 @@ SAMPLES: Final = 30
 #: Append calls in flight while filling (each of MAX_APPEND_ENTRIES entries).
 _FILL_CALLS: Final = 64
 _ORIGIN: Final = "DEV/GOV/POP/ss1"
+#: The console's log choice on a server with one log (no select shown).
+_ONE_LOG: Final = ChosenLog(
+    MemberLog(_ORIGIN, 0, exportable=True), (MemberLog(_ORIGIN, 0, exportable=True),)
+)
 _SERVER: Final = ServerId.parse(_ORIGIN)
 
 
@@ -286,4 +291,6 @@ def _render(page: audit_pb2.QueryResponse) -> str:
         records=[(r, r.logged_at.ToDatetime(tzinfo=UTC)) for r in page.records],
         next_query={"search": "1", "after": page.next_page_token} if page.next_page_token else None,
         page_size=CONSOLE_PAGE_SIZE,
+        log=_ONE_LOG,
+        log_field=LOG_FIELD,
     )
