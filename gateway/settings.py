@@ -246,8 +246,13 @@ class OpenDataSettings(_Section):
     key: Path
     #: CA certificates (PEM) of the servers' audit ports; default: the configuration's anchors.
     ca: Path | None = None
-    #: Months published, the current one included.
+    #: Months published, ending with the last closed month (or the current one, below).
     months: int = Field(default=12, ge=1, le=36)
+    #: Publish the month in progress too. Off by default: its figures move as exchanges happen,
+    #: so two snapshots minutes apart would show how many exchanges (perhaps one citizen's)
+    #: happened in between, below the threshold that hides small counts. The sandbox turns it
+    #: on to show the demo's own exchanges.
+    current_month: bool = False
     #: How long gathered counts are served before they are gathered again.
     refresh_seconds: float = Field(default=600.0, ge=1, le=86_400)
     #: Deadline of one server's answer; a server past it is named on the page as not reached.

@@ -736,6 +736,8 @@ class Sandbox:
                     "key": str(self.statistics.key),
                     "ca": str(trust),
                     "refresh_seconds": OPEN_DATA_REFRESH_S,
+                    # The demo shows this month's own exchanges (production: closed months).
+                    "current_month": True,
                 }
             config = folder / "gateway.toml"
             write_atomically(config, tomli_w.dumps(settings).encode("utf-8"))

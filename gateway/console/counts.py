@@ -127,7 +127,7 @@ class OpenData:
             return held
 
     async def _gather(self, conf: GlobalConf, now: datetime) -> Report:
-        last = Month.of(now)
+        last = Month.of(now) if self.settings.current_month else Month.of(now).plus(-1)
         first = last.plus(1 - self.settings.months)
         servers = [s for s in conf.servers if s.audit_address]
         asked: list[Awaitable[ServerCounts]] = [

@@ -98,6 +98,7 @@ async def instance(tmp_path: Path) -> AsyncIterator[OpenDataBed]:
                 "deadline_seconds": 5,
                 "currency": "EUR",
                 "months": 3,
+                "current_month": True,
             },
         )
         await bed.start_gateway(SOC)

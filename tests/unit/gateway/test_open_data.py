@@ -71,6 +71,7 @@ def _conf(*, audit: bool = True) -> GlobalConf:
 
 
 def _settings(tmp_path: Path, **values: Any) -> OpenDataSettings:
+    values.setdefault("current_month", True)
     return OpenDataSettings(cert=tmp_path / "c.pem", key=tmp_path / "k.pem", **values)
 
 
@@ -238,6 +239,21 @@ async def test_gathering_sums_the_servers_names_the_silent_one_and_caches(
     clock[0] = NOW + timedelta(seconds=61)
     assert await open_data.report() is not report
     assert twin.calls == 4
+
+
+async def test_by_default_only_closed_months_are_published(tmp_path: Path) -> None:
+    """The month in progress is left out unless asked for: its figures move while people are
+    served, and two snapshots would show a small count's changes."""
+    twin = _Twin({"DEV/GOV/POP/ss1": {(DEC, str(PERSONS)): 9}})
+    open_data = OpenData(
+        _settings(tmp_path, months=2, current_month=False),
+        conf=_conf,
+        source=twin,
+        clock=lambda: NOW,
+    )
+    report = await open_data.report()
+    assert report.months == (NOV.plus(-1), NOV)
+    assert OpenDataSettings(cert=tmp_path / "c", key=tmp_path / "k").current_month is False
 
 
 async def test_servers_without_an_audit_address_are_not_asked(tmp_path: Path) -> None:
