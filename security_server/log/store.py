@@ -95,6 +95,19 @@ _ATTACHMENTS_PER_QUERY: Final = 500
 #: service's records are scattered, and walking the log in sequence order to find a page of them
 #: would read it all); a more common one is found quickly in sequence order.
 _RARE_SERVICE_PROBE: Final = 2000
+#: The probe, by dialect (is SQLite): SQLite is told to use the service index, or it walks the
+#: primary key (origin, seq), the whole log for a service with no records; PostgreSQL plans it
+#: from its statistics.
+_RARE_SERVICE_PROBE_SQL: Final = {
+    True: sa.text(
+        "SELECT seq FROM log_leaves INDEXED BY ix_log_leaves_service_seq"
+        " WHERE service = :service AND origin = :origin AND seq < :size LIMIT :n"
+    ),
+    False: sa.text(
+        "SELECT seq FROM log_leaves"
+        " WHERE service = :service AND origin = :origin AND seq < :size LIMIT :n"
+    ),
+}
 #: Longest the consumer's message-id lookup waits on a busy SQLite file (it runs on the loop).
 _LOOKUP_BUSY_MS: Final = 200
 
@@ -394,7 +407,7 @@ class LogReader:
         async with self._engine.connect() as conn:
             rare = None
             if service is not None and method is None and message_id is None and subject is None:
-                rare = await self._rare_service_page(conn, conditions, limit, newest_first)
+                rare = await self._rare_service_page(conn, service, conditions, limit, newest_first)
             if rare is not None:
                 records = rare
             else:
@@ -408,18 +421,35 @@ class LogReader:
     async def _rare_service_page(
         self,
         conn: AsyncConnection,
+        service: str,
         conditions: Sequence[sa.ColumnElement[bool]],
         limit: int,
         newest_first: bool,
     ) -> list[StoredRecord] | None:
-        """Up to ``limit + 1`` records matching ``conditions`` (which name a service), in page
-        order, when the service has at most :data:`_RARE_SERVICE_PROBE` matching records; None
-        when it has more (then a walk in sequence order finds a page quickly)."""
-        probe = sa.select(log_leaves.c.seq).where(*conditions).limit(_RARE_SERVICE_PROBE + 1)
-        sequences = [int(row.seq) for row in await conn.execute(probe)]
-        if len(sequences) > _RARE_SERVICE_PROBE:
+        """Up to ``limit + 1`` records matching ``conditions`` (which name ``service``), in page
+        order, when the service has at most :data:`_RARE_SERVICE_PROBE` records in this log;
+        None when it has more (then a walk in sequence order finds a page quickly)."""
+        probe = _RARE_SERVICE_PROBE_SQL[conn.dialect.name == "sqlite"]
+        candidates = [
+            int(row.seq)
+            for row in await conn.execute(
+                probe,
+                {
+                    "service": service,
+                    "origin": self._origin,
+                    "size": self.head().size,
+                    "n": _RARE_SERVICE_PROBE + 1,
+                },
+            )
+        ]
+        if len(candidates) > _RARE_SERVICE_PROBE:
             return None
-        page = sorted(sequences, reverse=newest_first)[: limit + 1]
+        if not candidates:
+            return []
+        matching = await conn.execute(
+            sa.select(log_leaves.c.seq).where(*conditions, log_leaves.c.seq.in_(candidates))
+        )
+        page = sorted((int(row.seq) for row in matching), reverse=newest_first)[: limit + 1]
         if not page:
             return []
         rows = await conn.execute(
