@@ -11,10 +11,11 @@ when, and (for a response) its status. Never a body, never the signature or the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import grpc.aio
+from cryptography import x509
 from google.protobuf.message import DecodeError
 
 from ruta.faults import Fault, RutaError, abort
@@ -45,9 +46,15 @@ class AccessRecordsError(RutaError):
     default_fault = Fault.CLIENT_INVALID_REQUEST
 
 
-async def authorise_citizen_service(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    """Return when the caller's certificate carries the citizen-service role; abort the call
-    with ``client.unauthenticated`` (no certificate) or ``client.permission_denied`` otherwise."""
+async def authorise_citizen_service(
+    context: grpc.aio.ServicerContext[Any, Any],
+    check_revocation: Callable[[x509.Certificate], Awaitable[None]],
+) -> None:
+    """Return when the caller's certificate carries the citizen-service role and
+    ``check_revocation`` (the audit API's revocation check, :mod:`security_server.callers`)
+    returns for it; abort the call with ``client.unauthenticated`` (no certificate) or
+    ``client.permission_denied`` otherwise (the fault ``check_revocation`` raises for a revoked
+    certificate)."""
     try:
         cert = peer_certificate(context)
     except RutaError:
@@ -73,6 +80,10 @@ async def authorise_citizen_service(context: grpc.aio.ServicerContext[Any, Any])
                 fault=Fault.CLIENT_PERMISSION_DENIED,
             ),
         )
+    try:
+        await check_revocation(cert)
+    except RutaError as exc:
+        await abort(context, exc)
 
 
 def _page_cursor(token: str, logs: int) -> tuple[int, int | None]:

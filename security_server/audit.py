@@ -39,6 +39,7 @@ from typing import Any, Final, Literal
 
 import grpc
 import grpc.aio
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -57,6 +58,7 @@ from ruta.pki.tls import CertificateSource, KeySource, peer_certificate, server_
 from ruta.timestamps import from_timestamp, to_timestamp
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 from security_server.access_records import access_records, authorise_citizen_service
+from security_server.callers import CallerStatus
 from security_server.cluster import MemberLog, MemberLogError, MemberLogs
 from security_server.evidence import EvidenceFilter, build_bundle, cosigned_note
 from security_server.log import (
@@ -268,8 +270,11 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         settings: AuditSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         logs: MemberLogs | None = None,
+        callers: CallerStatus | None = None,
     ) -> None:
         self._log = log
+        #: Refuses revoked caller certificates (None: no revocation check, for tests alone).
+        self._callers = callers
         #: The member's other nodes' logs in the shared database (none: this log alone).
         self._logs = logs
         self._engine = engine
@@ -309,9 +314,11 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                 ),
             )
         try:
-            return self.grant_for(roles)
-        except AuditError as exc:
+            grant = self.grant_for(roles)
+            await self.check_caller(cert)
+        except RutaError as exc:
             await abort(context, exc)
+        return grant
 
     # --- the service layer (the gRPC methods below and the auditor console call these) ------
 
@@ -324,6 +331,14 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     def roles_needed(self) -> str:
         """The roles that read this server's log, as an auditor would ask for them."""
         return f"auditor:{self._member} / auditor-supervisor"
+
+    async def check_caller(self, cert: x509.Certificate) -> None:
+        """Return when the caller's certificate ``cert`` is not revoked; raises
+        :class:`~security_server.callers.CallerRevokedError` (``client.permission_denied``) when
+        OCSP reports it revoked or its status cannot be established
+        (:mod:`security_server.callers`). Every role this API grants is checked here."""
+        if self._callers is not None:
+            await self._callers.check(cert)
 
     def grant_for(self, roles: frozenset[Role]) -> AuditGrant:
         """What a certificate with ``roles`` may read here; raises :class:`AuditError`
@@ -494,6 +509,11 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                     else Fault.CLIENT_PERMISSION_DENIED,
                 ),
             )
+        if cert is not None:
+            try:
+                await self.check_caller(cert)
+            except RutaError as exc:
+                await abort(context, exc)
 
     # --- RPCs -----------------------------------------------------------------------------
 
@@ -609,7 +629,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     ) -> audit_pb2.AccessRecordsResponse:
         """The citizen service's call: one subject's records, metadata only
         (:mod:`security_server.access_records`)."""
-        await authorise_citizen_service(context)
+        await authorise_citizen_service(context, self.check_caller)
         try:
             return await access_records(
                 await self._own_logs(), request, max_page_size=self._settings.max_page_size

@@ -60,6 +60,7 @@ from ruta.readiness import write_ready_file
 from ruta.settings import ConfigError
 from security_server.audit import AuditServicer, add_audit_service, audit_server_credentials
 from security_server.backends import BackendChannels
+from security_server.callers import CallerStatus
 from security_server.checkpointer import (
     LOG_KEY_FILE,
     Checkpointer,
@@ -321,6 +322,7 @@ class SecurityServerApp:
                 body_key=body_key,
                 globalconf=globalconf,
                 clock=clock,
+                peer_status=peer_status,
             ),
             globalconf=globalconf,
             identity=identity,
@@ -397,10 +399,12 @@ class SecurityServerApp:
         body_key: BodyKey,
         globalconf: GlobalConfClient,
         clock: Callable[[], datetime],
+        peer_status: PeerStatus,
     ) -> AuditServicer:
         """The audit service layer (the audit port and the console call it), and the planner
         statistics its searches need to stay fast as the log grows (kept fresh while the
-        server runs)."""
+        server runs). Callers' certificates are checked for revocation as peers' are
+        (``peer_status``, against the trust anchors in force: :mod:`security_server.callers`)."""
         settings = self.settings
         statistics = PlannerStatistics(engine)
         statistics.start()
@@ -415,6 +419,10 @@ class SecurityServerApp:
             clock=clock,
             logs=MemberLogs(
                 engine=engine, own=log, server=settings.server_identifier, body_key=body_key
+            ),
+            callers=CallerStatus(
+                peer_status,
+                lambda: globalconf.held.trust_anchors if globalconf.held is not None else (),
             ),
         )
 

@@ -130,24 +130,33 @@ class PeerStatus:
 
     ocsp: OcspClient
 
-    async def check(self, cert: x509.Certificate, anchors: Sequence[x509.Certificate]) -> None:
-        """Raise :class:`TransportError` (``peer_revoked``) when ``cert`` is revoked or its
-        status cannot be established. A certificate issued by an intermediate (the TLS layer checked
-        its chain, but its issuer is not at hand) is not asked about."""
+    async def status_of(
+        self, cert: x509.Certificate, anchors: Sequence[x509.Certificate]
+    ) -> CertStatus | None:
+        """``cert``'s OCSP status (cached by the client), or None for a certificate not issued
+        by one of ``anchors`` (an intermediate's: the TLS layer checked its chain, but its issuer
+        is not at hand), which is not asked about. Raises :class:`~ruta.pki.errors.PkiError`
+        when the status cannot be established."""
         issuer = _anchor_issuing(cert, tuple(anchors))
         if issuer is None:
-            return
+            return None
+        return (await self.ocsp.status(cert, issuer)).status
+
+    async def check(self, cert: x509.Certificate, anchors: Sequence[x509.Certificate]) -> None:
+        """Raise :class:`TransportError` (``peer_revoked``) when ``cert`` is revoked or its
+        status cannot be established (see :meth:`status_of` for the certificates not asked
+        about)."""
         try:
-            status = await self.ocsp.status(cert, issuer)
+            status = await self.status_of(cert, anchors)
         except PkiError as exc:
             raise TransportError(
                 f"the revocation status of the peer's authentication certificate cannot be "
                 f"established: {exc.message}",
                 reason=Reason.PEER_REVOKED,
             ) from None
-        if status.status is not CertStatus.GOOD:
+        if status is not None and status is not CertStatus.GOOD:
             raise TransportError(
-                f"the peer's authentication certificate is {status.status} according to OCSP",
+                f"the peer's authentication certificate is {status} according to OCSP",
                 reason=Reason.PEER_REVOKED,
             )
 

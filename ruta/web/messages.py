@@ -17,6 +17,8 @@ __all__ = [
     "NOT_FOUND_EXPLANATION",
     "NO_CERTIFICATE",
     "NO_CERTIFICATE_EXPLANATION",
+    "REVOKED",
+    "REVOKED_EXPLANATION",
     "SESSION_EXPIRED",
     "SESSION_EXPIRED_EXPLANATION",
 ]
@@ -36,6 +38,11 @@ FORBIDDEN: Final = N_("You may not open this page")
 FORBIDDEN_EXPLANATION: Final = N_(
     "This page needs the role %(role)s, and your certificate (%(subject)s) does not carry it. "
     "Ask your administrator for a certificate with that role."
+)
+REVOKED: Final = N_("Your certificate has been revoked")
+REVOKED_EXPLANATION: Final = N_(
+    "The certificate your browser presented (%(subject)s) has been revoked. Ask your "
+    "administrator for a new one."
 )
 FORM_EXPIRED: Final = N_("The form could not be accepted")
 FORM_EXPIRED_EXPLANATION: Final = N_(

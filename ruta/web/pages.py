@@ -159,6 +159,17 @@ class Pages:
             subject=subject,
         )
 
+    def revoked(self, request: web.Request, *, subject: str) -> web.Response:
+        """403: the certificate presented (``subject``) is revoked, or its revocation status
+        cannot be established."""
+        return self.error(
+            request,
+            status=403,
+            heading=messages.REVOKED,
+            explanation=messages.REVOKED_EXPLANATION,
+            subject=subject,
+        )
+
     def form_expired(self, request: web.Request) -> web.Response:
         """403: a form whose CSRF token does not belong to the sender's session."""
         return self.error(

@@ -279,7 +279,8 @@ def _as_auditor(
     console: AuditConsole, handler: Handler
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """``handler`` behind the console's authentication: a certificate, a role that reads this
-    log (the audit service layer's own check), and refusal pages otherwise."""
+    log and a certificate not revoked (the audit service layer's own checks), and refusal pages
+    otherwise."""
 
     async def authenticated(request: web.Request) -> web.StreamResponse:
         certificate = certificate_of(request)
@@ -291,6 +292,10 @@ def _as_auditor(
             return PAGES.forbidden(
                 request, role=console.servicer.roles_needed, subject=certificate.subject
             )
+        try:
+            await console.servicer.check_caller(certificate.certificate)
+        except RutaError:
+            return PAGES.revoked(request, subject=certificate.subject)
         try:
             return await handler(request, console, Auditor(certificate, grant))
         except UploadTooLargeError as exc:

@@ -166,3 +166,22 @@ async def test_the_supervisory_auditor_reads_every_server(running: Running) -> N
     pop_bodies = pki.roles("auditor-supervisor", f"auditor-bodies:{POP.member}")
     assert await _read_all(running, POP, pop_bodies) == WITH_BODIES
     assert await _read_all(running, SOC, pop_bodies) == WITHHELD
+
+
+async def test_a_revoked_auditor_certificate_is_refused(running: Running) -> None:
+    """The CA revokes a departed auditor's certificate: its OCSP responder reports it, and the
+    running server refuses that certificate on every call while another auditor still reads."""
+    departed = running.instance.pki.roles("auditor-supervisor")
+    staying = running.instance.pki.roles("auditor-supervisor")
+    running.instance.ocsp.revoked.add(departed.certificate.serial_number)
+    channel, stub = running.stub(POP, departed)
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Query(audit_pb2.QueryRequest(), timeout=10)
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+    assert "revoked" in (caught.value.details() or "")
+    channel, stub = running.stub(POP, staying)
+    async with channel:
+        page = await stub.Query(audit_pb2.QueryRequest(page_size=RECORDS), timeout=10)
+    assert len(page.records) == RECORDS

@@ -28,8 +28,11 @@ from security_server.audit import (
     add_audit_service,
     audit_server_credentials,
 )
+from security_server.callers import CallerStatus
 from security_server.checkpointer import log_verifier
+from security_server.transport import PeerStatus
 from tests.unit.security_server.evidence_support import CLIENT, Scenario, scenario
+from tests.unit.security_server.twin import MemoryOcsp
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Api:
     address: str
     auditor: Credential
     admin: Credential
+    #: Answers the servicer's revocation checks of callers' certificates.
+    ocsp: MemoryOcsp
 
     def channel(self, who: Credential) -> grpc.aio.Channel:
         creds = channel_credentials(who.key_path, who.cert_path, self.world.pki.trust_path)
@@ -49,6 +54,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     async with scenario(tmp_path, exchanges=3) as world:
         side = world.provider
         tls = world.pki.auth(side.server)
+        ocsp = MemoryOcsp(world.pki)
         server = grpc.aio.server()
         add_audit_service(
             server,
@@ -59,6 +65,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
                 key=side.key,
                 globalconf=lambda: world.signed_globalconf,
                 settings=AuditSettings(max_page_size=4, metadata_only_subsystems=(str(CLIENT),)),
+                callers=CallerStatus(PeerStatus(ocsp), lambda: world.pki.trust_anchors),
             ),
         )
         port = server.add_secure_port(
@@ -72,6 +79,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
                 f"localhost:{port}",
                 world.pki.roles("auditor-supervisor", "auditor-bodies"),
                 world.pki.role("registry-admin"),
+                ocsp,
             )
         finally:
             await server.stop(None)
@@ -84,6 +92,51 @@ async def test_only_auditors_may_call(api: Api) -> None:
             await stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest())
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["revoked", "status-unknown"])
+@pytest.mark.parametrize(
+    ("role", "request_"),
+    [
+        ("auditor-supervisor", audit_pb2.QueryRequest()),
+        ("auditor:DEV/GOV/POP", audit_pb2.LatestCheckpointRequest()),
+        ("citizen-service", audit_pb2.AccessRecordsRequest(subject="person-1")),
+        (
+            "statistics",
+            audit_pb2.MonthlyCountsRequest(first_month="2026-01", last_month="2026-12"),
+        ),
+    ],
+)
+async def test_a_revoked_caller_certificate_is_refused(
+    api: Api, role: str, request_: object, failing: bool
+) -> None:
+    """A certificate the CA revoked (or whose OCSP status cannot be had) is refused whatever
+    role it carries; another certificate with the same role still gets its answer."""
+    departed, staying = api.world.pki.roles(role), api.world.pki.roles(role)
+    if failing:
+        api.ocsp.failing_for.add(departed.certificate.serial_number)
+    else:
+        api.ocsp.revoked.add(departed.certificate.serial_number)
+    async with api.channel(departed) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _unary(audit_pb2_grpc.AuditStub(channel), request_)
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+    details = caught.value.details() or ""
+    assert ("cannot be established" if failing else "is revoked according to OCSP") in details
+    async with api.channel(staying) as channel:
+        await _unary(audit_pb2_grpc.AuditStub(channel), request_)
+
+
+async def _unary(stub: audit_pb2_grpc.AuditAsyncStub, request_: object) -> object:
+    if isinstance(request_, audit_pb2.QueryRequest):
+        return await stub.Query(request_)
+    if isinstance(request_, audit_pb2.LatestCheckpointRequest):
+        return await stub.GetLatestCheckpoint(request_)
+    if isinstance(request_, audit_pb2.AccessRecordsRequest):
+        return await stub.AccessRecords(request_)
+    assert isinstance(request_, audit_pb2.MonthlyCountsRequest)
+    return await stub.MonthlyCounts(request_)
 
 
 async def test_a_bare_auditor_certificate_is_refused_with_what_to_ask_for(api: Api) -> None:

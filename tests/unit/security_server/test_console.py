@@ -31,12 +31,14 @@ from ruta.pki.testing import Credential, TestPki
 from ruta.v1 import audit_pb2, transport_pb2
 from ruta.web import CONTENT_SECURITY_POLICY, CSRF_FIELD, console_tls_context
 from security_server.audit import AuditServicer, AuditSettings
+from security_server.callers import CallerStatus
 from security_server.checkpointer import log_verifier
 from security_server.cluster import MemberLogs
 from security_server.console import AuditConsole, ConsoleListener, ConsoleSettings, console_app
 from security_server.console import pages as console_pages
 from security_server.console.records import check_inclusion, decode_record
 from security_server.log import Direction, MessageLog
+from security_server.transport import PeerStatus
 from tests.unit.security_server.evidence_support import (
     CLIENT,
     POP_SS,
@@ -47,6 +49,7 @@ from tests.unit.security_server.evidence_support import (
     scenario,
 )
 from tests.unit.security_server.log.support import make_entry
+from tests.unit.security_server.twin import MemoryOcsp
 
 #: Markup in a logged subject and user id: the console must show it as text.
 HOSTILE_SUBJECT = '<script>alert("subject")</script>'
@@ -91,8 +94,11 @@ async def _log_hostile_exchange(world: Scenario) -> str:
 
 
 @asynccontextmanager
-async def _serve(world: Scenario, logs: MemberLogs | None = None) -> AsyncIterator[Console]:
-    """The provider's console on loopback; with ``logs``, over every tree of its database."""
+async def _serve(
+    world: Scenario, logs: MemberLogs | None = None, ocsp: MemoryOcsp | None = None
+) -> AsyncIterator[Console]:
+    """The provider's console on loopback; with ``logs``, over every tree of its database; with
+    ``ocsp``, checking visitors' certificates for revocation against it."""
     side = world.provider
     view = open_configuration(world.signed_globalconf, world.anchor, now=datetime.now(UTC))
     servicer = AuditServicer(
@@ -103,6 +109,9 @@ async def _serve(world: Scenario, logs: MemberLogs | None = None) -> AsyncIterat
         globalconf=lambda: world.signed_globalconf,
         settings=AuditSettings(),
         logs=logs,
+        callers=None
+        if ocsp is None
+        else CallerStatus(PeerStatus(ocsp), lambda: world.pki.trust_anchors),
     )
     app = console_app(
         AuditConsole(servicer=servicer, server=side.server, conf=lambda: view, anchor=world.anchor)
@@ -190,6 +199,26 @@ async def test_a_certificate_without_the_role_gets_a_page_naming_it(
         assert response.status == 403
         page = await response.text()
         assert "auditor:DEV/GOV/POP / auditor-supervisor" in page
+
+
+async def test_a_revoked_auditor_certificate_gets_the_revoked_page(tmp_path: Path) -> None:
+    """The CA revokes one auditor's certificate: the console refuses it with 403 and a page
+    saying so, on every page, while another auditor's certificate still opens them."""
+    async with scenario(tmp_path, exchanges=1) as world:
+        ocsp = MemoryOcsp(world.pki)
+        departed = world.pki.roles("auditor-supervisor")
+        staying = world.pki.roles("auditor-supervisor")
+        ocsp.revoked.add(departed.certificate.serial_number)
+        async with _serve(world, ocsp=ocsp) as console:
+            for path in ("/", "/records/0", "/verify"):
+                async with (
+                    console.session(departed) as http,
+                    http.get(console.url + path) as response,
+                ):
+                    assert response.status == 403
+                    assert "has been revoked" in await response.text()
+            async with console.session(staying) as http, http.get(console.url + "/") as response:
+                assert response.status == 200
 
 
 async def test_an_auditor_finds_records_by_subject_with_bodies_withheld(console: Console) -> None:
