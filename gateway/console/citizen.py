@@ -2,27 +2,33 @@
 
 A citizen signs in with OpenID Connect (:mod:`gateway.console.oidc`): ``/citizen/sign-in``
 starts a sign-in bound to a short-lived ``__Host-`` cookie (SameSite=Lax, so it survives the
-issuer's redirect back; it holds only a random handle), the issuer sends the browser to
+issuer's redirect back; it holds the sign-in itself, sealed: no table of sign-ins in progress
+that a flood of unauthenticated requests could fill), the issuer sends the browser to
 ``/citizen/callback``, whose ``state`` must be that sign-in's; the ID token's subject claim
 becomes a :class:`ruta.web.Sessions` session. ``/citizen`` then shows the record of access of
-that session's subject, read from every security server (:mod:`gateway.console.access_record`).
+that session's subject, read from every security server (:mod:`gateway.console.access_record`)
+and kept for the session :data:`RECORD_CACHE_SECONDS` so reloads do not ask every server again.
 The subject is never taken from a URL or a form. ``/citizen/sign-out`` (a form with a CSRF
 token) ends the session. No page runs script.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
-import secrets
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.console.access_record import AccessRecordReader
+from gateway.console.access_record import AccessRecord, AccessRecordReader
 from gateway.console.oidc import (
     IssuerUnavailableError,
     OidcClient,
@@ -47,7 +53,8 @@ from ruta.web.messages import N_
 __all__ = [
     "CALLBACK_PATH",
     "CITIZEN_PATH",
-    "MAX_PENDING_SIGN_INS",
+    "MAX_CACHED_RECORDS",
+    "RECORD_CACHE_SECONDS",
     "SIGN_IN_COOKIE",
     "SIGN_IN_PATH",
     "SIGN_OUT_PATH",
@@ -62,11 +69,15 @@ SIGN_OUT_PATH: Final = "/citizen/sign-out"
 SIGN_IN_COOKIE: Final = "__Host-ruta-sign-in"
 #: How long a started sign-in may take.
 SIGN_IN_SECONDS: Final = 600
-#: Most sign-ins in progress held at once (the oldest is dropped).
-MAX_PENDING_SIGN_INS: Final = 10_000
-#: Longest ``state``, ``code`` or cookie value read from the callback.
+#: How long a session's gathered record is shown again without asking the servers anew.
+RECORD_CACHE_SECONDS: Final = 60
+#: Most sessions' records kept at once (the oldest is dropped).
+MAX_CACHED_RECORDS: Final = 1_000
+#: Longest ``state`` or ``code`` read from the callback.
 _MAX_CALLBACK_VALUE: Final = 2048
-_MAX_COOKIE_CHARS: Final = 64
+#: Longest sign-in cookie issued or read (a sealed sign-in is about 300 characters).
+_MAX_COOKIE_CHARS: Final = 512
+_GCM_NONCE_BYTES: Final = 12
 _SUBJECT: Final = "subject"
 _NAME: Final = "name"
 
@@ -93,32 +104,55 @@ def _forget(response: web.StreamResponse, cookie: str) -> None:
     response.del_cookie(cookie, path="/", secure=True, httponly=True)
 
 
-@dataclass(slots=True)
-class _PendingSignIns:
-    """Sign-ins in progress, by their cookie's random handle, bounded in number and age."""
+class _SealedSignIns:
+    """Sign-ins in progress, each sealed into its own cookie; the gateway keeps none of them.
 
-    sessions: OrderedDict[str, tuple[PendingSignIn, str]]
-    clock: Callable[[], float]
+    The cookie is AES-GCM under a key made afresh by each process (a restart only fails the
+    sign-ins then in progress): GCM makes it tamper-proof (state, nonce and verifier are the
+    gateway's own) and also keeps the PKCE verifier secret. HMAC alone would be enough against
+    forgery, and the cookie only ever sits in the citizen's own browser (HttpOnly, Secure), but
+    encryption costs no more here and keeps :class:`PendingSignIn`'s promise that only the S256
+    challenge leaves the gateway before the redemption. The seal carries the start time, so a
+    cookie older than :data:`SIGN_IN_SECONDS` is refused whatever its Max-Age said. Nothing
+    marks a cookie used: the issuer's code is single-use and bound to this sign-in by its
+    state, nonce and PKCE challenge, so a replayed cookie gains nothing."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+        self._clock = clock
 
     def start(self, language: str) -> tuple[str, PendingSignIn]:
-        """A new sign-in, started from a page in ``language``; its cookie handle."""
-        now = self.clock()
-        handle = secrets.token_urlsafe(32)
-        pending = PendingSignIn.new(now=now)
-        self.sessions[handle] = (pending, language)
-        while len(self.sessions) > MAX_PENDING_SIGN_INS:
-            self.sessions.popitem(last=False)
-        return handle, pending
+        """A new sign-in, started from a page in ``language``; its sealed cookie value."""
+        pending = PendingSignIn.new(now=self._clock())
+        plain = json.dumps(
+            [pending.state, pending.nonce, pending.verifier, pending.started, language]
+        ).encode("utf-8")
+        nonce = os.urandom(_GCM_NONCE_BYTES)
+        sealed = nonce + self._aead.encrypt(nonce, plain, SIGN_IN_COOKIE.encode("ascii"))
+        value = base64.urlsafe_b64encode(sealed).decode("ascii").rstrip("=")
+        if len(value) > _MAX_COOKIE_CHARS:  # pragma: no cover - bounded by the fields above
+            raise AssertionError("sealed sign-in cookie longer than its bound")
+        return value, pending
 
-    def take(self, handle: str | None) -> tuple[PendingSignIn, str] | None:
-        """The sign-in of ``handle`` and its page's language, removed (a callback is used
-        once); None when unknown or older than :data:`SIGN_IN_SECONDS`."""
-        if not handle or len(handle) > _MAX_COOKIE_CHARS:
+    def take(self, value: str | None) -> tuple[PendingSignIn, str] | None:
+        """The sign-in sealed in ``value`` and its page's language; None when absent, too long,
+        not sealed by this process, or older than :data:`SIGN_IN_SECONDS`."""
+        if not value or len(value) > _MAX_COOKIE_CHARS:
             return None
-        found = self.sessions.pop(handle, None)
-        if found is None or self.clock() - found[0].started > SIGN_IN_SECONDS:
+        try:
+            sealed = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            plain = self._aead.decrypt(
+                sealed[:_GCM_NONCE_BYTES],
+                sealed[_GCM_NONCE_BYTES:],
+                SIGN_IN_COOKIE.encode("ascii"),
+            )
+        except (binascii.Error, ValueError, InvalidTag):
             return None
-        return found
+        state, nonce, verifier, started, language = json.loads(plain)
+        age = self._clock() - started
+        if not 0 <= age <= SIGN_IN_SECONDS:
+            return None
+        return PendingSignIn(state, nonce, verifier, started), language
 
 
 class CitizenConsole:
@@ -145,7 +179,10 @@ class CitizenConsole:
             idle_seconds=settings.session_idle_minutes * 60,
             absolute_seconds=settings.session_max_minutes * 60,
         )
-        self._pending = _PendingSignIns(OrderedDict(), clock)
+        self._pending = _SealedSignIns(clock)
+        self._clock = clock
+        # Session id -> (when gathered, record); oldest first.
+        self._records: OrderedDict[str, tuple[float, AccessRecord]] = OrderedDict()
         self._csrf = CsrfTokens()
 
     @classmethod
@@ -200,7 +237,7 @@ class CitizenConsole:
                 explanation=RECORD_UNAVAILABLE_EXPLANATION,
             )
         subject = session.values[_SUBJECT]
-        found = await self._reader.read(conf, subject)
+        found = await self._record_of(session.id, conf, subject)
         return self._pages.respond(
             request,
             "citizen_record.html",
@@ -211,6 +248,24 @@ class CitizenConsole:
             csrf_token=self._csrf.issue(session.id),
             sign_out=SIGN_OUT_PATH,
         )
+
+    async def _record_of(self, session_id: str, conf: GlobalConf, subject: str) -> AccessRecord:
+        """``subject``'s record, as gathered for this session in the last
+        :data:`RECORD_CACHE_SECONDS`, else read from every server afresh and kept."""
+        now = self._clock()
+        while self._records:  # drop what is stale, oldest first
+            oldest = next(iter(self._records.values()))
+            if now - oldest[0] <= RECORD_CACHE_SECONDS:
+                break
+            self._records.popitem(last=False)
+        kept = self._records.get(session_id)
+        if kept is not None:
+            return kept[1]
+        found = await self._reader.read(conf, subject)
+        self._records[session_id] = (self._clock(), found)
+        while len(self._records) > MAX_CACHED_RECORDS:
+            self._records.popitem(last=False)
+        return found
 
     async def sign_in(self, request: web.Request) -> web.Response:
         """Start a sign-in: a fresh state, nonce and PKCE verifier bound to this browser."""
@@ -272,6 +327,8 @@ class CitizenConsole:
         ):
             return self._pages.form_expired(request)
         response = self._pages.respond(request, "citizen_signed_out.html")
+        if session is not None:
+            self._records.pop(session.id, None)
         self._sessions.end(request, response)
         return response
 

@@ -168,12 +168,18 @@ def _view(report: Report, language: str) -> OpenDataView:
     )
 
 
-def _data(text: str, content_type: str) -> web.Response:
+#: How a shared cache may keep an open-data document that is the same for every request.
+_PUBLIC_CACHING: Final = "public, max-age=60"
+
+
+def _data(text: str, content_type: str, *, cache: str = _PUBLIC_CACHING) -> web.Response:
+    """``text`` as open data any site may read; ``cache`` is its ``Cache-Control`` (``no-store``
+    when the text depends on the request's Host, which a shared cache does not key on)."""
     response = web.Response(text=text, content_type=content_type, charset="utf-8")
     response.headers.update(SECURITY_HEADERS)
     # Open data: any site may read it.
     response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Cache-Control"] = "public, max-age=60"
+    response.headers["Cache-Control"] = cache
     return response
 
 
@@ -229,7 +235,10 @@ def add_open_data_routes(
             titles={code: pages.gettext(code, _DATASET_TITLE) for code in LANGUAGES},
             descriptions={code: pages.gettext(code, _DATASET_DESCRIPTION) for code in LANGUAGES},
         )
-        return _data(dumps(document), "application/ld+json")
+        # Without public_url the links echo the request's Host: never let a shared cache keep
+        # (and serve others) a catalogue built from a forged Host.
+        cache = _PUBLIC_CACHING if settings.public_url else "no-store"
+        return _data(dumps(document), "application/ld+json", cache=cache)
 
     app.router.add_get(OPEN_DATA_PATH, page)
     app.router.add_get(OPEN_DATA_CSV_PATH, as_csv)

@@ -15,7 +15,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from google.protobuf import timestamp_pb2
 
 from gateway.console.access_record import AccessRecord, AccessRecordReader, ExchangeLine, merge
-from gateway.console.citizen import CitizenConsole
+from gateway.console.citizen import (
+    RECORD_CACHE_SECONDS,
+    SIGN_IN_COOKIE,
+    SIGN_IN_SECONDS,
+    CitizenConsole,
+    _SealedSignIns,
+)
 from gateway.console.oidc import OidcClient
 from gateway.console.pages import PAGES
 from gateway.settings import CitizenSettings
@@ -169,6 +175,7 @@ class Console:
     sessions: Sessions
     reader: FakeReader
     now: list[float]
+    pages: CitizenConsole
 
     def sign_in(self, subject: str) -> str:
         """A session for ``subject`` (as the callback starts one); its cookie header."""
@@ -204,11 +211,12 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
         ),
         reader=reader,
         sessions=sessions,
+        clock=lambda: now[0],
     )
     app = web.Application()
     pages.add_routes(app)
     async with TestClient(TestServer(app)) as client:
-        yield Console(client, sessions, reader, now)
+        yield Console(client, sessions, reader, now, pages)
     await pages.close()
 
 
@@ -218,7 +226,8 @@ async def test_the_subject_is_the_signed_in_one_whatever_the_url_says(console: C
         response = await console.client.get(path, headers={"Cookie": cookie})
         assert response.status == 200
         assert "4410000033" not in await response.text()
-    assert console.reader.asked == ["4410000017"] * 3
+    # Gathered once, then kept for the session (RECORD_CACHE_SECONDS).
+    assert console.reader.asked == ["4410000017"]
 
 
 async def test_without_a_session_the_page_asks_to_sign_in_and_reads_nothing(
@@ -245,7 +254,8 @@ async def test_sessions_expire(console: Console, idle: bool, advance: float) -> 
     text = await response.text()
     assert "You were signed out after a while without activity" in text
     assert 'href="/citizen/sign-in?lang=' in text
-    assert len(console.reader.asked) == (0 if idle else 12)
+    # Busy: read afresh only when the kept record is over RECORD_CACHE_SECONDS old.
+    assert len(console.reader.asked) == (0 if idle else 6)
 
 
 async def test_sign_out_needs_the_forms_token(console: Console) -> None:
@@ -268,6 +278,57 @@ async def test_a_callback_without_this_browsers_sign_in_is_refused(console: Cons
     response = await console.client.get("/citizen/callback?code=c&state=s")
     assert response.status == 401
     assert SESSION_COOKIE not in response.cookies
+    # A genuine sign-in cookie does not help a callback carrying another state.
+    sealed, _ = console.pages._pending.start("en")
+    response = await console.client.get(
+        "/citizen/callback?code=c&state=s", headers={"Cookie": f"{SIGN_IN_COOKIE}={sealed}"}
+    )
+    assert response.status == 401
+    assert SESSION_COOKIE not in response.cookies
+
+
+async def test_reloads_reuse_the_record_for_a_while_and_sign_out_drops_it(
+    console: Console,
+) -> None:
+    cookie = console.sign_in("4410000017")
+    for _ in range(5):
+        assert (await console.client.get("/citizen", headers={"Cookie": cookie})).status == 200
+    assert console.reader.asked == ["4410000017"]
+    # (In steps, as the test sessions end after 60 idle seconds.)
+    console.now[0] += RECORD_CACHE_SECONDS - 1
+    await console.client.get("/citizen", headers={"Cookie": cookie})
+    assert console.reader.asked == ["4410000017"]
+    console.now[0] += 2
+    page = await (await console.client.get("/citizen", headers={"Cookie": cookie})).text()
+    assert console.reader.asked == ["4410000017"] * 2
+    # Another citizen's session never sees the first one's record.
+    other = console.sign_in("4410000033")
+    await console.client.get("/citizen", headers={"Cookie": other})
+    assert console.reader.asked[-1] == "4410000033"
+    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    await console.client.post(
+        "/citizen/sign-out", data={"csrf_token": token}, headers={"Cookie": cookie}
+    )
+    assert len(console.pages._records) == 1  # only the other session's record is kept
+
+
+def test_a_sign_in_lives_in_its_sealed_cookie_and_a_flood_cannot_evict_it() -> None:
+    now = [1000.0]
+    sealer = _SealedSignIns(lambda: now[0])
+    mine, pending = sealer.start("pt")
+    for _ in range(20_000):  # more than any in-memory table would hold
+        sealer.start("en")
+    assert len(mine) <= 512
+    assert pending.verifier not in mine
+    assert pending.nonce not in mine
+    assert sealer.take(mine) == (pending, "pt")
+    # Tampered, truncated, oversized, foreign (another process's key) or garbage: refused.
+    flipped = mine[:20] + ("A" if mine[20] != "A" else "B") + mine[21:]
+    for bad in (flipped, mine[:-4], mine + "A" * 600, "", "!!!", None):
+        assert sealer.take(bad) is None
+    assert _SealedSignIns(lambda: now[0]).take(mine) is None
+    now[0] += SIGN_IN_SECONDS + 1
+    assert sealer.take(mine) is None
 
 
 @pytest.mark.parametrize(

@@ -328,6 +328,37 @@ async def test_the_page_and_documents_are_served(
     assert record["dcat:dataset"][0]["dcat:landingPage"] == {"@id": "https://gw.example/open-data"}
 
 
+@pytest.mark.parametrize(
+    ("public_url", "caching"),
+    [("", "no-store"), ("https://gw.example", "public, max-age=60")],
+)
+async def test_a_catalogue_built_from_the_host_header_is_never_cached(
+    tmp_path: Path, public_url: str, caching: str
+) -> None:
+    open_data = OpenData(
+        _settings(tmp_path, months=2, public_url=public_url),
+        conf=_conf,
+        source=_Twin({}),
+        clock=lambda: NOW,
+    )
+    runner, base = await _serve(open_data)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            forged = {"Host": "evil.example"}
+            async with session.get(f"{base}/open-data/catalog.jsonld", headers=forged) as response:
+                catalogue = response.headers["Cache-Control"]
+                record = json.loads(await response.text())
+            async with session.get(f"{base}/open-data/exchanges.csv", headers=forged) as response:
+                csv_caching = response.headers["Cache-Control"]
+    finally:
+        await runner.cleanup()
+    assert catalogue == caching
+    landing = record["dcat:dataset"][0]["dcat:landingPage"]["@id"]
+    assert landing == f"{public_url or 'http://evil.example'}/open-data"
+    # The CSV does not depend on the Host: a shared cache may keep it either way.
+    assert csv_caching == "public, max-age=60"
+
+
 def test_the_settings_section_is_bounded_and_resolved(tmp_path: Path) -> None:
     from pydantic import ValidationError  # noqa: PLC0415
 
