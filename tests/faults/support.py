@@ -360,14 +360,17 @@ async def wait_cosigned_all(instance: Bed, server: ServerId, *, seconds: float =
     raise AssertionError(f"{server}: no cosigned checkpoint covers the log")
 
 
-def export_and_verify(instance: Bed, server: ServerId, out: Path) -> str:
+async def export_and_verify(instance: Bed, server: ServerId, out: Path) -> str:
     """Export ``server``'s whole log as an evidence bundle over its audit port (``ruta audit
     export``) and verify it offline, pinned to the anchor (``ruta audit verify``); returns the
-    verifier's report. Raises AssertionError when either step fails."""
+    verifier's report. Raises AssertionError when either step fails. The commands run in a
+    thread: the bed's OCSP responder, which the audit port asks about the auditor's
+    certificate, answers on this event loop."""
     auditor = instance.pki.role("auditor-supervisor")
     address = instance.agencies[server].addresses["audit"]
     base = [sys.executable, "-c", "from ruta.cli import main; main()", "audit"]
-    export = subprocess.run(
+    export = await asyncio.to_thread(
+        subprocess.run,
         [
             *base,
             "export",
@@ -388,7 +391,8 @@ def export_and_verify(instance: Bed, server: ServerId, out: Path) -> str:
         check=False,
     )
     assert export.returncode == 0, export.stdout + export.stderr
-    verify = subprocess.run(
+    verify = await asyncio.to_thread(
+        subprocess.run,
         [*base, "verify", str(out), "--anchor", str(instance.anchor_path)],
         capture_output=True,
         text=True,

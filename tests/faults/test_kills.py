@@ -84,7 +84,7 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, tar
                     await asyncio.wait_for(load, 300)
                 for server in (POP, SOC):
                     await wait_cosigned_all(instance, server)
-                    export_and_verify(
+                    await export_and_verify(
                         instance, server, tmp_path / f"{server.member.member_code}.zip"
                     )
                 await instance.stop_process(SOC)
