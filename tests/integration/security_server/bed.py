@@ -44,7 +44,7 @@ from ruta.evidence import VerificationReport, verify_bundle
 from ruta.evidence.cli import group as audit_group
 from ruta.globalconf import ConfigurationAnchor
 from ruta.ids import MemberId, ServerId, SubsystemId
-from ruta.pki.certs import CertificateKind, certificate_der, fingerprint
+from ruta.pki.certs import CertificateKind, certificate_der, fingerprint, roles_of
 from ruta.pki.keys import generate_ed25519_key
 from ruta.pki.signature import sign_message
 from ruta.pki.testing import Credential, TestPki
@@ -149,12 +149,13 @@ class OcspResponder:
         return web.Response(body=body, content_type="application/ocsp-response")
 
     def _written(self, serial: int) -> x509.Certificate | None:
-        """A certificate the test CA wrote that was not registered (role certificates for
-        auditors and the citizen service, whose revocation the audit port checks)."""
+        """A role certificate the test CA wrote that was not registered (auditors, the citizen
+        service, statistics: the audit port checks their revocation). Other certificates get no
+        answer unless registered, so a test can leave a signing certificate without OCSP."""
         assert self.pki is not None
         for path in self.pki.directory.glob("*.pem"):
             cert = x509.load_pem_x509_certificate(path.read_bytes())
-            if cert.serial_number == serial:
+            if cert.serial_number == serial and roles_of(cert):
                 self.certificates[serial] = cert
                 return cert
         return None
