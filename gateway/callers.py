@@ -10,7 +10,6 @@ in ``Ruta-Purpose``, ``X-Road-UserId`` and ``Ruta-Subject``.
 from __future__ import annotations
 
 import re
-import ssl
 from typing import Final
 
 from aiohttp import web
@@ -20,8 +19,9 @@ from gateway.http_faults import GatewayError
 from gateway.settings import HttpSettings, is_loopback_address
 from ruta.faults import Fault
 from ruta.ids import IdentifierError, MemberId, SubsystemId
-from ruta.pki.certs import load_certificate, subsystem_id_of
+from ruta.pki.certs import subsystem_id_of
 from ruta.pki.errors import PkiError
+from ruta.web.clientcert import peer_certificate
 
 __all__ = [
     "CLIENT_HEADERS",
@@ -126,14 +126,10 @@ class Callers:
 
 
 def _certificate_subsystem(request: web.Request) -> SubsystemId | None:
-    transport = request.transport
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
-        return None
-    der = ssl_object.getpeercert(binary_form=True)
-    if not der:
+    certificate = peer_certificate(request)
+    if certificate is None:
         return None
     try:
-        return subsystem_id_of(load_certificate(der))
+        return subsystem_id_of(certificate)
     except PkiError:
         return None

@@ -35,6 +35,7 @@ from ruta.globalconf.errors import GlobalConfError
 from ruta.ids import MemberId
 from ruta.months import Month
 from ruta.web import LANGUAGES, SECURITY_HEADERS, Pages, language_of
+from ruta.web.messages import N_
 
 __all__ = ["add_open_data_routes"]
 
@@ -42,11 +43,6 @@ __all__ = ["add_open_data_routes"]
 _WITHHELD: Final = "—"
 #: Fractions of the axis top where ticks are drawn.
 _TICKS: Final = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def N_(message: str) -> str:  # noqa: N802 - the gettext convention for marking a message
-    """``message`` itself, marked for extraction (translated where it is shown)."""
-    return message
 
 
 #: The dataset's title and description in the catalogue record (in every language).

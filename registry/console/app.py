@@ -68,6 +68,10 @@ MAX_CSR_BYTES: Final = 64 * 1024
 MAX_FIELD_CHARS: Final = limits.MAX_TEXT_LENGTH
 #: Rows on one page of a list (the admin API's largest page).
 PAGE_SIZE: Final = limits.MAX_PAGE_SIZE
+#: Longest identifier read from a form or query (member, subsystem, server), and longest page
+#: token (the API's own tokens are far shorter; a longer one is cut and then refused by it).
+MAX_IDENTIFIER_CHARS: Final = 256
+MAX_PAGE_TOKEN_CHARS: Final = 256
 
 _PROFILES: Final = {
     "auth": registry_pb2.CERTIFICATE_PROFILE_AUTH,
@@ -402,9 +406,7 @@ class _Console:
 
     async def _members(self, request: web.Request, visitor: _Visitor, **shown: Any) -> web.Response:
         listed = await self._admin.ListMembers(
-            registry_pb2.ListRequest(
-                page_size=PAGE_SIZE, page_token=request.query.get("after", "")[:256]
-            ),
+            _list_request(request),
             visitor.caller,
         )
         return self._render(
@@ -423,7 +425,7 @@ class _Console:
     ) -> str:
         await self._admin.AddMember(
             registry_pb2.AddMemberRequest(
-                id=MemberId.parse(_text(form, "id", limit=256)).to_proto(),
+                id=MemberId.parse(_text(form, "id", limit=MAX_IDENTIFIER_CHARS)).to_proto(),
                 name=_text(form, "name"),
             ),
             visitor.caller,
@@ -434,9 +436,7 @@ class _Console:
         self, request: web.Request, visitor: _Visitor, **shown: Any
     ) -> web.Response:
         listed = await self._admin.ListSubsystems(
-            registry_pb2.ListRequest(
-                page_size=PAGE_SIZE, page_token=request.query.get("after", "")[:256]
-            ),
+            _list_request(request),
             visitor.caller,
         )
         return self._render(
@@ -454,7 +454,7 @@ class _Console:
     ) -> str:
         await self._admin.AddSubsystem(
             registry_pb2.AddSubsystemRequest(
-                id=SubsystemId.parse(_text(form, "id", limit=256)).to_proto()
+                id=SubsystemId.parse(_text(form, "id", limit=MAX_IDENTIFIER_CHARS)).to_proto()
             ),
             visitor.caller,
         )
@@ -462,9 +462,7 @@ class _Console:
 
     async def _servers(self, request: web.Request, visitor: _Visitor, **shown: Any) -> web.Response:
         listed = await self._admin.ListServers(
-            registry_pb2.ListRequest(
-                page_size=PAGE_SIZE, page_token=request.query.get("after", "")[:256]
-            ),
+            _list_request(request),
             visitor.caller,
         )
         return self._render(
@@ -482,7 +480,7 @@ class _Console:
     ) -> str:
         await self._admin.AddServer(
             registry_pb2.AddServerRequest(
-                id=ServerId.parse(_text(form, "id", limit=256)).to_proto(),
+                id=ServerId.parse(_text(form, "id", limit=MAX_IDENTIFIER_CHARS)).to_proto(),
                 address=_text(form, "address", limit=limits.MAX_ADDRESS_LENGTH),
                 audit_address=_text(form, "audit_address", limit=limits.MAX_ADDRESS_LENGTH),
                 auth_certificate=_file(
@@ -497,9 +495,7 @@ class _Console:
         self, request: web.Request, visitor: _Visitor, **shown: Any
     ) -> web.Response:
         listed = await self._admin.ListServices(
-            registry_pb2.ListRequest(
-                page_size=PAGE_SIZE, page_token=request.query.get("after", "")[:256]
-            ),
+            _list_request(request),
             visitor.caller,
         )
         return self._render(
@@ -540,13 +536,13 @@ class _Console:
         self, request: web.Request, visitor: _Visitor, **shown: Any
     ) -> web.Response:
         query = registry_pb2.ListContractsRequest(
-            page_size=PAGE_SIZE, page_token=request.query.get("after", "")[:256]
+            page_size=PAGE_SIZE, page_token=_page_token(request)
         )
         caller = visitor.caller
         # Whose contracts a member's administrator or auditor sees (the service lists one
         # member's at a time for them): the asked one, else the first they may read.
         own = sorted(str(m) for m in caller.read_members)
-        member = request.query.get("member", "")[:256]
+        member = request.query.get("member", "")[:MAX_IDENTIFIER_CHARS]
         if not member and own and not (caller.is_registry_admin or caller.is_auditor):
             member = own[0]
         if member:
@@ -569,7 +565,9 @@ class _Console:
         self, _request: web.Request, visitor: _Visitor, form: MultiDictProxy[Any]
     ) -> str:
         request = registry_pb2.RequestContractRequest(
-            consumer=SubsystemId.parse(_text(form, "consumer", limit=256)).to_proto(),
+            consumer=SubsystemId.parse(
+                _text(form, "consumer", limit=MAX_IDENTIFIER_CHARS)
+            ).to_proto(),
             service=ServiceId.parse(_text(form, "service", limit=512)).to_proto(),
             methods=_names(form, "methods"),
             purpose=_text(form, "purpose"),
@@ -786,3 +784,13 @@ def console_app(
     )
     add_static_routes(app)
     return app
+
+
+def _page_token(request: web.Request) -> str:
+    """The page a list page asks for (``?after=``), bounded."""
+    return request.query.get("after", "")[:MAX_PAGE_TOKEN_CHARS]
+
+
+def _list_request(request: web.Request) -> registry_pb2.ListRequest:
+    """The admin API's list request for one page of a console list."""
+    return registry_pb2.ListRequest(page_size=PAGE_SIZE, page_token=_page_token(request))

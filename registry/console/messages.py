@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import Final
 
+from ruta.web.messages import N_
+
 __all__ = ["DONE", "REVOKED", "REVOKED_EXPLANATION", "TOO_LARGE", "TOO_LARGE_EXPLANATION"]
-
-
-def N_(message: str) -> str:  # noqa: N802 - the name gettext tools look for
-    return message
 
 
 #: What a page says after an action succeeded (``?done=KEY`` after the redirect).

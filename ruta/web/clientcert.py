@@ -19,7 +19,7 @@ from cryptography import x509
 from ruta.pki.certs import Role, fingerprint, load_certificate, roles_of
 from ruta.pki.errors import PkiError
 
-__all__ = ["ClientCertificate", "client_certificate", "console_tls_context"]
+__all__ = ["ClientCertificate", "client_certificate", "console_tls_context", "peer_certificate"]
 
 
 def console_tls_context(*, cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
@@ -51,9 +51,9 @@ class ClientCertificate:
         return self.certificate.subject.rfc4514_string()
 
 
-def client_certificate(request: web.Request) -> ClientCertificate | None:
-    """The client certificate of ``request``'s TLS connection, or None when there is none
-    (plain HTTP, or a browser that presented no certificate)."""
+def peer_certificate(request: web.Request) -> x509.Certificate | None:
+    """The verified client certificate of ``request``'s TLS connection, or None when there is
+    none (plain HTTP, a browser or caller that presented none, or one that does not parse)."""
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
@@ -62,8 +62,16 @@ def client_certificate(request: web.Request) -> ClientCertificate | None:
     if not der:
         return None
     try:
-        certificate = load_certificate(der)
+        return load_certificate(der)
     except PkiError:
+        return None
+
+
+def client_certificate(request: web.Request) -> ClientCertificate | None:
+    """The client certificate of ``request``'s TLS connection with its roles, or None when
+    there is none (see :func:`peer_certificate`)."""
+    certificate = peer_certificate(request)
+    if certificate is None:
         return None
     try:
         roles = roles_of(certificate)
