@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,10 @@ from security_server.audit import (
     add_audit_service,
     audit_server_credentials,
 )
-from security_server.log import BodyState, Direction, RecordKind, RecordPage, StoredRecord
+from security_server.database import open_database
+from security_server.log import BodyKey, MessageLog
 from tests.unit.security_server.evidence_support import CLIENT, SERVICE, Scenario, scenario
+from tests.unit.security_server.log.support import FakeClock, make_entry
 
 
 @dataclass
@@ -205,47 +206,33 @@ async def test_a_subjects_records_are_read_through_the_subject_index(tmp_path: P
         assert "TEMP B-TREE" not in details, details
 
 
-class _Tree:
-    """A stand-in for one of a server's logs (a worker's tree): sequences, newest first."""
-
-    def __init__(self, origin: str, sequences: range) -> None:
-        self.origin = origin
-        self._records = [
-            StoredRecord(
-                origin=origin,
-                seq=seq,
-                direction=Direction.RECEIVED,
-                logged_at=datetime.fromtimestamp(seq, UTC),
-                message_id=f"{origin}-{seq}",
-                kind=RecordKind.REQUEST,
-                client=str(CLIENT),
-                service=str(SERVICE),
-                method="GetPerson",
-                subject="person-1",
-                created_at=datetime.fromtimestamp(seq, UTC),
-                record=b"",
-                leaf_hash=b"\0" * 32,
-                body_state=BodyState.ABSENT,
-            )
-            for seq in reversed(sequences)
-        ]
-
-    async def query(
-        self, *, subject: str, after: int | None, limit: int, newest_first: bool
-    ) -> RecordPage:
-        assert newest_first
-        assert subject == "person-1"
-        rest = [r for r in self._records if after is None or r.seq < after]
-        page = rest[:limit]
-        more = len(rest) > limit
-        return RecordPage(records=tuple(page), next_after=page[-1].seq if more else None)
-
-
 @pytest.mark.parametrize("page_size", [1, 2, 3, 5, 7, 100])
-async def test_pages_cover_every_tree_of_the_server_once(page_size: int) -> None:
+async def test_pages_cover_every_tree_of_the_server_once(tmp_path: Path, page_size: int) -> None:
     """With workers or nodes, a server's records of a subject are in several trees: paging
     through ``AccessRecords`` reads each record of each tree exactly once."""
-    trees: Any = [_Tree("own", range(5)), _Tree("own/w1", range(0)), _Tree("own/w2", range(3))]
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'log.db'}")
+    key, clock = BodyKey.generate(), FakeClock()
+    trees: list[MessageLog] = []
+    try:
+        for origin, count in (
+            ("DEV/GOV/POP/ss1", 5),
+            ("DEV/GOV/POP/ss1/w1", 0),
+            ("DEV/GOV/POP/ss1/w2", 3),
+        ):
+            tree = await MessageLog.open(engine, origin=origin, body_key=key, clock=clock)
+            trees.append(tree)
+            await tree.append(
+                [make_entry(subject="person-1", message_id=f"{origin}-{i}") for i in range(count)]
+            )
+            await tree.append([make_entry(subject="person-2")])
+        await _page_through(trees, page_size)
+    finally:
+        for tree in trees:
+            await tree.close()
+        await engine.dispose()
+
+
+async def _page_through(trees: list[MessageLog], page_size: int) -> None:
     seen: list[str] = []
     token = ""
     for _ in range(20):
@@ -262,7 +249,7 @@ async def test_pages_cover_every_tree_of_the_server_once(page_size: int) -> None
         if not token:
             break
     assert sorted(seen) == sorted(
-        [f"own-{s}" for s in range(5)] + [f"own/w2-{s}" for s in range(3)]
+        [f"DEV/GOV/POP/ss1-{i}" for i in range(5)] + [f"DEV/GOV/POP/ss1/w2-{i}" for i in range(3)]
     )
     with pytest.raises(AccessRecordsError):
         await access_records(
