@@ -80,6 +80,51 @@ def test_settings_refuse_what_cannot_be_safe(changes: dict[str, Any]) -> None:
         GatewaySettings(**_settings(**changes))
 
 
+_OPEN_DATA: dict[str, Any] = {"cert": "statistics.pem", "key": "statistics.key"}
+_CITIZEN: dict[str, Any] = {
+    "issuer": "https://id.example.gov",
+    "client_id": "ruta-citizen",
+    "client_secret_file": "secret",
+    "public_url": "https://gw.example.gov",
+    "cert": "citizen.pem",
+    "key": "citizen.key",
+    "ca": "ca.pem",
+}
+
+
+@pytest.mark.parametrize("pages", [{"open_data": _OPEN_DATA}, {"citizen": _CITIZEN}])
+def test_public_pages_never_share_a_port_that_trusts_loopback_callers(
+    pages: dict[str, Any],
+) -> None:
+    # Behind a reverse proxy on the same host, every request would come from loopback.
+    with pytest.raises(ValidationError, match=r"\[public\] listen"):
+        GatewaySettings(**_settings(**pages))
+    # Their own port: accepted, and the callers' port stays as it was.
+    settings = GatewaySettings(**_settings(**pages, public={"listen": "127.0.0.1:8443"}))
+    assert settings.public is not None
+    assert settings.http.plain_loopback_subsystems == ("DEV/GOV/SOC/benefits",)
+    # A plain callers' port that trusts no loopback caller may serve them itself.
+    assert GatewaySettings(**_settings(**pages, http={"plain_loopback_subsystems": []}))
+
+
+@pytest.mark.parametrize(
+    "public",
+    [
+        {"listen": "0.0.0.0:8443"},  # plain HTTP off loopback
+        {"listen": "127.0.0.1:8443", "tls_cert": "a.pem"},  # a certificate without its key
+        {"listen": "127.0.0.1:8080"},  # the callers' own port
+    ],
+)
+def test_the_public_port_is_refused_where_it_cannot_be_safe(public: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        GatewaySettings(
+            **_settings(
+                http={"listen": "127.0.0.1:8080", "plain_loopback_subsystems": []},
+                public=public,
+            )
+        )
+
+
 @pytest.mark.parametrize(
     ("path", "query", "expected"),
     [
