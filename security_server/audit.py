@@ -256,7 +256,8 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     """Serves one server's log to auditors (see the module docstring).
 
     ``globalconf`` returns the signed configuration in force (its exact bytes), bundled with
-    every export; ``key`` is the log key that signs bundle manifests.
+    every export; ``key`` is the log key that signs bundle manifests; ``callers`` checks every
+    caller's role certificate for revocation (required: there is no unchecked mode).
     """
 
     def __init__(
@@ -270,10 +271,10 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         settings: AuditSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         logs: MemberLogs | None = None,
-        callers: CallerStatus | None = None,
+        callers: CallerStatus,
     ) -> None:
         self._log = log
-        #: Refuses revoked caller certificates (None: no revocation check, for tests alone).
+        #: Refuses revoked caller certificates: every role this API grants is checked here.
         self._callers = callers
         #: The member's other nodes' logs in the shared database (none: this log alone).
         self._logs = logs
@@ -337,8 +338,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         :class:`~security_server.callers.CallerRevokedError` (``client.permission_denied``) when
         OCSP reports it revoked or its status cannot be established
         (:mod:`security_server.callers`). Every role this API grants is checked here."""
-        if self._callers is not None:
-            await self._callers.check(cert)
+        await self._callers.check(cert)
 
     def grant_for(self, roles: frozenset[Role]) -> AuditGrant:
         """What a certificate with ``roles`` may read here; raises :class:`AuditError`

@@ -85,6 +85,18 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
             await server.stop(None)
 
 
+async def test_there_is_no_audit_service_without_revocation_checks(api: Api) -> None:
+    side = api.world.provider
+    with pytest.raises(TypeError, match="callers"):
+        AuditServicer(  # type: ignore[call-arg]
+            log=side.log,
+            engine=side.engine,
+            server=str(side.server),
+            key=side.key,
+            globalconf=lambda: api.world.signed_globalconf,
+        )
+
+
 async def test_only_auditors_may_call(api: Api) -> None:
     async with api.channel(api.admin) as channel:
         stub = audit_pb2_grpc.AuditStub(channel)

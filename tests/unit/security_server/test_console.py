@@ -49,7 +49,7 @@ from tests.unit.security_server.evidence_support import (
     scenario,
 )
 from tests.unit.security_server.log.support import make_entry
-from tests.unit.security_server.twin import MemoryOcsp
+from tests.unit.security_server.twin import MemoryOcsp, caller_status
 
 #: Markup in a logged subject and user id: the console must show it as text.
 HOSTILE_SUBJECT = '<script>alert("subject")</script>'
@@ -109,9 +109,9 @@ async def _serve(
         globalconf=lambda: world.signed_globalconf,
         settings=AuditSettings(),
         logs=logs,
-        callers=None
-        if ocsp is None
-        else CallerStatus(PeerStatus(ocsp), lambda: world.pki.trust_anchors),
+        callers=CallerStatus(
+            PeerStatus(ocsp or MemoryOcsp(world.pki)), lambda: world.pki.trust_anchors
+        ),
     )
     app = console_app(
         AuditConsole(servicer=servicer, server=side.server, conf=lambda: view, anchor=world.anchor)
@@ -391,6 +391,7 @@ async def test_the_listener_follows_the_anchors_of_the_configuration_in_force(
             server=str(side.server),
             key=side.key,
             globalconf=lambda: world.signed_globalconf,
+            callers=caller_status(world.pki),
         )
         tls = world.pki.auth(side.server)
         listener = await ConsoleListener.start(
@@ -426,6 +427,7 @@ async def test_a_proof_is_verified_only_against_the_published_keys(tmp_path: Pat
             server=str(side.server),
             key=side.key,
             globalconf=lambda: world.signed_globalconf,
+            callers=caller_status(world.pki),
         )
         grant = servicer.grant_for(frozenset({Role(RoleName.AUDITOR_SUPERVISOR)}))
         answer = await servicer.proven_records(grant, [1], include_bodies=False)
