@@ -129,8 +129,13 @@ class AuditSettings(BaseModel):
 
     #: ``host:port`` of the audit port; empty: no audit port.
     listen: str = Field(default="", max_length=300)
-    #: CA certificates (PEM) issuing auditor certificates; default: the instance's trust anchors.
+    #: CA certificates (PEM) whose client certificates complete the TLS handshake; default: the
+    #: instance's trust anchors. Roles are honoured only from the role CA's (``role_ca``).
     client_ca: Path | None = None
+    #: The CA certificate(s) (PEM) whose role certificates this server honours (auditors, the
+    #: citizen service, statistics), each a trust anchor of the configuration in force;
+    #: default: the configuration's only trust anchor (docs/adr/0902-role-certificate-issuers.md).
+    role_ca: Path | None = None
     #: Whether message bodies may leave the server at all (through records or bundles).
     include_bodies: bool = True
     #: Subsystems in metadata-only mode: their exchanges' bodies never leave the server.

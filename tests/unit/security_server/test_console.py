@@ -385,13 +385,20 @@ async def test_the_listener_follows_the_anchors_of_the_configuration_in_force(
     async with scenario(tmp_path / "world", exchanges=1) as world:
         side = world.provider
         view = open_configuration(world.signed_globalconf, world.anchor, now=datetime.now(UTC))
+        other = TestPki(tmp_path / "other")  # a CA a new configuration adds
+        in_force = list(view.trust_anchors)
         servicer = AuditServicer(
             log=side.log,
             engine=side.engine,
             server=str(side.server),
             key=side.key,
             globalconf=lambda: world.signed_globalconf,
-            callers=caller_status(world.pki),
+            # With two anchors in force, the server names the one that issues roles.
+            callers=CallerStatus(
+                PeerStatus(MemoryOcsp(other)),
+                lambda: in_force,
+                role_ca=(other.root.certificate,),
+            ),
         )
         tls = world.pki.auth(side.server)
         listener = await ConsoleListener.start(
@@ -404,11 +411,11 @@ async def test_the_listener_follows_the_anchors_of_the_configuration_in_force(
         )
         try:
             console = Console(world, listener.url.rstrip("/"))
-            other = TestPki(tmp_path / "other")  # a CA a new configuration adds
             newcomer = other.roles("auditor-supervisor")
             with pytest.raises(aiohttp.ClientError):
                 async with console.session(newcomer) as http, http.get(console.url) as response:
                     await response.read()
+            in_force.extend(other.trust_anchors)
             listener.configuration_changed(
                 dataclasses.replace(view, trust_anchors=(*view.trust_anchors, *other.trust_anchors))
             )
