@@ -15,9 +15,11 @@ from pydantic import ValidationError
 
 from gateway.backend import _target
 from gateway.directory import grpc_openapi, rest_endpoints
+from gateway.http_headers import HeaderLimitError, carried_headers
 from gateway.openapi import gateway_openapi
 from gateway.settings import GatewaySettings
 from gateway.transcode import MAX_JSON_DEPTH, ServiceCodecs, TranscodeError
+from ruta.faults import Fault
 from ruta.globalconf import Service
 from ruta.ids import ServiceId
 from ruta.v1 import http_pb2
@@ -187,3 +189,35 @@ def test_rest_endpoints_from_an_openapi_description() -> None:
     ]
     assert rest_endpoints(b"not json") == []
     assert rest_endpoints(b"[]") == []
+
+
+def test_headers_over_the_limits_are_refused_not_cut() -> None:
+    limits = GatewaySettings(**_settings(limits={"max_headers": 2, "max_header_bytes": 40})).limits
+    allowed = frozenset({"accept", "accept-language"})
+    kept = carried_headers(
+        [("Accept", "a/b"), ("X-Other", "y" * 100), ("Accept-Language", "es")],
+        allowed,
+        limits,
+        whose="the request",
+        fault=Fault.CLIENT_INVALID_HEADER,
+    )
+    # Names the policy does not list are not carried, nor counted.
+    assert [(h.name, h.value) for h in kept] == [("accept", "a/b"), ("accept-language", "es")]
+    with pytest.raises(HeaderLimitError, match="max_headers") as many:
+        carried_headers(
+            [("Accept", "a/b")] * 3,
+            allowed,
+            limits,
+            whose="the request",
+            fault=Fault.CLIENT_INVALID_HEADER,
+        )
+    assert many.value.fault is Fault.CLIENT_INVALID_HEADER
+    with pytest.raises(HeaderLimitError, match="max_header_bytes") as large:
+        carried_headers(
+            [("Accept-Language", "é" * 16)],  # 15 + 32 bytes in UTF-8
+            allowed,
+            limits,
+            whose="the answer",
+            fault=Fault.SERVER_PROVIDER_RESULT_TOO_LARGE,
+        )
+    assert large.value.fault is Fault.SERVER_PROVIDER_RESULT_TOO_LARGE
