@@ -250,6 +250,7 @@ class ServiceAccess:
                 self._limits,
                 whose="the provider's answer",
                 fault=Fault.SERVER_PROVIDER_RESULT_TOO_LARGE,
+                invalid=Fault.SERVER_PROVIDER_SERVICE_FAILED,
             )
         except HeaderLimitError as exc:
             return fault_response(exc, headers=exchanged)

@@ -5,7 +5,9 @@ record). ``DATA_DIR/ready.json`` names the bound addresses once everything serve
 
 from __future__ import annotations
 
+import logging
 import ssl
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +42,8 @@ READY_FILE: Final = "ready.json"
 #: What calls in flight on the back end get to finish at shutdown.
 SHUTDOWN_GRACE_SECONDS: Final = 5.0
 _R1: Final = "/r1/{instance}/{member_class}/{member_code}/{subsystem}"
+
+_log = logging.getLogger(__name__)
 
 
 def build_app(
@@ -120,22 +124,44 @@ def _add_public_routes(
 async def _faults_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Routing refusals (unknown path, wrong method) as JSON faults too."""
+    """Routing refusals (unknown path, wrong method) as JSON faults too, and an unexpected
+    failure as ``server.consumer.internal_error`` (its traceback logged under the fault id)
+    rather than aiohttp's bare 500."""
     try:
         return await handler(request)
-    except web.HTTPNotFound:
+    except web.HTTPException as exc:
+        refusal = _routing_refusal(exc)
+        if refusal is None:
+            raise  # a redirect, or a page's own answer
+        return refusal
+    except Exception:  # noqa: BLE001 - any bug still answers with a fault code
+        fault_id = str(uuid.uuid4())
+        _log.exception("unexpected error answering %s (fault_id=%s)", request.path, fault_id)
+        return fault_response(
+            GatewayError(
+                "the gateway failed to answer; its operator finds why under this fault id",
+                fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
+            ),
+            fault_id=fault_id,
+        )
+
+
+def _routing_refusal(exc: web.HTTPException) -> web.Response | None:
+    """The JSON fault for aiohttp's routing refusals; None for any other HTTP answer."""
+    if isinstance(exc, web.HTTPNotFound):
         return fault_response(
             GatewayError("no such path on this gateway", fault=Fault.CLIENT_UNKNOWN_SERVICE)
         )
-    except web.HTTPMethodNotAllowed:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
         return fault_response(
             GatewayError("method not allowed here", fault=Fault.CLIENT_INVALID_REQUEST),
             http_status=405,
         )
-    except web.HTTPRequestEntityTooLarge:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return fault_response(
             GatewayError("the request body is too large", fault=Fault.CLIENT_MESSAGE_TOO_LARGE)
         )
+    return None
 
 
 def _server_context(cert: Path, key: Path) -> ssl.SSLContext:

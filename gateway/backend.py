@@ -193,6 +193,7 @@ class BackEnd:
                     self._limits,
                     whose="the REST backend's answer",
                     fault=Fault.SERVER_PROVIDER_RESULT_TOO_LARGE,
+                    invalid=Fault.SERVER_PROVIDER_INVALID_LEGACY_ANSWER,
                 )
         except HeaderLimitError as exc:
             await abort(context, exc)

@@ -387,3 +387,25 @@ async def test_an_adapters_own_fault_is_the_type(
             await instance.close()
     _assert_fault(status, body, 400, "backend.client.invalid_request")
     assert body["message"] == "request field national_id has an invalid format"
+
+
+async def test_a_header_value_no_http_parser_made_is_refused_with_a_fault(tmp_path: Path) -> None:
+    """A gRPC caller signs an HttpRequest whose header value holds a line break (no HTTP
+    parser lets one through): the back end refuses it with its code instead of failing in
+    its HTTP client without one."""
+    async with gateway_bed(tmp_path) as bed:
+        request = http_pb2.HttpRequest(
+            method="GET",
+            path="/persons/38001010001",
+            headers=[http_pb2.HttpHeader(name="accept-language", value="es\r\nX-Injected: yes")],
+        )
+        async with bed.consumer_channel(SOC) as channel:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                f"/{REST_SERVICE.service_name}/Call"
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call(request.SerializeToString(), metadata=call_metadata(), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        trailers = dict(refused.value.trailing_metadata() or ())
+        assert trailers["ruta-fault"] == "backend.client.invalid_header"
+        assert bed.rest.requests == []

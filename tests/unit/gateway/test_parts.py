@@ -7,13 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 from openapi_spec_validator import validate as validate_openapi
 from pydantic import ValidationError
 
+from gateway.app import build_app
 from gateway.backend import _target
+from gateway.bus import BusClient
 from gateway.directory import grpc_openapi, rest_endpoints
 from gateway.http_headers import HeaderLimitError, carried_headers
 from gateway.openapi import gateway_openapi
@@ -221,3 +225,42 @@ def test_headers_over_the_limits_are_refused_not_cut() -> None:
             fault=Fault.SERVER_PROVIDER_RESULT_TOO_LARGE,
         )
     assert large.value.fault is Fault.SERVER_PROVIDER_RESULT_TOO_LARGE
+
+
+@pytest.mark.parametrize("value", ["a\r\nInjected: yes", "a\x00b", "caf\udce9"])
+def test_a_header_value_that_is_no_http_field_value_is_refused(value: str) -> None:
+    limits = GatewaySettings(**_settings()).limits
+    with pytest.raises(HeaderLimitError, match="not an HTTP field value") as refused:
+        carried_headers(
+            [("Accept-Language", value)],
+            frozenset({"accept-language"}),
+            limits,
+            whose="the request",
+            fault=Fault.CLIENT_INVALID_HEADER,
+            invalid=Fault.SERVER_PROVIDER_SERVICE_FAILED,
+        )
+    assert refused.value.fault is Fault.SERVER_PROVIDER_SERVICE_FAILED
+
+
+async def test_an_unexpected_failure_is_a_fault_not_a_bare_500() -> None:
+    def broken() -> Any:
+        raise RuntimeError("a bug")
+
+    settings = GatewaySettings(**_settings())
+    bus = BusClient(settings.consumer, max_message_bytes=settings.limits.max_body_bytes)
+    runner = web.AppRunner(build_app(settings, conf=broken, bus=bus), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with aiohttp.ClientSession() as http, http.get(url + "/catalogue") as response:
+            assert response.status == 500
+            body = await response.json()
+        assert body["type"] == "server.consumer.internal_error"
+        assert "a bug" not in body["message"]  # nothing of the failure leaks
+        assert len(body["detail"]) == 36
+        async with aiohttp.ClientSession() as http, http.get(url + "/nothing") as response:
+            assert (await response.json())["type"] == "client.unknown_service"
+    finally:
+        await runner.cleanup()
+        await bus.close()
