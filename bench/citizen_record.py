@@ -40,6 +40,7 @@ from ruta.v1 import globalconf_pb2, log_pb2, transport_pb2
 from security_server.audit import AuditServicer, add_audit_service, audit_server_credentials
 from security_server.database import open_database
 from security_server.log import BodyKey, MessageLog
+from tests.unit.security_server.twin import caller_status
 
 RESULTS = Path(__file__).parent / "results" / "citizen_record.txt"
 _MEMBERS = ("POP", "TAX", "SOC", "REG")
@@ -180,6 +181,7 @@ async def _main(args: argparse.Namespace) -> list[str]:
                     server=str(server_id),
                     key=generate_ed25519_key(),
                     globalconf=lambda: b"",
+                    callers=caller_status(pki),
                 ),
             )
             port = grpc_server.add_secure_port(

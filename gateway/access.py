@@ -15,7 +15,7 @@ exchange happened; every refusal is the JSON fault body of :mod:`gateway.http_fa
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
@@ -25,10 +25,17 @@ from multidict import CIMultiDict
 from gateway.bus import BusClient, BusRefusedError, CallerContext
 from gateway.callers import Callers
 from gateway.http_faults import JSON_TYPE, GatewayError, fault_response
+from gateway.http_headers import HeaderLimitError, carried_headers
 from gateway.metrics import KIND_KEY
 from gateway.settings import LimitSettings
 from gateway.transcode import ServiceCodecs, TranscodeError
-from ruta.faults import Fault, RutaError, http_status_of_grpc
+from ruta.faults import (
+    BACKEND_FAULT_PREFIX,
+    Fault,
+    RutaError,
+    http_status_of,
+    http_status_of_grpc,
+)
 from ruta.globalconf import GlobalConf, Service
 from ruta.globalconf.errors import GlobalConfError
 from ruta.http_body import read_bounded
@@ -53,6 +60,7 @@ MAX_REST_PATH_LENGTH: Final = 2048
 _SERVICE_SEGMENT: Final = 6
 
 _log = logging.getLogger(__name__)
+_FAULT_CODES: Final = frozenset(f.value for f in Fault)
 
 ConfSource = Callable[[], GlobalConf]
 
@@ -199,7 +207,13 @@ class ServiceAccess:
             method=request.method.upper(),
             path=path,
             query=request.query_string,
-            headers=_allowed(request.headers.items(), self._request_headers, self._limits),
+            headers=carried_headers(
+                request.headers.items(),
+                self._request_headers,
+                self._limits,
+                whose="the request",
+                fault=Fault.CLIENT_INVALID_HEADER,
+            ),
             body=body,
         )
         answer = await self._bus.call(
@@ -229,12 +243,18 @@ class ServiceAccess:
                 ),
                 headers=exchanged,
             )
-        headers = CIMultiDict(
-            (h.name, h.value)
-            for h in _allowed(
-                ((h.name, h.value) for h in response.headers), self._response_headers, self._limits
+        try:
+            carried = carried_headers(
+                ((h.name, h.value) for h in response.headers),
+                self._response_headers,
+                self._limits,
+                whose="the provider's answer",
+                fault=Fault.SERVER_PROVIDER_RESULT_TOO_LARGE,
+                invalid=Fault.SERVER_PROVIDER_SERVICE_FAILED,
             )
-        )
+        except HeaderLimitError as exc:
+            return fault_response(exc, headers=exchanged)
+        headers = CIMultiDict((h.name, h.value) for h in carried)
         headers.update(exchanged)
         return web.Response(body=response.body, status=response.status, headers=headers)
 
@@ -248,22 +268,14 @@ def _exchanged_headers(message_id: str, request_hash: str) -> dict[str, str]:
     return found
 
 
-def _allowed(
-    headers: Iterable[tuple[str, str]], allowed: frozenset[str], limits: LimitSettings
-) -> list[http_pb2.HttpHeader]:
-    """The ``(name, value)`` pairs whose lower-cased name is ``allowed``, in order, as far as
-    ``limits.max_headers`` and ``limits.max_header_bytes`` reach (the rest are dropped)."""
-    kept: list[http_pb2.HttpHeader] = []
-    size = 0
-    for name, value in headers:
-        lower = name.lower()
-        if lower not in allowed:
-            continue
-        size += len(lower) + len(value)
-        if len(kept) >= limits.max_headers or size > limits.max_header_bytes:
-            break
-        kept.append(http_pb2.HttpHeader(name=lower, value=value))
-    return kept
+def _backend_http_status(refusal: BusRefusedError) -> int:
+    """The HTTP status of a provider backend's refusal: that of its code when the code is one
+    of Ruta's under ``backend.`` (the gateway back end's and the adapters' are), so a code
+    means the same status whoever gives it; else that of its gRPC status."""
+    code = refusal.backend_fault.removeprefix(BACKEND_FAULT_PREFIX)
+    if refusal.backend_fault.startswith(BACKEND_FAULT_PREFIX) and code in _FAULT_CODES:
+        return http_status_of(Fault(code), status=refusal.status)
+    return http_status_of_grpc(refusal.status)
 
 
 def _refusal_response(refusal: BusRefusedError) -> web.Response:
@@ -274,7 +286,7 @@ def _refusal_response(refusal: BusRefusedError) -> web.Response:
         return fault_response(
             refusal,
             fault_id=refusal.fault_id,
-            http_status=http_status_of_grpc(refusal.status),
+            http_status=_backend_http_status(refusal),
             fault_type=refusal.backend_fault or f"application.{refusal.status.name.lower()}",
             headers=exchanged,
             grpc_status=refusal.status,

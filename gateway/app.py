@@ -1,10 +1,13 @@
 """A running gateway: the HTTP port (service access and directory services), the client of its
 member's consumer port, the global-configuration client and, when configured, the provider-side
-back end. ``DATA_DIR/ready.json`` names the bound addresses once everything serves."""
+back end and the public pages' own port (``[public]``: catalogue, open data, the citizen's
+record). ``DATA_DIR/ready.json`` names the bound addresses once everything serves."""
 
 from __future__ import annotations
 
+import logging
 import ssl
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -33,12 +36,14 @@ from ruta.metrics_http import certificate_expiry, new_registry
 from ruta.pki.certs import load_certificate, read_certificate_file
 from ruta.readiness import write_ready_file
 
-__all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "GatewayApp", "build_app"]
+__all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "GatewayApp", "build_app", "build_public_app"]
 
 READY_FILE: Final = "ready.json"
 #: What calls in flight on the back end get to finish at shutdown.
 SHUTDOWN_GRACE_SECONDS: Final = 5.0
 _R1: Final = "/r1/{instance}/{member_class}/{member_code}/{subsystem}"
+
+_log = logging.getLogger(__name__)
 
 
 def build_app(
@@ -50,8 +55,9 @@ def build_app(
     open_data: OpenData | None = None,
     citizen: CitizenConsole | None = None,
 ) -> web.Application:
-    """The aiohttp application (routes only; no listener); with ``citizen``, the citizen's
-    record of access too."""
+    """The callers' aiohttp application (routes only; no listener): service access, directory
+    services, the catalogue and the open-data and citizen pages given here (the gateway gives
+    them to :func:`build_public_app` instead when ``[public]`` is configured)."""
     callers = Callers(settings.http, member=settings.member_id)
     codecs = ServiceCodecs()
     directory = Directory(conf=conf, callers=callers, codecs=codecs)
@@ -60,21 +66,14 @@ def build_app(
     )
     # Bodies are read by the handlers with their own bound; aiohttp's is set just above it so
     # its 413 never pre-empts the JSON refusal.
-    middlewares = [_faults_middleware]
-    if metrics is not None:
-        middlewares.insert(0, metrics.middleware)
-    app = web.Application(
-        client_max_size=settings.limits.max_body_bytes + 1, middlewares=middlewares
-    )
+    app = _application(settings, metrics)
     document = gateway_openapi()
 
     async def openapi(_: web.Request) -> web.Response:
         return json_response(document)
 
     app.router.add_get("/openapi.json", openapi)
-    add_console_routes(app, conf=conf, open_data=open_data, member=settings.member_id)
-    if citizen is not None:
-        citizen.add_routes(app)
+    _add_public_routes(app, settings, conf=conf, open_data=open_data, citizen=citizen)
     app.router.add_get("/listClients", directory.list_clients)
     app.router.add_get(f"{_R1}/listMethods", directory.list_methods)
     app.router.add_get(f"{_R1}/allowedMethods", directory.allowed_methods)
@@ -84,26 +83,102 @@ def build_app(
     return app
 
 
+def build_public_app(
+    settings: GatewaySettings,
+    *,
+    conf: Callable[[], GlobalConf],
+    metrics: GatewayMetrics | None = None,
+    open_data: OpenData | None = None,
+    citizen: CitizenConsole | None = None,
+) -> web.Application:
+    """The public pages' application (``[public]``): the catalogue and, when configured, the
+    open-data report and the citizen's record of access; no service access, no caller header."""
+    app = _application(settings, metrics)
+    _add_public_routes(app, settings, conf=conf, open_data=open_data, citizen=citizen)
+    return app
+
+
+def _application(settings: GatewaySettings, metrics: GatewayMetrics | None) -> web.Application:
+    middlewares = [_faults_middleware]
+    if metrics is not None:
+        middlewares.insert(0, metrics.middleware)
+    return web.Application(
+        client_max_size=settings.limits.max_body_bytes + 1, middlewares=middlewares
+    )
+
+
+def _add_public_routes(
+    app: web.Application,
+    settings: GatewaySettings,
+    *,
+    conf: Callable[[], GlobalConf],
+    open_data: OpenData | None,
+    citizen: CitizenConsole | None,
+) -> None:
+    add_console_routes(app, conf=conf, open_data=open_data, member=settings.member_id)
+    if citizen is not None:
+        citizen.add_routes(app)
+
+
 @web.middleware
 async def _faults_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Routing refusals (unknown path, wrong method) as JSON faults too."""
+    """Routing refusals (unknown path, wrong method) as JSON faults too, and an unexpected
+    failure as ``server.consumer.internal_error`` (its traceback logged under the fault id)
+    rather than aiohttp's bare 500."""
     try:
         return await handler(request)
-    except web.HTTPNotFound:
+    except web.HTTPException as exc:
+        refusal = _routing_refusal(exc)
+        if refusal is None:
+            raise  # a redirect, or a page's own answer
+        return refusal
+    except Exception:  # noqa: BLE001 - any bug still answers with a fault code
+        fault_id = str(uuid.uuid4())
+        _log.exception("unexpected error answering %s (fault_id=%s)", request.path, fault_id)
+        return fault_response(
+            GatewayError(
+                "the gateway failed to answer; its operator finds why under this fault id",
+                fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
+            ),
+            fault_id=fault_id,
+        )
+
+
+def _routing_refusal(exc: web.HTTPException) -> web.Response | None:
+    """The JSON fault for aiohttp's routing refusals; None for any other HTTP answer."""
+    if isinstance(exc, web.HTTPNotFound):
         return fault_response(
             GatewayError("no such path on this gateway", fault=Fault.CLIENT_UNKNOWN_SERVICE)
         )
-    except web.HTTPMethodNotAllowed:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
         return fault_response(
             GatewayError("method not allowed here", fault=Fault.CLIENT_INVALID_REQUEST),
             http_status=405,
         )
-    except web.HTTPRequestEntityTooLarge:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return fault_response(
             GatewayError("the request body is too large", fault=Fault.CLIENT_MESSAGE_TOO_LARGE)
         )
+    return None
+
+
+def _server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context presenting ``cert``/``key``, TLS 1.2 or later."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def _serve(runner: web.AppRunner, listen: str, context: ssl.SSLContext | None) -> str:
+    """Set ``runner`` up listening on ``listen``; its URL (the port bound)."""
+    await runner.setup()
+    host, _, port = listen.rpartition(":")
+    await web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context).start()
+    scheme = "https" if context is not None else "http"
+    return f"{scheme}://{host}:{runner.addresses[0][1]}"
 
 
 def _expiry_of(path: Path) -> Callable[[], datetime]:
@@ -127,6 +202,7 @@ class GatewayApp:
         self._bus: BusClient | None = None
         self._citizen: CitizenConsole | None = None
         self._runner: web.AppRunner | None = None
+        self._public_runner: web.AppRunner | None = None
 
     @classmethod
     async def start(cls, settings: GatewaySettings) -> Self:
@@ -166,26 +242,34 @@ class GatewayApp:
             self._citizen = CitizenConsole.from_settings(
                 settings.citizen, pages=PAGES, conf=globalconf.current
             )
+        public = settings.public
         app = build_app(
             settings,
             conf=globalconf.current,
             bus=self._bus,
             metrics=self.metrics,
-            open_data=open_data,
-            citizen=self._citizen,
+            open_data=open_data if public is None else None,
+            citizen=self._citizen if public is None else None,
         )
         if settings.metrics is not None:
             self.addresses["metrics"] = await self._serve_metrics(settings.metrics.listen)
+        if public is not None:
+            public_app = build_public_app(
+                settings,
+                conf=globalconf.current,
+                metrics=self.metrics,
+                open_data=open_data,
+                citizen=self._citizen,
+            )
+            self._public_runner = web.AppRunner(public_app, access_log=None)
+            context = None
+            if public.tls_cert is not None and public.tls_key is not None:
+                context = _server_context(public.tls_cert, public.tls_key)
+            self.addresses["public"] = await _serve(self._public_runner, public.listen, context)
         self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        host, _, port = settings.http.listen.rpartition(":")
-        site = web.TCPSite(
-            self._runner, host.strip("[]"), int(port), ssl_context=self._ssl_context()
+        self.addresses["http"] = await _serve(
+            self._runner, settings.http.listen, self._ssl_context()
         )
-        await site.start()
-        bound = self._runner.addresses[0]
-        scheme = "https" if settings.http.tls else "http"
-        self.addresses["http"] = f"{scheme}://{host}:{bound[1]}"
         write_ready_file(settings.data_dir / READY_FILE, dict(self.addresses))
 
     def _watch_certificates(self) -> None:
@@ -194,6 +278,8 @@ class GatewayApp:
         files = {"gateway": self.settings.consumer.cert, "tls": self.settings.http.tls_cert}
         if self.settings.citizen is not None:
             files["citizen-service"] = self.settings.citizen.cert
+        if self.settings.public is not None:
+            files["public-tls"] = self.settings.public.tls_cert
         certificates: dict[str, Callable[[], datetime]] = {}
         for kind, path in files.items():
             if path is not None:
@@ -213,9 +299,7 @@ class GatewayApp:
         http = self.settings.http
         if not http.tls or http.tls_cert is None or http.tls_key is None:
             return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(http.tls_cert, http.tls_key)
+        context = _server_context(http.tls_cert, http.tls_key)
         if http.client_ca is not None:
             context.load_verify_locations(cafile=str(http.client_ca))
         # Directory services answer without a certificate; service access requires one.
@@ -228,6 +312,9 @@ class GatewayApp:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._public_runner is not None:
+            await self._public_runner.cleanup()
+            self._public_runner = None
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None

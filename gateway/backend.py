@@ -3,11 +3,17 @@
 It serves every ``/{service code}/Call`` over gRPC (plaintext, loopback, next to the server),
 reads the ``ruta.v1.HttpRequest`` the consumer side signed, makes the real HTTP call to the REST
 backend configured for that service, and answers with a ``ruta.v1.HttpResponse`` (status, the
-allowed headers, body), which the security server signs and logs. Failures are gRPC statuses the
-provider turns into faults: ``UNAVAILABLE`` (backend unreachable: ``server.provider.
-service_failed``), ``DEADLINE_EXCEEDED`` (it did not answer in time), ``RESOURCE_EXHAUSTED`` (its
-answer is over the limit), ``INVALID_ARGUMENT`` (a request it will not forward), ``NOT_FOUND``
-(no REST backend for that service here).
+allowed headers, body), which the security server signs and logs.
+
+Every refusal carries ``ruta-fault`` and ``ruta-fault-id`` (:func:`ruta.faults.abort`), as an
+adapter's do, so the caller sees the code under ``backend.`` (docs/adr/0024), the same over gRPC
+and through the gateway's HTTP: ``server.provider.legacy_unavailable`` (the REST backend cannot
+be reached, or the back end is stopping), ``server.provider.legacy_timeout`` (it did not answer
+in time), ``server.provider.result_too_large`` (its answer, or the headers of it that are passed
+on, over the limits), ``client.invalid_request`` (not an HttpRequest, or a path or method it will
+not forward), ``client.invalid_header`` (request headers passed on over the limits),
+``server.provider.unknown_service`` (no REST backend for that service here, or a method other
+than ``Call``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import grpc.aio
 from google.protobuf.message import DecodeError
 from yarl import URL
 
+from gateway.http_headers import HeaderLimitError, carried_headers
 from gateway.settings import (
     GRPC_ENVELOPE_BYTES,
     BackEndSettings,
@@ -29,18 +36,27 @@ from gateway.settings import (
     RestBackendSettings,
 )
 from ruta.call_metadata import SERVICE_HEADER
+from ruta.faults import Fault, RutaError, abort
 from ruta.http_body import read_bounded
 from ruta.ids import IdentifierError, ServiceId, SubsystemId
 from ruta.listeners import Listeners, ListenerSpec
 from ruta.v1 import http_pb2
 
-__all__ = ["REST_METHOD", "BackEnd"]
+__all__ = ["REST_METHOD", "BackEnd", "BackEndError"]
 
 REST_METHOD: Final = "Call"
 #: Methods forwarded to a REST backend.
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Prefix of gRPC's own services (health), served beside the REST services' Call.
+_GRPC_OWN: Final = "grpc."
 
 _log = logging.getLogger(__name__)
+
+
+class BackEndError(RutaError):
+    """A REST call the back end refuses (see the module docstring for the codes)."""
+
+    default_fault = Fault.CLIENT_INVALID_REQUEST
 
 
 class BackEnd:
@@ -94,11 +110,17 @@ class BackEnd:
             ) -> grpc.RpcMethodHandler[Any, Any] | None:
                 path: str = handler_call_details.method
                 name, _, method = path.lstrip("/").partition("/")
-                if method != REST_METHOD:
-                    return None
+                if method != REST_METHOD and name.startswith(_GRPC_OWN):
+                    return None  # gRPC's own services (health) are the listener's
                 metadata = tuple(handler_call_details.invocation_metadata or ())
 
                 async def _call(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+                    if method != REST_METHOD:
+                        await _refuse(
+                            context,
+                            f"the gateway back end serves REST services' {REST_METHOD} only",
+                            Fault.SERVER_PROVIDER_UNKNOWN_SERVICE,
+                        )
                     return await back_end.call(name, metadata, body, context)
 
                 return grpc.unary_unary_rpc_method_handler(
@@ -117,19 +139,43 @@ class BackEnd:
         """Answer one REST call (see the module docstring for the statuses it aborts with)."""
         rest = self._backend(service_name, metadata)
         if rest is None:
-            await _refuse(context, grpc.StatusCode.NOT_FOUND, "no REST backend for this service")
+            await _refuse(
+                context,
+                "no REST backend for this service on the provider's gateway",
+                Fault.SERVER_PROVIDER_UNKNOWN_SERVICE,
+            )
         request = http_pb2.HttpRequest()
         try:
             request.ParseFromString(body)
         except DecodeError:
-            await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "not an HttpRequest")
+            await _refuse(context, "the request is not a ruta.v1.HttpRequest")
         url = _target(rest.base_url, request)
         if url is None or request.method not in _METHODS:
-            await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "the request is not forwarded")
-        headers = [(h.name, h.value) for h in request.headers if h.name in self._request_headers]
+            await _refuse(
+                context,
+                "the request is not forwarded: its path leaves the service's base URL or its "
+                f"method is not one of {', '.join(sorted(_METHODS))}",
+            )
+        try:
+            headers = [
+                (h.name, h.value)
+                for h in carried_headers(
+                    ((h.name, h.value) for h in request.headers),
+                    self._request_headers,
+                    self._limits,
+                    whose="the request",
+                    fault=Fault.CLIENT_INVALID_HEADER,
+                )
+            ]
+        except HeaderLimitError as exc:
+            await abort(context, exc)
         session = self._session
         if session is None:
-            await _refuse(context, grpc.StatusCode.UNAVAILABLE, "the back end is stopping")
+            await _refuse(
+                context,
+                "the provider's gateway back end is stopping; try again",
+                Fault.SERVER_PROVIDER_LEGACY_UNAVAILABLE,
+            )
         try:
             async with session.request(
                 request.method,
@@ -141,28 +187,35 @@ class BackEnd:
             ) as response:
                 answer = await read_bounded(response.content, self._limits.max_body_bytes)
                 status = response.status
-                kept = [
-                    http_pb2.HttpHeader(name=k.lower(), value=v)
-                    for k, v in response.headers.items()
-                    if k.lower() in self._response_headers
-                ][: self._limits.max_headers]
+                kept = carried_headers(
+                    response.headers.items(),
+                    self._response_headers,
+                    self._limits,
+                    whose="the REST backend's answer",
+                    fault=Fault.SERVER_PROVIDER_RESULT_TOO_LARGE,
+                    invalid=Fault.SERVER_PROVIDER_INVALID_LEGACY_ANSWER,
+                )
+        except HeaderLimitError as exc:
+            await abort(context, exc)
         except TimeoutError:
             _log.warning("REST backend of %s did not answer in time", rest.service)
             await _refuse(
                 context,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
                 "the REST backend did not answer in time",
+                Fault.SERVER_PROVIDER_LEGACY_TIMEOUT,
             )
         except (aiohttp.ClientError, OSError) as exc:
             _log.warning("REST backend of %s failed: %s", rest.service, type(exc).__name__)
             await _refuse(
-                context, grpc.StatusCode.UNAVAILABLE, "the REST backend cannot be reached"
+                context,
+                "the REST backend cannot be reached",
+                Fault.SERVER_PROVIDER_LEGACY_UNAVAILABLE,
             )
         if answer is None:
             await _refuse(
                 context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"the REST backend's answer is over {self._limits.max_body_bytes} bytes",
+                Fault.SERVER_PROVIDER_RESULT_TOO_LARGE,
             )
         data: bytes = http_pb2.HttpResponse(
             status=status, headers=kept, body=answer or b""
@@ -183,10 +236,12 @@ class BackEnd:
 
 
 async def _refuse(
-    context: grpc.aio.ServicerContext[Any, Any], status: grpc.StatusCode, text: str
+    context: grpc.aio.ServicerContext[Any, Any],
+    text: str,
+    fault: Fault = Fault.CLIENT_INVALID_REQUEST,
 ) -> NoReturn:
-    await context.abort(status, text)
-    raise AssertionError("unreachable: grpc.aio abort returned")  # pragma: no cover
+    """Refuse the call with ``fault``'s status, ``text``, ``ruta-fault`` and ``ruta-fault-id``."""
+    await abort(context, BackEndError(text, fault=fault))
 
 
 def _target(base_url: str, request: http_pb2.HttpRequest) -> URL | None:

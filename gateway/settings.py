@@ -36,6 +36,7 @@ __all__ = [
     "LimitSettings",
     "MetricsSettings",
     "OpenDataSettings",
+    "PublicSettings",
     "RestBackendSettings",
     "check_issuer_url",
     "is_loopback_address",
@@ -138,6 +139,38 @@ class HttpSettings(_Section):
     @property
     def plain_subsystems(self) -> frozenset[SubsystemId]:
         return frozenset(SubsystemId.parse(text) for text in self.plain_loopback_subsystems)
+
+
+class PublicSettings(_Section):
+    """The public pages' own port: the service catalogue, the open-data report and the
+    citizen's record of access, apart from the callers' port (``/r1/...`` is not served here).
+
+    Plain HTTP binds a loopback address (a TLS reverse proxy on the same host publishes it);
+    with ``tls_cert``/``tls_key`` it speaks HTTPS itself and may bind any address. Browsers
+    present no client certificate here.
+    """
+
+    listen: Address = "127.0.0.1:0"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        if not self.tls and not is_loopback_address(split_address(self.listen)[0]):
+            raise ValueError("plain HTTP needs a loopback listen address; configure tls_cert")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 class ConsumerPortSettings(_Section):
@@ -331,6 +364,9 @@ class GatewaySettings(RutaSettings):
     open_data: OpenDataSettings | None = None
     #: The citizen's record of access; ``None``: not served.
     citizen: CitizenSettings | None = None
+    #: The public pages' own port; ``None``: they are served on the callers' port, which is
+    #: refused for the open-data and citizen pages when that port trusts plain loopback callers.
+    public: PublicSettings | None = None
 
     @field_validator("member")
     @classmethod
@@ -350,7 +386,30 @@ class GatewaySettings(RutaSettings):
         for rest in self.backend.rest if self.backend else ():
             if rest.service_id.subsystem.member != member:
                 raise ValueError(f"REST service {rest.service} is not a service of {member}")
+        self._check_public()
         return self
+
+    def _check_public(self) -> None:
+        """Public pages never share a port that trusts plain loopback callers: behind a reverse
+        proxy on the same host every request comes from loopback, so ``/r1/...`` on that port
+        would believe any caller header."""
+        public_pages = [
+            name
+            for name, section in (("open_data", self.open_data), ("citizen", self.citizen))
+            if section is not None
+        ]
+        if self.public is None:
+            if public_pages and not self.http.tls and self.http.plain_loopback_subsystems:
+                raise ValueError(
+                    f"[{'] and ['.join(public_pages)}] pages are public, and [http] trusts plain "
+                    "loopback callers (plain_loopback_subsystems): behind a reverse proxy on this "
+                    "host every request would come from loopback and /r1/... would believe its "
+                    "X-Road-Client header. Serve the public pages on their own port: "
+                    '[public] listen = "127.0.0.1:PORT" (proxy that port alone)'
+                )
+            return
+        if self.public.listen == self.http.listen and not self.http.listen.endswith(":0"):
+            raise ValueError("[public] listen must differ from [http] listen (its own port)")
 
     @property
     def member_id(self) -> MemberId:
@@ -395,6 +454,14 @@ class GatewaySettings(RutaSettings):
                         "cert": fix(self.open_data.cert),
                         "key": fix(self.open_data.key),
                         "ca": fix(self.open_data.ca),
+                    }
+                ),
+                "public": None
+                if self.public is None
+                else self.public.model_copy(
+                    update={
+                        "tls_cert": fix(self.public.tls_cert),
+                        "tls_key": fix(self.public.tls_key),
                     }
                 ),
                 "citizen": None

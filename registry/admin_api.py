@@ -341,7 +341,7 @@ class RegistryAdmin:
 
     ``instance`` is the registry's instance: identifiers of other instances are refused.
     ``revoked`` says whether a (chain-verified) client certificate has been revoked; such callers
-    are refused with ``client.unauthenticated``.
+    are refused with ``client.unauthenticated`` (required: there is no unchecked mode).
     ``issuer`` issues and revokes certificates (None: both are refused). ``on_change`` runs after
     every committed change.
     """
@@ -354,7 +354,7 @@ class RegistryAdmin:
         issuer: CertificateIssuer | None = None,
         on_change: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        revoked: Callable[[x509.Certificate], bool] = lambda _certificate: False,
+        revoked: Callable[[x509.Certificate], bool],
     ) -> None:
         self._store = store
         self._instance = instance
@@ -871,7 +871,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServicer):
         issuer: CertificateIssuer | None = None,
         on_change: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        revoked: Callable[[x509.Certificate], bool] = lambda _certificate: False,
+        revoked: Callable[[x509.Certificate], bool],
     ) -> None:
         self.admin = RegistryAdmin(
             store=store,

@@ -142,6 +142,8 @@ class _Server:
     audit: str
     gateway_http: str = ""
     gateway_backend: str = ""
+    #: The gateway's public pages (catalogue, open data, citizen), apart from its callers' port.
+    gateway_public: str = ""
     process: ManagedProcess | None = None
     ready: dict[str, Any] = field(default_factory=dict)
     gateway_ready: dict[str, Any] = field(default_factory=dict)
@@ -278,8 +280,9 @@ class Sandbox:
         self.logs.mkdir(exist_ok=True)
         write_atomically(self.directory / PID_FILE, f"{os.getpid()}\n".encode())
         examples = examples_dir()
-        # Per agency: transport, consumer, metrics, audit, gateway HTTP, gateway back end.
-        ports = iter(self.ports.take(1 + 6 * len(AGENCIES)))
+        # Per agency: transport, consumer, metrics, audit, gateway HTTP, gateway back end,
+        # gateway public pages.
+        ports = iter(self.ports.take(1 + 7 * len(AGENCIES)))
 
         self._say("registry: init")
         registry_dir = self.directory / "registry"
@@ -328,6 +331,7 @@ class Sandbox:
                 audit=f"127.0.0.1:{next(ports)}",
                 gateway_http=f"127.0.0.1:{next(ports)}",
                 gateway_backend=f"127.0.0.1:{next(ports)}",
+                gateway_public=f"127.0.0.1:{next(ports)}",
             )
         for spec, process in adapters.items():
             line = self._wait_line(process, "serving ")
@@ -688,7 +692,8 @@ class Sandbox:
     def _start_gateways(self) -> None:
         """One ``ruta gateway serve`` per agency, in front of its server's consumer port (its
         subsystems call over plain loopback HTTP); the tax agency's also serves its legacy REST
-        API to the bus (the back end)."""
+        API to the bus (the back end). The public pages (catalogue, open data, the citizen's
+        record) have a port of their own: the callers' port trusts plain loopback callers."""
         self._say("gateways: one per agency (REST/JSON on the bus, directory services)")
         started: list[tuple[_Server, ManagedProcess]] = []
         trust = self.directory / "registry" / "ca" / "anchor.pem"
@@ -717,6 +722,7 @@ class Sandbox:
                     "anchor": str(server.directory / "anchor.toml"),
                     "fetch_interval_seconds": FETCH_INTERVAL_S,
                 },
+                "public": {"listen": server.gateway_public},
             }
             if server is citizen_gateway:
                 settings["citizen"] = citizen
@@ -750,10 +756,12 @@ class Sandbox:
             started.append((server, process))
         for server, process in started:
             server.gateway_ready = process.wait_ready()
-            url = server.gateway_ready["http"]
-            self._say(f"{server.agency.member} gateway: {url} (service catalogue: {url}/catalogue)")
+            url, public = server.gateway_ready["http"], server.gateway_ready["public"]
+            self._say(
+                f"{server.agency.member} gateway: {url} (service catalogue: {public}/catalogue)"
+            )
             if server.agency == OPEN_DATA_AGENCY:
-                self._say(f"open data: {url}/open-data (CSV, JSON and DCAT-AP beside it)")
+                self._say(f"open data: {public}/open-data (CSV, JSON and DCAT-AP beside it)")
         self.citizen["url"] = f"{citizen['public_url']}/citizen"
         self._say(
             f"citizen's record of access: {self.citizen['url']} (sign in as a test citizen at "
@@ -770,7 +778,7 @@ class Sandbox:
         secret = folder / "client-secret"
         write_atomically(secret, (secrets.token_urlsafe(32) + "\n").encode())
         secret.chmod(0o600)
-        public_url = "http://localhost:" + server.gateway_http.rpartition(":")[2]
+        public_url = "http://localhost:" + server.gateway_public.rpartition(":")[2]
         [port] = self.ports.take(1)
         process = self._process(
             "oidc-issuer",
@@ -844,12 +852,13 @@ class Sandbox:
                     "member": str(server.agency.member),
                     "url": server.gateway_ready.get("http", f"http://{server.gateway_http}"),
                     "backend": server.gateway_ready.get("backend", ""),
+                    "public": server.gateway_ready.get("public", f"http://{server.gateway_public}"),
                     "subsystems": [
                         str(server.agency.subsystem(code)) for code in server.agency.subsystems
                     ],
                     "config": str(server.directory / "gateway" / "gateway.toml"),
                     "open_data": (
-                        server.gateway_ready.get("http", f"http://{server.gateway_http}")
+                        server.gateway_ready.get("public", f"http://{server.gateway_public}")
                         + "/open-data"
                         if server.agency == OPEN_DATA_AGENCY
                         else ""

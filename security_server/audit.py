@@ -129,8 +129,13 @@ class AuditSettings(BaseModel):
 
     #: ``host:port`` of the audit port; empty: no audit port.
     listen: str = Field(default="", max_length=300)
-    #: CA certificates (PEM) issuing auditor certificates; default: the instance's trust anchors.
+    #: CA certificates (PEM) whose client certificates complete the TLS handshake; default: the
+    #: instance's trust anchors. Roles are honoured only from the role CA's (``role_ca``).
     client_ca: Path | None = None
+    #: The CA certificate(s) (PEM) whose role certificates this server honours (auditors, the
+    #: citizen service, statistics), each a trust anchor of the configuration in force;
+    #: default: the configuration's only trust anchor (docs/adr/0902-role-certificate-issuers.md).
+    role_ca: Path | None = None
     #: Whether message bodies may leave the server at all (through records or bundles).
     include_bodies: bool = True
     #: Subsystems in metadata-only mode: their exchanges' bodies never leave the server.
@@ -256,7 +261,8 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     """Serves one server's log to auditors (see the module docstring).
 
     ``globalconf`` returns the signed configuration in force (its exact bytes), bundled with
-    every export; ``key`` is the log key that signs bundle manifests.
+    every export; ``key`` is the log key that signs bundle manifests; ``callers`` checks every
+    caller's role certificate for revocation (required: there is no unchecked mode).
     """
 
     def __init__(
@@ -270,10 +276,10 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         settings: AuditSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         logs: MemberLogs | None = None,
-        callers: CallerStatus | None = None,
+        callers: CallerStatus,
     ) -> None:
         self._log = log
-        #: Refuses revoked caller certificates (None: no revocation check, for tests alone).
+        #: Refuses revoked caller certificates: every role this API grants is checked here.
         self._callers = callers
         #: The member's other nodes' logs in the shared database (none: this log alone).
         self._logs = logs
@@ -337,8 +343,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         :class:`~security_server.callers.CallerRevokedError` (``client.permission_denied``) when
         OCSP reports it revoked or its status cannot be established
         (:mod:`security_server.callers`). Every role this API grants is checked here."""
-        if self._callers is not None:
-            await self._callers.check(cert)
+        await self._callers.check(cert)
 
     def grant_for(self, roles: frozenset[Role]) -> AuditGrant:
         """What a certificate with ``roles`` may read here; raises :class:`AuditError`

@@ -1,12 +1,19 @@
-"""Revocation of the client certificates that carry roles on a security server: auditors,
-auditor supervisors, the citizen service and the statistics role, over the audit API and the
-auditor console.
+"""Who may hold a role on a security server, and revocation of the client certificates that
+carry one: auditors, auditor supervisors, the citizen service and the statistics role, over the
+audit API and the auditor console (docs/adr/0902-role-certificate-issuers.md).
 
-Their certificates are checked against OCSP exactly as transport peers' authentication
-certificates are (:class:`~security_server.transport.PeerStatus`, answers cached by the server's
-:class:`~ruta.pki.ocsp.OcspClient`): a certificate issued by a trust anchor of the configuration
-in force is refused when OCSP reports it revoked (or unknown), or when its status cannot be
-established; one issued by another CA (``audit.client_ca``, an intermediate) is not asked about.
+A role is honoured only from a certificate issued directly by the instance's **role CA**: a
+trust anchor of the configuration in force, checked by signature (not by name), and either
+named by ``[audit] role_ca`` or, when that is not set, the configuration's only trust anchor.
+An instance whose configuration lists several anchors (external CAs issuing members'
+certificates) must name its role CA: any of those CAs could otherwise write role URIs into a
+certificate. A certificate from another CA (``audit.client_ca`` or ``console.client_ca`` that is
+not the role CA, an intermediate) completes the TLS handshake but is refused its roles.
+
+The role CA's certificates are then checked against OCSP exactly as transport peers'
+authentication certificates are (answers cached by the server's
+:class:`~ruta.pki.ocsp.OcspClient`): refused when OCSP reports one revoked (or unknown), or when
+its status cannot be established.
 """
 
 from __future__ import annotations
@@ -15,13 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from ruta.faults import Fault, RutaError
 from ruta.pki.errors import PkiError
 from ruta.pki.ocsp import CertStatus
 from security_server.transport import PeerStatus
 
-__all__ = ["CallerRevokedError", "CallerStatus"]
+__all__ = ["CallerIssuerError", "CallerRevokedError", "CallerStatus"]
 
 
 class CallerRevokedError(RutaError):
@@ -31,27 +39,75 @@ class CallerRevokedError(RutaError):
     default_fault = Fault.CLIENT_PERMISSION_DENIED
 
 
+class CallerIssuerError(RutaError):
+    """A caller's client certificate was not issued by the server's role CA, so the roles it
+    names are not honoured (``client.permission_denied``)."""
+
+    default_fault = Fault.CLIENT_PERMISSION_DENIED
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class CallerStatus:
-    """Checks callers' client certificates for revocation (see the module docstring).
+    """Checks callers' role certificates (see the module docstring).
 
     ``anchors`` returns the trust anchors of the configuration in force (none while the server
-    holds none)."""
+    holds none); ``role_ca`` is ``[audit] role_ca`` (empty: the configuration's only anchor)."""
 
     peers: PeerStatus
     anchors: Callable[[], Sequence[x509.Certificate]]
+    role_ca: tuple[x509.Certificate, ...] = ()
+
+    def role_issuer(self, cert: x509.Certificate) -> x509.Certificate:
+        """The role CA that issued ``cert``; raises :class:`CallerIssuerError` when no role CA
+        in force did."""
+        anchors = tuple(self.anchors())
+        if self.role_ca:
+            issuers = tuple(a for a in anchors if a in self.role_ca)
+            if not issuers:
+                raise CallerIssuerError(
+                    "no certificate of [audit] role_ca is a trust anchor of the configuration "
+                    "in force, so no role is honoured here; the operator must name the CA that "
+                    "issues role certificates"
+                )
+        elif len(anchors) == 1:
+            issuers = anchors
+        else:
+            raise CallerIssuerError(
+                f"the configuration in force lists {len(anchors)} trust anchors and this server "
+                "names none as its role CA ([audit] role_ca), so no role is honoured here"
+            )
+        issuer = next((a for a in issuers if _issued_by(cert, a)), None)
+        if issuer is None:
+            raise CallerIssuerError(
+                f"roles are honoured only from certificates the instance's role CA issued "
+                f"directly; this one was issued by {cert.issuer.rfc4514_string()}: ask for a "
+                f"role certificate from the registry's CA"
+            )
+        return issuer
 
     async def check(self, cert: x509.Certificate) -> None:
-        """Return when ``cert`` may still be honoured; raise :class:`CallerRevokedError` when
-        OCSP reports it other than good or its status cannot be established."""
+        """Return when ``cert``'s roles may be honoured; raise :class:`CallerIssuerError` when
+        the role CA did not issue it, :class:`CallerRevokedError` when OCSP reports it other
+        than good or its status cannot be established."""
+        issuer = self.role_issuer(cert)
         try:
-            status = await self.peers.status_of(cert, self.anchors())
+            status = (await self.peers.ocsp.status(cert, issuer)).status
         except PkiError as exc:
             raise CallerRevokedError(
                 f"the revocation status of the client certificate cannot be established "
                 f"({exc.message}); it is refused until it can"
             ) from None
-        if status is not None and status is not CertStatus.GOOD:
+        if status is not CertStatus.GOOD:
             raise CallerRevokedError(
                 f"the client certificate is {status} according to OCSP (revoked certificates "
                 f"are refused); ask for a new one"

@@ -52,7 +52,7 @@ from ruta.addresses import join_address, split_address
 from ruta.globalconf import ConfigurationAnchor, GlobalConf
 from ruta.globalconf.client import GlobalConfClient
 from ruta.listeners import ListenerError, Listeners, ListenerSpec
-from ruta.pki.certs import certificate_pem, read_certificate_file
+from ruta.pki.certs import certificate_pem, load_certificates, read_certificate_file
 from ruta.pki.keys import load_private_key
 from ruta.pki.ocsp import OcspClient
 from ruta.pki.tls import server_credentials
@@ -423,8 +423,18 @@ class SecurityServerApp:
             callers=CallerStatus(
                 peer_status,
                 lambda: globalconf.held.trust_anchors if globalconf.held is not None else (),
+                role_ca=self._role_ca(),
             ),
         )
+
+    def _role_ca(self) -> tuple[x509.Certificate, ...]:
+        """``[audit] role_ca``'s certificates (none: the configuration's only trust anchor)."""
+        path = self.settings.audit.role_ca
+        if path is None:
+            return ()
+        limit = MAX_CERTIFICATE_FILE_CHAIN
+        data = read_certificate_file(path, limit=limit, what="[audit] role_ca")
+        return tuple(load_certificates(data, limit=limit))
 
     def _bind_audit(
         self,

@@ -38,8 +38,10 @@ def console_tls_context(*, cert: Path, key: Path, client_ca: Path) -> ssl.SSLCon
 
 @dataclass(frozen=True, slots=True)
 class ClientCertificate:
-    """The verified certificate a request's connection presented, and the roles it carries
-    (empty when it carries none, or a role that does not parse)."""
+    """The verified certificate a request's connection presented, and the roles it names
+    (empty when it names none, or a role that does not parse). The names are claims: a console
+    honours them only after its own issuer and revocation check (a security server's:
+    ``security_server.callers``; the registry's console trusts its own CA alone)."""
 
     certificate: x509.Certificate
     fingerprint: str

@@ -38,6 +38,7 @@ from ruta.v1 import audit_pb2
 from ruta.web import CSRF_FIELD, ClientCertificate, CsrfTokens, Pages, add_static_routes
 from ruta.web import client_certificate as certificate_of
 from security_server.audit import MAX_FILTER_TEXT, AuditError, AuditGrant, AuditServicer
+from security_server.callers import CallerIssuerError
 from security_server.cluster import MemberLog, log_server
 from security_server.console.records import check_inclusion, decode_record
 
@@ -275,6 +276,23 @@ async def _read_file(part: BodyPartReader) -> bytes:
 Handler = Callable[[web.Request, AuditConsole, Auditor], Awaitable[web.StreamResponse]]
 
 
+async def _caller_refused(
+    request: web.Request, console: AuditConsole, certificate: ClientCertificate
+) -> web.Response | None:
+    """The refusal page when the service layer does not honour ``certificate``'s roles (not
+    the role CA's: forbidden; revoked or its status unknown: revoked), else None."""
+    try:
+        await console.servicer.check_caller(certificate.certificate)
+    except CallerIssuerError:
+        # Roles from a CA other than the instance's role CA are no roles at all.
+        return PAGES.forbidden(
+            request, role=console.servicer.roles_needed, subject=certificate.subject
+        )
+    except RutaError:
+        return PAGES.revoked(request, subject=certificate.subject)
+    return None
+
+
 def _as_auditor(
     console: AuditConsole, handler: Handler
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -292,10 +310,9 @@ def _as_auditor(
             return PAGES.forbidden(
                 request, role=console.servicer.roles_needed, subject=certificate.subject
             )
-        try:
-            await console.servicer.check_caller(certificate.certificate)
-        except RutaError:
-            return PAGES.revoked(request, subject=certificate.subject)
+        refused = await _caller_refused(request, console, certificate)
+        if refused is not None:
+            return refused
         try:
             return await handler(request, console, Auditor(certificate, grant))
         except UploadTooLargeError as exc:

@@ -183,15 +183,19 @@ def test_sandbox_json_matches_the_schema(sandboxes: list[Running]) -> None:
             "member",
             "url",
             "backend",
+            "public",
             "subsystems",
             "config",
             "open_data",
         }
         assert gateway["url"].startswith("http://127.0.0.1:")
+        # The public pages have a port of their own: the callers' port trusts loopback callers.
+        assert gateway["public"].startswith("http://127.0.0.1:")
+        assert gateway["public"] != gateway["url"]
         assert _is_absolute_file(gateway["config"])
     assert _host_port(gateways["DEV/GOV/TAX"]["backend"])  # serves the legacy REST API
     # SOC's gateway publishes the instance's open data; no other does.
-    assert gateways["DEV/GOV/SOC"]["open_data"] == gateways["DEV/GOV/SOC"]["url"] + "/open-data"
+    assert gateways["DEV/GOV/SOC"]["open_data"] == gateways["DEV/GOV/SOC"]["public"] + "/open-data"
     assert [m for m, g in gateways.items() if g["open_data"]] == ["DEV/GOV/SOC"]
 
 
@@ -201,7 +205,7 @@ def test_two_sandboxes_share_no_port(sandboxes: list[Running]) -> None:
         for server in data["servers"]:
             found |= {server[k] for k in ("consumer", "transport", "audit", "console", "metrics")}
         for gateway in data["gateways"]:
-            found |= {gateway["url"], gateway["backend"]} - {""}
+            found |= {gateway["url"], gateway["backend"], gateway["public"]} - {""}
         return found
 
     a, b = (s.description for s in sandboxes)
@@ -390,6 +394,15 @@ def test_a_rest_call_and_a_json_call_through_the_gateway(sandboxes: list[Running
         assert response.status == 200
         assert len(response.headers["X-Road-Id"]) == 36
         assert json.loads(response.read())["taxpayer"]["tin"] == PERSON
+    # The public pages' port serves no service access, whatever the caller header says.
+    public = urllib.request.Request(
+        rest.full_url.replace(soc["url"], soc["public"]), headers=headers
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(public, timeout=30)
+    assert refused.value.code == 404
+    assert json.loads(refused.value.read())["type"] == "client.unknown_service"
+    refused.value.close()
     grpc_json = urllib.request.Request(
         f"{soc['url']}/r1/{POPULATION.service}/{POPULATION.method}",
         data=json.dumps({"nationalId": PERSON}).encode(),

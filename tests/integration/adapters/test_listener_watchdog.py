@@ -17,6 +17,7 @@ import grpc.aio
 import pytest
 
 from adapters.descriptors import load_service
+from tests.conftest import free_port
 from tests.integration.adapters.support import EXAMPLES
 from tests.listener_attacks import crash_listener
 from tests.processes import ready_file
@@ -55,7 +56,8 @@ async def test_the_adapter_survives_the_invalid_path(tmp_path: Path) -> None:
     ready_path = tmp_path / "ready.json"
     process = await asyncio.create_subprocess_exec(
         *(str(RUTA), "adapter", "serve", str(folder / "adapter.toml")),
-        *("--listen", "127.0.0.1:0", "--ready-file", str(ready_path)),
+        # Below the ephemeral range: no outgoing connection takes it while it is closed.
+        *("--listen", f"127.0.0.1:{free_port()}", "--ready-file", str(ready_path)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

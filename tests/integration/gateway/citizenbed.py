@@ -36,6 +36,7 @@ from tests.unit.security_server.evidence_support import (
     Side,
     scenario,
 )
+from tests.unit.security_server.twin import caller_status
 
 #: Two of the sandbox's test citizens (the example population register).
 ANA: Final = "4410000017"
@@ -76,6 +77,7 @@ async def _serve_audit(world: Scenario, side: Side) -> tuple[grpc.aio.Server, st
             server=str(side.server),
             key=side.key,
             globalconf=lambda: world.signed_globalconf,
+            callers=caller_status(world.pki),
         ),
     )
     port = server.add_secure_port(

@@ -40,7 +40,7 @@ async def test_a_gateway_with_citizen_settings_signs_a_citizen_in(tmp_path: Path
         data = instance.gateway_settings(
             POP,
             data_dir=str(tmp_path / "citizen-gateway"),
-            http={"listen": f"127.0.0.1:{port}"},
+            public={"listen": f"127.0.0.1:{port}"},
         )
         data.pop("backend", None)
         data["citizen"] = {
@@ -59,6 +59,16 @@ async def test_a_gateway_with_citizen_settings_signs_a_citizen_in(tmp_path: Path
                 async with http.get(public + "/citizen?lang=en") as page:
                     assert page.status == 200
                     assert 'href="/citizen/sign-in?lang=' in await page.text()
+                # The callers' port (plain loopback callers) serves no citizen page, and the
+                # public port no service access, whatever caller header a proxy passes on.
+                async with http.get(app.addresses["http"] + "/citizen") as elsewhere:
+                    assert elsewhere.status == 404
+                async with http.get(
+                    f"{public}/r1/DEV/GOV/POP/registry/persons/persons/1",
+                    headers={"X-Road-Client": "DEV/GOV/POP/registry"},
+                ) as r1:
+                    assert r1.status == 404
+                    assert (await r1.json())["type"] == "client.unknown_service"
                 async with http.get(public + "/citizen/sign-in", allow_redirects=False) as start:
                     assert start.status == 303
                     target = start.headers["Location"]

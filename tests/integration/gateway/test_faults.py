@@ -3,17 +3,32 @@ status of ruta.faults.http_status_of, through two real security servers."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
+import grpc.aio
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+from multidict import CIMultiDict
 
 from adapters.examples.population.make_db import create_population_db
+from ruta.v1 import http_pb2
 from tests.integration.adapters.support import example, serving
 from tests.integration.gateway.gwbed import REST_SERVICE, GatewayBed, gateway_bed, gateway_url
 from tests.integration.gateway.test_service_access import HEADERS, _call
-from tests.integration.security_server.bed import BENEFITS, INCOME, POP, PURPOSE, SERVICE, SOC
+from tests.integration.security_server.bed import (
+    BENEFITS,
+    INCOME,
+    POP,
+    PURPOSE,
+    SERVICE,
+    SOC,
+    call_metadata,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -205,12 +220,13 @@ async def test_grpc_backend_unreachable_is_502(tmp_path: Path) -> None:
 
 
 async def test_rest_backend_unreachable_is_502(tmp_path: Path) -> None:
+    # The provider's gateway back end says so with its fault code, as an adapter does.
     async with gateway_bed(tmp_path) as instance:
         await instance.rest.stop()
         status, _, body = await _call(
             f"{gateway_url(instance)}/r1/{REST_SERVICE}/persons/38001010001", method="GET"
         )
-        _assert_fault(status, body, 502, "server.provider.service_failed")
+        _assert_fault(status, body, 502, "backend.server.provider.legacy_unavailable")
 
 
 async def test_rest_backend_not_answering_in_time_is_504(tmp_path: Path) -> None:
@@ -218,9 +234,120 @@ async def test_rest_backend_not_answering_in_time_is_504(tmp_path: Path) -> None
         status, _, body = await _call(
             f"{gateway_url(instance)}/r1/{REST_SERVICE}/slow", method="GET"
         )
-        assert status == 504, body
-        assert body["type"] == "application.deadline_exceeded"
-        assert len(body["detail"]) == 36
+        _assert_fault(status, body, 504, "backend.server.provider.legacy_timeout")
+
+
+REST_PERSON = f"/r1/{REST_SERVICE}/persons/38001010001"
+
+
+@contextlib.asynccontextmanager
+async def _limited(
+    directory: Path, *, pop: dict[str, Any], soc: dict[str, Any]
+) -> AsyncIterator[GatewayBed]:
+    """The gateway bed with POP's gateway (the REST back end) and SOC's (the callers') under
+    the ``[limits]`` given."""
+    instance = GatewayBed(directory)
+    try:
+        await instance.rest.start()
+        await instance.build()
+        for server in (POP, SOC):
+            await instance.start_server(server)
+        await instance.start_gateway(POP, limits=pop)
+        await instance.start_gateway(SOC, limits=soc)
+        yield instance
+    finally:
+        await instance.close()
+
+
+async def _get(url: str, headers: list[tuple[str, str]]) -> tuple[int, CIMultiDict[str], Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            url,
+            headers=CIMultiDict([*HEADERS.items(), *headers]),
+            timeout=aiohttp.ClientTimeout(total=30),
+        ) as response,
+    ):
+        return response.status, CIMultiDict(response.headers), await response.json()
+
+
+async def test_request_headers_over_the_gateways_limits_are_refused_not_dropped(
+    tmp_path: Path,
+) -> None:
+    async with _limited(tmp_path, pop={}, soc={"max_headers": 2, "max_header_bytes": 256}) as bed:
+        url = gateway_url(bed) + REST_PERSON
+        status, _, body = await _get(url, [("Accept", "application/json")] * 3)
+        _assert_fault(status, body, 400, "client.invalid_header")
+        assert "max_headers" in body["message"]
+        status, _, body = await _get(url, [("Accept-Language", "es-" + "x" * 300)])
+        _assert_fault(status, body, 400, "client.invalid_header")
+        assert "max_header_bytes" in body["message"]
+        assert bed.rest.requests == []  # nothing reached the REST backend
+        status, _, _ = await _get(url, [("Accept-Language", "es")])
+        assert status == 200
+
+
+async def test_the_back_ends_header_limits_refuse_with_the_same_code_over_http_and_grpc(
+    tmp_path: Path,
+) -> None:
+    """POP's gateway bounds request headers tighter than SOC's: its back end refuses with
+    client.invalid_header, which reaches an HTTP caller and a gRPC caller alike, under
+    ``backend.``; and a REST answer whose passed-on headers are over its bounds is refused, not
+    cut (server.provider.result_too_large)."""
+    async with _limited(tmp_path, pop={"max_header_bytes": 256}, soc={}) as bed:
+        status, _, body = await _get(
+            gateway_url(bed) + REST_PERSON, [("Accept-Language", "es-" + "x" * 300)]
+        )
+        _assert_fault(status, body, 400, "backend.client.invalid_header")
+        request = http_pb2.HttpRequest(
+            method="GET",
+            path="/persons/38001010001",
+            headers=[http_pb2.HttpHeader(name="accept-language", value="es-" + "x" * 300)],
+        )
+        async with bed.consumer_channel(SOC) as channel:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                f"/{REST_SERVICE.service_name}/Call"
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call(request.SerializeToString(), metadata=call_metadata(), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        trailers = dict(refused.value.trailing_metadata() or ())
+        assert trailers["ruta-fault"] == "backend.client.invalid_header"
+        assert trailers["ruta-fault-id"] != body["detail"]  # each refusal its own id
+        assert bed.rest.requests == []
+    async with _limited(tmp_path / "answer", pop={"max_headers": 1}, soc={}) as bed:
+        # The answer passes on content-type and etag: two, over POP's one.
+        status, headers, body = await _get(gateway_url(bed) + REST_PERSON, [])
+        _assert_fault(status, body, 502, "backend.server.provider.result_too_large")
+        assert headers["X-Road-Id"]
+
+
+async def test_an_answer_over_the_callers_gateway_limits_is_refused_not_cut(
+    tmp_path: Path,
+) -> None:
+    async with _limited(tmp_path, pop={}, soc={"max_headers": 1}) as bed:
+        status, headers, body = await _get(gateway_url(bed) + REST_PERSON, [])
+        _assert_fault(status, body, 502, "server.provider.result_too_large")
+        assert headers["X-Road-Id"]  # the exchange happened and is in both logs
+
+
+async def test_the_back_end_refuses_other_methods_with_a_fault_and_keeps_health(
+    tmp_path: Path,
+) -> None:
+    async with gateway_bed(tmp_path) as bed:
+        back_end = bed.gateways[str(POP)].addresses["backend"]
+        async with grpc.aio.insecure_channel(back_end) as channel:
+            other: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                f"/{REST_SERVICE.service_name}/Other"
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await other(b"", timeout=10)
+            assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+            trailers = dict(refused.value.trailing_metadata() or ())
+            assert trailers["ruta-fault"] == "server.provider.unknown_service"
+            health = health_pb2_grpc.HealthStub(channel)
+            answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_security_server_unreachable_is_502(tmp_path: Path) -> None:
@@ -260,3 +387,25 @@ async def test_an_adapters_own_fault_is_the_type(
             await instance.close()
     _assert_fault(status, body, 400, "backend.client.invalid_request")
     assert body["message"] == "request field national_id has an invalid format"
+
+
+async def test_a_header_value_no_http_parser_made_is_refused_with_a_fault(tmp_path: Path) -> None:
+    """A gRPC caller signs an HttpRequest whose header value holds a line break (no HTTP
+    parser lets one through): the back end refuses it with its code instead of failing in
+    its HTTP client without one."""
+    async with gateway_bed(tmp_path) as bed:
+        request = http_pb2.HttpRequest(
+            method="GET",
+            path="/persons/38001010001",
+            headers=[http_pb2.HttpHeader(name="accept-language", value="es\r\nX-Injected: yes")],
+        )
+        async with bed.consumer_channel(SOC) as channel:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                f"/{REST_SERVICE.service_name}/Call"
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call(request.SerializeToString(), metadata=call_metadata(), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        trailers = dict(refused.value.trailing_metadata() or ())
+        assert trailers["ruta-fault"] == "backend.client.invalid_header"
+        assert bed.rest.requests == []

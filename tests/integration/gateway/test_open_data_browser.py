@@ -100,6 +100,8 @@ async def instance(tmp_path: Path) -> AsyncIterator[OpenDataBed]:
                 "months": 3,
                 "current_month": True,
             },
+            # Public pages beside a port that trusts plain loopback callers: a port of their own.
+            public={"listen": "127.0.0.1:0"},
         )
         await bed.start_gateway(SOC)
         yield bed
@@ -164,7 +166,7 @@ async def test_the_page_and_csv_show_what_the_logs_hold(
     in_log = await _answered_in_log(instance)
     assert in_log == {str(SERVICE): ANSWERED, str(REST_SERVICE): REST_CALLS}
     month = str(Month.of(datetime.now(UTC)))
-    base = gateway_url(instance, POP)
+    base = instance.gateways[str(POP)].addresses["public"]
 
     context = await browser.new_context(locale="en-GB", viewport={"width": 1200, "height": 900})
     page = await context.new_page()

@@ -37,7 +37,11 @@ async def test_the_admin_listener_survives_the_invalid_path(tmp_path: Path) -> N
     init = await asyncio.to_thread(
         _ruta,
         *("registry", "init", "--dir", str(directory), "--instance", "LAC"),
-        *("--admin-listen", "127.0.0.1:0", "--http-listen", f"127.0.0.1:{free_port()}"),
+        # The port crashed is claimed below the ephemeral range: while it is closed, an outgoing
+        # connection could take a port-0 port (tests/integration/security_server/
+        # test_listener_watchdog.py says more).
+        *("--admin-listen", f"127.0.0.1:{free_port()}"),
+        *("--http-listen", f"127.0.0.1:{free_port()}"),
     )
     assert init.returncode == 0, init.stderr
     log_path = tmp_path / "serve.log"

@@ -22,7 +22,7 @@ import pytest
 from ruta.evidence import verify_bundle
 from ruta.faults import Fault, fault_from_rpc_error
 from ruta.ids import ServerId
-from ruta.pki.testing import Credential
+from ruta.pki.testing import Credential, TestPki
 from ruta.pki.tls import channel_credentials
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 from security_server.server import SecurityServerApp
@@ -185,3 +185,26 @@ async def test_a_revoked_auditor_certificate_is_refused(running: Running) -> Non
     async with channel:
         page = await stub.Query(audit_pb2.QueryRequest(page_size=RECORDS), timeout=10)
     assert len(page.records) == RECORDS
+
+
+async def test_audit_role_ca_names_the_ca_whose_role_certificates_count(tmp_path: Path) -> None:
+    """``[audit] role_ca`` read from the settings: the instance's CA there, roles count; a CA
+    that is no trust anchor of the configuration in force there, no role counts (docs/adr/0902)."""
+    other = TestPki(tmp_path / "other")
+    async with bed(tmp_path / "bed") as instance:
+        apps = {}
+        for server, role_ca in ((POP, other.trust_path), (SOC, instance.pki.trust_path)):
+            data = instance.settings_dict(server)
+            data["audit"] = {"listen": "127.0.0.1:0", "role_ca": str(role_ca)}
+            apps[server] = await instance.start_server(server, data=data)
+        running = Running(instance, apps)
+        supervisor = instance.pki.roles("auditor-supervisor")
+        channel, stub = running.stub(SOC, supervisor)
+        async with channel:
+            await stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest(), timeout=10)
+        channel, stub = running.stub(POP, supervisor)
+        async with channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest(), timeout=10)
+        assert fault_from_rpc_error(refused.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+        assert "role_ca" in (refused.value.details() or "")

@@ -54,6 +54,7 @@ class Registry:
     changes: list[int]
     channels: list[grpc.aio.Channel]
     store: RegistryStore
+    issuer: _TestIssuer
 
     def stub(self, credential: Credential) -> registry_pb2_grpc.RegistryAdminAsyncStub:
         creds = channel_credentials(credential.key, credential.certificate, self.pki.trust_path)
@@ -68,6 +69,9 @@ class _TestIssuer:
     def __init__(self, pki: TestPki) -> None:
         self._pki = pki
         self.issued_certificates: dict[int, x509.Certificate] = {}
+        #: What was issued, keys included (the test holds them as their owners would).
+        self.issued_credentials: dict[int, Credential] = {}
+        self.revoked: set[int] = set()
 
     def issue(self, request: IssueRequest) -> IssuedCertificate:
         cred = self._pki.issue(
@@ -78,12 +82,17 @@ class _TestIssuer:
             roles=request.roles,
         )
         self.issued_certificates[cred.certificate.serial_number] = cred.certificate
+        self.issued_credentials[cred.certificate.serial_number] = cred
         return IssuedCertificate(certificate=cred.certificate, chain=())
 
     def revoke(self, serial_number: int, reason: x509.ReasonFlags) -> datetime.datetime:
         if serial_number not in self.issued_certificates:
             raise NotFoundError("never issued")
+        self.revoked.add(serial_number)
         return datetime.datetime.now(datetime.UTC)
+
+    def is_revoked(self, certificate: x509.Certificate) -> bool:
+        return certificate.serial_number in self.revoked
 
     def issued(self, serial_number: int) -> x509.Certificate | None:
         return self.issued_certificates.get(serial_number)
@@ -98,10 +107,15 @@ async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
     async def changed() -> None:
         changes.append(1)
 
+    issuer = _TestIssuer(pki)
     server = grpc.aio.server()
     registry_pb2_grpc.add_RegistryAdminServicer_to_server(
         RegistryAdminServicer(
-            store=store, instance="LAC", on_change=changed, issuer=_TestIssuer(pki)
+            store=store,
+            instance="LAC",
+            on_change=changed,
+            issuer=issuer,
+            revoked=issuer.is_revoked,
         ),
         server,
     )
@@ -110,7 +124,7 @@ async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
         "127.0.0.1:0", server_credentials(tls.key, tls.certificate, pki.trust_path)
     )
     await server.start()
-    reg = Registry(pki=pki, port=port, changes=changes, channels=[], store=store)
+    reg = Registry(pki=pki, port=port, changes=changes, channels=[], store=store, issuer=issuer)
     try:
         yield reg
     finally:
@@ -477,6 +491,26 @@ async def test_a_multi_role_certificate_is_recorded_with_all_its_roles(registry:
     entry = trail.entries[-1]
     assert entry.action == "administrator.add"
     assert json.loads(entry.after_json)["roles"] == roles
+
+
+async def test_a_certificate_revoked_through_the_api_is_refused_on_its_next_call(
+    registry: Registry,
+) -> None:
+    admin = registry.stub(registry.pki.role("registry-admin"))
+    issued = await admin.IssueCertificate(
+        registry_pb2.IssueCertificateRequest(
+            csr=make_csr(generate_ec_key(), "second admin").public_bytes(Encoding.DER),
+            profile=registry_pb2.CERTIFICATE_PROFILE_ROLE,
+            roles=["registry-admin"],
+        )
+    )
+    serial = load_certificate(issued.certificate).serial_number
+    second = registry.stub(registry.issuer.issued_credentials[serial])
+    await second.ListMembers(registry_pb2.ListRequest())
+    await admin.RevokeCertificate(registry_pb2.RevokeCertificateRequest(serial=format(serial, "x")))
+    assert await _fault(lambda: second.ListMembers(registry_pb2.ListRequest())) is (
+        Fault.CLIENT_UNAUTHENTICATED
+    )
 
 
 async def test_a_failure_of_the_registry_itself_is_internal_error_without_its_text(

@@ -60,7 +60,8 @@ class Console:
 async def console(tmp_path: Path) -> AsyncIterator[Console]:
     pki = TestPki(tmp_path / "pki")
     store = await RegistryStore.open(database_url(None, tmp_path))
-    admin = RegistryAdmin(store=store, instance="LAC", issuer=_TestIssuer(pki))
+    issuer = _TestIssuer(pki)
+    admin = RegistryAdmin(store=store, instance="LAC", issuer=issuer, revoked=issuer.is_revoked)
     csrf = CsrfTokens()
     tls = pki.auth("LAC/RUTA/REGISTRY/registry")
     runner = web.AppRunner(

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 from ruta.listeners import Listener, ListenerError, Listeners, ListenerSpec
 from ruta.pki.testing import TestPki
 from ruta.pki.tls import channel_credentials, server_credentials
+from tests.conftest import free_port
 from tests.listener_attacks import client_tls, send_invalid_path
 
 _SLOW = "/ruta.test.Slow/Wait"
@@ -50,7 +51,8 @@ def _spec(name: str, **kwargs: Any) -> ListenerSpec:
     slow = kwargs.pop("slow", None) or _Slow()
     return ListenerSpec(
         name=name,
-        listen="127.0.0.1:0",
+        # Below the ephemeral range: no outgoing connection takes it while it is closed.
+        listen=f"127.0.0.1:{free_port()}",
         add_services=lambda server: server.add_generic_rpc_handlers((slow,)),
         health_names=(f"ruta.test.{name}",),
         **kwargs,

@@ -29,6 +29,7 @@ from security_server.database import open_database
 from security_server.log import BodyKey, MessageLog
 from tests.unit.security_server.evidence_support import CLIENT, SERVICE, Scenario, scenario
 from tests.unit.security_server.log.support import FakeClock, make_entry
+from tests.unit.security_server.twin import caller_status
 
 
 @dataclass
@@ -63,6 +64,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
                 key=side.key,
                 globalconf=lambda: world.signed_globalconf,
                 settings=AuditSettings(max_page_size=4),
+                callers=caller_status(world.pki),
             ),
         )
         port = server.add_secure_port(

@@ -19,7 +19,7 @@ from ruta.evidence import verify_bundle
 from ruta.evidence.cli import group
 from ruta.faults import Fault, fault_from_rpc_error
 from ruta.merkle import leaf_hash, verify_consistency, verify_inclusion
-from ruta.pki.testing import Credential
+from ruta.pki.testing import Credential, TestPki
 from ruta.pki.tls import channel_credentials
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 from security_server.audit import (
@@ -43,6 +43,9 @@ class Api:
     admin: Credential
     #: Answers the servicer's revocation checks of callers' certificates.
     ocsp: MemoryOcsp
+    #: A CA the audit port's client_ca also lists (TLS accepts its certificates), which is
+    #: not a trust anchor of the configuration: it issues no roles here.
+    external: TestPki
 
     def channel(self, who: Credential) -> grpc.aio.Channel:
         creds = channel_credentials(who.key_path, who.cert_path, self.world.pki.trust_path)
@@ -55,6 +58,9 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         side = world.provider
         tls = world.pki.auth(side.server)
         ocsp = MemoryOcsp(world.pki)
+        external = TestPki(tmp_path / "external")
+        client_ca = tmp_path / "client-ca.pem"
+        client_ca.write_bytes(world.pki.trust_path.read_bytes() + external.trust_path.read_bytes())
         server = grpc.aio.server()
         add_audit_service(
             server,
@@ -70,7 +76,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         )
         port = server.add_secure_port(
             "127.0.0.1:0",
-            audit_server_credentials(tls.key_path, tls.cert_path, world.pki.trust_path),
+            audit_server_credentials(tls.key_path, tls.cert_path, client_ca),
         )
         await server.start()
         try:
@@ -80,9 +86,22 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
                 world.pki.roles("auditor-supervisor", "auditor-bodies"),
                 world.pki.role("registry-admin"),
                 ocsp,
+                external,
             )
         finally:
             await server.stop(None)
+
+
+async def test_there_is_no_audit_service_without_revocation_checks(api: Api) -> None:
+    side = api.world.provider
+    with pytest.raises(TypeError, match="callers"):
+        AuditServicer(  # type: ignore[call-arg]
+            log=side.log,
+            engine=side.engine,
+            server=str(side.server),
+            key=side.key,
+            globalconf=lambda: api.world.signed_globalconf,
+        )
 
 
 async def test_only_auditors_may_call(api: Api) -> None:
@@ -125,6 +144,34 @@ async def test_a_revoked_caller_certificate_is_refused(
     details = caught.value.details() or ""
     assert ("cannot be established" if failing else "is revoked according to OCSP") in details
     async with api.channel(staying) as channel:
+        await _unary(audit_pb2_grpc.AuditStub(channel), request_)
+
+
+@pytest.mark.parametrize(
+    ("role", "request_"),
+    [
+        ("auditor-supervisor", audit_pb2.QueryRequest()),
+        ("auditor:DEV/GOV/POP", audit_pb2.LatestCheckpointRequest()),
+        ("citizen-service", audit_pb2.AccessRecordsRequest(subject="person-1")),
+        (
+            "statistics",
+            audit_pb2.MonthlyCountsRequest(first_month="2026-01", last_month="2026-12"),
+        ),
+    ],
+)
+async def test_roles_from_a_client_ca_that_is_not_the_role_ca_are_refused(
+    api: Api, role: str, request_: object
+) -> None:
+    """A certificate from another CA that the port's client_ca lets through the handshake,
+    carrying the very role URI, gets no role: it was not issued by the instance's role CA (and
+    its revocation could not be checked)."""
+    async with api.channel(api.external.roles(role)) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _unary(audit_pb2_grpc.AuditStub(channel), request_)
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+    assert "issued directly" in (caught.value.details() or "")
+    async with api.channel(api.world.pki.roles(role)) as channel:
         await _unary(audit_pb2_grpc.AuditStub(channel), request_)
 
 

@@ -49,7 +49,7 @@ from tests.unit.security_server.evidence_support import (
     scenario,
 )
 from tests.unit.security_server.log.support import make_entry
-from tests.unit.security_server.twin import MemoryOcsp
+from tests.unit.security_server.twin import MemoryOcsp, caller_status
 
 #: Markup in a logged subject and user id: the console must show it as text.
 HOSTILE_SUBJECT = '<script>alert("subject")</script>'
@@ -109,9 +109,9 @@ async def _serve(
         globalconf=lambda: world.signed_globalconf,
         settings=AuditSettings(),
         logs=logs,
-        callers=None
-        if ocsp is None
-        else CallerStatus(PeerStatus(ocsp), lambda: world.pki.trust_anchors),
+        callers=CallerStatus(
+            PeerStatus(ocsp or MemoryOcsp(world.pki)), lambda: world.pki.trust_anchors
+        ),
     )
     app = console_app(
         AuditConsole(servicer=servicer, server=side.server, conf=lambda: view, anchor=world.anchor)
@@ -385,12 +385,20 @@ async def test_the_listener_follows_the_anchors_of_the_configuration_in_force(
     async with scenario(tmp_path / "world", exchanges=1) as world:
         side = world.provider
         view = open_configuration(world.signed_globalconf, world.anchor, now=datetime.now(UTC))
+        other = TestPki(tmp_path / "other")  # a CA a new configuration adds
+        in_force = list(view.trust_anchors)
         servicer = AuditServicer(
             log=side.log,
             engine=side.engine,
             server=str(side.server),
             key=side.key,
             globalconf=lambda: world.signed_globalconf,
+            # With two anchors in force, the server names the one that issues roles.
+            callers=CallerStatus(
+                PeerStatus(MemoryOcsp(other)),
+                lambda: in_force,
+                role_ca=(other.root.certificate,),
+            ),
         )
         tls = world.pki.auth(side.server)
         listener = await ConsoleListener.start(
@@ -403,11 +411,11 @@ async def test_the_listener_follows_the_anchors_of_the_configuration_in_force(
         )
         try:
             console = Console(world, listener.url.rstrip("/"))
-            other = TestPki(tmp_path / "other")  # a CA a new configuration adds
             newcomer = other.roles("auditor-supervisor")
             with pytest.raises(aiohttp.ClientError):
                 async with console.session(newcomer) as http, http.get(console.url) as response:
                     await response.read()
+            in_force.extend(other.trust_anchors)
             listener.configuration_changed(
                 dataclasses.replace(view, trust_anchors=(*view.trust_anchors, *other.trust_anchors))
             )
@@ -426,6 +434,7 @@ async def test_a_proof_is_verified_only_against_the_published_keys(tmp_path: Pat
             server=str(side.server),
             key=side.key,
             globalconf=lambda: world.signed_globalconf,
+            callers=caller_status(world.pki),
         )
         grant = servicer.grant_for(frozenset({Role(RoleName.AUDITOR_SUPERVISOR)}))
         answer = await servicer.proven_records(grant, [1], include_bodies=False)

@@ -39,6 +39,7 @@ from ruta.pki.testing import Credential, TestPki
 from ruta.v1 import globalconf_pb2, transport_pb2
 from sandbox.examples.population import SERVICE_NAME, encode_get_person, file_descriptor_set
 from security_server.backends import BackendReply
+from security_server.callers import CallerStatus
 from security_server.calls import CallInfo, Refused
 from security_server.consumer import ConsumerProxy
 from security_server.database import open_database
@@ -80,6 +81,12 @@ def _ts(at: datetime.datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(at)
     return stamp
+
+
+def caller_status(pki: TestPki) -> CallerStatus:
+    """Revocation checks of role certificates against ``pki``'s trust anchors, answered by a
+    :class:`MemoryOcsp` (every certificate good)."""
+    return CallerStatus(PeerStatus(MemoryOcsp(pki)), lambda: pki.trust_anchors)
 
 
 class MemoryOcsp(OcspClient):
