@@ -134,7 +134,7 @@ class AuditSettings(BaseModel):
     client_ca: Path | None = None
     #: The CA certificate(s) (PEM) whose role certificates this server honours (auditors, the
     #: citizen service, statistics), each a trust anchor of the configuration in force;
-    #: default: the configuration's only trust anchor (docs/adr/0902-role-certificate-issuers.md).
+    #: default: the configuration's only trust anchor (docs/adr/0036-role-certificate-issuers.md).
     role_ca: Path | None = None
     #: Whether message bodies may leave the server at all (through records or bundles).
     include_bodies: bool = True

@@ -1,6 +1,6 @@
 """Who may hold a role on a security server, and revocation of the client certificates that
 carry one: auditors, auditor supervisors, the citizen service and the statistics role, over the
-audit API and the auditor console (docs/adr/0902-role-certificate-issuers.md).
+audit API and the auditor console (docs/adr/0036-role-certificate-issuers.md).
 
 A role is honoured only from a certificate issued directly by the instance's **role CA**: a
 trust anchor of the configuration in force, checked by signature (not by name), and either

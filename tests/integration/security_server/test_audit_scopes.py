@@ -189,7 +189,7 @@ async def test_a_revoked_auditor_certificate_is_refused(running: Running) -> Non
 
 async def test_audit_role_ca_names_the_ca_whose_role_certificates_count(tmp_path: Path) -> None:
     """``[audit] role_ca`` read from the settings: the instance's CA there, roles count; a CA
-    that is no trust anchor of the configuration in force there, no role counts (docs/adr/0902)."""
+    that is no trust anchor of the configuration in force there, no role counts (docs/adr/0036)."""
     other = TestPki(tmp_path / "other")
     async with bed(tmp_path / "bed") as instance:
         apps = {}
