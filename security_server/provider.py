@@ -221,16 +221,18 @@ class ProviderProxy:
         peer = await authenticate_peer(info.peer_certificate_pem, conf, self._peer_status)
         if self._gate is not None:
             self._gate(self._clock())
-        if len(message.body) > self._limits.max_message_bytes:
+        # protobuf (upb) copies a bytes field on every read: the body is read out once.
+        body = message.body
+        if len(body) > self._limits.max_message_bytes:
             raise ProxyError(
-                f"the request body is {len(message.body)} bytes; the limit is "
+                f"the request body is {len(body)} bytes; the limit is "
                 f"{self._limits.max_message_bytes}",
                 fault=Fault.SERVER_PROVIDER_MESSAGE_TOO_LARGE,
             )
         read = self._request_header(message.header, peer.id)
         header = read.header
         outcome.message_id = header.message_id
-        outcome.request_bytes = len(message.body)
+        outcome.request_bytes = len(body)
         client = read.client
         service = read.service
         created_at = read.created_at
@@ -242,7 +244,7 @@ class ProviderProxy:
             signed_at=created_at,
         )
         outcome.identify(conf, client, service, header.method)
-        if hashlib.sha256(message.body).digest() != header.body_sha256:
+        if hashlib.sha256(body).digest() != header.body_sha256:
             raise ProxyError(
                 "the request body does not match the signed digest",
                 fault=Fault.SERVER_PROVIDER_INVALID_SIGNATURE,
@@ -293,7 +295,7 @@ class ProviderProxy:
                 header=message.header,
                 signature=message.signature,
                 certificate=certificate,
-                body=message.body,
+                body=body,
                 claim=claim,
                 read=read,
             )
@@ -303,7 +305,7 @@ class ProviderProxy:
                 fault=Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,
             ) from None
         started = time.perf_counter()
-        forwarded = await self._forward(read, message.body, deadline)
+        forwarded = await self._forward(read, body, deadline)
         outcome.backend_seconds = time.perf_counter() - started
         outcome.response_bytes = len(forwarded.body)
         if forwarded.fault is not None:
