@@ -52,6 +52,7 @@ __all__ = [
     "FramesStream",
     "FramesUnsupportedError",
     "framed_request_parts",
+    "framed_result_parts",
 ]
 
 _log = logging.getLogger(__name__)
@@ -75,6 +76,11 @@ _REQUESTS_KEY: Final = b"\x0a"
 _TAG_KEY: Final = b"\x08"
 _MESSAGE_KEY: Final = b"\x12"
 _TIMEOUT_KEY: Final = b"\x18"
+# And those a provider writes: ResultFrame.results (1, length-delimited); FramedResult.tag (1,
+# varint), .response (2) or .refusal (3), both length-delimited.
+_RESULTS_KEY: Final = b"\x0a"
+_RESPONSE_KEY: Final = b"\x12"
+_REFUSAL_KEY: Final = b"\x1a"
 
 
 def _varint(value: int) -> bytes:
@@ -96,6 +102,20 @@ def framed_request_parts(tag: int, message: bytes, timeout_ms: int) -> tuple[byt
     head = _TAG_KEY + _varint(tag) if tag else b""
     head += _MESSAGE_KEY + _varint(len(message))
     return _REQUESTS_KEY + _varint(len(head) + len(message) + len(suffix)) + head, message, suffix
+
+
+def framed_result_parts(
+    tag: int, outcome: transport_pb2.SignedMessage | transport_pb2.Refusal
+) -> tuple[bytes, bytes]:
+    """One ``FramedResult`` (the response or the refusal of request ``tag``) as it sits in a
+    ``ResultFrame`` (its ``results`` key and length included), in two parts: what goes before
+    the serialised ``outcome``, and that. Joined, they are exactly the bytes protobuf writes for
+    that element (a unit test holds them to it), without the copies of wrapping the response in
+    a ``FramedResult`` and that in a ``ResultFrame``."""
+    encoded = outcome.SerializeToString(deterministic=True)
+    key = _REFUSAL_KEY if isinstance(outcome, transport_pb2.Refusal) else _RESPONSE_KEY
+    head = (_TAG_KEY + _varint(tag) if tag else b"") + key + _varint(len(encoded))
+    return _RESULTS_KEY + _varint(len(head) + len(encoded)) + head, encoded
 
 
 class FrameLink:
@@ -296,16 +316,18 @@ class FrameLinks:
 
 class FramesStream:
     """One ``ExchangeFrames`` call on the provider side: a reader task starts one task per
-    request (``answer`` handles it as ``Transport.Exchange`` would), the call's own task writes
-    results back in frames (``write``) as they complete; ``on_frame`` is told each frame's size.
+    request (``answer`` handles it as ``Transport.Exchange`` would and gives its result as
+    :func:`framed_result_parts`), the call's own task writes results back in frames (``write``,
+    a serialised ``ResultFrame``: the results' parts joined) as they complete; ``on_frame`` is
+    told each frame's size.
     """
 
     def __init__(
         self,
         frames: AsyncIterator[transport_pb2.RequestFrame],
         *,
-        answer: Callable[[transport_pb2.FramedRequest], Awaitable[transport_pb2.FramedResult]],
-        write: Callable[[transport_pb2.ResultFrame], Awaitable[None]],
+        answer: Callable[[transport_pb2.FramedRequest], Awaitable[tuple[bytes, bytes]]],
+        write: Callable[[bytes], Awaitable[None]],
         on_frame: Callable[[int], None],
         max_frame_bytes: int,
         shared_room: asyncio.Semaphore,
@@ -320,7 +342,7 @@ class FramesStream:
         self._write = write
         self._max_frame_bytes = max_frame_bytes
         # None: everything read has been answered; the stream may end.
-        self._results: asyncio.Queue[transport_pb2.FramedResult | None] = asyncio.Queue()
+        self._results: asyncio.Queue[tuple[bytes, bytes] | None] = asyncio.Queue()
         self._room = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
         # The stream's own tasks (reader, drain watcher) and one task per request read: none
         # outlives the stream.
@@ -343,10 +365,10 @@ class FramesStream:
         watcher.add_done_callback(stop_reading)
         try:
             while (first := await self._results.get()) is not None:
-                frame = self._frame(first)
+                frame, results = self._frame(first)
                 await self._write(frame)
-                self._on_frame(len(frame.results))
-                for _ in frame.results:
+                self._on_frame(results)
+                for _ in range(results):
                     # A request's place is free once its result is written.
                     self._room.release()
                     self._shared_room.release()
@@ -359,17 +381,21 @@ class FramesStream:
                 self._shared_room.release()
             self._held = 0
 
-    def _frame(self, first: transport_pb2.FramedResult) -> transport_pb2.ResultFrame:
-        frame = transport_pb2.ResultFrame(results=[first])
-        size = first.ByteSize()
+    def _frame(self, first: tuple[bytes, bytes]) -> tuple[bytes, int]:
+        """A serialised ``ResultFrame`` of ``first`` and the results ready after it, and how
+        many results it carries."""
+        parts = list(first)
+        size = len(first[0]) + len(first[1])
+        results = 1
         while not self._results.empty() and size < self._max_frame_bytes:
             result = self._results.get_nowait()
             if result is None:
                 self._results.put_nowait(None)  # ends the stream after this frame
                 break
-            frame.results.append(result)
-            size += result.ByteSize()
-        return frame
+            parts += result
+            size += len(result[0]) + len(result[1])
+            results += 1
+        return b"".join(parts), results
 
     async def _read(self) -> None:
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ruta.v1 import transport_pb2
-from security_server.frames import framed_request_parts
+from security_server.frames import framed_request_parts, framed_result_parts
 
 
 def _message(body: bytes) -> transport_pb2.SignedMessage:
@@ -48,3 +48,30 @@ def test_a_zero_tag_or_timeout_is_left_out_as_protobuf_leaves_it_out() -> None:
     assert b"".join(framed_request_parts(0, message, 0)) == frame.SerializeToString(
         deterministic=True
     )
+
+
+@pytest.mark.parametrize("body_size", [0, 127, 128, 65_536, 200_000])
+@pytest.mark.parametrize("tag", [0, 1, 300, 2**40])
+def test_framed_result_bytes_are_protobufs_own(body_size: int, tag: int) -> None:
+    response = _message(b"r" * body_size)
+    refusal = transport_pb2.Refusal(
+        status_code=8, fault="server.provider.rate_limited", fault_id="x", retry_after_ms=250
+    )
+    frame = transport_pb2.ResultFrame()
+    frame.results.add(tag=tag, response=response)
+    frame.results.add(tag=tag + 1, refusal=refusal)
+    frame.results.add(tag=tag + 2, response=transport_pb2.SignedMessage())
+
+    joined = b"".join(
+        (
+            *framed_result_parts(tag, response),
+            *framed_result_parts(tag + 1, refusal),
+            *framed_result_parts(tag + 2, transport_pb2.SignedMessage()),
+        )
+    )
+
+    assert joined == frame.SerializeToString(deterministic=True)
+    parsed = transport_pb2.ResultFrame.FromString(joined)
+    assert parsed.results[0].response == response
+    assert parsed.results[1].refusal == refusal
+    assert parsed.results[2].HasField("response")
