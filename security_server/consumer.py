@@ -322,7 +322,9 @@ class ConsumerProxy:
                 transport_pb2.SignedMessage(header=header_bytes, body=body, signature=signature),
                 info,
             )
-            read = self._check_response(response, header, digest, provider.id)
+            # protobuf (upb) copies a bytes field on every read: the body is read out once.
+            response_body = response.body
+            read = self._check_response(response, response_body, header, digest, provider.id)
             response_header = read.header
             certificate = self._checker.verify(
                 conf,
@@ -336,7 +338,7 @@ class ConsumerProxy:
                 header=response.header,
                 signature=response.signature,
                 certificate=certificate,
-                body=response.body,
+                body=response_body,
                 read=read,
             )
         except asyncio.CancelledError:
@@ -352,11 +354,11 @@ class ConsumerProxy:
             # the append is queued as soon as it is called (MessageLog.append): a caller
             # cancelled now loses no record. No task of its own, then (one per exchange).
             await self._recorder.append([sent, received])
-        outcome.response_bytes = len(response.body)
+        outcome.response_bytes = len(response_body)
         exchanged = ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
         if response_header.status_code != grpc.StatusCode.OK.value[0]:
-            raise self._backend_status(response_header, response.body, exchanged)
-        return Answer(response.body, exchanged)
+            raise self._backend_status(response_header, response_body, exchanged)
+        return Answer(response_body, exchanged)
 
     def _authenticate(self, call: CallMetadata, info: CallInfo) -> None:
         """The caller may act as ``call.client``: a subsystem of this server's own member
@@ -458,6 +460,7 @@ class ConsumerProxy:
     def _check_response(
         self,
         response: transport_pb2.SignedMessage,
+        body: bytes,
         request: transport_pb2.MessageHeader,
         digest: bytes,
         provider: ServerId,
@@ -480,9 +483,9 @@ class ConsumerProxy:
             problems.append("another server sent it")
         if header.service != request.service:
             problems.append("it names another service")
-        if hashlib.sha256(response.body).digest() != header.body_sha256:
+        if hashlib.sha256(body).digest() != header.body_sha256:
             problems.append("its body does not match the signed digest")
-        if len(response.body) > self._limits.max_message_bytes:
+        if len(body) > self._limits.max_message_bytes:
             problems.append("its body is over the size limit")
         if header.backend_fault or header.backend_fault_id:
             problems.extend(_backend_fault_problems(header))

@@ -10,7 +10,10 @@ each result of each incoming frame to its waiter. Under load a frame carries man
 gRPC write and one read serve many exchanges instead of one unary call each; alone, a request goes
 in a frame of its own at once. Nothing about a message changes: it is signed, verified and logged
 exactly as over ``Transport.Exchange`` (the provider runs the same code for each), and a
-provider's refusal comes back per message with the same fault code, id and status.
+provider's refusal comes back per message with the same fault code, id and status. A request is
+serialised once, before it is put in the outbox, and a frame is written as its requests' bytes
+joined (:func:`framed_request_parts`): a 64 KiB body is copied twice on its way out (into the
+frame, into gRPC), not once per protobuf wrapper and size check.
 
 When the stream breaks (network, provider restart) every waiting exchange gets
 ``server.consumer.network_error`` and the link is replaced on the next call. A provider that does
@@ -48,6 +51,8 @@ __all__ = [
     "FrameLinks",
     "FramesStream",
     "FramesUnsupportedError",
+    "framed_request_parts",
+    "framed_result_parts",
 ]
 
 _log = logging.getLogger(__name__)
@@ -59,8 +64,58 @@ MAX_FRAME_REQUESTS: Final = 1024
 MAX_STREAM_IN_FLIGHT: Final = 1024
 #: Room for a framed request's tag and timeout around its message.
 FRAMED_OVERHEAD_BYTES: Final = 32
+#: Largest ``timeout_ms`` (a uint32).
+_MAX_UINT32: Final = 2**32 - 1
 #: Links kept, one per peer channel; replaced channels' links are dropped past this.
 MAX_LINKS: Final = 64
+
+# Wire keys of the fields a consumer writes (ruta/v1/transport.proto): RequestFrame.requests (1,
+# length-delimited); FramedRequest.tag (1, varint), .message (2, length-delimited), .timeout_ms
+# (3, varint). Written in field-number order, as deterministic serialisation writes them.
+_REQUESTS_KEY: Final = b"\x0a"
+_TAG_KEY: Final = b"\x08"
+_MESSAGE_KEY: Final = b"\x12"
+_TIMEOUT_KEY: Final = b"\x18"
+# And those a provider writes: ResultFrame.results (1, length-delimited); FramedResult.tag (1,
+# varint), .response (2) or .refusal (3), both length-delimited.
+_RESULTS_KEY: Final = b"\x0a"
+_RESPONSE_KEY: Final = b"\x12"
+_REFUSAL_KEY: Final = b"\x1a"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def framed_request_parts(tag: int, message: bytes, timeout_ms: int) -> tuple[bytes, bytes, bytes]:
+    """One ``FramedRequest`` as it sits in a ``RequestFrame`` (its ``requests`` key and length
+    included), in three parts: what goes before the serialised ``SignedMessage`` ``message``,
+    ``message`` itself, and what follows it. Joined, they are exactly the bytes protobuf's
+    deterministic serialisation writes for that element (a unit test holds them to it); kept
+    apart, so the message is copied once, into the frame."""
+    suffix = _TIMEOUT_KEY + _varint(timeout_ms) if timeout_ms else b""
+    head = _TAG_KEY + _varint(tag) if tag else b""
+    head += _MESSAGE_KEY + _varint(len(message))
+    return _REQUESTS_KEY + _varint(len(head) + len(message) + len(suffix)) + head, message, suffix
+
+
+def framed_result_parts(
+    tag: int, outcome: transport_pb2.SignedMessage | transport_pb2.Refusal
+) -> tuple[bytes, bytes]:
+    """One ``FramedResult`` (the response or the refusal of request ``tag``) as it sits in a
+    ``ResultFrame`` (its ``results`` key and length included), in two parts: what goes before
+    the serialised ``outcome``, and that. Joined, they are exactly the bytes protobuf writes for
+    that element (a unit test holds them to it), without the copies of wrapping the response in
+    a ``FramedResult`` and that in a ``ResultFrame``."""
+    encoded = outcome.SerializeToString(deterministic=True)
+    key = _REFUSAL_KEY if isinstance(outcome, transport_pb2.Refusal) else _RESPONSE_KEY
+    head = (_TAG_KEY + _varint(tag) if tag else b"") + key + _varint(len(encoded))
+    return _RESULTS_KEY + _varint(len(head) + len(encoded)) + head, encoded
 
 
 class FrameLink:
@@ -71,15 +126,17 @@ class FrameLink:
     ) -> None:
         self._channel = channel
         self._on_frame = on_frame
-        open_stream: grpc.aio.StreamStreamMultiCallable[
-            transport_pb2.RequestFrame, transport_pb2.ResultFrame
-        ] = channel.stream_stream(
-            FRAMES_PATH,
-            request_serializer=transport_pb2.RequestFrame.SerializeToString,
-            response_deserializer=transport_pb2.ResultFrame.FromString,
+        # Frames are written as bytes already serialised (see _next_frame).
+        open_stream: grpc.aio.StreamStreamMultiCallable[bytes, transport_pb2.ResultFrame] = (
+            channel.stream_stream(
+                FRAMES_PATH,
+                request_serializer=None,
+                response_deserializer=transport_pb2.ResultFrame.FromString,
+            )
         )
         self._call = open_stream()
-        self._outbox: collections.deque[transport_pb2.FramedRequest] = collections.deque()
+        # Each waiting request as the parts of its serialised FramedRequest element.
+        self._outbox: collections.deque[tuple[bytes, bytes, bytes]] = collections.deque()
         self._waiting: dict[int, asyncio.Future[transport_pb2.FramedResult]] = {}
         self._wakeup = asyncio.Event()
         self._tags = itertools.count(1)
@@ -102,9 +159,10 @@ class FrameLink:
         return self._failure is None
 
     async def exchange(
-        self, message: transport_pb2.SignedMessage, *, seconds: float
+        self, message: transport_pb2.SignedMessage | bytes, *, seconds: float
     ) -> transport_pb2.FramedResult:
-        """Send ``message`` in the next frame and return its result (a response or a refusal).
+        """Send ``message`` (a ``SignedMessage``, or one serialised) in the next frame and return
+        its result (a response or a refusal).
 
         Raises :class:`TimeoutError` when ``seconds`` (the caller's deadline) pass first, and
         :class:`~security_server.transport.TransportError` (``network_error``, or
@@ -117,10 +175,9 @@ class FrameLink:
             asyncio.get_running_loop().create_future()
         )
         self._waiting[tag] = future
+        encoded = message if isinstance(message, bytes) else message.SerializeToString()
         self._outbox.append(
-            transport_pb2.FramedRequest(
-                tag=tag, message=message, timeout_ms=max(1, int(seconds * 1000))
-            )
+            framed_request_parts(tag, encoded, min(_MAX_UINT32, max(1, int(seconds * 1000))))
         )
         self._wakeup.set()
         try:
@@ -140,29 +197,34 @@ class FrameLink:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 while self._outbox:
-                    frame = self._next_frame()
+                    frame, requests = self._next_frame()
                     await self._call.write(frame)
                     self.frames_written += 1
-                    self.requests_written += len(frame.requests)
+                    self.requests_written += requests
                     if self._on_frame is not None:
-                        self._on_frame(len(frame.requests))
+                        self._on_frame(requests)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any write failure ends the link
             self._fail(self._stream_error(exc))
 
-    def _next_frame(self) -> transport_pb2.RequestFrame:
-        frame = transport_pb2.RequestFrame()
+    def _next_frame(self) -> tuple[bytes, int]:
+        """The next serialised ``RequestFrame`` from the outbox, and how many requests it
+        carries: its elements' bytes joined (one copy of each message)."""
+        parts: list[bytes] = []
         size = 0
+        requests = 0
         outbox = self._outbox
-        while outbox and len(frame.requests) < MAX_FRAME_REQUESTS:
-            item = outbox[0]
-            item_size = item.ByteSize()
-            if frame.requests and size + item_size > MAX_FRAME_BYTES:
+        while outbox and requests < MAX_FRAME_REQUESTS:
+            head, message, tail = outbox[0]
+            item_size = len(head) + len(message) + len(tail)
+            if requests and size + item_size > MAX_FRAME_BYTES:
                 break
-            frame.requests.append(outbox.popleft())
+            outbox.popleft()
+            parts += (head, message, tail)
             size += item_size
-        return frame
+            requests += 1
+        return b"".join(parts), requests
 
     async def _read(self) -> None:
         try:
@@ -208,9 +270,11 @@ class FrameLinks:
     """One :class:`FrameLink` per peer channel, made on first use and replaced once failed."""
 
     @staticmethod
-    def fits(message: transport_pb2.SignedMessage) -> bool:
-        """Whether ``message`` travels framed (no larger than a frame may be)."""
-        return message.ByteSize() <= MAX_FRAME_BYTES - FRAMED_OVERHEAD_BYTES
+    def fits(message: transport_pb2.SignedMessage | bytes) -> bool:
+        """Whether ``message`` (or its serialised bytes) travels framed (no larger than a frame
+        may be)."""
+        size = len(message) if isinstance(message, bytes) else message.ByteSize()
+        return size <= MAX_FRAME_BYTES - FRAMED_OVERHEAD_BYTES
 
     def __init__(self, *, on_frame: Callable[[int], None] | None = None) -> None:
         #: Told the number of requests of every frame written (metrics).
@@ -252,16 +316,18 @@ class FrameLinks:
 
 class FramesStream:
     """One ``ExchangeFrames`` call on the provider side: a reader task starts one task per
-    request (``answer`` handles it as ``Transport.Exchange`` would), the call's own task writes
-    results back in frames (``write``) as they complete; ``on_frame`` is told each frame's size.
+    request (``answer`` handles it as ``Transport.Exchange`` would and gives its result as
+    :func:`framed_result_parts`), the call's own task writes results back in frames (``write``,
+    a serialised ``ResultFrame``: the results' parts joined) as they complete; ``on_frame`` is
+    told each frame's size.
     """
 
     def __init__(
         self,
         frames: AsyncIterator[transport_pb2.RequestFrame],
         *,
-        answer: Callable[[transport_pb2.FramedRequest], Awaitable[transport_pb2.FramedResult]],
-        write: Callable[[transport_pb2.ResultFrame], Awaitable[None]],
+        answer: Callable[[transport_pb2.FramedRequest], Awaitable[tuple[bytes, bytes]]],
+        write: Callable[[bytes], Awaitable[None]],
         on_frame: Callable[[int], None],
         max_frame_bytes: int,
         shared_room: asyncio.Semaphore,
@@ -276,7 +342,7 @@ class FramesStream:
         self._write = write
         self._max_frame_bytes = max_frame_bytes
         # None: everything read has been answered; the stream may end.
-        self._results: asyncio.Queue[transport_pb2.FramedResult | None] = asyncio.Queue()
+        self._results: asyncio.Queue[tuple[bytes, bytes] | None] = asyncio.Queue()
         self._room = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
         # The stream's own tasks (reader, drain watcher) and one task per request read: none
         # outlives the stream.
@@ -299,10 +365,10 @@ class FramesStream:
         watcher.add_done_callback(stop_reading)
         try:
             while (first := await self._results.get()) is not None:
-                frame = self._frame(first)
+                frame, results = self._frame(first)
                 await self._write(frame)
-                self._on_frame(len(frame.results))
-                for _ in frame.results:
+                self._on_frame(results)
+                for _ in range(results):
                     # A request's place is free once its result is written.
                     self._room.release()
                     self._shared_room.release()
@@ -315,17 +381,21 @@ class FramesStream:
                 self._shared_room.release()
             self._held = 0
 
-    def _frame(self, first: transport_pb2.FramedResult) -> transport_pb2.ResultFrame:
-        frame = transport_pb2.ResultFrame(results=[first])
-        size = first.ByteSize()
+    def _frame(self, first: tuple[bytes, bytes]) -> tuple[bytes, int]:
+        """A serialised ``ResultFrame`` of ``first`` and the results ready after it, and how
+        many results it carries."""
+        parts = list(first)
+        size = len(first[0]) + len(first[1])
+        results = 1
         while not self._results.empty() and size < self._max_frame_bytes:
             result = self._results.get_nowait()
             if result is None:
                 self._results.put_nowait(None)  # ends the stream after this frame
                 break
-            frame.results.append(result)
-            size += result.ByteSize()
-        return frame
+            parts += result
+            size += len(result[0]) + len(result[1])
+            results += 1
+        return b"".join(parts), results
 
     async def _read(self) -> None:
         try:

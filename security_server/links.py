@@ -172,23 +172,22 @@ class GrpcPeerLinks:
         message: transport_pb2.SignedMessage,
         seconds: float,
     ) -> transport_pb2.SignedMessage:
-        if (
-            self._links is not None
-            and server.id not in self._unary_only
-            and self._links.fits(message)
-        ):
-            try:
-                return await self._framed(server, channel, message, seconds)
-            except FramesUnsupportedError:
-                self._unary_only.add(server.id)
-                _log.warning("provider server %s takes one call per message", server.id)
+        if self._links is not None and server.id not in self._unary_only:
+            # Serialised once: its size decides the path, and the frame carries these bytes.
+            encoded = message.SerializeToString()
+            if self._links.fits(encoded):
+                try:
+                    return await self._framed(server, channel, encoded, seconds)
+                except FramesUnsupportedError:
+                    self._unary_only.add(server.id)
+                    _log.warning("provider server %s takes one call per message", server.id)
         return await self._unary(server, channel, message, seconds)
 
     async def _framed(
         self,
         server: SecurityServer,
         channel: grpc.aio.Channel,
-        message: transport_pb2.SignedMessage,
+        message: bytes,
         seconds: float,
     ) -> transport_pb2.SignedMessage:
         if self._links is None:  # pragma: no cover - only called with frames on

@@ -52,7 +52,7 @@ from security_server.exchange import (
     refusal,
     unexpected_failure,
 )
-from security_server.frames import FramesStream
+from security_server.frames import FramesStream, framed_result_parts
 from security_server.headers import (
     ReadHeader,
     build_response_header,
@@ -149,7 +149,7 @@ class ProviderProxy:
     async def exchange_frames(
         self,
         frames: AsyncIterator[transport_pb2.RequestFrame],
-        write: Callable[[transport_pb2.ResultFrame], Awaitable[None]],
+        write: Callable[[bytes], Awaitable[None]],
         info: CallInfo,
     ) -> None:
         """``Transport.ExchangeFrames``: every request of every frame is handled as :meth:`exchange`
@@ -160,12 +160,17 @@ class ProviderProxy:
         :data:`~security_server.frames.MAX_STREAM_IN_FLIGHT` requests per stream read and not
         yet answered on the wire, and ``limits.max_concurrent_calls`` such requests on all
         streams together (reading pauses at a bound, also when the consumer stops reading
-        results). Result frames go out through ``write``; a malformed frame ends the stream with
-        :class:`~security_server.calls.Refused`.
+        results). Result frames go out through ``write``, serialised (each response serialised
+        once, not copied into a ``FramedResult`` and a ``ResultFrame`` first); a malformed frame
+        ends the stream with :class:`~security_server.calls.Refused`.
         """
+
+        async def answer(item: transport_pb2.FramedRequest) -> tuple[bytes, bytes]:
+            return framed_result_parts(item.tag, await self._framed_outcome(item, info))
+
         stream = FramesStream(
             frames,
-            answer=lambda item: self.framed(item, info),
+            answer=answer,
             write=write,
             on_frame=self.frame_written,
             max_frame_bytes=MAX_FRAME_BYTES,
@@ -181,12 +186,20 @@ class ProviderProxy:
     ) -> transport_pb2.FramedResult:
         """One framed request handled as :meth:`exchange` handles one; a refusal becomes the
         result's :class:`~ruta.v1.transport_pb2.Refusal` (fault code, fault id, status)."""
+        outcome = await self._framed_outcome(item, info)
+        if isinstance(outcome, transport_pb2.Refusal):
+            return transport_pb2.FramedResult(tag=item.tag, refusal=outcome)
+        return transport_pb2.FramedResult(tag=item.tag, response=outcome)
+
+    async def _framed_outcome(
+        self, item: transport_pb2.FramedRequest, info: CallInfo
+    ) -> transport_pb2.SignedMessage | transport_pb2.Refusal:
+        """What :meth:`framed` puts in its result: the signed response, or the refusal."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + item.timeout_ms / 1000 if item.timeout_ms else None
         with self._metrics.exchange("provider") as outcome:
             try:
-                response = await self._exchange(item.message, info, deadline, outcome)
-                return transport_pb2.FramedResult(tag=item.tag, response=response)
+                return await self._exchange(item.message, info, deadline, outcome)
             except RutaError as exc:
                 error = refusal(Side.PROVIDER, exc)
                 outcome.fault = str(error.fault)
@@ -195,7 +208,7 @@ class ProviderProxy:
                 error, fault_id = unexpected_failure(Side.PROVIDER)
                 outcome.fault = str(error.fault)
                 refused = _refusal(error, fault_id=fault_id)
-            return transport_pb2.FramedResult(tag=item.tag, refusal=refused)
+            return refused
 
     async def _exchange(
         self,
@@ -221,16 +234,18 @@ class ProviderProxy:
         peer = await authenticate_peer(info.peer_certificate_pem, conf, self._peer_status)
         if self._gate is not None:
             self._gate(self._clock())
-        if len(message.body) > self._limits.max_message_bytes:
+        # protobuf (upb) copies a bytes field on every read: the body is read out once.
+        body = message.body
+        if len(body) > self._limits.max_message_bytes:
             raise ProxyError(
-                f"the request body is {len(message.body)} bytes; the limit is "
+                f"the request body is {len(body)} bytes; the limit is "
                 f"{self._limits.max_message_bytes}",
                 fault=Fault.SERVER_PROVIDER_MESSAGE_TOO_LARGE,
             )
         read = self._request_header(message.header, peer.id)
         header = read.header
         outcome.message_id = header.message_id
-        outcome.request_bytes = len(message.body)
+        outcome.request_bytes = len(body)
         client = read.client
         service = read.service
         created_at = read.created_at
@@ -242,7 +257,7 @@ class ProviderProxy:
             signed_at=created_at,
         )
         outcome.identify(conf, client, service, header.method)
-        if hashlib.sha256(message.body).digest() != header.body_sha256:
+        if hashlib.sha256(body).digest() != header.body_sha256:
             raise ProxyError(
                 "the request body does not match the signed digest",
                 fault=Fault.SERVER_PROVIDER_INVALID_SIGNATURE,
@@ -293,7 +308,7 @@ class ProviderProxy:
                 header=message.header,
                 signature=message.signature,
                 certificate=certificate,
-                body=message.body,
+                body=body,
                 claim=claim,
                 read=read,
             )
@@ -303,7 +318,7 @@ class ProviderProxy:
                 fault=Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,
             ) from None
         started = time.perf_counter()
-        forwarded = await self._forward(read, message.body, deadline)
+        forwarded = await self._forward(read, body, deadline)
         outcome.backend_seconds = time.perf_counter() - started
         outcome.response_bytes = len(forwarded.body)
         if forwarded.fault is not None:

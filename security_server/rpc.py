@@ -126,8 +126,9 @@ def add_transport_service(server: grpc.aio.Server, provider: ProviderProxy) -> N
         "Exchange": grpc.unary_unary_rpc_method_handler(
             on_exchange, response_serializer=transport_pb2.SignedMessage.SerializeToString
         ),
+        # Result frames are written serialised already (security_server.frames).
         "ExchangeFrames": grpc.stream_stream_rpc_method_handler(
-            on_exchange_frames, response_serializer=transport_pb2.ResultFrame.SerializeToString
+            on_exchange_frames, response_serializer=None
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))

@@ -1,0 +1,77 @@
+"""The consumer's frames are written as bytes joined by hand (security_server.frames): they must
+be exactly what protobuf's deterministic serialisation of the same RequestFrame gives, and parse
+back to the same requests."""
+
+from __future__ import annotations
+
+import pytest
+
+from ruta.v1 import transport_pb2
+from security_server.frames import framed_request_parts, framed_result_parts
+
+
+def _message(body: bytes) -> transport_pb2.SignedMessage:
+    return transport_pb2.SignedMessage(
+        header=b"h" * 300,
+        body=body,
+        signature=transport_pb2.Signature(value=b"v" * 72, certificate=b"c" * 528),
+    )
+
+
+@pytest.mark.parametrize("body_size", [0, 1, 127, 128, 512, 16_383, 16_384, 65_536, 200_000])
+@pytest.mark.parametrize(("tag", "timeout_ms"), [(1, 1), (127, 30_000), (2**40, 2**32 - 1)])
+def test_framed_request_bytes_are_protobufs_own(body_size: int, tag: int, timeout_ms: int) -> None:
+    message = _message(bytes(range(256)) * (body_size // 256) + b"x" * (body_size % 256))
+    frame = transport_pb2.RequestFrame()
+    frame.requests.add(tag=tag, message=message, timeout_ms=timeout_ms)
+    frame.requests.add(tag=tag + 1, message=_message(b"second"), timeout_ms=5)
+
+    joined = b"".join(
+        (
+            *framed_request_parts(tag, message.SerializeToString(), timeout_ms),
+            *framed_request_parts(tag + 1, _message(b"second").SerializeToString(), 5),
+        )
+    )
+
+    assert joined == frame.SerializeToString(deterministic=True)
+    parsed = transport_pb2.RequestFrame.FromString(joined)
+    assert [r.tag for r in parsed.requests] == [tag, tag + 1]
+    assert parsed.requests[0].message == message
+    assert parsed.requests[0].timeout_ms == timeout_ms
+
+
+def test_a_zero_tag_or_timeout_is_left_out_as_protobuf_leaves_it_out() -> None:
+    message = _message(b"body").SerializeToString()
+    frame = transport_pb2.RequestFrame()
+    frame.requests.add(message=transport_pb2.SignedMessage.FromString(message))
+
+    assert b"".join(framed_request_parts(0, message, 0)) == frame.SerializeToString(
+        deterministic=True
+    )
+
+
+@pytest.mark.parametrize("body_size", [0, 127, 128, 65_536, 200_000])
+@pytest.mark.parametrize("tag", [0, 1, 300, 2**40])
+def test_framed_result_bytes_are_protobufs_own(body_size: int, tag: int) -> None:
+    response = _message(b"r" * body_size)
+    refusal = transport_pb2.Refusal(
+        status_code=8, fault="server.provider.rate_limited", fault_id="x", retry_after_ms=250
+    )
+    frame = transport_pb2.ResultFrame()
+    frame.results.add(tag=tag, response=response)
+    frame.results.add(tag=tag + 1, refusal=refusal)
+    frame.results.add(tag=tag + 2, response=transport_pb2.SignedMessage())
+
+    joined = b"".join(
+        (
+            *framed_result_parts(tag, response),
+            *framed_result_parts(tag + 1, refusal),
+            *framed_result_parts(tag + 2, transport_pb2.SignedMessage()),
+        )
+    )
+
+    assert joined == frame.SerializeToString(deterministic=True)
+    parsed = transport_pb2.ResultFrame.FromString(joined)
+    assert parsed.results[0].response == response
+    assert parsed.results[1].refusal == refusal
+    assert parsed.results[2].HasField("response")
