@@ -433,7 +433,7 @@ async def _run_load(
             warm = json.loads(await _line(process.stdout))
             if warm.get("event") != "warm":
                 raise RuntimeError(f"load generator said {warm!r}")
-            pids = {**watched, "loadgen": process.pid}
+            pids = dict(watched)
             samplers += await _start_samplers(watched, sample or {}, stderr)
             await _callgrind("--instr=on", count_instructions)
             before = {name: cpu_times(pid) for name, pid in pids.items()}
@@ -450,8 +450,12 @@ async def _run_load(
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
     ok = max(1, int(done["ok"]))
-    cpu = _with_totals({name: (sum(after[name]) - sum(before[name])) / ok * 1e3 for name in pids})
-    kernel = _with_totals({name: (after[name][1] - before[name][1]) / ok * 1e3 for name in pids})
+    # The load generator reports its own CPU: it may have exited before /proc could be read.
+    before["loadgen"] = (0.0, 0.0)
+    after["loadgen"] = (float(done["cpu_user_s"]), float(done["cpu_sys_s"]))
+    names = [*pids, "loadgen"]
+    cpu = _with_totals({name: (sum(after[name]) - sum(before[name])) / ok * 1e3 for name in names})
+    kernel = _with_totals({name: (after[name][1] - before[name][1]) / ok * 1e3 for name in names})
     done["warmup_ok"] = warm["ok"]
     done["warmup_errors"] = warm["errors"]
     done["error_samples"] = [*warm["error_samples"], *done["error_samples"]]

@@ -112,7 +112,9 @@ async def run_load(
         print(json.dumps(warm), flush=True)
         if wait:
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        start = os.times()
         elapsed, latencies, errors = await _drive(call, payload, metadata, concurrency, calls)
+        end = os.times()
     latencies.sort()
     ok = len(latencies)
     return {
@@ -128,6 +130,10 @@ async def run_load(
         "p99_ms": percentile(latencies, 0.99) * 1e3,
         "max_ms": (latencies[-1] if latencies else 0.0) * 1e3,
         "mean_ms": (sum(latencies) / ok if ok else 0.0) * 1e3,
+        # Its own CPU over the measured calls (the harness cannot read /proc of a process that
+        # may have exited by the time it looks).
+        "cpu_user_s": end.user - start.user,
+        "cpu_sys_s": end.system - start.system,
     }
 
 
