@@ -24,7 +24,8 @@ from ruta.months import Month, MonthError
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.log import Direction, LogReader, RecordKind
 from security_server.log.model import from_micros, to_micros
-from security_server.log.schema import log_leaves
+from security_server.log.schema import log_heads, log_leaves
+from security_server.log.store import first_seq_logged_at_or_after
 
 __all__ = [
     "MAX_COUNT_ROWS",
@@ -93,39 +94,51 @@ async def count_answered(
     log's committed head. With ``server``, every tree of that server in the database counts
     (its own and its nodes' and workers', docs/operator/clusters.md), so a node run as workers
     answers for all of them. Reads only; leaves nothing behind."""
-    size = log.head().size
-    same_tree = log_leaves.c.origin == log.origin
-    trees = (
-        sa.or_(
-            log_leaves.c.origin == server,
-            log_leaves.c.origin.startswith(server + "/", autoescape=True),
-        )
-        if server
-        else same_tree
-    )
-    stmt = (
-        sa.select(
-            log_leaves.c.logged_at, log_leaves.c.service, log_leaves.c.method, log_leaves.c.record
-        )
-        .where(
-            trees,
-            # Another tree's visible rows are committed; this one's up to its head.
-            sa.or_(~same_tree, log_leaves.c.seq < size),
-            log_leaves.c.logged_at >= to_micros(first.start),
-            log_leaves.c.logged_at < to_micros(last.end),
-            log_leaves.c.direction == int(Direction.SENT),
-            log_leaves.c.kind == str(RecordKind.RESPONSE),
-        )
-        .execution_options(yield_per=_FETCH_ROWS)
-    )
+    # Each tree counted and the size it is read to: this log's at its head, another's (a node
+    # or worker of the same server) at its stored head, written with its rows.
+    trees = {log.origin: log.head().size}
     tally: dict[tuple[Month, str, str], int] = {}
     async with engine.connect() as conn:
-        result = await conn.stream(stmt)
-        async for row in result:
-            if not _answered(bytes(row.record)):
+        if server:
+            stored = await conn.execute(
+                sa.select(log_heads.c.origin, log_heads.c.size).where(
+                    sa.or_(
+                        log_heads.c.origin == server,
+                        log_heads.c.origin.startswith(server + "/", autoescape=True),
+                    )
+                )
+            )
+            trees = {str(o): trees.get(str(o), int(size)) for o, size in stored}
+        for origin, size in sorted(trees.items()):
+            # The months are a range of sequence numbers (logged_at never decreases along a
+            # tree), read on the primary key.
+            begin = await first_seq_logged_at_or_after(conn, origin, size, to_micros(first.start))
+            end = await first_seq_logged_at_or_after(conn, origin, size, to_micros(last.end))
+            if begin >= end:
                 continue
-            key = (Month.of(from_micros(int(row.logged_at))), str(row.service), str(row.method))
-            tally[key] = tally.get(key, 0) + 1
+            stmt = (
+                sa.select(
+                    log_leaves.c.logged_at,
+                    log_leaves.c.service,
+                    log_leaves.c.method,
+                    log_leaves.c.record,
+                )
+                .where(
+                    log_leaves.c.origin == origin,
+                    log_leaves.c.seq >= begin,
+                    log_leaves.c.seq < end,
+                    log_leaves.c.direction == int(Direction.SENT),
+                    log_leaves.c.kind == str(RecordKind.RESPONSE),
+                )
+                .execution_options(yield_per=_FETCH_ROWS)
+            )
+            result = await conn.stream(stmt)
+            async for row in result:
+                if not _answered(bytes(row.record)):
+                    continue
+                month = Month.of(from_micros(int(row.logged_at)))
+                key = (month, str(row.service), str(row.method))
+                tally[key] = tally.get(key, 0) + 1
     keys = sorted(tally)
     return MonthlyCounts(
         counts=tuple(

@@ -22,9 +22,10 @@ import collections
 import contextlib
 import functools
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -86,6 +87,21 @@ _MAX_KEYS_PER_QUERY: Final = 256
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+
+def _null(value: None) -> None:
+    return value
+
+
+# CPython's sqlite3 binds int, float, str and bytearray parameters as they are, but first sends
+# every bytes and None parameter through its adaptation protocol (PEP 246), which looks for two
+# attributes that are not there and formats an AttributeError for each: about 2,500
+# instructions per parameter, 5% of an append's (bench/README.md, fifth round). An adapter
+# registered for the exact type is found at the protocol's first step (a dictionary lookup)
+# and returns the value itself, so what is bound is unchanged, for every sqlite3 connection of
+# the process (the writer's, the lookup's and aiosqlite's).
+sqlite3.register_adapter(bytes, bytes.__bytes__)
+sqlite3.register_adapter(type(None), _null)
 
 
 @dataclass(slots=True, eq=False)
@@ -514,7 +530,7 @@ class GroupCommitWriter:
                 _insert_rows(conn, log_nodes, _NODE_COLUMNS, node_rows)
             if bodies:
                 body_rows = [
-                    (origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext, None)
+                    (origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext)
                     for (seq, _), sealed in zip(
                         bodies, self._cipher.seal_many(origin, bodies), strict=True
                     )
@@ -621,13 +637,21 @@ _Conn = sa.Connection | _RawSqlite
 class _SqliteWorker:
     """One thread with one ``sqlite3`` connection to the log's SQLite file (opened through a
     synchronous engine carrying Ruta's settings); runs a whole group transaction
-    (``BEGIN IMMEDIATE`` ... ``COMMIT``) per trip."""
+    (``BEGIN IMMEDIATE`` ... ``COMMIT``) per trip.
+
+    The thread is the worker's own, fed by a queue, and it settles the awaiting asyncio
+    future itself with one ``call_soon_threadsafe``: a trip through ``run_in_executor`` added a
+    ``concurrent.futures`` future, its chaining to an asyncio one and their callbacks to every
+    group, a tenth of the event loop's work per single-record commit (bench/README.md, fifth
+    round)."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ruta-log-sqlite")
+        self._jobs: queue.SimpleQueue[_SqliteJob | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="ruta-log-sqlite", daemon=True)
         self._connection: Any = None  # a pooled DBAPI connection, touched by the thread only
         self._compiled: dict[Any, tuple[str, ...]] = {}
+        self._thread.start()
 
     @classmethod
     def for_url(cls, url: sa.URL) -> _SqliteWorker | None:
@@ -643,7 +667,21 @@ class _SqliteWorker:
         (commits or rolls back) there, like the records of a caller whose deadline passed; the
         writer restores its tree from the database before its next group."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, functools.partial(self._run, fn, *args))
+        future: asyncio.Future[_T] = loop.create_future()
+        self._jobs.put(_SqliteJob(loop, future, functools.partial(self._run, fn, *args)))
+        return await future
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                result = job.call()
+            except BaseException as exc:  # noqa: BLE001 - every outcome goes to the awaiting task
+                outcome: tuple[Any, BaseException | None] = (None, exc)
+            else:
+                outcome = (result, None)
+            # A closed loop (RuntimeError) has nobody waiting any more.
+            with contextlib.suppress(RuntimeError):
+                job.loop.call_soon_threadsafe(_settle, job.future, *outcome)
 
     def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         if self._connection is None:
@@ -672,8 +710,30 @@ class _SqliteWorker:
     async def close(self) -> None:
         """Close the connection (in its own thread) and stop the thread."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._close)
-        self._thread.shutdown(wait=True)
+        closed: asyncio.Future[None] = loop.create_future()
+        self._jobs.put(_SqliteJob(loop, closed, self._close))
+        self._jobs.put(None)
+        await closed
+        await asyncio.to_thread(self._thread.join)
+
+
+@dataclass(slots=True, frozen=True)
+class _SqliteJob:
+    """One trip to the worker thread: what to call and whose future to settle with it."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    call: Callable[[], Any]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Resolve ``future`` on its loop, unless its awaiting task gave up (cancelled it)."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
 
 
 #: Column order of the rows the writer builds (tuples: no dict per row on the hot path).
@@ -693,7 +753,8 @@ _LEAF_COLUMNS: Final = (
     "leaf_hash",
 )
 _NODE_COLUMNS: Final = ("origin", "level", "idx", "hash")
-_BODY_COLUMNS: Final = ("origin", "seq", "key_id", "nonce", "ciphertext", "purged_at")
+#: (``purged_at`` is left to its default, NULL: no parameter to bind.)
+_BODY_COLUMNS: Final = ("origin", "seq", "key_id", "nonce", "ciphertext")
 
 
 @functools.lru_cache(maxsize=32)
@@ -782,23 +843,43 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=8)
+def _logged_at_field(logged_at_us: int) -> bytes:
+    """Field 3 of a ``LogRecord`` (``logged_at``, a ``Timestamp``) as deterministic
+    serialisation writes it: the same for every record of a group, so built once."""
+    seconds, micros = divmod(logged_at_us, 1_000_000)
+    timestamp = (b"\x08" + _varint(seconds) if seconds else b"") + (
+        b"\x10" + _varint(micros * 1000) if micros else b""
+    )
+    return b"\x1a" + _varint(len(timestamp)) + timestamp
+
+
 def _serialise_record(entry: LogEntry, logged: bytes, seq: int, logged_at_us: int) -> bytes:
     """The format-2 leaf of ``entry``, its signature the serialised ``LoggedSignature``
-    ``logged``: the record's other fields serialised, then field 7 appended. Fields are written
-    in number order and 7 is the last, so these are exactly the bytes of the record with
-    ``signature_ref`` set, serialised deterministically (a unit test holds them to it)."""
-    record = log_pb2.LogRecord(
-        sequence=seq,
-        direction=int(entry.direction),  # type: ignore[arg-type]
-        header=entry.header,
-    )
-    record.logged_at.seconds, micros = divmod(logged_at_us, 1_000_000)
-    record.logged_at.nanos = micros * 1000
-    return (
-        record.SerializeToString(deterministic=True)
-        + _SIGNATURE_REF_TAG
-        + _varint(len(logged))
-        + logged
+    ``logged``: exactly the bytes of the ``LogRecord`` with ``sequence``, ``direction``,
+    ``logged_at``, ``header`` and ``signature_ref`` set, serialised deterministically (fields
+    in number order, proto3 defaults left out; a unit test holds them to protobuf's own for
+    every kind of value). Written out directly: building the message to serialise it was a
+    tenth of the writer's Python time per record."""
+    if logged_at_us < 0:  # before 1970: protobuf writes the negative seconds (never in use)
+        record = log_pb2.LogRecord(
+            sequence=seq,
+            direction=int(entry.direction),  # type: ignore[arg-type]
+            header=entry.header,
+        )
+        record.logged_at.FromMicroseconds(logged_at_us)
+        record.signature_ref.ParseFromString(logged)
+        return record.SerializeToString(deterministic=True)
+    direction = int(entry.direction)
+    header = entry.header
+    return b"".join(
+        (
+            b"\x08" + _varint(seq) if seq else b"",
+            b"\x10" + _varint(direction) if direction else b"",
+            _logged_at_field(logged_at_us),
+            b"\x22" + _varint(len(header)) + header if header else b"",
+            _SIGNATURE_REF_TAG + _varint(len(logged)) + logged,
+        )
     )
 
 

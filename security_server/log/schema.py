@@ -73,10 +73,10 @@ log_leaves = sa.Table(
     # indexes (every row they find is checked against it): one node's database holds one
     # origin, and a shared one a handful, while the origin's text in every entry was a tenth of
     # a record's storage (bench/README.md). The subject's keeps it (migration 0002: a citizen's
-    # record is read per origin, newest first), and so does the time's: with (logged_at) alone
-    # SQLite's planner walked the key for a one-second range, even with statistics.
+    # record is read per origin, newest first). Time has no index (migration 0004): logged_at
+    # never decreases along a tree, so a time range is a range of seq, found on the primary
+    # key (``security_server.log.store.first_seq_logged_at_or_after``).
     sa.Index("ix_log_leaves_message_id", "message_id"),
-    sa.Index("ix_log_leaves_origin_logged_at", "origin", "logged_at"),
     sa.Index("ix_log_leaves_client_seq", "client", "seq"),
     sa.Index("ix_log_leaves_service_seq", "service", "method", "seq"),
     sa.Index("ix_log_leaves_origin_subject", "origin", "subject", "seq"),

@@ -65,6 +65,36 @@ def test_the_leaf_bytes_are_those_of_the_record_with_signature_ref_set() -> None
     assert (record.sequence, record.header) == (300, entry.header)
 
 
+@given(
+    seq=st.one_of(st.just(0), st.integers(0, 2**63 - 1)),
+    logged_at_us=st.one_of(
+        st.sampled_from([0, 1, 999_999, 1_000_000, 1_764_158_400_000_000]),
+        st.integers(-(10**15), 4 * 10**15),
+    ),
+    received=st.booleans(),
+    header=st.binary(max_size=300),
+)
+def test_the_writer_writes_the_leaf_protobuf_would(
+    seq: int, logged_at_us: int, received: bool, header: bytes
+) -> None:
+    """The writer serialises a leaf by hand: byte for byte what protobuf's deterministic
+    serialisation of the same record gives, whatever the values (0 and defaults left out)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from security_server.log import Direction  # noqa: PLC0415
+    from security_server.log._writer import _serialise_record  # noqa: PLC0415
+    from tests.unit.security_server.log.support import make_entry  # noqa: PLC0415
+
+    direction = Direction.RECEIVED if received else Direction.SENT
+    entry = replace(make_entry(), direction=direction, header=header)
+    logged_bytes, _ = detach_signature(_signature(batch=True).SerializeToString())
+    record = log_pb2.LogRecord(sequence=seq, direction=int(direction), header=header)  # type: ignore[arg-type]
+    record.logged_at.FromMicroseconds(logged_at_us)
+    record.signature_ref.ParseFromString(logged_bytes)
+    expected = record.SerializeToString(deterministic=True)
+    assert _serialise_record(entry, logged_bytes, seq, logged_at_us) == expected
+
+
 def test_a_missing_or_different_attachment_is_refused() -> None:
     original = _signature()
     logged_bytes, attachments = detach_signature(original.SerializeToString())

@@ -1,4 +1,4 @@
-"""Migrations 0002 and 0003 on a database written under 0001, SQLite and PostgreSQL: the
+"""Migrations 0002, 0003 and 0004 on a database written under 0001, SQLite and PostgreSQL: the
 records, tree and replay claims written before stay exactly as they were, the log opens and
 keeps appending (format-2 leaves after format-1 ones), and every proof still verifies."""
 
@@ -97,11 +97,11 @@ async def test_a_log_written_under_0001_migrates_and_keeps_working(
             claims = (await conn.execute(sa.text("SELECT message_id FROM seen_messages"))).all()
         assert {
             "ix_log_leaves_message_id",
-            "ix_log_leaves_origin_logged_at",
             "ix_log_leaves_client_seq",
             "ix_log_leaves_service_seq",
             "ix_log_leaves_origin_subject",
         } <= indexes
+        assert "ix_log_leaves_origin_logged_at" not in indexes  # 0004: time is a seq range
         assert [c[0] for c in claims] == ["claimed-before"]
 
         log = await MessageLog.open(engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=clock)
@@ -118,6 +118,10 @@ async def test_a_log_written_under_0001_migrates_and_keeps_working(
                 verify_inclusion(leaf_hash(record.record), record.seq, head.size, proof, head.root)
             page = await log.query(client=str(CLIENT), since=datetime.fromtimestamp(0, UTC))
             assert [r.seq for r in page.records] == list(range(_LEGACY_RECORDS + 1))
+            # The legacy records' times (t0 + seq microseconds) found through the primary key.
+            third = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=t0 + 2)
+            page = await log.query(since=third, until=third + timedelta(microseconds=2))
+            assert [r.seq for r in page.records] == [2, 3]
         finally:
             await log.close()
     finally:

@@ -8,7 +8,7 @@ import hashlib
 import random
 import secrets
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -42,9 +42,12 @@ from security_server.log import (
     LogWriteError,
     MessageLog,
     RecordKind,
+    StoredRecord,
 )
 from security_server.log import store as store_module
+from security_server.log.model import to_micros
 from security_server.log.schema import log_attachments, log_bodies, log_heads, log_leaves
+from security_server.log.store import first_seq_logged_at_or_after
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.unit.security_server.log.support import CLIENT, ORIGIN, SERVICE, FakeClock, make_entry
 
@@ -348,6 +351,72 @@ async def test_query_filters_and_pages(log: MessageLog, clock: FakeClock) -> Non
         await log.query(limit=MAX_PAGE_SIZE + 1)
     with pytest.raises(LogRangeError):
         await log.get_records([10])
+
+
+async def test_time_ranges_are_found_in_sequence_order(
+    log: MessageLog, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    """Without a time index, since/until become a range of seq found on the primary key
+    (logged_at never decreases along a tree): exact at every boundary, over trees of more
+    than one round of probes, with equal times across many records."""
+    times: list[datetime] = []
+    for group in range(150):  # 150 groups of 1-3 records: more than two rounds of 64 probes
+        times.append(clock.now)
+        await log.append([make_entry() for _ in range(1 + group % 3)])
+        clock.advance(1 + group % 2)
+    seqs_at: dict[datetime, list[int]] = {}
+    for record in await _all_records(log):
+        seqs_at.setdefault(record.logged_at, []).append(record.seq)
+    size = log.size()
+
+    async def seqs(since: datetime | None, until: datetime | None) -> list[int]:
+        found: list[int] = []
+        after: int | None = None
+        while True:
+            page = await log.query(since=since, until=until, after=after, limit=MAX_PAGE_SIZE)
+            found.extend(r.seq for r in page.records)
+            if page.next_after is None:
+                return found
+            after = page.next_after
+
+    def expected(since: datetime | None, until: datetime | None) -> list[int]:
+        return [
+            seq
+            for at, group_seqs in seqs_at.items()
+            if (since is None or at >= since) and (until is None or at < until)
+            for seq in group_seqs
+        ]
+
+    second = timedelta(seconds=1)
+    for since, until in [
+        (times[0], None),
+        (times[0] - second, times[0]),
+        (None, times[0] + timedelta(microseconds=1)),
+        (times[37], times[38]),
+        (times[37] + timedelta(microseconds=1), times[120]),
+        (times[-1], None),
+        (times[-1] + second, None),
+        (times[80], times[10]),
+    ]:
+        assert await seqs(since, until) == expected(since, until), (since, until)
+    assert len(await seqs(None, None)) == size
+    page = await log.query(since=times[50], until=times[52], newest_first=True)
+    assert [r.seq for r in page.records] == sorted(expected(times[50], times[52]), reverse=True)
+    async with engine.connect() as conn:
+        for at in (*times[::7], times[-1] + second):
+            first = await first_seq_logged_at_or_after(conn, ORIGIN, size, to_micros(at))
+            assert first == (expected(at, None) or [size])[0]
+
+
+async def _all_records(log: MessageLog) -> list[StoredRecord]:
+    records: list[StoredRecord] = []
+    after: int | None = None
+    while True:
+        page = await log.query(after=after, limit=MAX_PAGE_SIZE)
+        records.extend(page.records)
+        if page.next_after is None:
+            return records
+        after = page.next_after
 
 
 async def test_holds_message_by_client_and_id(
