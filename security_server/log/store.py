@@ -149,7 +149,7 @@ async def first_seq_logged_at_or_after(
     order, found by search on the primary key ``(origin, seq)``: each round reads
     :data:`_TIME_PROBES` evenly spread records in one query and keeps the stretch between the
     last earlier one and the first later one. What a time range once needed an index
-    ``(origin, logged_at)`` for, one more B-tree written by every append (ADR 0917). Raises
+    ``(origin, logged_at)`` for, one more B-tree written by every append (ADR 0037). Raises
     :class:`LogIntegrityError` if a record below ``size`` is missing."""
     low, high = 0, size  # every seq below low is earlier; every seq from high on is not
     while low < high:

@@ -5,7 +5,7 @@ clock and the tree's last time, across restarts too, since the log's first relea
 records of a time range are those between two sequence numbers, found by a search on the
 primary key ``(origin, seq)`` (``security_server.log.store.first_seq_logged_at_or_after``).
 The index ``(origin, logged_at)`` was one more B-tree written by every append: a page more
-in every commit's write-ahead log, and 30-37 bytes a record (ADR 0917, bench/README.md
+in every commit's write-ahead log, and 30-37 bytes a record (ADR 0037, bench/README.md
 "Fifth round"). Dropping it touches no row: every record, node and proof stays as it was.
 
 Revision ID: 0004
