@@ -200,11 +200,12 @@ async def test_audit_role_ca_names_the_ca_whose_role_certificates_count(tmp_path
         running = Running(instance, apps)
         supervisor = instance.pki.roles("auditor-supervisor")
         channel, stub = running.stub(SOC, supervisor)
+        # ListLogs depends on the caller's role alone (not on a witness having cosigned yet).
         async with channel:
-            await stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest(), timeout=10)
+            await stub.ListLogs(audit_pb2.ListLogsRequest(), timeout=10)  # answered: roles count
         channel, stub = running.stub(POP, supervisor)
         async with channel:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.GetLatestCheckpoint(audit_pb2.LatestCheckpointRequest(), timeout=10)
+                await stub.ListLogs(audit_pb2.ListLogsRequest(), timeout=10)
         assert fault_from_rpc_error(refused.value)[0] is Fault.CLIENT_PERMISSION_DENIED
         assert "role_ca" in (refused.value.details() or "")
