@@ -33,6 +33,7 @@ from cryptography import x509
 
 from ruta.addresses import split_address
 from ruta.globalconf import GlobalConf, SecurityServer
+from ruta.memo import memo_by_identity2
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate
 from ruta.pki.errors import PkiError
 from ruta.pki.ocsp import CertStatus, OcspClient
@@ -116,12 +117,15 @@ def grpc_message_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
-@functools.lru_cache(maxsize=MAX_CACHED_PEER_CERTIFICATES)
 def _anchor_issuing(
     cert: x509.Certificate, anchors: tuple[x509.Certificate, ...]
 ) -> x509.Certificate | None:
     # Asked on every call from a peer; names compared once per certificate and anchor set.
     return next((a for a in anchors if a.subject == cert.issuer), None)
+
+
+# Per certificate object (parsed once per PEM) and anchor tuple (one per configuration).
+_anchor_issuing_memo = memo_by_identity2(_anchor_issuing, maxsize=MAX_CACHED_PEER_CERTIFICATES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +141,7 @@ class PeerStatus:
         by one of ``anchors`` (an intermediate's: the TLS layer checked its chain, but its issuer
         is not at hand), which is not asked about. Raises :class:`~ruta.pki.errors.PkiError`
         when the status cannot be established."""
-        issuer = _anchor_issuing(cert, tuple(anchors))
+        issuer = _anchor_issuing_memo(cert, tuple(anchors))
         if issuer is None:
             return None
         return (await self.ocsp.status(cert, issuer)).status

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import enum
-import functools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,13 +35,16 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from ruta.faults import Fault
 from ruta.http_body import read_bounded
+from ruta.memo import memo_by_identity
 from ruta.pki.certs import fingerprint
 from ruta.pki.errors import OcspInvalidError, PkiError, Reason
 from ruta.pki.keys import PrivateKey
 
 # Asked on every exchange for the same few certificates (ours and our peers'); hashing a
 # certificate object is cheaper than digesting its DER again.
-_cache_key = functools.lru_cache(maxsize=1024)(fingerprint)
+# Remembered per certificate object (hashing a certificate for an lru_cache costs more than
+# the dict lookup saves: ruta.memo).
+_cache_key = memo_by_identity(fingerprint, maxsize=1024)
 
 __all__ = [
     "DEFAULT_OCSP_FRESHNESS",

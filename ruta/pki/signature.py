@@ -274,7 +274,7 @@ class VerifiedSigner:
     public_key: ec.EllipticCurvePublicKey
     valid_from: datetime.datetime
     valid_until: datetime.datetime
-    #: SHA-256 over the certificate and chain DER, as they arrived (the cache key).
+    #: SHA-256 over the certificate and chain DER, as they arrived (with the length of each).
     digest: bytes
 
 
@@ -352,8 +352,10 @@ class MessageVerifier:
         self._clock_skew = ocsp_clock_skew
         self._responders = tuple(trusted_responders)
         self._max_chain_length = max_chain_length
-        self._signers: _Lru[bytes, VerifiedSigner] = _Lru(cache_size)
-        self._ocsp: _Lru[bytes, OcspStatus] = _Lru(cache_size)
+        #: By the certificate's and chain's DER, as they arrived.
+        self._signers: _Lru[tuple[bytes, ...], VerifiedSigner] = _Lru(cache_size)
+        #: By the signer's digest and the OCSP response's DER.
+        self._ocsp: _Lru[tuple[bytes, bytes], OcspStatus] = _Lru(cache_size)
         #: ``(signer digest, signed bytes, value)`` of batch signatures that verified.
         self._roots: _Lru[tuple[bytes, bytes, bytes], bool] = _Lru(cache_size)
 
@@ -453,15 +455,17 @@ class MessageVerifier:
                 Reason.CERTIFICATE_TOO_LARGE,
                 f"a certificate is larger than {MAX_CERTIFICATE_BYTES} bytes",
             )
-        digest = hashlib.sha256()
-        for der in (certificate_der, *chain_der):
-            digest.update(len(der).to_bytes(4, "big"))
-            digest.update(der)
-        key = digest.digest()
+        # Looked up by the exact bytes (a dict hashes them far faster than SHA-256, which the
+        # entry's digest needs only when it is made).
+        key = (certificate_der, *chain_der)
         cached = self._signers.get(key)
         if cached is not None and cached.valid_from <= signed_at <= cached.valid_until:
             return cached
-        verified = self._validate(certificate_der, chain_der, signed_at, key)
+        digest = hashlib.sha256()
+        for der in key:
+            digest.update(len(der).to_bytes(4, "big"))
+            digest.update(der)
+        verified = self._validate(certificate_der, chain_der, signed_at, digest.digest())
         self._signers.put(key, verified)
         return verified
 
@@ -557,7 +561,8 @@ class MessageVerifier:
                 "signature carries no OCSP response for its certificate",
                 reason=Reason.OCSP_MISSING,
             )
-        key = signer.digest + hashlib.sha256(der).digest()
+        # By the exact bytes, not their SHA-256 (see _signer).
+        key = (signer.digest, der)
         cached = self._ocsp.get(key)
         if cached is not None:
             return cached
