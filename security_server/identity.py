@@ -230,6 +230,9 @@ class ServerIdentity:
         unusable).
         """
         issuer = self._issuer(anchors)
+        cached = self.ocsp.cached_response(self.signing_certificate)
+        if cached is not None:
+            return cached
         try:
             return await self.ocsp.response_for(self.signing_certificate, issuer)
         except (OcspFetchError, PkiError) as exc:

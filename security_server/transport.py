@@ -144,6 +144,9 @@ class PeerStatus:
         issuer = _anchor_issuing_memo(cert, tuple(anchors))
         if issuer is None:
             return None
+        cached = self.ocsp.cached_status(cert)
+        if cached is not None:
+            return cached.status
         return (await self.ocsp.status(cert, issuer)).status
 
     async def check(self, cert: x509.Certificate, anchors: Sequence[x509.Certificate]) -> None:
@@ -227,9 +230,8 @@ class PeerChannels:
     keepalive: tuple[tuple[str, Any], ...] = ()
     _channels: dict[_Key, grpc.aio.Channel] = field(default_factory=dict)
     _pending: dict[_Key, asyncio.Task[grpc.aio.Channel]] = field(default_factory=dict)
-    _anchor_digests: dict[tuple[x509.Certificate, ...], tuple[bytes, str]] = field(
-        default_factory=dict
-    )
+    #: The anchors of the configuration in force, their PEM and its digest.
+    _anchor_digests: tuple[tuple[x509.Certificate, ...], bytes, str] | None = None
     _credentials: dict[str, grpc.ChannelCredentials] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
     #: Which server of a member the next call tries first (round robin, back-off on failure).
@@ -244,12 +246,13 @@ class PeerChannels:
         or presents a certificate other than the listed one.
         """
         anchors = tuple(anchors)
-        known = self._anchor_digests.get(anchors)
-        if known is None:
+        known = self._anchor_digests
+        # The same tuple as last time (the configuration's), or equal: no certificate hashed.
+        if known is None or (known[0] is not anchors and known[0] != anchors):
             anchors_pem = certificate_pem(*anchors)
-            known = (anchors_pem, hashlib.sha256(anchors_pem).hexdigest())
-            self._anchor_digests = {anchors: known}  # only the configuration in force
-        anchors_pem, anchors_digest = known
+            known = (anchors, anchors_pem, hashlib.sha256(anchors_pem).hexdigest())
+            self._anchor_digests = known  # only the configuration in force
+        _, anchors_pem, anchors_digest = known
         key = _Key(str(peer.id), peer.address, peer.auth_cert_sha256, anchors_digest)
         existing = self._channels.get(key)
         if existing is not None:

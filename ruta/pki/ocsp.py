@@ -469,13 +469,31 @@ class OcspClient:
         """The checked status of ``cert`` (same caching and errors as :meth:`response_for`)."""
         return (await self._entry(cert, issuer)).status
 
-    async def _entry(self, cert: x509.Certificate, issuer: x509.Certificate) -> _Cached:
-        key = _cache_key(cert)
+    def cached_response(self, cert: x509.Certificate) -> bytes | None:
+        """What :meth:`response_for` returns when the cache holds an answer for ``cert`` not
+        yet due for refresh; otherwise None (then await :meth:`response_for`). No coroutine:
+        every exchange asks."""
+        cached = self._fresh(_cache_key(cert))
+        return None if cached is None else cached.der
+
+    def cached_status(self, cert: x509.Certificate) -> OcspStatus | None:
+        """Like :meth:`cached_response`, for :meth:`status`."""
+        cached = self._fresh(_cache_key(cert))
+        return None if cached is None else cached.status
+
+    def _fresh(self, key: str) -> _Cached | None:
         # The common case, a cached answer not yet due for refresh, needs no lock (every call of
         # an exchange asks; one event loop, nothing awaited between the check and the return).
         cached = self._cache.get(key)
         if cached is not None and self._clock() - cached.status.this_update < self._refresh_after:
             self._cache.move_to_end(key)
+            return cached
+        return None
+
+    async def _entry(self, cert: x509.Certificate, issuer: x509.Certificate) -> _Cached:
+        key = _cache_key(cert)
+        cached = self._fresh(key)
+        if cached is not None:
             return cached
         held = self._locks.get(key)
         if held is None:

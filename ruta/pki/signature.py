@@ -126,6 +126,8 @@ MAX_BATCH_SIZE: Final = 1024
 MAX_BATCH_PROOF_LENGTH: Final = (MAX_BATCH_SIZE - 1).bit_length()
 
 _DER: Final = serialization.Encoding.DER
+#: The signature algorithm object, made once (immutable; checked by the library on each use).
+_ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
 _ALGORITHMS: Final = {
     SignatureAlgorithm.ECDSA_P256_SHA256: transport_pb2.SIGNATURE_ALGORITHM_ECDSA_P256_SHA256,
 }
@@ -288,7 +290,7 @@ def _cert_invalid(reason: Reason, text: str) -> CertificateInvalidError:
 
 def _check_ecdsa(signer: VerifiedSigner, value: bytes, data: bytes) -> None:
     try:
-        signer.public_key.verify(value, data, ec.ECDSA(hashes.SHA256()))
+        signer.public_key.verify(value, data, _ECDSA_SHA256)
     except InvalidSignature as exc:
         raise InvalidSignatureError(
             "signature does not match the header and the signing certificate",
