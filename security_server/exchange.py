@@ -5,7 +5,6 @@ against the configuration in force, message-log appends, and refusals that keep 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence, Set
@@ -19,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ruta.faults import Fault, RutaError
 from ruta.globalconf import GlobalConf
 from ruta.ids import MemberId, SubsystemId
+from ruta.memo import memo_by_identity
 from ruta.pki.certs import fingerprint
 from ruta.pki.signature import MessageVerifier
 from ruta.tasks import TaskOwner
@@ -51,8 +51,9 @@ Clock = Callable[[], datetime]
 
 #: Signing certificates whose fingerprints are kept (ours and our peers' signers').
 MAX_CACHED_FINGERPRINTS = 256
-# Certificates are immutable and hash by their DER: each is encoded and hashed once.
-_fingerprint = functools.lru_cache(maxsize=MAX_CACHED_FINGERPRINTS)(fingerprint)
+# Certificates are immutable: each is encoded and hashed once, remembered per certificate
+# object (ours, and the verifier's cached one of each signer), never hashed for the lookup.
+_fingerprint = memo_by_identity(fingerprint, maxsize=MAX_CACHED_FINGERPRINTS)
 
 
 class WitnessGate(Protocol):
@@ -114,6 +115,8 @@ class SignatureChecker:
         tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...], timedelta, timedelta],
         MessageVerifier,
     ] = field(default_factory=dict)
+    #: The configuration of the latest call and its verifier.
+    _last: tuple[GlobalConf, MessageVerifier] | None = field(default=None, repr=False)
 
     def verify(
         self,
@@ -129,6 +132,23 @@ class SignatureChecker:
         Raises the verifier's :class:`~ruta.pki.errors.SignatureError` (side-neutral: each proxy
         maps it to its own fault).
         """
+        last = self._last
+        if last is not None and last[0] is conf:
+            # The configuration in force, as on the previous call: its verifier (no key to
+            # build and hash, which hashes every anchor certificate).
+            return last[1].verify(
+                header_bytes, signature, claimed_member=claimed_member, signed_at=signed_at
+            )
+        verifier = self._verifier(conf)
+        self._last = (conf, verifier)
+        return verifier.verify(
+            header_bytes,
+            signature,
+            claimed_member=claimed_member,
+            signed_at=signed_at,
+        )
+
+    def _verifier(self, conf: GlobalConf) -> MessageVerifier:
         # Keyed by what a verifier depends on, so a re-published configuration with the same
         # anchors keeps its warm caches.
         freshness = conf.ocsp_freshness if conf.ocsp_freshness_seconds else self.ocsp_freshness
@@ -145,12 +165,7 @@ class SignatureChecker:
             if len(self._verifiers) >= 4:
                 self._verifiers.pop(next(iter(self._verifiers)))
             self._verifiers[key] = verifier
-        return verifier.verify(
-            header_bytes,
-            signature,
-            claimed_member=claimed_member,
-            signed_at=signed_at,
-        )
+        return verifier
 
 
 @dataclass(frozen=True, slots=True)

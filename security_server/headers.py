@@ -18,12 +18,12 @@ import functools
 import hashlib
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeVar
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from ruta.call_metadata import (
     CLIENT_HEADER,
@@ -36,7 +36,8 @@ from ruta.call_metadata import (
 )
 from ruta.faults import Fault
 from ruta.ids import MAX_IDENTIFIER_LENGTH, IdentifierError, ServerId, ServiceId, SubsystemId
-from ruta.timestamps import from_timestamp
+from ruta.memo import memo_by_identity
+from ruta.timestamps import from_timestamp, timestamp_parts
 from ruta.v1 import transport_pb2
 from security_server.errors import HeaderError, MalformedMessageError
 
@@ -101,7 +102,11 @@ _UUID_LENGTH: Final = 36
 #: Largest serialised MessageHeader accepted from a peer (a real one is well under 2 KiB).
 MAX_HEADER_BYTES: Final = 8 * 1024
 
+_M = TypeVar("_M", bound=Message)
+
 _METHOD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A UUID in its canonical lower-case form (every such string is a UUID).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Printable ASCII without controls; what gRPC ASCII metadata may carry anyway.
 _TEXT = re.compile(r"[\x20-\x7e]*")
 
@@ -219,6 +224,49 @@ def _purpose(value: str | bytes | None) -> str:
     return _text(PURPOSE_HEADER, value, MAX_PURPOSE_LENGTH)
 
 
+#: Identifiers remembered once read, by their text or wire form (a server sees few distinct
+#: ones; the oldest goes first when full). Identifiers are immutable, and only ones that parsed
+#: are kept, so a lookup returns what parsing again would.
+MAX_CACHED_IDENTIFIERS: Final = 4096
+
+_K = TypeVar("_K")
+_I = TypeVar("_I")
+
+
+def _remember(cache: dict[_K, _I], key: _K, value: _I) -> _I:
+    if len(cache) >= MAX_CACHED_IDENTIFIERS:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+    return value
+
+
+_SUBSYSTEMS: dict[str, SubsystemId] = {}
+_SERVICES: dict[str, ServiceId] = {}
+# By ``ruta-service`` naming the subsystem and the service name of the method path.
+_SUBSYSTEM_SERVICES: dict[tuple[str, str], ServiceId] = {}
+
+
+def _parse_subsystem(text: str) -> SubsystemId:
+    """``SubsystemId.parse(text)``, remembered."""
+    found = _SUBSYSTEMS.get(text)
+    return found if found is not None else _remember(_SUBSYSTEMS, text, SubsystemId.parse(text))
+
+
+def _parse_service(text: str) -> ServiceId:
+    """``ServiceId.parse(text)``, remembered."""
+    found = _SERVICES.get(text)
+    return found if found is not None else _remember(_SERVICES, text, ServiceId.parse(text))
+
+
+def _subsystem_service(text: str, service_name: str) -> ServiceId:
+    """``SubsystemId.parse(text).service(service_name)``, remembered."""
+    key = (text, service_name)
+    found = _SUBSYSTEM_SERVICES.get(key)
+    if found is None:
+        found = _remember(_SUBSYSTEM_SERVICES, key, _parse_subsystem(text).service(service_name))
+    return found
+
+
 def _client(value: str | bytes | None) -> SubsystemId:
     if value is None:
         raise HeaderError(
@@ -226,7 +274,7 @@ def _client(value: str | bytes | None) -> SubsystemId:
         )
     text = _text(CLIENT_HEADER, value, MAX_IDENTIFIER_LENGTH)
     try:
-        return SubsystemId.parse(text)
+        return _parse_subsystem(text)
     except IdentifierError as exc:
         raise IdentifierError(f"{CLIENT_HEADER}: {exc.message}") from None
 
@@ -241,14 +289,14 @@ def _service(value: str | bytes | None, path: MethodPath) -> ServiceId:
     text = _text(SERVICE_HEADER, value, MAX_IDENTIFIER_LENGTH)
     try:
         if text.count("/") == 4:
-            service = ServiceId.parse(text)
+            service = _parse_service(text)
             if service.service_name != path.service_name:
                 raise HeaderError(
                     f"{SERVICE_HEADER} names service {service.service_name!r} but the call is "
                     f"for {path.service_name!r}"
                 )
             return service
-        return SubsystemId.parse(text).service(path.service_name)
+        return _subsystem_service(text, path.service_name)
     except IdentifierError as exc:
         raise IdentifierError(f"{SERVICE_HEADER}: {exc.message}") from None
 
@@ -298,6 +346,14 @@ def parse_call_metadata(
     )
 
 
+# The wire form of an identifier, made once per identifier object (the identifiers of a call are
+# the remembered ones above, this server's and the configuration's). Never mutated: a message
+# constructor copies a sub-message it is given.
+_subsystem_proto = memo_by_identity(SubsystemId.to_proto, maxsize=MAX_CACHED_IDENTIFIERS)
+_service_proto = memo_by_identity(ServiceId.to_proto, maxsize=MAX_CACHED_IDENTIFIERS)
+_server_proto = memo_by_identity(ServerId.to_proto, maxsize=MAX_CACHED_IDENTIFIERS)
+
+
 def build_request_header(
     call: CallMetadata,
     *,
@@ -311,17 +367,17 @@ def build_request_header(
     header = transport_pb2.MessageHeader(
         message_id=call.message_id,
         kind=transport_pb2.MESSAGE_KIND_REQUEST,
-        client=call.client.to_proto(),
-        service=call.service.to_proto(),
+        client=_subsystem_proto(call.client),
+        service=_service_proto(call.service),
         method=call.method,
         purpose=call.purpose,
         user_id=call.user_id,
         subject=call.subject,
         body_sha256=hashlib.sha256(body).digest(),
-        sender=sender.to_proto(),
-        receiver=receiver.to_proto(),
+        sender=_server_proto(sender),
+        receiver=_server_proto(receiver),
     )
-    header.created_at.FromDatetime(created_at.astimezone(UTC))
+    header.created_at.seconds, header.created_at.nanos = timestamp_parts(created_at.astimezone(UTC))
     return header, header.SerializeToString(deterministic=True)
 
 
@@ -357,7 +413,7 @@ def build_response_header(
         backend_fault=backend_fault,
         backend_fault_id=backend_fault_id,
     )
-    header.created_at.FromDatetime(created_at.astimezone(UTC))
+    header.created_at.seconds, header.created_at.nanos = timestamp_parts(created_at.astimezone(UTC))
     return header, header.SerializeToString(deterministic=True)
 
 
@@ -379,6 +435,20 @@ class ReadHeader:
     created_at: datetime
 
 
+# Identifiers read from headers, by the wire bytes of their sub-message (serialising one is far
+# cheaper than building and checking the identifier again).
+_SUBSYSTEMS_BY_WIRE: dict[bytes, SubsystemId] = {}
+_SERVICES_BY_WIRE: dict[bytes, ServiceId] = {}
+_SERVERS_BY_WIRE: dict[bytes, ServerId] = {}
+
+
+def _read_id(cache: dict[bytes, _I], from_proto: Callable[[_M], _I], message: _M) -> _I:
+    """``from_proto(message)``, remembered by the message's wire bytes."""
+    wire = message.SerializeToString()
+    found = cache.get(wire)
+    return found if found is not None else _remember(cache, wire, from_proto(message))
+
+
 def read_header(header_bytes: bytes) -> ReadHeader:
     """Parse received header bytes with a size bound and check that every identifier in it is
     well formed; raise :class:`~security_server.errors.MalformedMessageError` (side-neutral:
@@ -391,20 +461,25 @@ def read_header(header_bytes: bytes) -> ReadHeader:
     except DecodeError:
         raise MalformedMessageError("message header is not a valid MessageHeader") from None
     try:
-        client = SubsystemId.from_proto(header.client)
-        service = ServiceId.from_proto(header.service)
-        sender = ServerId.from_proto(header.sender)
-        receiver = ServerId.from_proto(header.receiver)
+        client = _read_id(_SUBSYSTEMS_BY_WIRE, SubsystemId.from_proto, header.client)
+        service = _read_id(_SERVICES_BY_WIRE, ServiceId.from_proto, header.service)
+        sender = _read_id(_SERVERS_BY_WIRE, ServerId.from_proto, header.sender)
+        receiver = _read_id(_SERVERS_BY_WIRE, ServerId.from_proto, header.receiver)
     except IdentifierError as exc:
         raise MalformedMessageError(f"message header: {exc.message}") from None
     if not header.HasField("created_at"):
         raise MalformedMessageError("message header has no created_at")
-    if len(header.method) > MAX_METHOD_LENGTH or not _METHOD.fullmatch(header.method):
+    method = header.method
+    if len(method) > MAX_METHOD_LENGTH or not _METHOD.fullmatch(method):
         raise MalformedMessageError("message header names no valid method")
-    try:
-        uuid.UUID(header.message_id)
-    except ValueError:
-        raise MalformedMessageError("message header has no valid message id") from None
+    message_id = header.message_id
+    # A server writes its ids in the canonical form: the regex settles those (uuid.UUID takes
+    # several forms, and ~10x as long).
+    if not _CANONICAL_UUID.fullmatch(message_id):
+        try:
+            uuid.UUID(message_id)
+        except ValueError:
+            raise MalformedMessageError("message header has no valid message id") from None
     try:
         created_at = from_timestamp(header.created_at)
     except ValueError:

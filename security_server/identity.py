@@ -9,7 +9,6 @@ from the certificate's AIA URL, so a verifier can check revocation at signing ti
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from cryptography import x509
 
 from ruta.ids import MemberId, ServerId
+from ruta.memo import memo_by_identity2
 from ruta.pki.certs import (
     fingerprint,
     load_certificates,
@@ -50,17 +50,18 @@ def _read_chain(path: Path, what: str) -> list[x509.Certificate]:
         raise IdentityError(f"the {what} certificate file is invalid: {exc.message}") from None
 
 
-@functools.lru_cache(maxsize=16)
 def _issuer_of(
-    certificate: x509.Certificate,
-    chain: tuple[x509.Certificate, ...],
-    anchors: tuple[x509.Certificate, ...],
+    identity: ServerIdentity, anchors: tuple[x509.Certificate, ...]
 ) -> x509.Certificate | None:
-    # Asked on every signature; names compared once per configuration's anchors.
-    for candidate in (*chain, *anchors):
-        if candidate.subject == certificate.issuer:
+    for candidate in (*identity.signing_chain, *anchors):
+        if candidate.subject == identity.signing_certificate.issuer:
             return candidate
     return None
+
+
+# Asked on every signature; names compared once per identity and configuration's anchors
+# (remembered per object: hashing the certificates for an lru_cache cost more than the lookup).
+_issuer_memo = memo_by_identity2(_issuer_of, maxsize=16)
 
 
 #: A header waiting for the flush: its bytes, the staple to sign with, the caller's future.
@@ -214,7 +215,7 @@ class ServerIdentity:
         )
 
     def _issuer(self, anchors: Sequence[x509.Certificate]) -> x509.Certificate:
-        issuer = _issuer_of(self.signing_certificate, self.signing_chain, tuple(anchors))
+        issuer = _issuer_memo(self, tuple(anchors))
         if issuer is None:
             raise SigningError(
                 "the signing certificate's issuer is neither in its chain nor a trust anchor"
@@ -229,6 +230,9 @@ class ServerIdentity:
         unusable).
         """
         issuer = self._issuer(anchors)
+        cached = self.ocsp.cached_response(self.signing_certificate)
+        if cached is not None:
+            return cached
         try:
             return await self.ocsp.response_for(self.signing_certificate, issuer)
         except (OcspFetchError, PkiError) as exc:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, Final
 
 from aiohttp import web
@@ -208,55 +208,47 @@ class ExchangeMetrics:
             )
         )
 
-    @contextmanager
-    def exchange(self, role: str) -> Iterator[Outcome]:
-        """Count and time one exchange; the caller fills in the yielded :class:`Outcome`.
-        Two observations per exchange (its latency and its count by fault; the provider's
-        backend time too): the in-flight gauge reads a plain count when scraped."""
-        outcome = Outcome()
+    def exchange(self, role: str) -> _Exchange:
+        """Count and time one exchange (a context manager yielding the :class:`Outcome` the
+        caller fills in). Two observations per exchange (its latency and its count by fault;
+        the provider's backend time too): the in-flight gauge reads a plain count when
+        scraped."""
         in_flight = self._in_flight
         if role not in in_flight:
             in_flight[role] = 0
             self.in_flight.labels(role).set_function(lambda: in_flight[role])
-        in_flight[role] += 1
-        start = time.perf_counter()
-        refused: Refused | None = None
-        try:
-            yield outcome
-        except Refused as refusal:
-            refused = refusal
-            raise
-        finally:
-            in_flight[role] -= 1
-            elapsed = time.perf_counter() - start
-            self._child(self.latency, (role, outcome.service, outcome.method)).observe(elapsed)
-            if outcome.backend_seconds is not None:
-                self._child(self.backend_latency, (outcome.service, outcome.method)).observe(
-                    outcome.backend_seconds
-                )
-            # The operational record of the exchange: identifiers, sizes, timings, fault; never
-            # bodies, subjects or user ids.
-            if _log.isEnabledFor(logging.INFO):
-                _log.info(
-                    "exchange role=%s message_id=%s client=%s service=%s method=%s fault=%s "
-                    "request_bytes=%d response_bytes=%d seconds=%.6f backend_seconds=%s",
-                    role,
-                    outcome.message_id or "-",
-                    outcome.client,
-                    outcome.service,
-                    outcome.method,
-                    outcome.fault,
-                    outcome.request_bytes,
-                    outcome.response_bytes,
-                    elapsed,
-                    "-" if outcome.backend_seconds is None else f"{outcome.backend_seconds:.6f}",
-                )
-            self._child(
-                self.exchanges,
-                (role, outcome.client, outcome.service, outcome.method, outcome.fault),
-            ).inc()
-            if refused is not None and self.refusals is not None:
-                self._keep_refusal(role, outcome, refused)
+        return _Exchange(self, role)
+
+    def _finish(self, role: str, outcome: Outcome, elapsed: float, refused: Refused | None) -> None:
+        """Record one exchange when it ends (see :meth:`exchange`)."""
+        self._child(self.latency, (role, outcome.service, outcome.method)).observe(elapsed)
+        if outcome.backend_seconds is not None:
+            self._child(self.backend_latency, (outcome.service, outcome.method)).observe(
+                outcome.backend_seconds
+            )
+        # The operational record of the exchange: identifiers, sizes, timings, fault; never
+        # bodies, subjects or user ids.
+        if _log.isEnabledFor(logging.INFO):
+            _log.info(
+                "exchange role=%s message_id=%s client=%s service=%s method=%s fault=%s "
+                "request_bytes=%d response_bytes=%d seconds=%.6f backend_seconds=%s",
+                role,
+                outcome.message_id or "-",
+                outcome.client,
+                outcome.service,
+                outcome.method,
+                outcome.fault,
+                outcome.request_bytes,
+                outcome.response_bytes,
+                elapsed,
+                "-" if outcome.backend_seconds is None else f"{outcome.backend_seconds:.6f}",
+            )
+        self._child(
+            self.exchanges,
+            (role, outcome.client, outcome.service, outcome.method, outcome.fault),
+        ).inc()
+        if refused is not None and self.refusals is not None:
+            self._keep_refusal(role, outcome, refused)
 
     def _child(self, metric: _Labelled, labels: tuple[str, ...]) -> Any:
         """``metric.labels(*labels)``, looked up once per label set (prometheus_client locks and
@@ -278,6 +270,36 @@ class ExchangeMetrics:
         """The text exposition of every metric."""
         data: bytes = generate_latest(self.registry)
         return data
+
+
+class _Exchange:
+    """One exchange being counted and timed (:meth:`ExchangeMetrics.exchange`): a plain
+    context manager, not a generator one (one is entered per exchange)."""
+
+    __slots__ = ("_in_flight", "_metrics", "_outcome", "_role", "_start")
+
+    def __init__(self, metrics: ExchangeMetrics, role: str) -> None:
+        self._metrics = metrics
+        self._role = role
+        self._in_flight = metrics._in_flight
+        self._outcome = Outcome()
+        self._start = 0.0
+
+    def __enter__(self) -> Outcome:
+        self._in_flight[self._role] += 1
+        self._start = time.perf_counter()
+        return self._outcome
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._in_flight[self._role] -= 1
+        elapsed = time.perf_counter() - self._start
+        refused = exc if isinstance(exc, Refused) else None
+        self._metrics._finish(self._role, self._outcome, elapsed, refused)
 
 
 def metrics_app(metrics: ExchangeMetrics) -> web.Application:

@@ -33,6 +33,7 @@ from cryptography import x509
 
 from ruta.addresses import split_address
 from ruta.globalconf import GlobalConf, SecurityServer
+from ruta.memo import memo_by_identity2
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate
 from ruta.pki.errors import PkiError
 from ruta.pki.ocsp import CertStatus, OcspClient
@@ -116,12 +117,15 @@ def grpc_message_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
-@functools.lru_cache(maxsize=MAX_CACHED_PEER_CERTIFICATES)
 def _anchor_issuing(
     cert: x509.Certificate, anchors: tuple[x509.Certificate, ...]
 ) -> x509.Certificate | None:
     # Asked on every call from a peer; names compared once per certificate and anchor set.
     return next((a for a in anchors if a.subject == cert.issuer), None)
+
+
+# Per certificate object (parsed once per PEM) and anchor tuple (one per configuration).
+_anchor_issuing_memo = memo_by_identity2(_anchor_issuing, maxsize=MAX_CACHED_PEER_CERTIFICATES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +141,12 @@ class PeerStatus:
         by one of ``anchors`` (an intermediate's: the TLS layer checked its chain, but its issuer
         is not at hand), which is not asked about. Raises :class:`~ruta.pki.errors.PkiError`
         when the status cannot be established."""
-        issuer = _anchor_issuing(cert, tuple(anchors))
+        issuer = _anchor_issuing_memo(cert, tuple(anchors))
         if issuer is None:
             return None
+        cached = self.ocsp.cached_status(cert)
+        if cached is not None:
+            return cached.status
         return (await self.ocsp.status(cert, issuer)).status
 
     async def check(self, cert: x509.Certificate, anchors: Sequence[x509.Certificate]) -> None:
@@ -223,9 +230,8 @@ class PeerChannels:
     keepalive: tuple[tuple[str, Any], ...] = ()
     _channels: dict[_Key, grpc.aio.Channel] = field(default_factory=dict)
     _pending: dict[_Key, asyncio.Task[grpc.aio.Channel]] = field(default_factory=dict)
-    _anchor_digests: dict[tuple[x509.Certificate, ...], tuple[bytes, str]] = field(
-        default_factory=dict
-    )
+    #: The anchors of the configuration in force, their PEM and its digest.
+    _anchor_digests: tuple[tuple[x509.Certificate, ...], bytes, str] | None = None
     _credentials: dict[str, grpc.ChannelCredentials] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
     #: Which server of a member the next call tries first (round robin, back-off on failure).
@@ -240,12 +246,13 @@ class PeerChannels:
         or presents a certificate other than the listed one.
         """
         anchors = tuple(anchors)
-        known = self._anchor_digests.get(anchors)
-        if known is None:
+        known = self._anchor_digests
+        # The same tuple as last time (the configuration's), or equal: no certificate hashed.
+        if known is None or (known[0] is not anchors and known[0] != anchors):
             anchors_pem = certificate_pem(*anchors)
-            known = (anchors_pem, hashlib.sha256(anchors_pem).hexdigest())
-            self._anchor_digests = {anchors: known}  # only the configuration in force
-        anchors_pem, anchors_digest = known
+            known = (anchors, anchors_pem, hashlib.sha256(anchors_pem).hexdigest())
+            self._anchor_digests = known  # only the configuration in force
+        _, anchors_pem, anchors_digest = known
         key = _Key(str(peer.id), peer.address, peer.auth_cert_sha256, anchors_digest)
         existing = self._channels.get(key)
         if existing is not None:

@@ -39,6 +39,8 @@ __all__ = [
 
 #: Largest private key file read (a PEM EC or Ed25519 key is a few hundred bytes).
 MAX_KEY_FILE_BYTES: Final = 64 * 1024
+#: The signature algorithm object, made once (immutable; checked by the library on each use).
+_ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -175,7 +177,7 @@ class FileSigner:
     def sign(self, data: bytes) -> bytes:
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
             return self._key.sign(data)
-        return self._key.sign(data, ec.ECDSA(hashes.SHA256()))
+        return self._key.sign(data, _ECDSA_SHA256)
 
     def __repr__(self) -> str:
         return f"FileSigner(algorithm={self._algorithm.value})"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import enum
-import functools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,13 +35,16 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from ruta.faults import Fault
 from ruta.http_body import read_bounded
+from ruta.memo import memo_by_identity
 from ruta.pki.certs import fingerprint
 from ruta.pki.errors import OcspInvalidError, PkiError, Reason
 from ruta.pki.keys import PrivateKey
 
 # Asked on every exchange for the same few certificates (ours and our peers'); hashing a
 # certificate object is cheaper than digesting its DER again.
-_cache_key = functools.lru_cache(maxsize=1024)(fingerprint)
+# Remembered per certificate object (hashing a certificate for an lru_cache costs more than
+# the dict lookup saves: ruta.memo).
+_cache_key = memo_by_identity(fingerprint, maxsize=1024)
 
 __all__ = [
     "DEFAULT_OCSP_FRESHNESS",
@@ -467,13 +469,31 @@ class OcspClient:
         """The checked status of ``cert`` (same caching and errors as :meth:`response_for`)."""
         return (await self._entry(cert, issuer)).status
 
-    async def _entry(self, cert: x509.Certificate, issuer: x509.Certificate) -> _Cached:
-        key = _cache_key(cert)
+    def cached_response(self, cert: x509.Certificate) -> bytes | None:
+        """What :meth:`response_for` returns when the cache holds an answer for ``cert`` not
+        yet due for refresh; otherwise None (then await :meth:`response_for`). No coroutine:
+        every exchange asks."""
+        cached = self._fresh(_cache_key(cert))
+        return None if cached is None else cached.der
+
+    def cached_status(self, cert: x509.Certificate) -> OcspStatus | None:
+        """Like :meth:`cached_response`, for :meth:`status`."""
+        cached = self._fresh(_cache_key(cert))
+        return None if cached is None else cached.status
+
+    def _fresh(self, key: str) -> _Cached | None:
         # The common case, a cached answer not yet due for refresh, needs no lock (every call of
         # an exchange asks; one event loop, nothing awaited between the check and the return).
         cached = self._cache.get(key)
         if cached is not None and self._clock() - cached.status.this_update < self._refresh_after:
             self._cache.move_to_end(key)
+            return cached
+        return None
+
+    async def _entry(self, cert: x509.Certificate, issuer: x509.Certificate) -> _Cached:
+        key = _cache_key(cert)
+        cached = self._fresh(key)
+        if cached is not None:
             return cached
         held = self._locks.get(key)
         if held is None:

@@ -126,6 +126,8 @@ MAX_BATCH_SIZE: Final = 1024
 MAX_BATCH_PROOF_LENGTH: Final = (MAX_BATCH_SIZE - 1).bit_length()
 
 _DER: Final = serialization.Encoding.DER
+#: The signature algorithm object, made once (immutable; checked by the library on each use).
+_ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
 _ALGORITHMS: Final = {
     SignatureAlgorithm.ECDSA_P256_SHA256: transport_pb2.SIGNATURE_ALGORITHM_ECDSA_P256_SHA256,
 }
@@ -274,7 +276,7 @@ class VerifiedSigner:
     public_key: ec.EllipticCurvePublicKey
     valid_from: datetime.datetime
     valid_until: datetime.datetime
-    #: SHA-256 over the certificate and chain DER, as they arrived (the cache key).
+    #: SHA-256 over the certificate and chain DER, as they arrived (with the length of each).
     digest: bytes
 
 
@@ -288,7 +290,7 @@ def _cert_invalid(reason: Reason, text: str) -> CertificateInvalidError:
 
 def _check_ecdsa(signer: VerifiedSigner, value: bytes, data: bytes) -> None:
     try:
-        signer.public_key.verify(value, data, ec.ECDSA(hashes.SHA256()))
+        signer.public_key.verify(value, data, _ECDSA_SHA256)
     except InvalidSignature as exc:
         raise InvalidSignatureError(
             "signature does not match the header and the signing certificate",
@@ -352,8 +354,10 @@ class MessageVerifier:
         self._clock_skew = ocsp_clock_skew
         self._responders = tuple(trusted_responders)
         self._max_chain_length = max_chain_length
-        self._signers: _Lru[bytes, VerifiedSigner] = _Lru(cache_size)
-        self._ocsp: _Lru[bytes, OcspStatus] = _Lru(cache_size)
+        #: By the certificate's and chain's DER, as they arrived.
+        self._signers: _Lru[tuple[bytes, ...], VerifiedSigner] = _Lru(cache_size)
+        #: By the signer's digest and the OCSP response's DER.
+        self._ocsp: _Lru[tuple[bytes, bytes], OcspStatus] = _Lru(cache_size)
         #: ``(signer digest, signed bytes, value)`` of batch signatures that verified.
         self._roots: _Lru[tuple[bytes, bytes, bytes], bool] = _Lru(cache_size)
 
@@ -453,15 +457,17 @@ class MessageVerifier:
                 Reason.CERTIFICATE_TOO_LARGE,
                 f"a certificate is larger than {MAX_CERTIFICATE_BYTES} bytes",
             )
-        digest = hashlib.sha256()
-        for der in (certificate_der, *chain_der):
-            digest.update(len(der).to_bytes(4, "big"))
-            digest.update(der)
-        key = digest.digest()
+        # Looked up by the exact bytes (a dict hashes them far faster than SHA-256, which the
+        # entry's digest needs only when it is made).
+        key = (certificate_der, *chain_der)
         cached = self._signers.get(key)
         if cached is not None and cached.valid_from <= signed_at <= cached.valid_until:
             return cached
-        verified = self._validate(certificate_der, chain_der, signed_at, key)
+        digest = hashlib.sha256()
+        for der in key:
+            digest.update(len(der).to_bytes(4, "big"))
+            digest.update(der)
+        verified = self._validate(certificate_der, chain_der, signed_at, digest.digest())
         self._signers.put(key, verified)
         return verified
 
@@ -557,7 +563,8 @@ class MessageVerifier:
                 "signature carries no OCSP response for its certificate",
                 reason=Reason.OCSP_MISSING,
             )
-        key = signer.digest + hashlib.sha256(der).digest()
+        # By the exact bytes, not their SHA-256 (see _signer).
+        key = (signer.digest, der)
         cached = self._ocsp.get(key)
         if cached is not None:
             return cached

@@ -169,6 +169,41 @@ def test_request_header_round_trip_and_backend_metadata() -> None:
     assert response.kind == transport_pb2.MESSAGE_KIND_RESPONSE
 
 
+def test_identifiers_are_read_once_and_remembered() -> None:
+    """A server sees few distinct identifiers: each is parsed and checked once, and every later
+    call or header naming it gets the same (immutable) identifier; a bad one is refused each
+    time, never remembered."""
+    first, second = parse_call_metadata(PATH, GOOD), parse_call_metadata(PATH, GOOD)
+    assert first.client is second.client
+    assert first.service is second.service
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    sender = ServerId.parse("DEV/GOV/SOC/ss1")
+    receiver = ServerId.parse("DEV/GOV/POP/ss1")
+    reads = [
+        read_header(
+            build_request_header(
+                first, body=b"b", sender=sender, receiver=receiver, created_at=now
+            )[1]
+        )
+        for _ in range(2)
+    ]
+    assert reads[0].client is reads[1].client == first.client
+    assert reads[0].service is reads[1].service == first.service
+    assert reads[0].sender is reads[1].sender == sender
+    assert reads[0].receiver is reads[1].receiver == receiver
+    bad = (("ruta-client", "DEV/GOV/SOC/bad!"), *GOOD[1:])
+    for _ in range(2):
+        assert _fault_of(PATH, bad) is Fault.CLIENT_INVALID_IDENTIFIER
+    header = transport_pb2.MessageHeader()
+    header.ParseFromString(
+        build_request_header(first, body=b"b", sender=sender, receiver=receiver, created_at=now)[1]
+    )
+    header.sender.server_code = "bad!"
+    for _ in range(2):
+        with pytest.raises(MalformedMessageError):
+            read_header(header.SerializeToString(deterministic=True))
+
+
 @pytest.mark.parametrize(
     "raw",
     [
