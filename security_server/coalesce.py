@@ -51,6 +51,12 @@ class Load:
         self._average += (time.perf_counter() - started - self._average) * _EWMA_WEIGHT
 
     @property
+    def busy(self) -> bool:
+        """Whether at least :data:`COALESCE_MIN_IN_FLIGHT` exchanges are in flight besides the
+        caller's (under load: batches stay open, commits are grouped)."""
+        return self.in_flight - 1 >= COALESCE_MIN_IN_FLIGHT
+
+    @property
     def average_seconds(self) -> float:
         """Moving average of the exchange times (seconds)."""
         return self._average

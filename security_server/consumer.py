@@ -16,7 +16,12 @@ member, bound to this request by ``request_hash``, same message id), logs the re
 response together in one transaction, and only then returns the body with trailing metadata
 ``ruta-message-id`` and ``ruta-request-hash``. An exchange that ends any other way after the
 request was sent (refusal, network error, bad response, the caller's deadline) still logs the
-request, alone, before the refusal goes back (docs/adr/0009).
+request, alone, before the refusal goes back (docs/adr/0009). A provider that agreed on
+``response-ahead`` sends its response before its own record of it is durable: the consumer then
+checks and logs the response while the provider commits, and answers its caller only once its
+own records are durable **and** the provider's notice says its record is; a notice that says
+otherwise, a broken link or the deadline instead gets the caller the provider's refusal or a
+network fault, never the answer (docs/adr/0903).
 
 A provider's refusal reaches the backend unchanged: same fault code, status and fault id (and
 the ``ruta-retry-after-ms`` hint of ``server.provider.rate_limited``). A refusal by the
@@ -74,7 +79,13 @@ from security_server.headers import (
     request_hash,
 )
 from security_server.identity import ServerIdentity
-from security_server.links import MAX_STATUS_TEXT_BYTES, PeerLinks, PeerRefusal, ProviderLink
+from security_server.links import (
+    MAX_STATUS_TEXT_BYTES,
+    PeerLinks,
+    PeerRefusal,
+    ProviderCommit,
+    ProviderLink,
+)
 from security_server.log import Direction, LogEntry
 from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.settings import SecurityServerSettings, is_loopback_address
@@ -317,7 +328,7 @@ class ConsumerProxy:
         # sending, it is logged alone before the refusal goes back (after it, when the caller
         # left: the caller's deadline cancelled this handler).
         try:
-            response = await self._send(
+            response, provider_commit = await self._send(
                 link,
                 transport_pb2.SignedMessage(header=header_bytes, body=body, signature=signature),
                 info,
@@ -354,6 +365,13 @@ class ConsumerProxy:
             # the append is queued as soon as it is called (MessageLog.append): a caller
             # cancelled now loses no record. No task of its own, then (one per exchange).
             await self._recorder.append([sent, received])
+        if provider_commit is not None:
+            # The provider sent its response ahead of its own commit (docs/adr/0903): ours is
+            # durable now, and the caller is answered only once the provider's is too. When it
+            # is not (a refusal, a broken link, the deadline), the request and this response
+            # stay in this log and the caller gets the refusal: `ruta audit reconcile` reports
+            # the response as received here and never logged by its sender.
+            await self._provider_committed(provider_commit, provider, info)
         outcome.response_bytes = len(response_body)
         exchanged = ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
         if response_header.status_code != grpc.StatusCode.OK.value[0]:
@@ -435,27 +453,22 @@ class ConsumerProxy:
 
     async def _send(
         self, link: ProviderLink, message: transport_pb2.SignedMessage, info: CallInfo
-    ) -> transport_pb2.SignedMessage:
-        provider = link.server
+    ) -> tuple[transport_pb2.SignedMessage, ProviderCommit | None]:
         try:
             return await link.exchange(message, seconds=self._timeout(info))
-        except PeerRefusal as refused:
-            if refused.fault is None:
-                raise ProxyError(
-                    f"security server {provider.id} refused the request with an unknown fault",
-                    fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
-                ) from None
-            raise _PassThrough(
-                RutaError(
-                    refused.message, fault=refused.fault, retry_after_ms=refused.retry_after_ms
-                ),
-                fault_id=refused.fault_id,
-                status=refused.status,
-            ) from None
-        except TimeoutError:
-            raise _deadline_passed(provider) from None
-        except TransportError as exc:
-            raise ProxyError(exc.message, fault=Fault.SERVER_CONSUMER_NETWORK_ERROR) from None
+        except (PeerRefusal, TimeoutError, TransportError) as exc:
+            raise _peer_failure(link.server, exc) from None
+
+    async def _provider_committed(
+        self, commit: ProviderCommit, provider: SecurityServer, info: CallInfo
+    ) -> None:
+        """Wait, within the caller's deadline, for the provider's notice that its record of the
+        response is durable; its refusal, a broken link or the deadline refuse as :meth:`_send`
+        does."""
+        try:
+            await commit.wait(seconds=self._timeout(info))
+        except (PeerRefusal, TimeoutError, TransportError) as exc:
+            raise _peer_failure(provider, exc) from None
 
     def _check_response(
         self,
@@ -546,6 +559,27 @@ def _backend_fault_problems(header: transport_pb2.MessageHeader) -> list[str]:
     if canonical_uuid(header.backend_fault_id) is None:
         problems.append("its backend fault id is not a UUID")
     return problems
+
+
+def _peer_failure(
+    provider: SecurityServer, exc: PeerRefusal | TimeoutError | TransportError
+) -> Exception:
+    """What the caller gets when the provider server refused, did not answer in time, or could
+    not be reached: its refusal passed on, the deadline's status, or network_error."""
+    if isinstance(exc, PeerRefusal):
+        if exc.fault is None:
+            return ProxyError(
+                f"security server {provider.id} refused the request with an unknown fault",
+                fault=Fault.SERVER_CONSUMER_NETWORK_ERROR,
+            )
+        return _PassThrough(
+            RutaError(exc.message, fault=exc.fault, retry_after_ms=exc.retry_after_ms),
+            fault_id=exc.fault_id,
+            status=exc.status,
+        )
+    if isinstance(exc, TimeoutError):
+        return _deadline_passed(provider)
+    return ProxyError(exc.message, fault=Fault.SERVER_CONSUMER_NETWORK_ERROR)
 
 
 def _reused(call: CallMetadata) -> ProxyError:

@@ -19,6 +19,15 @@ When the stream breaks (network, provider restart) every waiting exchange gets
 ``server.consumer.network_error`` and the link is replaced on the next call. A provider that does
 not offer ``ExchangeFrames`` (an older version) is remembered and called over ``Exchange``.
 
+Responses ahead of the provider's commit (docs/adr/0903): a link may offer capabilities in the
+stream's metadata (``ruta-frames-capabilities``); the provider confirms those it accepts in its
+initial metadata. With ``response-ahead`` agreed, the provider writes a response as soon as it is
+signed, with ``commit_pending``, commits its log record meanwhile and then sends a notice:
+the response's tag in ``ResultFrame.durable``, or a refusal in ``ResultFrame.undone``.
+:meth:`FrameLink.send` returns such a response at once with a future for its notice;
+:meth:`FrameLink.exchange` waits for the notice itself. A provider that sends a response ahead
+without having agreed to is breaking the protocol: the link fails.
+
 Provider side: a :class:`FramesStream` serves one ``ExchangeFrames`` call. Each request it reads
 is handled exactly as one ``Transport.Exchange`` call (same checks, log records and faults), in a
 task of its own; results go back, several per frame, as they are ready. Reading pauses at
@@ -32,8 +41,9 @@ import asyncio
 import collections
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Final, TypeAlias
 
 import grpc
 import grpc.aio
@@ -44,13 +54,19 @@ from security_server.errors import FramesUnsupportedError, MalformedMessageError
 from security_server.transport import MAX_FRAME_BYTES
 
 __all__ = [
+    "CAPABILITIES_HEADER",
     "FRAMES_PATH",
     "MAX_FRAME_REQUESTS",
     "MAX_STREAM_IN_FLIGHT",
+    "RESPONSE_AHEAD",
+    "CommitNotice",
     "FrameLink",
     "FrameLinks",
     "FramesStream",
     "FramesUnsupportedError",
+    "SendAhead",
+    "capabilities_metadata",
+    "capabilities_of",
     "framed_request_parts",
     "framed_result_parts",
 ]
@@ -68,6 +84,40 @@ FRAMED_OVERHEAD_BYTES: Final = 32
 _MAX_UINT32: Final = 2**32 - 1
 #: Links kept, one per peer channel; replaced channels' links are dropped past this.
 MAX_LINKS: Final = 64
+#: The metadata key in which a consumer offers, and a provider confirms, stream capabilities
+#: (comma-separated tokens; unknown ones are ignored).
+CAPABILITIES_HEADER: Final = "ruta-frames-capabilities"
+#: Longest capabilities value read (longer: none are taken).
+MAX_CAPABILITIES_BYTES: Final = 256
+#: The capability of responses sent ahead of the provider's log commit (docs/adr/0903).
+RESPONSE_AHEAD: Final = "response-ahead"
+
+#: What a response's durability notice says: ``None`` once the provider's record of it is
+#: durable, the refusal that undoes it, or the link's failure (the record may or may not be
+#: durable; the caller is not answered either way).
+CommitNotice: TypeAlias = transport_pb2.Refusal | TransportError | None
+#: What the consumer's reader hands a waiting exchange: its result, and the future of its notice
+#: when the response came ahead of the provider's commit.
+_Arrived: TypeAlias = tuple[transport_pb2.FramedResult, "asyncio.Future[CommitNotice] | None"]
+
+
+def capabilities_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> frozenset[str]:
+    """The capability tokens named in ``metadata``'s :data:`CAPABILITIES_HEADER` (bounded)."""
+    tokens: set[str] = set()
+    for key, value in metadata or ():
+        if key != CAPABILITIES_HEADER or not isinstance(value, str):
+            continue
+        if len(value) > MAX_CAPABILITIES_BYTES:
+            return frozenset()
+        tokens.update(token.strip() for token in value.split(","))
+    tokens.discard("")
+    return frozenset(tokens)
+
+
+def capabilities_metadata(capabilities: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """``capabilities`` as the metadata that offers (or confirms) them."""
+    return ((CAPABILITIES_HEADER, ",".join(sorted(capabilities))),) if capabilities else ()
+
 
 # Wire keys of the fields a consumer writes (ruta/v1/transport.proto): RequestFrame.requests (1,
 # length-delimited); FramedRequest.tag (1, varint), .message (2, length-delimited), .timeout_ms
@@ -81,6 +131,11 @@ _TIMEOUT_KEY: Final = b"\x18"
 _RESULTS_KEY: Final = b"\x0a"
 _RESPONSE_KEY: Final = b"\x12"
 _REFUSAL_KEY: Final = b"\x1a"
+# And with response-ahead (docs/adr/0903): FramedResult.commit_pending (4, varint) set;
+# ResultFrame.durable (2, packed varints) and .undone (3, length-delimited).
+_COMMIT_PENDING: Final = b"\x20\x01"
+_DURABLE_KEY: Final = b"\x12"
+_UNDONE_KEY: Final = b"\x1a"
 
 
 def _varint(value: int) -> bytes:
@@ -118,14 +173,32 @@ def framed_result_parts(
     return _RESULTS_KEY + _varint(len(head) + len(encoded)) + head, encoded
 
 
+def _pending_result_parts(
+    tag: int, response: transport_pb2.SignedMessage
+) -> tuple[bytes, bytes, bytes]:
+    """As :func:`framed_result_parts`, for a response sent ahead of its record's commit: with
+    ``commit_pending`` after the response (field order; docs/adr/0903)."""
+    encoded = response.SerializeToString(deterministic=True)
+    head = (_TAG_KEY + _varint(tag) if tag else b"") + _RESPONSE_KEY + _varint(len(encoded))
+    length = len(head) + len(encoded) + len(_COMMIT_PENDING)
+    return _RESULTS_KEY + _varint(length) + head, encoded, _COMMIT_PENDING
+
+
 class FrameLink:
     """One ``ExchangeFrames`` stream to one provider server (see the module docstring)."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, *, on_frame: Callable[[int], None] | None = None
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        on_frame: Callable[[int], None] | None = None,
+        capabilities: frozenset[str] = frozenset(),
     ) -> None:
         self._channel = channel
         self._on_frame = on_frame
+        #: Offered in the stream's metadata; :attr:`agreed` once the provider confirmed them.
+        self._offered = capabilities
+        self.agreed: frozenset[str] = frozenset()
         # Frames are written as bytes already serialised (see _next_frame).
         open_stream: grpc.aio.StreamStreamMultiCallable[bytes, transport_pb2.ResultFrame] = (
             channel.stream_stream(
@@ -134,10 +207,18 @@ class FrameLink:
                 response_deserializer=transport_pb2.ResultFrame.FromString,
             )
         )
-        self._call = open_stream()
+        self._call = open_stream(metadata=capabilities_metadata(capabilities) or None)
         # Each waiting request as the parts of its serialised FramedRequest element.
         self._outbox: collections.deque[tuple[bytes, bytes, bytes]] = collections.deque()
-        self._waiting: dict[int, asyncio.Future[transport_pb2.FramedResult]] = {}
+        # By tag: the result, with the future of its notice when it came ahead of the
+        # provider's commit.
+        self._waiting: dict[int, asyncio.Future[_Arrived]] = {}
+        # Notices awaited for responses that came with commit_pending, by tag: made by the
+        # reader with the result, resolved and dropped by it with the notice (a future's value,
+        # never its exception, so an abandoned one logs nothing). A provider holds each such
+        # request's place in its in-flight bound until its notice is written, so more than
+        # MAX_STREAM_IN_FLIGHT here is a provider breaking the protocol.
+        self._commits: dict[int, asyncio.Future[CommitNotice]] = {}
         self._wakeup = asyncio.Event()
         self._tags = itertools.count(1)
         self._failure: TransportError | None = None
@@ -162,18 +243,37 @@ class FrameLink:
         self, message: transport_pb2.SignedMessage | bytes, *, seconds: float
     ) -> transport_pb2.FramedResult:
         """Send ``message`` (a ``SignedMessage``, or one serialised) in the next frame and return
-        its result (a response or a refusal).
+        its final result (a response whose provider record is durable, or a refusal: also the
+        one that undoes a response sent ahead).
 
         Raises :class:`TimeoutError` when ``seconds`` (the caller's deadline) pass first, and
         :class:`~security_server.transport.TransportError` (``network_error``, or
         :class:`FramesUnsupportedError`) when the stream fails before the result arrives.
         """
+        deadline = asyncio.get_running_loop().time() + seconds
+        result, commit = await self.send(message, seconds=seconds)
+        if commit is None:
+            return result
+        async with asyncio.timeout_at(deadline):
+            notice = await commit
+        if notice is None:
+            return result
+        if isinstance(notice, TransportError):
+            raise notice
+        return transport_pb2.FramedResult(tag=result.tag, refusal=notice)
+
+    async def send(
+        self, message: transport_pb2.SignedMessage | bytes, *, seconds: float
+    ) -> tuple[transport_pb2.FramedResult, asyncio.Future[CommitNotice] | None]:
+        """Send ``message`` (a ``SignedMessage``, or one serialised) in the next frame and return
+        its result as soon as it arrives, with, for a response sent ahead of the provider's
+        commit (``commit_pending``), the future of its notice (:data:`CommitNotice`): the
+        response may be used only once that says durable. Raises as :meth:`exchange`.
+        """
         if self._failure is not None:
             raise self._failure
         tag = next(self._tags)
-        future: asyncio.Future[transport_pb2.FramedResult] = (
-            asyncio.get_running_loop().create_future()
-        )
+        future: asyncio.Future[_Arrived] = asyncio.get_running_loop().create_future()
         self._waiting[tag] = future
         encoded = message if isinstance(message, bytes) else message.SerializeToString()
         self._outbox.append(
@@ -228,16 +328,57 @@ class FrameLink:
 
     async def _read(self) -> None:
         try:
+            if self._offered:
+                self.agreed = self._offered & capabilities_of(await self._call.initial_metadata())
+            ahead = RESPONSE_AHEAD in self.agreed
             async for frame in self._call:
-                for result in frame.results:
-                    future = self._waiting.get(result.tag)
-                    if future is not None and not future.done():
-                        future.set_result(result)
+                if not self._deliver(frame, ahead=ahead):
+                    return
             self._fail(TransportError("the provider server ended the frames stream"))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any read failure ends the link
             self._fail(self._stream_error(exc))
+
+    def _deliver(self, frame: transport_pb2.ResultFrame, *, ahead: bool) -> bool:
+        """Hand each result and notice of ``frame`` to its waiter; false when the frame broke
+        the protocol (the link has failed)."""
+        commits = self._commits
+        for result in frame.results:
+            if result.commit_pending and not ahead:
+                self._fail(
+                    TransportError(
+                        "the provider server sent a response ahead of its log commit on a "
+                        "stream that did not agree to it"
+                    )
+                )
+                return False
+            future = self._waiting.get(result.tag)
+            if future is None or future.done():
+                continue
+            if not result.commit_pending:
+                future.set_result((result, None))
+                continue
+            if len(commits) >= MAX_STREAM_IN_FLIGHT:
+                self._fail(
+                    TransportError(
+                        "the provider server left too many responses without their "
+                        "durability notice"
+                    )
+                )
+                return False
+            commit: asyncio.Future[CommitNotice] = asyncio.get_running_loop().create_future()
+            commits[result.tag] = commit
+            future.set_result((result, commit))
+        for tag in frame.durable:
+            notified = commits.pop(tag, None)
+            if notified is not None and not notified.done():
+                notified.set_result(None)
+        for undone in frame.undone:
+            notified = commits.pop(undone.tag, None)
+            if notified is not None and not notified.done():
+                notified.set_result(undone.refusal)
+        return True
 
     @staticmethod
     def _stream_error(exc: Exception) -> TransportError:
@@ -261,6 +402,11 @@ class FrameLink:
             if not future.done():
                 future.set_exception(error)
         self._waiting.clear()
+        # Responses sent ahead whose notice never came: undone (their callers are not answered).
+        for commit in self._commits.values():
+            if not commit.done():
+                commit.set_result(error)
+        self._commits.clear()
         self._outbox.clear()
         self._call.cancel()
         self._wakeup.set()
@@ -276,9 +422,16 @@ class FrameLinks:
         size = len(message) if isinstance(message, bytes) else message.ByteSize()
         return size <= MAX_FRAME_BYTES - FRAMED_OVERHEAD_BYTES
 
-    def __init__(self, *, on_frame: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        on_frame: Callable[[int], None] | None = None,
+        capabilities: frozenset[str] = frozenset(),
+    ) -> None:
         #: Told the number of requests of every frame written (metrics).
         self._on_frame = on_frame
+        #: Offered on every stream (docs/adr/0903).
+        self._capabilities = capabilities
         # By the channel's id; the link holds its channel, so a reused id is never mistaken.
         self._links: dict[int, FrameLink] = {}
         # Closing links that were replaced (a failed link's close, not waited for by a call).
@@ -297,7 +450,7 @@ class FrameLinks:
                 self._retire(old)
             self._links.clear()
         try:
-            link = FrameLink(channel, on_frame=self._on_frame)
+            link = FrameLink(channel, on_frame=self._on_frame, capabilities=self._capabilities)
         except grpc.aio.UsageError:
             # Another call saw this peer's link fail and closed the channel under this one.
             raise TransportError("the link to the provider server was closed; retry") from None
@@ -314,25 +467,61 @@ class FrameLinks:
         await self._retired.wait()
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A response sent ahead of its record's commit: its ``FramedResult`` element's parts (with
+    ``commit_pending``)."""
+
+    parts: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Undone:
+    """The refusal that replaces a response sent ahead whose record did not become durable: its
+    ``FramedResult`` element's parts, under ``ResultFrame.undone``."""
+
+    parts: tuple[bytes, ...]
+
+
+#: What a request's task hands the stream's writer: a result's parts, a response sent ahead, the
+#: tag of a response sent ahead that is now durable, a response sent ahead undone, or ``None``
+#: (the stream may end).
+_Outgoing: TypeAlias = tuple[bytes, bytes] | _Pending | int | _Undone | None
+#: Sends a signed response ahead of its log commit (docs/adr/0903).
+SendAhead: TypeAlias = Callable[[transport_pb2.SignedMessage], None]
+
+
 class FramesStream:
     """One ``ExchangeFrames`` call on the provider side: a reader task starts one task per
-    request (``answer`` handles it as ``Transport.Exchange`` would and gives its result as
-    :func:`framed_result_parts`), the call's own task writes results back in frames (``write``,
-    a serialised ``ResultFrame``: the results' parts joined) as they complete; ``on_frame`` is
-    told each frame's size.
+    request (``answer`` handles it as ``Transport.Exchange`` would and gives its outcome, a
+    response or a refusal), the call's own task writes results back in frames (``write``, a
+    serialised ``ResultFrame``: the results' parts joined, :func:`framed_result_parts`) as they
+    complete; ``on_frame`` is told each frame's size.
+
+    With ``ahead`` (the stream agreed on ``response-ahead``, docs/adr/0903) ``answer`` gets a
+    :data:`SendAhead`: it may send a signed response before its log record is durable (written
+    with ``commit_pending``), and what it returns then is that response's notice: the response
+    again once its record is durable (the tag goes in ``ResultFrame.durable``), or a refusal
+    (in ``ResultFrame.undone``). A request's place in the stream's bounds is held until its
+    final word, the notice, is written.
     """
 
     def __init__(
         self,
         frames: AsyncIterator[transport_pb2.RequestFrame],
         *,
-        answer: Callable[[transport_pb2.FramedRequest], Awaitable[tuple[bytes, bytes]]],
+        answer: Callable[
+            [transport_pb2.FramedRequest, SendAhead | None],
+            Awaitable[transport_pb2.SignedMessage | transport_pb2.Refusal],
+        ],
         write: Callable[[bytes], Awaitable[None]],
         on_frame: Callable[[int], None],
         max_frame_bytes: int,
         shared_room: asyncio.Semaphore,
+        ahead: bool = False,
     ) -> None:
         self._answer_one = answer
+        self._ahead = ahead
         self._on_frame = on_frame
         # Framed requests in flight on every stream of this server together (the transport
         # port's max_concurrent_calls): many streams do not multiply the bound.
@@ -342,7 +531,7 @@ class FramesStream:
         self._write = write
         self._max_frame_bytes = max_frame_bytes
         # None: everything read has been answered; the stream may end.
-        self._results: asyncio.Queue[tuple[bytes, bytes] | None] = asyncio.Queue()
+        self._results: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._room = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
         # The stream's own tasks (reader, drain watcher) and one task per request read: none
         # outlives the stream.
@@ -365,11 +554,12 @@ class FramesStream:
         watcher.add_done_callback(stop_reading)
         try:
             while (first := await self._results.get()) is not None:
-                frame, results = self._frame(first)
+                frame, results, finished = self._frame(first)
                 await self._write(frame)
-                self._on_frame(results)
-                for _ in range(results):
-                    # A request's place is free once its result is written.
+                if results:  # a frame of notices alone carries no message
+                    self._on_frame(results)
+                for _ in range(finished):
+                    # A request's place is free once its (final) result is written.
                     self._room.release()
                     self._shared_room.release()
                     self._held -= 1
@@ -381,21 +571,47 @@ class FramesStream:
                 self._shared_room.release()
             self._held = 0
 
-    def _frame(self, first: tuple[bytes, bytes]) -> tuple[bytes, int]:
-        """A serialised ``ResultFrame`` of ``first`` and the results ready after it, and how
-        many results it carries."""
-        parts = list(first)
-        size = len(first[0]) + len(first[1])
-        results = 1
-        while not self._results.empty() and size < self._max_frame_bytes:
-            result = self._results.get_nowait()
-            if result is None:
+    def _frame(
+        self, first: tuple[bytes, bytes] | _Pending | int | _Undone
+    ) -> tuple[bytes, int, int]:
+        """A serialised ``ResultFrame`` of ``first`` and what is ready after it; how many
+        results it carries, and how many requests it finishes (a response sent ahead finishes
+        with its notice). Results come first, then the durable tags, then the undone refusals:
+        field order, as deterministic serialisation writes them."""
+        parts: list[bytes] = []
+        durable: list[bytes] = []
+        undone: list[bytes] = []
+        results = finished = size = 0
+        item: _Outgoing = first
+        while True:
+            if isinstance(item, tuple):
+                parts += item
+                size += len(item[0]) + len(item[1])
+                results += 1
+                finished += 1
+            elif isinstance(item, _Pending):
+                parts += item.parts
+                size += sum(map(len, item.parts))
+                results += 1
+            elif isinstance(item, int):
+                durable.append(_varint(item))
+                size += 10
+                finished += 1
+            elif isinstance(item, _Undone):
+                undone += item.parts
+                size += sum(map(len, item.parts))
+                finished += 1
+            if self._results.empty() or size >= self._max_frame_bytes:
+                break
+            item = self._results.get_nowait()
+            if item is None:
                 self._results.put_nowait(None)  # ends the stream after this frame
                 break
-            parts += result
-            size += len(result[0]) + len(result[1])
-            results += 1
-        return b"".join(parts), results
+        if durable:
+            tags = b"".join(durable)
+            parts += (_DURABLE_KEY, _varint(len(tags)), tags)
+        parts += undone
+        return b"".join(parts), results, finished
 
     async def _read(self) -> None:
         try:
@@ -419,4 +635,23 @@ class FramesStream:
             self._results.put_nowait(None)
 
     async def _answer(self, item: transport_pb2.FramedRequest) -> None:
-        self._results.put_nowait(await self._answer_one(item))
+        results = self._results
+        tag = item.tag
+        if not self._ahead:
+            results.put_nowait(framed_result_parts(tag, await self._answer_one(item, None)))
+            return
+        sent = False
+
+        def send_ahead(response: transport_pb2.SignedMessage) -> None:
+            nonlocal sent
+            sent = True
+            results.put_nowait(_Pending(_pending_result_parts(tag, response)))
+
+        outcome = await self._answer_one(item, send_ahead)
+        if not sent:
+            results.put_nowait(framed_result_parts(tag, outcome))
+        elif isinstance(outcome, transport_pb2.Refusal):
+            head, encoded = framed_result_parts(tag, outcome)
+            results.put_nowait(_Undone((_UNDONE_KEY + head[1:], encoded)))
+        else:
+            results.put_nowait(tag)  # its record is durable

@@ -7,10 +7,15 @@ messages per frame on one ``Transport.ExchangeFrames`` stream per server
 a frame, a provider without frames, or with ``[transport] frames = false``. Unit tests use an
 in-memory twin that hands each message to a real :class:`~security_server.provider.ProviderProxy`
 in the same process (tests/unit/security_server/twin.py).
+
+A provider that agreed on ``response-ahead`` (docs/adr/0903) answers before its record of the
+response is durable: :meth:`ProviderLink.exchange` then returns the response with a
+:class:`ProviderCommit`, which the consumer must see succeed before it answers its caller.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
@@ -30,7 +35,7 @@ from ruta.globalconf import SecurityServer
 from ruta.ids import ServerId
 from ruta.v1 import transport_pb2
 from security_server.errors import FramesUnsupportedError, TransportError
-from security_server.frames import FrameLinks
+from security_server.frames import RESPONSE_AHEAD, CommitNotice, FrameLinks
 from security_server.transport import EXCHANGE_PATH, PeerChannels
 
 __all__ = [
@@ -39,7 +44,9 @@ __all__ = [
     "GrpcPeerLinks",
     "PeerLinks",
     "PeerRefusal",
+    "ProviderCommit",
     "ProviderLink",
+    "Reply",
 ]
 
 _log = logging.getLogger(__name__)
@@ -74,6 +81,26 @@ class PeerRefusal(Exception):  # noqa: N818 - a peer's answer, passed on unchang
         self.retry_after_ms = retry_after_ms
 
 
+class ProviderCommit(Protocol):
+    """The provider's notice for a response it sent ahead of its log commit (docs/adr/0903)."""
+
+    async def wait(self, *, seconds: float) -> None:
+        """Return once the provider's record of the response is durable.
+
+        Raises :class:`PeerRefusal` when the provider undid the response (its record could not
+        be logged: its ``logging_failed``, fault id and status), :class:`TimeoutError` when
+        ``seconds`` pass first, and :class:`~security_server.errors.TransportError` when the
+        link broke first (the record may or may not be durable). In every such case the
+        response must not reach the caller.
+        """
+        ...
+
+
+#: A provider server's signed response, with its :class:`ProviderCommit` when it was sent
+#: ahead of the provider's log commit (``None``: the provider's record is durable already).
+Reply = tuple[transport_pb2.SignedMessage, ProviderCommit | None]
+
+
 class ProviderLink(Protocol):
     """A connection to one provider server, made before anything is signed."""
 
@@ -82,10 +109,9 @@ class ProviderLink(Protocol):
         """The server the link reaches (the request names it as receiver)."""
         ...
 
-    async def exchange(
-        self, message: transport_pb2.SignedMessage, *, seconds: float
-    ) -> transport_pb2.SignedMessage:
-        """Send ``message`` and return the server's signed response (not yet checked).
+    async def exchange(self, message: transport_pb2.SignedMessage, *, seconds: float) -> Reply:
+        """Send ``message`` and return the server's signed response (not yet checked), with
+        its :class:`ProviderCommit` when the response came ahead of the provider's commit.
 
         Raises :class:`PeerRefusal` when the server refused it, :class:`TimeoutError` when
         ``seconds`` pass first, and :class:`~security_server.errors.TransportError` when it
@@ -125,9 +151,17 @@ class GrpcPeerLinks:
         *,
         frames: bool,
         on_frame: Callable[[int], None] | None = None,
+        responses_ahead: bool = False,
     ) -> None:
         self._channels = channels
-        self._links = FrameLinks(on_frame=on_frame) if frames else None
+        self._links = (
+            FrameLinks(
+                on_frame=on_frame,
+                capabilities=frozenset({RESPONSE_AHEAD}) if responses_ahead else frozenset(),
+            )
+            if frames
+            else None
+        )
         # Providers that do not offer frames, remembered and called once per message.
         self._unary_only: set[ServerId] = set()
         # Transport.Exchange callables, made once per peer channel (by the channel's id; the
@@ -171,7 +205,7 @@ class GrpcPeerLinks:
         channel: grpc.aio.Channel,
         message: transport_pb2.SignedMessage,
         seconds: float,
-    ) -> transport_pb2.SignedMessage:
+    ) -> Reply:
         if self._links is not None and server.id not in self._unary_only:
             # Serialised once: its size decides the path, and the frame carries these bytes.
             encoded = message.SerializeToString()
@@ -181,7 +215,7 @@ class GrpcPeerLinks:
                 except FramesUnsupportedError:
                     self._unary_only.add(server.id)
                     _log.warning("provider server %s takes one call per message", server.id)
-        return await self._unary(server, channel, message, seconds)
+        return await self._unary(server, channel, message, seconds), None
 
     async def _framed(
         self,
@@ -189,29 +223,36 @@ class GrpcPeerLinks:
         channel: grpc.aio.Channel,
         message: bytes,
         seconds: float,
-    ) -> transport_pb2.SignedMessage:
+    ) -> Reply:
         if self._links is None:  # pragma: no cover - only called with frames on
             raise FramesUnsupportedError("frames are off")
         link = self._links.link(channel)
         try:
-            result = await link.exchange(message, seconds=seconds)
+            result, commit = await link.send(message, seconds=seconds)
         except FramesUnsupportedError:
             raise
         except TransportError:
-            self._channels.discard(server)
-            raise TransportError(
-                f"security server {server.id} could not be reached (the link failed)"
-            ) from None
+            raise self._link_failed(server) from None
         if result.HasField("response"):
-            return result.response
-        refusal = result.refusal
+            return result.response, (
+                None if commit is None else _FramedCommit(self, server, commit)
+            )
+        raise self._refused(server, result.refusal)
+
+    def _link_failed(self, server: SecurityServer) -> TransportError:
+        self._channels.discard(server)
+        return TransportError(f"security server {server.id} could not be reached (the link failed)")
+
+    @staticmethod
+    def _refused(server: SecurityServer, refusal: transport_pb2.Refusal) -> Exception:
+        """A framed refusal as the consumer passes it on (an unknown fault: a TransportError)."""
         try:
             fault: Fault | None = Fault(refusal.fault)
         except ValueError:
-            raise TransportError(
+            return TransportError(
                 f"security server {server.id} refused the request with an unknown fault"
-            ) from None
-        raise PeerRefusal(
+            )
+        return PeerRefusal(
             refusal.message,
             fault=fault,
             fault_id=refusal.fault_id or None,
@@ -260,6 +301,35 @@ class GrpcPeerLinks:
         return response
 
 
+class _FramedCommit:
+    """A :class:`ProviderCommit` over a frames link: the notice's future (docs/adr/0903)."""
+
+    __slots__ = ("_future", "_owner", "_server")
+
+    def __init__(
+        self,
+        owner: GrpcPeerLinks,
+        server: SecurityServer,
+        future: asyncio.Future[CommitNotice],
+    ) -> None:
+        self._owner = owner
+        self._server = server
+        self._future = future
+
+    async def wait(self, *, seconds: float) -> None:
+        future = self._future
+        if future.done():
+            notice = future.result()
+        else:
+            async with asyncio.timeout(seconds):
+                notice = await future
+        if notice is None:
+            return
+        if isinstance(notice, TransportError):
+            raise self._owner._link_failed(self._server)
+        raise self._owner._refused(self._server, notice)
+
+
 class _GrpcProviderLink:
     def __init__(
         self, owner: GrpcPeerLinks, server: SecurityServer, channel: grpc.aio.Channel
@@ -272,7 +342,5 @@ class _GrpcProviderLink:
     def server(self) -> SecurityServer:
         return self._server
 
-    async def exchange(
-        self, message: transport_pb2.SignedMessage, *, seconds: float
-    ) -> transport_pb2.SignedMessage:
+    async def exchange(self, message: transport_pb2.SignedMessage, *, seconds: float) -> Reply:
         return await self._owner._exchange(self._server, self._channel, message, seconds)

@@ -132,7 +132,8 @@ class ExchangeMetrics:
         self.frames = Counter(
             "ruta_transport_frames",
             "Frames written on server-to-server streams (Transport.ExchangeFrames), by role "
-            "(consumer: request frames, provider: result frames).",
+            "(consumer: request frames, provider: result frames; a frame of durability notices "
+            "alone, docs/adr/0903, is not counted).",
             ("role",),
             registry=self.registry,
         )

@@ -19,7 +19,12 @@ with ``server.provider.service_failed``, so the consumer's log holds the outcome
 
 ``Transport.ExchangeFrames`` carries the same requests several per frame on one stream
 (docs/adr/0011): each framed request goes through exactly the same steps, concurrently, and its
-response or refusal goes back in a result frame as soon as it is ready.
+response or refusal goes back in a result frame as soon as it is ready. On a stream whose
+consumer asked for ``response-ahead`` (and ``[transport] responses_ahead`` on), the signed
+response goes back as soon as it is signed, while its log record is committed, and a notice
+follows once the record is durable (or the refusal that undoes the response when it cannot be
+logged): the consumer answers its caller only after that notice (docs/adr/0903). The replay
+claim and the request's record stay durable before the backend is called.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from security_server.exchange import (
     refusal,
     unexpected_failure,
 )
-from security_server.frames import FramesStream, framed_result_parts
+from security_server.frames import RESPONSE_AHEAD, FramesStream, SendAhead
 from security_server.headers import (
     ReadHeader,
     build_response_header,
@@ -113,6 +118,10 @@ class ProviderProxy:
         # (security_server.coalesce), so responses ready together share one signature.
         self._load = Load()
         self._framed_room = asyncio.Semaphore(settings.limits.max_concurrent_calls)
+        #: Frames capabilities this provider agrees to when a consumer offers them.
+        self.frames_capabilities: frozenset[str] = (
+            frozenset({RESPONSE_AHEAD}) if settings.transport.responses_ahead else frozenset()
+        )
         rates = settings.rate_limits
         self._rates = RateLimiter(
             max_per_minute=rates.max_per_minute,
@@ -151,6 +160,8 @@ class ProviderProxy:
         frames: AsyncIterator[transport_pb2.RequestFrame],
         write: Callable[[bytes], Awaitable[None]],
         info: CallInfo,
+        *,
+        ahead: bool = False,
     ) -> None:
         """``Transport.ExchangeFrames``: every request of every frame is handled as :meth:`exchange`
         handles one (same checks, same log records, same faults), concurrently; each result goes
@@ -162,19 +173,19 @@ class ProviderProxy:
         streams together (reading pauses at a bound, also when the consumer stops reading
         results). Result frames go out through ``write``, serialised (each response serialised
         once, not copied into a ``FramedResult`` and a ``ResultFrame`` first); a malformed frame
-        ends the stream with :class:`~security_server.calls.Refused`.
+        ends the stream with :class:`~security_server.calls.Refused`. With ``ahead`` (the stream
+        agreed on ``response-ahead``) responses go out before their records are durable, each
+        followed by its notice (docs/adr/0903).
         """
-
-        async def answer(item: transport_pb2.FramedRequest) -> tuple[bytes, bytes]:
-            return framed_result_parts(item.tag, await self._framed_outcome(item, info))
 
         stream = FramesStream(
             frames,
-            answer=answer,
+            answer=lambda item, send_ahead: self._framed_outcome(item, info, ahead=send_ahead),
             write=write,
             on_frame=self.frame_written,
             max_frame_bytes=MAX_FRAME_BYTES,
             shared_room=self._framed_room,
+            ahead=ahead,
         )
         try:
             await stream.run(self._draining)
@@ -182,24 +193,36 @@ class ProviderProxy:
             raise Refused.from_error(refusal(Side.PROVIDER, exc)) from None
 
     async def framed(
-        self, item: transport_pb2.FramedRequest, info: CallInfo
+        self,
+        item: transport_pb2.FramedRequest,
+        info: CallInfo,
+        *,
+        ahead: SendAhead | None = None,
     ) -> transport_pb2.FramedResult:
         """One framed request handled as :meth:`exchange` handles one; a refusal becomes the
-        result's :class:`~ruta.v1.transport_pb2.Refusal` (fault code, fault id, status)."""
-        outcome = await self._framed_outcome(item, info)
+        result's :class:`~ruta.v1.transport_pb2.Refusal` (fault code, fault id, status).
+
+        With ``ahead``, the signed response is handed to it before its log record is durable;
+        what this returns is then the response's notice: the response once the record is
+        durable, or the refusal (``logging_failed``) that undoes it (docs/adr/0903)."""
+        outcome = await self._framed_outcome(item, info, ahead=ahead)
         if isinstance(outcome, transport_pb2.Refusal):
             return transport_pb2.FramedResult(tag=item.tag, refusal=outcome)
         return transport_pb2.FramedResult(tag=item.tag, response=outcome)
 
     async def _framed_outcome(
-        self, item: transport_pb2.FramedRequest, info: CallInfo
+        self,
+        item: transport_pb2.FramedRequest,
+        info: CallInfo,
+        *,
+        ahead: SendAhead | None = None,
     ) -> transport_pb2.SignedMessage | transport_pb2.Refusal:
         """What :meth:`framed` puts in its result: the signed response, or the refusal."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + item.timeout_ms / 1000 if item.timeout_ms else None
         with self._metrics.exchange("provider") as outcome:
             try:
-                return await self._exchange(item.message, info, deadline, outcome)
+                return await self._exchange(item.message, info, deadline, outcome, ahead)
             except RutaError as exc:
                 error = refusal(Side.PROVIDER, exc)
                 outcome.fault = str(error.fault)
@@ -216,10 +239,11 @@ class ProviderProxy:
         info: CallInfo,
         deadline: float | None,
         outcome: Outcome,
+        ahead: SendAhead | None = None,
     ) -> transport_pb2.SignedMessage:
         started = self._load.start()
         try:
-            return await self._checked_exchange(message, info, deadline, outcome)
+            return await self._checked_exchange(message, info, deadline, outcome, ahead)
         finally:
             self._load.end(started)
 
@@ -229,6 +253,7 @@ class ProviderProxy:
         info: CallInfo,
         deadline: float | None,
         outcome: Outcome,
+        ahead: SendAhead | None,
     ) -> transport_pb2.SignedMessage:
         conf = self._globalconf.current()
         peer = await authenticate_peer(info.peer_certificate_pem, conf, self._peer_status)
@@ -323,7 +348,9 @@ class ProviderProxy:
         outcome.response_bytes = len(forwarded.body)
         if forwarded.fault is not None:
             outcome.fault = str(forwarded.fault)
-        return await self._answer(request=message, read=read, forwarded=forwarded, staple=staple)
+        return await self._answer(
+            request=message, read=read, forwarded=forwarded, staple=staple, ahead=ahead
+        )
 
     def _request_header(self, raw: bytes, peer: ServerId) -> ReadHeader:
         """The parsed request header, addressed to this server and sent by ``peer``."""
@@ -389,7 +416,12 @@ class ProviderProxy:
         read: ReadHeader,
         forwarded: _Forwarded,
         staple: bytes,
+        ahead: SendAhead | None,
     ) -> transport_pb2.SignedMessage:
+        """Sign the response and log it durably; returns it once its record is durable. With
+        ``ahead``, and unless this server is under load, the response is sent first and its
+        record committed meanwhile (the request's record and replay claim are durable already:
+        the backend has acted)."""
         body = forwarded.body
         digest = request_hash(request.header, request.signature.value)
         created_at = self._clock()
@@ -406,6 +438,13 @@ class ProviderProxy:
         signature = await self._identity.sign_batched(
             response_bytes, staple=staple, hold=self._load.hold()
         )
+        answer = transport_pb2.SignedMessage(header=response_bytes, body=body, signature=signature)
+        if ahead is not None and not self._load.busy:
+            # Queued for the wire before the record is appended; the append below is queued to
+            # the log's writer in the same step, so the write and the commit overlap. Under load
+            # (commits grouped, the CPU the limit) the response waits for its record instead and
+            # needs no notice: a notice frame per group costs more than the overlap gains there.
+            ahead(answer)
         await self._recorder.record(
             Direction.SENT,
             header=response_bytes,
@@ -421,7 +460,7 @@ class ProviderProxy:
                 created_at=created_at,
             ),
         )
-        return transport_pb2.SignedMessage(header=response_bytes, body=body, signature=signature)
+        return answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from ruta.v1 import transport_pb2
 from security_server.calls import CallInfo, Metadata, Refused
 from security_server.consumer import ConsumerProxy
 from security_server.errors import MalformedMessageError, ProxyError, Side, fault_for
+from security_server.frames import RESPONSE_AHEAD, capabilities_metadata, capabilities_of
 from security_server.provider import ProviderProxy
 
 __all__ = ["HEALTH_SERVICE_PREFIX", "add_transport_service", "call_info", "consumer_handler"]
@@ -115,8 +116,18 @@ def add_transport_service(server: grpc.aio.Server, provider: ProviderProxy) -> N
     async def on_exchange_frames(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
+        # The capabilities the consumer offered that this provider agrees to, confirmed in the
+        # initial metadata before any result (docs/adr/0903).
+        agreed = capabilities_of(context.invocation_metadata()) & provider.frames_capabilities
         try:
-            await provider.exchange_frames(frames_of(requests), context.write, call_info(context))
+            if agreed:
+                await context.send_initial_metadata(capabilities_metadata(agreed))
+            await provider.exchange_frames(
+                frames_of(requests),
+                context.write,
+                call_info(context),
+                ahead=RESPONSE_AHEAD in agreed,
+            )
         except MalformedMessageError as exc:  # a malformed frame the handler let through
             await _refuse(context, _provider_refusal(exc))
         except Refused as refused:

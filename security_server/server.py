@@ -528,6 +528,7 @@ class SecurityServerApp:
         return GrpcPeerLinks(
             peers,
             frames=settings.transport.frames,
+            responses_ahead=settings.transport.responses_ahead,
             on_frame=lambda messages: self.metrics.frame_written("consumer", messages),
         )
 

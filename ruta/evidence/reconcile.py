@@ -4,6 +4,13 @@ Both servers log the request and the response of every exchange (one as sent, th
 received), with the same signed header bytes. :func:`reconcile` verifies both bundles, pairs
 their records by client and message id, and reports every exchange present on one side only and
 every one whose request or response differs between the sides.
+
+A response present on one side only is named for what it means. Logged as received (by the
+consumer) but not by its sender: the provider sent it ahead of its own log commit and that
+commit never completed (its log failed, or it stopped first; docs/adr/0903), so the consumer's
+caller was refused, not answered. Logged as sent (by the provider) but not received: the
+consumer never took it in (its caller gave up, the link broke, or the consumer stopped first;
+docs/adr/0009, 0011), so its caller was not answered either.
 """
 
 from __future__ import annotations
@@ -84,7 +91,25 @@ def _compare(
     b: VerificationReport,
 ) -> list[str]:
     if not one or not two:
-        return [f"the {kind} is only in {a.source if not two else b.source}"]
+        present = one or two
+        where = a.source if not two else b.source
+        if kind == "response":
+            directions = {record.direction for record in present.values()}
+            if directions == {"received"}:
+                return [
+                    f"the response is only in {where}, which received it: its sender (the "
+                    "provider) never logged it, as when it sends a response ahead of its log "
+                    "commit and that commit fails or the provider stops first "
+                    "(docs/adr/0903); the consumer answers only once that record is durable, "
+                    "so its caller was refused, not answered"
+                ]
+            if directions == {"sent"}:
+                return [
+                    f"the response is only in {where}, which sent it: the consumer never "
+                    "logged it as received (its caller gave up, the link broke or the "
+                    "consumer stopped first; docs/adr/0009), so the caller was not answered"
+                ]
+        return [f"the {kind} is only in {where}"]
     common = one.keys() & two.keys()
     if not common:
         return [f"the {kind} headers differ between the sides"]

@@ -253,6 +253,42 @@ async def test_reconcile_reports_an_exchange_missing_on_one_side(
     assert "only in soc" in result.discrepancies[0].problem
 
 
+async def test_reconcile_names_a_response_its_provider_never_logged(
+    world: Scenario, tmp_path: Path
+) -> None:
+    """A provider that sent a response ahead of its commit (docs/adr/0903) and whose commit
+    then failed: the consumer logged the request and the response, the provider the request
+    alone. Reconcile names the response as received but never logged by its sender, an exchange
+    whose caller was refused; the request pairs up, and the other exchanges match."""
+    consumer = await world.export(world.consumer)
+    # The provider's log without the last exchange's response (its last record).
+    provider = await world.export(world.provider, EvidenceFilter(from_seq=0, until_seq=7))
+    result = reconcile(verify_bundle(consumer, name="soc"), verify_bundle(provider, name="pop"))
+    assert not result.ok
+    assert result.matched == EXCHANGES - 1
+    [discrepancy] = result.discrepancies
+    assert discrepancy.message_id == world.message_ids[3]
+    assert discrepancy.problem.startswith("the response is only in soc, which received it")
+    assert "docs/adr/0903" in discrepancy.problem
+    assert "refused, not answered" in discrepancy.problem
+    assert "request" not in discrepancy.problem.split(":")[0]
+    code, out = _run(
+        "reconcile", _write(tmp_path / "soc.zip", consumer), _write(tmp_path / "pop.zip", provider)
+    )
+    assert code == 1
+    assert "never logged it" in out
+
+
+async def test_reconcile_names_a_response_its_consumer_never_logged(world: Scenario) -> None:
+    """The other way round: the provider logged the response it sent, the consumer nothing of
+    it (its caller gave up first): named as sent, never received."""
+    consumer = await world.export(world.consumer, EvidenceFilter(from_seq=0, until_seq=7))
+    provider = await world.export(world.provider)
+    result = reconcile(verify_bundle(consumer, name="soc"), verify_bundle(provider, name="pop"))
+    [discrepancy] = result.discrepancies
+    assert discrepancy.problem.startswith("the response is only in pop, which sent it")
+
+
 async def test_reconcile_names_a_retried_request_and_pairs_the_rest(world: Scenario) -> None:
     """A retried message id (the consumer logged a second request the provider refused) is
     reported as one more request on the consumer's side, not as headers that differ."""

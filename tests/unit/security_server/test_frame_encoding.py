@@ -4,10 +4,18 @@ back to the same requests."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
 
 from ruta.v1 import transport_pb2
-from security_server.frames import framed_request_parts, framed_result_parts
+from security_server.frames import (
+    FramesStream,
+    SendAhead,
+    framed_request_parts,
+    framed_result_parts,
+)
 
 
 def _message(body: bytes) -> transport_pb2.SignedMessage:
@@ -75,3 +83,54 @@ def test_framed_result_bytes_are_protobufs_own(body_size: int, tag: int) -> None
     assert parsed.results[0].response == response
     assert parsed.results[1].refusal == refusal
     assert parsed.results[2].HasField("response")
+
+
+async def test_responses_ahead_and_their_notices_are_protobufs_own_bytes() -> None:
+    """On a stream that agreed on response-ahead (docs/adr/0903): a response sent ahead carries
+    commit_pending, its durable notice goes in ResultFrame.durable, an undone one's refusal in
+    ResultFrame.undone; the frame the provider writes is exactly protobuf's deterministic bytes
+    for the same ResultFrame, and counts what it finishes (notices, results not sent ahead)."""
+    ahead, plain, undone = _message(b"ahead"), _message(b"plain"), _message(b"undone")
+    refusal = transport_pb2.Refusal(
+        status_code=13, fault="server.provider.logging_failed", fault_id="f", message="m"
+    )
+
+    async def answer(
+        item: transport_pb2.FramedRequest, send_ahead: SendAhead | None
+    ) -> transport_pb2.SignedMessage | transport_pb2.Refusal:
+        assert send_ahead is not None
+        if item.tag == 2:
+            return plain  # committed before it is sent: no notice
+        response = ahead if item.tag == 1 else undone
+        send_ahead(response)
+        return response if item.tag == 1 else refusal
+
+    async def frames() -> AsyncIterator[transport_pb2.RequestFrame]:
+        return
+        yield
+
+    async def write(_: bytes) -> None:
+        return None
+
+    stream = FramesStream(
+        frames(),
+        answer=answer,
+        write=write,
+        on_frame=lambda _: None,
+        max_frame_bytes=1 << 20,
+        shared_room=asyncio.Semaphore(8),
+        ahead=True,
+    )
+    for tag in (1, 2, 3):
+        await stream._answer(transport_pb2.FramedRequest(tag=tag))
+    first = stream._results.get_nowait()
+    assert first is not None
+    joined, results, finished = stream._frame(first)
+
+    expected = transport_pb2.ResultFrame(durable=[1])
+    expected.results.add(tag=1, response=ahead, commit_pending=True)
+    expected.results.add(tag=2, response=plain)
+    expected.results.add(tag=3, response=undone, commit_pending=True)
+    expected.undone.add(tag=3, refusal=refusal)
+    assert joined == expected.SerializeToString(deterministic=True)
+    assert (results, finished) == (3, 3)

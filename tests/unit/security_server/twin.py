@@ -46,7 +46,7 @@ from security_server.database import open_database
 from security_server.errors import TransportError
 from security_server.exchange import ExchangeRecorder, SignatureChecker
 from security_server.identity import ServerIdentity
-from security_server.links import PeerRefusal, ProviderLink
+from security_server.links import PeerRefusal, ProviderLink, Reply
 from security_server.log import BodyKey, MessageLog
 from security_server.metrics import ExchangeMetrics
 from security_server.provider import ProviderProxy
@@ -166,9 +166,7 @@ class _Link:
     def server(self) -> SecurityServer:
         return self._server
 
-    async def exchange(
-        self, message: transport_pb2.SignedMessage, *, seconds: float
-    ) -> transport_pb2.SignedMessage:
+    async def exchange(self, message: transport_pb2.SignedMessage, *, seconds: float) -> Reply:
         world = self._world
         if world.link_failure is not None:
             raise world.link_failure
@@ -200,7 +198,7 @@ class _Link:
                 retry_after_ms=retry_after_of(refused.trailing_metadata),
             ) from None
         world.sent.append(message)
-        return world.tamper(response) if world.tamper is not None else response
+        return (world.tamper(response) if world.tamper is not None else response), None
 
 
 def _passed_on(refusal: transport_pb2.Refusal) -> Refused:
