@@ -21,7 +21,7 @@ request, alone, before the refusal goes back (docs/adr/0009). A provider that ag
 checks and logs the response while the provider commits, and answers its caller only once its
 own records are durable **and** the provider's notice says its record is; a notice that says
 otherwise, a broken link or the deadline instead gets the caller the provider's refusal or a
-network fault, never the answer (docs/adr/0903).
+network fault, never the answer (docs/adr/0038).
 
 A provider's refusal reaches the backend unchanged: same fault code, status and fault id (and
 the ``ruta-retry-after-ms`` hint of ``server.provider.rate_limited``). A refusal by the
@@ -366,7 +366,7 @@ class ConsumerProxy:
             # cancelled now loses no record. No task of its own, then (one per exchange).
             await self._recorder.append([sent, received])
         if provider_commit is not None:
-            # The provider sent its response ahead of its own commit (docs/adr/0903): ours is
+            # The provider sent its response ahead of its own commit (docs/adr/0038): ours is
             # durable now, and the caller is answered only once the provider's is too. When it
             # is not (a refusal, a broken link, the deadline), the request and this response
             # stay in this log and the caller gets the refusal: `ruta audit reconcile` reports

@@ -19,7 +19,7 @@ When the stream breaks (network, provider restart) every waiting exchange gets
 ``server.consumer.network_error`` and the link is replaced on the next call. A provider that does
 not offer ``ExchangeFrames`` (an older version) is remembered and called over ``Exchange``.
 
-Responses ahead of the provider's commit (docs/adr/0903): a link may offer capabilities in the
+Responses ahead of the provider's commit (docs/adr/0038): a link may offer capabilities in the
 stream's metadata (``ruta-frames-capabilities``); the provider confirms those it accepts in its
 initial metadata. With ``response-ahead`` agreed, the provider writes a response as soon as it is
 signed, with ``commit_pending``, commits its log record meanwhile and then sends a notice:
@@ -89,7 +89,7 @@ MAX_LINKS: Final = 64
 CAPABILITIES_HEADER: Final = "ruta-frames-capabilities"
 #: Longest capabilities value read (longer: none are taken).
 MAX_CAPABILITIES_BYTES: Final = 256
-#: The capability of responses sent ahead of the provider's log commit (docs/adr/0903).
+#: The capability of responses sent ahead of the provider's log commit (docs/adr/0038).
 RESPONSE_AHEAD: Final = "response-ahead"
 
 #: What a response's durability notice says: ``None`` once the provider's record of it is
@@ -131,7 +131,7 @@ _TIMEOUT_KEY: Final = b"\x18"
 _RESULTS_KEY: Final = b"\x0a"
 _RESPONSE_KEY: Final = b"\x12"
 _REFUSAL_KEY: Final = b"\x1a"
-# And with response-ahead (docs/adr/0903): FramedResult.commit_pending (4, varint) set;
+# And with response-ahead (docs/adr/0038): FramedResult.commit_pending (4, varint) set;
 # ResultFrame.durable (2, packed varints) and .undone (3, length-delimited).
 _COMMIT_PENDING: Final = b"\x20\x01"
 _DURABLE_KEY: Final = b"\x12"
@@ -177,7 +177,7 @@ def _pending_result_parts(
     tag: int, response: transport_pb2.SignedMessage
 ) -> tuple[bytes, bytes, bytes]:
     """As :func:`framed_result_parts`, for a response sent ahead of its record's commit: with
-    ``commit_pending`` after the response (field order; docs/adr/0903)."""
+    ``commit_pending`` after the response (field order; docs/adr/0038)."""
     encoded = response.SerializeToString(deterministic=True)
     head = (_TAG_KEY + _varint(tag) if tag else b"") + _RESPONSE_KEY + _varint(len(encoded))
     length = len(head) + len(encoded) + len(_COMMIT_PENDING)
@@ -430,7 +430,7 @@ class FrameLinks:
     ) -> None:
         #: Told the number of requests of every frame written (metrics).
         self._on_frame = on_frame
-        #: Offered on every stream (docs/adr/0903).
+        #: Offered on every stream (docs/adr/0038).
         self._capabilities = capabilities
         # By the channel's id; the link holds its channel, so a reused id is never mistaken.
         self._links: dict[int, FrameLink] = {}
@@ -487,7 +487,7 @@ class _Undone:
 #: tag of a response sent ahead that is now durable, a response sent ahead undone, or ``None``
 #: (the stream may end).
 _Outgoing: TypeAlias = tuple[bytes, bytes] | _Pending | int | _Undone | None
-#: Sends a signed response ahead of its log commit (docs/adr/0903).
+#: Sends a signed response ahead of its log commit (docs/adr/0038).
 SendAhead: TypeAlias = Callable[[transport_pb2.SignedMessage], None]
 
 
@@ -498,7 +498,7 @@ class FramesStream:
     serialised ``ResultFrame``: the results' parts joined, :func:`framed_result_parts`) as they
     complete; ``on_frame`` is told each frame's size.
 
-    With ``ahead`` (the stream agreed on ``response-ahead``, docs/adr/0903) ``answer`` gets a
+    With ``ahead`` (the stream agreed on ``response-ahead``, docs/adr/0038) ``answer`` gets a
     :data:`SendAhead`: it may send a signed response before its log record is durable (written
     with ``commit_pending``), and what it returns then is that response's notice: the response
     again once its record is durable (the tag goes in ``ResultFrame.durable``), or a refusal

@@ -8,7 +8,7 @@ a frame, a provider without frames, or with ``[transport] frames = false``. Unit
 in-memory twin that hands each message to a real :class:`~security_server.provider.ProviderProxy`
 in the same process (tests/unit/security_server/twin.py).
 
-A provider that agreed on ``response-ahead`` (docs/adr/0903) answers before its record of the
+A provider that agreed on ``response-ahead`` (docs/adr/0038) answers before its record of the
 response is durable: :meth:`ProviderLink.exchange` then returns the response with a
 :class:`ProviderCommit`, which the consumer must see succeed before it answers its caller.
 """
@@ -82,7 +82,7 @@ class PeerRefusal(Exception):  # noqa: N818 - a peer's answer, passed on unchang
 
 
 class ProviderCommit(Protocol):
-    """The provider's notice for a response it sent ahead of its log commit (docs/adr/0903)."""
+    """The provider's notice for a response it sent ahead of its log commit (docs/adr/0038)."""
 
     async def wait(self, *, seconds: float) -> None:
         """Return once the provider's record of the response is durable.
@@ -302,7 +302,7 @@ class GrpcPeerLinks:
 
 
 class _FramedCommit:
-    """A :class:`ProviderCommit` over a frames link: the notice's future (docs/adr/0903)."""
+    """A :class:`ProviderCommit` over a frames link: the notice's future (docs/adr/0038)."""
 
     __slots__ = ("_future", "_owner", "_server")
 

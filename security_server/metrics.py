@@ -133,7 +133,7 @@ class ExchangeMetrics:
             "ruta_transport_frames",
             "Frames written on server-to-server streams (Transport.ExchangeFrames), by role "
             "(consumer: request frames, provider: result frames; a frame of durability notices "
-            "alone, docs/adr/0903, is not counted).",
+            "alone, docs/adr/0038, is not counted).",
             ("role",),
             registry=self.registry,
         )

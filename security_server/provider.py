@@ -23,7 +23,7 @@ response or refusal goes back in a result frame as soon as it is ready. On a str
 consumer asked for ``response-ahead`` (and ``[transport] responses_ahead`` on), the signed
 response goes back as soon as it is signed, while its log record is committed, and a notice
 follows once the record is durable (or the refusal that undoes the response when it cannot be
-logged): the consumer answers its caller only after that notice (docs/adr/0903). The replay
+logged): the consumer answers its caller only after that notice (docs/adr/0038). The replay
 claim and the request's record stay durable before the backend is called.
 """
 
@@ -175,7 +175,7 @@ class ProviderProxy:
         once, not copied into a ``FramedResult`` and a ``ResultFrame`` first); a malformed frame
         ends the stream with :class:`~security_server.calls.Refused`. With ``ahead`` (the stream
         agreed on ``response-ahead``) responses go out before their records are durable, each
-        followed by its notice (docs/adr/0903).
+        followed by its notice (docs/adr/0038).
         """
 
         stream = FramesStream(
@@ -204,7 +204,7 @@ class ProviderProxy:
 
         With ``ahead``, the signed response is handed to it before its log record is durable;
         what this returns is then the response's notice: the response once the record is
-        durable, or the refusal (``logging_failed``) that undoes it (docs/adr/0903)."""
+        durable, or the refusal (``logging_failed``) that undoes it (docs/adr/0038)."""
         outcome = await self._framed_outcome(item, info, ahead=ahead)
         if isinstance(outcome, transport_pb2.Refusal):
             return transport_pb2.FramedResult(tag=item.tag, refusal=outcome)

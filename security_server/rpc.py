@@ -117,7 +117,7 @@ def add_transport_service(server: grpc.aio.Server, provider: ProviderProxy) -> N
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
         # The capabilities the consumer offered that this provider agrees to, confirmed in the
-        # initial metadata before any result (docs/adr/0903).
+        # initial metadata before any result (docs/adr/0038).
         agreed = capabilities_of(context.invocation_metadata()) & provider.frames_capabilities
         try:
             if agreed:

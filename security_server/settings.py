@@ -183,7 +183,7 @@ class TransportSettings(ListenSettings):
     #: (``Transport.ExchangeFrames``; falls back to one call per message for a provider that does
     #: not offer it). Off: one ``Transport.Exchange`` call per message.
     frames: bool = True
-    #: Over frames, with a peer that agrees (docs/adr/0903): as provider, send a response as soon
+    #: Over frames, with a peer that agrees (docs/adr/0038): as provider, send a response as soon
     #: as it is signed and commit its log record meanwhile, then a durability notice; as
     #: consumer, offer it, and answer the caller only once the notice and this server's own
     #: records are both durable. Off: each response is durable before it is sent, as over

@@ -7,7 +7,7 @@ every one whose request or response differs between the sides.
 
 A response present on one side only is named for what it means. Logged as received (by the
 consumer) but not by its sender: the provider sent it ahead of its own log commit and that
-commit never completed (its log failed, or it stopped first; docs/adr/0903), so the consumer's
+commit never completed (its log failed, or it stopped first; docs/adr/0038), so the consumer's
 caller was refused, not answered. Logged as sent (by the provider) but not received: the
 consumer never took it in (its caller gave up, the link broke, or the consumer stopped first;
 docs/adr/0009, 0011), so its caller was not answered either.
@@ -100,7 +100,7 @@ def _compare(
                     f"the response is only in {where}, which received it: its sender (the "
                     "provider) never logged it, as when it sends a response ahead of its log "
                     "commit and that commit fails or the provider stops first "
-                    "(docs/adr/0903); the consumer answers only once that record is durable, "
+                    "(docs/adr/0038); the consumer answers only once that record is durable, "
                     "so its caller was refused, not answered"
                 ]
             if directions == {"sent"}:

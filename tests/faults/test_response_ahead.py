@@ -1,4 +1,4 @@
-"""Responses ahead of the provider's commit (docs/adr/0903): the provider's record of a response
+"""Responses ahead of the provider's commit (docs/adr/0038): the provider's record of a response
 it already sent does not become durable, and the caller is never answered.
 
 Both servers run as real processes (``ruta ss serve``) over real mutual TLS with real SQLite

@@ -2,7 +2,7 @@
 process: together they stall a provider's commit of the response it is about to send at a
 deterministic moment (its request record and replay claim are durable already: they are committed
 before the backend is called). Used for responses ahead of the provider's commit
-(docs/adr/0903)."""
+(docs/adr/0038)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Responses ahead of the provider's commit (docs/adr/0903), on real servers over real mTLS.
+"""Responses ahead of the provider's commit (docs/adr/0038), on real servers over real mTLS.
 
 Both ends negotiate ``response-ahead`` in the frames stream's metadata: a consumer offers it, a
 provider confirms it in its initial metadata, and only then sends responses with

@@ -256,7 +256,7 @@ async def test_reconcile_reports_an_exchange_missing_on_one_side(
 async def test_reconcile_names_a_response_its_provider_never_logged(
     world: Scenario, tmp_path: Path
 ) -> None:
-    """A provider that sent a response ahead of its commit (docs/adr/0903) and whose commit
+    """A provider that sent a response ahead of its commit (docs/adr/0038) and whose commit
     then failed: the consumer logged the request and the response, the provider the request
     alone. Reconcile names the response as received but never logged by its sender, an exchange
     whose caller was refused; the request pairs up, and the other exchanges match."""
@@ -269,7 +269,7 @@ async def test_reconcile_names_a_response_its_provider_never_logged(
     [discrepancy] = result.discrepancies
     assert discrepancy.message_id == world.message_ids[3]
     assert discrepancy.problem.startswith("the response is only in soc, which received it")
-    assert "docs/adr/0903" in discrepancy.problem
+    assert "docs/adr/0038" in discrepancy.problem
     assert "refused, not answered" in discrepancy.problem
     assert "request" not in discrepancy.problem.split(":")[0]
     code, out = _run(

@@ -86,7 +86,7 @@ def test_framed_result_bytes_are_protobufs_own(body_size: int, tag: int) -> None
 
 
 async def test_responses_ahead_and_their_notices_are_protobufs_own_bytes() -> None:
-    """On a stream that agreed on response-ahead (docs/adr/0903): a response sent ahead carries
+    """On a stream that agreed on response-ahead (docs/adr/0038): a response sent ahead carries
     commit_pending, its durable notice goes in ResultFrame.durable, an undone one's refusal in
     ResultFrame.undone; the frame the provider writes is exactly protobuf's deterministic bytes
     for the same ResultFrame, and counts what it finishes (notices, results not sent ahead)."""
