@@ -57,9 +57,12 @@ async def _run(settings: SecurityServerSettings, config: Path, worker: int | Non
     """Serve until stopped (True) or a listener could not be restarted (False); reload the
     settings file on each SIGHUP meanwhile."""
     hangups = hangup_event()  # before start-up: an early SIGHUP must not end the process
+    # Also before start-up: start-up writes the ready file, and a SIGTERM from then on (a
+    # worker's supervisor dying, say) must stop the server cleanly, removing it again, not
+    # end the process with the signal's default action while the heap is being settled.
+    stop = stop_event()
     app = await SecurityServerApp.start(settings, worker=worker)
     _settle_heap()
-    stop = stop_event()
     reloads = asyncio.get_running_loop().create_task(
         serve_reloads(hangups, SettingsReloader.for_app(app, config))
     )
