@@ -50,6 +50,7 @@ import grpc.aio
 
 from ruta.tasks import TaskOwner
 from ruta.v1 import transport_pb2
+from ruta.wire import varint
 from security_server.errors import FramesUnsupportedError, MalformedMessageError, TransportError
 from security_server.transport import MAX_FRAME_BYTES
 
@@ -138,25 +139,16 @@ _DURABLE_KEY: Final = b"\x12"
 _UNDONE_KEY: Final = b"\x1a"
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def framed_request_parts(tag: int, message: bytes, timeout_ms: int) -> tuple[bytes, bytes, bytes]:
     """One ``FramedRequest`` as it sits in a ``RequestFrame`` (its ``requests`` key and length
     included), in three parts: what goes before the serialised ``SignedMessage`` ``message``,
     ``message`` itself, and what follows it. Joined, they are exactly the bytes protobuf's
     deterministic serialisation writes for that element (a unit test holds them to it); kept
     apart, so the message is copied once, into the frame."""
-    suffix = _TIMEOUT_KEY + _varint(timeout_ms) if timeout_ms else b""
-    head = _TAG_KEY + _varint(tag) if tag else b""
-    head += _MESSAGE_KEY + _varint(len(message))
-    return _REQUESTS_KEY + _varint(len(head) + len(message) + len(suffix)) + head, message, suffix
+    suffix = _TIMEOUT_KEY + varint(timeout_ms) if timeout_ms else b""
+    head = _TAG_KEY + varint(tag) if tag else b""
+    head += _MESSAGE_KEY + varint(len(message))
+    return _REQUESTS_KEY + varint(len(head) + len(message) + len(suffix)) + head, message, suffix
 
 
 def framed_result_parts(
@@ -169,8 +161,8 @@ def framed_result_parts(
     a ``FramedResult`` and that in a ``ResultFrame``."""
     encoded = outcome.SerializeToString(deterministic=True)
     key = _REFUSAL_KEY if isinstance(outcome, transport_pb2.Refusal) else _RESPONSE_KEY
-    head = (_TAG_KEY + _varint(tag) if tag else b"") + key + _varint(len(encoded))
-    return _RESULTS_KEY + _varint(len(head) + len(encoded)) + head, encoded
+    head = (_TAG_KEY + varint(tag) if tag else b"") + key + varint(len(encoded))
+    return _RESULTS_KEY + varint(len(head) + len(encoded)) + head, encoded
 
 
 def _pending_result_parts(
@@ -179,9 +171,9 @@ def _pending_result_parts(
     """As :func:`framed_result_parts`, for a response sent ahead of its record's commit: with
     ``commit_pending`` after the response (field order; docs/adr/0038)."""
     encoded = response.SerializeToString(deterministic=True)
-    head = (_TAG_KEY + _varint(tag) if tag else b"") + _RESPONSE_KEY + _varint(len(encoded))
+    head = (_TAG_KEY + varint(tag) if tag else b"") + _RESPONSE_KEY + varint(len(encoded))
     length = len(head) + len(encoded) + len(_COMMIT_PENDING)
-    return _RESULTS_KEY + _varint(length) + head, encoded, _COMMIT_PENDING
+    return _RESULTS_KEY + varint(length) + head, encoded, _COMMIT_PENDING
 
 
 class FrameLink:
@@ -594,7 +586,7 @@ class FramesStream:
                 size += sum(map(len, item.parts))
                 results += 1
             elif isinstance(item, int):
-                durable.append(_varint(item))
+                durable.append(varint(item))
                 size += 10
                 finished += 1
             elif isinstance(item, _Undone):
@@ -609,7 +601,7 @@ class FramesStream:
                 break
         if durable:
             tags = b"".join(durable)
-            parts += (_DURABLE_KEY, _varint(len(tags)), tags)
+            parts += (_DURABLE_KEY, varint(len(tags)), tags)
         parts += undone
         return b"".join(parts), results, finished
 

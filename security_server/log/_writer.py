@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ruta.evidence.attachments import Attachment, AttachmentError, detach_signature
 from ruta.merkle import CompactRange, leaf_hash
 from ruta.v1 import log_pb2
+from ruta.wire import varint
 from security_server.database import WRITE_TRANSACTION, sqlite_sync_engine
 from security_server.log.bodies import BodyCipher
 from security_server.log.errors import (
@@ -834,24 +835,15 @@ def _fail(job: _Job, error: LogError) -> None:
 _SIGNATURE_REF_TAG: Final = bytes([7 << 3 | 2])
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 @functools.lru_cache(maxsize=8)
 def _logged_at_field(logged_at_us: int) -> bytes:
     """Field 3 of a ``LogRecord`` (``logged_at``, a ``Timestamp``) as deterministic
     serialisation writes it: the same for every record of a group, so built once."""
     seconds, micros = divmod(logged_at_us, 1_000_000)
-    timestamp = (b"\x08" + _varint(seconds) if seconds else b"") + (
-        b"\x10" + _varint(micros * 1000) if micros else b""
+    timestamp = (b"\x08" + varint(seconds) if seconds else b"") + (
+        b"\x10" + varint(micros * 1000) if micros else b""
     )
-    return b"\x1a" + _varint(len(timestamp)) + timestamp
+    return b"\x1a" + varint(len(timestamp)) + timestamp
 
 
 def _serialise_record(entry: LogEntry, logged: bytes, seq: int, logged_at_us: int) -> bytes:
@@ -874,11 +866,11 @@ def _serialise_record(entry: LogEntry, logged: bytes, seq: int, logged_at_us: in
     header = entry.header
     return b"".join(
         (
-            b"\x08" + _varint(seq) if seq else b"",
-            b"\x10" + _varint(direction) if direction else b"",
+            b"\x08" + varint(seq) if seq else b"",
+            b"\x10" + varint(direction) if direction else b"",
             _logged_at_field(logged_at_us),
-            b"\x22" + _varint(len(header)) + header if header else b"",
-            _SIGNATURE_REF_TAG + _varint(len(logged)) + logged,
+            b"\x22" + varint(len(header)) + header if header else b"",
+            _SIGNATURE_REF_TAG + varint(len(logged)) + logged,
         )
     )
 
