@@ -304,14 +304,9 @@ async def test_the_back_ends_header_limits_refuse_with_the_same_code_over_http_a
             path="/persons/38001010001",
             headers=[http_pb2.HttpHeader(name="accept-language", value="es-" + "x" * 300)],
         )
-        async with bed.consumer_channel(SOC) as channel:
-            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
-                f"/{REST_SERVICE.service_name}/Call"
-            )
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await call(request.SerializeToString(), metadata=call_metadata(), timeout=10)
-        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-        trailers = dict(refused.value.trailing_metadata() or ())
+        refused = await _refused_over_grpc(bed, request)
+        assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+        trailers = dict(refused.trailing_metadata() or ())
         assert trailers["ruta-fault"] == "backend.client.invalid_header"
         assert trailers["ruta-fault-id"] != body["detail"]  # each refusal its own id
         assert bed.rest.requests == []
@@ -399,13 +394,19 @@ async def test_a_header_value_no_http_parser_made_is_refused_with_a_fault(tmp_pa
             path="/persons/38001010001",
             headers=[http_pb2.HttpHeader(name="accept-language", value="es\r\nX-Injected: yes")],
         )
-        async with bed.consumer_channel(SOC) as channel:
-            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
-                f"/{REST_SERVICE.service_name}/Call"
-            )
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await call(request.SerializeToString(), metadata=call_metadata(), timeout=10)
-        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-        trailers = dict(refused.value.trailing_metadata() or ())
+        refused = await _refused_over_grpc(bed, request)
+        assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+        trailers = dict(refused.trailing_metadata() or ())
         assert trailers["ruta-fault"] == "backend.client.invalid_header"
         assert bed.rest.requests == []
+
+
+async def _refused_over_grpc(bed: Any, request: http_pb2.HttpRequest) -> grpc.aio.AioRpcError:
+    """``request`` sent to the REST service through the consumer's gRPC port; its refusal."""
+    async with bed.consumer_channel(SOC) as channel:
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            f"/{REST_SERVICE.service_name}/Call"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(request.SerializeToString(), metadata=call_metadata(), timeout=10)
+    return refused.value
