@@ -113,18 +113,19 @@ async def test_only_auditors_may_call(api: Api) -> None:
     assert fault_from_rpc_error(caught.value)[0] is Fault.CLIENT_PERMISSION_DENIED
 
 
+#: One request per role certificate kind, each to an RPC that role may call.
+_ROLE_REQUESTS: list[tuple[str, object]] = [
+    ("auditor-supervisor", audit_pb2.QueryRequest()),
+    ("auditor:DEV/GOV/POP", audit_pb2.LatestCheckpointRequest()),
+    ("citizen-service", audit_pb2.AccessRecordsRequest(subject="person-1")),
+    ("statistics", audit_pb2.MonthlyCountsRequest(first_month="2026-01", last_month="2026-12")),
+]
+
+
 @pytest.mark.parametrize("failing", [False, True], ids=["revoked", "status-unknown"])
 @pytest.mark.parametrize(
     ("role", "request_"),
-    [
-        ("auditor-supervisor", audit_pb2.QueryRequest()),
-        ("auditor:DEV/GOV/POP", audit_pb2.LatestCheckpointRequest()),
-        ("citizen-service", audit_pb2.AccessRecordsRequest(subject="person-1")),
-        (
-            "statistics",
-            audit_pb2.MonthlyCountsRequest(first_month="2026-01", last_month="2026-12"),
-        ),
-    ],
+    _ROLE_REQUESTS,
 )
 async def test_a_revoked_caller_certificate_is_refused(
     api: Api, role: str, request_: object, failing: bool
@@ -149,15 +150,7 @@ async def test_a_revoked_caller_certificate_is_refused(
 
 @pytest.mark.parametrize(
     ("role", "request_"),
-    [
-        ("auditor-supervisor", audit_pb2.QueryRequest()),
-        ("auditor:DEV/GOV/POP", audit_pb2.LatestCheckpointRequest()),
-        ("citizen-service", audit_pb2.AccessRecordsRequest(subject="person-1")),
-        (
-            "statistics",
-            audit_pb2.MonthlyCountsRequest(first_month="2026-01", last_month="2026-12"),
-        ),
-    ],
+    _ROLE_REQUESTS,
 )
 async def test_roles_from_a_client_ca_that_is_not_the_role_ca_are_refused(
     api: Api, role: str, request_: object
