@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Final, Self
 
 from aiohttp import web
+from aiohttp.http_exceptions import InvalidHeader
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from gateway.access import ServiceAccess
 from gateway.backend import BackEnd
@@ -36,7 +39,14 @@ from ruta.metrics_http import certificate_expiry, new_registry
 from ruta.pki.certs import load_certificate, read_certificate_file
 from ruta.readiness import write_ready_file
 
-__all__ = ["READY_FILE", "SHUTDOWN_GRACE_SECONDS", "GatewayApp", "build_app", "build_public_app"]
+__all__ = [
+    "READY_FILE",
+    "SHUTDOWN_GRACE_SECONDS",
+    "FaultingAppRunner",
+    "GatewayApp",
+    "build_app",
+    "build_public_app",
+]
 
 READY_FILE: Final = "ready.json"
 #: What calls in flight on the back end get to finish at shutdown.
@@ -164,6 +174,72 @@ def _routing_refusal(exc: web.HTTPException) -> web.Response | None:
     return None
 
 
+class _FaultingRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering what its HTTP parser refuses (a malformed
+    request line, a header line over aiohttp's bound, a bad chunk, an HTTP method it does not
+    know) with the gateway's JSON fault, ``client.invalid_request``, instead of aiohttp's plain
+    text; an unexpected failure outside the application's middleware as
+    ``server.consumer.internal_error``. The connection is closed after it, as aiohttp does."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            # Part of an answer went out already: aiohttp's own handling (it closes).
+            return super().handle_error(request, status, exc, message)
+        fault_id = str(uuid.uuid4())
+        if status >= 500:
+            _log.error(
+                "unexpected error answering a request from %s (fault_id=%s)",
+                request.remote,
+                fault_id,
+                exc_info=exc,
+            )
+            error = GatewayError(
+                "the gateway failed to answer; its operator finds why under this fault id",
+                fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
+            )
+        else:
+            # The parser's own words name what was wrong (a reason, never the request's
+            # content beyond what the caller sent); the log line stays at debug, as aiohttp
+            # keeps it: strangers' malformed traffic is not the operator's problem.
+            _log.debug("refused an unparsable request from %s", request.remote, exc_info=exc)
+            reason = " ".join((message or (str(exc) if exc is not None else "")).split())
+            error = GatewayError(
+                f"the request is not valid HTTP/1.1: {reason}".rstrip(": "),
+                fault=(
+                    Fault.CLIENT_INVALID_HEADER
+                    if isinstance(exc, InvalidHeader)
+                    else Fault.CLIENT_INVALID_REQUEST
+                ),
+            )
+        response = fault_response(error, fault_id=fault_id, http_status=status)
+        response.force_close()
+        return response
+
+
+class _FaultingServer(web.Server):
+    """aiohttp's server whose connections answer parser refusals with the gateway's faults."""
+
+    def __call__(self) -> RequestHandler:
+        return _FaultingRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class FaultingAppRunner(web.AppRunner):
+    """``web.AppRunner`` for the gateway's callers' ports: every refusal, including those of
+    aiohttp's HTTP parser before any route is reached, is the JSON fault (DESIGN.md
+    "Faults")."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _FaultingServer
+        return server
+
+
 def _server_context(cert: Path, key: Path) -> ssl.SSLContext:
     """A server context presenting ``cert``/``key``, TLS 1.2 or later."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -261,12 +337,12 @@ class GatewayApp:
                 open_data=open_data,
                 citizen=self._citizen,
             )
-            self._public_runner = web.AppRunner(public_app, access_log=None)
+            self._public_runner = FaultingAppRunner(public_app, access_log=None)
             context = None
             if public.tls_cert is not None and public.tls_key is not None:
                 context = _server_context(public.tls_cert, public.tls_key)
             self.addresses["public"] = await _serve(self._public_runner, public.listen, context)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = FaultingAppRunner(app, access_log=None)
         self.addresses["http"] = await _serve(
             self._runner, settings.http.listen, self._ssl_context()
         )
