@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from ruta.globalconf import GlobalConf
-from ruta.ids import IdentifierError, ServiceId
+from ruta.ids import IdentifierError, MemberId, ServerId, ServiceId
 from ruta.months import Month
 
 __all__ = [
@@ -127,8 +127,15 @@ def build_report(
 ) -> Report:
     """The report over ``months`` of ``counts`` (answered exchanges by month and service text),
     with each service's savings as ``conf`` declares them. Every service of ``conf`` has a
-    series, and so does a counted service no longer listed (its savings then unknown: zero)."""
+    series, and so does a counted service no longer listed (its savings then unknown: zero),
+    except the services of a member one of whose servers is ``unreached``: those are left out
+    whole, not published short. A short count beside the full one of another gathering would
+    give away the difference, the missing server's count, however small (and a total over
+    it likewise); left out, the page's notice names the server, and the totals are over the
+    services shown, each of which a complete gathering publishes alike."""
     window = tuple(sorted(set(months)))
+    unreached = tuple(sorted(set(unreached)))
+    incomplete = _members_of(unreached)
     names = {service.id: service for service in conf.services}
     keys: set[ServiceId] = set(names)
     for _month, text in counts:
@@ -138,6 +145,8 @@ def build_report(
             continue  # a server's answer is read with care; an unreadable id is dropped
     series = []
     for service_id in sorted(keys):
+        if incomplete is None or service_id.subsystem.member in incomplete:
+            continue
         declared = names.get(service_id)
         savings = declared.savings if declared is not None else None
         minutes = savings.citizen_minutes if savings else 0.0
@@ -175,9 +184,21 @@ def build_report(
         series=tuple(series),
         totals=tuple(totals),
         gathered_at=gathered_at,
-        unreached=tuple(sorted(set(unreached))),
+        unreached=unreached,
         currency=currency,
     )
+
+
+def _members_of(servers: Iterable[str]) -> frozenset[MemberId] | None:
+    """The owner members of these servers; None (every service is incomplete) if one of the
+    names cannot be read."""
+    members = set()
+    for text in servers:
+        try:
+            members.add(ServerId.parse(text).member)
+        except IdentifierError:
+            return None
+    return frozenset(members)
 
 
 def _rows(report: Report) -> Iterable[tuple[ServiceSeries, Cell]]:

@@ -241,6 +241,49 @@ async def test_gathering_sums_the_servers_names_the_silent_one_and_caches(
     assert twin.calls == 4
 
 
+async def test_a_server_not_reached_leaves_its_members_services_out_not_short(
+    tmp_path: Path,
+) -> None:
+    """Two gatherings, one with every server and one without TAX's: a short count for TAX's
+    service beside the full one would give away the missing server's count (here 3, a small
+    count the report never publishes). The short gathering leaves the service out whole, and
+    its totals differ from the full one's only by cells the full one publishes."""
+    answers: dict[str, ServerCounts] = {
+        "DEV/GOV/POP/ss1": {(DEC, str(PERSONS)): 9},
+        "DEV/GOV/TAX/ss1": {(DEC, str(INCOME)): 3, (NOV, str(INCOME)): 12},
+    }
+    full = await OpenData(
+        _settings(tmp_path, months=2), conf=_conf, source=_Twin(answers), clock=lambda: NOW
+    ).report()
+    short = await OpenData(
+        _settings(tmp_path, months=2, deadline_seconds=0.2),
+        conf=_conf,
+        source=_Twin(answers, silent="DEV/GOV/TAX/ss1"),
+        clock=lambda: NOW,
+    ).report()
+    assert short.unreached == ("DEV/GOV/TAX/ss1",)
+    assert [s.service for s in short.series] == [str(PERSONS)]
+    assert str(INCOME) not in report_csv(short)
+    assert [r["service"] for r in report_json(short)["rows"]] == [str(PERSONS)] * 2
+    for full_total, short_total in zip(full.totals, short.totals, strict=True):
+        published_income = [
+            c.answered
+            for s in full.series
+            if s.service == str(INCOME)
+            for c in s.cells
+            if c.month == full_total.month and c.answered is not None
+        ]
+        assert full_total.answered - short_total.answered == sum(published_income)
+
+
+def test_an_unreadable_server_name_leaves_every_service_out() -> None:
+    report = build_report(
+        _conf(), {(DEC, str(PERSONS)): 7}, months=[DEC], gathered_at=NOW, unreached=["??"]
+    )
+    assert report.series == ()
+    assert report.totals[0].answered == 0
+
+
 async def test_by_default_only_closed_months_are_published(tmp_path: Path) -> None:
     """The month in progress is left out unless asked for: its figures move while people are
     served, and two snapshots would show a small count's changes."""
