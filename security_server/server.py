@@ -60,7 +60,7 @@ from ruta.readiness import write_ready_file
 from ruta.settings import ConfigError
 from security_server.audit import AuditServicer, add_audit_service, audit_server_credentials
 from security_server.backends import BackendChannels
-from security_server.callers import CallerStatus
+from security_server.callers import CallerIssuerError, CallerStatus, check_role_ca
 from security_server.checkpointer import (
     LOG_KEY_FILE,
     Checkpointer,
@@ -404,8 +404,27 @@ class SecurityServerApp:
         """The audit service layer (the audit port and the console call it), and the planner
         statistics its searches need to stay fast as the log grows (kept fresh while the
         server runs). Callers' certificates are checked for revocation as peers' are
-        (``peer_status``, against the trust anchors in force: :mod:`security_server.callers`)."""
+        (``peer_status``, against the trust anchors in force: :mod:`security_server.callers`).
+
+        Raises :class:`ConfigError` when ``[audit] role_ca`` names a CA the configuration held
+        does not publish as a role issuer (a server may narrow the registry's role issuers,
+        never widen them); a later configuration that does so is logged, and honours nobody
+        until the setting is fixed."""
         settings = self.settings
+        role_ca = self._role_ca()
+        held = globalconf.held
+        try:
+            check_role_ca(role_ca, held.role_issuers if held is not None else None)
+        except CallerIssuerError as exc:
+            raise ConfigError(exc.message) from None
+
+        def role_ca_still_published(view: GlobalConf) -> None:
+            try:
+                check_role_ca(role_ca, view.role_issuers)
+            except CallerIssuerError as exc:
+                _log.warning("%s", exc.message)
+
+        globalconf.on_update(role_ca_still_published)
         statistics = PlannerStatistics(engine)
         statistics.start()
         self._closers.append(statistics.stop)
@@ -423,7 +442,10 @@ class SecurityServerApp:
             callers=CallerStatus(
                 peer_status,
                 lambda: globalconf.held.trust_anchors if globalconf.held is not None else (),
-                role_ca=self._role_ca(),
+                role_ca=role_ca,
+                role_issuers=lambda: (
+                    globalconf.held.role_issuers if globalconf.held is not None else None
+                ),
             ),
         )
 
