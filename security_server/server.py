@@ -238,6 +238,7 @@ class SecurityServerApp:
         globalconf.on_update(self._on_configuration)
         if globalconf.held is not None:
             self._on_configuration(globalconf.held)
+        role_ca = self._checked_role_ca(globalconf)
 
         engine: AsyncEngine = await open_database(settings.log_url)
         self._closers.append(engine.dispose)
@@ -323,6 +324,7 @@ class SecurityServerApp:
                 globalconf=globalconf,
                 clock=clock,
                 peer_status=peer_status,
+                role_ca=role_ca,
             ),
             globalconf=globalconf,
             identity=identity,
@@ -400,31 +402,14 @@ class SecurityServerApp:
         globalconf: GlobalConfClient,
         clock: Callable[[], datetime],
         peer_status: PeerStatus,
+        role_ca: tuple[x509.Certificate, ...],
     ) -> AuditServicer:
         """The audit service layer (the audit port and the console call it), and the planner
         statistics its searches need to stay fast as the log grows (kept fresh while the
         server runs). Callers' certificates are checked for revocation as peers' are
-        (``peer_status``, against the trust anchors in force: :mod:`security_server.callers`).
-
-        Raises :class:`ConfigError` when ``[audit] role_ca`` names a CA the configuration held
-        does not publish as a role issuer (a server may narrow the registry's role issuers,
-        never widen them); a later configuration that does so is logged, and honours nobody
-        until the setting is fixed."""
+        (``peer_status``, against the trust anchors in force: :mod:`security_server.callers`);
+        their roles count only from the role CAs in force (``role_ca``: ``[audit] role_ca``)."""
         settings = self.settings
-        role_ca = self._role_ca()
-        held = globalconf.held
-        try:
-            check_role_ca(role_ca, held.role_issuers if held is not None else None)
-        except CallerIssuerError as exc:
-            raise ConfigError(exc.message) from None
-
-        def role_ca_still_published(view: GlobalConf) -> None:
-            try:
-                check_role_ca(role_ca, view.role_issuers)
-            except CallerIssuerError as exc:
-                _log.warning("%s", exc.message)
-
-        globalconf.on_update(role_ca_still_published)
         statistics = PlannerStatistics(engine)
         statistics.start()
         self._closers.append(statistics.stop)
@@ -448,6 +433,30 @@ class SecurityServerApp:
                 ),
             ),
         )
+
+    def _checked_role_ca(self, globalconf: GlobalConfClient) -> tuple[x509.Certificate, ...]:
+        """``[audit] role_ca``'s certificates, checked against the role issuers the
+        configuration held publishes. Raises :class:`ConfigError` when it names a CA the
+        configuration does not publish as a role issuer (a server may narrow the registry's
+        role issuers, never widen them), before anything listens; a later configuration that
+        does so is logged, and honours nobody until the setting is fixed
+        (:mod:`security_server.callers`)."""
+        role_ca = self._role_ca()
+        held = globalconf.held
+        try:
+            check_role_ca(role_ca, held.role_issuers if held is not None else None)
+        except CallerIssuerError as exc:
+            raise ConfigError(exc.message) from None
+
+        def role_ca_still_published(view: GlobalConf) -> None:
+            try:
+                check_role_ca(role_ca, view.role_issuers)
+            except CallerIssuerError as exc:
+                _log.warning("%s", exc.message)
+
+        if role_ca:
+            globalconf.on_update(role_ca_still_published)
+        return role_ca
 
     def _role_ca(self) -> tuple[x509.Certificate, ...]:
         """``[audit] role_ca``'s certificates (none: the configuration's only trust anchor)."""
