@@ -212,17 +212,20 @@ async def test_audit_role_ca_names_the_ca_whose_role_certificates_count(tmp_path
         assert "role_ca" in (refused.value.details() or "")
 
 
-async def _list_logs_refusal(running: Running, server: ServerId, who: Credential) -> str | None:
-    """The refusal's details when ``who`` calls ListLogs on ``server`` (None: answered).
-    ListLogs depends on the caller's role alone (not on a witness having cosigned yet)."""
+async def _list_logs(running: Running, server: ServerId, who: Credential) -> None:
+    """``who`` calls ListLogs on ``server``: it depends on the caller's role alone (not on a
+    witness having cosigned yet)."""
     channel, stub = running.stub(server, who)
     async with channel:
-        try:
-            await stub.ListLogs(audit_pb2.ListLogsRequest(), timeout=10)
-        except grpc.aio.AioRpcError as refused:
-            assert fault_from_rpc_error(refused)[0] is Fault.CLIENT_PERMISSION_DENIED
-            return refused.details() or ""
-    return None
+        await stub.ListLogs(audit_pb2.ListLogsRequest(), timeout=10)
+
+
+async def _list_logs_refused(running: Running, server: ServerId, who: Credential) -> str:
+    """The details of ListLogs's refusal of ``who`` on ``server`` (``client.permission_denied``)."""
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _list_logs(running, server, who)
+    assert fault_from_rpc_error(refused.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+    return refused.value.details() or ""
 
 
 async def test_the_configuration_names_the_role_ca_among_two_anchors(tmp_path: Path) -> None:
@@ -237,20 +240,19 @@ async def test_the_configuration_names_the_role_ca_among_two_anchors(tmp_path: P
         data = instance.settings_dict(POP)
         data["audit"] = {"listen": "127.0.0.1:0"}
         running = Running(instance, {POP: await instance.start_server(POP, data=data)})
-        held = running.apps[POP].globalconf
-        assert held is not None and held.held is not None
-        assert len(held.held.trust_anchors) == 2
+        client = running.apps[POP].globalconf
+        assert client is not None
+        assert client.held is not None
+        assert len(client.held.trust_anchors) == 2
 
         named = instance.pki.roles("auditor-supervisor")
-        assert await _list_logs_refusal(running, POP, named) is None
+        await _list_logs(running, POP, named)  # answered: its roles count
         foreign = other.roles("auditor-supervisor")
-        refused = await _list_logs_refusal(running, POP, foreign)
-        assert refused is not None and "issued directly" in refused
+        assert "issued directly" in await _list_logs_refused(running, POP, foreign)
 
         instance.role_issuers = None
         await instance.wait_for_serial(instance.publish())
-        refused = await _list_logs_refusal(running, POP, named)
-        assert refused is not None and "2 trust anchors" in refused
+        assert "2 trust anchors" in await _list_logs_refused(running, POP, named)
 
 
 async def test_a_role_ca_the_configuration_does_not_name_as_role_issuer_is_refused(
@@ -271,4 +273,4 @@ async def test_a_role_ca_the_configuration_does_not_name_as_role_issuer_is_refus
         data["audit"]["role_ca"] = str(instance.pki.trust_path)
         running = Running(instance, {POP: await instance.start_server(POP, data=data)})
         supervisor = instance.pki.roles("auditor-supervisor")
-        assert await _list_logs_refusal(running, POP, supervisor) is None
+        await _list_logs(running, POP, supervisor)
