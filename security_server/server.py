@@ -459,7 +459,8 @@ class SecurityServerApp:
         return role_ca
 
     def _role_ca(self) -> tuple[x509.Certificate, ...]:
-        """``[audit] role_ca``'s certificates (none: the configuration's only trust anchor)."""
+        """``[audit] role_ca``'s certificates (none: the role issuers the configuration names,
+        or else its only trust anchor)."""
         path = self.settings.audit.role_ca
         if path is None:
             return ()
