@@ -40,13 +40,16 @@ def build_configuration(
     witness_public_key: bytes = b"",
     witness_url: str = "",
     verification: globalconf_pb2.VerificationParameters | None = None,
+    role_issuers: Iterable[str] | None = None,
 ) -> globalconf_pb2.GlobalConfiguration:
     """The global configuration for ``snapshot`` (unsigned), canonical and deterministic.
 
     ``trust_anchors`` and ``ocsp_responder_certs`` are DER certificates; ``verification`` the
-    OCSP freshness and clock skew every verifier applies (``None``: the defaults). Raises
+    OCSP freshness and clock skew every verifier applies (``None``: the defaults);
+    ``role_issuers`` the lowercase hex SHA-256 fingerprints of the trust anchors whose
+    certificates carry roles (``None``: the field is left out, as before it existed). Raises
     nothing of its own; :func:`ruta.globalconf.sign_configuration` checks the bounds a client
-    enforces.
+    enforces, and that every role issuer is one of ``trust_anchors``.
     """
     conf = globalconf_pb2.GlobalConfiguration(
         instance=instance,
@@ -60,6 +63,9 @@ def build_configuration(
     )
     if verification is not None:
         conf.verification.CopyFrom(verification)
+    if role_issuers is not None:
+        conf.role_issuers.SetInParent()
+        conf.role_issuers.anchor_sha256.extend(sorted(set(role_issuers)))
     conf.members.extend(
         protomap.member_entry(m) for m in sorted(snapshot.members, key=lambda e: e.id)
     )

@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,6 +201,7 @@ class RegistryNode:
         )
         witness, witness_vkey = _open_witness(layout, settings, store)
         trust_anchors, ocsp_certs = _published_ca_certificates(layout, ca)
+        role_issuers = _role_issuers(settings.role_issuers, trust_anchors)
         self._watch_certificates(ca, signing_cert)
 
         # HTTP first: its bound port completes the public URL the configuration names.
@@ -233,6 +235,7 @@ class RegistryNode:
                     ocsp_freshness_seconds=settings.ocsp_freshness_seconds,
                     ocsp_clock_skew_seconds=settings.ocsp_clock_skew_seconds,
                 ),
+                role_issuers=role_issuers,
             )
 
         self._build = build
@@ -515,6 +518,22 @@ def _published_ca_certificates(
             f"the registry directory lacks the CA's public certificates ({exc.strerror})"
         ) from None
     return [anchor.public_bytes(Encoding.DER)], [ocsp.public_bytes(Encoding.DER)]
+
+
+def _role_issuers(named: tuple[str, ...] | None, trust_anchors: Sequence[bytes]) -> list[str]:
+    """The fingerprints the configuration publishes as role issuers: ``[role_issuers]`` as
+    set, or the registry's own CA (its published anchor). Raises :class:`ConfigError` when one
+    named is not a trust anchor the configuration lists, before anything is published."""
+    published = [hashlib.sha256(der).hexdigest() for der in trust_anchors]
+    if named is None:
+        return published
+    for sha256 in named:
+        if sha256 not in published:
+            raise ConfigError(
+                f"role_issuers names {sha256}, which is not a trust anchor this registry "
+                f"publishes ({', '.join(published)}); a role issuer must be one of them"
+            )
+    return list(named)
 
 
 def _witnessed_logs(servers: Iterable[SecurityServer]) -> dict[str, list[Verifier]]:

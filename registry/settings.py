@@ -9,6 +9,7 @@ reads it (``RUTA_REGISTRY_*`` environment variables override it, e.g.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Final, Self
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from ruta.addresses import join_address, split_address
+from ruta.globalconf.limits import MAX_ROLE_ISSUERS
 from ruta.settings import RutaSettings
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
 SETTINGS_FILE: Final = "registry.toml"
 
 _Instance = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+_FINGERPRINT: Final = re.compile(r"[0-9a-f]{64}")
 
 
 def connectable_host(host: str) -> str:
@@ -92,6 +95,12 @@ class RegistrySettings(RutaSettings):
     witness_url: str | None = None
     #: The witness's key name in its signed-note verifier key.
     witness_name: str = Field(default="ruta-registry-witness", pattern=r"^[^\s+]{1,128}$")
+    #: The trust anchors whose certificates carry roles on security servers (auditors, the
+    #: citizen service, statistics), published as the configuration's ``role_issuers``: SHA-256
+    #: fingerprints (hex, colons allowed) of anchors the configuration lists. Unset: the
+    #: registry's own CA; empty: no certificate carries a role
+    #: (docs/adr/0901-role-issuers-in-the-global-configuration.md).
+    role_issuers: tuple[str, ...] | None = Field(default=None, max_length=MAX_ROLE_ISSUERS)
     #: The web console (off unless ``[console] listen`` is set).
     console: ConsoleSettings = ConsoleSettings()
 
@@ -107,6 +116,19 @@ class RegistrySettings(RutaSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return None if value is None else value.rstrip("/")
+
+    @field_validator("role_issuers")
+    @classmethod
+    def _fingerprints(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        found = tuple(v.replace(":", "").lower() for v in value)
+        for text in found:
+            if not _FINGERPRINT.fullmatch(text):
+                raise ValueError("each role issuer is a SHA-256 fingerprint: 64 hex digits")
+        if len(set(found)) != len(found):
+            raise ValueError("a role issuer is listed twice")
+        return found
 
     def base_url(self, http_port: int | None = None) -> str:
         """The public base URL; ``http_port`` (the bound port) stands in for a port 0."""

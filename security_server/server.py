@@ -60,7 +60,7 @@ from ruta.readiness import write_ready_file
 from ruta.settings import ConfigError
 from security_server.audit import AuditServicer, add_audit_service, audit_server_credentials
 from security_server.backends import BackendChannels
-from security_server.callers import CallerStatus
+from security_server.callers import CallerIssuerError, CallerStatus, check_role_ca
 from security_server.checkpointer import (
     LOG_KEY_FILE,
     Checkpointer,
@@ -238,6 +238,7 @@ class SecurityServerApp:
         globalconf.on_update(self._on_configuration)
         if globalconf.held is not None:
             self._on_configuration(globalconf.held)
+        role_ca = self._checked_role_ca(globalconf)
 
         engine: AsyncEngine = await open_database(settings.log_url)
         self._closers.append(engine.dispose)
@@ -323,6 +324,7 @@ class SecurityServerApp:
                 globalconf=globalconf,
                 clock=clock,
                 peer_status=peer_status,
+                role_ca=role_ca,
             ),
             globalconf=globalconf,
             identity=identity,
@@ -400,11 +402,13 @@ class SecurityServerApp:
         globalconf: GlobalConfClient,
         clock: Callable[[], datetime],
         peer_status: PeerStatus,
+        role_ca: tuple[x509.Certificate, ...],
     ) -> AuditServicer:
         """The audit service layer (the audit port and the console call it), and the planner
         statistics its searches need to stay fast as the log grows (kept fresh while the
         server runs). Callers' certificates are checked for revocation as peers' are
-        (``peer_status``, against the trust anchors in force: :mod:`security_server.callers`)."""
+        (``peer_status``, against the trust anchors in force: :mod:`security_server.callers`);
+        their roles count only from the role CAs in force (``role_ca``: ``[audit] role_ca``)."""
         settings = self.settings
         statistics = PlannerStatistics(engine)
         statistics.start()
@@ -423,12 +427,40 @@ class SecurityServerApp:
             callers=CallerStatus(
                 peer_status,
                 lambda: globalconf.held.trust_anchors if globalconf.held is not None else (),
-                role_ca=self._role_ca(),
+                role_ca=role_ca,
+                role_issuers=lambda: (
+                    globalconf.held.role_issuers if globalconf.held is not None else None
+                ),
             ),
         )
 
+    def _checked_role_ca(self, globalconf: GlobalConfClient) -> tuple[x509.Certificate, ...]:
+        """``[audit] role_ca``'s certificates, checked against the role issuers the
+        configuration held publishes. Raises :class:`ConfigError` when it names a CA the
+        configuration does not publish as a role issuer (a server may narrow the registry's
+        role issuers, never widen them), before anything listens; a later configuration that
+        does so is logged, and honours nobody until the setting is fixed
+        (:mod:`security_server.callers`)."""
+        role_ca = self._role_ca()
+        held = globalconf.held
+        try:
+            check_role_ca(role_ca, held.role_issuers if held is not None else None)
+        except CallerIssuerError as exc:
+            raise ConfigError(exc.message) from None
+
+        def role_ca_still_published(view: GlobalConf) -> None:
+            try:
+                check_role_ca(role_ca, view.role_issuers)
+            except CallerIssuerError as exc:
+                _log.warning("%s", exc.message)
+
+        if role_ca:
+            globalconf.on_update(role_ca_still_published)
+        return role_ca
+
     def _role_ca(self) -> tuple[x509.Certificate, ...]:
-        """``[audit] role_ca``'s certificates (none: the configuration's only trust anchor)."""
+        """``[audit] role_ca``'s certificates (none: the role issuers the configuration names,
+        or else its only trust anchor)."""
         path = self.settings.audit.role_ca
         if path is None:
             return ()

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_OCSP_CLOCK_SKEW_SECONDS",
     "MAX_OCSP_FRESHNESS_SECONDS",
     "MAX_OPENAPI_BYTES",
+    "MAX_ROLE_ISSUERS",
     "MAX_TEXT_LENGTH",
 ]
 
@@ -37,3 +38,6 @@ MAX_TEXT_LENGTH: Final = 4096
 MAX_OCSP_FRESHNESS_SECONDS: Final = 7 * 24 * 3600
 #: Largest OCSP clock skew a configuration may set.
 MAX_OCSP_CLOCK_SKEW_SECONDS: Final = 3600
+#: Most trust anchors a configuration may name as role issuers (``RoleIssuers``): an instance
+#: has one role CA, or a few while one is rolled over.
+MAX_ROLE_ISSUERS: Final = 16

@@ -6,9 +6,10 @@ certificate. A server verifies the signature over the bytes it received (it neve
 against the configuration-signing certificate of its :class:`ConfigurationAnchor`.
 
 Determinism: :func:`sign_configuration` puts every repeated field in canonical order (members,
-subsystems, servers and services by identifier; contracts by contract id; method names and
-certificates in byte order) before serialising with ``deterministic=True``, so equal content
-gives equal ``configuration`` bytes on every registry node. Builders should still emit sorted
+subsystems, servers and services by identifier; contracts by contract id; method names,
+certificates and role issuers' fingerprints in byte order) before serialising with
+``deterministic=True``, so equal content gives equal ``configuration`` bytes on every registry
+node. Builders should still emit sorted
 entries: the check is then a cheap scan and no copy is made. With an Ed25519 key, or an ECDSA
 signer using deterministic nonces (RFC 6979), the whole signed document is byte-identical too.
 """
@@ -68,6 +69,7 @@ def canonicalise(conf: globalconf_pb2.GlobalConfiguration) -> globalconf_pb2.Glo
     _sort_messages(out.contracts, _contract_key)
     _sort_scalars(out.trust_anchors)
     _sort_scalars(out.ocsp_responder_certs)
+    _sort_scalars(out.role_issuers.anchor_sha256)
     for service in out.services:
         _sort_scalars(service.methods)
     for contract in out.contracts:
@@ -282,6 +284,7 @@ def _is_canonical(conf: globalconf_pb2.GlobalConfiguration) -> bool:
         and _ordered(conf.contracts, _contract_key)
         and _ordered(conf.trust_anchors, _identity)
         and _ordered(conf.ocsp_responder_certs, _identity)
+        and _ordered(conf.role_issuers.anchor_sha256, _identity)
         and all(_ordered(s.methods, _identity) for s in conf.services)
         and all(_ordered(c.methods, _identity) for c in conf.contracts)
     )

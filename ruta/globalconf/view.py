@@ -32,10 +32,11 @@ from ruta.globalconf.limits import (
     MAX_OCSP_CLOCK_SKEW_SECONDS,
     MAX_OCSP_FRESHNESS_SECONDS,
     MAX_OPENAPI_BYTES,
+    MAX_ROLE_ISSUERS,
     MAX_TEXT_LENGTH,
 )
 from ruta.ids import IdentifierError, MemberId, ServerId, ServiceId, SubsystemId
-from ruta.pki.certs import parse_der_certificate
+from ruta.pki.certs import fingerprint, parse_der_certificate
 from ruta.pki.ocsp import DEFAULT_OCSP_FRESHNESS, MAX_CLOCK_SKEW
 from ruta.timestamps import to_timestamp
 from ruta.v1 import globalconf_pb2, ids_pb2
@@ -157,6 +158,10 @@ class GlobalConf:
     #: ``VerificationParameters`` as published (0: the default); see :attr:`ocsp_freshness`.
     ocsp_freshness_seconds: int = 0
     ocsp_clock_skew_seconds: int = 0
+    #: The trust anchors whose directly issued certificates carry roles (``RoleIssuers``), each
+    #: one of :attr:`trust_anchors`; ``None`` when the document does not say (one from before
+    #: the field: each server's own rule applies), empty when no certificate carries a role.
+    role_issuers: tuple[x509.Certificate, ...] | None = None
     #: The ``SignedGlobalConfiguration`` bytes this view was verified from (empty when built
     #: locally); what an evidence bundle stores as "the configuration in force".
     signed: bytes = field(default=b"", compare=False)
@@ -244,6 +249,8 @@ class GlobalConf:
             },
         )
         put(self, "_contracts_by_client", {k: tuple(v) for k, v in by_client.items() if v})
+        if self.role_issuers is not None:
+            _check_role_issuers(self.role_issuers, self.trust_anchors)
 
     def _restamped(
         self, *, serial: int, generated_at: datetime, expires_at: datetime, signed: bytes
@@ -363,6 +370,11 @@ class GlobalConf:
             witness_public_key=self.witness_public_key,
             witness_url=self.witness_url,
         )
+        if self.role_issuers is not None:
+            conf.role_issuers.SetInParent()
+            conf.role_issuers.anchor_sha256.extend(
+                sorted(fingerprint(c) for c in self.role_issuers)
+            )
         if self.ocsp_freshness_seconds or self.ocsp_clock_skew_seconds:
             conf.verification.ocsp_freshness_seconds = self.ocsp_freshness_seconds
             conf.verification.ocsp_clock_skew_seconds = self.ocsp_clock_skew_seconds
@@ -420,6 +432,26 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(Encoding.DER)
 
 
+def _check_role_issuers(
+    issuers: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]
+) -> None:
+    if len(issuers) > MAX_ROLE_ISSUERS:
+        raise ConfigurationTooLargeError(
+            f"the configuration names {len(issuers)} role issuers; the limit is {MAX_ROLE_ISSUERS}"
+        )
+    in_force = set(anchors)
+    seen: set[x509.Certificate] = set()
+    for issuer in issuers:
+        if issuer not in in_force:
+            raise InvalidConfigurationError(
+                f"role issuer {fingerprint(issuer)} is not a trust anchor of the configuration; "
+                "only a trust anchor may issue role certificates"
+            )
+        if issuer in seen:
+            raise InvalidConfigurationError(f"role issuer {fingerprint(issuer)} is listed twice")
+        seen.add(issuer)
+
+
 class _Reader:
     """Reads one document; interns identifiers so each distinct id is parsed once."""
 
@@ -462,6 +494,11 @@ class _Reader:
         self._text(conf.instance)
         self._at("witness_url")
         self._text(conf.witness_url)
+        if len(conf.role_issuers.anchor_sha256) > MAX_ROLE_ISSUERS:
+            raise ConfigurationTooLargeError(
+                f"the configuration names {len(conf.role_issuers.anchor_sha256)} role issuers; "
+                f"the limit is {MAX_ROLE_ISSUERS}"
+            )
         freshness = conf.verification.ocsp_freshness_seconds
         skew = conf.verification.ocsp_clock_skew_seconds
         if freshness > MAX_OCSP_FRESHNESS_SECONDS or skew > MAX_OCSP_CLOCK_SKEW_SECONDS:
@@ -470,12 +507,13 @@ class _Reader:
                 f"over its bound ({MAX_OCSP_FRESHNESS_SECONDS} s, {MAX_OCSP_CLOCK_SKEW_SECONDS} s)"
             )
         try:
+            trust_anchors = self._certs("trust_anchors", conf.trust_anchors)
             return GlobalConf(
                 instance=conf.instance,
                 serial=conf.serial,
                 generated_at=_datetime(conf.generated_at),
                 expires_at=_datetime(conf.expires_at),
-                trust_anchors=self._certs("trust_anchors", conf.trust_anchors),
+                trust_anchors=trust_anchors,
                 ocsp_responder_certs=self._certs("ocsp_responder_certs", conf.ocsp_responder_certs),
                 members=tuple(self._member(i, m) for i, m in enumerate(conf.members)),
                 subsystems=tuple(
@@ -488,6 +526,7 @@ class _Reader:
                 witness_url=conf.witness_url,
                 ocsp_freshness_seconds=freshness,
                 ocsp_clock_skew_seconds=skew,
+                role_issuers=self._role_issuers(conf, trust_anchors),
                 signed=signed,
                 content_digest=content_digest,
             )
@@ -553,6 +592,29 @@ class _Reader:
                     f"{kind}[{i}] is not a DER X.509 certificate"
                 ) from None
         return tuple(certs)
+
+    def _role_issuers(
+        self, conf: globalconf_pb2.GlobalConfiguration, anchors: Sequence[x509.Certificate]
+    ) -> tuple[x509.Certificate, ...] | None:
+        if not conf.HasField("role_issuers"):
+            return None
+        listed = conf.role_issuers.anchor_sha256
+        if not listed:
+            return ()
+        by_fingerprint = {fingerprint(a): a for a in anchors}
+        issuers = []
+        for i, sha256 in enumerate(listed):
+            self._at("role_issuers.anchor_sha256", i)
+            if not _FINGERPRINT.fullmatch(sha256):
+                raise InvalidConfigurationError(f"{self._where} is not 64 lowercase hex")
+            anchor = by_fingerprint.get(sha256)
+            if anchor is None:
+                raise InvalidConfigurationError(
+                    f"{self._where} names no trust anchor of the configuration; only a trust "
+                    "anchor may issue role certificates"
+                )
+            issuers.append(anchor)
+        return tuple(issuers)
 
     def _member(self, i: int, m: globalconf_pb2.Member) -> Member:
         self._at("members", i)

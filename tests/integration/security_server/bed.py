@@ -186,6 +186,11 @@ class Bed:
         self.backend_address = ""
         #: Transport host of a server other than 127.0.0.1 (a server in a network namespace).
         self.server_hosts: dict[ServerId, str] = {}
+        #: Trust anchors the configuration lists besides the instance's CA (external CAs).
+        self.more_anchors: list[x509.Certificate] = []
+        #: The anchors the configuration names as role issuers (``None``: the field is left
+        #: out, as in a configuration from before it; docs/adr/0901).
+        self.role_issuers: list[x509.Certificate] | None = None
 
     # --- building ---------------------------------------------------------------------------
 
@@ -253,10 +258,15 @@ class Bed:
         """The instance's configuration as it stands (contract present or revoked)."""
         conf = globalconf_pb2.GlobalConfiguration(
             instance=INSTANCE,
-            trust_anchors=[certificate_der(c) for c in self.pki.trust_anchors],
+            trust_anchors=[
+                certificate_der(c) for c in [*self.pki.trust_anchors, *self.more_anchors]
+            ],
             witness_public_key=self.witness.verifier.vkey().encode(),
             witness_url=self.witness_url,
         )
+        if self.role_issuers is not None:
+            conf.role_issuers.SetInParent()
+            conf.role_issuers.anchor_sha256.extend(fingerprint(c) for c in self.role_issuers)
         for server, agency in self.agencies.items():
             conf.members.add(id=server.member.to_proto(), name=server.member.member_code)
             conf.subsystems.add(id=agency.subsystem.to_proto())

@@ -24,6 +24,7 @@ from ruta.faults import Fault, fault_from_rpc_error
 from ruta.ids import ServerId
 from ruta.pki.testing import Credential, TestPki
 from ruta.pki.tls import channel_credentials
+from ruta.settings import ConfigError
 from ruta.v1 import audit_pb2, audit_pb2_grpc
 from security_server.server import SecurityServerApp
 from tests.integration.security_server.bed import (
@@ -209,3 +210,67 @@ async def test_audit_role_ca_names_the_ca_whose_role_certificates_count(tmp_path
                 await stub.ListLogs(audit_pb2.ListLogsRequest(), timeout=10)
         assert fault_from_rpc_error(refused.value)[0] is Fault.CLIENT_PERMISSION_DENIED
         assert "role_ca" in (refused.value.details() or "")
+
+
+async def _list_logs(running: Running, server: ServerId, who: Credential) -> None:
+    """``who`` calls ListLogs on ``server``: it depends on the caller's role alone (not on a
+    witness having cosigned yet)."""
+    channel, stub = running.stub(server, who)
+    async with channel:
+        await stub.ListLogs(audit_pb2.ListLogsRequest(), timeout=10)
+
+
+async def _list_logs_refused(running: Running, server: ServerId, who: Credential) -> str:
+    """The details of ListLogs's refusal of ``who`` on ``server`` (``client.permission_denied``)."""
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _list_logs(running, server, who)
+    assert fault_from_rpc_error(refused.value)[0] is Fault.CLIENT_PERMISSION_DENIED
+    return refused.value.details() or ""
+
+
+async def test_the_configuration_names_the_role_ca_among_two_anchors(tmp_path: Path) -> None:
+    """Two trust anchors, the registry naming the instance's CA as role issuer: its role
+    certificates count with no server setting; the other anchor's grant nothing; and the same
+    two anchors without the field (an older configuration) keep ADR 0036's rule (docs/adr/0901)."""
+    other = TestPki(tmp_path / "other")
+    async with bed(tmp_path / "bed") as instance:
+        instance.more_anchors = [other.root.certificate]
+        instance.role_issuers = [instance.pki.root.certificate]
+        instance.publish()
+        data = instance.settings_dict(POP)
+        data["audit"] = {"listen": "127.0.0.1:0"}
+        running = Running(instance, {POP: await instance.start_server(POP, data=data)})
+        client = running.apps[POP].globalconf
+        assert client is not None
+        assert client.held is not None
+        assert len(client.held.trust_anchors) == 2
+
+        named = instance.pki.roles("auditor-supervisor")
+        await _list_logs(running, POP, named)  # answered: its roles count
+        foreign = other.roles("auditor-supervisor")
+        assert "issued directly" in await _list_logs_refused(running, POP, foreign)
+
+        instance.role_issuers = None
+        await instance.wait_for_serial(instance.publish())
+        assert "2 trust anchors" in await _list_logs_refused(running, POP, named)
+
+
+async def test_a_role_ca_the_configuration_does_not_name_as_role_issuer_is_refused(
+    tmp_path: Path,
+) -> None:
+    """``[audit] role_ca`` may narrow the published role issuers, never widen them: naming
+    another trust anchor stops the server at start-up; naming the published one starts it."""
+    other = TestPki(tmp_path / "other")
+    async with bed(tmp_path / "bed") as instance:
+        instance.more_anchors = [other.root.certificate]
+        instance.role_issuers = [instance.pki.root.certificate]
+        instance.publish()
+        data = instance.settings_dict(POP)
+        data["audit"] = {"listen": "127.0.0.1:0", "role_ca": str(other.trust_path)}
+        with pytest.raises(ConfigError, match="does not name as a role issuer") as refused:
+            await instance.start_server(POP, data=data)
+        assert refused.value.fault is Fault.CLIENT_INVALID_CONFIG
+        data["audit"]["role_ca"] = str(instance.pki.trust_path)
+        running = Running(instance, {POP: await instance.start_server(POP, data=data)})
+        supervisor = instance.pki.roles("auditor-supervisor")
+        await _list_logs(running, POP, supervisor)

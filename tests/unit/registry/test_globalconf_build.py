@@ -190,3 +190,24 @@ def test_verification_parameters_are_published() -> None:
     )
     assert conf.verification.ocsp_freshness_seconds == 1800
     assert conf.verification.ocsp_clock_skew_seconds == 120
+
+
+def test_role_issuers_are_published_sorted_or_left_out() -> None:
+    def build(role_issuers: list[str] | None) -> globalconf_pb2.GlobalConfiguration:
+        return build_configuration(
+            _snapshot(),
+            instance="LAC",
+            serial=1,
+            generated_at=NOW,
+            expires_at=LATER,
+            trust_anchors=[],
+            role_issuers=role_issuers,
+        )
+
+    assert not build(None).HasField("role_issuers")
+    empty = build([])
+    assert empty.HasField("role_issuers")
+    assert not empty.role_issuers.anchor_sha256
+    named = build(["b" * 64, "a" * 64, "b" * 64])
+    assert list(named.role_issuers.anchor_sha256) == ["a" * 64, "b" * 64]
+    assert canonicalise(named) is named

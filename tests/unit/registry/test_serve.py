@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import ssl
@@ -20,11 +21,12 @@ from registry.admin_client import admin_stub, call
 from registry.ca import CertificateAuthority
 from registry.errors import AlreadyExistsError
 from registry.serve import RegistryNode
+from registry.settings import RegistryLayout
 from registry.setup import initialise_registry
 from ruta.faults import Fault, RutaError
 from ruta.globalconf import ConfigurationAnchor, open_configuration
 from ruta.ids import MemberId
-from ruta.pki.certs import certificate_pem, load_certificate, make_csr
+from ruta.pki.certs import certificate_pem, fingerprint, load_certificate, make_csr
 from ruta.pki.keys import generate_ec_key, save_private_key
 from ruta.pki.tls import channel_credentials
 from ruta.settings import ConfigError
@@ -117,6 +119,9 @@ async def test_node_serves_health_and_publishes_changes(tmp_path: Path) -> None:
         before = open_configuration(first, anchor, now=now)
         after = open_configuration(second, anchor, now=now)
         assert before.members == ()
+        # The registry's own CA issues role certificates (ADR 0901): published as such.
+        assert before.role_issuers == before.trust_anchors
+        assert before.trust_anchors == (load_certificate(layout.trust.read_bytes()),)
         assert [str(m.id) for m in after.members] == ["LAC/GOV/POP"]
         assert after.serial > before.serial
     finally:
@@ -254,3 +259,59 @@ async def test_without_console_settings_there_is_no_console(tmp_path: Path) -> N
         assert "console" not in json.loads(made.layout.ready.read_text())
     finally:
         await node.stop()
+
+
+async def _registry(tmp_path: Path) -> RegistryLayout:
+    made = await initialise_registry(
+        tmp_path / "registry",
+        instance="LAC",
+        admin_listen="127.0.0.1:0",
+        http_listen=f"127.0.0.1:{free_port()}",
+    )
+    return made.layout
+
+
+async def _published_role_issuers(layout: RegistryLayout) -> tuple[str, ...] | None:
+    """Start the node, and return the fingerprints its configuration publishes as role
+    issuers (``None``: the field is absent)."""
+    node = RegistryNode(layout.root)
+    await node.start()
+    try:
+        assert node.bound is not None
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{node.bound.http}/globalconf") as response,
+        ):
+            signed = await response.read()
+    finally:
+        await node.stop()
+    anchor = ConfigurationAnchor.from_file(layout.anchor)
+    view = open_configuration(signed, anchor, now=datetime.now(UTC))
+    if view.role_issuers is None:
+        return None
+    return tuple(fingerprint(c) for c in view.role_issuers)
+
+
+async def test_role_issuers_default_to_the_registrys_ca_and_name_it_in_either_spelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = await _registry(tmp_path)
+    ca = fingerprint(load_certificate(layout.trust.read_bytes()))
+    assert await _published_role_issuers(layout) == (ca,)
+    colons = ":".join(ca[i : i + 2] for i in range(0, 64, 2)).upper()  # openssl's spelling
+    monkeypatch.setenv("RUTA_REGISTRY_ROLE_ISSUERS", json.dumps([colons]))
+    assert await _published_role_issuers(layout) == (ca,)
+    # Empty: published as "no certificate carries a role", not left out.
+    monkeypatch.setenv("RUTA_REGISTRY_ROLE_ISSUERS", "[]")
+    assert await _published_role_issuers(layout) == ()
+
+
+async def test_a_role_issuer_the_registry_does_not_publish_as_anchor_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = await _registry(tmp_path)
+    stranger = hashlib.sha256(b"not an anchor").hexdigest()
+    monkeypatch.setenv("RUTA_REGISTRY_ROLE_ISSUERS", json.dumps([stranger]))
+    with pytest.raises(ConfigError, match=f"role_issuers names {stranger}.*not a trust anchor"):
+        await _published_role_issuers(layout)
+    assert not layout.ready.exists()

@@ -78,3 +78,21 @@ def test_base_url_is_a_url_for_every_listen_address(
 ) -> None:
     settings = RegistrySettings(instance="LAC", http_listen=http_listen)
     assert settings.base_url(bound) == expected
+
+
+def test_role_issuers_are_fingerprints_in_either_spelling() -> None:
+    sha256 = "ab" * 32
+    colons = ":".join(["AB"] * 32)
+    settings = RegistrySettings(instance="LAC", role_issuers=(colons, "cd" * 32))
+    assert settings.role_issuers == (sha256, "cd" * 32)
+    assert RegistrySettings(instance="LAC").role_issuers is None
+    assert RegistrySettings(instance="LAC", role_issuers=()).role_issuers == ()
+
+
+@pytest.mark.parametrize(
+    "role_issuers",
+    [("ab" * 31,), ("zz" * 32,), ("ab" * 32, "AB" * 32), tuple(f"{i:064x}" for i in range(17))],
+)
+def test_role_issuers_that_are_no_fingerprints_are_refused(role_issuers: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="role_issuers"):
+        RegistrySettings(instance="LAC", role_issuers=role_issuers)
