@@ -99,7 +99,7 @@ class RegistrySettings(RutaSettings):
     #: citizen service, statistics), published as the configuration's ``role_issuers``: SHA-256
     #: fingerprints (hex, colons allowed) of anchors the configuration lists. Unset: the
     #: registry's own CA; empty: no certificate carries a role
-    #: (docs/adr/0901-role-issuers-in-the-global-configuration.md).
+    #: (docs/adr/0039-role-issuers-in-the-global-configuration.md).
     role_issuers: tuple[str, ...] | None = Field(default=None, max_length=MAX_ROLE_ISSUERS)
     #: The web console (off unless ``[console] listen`` is set).
     console: ConsoleSettings = ConsoleSettings()

@@ -135,7 +135,7 @@ class AuditSettings(BaseModel):
     #: The CA certificate(s) (PEM) whose role certificates this server honours (auditors, the
     #: citizen service, statistics). Where the configuration names its role issuers, each must
     #: be one of them (the setting narrows them, never widens them; default: all of them,
-    #: docs/adr/0901-role-issuers-in-the-global-configuration.md); in an older configuration,
+    #: docs/adr/0039-role-issuers-in-the-global-configuration.md); in an older configuration,
     #: each a trust anchor in force (default: its only trust anchor, docs/adr/0036).
     role_ca: Path | None = None
     #: Whether message bodies may leave the server at all (through records or bundles).

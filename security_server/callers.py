@@ -4,7 +4,7 @@ audit API and the auditor console (docs/adr/0036-role-certificate-issuers.md).
 
 A role is honoured only from a certificate issued directly by a **role CA**, checked by
 signature (not by name). Which CAs those are, the configuration in force says
-(docs/adr/0901-role-issuers-in-the-global-configuration.md):
+(docs/adr/0039-role-issuers-in-the-global-configuration.md):
 
 - It names its **role issuers** (``RoleIssuers``, each one of its trust anchors): those, or only
   those of them that ``[audit] role_ca`` names. The setting narrows what the registry

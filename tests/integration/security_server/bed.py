@@ -189,7 +189,7 @@ class Bed:
         #: Trust anchors the configuration lists besides the instance's CA (external CAs).
         self.more_anchors: list[x509.Certificate] = []
         #: The anchors the configuration names as role issuers (``None``: the field is left
-        #: out, as in a configuration from before it; docs/adr/0901).
+        #: out, as in a configuration from before it; docs/adr/0039).
         self.role_issuers: list[x509.Certificate] | None = None
 
     # --- building ---------------------------------------------------------------------------

@@ -231,7 +231,7 @@ async def _list_logs_refused(running: Running, server: ServerId, who: Credential
 async def test_the_configuration_names_the_role_ca_among_two_anchors(tmp_path: Path) -> None:
     """Two trust anchors, the registry naming the instance's CA as role issuer: its role
     certificates count with no server setting; the other anchor's grant nothing; and the same
-    two anchors without the field (an older configuration) keep ADR 0036's rule (docs/adr/0901)."""
+    two anchors without the field (an older configuration) keep ADR 0036's rule (docs/adr/0039)."""
     other = TestPki(tmp_path / "other")
     async with bed(tmp_path / "bed") as instance:
         instance.more_anchors = [other.root.certificate]

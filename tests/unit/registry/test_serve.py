@@ -119,7 +119,7 @@ async def test_node_serves_health_and_publishes_changes(tmp_path: Path) -> None:
         before = open_configuration(first, anchor, now=now)
         after = open_configuration(second, anchor, now=now)
         assert before.members == ()
-        # The registry's own CA issues role certificates (ADR 0901): published as such.
+        # The registry's own CA issues role certificates (ADR 0039): published as such.
         assert before.role_issuers == before.trust_anchors
         assert before.trust_anchors == (load_certificate(layout.trust.read_bytes()),)
         assert [str(m.id) for m in after.members] == ["LAC/GOV/POP"]

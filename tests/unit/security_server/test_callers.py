@@ -86,7 +86,7 @@ async def test_a_role_ca_that_is_no_anchor_in_force_honours_nobody(
         await status.check(external.roles("auditor-supervisor").certificate)
 
 
-# -- role issuers the configuration publishes (docs/adr/0901) ---------------------------------
+# -- role issuers the configuration publishes (docs/adr/0039) ---------------------------------
 
 
 async def test_published_role_issuers_need_no_server_setting(

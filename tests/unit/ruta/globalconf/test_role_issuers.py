@@ -1,4 +1,4 @@
-"""The configuration's role issuers (docs/adr/0901-role-issuers-in-the-global-configuration.md):
+"""The configuration's role issuers (docs/adr/0039-role-issuers-in-the-global-configuration.md):
 read, bounded, checked against the trust anchors, signed and verified; an older document
 without the field reads as "not said"."""
 
