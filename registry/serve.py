@@ -155,6 +155,8 @@ class RegistryNode:
         self._publisher: ConfigurationPublisher | None = None
         self._publish_lock = asyncio.Lock()
         self._base_url = ""
+        #: The role issuers the configuration publishes (fingerprints), for the console.
+        self._role_issuers: tuple[str, ...] = ()
         self._published_seq = 0
         self._watcher: asyncio.Task[None] | None = None
         self._build: Callable[[], Awaitable[globalconf_pb2.GlobalConfiguration]] | None = None
@@ -202,6 +204,7 @@ class RegistryNode:
         witness, witness_vkey = _open_witness(layout, settings, store)
         trust_anchors, ocsp_certs = _published_ca_certificates(layout, ca)
         role_issuers = _role_issuers(settings.role_issuers, trust_anchors)
+        self._role_issuers = tuple(sorted(role_issuers))
         self._watch_certificates(ca, signing_cert)
 
         # HTTP first: its bound port completes the public URL the configuration names.
@@ -329,6 +332,7 @@ class RegistryNode:
                 sha256=current.etag,
                 nodes=nodes,
                 this_node=f"{self._base_url}/globalconf",
+                role_issuers=self._role_issuers,
             )
 
         self._console_runner = runner = web.AppRunner(

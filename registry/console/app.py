@@ -97,6 +97,9 @@ class ConfigurationInForce:
     sha256: str
     nodes: tuple[str, ...]
     this_node: str
+    #: SHA-256 fingerprints (hex) of the trust anchors whose certificates carry roles on the
+    #: security servers (the configuration's ``role_issuers``, docs/adr/0039); empty: none.
+    role_issuers: tuple[str, ...] = ()
 
 
 class _UploadTooLargeError(RutaError):

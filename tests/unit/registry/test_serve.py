@@ -233,6 +233,10 @@ async def test_the_console_starts_and_stops_with_the_node(
         assert response.status == 200
         assert "Configuration in force" in body
         assert "/globalconf" in body
+        # The registry's own CA is the one role issuer it publishes by default (ADR 0039).
+        issuer = load_certificate(layout.trust.read_bytes()).public_bytes(Encoding.DER)
+        assert "Who issues role certificates" in body
+        assert hashlib.sha256(issuer).hexdigest() in body
     finally:
         await node.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
