@@ -37,8 +37,8 @@ def body_file_bytes(db: Path) -> int:
 
 def measure_log_storage(db: Path) -> dict[str, Any]:
     """Records, file size, body bytes (the body pages and the body segment files) and bytes per
-    record (body excluded) of the SQLite log file ``db``, and what a million records take. Reads the file only (after a checkpoint of
-    its WAL, so the file holds every page)."""
+    record (body excluded) of the SQLite log file ``db``, and what a million records take.
+    Reads the files only (after a checkpoint of the WAL, so the file holds every page)."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         records = int(conn.execute("SELECT count(*) FROM log_leaves").fetchone()[0])
