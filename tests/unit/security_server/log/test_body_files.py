@@ -21,6 +21,7 @@ from security_server.log import (
     BodyKey,
     BodyState,
     LogKeyError,
+    LogMaintenance,
     LogWriteError,
     MessageLog,
 )
@@ -293,5 +294,28 @@ async def test_a_failed_body_write_is_retried_in_place(
         rows = await _rows(file_engine)
         assert rows[1].segment == rows[0].segment
         assert rows[1].position == rows[0].position + rows[0].length
+    finally:
+        await log.close()
+
+
+async def test_maintenance_rounds_remove_body_files_past_retention(
+    file_engine: AsyncEngine, url: str, body_key: BodyKey, clock: FakeClock
+) -> None:
+    for _ in range(2):
+        log = await _open(file_engine, body_key, clock)
+        try:
+            await log.append([make_entry(body=_large(i)) for i in range(2)])
+        finally:
+            await log.close()
+        clock.advance(86_400 * 2)
+    log = await _open(file_engine, body_key, clock)
+    try:
+        await log.append([make_entry(body=_large(7))])
+        maintenance = LogMaintenance(log, body_retention=timedelta(days=1), clock=clock)
+        done = await maintenance.run_once()
+        assert done.bodies_purged == 4
+        # Segments 1 and 2 held only purged bodies; 3 is the newest (and holds record 4).
+        assert _segments(url).segment_ids() == [3]
+        assert await log.get_body(4) == _large(7)
     finally:
         await log.close()
