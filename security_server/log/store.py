@@ -87,6 +87,10 @@ MAX_PAGE_SIZE: Final = 1000
 MAX_CHECKPOINT_TEXT: Final = 16 * 1024
 #: Bodies purged per transaction, so retention never holds the write lock for long.
 MAX_PURGE_CHUNK: Final = 1000
+#: Body segment files (the oldest first) one retention round considers for deletion: retention
+#: purges the oldest bodies first, so the oldest segments are the ones to go; the rest wait for
+#: the next round (bounds the round's query).
+_MAX_SEGMENTS_PER_ROUND: Final = 256
 #: Most proofs one :meth:`LogReader.inclusion_proofs` call assembles (a bundle's records).
 _MAX_PROOFS_PER_READ: Final = 10 * MAX_PAGE_SIZE
 #: Most bodies one :meth:`LogReader.get_bodies` call reads.
@@ -858,7 +862,8 @@ class MessageLog(LogReader):
     async def remove_purged_body_files(self) -> int:
         """Delete this origin's body segment files that no row names any more (every body in
         them purged, or none committed: a failed group's bytes); return how many. The newest
-        segment stays (the writer may be filling it). Safe beside appends: a segment older
+        segment stays (the writer may be filling it); of the others, the oldest
+        :data:`_MAX_SEGMENTS_PER_ROUND` are looked at per call. Safe beside appends: a segment older
         than the newest is never written again, so a row naming it is committed already.
         Nothing to do where bodies stay in the table (PostgreSQL, in-memory SQLite)."""
         if self._segments is None:
@@ -866,7 +871,7 @@ class MessageLog(LogReader):
         segments = self._segments
         # The listing comes first: only segments older than the newest on disk *now* are
         # candidates, and every row naming one of them committed before the newest was begun.
-        candidates = (await asyncio.to_thread(segments.segment_ids))[:-1]
+        candidates = (await asyncio.to_thread(segments.segment_ids))[:-1][:_MAX_SEGMENTS_PER_ROUND]
         if not candidates:
             return 0
         async with self._engine.connect() as conn:

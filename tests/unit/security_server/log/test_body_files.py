@@ -24,6 +24,7 @@ from security_server.log import (
     LogMaintenance,
     LogWriteError,
     MessageLog,
+    store,
 )
 from security_server.log.bodies import (
     FILE_BODY_MIN_BYTES,
@@ -317,5 +318,32 @@ async def test_maintenance_rounds_remove_body_files_past_retention(
         # Segments 1 and 2 held only purged bodies; 3 is the newest (and holds record 4).
         assert _segments(url).segment_ids() == [3]
         assert await log.get_body(4) == _large(7)
+    finally:
+        await log.close()
+
+
+async def test_a_round_looks_at_a_bounded_number_of_segments(
+    file_engine: AsyncEngine,
+    url: str,
+    body_key: BodyKey,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for round_ in range(3):
+        log = await _open(file_engine, body_key, clock)
+        try:
+            await log.append([make_entry(body=_large(round_))])
+        finally:
+            await log.close()
+        clock.advance(3600)
+    monkeypatch.setattr(store, "_MAX_SEGMENTS_PER_ROUND", 1)
+    log = await _open(file_engine, body_key, clock)
+    try:
+        assert await log.purge_bodies(clock.now - timedelta(minutes=90)) == 2
+        # The oldest first, one a round; the newest never.
+        assert _segments(url).segment_ids() == [2, 3]
+        assert await log.remove_purged_body_files() == 1
+        assert _segments(url).segment_ids() == [3]
+        assert await log.get_body(2) == _large(2)
     finally:
         await log.close()
