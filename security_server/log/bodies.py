@@ -28,6 +28,7 @@ from security_server.log.keys import BodyKey
 
 __all__ = [
     "FILE_BODY_MIN_BYTES",
+    "MAX_FILE_BODY_BYTES",
     "MAX_SEGMENT_BYTES",
     "NONCE_SIZE",
     "SEGMENT_HEADER_SIZE",
@@ -125,6 +126,10 @@ SEGMENT_MAGIC: Final = b"ruta-bodies/v1\n\x00"
 SEGMENT_HEADER_SIZE: Final = len(SEGMENT_MAGIC)
 _SEGMENT_SUFFIX: Final = ".seg"
 _SEGMENT_DIGITS: Final = 10
+#: The longest sealed body a row may name in a segment (a message is at most 64 MiB, the
+#: bound of ``[limits] max_message_bytes``, plus the tag): a longer reference is damage, read as
+#: missing instead of allocated.
+MAX_FILE_BODY_BYTES: Final = (64 << 20) + TAG_SIZE
 #: Buffers handed to one ``pwritev`` (below Linux's IOV_MAX of 1024).
 _MAX_IOV: Final = 512
 #: Names tried when a new segment's name is taken (by a file this writer did not list).
@@ -208,8 +213,8 @@ class BodySegments:
 
     def read_many(self, refs: Sequence[tuple[int, int, int]]) -> list[bytes | None]:
         """The stored bytes at each ``(segment, position, length)``, in the order given;
-        ``None`` for one whose file is missing or too short (lost or damaged: the caller names
-        the record). Each segment file is opened once."""
+        ``None`` for one whose file is missing or too short, or a reference out of bounds
+        (lost or damaged: the caller names the record). Each segment file is opened once."""
         found: list[bytes | None] = [None] * len(refs)
         by_segment: dict[int, list[int]] = {}
         for i, (segment, _, _) in enumerate(refs):
@@ -222,6 +227,8 @@ class BodySegments:
             try:
                 for i in indexes:
                     _, position, length = refs[i]
+                    if position < SEGMENT_HEADER_SIZE or not 0 <= length <= MAX_FILE_BODY_BYTES:
+                        continue
                     data = os.pread(fd, length, position)
                     if len(data) == length:
                         found[i] = data

@@ -156,6 +156,15 @@ async def test_a_body_file_moved_or_lost_is_named_not_served(
         found = await log.get_bodies([0, 1])
         assert found[0] == _large(1)
         assert isinstance(found[1], LogKeyError)
+        # A reference out of bounds is damage too: named, never allocated or read.
+        for position, length in ((rows[1].position, 1 << 40), (0, rows[1].length)):
+            async with file_engine.begin() as conn:
+                await conn.execute(
+                    sa.update(log_bodies)
+                    .where(log_bodies.c.seq == 1)
+                    .values(position=position, length=length)
+                )
+            assert isinstance((await log.get_bodies([1]))[1], LogKeyError)
         [segment] = _segments(url).segment_ids()
         _segments(url).path(segment).unlink()
         found = await log.get_bodies([0, 1])
