@@ -291,6 +291,7 @@ class GroupCommitWriter:
         frontier: CompactRange,
         last_logged_us: int,
         max_group_records: int,
+        last_body_segment: int = 0,
     ) -> None:
         self._engine = engine
         self._origin = origin
@@ -314,7 +315,11 @@ class GroupCommitWriter:
         self._sqlite = _SqliteWorker.for_url(engine.url)
         # Large bodies go to segment files on a SQLite file (written in the worker's thread).
         segments = BodySegments.for_url(engine.url, origin) if self._sqlite else None
-        self._body_files = None if segments is None else BodySegmentWriter(segments)
+        self._body_files = (
+            None
+            if segments is None
+            else BodySegmentWriter(segments, after_segment=last_body_segment)
+        )
         self._claim_upserts: dict[int, Any] = {}
         # Digests of attachments committed to log_attachments (only after their commit).
         self._known_attachments: set[bytes] = set()

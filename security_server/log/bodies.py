@@ -256,11 +256,19 @@ class BodySegmentWriter:
     never appended to by a later writer, so a torn tail left by a crash is never built on) and
     the next one when a segment is full."""
 
-    def __init__(self, segments: BodySegments, *, max_segment_bytes: int = MAX_SEGMENT_BYTES):
+    def __init__(
+        self,
+        segments: BodySegments,
+        *,
+        after_segment: int = 0,
+        max_segment_bytes: int = MAX_SEGMENT_BYTES,
+    ) -> None:
+        """``after_segment``: the newest segment committed rows name; new ones are numbered
+        above it (and above every file there), even if its file was lost."""
         self._segments = segments
         self._max = max_segment_bytes
         self._fd: int | None = None
-        self._segment = 0
+        self._segment = after_segment
         self._end = 0
 
     def write(self, ciphertexts: Sequence[bytes]) -> tuple[int, int]:

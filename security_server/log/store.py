@@ -726,6 +726,7 @@ class MessageLog(LogReader):
         cipher = body_key if isinstance(body_key, BodyCipher) else BodyCipher(body_key)
         async with engine.connect() as conn:
             frontier, last_logged_us = await restore_frontier(conn, origin)
+            last_body_segment = await _check_body_files(conn, origin, engine.url)
         writer = GroupCommitWriter(
             engine=engine,
             origin=origin,
@@ -734,6 +735,7 @@ class MessageLog(LogReader):
             frontier=frontier,
             last_logged_us=last_logged_us,
             max_group_records=max_group_records,
+            last_body_segment=last_body_segment,
         )
         writer.start()
         return cls(engine=engine, origin=origin, cipher=cipher, writer=writer, clock=clock)
@@ -962,6 +964,43 @@ class MessageLog(LogReader):
                     sa.delete(seen_messages).where(seen_messages.c.expires_at < cutoff)
                 )
         return int(result.rowcount)
+
+
+#: The body file reference that ends furthest into the newest segment committed rows name.
+_LAST_BODY_REFERENCE: Final = (
+    sa.select(log_bodies.c.segment, log_bodies.c.position, log_bodies.c.length)
+    .where(log_bodies.c.origin == sa.bindparam("origin"), log_bodies.c.segment.is_not(None))
+    .order_by(log_bodies.c.segment.desc(), log_bodies.c.position.desc())
+    .limit(1)
+)
+
+
+async def _check_body_files(conn: AsyncConnection, origin: str, url: sa.URL) -> int:
+    """The newest body segment committed rows of ``origin`` name (0 if none, or bodies stay in
+    rows here), so the writer never begins a segment under a name rows already use. Logs a
+    warning if that segment's file is missing or shorter than the rows say (a database restored
+    without its body files): those records' bodies then read as damaged, named, never guessed.
+    """
+    segments = BodySegments.for_url(url, origin)
+    if segments is None:
+        return 0
+    row = (await conn.execute(_LAST_BODY_REFERENCE, {"origin": origin})).one_or_none()
+    if row is None:
+        return 0
+    segment, end = int(row.segment), int(row.position) + int(row.length)
+    try:
+        size = (await asyncio.to_thread(segments.path(segment).stat)).st_size
+    except FileNotFoundError:
+        size = -1
+    if size < end:
+        _log.warning(
+            "message log %s: body segment %d, which committed records name, is %s; their "
+            "bodies read as unreadable (restore the database's -bodies directory with it)",
+            origin,
+            segment,
+            "missing" if size < 0 else "shorter than they say",
+        )
+    return segment
 
 
 def _stored_checkpoint(row: sa.Row[Any]) -> StoredCheckpoint:

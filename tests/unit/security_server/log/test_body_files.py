@@ -5,6 +5,7 @@ retention once no row names them; a torn tail or a failed write is never read.""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -354,5 +355,33 @@ async def test_a_round_looks_at_a_bounded_number_of_segments(
         assert await log.remove_purged_body_files() == 1
         assert _segments(url).segment_ids() == [3]
         assert await log.get_body(2) == _large(2)
+    finally:
+        await log.close()
+
+
+async def test_a_log_restored_without_its_body_files_says_so_and_reuses_no_name(
+    file_engine: AsyncEngine,
+    url: str,
+    body_key: BodyKey,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = await _open(file_engine, body_key, clock)
+    try:
+        await log.append([make_entry(body=_large(1))])
+    finally:
+        await log.close()
+    segments = _segments(url)
+    for segment in segments.segment_ids():
+        segments.path(segment).unlink()
+    with caplog.at_level(logging.WARNING, logger="security_server.log.store"):
+        log = await _open(file_engine, body_key, clock)
+    try:
+        assert "body segment 1, which committed records name, is missing" in caplog.text
+        await log.append([make_entry(body=_large(2))])
+        # The new body takes a new name: a row naming segment 1 never reads another's bytes.
+        assert segments.segment_ids() == [2]
+        assert isinstance((await log.get_bodies([0]))[0], LogKeyError)
+        assert await log.get_body(1) == _large(2)
     finally:
         await log.close()
