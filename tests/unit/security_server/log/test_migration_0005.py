@@ -7,7 +7,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from security_server.database import create_engine, migrate
-from security_server.log import BodyKey, MessageLog
+from security_server.log import BodyCipher, BodyKey, MessageLog
+from security_server.log._writer import (
+    DEFAULT_MAX_GROUP_RECORDS,
+    GroupCommitWriter,
+    restore_frontier,
+)
 from security_server.log.bodies import FILE_BODY_MIN_BYTES
 from security_server.log.schema import log_bodies
 from tests.unit.security_server.log.support import ORIGIN, FakeClock, make_entry
@@ -22,15 +27,28 @@ async def test_bodies_written_under_0004_read_after_0005(
     engine = create_engine(database_url)
     try:
         await migrate(engine, "0004")
-        # Under 0004 the writer stores every body in its row (it names no file columns then).
+        # Under 0004 there are no body file columns.
         async with engine.connect() as conn:
             columns = {c["name"] for c in await conn.run_sync(_body_columns)}
         assert "segment" not in columns
-        before = await MessageLog.open(engine, origin=ORIGIN, body_key=key, clock=clock)
+        # The writer alone (a log opened today checks the body file columns first): its rows
+        # of small bodies are those the writer of 0004 wrote, column for column.
+        async with engine.connect() as conn:
+            frontier, last_logged_us = await restore_frontier(conn, ORIGIN)
+        writer = GroupCommitWriter(
+            engine=engine,
+            origin=ORIGIN,
+            cipher=BodyCipher(key),
+            clock=clock,
+            frontier=frontier,
+            last_logged_us=last_logged_us,
+            max_group_records=DEFAULT_MAX_GROUP_RECORDS,
+        )
+        writer.start()
         try:
-            await before.append([make_entry(body=b"small"), make_entry(body=None)])
+            await writer.submit((make_entry(body=b"small"), make_entry(body=None)), None)
         finally:
-            await before.close()
+            await writer.close()
         await migrate(engine)
         log = await MessageLog.open(engine, origin=ORIGIN, body_key=key, clock=clock)
         try:
