@@ -39,7 +39,13 @@ from ruta.merkle import CompactRange, leaf_hash
 from ruta.v1 import log_pb2
 from ruta.wire import varint
 from security_server.database import WRITE_TRANSACTION, sqlite_sync_engine
-from security_server.log.bodies import BodyCipher
+from security_server.log.bodies import (
+    FILE_BODY_MIN_BYTES,
+    BodyCipher,
+    BodySegments,
+    BodySegmentWriter,
+    SealedBody,
+)
 from security_server.log.errors import (
     LogError,
     LogIntegrityError,
@@ -285,6 +291,7 @@ class GroupCommitWriter:
         frontier: CompactRange,
         last_logged_us: int,
         max_group_records: int,
+        last_body_segment: int = 0,
     ) -> None:
         self._engine = engine
         self._origin = origin
@@ -306,6 +313,13 @@ class GroupCommitWriter:
         self._largest_group = 0
         self._task: asyncio.Task[None] | None = None
         self._sqlite = _SqliteWorker.for_url(engine.url)
+        # Large bodies go to segment files on a SQLite file (written in the worker's thread).
+        segments = BodySegments.for_url(engine.url, origin) if self._sqlite else None
+        self._body_files = (
+            None
+            if segments is None
+            else BodySegmentWriter(segments, after_segment=last_body_segment)
+        )
         self._claim_upserts: dict[int, Any] = {}
         # Digests of attachments committed to log_attachments (only after their commit).
         self._known_attachments: set[bytes] = set()
@@ -356,6 +370,8 @@ class GroupCommitWriter:
         worker, self._sqlite = self._sqlite, None
         if worker is not None:
             await worker.close()
+        if self._body_files is not None:
+            self._body_files.close()  # the worker thread, its only user, has stopped
 
     # --- submission -----------------------------------------------------------------------------
 
@@ -530,15 +546,36 @@ class GroupCommitWriter:
             if node_rows:
                 _insert_rows(conn, log_nodes, _NODE_COLUMNS, node_rows)
             if bodies:
-                body_rows = [
-                    (origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext)
-                    for (seq, _), sealed in zip(
-                        bodies, self._cipher.seal_many(origin, bodies), strict=True
-                    )
-                ]
-                _insert_rows(conn, log_bodies, _BODY_COLUMNS, body_rows)
+                self._write_bodies(conn, bodies)
             self._write_head(conn, frontier, now_us)
         return frontier, outcomes, len(leaf_rows), claims_written, list(attachment_rows)
+
+    def _write_bodies(self, conn: _Conn, bodies: list[tuple[int, bytes]]) -> None:
+        """Seal the group's bodies and store them: in ``log_bodies`` rows, or, for the large
+        ones on a SQLite file, in the origin's body segment file, written and synced here,
+        before the rows naming them are inserted and the group commits (ADR 0901). A failed
+        file write raises and fails the group; bytes it left are named by no row."""
+        origin = self._origin
+        inline: list[tuple[Any, ...]] = []
+        in_files: list[tuple[int, SealedBody]] = []
+        files = self._body_files
+        for (seq, _), sealed in zip(bodies, self._cipher.seal_many(origin, bodies), strict=True):
+            if files is not None and len(sealed.ciphertext) >= FILE_BODY_MIN_BYTES:
+                in_files.append((seq, sealed))
+            else:
+                inline.append((origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext))
+        if inline:
+            _insert_rows(conn, log_bodies, _BODY_COLUMNS, inline)
+        if in_files and files is not None:
+            segment, position = files.write([sealed.ciphertext for _, sealed in in_files])
+            referenced: list[tuple[Any, ...]] = []
+            for seq, sealed in in_files:
+                length = len(sealed.ciphertext)
+                referenced.append(
+                    (origin, seq, sealed.key_id, sealed.nonce, segment, position, length)
+                )
+                position += length
+            _insert_rows(conn, log_bodies, _FILE_BODY_COLUMNS, referenced)
 
     def _write_claims(self, conn: _Conn, group: list[_Job], now_us: int) -> set[tuple[str, str]]:
         """Insert the group's replay claims; return the keys that were new (or had expired)."""
@@ -756,6 +793,8 @@ _LEAF_COLUMNS: Final = (
 _NODE_COLUMNS: Final = ("origin", "level", "idx", "hash")
 #: (``purged_at`` is left to its default, NULL: no parameter to bind.)
 _BODY_COLUMNS: Final = ("origin", "seq", "key_id", "nonce", "ciphertext")
+#: A body kept in a segment file: its row names where (``ciphertext`` left NULL).
+_FILE_BODY_COLUMNS: Final = ("origin", "seq", "key_id", "nonce", "segment", "position", "length")
 
 
 @functools.lru_cache(maxsize=32)

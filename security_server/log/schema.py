@@ -118,8 +118,11 @@ log_heads = sa.Table(
     sqlite_with_rowid=False,
 )
 
-# Bodies beside the tree, AES-256-GCM encrypted; the associated data binds origin and seq. A
-# purged body keeps its row (purged_at set, nonce and ciphertext cleared).
+# Bodies beside the tree, AES-256-GCM encrypted; the associated data binds origin and seq. The
+# ciphertext is in the row, or (a large body on a SQLite file, migration 0005, ADR 0901) in
+# the origin's body segment file ``segment`` at ``position``, ``length`` bytes
+# (security_server.log.bodies). A purged body keeps its row (purged_at set, nonce, ciphertext
+# and file reference cleared).
 log_bodies = sa.Table(
     "log_bodies",
     metadata,
@@ -129,10 +132,22 @@ log_bodies = sa.Table(
     sa.Column("nonce", sa.LargeBinary(12), nullable=True),
     sa.Column("ciphertext", sa.LargeBinary, nullable=True),
     sa.Column("purged_at", sa.BigInteger, nullable=True),
+    sa.Column("segment", sa.BigInteger, nullable=True),
+    sa.Column("position", sa.BigInteger, nullable=True),
+    sa.Column("length", sa.BigInteger, nullable=True),
     sa.ForeignKeyConstraint(
         ["origin", "seq"],
         ["log_leaves.origin", "log_leaves.seq"],
         name="fk_log_bodies_leaf",
+    ),
+    # Which segments unpurged rows still name (retention deletes a segment no row names);
+    # only rows with a file reference are in it.
+    sa.Index(
+        "ix_log_bodies_segment",
+        "origin",
+        "segment",
+        sqlite_where=sa.text("segment IS NOT NULL"),
+        postgresql_where=sa.text("segment IS NOT NULL"),
     ),
 )
 

@@ -8,6 +8,8 @@ nodes and any root or proof reads O(log n) of them in one query; nothing is ever
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
@@ -35,7 +37,7 @@ from security_server.log._writer import (
     fetch_nodes,
     restore_frontier,
 )
-from security_server.log.bodies import TAG_SIZE, BodyCipher, SealedBody
+from security_server.log.bodies import TAG_SIZE, BodyCipher, BodySegments, SealedBody
 from security_server.log.errors import LogError, LogIntegrityError, LogKeyError, LogRangeError
 from security_server.log.keys import BodyKey
 from security_server.log.model import (
@@ -75,6 +77,8 @@ __all__ = [
     "first_seq_logged_at_or_after",
 ]
 
+_log = logging.getLogger(__name__)
+
 #: Most entries one append call may carry (an exchange logs one or two).
 MAX_APPEND_ENTRIES: Final = 64
 #: Most records one query page or one ``get_records`` call returns.
@@ -83,6 +87,10 @@ MAX_PAGE_SIZE: Final = 1000
 MAX_CHECKPOINT_TEXT: Final = 16 * 1024
 #: Bodies purged per transaction, so retention never holds the write lock for long.
 MAX_PURGE_CHUNK: Final = 1000
+#: Body segment files (the oldest first) one retention round considers for deletion: retention
+#: purges the oldest bodies first, so the oldest segments are the ones to go; the rest wait for
+#: the next round (bounds the round's query).
+_MAX_SEGMENTS_PER_ROUND: Final = 256
 #: Most proofs one :meth:`LogReader.inclusion_proofs` call assembles (a bundle's records).
 _MAX_PROOFS_PER_READ: Final = 10 * MAX_PAGE_SIZE
 #: Most bodies one :meth:`LogReader.get_bodies` call reads.
@@ -195,6 +203,8 @@ class LogReader:
         self._cipher = cipher
         self._snapshot = head
         self._clock = clock
+        # Where large bodies live on a SQLite file (None: every body is in its row).
+        self._segments = BodySegments.for_url(engine.url, origin)
 
     @classmethod
     async def open(
@@ -326,7 +336,10 @@ class LogReader:
 
     def _record_select(self) -> sa.Select[Any]:
         body_state = sa.case(
-            (log_bodies.c.ciphertext.is_not(None), sa.literal(str(BodyState.STORED))),
+            (
+                sa.or_(log_bodies.c.ciphertext.is_not(None), log_bodies.c.segment.is_not(None)),
+                sa.literal(str(BodyState.STORED)),
+            ),
             (log_bodies.c.purged_at.is_not(None), sa.literal(str(BodyState.PURGED))),
             else_=sa.literal(str(BodyState.ABSENT)),
         ).label("body_state")
@@ -552,17 +565,10 @@ class LogReader:
         size = self.head().size
         if not 0 <= seq < size:
             raise LogRangeError(f"record {seq} is not in the log (size {size})")
-        stmt = sa.select(log_bodies.c.key_id, log_bodies.c.nonce, log_bodies.c.ciphertext).where(
-            log_bodies.c.origin == self._origin, log_bodies.c.seq == seq
-        )
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(stmt)).one_or_none()
-        if row is None or row.ciphertext is None or row.nonce is None:
-            return None
-        sealed = SealedBody(
-            key_id=str(row.key_id), nonce=bytes(row.nonce), ciphertext=bytes(row.ciphertext)
-        )
-        return self._cipher.open(self._origin, seq, sealed)
+        opened = (await self._read_bodies([seq])).get(seq)
+        if isinstance(opened, LogKeyError):
+            raise opened
+        return opened
 
     async def body_sizes(self, seqs: Sequence[int]) -> dict[int, int]:
         """The size of each stored body of these records, read without reading the bodies (a
@@ -573,11 +579,14 @@ class LogReader:
         if not seqs:
             return {}
         stmt = sa.select(
-            log_bodies.c.seq, sa.func.length(log_bodies.c.ciphertext).label("size")
+            log_bodies.c.seq,
+            sa.func.coalesce(sa.func.length(log_bodies.c.ciphertext), log_bodies.c.length).label(
+                "size"
+            ),
         ).where(
             log_bodies.c.origin == self._origin,
             log_bodies.c.seq.in_(sorted(set(seqs))),
-            log_bodies.c.ciphertext.is_not(None),
+            sa.or_(log_bodies.c.ciphertext.is_not(None), log_bodies.c.segment.is_not(None)),
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
@@ -596,24 +605,56 @@ class LogReader:
         for seq in seqs:
             if not 0 <= seq < size:
                 raise LogRangeError(f"record {seq} is not in the log (size {size})")
+        return await self._read_bodies(seqs)
+
+    async def _read_bodies(self, seqs: Sequence[int]) -> dict[int, bytes | LogKeyError]:
+        """:meth:`get_bodies` without its checks: each stored body opened, from its row or from
+        its segment file (read in a worker thread, each file opened once per call)."""
         if not seqs:
             return {}
         stmt = sa.select(
-            log_bodies.c.seq, log_bodies.c.key_id, log_bodies.c.nonce, log_bodies.c.ciphertext
+            log_bodies.c.seq,
+            log_bodies.c.key_id,
+            log_bodies.c.nonce,
+            log_bodies.c.ciphertext,
+            log_bodies.c.segment,
+            log_bodies.c.position,
+            log_bodies.c.length,
         ).where(log_bodies.c.origin == self._origin, log_bodies.c.seq.in_(sorted(set(seqs))))
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        found: dict[int, bytes | LogKeyError] = {}
+        stored: list[tuple[int, str, bytes, bytes | None]] = []
+        refs: list[tuple[int, int, int]] = []
         for row in rows:
-            if row.ciphertext is None or row.nonce is None:
+            if row.nonce is None:
                 continue
-            sealed = SealedBody(
-                key_id=str(row.key_id), nonce=bytes(row.nonce), ciphertext=bytes(row.ciphertext)
-            )
+            if row.ciphertext is not None:
+                stored.append(
+                    (int(row.seq), str(row.key_id), bytes(row.nonce), bytes(row.ciphertext))
+                )
+            elif row.segment is not None:
+                stored.append((int(row.seq), str(row.key_id), bytes(row.nonce), None))
+                refs.append((int(row.segment), int(row.position), int(row.length)))
+        from_files: list[bytes | None] = []
+        if refs:
+            if self._segments is None:
+                from_files = [None] * len(refs)
+            else:
+                from_files = await asyncio.to_thread(self._segments.read_many, refs)
+        read = iter(from_files)
+        found: dict[int, bytes | LogKeyError] = {}
+        for seq, key_id, nonce, in_row in stored:
+            ciphertext = in_row if in_row is not None else next(read)
+            if ciphertext is None:
+                found[seq] = LogKeyError(
+                    f"the stored body of record {seq} is missing from the log's body files"
+                )
+                continue
+            sealed = SealedBody(key_id=key_id, nonce=nonce, ciphertext=ciphertext)
             try:
-                found[int(row.seq)] = self._cipher.open(self._origin, int(row.seq), sealed)
+                found[seq] = self._cipher.open(self._origin, seq, sealed)
             except LogKeyError as exc:
-                found[int(row.seq)] = exc
+                found[seq] = exc
         return found
 
     # --- checkpoints ----------------------------------------------------------------------------
@@ -685,6 +726,7 @@ class MessageLog(LogReader):
         cipher = body_key if isinstance(body_key, BodyCipher) else BodyCipher(body_key)
         async with engine.connect() as conn:
             frontier, last_logged_us = await restore_frontier(conn, origin)
+            last_body_segment = await _check_body_files(conn, origin, engine.url)
         writer = GroupCommitWriter(
             engine=engine,
             origin=origin,
@@ -693,6 +735,7 @@ class MessageLog(LogReader):
             frontier=frontier,
             last_logged_us=last_logged_us,
             max_group_records=max_group_records,
+            last_body_segment=last_body_segment,
         )
         writer.start()
         return cls(engine=engine, origin=origin, cipher=cipher, writer=writer, clock=clock)
@@ -803,12 +846,56 @@ class MessageLog(LogReader):
                         await conn.execute(
                             sa.update(log_bodies)
                             .where(log_bodies.c.origin == self._origin, log_bodies.c.seq.in_(seqs))
-                            .values(nonce=None, ciphertext=None, purged_at=now)
+                            .values(
+                                nonce=None,
+                                ciphertext=None,
+                                segment=None,
+                                position=None,
+                                length=None,
+                                purged_at=now,
+                            )
                         )
             total += len(seqs)
             if len(seqs) < MAX_PURGE_CHUNK:
                 break
+        await self.remove_purged_body_files()
         return total
+
+    async def remove_purged_body_files(self) -> int:
+        """Delete this origin's body segment files that no row names any more (every body in
+        them purged, or none committed: a failed group's bytes); return how many. The newest
+        segment stays (the writer may be filling it); of the others, the oldest
+        :data:`_MAX_SEGMENTS_PER_ROUND` are looked at per call. Safe beside appends: a segment older
+        than the newest is never written again, so a row naming it is committed already.
+        Nothing to do where bodies stay in the table (PostgreSQL, in-memory SQLite)."""
+        if self._segments is None:
+            return 0
+        segments = self._segments
+        # The listing comes first: only segments older than the newest on disk *now* are
+        # candidates, and every row naming one of them committed before the newest was begun.
+        candidates = (await asyncio.to_thread(segments.segment_ids))[:-1][:_MAX_SEGMENTS_PER_ROUND]
+        if not candidates:
+            return 0
+        async with self._engine.connect() as conn:
+            named = {
+                int(segment)
+                for segment in (
+                    await conn.execute(
+                        sa.select(log_bodies.c.segment)
+                        .where(
+                            log_bodies.c.origin == self._origin,
+                            log_bodies.c.segment.in_(candidates),
+                        )
+                        .distinct()
+                    )
+                ).scalars()
+            }
+        unnamed = [segment for segment in candidates if segment not in named]
+        if not unnamed:
+            return 0
+        removed = await asyncio.to_thread(segments.remove, unnamed)
+        _log.info("message log %s: %d body segment files removed", self._origin, removed)
+        return removed
 
     # --- checkpoints (written by the checkpointer) -----------------------------------------------
 
@@ -877,6 +964,43 @@ class MessageLog(LogReader):
                     sa.delete(seen_messages).where(seen_messages.c.expires_at < cutoff)
                 )
         return int(result.rowcount)
+
+
+#: The body file reference that ends furthest into the newest segment committed rows name.
+_LAST_BODY_REFERENCE: Final = (
+    sa.select(log_bodies.c.segment, log_bodies.c.position, log_bodies.c.length)
+    .where(log_bodies.c.origin == sa.bindparam("origin"), log_bodies.c.segment.is_not(None))
+    .order_by(log_bodies.c.segment.desc(), log_bodies.c.position.desc())
+    .limit(1)
+)
+
+
+async def _check_body_files(conn: AsyncConnection, origin: str, url: sa.URL) -> int:
+    """The newest body segment committed rows of ``origin`` name (0 if none, or bodies stay in
+    rows here), so the writer never begins a segment under a name rows already use. Logs a
+    warning if that segment's file is missing or shorter than the rows say (a database restored
+    without its body files): those records' bodies then read as damaged, named, never guessed.
+    """
+    segments = BodySegments.for_url(url, origin)
+    if segments is None:
+        return 0
+    row = (await conn.execute(_LAST_BODY_REFERENCE, {"origin": origin})).one_or_none()
+    if row is None:
+        return 0
+    segment, end = int(row.segment), int(row.position) + int(row.length)
+    try:
+        size = (await asyncio.to_thread(segments.path(segment).stat)).st_size
+    except FileNotFoundError:
+        size = -1
+    if size < end:
+        _log.warning(
+            "message log %s: body segment %d, which committed records name, is %s; their "
+            "bodies read as unreadable (restore the database's -bodies directory with it)",
+            origin,
+            segment,
+            "missing" if size < 0 else "shorter than they say",
+        )
+    return segment
 
 
 def _stored_checkpoint(row: sa.Row[Any]) -> StoredCheckpoint:

@@ -27,6 +27,8 @@ from security_server.log import (
     ReplayGuard,
     load_or_create_body_key,
 )
+from security_server.log.store import MAX_BODIES_PER_READ
+from tests.integration.message_log_child import crash_body
 from tests.unit.security_server.log.support import CLIENT, make_entry
 
 pytestmark = pytest.mark.integration
@@ -38,13 +40,21 @@ ACKNOWLEDGED_BEFORE_KILL = 400
 
 
 async def run_and_kill(
-    database_url: str, key_dir: Path, *, kill_in_commit_after: int | None = None
+    database_url: str,
+    key_dir: Path,
+    *,
+    kill_in_commit_after: int | None = None,
+    body_size: int | None = None,
 ) -> dict[int, tuple[bytes, str]]:
     """Run the appending child and SIGKILL it: from here once it acknowledged
     :data:`ACKNOWLEDGED_BEFORE_KILL` appends, or, with ``kill_in_commit_after``, by itself inside
-    a group commit's transaction. Returns seq -> (leaf hash, message id) of every acknowledged
-    append."""
-    extra = () if kill_in_commit_after is None else (str(kill_in_commit_after),)
+    a group commit's transaction (its bodies ``body_size`` bytes, see ``crash_body``). Returns
+    seq -> (leaf hash, message id) of every acknowledged append."""
+    extra: tuple[str, ...] = ()
+    if kill_in_commit_after is not None:
+        extra = (str(kill_in_commit_after),)
+        if body_size is not None:
+            extra += (str(body_size),)
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -83,11 +93,16 @@ async def test_sigkill_loses_no_acknowledged_append(database_url: str, tmp_path:
 
 
 async def verify_after_crash(
-    database_url: str, key_dir: Path, acknowledged: dict[int, tuple[bytes, str]]
+    database_url: str,
+    key_dir: Path,
+    acknowledged: dict[int, tuple[bytes, str]],
+    *,
+    body_size: int | None = None,
 ) -> None:
     """Reopen the crashed log and check it: every acknowledged append is there unchanged, the
     tree is the root of the stored leaves and proves, every acknowledged message id stays
-    claimed, and appending continues from the right place."""
+    claimed, and appending continues from the right place (bodies of ``body_size`` bytes, as
+    the child wrote them)."""
     engine = await open_database(database_url)
     try:
         log = await MessageLog.open(
@@ -109,7 +124,10 @@ async def verify_after_crash(
             for seq in sorted({0, size // 2, size - 1}) if size else ():
                 verify_inclusion(hashes[seq], seq, size, await log.inclusion_proof(seq), head.root)
             if size:
-                assert await log.get_body(size - 1) == b"body " * 20
+                assert await log.get_body(size - 1) == crash_body(body_size)
+            if body_size is not None and acknowledged:
+                bodies = await log.get_bodies(sorted(acknowledged)[-MAX_BODIES_PER_READ:])
+                assert set(bodies.values()) == {crash_body(body_size)}
 
             # Every acknowledged message id stays claimed: a replay after the crash is refused.
             guard = ReplayGuard(log)

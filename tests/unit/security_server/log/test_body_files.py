@@ -1,0 +1,387 @@
+"""Large bodies on a SQLite file live in body segment files beside it (ADR 0901): written and
+synced before the group commits, read back as if they were in their rows, removed with
+retention once no row names them; a torn tail or a failed write is never read."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ruta.merkle import verify_inclusion
+from security_server.database import open_database
+from security_server.log import (
+    BodyKey,
+    BodyState,
+    LogKeyError,
+    LogMaintenance,
+    LogWriteError,
+    MessageLog,
+    store,
+)
+from security_server.log.bodies import (
+    FILE_BODY_MIN_BYTES,
+    SEGMENT_HEADER_SIZE,
+    SEGMENT_MAGIC,
+    BodySegments,
+    body_file_root,
+)
+from security_server.log.schema import log_bodies
+from tests.unit.security_server.log.support import ORIGIN, FakeClock, make_entry
+
+LARGE = FILE_BODY_MIN_BYTES
+
+
+def _large(tag: int) -> bytes:
+    return bytes([tag % 251]) * LARGE + str(tag).encode()
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'messagelog.db'}"
+
+
+@pytest.fixture
+async def file_engine(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = await open_database(url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _open(engine: AsyncEngine, key: BodyKey, clock: FakeClock) -> MessageLog:
+    return await MessageLog.open(engine, origin=ORIGIN, body_key=key, clock=clock)
+
+
+async def _rows(engine: AsyncEngine) -> dict[int, Any]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(
+                log_bodies.c.seq,
+                log_bodies.c.ciphertext,
+                log_bodies.c.segment,
+                log_bodies.c.position,
+                log_bodies.c.length,
+            )
+        )
+        return {int(r.seq): r for r in rows}
+
+
+def _segments(url: str) -> BodySegments:
+    segments = BodySegments.for_url(url, ORIGIN)
+    assert segments is not None
+    return segments
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite+aiosqlite:////data/messagelog.db", Path("/data/messagelog.db-bodies")),
+        ("sqlite+aiosqlite://", None),
+        ("sqlite+aiosqlite:///:memory:", None),
+        ("postgresql+psycopg://ruta@db/ruta", None),
+    ],
+)
+def test_only_a_sqlite_file_keeps_body_files(url: str, expected: Path | None) -> None:
+    assert body_file_root(url) == expected
+
+
+async def test_large_bodies_go_to_a_segment_file_and_read_back(
+    file_engine: AsyncEngine, url: str, body_key: BodyKey, clock: FakeClock
+) -> None:
+    log = await _open(file_engine, body_key, clock)
+    try:
+        bodies = [_large(1), b"small", _large(2), None, _large(3)]
+        await log.append([make_entry(body=b) for b in bodies])
+        await log.append([make_entry(body=_large(4))])
+        rows = await _rows(file_engine)
+        # Large ones name their file; the small one stays in its row; none is absent.
+        assert [rows[s].segment is not None for s in (0, 1, 2, 4, 5)] == [
+            True,
+            False,
+            True,
+            True,
+            True,
+        ]
+        assert rows[1].ciphertext is not None
+        assert rows[0].ciphertext is None
+        assert rows[0].position == SEGMENT_HEADER_SIZE
+        assert rows[2].position == rows[0].position + rows[0].length
+        assert [await log.get_body(seq) for seq in range(5)] == bodies
+        assert await log.get_bodies(list(range(6))) == {
+            0: bodies[0],
+            1: b"small",
+            2: bodies[2],
+            4: bodies[4],
+            5: _large(4),
+        }
+        sizes = await log.body_sizes(list(range(6)))
+        assert sizes == {
+            s: len(b) for s, b in {**dict(enumerate(bodies)), 5: _large(4)}.items() if b
+        }
+        states = [r.body_state for r in await log.get_records(list(range(6)))]
+        assert states == [BodyState.STORED] * 3 + [BodyState.ABSENT] + [BodyState.STORED] * 2
+    finally:
+        await log.close()
+    [segment] = _segments(url).segment_ids()
+    path = _segments(url).path(segment)
+    assert path.read_bytes().startswith(SEGMENT_MAGIC)
+    assert path.stat().st_mode & 0o777 == 0o600
+    # The bodies are sealed on disk, never in the clear.
+    assert bytes([1]) * 64 not in path.read_bytes()
+
+
+async def test_a_body_file_moved_or_lost_is_named_not_served(
+    file_engine: AsyncEngine, url: str, body_key: BodyKey, clock: FakeClock
+) -> None:
+    log = await _open(file_engine, body_key, clock)
+    try:
+        await log.append([make_entry(body=_large(1)), make_entry(body=_large(2))])
+        rows = await _rows(file_engine)
+        # Record 1's row pointed at record 0's bytes: they do not open as record 1's.
+        async with file_engine.begin() as conn:
+            await conn.execute(
+                sa.update(log_bodies)
+                .where(log_bodies.c.seq == 1)
+                .values(position=rows[0].position, length=rows[0].length)
+            )
+        found = await log.get_bodies([0, 1])
+        assert found[0] == _large(1)
+        assert isinstance(found[1], LogKeyError)
+        # A reference out of bounds is damage too: named, never allocated or read.
+        for position, length in ((rows[1].position, 1 << 40), (0, rows[1].length)):
+            async with file_engine.begin() as conn:
+                await conn.execute(
+                    sa.update(log_bodies)
+                    .where(log_bodies.c.seq == 1)
+                    .values(position=position, length=length)
+                )
+            assert isinstance((await log.get_bodies([1]))[1], LogKeyError)
+        [segment] = _segments(url).segment_ids()
+        _segments(url).path(segment).unlink()
+        found = await log.get_bodies([0, 1])
+        assert all(isinstance(found[s], LogKeyError) for s in (0, 1))
+        assert "missing from the log's body files" in str(found[0])
+        with pytest.raises(LogKeyError):
+            await log.get_body(0)
+    finally:
+        await log.close()
+
+
+async def test_purge_removes_segments_no_row_names(
+    file_engine: AsyncEngine, url: str, body_key: BodyKey, clock: FakeClock
+) -> None:
+    # Each opening of the log begins a segment of its own: three openings, three segments.
+    for round_ in range(3):
+        log = await _open(file_engine, body_key, clock)
+        try:
+            await log.append([make_entry(body=_large(10 * round_ + i)) for i in range(3)])
+            if round_ == 1:
+                await log.append([make_entry(body=b"small")])
+        finally:
+            await log.close()
+        clock.advance(3600)
+    segments = _segments(url)
+    assert segments.segment_ids() == [1, 2, 3]
+    log = await _open(file_engine, body_key, clock)
+    try:
+        root = log.head().root
+        # Past retention: the first opening's bodies (records 0-2, all of segment 1).
+        assert await log.purge_bodies(clock.now - timedelta(hours=2)) == 3
+        # Segment 1 is named by no row any more; 2 holds records 3-5; 3 is the newest.
+        assert segments.segment_ids() == [2, 3]
+        assert await log.get_body(4) == _large(11)
+        assert await log.get_body(6) == b"small"
+        assert [await log.get_body(s) for s in range(3)] == [None] * 3
+        states = [r.body_state for r in await log.get_records(list(range(10)))]
+        assert states == [BodyState.PURGED] * 3 + [BodyState.STORED] * 7
+        rows = await _rows(file_engine)
+        assert all(rows[s].segment is None and rows[s].ciphertext is None for s in range(3))
+        # Everything past retention: segment 2 goes, the newest stays (a writer may fill it).
+        assert await log.purge_bodies(clock.now) == 7
+        assert segments.segment_ids() == [3]
+        assert await log.remove_purged_body_files() == 0
+        assert log.head().root == root
+        for record in await log.get_records(list(range(10))):
+            assert record.body_state is BodyState.PURGED
+            proof = await log.inclusion_proof(record.seq)
+            verify_inclusion(record.leaf_hash, record.seq, 10, proof, root)
+    finally:
+        await log.close()
+
+
+async def test_a_torn_tail_is_never_read_and_never_built_on(
+    file_engine: AsyncEngine, url: str, body_key: BodyKey, clock: FakeClock
+) -> None:
+    log = await _open(file_engine, body_key, clock)
+    try:
+        await log.append([make_entry(body=_large(1)), make_entry(body=_large(2))])
+    finally:
+        await log.close()
+    segments = _segments(url)
+    [first] = segments.segment_ids()
+    # A crash between the body write and the commit left bytes no row names (and a torn one).
+    with segments.path(first).open("ab") as torn:
+        torn.write(os.urandom(LARGE + 7))
+    log = await _open(file_engine, body_key, clock)
+    try:
+        await log.append([make_entry(body=_large(3))])
+        assert segments.segment_ids() == [first, first + 1]
+        assert [await log.get_body(s) for s in range(3)] == [_large(1), _large(2), _large(3)]
+        rows = await _rows(file_engine)
+        assert (rows[2].segment, rows[2].position) == (first + 1, SEGMENT_HEADER_SIZE)
+    finally:
+        await log.close()
+
+
+async def test_a_failed_body_write_fails_its_group_and_leaves_nothing_named(
+    file_engine: AsyncEngine,
+    url: str,
+    body_key: BodyKey,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = await _open(file_engine, body_key, clock)
+    try:
+        await log.append([make_entry(body=_large(1))])
+        real_fdatasync = os.fdatasync
+        failures = iter([OSError(errno.EIO, "injected")])
+
+        def failing_fdatasync(fd: int) -> None:
+            error = next(failures, None)
+            if error is not None:
+                raise error
+            real_fdatasync(fd)
+
+        monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+        with pytest.raises(LogWriteError):
+            await log.append([make_entry(body=_large(2))])
+        assert log.size() == 1
+        # The next group begins a new segment (the failed sync's pages are never trusted).
+        [after] = await log.append([make_entry(body=_large(3))])
+        assert after.seq == 1
+        assert [await log.get_body(s) for s in range(2)] == [_large(1), _large(3)]
+        assert _segments(url).segment_ids() == [1, 2]
+        rows = await _rows(file_engine)
+        assert rows[1].segment == 2
+    finally:
+        await log.close()
+
+
+async def test_a_failed_body_write_is_retried_in_place(
+    file_engine: AsyncEngine,
+    url: str,
+    body_key: BodyKey,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = await _open(file_engine, body_key, clock)
+    try:
+        await log.append([make_entry(body=_large(1))])
+        real_pwritev = os.pwritev
+        full = [True]
+
+        def full_volume(fd: int, buffers: list[memoryview], offset: int) -> int:
+            if full[0]:
+                full[0] = False
+                real_pwritev(fd, [bytes(buffers[0][:100])], offset)  # a torn part, then full
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_pwritev(fd, buffers, offset)
+
+        monkeypatch.setattr(os, "pwritev", full_volume)
+        with pytest.raises(LogWriteError):
+            await log.append([make_entry(body=_large(2))])
+        [after] = await log.append([make_entry(body=_large(3))])
+        assert [await log.get_body(s) for s in range(after.seq + 1)] == [_large(1), _large(3)]
+        rows = await _rows(file_engine)
+        assert rows[1].segment == rows[0].segment
+        assert rows[1].position == rows[0].position + rows[0].length
+    finally:
+        await log.close()
+
+
+async def test_maintenance_rounds_remove_body_files_past_retention(
+    file_engine: AsyncEngine, url: str, body_key: BodyKey, clock: FakeClock
+) -> None:
+    for _ in range(2):
+        log = await _open(file_engine, body_key, clock)
+        try:
+            await log.append([make_entry(body=_large(i)) for i in range(2)])
+        finally:
+            await log.close()
+        clock.advance(86_400 * 2)
+    log = await _open(file_engine, body_key, clock)
+    try:
+        await log.append([make_entry(body=_large(7))])
+        maintenance = LogMaintenance(log, body_retention=timedelta(days=1), clock=clock)
+        done = await maintenance.run_once()
+        assert done.bodies_purged == 4
+        # Segments 1 and 2 held only purged bodies; 3 is the newest (and holds record 4).
+        assert _segments(url).segment_ids() == [3]
+        assert await log.get_body(4) == _large(7)
+    finally:
+        await log.close()
+
+
+async def test_a_round_looks_at_a_bounded_number_of_segments(
+    file_engine: AsyncEngine,
+    url: str,
+    body_key: BodyKey,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for round_ in range(3):
+        log = await _open(file_engine, body_key, clock)
+        try:
+            await log.append([make_entry(body=_large(round_))])
+        finally:
+            await log.close()
+        clock.advance(3600)
+    monkeypatch.setattr(store, "_MAX_SEGMENTS_PER_ROUND", 1)
+    log = await _open(file_engine, body_key, clock)
+    try:
+        assert await log.purge_bodies(clock.now - timedelta(minutes=90)) == 2
+        # The oldest first, one a round; the newest never.
+        assert _segments(url).segment_ids() == [2, 3]
+        assert await log.remove_purged_body_files() == 1
+        assert _segments(url).segment_ids() == [3]
+        assert await log.get_body(2) == _large(2)
+    finally:
+        await log.close()
+
+
+async def test_a_log_restored_without_its_body_files_says_so_and_reuses_no_name(
+    file_engine: AsyncEngine,
+    url: str,
+    body_key: BodyKey,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = await _open(file_engine, body_key, clock)
+    try:
+        await log.append([make_entry(body=_large(1))])
+    finally:
+        await log.close()
+    segments = _segments(url)
+    for segment in segments.segment_ids():
+        segments.path(segment).unlink()
+    with caplog.at_level(logging.WARNING, logger="security_server.log.store"):
+        log = await _open(file_engine, body_key, clock)
+    try:
+        assert "body segment 1, which committed records name, is missing" in caplog.text
+        await log.append([make_entry(body=_large(2))])
+        # The new body takes a new name: a row naming segment 1 never reads another's bytes.
+        assert segments.segment_ids() == [2]
+        assert isinstance((await log.get_bodies([0]))[0], LogKeyError)
+        assert await log.get_body(1) == _large(2)
+    finally:
+        await log.close()
