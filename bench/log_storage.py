@@ -4,7 +4,7 @@ excluded (``python -m bench`` reports it for both servers' logs; bench/log_expor
 Bodies are the payload, sized by the caller and purged on retention; everything else (leaves,
 their indexes, tree nodes, attachments, replay claims, checkpoints) is what the log adds. The
 pages of ``log_bodies`` and its key are counted with SQLite's ``dbstat`` table and taken out;
-bodies kept in body segment files beside the database (``<file>-bodies/``, ADR 0901) are body
+bodies kept in body segment files beside the database (``<file>-bodies/``, ADR 0040) are body
 bytes too, counted apart (``body_file_bytes``) and never in the file's size.
 Replay claims (``seen_messages``, a provider's) are counted, and also given apart: they are
 deleted once their message's freshness window has passed, so a long-lived log holds only the

@@ -553,7 +553,7 @@ class GroupCommitWriter:
     def _write_bodies(self, conn: _Conn, bodies: list[tuple[int, bytes]]) -> None:
         """Seal the group's bodies and store them: in ``log_bodies`` rows, or, for the large
         ones on a SQLite file, in the origin's body segment file, written and synced here,
-        before the rows naming them are inserted and the group commits (ADR 0901). A failed
+        before the rows naming them are inserted and the group commits (ADR 0040). A failed
         file write raises and fails the group; bytes it left are named by no row."""
         origin = self._origin
         inline: list[tuple[Any, ...]] = []

@@ -3,7 +3,7 @@ and, on SQLite, the body segment files that keep the large ones outside the data
 
 A sealed body opens only under the same origin and sequence number it was sealed for, so a body
 moved to another record (or another node's tree) fails to open instead of passing as that
-record's body, wherever it is stored (ADR 0901: a large body on SQLite lives in an append-only
+record's body, wherever it is stored (ADR 0040: a large body on SQLite lives in an append-only
 segment file, synced before the row naming it commits).
 """
 
@@ -115,7 +115,7 @@ class BodyCipher:
 # --- body segment files (SQLite) ---------------------------------------------------------------
 
 #: On a SQLite file, a sealed body at least this long is kept in a body segment file beside the
-#: database, its row naming where (ADR 0901): a body this size no longer fits on one 4 KiB page
+#: database, its row naming where (ADR 0040): a body this size no longer fits on one 4 KiB page
 #: and went through the write-ahead log and the checkpoint as overflow pages, twice each.
 FILE_BODY_MIN_BYTES: Final = 4096
 #: A segment file takes no more bodies once it holds this many bytes (the next one is begun).

@@ -3,7 +3,7 @@
 A server runs one :class:`LogMaintenance` beside its log. Each round is short (purging works in
 bounded chunks) and a failed round is logged and retried at the next interval; neither ever
 touches a leaf or a tree node, so every proof stays valid. On a SQLite file, purging also deletes
-the body segment files no row names any more (ADR 0901); a round interrupted between the two
+the body segment files no row names any more (ADR 0040); a round interrupted between the two
 leaves those files for the next round.
 """
 

@@ -119,7 +119,7 @@ log_heads = sa.Table(
 )
 
 # Bodies beside the tree, AES-256-GCM encrypted; the associated data binds origin and seq. The
-# ciphertext is in the row, or (a large body on a SQLite file, migration 0005, ADR 0901) in
+# ciphertext is in the row, or (a large body on a SQLite file, migration 0005, ADR 0040) in
 # the origin's body segment file ``segment`` at ``position``, ``length`` bytes
 # (security_server.log.bodies). A purged body keeps its row (purged_at set, nonce, ciphertext
 # and file reference cleared).

@@ -35,7 +35,7 @@ async def test_crash_between_the_body_file_write_and_the_commit(
     tmp_path: Path, groups_before: int
 ) -> None:
     """On a SQLite file, 64 KiB bodies go to body segment files, written and synced before
-    the rows naming them commit (ADR 0901): the kill lands after the group's bodies reached
+    the rows naming them commit (ADR 0040): the kill lands after the group's bodies reached
     their file. Every acknowledged body opens after the restart; the dying group's bytes are
     named by no row (a restarted log writes a segment of its own: test_body_files.py)."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}"

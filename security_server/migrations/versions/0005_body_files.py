@@ -1,4 +1,4 @@
-"""Large bodies on SQLite move out of the database into body segment files (ADR 0901).
+"""Large bodies on SQLite move out of the database into body segment files (ADR 0040).
 
 ``log_bodies`` gains the file reference of a body kept in its origin's segment file beside the
 SQLite database (``segment``, ``position``, ``length``; ``ciphertext`` then stays empty) and a

@@ -1,4 +1,4 @@
-"""Large bodies on a SQLite file live in body segment files beside it (ADR 0901): written and
+"""Large bodies on a SQLite file live in body segment files beside it (ADR 0040): written and
 synced before the group commits, read back as if they were in their rows, removed with
 retention once no row names them; a torn tail or a failed write is never read."""
 

@@ -1,4 +1,4 @@
-"""Migration 0005 (body segment files, ADR 0901) on a log written under 0004, SQLite and
+"""Migration 0005 (body segment files, ADR 0040) on a log written under 0004, SQLite and
 PostgreSQL: the bodies stored in rows before read as they were, and the log keeps appending,
 large bodies on a SQLite file going to its segment files from then on."""
 
