@@ -41,6 +41,8 @@ from ruta.wire import varint
 from security_server.database import WRITE_TRANSACTION, sqlite_sync_engine
 from security_server.log.bodies import (
     FILE_BODY_MIN_BYTES,
+    FILE_GROUP_MIN_BODIES,
+    FILE_GROUP_MIN_BYTES,
     BodyCipher,
     BodySegments,
     BodySegmentWriter,
@@ -292,6 +294,7 @@ class GroupCommitWriter:
         last_logged_us: int,
         max_group_records: int,
         last_body_segment: int = 0,
+        body_files_from: int = FILE_GROUP_MIN_BODIES,
     ) -> None:
         self._engine = engine
         self._origin = origin
@@ -320,6 +323,7 @@ class GroupCommitWriter:
             if segments is None
             else BodySegmentWriter(segments, after_segment=last_body_segment)
         )
+        self._body_files_from = body_files_from
         self._claim_upserts: dict[int, Any] = {}
         # Digests of attachments committed to log_attachments (only after their commit).
         self._known_attachments: set[bytes] = set()
@@ -559,11 +563,22 @@ class GroupCommitWriter:
         inline: list[tuple[Any, ...]] = []
         in_files: list[tuple[int, SealedBody]] = []
         files = self._body_files
+        large_bytes = 0
         for (seq, _), sealed in zip(bodies, self._cipher.seal_many(origin, bodies), strict=True):
             if files is not None and len(sealed.ciphertext) >= FILE_BODY_MIN_BYTES:
                 in_files.append((seq, sealed))
+                large_bytes += len(sealed.ciphertext)
             else:
                 inline.append((origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext))
+        if in_files and (
+            len(in_files) < self._body_files_from and large_bytes < FILE_GROUP_MIN_BYTES
+        ):
+            # Too few to share the file's sync (FILE_GROUP_MIN_BODIES): in their rows.
+            inline.extend(
+                (origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext)
+                for seq, sealed in in_files
+            )
+            in_files = []
         if inline:
             _insert_rows(conn, log_bodies, _BODY_COLUMNS, inline)
         if in_files and files is not None:

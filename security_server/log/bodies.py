@@ -28,6 +28,8 @@ from security_server.log.keys import BodyKey
 
 __all__ = [
     "FILE_BODY_MIN_BYTES",
+    "FILE_GROUP_MIN_BODIES",
+    "FILE_GROUP_MIN_BYTES",
     "MAX_FILE_BODY_BYTES",
     "MAX_SEGMENT_BYTES",
     "NONCE_SIZE",
@@ -118,6 +120,16 @@ class BodyCipher:
 #: database, its row naming where (ADR 0040): a body this size no longer fits on one 4 KiB page
 #: and went through the write-ahead log and the checkpoint as overflow pages, twice each.
 FILE_BODY_MIN_BYTES: Final = 4096
+#: A group's large bodies go to the segment file only when it holds at least this many of them
+#: (or :data:`FILE_GROUP_MIN_BYTES` of them together); fewer stay in their rows. The file's
+#: sync is a second one in series with the commit's (and, as the file grows, a journal
+#: commit): shared by a loaded group's bodies it costs less than their pages through the
+#: write-ahead log and the checkpoint, but an exchange alone (one or two bodies) paid it in
+#: full, about a millisecond on this machine's disk (bench/README.md, "Sixth round
+#: (branch perf-bodyfile)").
+FILE_GROUP_MIN_BODIES: Final = 4
+#: A group's large bodies go to the segment file, however few, once they reach this many bytes.
+FILE_GROUP_MIN_BYTES: Final = 1 << 20
 #: A segment file takes no more bodies once it holds this many bytes (the next one is begun).
 MAX_SEGMENT_BYTES: Final = 64 << 20
 #: The first bytes of every segment file (its format); bodies follow, back to back.

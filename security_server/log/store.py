@@ -37,7 +37,13 @@ from security_server.log._writer import (
     fetch_nodes,
     restore_frontier,
 )
-from security_server.log.bodies import TAG_SIZE, BodyCipher, BodySegments, SealedBody
+from security_server.log.bodies import (
+    FILE_GROUP_MIN_BODIES,
+    TAG_SIZE,
+    BodyCipher,
+    BodySegments,
+    SealedBody,
+)
 from security_server.log.errors import LogError, LogIntegrityError, LogKeyError, LogRangeError
 from security_server.log.keys import BodyKey
 from security_server.log.model import (
@@ -712,6 +718,7 @@ class MessageLog(LogReader):
         body_key: BodyKey | BodyCipher,
         clock: Callable[[], datetime] = _utc_now,
         max_group_records: int = DEFAULT_MAX_GROUP_RECORDS,
+        body_files_from: int = FILE_GROUP_MIN_BODIES,
     ) -> MessageLog:
         """Open ``origin``'s log in a migrated database and start its writer.
 
@@ -736,6 +743,7 @@ class MessageLog(LogReader):
             last_logged_us=last_logged_us,
             max_group_records=max_group_records,
             last_body_segment=last_body_segment,
+            body_files_from=body_files_from,
         )
         writer.start()
         return cls(engine=engine, origin=origin, cipher=cipher, writer=writer, clock=clock)

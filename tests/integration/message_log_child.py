@@ -45,7 +45,11 @@ async def _appender(log: MessageLog, body: bytes) -> None:
 
 async def _main(url: str, key_dir: str, origin: str, concurrency: int, body: bytes) -> None:
     engine = await open_database(url)
-    log = await MessageLog.open(engine, origin=origin, body_key=load_or_create_body_key(key_dir))
+    # Large bodies to the segment files from the first (the crash test's subject: its groups
+    # may hold fewer than the default FILE_GROUP_MIN_BODIES).
+    log = await MessageLog.open(
+        engine, origin=origin, body_key=load_or_create_body_key(key_dir), body_files_from=1
+    )
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     await asyncio.gather(*(_appender(log, body) for _ in range(concurrency)))

@@ -29,6 +29,8 @@ from security_server.log import (
 )
 from security_server.log.bodies import (
     FILE_BODY_MIN_BYTES,
+    FILE_GROUP_MIN_BODIES,
+    FILE_GROUP_MIN_BYTES,
     SEGMENT_HEADER_SIZE,
     SEGMENT_MAGIC,
     BodySegments,
@@ -58,8 +60,14 @@ async def file_engine(url: str) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-async def _open(engine: AsyncEngine, key: BodyKey, clock: FakeClock) -> MessageLog:
-    return await MessageLog.open(engine, origin=ORIGIN, body_key=key, clock=clock)
+async def _open(
+    engine: AsyncEngine, key: BodyKey, clock: FakeClock, *, body_files_from: int = 1
+) -> MessageLog:
+    # Every large body to the files, one alone too (the files are what these tests are about;
+    # test_few_large_bodies_stay_in_their_rows covers the default rule).
+    return await MessageLog.open(
+        engine, origin=ORIGIN, body_key=key, clock=clock, body_files_from=body_files_from
+    )
 
 
 async def _rows(engine: AsyncEngine) -> dict[int, Any]:
@@ -80,6 +88,29 @@ def _segments(url: str) -> BodySegments:
     segments = BodySegments.for_url(url, ORIGIN)
     assert segments is not None
     return segments
+
+
+async def test_few_large_bodies_stay_in_their_rows(
+    file_engine: AsyncEngine, url: str, body_key: BodyKey, clock: FakeClock
+) -> None:
+    """By default a group's large bodies go to the segment file only from
+    FILE_GROUP_MIN_BODIES of them (or FILE_GROUP_MIN_BYTES together): one exchange alone at a
+    time would pay the file's sync in series with the commit's for nothing shared."""
+    log = await _open(file_engine, body_key, clock, body_files_from=FILE_GROUP_MIN_BODIES)
+    try:
+        few = [_large(i) for i in range(FILE_GROUP_MIN_BODIES - 1)]
+        await log.append([make_entry(body=b) for b in few])
+        enough = [_large(10 + i) for i in range(FILE_GROUP_MIN_BODIES)]
+        await log.append([make_entry(body=b) for b in enough])
+        huge = bytes(FILE_GROUP_MIN_BYTES)
+        await log.append([make_entry(body=huge)])
+        rows = await _rows(file_engine)
+        in_file = [rows[seq].segment is not None for seq in sorted(rows)]
+        assert in_file == [False] * len(few) + [True] * len(enough) + [True]
+        everything = [*few, *enough, huge]
+        assert await log.get_bodies(list(range(len(everything)))) == dict(enumerate(everything))
+    finally:
+        await log.close()
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,9 @@ async def test_bodies_written_under_0004_read_after_0005(
         finally:
             await writer.close()
         await migrate(engine)
-        log = await MessageLog.open(engine, origin=ORIGIN, body_key=key, clock=clock)
+        log = await MessageLog.open(
+            engine, origin=ORIGIN, body_key=key, clock=clock, body_files_from=1
+        )
         try:
             await log.append([make_entry(body=_LARGE)])
             assert await log.get_bodies([0, 1, 2]) == {0: b"small", 2: _LARGE}
