@@ -1,4 +1,4 @@
-"""Migrations 0002, 0003 and 0004 on a database written under 0001, SQLite and PostgreSQL: the
+"""Migrations 0002 to 0005 on a database written under 0001, SQLite and PostgreSQL: the
 records, tree and replay claims written before stay exactly as they were, the log opens and
 keeps appending (format-2 leaves after format-1 ones), and every proof still verifies."""
 
@@ -122,6 +122,17 @@ async def test_a_log_written_under_0001_migrates_and_keeps_working(
             third = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=t0 + 2)
             page = await log.query(since=third, until=third + timedelta(microseconds=2))
             assert [r.seq for r in page.records] == [2, 3]
+            # 0005: the subject index holds the records naming one, and still finds them.
+            page = await log.query(subject="EE38001085718")
+            assert [r.seq for r in page.records] == list(range(_LEGACY_RECORDS))
+            async with engine.connect() as conn:
+                entries = await conn.run_sync(lambda c: sa.inspect(c).get_indexes("log_leaves"))
+            [subject_index] = [i for i in entries if i["name"] == "ix_log_leaves_origin_subject"]
+            options = subject_index["dialect_options"]
+            where = str(options.get("sqlite_where", options.get("postgresql_where")))
+            assert "subject IS NOT NULL" in where.replace('"', "").replace("(", "").replace(
+                ")", ""
+            ), where
         finally:
             await log.close()
     finally:
