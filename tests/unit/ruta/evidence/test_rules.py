@@ -293,7 +293,7 @@ CASES: dict[Rule, Case] = {
     Rule.MANIFEST_NOT_JSON: lambda bed: bed.zipped({**bed.files, MANIFEST_FILE: b"{not json"}),
     Rule.MANIFEST_TOO_DEEP: _deep,
     Rule.MANIFEST_DUPLICATE_KEY: _duplicate_key,
-    Rule.MANIFEST_FORMAT: lambda bed: bed.resigned(_set("format", "ruta-evidence/v3")),
+    Rule.MANIFEST_FORMAT: lambda bed: bed.resigned(_set("format", "ruta-evidence/v9")),
     Rule.MANIFEST_SCHEMA: lambda bed: bed.resigned(_set("exported_at", "yesterday")),
     Rule.FILES_UNLISTED: lambda bed: _extra(bed, record_path(99), b"x", listed=False),
     Rule.FILES_MISSING: lambda bed: bed.zipped(
