@@ -132,6 +132,8 @@ class LogEntry:
     created_at: datetime
     subject: str | None = None
     body: bytes | None = field(default=None, repr=False)
+    #: ``created_at`` in microseconds since the epoch (as the log stores it), computed once.
+    created_at_us: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         bounds = (
@@ -150,7 +152,7 @@ class LogEntry:
                 )
         if not self.message_id:
             raise InvalidLogEntryError("a logged message needs a message id")
-        to_micros(self.created_at)
+        object.__setattr__(self, "created_at_us", to_micros(self.created_at))
 
     @classmethod
     def from_signed(
