@@ -148,11 +148,13 @@ log_bodies = sa.Table(
 )
 
 # Message ids seen from each client, kept until the freshness window of the message has passed.
+# A claim is kept as its key, 16 bytes of SHA-256 over client and message id
+# (``security_server.log.model.claim_key``; migration 0006): a third of the text's bytes in the
+# row and in the expiry index, which repeats the key.
 seen_messages = sa.Table(
     "seen_messages",
     metadata,
-    sa.Column("client", sa.String(MAX_IDENTIFIER_LENGTH), primary_key=True),
-    sa.Column("message_id", sa.String(MAX_MESSAGE_ID_LENGTH), primary_key=True),
+    sa.Column("claim_key", sa.LargeBinary(16), primary_key=True),
     sa.Column("expires_at", sa.BigInteger, nullable=False),
     sa.Index("ix_seen_messages_expires_at", "expires_at"),
     sqlite_with_rowid=False,
