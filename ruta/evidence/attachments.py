@@ -105,6 +105,12 @@ _BATCH_TAG: Final = bytes([6 << 3 | 2])
 _SHARED_TAG: Final = bytes([7 << 3 | 2, DIGEST_BYTES])
 
 
+#: The digests of the shared parts detached lately, by their bytes (a batch's messages are
+#: logged close together); forgotten all at once beyond this many.
+_MAX_SHARED_DIGESTS: Final = 256
+_SHARED_DIGESTS: dict[bytes, bytes] = {}
+
+
 def detach_signature(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
     """Split a serialised ``Signature`` into the serialised ``LoggedSignature`` a leaf keeps
     and the attachments it names (certificate, each chain certificate, the OCSP response if
@@ -153,9 +159,14 @@ def detach_signature(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
     batch = parsed.batch.SerializeToString(deterministic=True)
     parsed.ClearField("batch")
     shared = parsed.SerializeToString(deterministic=True)
-    digest = hashlib.sha256(shared).digest()
-    attachments.append(Attachment(digest, AttachmentKind.SHARED_SIGNATURE, shared))
-    return _BATCH_TAG + varint(len(batch)) + batch + _SHARED_TAG + digest, tuple(attachments)
+    # The messages of a batch share these bytes: hashed once per batch, not per message.
+    shared_digest = _SHARED_DIGESTS.get(shared)
+    if shared_digest is None:
+        if len(_SHARED_DIGESTS) >= _MAX_SHARED_DIGESTS:
+            _SHARED_DIGESTS.clear()
+        shared_digest = _SHARED_DIGESTS[shared] = hashlib.sha256(shared).digest()
+    attachments.append(Attachment(shared_digest, AttachmentKind.SHARED_SIGNATURE, shared))
+    return _BATCH_TAG + varint(len(batch)) + batch + _SHARED_TAG + shared_digest, tuple(attachments)
 
 
 def referenced_attachments(

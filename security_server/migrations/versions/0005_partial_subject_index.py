@@ -3,7 +3,7 @@
 The citizen's record of access (migration 0002) reads a subject's records per origin through
 ``(origin, subject, seq)``; every lookup names a subject (``subject = :s``), so a record without
 one was an index entry no query reads: one B-tree insert per append and ~31 bytes a record for
-the many exchanges that are not about a person (ADR 09NN, bench/README.md "Sixth round"). The
+the many exchanges that are not about a person (ADR 0901, bench/README.md "Sixth round"). The
 index is rebuilt partial (``WHERE subject IS NOT NULL``, on SQLite and PostgreSQL alike), which
 both planners use for ``subject = :s``. No row is touched.
 
