@@ -9,6 +9,7 @@ verified (``ruta audit verify``).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import io
 import itertools
@@ -35,6 +36,7 @@ from ruta.faults import Fault, RutaError
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.checkpointer import log_vkey
 from security_server.log import (
+    MAX_ATTACHMENTS_PER_READ,
     MAX_BODIES_PER_READ,
     MAX_PAGE_SIZE,
     BodyState,
@@ -303,15 +305,42 @@ async def _add_attachments(
     named: set[tuple[AttachmentKind, bytes]],
     certificates: dict[str, bytes],
     ocsp_responses: dict[str, bytes],
+    shared_signatures: dict[str, bytes],
 ) -> None:
-    """Add the stored attachments the leaves name, each once. One the log lacks is left out,
+    """Add the stored attachments the leaves name, each once: first the shared parts of batch
+    signatures (format 3), then what those and the leaves name. One the log lacks is left out,
     never repaired: the verifier names the records that need it."""
-    stored = await log.get_attachments({digest for _, digest in named})
-    for kind, digest in named:
+    targets = {
+        AttachmentKind.CERTIFICATE: certificates,
+        AttachmentKind.OCSP_RESPONSE: ocsp_responses,
+        AttachmentKind.SHARED_SIGNATURE: shared_signatures,
+    }
+    shared = {digest for kind, digest in named if kind is AttachmentKind.SHARED_SIGNATURE}
+    wanted = {*named}
+    stored = await _stored_attachments(log, shared)
+    for digest in shared:
         found = stored.get(digest)
-        if found is not None:
-            target = certificates if kind is AttachmentKind.CERTIFICATE else ocsp_responses
-            target[digest.hex()] = found[1]
+        if found is not None and found[0] is AttachmentKind.SHARED_SIGNATURE:
+            shared_part = log_pb2.LoggedSignature()
+            with contextlib.suppress(DecodeError):  # exported as stored: the verifier names it
+                shared_part.ParseFromString(found[1])
+            wanted.update(referenced_attachments(shared_part))
+    stored.update(await _stored_attachments(log, {d for _, d in wanted} - shared))
+    for kind, digest in wanted:
+        found = stored.get(digest)
+        if found is not None and found[0] is kind:
+            targets[kind][digest.hex()] = found[1]
+
+
+async def _stored_attachments(
+    log: LogReader, digests: set[bytes]
+) -> dict[bytes, tuple[AttachmentKind, bytes]]:
+    """:meth:`LogReader.get_attachments` for any number of digests."""
+    wanted = sorted(digests)
+    stored: dict[bytes, tuple[AttachmentKind, bytes]] = {}
+    for start in range(0, len(wanted), MAX_ATTACHMENTS_PER_READ):
+        stored.update(await log.get_attachments(wanted[start : start + MAX_ATTACHMENTS_PER_READ]))
+    return stored
 
 
 async def build_bundle(
@@ -343,6 +372,7 @@ async def build_bundle(
     holders = _Holders(engine, log.origin, latest)
     certificates: dict[str, bytes] = {}
     ocsp_responses: dict[str, bytes] = {}
+    shared_signatures: dict[str, bytes] = {}
     named: set[tuple[AttachmentKind, bytes]] = set()
     bodies = await _bodies(log, records, bodies_permitted)
     proofs = await log.inclusion_proofs([r.seq for r in records], tree_size, strict=False)
@@ -369,7 +399,7 @@ async def build_bundle(
             )
         )
         _attachments_of(record.record, named, certificates, ocsp_responses)
-    await _add_attachments(log, named, certificates, ocsp_responses)
+    await _add_attachments(log, named, certificates, ocsp_responses, shared_signatures)
     if len(checkpoints) > _MAX_CHECKPOINTS:  # pragma: no cover - bounded by the records
         raise EvidenceError("too many checkpoints for one bundle")
     sizes = sorted(checkpoints)
@@ -396,6 +426,7 @@ async def build_bundle(
         log_vkey=log_vkey(log.origin, key),
         certificates=certificates,
         ocsp_responses=ocsp_responses,
+        shared_signatures=shared_signatures,
         complete_range=complete,
     )
     out = io.BytesIO()

@@ -1,4 +1,4 @@
-"""The evidence bundle format (``ruta-evidence/v2``): one zip an auditor verifies offline.
+"""The evidence bundle format (``ruta-evidence/v3``): one zip an auditor verifies offline.
 
 Layout::
 
@@ -13,6 +13,7 @@ Layout::
     checkpoints/<size>.note         signed checkpoints with the witness's cosignature line
     certificates/<sha256>.der       signing certificates and chains the records name
     ocsp/<sha256>.der               the OCSP responses stapled to those signatures
+    signatures/<sha256>.pb          the shared parts of batch signatures the records name
 
 Format 2 (``ruta-evidence/v2``) differs from format 1 in one point: a leaf written since then
 names its signer's certificates and OCSP response by SHA-256 (``LogRecord.signature_ref``,
@@ -20,6 +21,11 @@ names its signer's certificates and OCSP response by SHA-256 (``LogRecord.signat
 ``certificates/`` and ``ocsp/``; the verifier checks them against the digests. Leaves written
 before keep them inline (``LogRecord.signature``) and stay valid in a v2 bundle. A v1 bundle
 (only inline leaves) still verifies.
+
+Format 3 (``ruta-evidence/v3``) adds one more: a leaf of a message signed in a large batch
+names the part of the signature its batch shares (algorithm, value, attachment digests: a
+``LoggedSignature`` without batch path) by SHA-256 (``LoggedSignature.shared_sha256``) and the
+bundle carries each distinct one once under ``signatures/``. v2 and v1 bundles still verify.
 
 The manifest lists inclusion proofs of every record against the newest cosigned checkpoint
 (``tree``), the earliest cosigned checkpoint that contains each record (``witnessed_by``: its
@@ -54,6 +60,7 @@ import jsonschema.exceptions
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ruta.checkpoint import MAX_NOTE_SIZE, sign_note
+from ruta.evidence.attachments import MAX_SHARED_SIGNATURE_BYTES
 from ruta.evidence.rules import Rule
 from ruta.faults import Fault, RutaError
 from ruta.pki.certs import MAX_CERTIFICATE_BYTES
@@ -65,6 +72,7 @@ __all__ = [
     "FORMAT",
     "FORMATS",
     "FORMAT_V1",
+    "FORMAT_V2",
     "GLOBALCONF_FILE",
     "LOG_KEY_FILE",
     "MANIFEST_FILE",
@@ -100,11 +108,14 @@ __all__ = [
 ]
 
 #: The format this module writes.
-FORMAT: Final = "ruta-evidence/v2"
+FORMAT: Final = "ruta-evidence/v3"
 #: The first format: every leaf carries its certificates and OCSP response inline.
 FORMAT_V1: Final = "ruta-evidence/v1"
+#: The second format: leaves name certificates and OCSP responses by digest, never a shared
+#: signature.
+FORMAT_V2: Final = "ruta-evidence/v2"
 #: The formats a bundle may declare (what :func:`parse_manifest` accepts).
-FORMATS: Final = frozenset({FORMAT_V1, FORMAT})
+FORMATS: Final = frozenset({FORMAT_V1, FORMAT_V2, FORMAT})
 MANIFEST_FILE: Final = "manifest.json"
 MANIFEST_SIGNATURE_FILE: Final = "manifest.sig"
 GLOBALCONF_FILE: Final = "globalconf.bin"
@@ -112,8 +123,9 @@ LOG_KEY_FILE: Final = "log-key.vkey"
 
 #: Most records one bundle holds (export in several bundles beyond this).
 MAX_BUNDLE_RECORDS: Final = 10_000
-#: Most files in one bundle (records, bodies, checkpoints, certificates, OCSP, fixed files).
-MAX_BUNDLE_FILES: Final = 4 * MAX_BUNDLE_RECORDS + 64
+#: Most files in one bundle (records, bodies, checkpoints, certificates, OCSP, shared
+#: signatures, fixed files).
+MAX_BUNDLE_FILES: Final = 5 * MAX_BUNDLE_RECORDS + 64
 #: Largest bundle read (zip file size).
 MAX_BUNDLE_BYTES: Final = 1 << 30
 #: Largest file of a kind without a bound of its own (never one a valid bundle holds).
@@ -244,6 +256,8 @@ class BundleContents:
     log_vkey: str
     certificates: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     ocsp_responses: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    #: Shared parts of batch signatures (serialised ``LoggedSignature``), by hex SHA-256.
+    shared_signatures: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     complete_range: tuple[int, int] | None = None
 
 
@@ -262,6 +276,8 @@ def _files_of(contents: BundleContents) -> dict[str, bytes]:
         files[f"certificates/{digest}.der"] = der
     for digest, der in sorted(contents.ocsp_responses.items()):
         files[f"ocsp/{digest}.der"] = der
+    for digest, data in sorted(contents.shared_signatures.items()):
+        files[f"signatures/{digest}.pb"] = data
     return files
 
 
@@ -328,7 +344,7 @@ def write_bundle(contents: BundleContents, key: Ed25519PrivateKey, out: IO[bytes
 #: Members stored as they are: one per record (leaves, bodies) or DER. A deflate stream per
 #: small member cost more than the rest of an export together (bench/README.md), for little:
 #: bodies are often compressed or encrypted already, leaves are a few hundred bytes.
-_STORED_PREFIXES: Final = ("records/", "bodies/", "certificates/", "ocsp/")
+_STORED_PREFIXES: Final = ("records/", "bodies/", "certificates/", "ocsp/", "signatures/")
 
 
 def _compression_of(name: str) -> int:
@@ -351,6 +367,7 @@ _MEMBER_KINDS: Final = (
     _MemberKind(re.compile(r"checkpoints/[0-9]{20}\.note"), MAX_NOTE_SIZE),
     _MemberKind(re.compile(r"certificates/[0-9a-f]{64}\.der"), MAX_CERTIFICATE_BYTES),
     _MemberKind(re.compile(r"ocsp/[0-9a-f]{64}\.der"), MAX_OCSP_RESPONSE_BYTES),
+    _MemberKind(re.compile(r"signatures/[0-9a-f]{64}\.pb"), MAX_SHARED_SIGNATURE_BYTES),
 )
 #: A member name a bundle may carry at all: relative, ``/``-separated, plain characters, no
 #: ``.`` or ``..`` segment (nothing an unzip tool could place outside its target directory).
@@ -627,7 +644,8 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
         raise BundleError("the manifest is not JSON", rule=Rule.MANIFEST_NOT_JSON) from None
     if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
         raise BundleError(
-            f"the manifest is not a {FORMAT} (or {FORMAT_V1}) manifest", rule=Rule.MANIFEST_FORMAT
+            f"the manifest is not a {FORMAT} (or {FORMAT_V2}, {FORMAT_V1}) manifest",
+            rule=Rule.MANIFEST_FORMAT,
         )
     error = jsonschema.exceptions.best_match(_manifest_validator().iter_errors(manifest))
     if error is not None:

@@ -50,10 +50,12 @@ from ruta.evidence.attachments import (
     AttachmentKind,
     attach_signature,
     attachment_path,
+    resolve_shared,
 )
 from ruta.evidence.bundle import (
     BODY_STATES,
     FORMAT_V1,
+    FORMAT_V2,
     GLOBALCONF_FILE,
     LOG_KEY_FILE,
     MAX_BUNDLE_RECORDS,
@@ -731,9 +733,12 @@ class _Verification:
         if unreadable is not None:
             record.fail(Rule.RECORD_UNREADABLE, unreadable)
             return None
-        signature_value = (
-            parsed.signature_ref.value if parsed.HasField("signature_ref") else signature.value
-        )
+        signature_value = signature.value
+        if parsed.HasField("signature_ref"):
+            try:
+                signature_value = resolve_shared(parsed.signature_ref, self._attachment).value
+            except AttachmentError:
+                signature_value = b""  # the signature check names the record and its problem
         _describe(record, parsed, header)
         record.header_sha256 = sha256_hex(parsed.header)
         try:
@@ -771,6 +776,11 @@ class _Verification:
             return "its leaf names its attachments by digest but also carries them inline"
         if self.manifest.get("format") == FORMAT_V1:
             return f"its leaf names its attachments by digest, which a {FORMAT_V1} bundle cannot"
+        if parsed.signature_ref.shared_sha256 and self.manifest.get("format") == FORMAT_V2:
+            return (
+                "its leaf names the shared part of its batch signature by digest, which a "
+                f"{FORMAT_V2} bundle cannot"
+            )
         return None
 
     def _placement(
@@ -822,15 +832,19 @@ class _Verification:
         try:
             return attach_signature(logged, self._attachment)
         except AttachmentError as exc:
-            problems = [
-                self.file_problems[path]
-                for path in (
-                    attachment_path(AttachmentKind.CERTIFICATE, logged.certificate_sha256),
-                    attachment_path(AttachmentKind.OCSP_RESPONSE, logged.ocsp_response_sha256),
-                    *(attachment_path(AttachmentKind.CERTIFICATE, d) for d in logged.chain_sha256),
-                )
-                if path in self.file_problems
+            paths = []
+            if logged.shared_sha256:
+                paths.append(attachment_path(AttachmentKind.SHARED_SIGNATURE, logged.shared_sha256))
+                try:
+                    logged = resolve_shared(logged, self._attachment)
+                except AttachmentError:
+                    logged = log_pb2.LoggedSignature()
+            paths += [
+                attachment_path(AttachmentKind.CERTIFICATE, logged.certificate_sha256),
+                attachment_path(AttachmentKind.OCSP_RESPONSE, logged.ocsp_response_sha256),
+                *(attachment_path(AttachmentKind.CERTIFICATE, d) for d in logged.chain_sha256),
             ]
+            problems = [self.file_problems[path] for path in paths if path in self.file_problems]
             if problems:
                 record.fail(*problems[0])
             else:

@@ -513,11 +513,11 @@ class GroupCommitWriter:
         known = self._known_attachments
         claims_written = 0
         granted = self._write_claims(conn, group, now_us)
-        holders: set[tuple[str, str]] = set()
+        holders: set[bytes] = set()
         logged_at = from_micros(now_us)
         for job in group:
             if job.claim is not None:
-                key = _claim_key(job.claim)
+                key = job.claim.key
                 if key not in granted or key in holders:
                     # Seen before, or claimed earlier in this same group.
                     outcomes.append(_replayed(job.claim))
@@ -592,53 +592,42 @@ class GroupCommitWriter:
                 position += length
             _insert_rows(conn, log_bodies, _FILE_BODY_COLUMNS, referenced)
 
-    def _write_claims(self, conn: _Conn, group: list[_Job], now_us: int) -> set[tuple[str, str]]:
+    def _write_claims(self, conn: _Conn, group: list[_Job], now_us: int) -> set[bytes]:
         """Insert the group's replay claims; return the keys that were new (or had expired)."""
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        rows: dict[bytes, int] = {}
         for job in group:
-            if job.claim is None:
-                continue
-            key = _claim_key(job.claim)
-            if key not in rows:
-                rows[key] = {
-                    "client": key[0],
-                    "message_id": key[1],
-                    "expires_at": to_micros(job.claim.expires_at),
-                }
+            if job.claim is not None and job.claim.key not in rows:
+                rows[job.claim.key] = job.claim.expires_at_us
         if not rows:
             return set()
         params: dict[str, Any] = {"now": now_us}
         # In key order: two nodes' groups claiming overlapping ids on one PostgreSQL lock them
         # in the same order, so they queue instead of deadlocking.
-        for i, row in enumerate(
-            sorted(rows.values(), key=lambda r: (r["client"], r["message_id"]))
-        ):
-            params[f"c{i}"] = row["client"]
-            params[f"m{i}"] = row["message_id"]
-            params[f"e{i}"] = row["expires_at"]
+        for i, (key, expires_at) in enumerate(sorted(rows.items())):
+            params[f"k{i}"] = key
+            params[f"e{i}"] = expires_at
         result = conn.execute(self._claims_upsert(len(rows)), params)
-        # RETURNING client, message_id (by position: rows of either connection kind).
-        return {(str(r[0]), str(r[1])) for r in result}
+        # RETURNING claim_key (by position: rows of either connection kind).
+        return {bytes(r[0]) for r in result}
 
     def _claims_upsert(self, count: int) -> Any:
-        """The upsert of ``count`` claims (bound parameters ``c<i>``, ``m<i>``, ``e<i>``,
-        ``now``), built once per count: building it per group cost more than running it."""
+        """The upsert of ``count`` claims (bound parameters ``k<i>``, ``e<i>``, ``now``), built
+        once per count: building it per group cost more than running it."""
         stmt = self._claim_upserts.get(count)
         if stmt is None:
             values: list[dict[str, Any]] = [
                 {
-                    "client": sa.bindparam(f"c{i}"),
-                    "message_id": sa.bindparam(f"m{i}"),
+                    "claim_key": sa.bindparam(f"k{i}", type_=seen_messages.c.claim_key.type),
                     "expires_at": sa.bindparam(f"e{i}"),
                 }
                 for i in range(count)
             ]
             insert = self._insert(seen_messages).values(values)
             stmt = insert.on_conflict_do_update(
-                index_elements=[seen_messages.c.client, seen_messages.c.message_id],
+                index_elements=[seen_messages.c.claim_key],
                 set_={"expires_at": insert.excluded.expires_at},
                 where=seen_messages.c.expires_at <= sa.bindparam("now"),
-            ).returning(seen_messages.c.client, seen_messages.c.message_id)
+            ).returning(seen_messages.c.claim_key)
             if len(self._claim_upserts) < _MAX_CACHED_CLAIM_UPSERTS:
                 self._claim_upserts[count] = stmt
         return stmt
@@ -869,10 +858,6 @@ def _insert_attachments(conn: _Conn, rows: list[dict[str, Any]]) -> None:
     )
 
 
-def _claim_key(claim: MessageClaim) -> tuple[str, str]:
-    return claim.client, claim.message_id
-
-
 def _replayed(claim: MessageClaim) -> ReplayedMessageError:
     return ReplayedMessageError(
         f"message {claim.message_id!r} of {claim.client} was already received; "
@@ -887,6 +872,18 @@ def _fail(job: _Job, error: LogError) -> None:
 
 #: The tag of ``LogRecord.signature_ref`` (field 7, length-delimited).
 _SIGNATURE_REF_TAG: Final = bytes([7 << 3 | 2])
+#: Every one-byte varint, built once.
+_ONE_BYTE_VARINTS: Final = tuple(bytes((i,)) for i in range(0x80))
+
+
+def _short_varint(value: int) -> bytes:
+    """:func:`ruta.wire.varint` of ``value`` (>= 0), without a loop for the values under 2**14
+    a leaf's lengths and direction take (the same bytes)."""
+    if value < 0x80:
+        return _ONE_BYTE_VARINTS[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    return varint(value)
 
 
 @functools.lru_cache(maxsize=8)
@@ -921,10 +918,10 @@ def _serialise_record(entry: LogEntry, logged: bytes, seq: int, logged_at_us: in
     return b"".join(
         (
             b"\x08" + varint(seq) if seq else b"",
-            b"\x10" + varint(direction) if direction else b"",
+            b"\x10" + _short_varint(direction) if direction else b"",
             _logged_at_field(logged_at_us),
-            b"\x22" + varint(len(header)) + header if header else b"",
-            _SIGNATURE_REF_TAG + varint(len(logged)) + logged,
+            b"\x22" + _short_varint(len(header)) + header if header else b"",
+            _SIGNATURE_REF_TAG + _short_varint(len(logged)) + logged,
         )
     )
 
@@ -944,7 +941,7 @@ def _leaf_row(
         entry.service,
         entry.method,
         entry.subject or None,
-        to_micros(entry.created_at),
+        entry.created_at_us,
         record,
         digest,
     )

@@ -52,6 +52,9 @@ MAX_FINGERPRINT_LENGTH: Final = 128
 
 metadata = sa.MetaData()
 
+#: The subject index's condition: a record without a subject is in no subject lookup.
+_SUBJECT_NAMED: Final = "subject IS NOT NULL"
+
 log_leaves = sa.Table(
     "log_leaves",
     metadata,
@@ -73,13 +76,21 @@ log_leaves = sa.Table(
     # indexes (every row they find is checked against it): one node's database holds one
     # origin, and a shared one a handful, while the origin's text in every entry was a tenth of
     # a record's storage (bench/README.md). The subject's keeps it (migration 0002: a citizen's
-    # record is read per origin, newest first). Time has no index (migration 0004): logged_at
+    # record is read per origin, newest first), and holds only the records that name a subject
+    # (migration 0006: every lookup names one). Time has no index (migration 0004): logged_at
     # never decreases along a tree, so a time range is a range of seq, found on the primary
     # key (``security_server.log.store.first_seq_logged_at_or_after``).
     sa.Index("ix_log_leaves_message_id", "message_id"),
     sa.Index("ix_log_leaves_client_seq", "client", "seq"),
     sa.Index("ix_log_leaves_service_seq", "service", "method", "seq"),
-    sa.Index("ix_log_leaves_origin_subject", "origin", "subject", "seq"),
+    sa.Index(
+        "ix_log_leaves_origin_subject",
+        "origin",
+        "subject",
+        "seq",
+        sqlite_where=sa.text(_SUBJECT_NAMED),
+        postgresql_where=sa.text(_SUBJECT_NAMED),
+    ),
 )
 
 # Every complete subtree of each origin's tree above the leaves: the subtree of 2**level leaves
@@ -152,11 +163,13 @@ log_bodies = sa.Table(
 )
 
 # Message ids seen from each client, kept until the freshness window of the message has passed.
+# A claim is kept as its key, 16 bytes of SHA-256 over client and message id
+# (``security_server.log.model.claim_key``; migration 0007): a third of the text's bytes in the
+# row and in the expiry index, which repeats the key.
 seen_messages = sa.Table(
     "seen_messages",
     metadata,
-    sa.Column("client", sa.String(MAX_IDENTIFIER_LENGTH), primary_key=True),
-    sa.Column("message_id", sa.String(MAX_MESSAGE_ID_LENGTH), primary_key=True),
+    sa.Column("claim_key", sa.LargeBinary(16), primary_key=True),
     sa.Column("expires_at", sa.BigInteger, nullable=False),
     sa.Index("ix_seen_messages_expires_at", "expires_at"),
     sqlite_with_rowid=False,

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from ruta.evidence import reconcile, verify_bundle
+from ruta.evidence.attachments import SHARE_MIN_BATCH, AttachmentKind
 from ruta.evidence.cli import group
 from ruta.v1 import log_pb2
 from security_server import evidence
@@ -110,15 +111,19 @@ async def test_a_second_request_under_a_used_message_id_still_verifies(world: Sc
     ]
 
 
-async def test_batch_signed_records_verify(world: Scenario, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_size", [3, SHARE_MIN_BATCH + 1])
+async def test_batch_signed_records_verify(
+    world: Scenario, tmp_path: Path, batch_size: int
+) -> None:
     """Records whose messages were signed in batches (one signature over a Merkle root, each
-    record carrying its path) verify offline like plainly signed ones."""
-    batched = await world.exchanges(["batch-0", "batch-1", "batch-2"], batched=True)
+    record carrying its path) verify offline like plainly signed ones; from a batch of
+    SHARE_MIN_BATCH on, the part the batch shares is named by digest and carried once."""
+    batched = await world.exchanges([f"batch-{i}" for i in range(batch_size)], batched=True)
     await world.checkpoint()
     for side in (world.consumer, world.provider):
         report = verify_bundle(await world.export(side))
         assert report.ok, report.first_failure
-        assert len(report.records) == 2 * (EXCHANGES + 3)
+        assert len(report.records) == 2 * (EXCHANGES + batch_size)
     bundle = await world.export(world.provider, EvidenceFilter(message_id=batched[1]))
     report = verify_bundle(bundle)
     assert report.ok, report.first_failure
@@ -135,13 +140,50 @@ async def test_batch_signed_records_verify(world: Scenario, tmp_path: Path) -> N
                 signature = record.signature_ref
                 assert signature.HasField("batch")
                 paths.append((signature.batch.index, signature.batch.size))
+                shared = signature.shared_sha256
+                assert bool(shared) is (batch_size >= SHARE_MIN_BATCH)
+                if shared:
+                    assert not signature.value
+                    signature = log_pb2.LoggedSignature.FromString(
+                        archive.read(f"signatures/{shared.hex()}.pb")
+                    )
                 assert f"certificates/{signature.certificate_sha256.hex()}.der" in names
                 assert f"ocsp/{signature.ocsp_response_sha256.hex()}.der" in names
-    assert paths == [(1, 3), (1, 3)]
+    assert paths == [(1, batch_size), (1, batch_size)]
     consumer = _write(tmp_path / "soc.zip", await world.export(world.consumer))
     code, out = _run("verify", consumer)
     assert code == 0, out
     assert "RESULT: VERIFIED" in out
+
+
+async def test_a_changed_shared_signature_fails_naming_the_record(
+    world: Scenario, tmp_path: Path
+) -> None:
+    """The shared part of a batch signature, stored once, changed in the database: the
+    first record naming it fails, by name, and so does every other of its batch."""
+    await world.exchanges([f"batch-{i}" for i in range(SHARE_MIN_BATCH)], batched=True)
+    await world.checkpoint()
+    side = world.provider
+    with sqlite3.connect(side.db_path) as db:
+        rows = db.execute(
+            "SELECT digest, content FROM log_attachments WHERE kind = ?",
+            (int(AttachmentKind.SHARED_SIGNATURE),),
+        ).fetchall()
+        assert len(rows) == 2  # the requests' batch and the responses'
+        for digest, content in rows:
+            part = log_pb2.LoggedSignature.FromString(content)
+            part.value = bytes(len(part.value))
+            db.execute(
+                "UPDATE log_attachments SET content = ? WHERE digest = ?",
+                (part.SerializeToString(), digest),
+            )
+    bundle = _write(tmp_path / "pop.zip", await world.export(side))
+    code, out = _run("verify", bundle)
+    assert code == 1, out
+    assert f"RESULT: FAILED: record {2 * EXCHANGES}" in out
+    report = verify_bundle(await world.export(side))
+    failed = [r.seq for r in report.records if not r.ok]
+    assert failed == list(range(2 * EXCHANGES, 2 * (EXCHANGES + SHARE_MIN_BATCH)))
 
 
 def _flip_leaf_byte(db: sqlite3.Connection, origin: str, seq: int) -> None:

@@ -1,4 +1,5 @@
-"""Signatures detached into a format-2 leaf and attached again: exact bytes, digests checked."""
+"""Signatures detached into a format-2 (or, for large batches, format-3) leaf and attached again:
+exact bytes, digests checked."""
 
 from __future__ import annotations
 
@@ -10,17 +11,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ruta.evidence.attachments import (
+    SHARE_MIN_BATCH,
     AttachmentError,
     AttachmentKind,
     attach_signature,
     attachment_path,
     detach_signature,
     referenced_attachments,
+    resolve_shared,
 )
 from ruta.v1 import log_pb2, transport_pb2
 
 
-def _signature(*, chain: int = 1, ocsp: bool = True, batch: bool = True) -> transport_pb2.Signature:
+def _signature(
+    *, chain: int = 1, ocsp: bool = True, batch: bool = True, batch_size: int = 8
+) -> transport_pb2.Signature:
     signature = transport_pb2.Signature(
         algorithm=transport_pb2.SIGNATURE_ALGORITHM_ECDSA_P256_SHA256,
         value=secrets.token_bytes(71),
@@ -30,26 +35,92 @@ def _signature(*, chain: int = 1, ocsp: bool = True, batch: bool = True) -> tran
     )
     if batch:
         signature.batch.index = 3
-        signature.batch.size = 8
+        signature.batch.size = batch_size
         signature.batch.proof.extend(secrets.token_bytes(32) for _ in range(3))
     return signature
 
 
-@given(chain=st.integers(0, 4), ocsp=st.booleans(), batch=st.booleans())
-def test_detach_then_attach_gives_the_signature_back(chain: int, ocsp: bool, batch: bool) -> None:
-    original = _signature(chain=chain, ocsp=ocsp, batch=batch)
+@given(
+    chain=st.integers(0, 4),
+    ocsp=st.booleans(),
+    batch=st.booleans(),
+    batch_size=st.sampled_from([4, 5, 64, 2, 3]),
+)
+def test_detach_then_attach_gives_the_signature_back(
+    chain: int, ocsp: bool, batch: bool, batch_size: int
+) -> None:
+    original = _signature(chain=chain, ocsp=ocsp, batch=batch, batch_size=batch_size)
     logged_bytes, attachments = detach_signature(original.SerializeToString())
     logged = log_pb2.LoggedSignature.FromString(logged_bytes)
     # The bytes are those of the equivalent LoggedSignature, serialised deterministically.
     assert logged.SerializeToString(deterministic=True) == logged_bytes
-    assert logged.certificate_sha256 == hashlib.sha256(original.certificate).digest()
-    assert list(logged.chain_sha256) == [hashlib.sha256(d).digest() for d in original.chain]
     content = {a.digest: a.content for a in attachments}
-    assert [(k, d) for k, d in referenced_attachments(logged)] == [
-        (a.kind, a.digest) for a in attachments
-    ]
+    shared = batch and batch_size >= SHARE_MIN_BATCH
+    assert bool(logged.shared_sha256) is shared
+    resolved = resolve_shared(logged, lambda _kind, digest: content.get(digest))
+    assert resolved.certificate_sha256 == hashlib.sha256(original.certificate).digest()
+    assert list(resolved.chain_sha256) == [hashlib.sha256(d).digest() for d in original.chain]
+    named = [*referenced_attachments(logged)]
+    if shared:
+        assert named == [(AttachmentKind.SHARED_SIGNATURE, logged.shared_sha256)]
+        assert not (logged.value)
+        assert not (logged.certificate_sha256)
+        named = [*referenced_attachments(resolved), *named]
+    assert named == [(a.kind, a.digest) for a in attachments]
     restored = attach_signature(logged, lambda _kind, digest: content.get(digest))
     assert restored == original
+
+
+def test_the_messages_of_a_batch_share_one_attachment() -> None:
+    """Two messages of one batch: the same shared part, stored once; each leaf keeps its own
+    path and the shared part's digest only."""
+    first = _signature(batch_size=SHARE_MIN_BATCH)
+    second = transport_pb2.Signature()
+    second.CopyFrom(first)
+    second.batch.index = 1
+    logged_first, attached_first = detach_signature(first.SerializeToString())
+    logged_second, attached_second = detach_signature(second.SerializeToString())
+    assert attached_first == attached_second
+    assert logged_first != logged_second
+    shared = attached_first[-1]
+    assert shared.kind is AttachmentKind.SHARED_SIGNATURE
+    part = log_pb2.LoggedSignature.FromString(shared.content)
+    assert part.value == first.value
+    assert not part.HasField("batch")
+    # The leaf's part is the batch path and the digest: about 110 bytes less than inline.
+    assert len(logged_first) == len(first.batch.SerializeToString()) + 2 + 2 + 32
+
+
+def test_a_wrong_shared_part_is_refused() -> None:
+    logged_bytes, attachments = detach_signature(_signature().SerializeToString())
+    logged = log_pb2.LoggedSignature.FromString(logged_bytes)
+    content = {a.digest: a.content for a in attachments}
+    digest = logged.shared_sha256
+
+    def with_shared(data: bytes) -> log_pb2.LoggedSignature:
+        changed = log_pb2.LoggedSignature()
+        changed.CopyFrom(logged)
+        changed.shared_sha256 = hashlib.sha256(data).digest()
+        content[changed.shared_sha256] = data
+        return changed
+
+    with pytest.raises(AttachmentError, match="is missing"):
+        attach_signature(logged, lambda _k, d: None if d == digest else content[d])
+    with pytest.raises(AttachmentError, match="does not match its digest"):
+        attach_signature(logged, lambda _k, d: b"other" if d == digest else content[d])
+    nested = log_pb2.LoggedSignature.FromString(content[digest])
+    nested.batch.size = 2
+    with pytest.raises(AttachmentError, match="batch path"):
+        attach_signature(with_shared(nested.SerializeToString()), lambda _k, d: content.get(d))
+    with pytest.raises(AttachmentError, match="not a readable"):
+        attach_signature(with_shared(b"\xff\xff"), lambda _k, d: content.get(d))
+    with pytest.raises(AttachmentError, match="exceeds"):
+        attach_signature(with_shared(b"\x12\x00" * 2049), lambda _k, d: content.get(d))
+    both = log_pb2.LoggedSignature()
+    both.CopyFrom(logged)
+    both.value = b"inline too"
+    with pytest.raises(AttachmentError, match="also carries"):
+        attach_signature(both, lambda _k, d: content.get(d))
 
 
 def test_the_leaf_bytes_are_those_of_the_record_with_signature_ref_set() -> None:
@@ -96,7 +167,7 @@ def test_the_writer_writes_the_leaf_protobuf_would(
 
 
 def test_a_missing_or_different_attachment_is_refused() -> None:
-    original = _signature()
+    original = _signature(batch_size=2)
     logged_bytes, attachments = detach_signature(original.SerializeToString())
     logged = log_pb2.LoggedSignature.FromString(logged_bytes)
     content = {a.digest: a.content for a in attachments}
@@ -121,3 +192,14 @@ def test_attachment_paths() -> None:
     digest = bytes(range(32))
     assert attachment_path(AttachmentKind.CERTIFICATE, digest) == f"certificates/{digest.hex()}.der"
     assert attachment_path(AttachmentKind.OCSP_RESPONSE, digest) == f"ocsp/{digest.hex()}.der"
+    assert (
+        attachment_path(AttachmentKind.SHARED_SIGNATURE, digest) == f"signatures/{digest.hex()}.pb"
+    )
+
+
+def test_the_writers_short_varint_is_the_varint() -> None:
+    from ruta.wire import varint  # noqa: PLC0415
+    from security_server.log._writer import _short_varint  # noqa: PLC0415
+
+    for value in (*range(0x4100), 2**21 - 1, 2**21, 2**63 - 1):
+        assert _short_varint(value) == varint(value)

@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ruta.checkpoint import cosign, parse_note, sign_note
 from ruta.evidence import verify_bundle
+from ruta.evidence.attachments import SHARE_MIN_BATCH
 from ruta.evidence.bundle import (
+    FORMAT_V2,
     GLOBALCONF_FILE,
     LOG_KEY_FILE,
     MANIFEST_FILE,
@@ -293,7 +295,7 @@ CASES: dict[Rule, Case] = {
     Rule.MANIFEST_NOT_JSON: lambda bed: bed.zipped({**bed.files, MANIFEST_FILE: b"{not json"}),
     Rule.MANIFEST_TOO_DEEP: _deep,
     Rule.MANIFEST_DUPLICATE_KEY: _duplicate_key,
-    Rule.MANIFEST_FORMAT: lambda bed: bed.resigned(_set("format", "ruta-evidence/v3")),
+    Rule.MANIFEST_FORMAT: lambda bed: bed.resigned(_set("format", "ruta-evidence/v9")),
     Rule.MANIFEST_SCHEMA: lambda bed: bed.resigned(_set("exported_at", "yesterday")),
     Rule.FILES_UNLISTED: lambda bed: _extra(bed, record_path(99), b"x", listed=False),
     Rule.FILES_MISSING: lambda bed: bed.zipped(
@@ -429,3 +431,28 @@ async def test_a_response_whose_request_is_elsewhere_is_a_warning(world: Scenari
     )
     assert report.ok, report.first_failure
     assert any("its request is not in this bundle" in w for w in report.warnings)
+
+
+async def test_a_shared_batch_signature_needs_a_v3_bundle(
+    world: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leaves naming the shared part of their batch signature (form 3) verify in a v3 bundle,
+    whose signatures/ carries it; the same bundle declared v2 fails them as unreadable."""
+    await world.exchanges([f"b-{i}" for i in range(SHARE_MIN_BATCH)], batched=True)
+    await cosign_head(world.provider, world.witness)
+    bed = Bed(world, _files(await world.export(world.provider)), tmp_path, monkeypatch)
+    assert any(name.startswith("signatures/") for name in bed.files)
+    report = verify_bundle(bed.zipped())
+    assert report.ok, report.first_failure
+    files = dict(bed.files)
+    manifest = json.loads(files[MANIFEST_FILE])
+    manifest["format"] = FORMAT_V2
+    raw = json.dumps(manifest, sort_keys=True).encode()
+    origin = manifest["origin"]
+    files[MANIFEST_FILE] = raw
+    files[MANIFEST_SIGNATURE_FILE] = sign_note(
+        manifest_note_text(origin, raw, FORMAT_V2), origin, world.provider.key
+    ).encode()
+    report = verify_bundle(bed.zipped(files))
+    assert report.first_reason == Rule.RECORD_UNREADABLE, report.first_failure
+    assert "v2 bundle cannot" in (report.first_failure or "")

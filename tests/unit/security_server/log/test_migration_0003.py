@@ -1,4 +1,4 @@
-"""Migrations 0002, 0003 and 0004 on a database written under 0001, SQLite and PostgreSQL: the
+"""Migrations 0002 to 0007 on a database written under 0001, SQLite and PostgreSQL: the
 records, tree and replay claims written before stay exactly as they were, the log opens and
 keeps appending (format-2 leaves after format-1 ones), and every proof still verifies."""
 
@@ -7,12 +7,14 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from ruta.merkle import CompactRange, leaf_hash, verify_inclusion
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.database import create_engine, migrate
-from security_server.log import BodyKey, MessageLog
+from security_server.log import BodyKey, MessageClaim, MessageLog, ReplayedMessageError
+from security_server.log.model import claim_key
 from tests.unit.security_server.log.support import CLIENT, ORIGIN, SERVICE, FakeClock, make_entry
 
 _LEGACY_RECORDS = 5
@@ -94,7 +96,7 @@ async def test_a_log_written_under_0001_migrates_and_keeps_working(
                 i["name"]
                 for i in await conn.run_sync(lambda c: sa.inspect(c).get_indexes("log_leaves"))
             }
-            claims = (await conn.execute(sa.text("SELECT message_id FROM seen_messages"))).all()
+            claims = (await conn.execute(sa.text("SELECT claim_key FROM seen_messages"))).all()
         assert {
             "ix_log_leaves_message_id",
             "ix_log_leaves_client_seq",
@@ -102,7 +104,8 @@ async def test_a_log_written_under_0001_migrates_and_keeps_working(
             "ix_log_leaves_origin_subject",
         } <= indexes
         assert "ix_log_leaves_origin_logged_at" not in indexes  # 0004: time is a seq range
-        assert [c[0] for c in claims] == ["claimed-before"]
+        # 0007: the claim is kept as its key, and still refuses the id it claimed.
+        assert [bytes(c[0]) for c in claims] == [claim_key(str(CLIENT), "claimed-before")]
 
         log = await MessageLog.open(engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=clock)
         try:
@@ -112,6 +115,10 @@ async def test_a_log_written_under_0001_migrates_and_keeps_working(
             records = await log.get_records(list(range(_LEGACY_RECORDS + 1)))
             assert [r.record for r in records[:_LEGACY_RECORDS]] == legacy
             assert records[-1].log_record().HasField("signature_ref")
+            expires = clock.now + timedelta(minutes=5)
+            with pytest.raises(ReplayedMessageError):
+                await log.record_claim(MessageClaim(str(CLIENT), "claimed-before", expires))
+            await log.record_claim(MessageClaim(str(CLIENT), "claimed-after", expires))
             head = log.head()
             for record in records:
                 proof = await log.inclusion_proof(record.seq)
@@ -122,6 +129,17 @@ async def test_a_log_written_under_0001_migrates_and_keeps_working(
             third = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=t0 + 2)
             page = await log.query(since=third, until=third + timedelta(microseconds=2))
             assert [r.seq for r in page.records] == [2, 3]
+            # 0006: the subject index holds the records naming one, and still finds them.
+            page = await log.query(subject="EE38001085718")
+            assert [r.seq for r in page.records] == list(range(_LEGACY_RECORDS))
+            async with engine.connect() as conn:
+                entries = await conn.run_sync(lambda c: sa.inspect(c).get_indexes("log_leaves"))
+            [subject_index] = [i for i in entries if i["name"] == "ix_log_leaves_origin_subject"]
+            options = subject_index["dialect_options"]
+            where = str(options.get("sqlite_where", options.get("postgresql_where")))
+            assert "subject IS NOT NULL" in where.replace('"', "").replace("(", "").replace(
+                ")", ""
+            ), where
         finally:
             await log.close()
     finally:

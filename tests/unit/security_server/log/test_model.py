@@ -20,6 +20,7 @@ def test_from_signed_reads_the_query_columns_from_the_header() -> None:
     assert (entry.client, entry.service, entry.method) == (str(CLIENT), str(SERVICE), "GetPerson")
     assert (entry.message_id, entry.subject, entry.created_at) == ("m-1", "P-1", created)
     assert entry.kind is RecordKind.REQUEST
+    assert entry.created_at_us == to_micros(created)  # what the writer stores, computed once
 
 
 @pytest.mark.parametrize(
