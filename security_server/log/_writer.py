@@ -13,10 +13,11 @@ On a SQLite file the whole group transaction runs in one trip to a worker thread
 (a synchronous ``sqlite3`` connection with the same settings): one thread hop per group instead of
 one per statement, which under load is what bounded a security server's throughput (bench/README).
 While the server is quiet (its owner says so: :meth:`GroupCommitWriter.commit_inline_while`, one
-exchange in flight) a group of one append runs on the same connection in the event loop's own
-thread instead: the loop has nothing else to do meanwhile, and the two thread crossings and the
-worker's cold start cost more CPU than the transaction itself (bench/README.md, sixth round). The
-transaction, its ``COMMIT`` and its durability are the same either way.
+exchange in flight) a group of one append runs in the event loop's own thread instead, on a
+connection of its own that never waits for a lock (a busy database goes to the worker): the loop
+has nothing else to do meanwhile, and the two thread crossings and the worker's wake-up cost more
+than they save (docs/adr/0901). The transaction, its ``COMMIT`` and its durability are the same
+either way.
 Other databases run the same statements on the async engine.
 """
 
