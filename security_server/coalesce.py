@@ -57,6 +57,11 @@ class Load:
         return self.in_flight - 1 >= COALESCE_MIN_IN_FLIGHT
 
     @property
+    def alone(self) -> bool:
+        """Whether the caller's exchange is the only one in flight (nothing to batch with)."""
+        return self.in_flight <= 1
+
+    @property
     def average_seconds(self) -> float:
         """Moving average of the exchange times (seconds)."""
         return self._average

@@ -166,6 +166,11 @@ class ConsumerProxy:
         return not self._plain
 
     @property
+    def in_flight(self) -> int:
+        """Exchanges this proxy is handling now."""
+        return self._load.in_flight
+
+    @property
     def frames(self) -> bool:
         """Whether requests go to provider servers several per frame (``[transport] frames``)."""
         return self._peers.frames
@@ -305,7 +310,7 @@ class ConsumerProxy:
             created_at=created_at,
         )
         signature = await self._identity.sign_batched(
-            header_bytes, staple=staple, hold=self._load.hold()
+            header_bytes, staple=staple, hold=self._load.hold(), alone=self._load.alone
         )
         sent = self._recorder.entry(
             Direction.SENT,

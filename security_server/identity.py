@@ -97,10 +97,18 @@ class BatchingSigner:
         self.signed = 0
 
     async def sign(
-        self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0
+        self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0, alone: bool = False
     ) -> transport_pb2.Signature:
         """Sign ``header_bytes``, stapling ``staple``, in the current batch; a caller that
-        starts a batch with ``hold`` > 0 keeps it open that many seconds."""
+        starts a batch with ``hold`` > 0 keeps it open that many seconds. A caller ``alone``
+        (the only exchange in flight) when no batch is open is signed at once, as a batch of
+        one: nobody would join its batch, and the loop turn it waited for cost a wake-up."""
+        if alone and self._loop is None:
+            try:
+                return self._signer.sign_batch([header_bytes], ocsp_response=staple)[0]
+            finally:
+                self.batches += 1
+                self.signed += 1
         loop = asyncio.get_running_loop()
         future: asyncio.Future[transport_pb2.Signature] = loop.create_future()
         if self._loop is not loop:
@@ -247,11 +255,12 @@ class ServerIdentity:
         return self.message_signer.sign(header_bytes, ocsp_response=staple)
 
     async def sign_batched(
-        self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0
+        self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0, alone: bool = False
     ) -> transport_pb2.Signature:
         """Like :meth:`sign`, but the headers signed in the same loop turn (or, when the batch's
         first caller passes ``hold``, within that many seconds) share one ECDSA signature over
         the Merkle root of their hashes, each with its own inclusion path
         (docs/adr/0010-batch-signatures.md); alone, a plain signature. Raises what
-        :meth:`sign` raises."""
-        return await self.batching_signer.sign(header_bytes, staple=staple, hold=hold)
+        :meth:`sign` raises. ``alone`` (the caller's is the only exchange in flight): signed
+        at once when no batch is open (:meth:`BatchingSigner.sign`)."""
+        return await self.batching_signer.sign(header_bytes, staple=staple, hold=hold, alone=alone)

@@ -129,6 +129,11 @@ class ProviderProxy:
             max_buckets=rates.max_buckets,
         )
 
+    @property
+    def in_flight(self) -> int:
+        """Exchanges this proxy is handling now."""
+        return self._load.in_flight
+
     def frame_written(self, results: int) -> None:
         """Count a result frame written on a frames stream (metrics)."""
         self._metrics.frame_written("provider", results)
@@ -436,7 +441,7 @@ class ProviderProxy:
             created_at=created_at,
         )
         signature = await self._identity.sign_batched(
-            response_bytes, staple=staple, hold=self._load.hold()
+            response_bytes, staple=staple, hold=self._load.hold(), alone=self._load.alone
         )
         answer = transport_pb2.SignedMessage(header=response_bytes, body=body, signature=signature)
         if ahead is not None and not self._load.busy:

@@ -313,6 +313,9 @@ class SecurityServerApp:
             clock=clock,
         )
 
+        # One exchange in flight: its log commits run in the loop's thread, no thread crossings
+        # (bench/README.md, sixth round); otherwise in the log writer's worker thread, grouped.
+        log.commit_inline_while(lambda: consumer.in_flight + provider.in_flight <= 1)
         self._bind_consumer(consumer)
         self._bind_transport(provider, identity, globalconf)
         audit = self._bind_audit(

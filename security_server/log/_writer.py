@@ -12,6 +12,12 @@ database before the next group, so the tree never runs ahead of what is stored.
 On a SQLite file the whole group transaction runs in one trip to a worker thread of its own
 (a synchronous ``sqlite3`` connection with the same settings): one thread hop per group instead of
 one per statement, which under load is what bounded a security server's throughput (bench/README).
+While the server is quiet (its owner says so: :meth:`GroupCommitWriter.commit_inline_while`, one
+exchange in flight) a group of one append runs in the event loop's own thread instead, on a
+connection of its own that never waits for a lock (a busy database goes to the worker): the loop
+has nothing else to do meanwhile, and the two thread crossings and the worker's wake-up cost more
+than they save (docs/adr/0901). The transaction, its ``COMMIT`` and its durability are the same
+either way.
 Other databases run the same statements on the async engine.
 """
 
@@ -316,7 +322,8 @@ class GroupCommitWriter:
         self._largest_group = 0
         self._task: asyncio.Task[None] | None = None
         self._sqlite = _SqliteWorker.for_url(engine.url)
-        # Large bodies go to segment files on a SQLite file (written in the worker's thread).
+        # Large bodies go to segment files on a SQLite file (written by whichever thread runs the
+        # group: the worker's, or the loop's while quiet; one group at a time).
         segments = BodySegments.for_url(engine.url, origin) if self._sqlite else None
         self._body_files = (
             None
@@ -324,6 +331,8 @@ class GroupCommitWriter:
             else BodySegmentWriter(segments, after_segment=last_body_segment)
         )
         self._body_files_from = body_files_from
+        # When true, a lone job's group on SQLite runs in the loop's thread (commit_inline_while).
+        self._quiet: Callable[[], bool] | None = None
         self._claim_upserts: dict[int, Any] = {}
         # Digests of attachments committed to log_attachments (only after their commit).
         self._known_attachments: set[bytes] = set()
@@ -339,6 +348,13 @@ class GroupCommitWriter:
                 "updated_at": head.excluded.updated_at,
             },
         )
+
+    def commit_inline_while(self, quiet: Callable[[], bool] | None) -> None:
+        """On a SQLite file, write a group of one job in the event loop's thread whenever
+        ``quiet()`` says nothing else is going on (one exchange in flight), instead of handing it
+        to the worker thread and back; ``None``: always the worker. Same transaction, same
+        ``COMMIT``: only the thread that runs it changes."""
+        self._quiet = quiet
 
     # --- state readers (committed state only) -------------------------------------------------
 
@@ -375,7 +391,7 @@ class GroupCommitWriter:
         if worker is not None:
             await worker.close()
         if self._body_files is not None:
-            self._body_files.close()  # the worker thread, its only user, has stopped
+            self._body_files.close()  # the groups that use it (worker or inline) are done
 
     # --- submission -----------------------------------------------------------------------------
 
@@ -481,7 +497,12 @@ class GroupCommitWriter:
         """
         now_us = max(to_micros(self._clock()), self._last_logged_us)
         if self._sqlite is not None:
-            written = await self._sqlite.transaction(self._write_group, group, now_us)
+            written = None
+            if len(group) == 1 and not self._pending and self._quiet is not None and self._quiet():
+                # Quiet: no thread crossings (None when the database is busy: the worker waits).
+                written = self._sqlite.run_here(self._write_group, group, now_us)
+            if written is None:
+                written = await self._sqlite.transaction(self._write_group, group, now_us)
         else:
             async with self._engine.connect() as raw:
                 conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
@@ -692,6 +713,8 @@ class _SqliteWorker:
         self._jobs: queue.SimpleQueue[_SqliteJob | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="ruta-log-sqlite", daemon=True)
         self._connection: Any = None  # a pooled DBAPI connection, touched by the thread only
+        # The connection run_here uses (in the loop's thread; opened on first use).
+        self._here: Any = None
         self._compiled: dict[Any, tuple[str, ...]] = {}
         self._thread.start()
 
@@ -713,6 +736,29 @@ class _SqliteWorker:
         self._jobs.put(_SqliteJob(loop, future, functools.partial(self._run, fn, *args)))
         return await future
 
+    def run_here(self, fn: Callable[..., _T], *args: Any) -> _T | None:
+        """Run ``fn(connection, *args)`` in one write transaction in the calling thread (the
+        event loop's) and return its result; ``None`` when another connection holds the write
+        lock (nothing was run: :meth:`transaction` waits for it in the worker thread instead).
+        Only while no :meth:`transaction` is in progress (the writer runs one group at a
+        time). On a connection of its own that never waits for a lock (the worker's waits up
+        to the busy timeout), so the loop's thread never blocks on another writer."""
+        if self._here is None:
+            here: Any = self._engine.raw_connection()
+            here.driver_connection.execute("PRAGMA busy_timeout=0")
+            self._here = here
+        dbapi: sqlite3.Connection = self._here.driver_connection
+        try:
+            dbapi.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return None
+        try:
+            return self._transact(dbapi, fn, args)
+        except BaseException:
+            here, self._here = self._here, None
+            here.invalidate()
+            raise
+
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
             try:
@@ -731,19 +777,31 @@ class _SqliteWorker:
         dbapi: sqlite3.Connection = self._connection.driver_connection
         try:
             dbapi.execute("BEGIN IMMEDIATE")
-            result = fn(_RawSqlite(dbapi, self._engine.dialect, self._compiled), *args)
-            dbapi.execute("COMMIT")
+            return self._transact(dbapi, fn, args)
         except BaseException:
-            # Whatever failed (a statement, the commit itself), nothing of the group stays; the
-            # connection is replaced so the next group starts clean.
+            # The connection is replaced so the next group starts clean.
             connection, self._connection = self._connection, None
             with contextlib.suppress(sqlite3.Error):
                 dbapi.rollback()
             connection.invalidate()
             raise
+
+    def _transact(self, dbapi: sqlite3.Connection, fn: Callable[..., _T], args: Any) -> _T:
+        """``fn`` and ``COMMIT`` in the transaction begun on ``dbapi``; whatever fails (a
+        statement, the commit itself), it is rolled back and nothing of the group stays."""
+        try:
+            result = fn(_RawSqlite(dbapi, self._engine.dialect, self._compiled), *args)
+            dbapi.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                dbapi.rollback()
+            raise
         return result
 
     def _close(self) -> None:
+        if self._here is not None:
+            self._here.close()
+            self._here = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None

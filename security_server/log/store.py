@@ -798,6 +798,13 @@ class MessageLog(LogReader):
             return []
         return await self._writer.submit(tuple(entries), claim)
 
+    def commit_inline_while(self, quiet: Callable[[], bool] | None) -> None:
+        """On a SQLite file, commit a lone append in the event loop's thread while ``quiet()``
+        (its owner: one exchange in flight) instead of through the writer's worker thread; the
+        same transaction, durable before the append returns either way (``None``: always the
+        worker)."""
+        self._writer.commit_inline_while(quiet)
+
     async def record_claim(self, claim: MessageClaim) -> None:
         """Record ``claim`` durably through the writer's next group (no extra transaction).
 

@@ -219,3 +219,44 @@ async def test_a_full_held_batch_is_signed_without_waiting_out_the_hold(world: W
     assert len(world.signed) == 1
     assert world.identity.batching_signer.signed == MAX_BATCH_SIZE
     world.check(headers[-1], signatures[-1])
+
+
+async def test_a_caller_alone_is_signed_at_once(world: World) -> None:
+    # The only exchange in flight: signed before the call returns to the loop (no loop turn),
+    # a plain signature, counted as a batch of one.
+    task = asyncio.create_task(
+        world.identity.sign_batched(header(1), staple=world.staple, alone=True)
+    )
+    await asyncio.sleep(0)
+    assert task.done()
+    sig = task.result()
+    assert not sig.HasField("batch")
+    world.check(header(1), sig)
+    assert (world.identity.batching_signer.batches, world.identity.batching_signer.signed) == (1, 1)
+
+
+async def test_a_caller_alone_joins_a_batch_already_open(world: World) -> None:
+    # Another caller (say the other proxy's) opened a batch this loop turn: joining it is free.
+    first = asyncio.create_task(world.identity.sign_batched(header(0), staple=world.staple))
+    second = asyncio.create_task(
+        world.identity.sign_batched(header(1), staple=world.staple, alone=True)
+    )
+    signatures = await asyncio.gather(first, second)
+    assert len(world.signed) == 1
+    for i, sig in enumerate(signatures):
+        assert (sig.batch.index, sig.batch.size) == (i, 2)
+        world.check(header(i), sig)
+
+
+async def test_a_signing_failure_reaches_a_caller_alone(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boom = RuntimeError("the key is gone")
+
+    def failing_sign(self: FileSigner, data: bytes) -> bytes:
+        raise boom
+
+    monkeypatch.setattr(FileSigner, "sign", failing_sign)
+    with pytest.raises(RuntimeError) as raised:
+        await world.identity.sign_batched(header(1), staple=world.staple, alone=True)
+    assert raised.value is boom

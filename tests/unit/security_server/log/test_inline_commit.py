@@ -1,0 +1,168 @@
+"""A lone append committed in the event loop's thread while the server is quiet
+(``MessageLog.commit_inline_while``): the same transaction and durability as through the writer's
+worker thread, a busy database left to the worker, failures refused as before."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ruta.merkle import leaf_hash, root_from_leaf_hashes
+from security_server.database import open_database
+from security_server.log import BodyKey, LogWriteError, MessageClaim, MessageLog
+from security_server.log import _writer as writer_module
+from security_server.log.schema import log_leaves
+from tests.unit.security_server.log.support import CLIENT, ORIGIN, FakeClock, make_entry
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}"
+
+
+@pytest.fixture
+async def engine(url: str) -> AsyncIterator[AsyncEngine]:
+    eng = await open_database(url)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+@pytest.fixture
+async def log(engine: AsyncEngine) -> AsyncIterator[MessageLog]:
+    opened = await MessageLog.open(
+        engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
+    )
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+class _Trips:
+    """Counts the groups that went through the worker thread."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = writer_module._SqliteWorker.transaction
+
+        async def counted(worker: Any, fn: Any, *args: Any) -> Any:
+            self.count += 1
+            return await original(worker, fn, *args)
+
+        monkeypatch.setattr(writer_module._SqliteWorker, "transaction", counted)
+
+
+async def _leaf_hashes(engine: AsyncEngine) -> list[bytes]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(log_leaves.c.record).where(log_leaves.c.origin == ORIGIN).order_by("seq")
+        )
+        return [leaf_hash(bytes(r.record)) for r in rows]
+
+
+async def test_quiet_appends_commit_in_the_loop_thread_and_are_durable(
+    log: MessageLog, engine: AsyncEngine, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = _Trips(monkeypatch)
+    log.commit_inline_while(lambda: True)
+    for _ in range(5):
+        await log.append([make_entry(), make_entry()])
+    claim = MessageClaim(client=str(CLIENT), message_id="m-1", expires_at=FakeClock()())
+    await log.append([make_entry()], claim=claim)
+    assert trips.count == 0
+    assert log.size() == 11
+    # What another connection reads is what was acknowledged (committed, not just written).
+    assert log.head().root == root_from_leaf_hashes(await _leaf_hashes(engine))
+    other = await open_database(url)
+    try:
+        assert len(await _leaf_hashes(other)) == 11
+    finally:
+        await other.dispose()
+
+
+async def test_appends_use_the_worker_unless_quiet(
+    log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = _Trips(monkeypatch)
+    quiet = False
+    log.commit_inline_while(lambda: quiet)
+    await log.append([make_entry()])
+    assert trips.count == 1
+    quiet = True
+    await log.append([make_entry()])
+    assert trips.count == 1
+    log.commit_inline_while(None)
+    await log.append([make_entry()])
+    assert trips.count == 2
+    # Several appends waiting together are one group through the worker, quiet or not.
+    log.commit_inline_while(lambda: True)
+    await asyncio.gather(*(log.append([make_entry()]) for _ in range(8)))
+    assert trips.count >= 3
+    assert log.size() == 11
+
+
+async def test_a_busy_database_is_waited_for_in_the_worker_not_the_loop(
+    log: MessageLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = _Trips(monkeypatch)
+    log.commit_inline_while(lambda: True)
+    await log.append([make_entry()])
+    holder = sqlite3.connect(tmp_path / "ss.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        append = asyncio.create_task(log.append([make_entry()]))
+        # The loop keeps running while the append waits for the lock.
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        assert not append.done()
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    [record] = await append
+    assert record.seq == 1
+    assert trips.count == 1
+    # Quiet again and the lock free: back in the loop's thread, with the lock wait restored.
+    await log.append([make_entry()])
+    assert trips.count == 1
+    assert log.size() == 3
+
+
+async def test_a_failed_inline_write_refuses_its_caller_then_recovers(
+    log: MessageLog, engine: AsyncEngine
+) -> None:
+    log.commit_inline_while(lambda: True)
+    await log.append([make_entry() for _ in range(3)])
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(log_leaves).values(
+                origin=ORIGIN,
+                seq=3,
+                direction=1,
+                logged_at=0,
+                message_id="intruder",
+                kind="request",
+                client="x",
+                service="y",
+                method="z",
+                created_at=0,
+                record=b"x",
+                leaf_hash=b"\x00" * 32,
+            )
+        )
+    with pytest.raises(LogWriteError):
+        await log.append([make_entry()])
+    assert log.size() == 3
+    async with engine.begin() as conn:
+        await conn.execute(sa.delete(log_leaves).where(log_leaves.c.seq == 3))
+    [record] = await log.append([make_entry()])
+    assert record.seq == 3
+    assert log.head().root == root_from_leaf_hashes(await _leaf_hashes(engine))
