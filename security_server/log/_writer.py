@@ -16,7 +16,7 @@ While the server is quiet (its owner says so: :meth:`GroupCommitWriter.commit_in
 exchange in flight) a group of one append runs in the event loop's own thread instead, on a
 connection of its own that never waits for a lock (a busy database goes to the worker): the loop
 has nothing else to do meanwhile, and the two thread crossings and the worker's wake-up cost more
-than they save (docs/adr/0901). The transaction, its ``COMMIT`` and its durability are the same
+than they save (docs/adr/0042). The transaction, its ``COMMIT`` and its durability are the same
 either way.
 Other databases run the same statements on the async engine.
 """
