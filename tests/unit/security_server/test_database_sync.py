@@ -80,6 +80,29 @@ async def test_the_log_writers_own_connection_is_durable(tmp_path: Path) -> None
         await engine.dispose()
 
 
+async def test_the_quiet_inline_connection_is_as_durable_and_never_waits(tmp_path: Path) -> None:
+    # White-box as above: a quiet server commits a lone exchange's records on this second
+    # connection in the loop's thread (docs/adr/0042); its durability settings are the worker's,
+    # its busy timeout 0 (a busy database goes to the worker instead of blocking the loop).
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}")
+    try:
+        log = await MessageLog.open(engine, origin="DEV/GOV/SOC/ss1", body_key=BodyKey.generate())
+        try:
+            log.commit_inline_while(lambda: True)
+            await log.append([make_entry()])
+            worker = log._writer._sqlite
+            assert worker is not None
+            assert worker._here is not None, "the append did not commit inline"
+            dbapi = worker._here.driver_connection
+            assert dbapi.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert dbapi.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+            assert dbapi.execute("PRAGMA busy_timeout").fetchone()[0] == 0
+        finally:
+            await log.close()
+    finally:
+        await engine.dispose()
+
+
 def test_a_failing_statement_does_not_carry_its_bound_values(tmp_path: Path) -> None:
     marker = "bound-value-marker-c93a51"
     sync = sqlite_sync_engine(f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}")
