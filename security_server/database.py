@@ -38,6 +38,7 @@ __all__ = [
     "migrate",
     "open_database",
     "refresh_planner_statistics",
+    "sqlite_file",
     "sqlite_sync_engine",
 ]
 
@@ -93,12 +94,9 @@ def create_engine(url: str | sa.URL, **engine_options: Any) -> AsyncEngine:
     return engine
 
 
-def sqlite_sync_engine(url: str | sa.URL) -> sa.Engine | None:
-    """A synchronous engine (the standard library's ``sqlite3``) on the same SQLite file as
-    ``url``, with the same connection settings (WAL, ``synchronous=FULL``, busy timeout, Ruta's
-    own ``BEGIN``); ``None`` unless ``url`` names a SQLite file. For work that runs whole in a
-    worker thread (the log writer's group transaction: one thread hop instead of one per
-    statement). Use it from one thread only."""
+def sqlite_file(url: str | sa.URL) -> str | None:
+    """The file a SQLite URL names; ``None`` for any other database and for in-memory or URI
+    (``file:``) SQLite, which have no file of their own beside which to keep anything."""
     parsed = sa.make_url(url)
     database = parsed.database or ""
     if (
@@ -108,6 +106,18 @@ def sqlite_sync_engine(url: str | sa.URL) -> sa.Engine | None:
         or parsed.query.get("mode") == "memory"
     ):
         return None
+    return database
+
+
+def sqlite_sync_engine(url: str | sa.URL) -> sa.Engine | None:
+    """A synchronous engine (the standard library's ``sqlite3``) on the same SQLite file as
+    ``url``, with the same connection settings (WAL, ``synchronous=FULL``, busy timeout, Ruta's
+    own ``BEGIN``); ``None`` unless ``url`` names a SQLite file. For work that runs whole in a
+    worker thread (the log writer's group transaction: one thread hop instead of one per
+    statement). Use it from one thread only."""
+    if sqlite_file(url) is None:
+        return None
+    parsed = sa.make_url(url)
     engine = sa.create_engine(
         parsed.set(drivername="sqlite+pysqlite"), hide_parameters=True, pool_size=1
     )

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from security_server.database import sqlite_file
 from security_server.log.errors import LogKeyError
 from security_server.log.keys import BodyKey
 
@@ -151,16 +152,8 @@ _MAX_NAME_ATTEMPTS: Final = 16
 def body_file_root(url: str | sa.URL) -> Path | None:
     """The directory of a SQLite file database's body segment files (``<file>-bodies``, beside
     its ``-wal``); ``None`` for PostgreSQL and in-memory SQLite, which keep bodies in the table."""
-    parsed = sa.make_url(url)
-    database = parsed.database or ""
-    if (
-        parsed.get_backend_name() != "sqlite"
-        or database in ("", ":memory:")
-        or database.startswith("file:")
-        or parsed.query.get("mode") == "memory"
-    ):
-        return None
-    return Path(database + "-bodies")
+    database = sqlite_file(url)
+    return None if database is None else Path(database + "-bodies")
 
 
 def _origin_directory_name(origin: str) -> str:
