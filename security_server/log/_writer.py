@@ -581,25 +581,27 @@ class GroupCommitWriter:
         before the rows naming them are inserted and the group commits (ADR 0040). A failed
         file write raises and fails the group; bytes it left are named by no row."""
         origin = self._origin
-        inline: list[tuple[Any, ...]] = []
-        in_files: list[tuple[int, SealedBody]] = []
+        sealed_bodies = list(zip(bodies, self._cipher.seal_many(origin, bodies), strict=True))
         files = self._body_files
-        large_bytes = 0
-        for (seq, _), sealed in zip(bodies, self._cipher.seal_many(origin, bodies), strict=True):
-            if files is not None and len(sealed.ciphertext) >= FILE_BODY_MIN_BYTES:
-                in_files.append((seq, sealed))
-                large_bytes += len(sealed.ciphertext)
-            else:
-                inline.append((origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext))
-        if in_files and (
-            len(in_files) < self._body_files_from and large_bytes < FILE_GROUP_MIN_BYTES
-        ):
-            # Too few to share the file's sync (FILE_GROUP_MIN_BODIES): in their rows.
-            inline.extend(
-                (origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext)
-                for seq, sealed in in_files
-            )
-            in_files = []
+        in_files: list[tuple[int, SealedBody]] = []
+        if files is not None:
+            large = [
+                (seq, sealed)
+                for (seq, _), sealed in sealed_bodies
+                if len(sealed.ciphertext) >= FILE_BODY_MIN_BYTES
+            ]
+            # Only enough of them share the file's sync (FILE_GROUP_MIN_BODIES); fewer stay in
+            # their rows.
+            if len(large) >= self._body_files_from or (
+                sum(len(sealed.ciphertext) for _, sealed in large) >= FILE_GROUP_MIN_BYTES
+            ):
+                in_files = large
+        to_files = {seq for seq, _ in in_files}
+        inline = [
+            (origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext)
+            for (seq, _), sealed in sealed_bodies
+            if seq not in to_files
+        ]
         if inline:
             _insert_rows(conn, log_bodies, _BODY_COLUMNS, inline)
         if in_files and files is not None:
