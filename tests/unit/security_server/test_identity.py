@@ -135,15 +135,21 @@ async def test_every_caller_cancelled_signs_nothing(world: World) -> None:
     world.check(header(9), sig)
 
 
-async def test_a_signing_failure_fails_every_caller_of_the_batch(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _break_the_key(monkeypatch: pytest.MonkeyPatch) -> RuntimeError:
+    """Make every signature fail (until ``monkeypatch.undo()``) with the error returned."""
     boom = RuntimeError("the key is gone")
 
     def failing_sign(self: FileSigner, data: bytes) -> bytes:
         raise boom
 
     monkeypatch.setattr(FileSigner, "sign", failing_sign)
+    return boom
+
+
+async def test_a_signing_failure_fails_every_caller_of_the_batch(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boom = _break_the_key(monkeypatch)
     results = await asyncio.gather(
         *(world.identity.sign_batched(header(i), staple=world.staple) for i in range(4)),
         return_exceptions=True,
@@ -251,12 +257,7 @@ async def test_a_caller_alone_joins_a_batch_already_open(world: World) -> None:
 async def test_a_signing_failure_reaches_a_caller_alone(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    boom = RuntimeError("the key is gone")
-
-    def failing_sign(self: FileSigner, data: bytes) -> bytes:
-        raise boom
-
-    monkeypatch.setattr(FileSigner, "sign", failing_sign)
+    boom = _break_the_key(monkeypatch)
     with pytest.raises(RuntimeError) as raised:
         await world.identity.sign_batched(header(1), staple=world.staple, alone=True)
     assert raised.value is boom
