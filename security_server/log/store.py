@@ -85,6 +85,11 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+#: A body row whose body is there: in the row, or in a body segment file (ADR 0040).
+_BODY_STORED: Final = sa.or_(
+    log_bodies.c.ciphertext.is_not(None), log_bodies.c.segment.is_not(None)
+)
+
 #: Most entries one append call may carry (an exchange logs one or two).
 MAX_APPEND_ENTRIES: Final = 64
 #: Most records one query page or one ``get_records`` call returns.
@@ -343,7 +348,7 @@ class LogReader:
     def _record_select(self) -> sa.Select[Any]:
         body_state = sa.case(
             (
-                sa.or_(log_bodies.c.ciphertext.is_not(None), log_bodies.c.segment.is_not(None)),
+                _BODY_STORED,
                 sa.literal(str(BodyState.STORED)),
             ),
             (log_bodies.c.purged_at.is_not(None), sa.literal(str(BodyState.PURGED))),
@@ -592,7 +597,7 @@ class LogReader:
         ).where(
             log_bodies.c.origin == self._origin,
             log_bodies.c.seq.in_(sorted(set(seqs))),
-            sa.or_(log_bodies.c.ciphertext.is_not(None), log_bodies.c.segment.is_not(None)),
+            _BODY_STORED,
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
