@@ -148,12 +148,18 @@ async def _faults_middleware(
         fault_id = str(uuid.uuid4())
         _log.exception("unexpected error answering %s (fault_id=%s)", request.path, fault_id)
         return fault_response(
-            GatewayError(
-                "the gateway failed to answer; its operator finds why under this fault id",
-                fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
-            ),
+            _internal_error(),
             fault_id=fault_id,
         )
+
+
+def _internal_error() -> GatewayError:
+    """The refusal for a failure of the gateway's own (a bug): its log holds the traceback
+    under the fault id the caller is given."""
+    return GatewayError(
+        "the gateway failed to answer; its operator finds why under this fault id",
+        fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
+    )
 
 
 def _routing_refusal(exc: web.HTTPException) -> web.Response | None:
@@ -199,10 +205,7 @@ class _FaultingRequestHandler(RequestHandler):
                 fault_id,
                 exc_info=exc,
             )
-            error = GatewayError(
-                "the gateway failed to answer; its operator finds why under this fault id",
-                fault=Fault.SERVER_CONSUMER_INTERNAL_ERROR,
-            )
+            error = _internal_error()
         else:
             # The parser's own words name what was wrong (a reason, never the request's
             # content beyond what the caller sent); the log line stays at debug, as aiohttp
