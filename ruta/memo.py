@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final, TypeVar
 
-__all__ = ["DEFAULT_MEMO_SIZE", "memo_by_identity", "memo_by_identity2"]
+__all__ = ["DEFAULT_MEMO_SIZE", "memo_by_identity", "memo_by_identity2", "remember"]
 
 #: Entries a memo keeps unless told otherwise (the oldest goes first when full).
 DEFAULT_MEMO_SIZE: Final = 256
 
+K = TypeVar("K")
 A = TypeVar("A")
 B = TypeVar("B")
 R = TypeVar("R")
@@ -67,3 +68,13 @@ def memo_by_identity2(
     memoised.__doc__ = function.__doc__
     memoised.__wrapped__ = function  # type: ignore[attr-defined]
     return memoised
+
+
+def remember(cache: dict[K, R], key: K, value: R, *, maxsize: int = DEFAULT_MEMO_SIZE) -> R:
+    """Keep ``value`` in ``cache`` under ``key`` (a memo by value, for keys that arrive as new but
+    equal objects: wire bytes, identifier text) and return it; when ``cache`` holds ``maxsize``
+    entries, the oldest goes first."""
+    if len(cache) >= maxsize:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+    return value

@@ -36,7 +36,7 @@ from ruta.call_metadata import (
 )
 from ruta.faults import Fault
 from ruta.ids import MAX_IDENTIFIER_LENGTH, IdentifierError, ServerId, ServiceId, SubsystemId
-from ruta.memo import memo_by_identity
+from ruta.memo import memo_by_identity, remember
 from ruta.timestamps import from_timestamp, timestamp_parts
 from ruta.v1 import transport_pb2
 from security_server.errors import HeaderError, MalformedMessageError
@@ -234,10 +234,7 @@ _I = TypeVar("_I")
 
 
 def _remember(cache: dict[_K, _I], key: _K, value: _I) -> _I:
-    if len(cache) >= MAX_CACHED_IDENTIFIERS:
-        cache.pop(next(iter(cache)))
-    cache[key] = value
-    return value
+    return remember(cache, key, value, maxsize=MAX_CACHED_IDENTIFIERS)
 
 
 _SUBSYSTEMS: dict[str, SubsystemId] = {}

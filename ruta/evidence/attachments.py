@@ -30,6 +30,7 @@ from typing import Final, NamedTuple
 from google.protobuf.message import DecodeError
 
 from ruta.faults import Fault, RutaError
+from ruta.memo import remember
 from ruta.pki.certs import MAX_CHAIN_LENGTH
 from ruta.v1 import log_pb2, transport_pb2
 from ruta.wire import varint
@@ -106,7 +107,7 @@ _SHARED_TAG: Final = bytes([7 << 3 | 2, DIGEST_BYTES])
 
 
 #: The digests of the shared parts detached lately, by their bytes (a batch's messages are
-#: logged close together); forgotten all at once beyond this many.
+#: logged close together); the oldest forgotten first beyond this many.
 _MAX_SHARED_DIGESTS: Final = 256
 _SHARED_DIGESTS: dict[bytes, bytes] = {}
 
@@ -162,9 +163,9 @@ def detach_signature(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
     # The messages of a batch share these bytes: hashed once per batch, not per message.
     shared_digest = _SHARED_DIGESTS.get(shared)
     if shared_digest is None:
-        if len(_SHARED_DIGESTS) >= _MAX_SHARED_DIGESTS:
-            _SHARED_DIGESTS.clear()
-        shared_digest = _SHARED_DIGESTS[shared] = hashlib.sha256(shared).digest()
+        shared_digest = remember(
+            _SHARED_DIGESTS, shared, hashlib.sha256(shared).digest(), maxsize=_MAX_SHARED_DIGESTS
+        )
     attachments.append(Attachment(shared_digest, AttachmentKind.SHARED_SIGNATURE, shared))
     return _BATCH_TAG + varint(len(batch)) + batch + _SHARED_TAG + shared_digest, tuple(attachments)
 

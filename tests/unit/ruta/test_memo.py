@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ruta.memo import memo_by_identity, memo_by_identity2
+from ruta.memo import memo_by_identity, memo_by_identity2, remember
 
 
 class _Box:
@@ -83,3 +83,12 @@ def test_a_failure_is_not_remembered() -> None:
         with pytest.raises(ValueError, match="no"):
             memo(box)
     assert calls == 2
+
+
+def test_remember_keeps_by_value_and_drops_the_oldest_when_full() -> None:
+    cache: dict[bytes, int] = {}
+    assert remember(cache, b"a", 1, maxsize=2) == 1
+    remember(cache, bytes([98]), 2, maxsize=2)
+    assert cache[b"b"] == 2  # an equal key, another object
+    remember(cache, b"c", 3, maxsize=2)
+    assert list(cache) == [b"b", b"c"]
