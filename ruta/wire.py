@@ -4,11 +4,22 @@ deterministic serialisation by a test."""
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = ["varint"]
 
 
+#: Every one-byte varint, built once.
+_ONE_BYTE_VARINTS: Final = tuple(bytes((i,)) for i in range(0x80))
+
+
 def varint(value: int) -> bytes:
-    """``value`` (>= 0) as a protobuf base-128 varint."""
+    """``value`` (>= 0) as a protobuf base-128 varint; without a loop for the values under 2**14
+    that lengths, tags and small enums mostly take."""
+    if value < 0x80:
+        return _ONE_BYTE_VARINTS[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)

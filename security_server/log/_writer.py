@@ -932,18 +932,6 @@ def _fail(job: _Job, error: LogError) -> None:
 
 #: The tag of ``LogRecord.signature_ref`` (field 7, length-delimited).
 _SIGNATURE_REF_TAG: Final = bytes([7 << 3 | 2])
-#: Every one-byte varint, built once.
-_ONE_BYTE_VARINTS: Final = tuple(bytes((i,)) for i in range(0x80))
-
-
-def _short_varint(value: int) -> bytes:
-    """:func:`ruta.wire.varint` of ``value`` (>= 0), without a loop for the values under 2**14
-    a leaf's lengths and direction take (the same bytes)."""
-    if value < 0x80:
-        return _ONE_BYTE_VARINTS[value]
-    if value < 0x4000:
-        return bytes((value & 0x7F | 0x80, value >> 7))
-    return varint(value)
 
 
 @functools.lru_cache(maxsize=8)
@@ -978,10 +966,10 @@ def _serialise_record(entry: LogEntry, logged: bytes, seq: int, logged_at_us: in
     return b"".join(
         (
             b"\x08" + varint(seq) if seq else b"",
-            b"\x10" + _short_varint(direction) if direction else b"",
+            b"\x10" + varint(direction) if direction else b"",
             _logged_at_field(logged_at_us),
-            b"\x22" + _short_varint(len(header)) + header if header else b"",
-            _SIGNATURE_REF_TAG + _short_varint(len(logged)) + logged,
+            b"\x22" + varint(len(header)) + header if header else b"",
+            _SIGNATURE_REF_TAG + varint(len(logged)) + logged,
         )
     )
 

@@ -195,11 +195,3 @@ def test_attachment_paths() -> None:
     assert (
         attachment_path(AttachmentKind.SHARED_SIGNATURE, digest) == f"signatures/{digest.hex()}.pb"
     )
-
-
-def test_the_writers_short_varint_is_the_varint() -> None:
-    from ruta.wire import varint  # noqa: PLC0415
-    from security_server.log._writer import _short_varint  # noqa: PLC0415
-
-    for value in (*range(0x4100), 2**21 - 1, 2**21, 2**63 - 1):
-        assert _short_varint(value) == varint(value)
