@@ -74,6 +74,7 @@ from security_server.headers import (
     ReadHeader,
     build_request_header,
     canonical_uuid,
+    id_text,
     parse_call_metadata,
     read_header,
     request_hash,
@@ -240,7 +241,7 @@ class ConsumerProxy:
             )
         if self._gate is not None:
             self._gate(now)
-        used = (str(call.client), call.message_id)
+        used = (id_text(call.client), call.message_id)
         await self._claim_message_id(call, used)
         try:
             return await self._sign_and_send(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -65,7 +66,9 @@ __all__ = [
     "build_request_header",
     "build_response_header",
     "canonical_uuid",
+    "id_text",
     "metadata_for_backend",
+    "new_message_id",
     "parse_call_metadata",
     "parse_method_path",
     "read_header",
@@ -197,9 +200,19 @@ def canonical_uuid(text: str) -> str | None:
     return parsed if parsed == text.lower() else None
 
 
+def new_message_id() -> str:
+    """A random (version 4) UUID in its canonical form, as ``str(uuid.uuid4())`` makes it, from
+    the same 16 random bytes, without building a :class:`uuid.UUID` (a third of the time)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def _message_id(value: str | bytes | None) -> str:
     if value is None:
-        return str(uuid.uuid4())
+        return new_message_id()
     text = _text(MESSAGE_ID_HEADER, value, _UUID_LENGTH)
     try:
         uuid.UUID(text)
@@ -298,6 +311,17 @@ def _service(value: str | bytes | None, path: MethodPath) -> ServiceId:
         raise IdentifierError(f"{SERVICE_HEADER}: {exc.message}") from None
 
 
+#: Calls read before, by method path, bounds and metadata entries (what a backend sends is
+#: mostly the same from one call to the next): only calls that named no message id, data subject
+#: or user id (those differ from call to call, and are not kept in memory), so only the fresh
+#: message id differs. Each entry keeps its metadata (at most ``max_metadata_bytes``).
+MAX_CACHED_CALLS: Final = 256
+_CALLS: dict[
+    tuple[str, int, int, tuple[tuple[str, str | bytes], ...]],
+    tuple[SubsystemId, ServiceId, str, str],
+] = {}
+
+
 def parse_call_metadata(
     path: str,
     metadata: Iterable[tuple[str, str | bytes]],
@@ -310,7 +334,49 @@ def parse_call_metadata(
     other metadata is counted against the bounds and otherwise ignored. A missing
     ``ruta-message-id`` gets a fresh UUID. Raises :class:`HeaderError` or
     :class:`~ruta.ids.IdentifierError`; nothing else.
+
+    A call whose path and metadata (a tuple, as the gRPC layer gives it) equal those of an earlier
+    call that parsed and named no message id, subject or user id is answered from
+    :data:`_CALLS` with a fresh message id: the same result, without reading every entry again.
+    Refused calls are never kept.
     """
+    key = None
+    if type(metadata) is tuple:
+        key = (path, bounds.max_entries, bounds.max_bytes, metadata)
+        try:
+            known = _CALLS.get(key)
+        except TypeError:  # an entry that cannot be a key: read it the long way
+            known = key = None
+        if known is not None:
+            client, service, method, purpose = known
+            return CallMetadata(
+                client=client,
+                service=service,
+                method=method,
+                purpose=purpose,
+                user_id="",
+                subject="",
+                message_id=new_message_id(),
+            )
+    call = _parse_call_metadata(path, metadata, bounds)
+    if (
+        key is not None
+        and not call.message_id_from_caller
+        and not call.subject
+        and not call.user_id
+    ):
+        remember(
+            _CALLS,
+            key,
+            (call.client, call.service, call.method, call.purpose),
+            maxsize=MAX_CACHED_CALLS,
+        )
+    return call
+
+
+def _parse_call_metadata(
+    path: str, metadata: Iterable[tuple[str, str | bytes]], bounds: MetadataBounds
+) -> CallMetadata:
     method_path = parse_method_path(path)
     found: dict[str, str | bytes] = {}
     entries = 0
@@ -349,6 +415,12 @@ def parse_call_metadata(
 _subsystem_proto = memo_by_identity(SubsystemId.to_proto, maxsize=MAX_CACHED_IDENTIFIERS)
 _service_proto = memo_by_identity(ServiceId.to_proto, maxsize=MAX_CACHED_IDENTIFIERS)
 _server_proto = memo_by_identity(ServerId.to_proto, maxsize=MAX_CACHED_IDENTIFIERS)
+
+#: ``str(identifier)``, made once per identifier object (the remembered ones above): the text
+#: form is built from nested f-strings on every ``str``, several times per exchange.
+id_text: Callable[[SubsystemId | ServiceId | ServerId], str] = memo_by_identity(
+    str, maxsize=MAX_CACHED_IDENTIFIERS
+)
 
 
 def build_request_header(
@@ -496,8 +568,8 @@ def metadata_for_backend(read: ReadHeader) -> Sequence[tuple[str, str]]:
     backend sees exactly what was signed)."""
     header = read.header
     entries = [
-        (CLIENT_HEADER, str(read.client)),
-        (SERVICE_HEADER, str(read.service.subsystem)),
+        (CLIENT_HEADER, id_text(read.client)),
+        (SERVICE_HEADER, id_text(read.service.subsystem)),
         (MESSAGE_ID_HEADER, header.message_id),
     ]
     if header.purpose:

@@ -22,6 +22,7 @@ from prometheus_client.exposition import generate_latest
 from ruta.faults import FAULT_HEADER, FAULT_ID_HEADER
 from ruta.globalconf import GlobalConf
 from ruta.ids import ServiceId, SubsystemId
+from ruta.memo import remember
 from ruta.metrics_http import certificate_expiry, metrics_handler, new_registry
 from security_server.calls import Refused
 from security_server.refusals import RefusalLog, RefusalRecord
@@ -57,6 +58,17 @@ MAX_CACHED_LABEL_SETS: Final = 4096
 
 _Labelled = Counter | Gauge | Histogram
 
+#: The labels :meth:`Outcome.identify` found under the configuration in force, by the client and
+#: service objects (a server's identifiers are remembered objects: the same ones call after call)
+#: and the method; each entry keeps its objects, checked with ``is``, so an id is never mistaken.
+#: Emptied when another configuration is in force (an old one is not kept alive).
+_IDENTIFIED: dict[
+    tuple[int, int, str], tuple[SubsystemId, ServiceId, tuple[str | None, str | None, str | None]]
+] = {}
+_IDENTIFIED_UNDER: list[GlobalConf | None] = [None]
+#: Entries of :data:`_IDENTIFIED` (the oldest goes first when full).
+MAX_IDENTIFIED: Final = 1024
+
 
 @dataclass
 class Outcome:
@@ -81,12 +93,37 @@ class Outcome:
     ) -> None:
         """Label with ``client``/``service``/``method`` where the configuration lists them
         (``unknown``, or ``other`` for an unlisted method, otherwise)."""
-        if conf.has_subsystem(client):
-            self.client = str(client)
-        entry = conf.service(service)
-        if entry is not None:
-            self.service = str(service)
-            self.method = method if method in entry.methods else OTHER_METHOD
+        if _IDENTIFIED_UNDER[0] is not conf:
+            _IDENTIFIED.clear()
+            _IDENTIFIED_UNDER[0] = conf
+        key = (id(client), id(service), method)
+        known = _IDENTIFIED.get(key)
+        if known is None or known[0] is not client or known[1] is not service:
+            known = remember(
+                _IDENTIFIED,
+                key,
+                (client, service, _labels(conf, client, service, method)),
+                maxsize=MAX_IDENTIFIED,
+            )
+        client_label, service_label, method_label = known[2]
+        if client_label is not None:
+            self.client = client_label
+        if service_label is not None and method_label is not None:
+            self.service = service_label
+            self.method = method_label
+
+
+def _labels(
+    conf: GlobalConf, client: SubsystemId, service: ServiceId, method: str
+) -> tuple[str | None, str | None, str | None]:
+    """What :meth:`Outcome.identify` sets: the client's, service's and method's labels, each
+    ``None`` where the configuration does not list it."""
+    entry = conf.service(service)
+    return (
+        str(client) if conf.has_subsystem(client) else None,
+        None if entry is None else str(service),
+        None if entry is None else (method if method in entry.methods else OTHER_METHOD),
+    )
 
 
 @dataclass

@@ -62,6 +62,7 @@ from security_server.headers import (
     ReadHeader,
     build_response_header,
     canonical_uuid,
+    id_text,
     metadata_for_backend,
     read_header,
     request_hash,
@@ -315,7 +316,9 @@ class ProviderProxy:
                 f"no active contract lets {client} call {service}/{header.method} for {purpose}",
                 fault=Fault.SERVER_PROVIDER_ACCESS_DENIED,
             )
-        wait_ms = self._rates.take(str(client), str(service), contract.rate_limit_per_minute)
+        wait_ms = self._rates.take(
+            id_text(client), id_text(service), contract.rate_limit_per_minute
+        )
         if wait_ms is not None:
             raise ProxyError(
                 f"{client} is over its rate limit on {service}; retry after {wait_ms} ms",
@@ -326,7 +329,7 @@ class ProviderProxy:
         # signed response (no fresh OCSP response for its own certificate) is refused instead.
         staple = await self._identity.staple(conf.trust_anchors)
         claim = MessageClaim(
-            client=str(client),
+            client=id_text(client),
             message_id=header.message_id,
             # A request older than created_at + skew is refused as stale, so the claim need not
             # outlive that; twice the skew keeps a margin for clock steps.

@@ -111,6 +111,27 @@ _SHARED_TAG: Final = bytes([7 << 3 | 2, DIGEST_BYTES])
 _MAX_SHARED_DIGESTS: Final = 256
 _SHARED_DIGESTS: dict[bytes, bytes] = {}
 
+#: The attachments of the certificates and OCSP responses detached lately, by kind and DER (a
+#: server logs its own signing certificate and OCSP response, and its peers', in record after
+#: record: looking the bytes up costs less than hashing them and building the attachment again);
+#: the oldest forgotten first beyond this many.
+_MAX_DER_ATTACHMENTS: Final = 256
+_DER_ATTACHMENTS: dict[tuple[AttachmentKind, bytes], Attachment] = {}
+
+
+def _attachment(kind: AttachmentKind, der: bytes) -> Attachment:
+    """The attachment of ``der`` (its SHA-256, ``kind``, the bytes), remembered by its bytes."""
+    key = (kind, der)
+    found = _DER_ATTACHMENTS.get(key)
+    if found is None:
+        found = remember(
+            _DER_ATTACHMENTS,
+            key,
+            Attachment(hashlib.sha256(der).digest(), kind, der),
+            maxsize=_MAX_DER_ATTACHMENTS,
+        )
+    return found
+
 
 def detach_signature(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
     """Split a serialised ``Signature`` into the serialised ``LoggedSignature`` a leaf keeps
@@ -139,22 +160,18 @@ def detach_signature(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
     attachments: list[Attachment] = []
     certificate = parsed.certificate
     if certificate:
-        digest = hashlib.sha256(certificate).digest()
-        attachments.append(Attachment(digest, AttachmentKind.CERTIFICATE, certificate))
-        parsed.certificate = digest
+        attached = _attachment(AttachmentKind.CERTIFICATE, certificate)
+        attachments.append(attached)
+        parsed.certificate = attached.digest
     if parsed.chain:
-        chain = list(parsed.chain)
-        digests = [hashlib.sha256(der).digest() for der in chain]
-        attachments.extend(
-            Attachment(d, AttachmentKind.CERTIFICATE, der)
-            for d, der in zip(digests, chain, strict=True)
-        )
-        parsed.chain[:] = digests
+        chain = [_attachment(AttachmentKind.CERTIFICATE, der) for der in parsed.chain]
+        attachments.extend(chain)
+        parsed.chain[:] = [attached.digest for attached in chain]
     response = parsed.ocsp_response
     if response:
-        digest = hashlib.sha256(response).digest()
-        attachments.append(Attachment(digest, AttachmentKind.OCSP_RESPONSE, response))
-        parsed.ocsp_response = digest
+        attached = _attachment(AttachmentKind.OCSP_RESPONSE, response)
+        attachments.append(attached)
+        parsed.ocsp_response = attached.digest
     if parsed.batch.size < SHARE_MIN_BATCH:
         return parsed.SerializeToString(deterministic=True), tuple(attachments)
     batch = parsed.batch.SerializeToString(deterministic=True)

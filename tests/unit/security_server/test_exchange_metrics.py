@@ -3,9 +3,14 @@ by role, and every exchange is counted and timed once."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import cast
+
 import pytest
 
-from security_server.metrics import ExchangeMetrics
+from ruta.globalconf import GlobalConf
+from ruta.ids import ServiceId, SubsystemId
+from security_server.metrics import OTHER_METHOD, UNKNOWN, ExchangeMetrics, Outcome
 
 
 def _value(metrics: ExchangeMetrics, name: str, **labels: str) -> float | None:
@@ -39,3 +44,52 @@ def test_a_failed_exchange_leaves_the_gauge_at_zero() -> None:
     with pytest.raises(RuntimeError), metrics.exchange("provider"):
         raise RuntimeError("boom")
     assert _value(metrics, "ruta_exchanges_in_flight", role="provider") == 0
+
+
+class _Conf:
+    """What :meth:`Outcome.identify` reads of a configuration, counting the reads."""
+
+    def __init__(self, subsystems: set[SubsystemId], services: dict[ServiceId, tuple[str, ...]]):
+        self._subsystems = subsystems
+        self._services = services
+        self.reads = 0
+
+    def has_subsystem(self, subsystem: SubsystemId) -> bool:
+        self.reads += 1
+        return subsystem in self._subsystems
+
+    def service(self, service: ServiceId) -> SimpleNamespace | None:
+        self.reads += 1
+        methods = self._services.get(service)
+        return None if methods is None else SimpleNamespace(methods=methods)
+
+
+def _labels(conf: _Conf, client: SubsystemId, service: ServiceId, method: str) -> tuple[str, ...]:
+    outcome = Outcome()
+    outcome.identify(cast(GlobalConf, conf), client, service, method)
+    return outcome.client, outcome.service, outcome.method
+
+
+def test_identify_labels_what_the_configuration_lists_once_per_configuration() -> None:
+    client = SubsystemId.parse("DEV/GOV/SOC/benefits")
+    stranger = SubsystemId.parse("DEV/GOV/TAX/audit")
+    service = ServiceId.parse("DEV/GOV/POP/registry/pop.Registry")
+    unlisted = ServiceId.parse("DEV/GOV/POP/registry/pop.Other")
+    conf = _Conf({client}, {service: ("GetPerson",)})
+    listed = ("DEV/GOV/SOC/benefits", "DEV/GOV/POP/registry/pop.Registry", "GetPerson")
+    assert _labels(conf, client, service, "GetPerson") == listed
+    assert _labels(conf, client, service, "Other") == (*listed[:2], OTHER_METHOD)
+    assert _labels(conf, stranger, unlisted, "GetPerson") == (UNKNOWN, UNKNOWN, UNKNOWN)
+    assert _labels(conf, client, unlisted, "GetPerson") == (listed[0], UNKNOWN, UNKNOWN)
+    reads = conf.reads
+    for _ in range(3):
+        assert _labels(conf, client, service, "GetPerson") == listed
+    assert conf.reads == reads  # remembered
+    # An equal but distinct identifier is looked up again, with the same answer.
+    again = SubsystemId.parse("DEV/GOV/SOC/benefits")
+    assert _labels(conf, again, service, "GetPerson") == listed
+    assert conf.reads > reads
+    # Another configuration in force: what the old one said is dropped.
+    newer = _Conf(set(), {})
+    assert _labels(newer, client, service, "GetPerson") == (UNKNOWN, UNKNOWN, UNKNOWN)
+    assert newer.reads == 2

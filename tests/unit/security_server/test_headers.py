@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from ruta.faults import Fault, RutaError
 from ruta.ids import ServerId, ServiceId, SubsystemId
 from ruta.v1 import transport_pb2
+from security_server import headers
 from security_server.errors import MalformedMessageError, Side, fault_for
 from security_server.headers import (
     MAX_HEADER_BYTES,
@@ -21,7 +23,9 @@ from security_server.headers import (
     MetadataBounds,
     build_request_header,
     build_response_header,
+    id_text,
     metadata_for_backend,
+    new_message_id,
     parse_call_metadata,
     read_header,
     request_hash,
@@ -53,6 +57,55 @@ def test_good_call_parses() -> None:
     assert call.message_id == MID
     assert call.message_id_from_caller
     assert call.path == PATH
+
+
+def test_new_message_ids_are_canonical_random_uuids() -> None:
+    ids = {new_message_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_a_call_read_again_is_the_same_but_for_its_fresh_message_id() -> None:
+    metadata = (*GOOD, ("user-agent", "grpc-python-asyncio"))
+    first = parse_call_metadata(PATH, metadata)
+    again = parse_call_metadata(PATH, tuple(metadata))  # equal, not the same object
+    assert dataclasses.replace(again, message_id=first.message_id) == first
+    assert again.message_id != first.message_id
+    assert not again.message_id_from_caller
+    # Other bounds are another key: a call over them is refused, remembered or not.
+    with pytest.raises(RutaError):
+        parse_call_metadata(PATH, metadata, bounds=MetadataBounds(max_entries=2))
+
+
+def test_calls_naming_a_message_id_subject_or_user_id_are_not_remembered() -> None:
+    headers._CALLS.clear()
+    for extra in (("ruta-message-id", MID), ("ruta-subject", "EE1"), ("ruta-user-id", "jdoe")):
+        for _ in range(2):
+            parse_call_metadata(PATH, (*GOOD, extra))
+    assert headers._CALLS == {}
+    with pytest.raises(RutaError):
+        parse_call_metadata(PATH, (*GOOD[:2], ("ruta-purpose", "")))
+    assert headers._CALLS == {}
+    parse_call_metadata(PATH, GOOD)
+    assert len(headers._CALLS) == 1
+
+
+def test_unhashable_metadata_entries_are_read_the_long_way() -> None:
+    metadata = (*GOOD, ["x-other", "value"])  # a list: not a dict key
+    call = parse_call_metadata(PATH, metadata)  # type: ignore[arg-type]
+    assert call.purpose == "benefit-eligibility"
+
+
+def test_id_text_is_str() -> None:
+    client = SubsystemId.parse("DEV/GOV/SOC/benefits")
+    service = client.service("population.v1.PopulationRegister")
+    server = ServerId(client.member, "ss1")
+    for identifier in (client, service, server, client, service):
+        assert id_text(identifier) == str(identifier)
 
 
 def test_message_id_generated_when_absent() -> None:

@@ -195,3 +195,24 @@ def test_attachment_paths() -> None:
     assert (
         attachment_path(AttachmentKind.SHARED_SIGNATURE, digest) == f"signatures/{digest.hex()}.pb"
     )
+
+
+def test_a_certificate_or_ocsp_response_seen_again_gives_the_same_attachment() -> None:
+    """The attachments of DER detached before are remembered by kind and bytes: the same digest,
+    kind and content as hashing them again, also when the same bytes arrive as another kind."""
+    signature = _signature(chain=2)
+    first = detach_signature(signature.SerializeToString(deterministic=True))
+    again = _signature(chain=2)
+    again.CopyFrom(signature)
+    again.value = secrets.token_bytes(71)
+    second = detach_signature(again.SerializeToString(deterministic=True))
+    assert second[1][:-1] == first[1][:-1]  # the last, the shared part, holds the value
+    for attached in second[1][:-1]:
+        assert attached.digest == hashlib.sha256(attached.content).digest()
+    # The same bytes as a certificate and as an OCSP response: two attachments, kinds kept.
+    twin = _signature(chain=0, batch=False)
+    twin.ocsp_response = twin.certificate
+    _, (certificate, response) = detach_signature(twin.SerializeToString(deterministic=True))
+    assert certificate.kind is AttachmentKind.CERTIFICATE
+    assert response.kind is AttachmentKind.OCSP_RESPONSE
+    assert certificate.digest == response.digest
