@@ -1,5 +1,5 @@
 """Adaptive coalescing under load (docs/adr/0034-adaptive-coalescing.md; the hold's constants:
-docs/adr/0943-longer-coalescing-hold.md).
+docs/adr/0043-longer-coalescing-hold.md).
 
 A proxy keeps one :class:`Load` of the exchanges it is handling. While few are in flight a
 signing batch closes at the end of the loop turn, as before: no latency is added. Under load a

@@ -314,8 +314,12 @@ def _service(value: str | bytes | None, path: MethodPath) -> ServiceId:
 #: Calls read before, by method path, bounds and metadata entries (what a backend sends is
 #: mostly the same from one call to the next): only calls that named no message id, data subject
 #: or user id (those differ from call to call, and are not kept in memory), so only the fresh
-#: message id differs. Each entry keeps its metadata (at most ``max_metadata_bytes``).
+#: message id differs. Each entry keeps its metadata (at most ``max_metadata_bytes``), so only
+#: calls whose every entry is a ``ruta-*`` one or gRPC's ``user-agent`` are kept: whatever else a
+#: backend sends (a bearer token, a cookie, a ``-bin`` entry) is never held past its call.
 MAX_CACHED_CALLS: Final = 256
+#: Entries other than ``ruta-*`` that a remembered call may carry.
+_REMEMBERED_FOREIGN: Final = frozenset({"user-agent"})
 _CALLS: dict[
     tuple[str, int, int, tuple[tuple[str, str | bytes], ...]],
     tuple[SubsystemId, ServiceId, str, str],
@@ -336,9 +340,9 @@ def parse_call_metadata(
     :class:`~ruta.ids.IdentifierError`; nothing else.
 
     A call whose path and metadata (a tuple, as the gRPC layer gives it) equal those of an earlier
-    call that parsed and named no message id, subject or user id is answered from
-    :data:`_CALLS` with a fresh message id: the same result, without reading every entry again.
-    Refused calls are never kept.
+    call that parsed and named no message id, subject or user id, and carried no entry but
+    ``ruta-*`` ones and ``user-agent``, is answered from :data:`_CALLS` with a fresh message id:
+    the same result, without reading every entry again. Refused calls are never kept.
     """
     key = None
     if type(metadata) is tuple:
@@ -364,6 +368,7 @@ def parse_call_metadata(
         and not call.message_id_from_caller
         and not call.subject
         and not call.user_id
+        and all(k.startswith(_RUTA_PREFIX) or k in _REMEMBERED_FOREIGN for k, _ in metadata)
     ):
         remember(
             _CALLS,

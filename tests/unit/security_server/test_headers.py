@@ -94,6 +94,22 @@ def test_calls_naming_a_message_id_subject_or_user_id_are_not_remembered() -> No
     assert len(headers._CALLS) == 1
 
 
+def test_calls_carrying_other_entries_than_rutas_and_user_agent_are_not_remembered() -> None:
+    """A caller's credentials or cookies are never held past its call."""
+    headers._CALLS.clear()
+    for extra in (
+        ("authorization", "Bearer not-a-real-token"),
+        ("cookie", "session=x"),
+        ("x-trace-bin", b"\x01\x02"),
+    ):
+        for _ in range(2):
+            call = parse_call_metadata(PATH, (*GOOD, extra))
+            assert call.purpose == "benefit-eligibility"
+    assert headers._CALLS == {}
+    parse_call_metadata(PATH, (*GOOD, ("user-agent", "grpc-python-asyncio")))
+    assert len(headers._CALLS) == 1
+
+
 def test_unhashable_metadata_entries_are_read_the_long_way() -> None:
     metadata = (*GOOD, ["x-other", "value"])  # a list: not a dict key
     call = parse_call_metadata(PATH, metadata)  # type: ignore[arg-type]
