@@ -9,6 +9,9 @@ concurrency levels shows what group commit buys: transactions per append fall as
 Each level also prints the latency of one append (p50, p99: at concurrency 1, one durable
 commit), and the run starts with the fsync of 8 KiB in the same directory (p50), the floor a
 commit cannot go under; it ends with the log file's bytes per record, body excluded.
+The log is wired as the security server wires it (``security_server/server.py``, ADR 0042):
+while at most one append is in flight, it commits in the event loop's thread; otherwise
+through the writer's worker thread, grouped. The same transaction and durability either way.
 Proof serving reads inclusion proofs for random leaves of a tree of ``--leaves`` leaves (issue 6
 asks for 1000000), each from one indexed query of O(log n) nodes.
 """
@@ -77,6 +80,7 @@ def _entry(body: bytes = _BODY) -> LogEntry:
 async def _appends(url: str, concurrency: int, seconds: float) -> None:
     engine = await open_database(url)
     log = await MessageLog.open(engine, origin=f"bench/c{concurrency}", body_key=BodyKey.generate())
+    in_flight = quiet_inline(log)
     entries = [_entry() for _ in range(2000)]
     deadline = time.perf_counter() + seconds
     done = 0
@@ -87,7 +91,11 @@ async def _appends(url: str, concurrency: int, seconds: float) -> None:
         i = offset
         while time.perf_counter() < deadline:
             began = time.perf_counter()
-            await log.append([entries[i % len(entries)]])
+            in_flight[0] += 1
+            try:
+                await log.append([entries[i % len(entries)]])
+            finally:
+                in_flight[0] -= 1
             latencies.append(time.perf_counter() - began)
             done += 1
             i += concurrency
@@ -109,6 +117,16 @@ async def _appends(url: str, concurrency: int, seconds: float) -> None:
         f"{done / max(transactions, 1):6.1f} appends/transaction  p50 {p50:.3f} ms  "
         f"p99 {p99:.3f} ms  CPU {cpu_us:.0f} µs/append  ({done} in {elapsed:.1f} s)"
     )
+
+
+def quiet_inline(log: MessageLog) -> list[int]:
+    """Wire ``log`` as the security server does (``security_server/server.py``): a lone append
+    commits in the event loop's thread while at most one append is in flight (the server's
+    "one exchange in flight", ADR 0042), otherwise through the writer's worker thread. Returns
+    the in-flight counter the callers keep (a one-element list)."""
+    in_flight = [0]
+    log.commit_inline_while(lambda: in_flight[0] <= 1)
+    return in_flight
 
 
 def fsync_p50_ms(directory: Path, rounds: int = 200) -> float:

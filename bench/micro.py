@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from bench import globalconf as globalconf_bench
 from bench.log_append import _entry as log_entry
+from bench.log_append import quiet_inline
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.signature import MessageSigner, MessageVerifier, sign_message
 from ruta.pki.testing import Credential, TestPki
@@ -190,6 +191,7 @@ async def _appends(url: str, concurrency: int, seconds: float) -> dict[str, Any]
         log = await MessageLog.open(
             engine, origin=f"bench/c{concurrency}", body_key=BodyKey.generate()
         )
+        in_flight = quiet_inline(log)
         entries = [log_entry() for _ in range(500)]
         done = 0
         deadline = time.perf_counter() + seconds
@@ -198,7 +200,11 @@ async def _appends(url: str, concurrency: int, seconds: float) -> dict[str, Any]
             nonlocal done
             i = offset
             while time.perf_counter() < deadline:
-                await log.append([entries[i % len(entries)]])
+                in_flight[0] += 1
+                try:
+                    await log.append([entries[i % len(entries)]])
+                finally:
+                    in_flight[0] -= 1
                 done += 1
                 i += concurrency
 
