@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from bench import globalconf as globalconf_bench
 from bench.log_append import _entry as log_entry
-from bench.log_append import quiet_inline
+from bench.log_append import entry_pool, quiet_inline
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.signature import MessageSigner, MessageVerifier, sign_message
 from ruta.pki.testing import Credential, TestPki
@@ -192,7 +192,8 @@ async def _appends(url: str, concurrency: int, seconds: float) -> dict[str, Any]
             engine, origin=f"bench/c{concurrency}", body_key=BodyKey.generate()
         )
         in_flight = quiet_inline(log)
-        entries = [log_entry() for _ in range(500)]
+        # A message id of its own per append, as the server makes them (bench/log_append.py).
+        entries = entry_pool(int(seconds * 30_000) + 1000, bases=500)
         done = 0
         deadline = time.perf_counter() + seconds
 
