@@ -9,6 +9,11 @@ concurrency levels shows what group commit buys: transactions per append fall as
 Each level also prints the latency of one append (p50, p99: at concurrency 1, one durable
 commit), and the run starts with the fsync of 8 KiB in the same directory (p50), the floor a
 commit cannot go under; it ends with the log file's bytes per record, body excluded.
+Each append has a message id of its own, by default one the consumer's security server makes when
+the client names none (time-ordered, version 7; ``--client-ids``: random version 4 ones).
+The log is wired as the security server wires it (``security_server/server.py``, ADR 0042):
+while at most one append is in flight, it commits in the event loop's thread; otherwise
+through the writer's worker thread, grouped. The same transaction and durability either way.
 Proof serving reads inclusion proofs for random leaves of a tree of ``--leaves`` leaves (issue 6
 asks for 1000000), each from one indexed query of O(log n) nodes.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import os
 import random
@@ -33,6 +39,7 @@ from ruta.ids import ServerId, ServiceId, SubsystemId
 from ruta.merkle import verify_inclusion
 from ruta.v1 import transport_pb2
 from security_server.database import open_database
+from security_server.headers import new_message_id
 from security_server.log import BodyKey, Direction, LogEntry, MessageLog
 
 _CLIENT = SubsystemId.parse("DEV/GOV/SOC/benefits")
@@ -74,10 +81,42 @@ def _entry(body: bytes = _BODY) -> LogEntry:
     )
 
 
-async def _appends(url: str, concurrency: int, seconds: float) -> None:
+#: Appends per second a pool of entries is sized for (above the target, so ids rarely repeat).
+_POOL_RATE = 30_000
+#: The header's first bytes: field 1 (``message_id``), a 36-character string.
+_ID_FIELD = b"\x0a\x24"
+
+
+def _with_message_id(entry: LogEntry, message_id: str) -> LogEntry:
+    """``entry`` under another 36-character message id (field 1 of its header, the first of a
+    deterministic serialisation, replaced; the benchmark's signatures are never verified)."""
+    prefix = _ID_FIELD + entry.message_id.encode()
+    if len(message_id) != len(entry.message_id) or not entry.header.startswith(prefix):
+        raise ValueError("a benchmark entry's header starts with its 36-character message id")
+    header = _ID_FIELD + message_id.encode() + entry.header[len(prefix) :]
+    return dataclasses.replace(entry, header=header, message_id=message_id)
+
+
+def _random_message_id() -> str:
+    return str(uuid.uuid4())
+
+
+def entry_pool(count: int, *, bases: int = 2000, client_ids: bool = False) -> list[LogEntry]:
+    """``count`` entries, each with a message id of its own (as every exchange has), built from
+    ``bases`` distinct records. By default the ids are the ones a consumer's security server
+    makes when the client names none (``security_server.headers.new_message_id``: time-ordered
+    version 7 UUIDs, in the order they are appended); with ``client_ids``, random version 4
+    UUIDs, as clients that name their own may send."""
+    base = [_entry() for _ in range(bases)]
+    make = _random_message_id if client_ids else new_message_id
+    return [_with_message_id(base[i % bases], make()) for i in range(count)]
+
+
+async def _appends(url: str, concurrency: int, seconds: float, *, client_ids: bool) -> None:
     engine = await open_database(url)
     log = await MessageLog.open(engine, origin=f"bench/c{concurrency}", body_key=BodyKey.generate())
-    entries = [_entry() for _ in range(2000)]
+    in_flight = quiet_inline(log)
+    entries = entry_pool(int(seconds * _POOL_RATE) + 1000, client_ids=client_ids)
     deadline = time.perf_counter() + seconds
     done = 0
     latencies: list[float] = []
@@ -87,7 +126,11 @@ async def _appends(url: str, concurrency: int, seconds: float) -> None:
         i = offset
         while time.perf_counter() < deadline:
             began = time.perf_counter()
-            await log.append([entries[i % len(entries)]])
+            in_flight[0] += 1
+            try:
+                await log.append([entries[i % len(entries)]])
+            finally:
+                in_flight[0] -= 1
             latencies.append(time.perf_counter() - began)
             done += 1
             i += concurrency
@@ -109,6 +152,16 @@ async def _appends(url: str, concurrency: int, seconds: float) -> None:
         f"{done / max(transactions, 1):6.1f} appends/transaction  p50 {p50:.3f} ms  "
         f"p99 {p99:.3f} ms  CPU {cpu_us:.0f} µs/append  ({done} in {elapsed:.1f} s)"
     )
+
+
+def quiet_inline(log: MessageLog) -> list[int]:
+    """Wire ``log`` as the security server does (``security_server/server.py``): a lone append
+    commits in the event loop's thread while at most one append is in flight (the server's
+    "one exchange in flight", ADR 0042), otherwise through the writer's worker thread. Returns
+    the in-flight counter the callers keep (a one-element list)."""
+    in_flight = [0]
+    log.commit_inline_while(lambda: in_flight[0] <= 1)
+    return in_flight
 
 
 def fsync_p50_ms(directory: Path, rounds: int = 200) -> float:
@@ -169,7 +222,7 @@ async def _main(args: argparse.Namespace) -> None:
         if args.url is None:
             print(f"fsync    8 KiB p50 {fsync_p50_ms(Path(tmp)):.3f} ms (this disk, now)")
         for concurrency in args.concurrency:
-            await _appends(url, concurrency, args.seconds)
+            await _appends(url, concurrency, args.seconds, client_ids=args.client_ids)
         await _proofs(url, args.leaves, args.seconds)
         if args.url is None:
             storage = measure_log_storage(Path(tmp) / "bench.db")
@@ -185,6 +238,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--leaves", type=int, default=100_000, help="tree size for proof serving")
     parser.add_argument("--url", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument(
+        "--client-ids",
+        action="store_true",
+        help="random (version 4) message ids, as clients naming their own may send, instead of "
+        "the time-ordered ones a security server makes",
+    )
     asyncio.run(_main(parser.parse_args()))
 
 

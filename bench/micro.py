@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from bench import globalconf as globalconf_bench
 from bench.log_append import _entry as log_entry
+from bench.log_append import entry_pool, quiet_inline
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.signature import MessageSigner, MessageVerifier, sign_message
 from ruta.pki.testing import Credential, TestPki
@@ -190,7 +191,9 @@ async def _appends(url: str, concurrency: int, seconds: float) -> dict[str, Any]
         log = await MessageLog.open(
             engine, origin=f"bench/c{concurrency}", body_key=BodyKey.generate()
         )
-        entries = [log_entry() for _ in range(500)]
+        in_flight = quiet_inline(log)
+        # A message id of its own per append, as the server makes them (bench/log_append.py).
+        entries = entry_pool(int(seconds * 30_000) + 1000, bases=500)
         done = 0
         deadline = time.perf_counter() + seconds
 
@@ -198,7 +201,11 @@ async def _appends(url: str, concurrency: int, seconds: float) -> dict[str, Any]
             nonlocal done
             i = offset
             while time.perf_counter() < deadline:
-                await log.append([entries[i % len(entries)]])
+                in_flight[0] += 1
+                try:
+                    await log.append([entries[i % len(entries)]])
+                finally:
+                    in_flight[0] -= 1
                 done += 1
                 i += concurrency
 

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -145,7 +146,8 @@ class CallMetadata:
     subject: str
     message_id: str
     #: Whether the caller named the message id (``ruta-message-id``); otherwise this server
-    #: made it, a random UUID that no earlier request can carry.
+    #: made it (:func:`new_message_id`), a UUID with 74 random bits that no earlier request
+    #: can carry.
     message_id_from_caller: bool = False
 
     @property
@@ -201,11 +203,16 @@ def canonical_uuid(text: str) -> str | None:
 
 
 def new_message_id() -> str:
-    """A random (version 4) UUID in its canonical form, as ``str(uuid.uuid4())`` makes it, from
-    the same 16 random bytes, without building a :class:`uuid.UUID` (a third of the time)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    """A new message id: a version 7 UUID (RFC 9562), the Unix time in milliseconds then 74
+    random bits, in its canonical form, without building a :class:`uuid.UUID`. As unguessable
+    and as unlikely to repeat as a random (version 4) one among the ids of one millisecond,
+    and ordered by time, so the message-id index of the log that records it grows at its end
+    instead of at a random page: at concurrency 64 the random one's inserts were half the
+    log's write-ahead-log pages (ADR 0944; bench/README.md, "Seventh round (branch
+    perf-keys)"). The time it shows is the header's ``created_at`` anyway."""
+    raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
+    raw[6] = (raw[6] & 0x0F) | 0x70  # version 7
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 9562 variant
     text = raw.hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 

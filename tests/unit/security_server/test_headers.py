@@ -59,13 +59,13 @@ def test_good_call_parses() -> None:
     assert call.path == PATH
 
 
-def test_new_message_ids_are_canonical_random_uuids() -> None:
+def test_new_message_ids_are_canonical_time_ordered_uuids() -> None:
     ids = {new_message_id() for _ in range(2000)}
     assert len(ids) == 2000
     for text in ids:
         parsed = uuid.UUID(text)
         assert str(parsed) == text
-        assert parsed.version == 4
+        assert parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
 
 
@@ -131,6 +131,30 @@ def test_message_id_generated_when_absent() -> None:
     assert first != second
     # Made here, so the consumer does not look it up in its log (a random UUID is new).
     assert not call.message_id_from_caller
+    assert uuid.UUID(first).version == 7
+
+
+def test_made_message_ids_are_version_7_uuids_ordered_by_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 9562's layout: the Unix time in milliseconds, version 7, 12 random bits, the
+    variant, 62 random bits; canonical text; ids of a later millisecond sort after."""
+    now = [1_796_000_000_123_456_789]
+    monkeypatch.setattr("security_server.headers.time.time_ns", lambda: now[0])
+    same = [new_message_id() for _ in range(200)]
+    now[0] += 1_000_000
+    later = new_message_id()
+    assert len(set(same)) == 200
+    for text in (*same, later):
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+        assert parsed.int >> 80 == int(now[0] // 1_000_000) - (0 if text == later else 1)
+    assert max(same) < later
+    # The random bits vary (not a counter): both random fields take many values.
+    assert len({uuid.UUID(t).int >> 64 & 0xFFF for t in same}) > 100
+    assert len({uuid.UUID(t).int & (1 << 62) - 1 for t in same}) == 200
 
 
 def test_full_service_identifier_accepted_when_it_matches_path() -> None:
