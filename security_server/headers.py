@@ -208,7 +208,7 @@ def new_message_id() -> str:
     and as unlikely to repeat as a random (version 4) one among the ids of one millisecond,
     and ordered by time, so the message-id index of the log that records it grows at its end
     instead of at a random page: at concurrency 64 the random one's inserts were half the
-    log's write-ahead-log pages (ADR 0944; bench/README.md, "Seventh round (branch
+    log's write-ahead-log pages (ADR 0044; bench/README.md, "Seventh round (branch
     perf-keys)"). The time it shows is the header's ``created_at`` anyway."""
     raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
     raw[6] = (raw[6] & 0x0F) | 0x70  # version 7
