@@ -344,6 +344,9 @@ class ProviderProxy:
                 body=body,
                 claim=claim,
                 read=read,
+                # Nothing to overlap it with (the backend waits for it): a quiet server commits
+                # it in this step, not through the log writer's task (docs/adr/0971).
+                at_once=True,
             )
         except ReplayedMessageError:
             raise ProxyError(
