@@ -451,15 +451,14 @@ class ProviderProxy:
         )
         answer = transport_pb2.SignedMessage(header=response_bytes, body=body, signature=signature)
         if ahead is not None and not self._load.busy:
-            # Queued for the wire before the record is appended, so the write and the commit
-            # overlap. Under load (commits grouped, the CPU the limit) the response waits for
-            # its record instead and needs no notice: a notice frame per group costs more than
-            # the overlap gains there.
+            # Queued for the wire before the record is appended; the append below is queued to
+            # the log's writer in the same step, so the write and the commit overlap. Under load
+            # (commits grouped, the CPU the limit) the response waits for its record instead and
+            # needs no notice: a notice frame per group costs more than the overlap gains there.
+            # Not at_once (docs/adr/0971): committed in this step, before the stream's writer
+            # task ran, the response would wait for its commit; a loop turn first
+            # (``asyncio.sleep(0)``) measured 1-2 more context switches per exchange.
             ahead(answer)
-            # One turn of the loop first: the stream's writer task, woken by ``ahead``, hands
-            # the response to gRPC before the commit below can hold the loop's thread (a quiet
-            # server commits in this step; docs/adr/0042, docs/adr/0971).
-            await asyncio.sleep(0)
         await self._recorder.record(
             Direction.SENT,
             header=response_bytes,
@@ -474,7 +473,6 @@ class ProviderProxy:
                 receiver=read.sender,
                 created_at=created_at,
             ),
-            at_once=True,
         )
         return answer
 
