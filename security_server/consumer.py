@@ -369,8 +369,9 @@ class ConsumerProxy:
         else:
             # An id this server made is held by nobody, so nothing waits to be given back, and
             # the append is queued as soon as it is called (MessageLog.append): a caller
-            # cancelled now loses no record. No task of its own, then (one per exchange).
-            await self._recorder.append([sent, received])
+            # cancelled now loses no record. No task of its own, then (one per exchange). A
+            # quiet server commits it right here, in this step (docs/adr/0045).
+            await self._recorder.append([sent, received], at_once=True)
         if provider_commit is not None:
             # The provider sent its response ahead of its own commit (docs/adr/0038): ours is
             # durable now, and the caller is answered only once the provider's is too. When it

@@ -213,17 +213,22 @@ class ExchangeRecorder:
         return entry
 
     async def append(
-        self, entries: Sequence[LogEntry], *, claim: MessageClaim | None = None
+        self,
+        entries: Sequence[LogEntry],
+        *,
+        claim: MessageClaim | None = None,
+        at_once: bool = False,
     ) -> None:
         """Append ``entries`` as consecutive leaves in one group transaction (with ``claim``,
-        atomically refusing a replayed id) and return once they are durable.
+        atomically refusing a replayed id) and return once they are durable. ``at_once``: a
+        quiet server commits them in the caller's own step (``MessageLog.append``).
 
         Raises :class:`~security_server.log.ReplayedMessageError` for a replay and
         :class:`~security_server.errors.ExchangeError` (``logging_failed``) when the log cannot
         store them; nothing is acknowledged then.
         """
         try:
-            await self.log.append(entries, claim=claim)
+            await self.log.append(entries, claim=claim, at_once=at_once)
         except ReplayedMessageError:
             raise
         except LogError as exc:
@@ -239,6 +244,7 @@ class ExchangeRecorder:
         body: bytes,
         read: ReadHeader,
         claim: MessageClaim | None = None,
+        at_once: bool = False,
     ) -> None:
         """Append one signed message (with ``claim``, atomically refusing a replayed id); see
         :meth:`append` and :meth:`entry`."""
@@ -250,7 +256,7 @@ class ExchangeRecorder:
             body=body,
             read=read,
         )
-        await self.append([entry], claim=claim)
+        await self.append([entry], claim=claim, at_once=at_once)
 
     async def used(self, client: SubsystemId, message_id: str) -> bool:
         """Whether this log holds a message of ``client`` with ``message_id`` (durable

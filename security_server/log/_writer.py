@@ -333,6 +333,9 @@ class GroupCommitWriter:
         self._body_files_from = body_files_from
         # When true, a lone job's group on SQLite runs in the loop's thread (commit_inline_while).
         self._quiet: Callable[[], bool] | None = None
+        # True while the writer's task has a group in hand (a job committed in its caller's
+        # step may not run then: one group at a time, in the tree's order).
+        self._in_group = False
         self._claim_upserts: dict[int, Any] = {}
         # Digests of attachments committed to log_attachments (only after their commit).
         self._known_attachments: set[bytes] = set()
@@ -396,9 +399,15 @@ class GroupCommitWriter:
     # --- submission -----------------------------------------------------------------------------
 
     def submit(
-        self, entries: Sequence[LogEntry], claim: MessageClaim | None
+        self, entries: Sequence[LogEntry], claim: MessageClaim | None, *, at_once: bool = False
     ) -> asyncio.Future[list[AppendedRecord]]:
         """Queue a job; its future resolves once the job's group has committed (or failed).
+
+        With ``at_once``, while the server is quiet (:meth:`commit_inline_while`), nothing is
+        queued and no group is being written, the job is written and committed right here, in
+        the caller's own step, and the future returned is already resolved: no trip through the
+        writer's task and back (docs/adr/0045). Same transaction, same ``COMMIT``; a busy
+        database (or anything else) queues it as usual.
 
         Raises :class:`InvalidLogEntryError` (nothing queued) if an entry's signature is not a
         readable ``Signature``: only this caller is refused, never its group."""
@@ -409,11 +418,42 @@ class GroupCommitWriter:
         except AttachmentError as exc:
             raise InvalidLogEntryError(f"the signature to log: {exc.message}") from None
         future: asyncio.Future[list[AppendedRecord]] = asyncio.get_running_loop().create_future()
-        self._pending.append(
-            _Job(entries=entries, claim=claim, future=future, signatures=signatures)
-        )
+        job = _Job(entries=entries, claim=claim, future=future, signatures=signatures)
+        if at_once and self._commits_here() and self._commit_here(job):
+            return future
+        self._pending.append(job)
         self._wakeup.set()
         return future
+
+    def _commits_here(self) -> bool:
+        """Whether a job may be committed in the caller's step: a SQLite file, the server quiet,
+        nothing queued, no group in the writer's hands, the tree current."""
+        return (
+            self._sqlite is not None
+            and self._quiet is not None
+            and not self._pending
+            and not self._in_group
+            and not self._needs_restore
+            and self._quiet()
+        )
+
+    def _commit_here(self, job: _Job) -> bool:
+        """Write ``job`` as a group of one in the calling (loop's) thread and settle its future;
+        false (nothing written) when another connection holds the write lock."""
+        worker = self._sqlite
+        if worker is None:
+            return False
+        group = [job]
+        now_us = max(to_micros(self._clock()), self._last_logged_us)
+        try:
+            written = worker.run_here(self._write_group, group, now_us)
+        except Exception as exc:  # noqa: BLE001 - as the writer's task: the caller is refused
+            self._group_failed(group, exc)
+            return True
+        if written is None:
+            return False
+        self._group_written(group, *self._installed(written, now_us))
+        return True
 
     # --- the writer task ------------------------------------------------------------------------
 
@@ -432,7 +472,11 @@ class GroupCommitWriter:
                     job = self._pending.popleft()
                     group.append(job)
                     weight += job.weight
-                await self._commit_group(group)
+                self._in_group = True
+                try:
+                    await self._commit_group(group)
+                finally:
+                    self._in_group = False
         finally:
             # Cancelled or stopped: nobody may wait forever on a job that will never be written.
             while self._pending:
@@ -460,23 +504,37 @@ class GroupCommitWriter:
                 )
             raise
         except Exception as exc:  # noqa: BLE001 - every cause must reach every waiting caller
-            self._needs_restore = True
-            self._failed += 1
-            _log.error(
-                "message log write failed (%s); %d waiting callers refused",
-                type(exc).__name__,
-                len(group),
-                exc_info=not isinstance(exc, LogError),
-            )
-            for job in group:
-                _fail(
-                    job,
-                    LogWriteError(
-                        "the message log could not store the message durably; nothing was "
-                        "acknowledged, retry later"
-                    ),
-                )
+            self._group_failed(group, exc)
             return
+        self._group_written(group, frontier, results)
+
+    def _group_failed(self, group: list[_Job], exc: Exception) -> None:
+        """A group's transaction failed: every caller in it is refused, the tree is restored
+        from the database before the next group."""
+        self._needs_restore = True
+        self._failed += 1
+        _log.error(
+            "message log write failed (%s); %d waiting callers refused",
+            type(exc).__name__,
+            len(group),
+            exc_info=not isinstance(exc, LogError),
+        )
+        for job in group:
+            _fail(
+                job,
+                LogWriteError(
+                    "the message log could not store the message durably; nothing was "
+                    "acknowledged, retry later"
+                ),
+            )
+
+    def _group_written(
+        self,
+        group: list[_Job],
+        frontier: CompactRange,
+        results: list[list[AppendedRecord] | LogError],
+    ) -> None:
+        """A group committed: install its frontier and settle each caller's future."""
         self._frontier = frontier
         self._transactions += 1
         self._largest_group = max(self._largest_group, len(group))
@@ -508,6 +566,15 @@ class GroupCommitWriter:
                 conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
                 async with conn.begin():
                     written = await conn.run_sync(self._write_group, group, now_us)
+        return self._installed(written, now_us)
+
+    def _installed(
+        self,
+        written: tuple[CompactRange, list[list[AppendedRecord] | LogError], int, int, list[bytes]],
+        now_us: int,
+    ) -> tuple[CompactRange, list[list[AppendedRecord] | LogError]]:
+        """What a committed group leaves in the writer's state besides its frontier; returns
+        the frontier and each job's outcome."""
         frontier, outcomes, records, claims, attached = written
         if len(self._known_attachments) + len(attached) > _MAX_KNOWN_ATTACHMENTS:
             self._known_attachments.clear()

@@ -782,11 +782,17 @@ class MessageLog(LogReader):
     # --- writing --------------------------------------------------------------------------------
 
     async def append(
-        self, entries: Sequence[LogEntry], *, claim: MessageClaim | None = None
+        self,
+        entries: Sequence[LogEntry],
+        *,
+        claim: MessageClaim | None = None,
+        at_once: bool = False,
     ) -> list[AppendedRecord]:
         """Append ``entries`` as consecutive leaves; return them once they are durable.
 
-        Concurrent calls are grouped into one transaction by the log's writer. With ``claim``
+        Concurrent calls are grouped into one transaction by the log's writer; with
+        ``at_once``, while the log is quiet (:meth:`commit_inline_while`) and its writer idle,
+        the append is committed in the caller's own step instead (docs/adr/0045). With ``claim``
         the append also records the claimed message id atomically: if the client used that id
         before (within its freshness window) nothing is appended and
         :class:`ReplayedMessageError` is raised. On any storage failure nothing of this call is
@@ -801,7 +807,7 @@ class MessageLog(LogReader):
             )
         if not entries and claim is None:
             return []
-        return await self._writer.submit(tuple(entries), claim)
+        return await self._writer.submit(tuple(entries), claim, at_once=at_once)
 
     def commit_inline_while(self, quiet: Callable[[], bool] | None) -> None:
         """On a SQLite file, commit a lone append in the event loop's thread while ``quiet()``

@@ -135,6 +135,20 @@ async def test_both_ends_agree_and_every_answer_is_in_both_logs(running: Bed) ->
             assert _log_size(running, POP) == before + 2 * answered
 
 
+async def test_a_quiet_provider_writes_the_response_before_it_commits_it(running: Bed) -> None:
+    # One exchange in flight: the provider commits in the request's own step (docs/adr/0042,
+    # 0045), but only after the stream's writer has handed the response to gRPC. Had the
+    # commit come first, the response and its notice would leave in one frame.
+    before = _log_size(running, POP)
+    async with provider_channel(running) as channel:
+        _, frames = await _raw_frames(
+            channel, [signed_request(running)[1]], ((CAPABILITIES_HEADER, RESPONSE_AHEAD),)
+        )
+    assert [(len(f.results), list(f.durable)) for f in frames] == [(1, []), (0, [1])]
+    assert frames[0].results[0].commit_pending
+    assert _log_size(running, POP) == before + 2
+
+
 async def test_under_load_each_response_either_goes_ahead_with_one_notice_or_durable(
     running: Bed,
 ) -> None:
