@@ -6,11 +6,22 @@ import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from ruta.ids import ServerId, ServiceId, SubsystemId
 from ruta.v1 import transport_pb2
 from security_server.log import Direction, LogEntry
+from security_server.log.schema import log_leaves
 
-__all__ = ["CLIENT", "ORIGIN", "SERVICE", "FakeClock", "make_entry"]
+__all__ = [
+    "CLIENT",
+    "ORIGIN",
+    "SERVICE",
+    "FakeClock",
+    "make_entry",
+    "take_leaf_behind_the_logs_back",
+]
 
 CLIENT = SubsystemId.parse("DEV/GOV/SOC/benefits")
 SERVICE = ServiceId.parse("DEV/GOV/POP/registry/population.v1.PopulationRegister")
@@ -67,3 +78,25 @@ def make_entry(
         certificate_fingerprint=secrets.token_hex(32),
         body=body,
     )
+
+
+async def take_leaf_behind_the_logs_back(engine: AsyncEngine, seq: int) -> None:
+    """Another writer inserts leaf ``seq`` of :data:`ORIGIN` behind the log's back, so the log's
+    next group insert fails for real (a primary-key conflict); delete it to let the log recover."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(log_leaves).values(
+                origin=ORIGIN,
+                seq=seq,
+                direction=1,
+                logged_at=0,
+                message_id="intruder",
+                kind="request",
+                client="x",
+                service="y",
+                method="z",
+                created_at=0,
+                record=b"x",
+                leaf_hash=b"\x00" * 32,
+            )
+        )

@@ -26,7 +26,13 @@ from security_server.log import (
 )
 from security_server.log import _writer as writer_module
 from security_server.log.schema import log_leaves
-from tests.unit.security_server.log.support import CLIENT, ORIGIN, FakeClock, make_entry
+from tests.unit.security_server.log.support import (
+    CLIENT,
+    ORIGIN,
+    FakeClock,
+    make_entry,
+    take_leaf_behind_the_logs_back,
+)
 
 
 @pytest.fixture
@@ -148,23 +154,7 @@ async def test_a_failed_inline_write_refuses_its_caller_then_recovers(
 ) -> None:
     log.commit_inline_while(lambda: True)
     await log.append([make_entry() for _ in range(3)])
-    async with engine.begin() as conn:
-        await conn.execute(
-            sa.insert(log_leaves).values(
-                origin=ORIGIN,
-                seq=3,
-                direction=1,
-                logged_at=0,
-                message_id="intruder",
-                kind="request",
-                client="x",
-                service="y",
-                method="z",
-                created_at=0,
-                record=b"x",
-                leaf_hash=b"\x00" * 32,
-            )
-        )
+    await take_leaf_behind_the_logs_back(engine, 3)
     with pytest.raises(LogWriteError):
         await log.append([make_entry()])
     assert log.size() == 3
@@ -303,23 +293,7 @@ async def test_a_failed_append_at_once_refuses_its_caller_then_recovers(
 ) -> None:
     log.commit_inline_while(lambda: True)
     await log.append([make_entry() for _ in range(2)], at_once=True)
-    async with engine.begin() as conn:
-        await conn.execute(
-            sa.insert(log_leaves).values(
-                origin=ORIGIN,
-                seq=2,
-                direction=1,
-                logged_at=0,
-                message_id="intruder",
-                kind="request",
-                client="x",
-                service="y",
-                method="z",
-                created_at=0,
-                record=b"x",
-                leaf_hash=b"\x00" * 32,
-            )
-        )
+    await take_leaf_behind_the_logs_back(engine, 2)
     with pytest.raises(LogWriteError):
         await log.append([make_entry()], at_once=True)
     assert log.size() == 2

@@ -49,7 +49,14 @@ from security_server.log.model import to_micros
 from security_server.log.schema import log_attachments, log_bodies, log_heads, log_leaves
 from security_server.log.store import first_seq_logged_at_or_after
 from tests.conftest import POSTGRES_ADMIN_URL
-from tests.unit.security_server.log.support import CLIENT, ORIGIN, SERVICE, FakeClock, make_entry
+from tests.unit.security_server.log.support import (
+    CLIENT,
+    ORIGIN,
+    SERVICE,
+    FakeClock,
+    make_entry,
+    take_leaf_behind_the_logs_back,
+)
 
 
 async def _all_leaf_hashes(log: MessageLog) -> list[bytes]:
@@ -263,23 +270,7 @@ async def test_a_failed_write_refuses_every_waiter_then_recovers(
 ) -> None:
     await log.append([make_entry() for _ in range(3)])
     # Another writer took leaf 3 behind this log's back: the group's insert fails for real.
-    async with engine.begin() as conn:
-        await conn.execute(
-            sa.insert(log_leaves).values(
-                origin=ORIGIN,
-                seq=3,
-                direction=1,
-                logged_at=0,
-                message_id="intruder",
-                kind="request",
-                client="x",
-                service="y",
-                method="z",
-                created_at=0,
-                record=b"x",
-                leaf_hash=b"\x00" * 32,
-            )
-        )
+    await take_leaf_behind_the_logs_back(engine, 3)
     outcomes = await asyncio.gather(
         *(log.append([make_entry()]) for _ in range(20)), return_exceptions=True
     )
