@@ -117,28 +117,10 @@ async def _appends(url: str, concurrency: int, seconds: float, *, client_ids: bo
     log = await MessageLog.open(engine, origin=f"bench/c{concurrency}", body_key=BodyKey.generate())
     in_flight = quiet_inline(log)
     entries = entry_pool(int(seconds * _POOL_RATE) + 1000, client_ids=client_ids)
-    deadline = time.perf_counter() + seconds
-    done = 0
-    latencies: list[float] = []
-
-    async def caller(offset: int) -> None:
-        nonlocal done
-        i = offset
-        while time.perf_counter() < deadline:
-            began = time.perf_counter()
-            in_flight[0] += 1
-            try:
-                await log.append([entries[i % len(entries)]])
-            finally:
-                in_flight[0] -= 1
-            latencies.append(time.perf_counter() - began)
-            done += 1
-            i += concurrency
-
     before = log.stats
-    start, start_cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(caller(i) for i in range(concurrency)))
-    elapsed = time.perf_counter() - start
+    start_cpu = time.process_time()
+    latencies, elapsed = await append_for(log, entries, in_flight, concurrency, seconds)
+    done = len(latencies)
     cpu_us = (time.process_time() - start_cpu) * 1e6 / max(done, 1)
     stats = log.stats
     await log.close()
@@ -152,6 +134,35 @@ async def _appends(url: str, concurrency: int, seconds: float, *, client_ids: bo
         f"{done / max(transactions, 1):6.1f} appends/transaction  p50 {p50:.3f} ms  "
         f"p99 {p99:.3f} ms  CPU {cpu_us:.0f} µs/append  ({done} in {elapsed:.1f} s)"
     )
+
+
+async def append_for(
+    log: MessageLog,
+    entries: list[LogEntry],
+    in_flight: list[int],
+    concurrency: int,
+    seconds: float,
+) -> tuple[list[float], float]:
+    """``concurrency`` callers append one entry each at a time (counted in ``in_flight``, see
+    :func:`quiet_inline`) for about ``seconds``; returns each append's latency in seconds and
+    the time elapsed."""
+    deadline = time.perf_counter() + seconds
+    latencies: list[float] = []
+
+    async def caller(offset: int) -> None:
+        i = offset
+        while (began := time.perf_counter()) < deadline:
+            in_flight[0] += 1
+            try:
+                await log.append([entries[i % len(entries)]])
+            finally:
+                in_flight[0] -= 1
+            latencies.append(time.perf_counter() - began)
+            i += concurrency
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    return latencies, time.perf_counter() - start
 
 
 def quiet_inline(log: MessageLog) -> list[int]:

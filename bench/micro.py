@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from bench import globalconf as globalconf_bench
 from bench.log_append import _entry as log_entry
-from bench.log_append import entry_pool, quiet_inline
+from bench.log_append import append_for, entry_pool, quiet_inline
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.pki.signature import MessageSigner, MessageVerifier, sign_message
 from ruta.pki.testing import Credential, TestPki
@@ -196,27 +196,9 @@ async def _appends(url: str, concurrency: int, seconds: float) -> dict[str, Any]
         in_flight = quiet_inline(log)
         # A message id of its own per append, as the server makes them (bench/log_append.py).
         entries = entry_pool(int(seconds * 30_000) + 1000, bases=500)
-        done = 0
-        latencies: list[float] = []
-        deadline = time.perf_counter() + seconds
-
-        async def caller(offset: int) -> None:
-            nonlocal done
-            i = offset
-            while (began := time.perf_counter()) < deadline:
-                in_flight[0] += 1
-                try:
-                    await log.append([entries[i % len(entries)]])
-                finally:
-                    in_flight[0] -= 1
-                latencies.append(time.perf_counter() - began)
-                done += 1
-                i += concurrency
-
         before = log.stats.transactions
-        start = time.perf_counter()
-        await asyncio.gather(*(caller(i) for i in range(concurrency)))
-        elapsed = time.perf_counter() - start
+        latencies, elapsed = await append_for(log, entries, in_flight, concurrency, seconds)
+        done = len(latencies)
         transactions = log.stats.transactions - before
         await log.close()
     finally:
