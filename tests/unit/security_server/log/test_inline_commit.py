@@ -82,6 +82,17 @@ async def _leaf_hashes(engine: AsyncEngine) -> list[bytes]:
         return [leaf_hash(bytes(r.record)) for r in rows]
 
 
+async def _assert_committed(log: MessageLog, engine: AsyncEngine, url: str, size: int) -> None:
+    """The log's head is what its database holds, and another connection reads ``size`` leaves:
+    committed, not just written."""
+    assert log.head().root == root_from_leaf_hashes(await _leaf_hashes(engine))
+    other = await open_database(url)
+    try:
+        assert len(await _leaf_hashes(other)) == size
+    finally:
+        await other.dispose()
+
+
 async def test_quiet_appends_commit_in_the_loop_thread_and_are_durable(
     log: MessageLog, engine: AsyncEngine, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -94,12 +105,7 @@ async def test_quiet_appends_commit_in_the_loop_thread_and_are_durable(
     assert trips.count == 0
     assert log.size() == 11
     # What another connection reads is what was acknowledged (committed, not just written).
-    assert log.head().root == root_from_leaf_hashes(await _leaf_hashes(engine))
-    other = await open_database(url)
-    try:
-        assert len(await _leaf_hashes(other)) == 11
-    finally:
-        await other.dispose()
+    await _assert_committed(log, engine, url, 11)
 
 
 async def test_appends_use_the_worker_unless_quiet(
@@ -204,12 +210,7 @@ async def test_an_append_at_once_commits_in_the_callers_step_and_is_durable(
     assert log.stats.transactions == 2
     assert log.stats.claims == 1
     # Committed, not just written: another connection reads it all.
-    assert log.head().root == root_from_leaf_hashes(await _leaf_hashes(engine))
-    other = await open_database(url)
-    try:
-        assert len(await _leaf_hashes(other)) == 3
-    finally:
-        await other.dispose()
+    await _assert_committed(log, engine, url, 3)
     # A replayed claim is refused at once, nothing appended.
     with pytest.raises(ReplayedMessageError):
         await log.append([make_entry()], claim=claim, at_once=True)
