@@ -58,7 +58,7 @@ def _by_level(name: str) -> None:
 def _replace(select: str, columns: str, order: str) -> None:
     """Fill the staging table from ``log_nodes`` (in the staging key's order, so its B-tree is
     built at its end) and put it in ``log_nodes``' place."""
-    op.execute(f"INSERT INTO {_STAGING} ({columns}) {select} ORDER BY {order}")  # noqa: S608
+    op.execute(f"INSERT INTO {_STAGING} ({columns}) {select} ORDER BY {order}")
     op.drop_table("log_nodes")
     op.rename_table(_STAGING, "log_nodes")
     if op.get_bind().dialect.name == "postgresql":
