@@ -646,19 +646,18 @@ class GroupCommitWriter:
                 record = _serialise_record(entry, logged, seq, now_us)
                 _offer_attachments(attachments, known, attachment_rows)
                 digest = leaf_hash(record)
-                # Level 0 is the leaf hash, kept in the leaf's row.
-                # Every node this leaf completes ends on it: its key is (origin, seq, level).
-                node_rows.extend(
-                    (origin, seq, level, h) for level, _, h in frontier.append(digest) if level
-                )
+                completed = frontier.append(digest)
+                # Level 0 (the first) is the leaf hash, kept in the leaf's row. Every node above
+                # it that this leaf completes ends on it: its key is (origin, seq, level). Half
+                # the leaves complete none.
+                if len(completed) > 1:
+                    node_rows.extend([(origin, seq, level, h) for level, _, h in completed[1:]])
                 leaf_rows.append(
                     _leaf_row(origin, seq, entry, logged_at_us=now_us, record=record, digest=digest)
                 )
                 if entry.body is not None:
                     bodies.append((seq, entry.body))
-                appended.append(
-                    AppendedRecord(origin=origin, seq=seq, leaf_hash=digest, logged_at=logged_at)
-                )
+                appended.append(AppendedRecord(origin, seq, digest, logged_at))
             outcomes.append(appended)
         if leaf_rows:
             if attachment_rows:
