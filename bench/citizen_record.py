@@ -116,7 +116,9 @@ def _build(db: Path, origin: str, leaves: int, citizens: int, heavy_every: int, 
                         digest,
                     )
                 )
-                node_rows.extend((origin, lvl, idx, h) for lvl, idx, h in frontier.append(digest))
+                node_rows.extend(
+                    (origin, seq, lvl, h) for lvl, _, h in frontier.append(digest) if lvl
+                )
             conn.executemany(
                 "INSERT INTO log_leaves (origin, seq, direction, logged_at, message_id, kind, "
                 "client, service, method, subject, created_at, record, leaf_hash) "
@@ -124,7 +126,7 @@ def _build(db: Path, origin: str, leaves: int, citizens: int, heavy_every: int, 
                 leaf_rows,
             )
             conn.executemany(
-                "INSERT INTO log_nodes (origin, level, idx, hash) VALUES (?,?,?,?)", node_rows
+                "INSERT INTO log_nodes (origin, last_seq, level, hash) VALUES (?,?,?,?)", node_rows
             )
         conn.execute(
             "INSERT INTO log_heads (origin, size, root, updated_at) VALUES (?,?,?,?)",

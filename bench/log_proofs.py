@@ -37,7 +37,7 @@ from ruta.merkle import CompactRange, leaf_hash, verify_consistency, verify_incl
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.database import open_database
 from security_server.log import BodyKey, MessageLog
-from security_server.log.schema import log_nodes
+from security_server.log.schema import log_nodes, node_last_seq
 
 ORIGIN = "DEV/GOV/POP/ss1"
 RESULTS = Path(__file__).parent / "results" / "log_proofs.txt"
@@ -92,7 +92,7 @@ def _rows(
             )
         )
         # Level 0 is the leaf's own leaf_hash (ADR 0033): log_nodes holds the levels above.
-        nodes.extend((ORIGIN, level, idx, h) for level, idx, h in frontier.append(digest) if level)
+        nodes.extend((ORIGIN, seq, level, h) for level, _, h in frontier.append(digest) if level)
     return leaves, nodes
 
 
@@ -111,7 +111,7 @@ def _bulk_build(db: Path, leaves: int) -> bytes:
                 leaf_rows,
             )
             conn.executemany(
-                "INSERT INTO log_nodes (origin, level, idx, hash) VALUES (?,?,?,?)", node_rows
+                "INSERT INTO log_nodes (origin, last_seq, level, hash) VALUES (?,?,?,?)", node_rows
             )
         root = frontier.root()
         conn.execute(
@@ -166,8 +166,8 @@ async def _main(args: argparse.Namespace) -> list[str]:
                 await conn.execute(
                     sa.select(log_nodes.c.hash).where(
                         log_nodes.c.origin == ORIGIN,
+                        log_nodes.c.last_seq == node_last_seq(1, rng.randrange(size // 2)),
                         log_nodes.c.level == 1,
-                        log_nodes.c.idx == rng.randrange(size // 2),
                     )
                 )
 

@@ -40,6 +40,7 @@ from ruta.ids import ServerId, ServiceId, SubsystemId
 from ruta.merkle import CompactRange, leaf_hash, node_hash, root_from_leaf_hashes, root_plan
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.database import open_database
+from security_server.log.schema import node_last_seq
 
 __all__ = [
     "BUILDER_VERSION",
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the rows written change, so cached files of an older builder are not reused.
-BUILDER_VERSION: Final = 2
+BUILDER_VERSION: Final = 3
 #: Leaves per chunk (and per transaction) are ``2**CHUNK_LEVEL``.
 CHUNK_LEVEL: Final = 16
 #: Where built logs are kept between runs (override with ``RUTA_BENCH_DATA``); not committed.
@@ -163,8 +164,8 @@ def _write_rows(conn: sqlite3.Connection, leaves: list[_LeafRow], nodes: list[_N
         leaves,
     )
     conn.executemany(
-        "INSERT INTO log_nodes (origin, level, idx, hash) VALUES (?,?,?,?)",
-        [node for node in nodes if node[1] > 0],
+        "INSERT INTO log_nodes (origin, last_seq, level, hash) VALUES (?,?,?,?)",
+        [(o, node_last_seq(lv, ix), lv, h) for o, lv, ix, h in nodes if lv > 0],
     )
 
 
@@ -187,8 +188,8 @@ def _stored_root(conn: sqlite3.Connection, size: int) -> bytes:
             ).fetchone()
             if level == 0
             else conn.execute(
-                "SELECT hash FROM log_nodes WHERE origin = ? AND level = ? AND idx = ?",
-                (ORIGIN, level, idx),
+                "SELECT hash FROM log_nodes WHERE origin = ? AND last_seq = ? AND level = ?",
+                (ORIGIN, node_last_seq(level, idx), level),
             ).fetchone()
         )
         if row is not None:

@@ -76,6 +76,8 @@ from security_server.log.schema import (
     log_heads,
     log_leaves,
     log_nodes,
+    node_idx,
+    node_last_seq,
     seen_messages,
 )
 
@@ -142,8 +144,10 @@ def _nodes_query(count: int) -> sa.TextClause:
     # One exact primary-key match per key (not a row-value IN, for which SQLite plans a scan),
     # with the origin in every term so SQLite plans one index probe per term. Cached per key
     # count: a proof's query is text built once, not an expression tree rebuilt per call.
-    terms = " OR ".join(f"(origin = :o AND level = :l{i} AND idx = :i{i})" for i in range(count))
-    return sa.text(f"SELECT level, idx, hash FROM log_nodes WHERE {terms}")  # noqa: S608
+    terms = " OR ".join(
+        f"(origin = :o AND last_seq = :s{i} AND level = :l{i})" for i in range(count)
+    )
+    return sa.text(f"SELECT level, last_seq, hash FROM log_nodes WHERE {terms}")  # noqa: S608
 
 
 #: Leaf hashes (level 0 of the tree) read in one query at most.
@@ -183,10 +187,15 @@ async def fetch_nodes(
         params: dict[str, Any] = {"o": origin}
         for i, (level, idx) in enumerate(chunk):
             params[f"l{i}"] = level
-            params[f"i{i}"] = idx
+            params[f"s{i}"] = node_last_seq(level, idx)
         rows = await conn.execute(_nodes_query(len(chunk)), params)
-        result.update({(int(r.level), int(r.idx)): bytes(r.hash) for r in rows})
+        result.update(_node_hashes(rows))
     return result
+
+
+def _node_hashes(rows: Any) -> dict[tuple[int, int], bytes]:
+    """``(level, idx)`` -> hash of ``log_nodes`` rows ``(level, last_seq, hash)``."""
+    return {(int(r[0]), node_idx(int(r[0]), int(r[1]))): bytes(r[2]) for r in rows}
 
 
 #: Node indexes of one level at most this far apart are read in one range (the few between
@@ -194,10 +203,15 @@ async def fetch_nodes(
 _RANGE_GAP: Final = 32
 #: Ranges of at least this many indexes are read as ranges; shorter ones by key.
 _MIN_RANGE: Final = 8
+#: A range of one level above the leaves reads every node whose last leaf is in it, of every
+#: level (``log_nodes`` is keyed by last leaf, then level: about one row per leaf); it is read
+#: as a range only while those rows are at most this many times the nodes wanted, by key
+#: otherwise.
+_RANGE_ROWS_PER_WANTED: Final = 8
 
 _NODE_RANGE: Final = sa.text(
-    "SELECT level, idx, hash FROM log_nodes "
-    "WHERE origin = :o AND level = :l AND idx >= :a AND idx <= :b"
+    "SELECT level, last_seq, hash FROM log_nodes "
+    "WHERE origin = :o AND last_seq >= :a AND last_seq <= :b AND level = :l"
 )
 _LEAF_RANGE: Final = sa.text(
     "SELECT 0 AS level, seq AS idx, leaf_hash AS hash FROM log_leaves "
@@ -222,10 +236,24 @@ async def fetch_many_nodes(
         for last in range(len(indexes)):
             if last + 1 < len(indexes) and indexes[last + 1] - indexes[last] <= _RANGE_GAP:
                 continue
-            if last - first + 1 >= _MIN_RANGE:
-                params = {"o": origin, "l": level, "a": indexes[first], "b": indexes[last]}
-                rows = await conn.execute(_LEAF_RANGE if level == 0 else _NODE_RANGE, params)
-                result.update({(int(r.level), int(r.idx)): bytes(r.hash) for r in rows})
+            wanted = last - first + 1
+            span = indexes[last] - indexes[first] + 1
+            if wanted >= _MIN_RANGE and (
+                level == 0 or (span << level) <= _RANGE_ROWS_PER_WANTED * wanted
+            ):
+                a, b = indexes[first], indexes[last]
+                if level == 0:
+                    rows = await conn.execute(_LEAF_RANGE, {"o": origin, "a": a, "b": b})
+                    result.update({(0, int(r.idx)): bytes(r.hash) for r in rows})
+                else:
+                    # Every node of the level between a and b ends on a leaf in this range.
+                    params = {
+                        "o": origin,
+                        "l": level,
+                        "a": node_last_seq(level, a),
+                        "b": node_last_seq(level, b),
+                    }
+                    result.update(_node_hashes(await conn.execute(_NODE_RANGE, params)))
             else:
                 scattered.extend((level, i) for i in indexes[first : last + 1])
             first = last + 1
@@ -618,18 +646,18 @@ class GroupCommitWriter:
                 record = _serialise_record(entry, logged, seq, now_us)
                 _offer_attachments(attachments, known, attachment_rows)
                 digest = leaf_hash(record)
-                # Level 0 is the leaf hash, kept in the leaf's row.
-                node_rows.extend(
-                    (origin, level, idx, h) for level, idx, h in frontier.append(digest) if level
-                )
+                completed = frontier.append(digest)
+                # Level 0 (the first) is the leaf hash, kept in the leaf's row. Every node above
+                # it that this leaf completes ends on it: its key is (origin, seq, level). Half
+                # the leaves complete none.
+                if len(completed) > 1:
+                    node_rows.extend([(origin, seq, level, h) for level, _, h in completed[1:]])
                 leaf_rows.append(
                     _leaf_row(origin, seq, entry, logged_at_us=now_us, record=record, digest=digest)
                 )
                 if entry.body is not None:
                     bodies.append((seq, entry.body))
-                appended.append(
-                    AppendedRecord(origin=origin, seq=seq, leaf_hash=digest, logged_at=logged_at)
-                )
+                appended.append(AppendedRecord(origin, seq, digest, logged_at))
             outcomes.append(appended)
         if leaf_rows:
             if attachment_rows:
@@ -921,7 +949,7 @@ _LEAF_COLUMNS: Final = (
     "record",
     "leaf_hash",
 )
-_NODE_COLUMNS: Final = ("origin", "level", "idx", "hash")
+_NODE_COLUMNS: Final = ("origin", "last_seq", "level", "hash")
 #: (``purged_at`` is left to its default, NULL: no parameter to bind.)
 _BODY_COLUMNS: Final = ("origin", "seq", "key_id", "nonce", "ciphertext")
 #: A body kept in a segment file: its row names where (``ciphertext`` left NULL).

@@ -34,6 +34,8 @@ __all__ = [
     "log_leaves",
     "log_nodes",
     "metadata",
+    "node_idx",
+    "node_last_seq",
     "seen_messages",
 ]
 
@@ -96,15 +98,30 @@ log_leaves = sa.Table(
 # Every complete subtree of each origin's tree above the leaves: the subtree of 2**level leaves
 # starting at leaf index * 2**level, for level >= 1 (level 0, the leaf hashes, is
 # ``log_leaves.leaf_hash``). Appends add O(1) amortised rows; any root or proof needs O(log n).
+# Keyed by the leaf that completes the subtree, ``last_seq = (index + 1) * 2**level - 1``, then
+# its level (migration 0008, ADR 0901): every node an append writes has the new leaf's seq, so
+# each group's rows go to the end of the key's B-tree, as the leaves' do, instead of into the
+# middle of each level's range (bench/README.md, "Eighth round").
 log_nodes = sa.Table(
     "log_nodes",
     metadata,
     sa.Column("origin", sa.String(MAX_ORIGIN_LENGTH), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
-    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("hash", sa.LargeBinary(32), nullable=False),
     sqlite_with_rowid=False,
 )
+
+
+def node_last_seq(level: int, idx: int) -> int:
+    """The ``log_nodes.last_seq`` of the node ``(level, idx)``: its last leaf's seq."""
+    return ((idx + 1) << level) - 1
+
+
+def node_idx(level: int, last_seq: int) -> int:
+    """The index within its level of the node of ``level`` whose last leaf is ``last_seq``."""
+    return ((last_seq + 1) >> level) - 1
+
 
 # Certificates and OCSP responses the leaves name by SHA-256 (a ``LoggedSignature``, evidence
 # format v2), each stored once whatever the number of records naming it, shared by every origin

@@ -15,6 +15,7 @@ from ruta.merkle import MemoryTree, leaf_hash, verify_consistency, verify_inclus
 from ruta.v1 import log_pb2
 from security_server.database import open_database
 from security_server.log import BodyKey, LogReader
+from security_server.log.schema import node_idx
 
 
 def _stored(path: Path) -> tuple[list[bytes], dict[tuple[int, int], bytes]]:
@@ -22,8 +23,8 @@ def _stored(path: Path) -> tuple[list[bytes], dict[tuple[int, int], bytes]]:
     try:
         records = [bytes(r[0]) for r in conn.execute("SELECT record FROM log_leaves ORDER BY seq")]
         nodes = {
-            (int(lv), int(ix)): bytes(h)
-            for lv, ix, h in conn.execute("SELECT level, idx, hash FROM log_nodes")
+            (int(lv), node_idx(int(lv), int(last))): bytes(h)
+            for lv, last, h in conn.execute("SELECT level, last_seq, hash FROM log_nodes")
         }
     finally:
         conn.close()

@@ -153,6 +153,30 @@ async def test_proofs_verify_against_roots(log: MessageLog) -> None:
     assert await log.consistency_proof(size, size) == []
 
 
+async def test_proofs_read_in_bulk_equal_single_ones(log: MessageLog) -> None:
+    # Enough leaves for runs of one level to be read as ranges (levels 1 to 3 of a contiguous
+    # export) and by key (the levels above, and scattered records), over a tree that grows
+    # past the ranges asked.
+    entries = [make_entry(body=None) for _ in range(64)]
+    for _ in range(17):
+        await log.append(entries)
+    size = log.size()
+    hashes = await _all_leaf_hashes(log)
+    wanted = {
+        "contiguous": list(range(300, 520)),
+        "scattered": list(range(3, size, 37)),
+        "mixed": [*range(40), *range(640, 700, 3), size - 1],
+    }
+    for tree_size in (size, 701, 520):
+        root = await log.root(tree_size)
+        for asked in wanted.values():
+            seqs = [seq for seq in asked if seq < tree_size]
+            proofs = await log.inclusion_proofs(seqs, tree_size)
+            assert proofs == [await log.inclusion_proof(seq, tree_size) for seq in seqs]
+            for seq, proof in zip(seqs, proofs, strict=True):
+                verify_inclusion(hashes[seq], seq, tree_size, proof, root)
+
+
 @pytest.mark.parametrize(
     ("call", "args"),
     [
