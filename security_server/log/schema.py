@@ -99,7 +99,7 @@ log_leaves = sa.Table(
 # starting at leaf index * 2**level, for level >= 1 (level 0, the leaf hashes, is
 # ``log_leaves.leaf_hash``). Appends add O(1) amortised rows; any root or proof needs O(log n).
 # Keyed by the leaf that completes the subtree, ``last_seq = (index + 1) * 2**level - 1``, then
-# its level (migration 0008, ADR 0901): every node an append writes has the new leaf's seq, so
+# its level (migration 0008, ADR 0046): every node an append writes has the new leaf's seq, so
 # each group's rows go to the end of the key's B-tree, as the leaves' do, instead of into the
 # middle of each level's range (bench/README.md, "Eighth round").
 log_nodes = sa.Table(

@@ -7,7 +7,7 @@ half full (bench/README.md, "Seventh round (branch perf-keys)": 1.48 WAL frames 
 single-record commit, ~19 of a group of 64's 87). A node of ``level`` and index ``idx`` covers
 the leaves up to ``last_seq = (idx + 1) * 2**level - 1``, and is completed by appending that
 leaf: keyed ``(origin, last_seq, level)``, every node an append writes carries the new leaf's
-sequence number, so every insert lands at the end of the B-tree (ADR 0901). ``idx`` is not
+sequence number, so every insert lands at the end of the B-tree (ADR 0046). ``idx`` is not
 stored: it is ``(last_seq + 1) / 2**level - 1``.
 
 Upgrade copies every node under its new key (hashes unchanged: every root, proof and
