@@ -66,6 +66,7 @@ from security_server.exchange import (
     refusal,
     unexpected_failure,
 )
+from security_server.frames import MessageParts, signed_message_parts
 from security_server.headers import (
     MESSAGE_ID_HEADER,
     REQUEST_HASH_HEADER,
@@ -313,10 +314,12 @@ class ConsumerProxy:
         signature = await self._identity.sign_batched(
             header_bytes, staple=staple, hold=self._load.hold(), alone=self._load.alone
         )
+        # Serialised once: the log keeps these bytes and the message carries them.
+        signature_bytes = signature.SerializeToString(deterministic=True)
         sent = self._recorder.entry(
             Direction.SENT,
             header=header_bytes,
-            signature=signature,
+            signature=signature_bytes,
             certificate=self._identity.signing_certificate,
             body=body,
             read=ReadHeader(
@@ -335,9 +338,7 @@ class ConsumerProxy:
         # left: the caller's deadline cancelled this handler).
         try:
             response, provider_commit = await self._send(
-                link,
-                transport_pb2.SignedMessage(header=header_bytes, body=body, signature=signature),
-                info,
+                link, signed_message_parts(header_bytes, body, signature_bytes), info
             )
             # protobuf (upb) copies a bytes field on every read: the body is read out once.
             response_body = response.body
@@ -459,7 +460,7 @@ class ConsumerProxy:
         return min(remaining, self._limits.max_deadline_seconds)
 
     async def _send(
-        self, link: ProviderLink, message: transport_pb2.SignedMessage, info: CallInfo
+        self, link: ProviderLink, message: MessageParts, info: CallInfo
     ) -> tuple[transport_pb2.SignedMessage, ProviderCommit | None]:
         try:
             return await link.exchange(message, seconds=self._timeout(info))
