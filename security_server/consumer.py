@@ -339,21 +339,25 @@ class ConsumerProxy:
             response, provider_commit = await self._send(
                 link, signed_message_parts(header_bytes, body, signature_bytes), info
             )
-            # protobuf (upb) copies a bytes field on every read: the body is read out once.
+            # protobuf (upb) copies a bytes field on every read: each is read out once.
             response_body = response.body
-            read = self._check_response(response, response_body, header, digest, provider.id)
+            response_header_bytes = response.header
+            response_signature = response.signature
+            read = self._check_response(
+                response_header_bytes, response_body, header, digest, provider.id
+            )
             response_header = read.header
             certificate = self._checker.verify(
                 conf,
-                response.header,
-                response.signature,
+                response_header_bytes,
+                response_signature,
                 claimed_member=call.service.member,
                 signed_at=read.created_at,
             )
             received = self._recorder.entry(
                 Direction.RECEIVED,
-                header=response.header,
-                signature=response.signature,
+                header=response_header_bytes,
+                signature=response_signature,
                 certificate=certificate,
                 body=response_body,
                 read=read,
@@ -472,14 +476,14 @@ class ConsumerProxy:
 
     def _check_response(
         self,
-        response: transport_pb2.SignedMessage,
+        response_header: bytes,
         body: bytes,
         request: transport_pb2.MessageHeader,
         digest: bytes,
         provider: ServerId,
     ) -> ReadHeader:
         try:
-            read = read_header(response.header)
+            read = read_header(response_header)
         except MalformedMessageError as exc:
             raise ProxyError(
                 f"the provider's response is malformed: {exc.message}", fault=_BAD_RESPONSE
