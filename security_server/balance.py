@@ -81,9 +81,10 @@ class ServerRotation:
     def order(self, servers: Sequence[SecurityServer]) -> list[SecurityServer]:
         """``servers`` (one member's) in the order to try them for the next call: the ones not
         backing off, starting one further along than last time, then the ones backing off, the
-        soonest available first. Every server appears once."""
-        if not servers:
-            return []
+        soonest available first. Every server appears once. A member with one server: that
+        one (nothing to rotate, and backing off or not it is the only one to try)."""
+        if len(servers) <= 1:
+            return list(servers)
         now = self._clock()
         member = servers[0].id.member
         turn = self._turns.pop(member, -1) + 1

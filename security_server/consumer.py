@@ -38,7 +38,6 @@ import logging
 from typing import Final
 
 import grpc
-from cryptography import x509
 
 from ruta.faults import (
     BACKEND_FAULT_PREFIX,
@@ -50,8 +49,8 @@ from ruta.faults import (
     status_from_code,
 )
 from ruta.globalconf import GlobalConf, SecurityServer
-from ruta.ids import MemberId, ServerId
-from ruta.pki.certs import gateway_member_of, subsystem_id_of
+from ruta.ids import MemberId, ServerId, SubsystemId
+from ruta.pki.certs import gateway_member_of, load_certificate, subsystem_id_of
 from ruta.pki.errors import PkiError
 from ruta.v1 import transport_pb2
 from security_server.calls import Answer, CallInfo, Refused
@@ -66,6 +65,7 @@ from security_server.exchange import (
     refusal,
     unexpected_failure,
 )
+from security_server.frames import MessageParts, signed_message_parts
 from security_server.headers import (
     MESSAGE_ID_HEADER,
     REQUEST_HASH_HEADER,
@@ -313,10 +313,12 @@ class ConsumerProxy:
         signature = await self._identity.sign_batched(
             header_bytes, staple=staple, hold=self._load.hold(), alone=self._load.alone
         )
+        # Serialised once: the log keeps these bytes and the message carries them.
+        signature_bytes = signature.SerializeToString(deterministic=True)
         sent = self._recorder.entry(
             Direction.SENT,
             header=header_bytes,
-            signature=signature,
+            signature=signature_bytes,
             certificate=self._identity.signing_certificate,
             body=body,
             read=ReadHeader(
@@ -335,25 +337,27 @@ class ConsumerProxy:
         # left: the caller's deadline cancelled this handler).
         try:
             response, provider_commit = await self._send(
-                link,
-                transport_pb2.SignedMessage(header=header_bytes, body=body, signature=signature),
-                info,
+                link, signed_message_parts(header_bytes, body, signature_bytes), info
             )
-            # protobuf (upb) copies a bytes field on every read: the body is read out once.
+            # protobuf (upb) copies a bytes field on every read: each is read out once.
             response_body = response.body
-            read = self._check_response(response, response_body, header, digest, provider.id)
+            response_header_bytes = response.header
+            response_signature = response.signature
+            read = self._check_response(
+                response_header_bytes, response_body, header, digest, provider.id
+            )
             response_header = read.header
             certificate = self._checker.verify(
                 conf,
-                response.header,
-                response.signature,
+                response_header_bytes,
+                response_signature,
                 claimed_member=call.service.member,
                 signed_at=read.created_at,
             )
             received = self._recorder.entry(
                 Direction.RECEIVED,
-                header=response.header,
-                signature=response.signature,
+                header=response_header_bytes,
+                signature=response_signature,
                 certificate=certificate,
                 body=response_body,
                 read=read,
@@ -409,13 +413,10 @@ class ConsumerProxy:
                     fault=Fault.CLIENT_PERMISSION_DENIED,
                 )
             return
-        try:
-            cert = info.peer_certificate()
-        except PkiError:
-            cert = None
+        pem = info.peer_certificate_pem
+        gateway, subsystem = _caller_named(pem) if pem is not None else (None, None)
         # A member's HTTP gateway acts for this member's subsystems (the member was checked
         # above), and only at the member's own servers (docs/adr/0021-gateway.md).
-        gateway = _gateway_member(cert)
         if gateway is not None:
             if gateway == own:
                 return
@@ -423,10 +424,6 @@ class ConsumerProxy:
                 f"the gateway of {gateway} may not act as {call.client} at this server",
                 fault=Fault.CLIENT_PERMISSION_DENIED,
             )
-        try:
-            subsystem = subsystem_id_of(cert) if cert is not None else None
-        except PkiError:
-            subsystem = None
         if subsystem is None:
             raise ProxyError(
                 "the caller presented no client certificate naming a subsystem",
@@ -459,7 +456,7 @@ class ConsumerProxy:
         return min(remaining, self._limits.max_deadline_seconds)
 
     async def _send(
-        self, link: ProviderLink, message: transport_pb2.SignedMessage, info: CallInfo
+        self, link: ProviderLink, message: MessageParts, info: CallInfo
     ) -> tuple[transport_pb2.SignedMessage, ProviderCommit | None]:
         try:
             return await link.exchange(message, seconds=self._timeout(info))
@@ -479,14 +476,14 @@ class ConsumerProxy:
 
     def _check_response(
         self,
-        response: transport_pb2.SignedMessage,
+        response_header: bytes,
         body: bytes,
         request: transport_pb2.MessageHeader,
         digest: bytes,
         provider: ServerId,
     ) -> ReadHeader:
         try:
-            read = read_header(response.header)
+            read = read_header(response_header)
         except MalformedMessageError as exc:
             raise ProxyError(
                 f"the provider's response is malformed: {exc.message}", fault=_BAD_RESPONSE
@@ -597,14 +594,31 @@ def _reused(call: CallMetadata) -> ProxyError:
     )
 
 
-def _gateway_member(cert: x509.Certificate | None) -> MemberId | None:
-    """The member whose gateway a client certificate names, or ``None``."""
-    if cert is None:
-        return None
+#: Backend client certificates read (as gRPC hands them over, PEM) and the names found in them.
+MAX_CACHED_CALLER_CERTIFICATES: Final = 256
+
+
+@functools.lru_cache(maxsize=MAX_CACHED_CALLER_CERTIFICATES)
+def _caller_named(pem: bytes) -> tuple[MemberId | None, SubsystemId | None]:
+    """The member whose gateway a backend's client certificate (PEM, as gRPC hands it over)
+    names, and the subsystem it names; each ``None`` where it names none (or is no certificate
+    that parses). Read once per certificate, not per call: parsing it and its SAN extension
+    took tens of microseconds per call. A certificate is public and its bytes decide the
+    answer, so nothing secret is kept and a remembered answer is the one reading it again
+    would give (gRPC checked its chain and validity in the TLS handshake of the call)."""
     try:
-        return gateway_member_of(cert)
+        cert = load_certificate(pem)
     except PkiError:
-        return None
+        return None, None
+    try:
+        gateway = gateway_member_of(cert)
+    except PkiError:
+        gateway = None
+    try:
+        subsystem: SubsystemId | None = subsystem_id_of(cert)
+    except PkiError:
+        subsystem = None
+    return gateway, subsystem
 
 
 def _deadline_passed(provider: SecurityServer) -> _PassThrough:

@@ -185,14 +185,15 @@ class ExchangeRecorder:
         direction: Direction,
         *,
         header: bytes,
-        signature: transport_pb2.Signature,
+        signature: transport_pb2.Signature | bytes,
         certificate: x509.Certificate,
         body: bytes,
         read: ReadHeader,
     ) -> LogEntry:
         """The log entry of one signed message (without its body for a metadata-only
         subsystem); ``read`` is ``header`` as already parsed (or built), so it is not parsed
-        again. Raises :class:`~security_server.errors.ExchangeError` (``logging_failed``) if it
+        again, and ``signature`` may be given serialised already (deterministically, as it is
+        logged). Raises :class:`~security_server.errors.ExchangeError` (``logging_failed``) if it
         cannot be logged."""
         try:
             entry = LogEntry.from_parsed(
@@ -202,7 +203,11 @@ class ExchangeRecorder:
                 client=read.client,
                 service=read.service,
                 created_at=read.created_at,
-                signature=signature.SerializeToString(deterministic=True),
+                signature=(
+                    signature
+                    if isinstance(signature, bytes)
+                    else signature.SerializeToString(deterministic=True)
+                ),
                 certificate_fingerprint=_fingerprint(certificate),
                 body=body,
             )

@@ -43,7 +43,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 import grpc
 import grpc.aio
@@ -65,11 +65,14 @@ __all__ = [
     "FrameLinks",
     "FramesStream",
     "FramesUnsupportedError",
+    "MessageParts",
     "SendAhead",
     "capabilities_metadata",
     "capabilities_of",
     "framed_request_parts",
     "framed_result_parts",
+    "signed_message_parts",
+    "within",
 ]
 
 _log = logging.getLogger(__name__)
@@ -139,16 +142,44 @@ _DURABLE_KEY: Final = b"\x12"
 _UNDONE_KEY: Final = b"\x1a"
 
 
-def framed_request_parts(tag: int, message: bytes, timeout_ms: int) -> tuple[bytes, bytes, bytes]:
+#: A serialised ``SignedMessage`` in parts (:func:`signed_message_parts`): joined, its bytes.
+MessageParts: TypeAlias = tuple[bytes, ...]
+# SignedMessage's wire keys: header (1), body (2), signature (3), all length-delimited.
+_HEADER_KEY: Final = b"\x0a"
+_BODY_KEY: Final = b"\x12"
+_SIGNATURE_KEY: Final = b"\x1a"
+
+
+def signed_message_parts(header: bytes, body: bytes, signature: bytes) -> MessageParts:
+    """The ``SignedMessage`` of ``header`` (serialised header bytes), ``body`` and
+    ``signature`` (a serialised ``Signature``) as :data:`MessageParts`: joined, exactly the
+    bytes protobuf writes for it (a unit test holds them to it; an empty field is left out as
+    protobuf leaves it out). Kept apart, so the body is copied once, into the frame, instead of
+    into a message, its serialisation and the frame."""
+    parts: list[bytes] = []
+    if header:
+        parts += (_HEADER_KEY + varint(len(header)), header)
+    if body:
+        parts += (_BODY_KEY + varint(len(body)), body)
+    if signature:
+        parts += (_SIGNATURE_KEY + varint(len(signature)), signature)
+    return tuple(parts)
+
+
+def framed_request_parts(
+    tag: int, message: bytes | MessageParts, timeout_ms: int
+) -> tuple[bytes, ...]:
     """One ``FramedRequest`` as it sits in a ``RequestFrame`` (its ``requests`` key and length
-    included), in three parts: what goes before the serialised ``SignedMessage`` ``message``,
-    ``message`` itself, and what follows it. Joined, they are exactly the bytes protobuf's
-    deterministic serialisation writes for that element (a unit test holds them to it); kept
-    apart, so the message is copied once, into the frame."""
+    included), in parts: what goes before the serialised ``SignedMessage`` ``message`` (bytes,
+    or :data:`MessageParts`), the message's parts, and what follows it. Joined, they are exactly
+    the bytes protobuf's deterministic serialisation writes for that element (a unit test holds
+    them to it); kept apart, so the message is copied once, into the frame."""
+    parts = (message,) if isinstance(message, bytes) else message
+    size = sum(map(len, parts))
     suffix = _TIMEOUT_KEY + varint(timeout_ms) if timeout_ms else b""
     head = _TAG_KEY + varint(tag) if tag else b""
-    head += _MESSAGE_KEY + varint(len(message))
-    return _REQUESTS_KEY + varint(len(head) + len(message) + len(suffix)) + head, message, suffix
+    head += _MESSAGE_KEY + varint(size)
+    return (_REQUESTS_KEY + varint(len(head) + size + len(suffix)) + head, *parts, suffix)
 
 
 def framed_result_parts(
@@ -176,6 +207,29 @@ def _pending_result_parts(
     return _RESULTS_KEY + varint(length) + head, encoded, _COMMIT_PENDING
 
 
+_T = TypeVar("_T")
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+async def within(future: asyncio.Future[_T], seconds: float) -> _T:
+    """``await future``, or :class:`TimeoutError` once ``seconds`` pass first (``future`` then
+    ends with it: its result is not wanted any more). What ``asyncio.timeout`` does around
+    awaiting one future, with one timer and no cancelling and un-cancelling of the task (two
+    of these per exchange on the consumer). Cancelling the caller cancels ``future``, as
+    awaiting it directly does."""
+    if future.done():
+        return future.result()
+    timer = asyncio.get_running_loop().call_later(seconds, _expire, future)
+    try:
+        return await future
+    finally:
+        timer.cancel()
+
+
 class FrameLink:
     """One ``ExchangeFrames`` stream to one provider server (see the module docstring)."""
 
@@ -201,7 +255,7 @@ class FrameLink:
         )
         self._call = open_stream(metadata=capabilities_metadata(capabilities) or None)
         # Each waiting request as the parts of its serialised FramedRequest element.
-        self._outbox: collections.deque[tuple[bytes, bytes, bytes]] = collections.deque()
+        self._outbox: collections.deque[tuple[bytes, ...]] = collections.deque()
         # By tag: the result, with the future of its notice when it came ahead of the
         # provider's commit.
         self._waiting: dict[int, asyncio.Future[_Arrived]] = {}
@@ -255,26 +309,30 @@ class FrameLink:
         return transport_pb2.FramedResult(tag=result.tag, refusal=notice)
 
     async def send(
-        self, message: transport_pb2.SignedMessage | bytes, *, seconds: float
+        self, message: transport_pb2.SignedMessage | bytes | MessageParts, *, seconds: float
     ) -> tuple[transport_pb2.FramedResult, asyncio.Future[CommitNotice] | None]:
-        """Send ``message`` (a ``SignedMessage``, or one serialised) in the next frame and return
-        its result as soon as it arrives, with, for a response sent ahead of the provider's
-        commit (``commit_pending``), the future of its notice (:data:`CommitNotice`): the
-        response may be used only once that says durable. Raises as :meth:`exchange`.
+        """Send ``message`` (a ``SignedMessage``, or one serialised, whole or in
+        :data:`MessageParts`) in the next frame and return its result as soon as it arrives,
+        with, for a response sent ahead of the provider's commit (``commit_pending``), the
+        future of its notice (:data:`CommitNotice`): the response may be used only once that
+        says durable. Raises as :meth:`exchange`.
         """
         if self._failure is not None:
             raise self._failure
         tag = next(self._tags)
         future: asyncio.Future[_Arrived] = asyncio.get_running_loop().create_future()
         self._waiting[tag] = future
-        encoded = message if isinstance(message, bytes) else message.SerializeToString()
+        encoded = (
+            message.SerializeToString()
+            if isinstance(message, transport_pb2.SignedMessage)
+            else message
+        )
         self._outbox.append(
             framed_request_parts(tag, encoded, min(_MAX_UINT32, max(1, int(seconds * 1000))))
         )
         self._wakeup.set()
         try:
-            async with asyncio.timeout(seconds):
-                return await future
+            return await within(future, seconds)
         finally:
             self._waiting.pop(tag, None)
 
@@ -308,12 +366,12 @@ class FrameLink:
         requests = 0
         outbox = self._outbox
         while outbox and requests < MAX_FRAME_REQUESTS:
-            head, message, tail = outbox[0]
-            item_size = len(head) + len(message) + len(tail)
+            item = outbox[0]
+            item_size = sum(map(len, item))
             if requests and size + item_size > MAX_FRAME_BYTES:
                 break
             outbox.popleft()
-            parts += (head, message, tail)
+            parts += item
             size += item_size
             requests += 1
         return b"".join(parts), requests
@@ -411,7 +469,13 @@ class FrameLinks:
     def fits(message: transport_pb2.SignedMessage | bytes) -> bool:
         """Whether ``message`` (or its serialised bytes) travels framed (no larger than a frame
         may be)."""
-        size = len(message) if isinstance(message, bytes) else message.ByteSize()
+        return FrameLinks.fits_size(
+            len(message) if isinstance(message, bytes) else message.ByteSize()
+        )
+
+    @staticmethod
+    def fits_size(size: int) -> bool:
+        """Whether a serialised ``SignedMessage`` of ``size`` bytes travels framed."""
         return size <= MAX_FRAME_BYTES - FRAMED_OVERHEAD_BYTES
 
     def __init__(

@@ -35,7 +35,13 @@ from ruta.globalconf import SecurityServer
 from ruta.ids import ServerId
 from ruta.v1 import transport_pb2
 from security_server.errors import FramesUnsupportedError, TransportError
-from security_server.frames import RESPONSE_AHEAD, CommitNotice, FrameLinks
+from security_server.frames import (
+    RESPONSE_AHEAD,
+    CommitNotice,
+    FrameLinks,
+    MessageParts,
+    within,
+)
 from security_server.transport import EXCHANGE_PATH, PeerChannels
 
 __all__ = [
@@ -109,9 +115,11 @@ class ProviderLink(Protocol):
         """The server the link reaches (the request names it as receiver)."""
         ...
 
-    async def exchange(self, message: transport_pb2.SignedMessage, *, seconds: float) -> Reply:
-        """Send ``message`` and return the server's signed response (not yet checked), with
-        its :class:`ProviderCommit` when the response came ahead of the provider's commit.
+    async def exchange(self, message: MessageParts, *, seconds: float) -> Reply:
+        """Send ``message`` (a serialised ``SignedMessage`` in parts,
+        :func:`~security_server.frames.signed_message_parts`) and return the server's signed
+        response (not yet checked), with its :class:`ProviderCommit` when the response came
+        ahead of the provider's commit.
 
         Raises :class:`PeerRefusal` when the server refused it, :class:`TimeoutError` when
         ``seconds`` pass first, and :class:`~security_server.errors.TransportError` when it
@@ -165,14 +173,13 @@ class GrpcPeerLinks:
         # Providers that do not offer frames, remembered and called once per message.
         self._unary_only: set[ServerId] = set()
         # Transport.Exchange callables, made once per peer channel (by the channel's id; the
-        # channel is kept beside its callable so a reused id is never mistaken for it).
+        # channel is kept beside its callable so a reused id is never mistaken for it). Requests
+        # go as serialised already.
         self._exchange_calls: dict[
             int,
             tuple[
                 grpc.aio.Channel,
-                grpc.aio.UnaryUnaryMultiCallable[
-                    transport_pb2.SignedMessage, transport_pb2.SignedMessage
-                ],
+                grpc.aio.UnaryUnaryMultiCallable[bytes, transport_pb2.SignedMessage],
             ],
         ] = {}
 
@@ -203,25 +210,27 @@ class GrpcPeerLinks:
         self,
         server: SecurityServer,
         channel: grpc.aio.Channel,
-        message: transport_pb2.SignedMessage,
+        message: MessageParts,
         seconds: float,
     ) -> Reply:
-        if self._links is not None and server.id not in self._unary_only:
-            # Serialised once: its size decides the path, and the frame carries these bytes.
-            encoded = message.SerializeToString()
-            if self._links.fits(encoded):
-                try:
-                    return await self._framed(server, channel, encoded, seconds)
-                except FramesUnsupportedError:
-                    self._unary_only.add(server.id)
-                    _log.warning("provider server %s takes one call per message", server.id)
-        return await self._unary(server, channel, message, seconds), None
+        # Its size decides the path; the frame carries its parts, joined once.
+        if (
+            self._links is not None
+            and server.id not in self._unary_only
+            and self._links.fits_size(sum(map(len, message)))
+        ):
+            try:
+                return await self._framed(server, channel, message, seconds)
+            except FramesUnsupportedError:
+                self._unary_only.add(server.id)
+                _log.warning("provider server %s takes one call per message", server.id)
+        return await self._unary(server, channel, b"".join(message), seconds), None
 
     async def _framed(
         self,
         server: SecurityServer,
         channel: grpc.aio.Channel,
-        message: bytes,
+        message: MessageParts,
         seconds: float,
     ) -> Reply:
         if self._links is None:  # pragma: no cover - only called with frames on
@@ -264,7 +273,7 @@ class GrpcPeerLinks:
         self,
         server: SecurityServer,
         channel: grpc.aio.Channel,
-        message: transport_pb2.SignedMessage,
+        message: bytes,
         seconds: float,
     ) -> transport_pb2.SignedMessage:
         made = self._exchange_calls.get(id(channel))
@@ -273,7 +282,7 @@ class GrpcPeerLinks:
         else:
             exchange = channel.unary_unary(
                 EXCHANGE_PATH,
-                request_serializer=transport_pb2.SignedMessage.SerializeToString,
+                request_serializer=None,
                 response_deserializer=transport_pb2.SignedMessage.FromString,
             )
             if len(self._exchange_calls) >= MAX_CACHED_PEER_CALLS:
@@ -317,12 +326,7 @@ class _FramedCommit:
         self._future = future
 
     async def wait(self, *, seconds: float) -> None:
-        future = self._future
-        if future.done():
-            notice = future.result()
-        else:
-            async with asyncio.timeout(seconds):
-                notice = await future
+        notice = await within(self._future, seconds)
         if notice is None:
             return
         if isinstance(notice, TransportError):
@@ -342,5 +346,5 @@ class _GrpcProviderLink:
     def server(self) -> SecurityServer:
         return self._server
 
-    async def exchange(self, message: transport_pb2.SignedMessage, *, seconds: float) -> Reply:
+    async def exchange(self, message: MessageParts, *, seconds: float) -> Reply:
         return await self._owner._exchange(self._server, self._channel, message, seconds)

@@ -65,6 +65,8 @@ PIN_CHECK_TIMEOUT_SECONDS: Final = 10.0
 RETIRED_CHANNEL_GRACE_SECONDS: Final = 30.0
 #: Peer authentication certificates kept parsed and fingerprinted, by their PEM text.
 MAX_CACHED_PEER_CERTIFICATES: Final = 256
+#: Peers whose channel key is kept made (:class:`PeerChannels`).
+MAX_CACHED_CHANNEL_KEYS: Final = 256
 #: Room for the header, signature, certificates and OCSP response around a body.
 _ENVELOPE_SLACK_BYTES: Final = 256 * 1024
 #: Largest frame of ``Transport.ExchangeFrames`` either side writes, messages included (a single
@@ -234,6 +236,10 @@ class PeerChannels:
     _anchor_digests: tuple[tuple[x509.Certificate, ...], bytes, str] | None = None
     _credentials: dict[str, grpc.ChannelCredentials] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Each peer's channel key under the anchors in force, by the peer object (the
+    #: configuration's; kept beside its key and checked with ``is``, so a reused id is never
+    #: mistaken): made once, not on every call. At most :data:`MAX_CACHED_CHANNEL_KEYS`.
+    _keys: dict[int, tuple[SecurityServer, str, _Key]] = field(default_factory=dict)
     #: Which server of a member the next call tries first (round robin, back-off on failure).
     rotation: ServerRotation = field(default_factory=ServerRotation)
 
@@ -253,7 +259,14 @@ class PeerChannels:
             known = (anchors, anchors_pem, hashlib.sha256(anchors_pem).hexdigest())
             self._anchor_digests = known  # only the configuration in force
         _, anchors_pem, anchors_digest = known
-        key = _Key(str(peer.id), peer.address, peer.auth_cert_sha256, anchors_digest)
+        made = self._keys.get(id(peer))
+        if made is not None and made[0] is peer and made[1] == anchors_digest:
+            key = made[2]
+        else:
+            key = _Key(str(peer.id), peer.address, peer.auth_cert_sha256, anchors_digest)
+            if len(self._keys) >= MAX_CACHED_CHANNEL_KEYS:
+                self._keys.clear()  # configurations replaced many times: start over
+            self._keys[id(peer)] = (peer, anchors_digest, key)
         existing = self._channels.get(key)
         if existing is not None:
             return existing

@@ -125,3 +125,11 @@ def test_no_servers_and_bad_settings() -> None:
         ServerRotation(initial_backoff=0)
     with pytest.raises(ValueError, match="back-offs"):
         ServerRotation(initial_backoff=10, max_backoff=1)
+
+
+def test_a_lone_server_is_tried_backing_off_or_not(rotation: ServerRotation) -> None:
+    (only,) = servers = _servers(count=1)
+    assert rotation.order(servers) == [only]
+    rotation.failed(only.id)
+    assert rotation.backing_off(only.id)
+    assert rotation.order(servers) == [only]

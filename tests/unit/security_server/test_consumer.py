@@ -1,9 +1,16 @@
-"""Pure helpers of the consumer proxy."""
+"""Pure helpers of the consumer proxy, and what it remembers."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from cryptography import x509
+
+from ruta.ids import MemberId, SubsystemId
+from ruta.pki.certs import certificate_pem, load_certificate
+from ruta.pki.testing import TestPki
+from security_server import consumer
 from security_server.consumer import is_loopback_peer
 
 
@@ -24,3 +31,30 @@ from security_server.consumer import is_loopback_peer
 )
 def testis_loopback_peer(peer: str, loopback: bool) -> None:
     assert is_loopback_peer(peer) is loopback
+
+
+def test_backend_certificates_are_read_once_and_remembered_within_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki = TestPki(tmp_path / "pki")
+    subsystem = SubsystemId.parse("DEV/GOV/SOC/benefits")
+    backend_pem = certificate_pem(pki.subsystem(subsystem).certificate)
+    gateway_pem = certificate_pem(pki.gateway("DEV/GOV/SOC").certificate)
+    reads: list[bytes] = []
+
+    def counting(pem: bytes) -> x509.Certificate:
+        reads.append(pem)
+        return load_certificate(pem)
+
+    monkeypatch.setattr(consumer, "load_certificate", counting)
+    consumer._caller_named.cache_clear()
+
+    for _ in range(3):
+        assert consumer._caller_named(backend_pem) == (None, subsystem)
+        assert consumer._caller_named(gateway_pem) == (MemberId.parse("DEV/GOV/SOC"), None)
+    assert reads == [backend_pem, gateway_pem]
+    # What does not parse names nobody (the caller is refused as unauthenticated).
+    assert consumer._caller_named(b"not a certificate") == (None, None)
+    info = consumer._caller_named.cache_info()
+    assert info.maxsize == consumer.MAX_CACHED_CALLER_CERTIFICATES
+    consumer._caller_named.cache_clear()

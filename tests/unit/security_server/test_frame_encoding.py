@@ -15,6 +15,8 @@ from security_server.frames import (
     SendAhead,
     framed_request_parts,
     framed_result_parts,
+    signed_message_parts,
+    within,
 )
 
 
@@ -46,6 +48,66 @@ def test_framed_request_bytes_are_protobufs_own(body_size: int, tag: int, timeou
     assert [r.tag for r in parsed.requests] == [tag, tag + 1]
     assert parsed.requests[0].message == message
     assert parsed.requests[0].timeout_ms == timeout_ms
+
+
+@pytest.mark.parametrize("body_size", [0, 1, 127, 128, 512, 16_384, 65_536, 200_000])
+@pytest.mark.parametrize("header_size", [0, 1, 300, 8_192])
+@pytest.mark.parametrize("certificate", [b"", b"c" * 528])
+def test_signed_message_parts_are_protobufs_own(
+    body_size: int, header_size: int, certificate: bytes
+) -> None:
+    signature = transport_pb2.Signature(
+        algorithm=transport_pb2.SIGNATURE_ALGORITHM_ECDSA_P256_SHA256,
+        value=b"v" * 72,
+        certificate=certificate,
+    )
+    message = transport_pb2.SignedMessage(
+        header=b"h" * header_size, body=b"b" * body_size, signature=signature
+    )
+    parts = signed_message_parts(
+        message.header, message.body, signature.SerializeToString(deterministic=True)
+    )
+
+    assert b"".join(parts) == message.SerializeToString(deterministic=True)
+    assert b"".join(parts) == message.SerializeToString()
+    # Framed from its parts, it is the same element as framed from its bytes.
+    assert b"".join(framed_request_parts(7, parts, 30)) == b"".join(
+        framed_request_parts(7, message.SerializeToString(), 30)
+    )
+
+
+def test_an_empty_signed_message_has_no_parts() -> None:
+    assert signed_message_parts(b"", b"", b"") == ()
+    assert transport_pb2.SignedMessage().SerializeToString() == b""
+
+
+async def test_within_gives_the_result_and_leaves_no_timer() -> None:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[int] = loop.create_future()
+    loop.call_soon(future.set_result, 5)
+    assert await within(future, 10) == 5
+    done: asyncio.Future[int] = loop.create_future()
+    done.set_result(6)
+    assert await within(done, 0) == 6
+
+
+async def test_within_times_out_and_ends_the_future() -> None:
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    with pytest.raises(TimeoutError):
+        await within(future, 0.01)
+    assert future.done()
+    with pytest.raises(asyncio.InvalidStateError):
+        future.set_result(1)
+
+
+async def test_cancelling_the_caller_cancels_the_future_as_awaiting_it_does() -> None:
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    waiter = asyncio.ensure_future(within(future, 10))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert future.cancelled()
 
 
 def test_a_zero_tag_or_timeout_is_left_out_as_protobuf_leaves_it_out() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import uuid
 from datetime import UTC, datetime
 
@@ -405,3 +406,71 @@ def test_request_header_round_trips(
     assert str(SubsystemId.from_proto(parsed.client)) == "/".join(client)
     assert ServiceId.from_proto(parsed.service).service_name == service_name
     assert dict(metadata_for_backend(read))["ruta-client"] == "/".join(client)
+
+
+def _header_field_by_field(
+    call: CallMetadata, body: bytes, sender: ServerId, receiver: ServerId, now: datetime
+) -> bytes:
+    """A request header as it was built before the templates: every field set at once."""
+    header = transport_pb2.MessageHeader(
+        message_id=call.message_id,
+        kind=transport_pb2.MESSAGE_KIND_REQUEST,
+        client=call.client.to_proto(),
+        service=call.service.to_proto(),
+        method=call.method,
+        purpose=call.purpose,
+        user_id=call.user_id,
+        subject=call.subject,
+        body_sha256=hashlib.sha256(body).digest(),
+        sender=sender.to_proto(),
+        receiver=receiver.to_proto(),
+    )
+    header.created_at.FromDatetime(now)
+    return header.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize(("user_id", "subject"), [("", ""), ("jdoe", ""), ("", "p-1"), ("a", "b")])
+def test_request_headers_from_templates_are_the_bytes_built_field_by_field(
+    user_id: str, subject: str
+) -> None:
+    now = datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC)
+    sender = ServerId.parse("DEV/GOV/SOC/ss1")
+    receiver = ServerId.parse("DEV/GOV/POP/ss1")
+    first = dataclasses.replace(_call(), user_id=user_id, subject=subject)
+    second = dataclasses.replace(first, message_id=new_message_id(), user_id="", subject="")
+    for call, body in ((first, b"body"), (second, b""), (first, b"x" * 70_000)):
+        header, raw = build_request_header(
+            call, body=body, sender=sender, receiver=receiver, created_at=now
+        )
+        assert raw == _header_field_by_field(call, body, sender, receiver, now)
+        assert header.SerializeToString(deterministic=True) == raw
+
+
+def test_request_templates_are_bounded_and_keep_no_per_call_field() -> None:
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    sender = ServerId.parse("DEV/GOV/SOC/ss1")
+    base = dataclasses.replace(_call(), user_id="jdoe", subject="person-1")
+    for i in range(headers.MAX_REQUEST_TEMPLATES + 20):
+        receiver = ServerId.parse(f"DEV/GOV/POP/ss{i}")
+        build_request_header(base, body=b"b", sender=sender, receiver=receiver, created_at=now)
+    assert len(headers._REQUEST_TEMPLATES) <= headers.MAX_REQUEST_TEMPLATES
+    for *_, template in headers._REQUEST_TEMPLATES.values():
+        assert not template.message_id
+        assert not template.user_id
+        assert not template.subject
+        assert not template.body_sha256
+        assert not template.HasField("created_at")
+
+
+def test_a_template_is_only_used_for_the_same_identifier_objects() -> None:
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    call = _call()
+    sender = ServerId.parse("DEV/GOV/SOC/ss1")
+    one = ServerId.parse("DEV/GOV/POP/ss1")
+    _, raw_one = build_request_header(call, body=b"", sender=sender, receiver=one, created_at=now)
+    # Another object (the first one gone, its id() possibly reused) naming another server.
+    del one
+    two = ServerId.parse("DEV/GOV/POP/ss2")
+    _, raw_two = build_request_header(call, body=b"", sender=sender, receiver=two, created_at=now)
+    assert read_header(raw_two).receiver == two
+    assert raw_one != raw_two

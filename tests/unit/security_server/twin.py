@@ -45,6 +45,7 @@ from security_server.consumer import ConsumerProxy
 from security_server.database import open_database
 from security_server.errors import TransportError
 from security_server.exchange import ExchangeRecorder, SignatureChecker
+from security_server.frames import MessageParts
 from security_server.identity import ServerIdentity
 from security_server.links import PeerRefusal, ProviderLink, Reply
 from security_server.log import BodyKey, MessageLog
@@ -166,8 +167,9 @@ class _Link:
     def server(self) -> SecurityServer:
         return self._server
 
-    async def exchange(self, message: transport_pb2.SignedMessage, *, seconds: float) -> Reply:
+    async def exchange(self, parts: MessageParts, *, seconds: float) -> Reply:
         world = self._world
+        message = transport_pb2.SignedMessage.FromString(b"".join(parts))
         if world.link_failure is not None:
             raise world.link_failure
         info = CallInfo(
