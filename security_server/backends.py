@@ -7,7 +7,9 @@ looks a service's channel up when it checks the service is served (:meth:`Backen
 A settings reload (:mod:`security_server.reload`) swaps the whole map in one step with
 :meth:`BackendChannels.replace`: calls that start afterwards see the new map, while calls that
 already hold a channel keep it; a channel no longer mapped is closed only once every call that
-could hold it has ended (docs/adr/0016-settings-reload.md).
+could hold it has ended (docs/adr/0016-settings-reload.md). A call awaits grpc's Cython unary
+call directly, without ``grpc.aio``'s per-call wrapper and task, where this grpcio offers it
+(docs/adr/0901-direct-backend-calls.md); otherwise it goes through ``grpc.aio``.
 """
 
 from __future__ import annotations
