@@ -273,7 +273,11 @@ class ProviderProxy:
                 f"{self._limits.max_message_bytes}",
                 fault=Fault.SERVER_PROVIDER_MESSAGE_TOO_LARGE,
             )
-        read = self._request_header(message.header, peer.id)
+        # Each read of a bytes or message field of a parsed message makes a new object (upb):
+        # the header bytes and the signature are read out once, like the body.
+        header_bytes = message.header
+        signature = message.signature
+        read = self._request_header(header_bytes, peer.id)
         header = read.header
         outcome.message_id = header.message_id
         outcome.request_bytes = len(body)
@@ -282,8 +286,8 @@ class ProviderProxy:
         created_at = read.created_at
         certificate = self._checker.verify(
             conf,
-            message.header,
-            message.signature,
+            header_bytes,
+            signature,
             claimed_member=client.member,
             signed_at=created_at,
         )
@@ -338,8 +342,8 @@ class ProviderProxy:
         try:
             await self._recorder.record(
                 Direction.RECEIVED,
-                header=message.header,
-                signature=message.signature,
+                header=header_bytes,
+                signature=signature,
                 certificate=certificate,
                 body=body,
                 claim=claim,
@@ -360,7 +364,11 @@ class ProviderProxy:
         if forwarded.fault is not None:
             outcome.fault = str(forwarded.fault)
         return await self._answer(
-            request=message, read=read, forwarded=forwarded, staple=staple, ahead=ahead
+            request_digest=request_hash(header_bytes, signature.value),
+            read=read,
+            forwarded=forwarded,
+            staple=staple,
+            ahead=ahead,
         )
 
     def _request_header(self, raw: bytes, peer: ServerId) -> ReadHeader:
@@ -423,22 +431,22 @@ class ProviderProxy:
     async def _answer(
         self,
         *,
-        request: transport_pb2.SignedMessage,
+        request_digest: bytes,
         read: ReadHeader,
         forwarded: _Forwarded,
         staple: bytes,
         ahead: SendAhead | None,
     ) -> transport_pb2.SignedMessage:
-        """Sign the response and log it durably; returns it once its record is durable. With
-        ``ahead``, and unless this server is under load, the response is sent first and its
-        record committed meanwhile (the request's record and replay claim are durable already:
-        the backend has acted)."""
+        """Sign the response (bound to the request by ``request_digest``, :func:`request_hash`)
+        and log it durably; returns it once its record is durable. With ``ahead``, and unless
+        this server is under load, the response is sent first and its record committed
+        meanwhile (the request's record and replay claim are durable already: the backend has
+        acted)."""
         body = forwarded.body
-        digest = request_hash(request.header, request.signature.value)
         created_at = self._clock()
         response, response_bytes = build_response_header(
             read.header,
-            request_digest=digest,
+            request_digest=request_digest,
             body=body,
             status_code=forwarded.status,
             fault=forwarded.fault,
