@@ -9,7 +9,7 @@ A settings reload (:mod:`security_server.reload`) swaps the whole map in one ste
 already hold a channel keep it; a channel no longer mapped is closed only once every call that
 could hold it has ended (docs/adr/0016-settings-reload.md). A call awaits grpc's Cython unary
 call directly, without ``grpc.aio``'s per-call wrapper and task, where this grpcio offers it
-(docs/adr/0901-direct-backend-calls.md); otherwise it goes through ``grpc.aio``.
+(docs/adr/0047-direct-backend-calls.md); otherwise it goes through ``grpc.aio``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-# grpc.aio's unary call without its per-call wrapper (docs/adr/0901-direct-backend-calls.md):
+# grpc.aio's unary call without its per-call wrapper (docs/adr/0047-direct-backend-calls.md):
 # ``grpc.aio`` makes a Python call object, an asyncio task, a metadata object and a weak
 # reference for every call, ~73,000 instructions of the ~250,000 a 512-byte call costs; the
 # Cython call underneath, which that task awaits, is awaited here directly (the same core call,
