@@ -1,4 +1,4 @@
-"""A backend call made on grpc's Cython call directly (docs/adr/0901) answers exactly what the
+"""A backend call made on grpc's Cython call directly (docs/adr/0047) answers exactly what the
 same call through grpc.aio answers: body, status, text, and the fault code and id a refusal
 carries; a caller cancelled while it waits cancels the call."""
 
