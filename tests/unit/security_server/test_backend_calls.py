@@ -20,10 +20,6 @@ from security_server.settings import BackendSettings
 SERVICE = "DEV/GOV/POP/registry/test.v1.Echo"
 METADATA = (("ruta-client", "DEV/GOV/SOC/benefits"), ("ruta-purpose", "test"))
 
-pytestmark = pytest.mark.skipif(
-    not backends_module._DIRECT, reason="this grpcio offers no direct Cython call"
-)
-
 
 class _Backend:
     """A backend that echoes, refuses with a Ruta fault, or waits until cancelled."""
@@ -141,3 +137,31 @@ async def test_a_cancelled_caller_cancels_its_backend_call(backend: tuple[_Backe
         await task
     # The backend's handler is cancelled too: the call did not run on to its deadline.
     await asyncio.wait_for(handlers.cancelled.wait(), 5)
+
+
+def test_the_pinned_grpcio_offers_the_direct_call() -> None:
+    # grpcio is pinned (constraints.txt): an upgrade that drops a Cython name the direct call
+    # uses fails here, instead of every backend call falling back to grpc.aio unnoticed.
+    assert backends_module._DIRECT
+
+
+async def test_a_call_with_direct_on_goes_through_the_cython_call(
+    backend: tuple[_Backend, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, address = backend
+    made: list[str] = []
+    real = backends_module._direct_call
+
+    async def counted(channel: Any, path: str, *args: Any) -> BackendReply:
+        made.append(path)
+        return await real(channel, path, *args)
+
+    monkeypatch.setattr(backends_module, "_direct_call", counted)
+    assert await _call(address, "Echo", direct=True) == BackendReply(
+        grpc.StatusCode.OK, body=b"\x01body"
+    )
+    assert made == ["/test.v1.Echo/Echo"]
+    assert await _call(address, "Echo", direct=False) == BackendReply(
+        grpc.StatusCode.OK, body=b"\x01body"
+    )
+    assert made == ["/test.v1.Echo/Echo"]
