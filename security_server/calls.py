@@ -14,11 +14,8 @@ from dataclasses import dataclass
 from typing import Final
 
 import grpc
-from cryptography import x509
 
 from ruta.faults import FAULT_HEADER, RutaError, report
-from ruta.pki.certs import load_certificate
-from ruta.pki.errors import PkiError
 
 __all__ = ["Answer", "CallInfo", "Metadata", "Refused"]
 
@@ -47,16 +44,6 @@ class CallInfo:
         if self.deadline is None:
             return None
         return max(0.0, self.deadline - asyncio.get_running_loop().time())
-
-    def peer_certificate(self) -> x509.Certificate | None:
-        """The caller's client certificate, or None (plaintext, none, or one that does not
-        parse: gRPC already checked the chain, so that does not happen)."""
-        if self.peer_certificate_pem is None:
-            return None
-        try:
-            return load_certificate(self.peer_certificate_pem)
-        except PkiError:
-            return None
 
 
 @dataclass(frozen=True, slots=True)

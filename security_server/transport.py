@@ -33,7 +33,7 @@ from cryptography import x509
 
 from ruta.addresses import split_address
 from ruta.globalconf import GlobalConf, SecurityServer
-from ruta.memo import memo_by_identity2
+from ruta.memo import memo_by_identity2, remember
 from ruta.pki.certs import certificate_pem, fingerprint, load_certificate
 from ruta.pki.errors import PkiError
 from ruta.pki.ocsp import CertStatus, OcspClient
@@ -264,9 +264,9 @@ class PeerChannels:
             key = made[2]
         else:
             key = _Key(str(peer.id), peer.address, peer.auth_cert_sha256, anchors_digest)
-            if len(self._keys) >= MAX_CACHED_CHANNEL_KEYS:
-                self._keys.clear()  # configurations replaced many times: start over
-            self._keys[id(peer)] = (peer, anchors_digest, key)
+            remember(
+                self._keys, id(peer), (peer, anchors_digest, key), maxsize=MAX_CACHED_CHANNEL_KEYS
+            )
         existing = self._channels.get(key)
         if existing is not None:
             return existing
