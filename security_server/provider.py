@@ -476,7 +476,8 @@ class ProviderProxy:
             response_bytes, staple=staple, hold=self._load.hold(), alone=self._load.alone
         )
         answer = transport_pb2.SignedMessage(header=response_bytes, body=body, signature=signature)
-        if ahead is not None and self.sends_ahead():
+        sent_ahead = ahead is not None and self.sends_ahead()
+        if ahead is not None and sent_ahead:
             # Queued for the wire before the record is appended; the append below is queued to
             # the log's writer in the same step, so the write and the commit overlap. Under load
             # (commits grouped, the CPU the limit) the response waits for its record instead and
@@ -500,6 +501,10 @@ class ProviderProxy:
                 receiver=read.sender,
                 created_at=created_at,
             ),
+            # Not sent ahead, the response waits for its record anyway: while the server is
+            # quiet it is committed in this step, without the writer task's two loop turns
+            # (docs/adr/0045, 0931).
+            at_once=not sent_ahead,
         )
         return answer
 

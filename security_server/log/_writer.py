@@ -127,13 +127,16 @@ sqlite3.register_adapter(type(None), _null)
 
 
 class CommitTimes:
-    """The wall time of the log's last :data:`COMMIT_TIMES_KEPT` durable commits: on a SQLite
-    file the ``COMMIT`` statement (where SQLite writes the group's pages to its WAL and, with
-    ``synchronous=FULL``, waits for their ``fsync``), on another database the commit's round
-    trip. :attr:`median` is what a provider weighs before sending a response ahead of its commit
-    (docs/adr/0038, amended by 0931): the median, so a WAL checkpoint or a scheduling stall now
-    and then does not move it. Noted by whichever thread runs the group (one group at a time);
-    read in the event loop's thread (a list copied whole under the GIL: no torn read)."""
+    """The wall time of the log's last :data:`COMMIT_TIMES_KEPT` durable commits, each a group's
+    whole transaction: from ``BEGIN`` (a wait for the write lock included) through its
+    statements to ``COMMIT`` returned (where SQLite writes the group's pages to its WAL and, with
+    ``synchronous=FULL``, waits for their ``fsync``); on another database the same span on its
+    connection. What a response committed before it is sent waits for. :attr:`median` is what a
+    provider weighs before sending a response ahead of its commit (docs/adr/0038, amended by
+    0931): the median, so a WAL checkpoint or a scheduling stall now and then does not move it.
+    Noted by whichever thread runs the group (one group at a time); read in the event loop's
+    thread (a list copied whole under the GIL: no torn read). A transaction that fails is not
+    noted."""
 
     __slots__ = ("_next", "_recent")
 
@@ -633,14 +636,10 @@ class GroupCommitWriter:
         else:
             async with self._engine.connect() as raw:
                 conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
-                committing = 0.0
-                try:
-                    async with conn.begin():
-                        written = await conn.run_sync(self._write_group, group, now_us)
-                        committing = time.perf_counter()
-                finally:
-                    if committing:
-                        self._commit_times.note(time.perf_counter() - committing)
+                began = time.perf_counter()
+                async with conn.begin():
+                    written = await conn.run_sync(self._write_group, group, now_us)
+                self._commit_times.note(time.perf_counter() - began)
         return self._installed(written, now_us)
 
     def _installed(
@@ -894,12 +893,13 @@ class _SqliteWorker:
             here.driver_connection.execute("PRAGMA busy_timeout=0")
             self._here = here
         dbapi: sqlite3.Connection = self._here.driver_connection
+        began = time.perf_counter()
         try:
             dbapi.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
             return None
         try:
-            return self._transact(dbapi, fn, args)
+            return self._transact(dbapi, fn, args, began)
         except BaseException:
             here, self._here = self._here, None
             here.invalidate()
@@ -922,8 +922,9 @@ class _SqliteWorker:
             self._connection = self._engine.raw_connection()
         dbapi: sqlite3.Connection = self._connection.driver_connection
         try:
+            began = time.perf_counter()
             dbapi.execute("BEGIN IMMEDIATE")
-            return self._transact(dbapi, fn, args)
+            return self._transact(dbapi, fn, args, began)
         except BaseException:
             # The connection is replaced so the next group starts clean.
             connection, self._connection = self._connection, None
@@ -932,16 +933,15 @@ class _SqliteWorker:
             connection.invalidate()
             raise
 
-    def _transact(self, dbapi: sqlite3.Connection, fn: Callable[..., _T], args: Any) -> _T:
+    def _transact(
+        self, dbapi: sqlite3.Connection, fn: Callable[..., _T], args: Any, began: float
+    ) -> _T:
         """``fn`` and ``COMMIT`` in the transaction begun on ``dbapi``; whatever fails (a
         statement, the commit itself), it is rolled back and nothing of the group stays."""
         try:
             result = fn(_RawSqlite(dbapi, self._engine.dialect, self._compiled), *args)
-            committing = time.perf_counter()
-            try:
-                _commit(dbapi)
-            finally:
-                self._commit_times.note(time.perf_counter() - committing)
+            _commit(dbapi)
+            self._commit_times.note(time.perf_counter() - began)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 dbapi.rollback()

@@ -296,9 +296,9 @@ async def test_a_response_sent_ahead_unasked_breaks_the_link() -> None:
 
 #: The threshold of the two tests below, far above a commit on any disk the tests run on and far
 #: below the slow commit they inject.
-THRESHOLD_MS: Final = 5.0
+THRESHOLD_MS: Final = 20.0
 #: What each slowed ``COMMIT`` waits besides its own work.
-SLOW_COMMIT_SECONDS: Final = 0.010
+SLOW_COMMIT_SECONDS: Final = 0.040
 
 
 def _slow_commits(monkeypatch: pytest.MonkeyPatch) -> None:

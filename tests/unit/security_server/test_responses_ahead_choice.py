@@ -1,7 +1,7 @@
 """Which responses a provider sends ahead of its log commit (docs/adr/0038, amended by 0931):
 per response, only while it is not under load (ADR 0034's threshold) and its log's recent
-durable commits are slow enough for the overlap to pay (the median of the last
-:data:`~security_server.log._writer.COMMIT_TIMES_KEPT` commits against ``[transport]
+durable commits are slow enough for the overlap to pay (the median wall time of the last
+:data:`~security_server.log._writer.COMMIT_TIMES_KEPT` transactions against ``[transport]
 responses_ahead_min_commit_ms``). Slow commits are injected at the log's ``COMMIT`` seam, as a
 disk with a slow fsync would make them; the tests assert choices, never times."""
 
@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 
+from ruta.v1 import transport_pb2
+from security_server.calls import CallInfo
 from security_server.coalesce import COALESCE_MIN_IN_FLIGHT
+from security_server.frames import SendAhead
+from security_server.log import Direction, LogEntry, MessageClaim
 from security_server.log import _writer as writer_module
 from security_server.log._writer import COMMIT_TIMES_KEPT, CommitTimes
 from security_server.settings import TransportSettings
 from tests.unit.security_server.twin import PATH, PERSON, World, world
 
 #: Far above a commit on any disk the tests run on, far below the slow commit injected.
-THRESHOLD_MS: Final = 5.0
-SLOW_COMMIT_SECONDS: Final = 0.010
+THRESHOLD_MS: Final = 20.0
+SLOW_COMMIT_SECONDS: Final = 0.040
 
 
 class _Commits:
@@ -44,8 +49,8 @@ async def _exchanges(w: World, count: int) -> None:
         await w.consumer.exchange(PATH, PERSON, w.call_info())
 
 
-def test_the_default_threshold_is_half_a_millisecond() -> None:
-    assert TransportSettings().responses_ahead_min_commit_ms == 0.5
+def test_the_default_threshold_is_a_fifth_of_a_millisecond() -> None:
+    assert TransportSettings().responses_ahead_min_commit_ms == 0.2
     assert TransportSettings().responses_ahead
 
 
@@ -106,3 +111,51 @@ async def test_a_threshold_of_zero_sends_ahead_whenever_not_under_load(tmp_path:
         assert not w.provider.sends_ahead()
         for began in started:
             load.end(began)
+
+
+class _Sent:
+    """Over the twin's frames path with ``response-ahead`` agreed: what the provider sent ahead,
+    and with which ``at_once`` each of its response records was appended."""
+
+    def __init__(self, w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.ahead: list[transport_pb2.SignedMessage] = []
+        self.responses_at_once: list[bool] = []
+        w.framed = True
+        framed = w.provider.framed
+
+        async def framed_ahead(
+            item: transport_pb2.FramedRequest, info: CallInfo, *, ahead: SendAhead | None = None
+        ) -> transport_pb2.FramedResult:
+            return await framed(item, info, ahead=self.ahead.append)
+
+        monkeypatch.setattr(w.provider, "framed", framed_ahead)
+        append = w.provider_log.append
+
+        async def spied(
+            entries: Sequence[LogEntry], *, claim: MessageClaim | None = None, at_once: bool = False
+        ) -> Any:
+            if any(entry.direction is Direction.SENT for entry in entries):
+                self.responses_at_once.append(at_once)
+            return await append(entries, claim=claim, at_once=at_once)
+
+        monkeypatch.setattr(w.provider_log, "append", spied)
+
+
+async def test_each_response_goes_ahead_or_is_committed_first_as_chosen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The choice is made per response: sent ahead (its commit left to the writer's task, so the
+    stream writes it first: docs/adr/0045), or committed first, in the caller's step when quiet
+    (``at_once``), and sent durable."""
+    commits = _Commits(monkeypatch)
+    settings = {"transport": {"responses_ahead_min_commit_ms": THRESHOLD_MS}}
+    async with world(tmp_path, provider_settings=settings) as w:
+        sent = _Sent(w, monkeypatch)
+        await _exchanges(w, 1)
+        assert (len(sent.ahead), sent.responses_at_once) == (0, [True])
+        commits.slow = True
+        await _exchanges(w, COMMIT_TIMES_KEPT // 2)
+        assert sent.ahead  # the slow commits reached the median
+        assert len(sent.ahead) == sent.responses_at_once.count(False)
+        assert sent.responses_at_once[-1] is False
+        assert w.provider_log.size() == w.consumer_log.size()  # every answer in both logs
