@@ -17,11 +17,11 @@ response together in one transaction, and only then returns the body with traili
 ``ruta-message-id`` and ``ruta-request-hash``. An exchange that ends any other way after the
 request was sent (refusal, network error, bad response, the caller's deadline) still logs the
 request, alone, before the refusal goes back (docs/adr/0009). A provider that agreed on
-``response-ahead`` sends its response before its own record of it is durable: the consumer then
-checks and logs the response while the provider commits, and answers its caller only once its
-own records are durable **and** the provider's notice says its record is; a notice that says
-otherwise, a broken link or the deadline instead gets the caller the provider's refusal or a
-network fault, never the answer (docs/adr/0038).
+``response-ahead`` may send a response before its own record of it is durable (per response,
+docs/adr/0931): the consumer then checks and logs the response while the provider commits, and
+answers its caller only once its own records are durable **and** the provider's notice says its
+record is; a notice that says otherwise, a broken link or the deadline instead gets the caller
+the provider's refusal or a network fault, never the answer (docs/adr/0038).
 
 A provider's refusal reaches the backend unchanged: same fault code, status and fault id (and
 the ``ruta-retry-after-ms`` hint of ``server.provider.rate_limited``). A refusal by the

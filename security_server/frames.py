@@ -21,9 +21,11 @@ not offer ``ExchangeFrames`` (an older version) is remembered and called over ``
 
 Responses ahead of the provider's commit (docs/adr/0038): a link may offer capabilities in the
 stream's metadata (``ruta-frames-capabilities``); the provider confirms those it accepts in its
-initial metadata. With ``response-ahead`` agreed, the provider writes a response as soon as it is
-signed, with ``commit_pending``, commits its log record meanwhile and then sends a notice:
-the response's tag in ``ResultFrame.durable``, or a refusal in ``ResultFrame.undone``.
+initial metadata. With ``response-ahead`` agreed, the provider may write a response as soon as it
+is signed, with ``commit_pending``, commit its log record meanwhile and then send a notice:
+the response's tag in ``ResultFrame.durable``, or a refusal in ``ResultFrame.undone``. It chooses
+per response (not under load, and while its log's commits are slow enough: docs/adr/0931);
+any other response comes durable, without ``commit_pending``.
 :meth:`FrameLink.send` returns such a response at once with a future for its notice;
 :meth:`FrameLink.exchange` waits for the notice itself. A provider that sends a response ahead
 without having agreed to is breaking the protocol: the link fails.

@@ -20,11 +20,14 @@ with ``server.provider.service_failed``, so the consumer's log holds the outcome
 ``Transport.ExchangeFrames`` carries the same requests several per frame on one stream
 (docs/adr/0011): each framed request goes through exactly the same steps, concurrently, and its
 response or refusal goes back in a result frame as soon as it is ready. On a stream whose
-consumer asked for ``response-ahead`` (and ``[transport] responses_ahead`` on), the signed
-response goes back as soon as it is signed, while its log record is committed, and a notice
+consumer asked for ``response-ahead`` (and ``[transport] responses_ahead`` on), a signed
+response may go back as soon as it is signed, while its log record is committed, and a notice
 follows once the record is durable (or the refusal that undoes the response when it cannot be
-logged): the consumer answers its caller only after that notice (docs/adr/0038). The replay
-claim and the request's record stay durable before the backend is called.
+logged): the consumer answers its caller only after that notice (docs/adr/0038). It does so
+per response, only while the server is not under load and its log's recent commits are slow
+enough for the overlap to pay (``responses_ahead_min_commit_ms``, docs/adr/0931); otherwise the
+response is durable before it is sent. The replay claim and the request's record stay durable
+before the backend is called.
 """
 
 from __future__ import annotations
@@ -123,6 +126,9 @@ class ProviderProxy:
         self.frames_capabilities: frozenset[str] = (
             frozenset({RESPONSE_AHEAD}) if settings.transport.responses_ahead else frozenset()
         )
+        # A response goes ahead of its commit only while commits take at least this long
+        # (docs/adr/0931); 0: always (below the load threshold).
+        self._ahead_min_commit = settings.transport.responses_ahead_min_commit_ms / 1000
         rates = settings.rate_limits
         self._rates = RateLimiter(
             max_per_minute=rates.max_per_minute,
@@ -134,6 +140,18 @@ class ProviderProxy:
     def in_flight(self) -> int:
         """Exchanges this proxy is handling now."""
         return self._load.in_flight
+
+    def sends_ahead(self) -> bool:
+        """Whether a response signed now goes ahead of its log commit, on a stream that agreed
+        to it (docs/adr/0038, 0931): not under load (fewer than
+        :data:`~security_server.coalesce.COALESCE_MIN_IN_FLIGHT` other exchanges in flight), and
+        only while this server's recent durable commits take at least
+        ``[transport] responses_ahead_min_commit_ms`` (their median wall time): the overlap
+        hides the commit's wait, which must outweigh the notice's extra frame."""
+        if self._load.busy:
+            return False
+        threshold = self._ahead_min_commit
+        return threshold <= 0 or self._recorder.log.recent_commit_seconds >= threshold
 
     def frame_written(self, results: int) -> None:
         """Count a result frame written on a frames stream (metrics)."""
@@ -458,11 +476,13 @@ class ProviderProxy:
             response_bytes, staple=staple, hold=self._load.hold(), alone=self._load.alone
         )
         answer = transport_pb2.SignedMessage(header=response_bytes, body=body, signature=signature)
-        if ahead is not None and not self._load.busy:
+        sent_ahead = ahead is not None and self.sends_ahead()
+        if ahead is not None and sent_ahead:
             # Queued for the wire before the record is appended; the append below is queued to
             # the log's writer in the same step, so the write and the commit overlap. Under load
             # (commits grouped, the CPU the limit) the response waits for its record instead and
-            # needs no notice: a notice frame per group costs more than the overlap gains there.
+            # needs no notice: a notice frame per group costs more than the overlap gains there;
+            # so it does while this log's commits are quick (docs/adr/0931).
             # Not at_once (docs/adr/0045): committed in this step, before the stream's writer
             # task ran, the response would wait for its commit; a loop turn first
             # (``asyncio.sleep(0)``) measured 1-2 more context switches per exchange.
@@ -481,6 +501,10 @@ class ProviderProxy:
                 receiver=read.sender,
                 created_at=created_at,
             ),
+            # Not sent ahead, the response waits for its record anyway: while the server is
+            # quiet it is committed in this step, without the writer task's two loop turns
+            # (docs/adr/0045, 0931).
+            at_once=not sent_ahead,
         )
         return answer
 

@@ -189,6 +189,12 @@ class TransportSettings(ListenSettings):
     #: records are both durable. Off: each response is durable before it is sent, as over
     #: ``Exchange``.
     responses_ahead: bool = True
+    #: As provider, with ``responses_ahead`` agreed: send a response ahead only while the
+    #: median wall time of this server's recent durable log commits (each transaction, ``BEGIN``
+    #: to ``COMMIT`` and its fsync) is at least this many milliseconds. Below it the overlap
+    #: hides less than twice what the notice's extra frame costs in CPU, and the response is
+    #: committed before it is sent (docs/adr/0931). 0: ahead whenever not under load.
+    responses_ahead_min_commit_ms: float = Field(default=0.2, ge=0, le=60_000)
     #: Keepalive pings on the channels to provider servers (and what this listener accepts).
     keepalive: KeepaliveSettings = KeepaliveSettings()
 

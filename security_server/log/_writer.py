@@ -31,6 +31,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,7 +83,9 @@ from security_server.log.schema import (
 )
 
 __all__ = [
+    "COMMIT_TIMES_KEPT",
     "DEFAULT_MAX_GROUP_RECORDS",
+    "CommitTimes",
     "GroupCommitWriter",
     "fetch_many_nodes",
     "fetch_nodes",
@@ -92,6 +95,8 @@ __all__ = [
 #: Most records (leaves plus claims) written in one group transaction; a single larger append
 #: still goes through, alone.
 DEFAULT_MAX_GROUP_RECORDS: Final = 512
+#: Durable commits whose wall time :class:`CommitTimes` keeps (their median is the measure).
+COMMIT_TIMES_KEPT: Final = 15
 #: Compiled statements the SQLite worker keeps (the writer builds a handful, once).
 _MAX_COMPILED_STATEMENTS: Final = 128
 #: Claim upserts kept built, one per number of claims in a group.
@@ -119,6 +124,39 @@ def _null(value: None) -> None:
 # the process (the writer's, the lookup's and aiosqlite's).
 sqlite3.register_adapter(bytes, bytes.__bytes__)
 sqlite3.register_adapter(type(None), _null)
+
+
+class CommitTimes:
+    """The wall time of the log's last :data:`COMMIT_TIMES_KEPT` durable commits, each a group's
+    whole transaction: from ``BEGIN`` (a wait for the write lock included) through its
+    statements to ``COMMIT`` returned (where SQLite writes the group's pages to its WAL and, with
+    ``synchronous=FULL``, waits for their ``fsync``); on another database the same span on its
+    connection. What a response committed before it is sent waits for. :attr:`median` is what a
+    provider weighs before sending a response ahead of its commit (docs/adr/0038, amended by
+    0931): the median, so a WAL checkpoint or a scheduling stall now and then does not move it.
+    Noted by whichever thread runs the group (one group at a time); read in the event loop's
+    thread (a list copied whole under the GIL: no torn read). A transaction that fails is not
+    noted."""
+
+    __slots__ = ("_next", "_recent")
+
+    def __init__(self) -> None:
+        self._recent: list[float] = []
+        self._next = 0
+
+    def note(self, seconds: float) -> None:
+        """Remember one commit's wall time (seconds), forgetting the oldest beyond the bound."""
+        if len(self._recent) < COMMIT_TIMES_KEPT:
+            self._recent.append(seconds)
+        else:
+            self._recent[self._next] = seconds
+            self._next = (self._next + 1) % COMMIT_TIMES_KEPT
+
+    @property
+    def median(self) -> float:
+        """The median of the remembered commit times (seconds); 0.0 before the first."""
+        recent = sorted(self._recent)
+        return recent[len(recent) // 2] if recent else 0.0
 
 
 @dataclass(slots=True, eq=False)
@@ -349,7 +387,8 @@ class GroupCommitWriter:
         self._claims = 0
         self._largest_group = 0
         self._task: asyncio.Task[None] | None = None
-        self._sqlite = _SqliteWorker.for_url(engine.url)
+        self._commit_times = CommitTimes()
+        self._sqlite = _SqliteWorker.for_url(engine.url, self._commit_times)
         # Large bodies go to segment files on a SQLite file (written by whichever thread runs the
         # group: the worker's, or the loop's while quiet; one group at a time).
         segments = BodySegments.for_url(engine.url, origin) if self._sqlite else None
@@ -393,6 +432,11 @@ class GroupCommitWriter:
     def head(self) -> TreeHead:
         """The committed size and root."""
         return TreeHead(origin=self._origin, size=self._frontier.size, root=self._frontier.root())
+
+    @property
+    def recent_commit_seconds(self) -> float:
+        """The median wall time of the recent durable commits (:class:`CommitTimes`)."""
+        return self._commit_times.median
 
     @property
     def stats(self) -> WriterStats:
@@ -592,8 +636,10 @@ class GroupCommitWriter:
         else:
             async with self._engine.connect() as raw:
                 conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
+                began = time.perf_counter()
                 async with conn.begin():
                     written = await conn.run_sync(self._write_group, group, now_us)
+                self._commit_times.note(time.perf_counter() - began)
         return self._installed(written, now_us)
 
     def _installed(
@@ -805,8 +851,9 @@ class _SqliteWorker:
     group, a tenth of the event loop's work per single-record commit (bench/README.md, fifth
     round)."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, commit_times: CommitTimes) -> None:
         self._engine = engine
+        self._commit_times = commit_times
         self._jobs: queue.SimpleQueue[_SqliteJob | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="ruta-log-sqlite", daemon=True)
         self._connection: Any = None  # a pooled DBAPI connection, touched by the thread only
@@ -816,10 +863,11 @@ class _SqliteWorker:
         self._thread.start()
 
     @classmethod
-    def for_url(cls, url: sa.URL) -> _SqliteWorker | None:
-        """A worker for a SQLite file database; ``None`` for anything else."""
+    def for_url(cls, url: sa.URL, commit_times: CommitTimes) -> _SqliteWorker | None:
+        """A worker for a SQLite file database, noting each ``COMMIT``'s wall time in
+        ``commit_times``; ``None`` for anything else."""
         engine = sqlite_sync_engine(url)
-        return cls(engine) if engine is not None else None
+        return cls(engine, commit_times) if engine is not None else None
 
     async def transaction(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(connection, *args)`` in one write transaction in the worker thread; the
@@ -845,12 +893,13 @@ class _SqliteWorker:
             here.driver_connection.execute("PRAGMA busy_timeout=0")
             self._here = here
         dbapi: sqlite3.Connection = self._here.driver_connection
+        began = time.perf_counter()
         try:
             dbapi.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
             return None
         try:
-            return self._transact(dbapi, fn, args)
+            return self._transact(dbapi, fn, args, began)
         except BaseException:
             here, self._here = self._here, None
             here.invalidate()
@@ -873,8 +922,9 @@ class _SqliteWorker:
             self._connection = self._engine.raw_connection()
         dbapi: sqlite3.Connection = self._connection.driver_connection
         try:
+            began = time.perf_counter()
             dbapi.execute("BEGIN IMMEDIATE")
-            return self._transact(dbapi, fn, args)
+            return self._transact(dbapi, fn, args, began)
         except BaseException:
             # The connection is replaced so the next group starts clean.
             connection, self._connection = self._connection, None
@@ -883,12 +933,15 @@ class _SqliteWorker:
             connection.invalidate()
             raise
 
-    def _transact(self, dbapi: sqlite3.Connection, fn: Callable[..., _T], args: Any) -> _T:
+    def _transact(
+        self, dbapi: sqlite3.Connection, fn: Callable[..., _T], args: Any, began: float
+    ) -> _T:
         """``fn`` and ``COMMIT`` in the transaction begun on ``dbapi``; whatever fails (a
         statement, the commit itself), it is rolled back and nothing of the group stays."""
         try:
             result = fn(_RawSqlite(dbapi, self._engine.dialect, self._compiled), *args)
-            dbapi.execute("COMMIT")
+            _commit(dbapi)
+            self._commit_times.note(time.perf_counter() - began)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 dbapi.rollback()
@@ -912,6 +965,11 @@ class _SqliteWorker:
         self._jobs.put(None)
         await closed
         await asyncio.to_thread(self._thread.join)
+
+
+def _commit(dbapi: sqlite3.Connection) -> None:
+    """``COMMIT`` (a seam: tests make it slow to stand for a slow disk)."""
+    dbapi.execute("COMMIT")
 
 
 @dataclass(slots=True, frozen=True)

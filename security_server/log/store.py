@@ -825,6 +825,12 @@ class MessageLog(LogReader):
         await self._writer.submit((), claim)
 
     @property
+    def recent_commit_seconds(self) -> float:
+        """The median wall time of this log's recent durable commits (seconds; 0.0 before the
+        first): how long a commit waits on this host's storage now."""
+        return self._writer.recent_commit_seconds
+
+    @property
     def stats(self) -> WriterStats:
         """Counters of the writer: transactions, failures, records, claims, largest group."""
         return self._writer.stats

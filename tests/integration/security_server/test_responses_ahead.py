@@ -12,10 +12,12 @@ is refused to the caller, and reconciliation names it.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import grpc
 import grpc.aio
@@ -31,6 +33,7 @@ from security_server.frames import (
     RESPONSE_AHEAD,
     FrameLink,
 )
+from security_server.log import _writer as writer_module
 from tests.integration.security_server.bed import (
     PERSON_REQUEST,
     POP,
@@ -41,7 +44,6 @@ from tests.integration.security_server.bed import (
     fault_of,
     full_export,
     get_person,
-    provider_and_consumer,
     provider_channel,
     signed_request,
 )
@@ -57,9 +59,22 @@ pytestmark = pytest.mark.integration
 AHEAD = frozenset({RESPONSE_AHEAD})
 
 
+#: The provider sends ahead whenever it is not under load, however quick its commits
+#: (docs/adr/0931): what ADR 0038's guarantees are tested with.
+ALWAYS_AHEAD: dict[str, Any] = {"responses_ahead_min_commit_ms": 0}
+
+
+def _with_transport(instance: Bed, server: Any, **transport: Any) -> dict[str, Any]:
+    data = instance.settings_dict(server)
+    data["transport"] = {**data["transport"], **transport}
+    return data
+
+
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Bed]:
-    async with provider_and_consumer(tmp_path) as instance:
+    async with bed(tmp_path) as instance:
+        await instance.start_server(POP, data=_with_transport(instance, POP, **ALWAYS_AHEAD))
+        await instance.start_server(SOC)
         yield instance
 
 
@@ -279,6 +294,64 @@ async def test_a_response_sent_ahead_unasked_breaks_the_link() -> None:
         await server.stop(None)
 
 
+#: The threshold of the two tests below, far above a commit on any disk the tests run on and far
+#: below the slow commit they inject.
+THRESHOLD_MS: Final = 20.0
+#: What each slowed ``COMMIT`` waits besides its own work.
+SLOW_COMMIT_SECONDS: Final = 0.040
+
+
+def _slow_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``COMMIT`` of this process's logs waits :data:`SLOW_COMMIT_SECONDS` first, as on a
+    disk whose fsync is slow (the commit is the same, and as durable)."""
+    commit = writer_module._commit
+
+    def slow(dbapi: sqlite3.Connection) -> None:
+        time.sleep(SLOW_COMMIT_SECONDS)
+        commit(dbapi)
+
+    monkeypatch.setattr(writer_module, "_commit", slow)
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["fast-log", "slow-log"])
+async def test_the_provider_sends_ahead_only_while_its_commits_are_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow: bool
+) -> None:
+    """docs/adr/0931: with ``response-ahead`` agreed, a provider whose log commits quickly sends
+    each response durable, without a notice; one whose commits wait sends it ahead and follows
+    with its notice. Either way every answered call is in both logs."""
+    if slow:
+        _slow_commits(monkeypatch)
+    async with bed(tmp_path) as instance:
+        await instance.start_server(
+            POP,
+            data=_with_transport(instance, POP, responses_ahead_min_commit_ms=THRESHOLD_MS),
+        )
+        await instance.start_server(SOC)
+        async with provider_channel(instance) as channel:
+            for _ in range(3):
+                headers, frames = await _raw_frames(
+                    channel,
+                    [signed_request(instance)[1]],
+                    ((CAPABILITIES_HEADER, RESPONSE_AHEAD),),
+                )
+                assert headers[CAPABILITIES_HEADER] == RESPONSE_AHEAD  # negotiation unchanged
+                [result] = [r for f in frames for r in f.results]
+                assert result.HasField("response")
+                assert result.commit_pending is slow
+                assert [t for f in frames for t in f.durable] == ([1] if slow else [])
+                assert not [u for f in frames for u in f.undone]
+        before = _log_size(instance, POP)
+        async with instance.consumer_channel(SOC) as channel:
+            for answered in range(1, 4):
+                person = decode_person(
+                    await get_person(channel)(PERSON_REQUEST, metadata=call_metadata())
+                )
+                assert person["family_name"] == "Pérez"
+                assert _log_size(instance, POP) == before + 2 * answered
+        assert _log_size(instance, SOC) == 6
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_a_response_the_provider_cannot_log_is_refused_and_reconciled(
@@ -294,7 +367,7 @@ async def test_a_response_the_provider_cannot_log_is_refused_and_reconciled(
         served, instance.backend_address = await backend.start()
         try:
             for server in (POP, SOC):
-                data = instance.settings_dict(server)
+                data = _with_transport(instance, server, **ALWAYS_AHEAD)
                 data["checkpoints"] = {"interval_seconds": 0.5}
                 await instance.start_server(server, data=data)
             lock = WriteLock(log_file(instance, POP))
