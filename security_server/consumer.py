@@ -18,7 +18,7 @@ response together in one transaction, and only then returns the body with traili
 request was sent (refusal, network error, bad response, the caller's deadline) still logs the
 request, alone, before the refusal goes back (docs/adr/0009). A provider that agreed on
 ``response-ahead`` may send a response before its own record of it is durable (per response,
-docs/adr/0931): the consumer then checks and logs the response while the provider commits, and
+docs/adr/0048): the consumer then checks and logs the response while the provider commits, and
 answers its caller only once its own records are durable **and** the provider's notice says its
 record is; a notice that says otherwise, a broken link or the deadline instead gets the caller
 the provider's refusal or a network fault, never the answer (docs/adr/0038).

@@ -24,7 +24,7 @@ stream's metadata (``ruta-frames-capabilities``); the provider confirms those it
 initial metadata. With ``response-ahead`` agreed, the provider may write a response as soon as it
 is signed, with ``commit_pending``, commit its log record meanwhile and then send a notice:
 the response's tag in ``ResultFrame.durable``, or a refusal in ``ResultFrame.undone``. It chooses
-per response (not under load, and while its log's commits are slow enough: docs/adr/0931);
+per response (not under load, and while its log's commits are slow enough: docs/adr/0048);
 any other response comes durable, without ``commit_pending``.
 :meth:`FrameLink.send` returns such a response at once with a future for its notice;
 :meth:`FrameLink.exchange` waits for the notice itself. A provider that sends a response ahead

@@ -25,7 +25,7 @@ response may go back as soon as it is signed, while its log record is committed,
 follows once the record is durable (or the refusal that undoes the response when it cannot be
 logged): the consumer answers its caller only after that notice (docs/adr/0038). It does so
 per response, only while the server is not under load and its log's recent commits are slow
-enough for the overlap to pay (``responses_ahead_min_commit_ms``, docs/adr/0931); otherwise the
+enough for the overlap to pay (``responses_ahead_min_commit_ms``, docs/adr/0048); otherwise the
 response is durable before it is sent. The replay claim and the request's record stay durable
 before the backend is called.
 """
@@ -127,7 +127,7 @@ class ProviderProxy:
             frozenset({RESPONSE_AHEAD}) if settings.transport.responses_ahead else frozenset()
         )
         # A response goes ahead of its commit only while commits take at least this long
-        # (docs/adr/0931); 0: always (below the load threshold).
+        # (docs/adr/0048); 0: always (below the load threshold).
         self._ahead_min_commit = settings.transport.responses_ahead_min_commit_ms / 1000
         rates = settings.rate_limits
         self._rates = RateLimiter(
@@ -143,7 +143,7 @@ class ProviderProxy:
 
     def sends_ahead(self) -> bool:
         """Whether a response signed now goes ahead of its log commit, on a stream that agreed
-        to it (docs/adr/0038, 0931): not under load (fewer than
+        to it (docs/adr/0038, 0048): not under load (fewer than
         :data:`~security_server.coalesce.COALESCE_MIN_IN_FLIGHT` other exchanges in flight), and
         only while this server's recent durable commits take at least
         ``[transport] responses_ahead_min_commit_ms`` (their median wall time): the overlap
@@ -482,7 +482,7 @@ class ProviderProxy:
             # the log's writer in the same step, so the write and the commit overlap. Under load
             # (commits grouped, the CPU the limit) the response waits for its record instead and
             # needs no notice: a notice frame per group costs more than the overlap gains there;
-            # so it does while this log's commits are quick (docs/adr/0931).
+            # so it does while this log's commits are quick (docs/adr/0048).
             # Not at_once (docs/adr/0045): committed in this step, before the stream's writer
             # task ran, the response would wait for its commit; a loop turn first
             # (``asyncio.sleep(0)``) measured 1-2 more context switches per exchange.
@@ -503,7 +503,7 @@ class ProviderProxy:
             ),
             # Not sent ahead, the response waits for its record anyway: while the server is
             # quiet it is committed in this step, without the writer task's two loop turns
-            # (docs/adr/0045, 0931).
+            # (docs/adr/0045, 0048).
             at_once=not sent_ahead,
         )
         return answer

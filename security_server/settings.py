@@ -193,7 +193,7 @@ class TransportSettings(ListenSettings):
     #: median wall time of this server's recent durable log commits (each transaction, ``BEGIN``
     #: to ``COMMIT`` and its fsync) is at least this many milliseconds. Below it the overlap
     #: hides less than twice what the notice's extra frame costs in CPU, and the response is
-    #: committed before it is sent (docs/adr/0931). 0: ahead whenever not under load.
+    #: committed before it is sent (docs/adr/0048). 0: ahead whenever not under load.
     responses_ahead_min_commit_ms: float = Field(default=0.2, ge=0, le=60_000)
     #: Keepalive pings on the channels to provider servers (and what this listener accepts).
     keepalive: KeepaliveSettings = KeepaliveSettings()

@@ -133,7 +133,7 @@ class CommitTimes:
     ``synchronous=FULL``, waits for their ``fsync``); on another database the same span on its
     connection. What a response committed before it is sent waits for. :attr:`median` is what a
     provider weighs before sending a response ahead of its commit (docs/adr/0038, amended by
-    0931): the median, so a WAL checkpoint or a scheduling stall now and then does not move it.
+    0048): the median, so a WAL checkpoint or a scheduling stall now and then does not move it.
     Noted by whichever thread runs the group (one group at a time); read in the event loop's
     thread (a list copied whole under the GIL: no torn read). A transaction that fails is not
     noted."""

@@ -71,7 +71,7 @@ async def _spawn_both(instance: Bed, backend: HoldingBackend) -> grpc.aio.Server
     served, instance.backend_address = await backend.start()
     for server in (POP, SOC):
         data = instance.settings_dict(server)
-        # Ahead whatever this disk's commits take (docs/adr/0931): the path under test.
+        # Ahead whatever this disk's commits take (docs/adr/0048): the path under test.
         data["transport"] = {**data["transport"], "responses_ahead_min_commit_ms": 0}
         data["checkpoints"] = {"interval_seconds": 0.5}
         await instance.spawn_server(server, data=data)

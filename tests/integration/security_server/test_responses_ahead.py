@@ -60,7 +60,7 @@ AHEAD = frozenset({RESPONSE_AHEAD})
 
 
 #: The provider sends ahead whenever it is not under load, however quick its commits
-#: (docs/adr/0931): what ADR 0038's guarantees are tested with.
+#: (docs/adr/0048): what ADR 0038's guarantees are tested with.
 ALWAYS_AHEAD: dict[str, Any] = {"responses_ahead_min_commit_ms": 0}
 
 
@@ -317,7 +317,7 @@ def _slow_commits(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_the_provider_sends_ahead_only_while_its_commits_are_slow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow: bool
 ) -> None:
-    """docs/adr/0931: with ``response-ahead`` agreed, a provider whose log commits quickly sends
+    """docs/adr/0048: with ``response-ahead`` agreed, a provider whose log commits quickly sends
     each response durable, without a notice; one whose commits wait sends it ahead and follows
     with its notice. Either way every answered call is in both logs."""
     if slow:

@@ -1,4 +1,4 @@
-"""Which responses a provider sends ahead of its log commit (docs/adr/0038, amended by 0931):
+"""Which responses a provider sends ahead of its log commit (docs/adr/0038, amended by 0048):
 per response, only while it is not under load (ADR 0034's threshold) and its log's recent
 durable commits are slow enough for the overlap to pay (the median wall time of the last
 :data:`~security_server.log._writer.COMMIT_TIMES_KEPT` transactions against ``[transport]
