@@ -140,6 +140,20 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
 
 
+def machine_cpu_ticks() -> tuple[int, int]:
+    """All CPUs' idle ticks (idle plus iowait) and total ticks so far, from ``/proc/stat``."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is counted in user already)
+    return fields[3] + fields[4], sum(fields[:8])
+
+
+def idle_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time left idle between two :func:`machine_cpu_ticks`."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds ``pid`` has used (all threads)."""
     return sum(cpu_times(pid))
@@ -375,6 +389,9 @@ class RunResult:
     load: dict[str, Any]
     cpu_per_call_ms: dict[str, float]
     sys_per_call_ms: dict[str, float]
+    #: The share of the whole machine's CPU left idle during the measured calls (all cores;
+    #: other processes on the machine count as busy).
+    idle_share: float = 0.0
 
 
 async def _run_load(
@@ -437,9 +454,11 @@ async def _run_load(
             samplers += await _start_samplers(watched, sample or {}, stderr)
             await _callgrind("--instr=on", count_instructions)
             before = {name: cpu_times(pid) for name, pid in pids.items()}
+            ticks_before = machine_cpu_ticks()
             process.stdin.write(b"go\n")
             await process.stdin.drain()
             done = json.loads(await _line(process.stdout))
+            ticks_after = machine_cpu_ticks()
             after = {name: cpu_times(pid) for name, pid in pids.items()}
             await _callgrind("--instr=off", count_instructions)
             await process.wait()
@@ -459,7 +478,12 @@ async def _run_load(
     done["warmup_ok"] = warm["ok"]
     done["warmup_errors"] = warm["errors"]
     done["error_samples"] = [*warm["error_samples"], *done["error_samples"]]
-    return RunResult(load=done, cpu_per_call_ms=cpu, sys_per_call_ms=kernel)
+    return RunResult(
+        load=done,
+        cpu_per_call_ms=cpu,
+        sys_per_call_ms=kernel,
+        idle_share=idle_share(ticks_before, ticks_after),
+    )
 
 
 async def _callgrind(option: str, pids: Sequence[int]) -> None:
@@ -676,6 +700,8 @@ def _case_row(
             "bus": {k: round(v, 4) for k, v in bus.sys_per_call_ms.items()},
         },
         "peak_rss_mib": {k: round(v, 1) for k, v in memory.items()},
+        # How much of the machine stayed idle while each ran (a CPU-bound run leaves ~0).
+        "idle_share": {"direct": round(direct.idle_share, 3), "bus": round(bus.idle_share, 3)},
     }
     if relay is not None:
         row.update(_relay_fields(direct, relay, bus))
@@ -685,6 +711,7 @@ def _case_row(
         row["of_which_kernel_ms"]["relay"] = {
             k: round(v, 4) for k, v in relay.sys_per_call_ms.items()
         }
+        row["idle_share"]["relay"] = round(relay.idle_share, 3)
     return row
 
 

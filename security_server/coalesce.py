@@ -1,5 +1,6 @@
 """Adaptive coalescing under load (docs/adr/0034-adaptive-coalescing.md; the hold's constants:
-docs/adr/0043-longer-coalescing-hold.md).
+docs/adr/0043-longer-coalescing-hold.md and
+docs/adr/0901-coalescing-hold-a-fifth-of-the-exchange-time.md).
 
 A proxy keeps one :class:`Load` of the exchanges it is handling. While few are in flight a
 signing batch closes at the end of the loop turn, as before: no latency is added. Under load a
@@ -24,7 +25,7 @@ __all__ = [
 #: Exchanges in flight besides the caller's from which a server counts as under load.
 COALESCE_MIN_IN_FLIGHT: Final = 4
 #: The hold is at most this fraction of the recent exchange time (the latency it may add).
-COALESCE_LATENCY_FRACTION: Final = 0.10
+COALESCE_LATENCY_FRACTION: Final = 0.20
 #: And never longer than this.
 COALESCE_MAX_HOLD_SECONDS: Final = 0.010
 #: Weight of the newest exchange in the moving average of exchange times.

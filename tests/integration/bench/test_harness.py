@@ -67,6 +67,8 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
         assert case["cpu_ms_per_exchange"]["provider_ss"] > 0
         assert set(case["messages_per_frame"]) == {"consumer", "provider"}
         assert case["peak_rss_mib"]["consumer_ss"] > 0
+        assert set(case["idle_share"]) == {"direct", "relay", "bus"}
+        assert all(0.0 <= share <= 1.0 for share in case["idle_share"].values())
         assert case["relay_errors"] == 0
         assert case["relay_rps"] > 0
         for key in (

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bench.__main__ import carry_over
-from bench.exchange import cpu_times, peak_rss_mib
+from bench.exchange import cpu_times, idle_share, machine_cpu_ticks, peak_rss_mib
 from bench.flame import summarise
 from bench.loadgen import percentile
 from bench.report import markdown
@@ -37,6 +37,15 @@ def test_proc_readings_of_this_process() -> None:
     assert user >= 0
     assert system >= 0
     assert peak_rss_mib(os.getpid()) > 1
+
+
+def test_machine_idle_share_between_two_readings() -> None:
+    idle, total = machine_cpu_ticks()
+    assert 0 <= idle <= total
+    assert idle_share((idle, total), machine_cpu_ticks()) <= 1.0
+    # Idle ticks over all ticks between the readings; no ticks at all reads as none idle.
+    assert idle_share((100, 1000), (130, 1100)) == pytest.approx(0.30)
+    assert idle_share((100, 1000), (100, 1000)) == 0.0
 
 
 def _case(**overrides: Any) -> dict[str, Any]:
