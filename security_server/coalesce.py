@@ -1,6 +1,6 @@
 """Adaptive coalescing under load (docs/adr/0034-adaptive-coalescing.md; the hold's constants:
 docs/adr/0043-longer-coalescing-hold.md and
-docs/adr/0901-coalescing-hold-a-fifth-of-the-exchange-time.md).
+docs/adr/0049-coalescing-hold-a-fifth-of-the-exchange-time.md).
 
 A proxy keeps one :class:`Load` of the exchanges it is handling. While few are in flight a
 signing batch closes at the end of the loop turn, as before: no latency is added. Under load a

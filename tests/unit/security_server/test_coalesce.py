@@ -1,4 +1,4 @@
-"""Adaptive coalescing (docs/adr/0034-adaptive-coalescing.md; its constants: 0043, 0901): no
+"""Adaptive coalescing (docs/adr/0034-adaptive-coalescing.md; its constants: 0043, 0049): no
 hold with few exchanges in flight, a hold proportional to the recent exchange time under load,
 never over the cap."""
 
@@ -68,7 +68,7 @@ def test_the_hold_is_capped(clock: FakeClock) -> None:
 
 
 def test_under_heavy_load_the_hold_is_a_fifth_of_the_exchange_time(clock: FakeClock) -> None:
-    # docs/adr/0901: at concurrency 64 an exchange takes ~45 ms here; its batch stays open ~9 ms,
+    # docs/adr/0049: at concurrency 64 an exchange takes ~45 ms here; its batch stays open ~9 ms,
     # under the 10 ms cap (ADR 0043's 10% held ~4.5 ms).
     load = Load()
     settle(load, clock, 0.045)
