@@ -83,7 +83,9 @@ async def _frames_written(
 ) -> list[tuple[int, int]]:
     provider = _Provider(confirm)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4 << 20)])
-    handler = grpc.stream_stream_rpc_method_handler(provider.handle)
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(
+        provider.handle
+    )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("ruta.v1.Transport", {"ExchangeFrames": handler}),)
     )
