@@ -4,9 +4,11 @@ Consumer side: a :class:`FrameLink` keeps one ``Transport.ExchangeFrames`` strea
 channel to one provider server. Every exchange puts its signed request in the link's outbox with a
 tag and waits for the result with that tag; one writer task sends everything waiting in the outbox
 as one frame (bounded by :data:`MAX_FRAME_REQUESTS` and
-:data:`~security_server.transport.MAX_FRAME_BYTES`; a larger message is not framed but sent over
-``Exchange``, so it is refused alone if it is too large for the provider), one reader task hands
-each result of each incoming frame to its waiter. Under load a frame carries many requests, so one
+:data:`~security_server.transport.MAX_FRAME_BYTES`, or
+:data:`~security_server.transport.LARGE_FRAME_BYTES` once the provider confirmed
+:data:`LARGE_REQUEST_FRAMES`, docs/adr/0948; a message larger than ``MAX_FRAME_BYTES`` is not
+framed but sent over ``Exchange``, so it is refused alone if it is too large for the provider),
+one reader task hands each result of each incoming frame to its waiter. Under load a frame carries many requests, so one
 gRPC write and one read serve many exchanges instead of one unary call each; alone, a request goes
 in a frame of its own at once. Nothing about a message changes: it is signed, verified and logged
 exactly as over ``Transport.Exchange`` (the provider runs the same code for each), and a
@@ -32,9 +34,10 @@ without having agreed to is breaking the protocol: the link fails.
 
 Provider side: a :class:`FramesStream` serves one ``ExchangeFrames`` call. Each request it reads
 is handled exactly as one ``Transport.Exchange`` call (same checks, log records and faults), in a
-task of its own; results go back, several per frame, as they are ready. Reading pauses at
-:data:`MAX_STREAM_IN_FLIGHT` requests of the stream, and at the transport port's
-``max_concurrent_calls`` on all streams together.
+task of its own; results go back, several per frame (up to
+:data:`~security_server.transport.LARGE_FRAME_BYTES`, a larger one alone), as they are ready.
+Reading pauses at :data:`MAX_STREAM_IN_FLIGHT` requests of the stream, and at the transport
+port's ``max_concurrent_calls`` on all streams together.
 """
 
 from __future__ import annotations
