@@ -22,7 +22,14 @@ import pytest
 from ruta.v1 import transport_pb2
 from sandbox.examples.population import decode_person, encode_get_person
 from security_server.errors import Reason
-from security_server.frames import FrameLink, FrameLinks, FramesUnsupportedError
+from security_server.frames import (
+    LARGE_REQUEST_FRAMES,
+    RESPONSE_AHEAD,
+    FrameLink,
+    FrameLinks,
+    FramesUnsupportedError,
+    consumer_capabilities,
+)
 from security_server.transport import LARGE_FRAME_BYTES, MAX_FRAME_BYTES, TransportError
 from tests.integration.security_server.bed import (
     POP,
@@ -239,3 +246,30 @@ async def test_a_link_on_a_channel_closed_meanwhile_is_a_network_error() -> None
         links.link(channel)
     assert info.value.reason is Reason.PEER_UNREACHABLE
     await links.close()
+
+
+@pytest.mark.parametrize(
+    ("max_message_bytes", "large"), [(4 << 20, True), (LARGE_FRAME_BYTES - (256 << 10) - 1, False)]
+)
+async def test_a_provider_confirms_large_request_frames_when_its_limit_holds_one(
+    tmp_path: Path,
+    max_message_bytes: int,
+    large: bool,
+) -> None:
+    # docs/adr/0948: the consumer's links offer large-request-frames; a real provider confirms it
+    # only when its transport port's gRPC limit (its max_message_bytes plus the envelope) holds
+    # a frame of LARGE_FRAME_BYTES; the exchange is answered either way.
+    async with bed(tmp_path) as instance:
+        await instance.start_server(
+            POP, data=instance.settings_dict(POP, max_message_bytes=max_message_bytes)
+        )
+        await instance.start_server(SOC)
+        async with provider_channel(instance) as channel:
+            link = FrameLink(channel, capabilities=consumer_capabilities(responses_ahead=True))
+            try:
+                result = await link.exchange(signed_request(instance)[1], seconds=10)
+                assert result.HasField("response")
+                assert (LARGE_REQUEST_FRAMES in link.agreed) is large
+                assert RESPONSE_AHEAD in link.agreed
+            finally:
+                await link.close()
