@@ -8,14 +8,15 @@ as one frame (bounded by :data:`MAX_FRAME_REQUESTS` and
 :data:`~security_server.transport.LARGE_FRAME_BYTES` once the provider confirmed
 :data:`LARGE_REQUEST_FRAMES`, docs/adr/0948; a message larger than ``MAX_FRAME_BYTES`` is not
 framed but sent over ``Exchange``, so it is refused alone if it is too large for the provider),
-one reader task hands each result of each incoming frame to its waiter. Under load a frame carries many requests, so one
-gRPC write and one read serve many exchanges instead of one unary call each; alone, a request goes
-in a frame of its own at once. Nothing about a message changes: it is signed, verified and logged
-exactly as over ``Transport.Exchange`` (the provider runs the same code for each), and a
-provider's refusal comes back per message with the same fault code, id and status. A request is
-serialised once, before it is put in the outbox, and a frame is written as its requests' bytes
-joined (:func:`framed_request_parts`): a 64 KiB body is copied twice on its way out (into the
-frame, into gRPC), not once per protobuf wrapper and size check.
+one reader task hands each result of each incoming frame to its waiter. Under load a frame
+carries many requests, so one gRPC write and one read serve many exchanges instead of one unary
+call each; alone, a request goes in a frame of its own at once. Nothing about a message
+changes: it is signed, verified and logged exactly as over ``Transport.Exchange`` (the provider
+runs the same code for each), and a provider's refusal comes back per message with the same
+fault code, id and status. A request is serialised once, before it is put in the outbox, and a
+frame is written as its requests' bytes joined (:func:`framed_request_parts`): a 64 KiB body is
+copied twice on its way out (into the frame, into gRPC), not once per protobuf wrapper and size
+check.
 
 When the stream breaks (network, provider restart) every waiting exchange gets
 ``server.consumer.network_error`` and the link is replaced on the next call. A provider that does
