@@ -29,6 +29,7 @@ from security_server.log.errors import LogKeyError
 from security_server.log.keys import BodyKey
 
 __all__ = [
+    "DIRECT_ALIGNMENT",
     "FILE_BODY_MIN_BYTES",
     "FILE_GROUP_MIN_BODIES",
     "FILE_GROUP_MIN_BYTES",
@@ -134,9 +135,10 @@ FILE_GROUP_MIN_BODIES: Final = 4
 FILE_GROUP_MIN_BYTES: Final = 1 << 20
 #: A segment file takes no more bodies once it holds this many bytes (the next one is begun).
 MAX_SEGMENT_BYTES: Final = 64 << 20
-#: The first bytes of every segment file (its format); bodies follow, back to back.
+#: The first bytes of every segment file (its format); bodies follow, back to back within a
+#: group, each group at a :data:`DIRECT_ALIGNMENT` boundary where it was written with direct I/O.
 SEGMENT_MAGIC: Final = b"ruta-bodies/v1\n\x00"
-#: Where a segment's first body starts.
+#: Where a segment's first body starts without direct I/O (with it: :data:`DIRECT_ALIGNMENT`).
 SEGMENT_HEADER_SIZE: Final = len(SEGMENT_MAGIC)
 _SEGMENT_SUFFIX: Final = ".seg"
 _SEGMENT_DIGITS: Final = 10
@@ -195,9 +197,11 @@ def _make_directories(path: Path) -> None:
 
 class BodySegments:
     """One origin's body segment files: ``<root>/<origin name>/<segment>.seg``, each the
-    :data:`SEGMENT_MAGIC` and then sealed bodies back to back. A ``log_bodies`` row names its
+    :data:`SEGMENT_MAGIC` and then sealed bodies, back to back within a group (groups written
+    with direct I/O start at 4 KiB boundaries, docs/adr/0949). A ``log_bodies`` row names its
     body's segment, position and length; bytes no committed row names (a group that failed
-    after its bodies were written) are never read. Readers may use it from any thread."""
+    after its bodies were written, the zeros before a boundary) are never read. Readers may use
+    it from any thread."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -297,7 +301,8 @@ class BodySegmentWriter:
         return self._direct_fd is not None
 
     def write(self, ciphertexts: Sequence[bytes]) -> tuple[int, int]:
-        """Write ``ciphertexts`` back to back and make them durable (``fdatasync``) before
+        """Write ``ciphertexts`` back to back (with direct I/O where the file system takes it,
+        from the next 4 KiB boundary) and make them durable (``fdatasync``) before
         returning ``(segment, position of the first)``: the caller may then commit rows
         naming them. Raises :class:`OSError` if they could not be written or synced; nothing
         written then is named by any row (the same position is written again next time, or,
