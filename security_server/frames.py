@@ -4,16 +4,19 @@ Consumer side: a :class:`FrameLink` keeps one ``Transport.ExchangeFrames`` strea
 channel to one provider server. Every exchange puts its signed request in the link's outbox with a
 tag and waits for the result with that tag; one writer task sends everything waiting in the outbox
 as one frame (bounded by :data:`MAX_FRAME_REQUESTS` and
-:data:`~security_server.transport.MAX_FRAME_BYTES`; a larger message is not framed but sent over
-``Exchange``, so it is refused alone if it is too large for the provider), one reader task hands
-each result of each incoming frame to its waiter. Under load a frame carries many requests, so one
-gRPC write and one read serve many exchanges instead of one unary call each; alone, a request goes
-in a frame of its own at once. Nothing about a message changes: it is signed, verified and logged
-exactly as over ``Transport.Exchange`` (the provider runs the same code for each), and a
-provider's refusal comes back per message with the same fault code, id and status. A request is
-serialised once, before it is put in the outbox, and a frame is written as its requests' bytes
-joined (:func:`framed_request_parts`): a 64 KiB body is copied twice on its way out (into the
-frame, into gRPC), not once per protobuf wrapper and size check.
+:data:`~security_server.transport.MAX_FRAME_BYTES`, or
+:data:`~security_server.transport.LARGE_FRAME_BYTES` once the provider confirmed
+:data:`LARGE_REQUEST_FRAMES`, docs/adr/0948; a message larger than ``MAX_FRAME_BYTES`` is not
+framed but sent over ``Exchange``, so it is refused alone if it is too large for the provider),
+one reader task hands each result of each incoming frame to its waiter. Under load a frame
+carries many requests, so one gRPC write and one read serve many exchanges instead of one unary
+call each; alone, a request goes in a frame of its own at once. Nothing about a message
+changes: it is signed, verified and logged exactly as over ``Transport.Exchange`` (the provider
+runs the same code for each), and a provider's refusal comes back per message with the same
+fault code, id and status. A request is serialised once, before it is put in the outbox, and a
+frame is written as its requests' bytes joined (:func:`framed_request_parts`): a 64 KiB body is
+copied twice on its way out (into the frame, into gRPC), not once per protobuf wrapper and size
+check.
 
 When the stream breaks (network, provider restart) every waiting exchange gets
 ``server.consumer.network_error`` and the link is replaced on the next call. A provider that does
@@ -32,9 +35,10 @@ without having agreed to is breaking the protocol: the link fails.
 
 Provider side: a :class:`FramesStream` serves one ``ExchangeFrames`` call. Each request it reads
 is handled exactly as one ``Transport.Exchange`` call (same checks, log records and faults), in a
-task of its own; results go back, several per frame, as they are ready. Reading pauses at
-:data:`MAX_STREAM_IN_FLIGHT` requests of the stream, and at the transport port's
-``max_concurrent_calls`` on all streams together.
+task of its own; results go back, several per frame (up to
+:data:`~security_server.transport.LARGE_FRAME_BYTES`, a larger one alone), as they are ready.
+Reading pauses at :data:`MAX_STREAM_IN_FLIGHT` requests of the stream, and at the transport
+port's ``max_concurrent_calls`` on all streams together.
 """
 
 from __future__ import annotations
@@ -54,11 +58,12 @@ from ruta.tasks import TaskOwner
 from ruta.v1 import transport_pb2
 from ruta.wire import varint
 from security_server.errors import FramesUnsupportedError, MalformedMessageError, TransportError
-from security_server.transport import MAX_FRAME_BYTES
+from security_server.transport import LARGE_FRAME_BYTES, MAX_FRAME_BYTES, receive_limit
 
 __all__ = [
     "CAPABILITIES_HEADER",
     "FRAMES_PATH",
+    "LARGE_REQUEST_FRAMES",
     "MAX_FRAME_REQUESTS",
     "MAX_STREAM_IN_FLIGHT",
     "RESPONSE_AHEAD",
@@ -71,8 +76,10 @@ __all__ = [
     "SendAhead",
     "capabilities_metadata",
     "capabilities_of",
+    "consumer_capabilities",
     "framed_request_parts",
     "framed_result_parts",
+    "provider_capabilities",
     "signed_message_parts",
     "within",
 ]
@@ -97,6 +104,10 @@ CAPABILITIES_HEADER: Final = "ruta-frames-capabilities"
 MAX_CAPABILITIES_BYTES: Final = 256
 #: The capability of responses sent ahead of the provider's log commit (docs/adr/0038).
 RESPONSE_AHEAD: Final = "response-ahead"
+#: The capability of request frames up to :data:`~security_server.transport.LARGE_FRAME_BYTES`
+#: instead of :data:`~security_server.transport.MAX_FRAME_BYTES` (docs/adr/0948): a provider
+#: confirms it when its gRPC limit holds such a frame.
+LARGE_REQUEST_FRAMES: Final = "large-request-frames"
 
 #: What a response's durability notice says: ``None`` once the provider's record of it is
 #: durable, the refusal that undoes it, or the link's failure (the record may or may not be
@@ -118,6 +129,26 @@ def capabilities_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> froze
         tokens.update(token.strip() for token in value.split(","))
     tokens.discard("")
     return frozenset(tokens)
+
+
+def consumer_capabilities(*, responses_ahead: bool) -> frozenset[str]:
+    """The capabilities a consumer server's links offer: :data:`LARGE_REQUEST_FRAMES` always,
+    :data:`RESPONSE_AHEAD` if it takes responses ahead (``[transport] responses_ahead``)."""
+    return frozenset(
+        {LARGE_REQUEST_FRAMES, RESPONSE_AHEAD} if responses_ahead else {LARGE_REQUEST_FRAMES}
+    )
+
+
+def provider_capabilities(*, responses_ahead: bool, max_message_bytes: int) -> frozenset[str]:
+    """The capabilities a provider server agrees to when a consumer offers them:
+    :data:`RESPONSE_AHEAD` if it sends responses ahead (``[transport] responses_ahead``), and
+    :data:`LARGE_REQUEST_FRAMES` if its transport port's gRPC limit for a server configured with
+    ``max_message_bytes`` (``[limits]``, applied at start) holds a frame of
+    :data:`~security_server.transport.LARGE_FRAME_BYTES`."""
+    agreed = {RESPONSE_AHEAD} if responses_ahead else set()
+    if receive_limit(max_message_bytes) >= LARGE_FRAME_BYTES:
+        agreed.add(LARGE_REQUEST_FRAMES)
+    return frozenset(agreed)
 
 
 def capabilities_metadata(capabilities: frozenset[str]) -> tuple[tuple[str, str], ...]:
@@ -247,6 +278,8 @@ class FrameLink:
         #: Offered in the stream's metadata; :attr:`agreed` once the provider confirmed them.
         self._offered = capabilities
         self.agreed: frozenset[str] = frozenset()
+        # The largest request frame written: larger once the provider confirmed it takes one.
+        self._frame_bytes = MAX_FRAME_BYTES
         # Frames are written as bytes already serialised (see _next_frame).
         open_stream: grpc.aio.StreamStreamMultiCallable[bytes, transport_pb2.ResultFrame] = (
             channel.stream_stream(
@@ -367,10 +400,11 @@ class FrameLink:
         size = 0
         requests = 0
         outbox = self._outbox
+        limit = self._frame_bytes
         while outbox and requests < MAX_FRAME_REQUESTS:
             item = outbox[0]
             item_size = sum(map(len, item))
-            if requests and size + item_size > MAX_FRAME_BYTES:
+            if requests and size + item_size > limit:
                 break
             outbox.popleft()
             parts += item
@@ -382,6 +416,8 @@ class FrameLink:
         try:
             if self._offered:
                 self.agreed = self._offered & capabilities_of(await self._call.initial_metadata())
+                if LARGE_REQUEST_FRAMES in self.agreed:
+                    self._frame_bytes = LARGE_FRAME_BYTES
             ahead = RESPONSE_AHEAD in self.agreed
             async for frame in self._call:
                 if not self._deliver(frame, ahead=ahead):
@@ -545,6 +581,20 @@ class _Undone:
 #: tag of a response sent ahead that is now durable, a response sent ahead undone, or ``None``
 #: (the stream may end).
 _Outgoing: TypeAlias = tuple[bytes, bytes] | _Pending | int | _Undone | None
+
+#: Room counted in a frame for one durable tag (a varint of at most ten bytes).
+_TAG_ROOM: Final = 10
+
+
+def _outgoing_size(item: _Outgoing) -> int:
+    """The bytes ``item`` adds to a result frame (for a durable tag, at most)."""
+    if isinstance(item, tuple):
+        return len(item[0]) + len(item[1])
+    if isinstance(item, _Pending | _Undone):
+        return sum(map(len, item.parts))
+    return _TAG_ROOM if isinstance(item, int) else 0
+
+
 #: Sends a signed response ahead of its log commit (docs/adr/0038).
 SendAhead: TypeAlias = Callable[[transport_pb2.SignedMessage], None]
 
@@ -590,6 +640,8 @@ class FramesStream:
         self._max_frame_bytes = max_frame_bytes
         # None: everything read has been answered; the stream may end.
         self._results: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        # What did not fit in the last frame written: the first of the next one.
+        self._carried: list[_Outgoing] = []
         self._room = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
         # The stream's own tasks (reader, drain watcher) and one task per request read: none
         # outlives the stream.
@@ -611,7 +663,7 @@ class FramesStream:
         watcher = self._own.spawn(draining.wait(), name="ruta-frames-drain")
         watcher.add_done_callback(stop_reading)
         try:
-            while (first := await self._results.get()) is not None:
+            while (first := await self._next()) is not None:
                 frame, results, finished = self._frame(first)
                 await self._write(frame)
                 if results:  # a frame of notices alone carries no message
@@ -629,13 +681,22 @@ class FramesStream:
                 self._shared_room.release()
             self._held = 0
 
+    async def _next(self) -> _Outgoing:
+        """The first element of the next frame: the one the last frame had no room for, or the
+        next one ready."""
+        if self._carried:
+            return self._carried.pop()
+        return await self._results.get()
+
     def _frame(
         self, first: tuple[bytes, bytes] | _Pending | int | _Undone
     ) -> tuple[bytes, int, int]:
-        """A serialised ``ResultFrame`` of ``first`` and what is ready after it; how many
-        results it carries, and how many requests it finishes (a response sent ahead finishes
-        with its notice). Results come first, then the durable tags, then the undone refusals:
-        field order, as deterministic serialisation writes them."""
+        """A serialised ``ResultFrame`` of ``first`` and what is ready after it, no larger than
+        ``max_frame_bytes`` unless ``first`` alone is (it then goes alone; what would not fit is
+        the next frame's first); how many results it carries, and how many requests it
+        finishes (a response sent ahead finishes with its notice). Results come first, then the
+        durable tags, then the undone refusals: field order, as deterministic serialisation
+        writes them."""
         parts: list[bytes] = []
         durable: list[bytes] = []
         undone: list[bytes] = []
@@ -644,26 +705,26 @@ class FramesStream:
         while True:
             if isinstance(item, tuple):
                 parts += item
-                size += len(item[0]) + len(item[1])
                 results += 1
                 finished += 1
             elif isinstance(item, _Pending):
                 parts += item.parts
-                size += sum(map(len, item.parts))
                 results += 1
             elif isinstance(item, int):
                 durable.append(varint(item))
-                size += 10
                 finished += 1
             elif isinstance(item, _Undone):
                 undone += item.parts
-                size += sum(map(len, item.parts))
                 finished += 1
-            if self._results.empty() or size >= self._max_frame_bytes:
+            size += _outgoing_size(item)
+            if self._results.empty():
                 break
             item = self._results.get_nowait()
             if item is None:
                 self._results.put_nowait(None)  # ends the stream after this frame
+                break
+            if size + _outgoing_size(item) > self._max_frame_bytes:
+                self._carried.append(item)
                 break
         if durable:
             tags = b"".join(durable)

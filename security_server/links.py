@@ -36,10 +36,10 @@ from ruta.ids import ServerId
 from ruta.v1 import transport_pb2
 from security_server.errors import FramesUnsupportedError, TransportError
 from security_server.frames import (
-    RESPONSE_AHEAD,
     CommitNotice,
     FrameLinks,
     MessageParts,
+    consumer_capabilities,
     within,
 )
 from security_server.transport import EXCHANGE_PATH, PeerChannels
@@ -165,7 +165,7 @@ class GrpcPeerLinks:
         self._links = (
             FrameLinks(
                 on_frame=on_frame,
-                capabilities=frozenset({RESPONSE_AHEAD}) if responses_ahead else frozenset(),
+                capabilities=consumer_capabilities(responses_ahead=responses_ahead),
             )
             if frames
             else None

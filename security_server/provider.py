@@ -60,7 +60,7 @@ from security_server.exchange import (
     refusal,
     unexpected_failure,
 )
-from security_server.frames import RESPONSE_AHEAD, FramesStream, SendAhead
+from security_server.frames import FramesStream, SendAhead, provider_capabilities
 from security_server.headers import (
     ReadHeader,
     build_response_header,
@@ -76,7 +76,7 @@ from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.ratelimit import RateLimiter
 from security_server.settings import SecurityServerSettings
 from security_server.transport import (
-    MAX_FRAME_BYTES,
+    LARGE_FRAME_BYTES,
     PeerStatus,
     authenticate_peer,
 )
@@ -123,8 +123,9 @@ class ProviderProxy:
         self._load = Load()
         self._framed_room = asyncio.Semaphore(settings.limits.max_concurrent_calls)
         #: Frames capabilities this provider agrees to when a consumer offers them.
-        self.frames_capabilities: frozenset[str] = (
-            frozenset({RESPONSE_AHEAD}) if settings.transport.responses_ahead else frozenset()
+        self.frames_capabilities: frozenset[str] = provider_capabilities(
+            responses_ahead=settings.transport.responses_ahead,
+            max_message_bytes=settings.limits.max_message_bytes,
         )
         # A response goes ahead of its commit only while commits take at least this long
         # (docs/adr/0048); 0: always (below the load threshold).
@@ -207,7 +208,7 @@ class ProviderProxy:
             answer=lambda item, send_ahead: self._framed_outcome(item, info, ahead=send_ahead),
             write=write,
             on_frame=self.frame_written,
-            max_frame_bytes=MAX_FRAME_BYTES,
+            max_frame_bytes=LARGE_FRAME_BYTES,
             shared_room=self._framed_room,
             ahead=ahead,
         )

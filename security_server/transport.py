@@ -46,6 +46,7 @@ from security_server.errors import (
 
 __all__ = [
     "EXCHANGE_PATH",
+    "LARGE_FRAME_BYTES",
     "MAX_FRAME_BYTES",
     "MAX_PEER_RECEIVE_BYTES",
     "PIN_CHECK_TIMEOUT_SECONDS",
@@ -56,6 +57,7 @@ __all__ = [
     "grpc_message_options",
     "keepalive_options",
     "ping_policy_options",
+    "receive_limit",
 ]
 
 EXCHANGE_PATH: Final = "/ruta.v1.Transport/Exchange"
@@ -74,6 +76,13 @@ _ENVELOPE_SLACK_BYTES: Final = 256 * 1024
 #: frame never breaks on another server's size limit: a message too large for one is refused
 #: alone, as over ``Exchange``.
 MAX_FRAME_BYTES: Final = 192 * 1024
+#: Largest frame written once the receiving side is known to take it (docs/adr/0948): a
+#: consumer's request frames after the provider confirmed ``large-request-frames`` (it does when
+#: its own gRPC limit, :func:`receive_limit`, holds such a frame), and every provider's result
+#: frames (a consumer's channel to a provider receives up to :data:`MAX_PEER_RECEIVE_BYTES`; a
+#: single larger result still goes alone). At 64 KiB bodies a 192 KiB frame carries two
+#: messages; this one up to fifteen, so fewer gRPC writes and reads per exchange.
+LARGE_FRAME_BYTES: Final = 1024 * 1024
 #: What a consumer server's channel to a provider server may receive in one gRPC message: the
 #: largest ``max_message_bytes`` any server may configure plus the envelope, so a framed result
 #: is never refused by gRPC for the whole stream; each response is then held to this server's own
@@ -109,10 +118,16 @@ def ping_policy_options(min_ping_interval_seconds: float) -> list[tuple[str, Any
     ]
 
 
+def receive_limit(max_message_bytes: int) -> int:
+    """The largest gRPC message a server configured with ``max_message_bytes`` receives (the
+    message plus its envelope: :func:`grpc_message_options`)."""
+    return max_message_bytes + _ENVELOPE_SLACK_BYTES
+
+
 def grpc_message_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     """Channel/server options that let a message of ``max_message_bytes`` plus its envelope
     through, so Ruta (not gRPC) refuses oversized bodies with its own fault."""
-    limit = max_message_bytes + _ENVELOPE_SLACK_BYTES
+    limit = receive_limit(max_message_bytes)
     return [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import mmap
 import os
 import re
 import struct
@@ -28,6 +29,7 @@ from security_server.log.errors import LogKeyError
 from security_server.log.keys import BodyKey
 
 __all__ = [
+    "DIRECT_ALIGNMENT",
     "FILE_BODY_MIN_BYTES",
     "FILE_GROUP_MIN_BODIES",
     "FILE_GROUP_MIN_BYTES",
@@ -133,9 +135,10 @@ FILE_GROUP_MIN_BODIES: Final = 4
 FILE_GROUP_MIN_BYTES: Final = 1 << 20
 #: A segment file takes no more bodies once it holds this many bytes (the next one is begun).
 MAX_SEGMENT_BYTES: Final = 64 << 20
-#: The first bytes of every segment file (its format); bodies follow, back to back.
+#: The first bytes of every segment file (its format); bodies follow, back to back within a
+#: group, each group at a :data:`DIRECT_ALIGNMENT` boundary where it was written with direct I/O.
 SEGMENT_MAGIC: Final = b"ruta-bodies/v1\n\x00"
-#: Where a segment's first body starts.
+#: Where a segment's first body starts without direct I/O (with it: :data:`DIRECT_ALIGNMENT`).
 SEGMENT_HEADER_SIZE: Final = len(SEGMENT_MAGIC)
 _SEGMENT_SUFFIX: Final = ".seg"
 _SEGMENT_DIGITS: Final = 10
@@ -145,6 +148,15 @@ _SEGMENT_DIGITS: Final = 10
 MAX_FILE_BODY_BYTES: Final = (64 << 20) + TAG_SIZE
 #: Buffers handed to one ``pwritev`` (below Linux's IOV_MAX of 1024).
 _MAX_IOV: Final = 512
+#: A group's bodies are written with direct I/O where the file system takes it (docs/adr/0949):
+#: from a buffer aligned to this, at a position aligned to it, this many bytes at a time (a
+#: multiple of every logical block size in use: 512 B and 4 KiB). Each group's first body
+#: starts at such a boundary; the bytes between one group's last body and the next boundary
+#: are zeros no row names.
+DIRECT_ALIGNMENT: Final = 4096
+#: The aligned write buffer a writer keeps between groups (a larger group's is made for it and
+#: dropped).
+_KEPT_BUFFER_BYTES: Final = 4 << 20
 #: Names tried when a new segment's name is taken (by a file this writer did not list).
 _MAX_NAME_ATTEMPTS: Final = 16
 
@@ -185,9 +197,11 @@ def _make_directories(path: Path) -> None:
 
 class BodySegments:
     """One origin's body segment files: ``<root>/<origin name>/<segment>.seg``, each the
-    :data:`SEGMENT_MAGIC` and then sealed bodies back to back. A ``log_bodies`` row names its
+    :data:`SEGMENT_MAGIC` and then sealed bodies, back to back within a group (groups written
+    with direct I/O start at 4 KiB boundaries, docs/adr/0949). A ``log_bodies`` row names its
     body's segment, position and length; bytes no committed row names (a group that failed
-    after its bodies were written) are never read. Readers may use it from any thread."""
+    after its bodies were written, the zeros before a boundary) are never read. Readers may use
+    it from any thread."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -273,11 +287,22 @@ class BodySegmentWriter:
         self._segments = segments
         self._max = max_segment_bytes
         self._fd: int | None = None
+        # The same file opened for direct I/O (None where the file system refuses it: bodies
+        # then go through the page cache, back to back as before).
+        self._direct_fd: int | None = None
+        self._direct = True
+        self._buffer: mmap.mmap | None = None
         self._segment = after_segment
         self._end = 0
 
+    @property
+    def direct(self) -> bool:
+        """Whether the current segment is written with direct I/O."""
+        return self._direct_fd is not None
+
     def write(self, ciphertexts: Sequence[bytes]) -> tuple[int, int]:
-        """Write ``ciphertexts`` back to back and make them durable (``fdatasync``) before
+        """Write ``ciphertexts`` back to back (with direct I/O where the file system takes it,
+        from the next 4 KiB boundary) and make them durable (``fdatasync``) before
         returning ``(segment, position of the first)``: the caller may then commit rows
         naming them. Raises :class:`OSError` if they could not be written or synced; nothing
         written then is named by any row (the same position is written again next time, or,
@@ -287,7 +312,19 @@ class BodySegmentWriter:
             self._begin_segment()
         assert self._fd is not None  # noqa: S101 - _begin_segment opened it or raised
         start = self._end
-        _pwrite_all(self._fd, ciphertexts, start)
+        if self._direct_fd is not None:
+            start = _aligned(start)
+            try:
+                self._write_direct(self._direct_fd, ciphertexts, total, start)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                # The file system took the open but not the write: the page cache from now on.
+                self._stop_direct()
+                start = self._end
+                _pwrite_all(self._fd, ciphertexts, start)
+        else:
+            _pwrite_all(self._fd, ciphertexts, start)
         try:
             os.fdatasync(self._fd)
         except OSError:
@@ -297,12 +334,50 @@ class BodySegmentWriter:
         self._end = start + total
         return self._segment, start
 
+    def _write_direct(self, fd: int, ciphertexts: Sequence[bytes], total: int, start: int) -> None:
+        """Copy ``ciphertexts`` back to back into an aligned buffer, zeros up to the next
+        boundary, and write it at ``start`` (aligned) bypassing the page cache: what a buffered
+        write costs the kernel per page (allocating, dirtying, writing back and later reclaiming
+        it) is not paid for bytes read back only by audits and exports."""
+        size = _aligned(total)
+        buffer = self._buffer
+        if buffer is None or len(buffer) < size:
+            # Page-aligned; pages become resident as they are first written.
+            buffer = mmap.mmap(-1, max(size, _KEPT_BUFFER_BYTES))
+            if size <= _KEPT_BUFFER_BYTES:
+                if self._buffer is not None:
+                    self._buffer.close()
+                self._buffer = buffer
+        try:
+            view = memoryview(buffer)
+            try:
+                offset = 0
+                for ciphertext in ciphertexts:
+                    view[offset : offset + len(ciphertext)] = ciphertext
+                    offset += len(ciphertext)
+                view[offset:size] = bytes(size - offset)
+                _pwrite_all(fd, [view[:size]], start)
+            finally:
+                view.release()
+        finally:
+            if buffer is not self._buffer:
+                buffer.close()
+
+    def _stop_direct(self) -> None:
+        fd, self._direct_fd = self._direct_fd, None
+        self._direct = False
+        if fd is not None:
+            os.close(fd)
+
     def close(self) -> None:
         """Close the current segment (its bodies are synced already); the next write begins a
         new one."""
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+        direct, self._direct_fd = self._direct_fd, None
+        if direct is not None:
+            os.close(direct)
 
     def _begin_segment(self) -> None:
         self.close()
@@ -325,11 +400,32 @@ class BodySegmentWriter:
                     path.unlink()
                 raise
             self._fd, self._segment, self._end = fd, segment, SEGMENT_HEADER_SIZE
+            self._direct_fd = self._open_direct(path) if self._direct else None
             return
         raise FileExistsError(f"no free body segment name in {self._segments.directory}")
 
+    def _open_direct(self, path: Path) -> int | None:
+        """``path`` opened for direct I/O, or ``None`` (and never tried again by this writer)
+        where the file system or platform does not offer it."""
+        flag = getattr(os, "O_DIRECT", 0)
+        if not flag:
+            self._direct = False
+            return None
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CLOEXEC | flag)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            self._direct = False
+            return None
 
-def _pwrite_all(fd: int, buffers: Sequence[bytes], position: int) -> None:
+
+def _aligned(position: int) -> int:
+    """``position`` rounded up to :data:`DIRECT_ALIGNMENT`."""
+    return -(-position // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
+
+
+def _pwrite_all(fd: int, buffers: Sequence[bytes] | Sequence[memoryview], position: int) -> None:
     """Write every byte of ``buffers`` at ``position`` on, in as few calls as the kernel takes."""
     pending = [memoryview(b) for b in buffers if b]
     while pending:

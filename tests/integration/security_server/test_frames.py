@@ -22,8 +22,15 @@ import pytest
 from ruta.v1 import transport_pb2
 from sandbox.examples.population import decode_person, encode_get_person
 from security_server.errors import Reason
-from security_server.frames import FrameLink, FrameLinks, FramesUnsupportedError
-from security_server.transport import MAX_FRAME_BYTES, TransportError
+from security_server.frames import (
+    LARGE_REQUEST_FRAMES,
+    RESPONSE_AHEAD,
+    FrameLink,
+    FrameLinks,
+    FramesUnsupportedError,
+    consumer_capabilities,
+)
+from security_server.transport import LARGE_FRAME_BYTES, MAX_FRAME_BYTES, TransportError
 from tests.integration.security_server.bed import (
     POP,
     SOC,
@@ -150,8 +157,9 @@ def test_only_messages_that_fit_a_frame_travel_framed() -> None:
 
 
 async def test_a_result_frame_never_outgrows_the_bound(running: Bed) -> None:
-    # 40 answers of ~1 KiB each come back over several frames when they cannot all share one:
-    # every frame the provider writes stays within MAX_FRAME_BYTES (or is a single result).
+    # 40 answers of ~1 KiB each come back in frames the provider fills with what is ready:
+    # every frame it writes stays within LARGE_FRAME_BYTES (or is a single result; sizes near
+    # the bound: tests/unit/security_server/test_frame_bounds.py).
     messages = [signed_request(running)[1] for _ in range(40)]
     async with provider_channel(running) as channel:
         call: Any = channel.stream_stream(
@@ -170,7 +178,7 @@ async def test_a_result_frame_never_outgrows_the_bound(running: Bed) -> None:
         await call.done_writing()
         tags: list[int] = []
         async for frame in call:
-            assert len(frame.results) == 1 or frame.ByteSize() <= MAX_FRAME_BYTES
+            assert len(frame.results) == 1 or frame.ByteSize() <= LARGE_FRAME_BYTES
             tags.extend(result.tag for result in frame.results)
     assert sorted(tags) == list(range(40))
 
@@ -238,3 +246,30 @@ async def test_a_link_on_a_channel_closed_meanwhile_is_a_network_error() -> None
         links.link(channel)
     assert info.value.reason is Reason.PEER_UNREACHABLE
     await links.close()
+
+
+@pytest.mark.parametrize(
+    ("max_message_bytes", "large"), [(4 << 20, True), (LARGE_FRAME_BYTES - (256 << 10) - 1, False)]
+)
+async def test_a_provider_confirms_large_request_frames_when_its_limit_holds_one(
+    tmp_path: Path,
+    max_message_bytes: int,
+    large: bool,
+) -> None:
+    # docs/adr/0948: the consumer's links offer large-request-frames; a real provider confirms it
+    # only when its transport port's gRPC limit (its max_message_bytes plus the envelope) holds
+    # a frame of LARGE_FRAME_BYTES; the exchange is answered either way.
+    async with bed(tmp_path) as instance:
+        await instance.start_server(
+            POP, data=instance.settings_dict(POP, max_message_bytes=max_message_bytes)
+        )
+        await instance.start_server(SOC)
+        async with provider_channel(instance) as channel:
+            link = FrameLink(channel, capabilities=consumer_capabilities(responses_ahead=True))
+            try:
+                result = await link.exchange(signed_request(instance)[1], seconds=10)
+                assert result.HasField("response")
+                assert (LARGE_REQUEST_FRAMES in link.agreed) is large
+                assert RESPONSE_AHEAD in link.agreed
+            finally:
+                await link.close()

@@ -28,12 +28,14 @@ from security_server.log import (
     store,
 )
 from security_server.log.bodies import (
+    DIRECT_ALIGNMENT,
     FILE_BODY_MIN_BYTES,
     FILE_GROUP_MIN_BODIES,
     FILE_GROUP_MIN_BYTES,
     SEGMENT_HEADER_SIZE,
     SEGMENT_MAGIC,
     BodySegments,
+    BodySegmentWriter,
     body_file_root,
 )
 from security_server.log.schema import log_bodies
@@ -82,6 +84,28 @@ async def _rows(engine: AsyncEngine) -> dict[int, Any]:
             )
         )
         return {int(r.seq): r for r in rows}
+
+
+def _direct_io(url: str) -> bool:
+    """Whether the file system under ``url``'s database takes direct I/O (the segment writer then
+    uses it: each group's first body at an aligned position, docs/adr/0949)."""
+    probe = Path(url.removeprefix("sqlite+aiosqlite:///") + ".probe")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink()
+    return True
+
+
+def _group_start(url: str, end: int) -> int:
+    """Where a group's first body goes when the segment's bytes end at ``end``."""
+    return -(-end // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT if _direct_io(url) else end
+
+
+def _writes_directly(writer: BodySegmentWriter) -> bool:
+    return writer.direct
 
 
 def _segments(url: str) -> BodySegments:
@@ -145,8 +169,11 @@ async def test_large_bodies_go_to_a_segment_file_and_read_back(
         ]
         assert rows[1].ciphertext is not None
         assert rows[0].ciphertext is None
-        assert rows[0].position == SEGMENT_HEADER_SIZE
+        assert rows[0].position == _group_start(url, SEGMENT_HEADER_SIZE)
+        # Back to back within a group; the next group at the next aligned position.
         assert rows[2].position == rows[0].position + rows[0].length
+        assert rows[4].position == rows[2].position + rows[2].length
+        assert rows[5].position == _group_start(url, rows[4].position + rows[4].length)
         assert [await log.get_body(seq) for seq in range(5)] == bodies
         assert await log.get_bodies(list(range(6))) == {
             0: bodies[0],
@@ -269,7 +296,10 @@ async def test_a_torn_tail_is_never_read_and_never_built_on(
         assert segments.segment_ids() == [first, first + 1]
         assert [await log.get_body(s) for s in range(3)] == [_large(1), _large(2), _large(3)]
         rows = await _rows(file_engine)
-        assert (rows[2].segment, rows[2].position) == (first + 1, SEGMENT_HEADER_SIZE)
+        assert (rows[2].segment, rows[2].position) == (
+            first + 1,
+            _group_start(url, SEGMENT_HEADER_SIZE),
+        )
     finally:
         await log.close()
 
@@ -324,7 +354,8 @@ async def test_a_failed_body_write_is_retried_in_place(
         def full_volume(fd: int, buffers: list[memoryview], offset: int) -> int:
             if full[0]:
                 full[0] = False
-                real_pwritev(fd, [bytes(buffers[0][:100])], offset)  # a torn part, then full
+                # A torn part (a block: what a direct write leaves too), then full.
+                real_pwritev(fd, [buffers[0][:DIRECT_ALIGNMENT]], offset)
                 raise OSError(errno.ENOSPC, "No space left on device")
             return real_pwritev(fd, buffers, offset)
 
@@ -335,7 +366,7 @@ async def test_a_failed_body_write_is_retried_in_place(
         assert [await log.get_body(s) for s in range(after.seq + 1)] == [_large(1), _large(3)]
         rows = await _rows(file_engine)
         assert rows[1].segment == rows[0].segment
-        assert rows[1].position == rows[0].position + rows[0].length
+        assert rows[1].position == _group_start(url, rows[0].position + rows[0].length)
     finally:
         await log.close()
 
@@ -416,3 +447,92 @@ async def test_a_log_restored_without_its_body_files_says_so_and_reuses_no_name(
         assert await log.get_body(1) == _large(2)
     finally:
         await log.close()
+
+
+def test_a_writer_aligns_groups_for_direct_io_and_reads_stay_exact(tmp_path: Path) -> None:
+    # docs/adr/0949: each group's first body at an aligned position, zeros no row names between
+    # groups; a group larger than the buffer kept between groups is written from its own.
+    segments = BodySegments(tmp_path / "origin")
+    writer = BodySegmentWriter(segments)
+    groups = [[os.urandom(5000), os.urandom(70_000)], [os.urandom(4097)], [os.urandom(5 << 20)]]
+    refs: list[tuple[int, int, int]] = []
+    try:
+        for group in groups:
+            segment, position = writer.write(group)
+            for body in group:
+                refs.append((segment, position, len(body)))
+                position += len(body)
+        direct = writer.direct
+    finally:
+        writer.close()
+    assert segments.read_many(refs) == [body for group in groups for body in group]
+    starts = [refs[0][1], refs[2][1], refs[3][1]]
+    if direct:
+        assert all(start % DIRECT_ALIGNMENT == 0 for start in starts)
+        data = segments.path(refs[0][0]).read_bytes()
+        assert data[: len(SEGMENT_MAGIC)] == SEGMENT_MAGIC
+        end_of_first = refs[1][1] + refs[1][2]
+        assert set(data[end_of_first : refs[2][1]]) <= {0}
+    else:
+        assert starts == [SEGMENT_HEADER_SIZE, refs[1][1] + refs[1][2], refs[2][1] + refs[2][2]]
+
+
+def test_without_direct_io_bodies_go_back_to_back_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def no_direct(path: Any, flags: int, *args: Any) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return int(real_open(path, flags, *args))
+
+    monkeypatch.setattr(os, "open", no_direct)
+    segments = BodySegments(tmp_path / "origin")
+    writer = BodySegmentWriter(segments)
+    try:
+        first = writer.write([b"a" * 5000])
+        second = writer.write([b"b" * 6000])
+        assert not writer.direct
+    finally:
+        writer.close()
+    assert first == (1, SEGMENT_HEADER_SIZE)
+    assert second == (1, SEGMENT_HEADER_SIZE + 5000)
+    assert segments.read_many([(1, first[1], 5000), (1, second[1], 6000)]) == [
+        b"a" * 5000,
+        b"b" * 6000,
+    ]
+
+
+def test_a_direct_write_the_file_system_refuses_falls_back_to_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    segments = BodySegments(tmp_path / "origin")
+    writer = BodySegmentWriter(segments)
+    try:
+        writer.write([b"a" * 5000])
+        if not _writes_directly(writer):
+            pytest.skip("this file system offers no direct I/O")
+        real_pwritev = os.pwritev
+        refused: list[int] = []
+
+        def refuse_direct(fd: int, buffers: Any, offset: int) -> int:
+            if offset % DIRECT_ALIGNMENT == 0 and not refused:
+                refused.append(offset)
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return int(real_pwritev(fd, buffers, offset))
+
+        monkeypatch.setattr(os, "pwritev", refuse_direct)
+        segment, position = writer.write([b"b" * 6000])
+        assert refused
+        assert not _writes_directly(writer)
+        # Written where the last body ended, through the page cache, and read back exactly.
+        assert position == DIRECT_ALIGNMENT + 5000
+        later = writer.write([b"c" * 7000])
+        assert later == (segment, position + 6000)
+    finally:
+        writer.close()
+    assert segments.read_many([(segment, position, 6000), (segment, position + 6000, 7000)]) == [
+        b"b" * 6000,
+        b"c" * 7000,
+    ]
