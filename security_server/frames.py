@@ -6,7 +6,7 @@ tag and waits for the result with that tag; one writer task sends everything wai
 as one frame (bounded by :data:`MAX_FRAME_REQUESTS` and
 :data:`~security_server.transport.MAX_FRAME_BYTES`, or
 :data:`~security_server.transport.LARGE_FRAME_BYTES` once the provider confirmed
-:data:`LARGE_REQUEST_FRAMES`, docs/adr/0948; a message larger than ``MAX_FRAME_BYTES`` is not
+:data:`LARGE_REQUEST_FRAMES`, docs/adr/0050; a message larger than ``MAX_FRAME_BYTES`` is not
 framed but sent over ``Exchange``, so it is refused alone if it is too large for the provider),
 one reader task hands each result of each incoming frame to its waiter. Under load a frame
 carries many requests, so one gRPC write and one read serve many exchanges instead of one unary
@@ -105,7 +105,7 @@ MAX_CAPABILITIES_BYTES: Final = 256
 #: The capability of responses sent ahead of the provider's log commit (docs/adr/0038).
 RESPONSE_AHEAD: Final = "response-ahead"
 #: The capability of request frames up to :data:`~security_server.transport.LARGE_FRAME_BYTES`
-#: instead of :data:`~security_server.transport.MAX_FRAME_BYTES` (docs/adr/0948): a provider
+#: instead of :data:`~security_server.transport.MAX_FRAME_BYTES` (docs/adr/0050): a provider
 #: confirms it when its gRPC limit holds such a frame.
 LARGE_REQUEST_FRAMES: Final = "large-request-frames"
 

@@ -76,7 +76,7 @@ _ENVELOPE_SLACK_BYTES: Final = 256 * 1024
 #: frame never breaks on another server's size limit: a message too large for one is refused
 #: alone, as over ``Exchange``.
 MAX_FRAME_BYTES: Final = 192 * 1024
-#: Largest frame written once the receiving side is known to take it (docs/adr/0948): a
+#: Largest frame written once the receiving side is known to take it (docs/adr/0050): a
 #: consumer's request frames after the provider confirmed ``large-request-frames`` (it does when
 #: its own gRPC limit, :func:`receive_limit`, holds such a frame), and every provider's result
 #: frames (a consumer's channel to a provider receives up to :data:`MAX_PEER_RECEIVE_BYTES`; a

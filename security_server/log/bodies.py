@@ -148,7 +148,7 @@ _SEGMENT_DIGITS: Final = 10
 MAX_FILE_BODY_BYTES: Final = (64 << 20) + TAG_SIZE
 #: Buffers handed to one ``pwritev`` (below Linux's IOV_MAX of 1024).
 _MAX_IOV: Final = 512
-#: A group's bodies are written with direct I/O where the file system takes it (docs/adr/0949):
+#: A group's bodies are written with direct I/O where the file system takes it (docs/adr/0051):
 #: from a buffer aligned to this, at a position aligned to it, this many bytes at a time (a
 #: multiple of every logical block size in use: 512 B and 4 KiB). Each group's first body
 #: starts at such a boundary; the bytes between one group's last body and the next boundary
@@ -198,7 +198,7 @@ def _make_directories(path: Path) -> None:
 class BodySegments:
     """One origin's body segment files: ``<root>/<origin name>/<segment>.seg``, each the
     :data:`SEGMENT_MAGIC` and then sealed bodies, back to back within a group (groups written
-    with direct I/O start at 4 KiB boundaries, docs/adr/0949). A ``log_bodies`` row names its
+    with direct I/O start at 4 KiB boundaries, docs/adr/0051). A ``log_bodies`` row names its
     body's segment, position and length; bytes no committed row names (a group that failed
     after its bodies were written, the zeros before a boundary) are never read. Readers may use
     it from any thread."""

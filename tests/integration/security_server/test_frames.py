@@ -256,7 +256,7 @@ async def test_a_provider_confirms_large_request_frames_when_its_limit_holds_one
     max_message_bytes: int,
     large: bool,
 ) -> None:
-    # docs/adr/0948: the consumer's links offer large-request-frames; a real provider confirms it
+    # docs/adr/0050: the consumer's links offer large-request-frames; a real provider confirms it
     # only when its transport port's gRPC limit (its max_message_bytes plus the envelope) holds
     # a frame of LARGE_FRAME_BYTES; the exchange is answered either way.
     async with bed(tmp_path) as instance:

@@ -1,4 +1,4 @@
-"""How large frames may be on the server-to-server link (docs/adr/0948): request frames up to
+"""How large frames may be on the server-to-server link (docs/adr/0050): request frames up to
 LARGE_FRAME_BYTES only once the provider confirmed ``large-request-frames``, MAX_FRAME_BYTES
 before and otherwise; result frames up to LARGE_FRAME_BYTES, never more unless one result alone
 is larger (it then goes alone), every result delivered in order of readiness."""

@@ -88,7 +88,7 @@ async def _rows(engine: AsyncEngine) -> dict[int, Any]:
 
 def _direct_io(url: str) -> bool:
     """Whether the file system under ``url``'s database takes direct I/O (the segment writer then
-    uses it: each group's first body at an aligned position, docs/adr/0949)."""
+    uses it: each group's first body at an aligned position, docs/adr/0051)."""
     probe = Path(url.removeprefix("sqlite+aiosqlite:///") + ".probe")
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
@@ -450,7 +450,7 @@ async def test_a_log_restored_without_its_body_files_says_so_and_reuses_no_name(
 
 
 def test_a_writer_aligns_groups_for_direct_io_and_reads_stay_exact(tmp_path: Path) -> None:
-    # docs/adr/0949: each group's first body at an aligned position, zeros no row names between
+    # docs/adr/0051: each group's first body at an aligned position, zeros no row names between
     # groups; a group larger than the buffer kept between groups is written from its own.
     segments = BodySegments(tmp_path / "origin")
     writer = BodySegmentWriter(segments)
