@@ -504,14 +504,6 @@ class FrameLinks:
     """One :class:`FrameLink` per peer channel, made on first use and replaced once failed."""
 
     @staticmethod
-    def fits(message: transport_pb2.SignedMessage | bytes) -> bool:
-        """Whether ``message`` (or its serialised bytes) travels framed (no larger than a frame
-        may be)."""
-        return FrameLinks.fits_size(
-            len(message) if isinstance(message, bytes) else message.ByteSize()
-        )
-
-    @staticmethod
     def fits_size(size: int) -> bool:
         """Whether a serialised ``SignedMessage`` of ``size`` bytes travels framed."""
         return size <= MAX_FRAME_BYTES - FRAMED_OVERHEAD_BYTES

@@ -23,6 +23,7 @@ from ruta.v1 import transport_pb2
 from sandbox.examples.population import decode_person, encode_get_person
 from security_server.errors import Reason
 from security_server.frames import (
+    FRAMED_OVERHEAD_BYTES,
     LARGE_REQUEST_FRAMES,
     RESPONSE_AHEAD,
     FrameLink,
@@ -152,8 +153,11 @@ def test_only_messages_that_fit_a_frame_travel_framed() -> None:
     # alone instead of the whole stream failing on gRPC's size limit.
     small = transport_pb2.SignedMessage(body=b"x" * 1024)
     large = transport_pb2.SignedMessage(body=b"x" * MAX_FRAME_BYTES)
-    assert FrameLinks.fits(small)
-    assert not FrameLinks.fits(large)
+    assert FrameLinks.fits_size(small.ByteSize())
+    assert not FrameLinks.fits_size(large.ByteSize())
+    # The bound itself: what a frame holds besides one message is reserved.
+    assert FrameLinks.fits_size(MAX_FRAME_BYTES - FRAMED_OVERHEAD_BYTES)
+    assert not FrameLinks.fits_size(MAX_FRAME_BYTES - FRAMED_OVERHEAD_BYTES + 1)
 
 
 async def test_a_result_frame_never_outgrows_the_bound(running: Bed) -> None:
