@@ -58,7 +58,7 @@ from ruta.tasks import TaskOwner
 from ruta.v1 import transport_pb2
 from ruta.wire import varint
 from security_server.errors import FramesUnsupportedError, MalformedMessageError, TransportError
-from security_server.transport import LARGE_FRAME_BYTES, MAX_FRAME_BYTES, receive_limit
+from security_server.transport import LARGE_FRAME_BYTES, MAX_FRAME_BYTES, holds_large_frames
 
 __all__ = [
     "CAPABILITIES_HEADER",
@@ -80,6 +80,7 @@ __all__ = [
     "framed_request_parts",
     "framed_result_parts",
     "provider_capabilities",
+    "result_frame_bytes",
     "signed_message_parts",
     "within",
 ]
@@ -131,12 +132,16 @@ def capabilities_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> froze
     return frozenset(tokens)
 
 
-def consumer_capabilities(*, responses_ahead: bool) -> frozenset[str]:
-    """The capabilities a consumer server's links offer: :data:`LARGE_REQUEST_FRAMES` always,
-    :data:`RESPONSE_AHEAD` if it takes responses ahead (``[transport] responses_ahead``)."""
-    return frozenset(
-        {LARGE_REQUEST_FRAMES, RESPONSE_AHEAD} if responses_ahead else {LARGE_REQUEST_FRAMES}
-    )
+def consumer_capabilities(*, responses_ahead: bool, max_message_bytes: int) -> frozenset[str]:
+    """The capabilities a consumer server's links offer: :data:`RESPONSE_AHEAD` if it takes
+    responses ahead (``[transport] responses_ahead``), and :data:`LARGE_REQUEST_FRAMES` if its
+    own channels, configured with ``max_message_bytes`` (``[limits]``), may send such a frame
+    (:func:`~security_server.transport.holds_large_frames`: gRPC holds a channel to its send
+    limit too)."""
+    offered = {RESPONSE_AHEAD} if responses_ahead else set()
+    if holds_large_frames(max_message_bytes):
+        offered.add(LARGE_REQUEST_FRAMES)
+    return frozenset(offered)
 
 
 def provider_capabilities(*, responses_ahead: bool, max_message_bytes: int) -> frozenset[str]:
@@ -144,11 +149,21 @@ def provider_capabilities(*, responses_ahead: bool, max_message_bytes: int) -> f
     :data:`RESPONSE_AHEAD` if it sends responses ahead (``[transport] responses_ahead``), and
     :data:`LARGE_REQUEST_FRAMES` if its transport port's gRPC limit for a server configured with
     ``max_message_bytes`` (``[limits]``, applied at start) holds a frame of
-    :data:`~security_server.transport.LARGE_FRAME_BYTES`."""
+    :data:`~security_server.transport.LARGE_FRAME_BYTES`
+    (:func:`~security_server.transport.holds_large_frames`)."""
     agreed = {RESPONSE_AHEAD} if responses_ahead else set()
-    if receive_limit(max_message_bytes) >= LARGE_FRAME_BYTES:
+    if holds_large_frames(max_message_bytes):
         agreed.add(LARGE_REQUEST_FRAMES)
     return frozenset(agreed)
+
+
+def result_frame_bytes(max_message_bytes: int) -> int:
+    """The bound of the result frames a provider server configured with ``max_message_bytes``
+    writes (docs/adr/0050): :data:`~security_server.transport.LARGE_FRAME_BYTES` where its own
+    gRPC send limit holds such a frame, otherwise
+    :data:`~security_server.transport.MAX_FRAME_BYTES` (a larger frame would fail the whole
+    stream on gRPC's limit)."""
+    return LARGE_FRAME_BYTES if holds_large_frames(max_message_bytes) else MAX_FRAME_BYTES
 
 
 def capabilities_metadata(capabilities: frozenset[str]) -> tuple[tuple[str, str], ...]:

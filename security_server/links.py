@@ -165,7 +165,10 @@ class GrpcPeerLinks:
         self._links = (
             FrameLinks(
                 on_frame=on_frame,
-                capabilities=consumer_capabilities(responses_ahead=responses_ahead),
+                capabilities=consumer_capabilities(
+                    responses_ahead=responses_ahead,
+                    max_message_bytes=channels.max_message_bytes,
+                ),
             )
             if frames
             else None

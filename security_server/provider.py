@@ -60,7 +60,12 @@ from security_server.exchange import (
     refusal,
     unexpected_failure,
 )
-from security_server.frames import FramesStream, SendAhead, provider_capabilities
+from security_server.frames import (
+    FramesStream,
+    SendAhead,
+    provider_capabilities,
+    result_frame_bytes,
+)
 from security_server.headers import (
     ReadHeader,
     build_response_header,
@@ -76,7 +81,6 @@ from security_server.metrics import ExchangeMetrics, Outcome
 from security_server.ratelimit import RateLimiter
 from security_server.settings import SecurityServerSettings
 from security_server.transport import (
-    LARGE_FRAME_BYTES,
     PeerStatus,
     authenticate_peer,
 )
@@ -107,6 +111,8 @@ class ProviderProxy:
         gate: WitnessGate | None = None,
     ) -> None:
         self._limits = settings.limits
+        # Result frames within what this server's own gRPC send limit holds (docs/adr/0050).
+        self._result_frame_bytes = result_frame_bytes(settings.limits.max_message_bytes)
         self._skew = timedelta(seconds=settings.limits.freshness_seconds)
         self._identity = identity
         self._globalconf = globalconf
@@ -208,7 +214,7 @@ class ProviderProxy:
             answer=lambda item, send_ahead: self._framed_outcome(item, info, ahead=send_ahead),
             write=write,
             on_frame=self.frame_written,
-            max_frame_bytes=LARGE_FRAME_BYTES,
+            max_frame_bytes=self._result_frame_bytes,
             shared_room=self._framed_room,
             ahead=ahead,
         )

@@ -47,6 +47,7 @@ from security_server.errors import (
 __all__ = [
     "EXCHANGE_PATH",
     "LARGE_FRAME_BYTES",
+    "LARGE_FRAME_SPARE_BYTES",
     "MAX_FRAME_BYTES",
     "MAX_PEER_RECEIVE_BYTES",
     "PIN_CHECK_TIMEOUT_SECONDS",
@@ -55,6 +56,7 @@ __all__ = [
     "TransportError",
     "authenticate_peer",
     "grpc_message_options",
+    "holds_large_frames",
     "keepalive_options",
     "ping_policy_options",
     "receive_limit",
@@ -122,6 +124,21 @@ def receive_limit(max_message_bytes: int) -> int:
     """The largest gRPC message a server configured with ``max_message_bytes`` receives (the
     message plus its envelope: :func:`grpc_message_options`)."""
     return max_message_bytes + _ENVELOPE_SLACK_BYTES
+
+
+#: Room a large frame keeps under a gRPC limit for what its bound does not count (a result
+#: frame's durability notices: a varint tag each, at most
+#: :data:`~security_server.frames.MAX_STREAM_IN_FLIGHT`).
+LARGE_FRAME_SPARE_BYTES: Final = 64 * 1024
+
+
+def holds_large_frames(max_message_bytes: int) -> bool:
+    """Whether a server configured with ``max_message_bytes`` may write and read frames of
+    :data:`LARGE_FRAME_BYTES` (docs/adr/0050): gRPC holds a server to its limit both ways
+    (:func:`grpc_message_options`, on its port and on its channels), so a larger frame than
+    its own limit takes would fail the whole stream, every exchange on it. True with the
+    default ``max_message_bytes`` (4 MiB); false below 832 KiB."""
+    return receive_limit(max_message_bytes) >= LARGE_FRAME_BYTES + LARGE_FRAME_SPARE_BYTES
 
 
 def grpc_message_options(max_message_bytes: int) -> list[tuple[str, Any]]:

@@ -428,17 +428,25 @@ def _aligned(position: int) -> int:
 def _pwrite_all(fd: int, buffers: Sequence[bytes] | Sequence[memoryview], position: int) -> None:
     """Write every byte of ``buffers`` at ``position`` on, in as few calls as the kernel takes."""
     pending = [memoryview(b) for b in buffers if b]
-    while pending:
-        batch = pending[:_MAX_IOV]
-        written = os.pwritev(fd, batch, position)
-        if written <= 0:
-            raise OSError(errno.EIO, "a body segment write made no progress")
-        position += written
-        consumed = 0
-        while consumed < len(batch) and written >= len(batch[consumed]):
-            written -= len(batch[consumed])
-            consumed += 1
-        rest = pending[consumed:]
-        if written:
-            rest[0] = rest[0][written:]
-        pending = rest
+    batch: list[memoryview] = []
+    try:
+        while pending:
+            batch = pending[:_MAX_IOV]
+            written = os.pwritev(fd, batch, position)
+            if written <= 0:
+                raise OSError(errno.EIO, "a body segment write made no progress")
+            position += written
+            consumed = 0
+            while consumed < len(batch) and written >= len(batch[consumed]):
+                written -= len(batch[consumed])
+                consumed += 1
+            rest = pending[consumed:]
+            if written:
+                rest[0] = rest[0][written:]
+            pending = rest
+    finally:
+        # The views go with this call even when a write raises: the traceback keeps this frame,
+        # and a view still alive would stop the caller closing its buffer (an mmap).
+        for view in (*pending, *batch):
+            view.release()
+        del pending, batch, buffers

@@ -31,7 +31,14 @@ from security_server.frames import (
     FramesUnsupportedError,
     consumer_capabilities,
 )
-from security_server.transport import LARGE_FRAME_BYTES, MAX_FRAME_BYTES, TransportError
+from security_server.settings import DEFAULT_MAX_MESSAGE_BYTES
+from security_server.transport import (
+    LARGE_FRAME_BYTES,
+    LARGE_FRAME_SPARE_BYTES,
+    MAX_FRAME_BYTES,
+    TransportError,
+    receive_limit,
+)
 from tests.integration.security_server.bed import (
     POP,
     SOC,
@@ -253,7 +260,8 @@ async def test_a_link_on_a_channel_closed_meanwhile_is_a_network_error() -> None
 
 
 @pytest.mark.parametrize(
-    ("max_message_bytes", "large"), [(4 << 20, True), (LARGE_FRAME_BYTES - (256 << 10) - 1, False)]
+    ("max_message_bytes", "large"),
+    [(4 << 20, True), (LARGE_FRAME_BYTES + LARGE_FRAME_SPARE_BYTES - receive_limit(0) - 1, False)],
 )
 async def test_a_provider_confirms_large_request_frames_when_its_limit_holds_one(
     tmp_path: Path,
@@ -269,7 +277,10 @@ async def test_a_provider_confirms_large_request_frames_when_its_limit_holds_one
         )
         await instance.start_server(SOC)
         async with provider_channel(instance) as channel:
-            link = FrameLink(channel, capabilities=consumer_capabilities(responses_ahead=True))
+            offer = consumer_capabilities(
+                responses_ahead=True, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES
+            )
+            link = FrameLink(channel, capabilities=offer)
             try:
                 result = await link.exchange(signed_request(instance)[1], seconds=10)
                 assert result.HasField("response")

@@ -23,9 +23,22 @@ from security_server.frames import (
     capabilities_metadata,
     consumer_capabilities,
     provider_capabilities,
+    result_frame_bytes,
 )
 from security_server.settings import DEFAULT_MAX_MESSAGE_BYTES
-from security_server.transport import LARGE_FRAME_BYTES, MAX_FRAME_BYTES, receive_limit
+from security_server.transport import (
+    LARGE_FRAME_BYTES,
+    LARGE_FRAME_SPARE_BYTES,
+    MAX_FRAME_BYTES,
+    MAX_PEER_RECEIVE_BYTES,
+    grpc_message_options,
+    receive_limit,
+)
+
+#: The smallest ``max_message_bytes`` whose gRPC limits hold a large frame with its spare room.
+SMALLEST_FOR_LARGE_FRAMES = LARGE_FRAME_BYTES + LARGE_FRAME_SPARE_BYTES - receive_limit(0)
+#: A configured limit under it (a server may configure as little as 1 KiB).
+SMALL_LIMIT = 256 * 1024
 
 
 def test_a_provider_agrees_to_large_request_frames_only_when_its_limit_holds_one() -> None:
@@ -42,7 +55,7 @@ def test_a_provider_agrees_to_large_request_frames_only_when_its_limit_holds_one
     assert provider_capabilities(responses_ahead=True, max_message_bytes=1024) == frozenset(
         {RESPONSE_AHEAD}
     )
-    smallest = LARGE_FRAME_BYTES - receive_limit(0)
+    smallest = SMALLEST_FOR_LARGE_FRAMES
     assert LARGE_REQUEST_FRAMES in provider_capabilities(
         responses_ahead=False, max_message_bytes=smallest
     )
@@ -51,11 +64,31 @@ def test_a_provider_agrees_to_large_request_frames_only_when_its_limit_holds_one
     )
 
 
-def test_a_consumer_always_offers_large_request_frames() -> None:
-    assert consumer_capabilities(responses_ahead=True) == frozenset(
+def test_a_consumer_offers_large_request_frames_only_when_its_own_limit_holds_one() -> None:
+    # gRPC holds a channel to its send limit too: a consumer configured with a small
+    # max_message_bytes must not write frames larger than that, whatever the provider takes.
+    default = DEFAULT_MAX_MESSAGE_BYTES
+    assert consumer_capabilities(responses_ahead=True, max_message_bytes=default) == frozenset(
         {RESPONSE_AHEAD, LARGE_REQUEST_FRAMES}
     )
-    assert consumer_capabilities(responses_ahead=False) == frozenset({LARGE_REQUEST_FRAMES})
+    assert consumer_capabilities(responses_ahead=False, max_message_bytes=default) == frozenset(
+        {LARGE_REQUEST_FRAMES}
+    )
+    assert consumer_capabilities(responses_ahead=True, max_message_bytes=SMALL_LIMIT) == frozenset(
+        {RESPONSE_AHEAD}
+    )
+    smallest = SMALLEST_FOR_LARGE_FRAMES
+    assert LARGE_REQUEST_FRAMES in consumer_capabilities(
+        responses_ahead=False, max_message_bytes=smallest
+    )
+    assert not consumer_capabilities(responses_ahead=False, max_message_bytes=smallest - 1)
+
+
+def test_a_providers_result_frames_stay_within_its_own_limit() -> None:
+    assert result_frame_bytes(DEFAULT_MAX_MESSAGE_BYTES) == LARGE_FRAME_BYTES
+    assert result_frame_bytes(SMALLEST_FOR_LARGE_FRAMES) == LARGE_FRAME_BYTES
+    assert result_frame_bytes(SMALLEST_FOR_LARGE_FRAMES - 1) == MAX_FRAME_BYTES
+    assert result_frame_bytes(1024) == MAX_FRAME_BYTES
 
 
 class _Provider:
@@ -79,7 +112,12 @@ class _Provider:
 
 
 async def _frames_written(
-    confirm: frozenset[str], offer: frozenset[str], *, count: int, body_bytes: int
+    confirm: frozenset[str],
+    offer: frozenset[str],
+    *,
+    count: int,
+    body_bytes: int,
+    channel_limit: int | None = None,
 ) -> list[tuple[int, int]]:
     provider = _Provider(confirm)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4 << 20)])
@@ -92,7 +130,16 @@ async def _frames_written(
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        # As a consumer server's channel to a provider: its own limit both ways, any result in.
+        options = (
+            [
+                *grpc_message_options(channel_limit),
+                ("grpc.max_receive_message_length", MAX_PEER_RECEIVE_BYTES),
+            ]
+            if channel_limit is not None
+            else None
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
             link = FrameLink(channel, capabilities=offer)
             # One exchange first: the link learns what the provider confirmed.
             await link.exchange(transport_pb2.SignedMessage(body=b"first"), seconds=10)
@@ -110,7 +157,7 @@ async def _frames_written(
 async def test_request_frames_grow_once_the_provider_confirms_large_frames() -> None:
     frames = await _frames_written(
         frozenset({LARGE_REQUEST_FRAMES}),
-        consumer_capabilities(responses_ahead=False),
+        consumer_capabilities(responses_ahead=False, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES),
         count=20,
         body_bytes=60_000,
     )
@@ -123,7 +170,13 @@ async def test_request_frames_grow_once_the_provider_confirms_large_frames() -> 
 @pytest.mark.parametrize(
     ("confirm", "offer"),
     [
-        (frozenset(), consumer_capabilities(responses_ahead=False)),  # an older provider
+        # an older provider
+        (
+            frozenset(),
+            consumer_capabilities(
+                responses_ahead=False, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES
+            ),
+        ),
         (frozenset({LARGE_REQUEST_FRAMES}), frozenset()),  # a consumer that does not offer it
     ],
 )
@@ -187,3 +240,93 @@ async def test_result_frames_stay_within_the_bound_and_a_larger_result_goes_alon
     assert any(len(frame.results) == 3 for frame in written)
     if ahead:
         assert sorted(tag for frame in written for tag in frame.durable) == sorted(sizes)
+
+
+async def test_a_consumer_with_a_small_limit_keeps_its_request_frames_within_it() -> None:
+    # The provider confirms large frames; the consumer, configured with a small
+    # max_message_bytes, does not offer them, so its frames stay within MAX_FRAME_BYTES and fit
+    # its channel's send limit: every exchange is answered (a 1 MiB frame would fail the stream).
+    frames = await _frames_written(
+        frozenset({LARGE_REQUEST_FRAMES}),
+        consumer_capabilities(responses_ahead=False, max_message_bytes=SMALL_LIMIT),
+        count=16,
+        body_bytes=60_000,
+        channel_limit=SMALL_LIMIT,
+    )
+    assert sum(requests for _, requests in frames) == 16
+    assert all(size <= MAX_FRAME_BYTES for size, _ in frames)
+
+
+async def _results_through_a_provider_port(
+    *, max_message_bytes: int, max_frame_bytes: int, count: int, body_bytes: int
+) -> set[int]:
+    """``count`` requests in one frame to a real gRPC server whose limits are a provider's
+    configured with ``max_message_bytes``, answered by a :class:`FramesStream` bound by
+    ``max_frame_bytes`` with responses of ``body_bytes``; the tags of the results read."""
+
+    async def handle(requests: AsyncIterator[bytes], context: Any) -> None:
+        async def frames() -> AsyncIterator[transport_pb2.RequestFrame]:
+            async for raw in requests:
+                yield transport_pb2.RequestFrame.FromString(raw)
+
+        async def answer(
+            item: transport_pb2.FramedRequest, send_ahead: SendAhead | None
+        ) -> transport_pb2.SignedMessage | transport_pb2.Refusal:
+            await asyncio.sleep(0.02)  # all ready together: frames as full as they may be
+            return transport_pb2.SignedMessage(body=b"r" * body_bytes)
+
+        stream = FramesStream(
+            frames(),
+            answer=answer,
+            write=context.write,
+            on_frame=lambda _: None,
+            max_frame_bytes=max_frame_bytes,
+            shared_room=asyncio.Semaphore(64),
+            ahead=False,
+        )
+        await stream.run(asyncio.Event())
+
+    server = grpc.aio.server(options=grpc_message_options(max_message_bytes))
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(handle)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("ruta.v1.Transport", {"ExchangeFrames": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    tags: set[int] = set()
+    try:
+        options = [("grpc.max_receive_message_length", MAX_PEER_RECEIVE_BYTES)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            call: Any = channel.stream_stream("/ruta.v1.Transport/ExchangeFrames")()
+            frame = transport_pb2.RequestFrame(
+                requests=[transport_pb2.FramedRequest(tag=tag) for tag in range(1, count + 1)]
+            )
+            await call.write(frame.SerializeToString())
+            async for raw in call:
+                tags.update(r.tag for r in transport_pb2.ResultFrame.FromString(raw).results)
+                if len(tags) == count:
+                    break
+            call.cancel()
+    finally:
+        await server.stop(None)
+    return tags
+
+
+async def test_a_provider_with_a_small_limit_keeps_its_result_frames_within_it() -> None:
+    # Eight ~100 KB responses ready at once: bound by result_frame_bytes(SMALL_LIMIT), every one
+    # arrives; bound by LARGE_FRAME_BYTES, the ~800 KB frame is over the server's own gRPC send
+    # limit and the whole stream fails (what the bound prevents).
+    answered = await _results_through_a_provider_port(
+        max_message_bytes=SMALL_LIMIT,
+        max_frame_bytes=result_frame_bytes(SMALL_LIMIT),
+        count=8,
+        body_bytes=100_000,
+    )
+    assert answered == set(range(1, 9))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await _results_through_a_provider_port(
+            max_message_bytes=SMALL_LIMIT,
+            max_frame_bytes=LARGE_FRAME_BYTES,
+            count=8,
+            body_bytes=100_000,
+        )
