@@ -308,7 +308,9 @@ class BodySegmentWriter:
         written then is named by any row (the same position is written again next time, or,
         after a failed sync, a new segment is begun)."""
         total = sum(len(c) for c in ciphertexts)
-        if self._fd is None or (self._end > SEGMENT_HEADER_SIZE and self._end + total > self._max):
+        # Where this group would start (a direct write starts at the next boundary).
+        next_start = _aligned(self._end) if self._direct_fd is not None else self._end
+        if self._fd is None or (self._end > SEGMENT_HEADER_SIZE and next_start + total > self._max):
             self._begin_segment()
         assert self._fd is not None  # noqa: S101 - _begin_segment opened it or raised
         start = self._end
@@ -370,14 +372,17 @@ class BodySegmentWriter:
             os.close(fd)
 
     def close(self) -> None:
-        """Close the current segment (its bodies are synced already); the next write begins a
-        new one."""
+        """Close the current segment (its bodies are synced already) and let go of the aligned
+        buffer; the next write begins a new segment (and buffer)."""
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
         direct, self._direct_fd = self._direct_fd, None
         if direct is not None:
             os.close(direct)
+        buffer, self._buffer = self._buffer, None
+        if buffer is not None:
+            buffer.close()
 
     def _begin_segment(self) -> None:
         self.close()

@@ -539,3 +539,23 @@ def test_a_direct_write_the_file_system_refuses_falls_back_to_the_page_cache(
         b"b" * size,
         b"c" * 7000,
     ]
+
+
+def test_a_segment_stays_within_its_bound_with_the_alignment_counted(tmp_path: Path) -> None:
+    # With direct I/O each group starts at the next 4 KiB boundary: the writer counts that
+    # padding when it decides whether a group still fits the segment, so no segment file grows
+    # past its bound (a group alone larger than the bound still goes, alone).
+    bound = 4 * DIRECT_ALIGNMENT
+    segments = BodySegments(tmp_path / "origin")
+    writer = BodySegmentWriter(segments, max_segment_bytes=bound)
+    try:
+        placed = [
+            (*writer.write([bytes([size % 251]) * size]), size)
+            for size in (5000, 5000, 3000, 100, 5000)
+        ]
+    finally:
+        writer.close()
+    for segment in segments.segment_ids():
+        assert segments.path(segment).stat().st_size <= bound
+    assert len(segments.segment_ids()) > 1
+    assert segments.read_many(placed) == [bytes([size % 251]) * size for *_, size in placed]
