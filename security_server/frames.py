@@ -76,12 +76,11 @@ __all__ = [
     "SendAhead",
     "capabilities_metadata",
     "capabilities_of",
-    "consumer_capabilities",
     "framed_request_parts",
     "framed_result_parts",
-    "provider_capabilities",
     "result_frame_bytes",
     "signed_message_parts",
+    "stream_capabilities",
     "within",
 ]
 
@@ -132,29 +131,19 @@ def capabilities_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> froze
     return frozenset(tokens)
 
 
-def consumer_capabilities(*, responses_ahead: bool, max_message_bytes: int) -> frozenset[str]:
-    """The capabilities a consumer server's links offer: :data:`RESPONSE_AHEAD` if it takes
-    responses ahead (``[transport] responses_ahead``), and :data:`LARGE_REQUEST_FRAMES` if its
-    own channels, configured with ``max_message_bytes`` (``[limits]``), may send such a frame
-    (:func:`~security_server.transport.holds_large_frames`: gRPC holds a channel to its send
-    limit too)."""
-    offered = {RESPONSE_AHEAD} if responses_ahead else set()
-    if holds_large_frames(max_message_bytes):
-        offered.add(LARGE_REQUEST_FRAMES)
-    return frozenset(offered)
-
-
-def provider_capabilities(*, responses_ahead: bool, max_message_bytes: int) -> frozenset[str]:
-    """The capabilities a provider server agrees to when a consumer offers them:
-    :data:`RESPONSE_AHEAD` if it sends responses ahead (``[transport] responses_ahead``), and
-    :data:`LARGE_REQUEST_FRAMES` if its transport port's gRPC limit for a server configured with
-    ``max_message_bytes`` (``[limits]``, applied at start) holds a frame of
+def stream_capabilities(*, responses_ahead: bool, max_message_bytes: int) -> frozenset[str]:
+    """A server's frames capabilities, the same rule both ways: what its links offer as a
+    consumer and what it agrees to as a provider when a consumer offers them.
+    :data:`RESPONSE_AHEAD` if it takes or sends responses ahead (``[transport]
+    responses_ahead``), and :data:`LARGE_REQUEST_FRAMES` if its own gRPC limits, for
+    ``max_message_bytes`` (``[limits]``, applied at start), hold a frame of
     :data:`~security_server.transport.LARGE_FRAME_BYTES`
-    (:func:`~security_server.transport.holds_large_frames`)."""
-    agreed = {RESPONSE_AHEAD} if responses_ahead else set()
+    (:func:`~security_server.transport.holds_large_frames`: gRPC holds a server to its limit
+    on its port and on its channels, sending and receiving)."""
+    capabilities = {RESPONSE_AHEAD} if responses_ahead else set()
     if holds_large_frames(max_message_bytes):
-        agreed.add(LARGE_REQUEST_FRAMES)
-    return frozenset(agreed)
+        capabilities.add(LARGE_REQUEST_FRAMES)
+    return frozenset(capabilities)
 
 
 def result_frame_bytes(max_message_bytes: int) -> int:

@@ -39,7 +39,7 @@ from security_server.frames import (
     CommitNotice,
     FrameLinks,
     MessageParts,
-    consumer_capabilities,
+    stream_capabilities,
     within,
 )
 from security_server.transport import EXCHANGE_PATH, PeerChannels
@@ -165,7 +165,7 @@ class GrpcPeerLinks:
         self._links = (
             FrameLinks(
                 on_frame=on_frame,
-                capabilities=consumer_capabilities(
+                capabilities=stream_capabilities(
                     responses_ahead=responses_ahead,
                     max_message_bytes=channels.max_message_bytes,
                 ),

@@ -63,8 +63,8 @@ from security_server.exchange import (
 from security_server.frames import (
     FramesStream,
     SendAhead,
-    provider_capabilities,
     result_frame_bytes,
+    stream_capabilities,
 )
 from security_server.headers import (
     ReadHeader,
@@ -129,7 +129,7 @@ class ProviderProxy:
         self._load = Load()
         self._framed_room = asyncio.Semaphore(settings.limits.max_concurrent_calls)
         #: Frames capabilities this provider agrees to when a consumer offers them.
-        self.frames_capabilities: frozenset[str] = provider_capabilities(
+        self.frames_capabilities: frozenset[str] = stream_capabilities(
             responses_ahead=settings.transport.responses_ahead,
             max_message_bytes=settings.limits.max_message_bytes,
         )

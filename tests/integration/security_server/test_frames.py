@@ -29,7 +29,7 @@ from security_server.frames import (
     FrameLink,
     FrameLinks,
     FramesUnsupportedError,
-    consumer_capabilities,
+    stream_capabilities,
 )
 from security_server.settings import DEFAULT_MAX_MESSAGE_BYTES
 from security_server.transport import (
@@ -277,7 +277,7 @@ async def test_a_provider_confirms_large_request_frames_when_its_limit_holds_one
         )
         await instance.start_server(SOC)
         async with provider_channel(instance) as channel:
-            offer = consumer_capabilities(
+            offer = stream_capabilities(
                 responses_ahead=True, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES
             )
             link = FrameLink(channel, capabilities=offer)

@@ -85,6 +85,19 @@ def _log_size(instance: Bed, server: Any) -> int:
     return app.log.size()
 
 
+async def _each_answered_call_in_the_providers_log(instance: Bed, *, calls: int) -> None:
+    """``calls`` calls through the consumer server, one at a time: each is answered, and by
+    then the provider's log holds both records of it (its request and its response)."""
+    before = _log_size(instance, POP)
+    async with instance.consumer_channel(SOC) as channel:
+        for answered in range(1, calls + 1):
+            person = decode_person(
+                await get_person(channel)(PERSON_REQUEST, metadata=call_metadata())
+            )
+            assert person["family_name"] == "Pérez"
+            assert _log_size(instance, POP) == before + 2 * answered
+
+
 async def _raw_frames(
     channel: grpc.aio.Channel,
     requests: list[transport_pb2.SignedMessage],
@@ -140,14 +153,7 @@ async def test_both_ends_agree_and_every_answer_is_in_both_logs(running: Bed) ->
         assert set(frame.durable) <= seen
     # Through the consumer server: each call is answered only once the provider's record of
     # its response is durable, so the provider's log holds both records of every answered call.
-    before = _log_size(running, POP)
-    async with running.consumer_channel(SOC) as channel:
-        for answered in range(1, 6):
-            person = decode_person(
-                await get_person(channel)(PERSON_REQUEST, metadata=call_metadata())
-            )
-            assert person["family_name"] == "Pérez"
-            assert _log_size(running, POP) == before + 2 * answered
+    await _each_answered_call_in_the_providers_log(running, calls=5)
 
 
 async def test_a_quiet_provider_writes_the_response_before_it_commits_it(running: Bed) -> None:
@@ -341,14 +347,7 @@ async def test_the_provider_sends_ahead_only_while_its_commits_are_slow(
                 assert result.commit_pending is slow
                 assert [t for f in frames for t in f.durable] == ([1] if slow else [])
                 assert not [u for f in frames for u in f.undone]
-        before = _log_size(instance, POP)
-        async with instance.consumer_channel(SOC) as channel:
-            for answered in range(1, 4):
-                person = decode_person(
-                    await get_person(channel)(PERSON_REQUEST, metadata=call_metadata())
-                )
-                assert person["family_name"] == "Pérez"
-                assert _log_size(instance, POP) == before + 2 * answered
+        await _each_answered_call_in_the_providers_log(instance, calls=3)
         assert _log_size(instance, SOC) == 6
 
 

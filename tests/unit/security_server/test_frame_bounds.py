@@ -6,7 +6,8 @@ is larger (it then goes alone), every result delivered in order of readiness."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -21,9 +22,8 @@ from security_server.frames import (
     FramesStream,
     SendAhead,
     capabilities_metadata,
-    consumer_capabilities,
-    provider_capabilities,
     result_frame_bytes,
+    stream_capabilities,
 )
 from security_server.settings import DEFAULT_MAX_MESSAGE_BYTES
 from security_server.transport import (
@@ -43,23 +43,23 @@ SMALL_LIMIT = 256 * 1024
 
 def test_a_provider_agrees_to_large_request_frames_only_when_its_limit_holds_one() -> None:
     assert receive_limit(DEFAULT_MAX_MESSAGE_BYTES) >= LARGE_FRAME_BYTES
-    assert provider_capabilities(
+    assert stream_capabilities(
         responses_ahead=True, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES
     ) == frozenset({RESPONSE_AHEAD, LARGE_REQUEST_FRAMES})
-    assert provider_capabilities(
+    assert stream_capabilities(
         responses_ahead=False, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES
     ) == frozenset({LARGE_REQUEST_FRAMES})
     # The smallest limit a server may configure: its gRPC limit is under a large frame.
     assert receive_limit(1024) < LARGE_FRAME_BYTES
     assert receive_limit(1024) >= MAX_FRAME_BYTES
-    assert provider_capabilities(responses_ahead=True, max_message_bytes=1024) == frozenset(
+    assert stream_capabilities(responses_ahead=True, max_message_bytes=1024) == frozenset(
         {RESPONSE_AHEAD}
     )
     smallest = SMALLEST_FOR_LARGE_FRAMES
-    assert LARGE_REQUEST_FRAMES in provider_capabilities(
+    assert LARGE_REQUEST_FRAMES in stream_capabilities(
         responses_ahead=False, max_message_bytes=smallest
     )
-    assert LARGE_REQUEST_FRAMES not in provider_capabilities(
+    assert LARGE_REQUEST_FRAMES not in stream_capabilities(
         responses_ahead=False, max_message_bytes=smallest - 1
     )
 
@@ -68,20 +68,20 @@ def test_a_consumer_offers_large_request_frames_only_when_its_own_limit_holds_on
     # gRPC holds a channel to its send limit too: a consumer configured with a small
     # max_message_bytes must not write frames larger than that, whatever the provider takes.
     default = DEFAULT_MAX_MESSAGE_BYTES
-    assert consumer_capabilities(responses_ahead=True, max_message_bytes=default) == frozenset(
+    assert stream_capabilities(responses_ahead=True, max_message_bytes=default) == frozenset(
         {RESPONSE_AHEAD, LARGE_REQUEST_FRAMES}
     )
-    assert consumer_capabilities(responses_ahead=False, max_message_bytes=default) == frozenset(
+    assert stream_capabilities(responses_ahead=False, max_message_bytes=default) == frozenset(
         {LARGE_REQUEST_FRAMES}
     )
-    assert consumer_capabilities(responses_ahead=True, max_message_bytes=SMALL_LIMIT) == frozenset(
+    assert stream_capabilities(responses_ahead=True, max_message_bytes=SMALL_LIMIT) == frozenset(
         {RESPONSE_AHEAD}
     )
     smallest = SMALLEST_FOR_LARGE_FRAMES
-    assert LARGE_REQUEST_FRAMES in consumer_capabilities(
+    assert LARGE_REQUEST_FRAMES in stream_capabilities(
         responses_ahead=False, max_message_bytes=smallest
     )
-    assert not consumer_capabilities(responses_ahead=False, max_message_bytes=smallest - 1)
+    assert not stream_capabilities(responses_ahead=False, max_message_bytes=smallest - 1)
 
 
 def test_a_providers_result_frames_stay_within_its_own_limit() -> None:
@@ -111,6 +111,25 @@ class _Provider:
             yield results.SerializeToString()
 
 
+@contextlib.asynccontextmanager
+async def _frames_port(
+    handle: Callable[..., Any], options: list[tuple[str, Any]]
+) -> AsyncIterator[int]:
+    """A plaintext loopback gRPC server with ``options`` serving ``handle`` as
+    ``Transport.ExchangeFrames`` (bytes in and out); its port."""
+    server = grpc.aio.server(options=options)
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(handle)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("ruta.v1.Transport", {"ExchangeFrames": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(None)
+
+
 async def _frames_written(
     confirm: frozenset[str],
     offer: frozenset[str],
@@ -120,16 +139,8 @@ async def _frames_written(
     channel_limit: int | None = None,
 ) -> list[tuple[int, int]]:
     provider = _Provider(confirm)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4 << 20)])
-    handler: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(
-        provider.handle
-    )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("ruta.v1.Transport", {"ExchangeFrames": handler}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
+    limit = [("grpc.max_receive_message_length", 4 << 20)]
+    async with _frames_port(provider.handle, limit) as port:
         # As a consumer server's channel to a provider: its own limit both ways, any result in.
         options = (
             [
@@ -149,15 +160,13 @@ async def _frames_written(
             )
             assert len({result.tag for result in results}) == count
             await link.close()
-    finally:
-        await server.stop(None)
     return provider.frames[1:]
 
 
 async def test_request_frames_grow_once_the_provider_confirms_large_frames() -> None:
     frames = await _frames_written(
         frozenset({LARGE_REQUEST_FRAMES}),
-        consumer_capabilities(responses_ahead=False, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES),
+        stream_capabilities(responses_ahead=False, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES),
         count=20,
         body_bytes=60_000,
     )
@@ -168,22 +177,32 @@ async def test_request_frames_grow_once_the_provider_confirms_large_frames() -> 
 
 
 @pytest.mark.parametrize(
-    ("confirm", "offer"),
+    ("confirm", "offer", "channel_limit"),
     [
         # an older provider
         (
             frozenset(),
-            consumer_capabilities(
-                responses_ahead=False, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES
-            ),
+            stream_capabilities(responses_ahead=False, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES),
+            None,
         ),
-        (frozenset({LARGE_REQUEST_FRAMES}), frozenset()),  # a consumer that does not offer it
+        # a consumer that does not offer it
+        (frozenset({LARGE_REQUEST_FRAMES}), frozenset(), None),
+        # A consumer configured with a small max_message_bytes does not offer large frames, so
+        # its frames fit its own channel's send limit: every exchange is answered (a 1 MiB
+        # frame would fail the stream).
+        (
+            frozenset({LARGE_REQUEST_FRAMES}),
+            stream_capabilities(responses_ahead=False, max_message_bytes=SMALL_LIMIT),
+            SMALL_LIMIT,
+        ),
     ],
 )
 async def test_request_frames_stay_small_without_both_ends_agreeing(
-    confirm: frozenset[str], offer: frozenset[str]
+    confirm: frozenset[str], offer: frozenset[str], channel_limit: int | None
 ) -> None:
-    frames = await _frames_written(confirm, offer, count=20, body_bytes=60_000)
+    frames = await _frames_written(
+        confirm, offer, count=20, body_bytes=60_000, channel_limit=channel_limit
+    )
     assert sum(requests for _, requests in frames) == 20
     assert all(size <= MAX_FRAME_BYTES for size, _ in frames)
 
@@ -242,21 +261,6 @@ async def test_result_frames_stay_within_the_bound_and_a_larger_result_goes_alon
         assert sorted(tag for frame in written for tag in frame.durable) == sorted(sizes)
 
 
-async def test_a_consumer_with_a_small_limit_keeps_its_request_frames_within_it() -> None:
-    # The provider confirms large frames; the consumer, configured with a small
-    # max_message_bytes, does not offer them, so its frames stay within MAX_FRAME_BYTES and fit
-    # its channel's send limit: every exchange is answered (a 1 MiB frame would fail the stream).
-    frames = await _frames_written(
-        frozenset({LARGE_REQUEST_FRAMES}),
-        consumer_capabilities(responses_ahead=False, max_message_bytes=SMALL_LIMIT),
-        count=16,
-        body_bytes=60_000,
-        channel_limit=SMALL_LIMIT,
-    )
-    assert sum(requests for _, requests in frames) == 16
-    assert all(size <= MAX_FRAME_BYTES for size, _ in frames)
-
-
 async def _results_through_a_provider_port(
     *, max_message_bytes: int, max_frame_bytes: int, count: int, body_bytes: int
 ) -> set[int]:
@@ -286,15 +290,8 @@ async def _results_through_a_provider_port(
         )
         await stream.run(asyncio.Event())
 
-    server = grpc.aio.server(options=grpc_message_options(max_message_bytes))
-    handler: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(handle)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("ruta.v1.Transport", {"ExchangeFrames": handler}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
     tags: set[int] = set()
-    try:
+    async with _frames_port(handle, grpc_message_options(max_message_bytes)) as port:
         options = [("grpc.max_receive_message_length", MAX_PEER_RECEIVE_BYTES)]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
             call: Any = channel.stream_stream("/ruta.v1.Transport/ExchangeFrames")()
@@ -307,8 +304,6 @@ async def _results_through_a_provider_port(
                 if len(tags) == count:
                     break
             call.cancel()
-    finally:
-        await server.stop(None)
     return tags
 
 
