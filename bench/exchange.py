@@ -110,7 +110,8 @@ class BenchConfig:
     large_fraction: float = 0.5
     workdir: Path | None = None
     #: Sample both security servers with py-spy during each measured bus run and write the
-    #: collapsed stacks here (``consumer_ss-512-c64.txt`` ...; ``python -m bench.flame``).
+    #: collapsed stacks here (``consumer_ss-512-c64.txt`` ...; ``python -m bench.flame``); with
+    #: the trust floor, its two relays too during its runs (``trust1-512-c1.txt`` ...).
     profile_dir: Path | None = None
     #: Also run every case through two bare relays (the relay floor; ``bench/relay.py``).
     relay: bool = True
@@ -981,6 +982,14 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                         target=trust_floor.address,
                         metadata=(),
                         watched={"backend": echo_pid, **trust_floor.pids},
+                        sample=(
+                            {
+                                name: config.profile_dir / f"{name}-{payload}-c{concurrency}.txt"
+                                for name in trust_floor.pids
+                            }
+                            if config.profile_dir is not None
+                            else None
+                        ),
                         payload=payload,
                         concurrency=concurrency,
                         calls=calls,
