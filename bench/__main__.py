@@ -100,6 +100,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "requires; bench/trust_relay.py); off by default",
     )
     parser.add_argument(
+        "--trust-floor-link",
+        choices=("unary", "stream"),
+        default="unary",
+        help="the trust floor's link: one unary call per exchange (default), or one stream "
+        "with a durability notice per exchange that the consumer waits for (the bus's shape)",
+    )
+    parser.add_argument(
         "--no-scale-case",
         dest="scale_case",
         action="store_false",
@@ -125,6 +132,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         profile_dir=args.profile,
         relay=args.relay,
         trust_floor=args.trust_floor,
+        trust_floor_link=args.trust_floor_link,
         workers=args.workers,
         scale_concurrency=SCALE_CONCURRENCY if args.scale_case and not args.quick else (),
     )

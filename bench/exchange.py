@@ -119,6 +119,11 @@ class BenchConfig:
     #: the signatures, verifications and durable commits the design requires;
     #: ``bench/trust_relay.py``). Needs ``relay``.
     trust_floor: bool = False
+    #: The trust floor's link between its relays: ``unary`` (one call per exchange; the
+    #: provider's response committed after it answers, nobody waits for it) or ``stream`` (one
+    #: bidirectional stream, a durability notice per exchange that the consumer waits for
+    #: before it answers, as the bus does).
+    trust_floor_link: str = "unary"
     #: Worker processes per security server (``[server] workers``); above 1 the load generator
     #: opens :data:`CHANNELS_PER_WORKER` connections per worker, so the kernel spreads them.
     workers: int = 1
@@ -644,7 +649,9 @@ class TrustFloor:
 
 
 @contextlib.asynccontextmanager
-async def _trust_relays(directory: Path, echo_address: str) -> AsyncIterator[TrustFloor]:
+async def _trust_relays(
+    directory: Path, echo_address: str, link: str = "unary"
+) -> AsyncIterator[TrustFloor]:
     """Trust relay 2 (``provider``: mutual TLS server, calling the echo backend in plaintext)
     and trust relay 1 (``consumer``: plaintext loopback server, calling relay 2 with a client
     certificate), each in its own process group, with throwaway TLS and signing certificates
@@ -681,7 +688,7 @@ async def _trust_relays(directory: Path, echo_address: str) -> AsyncIterator[Tru
             ready = directory / f"{name}.ready.json"
             ready.unlink(missing_ok=True)
             logs[name].unlink(missing_ok=True)
-            argv = [sys.executable, "-m", "bench.trust_relay", "--role", role]
+            argv = [sys.executable, "-m", "bench.trust_relay", "--role", role, "--link", link]
             argv += ["--listen", "127.0.0.1:0", "--target", address, "--ready-file", str(ready)]
             argv += ["--sign-key", str(signers[name].key_path)]
             argv += ["--peer-cert", str(signers[peer].cert_path)]
@@ -737,7 +744,7 @@ async def _instance(
                 )
                 trust = (
                     await relays.enter_async_context(
-                        _trust_relays(directory, instance.echo_address)
+                        _trust_relays(directory, instance.echo_address, config.trust_floor_link)
                     )
                     if config.trust_floor
                     else None
@@ -1121,7 +1128,7 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                     "response and commits both records in one SQLite transaction (WAL, "
                     "synchronous=FULL) before answering; relay2 verifies, commits the replay "
                     "claim with the request record before the backend, signs the response, "
-                    "commits its record after answering"
+                    f"commits its record after answering; link: {config.trust_floor_link}"
                     if config.trust_floor
                     else "not run (--trust-floor to run it)"
                 ),

@@ -45,7 +45,7 @@ import statistics
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -80,10 +80,25 @@ _SCHEMA: Final = (
 )
 _INSERT_RECORD: Final = "INSERT INTO records (message_id, kind, record) VALUES (?, ?, ?)"
 _INSERT_CLAIM: Final = "INSERT INTO claims (message_id) VALUES (?)"
+#: The stream link's method (``--link stream``) and its frames: consumer -> provider
+#: ``tag, timeout_ms, len(path), path, envelope``; provider -> consumer ``tag, kind, payload``.
+LINK_PATH: Final = "/bench.TrustFloor/Link"
+_TAG: Final = struct.Struct("!Q")
+_TIMEOUT: Final = struct.Struct("!I")
+_ANSWER: Final = b"A"
+_NOTICE: Final = b"N"
+_FAULT: Final = b"F"
 
 
 class TrustError(Exception):
-    """A message failed its check (digest, signature, envelope, or a replayed message id)."""
+    """A message failed its check (digest, signature, envelope, or a replayed message id);
+    ``code`` is the gRPC status a caller is refused with."""
+
+    def __init__(
+        self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
+    ) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def encode_envelope(header: bytes, signature: bytes, body: bytes) -> bytes:
@@ -151,7 +166,7 @@ class TrustLog:
             db.executemany(_INSERT_RECORD, records)
         except sqlite3.IntegrityError as exc:
             db.execute("ROLLBACK")
-            raise TrustError("replayed message id") from exc
+            raise TrustError("replayed message id", grpc.StatusCode.ALREADY_EXISTS) from exc
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -187,6 +202,91 @@ def _field(header: bytes, name: bytes) -> bytes:
     return header[start : start + 32]
 
 
+def _encode_request_frame(tag: bytes, timeout_ms: int, path: str, envelope: bytes) -> bytes:
+    route = path.encode()
+    return b"".join((tag, _TIMEOUT.pack(timeout_ms), bytes((len(route),)), route, envelope))
+
+
+def _decode_request_frame(frame: bytes) -> tuple[bytes, int, str, bytes]:
+    """``(tag, timeout_ms, path, envelope)`` of :func:`_encode_request_frame`'s bytes."""
+    at = _TAG.size
+    (timeout_ms,) = _TIMEOUT.unpack_from(frame, at)
+    at += _TIMEOUT.size
+    route_len = frame[at]
+    path = frame[at + 1 : at + 1 + route_len].decode()
+    return frame[: _TAG.size], timeout_ms, path, frame[at + 1 + route_len :]
+
+
+class _ConsumerLink:
+    """The consumer's end of the stream link (``--link stream``): one bidirectional stream to
+    the provider, opened on first use; request frames are tagged, and a reader task hands each
+    answer and durability notice to the exchange waiting for it."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._open: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+            LINK_PATH
+        )
+        self._stream: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[bytes, tuple[asyncio.Future[bytes], asyncio.Future[None]]] = {}
+        self._sent = 0
+        self._writing = asyncio.Lock()
+
+    async def send(
+        self, path: str, envelope: bytes, time_left: float | None
+    ) -> tuple[bytes, asyncio.Future[None]]:
+        """Send one request; return its answer's envelope and a future settled by its notice.
+        Raises :class:`TrustError` if the provider refused it or the stream broke."""
+        if self._stream is None:
+            self._stream = self._open()
+            self._reader = asyncio.create_task(self._read(self._stream))
+        stream = self._stream
+        self._sent += 1
+        tag = _TAG.pack(self._sent)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bytes] = loop.create_future()
+        notice: asyncio.Future[None] = loop.create_future()
+        self._pending[tag] = (answer, notice)
+        timeout_ms = 0 if time_left is None else max(1, int(time_left * 1e3))
+        async with self._writing:
+            await stream.write(_encode_request_frame(tag, timeout_ms, path, envelope))
+        return await answer, notice
+
+    async def _read(self, stream: Any) -> None:
+        reason = "link closed"
+        try:
+            while (frame := await stream.read()) is not grpc.aio.EOF:
+                tag, kind, payload = frame[: _TAG.size], frame[_TAG.size], frame[_TAG.size + 1 :]
+                waiting = self._pending.get(tag)
+                if waiting is None:
+                    continue
+                answer, notice = waiting
+                if kind == _ANSWER[0]:
+                    answer.set_result(payload)
+                    continue
+                del self._pending[tag]
+                if kind == _NOTICE[0]:
+                    notice.set_result(None)
+                else:
+                    fault = TrustError(
+                        payload.decode(errors="replace"), grpc.StatusCode.UNAVAILABLE
+                    )
+                    answer.set_exception(fault)
+                    notice.cancel()
+        except grpc.aio.AioRpcError as exc:
+            reason = f"link failed: {exc.code().name}"
+        finally:
+            if self._stream is stream:
+                self._stream = None
+            pending, self._pending = self._pending, {}
+            for answer, notice in pending.values():
+                if not answer.done():
+                    answer.set_exception(TrustError(reason, grpc.StatusCode.UNAVAILABLE))
+                    notice.cancel()
+                elif not notice.done():
+                    notice.set_exception(TrustError(reason, grpc.StatusCode.UNAVAILABLE))
+
+
 class _Relay(grpc.GenericRpcHandler):
     """Every unary method: the role's trust work around a forward of the body to the target."""
 
@@ -199,6 +299,7 @@ class _Relay(grpc.GenericRpcHandler):
         peer: ec.EllipticCurvePublicKey,
         log: TrustLog,
         stages: Stages,
+        link: str = "unary",
     ) -> None:
         self._role = role
         self._channel = channel
@@ -207,6 +308,8 @@ class _Relay(grpc.GenericRpcHandler):
         self._log = log
         self._stages = stages
         self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
+        self._link = _ConsumerLink(channel) if link == "stream" and role == "consumer" else None
 
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
@@ -214,13 +317,28 @@ class _Relay(grpc.GenericRpcHandler):
         path = handler_call_details.method
         handler = self._handlers.get(path)
         if handler is None:
-            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(path)
-            behaviour = self._consumer(call) if self._role == "consumer" else self._provider(call)
-            handler = grpc.unary_unary_rpc_method_handler(
-                behaviour, request_deserializer=None, response_serializer=None
-            )
+            if path == LINK_PATH:
+                if self._role != "provider":
+                    return None
+                handler = grpc.stream_stream_rpc_method_handler(
+                    self._provider_link(), request_deserializer=None, response_serializer=None
+                )
+            else:
+                behaviour = (
+                    self._consumer(path) if self._role == "consumer" else self._provider(path)
+                )
+                handler = grpc.unary_unary_rpc_method_handler(
+                    behaviour, request_deserializer=None, response_serializer=None
+                )
             self._handlers[path] = handler
         return handler
+
+    def _call(self, path: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        """The target's unary method ``path`` (one callable per path)."""
+        call = self._calls.get(path)
+        if call is None:
+            call = self._calls[path] = self._channel.unary_unary(path)
+        return call
 
     def _verify(
         self, header: bytes, signature: bytes, body: bytes, request_hash: bytes | None = None
@@ -237,10 +355,18 @@ class _Relay(grpc.GenericRpcHandler):
             raise TrustError("signature") from exc
 
     def _consumer(
-        self, call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
+        self, path: str
     ) -> Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Any]:
         stages, key, log = self._stages, self._key, self._log
         clock = time.perf_counter_ns
+        call, link = self._call(path), self._link
+
+        async def send(
+            envelope: bytes, time_left: float | None
+        ) -> tuple[bytes, asyncio.Future[None] | None]:
+            if link is not None:
+                return await link.send(path, envelope, time_left)
+            return await call(envelope, timeout=time_left), None
 
         async def exchange(body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             t0 = clock()
@@ -250,12 +376,15 @@ class _Relay(grpc.GenericRpcHandler):
             t1 = clock()
             stages.add("sign", t1 - t0)
             try:
-                answer = await call(
-                    encode_envelope(header, signature, body), timeout=context.time_remaining()
+                answer, notice = await send(
+                    encode_envelope(header, signature, body), context.time_remaining()
                 )
             except grpc.aio.AioRpcError as exc:
                 await context.abort(exc.code(), exc.details() or "")
                 raise  # not reached: abort raises
+            except TrustError as exc:
+                await context.abort(exc.code, str(exc))
+                raise  # not reached
             t2 = clock()
             stages.add("upstream", t2 - t1)
             try:
@@ -274,61 +403,124 @@ class _Relay(grpc.GenericRpcHandler):
                 ),
                 None,
             )
-            stages.add("commit", clock() - t3)
+            t4 = clock()
+            stages.add("commit", t4 - t3)
+            if notice is not None:  # the stream link: answer once the provider's is durable
+                try:
+                    await notice
+                except TrustError as exc:
+                    await context.abort(exc.code, str(exc))
+                    raise  # not reached
+                stages.add("notice_wait", clock() - t4)
             return r_body
 
         return exchange
 
     def _provider(
-        self, call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
+        self, path: str
     ) -> Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Any]:
-        stages, key, log = self._stages, self._key, self._log
-        clock = time.perf_counter_ns
-
-        def commit_response(message_id: bytes, record: bytes) -> None:
-            t = clock()
-            log.commit(((message_id, _RESPONSE, record),), None)
-            stages.add("commit_response", clock() - t)
+        call = self._call(path)
+        commit_response = self._commit_response
 
         async def exchange(data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-            t0 = clock()
             try:
-                header, signature, body = decode_envelope(data)
-                self._verify(header, signature, body)
-                message_id = header[3 : header.index(b";")]
-            except (TrustError, ValueError) as exc:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-                raise  # not reached
-            t1 = clock()
-            stages.add("verify", t1 - t0)
-            try:
-                log.commit(((message_id, _REQUEST, header + signature),), message_id)
+                envelope, message_id, record = await self._provide(
+                    call, data, context.time_remaining()
+                )
             except TrustError as exc:
-                await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+                await context.abort(exc.code, str(exc))
                 raise  # not reached
-            t2 = clock()
-            stages.add("commit_request", t2 - t1)
-            try:
-                answer = await call(body, timeout=context.time_remaining())
             except grpc.aio.AioRpcError as exc:
                 await context.abort(exc.code(), exc.details() or "")
                 raise  # not reached
-            t3 = clock()
-            stages.add("backend", t3 - t2)
-            r_header = _header(
-                message_id,
-                hashlib.sha256(answer).digest(),
-                hashlib.sha256(header + signature).digest(),
-            )
-            r_signature = key.sign(r_header, _SIGNATURE)
-            stages.add("sign", clock() - t3)
             # Runs once this handler has returned and gRPC holds the answer (a lower bound of
             # the bus's response commit, which overlaps the consumer's work).
-            record = r_header + r_signature
             asyncio.get_running_loop().call_soon(commit_response, message_id, record)
-            return encode_envelope(r_header, r_signature, answer)
+            return envelope
 
         return exchange
+
+    def _commit_response(self, message_id: bytes, record: bytes) -> None:
+        started = time.perf_counter_ns()
+        self._log.commit(((message_id, _RESPONSE, record),), None)
+        self._stages.add("commit_response", time.perf_counter_ns() - started)
+
+    async def _provide(
+        self,
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes],
+        data: bytes,
+        time_left: float | None,
+    ) -> tuple[bytes, bytes, bytes]:
+        """The provider's work before its answer: verify, commit the claim and the request
+        record, call the backend, sign. Returns the answer's envelope, the message id and the
+        response record to commit; raises :class:`TrustError` (with its status code) or the
+        backend call's error."""
+        stages, clock = self._stages, time.perf_counter_ns
+        t0 = clock()
+        try:
+            header, signature, body = decode_envelope(data)
+            self._verify(header, signature, body)
+            message_id = header[3 : header.index(b";")]
+        except ValueError as exc:
+            raise TrustError("no message id") from exc
+        t1 = clock()
+        stages.add("verify", t1 - t0)
+        self._log.commit(((message_id, _REQUEST, header + signature),), message_id)
+        t2 = clock()
+        stages.add("commit_request", t2 - t1)
+        answer = await call(body, timeout=time_left)
+        t3 = clock()
+        stages.add("backend", t3 - t2)
+        r_header = _header(
+            message_id,
+            hashlib.sha256(answer).digest(),
+            hashlib.sha256(header + signature).digest(),
+        )
+        r_signature = self._key.sign(r_header, _SIGNATURE)
+        stages.add("sign", clock() - t3)
+        return encode_envelope(r_header, r_signature, answer), message_id, r_header + r_signature
+
+    def _provider_link(
+        self,
+    ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[bytes, bytes]], Any]:
+        """The provider's end of the stream link: each request frame handled in a task of its
+        own; its response frame written, then its response record committed, then its
+        durability notice written (the bus's order, docs/adr/0038)."""
+
+        async def link(
+            frames: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+        ) -> None:
+            writing = asyncio.Lock()
+            tasks: set[asyncio.Task[None]] = set()
+
+            async def write(frame: bytes) -> None:
+                async with writing:
+                    await context.write(frame)
+
+            async def handle(frame: bytes) -> None:
+                tag, timeout_ms, path, data = _decode_request_frame(frame)
+                try:
+                    envelope, message_id, record = await self._provide(
+                        self._call(path), data, timeout_ms / 1e3 if timeout_ms else None
+                    )
+                except TrustError as exc:
+                    await write(tag + _FAULT + str(exc).encode())
+                    return
+                except grpc.aio.AioRpcError as exc:
+                    await write(tag + _FAULT + (exc.details() or "backend").encode())
+                    return
+                await write(tag + _ANSWER + envelope)
+                self._commit_response(message_id, record)
+                await write(tag + _NOTICE)
+
+            async for frame in frames:
+                task = asyncio.create_task(handle(frame))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)
+
+        return link
 
 
 def _write_stages(path: Path, stages: Stages) -> None:
@@ -353,7 +545,17 @@ async def serve(args: argparse.Namespace) -> None:
     channel = _channel(args.target, args.target_ca, args.target_cert, args.target_key)
     server = grpc.aio.server(options=_options())
     server.add_generic_rpc_handlers(
-        (_Relay(role=args.role, channel=channel, key=key, peer=peer, log=log, stages=stages),)
+        (
+            _Relay(
+                role=args.role,
+                channel=channel,
+                key=key,
+                peer=peer,
+                log=log,
+                stages=stages,
+                link=args.link,
+            ),
+        )
     )
     if args.tls_cert is not None:
         credentials = grpc.ssl_server_credentials(
@@ -382,6 +584,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--role", choices=("consumer", "provider"), required=True)
     parser.add_argument("--listen", default="127.0.0.1:0")
     parser.add_argument("--target", required=True, help="HOST:PORT every call is sent to")
+    parser.add_argument(
+        "--link",
+        choices=("unary", "stream"),
+        default="unary",
+        help="consumer to provider: one unary call per exchange, or one bidirectional stream "
+        "with a durability notice per exchange (the bus's shape)",
+    )
     parser.add_argument("--sign-key", type=Path, required=True, help="this side's signing key")
     parser.add_argument("--peer-cert", type=Path, required=True, help="the other side's cert")
     parser.add_argument("--log", type=Path, required=True, help="the SQLite log file")

@@ -105,7 +105,8 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
     assert "JSON bus / gRPC bus" in table
 
 
-def test_quick_trust_floor_run_measures_the_trust_relays(tmp_path: Path) -> None:
+@pytest.mark.parametrize("link", ["unary", "stream"])
+def test_quick_trust_floor_run_measures_the_trust_relays(tmp_path: Path, link: str) -> None:
     out = tmp_path / "results"
     work = tmp_path / "work"
     code = main(
@@ -113,6 +114,8 @@ def test_quick_trust_floor_run_measures_the_trust_relays(tmp_path: Path) -> None
             "--exchange",
             "--quick",
             "--trust-floor",
+            "--trust-floor-link",
+            link,
             "--payload",
             "512",
             "--concurrency",
@@ -152,7 +155,11 @@ def test_quick_trust_floor_run_measures_the_trust_relays(tmp_path: Path) -> None
     assert case["peak_rss_mib"]["trust1"] > 0
     # The stage split counts the measured calls only (the warm-up's were drained).
     stages = case["trust_floor_stages_us"]
-    assert set(stages["trust1"]) == {"sign", "upstream", "verify", "commit"}
+    # The stream link's consumer waits for the provider's durability notice before it answers.
+    expected = {"sign", "upstream", "verify", "commit"} | (
+        {"notice_wait"} if link == "stream" else set()
+    )
+    assert set(stages["trust1"]) == expected
     assert {"verify", "commit_request", "backend", "sign"} <= set(stages["trust2"])
     calls = case["calls"]
     for name in ("trust1", "trust2"):
@@ -164,3 +171,4 @@ def test_quick_trust_floor_run_measures_the_trust_relays(tmp_path: Path) -> None
     assert logged["trust2"] == logged["expected_per_log"]
     assert logged["trust2_claims"] == logged["expected_claims"] > 0
     assert "The trust floor" in (out / "latest.md").read_text()
+    assert result["setup"]["trust_floor"].endswith(f"link: {link}")
