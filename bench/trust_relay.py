@@ -2,7 +2,8 @@
 trust operations the design requires per exchange, each in its cheapest faithful form.
 
     python -m bench.trust_relay --role consumer|provider --listen 127.0.0.1:0 --target HOST:PORT \
-        --sign-key PEM --peer-cert PEM --log DB --stages-file F --ready-file F \
+        [--link unary|stream] --sign-key PEM --peer-cert PEM --log DB --stages-file F \
+        --ready-file F \
         [--tls-cert PEM --tls-key PEM --tls-client-ca PEM]         # serve mutual TLS
         [--target-ca PEM --target-cert PEM --target-key PEM]       # call the target over mTLS
 
@@ -21,6 +22,12 @@ metrics, no frames stream, no hash tree):
   the backend is called; call it; sign the response header (message id, body digest, request
   hash); answer; commit the response record after the answer is handed to gRPC (the bus overlaps
   that commit with the consumer's work, docs/adr/0038).
+
+``--link stream`` (the consumer's choice; a provider serves both): one bidirectional stream
+between the two (:data:`LINK_PATH`, tagged frames) instead of a unary call per exchange; the
+provider writes the answer's frame, commits the response record, then writes a durability
+notice frame, and the consumer answers its caller only once the notice has come (the bus's
+shape and ADR 0038's guarantee: both records durable in both logs before the caller's answer).
 
 The log is the stdlib ``sqlite3`` on the event loop's thread, like the bus's quiet path (docs/adr/
 0045): a real file, WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE`` ... ``COMMIT``; a record is a
