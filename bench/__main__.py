@@ -9,6 +9,8 @@
     python -m bench --quick         # tiny call counts: proves the harness works
     python -m bench --profile DIR   # also sample both security servers with py-spy into DIR
     python -m bench --no-relay      # skip the relay floor (two bare relays, no trust)
+    python -m bench --exchange --trust-floor  # also the trust floor (the relay floor plus only
+                                    # the required signatures, verifications, durable commits)
     python -m bench --no-scale-case # skip the scale case (512 B with 1,000 callers in flight)
     python -m bench --instructions  # only the instruction count (both servers under callgrind)
 
@@ -92,12 +94,28 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="skip the relay floor (two bare relays in place of the two servers)",
     )
     parser.add_argument(
+        "--trust-floor",
+        action="store_true",
+        help="also run the trust floor (two relays doing only the trust work the design "
+        "requires; bench/trust_relay.py); off by default",
+    )
+    parser.add_argument(
+        "--trust-floor-link",
+        choices=("unary", "stream"),
+        default="unary",
+        help="the trust floor's link: one unary call per exchange (default), or one stream "
+        "with a durability notice per exchange that the consumer waits for (the bus's shape)",
+    )
+    parser.add_argument(
         "--no-scale-case",
         dest="scale_case",
         action="store_false",
         help="skip the scale case (512 B, 1,000 callers in flight; never run with --quick)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.trust_floor and not args.relay:
+        parser.error("--trust-floor is measured against the relay floor: drop --no-relay")
+    return args
 
 
 def _config(args: argparse.Namespace) -> BenchConfig:
@@ -113,6 +131,8 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         workdir=args.workdir,
         profile_dir=args.profile,
         relay=args.relay,
+        trust_floor=args.trust_floor,
+        trust_floor_link=args.trust_floor_link,
         workers=args.workers,
         scale_concurrency=SCALE_CONCURRENCY if args.scale_case and not args.quick else (),
     )

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -110,10 +110,20 @@ class BenchConfig:
     large_fraction: float = 0.5
     workdir: Path | None = None
     #: Sample both security servers with py-spy during each measured bus run and write the
-    #: collapsed stacks here (``consumer_ss-512-c64.txt`` ...; ``python -m bench.flame``).
+    #: collapsed stacks here (``consumer_ss-512-c64.txt`` ...; ``python -m bench.flame``); with
+    #: the trust floor, its two relays too during its runs (``trust1-512-c1.txt`` ...).
     profile_dir: Path | None = None
     #: Also run every case through two bare relays (the relay floor; ``bench/relay.py``).
     relay: bool = True
+    #: Also run every case through two trust relays (the trust floor: the relay floor plus only
+    #: the signatures, verifications and durable commits the design requires;
+    #: ``bench/trust_relay.py``). Needs ``relay``.
+    trust_floor: bool = False
+    #: The trust floor's link between its relays: ``unary`` (one call per exchange; the
+    #: provider's response committed after it answers, nobody waits for it) or ``stream`` (one
+    #: bidirectional stream, a durability notice per exchange that the consumer waits for
+    #: before it answers, as the bus does).
+    trust_floor_link: str = "unary"
     #: Worker processes per security server (``[server] workers``); above 1 the load generator
     #: opens :data:`CHANNELS_PER_WORKER` connections per worker, so the kernel spreads them.
     workers: int = 1
@@ -407,11 +417,12 @@ async def _run_load(
     sample: Mapping[str, Path] | None = None,
     channels: int = 1,
     count_instructions: Sequence[int] = (),
+    on_warm: Callable[[], Awaitable[object]] | None = None,
 ) -> RunResult:
     """One load-generator process against ``target``; CPU of ``watched`` processes (and of the
     generator itself) is read right before and right after the measured calls. Processes running
     under callgrind whose pids are in ``count_instructions`` count instructions only during the
-    measured calls."""
+    measured calls. ``on_warm`` is awaited after the warm-up, before the CPU is first read."""
     argv = [
         sys.executable,
         "-m",
@@ -451,6 +462,8 @@ async def _run_load(
             if warm.get("event") != "warm":
                 raise RuntimeError(f"load generator said {warm!r}")
             pids = dict(watched)
+            if on_warm is not None:
+                await on_warm()
             samplers += await _start_samplers(watched, sample or {}, stderr)
             await _callgrind("--instr=on", count_instructions)
             before = {name: cpu_times(pid) for name, pid in pids.items()}
@@ -597,14 +610,107 @@ async def _relays(directory: Path, echo_address: str) -> AsyncIterator[tuple[str
 
 
 @dataclass(frozen=True)
+class TrustFloor:
+    """The two trust relays :func:`_trust_relays` started: trust relay 1's address, each
+    relay's pid, stages file and log file (by ``trust1``, ``trust2``)."""
+
+    address: str
+    pids: dict[str, int]
+    stages_files: dict[str, Path]
+    logs: dict[str, Path]
+
+    async def drain_stages(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Each relay's stage medians since the last drain (SIGUSR1; see
+        :mod:`bench.trust_relay`)."""
+        for name, pid in self.pids.items():
+            self.stages_files[name].unlink(missing_ok=True)
+            os.kill(pid, signal.SIGUSR1)
+        found: dict[str, dict[str, dict[str, float]]] = {}
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        for name, path in self.stages_files.items():
+            while not os.path.exists(path):  # noqa: ASYNC240 - a stat while polling a child
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} wrote no stages file")
+                await asyncio.sleep(0.01)
+            found[name] = json.loads(path.read_text())
+        return found
+
+    def logged(self) -> dict[str, int]:
+        """Records in each relay's log and replay claims in trust relay 2's (read once the
+        relays have stopped)."""
+        counts: dict[str, int] = {}
+        for name, db in self.logs.items():
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                counts[name] = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
+                if name == "trust2":
+                    claims = conn.execute("SELECT count(*) FROM claims").fetchone()[0]
+                    counts["trust2_claims"] = int(claims)
+        return counts
+
+
+@contextlib.asynccontextmanager
+async def _trust_relays(
+    directory: Path, echo_address: str, link: str = "unary"
+) -> AsyncIterator[TrustFloor]:
+    """Trust relay 2 (``provider``: mutual TLS server, calling the echo backend in plaintext)
+    and trust relay 1 (``consumer``: plaintext loopback server, calling relay 2 with a client
+    certificate), each in its own process group, with throwaway TLS and signing certificates
+    (``trust-pki/``) and their logs in ``directory``. Stops both, whatever happens."""
+    pki = TestPki(directory / "trust-pki")
+    first, second = pki.auth("DEV/GOV/SOC/trust1"), pki.auth("DEV/GOV/POP/trust2")
+    signers = {"trust1": pki.sign("DEV/GOV/SOC"), "trust2": pki.sign("DEV/GOV/POP")}
+    log = directory / "trust-relay.log"
+    pids: dict[str, int] = {}
+    stages = {name: directory / f"{name}.stages.json" for name in signers}
+    logs = {name: directory / f"{name}.db" for name in signers}
+    with contextlib.ExitStack() as stack:
+        address = echo_address
+        for name, role, peer, tls in (
+            (
+                "trust2",
+                "provider",
+                "trust1",
+                [
+                    *("--tls-cert", str(second.cert_path), "--tls-key", str(second.key_path)),
+                    *("--tls-client-ca", str(pki.trust_path)),
+                ],
+            ),
+            (
+                "trust1",
+                "consumer",
+                "trust2",
+                [
+                    *("--target-ca", str(pki.trust_path), "--target-cert", str(first.cert_path)),
+                    *("--target-key", str(first.key_path)),
+                ],
+            ),
+        ):
+            ready = directory / f"{name}.ready.json"
+            ready.unlink(missing_ok=True)
+            logs[name].unlink(missing_ok=True)
+            argv = [sys.executable, "-m", "bench.trust_relay", "--role", role, "--link", link]
+            argv += ["--listen", "127.0.0.1:0", "--target", address, "--ready-file", str(ready)]
+            argv += ["--sign-key", str(signers[name].key_path)]
+            argv += ["--peer-cert", str(signers[peer].cert_path)]
+            argv += ["--log", str(logs[name]), "--stages-file", str(stages[name]), *tls]
+            process = stack.enter_context(_process_group(argv, stderr=log))
+            await _wait_ready(ready, process, log)
+            address = json.loads(ready.read_text())["address"]
+            pids[name] = process.pid
+        yield TrustFloor(address=address, pids=pids, stages_files=stages, logs=logs)
+
+
+@dataclass(frozen=True)
 class Running:
-    """What :func:`_instance` started: the bed (with both servers), the echo backend's pid, and
-    relay 1's address and both relays' pids (empty without the relay floor)."""
+    """What :func:`_instance` started: the bed (with both servers), the echo backend's pid,
+    relay 1's address and both relays' pids (empty without the relay floor), and the trust
+    floor's relays (None without it)."""
 
     bed: BenchBed
     echo_pid: int
     relay_address: str
     relay_pids: dict[str, int]
+    trust: TrustFloor | None = None
 
 
 @contextlib.asynccontextmanager
@@ -636,10 +742,17 @@ async def _instance(
                     if config.relay
                     else ("", {})
                 )
+                trust = (
+                    await relays.enter_async_context(
+                        _trust_relays(directory, instance.echo_address, config.trust_floor_link)
+                    )
+                    if config.trust_floor
+                    else None
+                )
                 instance.publish()
                 for server in (POP, SOC):
                     await instance.spawn(server)
-                yield Running(instance, echo.pid, relay_address, relay_pids)
+                yield Running(instance, echo.pid, relay_address, relay_pids, trust)
     finally:
         await instance.close()
 
@@ -659,6 +772,30 @@ def _relay_fields(direct: RunResult, relay: RunResult, bus: RunResult) -> dict[s
         "relay_error_samples": r["error_samples"],
         "trust_ratio": round(b["rps"] / r["rps"], 3) if r["rps"] else 0.0,
         "trust_added_p50_ms": round(b["p50_ms"] - r["p50_ms"], 3),
+    }
+
+
+def _trust_floor_fields(
+    relay: RunResult,
+    trust: RunResult,
+    bus: RunResult,
+    stages: Mapping[str, Mapping[str, Mapping[str, float]]],
+) -> dict[str, Any]:
+    """The trust floor's columns of a case row: what the irreducible trust work costs on top
+    of the relay floor, and how far the bus is above it."""
+    r, t, b = relay.load, trust.load, bus.load
+    return {
+        "trust_floor_rps": round(t["rps"], 1),
+        "trust_floor_p50_ms": round(t["p50_ms"], 3),
+        "trust_floor_p99_ms": round(t["p99_ms"], 3),
+        "trust_floor_added_p50_ms": round(t["p50_ms"] - r["p50_ms"], 3),
+        "trust_floor_ratio": round(t["rps"] / r["rps"], 3) if r["rps"] else 0.0,
+        "bus_above_trust_floor_p50_ms": round(b["p50_ms"] - t["p50_ms"], 3),
+        "bus_trust_floor_ratio": round(b["rps"] / t["rps"], 3) if t["rps"] else 0.0,
+        "trust_floor_errors": t["errors"],
+        "trust_floor_warmup_errors": t["warmup_errors"],
+        "trust_floor_error_samples": t["error_samples"],
+        "trust_floor_stages_us": {name: dict(found) for name, found in stages.items()},
     }
 
 
@@ -715,6 +852,25 @@ def _case_row(
     return row
 
 
+def _add_trust_floor(
+    row: dict[str, Any],
+    relay: RunResult,
+    trust: RunResult,
+    bus: RunResult,
+    stages: Mapping[str, Mapping[str, Mapping[str, float]]],
+) -> None:
+    """The trust floor's fields (:func:`_trust_floor_fields`, its CPU per exchange and idle
+    share) added to a case row."""
+    row.update(_trust_floor_fields(relay, trust, bus, stages))
+    row["cpu_ms_per_exchange"]["trust_floor"] = {
+        k: round(v, 4) for k, v in trust.cpu_per_call_ms.items()
+    }
+    row["of_which_kernel_ms"]["trust_floor"] = {
+        k: round(v, 4) for k, v in trust.sys_per_call_ms.items()
+    }
+    row["idle_share"]["trust_floor"] = round(trust.idle_share, 3)
+
+
 def _count_logged(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         row = conn.execute("SELECT count(*) FROM log_leaves").fetchone()
@@ -768,6 +924,8 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
             instance, echo_pid = running.bed, running.echo_pid
             relay_address, relay_pids = running.relay_address, running.relay_pids
             watched_relay = {"backend": echo_pid, **relay_pids}
+            trust_floor = running.trust
+            trust_calls = 0
             consumer = instance.agencies[SOC].addresses
             provider = instance.agencies[POP].addresses
             watched_direct = {"backend": echo_pid}
@@ -824,6 +982,30 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                     if relayed
                     else None
                 )
+                trust: RunResult | None = None
+                stages: dict[str, dict[str, dict[str, float]]] = {}
+                if relayed and trust_floor is not None:
+                    trust = await _run_load(
+                        target=trust_floor.address,
+                        metadata=(),
+                        watched={"backend": echo_pid, **trust_floor.pids},
+                        sample=(
+                            {
+                                name: config.profile_dir / f"{name}-{payload}-c{concurrency}.txt"
+                                for name in trust_floor.pids
+                            }
+                            if config.profile_dir is not None
+                            else None
+                        ),
+                        payload=payload,
+                        concurrency=concurrency,
+                        calls=calls,
+                        warmup=warmup,
+                        stderr=log,
+                        on_warm=trust_floor.drain_stages,  # the warm-up's stages dropped
+                    )
+                    stages = await trust_floor.drain_stages()
+                    trust_calls += trust.load["ok"] + trust.load["warmup_ok"]
                 sample = (
                     {
                         name: config.profile_dir
@@ -850,14 +1032,17 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                 )
                 frames_after = await _frames_of(consumer, provider)
                 bus_calls += bus.load["ok"] + bus.load["warmup_ok"]
+                trust_pids = trust_floor.pids if trust_floor is not None else {}
                 memory = _with_totals(
                     {
                         name: peak_rss_mib(pid)
-                        for name, pid in {**watched_bus, **relay_pids}.items()
+                        for name, pid in {**watched_bus, **relay_pids, **trust_pids}.items()
                         if name != "harness"
                     }
                 )
                 row = _case_row(payload, concurrency, direct, bus, memory, relay)
+                if relay is not None and trust is not None:
+                    _add_trust_floor(row, relay, trust, bus, stages)
                 # How full the server-to-server frames ran (warm-up included): requests per
                 # frame written by the consumer, results per frame written by the provider.
                 row["messages_per_frame"] = {
@@ -865,13 +1050,24 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                     for role in ("consumer", "provider")
                 }
                 rows.append(row)
-                errors = [*row["error_samples"], *row.get("relay_error_samples", [])]
+                errors = [
+                    *row["error_samples"],
+                    *row.get("relay_error_samples", []),
+                    *row.get("trust_floor_error_samples", []),
+                ]
                 progress(
                     f"payload {payload:>6} B  concurrency {concurrency:>3}: "
                     f"direct {row['direct_rps']:>8.1f}/s p50 {row['direct_p50_ms']:.2f} ms   "
                     + (
                         f"relay {row['relay_rps']:>8.1f}/s p50 {row['relay_p50_ms']:.2f} ms   "
                         if relay is not None
+                        else ""
+                    )
+                    + (
+                        f"trust floor {row['trust_floor_rps']:>8.1f}/s "
+                        f"p50 {row['trust_floor_p50_ms']:.2f} ms "
+                        f"(+{row['trust_floor_added_p50_ms']:.2f})   "
+                        if trust is not None
                         else ""
                     )
                     + f"bus {row['bus_rps']:>8.1f}/s p50 {row['bus_p50_ms']:.2f} ms "
@@ -898,6 +1094,15 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
             for name, server in (("consumer_ss", SOC), ("provider_ss", POP))
         }
         machine["load_average_at_end"] = list(os.getloadavg())
+        extra: dict[str, Any] = {}
+        if trust_floor is not None:
+            # Stopped too: every answered call's two records in each trust relay's log, and one
+            # replay claim per call in relay 2's.
+            extra["trust_floor_logged"] = {
+                "expected_per_log": 2 * trust_calls,
+                "expected_claims": trust_calls,
+                **trust_floor.logged(),
+            }
         return {
             "machine": machine,
             "setup": {
@@ -917,6 +1122,16 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                     if config.relay
                     else "not run (--no-relay)"
                 ),
+                "trust_floor": (
+                    "trust floor: the relay floor plus only the required trust work "
+                    "(bench.trust_relay): relay1 signs the request (ECDSA P-256), verifies the "
+                    "response and commits both records in one SQLite transaction (WAL, "
+                    "synchronous=FULL) before answering; relay2 verifies, commits the replay "
+                    "claim with the request record before the backend, signs the response, "
+                    f"commits its record after answering; link: {config.trust_floor_link}"
+                    if config.trust_floor
+                    else "not run (--trust-floor to run it)"
+                ),
                 "ss_log_level": "warning (the CLI default; info adds a line per exchange)",
                 "workers": config.workers,
                 "calls": dict(config.calls),
@@ -929,6 +1144,7 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                 **logged,
             },
             "log_storage": log_storage,
+            **extra,
         }
 
 

@@ -53,6 +53,45 @@ def _hops_vs_trust(cases: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _trust_floor(cases: list[dict[str, Any]]) -> list[str]:
+    """The trust floor (``--trust-floor``): the relay floor plus only the trust work the
+    design requires, its CPU per exchange and its stages. Empty when the run had none."""
+    rows = [row for row in cases if "trust_floor_rps" in row]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "The trust floor: the relay floor plus only the trust work the design requires (sign, "
+        "verify, the durable commits; `bench/trust_relay.py`). CPU ms per exchange of each trust "
+        "relay; stage medians in µs measured inside them (trust1: the consumer side, trust2: "
+        "the provider side):",
+        "",
+        "| payload | conc. | relay rps | trust floor rps | bus rps | relay p50 ms "
+        "| trust floor p50 ms | trust floor added p50 ms | bus above trust floor p50 ms "
+        "| trust floor p99 ms | cpu trust1 / trust2 | trust1 stages µs | trust2 stages µs "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
+    ]
+    for row in rows:
+        cpu = row["cpu_ms_per_exchange"]["trust_floor"]
+        stages = row.get("trust_floor_stages_us", {})
+
+        def split(name: str, stages: dict[str, Any] = stages) -> str:
+            return ", ".join(
+                f"{stage} {found['median_us']:.0f}" for stage, found in stages.get(name, {}).items()
+            )
+
+        lines.append(
+            f"| {_size(row['payload'])} | {row['concurrency']} | {row['relay_rps']:.0f} "
+            f"| {row['trust_floor_rps']:.0f} | {row['bus_rps']:.0f} | {row['relay_p50_ms']:.2f} "
+            f"| {row['trust_floor_p50_ms']:.2f} | {row['trust_floor_added_p50_ms']:.2f} "
+            f"| {row['bus_above_trust_floor_p50_ms']:.2f} | {row['trust_floor_p99_ms']:.2f} "
+            f"| {cpu.get('trust1', 0):.2f} / {cpu.get('trust2', 0):.2f} "
+            f"| {split('trust1')} | {split('trust2')} | {row['trust_floor_errors']} |"
+        )
+    return lines
+
+
 def _exchange(result: dict[str, Any]) -> list[str]:
     machine = result["machine"]
     setup = result["setup"]
@@ -77,6 +116,7 @@ def _exchange(result: dict[str, Any]) -> list[str]:
         for row in result["cases"]
     )
     lines += _hops_vs_trust(result["cases"])
+    lines += _trust_floor(result["cases"])
     lines += [
         "",
         "CPU milliseconds per exchange, user + kernel (kernel in brackets), measured calls "
@@ -107,6 +147,15 @@ def _exchange(result: dict[str, Any]) -> list[str]:
             f"Message logs after the run: {counts} records "
             f"(expected {logged['expected_per_log']} in each: request and response of every "
             "answered bus call, warm-up included).",
+        ]
+    trust_logged = result.get("trust_floor_logged", {})
+    if trust_logged:
+        lines += [
+            "",
+            f"Trust floor logs after the run: trust1 {trust_logged.get('trust1', 0)}, trust2 "
+            f"{trust_logged.get('trust2', 0)} records (expected {trust_logged['expected_per_log']}"
+            f" in each), trust2 {trust_logged.get('trust2_claims', 0)} replay claims (expected "
+            f"{trust_logged['expected_claims']}).",
         ]
     storage = result.get("log_storage", {})
     if storage:

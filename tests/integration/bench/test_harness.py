@@ -103,3 +103,72 @@ def test_quick_run_writes_complete_results(tmp_path: Path) -> None:
     assert "| 512 B | 4 |" in table
     assert "relay / direct" in table
     assert "JSON bus / gRPC bus" in table
+
+
+@pytest.mark.parametrize("link", ["unary", "stream"])
+def test_quick_trust_floor_run_measures_the_trust_relays(tmp_path: Path, link: str) -> None:
+    out = tmp_path / "results"
+    work = tmp_path / "work"
+    code = main(
+        [
+            "--exchange",
+            "--quick",
+            "--trust-floor",
+            "--trust-floor-link",
+            link,
+            "--payload",
+            "512",
+            "--concurrency",
+            "1",
+            "--out",
+            str(out),
+            "--workdir",
+            str(work),
+        ]
+    )
+    assert code == 0
+    trust_pids = [
+        json.loads((work / f"{name}.ready.json").read_text())["pid"]
+        for name in ("trust1", "trust2")
+    ]
+    assert not [pid for pid in trust_pids if _running(pid)]
+    result = json.loads((out / "latest.json").read_text())
+    (case,) = result["cases"]
+    assert case["bus_errors"] == 0
+    assert case["relay_errors"] == 0
+    assert case["trust_floor_errors"] == 0
+    assert case["trust_floor_warmup_errors"] == 0
+    assert case["trust_floor_rps"] > 0
+    for key in (
+        "trust_floor_p50_ms",
+        "trust_floor_p99_ms",
+        "trust_floor_added_p50_ms",
+        "trust_floor_ratio",
+        "bus_above_trust_floor_p50_ms",
+        "bus_trust_floor_ratio",
+    ):
+        assert key in case
+    assert {"trust1", "trust2", "backend", "loadgen"} <= set(
+        case["cpu_ms_per_exchange"]["trust_floor"]
+    )
+    assert set(case["idle_share"]) == {"direct", "relay", "trust_floor", "bus"}
+    assert case["peak_rss_mib"]["trust1"] > 0
+    # The stage split counts the measured calls only (the warm-up's were drained).
+    stages = case["trust_floor_stages_us"]
+    # The stream link's consumer waits for the provider's durability notice before it answers.
+    expected = {"sign", "upstream", "verify", "commit"} | (
+        {"notice_wait"} if link == "stream" else set()
+    )
+    assert set(stages["trust1"]) == expected
+    assert {"verify", "commit_request", "backend", "sign"} <= set(stages["trust2"])
+    calls = case["calls"]
+    for name in ("trust1", "trust2"):
+        assert stages[name]["sign"]["count"] == calls
+        assert stages[name]["verify"]["count"] == calls
+    # Every answered call's request and response in both trust logs, one claim per call.
+    logged = result["trust_floor_logged"]
+    assert logged["trust1"] == logged["expected_per_log"]
+    assert logged["trust2"] == logged["expected_per_log"]
+    assert logged["trust2_claims"] == logged["expected_claims"] > 0
+    assert "The trust floor" in (out / "latest.md").read_text()
+    assert result["setup"]["trust_floor"].endswith(f"link: {link}")
