@@ -118,8 +118,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _config(args: argparse.Namespace) -> BenchConfig:
+#: The case a full run (``make bench``) measures the trust floor in: issue 17's c1 targets.
+FULL_RUN_TRUST_FLOOR_CASES: Final = ((512, 1),)
+
+
+def _config(args: argparse.Namespace, *, full: bool = False) -> BenchConfig:
+    """The exchange benchmark's configuration; ``full`` (``make bench``: everything, not
+    ``--quick``) adds the trust floor at :data:`FULL_RUN_TRUST_FLOOR_CASES`."""
     base = BenchConfig()
+    floor_by_default = full and args.relay and not args.trust_floor
     calls = dict(QUICK_CALLS if args.quick else base.calls)
     warmup = dict(QUICK_WARMUP if args.quick else base.warmup)
     scale: float = args.scale
@@ -131,7 +138,8 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         workdir=args.workdir,
         profile_dir=args.profile,
         relay=args.relay,
-        trust_floor=args.trust_floor,
+        trust_floor=args.trust_floor or floor_by_default,
+        trust_floor_cases=FULL_RUN_TRUST_FLOOR_CASES if floor_by_default else (),
         trust_floor_link=args.trust_floor_link,
         workers=args.workers,
         scale_concurrency=SCALE_CONCURRENCY if args.scale_case and not args.quick else (),
@@ -153,7 +161,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         args.micro or args.exchange or args.gateway or args.audit_search or args.instructions
     )
     if everything or args.exchange:
-        result = await run_exchange_bench(_config(args))
+        result = await run_exchange_bench(_config(args, full=everything and not args.quick))
     if everything or args.gateway:
         result["gateway"] = await run_gateway_bench(
             quick=args.quick, concurrency=tuple(args.concurrency)

@@ -124,6 +124,10 @@ class BenchConfig:
     #: bidirectional stream, a durability notice per exchange that the consumer waits for
     #: before it answers, as the bus does).
     trust_floor_link: str = "unary"
+    #: With ``trust_floor``: only these ``(payload, concurrency)`` cases run it (none given:
+    #: every case). A full run (``make bench``) measures it at 512 B and concurrency 1 only, the
+    #: case issue 17's c1 targets are read against; at c64 it is no floor (it does not batch).
+    trust_floor_cases: Sequence[tuple[int, int]] = ()
     #: Worker processes per security server (``[server] workers``); above 1 the load generator
     #: opens :data:`CHANNELS_PER_WORKER` connections per worker, so the kernel spreads them.
     workers: int = 1
@@ -984,7 +988,14 @@ async def run_exchange_bench(config: BenchConfig, *, progress: Any = print) -> d
                 )
                 trust: RunResult | None = None
                 stages: dict[str, dict[str, dict[str, float]]] = {}
-                if relayed and trust_floor is not None:
+                if (
+                    relayed
+                    and trust_floor is not None
+                    and (
+                        not config.trust_floor_cases
+                        or (payload, concurrency) in config.trust_floor_cases
+                    )
+                ):
                     trust = await _run_load(
                         target=trust_floor.address,
                         metadata=(),
