@@ -9,7 +9,6 @@ from the certificate's AIA URL, so a verifier can check revocation at signing ti
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +29,6 @@ from ruta.pki.keys import FileSigner, Signer
 from ruta.pki.ocsp import OcspClient, OcspFetchError
 from ruta.pki.signature import MAX_BATCH_SIZE, MessageSigner
 from ruta.v1 import transport_pb2
-from security_server.coalesce import (
-    COALESCE_CHECK_FRACTION,
-    MachineLook,
-    hold_after_check,
-    runnable_threads,
-)
 from security_server.errors import IdentityError, SigningError
 
 __all__ = ["BatchingSigner", "IdentityError", "ServerIdentity", "SigningError"]
@@ -80,11 +73,8 @@ class BatchingSigner:
 
     The first :meth:`sign` after an idle moment schedules a flush: with ``loop.call_soon``
     (the headers submitted in the same loop turn join), or, when that caller passes ``hold``
-    (a server under load: :meth:`security_server.coalesce.Load.hold`), about that many seconds
-    later, so the headers of exchanges arriving meanwhile join too: part-way through the hold
-    the batch looks at the machine (``machine``, on ``cpus`` CPUs) and closes then if a CPU is
-    idle, or stays open a little past the hold if none is
-    (:func:`security_server.coalesce.hold_after_check`). The flush signs the batch with
+    (a server under load: :meth:`security_server.coalesce.Load.hold`), that many seconds later,
+    so the headers of exchanges arriving meanwhile join too. The flush signs the batch with
     :meth:`MessageSigner.sign_batch` (a batch of one is a plain signature; more than
     :data:`~ruta.pki.signature.MAX_BATCH_SIZE` are split, and a batch that reaches that size is
     flushed at once; headers stapling different OCSP responses are signed apart) and resolves
@@ -94,31 +84,12 @@ class BatchingSigner:
     extra signature. One event loop (not thread-safe).
     """
 
-    __slots__ = (
-        "_cpus",
-        "_handle",
-        "_hold",
-        "_loop",
-        "_machine",
-        "_pending",
-        "_signer",
-        "batches",
-        "signed",
-    )
+    __slots__ = ("_handle", "_loop", "_pending", "_signer", "batches", "signed")
 
-    def __init__(
-        self,
-        signer: MessageSigner,
-        *,
-        machine: MachineLook = runnable_threads,
-        cpus: int | None = None,
-    ) -> None:
+    def __init__(self, signer: MessageSigner) -> None:
         self._signer = signer
-        self._machine = machine
-        self._cpus = cpus if cpus is not None else os.cpu_count() or 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.Handle | None = None
-        self._hold = 0.0
         self._pending: list[_Waiter] = []
         #: Signing operations made so far (one per batch signed).
         self.batches = 0
@@ -129,8 +100,7 @@ class BatchingSigner:
         self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0, alone: bool = False
     ) -> transport_pb2.Signature:
         """Sign ``header_bytes``, stapling ``staple``, in the current batch; a caller that
-        starts a batch with ``hold`` > 0 keeps it open about that many seconds (shorter with
-        a CPU idle, longer with none, at the look part-way through). A caller ``alone``
+        starts a batch with ``hold`` > 0 keeps it open that many seconds. A caller ``alone``
         (the only exchange in flight) when no batch is open is signed at once, as a batch of
         one: nobody would join its batch, and the loop turn it waited for cost a wake-up."""
         if alone and self._loop is None:
@@ -146,11 +116,8 @@ class BatchingSigner:
             # loop that stopped before flushing is dropped with it).
             self._loop = loop
             self._pending = []
-            self._hold = hold
             self._handle = (
-                loop.call_later(hold * COALESCE_CHECK_FRACTION, self._look)
-                if hold > 0
-                else loop.call_soon(self._flush)
+                loop.call_later(hold, self._flush) if hold > 0 else loop.call_soon(self._flush)
             )
         self._pending.append((header_bytes, staple, future))
         if len(self._pending) >= MAX_BATCH_SIZE and self._handle is not None:
@@ -158,15 +125,6 @@ class BatchingSigner:
             self._handle.cancel()
             self._handle = loop.call_soon(self._flush)
         return await future
-
-    def _look(self) -> None:
-        """Part-way through a held batch: close it now, or keep it open the rest of the hold
-        (and more, with no CPU idle)."""
-        rest = hold_after_check(self._hold, runnable=self._machine(), cpus=self._cpus)
-        if rest > 0 and self._loop is not None:
-            self._handle = self._loop.call_later(rest, self._flush)
-        else:
-            self._flush()
 
     def _flush(self) -> None:
         waiting = [w for w in self._pending if not w[2].done()]
