@@ -140,6 +140,9 @@ def _attachment(kind: AttachmentKind, der: bytes) -> Attachment:
 #: first beyond this many.
 _MAX_DETACHED_RESTS: Final = 64
 _DETACHED_RESTS: dict[bytes, tuple[bytes, tuple[Attachment, ...]]] = {}
+#: The lengths of the rests above: a rest of another length (a batch path's, under load) is not
+#: looked up (no copy and hash of its bytes).
+_DETACHED_REST_LENGTHS: set[int] = set()
 #: The keys of the fields a rest above may hold: ``certificate`` (3), ``chain`` (4) and
 #: ``ocsp_response`` (5), each length-delimited.
 _REST_KEYS: Final = frozenset((3 << 3 | 2, 4 << 3 | 2, 5 << 3 | 2))
@@ -203,22 +206,26 @@ def detach_signature(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
     longer than :data:`ruta.pki.certs.MAX_CHAIN_LENGTH`.
     """
     end = _value_end(signature)
-    if end:
+    if end and len(signature) - end in _DETACHED_REST_LENGTHS:
         found = _DETACHED_RESTS.get(signature[end:])
         if found is not None:
             return signature[:end] + found[0], found[1]
-    logged, attachments = _detach(signature)
-    if end and logged[:end] == signature[:end]:
+    logged, attachments, batched = _detach(signature)
+    if end and not batched and logged[:end] == signature[:end]:
         rest = signature[end:]
         if _plain_rest(rest):
-            remember(
-                _DETACHED_RESTS, rest, (logged[end:], attachments), maxsize=_MAX_DETACHED_RESTS
-            )
+            if len(_DETACHED_RESTS) >= _MAX_DETACHED_RESTS:
+                _DETACHED_RESTS.pop(next(iter(_DETACHED_RESTS)))
+                _DETACHED_REST_LENGTHS.clear()
+                _DETACHED_REST_LENGTHS.update(map(len, _DETACHED_RESTS))
+            _DETACHED_RESTS[rest] = (logged[end:], attachments)
+            _DETACHED_REST_LENGTHS.add(len(rest))
     return logged, attachments
 
 
-def _detach(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
-    """:func:`detach_signature` by parsing ``signature`` and serialising the result."""
+def _detach(signature: bytes) -> tuple[bytes, tuple[Attachment, ...], bool]:
+    """:func:`detach_signature` by parsing ``signature`` and serialising the result; and
+    whether it carries a batch path."""
     parsed = transport_pb2.Signature()
     try:
         parsed.ParseFromString(signature)
@@ -244,8 +251,9 @@ def _detach(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
         attached = _attachment(AttachmentKind.OCSP_RESPONSE, response)
         attachments.append(attached)
         parsed.ocsp_response = attached.digest
+    batched = parsed.HasField("batch")
     if parsed.batch.size < SHARE_MIN_BATCH:
-        return parsed.SerializeToString(deterministic=True), tuple(attachments)
+        return parsed.SerializeToString(deterministic=True), tuple(attachments), batched
     batch = parsed.batch.SerializeToString(deterministic=True)
     parsed.ClearField("batch")
     shared = parsed.SerializeToString(deterministic=True)
@@ -256,7 +264,8 @@ def _detach(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
             _SHARED_DIGESTS, shared, hashlib.sha256(shared).digest(), maxsize=_MAX_SHARED_DIGESTS
         )
     attachments.append(Attachment(shared_digest, AttachmentKind.SHARED_SIGNATURE, shared))
-    return _BATCH_TAG + varint(len(batch)) + batch + _SHARED_TAG + shared_digest, tuple(attachments)
+    logged = _BATCH_TAG + varint(len(batch)) + batch + _SHARED_TAG + shared_digest
+    return logged, tuple(attachments), batched
 
 
 def referenced_attachments(

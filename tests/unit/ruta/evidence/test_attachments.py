@@ -256,7 +256,7 @@ def test_a_remembered_rest_detaches_as_parsing_does(
     for _ in range(3):
         signature.value = secrets.token_bytes(value_length)
         serialised = signature.SerializeToString(deterministic=True) + tricky
-        assert detach_signature(serialised) == attachments_module._detach(serialised)
+        assert detach_signature(serialised) == attachments_module._detach(serialised)[:2]
     # Only a canonical head and a rest of certificates and an OCSP response is remembered.
     plain = (
         tricky in (b"", _PADDED_REST)
@@ -277,15 +277,26 @@ def test_a_non_canonical_value_length_is_detached_as_parsing_does() -> None:
     canonical = b"\x08\x01\x12" + varint(71) + value + rest
     padded = b"\x08\x01\x12\xc7\x00" + value + rest  # 71 in two bytes
     for serialised in (canonical, padded, canonical, padded):
-        assert detach_signature(serialised) == attachments_module._detach(serialised)
+        assert detach_signature(serialised) == attachments_module._detach(serialised)[:2]
 
 
 def test_remembered_rests_are_bounded_and_never_unreadable_ones() -> None:
     attachments_module._DETACHED_RESTS.clear()
-    for _ in range(attachments_module._MAX_DETACHED_RESTS + 10):
-        detach_signature(_signature(batch=False).SerializeToString(deterministic=True))
+    attachments_module._DETACHED_REST_LENGTHS.clear()
+    for n in range(attachments_module._MAX_DETACHED_RESTS + 10):
+        signature = _signature(batch=False)
+        signature.ocsp_response += bytes(n)  # rests of many lengths
+        serialised = signature.SerializeToString(deterministic=True)
+        assert detach_signature(serialised) == detach_signature(serialised)
+        assert detach_signature(serialised) == attachments_module._detach(serialised)[:2]
     assert len(attachments_module._DETACHED_RESTS) == attachments_module._MAX_DETACHED_RESTS
+    # The lengths looked up are those of the rests remembered (the oldest's went with it).
+    assert (
+        set(map(len, attachments_module._DETACHED_RESTS))
+        == attachments_module._DETACHED_REST_LENGTHS
+    )
     attachments_module._DETACHED_RESTS.clear()
+    attachments_module._DETACHED_REST_LENGTHS.clear()
     broken = b"\x08\x01\x12\x01\x00" + b"\x1a\x05abc"  # a certificate cut short
     long_chain = _signature(chain=5, batch=False).SerializeToString(deterministic=True)
     for _ in range(2):
