@@ -494,6 +494,14 @@ class CompactRange:
         self._size = size
         self._hashes = list(hashes)
 
+    def copy(self) -> Self:
+        """Another frontier of the same size and hashes, appended to independently (this one
+        was checked when it was made: the copy is not checked again)."""
+        copied = type(self).__new__(type(self))
+        copied._size = self._size
+        copied._hashes = self._hashes.copy()
+        return copied
+
     @staticmethod
     def frontier_keys(size: int) -> tuple[NodeKey, ...]:
         """Keys of the complete subtrees a frontier of ``size`` leaves holds, largest first."""

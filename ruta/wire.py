@@ -20,6 +20,24 @@ def varint(value: int) -> bytes:
         return _ONE_BYTE_VARINTS[value]
     if value < 0x4000:
         return bytes((value & 0x7F | 0x80, value >> 7))
+    # Up to five bytes (under 2**35: seconds and nanoseconds of a timestamp, sizes) written out
+    # without the loop's bytearray: about a third cheaper for each.
+    if value < 0x200000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
+    if value < 0x10000000:
+        return bytes(
+            (value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14 & 0x7F | 0x80, value >> 21)
+        )
+    if value < 0x800000000:
+        return bytes(
+            (
+                value & 0x7F | 0x80,
+                value >> 7 & 0x7F | 0x80,
+                value >> 14 & 0x7F | 0x80,
+                value >> 21 & 0x7F | 0x80,
+                value >> 28,
+            )
+        )
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)

@@ -504,8 +504,55 @@ def build_request_header(
     return header, header.SerializeToString(deterministic=True)
 
 
+#: Response headers' fixed fields (kind, client, service, method, purpose, sender, receiver)
+#: set once per request identifiers, method and purpose (as :data:`_REQUEST_TEMPLATES`), by the
+#: identifier objects :func:`read_header` gave (checked with ``is``); the identifiers' sub-messages
+#: are parsed from the exact bytes each identifier was read from, so unknown fields in them are
+#: echoed as a copy of the request's would. Never holds a per-call field. The oldest goes first.
+MAX_RESPONSE_TEMPLATES: Final = 256
+_RESPONSE_TEMPLATES: dict[
+    tuple[int, int, int, int, str, str],
+    tuple[SubsystemId, ServiceId, ServerId, ServerId, transport_pb2.MessageHeader],
+] = {}
+
+
+def _response_template(read: ReadHeader) -> transport_pb2.MessageHeader | None:
+    """The fixed fields of the response to ``read``; ``None`` when one of its identifiers was
+    not made by :func:`read_header` (its bytes are not known)."""
+    request = read.header
+    client, service, sender, receiver = read.client, read.service, read.sender, read.receiver
+    method, purpose = request.method, request.purpose
+    key = (id(client), id(service), id(sender), id(receiver), method, purpose)
+    found = _RESPONSE_TEMPLATES.get(key)
+    if (
+        found is not None
+        and found[0] is client
+        and found[1] is service
+        and found[2] is sender
+        and found[3] is receiver
+    ):
+        return found[4]
+    wires = [_read_wire(identifier) for identifier in (client, service, sender, receiver)]
+    if not all(wires):
+        return None
+    template = transport_pb2.MessageHeader(
+        kind=transport_pb2.MESSAGE_KIND_RESPONSE, method=method, purpose=purpose
+    )
+    template.client.ParseFromString(wires[0])
+    template.service.ParseFromString(wires[1])
+    template.sender.ParseFromString(wires[3])  # the request's receiver answers
+    template.receiver.ParseFromString(wires[2])
+    remember(
+        _RESPONSE_TEMPLATES,
+        key,
+        (client, service, sender, receiver, template),
+        maxsize=MAX_RESPONSE_TEMPLATES,
+    )
+    return template
+
+
 def build_response_header(
-    request: transport_pb2.MessageHeader,
+    request: transport_pb2.MessageHeader | ReadHeader,
     *,
     request_digest: bytes,
     body: bytes,
@@ -517,7 +564,29 @@ def build_response_header(
 ) -> tuple[transport_pb2.MessageHeader, bytes]:
     """Build the response header bound to ``request`` by ``request_digest`` (see
     :func:`request_hash`); sender and receiver are the request's, swapped. ``backend_fault``
-    and ``backend_fault_id`` are a backend's checked fault code and id (docs/adr/0024)."""
+    and ``backend_fault_id`` are a backend's checked fault code and id (docs/adr/0024).
+    ``request`` is the request's header, or what :func:`read_header` read from it: then the
+    fixed fields are copied from a remembered template (one C-level copy; the same bytes)."""
+    if isinstance(request, ReadHeader):
+        read, request = request, request.header
+        template = _response_template(read)
+        if template is not None:
+            header = transport_pb2.MessageHeader()
+            header.CopyFrom(template)
+            header.message_id = request.message_id
+            header.user_id = request.user_id
+            header.subject = request.subject
+            header.body_sha256 = hashlib.sha256(body).digest()
+            header.request_hash = request_digest
+            header.status_code = status_code
+            if fault is not None:
+                header.fault = str(fault)
+            header.backend_fault = backend_fault
+            header.backend_fault_id = backend_fault_id
+            header.created_at.seconds, header.created_at.nanos = timestamp_parts(
+                created_at.astimezone(UTC)
+            )
+            return header, header.SerializeToString(deterministic=True)
     header = transport_pb2.MessageHeader(
         message_id=request.message_id,
         kind=transport_pb2.MESSAGE_KIND_RESPONSE,
@@ -565,11 +634,26 @@ _SERVICES_BY_WIRE: dict[bytes, ServiceId] = {}
 _SERVERS_BY_WIRE: dict[bytes, ServerId] = {}
 
 
+# The wire bytes each identifier above was made from, by the identifier object (checked with
+# ``is``): an identifier object stands for exactly those bytes (response templates rely on it).
+_READ_WIRES: dict[int, tuple[object, bytes]] = {}
+
+
 def _read_id(cache: dict[bytes, _I], from_proto: Callable[[_M], _I], message: _M) -> _I:
     """``from_proto(message)``, remembered by the message's wire bytes."""
     wire = message.SerializeToString()
     found = cache.get(wire)
-    return found if found is not None else _remember(cache, wire, from_proto(message))
+    if found is not None:
+        return found
+    made = _remember(cache, wire, from_proto(message))
+    remember(_READ_WIRES, id(made), (made, wire), maxsize=3 * MAX_CACHED_IDENTIFIERS)
+    return made
+
+
+def _read_wire(identifier: object) -> bytes:
+    """The wire bytes ``identifier`` was read from (empty: not one :func:`read_header` made)."""
+    found = _READ_WIRES.get(id(identifier))
+    return found[1] if found is not None and found[0] is identifier else b""
 
 
 def read_header(header_bytes: bytes) -> ReadHeader:

@@ -193,7 +193,8 @@ class GrpcPeerLinks:
     async def connect(
         self, servers: Sequence[SecurityServer], anchors: Sequence[x509.Certificate]
     ) -> ProviderLink:
-        failure = TransportError("the provider's member lists no security server")
+        # Made only when no server could be used (an exception per call cost ~3 us).
+        failure: TransportError | None = None
         # Round robin over the member's servers, those that failed lately last (balance.py).
         for server in self._channels.order(servers)[:MAX_PROVIDER_SERVERS_TRIED]:
             try:
@@ -203,7 +204,7 @@ class GrpcPeerLinks:
                 failure = exc
                 continue
             return _GrpcProviderLink(self, server, channel)
-        raise failure
+        raise failure or TransportError("the provider's member lists no security server")
 
     async def close(self) -> None:
         if self._links is not None:

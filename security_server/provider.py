@@ -470,7 +470,7 @@ class ProviderProxy:
         body = forwarded.body
         created_at = self._clock()
         response, response_bytes = build_response_header(
-            read.header,
+            read,
             request_digest=request_digest,
             body=body,
             status_code=forwarded.status,

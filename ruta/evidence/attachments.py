@@ -133,6 +133,64 @@ def _attachment(kind: AttachmentKind, der: bytes) -> Attachment:
     return found
 
 
+#: What the fields after a signature's value detach to (the rest of the ``LoggedSignature``
+#: and the attachments), by those bytes, for signatures whose rest holds only a certificate,
+#: chain certificates and an OCSP response: a server logs the same few signers' rests in
+#: record after record, so each is parsed, hashed and serialised once; the oldest forgotten
+#: first beyond this many.
+_MAX_DETACHED_RESTS: Final = 64
+_DETACHED_RESTS: dict[bytes, tuple[bytes, tuple[Attachment, ...]]] = {}
+#: The lengths of the rests above: a rest of another length (a batch path's, under load) is not
+#: looked up (no copy and hash of its bytes).
+_DETACHED_REST_LENGTHS: set[int] = set()
+#: The keys of the fields a rest above may hold: ``certificate`` (3), ``chain`` (4) and
+#: ``ocsp_response`` (5), each length-delimited.
+_REST_KEYS: Final = frozenset((3 << 3 | 2, 4 << 3 | 2, 5 << 3 | 2))
+
+
+def _value_end(signature: bytes) -> int:
+    """Where ``signature``'s value ends when it starts as deterministic serialisation writes
+    a set algorithm (field 1, one byte) and a non-empty value (field 2, a length under 2**14
+    written in as few bytes as it takes); 0 otherwise. Those bytes are then exactly what
+    :func:`detach_signature` writes for the two fields."""
+    if len(signature) < 5 or signature[0] != 0x08 or not 0 < signature[1] < 0x80:
+        return 0
+    if signature[2] != 0x12:
+        return 0
+    length = signature[3]
+    start = 4
+    if length >= 0x80:
+        high = signature[4]
+        if not 0 < high < 0x80:
+            return 0
+        length = length & 0x7F | high << 7
+        start = 5
+    end = start + length
+    return end if length and end <= len(signature) else 0
+
+
+def _plain_rest(rest: bytes) -> bool:
+    """Whether ``rest`` is a sequence of well-formed length-delimited fields 3, 4 and 5 only
+    (nothing that sets the algorithm, the value or a batch path, no unknown field)."""
+    position, size = 0, len(rest)
+    while position < size:
+        if rest[position] not in _REST_KEYS:
+            return False
+        position += 1
+        length, shift = 0, 0
+        while True:
+            if position >= size or shift > 28:
+                return False
+            byte = rest[position]
+            position += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        position += length
+    return position == size
+
+
 def detach_signature(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
     """Split a serialised ``Signature`` into the serialised ``LoggedSignature`` a leaf keeps
     and the attachments it names (certificate, each chain certificate, the OCSP response if
@@ -147,6 +205,27 @@ def detach_signature(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
     :class:`AttachmentError` if ``signature`` is not a readable ``Signature`` or its chain is
     longer than :data:`ruta.pki.certs.MAX_CHAIN_LENGTH`.
     """
+    end = _value_end(signature)
+    if end and len(signature) - end in _DETACHED_REST_LENGTHS:
+        found = _DETACHED_RESTS.get(signature[end:])
+        if found is not None:
+            return signature[:end] + found[0], found[1]
+    logged, attachments, batched = _detach(signature)
+    if end and not batched and logged[:end] == signature[:end]:
+        rest = signature[end:]
+        if _plain_rest(rest):
+            if len(_DETACHED_RESTS) >= _MAX_DETACHED_RESTS:
+                _DETACHED_RESTS.pop(next(iter(_DETACHED_RESTS)))
+                _DETACHED_REST_LENGTHS.clear()
+                _DETACHED_REST_LENGTHS.update(map(len, _DETACHED_RESTS))
+            _DETACHED_RESTS[rest] = (logged[end:], attachments)
+            _DETACHED_REST_LENGTHS.add(len(rest))
+    return logged, attachments
+
+
+def _detach(signature: bytes) -> tuple[bytes, tuple[Attachment, ...], bool]:
+    """:func:`detach_signature` by parsing ``signature`` and serialising the result; and
+    whether it carries a batch path."""
     parsed = transport_pb2.Signature()
     try:
         parsed.ParseFromString(signature)
@@ -172,8 +251,9 @@ def detach_signature(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
         attached = _attachment(AttachmentKind.OCSP_RESPONSE, response)
         attachments.append(attached)
         parsed.ocsp_response = attached.digest
+    batched = parsed.HasField("batch")
     if parsed.batch.size < SHARE_MIN_BATCH:
-        return parsed.SerializeToString(deterministic=True), tuple(attachments)
+        return parsed.SerializeToString(deterministic=True), tuple(attachments), batched
     batch = parsed.batch.SerializeToString(deterministic=True)
     parsed.ClearField("batch")
     shared = parsed.SerializeToString(deterministic=True)
@@ -184,7 +264,8 @@ def detach_signature(signature: bytes) -> tuple[bytes, tuple[Attachment, ...]]:
             _SHARED_DIGESTS, shared, hashlib.sha256(shared).digest(), maxsize=_MAX_SHARED_DIGESTS
         )
     attachments.append(Attachment(shared_digest, AttachmentKind.SHARED_SIGNATURE, shared))
-    return _BATCH_TAG + varint(len(batch)) + batch + _SHARED_TAG + shared_digest, tuple(attachments)
+    logged = _BATCH_TAG + varint(len(batch)) + batch + _SHARED_TAG + shared_digest
+    return logged, tuple(attachments), batched
 
 
 def referenced_attachments(

@@ -666,7 +666,7 @@ class GroupCommitWriter:
         state; returns the new frontier, each job's outcome, the records and claims written,
         and the digests of the attachments offered to ``log_attachments``."""
         origin = self._origin
-        frontier = CompactRange(size=self._frontier.size, hashes=self._frontier.hashes)
+        frontier = self._frontier.copy()
         outcomes: list[list[AppendedRecord] | LogError] = []
         leaf_rows: list[tuple[Any, ...]] = []
         node_rows: list[tuple[Any, ...]] = []

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, NoReturn
 
 from google.protobuf.message import DecodeError
 
 from ruta.faults import Fault
 from ruta.ids import IdentifierError, ServiceId, SubsystemId
+from ruta.memo import memo_by_identity
 from ruta.timestamps import from_timestamp
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.log.errors import LogError
@@ -101,6 +103,11 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+#: ``str(identifier)`` per identifier object (the exchange path hands the same few objects,
+#: remembered by the header reader, for record after record; the text is built from nested
+#: f-strings on every ``str``).
+_id_text: Callable[[SubsystemId | ServiceId], str] = memo_by_identity(str, maxsize=1024)
+
 _KIND_OF: Final = {
     transport_pb2.MESSAGE_KIND_REQUEST: RecordKind.REQUEST,
     transport_pb2.MESSAGE_KIND_RESPONSE: RecordKind.RESPONSE,
@@ -139,6 +146,23 @@ class LogEntry:
     created_at_us: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        subject, body = self.subject, self.body
+        # Every bound compared on the way through; the loop below names the one exceeded.
+        if (
+            len(self.header) > MAX_HEADER_BYTES
+            or len(self.signature) > MAX_SIGNATURE_BYTES
+            or len(self.certificate_fingerprint) > MAX_FINGERPRINT_LENGTH
+            or len(self.message_id) > MAX_MESSAGE_ID_LENGTH
+            or len(self.method) > MAX_METHOD_LENGTH
+            or (subject is not None and len(subject) > MAX_SUBJECT_LENGTH)
+            or (body is not None and len(body) > MAX_BODY_BYTES)
+        ):
+            self._refuse_oversized()
+        if not self.message_id:
+            raise InvalidLogEntryError("a logged message needs a message id")
+        object.__setattr__(self, "created_at_us", to_micros(self.created_at))
+
+    def _refuse_oversized(self) -> NoReturn:
         bounds = (
             ("header", len(self.header), MAX_HEADER_BYTES),
             ("signature", len(self.signature), MAX_SIGNATURE_BYTES),
@@ -153,9 +177,7 @@ class LogEntry:
                 raise InvalidLogEntryError(
                     f"the {name} to log is {size} long; the limit is {limit}"
                 )
-        if not self.message_id:
-            raise InvalidLogEntryError("a logged message needs a message id")
-        object.__setattr__(self, "created_at_us", to_micros(self.created_at))
+        raise AssertionError("unreachable: called only for an entry over a bound")
 
     @classmethod
     def from_signed(
@@ -230,8 +252,8 @@ class LogEntry:
             certificate_fingerprint=certificate_fingerprint,
             message_id=parsed.message_id,
             kind=kind,
-            client=str(client),
-            service=str(service),
+            client=_id_text(client),
+            service=_id_text(service),
             method=parsed.method,
             created_at=created_at,
             subject=parsed.subject or None,

@@ -220,6 +220,20 @@ def test_compact_range_reports_completed_subtrees() -> None:
     assert frontier.hashes == (node_hash(h01, h23),)
 
 
+def test_a_compact_range_copy_is_the_same_frontier_appended_to_alone() -> None:
+    frontier = CompactRange()
+    hashes = ref.leaf_hashes(7)
+    for h in hashes[:5]:
+        frontier.append(h)
+    copied = frontier.copy()
+    assert (copied.size, copied.hashes, copied.root()) == (5, frontier.hashes, frontier.root())
+    copied.append(hashes[5])
+    assert (frontier.size, copied.size) == (5, 6)
+    frontier.append(hashes[5])
+    assert copied.hashes == frontier.hashes
+    assert copied.root() == root_from_leaf_hashes(hashes[:6])
+
+
 async def test_fetch_plan_reads_one_batch() -> None:
     tree = MemoryTree()
     for h in ref.leaf_hashes(11):

@@ -474,3 +474,111 @@ def test_a_template_is_only_used_for_the_same_identifier_objects() -> None:
     _, raw_two = build_request_header(call, body=b"", sender=sender, receiver=two, created_at=now)
     assert read_header(raw_two).receiver == two
     assert raw_one != raw_two
+
+
+def _request_bytes(*, user_id: str, subject: str, unknown_in_client: bool, unknown: bool) -> bytes:
+    client = SubsystemId.parse("DEV/GOV/SOC/benefits").to_proto().SerializeToString()
+    if unknown_in_client:
+        client += b"\xfa\x01\x03new"  # field 31, length-delimited: a newer peer's addition
+    request = transport_pb2.MessageHeader(
+        message_id=str(uuid.uuid4()),
+        kind=transport_pb2.MESSAGE_KIND_REQUEST,
+        service=ServiceId.parse("DEV/GOV/POP/registry/population.v1.PopulationRegister").to_proto(),
+        method="GetPerson",
+        purpose="benefit-eligibility",
+        user_id=user_id,
+        subject=subject,
+        body_sha256=hashlib.sha256(b"q").digest(),
+        sender=ServerId.parse("DEV/GOV/SOC/ss1").to_proto(),
+        receiver=ServerId.parse("DEV/GOV/POP/ss1").to_proto(),
+    )
+    request.client.ParseFromString(client)
+    request.created_at.seconds = 1_765_000_000
+    return request.SerializeToString() + (b"\xf2\x01\x02hi" if unknown else b"")  # field 30
+
+
+@given(
+    user_id=st.sampled_from(["", "jdoe"]),
+    subject=st.sampled_from(["", "EE38001010001"]),
+    unknown_in_client=st.booleans(),
+    unknown=st.booleans(),
+    status_code=st.sampled_from([0, 5, 14]),
+    fault=st.sampled_from([None, Fault.SERVER_PROVIDER_SERVICE_FAILED]),
+    backend=st.sampled_from([("", ""), ("no_such_person", "f-1")]),
+    body=st.sampled_from([b"", b"answer"]),
+)
+def test_a_response_from_a_template_is_the_response_built_field_by_field(
+    user_id: str,
+    subject: str,
+    unknown_in_client: bool,
+    unknown: bool,
+    status_code: int,
+    fault: Fault | None,
+    backend: tuple[str, str],
+    body: bytes,
+) -> None:
+    """Given what read_header read, the response's fixed fields come from a remembered template:
+    the same bytes as built from the request header alone (unknown fields of an identifier
+    echoed, the request's own unknown fields not), again and again."""
+    now = datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC)
+    for _ in range(2):
+        read = read_header(
+            _request_bytes(
+                user_id=user_id,
+                subject=subject,
+                unknown_in_client=unknown_in_client,
+                unknown=unknown,
+            )
+        )
+        arguments = {
+            "request_digest": hashlib.sha256(b"r").digest(),
+            "body": body,
+            "status_code": status_code,
+            "fault": fault,
+            "created_at": now,
+            "backend_fault": backend[0],
+            "backend_fault_id": backend[1],
+        }
+        templated = build_response_header(read, **arguments)  # type: ignore[arg-type]
+        plain = build_response_header(read.header, **arguments)  # type: ignore[arg-type]
+        assert headers._response_template(read) is not None  # the template's path was taken
+        assert templated[1] == plain[1]
+        assert templated[0] == plain[0]
+
+
+def test_response_templates_are_bounded_and_only_for_identifiers_read() -> None:
+    read = read_header(
+        _request_bytes(user_id="", subject="", unknown_in_client=False, unknown=False)
+    )
+    headers._RESPONSE_TEMPLATES.clear()
+    # Identifiers built elsewhere (equal, but not what read_header made): no template.
+    elsewhere = dataclasses.replace(read, client=SubsystemId.parse(str(read.client)))
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    made = build_response_header(
+        elsewhere, request_digest=b"d" * 32, body=b"", status_code=0, fault=None, created_at=now
+    )
+    assert not headers._RESPONSE_TEMPLATES
+    assert (
+        made[1]
+        == build_response_header(
+            read.header,
+            request_digest=b"d" * 32,
+            body=b"",
+            status_code=0,
+            fault=None,
+            created_at=now,
+        )[1]
+    )
+    for n in range(headers.MAX_RESPONSE_TEMPLATES + 5):
+        request = transport_pb2.MessageHeader()
+        request.ParseFromString(read.header.SerializeToString())
+        request.purpose = f"purpose-{n}"
+        build_response_header(
+            read_header(request.SerializeToString()),
+            request_digest=b"d" * 32,
+            body=b"",
+            status_code=0,
+            fault=None,
+            created_at=now,
+        )
+    assert len(headers._RESPONSE_TEMPLATES) == headers.MAX_RESPONSE_TEMPLATES

@@ -11,6 +11,8 @@ import pytest
 from ruta.globalconf import SecurityServer
 from ruta.ids import ServerId
 from ruta.pki.testing import TestPki
+from security_server.errors import TransportError
+from security_server.links import GrpcPeerLinks
 from security_server.transport import MAX_CACHED_CHANNEL_KEYS, PeerChannels, PeerStatus
 
 
@@ -66,3 +68,25 @@ async def test_channel_keys_are_bounded(channels: PeerChannels, tmp_path: Path) 
     for i in range(MAX_CACHED_CHANNEL_KEYS + 10):
         await channels.channel(_peer(f"ss{i}"), anchors)
     assert len(channels._keys) <= MAX_CACHED_CHANNEL_KEYS
+
+
+async def test_links_to_no_server_or_only_unreachable_ones_fail(
+    channels: PeerChannels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GrpcPeerLinks.connect: no server listed, or each one unusable, is a TransportError (the
+    last server's own, when one was tried); a usable one is linked."""
+    links = GrpcPeerLinks(channels, frames=False)
+    anchors = (TestPki(tmp_path / "pki").root.certificate,)
+    with pytest.raises(TransportError, match="lists no security server"):
+        await links.connect((), anchors)
+
+    async def unusable(self: PeerChannels, peer: SecurityServer, *_: Any) -> grpc.aio.Channel:
+        raise TransportError(f"{peer.id} is down")
+
+    usable = PeerChannels.channel
+    monkeypatch.setattr(PeerChannels, "channel", unusable)
+    with pytest.raises(TransportError, match=r"LAC/GOV/POP/ss[12] is down"):
+        await links.connect((_peer("ss1"), _peer("ss2")), anchors)
+    monkeypatch.setattr(PeerChannels, "channel", usable)
+    link = await links.connect((_peer("ss1"),), anchors)
+    assert str(link.server.id) == "LAC/GOV/POP/ss1"

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ruta.evidence import attachments as attachments_module
 from ruta.evidence.attachments import (
     SHARE_MIN_BATCH,
     AttachmentError,
@@ -21,6 +22,7 @@ from ruta.evidence.attachments import (
     resolve_shared,
 )
 from ruta.v1 import log_pb2, transport_pb2
+from ruta.wire import varint
 
 
 def _signature(
@@ -216,3 +218,90 @@ def test_a_certificate_or_ocsp_response_seen_again_gives_the_same_attachment() -
     assert certificate.kind is AttachmentKind.CERTIFICATE
     assert response.kind is AttachmentKind.OCSP_RESPONSE
     assert certificate.digest == response.digest
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return bytes([number << 3 | 2]) + varint(len(payload)) + payload
+
+
+#: Rests (the bytes after the value) that change what the value's bytes mean, or carry what
+#: the log drops: none may be detached by the remembered rest.
+_TRICKY_RESTS = (
+    _field(2, b"another value"),  # a second value: the last one counts
+    _field(2, b""),  # an empty one, as well
+    b"\x08\x02",  # another algorithm
+    _field(6, b"\x08\x01\x10\x02"),  # a batch path
+    _field(9, b"unknown"),  # an unknown field (dropped)
+)
+#: A rest that is still plain: a certificate, then a chain certificate whose length is written
+#: in two bytes where one does (parsing reads it the same; the log writes it in one).
+_PADDED_REST = _field(3, b"\x01" * 40) + b"\x22\x85\x00" + b"\x02" * 5
+
+
+@given(
+    value_length=st.sampled_from([1, 70, 71, 72, 127, 128, 300, 16383, 16384]),
+    algorithm=st.sampled_from([0, 1, 2, 127, 128]),
+    chain=st.integers(0, 2),
+    ocsp=st.booleans(),
+    batch_size=st.sampled_from([0, 2, 4]),
+    tricky=st.sampled_from([b"", _PADDED_REST, *_TRICKY_RESTS]),
+)
+def test_a_remembered_rest_detaches_as_parsing_does(
+    value_length: int, algorithm: int, chain: int, ocsp: bool, batch_size: int, tricky: bytes
+) -> None:
+    """Signatures sharing everything after their value are detached from the remembered rest:
+    always the bytes and attachments parsing and serialising give, whatever the rest holds."""
+    signature = _signature(chain=chain, ocsp=ocsp, batch=batch_size > 0, batch_size=batch_size)
+    signature.algorithm = algorithm  # type: ignore[assignment]
+    for _ in range(3):
+        signature.value = secrets.token_bytes(value_length)
+        serialised = signature.SerializeToString(deterministic=True) + tricky
+        assert detach_signature(serialised) == attachments_module._detach(serialised)[:2]
+    # Only a canonical head and a rest of certificates and an OCSP response is remembered.
+    plain = (
+        tricky in (b"", _PADDED_REST)
+        and not batch_size
+        and 0 < algorithm < 0x80
+        and value_length < 0x4000
+    )
+    remembered = [r for r in attachments_module._DETACHED_RESTS if serialised.endswith(r)]
+    if plain:
+        assert serialised[(5 if value_length >= 0x80 else 4) + value_length :] in remembered
+    else:
+        assert not [r for r in remembered if r]  # (an empty rest ends every signature)
+
+
+def test_a_non_canonical_value_length_is_detached_as_parsing_does() -> None:
+    value = secrets.token_bytes(71)
+    rest = _field(3, secrets.token_bytes(528))
+    canonical = b"\x08\x01\x12" + varint(71) + value + rest
+    padded = b"\x08\x01\x12\xc7\x00" + value + rest  # 71 in two bytes
+    for serialised in (canonical, padded, canonical, padded):
+        assert detach_signature(serialised) == attachments_module._detach(serialised)[:2]
+
+
+def test_remembered_rests_are_bounded_and_never_unreadable_ones() -> None:
+    attachments_module._DETACHED_RESTS.clear()
+    attachments_module._DETACHED_REST_LENGTHS.clear()
+    for n in range(attachments_module._MAX_DETACHED_RESTS + 10):
+        signature = _signature(batch=False)
+        signature.ocsp_response += bytes(n)  # rests of many lengths
+        serialised = signature.SerializeToString(deterministic=True)
+        assert detach_signature(serialised) == detach_signature(serialised)
+        assert detach_signature(serialised) == attachments_module._detach(serialised)[:2]
+    assert len(attachments_module._DETACHED_RESTS) == attachments_module._MAX_DETACHED_RESTS
+    # The lengths looked up are those of the rests remembered (the oldest's went with it).
+    assert (
+        set(map(len, attachments_module._DETACHED_RESTS))
+        == attachments_module._DETACHED_REST_LENGTHS
+    )
+    attachments_module._DETACHED_RESTS.clear()
+    attachments_module._DETACHED_REST_LENGTHS.clear()
+    broken = b"\x08\x01\x12\x01\x00" + b"\x1a\x05abc"  # a certificate cut short
+    long_chain = _signature(chain=5, batch=False).SerializeToString(deterministic=True)
+    for _ in range(2):
+        with pytest.raises(AttachmentError, match="not a readable"):
+            detach_signature(broken)
+        with pytest.raises(AttachmentError, match="chain certificates"):
+            detach_signature(long_chain)
+    assert not attachments_module._DETACHED_RESTS

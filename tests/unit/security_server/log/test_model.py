@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -10,7 +11,7 @@ from google.protobuf import timestamp_pb2
 from ruta.v1 import transport_pb2
 from security_server.headers import read_header
 from security_server.log import Direction, InvalidLogEntryError, LogEntry, RecordKind
-from security_server.log.model import from_micros, to_micros
+from security_server.log.model import MAX_BODY_BYTES, MAX_SIGNATURE_BYTES, from_micros, to_micros
 from tests.unit.security_server.log.support import CLIENT, SERVICE, make_entry
 
 
@@ -58,6 +59,8 @@ def test_unreadable_headers_are_refused(header: bytes) -> None:
         ("subject", "s" * 256),
         ("header", b"h" * (64 * 1024 + 1)),
         ("certificate_fingerprint", "f" * 129),
+        ("signature", b"s" * (MAX_SIGNATURE_BYTES + 1)),
+        ("body", b"b" * (MAX_BODY_BYTES + 1)),
         ("created_at", datetime(2026, 1, 1)),  # noqa: DTZ001 - naive on purpose
     ],
 )
@@ -127,3 +130,27 @@ def test_from_parsed_refuses_a_header_of_no_kind() -> None:
             certificate_fingerprint=entry.certificate_fingerprint,
             body=None,
         )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("header", b"h" * (64 * 1024 + 1), "the header to log is 65537 long"),
+        ("method", "M" * 256, "the method to log is 256 long"),
+        ("subject", "s" * 256, "the subject to log is 256 long"),
+        ("message_id", "m" * 129, "the message id to log is 129 long"),
+    ],
+)
+def test_an_entry_over_a_bound_is_refused_naming_it(field: str, value: object, named: str) -> None:
+    entry = make_entry()
+    with pytest.raises(InvalidLogEntryError, match=named):
+        replace(entry, **{field: value})  # type: ignore[arg-type]
+    # At the bound itself, it is taken.
+    replace(entry, subject="s" * 255, method="M" * 255, message_id="m" * 128)
+
+
+def test_the_identifier_text_is_that_of_the_identifier() -> None:
+    first = make_entry()
+    again = make_entry()
+    assert (first.client, first.service) == (again.client, again.service)
+    assert (first.client, first.service) == (str(CLIENT), str(SERVICE))
