@@ -89,6 +89,7 @@ __all__ = [
     "GroupCommitWriter",
     "fetch_many_nodes",
     "fetch_nodes",
+    "fetch_nodes_sqlite",
     "restore_frontier",
 ]
 
@@ -228,6 +229,30 @@ async def fetch_nodes(
             params[f"s{i}"] = node_last_seq(level, idx)
         rows = await conn.execute(_nodes_query(len(chunk)), params)
         result.update(_node_hashes(rows))
+    return result
+
+
+def fetch_nodes_sqlite(
+    dbapi: sqlite3.Connection, origin: str, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    """:func:`fetch_nodes` on a synchronous ``sqlite3`` connection, in the calling thread: the
+    same queries (the leaf hashes by primary key, the nodes by :func:`_nodes_query`)."""
+    result: dict[tuple[int, int], bytes] = {}
+    wanted = sorted({idx for level, idx in keys if level == 0})
+    inner = [key for key in keys if key[0] > 0]
+    for start in range(0, len(wanted), _MAX_LEAVES_PER_QUERY):
+        seqs = wanted[start : start + _MAX_LEAVES_PER_QUERY]
+        marks = ", ".join("?" * len(seqs))
+        sql = f"SELECT seq, leaf_hash FROM log_leaves WHERE origin = ? AND seq IN ({marks})"  # noqa: S608
+        rows = dbapi.execute(sql, (origin, *seqs)).fetchall()
+        result.update({(0, int(seq)): bytes(leaf_hash) for seq, leaf_hash in rows})
+    for start in range(0, len(inner), _MAX_KEYS_PER_QUERY):
+        chunk = inner[start : start + _MAX_KEYS_PER_QUERY]
+        params: dict[str, Any] = {"o": origin}
+        for i, (level, idx) in enumerate(chunk):
+            params[f"l{i}"] = level
+            params[f"s{i}"] = node_last_seq(level, idx)
+        result.update(_node_hashes(dbapi.execute(_nodes_query(len(chunk)).text, params)))
     return result
 
 
@@ -496,6 +521,24 @@ class GroupCommitWriter:
         self._pending.append(job)
         self._wakeup.set()
         return future
+
+    @property
+    def on_sqlite_file(self) -> bool:
+        """Whether the log is a SQLite file with its worker thread running (until :meth:`close`):
+        :meth:`transaction_aside` may be used."""
+        return self._sqlite is not None
+
+    async def transaction_aside(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(connection, *args)`` (a synchronous ``sqlite3`` connection adapter: compiled
+        statements, rows as tuples) in one write transaction of its own in the log's SQLite
+        worker thread, between the writer's groups: one thread trip and one ``COMMIT``
+        (``synchronous=FULL``) where the async engine takes a trip per statement, cursor and
+        pooled connection. For the checkpointer's writes; their commits are not noted among
+        the appends' commit times. Raises :class:`LogWriteError` unless :attr:`on_sqlite_file`."""
+        worker = self._sqlite
+        if worker is None:
+            raise LogWriteError("the message log is closed or not a SQLite file")
+        return await worker.transaction(fn, *args, timed=False)
 
     def _commits_here(self) -> bool:
         """Whether a job may be committed in the caller's step: a SQLite file, the server quiet,
@@ -869,16 +912,18 @@ class _SqliteWorker:
         engine = sqlite_sync_engine(url)
         return cls(engine, commit_times) if engine is not None else None
 
-    async def transaction(self, fn: Callable[..., _T], *args: Any) -> _T:
+    async def transaction(self, fn: Callable[..., _T], *args: Any, timed: bool = True) -> _T:
         """Run ``fn(connection, *args)`` in one write transaction in the worker thread; the
-        transaction commits when ``fn`` returns and rolls back when it raises.
+        transaction commits when ``fn`` returns and rolls back when it raises. ``timed``: its
+        ``COMMIT``'s wall time is noted in the commit times (the appends'; not the checkpoints').
 
         Cancelling the awaiting task does not stop the thread: the transaction still finishes
         (commits or rolls back) there, like the records of a caller whose deadline passed; the
         writer restores its tree from the database before its next group."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
-        self._jobs.put(_SqliteJob(loop, future, functools.partial(self._run, fn, *args)))
+        call = functools.partial(self._run, fn, *args, timed=timed)
+        self._jobs.put(_SqliteJob(loop, future, call))
         return await future
 
     def run_here(self, fn: Callable[..., _T], *args: Any) -> _T | None:
@@ -917,14 +962,14 @@ class _SqliteWorker:
             with contextlib.suppress(RuntimeError):
                 job.loop.call_soon_threadsafe(_settle, job.future, *outcome)
 
-    def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+    def _run(self, fn: Callable[..., _T], *args: Any, timed: bool = True) -> _T:
         if self._connection is None:
             self._connection = self._engine.raw_connection()
         dbapi: sqlite3.Connection = self._connection.driver_connection
         try:
             began = time.perf_counter()
             dbapi.execute("BEGIN IMMEDIATE")
-            return self._transact(dbapi, fn, args, began)
+            return self._transact(dbapi, fn, args, began, timed=timed)
         except BaseException:
             # The connection is replaced so the next group starts clean.
             connection, self._connection = self._connection, None
@@ -934,14 +979,21 @@ class _SqliteWorker:
             raise
 
     def _transact(
-        self, dbapi: sqlite3.Connection, fn: Callable[..., _T], args: Any, began: float
+        self,
+        dbapi: sqlite3.Connection,
+        fn: Callable[..., _T],
+        args: Any,
+        began: float,
+        *,
+        timed: bool = True,
     ) -> _T:
         """``fn`` and ``COMMIT`` in the transaction begun on ``dbapi``; whatever fails (a
         statement, the commit itself), it is rolled back and nothing of the group stays."""
         try:
             result = fn(_RawSqlite(dbapi, self._engine.dialect, self._compiled), *args)
             _commit(dbapi)
-            self._commit_times.note(time.perf_counter() - began)
+            if timed:
+                self._commit_times.note(time.perf_counter() - began)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 dbapi.rollback()

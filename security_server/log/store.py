@@ -35,6 +35,7 @@ from security_server.log._writer import (
     GroupCommitWriter,
     fetch_many_nodes,
     fetch_nodes,
+    fetch_nodes_sqlite,
     restore_frontier,
 )
 from security_server.log.bodies import (
@@ -762,6 +763,15 @@ class MessageLog(LogReader):
             return await super().holds_message(client=client, message_id=message_id)
         return self._holds(self._lookup.rows(message_id), client)
 
+    async def _fetch_nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
+        """As :meth:`LogReader._fetch_nodes`; on a SQLite file, read on this log's own
+        connection in the calling thread (a proof's few indexed reads: the checkpointer's
+        consistency proof each second took twelve trips through the async engine's worker
+        threads, bench/README.md "Tenth round (perf-futex)")."""
+        if self._lookup is None or not keys:
+            return await super()._fetch_nodes(keys)
+        return self._lookup.nodes(self._origin, keys)
+
     async def close(self) -> None:
         """Write every append already queued, then stop the writer. The engine stays open."""
         await self._writer.close()
@@ -943,6 +953,12 @@ class MessageLog(LogReader):
         if await self.root(size) != root:
             raise LogIntegrityError(f"checkpoint root for size {size} is not the log's root")
         now = to_micros(self._clock())
+        if self._writer.on_sqlite_file:
+            # One trip to the log's SQLite thread (the async engine took twelve).
+            return await self._writer.transaction_aside(
+                _save_checkpoint_sqlite,
+                {"o": self._origin, "s": size, "r": root, "n": note, "t": now},
+            )
         async with self._engine.connect() as raw:
             conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
             async with conn.begin():
@@ -970,15 +986,26 @@ class MessageLog(LogReader):
         stored."""
         if len(cosignature) > MAX_CHECKPOINT_TEXT:
             raise InvalidLogEntryError(f"a cosignature is at most {MAX_CHECKPOINT_TEXT} chars")
-        async with self._engine.connect() as raw:
-            conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
-            async with conn.begin():
-                result = await conn.execute(
-                    sa.update(log_checkpoints)
-                    .where(log_checkpoints.c.origin == self._origin, log_checkpoints.c.size == size)
-                    .values(cosignature=cosignature, cosigned_at=to_micros(cosigned_at))
-                )
-        if result.rowcount != 1:
+        at = to_micros(cosigned_at)
+        if self._writer.on_sqlite_file:
+            # One trip to the log's SQLite thread (the async engine took eight).
+            updated = await self._writer.transaction_aside(
+                _save_cosignature_sqlite, self._origin, size, cosignature, at
+            )
+        else:
+            async with self._engine.connect() as raw:
+                conn = await raw.execution_options(**{WRITE_TRANSACTION: True})
+                async with conn.begin():
+                    result = await conn.execute(
+                        sa.update(log_checkpoints)
+                        .where(
+                            log_checkpoints.c.origin == self._origin,
+                            log_checkpoints.c.size == size,
+                        )
+                        .values(cosignature=cosignature, cosigned_at=at)
+                    )
+            updated = result.rowcount
+        if updated != 1:
             raise LogRangeError(f"no checkpoint of size {size} is stored")
 
     # --- replay claims --------------------------------------------------------------------------
@@ -1033,6 +1060,71 @@ async def _check_body_files(conn: AsyncConnection, origin: str, url: sa.URL) -> 
             "missing" if size < 0 else "shorter than they say",
         )
     return segment
+
+
+_CHECKPOINT_COLUMNS: Final = (
+    log_checkpoints.c.origin,
+    log_checkpoints.c.size,
+    log_checkpoints.c.root,
+    log_checkpoints.c.note,
+    log_checkpoints.c.created_at,
+    log_checkpoints.c.cosignature,
+    log_checkpoints.c.cosigned_at,
+)
+#: The checkpointer's statements on the log's SQLite thread (compiled once there).
+_CHECKPOINT_AT: Final = sa.select(*_CHECKPOINT_COLUMNS).where(
+    log_checkpoints.c.origin == sa.bindparam("o"), log_checkpoints.c.size == sa.bindparam("s")
+)
+_INSERT_CHECKPOINT: Final = sa.insert(log_checkpoints).values(
+    origin=sa.bindparam("o"),
+    size=sa.bindparam("s"),
+    root=sa.bindparam("r"),
+    note=sa.bindparam("n"),
+    created_at=sa.bindparam("t"),
+)
+_COSIGN_CHECKPOINT: Final = (
+    sa.update(log_checkpoints)
+    .where(
+        log_checkpoints.c.origin == sa.bindparam("o"), log_checkpoints.c.size == sa.bindparam("s")
+    )
+    .values(cosignature=sa.bindparam("c"), cosigned_at=sa.bindparam("t"))
+    .returning(log_checkpoints.c.size)
+)
+
+
+def _save_checkpoint_sqlite(conn: Any, params: dict[str, Any]) -> StoredCheckpoint:
+    """:meth:`MessageLog.save_checkpoint`'s transaction on the log's SQLite thread (``params``:
+    :data:`_INSERT_CHECKPOINT`'s): the stored checkpoint of that size if there is one, else the
+    new one inserted."""
+    rows = conn.execute(_CHECKPOINT_AT, {"o": params["o"], "s": params["s"]})
+    if rows:
+        return _checkpoint_of(rows[0])
+    conn.execute(_INSERT_CHECKPOINT, params)
+    return _checkpoint_of(
+        (params["o"], params["s"], params["r"], params["n"], params["t"], None, None)
+    )
+
+
+def _save_cosignature_sqlite(conn: Any, origin: str, size: int, cosignature: str, at: int) -> int:
+    """:meth:`MessageLog.save_cosignature`'s transaction on the log's SQLite thread: how many
+    checkpoints took the cosignature (0 or 1)."""
+    return len(
+        conn.execute(_COSIGN_CHECKPOINT, {"o": origin, "s": size, "c": cosignature, "t": at})
+    )
+
+
+def _checkpoint_of(values: Sequence[Any]) -> StoredCheckpoint:
+    """A checkpoint from a row of :data:`_CHECKPOINT_COLUMNS` (a tuple)."""
+    origin, size, root, note, created_at, cosignature, cosigned_at = values
+    return StoredCheckpoint(
+        origin=str(origin),
+        size=int(size),
+        root=bytes(root),
+        note=str(note),
+        created_at=from_micros(int(created_at)),
+        cosignature=None if cosignature is None else str(cosignature),
+        cosigned_at=None if cosigned_at is None else from_micros(int(cosigned_at)),
+    )
 
 
 def _stored_checkpoint(row: sa.Row[Any]) -> StoredCheckpoint:
@@ -1097,6 +1189,16 @@ class _SqliteLookup:
         except sqlite3.Error as exc:
             raise LogError(f"the message log cannot be read: {type(exc).__name__}") from None
         return rows
+
+    def nodes(self, origin: str, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        """The stored tree nodes of ``origin`` with these keys (:func:`fetch_nodes_sqlite`).
+        Raises :class:`LogError` if the file cannot be read or the log is closed."""
+        if self._closed:
+            raise LogError("the message log is closed")
+        try:
+            return fetch_nodes_sqlite(self._connection.driver_connection, origin, keys)
+        except sqlite3.Error as exc:
+            raise LogError(f"the message log cannot be read: {type(exc).__name__}") from None
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
