@@ -17,6 +17,9 @@ def varint(value: int) -> bytes:
     """``value`` (>= 0) as a protobuf base-128 varint; without a loop for the values under 2**14
     that lengths, tags and small enums mostly take."""
     if value < 0x80:
+        if value < 0:
+            # Indexing would wrap (-1 -> 0x7f) or fail oddly: a negative is the caller's bug.
+            raise ValueError(f"a varint is written for values >= 0, not {value}")
         return _ONE_BYTE_VARINTS[value]
     if value < 0x4000:
         return bytes((value & 0x7F | 0x80, value >> 7))

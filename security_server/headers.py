@@ -509,6 +509,7 @@ def build_request_header(
 #: identifier objects :func:`read_header` gave (checked with ``is``); the identifiers' sub-messages
 #: are parsed from the exact bytes each identifier was read from, so unknown fields in them are
 #: echoed as a copy of the request's would. Never holds a per-call field. The oldest goes first.
+#: Like every memo of this module, used from the event loop's thread only (not thread-safe).
 MAX_RESPONSE_TEMPLATES: Final = 256
 _RESPONSE_TEMPLATES: dict[
     tuple[int, int, int, int, str, str],

@@ -137,7 +137,7 @@ def _attachment(kind: AttachmentKind, der: bytes) -> Attachment:
 #: and the attachments), by those bytes, for signatures whose rest holds only a certificate,
 #: chain certificates and an OCSP response: a server logs the same few signers' rests in
 #: record after record, so each is parsed, hashed and serialised once; the oldest forgotten
-#: first beyond this many.
+#: first beyond this many. Not thread-safe: used from one thread (a server's event loop).
 _MAX_DETACHED_RESTS: Final = 64
 _DETACHED_RESTS: dict[bytes, tuple[bytes, tuple[Attachment, ...]]] = {}
 #: The lengths of the rests above: a rest of another length (a batch path's, under load) is not

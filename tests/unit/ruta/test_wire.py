@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ruta.v1 import log_pb2
 from ruta.wire import varint
 
@@ -19,3 +21,9 @@ def test_varint_around_each_length_is_protobufs() -> None:
             if value < 2**64:
                 encoded = log_pb2.LogRecord(sequence=value).SerializeToString()
                 assert b"\x08" + varint(value) == encoded
+
+
+@pytest.mark.parametrize("value", [-1, -5, -128, -129, -(2**40)])
+def test_a_negative_value_is_refused_not_wrapped(value: int) -> None:
+    with pytest.raises(ValueError, match="values >= 0"):
+        varint(value)
