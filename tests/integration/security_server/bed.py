@@ -377,7 +377,9 @@ class Bed:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # A crash of the server process (a fatal signal) leaves every thread's Python
+                # stack in its stderr.log, which a failing test prints.
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
             )
         for _ in range(600):
             if ready.exists():
