@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -92,12 +93,16 @@ def _channel(target: str, ca: Path | None, cert: Path | None, key: Path | None) 
     return grpc.aio.secure_channel(target, credentials, options=_options())
 
 
-async def serve(args: argparse.Namespace) -> None:
-    """Relay ``args.listen`` -> ``args.target`` until SIGTERM/SIGINT."""
-    stop = stop_event()
+@contextlib.asynccontextmanager
+async def relay_server(
+    args: argparse.Namespace, handler: Callable[[grpc.aio.Channel], grpc.GenericRpcHandler]
+) -> AsyncIterator[grpc.aio.Channel]:
+    """A relay's server (the arguments of :func:`add_link_arguments`): the channel to
+    ``args.target``, ``handler(channel)`` served on ``args.listen`` (mutual TLS with
+    ``--tls-cert``), the ready file written once it serves; stopped and closed on leaving."""
     channel = _channel(args.target, args.target_ca, args.target_cert, args.target_key)
     server = grpc.aio.server(options=_options())
-    server.add_generic_rpc_handlers((_Forward(channel),))
+    server.add_generic_rpc_handlers((handler(channel),))
     if args.tls_cert is not None:
         credentials = grpc.ssl_server_credentials(
             [(args.tls_key.read_bytes(), args.tls_cert.read_bytes())],
@@ -112,10 +117,17 @@ async def serve(args: argparse.Namespace) -> None:
         host = args.listen.rpartition(":")[0]
         write_ready_file(args.ready_file, {"address": f"{host}:{port}", "pid": os.getpid()})
     try:
-        await stop.wait()
+        yield channel
     finally:
         await server.stop(grace=1.0)
         await channel.close()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Relay ``args.listen`` -> ``args.target`` until SIGTERM/SIGINT."""
+    stop = stop_event()
+    async with relay_server(args, _Forward):
+        await stop.wait()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -128,8 +140,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__)
+def add_link_arguments(parser: argparse.ArgumentParser) -> None:
+    """A relay's listening and target arguments (:func:`relay_server` reads them)."""
     parser.add_argument("--listen", default="127.0.0.1:0")
     parser.add_argument("--target", required=True, help="HOST:PORT every call is sent to")
     parser.add_argument("--ready-file", type=Path, default=None)
@@ -139,13 +151,23 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--target-ca", type=Path, default=None, help="call the target over TLS")
     parser.add_argument("--target-cert", type=Path, default=None, help="client certificate")
     parser.add_argument("--target-key", type=Path, default=None)
-    args = parser.parse_args(argv)
+
+
+def check_link_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (``parser.error``) TLS arguments of :func:`add_link_arguments` given apart."""
     if args.tls_cert is not None and (args.tls_key is None or args.tls_client_ca is None):
         parser.error("--tls-cert needs --tls-key and --tls-client-ca (mutual TLS)")
     if (args.target_cert is None) != (args.target_key is None):
         parser.error("--target-cert and --target-key go together")
     if args.target_cert is not None and args.target_ca is None:
         parser.error("--target-cert needs --target-ca")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__)
+    add_link_arguments(parser)
+    args = parser.parse_args(argv)
+    check_link_arguments(parser, args)
     return args
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -63,8 +64,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bench.relay import _channel, _loop_factory, _options
-from ruta.readiness import stop_event, write_ready_file
+from bench.relay import _loop_factory, add_link_arguments, check_link_arguments, relay_server
+from ruta.readiness import stop_event
 
 __all__ = ["decode_envelope", "encode_envelope", "serve"]
 
@@ -549,39 +550,13 @@ async def serve(args: argparse.Namespace) -> None:
     log = TrustLog(args.log)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, _write_stages, args.stages_file, stages)
-    channel = _channel(args.target, args.target_ca, args.target_cert, args.target_key)
-    server = grpc.aio.server(options=_options())
-    server.add_generic_rpc_handlers(
-        (
-            _Relay(
-                role=args.role,
-                channel=channel,
-                key=key,
-                peer=peer,
-                log=log,
-                stages=stages,
-                link=args.link,
-            ),
-        )
+    relay = functools.partial(
+        _Relay, role=args.role, key=key, peer=peer, log=log, stages=stages, link=args.link
     )
-    if args.tls_cert is not None:
-        credentials = grpc.ssl_server_credentials(
-            [(args.tls_key.read_bytes(), args.tls_cert.read_bytes())],
-            root_certificates=args.tls_client_ca.read_bytes(),
-            require_client_auth=True,
-        )
-        port = server.add_secure_port(args.listen, credentials)
-    else:
-        port = server.add_insecure_port(args.listen)
-    await server.start()
-    if args.ready_file is not None:
-        host = args.listen.rpartition(":")[0]
-        write_ready_file(args.ready_file, {"address": f"{host}:{port}", "pid": os.getpid()})
     try:
-        await stop.wait()
+        async with relay_server(args, lambda channel: relay(channel=channel)):
+            await stop.wait()
     finally:
-        await server.stop(grace=1.0)
-        await channel.close()
         await asyncio.sleep(0)  # the last response commit, if one is pending
         log.close()
 
@@ -589,8 +564,7 @@ async def serve(args: argparse.Namespace) -> None:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.trust_relay", description=__doc__)
     parser.add_argument("--role", choices=("consumer", "provider"), required=True)
-    parser.add_argument("--listen", default="127.0.0.1:0")
-    parser.add_argument("--target", required=True, help="HOST:PORT every call is sent to")
+    add_link_arguments(parser)
     parser.add_argument(
         "--link",
         choices=("unary", "stream"),
@@ -602,20 +576,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-cert", type=Path, required=True, help="the other side's cert")
     parser.add_argument("--log", type=Path, required=True, help="the SQLite log file")
     parser.add_argument("--stages-file", type=Path, required=True, help="SIGUSR1 writes here")
-    parser.add_argument("--ready-file", type=Path, default=None)
-    parser.add_argument("--tls-cert", type=Path, default=None, help="serve TLS with this cert")
-    parser.add_argument("--tls-key", type=Path, default=None)
-    parser.add_argument("--tls-client-ca", type=Path, default=None, help="client certs' CA")
-    parser.add_argument("--target-ca", type=Path, default=None, help="call the target over TLS")
-    parser.add_argument("--target-cert", type=Path, default=None, help="client certificate")
-    parser.add_argument("--target-key", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.tls_cert is not None and (args.tls_key is None or args.tls_client_ca is None):
-        parser.error("--tls-cert needs --tls-key and --tls-client-ca (mutual TLS)")
-    if (args.target_cert is None) != (args.target_key is None):
-        parser.error("--target-cert and --target-key go together")
-    if args.target_cert is not None and args.target_ca is None:
-        parser.error("--target-cert needs --target-ca")
+    check_link_arguments(parser, args)
     return args
 
 
