@@ -447,20 +447,34 @@ _REQUEST_TEMPLATES: dict[
 ] = {}
 
 
+def _held_template(
+    entry: tuple[SubsystemId, ServiceId, ServerId, ServerId, transport_pb2.MessageHeader] | None,
+    client: SubsystemId,
+    service: ServiceId,
+    sender: ServerId,
+    receiver: ServerId,
+) -> transport_pb2.MessageHeader | None:
+    """The template of a request or response template ``entry`` made for exactly these
+    identifier objects (checked with ``is``: keys are their ``id``s), else ``None``."""
+    if (
+        entry is not None
+        and entry[0] is client
+        and entry[1] is service
+        and entry[2] is sender
+        and entry[3] is receiver
+    ):
+        return entry[4]
+    return None
+
+
 def _request_template(
     call: CallMetadata, sender: ServerId, receiver: ServerId
 ) -> transport_pb2.MessageHeader:
     client, service = call.client, call.service
     key = (id(client), id(service), call.method, call.purpose, id(sender), id(receiver))
-    found = _REQUEST_TEMPLATES.get(key)
-    if (
-        found is not None
-        and found[0] is client
-        and found[1] is service
-        and found[2] is sender
-        and found[3] is receiver
-    ):
-        return found[4]
+    found = _held_template(_REQUEST_TEMPLATES.get(key), client, service, sender, receiver)
+    if found is not None:
+        return found
     template = transport_pb2.MessageHeader(
         kind=transport_pb2.MESSAGE_KIND_REQUEST,
         client=_subsystem_proto(client),
@@ -524,15 +538,9 @@ def _response_template(read: ReadHeader) -> transport_pb2.MessageHeader | None:
     client, service, sender, receiver = read.client, read.service, read.sender, read.receiver
     method, purpose = request.method, request.purpose
     key = (id(client), id(service), id(sender), id(receiver), method, purpose)
-    found = _RESPONSE_TEMPLATES.get(key)
-    if (
-        found is not None
-        and found[0] is client
-        and found[1] is service
-        and found[2] is sender
-        and found[3] is receiver
-    ):
-        return found[4]
+    found = _held_template(_RESPONSE_TEMPLATES.get(key), client, service, sender, receiver)
+    if found is not None:
+        return found
     wires = [_read_wire(identifier) for identifier in (client, service, sender, receiver)]
     if not all(wires):
         return None
