@@ -223,11 +223,7 @@ async def fetch_nodes(
         result.update(await _fetch_leaf_hashes(conn, origin, leaves))
     for start in range(0, len(inner), _MAX_KEYS_PER_QUERY):
         chunk = inner[start : start + _MAX_KEYS_PER_QUERY]
-        params: dict[str, Any] = {"o": origin}
-        for i, (level, idx) in enumerate(chunk):
-            params[f"l{i}"] = level
-            params[f"s{i}"] = node_last_seq(level, idx)
-        rows = await conn.execute(_nodes_query(len(chunk)), params)
+        rows = await conn.execute(_nodes_query(len(chunk)), _nodes_params(origin, chunk))
         result.update(_node_hashes(rows))
     return result
 
@@ -248,12 +244,18 @@ def fetch_nodes_sqlite(
         result.update({(0, int(seq)): bytes(leaf_hash) for seq, leaf_hash in rows})
     for start in range(0, len(inner), _MAX_KEYS_PER_QUERY):
         chunk = inner[start : start + _MAX_KEYS_PER_QUERY]
-        params: dict[str, Any] = {"o": origin}
-        for i, (level, idx) in enumerate(chunk):
-            params[f"l{i}"] = level
-            params[f"s{i}"] = node_last_seq(level, idx)
+        params = _nodes_params(origin, chunk)
         result.update(_node_hashes(dbapi.execute(_nodes_query(len(chunk)).text, params)))
     return result
+
+
+def _nodes_params(origin: str, chunk: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """:func:`_nodes_query`'s parameters for these ``(level, index)`` keys of ``origin``."""
+    params: dict[str, Any] = {"o": origin}
+    for i, (level, idx) in enumerate(chunk):
+        params[f"l{i}"] = level
+        params[f"s{i}"] = node_last_seq(level, idx)
+    return params
 
 
 def _node_hashes(rows: Any) -> dict[tuple[int, int], bytes]:
