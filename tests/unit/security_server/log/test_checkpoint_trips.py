@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.merkle import verify_consistency
-from security_server.database import open_database
 from security_server.log import BodyKey, LogIntegrityError, LogRangeError, MessageLog
 from security_server.log import _writer as writer_module
 from tests.unit.security_server.log.support import ORIGIN, FakeClock, make_entry
@@ -28,23 +26,10 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def engine(db_path: Path) -> AsyncIterator[AsyncEngine]:
-    eng = await open_database(f"sqlite+aiosqlite:///{db_path}")
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
-
-
-@pytest.fixture
-async def log(engine: AsyncEngine) -> AsyncIterator[MessageLog]:
-    opened = await MessageLog.open(
-        engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
-    )
-    try:
-        yield opened
-    finally:
-        await opened.close()
+def database_url(db_path: Path) -> str:
+    """SQLite only (the conftest's ``engine`` and ``log`` open it): the worker and the lookup
+    connection are SQLite's."""
+    return f"sqlite+aiosqlite:///{db_path}"
 
 
 @pytest.fixture
