@@ -37,6 +37,7 @@ from security_server.log._writer import (
     fetch_nodes,
     fetch_nodes_sqlite,
     restore_frontier,
+    stored_indexed_size,
 )
 from security_server.log.bodies import (
     FILE_GROUP_MIN_BODIES,
@@ -64,10 +65,12 @@ from security_server.log.model import (
     to_micros,
 )
 from security_server.log.schema import (
+    INDEXED,
     MAX_ORIGIN_LENGTH,
     log_attachments,
     log_bodies,
     log_checkpoints,
+    log_heads,
     log_leaves,
     seen_messages,
 )
@@ -121,22 +124,51 @@ _RARE_SERVICE_PROBE: Final = 2000
 #: from its statistics.
 _RARE_SERVICE_PROBE_SQL: Final = {
     True: sa.text(
-        "SELECT seq FROM log_leaves INDEXED BY ix_log_leaves_service_seq"
-        " WHERE service = :service AND origin = :origin AND seq < :size LIMIT :n"
+        "SELECT seq FROM log_leaves INDEXED BY ix_log_leaves_service_seq"  # noqa: S608 - constants only
+        f" WHERE service = :service AND origin = :origin AND seq < :size AND {INDEXED} LIMIT :n"
     ),
     False: sa.text(
-        "SELECT seq FROM log_leaves"
-        " WHERE service = :service AND origin = :origin AND seq < :size LIMIT :n"
+        "SELECT seq FROM log_leaves"  # noqa: S608 - constants only
+        f" WHERE service = :service AND origin = :origin AND seq < :size AND {INDEXED} LIMIT :n"
     ),
 }
+#: The first of an origin's leaves not yet in the audit indexes (ADR 0053): the pending ones,
+#: at most MAX_PENDING_RECORDS, are read on the primary key from it.
+_PENDING_FROM: Final = (
+    sa.select(log_heads.c.indexed_size)
+    .where(log_heads.c.origin == sa.bindparam("pending_origin"))
+    .scalar_subquery()
+)
+#: The probe's pending leaves of the service (on the primary key).
+_RARE_SERVICE_PENDING: Final = sa.select(log_leaves.c.seq).where(
+    log_leaves.c.origin == sa.bindparam("origin"),
+    log_leaves.c.seq >= _PENDING_FROM,
+    log_leaves.c.seq < sa.bindparam("size"),
+    log_leaves.c.service == sa.bindparam("service"),
+)
 #: Longest the consumer's message-id lookup waits on a busy SQLite file (it runs on the loop).
 _LOOKUP_BUSY_MS: Final = 200
 
 
-#: The rows that carry one message id, through its index alone (:meth:`LogReader.holds_message`).
-_MESSAGE_ID_LOOKUP: Final = sa.select(
-    log_leaves.c.origin, log_leaves.c.client, log_leaves.c.seq
-).where(log_leaves.c.message_id == sa.bindparam("message_id"))
+#: The rows that carry one message id (:meth:`LogReader.holds_message`), by dialect (is
+#: SQLite): the indexed ones through the message-id index alone, and each origin's few pending
+#: ones (ADR 0053) on the primary key, from its ``indexed_size``. One statement: one snapshot,
+#: in which the two parts are disjoint and together every record. SQLite is told to read the
+#: heads first (``CROSS JOIN`` fixes its join order: otherwise, without statistics, it may
+#: walk every leaf). Named parameters, as both ``sqlite3`` and SQLAlchemy's text take them.
+_MESSAGE_ID_LOOKUP_SQL: Final = {
+    sqlite: (
+        "SELECT origin, client, seq FROM log_leaves"  # noqa: S608 - constants only
+        f" WHERE message_id = :message_id AND {INDEXED}"
+        " UNION ALL"
+        " SELECT l.origin, l.client, l.seq FROM log_heads h"
+        f" {'CROSS JOIN' if sqlite else 'JOIN'} log_leaves l"
+        " ON l.origin = h.origin AND l.seq >= h.indexed_size"
+        " WHERE l.message_id = :message_id"
+    )
+    for sqlite in (True, False)
+}
+_MESSAGE_ID_LOOKUP: Final = {sqlite: sa.text(sql) for sqlite, sql in _MESSAGE_ID_LOOKUP_SQL.items()}
 
 
 def _utc_now() -> datetime:
@@ -413,7 +445,8 @@ class LogReader:
         cost must not grow with the records one client has in the log, as a query ordered by
         sequence on the client index does."""
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(_MESSAGE_ID_LOOKUP, {"message_id": message_id})).all()
+            lookup = _MESSAGE_ID_LOOKUP[conn.dialect.name == "sqlite"]
+            rows = (await conn.execute(lookup, {"message_id": message_id})).all()
         return self._holds(rows, client)
 
     def _holds(self, rows: Sequence[Any], client: str) -> bool:
@@ -481,20 +514,57 @@ class LogReader:
                 conditions.append(
                     log_leaves.c.seq < after if newest_first else log_leaves.c.seq > after
                 )
-            order = log_leaves.c.seq.desc() if newest_first else log_leaves.c.seq
-            stmt = self._record_select().where(*conditions).order_by(order).limit(limit + 1)
             rare = None
             if service is not None and method is None and message_id is None and subject is None:
                 rare = await self._rare_service_page(conn, service, conditions, limit, newest_first)
             if rare is not None:
                 records = rare
+            elif any(v is not None for v in (message_id, client, service, subject)):
+                records = await self._indexed_page(conn, conditions, limit, newest_first)
             else:
+                order = log_leaves.c.seq.desc() if newest_first else log_leaves.c.seq
+                stmt = self._record_select().where(*conditions).order_by(order).limit(limit + 1)
                 records = [_stored_record(r) for r in await conn.execute(stmt)]
         more = len(records) > limit
         records = records[:limit]
         return RecordPage(
             records=tuple(records), next_after=records[-1].seq if more and records else None
         )
+
+    async def _indexed_page(
+        self,
+        conn: AsyncConnection,
+        conditions: Sequence[sa.ColumnElement[bool]],
+        limit: int,
+        newest_first: bool,
+    ) -> list[StoredRecord]:
+        """Up to ``limit + 1`` records matching ``conditions`` (which name an indexed column),
+        in page order: the indexed ones through an audit index (``pending IS NULL``, the
+        indexes' condition), and the origin's few pending ones on the primary key (ADR 0053).
+
+        Two statements may read two snapshots; a leaf is indexed once and stays so, so a
+        leaf pending in the first is in its answer, and one indexed in the first is indexed in
+        the second: none is missed, and one in both answers is taken once."""
+        order = log_leaves.c.seq.desc() if newest_first else log_leaves.c.seq
+        pending = {
+            record.seq: record
+            for record in map(
+                _stored_record,
+                await conn.execute(
+                    self._record_select().where(*conditions, log_leaves.c.seq >= _PENDING_FROM),
+                    {"pending_origin": self._origin},
+                ),
+            )
+        }
+        stmt = (
+            self._record_select()
+            .where(*conditions, sa.text(INDEXED))
+            .order_by(order)
+            .limit(limit + 1)
+        )
+        found = {record.seq: record for record in map(_stored_record, await conn.execute(stmt))}
+        found.update(pending)
+        return [found[seq] for seq in sorted(found, reverse=newest_first)[: limit + 1]]
 
     async def _rare_service_page(
         self,
@@ -508,18 +578,33 @@ class LogReader:
         order, when the service has at most :data:`_RARE_SERVICE_PROBE` records in this log;
         None when it has more (then a walk in sequence order finds a page quickly)."""
         probe = _RARE_SERVICE_PROBE_SQL[conn.dialect.name == "sqlite"]
-        candidates = [
+        size = self.head().size
+        # The pending leaves first (ADR 0053; see _indexed_page for the two snapshots).
+        pending = {
+            int(row.seq)
+            for row in await conn.execute(
+                _RARE_SERVICE_PENDING,
+                {
+                    "service": service,
+                    "origin": self._origin,
+                    "pending_origin": self._origin,
+                    "size": size,
+                },
+            )
+        }
+        indexed = {
             int(row.seq)
             for row in await conn.execute(
                 probe,
                 {
                     "service": service,
                     "origin": self._origin,
-                    "size": self.head().size,
+                    "size": size,
                     "n": _RARE_SERVICE_PROBE + 1,
                 },
             )
-        ]
+        }
+        candidates = sorted(indexed | pending)
         if len(candidates) > _RARE_SERVICE_PROBE:
             return None
         if not candidates:
@@ -739,6 +824,7 @@ class MessageLog(LogReader):
         cipher = body_key if isinstance(body_key, BodyCipher) else BodyCipher(body_key)
         async with engine.connect() as conn:
             frontier, last_logged_us = await restore_frontier(conn, origin)
+            indexed_size = await stored_indexed_size(conn, origin, frontier.size)
             last_body_segment = await _check_body_files(conn, origin, engine.url)
         writer = GroupCommitWriter(
             engine=engine,
@@ -750,6 +836,7 @@ class MessageLog(LogReader):
             max_group_records=max_group_records,
             last_body_segment=last_body_segment,
             body_files_from=body_files_from,
+            indexed_size=indexed_size,
         )
         writer.start()
         return cls(engine=engine, origin=origin, cipher=cipher, writer=writer, clock=clock)
@@ -1168,7 +1255,6 @@ class _SqliteLookup:
         self._connection: Any = engine.raw_connection()
         self._connection.execute("PRAGMA query_only = ON")
         self._connection.execute(f"PRAGMA busy_timeout = {_LOOKUP_BUSY_MS}")
-        self._sql = _MESSAGE_ID_LOOKUP.compile(dialect=engine.dialect).string
         self._closed = False
 
     @classmethod
@@ -1184,7 +1270,7 @@ class _SqliteLookup:
             raise LogError("the message log is closed")
         try:
             rows: list[tuple[str, str, int]] = self._connection.execute(
-                self._sql, (message_id,)
+                _MESSAGE_ID_LOOKUP_SQL[True], {"message_id": message_id}
             ).fetchall()
         except sqlite3.Error as exc:
             raise LogError(f"the message log cannot be read: {type(exc).__name__}") from None
