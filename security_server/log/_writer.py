@@ -88,11 +88,12 @@ __all__ = [
     "DEFAULT_MAX_GROUP_RECORDS",
     "CommitTimes",
     "GroupCommitWriter",
+    "Waiting",
     "fetch_many_nodes",
     "fetch_nodes",
     "fetch_nodes_sqlite",
     "restore_frontier",
-    "stored_indexed_size",
+    "restore_waiting",
 ]
 
 #: Most records (leaves plus claims) written in one group transaction; a single larger append
@@ -186,9 +187,18 @@ class _Job:
 
 
 #: What a group's statements leave (:meth:`GroupCommitWriter._write_group`): the new frontier,
-#: each job's outcome, the records and claims written, the attachment digests offered, and the
-#: leaves in the audit indexes once it commits.
-_Written = tuple[CompactRange, list[list[AppendedRecord] | LogError], int, int, list[bytes], int]
+#: each job's outcome, the records and claims written, the attachment digests offered, the
+#: leaves in the audit indexes once it commits, and the group's own pending leaves (message id,
+#: client, seq).
+_Written = tuple[
+    CompactRange,
+    list[list[AppendedRecord] | LogError],
+    int,
+    int,
+    list[bytes],
+    int,
+    list[tuple[str, str, int]],
+]
 
 
 def _insert_for(dialect: str) -> Callable[[sa.Table], Any]:
@@ -344,18 +354,33 @@ async def fetch_many_nodes(
     return result
 
 
-async def stored_indexed_size(conn: AsyncConnection, origin: str, size: int) -> int:
-    """How many of ``origin``'s ``size`` leaves are in the audit indexes (``log_heads``), the
-    rest pending (ADR 0053). Raises :class:`LogIntegrityError` unless it is within 0..size."""
+#: An origin's committed records not yet in the audit indexes (ADR 0053), by message id: each
+#: one's client and seq (at most MAX_PENDING_RECORDS in all).
+Waiting = dict[str, list[tuple[str, int]]]
+
+
+async def restore_waiting(conn: AsyncConnection, origin: str, size: int) -> tuple[int, Waiting]:
+    """How many of ``origin``'s ``size`` leaves are in the audit indexes (``log_heads``), and
+    the rest, pending (ADR 0053), by message id. Raises :class:`LogIntegrityError` unless the
+    count is within 0..size and the pending ones are within MAX_PENDING_RECORDS."""
     stored = (
         await conn.execute(sa.select(log_heads.c.indexed_size).where(log_heads.c.origin == origin))
     ).scalar_one_or_none()
     indexed = size if stored is None else int(stored)
-    if not 0 <= indexed <= size:
+    if not 0 <= indexed <= size or size - indexed > MAX_PENDING_RECORDS:
         raise LogIntegrityError(
             f"log {origin!r} records {indexed} indexed leaves of a tree of size {size}"
         )
-    return indexed
+    waiting: Waiting = {}
+    if indexed < size:
+        rows = await conn.execute(
+            sa.select(log_leaves.c.message_id, log_leaves.c.client, log_leaves.c.seq).where(
+                log_leaves.c.origin == origin, log_leaves.c.seq >= indexed
+            )
+        )
+        for message_id, client, seq in rows:
+            waiting.setdefault(str(message_id), []).append((str(client), int(seq)))
+    return indexed, waiting
 
 
 async def restore_frontier(conn: AsyncConnection, origin: str) -> tuple[CompactRange, int]:
@@ -426,6 +451,7 @@ class GroupCommitWriter:
         last_body_segment: int = 0,
         body_files_from: int = FILE_GROUP_MIN_BODIES,
         indexed_size: int | None = None,
+        waiting: Waiting | None = None,
     ) -> None:
         self._engine = engine
         self._origin = origin
@@ -451,6 +477,9 @@ class GroupCommitWriter:
         # Leaves below it are in the audit indexes, the rest pending (committed state; only a
         # SQLite file's small groups are ever written pending, ADR 0053).
         self._indexed = frontier.size if indexed_size is None else indexed_size
+        # Those pending leaves by message id (for MessageLog.holds_message: its SQL reads every
+        # other origin's from the tables).
+        self._waiting: Waiting = waiting or {}
         # Large bodies go to segment files on a SQLite file (written by whichever thread runs the
         # group: the worker's, or the loop's while quiet; one group at a time).
         segments = BodySegments.for_url(engine.url, origin) if self._sqlite else None
@@ -495,6 +524,11 @@ class GroupCommitWriter:
     def head(self) -> TreeHead:
         """The committed size and root."""
         return TreeHead(origin=self._origin, size=self._frontier.size, root=self._frontier.root())
+
+    def waiting(self, message_id: str) -> list[tuple[str, int]]:
+        """The committed leaves of this origin not yet in the audit indexes that carry
+        ``message_id``: each one's client and seq (ADR 0053)."""
+        return self._waiting.get(message_id, [])
 
     @property
     def recent_commit_seconds(self) -> float:
@@ -646,7 +680,7 @@ class GroupCommitWriter:
                     self._frontier, self._last_logged_us = await restore_frontier(
                         conn, self._origin
                     )
-                    self._indexed = await stored_indexed_size(
+                    self._indexed, self._waiting = await restore_waiting(
                         conn, self._origin, self._frontier.size
                     )
                 self._needs_restore = False
@@ -733,8 +767,12 @@ class GroupCommitWriter:
     ) -> tuple[CompactRange, list[list[AppendedRecord] | LogError]]:
         """What a committed group leaves in the writer's state besides its frontier; returns
         the frontier and each job's outcome."""
-        frontier, outcomes, records, claims, attached, indexed = written
+        frontier, outcomes, records, claims, attached, indexed, waited = written
+        if indexed != self._indexed:
+            self._waiting.clear()  # every one waiting before this group is indexed now
         self._indexed = indexed
+        for message_id, client, seq in waited:
+            self._waiting.setdefault(message_id, []).append((client, seq))
         if len(self._known_attachments) + len(attached) > _MAX_KNOWN_ATTACHMENTS:
             self._known_attachments.clear()
         self._known_attachments.update(attached)
@@ -747,22 +785,15 @@ class GroupCommitWriter:
         """The group's statements inside the caller's transaction (synchronous: it runs in the
         SQLite worker thread, or under ``run_sync`` on the async engine). Touches no writer
         state; returns the new frontier, each job's outcome, the records and claims written,
-        the digests of the attachments offered to ``log_attachments``, and how many leaves
-        are in the audit indexes once it commits.
+        the digests of the attachments offered to ``log_attachments``, how many leaves are in
+        the audit indexes once it commits, and the group's leaves left pending.
 
         A small group on a SQLite file is written pending while the origin's pending leaves
         stay within MAX_PENDING_RECORDS; any other group first puts the pending leaves in the
         audit indexes, in one statement, and is indexed as it is inserted (ADR 0053)."""
         origin = self._origin
         frontier = self._frontier.copy()
-        most = sum(len(job.entries) for job in group)
-        pending = (
-            1
-            if self._sqlite is not None
-            and most <= _PENDING_GROUP_RECORDS
-            and frontier.size + most - self._indexed <= MAX_PENDING_RECORDS
-            else None
-        )
+        pending = self._pending_mark(group)
         outcomes: list[list[AppendedRecord] | LogError] = []
         leaf_rows: list[tuple[Any, ...]] = []
         node_rows: list[tuple[Any, ...]] = []
@@ -810,14 +841,12 @@ class GroupCommitWriter:
                 appended.append(AppendedRecord(origin, seq, digest, logged_at))
             outcomes.append(appended)
         indexed = self._indexed
+        waited: list[tuple[str, str, int]] = []
         if leaf_rows:
             if pending is None:
-                if indexed < self._frontier.size:
-                    conn.execute(
-                        _INDEX_PENDING,
-                        {"origin": origin, "first": indexed, "end": self._frontier.size},
-                    )
-                indexed = frontier.size
+                indexed = self._index_waiting(conn, frontier.size)
+            else:  # (message id, client, seq): the rows' fields 4, 6 and 1 (_LEAF_COLUMNS)
+                waited = [(row[4], row[6], row[1]) for row in leaf_rows]
             if attachment_rows:
                 _insert_attachments(conn, list(attachment_rows.values()))
             _insert_rows(conn, log_leaves, _LEAF_COLUMNS, leaf_rows)
@@ -833,7 +862,31 @@ class GroupCommitWriter:
             claims_written,
             list(attachment_rows),
             indexed,
+            waited,
         )
+
+    def _pending_mark(self, group: list[_Job]) -> int | None:
+        """The ``pending`` mark of the group's leaves: 1 (not yet in the audit indexes) for a
+        group of at most _PENDING_GROUP_RECORDS on a SQLite file while the origin's pending
+        leaves stay within MAX_PENDING_RECORDS, None (indexed) otherwise (ADR 0053)."""
+        most = sum(len(job.entries) for job in group)
+        if (
+            self._sqlite is not None
+            and most <= _PENDING_GROUP_RECORDS
+            and self._frontier.size + most - self._indexed <= MAX_PENDING_RECORDS
+        ):
+            return 1
+        return None
+
+    def _index_waiting(self, conn: _Conn, size: int) -> int:
+        """Put the origin's pending leaves in the audit indexes, in one statement of the
+        group's transaction; returns ``size``, the leaves indexed once it commits."""
+        if self._indexed < self._frontier.size:
+            conn.execute(
+                _INDEX_PENDING,
+                {"origin": self._origin, "first": self._indexed, "end": self._frontier.size},
+            )
+        return size
 
     def _write_bodies(self, conn: _Conn, bodies: list[tuple[int, bytes]]) -> None:
         """Seal the group's bodies and store them: in ``log_bodies`` rows, or, for the large

@@ -26,6 +26,7 @@ _CLIENTS = [SubsystemId.parse(f"DEV/GOV/SOC/app{i}") for i in range(3)]
 _SERVICES = [ServiceId.parse(f"DEV/GOV/POP/registry/svc{i}.v1.Api") for i in range(3)]
 _METHODS = ("Get", "List")
 _SUBJECTS = ("", "person-1", "person-2")
+_OTHER = "ruta.test/DEV/GOV/POP/ss2"
 
 
 async def _marks(engine: AsyncEngine, origin: str = ORIGIN) -> tuple[int, int, list[int]]:
@@ -169,6 +170,9 @@ async def test_a_reopened_log_keeps_its_pending_records_and_indexes_them_later(
     reopened = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key, clock=clock)
     try:
         assert await _marks(engine) == before
+        # The writer knows its waiting records again (the message-id check reads them there).
+        for entry in first:
+            assert await reopened.holds_message(client=entry.client, message_id=entry.message_id)
         page = await reopened.query(subject="person-1")
         assert _seqs(page.records) == [0, 1, 2, 3, 4]
         await reopened.append([make_entry() for _ in range(_PENDING_GROUP_RECORDS + 1)])
@@ -218,3 +222,30 @@ async def test_migration_0009_down_indexes_pending_records_and_up_keeps_lookups(
         await _check_lookups(reopened, logged + more, rng)
     finally:
         await reopened.close()
+
+
+async def test_the_message_id_check_sees_every_origins_waiting_records(
+    log: MessageLog, engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
+) -> None:
+    """Another node or worker of the member writes to the same database: its waiting records
+    are read from the tables, this log's own from its writer, and only committed ones count."""
+    other = await MessageLog.open(engine, origin=_OTHER, body_key=body_key, clock=clock)
+    try:
+        mine, theirs = make_entry(), make_entry()
+        await log.append([mine])
+        await other.append([theirs])
+        for entry in (mine, theirs):
+            for reader in (log, other):
+                assert await reader.holds_message(client=entry.client, message_id=entry.message_id)
+                assert not await reader.holds_message(
+                    client=str(_CLIENTS[0]), message_id=entry.message_id
+                )
+        if _is_sqlite(engine):
+            assert (await _marks(engine, _OTHER))[2] == [0]
+        # Indexed at last (a large group): still found, once each.
+        await other.append([make_entry() for _ in range(_PENDING_GROUP_RECORDS + 1)])
+        assert (await _marks(engine, _OTHER))[2] == []
+        assert await log.holds_message(client=theirs.client, message_id=theirs.message_id)
+        assert await other.holds_message(client=theirs.client, message_id=theirs.message_id)
+    finally:
+        await other.close()
