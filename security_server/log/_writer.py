@@ -361,16 +361,27 @@ Waiting = dict[str, list[tuple[str, int]]]
 
 async def restore_waiting(conn: AsyncConnection, origin: str, size: int) -> tuple[int, Waiting]:
     """How many of ``origin``'s ``size`` leaves are in the audit indexes (``log_heads``), and
-    the rest, pending (ADR 0053), by message id. Raises :class:`LogIntegrityError` unless the
-    count is within 0..size and the pending ones are within MAX_PENDING_RECORDS."""
+    the rest, pending (ADR 0053), by message id. More than MAX_PENDING_RECORDS pending (a head
+    row written by another tool, or by a version with a larger bound) are put in the indexes
+    first, in a write transaction of their own on ``conn``. Raises :class:`LogIntegrityError`
+    unless the count is within 0..size."""
     stored = (
         await conn.execute(sa.select(log_heads.c.indexed_size).where(log_heads.c.origin == origin))
     ).scalar_one_or_none()
     indexed = size if stored is None else int(stored)
-    if not 0 <= indexed <= size or size - indexed > MAX_PENDING_RECORDS:
+    if not 0 <= indexed <= size:
         raise LogIntegrityError(
             f"log {origin!r} records {indexed} indexed leaves of a tree of size {size}"
         )
+    if size - indexed > MAX_PENDING_RECORDS:
+        await conn.rollback()  # end the read transaction the queries above began
+        writing = await conn.execution_options(**{WRITE_TRANSACTION: True})
+        async with writing.begin():
+            await writing.execute(_INDEX_PENDING, {"origin": origin, "first": indexed, "end": size})
+            await writing.execute(
+                sa.update(log_heads).where(log_heads.c.origin == origin).values(indexed_size=size)
+            )
+        return size, {}
     waiting: Waiting = {}
     if indexed < size:
         rows = await conn.execute(

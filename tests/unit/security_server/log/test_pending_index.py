@@ -249,3 +249,27 @@ async def test_the_message_id_check_sees_every_origins_waiting_records(
         assert await other.holds_message(client=theirs.client, message_id=theirs.message_id)
     finally:
         await other.close()
+
+
+async def test_more_waiting_records_than_the_bound_are_indexed_at_open(
+    log: MessageLog, engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
+) -> None:
+    """A head written by another tool (``indexed_size`` left at its default, 0) or by a version
+    with a larger bound: the log indexes them all before it starts, so its writer knows every
+    record it would otherwise have to remember."""
+    entries = [make_entry(subject="person-2") for _ in range(2 * MAX_PENDING_RECORDS)]
+    for start in range(0, len(entries), 32):
+        await log.append(entries[start : start + 32])
+    await log.close()
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE log_leaves SET pending = 1"))
+        await conn.execute(sa.text("UPDATE log_heads SET indexed_size = 0"))
+    reopened = await MessageLog.open(engine, origin=ORIGIN, body_key=body_key, clock=clock)
+    try:
+        assert await _marks(engine) == (len(entries), len(entries), [])
+        for entry in entries[:: MAX_PENDING_RECORDS // 2]:
+            assert await reopened.holds_message(client=entry.client, message_id=entry.message_id)
+        page = await reopened.query(subject="person-2", limit=MAX_PENDING_RECORDS)
+        assert _seqs(page.records) == list(range(MAX_PENDING_RECORDS))
+    finally:
+        await reopened.close()
