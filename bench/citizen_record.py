@@ -129,9 +129,8 @@ def _build(db: Path, origin: str, leaves: int, citizens: int, heavy_every: int, 
                 "INSERT INTO log_nodes (origin, last_seq, level, hash) VALUES (?,?,?,?)", node_rows
             )
         conn.execute(
-            "INSERT INTO log_heads (origin, size, root, updated_at, indexed_size)"
-            " VALUES (?,?,?,?,?)",
-            (origin, leaves, frontier.root(), t0_us + leaves * 1000, leaves),
+            "INSERT INTO log_heads (origin, size, root, updated_at) VALUES (?,?,?,?)",
+            (origin, leaves, frontier.root(), t0_us + leaves * 1000),
         )
 
 

@@ -115,9 +115,8 @@ def _bulk_build(db: Path, leaves: int) -> bytes:
             )
         root = frontier.root()
         conn.execute(
-            "INSERT INTO log_heads (origin, size, root, updated_at, indexed_size)"
-            " VALUES (?,?,?,?,?)",
-            (ORIGIN, leaves, root, t0_us + leaves, leaves),
+            "INSERT INTO log_heads (origin, size, root, updated_at) VALUES (?,?,?,?)",
+            (ORIGIN, leaves, root, t0_us + leaves),
         )
     return root
 

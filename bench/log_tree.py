@@ -172,8 +172,8 @@ def _write_rows(conn: sqlite3.Connection, leaves: list[_LeafRow], nodes: list[_N
 def _write_head(conn: sqlite3.Connection, size: int, root: bytes) -> None:
     """The tree head row, written last (part of the same schema contract as :func:`_write_rows`)."""
     conn.execute(
-        "INSERT INTO log_heads (origin, size, root, updated_at, indexed_size) VALUES (?,?,?,?,?)",
-        (ORIGIN, size, root, _T0_US + size, size),
+        "INSERT INTO log_heads (origin, size, root, updated_at) VALUES (?,?,?,?)",
+        (ORIGIN, size, root, _T0_US + size),
     )
 
 

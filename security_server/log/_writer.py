@@ -379,7 +379,7 @@ async def restore_waiting(conn: AsyncConnection, origin: str, size: int) -> tupl
         async with writing.begin():
             await writing.execute(_INDEX_PENDING, {"origin": origin, "first": indexed, "end": size})
             await writing.execute(
-                sa.update(log_heads).where(log_heads.c.origin == origin).values(indexed_size=size)
+                sa.update(log_heads).where(log_heads.c.origin == origin).values(indexed_size=None)
             )
         return size, {}
     waiting: Waiting = {}
@@ -985,7 +985,8 @@ class GroupCommitWriter:
             "size": frontier.size,
             "root": frontier.root(),
             "updated_at": now_us,
-            "indexed_size": indexed,
+            # NULL: every leaf indexed (as in a head row written without the column).
+            "indexed_size": None if indexed == frontier.size else indexed,
         }
         conn.execute(self._head_upsert, values)
 

@@ -88,8 +88,8 @@ log_leaves = sa.Table(
     # MAX_PENDING_RECORDS at a time: a single exchange's commit then writes no page of the four
     # audit indexes (~4.8 of its ~12 WAL frames). Every record below the origin's
     # ``log_heads.indexed_size`` is indexed, every one from it on is pending; a lookup reads
-    # the indexed ones through an index (each names the condition INDEXED) and the pending
-    # ones on the primary key, in one statement. On PostgreSQL no record is ever pending.
+    # the indexed ones through an index (each names the condition INDEXED) and, on SQLite, the
+    # pending ones on the primary key. On PostgreSQL no record is ever pending.
     sa.Column("pending", sa.SmallInteger, nullable=True),
     # One index per audit lookup. The origin is left out of the message id, client and service
     # indexes (every row they find is checked against it): one node's database holds one
@@ -172,8 +172,8 @@ log_attachments = sa.Table(
 
 # The committed size and root of each origin's tree, written in the same transaction as the
 # leaves, so a restart can check the stored tree against it; and how many of its leaves are in
-# the audit indexes (``indexed_size``: the leaves from it to ``size`` are pending, migration
-# 0009).
+# the audit indexes (``indexed_size``: the leaves from it to ``size`` are pending; NULL, as a
+# head written without it has, when none is; migration 0009).
 log_heads = sa.Table(
     "log_heads",
     metadata,
@@ -181,7 +181,7 @@ log_heads = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("root", sa.LargeBinary(32), nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
-    sa.Column("indexed_size", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("indexed_size", sa.BigInteger, nullable=True),
     sqlite_with_rowid=False,
 )
 

@@ -151,22 +151,23 @@ _LOOKUP_BUSY_MS: Final = 200
 
 
 #: The rows that carry one message id (:meth:`LogReader.holds_message`), by dialect (is
-#: SQLite): the indexed ones through the message-id index alone, and each origin's few pending
-#: ones (ADR 0053) on the primary key, from its ``indexed_size``. One statement: one snapshot,
-#: in which the two parts are disjoint and together every record. SQLite is told to read the
-#: heads first (``CROSS JOIN`` fixes its join order: otherwise, without statistics, it may
-#: walk every leaf). Named parameters, as both ``sqlite3`` and SQLAlchemy's text take them.
+#: SQLite): the indexed ones through the message-id index alone, and on SQLite each origin's
+#: few pending ones (ADR 0053) on the primary key, from its ``indexed_size``. One statement:
+#: one snapshot, in which the two parts are disjoint and together every record. SQLite is told
+#: to read the heads first (``CROSS JOIN`` fixes its join order: otherwise, without
+#: statistics, it may walk every leaf). PostgreSQL writes no pending record: the index alone
+#: (the pending part would cost it a walk of every leaf, the partial index being no help).
+#: Named parameters, as both ``sqlite3`` and SQLAlchemy's text take them.
+_MESSAGE_ID_INDEXED_SQL: Final = (
+    "SELECT origin, client, seq FROM log_leaves"  # noqa: S608 - constants only
+    f" WHERE message_id = :message_id AND {INDEXED}"
+)
 _MESSAGE_ID_LOOKUP_SQL: Final = {
-    sqlite: (
-        "SELECT origin, client, seq FROM log_leaves"  # noqa: S608 - constants only
-        f" WHERE message_id = :message_id AND {INDEXED}"
-        " UNION ALL"
-        " SELECT l.origin, l.client, l.seq FROM log_heads h"
-        f" {'CROSS JOIN' if sqlite else 'JOIN'} log_leaves l"
-        " ON l.origin = h.origin AND l.seq >= h.indexed_size"
-        " WHERE l.message_id = :message_id"
-    )
-    for sqlite in (True, False)
+    True: _MESSAGE_ID_INDEXED_SQL + " UNION ALL"  # noqa: S608 - constants only
+    " SELECT l.origin, l.client, l.seq FROM log_heads h"
+    " CROSS JOIN log_leaves l ON l.origin = h.origin AND l.seq >= h.indexed_size"
+    " WHERE l.message_id = :message_id",
+    False: _MESSAGE_ID_INDEXED_SQL,
 }
 _MESSAGE_ID_LOOKUP: Final = {sqlite: sa.text(sql) for sqlite, sql in _MESSAGE_ID_LOOKUP_SQL.items()}
 #: The same on a log's own SQLite connection, but the pending records of every origin except
@@ -499,12 +500,12 @@ class LogReader:
                 end = await first_seq_logged_at_or_after(conn, self._origin, size, to_micros(until))
             if first >= end:
                 return RecordPage(records=(), next_after=None)
-            conditions: list[sa.ColumnElement[bool]] = [
+            # The filters on values, and the two lower or upper bounds on seq besides ``end``
+            # (the pending records' statement takes only the first, see _indexed_page).
+            values: list[sa.ColumnElement[bool]] = [
                 log_leaves.c.origin == self._origin,
                 log_leaves.c.seq < end,
             ]
-            if first > 0:
-                conditions.append(log_leaves.c.seq >= first)
             for column, value in (
                 (log_leaves.c.message_id, message_id),
                 (log_leaves.c.client, client),
@@ -513,18 +514,29 @@ class LogReader:
                 (log_leaves.c.subject, subject),
             ):
                 if value is not None:
-                    conditions.append(column == value)
+                    values.append(column == value)
+            conditions = list(values)
+            if first > 0:
+                conditions.append(log_leaves.c.seq >= first)
             if after is not None:
                 conditions.append(
                     log_leaves.c.seq < after if newest_first else log_leaves.c.seq > after
                 )
+
+            def within(seq: int) -> bool:
+                if seq < first:
+                    return False
+                return after is None or (seq < after if newest_first else seq > after)
+
             rare = None
             if service is not None and method is None and message_id is None and subject is None:
                 rare = await self._rare_service_page(conn, service, conditions, limit, newest_first)
             if rare is not None:
                 records = rare
             elif any(v is not None for v in (message_id, client, service, subject)):
-                records = await self._indexed_page(conn, conditions, limit, newest_first)
+                records = await self._indexed_page(
+                    conn, conditions, values, within, limit=limit, newest_first=newest_first
+                )
             else:
                 order = log_leaves.c.seq.desc() if newest_first else log_leaves.c.seq
                 stmt = self._record_select().where(*conditions).order_by(order).limit(limit + 1)
@@ -539,30 +551,40 @@ class LogReader:
         self,
         conn: AsyncConnection,
         conditions: Sequence[sa.ColumnElement[bool]],
+        values: Sequence[sa.ColumnElement[bool]],
+        within: Callable[[int], bool],
+        *,
         limit: int,
         newest_first: bool,
     ) -> list[StoredRecord]:
         """Up to ``limit + 1`` records matching ``conditions`` (which name an indexed column),
         in page order: the indexed ones through an audit index (``pending IS NULL``, the
-        indexes' condition), and the origin's few pending ones on the primary key (ADR 0053).
+        indexes' condition), and, on SQLite, the origin's few pending ones (ADR 0053).
 
-        Two statements may read two snapshots; a leaf is indexed once and stays so, so a
-        leaf pending in the first is in its answer, and one indexed in the first is indexed in
-        the second: none is missed, and one in both answers is taken once."""
+        The pending ones are read on the primary key from the origin's ``indexed_size`` with
+        ``values`` alone (the value filters and the end), and ``within`` (the start of a time
+        range, the page's ``after``) is applied to them here: given a second lower bound on
+        seq, SQLite's range may start from that one instead and walk the log from there to its
+        end. On SQLite both statements read one snapshot (one transaction); a leaf is indexed
+        once and stays so, so even two snapshots would miss none, and one in both answers is
+        taken once. PostgreSQL writes no pending record (ADR 0053): one statement there."""
         order = log_leaves.c.seq.desc() if newest_first else log_leaves.c.seq
-        pending = {
-            record.seq: record
-            for record in map(
-                _stored_record,
-                await conn.execute(
-                    self._record_select().where(*conditions, log_leaves.c.seq >= _PENDING_FROM),
-                    {"pending_origin": self._origin},
-                ),
-            )
-        }
+        pending: dict[int, StoredRecord] = {}
+        if conn.dialect.name == "sqlite":
+            pending = {
+                record.seq: record
+                for record in map(
+                    _stored_record,
+                    await conn.execute(
+                        self._record_select().where(*values, log_leaves.c.seq >= _PENDING_FROM),
+                        {"pending_origin": self._origin},
+                    ),
+                )
+                if within(record.seq)
+            }
         stmt = (
             self._record_select()
-            .where(*conditions, sa.text(INDEXED))
+            .where(*conditions, log_leaves.c.pending.is_(None))
             .order_by(order)
             .limit(limit + 1)
         )
@@ -583,19 +605,21 @@ class LogReader:
         None when it has more (then a walk in sequence order finds a page quickly)."""
         probe = _RARE_SERVICE_PROBE_SQL[conn.dialect.name == "sqlite"]
         size = self.head().size
-        # The pending leaves first (ADR 0053; see _indexed_page for the two snapshots).
-        pending = {
-            int(row.seq)
-            for row in await conn.execute(
-                _RARE_SERVICE_PENDING,
-                {
-                    "service": service,
-                    "origin": self._origin,
-                    "pending_origin": self._origin,
-                    "size": size,
-                },
-            )
-        }
+        # The pending leaves first, on SQLite (ADR 0053; see _indexed_page).
+        pending: set[int] = set()
+        if conn.dialect.name == "sqlite":
+            pending = {
+                int(row.seq)
+                for row in await conn.execute(
+                    _RARE_SERVICE_PENDING,
+                    {
+                        "service": service,
+                        "origin": self._origin,
+                        "pending_origin": self._origin,
+                        "size": size,
+                    },
+                )
+            }
         indexed = {
             int(row.seq)
             for row in await conn.execute(

@@ -9,9 +9,11 @@ group's transaction, so their pages are written once for many records. ``log_hea
 ``indexed_size``: an origin's leaves below it are indexed, the rest (at most
 ``MAX_PENDING_RECORDS``) pending, and a lookup reads those few on the primary key (ADR 0053).
 
-Upgrade adds the two columns (no row rewritten: every existing record is indexed, NULL) and sets
-every head's ``indexed_size`` to its size, then rebuilds the four indexes partial. Downgrade
-indexes any pending record first, then restores the full indexes and drops the columns.
+Upgrade adds the two columns, both NULL (no row rewritten: every existing record is indexed, and
+a head's NULL ``indexed_size`` means none of its leaves is pending, as for a head row written
+without it), then rebuilds the four indexes partial. Downgrade indexes any pending record
+first, then restores the full indexes and drops the columns. Every node and worker sharing the
+database runs the new version (an old one's lookups cannot use the partial indexes).
 
 Revision ID: 0009
 Revises: 0008
@@ -55,11 +57,7 @@ def _create(name: str, columns: list[str], where: str | None) -> None:
 
 def upgrade() -> None:
     op.add_column("log_leaves", sa.Column("pending", sa.SmallInteger, nullable=True))
-    op.add_column(
-        "log_heads",
-        sa.Column("indexed_size", sa.BigInteger, nullable=False, server_default=sa.text("0")),
-    )
-    op.execute("UPDATE log_heads SET indexed_size = size")
+    op.add_column("log_heads", sa.Column("indexed_size", sa.BigInteger, nullable=True))
     for name, columns, before in _INDEXES:
         op.drop_index(name, table_name="log_leaves")
         _create(name, columns, _INDEXED if before is None else f"{before} AND {_INDEXED}")

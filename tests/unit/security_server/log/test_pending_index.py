@@ -8,7 +8,11 @@ PostgreSQL no record is ever pending."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sqlite3
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -17,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.ids import ServiceId, SubsystemId
 from security_server.database import MIGRATIONS_DIR, migrate
-from security_server.log import BodyKey, LogEntry, MessageLog, StoredRecord
+from security_server.log import BodyKey, LogEntry, LogReader, MessageLog, StoredRecord
 from security_server.log._writer import _PENDING_GROUP_RECORDS
 from security_server.log.schema import MAX_PENDING_RECORDS
 from tests.unit.security_server.log.support import ORIGIN, FakeClock, make_entry
@@ -34,7 +38,9 @@ async def _marks(engine: AsyncEngine, origin: str = ORIGIN) -> tuple[int, int, l
     async with engine.connect() as conn:
         size, indexed = (
             await conn.execute(
-                sa.text("SELECT size, indexed_size FROM log_heads WHERE origin = :o"),
+                sa.text(
+                    "SELECT size, COALESCE(indexed_size, size) FROM log_heads WHERE origin = :o"
+                ),
                 {"o": origin},
             )
         ).one()
@@ -254,9 +260,9 @@ async def test_the_message_id_check_sees_every_origins_waiting_records(
 async def test_more_waiting_records_than_the_bound_are_indexed_at_open(
     log: MessageLog, engine: AsyncEngine, body_key: BodyKey, clock: FakeClock
 ) -> None:
-    """A head written by another tool (``indexed_size`` left at its default, 0) or by a version
-    with a larger bound: the log indexes them all before it starts, so its writer knows every
-    record it would otherwise have to remember."""
+    """More waiting records than the bound (a head written by a version with a larger one, or
+    by hand): the log indexes them all before it starts, so its writer knows every record it
+    would otherwise have to remember."""
     entries = [make_entry(subject="person-2") for _ in range(2 * MAX_PENDING_RECORDS)]
     for start in range(0, len(entries), 32):
         await log.append(entries[start : start + 32])
@@ -273,3 +279,111 @@ async def test_more_waiting_records_than_the_bound_are_indexed_at_open(
         assert _seqs(page.records) == list(range(MAX_PENDING_RECORDS))
     finally:
         await reopened.close()
+
+
+async def test_time_ranges_and_pages_after_a_record_find_waiting_records_too(
+    log: MessageLog, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    rng = random.Random(7)
+    logged: list[tuple[LogEntry, datetime]] = []
+    while len(logged) < 2 * MAX_PENDING_RECORDS:
+        entries = _entries(rng, rng.choice((1, 2, _PENDING_GROUP_RECORDS + 1)))
+        await log.append(entries)
+        logged += [(entry, clock.now) for entry in entries]
+        clock.advance(1)
+    assert bool((await _marks(engine))[2]) is _is_sqlite(engine)
+    client = str(_CLIENTS[1])
+    for cut in (len(logged) // 3, len(logged) - 3):
+        since = logged[cut][1]
+        until = logged[-2][1]
+        expected = [
+            seq
+            for seq, (entry, at) in enumerate(logged)
+            if entry.client == client and since <= at < until
+        ]
+        for newest_first in (False, True):
+            found: list[int] = []
+            after = None
+            while True:
+                page = await log.query(
+                    client=client,
+                    since=since,
+                    until=until,
+                    after=after,
+                    limit=5,
+                    newest_first=newest_first,
+                )
+                found += _seqs(page.records)
+                if page.next_after is None:
+                    break
+                after = page.next_after
+            assert found == (expected[::-1] if newest_first else expected)
+
+
+async def test_the_waiting_records_statement_reads_only_the_waiting_ones(
+    log: MessageLog, engine: AsyncEngine
+) -> None:
+    """Paging forward (``after``) or a time range gives the statement a second lower bound on
+    seq; were it given to SQLite, its range could start there and walk the log to its end."""
+    if not _is_sqlite(engine):
+        return  # no waiting records, no such statement
+    for _ in range(40):
+        await log.append([make_entry() for _ in range(50)])
+    await log.append([make_entry()])
+    assert len((await _marks(engine))[2]) == 1
+    executed: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "indexed_size" in statement:
+            executed.append((statement, parameters))
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        page = await log.query(client=str(make_entry().client), after=10, limit=3)
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert _seqs(page.records) == [11, 12, 13]
+    [(statement, parameters)] = executed
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    database = engine.url.database
+    assert database is not None
+    with contextlib.closing(sqlite3.connect(database)) as plain:
+        plain.set_progress_handler(count, 100)
+        rows = plain.execute(statement, parameters).fetchall()
+    assert len(rows) == 1
+    # A walk of the 2,000 records from seq 10 takes ~20,000 steps of 100 instructions; the one
+    # waiting record, a few.
+    assert steps[0] < 50, steps[0]
+
+
+async def test_postgresql_checks_a_message_id_through_its_index_alone(
+    log: MessageLog, engine: AsyncEngine, body_key: BodyKey
+) -> None:
+    """PostgreSQL writes no waiting record, and the waiting part of the check would cost it a
+    walk of every leaf (the partial index is no help there): its statement is the index's
+    part alone. SQLite's reads the heads first, then each origin's waiting records."""
+    entry = make_entry()
+    await log.append([entry])
+    executed: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "message_id" in statement:
+            executed.append(statement)
+
+    reader = await LogReader.open(engine, origin=ORIGIN, body_key=body_key)
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert await reader.holds_message(client=entry.client, message_id=entry.message_id)
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
+    [statement] = executed
+    if _is_sqlite(engine):
+        assert "CROSS JOIN log_leaves" in statement
+    else:
+        assert "log_heads" not in statement
+        assert "pending IS NULL" in statement
