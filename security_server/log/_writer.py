@@ -72,6 +72,7 @@ from security_server.log.model import (
     to_micros,
 )
 from security_server.log.schema import (
+    MAX_PENDING_RECORDS,
     log_attachments,
     log_bodies,
     log_heads,
@@ -87,10 +88,12 @@ __all__ = [
     "DEFAULT_MAX_GROUP_RECORDS",
     "CommitTimes",
     "GroupCommitWriter",
+    "Waiting",
     "fetch_many_nodes",
     "fetch_nodes",
     "fetch_nodes_sqlite",
     "restore_frontier",
+    "restore_waiting",
 ]
 
 #: Most records (leaves plus claims) written in one group transaction; a single larger append
@@ -107,6 +110,15 @@ _MAX_CACHED_CLAIM_UPSERTS: Final = 64
 _MAX_KNOWN_ATTACHMENTS: Final = 4096
 #: Most node keys one query names (a proof needs at most about 2 * 64; bounds the SQL text).
 _MAX_KEYS_PER_QUERY: Final = 256
+#: A group of at most this many records, on a SQLite file, is written pending (not yet in the
+#: audit indexes, ADR 0053) while the origin's pending records stay within
+#: MAX_PENDING_RECORDS. A larger group already shares each index page among its own records.
+_PENDING_GROUP_RECORDS: Final = 8
+#: Puts an origin's pending records in the audit indexes (``log_leaves.pending``).
+_INDEX_PENDING: Final = sa.text(
+    "UPDATE log_leaves SET pending = NULL"
+    " WHERE origin = :origin AND seq >= :first AND seq < :end AND pending IS NOT NULL"
+)
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -172,6 +184,21 @@ class _Job:
 
     def __post_init__(self) -> None:
         self.weight = len(self.entries) + (1 if self.claim is not None else 0)
+
+
+#: What a group's statements leave (:meth:`GroupCommitWriter._write_group`): the new frontier,
+#: each job's outcome, the records and claims written, the attachment digests offered, the
+#: leaves in the audit indexes once it commits, and the group's own pending leaves (message id,
+#: client, seq).
+_Written = tuple[
+    CompactRange,
+    list[list[AppendedRecord] | LogError],
+    int,
+    int,
+    list[bytes],
+    int,
+    list[tuple[str, str, int]],
+]
 
 
 def _insert_for(dialect: str) -> Callable[[sa.Table], Any]:
@@ -327,6 +354,46 @@ async def fetch_many_nodes(
     return result
 
 
+#: An origin's committed records not yet in the audit indexes (ADR 0053), by message id: each
+#: one's client and seq (at most MAX_PENDING_RECORDS in all).
+Waiting = dict[str, list[tuple[str, int]]]
+
+
+async def restore_waiting(conn: AsyncConnection, origin: str, size: int) -> tuple[int, Waiting]:
+    """How many of ``origin``'s ``size`` leaves are in the audit indexes (``log_heads``), and
+    the rest, pending (ADR 0053), by message id. More than MAX_PENDING_RECORDS pending (a head
+    row written by another tool, or by a version with a larger bound) are put in the indexes
+    first, in a write transaction of their own on ``conn``. Raises :class:`LogIntegrityError`
+    unless the count is within 0..size."""
+    stored = (
+        await conn.execute(sa.select(log_heads.c.indexed_size).where(log_heads.c.origin == origin))
+    ).scalar_one_or_none()
+    indexed = size if stored is None else int(stored)
+    if not 0 <= indexed <= size:
+        raise LogIntegrityError(
+            f"log {origin!r} records {indexed} indexed leaves of a tree of size {size}"
+        )
+    if size - indexed > MAX_PENDING_RECORDS:
+        await conn.rollback()  # end the read transaction the queries above began
+        writing = await conn.execution_options(**{WRITE_TRANSACTION: True})
+        async with writing.begin():
+            await writing.execute(_INDEX_PENDING, {"origin": origin, "first": indexed, "end": size})
+            await writing.execute(
+                sa.update(log_heads).where(log_heads.c.origin == origin).values(indexed_size=None)
+            )
+        return size, {}
+    waiting: Waiting = {}
+    if indexed < size:
+        rows = await conn.execute(
+            sa.select(log_leaves.c.message_id, log_leaves.c.client, log_leaves.c.seq).where(
+                log_leaves.c.origin == origin, log_leaves.c.seq >= indexed
+            )
+        )
+        for message_id, client, seq in rows:
+            waiting.setdefault(str(message_id), []).append((str(client), int(seq)))
+    return indexed, waiting
+
+
 async def restore_frontier(conn: AsyncConnection, origin: str) -> tuple[CompactRange, int]:
     """Rebuild ``origin``'s frontier from stored nodes and check it against the stored head.
 
@@ -394,6 +461,8 @@ class GroupCommitWriter:
         max_group_records: int,
         last_body_segment: int = 0,
         body_files_from: int = FILE_GROUP_MIN_BODIES,
+        indexed_size: int | None = None,
+        waiting: Waiting | None = None,
     ) -> None:
         self._engine = engine
         self._origin = origin
@@ -416,6 +485,12 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._commit_times = CommitTimes()
         self._sqlite = _SqliteWorker.for_url(engine.url, self._commit_times)
+        # Leaves below it are in the audit indexes, the rest pending (committed state; only a
+        # SQLite file's small groups are ever written pending, ADR 0053).
+        self._indexed = frontier.size if indexed_size is None else indexed_size
+        # Those pending leaves by message id (for MessageLog.holds_message: its SQL reads every
+        # other origin's from the tables).
+        self._waiting: Waiting = waiting or {}
         # Large bodies go to segment files on a SQLite file (written by whichever thread runs the
         # group: the worker's, or the loop's while quiet; one group at a time).
         segments = BodySegments.for_url(engine.url, origin) if self._sqlite else None
@@ -435,7 +510,7 @@ class GroupCommitWriter:
         self._known_attachments: set[bytes] = set()
         # Built once: constructing the upsert per group cost more than executing it.
         head = self._insert(log_heads).values(
-            {c: sa.bindparam(c) for c in ("origin", "size", "root", "updated_at")}
+            {c: sa.bindparam(c) for c in ("origin", "size", "root", "updated_at", "indexed_size")}
         )
         self._head_upsert = head.on_conflict_do_update(
             index_elements=[log_heads.c.origin],
@@ -443,6 +518,7 @@ class GroupCommitWriter:
                 "size": head.excluded.size,
                 "root": head.excluded.root,
                 "updated_at": head.excluded.updated_at,
+                "indexed_size": head.excluded.indexed_size,
             },
         )
 
@@ -459,6 +535,11 @@ class GroupCommitWriter:
     def head(self) -> TreeHead:
         """The committed size and root."""
         return TreeHead(origin=self._origin, size=self._frontier.size, root=self._frontier.root())
+
+    def waiting(self, message_id: str) -> list[tuple[str, int]]:
+        """The committed leaves of this origin not yet in the audit indexes that carry
+        ``message_id``: each one's client and seq (ADR 0053)."""
+        return self._waiting.get(message_id, [])
 
     @property
     def recent_commit_seconds(self) -> float:
@@ -610,6 +691,9 @@ class GroupCommitWriter:
                     self._frontier, self._last_logged_us = await restore_frontier(
                         conn, self._origin
                     )
+                    self._indexed, self._waiting = await restore_waiting(
+                        conn, self._origin, self._frontier.size
+                    )
                 self._needs_restore = False
             frontier, results = await self._write(group)
         except asyncio.CancelledError:
@@ -689,12 +773,17 @@ class GroupCommitWriter:
 
     def _installed(
         self,
-        written: tuple[CompactRange, list[list[AppendedRecord] | LogError], int, int, list[bytes]],
+        written: _Written,
         now_us: int,
     ) -> tuple[CompactRange, list[list[AppendedRecord] | LogError]]:
         """What a committed group leaves in the writer's state besides its frontier; returns
         the frontier and each job's outcome."""
-        frontier, outcomes, records, claims, attached = written
+        frontier, outcomes, records, claims, attached, indexed, waited = written
+        if indexed != self._indexed:
+            self._waiting.clear()  # every one waiting before this group is indexed now
+        self._indexed = indexed
+        for message_id, client, seq in waited:
+            self._waiting.setdefault(message_id, []).append((client, seq))
         if len(self._known_attachments) + len(attached) > _MAX_KNOWN_ATTACHMENTS:
             self._known_attachments.clear()
         self._known_attachments.update(attached)
@@ -703,15 +792,19 @@ class GroupCommitWriter:
         self._claims += claims
         return frontier, outcomes
 
-    def _write_group(
-        self, conn: _Conn, group: list[_Job], now_us: int
-    ) -> tuple[CompactRange, list[list[AppendedRecord] | LogError], int, int, list[bytes]]:
+    def _write_group(self, conn: _Conn, group: list[_Job], now_us: int) -> _Written:
         """The group's statements inside the caller's transaction (synchronous: it runs in the
         SQLite worker thread, or under ``run_sync`` on the async engine). Touches no writer
         state; returns the new frontier, each job's outcome, the records and claims written,
-        and the digests of the attachments offered to ``log_attachments``."""
+        the digests of the attachments offered to ``log_attachments``, how many leaves are in
+        the audit indexes once it commits, and the group's leaves left pending.
+
+        A small group on a SQLite file is written pending while the origin's pending leaves
+        stay within MAX_PENDING_RECORDS; any other group first puts the pending leaves in the
+        audit indexes, in one statement, and is indexed as it is inserted (ADR 0053)."""
         origin = self._origin
         frontier = self._frontier.copy()
+        pending = self._pending_mark(group)
         outcomes: list[list[AppendedRecord] | LogError] = []
         leaf_rows: list[tuple[Any, ...]] = []
         node_rows: list[tuple[Any, ...]] = []
@@ -744,13 +837,27 @@ class GroupCommitWriter:
                 if len(completed) > 1:
                     node_rows.extend([(origin, seq, level, h) for level, _, h in completed[1:]])
                 leaf_rows.append(
-                    _leaf_row(origin, seq, entry, logged_at_us=now_us, record=record, digest=digest)
+                    _leaf_row(
+                        origin,
+                        seq,
+                        entry,
+                        logged_at_us=now_us,
+                        record=record,
+                        digest=digest,
+                        pending=pending,
+                    )
                 )
                 if entry.body is not None:
                     bodies.append((seq, entry.body))
                 appended.append(AppendedRecord(origin, seq, digest, logged_at))
             outcomes.append(appended)
+        indexed = self._indexed
+        waited: list[tuple[str, str, int]] = []
         if leaf_rows:
+            if pending is None:
+                indexed = self._index_waiting(conn, frontier.size)
+            else:  # (message id, client, seq): the rows' fields 4, 6 and 1 (_LEAF_COLUMNS)
+                waited = [(row[4], row[6], row[1]) for row in leaf_rows]
             if attachment_rows:
                 _insert_attachments(conn, list(attachment_rows.values()))
             _insert_rows(conn, log_leaves, _LEAF_COLUMNS, leaf_rows)
@@ -758,8 +865,39 @@ class GroupCommitWriter:
                 _insert_rows(conn, log_nodes, _NODE_COLUMNS, node_rows)
             if bodies:
                 self._write_bodies(conn, bodies)
-            self._write_head(conn, frontier, now_us)
-        return frontier, outcomes, len(leaf_rows), claims_written, list(attachment_rows)
+            self._write_head(conn, frontier, now_us, indexed)
+        return (
+            frontier,
+            outcomes,
+            len(leaf_rows),
+            claims_written,
+            list(attachment_rows),
+            indexed,
+            waited,
+        )
+
+    def _pending_mark(self, group: list[_Job]) -> int | None:
+        """The ``pending`` mark of the group's leaves: 1 (not yet in the audit indexes) for a
+        group of at most _PENDING_GROUP_RECORDS on a SQLite file while the origin's pending
+        leaves stay within MAX_PENDING_RECORDS, None (indexed) otherwise (ADR 0053)."""
+        most = sum(len(job.entries) for job in group)
+        if (
+            self._sqlite is not None
+            and most <= _PENDING_GROUP_RECORDS
+            and self._frontier.size + most - self._indexed <= MAX_PENDING_RECORDS
+        ):
+            return 1
+        return None
+
+    def _index_waiting(self, conn: _Conn, size: int) -> int:
+        """Put the origin's pending leaves in the audit indexes, in one statement of the
+        group's transaction; returns ``size``, the leaves indexed once it commits."""
+        if self._indexed < self._frontier.size:
+            conn.execute(
+                _INDEX_PENDING,
+                {"origin": self._origin, "first": self._indexed, "end": self._frontier.size},
+            )
+        return size
 
     def _write_bodies(self, conn: _Conn, bodies: list[tuple[int, bytes]]) -> None:
         """Seal the group's bodies and store them: in ``log_bodies`` rows, or, for the large
@@ -841,12 +979,14 @@ class GroupCommitWriter:
                 self._claim_upserts[count] = stmt
         return stmt
 
-    def _write_head(self, conn: _Conn, frontier: CompactRange, now_us: int) -> None:
+    def _write_head(self, conn: _Conn, frontier: CompactRange, now_us: int, indexed: int) -> None:
         values = {
             "origin": self._origin,
             "size": frontier.size,
             "root": frontier.root(),
             "updated_at": now_us,
+            # NULL: every leaf indexed (as in a head row written without the column).
+            "indexed_size": None if indexed == frontier.size else indexed,
         }
         conn.execute(self._head_upsert, values)
 
@@ -1060,6 +1200,7 @@ _LEAF_COLUMNS: Final = (
     "created_at",
     "record",
     "leaf_hash",
+    "pending",
 )
 _NODE_COLUMNS: Final = ("origin", "last_seq", "level", "hash")
 #: (``purged_at`` is left to its default, NULL: no parameter to bind.)
@@ -1182,7 +1323,14 @@ def _serialise_record(entry: LogEntry, logged: bytes, seq: int, logged_at_us: in
 
 
 def _leaf_row(
-    origin: str, seq: int, entry: LogEntry, *, logged_at_us: int, record: bytes, digest: bytes
+    origin: str,
+    seq: int,
+    entry: LogEntry,
+    *,
+    logged_at_us: int,
+    record: bytes,
+    digest: bytes,
+    pending: int | None,
 ) -> tuple[Any, ...]:
     """The ``log_leaves`` row of ``entry``, in the order of :data:`_LEAF_COLUMNS`."""
     return (
@@ -1199,4 +1347,5 @@ def _leaf_row(
         entry.created_at_us,
         record,
         digest,
+        pending,
     )

@@ -21,11 +21,13 @@ import sqlalchemy as sa
 from ruta.ids import MAX_IDENTIFIER_LENGTH
 
 __all__ = [
+    "INDEXED",
     "MAX_FINGERPRINT_LENGTH",
     "MAX_KIND_LENGTH",
     "MAX_MESSAGE_ID_LENGTH",
     "MAX_METHOD_LENGTH",
     "MAX_ORIGIN_LENGTH",
+    "MAX_PENDING_RECORDS",
     "MAX_SUBJECT_LENGTH",
     "log_attachments",
     "log_bodies",
@@ -51,11 +53,17 @@ MAX_SUBJECT_LENGTH: Final = 255
 MAX_KIND_LENGTH: Final = 16
 #: Longest certificate fingerprint (hex SHA-256 is 64).
 MAX_FINGERPRINT_LENGTH: Final = 128
+#: Most records of one origin that are not yet in the audit indexes (``log_leaves.pending``):
+#: what a lookup reads on the primary key besides its index, at most.
+MAX_PENDING_RECORDS: Final = 64
 
 metadata = sa.MetaData()
 
+#: The audit indexes' condition: a record still ``pending`` (the last few of a SQLite log, ADR
+#: 0053) is in none of them yet; a lookup reads those few on the primary key instead.
+INDEXED: Final = "pending IS NULL"
 #: The subject index's condition: a record without a subject is in no subject lookup.
-_SUBJECT_NAMED: Final = "subject IS NOT NULL"
+_SUBJECT_NAMED: Final = f"subject IS NOT NULL AND {INDEXED}"
 
 log_leaves = sa.Table(
     "log_leaves",
@@ -74,6 +82,15 @@ log_leaves = sa.Table(
     # The serialised ruta.v1.LogRecord exactly as hashed, and its RFC 6962 leaf hash.
     sa.Column("record", sa.LargeBinary, nullable=False),
     sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+    # 1 while the record is not yet in the audit indexes, NULL once it is (migration 0009, ADR
+    # 0053). On a SQLite file the writer inserts a small group's records pending and puts them
+    # in the indexes later, in one statement with a later group's commit, at most
+    # MAX_PENDING_RECORDS at a time: a single exchange's commit then writes no page of the four
+    # audit indexes (~4.8 of its ~12 WAL frames). Every record below the origin's
+    # ``log_heads.indexed_size`` is indexed, every one from it on is pending; a lookup reads
+    # the indexed ones through an index (each names the condition INDEXED) and, on SQLite, the
+    # pending ones on the primary key. On PostgreSQL no record is ever pending.
+    sa.Column("pending", sa.SmallInteger, nullable=True),
     # One index per audit lookup. The origin is left out of the message id, client and service
     # indexes (every row they find is checked against it): one node's database holds one
     # origin, and a shared one a handful, while the origin's text in every entry was a tenth of
@@ -82,9 +99,28 @@ log_leaves = sa.Table(
     # (migration 0006: every lookup names one). Time has no index (migration 0004): logged_at
     # never decreases along a tree, so a time range is a range of seq, found on the primary
     # key (``security_server.log.store.first_seq_logged_at_or_after``).
-    sa.Index("ix_log_leaves_message_id", "message_id"),
-    sa.Index("ix_log_leaves_client_seq", "client", "seq"),
-    sa.Index("ix_log_leaves_service_seq", "service", "method", "seq"),
+    # All four hold only indexed records (``pending IS NULL``, migration 0009).
+    sa.Index(
+        "ix_log_leaves_message_id",
+        "message_id",
+        sqlite_where=sa.text(INDEXED),
+        postgresql_where=sa.text(INDEXED),
+    ),
+    sa.Index(
+        "ix_log_leaves_client_seq",
+        "client",
+        "seq",
+        sqlite_where=sa.text(INDEXED),
+        postgresql_where=sa.text(INDEXED),
+    ),
+    sa.Index(
+        "ix_log_leaves_service_seq",
+        "service",
+        "method",
+        "seq",
+        sqlite_where=sa.text(INDEXED),
+        postgresql_where=sa.text(INDEXED),
+    ),
     sa.Index(
         "ix_log_leaves_origin_subject",
         "origin",
@@ -135,7 +171,9 @@ log_attachments = sa.Table(
 )
 
 # The committed size and root of each origin's tree, written in the same transaction as the
-# leaves, so a restart can check the stored tree against it.
+# leaves, so a restart can check the stored tree against it; and how many of its leaves are in
+# the audit indexes (``indexed_size``: the leaves from it to ``size`` are pending; NULL, as a
+# head written without it has, when none is; migration 0009).
 log_heads = sa.Table(
     "log_heads",
     metadata,
@@ -143,6 +181,7 @@ log_heads = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("root", sa.LargeBinary(32), nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("indexed_size", sa.BigInteger, nullable=True),
     sqlite_with_rowid=False,
 )
 

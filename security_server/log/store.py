@@ -37,6 +37,7 @@ from security_server.log._writer import (
     fetch_nodes,
     fetch_nodes_sqlite,
     restore_frontier,
+    restore_waiting,
 )
 from security_server.log.bodies import (
     FILE_GROUP_MIN_BODIES,
@@ -64,10 +65,12 @@ from security_server.log.model import (
     to_micros,
 )
 from security_server.log.schema import (
+    INDEXED,
     MAX_ORIGIN_LENGTH,
     log_attachments,
     log_bodies,
     log_checkpoints,
+    log_heads,
     log_leaves,
     seen_messages,
 )
@@ -121,22 +124,56 @@ _RARE_SERVICE_PROBE: Final = 2000
 #: from its statistics.
 _RARE_SERVICE_PROBE_SQL: Final = {
     True: sa.text(
-        "SELECT seq FROM log_leaves INDEXED BY ix_log_leaves_service_seq"
-        " WHERE service = :service AND origin = :origin AND seq < :size LIMIT :n"
+        "SELECT seq FROM log_leaves INDEXED BY ix_log_leaves_service_seq"  # noqa: S608 - constants only
+        f" WHERE service = :service AND origin = :origin AND seq < :size AND {INDEXED} LIMIT :n"
     ),
     False: sa.text(
-        "SELECT seq FROM log_leaves"
-        " WHERE service = :service AND origin = :origin AND seq < :size LIMIT :n"
+        "SELECT seq FROM log_leaves"  # noqa: S608 - constants only
+        f" WHERE service = :service AND origin = :origin AND seq < :size AND {INDEXED} LIMIT :n"
     ),
 }
+#: The first of an origin's leaves not yet in the audit indexes (ADR 0053): the pending ones,
+#: at most MAX_PENDING_RECORDS, are read on the primary key from it.
+_PENDING_FROM: Final = (
+    sa.select(log_heads.c.indexed_size)
+    .where(log_heads.c.origin == sa.bindparam("pending_origin"))
+    .scalar_subquery()
+)
+#: The probe's pending leaves of the service (on the primary key).
+_RARE_SERVICE_PENDING: Final = sa.select(log_leaves.c.seq).where(
+    log_leaves.c.origin == sa.bindparam("origin"),
+    log_leaves.c.seq >= _PENDING_FROM,
+    log_leaves.c.seq < sa.bindparam("size"),
+    log_leaves.c.service == sa.bindparam("service"),
+)
 #: Longest the consumer's message-id lookup waits on a busy SQLite file (it runs on the loop).
 _LOOKUP_BUSY_MS: Final = 200
 
 
-#: The rows that carry one message id, through its index alone (:meth:`LogReader.holds_message`).
-_MESSAGE_ID_LOOKUP: Final = sa.select(
-    log_leaves.c.origin, log_leaves.c.client, log_leaves.c.seq
-).where(log_leaves.c.message_id == sa.bindparam("message_id"))
+#: The rows that carry one message id (:meth:`LogReader.holds_message`), by dialect (is
+#: SQLite): the indexed ones through the message-id index alone, and on SQLite each origin's
+#: few pending ones (ADR 0053) on the primary key, from its ``indexed_size``. One statement:
+#: one snapshot, in which the two parts are disjoint and together every record. SQLite is told
+#: to read the heads first (``CROSS JOIN`` fixes its join order: otherwise, without
+#: statistics, it may walk every leaf). PostgreSQL writes no pending record: the index alone
+#: (the pending part would cost it a walk of every leaf, the partial index being no help).
+#: Named parameters, as both ``sqlite3`` and SQLAlchemy's text take them.
+_MESSAGE_ID_INDEXED_SQL: Final = (
+    "SELECT origin, client, seq FROM log_leaves"  # noqa: S608 - constants only
+    f" WHERE message_id = :message_id AND {INDEXED}"
+)
+_MESSAGE_ID_LOOKUP_SQL: Final = {
+    True: _MESSAGE_ID_INDEXED_SQL + " UNION ALL"  # noqa: S608 - constants only
+    " SELECT l.origin, l.client, l.seq FROM log_heads h"
+    " CROSS JOIN log_leaves l ON l.origin = h.origin AND l.seq >= h.indexed_size"
+    " WHERE l.message_id = :message_id",
+    False: _MESSAGE_ID_INDEXED_SQL,
+}
+_MESSAGE_ID_LOOKUP: Final = {sqlite: sa.text(sql) for sqlite, sql in _MESSAGE_ID_LOOKUP_SQL.items()}
+#: The same on a log's own SQLite connection, but the pending records of every origin except
+#: its own (:meth:`MessageLog.holds_message` has its own in memory: reading up to 64 rows on
+#: the primary key doubled the lookup's time).
+_MESSAGE_ID_LOOKUP_OTHERS_SQL: Final = _MESSAGE_ID_LOOKUP_SQL[True] + " AND h.origin <> :own"
 
 
 def _utc_now() -> datetime:
@@ -413,7 +450,8 @@ class LogReader:
         cost must not grow with the records one client has in the log, as a query ordered by
         sequence on the client index does."""
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(_MESSAGE_ID_LOOKUP, {"message_id": message_id})).all()
+            lookup = _MESSAGE_ID_LOOKUP[conn.dialect.name == "sqlite"]
+            rows = (await conn.execute(lookup, {"message_id": message_id})).all()
         return self._holds(rows, client)
 
     def _holds(self, rows: Sequence[Any], client: str) -> bool:
@@ -462,12 +500,12 @@ class LogReader:
                 end = await first_seq_logged_at_or_after(conn, self._origin, size, to_micros(until))
             if first >= end:
                 return RecordPage(records=(), next_after=None)
-            conditions: list[sa.ColumnElement[bool]] = [
+            # The filters on values, and the two lower or upper bounds on seq besides ``end``
+            # (the pending records' statement takes only the first, see _indexed_page).
+            values: list[sa.ColumnElement[bool]] = [
                 log_leaves.c.origin == self._origin,
                 log_leaves.c.seq < end,
             ]
-            if first > 0:
-                conditions.append(log_leaves.c.seq >= first)
             for column, value in (
                 (log_leaves.c.message_id, message_id),
                 (log_leaves.c.client, client),
@@ -476,25 +514,83 @@ class LogReader:
                 (log_leaves.c.subject, subject),
             ):
                 if value is not None:
-                    conditions.append(column == value)
+                    values.append(column == value)
+            conditions = list(values)
+            if first > 0:
+                conditions.append(log_leaves.c.seq >= first)
             if after is not None:
                 conditions.append(
                     log_leaves.c.seq < after if newest_first else log_leaves.c.seq > after
                 )
-            order = log_leaves.c.seq.desc() if newest_first else log_leaves.c.seq
-            stmt = self._record_select().where(*conditions).order_by(order).limit(limit + 1)
+
+            def within(seq: int) -> bool:
+                if seq < first:
+                    return False
+                return after is None or (seq < after if newest_first else seq > after)
+
             rare = None
             if service is not None and method is None and message_id is None and subject is None:
                 rare = await self._rare_service_page(conn, service, conditions, limit, newest_first)
             if rare is not None:
                 records = rare
+            elif any(v is not None for v in (message_id, client, service, subject)):
+                records = await self._indexed_page(
+                    conn, conditions, values, within, limit=limit, newest_first=newest_first
+                )
             else:
+                order = log_leaves.c.seq.desc() if newest_first else log_leaves.c.seq
+                stmt = self._record_select().where(*conditions).order_by(order).limit(limit + 1)
                 records = [_stored_record(r) for r in await conn.execute(stmt)]
         more = len(records) > limit
         records = records[:limit]
         return RecordPage(
             records=tuple(records), next_after=records[-1].seq if more and records else None
         )
+
+    async def _indexed_page(
+        self,
+        conn: AsyncConnection,
+        conditions: Sequence[sa.ColumnElement[bool]],
+        values: Sequence[sa.ColumnElement[bool]],
+        within: Callable[[int], bool],
+        *,
+        limit: int,
+        newest_first: bool,
+    ) -> list[StoredRecord]:
+        """Up to ``limit + 1`` records matching ``conditions`` (which name an indexed column),
+        in page order: the indexed ones through an audit index (``pending IS NULL``, the
+        indexes' condition), and, on SQLite, the origin's few pending ones (ADR 0053).
+
+        The pending ones are read on the primary key from the origin's ``indexed_size`` with
+        ``values`` alone (the value filters and the end), and ``within`` (the start of a time
+        range, the page's ``after``) is applied to them here: given a second lower bound on
+        seq, SQLite's range may start from that one instead and walk the log from there to its
+        end. On SQLite both statements read one snapshot (one transaction); a leaf is indexed
+        once and stays so, so even two snapshots would miss none, and one in both answers is
+        taken once. PostgreSQL writes no pending record (ADR 0053): one statement there."""
+        order = log_leaves.c.seq.desc() if newest_first else log_leaves.c.seq
+        pending: dict[int, StoredRecord] = {}
+        if conn.dialect.name == "sqlite":
+            pending = {
+                record.seq: record
+                for record in map(
+                    _stored_record,
+                    await conn.execute(
+                        self._record_select().where(*values, log_leaves.c.seq >= _PENDING_FROM),
+                        {"pending_origin": self._origin},
+                    ),
+                )
+                if within(record.seq)
+            }
+        stmt = (
+            self._record_select()
+            .where(*conditions, log_leaves.c.pending.is_(None))
+            .order_by(order)
+            .limit(limit + 1)
+        )
+        found = {record.seq: record for record in map(_stored_record, await conn.execute(stmt))}
+        found.update(pending)
+        return [found[seq] for seq in sorted(found, reverse=newest_first)[: limit + 1]]
 
     async def _rare_service_page(
         self,
@@ -508,18 +604,35 @@ class LogReader:
         order, when the service has at most :data:`_RARE_SERVICE_PROBE` records in this log;
         None when it has more (then a walk in sequence order finds a page quickly)."""
         probe = _RARE_SERVICE_PROBE_SQL[conn.dialect.name == "sqlite"]
-        candidates = [
+        size = self.head().size
+        # The pending leaves first, on SQLite (ADR 0053; see _indexed_page).
+        pending: set[int] = set()
+        if conn.dialect.name == "sqlite":
+            pending = {
+                int(row.seq)
+                for row in await conn.execute(
+                    _RARE_SERVICE_PENDING,
+                    {
+                        "service": service,
+                        "origin": self._origin,
+                        "pending_origin": self._origin,
+                        "size": size,
+                    },
+                )
+            }
+        indexed = {
             int(row.seq)
             for row in await conn.execute(
                 probe,
                 {
                     "service": service,
                     "origin": self._origin,
-                    "size": self.head().size,
+                    "size": size,
                     "n": _RARE_SERVICE_PROBE + 1,
                 },
             )
-        ]
+        }
+        candidates = sorted(indexed | pending)
         if len(candidates) > _RARE_SERVICE_PROBE:
             return None
         if not candidates:
@@ -739,6 +852,7 @@ class MessageLog(LogReader):
         cipher = body_key if isinstance(body_key, BodyCipher) else BodyCipher(body_key)
         async with engine.connect() as conn:
             frontier, last_logged_us = await restore_frontier(conn, origin)
+            indexed_size, waiting = await restore_waiting(conn, origin, frontier.size)
             last_body_segment = await _check_body_files(conn, origin, engine.url)
         writer = GroupCommitWriter(
             engine=engine,
@@ -750,6 +864,8 @@ class MessageLog(LogReader):
             max_group_records=max_group_records,
             last_body_segment=last_body_segment,
             body_files_from=body_files_from,
+            indexed_size=indexed_size,
+            waiting=waiting,
         )
         writer.start()
         return cls(engine=engine, origin=origin, cipher=cipher, writer=writer, clock=clock)
@@ -761,7 +877,10 @@ class MessageLog(LogReader):
         CPU per exchange than signing)."""
         if self._lookup is None:
             return await super().holds_message(client=client, message_id=message_id)
-        return self._holds(self._lookup.rows(message_id), client)
+        origin = self._origin
+        rows = self._lookup.rows(message_id, origin)
+        rows += [(origin, holder, seq) for holder, seq in self._writer.waiting(message_id)]
+        return self._holds(rows, client)
 
     async def _fetch_nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
         """As :meth:`LogReader._fetch_nodes`; on a SQLite file, read on this log's own
@@ -1168,7 +1287,6 @@ class _SqliteLookup:
         self._connection: Any = engine.raw_connection()
         self._connection.execute("PRAGMA query_only = ON")
         self._connection.execute(f"PRAGMA busy_timeout = {_LOOKUP_BUSY_MS}")
-        self._sql = _MESSAGE_ID_LOOKUP.compile(dialect=engine.dialect).string
         self._closed = False
 
     @classmethod
@@ -1177,14 +1295,15 @@ class _SqliteLookup:
         engine = sqlite_sync_engine(url)
         return cls(engine) if engine is not None else None
 
-    def rows(self, message_id: str) -> list[tuple[str, str, int]]:
-        """(origin, client, seq) of every record carrying ``message_id``. Raises
+    def rows(self, message_id: str, own: str) -> list[tuple[str, str, int]]:
+        """(origin, client, seq) of every record carrying ``message_id``, except the records
+        of origin ``own`` not yet in the audit indexes (its writer knows those). Raises
         :class:`LogError` if the file cannot be read or the log is closed."""
         if self._closed:
             raise LogError("the message log is closed")
         try:
             rows: list[tuple[str, str, int]] = self._connection.execute(
-                self._sql, (message_id,)
+                _MESSAGE_ID_LOOKUP_OTHERS_SQL, {"message_id": message_id, "own": own}
             ).fetchall()
         except sqlite3.Error as exc:
             raise LogError(f"the message log cannot be read: {type(exc).__name__}") from None

@@ -60,9 +60,9 @@ def _kill_in_commit(after_groups: int) -> None:
     write_head = GroupCommitWriter._write_head
     groups = 0
 
-    def dying(self: GroupCommitWriter, conn: Any, frontier: Any, now_us: int) -> None:
+    def dying(self: GroupCommitWriter, conn: Any, frontier: Any, now_us: int, indexed: int) -> None:
         nonlocal groups
-        write_head(self, conn, frontier, now_us)
+        write_head(self, conn, frontier, now_us, indexed)
         groups += 1
         if groups > after_groups and frontier.size - self._frontier.size > 1:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -18,6 +18,8 @@ from security_server.log.schema import log_bodies
 from tests.unit.security_server.log.support import ORIGIN, FakeClock, make_entry
 
 _LARGE = b"x" * (2 * FILE_BODY_MIN_BYTES)
+#: The columns migration 0009 adds, which today's writer writes.
+_COLUMNS_OF_0009 = (("log_leaves", "pending"), ("log_heads", "indexed_size"))
 
 
 async def test_bodies_written_under_0004_read_after_0005(
@@ -33,7 +35,11 @@ async def test_bodies_written_under_0004_read_after_0005(
         assert "segment" not in columns
         # The writer alone (a log opened today checks the body file columns first): its rows
         # of small bodies are those the writer of 0004 wrote, column for column. One leaf
-        # only: it completes no tree node (nodes have another key since 0008).
+        # only: it completes no tree node (nodes have another key since 0008). Today's writer
+        # also writes the pending marks of 0009, so those two columns exist while it writes.
+        async with engine.begin() as conn:
+            for table, column in _COLUMNS_OF_0009:
+                await conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} BIGINT"))
         async with engine.connect() as conn:
             frontier, last_logged_us = await restore_frontier(conn, ORIGIN)
         writer = GroupCommitWriter(
@@ -50,6 +56,9 @@ async def test_bodies_written_under_0004_read_after_0005(
             await writer.submit((make_entry(body=b"small"),), None)
         finally:
             await writer.close()
+        async with engine.begin() as conn:
+            for table, column in _COLUMNS_OF_0009:
+                await conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         await migrate(engine)
         log = await MessageLog.open(
             engine, origin=ORIGIN, body_key=key, clock=clock, body_files_from=1
