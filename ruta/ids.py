@@ -9,20 +9,24 @@ escapes. ``format(parse(x)) == x`` for every valid ``x`` (the text form is canon
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Self
 
 from ruta.faults import Fault, RutaError
+from ruta.memo import memo_by_identity
 from ruta.v1 import ids_pb2
 
 __all__ = [
     "MAX_IDENTIFIER_LENGTH",
     "MAX_PART_LENGTH",
+    "MAX_REMEMBERED_TEXTS",
     "IdentifierError",
     "MemberId",
     "ServerId",
     "ServiceId",
     "SubsystemId",
+    "id_text",
 ]
 
 #: Longest identifier part.
@@ -226,3 +230,15 @@ class ServerId:
     @classmethod
     def from_proto(cls, msg: ids_pb2.ServerId) -> Self:
         return cls(MemberId.from_proto(msg.member), msg.server_code)
+
+
+#: Identifier objects whose text :func:`id_text` remembers.
+MAX_REMEMBERED_TEXTS: Final = 4096
+
+#: ``str(identifier)``, made once per identifier object (event loop only): the text form is built
+#: from nested f-strings on every ``str``, several times per exchange (the headers' checks, the
+#: log's query columns), while the exchange path hands the same few objects, remembered by the
+#: header reader, from one message to the next.
+id_text: Callable[[SubsystemId | ServiceId | ServerId], str] = memo_by_identity(
+    str, maxsize=MAX_REMEMBERED_TEXTS
+)

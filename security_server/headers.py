@@ -37,7 +37,14 @@ from ruta.call_metadata import (
     USER_ID_HEADER,
 )
 from ruta.faults import Fault
-from ruta.ids import MAX_IDENTIFIER_LENGTH, IdentifierError, ServerId, ServiceId, SubsystemId
+from ruta.ids import (
+    MAX_IDENTIFIER_LENGTH,
+    IdentifierError,
+    ServerId,
+    ServiceId,
+    SubsystemId,
+    id_text,
+)
 from ruta.memo import memo_by_identity, remember
 from ruta.timestamps import from_timestamp, timestamp_parts
 from ruta.v1 import transport_pb2
@@ -427,12 +434,6 @@ def _parse_call_metadata(
 _subsystem_proto = memo_by_identity(SubsystemId.to_proto, maxsize=MAX_CACHED_IDENTIFIERS)
 _service_proto = memo_by_identity(ServiceId.to_proto, maxsize=MAX_CACHED_IDENTIFIERS)
 _server_proto = memo_by_identity(ServerId.to_proto, maxsize=MAX_CACHED_IDENTIFIERS)
-
-#: ``str(identifier)``, made once per identifier object (the remembered ones above): the text
-#: form is built from nested f-strings on every ``str``, several times per exchange.
-id_text: Callable[[SubsystemId | ServiceId | ServerId], str] = memo_by_identity(
-    str, maxsize=MAX_CACHED_IDENTIFIERS
-)
 
 
 #: Request headers' fixed fields (kind, client, service, method, purpose, sender, receiver)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final, NoReturn
@@ -12,8 +11,7 @@ from typing import Final, NoReturn
 from google.protobuf.message import DecodeError
 
 from ruta.faults import Fault
-from ruta.ids import IdentifierError, ServiceId, SubsystemId
-from ruta.memo import memo_by_identity
+from ruta.ids import IdentifierError, ServiceId, SubsystemId, id_text
 from ruta.timestamps import from_timestamp
 from ruta.v1 import log_pb2, transport_pb2
 from security_server.log.errors import LogError
@@ -102,11 +100,6 @@ def from_micros(micros: int) -> datetime:
     """The aware UTC datetime of a stored time."""
     return _EPOCH + timedelta(microseconds=micros)
 
-
-#: ``str(identifier)`` per identifier object (the exchange path hands the same few objects,
-#: remembered by the header reader, for record after record; the text is built from nested
-#: f-strings on every ``str``).
-_id_text: Callable[[SubsystemId | ServiceId], str] = memo_by_identity(str, maxsize=1024)
 
 _KIND_OF: Final = {
     transport_pb2.MESSAGE_KIND_REQUEST: RecordKind.REQUEST,
@@ -252,8 +245,8 @@ class LogEntry:
             certificate_fingerprint=certificate_fingerprint,
             message_id=parsed.message_id,
             kind=kind,
-            client=_id_text(client),
-            service=_id_text(service),
+            client=id_text(client),
+            service=id_text(service),
             method=parsed.method,
             created_at=created_at,
             subject=parsed.subject or None,
