@@ -150,6 +150,28 @@ class SubsystemId:
     def __str__(self) -> str:
         return f"{self.member}/{self.code}"
 
+    # Equality and hash in one call each, not one per level of nesting (what the dataclass
+    # would make): the global configuration's dictionaries are keyed by identifiers, looked up
+    # several times per exchange with equal objects that are not the keys themselves. The same
+    # relation as the fields' (every field compared; equal identifiers hash alike).
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        that = other
+        a, b = self.member, that.member
+        return self.code == that.code and (
+            a is b
+            or (
+                a.member_code == b.member_code
+                and a.member_class == b.member_class
+                and a.instance == b.instance
+            )
+        )
+
+    def __hash__(self) -> int:
+        m = self.member
+        return hash((m.instance, m.member_class, m.member_code, self.code))
+
     def service(self, service_name: str) -> ServiceId:
         return ServiceId(self, service_name)
 
@@ -193,6 +215,31 @@ class ServiceId:
     def __str__(self) -> str:
         return f"{self.subsystem}/{self.service_name}"
 
+    # In one call each (see SubsystemId.__eq__).
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        that = other
+        s, t = self.subsystem, that.subsystem
+        if self.service_name != that.service_name:
+            return False
+        if s is t:
+            return True
+        a, b = s.member, t.member
+        return s.code == t.code and (
+            a is b
+            or (
+                a.member_code == b.member_code
+                and a.member_class == b.member_class
+                and a.instance == b.instance
+            )
+        )
+
+    def __hash__(self) -> int:
+        s = self.subsystem
+        m = s.member
+        return hash((m.instance, m.member_class, m.member_code, s.code, self.service_name))
+
     def to_proto(self) -> ids_pb2.ServiceId:
         return ids_pb2.ServiceId(
             subsystem=self.subsystem.to_proto(), service_name=self.service_name
@@ -223,6 +270,25 @@ class ServerId:
 
     def __str__(self) -> str:
         return f"{self.member}/{self.code}"
+
+    # In one call each (see SubsystemId.__eq__).
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        that = other
+        a, b = self.member, that.member
+        return self.code == that.code and (
+            a is b
+            or (
+                a.member_code == b.member_code
+                and a.member_class == b.member_class
+                and a.instance == b.instance
+            )
+        )
+
+    def __hash__(self) -> int:
+        m = self.member
+        return hash((m.instance, m.member_class, m.member_code, self.code))
 
     def to_proto(self) -> ids_pb2.ServerId:
         return ids_pb2.ServerId(member=self.member.to_proto(), server_code=self.code)

@@ -96,6 +96,9 @@ __all__ = ["ConsumerProxy", "is_loopback_peer"]
 _log = logging.getLogger(__name__)
 
 _BAD_RESPONSE: Final = Fault.SERVER_CONSUMER_INVALID_RESPONSE_SIGNATURE
+#: The gRPC status code OK as a header carries it (read once: an enum member's ``value`` is a
+#: descriptor of Python code on every read).
+_OK: Final = grpc.StatusCode.OK.value[0]
 
 
 def _peer_host(peer: str) -> str:
@@ -385,7 +388,7 @@ class ConsumerProxy:
             await self._provider_committed(provider_commit, provider, info)
         outcome.response_bytes = len(response_body)
         exchanged = ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
-        if response_header.status_code != grpc.StatusCode.OK.value[0]:
+        if response_header.status_code != _OK:
             raise self._backend_status(response_header, response_body, exchanged)
         return Answer(response_body, exchanged)
 
@@ -556,7 +559,7 @@ def _backend_fault_problems(header: transport_pb2.MessageHeader) -> list[str]:
     """What is wrong with a response's backend fault: the provider server checks what its
     backend gave (docs/adr/0024), so a signed header that breaks the rule is a provider's lie."""
     problems = []
-    if header.status_code == grpc.StatusCode.OK.value[0]:
+    if header.status_code == _OK:
         problems.append("it carries a backend fault with status OK")
     if backend_fault_code(header.backend_fault) is None:
         problems.append("its backend fault is not a fault code")

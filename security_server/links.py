@@ -217,10 +217,11 @@ class GrpcPeerLinks:
         message: MessageParts,
         seconds: float,
     ) -> Reply:
-        # Its size decides the path; the frame carries its parts, joined once.
+        # Its size decides the path; the frame carries its parts, joined once. (A server id is
+        # hashed through its nested identifiers: looked up only when some server is unary only.)
         if (
             self._links is not None
-            and server.id not in self._unary_only
+            and not (self._unary_only and server.id in self._unary_only)
             and self._links.fits_size(sum(map(len, message)))
         ):
             try:

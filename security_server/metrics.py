@@ -136,6 +136,11 @@ class ExchangeMetrics:
 
     def __post_init__(self) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # An exchange's two children (its latency's and its count's) by the count's labels, and
+        # a frames stream side's two counters by role: one lookup where there were two (event
+        # loop only; at most MAX_CACHED_LABEL_SETS entries each, like ``_children``).
+        self._exchange_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._frame_children: dict[str, tuple[Any, Any]] = {}
         # Exchanges in flight by role: plain counts, read by the gauge at scrape time (no
         # locked gauge update per exchange).
         self._in_flight: dict[str, int] = {}
@@ -259,7 +264,17 @@ class ExchangeMetrics:
 
     def _finish(self, role: str, outcome: Outcome, elapsed: float, refused: Refused | None) -> None:
         """Record one exchange when it ends (see :meth:`exchange`)."""
-        self._child(self.latency, (role, outcome.service, outcome.method)).observe(elapsed)
+        labels = (role, outcome.client, outcome.service, outcome.method, outcome.fault)
+        children = self._exchange_children.get(labels)
+        if children is None:
+            children = (
+                self._child(self.latency, (role, outcome.service, outcome.method)),
+                self._child(self.exchanges, labels),
+            )
+            if len(self._exchange_children) < MAX_CACHED_LABEL_SETS:
+                self._exchange_children[labels] = children
+        latency, count = children
+        latency.observe(elapsed)
         if outcome.backend_seconds is not None:
             self._child(self.backend_latency, (outcome.service, outcome.method)).observe(
                 outcome.backend_seconds
@@ -281,10 +296,7 @@ class ExchangeMetrics:
                 elapsed,
                 "-" if outcome.backend_seconds is None else f"{outcome.backend_seconds:.6f}",
             )
-        self._child(
-            self.exchanges,
-            (role, outcome.client, outcome.service, outcome.method, outcome.fault),
-        ).inc()
+        count.inc()
         if refused is not None and self.refusals is not None:
             self._keep_refusal(role, outcome, refused)
 
@@ -301,8 +313,17 @@ class ExchangeMetrics:
 
     def frame_written(self, role: str, messages: int) -> None:
         """Count one frame of ``messages`` written by the ``role`` side of a frames stream."""
-        self._child(self.frames, (role,)).inc()
-        self._child(self.framed_messages, (role,)).inc(messages)
+        children = self._frame_children.get(role)
+        if children is None:
+            children = (
+                self._child(self.frames, (role,)),
+                self._child(self.framed_messages, (role,)),
+            )
+            if len(self._frame_children) < MAX_CACHED_LABEL_SETS:
+                self._frame_children[role] = children
+        frames, messages_counter = children
+        frames.inc()
+        messages_counter.inc(messages)
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

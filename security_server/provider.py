@@ -114,6 +114,8 @@ class ProviderProxy:
         # Result frames within what this server's own gRPC send limit holds (docs/adr/0050).
         self._result_frame_bytes = result_frame_bytes(settings.limits.max_message_bytes)
         self._skew = timedelta(seconds=settings.limits.freshness_seconds)
+        # How long a replay claim is kept past its request's creation (see _checked_exchange).
+        self._claim_lifetime = 2 * self._skew
         self._identity = identity
         self._globalconf = globalconf
         self._recorder = recorder
@@ -362,7 +364,7 @@ class ProviderProxy:
             message_id=header.message_id,
             # A request older than created_at + skew is refused as stale, so the claim need not
             # outlive that; twice the skew keeps a margin for clock steps.
-            expires_at=created_at + 2 * self._skew,
+            expires_at=created_at + self._claim_lifetime,
         )
         try:
             await self._recorder.record(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 from hypothesis import given
@@ -116,3 +117,45 @@ def test_near_valid_input_never_crashes(kind: AnyId, chunks: list[str]) -> None:
     text = "/".join(chunks)
     with contextlib.suppress(IdentifierError):
         assert str(kind.parse(text)) == text
+
+
+def _fields(identifier: object) -> tuple[object, ...]:
+    """Every part of ``identifier``, nested ones flattened: what equality compares."""
+    out: list[object] = [type(identifier)]
+    for field in dataclasses.fields(identifier):  # type: ignore[arg-type]
+        value = getattr(identifier, field.name)
+        out.extend(_fields(value) if dataclasses.is_dataclass(value) else (value,))
+    return tuple(out)
+
+
+_SMALL_PARTS = st.sampled_from(["A", "B", "AB"])
+
+
+@given(
+    st.sampled_from([SubsystemId, ServiceId, ServerId]),
+    st.sampled_from([SubsystemId, ServiceId, ServerId]),
+    st.lists(_SMALL_PARTS, min_size=5, max_size=5),
+    st.lists(_SMALL_PARTS, min_size=5, max_size=5),
+    st.booleans(),
+)
+def test_equality_and_hash_are_the_fields_in_one_call(
+    kind_a: AnyId, kind_b: AnyId, parts_a: list[str], parts_b: list[str], shared: bool
+) -> None:
+    """The nested identifiers' own ``__eq__`` and ``__hash__`` (one call each) are the relation
+    the dataclass makes: every field compared, the class too, equal ones hashing alike, also
+    when both share their member or subsystem object."""
+    a = kind_a.parse("/".join(parts_a[: KINDS[kind_a]]))
+    b = kind_b.parse("/".join(parts_b[: KINDS[kind_b]]))
+    if shared and type(a) is type(b):
+        if isinstance(a, ServiceId) and isinstance(b, ServiceId):
+            b = ServiceId(a.subsystem, b.service_name)
+        elif isinstance(a, SubsystemId | ServerId) and isinstance(b, SubsystemId | ServerId):
+            b = type(b)(a.member, b.code)
+    same = _fields(a) == _fields(b)
+    assert (a == b) is same
+    assert (a != b) is not same
+    assert a == a
+    if same:
+        assert hash(a) == hash(b)
+        assert len({a, b}) == 1
+    assert (a == "text") is False

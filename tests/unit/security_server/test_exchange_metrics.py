@@ -93,3 +93,38 @@ def test_identify_labels_what_the_configuration_lists_once_per_configuration() -
     newer = _Conf(set(), {})
     assert _labels(newer, client, service, "GetPerson") == (UNKNOWN, UNKNOWN, UNKNOWN)
     assert newer.reads == 2
+
+
+def test_each_label_set_counts_its_own_exchanges_and_frames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An exchange's latency and count, and a frame's two counters, are found in one lookup
+    per label set: each set still counts only its own, also past the cache's bound."""
+    monkeypatch.setattr("security_server.metrics.MAX_CACHED_LABEL_SETS", 2)
+    metrics = ExchangeMetrics()
+    for fault in ("none", "a.b", "c.d", "a.b", "none", "e.f"):
+        with metrics.exchange("provider") as outcome:
+            outcome.client, outcome.service, outcome.method = "c", "s", "m"
+            outcome.fault = fault
+    labels = {"role": "provider", "client": "c", "service": "s", "method": "m"}
+    counts = {
+        fault: _value(metrics, "ruta_exchanges_total", **labels, fault=fault)
+        for fault in ("none", "a.b", "c.d", "e.f")
+    }
+    assert counts == {"none": 2, "a.b": 2, "c.d": 1, "e.f": 1}
+    seconds = {"role": "provider", "service": "s", "method": "m"}
+    assert _value(metrics, "ruta_exchange_seconds_count", **seconds) == 6
+    assert len(metrics._exchange_children) == 2
+    for role, messages in (("consumer", 3), ("provider", 1), ("consumer", 2), ("x", 1)):
+        metrics.frame_written(role, messages)
+    assert len(metrics._frame_children) == 2
+    frames = {
+        r: _value(metrics, "ruta_transport_frames_total", role=r)
+        for r in ("consumer", "provider", "x")
+    }
+    assert frames == {"consumer": 2, "provider": 1, "x": 1}
+    framed = {
+        r: _value(metrics, "ruta_transport_framed_messages_total", role=r)
+        for r in ("consumer", "provider", "x")
+    }
+    assert framed == {"consumer": 5, "provider": 1, "x": 1}
