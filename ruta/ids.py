@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Self
+from typing import Final, Protocol, Self, cast
 
 from ruta.faults import Fault, RutaError
 from ruta.memo import memo_by_identity
@@ -127,6 +127,36 @@ class MemberId:
         return cls(msg.instance, msg.member_class, msg.member_code)
 
 
+class _MemberAndCode(Protocol):
+    """A subsystem's or a server's identifier: a member and a code."""
+
+    @property
+    def member(self) -> MemberId: ...
+    @property
+    def code(self) -> str: ...
+
+
+def _member_and_code_eq(self: _MemberAndCode, other: object) -> bool:
+    """Equal to an identifier of the same class with an equal member and code."""
+    if other.__class__ is not self.__class__:
+        # (a bare NotImplemented is typed as such only in a method named __eq__)
+        return cast("bool", NotImplemented)
+    a, b = self.member, other.member
+    return self.code == other.code and (
+        a is b
+        or (
+            a.member_code == b.member_code
+            and a.member_class == b.member_class
+            and a.instance == b.instance
+        )
+    )
+
+
+def _member_and_code_hash(self: _MemberAndCode) -> int:
+    m = self.member
+    return hash((m.instance, m.member_class, m.member_code, self.code))
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class SubsystemId:
     """A subsystem of a member: ``INSTANCE/CLASS/CODE/SUBSYSTEM``.
@@ -154,23 +184,8 @@ class SubsystemId:
     # would make): the global configuration's dictionaries are keyed by identifiers, looked up
     # several times per exchange with equal objects that are not the keys themselves. The same
     # relation as the fields' (every field compared; equal identifiers hash alike).
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        that = other
-        a, b = self.member, that.member
-        return self.code == that.code and (
-            a is b
-            or (
-                a.member_code == b.member_code
-                and a.member_class == b.member_class
-                and a.instance == b.instance
-            )
-        )
-
-    def __hash__(self) -> int:
-        m = self.member
-        return hash((m.instance, m.member_class, m.member_code, self.code))
+    __eq__ = _member_and_code_eq
+    __hash__ = _member_and_code_hash
 
     def service(self, service_name: str) -> ServiceId:
         return ServiceId(self, service_name)
@@ -271,24 +286,9 @@ class ServerId:
     def __str__(self) -> str:
         return f"{self.member}/{self.code}"
 
-    # In one call each (see SubsystemId.__eq__).
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        that = other
-        a, b = self.member, that.member
-        return self.code == that.code and (
-            a is b
-            or (
-                a.member_code == b.member_code
-                and a.member_class == b.member_class
-                and a.instance == b.instance
-            )
-        )
-
-    def __hash__(self) -> int:
-        m = self.member
-        return hash((m.instance, m.member_class, m.member_code, self.code))
+    # In one call each (see SubsystemId).
+    __eq__ = _member_and_code_eq
+    __hash__ = _member_and_code_hash
 
     def to_proto(self) -> ids_pb2.ServerId:
         return ids_pb2.ServerId(member=self.member.to_proto(), server_code=self.code)

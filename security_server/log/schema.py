@@ -65,6 +65,12 @@ INDEXED: Final = "pending IS NULL"
 #: The subject index's condition: a record without a subject is in no subject lookup.
 _SUBJECT_NAMED: Final = f"subject IS NOT NULL AND {INDEXED}"
 
+
+def _partial_index(name: str, *columns: str, where: str = INDEXED) -> sa.Index:
+    """An index of ``log_leaves`` holding only the rows that meet ``where``, on both backends."""
+    return sa.Index(name, *columns, sqlite_where=sa.text(where), postgresql_where=sa.text(where))
+
+
 log_leaves = sa.Table(
     "log_leaves",
     metadata,
@@ -100,34 +106,11 @@ log_leaves = sa.Table(
     # never decreases along a tree, so a time range is a range of seq, found on the primary
     # key (``security_server.log.store.first_seq_logged_at_or_after``).
     # All four hold only indexed records (``pending IS NULL``, migration 0009).
-    sa.Index(
-        "ix_log_leaves_message_id",
-        "message_id",
-        sqlite_where=sa.text(INDEXED),
-        postgresql_where=sa.text(INDEXED),
-    ),
-    sa.Index(
-        "ix_log_leaves_client_seq",
-        "client",
-        "seq",
-        sqlite_where=sa.text(INDEXED),
-        postgresql_where=sa.text(INDEXED),
-    ),
-    sa.Index(
-        "ix_log_leaves_service_seq",
-        "service",
-        "method",
-        "seq",
-        sqlite_where=sa.text(INDEXED),
-        postgresql_where=sa.text(INDEXED),
-    ),
-    sa.Index(
-        "ix_log_leaves_origin_subject",
-        "origin",
-        "subject",
-        "seq",
-        sqlite_where=sa.text(_SUBJECT_NAMED),
-        postgresql_where=sa.text(_SUBJECT_NAMED),
+    _partial_index("ix_log_leaves_message_id", "message_id"),
+    _partial_index("ix_log_leaves_client_seq", "client", "seq"),
+    _partial_index("ix_log_leaves_service_seq", "service", "method", "seq"),
+    _partial_index(
+        "ix_log_leaves_origin_subject", "origin", "subject", "seq", where=_SUBJECT_NAMED
     ),
 )
 

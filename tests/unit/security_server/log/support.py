@@ -7,10 +7,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.ids import ServerId, ServiceId, SubsystemId
 from ruta.v1 import transport_pb2
+from security_server.database import MIGRATIONS_DIR
 from security_server.log import Direction, LogEntry
 from security_server.log.schema import log_leaves
 
@@ -19,6 +22,7 @@ __all__ = [
     "ORIGIN",
     "SERVICE",
     "FakeClock",
+    "downgrade",
     "make_entry",
     "take_leaf_behind_the_logs_back",
 ]
@@ -26,6 +30,15 @@ __all__ = [
 CLIENT = SubsystemId.parse("DEV/GOV/SOC/benefits")
 SERVICE = ServiceId.parse("DEV/GOV/POP/registry/population.v1.PopulationRegister")
 ORIGIN = "ruta.test/DEV/GOV/POP/ss1"
+
+
+def downgrade(connection: sa.Connection, revision: str) -> None:
+    """Migrate the security server's database on ``connection`` down to ``revision`` (for
+    ``run_sync``)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
 
 
 class FakeClock:

@@ -6,27 +6,18 @@ verifies; the log keeps appending after it."""
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.merkle import leaf_hash, verify_consistency, verify_inclusion
-from security_server.database import MIGRATIONS_DIR, VERSION_TABLE, create_engine, migrate
+from security_server.database import VERSION_TABLE, create_engine, migrate
 from security_server.log import BodyKey, MessageLog
 from security_server.log.schema import node_idx, node_last_seq
-from tests.unit.security_server.log.support import ORIGIN, FakeClock, make_entry
+from tests.unit.security_server.log.support import ORIGIN, FakeClock, downgrade, make_entry
 
 _OTHER = "ruta.test/DEV/GOV/POP/ss2"
 #: Group sizes appended per origin (odd sizes: groups end at every level's boundary and between).
 _GROUPS = (1, 3, 7, 1, 16, 5, 2, 9)
 _Nodes = dict[tuple[str, int, int], bytes]
-
-
-def _downgrade(connection: sa.Connection, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["connection"] = connection
-    command.downgrade(config, revision)
 
 
 async def _nodes(engine: AsyncEngine, *, keyed_by_level: bool) -> _Nodes:
@@ -98,7 +89,7 @@ async def test_a_populated_log_migrates_down_and_up_and_keeps_every_proof(
         assert lasts == {(o, lv, node_last_seq(lv, i)) for o, lv, i in before}
 
         async with engine.begin() as conn:
-            await conn.run_sync(_downgrade, "0007")
+            await conn.run_sync(downgrade, "0007")
             version = (await conn.execute(sa.text(f"SELECT * FROM {VERSION_TABLE}"))).scalar()
         assert version == "0007"
         assert await _nodes(engine, keyed_by_level=True) == before
