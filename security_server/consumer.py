@@ -120,6 +120,11 @@ def is_loopback_peer(peer: str) -> bool:
 # Judged once per peer host (the settings' rule: IPv4-mapped loopback counts; a gRPC peer
 # string always carries a numeric address, unix sockets none).
 _is_loopback_host = functools.lru_cache(maxsize=1024)(is_loopback_address)
+#: Peer strings (address and port: one per caller connection) judged and remembered.
+MAX_CACHED_PEERS: Final = 1024
+# And once per peer string, for the calls of one connection: what is_loopback_peer says, a
+# pure function of the string.
+_is_loopback_caller = functools.lru_cache(maxsize=MAX_CACHED_PEERS)(is_loopback_peer)
 
 
 class ConsumerProxy:
@@ -245,7 +250,8 @@ class ConsumerProxy:
         if self._gate is not None:
             self._gate(now)
         used = (id_text(call.client), call.message_id)
-        await self._claim_message_id(call, used)
+        if call.message_id_from_caller:  # an id this server made is new: nothing to claim
+            await self._claim_message_id(call, used)
         try:
             return await self._sign_and_send(
                 call, body, info, outcome, conf=conf, servers=servers, used=used
@@ -300,7 +306,10 @@ class ConsumerProxy:
     ) -> Answer:
         """Sign, send, check, log. Once the request is signed it is logged whatever happens
         (:meth:`_log`), and the message id stays taken until it is durable."""
-        staple = await self._identity.staple(conf.trust_anchors)
+        # Held fresh nearly always: then no coroutine to run.
+        staple = self._identity.cached_staple(conf.trust_anchors)
+        if staple is None:
+            staple = await self._identity.staple(conf.trust_anchors)
         # Connected before anything is signed, so the request names the server it is sent to
         # and a provider that cannot be reached leaves nothing in the log.
         link = await self._peers.connect(servers, conf.trust_anchors)
@@ -404,7 +413,7 @@ class ConsumerProxy:
                 fault=Fault.CLIENT_PERMISSION_DENIED,
             )
         if self._plain:
-            if not is_loopback_peer(info.peer):
+            if not _is_loopback_caller(info.peer):
                 raise ProxyError(
                     "plaintext calls are accepted only from loopback",
                     fault=Fault.CLIENT_UNAUTHENTICATED,
