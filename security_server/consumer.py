@@ -322,11 +322,11 @@ class ConsumerProxy:
             receiver=provider.id,
             created_at=created_at,
         )
-        signature = await self._identity.sign_batched(
+        # Serialised once (alone: written, no message built): the log keeps these bytes and
+        # the message carries them.
+        signature_value, signature_bytes = await self._identity.sign_batched_serialised(
             header_bytes, staple=staple, hold=self._load.hold(), alone=self._load.alone
         )
-        # Serialised once: the log keeps these bytes and the message carries them.
-        signature_bytes = signature.SerializeToString(deterministic=True)
         sent = self._recorder.entry(
             Direction.SENT,
             header=header_bytes,
@@ -342,7 +342,7 @@ class ConsumerProxy:
                 created_at=created_at,
             ),
         )
-        digest = request_hash(header_bytes, signature.value)
+        digest = request_hash(header_bytes, signature_value)
         # The request is logged together with its response, in one transaction, once the
         # response checks out (docs/adr/0009); when the exchange ends any other way after
         # sending, it is logged alone before the refusal goes back (after it, when the caller

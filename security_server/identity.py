@@ -128,6 +128,21 @@ class BatchingSigner:
             self._handle = loop.call_soon(self._flush)
         return await future
 
+    async def sign_serialised(
+        self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0, alone: bool = False
+    ) -> tuple[bytes, bytes]:
+        """:meth:`sign`, for a caller that needs the signature's bytes only: its value and the
+        ``Signature`` serialised deterministically. Alone with no batch open, made without
+        building the message (:meth:`MessageSigner.sign_serialised`)."""
+        if alone and self._loop is None:
+            try:
+                return self._signer.sign_serialised(header_bytes, ocsp_response=staple)
+            finally:
+                self.batches += 1
+                self.signed += 1
+        signature = await self.sign(header_bytes, staple=staple, hold=hold, alone=alone)
+        return signature.value, signature.SerializeToString(deterministic=True)
+
     def _flush(self) -> None:
         waiting = [w for w in self._pending if not w[2].done()]
         self._loop = None
@@ -262,6 +277,16 @@ class ServerIdentity:
         the key was checked against the certificate when the identity was loaded."""
         # ECDSA P-256 signing takes well under a millisecond: on the loop, no thread hop.
         return self.message_signer.sign(header_bytes, ocsp_response=staple)
+
+    def sign_batched_serialised(
+        self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0, alone: bool = False
+    ) -> Coroutine[Any, Any, tuple[bytes, bytes]]:
+        """:meth:`sign_batched`, for a caller that needs the signature's bytes only: its value
+        and the ``Signature`` serialised deterministically (:meth:`BatchingSigner.sign_serialised`:
+        alone, without building the message). Returns the batcher's coroutine (to await)."""
+        return self.batching_signer.sign_serialised(
+            header_bytes, staple=staple, hold=hold, alone=alone
+        )
 
     def sign_batched(
         self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0, alone: bool = False

@@ -99,6 +99,7 @@ from ruta.pki.ocsp import (
     check_ocsp_freshness,
 )
 from ruta.v1 import transport_pb2
+from ruta.wire import varint
 
 __all__ = [
     "BATCH_SIGNATURE_CONTEXT",
@@ -164,6 +165,18 @@ class MessageSigner:
         self._algorithm = algorithm
         self._certificate = certificate.public_bytes(_DER)
         self._chain = [c.public_bytes(_DER) for c in chain]
+        # A plain signature's serialised fields but the value's and the staple's, in field
+        # order (sign_serialised): the algorithm; the certificate and the chain.
+        self._algorithm_field = _SIGNATURE_ALGORITHM_KEY + varint(algorithm) if algorithm else b""
+        fields = (
+            [_key_and_length(_SIGNATURE_CERTIFICATE_KEY, self._certificate)]
+            if self._certificate
+            else []
+        )
+        fields += (_key_and_length(_SIGNATURE_CHAIN_KEY, der) for der in self._chain)
+        self._certificate_fields = b"".join(fields)
+        # The latest staple and its serialised field (the same response for minutes).
+        self._staple_field: tuple[bytes, bytes] = (b"", b"")
 
     def sign(self, header_bytes: bytes, *, ocsp_response: bytes) -> transport_pb2.Signature:
         """Sign ``header_bytes`` exactly as given, stapling ``ocsp_response`` (the DER OCSP
@@ -182,6 +195,31 @@ class MessageSigner:
             certificate=self._certificate,
             chain=self._chain,
             ocsp_response=ocsp_response,
+        )
+
+    def sign_serialised(self, header_bytes: bytes, *, ocsp_response: bytes) -> tuple[bytes, bytes]:
+        """:meth:`sign`, for a caller that needs the signature's bytes only: its value, and the
+        ``Signature`` serialised, exactly as ``sign(...).SerializeToString(deterministic=True)``
+        writes it (a unit test holds them to it), without building the message (a copy of the
+        certificate and the staple into it, and one out). Raises as :meth:`sign`."""
+        if header_bytes.startswith(BATCH_SIGNATURE_CONTEXT):
+            raise PkiError(
+                "header bytes start with the batch signature context; refusing to sign them",
+                fault=Fault.CLIENT_INVALID_REQUEST,
+            )
+        value = self._signer.sign(header_bytes)
+        staple = self._staple_field
+        if staple[0] is not ocsp_response:
+            field = _key_and_length(_SIGNATURE_OCSP_KEY, ocsp_response) if ocsp_response else b""
+            staple = self._staple_field = (ocsp_response, field)
+        return value, b"".join(
+            (
+                self._algorithm_field,
+                _SIGNATURE_VALUE_KEY + varint(len(value)) if value else b"",
+                value,
+                self._certificate_fields,
+                staple[1],
+            )
         )
 
     def sign_batch(
@@ -278,6 +316,20 @@ class VerifiedSigner:
     valid_until: datetime.datetime
     #: SHA-256 over the certificate and chain DER, as they arrived (with the length of each).
     digest: bytes
+
+
+# Signature's wire keys (ruta/v1/transport.proto): algorithm (1, varint), value (2), certificate
+# (3), chain (4, repeated), ocsp_response (5), all length-delimited but the first.
+_SIGNATURE_ALGORITHM_KEY: Final = b"\x08"
+_SIGNATURE_VALUE_KEY: Final = b"\x12"
+_SIGNATURE_CERTIFICATE_KEY: Final = b"\x1a"
+_SIGNATURE_CHAIN_KEY: Final = b"\x22"
+_SIGNATURE_OCSP_KEY: Final = b"\x2a"
+
+
+def _key_and_length(key: bytes, data: bytes) -> bytes:
+    """A length-delimited field: its key, ``data``'s length as a varint, ``data``."""
+    return key + varint(len(data)) + data
 
 
 def _utc(at: datetime.datetime) -> datetime.datetime:
