@@ -65,7 +65,7 @@ from security_server.exchange import (
     refusal,
     unexpected_failure,
 )
-from security_server.frames import MessageParts, signed_message_parts
+from security_server.frames import signed_message_parts
 from security_server.headers import (
     MESSAGE_ID_HEADER,
     REQUEST_HASH_HEADER,
@@ -84,8 +84,6 @@ from security_server.links import (
     MAX_STATUS_TEXT_BYTES,
     PeerLinks,
     PeerRefusal,
-    ProviderCommit,
-    ProviderLink,
 )
 from security_server.log import Direction, LogEntry
 from security_server.metrics import ExchangeMetrics, Outcome
@@ -348,9 +346,14 @@ class ConsumerProxy:
         # sending, it is logged alone before the refusal goes back (after it, when the caller
         # left: the caller's deadline cancelled this handler).
         try:
-            response, provider_commit = await self._send(
-                link, signed_message_parts(header_bytes, body, signature_bytes), info
-            )
+            # Awaited here, not in a helper's coroutine: one frame fewer to resume.
+            try:
+                response, provider_commit = await link.exchange(
+                    signed_message_parts(header_bytes, body, signature_bytes),
+                    seconds=self._timeout(info),
+                )
+            except (PeerRefusal, TimeoutError, TransportError) as exc:
+                raise _peer_failure(provider, exc) from None
             # protobuf (upb) copies a bytes field on every read: each is read out once.
             response_body = response.body
             response_header_bytes = response.header
@@ -394,7 +397,12 @@ class ConsumerProxy:
             # is not (a refusal, a broken link, the deadline), the request and this response
             # stay in this log and the caller gets the refusal: `ruta audit reconcile` reports
             # the response as received here and never logged by its sender.
-            await self._provider_committed(provider_commit, provider, info)
+            # Within the caller's deadline; its refusal, a broken link or the deadline refuse
+            # as the exchange's do.
+            try:
+                await provider_commit.wait(seconds=self._timeout(info))
+            except (PeerRefusal, TimeoutError, TransportError) as exc:
+                raise _peer_failure(provider, exc) from None
         outcome.response_bytes = len(response_body)
         exchanged = ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
         if response_header.status_code != _OK:
@@ -466,25 +474,6 @@ class ConsumerProxy:
         if remaining is None:
             return self._limits.default_deadline_seconds
         return min(remaining, self._limits.max_deadline_seconds)
-
-    async def _send(
-        self, link: ProviderLink, message: MessageParts, info: CallInfo
-    ) -> tuple[transport_pb2.SignedMessage, ProviderCommit | None]:
-        try:
-            return await link.exchange(message, seconds=self._timeout(info))
-        except (PeerRefusal, TimeoutError, TransportError) as exc:
-            raise _peer_failure(link.server, exc) from None
-
-    async def _provider_committed(
-        self, commit: ProviderCommit, provider: SecurityServer, info: CallInfo
-    ) -> None:
-        """Wait, within the caller's deadline, for the provider's notice that its record of the
-        response is durable; its refusal, a broken link or the deadline refuse as :meth:`_send`
-        does."""
-        try:
-            await commit.wait(seconds=self._timeout(info))
-        except (PeerRefusal, TimeoutError, TransportError) as exc:
-            raise _peer_failure(provider, exc) from None
 
     def _check_response(
         self,
