@@ -65,7 +65,7 @@ from security_server.exchange import (
     refusal,
     unexpected_failure,
 )
-from security_server.frames import MessageParts, signed_message_parts
+from security_server.frames import signed_message_parts
 from security_server.headers import (
     MESSAGE_ID_HEADER,
     REQUEST_HASH_HEADER,
@@ -84,8 +84,6 @@ from security_server.links import (
     MAX_STATUS_TEXT_BYTES,
     PeerLinks,
     PeerRefusal,
-    ProviderCommit,
-    ProviderLink,
 )
 from security_server.log import Direction, LogEntry
 from security_server.metrics import ExchangeMetrics, Outcome
@@ -120,6 +118,11 @@ def is_loopback_peer(peer: str) -> bool:
 # Judged once per peer host (the settings' rule: IPv4-mapped loopback counts; a gRPC peer
 # string always carries a numeric address, unix sockets none).
 _is_loopback_host = functools.lru_cache(maxsize=1024)(is_loopback_address)
+#: Peer strings (address and port: one per caller connection) judged and remembered.
+MAX_CACHED_PEERS: Final = 1024
+# And once per peer string, for the calls of one connection: what is_loopback_peer says, a
+# pure function of the string.
+_is_loopback_caller = functools.lru_cache(maxsize=MAX_CACHED_PEERS)(is_loopback_peer)
 
 
 class ConsumerProxy:
@@ -245,7 +248,8 @@ class ConsumerProxy:
         if self._gate is not None:
             self._gate(now)
         used = (id_text(call.client), call.message_id)
-        await self._claim_message_id(call, used)
+        if call.message_id_from_caller:  # an id this server made is new: nothing to claim
+            await self._claim_message_id(call, used)
         try:
             return await self._sign_and_send(
                 call, body, info, outcome, conf=conf, servers=servers, used=used
@@ -300,7 +304,10 @@ class ConsumerProxy:
     ) -> Answer:
         """Sign, send, check, log. Once the request is signed it is logged whatever happens
         (:meth:`_log`), and the message id stays taken until it is durable."""
-        staple = await self._identity.staple(conf.trust_anchors)
+        # Held fresh nearly always: then no coroutine to run.
+        staple = self._identity.cached_staple(conf.trust_anchors)
+        if staple is None:
+            staple = await self._identity.staple(conf.trust_anchors)
         # Connected before anything is signed, so the request names the server it is sent to
         # and a provider that cannot be reached leaves nothing in the log.
         link = await self._peers.connect(servers, conf.trust_anchors)
@@ -313,11 +320,11 @@ class ConsumerProxy:
             receiver=provider.id,
             created_at=created_at,
         )
-        signature = await self._identity.sign_batched(
+        # Serialised once (alone: written, no message built): the log keeps these bytes and
+        # the message carries them.
+        signature_value, signature_bytes = await self._identity.sign_batched_serialised(
             header_bytes, staple=staple, hold=self._load.hold(), alone=self._load.alone
         )
-        # Serialised once: the log keeps these bytes and the message carries them.
-        signature_bytes = signature.SerializeToString(deterministic=True)
         sent = self._recorder.entry(
             Direction.SENT,
             header=header_bytes,
@@ -333,15 +340,20 @@ class ConsumerProxy:
                 created_at=created_at,
             ),
         )
-        digest = request_hash(header_bytes, signature.value)
+        digest = request_hash(header_bytes, signature_value)
         # The request is logged together with its response, in one transaction, once the
         # response checks out (docs/adr/0009); when the exchange ends any other way after
         # sending, it is logged alone before the refusal goes back (after it, when the caller
         # left: the caller's deadline cancelled this handler).
         try:
-            response, provider_commit = await self._send(
-                link, signed_message_parts(header_bytes, body, signature_bytes), info
-            )
+            # Awaited here, not in a helper's coroutine: one frame fewer to resume.
+            try:
+                response, provider_commit = await link.exchange(
+                    signed_message_parts(header_bytes, body, signature_bytes),
+                    seconds=self._timeout(info),
+                )
+            except (PeerRefusal, TimeoutError, TransportError) as exc:
+                raise _peer_failure(provider, exc) from None
             # protobuf (upb) copies a bytes field on every read: each is read out once.
             response_body = response.body
             response_header_bytes = response.header
@@ -385,7 +397,12 @@ class ConsumerProxy:
             # is not (a refusal, a broken link, the deadline), the request and this response
             # stay in this log and the caller gets the refusal: `ruta audit reconcile` reports
             # the response as received here and never logged by its sender.
-            await self._provider_committed(provider_commit, provider, info)
+            # Within the caller's deadline; its refusal, a broken link or the deadline refuse
+            # as the exchange's do.
+            try:
+                await provider_commit.wait(seconds=self._timeout(info))
+            except (PeerRefusal, TimeoutError, TransportError) as exc:
+                raise _peer_failure(provider, exc) from None
         outcome.response_bytes = len(response_body)
         exchanged = ((MESSAGE_ID_HEADER, call.message_id), (REQUEST_HASH_HEADER, digest.hex()))
         if response_header.status_code != _OK:
@@ -404,7 +421,7 @@ class ConsumerProxy:
                 fault=Fault.CLIENT_PERMISSION_DENIED,
             )
         if self._plain:
-            if not is_loopback_peer(info.peer):
+            if not _is_loopback_caller(info.peer):
                 raise ProxyError(
                     "plaintext calls are accepted only from loopback",
                     fault=Fault.CLIENT_UNAUTHENTICATED,
@@ -457,25 +474,6 @@ class ConsumerProxy:
         if remaining is None:
             return self._limits.default_deadline_seconds
         return min(remaining, self._limits.max_deadline_seconds)
-
-    async def _send(
-        self, link: ProviderLink, message: MessageParts, info: CallInfo
-    ) -> tuple[transport_pb2.SignedMessage, ProviderCommit | None]:
-        try:
-            return await link.exchange(message, seconds=self._timeout(info))
-        except (PeerRefusal, TimeoutError, TransportError) as exc:
-            raise _peer_failure(link.server, exc) from None
-
-    async def _provider_committed(
-        self, commit: ProviderCommit, provider: SecurityServer, info: CallInfo
-    ) -> None:
-        """Wait, within the caller's deadline, for the provider's notice that its record of the
-        response is durable; its refusal, a broken link or the deadline refuse as :meth:`_send`
-        does."""
-        try:
-            await commit.wait(seconds=self._timeout(info))
-        except (PeerRefusal, TimeoutError, TransportError) as exc:
-            raise _peer_failure(provider, exc) from None
 
     def _check_response(
         self,

@@ -76,6 +76,7 @@ __all__ = [
     "SendAhead",
     "capabilities_metadata",
     "capabilities_of",
+    "expire",
     "framed_request_parts",
     "framed_result_parts",
     "result_frame_bytes",
@@ -247,7 +248,9 @@ def _pending_result_parts(
 _T = TypeVar("_T")
 
 
-def _expire(future: asyncio.Future[Any]) -> None:
+def expire(future: asyncio.Future[Any]) -> None:
+    """End ``future`` with :class:`TimeoutError` unless it is done (a timer's callback: what
+    :func:`within` arms, for callers that await a future in their own frame)."""
     if not future.done():
         future.set_exception(TimeoutError())
 
@@ -260,7 +263,7 @@ async def within(future: asyncio.Future[_T], seconds: float) -> _T:
     awaiting it directly does."""
     if future.done():
         return future.result()
-    timer = asyncio.get_running_loop().call_later(seconds, _expire, future)
+    timer = asyncio.get_running_loop().call_later(seconds, expire, future)
     try:
         return await future
     finally:
@@ -304,7 +307,9 @@ class FrameLink:
         # request's place in its in-flight bound until its notice is written, so more than
         # MAX_STREAM_IN_FLIGHT here is a provider breaking the protocol.
         self._commits: dict[int, asyncio.Future[CommitNotice]] = {}
-        self._wakeup = asyncio.Event()
+        # What the writer awaits while the outbox is empty (a bare future: set by the next
+        # request or by a failure; an asyncio.Event cost a future and five Python calls a wake).
+        self._idle: asyncio.Future[None] | None = None
         self._tags = itertools.count(1)
         self._failure: TransportError | None = None
         #: Frames and requests written so far (how full the frames run).
@@ -359,7 +364,8 @@ class FrameLink:
         if self._failure is not None:
             raise self._failure
         tag = next(self._tags)
-        future: asyncio.Future[_Arrived] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_Arrived] = loop.create_future()
         self._waiting[tag] = future
         encoded = (
             message.SerializeToString()
@@ -369,10 +375,17 @@ class FrameLink:
         self._outbox.append(
             framed_request_parts(tag, encoded, min(_MAX_UINT32, max(1, int(seconds * 1000))))
         )
-        self._wakeup.set()
+        idle = self._idle  # the writer's wake-up (_wake), inline: once per exchange
+        if idle is not None:
+            self._idle = None
+            if not idle.done():
+                idle.set_result(None)
+        # What within() does, in this frame (one coroutine fewer per exchange).
+        timer = loop.call_later(seconds, expire, future)
         try:
-            return await within(future, seconds)
+            return await future
         finally:
+            timer.cancel()
             self._waiting.pop(tag, None)
 
     async def close(self) -> None:
@@ -382,20 +395,33 @@ class FrameLink:
 
     async def _write(self) -> None:
         try:
+            loop = asyncio.get_running_loop()
             while self._failure is None:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._outbox:
-                    frame, requests = self._next_frame()
-                    await self._call.write(frame)
-                    self.frames_written += 1
-                    self.requests_written += requests
-                    if self._on_frame is not None:
-                        self._on_frame(requests)
+                if not self._outbox:
+                    # Nothing awaits between the check and the future being in place, so a
+                    # request put in the outbox after it finds the future (_wake).
+                    idle: asyncio.Future[None] = loop.create_future()
+                    self._idle = idle
+                    await idle
+                    continue
+                frame, requests = self._next_frame()
+                await self._call.write(frame)
+                self.frames_written += 1
+                self.requests_written += requests
+                if self._on_frame is not None:
+                    self._on_frame(requests)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any write failure ends the link
             self._fail(self._stream_error(exc))
+
+    def _wake(self) -> None:
+        """Wake the writer if it waits for the outbox (see :meth:`_write`)."""
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            if not idle.done():
+                idle.set_result(None)
 
     def _next_frame(self) -> tuple[bytes, int]:
         """The next serialised ``RequestFrame`` from the outbox, and how many requests it
@@ -501,7 +527,7 @@ class FrameLink:
         self._commits.clear()
         self._outbox.clear()
         self._call.cancel()
-        self._wakeup.set()
+        self._wake()
 
 
 class FrameLinks:

@@ -9,9 +9,10 @@ from the certificate's AIA URL, so a verifier can check revocation at signing ti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -105,7 +106,8 @@ class BatchingSigner:
         one: nobody would join its batch, and the loop turn it waited for cost a wake-up."""
         if alone and self._loop is None:
             try:
-                return self._signer.sign_batch([header_bytes], ocsp_response=staple)[0]
+                # What sign_batch makes of one header: a plain signature.
+                return self._signer.sign(header_bytes, ocsp_response=staple)
             finally:
                 self.batches += 1
                 self.signed += 1
@@ -125,6 +127,21 @@ class BatchingSigner:
             self._handle.cancel()
             self._handle = loop.call_soon(self._flush)
         return await future
+
+    async def sign_serialised(
+        self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0, alone: bool = False
+    ) -> tuple[bytes, bytes]:
+        """:meth:`sign`, for a caller that needs the signature's bytes only: its value and the
+        ``Signature`` serialised deterministically. Alone with no batch open, made without
+        building the message (:meth:`MessageSigner.sign_serialised`)."""
+        if alone and self._loop is None:
+            try:
+                return self._signer.sign_serialised(header_bytes, ocsp_response=staple)
+            finally:
+                self.batches += 1
+                self.signed += 1
+        signature = await self.sign(header_bytes, staple=staple, hold=hold, alone=alone)
+        return signature.value, signature.SerializeToString(deterministic=True)
 
     def _flush(self) -> None:
         waiting = [w for w in self._pending if not w[2].done()]
@@ -230,6 +247,13 @@ class ServerIdentity:
             )
         return issuer
 
+    def cached_staple(self, anchors: Sequence[x509.Certificate]) -> bytes | None:
+        """What :meth:`staple` returns without waiting, when the OCSP client holds a fresh
+        response; ``None`` when only :meth:`staple` can get one. Raises as :meth:`staple` when
+        the issuer is unknown. (No coroutine: the usual case, once per exchange.)"""
+        self._issuer(anchors)
+        return self.ocsp.cached_response(self.signing_certificate)
+
     async def staple(self, anchors: Sequence[x509.Certificate]) -> bytes:
         """A fresh OCSP response for the signing certificate (cached by the OCSP client).
 
@@ -254,13 +278,24 @@ class ServerIdentity:
         # ECDSA P-256 signing takes well under a millisecond: on the loop, no thread hop.
         return self.message_signer.sign(header_bytes, ocsp_response=staple)
 
-    async def sign_batched(
+    def sign_batched_serialised(
         self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0, alone: bool = False
-    ) -> transport_pb2.Signature:
+    ) -> Coroutine[Any, Any, tuple[bytes, bytes]]:
+        """:meth:`sign_batched`, for a caller that needs the signature's bytes only: its value
+        and the ``Signature`` serialised deterministically (:meth:`BatchingSigner.sign_serialised`:
+        alone, without building the message). Returns the batcher's coroutine (to await)."""
+        return self.batching_signer.sign_serialised(
+            header_bytes, staple=staple, hold=hold, alone=alone
+        )
+
+    def sign_batched(
+        self, header_bytes: bytes, *, staple: bytes, hold: float = 0.0, alone: bool = False
+    ) -> Coroutine[Any, Any, transport_pb2.Signature]:
         """Like :meth:`sign`, but the headers signed in the same loop turn (or, when the batch's
         first caller passes ``hold``, within that many seconds) share one ECDSA signature over
         the Merkle root of their hashes, each with its own inclusion path
         (docs/adr/0010-batch-signatures.md); alone, a plain signature. Raises what
         :meth:`sign` raises. ``alone`` (the caller's is the only exchange in flight): signed
-        at once when no batch is open (:meth:`BatchingSigner.sign`)."""
-        return await self.batching_signer.sign(header_bytes, staple=staple, hold=hold, alone=alone)
+        at once when no batch is open (:meth:`BatchingSigner.sign`). Returns the batcher's
+        coroutine itself (to await), not one awaiting it."""
+        return self.batching_signer.sign(header_bytes, staple=staple, hold=hold, alone=alone)

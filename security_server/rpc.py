@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, Final, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import grpc
 import grpc.aio
@@ -40,8 +40,9 @@ def call_info(
     """What the proxies need to know of the call ``context`` serves (without the peer's
     certificate when ``certificate`` is false: a port that reads none)."""
     pems = (context.auth_context().get("x509_pem_cert") or ()) if certificate else ()
-    # grpc returns None when the caller set no deadline (the stubs say float).
-    remaining = cast("float | None", context.time_remaining())
+    # grpc returns None when the caller set no deadline (the stubs say float; no cast: it is a
+    # Python call on every exchange).
+    remaining: float | None = context.time_remaining()
     return CallInfo(
         peer=context.peer(),
         peer_certificate_pem=next(iter(pems), None),
@@ -80,11 +81,33 @@ def consumer_handler(proxy: ConsumerProxy) -> grpc.GenericRpcHandler:
                 context.set_trailing_metadata(answer.trailing_metadata)
                 return answer.body
 
-            return grpc.unary_unary_rpc_method_handler(
-                _call, request_deserializer=None, response_serializer=None
-            )
+            handler = _BytesUnaryHandler()
+            handler.unary_unary = _call
+            return handler
 
     return _Handler()
+
+
+if TYPE_CHECKING:
+    _MethodHandler = grpc.RpcMethodHandler[Any, Any]
+else:
+    _MethodHandler = grpc.RpcMethodHandler
+
+
+class _BytesUnaryHandler(_MethodHandler):
+    """What ``grpc.unary_unary_rpc_method_handler(behavior)`` makes, with no (de)serialiser:
+    a unary-unary method of bytes (grpc.aio reads only these attributes). Made once per call
+    without a Python call (that function imports a module and builds a namedtuple each time);
+    ``unary_unary`` is set on each."""
+
+    request_streaming = False
+    response_streaming = False
+    request_deserializer = None
+    response_serializer = None
+    unary_unary: Any = None
+    unary_stream = None
+    stream_unary = None
+    stream_stream = None
 
 
 def add_transport_service(server: grpc.aio.Server, provider: ProviderProxy) -> None:

@@ -161,6 +161,9 @@ class FileSigner:
         else:
             raise KeyFileError(f"unsupported EC curve {key.curve.name}; signing keys are P-256")
         self._key = key
+        # The key by kind, judged once (an ABC's isinstance is two Python calls a signature).
+        self._ed25519 = key if isinstance(key, ed25519.Ed25519PrivateKey) else None
+        self._ec = None if isinstance(key, ed25519.Ed25519PrivateKey) else key
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], passphrase: bytes | None = None) -> Self:
@@ -175,9 +178,10 @@ class FileSigner:
         return self._key.public_key()
 
     def sign(self, data: bytes) -> bytes:
-        if isinstance(self._key, ed25519.Ed25519PrivateKey):
-            return self._key.sign(data)
-        return self._key.sign(data, _ECDSA_SHA256)
+        if self._ec is not None:
+            return self._ec.sign(data, _ECDSA_SHA256)
+        assert self._ed25519 is not None  # noqa: S101 - one of the two is set at construction
+        return self._ed25519.sign(data)
 
     def __repr__(self) -> str:
         return f"FileSigner(algorithm={self._algorithm.value})"

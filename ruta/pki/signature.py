@@ -99,6 +99,7 @@ from ruta.pki.ocsp import (
     check_ocsp_freshness,
 )
 from ruta.v1 import transport_pb2
+from ruta.wire import varint
 
 __all__ = [
     "BATCH_SIGNATURE_CONTEXT",
@@ -164,6 +165,18 @@ class MessageSigner:
         self._algorithm = algorithm
         self._certificate = certificate.public_bytes(_DER)
         self._chain = [c.public_bytes(_DER) for c in chain]
+        # A plain signature's serialised fields but the value's and the staple's, in field
+        # order (sign_serialised): the algorithm; the certificate and the chain.
+        self._algorithm_field = _SIGNATURE_ALGORITHM_KEY + varint(algorithm) if algorithm else b""
+        fields = (
+            [_key_and_length(_SIGNATURE_CERTIFICATE_KEY, self._certificate)]
+            if self._certificate
+            else []
+        )
+        fields += (_key_and_length(_SIGNATURE_CHAIN_KEY, der) for der in self._chain)
+        self._certificate_fields = b"".join(fields)
+        # The latest staple and its serialised field (the same response for minutes).
+        self._staple_field: tuple[bytes, bytes] = (b"", b"")
 
     def sign(self, header_bytes: bytes, *, ocsp_response: bytes) -> transport_pb2.Signature:
         """Sign ``header_bytes`` exactly as given, stapling ``ocsp_response`` (the DER OCSP
@@ -182,6 +195,31 @@ class MessageSigner:
             certificate=self._certificate,
             chain=self._chain,
             ocsp_response=ocsp_response,
+        )
+
+    def sign_serialised(self, header_bytes: bytes, *, ocsp_response: bytes) -> tuple[bytes, bytes]:
+        """:meth:`sign`, for a caller that needs the signature's bytes only: its value, and the
+        ``Signature`` serialised, exactly as ``sign(...).SerializeToString(deterministic=True)``
+        writes it (a unit test holds them to it), without building the message (a copy of the
+        certificate and the staple into it, and one out). Raises as :meth:`sign`."""
+        if header_bytes.startswith(BATCH_SIGNATURE_CONTEXT):
+            raise PkiError(
+                "header bytes start with the batch signature context; refusing to sign them",
+                fault=Fault.CLIENT_INVALID_REQUEST,
+            )
+        value = self._signer.sign(header_bytes)
+        staple = self._staple_field
+        if staple[0] is not ocsp_response:
+            field = _key_and_length(_SIGNATURE_OCSP_KEY, ocsp_response) if ocsp_response else b""
+            staple = self._staple_field = (ocsp_response, field)
+        return value, b"".join(
+            (
+                self._algorithm_field,
+                _SIGNATURE_VALUE_KEY + varint(len(value)) if value else b"",
+                value,
+                self._certificate_fields,
+                staple[1],
+            )
         )
 
     def sign_batch(
@@ -280,6 +318,20 @@ class VerifiedSigner:
     digest: bytes
 
 
+# Signature's wire keys (ruta/v1/transport.proto): algorithm (1, varint), value (2), certificate
+# (3), chain (4, repeated), ocsp_response (5), all length-delimited but the first.
+_SIGNATURE_ALGORITHM_KEY: Final = b"\x08"
+_SIGNATURE_VALUE_KEY: Final = b"\x12"
+_SIGNATURE_CERTIFICATE_KEY: Final = b"\x1a"
+_SIGNATURE_CHAIN_KEY: Final = b"\x22"
+_SIGNATURE_OCSP_KEY: Final = b"\x2a"
+
+
+def _key_and_length(key: bytes, data: bytes) -> bytes:
+    """A length-delimited field: its key, ``data``'s length as a varint, ``data``."""
+    return key + varint(len(data)) + data
+
+
 def _utc(at: datetime.datetime) -> datetime.datetime:
     return at.replace(tzinfo=datetime.UTC) if at.tzinfo is None else at.astimezone(datetime.UTC)
 
@@ -360,6 +412,11 @@ class MessageVerifier:
         self._ocsp: _Lru[tuple[bytes, bytes], OcspStatus] = _Lru(cache_size)
         #: ``(signer digest, signed bytes, value)`` of batch signatures that verified.
         self._roots: _Lru[tuple[bytes, bytes, bytes], bool] = _Lru(cache_size)
+        # The latest signer and OCSP status looked up, with their keys (a peer signs every
+        # message with the same certificate and staple for minutes): compared before the LRUs
+        # are asked. Each is an entry those caches made, for the same bytes.
+        self._last_signer: tuple[tuple[bytes, ...], VerifiedSigner] | None = None
+        self._last_ocsp: tuple[bytes, bytes, OcspStatus] | None = None
 
     @property
     def trust_anchors(self) -> list[x509.Certificate]:
@@ -383,7 +440,10 @@ class MessageVerifier:
         anything else for any input. Whether ``signed_at`` is recent enough is the caller's
         check (stale_message).
         """
-        return self._verify(header_bytes, signature, claimed_member, _utc(signed_at))
+        # A header's time, as read, is in UTC already (what _utc would return, unchanged).
+        if signed_at.tzinfo is not datetime.UTC:
+            signed_at = _utc(signed_at)
+        return self._verify(header_bytes, signature, claimed_member, signed_at)
 
     def _verify(
         self,
@@ -397,7 +457,9 @@ class MessageVerifier:
                 "unsupported signature algorithm; expected ECDSA P-256 SHA-256",
                 reason=Reason.UNSUPPORTED_ALGORITHM,
             )
-        if not signature.value or len(signature.value) > MAX_SIGNATURE_BYTES:
+        # protobuf (upb) copies a bytes field on every read: the value is read out once.
+        value = signature.value
+        if not value or len(value) > MAX_SIGNATURE_BYTES:
             raise InvalidSignatureError(
                 "signature value is empty or too long", reason=Reason.MALFORMED_SIGNATURE
             )
@@ -406,7 +468,7 @@ class MessageVerifier:
                 signature.batch.size, _batch_root(header_bytes, signature.batch)
             )
             signer = self._signer(signature.certificate, list(signature.chain), signed_at)
-            self._check_batch(signer, signed, signature.value)
+            self._check_batch(signer, signed, value)
         else:
             if header_bytes.startswith(BATCH_SIGNATURE_CONTEXT):
                 raise InvalidSignatureError(
@@ -414,7 +476,7 @@ class MessageVerifier:
                     reason=Reason.SIGNATURE_MISMATCH,
                 )
             signer = self._signer(signature.certificate, list(signature.chain), signed_at)
-            _check_ecdsa(signer, signature.value, header_bytes)
+            _check_ecdsa(signer, value, header_bytes)
         if signer.member != claimed_member:
             raise SignerMismatchError(
                 f"signing certificate belongs to {signer.member}, not to {claimed_member}",
@@ -445,6 +507,13 @@ class MessageVerifier:
     def _signer(
         self, certificate_der: bytes, chain_der: list[bytes], signed_at: datetime.datetime
     ) -> VerifiedSigner:
+        key = (certificate_der, *chain_der)
+        last = self._last_signer
+        if last is not None and last[0] == key:
+            # The same bytes passed the checks below when the entry was made.
+            cached = last[1]
+            if cached.valid_from <= signed_at <= cached.valid_until:
+                return cached
         if not certificate_der:
             raise _cert_invalid(Reason.MALFORMED_CERTIFICATE, "signature carries no certificate")
         if len(chain_der) + 2 > self._max_chain_length:
@@ -459,16 +528,17 @@ class MessageVerifier:
             )
         # Looked up by the exact bytes (a dict hashes them far faster than SHA-256, which the
         # entry's digest needs only when it is made).
-        key = (certificate_der, *chain_der)
-        cached = self._signers.get(key)
-        if cached is not None and cached.valid_from <= signed_at <= cached.valid_until:
-            return cached
+        found = self._signers.get(key)
+        if found is not None and found.valid_from <= signed_at <= found.valid_until:
+            self._last_signer = (key, found)
+            return found
         digest = hashlib.sha256()
         for der in key:
             digest.update(len(der).to_bytes(4, "big"))
             digest.update(der)
         verified = self._validate(certificate_der, chain_der, signed_at, digest.digest())
         self._signers.put(key, verified)
+        self._last_signer = (key, verified)
         return verified
 
     def _validate(
@@ -563,13 +633,16 @@ class MessageVerifier:
                 "signature carries no OCSP response for its certificate",
                 reason=Reason.OCSP_MISSING,
             )
+        last = self._last_ocsp
+        if last is not None and last[0] == signer.digest and last[1] == der:
+            return last[2]
         # By the exact bytes, not their SHA-256 (see _signer).
         key = (signer.digest, der)
         cached = self._ocsp.get(key)
-        if cached is not None:
-            return cached
-        status = authenticate_ocsp_response(
-            der, signer.certificate, signer.issuer, trusted_responders=self._responders
-        )
-        self._ocsp.put(key, status)
-        return status
+        if cached is None:
+            cached = authenticate_ocsp_response(
+                der, signer.certificate, signer.issuer, trusted_responders=self._responders
+            )
+            self._ocsp.put(key, cached)
+        self._last_ocsp = (signer.digest, der, cached)
+        return cached

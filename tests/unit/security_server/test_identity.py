@@ -8,6 +8,7 @@ import datetime
 from dataclasses import dataclass
 
 import pytest
+from cryptography import x509
 
 from ruta.ids import MemberId, ServerId
 from ruta.pki.keys import FileSigner
@@ -15,6 +16,7 @@ from ruta.pki.ocsp import OcspClient
 from ruta.pki.signature import MAX_BATCH_SIZE, MessageVerifier
 from ruta.pki.testing import TestPki
 from ruta.v1 import transport_pb2
+from security_server.errors import SigningError
 from security_server.identity import ServerIdentity
 
 POP = MemberId.parse("LAC/GOV/POP")
@@ -261,3 +263,54 @@ async def test_a_signing_failure_reaches_a_caller_alone(
     with pytest.raises(RuntimeError) as raised:
         await world.identity.sign_batched(header(1), staple=world.staple, alone=True)
     assert raised.value is boom
+
+
+async def test_a_cached_staple_is_what_staple_returns_without_waiting(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetched: list[bytes] = []
+    identity = world.identity
+
+    async def fetch(cert: x509.Certificate, issuer: x509.Certificate) -> bytes:
+        fetched.append(world.pki.ocsp_response(cert))
+        return fetched[-1]
+
+    monkeypatch.setattr(identity.ocsp, "_fetch", fetch)
+    anchors = world.pki.trust_anchors
+    assert identity.cached_staple(anchors) is None  # nothing held yet: only staple() gets one
+    staple = await identity.staple(anchors)
+    assert fetched == [staple]
+    assert identity.cached_staple(anchors) == staple
+    assert await identity.staple(anchors) == staple  # from the cache: no second fetch
+    assert len(fetched) == 1
+    # No anchor names the signing certificate's issuer: both refuse alike.
+    with pytest.raises(SigningError):
+        identity.cached_staple(())
+    with pytest.raises(SigningError):
+        await identity.staple(())
+
+
+async def test_serialised_signatures_alone_and_batched(world: World) -> None:
+    """sign_batched_serialised gives the value and the serialised Signature: alone (no batch
+    open) written without a message, in a batch the batch's signature serialised; each
+    verifies and is counted as sign_batched counts it."""
+    signer = world.identity.batching_signer
+    value, encoded = await world.identity.sign_batched_serialised(
+        header(1), staple=world.staple, alone=True
+    )
+    alone = transport_pb2.Signature.FromString(encoded)
+    assert alone.value == value
+    assert not alone.HasField("batch")
+    assert alone.SerializeToString(deterministic=True) == encoded
+    world.check(header(1), alone)
+    assert (signer.batches, signer.signed) == (1, 1)
+    together = await asyncio.gather(
+        *(world.identity.sign_batched_serialised(header(i), staple=world.staple) for i in (2, 3))
+    )
+    assert (signer.batches, signer.signed) == (2, 3)
+    for i, (value, encoded) in zip((2, 3), together, strict=True):
+        signature = transport_pb2.Signature.FromString(encoded)
+        assert signature.value == value
+        assert (signature.batch.index, signature.batch.size) == (i - 2, 2)
+        assert signature.SerializeToString(deterministic=True) == encoded
+        world.check(header(i), signature)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,12 @@ from ruta.pki.errors import (
 )
 from ruta.pki.keys import FileSigner, generate_ec_key, generate_ed25519_key
 from ruta.pki.ocsp import CertStatus, unsuccessful_ocsp_response
-from ruta.pki.signature import MessageVerifier, sign_message
+from ruta.pki.signature import (
+    BATCH_SIGNATURE_CONTEXT,
+    MessageSigner,
+    MessageVerifier,
+    sign_message,
+)
 from ruta.pki.testing import Credential, TestPki
 from ruta.v1 import transport_pb2
 
@@ -413,3 +419,83 @@ def test_random_ocsp_with_valid_certificate_never_crashes(
     sig = world.sign(world.pop, ocsp=ocsp or b"\x00")
     with pytest.raises(OcspInvalidError):
         verifier.verify(world.header, sig, claimed_member=POP, signed_at=world.now)
+
+
+def test_the_latest_signer_and_staple_shortcut_keeps_every_check(world: World) -> None:
+    """The verifier compares a signature's certificate and staple with the latest ones it
+    looked up before asking its caches: every check still applies to what it finds there."""
+    verifier = MessageVerifier(world.pki.trust_anchors)
+    good = world.sign(world.pop)
+    assert verifier.verify(world.header, good, claimed_member=POP, signed_at=world.now)
+    # The same certificate, used outside its validity: refused as the slow path refuses it.
+    after_expiry = world.pop.certificate.not_valid_after_utc + DAY
+    with pytest.raises(CertificateInvalidError) as expired:
+        verifier.verify(world.header, good, claimed_member=POP, signed_at=after_expiry)
+    assert expired.value.reason is Reason.EXPIRED
+    # The same certificate and staple, claimed for another member.
+    with pytest.raises(SignerMismatchError):
+        verifier.verify(world.header, good, claimed_member=TAX, signed_at=world.now)
+    # The same certificate with another staple (revoked before signing): that staple's status.
+    revoked = world.sign(world.pop, ocsp=world.staple(world.pop, revoked_at=world.now - HOUR))
+    with pytest.raises(CertificateRevokedError):
+        verifier.verify(world.header, revoked, claimed_member=POP, signed_at=world.now)
+    # Another member's certificate after it, then the first again: each its own.
+    assert verifier.verify(
+        world.header, world.sign(world.tax), claimed_member=TAX, signed_at=world.now
+    )
+    assert verifier.verify(world.header, good, claimed_member=POP, signed_at=world.now)
+    # The same instant in another time zone, or naive (read as UTC), verifies alike.
+    elsewhere = world.now.astimezone(datetime.timezone(datetime.timedelta(hours=-3)))
+    assert verifier.verify(world.header, good, claimed_member=POP, signed_at=elsewhere)
+    naive = world.now.replace(tzinfo=None)
+    assert verifier.verify(world.header, good, claimed_member=POP, signed_at=naive)
+    with pytest.raises(CertificateInvalidError):
+        verifier.verify(
+            world.header, good, claimed_member=POP, signed_at=after_expiry.replace(tzinfo=None)
+        )
+    # The caches keep one entry per certificate chain and per staple, as before.
+    assert len(verifier._signers) == 2
+    assert len(verifier._ocsp) == 3
+
+
+class _FixedValueSigner:
+    """A signer whose value is a function of the data (to compare two ways of writing one
+    signature byte for byte); the rest is the real signer's."""
+
+    def __init__(self, real: FileSigner) -> None:
+        self._real = real
+        self.algorithm = real.algorithm
+
+    def public_key(self) -> object:
+        return self._real.public_key()
+
+    def sign(self, data: bytes) -> bytes:
+        return hashlib.sha256(data).digest() + b"\x01" * (len(data) % 5)
+
+
+@pytest.mark.parametrize("chained", [False, True])
+def test_a_serialised_signature_is_the_message_serialised(world: World, chained: bool) -> None:
+    chain = world.pki.chain if chained else []
+    signer = MessageSigner(
+        signer=_FixedValueSigner(world.pop.signer()),  # type: ignore[arg-type]
+        certificate=world.pop.certificate,
+        chain=chain,
+    )
+    staples = [world.staple(world.pop), world.staple(world.pop, this_update=world.now), b""]
+    for staple in [*staples, staples[0]]:  # the latest staple's field is remembered
+        for header in (world.header, world.header + b"\x00", b""):
+            value, encoded = signer.sign_serialised(header, ocsp_response=staple)
+            signature = signer.sign(header, ocsp_response=staple)
+            assert value == signature.value
+            assert encoded == signature.SerializeToString(deterministic=True)
+    with pytest.raises(PkiError):
+        signer.sign_serialised(BATCH_SIGNATURE_CONTEXT + bytes(32), ocsp_response=staples[0])
+    # With the real key (and the chain this world's anchors need): what it writes verifies.
+    real = MessageSigner(
+        signer=world.pop.signer(), certificate=world.pop.certificate, chain=world.pki.chain
+    )
+    value, encoded = real.sign_serialised(world.header, ocsp_response=staples[0])
+    parsed = transport_pb2.Signature.FromString(encoded)
+    assert parsed.value == value
+    verifier = MessageVerifier(world.pki.trust_anchors)
+    assert verifier.verify(world.header, parsed, claimed_member=POP, signed_at=world.now)
