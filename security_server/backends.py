@@ -74,6 +74,8 @@ _CANCELLED_DETAILS: Final = "Locally cancelled by application!"
 MAX_BACKEND_STATUS_TEXT: Final = 1024
 #: Backend method callables kept made (one per service method a contract allows).
 MAX_CACHED_BACKEND_METHODS: Final = 4096
+#: Service objects whose channel (or its absence) a map of backends remembers.
+_MAX_KNOWN_SERVICES: Final = 1024
 #: Largest certificate or key file read for a backend's TLS.
 _MAX_CREDENTIAL_BYTES: Final = 1 << 20
 #: Characters of a backend's ``ruta-fault-id`` read (a UUID has 36).
@@ -190,6 +192,10 @@ class _Generation:
     settings: dict[ServiceId, BackendSettings]
     channels: dict[ServiceId, grpc.aio.Channel]
     users: set[asyncio.Task[object]] = field(default_factory=set)
+    #: :attr:`channels` looked up before, by the service object asked about (the provider hands
+    #: the same remembered objects call after call; each entry keeps its object, checked with
+    #: ``is``): no identifier hashed and compared per lookup. Emptied when full.
+    known: dict[int, tuple[ServiceId, grpc.aio.Channel | None]] = field(default_factory=dict)
 
 
 class BackendChannels:
@@ -241,7 +247,14 @@ class BackendChannels:
         The calling task holds the channel until it ends: a later :meth:`replace` does not
         close it under the call."""
         generation = self._current
-        channel = generation.channels.get(service)
+        known = generation.known.get(id(service))
+        if known is not None and known[0] is service:
+            channel = known[1]
+        else:
+            channel = generation.channels.get(service)
+            if len(generation.known) >= _MAX_KNOWN_SERVICES:
+                generation.known.clear()
+            generation.known[id(service)] = (service, channel)
         if channel is not None:
             task = asyncio.current_task()
             if task is not None and task not in generation.users:
