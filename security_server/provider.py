@@ -387,7 +387,8 @@ class ProviderProxy:
                 fault=Fault.SERVER_PROVIDER_REPLAYED_MESSAGE,
             ) from None
         started = time.perf_counter()
-        forwarded = await self._forward(read, body, deadline)
+        reply = await self._backend_call(read, body, deadline)
+        forwarded = self._forwarded(read.service, reply)
         outcome.backend_seconds = time.perf_counter() - started
         outcome.response_bytes = len(forwarded.body)
         if forwarded.fault is not None:
@@ -426,20 +427,28 @@ class ProviderProxy:
             self._sent_by = (sender, peer)
         return read
 
-    async def _forward(self, read: ReadHeader, body: bytes, deadline: float | None) -> _Forwarded:
+    def _backend_call(
+        self, read: ReadHeader, body: bytes, deadline: float | None
+    ) -> Awaitable[BackendReply]:
+        """The call of the request's method on its service's backend, with the raw body, the
+        ``ruta-*`` metadata of the signed header and the remaining deadline; awaited, the
+        backend's reply (no coroutine of this method around the call's steps)."""
         header, service = read.header, read.service
         timeout = (
             self._limits.default_deadline_seconds
             if deadline is None
             else deadline - asyncio.get_running_loop().time()
         )
-        reply = await self._backends.call(
+        return self._backends.call(
             service,
             f"/{service.service_name}/{header.method}",
             body,
             metadata=metadata_for_backend(read),
             seconds=max(0.0, min(timeout, self._limits.max_deadline_seconds)),
         )
+
+    def _forwarded(self, service: ServiceId, reply: BackendReply) -> _Forwarded:
+        """What of the backend's ``reply`` goes into the signed response."""
         code = reply.status
         if code is grpc.StatusCode.OK:
             if len(reply.body) > self._limits.max_message_bytes:
