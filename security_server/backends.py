@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -74,6 +74,8 @@ _CANCELLED_DETAILS: Final = "Locally cancelled by application!"
 MAX_BACKEND_STATUS_TEXT: Final = 1024
 #: Backend method callables kept made (one per service method a contract allows).
 MAX_CACHED_BACKEND_METHODS: Final = 4096
+#: Service objects whose channel (or its absence) a map of backends remembers.
+_MAX_KNOWN_SERVICES: Final = 1024
 #: Largest certificate or key file read for a backend's TLS.
 _MAX_CREDENTIAL_BYTES: Final = 1 << 20
 #: Characters of a backend's ``ruta-fault-id`` read (a UUID has 36).
@@ -102,7 +104,7 @@ class Backends(Protocol):
         """Whether a backend is mapped for ``service`` now."""
         ...
 
-    async def call(
+    def call(
         self,
         service: ServiceId,
         path: str,
@@ -110,10 +112,12 @@ class Backends(Protocol):
         *,
         metadata: Sequence[tuple[str, str]],
         seconds: float,
-    ) -> BackendReply:
+    ) -> Awaitable[BackendReply]:
         """Call method ``path`` of ``service``'s backend with the raw ``body`` within
-        ``seconds`` and return its reply (a failed call is a reply with its status; ``details``
-        at most :data:`MAX_BACKEND_STATUS_TEXT` characters)."""
+        ``seconds``; awaited, its reply (a failed call is a reply with its status; ``details``
+        at most :data:`MAX_BACKEND_STATUS_TEXT` characters). An ``async def`` does; so may a
+        plain method that hands back the awaitable of the call it starts (no coroutine of its
+        own around it)."""
         ...
 
 
@@ -190,6 +194,10 @@ class _Generation:
     settings: dict[ServiceId, BackendSettings]
     channels: dict[ServiceId, grpc.aio.Channel]
     users: set[asyncio.Task[object]] = field(default_factory=set)
+    #: :attr:`channels` looked up before, by the service object asked about (the provider hands
+    #: the same remembered objects call after call; each entry keeps its object, checked with
+    #: ``is``): no identifier hashed and compared per lookup. Emptied when full.
+    known: dict[int, tuple[ServiceId, grpc.aio.Channel | None]] = field(default_factory=dict)
 
 
 class BackendChannels:
@@ -241,7 +249,14 @@ class BackendChannels:
         The calling task holds the channel until it ends: a later :meth:`replace` does not
         close it under the call."""
         generation = self._current
-        channel = generation.channels.get(service)
+        known = generation.known.get(id(service))
+        if known is not None and known[0] is service:
+            channel = known[1]
+        else:
+            channel = generation.channels.get(service)
+            if len(generation.known) >= _MAX_KNOWN_SERVICES:
+                generation.known.clear()
+            generation.known[id(service)] = (service, channel)
         if channel is not None:
             task = asyncio.current_task()
             if task is not None and task not in generation.users:
@@ -267,7 +282,7 @@ class BackendChannels:
         :meth:`get`), so a reload does not close it under the call that follows."""
         return self.get(service) is not None
 
-    async def call(
+    def call(
         self,
         service: ServiceId,
         path: str,
@@ -275,14 +290,31 @@ class BackendChannels:
         *,
         metadata: Sequence[tuple[str, str]],
         seconds: float,
-    ) -> BackendReply:
+    ) -> Awaitable[BackendReply]:
+        """The backend call (see :class:`Backends`): the channel is looked up now, in the
+        calling task; awaiting what this returns makes the call. A direct call is handed back
+        as it is, without a coroutine of this method around it (one layer fewer to pass at
+        each of its steps)."""
         channel = self.get(service)
         if channel is None:  # unmapped by a reload since the call was checked
-            return BackendReply(grpc.StatusCode.UNAVAILABLE, details="the backend was unmapped")
+            return _replied(
+                BackendReply(grpc.StatusCode.UNAVAILABLE, details="the backend was unmapped")
+            )
         if self.direct:
             raw = getattr(channel, "_channel", None)
             if isinstance(raw, _cygrpc.AioChannel):
-                return await _direct_call(raw, path, body, tuple(metadata), seconds)
+                return _direct_call(raw, path, body, tuple(metadata), seconds)
+        return self._aio_call(channel, path, body, metadata, seconds)
+
+    async def _aio_call(
+        self,
+        channel: grpc.aio.Channel,
+        path: str,
+        body: bytes,
+        metadata: Sequence[tuple[str, str]],
+        seconds: float,
+    ) -> BackendReply:
+        """One call through ``grpc.aio`` (where the direct call is not offered or is off)."""
         try:
             answer: bytes = await self.method(channel, path)(
                 body, metadata=tuple(metadata), timeout=seconds
@@ -360,6 +392,10 @@ class BackendChannels:
         for channel in channels:
             await channel.close()
         self._methods.clear()
+
+
+async def _replied(reply: BackendReply) -> BackendReply:
+    return reply
 
 
 async def _direct_call(

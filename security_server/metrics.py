@@ -136,10 +136,11 @@ class ExchangeMetrics:
 
     def __post_init__(self) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        # An exchange's two children (its latency's and its count's) by the count's labels, and
-        # a frames stream side's two counters by role: one lookup where there were two (event
-        # loop only; at most MAX_CACHED_LABEL_SETS entries each, like ``_children``).
-        self._exchange_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        # An exchange's children (its latency's, its count's and, once it has one, its backend
+        # time's) by the count's labels, and a frames stream side's two counters by role: one
+        # lookup where there were two or three (event loop only; at most MAX_CACHED_LABEL_SETS
+        # entries each, like ``_children``).
+        self._exchange_children: dict[tuple[str, ...], list[Any]] = {}
         self._frame_children: dict[str, tuple[Any, Any]] = {}
         # Exchanges in flight by role: plain counts, read by the gauge at scrape time (no
         # locked gauge update per exchange).
@@ -267,18 +268,23 @@ class ExchangeMetrics:
         labels = (role, outcome.client, outcome.service, outcome.method, outcome.fault)
         children = self._exchange_children.get(labels)
         if children is None:
-            children = (
+            children = [
                 self._child(self.latency, (role, outcome.service, outcome.method)),
                 self._child(self.exchanges, labels),
-            )
+                None,
+            ]
             if len(self._exchange_children) < MAX_CACHED_LABEL_SETS:
                 self._exchange_children[labels] = children
-        latency, count = children
+        latency, count, backend = children
         latency.observe(elapsed)
         if outcome.backend_seconds is not None:
-            self._child(self.backend_latency, (outcome.service, outcome.method)).observe(
-                outcome.backend_seconds
-            )
+            if backend is None:
+                # Made at the first backend time of these labels, not before: a child shows as
+                # a series once made.
+                backend = children[2] = self._child(
+                    self.backend_latency, (outcome.service, outcome.method)
+                )
+            backend.observe(outcome.backend_seconds)
         # The operational record of the exchange: identifiers, sizes, timings, fault; never
         # bodies, subjects or user ids.
         if _log.isEnabledFor(logging.INFO):

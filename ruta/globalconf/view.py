@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 _FINGERPRINT: Final = re.compile(r"[0-9a-f]{64}")
+#: Entries of a view's :meth:`GlobalConf.allows` memo; it starts again empty when full.
+MAX_REMEMBERED_ALLOWS: Final = 1024
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _T = TypeVar("_T")
 _K = TypeVar("_K")
@@ -187,6 +189,13 @@ class GlobalConf:
     _contracts_by_client: dict[SubsystemId, tuple[Contract, ...]] = field(
         init=False, repr=False, compare=False
     )
+    #: :meth:`allows`'s candidates (see there) by the client and service objects asked about
+    #: and the method and purpose; each entry keeps its objects, checked with ``is``. Emptied
+    #: when full. Belongs to this document's content: a view under a new serial with the same
+    #: content shares it, a new document starts its own.
+    _allowed: dict[
+        tuple[int, int, str, str], tuple[SubsystemId, ServiceId, tuple[Contract, ...]]
+    ] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         members = _unique("member", self.members, lambda m: m.id)
@@ -249,6 +258,7 @@ class GlobalConf:
             },
         )
         put(self, "_contracts_by_client", {k: tuple(v) for k, v in by_client.items() if v})
+        put(self, "_allowed", {})
         if self.role_issuers is not None:
             _check_role_issuers(self.role_issuers, self.trust_anchors)
 
@@ -310,17 +320,46 @@ class GlobalConf:
 
         Deny by default: ``None`` unless the service is listed, offers ``method`` (when it lists
         its methods) and one of the client's contracts for it permits the call.
+
+        What does not depend on ``at`` (the service, its methods, the contracts for this client
+        and service that cover ``method`` and ``purpose``, in document order) is remembered by
+        the identifier objects asked about (a server hands the same ones call after call), so a
+        repeated call checks only the candidates' validity at ``at``: the same answer, without
+        hashing and comparing three identifiers again.
         """
-        entry = self._services.get(service)
-        if entry is None or (entry.methods and method not in entry.methods):
-            return None
-        per_client = self._contracts.get(service)
-        if per_client is None:
-            return None
-        for contract in per_client.get(client, ()):
-            if contract.permits(method, purpose, at):
+        key = (id(client), id(service), method, purpose)
+        known = self._allowed.get(key)
+        if known is None or known[0] is not client or known[1] is not service:
+            known = (client, service, self._candidates(client, service, method, purpose))
+            allowed = self._allowed
+            if len(allowed) >= MAX_REMEMBERED_ALLOWS:
+                allowed.clear()
+            allowed[key] = known
+        for contract in known[2]:
+            if contract.valid_from <= at and (
+                contract.valid_until is None or at < contract.valid_until
+            ):
                 return contract
         return None
+
+    def _candidates(
+        self, client: SubsystemId, service: ServiceId, method: str, purpose: str
+    ) -> tuple[Contract, ...]:
+        """The contracts that would let ``client`` call ``service``/``method`` for ``purpose``
+        at some instant (:meth:`Contract.permits` but for the validity period), in document
+        order; empty when the service is not listed or does not offer ``method``."""
+        entry = self._services.get(service)
+        if entry is None or (entry.methods and method not in entry.methods):
+            return ()
+        per_client = self._contracts.get(service)
+        if per_client is None:
+            return ()
+        return tuple(
+            contract
+            for contract in per_client.get(client, ())
+            if (not contract.methods or method in contract.methods)
+            and purpose in (contract.purpose, contract.contract_id)
+        )
 
     @property
     def ocsp_freshness(self) -> timedelta:

@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from ruta.ids import ServiceId
+from security_server import backends
 from security_server.backends import BackendChange, BackendChannels, BackendError
 from security_server.settings import BackendSettings
 
@@ -38,6 +39,42 @@ async def test_replace_keeps_unchanged_channels_and_reports_the_change() -> None
         change = channels.replace((_backend(POP, "127.0.0.1:4"),))
         assert change.changed == (POP,)
         assert channels.get(ServiceId.parse(POP)) is not pop
+    finally:
+        await channels.close()
+
+
+async def test_a_service_asked_about_again_finds_the_map_in_force() -> None:
+    """The same service object asked about before and after a replace (the provider hands the
+    same remembered objects call after call) finds what the map in force says: a channel
+    remembered for it in the old map is not the answer under the new one, nor is an absence."""
+    channels = _channels(_backend(POP, "127.0.0.1:1"))
+    pop, tax = ServiceId.parse(POP), ServiceId.parse(TAX)
+    try:
+        first = channels.get(pop)
+        assert first is not None
+        assert channels.get(pop) is first
+        assert channels.get(ServiceId.parse(POP)) is first  # an equal object: the same answer
+        assert channels.get(tax) is None
+        channels.replace((_backend(TAX, "127.0.0.1:2"),))
+        assert channels.get(pop) is None
+        assert channels.get(tax) is not None
+        channels.replace((_backend(POP, "127.0.0.1:3"), _backend(TAX, "127.0.0.1:2")))
+        again = channels.get(pop)
+        assert again is not None
+        assert again is not first
+        assert channels.serves(pop)
+    finally:
+        await channels.close()
+
+
+async def test_services_remembered_per_map_are_bounded() -> None:
+    """Service objects asked about (found or not) are remembered up to a bound."""
+    channels = _channels(_backend(POP, "127.0.0.1:1"))
+    try:
+        for n in range(backends._MAX_KNOWN_SERVICES + 5):
+            assert channels.get(ServiceId.parse(f"DEV/GOV/POP/registry/s{n}.v1.S")) is None
+            assert len(channels._current.known) <= backends._MAX_KNOWN_SERVICES
+        assert channels.get(ServiceId.parse(POP)) is not None
     finally:
         await channels.close()
 

@@ -128,3 +128,21 @@ def test_each_label_set_counts_its_own_exchanges_and_frames(
         for r in ("consumer", "provider", "x")
     }
     assert framed == {"consumer": 5, "provider": 1, "x": 1}
+
+
+def test_a_backend_time_series_appears_with_its_first_backend_time() -> None:
+    """The backend's time is kept with the exchange's other children, but made only once an
+    exchange of those labels had a backend time: one refused before its backend shows none."""
+    metrics = ExchangeMetrics()
+    backend = {"service": "s", "method": "m"}
+    with metrics.exchange("provider") as outcome:
+        outcome.client, outcome.service, outcome.method = "c", "s", "m"
+    assert _value(metrics, "ruta_backend_seconds_count", **backend) is None
+    assert b"ruta_backend_seconds_count{" not in metrics.render()
+    for seconds in (0.002, 0.003):
+        with metrics.exchange("provider") as outcome:
+            outcome.client, outcome.service, outcome.method = "c", "s", "m"
+            outcome.backend_seconds = seconds
+    assert _value(metrics, "ruta_backend_seconds_count", **backend) == 2
+    assert _value(metrics, "ruta_backend_seconds_sum", **backend) == pytest.approx(0.005)
+    assert _value(metrics, "ruta_exchange_seconds_count", role="provider", **backend) == 3

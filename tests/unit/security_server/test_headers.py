@@ -298,6 +298,38 @@ def test_identifiers_are_read_once_and_remembered() -> None:
             read_header(header.SerializeToString(deterministic=True))
 
 
+def test_a_headers_identifiers_are_remembered_together_and_bounded() -> None:
+    """The four identifiers of a header are looked up together, by their sub-messages' bytes:
+    a header that differs in any one of them gets its own (each the object read from its
+    bytes), and the memo stays within its bound."""
+    call = parse_call_metadata(PATH, GOOD)
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    sender = ServerId.parse("DEV/GOV/SOC/ss1")
+    receiver = ServerId.parse("DEV/GOV/POP/ss1")
+    raw = build_request_header(call, body=b"b", sender=sender, receiver=receiver, created_at=now)[1]
+    first = read_header(raw)
+    for n in range(headers.MAX_CACHED_IDENTIFIERS + 5):
+        header = transport_pb2.MessageHeader()
+        header.ParseFromString(raw)
+        if n % 2:
+            header.receiver.server_code = f"ss-{n}"
+        else:
+            header.client.subsystem_code = f"client-{n}"
+        read = read_header(header.SerializeToString(deterministic=True))
+        assert read.receiver == ServerId.from_proto(header.receiver)
+        assert read.client == SubsystemId.from_proto(header.client)
+        assert read.service is first.service
+        assert read.sender is first.sender
+        assert len(headers._IDS_BY_WIRES) <= headers.MAX_CACHED_IDENTIFIERS
+    again = read_header(raw)
+    assert (again.client, again.service, again.sender, again.receiver) == (
+        call.client,
+        call.service,
+        sender,
+        receiver,
+    )
+
+
 @pytest.mark.parametrize(
     "raw",
     [

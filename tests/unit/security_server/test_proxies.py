@@ -598,6 +598,25 @@ async def test_provider_refusals(
     assert says in caught.value.details, caught.value.details
 
 
+async def test_address_and_sender_are_checked_after_accepted_requests(tmp_path: Path) -> None:
+    """The provider remembers the last receiver and sender it found right by identity: a
+    request addressed elsewhere, or naming another sender, after accepted ones is refused all
+    the same, and a right one after them is accepted."""
+    async with world(tmp_path) as w:
+        await w.provider.exchange(_request(w), w.peer_info())
+        await w.provider.exchange(_request(w), w.peer_info())
+        for case, says in (
+            (_addressed_elsewhere, "another security server"),
+            (_sender_not_the_peer, "other than the calling"),
+        ):
+            message, info = await case(w)
+            with pytest.raises(Refused) as caught:
+                await w.provider.exchange(message, info)
+            assert caught.value.fault == Fault.SERVER_PROVIDER_INVALID_MESSAGE
+            assert says in caught.value.details
+        await w.provider.exchange(_request(w), w.peer_info())
+
+
 @pytest.mark.parametrize(("case", "fault", "says"), PROVIDER_CHECKS, ids=_PROVIDER_IDS)
 async def test_framed_refusals_are_the_same(
     tmp_path: Path, case: ProviderCase, fault: Fault, says: str

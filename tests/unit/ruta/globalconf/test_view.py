@@ -25,6 +25,7 @@ from ruta.globalconf import (
     Service,
 )
 from ruta.globalconf.limits import MAX_OPENAPI_BYTES
+from ruta.globalconf.view import MAX_REMEMBERED_ALLOWS
 from ruta.ids import MemberId, ServerId, ServiceId, SubsystemId
 from ruta.timestamps import from_timestamp, to_timestamp
 from ruta.v1 import globalconf_pb2
@@ -414,3 +415,96 @@ def test_a_contracts_rate_limit_round_trips() -> None:
     view = GlobalConf.from_proto(conf)
     assert view.contracts[0].rate_limit_per_minute == 600
     assert view.to_proto().contracts[0].rate_limit_per_minute == 600
+
+
+def _allows_by_the_rule(
+    view: GlobalConf,
+    client: SubsystemId,
+    service: ServiceId,
+    method: str,
+    purpose: str,
+    at: datetime,
+) -> Contract | None:
+    """What ``allows`` answers, read off the document without any index or memo."""
+    entry = next((s for s in view.services if s.id == service), None)
+    if entry is None or (entry.methods and method not in entry.methods):
+        return None
+    return next(
+        (
+            c
+            for c in view.contracts
+            if c.consumer == client and c.service == service and c.permits(method, purpose, at)
+        ),
+        None,
+    )
+
+
+def _copy(identifier: SubsystemId | ServiceId) -> SubsystemId | ServiceId:
+    """An equal identifier that is another object (the memo is keyed by objects)."""
+    return type(identifier).parse(str(identifier))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_views(), st.data())
+def test_allows_remembered_answers_as_the_rule_does(view: GlobalConf, data: st.DataObject) -> None:
+    """Asked again and again (the same objects, equal copies, other instants), ``allows``
+    answers as the document's rule does: its memo keeps only what does not depend on time."""
+    if not view.subsystems or not view.services:
+        return
+    for _ in range(6):
+        client = data.draw(st.sampled_from(view.subsystems))
+        service = data.draw(st.sampled_from(view.services)).id
+        contracts = [c for c in view.contracts if c.service == service]
+        method = data.draw(
+            st.sampled_from(sorted({m for c in contracts for m in c.methods} | {"Other"}))
+        )
+        purpose = data.draw(st.sampled_from([c.purpose for c in contracts] + ["", "c-0"]))
+        for at in data.draw(st.lists(_instant, min_size=1, max_size=4)):
+            for asked_client, asked_service in (
+                (client, service),
+                (_copy(client), _copy(service)),
+                (client, service),
+            ):
+                assert isinstance(asked_client, SubsystemId)
+                assert isinstance(asked_service, ServiceId)
+                assert view.allows(
+                    asked_client, asked_service, method, purpose, at
+                ) is _allows_by_the_rule(view, client, service, method, purpose, at)
+
+
+def test_allows_checks_the_validity_on_every_call(view: GlobalConf) -> None:
+    """The same question at other instants: the remembered candidates are checked at each."""
+    contract = view.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", PURPOSE, NOW)
+    assert contract is not None
+    assert contract.valid_until is not None
+    ended = contract.valid_until
+    assert view.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", PURPOSE, ended) is None
+    before = contract.valid_from - timedelta(microseconds=1)
+    assert view.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", PURPOSE, before) is None
+    assert view.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", PURPOSE, NOW) is contract
+
+
+def test_allows_of_a_reloaded_configuration_is_its_own() -> None:
+    """A configuration read again (a reload) answers from its own document, with the very
+    identifier objects an earlier one remembered: a withdrawn contract no longer allows."""
+    old = GlobalConf.from_proto(sample_configuration(now=NOW))
+    assert old.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", PURPOSE, NOW) is not None
+    withdrawn = sample_configuration(now=NOW)
+    del withdrawn.contracts[:]
+    new = GlobalConf.from_proto(withdrawn)
+    assert new.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", PURPOSE, NOW) is None
+    assert old.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", PURPOSE, NOW) is not None
+    narrowed = sample_configuration(now=NOW)
+    narrowed.contracts[0].purpose = "other-purpose"
+    again = GlobalConf.from_proto(narrowed)
+    assert again.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", PURPOSE, NOW) is None
+    assert again.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", "other-purpose", NOW)
+
+
+def test_allows_memo_is_bounded(view: GlobalConf) -> None:
+    """Questions past the memo's bound (purposes are the caller's) still get the rule's answer,
+    and the memo never holds more than its bound."""
+    for n in range(MAX_REMEMBERED_ALLOWS + 10):
+        assert view.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", f"p-{n}", NOW) is None
+        assert len(view._allowed) <= MAX_REMEMBERED_ALLOWS
+    assert view.allows(TAX_COLLECTOR, PERSON_REGISTRY, "GetPerson", PURPOSE, NOW) is not None
