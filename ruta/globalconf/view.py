@@ -127,12 +127,18 @@ class Contract:
 
         ``purpose`` matches the contract's purpose code or its contract id.
         """
-        return (
-            (not self.methods or method in self.methods)
-            and (purpose in (self.purpose, self.contract_id))
-            and self.valid_from <= at
-            and (self.valid_until is None or at < self.valid_until)
+        return self.covers(method, purpose) and self.in_force(at)
+
+    def covers(self, method: str, purpose: str) -> bool:
+        """Whether this contract covers ``method`` for ``purpose`` at some instant (the rule of
+        :meth:`permits` but for the validity period)."""
+        return (not self.methods or method in self.methods) and (
+            purpose in (self.purpose, self.contract_id)
         )
+
+    def in_force(self, at: datetime) -> bool:
+        """Whether instant ``at`` is in this contract's validity period."""
+        return self.valid_from <= at and (self.valid_until is None or at < self.valid_until)
 
 
 @dataclass(frozen=True, slots=True, eq=True)
@@ -336,9 +342,7 @@ class GlobalConf:
                 allowed.clear()
             allowed[key] = known
         for contract in known[2]:
-            if contract.valid_from <= at and (
-                contract.valid_until is None or at < contract.valid_until
-            ):
+            if contract.in_force(at):
                 return contract
         return None
 
@@ -355,10 +359,7 @@ class GlobalConf:
         if per_client is None:
             return ()
         return tuple(
-            contract
-            for contract in per_client.get(client, ())
-            if (not contract.methods or method in contract.methods)
-            and purpose in (contract.purpose, contract.contract_id)
+            contract for contract in per_client.get(client, ()) if contract.covers(method, purpose)
         )
 
     @property
