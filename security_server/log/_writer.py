@@ -1028,7 +1028,9 @@ class _WalCheckpointer:
         # Estimated pages committed since the last wake-up (counted by whichever thread runs a
         # group: one at a time).
         self._pages = 0
-        self._thread = threading.Thread(target=self._serve, name="ruta-log-checkpoint", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, name="ruta-log-wal-checkpoint", daemon=True
+        )
         self._thread.start()
 
     def committed(self, rows: int) -> None:

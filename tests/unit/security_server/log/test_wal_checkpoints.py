@@ -35,7 +35,7 @@ async def engine(database: Path) -> AsyncIterator[AsyncEngine]:
 
 
 def _checkpoint_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "ruta-log-checkpoint"]
+    return [t for t in threading.enumerate() if t.name == "ruta-log-wal-checkpoint"]
 
 
 async def test_the_thread_checkpoints_what_the_commits_wrote(
