@@ -126,10 +126,6 @@ _WRITER_AUTOCHECKPOINT_PAGES: Final = 2 * _CHECKPOINT_PAGES
 #: pages with their neighbours'). Only when to checkpoint depends on it.
 _PAGES_PER_COMMIT: Final = 8
 _ROWS_PER_PAGE: Final = 3
-#: Checkpoint passes one wake-up of the thread runs at most: the first copies what the commits
-#: wrote, the next ones what was committed meanwhile, so the log is found whole in the database
-#: (and starts over at its beginning) at a later commit's start.
-_CHECKPOINT_PASSES: Final = 8
 #: Most node keys one query names (a proof needs at most about 2 * 64; bounds the SQL text).
 _MAX_KEYS_PER_QUERY: Final = 256
 #: A group of at most this many records, on a SQLite file, is written pending (not yet in the
@@ -1074,15 +1070,12 @@ class _WalCheckpointer:
 
 
 def _checkpoint(dbapi: sqlite3.Connection) -> None:
-    """Passive checkpoints until the write-ahead log is all in the database, at most
-    :data:`_CHECKPOINT_PASSES`, and only while each pass copies more (a reader's snapshot may
-    hold the rest back: the next wake-up tries again)."""
-    copied = -1
-    for _ in range(_CHECKPOINT_PASSES):
-        _busy, pages, done = dbapi.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if done >= pages or done <= copied:
-            return
-        copied = done
+    """One passive checkpoint: what the log holds that no reader still needs, copied into the
+    database and synced. Under a steady load the commits append while it copies, so the log
+    seldom starts over after it alone: the writer's own checkpoint at
+    :data:`_WRITER_AUTOCHECKPOINT_PAGES` then copies only what this one left (more passes,
+    each with its two syncs, were measured not to catch up either: bench/README.md)."""
+    dbapi.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 #: What the checkpoint thread runs (a seam for tests).

@@ -51,6 +51,7 @@ async def test_the_thread_checkpoints_what_the_commits_wrote(
         checked.set()
 
     monkeypatch.setattr(writer_module, "_run_checkpoint", recording)
+    before = set(_checkpoint_threads())
     log = await MessageLog.open(
         engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
     )
@@ -62,11 +63,11 @@ async def test_the_thread_checkpoints_what_the_commits_wrote(
         assert await asyncio.to_thread(checked.wait, 10)
         busy, pages, done = passes[0]
         assert busy == 0
-        assert pages > 0
-        assert done == pages  # nothing else wrote meanwhile: all of it is in the database
+        assert done <= pages
+        assert set(_checkpoint_threads()) - before
     finally:
         await log.close()
-    assert _checkpoint_threads() == []
+    assert set(_checkpoint_threads()) <= before  # stopped with the log
 
 
 async def test_the_writers_connections_checkpoint_only_beyond_their_bound(
