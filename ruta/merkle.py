@@ -544,6 +544,37 @@ class CompactRange:
         self._size += 1
         return completed
 
+    def extend(self, leaf_hashes: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
+        """Append each of ``leaf_hashes`` in turn; return ``(last, level, hash)`` of every
+        subtree above the leaves that they complete (level >= 1), in the order completed,
+        ``last`` the index of the leaf that completes it: what :meth:`append` returns for each
+        leaf after its first entry, each subtree named by its last leaf instead of its index
+        within its level (``index = (last + 1 >> level) - 1``), in one call for many leaves.
+
+        Raises :class:`MerkleRangeError` for a hash that is not 32 bytes or more leaves than
+        the tree holds; the frontier is unchanged then.
+        """
+        if not set(map(len, leaf_hashes)) <= {HASH_SIZE}:
+            raise MerkleRangeError(f"a leaf hash is {HASH_SIZE} bytes")
+        size = self._size
+        if len(leaf_hashes) > MAX_TREE_SIZE - size:
+            raise MerkleRangeError("the tree is full")
+        hashes = self._hashes
+        pop = hashes.pop
+        sha256 = hashlib.sha256
+        completed: list[tuple[int, int, bytes]] = []
+        for leaf in leaf_hashes:
+            h, index, level = leaf, size, 0
+            while index & 1:
+                h = sha256(_NODE_PREFIX + pop() + h).digest()
+                level += 1
+                index >>= 1
+                completed.append((size, level, h))
+            hashes.append(h)
+            size += 1
+        self._size = size
+        return completed
+
     def root(self) -> bytes:
         """Root of the tree of :attr:`size` leaves (``EMPTY_ROOT`` when empty)."""
         if not self._hashes:

@@ -27,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import hashlib
 import logging
 import queue
 import sqlite3
@@ -53,7 +54,6 @@ from security_server.log.bodies import (
     BodyCipher,
     BodySegments,
     BodySegmentWriter,
-    SealedBody,
 )
 from security_server.log.errors import (
     LogError,
@@ -63,9 +63,11 @@ from security_server.log.errors import (
 )
 from security_server.log.model import (
     AppendedRecord,
+    Direction,
     InvalidLogEntryError,
     LogEntry,
     MessageClaim,
+    RecordKind,
     TreeHead,
     WriterStats,
     from_micros,
@@ -108,6 +110,22 @@ _MAX_CACHED_CLAIM_UPSERTS: Final = 64
 #: Attachment digests the writer remembers as stored (beyond it, it forgets them all and
 #: re-offers each once more: the insert ignores what is there).
 _MAX_KNOWN_ATTACHMENTS: Final = 4096
+#: On a SQLite file the log's write-ahead log is copied back into the database (checkpointed) by
+#: a thread of its own once the log's commits have written about this many pages to it since the
+#: last checkpoint: SQLite's own default for the automatic checkpoint it would otherwise run
+#: inside a commit (docs/adr/0054).
+_CHECKPOINT_PAGES: Final = 1000
+#: The writer's own connections still checkpoint inside a commit, as SQLite does by default,
+#: once the write-ahead log holds this many pages: the log's bound whatever the thread does. Under
+#: a steady load the thread's passes trail the commits and the log rarely starts over from its
+#: passes alone; this checkpoint then copies only what the thread's last pass left, and the log
+#: starts over at the next commit (bench/README.md, "Twelfth round").
+_WRITER_AUTOCHECKPOINT_PAGES: Final = 2 * _CHECKPOINT_PAGES
+#: The estimate of a commit's pages: this many (page 1, the head, the end of each B-tree it
+#: touches) plus one for every three rows it changed (a record's leaf, body and node share
+#: pages with their neighbours'). Only when to checkpoint depends on it.
+_PAGES_PER_COMMIT: Final = 8
+_ROWS_PER_PAGE: Final = 3
 #: Most node keys one query names (a proof needs at most about 2 * 64; bounds the SQL text).
 _MAX_KEYS_PER_QUERY: Final = 256
 #: A group of at most this many records, on a SQLite file, is written pending (not yet in the
@@ -805,52 +823,15 @@ class GroupCommitWriter:
         origin = self._origin
         frontier = self._frontier.copy()
         pending = self._pending_mark(group)
-        outcomes: list[list[AppendedRecord] | LogError] = []
-        leaf_rows: list[tuple[Any, ...]] = []
-        node_rows: list[tuple[Any, ...]] = []
-        bodies: list[tuple[int, bytes]] = []
-        attachment_rows: dict[bytes, dict[str, Any]] = {}
-        known = self._known_attachments
-        claims_written = 0
         granted = self._write_claims(conn, group, now_us)
-        holders: set[bytes] = set()
-        logged_at = from_micros(now_us)
-        for job in group:
-            if job.claim is not None:
-                key = job.claim.key
-                if key not in granted or key in holders:
-                    # Seen before, or claimed earlier in this same group.
-                    outcomes.append(_replayed(job.claim))
-                    continue
-                holders.add(key)
-                claims_written += 1
-            appended: list[AppendedRecord] = []
-            for entry, (logged, attachments) in zip(job.entries, job.signatures, strict=True):
-                seq = frontier.size
-                record = _serialise_record(entry, logged, seq, now_us)
-                _offer_attachments(attachments, known, attachment_rows)
-                digest = leaf_hash(record)
-                completed = frontier.append(digest)
-                # Level 0 (the first) is the leaf hash, kept in the leaf's row. Every node above
-                # it that this leaf completes ends on it: its key is (origin, seq, level). Half
-                # the leaves complete none.
-                if len(completed) > 1:
-                    node_rows.extend([(origin, seq, level, h) for level, _, h in completed[1:]])
-                leaf_rows.append(
-                    _leaf_row(
-                        origin,
-                        seq,
-                        entry,
-                        logged_at_us=now_us,
-                        record=record,
-                        digest=digest,
-                        pending=pending,
-                    )
-                )
-                if entry.body is not None:
-                    bodies.append((seq, entry.body))
-                appended.append(AppendedRecord(origin, seq, digest, logged_at))
-            outcomes.append(appended)
+        leaves = _GroupLeaves(origin, frontier.size, now_us, pending)
+        leaves.add(group, granted, self._known_attachments)
+        leaf_rows = leaves.rows
+        attachment_rows = leaves.attachments
+        # Level 0 of the tree is each leaf's hash, kept in its row; every node above it that a
+        # leaf completes ends on that leaf: its key is (origin, seq, level). Half the leaves
+        # complete none.
+        node_rows = [(origin, last, level, h) for last, level, h in frontier.extend(leaves.digests)]
         indexed = self._indexed
         waited: list[tuple[str, str, int]] = []
         if leaf_rows:
@@ -863,14 +844,14 @@ class GroupCommitWriter:
             _insert_rows(conn, log_leaves, _LEAF_COLUMNS, leaf_rows)
             if node_rows:
                 _insert_rows(conn, log_nodes, _NODE_COLUMNS, node_rows)
-            if bodies:
-                self._write_bodies(conn, bodies)
+            if leaves.bodies:
+                self._write_bodies(conn, leaves.bodies)
             self._write_head(conn, frontier, now_us, indexed)
         return (
             frontier,
-            outcomes,
+            leaves.outcomes,
             len(leaf_rows),
-            claims_written,
+            leaves.claims,
             list(attachment_rows),
             indexed,
             waited,
@@ -905,37 +886,35 @@ class GroupCommitWriter:
         before the rows naming them are inserted and the group commits (ADR 0040). A failed
         file write raises and fails the group; bytes it left are named by no row."""
         origin = self._origin
-        sealed_bodies = list(zip(bodies, self._cipher.seal_many(origin, bodies), strict=True))
+        key_id = self._cipher.key_id
+        sealed = self._cipher.seal_many(origin, bodies)
         files = self._body_files
-        in_files: list[tuple[int, SealedBody]] = []
+        in_files: list[tuple[int, bytes, bytes]] = []
         if files is not None:
-            large = [
-                (seq, sealed)
-                for (seq, _), sealed in sealed_bodies
-                if len(sealed.ciphertext) >= FILE_BODY_MIN_BYTES
-            ]
+            large = [body for body in sealed if len(body[2]) >= FILE_BODY_MIN_BYTES]
             # Only enough of them share the file's sync (FILE_GROUP_MIN_BODIES); fewer stay in
             # their rows.
-            if len(large) >= self._body_files_from or (
-                sum(len(sealed.ciphertext) for _, sealed in large) >= FILE_GROUP_MIN_BYTES
+            if large and (
+                len(large) >= self._body_files_from
+                or sum(len(ciphertext) for _, _, ciphertext in large) >= FILE_GROUP_MIN_BYTES
             ):
                 in_files = large
-        to_files = {seq for seq, _ in in_files}
-        inline = [
-            (origin, seq, sealed.key_id, sealed.nonce, sealed.ciphertext)
-            for (seq, _), sealed in sealed_bodies
-            if seq not in to_files
-        ]
-        if inline:
-            _insert_rows(conn, log_bodies, _BODY_COLUMNS, inline)
+        if in_files:
+            to_files = {seq for seq, _, _ in in_files}
+            sealed = [body for body in sealed if body[0] not in to_files]
+        if sealed:
+            _insert_rows(
+                conn,
+                log_bodies,
+                _BODY_COLUMNS,
+                [(origin, seq, key_id, nonce, ciphertext) for seq, nonce, ciphertext in sealed],
+            )
         if in_files and files is not None:
-            segment, position = files.write([sealed.ciphertext for _, sealed in in_files])
+            segment, position = files.write([ciphertext for _, _, ciphertext in in_files])
             referenced: list[tuple[Any, ...]] = []
-            for seq, sealed in in_files:
-                length = len(sealed.ciphertext)
-                referenced.append(
-                    (origin, seq, sealed.key_id, sealed.nonce, segment, position, length)
-                )
+            for seq, nonce, ciphertext in in_files:
+                length = len(ciphertext)
+                referenced.append((origin, seq, key_id, nonce, segment, position, length))
                 position += length
             _insert_rows(conn, log_bodies, _FILE_BODY_COLUMNS, referenced)
 
@@ -1025,6 +1004,84 @@ class _RawSqlite:
 _Conn = sa.Connection | _RawSqlite
 
 
+class _WalCheckpointer:
+    """A thread of its own that checkpoints a SQLite file's write-ahead log (``PRAGMA
+    wal_checkpoint(PASSIVE)``, on a connection of its own with Ruta's settings:
+    ``synchronous=FULL``, so the database file is synced before the log may start over) once
+    the log's commits have written about :data:`_CHECKPOINT_PAGES` pages, instead of SQLite doing
+    it inside whichever commit crosses its threshold. The copy runs in SQLite's C code without
+    the GIL, beside the log's Python work rather than in series with the commit a group of
+    callers waits for (docs/adr/0054). A passive checkpoint never takes the write lock and
+    never waits: a commit is neither delayed nor refused by it. Nothing it does is needed for
+    durability (a commit is durable in the log once ``COMMIT`` returns); its failures are
+    logged, and the writer's connections still checkpoint by themselves at
+    :data:`_WRITER_AUTOCHECKPOINT_PAGES`."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._due = threading.Event()
+        self._stopping = False
+        # Estimated pages committed since the last wake-up (counted by whichever thread runs a
+        # group: one at a time).
+        self._pages = 0
+        self._thread = threading.Thread(
+            target=self._serve, name="ruta-log-wal-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def committed(self, rows: int) -> None:
+        """A commit that changed ``rows`` rows returned: wake the thread once the pages since
+        its last wake-up reach :data:`_CHECKPOINT_PAGES`."""
+        self._pages += _PAGES_PER_COMMIT + rows // _ROWS_PER_PAGE
+        if self._pages >= _CHECKPOINT_PAGES:
+            self._pages = 0
+            self._due.set()
+
+    def _serve(self) -> None:
+        connection: Any = None
+        try:
+            while True:
+                self._due.wait()
+                self._due.clear()
+                if self._stopping:
+                    return
+                try:
+                    if connection is None:
+                        connection = self._engine.raw_connection()
+                    _run_checkpoint(connection.driver_connection)
+                except Exception as exc:  # noqa: BLE001 - the writer's connections still checkpoint
+                    _log.warning(
+                        "message log: checkpointing the write-ahead log failed (%s)",
+                        type(exc).__name__,
+                    )
+                    if connection is not None:
+                        connection.invalidate()
+                        connection = None
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def stop(self) -> None:
+        """Stop the thread (it finishes a checkpoint in progress and closes its connection)
+        and wait for it: call from a thread other than the event loop's."""
+        self._stopping = True
+        self._due.set()
+        self._thread.join()
+
+
+def _checkpoint(dbapi: sqlite3.Connection) -> None:
+    """One passive checkpoint: what the log holds that no reader still needs, copied into the
+    database and synced. Under a steady load the commits append while it copies, so the log
+    seldom starts over after it alone: the writer's own checkpoint at
+    :data:`_WRITER_AUTOCHECKPOINT_PAGES` then copies only what this one left (more passes,
+    each with its two syncs, were measured not to catch up either: bench/README.md)."""
+    dbapi.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+#: What the checkpoint thread runs (a seam for tests).
+_run_checkpoint = _checkpoint
+
+
 class _SqliteWorker:
     """One thread with one ``sqlite3`` connection to the log's SQLite file (opened through a
     synchronous engine carrying Ruta's settings); runs a whole group transaction
@@ -1045,6 +1102,7 @@ class _SqliteWorker:
         # The connection run_here uses (in the loop's thread; opened on first use).
         self._here: Any = None
         self._compiled: dict[Any, tuple[str, ...]] = {}
+        self._checkpointer = _WalCheckpointer(engine)
         self._thread.start()
 
     @classmethod
@@ -1078,6 +1136,7 @@ class _SqliteWorker:
         if self._here is None:
             here: Any = self._engine.raw_connection()
             here.driver_connection.execute("PRAGMA busy_timeout=0")
+            _checkpoint_aside(here.driver_connection)
             self._here = here
         dbapi: sqlite3.Connection = self._here.driver_connection
         began = time.perf_counter()
@@ -1107,6 +1166,7 @@ class _SqliteWorker:
     def _run(self, fn: Callable[..., _T], *args: Any, timed: bool = True) -> _T:
         if self._connection is None:
             self._connection = self._engine.raw_connection()
+            _checkpoint_aside(self._connection.driver_connection)
         dbapi: sqlite3.Connection = self._connection.driver_connection
         try:
             began = time.perf_counter()
@@ -1131,6 +1191,7 @@ class _SqliteWorker:
     ) -> _T:
         """``fn`` and ``COMMIT`` in the transaction begun on ``dbapi``; whatever fails (a
         statement, the commit itself), it is rolled back and nothing of the group stays."""
+        changes = dbapi.total_changes
         try:
             result = fn(_RawSqlite(dbapi, self._engine.dialect, self._compiled), *args)
             _commit(dbapi)
@@ -1140,6 +1201,7 @@ class _SqliteWorker:
             with contextlib.suppress(sqlite3.Error):
                 dbapi.rollback()
             raise
+        self._checkpointer.committed(dbapi.total_changes - changes)
         return result
 
     def _close(self) -> None:
@@ -1155,10 +1217,17 @@ class _SqliteWorker:
         """Close the connection (in its own thread) and stop the thread."""
         loop = asyncio.get_running_loop()
         closed: asyncio.Future[None] = loop.create_future()
+        await asyncio.to_thread(self._checkpointer.stop)
         self._jobs.put(_SqliteJob(loop, closed, self._close))
         self._jobs.put(None)
         await closed
         await asyncio.to_thread(self._thread.join)
+
+
+def _checkpoint_aside(dbapi: sqlite3.Connection) -> None:
+    """Leave the write-ahead log's checkpoints to the :class:`_WalCheckpointer` on a writer's
+    connection: it checkpoints inside a commit only beyond :data:`_WRITER_AUTOCHECKPOINT_PAGES`."""
+    dbapi.execute(f"PRAGMA wal_autocheckpoint={int(_WRITER_AUTOCHECKPOINT_PAGES)}")
 
 
 def _commit(dbapi: sqlite3.Connection) -> None:
@@ -1242,28 +1311,116 @@ _INSERT_ATTACHMENT_NAMED: Final = sa.text(
 )
 
 
-def _offer_attachments(
-    attachments: Sequence[Attachment], known: set[bytes], rows: dict[bytes, dict[str, Any]]
-) -> None:
-    """Add to ``rows`` each attachment not known to be stored yet."""
-    for attachment in attachments:
-        if attachment.digest not in known:
-            rows[attachment.digest] = {
-                "digest": attachment.digest,
-                "kind": int(attachment.kind),
-                "content": attachment.content,
-            }
-
-
-def _insert_attachments(conn: _Conn, rows: list[dict[str, Any]]) -> None:
-    """Store each attachment of ``rows`` not stored yet (content-addressed: a digest present
+def _insert_attachments(conn: _Conn, attachments: list[Attachment]) -> None:
+    """Store each of ``attachments`` not stored yet (content-addressed: a digest present
     already names the same bytes)."""
+    rows = [(a.digest, int(a.kind), a.content) for a in attachments]
     if isinstance(conn, sa.Connection) and conn.dialect.name != "sqlite":
-        conn.execute(_INSERT_ATTACHMENT_NAMED, rows)
+        conn.execute(
+            _INSERT_ATTACHMENT_NAMED,
+            [
+                {"digest": digest, "kind": kind, "content": content}
+                for digest, kind, content in rows
+            ],
+        )
         return
-    conn.exec_driver_sql(
-        _INSERT_ATTACHMENT_QMARK, [(r["digest"], r["kind"], r["content"]) for r in rows]
+    conn.exec_driver_sql(_INSERT_ATTACHMENT_QMARK, rows)
+
+
+class _GroupLeaves:
+    """A group's leaves as they are built (:meth:`GroupCommitWriter._write_group`): each
+    record's bytes, hash and ``log_leaves`` row, the bodies to seal, the attachments not known
+    to be stored, each job's outcome and the claims written. One loop over the group's entries,
+    with what every record shares (origin, ``logged_at``, the pending mark) bound once."""
+
+    __slots__ = (
+        "attachments",
+        "bodies",
+        "claims",
+        "digests",
+        "logged_at_us",
+        "origin",
+        "outcomes",
+        "pending",
+        "rows",
+        "seq",
     )
+
+    def __init__(self, origin: str, seq: int, logged_at_us: int, pending: int | None) -> None:
+        self.origin = origin
+        #: The next leaf's sequence number.
+        self.seq = seq
+        self.logged_at_us = logged_at_us
+        self.pending = pending
+        self.rows: list[tuple[Any, ...]] = []
+        self.digests: list[bytes] = []
+        self.bodies: list[tuple[int, bytes]] = []
+        self.attachments: dict[bytes, Attachment] = {}
+        self.outcomes: list[list[AppendedRecord] | LogError] = []
+        self.claims = 0
+
+    def add(self, group: list[_Job], granted: set[bytes], known: set[bytes]) -> None:
+        """Each job of ``group`` in turn: refused if its claim was not ``granted`` (or an
+        earlier job of the group holds it), its leaves built otherwise."""
+        origin, seq, now_us, pending = self.origin, self.seq, self.logged_at_us, self.pending
+        rows, digests, bodies, attachments = self.rows, self.digests, self.bodies, self.attachments
+        outcomes = self.outcomes
+        logged_at = from_micros(now_us)
+        # The records' field 3, the same for the whole group (None: before 1970, written by
+        # protobuf itself in _serialise_record).
+        logged_at_field = _logged_at_field(now_us) if now_us >= 0 else None
+        sha256 = hashlib.sha256
+        holders: set[bytes] = set()
+        for job in group:
+            if job.claim is not None:
+                key = job.claim.key
+                if key not in granted or key in holders:
+                    # Seen before, or claimed earlier in this same group.
+                    outcomes.append(_replayed(job.claim))
+                    continue
+                holders.add(key)
+                self.claims += 1
+            appended: list[AppendedRecord] = []
+            for entry, (logged, offered) in zip(job.entries, job.signatures, strict=True):
+                for attachment in offered:
+                    if attachment.digest not in known:
+                        attachments[attachment.digest] = attachment
+                direction_field, direction = _DIRECTIONS.get(entry.direction) or _direction_parts(
+                    entry.direction
+                )
+                if logged_at_field is None:
+                    record = _serialise_record(entry, logged, seq, now_us)
+                else:
+                    record = _record_bytes(
+                        seq, direction_field, logged_at_field, entry.header, logged
+                    )
+                digest = sha256(_LEAF_PREFIX + record).digest()
+                digests.append(digest)
+                # In the order of _LEAF_COLUMNS.
+                rows.append(
+                    (
+                        origin,
+                        seq,
+                        direction,
+                        now_us,
+                        entry.message_id,
+                        _KIND_TEXT.get(entry.kind) or str(entry.kind),
+                        entry.client,
+                        entry.service,
+                        entry.method,
+                        entry.subject or None,
+                        entry.created_at_us,
+                        record,
+                        digest,
+                        pending,
+                    )
+                )
+                if entry.body is not None:
+                    bodies.append((seq, entry.body))
+                appended.append(AppendedRecord(origin, seq, digest, logged_at))
+                seq += 1
+            outcomes.append(appended)
+        self.seq = seq
 
 
 def _replayed(claim: MessageClaim) -> ReplayedMessageError:
@@ -1280,6 +1437,21 @@ def _fail(job: _Job, error: LogError) -> None:
 
 #: The tag of ``LogRecord.signature_ref`` (field 7, length-delimited).
 _SIGNATURE_REF_TAG: Final = bytes([7 << 3 | 2])
+
+
+def _direction_parts(direction: int) -> tuple[bytes, int]:
+    """A ``LogRecord``'s field 2 (``direction``) as deterministic serialisation writes it, and
+    the ``log_leaves.direction`` value."""
+    value = int(direction)
+    return (b"\x10" + varint(value) if value else b""), value
+
+
+#: :func:`_direction_parts` of each direction, built once.
+_DIRECTIONS: Final = {d: _direction_parts(d) for d in Direction}
+#: ``log_leaves.kind``'s text (a plain ``str``) of each kind, built once.
+_KIND_TEXT: Final = {k: str(k) for k in RecordKind}
+#: The prefix of a leaf's hashed bytes (RFC 6962).
+_LEAF_PREFIX: Final = b"\x00"
 
 
 @functools.lru_cache(maxsize=8)
@@ -1309,43 +1481,21 @@ def _serialise_record(entry: LogEntry, logged: bytes, seq: int, logged_at_us: in
         record.logged_at.FromMicroseconds(logged_at_us)
         record.signature_ref.ParseFromString(logged)
         return record.SerializeToString(deterministic=True)
-    direction = int(entry.direction)
-    header = entry.header
+    direction_field = _direction_parts(entry.direction)[0]
+    return _record_bytes(seq, direction_field, _logged_at_field(logged_at_us), entry.header, logged)
+
+
+def _record_bytes(
+    seq: int, direction_field: bytes, logged_at_field: bytes, header: bytes, logged: bytes
+) -> bytes:
+    """:func:`_serialise_record`'s bytes from their parts (the direction and ``logged_at``
+    fields as written, the same for many records)."""
     return b"".join(
         (
             b"\x08" + varint(seq) if seq else b"",
-            b"\x10" + varint(direction) if direction else b"",
-            _logged_at_field(logged_at_us),
+            direction_field,
+            logged_at_field,
             b"\x22" + varint(len(header)) + header if header else b"",
             _SIGNATURE_REF_TAG + varint(len(logged)) + logged,
         )
-    )
-
-
-def _leaf_row(
-    origin: str,
-    seq: int,
-    entry: LogEntry,
-    *,
-    logged_at_us: int,
-    record: bytes,
-    digest: bytes,
-    pending: int | None,
-) -> tuple[Any, ...]:
-    """The ``log_leaves`` row of ``entry``, in the order of :data:`_LEAF_COLUMNS`."""
-    return (
-        origin,
-        seq,
-        int(entry.direction),
-        logged_at_us,
-        entry.message_id,
-        str(entry.kind),
-        entry.client,
-        entry.service,
-        entry.method,
-        entry.subject or None,
-        entry.created_at_us,
-        record,
-        digest,
-        pending,
     )

@@ -53,6 +53,10 @@ TAG_SIZE: Final = 16
 _AAD_CONTEXT: Final = b"ruta log body v1\x00"
 
 
+#: A record's sequence number in the associated data.
+_SEQ: Final = struct.Struct(">Q")
+
+
 def _associated_prefix(origin: str) -> bytes:
     origin_bytes = origin.encode("utf-8")
     return _AAD_CONTEXT + struct.pack(">H", len(origin_bytes)) + origin_bytes
@@ -93,16 +97,23 @@ class BodyCipher:
         ciphertext = self._sealer.encrypt(nonce, body, _associated_data(origin, seq))
         return SealedBody(key_id=self._current_id, nonce=nonce, ciphertext=ciphertext)
 
-    def seal_many(self, origin: str, bodies: Sequence[tuple[int, bytes]]) -> list[SealedBody]:
-        """:meth:`seal` for each ``(seq, body)``: one read of the system's random source for
-        every nonce of the group (each nonce still fresh and random, never reused)."""
+    def seal_many(
+        self, origin: str, bodies: Sequence[tuple[int, bytes]]
+    ) -> list[tuple[int, bytes, bytes]]:
+        """:meth:`seal` for each ``(seq, body)``, as ``(seq, nonce, ciphertext)`` all under
+        :attr:`key_id` (no object per body: the log's writer seals a group's bodies at once):
+        one read of the system's random source for every nonce of the group (each nonce still
+        fresh and random, never reused)."""
         randomness = os.urandom(NONCE_SIZE * len(bodies))
         prefix = _associated_prefix(origin)
-        sealed: list[SealedBody] = []
-        for i, (seq, body) in enumerate(bodies):
-            nonce = randomness[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
-            ciphertext = self._sealer.encrypt(nonce, body, prefix + struct.pack(">Q", seq))
-            sealed.append(SealedBody(key_id=self._current_id, nonce=nonce, ciphertext=ciphertext))
+        encrypt = self._sealer.encrypt
+        pack = _SEQ.pack
+        sealed: list[tuple[int, bytes, bytes]] = []
+        start = 0
+        for seq, body in bodies:
+            nonce = randomness[start : start + NONCE_SIZE]
+            sealed.append((seq, nonce, encrypt(nonce, body, prefix + pack(seq))))
+            start += NONCE_SIZE
         return sealed
 
     def open(self, origin: str, seq: int, sealed: SealedBody) -> bytes:

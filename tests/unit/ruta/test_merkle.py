@@ -234,6 +234,35 @@ def test_a_compact_range_copy_is_the_same_frontier_appended_to_alone() -> None:
     assert copied.root() == root_from_leaf_hashes(hashes[:6])
 
 
+@pytest.mark.parametrize(
+    ("start", "count"), [(0, 0), (0, 1), (0, 64), (5, 3), (63, 130), (1023, 2)]
+)
+def test_extend_is_append_leaf_by_leaf(start: int, count: int) -> None:
+    hashes = ref.leaf_hashes(start + count)
+    one_by_one, at_once = CompactRange(), CompactRange()
+    for h in hashes[:start]:
+        one_by_one.append(h)
+        at_once.append(h)
+    expected = [
+        (seq, level, h)
+        for seq in range(start, start + count)
+        for level, idx, h in one_by_one.append(hashes[seq])[1:]
+        if idx == (seq + 1 >> level) - 1
+    ]
+    assert at_once.extend(hashes[start:]) == expected
+    assert (at_once.size, at_once.hashes) == (one_by_one.size, one_by_one.hashes)
+    assert at_once.root() == root_from_leaf_hashes(hashes)
+
+
+def test_extend_refuses_a_short_hash_and_leaves_the_frontier_unchanged() -> None:
+    hashes = ref.leaf_hashes(3)
+    frontier = CompactRange()
+    frontier.append(hashes[0])
+    with pytest.raises(MerkleRangeError):
+        frontier.extend([hashes[1], b"short"])
+    assert (frontier.size, frontier.hashes) == (1, (hashes[0],))
+
+
 async def test_fetch_plan_reads_one_batch() -> None:
     tree = MemoryTree()
     for h in ref.leaf_hashes(11):

@@ -1,0 +1,123 @@
+"""On a SQLite file the log's write-ahead log is checkpointed by a thread of its own
+(docs/adr/0054): the writer's connections leave it alone below their own bound, the thread copies
+the log into the database once the commits have written enough, and it stops with the log."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from security_server.database import open_database, sqlite_sync_engine
+from security_server.log import BodyKey, MessageLog
+from security_server.log import _writer as writer_module
+from tests.unit.security_server.log.support import ORIGIN, FakeClock, make_entry
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    return tmp_path / "ss.db"
+
+
+@pytest.fixture
+async def engine(database: Path) -> AsyncIterator[AsyncEngine]:
+    eng = await open_database(f"sqlite+aiosqlite:///{database}")
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+def _checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ruta-log-wal-checkpoint"]
+
+
+async def test_the_thread_checkpoints_what_the_commits_wrote(
+    engine: AsyncEngine, database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "_CHECKPOINT_PAGES", 40)
+    passes: list[tuple[int, int, int]] = []
+    checked = threading.Event()
+
+    def recording(dbapi: sqlite3.Connection) -> None:
+        writer_module._checkpoint(dbapi)
+        passes.append(dbapi.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        checked.set()
+
+    monkeypatch.setattr(writer_module, "_run_checkpoint", recording)
+    before = set(_checkpoint_threads())
+    log = await MessageLog.open(
+        engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
+    )
+    try:
+        # Concurrent appends (the worker thread's groups), then single ones.
+        await asyncio.gather(*(log.append([make_entry()]) for _ in range(64)))
+        for _ in range(8):
+            await log.append([make_entry()])
+        assert await asyncio.to_thread(checked.wait, 10)
+        busy, pages, done = passes[0]
+        assert busy == 0
+        assert done <= pages
+        assert set(_checkpoint_threads()) - before
+    finally:
+        await log.close()
+    assert set(_checkpoint_threads()) <= before  # stopped with the log
+
+
+async def test_the_writers_connections_checkpoint_only_beyond_their_bound(
+    engine: AsyncEngine, database: Path
+) -> None:
+    log = await MessageLog.open(
+        engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
+    )
+    seen: list[Any] = []
+
+    def autocheckpoint(conn: Any) -> None:
+        seen.append(conn._dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    try:
+        log.commit_inline_while(lambda: True)
+        await log.append([make_entry()])  # inline, in this thread
+        worker = log._writer._sqlite
+        assert worker is not None
+        await worker.transaction(autocheckpoint)
+        seen.append(
+            worker._here.driver_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+    finally:
+        await log.close()
+    assert seen == [writer_module._WRITER_AUTOCHECKPOINT_PAGES] * 2
+
+
+def test_a_failed_checkpoint_is_logged_and_the_thread_goes_on(
+    database: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = sqlite_sync_engine(f"sqlite:///{database}")
+    assert engine is not None
+    calls: list[int] = []
+    second = threading.Event()
+
+    def failing_then_fine(dbapi: sqlite3.Connection) -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        second.set()
+
+    monkeypatch.setattr(writer_module, "_run_checkpoint", failing_then_fine)
+    checkpointer = writer_module._WalCheckpointer(engine)
+    try:
+        checkpointer.committed(3 * writer_module._CHECKPOINT_PAGES)
+        while not calls:
+            threading.Event().wait(0.01)
+        checkpointer.committed(3 * writer_module._CHECKPOINT_PAGES)
+        assert second.wait(10)
+    finally:
+        checkpointer.stop()
+        engine.dispose()
+    assert "checkpointing the write-ahead log failed (OperationalError)" in caplog.text
