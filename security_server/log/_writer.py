@@ -1205,6 +1205,10 @@ class _SqliteWorker:
         return result
 
     def _close(self) -> None:
+        # The checkpoint thread first (it finishes a pass in progress), here in the worker's
+        # thread: the close job, once queued, closes everything even if the awaiting task is
+        # cancelled (a stop's deadline); the engine is disposed only after its last user.
+        self._checkpointer.stop()
         if self._here is not None:
             self._here.close()
             self._here = None
@@ -1214,10 +1218,11 @@ class _SqliteWorker:
         self._engine.dispose()
 
     async def close(self) -> None:
-        """Close the connection (in its own thread) and stop the thread."""
+        """Stop the checkpoint thread, close the connections (in the worker's own thread) and
+        stop the thread. Once the close job is queued it runs whether or not this is awaited
+        to the end."""
         loop = asyncio.get_running_loop()
         closed: asyncio.Future[None] = loop.create_future()
-        await asyncio.to_thread(self._checkpointer.stop)
         self._jobs.put(_SqliteJob(loop, closed, self._close))
         self._jobs.put(None)
         await closed

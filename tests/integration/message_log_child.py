@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from security_server.database import open_database
-from security_server.log import MessageLog, ReplayGuard, load_or_create_body_key
+from security_server.log import MessageLog, ReplayGuard, _writer, load_or_create_body_key
 from security_server.log._writer import GroupCommitWriter
 from tests.unit.security_server.log.support import CLIENT, make_entry
 
@@ -71,6 +71,10 @@ def _kill_in_commit(after_groups: int) -> None:
 
 
 if __name__ == "__main__":
+    # The crash test of the write-ahead log's checkpoint thread: a pass after (nearly) every
+    # commit, so the kill finds one in progress (docs/adr/0054).
+    if os.environ.get("RUTA_TEST_CHECKPOINT_PAGES"):
+        _writer._CHECKPOINT_PAGES = int(os.environ["RUTA_TEST_CHECKPOINT_PAGES"])  # type: ignore[misc]
     if len(sys.argv) > 5:
         _kill_in_commit(int(sys.argv[5]))
     body = crash_body(int(sys.argv[6]) if len(sys.argv) > 6 else None)

@@ -151,3 +151,15 @@ async def verify_after_crash(
             await log.close()
     finally:
         await engine.dispose()
+
+
+async def test_sigkill_during_wal_checkpoints_loses_no_acknowledged_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a SQLite file, with the checkpoint thread passing after every commit (docs/adr/0054):
+    the kill lands beside a pass copying the write-ahead log into the database."""
+    monkeypatch.setenv("RUTA_TEST_CHECKPOINT_PAGES", "1")
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'ss.db'}"
+    key_dir = tmp_path / "keys"
+    acknowledged = await run_and_kill(database_url, key_dir)
+    await verify_after_crash(database_url, key_dir, acknowledged)

@@ -254,6 +254,27 @@ def test_extend_is_append_leaf_by_leaf(start: int, count: int) -> None:
     assert at_once.root() == root_from_leaf_hashes(hashes)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=70), min_size=1, max_size=8))
+def test_extends_of_groups_are_appends_of_their_leaves(groups: list[int]) -> None:
+    """Groups of every size one after another (0, 1, powers of two and across them): each
+    extend names the nodes one leaf's append would, by last leaf, and the frontiers agree
+    after every group."""
+    hashes = ref.leaf_hashes(sum(groups))
+    one_by_one, at_once = CompactRange(), CompactRange()
+    start = 0
+    for count in groups:
+        expected = []
+        for seq in range(start, start + count):
+            for level, idx, h in one_by_one.append(hashes[seq])[1:]:
+                assert ((idx + 1) << level) - 1 == seq
+                expected.append((seq, level, h))
+        assert at_once.extend(hashes[start : start + count]) == expected
+        start += count
+        assert (at_once.size, at_once.hashes) == (one_by_one.size, one_by_one.hashes)
+    assert at_once.root() == root_from_leaf_hashes(hashes)
+
+
 def test_extend_refuses_a_short_hash_and_leaves_the_frontier_unchanged() -> None:
     hashes = ref.leaf_hashes(3)
     frontier = CompactRange()
