@@ -126,6 +126,9 @@ _WRITER_AUTOCHECKPOINT_PAGES: Final = 2 * _CHECKPOINT_PAGES
 #: pages with their neighbours'). Only when to checkpoint depends on it.
 _PAGES_PER_COMMIT: Final = 8
 _ROWS_PER_PAGE: Final = 3
+#: ... plus one for every this many bytes of bodies kept in their rows (a group of a few large
+#: bodies keeps them there: FILE_GROUP_MIN_BODIES), which the row count alone misses.
+_PAGE_BYTES: Final = 4096
 #: Most node keys one query names (a proof needs at most about 2 * 64; bounds the SQL text).
 _MAX_KEYS_PER_QUERY: Final = 256
 #: A group of at most this many records, on a SQLite file, is written pending (not yet in the
@@ -903,6 +906,9 @@ class GroupCommitWriter:
             to_files = {seq for seq, _, _ in in_files}
             sealed = [body for body in sealed if body[0] not in to_files]
         if sealed:
+            if isinstance(conn, _RawSqlite):
+                # Bodies kept in their rows fill pages of their own: the checkpoint's estimate.
+                conn.stored_bytes += sum(len(ciphertext) for _, _, ciphertext in sealed)
             _insert_rows(
                 conn,
                 log_bodies,
@@ -982,6 +988,9 @@ class _RawSqlite:
         self._dbapi = dbapi
         self.dialect = dialect
         self._compiled = compiled
+        #: Bytes of large values (bodies kept in their rows) the transaction stored, for the
+        #: checkpoint thread's estimate of the pages it wrote (:meth:`_WalCheckpointer.committed`).
+        self.stored_bytes = 0
 
     def execute(self, statement: Any, parameters: dict[str, Any]) -> list[Any]:
         """Run one compiled statement with named ``parameters``; its rows (for RETURNING)."""
@@ -1029,10 +1038,11 @@ class _WalCheckpointer:
         )
         self._thread.start()
 
-    def committed(self, rows: int) -> None:
-        """A commit that changed ``rows`` rows returned: wake the thread once the pages since
-        its last wake-up reach :data:`_CHECKPOINT_PAGES`."""
-        self._pages += _PAGES_PER_COMMIT + rows // _ROWS_PER_PAGE
+    def committed(self, rows: int, stored_bytes: int = 0) -> None:
+        """A commit that changed ``rows`` rows, ``stored_bytes`` of them bodies kept in their
+        rows, returned: wake the thread once the pages since its last wake-up reach
+        :data:`_CHECKPOINT_PAGES`."""
+        self._pages += _PAGES_PER_COMMIT + rows // _ROWS_PER_PAGE + stored_bytes // _PAGE_BYTES
         if self._pages >= _CHECKPOINT_PAGES:
             self._pages = 0
             self._due.set()
@@ -1192,8 +1202,9 @@ class _SqliteWorker:
         """``fn`` and ``COMMIT`` in the transaction begun on ``dbapi``; whatever fails (a
         statement, the commit itself), it is rolled back and nothing of the group stays."""
         changes = dbapi.total_changes
+        raw = _RawSqlite(dbapi, self._engine.dialect, self._compiled)
         try:
-            result = fn(_RawSqlite(dbapi, self._engine.dialect, self._compiled), *args)
+            result = fn(raw, *args)
             _commit(dbapi)
             if timed:
                 self._commit_times.note(time.perf_counter() - began)
@@ -1201,7 +1212,7 @@ class _SqliteWorker:
             with contextlib.suppress(sqlite3.Error):
                 dbapi.rollback()
             raise
-        self._checkpointer.committed(dbapi.total_changes - changes)
+        self._checkpointer.committed(dbapi.total_changes - changes, raw.stored_bytes)
         return result
 
     def _close(self) -> None:

@@ -70,6 +70,32 @@ async def test_the_thread_checkpoints_what_the_commits_wrote(
     assert set(_checkpoint_threads()) <= before  # stopped with the log
 
 
+async def test_bodies_kept_in_their_rows_count_toward_the_next_pass(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Single appends of 64 KiB bodies stay in their rows (fewer than FILE_GROUP_MIN_BODIES large
+    # ones in a group): each commit writes ~16 pages of body the row count alone does not see.
+    monkeypatch.setattr(writer_module, "_CHECKPOINT_PAGES", 100)
+    passes = threading.Semaphore(0)
+
+    def counting(dbapi: sqlite3.Connection) -> None:
+        writer_module._checkpoint(dbapi)
+        passes.release()
+
+    monkeypatch.setattr(writer_module, "_run_checkpoint", counting)
+    log = await MessageLog.open(
+        engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
+    )
+    try:
+        log.commit_inline_while(lambda: True)
+        # 8 commits: 8 * (8 + 0) pages by rows alone (no pass), 8 * 16 more by their bodies.
+        for _ in range(8):
+            await log.append([make_entry(body=bytes(64 * 1024))])
+        assert await asyncio.to_thread(passes.acquire, True, 10)
+    finally:
+        await log.close()
+
+
 async def test_the_writers_connections_checkpoint_only_beyond_their_bound(
     engine: AsyncEngine, database: Path
 ) -> None:
