@@ -31,15 +31,6 @@ _GROUPS = (1, 1, 2, 1, 4, 3, 8, 7, 9, 16, 1, 31, 33, 64, 5)
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = await open_database(database_url)
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
-
-
-@pytest.fixture
 async def file_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     eng = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'files.db'}")
     try:

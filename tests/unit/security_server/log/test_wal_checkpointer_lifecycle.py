@@ -10,34 +10,25 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from security_server.database import open_database, sqlite_sync_engine
+from security_server.database import sqlite_sync_engine
 from security_server.log import BodyKey, MessageLog
 from security_server.log import _writer as writer_module
 from security_server.log.schema import log_heads
-from tests.unit.security_server.log.support import ORIGIN, FakeClock, make_entry
+from tests.unit.security_server.log.support import (  # noqa: F401 - fixtures
+    ORIGIN,
+    FakeClock,
+    make_entry,
+    sqlite_file,
+    sqlite_file_engine,
+)
 
 _NAME = "ruta-log-wal-checkpoint"
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Path:
-    return tmp_path / "ss.db"
-
-
-@pytest.fixture
-async def engine(database: Path) -> AsyncIterator[AsyncEngine]:
-    eng = await open_database(f"sqlite+aiosqlite:///{database}")
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
 
 
 def _threads() -> set[threading.Thread]:

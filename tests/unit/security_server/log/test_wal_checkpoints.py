@@ -7,31 +7,22 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from security_server.database import open_database, sqlite_sync_engine
+from security_server.database import sqlite_sync_engine
 from security_server.log import BodyKey, MessageLog
 from security_server.log import _writer as writer_module
-from tests.unit.security_server.log.support import ORIGIN, FakeClock, make_entry
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Path:
-    return tmp_path / "ss.db"
-
-
-@pytest.fixture
-async def engine(database: Path) -> AsyncIterator[AsyncEngine]:
-    eng = await open_database(f"sqlite+aiosqlite:///{database}")
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
+from tests.unit.security_server.log.support import (  # noqa: F401 - fixtures
+    ORIGIN,
+    FakeClock,
+    make_entry,
+    sqlite_file,
+    sqlite_file_engine,
+)
 
 
 def _checkpoint_threads() -> list[threading.Thread]:
