@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,3 +41,19 @@ async def log(
         yield opened
     finally:
         await opened.close()
+
+
+# A SQLite file of its own, for the tests of what only a file has (body segment files, the
+# write-ahead log's checkpoint thread), whichever backend ``database_url`` names.
+@pytest.fixture
+def sqlite_file(tmp_path: Path) -> Path:
+    return tmp_path / "ss.db"
+
+
+@pytest.fixture
+async def file_engine(sqlite_file: Path) -> AsyncIterator[AsyncEngine]:
+    eng = await open_database(f"sqlite+aiosqlite:///{sqlite_file}")
+    try:
+        yield eng
+    finally:
+        await eng.dispose()

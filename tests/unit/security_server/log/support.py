@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -16,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.ids import ServerId, ServiceId, SubsystemId
 from ruta.v1 import transport_pb2
-from security_server.database import MIGRATIONS_DIR, open_database
+from security_server.database import MIGRATIONS_DIR
 from security_server.log import Direction, LogEntry
 from security_server.log.schema import log_leaves
 
@@ -116,19 +113,3 @@ async def take_leaf_behind_the_logs_back(engine: AsyncEngine, seq: int) -> None:
                 leaf_hash=b"\x00" * 32,
             )
         )
-
-
-# A SQLite file of its own, for the tests of what only a file has (the write-ahead log's
-# checkpoint thread): a module imports both to name them ``database`` and ``engine``.
-@pytest.fixture(name="database")
-def sqlite_file(tmp_path: Path) -> Path:
-    return tmp_path / "ss.db"
-
-
-@pytest.fixture(name="engine")
-async def sqlite_file_engine(database: Path) -> AsyncIterator[AsyncEngine]:
-    eng = await open_database(f"sqlite+aiosqlite:///{database}")
-    try:
-        yield eng
-    finally:
-        await eng.dispose()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.merkle import verify_inclusion
-from security_server.database import open_database
 from security_server.log import (
     BodyKey,
     BodyState,
@@ -49,17 +47,9 @@ def _large(tag: int) -> bytes:
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'messagelog.db'}"
-
-
-@pytest.fixture
-async def file_engine(url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await open_database(url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
+def url(sqlite_file: Path) -> str:
+    """The URL of conftest's ``file_engine``."""
+    return f"sqlite+aiosqlite:///{sqlite_file}"
 
 
 async def _open(

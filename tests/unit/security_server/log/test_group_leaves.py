@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.evidence.attachments import detach_signature
 from ruta.merkle import MemoryTree, leaf_hash
 from ruta.v1 import log_pb2
-from security_server.database import open_database
 from security_server.log import BodyKey, LogEntry, MessageClaim, MessageLog, ReplayedMessageError
 from security_server.log.bodies import FILE_BODY_MIN_BYTES
 from security_server.log.model import AppendedRecord, to_micros
@@ -28,15 +24,6 @@ from tests.unit.security_server.log.support import CLIENT, ORIGIN, FakeClock, ma
 #: Jobs gathered at once (each one group: the writer takes what is queued when it wakes),
 #: around the powers of two and across their boundaries.
 _GROUPS = (1, 1, 2, 1, 4, 3, 8, 7, 9, 16, 1, 31, 33, 64, 5)
-
-
-@pytest.fixture
-async def file_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    eng = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'files.db'}")
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
 
 
 def _body(job: int, entry: int, *, large: bool) -> bytes | None:

@@ -20,13 +20,7 @@ from security_server.database import sqlite_sync_engine
 from security_server.log import BodyKey, MessageLog
 from security_server.log import _writer as writer_module
 from security_server.log.schema import log_heads
-from tests.unit.security_server.log.support import (  # noqa: F401 - fixtures
-    ORIGIN,
-    FakeClock,
-    make_entry,
-    sqlite_file,
-    sqlite_file_engine,
-)
+from tests.unit.security_server.log.support import ORIGIN, FakeClock, make_entry
 
 _NAME = "ruta-log-wal-checkpoint"
 
@@ -36,10 +30,10 @@ def _threads() -> set[threading.Thread]:
 
 
 def test_stop_waits_for_a_pass_in_progress_and_a_second_stop_returns(
-    database: Path, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    sqlite_file: Path, file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    del engine  # the schema is there
-    sync = sqlite_sync_engine(f"sqlite:///{database}")
+    del file_engine  # the schema is there
+    sync = sqlite_sync_engine(f"sqlite:///{sqlite_file}")
     assert sync is not None
     started, release = threading.Event(), threading.Event()
 
@@ -72,14 +66,14 @@ def test_stop_waits_for_a_pass_in_progress_and_a_second_stop_returns(
 
 
 async def test_logs_reopened_in_one_process_leave_no_thread_behind(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer_module, "_CHECKPOINT_PAGES", 10)
     before = _threads()
     key = BodyKey.generate()
     size = 0
     for _ in range(4):
-        log = await MessageLog.open(engine, origin=ORIGIN, body_key=key, clock=FakeClock())
+        log = await MessageLog.open(file_engine, origin=ORIGIN, body_key=key, clock=FakeClock())
         try:
             assert len(_threads() - before) == 1
             await asyncio.gather(*(log.append([make_entry()]) for _ in range(40)))
@@ -92,10 +86,10 @@ async def test_logs_reopened_in_one_process_leave_no_thread_behind(
 
 
 async def test_a_pass_on_a_disposed_engine_is_no_failure(
-    database: Path, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+    sqlite_file: Path, file_engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    del engine
-    sync = sqlite_sync_engine(f"sqlite:///{database}")
+    del file_engine
+    sync = sqlite_sync_engine(f"sqlite:///{sqlite_file}")
     assert sync is not None
     checkpointer = writer_module._WalCheckpointer(sync)
     try:
@@ -147,13 +141,13 @@ def _child(url: str, origin: str, rounds: int, *, close: bool) -> subprocess.Pop
 
 
 async def test_origins_and_processes_sharing_a_file_checkpoint_beside_each_other(
-    database: Path,
-    engine: AsyncEngine,
+    sqlite_file: Path,
+    file_engine: AsyncEngine,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(writer_module, "_CHECKPOINT_PAGES", 5)
-    url = f"sqlite+aiosqlite:///{database}"
+    url = f"sqlite+aiosqlite:///{sqlite_file}"
     caplog.set_level(logging.WARNING, logger=writer_module.__name__)
     children = [
         _child(url, "ruta.test/DEV/GOV/POP/child1", 30, close=True),
@@ -161,7 +155,7 @@ async def test_origins_and_processes_sharing_a_file_checkpoint_beside_each_other
     ]
     logs = [
         await MessageLog.open(
-            engine, origin=f"{ORIGIN}/{n}", body_key=BodyKey.generate(), clock=FakeClock()
+            file_engine, origin=f"{ORIGIN}/{n}", body_key=BodyKey.generate(), clock=FakeClock()
         )
         for n in range(3)
     ]
@@ -178,18 +172,18 @@ async def test_origins_and_processes_sharing_a_file_checkpoint_beside_each_other
         assert "Traceback" not in err, err
     assert "checkpointing the write-ahead log failed" not in caplog.text
     # Every origin's stored tree is whole: reopening checks the frontier against the head.
-    async with engine.connect() as conn:
+    async with file_engine.connect() as conn:
         heads = dict((await conn.execute(sa.select(log_heads.c.origin, log_heads.c.size))).all())
     assert sorted(heads.values()) == [240] * 3 + [480] * 2
     for origin in heads:
         log = await MessageLog.open(
-            engine, origin=origin, body_key=BodyKey.generate(), clock=FakeClock()
+            file_engine, origin=origin, body_key=BodyKey.generate(), clock=FakeClock()
         )
         await log.close()
 
 
 async def test_a_close_cancelled_during_a_pass_still_closes_the_worker(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer_module, "_CHECKPOINT_PAGES", 10)
     started, release = threading.Event(), threading.Event()
@@ -201,7 +195,7 @@ async def test_a_close_cancelled_during_a_pass_still_closes_the_worker(
     monkeypatch.setattr(writer_module, "_run_checkpoint", slow)
     before = {t for t in threading.enumerate() if t.name in (_NAME, "ruta-log-sqlite")}
     log = await MessageLog.open(
-        engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
+        file_engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
     )
     try:
         await asyncio.gather(*(log.append([make_entry()]) for _ in range(40)))
@@ -220,3 +214,4 @@ async def test_a_close_cancelled_during_a_pass_still_closes_the_worker(
             break
         await asyncio.sleep(0.05)
     assert left <= before
+

@@ -16,13 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from security_server.database import sqlite_sync_engine
 from security_server.log import BodyKey, MessageLog
 from security_server.log import _writer as writer_module
-from tests.unit.security_server.log.support import (  # noqa: F401 - fixtures
-    ORIGIN,
-    FakeClock,
-    make_entry,
-    sqlite_file,
-    sqlite_file_engine,
-)
+from tests.unit.security_server.log.support import ORIGIN, FakeClock, make_entry
 
 
 def _checkpoint_threads() -> list[threading.Thread]:
@@ -30,7 +24,7 @@ def _checkpoint_threads() -> list[threading.Thread]:
 
 
 async def test_the_thread_checkpoints_what_the_commits_wrote(
-    engine: AsyncEngine, database: Path, monkeypatch: pytest.MonkeyPatch
+    file_engine: AsyncEngine, sqlite_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer_module, "_CHECKPOINT_PAGES", 40)
     passes: list[tuple[int, int, int]] = []
@@ -44,7 +38,7 @@ async def test_the_thread_checkpoints_what_the_commits_wrote(
     monkeypatch.setattr(writer_module, "_run_checkpoint", recording)
     before = set(_checkpoint_threads())
     log = await MessageLog.open(
-        engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
+        file_engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
     )
     try:
         # Concurrent appends (the worker thread's groups), then single ones.
@@ -62,7 +56,7 @@ async def test_the_thread_checkpoints_what_the_commits_wrote(
 
 
 async def test_bodies_kept_in_their_rows_count_toward_the_next_pass(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Single appends of 64 KiB bodies stay in their rows (fewer than FILE_GROUP_MIN_BODIES large
     # ones in a group): each commit writes ~16 pages of body the row count alone does not see.
@@ -75,7 +69,7 @@ async def test_bodies_kept_in_their_rows_count_toward_the_next_pass(
 
     monkeypatch.setattr(writer_module, "_run_checkpoint", counting)
     log = await MessageLog.open(
-        engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
+        file_engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
     )
     try:
         log.commit_inline_while(lambda: True)
@@ -88,10 +82,10 @@ async def test_bodies_kept_in_their_rows_count_toward_the_next_pass(
 
 
 async def test_the_writers_connections_checkpoint_only_beyond_their_bound(
-    engine: AsyncEngine, database: Path
+    file_engine: AsyncEngine, sqlite_file: Path
 ) -> None:
     log = await MessageLog.open(
-        engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
+        file_engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
     )
     seen: list[Any] = []
 
@@ -113,9 +107,9 @@ async def test_the_writers_connections_checkpoint_only_beyond_their_bound(
 
 
 def test_a_failed_checkpoint_is_logged_and_the_thread_goes_on(
-    database: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    sqlite_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = sqlite_sync_engine(f"sqlite:///{database}")
+    engine = sqlite_sync_engine(f"sqlite:///{sqlite_file}")
     assert engine is not None
     calls: list[int] = []
     second = threading.Event()
