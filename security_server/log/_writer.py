@@ -505,7 +505,6 @@ class GroupCommitWriter:
         self._largest_group = 0
         self._task: asyncio.Task[None] | None = None
         self._commit_times = CommitTimes()
-        self._sqlite = _SqliteWorker.for_url(engine.url, self._commit_times)
         # Leaves below it are in the audit indexes, the rest pending (committed state; only a
         # SQLite file's small groups are ever written pending, ADR 0053).
         self._indexed = frontier.size if indexed_size is None else indexed_size
@@ -514,7 +513,7 @@ class GroupCommitWriter:
         self._waiting: Waiting = waiting or {}
         # Large bodies go to segment files on a SQLite file (written by whichever thread runs the
         # group: the worker's, or the loop's while quiet; one group at a time).
-        segments = BodySegments.for_url(engine.url, origin) if self._sqlite else None
+        segments = BodySegments.for_url(engine.url, origin)
         self._body_files = (
             None
             if segments is None
@@ -542,6 +541,9 @@ class GroupCommitWriter:
                 "indexed_size": head.excluded.indexed_size,
             },
         )
+        # Last: its threads start here, and nothing after them may fail and leave them running
+        # with no writer to close them. None unless a SQLite file (as ``segments``).
+        self._sqlite = _SqliteWorker.for_url(engine.url, self._commit_times)
 
     def commit_inline_while(self, quiet: Callable[[], bool] | None) -> None:
         """On a SQLite file, write a group of one job in the event loop's thread whenever
@@ -1113,7 +1115,13 @@ class _SqliteWorker:
         self._here: Any = None
         self._compiled: dict[Any, tuple[str, ...]] = {}
         self._checkpointer = _WalCheckpointer(engine)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            # No worker to close it: stop the checkpoint thread begun above.
+            self._checkpointer.stop()
+            engine.dispose()
+            raise
 
     @classmethod
     def for_url(cls, url: sa.URL, commit_times: CommitTimes) -> _SqliteWorker | None:

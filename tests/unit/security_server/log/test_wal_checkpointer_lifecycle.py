@@ -215,3 +215,42 @@ async def test_a_close_cancelled_during_a_pass_still_closes_the_worker(
         await asyncio.sleep(0.05)
     assert left <= before
 
+
+def _log_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name in {_NAME, "ruta-log-sqlite"}}
+
+
+async def test_a_log_whose_writer_fails_to_open_leaves_no_thread_behind(
+    file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer's last step before its threads fails (here its body files): they never start.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("no body files here")
+
+    monkeypatch.setattr(writer_module, "BodySegmentWriter", refuse)
+    before = _log_threads()
+    with pytest.raises(OSError, match="no body files here"):
+        await MessageLog.open(
+            file_engine, origin=ORIGIN, body_key=BodyKey.generate(), clock=FakeClock()
+        )
+    assert _log_threads() <= before
+
+
+def test_a_worker_whose_thread_cannot_start_stops_its_checkpoint_thread(
+    sqlite_file: Path, file_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    del file_engine  # the schema is there
+    start = threading.Thread.start
+
+    def start_unless_the_worker(thread: threading.Thread) -> None:
+        if thread.name == "ruta-log-sqlite":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_unless_the_worker)
+    before = _log_threads()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        writer_module._SqliteWorker.for_url(
+            sa.make_url(f"sqlite:///{sqlite_file}"), writer_module.CommitTimes()
+        )
+    assert _log_threads() <= before
