@@ -199,13 +199,21 @@ def fsync_latency_ms(directory: Path, rounds: int = 50) -> float:
 
 
 def machine_info(directory: Path) -> dict[str, Any]:
-    """CPU model, cores, load, versions: what a reader needs to judge the numbers."""
-    model = ""
+    """CPU model, cores, load, versions: what a reader needs to judge the numbers.
+
+    A VM's model name alone can hide CPUs twice as fast as each other (two "AMD EPYC" VMs
+    differed ~2.3x in every absolute figure, bench/README.md "Thirteenth session"): the CPU's
+    family and model numbers are recorded with it."""
+    cpu: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in {"model name", "cpu family", "model"} and key not in cpu:
+                cpu[key] = value.strip()
+            elif not line.strip() and cpu:
+                break  # the first processor's block is enough
+    model = cpu.get("model name", "")
 
     def version(name: str) -> str:
         try:
@@ -215,6 +223,8 @@ def machine_info(directory: Path) -> dict[str, Any]:
 
     return {
         "cpu_model": model,
+        "cpu_family": cpu.get("cpu family", ""),
+        "cpu_model_number": cpu.get("model", ""),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

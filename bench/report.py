@@ -92,13 +92,22 @@ def _trust_floor(cases: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _processor(machine: dict[str, Any]) -> str:
+    """The CPU's model name, and its family and model numbers where recorded (results before
+    they were have the name alone)."""
+    family, number = machine.get("cpu_family"), machine.get("cpu_model_number")
+    if family and number:
+        return f"{machine['cpu_model']} (family {family}, model {number})"
+    return str(machine["cpu_model"])
+
+
 def _exchange(result: dict[str, Any]) -> list[str]:
     machine = result["machine"]
     setup = result["setup"]
     lines = [
         "## Direct gRPC vs through the bus (consumer + provider security server)",
         "",
-        f"Recorded {setup['recorded_at']} on {machine['cpu_model']} x {machine['cores']} cores, "
+        f"Recorded {setup['recorded_at']} on {_processor(machine)} x {machine['cores']} cores, "
         f"Python {machine['python']}, grpcio {machine['grpcio']}, SQLite {machine['sqlite']}; "
         f"load average {machine['load_average_at_start'][0]:.2f} at start, "
         f"{machine.get('load_average_at_end', [0.0])[0]:.2f} at end; fsync p50 "

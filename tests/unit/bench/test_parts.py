@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bench.__main__ import carry_over
-from bench.exchange import cpu_times, idle_share, machine_cpu_ticks, peak_rss_mib
+from bench.exchange import cpu_times, idle_share, machine_cpu_ticks, machine_info, peak_rss_mib
 from bench.flame import summarise
 from bench.loadgen import percentile
 from bench.report import markdown
@@ -95,6 +95,43 @@ def test_markdown_has_a_row_per_case() -> None:
     assert "| 512 B | 1 |" in text
     assert "1.50 (0.30)" in text
     assert "| sign (n) | 1,000/s |" in text
+
+
+def test_markdown_names_the_cpu_family_and_model_where_recorded() -> None:
+    machine = {
+        "cpu_model": "AMD EPYC",
+        "cores": 2,
+        "python": "3.11",
+        "grpcio": "1.0",
+        "sqlite": "3",
+        "load_average_at_start": [0.5, 0.5, 0.5],
+        "fsync_p50_ms": 0.1,
+    }
+    result: dict[str, Any] = {
+        "machine": machine,
+        "setup": {"recorded_at": "2026-01-01T00:00:00+00:00", "duration_s": 1.0},
+        "cases": [_case()],
+        "logged": {"expected_per_log": 4, "A": 4, "B": 4},
+    }
+    assert "on AMD EPYC x 2 cores" in markdown(result)  # results recorded before the numbers
+    machine.update(cpu_family="26", cpu_model_number="2")
+    assert "on AMD EPYC (family 26, model 2) x 2 cores" in markdown(result)
+
+
+def test_machine_info_reads_the_cpu_family_and_model(tmp_path: Path) -> None:
+    info = machine_info(tmp_path)
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    if "cpu family" not in cpuinfo:  # not x86: its /proc/cpuinfo names no family
+        assert info["cpu_family"] == ""
+        return
+    first = cpuinfo.split("\n\n")[0]
+    fields = {
+        key.strip(): value.strip()
+        for key, _, value in (line.partition(":") for line in first.splitlines())
+    }
+    assert info["cpu_family"] == fields["cpu family"]
+    assert info["cpu_model_number"] == fields["model"]
+    assert info["cpu_model"] == fields["model name"]
 
 
 def test_flame_summary_counts_threads_and_frames(tmp_path: Path) -> None:
