@@ -74,17 +74,21 @@ def _case(**overrides: Any) -> dict[str, Any]:
     return case
 
 
+def _machine(cpu_model: str = "Test CPU") -> dict[str, Any]:
+    return {
+        "cpu_model": cpu_model,
+        "cores": 2,
+        "python": "3.11",
+        "grpcio": "1.0",
+        "sqlite": "3",
+        "load_average_at_start": [0.5, 0.5, 0.5],
+        "fsync_p50_ms": 0.1,
+    }
+
+
 def test_markdown_has_a_row_per_case() -> None:
     result = {
-        "machine": {
-            "cpu_model": "Test CPU",
-            "cores": 2,
-            "python": "3.11",
-            "grpcio": "1.0",
-            "sqlite": "3",
-            "load_average_at_start": [0.5, 0.5, 0.5],
-            "fsync_p50_ms": 0.1,
-        },
+        "machine": _machine(),
         "setup": {"recorded_at": "2026-01-01T00:00:00+00:00", "duration_s": 1.0},
         "cases": [_case(), _case(payload=512, concurrency=1)],
         "logged": {"expected_per_log": 4, "A": 4, "B": 4},
@@ -98,15 +102,7 @@ def test_markdown_has_a_row_per_case() -> None:
 
 
 def test_markdown_names_the_cpu_family_and_model_where_recorded() -> None:
-    machine = {
-        "cpu_model": "AMD EPYC",
-        "cores": 2,
-        "python": "3.11",
-        "grpcio": "1.0",
-        "sqlite": "3",
-        "load_average_at_start": [0.5, 0.5, 0.5],
-        "fsync_p50_ms": 0.1,
-    }
+    machine = _machine("AMD EPYC")
     result: dict[str, Any] = {
         "machine": machine,
         "setup": {"recorded_at": "2026-01-01T00:00:00+00:00", "duration_s": 1.0},
