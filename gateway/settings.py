@@ -22,8 +22,8 @@ from pydantic_settings import SettingsConfigDict
 
 from ruta.addresses import split_address
 from ruta.globalconf.client import GlobalConfSettings as ClientGlobalConfSettings
-from ruta.ids import IdentifierError, MemberId, ServiceId, SubsystemId
-from ruta.settings import RutaSettings
+from ruta.ids import MemberId, ServiceId, SubsystemId
+from ruta.settings import MemberIdText, RutaSettings, ServiceIdText, SubsystemIdText
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -82,15 +82,6 @@ def check_issuer_url(url: str) -> str:
     raise ValueError("an issuer URL is https (http only on a loopback host)")
 
 
-def _subsystems(value: tuple[str, ...]) -> tuple[str, ...]:
-    for text in value:
-        try:
-            SubsystemId.parse(text)
-        except IdentifierError as exc:
-            raise ValueError(exc.message) from None
-    return value
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -108,18 +99,13 @@ class HttpSettings(_Section):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None
-    plain_loopback_subsystems: tuple[str, ...] = ()
+    plain_loopback_subsystems: tuple[SubsystemIdText, ...] = ()
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
         split_address(value)
         return value
-
-    @field_validator("plain_loopback_subsystems")
-    @classmethod
-    def _check_subsystems(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _subsystems(value)
 
     @model_validator(mode="after")
     def _check_mode(self) -> Self:
@@ -201,19 +187,10 @@ class ConsumerPortSettings(_Section):
 class RestBackendSettings(_Section):
     """A REST service of this member and the base URL of the HTTP backend that serves it."""
 
-    service: str
+    service: ServiceIdText
     base_url: Annotated[str, Field(min_length=8, max_length=2000)]
     #: Longest the backend may take to answer one call.
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
-
-    @field_validator("service")
-    @classmethod
-    def _check_service(cls, value: str) -> str:
-        try:
-            ServiceId.parse(value)
-        except IdentifierError as exc:
-            raise ValueError(exc.message) from None
-        return value
 
     @field_validator("base_url")
     @classmethod
@@ -352,7 +329,7 @@ class GatewaySettings(RutaSettings):
     model_config = SettingsConfigDict(env_prefix="RUTA_GW_")
 
     #: The member whose gateway this is (``INSTANCE/CLASS/CODE``).
-    member: str
+    member: MemberIdText
     data_dir: Path = Path("data")
     http: HttpSettings = HttpSettings()
     consumer: ConsumerPortSettings
@@ -367,15 +344,6 @@ class GatewaySettings(RutaSettings):
     #: The public pages' own port; ``None``: they are served on the callers' port, which is
     #: refused for the open-data and citizen pages when that port trusts plain loopback callers.
     public: PublicSettings | None = None
-
-    @field_validator("member")
-    @classmethod
-    def _check_member(cls, value: str) -> str:
-        try:
-            MemberId.parse(value)
-        except IdentifierError as exc:
-            raise ValueError(exc.message) from None
-        return value
 
     @model_validator(mode="after")
     def _check_own(self) -> Self:

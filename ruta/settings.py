@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Annotated, Any, Final, Self
 
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,11 +25,16 @@ from pydantic_settings import (
 
 from ruta.faults import Fault, RutaError
 from ruta.files import FileReadError, read_bounded
+from ruta.ids import IdentifierError, MemberId, ServerId, ServiceId, SubsystemId
 
 __all__ = [
     "MAX_CONFIG_FILE_BYTES",
     "ConfigError",
+    "MemberIdText",
     "RutaSettings",
+    "ServerIdText",
+    "ServiceIdText",
+    "SubsystemIdText",
     "describe_validation_error",
     "read_text",
     "read_toml",
@@ -42,6 +48,27 @@ class ConfigError(RutaError):
     """A settings file or environment variable is missing, unreadable or invalid."""
 
     default_fault = Fault.CLIENT_INVALID_CONFIG
+
+
+def _identifier(parse: Callable[[str], object]) -> AfterValidator:
+    """Keep a setting's text as written once ``parse`` reads it; else refuse it with the
+    identifier's own message (which field, and which element of a list, pydantic adds)."""
+
+    def check(value: str) -> str:
+        try:
+            parse(value)
+        except IdentifierError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    return AfterValidator(check)
+
+
+#: Settings' identifiers: the text as written, checked to be a valid identifier of its kind.
+MemberIdText = Annotated[str, _identifier(MemberId.parse)]
+SubsystemIdText = Annotated[str, _identifier(SubsystemId.parse)]
+ServiceIdText = Annotated[str, _identifier(ServiceId.parse)]
+ServerIdText = Annotated[str, _identifier(ServerId.parse)]
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -23,7 +23,7 @@ from pydantic_settings import SettingsConfigDict
 
 from ruta.addresses import split_address
 from ruta.globalconf.client import GlobalConfSettings as ClientGlobalConfSettings
-from ruta.ids import IdentifierError, ServerId, ServiceId, SubsystemId
+from ruta.ids import ServerId, ServiceId, SubsystemId
 from ruta.node_logs import (
     MAX_NODE_LOG_NAME_LENGTH,
     MAX_WORKERS,
@@ -31,7 +31,13 @@ from ruta.node_logs import (
     node_log_name,
     node_log_origin,
 )
-from ruta.settings import ConfigError, RutaSettings
+from ruta.settings import (
+    ConfigError,
+    RutaSettings,
+    ServerIdText,
+    ServiceIdText,
+    SubsystemIdText,
+)
 from security_server.audit import AuditSettings
 from security_server.checkpointer import CheckpointSettings
 from security_server.console.settings import ConsoleSettings
@@ -125,22 +131,12 @@ class ConsumerSettings(ListenSettings):
     """
 
     allow_plain_loopback: bool = False
-    plain_loopback_subsystems: tuple[str, ...] = ()
+    plain_loopback_subsystems: tuple[SubsystemIdText, ...] = ()
     #: CA certificates (PEM) that issue the backends' client certificates.
     client_ca: Path | None = None
     #: Certificate (PEM, leaf first) and key the port presents; default: the auth cert and key.
     tls_cert: Path | None = None
     tls_key: Path | None = None
-
-    @field_validator("plain_loopback_subsystems")
-    @classmethod
-    def _check_subsystems(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for text in value:
-            try:
-                SubsystemId.parse(text)
-            except IdentifierError as exc:
-                raise ValueError(exc.message) from None
-        return value
 
     @model_validator(mode="after")
     def _check_mode(self) -> Self:
@@ -220,7 +216,7 @@ class GlobalConfSettings(ClientGlobalConfSettings):
 class BackendSettings(_Section):
     """The backend that serves one of this server's subsystems' services."""
 
-    service: str
+    service: ServiceIdText
     address: Address
     #: Plaintext is allowed only to a loopback address.
     tls: bool = False
@@ -229,15 +225,6 @@ class BackendSettings(_Section):
     #: With ``tls``: an optional client certificate and key presented to the backend.
     client_cert: Path | None = None
     client_key: Path | None = None
-
-    @field_validator("service")
-    @classmethod
-    def _check_service(cls, value: str) -> str:
-        try:
-            ServiceId.parse(value)
-        except IdentifierError as exc:
-            raise ValueError(exc.message) from None
-        return value
 
     @model_validator(mode="after")
     def _check_tls(self) -> Self:
@@ -268,21 +255,11 @@ class LogSettings(_Section):
     #: headers carry the body digest); unset keeps bodies.
     body_retention_days: float | None = Field(default=None, gt=0, le=36_500)
     #: Exchanges whose client or provider subsystem is listed here are logged without bodies.
-    metadata_only_subsystems: tuple[str, ...] = Field(
+    metadata_only_subsystems: tuple[SubsystemIdText, ...] = Field(
         default=(), max_length=MAX_METADATA_ONLY_SUBSYSTEMS
     )
     #: How often expired replay claims are pruned and bodies past retention purged.
     maintenance_interval_seconds: float = Field(default=60.0, ge=1, le=86_400)
-
-    @field_validator("metadata_only_subsystems")
-    @classmethod
-    def _check_subsystems(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for text in value:
-            try:
-                SubsystemId.parse(text)
-            except IdentifierError as exc:
-                raise ValueError(exc.message) from None
-        return value
 
 
 class LimitSettings(_Section):
@@ -355,7 +332,7 @@ class SecurityServerSettings(RutaSettings):
         validate_default=True,
     )
 
-    server_id: str
+    server_id: ServerIdText
     data_dir: Path
     keys: KeySettings
     globalconf: GlobalConfSettings
@@ -375,15 +352,6 @@ class SecurityServerSettings(RutaSettings):
     server: ServerSettings = ServerSettings()
     #: The auditor console (HTTPS; empty ``listen``: none), docs/adr/0027.
     console: ConsoleSettings = ConsoleSettings()
-
-    @field_validator("server_id")
-    @classmethod
-    def _check_server_id(cls, value: str) -> str:
-        try:
-            ServerId.parse(value)
-        except IdentifierError as exc:
-            raise ValueError(exc.message) from None
-        return value
 
     @model_validator(mode="after")
     def _check_backends(self) -> Self:
