@@ -3,11 +3,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from ruta.faults import Fault
-from ruta.settings import MAX_CONFIG_FILE_BYTES, ConfigError, RutaSettings
+from ruta.settings import (
+    MAX_CONFIG_FILE_BYTES,
+    ConfigError,
+    MemberIdText,
+    RutaSettings,
+    ServerIdText,
+    ServiceIdText,
+    SubsystemIdText,
+    describe_validation_error,
+)
 
 
 class _Log(BaseModel):
@@ -89,3 +98,28 @@ def test_unreadable_files(tmp_path: Path, problem: str) -> None:
         path.write_bytes(b"#" * (MAX_CONFIG_FILE_BYTES + 1))
     with pytest.raises(ConfigError, match=r"ruta\.toml"):
         _ExampleSettings.from_file(path)
+
+
+class _Identifiers(BaseModel):
+    member: MemberIdText = "DEV/GOV/POP"
+    subsystems: tuple[SubsystemIdText, ...] = ()
+    service: ServiceIdText = "DEV/GOV/POP/registry/population.v1.PopulationRegister"
+    server: ServerIdText = "DEV/GOV/POP/ss1"
+
+
+def test_identifier_settings_keep_the_text_and_name_the_bad_one() -> None:
+    good = _Identifiers(subsystems=("DEV/GOV/SOC/benefits", "DEV/GOV/TAX/ledger"))
+    assert good.subsystems == ("DEV/GOV/SOC/benefits", "DEV/GOV/TAX/ledger")
+    assert good.member == "DEV/GOV/POP"
+    with pytest.raises(ValidationError) as caught:
+        _Identifiers(
+            member="DEV/GOV",
+            subsystems=("DEV/GOV/SOC/benefits", "benefits"),
+            service="DEV/GOV/POP/registry",
+            server="DEV/GOV/POP",
+        )
+    described = describe_validation_error(caught.value)
+    assert "member: Value error, member 'DEV/GOV' has 2 part(s)" in described
+    assert "subsystems.1: Value error, subsystem 'benefits' has 1 part(s)" in described
+    assert "service: Value error, service 'DEV/GOV/POP/registry' has 4 part(s)" in described
+    assert "server: Value error, server 'DEV/GOV/POP' has 3 part(s)" in described
