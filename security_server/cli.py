@@ -18,5 +18,6 @@ group = LazyGroup(
         "reload": "security_server.settings_cli:reload",
         "backend": "security_server.settings_cli:backend",
         "refusals": "security_server.refusals_cli:refusals",
+        "backup": "security_server.backup:backup",
     },
 )

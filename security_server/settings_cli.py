@@ -30,7 +30,7 @@ from security_server.reload import RELOAD_FILE, ReloadOutcome
 from security_server.server import READY_FILE, worker_dir
 from security_server.settings import SecurityServerSettings, settings_toml
 
-__all__ = ["ReloadError", "backend", "edit_backends", "reload", "signal_reload"]
+__all__ = ["CONFIG_OPTION", "ReloadError", "backend", "edit_backends", "reload", "signal_reload"]
 
 #: Largest ready.json or reload.json read.
 MAX_STATUS_FILE_BYTES: Final = 64 * 1024
@@ -190,7 +190,7 @@ _TIMEOUT_OPTION = click.option(
     show_default=True,
     help="Seconds to wait for the server's answer.",
 )
-_CONFIG_OPTION = click.option(
+CONFIG_OPTION = click.option(
     "--config",
     "config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -201,7 +201,7 @@ _CONFIG_OPTION = click.option(
 
 
 @click.command("reload")
-@_CONFIG_OPTION
+@CONFIG_OPTION
 @_TIMEOUT_OPTION
 def reload(config: Path, timeout: float) -> None:
     """Make the running server read its settings file again.
@@ -291,7 +291,7 @@ def backend() -> None:
 
 
 @backend.command("list")
-@_CONFIG_OPTION
+@CONFIG_OPTION
 def list_backends(config: Path) -> None:
     """Print the backends of the file: service, address, tls."""
     settings = _load(config)
@@ -301,7 +301,7 @@ def list_backends(config: Path) -> None:
 
 
 @backend.command("add")
-@_CONFIG_OPTION
+@CONFIG_OPTION
 @click.argument("service")
 @click.argument("address")
 @click.option("--tls", is_flag=True, help="Call the backend over TLS (required off loopback).")
@@ -345,7 +345,7 @@ def add_backend(
 
 
 @backend.command("remove")
-@_CONFIG_OPTION
+@CONFIG_OPTION
 @click.argument("service")
 @_RELOAD_FLAG
 def remove_backend(*, config: Path, service: str, then_reload: bool) -> None:
