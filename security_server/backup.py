@@ -104,16 +104,12 @@ class BackupReport:
 def back_up(settings: SecurityServerSettings, config: Path, destination: Path) -> BackupReport:
     """Copy the server described by ``settings`` (read from ``config``) into ``destination``, a
     folder that must not exist yet (its parent must). Raises :class:`BackupError`."""
-    try:
-        destination.mkdir(mode=0o700)
-    except FileExistsError:
-        raise BackupError(f"{destination} exists; a backup goes into a new folder") from None
-    except OSError as exc:
-        raise BackupError(f"{destination} cannot be created ({exc.strerror})") from None
-    report = BackupReport(destination=destination)
     data_dir = settings.data_dir.resolve()
-    skip: set[Path] = set()
     database = sqlite_file(settings.log_url)
+    bodies = body_file_root(settings.log_url)
+    _create(destination, inside=(data_dir, None if bodies is None else bodies.resolve()))
+    report = BackupReport(destination=destination)
+    skip: set[Path] = set()
     if database is None:
         report.not_included.append(
             "the message log's database (not a SQLite file): back it up with the database's "
@@ -130,7 +126,6 @@ def back_up(settings: SecurityServerSettings, config: Path, destination: Path) -
         report.database = copy
         report.files += 1
         report.bytes += copy.stat().st_size
-        bodies = body_file_root(settings.log_url)
         if bodies is not None:
             bodies = bodies.resolve()
             if bodies.is_dir():
@@ -149,6 +144,19 @@ def back_up(settings: SecurityServerSettings, config: Path, destination: Path) -
     manifest.write_text(json.dumps(report.manifest(settings), indent=2) + "\n")
     manifest.chmod(0o600)
     return report
+
+
+def _create(destination: Path, *, inside: tuple[Path | None, ...]) -> None:
+    """Make the backup's folder (0700): new, and not inside a folder it copies."""
+    for folder in inside:
+        if folder is not None and destination.resolve().is_relative_to(folder):
+            raise BackupError(f"{destination} is inside {folder}, which it would copy into itself")
+    try:
+        destination.mkdir(mode=0o700)
+    except FileExistsError:
+        raise BackupError(f"{destination} exists; a backup goes into a new folder") from None
+    except OSError as exc:
+        raise BackupError(f"{destination} cannot be created ({exc.strerror})") from None
 
 
 def _make_folders(path: Path) -> None:

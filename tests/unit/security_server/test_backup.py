@@ -188,6 +188,14 @@ def test_a_destination_that_exists_is_refused_untouched(config: Path, tmp_path: 
     assert sorted(p.name for p in destination.iterdir()) == ["kept"]
 
 
+def test_a_destination_inside_the_data_folder_is_refused(config: Path, tmp_path: Path) -> None:
+    destination = tmp_path / "data" / "backup"
+    result = CliRunner().invoke(backup, ["--config", str(config), str(destination)])
+    assert result.exit_code == 1
+    assert "which it would copy into itself" in result.output
+    assert not destination.exists()
+
+
 def test_a_postgresql_log_is_named_as_not_in_the_copy(tmp_path: Path) -> None:
     config = tmp_path / "ss.toml"
     config.write_text(
