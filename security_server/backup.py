@@ -37,11 +37,14 @@ from typing import Any, Final
 
 import click
 import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.settings import ConfigError
 from security_server.database import create_engine, sqlite_file
-from security_server.log import BodyKey, LogIntegrityError, LogReader
+from security_server.log import BodyKey, LogIntegrityError, LogKeyError, LogReader
 from security_server.log.bodies import BodySegments, body_file_root
+from security_server.log.keys import BODY_KEY_FILE, load_or_create_body_key
 from security_server.log.schema import log_bodies, log_heads
 from security_server.server import READY_FILE
 from security_server.settings import SecurityServerSettings
@@ -55,6 +58,8 @@ MANIFEST_FILE: Final = "backup.json"
 DATA_FOLDER: Final = "data"
 #: Where a log database outside the data folder goes, inside the backup.
 LOG_FOLDER: Final = "log"
+#: Records looked up in one query of the live log.
+_SEQS_PER_QUERY: Final = 500
 
 
 class BackupError(Exception):
@@ -76,8 +81,10 @@ class BackupReport:
     bytes: int = 0
     #: Files that went away while being copied (a segment retention deleted, a rotated file).
     vanished: list[str] = field(default_factory=list)
-    #: Bodies the copied rows name but the copied segment files lack (expected 0).
+    #: Bodies the copied rows name but the copied segment files lack (the copy then fails).
     unreadable_bodies: int = 0
+    #: Bodies retention purged on the live log while the copy was made, purged in it too.
+    purged_meanwhile: int = 0
     #: What the backup does not hold and the operator must keep otherwise.
     not_included: list[str] = field(default_factory=list)
 
@@ -96,7 +103,7 @@ class BackupReport:
             "files": self.files,
             "bytes": self.bytes,
             "vanished": self.vanished,
-            "unreadable_bodies": self.unreadable_bodies,
+            "purged_meanwhile": self.purged_meanwhile,
             "not_included": self.not_included,
         }
 
@@ -104,6 +111,14 @@ class BackupReport:
 def back_up(settings: SecurityServerSettings, config: Path, destination: Path) -> BackupReport:
     """Copy the server described by ``settings`` (read from ``config``) into ``destination``, a
     folder that must not exist yet (its parent must). Raises :class:`BackupError`."""
+    try:
+        return _back_up(settings, config, destination)
+    except OSError as exc:  # a full disk, a file that cannot be read, a mode that cannot be set
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise BackupError(f"the backup could not be made: {exc.strerror or exc}{where}") from None
+
+
+def _back_up(settings: SecurityServerSettings, config: Path, destination: Path) -> BackupReport:
     data_dir = settings.data_dir.resolve()
     database = sqlite_file(settings.log_url)
     bodies = body_file_root(settings.log_url)
@@ -136,10 +151,11 @@ def back_up(settings: SecurityServerSettings, config: Path, destination: Path) -
         _copy_tree(data_dir, destination / DATA_FOLDER, report, skip=skip)
     else:
         raise BackupError(f"the data folder {data_dir} does not exist")
-    _copy_file(config, destination / config.name, report)
+    if not config.resolve().is_relative_to(data_dir):  # else it is in data/ already
+        _copy_file(config, destination / config.name, report)
     report.not_included.extend(_outside(settings, data_dir))
     if report.database is not None:
-        _check(report)
+        _check(report, source, destination / DATA_FOLDER / "keys")
     manifest = destination / MANIFEST_FILE
     manifest.write_text(json.dumps(report.manifest(settings), indent=2) + "\n")
     manifest.chmod(0o600)
@@ -221,27 +237,50 @@ def _is_secret(path: Path) -> bool:
 
 
 def _outside(settings: SecurityServerSettings, data_dir: Path) -> list[str]:
-    """The key and certificate files the settings name outside the data folder."""
-    named = [value for _, value in settings.keys if isinstance(value, Path)]
+    """The files the settings name outside the data folder (keys, certificates, trust anchors),
+    each with the setting that names it; the sections :meth:`SecurityServerSettings.resolved`
+    reads paths from."""
+    sections: list[tuple[str, BaseModel]] = [
+        ("keys", settings.keys),
+        ("globalconf", settings.globalconf),
+        ("consumer", settings.consumer),
+        ("checkpoints", settings.checkpoints),
+        ("audit", settings.audit),
+        ("console", settings.console),
+        *(("backends", backend) for backend in settings.backends),
+    ]
     return [
-        f"{path} (named by the settings' [keys], outside the data folder)"
-        for path in named
-        if not path.resolve().is_relative_to(data_dir)
+        f"{value} (named by the settings' [{section}] {name}, outside the data folder)"
+        for section, model in sections
+        for name, value in model
+        if isinstance(value, Path) and not value.resolve().is_relative_to(data_dir)
     ]
 
 
-def _check(report: BackupReport) -> None:
-    """Open the copied log as a server would: each origin's tree against its head; and count
-    the copied rows' bodies that the copied segment files lack (no body is decrypted)."""
+def _check(report: BackupReport, live: Path, key_dir: Path) -> None:
+    """Open the copied log as a server would: each origin's tree against its head; each copied
+    row's body file reference against the copied files (a body retention purged on the live
+    log since the copy's snapshot, its segment then deleted, is purged in the copy too); and one
+    body per body key with the copied key. Raises :class:`BackupError` if the copy is not whole.
+    """
     assert report.database is not None  # noqa: S101 - only called with a database copy
     url = f"sqlite+aiosqlite:///{report.database}"
+    key_file = key_dir / BODY_KEY_FILE
     try:
-        report.records, report.unreadable_bodies = asyncio.run(_read_back(url))
+        key = load_or_create_body_key(key_dir) if key_file.is_file() else None
+        asyncio.run(_read_back(report, url, live, key))
     except LogIntegrityError as exc:
         raise BackupError(f"the copied log does not check: {exc.message}") from None
+    except LogKeyError as exc:
+        raise BackupError(f"the copied body key does not open the copied bodies: {exc}") from None
+    if report.unreadable_bodies:
+        raise BackupError(
+            f"{report.unreadable_bodies} bodies named by the copied log are missing from the "
+            "copied body files; the copy is incomplete"
+        )
 
 
-async def _read_back(url: str) -> tuple[dict[str, int], int]:
+async def _read_back(report: BackupReport, url: str, live: Path, key: BodyKey | None) -> None:
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
@@ -257,12 +296,6 @@ async def _read_back(url: str) -> tuple[dict[str, int], int]:
                     .group_by(log_bodies.c.origin, log_bodies.c.segment)
                 )
             ).all()
-        records = {}
-        for origin in sorted(origins):
-            # The tree alone is read: any key opens it.
-            reader = await LogReader.open(engine, origin=origin, body_key=BodyKey.generate())
-            records[origin] = reader.size()
-        missing = 0
         for origin, segment, end in ends:
             segments = BodySegments.for_url(url, origin)
             assert segments is not None  # noqa: S101 - a SQLite file's log
@@ -270,21 +303,96 @@ async def _read_back(url: str) -> tuple[dict[str, int], int]:
                 size = segments.path(segment).stat().st_size
             except FileNotFoundError:
                 size = 0
-            if size < end:  # rare: count the rows that reach past the copied file's end
-                async with engine.connect() as conn:
-                    missing += (
-                        await conn.scalar(
-                            sa.select(sa.func.count()).where(
-                                log_bodies.c.origin == origin,
-                                log_bodies.c.segment == segment,
-                                log_bodies.c.position + log_bodies.c.length > size,
-                            )
-                        )
-                        or 0
-                    )
-        return records, missing
+            if size < end:  # rare: the rows that reach past the copied file's end
+                await _short_segment(
+                    report, engine, live=live, origin=origin, segment=segment, size=size
+                )
+        for origin in sorted(origins):
+            reader = await LogReader.open(engine, origin=origin, body_key=key or BodyKey.generate())
+            report.records[origin] = reader.size()
+            await _open_one_body_per_key(engine, reader, key)
     finally:
         await engine.dispose()
+
+
+async def _short_segment(
+    report: BackupReport, engine: AsyncEngine, *, live: Path, origin: str, segment: int, size: int
+) -> None:
+    """The copied rows of ``segment`` that its copied file is too short for: those the live
+    log has purged since (retention deletes a segment once no row names it) are purged in the
+    copy as they were there; the rest are missing."""
+    short = (
+        log_bodies.c.origin == origin,
+        log_bodies.c.segment == segment,
+        log_bodies.c.position + log_bodies.c.length > size,
+    )
+    async with engine.begin() as conn:
+        seqs = [
+            int(s)
+            for s in (await conn.execute(sa.select(log_bodies.c.seq).where(*short))).scalars()
+        ]
+        purged = _purged_on_the_live_log(live, origin, seqs)
+        for seq, purged_at in purged.items():
+            await conn.execute(
+                sa.update(log_bodies)
+                .where(log_bodies.c.origin == origin, log_bodies.c.seq == seq)
+                .values(
+                    nonce=None,
+                    ciphertext=None,
+                    segment=None,
+                    position=None,
+                    length=None,
+                    purged_at=purged_at,
+                )
+            )
+    report.purged_meanwhile += len(purged)
+    report.unreadable_bodies += len(seqs) - len(purged)
+
+
+def _purged_on_the_live_log(live: Path, origin: str, seqs: list[int]) -> dict[int, int]:
+    """When each of these records' bodies was purged on the live log (opened read only), if it
+    was."""
+    purged: dict[int, int] = {}
+    if not seqs:
+        return purged
+    engine = sa.create_engine(f"sqlite+pysqlite:///file:{live}?mode=ro&uri=true")
+    try:
+        with engine.connect() as conn:
+            for start in range(0, len(seqs), _SEQS_PER_QUERY):
+                rows = conn.execute(
+                    sa.select(log_bodies.c.seq, log_bodies.c.purged_at).where(
+                        log_bodies.c.origin == origin,
+                        log_bodies.c.purged_at.is_not(None),
+                        log_bodies.c.seq.in_(seqs[start : start + _SEQS_PER_QUERY]),
+                    )
+                )
+                purged.update({int(row.seq): int(row.purged_at) for row in rows})
+    finally:
+        engine.dispose()
+    return purged
+
+
+async def _open_one_body_per_key(
+    engine: AsyncEngine, reader: LogReader, key: BodyKey | None
+) -> None:
+    """Open the first stored body under each body key the copied rows name, with the copied
+    key: a copy whose key cannot open its bodies is no backup. Raises :class:`LogKeyError`."""
+    async with engine.connect() as conn:
+        firsts = (
+            (
+                await conn.execute(
+                    sa.select(sa.func.min(log_bodies.c.seq))
+                    .where(log_bodies.c.origin == reader.origin, log_bodies.c.purged_at.is_(None))
+                    .group_by(log_bodies.c.key_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    if firsts and key is None:
+        raise LogKeyError(f"the body key file {BODY_KEY_FILE} is not in the copy")
+    for seq in firsts:
+        await reader.get_body(int(seq))
 
 
 @click.command("backup")
@@ -314,8 +422,8 @@ def backup(config: Path, destination: Path) -> None:
         click.echo(f"went away while copied (not in the backup): {path}")
     for what in report.not_included:
         click.echo(f"not in the backup: {what}")
-    if report.unreadable_bodies:
-        raise click.ClickException(
-            f"{report.unreadable_bodies} bodies named by the copied log are missing from the "
-            "copied body files; the copy is incomplete"
+    if report.purged_meanwhile:
+        click.echo(
+            f"{report.purged_meanwhile} bodies were purged by retention while copied; "
+            "they are purged in the copy too"
         )

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import tomli_w
 from click.testing import CliRunner
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from security_server import backup as backup_module
 from security_server.backup import MANIFEST_FILE, BackupError, BackupReport, back_up, backup
 from security_server.database import open_database
 from security_server.log import MessageLog, load_or_create_body_key
@@ -105,17 +107,23 @@ def _check_copy(
     manifest = json.loads((destination / MANIFEST_FILE).read_text())
     assert manifest["records"] == {origin: copied}
     assert manifest["database"] == "data/messagelog.db"
-    assert manifest["unreadable_bodies"] == 0
+    assert manifest["purged_meanwhile"] == 0
     assert manifest["began_at"] <= manifest["finished_at"]
-    # A link is named, not followed; the server's own key and certificate files live outside
-    # the data folder: named, not copied.
+    # A link is named, not followed; the files the settings name outside the data folder (the
+    # server's own keys and certificates, the trust anchor, the callers' CA) are named, not
+    # copied.
     assert [line.split(" (")[0] for line in manifest["not_included"]] == [
         str(settings.data_dir.resolve() / "elsewhere"),
         *(
             str(config.parent / "keys" / name)
             for name in ("auth.key", "auth.pem", "sign.key", "sign.pem")
         ),
+        str(config.parent / "anchor.toml"),
+        str(config.parent / "ca.pem"),
     ]
+    assert manifest["not_included"][1].endswith(
+        "(named by the settings' [keys] auth_key, outside the data folder)"
+    )
     return copied
 
 
@@ -259,5 +267,89 @@ async def test_bodies_the_copied_rows_name_but_the_files_lack_fail_the_backup(
     assert "1 bodies named by the copied log are missing from the copied body files" in (
         result.output
     )
+    assert not (destination / MANIFEST_FILE).exists()  # a copy that does not check has none
+
+
+async def test_bodies_retention_purges_while_copied_are_purged_in_the_copy(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = SecurityServerSettings.from_file(config)
+    for _ in range(2):  # two starts: two segments, so retention may delete the first
+        log, engine = await _open(settings)
+        try:
+            await log.append([make_entry(body=_large(n)) for n in range(4)])
+        finally:
+            await _close(log, engine)
+    log, engine = await _open(settings)
+    loop = asyncio.get_running_loop()
+    copy_database = backup_module._copy_database
+
+    def then_retention(source: Path, copy: Path) -> None:
+        copy_database(source, copy)
+        # The server's maintenance round, between the database's copy and the body files'.
+        purge = log.purge_bodies(datetime.now(UTC) + timedelta(days=1))
+        assert asyncio.run_coroutine_threadsafe(purge, loop).result() == 8
+
+    monkeypatch.setattr(backup_module, "_copy_database", then_retention)
+    try:
+        destination = tmp_path / "backup"
+        result = await asyncio.to_thread(
+            CliRunner().invoke, backup, ["--config", str(config), str(destination)]
+        )
+    finally:
+        await _close(log, engine)
+    assert result.exit_code == 0, result.output
     manifest = json.loads((destination / MANIFEST_FILE).read_text())
-    assert manifest["unreadable_bodies"] == 1
+    # The first segment's four are purged in the copy as on the live log (the segment was
+    # deleted before it was copied); the newest segment stays on disk, so its four were copied
+    # whole, as of the database's copy.
+    assert manifest["purged_meanwhile"] == 4
+    assert "4 bodies were purged by retention while copied" in result.output
+    restored, engine = await _open(settings, destination / "data")
+    try:
+        assert [await restored.get_body(seq) for seq in range(8)] == [None] * 4 + [
+            _large(n) for n in range(4)
+        ]
+    finally:
+        await _close(restored, engine)
+
+
+async def test_a_copy_without_the_body_key_fails(config: Path, tmp_path: Path) -> None:
+    settings = SecurityServerSettings.from_file(config)
+    log, engine = await _open(settings)
+    try:
+        await log.append([make_entry(body=b"kept")])
+    finally:
+        await _close(log, engine)
+    # keys/ a link to where the key really is: the copy names the link and lacks the key.
+    (settings.data_dir / "keys").rename(tmp_path / "real-keys")
+    (settings.data_dir / "keys").symlink_to(tmp_path / "real-keys")
+    destination = tmp_path / "backup"
+    result = await asyncio.to_thread(
+        CliRunner().invoke, backup, ["--config", str(config), str(destination)]
+    )
+    assert result.exit_code == 1
+    assert "the body key file log-body.key is not in the copy" in result.output
+    assert not (destination / MANIFEST_FILE).exists()
+
+
+async def test_a_disk_error_is_a_clear_refusal(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = SecurityServerSettings.from_file(config)
+    log, engine = await _open(settings)
+    try:
+        await log.append([make_entry()])
+    finally:
+        await _close(log, engine)
+
+    def full(source: Path, target: Path, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device", str(target))
+
+    monkeypatch.setattr("security_server.backup.shutil.copy2", full)
+    result = await asyncio.to_thread(
+        CliRunner().invoke, backup, ["--config", str(config), str(tmp_path / "backup")]
+    )
+    assert result.exit_code == 1
+    assert "Error: the backup could not be made: No space left on device (" in result.output
+    assert not (tmp_path / "backup" / MANIFEST_FILE).exists()
