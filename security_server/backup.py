@@ -45,7 +45,7 @@ from security_server.database import create_engine, sqlite_file
 from security_server.log import BodyKey, LogIntegrityError, LogKeyError, LogReader
 from security_server.log.bodies import BodySegments, body_file_root
 from security_server.log.keys import BODY_KEY_FILE, load_or_create_body_key
-from security_server.log.schema import log_bodies, log_heads
+from security_server.log.schema import log_bodies, log_heads, purged_body
 from security_server.server import READY_FILE
 from security_server.settings import SecurityServerSettings
 from security_server.settings_cli import CONFIG_OPTION
@@ -336,14 +336,7 @@ async def _short_segment(
             await conn.execute(
                 sa.update(log_bodies)
                 .where(log_bodies.c.origin == origin, log_bodies.c.seq == seq)
-                .values(
-                    nonce=None,
-                    ciphertext=None,
-                    segment=None,
-                    position=None,
-                    length=None,
-                    purged_at=purged_at,
-                )
+                .values(purged_body(purged_at))
             )
     report.purged_meanwhile += len(purged)
     report.unreadable_bodies += len(seqs) - len(purged)

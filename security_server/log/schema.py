@@ -38,6 +38,7 @@ __all__ = [
     "metadata",
     "node_idx",
     "node_last_seq",
+    "purged_body",
     "seen_messages",
 ]
 
@@ -200,6 +201,20 @@ log_bodies = sa.Table(
         postgresql_where=sa.text("segment IS NOT NULL"),
     ),
 )
+
+
+def purged_body(at_us: int) -> dict[str, int | None]:
+    """The values that purge a ``log_bodies`` row at ``at_us``: the row stays (the leaf still
+    names a body), its ciphertext, nonce and file reference go."""
+    return {
+        "nonce": None,
+        "ciphertext": None,
+        "segment": None,
+        "position": None,
+        "length": None,
+        "purged_at": at_us,
+    }
+
 
 # Message ids seen from each client, kept until the freshness window of the message has passed.
 # A claim is kept as its key, 16 bytes of SHA-256 over client and message id

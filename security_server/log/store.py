@@ -72,6 +72,7 @@ from security_server.log.schema import (
     log_checkpoints,
     log_heads,
     log_leaves,
+    purged_body,
     seen_messages,
 )
 
@@ -1007,14 +1008,7 @@ class MessageLog(LogReader):
                         await conn.execute(
                             sa.update(log_bodies)
                             .where(log_bodies.c.origin == self._origin, log_bodies.c.seq.in_(seqs))
-                            .values(
-                                nonce=None,
-                                ciphertext=None,
-                                segment=None,
-                                position=None,
-                                length=None,
-                                purged_at=now,
-                            )
+                            .values(purged_body(now))
                         )
             total += len(seqs)
             if len(seqs) < MAX_PURGE_CHUNK:
