@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final, TypeVar
 
 from google.protobuf.message import DecodeError, Message
@@ -519,10 +519,9 @@ def build_request_header(
     if call.subject:
         header.subject = call.subject
     header.body_sha256 = hashlib.sha256(body).digest()
+    # timestamp_parts counts from the epoch in any time zone: no conversion to UTC first.
     stamp = header.created_at
-    stamp.seconds, stamp.nanos = timestamp_parts(
-        created_at if created_at.tzinfo is UTC else created_at.astimezone(UTC)
-    )
+    stamp.seconds, stamp.nanos = timestamp_parts(created_at)
     return header, header.SerializeToString(deterministic=True)
 
 
@@ -609,9 +608,7 @@ def build_response_header(
             if backend_fault_id:
                 header.backend_fault_id = backend_fault_id
             stamp = header.created_at
-            stamp.seconds, stamp.nanos = timestamp_parts(
-                created_at if created_at.tzinfo is UTC else created_at.astimezone(UTC)
-            )
+            stamp.seconds, stamp.nanos = timestamp_parts(created_at)
             return header, header.SerializeToString(deterministic=True)
     header = transport_pb2.MessageHeader(
         message_id=request.message_id,
@@ -631,7 +628,7 @@ def build_response_header(
         backend_fault=backend_fault,
         backend_fault_id=backend_fault_id,
     )
-    header.created_at.seconds, header.created_at.nanos = timestamp_parts(created_at.astimezone(UTC))
+    header.created_at.seconds, header.created_at.nanos = timestamp_parts(created_at)
     return header, header.SerializeToString(deterministic=True)
 
 

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import hashlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -232,6 +232,19 @@ def test_metadata_bounds(extra: tuple[tuple[str, str], ...], bounds: dict[str, i
 
 def _call() -> CallMetadata:
     return parse_call_metadata(PATH, (*GOOD, ("ruta-message-id", MID), ("ruta-user-id", "jdoe")))
+
+
+def test_a_header_time_in_another_zone_is_the_same_instant() -> None:
+    """The creation time is written as the instant it is, whatever the zone it is given in."""
+    sender, receiver = ServerId.parse("DEV/GOV/SOC/ss1"), ServerId.parse("DEV/GOV/POP/ss1")
+    in_utc = datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC)
+    elsewhere = in_utc.astimezone(timezone(timedelta(hours=-3)))
+    built = [
+        build_request_header(_call(), body=b"b", sender=sender, receiver=receiver, created_at=at)
+        for at in (in_utc, elsewhere)
+    ]
+    assert built[0][0].created_at == built[1][0].created_at
+    assert built[0][0].created_at.ToDatetime(tzinfo=UTC) == in_utc
 
 
 def test_request_header_round_trip_and_backend_metadata() -> None:
