@@ -11,7 +11,6 @@ import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,28 +26,13 @@ from security_server.log.schema import log_bodies
 from security_server.server import READY_FILE
 from security_server.settings import SecurityServerSettings
 from tests.unit.security_server.log.support import make_entry
-
-
-def _document(**log: Any) -> dict[str, Any]:
-    return {
-        "server_id": "DEV/GOV/POP/ss1",
-        "data_dir": "data",
-        "keys": {
-            "auth_key": "keys/auth.key",
-            "auth_cert": "keys/auth.pem",
-            "signing_key": "keys/sign.key",
-            "signing_cert": "keys/sign.pem",
-        },
-        "globalconf": {"anchor": "anchor.toml"},
-        "consumer": {"listen": "127.0.0.1:0", "client_ca": "ca.pem"},
-        "log": log,
-    }
+from tests.unit.security_server.settings_document import settings_document
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "ss.toml"
-    path.write_text(tomli_w.dumps(_document()))
+    path.write_text(tomli_w.dumps(settings_document()))
     (tmp_path / "data").mkdir(mode=0o700)
     return path
 
@@ -207,7 +191,9 @@ def test_a_destination_inside_the_data_folder_is_refused(config: Path, tmp_path:
 def test_a_postgresql_log_is_named_as_not_in_the_copy(tmp_path: Path) -> None:
     config = tmp_path / "ss.toml"
     config.write_text(
-        tomli_w.dumps(_document(url="postgresql+asyncpg://postgres@127.0.0.1:5432/ruta"))
+        tomli_w.dumps(
+            settings_document(log={"url": "postgresql+asyncpg://postgres@127.0.0.1:5432/ruta"})
+        )
     )
     (tmp_path / "data" / "keys").mkdir(parents=True, mode=0o700)
     (tmp_path / "data" / "keys" / "log-body.key").write_bytes(os.urandom(32))

@@ -21,27 +21,16 @@ from security_server.reload import (
     changed_settings,
 )
 from security_server.settings import SecurityServerSettings
+from tests.unit.security_server.settings_document import settings_document
 
 SERVICE = "DEV/GOV/POP/registry/population.v1.PopulationRegister"
 OTHER = "DEV/GOV/POP/vehicles/vehicles.v1.Register"
 
 
 def _document(**changes: Any) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "server_id": "DEV/GOV/POP/ss1",
-        "data_dir": "data",
-        "keys": {
-            "auth_key": "keys/auth.key",
-            "auth_cert": "keys/auth.pem",
-            "signing_key": "keys/sign.key",
-            "signing_cert": "keys/sign.pem",
-        },
-        "globalconf": {"anchor": "anchor.toml"},
-        "consumer": {"listen": "127.0.0.1:0", "client_ca": "ca.pem"},
-        "backends": [{"service": SERVICE, "address": "127.0.0.1:50051"}],
-    }
-    document.update(changes)
-    return document
+    return settings_document(
+        **{"backends": [{"service": SERVICE, "address": "127.0.0.1:50051"}], **changes}
+    )
 
 
 class Running:

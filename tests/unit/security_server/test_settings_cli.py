@@ -14,25 +14,17 @@ from click.testing import CliRunner, Result
 
 from security_server.settings import SecurityServerSettings
 from security_server.settings_cli import backend, reload
+from tests.unit.security_server.settings_document import settings_document
 
 SERVICE = "DEV/GOV/POP/registry/population.v1.PopulationRegister"
 VEHICLES = "DEV/GOV/POP/vehicles/vehicles.v1.Register"
 
 
 def _document() -> dict[str, Any]:
-    return {
-        "server_id": "DEV/GOV/POP/ss1",
-        "data_dir": "data",
-        "keys": {
-            "auth_key": "keys/auth.key",
-            "auth_cert": "keys/auth.pem",
-            "signing_key": "keys/sign.key",
-            "signing_cert": "keys/sign.pem",
-        },
-        "globalconf": {"anchor": "anchor.toml", "fetch_interval_seconds": 5.0},
-        "consumer": {"listen": "127.0.0.1:0", "client_ca": "ca.pem"},
-        "limits": {"max_message_bytes": 65536},
-    }
+    return settings_document(
+        globalconf={"anchor": "anchor.toml", "fetch_interval_seconds": 5.0},
+        limits={"max_message_bytes": 65536},
+    )
 
 
 @pytest.fixture
