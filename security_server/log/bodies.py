@@ -63,7 +63,7 @@ def _associated_prefix(origin: str) -> bytes:
 
 
 def _associated_data(origin: str, seq: int) -> bytes:
-    return _associated_prefix(origin) + struct.pack(">Q", seq)
+    return _associated_prefix(origin) + _SEQ.pack(seq)
 
 
 class SealedBody:
