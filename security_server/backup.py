@@ -41,7 +41,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ruta.settings import ConfigError
-from security_server.database import create_engine, sqlite_file
+from security_server.database import SQLITE_BUSY_TIMEOUT_MS, create_engine, sqlite_file
 from security_server.log import BodyKey, LogIntegrityError, LogKeyError, LogReader
 from security_server.log.bodies import BodySegments, body_file_root
 from security_server.log.keys import BODY_KEY_FILE, load_or_create_body_key
@@ -58,6 +58,8 @@ MANIFEST_FILE: Final = "backup.json"
 DATA_FOLDER: Final = "data"
 #: Where a log database outside the data folder goes, inside the backup.
 LOG_FOLDER: Final = "log"
+#: How long a read of the live log waits for another connection's lock: the server's own bound.
+_BUSY_SECONDS: Final = SQLITE_BUSY_TIMEOUT_MS / 1000
 #: Records looked up in one query of the live log.
 _SEQS_PER_QUERY: Final = 500
 
@@ -186,7 +188,7 @@ def _copy_database(source: Path, copy: Path) -> None:
         raise BackupError(f"the message log's database {source} does not exist")
     try:
         with (
-            contextlib.closing(sqlite3.connect(source, timeout=10.0)) as reader,
+            contextlib.closing(sqlite3.connect(source, timeout=_BUSY_SECONDS)) as reader,
             contextlib.closing(sqlite3.connect(copy)) as writer,
         ):
             reader.backup(writer)
@@ -348,7 +350,10 @@ def _purged_on_the_live_log(live: Path, origin: str, seqs: list[int]) -> dict[in
     purged: dict[int, int] = {}
     if not seqs:
         return purged
-    engine = sa.create_engine(f"sqlite+pysqlite:///file:{live}?mode=ro&uri=true")
+    engine = sa.create_engine(
+        f"sqlite+pysqlite:///file:{live}?mode=ro&uri=true",
+        connect_args={"timeout": _BUSY_SECONDS},
+    )
     try:
         with engine.connect() as conn:
             for start in range(0, len(seqs), _SEQS_PER_QUERY):
